@@ -36,7 +36,7 @@ def projection_inputs(setup: Setup, batch: int) -> dict:
     w = rand(n_out, n_in, std=0.02)
     x = rand(batch, 1, n_in)
     senders = [(rand(batch, RANK, n_in, std=0.01), rand(batch, n_out, RANK, std=0.01), COEF) for _ in range(SENDERS)]
-    fused = (torch.cat([a for a, _, _ in senders], dim=1), torch.cat([b * c for _, b, c in senders], dim=2))
+    fused = (torch.cat([a for a, _, _ in senders], dim=1), (torch.cat([b * c for _, b, c in senders], dim=2),))
     # merged weights are per row: W_b = W + sum_s c_s B_s A_s, a (B, out, in) tensor built once per request
     merged = w[None] + sum(torch.bmm(b * c, a) for a, b, c in senders)
     return {"w": w, "x": x, "senders": senders, "fused": fused, "merged": merged}

@@ -122,6 +122,33 @@ def test_lora_equals_merged_weights_per_row_and_leaves_no_trace(pair):
     assert alone == [g.token_ids for g in plain_after]
 
 
+def test_fused_lora_blocks_equal_per_projection_factors():
+    """q/k/v and gate/up share A, with one B block per projection; a projection only one sender
+    adapts, or none, gets exactly its own (or no) update."""
+    from minitflow.kernels.lora import lora_linear_ref
+    from minitflow.model.config import Qwen3Config
+    cfg = Qwen3Config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=4)
+    full = _random_factors(cfg, 3, 2, seed=5)
+    partial = {k: v for k, v in _random_factors(cfg, 3, 3, seed=6).items() if k[1] == "self_attn.k_proj"}
+    del full[(0, "self_attn.v_proj")]  # v: adapted by nobody
+    lora = build_lora(cfg, [full, partial], [0.5, 2.0])
+    a, blocks = lora.layers[0]["qkv"]
+    assert [b.shape[2] for b in blocks] == [2, 2 + 3, 0] and a.shape[1] == 7
+    x = torch.randn(3, 4, cfg.hidden_size)
+    w = torch.randn(cfg.q_size + 2 * cfg.kv_size, cfg.hidden_size)
+    ref = []
+    for proj, (s, e) in zip(("q_proj", "k_proj", "v_proj"),
+                            ((0, cfg.q_size), (cfg.q_size, cfg.q_size + cfg.kv_size), (cfg.q_size + cfg.kv_size, None))):
+        y = x @ w[s:e].T
+        for factors, coef in ((full, 0.5), (partial, 2.0)):
+            if (0, f"self_attn.{proj}") in factors:
+                fa, fb = factors[(0, f"self_attn.{proj}")]
+                y = y + coef * (x @ fa.transpose(1, 2) @ fb.transpose(1, 2))
+        ref.append(y)
+    assert torch.allclose(lora_linear_ref(x, w, lora.layers[0]["qkv"]), torch.cat(ref, -1), atol=1e-5)
+
+
 def test_batch_invariance_six_prompts(tiny_dir):
     llm = LLM.load(tiny_dir, dtype="float32", device="cpu")
     llm.eos_token_ids = set()

@@ -135,22 +135,15 @@ class LLM:
         """Copy per-call factors into buffers that keep their address across calls, so a
         captured decode graph is replayed, not re-recorded or fed copies, for every request."""
         buf = self._lora_buf
-        same = buf is not None and buf.batch == lora.batch and all(
-            b.keys() == l.keys() and all(b[k][0].shape == l[k][0].shape and b[k][1].shape == l[k][1].shape for k in b)
-            for b, l in zip(buf.layers, lora.layers))
-        if not same:
-            buf = LoraWeights([{k: (a.clone(), b.clone()) for k, (a, b) in layer.items()} for layer in lora.layers],
-                              lora.batch)
-            for layer in buf.layers:
-                for a, b in layer.values():
-                    torch._dynamo.mark_static_address(a)
-                    torch._dynamo.mark_static_address(b)
+        if buf is None or buf.batch != lora.batch or _layout(buf) != _layout(lora):
+            buf = LoraWeights([{k: (a.clone(), tuple(b.clone() for b in bs)) for k, (a, bs) in layer.items()}
+                               for layer in lora.layers], lora.batch)
+            for t in _tensors(buf):
+                torch._dynamo.mark_static_address(t)
             self._lora_buf = buf
             return buf
-        for dst, src in zip(buf.layers, lora.layers):
-            for k, (a, b) in src.items():
-                dst[k][0].copy_(a)
-                dst[k][1].copy_(b)
+        for dst, src in zip(_tensors(buf), _tensors(lora)):
+            dst.copy_(src)
         return buf
 
     def _prefill(self, ids: list[list[int]], cache: KVCache | None, lora: LoraWeights | None,
@@ -265,6 +258,16 @@ class LLM:
                                       completion_tokens=len(out[i]), finish_reason=reason[i] or "length",
                                       prefill_s=t1 - t0, decode_s=t2 - t1))
         return results
+
+
+def _tensors(lora: LoraWeights) -> list[torch.Tensor]:
+    return [t for layer in lora.layers for a, bs in layer.values() for t in (a, *bs)]
+
+
+def _layout(lora: LoraWeights) -> list:
+    """What a captured graph depends on: which groups each layer has and every factor's shape."""
+    return [[(k, len(bs)) for k, (_, bs) in layer.items()] for layer in lora.layers] + \
+        [t.shape for t in _tensors(lora)]
 
 
 def _generation_eos(model_dir: Path) -> set[int]:

@@ -2,9 +2,10 @@
 
 `A` stacks every sender's factors along the rank axis and `B` carries the sender weight and
 the LoRA scale, so several senders cost one pair of batched matmuls and no cross terms
-(see `minitflow.model.lora`). `lora_linear_ref` is the eager reference;
-`lora_linear` is the same function under `torch.compile`, which fuses the add into the
-epilogue. A compiled decode step inlines `lora_linear_ref` and gets the same fusion.
+(see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B` block per
+projection, each reading its own slice of `A x`, so no block-diagonal zeros are stored or
+read. `lora_linear_ref` is the eager reference; `lora_linear` is the same function under
+`torch.compile`, which fuses the add into the epilogue. A compiled decode step inlines `lora_linear_ref` and gets the same fusion.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import torch
 import torch.nn.functional as F
 
 
-def lora_linear_ref(
-    x: torch.Tensor, weight: torch.Tensor, lora: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> torch.Tensor:
-    """x (B, T, in), weight (out, in), lora = (A (B, R, in), B (B, out, R)) -> (B, T, out)."""
+LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
+
+
+def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
+    """x (B, T, in), weight (out, in), lora = (A (B, R, in), (B_1 (B, out_1, r_1), ...)) with
+    sum out_j = out and sum r_j = R -> (B, T, out)."""
     y = F.linear(x, weight)
     if lora is None:
         return y
-    a, b = lora
-    return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
+    a, blocks = lora
+    u = torch.bmm(x, a.transpose(1, 2))
+    if len(blocks) == 1:
+        return y + torch.bmm(u, blocks[0].transpose(1, 2))
+    parts, start = [], 0
+    for b in blocks:
+        parts.append(torch.bmm(u[..., start:start + b.shape[2]], b.transpose(1, 2)))
+        start += b.shape[2]
+    return y + torch.cat(parts, dim=-1)
 
 
 def lora_linear_naive(
@@ -37,9 +47,7 @@ def lora_linear_naive(
 _compiled = None
 
 
-def lora_linear(
-    x: torch.Tensor, weight: torch.Tensor, lora: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> torch.Tensor:
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
     """`lora_linear_ref` compiled on first use (dynamic shapes: prefill lengths vary)."""
     global _compiled
     if _compiled is None:

@@ -8,10 +8,8 @@ import torch.nn.functional as F
 
 from minitflow.engine.kv_cache import KVCache
 from minitflow.kernels.attention import cache_attention
-from minitflow.kernels.lora import lora_linear_ref
+from minitflow.kernels.lora import LoraPair, lora_linear_ref
 from minitflow.model.config import Qwen3Config
-
-LoraPair = tuple[torch.Tensor, torch.Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -51,7 +49,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 class DecoderLayer(nn.Module):
     """One Qwen3 block. q/k/v and gate/up are fused into one weight each (like nano-vllm);
-    per-request LoRA for a fused weight uses a block-diagonal B (see model/lora.py)."""
+    per-request LoRA for a fused weight has one B block per projection (see model/lora.py)."""
 
     def __init__(self, cfg: Qwen3Config, index: int):
         super().__init__()

@@ -2,9 +2,11 @@
 
 Senders produce factors for the seven HF projections of every layer. The decoder fuses
 q/k/v and gate/up into one weight each, so their factors are stacked along the rank:
-A = [A_q; A_k; A_v] and B is block-diagonal, which gives exactly [B_q A_q x; B_k A_k x;
-B_v A_v x]. Senders are stacked along the rank too, with B_s scaled by the sender's weight
-times the LoRA scale, so Σ_s w_s·scale·B_s(A_s x) has no cross terms.
+A = [A_q; A_k; A_v], and B is kept as one block per projection, (B_q, B_k, B_v), each
+applied to its own slice of A x: exactly [B_q A_q x; B_k A_k x; B_v A_v x] without the
+zeros of a block-diagonal B (at decode the factors are read for every row, every step).
+Senders are stacked along the rank too, with B_s scaled by the sender's weight times the
+LoRA scale, so Σ_s w_s·scale·B_s(A_s x) has no cross terms.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from typing import Mapping, Sequence
 import torch
 
 from minitflow.errors import UserError
+from minitflow.kernels.lora import LoraPair
 from minitflow.model.config import Qwen3Config
-
-LoraPair = tuple[torch.Tensor, torch.Tensor]
 
 # HF projection names (relative to a decoder layer) per fused weight of our decoder.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -41,13 +42,14 @@ def projection_shapes(cfg: Qwen3Config) -> dict[str, tuple[int, int]]:
 
 @dataclass
 class LoraWeights:
-    """layers[i][group] = (A (B, R, in), B (B, out, R)); groups absent from a layer are skipped."""
+    """layers[i][group] = (A (B, R, in), (B_p (B, out_p, r_p) per projection p of the group));
+    groups absent from a layer are skipped."""
 
     layers: list[dict[str, LoraPair]]
     batch: int
 
 
-SenderFactors = Mapping[tuple[int, str], LoraPair]
+SenderFactors = Mapping[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
 """One sender: {(layer, HF projection name): (A (B, r, in), B (B, out, r))}."""
 
 
@@ -62,27 +64,25 @@ def build_lora(cfg: Qwen3Config, senders: Sequence[SenderFactors], coefs: Sequen
     for layer in range(cfg.num_hidden_layers):
         groups: dict[str, LoraPair] = {}
         for group, projs in GROUPS.items():
-            a_parts, b_rows = [], []
-            present = [(p, s) for p in projs for s in range(len(senders)) if (layer, p) in senders[s]]
-            if not present:
+            if not any((layer, p) in s for p in projs for s in senders):
                 continue
-            ranks = [senders[s][(layer, p)][0].shape[1] for p, s in present]
-            for (p, s) in present:
-                a, b = senders[s][(layer, p)]
-                if a.shape != (batch, a.shape[1], shapes[p][0]) or b.shape != (batch, shapes[p][1], a.shape[1]):
-                    raise UserError(
-                        f"LoRA factors for layer {layer} {p}: A {tuple(a.shape)} / B {tuple(b.shape)} "
-                        f"do not fit (batch {batch}, in {shapes[p][0]}, out {shapes[p][1]})")
-                a_parts.append(a)
-            for p in projs:
-                out = shapes[p][1]
+            a_parts, blocks = [], []
+            for p in projs:  # A rows: projection-major, then sender, matching the B blocks
+                n_in, n_out = shapes[p]
                 cols = []
-                for (q, s), r in zip(present, ranks):
-                    if q == p:
-                        cols.append(senders[s][(layer, p)][1] * coefs[s])
-                    else:
-                        cols.append(torch.zeros(batch, out, r, device=device, dtype=dtype))
-                b_rows.append(torch.cat(cols, dim=2))
-            groups[group] = (torch.cat(a_parts, dim=1), torch.cat(b_rows, dim=1))
+                for s, coef in zip(senders, coefs):
+                    if (layer, p) not in s:
+                        continue
+                    a, b = s[(layer, p)]
+                    if a.shape != (batch, a.shape[1], n_in) or b.shape != (batch, n_out, a.shape[1]):
+                        raise UserError(
+                            f"LoRA factors for layer {layer} {p}: A {tuple(a.shape)} / B {tuple(b.shape)} "
+                            f"do not fit (batch {batch}, in {n_in}, out {n_out})")
+                    a_parts.append(a)
+                    cols.append(b * coef)
+                # a projection no sender adapts gets a rank-0 block: its slice of A x is empty
+                blocks.append(torch.cat(cols, dim=2) if cols else
+                              torch.zeros(batch, n_out, 0, device=device, dtype=dtype))
+            groups[group] = (torch.cat(a_parts, dim=1), tuple(blocks))
         layers.append(groups)
     return LoraWeights(layers=layers, batch=batch)
