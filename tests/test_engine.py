@@ -178,12 +178,59 @@ def test_stop_on_eos_and_stop_reason(tiny_dir):
     assert g.completion_tokens == first + 1 and g.prefill_s > 0 and g.decode_s >= 0
 
 
+def test_rows_finishing_at_different_steps(tiny_dir):
+    """EOS, per-row max_new_tokens and ignore_eos in one batch: each row as if it ran alone."""
+    free = LLM.load(tiny_dir, dtype="float32", device="cpu")
+    free.eos_token_ids = set()
+    prompts = [[4, 8, 15, 16, 23, 42], [1, 2, 3], [9] * 11]
+    runs = [free.generate([p], SamplingParams(max_new_tokens=12))[0].token_ids for p in prompts]
+    llm = LLM.load(tiny_dir, dtype="float32", device="cpu")
+    llm.eos_token_ids = {runs[0][2]}
+    sps = [SamplingParams(max_new_tokens=12), SamplingParams(max_new_tokens=5),
+           SamplingParams(max_new_tokens=12, ignore_eos=True)]
+    batch = llm.generate(prompts, sps)
+    for p, s, g in zip(prompts, sps, batch):
+        alone = llm.generate([p], s)[0]
+        assert (g.token_ids, g.finish_reason) == (alone.token_ids, alone.finish_reason)
+    first = runs[0].index(runs[0][2])
+    assert batch[0].token_ids == runs[0][: first + 1] and batch[0].finish_reason == "stop"
+    assert len(batch[1].token_ids) <= 5 and batch[1].token_ids == runs[1][: len(batch[1].token_ids)]
+    assert batch[2].token_ids == runs[2] and batch[2].finish_reason == "length"
+
+
+def test_stop_strings_cut_text_and_tokens():
+    from minitflow.demo import demo_dir
+    llm = LLM.load(demo_dir(), dtype="float32", device="cpu")
+    prompt = llm.chat_ids([{"role": "user", "content": "Box 3 holds what?"}])
+    full = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True))[0]
+    stop = full.text[len(full.text) // 2: len(full.text) // 2 + 2]
+    assert stop.strip(), full.text
+    cut = llm.generate([prompt, prompt], [SamplingParams(max_new_tokens=24, ignore_eos=True, stop=(stop,)),
+                                          SamplingParams(max_new_tokens=24, ignore_eos=True)])
+    assert cut[0].finish_reason == "stop" and cut[0].text == full.text[: full.text.index(stop)]
+    n = len(cut[0].token_ids)
+    assert cut[0].token_ids == full.token_ids[:n] and stop in llm.tokenizer.decode(full.token_ids[:n])
+    assert stop not in llm.tokenizer.decode(full.token_ids[: n - 1])
+    assert cut[1].token_ids == full.token_ids  # the other row runs on
+
+
+def test_compiled_attention_buckets():
+    llm = LLM.__new__(LLM)
+    llm.compiled = True
+    cache = KVCache(1, 1, 8192, 1, 2, torch.float32, "cpu")
+    got = [llm._kv_len(n, cache) for n in (1, 256, 257, 1024, 1025, 2049, 5000, 9000)]
+    assert got == [256, 256, 512, 1024, 2048, 4096, 8192, 8192]
+    llm.compiled = False
+    assert llm._kv_len(300, cache) == 300
+
+
 def test_compiled_decode_matches_eager(tiny_dir):
     eager = LLM.load(tiny_dir, dtype="float32", device="cpu")
     compiled = LLM.load(tiny_dir, dtype="float32", device="cpu", compile=True)
     for llm in (eager, compiled):
         llm.eos_token_ids = set()
-    prompts = [[1, 2, 3, 4], [9, 8, 7, 6, 5, 4, 3]]
+    # the second prompt crosses from the 256-slot attention bucket into the 512-slot one
+    prompts = [[1, 2, 3, 4], [(7 * i) % 150 for i in range(250)]]
     sp = SamplingParams(max_new_tokens=10)
     assert [g.token_ids for g in compiled.generate(prompts, sp)] == [g.token_ids for g in eager.generate(prompts, sp)]
 

@@ -8,6 +8,7 @@ prompt and completion tokens it processed, why it stopped, and the prefill/decod
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,12 +16,14 @@ from typing import Sequence
 import torch
 
 from minitflow.engine.kv_cache import KVCache
-from minitflow.engine.sampler import SamplingParams, make_generators, sample
+from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.model.tokenizer import Tokenizer, render_chat
 
+KV_BUCKET = 256  # compiled decode: attention length granularity (see LLM._kv_len)
+RUN_AHEAD = 4  # decode steps the host may queue before it learns that all rows are done
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -165,6 +168,13 @@ class LLM:
         return self.model(tokens, positions, cache, kv_len, lora=lora)[:, -1]
 
     def _compile_decode(self):
+        """One graph per (batch size, attention bucket, LoRA layout), each captured once as a
+        CUDA graph ("reduce-overhead") from one whole-step graph (fullgraph: a graph break
+        would split the step into several launches). The limit covers every bucket of a few
+        batch sizes instead of silently falling back to eager after 8."""
+        cfg = torch._dynamo.config
+        name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+        setattr(cfg, name, max(getattr(cfg, name), 64))
         mode = "reduce-overhead" if self.device.type == "cuda" else "default"
         return torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
 
@@ -210,54 +220,115 @@ class LLM:
         cache = self._get_cache(b, self._check_lengths(ids, params))
         if lora is not None and self.compiled:
             lora = self._static_lora(lora)
-        gens = make_generators(params, self.device)
+        sample = Sampler(params, self.device)
+        lens = [len(p) for p in ids]
+        steps = max(p.max_new_tokens for p in params)
+        # finished rows are tracked on the device; the host learns that all are done a few steps late
+        dev = self.device
+        limit = torch.tensor([p.max_new_tokens for p in params], device=dev)
+        eos_stops = torch.tensor([not p.ignore_eos for p in params], device=dev)
+        eos = torch.tensor(sorted(self.eos_token_ids) or [-1], device=dev)
+        out = torch.zeros(b, steps, dtype=torch.long, device=dev)
+        stop_rows = [i for i, p in enumerate(params) if p.stop] if self.tokenizer is not None else []
+        stopped: dict[int, tuple[int, str]] = {}  # row -> (index of the token that completed a stop string, text)
+        all_done = AllDone(dev, run_ahead=0 if stop_rows else RUN_AHEAD)
 
-        sync(self.device)
+        sync(dev)
         t0 = time.perf_counter()
         logits = self._prefill(ids, cache, lora, capture, need_logits=True)
-        tokens = sample(logits.float(), params, gens)
-        sync(self.device)
+        tokens = sample(logits.float(), 0)
+        sync(dev)
         t1 = time.perf_counter()
 
-        lens = [len(p) for p in ids]
-        out: list[list[int]] = [[] for _ in range(b)]
-        reason: list[str | None] = [None] * b
-        texts: list[str | None] = [None] * b
-        cur = torch.tensor(lens, device=self.device)
+        cur = torch.tensor(lens, device=dev)  # where each row writes its newest token
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        n = 0
         while True:
-            for i, tok in enumerate(tokens.tolist()):
-                if reason[i] is not None:
-                    continue
-                out[i].append(tok)
-                p = params[i]
-                if tok in self.eos_token_ids and not p.ignore_eos:
-                    reason[i] = "stop"
-                elif p.stop and self.tokenizer is not None:
-                    text = self.tokenizer.decode(out[i])
-                    hits = [text.index(s) for s in p.stop if s in text]
-                    if hits:
-                        reason[i], texts[i] = "stop", text[: min(hits)]
-                if reason[i] is None and len(out[i]) >= p.max_new_tokens:
-                    reason[i] = "length"
-            if all(r is not None for r in reason):
+            out[:, n] = tokens
+            done |= (torch.isin(tokens, eos) & eos_stops) | (limit <= n + 1)
+            if stop_rows:
+                self._check_stop_strings(out, n, params, stop_rows, stopped, done)
+            if n + 1 == steps or all_done(done):
                 break
-            active = torch.tensor([r is None for r in reason], device=self.device)
-            kv_len = cache.max_len if self.compiled else int(max(lens[i] + len(out[i]) for i in range(b))) + 1
+            kv_len = self._kv_len(max(lens) + n + 1, cache)
+            if self.compiled and dev.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
             logits = self._decode(tokens[:, None], cur[:, None], cache, kv_len, lora)
-            cur = cur + active.long()
-            tokens = sample(logits.float(), params, gens)
-        sync(self.device)
+            cur = cur + (~done).long()  # finished rows stay put and cannot run past the cache
+            n += 1
+            tokens = sample(logits.float(), n)
+        rows = out[:, : n + 1].tolist()
+        sync(dev)
         t2 = time.perf_counter()
 
         results = []
-        for i in range(b):
-            text = texts[i]
+        for i, (p, toks) in enumerate(zip(params, rows)):
+            end, reason, text = p.max_new_tokens, "length", None
+            if not p.ignore_eos:
+                hit = next((k for k, t in enumerate(toks[:end]) if t in self.eos_token_ids), None)
+                if hit is not None:
+                    end, reason = hit + 1, "stop"
+            if i in stopped and stopped[i][0] < end:
+                end, reason, text = stopped[i][0] + 1, "stop", stopped[i][1]
+            toks = toks[:end]
             if text is None:
-                text = self.tokenizer.decode(out[i]) if self.tokenizer is not None else ""
-            results.append(Generation(token_ids=out[i], text=text, prompt_tokens=lens[i],
-                                      completion_tokens=len(out[i]), finish_reason=reason[i] or "length",
+                text = self.tokenizer.decode(toks) if self.tokenizer is not None else ""
+            results.append(Generation(token_ids=toks, text=text, prompt_tokens=lens[i],
+                                      completion_tokens=len(toks), finish_reason=reason,
                                       prefill_s=t1 - t0, decode_s=t2 - t1))
         return results
+
+    def _kv_len(self, need: int, cache: KVCache) -> int:
+        """Cache slots a decode step attends over. Eager: exactly those in use. Compiled: a bucket
+        (multiples of 256 up to 1024, then powers of two), so a few captured graphs serve every
+        length while a step does not read the whole static cache early in a generation."""
+        if not self.compiled:
+            return need
+        bucket = -(-need // KV_BUCKET) * KV_BUCKET if need <= 4 * KV_BUCKET else 1 << (need - 1).bit_length()
+        return min(bucket, cache.max_len)
+
+    def _check_stop_strings(self, out: torch.Tensor, n: int, params: list[SamplingParams], rows: list[int],
+                            stopped: dict[int, tuple[int, str]], done: torch.Tensor) -> None:
+        """Stop strings need the text: rows that have them are decoded on the host every step."""
+        for i in rows:
+            if i in stopped:
+                continue
+            text = self.tokenizer.decode(out[i, : n + 1].tolist())
+            hits = [text.index(s) for s in params[i].stop if s in text]
+            if hits:
+                stopped[i] = (n, text[: min(hits)])
+                done[i] = True
+
+
+class AllDone:
+    """Whether every row has finished, asked once per decode step without stalling the GPU.
+
+    On CUDA the answer for step n is copied to pinned host memory behind step n's kernels and
+    read `run_ahead` steps later, so the GPU always has queued work instead of waiting for the
+    host after every token; the price is at most `run_ahead` extra steps at the end.
+    """
+
+    def __init__(self, device: torch.device, run_ahead: int):
+        self.run_ahead = run_ahead if device.type == "cuda" else 0
+        self.flags = [torch.zeros((), dtype=torch.bool, pin_memory=True) for _ in range(self.run_ahead + 1)] \
+            if self.run_ahead else []
+        self.pending: deque = deque()
+        self.step = 0
+
+    def __call__(self, done: torch.Tensor) -> bool:
+        if self.run_ahead == 0:
+            return bool(done.all())
+        flag = self.flags[self.step % len(self.flags)]
+        self.step += 1
+        flag.copy_(done.all(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((event, flag))
+        if len(self.pending) <= self.run_ahead:
+            return False
+        event, flag = self.pending.popleft()
+        event.synchronize()
+        return bool(flag)
 
 
 def _tensors(lora: LoraWeights) -> list[torch.Tensor]:

@@ -1,7 +1,9 @@
-"""Token selection: greedy, temperature, top-k, top-p, each row with its own seeded generator.
+"""Token selection: greedy, temperature, top-k, top-p for a whole batch in a fixed number of tensor ops.
 
-A row's random stream depends only on its own seed, so a sampled answer does not change
-with the batch it runs in.
+Randomness is counter-based: the noise for (row seed, step, token id) is an integer hash, so a row's
+draw depends only on its own seed, the step and its logits, never on the batch it runs in or on the
+device. No per-row generators and no Python loop over rows: the op count does not grow with the
+batch, there are no host syncs, and the step may be a device tensor (CUDA-graph friendly).
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from minitflow.errors import UserError
+
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # odd; spreads consecutive steps over all 32 bits
+_TOP_K_OFF = 1 << 31  # a rank no vocabulary reaches
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,10 @@ class SamplingParams:
         return self.temperature == 0
 
 
-def make_generators(params: list[SamplingParams], device: torch.device) -> list[torch.Generator | None]:
-    return [None if p.greedy else torch.Generator(device=device).manual_seed(p.seed) for p in params]
-
-
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask logits (V,) outside the top-k / nucleus to -inf (always keeping the best token)."""
+    """Mask logits (V,) outside the top-k / nucleus to -inf (always keeping the best token).
+
+    The one-row reference that `Sampler` reproduces in batch."""
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -57,15 +61,97 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None]) -> torch.Tensor:
-    """logits (B, V) -> tokens (B,)."""
-    tokens = logits.argmax(dim=-1)
-    for i, (p, g) in enumerate(zip(params, generators)):
-        if p.greedy:
-            continue
-        row = filter_logits(logits[i].float() / p.temperature, p.top_k, p.top_p)
-        probs = row.softmax(-1)
-        noise = torch.empty_like(probs).exponential_(generator=g)
-        tokens[i] = (probs / noise).argmax()
-    return tokens
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2^32 for 0 <= x < 2^32. c is split in 16-bit halves so no int64 product exceeds
+    2^48 (x * c itself could pass 2^63 and overflow)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """Chris Wellons' lowbias32: a bijection on [0, 2^32) with near-ideal avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _seed_keys(seeds: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B,) 32-bit row keys; both halves of a 64-bit seed count."""
+    lo = torch.tensor([s & _M32 for s in seeds], dtype=torch.int64, device=device)
+    hi = torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64, device=device)
+    return _hash32(lo ^ _hash32(hi ^ _GOLDEN))
+
+
+def _step_keys(keys: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
+    """Hash the step in, so streams of different steps are not shifted copies of each other."""
+    return _hash32(keys ^ _mul32(step & _M32, _GOLDEN))
+
+
+def _to_unit(bits: torch.Tensor) -> torch.Tensor:
+    """Top 24 bits -> u in (0, 1). float64 keeps (k + 0.5) / 2^24 exact: float32 would round the
+    largest value to 1.0."""
+    return ((bits >> 8).double() + 0.5) * 2.0**-24
+
+
+def _uniform_at(keys: torch.Tensor, step: int | torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, N) uniforms of rows `keys` (B,) for token ids (B, N) or (N,). Hashed from the ids
+    themselves, so any candidate order (topk, sort, none) sees the same noise per token."""
+    return _to_unit(_hash32(_step_keys(keys, step)[:, None] ^ _hash32(ids)))
+
+
+def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, vocab) uniforms of rows `seeds` at `step` (exposed for tests)."""
+    return _uniform_at(_seed_keys(seeds, device), step, torch.arange(vocab, device=device))
+
+
+class Sampler:
+    """Samples a batch's next tokens; built once per generate() call.
+
+    Per-row settings become tensors and the path (argmax / top-k candidates / full sort / no
+    filter) is chosen here, so __call__ runs the same ops every step whatever the rows are."""
+
+    def __init__(self, params: list[SamplingParams], device: torch.device):
+        sampled = [p for p in params if not p.greedy]
+        self.all_greedy = not sampled
+        self.filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
+        # Every sampled row caps its candidates: topk(kmax) is far cheaper than sorting 151,936 logits.
+        self.kmax = max(p.top_k for p in sampled) if sampled and all(p.top_k > 0 for p in sampled) else 0
+
+        def column(values: list, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)[:, None]
+
+        # Greedy rows get harmless settings (T=1, no filter); their sampled token is discarded.
+        self.greedy = column([p.greedy for p in params], torch.bool)[:, 0]
+        self.temperature = column([1.0 if p.greedy else p.temperature for p in params], torch.float32)
+        self.top_k = column([p.top_k if p.top_k > 0 and not p.greedy else _TOP_K_OFF for p in params],
+                            torch.int64)
+        # inf, not 1.0, when off: a rounded cumsum can exceed 1 and would drop tail tokens.
+        self.top_p = column([p.top_p if p.top_p < 1 and not p.greedy else float("inf") for p in params],
+                            torch.float32)
+        self.keys = _seed_keys([p.seed for p in params], device)
+
+    def __call__(self, logits: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
+        """logits (B, V) float32 -> tokens (B,) int64. `step` = index of the token being sampled
+        for every row (0 for the token after the prefill, 1 for the next, ...); an int64 0-d device
+        tensor works too."""
+        logits = logits.float()
+        if self.all_greedy:
+            return logits.argmax(-1)
+        b, v = logits.shape
+        if self.kmax:
+            vals, ids = torch.topk(logits, min(self.kmax, v))  # sorted, best first
+        elif self.filtering:
+            vals, ids = torch.sort(logits, descending=True)
+        else:
+            vals, ids = logits, torch.arange(v, device=logits.device).expand(b, v)
+        vals = vals / self.temperature
+        if self.filtering:  # filter_logits on sorted rows: rank stands in for the k-th value
+            vals = vals.masked_fill(torch.arange(vals.shape[1], device=vals.device) >= self.top_k, -torch.inf)
+            probs = vals.softmax(-1)
+            vals = vals.masked_fill(probs.cumsum(-1) - probs > self.top_p, -torch.inf)
+        # Gumbel-max: argmax(logits / T + g) is a draw from softmax(logits / T) over the survivors.
+        gumbel = -torch.log(-torch.log(_uniform_at(self.keys, step, ids)))
+        scores = vals + gumbel.float()
+        sampled = ids.gather(1, scores.argmax(-1, keepdim=True))[:, 0]
+        return torch.where(self.greedy, logits.argmax(-1), sampled)

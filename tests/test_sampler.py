@@ -1,0 +1,173 @@
+"""Sampler: greedy, batch invariance, determinism, filter_logits semantics, distribution, hash."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minitflow.engine.sampler import (SamplingParams, Sampler, _hash32, _to_unit, _uniform,
+                                      filter_logits)
+from minitflow.errors import UserError
+
+CPU = torch.device("cpu")
+
+
+def _logits(rows: int, vocab: int, seed: int, scale: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, vocab, generator=g) * scale
+
+
+def _draw(params: list[SamplingParams], logits_per_step: list[torch.Tensor]) -> torch.Tensor:
+    """(steps, B) tokens, one Sampler over all steps as generate() uses it."""
+    sampler = Sampler(params, CPU)
+    return torch.stack([sampler(lg, step) for step, lg in enumerate(logits_per_step)])
+
+
+def _lowbias32(x: int) -> int:
+    m = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & m
+    return x ^ (x >> 16)
+
+
+def test_sampling_params_validation():
+    for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}):
+        with pytest.raises(UserError):
+            SamplingParams(**bad)
+    assert SamplingParams().greedy and not SamplingParams(temperature=0.5).greedy
+
+
+def test_hash32_matches_python_lowbias32_without_overflow():
+    g = torch.Generator().manual_seed(0)
+    xs = [0, 1, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF]
+    xs += torch.randint(0, 2**32, (2000,), generator=g, dtype=torch.int64).tolist()
+    got = _hash32(torch.tensor(xs, dtype=torch.int64)).tolist()
+    assert got == [_lowbias32(x) for x in xs]
+    assert all(0 <= h <= 0xFFFFFFFF for h in got)
+
+
+def test_uniforms_strictly_inside_unit_interval_and_uniform():
+    ends = _to_unit(torch.tensor([0, 0xFF, 0xFFFFFF00, 0xFFFFFFFF], dtype=torch.int64))
+    assert (ends > 0).all() and (ends < 1).all()
+    g = -torch.log(-torch.log(ends))
+    assert torch.isfinite(g).all() and torch.isfinite(g.float()).all()
+
+    u = _uniform(list(range(64)), step=3, vocab=4096)
+    assert u.shape == (64, 4096) and u.dtype == torch.float64
+    assert (u > 0).all() and (u < 1).all()
+    assert abs(u.mean().item() - 0.5) < 0.003
+    hist = torch.histc(u.float(), bins=16, min=0, max=1) / u.numel()
+    assert (hist - 1 / 16).abs().max() < 0.003
+    # rows, steps and tokens all decorrelated
+    assert not torch.equal(u[0], u[1])
+    assert not torch.equal(_uniform([5], 0, 4096), _uniform([5], 1, 4096))
+    assert abs(torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1]) < 0.01
+
+
+def test_greedy_rows_are_argmax():
+    logits = _logits(4, 50, seed=1)
+    assert torch.equal(Sampler([SamplingParams()] * 4, CPU)(logits, 0), logits.argmax(-1))
+    params = [SamplingParams(), SamplingParams(temperature=1.5, seed=1),
+              SamplingParams(), SamplingParams(temperature=2.0, top_k=5, seed=2)]
+    for step in range(10):
+        logits = _logits(4, 50, seed=100 + step, scale=0.3)  # flat: sampled rows rarely pick the argmax
+        tokens = Sampler(params, CPU)(logits, step)
+        assert tokens.dtype == torch.int64 and tokens.shape == (4,)
+        assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
+
+
+@pytest.mark.parametrize("row", [
+    SamplingParams(temperature=0.6, top_k=20, top_p=0.95, seed=7),
+    SamplingParams(temperature=1.0, seed=7),
+    SamplingParams(temperature=0.8, top_p=0.9, seed=123456789012),
+])
+def test_row_tokens_do_not_depend_on_the_batch(row):
+    steps, vocab = 20, 300
+    own = [_logits(1, vocab, seed=s) for s in range(steps)]
+    others = [SamplingParams(temperature=1.3, seed=1), SamplingParams(),
+              SamplingParams(temperature=0.7, top_k=5, seed=2),
+              SamplingParams(temperature=1.0, top_p=0.5, seed=3)]
+    alone = _draw([row], own)[:, 0]
+    batch = [torch.cat([_logits(2, vocab, seed=1000 + s), own[s], _logits(2, vocab, seed=2000 + s)])
+             for s in range(steps)]
+    batched = _draw(others[:2] + [row] + others[2:], batch)[:, 2]
+    assert torch.equal(alone, batched)
+    assert len(set(alone.tolist())) > 1  # really sampled
+
+
+def test_same_inputs_same_tokens_and_seeds_steps_change_them():
+    logits = _logits(1, 100, seed=3, scale=0.5)
+    seqs = {}
+    for seed in (0, 1, 2):
+        sampler = Sampler([SamplingParams(temperature=1.0, top_k=50, seed=seed)], CPU)
+        seqs[seed] = [sampler(logits, step).item() for step in range(60)]
+        again = Sampler([SamplingParams(temperature=1.0, top_k=50, seed=seed)], CPU)
+        assert [again(logits, step).item() for step in range(60)] == seqs[seed]
+        assert len(set(seqs[seed])) > 20  # same logits, different steps -> different draws
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert sum(x != y for x, y in zip(seqs[a], seqs[b])) > 40
+
+
+def test_step_may_be_a_tensor():
+    logits = _logits(3, 64, seed=4)
+    sampler = Sampler([SamplingParams(temperature=1.0, top_p=0.9, seed=s) for s in range(3)], CPU)
+    for step in (0, 5, 2**31 + 3):
+        assert torch.equal(sampler(logits, step), sampler(logits, torch.tensor(step)))
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (1, 1.0), (3, 1.0), (0, 0.8), (5, 0.7), (2, 0.3),
+                                         (20, 0.95), (12, 0.5)])
+def test_allowed_tokens_equal_filter_logits(top_k, top_p):
+    vocab, rows, steps, temp = 12, 256, 30, 0.8
+    logits = _logits(1, vocab, seed=5, scale=1.0)[0]  # rarest token p ~ 0.008: drawn ~60 times
+    allowed = set(torch.isfinite(filter_logits(logits / temp, top_k, top_p)).nonzero()[:, 0].tolist())
+    params = [SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, seed=s) for s in range(rows)]
+    drawn = set(_draw(params, [logits.expand(rows, vocab)] * steps).flatten().tolist())
+    assert drawn == allowed
+
+
+def _frequencies(top_k: int, top_p: float, logits: torch.Tensor, temp: float) -> torch.Tensor:
+    rows, steps = 4000, 10  # 40,000 draws, vectorised over rows
+    params = [SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, seed=s) for s in range(rows)]
+    tokens = _draw(params, [logits.expand(rows, -1)] * steps)
+    return torch.bincount(tokens.flatten(), minlength=logits.numel()).float() / tokens.numel()
+
+
+LOGITS6 = torch.tensor([1.0, 0.5, 0.2, -0.3, -1.0, 0.8])
+
+
+@pytest.mark.parametrize("top_k,top_p,support", [(0, 1.0, 6), (3, 1.0, 3), (0, 0.5, 2), (0, 0.75, 3),
+                                                      (4, 0.8, 3)])
+def test_frequencies_match_renormalised_softmax(top_k, top_p, support):
+    temp = 0.7
+    expected = filter_logits(LOGITS6 / temp, top_k, top_p).softmax(-1)
+    assert (expected > 0).sum() == support  # nucleus boundaries are not close calls
+    freq = _frequencies(top_k, top_p, LOGITS6, temp)
+    assert (freq - expected).abs().max() < 0.01, (freq, expected)
+    assert (freq[expected == 0] == 0).all()
+
+
+@pytest.mark.parametrize("row", [SamplingParams(temperature=0.9, top_k=20, top_p=0.95, seed=11),
+                                 SamplingParams(temperature=0.9, top_k=7, seed=12),
+                                 SamplingParams(temperature=1.1, seed=13)])
+def test_topk_sort_and_unfiltered_paths_agree(row):
+    steps, vocab = 30, 1000
+    own = [_logits(1, vocab, seed=50 + s) for s in range(steps)]
+    pair = [torch.cat([lg, _logits(1, vocab, seed=90 + s)]) for s, lg in enumerate(own)]
+    runs = {}
+    for name, partner in {"topk": SamplingParams(temperature=1.0, top_k=50, seed=1),
+                          "sort": SamplingParams(temperature=1.0, top_p=0.9, seed=1),
+                          "none": SamplingParams(temperature=1.0, seed=1)}.items():
+        sampler = Sampler([row, partner], CPU)
+        path = "topk" if sampler.kmax else "sort" if sampler.filtering else "none"
+        if path != name:
+            continue  # this row cannot take that path (e.g. an unfiltered row never uses top-k)
+        runs[name] = torch.stack([sampler(lg, s) for s, lg in enumerate(pair)])[:, 0]
+    alone = Sampler([row], CPU)
+    runs["alone"] = torch.stack([alone(lg, s) for s, lg in enumerate(own)])[:, 0]
+    assert len(runs) >= 3
+    first = next(iter(runs.values()))
+    for name, tokens in runs.items():
+        assert torch.equal(tokens, first), name
