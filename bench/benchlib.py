@@ -130,6 +130,20 @@ def random_ids(cfg: Qwen3Config, batch: int, length: int, device: torch.device |
     return torch.randint(0, cfg.vocab_size - 300, (batch, length), generator=g).to(device)
 
 
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@functools.cache
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s of a large device-to-device copy (read + write): the practical bandwidth limit
+    that decode steps are compared against (3.02 TB/s on the H100 of issue 4)."""
+    n = (1 << 30) if device.type == "cuda" else (1 << 26)
+    src = torch.empty(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * n / min(round_times(lambda: dst.copy_(src), device, rounds=10, warmup=3))
+
+
 # ---- timing ---------------------------------------------------------------------------------
 def round_times(fn: Callable[[], Any], device: torch.device, rounds: int, warmup: int,
                 iterations: int = 1) -> list[float]:

@@ -1,8 +1,11 @@
 """End-to-end benchmarks: the three methods per question, and `LLM.generate` vs transformers.
 
-The methods run through `minitflow.tflow.methods.run_method` with greedy decoding and
-`ignore_eos`, so every generating agent produces exactly `NEW_TOKENS` tokens on random weights
-(textmas senders too: `sender_max_new_tokens=NEW_TOKENS` instead of the official 1024).
+The methods run through `minitflow.tflow.methods.run_method` with the official decoding
+settings (temperature 0.6, top_p 0.95) and `ignore_eos`, so every generating agent produces
+exactly `NEW_TOKENS` tokens on random weights (textmas senders too:
+`sender_max_new_tokens=NEW_TOKENS` instead of the official 1024). On CUDA at the Qwen3-4B shape
+each method also records its peak memory and its speed-up over the official release's
+figures in issue 4 (H100, random Qwen3-4B, ~120-token prompts, 256 new tokens, sampling).
 They need a real Qwen3 tokenizer: `MINITFLOW_BENCH_TOKENIZER` (a directory with
 tokenizer.json) or ../shared/reference/golden-small/model; otherwise they skip.
 """
@@ -71,10 +74,15 @@ def e2e(setup: Setup, model: Qwen3Model):
     return methods, llms, gen
 
 
+# the official release on an H100 (issue 4): wall seconds per batch and peak GiB, by (method, batch)
+OFFICIAL = {("baseline", 1): (10.5, 7.6), ("tflow", 1): (28.0, 8.2),
+            ("baseline", 20): (26.4, 8.7), ("tflow", 20): (34.7, 18.8)}
+
+
 def run_questions(e2e, method: str, n: int, mode: str) -> list:
     methods, llms, gen = e2e
     questions = (QUESTIONS * n)[:n]
-    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, temperature=0.6, top_p=0.95)
     return methods.run_method(method, llms[mode], questions, style="gsm8k", sampling=sampling, generator=gen,
                               batch_size=n, sender_max_new_tokens=NEW_TOKENS)
 
@@ -97,7 +105,16 @@ def test_method(benchmark, setup: Setup, e2e, method: str, questions: int, mode:
         baseline = lambda: None  # noqa: E731
     else:
         baseline = lambda: run_questions(e2e, "baseline", questions, mode)  # noqa: E731
+    e2e[1][mode].release_memory()  # caches of earlier benchmarks must not count in this peak
+    if ON_CUDA:
+        torch.cuda.reset_peak_memory_stats()
     s, base_s = pedantic_vs(benchmark, run, baseline, setup.device, E2E_ROUNDS, E2E_WARMUP)
+    extra = {}
+    if ON_CUDA:  # process-wide: the weights, the LLM's caches, the generator, the methods' tensors
+        extra["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if setup.name == "qwen3-4b" and NEW_TOKENS == 256 and (method, questions) in OFFICIAL:
+            official_s, official_gib = OFFICIAL[(method, questions)]
+            extra.update(official_s=official_s, speedup_vs_official=official_s / s, official_peak_gib=official_gib)
     results = last["results"]
     official = sum(r.official_usage["total_tokens"] for r in results) / questions
     processed = sum(r.processed_tokens for r in results) / questions
@@ -107,7 +124,7 @@ def test_method(benchmark, setup: Setup, e2e, method: str, questions: int, mode:
            s_per_question=s / questions, generated_tokens_per_s=generated / s,
            official_tokens_per_question=official, processed_tokens_per_question=processed,
            **{f"stage_{k}": v for k, v in stages.items()},
-           time_vs_baseline=(s / base_s) if method != "baseline" else 1.0)
+           time_vs_baseline=(s / base_s) if method != "baseline" else 1.0, **extra)
 
 
 # ---- LLM.generate vs transformers ------------------------------------------------------------
@@ -172,6 +189,8 @@ def test_generate_vs_transformers(benchmark, setup: Setup, model: Qwen3Model, hf
                                            min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
 
     ours()  # compile / allocate the cache outside the timing
+    if ON_CUDA:
+        torch.cuda.reset_peak_memory_stats()
     rounds = E2E_ROUNDS if ON_CUDA else 5  # sub-second on CPU: more rounds against scheduler noise
     s, hf_s = pedantic_vs(benchmark, ours, theirs, setup.device, rounds, E2E_WARMUP)
     gens: list[Generation] = last["ours"]  # type: ignore[assignment]
@@ -181,4 +200,5 @@ def test_generate_vs_transformers(benchmark, setup: Setup, model: Qwen3Model, hf
     record(benchmark, setup, batch=batch, mode=mode, prompt_tokens=PROMPT_TOKENS, new_tokens=NEW_TOKENS,
            tokens_per_s=new / s, decode_tokens_per_s=batch * (NEW_TOKENS - 1) / gens[0].decode_s,
            prefill_s=gens[0].prefill_s, hf_s=hf_s, hf_tokens_per_s=new / hf_s, speedup_vs_transformers=hf_s / s,
-           same_tokens_as_hf=same)
+           same_tokens_as_hf=same,
+           **({"peak_gib_both": torch.cuda.max_memory_allocated() / 2**30} if ON_CUDA else {}))

@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchlib import (COEF, RANK, SENDERS, Setup, make_setup, new_cache, pedantic_vs, random_ids,
-                      random_lora, record)
+from benchlib import (COEF, RANK, SENDERS, Setup, copy_bandwidth, make_setup, new_cache, pedantic_vs,
+                      random_ids, random_lora, record, tensor_bytes)
 from minitflow.engine.kv_cache import KVCache
 from minitflow.engine.llm import LLM
+from minitflow.engine.sampler import Sampler, SamplingParams, filter_logits
 from minitflow.kernels.lora import lora_linear, lora_linear_naive, lora_linear_ref
 from minitflow.model.qwen3 import Capture, Qwen3Model
 
@@ -95,8 +96,10 @@ def fill(model: Qwen3Model, setup: Setup, cache: KVCache) -> None:
 def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str) -> None:
     """One decode token per row with per-row LoRA on all projections vs the same step without.
 
-    `compiled` is the engine's compiled decode (CUDA graphs, static cache length); CPU runs
-    eager only because compiling the whole step costs ~15 s per variant on 2 cores."""
+    `compiled` is the engine's compiled decode (CUDA graphs, attention over the engine's
+    bucket of the cache); CPU runs eager only because compiling the whole step costs ~15 s per
+    variant on 2 cores. `bandwidth_fraction` = bytes the step must read (weights, KV over the
+    attended slots, LoRA factors) per second over a device-to-device copy's bytes per second."""
     benchmark.group = f"decode-step-b{batch}"
     lora = random_lora(setup.cfg, batch, setup.device, setup.dtype)
     tok = random_ids(setup.cfg, batch, 1, setup.device, seed=1)
@@ -107,17 +110,32 @@ def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mod
         cache = llm._get_cache(batch, DECODE_CONTEXT + 1)  # padded static length, static address
         fill(model, setup, cache)
         lora = llm._static_lora(lora)  # the factors' buffers a captured graph replays from
-        step = lambda lo: llm._decode(tok, pos, cache, cache.max_len, lo)  # noqa: E731
+        kv_len = llm._kv_len(DECODE_CONTEXT + 1, cache)
+
+        def step(lo):
+            if ON_CUDA:
+                torch.compiler.cudagraph_mark_step_begin()
+            return llm._decode(tok, pos, cache, kv_len, lo)
     else:
-        cache = new_cache(setup.cfg, batch, DECODE_CONTEXT + 1, setup.device, setup.dtype)
+        kv_len = DECODE_CONTEXT + 1
+        cache = new_cache(setup.cfg, batch, kv_len, setup.device, setup.dtype)
         fill(model, setup, cache)
-        step = lambda lo: model(tok, pos, cache, DECODE_CONTEXT + 1, lora=lo)  # noqa: E731
+        step = lambda lo: model(tok, pos, cache, kv_len, lora=lo)  # noqa: E731
     for lo in (None, lora):  # compile both graphs before any timing
         step(lo)
     s, base_s = pedantic_vs(benchmark, lambda: step(lora), lambda: step(None), setup.device, 2 * setup.rounds,
                             setup.warmup)
-    record(benchmark, setup, batch=batch, context=DECODE_CONTEXT, mode=mode, tokens_per_s=batch / s,
-           tokens_per_s_no_lora=batch / base_s, no_lora_s=base_s, lora_overhead=s / base_s)
+    cfg, el = setup.cfg, model.embed_tokens.weight.element_size()
+    plain = tensor_bytes(model.parameters()) + \
+        2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * cfg.head_dim * kv_len * el
+    lora_bytes = tensor_bytes(t for layer in lora.layers for a, bs in layer.values() for t in (a, *bs))
+    # on CPU the tiny model sits in the processor's caches: a fraction of copy bandwidth means nothing
+    bw = copy_bandwidth(setup.device) if ON_CUDA else None
+    record(benchmark, setup, batch=batch, context=DECODE_CONTEXT, attended=kv_len, mode=mode, tokens_per_s=batch / s,
+           tokens_per_s_no_lora=batch / base_s, no_lora_s=base_s, lora_overhead=s / base_s,
+           bytes_per_step=plain + lora_bytes, lora_bytes=lora_bytes,
+           **(dict(copy_bytes_per_s=bw, bandwidth_fraction=(plain + lora_bytes) / s / bw,
+                   bandwidth_fraction_no_lora=plain / base_s / bw) if bw else {}))
 
 
 # ---- 3. prefill --------------------------------------------------------------------------------
@@ -200,3 +218,36 @@ def test_parameter_generator(benchmark, setup: Setup, model: Qwen3Model, questio
     record(benchmark, setup, questions=questions, rows=rows, cond_tokens=QUESTION_TOKENS, arch=str(arch.to_dict()),
            generator_params_M=params / 1e6, questions_per_s=questions / s, sender_prefill_s=senders_s,
            time_vs_sender_prefill=s / senders_s)
+
+
+# ---- 6. sampling ---------------------------------------------------------------------------------
+SAMPLING = {  # the official release's decoding settings, and Qwen3's recommended non-thinking ones
+    "official": dict(temperature=0.6, top_p=0.95),
+    "qwen3": dict(temperature=0.7, top_p=0.8, top_k=20),
+}
+
+
+def per_row_sampling(logits: torch.Tensor, params: list[SamplingParams], gens: list[torch.Generator]) -> torch.Tensor:
+    """What the engine did before Sampler: one filter + draw per row, a torch.Generator each."""
+    tokens = logits.argmax(-1)
+    for i, (p, g) in enumerate(zip(params, gens)):
+        probs = filter_logits(logits[i] / p.temperature, p.top_k, p.top_p).softmax(-1)
+        tokens[i] = (probs / torch.empty_like(probs).exponential_(generator=g)).argmax()
+    return tokens
+
+
+@pytest.mark.parametrize("settings", list(SAMPLING))
+@pytest.mark.parametrize("batch", (1, 20))
+@torch.inference_mode()
+def test_sampling(benchmark, setup: Setup, batch: int, settings: str) -> None:
+    """One sampling step over the model's vocabulary: the batched Sampler vs a per-row loop."""
+    benchmark.group = f"sampling-b{batch}"
+    dev = setup.device
+    params = [SamplingParams(seed=i, **SAMPLING[settings]) for i in range(batch)]
+    logits = torch.randn(batch, setup.cfg.vocab_size, device=dev, generator=torch.Generator(dev).manual_seed(0)) * 3
+    sampler = Sampler(params, dev)
+    gens = [torch.Generator(device=dev).manual_seed(p.seed) for p in params]
+    s, loop_s = pedantic_vs(benchmark, lambda: sampler(logits, 7), lambda: per_row_sampling(logits, params, gens),
+                            dev, 2 * setup.rounds, setup.warmup)
+    record(benchmark, setup, batch=batch, settings=settings, vocab=setup.cfg.vocab_size, tokens_per_s=batch / s,
+           per_row_s=loop_s, time_vs_per_row=s / loop_s)

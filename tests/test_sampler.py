@@ -110,11 +110,19 @@ def test_same_inputs_same_tokens_and_seeds_steps_change_them():
         assert sum(x != y for x, y in zip(seqs[a], seqs[b])) > 40
 
 
-def test_step_may_be_a_tensor():
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.9), (20, 0.95)])
+def test_compiled_step_equals_eager(top_k, top_p):
+    """The engine's compiled mode fuses the step; the tokens must not change (nor recompile per step)."""
     logits = _logits(3, 64, seed=4)
-    sampler = Sampler([SamplingParams(temperature=1.0, top_p=0.9, seed=s) for s in range(3)], CPU)
-    for step in (0, 5, 2**31 + 3):
-        assert torch.equal(sampler(logits, step), sampler(logits, torch.tensor(step)))
+    params = [SamplingParams(temperature=1.0, top_k=top_k, top_p=top_p, seed=s) for s in range(2)] + \
+        [SamplingParams()]
+    from torch._dynamo.utils import counters
+    eager, compiled = Sampler(params, CPU), Sampler(params, CPU, compile=True)
+    assert torch.equal(eager(logits, 0), compiled(logits, 0))
+    graphs = counters["stats"]["unique_graphs"]
+    for step in (1, 5, 2**31 + 3):
+        assert torch.equal(eager(logits, step), compiled(logits, step))
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 @pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (1, 1.0), (3, 1.0), (0, 0.8), (5, 0.7), (2, 0.3),

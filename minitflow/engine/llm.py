@@ -134,6 +134,13 @@ class LLM:
             self._cache = c
         return c
 
+    def release_memory(self) -> None:
+        """Drop the KV caches and LoRA buffers kept between calls (they are rebuilt on demand;
+        compiled graphs re-record for the new addresses)."""
+        self._cache, self._caches, self._lora_buf = None, {}, None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _static_lora(self, lora: LoraWeights) -> LoraWeights:
         """Copy per-call factors into buffers that keep their address across calls, so a
         captured decode graph is replayed, not re-recorded or fed copies, for every request."""
@@ -220,7 +227,7 @@ class LLM:
         cache = self._get_cache(b, self._check_lengths(ids, params))
         if lora is not None and self.compiled:
             lora = self._static_lora(lora)
-        sample = Sampler(params, self.device)
+        sample = Sampler(params, self.device, compile=self.compiled)
         lens = [len(p) for p in ids]
         steps = max(p.max_new_tokens for p in params)
         # finished rows are tracked on the device; the host learns that all are done a few steps late

@@ -105,13 +105,41 @@ def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str
     return _uniform_at(_seed_keys(seeds, device), step, torch.arange(vocab, device=device))
 
 
+def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor,
+            greedy: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+            kmax: int, filtering: bool) -> torch.Tensor:
+    """One sampling step as a pure tensor function (compiled as a whole when the engine is)."""
+    b, v = logits.shape
+    if kmax:  # sorted, best first
+        vals, ids = torch.topk(logits, min(kmax, v))
+    elif filtering:
+        vals, ids = torch.sort(logits, descending=True)
+    else:
+        vals, ids = logits, None
+    vals = vals / temperature
+    if filtering:  # filter_logits on sorted rows: rank stands in for the k-th value
+        vals = vals.masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
+        probs = vals.softmax(-1)
+        vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, -torch.inf)
+    # The noise of a token is hashed from its id (a table lookup here, `_uniform_at` in full),
+    # so any candidate order (topk, sort, none) sees the same noise per token.
+    token_bits = id_hash if ids is None else id_hash[ids]
+    u = _to_unit(_hash32(_step_keys(keys, step)[:, None] ^ token_bits))
+    # Gumbel-max: argmax(logits / T + g) is a draw from softmax(logits / T) over the survivors.
+    scores = vals + (-torch.log(-torch.log(u))).float()
+    best = scores.argmax(-1, keepdim=True)
+    sampled = (best if ids is None else ids.gather(1, best))[:, 0]
+    return torch.where(greedy, logits.argmax(-1), sampled)
+
+
 class Sampler:
     """Samples a batch's next tokens; built once per generate() call.
 
     Per-row settings become tensors and the path (argmax / top-k candidates / full sort / no
-    filter) is chosen here, so __call__ runs the same ops every step whatever the rows are."""
+    filter) is chosen here, so every step runs the same ops whatever the rows are.
+    `compile=True` (the engine's compiled mode) fuses the step's ~40 elementwise ops."""
 
-    def __init__(self, params: list[SamplingParams], device: torch.device):
+    def __init__(self, params: list[SamplingParams], device: torch.device, compile: bool = False):
         sampled = [p for p in params if not p.greedy]
         self.all_greedy = not sampled
         self.filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
@@ -130,28 +158,18 @@ class Sampler:
         self.top_p = column([p.top_p if p.top_p < 1 and not p.greedy else float("inf") for p in params],
                             torch.float32)
         self.keys = _seed_keys([p.seed for p in params], device)
+        self.step = torch.zeros((), dtype=torch.int64, device=device)  # written in place: no host sync
+        self.id_hash: torch.Tensor | None = None
+        self.choose = torch.compile(_choose, fullgraph=True, dynamic=False) if compile else _choose
 
-    def __call__(self, logits: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
-        """logits (B, V) float32 -> tokens (B,) int64. `step` = index of the token being sampled
-        for every row (0 for the token after the prefill, 1 for the next, ...); an int64 0-d device
-        tensor works too."""
+    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """logits (B, V) -> tokens (B,) int64. `step` = index of the token being sampled for
+        every row (0 for the token after the prefill, 1 for the next, ...)."""
         logits = logits.float()
         if self.all_greedy:
             return logits.argmax(-1)
-        b, v = logits.shape
-        if self.kmax:
-            vals, ids = torch.topk(logits, min(self.kmax, v))  # sorted, best first
-        elif self.filtering:
-            vals, ids = torch.sort(logits, descending=True)
-        else:
-            vals, ids = logits, torch.arange(v, device=logits.device).expand(b, v)
-        vals = vals / self.temperature
-        if self.filtering:  # filter_logits on sorted rows: rank stands in for the k-th value
-            vals = vals.masked_fill(torch.arange(vals.shape[1], device=vals.device) >= self.top_k, -torch.inf)
-            probs = vals.softmax(-1)
-            vals = vals.masked_fill(probs.cumsum(-1) - probs > self.top_p, -torch.inf)
-        # Gumbel-max: argmax(logits / T + g) is a draw from softmax(logits / T) over the survivors.
-        gumbel = -torch.log(-torch.log(_uniform_at(self.keys, step, ids)))
-        scores = vals + gumbel.float()
-        sampled = ids.gather(1, scores.argmax(-1, keepdim=True))[:, 0]
-        return torch.where(self.greedy, logits.argmax(-1), sampled)
+        if self.id_hash is None or self.id_hash.shape[0] != logits.shape[1]:
+            self.id_hash = _hash32(torch.arange(logits.shape[1], device=logits.device))
+        self.step.fill_(step)
+        return self.choose(logits, self.step, self.keys, self.id_hash, self.greedy, self.temperature,
+                           self.top_k, self.top_p, self.kmax, self.filtering)
