@@ -1,6 +1,6 @@
 """Turn a `pytest --benchmark-json` file of bench/ into the markdown table of README_TABLE.md.
 
-    python bench/table.py bench.json > table.md
+    python bench/table.py bench.json [more.json ...] > table.md   (several: a GPU run made in parts)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def rows(data: dict) -> list[str]:
 
 
 def main() -> None:
-    data = json.load(open(sys.argv[1]))
+    data = {"benchmarks": [b for path in sys.argv[1:] for b in json.load(open(path))["benchmarks"]]}
     devices = sorted({b.get("extra_info", {}).get("device", "") for b in data["benchmarks"]} - {""})
     print(f"Device: {'; '.join(devices)}\n")
     print("\n".join(rows(data)))
