@@ -243,7 +243,7 @@ class LLM:
         sync(dev)
         t0 = time.perf_counter()
         logits = self._prefill(ids, cache, lora, capture, need_logits=True)
-        tokens = sample(logits.float(), 0)
+        tokens = sample(logits, 0)
         sync(dev)
         t1 = time.perf_counter()
 
@@ -263,7 +263,7 @@ class LLM:
             logits = self._decode(tokens[:, None], cur[:, None], cache, kv_len, lora)
             cur = cur + (~done).long()  # finished rows stay put and cannot run past the cache
             n += 1
-            tokens = sample(logits.float(), n)
+            tokens = sample(logits, n)
         rows = out[:, : n + 1].tolist()
         sync(dev)
         t2 = time.perf_counter()
@@ -317,18 +317,18 @@ class AllDone:
 
     def __init__(self, device: torch.device, run_ahead: int):
         self.run_ahead = run_ahead if device.type == "cuda" else 0
-        self.flags = [torch.zeros((), dtype=torch.bool, pin_memory=True) for _ in range(self.run_ahead + 1)] \
-            if self.run_ahead else []
+        # a ring of run_ahead + 1 slots: a slot is reused only after its flag was read
+        slots = range(self.run_ahead + 1) if self.run_ahead else range(0)
+        self.slots = [(torch.cuda.Event(), torch.zeros((), dtype=torch.bool, pin_memory=True)) for _ in slots]
         self.pending: deque = deque()
         self.step = 0
 
     def __call__(self, done: torch.Tensor) -> bool:
         if self.run_ahead == 0:
             return bool(done.all())
-        flag = self.flags[self.step % len(self.flags)]
+        event, flag = self.slots[self.step % len(self.slots)]
         self.step += 1
         flag.copy_(done.all(), non_blocking=True)
-        event = torch.cuda.Event()
         event.record()
         self.pending.append((event, flag))
         if len(self.pending) <= self.run_ahead:

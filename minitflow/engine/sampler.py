@@ -94,15 +94,10 @@ def _to_unit(bits: torch.Tensor) -> torch.Tensor:
     return ((bits >> 8).double() + 0.5) * 2.0**-24
 
 
-def _uniform_at(keys: torch.Tensor, step: int | torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(B, N) uniforms of rows `keys` (B,) for token ids (B, N) or (N,). Hashed from the ids
-    themselves, so any candidate order (topk, sort, none) sees the same noise per token."""
-    return _to_unit(_hash32(_step_keys(keys, step)[:, None] ^ _hash32(ids)))
-
-
 def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, vocab) uniforms of rows `seeds` at `step` (exposed for tests)."""
-    return _uniform_at(_seed_keys(seeds, device), step, torch.arange(vocab, device=device))
+    """(B, vocab) uniforms of rows `seeds` at `step`: the noise `_choose` uses, spelled out for tests."""
+    ids = torch.arange(vocab, device=device)
+    return _to_unit(_hash32(_step_keys(_seed_keys(seeds, device), step)[:, None] ^ _hash32(ids)))
 
 
 def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor,
@@ -121,8 +116,8 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
         vals = vals.masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
         probs = vals.softmax(-1)
         vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, -torch.inf)
-    # The noise of a token is hashed from its id (a table lookup here, `_uniform_at` in full),
-    # so any candidate order (topk, sort, none) sees the same noise per token.
+    # The noise of a token is hashed from its id (`id_hash` = _hash32(token ids), looked up), so
+    # any candidate order (topk, sort, none) sees the same noise per token.
     token_bits = id_hash if ids is None else id_hash[ids]
     u = _to_unit(_hash32(_step_keys(keys, step)[:, None] ^ token_bits))
     # Gumbel-max: argmax(logits / T + g) is a draw from softmax(logits / T) over the survivors.
