@@ -28,7 +28,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minitflow.engine.llm import sync
-from minitflow.engine.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache
 from minitflow.model.config import QWEN3_4B, Qwen3Config
 from minitflow.model.lora import PROJECTIONS, LoraWeights, build_lora, projection_shapes
 from minitflow.model.qwen3 import Qwen3Model

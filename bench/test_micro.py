@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from benchlib import (COEF, RANK, SENDERS, Setup, copy_bandwidth, make_setup, new_cache, pedantic_vs,
                       random_ids, random_lora, record, tensor_bytes)
-from minitflow.engine.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import Sampler, SamplingParams, filter_logits
-from minitflow.kernels.lora import lora_linear, lora_linear_naive, lora_linear_ref
+from minitflow.model.lora_linear import lora_linear, lora_linear_naive, lora_linear_ref
 from minitflow.model.qwen3 import Capture, Qwen3Model
 
 SETUP = make_setup()  # collection-time view of the shape, for the parametrisations below

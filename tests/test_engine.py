@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_tiny_qwen3
 from minitflow import LLM, Capture, SamplingParams, UserError, build_lora
-from minitflow.engine.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import PROJECTIONS, projection_shapes
 from minitflow.model.weights import load_model
 
@@ -125,7 +125,7 @@ def test_lora_equals_merged_weights_per_row_and_leaves_no_trace(pair):
 def test_fused_lora_blocks_equal_per_projection_factors():
     """q/k/v and gate/up share A, with one B block per projection; a projection only one sender
     adapts, or none, gets exactly its own (or no) update."""
-    from minitflow.kernels.lora import lora_linear_ref
+    from minitflow.model.lora_linear import lora_linear_ref
     from minitflow.model.config import Qwen3Config
     cfg = Qwen3Config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=4)

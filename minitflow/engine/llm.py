@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from minitflow.engine.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache
 from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minitflow.engine.kv_cache import KVCache
-from minitflow.kernels.attention import cache_attention
-from minitflow.kernels.lora import LoraPair, lora_linear_ref
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.attention import cache_attention
+from minitflow.model.lora_linear import LoraPair, lora_linear_ref
 from minitflow.model.config import Qwen3Config
 
 
@@ -66,7 +66,8 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 mask: torch.Tensor, cache: KVCache | None, kv_len: int,
-                lora: dict[str, LoraPair] | None) -> torch.Tensor:
+                lora: dict[str, LoraPair] | None, rows: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = x.shape
         lo = lora or {}
@@ -77,7 +78,7 @@ class DecoderLayer(nn.Module):
         v = v.view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         # without a cache (training, scoring a full sequence) attention reads this call's k/v
-        k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, positions, kv_len)
+        k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, positions, kv_len, rows, valid)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         x = x + lora_linear_ref(attn, self.o_proj.weight, lo.get("o"))
         gate, up = lora_linear_ref(self.post_attention_layernorm(x), self.gate_up_proj.weight,

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.kernels.lora import LoraPair
+from minitflow.model.lora_linear import LoraPair
 from minitflow.model.config import Qwen3Config
 
 # HF projection names (relative to a decoder layer) per fused weight of our decoder.

@@ -4,7 +4,10 @@
   prefill itself (transformers' `output_hidden_states` convention: index 0 is the embedding
   output, index i the output of layer i, index L the last layer after the final norm).
 - `lora`: per-row low-rank factors added to every projection while this forward runs.
-Both are plain arguments; nothing is patched onto the modules.
+- `input_embeds`: rows read these vectors instead of embedding `input_ids` (latent steps).
+- `return_hidden`: also return the final-norm hidden state (what the lm_head reads).
+All are plain arguments; nothing is patched onto the modules. The model knows nothing of
+requests or slots: `rows` just says which cache row each batch row writes to.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
-from minitflow.engine.kv_cache import KVCache
-from minitflow.kernels.attention import causal_mask
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.attention import causal_mask
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary
 from minitflow.model.lora import LoraWeights
@@ -68,20 +71,27 @@ class Qwen3Model(nn.Module):
         cache: KVCache | None,
         kv_len: int,
         *,
+        rows: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        input_embeds: torch.Tensor | None = None,
         lora: LoraWeights | None = None,
         capture: Capture | None = None,
         logits_index: torch.Tensor | None = None,
         need_logits: bool = True,
+        return_hidden: bool = False,
         checkpoint_layers: bool = False,
-    ) -> torch.Tensor | None:
-        """input_ids/positions (B, T); the cache is written at `positions` and read up to kv_len.
-        With cache=None (training) attention covers just this call's tokens (kv_len = T).
-        `checkpoint_layers` (training only) recomputes each layer in the backward pass instead of
-        keeping its activations, so long sequences fit in memory.
+    ):
+        """input_ids/positions (B, T); the cache is written at `positions` of cache rows `rows`
+        (default: batch row b is cache row b) and read up to kv_len; `valid` (B, T) marks real
+        tokens of a right-padded batch (only they are written). With cache=None (training)
+        attention covers just this call's tokens (kv_len = T). `input_embeds` (B, T, H), where
+        given, replaces the embedding of `input_ids`. `checkpoint_layers` (training only)
+        recomputes each layer in the backward pass instead of keeping its activations.
 
-        Returns logits (B, T, V), or (B, 1, V) at `logits_index` (B,) per row, or None.
+        Returns logits (B, T, V), or (B, 1, V) at `logits_index` (B,) per row, or None; with
+        `return_hidden`, a pair (logits or None, final-norm hidden at the same positions).
         """
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds.to(self.embed_tokens.weight.dtype)
         cos, sin = self.rotary(positions, x.dtype)
         mask = causal_mask(positions, kv_len)
         taken: list[torch.Tensor] = []
@@ -101,7 +111,7 @@ class Qwen3Model(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, positions, mask, None, kv_len, lo,
                                                       use_reentrant=False)
             else:
-                x = layer(x, cos, sin, positions, mask, cache, kv_len, lo)
+                x = layer(x, cos, sin, positions, mask, cache, kv_len, lo, rows, valid)
             if i + 1 < n and i + 1 in want:
                 taken[slot[i + 1]] = capture.take(x, index, valid)
         x = self.norm(x)
@@ -110,8 +120,7 @@ class Qwen3Model(nn.Module):
                 taken[slot[n]] = capture.take(x, index, valid)
             capture.hidden = torch.stack(taken, dim=1)
             capture.lengths = [e - s for s, e in zip(capture.starts, capture.ends)]
-        if not need_logits:
-            return None
         if logits_index is not None:
             x = torch.gather(x, 1, logits_index[:, None, None].expand(-1, 1, x.shape[-1]))
-        return self.lm_head(x)
+        logits = self.lm_head(x) if need_logits else None
+        return (logits, x) if return_hidden else logits

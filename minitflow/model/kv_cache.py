@@ -1,0 +1,48 @@
+"""A preallocated KV cache of slots: (layers, slots, kv_heads, max_len, head_dim).
+
+A slot is one row of the cache, owned by one running request. Rows write at their own
+positions, so prompts of different lengths share one cache and one decode step. Positions
+past a row's length hold junk that the attention mask hides until the row overwrites them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(self, num_layers: int, batch: int, max_len: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (num_layers, batch, kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.batch, self.max_len = batch, max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, kv_len: int,
+               rows: torch.Tensor | None = None, valid: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, Hkv, T, D) at positions (B, T) of cache rows `rows` (B,) (default: row b
+        is slot b); `valid` (B, T) writes only real tokens (a padded prefill). Returns the rows'
+        first kv_len positions: a view when rows is None, a gathered copy otherwise."""
+        b, t = positions.shape
+        index = torch.arange(b, device=k.device) if rows is None else rows
+        r, p = index[:, None].expand(b, t), positions
+        kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
+        if valid is not None:
+            r, p, kt, vt = r[valid], p[valid], kt[valid], vt[valid]
+        self.k[layer][r, :, p] = kt
+        self.v[layer][r, :, p] = vt
+        if rows is None:
+            return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
+        return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]
+
+    def read(self, slot: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of one slot's keys and values at positions [start, end): (layers, Hkv, n, D) each."""
+        return self.k[:, slot, :, start:end].clone(), self.v[:, slot, :, start:end].clone()
+
+    def write(self, slot: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Copy keys/values (layers, Hkv, n, D) into a slot from `start` (a cached prefix, or KV
+        handed over from another request)."""
+        n = k.shape[2]
+        self.k[:, slot, :, start:start + n] = k
+        self.v[:, slot, :, start:start + n] = v
