@@ -215,13 +215,10 @@ def test_stop_strings_cut_text_and_tokens():
 
 
 def test_compiled_attention_buckets():
-    llm = LLM.__new__(LLM)
-    llm.compiled = True
-    cache = KVCache(1, 1, 8192, 1, 2, torch.float32, "cpu")
-    got = [llm._kv_len(n, cache) for n in (1, 256, 257, 1024, 1025, 2049, 5000, 9000)]
+    from minitflow.engine.runner import batch_bucket, kv_bucket
+    got = [kv_bucket(n, 8192) for n in (1, 256, 257, 1024, 1025, 2049, 5000, 9000)]
     assert got == [256, 256, 512, 1024, 2048, 4096, 8192, 8192]
-    llm.compiled = False
-    assert llm._kv_len(300, cache) == 300
+    assert [batch_bucket(n, 20) for n in (1, 2, 3, 5, 9, 17, 20)] == [1, 2, 4, 8, 16, 20, 20]
 
 
 def test_compiled_decode_matches_eager(tiny_dir):

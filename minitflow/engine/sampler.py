@@ -127,44 +127,82 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
     return torch.where(greedy, logits.argmax(-1), sampled)
 
 
+def _path(params: list[SamplingParams | None]) -> tuple[bool, int, bool]:
+    """(any row samples, kmax, filtering) for a set of rows: every sampled row with a top_k caps
+    the candidates at topk(kmax), far cheaper than sorting 151,936 logits."""
+    sampled = [p for p in params if p is not None and not p.greedy]
+    filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
+    kmax = max(p.top_k for p in sampled) if sampled and all(p.top_k > 0 for p in sampled) else 0
+    return bool(sampled), kmax, filtering
+
+
 class Sampler:
-    """Samples a batch's next tokens; built once per generate() call.
+    """Per-row sampling state for a fixed number of rows (the engine's slots).
 
-    Per-row settings become tensors and the path (argmax / top-k candidates / full sort / no
-    filter) is chosen here, so every step runs the same ops whatever the rows are.
-    `compile=True` (the engine's compiled mode) fuses the step's ~40 elementwise ops."""
+    A row's settings become tensors when a request takes the row (`set_row`); every call then
+    samples any subset of rows in a fixed number of tensor ops, each row at its own step (the
+    index of the token it is choosing), so a row's draw never depends on its neighbours. The
+    path (argmax / top-k candidates / full sort / no filter) is chosen per call from the rows'
+    settings; each path gives a row the same token. `compile=True` fuses the step's ops.
 
-    def __init__(self, params: list[SamplingParams], device: torch.device, compile: bool = False):
-        sampled = [p for p in params if not p.greedy]
-        self.all_greedy = not sampled
-        self.filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
-        # Every sampled row caps its candidates: topk(kmax) is far cheaper than sorting 151,936 logits.
-        self.kmax = max(p.top_k for p in sampled) if sampled and all(p.top_k > 0 for p in sampled) else 0
+    `Sampler(params, device)` with a list sets one row per params, for a one-off batch."""
 
-        def column(values: list, dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)[:, None]
-
-        # Greedy rows get harmless settings (T=1, no filter); their sampled token is discarded.
-        self.greedy = column([p.greedy for p in params], torch.bool)[:, 0]
-        self.temperature = column([1.0 if p.greedy else p.temperature for p in params], torch.float32)
-        self.top_k = column([p.top_k if p.top_k > 0 and not p.greedy else _TOP_K_OFF for p in params],
-                            torch.int64)
+    def __init__(self, rows: int | list[SamplingParams], device: torch.device, compile: bool = False):
+        params = rows if isinstance(rows, list) else None
+        n = len(params) if params is not None else rows
+        self.device = device
+        self.params: list[SamplingParams | None] = [None] * n
+        self.greedy = torch.ones(n, dtype=torch.bool, device=device)
+        self.temperature = torch.ones(n, 1, dtype=torch.float32, device=device)
+        self.top_k = torch.full((n, 1), _TOP_K_OFF, dtype=torch.int64, device=device)
         # inf, not 1.0, when off: a rounded cumsum can exceed 1 and would drop tail tokens.
-        self.top_p = column([p.top_p if p.top_p < 1 and not p.greedy else float("inf") for p in params],
-                            torch.float32)
-        self.keys = _seed_keys([p.seed for p in params], device)
-        self.step = torch.zeros((), dtype=torch.int64, device=device)  # written in place: no host sync
+        self.top_p = torch.full((n, 1), float("inf"), dtype=torch.float32, device=device)
+        self.keys = torch.zeros(n, dtype=torch.int64, device=device)
+        self.step = torch.zeros(n, dtype=torch.int64, device=device)  # written in place: no host sync
         self.id_hash: torch.Tensor | None = None
         self.choose = torch.compile(_choose, fullgraph=True, dynamic=False) if compile else _choose
+        for i, p in enumerate(params or []):
+            self.set_row(i, p)
 
-    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
-        """logits (B, V) -> tokens (B,) int64. `step` = index of the token being sampled for
-        every row (0 for the token after the prefill, 1 for the next, ...)."""
+    def set_row(self, row: int, p: SamplingParams) -> None:
+        """A request takes `row`: its settings, its seed's key, step 0. Greedy rows get harmless
+        settings (T=1, no filter); their sampled token is discarded."""
+        self.params[row] = p
+        self.greedy[row] = p.greedy
+        self.temperature[row] = 1.0 if p.greedy else p.temperature
+        self.top_k[row] = p.top_k if p.top_k > 0 and not p.greedy else _TOP_K_OFF
+        self.top_p[row] = p.top_p if p.top_p < 1 and not p.greedy else float("inf")
+        self.keys[row] = _seed_keys([p.seed], self.device)[0]
+        self.step[row] = 0
+
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor | None, row_ids: list[int]) -> torch.Tensor:
+        """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
+        -> tokens (n,) int64, each at its row's current step."""
         logits = logits.float()
-        if self.all_greedy:
+        sampled, kmax, filtering = _path([self.params[r] for r in row_ids])
+        if not sampled:
             return logits.argmax(-1)
         if self.id_hash is None or self.id_hash.shape[0] != logits.shape[1]:
             self.id_hash = _hash32(torch.arange(logits.shape[1], device=logits.device))
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        return self.choose(logits, pick(self.step), pick(self.keys), self.id_hash, pick(self.greedy),
+                           pick(self.temperature), pick(self.top_k), pick(self.top_p), kmax, filtering)
+
+    @property
+    def kmax(self) -> int:
+        return _path(self.params)[1]
+
+    @property
+    def filtering(self) -> bool:
+        return _path(self.params)[2]
+
+    def advance(self, rows: torch.Tensor | None) -> None:
+        if rows is None:
+            self.step += 1
+        else:
+            self.step[rows] += 1
+
+    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Every row at the same step (a one-off batch)."""
         self.step.fill_(step)
-        return self.choose(logits, self.step, self.keys, self.id_hash, self.greedy, self.temperature,
-                           self.top_k, self.top_p, self.kmax, self.filtering)
+        return self.sample(logits, None, list(range(len(self.params))))

@@ -22,8 +22,9 @@ class KVCache:
                rows: torch.Tensor | None = None, valid: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v (B, Hkv, T, D) at positions (B, T) of cache rows `rows` (B,) (default: row b
-        is slot b); `valid` (B, T) writes only real tokens (a padded prefill). Returns the rows'
-        first kv_len positions: a view when rows is None, a gathered copy otherwise."""
+        is slot b, for the first B slots); `valid` (B, T) writes only real tokens (a padded
+        prefill). Returns the rows' first kv_len positions: a view when rows is None, a gathered
+        copy otherwise."""
         b, t = positions.shape
         index = torch.arange(b, device=k.device) if rows is None else rows
         r, p = index[:, None].expand(b, t), positions
@@ -33,7 +34,7 @@ class KVCache:
         self.k[layer][r, :, p] = kt
         self.v[layer][r, :, p] = vt
         if rows is None:
-            return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
+            return self.k[layer][:b, :, :kv_len], self.v[layer][:b, :, :kv_len]
         return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]
 
     def read(self, slot: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:

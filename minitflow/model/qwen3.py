@@ -30,12 +30,15 @@ class Capture:
     """What to capture: `layers` (indices in 0..L) over the span [start_b, end_b) of each row.
 
     After the forward, `hidden` is (B, len(layers), max_span, H) with zeros past each row's
-    span and `lengths` holds each row's span length.
+    span and `lengths` holds each row's span length. With `layer_weights` (len(layers),) the
+    layers are summed as they run instead, Σ w_i·h_i in float32, and `hidden` is (B, max_span, H):
+    no (layers × span × hidden) tensor ever exists (TFlow's layer aggregator at inference).
     """
 
     layers: list[int]
     starts: list[int]
     ends: list[int]
+    layer_weights: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
 
@@ -96,13 +99,24 @@ class Qwen3Model(nn.Module):
         mask = causal_mask(positions, kv_len)
         taken: list[torch.Tensor] = []
         want: set[int] = set()
+        acc: torch.Tensor | None = None
+
+        def keep(layer: int, h: torch.Tensor) -> None:
+            nonlocal acc
+            got = capture.take(h, index, span_valid)
+            if capture.layer_weights is None:
+                taken[slot[layer]] = got
+            else:
+                term = capture.layer_weights[slot[layer]] * got.float()
+                acc = term if acc is None else acc + term
+
         if capture is not None:
-            index, valid = capture._index(x.device)
+            index, span_valid = capture._index(x.device)
             want = set(capture.layers)
             slot = {layer: i for i, layer in enumerate(capture.layers)}
             taken = [None] * len(capture.layers)  # type: ignore[list-item]
             if 0 in want:
-                taken[slot[0]] = capture.take(x, index, valid)
+                keep(0, x)
         n = len(self.layers)
         recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
@@ -113,12 +127,12 @@ class Qwen3Model(nn.Module):
             else:
                 x = layer(x, cos, sin, positions, mask, cache, kv_len, lo, rows, valid)
             if i + 1 < n and i + 1 in want:
-                taken[slot[i + 1]] = capture.take(x, index, valid)
+                keep(i + 1, x)
         x = self.norm(x)
         if capture is not None:
             if n in want:
-                taken[slot[n]] = capture.take(x, index, valid)
-            capture.hidden = torch.stack(taken, dim=1)
+                keep(n, x)
+            capture.hidden = torch.stack(taken, dim=1) if capture.layer_weights is None else acc
             capture.lengths = [e - s for s, e in zip(capture.starts, capture.ends)]
         if logits_index is not None:
             x = torch.gather(x, 1, logits_index[:, None, None].expand(-1, 1, x.shape[-1]))

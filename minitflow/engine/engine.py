@@ -1,0 +1,236 @@
+"""The serving loop: requests in, one step at a time, finished requests out.
+
+Each `step()` admits waiting requests into free slots (a cached prefix copied in, the rest
+prefilled, the first token sampled), runs one decode step for every running slot, and hands
+the new tokens to the host, which appends them, applies EOS / length / stop strings and frees
+the slots of finished requests, so the next step refills them (continuous batching).
+
+On CUDA the host does not wait for each step: new tokens are copied to pinned memory behind
+the step's kernels and read `run_ahead` steps later, so the GPU always has queued work. A
+request that finished meanwhile runs a few junk steps in its slot that nobody reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+import torch
+
+from minitflow.engine.prefix_cache import PrefixCache
+from minitflow.engine.request import Request, Status
+from minitflow.engine.runner import ModelRunner, check_lora
+from minitflow.engine.scheduler import Scheduler
+from minitflow.errors import UserError
+from minitflow.model.qwen3 import Qwen3Model
+
+RUN_AHEAD = 4  # decode steps the host may queue before it reads their tokens (CUDA)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TokenRing:
+    """New tokens of each step with the requests that owned the rows, read in order. On CUDA
+    each step's tokens go to pinned memory behind its kernels and are read `run_ahead` steps
+    later (or as soon as they are there); elsewhere at once."""
+
+    def __init__(self, device: torch.device, run_ahead: int):
+        self.cuda = device.type == "cuda"
+        self.run_ahead = run_ahead if self.cuda else 0
+        self.pending: deque = deque()
+
+    def push(self, owners: list[Request | None], tokens: torch.Tensor) -> None:
+        if not self.cuda:
+            self.pending.append((owners, tokens.tolist(), None))
+            return
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((owners, host, event))
+
+    def pop(self, drain: bool = False) -> list[tuple[list[Request | None], list[int]]]:
+        out = []
+        while self.pending:
+            owners, toks, event = self.pending[0]
+            if event is not None:
+                if drain or len(self.pending) > self.run_ahead:
+                    event.synchronize()
+                elif not event.query():
+                    break
+                toks = toks.tolist()
+            self.pending.popleft()
+            out.append((owners, toks))
+        return out
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+
+class Engine:
+    """Slots, scheduler, runner and prefix cache behind `add_request` / `step`."""
+
+    def __init__(self, model: Qwen3Model, eos_token_ids: set[int], decode: Callable[[list[int]], str] | None,
+                 max_seq_len: int, num_slots: int = 16, compile: bool = False, static: bool = False,
+                 prefix_cache_bytes: int = 1 << 30):
+        if num_slots < 1:
+            raise UserError(f"num_slots must be >= 1, got {num_slots}")
+        self.model, self.cfg = model, model.cfg
+        self.device = model.embed_tokens.weight.device
+        self.eos_token_ids = eos_token_ids
+        self.decode_text = decode
+        self.max_seq_len = max_seq_len
+        self.runner = ModelRunner(model, num_slots, max_seq_len, compile)
+        self.scheduler = Scheduler(num_slots, static=static)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.ring = TokenRing(self.device, RUN_AHEAD)
+        self._static_slots: list[int] = []
+        self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
+
+    # ---- requests ------------------------------------------------------------------------
+    def add_request(self, req: Request) -> Request:
+        """Queue a request after checking it; one-line UserErrors name it."""
+        self.check(req)
+        req.status = Status.WAITING
+        self.scheduler.add(req)
+        return req
+
+    def check(self, req: Request) -> None:
+        who = f"request {req.id}" if req.tag is None else f"request {req.id} ({req.tag})"
+        vocab = self.cfg.vocab_size
+        if not req.prompt_ids:
+            raise UserError(f"{who}: the prompt is empty")
+        lo, hi = min(req.prompt_ids), max(req.prompt_ids)
+        if lo < 0 or hi >= vocab:
+            raise UserError(f"{who}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
+        if req.max_len > self.max_seq_len:
+            raise UserError(f"{who}: {req.context_len} prompt tokens + max_new_tokens "
+                            f"{req.sampling.max_new_tokens if req.generate else 0} is more than the cache's "
+                            f"{self.max_seq_len} positions")
+        if req.lora is not None:
+            check_lora(req.lora, self.model, who)
+        if req.capture is not None:
+            c = req.capture
+            if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
+                raise UserError(f"{who}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
+                                f"{len(req.prompt_ids)} prompt tokens")
+        if req.past is not None:
+            k, v = req.past
+            want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
+            if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
+                raise UserError(f"{who}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
+
+    def has_unfinished(self) -> bool:
+        return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending)
+
+    # ---- one step ------------------------------------------------------------------------
+    def step(self) -> list[Request]:
+        """Admit, prefill, decode once; return the requests that finished. An exception (or
+        Ctrl-C) aborts every request in flight and leaves the engine ready for new ones."""
+        try:
+            return self._step()
+        except BaseException:
+            self.abort_all()
+            raise
+
+    def abort_all(self) -> list[Request]:
+        self.ring.clear()
+        return self.scheduler.abort_all()
+
+    def _step(self) -> list[Request]:
+        finished: list[Request] = []
+        admitted = self.scheduler.admit(lambda r: self.runner.fits(r, idle=not self.scheduler.running))
+        if admitted:
+            if self.scheduler.static:
+                self._static_slots = sorted(r.slot for r in admitted if r.generate)
+            finished += self._prefill(admitted)
+        running = sorted(s for s, r in self.scheduler.running.items() if r.generate)
+        if running:
+            # static: the whole batch computes until its last request ends (the old path)
+            ran, tokens = self.runner.decode(self._static_slots if self.scheduler.static else running)
+            self.steps += 1
+            self.row_steps += len(ran)
+            self.useful_row_steps += len(running)
+            self.ring.push([self.scheduler.running.get(s) for s in ran], tokens)
+        for owners, toks in self.ring.pop(drain=not running):
+            for req, tok in zip(owners, toks):
+                if req is not None and self._accept(req, tok):
+                    finished.append(req)
+        return finished
+
+    def _prefill(self, reqs: list[Request]) -> list[Request]:
+        now = time.perf_counter()
+        for r in reqs:
+            r.admitted_t = now
+            prefix = None
+            if r.lora is None and r.past is None:  # KV depends only on the tokens: reusable
+                limit = len(r.prompt_ids) - 1 if r.capture is None else r.capture.starts[0]
+                n, k, v = self.prefix_cache.lookup(r.prompt_ids, limit)
+                r.cached_tokens = n
+                prefix = (k, v) if n else None
+            self.runner.load(r, prefix)
+        groups: dict[tuple | None, list[Request]] = {}
+        for r in reqs:  # one forward per capture layout (usually one)
+            key = None if r.capture is None else (tuple(r.capture.layers), r.capture.layer_weights is not None)
+            groups.setdefault(key, []).append(r)
+        finished = []
+        for group in groups.values():
+            sync(self.device)
+            t0 = time.perf_counter()
+            gen, tokens = self.runner.prefill(group)
+            for r in group:
+                if r.lora is None and r.past is None:
+                    self.prefix_cache.insert(r.prompt_ids, lambda a, b, s=r.slot: self.runner.cache.read(s, a, b))
+            sync(self.device)
+            dt = time.perf_counter() - t0
+            for r in group:
+                r.prefill_s = dt
+                if not r.generate:
+                    r.finish_reason, r.status, r.finished_t = "prefill", Status.FINISHED, time.perf_counter()
+                    self.scheduler.release(r)
+                    finished.append(r)
+            if tokens is not None:
+                self.ring.push(gen, tokens)
+        return finished
+
+    def _accept(self, req: Request, tok: int) -> bool:
+        """Append a token to a running request; True when this token finished it."""
+        if req.finished:
+            return False  # a junk step after its end
+        if not req.output_ids:
+            req.first_token_t = time.perf_counter()
+        req.output_ids.append(tok)
+        sp = req.sampling
+        if not sp.ignore_eos and tok in self.eos_token_ids:
+            reason = "stop"
+        elif sp.stop and self.decode_text is not None and self._stop_string(req):
+            reason = "stop"
+        elif len(req.output_ids) >= sp.max_new_tokens:
+            reason = "length"
+        else:
+            return False
+        req.finish_reason, req.status, req.finished_t = reason, Status.FINISHED, time.perf_counter()
+        self.scheduler.release(req)
+        return True
+
+    def _stop_string(self, req: Request) -> bool:
+        text = self.decode_text(req.output_ids)
+        hits = [text.index(s) for s in req.sampling.stop if s in text]
+        if hits:
+            req.text = text[: min(hits)]
+        return bool(hits)
+
+    def run(self, reqs: Sequence[Request]) -> list[Request]:
+        """Add `reqs` and step until all of them are done (others in flight advance too)."""
+        for r in reqs:
+            self.check(r)
+        for r in reqs:
+            self.add_request(r)
+        while not all(r.finished for r in reqs):
+            self.step()
+        return list(reqs)

@@ -1,0 +1,237 @@
+"""The model side of the engine: device state per slot and the two kinds of forward pass.
+
+A slot is a row of the KV cache plus that row of the LoRA buffers and of the sampler, the
+last token sampled there and the position it writes next. `prefill` runs the admitted
+requests' prompts (right-padded, only real tokens written, each into its slot after any
+cached or handed-over prefix) and samples their first tokens; `decode` runs one step for a
+set of slots and samples the next tokens. Nothing here knows about queues or text.
+
+Slots without LoRA carry zero factors while a neighbour has some: W x + 0·(0·x) is W x
+exactly, so they get bit-identical results, and no per-row branch or mask is needed in the
+step; when no running slot has LoRA, the step runs without it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minitflow.engine.request import Request
+from minitflow.engine.sampler import Sampler
+from minitflow.errors import UserError
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
+from minitflow.model.qwen3 import Capture, Qwen3Model
+
+KV_BUCKET = 256  # compiled decode: attention length granularity (see kv_bucket)
+
+
+def kv_bucket(need: int, max_len: int) -> int:
+    """Cache positions a compiled decode step attends over: multiples of 256 up to 1024, then
+    powers of two, so a few captured graphs serve every length while a step does not read the
+    whole static cache early in a generation."""
+    bucket = -(-need // KV_BUCKET) * KV_BUCKET if need <= 4 * KV_BUCKET else 1 << (need - 1).bit_length()
+    return min(bucket, max_len)
+
+
+def batch_bucket(n: int, num_slots: int) -> int:
+    """Rows a compiled decode step runs: the next power of two (one graph per size)."""
+    return min(1 << (n - 1).bit_length(), num_slots)
+
+
+def lora_layout(lora: LoraWeights) -> list:
+    """What a buffer depends on: which groups each layer has and every factor's shape past the batch."""
+    return [[(k, tuple(a.shape[1:]), tuple(tuple(b.shape[1:]) for b in bs)) for k, (a, bs) in layer.items()]
+            for layer in lora.layers]
+
+
+def lora_tensors(lora: LoraWeights) -> list[torch.Tensor]:
+    return [t for layer in lora.layers for a, bs in layer.values() for t in (a, *bs)]
+
+
+def check_lora(lora: LoraWeights, model: Qwen3Model, who: str) -> None:
+    """One request's factors must fit the model: batch 1, A (1, R, in), B blocks (1, out_p, r_p)."""
+    cfg = model.cfg
+    shapes = projection_shapes(cfg)
+    if lora.batch != 1 or len(lora.layers) != cfg.num_hidden_layers:
+        raise UserError(f"{who}: LoRA factors must be for batch 1 and {cfg.num_hidden_layers} layers, got batch "
+                        f"{lora.batch} and {len(lora.layers)} layers")
+    for i, layer in enumerate(lora.layers):
+        for group, (a, bs) in layer.items():
+            projs = GROUPS.get(group)
+            if projs is None or len(bs) != len(projs):
+                raise UserError(f"{who}: layer {i} has an unknown LoRA group {group!r}")
+            n_in = shapes[projs[0]][0]
+            ok = a.dim() == 3 and a.shape[0] == 1 and a.shape[2] == n_in and \
+                sum(b.shape[2] for b in bs) == a.shape[1] and \
+                all(b.dim() == 3 and b.shape[0] == 1 and b.shape[1] == shapes[p][1] for b, p in zip(bs, projs))
+            if not ok:
+                raise UserError(f"{who}: LoRA factors of layer {i} {group}: A {tuple(a.shape)} / B "
+                                f"{[tuple(b.shape) for b in bs]} do not fit the model")
+
+
+class ModelRunner:
+    def __init__(self, model: Qwen3Model, num_slots: int, max_seq_len: int, compile: bool = False):
+        self.model, self.cfg = model, model.cfg
+        self.device = model.embed_tokens.weight.device
+        self.dtype = model.embed_tokens.weight.dtype
+        self.num_slots, self.max_seq_len, self.compiled = num_slots, max_seq_len, compile
+        self.cache: KVCache | None = None
+        self.lora: LoraWeights | None = None  # (num_slots, ...) buffers at fixed addresses
+        self.lora_slots: set[int] = set()
+        self.sampler = Sampler(num_slots, self.device, compile=compile)
+        self.tokens = torch.zeros(num_slots, dtype=torch.long, device=self.device)  # last sampled
+        self.positions = torch.zeros(num_slots, dtype=torch.long, device=self.device)  # next write
+        self.next_pos = [0] * num_slots  # the same positions, known on the host without a sync
+        self._step = self._compile() if compile else self._decode_step
+
+    # ---- admission -----------------------------------------------------------------------
+    def fits(self, req: Request, idle: bool) -> bool:
+        """Whether `req` can take a slot now. The cache grows only while no slot is in use; a
+        LoRA layout other than the buffers' waits for the LoRA slots to drain."""
+        if req.lora is not None and self.lora is not None and self.lora_slots and \
+                lora_layout(req.lora) != lora_layout(self.lora):
+            return False
+        if self.cache is not None and self.cache.max_len >= req.max_len:
+            return True
+        if not idle:
+            return False
+        size = -(-max(req.max_len, self.cache.max_len if self.cache else 0) // KV_BUCKET) * KV_BUCKET
+        self.cache = None  # free the old one first
+        self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, min(size, self.max_seq_len),
+                             self.cfg.num_key_value_heads, self.cfg.head_dim, self.dtype, self.device)
+        if self.compiled:  # captured graphs read the cache in place instead of copying it each step
+            torch._dynamo.mark_static_address(self.cache.k)
+            torch._dynamo.mark_static_address(self.cache.v)
+        return True
+
+    def load(self, req: Request, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Fill `req`'s slot before its prefill: handed-over KV and/or a cached prefix (at
+        positions [0, n)), its LoRA factors (or zeros), its sampling settings."""
+        slot = req.slot
+        assert slot is not None and self.cache is not None
+        start = 0
+        for kv in (req.past, prefix):
+            if kv is not None:
+                self.cache.write(slot, start, kv[0], kv[1])
+                start += kv[0].shape[2]
+        if req.lora is not None:
+            if self.lora is None or lora_layout(self.lora) != lora_layout(req.lora):
+                self.lora = LoraWeights([{k: (a.new_zeros(self.num_slots, *a.shape[1:]),
+                                              tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
+                                          for k, (a, bs) in layer.items()} for layer in req.lora.layers],
+                                        self.num_slots)
+                for t in lora_tensors(self.lora):
+                    torch._dynamo.mark_static_address(t)
+            for dst, src in zip(lora_tensors(self.lora), lora_tensors(req.lora)):
+                dst[slot].copy_(src[0])
+            self.lora_slots.add(slot)
+        elif slot in self.lora_slots:
+            for t in lora_tensors(self.lora):
+                t[slot].zero_()
+            self.lora_slots.discard(slot)
+        self.sampler.set_row(slot, req.sampling)
+
+    def _lora_rows(self, rows: torch.Tensor | slice, slots: list[int]) -> LoraWeights | None:
+        if self.lora is None or not self.lora_slots.intersection(slots):
+            return None
+        return LoraWeights([{k: (a[rows], tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
+                            for layer in self.lora.layers], len(slots))
+
+    # ---- prefill -------------------------------------------------------------------------
+    def prefill(self, reqs: list[Request]) -> tuple[list[Request], torch.Tensor | None]:
+        """Prefill `reqs` (already loaded into their slots), fill their captures, and sample the
+        first token of those that generate: (those requests, their tokens on the device)."""
+        assert self.cache is not None
+        b = len(reqs)
+        starts = [r.past_len + r.cached_tokens for r in reqs]
+        suffixes = [r.prompt_ids[r.cached_tokens:] for r in reqs]
+        lens = [len(s) for s in suffixes]
+        t = max(lens)
+        x = torch.zeros(b, t, dtype=torch.long)
+        pos = torch.zeros(b, t, dtype=torch.long)
+        valid = torch.zeros(b, t, dtype=torch.bool)
+        for i, (s, n) in enumerate(zip(suffixes, lens)):
+            x[i, :n] = torch.tensor(s)
+            pos[i, :n] = torch.arange(starts[i], starts[i] + n)
+            valid[i, :n] = True
+        dev = self.device
+        slots = [r.slot for r in reqs]
+        rows = torch.tensor(slots, device=dev)
+        capture = None
+        if reqs[0].capture is not None:  # the engine groups prefills by capture layers
+            capture = Capture(reqs[0].capture.layers,
+                              starts=[r.capture.starts[0] - r.cached_tokens for r in reqs],
+                              ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
+                              layer_weights=reqs[0].capture.layer_weights)
+        gen = [i for i, r in enumerate(reqs) if r.generate]
+        logits = self.model(x.to(dev), pos.to(dev), self.cache, max(s + n for s, n in zip(starts, lens)),
+                            rows=rows, valid=None if min(lens) == t else valid.to(dev),
+                            lora=self._lora_rows(rows, slots), capture=capture,
+                            logits_index=torch.tensor(lens, device=dev) - 1, need_logits=bool(gen))
+        if capture is not None:
+            for i, r in enumerate(reqs):
+                r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
+                r.capture.lengths = [capture.lengths[i]]
+        for r in reqs:
+            self.next_pos[r.slot] = r.context_len
+        if not gen:
+            return [], None
+        gen_rows = rows[gen]
+        gen_slots = [slots[i] for i in gen]
+        tokens = self.sampler.sample(logits[gen, 0], gen_rows, gen_slots)
+        self.tokens[gen_rows] = tokens
+        self.positions[gen_rows] = torch.tensor([reqs[i].context_len for i in gen], device=dev)
+        self.sampler.advance(gen_rows)
+        return [reqs[i] for i in gen], tokens
+
+    # ---- decode --------------------------------------------------------------------------
+    def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int,
+                     rows: torch.Tensor | None, lora: LoraWeights | None) -> torch.Tensor:
+        return self.model(tokens[:, None], positions[:, None], cache, kv_len, rows=rows, lora=lora)[:, -1]
+
+    def _compile(self):
+        """One graph per (rows, attention bucket, LoRA layout), each captured once as a CUDA
+        graph ("reduce-overhead") from one whole-step graph (fullgraph: a graph break would split
+        the step into several launches). The limit covers every bucket of every row count
+        instead of silently falling back to eager after 8."""
+        cfg = torch._dynamo.config
+        name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+        setattr(cfg, name, max(getattr(cfg, name), 128))
+        mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        return torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
+
+    def decode(self, slots: list[int]) -> tuple[list[int], torch.Tensor]:
+        """One decode step for `slots` (sorted): (the slots the step ran, their next tokens).
+
+        Compiled: the first `batch_bucket` slots as one view (static shapes; slots that hold no
+        request compute junk nobody reads). Eager: the first n slots as a view when they are all
+        in use, else exactly `slots` (a gather: the tail of a long-tailed batch costs its rows only).
+        """
+        assert self.cache is not None
+        n = slots[-1] + 1
+        if self.compiled:
+            n = batch_bucket(n, self.num_slots)
+        rows: torch.Tensor | slice
+        if self.compiled or len(slots) == n:
+            ran, rows, cache_rows = list(range(n)), slice(0, n), None
+        else:
+            ran = slots
+            rows = cache_rows = torch.tensor(slots, device=self.device)
+        need = max(self.next_pos[s] for s in ran) + 1
+        kv_len = kv_bucket(need, self.cache.max_len) if self.compiled else need
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = self._step(self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
+                            self._lora_rows(rows, ran))
+        tokens = self.sampler.sample(logits, rows, ran)
+        self.tokens[rows] = tokens
+        # a finished slot the host has not heard of yet stays inside the cache
+        self.positions[rows] = (self.positions[rows] + 1).clamp(max=self.cache.max_len - 1)
+        self.sampler.advance(rows)
+        for s in ran:
+            self.next_pos[s] = min(self.next_pos[s] + 1, self.cache.max_len - 1)
+        return ran, tokens
+
+    def release_memory(self) -> None:
+        self.cache, self.lora = None, None
+        self.lora_slots.clear()

@@ -1,0 +1,57 @@
+"""Which requests hold the slots: waiting requests are admitted, first come first served,
+into free slots; finished ones leave and free theirs at once (continuous batching).
+
+`static=True` keeps the old behaviour for comparison: a batch is admitted only into an empty
+engine, and runs until its slowest request is done."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from minitflow.engine.request import Request, Status
+
+
+class Scheduler:
+    def __init__(self, num_slots: int, static: bool = False, max_prefill_tokens: int = 8192):
+        self.num_slots, self.static, self.max_prefill_tokens = num_slots, static, max_prefill_tokens
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}  # slot -> request
+        self.free = list(range(num_slots))
+
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def admit(self, fits: Callable[[Request], bool]) -> list[Request]:
+        """Requests to prefill now, each given a free slot: in arrival order, until the slots or
+        the prefill token budget run out, or the head of the queue does not `fit` yet."""
+        if self.static and self.running:
+            return []
+        batch: list[Request] = []
+        tokens = 0
+        while self.waiting and self.free:
+            req = self.waiting[0]
+            if not fits(req) or (batch and tokens + len(req.prompt_ids) > self.max_prefill_tokens):
+                break
+            self.waiting.popleft()
+            req.slot, req.status = self.free.pop(0), Status.RUNNING
+            self.running[req.slot] = req
+            batch.append(req)
+            tokens += len(req.prompt_ids)
+        return batch
+
+    def release(self, req: Request) -> None:
+        """A finished request leaves its slot (the next step may refill it)."""
+        if req.slot is not None and self.running.get(req.slot) is req:
+            del self.running[req.slot]
+            self.free.append(req.slot)
+            self.free.sort()
+
+    def abort_all(self) -> list[Request]:
+        gone = list(self.running.values()) + list(self.waiting)
+        for req in gone:
+            req.status = Status.ABORTED
+        self.running.clear()
+        self.waiting.clear()
+        self.free = list(range(self.num_slots))
+        return gone
