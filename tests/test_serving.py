@@ -1,0 +1,213 @@
+"""The serving core: continuous batching, per-slot LoRA, the prefix cache, and bad input.
+
+Every request must get exactly the tokens it gets alone, whatever runs beside it and
+whenever it is admitted (CPU, float32, tiny random Qwen3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minitflow import LLM, SamplingParams, UserError, build_lora
+from minitflow.engine.prefix_cache import BLOCK, PrefixCache
+from minitflow.engine.request import Request, Status
+from minitflow.engine.sampler import Sampler
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.weights import load_model
+from test_engine import _random_factors
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return load_model(tiny_dir, torch.float32, "cpu")
+
+
+def _llm(model, **kw) -> LLM:
+    return LLM(model, eos_token_ids=[], **kw)
+
+
+def _prompts(n: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()  # a common "role prompt"
+    return [shared + torch.randint(0, 150, (int(k),), generator=g).tolist()
+            for k in torch.randint(1, 20, (n,), generator=g)]
+
+
+def _params(n: int, sampled: bool) -> list[SamplingParams]:
+    lengths = [3, 17, 6, 25, 1, 11, 9, 30][:n]
+    if not sampled:
+        return [SamplingParams(max_new_tokens=m) for m in lengths]
+    return [SamplingParams(max_new_tokens=m, temperature=0.8, top_p=0.9, top_k=40 if i % 2 else 0, seed=100 + i)
+            for i, m in enumerate(lengths)]
+
+
+def _alone(model, prompts, params, lora=None) -> list[list[int]]:
+    """Each request in a fresh one-slot engine without a prefix cache: the reference."""
+    out = []
+    for i, (p, sp) in enumerate(zip(prompts, params)):
+        llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
+        row = None if lora is None else _one(lora, i)
+        out.append(llm.generate([p], sp, lora=row)[0].token_ids)
+    return out
+
+
+def _one(lora, i):
+    from minitflow.engine.llm import _row
+    return _row(lora, i)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("with_lora", [False, True], ids=["plain", "lora"])
+@pytest.mark.parametrize("prefix", [False, True], ids=["nocache", "prefixcache"])
+def test_each_request_gets_what_it_gets_alone(model, sampled, with_lora, prefix):
+    """8 requests of different lengths through 3 slots: admitted as slots free up."""
+    prompts, params = _prompts(8), _params(8, sampled)
+    lora = None
+    if with_lora:
+        lora = build_lora(model.cfg, [_random_factors(model.cfg, 8, 4, 5), _random_factors(model.cfg, 8, 4, 6)],
+                          [1.0, 1.0])
+        # half the requests without factors: their rows carry zeros next to the others
+        lora_rows = [_one(lora, i) if i % 2 else None for i in range(8)]
+    want = []
+    for i, (p, sp) in enumerate(zip(prompts, params)):
+        llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
+        want.append(llm.generate([p], sp, lora=lora_rows[i] if with_lora else None)[0].token_ids)
+    llm = _llm(model, num_slots=3, prefix_cache_bytes=(1 << 24) if prefix else 0)
+    reqs = [Request(p, sp, lora=lora_rows[i] if with_lora else None) for i, (p, sp) in enumerate(zip(prompts, params))]
+    llm.engine.run(reqs)
+    assert [r.output_ids for r in reqs] == want
+    cached = [r.cached_tokens for r in reqs]
+    if prefix:  # the shared blocks come from the cache once the first request has run (LoRA rows never)
+        assert all(c == (0 if with_lora and i % 2 else 2 * BLOCK) for i, c in enumerate(cached) if i >= 3), cached
+    else:
+        assert cached == [0] * 8
+
+
+def test_admitted_mid_flight_next_to_others(model):
+    """A request added while others decode gets what it gets in an empty engine."""
+    prompts, params = _prompts(5, seed=1), _params(5, sampled=True)
+    want = _alone(model, prompts, params)
+    llm = _llm(model, num_slots=4)
+    first = [llm.add_request(p, sp) for p, sp in zip(prompts[:3], params[:3])]
+    for _ in range(4):
+        llm.step()
+    late = [llm.add_request(p, sp) for p, sp in zip(prompts[3:], params[3:])]
+    while llm.has_unfinished():
+        llm.step()
+    assert [r.output_ids for r in first + late] == want
+    assert all(r.status is Status.FINISHED for r in first + late)
+
+
+def test_prefix_cache_logits_match_the_uncached_prefill(model):
+    cfg = model.cfg
+    ids = _prompts(1, seed=2)[0] + [5, 6, 7]
+    store = PrefixCache(1 << 24)
+
+    def fresh():
+        return KVCache(cfg.num_hidden_layers, 1, 128, cfg.num_key_value_heads, cfg.head_dim, torch.float32, "cpu")
+
+    full_cache = fresh()
+    t = len(ids)
+    with torch.no_grad():
+        full = model(torch.tensor([ids]), torch.arange(t)[None], full_cache, t)[0, -1]
+        store.insert(ids, lambda a, b: full_cache.read(0, a, b))
+        n, k, v = store.lookup(ids, t - 1)
+        assert n == 2 * BLOCK and k.shape[2] == n
+        cache = fresh()
+        cache.write(0, 0, k, v)
+        part = model(torch.tensor([ids[n:]]), torch.arange(n, t)[None], cache, t)[0, -1]
+    assert (part - full).abs().max() <= 1e-5
+
+
+def test_prefix_cache_lru_budget_and_exact_match():
+    block = torch.zeros(1, 1, BLOCK, 2)
+    nbytes = 2 * block.numel() * 4
+    store = PrefixCache(3 * nbytes)
+    a = list(range(3 * BLOCK))
+    store.insert(a, lambda s, e: (block.clone(), block.clone()))
+    assert store.used == 3 * nbytes and store.lookup(a, len(a))[0] == 3 * BLOCK
+    b = [1] + a[1:]  # differs in the first token: nothing matches
+    assert store.lookup(b, len(b))[0] == 0
+    c = a[:BLOCK] + [999] * BLOCK  # shares one block; storing its second evicts the oldest leaf
+    store.insert(c, lambda s, e: (block.clone(), block.clone()))
+    assert store.used <= 3 * nbytes
+    assert store.lookup(c, len(c))[0] == 2 * BLOCK
+    assert store.lookup(a, len(a))[0] == 2 * BLOCK  # a's last block went, its prefix stayed
+
+
+def test_static_mode_matches_and_computes_more_rows(model):
+    prompts = _prompts(6, seed=3)
+    params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]
+    runs = {}
+    for static in (False, True):
+        llm = _llm(model, num_slots=3, static=static)
+        gens = llm.generate(prompts, params)
+        e = llm.engine
+        runs[static] = ([g.token_ids for g in gens], e.useful_row_steps, e.row_steps)
+    assert runs[False][0] == runs[True][0]
+    assert runs[False][1] == runs[True][1]  # the same useful work
+    assert runs[False][2] < runs[True][2]  # static keeps finished rows computing
+
+
+def test_ragged_batch_longest_prompt_stops_first(model):
+    """The longest prompt with the smallest max_new_tokens (crashed the old eager path)."""
+    prompts = [list(range(1, 40)), [3, 4], [5, 6, 7]]
+    params = [SamplingParams(max_new_tokens=2), SamplingParams(max_new_tokens=30), SamplingParams(max_new_tokens=20)]
+    got = [g.token_ids for g in _llm(model, num_slots=3).generate(prompts, params)]
+    assert got == _alone(model, prompts, params)
+    assert [len(t) for t in got] == [2, 30, 20]
+
+
+def test_compiled_rows_crossing_a_bucket_match_alone(model):
+    """Compiled decode (CPU): the longest prompt has the smallest max_new_tokens and crosses the
+    256-position attention bucket; finished rows must not disturb the others."""
+    prompts = [[(7 * i) % 150 for i in range(250)], [1, 2, 3], [9, 8, 7, 6]]
+    params = [SamplingParams(max_new_tokens=10), SamplingParams(max_new_tokens=24), SamplingParams(max_new_tokens=16)]
+    compiled = LLM(model, eos_token_ids=[], compile=True, num_slots=4)
+    got = [g.token_ids for g in compiled.generate(prompts, params)]
+    assert got == _alone(model, prompts, params)
+
+
+def test_greedy_ties_take_the_first_index():
+    sampler = Sampler([SamplingParams(), SamplingParams()], torch.device("cpu"))
+    logits = torch.zeros(2, 10)
+    logits[0, [3, 7]] = 5.0
+    logits[1, [0, 9]] = 2.0
+    assert sampler(logits, 0).tolist() == [3, 0]
+    assert sampler(logits.to(torch.bfloat16), 1).tolist() == [3, 0]
+
+
+def test_bad_requests_are_one_line_errors_naming_the_request(model):
+    llm = _llm(model, num_slots=2, max_seq_len=64)
+    with pytest.raises(UserError, match=r"request \d+ \(q7\): the prompt is empty"):
+        llm.engine.add_request(Request([], SamplingParams(), tag="q7"))
+    with pytest.raises(UserError, match=r"request \d+ \(long\): 60 prompt tokens \+ max_new_tokens 8 is more than the cache's 64"):
+        llm.engine.add_request(Request(list(range(60)), SamplingParams(max_new_tokens=8), tag="long"))
+    bad = build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 1)], [1.0])
+    with pytest.raises(UserError, match=r"request \d+ \(lora\): LoRA factors must be for batch 1"):
+        llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4), lora=bad, tag="lora"))
+    row = _one(bad, 0)
+    row.layers[0]["o"] = (row.layers[0]["o"][0][:, :, :5], row.layers[0]["o"][1])
+    with pytest.raises(UserError, match=r"LoRA factors of layer 0 o: A \(1, 4, 5\)"):
+        llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4), lora=row, tag="shape"))
+    assert not llm.has_unfinished()
+
+
+def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch):
+    llm = _llm(model, num_slots=2)
+    prompts, params = _prompts(3, seed=4), _params(3, sampled=False)
+    want = [g.token_ids for g in llm.generate(prompts, params)]
+    real = llm.engine.runner.decode
+    calls = {"n": 0}
+
+    def flaky(slots):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(slots)
+
+    monkeypatch.setattr(llm.engine.runner, "decode", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate(prompts, params)
+    assert not llm.has_unfinished()
+    assert [g.token_ids for g in llm.generate(prompts, params)] == want
