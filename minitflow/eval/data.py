@@ -34,6 +34,7 @@ import ast
 import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -132,10 +133,20 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # not gzip, truncated .gz, unreadable
+        raise UserError(f"cannot read data file {path}: {e.strerror or e or type(e).__name__}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
     if text.lstrip().startswith("["):
-        return list(json.loads(text))
+        try:
+            return list(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not a valid JSON list (line {e.lineno}: {e.msg})") from None
     rows = []
     for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 etc. occur inside strings
         if line.strip():
@@ -146,7 +157,22 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+# The type each checked field must have (an MMLU file passed as GSM8K has an int "answer").
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "question": str, "problem": str, "solution": str, "choices": list, "task_id": (str, int), "prompt": str,
+    "entry_point": str, "canonical_solution": str, "base_input": list, "plus_input": (list, dict)}
+
+
 def _need(row: dict, keys: Iterable[str], dataset: str, where: str) -> None:
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: a record is a JSON {type(row).__name__}, expected an object "
+                        f"(a {dataset} file needs: {DATASETS[dataset].fields})")
+    types = {**FIELD_TYPES, "answer": int if dataset == "mmlu" else str}
+    bad = next((k for k in keys if k in row and k in types and
+                (not isinstance(row[k], types[k]) or isinstance(row[k], bool))), None)
+    if bad is not None:
+        raise UserError(f"{where}: field {bad!r} is a {type(row[bad]).__name__} "
+                        f"(is this a {dataset} file? it needs: {DATASETS[dataset].fields})")
     missing = [k for k in keys if k not in row]
     if missing:
         info = DATASETS[dataset]
