@@ -17,10 +17,17 @@ RATIOS = {
     "time_vs_sender_prefill": "time / senders' capture prefill",
     "time_vs_baseline": "time / baseline method",
     "speedup_vs_transformers": "HF generate time / ours",
+    "speedup_vs_static": "static batches' time / continuous batching",
+    "speedup_vs_no_cache": "prefill time without / with the prefix cache",
+    "speedup_vs_chunked": "chunked (stage barriers) time / pipelined",
+    "memory_vs_full": "condition peak bytes, streamed / all L+1 layers",
 }
-RATES = ("tokens_per_s", "questions_per_s", "generated_tokens_per_s")
+RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s")
 # further facts shown when a benchmark records them (GPU runs)
 EXTRAS = {
+    "row_step_use": lambda v: f"{100 * v:.0f}% of computed row-steps used",
+    "static_row_step_use": lambda v: f"static: {100 * v:.0f}%",
+    "cached_share": lambda v: f"{100 * v:.0f}% of prompt tokens cached",
     "bandwidth_fraction": lambda v: f"{100 * v:.0f}% of copy bandwidth",
     "peak_gib": lambda v: f"peak {v:.1f} GiB",
     "speedup_vs_official": lambda v: f"{v:.1f}x the official release",
