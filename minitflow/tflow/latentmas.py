@@ -1,0 +1,357 @@
+"""LatentMAS as a fourth method: agents that talk through the KV cache instead of text.
+
+LatentMAS (Zou et al., "Latent Collaboration in Multi-Agent Systems", github.com/Gen-Verse/LatentMAS)
+runs four agents on one model, in order: planner, critic, refiner, judger. This module reproduces
+the HF path of the official code (methods/latent_mas.py `run_batch` + models.py, commit 1430ad6)
+at batch 1, token for token in greedy float32, and keeps it at any batch size:
+
+- Each agent's prompt is the chat template over the official system prompt and its role prompt
+  (`minitflow/data/latentmas_prompts.json`), with the generation prompt and no empty think block;
+  `think` appends `<think>` to every agent's prompt, the judger's included.
+- A sender (planner, critic, refiner) prefills its prompt on top of the KV cache the previous
+  agents left, then runs `latent_steps` steps: the final-norm hidden state h at the last
+  position becomes e = h·W_a (W_a = I unless `realign`), rescaled to the mean norm of the input
+  embeddings, and is fed as the next position's input embedding. Every prompt token and every
+  latent step stays in the cache: the next agent sees all of it. `sequential` and
+  `hierarchical` differ only in the role prompts: the official code hands the cache down the
+  same chain in both.
+- W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in with λ = 1e-5, solved in float32; the norm target and
+  the rescale apply with and without `realign`.
+- The judger prefills its prompt on the cache (positions continue) and decodes; the text is the
+  decoded completion without special tokens, stripped.
+- With latent_steps 0 the official judger drops the cache (`past_key_values=None`, its issue #13):
+  the answer is the judger's prompt alone. minitflow reproduces that answer but does not run the
+  three sender passes the answer cannot depend on (their usage reads 0); `handover_at_zero=True`
+  hands the senders' prompt KV to the judger instead (what #13 expected; not official).
+- The official code loads the model through `resize_token_embeddings(len(tokenizer))`: Qwen3's
+  151,936 rows become the tokenizer's 151,669. So W_a, the norm target and the judger's logits
+  use the first `len(tokenizer)` rows here too.
+
+Where minitflow differs from the rest of the official code: its batched HF path right-pads and
+reads the last position, a pad for shorter rows, and lets every row attend to the padding
+(issue #25 / PR #26: MBPP+ 0.621 at batch 1, 0.219 at batch 20); here each row writes and reads
+its own positions, so a question gets what it gets alone. Its vLLM path re-prefills the latent
+embeddings inside the judger's prompt instead of handing over KV (#38); not reproduced. It
+samples with torch's global RNG; here sampling is minitflow's counter-based sampler (seeded per
+question), so only greedy outputs compare. It reports no token accounting; here every agent's
+prompt tokens and latent steps count as processed (latent steps as the senders' completion),
+and the official count, like the paper's, is the generating agent's (the judger's) alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import torch
+
+from minitflow.engine.llm import LLM, sync
+from minitflow.engine.sampler import Sampler, SamplingParams
+from minitflow.errors import UserError
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.qwen3 import Qwen3Model
+from minitflow.model.tokenizer import render_chat
+from minitflow.tflow.methods import AgentUsage, MethodResult
+
+TOPOLOGIES = ("sequential", "hierarchical")
+SENDERS = ("planner", "critic", "refiner")
+JUDGER = "judger"
+REALIGN_LAMBDA = 1e-5  # the official ridge term
+NORM_FLOOR = 1e-6  # the official clamp on the aligned vector's norm
+OPTIONS = ("latent_steps", "topology", "realign", "think")  # LatentMAS-only settings
+
+
+@lru_cache(maxsize=1)
+def official_prompts() -> dict:
+    return json.loads(resources.files("minitflow").joinpath("data/latentmas_prompts.json").read_text())
+
+
+def resolve_task(style: str) -> str:
+    """An official LatentMAS task name, from one of its own or a minitflow dataset style."""
+    data = official_prompts()
+    key = style.strip().lower().replace("-", "_")
+    if key in data["tasks"]:
+        return key
+    mapped = data["style_map"].get(key)
+    if mapped is None or key.startswith("_"):
+        choices = sorted(set(data["tasks"]) | {k for k in data["style_map"] if not k.startswith("_")})
+        raise UserError(f"LatentMAS has no prompts for style {style!r}: choose one of {', '.join(choices)}")
+    return mapped
+
+
+def agent_messages(role: str, question: str, style: str, topology: str) -> list[dict[str, str]]:
+    """The official system + user messages of one agent."""
+    data = official_prompts()
+    task = resolve_task(style)
+    group = next(g for g in data["prompts"][_topology(topology)] if task in g["tasks"])
+    user = group["roles"][role].replace("{question}", question)
+    return [{"role": "system", "content": data["system_prompt"]}, {"role": "user", "content": user}]
+
+
+def agent_prompt_ids(llm: LLM, role: str, question: str, style: str, topology: str, think: bool) -> list[int]:
+    text = render_chat(agent_messages(role, question, style, topology), add_generation_prompt=True)
+    return llm.encode(text + "<think>" if think else text)
+
+
+def validate_options(method: str, *, latent_steps: int | None = None, topology: str | None = None,
+                     realign: bool = False, think: bool = False) -> None:
+    """One-line errors for LatentMAS settings that cannot apply (for the CLIs and run_method):
+    latent settings on another method, a negative step count, an unknown topology."""
+    if method != "latentmas":
+        given = [f"--{name}" for name, v in (("latent_steps", latent_steps), ("mas_topology", topology),
+                                              ("latent_realign", realign or None), ("think", think or None))
+                 if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --method latentmas (got --method {method})")
+        return
+    if latent_steps is not None and (not isinstance(latent_steps, int) or isinstance(latent_steps, bool)
+                                     or latent_steps < 0):
+        raise UserError(f"latent_steps must be an integer >= 0, got {latent_steps!r}")
+    if topology is not None:
+        _topology(topology)
+
+
+def _topology(name: str) -> str:
+    if name not in TOPOLOGIES:
+        raise UserError(f"unknown LatentMAS topology {name!r}: choose one of {', '.join(TOPOLOGIES)}")
+    return name
+
+
+# ---- realignment --------------------------------------------------------------------------
+
+_REALIGN_CACHE: "weakref.WeakKeyDictionary[Qwen3Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _embedding_weights(model: Qwen3Model, rows: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    w_in, w_out = model.embed_tokens.weight, model.lm_head.weight
+    hidden = model.norm.weight.shape[0]
+    if w_in.dim() != 2 or w_out.dim() != 2 or w_in.shape[0] != w_out.shape[0] or w_out.shape[1] != hidden:
+        raise UserError(f"latent realignment needs input embeddings and lm_head of one shape (vocab, hidden={hidden}); "
+                        f"this model has {tuple(w_in.shape)} and {tuple(w_out.shape)}")
+    n = w_in.shape[0] if rows is None else rows
+    if not 0 < n <= w_in.shape[0]:
+        raise UserError(f"realignment over {n} vocabulary rows: the model has {w_in.shape[0]}")
+    return w_in, w_out, n
+
+
+@torch.inference_mode()
+def embedding_norm(model: Qwen3Model, rows: int | None = None) -> torch.Tensor:
+    """Mean L2 norm of the first `rows` input-embedding rows (float32, 0-dim): the latent target norm."""
+    w_in, _, n = _embedding_weights(model, rows)
+    return w_in[:n].float().norm(dim=1).mean()
+
+
+@torch.inference_mode()
+def realignment_matrix(model: Qwen3Model, lam: float = REALIGN_LAMBDA, rows: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_a (H, H), target norm) in float32 on the model's device, as the official code builds
+    them: W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in over the first `rows` vocabulary rows (default
+    all), the target the mean input-embedding norm. Cached per model and weight version."""
+    w_in, w_out, n = _embedding_weights(model, rows)
+    key = (float(lam), n, w_in._version, w_out._version)
+    got = _REALIGN_CACHE.setdefault(model, {}).get(key)
+    if got is not None:
+        return got
+    a_in, a_out = w_in[:n].float(), w_out[:n].float()
+    gram = a_out.T @ a_out + lam * torch.eye(a_out.shape[1], device=a_out.device, dtype=torch.float32)
+    w_a = torch.linalg.solve(gram, a_out.T @ a_in)
+    got = (w_a, a_in.norm(dim=1).mean())
+    _REALIGN_CACHE[model][key] = got
+    return got
+
+
+def latent_embedding(hidden: torch.Tensor, w_a: torch.Tensor | None, target_norm: torch.Tensor) -> torch.Tensor:
+    """Final-norm hidden (B, H) -> the next input embedding (B, H): h·W_a (or h), rescaled to the
+    target norm in float32, in the official order of operations."""
+    x = hidden.float()
+    if w_a is not None:
+        x = x @ w_a
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+    return (x * (target_norm / norm)).to(hidden.dtype)
+
+
+# ---- rows of questions in one KV cache ------------------------------------------------------
+
+@dataclass
+class Rows:
+    """One question per cache row; `lengths[b]` is the next position of row b. Rows of
+    different lengths share every forward: each writes and attends to its own positions only."""
+
+    model: Qwen3Model
+    cache: KVCache
+    lengths: list[int]
+
+    @classmethod
+    def allocate(cls, llm: LLM, batch: int, max_len: int) -> "Rows":
+        cfg = llm.cfg
+        cache = KVCache(cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim,
+                        llm.dtype, llm.device)
+        return cls(llm.model, cache, [0] * batch)
+
+    @property
+    def device(self) -> torch.device:
+        return self.cache.k.device
+
+    def prefill(self, prompts: list[list[int]], need_logits: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Append each row's prompt at its next positions. Returns (logits (B, V) or None,
+        final-norm hidden (B, H)) at each row's last prompt token."""
+        lens = torch.tensor([len(p) for p in prompts], device=self.device)
+        t = int(lens.max())
+        ids = torch.zeros(len(prompts), t, dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, :len(p)] = torch.tensor(p)
+        offs = torch.arange(t, device=self.device)
+        start = torch.tensor(self.lengths, device=self.device)
+        # pads repeat the last real position: never written, never read, never past the cache
+        positions = start[:, None] + torch.minimum(offs[None, :], lens[:, None] - 1)
+        valid = offs[None, :] < lens[:, None]
+        kv_len = max(s + len(p) for s, p in zip(self.lengths, prompts))
+        logits, hidden = self.model(ids.to(self.device), positions, self.cache, kv_len, valid=valid,
+                                    logits_index=lens - 1, need_logits=need_logits, return_hidden=True)
+        self.lengths = [s + len(p) for s, p in zip(self.lengths, prompts)]
+        return (None if logits is None else logits[:, 0]), hidden[:, 0]
+
+    def step(self, tokens: torch.Tensor | None = None, embeds: torch.Tensor | None = None,
+             rows: list[int] | None = None, need_logits: bool = True
+             ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One position more for `rows` (default all): a token (n,) or an input embedding (n, H).
+        Returns (logits (n, V) or None, final-norm hidden (n, H))."""
+        rows = list(range(len(self.lengths))) if rows is None else rows
+        n = len(rows)
+        pos = torch.tensor([self.lengths[r] for r in rows], device=self.device)[:, None]
+        ids = tokens[:, None] if tokens is not None else torch.zeros(n, 1, dtype=torch.long, device=self.device)
+        index = None if n == len(self.lengths) else torch.tensor(rows, device=self.device)
+        logits, hidden = self.model(ids, pos, self.cache, int(pos.max()) + 1, rows=index,
+                                    input_embeds=None if embeds is None else embeds[:, None],
+                                    need_logits=need_logits, return_hidden=True)
+        for r in rows:
+            self.lengths[r] += 1
+        return (None if logits is None else logits[:, 0]), hidden[:, 0]
+
+    def latent_steps(self, hidden: torch.Tensor, steps: int, w_a: torch.Tensor | None,
+                     target_norm: torch.Tensor) -> None:
+        """`steps` latent positions per row: each feeds back the realigned last hidden state."""
+        for _ in range(steps):
+            _, hidden = self.step(embeds=latent_embedding(hidden, w_a, target_norm), need_logits=False)
+
+
+@dataclass
+class Decoded:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+def decode(llm: LLM, rows: Rows, first_logits: torch.Tensor, sps: list[SamplingParams],
+           vocab_rows: int | None = None) -> list[Decoded]:
+    """Decode every row on top of the KV it holds, from the logits of its last prompt token:
+    per-row sampling (seeded, batch-invariant), EOS, stop strings and max_new_tokens. Rows that
+    finish leave the batch. Logits past `vocab_rows` are never chosen (the resized vocabulary)."""
+    b = len(sps)
+    sampler = Sampler(list(sps), rows.device)
+    out: list[list[int]] = [[] for _ in range(b)]
+    reason: list[str | None] = [None] * b
+    active = list(range(b))
+    logits = first_logits
+    step = 0
+    while True:
+        full = logits if len(active) == b else logits.new_zeros(b, logits.shape[-1]).index_copy_(
+            0, torch.tensor(active, device=logits.device), logits)
+        if vocab_rows is not None and vocab_rows < full.shape[-1]:
+            full = full.clone()
+            full[:, vocab_rows:] = float("-inf")
+        tokens = sampler(full, step).tolist()
+        for r in active:
+            out[r].append(tokens[r])
+            reason[r] = _finished(llm, out[r], sps[r])
+        active = [r for r in active if reason[r] is None]
+        if not active:
+            break
+        logits, _ = rows.step(torch.tensor([tokens[r] for r in active], device=rows.device), rows=active)
+        step += 1
+    results = []
+    for r in range(b):
+        text = llm.tokenizer.decode(out[r]) if llm.tokenizer is not None else ""
+        hits = [text.index(s) for s in sps[r].stop if s in text]
+        results.append(Decoded(out[r], (text[:min(hits)] if hits else text).strip(), reason[r] or "length"))
+    return results
+
+
+def _finished(llm: LLM, ids: list[int], sp: SamplingParams) -> str | None:
+    if not sp.ignore_eos and ids[-1] in llm.eos_token_ids:
+        return "stop"
+    if sp.stop and llm.tokenizer is not None and any(s in llm.tokenizer.decode(ids) for s in sp.stop):
+        return "stop"
+    return "length" if len(ids) >= sp.max_new_tokens else None
+
+
+# ---- the method ------------------------------------------------------------------------------
+
+@dataclass
+class LatentUsage(AgentUsage):
+    """An agent's usage plus its latent steps (counted in completion_tokens: positions processed)."""
+
+    latent_steps: int = 0
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "latent_steps": self.latent_steps}
+
+
+@torch.inference_mode()
+def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *,
+                  latent_steps: int, topology: str = "sequential", realign: bool = False, think: bool = False,
+                  handover_at_zero: bool = False, **_) -> list[MethodResult]:
+    """LatentMAS on a batch of questions (one cache row each); results in input order."""
+    validate_options("latentmas", latent_steps=latent_steps, topology=topology)
+    if not questions:
+        raise UserError("no questions given")
+    if len(sps) != len(questions):
+        raise UserError(f"{len(sps)} sampling params for {len(questions)} questions")
+    if llm.tokenizer is None:
+        raise UserError("latentmas needs a tokenizer (the model directory has no tokenizer.json)")
+    n, k = len(questions), latent_steps
+    vocab_rows = min(llm.tokenizer.vocab_size, llm.cfg.vocab_size)
+    w_a, target = realignment_matrix(llm.model, rows=vocab_rows) if realign else (
+        None, embedding_norm(llm.model, rows=vocab_rows))
+    handover = k > 0 or handover_at_zero
+    senders = SENDERS if handover else ()
+    prompts = {role: [agent_prompt_ids(llm, role, q, style, topology, think) for q in questions]
+               for role in (*senders, JUDGER)}
+    need = [sum(len(prompts[r][i]) + k for r in senders) + len(prompts[JUDGER][i]) + sp.max_new_tokens
+            for i, sp in enumerate(sps)]
+    if max(need) > llm.max_seq_len:
+        i = max(range(n), key=need.__getitem__)
+        raise UserError(f"question {i} needs {need[i]} positions (agents' prompts, latent steps and "
+                        f"max_new_tokens): more than max_seq_len {llm.max_seq_len}")
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    rows = Rows.allocate(llm, n, max(need))
+    for role in senders:
+        t0 = time.perf_counter()
+        _, hidden = rows.prefill(prompts[role], need_logits=False)
+        sync(llm.device)
+        t1 = time.perf_counter()
+        rows.latent_steps(hidden, k, w_a, target)
+        sync(llm.device)
+        timings[f"{role}_prefill_s"], timings[f"{role}_latent_s"] = t1 - t0, time.perf_counter() - t1
+    t0 = time.perf_counter()
+    first, _ = rows.prefill(prompts[JUDGER], need_logits=True)
+    sync(llm.device)
+    t1 = time.perf_counter()
+    outs = decode(llm, rows, first, list(sps), vocab_rows)
+    sync(llm.device)
+    t2 = time.perf_counter()
+    timings.update(judger_prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t_start)
+    results = []
+    for i, (q, d) in enumerate(zip(questions, outs)):
+        agents: dict[str, AgentUsage] = {
+            role: LatentUsage(len(prompts[role][i]) if role in senders else 0, k if role in senders else 0,
+                              False, k if role in senders else 0) for role in SENDERS}
+        agents[JUDGER] = LatentUsage(len(prompts[JUDGER][i]), len(d.token_ids), True, 0)
+        results.append(MethodResult("latentmas", style, q, d.text, d.finish_reason, agents, dict(timings), n,
+                                    d.token_ids))
+    return results
