@@ -34,7 +34,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FILES = {
     "gsm8k": ("gsm8k", "gsm8k/test.jsonl", 1319),
     "minerva_math": ("minerva_math", "minerva_math/test.jsonl", 272),
-    "mmlu_redux": ("mmlu", "mmlu_redux/test.jsonl", 5330),  # error_type == ok only
+    "mmlu_redux": ("mmlu", "mmlu_redux/test.jsonl", 5665),  # the official row set (default)
     "humaneval": ("humaneval", "humaneval/HumanEval.jsonl.gz", 164),
     "humaneval_plus": ("humaneval", "humaneval_plus/HumanEvalPlus-v0.1.10.jsonl.gz", 164),
     "mbpp_plus": ("mbpp", "mbpp_plus/MbppPlus-v0.2.0.jsonl", 378),
@@ -117,8 +117,11 @@ def test_minerva_scoring_stops_at_next_problem():
 
 def test_mmlu_redux_filter_and_format():
     path = data_file("mmlu_redux")
-    ok = load_samples("mmlu_redux", path)
+    ok = load_samples("mmlu_redux", path, mmlu_rows="ok")
     everything = load_samples("mmlu", path, include_all_mmlu=True)
+    assert [(x.id, x.answer) for x in load_samples("mmlu", path)] == [(x.id, x.answer) for x in everything]
+    plain = load_samples("mmlu", path, mmlu_rows="all")
+    assert len(plain) == 5700 and all(x.answer == x.meta["original_answer"] for x in plain)
     assert len(ok) == 5330 and all(s.meta["error_type"] == "ok" for s in ok)
     # include_all follows the official loader: no_correct_answer dropped (35 rows) ...
     assert len(everything) == 5700 - 35
@@ -171,7 +174,7 @@ def test_mmlu_corrected_letter_and_include_all_rules():
          "error_type": "wrong_groundtruth", "correct_answer": ""},
         {"subject": "s", "question": "Q5", "choices": choices, "answer": 2, "error_type": "expert"},
     ]
-    ok = samples_from_records("mmlu", rows)
+    ok = samples_from_records("mmlu", rows, mmlu_rows="ok")
     assert [(x.id, x.answer) for x in ok] == [("mmlu/s/0", "A")]
     assert ok[0].question == "Q1\nA: red\nB: green\nC: blue\nD: cyan"
     allrows = samples_from_records("mmlu", rows, include_all_mmlu=True)

@@ -191,7 +191,8 @@ def test_extract_mmlu_letter(text, letter):
 def test_mmlu_boxed_choice_text_and_score():
     choices = ["True, True", "False, False", "True, False", "False, True"]
     assert extract_mmlu_letter(r"\boxed{False, True}", choices) == "D"
-    assert score_mmlu(r"\boxed{b}", "B") is False  # lowercase box is not read as a letter
+    assert score_mmlu(r"\boxed{b}", "B")  # a box holding only a lower-case letter still names it
+    assert not score_mmlu(r"\boxed{b}", "C")
     assert score_mmlu("the answer is (A)", "A")
     assert not score_mmlu("the answer is (A)", "B")
 
@@ -301,3 +302,138 @@ def test_dataset_names():
         "gsm8k", "minerva_math", "mmlu", "humanevalplus", "mbppplus"]
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         resolve_dataset("nope")
+
+
+# ------------------------------------------------ strict scorer: defect kinds
+# One test per kind of defect the scorer had before the strict rewrite; each
+# of these fails on that scorer.  They use only the long-standing public names.
+
+
+@pytest.mark.parametrize("pred", ["0", "-1.325e-27", "1.325e-26", r"-1.325 \times 10^{-27}", r"1.325\times10^{-28}"])
+def test_math_tiny_gold_has_no_absolute_tolerance(pred):
+    assert not is_equiv(pred, "1.325e-27")
+    assert is_equiv(r"1.325 \times 10^{-27}", "1.325e-27")
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    ("4.03189", "4.03188", False),  # last-digit near miss inside 1e-4: rounding cannot explain it
+    ("1.4904e4", "1.4903e4", False),
+    ("1450001", "1450000", False),  # two integers: exact
+    ("15626", "15625", False),
+    ("20.3912", "20.39", True),  # more digits than the gold, same value when rounded
+    ("4.5 \\times 10^{33}", "4.5e33", True),  # e-notation golds are numbers
+    ("4.52e33", "4.5e33", False),
+])
+def test_math_numbers_relative_tolerance_and_rounding(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred", [r"\approx 1.6", r"s \approx 1.6", r"\sim 1.6"])
+def test_math_approx_is_stripped(pred):
+    assert is_equiv(pred, "1.6")
+    assert score_math(f"so $\\boxed{{{pred}}}$ cm", "1.6")
+
+
+@pytest.mark.parametrize("pred, gold", [
+    ("1.6 cm", "1.6"), (r"3 \AA", "3"), (r"3 \text{\AA}", "3"), (r"2 \mu m", "2"), (r"2 \mu \text{m}", "2"),
+    (r"7 \mathrm{~m}", "7"), ("540 meters", "540"), (r"4.5 \times 10^{33}\ \mathrm{erg\,s^{-1}}", "4.5e33"),
+])
+def test_math_units_inside_the_box(pred, gold):
+    assert is_equiv(pred, gold)
+    assert score_math(f"\\boxed{{{pred}}}", gold)
+
+
+def test_math_units_do_not_swallow_variables():
+    assert not is_equiv("2x", "2")
+    assert not is_equiv(r"2.2\tau", "2.2")
+    assert not is_equiv("6 cm", "5")
+
+
+def test_math_subscripted_greek_letters():
+    assert is_equiv(r"\omega_{0}/2", r"\frac{\omega_0}{2}")
+    assert is_equiv(r"0.5\omega_0", r"\frac{\omega_{0}}{2}")
+    assert not is_equiv(r"\frac{\omega_1}{2}", r"\frac{\omega_0}{2}")
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"\{3,2,1\}", r"\{1,2,3\}", True),
+    ("-2, 1", "1, -2", True),  # a list of solutions has no order
+    ("1,2,3", r"\{1,2,3\}", True),  # no first/last character check between a set and a list
+    (r"\{1,2\}", r"\{1,2,3\}", False),
+    ("(2,1)", "(1,2)", False),  # tuples and intervals keep order ...
+    ("[1,2]", "(1,2)", False),  # ... and brackets
+    ("[2, 5)", "[2,5)", True),
+    (r"2, -2", r"\pm 2", True),
+    (r"7 \text{ and } 5", "5, 7", True),
+])
+def test_math_sets_and_lists(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_math_matrix_row_break_with_a_space():
+    gold = r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"
+    assert is_equiv(r"\begin{pmatrix}1\\2\end{pmatrix}", gold)
+    assert is_equiv(r"\begin{bmatrix} 1 \\ 2 \end{bmatrix}", gold)
+    assert not is_equiv(r"\begin{pmatrix} 2 \\ 1 \end{pmatrix}", gold)
+    assert not is_equiv(r"\begin{pmatrix} 1 & 3 \\ 2 & 4 \end{pmatrix}", r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}")
+
+
+def test_math_text_after_equals_is_not_a_unit():
+    gold = r"\text{MR}=\text{SRMC}"
+    assert not is_equiv(r"\text{MR}", gold)
+    assert not is_equiv(r"\text{MR}=\text{LRMC}", gold)
+    assert is_equiv("MR=SRMC", gold)
+    assert is_equiv("SRMC = MR", gold)
+
+
+def test_math_function_application_is_not_the_imaginary_unit():
+    assert not is_equiv("0", "I(0)")
+    assert not is_equiv(r"\frac{I(0)}{2}", r"\frac{I(0)}{4}")
+    assert is_equiv(r"I(0) e^{-t/(RC)}", r"I(0) e^{-\frac{t}{R C}}")
+    assert is_equiv(r"1+i\sqrt{3}", r"1+\sqrt{3} i")  # a lone i is still imaginary
+
+
+def test_math_answer_is_with_escaped_dollar():
+    text = r"So the answer is $\$18.90$."
+    assert extract_math_answer(text) == r"\$18.90"
+    assert score_math(text, "18.90")
+    assert not score_math(text, "18.09")
+
+
+def test_gsm8k_explicit_answer_beats_check_sentences():
+    text = "16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\nThe answer is 18. Check: 3 + 4 = 7 eggs used, 16 - 7 = 9."
+    assert extract_gsm8k_answer(text) == "18"
+    assert score_gsm8k(text, "18")
+    boxed = "so \\boxed{18}.\n\nThis assumes she sells all 9 eggs, i.e. 12 minus 3."
+    assert extract_gsm8k_answer(boxed) == "18"
+
+
+def test_gsm8k_numbers_are_exact():
+    assert not score_gsm8k(r"\boxed{1450001}", "1450000")
+    assert not score_gsm8k("The answer is 1,450,001.", "1450000")
+    assert score_gsm8k(r"\boxed{1,450,000}", "1450000")
+    assert score_gsm8k(r"\boxed{1\,450\,000}", "1450000")
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("Option A is incorrect because statement 2 fails; statement 1 holds, so C.", "C"),
+    ("Option B mentions Paris, but that is wrong.", None),
+    ("Choice D looks tempting. The capital of France is Paris (A).", "A"),
+])
+def test_mmlu_option_mentions_are_not_answers(text, letter):
+    assert extract_mmlu_letter(text) == letter
+
+
+def test_mmlu_last_stated_answer_wins():
+    assert extract_mmlu_letter("The answer is A.\nOn reflection, statement 2 fails.\nAnswer: C") == "C"
+    assert extract_mmlu_letter("Answer: B\nWait, that is wrong. The correct answer is (D).") == "D"
+    assert extract_mmlu_letter("\\boxed{A} ... no: the answer is \\boxed{C}") == "C"
+
+
+def test_thinking_and_truncated_replies():
+    # the reply after </think> counts, not guesses inside the thoughts
+    assert extract_gsm8k_answer("<think>\nmaybe 20? \\boxed{20}\n</think>\n\nShe makes $18.") == "18"
+    assert extract_mmlu_letter("<think>\nMaybe A? No.\n</think>\n\nThe answer is C.") == "C"
+    # a generation cut off while thinking has no answer (no "last number" guess)
+    assert extract_gsm8k_answer("<think>\nShe has 16 eggs, uses 7, so 9 are left. 9 eggs times $2") is None
+    assert extract_mmlu_letter("<think>\nStatement 1 is true. What about a") is None

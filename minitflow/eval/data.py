@@ -9,8 +9,9 @@ with `--data_file`.
 Gold answers (`Sample.answer`):
   gsm8k         the number after `####` in the `answer` field ("1234", "-5", "0.5")
   minerva_math  the last `\\boxed{...}` of the `solution` field (raw LaTeX)
-  mmlu          the letter "A".."D" of the original MMLU `answer` index (with
-                include_all_mmlu, `wrong_groundtruth` rows use the corrected letter)
+  mmlu          the letter "A".."D" of the original MMLU `answer` index (in the
+                default "official" row set `wrong_groundtruth` rows use the
+                corrected letter; see `_mmlu`)
   humaneval     ""   (scored by executing tests; everything needed is in `meta`)
   mbpp          ""   (same)
 `meta["dataset"]` always holds the canonical dataset name.
@@ -328,24 +329,41 @@ def mmlu_corrected_letter(correct_answer: Any, choices: list[str]) -> str | None
     return None
 
 
-def _mmlu(rows: list[dict], where: str, include_all: bool) -> list[Sample]:
-    """MMLU-Redux rows.
+MMLU_ROW_SETS = ("official", "ok", "all")
 
-    Default (`include_all=False`): only rows annotated `error_type == ok`, gold =
-    the original MMLU `answer` (5,330 of the 5,700 local rows).
 
-    `include_all=True` follows the official TFlow loader: `no_correct_answer`
+def resolve_mmlu_rows(mmlu_rows: str | None = "official", include_all_mmlu: bool | None = None) -> str:
+    """The MMLU-Redux row set to score: `mmlu_rows`, or the old `include_all_mmlu` flag.
+
+    include_all_mmlu=True always selected the official loader's rows, so it maps
+    to "official"; False (its old default) to whatever `mmlu_rows` says."""
+    rows = "official" if include_all_mmlu else (mmlu_rows or "official")
+    if rows not in MMLU_ROW_SETS:
+        raise UserError(f"unknown MMLU row set {rows!r}; expected one of: {', '.join(MMLU_ROW_SETS)}")
+    return rows
+
+
+def _mmlu(rows: list[dict], where: str, mmlu_rows: str) -> list[Sample]:
+    """MMLU-Redux rows, in one of three row sets.
+
+    "official" (default) reproduces the official TFlow loader: `no_correct_answer`
     rows are dropped (35 locally, leaving 5,665); `wrong_groundtruth` rows are
     scored against the letter their `correct_answer` names (see
     `mmlu_corrected_letter`; 102 of the 107 local ones name a letter, 101 of
     them a different one; the 5 with an empty `correct_answer` keep the
     original answer, as upstream); every other annotation keeps the original
-    answer.  `meta["original_answer"]` always
-    holds the original MMLU letter.
+    answer.
 
-    In both modes rows with an empty stem or fewer than two options are skipped
-    (as upstream; none locally).  Ids (`mmlu/<subject>/<k>`) number every row of
-    a subject, kept or not, so they do not depend on the mode.
+    "ok": only rows annotated `error_type == ok`, gold = the original MMLU
+    `answer` (5,330 of the 5,700 local rows): the clean subset.
+
+    "all": every row (5,700), each on its original MMLU answer (plain MMLU on
+    the Redux questions, no corrections).
+
+    `meta["original_answer"]` always holds the original MMLU letter.  In every
+    set rows with an empty stem or fewer than two options are skipped (as
+    upstream; none locally).  Ids (`mmlu/<subject>/<k>`) number every row of a
+    subject, kept or not, so they do not depend on the row set.
     """
     out = []
     per_subject: dict[str, int] = {}
@@ -355,14 +373,14 @@ def _mmlu(rows: list[dict], where: str, include_all: bool) -> list[Sample]:
         k = per_subject.get(subject, 0)
         per_subject[subject] = k + 1
         err = _error_type_norm(r)
-        if err != "ok" and (not include_all or err == "no_correct_answer"):
+        if (mmlu_rows == "ok" and err != "ok") or (mmlu_rows == "official" and err == "no_correct_answer"):
             continue
         choices = list(r["choices"])
         if not str(r["question"]).strip() or len(choices) < 2:
             continue
         original = MMLU_LETTERS[int(r["answer"])]
         gold = original
-        if err == "wrong_groundtruth":
+        if mmlu_rows == "official" and err == "wrong_groundtruth":
             gold = mmlu_corrected_letter(r.get("correct_answer"), choices) or original
         out.append(Sample(
             id=f"mmlu/{subject}/{k}",
@@ -376,6 +394,7 @@ def _mmlu(rows: list[dict], where: str, include_all: bool) -> list[Sample]:
                 "original_answer": original,
                 "correct_answer": r.get("correct_answer", ""),
                 "in_redux_v1": bool(r.get("in_redux_v1", False)),
+                "mmlu_rows": mmlu_rows,
             },
         ))
     return out
@@ -498,17 +517,19 @@ def samples_from_records(
     dataset: str,
     rows: list[dict],
     where: str = "<records>",
-    include_all_mmlu: bool = False,
+    include_all_mmlu: bool | None = None,
     minerva_fewshot: bool = True,
+    mmlu_rows: str = "official",
 ) -> list[Sample]:
-    """Turn raw dataset rows (local or downloaded) into Samples."""
+    """Turn raw dataset rows (local or downloaded) into Samples (MMLU: see `_mmlu`)."""
     dataset = resolve_dataset(dataset)
+    mmlu_rows = resolve_mmlu_rows(mmlu_rows, include_all_mmlu)
     if dataset == "gsm8k":
         return _gsm8k(rows, where)
     if dataset == "minerva_math":
         return _minerva(rows, where, minerva_fewshot)
     if dataset == "mmlu":
-        return _mmlu(rows, where, include_all_mmlu)
+        return _mmlu(rows, where, mmlu_rows)
     if dataset == "humaneval":
         return _humaneval(rows, where)
     return _mbpp(rows, where)
@@ -555,18 +576,21 @@ def load_samples(
     dataset: str,
     data_file: str | os.PathLike | None = None,
     max_samples: int = -1,
-    include_all_mmlu: bool = False,
+    include_all_mmlu: bool | None = None,
     minerva_fewshot: bool = True,
+    mmlu_rows: str = "official",
 ) -> list[Sample]:
     """Samples of `dataset` from `data_file` (local, offline) or, failing that, online.
 
     max_samples < 0 keeps everything; otherwise the first `max_samples` (after the
-    MMLU-Redux filter).  `include_all_mmlu` scores every MMLU-Redux row except
-    `no_correct_answer`, `wrong_groundtruth` rows on their corrected answer (see
-    `_mmlu`).  `minerva_fewshot=False` drops the official 4-shot Minerva prompt
-    and leaves the bare problem.
+    MMLU-Redux filter).  `mmlu_rows` picks the MMLU-Redux row set: "official"
+    (the official loader's 5,665 rows, corrected golds), "ok" (the 5,330 clean
+    rows) or "all" (see `_mmlu`); the old `include_all_mmlu=True` means
+    "official".  `minerva_fewshot=False` drops the official 4-shot Minerva
+    prompt and leaves the bare problem.
     """
     dataset = resolve_dataset(dataset)
+    mmlu_rows = resolve_mmlu_rows(mmlu_rows, include_all_mmlu)
     info = DATASETS[dataset]
     if data_file is not None:
         rows = read_records(data_file)
@@ -581,7 +605,7 @@ def load_samples(
         except Exception as e:  # noqa: BLE001 - any download problem means "use a file"
             raise UserError(f"{hint} [download failed: {type(e).__name__}]") from e
         where = f"<online {dataset}>"
-    samples = samples_from_records(dataset, rows, where, include_all_mmlu, minerva_fewshot)
+    samples = samples_from_records(dataset, rows, where, minerva_fewshot=minerva_fewshot, mmlu_rows=mmlu_rows)
     if max_samples is not None and max_samples >= 0:
         samples = samples[:max_samples]
     return samples

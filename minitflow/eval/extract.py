@@ -1,0 +1,389 @@
+"""Strict answer extraction: the answer a response commits to, per benchmark.
+
+Shared rules:
+* A thinking model's reply is read after its last `</think>` first; the
+  thoughts are searched only when the reply states nothing.  A reply cut off
+  inside `<think>` (no `</think>`) has no final answer unless it boxed one.
+* An explicit final answer (`\\boxed{}`, `#### x`, "the answer is x",
+  "Final Answer: ...") beats any later mention: check sentences after the
+  answer do not change it.  Of several explicit answers the last one counts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from .math_equiv import match_brace, parse_quantity
+
+THINK_END = "</think>"
+
+# ---------------------------------------------------------------- helpers
+
+
+def answer_regions(text: str) -> list[str]:
+    """Where to look, in order: the reply after the last `</think>`, then everything."""
+    k = text.rfind(THINK_END)
+    if k < 0:
+        return [text]
+    return [text[k + len(THINK_END):], text]
+
+
+def unfinished_thought(text: str) -> bool:
+    """True for a generation cut off while still thinking."""
+    return "<think>" in text and THINK_END not in text
+
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def boxed_spans(text: str | None) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`."""
+    if not text:
+        return []
+    out = []
+    for m in _BOX_RE.finditer(text):
+        j = m.end()
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            end = match_brace(text, j)
+            if end is not None:
+                out.append((m.start(), end + 1, text[j + 1:end].strip()))
+        elif j > m.end():  # "\boxed 5"
+            token = re.match(r"[^\s$]+", text[j:])
+            if token:
+                out.append((m.start(), j + token.end(), token.group(0)))
+    return out
+
+
+def extract_boxed(text: str | None) -> str | None:
+    """Content of the last complete `\\boxed{...}` / `\\fbox{...}` (nested braces ok).
+
+    Also accepts the `\\boxed 5` form.  A truncated (unbalanced) last box is
+    skipped in favour of the previous complete one.
+    """
+    spans = boxed_spans(text)
+    return spans[-1][2] if spans else None
+
+
+def _math_after(text: str, pos: int) -> tuple[str, int] | None:
+    """The answer written at `pos`: a `$...$` / `\\(...\\)` / `\\[...\\]` group
+    (escaped `\\$` inside is fine), else the rest of the sentence."""
+    rest = text[pos:]
+    lead = re.match(r"[\s:*]*", rest).end()
+    rest, pos = rest[lead:], pos + lead
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if rest.startswith(left):
+            k = len(left)
+            while True:
+                k = rest.find(right, k)
+                if k < 0:
+                    break
+                if right == "$" and rest[k - 1] == "\\":
+                    k += 1
+                    continue
+                return rest[len(left):k].strip(), pos + k + len(right)
+            break
+    m = re.match(r"(.+?)(?:\.(?:\s|$)|\n|$)", rest)
+    if not m:
+        return None
+    body = m.group(1).strip().strip("*").strip()
+    return (body, pos + m.end()) if body else None
+
+
+# -------------------------------------------------------------------- GSM8K
+
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
+    r"|(?<![\w.])-?\.\d+"
+)
+_GSM_PHRASE_RE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is|:|=|would\s+be|will\s+be)?\s*[:*\s]*(?:\\\(|\$)?\s*"
+    r"(?:\\\$|\$)?\s*(?=[-\d.])", re.I)
+
+
+def _numbers(text: str) -> list[str]:
+    return [m.group(0) for m in _NUMBER_RE.finditer(text)]
+
+
+def _latex_number_text(s: str) -> str:
+    """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
+    s = s.replace("\u2212", "-").replace("{,}", ",")
+    s = re.sub(r"(?<=\d)\\[,;: ](?=\d{3}(?!\d))", "", s)  # 1\,450\,000
+    s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", s)
+    s = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", s)
+    s = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", s)
+    s = re.sub(r"\\[,;:! ]|\\\$|\\%|[$%]", " ", s)
+    return re.sub(r"^\s*-\s+(?=\d)", "-", s)  # "- 5" at the start is a sign
+
+
+def _clean_number(s: str) -> str:
+    return s.replace(",", "").replace(" ", "")
+
+
+def _sci_number(s: str) -> str | None:
+    m = (re.search(r"(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*(-?\d+)\s*\}?", s)
+         or re.search(r"(?<![\w.])(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])", s))
+    if not m or abs(int(m.group(2))) > 30:
+        return None
+    from fractions import Fraction
+
+    value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+    return str(value.numerator) if value.denominator == 1 else str(float(value))
+
+
+def _number_in(fragment: str, last: bool) -> str | None:
+    sci = _sci_number(fragment)
+    if sci is not None:
+        return sci
+    text = _latex_number_text(fragment)
+    if "=" in text:  # "16 - 3 - 4 = 9": the result
+        text = text.rsplit("=", 1)[1]
+    nums = _numbers(text)
+    if not nums:
+        return None
+    return _clean_number(nums[-1] if last else nums[0])
+
+
+def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
+    """(position, answer) of the last explicit answer: box, `####`, "the answer is"."""
+    found: list[tuple[int, str]] = []
+    for start, _, content in boxed_spans(text):
+        num = _number_in(content, last=True)
+        found.append((start, num if num is not None else content))
+    for m in re.finditer(r"####\s*([^\n]*)", text):
+        num = _number_in(m.group(1), last=False)
+        if num is not None:
+            found.append((m.start(), num))
+    for m in _GSM_PHRASE_RE.finditer(text):
+        line = text[m.end():].split("\n", 1)[0]
+        sentence = re.split(r"\.(?:\s|$)|;|\?|!", line, maxsplit=1)[0]
+        num = _number_in(sentence, last=False)
+        if num is not None:
+            found.append((m.start(), num))
+    return max(found, key=lambda f: f[0]) if found else None
+
+
+def extract_gsm8k_answer(text: str | None) -> str | None:
+    """Final numeric answer: the last explicit one (box, `####`, "answer is N"),
+    else the last number of the reply.
+
+    Returns the number as a plain string ("1234", "-3.5", "3/4"), the raw boxed
+    content when the box holds no number, or None.
+    """
+    if not text:
+        return None
+    for region in answer_regions(text):
+        explicit = _gsm8k_explicit(region)
+        if explicit is not None:
+            return explicit[1]
+        if unfinished_thought(region):
+            return None
+        nums = _numbers(_latex_number_text(region))
+        if nums:
+            return _clean_number(nums[-1])
+    return None
+
+
+# ------------------------------------------------------------------ MATH
+
+
+def cut_at_next_problem(text: str | None) -> str | None:
+    """The response up to its first "Problem:" (the 4-shot Minerva prompt's stop string).
+
+    Official TFlow (mirroring lm-eval's generate_until stop) truncates Minerva
+    responses there before extracting, so an invented follow-up problem's box
+    does not count.
+    """
+    if not text:
+        return text
+    k = text.find("Problem:")
+    return text if k < 0 else text[:k]
+
+
+_FINAL_LINE_RE = re.compile(r"final answer\s*(?:is|:)\s*(?:the final answer is)?", re.I)
+_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:)\s*", re.I)
+_CONNECTOR_RE = re.compile(r"[\s$,;.]*(?:,|and|or|\\text\{\s*(?:and|or|,)\s*\})?[\s$,]*", re.I)
+
+
+def _last_box_run(text: str) -> tuple[int, str] | None:
+    """The last box, joined with boxes just before it that only "and" / "," separate
+    ("\\boxed{2} and \\boxed{3}" -> "2, 3")."""
+    spans = boxed_spans(text)
+    if not spans:
+        return None
+    run = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1]:run[0][0]]
+        if len(gap) > 12 or not _CONNECTOR_RE.fullmatch(gap) or not gap.strip(" $"):
+            break
+        run.insert(0, prev)
+    return run[-1][0], ", ".join(content for _, _, content in run)
+
+
+def _final_answer_line(text: str) -> tuple[int, str] | None:
+    last = None
+    for m in _FINAL_LINE_RE.finditer(text):
+        got = _math_after(text, m.end())
+        if got:
+            body = re.sub(r"\.?\s*I hope it is correct\.?$", "", got[0]).strip()
+            if body:
+                last = (m.start(), body)
+    return last
+
+
+def extract_math_answer(text: str | None) -> str | None:
+    """The last box (or run of boxes) or "Final Answer: ... is X" line, whichever
+    comes later; else the last "answer is X"."""
+    if not text:
+        return None
+    for region in answer_regions(text):
+        candidates = [c for c in (_last_box_run(region), _final_answer_line(region)) if c]
+        if candidates:
+            return max(candidates, key=lambda c: c[0])[1]
+        phrases = [_math_after(region, m.end()) for m in _ANSWER_IS_RE.finditer(region)]
+        phrases = [p for p in phrases if p]
+        if phrases:
+            return phrases[-1][0]
+        closing = None if unfinished_thought(region) else _closing_statement(region)
+        if closing:
+            return closing
+    return None
+
+
+_CLOSING_RE = re.compile(r"(?:\bis\b|=|\bequals\b|\bbe\b)\s*", re.I)
+
+
+def _closing_statement(region: str) -> str | None:
+    """A reply with no explicit answer: what its last line says something "is"
+    ("The diameter is 1.6 cm.", "so $x = \\frac{1}{2}$."): the line's last math
+    group, else the number after its last "is" / "=" ."""
+    lines = [ln.strip() for ln in region.strip().splitlines() if ln.strip()]
+    if not lines or not _CLOSING_RE.search(lines[-1]):
+        return None
+    line = lines[-1]
+    groups = re.findall(r"(?<!\\)\$\$?(.+?)(?<!\\)\$|\\\((.+?)\\\)", line)
+    if groups:
+        return next(g for g in groups[-1] if g).strip()
+    got = _math_after(line, list(_CLOSING_RE.finditer(line))[-1].end())
+    return got[0] if got and parse_quantity(got[0]) is not None else None
+
+
+# ------------------------------------------------------------------- MMLU
+
+_LETTERS = "ABCDEFGHIJ"
+_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+[a-z]{2,}\s+(?:is|are)\b)"
+_LETTER_PATTERNS = [
+    # "the answer is (B)", "correct answer is: **B**", "answer is option C"
+    re.compile(r"answer\s+(?:is|would\s+be|should\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
+    # "Answer: B", "**Answer:** (C)", "Final answer: C"
+    re.compile(r"answer\s*\**\s*:\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
+    # "the correct option is C", "best choice: (D)"
+    re.compile(r"(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|:)?\s*\**\s*" + _L, re.I),
+    # "option C is correct", "(D) is the correct answer"
+    re.compile(r"(?:option|choice)?\s*\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
+    re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
+    # "I choose B", "I'll go with option C"
+    re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
+               r"(?:option\s+|choice\s+)?" + _L, re.I),
+]
+
+
+_LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(([a-j])\)|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
+_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+\(?([A-J])\)?[.!]?\s*$", re.I)
+_TRAILING_PAREN_RE = re.compile(r"\(([A-J])\)[.!]?\s*$")
+
+
+def _letter_at_start(s: str, allow_space: bool) -> str | None:
+    """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
+    allow_space (inside a box, where a leading article "A ..." cannot occur)."""
+    s = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")
+    m = re.match(r"^\(([A-J])\)|^([A-J])(?:$|[.:)]" + (r"|[\s,]" if allow_space else "") + ")", s)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def _norm_choice(s: str) -> str:
+    return re.sub(r"[\s.$]+", " ", s).strip().lower()
+
+
+def _mmlu_explicit(text: str, choices: Sequence[str] | None) -> str | None:
+    found: list[tuple[int, str]] = []
+    for start, _, content in boxed_spans(text):
+        letter = _letter_at_start(content, allow_space=True)
+        if not letter and re.fullmatch(r"\(?([a-j])\)?", content.strip()):  # \boxed{c}
+            letter = content.strip().strip("()").upper()
+        if not letter and choices:
+            target = _norm_choice(re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", content))
+            for k, c in enumerate(choices):
+                if _norm_choice(str(c)) == target:
+                    letter = _LETTERS[k]
+        if letter:
+            found.append((start, letter))
+    for pattern in _LETTER_PATTERNS:
+        for m in pattern.finditer(text):
+            if m.group(1).isupper():
+                found.append((m.start(), m.group(1)))
+    for m in _LOWER_ANSWER_RE.finditer(text):  # "the answer is (b)", "answer: c."
+        found.append((m.start(), (m.group(1) or m.group(2)).upper()))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def extract_mmlu_letter(text: str | None, choices: Sequence[str] | None = None) -> str | None:
+    """Chosen option letter: the last explicit statement (`\\boxed{B}`, "the answer
+    is (B)", "Answer: B", "the correct option is B", "option B is correct"), else a
+    reply (or final line) that is just the letter ("B", "(B) text", "B. text").
+    A mere mention ("Option A is wrong") is not an answer.  With `choices`, a box
+    holding an option's text maps to its letter."""
+    if not text:
+        return None
+    for region in answer_regions(text):
+        letter = _mmlu_explicit(region, choices)
+        if letter:
+            return letter
+        if unfinished_thought(region):
+            return None
+        letter = _mmlu_plain(region)
+        if letter:
+            return letter
+    return None
+
+
+def _mmlu_plain(reply: str) -> str | None:
+    """A reply (or its last line) that is just the letter, or ends "so C." / "(C)."."""
+    letter = _letter_at_start(reply, allow_space=False)
+    if letter:
+        return letter
+    lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    letter = _letter_at_start(lines[-1], allow_space=False)
+    if letter:
+        return letter
+    m = _CONCLUSION_RE.search(lines[-1]) or _TRAILING_PAREN_RE.search(lines[-1])
+    return m.group(1) if m and m.group(1).isupper() else None
+
+
+# ------------------------------------------------------------------- code
+
+_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.S)
+
+
+def extract_code(text: str | None, entry_point: str | None = None) -> str:
+    """The last ```python fenced block (else the last fenced block, else the raw text).
+
+    With `entry_point`, the last block defining it wins.  An unclosed final
+    fence (truncated generation) yields everything after it.
+    """
+    if not text:
+        return ""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE_RE.findall(text)]
+    if not blocks:
+        opening = list(re.finditer(r"```[ \t]*(?:python3?|py)?[ \t]*\n", text))
+        return text[opening[-1].end():] if opening else text
+    if entry_point:
+        defining = [b for _, b in blocks if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)]
+        if defining:
+            return defining[-1]
+    python = [b for lang, b in blocks if lang in ("python", "py", "python3")]
+    return python[-1] if python else blocks[-1][1]

@@ -1,0 +1,772 @@
+"""Are two final answers the same?  The strict MATH comparison.
+
+Order of the checks (the first that decides wins):
+
+1. Equal after normalisation (`normalize_latex`).
+2. Numbers (`parse_quantity`): both sides a number, optionally with units
+   (words, \\AA, \\mu m, \\mathrm{~cm}, ...), `\\approx`, `$`, `%`, degrees,
+   e-notation (4.5e33 is a number, not 4.5*e*33), `a \\times 10^{b}`, fractions.
+   Two integers must be equal; otherwise the values must agree to a relative
+   tolerance (1e-4, no absolute tolerance, so 0 never matches 1.3e-27) *and*
+   the gap must be explainable by rounding the less precise of the two as
+   written (so 4.03189 does not match 4.03188).
+3. One side a number, the other a closed-form constant (2\\pi, \\frac{\\sqrt3}{2}):
+   the constant's numeric value, same rule.
+4. Structures: matrices (cell by cell), sets and bare lists (unordered),
+   intervals and tuples (ordered, brackets must match), `a \\pm b` (a set of
+   two), equations (side by side, either orientation).
+5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
+   application for `I(0)`, `u(t)`; subscripted Greek letters) checked by
+   random-point evaluation and `simplify`; if either side cannot be parsed,
+   math-verify (HF's library) decides, with e-notation rewritten first.
+
+sympy / math-verify run under a timeout.  On the main thread our timer is
+SIGALRM; math-verify's own alarm shares that timer, so it runs outside ours
+with its own timeout.  Off the main thread our work runs in a daemon thread
+that is abandoned on timeout and math-verify runs without its signal timer.
+A comparison that times out counts as "not equal".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable
+
+MATH_TIMEOUT = 5.0  # seconds for one sympy equivalence check
+REL_TOL = 1e-4
+
+# ------------------------------------------------------------------- timeouts
+
+
+class _Timeout(BaseException):
+    """BaseException so that sympy's internal `except Exception` cannot swallow it."""
+
+
+def call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
+    """fn() or None if it takes longer than `seconds` (see module docstring)."""
+    if threading.current_thread() is threading.main_thread():
+        def on_alarm(signum, frame):  # noqa: ARG001
+            raise _Timeout()
+
+        old_handler = signal.signal(signal.SIGALRM, on_alarm)
+        old_delay, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+        start = time.monotonic()
+        try:
+            try:
+                return fn()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Timeout:  # also when the alarm lands just before the disarm above
+            return None
+        finally:
+            signal.signal(signal.SIGALRM, old_handler)
+            if old_delay:  # someone else's timer was pending: re-arm what is left of it
+                signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - start), 1e-3))
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return box[0] if box else None
+
+
+# ---------------------------------------------------------------- braces
+
+
+def match_brace(text: str, open_idx: int) -> int | None:
+    """Index of the `}` closing the `{` at open_idx (skips escaped `\\{` `\\}`)."""
+    depth = 0
+    i = open_idx
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _strip_outer_braces(s: str) -> str:
+    while s.startswith("{") and match_brace(s, 0) == len(s) - 1:
+        s = s[1:-1]
+    return s
+
+
+def _unwrap_command(s: str, names: str, keep: bool = True) -> str:
+    r"""Replace `\name{content}` by content (or nothing), braces matched properly."""
+    pattern = re.compile(r"\\(?:" + names + r")\s*(?=\{)")
+    while True:
+        m = pattern.search(s)
+        if not m:
+            return s
+        end = match_brace(s, m.end())
+        if end is None:
+            return s[:m.start()] + s[m.end():]
+        inner = s[m.end() + 1:end] if keep else ""
+        s = s[:m.start()] + inner + s[end + 1:]
+
+
+# -------------------------------------------------------------- clean-up
+
+_TEXT_CMDS = r"text|textbf|textrm|textit|textnormal|mbox|mathrm|mathbf|mathit|operatorname|rm|bf"
+_SPACES_RE = re.compile(r"\\[,;:! ]|\\q?quad|~")
+_ROW_BREAK = "\x00"  # placeholder for `\\` while spacing commands are removed
+
+
+def clean_answer(s: str | None) -> str:
+    """Presentation-only clean-up shared by every comparison: math delimiters,
+    \\left/\\right, \\dfrac, \\approx, degrees, `\\$`, thin spaces in digit groups.
+    Spacing is kept (units and words need it); see `normalize_latex` for the rest."""
+    if s is None:
+        return ""
+    s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
+    s = s.replace("\\\\", _ROW_BREAK)
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
+            s = s[len(left):len(s) - len(right)].strip()
+    s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])\s*", "", s)
+    s = s.replace("\\displaystyle", "").replace("\\!", "")
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "", s)
+    s = s.replace("\\$", "").replace("$", "")
+    s = re.sub(r"(?<=\d)\\[,;: ](?=\d{3}(?!\d))", "", s)  # 1\,450\,000
+    s = re.sub(r"(?<=\d)\{,\}(?=\d{3}(?!\d))", ",", s)  # 1{,}450
+    s = re.sub(r"^\s*(?:\\approx|\\sim|\\simeq|\\cong|about|approximately|approx\.?)\s*", "", s)
+    # "x \approx 5" / "T \sim 300": keep what is approximated to
+    m = re.fullmatch(r"[^=<>]*?\s*(?:\\approx|\\simeq|\\sim)\s*(.+)", s)
+    if m:
+        s = m.group(1)
+    s = _SPACES_RE.sub(" ", s)
+    s = s.replace(_ROW_BREAK, "\\\\")
+    return s.strip().rstrip(".").strip()
+
+
+# ------------------------------------------------------------------ numbers
+
+# Units after a number are ignored.  Any word of two or more letters counts (cm, erg,
+# dollars, years) unless it is maths; single letters only from this list (x, t, C, T are not).
+_UNIT_SINGLE = set("msgKJWNVAL")
+_NOT_UNITS = {
+    "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "pi", "sqrt", "arcsin", "arccos",
+    "arctan", "sinh", "cosh", "tanh", "or", "and", "to", "is", "mod", "pmod", "infty", "frac", "cdot",
+    "times", "div", "pm", "mp", "le", "ge", "leq", "geq", "neq", "cup", "cap", "in", "i", "e",
+}
+_UNIT_TOKEN_RE = re.compile(
+    r"\s+|[A-Za-z]+|\\mu|\\Omega|\\AA|\\odot|\\ohm|\\%|%|\\cdot|\\times|[/.*\-()]|\^\s*\{?\s*-?\d+\s*\}?"
+    r"|_\s*\{?\s*\\odot\s*\}?|\{|\}"
+)
+_MANTISSA = r"(?P<sign>[+-]?)\s*(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<frac>\.\d*)?"
+_NUMBER_RE = re.compile(
+    r"\s*(?:" + _MANTISSA + r")"
+    r"(?:\s*[eE]\s*(?P<eexp>[+-]?\d+)"
+    r"|\s*(?:\\times|\\cdot|\*|x|\u00d7)\s*10\s*\^\s*\{?\s*(?P<texp>[+-]?\s*\d+)\s*\}?)?"
+)
+_POW10_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*10\s*\^\s*\{?\s*(?P<exp>[+-]?\s*\d+)\s*\}?")
+_FRAC_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*\\frac\s*\{\s*(?P<num>[\d.]+)\s*\}\s*\{\s*(?P<den>[\d.]+)\s*\}")
+_SLASH_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*(?P<num>\d+\.?\d*|\.\d+)\s*/\s*(?P<den>\d+\.?\d*|\.\d+)")
+_MAX_EXP = 400
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number as written: exact value, half a unit of its last written digit
+    (0 for exact forms such as fractions), whether it is a plain integer."""
+
+    value: Fraction
+    ulp: Fraction
+    integer: bool
+    percent: bool = False
+
+
+def _is_unit_tail(tail: str) -> bool:
+    """`cm`, `\\mathrm{~erg\\,s^{-1}}`, `\\mu m`, `\\AA`, `km/s`, `dollars`: yes; `x`, `\\pi`, `2`: no."""
+    tail = _unwrap_command(tail, _TEXT_CMDS).strip()
+    if not tail:
+        return True
+    pos, words, other = 0, [], 0
+    while pos < len(tail):
+        m = _UNIT_TOKEN_RE.match(tail, pos)
+        if not m:
+            return False
+        tok = m.group(0)
+        if tok[0].isalpha():
+            words.append(tok)
+        elif tok.startswith("\\") and tok not in ("\\cdot", "\\times"):
+            other += 1
+        pos = m.end()
+    for w in words:
+        if w.lower() in _NOT_UNITS:
+            return False
+        if len(w) == 1 and w not in _UNIT_SINGLE:
+            return False
+    return bool(words) or other > 0
+
+
+def parse_quantity(s: str | None) -> Quantity | None:
+    """The number an answer states (units and decoration ignored), or None."""
+    if not s:
+        return None
+    s = clean_answer(s)
+    s = _unwrap_command(s, _TEXT_CMDS)
+    s = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", s)  # "15 625"
+    s = s.strip()
+    if s.startswith("{") and match_brace(s, 0) == len(s) - 1:
+        s = s[1:-1].strip()
+    percent = False
+    for pattern in (_FRAC_RE, _SLASH_RE, _POW10_RE, _NUMBER_RE):
+        m = pattern.match(s)
+        if not m or not m.group(0).strip():
+            continue
+        q = _quantity_from(pattern, m)
+        if q is None:
+            continue
+        tail = s[m.end():].strip()
+        if tail.startswith(("\\%", "%")):
+            percent, tail = True, tail.lstrip("\\%").strip()
+        if _is_unit_tail(tail):
+            return Quantity(q.value, q.ulp, q.integer, percent)
+        return None
+    return None
+
+
+def _quantity_from(pattern: re.Pattern, m: re.Match) -> Quantity | None:
+    sign = -1 if m.group("sign") == "-" else 1
+    if pattern is _FRAC_RE or pattern is _SLASH_RE:
+        num, den = Fraction(m.group("num")), Fraction(m.group("den"))
+        if den == 0:
+            return None
+        return Quantity(sign * num / den, Fraction(0), False)
+    if pattern is _POW10_RE:
+        exp = int(m.group("exp").replace(" ", ""))
+        if abs(exp) > _MAX_EXP:
+            return None
+        return Quantity(sign * Fraction(10) ** exp, Fraction(0), False)
+    if m.group("int") is None and not (m.group("frac") or "").strip(".").isdigit():
+        return None
+    digits = (m.group("int") or "0").replace(",", "")
+    frac = (m.group("frac") or "").rstrip()
+    decimals = len(frac) - 1 if len(frac) > 1 else 0
+    mantissa = Fraction(digits + (frac if len(frac) > 1 else ""))
+    exp_text = m.group("eexp") or m.group("texp")
+    exp = int(exp_text.replace(" ", "")) if exp_text else 0
+    if abs(exp) > _MAX_EXP:
+        return None
+    scale = Fraction(10) ** exp
+    ulp = Fraction(1, 2) * Fraction(10) ** (exp - decimals)
+    integer = exp_text is None and decimals == 0 and not frac
+    return Quantity(sign * mantissa * scale, ulp, integer)
+
+
+def quantities_equal(pred: Quantity, gold: Quantity, rel_tol: float = REL_TOL) -> bool:
+    """Same number? Integers exactly; others within rel_tol and within rounding of the
+    less precise side.  A percent on one side also matches the fraction (10% ~ 0.1)."""
+    candidates = [pred.value]
+    if pred.percent != gold.percent:
+        candidates.append(pred.value / 100 if pred.percent else pred.value * 100)
+    for value in candidates:
+        if value == gold.value:
+            return True
+        if (pred.integer and gold.integer) or gold.value == 0 or value == 0:
+            continue
+        gap = abs(value - gold.value)
+        slack = max(pred.ulp, gold.ulp) * (100 if value is not pred.value and pred.percent else 1)
+        if gap <= rel_tol * abs(gold.value) and gap <= slack * Fraction(1000001, 1000000):
+            return True
+    return False
+
+
+# ---------------------------------------------------------- normalisation
+
+
+def _drop_text_units(s: str) -> str:
+    r"""\text{...}: a unit right after a number is dropped, any other content kept."""
+    pattern = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{([^{}]*)\}(\^\{?-?\d\}?)?")
+
+    def repl(m: re.Match) -> str:
+        before = s[:m.start()].rstrip()
+        after_number = bool(re.search(r"[\d.}]$", before))
+        if after_number and _is_unit_tail(m.group(1)) and m.group(1).strip():
+            return ""
+        return m.group(1).strip() + (m.group(2) or "")
+
+    return pattern.sub(repl, s)
+
+
+def _fix_fracs(s: str) -> str:
+    r"""`\frac12` -> `\frac{1}{2}`, `\frac1{b}` -> `\frac{1}{b}`, `\frac{a}2` -> `\frac{a}{2}`."""
+    out = []
+    i = 0
+    while True:
+        j = s.find("\\frac", i)
+        if j < 0:
+            out.append(s[i:])
+            return "".join(out)
+        out.append(s[i:j] + "\\frac")
+        k = j + 5
+        for _ in range(2):  # numerator, denominator
+            if k >= len(s):
+                break
+            if s[k] == "{":
+                end = match_brace(s, k)
+                if end is None:
+                    break
+                out.append(s[k:end + 1])
+                k = end + 1
+            elif s[k] == "\\" or s[k].isspace():
+                break
+            else:
+                out.append("{" + s[k] + "}")
+                k += 1
+        i = k
+
+
+def normalize_latex(s: str | None) -> str:
+    """Canonical string form of a LaTeX answer (Hendrycks `strip_string` in spirit).
+
+    Row breaks `\\\\` survive (matrices); `\\text{}` is unwrapped except for a
+    unit right after a number; a single-letter (or subscripted) variable on the
+    left of a lone `=` is dropped (`x = 5` -> `5`)."""
+    if s is None:
+        return ""
+    s = clean_answer(str(s).replace("\n", " "))
+    s = s.replace("\\\\", _ROW_BREAK)
+    s = s.replace("\\%", "").replace("%", "")
+    s = re.sub(r",?\s*\\text\{\s*(?:and|or|,)\s*\}\s*|,\s*(?:and|or)\s+", ",", s)  # "2 \text{ and } 3"
+    s = _drop_text_units(s)
+    s = re.sub(r"\s+", "", s)
+    s = _fix_fracs(s)
+    s = re.sub(r"\\sqrt(?![A-Za-z])([^{\[\\])", r"\\sqrt{\1}", s)
+    s = s.replace("{,}", ",").rstrip(".")
+    if s.count("=") == 1:
+        left, right = s.split("=")
+        if re.fullmatch(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?", left):
+            s = right
+    s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)  # .5 -> 0.5
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d+/\d+", s):  # 3/4 -> \frac{3}{4}
+        num, den = s.split("/")
+        s = f"{'-' if num.startswith('-') else ''}\\frac{{{num.lstrip('-')}}}{{{den}}}"
+    return _strip_outer_braces(s).replace(_ROW_BREAK, "\\\\")
+
+
+# ------------------------------------------------------------- structures
+
+
+def split_top_level(s: str, seps: str = ",") -> list[str]:
+    """Split on separators not nested in (), [], {} (`\\{` `\\}` count as braces)."""
+    parts, depth, cur = [], 0, []
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+            depth += 1 if s[i + 1] == "{" else -1
+            cur.append(s[i:i + 2])
+            i += 2
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch in seps and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+_MATRIX_RE = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.S)
+
+
+def _matrix_cells(s: str) -> list[list[str]] | None:
+    m = _MATRIX_RE.fullmatch(s.strip())
+    if not m:
+        return None
+    rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
+    return [[c.strip() for c in r.split("&")] for r in rows]
+
+
+def _pm_expand(s: str) -> list[str] | None:
+    r"""`a \pm b` -> [a+b, a-b] (one top-level \pm only)."""
+    if s.count("\\pm") != 1 or s.count("\\mp"):
+        return None
+    left, right = s.split("\\pm")
+    if not right.strip():
+        return None
+    return [f"{left}+{right}", f"{left}-({right})" if left.strip() else f"-({right})"]
+
+
+def _shape(s: str) -> tuple[str, list[str]]:
+    """('set'|'list'|'ordered'|'atom', items) of a normalised answer."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "set", [x for x in split_top_level(s[2:-2]) if x != ""]
+    parts = split_top_level(s)
+    if len(parts) > 1:
+        return "list", parts
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _balanced_inner(s):
+        inner = split_top_level(s[1:-1])
+        if len(inner) > 1:
+            return "ordered", inner
+    return "atom", [s]
+
+
+def _balanced_inner(s: str) -> bool:
+    depth = 0
+    for ch in s[1:-1]:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _unordered_equal(a: list[str], b: list[str], eq: Callable[[str, str], bool]) -> bool:
+    if len(a) != len(b):
+        return False
+    left = list(b)
+    for x in a:
+        for k, y in enumerate(left):
+            if eq(x, y):
+                del left[k]
+                break
+        else:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ sympy
+
+_FUNCS = {
+    "sqrt", "exp", "log", "sin", "cos", "tan", "sec", "csc", "cot", "asin", "acos",
+    "atan", "sinh", "cosh", "tanh", "Abs",
+}
+_GREEK = {
+    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
+    "vartheta", "iota", "kappa", "lamda", "mu", "nu", "xi", "rho", "sigma", "tau", "phi",
+    "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma",
+    "Phi", "Psi", "Omega", "hbar", "ell",
+}
+_LATEX_FUNCS = {
+    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "ln": "log", "lambda": "lamda",
+    "infty": "oo", "cdot": "*", "times": "*", "div": "/",
+}
+
+
+def _replace_frac_sqrt(s: str) -> str | None:
+    r"""Rewrite \frac{a}{b} -> ((a)/(b)) and \sqrt[n]{a} -> ((a)**(1/(n))), recursively."""
+    while True:
+        m = re.search(r"\\frac|\\sqrt", s)
+        if not m:
+            return s
+        k = m.end()
+        if m.group(0) == "\\frac":
+            if k >= len(s) or s[k] != "{":
+                return None
+            e1 = match_brace(s, k)
+            if e1 is None or e1 + 1 >= len(s) or s[e1 + 1] != "{":
+                return None
+            e2 = match_brace(s, e1 + 1)
+            if e2 is None:
+                return None
+            s = s[:m.start()] + f"(({s[k + 1:e1]})/({s[e1 + 2:e2]}))" + s[e2 + 1:]
+        else:
+            root = None
+            if k < len(s) and s[k] == "[":
+                close = s.find("]", k)
+                if close < 0:
+                    return None
+                root, k = s[k + 1:close], close + 1
+            if k >= len(s) or s[k] != "{":
+                return None
+            e = match_brace(s, k)
+            if e is None:
+                return None
+            body = s[k + 1:e]
+            new = f" (({body})**(1/({root}))) " if root else f" sqrt({body}) "
+            s = s[:m.start()] + new + s[e + 1:]
+
+
+def latex_to_sympy_str(s: str) -> str | None:
+    """Small LaTeX -> sympy-syntax conversion for already-normalised answers.
+
+    Handles \\frac, \\sqrt, ^, \\pi, \\cdot/\\times, common functions, greek
+    letters with or without subscripts (\\omega_{0} -> omega_0), and a letter
+    applied to a simple argument (I(0), u(t) -> function calls, not products);
+    returns None for anything it does not know.
+    """
+    s = re.sub(r"^np\.", "", s)
+    s = re.sub(r"(?<![A-Za-z\\])(arcsin|arccos|arctan)(?![A-Za-z])", r"\\\1", s)
+    s = _replace_frac_sqrt(s)
+    if s is None:
+        return None
+    s = re.sub(r"_\{\s*(\w+)\s*\}", r"_\1", s)  # x_{0} -> x_0
+    for name, repl in _LATEX_FUNCS.items():
+        s = re.sub(rf"\\{name}(?![A-Za-z])", f" {repl} ", s)
+    s = re.sub(r"\\([A-Za-z]+)(_[A-Za-z0-9]+)?", r" \1\2 ", s)  # \omega_0 -> omega_0
+    s = s.replace("{", "(").replace("}", ")").replace("[", "(").replace("]", ")")
+    s = s.replace("^", "**")
+    # a lone letter applied to a simple argument is a function: I(0), x(t), u(t)
+    s = re.sub(r"(?<![A-Za-z0-9_.])([A-Za-df-hj-z])\((\s*[A-Za-z0-9_.]+\s*)\)", r"fn\1(\2)", s)
+    if "\\" in s or "__" in s or "=" in s or "lambda" in s:
+        return None
+    return s
+
+
+_SAFE_EXPR_RE = re.compile(r"[\w\s+\-*/().,]*")
+
+
+def _sympy_parse(expr: str, evaluate: bool) -> Any:
+    """parse_expr (which evals!) on an allow-listed expression; None if refused.
+
+    Only digits, letters, `+-*/().,` and whitespace are allowed; no `__`, no
+    attribute access, and eval sees no builtins.  Single letters are symbols
+    (e -> E, i -> I); `fnX` names are undefined functions X; unknown
+    multi-letter names are refused unless purely alphabetic (split by sympy).
+    """
+    import sympy
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
+
+    if not _SAFE_EXPR_RE.fullmatch(expr) or "__" in expr or re.search(r"\.\s*[A-Za-z_]", expr):
+        return None
+    global_dict: dict[str, Any] = {"__builtins__": {}}
+    for name in ("Integer", "Float", "Rational", "Symbol", "Function", "Mul", "Add", "Pow",
+                 "pi", "oo", "E", *_FUNCS):
+        global_dict[name] = getattr(sympy, name)
+    local: dict[str, Any] = {}
+    for name in set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)):
+        base = name.split("_")[0]
+        if name in global_dict:
+            continue
+        if re.fullmatch(r"fn[A-Za-z]", name):
+            local[name] = sympy.Function(name[2:])
+        elif name == "e":
+            local[name] = sympy.E
+        elif name == "i":
+            local[name] = sympy.I
+        elif len(base) == 1 or base in _GREEK:
+            local[name] = sympy.Symbol(name)
+        elif not re.fullmatch(r"[A-Za-z]+", name):
+            return None
+    for ch in "abcdfghjklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        local.setdefault(ch, sympy.Symbol(ch))
+    transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
+    return parse_expr(expr, local_dict=local, global_dict=global_dict,
+                      transformations=transformations, evaluate=evaluate)
+
+
+def _too_big(expr: Any) -> bool:
+    """True for towers like 9^{9^{9}}: evaluating them hangs in C code, where no
+    timeout can interrupt, so they are checked on the unevaluated expression."""
+    import sympy
+
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and node.exp.is_number:
+            try:
+                if abs(float(node.exp)) > 1e4:
+                    return True
+            except (TypeError, ValueError, OverflowError):
+                return True
+    return False
+
+
+def to_sympy(latex: str) -> Any:
+    """A sympy expression for a normalised LaTeX answer, or None."""
+    expr = latex_to_sympy_str(latex)
+    if expr is None or len(expr) > 400 or re.search(r"\d{30,}", expr):
+        return None
+    try:
+        raw = _sympy_parse(expr, evaluate=False)
+        if raw is None or _too_big(raw):
+            return None
+        return _sympy_parse(expr, evaluate=True)
+    except Exception:  # noqa: BLE001 - unparsable means "not provably equal"
+        return None
+
+
+def _numeric_value(expr: Any) -> complex | None:
+    import sympy
+
+    if expr is None or not getattr(expr, "is_number", False):
+        return None
+    try:
+        return complex(sympy.N(expr, 30))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _probe_equal(ea: Any, eb: Any) -> bool | None:
+    """Evaluate both at random points of their free symbols: True/False when clear."""
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    symbols = sorted(ea.free_symbols | eb.free_symbols, key=str)
+    if not symbols or ea.atoms(AppliedUndef) or eb.atoms(AppliedUndef):
+        return None
+    rng = random.Random(1234)
+    agree = 0
+    for _ in range(4):
+        point = {x: sympy.Float(rng.uniform(0.3, 1.7), 20) for x in symbols}
+        try:
+            va, vb = complex(ea.evalf(20, subs=point)), complex(eb.evalf(20, subs=point))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            return None
+        if not (math.isfinite(abs(va)) and math.isfinite(abs(vb))):
+            return None
+        if abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-30):
+            return False
+        agree += 1
+    return True if agree == 4 else None
+
+
+def _sympy_equal(a: str, b: str) -> bool | None:
+    """True/False if our sympy path decides, None if it cannot parse a side."""
+    import sympy
+
+    ea, eb = to_sympy(a), to_sympy(b)
+    if ea is None or eb is None:
+        return None
+    try:
+        va, vb = _numeric_value(ea), _numeric_value(eb)
+        if va is not None and vb is not None:
+            return va == vb or abs(va - vb) <= 1e-12 * max(abs(va), abs(vb))
+        diff = ea - eb
+        if diff == 0:
+            return True
+        probed = _probe_equal(ea, eb)
+        if probed is not None:
+            return probed
+        return bool(sympy.simplify(diff) == 0)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ------------------------------------------------------------ math-verify
+
+
+def _mv_text(s: str) -> str:
+    """math-verify input: e-notation written out (it reads 4.5e33 as 4.5*e*33)."""
+    s = re.sub(r"(\d(?:\.\d*)?)\s*[eE]\s*([+-]?\d+)(?![\d.])", r"\1\\times 10^{\2}", s)
+    return "$" + s + "$"
+
+
+def math_verify_equal(pred: str, gold: str, seconds: float = MATH_TIMEOUT) -> bool:
+    """HF math-verify on two answer strings (gold first: its checks are not symmetric)."""
+    from math_verify import parse, verify
+
+    on_main = threading.current_thread() is threading.main_thread()
+    limit = max(1, int(round(seconds))) if on_main else None
+
+    def run() -> bool:
+        g = parse(_mv_text(gold), parsing_timeout=limit)
+        p = parse(_mv_text(pred), parsing_timeout=limit)
+        if not g or not p:
+            return False
+        return bool(verify(g, p, timeout_seconds=limit))
+
+    try:
+        if on_main:
+            return run()
+        return bool(call_with_timeout(run, seconds))
+    except Exception:  # noqa: BLE001 - a math-verify failure is "not shown equal"
+        return False
+
+
+# ------------------------------------------------------------------ is_equiv
+
+
+def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_tol: float = REL_TOL) -> bool:
+    """Is answer `a` (prediction) the same as `b` (gold)?  See the module docstring."""
+    if a is None or b is None:
+        return False
+    na, nb = normalize_latex(a), normalize_latex(b)
+    if not na or not nb:
+        return False
+    if na == nb:
+        return True
+    return _equiv(a, b, na, nb, timeout, rel_tol, depth=0)
+
+
+def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, depth: int) -> bool:
+    qa, qb = parse_quantity(a), parse_quantity(b)
+    if qa is not None and qb is not None:
+        return quantities_equal(qa, qb, rel_tol)
+
+    def sub(x: str, y: str) -> bool:
+        if depth > 4:
+            return False
+        nx, ny = normalize_latex(x), normalize_latex(y)
+        return bool(nx) and bool(ny) and (nx == ny or _equiv(x, y, nx, ny, timeout, rel_tol, depth + 1))
+
+    ma, mb = _matrix_cells(na), _matrix_cells(nb)
+    if ma is not None or mb is not None:
+        if ma is None or mb is None or [len(r) for r in ma] != [len(r) for r in mb]:
+            return _mv_fallback(a, b, timeout) if (ma is None) != (mb is None) else False
+        return all(sub(x, y) for ra, rb in zip(ma, mb) for x, y in zip(ra, rb))
+    pa, pb = _pm_expand(na), _pm_expand(nb)
+    if pa or pb:
+        la = pa or _shape(na)[1]
+        lb = pb or _shape(nb)[1]
+        return _unordered_equal(la, lb, sub)
+    (kind_a, items_a), (kind_b, items_b) = _shape(na), _shape(nb)
+    if kind_a != "atom" or kind_b != "atom":
+        if {kind_a, kind_b} <= {"set", "list"}:
+            return _unordered_equal(items_a, items_b, sub)
+        if kind_a == kind_b == "ordered":
+            return (na[0], na[-1]) == (nb[0], nb[-1]) and len(items_a) == len(items_b) and all(
+                sub(x, y) for x, y in zip(items_a, items_b))
+        return False
+    if "\\cup" in na or "\\cup" in nb:
+        return _mv_fallback(a, b, timeout)
+    if na.count("=") == 1 and nb.count("=") == 1:
+        (la_, ra_), (lb_, rb_) = na.split("="), nb.split("=")
+        return (sub(la_, lb_) and sub(ra_, rb_)) or (sub(la_, rb_) and sub(ra_, lb_))
+    if na.count("=") != nb.count("="):
+        return False
+    if qa is not None or qb is not None:  # a number against a closed form
+        q, other = (qa, nb) if qa is not None else (qb, na)
+        import sympy  # noqa: F401 - first import is slow; keep it outside the timeout
+
+        value = call_with_timeout(lambda: _numeric_value(to_sympy(other)), timeout)
+        if value is None or abs(value.imag) > 1e-12 * max(abs(value), 1e-300):
+            return False
+        try:
+            exact = Quantity(Fraction(value.real).limit_denominator(10**15) if abs(value.real) < 1e15
+                             else Fraction(value.real), Fraction(0), False)
+        except (OverflowError, ValueError):
+            return False
+        pred, gold = (q, exact) if qa is not None else (exact, q)
+        return quantities_equal(pred, gold, rel_tol)
+    import sympy  # noqa: F401,F811
+
+    verdict = call_with_timeout(lambda: _sympy_equal(na, nb), timeout)
+    if verdict is not None:
+        return bool(verdict)
+    return _mv_fallback(a, b, timeout)
+
+
+def _mv_fallback(a: str, b: str, timeout: float) -> bool:
+    try:
+        import math_verify  # noqa: F401
+    except ImportError:
+        return False
+    return math_verify_equal(clean_answer(a), clean_answer(b), timeout)
