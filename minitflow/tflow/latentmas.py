@@ -141,7 +141,10 @@ def _embedding_weights(model: Qwen3Model, rows: int | None) -> tuple[torch.Tenso
 @torch.inference_mode()
 def embedding_norm(model: Qwen3Model, rows: int | None = None) -> torch.Tensor:
     """Mean L2 norm of the first `rows` input-embedding rows (float32, 0-dim): the latent target norm."""
-    w_in, _, n = _embedding_weights(model, rows)
+    w_in = model.embed_tokens.weight
+    n = w_in.shape[0] if rows is None else rows
+    if not 0 < n <= w_in.shape[0]:
+        raise UserError(f"embedding norm over {n} vocabulary rows: the model has {w_in.shape[0]}")
     return w_in[:n].float().norm(dim=1).mean()
 
 
@@ -315,7 +318,7 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
         raise UserError("latentmas needs a tokenizer (the model directory has no tokenizer.json)")
     n, k = len(questions), latent_steps
     vocab_rows = min(llm.tokenizer.vocab_size, llm.cfg.vocab_size)
-    w_a, target = realignment_matrix(llm.model, rows=vocab_rows) if realign else (
+    w_a, target = realignment_matrix(llm.model, rows=vocab_rows) if realign and k > 0 else (
         None, embedding_norm(llm.model, rows=vocab_rows))
     handover = k > 0 or handover_at_zero
     senders = SENDERS if handover else ()
@@ -348,10 +351,16 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     timings.update(judger_prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t_start)
     results = []
     for i, (q, d) in enumerate(zip(questions, outs)):
+        ran = [r for r in SENDERS if r in senders]
         agents: dict[str, AgentUsage] = {
-            role: LatentUsage(len(prompts[role][i]) if role in senders else 0, k if role in senders else 0,
-                              False, k if role in senders else 0) for role in SENDERS}
-        agents[JUDGER] = LatentUsage(len(prompts[JUDGER][i]), len(d.token_ids), True, 0)
-        results.append(MethodResult("latentmas", style, q, d.text, d.finish_reason, agents, dict(timings), n,
-                                    d.token_ids))
+            role: LatentUsage(prompt_tokens=len(prompts[role][i]) if role in ran else 0,
+                              completion_tokens=k if role in ran else 0, generates=False,
+                              latent_steps=k if role in ran else 0) for role in SENDERS}
+        agents[JUDGER] = LatentUsage(prompt_tokens=len(prompts[JUDGER][i]), completion_tokens=len(d.token_ids),
+                                     generates=True, latent_steps=0)
+        res = MethodResult(method="latentmas", style=style, question=q, answer=d.text,
+                           finish_reason=d.finish_reason, agents=agents, timings=dict(timings), batch_size=n,
+                           token_ids=d.token_ids)
+        res.wall_s_per_question = timings["total_s"] / n
+        results.append(res)
     return results

@@ -1,0 +1,311 @@
+"""LatentMAS: greedy equality with the official HF path, W_a, batch invariance, user errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import GOLDEN, need_shared
+from minitflow.engine.llm import LLM
+from minitflow.engine.sampler import SamplingParams
+from minitflow.errors import UserError
+from minitflow.model.tokenizer import Tokenizer
+from minitflow.model.weights import load_model
+from minitflow.tflow import latentmas as lm
+
+FIXTURE = Path(__file__).parent / "data" / "golden-latentmas-small"
+DEMO = Path(lm.__file__).resolve().parents[1] / "data" / "demo"  # a 1,024-token tokenizer, for fast tests
+
+
+def write_tiny_qwen3(out_dir: Path, tokenizer_dir: Path, *, tie: bool, seed: int, hidden: int = 32,
+                     layers: int = 2, heads: int = 2, kv_heads: int = 1, head_dim: int = 16,
+                     intermediate: int = 80, vocab: int = 151936, bos: int = 151643,
+                     eos: tuple[int, ...] = (151645, 151643), embed: float = 1.0, head: float = 1.0,
+                     norm: float = 0.3, proj: float = 4.0) -> Path:
+    """A random Qwen3 as a HF directory (float32 safetensors), drawn from `seed` alone with
+    torch.Generator + randn in a fixed order, so the same weights come back on any machine and
+    need not be committed. Projections are scaled up (std `proj`/sqrt(fan_in)) so that the
+    prompt, the positions and the latent steps all change the greedy text."""
+    from safetensors.torch import save_file
+    out_dir.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int, std: float, mean: float = 0.0) -> torch.Tensor:
+        return (mean + std * torch.randn(*shape, generator=g)).float().contiguous()
+
+    q, kv = heads * head_dim, kv_heads * head_dim
+    sd = {"model.embed_tokens.weight": randn(vocab, hidden, std=embed)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = randn(hidden, std=norm, mean=1.0)
+        sd[p + "self_attn.q_proj.weight"] = randn(q, hidden, std=proj / hidden ** 0.5)
+        sd[p + "self_attn.k_proj.weight"] = randn(kv, hidden, std=proj / hidden ** 0.5)
+        sd[p + "self_attn.v_proj.weight"] = randn(kv, hidden, std=proj / hidden ** 0.5)
+        sd[p + "self_attn.o_proj.weight"] = randn(hidden, q, std=proj / q ** 0.5)
+        sd[p + "self_attn.q_norm.weight"] = randn(head_dim, std=norm, mean=1.0)
+        sd[p + "self_attn.k_norm.weight"] = randn(head_dim, std=norm, mean=1.0)
+        sd[p + "post_attention_layernorm.weight"] = randn(hidden, std=norm, mean=1.0)
+        sd[p + "mlp.gate_proj.weight"] = randn(intermediate, hidden, std=proj / hidden ** 0.5)
+        sd[p + "mlp.up_proj.weight"] = randn(intermediate, hidden, std=proj / hidden ** 0.5)
+        sd[p + "mlp.down_proj.weight"] = randn(hidden, intermediate, std=proj / intermediate ** 0.5)
+    sd["model.norm.weight"] = randn(hidden, std=norm, mean=1.0)
+    if not tie:
+        sd["lm_head.weight"] = randn(vocab, hidden, std=head)
+    save_file(sd, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": vocab,
+           "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+           "hidden_act": "silu", "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+           "rope_theta": 1000000.0, "rope_scaling": None, "attention_bias": False, "attention_dropout": 0.0,
+           "tie_word_embeddings": tie, "use_sliding_window": False, "sliding_window": None,
+           "max_window_layers": layers, "use_cache": True, "bos_token_id": bos, "eos_token_id": eos[0],
+           "torch_dtype": "float32", "initializer_range": 0.02}
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
+    (out_dir / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": bos, "eos_token_id": list(eos)}, indent=1))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, out_dir / name)
+    return out_dir
+
+
+# The fixture: models (knobs of write_tiny_qwen3), questions and the settings run through the official code.
+MODELS = {
+    "untied": {"tie": False, "seed": 11},  # W_out != W_in: realignment changes the latent vectors
+    "tied": {"tie": True, "seed": 12},  # W_out = W_in: W_a is (almost) the identity
+}
+QUESTIONS = [
+    "Natalia sold clips to 48 of her friends in April, and then half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "What is 7 times 6?",
+    "A rectangle is 7 cm by 4 cm. What is its area?",
+]
+MAX_NEW_TOKENS = 24
+RUNS = [
+    *({"model": "untied", "topology": t, "task": "gsm8k", "think": False, "realign": r, "latent_steps": k}
+      for t in ("sequential", "hierarchical") for r in (False, True) for k in (0, 3, 8)),
+    {"model": "untied", "topology": "sequential", "task": "gsm8k", "think": True, "realign": True, "latent_steps": 3},
+    {"model": "untied", "topology": "hierarchical", "task": "gsm8k", "think": True, "realign": False, "latent_steps": 8},
+    {"model": "untied", "topology": "hierarchical", "task": "mbppplus", "think": False, "realign": True, "latent_steps": 3},
+    {"model": "untied", "topology": "sequential", "task": "gpqa", "think": False, "realign": False, "latent_steps": 3},
+    {"model": "tied", "topology": "sequential", "task": "gsm8k", "think": False, "realign": False, "latent_steps": 3},
+    {"model": "tied", "topology": "hierarchical", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 8},
+    {"model": "tied", "topology": "sequential", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 0},
+]
+
+
+def _sha(ids: list[int]) -> str:
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return json.loads((FIXTURE / "golden.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def golden_llms(golden, tmp_path_factory) -> dict[str, LLM]:
+    tok = need_shared(GOLDEN / "model")  # the real Qwen3 tokenizer
+    assert golden["models"] == MODELS and golden["questions"] == QUESTIONS
+    root = tmp_path_factory.mktemp("latentmas")
+    return {name: LLM.load(write_tiny_qwen3(root / name, tok, **knobs), dtype="float32", device="cpu")
+            for name, knobs in MODELS.items()}
+
+
+STYLE_FOR = {"gpqa": "mmlu"}  # minitflow's style that maps onto the official task
+
+
+@pytest.mark.parametrize("index", range(len(RUNS)))
+def test_reproduces_official_greedy_outputs(golden, golden_llms, index):
+    """A batch of the three questions gives, row by row, what the official code gave each alone."""
+    run = golden["runs"][index]
+    assert {k: run[k] for k in RUNS[index]} == RUNS[index]
+    llm = golden_llms[run["model"]]
+    k, style = run["latent_steps"], STYLE_FOR.get(run["task"], run["task"])
+    results = lm.run_latentmas(llm, QUESTIONS, style, [SamplingParams(max_new_tokens=golden["max_new_tokens"])] * 3,
+                               latent_steps=k, topology=run["topology"], realign=run["realign"], think=run["think"])
+    for q, res, row in zip(QUESTIONS, results, run["rows"]):
+        assert res.token_ids == row["token_ids"], (q, res.answer, row["text"])
+        assert res.answer == row["text"]
+        for agent in row["agents"]:
+            ids = lm.agent_prompt_ids(llm, agent["role"], q, style, run["topology"], run["think"])
+            assert [len(ids), _sha(ids)] == [agent["prompt_tokens"], agent["prompt_sha"]], agent["role"]
+            usage = res.agents[agent["role"]]
+            ran = agent["role"] == "judger" or k > 0  # at 0 steps the official judger ignores the senders
+            assert usage.prompt_tokens == (agent["prompt_tokens"] if ran else 0)
+            assert usage.latent_steps == (k if agent["role"] != "judger" else 0)
+        assert res.agents["judger"].completion_tokens == len(row["token_ids"])
+        assert res.official_usage["total_tokens"] == res.agents["judger"].prompt_tokens + len(row["token_ids"])
+        assert res.processed_tokens == sum(a.prompt_tokens + a.completion_tokens for a in res.agents.values())
+        assert res.processed_tokens == res.official_usage["total_tokens"] + (
+            sum(a["prompt_tokens"] for a in row["agents"][:3]) + 3 * k if k else 0)
+
+
+def test_prompts_data_reproduces_every_official_prompt(golden, golden_llms):
+    llm = golden_llms["untied"]
+    for key, want in golden["prompt_sha"].items():
+        topology, task, role, think = key.split("/")
+        ids = lm.agent_prompt_ids(llm, role, QUESTIONS[0], task, topology, think == "think")
+        assert [len(ids), _sha(ids)] == want, key
+
+
+def test_fixture_is_sensitive(golden):
+    """Latent steps, realignment, topology and the tied head all change the judger's text."""
+    by = {(r["model"], r["topology"], r["task"], r["think"], r["realign"], r["latent_steps"]):
+          [row["token_ids"] for row in r["rows"]] for r in golden["runs"]}
+    base = ("untied", "sequential", "gsm8k", False)
+    assert by[(*base, False, 0)] == by[(*base, True, 0)]  # no latent step, nothing to realign
+    outs = [by[(*base, r, k)] for r in (False, True) for k in (3, 8)] + [by[(*base, False, 0)]]
+    assert all(outs[i][j] != outs[m][j] for i in range(len(outs)) for m in range(i) for j in range(3))
+    assert by[("untied", "hierarchical", "gsm8k", False, True, 3)] != by[(*base, True, 3)]
+    assert by[("untied", "sequential", "gsm8k", True, True, 3)] != by[(*base, True, 3)]
+
+
+# ---- fast tests on a 1,024-token vocabulary (no ../shared needed) ---------------------------------
+
+@pytest.fixture(scope="module")
+def small_llm(tmp_path_factory) -> LLM:
+    d = write_tiny_qwen3(tmp_path_factory.mktemp("latentmas-small"), DEMO, tie=False, seed=3, vocab=1024,
+                         bos=1019, eos=(1021, 1019))
+    return LLM.load(d, dtype="float32", device="cpu")
+
+
+SMALL_QUESTIONS = ["What is 7 times 6?", "Tom has 3 apples and buys 5 more, then gives 2 away. How many are left?",
+                   "Sum 1, 2 and 3."]
+
+
+def test_realignment_matrix_equals_independent_float64(small_llm):
+    model = small_llm.model
+    for rows in (None, 1000):
+        w_a, target = lm.realignment_matrix(model, rows=rows)
+        n = rows or 1024
+        w_in, w_out = model.embed_tokens.weight[:n].double(), model.lm_head.weight[:n].double()
+        ref = torch.linalg.solve(w_out.T @ w_out + 1e-5 * torch.eye(w_out.shape[1], dtype=torch.float64),
+                                 w_out.T @ w_in)
+        assert w_a.dtype == torch.float32 and w_a.shape == (32, 32)
+        assert (w_a.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert abs(target.item() - w_in.norm(dim=1).mean().item()) <= 1e-5 * target.item()
+        assert lm.realignment_matrix(model, rows=rows)[0] is w_a  # cached
+    before = lm.realignment_matrix(model)[0]
+    with torch.no_grad():  # an in-place weight update invalidates the cached matrix
+        model.lm_head.weight.mul_(2.0)
+    try:
+        assert torch.allclose(lm.realignment_matrix(model)[0], before / 2, rtol=1e-4, atol=1e-6)
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(2.0)
+    assert torch.equal(lm.realignment_matrix(model)[0], before)
+
+
+def test_latent_embedding_rescales_to_target_norm():
+    h, w = torch.randn(4, 8), torch.randn(8, 8)
+    assert lm.latent_embedding(h.bfloat16(), w, torch.tensor(3.0)).dtype == torch.bfloat16  # math in float32
+    e = lm.latent_embedding(h, w, torch.tensor(3.0))
+    assert torch.allclose(e.norm(dim=-1), torch.full((4,), 3.0), atol=1e-5)
+    assert torch.allclose(e / e.norm(dim=-1, keepdim=True), (h @ w) / (h @ w).norm(dim=-1, keepdim=True), atol=1e-5)
+    assert torch.allclose(lm.latent_embedding(h, None, torch.tensor(2.0)), 2.0 * h / h.norm(dim=-1, keepdim=True),
+                          atol=1e-6)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+@pytest.mark.parametrize("setting", [("sequential", True, 3, False), ("hierarchical", False, 0, False),
+                                     ("hierarchical", False, 4, True)])
+def test_batch_invariance(small_llm, greedy, setting):
+    """Each question gets what it gets alone, at any batch size and with rows that stop early."""
+    topology, realign, k, think = setting
+    sps = [SamplingParams(max_new_tokens=m, temperature=0.0 if greedy else 0.9, top_p=1.0 if greedy else 0.9,
+                          seed=100 + i) for i, m in enumerate((12, 5, 9))]
+    kw = dict(latent_steps=k, topology=topology, realign=realign, think=think)
+    batch = lm.run_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, **kw)
+    for q, sp, res in zip(SMALL_QUESTIONS, sps, batch):
+        alone = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], **kw)[0]
+        assert (res.token_ids, res.answer, res.finish_reason) == (alone.token_ids, alone.answer, alone.finish_reason)
+        assert {n: a.as_dict() for n, a in res.agents.items()} == {n: a.as_dict() for n, a in alone.agents.items()}
+        assert res.batch_size == 3 and len(res.token_ids) <= sp.max_new_tokens
+        assert (res.finish_reason == "length") == (len(res.token_ids) == sp.max_new_tokens)
+
+
+def test_eos_ends_a_row_inside_a_batch(small_llm):
+    sps = [SamplingParams(max_new_tokens=10)] * 3
+    full = lm.run_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=2)
+    stop = full[1].token_ids[3]
+    old = small_llm.eos_token_ids
+    small_llm.eos_token_ids = {stop}
+    try:
+        cut = lm.run_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=2)
+    finally:
+        small_llm.eos_token_ids = old
+    for f, c in zip(full, cut):
+        n = f.token_ids.index(stop) + 1 if stop in f.token_ids else len(f.token_ids)
+        assert c.token_ids == f.token_ids[:n]
+        assert c.finish_reason == ("stop" if stop in f.token_ids else "length")
+    assert cut[1].finish_reason == "stop" and len(cut[1].token_ids) <= 4
+
+
+def test_cache_handover_equals_one_long_prompt(small_llm):
+    """With no latent step the hand-over is plain KV reuse: the judger continues the concatenation of the
+    agents' prompts. Official 0 steps: the judger alone. Both against the engine's own generate."""
+    q, sp = SMALL_QUESTIONS[1], SamplingParams(max_new_tokens=8)
+    ids = {r: lm.agent_prompt_ids(small_llm, r, q, "gsm8k", "sequential", False) for r in (*lm.SENDERS, lm.JUDGER)}
+    kept = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], latent_steps=0, handover_at_zero=True)[0]
+    chain = small_llm.generate([sum(ids.values(), [])], sp)[0]
+    assert kept.token_ids == chain.token_ids
+    dropped = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], latent_steps=0)[0]
+    assert dropped.token_ids == small_llm.generate([ids[lm.JUDGER]], sp)[0].token_ids
+    assert dropped.processed_tokens == len(ids[lm.JUDGER]) + len(dropped.token_ids)
+    assert kept.processed_tokens == sum(map(len, ids.values())) + len(kept.token_ids)
+
+
+def test_accounting_and_metadata(small_llm):
+    res = lm.run_latentmas(small_llm, SMALL_QUESTIONS[:2], "mmlu", [SamplingParams(max_new_tokens=4)] * 2,
+                           latent_steps=5, topology="hierarchical")[0]
+    meta = res.metadata()
+    per = meta["token_usage"]["per_agent"]
+    assert list(per) == ["planner", "critic", "refiner", "judger"]
+    for role in lm.SENDERS:
+        assert per[role]["latent_steps"] == 5 and per[role]["completion_tokens"] == 5
+        assert per[role]["generates"] is False and per[role]["prompt_tokens"] > 0
+    assert per["judger"]["generates"] is True and per["judger"]["latent_steps"] == 0
+    assert meta["token_usage"]["total_tokens"] == per["judger"]["total_tokens"]
+    assert meta["token_usage"]["processed_tokens"] == sum(a["total_tokens"] for a in per.values())
+    assert {"planner_prefill_s", "planner_latent_s", "critic_prefill_s", "refiner_latent_s", "judger_prefill_s",
+            "decode_s", "total_s"} <= set(meta["timings"])
+    assert res.method == "latentmas" and meta["batch_size"] == 2
+
+
+def _one_line_error(fn, match: str) -> None:
+    with pytest.raises(UserError, match=match) as e:
+        fn()
+    assert "\n" not in str(e.value)
+
+
+def test_user_errors(small_llm):
+    q, sp = ["q"], [SamplingParams(max_new_tokens=2)]
+    run = lm.run_latentmas
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=-1), "latent_steps must be an integer >= 0")
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, topology="star"), "unknown LatentMAS topology")
+    _one_line_error(lambda: run(small_llm, q, "poetry", sp, latent_steps=2), "LatentMAS has no prompts for style")
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", sp * 2, latent_steps=2), "2 sampling params for 1 questions")
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", [SamplingParams(max_new_tokens=5000)], latent_steps=2),
+                    "more than max_seq_len")
+    _one_line_error(lambda: lm.validate_options("tflow", latent_steps=3), "--latent_steps only apply to --method latentmas")
+    _one_line_error(lambda: lm.validate_options("baseline", topology="sequential", realign=True),
+                    "--mas_topology, --latent_realign only apply")
+    lm.validate_options("tflow")
+    lm.validate_options("latentmas", latent_steps=0, topology="hierarchical", realign=True, think=True)
+
+
+def test_realignment_impossible_is_a_user_error(tmp_path):
+    d = write_tiny_qwen3(tmp_path, DEMO, tie=False, seed=5, vocab=1024, bos=1019, eos=(1021, 1019))
+    model = load_model(d, torch.float32, "cpu")
+    model.lm_head = torch.nn.Linear(32, 1000, bias=False)  # a head over fewer rows than the embedding
+    llm = LLM(model, Tokenizer(d))
+    _one_line_error(lambda: lm.realignment_matrix(model), "input embeddings and lm_head of one shape")
+    _one_line_error(lambda: lm.run_latentmas(llm, ["q"], "gsm8k", [SamplingParams(max_new_tokens=2)], latent_steps=1,
+                                             realign=True), "input embeddings and lm_head of one shape")
+    with pytest.raises(UserError, match="over 2000 vocabulary rows"):
+        lm.embedding_norm(model, rows=2000)
