@@ -5,10 +5,12 @@ import time
 
 import pytest
 
+from minitflow.errors import UserError
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample, prompt_style, resolve_dataset
 from minitflow.eval.scoring import (
     call_with_timeout,
+    check_eval_dependencies,
     extract_boxed,
     extract_code,
     extract_gsm8k_answer,
@@ -19,7 +21,9 @@ from minitflow.eval.scoring import (
     score_gsm8k,
     score_math,
     score_mmlu,
+    score_both,
     score_sample,
+    score_samples,
 )
 
 # ----------------------------------------------------------------- \boxed
@@ -437,3 +441,54 @@ def test_thinking_and_truncated_replies():
     # a generation cut off while thinking has no answer (no "last number" guess)
     assert extract_gsm8k_answer("<think>\nShe has 16 eggs, uses 7, so 9 are left. 9 eggs times $2") is None
     assert extract_mmlu_letter("<think>\nStatement 1 is true. What about a") is None
+
+
+# ------------------------------------------------------- both scorers, deps
+
+
+def test_score_samples_scorer_switch_and_both():
+    s = Sample("g/0", "q", "70000", {"dataset": "gsm8k", "solution": "w\n#### 70,000"})
+    pred = "Profit: 70,000.\n\\boxed{70,000}"
+    assert score_samples("gsm8k", [pred], [s]) == [(True, "70000")]
+    assert score_samples("gsm8k", [pred], [s], scorer="official") == [(False, "70")]
+    assert score_both("gsm8k", [pred], [s]) == [
+        {"correct": True, "extracted": "70000", "correct_official": False, "extracted_official": "70"}]
+    with pytest.raises(ValueError, match="unknown scorer"):
+        score_samples("gsm8k", [pred], [s], scorer="lenient")
+
+
+def test_code_both_scorers_share_one_run(monkeypatch):
+    import minitflow.eval.scoring as scoring
+
+    calls = []
+    real = scoring.run_code_tests_many
+
+    def counting(items, workers=2, timeout=60):
+        calls.append(len(items))
+        return real(items, workers=workers, timeout=timeout)
+
+    monkeypatch.setattr(scoring, "run_code_tests_many", counting)
+    preds = [f"```python\n{GOOD}```", f"```Python\n{GOOD}```", f"```py\n{GOOD}```", "no code at all"]
+    both = score_both("humaneval", preds, [_add_sample()] * 4, timeout=10)
+    assert calls == [2]  # GOOD once, and the raw text of the last reply (official: nothing to run)
+    assert [b["correct"] for b in both] == [True, True, True, False]
+    assert [b["correct_official"] for b in both] == [True, True, False, False]
+    assert both[2]["extracted_official"] == ""
+
+
+def test_missing_optional_dependency_is_one_line(monkeypatch):
+    import importlib.util
+
+    import minitflow.eval.scoring as scoring
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(scoring.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("math_verify", "evalplus") else real(name, *a))
+    with pytest.raises(UserError, match=r'scoring minerva_math needs math-verify: pip install "minitflow\[eval\]"'):
+        check_eval_dependencies("math")
+    with pytest.raises(UserError, match=r'scoring mbpp needs evalplus: pip install "minitflow\[eval\]"'):
+        check_eval_dependencies("mbppplus")
+    check_eval_dependencies("gsm8k")  # needs nothing optional
+    monkeypatch.undo()
+    for name in ("gsm8k", "math", "mmlu", "humaneval", "mbpp"):
+        check_eval_dependencies(name)  # this environment has them all

@@ -209,13 +209,14 @@ def _score_code(
     timeout: float | None,
     scorers: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Run each distinct (sample, program) once; the official program is the
-    release's ```python block (none, or no mention of the entry point: wrong)."""
-    jobs: dict[tuple[int, str], int] = {}
+    """Run each distinct (problem id, program) once, whichever scorer or sample
+    asks for it; the official program is the release's ```python block (none,
+    or no mention of the entry point: wrong without a run)."""
+    jobs: dict[tuple[str, str], int] = {}
     items: list[tuple[Any, str]] = []
 
     def job(i: int, code: str) -> int:
-        key = (i, code.strip())
+        key = (str(samples[i].id), code.strip())
         if key not in jobs:
             jobs[key] = len(items)
             items.append((samples[i], code))

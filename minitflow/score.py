@@ -1,0 +1,219 @@
+"""`python -m minitflow.score`: score (or rescore) model outputs without running a model.
+
+Two modes:
+
+  --predictions P.jsonl   one {"id", "prediction"} per line, ids as evaluate writes them
+                          (gsm8k/<idx or line>, minerva_math/<idx or line>,
+                          mmlu/<subject>/<k>, task ids for code); an id may repeat
+                          (several samples of one problem).  --output O.jsonl gets one
+                          {"id", "correct", "extracted"} per input line, in order.
+  --results DIR           rescore an evaluate output folder in place: every
+                          {method}_results.json (and its partial files, so a resumed
+                          run keeps the new verdicts) gets both verdicts per row and
+                          summary accuracy / accuracy_official recomputed; the dataset,
+                          data file and MMLU row set default to the run's own.
+
+Both print the accuracy.  Unknown ids and bad lines are one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from minitflow.errors import UserError
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary sibling, then rename over `path`: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+
+
+def read_predictions(path: Path) -> list[tuple[str, str | None]]:
+    """(id, prediction) per non-empty line; a bad line is a UserError naming it."""
+    out = []
+    for lineno, line in enumerate(_read_text(path, "predictions file").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
+            raise UserError(f'{path}:{lineno}: expected an object with "id" and "prediction"')
+        pred = row["prediction"]
+        if pred is not None and not isinstance(pred, str):
+            raise UserError(f"{path}:{lineno}: prediction must be a string, got {type(pred).__name__}")
+        out.append((str(row["id"]), pred))
+    if not out:
+        raise UserError(f"no predictions in {path}")
+    return out
+
+
+def _samples_by_id(dataset: str, data_file: str | None, mmlu_rows: str) -> dict[str, Any]:
+    from minitflow.eval.data import load_samples
+
+    return {s.id: s for s in load_samples(dataset, data_file, mmlu_rows=mmlu_rows)}
+
+
+def _lookup(by_id: dict[str, Any], ids: list[str], where: str, dataset: str, data_file: str | None) -> list[Any]:
+    for k, i in enumerate(ids):
+        if i not in by_id:
+            raise UserError(f"{where}: unknown id {i!r} (entry {k + 1}) for {dataset} in "
+                            f"{data_file or 'the online copy'}")
+    return [by_id[i] for i in ids]
+
+
+def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
+    from minitflow.eval.data import resolve_dataset
+    from minitflow.eval.scoring import check_eval_dependencies, score_samples
+
+    if not args.dataset:
+        raise UserError("--predictions needs --dataset")
+    dataset = resolve_dataset(args.dataset)
+    check_eval_dependencies(dataset)
+    path = Path(args.predictions)
+    preds = read_predictions(path)
+    output = Path(args.output) if args.output else None
+    if output is not None and not output.parent.is_dir():
+        raise UserError(f"output directory does not exist: {output.parent}")
+    ids = [i for i, _ in preds]
+    samples = _lookup(_samples_by_id(dataset, args.data_file, args.mmlu_rows), ids, str(path), dataset,
+                      args.data_file)
+    scores = score_samples(dataset, [p for _, p in preds], samples, workers=args.workers,
+                           timeout=args.timeout, scorer=args.scorer)
+    if output is not None:
+        _write_atomic(output, "".join(json.dumps({"id": i, "correct": bool(ok), "extracted": ext},
+                                                 ensure_ascii=False) + "\n" for i, (ok, ext) in zip(ids, scores)))
+    correct = sum(bool(ok) for ok, _ in scores)
+    print(f"accuracy {correct / len(scores):.4f} ({correct}/{len(scores)}, {args.scorer} scorer, {dataset})")
+    return {"accuracy": correct / len(scores), "n": len(scores), "correct": correct}
+
+
+def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: str, args) -> None:
+    from minitflow.eval.scoring import score_both
+
+    for k, r in enumerate(rows):
+        if not isinstance(r, dict) or "id" not in r or "prediction" not in r:
+            raise UserError(f'{where}: sample {k + 1} lacks "id" or "prediction"')
+    samples = _lookup(by_id, [str(r["id"]) for r in rows], where, dataset, args.data_file)
+    both = score_both(dataset, [r["prediction"] for r in rows], samples, workers=args.workers, timeout=args.timeout)
+    for r, b in zip(rows, both):
+        r.update(b)
+
+
+def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args) -> None:
+    """Rewrite the verdicts in {method}_partial.rank*.jsonl (a cut last line stays as it is)."""
+    for part in sorted(folder.glob(f"{method}_partial.rank*.jsonl")):
+        lines = _read_text(part, "partial file").split("\n")
+        parsed: list[tuple[int, dict]] = []
+        for n, line in enumerate(lines):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                row = None  # evaluate redoes a line cut by a crash
+            if isinstance(row, dict) and "id" in row and "prediction" in row and str(row["id"]) in by_id:
+                parsed.append((n, row))
+        if not parsed:
+            continue
+        _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args)
+        for n, row in parsed:
+            lines[n] = json.dumps(row, ensure_ascii=False)
+        _write_atomic(part, "\n".join(lines))
+
+
+def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from minitflow.eval.data import resolve_dataset, resolve_mmlu_rows
+    from minitflow.eval.scoring import check_eval_dependencies
+
+    folder = Path(args.results)
+    if not folder.is_dir():
+        raise UserError(f"results folder not found: {folder}")
+    files = sorted(folder.glob("*_results.json"))
+    if not files:
+        raise UserError(f"no *_results.json in {folder} (evaluate writes {{method}}_results.json)")
+    summaries = []
+    for path in files:
+        try:
+            data = json.loads(_read_text(path, "results file"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e.msg})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("summary"), dict) \
+                or not isinstance(data.get("samples"), list):
+            raise UserError(f'{path}: expected {{"summary": {{...}}, "samples": [...]}}')
+        summary, rows = data["summary"], data["samples"]
+        config = summary.get("config") or {}
+        name = args.dataset or summary.get("dataset") or config.get("dataset")
+        if not name:
+            raise UserError(f"{path}: the summary names no dataset; pass --dataset")
+        dataset = resolve_dataset(name)
+        check_eval_dependencies(dataset)
+        if args.data_file is None:
+            args.data_file = config.get("data_file")
+        rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
+        by_id = _samples_by_id(dataset, args.data_file, rows_set)
+        _rescore_rows(dataset, rows, by_id, str(path), args)
+        n = len(rows)
+        summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
+        summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
+        method = path.name[:-len("_results.json")]
+        _rescore_partials(folder, method, dataset, by_id, args)
+        _write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        print(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
+              f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
+        summaries.append(summary)
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minitflow.score", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default=None, help="gsm8k, minerva_math, mmlu, humaneval, mbpp (or an alias)")
+    p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", default=None, help='JSONL, one {"id", "prediction"} per line')
+    src.add_argument("--results", default=None, help="an evaluate output folder to rescore in place")
+    p.add_argument("--scorer", default="strict", choices=["strict", "official"],
+                   help="with --predictions: strict (default) or official (the paper's protocol)")
+    p.add_argument("--output", default=None, help='with --predictions: JSONL of {"id", "correct", "extracted"}')
+    p.add_argument("--mmlu_rows", default=None, choices=["official", "ok", "all"],
+                   help="MMLU-Redux row set (default: official, or the run's own with --results)")
+    p.add_argument("--workers", type=int, default=2, help="code sandboxes run at once")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per code test set / sympy check")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.results:
+        if args.output:
+            raise UserError("--output goes with --predictions; --results rewrites the folder in place")
+        rescore_results(args)
+    else:
+        args.mmlu_rows = args.mmlu_rows or "official"
+        score_predictions(args)
+    return 0
+
+
+if __name__ == "__main__":
+    from minitflow.cli import run_cli
+
+    sys.exit(run_cli(main))

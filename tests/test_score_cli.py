@@ -1,0 +1,165 @@
+"""`python -m minitflow.score`: rescoring predictions files and evaluate output folders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minitflow.errors import UserError
+from minitflow.score import main
+
+GSM = [
+    {"question": "q0", "answer": "work\n#### 18"},
+    {"question": "q1", "answer": "work\n#### 70,000"},
+    {"question": "q2", "answer": "work\n#### 3"},
+]
+MMLU = [
+    {"subject": "s", "question": "Q0", "choices": ["a", "b", "c", "d"], "answer": 0, "error_type": "ok"},
+    {"subject": "s", "question": "Q1", "choices": ["a", "b", "c", "d"], "answer": 1,
+     "error_type": "wrong_groundtruth", "correct_answer": "2"},
+    {"subject": "s", "question": "Q2", "choices": ["a", "b", "c", "d"], "answer": 3, "error_type": "no_correct_answer"},
+]
+TOY = {
+    "task_id": "Toy/0", "entry_point": "add", "prompt": "def add(a, b):\n    \"\"\"Add.\"\"\"\n",
+    "canonical_solution": "    return a + b\n", "base_input": [[1, 2], [0, 0]], "plus_input": [[5, -7]], "atol": 0,
+}
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _read(path: Path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_predictions_in_order_with_repeated_ids(tmp_path, capsys):
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    preds = _jsonl(tmp_path / "p.jsonl", [
+        {"id": "gsm8k/1", "prediction": "Profit: 70,000.\n\\boxed{70,000}"},
+        {"id": "gsm8k/0", "prediction": "The answer is 18. Check: 9 * 2 = 18 and 16 - 7 = 9."},
+        {"id": "gsm8k/0", "prediction": "\\boxed{17}"},  # a second sample of the same problem
+        {"id": "gsm8k/2", "prediction": None},
+    ])
+    out = tmp_path / "o.jsonl"
+    assert main(["--dataset", "gsm8k", "--data_file", str(data), "--predictions", str(preds),
+                 "--output", str(out)]) == 0
+    assert _read(out) == [
+        {"id": "gsm8k/1", "correct": True, "extracted": "70000"},
+        {"id": "gsm8k/0", "correct": True, "extracted": "18"},
+        {"id": "gsm8k/0", "correct": False, "extracted": "17"},
+        {"id": "gsm8k/2", "correct": False, "extracted": ""},
+    ]
+    assert "accuracy 0.5000 (2/4, strict scorer, gsm8k)" in capsys.readouterr().out
+    # the official scorer reads "70,000" as 70 and takes the last number after "The answer is 18."
+    assert main(["--dataset", "gsm8k", "--data_file", str(data), "--predictions", str(preds),
+                 "--output", str(out), "--scorer", "official"]) == 0
+    assert [r["correct"] for r in _read(out)] == [False, False, False, False]
+    assert [r["extracted"] for r in _read(out)][:2] == ["70", "9"]
+
+
+def test_mmlu_row_sets(tmp_path, capsys):
+    data = _jsonl(tmp_path / "mmlu.jsonl", MMLU)
+    preds = _jsonl(tmp_path / "p.jsonl", [{"id": "mmlu/s/1", "prediction": "The answer is (C)."}])
+    assert main(["--dataset", "mmlu", "--data_file", str(data), "--predictions", str(preds)]) == 0
+    assert "accuracy 1.0000" in capsys.readouterr().out  # official row set: corrected gold C
+    assert main(["--dataset", "mmlu", "--data_file", str(data), "--predictions", str(preds),
+                 "--mmlu_rows", "all"]) == 0
+    assert "accuracy 0.0000" in capsys.readouterr().out  # original gold B
+    with pytest.raises(UserError, match="unknown id 'mmlu/s/1'"):  # not a clean row
+        main(["--dataset", "mmlu", "--data_file", str(data), "--predictions", str(preds), "--mmlu_rows", "ok"])
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"id": "gsm8k/9", "prediction": "1"}'], "unknown id 'gsm8k/9'"),
+    (['{"id": "gsm8k/0", "prediction": "1"}', "{not json"], r"p.jsonl:2: not valid JSON"),
+    (['{"id": "gsm8k/0"}'], 'p.jsonl:1: expected an object with "id" and "prediction"'),
+    (['{"id": "gsm8k/0", "prediction": 5}'], "p.jsonl:1: prediction must be a string"),
+    ([""], "no predictions in"),
+])
+def test_bad_predictions_are_one_line_errors(tmp_path, lines, message):
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=message):
+        main(["--dataset", "gsm8k", "--data_file", str(data), "--predictions", str(preds)])
+
+
+def test_command_line_error_is_one_line(tmp_path):
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    preds = _jsonl(tmp_path / "p.jsonl", [{"id": "nope", "prediction": "1"}])
+    proc = subprocess.run([sys.executable, "-m", "minitflow.score", "--dataset", "gsm8k", "--data_file", str(data),
+                           "--predictions", str(preds)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "'nope'" in proc.stderr
+
+
+def _results_folder(tmp_path: Path, data: Path) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = [
+        {"id": "gsm8k/0", "prediction": "The answer is 18. Check: 16 - 7 = 9.", "correct": False, "extracted": "9",
+         "processed_tokens": 10},
+        {"id": "gsm8k/1", "prediction": "\\boxed{70,000}", "correct": False, "extracted": "70", "processed_tokens": 7},
+        {"id": "gsm8k/2", "prediction": "\\boxed{3}", "correct": True, "extracted": "3", "processed_tokens": 5},
+    ]
+    summary = {"method": "baseline", "dataset": "gsm8k", "n": 3, "accuracy": 1 / 3,
+               "config": {"data_file": str(data), "dataset": "gsm8k"}}
+    (folder / "baseline_results.json").write_text(json.dumps({"summary": summary, "samples": rows}))
+    partial = "".join(json.dumps(r) + "\n" for r in rows) + '{"id": "gsm8k/0", "predic'  # a line cut by a crash
+    (folder / "baseline_partial.rank0.jsonl").write_text(partial)
+    return folder
+
+
+def test_rescore_results_folder_in_place(tmp_path, capsys):
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    folder = _results_folder(tmp_path, data)
+    assert main(["--results", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline: accuracy 1.0000 strict, 0.3333 official" in out
+    data_out = json.loads((folder / "baseline_results.json").read_text())
+    assert data_out["summary"]["accuracy"] == 1.0
+    assert data_out["summary"]["accuracy_official"] == pytest.approx(1 / 3)
+    assert data_out["summary"]["method"] == "baseline" and data_out["summary"]["n"] == 3
+    first = data_out["samples"][0]
+    assert (first["correct"], first["extracted"], first["correct_official"], first["extracted_official"]) == (
+        True, "18", False, "9")
+    assert first["processed_tokens"] == 10  # other fields untouched
+    partial = (folder / "baseline_partial.rank0.jsonl").read_text().split("\n")
+    assert [json.loads(line)["correct"] for line in partial[:3]] == [True, True, True]
+    assert partial[3] == '{"id": "gsm8k/0", "predic'
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline_partial.rank0.jsonl", "baseline_results.json"]
+
+
+def test_rescore_results_errors(tmp_path):
+    with pytest.raises(UserError, match="results folder not found"):
+        main(["--results", str(tmp_path / "missing")])
+    with pytest.raises(UserError, match="no \\*_results.json"):
+        main(["--results", str(tmp_path)])
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    folder = _results_folder(tmp_path, data)
+    bad = json.loads((folder / "baseline_results.json").read_text())
+    bad["samples"][1]["id"] = "gsm8k/77"
+    (folder / "baseline_results.json").write_text(json.dumps(bad))
+    before = (folder / "baseline_results.json").read_text()
+    with pytest.raises(UserError, match="unknown id 'gsm8k/77'"):
+        main(["--results", str(folder)])
+    assert (folder / "baseline_results.json").read_text() == before  # nothing half-written
+
+
+def test_code_predictions_share_one_run(tmp_path):
+    data = _jsonl(tmp_path / "he.jsonl", [TOY])
+    preds = _jsonl(tmp_path / "p.jsonl", [
+        {"id": "Toy/0", "prediction": "```python\ndef add(a, b):\n    return a + b\n```"},
+        {"id": "Toy/0", "prediction": "```py\ndef add(a, b):\n    return a + b\n```"},  # official: no ```python block
+        {"id": "Toy/0", "prediction": "```python\ndef add(a, b):\n    return a - b\n```"},
+    ])
+    out = tmp_path / "o.jsonl"
+    main(["--dataset", "humaneval", "--data_file", str(data), "--predictions", str(preds), "--output", str(out)])
+    assert [r["correct"] for r in _read(out)] == [True, True, False]
+    main(["--dataset", "humaneval", "--data_file", str(data), "--predictions", str(preds), "--output", str(out),
+          "--scorer", "official"])
+    assert [r["correct"] for r in _read(out)] == [True, False, False]
