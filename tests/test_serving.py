@@ -52,8 +52,7 @@ def _alone(model, prompts, params, lora=None) -> list[list[int]]:
 
 
 def _one(lora, i):
-    from minitflow.engine.llm import _row
-    return _row(lora, i)
+    return lora.row(i)
 
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])

@@ -189,7 +189,7 @@ class LLM:
                 if not 0 <= s < e <= len(p):
                     raise UserError(f"capture span [{s}, {e}) of prompt {i} is outside its {len(p)} tokens")
                 cap = Capture(capture.layers, [s], [e], layer_weights=capture.layer_weights)
-            reqs.append(Request(p, sp, lora=_row(lora, i), capture=cap, generate=generate, tag=f"prompt {i}"))
+            reqs.append(Request(p, sp, lora=None if lora is None else lora.row(i), capture=cap, generate=generate, tag=f"prompt {i}"))
         self.engine.run(reqs)
         if capture is not None:  # one batch tensor again, zero past each row's span
             spans = [r.capture.lengths[0] for r in reqs]
@@ -202,14 +202,6 @@ class LLM:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
-
-
-def _row(lora: LoraWeights | None, i: int) -> LoraWeights | None:
-    """Row i of batched factors, as one request's (batch 1) factors."""
-    if lora is None:
-        return None
-    return LoraWeights([{k: (a[i:i + 1], tuple(b[i:i + 1] for b in bs)) for k, (a, bs) in layer.items()}
-                        for layer in lora.layers], 1)
 
 
 def _generation_eos(model_dir: Path) -> set[int]:

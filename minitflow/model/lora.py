@@ -48,6 +48,11 @@ class LoraWeights:
     layers: list[dict[str, LoraPair]]
     batch: int
 
+    def row(self, i: int) -> "LoraWeights":
+        """Row i alone, as one request's factors (batch 1; views, no copies)."""
+        return LoraWeights([{k: (a[i:i + 1], tuple(b[i:i + 1] for b in bs)) for k, (a, bs) in layer.items()}
+                            for layer in self.layers], 1)
+
 
 SenderFactors = Mapping[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
 """One sender: {(layer, HF projection name): (A (B, r, in), B (B, out, r))}."""

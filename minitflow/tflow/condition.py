@@ -1,8 +1,13 @@
-"""Senders' condition: one prefill per sender prompt, all L+1 hidden states over the question.
+"""Senders' condition: the hidden states of each sender prompt over the question span.
 
 The question span follows the official single-sample semantics: start = tokens of the
 prompt text before the question, end = tokens of the prompt text up to its end, each text
-tokenised on its own. Rows are padded to the longest span and the mask marks real tokens.
+tokenised on its own.
+
+At inference a sender is a prefill-only request whose capture sums the L+1 hidden states
+with the layer aggregator's weights as the layers run (float32): the condition is (S, H) per
+sender, and no (L+1) × S × H tensor exists. Training keeps all layers (`sender_states`): the
+aggregator's weights need their gradients.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import time
 import torch
 
 from minitflow.engine.llm import LLM, sync
+from minitflow.engine.request import Request
 from minitflow.model.qwen3 import Capture
 from minitflow.model.tokenizer import render_chat
+from minitflow.tflow.generator import PG_OUTPUT_SCALE
 
 
 def question_span(llm: LLM, prompt: str, question: str, n_tokens: int) -> tuple[int, int]:
@@ -29,22 +36,49 @@ def sender_prompt(system: str, question: str) -> str:
     return render_chat([{"role": "system", "content": system}, {"role": "user", "content": question}])
 
 
+def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Tensor | None, tag=None) -> Request:
+    """A sender's forward pass as a prefill-only request capturing all L+1 layers over the
+    question (summed with `layer_weights` when given)."""
+    text = sender_prompt(system, question)
+    ids = llm.encode(text)
+    start, end = question_span(llm, text, question, len(ids))
+    capture = Capture(layers=list(range(llm.cfg.num_hidden_layers + 1)), starts=[start], ends=[end],
+                      layer_weights=layer_weights)
+    return Request(ids, capture=capture, generate=False, tag=tag)
+
+
+def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-request captures (1, ..., S_i, H) -> one batch padded to the longest span, and the
+    mask of real positions (None when no row is padded)."""
+    spans = [c.shape[-2] for c in captures]
+    first = captures[0]
+    out = first.new_zeros(len(captures), *first.shape[1:-2], max(spans), first.shape[-1])
+    for i, c in enumerate(captures):
+        out[i, ..., : spans[i], :] = c[0]
+    mask = torch.arange(max(spans), device=out.device)[None, :] < torch.tensor(spans, device=out.device)[:, None]
+    return out, (None if bool(mask.all()) else mask)
+
+
+def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None) -> dict:
+    """The generator on an already aggregated condition (B, S, H) float32: what
+    TFlowGenerator.forward computes after its layer aggregator."""
+    pg = generator.parameter_generator
+    raw = pg(cond.to(next(pg.parameters()).dtype), mask)
+    return {k: (a * PG_OUTPUT_SCALE, b * PG_OUTPUT_SCALE) for k, (a, b) in raw.items()}
+
+
 def sender_states(llm: LLM, systems: list[str], questions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, list[int], float]:
-    """Rows = every (sender, question) pair, senders outermost, all in one prefill.
+    """All L+1 layers for training. Rows = every (sender, question) pair, senders outermost.
 
     Returns hidden (rows, L+1, S, H), mask (rows, S) or None when no row is padded,
     each row's prompt length (processed tokens), and the prefill seconds.
     """
-    texts = [sender_prompt(s, q) for s in systems for q in questions]
-    qs = [q for _ in systems for q in questions]
-    ids = [llm.encode(t) for t in texts]
-    spans = [question_span(llm, t, q, len(i)) for t, q, i in zip(texts, qs, ids)]
-    capture = Capture(layers=list(range(llm.cfg.num_hidden_layers + 1)),
-                      starts=[s for s, _ in spans], ends=[e for _, e in spans])
+    reqs = [sender_request(llm, s, q, None) for s in systems for q in questions]
     sync(llm.device)
     t0 = time.perf_counter()
-    llm.capture_hidden(ids, capture)
+    with torch.inference_mode():
+        llm.engine.run(reqs)
     sync(llm.device)
-    lengths = torch.tensor(capture.lengths, device=llm.device)
-    mask = torch.arange(capture.hidden.shape[2], device=llm.device)[None, :] < lengths[:, None]
-    return capture.hidden, (None if bool(mask.all()) else mask), [len(i) for i in ids], time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    hidden, mask = stack_conditions([r.capture.hidden for r in reqs])
+    return hidden.clone(), mask, [len(r.prompt_ids) for r in reqs], dt

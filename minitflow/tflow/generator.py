@@ -229,7 +229,10 @@ class LayerAggregator(nn.Module):
         self.layer_weights = nn.Parameter(torch.zeros(num_layers))
         self.log_temperature = nn.Parameter(torch.tensor(0.0))
 
+    def weights(self) -> torch.Tensor:
+        """(L+1,) softmax weights of the hidden states, for a capture that sums as layers run."""
+        return torch.softmax(self.layer_weights / self.log_temperature.exp().clamp(min=0.01), dim=0)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (B, L+1, S, H) -> (B, S, H)."""
-        w = torch.softmax(self.layer_weights / self.log_temperature.exp().clamp(min=0.01), dim=0)
-        return (w[None, :, None, None] * hidden).sum(dim=1)
+        return (self.weights()[None, :, None, None] * hidden).sum(dim=1)

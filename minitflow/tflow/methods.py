@@ -1,28 +1,39 @@
-"""The paper's three methods over the engine, batched: baseline, textmas, tflow.
+"""The paper's methods as request pipelines on the serving engine: baseline, textmas, tflow.
 
-Every result carries per-agent token usage (tflow's senders count their forward pass as
-processed prompt tokens), the processed total, the official count (generating agents only,
-as in the paper's Table 1) and wall-clock per stage of the batch it ran in.
+A question is a small graph of requests. baseline: one generation. textmas: two sender
+generations, then the receiver with their texts. tflow: two prefill-only sender requests
+that capture the condition (the layer aggregator's sum, as the layers run), then the
+generator, batched over every question whose senders finished in the same engine step, then
+the receiver with its generated factors in its slot. Stages of different questions overlap:
+a slot never waits for another question's stage, and a question's output does not depend on
+which others run beside it.
+
+Every result carries per-agent token usage (prompt, cached, completion; tflow's senders count
+their forward pass as processed prompt tokens), the processed total, the official count
+(generating agents only, as in the paper's Table 1) and seconds per stage for that question.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from minitflow.engine.llm import LLM, Generation, sync
+from minitflow.engine.llm import LLM, sync
+from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights, build_lora
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
-from minitflow.tflow.condition import sender_states
+from minitflow.tflow.condition import generator_factors, sender_request, stack_conditions
 
 METHODS = ("baseline", "textmas", "tflow")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
+TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
 
 
 @dataclass
@@ -30,10 +41,16 @@ class AgentUsage:
     prompt_tokens: int
     completion_tokens: int
     generates: bool  # False: a forward pass only (tflow senders), left out of the official count
+    cached_tokens: int = 0  # of prompt_tokens, those whose KV came from the prefix cache
 
     def as_dict(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+        return {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
+                "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens, "generates": self.generates}
+
+    @classmethod
+    def of(cls, req: Request) -> "AgentUsage":
+        return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens)
 
 
 @dataclass
@@ -44,9 +61,10 @@ class MethodResult:
     answer: str
     finish_reason: str
     agents: dict[str, AgentUsage]
-    timings: dict[str, float]  # seconds per stage, for the whole batch
-    batch_size: int
+    timings: dict[str, float]  # seconds per stage of this question; total_s from its start to its answer
+    batch_size: int  # questions in flight at once
     token_ids: list[int] = field(default_factory=list)
+    wall_s_per_question: float = 0.0  # the whole run's wall time / its questions
 
     @property
     def processed_tokens(self) -> int:
@@ -63,9 +81,10 @@ class MethodResult:
             "method": self.method,
             "finish_reason": self.finish_reason,
             "token_usage": {**self.official_usage, "processed_tokens": self.processed_tokens,
+                            "cached_tokens": sum(a.cached_tokens for a in self.agents.values()),
                             "per_agent": {k: v.as_dict() for k, v in self.agents.items()}},
             "timings": dict(self.timings),
-            "wall_time_per_question": self.timings.get("total_s", 0.0) / self.batch_size,
+            "wall_time_per_question": self.wall_s_per_question,
             "batch_size": self.batch_size,
         }
 
@@ -75,27 +94,12 @@ def with_context(context: str | None, question: str) -> str:
     return f"{context.strip()} {question}" if context and context.strip() else question
 
 
-def _chat(llm: LLM, system: str, question: str, context: str = "") -> list[int]:
+def chat(llm: LLM, system: str, question: str, context: str = "") -> list[int]:
     msgs = [{"role": "system", "content": system}]
     if context:
         msgs += [{"role": "user", "content": context},
                  {"role": "assistant", "content": prompts.TEXTMAS_ASSISTANT_TURN}]
     return llm.chat_ids(msgs + [{"role": "user", "content": question}])
-
-
-
-
-def _usage(g: Generation) -> AgentUsage:
-    return AgentUsage(g.prompt_tokens, g.completion_tokens, True)
-
-
-def _baseline(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], **_) -> list[MethodResult]:
-    t0 = time.perf_counter()
-    gens = llm.generate([_chat(llm, prompts.baseline_system(style), q) for q in questions], sps)
-    total = time.perf_counter() - t0
-    return [MethodResult("baseline", style, q, g.text, g.finish_reason, {"single": _usage(g)},
-                         {"receiver_prefill_s": g.prefill_s, "decode_s": g.decode_s, "total_s": total},
-                         len(questions), g.token_ids) for q, g in zip(questions, gens)]
 
 
 def textmas_context(style: str, texts: Sequence[str]) -> str:
@@ -104,84 +108,154 @@ def textmas_context(style: str, texts: Sequence[str]) -> str:
     return "\n\n---\n\n".join(f"[{name} | Round 0]\n{text}" for name, text in zip(names, texts))
 
 
-def _textmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
-             sender_max_new_tokens: int = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS,
-             sender_questions: list[str] | None = None, **_) -> list[MethodResult]:
-    (a_name, a_sys), (b_name, b_sys), (c_name, c_sys) = prompts.textmas_roles(style)
-    n = len(questions)
-    sq = sender_questions or questions
-    t0 = time.perf_counter()
-    sender_sps = [replace(s, max_new_tokens=sender_max_new_tokens) for s in sps]
-    senders = llm.generate([_chat(llm, a_sys, q) for q in sq] + [_chat(llm, b_sys, q) for q in sq],
-                           sender_sps + [replace(s, seed=s.seed + 1_000_003) for s in sender_sps])
-    t1 = time.perf_counter()
-    contexts = [textmas_context(style, [senders[i].text, senders[n + i].text]) for i in range(n)]
-    gens = llm.generate([_chat(llm, c_sys, q, ctx) for q, ctx in zip(questions, contexts)], sps)
-    total = time.perf_counter() - t0
-    return [MethodResult("textmas", style, q, g.text, g.finish_reason,
-                         {a_name: _usage(senders[i]), b_name: _usage(senders[n + i]), c_name: _usage(g)},
-                         {"senders_s": t1 - t0, "receiver_prefill_s": g.prefill_s, "decode_s": g.decode_s,
-                          "total_s": total}, n, g.token_ids)
-            for i, (q, g) in enumerate(zip(questions, gens))]
-
-
 def generated_lora(llm: LLM, generator: TFlowGenerator, hidden: torch.Tensor, mask: torch.Tensor | None,
-                   n: int, weights: Sequence[float] = SENDER_WEIGHTS) -> LoraWeights:
+                   n: int, weights: Sequence[float] = SENDER_WEIGHTS, aggregated: bool = False) -> LoraWeights:
     """Generator -> the receiver's fused LoRA; rows of `hidden` are senders outermost, n questions
-    each. Differentiable, so training uses it too."""
-    factors = generator(hidden, mask)
+    each: all L+1 layers (B, L+1, S, H), or with `aggregated` the layer aggregator's sum (B, S, H).
+    Differentiable, so training uses it too."""
+    factors = generator_factors(generator, hidden, mask) if aggregated else generator(hidden, mask)
     per_sender = [{k: (a[i * n:(i + 1) * n].to(llm.dtype), b[i * n:(i + 1) * n].to(llm.dtype))
                    for k, (a, b) in factors.items()} for i in range(len(weights))]
     return build_lora(llm.cfg, per_sender, [w * generator.arch.lora_scale for w in weights])
 
 
-def tflow_lora(llm: LLM, generator: TFlowGenerator, questions: list[str], style: str,
-               weights: Sequence[float] = SENDER_WEIGHTS):
-    """Senders' prefill -> generator -> fused per-row LoRA for the receiver; with usage and times.
-    `questions` are what the senders read (the receiver's question, or more: see sender_questions)."""
-    a_sys, b_sys, _ = prompts.tflow_agents(style)
-    n = len(questions)
-    hidden, mask, lengths, t_send = sender_states(llm, [a_sys, b_sys], questions)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        lora = generated_lora(llm, generator, hidden, mask, n, weights)
-    sync(llm.device)
-    return lora, lengths, {"sender_prefill_s": t_send, "generator_s": time.perf_counter() - t0}
+@dataclass(eq=False)
+class _Question:
+    index: int
+    question: str
+    sender_question: str
+    sampling: SamplingParams
+    start_t: float = field(default_factory=time.perf_counter)
+    agents: dict[str, Request] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
 
 
-def _tflow(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
-           generator: TFlowGenerator | None = None, sender_questions: list[str] | None = None,
-           **_) -> list[MethodResult]:
-    if generator is None:
-        raise UserError("tflow needs a ParameterGenerator: pass --checkpoint (or --random_generator for a smoke test)")
-    n = len(questions)
-    t0 = time.perf_counter()
-    lora, lengths, times = tflow_lora(llm, generator, sender_questions or questions, style)
-    receiver_sys = prompts.tflow_agents(style)[2]
-    gens = llm.generate([_chat(llm, receiver_sys, q) for q in questions], sps, lora=lora)
-    total = time.perf_counter() - t0
-    return [MethodResult("tflow", style, q, g.text, g.finish_reason,
-                         {"sender_A": AgentUsage(lengths[i], 0, False), "sender_B": AgentUsage(lengths[n + i], 0, False),
-                          "receiver": _usage(g)},
-                         {**times, "receiver_prefill_s": g.prefill_s, "decode_s": g.decode_s, "total_s": total},
-                         n, g.token_ids)
-            for i, (q, g) in enumerate(zip(questions, gens))]
+class _Pipeline:
+    """One method's request graph. `start` queues a question's first requests; `advance` takes
+    the requests finished in one engine step, queues what they unblock, and returns the
+    questions that are done."""
+
+    method = ""
+
+    def __init__(self, llm: LLM, style: str, window: int):
+        self.llm, self.style, self.window = llm, style, window
+
+    def add(self, q: _Question, agent: str, req: Request) -> None:
+        req.tag = (q, agent)
+        q.agents[agent] = req
+        self.llm.engine.add_request(req)
+
+    def start(self, q: _Question) -> None:
+        raise NotImplementedError
+
+    def advance(self, finished: list[Request]) -> list[_Question]:
+        raise NotImplementedError
+
+    def result(self, q: _Question, final: Request, names: dict[str, str] | None = None) -> MethodResult:
+        usage = {(names or {}).get(k, k): AgentUsage.of(r) for k, r in q.agents.items()}
+        times = {**q.times, "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
+                 "total_s": final.finished_t - q.start_t}
+        text = final.text if final.text is not None else self.llm.tokenizer.decode(final.output_ids)
+        return MethodResult(self.method, self.style, q.question, text, final.finish_reason or "length", usage,
+                            times, self.window, final.output_ids)
 
 
-_RUNNERS = {"baseline": _baseline, "textmas": _textmas, "tflow": _tflow}
+class _Baseline(_Pipeline):
+    method = "baseline"
+
+    def start(self, q):
+        self.add(q, "single", Request(chat(self.llm, prompts.baseline_system(self.style), q.question), q.sampling))
+
+    def advance(self, finished):
+        return [r.tag[0] for r in finished]
+
+
+class _TextMAS(_Pipeline):
+    method = "textmas"
+
+    def __init__(self, llm, style, window, sender_max_new_tokens: int = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS):
+        super().__init__(llm, style, window)
+        self.roles = prompts.textmas_roles(style)
+        self.sender_max = sender_max_new_tokens
+
+    def start(self, q):
+        sp = replace(q.sampling, max_new_tokens=self.sender_max)
+        (a, a_sys), (b, b_sys), _ = self.roles
+        self.add(q, a, Request(chat(self.llm, a_sys, q.sender_question), sp))
+        self.add(q, b, Request(chat(self.llm, b_sys, q.sender_question), replace(sp, seed=sp.seed + TEXTMAS_SEED_B)))
+
+    def advance(self, finished):
+        (a, _), (b, _), (c, c_sys) = self.roles
+        done = []
+        for r in finished:
+            q, agent = r.tag
+            if agent == c:
+                done.append(q)
+            elif q.agents[a].finished and q.agents[b].finished and c not in q.agents:
+                q.times["senders_s"] = time.perf_counter() - q.start_t
+                texts = [self.llm.tokenizer.decode(q.agents[x].output_ids) if q.agents[x].text is None
+                         else q.agents[x].text for x in (a, b)]
+                self.add(q, c, Request(chat(self.llm, c_sys, q.question, textmas_context(self.style, texts)),
+                                       q.sampling))
+        return done
+
+
+class _TFlow(_Pipeline):
+    method = "tflow"
+
+    def __init__(self, llm, style, window, generator: TFlowGenerator):
+        super().__init__(llm, style, window)
+        self.generator = generator
+        self.systems = prompts.tflow_agents(style)
+        with torch.inference_mode():
+            self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
+
+    def start(self, q):
+        for name, system in zip(("sender_A", "sender_B"), self.systems[:2]):
+            self.add(q, name, sender_request(self.llm, system, q.sender_question, self.layer_weights))
+
+    def advance(self, finished):
+        done, ready = [], []
+        for r in finished:
+            q, agent = r.tag
+            if agent == "receiver":
+                done.append(q)
+            elif q.agents["sender_A"].finished and q.agents["sender_B"].finished and \
+                    q not in ready:  # both senders may finish in one step
+                ready.append(q)
+        if ready:  # the generator, batched over every question whose senders just finished
+            sync(self.llm.device)
+            t0 = time.perf_counter()
+            caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in ready]
+            with torch.inference_mode():
+                cond, mask = stack_conditions(caps)
+                lora = generated_lora(self.llm, self.generator, cond, mask, len(ready), aggregated=True)
+            sync(self.llm.device)
+            dt = time.perf_counter() - t0
+            for i, q in enumerate(ready):
+                q.times.update(sender_prefill_s=max(q.agents[s].prefill_s for s in ("sender_A", "sender_B")),
+                               generator_s=dt)
+                for s in ("sender_A", "sender_B"):
+                    q.agents[s].capture.hidden = None  # the condition is spent: free it
+                self.add(q, "receiver", Request(chat(self.llm, self.systems[2], q.question), q.sampling,
+                                                lora=lora.row(i)))
+        return done
 
 
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
                sampling: SamplingParams | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
-               seeds: Sequence[int] | None = None, **kwargs) -> list[MethodResult]:
-    """Run `method` on every question, `batch_size` at a time; results in input order.
+               seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
+               **kwargs) -> list[MethodResult]:
+    """Run `method` on every question with at most `batch_size` questions in flight (the
+    engine's slots bound the requests running at once); results in input order.
 
     `sender_questions` (textmas, tflow) gives the senders other text than the receiver,
     e.g. a private context plus the question: the receiver then learns it only through them.
-    Question i samples with seeds[i] (default sampling.seed + i), whatever batch it lands in.
+    Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it.
+    `on_result(i, result)` is called as each question finishes (streaming evaluation).
     """
-    if method not in _RUNNERS:
+    if method not in _PIPELINES:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     style = prompts.resolve_style(style)
     questions = list(questions)
@@ -191,15 +265,60 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
+    if method == "tflow" and generator is None:
+        raise UserError("tflow needs a ParameterGenerator: pass --checkpoint (or --random_generator for a smoke test)")
     sampling = sampling or SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
     seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(questions))]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
-    results: list[MethodResult] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start:start + batch_size]
-        sq = list(sender_questions[start:start + batch_size]) if sender_questions is not None else None
-        sps = [replace(sampling, seed=seed) for seed in seeds[start:start + batch_size]]
-        results += _RUNNERS[method](llm, chunk, style, sps,
-                                    generator=generator, sender_questions=sq, **kwargs)
-    return results
+    sq = list(sender_questions) if sender_questions is not None else questions
+    pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
+    todo = deque(_Question(i, q, s, replace(sampling, seed=seed))
+                 for i, (q, s, seed) in enumerate(zip(questions, sq, seeds)))
+    results: dict[int, MethodResult] = {}
+    live = 0
+    t0 = time.perf_counter()
+    with torch.inference_mode(), _aborting(llm):
+        while todo or live:
+            while todo and live < batch_size:
+                q = todo.popleft()
+                q.start_t = time.perf_counter()
+                pipeline.start(q)
+                live += 1
+            for q in pipeline.advance(llm.step()):
+                final = q.agents["receiver" if method == "tflow" else
+                                 prompts.textmas_roles(style)[2][0] if method == "textmas" else "single"]
+                results[q.index] = pipeline.result(q, final)
+                live -= 1
+                if on_result is not None:
+                    on_result(q.index, results[q.index])
+    wall = (time.perf_counter() - t0) / len(questions)
+    for r in results.values():
+        r.wall_s_per_question = wall
+    return [results[i] for i in range(len(questions))]
+
+
+class _aborting:
+    """On an error (or Ctrl-C) mid-run, drop this run's requests so the engine stays usable."""
+
+    def __init__(self, llm: LLM):
+        self.llm = llm
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is not None:
+            self.llm.engine.abort_all()
+        return False
+
+
+def _extra(method: str, generator, kwargs: dict) -> dict:
+    if method == "tflow":
+        return {"generator": generator}
+    if method == "textmas" and "sender_max_new_tokens" in kwargs:
+        return {"sender_max_new_tokens": kwargs["sender_max_new_tokens"]}
+    return {}
+
+
+_PIPELINES: dict[str, type[_Pipeline]] = {"baseline": _Baseline, "textmas": _TextMAS, "tflow": _TFlow}
