@@ -231,3 +231,43 @@ def test_cli_user_errors(tmp_path, capsys):
         assert code == 2, (args, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, err)
+
+
+def test_streamed_condition_factors_equal_the_full_path(golden_llm):
+    """The capture that sums layers as they run gives the factors of all-L+1-layers + aggregator."""
+    from minitflow.tflow.condition import sender_request, stack_conditions
+    from minitflow.tflow.methods import generated_lora
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    questions = ["What is 2 + 2?", "A train travels 120 km at 60 km/h. How long does it take?"]
+    systems = prompts.tflow_agents("gsm8k")[:2]
+    hidden, mask, _, _ = sender_states(golden_llm, systems, questions)
+    w = gen.pg_layer_aggregator.weights().float()
+    reqs = [sender_request(golden_llm, s, q, w) for s in systems for q in questions]
+    golden_llm.engine.run(reqs)
+    cond, cmask = stack_conditions([r.capture.hidden for r in reqs])
+    assert cond.dim() == 3 and (cmask is None) == (mask is None)
+    with torch.no_grad():
+        full = generated_lora(golden_llm, gen, hidden, mask, len(questions))
+        streamed = generated_lora(golden_llm, gen, cond, cmask, len(questions), aggregated=True)
+    for lf, ls in zip(full.layers, streamed.layers):
+        for k, (a, bs) in lf.items():
+            assert torch.allclose(ls[k][0], a, rtol=0, atol=1e-5)
+            for b1, b2 in zip(bs, ls[k][1]):
+                assert torch.allclose(b1, b2, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["textmas", "tflow"])
+def test_each_question_independent_of_its_neighbours(golden_llm, method):
+    """Sampled, per-question lengths, 1 vs 5 questions in flight: the same answer per question."""
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg) if method == "tflow" else None
+    questions = ["What is 2 + 2?", "Natalia sold clips to 48 of her friends in April, and then half as many in May.",
+                 "How many legs do 3 spiders have?", "If x = 3, what is 2x + 7?", "Name a prime above 10."]
+    sps = [SamplingParams(max_new_tokens=m, temperature=0.7, top_p=0.9) for m in (9, 3, 12, 6, 10)]
+    kw = dict(sampling=sps, generator=gen, sender_max_new_tokens=5)
+    batched = run_method(method, golden_llm, questions, batch_size=5, **kw)
+    alone = [run_method(method, golden_llm, [q], sampling=[sp], generator=gen, sender_max_new_tokens=5,
+                        seeds=[sp.seed + i])[0] for i, (q, sp) in enumerate(zip(questions, sps))]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in alone]
+    assert [len(r.token_ids) for r in batched] == [9, 3, 12, 6, 10]

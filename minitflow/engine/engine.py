@@ -133,7 +133,8 @@ class Engine:
         """Admit, prefill, decode once; return the requests that finished. An exception (or
         Ctrl-C) aborts every request in flight and leaves the engine ready for new ones."""
         try:
-            return self._step()
+            with torch.inference_mode():  # the cache and buffers are inference tensors
+                return self._step()
         except BaseException:
             self.abort_all()
             raise

@@ -243,7 +243,7 @@ class _TFlow(_Pipeline):
 
 
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
-               sampling: SamplingParams | None = None, generator: TFlowGenerator | None = None,
+               sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
                **kwargs) -> list[MethodResult]:
@@ -252,7 +252,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
 
     `sender_questions` (textmas, tflow) gives the senders other text than the receiver,
     e.g. a private context plus the question: the receiver then learns it only through them.
-    Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it.
+    Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
+    `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
     """
     if method not in _PIPELINES:
@@ -268,13 +269,16 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if method == "tflow" and generator is None:
         raise UserError("tflow needs a ParameterGenerator: pass --checkpoint (or --random_generator for a smoke test)")
     sampling = sampling or SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
-    seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(questions))]
+    per_q = [sampling] * len(questions) if isinstance(sampling, SamplingParams) else list(sampling)
+    if len(per_q) != len(questions):
+        raise UserError(f"{len(per_q)} sampling params for {len(questions)} questions")
+    seeds = list(seeds) if seeds is not None else [sp.seed + i for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-    todo = deque(_Question(i, q, s, replace(sampling, seed=seed))
-                 for i, (q, s, seed) in enumerate(zip(questions, sq, seeds)))
+    todo = deque(_Question(i, q, s, replace(sp, seed=seed))
+                 for i, (q, s, sp, seed) in enumerate(zip(questions, sq, per_q, seeds)))
     results: dict[int, MethodResult] = {}
     live = 0
     t0 = time.perf_counter()
