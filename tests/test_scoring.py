@@ -492,3 +492,18 @@ def test_missing_optional_dependency_is_one_line(monkeypatch):
     monkeypatch.undo()
     for name in ("gsm8k", "math", "mmlu", "humaneval", "mbpp"):
         check_eval_dependencies(name)  # this environment has them all
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"C_1 e^{t}+C_3 \cos t+\frac{\cos 2t}{15}", r"\frac{\cos (2 t)}{15}+C_{1} e^{t}+C_{3} \cos (t)", True),
+    (r"\cos(2t) + \sin(2t)", r"\sqrt{2} \cos (2 t-\pi / 4)", True),
+    (r"\frac{1}{\omega^2 - 4}", r"\frac{1}{4-\omega^{2}}", False),
+    ("y' + ry - rx(t) = 0", r"y^{\prime}+r y-r x(t)=0", True),
+    (r"\pi r^2", r"r^2\pi", True),
+    (r"\pi r^2", r"2\pi r", False),
+    ("monday", r"\text{Monday}", True),
+    ("xy", "yx", True),
+    (r"\arcsin(10/13)", "np.arcsin(10/13)", True),
+])
+def test_math_symbolic_forms(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

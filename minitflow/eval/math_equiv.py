@@ -140,6 +140,7 @@ def clean_answer(s: str | None) -> str:
     s = s.replace("\\displaystyle", "").replace("\\!", "")
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "", s)
+    s = re.sub(r"\^\s*\{\s*\\prime\s*\}|\^\s*\\prime|\\prime", "'", s)
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"(?<=\d)\\[,;: ](?=\d{3}(?!\d))", "", s)  # 1\,450\,000
     s = re.sub(r"(?<=\d)\{,\}(?=\d{3}(?!\d))", ",", s)  # 1{,}450
@@ -345,7 +346,8 @@ def normalize_latex(s: str | None) -> str:
     s = s.replace("\\%", "").replace("%", "")
     s = re.sub(r",?\s*\\text\{\s*(?:and|or|,)\s*\}\s*|,\s*(?:and|or)\s+", ",", s)  # "2 \text{ and } 3"
     s = _drop_text_units(s)
-    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # keep "\\cos t" apart from "\\cost"
+    s = re.sub(r"\s+", "", s).replace("\x01", " ")
     s = _fix_fracs(s)
     s = re.sub(r"\\sqrt(?![A-Za-z])([^{\[\\])", r"\\sqrt{\1}", s)
     s = s.replace("{,}", ",").rstrip(".")
@@ -461,6 +463,8 @@ _GREEK = {
     "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma",
     "Phi", "Psi", "Omega", "hbar", "ell",
 }
+_BARE_ARG_FUNCS = ("sin", "cos", "tan", "sec", "csc", "cot", "sinh", "cosh", "tanh", "ln", "log", "exp",
+                   "arcsin", "arccos", "arctan")
 _LATEX_FUNCS = {
     "arcsin": "asin", "arccos": "acos", "arctan": "atan", "ln": "log", "lambda": "lamda",
     "infty": "oo", "cdot": "*", "times": "*", "div": "/",
@@ -510,11 +514,15 @@ def latex_to_sympy_str(s: str) -> str | None:
     returns None for anything it does not know.
     """
     s = re.sub(r"^np\.", "", s)
+    # \cos 2t, \sin \theta: the argument without brackets is the next factor
+    s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(?![\s({^\\])"
+               r"(\d*\.?\d*(?:[A-Za-z](?:_\w+)?)?)", r"\\\1{\2}", s)
+    s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(\\[A-Za-z]+(?:_\w+)?)", r"\\\1{\2}", s)
     s = re.sub(r"(?<![A-Za-z\\])(arcsin|arccos|arctan)(?![A-Za-z])", r"\\\1", s)
     s = _replace_frac_sqrt(s)
     if s is None:
         return None
-    s = re.sub(r"_\{\s*(\w+)\s*\}", r"_\1", s)  # x_{0} -> x_0
+    s = re.sub(r"_\{\s*(\w+)\s*\}", r"_\1 ", s)  # x_{0} -> x_0
     for name, repl in _LATEX_FUNCS.items():
         s = re.sub(rf"\\{name}(?![A-Za-z])", f" {repl} ", s)
     s = re.sub(r"\\([A-Za-z]+)(_[A-Za-z0-9]+)?", r" \1\2 ", s)  # \omega_0 -> omega_0
@@ -703,7 +711,12 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
         return False
     if na == nb:
         return True
+    if _WORDS_RE.fullmatch(na) and _WORDS_RE.fullmatch(nb):  # \text{Monday} vs monday
+        return na.lower() == nb.lower()
     return _equiv(a, b, na, nb, timeout, rel_tol, depth=0)
+
+
+_WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, not products like xy
 
 
 def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, depth: int) -> bool:
