@@ -522,6 +522,7 @@ def latex_to_sympy_str(s: str) -> str | None:
     s = _replace_frac_sqrt(s)
     if s is None:
         return None
+    s = re.sub(r"_([A-Za-z0-9])(?=\w)", r"_\1 ", s)  # C_1e: a bare subscript is one character
     s = re.sub(r"_\{\s*(\w+)\s*\}", r"_\1 ", s)  # x_{0} -> x_0
     for name, repl in _LATEX_FUNCS.items():
         s = re.sub(rf"\\{name}(?![A-Za-z])", f" {repl} ", s)
