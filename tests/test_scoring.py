@@ -507,3 +507,22 @@ def test_missing_optional_dependency_is_one_line(monkeypatch):
 ])
 def test_math_symbolic_forms(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"-\infty", r"\infty", False),
+    (r"x \in [-2, 7]", "[-2,7]", True),
+    (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{1+\sqrt5}{2}, \frac{1-\sqrt5}{2}", True),
+    (r"x=2 \text{ or } x=3", "2, 3", True),
+    (r"\begin{pmatrix} 0.5 & 0 \\ 0 & 1 \end{pmatrix}", r"\begin{pmatrix} \frac12 & 0 \\ 0 & 1 \end{pmatrix}", True),
+    ("(1,2),(3,4)", "(3,4),(1,2)", True),
+    (r"2^{10}", "1024", True),
+    ("24.05", r"\$24.50", False),
+])
+def test_math_handwritten_gold_forms(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_mmlu_capitalised_word_after_the_letter():
+    assert extract_mmlu_letter("Final answer: C This is a well-established result.") == "C"
+    assert extract_mmlu_letter("Answer: B Because the kernel is trivial, statement 1 holds.") == "B"

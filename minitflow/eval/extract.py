@@ -273,7 +273,7 @@ def _closing_statement(region: str) -> str | None:
 # ------------------------------------------------------------------- MMLU
 
 _LETTERS = "ABCDEFGHIJ"
-_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+[a-z]{2,}\s+(?:is|are)\b)"
+_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)"
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
     re.compile(r"answer\s+(?:is|would\s+be|should\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),

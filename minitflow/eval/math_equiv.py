@@ -351,6 +351,7 @@ def normalize_latex(s: str | None) -> str:
     s = _fix_fracs(s)
     s = re.sub(r"\\sqrt(?![A-Za-z])([^{\[\\])", r"\\sqrt{\1}", s)
     s = s.replace("{,}", ",").rstrip(".")
+    s = re.sub(r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?\\in(?![A-Za-z])", "", s)  # x \in [2, 5)
     if s.count("=") == 1:
         left, right = s.split("=")
         if re.fullmatch(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?", left):
@@ -404,13 +405,12 @@ def _matrix_cells(s: str) -> list[list[str]] | None:
 
 
 def _pm_expand(s: str) -> list[str] | None:
-    r"""`a \pm b` -> [a+b, a-b] (one top-level \pm only)."""
-    if s.count("\\pm") != 1 or s.count("\\mp"):
+    r"""`a \pm b` -> [a+b, a-b], wherever the one \pm stands (rac{1\pm\sqrt5}{2} too)."""
+    if s.count("\\pm") + s.count("\\mp") != 1:
         return None
-    left, right = s.split("\\pm")
-    if not right.strip():
-        return None
-    return [f"{left}+{right}", f"{left}-({right})" if left.strip() else f"-({right})"]
+    sign = "\\pm" if "\\pm" in s else "\\mp"
+    first, second = ("+", "-") if sign == "\\pm" else ("-", "+")
+    return [s.replace(sign, first), s.replace(sign, second)]
 
 
 def _shape(s: str) -> tuple[str, list[str]]:
@@ -657,6 +657,8 @@ def _sympy_equal(a: str, b: str) -> bool | None:
     try:
         va, vb = _numeric_value(ea), _numeric_value(eb)
         if va is not None and vb is not None:
+            if not (math.isfinite(abs(va)) and math.isfinite(abs(vb))):
+                return ea == eb  # oo, -oo, zoo: only themselves
             return va == vb or abs(va - vb) <= 1e-12 * max(abs(va), abs(vb))
         diff = ea - eb
         if diff == 0:
