@@ -129,3 +129,50 @@ def test_prefix_cache_prefill(benchmark, setup: Setup, tokenized, style: str) ->
     reused = sum(r.cached_tokens for r in last["reqs"])
     record(benchmark, setup, style=style, questions=len(prompts), prompt_tokens=prompt_tokens,
            cached_share=reused / prompt_tokens, speedup_vs_no_cache=plain_s / s)
+
+
+# ---- the methods as pipelines vs chunked stage barriers ----------------------------------------
+PIPE_QUESTIONS = 64
+PIPE_MAX_NEW = 256 if ON_CUDA else 32
+
+
+@pytest.mark.parametrize("method", ["textmas", "tflow"])
+def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) -> None:
+    """64 questions (official gsm8k prompts, long-tailed output lengths, ignore_eos) through
+    run_method with SLOTS questions in flight, vs the chunked path: SLOTS questions at a time
+    on a static engine, each stage waiting for the chunk's slowest question."""
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    from minitflow.tflow.methods import run_method
+    benchmark.group = "serving-pipelines"
+    net, tokenizer = tokenized
+    overrides = None if setup.name == "qwen3-4b" else dict(d_model=128, head_dim=32, output_dim=32, token_dim=32)
+    gen = random_generator(net.cfg, seed=0, arch=arch_for(net.cfg, overrides))
+    gen.parameter_generator.to(setup.dtype)
+    gen = gen.to(setup.device).eval().requires_grad_(False)
+    questions = [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?"
+                 for i in range(PIPE_QUESTIONS)]
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95)
+           for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
+    kw = dict(style="gsm8k", generator=gen, sender_max_new_tokens=PIPE_MAX_NEW // 2)
+    piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, compile=ON_CUDA)
+    chunked = LLM(net, tokenizer, eos_token_ids=[], num_slots=2 * SLOTS, static=True, prefix_cache_bytes=0,
+                  compile=ON_CUDA)
+    out = {}
+
+    def run_piped():
+        out["piped"] = run_method(method, piped, questions, sampling=sps, batch_size=SLOTS, **kw)
+
+    def run_chunked():
+        res = []
+        for i in range(0, PIPE_QUESTIONS, SLOTS):
+            res += run_method(method, chunked, questions[i:i + SLOTS], sampling=sps[i:i + SLOTS],
+                              seeds=[sp.seed + j for j, sp in enumerate(sps)][i:i + SLOTS], batch_size=SLOTS, **kw)
+        out["chunked"] = res
+
+    s, chunked_s = pedantic_vs(benchmark, run_piped, run_chunked, setup.device, 1, 0)
+    assert [r.token_ids for r in out["piped"]] == [r.token_ids for r in out["chunked"]]
+    record(benchmark, setup, method=method, questions=PIPE_QUESTIONS, slots=SLOTS,
+           questions_per_s=PIPE_QUESTIONS / s, chunked_questions_per_s=PIPE_QUESTIONS / chunked_s,
+           speedup_vs_chunked=chunked_s / s,
+           cached_share=sum(r.metadata()["token_usage"]["cached_tokens"] for r in out["piped"]) /
+           sum(r.processed_tokens for r in out["piped"]))
