@@ -31,7 +31,7 @@ from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
 from minitflow.tflow.condition import generator_factors, sender_request, stack_conditions
 
-METHODS = ("baseline", "textmas", "tflow")
+METHODS = ("baseline", "textmas", "tflow", "latentmas")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
 
@@ -256,7 +256,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
     """
-    if method not in _PIPELINES:
+    if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     style = prompts.resolve_style(style)
     questions = list(questions)
@@ -276,6 +276,12 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
+    if method == "latentmas":
+        return _latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
+                          batch_size, on_result, kwargs)
+    from minitflow.tflow.latentmas import validate_options
+    validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
+                     realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
     todo = deque(_Question(i, q, s, replace(sp, seed=seed))
                  for i, (q, s, sp, seed) in enumerate(zip(questions, sq, per_q, seeds)))
@@ -300,6 +306,26 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     for r in results.values():
         r.wall_s_per_question = wall
     return [results[i] for i in range(len(questions))]
+
+
+def _latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], batch_size: int,
+               on_result, kwargs: dict) -> list[MethodResult]:
+    """LatentMAS runs its agents in lockstep over a batch of cache rows (latent steps feed
+    embeddings, not tokens), `batch_size` questions at a time; each row is invariant to the batch."""
+    from minitflow.tflow.latentmas import run_latentmas
+    kwargs = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None}}
+    results: list[MethodResult] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(questions), batch_size):
+        chunk = run_latentmas(llm, questions[start:start + batch_size], style, sps[start:start + batch_size], **kwargs)
+        for i, r in enumerate(chunk):
+            if on_result is not None:
+                on_result(start + i, r)
+        results += chunk
+    wall = (time.perf_counter() - t0) / len(questions)
+    for r in results:
+        r.wall_s_per_question = wall
+    return results
 
 
 class _aborting:
