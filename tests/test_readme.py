@@ -23,3 +23,11 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"Run the tests.*?```bash\n(.*?)\n```", text, re.S).group(1).strip()
     ci = (README.parent / ".ci" / "run").read_text()
     assert command in ci
+
+
+def test_serving_example_runs(capsys):
+    section = README.read_text().split("**Serving.**", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.split()[-2] in ("stop", "length") for line in out)
