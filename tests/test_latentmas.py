@@ -74,6 +74,9 @@ def write_tiny_qwen3(out_dir: Path, tokenizer_dir: Path, *, tie: bool, seed: int
 
 
 # The fixture: models (knobs of write_tiny_qwen3), questions and the settings run through the official code.
+# Every row is checked to come out the same at 1-4 torch threads: float32 reductions (the mean embedding
+# norm) change in the last bit with the thread count, and the latent loop of these scaled-up random models
+# amplifies that; (tied, hierarchical, realign, 8 steps) flipped a late token at one thread and was dropped.
 MODELS = {
     "untied": {"tie": False, "seed": 11},  # W_out != W_in: realignment changes the latent vectors
     "tied": {"tie": True, "seed": 12},  # W_out = W_in: W_a is (almost) the identity
@@ -93,7 +96,8 @@ RUNS = [
     {"model": "untied", "topology": "hierarchical", "task": "mbppplus", "think": False, "realign": True, "latent_steps": 3},
     {"model": "untied", "topology": "sequential", "task": "gpqa", "think": False, "realign": False, "latent_steps": 3},
     {"model": "tied", "topology": "sequential", "task": "gsm8k", "think": False, "realign": False, "latent_steps": 3},
-    {"model": "tied", "topology": "hierarchical", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 8},
+    {"model": "tied", "topology": "hierarchical", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 3},
+    {"model": "tied", "topology": "sequential", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 8},
     {"model": "tied", "topology": "sequential", "task": "gsm8k", "think": False, "realign": True, "latent_steps": 0},
 ]
 
