@@ -526,3 +526,19 @@ def test_math_handwritten_gold_forms(pred, gold, ok):
 def test_mmlu_capitalised_word_after_the_letter():
     assert extract_mmlu_letter("Final answer: C This is a well-established result.") == "C"
     assert extract_mmlu_letter("Answer: B Because the kernel is trivial, statement 1 holds.") == "B"
+
+
+def test_math_scoring_in_worker_processes_matches_one_process():
+    import minitflow.eval.scoring as scoring
+
+    golds = ["1.6", "4.5e33", r"\frac{\pi}{2}", r"\{1,2\}", "x^2+1"]
+    samples = [Sample(f"m/{k}", "q", g, {"dataset": "minerva_math", "solution": f"\\boxed{{{g}}}"})
+               for k, g in enumerate(golds)]
+    preds, batch = [], []
+    for i in range(scoring.PARALLEL_MIN + 10):
+        s = samples[i % len(samples)]
+        preds.append(f"So $\\boxed{{{s.answer if i % 3 else '7'}}}$." if i % 7 else None)
+        batch.append(s)
+    serial = score_both("minerva_math", preds, batch, workers=1)
+    assert score_both("minerva_math", preds, batch, workers=2) == serial
+    assert [r["correct"] for r in serial] == [bool(i % 3 and i % 7) for i in range(len(preds))]

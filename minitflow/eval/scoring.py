@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -171,11 +172,12 @@ def score_samples(
     _check_scorer(scorer)
     if len(predictions) != len(samples):
         raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-    if dataset not in CODE_DATASETS:
-        return [score_sample(dataset, p, s, timeout, scorer) for p, s in zip(predictions, samples)]
     key = "correct" if scorer == "strict" else "correct_official"
     ext = "extracted" if scorer == "strict" else "extracted_official"
-    rows = _score_code(dataset, predictions, samples, workers, timeout, scorers=(scorer,))
+    if dataset in CODE_DATASETS:
+        rows = _score_code(dataset, predictions, samples, workers, timeout, scorers=(scorer,))
+    else:
+        rows = _score_text(dataset, predictions, samples, workers, timeout, scorers=(scorer,))
     return [(r[key], r[ext]) for r in rows]
 
 
@@ -192,13 +194,55 @@ def score_both(
         raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
     if dataset in CODE_DATASETS:
         return _score_code(dataset, predictions, samples, workers, timeout, scorers=SCORERS)
+    return _score_text(dataset, predictions, samples, workers, timeout, scorers=SCORERS)
+
+
+PARALLEL_MIN = 200  # MATH samples from which scoring is spread over `workers` processes
+
+
+def _text_rows(job: tuple) -> list[dict[str, Any]]:
+    dataset, predictions, samples, timeout, scorers = job
     out = []
     for p, s in zip(predictions, samples):
-        ok, extracted = _strict_text(dataset, p, s, timeout)
-        ok_off, extracted_off = official.official_text_verdict(dataset, p, s)
-        out.append({"correct": bool(ok), "extracted": extracted,
-                    "correct_official": bool(ok_off), "extracted_official": extracted_off})
+        row: dict[str, Any] = {}
+        if "strict" in scorers:
+            ok, row["extracted"] = _strict_text(dataset, p, s, timeout)
+            row["correct"] = bool(ok)
+        if "official" in scorers:
+            ok, row["extracted_official"] = official.official_text_verdict(dataset, p, s)
+            row["correct_official"] = bool(ok)
+        out.append(row)
     return out
+
+
+def _score_text(
+    dataset: str,
+    predictions: Sequence[str | None],
+    samples: Sequence[Any],
+    workers: int,
+    timeout: float | None,
+    scorers: Sequence[str],
+) -> list[dict[str, Any]]:
+    """GSM8K / MMLU in this process (well under a millisecond a sample); MATH (sympy,
+    math-verify: milliseconds to seconds a sample) in `workers` forked processes once
+    there are PARALLEL_MIN samples, unless this process holds a CUDA context (fork
+    would copy it; the caller is then scoring small batches beside a model anyway)."""
+    n = len(predictions)
+    job = (dataset, list(predictions), list(samples), timeout, tuple(scorers))
+    if dataset != "minerva_math" or workers <= 1 or n < PARALLEL_MIN or not _fork_is_safe():
+        return _text_rows(job)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    step = -(-n // (workers * 4))
+    jobs = [(dataset, job[1][i:i + step], job[2][i:i + step], timeout, job[4]) for i in range(0, n, step)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [row for part in pool.map(_text_rows, jobs) for row in part]
+
+
+def _fork_is_safe() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is None or not torch.cuda.is_initialized()
 
 
 def _score_code(
