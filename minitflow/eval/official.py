@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Any
 
 from .math_equiv import call_with_timeout
@@ -220,22 +221,26 @@ _SCI_LATEX_RE = re.compile(
     r"^([+-]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?$")
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except (ValueError, OverflowError):
+        return None
+
+
 def _as_float(s: str) -> float | None:
+    """The release's number reading: float(), then `a \\times 10^{b}`, then float() without braces."""
     s = s.strip()
     for left, right in (("\\(", "\\)"), ("$", "$")):
         if s.startswith(left) and s.endswith(right):
             s = s[len(left):-len(right)].strip()
-    for candidate in (s, None, s.replace("{", "").replace("}", "")):
-        if candidate is None:
-            m = _SCI_LATEX_RE.match(s)
-            if not m:
-                continue
-            candidate = f"{m.group(1)}e{m.group(2)}"
-        try:
-            return float(candidate)
-        except (ValueError, OverflowError):
-            continue
-    return None
+    value = _float_or_none(s)
+    if value is None:
+        m = _SCI_LATEX_RE.match(s)
+        value = _float_or_none(f"{m.group(1)}e{m.group(2)}") if m else None
+    if value is None:
+        value = _float_or_none(s.replace("{", "").replace("}", ""))
+    return value
 
 
 def _sympy_same(x1: str, x2: str) -> bool:
@@ -264,12 +269,23 @@ def minerva_equiv(x1: str, x2: str) -> bool:
 
 
 def _math_verify_whole(text: str, gold: str) -> bool:
+    """math-verify with its default 5 s timeouts (signal based: main thread only; off it
+    they are off and our thread timeout stands in)."""
     try:
         from math_verify import parse, verify
-
-        return bool(verify(gold=parse("\\boxed{" + gold + "}"), target=parse(text)))
-    except Exception:  # noqa: BLE001 - the release counts any failure as "no"
+    except ImportError:
         return False
+    on_main = threading.current_thread() is threading.main_thread()
+    limit = 5 if on_main else None
+
+    def run() -> bool:
+        try:
+            return bool(verify(gold=parse("\\boxed{" + gold + "}", parsing_timeout=limit),
+                               target=parse(text, parsing_timeout=limit), timeout_seconds=limit))
+        except Exception:  # noqa: BLE001 - the release counts any failure as "no"
+            return False
+
+    return run() if on_main else bool(call_with_timeout(run, 15.0))
 
 
 def minerva_extract(text: str) -> str:
