@@ -273,17 +273,17 @@ def _quantity_from(pattern: re.Pattern, m: re.Match) -> Quantity | None:
 def quantities_equal(pred: Quantity, gold: Quantity, rel_tol: float = REL_TOL) -> bool:
     """Same number? Integers exactly; others within rel_tol and within rounding of the
     less precise side.  A percent on one side also matches the fraction (10% ~ 0.1)."""
-    candidates = [pred.value]
+    factors = [Fraction(1)]
     if pred.percent != gold.percent:
-        candidates.append(pred.value / 100 if pred.percent else pred.value * 100)
-    for value in candidates:
+        factors.append(Fraction(1, 100) if pred.percent else Fraction(100))
+    for f in factors:
+        value, ulp = pred.value * f, pred.ulp * f
         if value == gold.value:
             return True
         if (pred.integer and gold.integer) or gold.value == 0 or value == 0:
             continue
         gap = abs(value - gold.value)
-        slack = max(pred.ulp, gold.ulp) * (100 if value is not pred.value and pred.percent else 1)
-        if gap <= rel_tol * abs(gold.value) and gap <= slack * Fraction(1000001, 1000000):
+        if gap <= rel_tol * abs(gold.value) and gap <= max(ulp, gold.ulp) * Fraction(1000001, 1000000):
             return True
     return False
 
