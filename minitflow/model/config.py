@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minitflow.errors import UserError
+from minitflow.files import read_text
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _positive_int(d: dict, key: str, source: str, default: int | None = None) -> int:
+    """d[key] as a positive int; a missing (without default) or ill-typed value is one clear error."""
+    if key not in d or d[key] is None:
+        if default is None:
+            raise UserError(f"{source}: {key} is missing (an incomplete config.json?)")
+        return default
+    v = d[key]
+    if not _is_int(v) or v < 1:
+        raise UserError(f"{source}: {key} must be a positive integer, got {v!r}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -37,12 +59,16 @@ class Qwen3Config:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "Qwen3Config":
         archs = d.get("architectures") or []
+        if not isinstance(archs, list):
+            archs = [archs]
         if d.get("model_type") != "qwen3" and not any(a in SUPPORTED_ARCHITECTURES for a in archs):
             raise UserError(
                 f"{source}: model_type={d.get('model_type')!r} architectures={archs} is not Qwen3 "
                 f"(minitflow supports {', '.join(SUPPORTED_ARCHITECTURES)})"
             )
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise UserError(f"{source}: rope_scaling must be an object or null, got {rope!r}")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in ("default", None):
             raise UserError(
@@ -54,19 +80,34 @@ class Qwen3Config:
             raise UserError(f"{source}: sliding-window attention is not supported")
         eos = d.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
-        heads = d["num_attention_heads"]
+        if not all(_is_int(e) and e >= 0 for e in eos_ids):
+            raise UserError(f"{source}: eos_token_id must be a token id or a list of them, got {eos!r}")
+        need = {k: _positive_int(d, k, source) for k in
+                ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")}
+        heads = need["num_attention_heads"]
+        kv_heads = _positive_int(d, "num_key_value_heads", source, heads)
+        if heads % kv_heads:
+            raise UserError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+        head_dim = d.get("head_dim") or need["hidden_size"] // heads
+        if not _is_int(head_dim) or head_dim < 1:
+            raise UserError(f"{source}: head_dim must be a positive integer, got {head_dim!r}")
+        eps = d.get("rms_norm_eps", 1e-6)
+        if not _is_number(eps) or not 0 < eps < 1:
+            raise UserError(f"{source}: rms_norm_eps must be a small positive number, got {eps!r}")
+        if not _is_number(theta) or not 0 < theta < math.inf:
+            raise UserError(f"{source}: rope_theta must be a positive number, got {theta!r}")
         return cls(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"],
-            num_hidden_layers=d["num_hidden_layers"],
+            vocab_size=need["vocab_size"],
+            hidden_size=need["hidden_size"],
+            intermediate_size=need["intermediate_size"],
+            num_hidden_layers=need["num_hidden_layers"],
             num_attention_heads=heads,
-            num_key_value_heads=d.get("num_key_value_heads", heads),
-            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(eps),
             rope_theta=float(theta),
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-            max_position_embeddings=d.get("max_position_embeddings", 40960),
+            max_position_embeddings=_positive_int(d, "max_position_embeddings", source, 40960),
             eos_token_ids=eos_ids,
         )
 
@@ -75,7 +116,13 @@ class Qwen3Config:
         path = Path(model_dir) / "config.json"
         if not path.is_file():
             raise UserError(f"no config.json in {model_dir}: not a HF model directory")
-        return cls.from_dict(json.loads(path.read_text()), source=str(path))
+        try:
+            d = json.loads(read_text(path, "config"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path} must hold a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))
 
 
 # Qwen3-4B's shape, used by benchmarks to build random weights on the GPU without a download.

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
+from minitflow.files import read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -49,8 +50,11 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     """Tensor name -> file, from model.safetensors or the sharded index."""
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = {name: model_dir / f for name, f in weight_map.items()}
+        try:
+            weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
+            files = {str(name): model_dir / f for name, f in weight_map.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
         for f in set(files.values()):
             if not f.is_file():
                 raise UserError(f"shard {f.name} listed in {index.name} is missing from {model_dir}")
@@ -58,8 +62,17 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     single = model_dir / "model.safetensors"
     if not single.is_file():
         raise UserError(f"no model.safetensors or model.safetensors.index.json in {model_dir}")
-    with safe_open(str(single), framework="pt") as f:
+    with _open_safetensors(single) as f:
         return {name: single for name in f.keys()}
+
+
+def _open_safetensors(path: Path):
+    """safe_open, with a corrupt, empty or truncated file as one UserError line."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        "re-download or re-save the model") from None
 
 
 def _targets(model: Qwen3Model) -> dict[str, tuple[torch.Tensor, int]]:
@@ -125,14 +138,21 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
         by_file.setdefault(files[name], []).append(name)
     with torch.no_grad():
         for path, names in by_file.items():
-            with safe_open(str(path), framework="pt") as f:
+            with _open_safetensors(path) as f:
                 for name in names:
                     param, row = targets[name]
-                    sl = f.get_slice(name)
-                    shape = tuple(sl.get_shape())
-                    want = _expected_shape(name, cfg, param)
-                    if shape != want:
-                        raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
+                    try:
+                        sl = f.get_slice(name)
+                        shape = tuple(sl.get_shape())
+                        want = _expected_shape(name, cfg, param)
+                        if shape != want:
+                            raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
+                        tensor = f.get_tensor(name)
+                    except (SafetensorError, OSError) as e:
+                        raise UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); "
+                                        "re-download or re-save the model") from None
+                    if not tensor.is_floating_point():
+                        raise UserError(f"{path}: tensor {name} is {tensor.dtype}, expected floating point weights")
                     dst = param.narrow(0, row, shape[0]) if param.dim() > 0 else param
-                    dst.copy_(f.get_tensor(name))
+                    dst.copy_(tensor)
     return model

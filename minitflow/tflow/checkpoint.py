@@ -9,6 +9,8 @@ kept so that a renamed module shows up here and nowhere else.
 
 from __future__ import annotations
 
+import pickle
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from minitflow.errors import UserError
+from minitflow.files import check_output_file, replacing
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import projection_shapes
 from minitflow.tflow.generator import PG_OUTPUT_SCALE, LayerAggregator, ParameterGenerator, PGArch
@@ -27,14 +30,16 @@ PG_CONFIG_FLAGS = {"use_cond_proj": False, "use_cond_tokens": True, "cond_tokens
 NAME_TABLE = {"hidden_in.": "hidden_in.", "model.": "model."}
 
 
-def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
+def _rename(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Official names -> ours, and apart the keys under no known prefix."""
+    out, unknown = {}, []
     for key, value in state.items():
         prefix = next((p for p in NAME_TABLE if key.startswith(p)), None)
         if prefix is None:
-            raise UserError(f"checkpoint tensor {key} is not a ParameterGenerator parameter")
-        out[NAME_TABLE[prefix] + key[len(prefix):]] = value
-    return out
+            unknown.append(key)
+        else:
+            out[NAME_TABLE[prefix] + key[len(prefix):]] = value
+    return out, unknown
 
 
 class TFlowGenerator(nn.Module):
@@ -55,13 +60,24 @@ class TFlowGenerator(nn.Module):
         return {k: (a * PG_OUTPUT_SCALE, b * PG_OUTPUT_SCALE) for k, (a, b) in raw.items()}
 
 
-def arch_for(backbone: Qwen3Config, overrides: dict | None = None) -> PGArch:
+def check_pg_arch(overrides: object) -> dict:
+    """Generator dimension overrides as {name: positive int}, checked before any model loads."""
     names = {f.name for f in fields(PGArch)}
+    if overrides is not None and not isinstance(overrides, dict):
+        raise UserError(f"pg_arch must be a mapping of name -> integer, got {type(overrides).__name__}")
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - names)
+    unknown = sorted(set(overrides) - names, key=str)
     if unknown:
         raise UserError(f"pg_arch has unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    return PGArch(**{"num_base_model_layers": backbone.num_hidden_layers, **overrides})
+    for key, value in overrides.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"pg_arch {key} must be a positive integer, got {value!r}")
+    PGArch(**overrides)  # the dimensions must also fit together
+    return overrides
+
+
+def arch_for(backbone: Qwen3Config, overrides: dict | None = None) -> PGArch:
+    return PGArch(**{"num_base_model_layers": backbone.num_hidden_layers, **check_pg_arch(overrides)})
 
 
 def random_generator(backbone: Qwen3Config, seed: int = 0, arch: PGArch | None = None) -> TFlowGenerator:
@@ -70,18 +86,46 @@ def random_generator(backbone: Qwen3Config, seed: int = 0, arch: PGArch | None =
     return TFlowGenerator(arch or arch_for(backbone), backbone)
 
 
+def _torch_load(path: Path) -> object:
+    """torch.load with weights_only=True: a checkpoint is tensors, numbers and strings, so a
+    pickle that needs anything else (code that would run on load) is refused, not executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "weights only" in text.lower() or "weights_only" in text:
+            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            what = f"the global {glob.group(1)}" if glob else "objects other than tensors, numbers and strings"
+            raise UserError(f"{path}: refusing to load it: its pickle needs {what}, which could run code; minitflow "
+                            "loads checkpoints with weights_only=True (re-save it as plain tensors)") from None
+        raise UserError(f"{path} is not a torch checkpoint ({text.splitlines()[0] if text else 'UnpicklingError'})") from None
+    except Exception as e:  # truncated zip, not a torch file at all
+        raise UserError(f"{path} is not a readable torch checkpoint ({type(e).__name__})") from None
+
+
+def _tensor_dict(obj: object, name: str, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise UserError(f"{path}: {name} must be a state dict (name -> tensor)")
+    bad = next((k for k, v in obj.items() if not v.is_floating_point()), None)
+    if bad is not None:
+        raise UserError(f"{path}: {name}.{bad} is {obj[bad].dtype}, expected floating point")
+    return obj
+
+
 def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype = torch.float32,
                     device: torch.device | str = "cpu") -> TFlowGenerator:
+    """A generator with every tensor from `path`. A checkpoint lacking any generator tensor is
+    refused (a partly random generator would run silently); one without `pg_config_flags`
+    (legacy) loads non-strictly: extra tensors are ignored, with a warning."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"TFlow checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise UserError(f"{path} is not a torch checkpoint ({type(e).__name__})") from None
+    state = _torch_load(path)
     if not isinstance(state, dict) or "parameter_generator" not in state or "pg_layer_aggregator" not in state:
         raise UserError(f"{path} is not a TFlow checkpoint (needs parameter_generator and pg_layer_aggregator)")
     flags = state.get("pg_config_flags")
+    if flags is not None and not isinstance(flags, dict):
+        raise UserError(f"{path}: pg_config_flags must be a dict, got {type(flags).__name__}")
     if flags is not None:
         for key, want in PG_CONFIG_FLAGS.items():
             if key in flags and flags[key] != want:
@@ -91,35 +135,48 @@ def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype 
         raise UserError(f"{path}: generator is for {arch.num_base_model_layers} layers, "
                         f"the backbone has {backbone.num_hidden_layers}")
     gen = TFlowGenerator(arch, backbone)
-    pg_state = _rename(state["parameter_generator"])
     own = gen.parameter_generator.state_dict()
+    pg_state, unexpected = _rename(_tensor_dict(state["parameter_generator"], "parameter_generator", path))
+    unexpected += [k for k in pg_state if k not in own]
+    if unexpected and flags is not None:
+        raise UserError(f"{path}: unexpected generator tensor {unexpected[0]}")
+    pg_state = {k: v for k, v in pg_state.items() if k in own}
+    missing = [k for k in own if k not in pg_state]
+    if missing:
+        raise UserError(f"{path}: {len(missing)} of the generator's {len(own)} tensors are missing "
+                        f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); minitflow never runs "
+                        "a partly random generator")
     for key, value in pg_state.items():
-        if key not in own:
-            raise UserError(f"{path}: unexpected generator tensor {key}")
         if tuple(value.shape) != tuple(own[key].shape):
             raise UserError(f"{path}: generator tensor {key} has shape {tuple(value.shape)}, this backbone "
                             f"needs {tuple(own[key].shape)} (checkpoint for another backbone or pg_arch?)")
-    missing = [k for k in own if k not in pg_state]
-    if missing and flags is not None:
-        raise UserError(f"{path}: generator tensor {missing[0]} is missing")
-    if missing:
-        print(f"warning: legacy checkpoint without pg_config_flags; {len(missing)} tensors keep their "
-              f"initialisation: {', '.join(missing[:4])}", file=sys.stderr)
-    gen.parameter_generator.load_state_dict(pg_state, strict=False)
-    agg = state["pg_layer_aggregator"]
-    if tuple(agg["layer_weights"].shape) != (backbone.num_hidden_layers + 1,):
-        raise UserError(f"{path}: pg_layer_aggregator.layer_weights has {tuple(agg['layer_weights'].shape)}, "
-                        f"the backbone needs ({backbone.num_hidden_layers + 1},)")
-    gen.pg_layer_aggregator.load_state_dict(agg)
-    gen.samples_seen = int(state.get("samples_seen", 0))
+    if flags is None:
+        extra = f"; ignoring {len(unexpected)} extra tensors ({', '.join(unexpected[:3])})" if unexpected else ""
+        print(f"warning: {path}: legacy checkpoint without pg_config_flags, loaded with the official flags{extra}",
+              file=sys.stderr)
+    gen.parameter_generator.load_state_dict(pg_state, strict=True)
+    agg = _tensor_dict(state["pg_layer_aggregator"], "pg_layer_aggregator", path)
+    want_agg = {"layer_weights": (backbone.num_hidden_layers + 1,), "log_temperature": ()}
+    for key, shape in want_agg.items():
+        if key not in agg:
+            raise UserError(f"{path}: pg_layer_aggregator.{key} is missing")
+        if tuple(agg[key].shape) != shape:
+            raise UserError(f"{path}: pg_layer_aggregator.{key} has shape {tuple(agg[key].shape)}, "
+                            f"this backbone needs {shape}")
+    if set(agg) - set(want_agg) and flags is not None:
+        raise UserError(f"{path}: unexpected pg_layer_aggregator tensor {sorted(set(agg) - set(want_agg))[0]}")
+    gen.pg_layer_aggregator.load_state_dict({k: agg[k] for k in want_agg})
+    seen = state.get("samples_seen", 0)
+    if not isinstance(seen, int) or isinstance(seen, bool):
+        raise UserError(f"{path}: samples_seen must be an integer, got {type(seen).__name__}")
+    gen.samples_seen = seen
     gen.parameter_generator.to(dtype)
     return gen.to(device).eval().requires_grad_(False)
 
 
 def save_checkpoint(gen: TFlowGenerator, path: str | Path, extra: dict | None = None) -> None:
     """Official format plus `pg_arch`, so `generate --checkpoint` loads it unchanged."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_file(path, "checkpoint")
     payload = {
         "parameter_generator": {k: v.detach().cpu() for k, v in gen.parameter_generator.state_dict().items()},
         "pg_layer_aggregator": {k: v.detach().cpu() for k, v in gen.pg_layer_aggregator.state_dict().items()},
@@ -128,6 +185,5 @@ def save_checkpoint(gen: TFlowGenerator, path: str | Path, extra: dict | None = 
         "pg_arch": gen.arch.to_dict(),
         **(extra or {}),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)

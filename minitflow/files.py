@@ -1,0 +1,126 @@
+"""Reading inputs and writing outputs so that a bad path is one UserError line and no output is
+ever half-written: text is decoded as UTF-8 with a clear error, JSON lines are split on "\\n"
+only (str.splitlines also splits on U+0085, U+2028, ... that JSON strings may hold raw), output
+paths are checked before any work, and every file is written to a temporary sibling and then
+renamed over the target (a crash leaves the old file or the new one, never a mix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from minitflow.errors import UserError
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+def decode_utf8(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{source} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The UTF-8 text of `path`; a missing, unreadable or non-UTF-8 file is a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
+    return decode_utf8(data, f"{what} {path}")
+
+
+def json_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the non-blank lines, split on "\\n" only."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            yield n, line
+
+
+# ---- checking outputs before the work ---------------------------------------------------
+
+def _probe(folder: Path, what: str) -> None:
+    """Create and remove a file in `folder`: the only reliable test that we may write there."""
+    probe = folder / f".minitflow-probe-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {what} in {folder}: {e.strerror or type(e).__name__}") from None
+
+
+def _make_dir(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what}: {folder} exists and is not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent is a file, read-only file system, permissions
+        raise UserError(f"cannot create the folder {folder} for {what}: {e.strerror or type(e).__name__}") from None
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, before any work, if `path` cannot be written as a file later."""
+    path = Path(path)
+    if str(path).endswith(os.sep) or path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file path")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{what} {path} exists and is not a regular file")
+    _make_dir(path.parent, what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} is read-only")
+    _probe(path.parent, what)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create `path` if needed and fail now if files cannot be written in it."""
+    path = Path(path)
+    _make_dir(path, what)
+    _probe(path, what)
+    return path
+
+
+# ---- atomic writes -----------------------------------------------------------------------
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename, on
+    any error it is removed. An OSError while writing becomes a one-line UserError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies, as for open()
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
