@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from minitflow.engine.llm import LLM, resolve_device
+import torch
+
+from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
@@ -37,40 +41,91 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
 
 
+def check_model_args(args: argparse.Namespace) -> None:
+    """Refuse bad generation flags before anything is loaded: values that would otherwise be
+    replaced silently (max_new_tokens 0 -> the default), accepted (nan) or run nothing."""
+    prompts.resolve_style(args.dataset)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise UserError(f"--top_k must be >= 0, got {args.top_k}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.checkpoint and args.method != "tflow":
+        raise UserError("--checkpoint is only valid with --method tflow")
+    if args.checkpoint and args.random_generator:
+        raise UserError("pass either --checkpoint or --random_generator, not both")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise UserError(f"TFlow checkpoint not found: {args.checkpoint}")
+    pick_device(args.device)
+
+
+def pick_device(name: str | None) -> torch.device:
+    """auto, cpu, cuda or cuda:N. Under torchrun (LOCAL_RANK set), auto and cuda mean this
+    rank's own GPU, cuda:LOCAL_RANK, so N ranks do not all load onto GPU 0."""
+    name = (name or "auto").strip().lower()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        if name == "auto":
+            return torch.device("cpu")
+        raise UserError(f"--device {name} requested but CUDA is not available")
+    count = torch.cuda.device_count()
+    if name.startswith("cuda:"):
+        index = int(name[5:])
+    else:
+        index = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if index >= count:
+        raise UserError(f"GPU {index} requested (--device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
+                        f"but only {count} are visible")
+    return torch.device("cuda", index)
+
+
 def sampling_from(args: argparse.Namespace) -> SamplingParams:
     style = prompts.resolve_style(args.dataset)
-    return SamplingParams(max_new_tokens=args.max_new_tokens or prompts.default_max_new_tokens(style),
-                          temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
-                          top_k=args.top_k, seed=args.seed)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else prompts.default_max_new_tokens(style)
+    return SamplingParams(max_new_tokens=max_new, temperature=0.0 if args.greedy else args.temperature,
+                          top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+
+
+def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The model directory (or hub id) and checkpoint the flags select: no --model means the
+    embedded demo and, for tflow, its trained tflow.pt."""
+    model, checkpoint = args.model, args.checkpoint
+    if model is None:
+        from minitflow.demo import demo_dir
+        model = str(demo_dir())
+        if checkpoint is None and not args.random_generator and args.method == "tflow":
+            checkpoint = str(Path(model) / "tflow.pt")
+    return model, checkpoint
 
 
 def load_for(args: argparse.Namespace):
     """(llm, generator or None, model label, checkpoint label) for the flags given."""
     from minitflow.tflow.checkpoint import load_checkpoint, random_generator
-    prompts.resolve_style(args.dataset)
-    if args.checkpoint and args.method != "tflow":
-        raise UserError("--checkpoint is only valid with --method tflow")
-    if args.checkpoint and args.random_generator:
-        raise UserError("pass either --checkpoint or --random_generator, not both")
-    model, checkpoint = args.model, args.checkpoint
-    if model is None:
-        from minitflow.demo import demo_dir
-        model = demo_dir()
-        if checkpoint is None and not args.random_generator:
-            checkpoint = str(Path(model) / "tflow.pt")
-    device = resolve_device(args.device)
+    check_model_args(args)
+    model, checkpoint = model_and_checkpoint(args)
+    if args.method == "tflow" and not checkpoint and not args.random_generator:
+        raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
+                        "minitflow never falls back to a random generator silently)")
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile)
     generator = None
     if args.method == "tflow":
         if checkpoint:
             generator = load_checkpoint(checkpoint, llm.cfg, llm.dtype, llm.device)
-        elif args.random_generator:
+        else:
             generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)
             generator.pg_layer_aggregator.float()
-        else:
-            raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
-                            "minitflow never falls back to a random generator silently)")
     return llm, generator, str(model), (checkpoint or ("random" if generator is not None else None))
 
 

@@ -12,25 +12,24 @@ import json
 import sys
 from pathlib import Path
 
-from minitflow.cli import add_model_args, load_for, run_cli, sampling_from
+from minitflow.cli import add_model_args, check_model_args, load_for, run_cli, sampling_from
 from minitflow.errors import UserError
+from minitflow.files import check_output_file, decode_utf8, json_lines, read_text, write_json
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context
 
 
-def read_inputs(args: argparse.Namespace) -> list[dict]:
+def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
+    """Questions from --question, --input_file (text or .jsonl, split on "\n" only) or stdin."""
+    stdin = stdin if stdin is not None else sys.stdin
     if args.question is not None:
         rows = [{"question": args.question, "context": args.context}]
     elif args.input_file is not None:
         path = Path(args.input_file)
-        if not path.is_file():
-            raise UserError(f"input file not found: {path}")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "input file")
         if path.suffix == ".jsonl":
             rows = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
+            for n, line in json_lines(text):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
@@ -38,11 +37,14 @@ def read_inputs(args: argparse.Namespace) -> list[dict]:
                 row = {"question": row} if isinstance(row, str) else row
                 if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                     raise UserError(f"{path}:{n} needs a \"question\" string")
+                if row.get("context") is not None and not isinstance(row["context"], str):
+                    raise UserError(f"{path}:{n}: \"context\" must be a string")
                 rows.append(row)
         else:
             rows = [{"question": text, "context": args.context}]
-    elif not sys.stdin.isatty():
-        rows = [{"question": sys.stdin.read(), "context": args.context}]
+    elif not stdin.isatty():
+        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
+        rows = [{"question": decode_utf8(data, "stdin"), "context": args.context}]
     else:
         rows = []
     rows = [{**r, "question": r["question"].strip()} for r in rows]
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None, help="write a JSON result (a list for several questions)")
     add_model_args(p)
     args = p.parse_args(argv)
+    check_model_args(args)
+    if args.output:  # before loading anything: a bad path must not cost a whole generation
+        check_output_file(args.output, "--output")
     rows = read_inputs(args)
     sampling = sampling_from(args)
     llm, generator, _, _ = load_for(args)
@@ -72,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in payload:
         print(item["answer"])
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False),
-                       encoding="utf-8")
+        write_json(args.output, payload[0] if len(payload) == 1 else payload, indent=2)
     return 0
 
 

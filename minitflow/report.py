@@ -10,29 +10,63 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from minitflow.cli import run_cli
 from minitflow.errors import UserError
+from minitflow.files import check_output_file, read_text, replacing
 
 LABELS = {"baseline": "Single", "textmas": "TextMAS", "tflow": "TFlow", "oracle": "Oracle"}
 ORDER = ["baseline", "textmas", "tflow", "oracle"]
 
 
+NUMBERS = ("accuracy", "mean_official_tokens", "mean_processed_tokens", "mean_wall_time")
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
+def read_summary(f: Path) -> dict:
+    """The summary of one results file, checked: a bad file is one line naming it."""
+    try:
+        data = json.loads(read_text(f, "results file"))
+    except json.JSONDecodeError:
+        raise UserError(f"{f} is not a minitflow results file (not valid JSON)") from None
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(summary, dict):
+        raise UserError(f"{f} is not a minitflow results file (needs an object with a \"summary\" object)")
+    for key in ("method", "dataset"):
+        if not isinstance(summary.get(key), str):
+            raise UserError(f"{f}: summary.{key} is missing or not a string")
+    for key in ("n", *NUMBERS):
+        v = summary.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise UserError(f"{f}: summary.{key} is missing or not a number")
+    return summary
+
+
+def column(summary: dict) -> str:
+    """The dataset column: `dataset_label` where evaluate wrote one (humaneval vs humaneval+)."""
+    label = summary.get("dataset_label")
+    return label if isinstance(label, str) and label else summary["dataset"]
+
+
 def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:
-    """(method, dataset) -> summary, from every *_results.json under the given directories."""
+    """(method, dataset column) -> summary, from every *_results.json under the given
+    directories. Two files for one cell are refused, never one silently dropped."""
     found: dict[tuple[str, str], dict] = {}
+    source: dict[tuple[str, str], Path] = {}
     for d in dirs:
         path = Path(d)
         if not path.exists():
             raise UserError(f"no such results directory: {path}")
         for f in sorted(path.rglob("*_results.json")):
-            try:
-                summary = json.loads(f.read_text(encoding="utf-8"))["summary"]
-            except (json.JSONDecodeError, KeyError):
-                raise UserError(f"{f} is not a minitflow results file") from None
-            found[(summary["method"], summary["dataset"])] = summary
+            summary = read_summary(f)
+            key = (summary["method"], column(summary))
+            if key in found:
+                raise UserError(f"{source[key]} and {f} both hold {key[0]} on {key[1]}: pass the directories "
+                                "of one of them only")
+            found[key], source[key] = summary, f
     if not found:
         raise UserError(f"no *_results.json under {', '.join(dirs)}")
     return found
@@ -75,8 +109,17 @@ def plot(results: dict[tuple[str, str], dict], out: Path) -> None:
         ax.set_title(title)
     axes[0].legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with replacing(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=plot_format(out))
+    plt.close(fig)
+
+
+def plot_format(out: Path) -> str:
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise UserError(f"--plot {out}: unknown image type {out.suffix or '(none)'!r}; use one of "
+                        + ", ".join("." + f for f in PLOT_FORMATS))
+    return fmt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dirs", nargs="+", help="output directories of minitflow.evaluate")
     p.add_argument("--plot", default=None, help="also write a bar chart PNG here")
     args = p.parse_args(argv)
+    if args.plot:
+        plot_format(Path(args.plot))
+        check_output_file(args.plot, "--plot")
     results = collect(args.dirs)
     print(markdown_table(results))
     if args.plot:
