@@ -12,15 +12,18 @@ official prompts (`tokenizers`), a 4-layer Qwen3 pre-trained on the task with th
 cache-free forward and saved as a HF-format directory (safetensors, HF tensor names), and the
 generator trained with `minitflow.train`. One command rebuilds it all and prints the table:
 
-    python -m minitflow.demo --out DIR
+    python -m minitflow.demo --out DIR      # default ./minitflow-demo
 
-The shipped result lives in `minitflow/data/demo/` (see `demo_dir()`).
+The shipped result lives in `minitflow/data/demo/` (see `demo_dir()`). The build runs in a
+hidden folder beside DIR and its files replace DIR's only at the end, so an interrupted or
+failed build leaves DIR as it was; a non-empty DIR needs --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -32,6 +35,7 @@ from typing import Iterable, Sequence
 import torch
 
 from minitflow.errors import UserError
+from minitflow.files import check_output_dir, json_lines, read_text, write_text
 from minitflow.tflow.methods import textmas_context
 
 TASK = ("box lookup: the senders read three private facts (\"The red box holds 7. ...\") and the "
@@ -94,11 +98,11 @@ def make_examples(n: int, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
 
 def write_jsonl(rows: Sequence[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for _, line in json_lines(read_text(path, "rows file"))]
 
 
 def gold_value(answer: str) -> str:
@@ -438,14 +442,47 @@ class DemoConfig:
     work: str | None = None  # training rows and optimiser sidecars (default OUT/work, removed at the end)
 
 
-def build_demo(cfg: DemoConfig, log=print) -> list[Row]:
-    """Tokenizer -> pre-trained backbone -> generator -> zero-condition ablation -> evaluation."""
+def check_demo_config(cfg: DemoConfig, overwrite: bool = False) -> None:
+    """Every value and the output folder, before anything is built or written."""
+    for name, value in (("steps", cfg.steps), ("pretrain_steps", cfg.pretrain.steps),
+                        ("heldout", cfg.heldout), ("train_rows", cfg.train_rows), ("batch_size", cfg.batch_size)):
+        if value < 1:
+            raise UserError(f"--{name} must be >= 1, got {value}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out} is not empty; pass --overwrite to replace its demo files, or choose another folder")
+    check_output_dir(out, "--out")
+    if cfg.work:
+        check_output_dir(cfg.work, "--work")
+
+
+def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]:
+    """Tokenizer -> pre-trained backbone -> generator -> zero-condition ablation -> evaluation,
+    built in a hidden folder beside `cfg.out`; its files replace those in `cfg.out` at the end."""
+    import shutil
+    import tempfile
+    check_demo_config(cfg, overwrite)
+    final = Path(cfg.out)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    try:
+        table = _build(cfg, out, log)
+        for f in sorted(out.iterdir()):
+            if f.is_file():
+                os.replace(f, final / f.name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return table
+
+
+def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
     import shutil
     from minitflow.engine.llm import LLM
     from minitflow.train import TrainConfig, train
-    out = Path(cfg.out)
     work = Path(cfg.work) if cfg.work else out / "work"
-    out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     times: dict[str, float] = {}
@@ -478,7 +515,7 @@ def build_demo(cfg: DemoConfig, log=print) -> list[Row]:
     table = evaluate(out, held, out / "tflow.pt", out / "tflow_zero.pt", llm=llm)
     times["evaluate_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps({
+    write_text(out / "results.json", json.dumps({
         "task": TASK, "style": STYLE, "heldout": len(held), "table": [asdict(r) for r in table],
         "seconds": {k: round(v, 1) for k, v in times.items()}, "threads": torch.get_num_threads(),
         "config": {"seed": cfg.seed, "train_rows": cfg.train_rows, "pretrain": asdict(cfg.pretrain),
@@ -493,27 +530,30 @@ def build_demo(cfg: DemoConfig, log=print) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minitflow.demo", description=TASK)
-    ap.add_argument("--out", required=True, help="directory for the demo model (HF-format) + tflow.pt + results")
+    ap.add_argument("--out", default="minitflow-demo",
+                    help="directory for the demo model (HF-format) + tflow.pt + results")
+    ap.add_argument("--overwrite", action="store_true", help="replace the demo files in a non-empty --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pretrain_steps", type=int, default=PretrainConfig.steps)
     ap.add_argument("--steps", type=int, default=DemoConfig.steps, help="generator training steps (each run)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--work", help="keep training rows and optimiser states here (default: a removed OUT/work)")
+    ap.add_argument("--work", help="keep training rows and optimiser states here (default: removed at the end)")
     a = ap.parse_args(argv)
+    if a.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {a.threads}")
+    cfg = DemoConfig(out=a.out, seed=a.seed, steps=a.steps, work=a.work,
+                     pretrain=PretrainConfig(steps=a.pretrain_steps,
+                                             short_steps=max(0, min(PretrainConfig.short_steps, a.pretrain_steps))))
+    check_demo_config(cfg, a.overwrite)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    try:
-        build_demo(DemoConfig(out=a.out, seed=a.seed, steps=a.steps, work=a.work,
-                              pretrain=PretrainConfig(steps=a.pretrain_steps,
-                                                      short_steps=min(PretrainConfig.short_steps, a.pretrain_steps))))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    build_demo(cfg, overwrite=a.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minitflow.cli import run_cli
+    sys.exit(run_cli(main))
 
 
 def render_chat_example(style: str = STYLE) -> str:

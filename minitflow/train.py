@@ -43,7 +43,9 @@ from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
-from minitflow.tflow.checkpoint import TFlowGenerator, arch_for, load_checkpoint, random_generator, save_checkpoint
+from minitflow.files import check_output_file, json_lines, read_text, replacing
+from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
+                                        save_checkpoint)
 from minitflow.tflow.condition import sender_states
 from minitflow.tflow.methods import generated_lora, run_method, with_context
 
@@ -61,12 +63,8 @@ class Example:
 
 def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"examples file not found: {path}")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in json_lines(read_text(path, "examples file")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
@@ -309,8 +307,6 @@ def build_generator(cfg: TrainConfig, llm: LLM) -> TFlowGenerator:
     if cfg.init == "random":
         gen = init_for_training(random_generator(llm.cfg, seed=cfg.seed, arch=arch_for(llm.cfg, cfg.pg_arch)))
     else:
-        if cfg.pg_arch:
-            raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
         gen = load_checkpoint(cfg.init, llm.cfg)
     gen = gen.float().to(llm.device).train().requires_grad_(True)
     gen.parameter_generator.model.cond_proj.requires_grad_(False)  # unused by the official flags
@@ -319,40 +315,76 @@ def build_generator(cfg: TrainConfig, llm: LLM) -> TFlowGenerator:
     return gen
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Every flag, the input files and the output paths, before any model is loaded: a bad
+    value must not cost a model load or, worse, surface at the first save 200 steps in."""
+    from minitflow.cli import pick_device
+    if cfg.condition not in ("sender", "zero"):
+        raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
+    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_size", "eval_batch_size",
+                 "eval_max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
+    for name, low, inclusive in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("clip", 0.0, False)):
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and (v >= low if inclusive else v > low)):
+            raise UserError(f"--{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {v}")
+    if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise UserError(f"--dtype must be auto, bfloat16, float16 or float32, got {cfg.dtype!r}")
+    check_pg_arch(cfg.pg_arch)
+    if cfg.pg_arch and cfg.init != "random":
+        raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
+    if cfg.init != "random" and not Path(cfg.init).is_file():
+        raise UserError(f"--init {cfg.init}: no such checkpoint (or pass 'random')")
+    if cfg.resume and not _state_path(cfg.resume).is_file():
+        raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
+    prompts.resolve_style(cfg.dataset)
+    pick_device(cfg.device)
+    check_output_file(cfg.out, "--out")
+    check_output_file(_state_path(cfg.out), "--out's training state")
+
+
+def load_state(path: Path) -> dict:
+    """The optimiser sidecar, loaded with weights_only=True like every checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable training state ({type(e).__name__}; loaded with "
+                        "weights_only=True)") from None
+    need = ("optimizer", "scheduler", "step", "condition")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        raise UserError(f"{path} is not a minitflow training state (needs {', '.join(need)})")
+    return state
+
+
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
     """Run the training described by `cfg`; returns {"step", "history": [eval records], "out",
     "seconds", "generator"}. Pass `llm` to reuse a loaded backbone (it stays frozen).
     `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
     still spans `cfg.steps`), to be continued with `resume`."""
-    if cfg.condition not in ("sender", "zero"):
-        raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
-    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    check_config(cfg)
     style = prompts.resolve_style(cfg.dataset)
     train_rows = read_examples(cfg.train)
     eval_rows = read_examples(cfg.eval)[:cfg.eval_size] if cfg.eval else []
+    state = load_state(_state_path(cfg.resume)) if cfg.resume else None
+    if state is not None and state["condition"] != cfg.condition:
+        raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
     torch.manual_seed(cfg.seed)
     if llm is None:
-        from minitflow.engine.llm import resolve_device
-        device = resolve_device(cfg.device)
+        from minitflow.cli import pick_device
+        device = pick_device(cfg.device)
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         llm = LLM.load(cfg.model, dtype=dtype, device=device, max_seq_len=None)
     llm.model.requires_grad_(False)
     say = log or (lambda msg: print(msg, file=sys.stderr))
 
-    state = None
-    if cfg.resume:
-        sp = _state_path(cfg.resume)
-        if not sp.is_file():
-            raise UserError(f"--resume {cfg.resume}: no training state {sp.name} beside it")
-        state = torch.load(sp, map_location="cpu", weights_only=False)
+    if state is not None:
         gen = load_checkpoint(cfg.resume, llm.cfg).float().to(llm.device).train().requires_grad_(True)
         gen.parameter_generator.model.cond_proj.requires_grad_(False)
         if state["condition"] == "zero":
             gen.parameter_generator.hidden_in.requires_grad_(False)
-        if state["condition"] != cfg.condition:
-            raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
     else:
         gen = build_generator(cfg, llm)
     params = trainable(gen)
@@ -363,8 +395,11 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps))
     step, history = 0, []
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--resume {cfg.resume}: the optimiser state does not fit this generator ({e})") from None
         step, history = int(state["step"]), list(state.get("history", []))
 
     zero = cfg.condition == "zero"
@@ -374,8 +409,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
 
     def save() -> None:
         save_checkpoint(gen, cfg.out)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "condition": cfg.condition, "history": history, "config": asdict(cfg)}, _state_path(cfg.out))
+        with replacing(_state_path(cfg.out)) as tmp:
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                        "condition": cfg.condition, "history": history, "config": asdict(cfg)}, tmp)
 
     def evaluate() -> dict:
         gen.eval()
@@ -429,16 +465,17 @@ def _parse_arch(text: str) -> dict:
         return {}
     if text.startswith("{"):
         try:
-            return dict(json.loads(text))
-        except (json.JSONDecodeError, TypeError, ValueError):
+            arch = json.loads(text)
+        except json.JSONDecodeError:
             raise UserError(f"--pg_arch: not a JSON object: {text}") from None
+        return check_pg_arch(arch)
     out = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or not value.strip().lstrip("-").isdigit():
             raise UserError(f"--pg_arch: expected name=integer pairs, got {part!r}")
         out[key.strip()] = int(value)
-    return out
+    return check_pg_arch(out)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -484,16 +521,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        cfg = parse_args(argv)
-        result = train(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = train(parse_args(argv))
     last = result["history"][-1] if result["history"] else {}
     print(json.dumps({"out": result["out"], "step": result["step"], **last}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minitflow.cli import run_cli
+    sys.exit(run_cli(main))
