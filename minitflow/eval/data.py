@@ -138,7 +138,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError, zlib.error) as e:  # not gzip, truncated .gz, unreadable
-        raise UserError(f"cannot read data file {path}: {e.strerror or e or type(e).__name__}") from None
+        raise UserError(f"cannot read data file {path}: {getattr(e, 'strerror', None) or e or type(e).__name__}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
