@@ -12,6 +12,7 @@ Shared rules:
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Sequence
 
 from .math_equiv import match_brace, parse_quantity
@@ -127,8 +128,6 @@ def _sci_number(s: str) -> str | None:
          or re.search(r"(?<![\w.])(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])", s))
     if not m or abs(int(m.group(2))) > 30:
         return None
-    from fractions import Fraction
-
     value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
     return str(value.numerator) if value.denominator == 1 else str(float(value))
 
