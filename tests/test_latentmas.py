@@ -262,6 +262,13 @@ def test_cache_handover_equals_one_long_prompt(small_llm):
     assert dropped.token_ids == small_llm.generate([ids[lm.JUDGER]], sp)[0].token_ids
     assert dropped.processed_tokens == len(ids[lm.JUDGER]) + len(dropped.token_ids)
     assert kept.processed_tokens == sum(map(len, ids.values())) + len(kept.token_ids)
+    # senders may read other text than the judger (a private context): only the senders' prompts change
+    private = "Context: the answer is 9. " + q
+    for role in lm.SENDERS:
+        ids[role] = lm.agent_prompt_ids(small_llm, role, private, "gsm8k", "sequential", False)
+    told = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], latent_steps=0, handover_at_zero=True,
+                            sender_questions=[private])[0]
+    assert told.token_ids == small_llm.generate([sum(ids.values(), [])], sp)[0].token_ids
 
 
 def test_accounting_and_metadata(small_llm):
@@ -294,6 +301,8 @@ def test_user_errors(small_llm):
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, topology="star"), "unknown LatentMAS topology")
     _one_line_error(lambda: run(small_llm, q, "poetry", sp, latent_steps=2), "LatentMAS has no prompts for style")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp * 2, latent_steps=2), "2 sampling params for 1 questions")
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, sender_questions=["a", "b"]),
+                    "2 sender questions for 1 questions")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", [SamplingParams(max_new_tokens=5000)], latent_steps=2),
                     "more than max_seq_len")
     _one_line_error(lambda: lm.validate_options("tflow", latent_steps=3), "--latent_steps only apply to --method latentmas")

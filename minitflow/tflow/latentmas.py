@@ -307,13 +307,18 @@ class LatentUsage(AgentUsage):
 @torch.inference_mode()
 def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *,
                   latent_steps: int, topology: str = "sequential", realign: bool = False, think: bool = False,
-                  handover_at_zero: bool = False, **_) -> list[MethodResult]:
-    """LatentMAS on a batch of questions (one cache row each); results in input order."""
+                  handover_at_zero: bool = False, sender_questions: list[str] | None = None,
+                  **_) -> list[MethodResult]:
+    """LatentMAS on a batch of questions (one cache row each); results in input order.
+    `sender_questions`, as for textmas and tflow, is what the planner, critic and refiner read
+    (e.g. a private context plus the question); the judger reads `questions`."""
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
     if not questions:
         raise UserError("no questions given")
     if len(sps) != len(questions):
         raise UserError(f"{len(sps)} sampling params for {len(questions)} questions")
+    if sender_questions is not None and len(sender_questions) != len(questions):
+        raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if llm.tokenizer is None:
         raise UserError("latentmas needs a tokenizer (the model directory has no tokenizer.json)")
     n, k = len(questions), latent_steps
@@ -322,7 +327,8 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
         None, embedding_norm(llm.model, rows=vocab_rows))
     handover = k > 0 or handover_at_zero
     senders = SENDERS if handover else ()
-    prompts = {role: [agent_prompt_ids(llm, role, q, style, topology, think) for q in questions]
+    read = {role: sender_questions or questions for role in senders} | {JUDGER: questions}
+    prompts = {role: [agent_prompt_ids(llm, role, q, style, topology, think) for q in read[role]]
                for role in (*senders, JUDGER)}
     need = [sum(len(prompts[r][i]) + k for r in senders) + len(prompts[JUDGER][i]) + sp.max_new_tokens
             for i, sp in enumerate(sps)]
