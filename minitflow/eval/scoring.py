@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from minitflow.errors import UserError
 
 from . import official
-from .code_exec import DEFAULT_TIMEOUT, run_code_tests, run_code_tests_many
+from .code_exec import DEFAULT_TIMEOUT, run_code_tests_many
 from .data import load_samples, resolve_dataset
 from .extract import (  # noqa: F401 - re-exported: the public names of this module
     boxed_spans,
@@ -338,6 +338,6 @@ __all__ = [
     "CODE_DATASETS", "SCORERS", "MATH_TIMEOUT", "check_eval_dependencies", "call_with_timeout",
     "cut_at_next_problem", "extract_boxed", "extract_code", "extract_gsm8k_answer",
     "extract_math_answer", "extract_mmlu_letter", "is_equiv", "normalize_latex", "numbers_equal",
-    "oracle_prediction", "parse_number", "run_code_tests", "run_oracle", "score_both",
+    "oracle_prediction", "parse_number", "run_oracle", "score_both",
     "score_gsm8k", "score_math", "score_mmlu", "score_sample", "score_samples",
 ]
