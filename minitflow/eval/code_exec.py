@@ -1,79 +1,79 @@
-"""Run HumanEval(+)/MBPP(+) programs against their tests, always in a sandbox process.
+"""Run HumanEval(+)/MBPP(+) programs against their tests; the judge never runs inside the sandbox.
 
 How one problem is checked (mirrors evalplus 0.3.1 `evaluate.py` / `eval/__init__.py`):
 
-1. The parent starts a *fresh* interpreter on this file (never a fork of the
-   evaluator, which may hold a model and a CUDA context) in its own session and
-   temp dir, sends the job as a pickle on stdin, and reads one JSON line back.
-   Candidate output cannot reach that line: fds 0/1/2 point at /dev/null.
-2. The child computes the expected outputs by running the canonical solution
-   on the base and plus inputs (evalplus `trusted_exec`, timed per input), then
-   applies evalplus' `reliability_guard` (RLIMIT_AS/DATA/STACK = memory limit,
-   exit/kill/fork/remove/open... disabled) and runs the candidate, each input
-   under `max(1 s, 4 x reference time)` (evalplus' defaults).  Outputs are
-   compared with evalplus' rules (special oracles, float tolerance).  It stops
-   at the first failing input.
-3. A watchdog thread in the child reports a timeout when a test set's wall
-   budget runs out (module-level infinite loops, sleeping, code that catches
-   or disables the per-input alarm); the parent kills the whole process group
-   `EXEC_SLACK` seconds later for anything stuck in C code.  `exit()` /
-   `sys.exit()` raise and count as failures; `os._exit()` ends the child
-   without a result, which also counts as a failure.
+1. Expected outputs: the canonical solution runs in a sandbox (`sandbox.py`,
+   threat model in docs/sandbox.md) on the base and plus inputs (evalplus
+   `trusted_exec`: a fresh exec per input set, deep-copied inputs, CPU time
+   per call, wall time per set) and sends its outputs back as plain data.
+   They are computed once per task and kept in memory (and on disk under
+   $MINITFLOW_EXPECTED_CACHE if set), keyed by a hash of the canonical code,
+   entry point, inputs and atol.
+2. The candidate runs in a fresh sandbox of its own, which never sees the
+   expected outputs: it gets the program and the inputs, applies evalplus'
+   `reliability_guard`, calls the entry point on each input under
+   `max(1 s, 4 x reference CPU time)` and sends each output back.  It has
+   no say in the verdict: this (parent) process decodes each output into
+   plain builtins (nothing else can be encoded: objects that equal
+   everything, classes, generators... fail) and compares it with evalplus'
+   rules (special oracles, float tolerance), stopping at the first failure.
+3. Each input set has a wall budget, `min(sum(limits), max(timeout,
+   4 x reference wall time)) + 1` s, counted while this process waits for
+   the sandbox; past it the sandbox is killed as a whole (timeout).
+   `exit()`/`sys.exit()` raise and fail; `os._exit()` ends the sandbox
+   without outputs, which fails too.
 
-Deviations from evalplus 0.3.1, all to make results reproducible on a busy
-machine, and meant to be no stricter than evalplus:
-* Per-input limits are CPU time (reference measured with `process_time`,
-  enforced with ITIMER_PROF) instead of wall time: wall-clock ratios between
-  two runs swing 2-4x under load (seen on Mbpp/255, whose input #85 builds a
-  1.4 GB list), CPU time does not.  `gc.freeze()` after the reference run keeps
-  the candidate's GC from rescanning the expected outputs.
-* A test set's wall budget is `min(sum(limits), max(timeout, 4 x reference
-  wall time)) + 1`; evalplus uses `min(timeout, sum(limits)) + 1`, which a
-  correct solution can miss when the reference alone needs ~40 s (Mbpp/599).
-* Its `find_zero` oracle (HumanEval/32) skips the "passed" bookkeeping and so
-  fails every program; fixed here as upstream did later.
-* Base and plus inputs run in one process in sequence (evalplus uses two);
-  when base fails, plus is not run and `passed_plus` is reported False —
-  "correct" (base AND plus) is unaffected.
+Deviations from evalplus 0.3.1, meant to be no stricter:
+* Per-input limits are CPU time (ITIMER_PROF) instead of wall time: wall-clock
+  ratios swing 2-4x on a busy machine, CPU time does not.
+* The set budget uses `max(timeout, 4 x reference wall)` (evalplus: `timeout`),
+  which a correct solution can miss when the reference alone needs ~40 s (Mbpp/599).
+* Its `find_zero` oracle (HumanEval/32) fails every program; fixed as upstream did later.
+* Base and plus inputs run in one process; when base fails, plus is not run
+  and `passed_plus` is reported False ("correct" = base AND plus is unaffected).
+* Outputs that are not plain data (numpy arrays, custom classes) fail; evalplus
+  compares them live, where a few (e.g. a 1-element array) could pass.
 
-Original HumanEval rows (no `base_input`) run their `test` script instead
-(`check(entry_point)`); there are no plus tests, so passed_plus = passed_base.
-
-This file is also the child's entry point, so its top level imports only the
-standard library (no minitflow package import in the sandbox).
+Original HumanEval rows (no `base_input`) run their `test` script: `check()`
+runs in one sandbox with a proxy for the candidate, which runs in another; the
+proxy carries arguments and plain-data results between them through this
+process, so the program never sees the test's expected values nor runs where
+the asserts are.  There are no plus tests: passed_plus = passed_base.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import gc
+import hashlib
 import json
 import os
-import pickle
 import re
-import select
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .sandbox import Limits, Sandbox, evalplus_utils_path, isolation, isolation_summary  # noqa: F401
+from .sandbox_child import NotNoneFlag, decode, dumps
 
 DEFAULT_TIMEOUT = 60.0  # seconds per test set (evalplus EVALPLUS_TIMEOUT_PER_TASK)
 DEFAULT_MEMORY_MB = 4096  # evalplus' default EVALPLUS_MAX_MEMORY_BYTES
 REFERENCE_TIMEOUT = 300.0  # budget for running the canonical solution (Mbpp/599 needs ~40 s)
+REFERENCE_MEMORY_MB = 8192  # the canonical solution's own cap (evalplus: none; Mbpp/255 builds 1.4 GB)
 MIN_TIME_LIMIT = 1.0  # evalplus DEFAULT_MIN_TIME_LIMIT
 TIME_LIMIT_FACTOR = 4.0  # evalplus DEFAULT_GT_TIME_LIMIT_FACTOR
-EXEC_SLACK = 10.0  # parent's grace on top of the child's own budget before a hard kill
+STARTUP_TIMEOUT = 60.0  # until a sandbox's runner is up (interpreter start on a busy machine)
+EXEC_SLACK = 10.0  # the launcher's own hard stop comes this long after the parent's budgets
+CACHE_ENV = "MINITFLOW_EXPECTED_CACHE"
+MEMORY_CACHE_BYTES = 1 << 30  # expected outputs kept in memory (least recently used dropped)
 
 CodeResult = tuple[bool, bool, str]  # (passed_base, passed_plus, detail)
 
+MBPP_SPECIAL = frozenset({"are_equivalent", "sum_div", "surface_Area", "digit_distance_nums"})
 
-# ============================================================== parent side
+
+# ================================================================= the task
 
 
 def _prompt_imports(prompt: str) -> str:
@@ -94,266 +94,222 @@ def build_program(sample: Any, code: str) -> str:
     return f"{imports}\n{code}" if imports else code
 
 
-def _job(sample: Any, code: str, timeout: float, memory_mb: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Task:
+    """What the judge knows about one evalplus problem (never sent to a candidate's sandbox
+    except the inputs)."""
+
+    key: str
+    id: str
+    dataset: str
+    entry_point: str
+    reference: str
+    base: list
+    plus: list
+    atol: float
+    not_none: bool
+
+    @property
+    def inputs(self) -> list:
+        return self.base + self.plus
+
+
+def _task(sample: Any) -> Task:
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+
     meta = sample.meta
-    dataset = meta.get("dataset")
-    if dataset not in ("humaneval", "mbpp"):
-        raise ValueError(f"sample {sample.id!r} is not a code task (meta['dataset']={dataset!r})")
-    program = build_program(sample, code)
-    common = {"entry_point": meta["entry_point"], "timeout": float(timeout),
-              "memory_bytes": int(memory_mb) * 1024 * 1024, "dataset": dataset}
-    if "base_input" not in meta:  # original HumanEval: run its check() script
-        test = meta.get("test") or ""
-        script = f"{program}\n\n{test}\n\ncheck({meta['entry_point']})\n"
-        return {**common, "mode": "script", "program": script}
-    base, plus = meta["base_input"], meta.get("plus_input") or []
+    dataset = meta["dataset"]
+    raw_base, raw_plus = meta["base_input"], meta.get("plus_input") or []
+    reference = meta.get("prompt", "") + meta["canonical_solution"]
+    atol = meta.get("atol", 0) or 0
+    blob = json.dumps([dataset, meta["entry_point"], reference, raw_base, raw_plus, atol],
+                      default=repr, sort_keys=True).encode()
+    base, plus = raw_base, raw_plus
     if dataset == "mbpp":  # MBPP+ stores tuples/sets/complex in a JSON encoding
         from evalplus.data.mbpp import mbpp_deserialize_inputs
 
         base = mbpp_deserialize_inputs(sample.id, base)
         plus = mbpp_deserialize_inputs(sample.id, plus)
-    return {**common, "mode": "evalplus", "program": program,
-            "reference": meta.get("prompt", "") + meta["canonical_solution"],
-            "base_inputs": list(base), "plus_inputs": list(plus),
-            "atol": meta.get("atol", 0) or 0}
+    entry = meta["entry_point"]
+    return Task(key=hashlib.sha256(blob).hexdigest(), id=str(sample.id), dataset=dataset,
+                entry_point=entry, reference=reference, base=list(base), plus=list(plus), atol=atol,
+                not_none=dataset == "mbpp" and entry in MBPP_OUTPUT_NOT_NONE_TASKS)
 
 
-class _LineReader:
-    """Reads newline-terminated lines from a pipe with a deadline (select-based)."""
+def _special(task: Task) -> bool:
+    """Tasks whose verdict is not plain equality (no byte-equality shortcut)."""
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_SET_EQ_TASKS
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-
-    def readline(self, deadline: float) -> bytes | None:
-        """One line; None at EOF; raises TimeoutError past the deadline."""
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                chunk = os.read(self.fd, 65536)
-                if not chunk:
-                    return None
-                self.buf += chunk
-        line, _, rest = bytes(self.buf).partition(b"\n")
-        self.buf = bytearray(rest)
-        return line
+    if task.dataset == "humaneval":
+        return task.entry_point == "find_zero"
+    return task.entry_point in MBPP_SPECIAL or task.entry_point in MBPP_OUTPUT_SET_EQ_TASKS or task.not_none
 
 
-def _run_child(job: dict[str, Any], first_cap: float) -> tuple[dict | None, str]:
-    """Run the sandbox child; returns (result dict or None, diagnostic text).
+# ========================================================== expected outputs
 
-    The child prints `{"event": "exec", "budget": s}` when the reference run is
-    over; from then on it gets `budget + EXEC_SLACK` seconds before being killed
-    (before that, `first_cap`).
-    """
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               CUDA_VISIBLE_DEVICES="", PYTHONDONTWRITEBYTECODE="1",
-               EVALPLUS_MAX_MEMORY_BYTES=str(job["memory_bytes"]))
-    workdir = tempfile.mkdtemp(prefix="minitflow_exec_")
+
+@dataclass(frozen=True)
+class Expected:
+    """The canonical solution's outputs (encoded JSON, one per input) and timings."""
+
+    outputs: list[bytes]
+    cpu: list[float]
+    walls: tuple[float, float]  # wall seconds of the base and the plus set
+
+    def nbytes(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+
+class ReferenceFailed(Exception):
+    """The canonical solution itself failed (broken or crafted data file)."""
+
+
+_cache: OrderedDict[str, Expected] = OrderedDict()
+_cache_bytes = [0]
+_cache_lock = threading.Lock()
+_key_locks: dict[str, threading.Lock] = {}
+
+
+def _disk_path(key: str) -> str | None:
+    root = os.environ.get(CACHE_ENV)
+    return os.path.join(root, f"{key}.jsonl") if root else None
+
+
+def _disk_load(key: str, n: int) -> Expected | None:
+    """A cached entry: a header line, then one output per line; None if absent or not ours."""
+    path = _disk_path(key)
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = json.loads(f.readline())
+        outputs = [ln.rstrip(b"\n") for ln in f]
+    if head.get("key") != key or len(outputs) != n or len(head.get("cpu", [])) != n:
+        return None
+    return Expected(outputs, [float(t) for t in head["cpu"]], tuple(head["walls"]))
+
+
+def _disk_store(key: str, exp: Expected) -> None:
+    """Written to a temp file in the same folder, then renamed: never half-written."""
+    path = _disk_path(key)
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
-        with open(os.path.join(workdir, "stderr.txt"), "w+b") as err:
-            proc = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                cwd=workdir, env=env, start_new_session=True,
-            )
-            try:
-                return _talk(proc, job, first_cap, err)
-            finally:
-                _kill_group(proc)  # the child itself, stray grandchildren
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps({"key": key, "cpu": exp.cpu, "walls": list(exp.walls)}).encode() + b"\n")
+            for out in exp.outputs:
+                f.write(out + b"\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
-def _talk(proc: subprocess.Popen, job: dict[str, Any], first_cap: float, err: Any) -> tuple[dict | None, str]:
-    try:
-        proc.stdin.write(pickle.dumps(job))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    reader = _LineReader(proc.stdout.fileno())
-    deadline = time.monotonic() + first_cap
-    while True:
+def _remember(key: str, exp: Expected) -> None:
+    size = exp.nbytes()
+    with _cache_lock:
+        if size > MEMORY_CACHE_BYTES or key in _cache:
+            return
+        _cache[key] = exp
+        _cache_bytes[0] += size
+        while _cache_bytes[0] > MEMORY_CACHE_BYTES:
+            _, old = _cache.popitem(last=False)
+            _cache_bytes[0] -= old.nbytes()
+
+
+def clear_expected_cache() -> None:
+    """Forget the in-memory expected outputs (tests; not the disk cache)."""
+    with _cache_lock:
+        _cache.clear()
+        _cache_bytes[0] = 0
+
+
+def expected_outputs(task: Task, memory_mb: int = DEFAULT_MEMORY_MB) -> Expected:
+    """The canonical solution's outputs for `task`, computed once (per-task lock)."""
+    with _cache_lock:
+        if task.key in _cache:
+            _cache.move_to_end(task.key)
+            return _cache[task.key]
+        lock = _key_locks.setdefault(task.key, threading.Lock())
+    with lock:
+        with _cache_lock:
+            if task.key in _cache:
+                return _cache[task.key]
+        exp = _disk_load(task.key, len(task.inputs))
+        if exp is None:
+            exp = _run_reference(task, memory_mb)
+            _disk_store(task.key, exp)
+        _remember(task.key, exp)
+        return exp
+
+
+def _run_reference(task: Task, memory_mb: int) -> Expected:
+    job = {"mode": "reference", "program": task.reference, "entry_point": task.entry_point,
+           "inputs": task.inputs, "sets": [len(task.base), len(task.plus)], "limits": None,
+           "not_none": task.not_none, "memory_bytes": 0, "evalplus_utils": evalplus_utils_path()}
+    limits = Limits(memory_bytes=max(memory_mb, REFERENCE_MEMORY_MB) << 20,
+                    cpu_seconds=REFERENCE_TIMEOUT + EXEC_SLACK,
+                    wall_seconds=STARTUP_TIMEOUT + REFERENCE_TIMEOUT + EXEC_SLACK, file_bytes=1 << 30)
+    outputs: list[bytes] = []
+    cpu: list[float] = []
+    walls: list[float] = []
+    with Sandbox(job, limits, max_record_bytes=1 << 30) as box:
+        left, started = STARTUP_TIMEOUT, False
         try:
-            line = reader.readline(deadline)
+            while len(walls) < 2:
+                rec, waited = box.next_record(left)
+                left -= waited
+                if rec is None:
+                    raise ReferenceFailed(f"sandbox exited with {box.runner_exit} and no result "
+                                          f"{box.diagnostics()[-200:]}".strip())
+                (kind, *rest), value = rec
+                if kind == "ready" and not started:
+                    started, left = True, REFERENCE_TIMEOUT
+                elif kind == "ok" and value is not None and len(rest) == 1:
+                    outputs.append(value)
+                    cpu.append(float(rest[0]))
+                elif kind == "wall" and len(rest) == 1:
+                    walls.append(float(rest[0]))
+                elif kind != "loaded":
+                    raise ReferenceFailed(f"{kind} {str(rest)[:200]}")
         except TimeoutError:
-            return None, "killed by the parent: no result within the hard time cap"
-        if line is None:
-            proc.wait()
-            err.seek(0)
-            tail = err.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            return None, f"sandbox exited with code {proc.returncode} and no result {tail[0][:200]}".strip()
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if msg.get("event") == "exec":
-            deadline = time.monotonic() + float(msg["budget"]) + EXEC_SLACK
-            continue
-        return msg, ""
+            raise ReferenceFailed("no result in time" if started else "sandbox did not start") from None
+    if len(outputs) != len(task.inputs):
+        raise ReferenceFailed(f"{len(outputs)} outputs for {len(task.inputs)} inputs")
+    return Expected(outputs, cpu, (walls[0], walls[1]))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    proc.stdout.close()
+# ================================================================== judging
 
 
-def _interpret(res: dict | None, diag: str, mode: str) -> CodeResult:
-    if res is None:
-        return False, False, diag
-    status = res.get("status")
-    if status == "pass":
-        return True, True, "pass" if mode == "evalplus" else "pass (base-only dataset: no plus tests)"
-    if status == "fail":
-        where, idx, why = res.get("set"), res.get("index"), res.get("reason", "")
-        if where == "plus":
-            return True, False, f"fail: plus input #{idx}: {why}"
-        if where == "base":
-            return False, False, f"fail: base input #{idx}: {why}"
-        return False, False, f"fail: {why}"
-    if status == "timeout":
-        n_base, n_done = res.get("n_base", 0), res.get("n_done", 0)
-        base_ok = mode == "evalplus" and res.get("phase") == "exec" and n_done >= n_base > 0
-        return base_ok, False, f"timeout during {res.get('phase')} after {n_done} passing input(s)"
-    return False, False, f"error: {res.get('error', res)}"
-
-
-def run_code_tests(
-    sample: Any,
-    completion: str,
-    timeout: float = DEFAULT_TIMEOUT,
-    memory_mb: int = DEFAULT_MEMORY_MB,
-) -> CodeResult:
-    """(passed_base, passed_plus, detail) for a program (already extracted from
-    the response, see scoring.extract_code). Correct = passed_base and passed_plus."""
-    job = _job(sample, completion, timeout, memory_mb)
-    first_cap = timeout + EXEC_SLACK if job["mode"] == "script" else REFERENCE_TIMEOUT + EXEC_SLACK
-    res, diag = _run_child(job, first_cap)
-    return _interpret(res, diag, job["mode"])
-
-
-def run_code_tests_many(
-    items: Sequence[tuple[Any, str]],
-    workers: int = 2,
-    timeout: float = DEFAULT_TIMEOUT,
-    memory_mb: int = DEFAULT_MEMORY_MB,
-) -> list[CodeResult]:
-    """run_code_tests over (sample, program) pairs, `workers` sandboxes at a time; keeps order."""
-    if workers <= 1:
-        return [run_code_tests(s, c, timeout, memory_mb) for s, c in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout, memory_mb), items))
-
-
-# =============================================================== child side
-
-
-class _Reporter:
-    """Sends exactly one JSON result line; shared by the main thread and the watchdog."""
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.lock = threading.Lock()
-        self.sent = False
-        self.phase = "startup"
-        self.deadline: float | None = None
-        self.n_base = 0
-        self.n_done = 0
-
-    def send(self, result: dict[str, Any]) -> None:
-        with self.lock:
-            if self.sent:
-                return
-            self.sent = True
-            self.out.write(json.dumps(result, default=str) + "\n")
-            self.out.flush()
-
-    def event(self, msg: dict[str, Any]) -> None:
-        with self.lock:
-            if not self.sent:
-                self.out.write(json.dumps(msg) + "\n")
-                self.out.flush()
-
-    def timeout_result(self) -> dict[str, Any]:
-        return {"status": "timeout", "phase": self.phase, "n_base": self.n_base, "n_done": self.n_done}
-
-
-def _watchdog(rep: _Reporter) -> None:
-    # Private references: candidate code may monkeypatch `time` / `os`.
-    sleep, now, hard_exit = time.sleep, time.monotonic, os._exit
-    while True:
-        sleep(0.05)
-        if rep.deadline is not None and now() > rep.deadline:
-            rep.send(rep.timeout_result())
-            hard_exit(0)
-
-
-def _reference_outputs(code: str, inputs: list, entry_point: str, not_none: bool, swallow_io: Any):
-    """evalplus `trusted_exec`: outputs, per-input CPU times and total wall time."""
-    env: dict[str, Any] = {}
-    outputs, cpu_times = [], []
-    wall_start = time.perf_counter()
-    with swallow_io():
-        exec(code, env)  # noqa: S102 - trusted canonical solution
-        fn = env[entry_point]
-        for inp in inputs:
-            args = copy.deepcopy(inp)
-            start = time.process_time()
-            out = fn(*args)
-            cpu_times.append(time.process_time() - start)
-            outputs.append(out is not None if not_none else out)
-    return outputs, cpu_times, time.perf_counter() - wall_start
-
-
-@contextlib.contextmanager
-def _cpu_time_limit(seconds: float, exc_type: type) -> Iterator[None]:
-    """Like evalplus' `time_limit`, but counts CPU time (ITIMER_PROF), not wall time."""
-
-    def on_prof(signum, frame):  # noqa: ARG001
-        raise exc_type("Timed out!")
-
-    signal.signal(signal.SIGPROF, on_prof)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-
-
-def _outputs_match(dataset: str, entry_point: str, inp: Any, out: Any, exp: Any, atol: float):
-    """evalplus 0.3.1 `unsafe_execute` comparison; returns (ok, atol for later inputs)."""
+def _outputs_match(task: Task, inp: Any, out: Any, exp: Any, atol: float) -> tuple[bool, float]:
+    """evalplus 0.3.1 `unsafe_execute` comparison on decoded plain data; (ok, atol for later inputs)."""
     import numpy as np
     from evalplus.eval import is_floats
     from evalplus.eval._special_oracle import (
-        MBPP_OUTPUT_NOT_NONE_TASKS,
         MBPP_OUTPUT_SET_EQ_TASKS,
         _digit_distance_nums,
         _poly,
         _surface_Area,
     )
 
+    entry = task.entry_point
     exact = out == exp
-    if dataset == "mbpp":
-        if entry_point == "are_equivalent":  # Mbpp/164
+    if task.dataset == "mbpp":
+        if entry == "are_equivalent":  # Mbpp/164
             exact = True
-        elif entry_point == "sum_div":  # Mbpp/295
+        elif entry == "sum_div":  # Mbpp/295
             exact = exact or out == 0
-        elif entry_point == "surface_Area":  # Mbpp/581
+        elif entry == "surface_Area":  # Mbpp/581
             exact = exact or abs(out - _surface_Area(*inp)) <= atol
-        elif entry_point == "digit_distance_nums":  # Mbpp/558
+        elif entry == "digit_distance_nums":  # Mbpp/558
             exact = exact or out == _digit_distance_nums(*inp)
-        elif entry_point in MBPP_OUTPUT_SET_EQ_TASKS:
+        elif entry in MBPP_OUTPUT_SET_EQ_TASKS:
             exact = set(out) == set(exp)
-        elif entry_point in MBPP_OUTPUT_NOT_NONE_TASKS:
-            exact = (out == exp) if isinstance(out, bool) else (exp == (out is not None))
-    if dataset == "humaneval" and entry_point == "find_zero":
+        elif task.not_none:  # the sandbox sent bools as they are, anything else as "is not None"
+            exact = (out == exp) if isinstance(out, bool) else (isinstance(out, NotNoneFlag) and exp == out.flag)
+    if task.dataset == "humaneval" and entry == "find_zero":
         return bool(abs(_poly(*inp, out)) <= atol), atol
     if atol == 0 and is_floats(exp):
         atol = 1e-6
@@ -366,99 +322,186 @@ def _outputs_match(dataset: str, entry_point: str, inp: Any, out: Any, exp: Any,
     return bool(exact), atol
 
 
-def _fail(where: str, index: int | None, reason: str) -> dict[str, Any]:
-    return {"status": "fail", "set": where, "index": index, "reason": reason[:300]}
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _run_job(job: dict[str, Any], rep: _Reporter) -> dict[str, Any]:
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
-    from evalplus.eval.utils import TimeoutException, reliability_guard, swallow_io
-
-    import numpy  # noqa: F401 - load before the memory limit applies
-
-    entry, timeout = job["entry_point"], job["timeout"]
-    if job["mode"] == "script":
-        rep.phase, rep.n_base = "exec", 1
-        rep.deadline = time.monotonic() + timeout
-        reliability_guard(maximum_memory_bytes=job["memory_bytes"])
+def _judge(task: Task, i: int, rec: tuple[list, bytes | None], expected: bytes, special: bool,
+           limit: float, atol: float) -> tuple[str, float]:
+    """('' if input i passed else why, atol for later inputs).  Only the output counts:
+    nothing the sandbox says about itself can make an input pass."""
+    (kind, *rest), value = rec
+    if kind == "ok" and value is not None and not rest:
+        if not special and value == expected and b"NaN" not in expected:
+            return "", atol  # same encoding, same plain value
         try:
-            with swallow_io():
-                exec(job["program"], {})  # noqa: S102 - sandboxed candidate
-        except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
-            return _fail("base", 0, _describe(e))
-        rep.n_done = 1
-        return {"status": "pass"}
+            out = decode(json.loads(value))
+            exp = decode(json.loads(expected))
+            ok, atol = _outputs_match(task, task.inputs[i], out, exp, atol)
+        except Exception as e:  # noqa: BLE001 - a malformed or incomparable output fails
+            return f"output not comparable ({type(e).__name__})", atol
+        return ("" if ok else "wrong output"), atol
+    if kind == "unencodable" and task.dataset == "mbpp" and task.entry_point == "are_equivalent":
+        return "", atol  # evalplus accepts any return value there
+    if kind == "timeout":
+        return f"timeout (> {limit:.2f}s CPU)", atol
+    if kind in ("err", "unencodable") and rest:
+        return str(rest[0])[:300], atol
+    if kind == "oversize":
+        return f"output of {rest[0] if rest else '?'} bytes is too large", atol
+    return f"unexpected record {str(kind)[:20]!r}", atol
 
-    # 1. expected outputs from the canonical solution (trusted, not yet guarded)
-    rep.phase = "reference"
-    rep.deadline = time.monotonic() + REFERENCE_TIMEOUT
-    not_none = job["dataset"] == "mbpp" and entry in MBPP_OUTPUT_NOT_NONE_TASKS
-    sets, budgets = [], []
-    for name in ("base", "plus"):
-        inputs = job[f"{name}_inputs"]
-        expected, cpu, wall = _reference_outputs(job["reference"], inputs, entry, not_none, swallow_io)
-        limits = [max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * t) for t in cpu]
-        sets.append((name, inputs, expected, limits))
-        budgets.append(min(sum(limits), max(timeout, TIME_LIMIT_FACTOR * wall)) + 1)
-    gc.freeze()  # the candidate's GC passes must not rescan the (possibly huge) expected outputs
 
-    # 2. the candidate, guarded
-    rep.event({"event": "exec", "budget": sum(budgets)})
-    rep.phase, rep.n_base = "exec", len(job["base_inputs"])
-    rep.deadline = time.monotonic() + budgets[0]
-    reliability_guard(maximum_memory_bytes=job["memory_bytes"])
-    env: dict[str, Any] = {}
+def _budgets(exp: Expected, n_base: int, timeout: float) -> tuple[list[float], tuple[float, float]]:
+    """Per-input CPU limits and per-set wall budgets (see the module docstring)."""
+    limits = [max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * t) for t in exp.cpu]
+    sets = (limits[:n_base], limits[n_base:])
+    budgets = tuple(min(sum(lim), max(timeout, TIME_LIMIT_FACTOR * wall)) + 1
+                    for lim, wall in zip(sets, exp.walls))
+    return limits, budgets  # type: ignore[return-value]
+
+
+def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memory_mb: int) -> CodeResult:
+    n_base = len(task.base)
+    limits, budgets = _budgets(exp, n_base, timeout)
+    job = {"mode": "candidate", "program": program, "entry_point": task.entry_point,
+           "inputs": task.inputs, "limits": limits, "not_none": task.not_none,
+           "memory_bytes": memory_mb << 20, "evalplus_utils": evalplus_utils_path()}
+    box_limits = Limits(memory_bytes=memory_mb << 20, cpu_seconds=sum(budgets) + EXEC_SLACK,
+                        wall_seconds=STARTUP_TIMEOUT + sum(budgets) + EXEC_SLACK)
+    cap = 16 * max((len(o) for o in exp.outputs), default=0) + (64 << 10)
+    special = _special(task)
+    atol, n_done = task.atol, 0
+    with Sandbox(job, box_limits, max_record_bytes=cap) as box:
+        try:
+            rec, _ = box.next_record(STARTUP_TIMEOUT)
+            if rec is None or rec[0][0] != "ready":
+                return False, False, _no_result(box, rec)
+        except TimeoutError:
+            return False, False, "timeout during startup: the sandbox did not start"
+        left = budgets[0]
+        try:
+            rec, waited = box.next_record(left)
+            left -= waited
+            if rec is None or rec[0][0] != "loaded":
+                why = _no_result(box, rec) if rec is None else _judge(task, 0, rec, b"", True, 0, 0)[0]
+                return False, False, f"fail: {why}"
+            for i in range(len(task.inputs)):
+                if i == n_base:
+                    left = budgets[1]
+                rec, waited = box.next_record(left)
+                left -= waited
+                where, idx = ("base", i) if i < n_base else ("plus", i - n_base)
+                why = _no_result(box, rec) if rec is None else None
+                if why is None:
+                    why, atol = _judge(task, i, rec, exp.outputs[i], special, limits[i], atol)
+                if why:
+                    return where == "plus", False, f"fail: {where} input #{idx}: {why}"
+                n_done += 1
+        except TimeoutError:
+            base_ok = n_done >= n_base > 0
+            return base_ok, False, f"timeout during exec after {n_done} passing input(s)"
+    return True, True, "pass"
+
+
+def _no_result(box: Sandbox, rec: Any) -> str:
+    if rec is not None:
+        return f"unexpected record {str(rec[0][0])[:20]!r}"
+    tail = box.diagnostics().strip().splitlines()[-1:] or [""]
+    return f"sandbox exited with {box.runner_exit or 'no status'} and no result {tail[0][:200]}".strip()
+
+
+# ============================================================= test scripts
+
+
+def _run_script(sample: Any, program: str, timeout: float, memory_mb: int) -> CodeResult:
+    """Original HumanEval rows: the row's `check()` in one sandbox, the program in another."""
+    meta = sample.meta
+    utils = evalplus_utils_path()
+    serve = {"mode": "serve", "program": program, "entry_point": meta["entry_point"],
+             "memory_bytes": memory_mb << 20, "evalplus_utils": utils}
+    check = {"mode": "check", "prompt": meta["prompt"], "test": meta.get("test") or "",
+             "entry_point": meta["entry_point"], "evalplus_utils": utils}
+    lim = Limits(memory_bytes=memory_mb << 20, cpu_seconds=timeout + EXEC_SLACK,
+                 wall_seconds=STARTUP_TIMEOUT + timeout + EXEC_SLACK)
+    cap = 16 << 20
+    with Sandbox(serve, lim, max_record_bytes=cap) as cand, Sandbox(check, lim, max_record_bytes=cap) as judge:
+        try:
+            for box in (cand, judge):
+                rec, _ = box.next_record(STARTUP_TIMEOUT)
+                if rec is None or rec[0][0] != "ready":
+                    return False, False, _no_result(box, rec)
+        except TimeoutError:
+            return False, False, "timeout during startup: the sandbox did not start"
+        left = timeout + 1
+        try:
+            rec, waited = cand.next_record(left)
+            left -= waited
+            if rec is None or rec[0][0] != "loaded":
+                why = _no_result(cand, rec) if rec is None else _judge_script_error(rec)
+                return False, False, f"fail: base input #0: {why}"
+            while True:
+                rec, waited = judge.next_record(left)
+                left -= waited
+                if rec is None:
+                    return False, False, f"fail: test script: {_no_result(judge, rec)}"
+                (kind, *rest), value = rec
+                if kind == "verdict" and rest and rest[0] is True:
+                    return True, True, "pass (base-only dataset: no plus tests)"
+                if kind == "verdict":
+                    return False, False, f"fail: base input #0: {str(rest[1:2])[1:-1][:300]}"
+                if kind != "call" or value is None:
+                    return False, False, f"fail: test script: unexpected record {str(kind)[:20]!r}"
+                cand.send(value + b"\n")
+                reply, waited = cand.next_record(left)
+                left -= waited
+                if reply is not None and reply[0][0] == "ok" and reply[1] is not None:
+                    judge.send(dumps(["ok"]).encode() + b"\t" + reply[1] + b"\n")
+                else:
+                    why = _no_result(cand, reply) if reply is None else _judge_script_error(reply)
+                    judge.send((dumps(["err", why[:300]]) + "\n").encode())
+        except TimeoutError:
+            return False, False, "timeout during exec after 0 passing input(s)"
+
+
+def _judge_script_error(rec: tuple[list, bytes | None]) -> str:
+    kind, *rest = rec[0]
+    return str(rest[0])[:300] if kind in ("err", "unencodable") and rest else f"unexpected record {str(kind)[:20]!r}"
+
+
+# ================================================================ public API
+
+
+def run_code_tests(
+    sample: Any,
+    completion: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> CodeResult:
+    """(passed_base, passed_plus, detail) for a program (already extracted from
+    the response, see scoring.extract_code). Correct = passed_base and passed_plus."""
+    meta = sample.meta
+    dataset = meta.get("dataset")
+    if dataset not in ("humaneval", "mbpp"):
+        raise ValueError(f"sample {sample.id!r} is not a code task (meta['dataset']={dataset!r})")
+    program = build_program(sample, completion)
+    if "base_input" not in meta:  # original HumanEval: run its check() script
+        return _run_script(sample, program, float(timeout), memory_mb)
+    task = _task(sample)
     try:
-        with swallow_io():
-            exec(job["program"], env)  # noqa: S102 - sandboxed candidate
-    except BaseException as e:  # noqa: BLE001
-        return _fail("program", None, f"program raised {_describe(e)}")
-    fn = env.get(entry)
-    if not callable(fn):
-        return _fail("program", None, f"no function named {entry!r}")
-    for name, inputs, expected, limits in sets:
-        if name == "plus":
-            rep.deadline = time.monotonic() + budgets[1]
-        atol = job["atol"]
-        for i, inp in enumerate(inputs):
-            try:
-                with _cpu_time_limit(limits[i], TimeoutException):
-                    with swallow_io():
-                        out = fn(*inp)
-                ok, atol = _outputs_match(job["dataset"], entry, inp, out, expected[i], atol)
-            except TimeoutException:
-                return _fail(name, i, f"timeout (> {limits[i]:.2f}s CPU)")
-            except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
-                return _fail(name, i, _describe(e))
-            if not ok:
-                return _fail(name, i, "wrong output")
-            rep.n_done += 1
-    return {"status": "pass"}
+        exp = expected_outputs(task, memory_mb)
+    except ReferenceFailed as e:
+        return False, False, f"error: the canonical solution failed: {e}"
+    return _run_candidate(task, program, exp, float(timeout), memory_mb)
 
 
-def _child_main() -> None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
-        sys.path.pop(0)  # don't let data.py / scoring.py shadow anything
-    job = pickle.load(sys.stdin.buffer)
-    result_fd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    rep = _Reporter(os.fdopen(result_fd, "w"))
-    threading.Thread(target=_watchdog, args=(rep,), daemon=True).start()
-    try:
-        result = _run_job(job, rep)
-    except BaseException as e:  # noqa: BLE001 - report harness errors instead of dying
-        result = {"status": "error", "error": f"{rep.phase}: {_describe(e)}"}
-    rep.send(result)
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    _child_main()
+def run_code_tests_many(
+    items: Sequence[tuple[Any, str]],
+    workers: int = 2,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> list[CodeResult]:
+    """run_code_tests over (sample, program) pairs, `workers` sandboxes at a time; keeps order."""
+    if not items:
+        return []
+    isolation()  # probe once, before the threads
+    if workers <= 1:
+        return [run_code_tests(s, c, timeout, memory_mb) for s, c in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout, memory_mb), items))

@@ -1,0 +1,493 @@
+"""Parent side of the code sandbox: which isolation, temp folders, uids, launching, reading.
+
+One `Sandbox` is one run of `sandbox_child.py` (the untrusted runner) under
+`sandbox_init.py` (the trusted launcher).  The parent talks to the runner over
+its own pipes only: a job pipe (the runner's fd 0), a result pipe (fd 3, one
+JSON record per line) and a diagnostics pipe (fds 1/2); the launcher reports
+on a status pipe the runner does not hold.  Nothing read from the runner is
+trusted: records are parsed as data, size-capped, and judged by the caller.
+
+Isolation is probed once per process (`isolation()`), strongest first:
+"namespaces" (mount/net/pid/ipc/uts, plus a user namespace when not root) if
+the kernel lets us, else the "floor" (rlimits, its own uid when root, empty
+environment, its own session).  MINITFLOW_SANDBOX=namespaces|floor forces one
+(an unavailable forced mode is an error).  See docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import math
+import os
+import pickle
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .sandbox_child import split_record
+
+SANDBOX_ENV = "MINITFLOW_SANDBOX"
+UID_BASE = 2_000_000_000  # sandbox uids: UID_BASE + (evaluator pid) * UID_SLOTS + slot
+UID_SLOTS = 256
+DIR_PREFIX = "minitflow-sandbox-"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+INIT_PATH = os.path.join(_HERE, "sandbox_init.py")
+CHILD_PATH = os.path.join(_HERE, "sandbox_child.py")
+CLOSE_GRACE = 10.0  # seconds the launcher gets to kill and sweep before it is killed itself
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up or run (not the program's fault)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandbox (rlimits of the runner, caps of its tmpfs)."""
+
+    memory_bytes: int
+    cpu_seconds: float
+    wall_seconds: float  # the launcher's own hard stop, a safety net behind the parent's deadlines
+    file_bytes: int = 64 << 20
+    open_files: int = 64
+    processes: int = 16
+    tmpfs_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class Isolation:
+    mode: str  # "namespaces" or "floor"
+    userns: bool  # namespaces through a user namespace (evaluator not root)
+    as_root: bool  # evaluator is root: each sandbox runs as its own uid
+    note: str  # why not namespaces, if so
+
+
+# ------------------------------------------------------------- temp folders
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Start time of a live process (field 22 of /proc/pid/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _uid_range(pid: int) -> range:
+    start = UID_BASE + (pid % (1 << 22)) * UID_SLOTS
+    return range(start, start + UID_SLOTS)
+
+
+def _kill_uids(uids: range) -> None:
+    """SIGKILL every process whose real uid is in `uids` (scan /proc until none is left)."""
+    for _ in range(50):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    uid_line = next(ln for ln in f if ln.startswith(b"Uid:"))
+            except (OSError, StopIteration):
+                continue
+            if int(uid_line.split()[1]) in uids:
+                found = True
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not found:
+            return
+        time.sleep(0.05)
+
+
+def cleanup_stale(tmp: str | None = None) -> list[str]:
+    """Remove sandbox folders whose evaluator is dead (killed mid-run), after killing
+    any process still running under that evaluator's sandbox uids; returns the paths."""
+    tmp = tmp or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(tmp):
+        m = re.fullmatch(re.escape(DIR_PREFIX) + r"(\d+)-(\d+)", name)
+        if not m:
+            continue
+        pid, start = int(m.group(1)), m.group(2)
+        if _proc_start_time(pid) == start:
+            continue  # its evaluator is alive
+        if os.geteuid() == 0:
+            _kill_uids(_uid_range(pid))
+        path = os.path.join(tmp, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
+_root_lock = threading.Lock()
+_root_dir: dict[int, str] = {}
+
+
+def _sandbox_root() -> str:
+    """This process's folder for sandboxes: $TMPDIR/minitflow-sandbox-<pid>-<start time>/.
+    Created on first use, after removing stale folders of dead evaluators."""
+    pid = os.getpid()
+    with _root_lock:
+        if pid not in _root_dir:
+            tmp = tempfile.gettempdir()
+            cleanup_stale(tmp)
+            path = os.path.join(tmp, f"{DIR_PREFIX}{pid}-{_proc_start_time(pid)}")
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            os.chmod(path, 0o711)  # sandbox uids must reach their own folder inside (floor)
+            _root_dir[pid] = path
+        return _root_dir[pid]
+
+
+# -------------------------------------------------------------------- uids
+
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+def _take_uid() -> int:
+    with _uid_lock:
+        for uid in _uid_range(os.getpid()):
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+    raise SandboxError(f"more than {UID_SLOTS} sandboxes at once")
+
+
+def _release_uid(uid: int) -> None:
+    with _uid_lock:
+        _uids_in_use.discard(uid)
+
+
+# ---------------------------------------------------------------- isolation
+
+
+def _python_binds() -> list[str]:
+    """Read-only paths the runner needs: the Python installation and its site-packages."""
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    spec = importlib.util.find_spec("evalplus")
+    if spec and spec.submodule_search_locations:
+        paths.add(os.path.dirname(list(spec.submodule_search_locations)[0]))
+    real = sorted({os.path.realpath(p) for p in paths})
+    out: list[str] = []
+    for p in real:  # drop paths inside another bound path
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _root_layout() -> tuple[list[str], dict[str, str]]:
+    """(bind paths, symlinks) of the namespace root: /usr, a few /etc files, Python."""
+    binds, links = ["/usr"], {}
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            links[top] = os.readlink(top)
+        elif os.path.isdir(top):
+            binds.append(top)
+    for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
+        if os.path.exists(f):
+            binds.append(f)
+    binds += [p for p in _python_binds() if not any(p.startswith(b + "/") for b in binds)]
+    return binds, links
+
+
+def evalplus_utils_path() -> str:
+    """evalplus/eval/utils.py (standard library only), loaded by path in the runner so that
+    it does not import the evalplus package (numpy, psutil)."""
+    spec = importlib.util.find_spec("evalplus")
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxError("evalplus is not installed (pip install evalplus)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "eval", "utils.py")
+
+
+_iso_lock = threading.Lock()
+_iso: dict[int, Isolation] = {}
+
+
+def _probe(iso: Isolation) -> str:
+    """Run a one-line program under `iso`; '' if it works, else why not."""
+    job = {"mode": "candidate", "program": "def f(x):\n    return x + 1\n", "entry_point": "f",
+           "inputs": [[41]], "limits": [5.0], "not_none": False, "memory_bytes": 1 << 30,
+           "evalplus_utils": evalplus_utils_path()}
+    try:
+        with Sandbox(job, Limits(memory_bytes=1 << 30, cpu_seconds=20, wall_seconds=30), iso) as box:
+            records = []
+            while len(records) < 3:
+                rec, _ = box.next_record(20.0)
+                if rec is None:
+                    break
+                records.append([*rec[0], rec[1]] if rec[1] is not None else rec[0])
+    except (SandboxError, TimeoutError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+    if records != [["ready"], ["loaded"], ["ok", b"42"]]:
+        return f"probe program got {records!r} {box.diagnostics()[-300:]!r}"
+    return ""
+
+
+def isolation() -> Isolation:
+    """The isolation sandboxes use in this process (probed once)."""
+    pid = os.getpid()
+    with _iso_lock:
+        if pid in _iso:
+            return _iso[pid]
+        want = os.environ.get(SANDBOX_ENV, "auto").strip().lower() or "auto"
+        if want not in ("auto", "namespaces", "floor"):
+            raise SandboxError(f"{SANDBOX_ENV}={want!r}: expected auto, namespaces or floor")
+        as_root = os.geteuid() == 0
+        note = f"forced by {SANDBOX_ENV}=floor"
+        if want != "floor":
+            ns = Isolation("namespaces", userns=not as_root, as_root=as_root, note="")
+            why = _probe(ns)
+            if not why:
+                _iso[pid] = ns
+                return ns
+            if want == "namespaces":
+                raise SandboxError(f"{SANDBOX_ENV}=namespaces but namespaces do not work here: {why}")
+            note = f"namespaces unavailable: {why}"
+        floor = Isolation("floor", userns=False, as_root=as_root, note=note)
+        why = _probe(floor)
+        if why:
+            raise SandboxError(f"cannot run sandboxed code on this machine: {why}")
+        _iso[pid] = floor
+        return floor
+
+
+def isolation_summary() -> str:
+    """One line for run.log: which isolation code sandboxes get here."""
+    iso = isolation()
+    who = "own uid per sandbox (from %d)" % UID_BASE if iso.as_root else "evaluator's uid"
+    common = ("rlimits (address space, CPU, processes, open files, file size), empty environment, "
+              "no inherited descriptors, own session killed as a whole")
+    if iso.mode == "namespaces":
+        how = ("namespaces: mount (new root on tmpfs, read-only /usr and Python), pid, network "
+               "(no interfaces), ipc, uts" + (", user (nested, no capabilities)" if iso.userns else ""))
+        who = who if iso.as_root else "uid 1000 in a nested user namespace"
+        return f"code sandbox: {how}; {who}; {common}"
+    return f"code sandbox: floor (no namespaces; {iso.note}); {who}; {common}; network NOT blocked"
+
+
+# ------------------------------------------------------------------ sandbox
+
+
+def _set_nonblocking(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+
+_child_source: list[str] = []
+
+
+def _runner_argv() -> list[str]:
+    if not _child_source:
+        with open(CHILD_PATH, encoding="utf-8") as f:
+            _child_source.append(f.read())
+    return [os.path.realpath(sys.executable), "-I", "-B", "-c", _child_source[0]]
+
+
+class Sandbox:
+    """One isolated runner process tree.  Use as a context manager: leaving it kills
+    everything the runner started and removes its folder."""
+
+    def __init__(self, job: dict[str, Any], limits: Limits, iso: Isolation | None = None,
+                 max_record_bytes: int = 64 << 20) -> None:
+        self.iso = iso or isolation()
+        self.limits = limits
+        self.max_record_bytes = max_record_bytes
+        self.uid: int | None = None
+        self.dir: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.runner_exit: str | None = None
+        self._out = bytearray()  # pending bytes for the job pipe
+        self._bufs = {"result": bytearray(), "status": bytearray()}
+        self._diag = bytearray()
+        self._eof: set[str] = set()
+        self._fds: dict[str, int] = {}
+        try:
+            self._start(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ starting
+
+    def _config(self, fds: dict[str, int]) -> dict[str, Any]:
+        lim, ns = self.limits, self.iso.mode == "namespaces"
+        cpu = max(1, math.ceil(lim.cpu_seconds))
+        rlimits = {"AS": lim.memory_bytes, "DATA": lim.memory_bytes, "CPU": [cpu, cpu + 2],
+                   "FSIZE": lim.file_bytes, "NOFILE": lim.open_files, "NPROC": lim.processes,
+                   "CORE": 0, "MSGQUEUE": 0}
+        home = "/sandbox" if ns else self.dir
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": "/tmp" if ns else home,
+               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
+        binds, links = _root_layout() if ns else ([], {})
+        return {"mode": self.iso.mode, "userns": self.iso.userns, "uid": self.uid, "gid": self.uid,
+                "root": self.dir, "binds": binds, "symlinks": links, "argv": _runner_argv(),
+                "env": env, "rlimits": rlimits, "fds": fds, "tmpfs_bytes": lim.tmpfs_bytes,
+                "wall_limit": lim.wall_seconds}
+
+    def _start(self, job_bytes: bytes) -> None:
+        if self.iso.as_root:
+            self.uid = _take_uid()
+        self.dir = tempfile.mkdtemp(prefix="sb-", dir=_sandbox_root())
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        diag_r, diag_w = os.pipe()
+        theirs = {"job": job_r, "result": res_w, "diag": diag_w}
+        try:
+            self.proc = subprocess.Popen(
+                [os.path.realpath(sys.executable), "-I", "-S", "-B", INIT_PATH],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=diag_w,
+                pass_fds=tuple(theirs.values()), close_fds=True, start_new_session=True,
+                cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+        finally:
+            for fd in theirs.values():
+                os.close(fd)
+        self._fds = {"job": job_w, "result": res_r, "diag": diag_r, "status": self.proc.stdout.fileno()}
+        for fd in self._fds.values():
+            _set_nonblocking(fd)
+        self.proc.stdin.write((json.dumps(self._config(theirs)) + "\n").encode())
+        self.proc.stdin.flush()
+        self._out += job_bytes
+
+    # ------------------------------------------------------------ talking
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the runner's fd 0 (written while waiting for records)."""
+        self._out += data
+
+    def diagnostics(self) -> str:
+        return self._diag.decode("utf-8", "replace")
+
+    def _pump(self, timeout: float) -> None:
+        """One select round: write pending job bytes, read whatever arrived."""
+        readers = {self._fds[k]: k for k in ("result", "status", "diag") if k not in self._eof}
+        writers = [self._fds["job"]] if self._out and "job" not in self._eof else []
+        if not readers and not writers:
+            time.sleep(min(timeout, 0.05))
+            return
+        r, w, _ = select.select(list(readers), writers, [], timeout)
+        if w:
+            try:
+                n = os.write(self._fds["job"], self._out[:1 << 16])
+                del self._out[:n]
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                self._eof.add("job")
+                self._out.clear()
+        for fd in r:
+            key = readers[fd]
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self._eof.add(key)
+            elif key == "diag":
+                self._diag += chunk
+                del self._diag[:-4096]
+            else:
+                self._bufs[key] += chunk
+        self._status_lines()
+
+    def _status_lines(self) -> None:
+        buf = self._bufs["status"]
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            text = line.decode("utf-8", "replace")
+            if text.startswith("exit "):
+                self.runner_exit = text[5:]
+            elif text.startswith("error "):
+                raise SandboxError(f"sandbox setup failed: {text[6:]} {self.diagnostics()[-500:]}".strip())
+
+    def _take_record(self) -> tuple[list, bytes | None] | None:
+        buf = self._bufs["result"]
+        cut = buf.find(b"\n")
+        if cut < 0:
+            return (["oversize", len(buf)], None) if len(buf) > self.max_record_bytes else None
+        if cut > self.max_record_bytes:
+            return ["oversize", cut], None
+        line = bytes(buf[:cut])
+        del buf[:cut + 1]
+        try:
+            header, value = split_record(line)
+        except (ValueError, RecursionError):
+            header, value = None, None
+        if not isinstance(header, list) or not header or not isinstance(header[0], str):
+            return ["garbage", line[:80].decode("utf-8", "replace")], None
+        return header, value
+
+    def next_record(self, wait: float) -> tuple[tuple[list, bytes | None] | None, float]:
+        """((header, raw value JSON or None), seconds spent waiting).  None once the runner
+        has exited (or closed its result pipe) and nothing is left; TimeoutError after `wait` s."""
+        start = time.monotonic()
+        while True:
+            rec = self._take_record()
+            if rec is not None:
+                return rec, time.monotonic() - start
+            if "result" in self._eof:
+                return None, time.monotonic() - start
+            if self.runner_exit is not None:
+                self._pump(0)  # whatever the runner wrote before it exited is in the pipe
+                return self._take_record(), time.monotonic() - start
+            if "status" in self._eof and self.proc.poll() is not None:
+                raise SandboxError(f"sandbox launcher exited with {self.proc.returncode}: "
+                                   f"{self.diagnostics()[-500:]}")
+            left = wait - (time.monotonic() - start)
+            if left <= 0:
+                raise TimeoutError
+            self._pump(left)
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Kill everything in the sandbox, wait for the launcher, remove the folder."""
+        proc = self.proc
+        if proc is not None:
+            try:
+                proc.stdin.close()  # the launcher's signal to kill and sweep
+            except OSError:
+                pass
+            try:
+                proc.wait(CLOSE_GRACE)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+                if self.uid is not None:
+                    _kill_uids(range(self.uid, self.uid + 1))
+            proc.stdout.close()
+            self.proc = None
+        for key in ("job", "result", "diag"):
+            fd = self._fds.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        if self.uid is not None:
+            _release_uid(self.uid)
+            self.uid = None

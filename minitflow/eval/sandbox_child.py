@@ -1,0 +1,393 @@
+"""The untrusted side of the code sandbox: runs a program on inputs and sends back plain data.
+
+This file is executed by the sandbox (`python -I -c <this source>`) as an
+unprivileged process, so it imports only the standard library (and evalplus'
+`reliability_guard` / `swallow_io`, for evalplus' semantics).  Nothing it sends
+is trusted: the parent never reads a verdict from here, only outputs, which it
+decodes with `decode` into plain builtins and compares itself.
+
+The parent imports `encode` / `decode` from here too, so both sides share one
+codec.  The codec is JSON with tagged arrays, so that nothing but data can cross:
+
+    None/bool/str/float/int (|x| < 2**63)  -> JSON scalars (float repr is exact)
+    big int  -> ["I", hex]        bytes -> ["b", hex]     bytearray -> ["B", hex]
+    complex  -> ["c", re, im]     list -> ["l", *items]   tuple -> ["t", *items]
+    set      -> ["s", *items]     frozenset -> ["f", *items]
+    dict     -> ["d", k0, v0, k1, v1, ...]
+    numpy scalar -> ["n", dtype name, value]
+    "is not None" oracle flag -> ["nn", bool]   (MBPP tasks whose outputs are re.Match or None)
+
+Subclasses of these types (namedtuple, OrderedDict, Counter, IntEnum...) are
+sent as their base type; anything else (classes, generators, arrays, objects
+whose __eq__ says yes to everything) cannot be encoded, which fails the input.
+
+Record protocol on fd 3 (one JSON array per line):
+    ["ready"]                      job read, nothing of the program run yet
+    ["loaded"]                     the program executed and defines the entry point
+    ["ok", value]                  output of the next input (reference runs add cpu seconds)
+    ["err", text] / ["timeout", s] / ["unencodable", text]
+    ["wall", s]                    reference runs: total wall time
+    check mode: ["call", args] ... ["verdict", ok, text]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+_SMALL_INT = 2**63
+NUMPY_DTYPES = frozenset({
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "longdouble", "complex64", "complex128",
+})
+
+
+class Unencodable(Exception):
+    """The value is not plain data."""
+
+
+class NotNoneFlag:
+    """Decoded ["nn", flag]: the program returned a non-bool for an 'is not None' task."""
+
+    __slots__ = ("flag",)
+
+    def __init__(self, flag: bool) -> None:
+        self.flag = flag
+
+    def __repr__(self) -> str:
+        return f"NotNoneFlag({self.flag})"
+
+
+def _numpy_scalar(x: Any) -> Any:
+    np = __import__("sys").modules.get("numpy")
+    if np is None or not isinstance(x, np.generic):
+        raise Unencodable(type(x).__name__)
+    name = x.dtype.name
+    if name not in NUMPY_DTYPES:
+        raise Unencodable(f"numpy {name}")
+    value = x.item()
+    if isinstance(value, complex):
+        return ["n", name, ["c", value.real, value.imag]]
+    return ["n", name, value if type(value) is not int or -_SMALL_INT < value < _SMALL_INT else ["I", hex(value)]]
+
+
+def encode(x: Any) -> Any:
+    """Plain-data tree for `x` (see the module docstring); raises Unencodable."""
+    try:
+        return _enc(x)
+    except RecursionError:
+        raise Unencodable("nested too deeply (or contains itself)") from None
+
+
+def _enc(x: Any) -> Any:
+    t = type(x)
+    if x is None or t is bool or t is str or t is float:
+        return x
+    if t is int:
+        return x if -_SMALL_INT < x < _SMALL_INT else ["I", hex(x)]
+    if t is list or t is tuple:
+        tag = "l" if t is list else "t"
+        if all(type(i) is str or type(i) is float or (type(i) is int and -_SMALL_INT < i < _SMALL_INT)
+               or type(i) is bool or i is None for i in x):
+            return [tag, *x]
+        return [tag, *map(_enc, x)]
+    if t is dict:
+        out = ["d"]
+        for k, v in dict.items(x):
+            out.append(_enc(k))
+            out.append(_enc(v))
+        return out
+    if t is set or t is frozenset:
+        return ["s" if t is set else "f", *map(_enc, x)]
+    if t is complex:
+        return ["c", x.real, x.imag]
+    if t is bytes or t is bytearray:
+        return ["b" if t is bytes else "B", bytes(x).hex()]
+    # subclasses of plain types travel as their base type
+    if isinstance(x, bool):
+        return bool(x)
+    if isinstance(x, int):
+        return _enc(int.__index__(x))
+    if isinstance(x, float):
+        return float.__float__(x)
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, dict):
+        return _enc(dict(dict.items(x)))
+    if isinstance(x, list):
+        return _enc(list(list.__iter__(x)))
+    if isinstance(x, tuple):
+        return _enc(tuple(tuple.__iter__(x)))
+    if isinstance(x, frozenset):
+        return _enc(frozenset(frozenset.__iter__(x)))
+    if isinstance(x, set):
+        return _enc(set(set.__iter__(x)))
+    if isinstance(x, complex):
+        return _enc(complex(x.real, x.imag))
+    return _numpy_scalar(x)
+
+
+def dumps(x: Any) -> str:
+    """One JSON line (no newline inside: json escapes them)."""
+    return json.dumps(x, ensure_ascii=True, separators=(",", ":"))
+
+
+def decode(node: Any, numpy_module: Any = None) -> Any:
+    """Inverse of `encode` on a json-parsed tree; builds only builtins (and numpy
+    scalars of whitelisted dtypes).  Raises ValueError/TypeError/KeyError/RecursionError
+    on anything malformed."""
+    t = type(node)
+    if node is None or t is bool or t is str or t is int or t is float:
+        return node
+    if t is not list or not node or type(node[0]) is not str:
+        raise ValueError("malformed value")
+    tag = node[0]
+    if tag in ("l", "t", "s", "f"):
+        items = [i if type(i) is not list else decode(i, numpy_module) for i in node[1:]]
+        if tag == "l":
+            return items
+        if tag == "t":
+            return tuple(items)
+        return set(items) if tag == "s" else frozenset(items)
+    if tag == "d":
+        if len(node) % 2 != 1:
+            raise ValueError("malformed dict")
+        vals = [decode(i, numpy_module) for i in node[1:]]
+        return dict(zip(vals[0::2], vals[1::2]))
+    if tag == "I" and len(node) == 2 and type(node[1]) is str:
+        return int(node[1], 16)
+    if tag == "c" and len(node) == 3 and all(type(v) in (int, float) for v in node[1:]):
+        return complex(node[1], node[2])
+    if tag in ("b", "B") and len(node) == 2 and type(node[1]) is str:
+        data = bytes.fromhex(node[1])
+        return data if tag == "b" else bytearray(data)
+    if tag == "nn" and len(node) == 2 and type(node[1]) is bool:
+        return NotNoneFlag(node[1])
+    if tag == "n" and len(node) == 3 and node[1] in NUMPY_DTYPES:
+        if numpy_module is None:
+            import numpy as numpy_module  # noqa: PLC0415 - only for numpy outputs
+        value = decode(node[2], numpy_module)
+        if type(value) not in (bool, int, float, complex):
+            raise ValueError("malformed numpy scalar")
+        return numpy_module.dtype(node[1]).type(value)
+    raise ValueError(f"unknown tag {tag[:10]!r}")
+
+
+# ================================================================ the runner
+
+
+def _evalplus_utils(job: dict) -> Any:
+    """evalplus/eval/utils.py loaded by path (standard library only; the package would import numpy)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_evalplus_eval_utils", job["evalplus_utils"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+class _Channel:
+    """Writes records to the result pipe with private references (the program may patch os)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.write = fd, os.write
+
+    def send(self, header: list, value: str | None = None) -> None:
+        line = dumps(header) if value is None else f"{dumps(header)}\t{value}"
+        view = memoryview((line + "\n").encode("ascii"))
+        while view:
+            view = view[self.write(self.fd, view):]
+
+
+def split_record(line: bytes) -> tuple[Any, bytes | None]:
+    """(parsed header, raw value JSON or None) of one record line (no newline).
+    json.dumps never writes a raw tab, so the first tab ends the header."""
+    head, tab, value = line.partition(b"\t")
+    return json.loads(head), (value if tab else None)
+
+
+def _cpu_time_limit(seconds: float, exc_type: type):
+    """evalplus' `time_limit`, but on CPU time (ITIMER_PROF) so load on the machine does not matter."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def limit():
+        def on_prof(signum, frame):  # noqa: ARG001
+            raise exc_type("Timed out!")
+
+        signal.signal(signal.SIGPROF, on_prof)
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+
+    return limit()
+
+
+def _encoded(out: Any, not_none: bool) -> tuple[list, str | None]:
+    """(header, value JSON) for one output."""
+    if not_none and type(out) is not bool:
+        return ["ok"], dumps(["nn", out is not None])
+    try:
+        return ["ok"], dumps(encode(out))
+    except (Unencodable, ValueError) as e:
+        return ["unencodable", f"output is not plain data ({str(e)[:100]})"], None
+
+
+def _load(job: dict, chan: _Channel, swallow_io: Any) -> Any:
+    """exec the program; its entry point, or None after reporting why not."""
+    env: dict[str, Any] = {}
+    try:
+        with swallow_io():
+            exec(job["program"], env)  # noqa: S102 - this process is the sandbox
+    except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
+        chan.send(["err", f"program raised {_describe(e)}"])
+        return None
+    fn = env.get(job["entry_point"])
+    if not callable(fn):
+        chan.send(["err", f"no function named {job['entry_point']!r}"])
+        return None
+    return fn
+
+
+def _run_reference(job: dict, chan: _Channel) -> None:
+    """evalplus `trusted_exec` per input set: a fresh exec of the program, deep-copied
+    inputs, CPU time per call; ["wall", s] after each set (calls and encoding)."""
+    import copy
+    import time
+
+    swallow_io = _evalplus_utils(job).swallow_io
+    chan.send(["ready"])
+    inputs = iter(job["inputs"])
+    for size in job["sets"]:
+        start = time.perf_counter()
+        fn = _load(job, chan, swallow_io)
+        if fn is None:
+            return
+        chan.send(["loaded"])
+        for _ in range(size):
+            args = copy.deepcopy(next(inputs))
+            try:
+                with swallow_io():
+                    t = time.process_time()
+                    out = fn(*args)
+                    cpu = time.process_time() - t
+            except BaseException as e:  # noqa: BLE001
+                chan.send(["err", _describe(e)])
+                return
+            header, value = _encoded((out is not None) if job["not_none"] else out, False)
+            chan.send(header + [cpu], value)
+        chan.send(["wall", time.perf_counter() - start])
+
+
+def _run_candidate(job: dict, chan: _Channel) -> None:
+    """evalplus `unsafe_execute`: guard, exec, then each input under its CPU time limit."""
+    utils = _evalplus_utils(job)
+    chan.send(["ready"])
+    utils.reliability_guard(maximum_memory_bytes=job["memory_bytes"])
+    fn = _load(job, chan, utils.swallow_io)
+    if fn is None:
+        return
+    chan.send(["loaded"])
+    for i, inp in enumerate(job["inputs"]):
+        try:
+            with _cpu_time_limit(job["limits"][i], utils.TimeoutException):
+                with utils.swallow_io():
+                    out = fn(*inp)
+        except utils.TimeoutException:
+            chan.send(["timeout", job["limits"][i]])
+            return
+        except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
+            chan.send(["err", _describe(e)])
+            return
+        chan.send(*_encoded(out, job["not_none"]))
+
+
+def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
+    """Candidate for a test script: answer one call per request line (args as a value)."""
+    utils = _evalplus_utils(job)
+    chan.send(["ready"])
+    utils.reliability_guard(maximum_memory_bytes=job["memory_bytes"])
+    fn = _load(job, chan, utils.swallow_io)
+    if fn is None:
+        return
+    chan.send(["loaded"])
+    readline = requests.readline
+    while True:
+        line = readline()
+        if not line:
+            return
+        try:
+            args = decode(json.loads(line))
+            with utils.swallow_io():
+                out = fn(*args)
+        except BaseException as e:  # noqa: BLE001
+            chan.send(["err", _describe(e)])
+            continue
+        chan.send(*_encoded(out, False))
+
+
+def _run_check(job: dict, chan: _Channel, replies: Any) -> None:
+    """A dataset's test script (`check(candidate)`), whose candidate is a proxy to the
+    program's own sandbox: this process never runs the program and gets back plain data."""
+    swallow_io = _evalplus_utils(job).swallow_io
+    readline = replies.readline
+
+    def candidate(*args: Any) -> Any:
+        chan.send(["call"], dumps(encode(list(args))))
+        line = readline()
+        if not line:
+            raise RuntimeError("the program's sandbox went away")
+        header, value = split_record(line.rstrip(b"\n"))
+        if header[0] == "ok" and value is not None:
+            return decode(json.loads(value))
+        raise RuntimeError(f"candidate failed: {header[1] if len(header) > 1 else header[0]}")
+
+    chan.send(["ready"])
+    env: dict[str, Any] = {}
+    try:
+        with swallow_io():  # the row's prompt (helpers the test may use) and test script
+            exec(job["prompt"], env)  # noqa: S102
+            env[job["entry_point"]] = candidate
+            exec(job["test"], env)  # noqa: S102
+            env["check"](candidate)
+    except BaseException as e:  # noqa: BLE001
+        chan.send(["verdict", False, _describe(e)])
+        return
+    chan.send(["verdict", True, "pass"])
+
+
+def runner_main() -> None:
+    """Entry point inside the sandbox: fd 0 = job (pickle, then request lines), fd 3 = records."""
+    import pickle
+
+    requests = os.fdopen(0, "rb", buffering=1 << 16)
+    job = pickle.load(requests)
+    chan = _Channel(3)
+    mode = job["mode"]
+    if mode in ("reference", "candidate"):
+        requests.close()  # fd 0 becomes /dev/null: nothing more will come
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        if devnull != 0:
+            os.dup2(devnull, 0)
+            os.close(devnull)
+        (_run_reference if mode == "reference" else _run_candidate)(job, chan)
+    elif mode == "serve":
+        _run_serve(job, chan, requests)
+    elif mode == "check":
+        _run_check(job, chan, requests)
+    else:
+        chan.send(["err", f"unknown mode {mode!r}"])
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    runner_main()
