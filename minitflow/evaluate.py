@@ -1,47 +1,124 @@
 """`python -m minitflow.evaluate`: accuracy, processed tokens and wall-clock on a benchmark.
 
-Writes OUTPUT_DIR/run.log and OUTPUT_DIR/{method}_results.json. Finished samples are
-appended to {method}_partial.rank*.jsonl as they complete, so a crashed or interrupted run
-resumes where it stopped. Under `torchrun --nproc-per-node N` the samples are sharded across
-ranks (torch.distributed, gloo on CPU / nccl on GPU) and rank 0 merges the same files.
+Files in OUTPUT_DIR, per method:
+
+- `{method}_settings.json`: what defines the run (model, checkpoint sha256, method, dataset
+  file sha256, sampling, max_new_tokens, scorer, row set). A rerun with other settings is
+  refused with one line; `--overwrite` starts afresh. `--max_samples` may change between
+  runs (it takes a prefix of the same samples).
+- `{method}_partial.rank{r}.jsonl`: one finished sample per line, appended as it completes,
+  so a crashed or interrupted run resumes where it stopped.
+- `{method}_results.json`: summary and samples, written (atomically) by rank 0 at the end.
+- `{method}.rank{r}.lock`: held (flock) while rank r runs: a second evaluate process on the
+  same folder refuses instead of computing every sample twice.
+
+Several ranks (`torchrun --nproc-per-node N`, or RANK / WORLD_SIZE / LOCAL_RANK set by hand)
+take the samples i % N == rank; each runs on its own GPU (cuda:LOCAL_RANK) and writes its own
+partial file. No torch.distributed collective is used: rank 0, after its own share, polls the
+partial files until every sample is there and merges them. A barrier on NCCL would time out
+(its watchdog) when ranks finish minutes apart, as long generations do; reading files has no
+such limit, needs no process group, and is the same code path as a resume. Rank 0 gives up
+only when no new sample has appeared for --merge_timeout seconds (a dead rank): it then writes
+results marked complete: false, and a rerun finishes the missing samples.
 `--method oracle` scores the gold answers through the same pipeline (it must reach 100%).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
-from minitflow.cli import add_model_args, load_for, run_cli, sampling_from
+from minitflow.cli import add_model_args, check_model_args, load_for, model_and_checkpoint, run_cli, sampling_from
 from minitflow.errors import UserError
+from minitflow.files import check_output_dir, decode_utf8, json_lines, write_json
 
 METHODS = ("baseline", "textmas", "tflow", "oracle")
+RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
 log = logging.getLogger("minitflow.evaluate")
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
+# ---- ranks and locks ---------------------------------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the torchrun environment; (0, 1) without it."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise UserError("RANK and WORLD_SIZE must be integers") from None
+    if size < 1 or not 0 <= rank < size:
+        raise UserError(f"RANK {rank} is not in [0, WORLD_SIZE {size})")
+    return rank, size
 
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
+def run_id(size: int) -> str:
+    """The same string on every rank of one launch, different for another launch."""
+    if size == 1:
+        return f"{socket.gethostname()}:{os.getpid()}"
+    keys = ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "WORLD_SIZE")
+    return "|".join(os.environ.get(k, "") for k in keys)
 
+
+def _lock_path(out_dir: Path, method: str, rank: int) -> Path:
+    return out_dir / f"{method}.rank{rank}.lock"
+
+
+def _held(path: Path) -> bool:
+    """Whether another process holds the flock on `path`."""
+    try:
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
+
+
+def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
+    """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash)."""
+    f = open(_lock_path(out_dir, method, rank), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
+                        "wait for it or use another --output_dir") from None
+    return f
+
+
+def _sign(lock: IO[str], rid: str) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(rid)
+    lock.flush()
+
+
+def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> None:
+    """Rank r > 0 starts only once rank 0 of *this* launch holds the folder (and has checked
+    the settings, or cleared it for --overwrite)."""
+    path = _lock_path(out_dir, method, 0)
+    deadline = time.monotonic() + RANK0_WAIT_S
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == rid and _held(path):
+            return
+        time.sleep(0.2)
+    raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
+                    "(another run holds it, or rank 0 failed)")
+
+
+# ---- the settings that define a run -----------------------------------------------------
 
 def _sha256(path: str | None) -> str | None:
     if not path or not Path(path).is_file():
@@ -53,18 +130,142 @@ def _sha256(path: str | None) -> str | None:
     return h.hexdigest()
 
 
-def _finished(out_dir: Path, method: str) -> dict[str, dict]:
+def run_settings(args: argparse.Namespace, dataset: str) -> dict:
+    """What a resumed run must share with the one that wrote the folder."""
+    settings = {"method": args.method, "dataset": dataset,
+                "data_file_sha256": _sha256(args.data_file) if args.data_file else "online",
+                "include_all_mmlu": args.include_all_mmlu, "minerva_zero_shot": args.minerva_zero_shot,
+                "mmlu_rows": getattr(args, "mmlu_rows", None), "scorer": getattr(args, "scorer", None)}
+    if args.method == "oracle":
+        return settings
+    model, checkpoint = model_and_checkpoint(args)
+    sampling = sampling_from(args)
+    model_path = Path(model).expanduser()
+    settings.update({
+        "model": str(model_path.resolve()) if model_path.is_dir() else model,
+        "checkpoint_sha256": "random" if args.random_generator else _sha256(checkpoint),
+        "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+        "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed})
+    return settings
+
+
+def _settings_path(out_dir: Path, method: str) -> Path:
+    return out_dir / f"{method}_settings.json"
+
+
+def _compare_settings(path: Path, settings: dict) -> None:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path} is unreadable; pass --overwrite to start afresh") from None
+    diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if diff:
+        k = diff[0]
+        raise UserError(f"{path.parent} holds a {settings['method']} run with {k}={saved.get(k)!r}, this one has "
+                        f"{k}={settings.get(k)!r}{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; "
+                        "pass --overwrite to start afresh or use another --output_dir")
+
+
+def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, rank: int, size: int) -> IO[str]:
+    """Lock this rank's files; rank 0 also checks (or writes, or with `overwrite` clears) the
+    folder's settings, and rank r > 0 waits for it. Returns the open lock (keep it)."""
+    lock = take_lock(out_dir, method, rank)
+    rid = run_id(size)
+    if rank == 0:
+        for other in out_dir.glob(f"{method}.rank*.lock"):
+            r = other.name[len(method) + 5:-5]
+            if r.isdigit() and int(r) >= size and _held(other):
+                raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
+        path, results = _settings_path(out_dir, method), out_dir / f"{method}_results.json"
+        if overwrite or not any(p.stat().st_size for p in _partials(out_dir, method)):
+            for f in [path, results, *_partials(out_dir, method)]:  # nothing finished to keep
+                f.unlink(missing_ok=True)
+        if path.is_file():
+            _compare_settings(path, settings)
+        elif _partials(out_dir, method):
+            raise UserError(f"{out_dir} holds {method} samples but no {path.name}, so they may come from other "
+                            "settings; pass --overwrite to start afresh or use another --output_dir")
+        else:
+            write_json(path, settings)
+        _sign(lock, rid)
+    else:
+        _sign(lock, rid)
+        _wait_for_rank0(out_dir, method, rid)
+        _compare_settings(_settings_path(out_dir, method), settings)
+    return lock
+
+
+# ---- finished samples --------------------------------------------------------------------
+
+def _partials(out_dir: Path, method: str) -> list[Path]:
+    return sorted(out_dir.glob(f"{method}_partial.rank*.jsonl"))
+
+
+def read_finished(out_dir: Path, method: str) -> dict[str, dict]:
+    """id -> row over every rank's partial file. Lines are split on "\\n" only: predictions may
+    hold U+0085 or U+2028, which str.splitlines would cut a row at."""
     done: dict[str, dict] = {}
-    for part in sorted(out_dir.glob(f"{method}_partial.rank*.jsonl")):
-        for line in part.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a crash: redo that sample
-                    continue
+    for part in _partials(out_dir, method):
+        for _, line in json_lines(decode_utf8(part.read_bytes(), str(part))):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash: redo that sample
+                continue
+            if isinstance(row, dict) and "id" in row:
                 done[row["id"]] = row
     return done
 
+
+def start_partial(part: Path) -> None:
+    """A crash may have cut the last line: start the next one on a fresh line."""
+    if part.is_file() and part.stat().st_size:
+        with part.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                with part.open("ab") as g:
+                    g.write(b"\n")
+
+
+def append_sample(part: Path, row: dict) -> None:
+    """Append one finished sample as one JSON line (ensure_ascii: no raw line separators)."""
+    with part.open("ab") as f:
+        f.write((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
+
+
+def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: str, wall: float) -> dict:
+    usage = meta.get("token_usage", {})
+    return {"id": sample.id, "question": sample.question, "gold": sample.answer, "prediction": prediction,
+            "extracted": extracted, "correct": bool(correct), "processed_tokens": usage.get("processed_tokens", 0),
+            "official_tokens": usage.get("total_tokens", 0), "token_usage": usage,
+            "finish_reason": meta.get("finish_reason"), "wall_time": wall}
+
+
+def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0) -> dict[str, dict]:
+    """Rank 0: the finished rows, once every id is there or nothing new came for `stall_s`."""
+    want = set(ids)
+    last_sig, last_change, done = None, time.monotonic(), {}
+    while True:
+        sig = [(p.name, p.stat().st_size) for p in _partials(out_dir, method)]
+        if sig != last_sig:
+            done = read_finished(out_dir, method)
+            last_sig, last_change = sig, time.monotonic()
+            if want <= done.keys():
+                return done
+        elif time.monotonic() - last_change > stall_s:
+            log.warning("no new sample for %.0f s: %d of %d missing (a rank died?); writing incomplete results, "
+                        "rerun to finish them", stall_s, len(want - done.keys()), len(want))
+            return done
+        time.sleep(poll_s)
+
+
+def dataset_label(dataset: str, samples) -> str:
+    """The report's column: humaneval splits into HumanEval and HumanEval+ (the file with plus tests)."""
+    if dataset == "humaneval":
+        return "humaneval+" if any(s.meta.get("plus_input") for s in samples) else "humaneval"
+    return dataset
+
+
+# ---- the run -----------------------------------------------------------------------------
 
 def _setup_logging(out_dir: Path, rank: int) -> None:
     handlers: list[logging.Handler] = [logging.FileHandler(out_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"))]
@@ -82,29 +283,36 @@ def evaluate(args: argparse.Namespace) -> dict | None:
 
     dataset = resolve_dataset(args.dataset)
     args.dataset = prompt_style(dataset)
-    rank, world = _dist()
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(out_dir, rank)
+    check_model_args(args)
+    if args.max_samples < -1:
+        raise UserError(f"--max_samples must be -1 (all) or >= 0, got {args.max_samples}")
+    if not args.merge_timeout > 0:
+        raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
+    rank, size = world()
+    out_dir = check_output_dir(args.output_dir, "--output_dir")
     samples = load_samples(dataset, args.data_file, args.max_samples, include_all_mmlu=args.include_all_mmlu,
                            minerva_fewshot=not args.minerva_zero_shot)
     if not samples:
         raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
-    done = _finished(out_dir, args.method)
-    mine = [(i, s) for i, s in enumerate(samples) if i % world == rank and s.id not in done]
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    settings = run_settings(args, dataset)
+    lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
+    _setup_logging(out_dir, rank)
+    done = read_finished(out_dir, args.method)
+    mine = [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
     log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, dataset, len(samples),
-             len(done), len(mine), rank, world)
+             len(done.keys() & set(ids)), len(mine), rank, size)
     llm = generator = None
-    model_label = checkpoint = None
     if args.method != "oracle" and mine:
-        llm, generator, model_label, checkpoint = load_for(args)
+        llm, generator, _, _ = load_for(args)
     sampling = sampling_from(args)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
-    if part.is_file() and part.stat().st_size and not part.read_bytes().endswith(b"\n"):
-        with part.open("a", encoding="utf-8") as f:  # a crash cut the last line: start a fresh one
-            f.write("\n")
-    correct = sum(bool(r["correct"]) for r in done.values())
-    seen = len(done)
+    start_partial(part)
+    correct = sum(bool(done[i]["correct"]) for i in ids if i in done)
+    seen = sum(i in done for i in ids)
     bar = tqdm(total=len(mine), disable=rank != 0, desc=f"{args.method}/{dataset}")
     for start in range(0, len(mine), args.batch_size):
         index, chunk = zip(*mine[start:start + args.batch_size])
@@ -118,38 +326,34 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             preds, metas = [r.answer for r in results], [r.metadata() for r in results]
         wall = (time.perf_counter() - t0) / len(chunk)
         scores = score_samples(dataset, preds, chunk)
-        with part.open("a", encoding="utf-8") as f:
-            for s, pred, meta, (ok, extracted) in zip(chunk, preds, metas, scores):
-                usage = meta.get("token_usage", {})
-                row = {"id": s.id, "question": s.question, "gold": s.answer, "prediction": pred,
-                       "extracted": extracted, "correct": bool(ok), "processed_tokens": usage.get("processed_tokens", 0),
-                       "official_tokens": usage.get("total_tokens", 0), "token_usage": usage,
-                       "finish_reason": meta.get("finish_reason"), "wall_time": wall}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                correct += bool(ok)
-                seen += 1
+        for s, pred, meta, (ok, extracted) in zip(chunk, preds, metas, scores):
+            append_sample(part, sample_row(s, pred, meta, ok, extracted, wall))
+            correct += bool(ok)
+            seen += 1
         bar.update(len(chunk))
         bar.set_postfix(acc=f"{correct / max(seen, 1):.3f}")
     bar.close()
-    _barrier(world)
     if rank != 0:
+        log.info("rank %d done: %d samples", rank, len(mine))
         return None
-    done = _finished(out_dir, args.method)
-    rows = [done[s.id] for s in samples if s.id in done]
+    done = wait_for_ranks(out_dir, args.method, ids, args.merge_timeout) if size > 1 else read_finished(out_dir, args.method)
+    rows = [done[i] for i in ids if i in done]
     n = len(rows)
+    model_label, checkpoint = model_and_checkpoint(args)
     summary = {
-        "method": args.method, "dataset": dataset, "n": n, "complete": n == len(samples),
-        "accuracy": sum(r["correct"] for r in rows) / max(n, 1),
+        "method": args.method, "dataset": dataset, "dataset_label": dataset_label(dataset, samples),
+        "n": n, "complete": n == len(samples),
+        "accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
         "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
         "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
         "total_wall_time": sum(r["wall_time"] for r in rows),
         "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),
-        "model": model_label or args.model, "checkpoint": checkpoint or args.checkpoint,
-        "checkpoint_sha256": _sha256(checkpoint or args.checkpoint), "world_size": world,
-        "config": dict(vars(args)),
+        "model": None if args.method == "oracle" else model_label,
+        "checkpoint": checkpoint if args.method == "tflow" else None,
+        "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,
+        "settings": settings, "config": dict(vars(args)),
     }
-    (out_dir / f"{args.method}_results.json").write_text(
-        json.dumps({"summary": summary, "samples": rows}, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     log.info("accuracy %.4f on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"], n,
              summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     return summary
@@ -161,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
     p.add_argument("--max_samples", type=int, default=-1, help="-1 = all")
     p.add_argument("--output_dir", default="results")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard this method's earlier results in --output_dir instead of resuming them")
+    p.add_argument("--merge_timeout", type=float, default=3600.0,
+                   help="rank 0: seconds without a new sample from any rank before it writes incomplete results")
     p.add_argument("--include_all_mmlu", action="store_true",
                    help="MMLU-Redux: also score questions annotated as erroneous")
     p.add_argument("--minerva_zero_shot", action="store_true",
