@@ -41,13 +41,26 @@ def test_evaluate_writes_files_and_resumes(method, tmp_path):
         assert summary["checkpoint_sha256"] and len(summary["checkpoint_sha256"]) == 64
     # crash after two samples: keep them, and a half-written line
     part = tmp_path / f"{method}_partial.rank0.jsonl"
-    lines = part.read_text().splitlines()
+    lines = part.read_text().split("\n")
     part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
     (tmp_path / f"{method}_results.json").unlink()
     assert run_cli(main, _args(method, tmp_path, *extra)) == 0
-    assert "5 samples, 2 already done" in (tmp_path / "run.log").read_text()
+    assert "5 samples, 2 already done, 3 for rank 0/1" in (tmp_path / "run.log").read_text()
+    ids = _partial_ids(part)
+    assert len(ids) == 5 and len(set(ids)) == 5  # the 3 missing computed once, the 2 done not again
     again = json.loads((tmp_path / f"{method}_results.json").read_text())["samples"]
     assert [r["prediction"] for r in again] == [r["prediction"] for r in rows]
+
+
+def _partial_ids(part: Path) -> list[str]:
+    """Ids of the complete rows of a partial file (a line cut by a crash is not one)."""
+    ids = []
+    for line in part.read_bytes().decode("utf-8").split("\n"):
+        try:
+            ids.append(json.loads(line)["id"])
+        except json.JSONDecodeError:
+            continue
+    return ids
 
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path):
@@ -86,3 +99,134 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
     assert run_cli(main, args) == 0
     summary = json.loads((tmp_path / "oracle_results.json").read_text())["summary"]
     assert summary["accuracy"] == 1.0 and summary["n"] > 0
+
+
+# ---- on the demo model / oracle, no ../shared needed ------------------------------------
+
+def _box_rows(path: Path, n: int = 8, wrong: tuple[int, ...] = (1, 4, 6)) -> Path:
+    """gsm8k-format rows the demo model answers right (the facts are in the question); the
+    rows in `wrong` have a gold answer that is off by one, so they score wrong."""
+    from minitflow import demo
+    rows = []
+    for i, r in enumerate(demo.make_examples(n, seed=7)):
+        gold = int(demo.gold_value(r["answer"]))
+        gold = (gold + 1) % 10 if i in wrong else gold
+        rows.append({"question": r["sender_question"], "answer": f"Read it off.\n#### {gold}"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _demo_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--method", "baseline", "--dataset", "gsm8k", "--data_file", str(data), "--device", "cpu",
+            "--greedy", "--max_new_tokens", "8", "--batch_size", "3", "--output_dir", str(out), *extra]
+
+
+def test_two_ranks_merge_to_the_single_process_summary(tmp_path):
+    """Two ranks (RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them, no process group):
+    rank 0 merges by polling the rank files; the summary equals one process's."""
+    data = _box_rows(tmp_path / "box.jsonl")
+    assert run_cli(main, _demo_args(data, tmp_path / "single")) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
+    procs = [subprocess.Popen([sys.executable, "-m", "minitflow.evaluate", *_demo_args(data, tmp_path / "multi")],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    one = json.loads((tmp_path / "single" / "baseline_results.json").read_text())
+    two = json.loads((tmp_path / "multi" / "baseline_results.json").read_text())
+    pick = lambda s: {k: s[k] for k in ("accuracy", "n", "complete")}  # noqa: E731
+    assert pick(two["summary"]) == pick(one["summary"]) == {"accuracy": 5 / 8, "n": 8, "complete": True}
+    assert two["summary"]["world_size"] == 2
+    assert [r["id"] for r in two["samples"]] == [r["id"] for r in one["samples"]]
+    shares = [_partial_ids(tmp_path / "multi" / f"baseline_partial.rank{r}.jsonl") for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == sorted(r["id"] for r in one["samples"]) and len(shares[1]) == 4
+
+
+def _oracle_rows(path: Path) -> Path:
+    """gsm8k rows whose reasoning (and so the oracle's prediction) holds U+0085, U+2028 and \\r."""
+    rows = [{"question": f"What is {i} + 1?", "answer": f"Count\u0085 on\u2028 from {i}\r.\n#### {i + 1}"}
+            for i in range(6)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_line_separators_inside_predictions_resume_complete(tmp_path):
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--batch_size", "4"]
+    assert run_cli(main, args) == 0
+    part = out / "oracle_partial.rank0.jsonl"
+    assert len(_partial_ids(part)) == 6
+    summary = json.loads((out / "oracle_results.json").read_text())
+    assert summary["summary"]["n"] == 6 and summary["summary"]["complete"]
+    assert "\u0085" in summary["samples"][0]["prediction"] and "\r" in summary["samples"][0]["prediction"]
+    assert run_cli(main, args) == 0  # nothing left to do: nothing recomputed
+    assert "6 samples, 6 already done, 0 for rank 0/1" in _last_plan(out)
+    assert _partial_ids(part) == [f"gsm8k/{i}" for i in range(6)]
+
+
+def test_partial_rows_round_trip_any_text(tmp_path):
+    from minitflow.evaluate import append_sample, read_finished
+    text = "a\u0085b\u2028c\rd\ne\u2029f\x1cg"
+    for i in range(3):
+        append_sample(tmp_path / "m_partial.rank0.jsonl", {"id": f"x/{i}", "prediction": text, "correct": True})
+    done = read_finished(tmp_path, "m")
+    assert sorted(done) == ["x/0", "x/1", "x/2"] and all(r["prediction"] == text for r in done.values())
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--max_samples", "3"]
+    assert run_cli(main, args) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text(encoding="utf-8").replace("What is 5", "What is five"), encoding="utf-8")
+    assert run_cli(main, [*args[:2], "--data_file", str(other), *args[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "data_file_sha256" in err[-1] and "--overwrite" in err[-1]
+    assert run_cli(main, [*args[:2], "--data_file", str(other), *args[4:], "--overwrite"]) == 0
+    assert "3 samples, 0 already done, 3 for rank 0/1" in _last_plan(out)
+    # a longer prefix of the same rows is the same run: only the new samples are computed
+    assert run_cli(main, [*args[:2], "--data_file", str(other), "--output_dir", str(out)]) == 0
+    assert "6 samples, 3 already done, 3 for rank 0/1" in _last_plan(out)
+
+
+def _last_plan(out: Path) -> str:
+    """The last run's "N samples, K already done, M for rank r/w" log line."""
+    return [line for line in (out / "run.log").read_text().splitlines() if " already done, " in line][-1]
+
+
+def test_resume_with_other_sampling_is_refused(tmp_path, capsys):
+    data, out = _box_rows(tmp_path / "box.jsonl", n=2), tmp_path / "out"
+    assert run_cli(main, _demo_args(data, out)) == 0
+    capsys.readouterr()
+    assert run_cli(main, _demo_args(data, out, "--max_new_tokens", "9")) == 2
+    assert "max_new_tokens=8" in capsys.readouterr().err
+
+
+def test_second_process_on_one_folder_refuses(tmp_path, capsys):
+    from minitflow.evaluate import take_lock
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    out.mkdir()
+    held = take_lock(out, "oracle", 0)  # as a running evaluate holds it
+    try:
+        assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 2
+        assert "another evaluate process" in capsys.readouterr().err
+        assert not list(out.glob("oracle_partial*"))
+    finally:
+        held.close()
+    assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
+
+
+def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, monkeypatch):
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert run_cli(main, [*args, "--merge_timeout", "0.5"]) == 0
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 3 and not summary["complete"]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a rerun in one process finishes rank 1's share
+    assert run_cli(main, args) == 0
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 6 and summary["complete"] and summary["accuracy"] == 1.0

@@ -1,0 +1,424 @@
+"""Bad input on every command line: one `error: ...` line on stderr, exit code 2, no traceback,
+and no output lost or half-written. One test per kind of bad input (the CLIs run in-process)."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitflow import demo, evaluate, generate, report, train
+from minitflow.cli import pick_device, run_cli
+from minitflow.engine.llm import LLM
+from minitflow.errors import UserError
+from minitflow.files import replacing, write_text
+from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
+
+DEMO = demo.demo_dir()
+GSM8K_ROWS = [{"question": "The red box holds 7. The blue box holds 3. The green box holds 9. "
+                           "How many does the blue box hold?", "answer": "Look it up.\n#### 3"}]
+
+
+def fails(capsys, main, argv: list[str], *words: str) -> str:
+    """Run a CLI: exit 2 with exactly one `error:` line, the last on stderr, naming `words`."""
+    rc = run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    for w in words:
+        assert w in errors[0], errors[0]
+    return errors[0]
+
+
+def no_model_load(monkeypatch) -> None:
+    """Loading a model during a test that must fail first is a test failure."""
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was refused")
+    monkeypatch.setattr(LLM, "load", classmethod(boom))
+
+
+def model_copy(tmp_path: Path) -> Path:
+    """The demo model's small files, to corrupt one at a time."""
+    d = tmp_path / "model"
+    d.mkdir()
+    for f in DEMO.iterdir():
+        if f.suffix == ".json" and f.name != "results.json":
+            shutil.copy(f, d / f.name)
+    return d
+
+
+def gen_args(*extra) -> list:
+    return ["--method", "baseline", "--question", "How many does the red box hold?", "--device", "cpu",
+            "--max_new_tokens", "2", *extra]
+
+
+def gsm8k_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    return path
+
+
+def train_args(tmp_path: Path, *extra) -> list:
+    rows = tmp_path / "train.jsonl"
+    if not rows.exists():
+        rows.write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n")
+    return ["--model", DEMO, "--train", rows, "--out", tmp_path / "o.pt", "--no-progress", *extra]
+
+
+def read_only_target() -> Path:
+    """A path no one may create, root included (sysfs); skip where there is none."""
+    base = Path("/sys/kernel")
+    if not base.is_dir() or os.access(base, os.W_OK) and _writable(base):
+        pytest.skip("no read-only file system here")
+    return base / "minitflow-test"
+
+
+def _writable(d: Path) -> bool:
+    try:
+        (d / ".probe").touch()
+        (d / ".probe").unlink()
+        return True
+    except OSError:
+        return False
+
+
+# ---- model files --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage"])
+def test_corrupt_safetensors(kind, tmp_path, capsys):
+    d = model_copy(tmp_path)
+    data = (DEMO / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes({"empty": b"", "truncated": data[:len(data) // 2],
+                                           "garbage": os.urandom(4096)}[kind])
+    fails(capsys, generate.main, gen_args("--model", d), "safetensors")
+
+
+@pytest.mark.parametrize("text,word", [("{not json", "not valid JSON"), ("[1, 2]", "JSON object"),
+                                       ("drop hidden_size", "hidden_size is missing"),
+                                       ("hidden_size=str", "hidden_size must be a positive integer")])
+def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
+    d = model_copy(tmp_path)
+    cfg = json.loads((DEMO / "config.json").read_text())
+    if text == "drop hidden_size":
+        del cfg["hidden_size"]
+        text = json.dumps(cfg)
+    elif text == "hidden_size=str":
+        text = json.dumps({**cfg, "hidden_size": "128"})
+    (d / "config.json").write_text(text)
+    fails(capsys, generate.main, gen_args("--model", d), word)
+
+
+# ---- input files ------------------------------------------------------------------------
+
+def test_non_utf8_input_files_and_stdin(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"question": "caf\xe9?", "answer": "1"}\n')
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, ["--input_file", bad], "not UTF-8")
+    fails(capsys, train.main, train_args(tmp_path)[:2] + ["--train", bad, "--out", tmp_path / "o.pt"], "not UTF-8")
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", bad, "--output_dir", tmp_path / "r"],
+          "not UTF-8")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "x_results.json").write_bytes(b'{"summary": "\xff"}')
+    fails(capsys, report.main, [tmp_path / "res"], "not UTF-8")
+
+    class Stdin(io.TextIOWrapper):
+        def isatty(self):
+            return False
+    monkeypatch.setattr("sys.stdin", Stdin(io.BytesIO(b"caf\xe9 ?\n"), encoding="utf-8"))
+    fails(capsys, generate.main, ["--device", "cpu"], "stdin is not UTF-8")
+
+
+@pytest.mark.parametrize("kind", ["not gzip", "truncated"])
+def test_non_gzip_or_truncated_gz_data(kind, tmp_path, capsys):
+    path = tmp_path / "rows.jsonl.gz"
+    packed = gzip.compress(gsm8k_file(tmp_path).read_bytes() * 50)
+    path.write_bytes(gsm8k_file(tmp_path).read_bytes() if kind == "not gzip" else packed[:len(packed) // 2])
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", path, "--output_dir", tmp_path / "r"],
+          "cannot read data file")
+
+
+def test_wrong_field_types_mmlu_file_as_gsm8k(tmp_path, capsys):
+    path = tmp_path / "mmlu.jsonl"
+    path.write_text(json.dumps({"question": "2+2?", "choices": ["3", "4"], "answer": 1, "subject": "math"}) + "\n")
+    fails(capsys, evaluate.main, ["--method", "oracle", "--dataset", "gsm8k", "--data_file", path,
+                                  "--output_dir", tmp_path / "r"], "'answer' is a int", "gsm8k")
+    path.write_text("[1, 2]\n")
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", path, "--output_dir", tmp_path / "r"],
+          "JSON int")
+    assert not (tmp_path / "r" / "oracle_results.json").exists()
+
+
+def test_jsonl_readers_split_on_newline_only(tmp_path):
+    """U+0085 and U+2028 are line breaks for str.splitlines, not inside JSON lines."""
+    q = "How many\u0085 does the\u2028 red box hold?"
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": q, "answer": "A"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    args = argparse.Namespace(question=None, input_file=str(path), context=None)
+    assert [r["question"] for r in generate.read_inputs(args)] == [q]
+    assert [e.question for e in train.read_examples(path)] == [q]
+
+
+# ---- flags --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", "gpu"])
+def test_unsupported_device(device, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--device", device), "--device")
+    fails(capsys, evaluate.main, ["--method", "baseline", "--device", device, "--data_file", gsm8k_file(tmp_path),
+                                  "--output_dir", tmp_path / "r"], "--device")
+    fails(capsys, train.main, train_args(tmp_path, "--device", device), "--device")
+
+
+def test_local_rank_picks_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert pick_device("auto") == torch.device("cuda", 3) and pick_device("cuda") == torch.device("cuda", 3)
+    assert pick_device("cuda:1") == torch.device("cuda", 1) and pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "4")
+    with pytest.raises(UserError, match="only 4 are visible"):
+        pick_device("auto")
+
+
+@pytest.mark.parametrize("batch_size", ["0", "-2"])
+def test_evaluate_batch_size_below_one(batch_size, tmp_path, capsys):
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path), "--batch_size",
+                                  batch_size, "--output_dir", tmp_path / "r"], "--batch_size must be >= 1")
+    assert not (tmp_path / "r" / "oracle_results.json").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--max_new_tokens", "0"), ("--max_new_tokens", "-3"),
+                                        ("--temperature", "nan"), ("--temperature", "inf"),
+                                        ("--temperature", "-1"), ("--top_p", "nan"), ("--top_k", "-1")])
+def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args(flag, value), flag)
+    fails(capsys, evaluate.main, ["--method", "baseline", flag, value, "--data_file", gsm8k_file(tmp_path),
+                                  "--output_dir", tmp_path / "r"], flag)
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--lr", "0"), ("--weight_decay", "nan"),
+                                        ("--clip", "-1"), ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])
+def test_train_bad_numbers(flag, value, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, train.main, train_args(tmp_path, flag, value), flag)
+
+
+@pytest.mark.parametrize("arch", ["d_model=0", "head_dim=-4", '{"d_model": 0}', '{"rank": "4"}', "d_model=100"])
+def test_train_bad_pg_arch(arch, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), "rch")
+
+
+# ---- output paths: checked before any work, in all five CLIs -----------------------------
+
+def _bad_outputs(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "a_dir").mkdir(exist_ok=True)
+    (tmp_path / "a_file").write_text("x")
+    return {"directory": tmp_path / "a_dir", "under a file": tmp_path / "a_file" / "out.png"}
+
+
+def test_bad_output_paths_all_clis(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "tflow_results.json").write_text(json.dumps({"summary": {
+        "method": "tflow", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 1,
+        "mean_processed_tokens": 1, "mean_wall_time": 1.0}}))
+    for kind, path in _bad_outputs(tmp_path).items():
+        fails(capsys, generate.main, gen_args("--output", path))
+        fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", path, "--no-progress"])
+        fails(capsys, report.main, [res, "--plot", path])
+        if kind == "under a file":
+            fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path),
+                                          "--output_dir", path])
+            fails(capsys, demo.main, ["--out", path])
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path),
+                                  "--output_dir", tmp_path / "a_file"], "not a directory")
+    fails(capsys, demo.main, ["--out", tmp_path / "a_file"], "not a directory")
+    assert (tmp_path / "a_file").read_text() == "x" and not any((tmp_path / "a_dir").iterdir())
+
+
+def test_read_only_output_paths_all_clis(tmp_path, capsys, monkeypatch):
+    ro = read_only_target()
+    no_model_load(monkeypatch)
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "tflow_results.json").write_text(json.dumps({"summary": {
+        "method": "tflow", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 1,
+        "mean_processed_tokens": 1, "mean_wall_time": 1.0}}))
+    fails(capsys, generate.main, gen_args("--output", ro / "a.json"), "cannot")
+    fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", ro / "o.pt"], "cannot")
+    fails(capsys, report.main, [res, "--plot", ro / "p.png"], "cannot")
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path), "--output_dir", ro],
+          "cannot")
+    fails(capsys, demo.main, ["--out", ro], "cannot")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_and_folder(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.json").write_text("old")
+    (locked / "a.json").chmod(0o444)
+    locked.chmod(0o555)
+    try:
+        fails(capsys, generate.main, gen_args("--output", locked / "a.json"), "read-only")
+        fails(capsys, generate.main, gen_args("--output", locked / "b.json"), "cannot write")
+        fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path),
+                                      "--output_dir", locked], "cannot write")
+    finally:
+        locked.chmod(0o755)
+    assert (locked / "a.json").read_text() == "old"
+
+
+def test_generate_checks_output_before_loading(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--output", tmp_path), "is a directory")
+
+
+def test_train_out_directory_is_refused_before_loading_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    out = tmp_path / "outdir"
+    out.mkdir()
+    fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", out, "--no-progress"], "is a directory")
+    assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_writes_are_atomic(tmp_path):
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    write_text(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_save_checkpoint_into_a_directory_leaves_no_tmp(tmp_path):
+    from minitflow.model.config import Qwen3Config
+    from minitflow.tflow.checkpoint import random_generator
+    gen = random_generator(Qwen3Config.from_dir(DEMO), arch=None)
+    (tmp_path / "d.pt").mkdir()
+    with pytest.raises(UserError, match="directory"):
+        save_checkpoint(gen, tmp_path / "d.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.pt"]
+
+
+# ---- report -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content,word", [
+    ({"summary": {"method": "tflow", "dataset": "gsm8k", "n": 3}}, "summary.accuracy"),
+    ([{"summary": {}}], "not a minitflow results file"),
+    ({"samples": []}, "not a minitflow results file"),
+    ({"summary": {"method": "tflow", "dataset": "gsm8k", "n": 3, "accuracy": "high", "mean_official_tokens": 1,
+                  "mean_processed_tokens": 1, "mean_wall_time": 1}}, "summary.accuracy")])
+def test_report_bad_results_file(content, word, tmp_path, capsys):
+    (tmp_path / "tflow_results.json").write_text(json.dumps(content))
+    fails(capsys, report.main, [tmp_path], word)
+
+
+def test_report_plot_unknown_type(tmp_path, capsys):
+    fails(capsys, report.main, [tmp_path, "--plot", tmp_path / "x.xyz"], ".xyz")
+    assert not (tmp_path / "x.xyz").exists()
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_state() -> dict:
+    return torch.load(DEMO / "tflow.pt", weights_only=True)
+
+
+def _ckpt(tmp_path: Path, state: dict, name: str = "c.pt") -> Path:
+    torch.save(state, tmp_path / name)
+    return tmp_path / name
+
+
+def test_checkpoint_without_generator_tensors_is_refused(good_state, tmp_path, capsys):
+    """The old behaviour: a warning, a random generator, exit 0 and a results file."""
+    assert len(good_state["parameter_generator"]) == 79
+    for flags in (True, False):
+        state = {**good_state, "parameter_generator": {}}
+        if not flags:
+            del state["pg_config_flags"]
+        path = _ckpt(tmp_path, state)
+        fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO),
+              "79 of the generator's 79 tensors are missing")
+    one_short = dict(good_state["parameter_generator"])
+    one_short.pop(sorted(one_short)[5])
+    path = _ckpt(tmp_path, {**good_state, "parameter_generator": one_short})
+    out = tmp_path / "r"
+    fails(capsys, evaluate.main, ["--method", "tflow", "--checkpoint", path, "--model", DEMO, "--device", "cpu",
+                                  "--data_file", gsm8k_file(tmp_path), "--max_new_tokens", "2", "--output_dir", out],
+          "1 of the generator's 79 tensors are missing")
+    assert not (out / "tflow_results.json").exists()
+
+
+def test_legacy_checkpoint_with_every_tensor_loads(good_state, tmp_path, capsys):
+    from minitflow.model.config import Qwen3Config
+    backbone = Qwen3Config.from_dir(DEMO)
+    extra = {**good_state["parameter_generator"], "model.old_head.weight": torch.zeros(2)}
+    legacy = {k: v for k, v in good_state.items() if k != "pg_config_flags"}
+    gen = load_checkpoint(_ckpt(tmp_path, {**legacy, "parameter_generator": extra}), backbone)
+    assert "legacy checkpoint" in capsys.readouterr().err
+    want = good_state["parameter_generator"]
+    assert all(torch.equal(v, want[k]) for k, v in gen.parameter_generator.state_dict().items())
+    with pytest.raises(UserError, match="unexpected generator tensor model.old_head.weight"):
+        load_checkpoint(_ckpt(tmp_path, {**good_state, "parameter_generator": extra}), backbone)
+
+
+class _Payload:
+    """Pickles as a call to open(marker, "w"): loading it with weights_only=False creates the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_pickle_is_refused_not_run(good_state, tmp_path, capsys):
+    marker = tmp_path / "payload-ran"
+    path = _ckpt(tmp_path, {**good_state, "samples_seen": _Payload(marker)})
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO),
+          "weights_only=True", "io.open")
+    assert not marker.exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", tmp_path / "junk.pt",
+                                          "--model", DEMO), "junk.pt")
+
+
+# ---- demo ---------------------------------------------------------------------------------
+
+def test_demo_validates_flags_before_touching_out(tmp_path, capsys):
+    out = tmp_path / "built"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"trained weights")
+    fails(capsys, demo.main, ["--out", out, "--steps", "0", "--overwrite"], "--steps")
+    fails(capsys, demo.main, ["--out", out, "--pretrain_steps", "-1", "--overwrite"], "--pretrain_steps")
+    fails(capsys, demo.main, ["--out", out], "not empty", "--overwrite")
+    assert [p.name for p in out.iterdir()] == ["model.safetensors"]
+    assert (out / "model.safetensors").read_bytes() == b"trained weights"
+
+
+def test_demo_default_out_is_not_the_package(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(demo, "build_demo", lambda cfg, **kw: seen.setdefault("out", cfg.out))
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(demo.main, []) == 0
+    assert Path(seen["out"]).resolve() != DEMO.resolve() and Path(seen["out"]).resolve().parent == tmp_path.resolve()
+
