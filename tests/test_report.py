@@ -33,3 +33,21 @@ def test_table_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_cli(main, [str(tmp_path / "missing")]) == 2
     assert "no such results directory" in capsys.readouterr().err
+
+
+def test_humaneval_and_humaneval_plus_are_two_columns(tmp_path, capsys):
+    for name, label, acc in (("he", "humaneval", 0.6), ("heplus", "humaneval+", 0.5)):
+        _write(tmp_path / name, "tflow", "humaneval", acc, 300, 600, 2.0)
+        path = tmp_path / name / "tflow_results.json"
+        data = json.loads(path.read_text())
+        data["summary"]["dataset_label"] = label
+        path.write_text(json.dumps(data))
+    lines = markdown_table(collect([str(tmp_path)])).splitlines()
+    assert lines[0].startswith("| Method | humaneval Acc. |") and "| humaneval+ Acc. |" in lines[0]
+    assert lines[2] == "| TFlow | 60.0 | 300 | 600 | 2.00 | 50.0 | 300 | 600 | 2.00 |"
+    # two results for one cell (older files without a label): refused, never one silently dropped
+    _write(tmp_path / "old1", "tflow", "humaneval", 0.6, 300, 600, 2.0)
+    _write(tmp_path / "old2", "tflow", "humaneval", 0.5, 300, 600, 2.0)
+    assert run_cli(main, [str(tmp_path / "old1"), str(tmp_path / "old2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "old1" in err and "old2" in err and "both hold tflow on humaneval" in err

@@ -14,8 +14,8 @@ import torch
 from minitflow import demo
 from minitflow.engine.llm import LLM
 from minitflow.tflow.checkpoint import arch_for, load_checkpoint, random_generator, save_checkpoint
-from minitflow.train import (Example, TrainConfig, batch_loss, build_generator, init_for_training, read_examples,
-                             train)
+from minitflow.train import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator, init_for_training,
+                             make_batch, read_examples, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"d_model": 64, "head_dim": 16, "token_dim": 64, "output_dim": 64}
@@ -236,3 +236,29 @@ def test_init_from_a_checkpoint_fine_tunes_it(tiny, llm, tmp_path):
     assert again["generator"].samples_seen == start.samples_seen + 4
     assert not torch.equal(again["generator"].parameter_generator.model.proj_out_B.weight,
                            start.parameter_generator.model.proj_out_B.weight)
+
+
+def test_loss_covers_exactly_the_answer_tokens_and_im_end(tiny, llm):
+    """Targets are the answer's tokens then <|im_end|>, nothing of the prompt; the loss equals a
+    cross-entropy computed by hand from full logits at those positions only."""
+    import torch.nn.functional as F
+    qs, answers = ["How many does the red box hold?", "Q?"], ["\\boxed{7}", "a longer answer text"]
+    batch = make_batch(llm, "You are C.", qs, answers)
+    eos = llm.tokenizer.eos_token_id
+    for i, a in enumerate(answers):
+        want = llm.encode(a) + [eos]
+        row = batch.targets[i]
+        assert row[row != IGNORE].tolist() == want
+        assert batch.ends[i] - batch.starts[i] == len(want)
+        prompt = llm.chat_ids([{"role": "system", "content": "You are C."}, {"role": "user", "content": qs[i]}])
+        assert batch.starts[i] == len(prompt) - 1  # the last prompt position predicts the first answer token
+    with torch.no_grad():
+        loss = answer_loss(llm.model, batch)
+        t = batch.input_ids.shape[1]
+        logits = llm.model(batch.input_ids, batch.positions, None, t).float()
+    picked, targets = [], []
+    for i in range(len(qs)):
+        picked.append(logits[i, batch.starts[i]:batch.ends[i]])
+        targets.append(batch.input_ids[i, batch.starts[i] + 1:batch.ends[i] + 1])
+    manual = F.cross_entropy(torch.cat(picked), torch.cat(targets))
+    assert torch.allclose(loss, manual, atol=1e-5), (loss.item(), manual.item())
