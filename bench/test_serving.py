@@ -176,3 +176,27 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
            speedup_vs_chunked=chunked_s / s,
            cached_share=sum(r.metadata()["token_usage"]["cached_tokens"] for r in out["piped"]) /
            sum(r.processed_tokens for r in out["piped"]))
+
+
+def test_condition_memory(benchmark, setup: Setup) -> None:
+    """Peak memory the senders' condition adds to their prefill: all L+1 layers + aggregator
+    vs the sum taken as the layers run (each in a fresh process; see bench/condition_memory.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    benchmark.group = "serving-condition-memory"
+    script = Path(__file__).with_name("condition_memory.py")
+
+    def peak(mode: str) -> int:
+        out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1]) * 1024
+
+    got = {}
+    benchmark.pedantic(lambda: got.update(streamed=peak("streamed")), rounds=1, iterations=1)
+    got.update(plain=peak("plain"), full=peak("full"))
+    full, streamed = got["full"] - got["plain"], max(got["streamed"] - got["plain"], 0)
+    from condition_memory import MID
+    record(benchmark, setup, layers_plus_one=MID.num_hidden_layers + 1, condition_full_mib=full / 2**20,
+           condition_streamed_mib=streamed / 2**20, memory_vs_full=streamed / full,
+           bound=2 / (MID.num_hidden_layers + 1))
+    assert streamed <= 2 / (MID.num_hidden_layers + 1) * full
