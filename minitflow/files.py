@@ -49,6 +49,12 @@ def json_lines(text: str) -> Iterator[tuple[int, str]]:
 
 # ---- checking outputs before the work ---------------------------------------------------
 
+def _non_empty(path: str | os.PathLike, what: str) -> Path:
+    if not str(path).strip():  # Path("") would silently mean the current directory
+        raise UserError(f"{what} is an empty path")
+    return Path(path)
+
+
 def _probe(folder: Path, what: str) -> None:
     """Create and remove a file in `folder`: the only reliable test that we may write there."""
     probe = folder / f".minitflow-probe-{secrets.token_hex(4)}"
@@ -71,7 +77,7 @@ def _make_dir(folder: Path, what: str) -> None:
 
 def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail now, before any work, if `path` cannot be written as a file later."""
-    path = Path(path)
+    path = _non_empty(path, what)
     if str(path).endswith(os.sep) or path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file path")
     if path.exists() and not path.is_file():
@@ -85,7 +91,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
 
 def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     """Create `path` if needed and fail now if files cannot be written in it."""
-    path = Path(path)
+    path = _non_empty(path, what)
     _make_dir(path, what)
     _probe(path, what)
     return path

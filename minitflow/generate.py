@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(p)
     args = p.parse_args(argv)
     check_model_args(args)
-    if args.output:  # before loading anything: a bad path must not cost a whole generation
+    if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
         check_output_file(args.output, "--output")
     rows = read_inputs(args)
     sampling = sampling_from(args)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 "answer": r.answer, "metadata": r.metadata()} for q, r in zip(questions, results)]
     for item in payload:
         print(item["answer"])
-    if args.output:
+    if args.output is not None:
         write_json(args.output, payload[0] if len(payload) == 1 else payload, indent=2)
     return 0
 
