@@ -16,6 +16,7 @@ environment, its own session).  MINITFLOW_SANDBOX=namespaces|floor forces one
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import importlib.util
 import json
@@ -133,6 +134,11 @@ def cleanup_stale(tmp: str | None = None) -> list[str]:
     return removed
 
 
+def _remove_root(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child
+        shutil.rmtree(path, ignore_errors=True)
+
+
 _root_lock = threading.Lock()
 _root_dir: dict[int, str] = {}
 
@@ -148,6 +154,7 @@ def _sandbox_root() -> str:
             path = os.path.join(tmp, f"{DIR_PREFIX}{pid}-{_proc_start_time(pid)}")
             os.makedirs(path, mode=0o711, exist_ok=True)
             os.chmod(path, 0o711)  # sandbox uids must reach their own folder inside (floor)
+            atexit.register(_remove_root, path, pid)
             _root_dir[pid] = path
         return _root_dir[pid]
 
@@ -187,6 +194,9 @@ def _python_binds() -> list[str]:
         if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
             out.append(p)
     return out
+
+
+HIDDEN_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/usr/libexec", "/usr/games")
 
 
 def _root_layout() -> tuple[list[str], dict[str, str]]:
@@ -339,8 +349,9 @@ class Sandbox:
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
         binds, links = _root_layout() if ns else ([], {})
+        hide = [d for d in HIDDEN_DIRS if ns and os.path.isdir(d) and not os.path.islink(d)]
         return {"mode": self.iso.mode, "userns": self.iso.userns, "uid": self.uid, "gid": self.uid,
-                "root": self.dir, "binds": binds, "symlinks": links, "argv": _runner_argv(),
+                "root": self.dir, "binds": binds, "symlinks": links, "hide": hide, "argv": _runner_argv(),
                 "env": env, "rlimits": rlimits, "fds": fds, "tmpfs_bytes": lim.tmpfs_bytes,
                 "wall_limit": lim.wall_seconds}
 

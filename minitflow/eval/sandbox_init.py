@@ -13,6 +13,8 @@ this process unshares mount, network, IPC, UTS and PID namespaces (plus a user
 namespace when not run as root), builds a new root on a size-capped tmpfs with
 read-only binds of /usr and the Python prefix, and forks the PID namespace's
 init, which pivots into that root, mounts /proc and forks the runner.  The
+bin folders (/usr/bin, /usr/sbin...) are empty there: no shell, no tools,
+only the Python executable.  The
 runner drops to the sandbox uid (root) or into a nested user namespace (not
 root), sets rlimits and no_new_privs, and execs Python.  When the runner exits
 the init exits, and the kernel kills every process left in the namespace.
@@ -128,6 +130,12 @@ def _build_root(cfg: dict) -> None:
             _bind(path, root)
     for link, target in cfg["symlinks"].items():
         os.symlink(target, root + link)
+    for d in cfg["hide"]:  # no shells or tools: empty read-only folders over the bin dirs
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        python = cfg["argv"][0]
+        if python.startswith(d + "/"):
+            _bind(python, root)
+        _mount(None, root + d, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.makedirs(root + "/dev", exist_ok=True)
     for dev in ("null", "zero", "random", "urandom"):
         _bind(f"/dev/{dev}", root, readonly=False, device=True)

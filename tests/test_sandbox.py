@@ -1,0 +1,569 @@
+"""The code sandbox against hostile programs: fake passes, escapes, leftovers (docs/sandbox.md).
+
+Each hostile program is a wrong solution run through `run_code_tests`, the
+path `evaluate` uses: it must FAIL and leave nothing behind outside its temp
+folder (files, processes, connections, signals).  Properties that only
+namespaces give (hidden host files, no network, no shell) are checked when
+the machine allows namespaces; the rest hold on every isolation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from minitflow.eval import code_exec, sandbox
+from minitflow.eval.code_exec import run_code_tests
+from minitflow.eval.data import Sample
+from minitflow.eval.sandbox_child import NotNoneFlag, Unencodable, decode, dumps, encode
+
+ISO = sandbox.isolation()
+NAMESPACES = ISO.mode == "namespaces"
+needs_ns = pytest.mark.skipif(not NAMESPACES, reason=f"no namespaces here: {ISO.note}")
+ROOT = os.geteuid() == 0
+# Without namespaces and without root the sandbox shares the evaluator's uid: hostile programs
+# that signal or fork would hit this user's real processes (docs/sandbox.md), so they do not run.
+contained = pytest.mark.skipif(not (NAMESPACES or ROOT), reason="floor isolation without root")
+MY_UIDS = sandbox._uid_range(os.getpid())
+
+
+def _sample(entry: str, canonical: str, base: list, plus: list = (), prompt: str | None = None,
+            dataset: str = "humaneval", sid: str = "Toy/0") -> Sample:
+    prompt = prompt if prompt is not None else f'def {entry}(*args):\n    """Toy task."""\n'
+    meta = {"dataset": dataset, "task_id": sid, "entry_point": entry, "prompt": prompt,
+            "canonical_solution": canonical, "base_input": base, "plus_input": list(plus), "atol": 0}
+    return Sample(id=sid, question=prompt, answer="", meta=meta)
+
+
+ADD = _sample("add", "    return a + b\n", [[1, 2], [0, 0], [-1, 5]], [[10**6, 1], [-7, -8]],
+              prompt='def add(a: int, b: int) -> int:\n    """Add."""\n')
+
+
+def _sandbox_procs(uids: range = MY_UIDS) -> list[int]:
+    """Live processes running as one of this evaluator's sandbox uids."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    uid = int(next(ln for ln in f if ln.startswith(b"Uid:")).split()[1])
+            except (OSError, StopIteration):
+                continue
+            if uid in uids:
+                out.append(int(name))
+    return out
+
+
+def _fails_cleanly(sample: Sample, program: str, timeout: float = 10) -> str:
+    base, plus, detail = run_code_tests(sample, program, timeout=timeout)
+    assert (base, plus) == (False, False), detail
+    if ROOT:
+        assert _sandbox_procs() == [], "sandbox processes survived"
+    assert [p for p in Path(sandbox._sandbox_root()).iterdir()] == [], "sandbox folder left behind"
+    return detail
+
+
+def _probe(body: str, timeout: float = 20) -> object:
+    """Run `def f():\\n<body>` in a sandbox (reference mode: no evalplus guard, the OS is the
+    boundary) and return its output."""
+    program = "def f():\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    job = {"mode": "reference", "program": program, "entry_point": "f", "inputs": [[]], "sets": [1, 0],
+           "limits": None, "not_none": False, "memory_bytes": 0, "evalplus_utils": sandbox.evalplus_utils_path()}
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40)) as box:
+        while True:
+            rec, _ = box.next_record(timeout)
+            assert rec is not None, box.diagnostics()
+            if rec[0][0] == "ok":
+                return decode(json.loads(rec[1]))
+            assert rec[0][0] in ("ready", "loaded"), rec
+
+
+# ------------------------------------------------------------------ codec
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -5, 2**70, -(2**200), 1.5, -0.0, float("inf"), "a\n\tb\u2028\udc80", b"\x00\xff",
+    bytearray(b"xy"), 1 + 2j, [1, [2, (3,)]], (), {1: "a", (2, 3): [4]}, {1, 2}, frozenset({"x"}),
+    [[]] * 3, {"nested": {"d": [1.25, None]}},
+])
+def test_codec_round_trips_plain_data(value):
+    line = dumps(encode(value))
+    assert "\n" not in line and "\t" not in line
+    back = decode(json.loads(line))
+    assert back == value and type(back) is type(value)
+
+
+def test_codec_refuses_what_is_not_data():
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    for bad in (AlwaysEqual(), [AlwaysEqual()], (i for i in range(3)), object, print, {1: AlwaysEqual()}):
+        with pytest.raises(Unencodable):
+            encode(bad)
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(Unencodable):
+        encode(loop)
+    for bad in ('["x"]', '["l", ["os", "system"]]', '{"a": 1}', '["d", 1]', '["I", 5]', '["d", ["l"], 1]',
+                '["n", "object", 1]'):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            decode(json.loads(bad))
+
+
+def test_codec_sends_subclasses_as_their_base_type():
+    from collections import Counter, OrderedDict, namedtuple
+
+    class Liar(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    point = namedtuple("Point", "x y")
+    assert decode(json.loads(dumps(encode(Liar(3))))) == 3 and decode(json.loads(dumps(encode(Liar(3))))) != 4
+    assert decode(json.loads(dumps(encode(point(1, 2))))) == (1, 2)
+    assert decode(json.loads(dumps(encode(OrderedDict(a=1))))) == {"a": 1}
+    assert decode(json.loads(dumps(encode(Counter("aab"))))) == {"a": 2, "b": 1}
+    assert isinstance(decode(["nn", True]), NotNoneFlag)
+
+
+# ------------------------------------------------------- isolation itself
+
+
+def test_isolation_summary_names_the_mode():
+    line = sandbox.isolation_summary()
+    assert line.startswith("code sandbox: ") and ISO.mode in line and "\n" not in line
+
+
+def test_the_runner_gets_nothing_it_does_not_need():
+    got = _probe("""
+        import os, resource
+        fds = sorted(int(x) for x in os.listdir('/proc/self/fd'))
+        status = open('/proc/self/status').read()
+        caps = [ln.split()[1] for ln in status.splitlines() if ln.startswith('CapEff')][0]
+        nnp = [ln.split()[1] for ln in status.splitlines() if ln.startswith('NoNewPrivs')][0]
+        lim = {n: resource.getrlimit(getattr(resource, 'RLIMIT_' + n))[1] for n in ('NPROC', 'NOFILE', 'FSIZE', 'AS', 'CPU')}
+        return [os.getuid(), os.getgid(), os.getgroups(), sorted(os.environ), os.getsid(0) == os.getpid(),
+                os.listdir('.'), caps, nnp, lim, fds]
+    """)
+    uid, gid, groups, env, own_session, cwd, caps, nnp, lim, fds = got
+    assert uid != 0 and gid != 0 and groups == []
+    if ROOT:
+        assert uid in MY_UIDS
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                        "MKL_NUM_THREADS", "LC_CTYPE"}
+    assert own_session and cwd == [] and caps == "0000000000000000" and nnp == "1"
+    assert lim["NPROC"] == 16 and lim["NOFILE"] == 64 and lim["FSIZE"] == 64 << 20
+    assert lim["AS"] == 1 << 30 and 0 < lim["CPU"] < 100
+    assert fds[:4] == [0, 1, 2, 3] and len(fds) == 5  # + the fd listing /proc/self/fd
+
+
+@needs_ns
+def test_namespaces_hide_the_host():
+    got = _probe("""
+        import os, socket
+        return [sorted(os.listdir('/')), os.path.exists('/bin/sh'), os.path.exists('/work'),
+                os.path.exists('/etc/passwd'), sorted(os.listdir('/proc')), [n for _, n in socket.if_nameindex()],
+                os.getpid()]
+    """)
+    top, sh, work, passwd, procs, ifaces, pid = got
+    assert "work" not in top and "home" not in top and not sh and not work and not passwd
+    assert ifaces == ["lo"] and pid < 10  # own PID namespace
+    assert [p for p in procs if p.isdigit() and int(p) < 10] != ["1"]  # the root init is hidden (hidepid)
+
+
+# --------------------------------------------------------- fake passes
+
+
+FAKE_PASSES = {
+    "result descriptor": """
+        import os
+        def add(a, b):
+            for fd in range(64):
+                for msg in (b'{"status": "pass"}\\n', b'["ready"]\\n["loaded"]\\n["ok"]\\t3\\n',
+                            b'["verdict", true, "pass"]\\n'):
+                    try:
+                        os.write(fd, msg)
+                    except OSError:
+                        pass
+            os._exit(0)
+    """,
+    "reporter on the call stack": """
+        import sys
+        def add(a, b):
+            f = sys._getframe()
+            while f is not None:
+                for v in list(f.f_locals.values()) + list(f.f_globals.values()):
+                    for fake in (({"status": "pass"},), (["verdict", True, "pass"],), (["ok"], '"pass"')):
+                        try:
+                            v.send(*fake)
+                        except Exception:
+                            pass
+                f = f.f_back
+            return 0
+    """,
+    "comparison replaced": """
+        import sys
+        def add(a, b):
+            for m in list(sys.modules.values()):
+                for name in ("_outputs_match", "_judge", "_compare"):
+                    if hasattr(m, name):
+                        setattr(m, name, lambda *x, **k: (True, 0))
+            return -1
+    """,
+    "builtins.bool patched": """
+        import builtins
+        builtins.bool = lambda *x: True
+        builtins.len = lambda *x: 0
+        def add(a, b):
+            return -1
+    """,
+    "object equal to everything": """
+        class Anything:
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+            __hash__ = object.__hash__
+        def add(a, b):
+            return Anything()
+    """,
+    "int that equals everything": """
+        class Liar(int):
+            def __eq__(self, other):
+                return True
+            __hash__ = int.__hash__
+        def add(a, b):
+            return Liar(-1)
+    """,
+    "fake records on stdout/stderr": """
+        import os, sys
+        def add(a, b):
+            for line in ('["ok"]\\t3', '{"status": "pass"}', '["verdict", true, "pass"]'):
+                print(line); print(line, file=sys.stderr); os.write(1, (line + "\\n").encode())
+            return -1
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(FAKE_PASSES))
+def test_fake_passes_fail(name):
+    _fails_cleanly(ADD, textwrap.dedent(FAKE_PASSES[name]))
+
+
+def test_expected_outputs_never_enter_the_candidates_sandbox():
+    marker = "EXPECTED-" + "7f3a91"
+    sample = _sample("answer", f"    return 'EXPECTED-' + '7f3a91' + str(x)\n", [[1], [2]],
+                     prompt='def answer(x):\n    """Toy."""\n')
+    hunter = """
+        import gc, sys
+        def answer(x):
+            seen = []
+            f = sys._getframe()
+            while f is not None:
+                seen += list(f.f_locals.values()) + list(f.f_globals.values())
+                f = f.f_back
+            for o in seen + gc.get_objects():
+                for s in (o if isinstance(o, (list, tuple)) else [o]):
+                    if isinstance(s, (str, bytes)) and "EXPECTED-" in str(s):
+                        return s
+            return "nothing found"
+    """
+    assert "EXPECTED" not in hunter.replace('"EXPECTED-"', "")
+    detail = _fails_cleanly(sample, textwrap.dedent(hunter))
+    assert "wrong output" in detail and marker not in detail
+
+
+# --------------------------------------------------------------- escapes
+
+
+@pytest.fixture
+def open_dir(tmp_path):
+    """A world-writable folder with a world-writable file: only the sandbox protects them."""
+    tmp_path.chmod(0o777)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    victim.chmod(0o666)
+    return tmp_path
+
+
+def test_writes_and_deletes_outside_fail(open_dir):
+    victim = open_dir / "victim.txt"
+    program = f"""
+        import ctypes, io, os, posix
+        def add(a, b):
+            d = {str(open_dir)!r}
+            libc = ctypes.CDLL(None)
+            for f in (lambda: io.open(d + '/pwned-io', 'w').write('x'),
+                      lambda: os.close(os.open(d + '/pwned-os', os.O_CREAT | os.O_WRONLY)),
+                      lambda: posix.unlink(d + '/victim.txt'),
+                      lambda: io.open(d + '/victim.txt', 'w').write('gone'),
+                      lambda: libc.unlink((d + '/victim.txt').encode()),
+                      lambda: libc.creat((d + '/pwned-ctypes').encode(), 0o644)):
+                try:
+                    f()
+                except Exception:
+                    pass
+            return -1
+    """
+    if not NAMESPACES:  # the floor protects by ownership only: make the folder the evaluator's
+        open_dir.chmod(0o755)
+        victim.chmod(0o644)
+    _fails_cleanly(ADD, textwrap.dedent(program))
+    assert sorted(p.name for p in open_dir.iterdir()) == ["victim.txt"]
+    assert victim.read_text() == "keep me"
+
+
+def test_reading_secrets_fails(open_dir, monkeypatch):
+    monkeypatch.setenv("MINITFLOW_TEST_TOKEN", "tok-5e1f")
+    secret = open_dir / "secret.txt"
+    secret.write_text("file-9c2d")
+    secret.chmod(0o644 if NAMESPACES else 0o600)
+    sample = _sample("leak", "    return 'tok-5e1f' + 'file-9c2d'\n", [[]], prompt='def leak():\n    """Toy."""\n')
+    program = f"""
+        import os
+        def leak():
+            token = os.environ.get('MINITFLOW_TEST_TOKEN', '')
+            for pid in os.listdir('/proc'):
+                try:
+                    env = open('/proc/' + pid + '/environ', 'rb').read()
+                except Exception:
+                    continue
+                for item in env.split(b'\\0'):
+                    if item.startswith(b'MINITFLOW_TEST_TOKEN='):
+                        token = item.split(b'=', 1)[1].decode()
+            try:
+                content = open({str(secret)!r}).read()
+            except Exception:
+                content = ''
+            return token + content
+    """
+    _fails_cleanly(sample, textwrap.dedent(program).replace("open(", "__import__('io').open("))
+
+
+@needs_ns
+def test_no_network():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    program = f"""
+        import socket
+        def add(a, b):
+            try:
+                s = socket.create_connection(('127.0.0.1', {port}), timeout=2)
+                s.sendall(b'hello')
+                return a + b
+            except OSError:
+                return -1
+    """
+    try:
+        _fails_cleanly(ADD, textwrap.dedent(program))
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+@contained
+def test_shells_and_forks_are_contained(open_dir):
+    marker = open_dir / "from-shell"
+    sample = _sample("forks", "    return 200\n", [[]], prompt='def forks():\n    """Toy."""\n')
+    program = f"""
+        import ctypes, os, posix, time
+        def forks():
+            cmd = 'echo pwned > {marker}'
+            for spawn in (lambda: os.posix_spawn('/bin/sh', ['sh', '-c', cmd], {{}}),
+                          lambda: ctypes.CDLL(None).system(cmd.encode())):
+                try:
+                    spawn()
+                except Exception:
+                    pass
+            n = 0
+            for _ in range(200):
+                try:
+                    pid = posix.fork()
+                except OSError:
+                    continue
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                n += 1
+            return n
+    """
+    if not NAMESPACES:
+        open_dir.chmod(0o755)
+    _fails_cleanly(sample, textwrap.dedent(program), timeout=5)
+    assert not marker.exists()
+
+
+@contained
+def test_the_evaluator_cannot_be_signalled():
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: got.append(1))
+    me = os.getpid()
+    program = f"""
+        import posix, signal
+        def add(a, b):
+            for f in (lambda: posix.kill({me}, signal.SIGUSR1), lambda: posix.killpg(posix.getpgid({me}), signal.SIGUSR1),
+                      lambda: posix.kill(posix.getppid(), signal.SIGUSR1)):
+                try:
+                    f()
+                except Exception:
+                    pass
+            return -1
+    """
+    try:
+        _fails_cleanly(ADD, textwrap.dedent(program))
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert got == []
+
+
+@contained
+def test_setsid_grandchildren_die_with_the_sandbox(open_dir):
+    marker = open_dir / "late"
+    program = f"""
+        import os, posix, time
+        def add(a, b):
+            if posix.fork() == 0:
+                posix.setsid()
+                if posix.fork() == 0:
+                    time.sleep(1.5)
+                    open({str(marker)!r}, 'w').write('still alive')
+                    time.sleep(60)
+                os._exit(0)
+            return -1
+    """.replace("open(", "__import__('io').open(")
+    if not NAMESPACES:
+        open_dir.chmod(0o755)
+    _fails_cleanly(ADD, textwrap.dedent(program))
+    time.sleep(2.5)
+    assert not marker.exists()
+    if ROOT:
+        assert _sandbox_procs() == []
+
+
+@contained
+def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
+    script = tmp_path / "evaluator.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_sandbox import ADD
+        from minitflow.eval.code_exec import run_code_tests
+        run_code_tests(ADD, "import time\\ndef add(a, b):\\n    time.sleep(60)\\n", timeout=60)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=str(Path(__file__).parents[1]))
+    tmp = Path(sandbox.tempfile.gettempdir())
+    deadline = time.monotonic() + 60
+    folder = None
+    while time.monotonic() < deadline:
+        found = [p for p in tmp.glob(f"{sandbox.DIR_PREFIX}{proc.pid}-*") if any(p.iterdir())]
+        if found and _sandbox_procs(sandbox._uid_range(proc.pid)):
+            folder = found[0]
+            break
+        time.sleep(0.1)
+    assert folder is not None, "the evaluator never started a sandbox"
+    time.sleep(1.0)  # the candidate is asleep inside its sandbox now
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _sandbox_procs(sandbox._uid_range(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sandbox_procs(sandbox._uid_range(proc.pid)) == []  # the launcher saw its parent die
+    assert folder.exists()
+    assert str(folder) in sandbox.cleanup_stale()
+    assert not folder.exists()
+    assert Path(sandbox._sandbox_root()).exists()  # ours is alive: not stale
+
+
+# ------------------------------------------------ data files and the CLI
+
+
+def _crafted_humaneval(path: Path) -> Path:
+    """Original-HumanEval-format rows (a `test` script): one right canonical solution, three
+    wrong ones that cheat.  The truth is 1/4."""
+    check = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+    prompt = 'def add(a, b):\n    """Add."""\n'
+    rows = [
+        "    return a + b\n",
+        "    import os\n    os.write(1, b'{\"status\": \"pass\"}\\n')\n    os._exit(0)\n",
+        "    class A:\n        def __eq__(self, o):\n            return True\n    return A()\n",
+        "    import builtins\n    builtins.AssertionError = type('Quiet', (Exception,), {})\n    return 0\n",
+    ]
+    with gzip.open(path, "wt") as f:
+        for i, body in enumerate(rows):
+            f.write(json.dumps({"task_id": f"Crafted/{i}", "prompt": prompt, "entry_point": "add",
+                                "canonical_solution": body, "test": check}) + "\n")
+    return path
+
+
+def test_crafted_data_file_scores_the_truth_through_oracle(tmp_path):
+    from minitflow.eval.scoring import run_oracle
+
+    path = _crafted_humaneval(tmp_path / "crafted.jsonl.gz")
+    result = run_oracle("humaneval", str(path), workers=2)
+    assert result["n"] == 4 and result["accuracy"] == 0.25, result["failures"]
+
+
+def test_crafted_data_file_scores_the_truth_through_the_cli(tmp_path):
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+
+    path = _crafted_humaneval(tmp_path / "crafted.jsonl.gz")
+    out = tmp_path / "out"
+    assert run_cli(main, ["--method", "oracle", "--dataset", "humaneval", "--data_file", str(path),
+                          "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 4 and summary["accuracy"] == 0.25
+
+
+def test_test_scripts_judge_outside_the_program():
+    sample = _sample("add", "    return a + b\n", [], prompt='def add(a, b):\n    """Add."""\n')
+    for key in ("base_input", "plus_input", "atol"):
+        sample.meta.pop(key)
+    sample.meta["test"] = "import random\ndef check(candidate):\n    for _ in range(20):\n" \
+                          "        a, b = random.randint(0, 9), random.randint(0, 9)\n" \
+                          "        assert candidate(a, b) == a + b\n"
+    assert run_code_tests(sample, "def add(a, b):\n    return a + b\n", timeout=10)[:2] == (True, True)
+    for name in ("object equal to everything", "builtins.bool patched", "result descriptor",
+                 "reporter on the call stack"):
+        _fails_cleanly(sample, textwrap.dedent(FAKE_PASSES[name]))
+
+
+# ------------------------------------------------------ expected outputs
+
+
+def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
+    calls = []
+    real = code_exec._run_reference
+    monkeypatch.setattr(code_exec, "_run_reference", lambda task, mem: calls.append(task.id) or real(task, mem))
+    monkeypatch.setenv(code_exec.CACHE_ENV, str(tmp_path / "cache"))
+    sample = _sample("mul", "    return a * b\n", [[2, 3], [4, 5]], [[7, 8]], sid="Toy/mul",
+                     prompt='def mul(a, b):\n    """Multiply."""\n')
+    code_exec.clear_expected_cache()
+    good, bad = "def mul(a, b):\n    return a * b\n", "def mul(a, b):\n    return a + b\n"
+    results = code_exec.run_code_tests_many([(sample, good), (sample, bad), (sample, good)], workers=2)
+    assert [r[:2] for r in results] == [(True, True), (False, False), (True, True)]
+    assert calls == ["Toy/mul"]
+    code_exec.clear_expected_cache()  # a new evaluator process: the disk cache answers
+    assert run_code_tests(sample, good)[:2] == (True, True)
+    assert calls == ["Toy/mul"]
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".jsonl"
+    assert not stat.S_IMODE(files[0].stat().st_mode) & 0o002
