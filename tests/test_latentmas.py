@@ -322,3 +322,16 @@ def test_realignment_impossible_is_a_user_error(tmp_path):
                                              realign=True), "input embeddings and lm_head of one shape")
     with pytest.raises(UserError, match="over 2000 vocabulary rows"):
         lm.embedding_norm(model, rows=2000)
+
+
+def test_vocabulary_cut_draws_as_masking():
+    """The judger samples over the tokenizer's rows only (the official code resizes the vocabulary):
+    slicing the logits must draw what masking the extra rows to -inf draws."""
+    from minitflow.engine.sampler import Sampler
+    logits = 4 * torch.randn(3, 300, generator=torch.Generator().manual_seed(0))
+    sps = [SamplingParams(temperature=1.0, top_p=0.9, seed=s) for s in (1, 2, 3)]
+    masked = logits.clone()
+    masked[:, 250:] = float("-inf")
+    for step in range(20):
+        assert Sampler(sps, torch.device("cpu"))(logits[:, :250], step).tolist() == \
+            Sampler(sps, torch.device("cpu"))(masked, step).tolist()

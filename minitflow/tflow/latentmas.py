@@ -265,8 +265,7 @@ def decode(llm: LLM, rows: Rows, first_logits: torch.Tensor, sps: list[SamplingP
         full = logits if len(active) == b else logits.new_zeros(b, logits.shape[-1]).index_copy_(
             0, torch.tensor(active, device=logits.device), logits)
         if vocab_rows is not None and vocab_rows < full.shape[-1]:
-            full = full.clone()
-            full[:, vocab_rows:] = float("-inf")
+            full = full[:, :vocab_rows]  # the sampler's noise is per token id: the same draw as masking
         tokens = sampler(full, step).tolist()
         for r in active:
             out[r].append(tokens[r])
