@@ -35,7 +35,8 @@ embeddings inside the judger's prompt instead of handing over KV (#38); not repr
 samples with torch's global RNG; here sampling is minitflow's counter-based sampler (seeded per
 question), so only greedy outputs compare. It reports no token accounting; here every agent's
 prompt tokens and latent steps count as processed (latent steps as the senders' completion),
-and the official count, like the paper's, is the generating agent's (the judger's) alone.
+and the official count is the generating agent's (the judger's) alone, the rule minitflow
+applies to every method (generating agents only).
 """
 
 from __future__ import annotations
