@@ -39,6 +39,19 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
+    g = p.add_argument_group("latentmas")
+    g.add_argument("--latent_steps", type=int, default=None, help="latent steps per sender (latentmas; default 0)")
+    g.add_argument("--mas_topology", default=None, help="sequential (default) or hierarchical (latentmas)")
+    g.add_argument("--latent_realign", action="store_true", help="map hidden states back with W_a (latentmas)")
+    g.add_argument("--think", action="store_true", help="open a <think> block in every agent's prompt (latentmas)")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method-specific keyword arguments of run_method (LatentMAS' settings)."""
+    if args.method != "latentmas":
+        return {}
+    return {"latent_steps": args.latent_steps or 0, "topology": args.mas_topology or "sequential",
+            "realign": args.latent_realign, "think": args.think}
 
 
 def check_model_args(args: argparse.Namespace) -> None:
@@ -55,6 +68,9 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top_k must be >= 0, got {args.top_k}")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    from minitflow.tflow.latentmas import validate_options
+    validate_options(args.method, latent_steps=args.latent_steps, topology=args.mas_topology,
+                     realign=args.latent_realign, think=args.think)
     if args.checkpoint and args.method != "tflow":
         raise UserError("--checkpoint is only valid with --method tflow")
     if args.checkpoint and args.random_generator:
@@ -118,7 +134,8 @@ def load_for(args: argparse.Namespace):
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile)
+    # --batch_size is the engine's slot count: the requests that decode together
+    llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile, num_slots=args.batch_size)
     generator = None
     if args.method == "tflow":
         if checkpoint:

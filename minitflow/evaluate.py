@@ -21,6 +21,13 @@ such limit, needs no process group, and is the same code path as a resume. Rank 
 only when no new sample has appeared for --merge_timeout seconds (a dead rank): it then writes
 results marked complete: false, and a rerun finishes the missing samples.
 `--method oracle` scores the gold answers through the same pipeline (it must reach 100%).
+
+The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
+slots); each question is appended as soon as it is scored, and scoring (code runs in the
+sandbox, sympy) happens on a background thread, so the model never waits for it. Every row
+stores both verdicts: `correct` (the strict scorer) and `correct_official` (the official
+release's protocol, quirks included); the summary has `accuracy` and `accuracy_official`.
+`wall_time` of a row is the run time since the previous row finished, so rows sum to the run.
 """
 
 from __future__ import annotations
@@ -31,17 +38,20 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
 
-from minitflow.cli import add_model_args, check_model_args, load_for, model_and_checkpoint, run_cli, sampling_from
+from minitflow.cli import (add_model_args, check_model_args, load_for, method_options, model_and_checkpoint, run_cli,
+                           sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, write_json
 
-METHODS = ("baseline", "textmas", "tflow", "oracle")
+METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
 log = logging.getLogger("minitflow.evaluate")
 
@@ -145,7 +155,8 @@ def run_settings(args: argparse.Namespace, dataset: str) -> dict:
         "model": str(model_path.resolve()) if model_path.is_dir() else model,
         "checkpoint_sha256": "random" if args.random_generator else _sha256(checkpoint),
         "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-        "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed})
+        "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
+        "method_options": method_options(args)})
     return settings
 
 
@@ -240,6 +251,63 @@ def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: st
             "finish_reason": meta.get("finish_reason"), "wall_time": wall}
 
 
+class BackgroundScorer:
+    """Scores finished questions on a thread and appends their rows, so generation never waits
+    for code tests or sympy. Questions queue as they finish; the thread scores whatever has
+    queued (up to 16 at once: code runs two sandboxes in parallel) and writes the rows."""
+
+    def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int):
+        from tqdm import tqdm
+        self.dataset, self.part = dataset, part
+        self.correct, self.seen = correct, seen
+        self.bar = tqdm(total=total, disable=not show, desc=label)
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.last = time.perf_counter()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def put(self, sample, prediction: str, meta: dict) -> None:
+        if self.error is not None:
+            raise self.error
+        now = time.perf_counter()
+        self.queue.put((sample, prediction, meta, now - self.last))
+        self.last = now
+
+    def _work(self) -> None:
+        from minitflow.eval.scoring import score_both
+        while True:
+            items = [self.queue.get()]
+            while len(items) < 16 and not self.queue.empty():
+                items.append(self.queue.get())
+            stop = any(i is None for i in items)
+            items = [i for i in items if i is not None]
+            try:
+                if items and self.error is None:
+                    verdicts = score_both(self.dataset, [p for _, p, _, _ in items], [s for s, _, _, _ in items])
+                    for (s, pred, meta, wall), v in zip(items, verdicts):
+                        row = sample_row(s, pred, meta, v["correct"], v["extracted"], wall)
+                        row.update(correct_official=bool(v["correct_official"]),
+                                   extracted_official=v["extracted_official"])
+                        append_sample(self.part, row)
+                        self.correct += bool(v["correct"])
+                        self.seen += 1
+                    self.bar.update(len(items))
+                    self.bar.set_postfix(acc=f"{self.correct / max(self.seen, 1):.3f}")
+            except BaseException as e:  # re-raised in the caller's thread
+                self.error = e
+            if stop:
+                return
+
+    def close(self) -> None:
+        """Wait for every queued question to be scored and written; raise a scorer error."""
+        self.queue.put(None)
+        self.thread.join()
+        self.bar.close()
+        if self.error is not None:
+            raise self.error
+
+
 def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0) -> dict[str, dict]:
     """Rank 0: the finished rows, once every id is there or nothing new came for `stall_s`."""
     want = set(ids)
@@ -275,22 +343,22 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> dict | None:
-    from tqdm import tqdm
-
-    from minitflow.eval.data import load_samples, prompt_style, resolve_dataset
-    from minitflow.eval.scoring import oracle_prediction, score_samples
+    from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
+    from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
     from minitflow.tflow.methods import run_method
 
     dataset = resolve_dataset(args.dataset)
     args.dataset = prompt_style(dataset)
     check_model_args(args)
+    check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
+    args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
     if args.max_samples < -1:
         raise UserError(f"--max_samples must be -1 (all) or >= 0, got {args.max_samples}")
     if not args.merge_timeout > 0:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
     rank, size = world()
     out_dir = check_output_dir(args.output_dir, "--output_dir")
-    samples = load_samples(dataset, args.data_file, args.max_samples, include_all_mmlu=args.include_all_mmlu,
+    samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
                            minerva_fewshot=not args.minerva_zero_shot)
     if not samples:
         raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
@@ -305,34 +373,32 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     mine = [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
     log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, dataset, len(samples),
              len(done.keys() & set(ids)), len(mine), rank, size)
+    if dataset in ("humaneval", "mbpp"):
+        from minitflow.eval.sandbox import isolation_summary
+        log.info("code sandbox: %s", isolation_summary())
     llm = generator = None
     if args.method != "oracle" and mine:
         llm, generator, _, _ = load_for(args)
     sampling = sampling_from(args)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
     start_partial(part)
-    correct = sum(bool(done[i]["correct"]) for i in ids if i in done)
-    seen = sum(i in done for i in ids)
-    bar = tqdm(total=len(mine), disable=rank != 0, desc=f"{args.method}/{dataset}")
-    for start in range(0, len(mine), args.batch_size):
-        index, chunk = zip(*mine[start:start + args.batch_size])
-        t0 = time.perf_counter()
+    scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
+                              seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
+                              label=f"{args.method}/{dataset}", total=len(mine))
+    try:
         if args.method == "oracle":
-            preds, metas = [oracle_prediction(dataset, s) for s in chunk], [{} for _ in chunk]
-        else:
-            results = run_method(args.method, llm, [s.question for s in chunk], style=args.dataset,
-                                 sampling=sampling, generator=generator, batch_size=len(chunk),
-                                 seeds=[args.seed + i for i in index])  # same sample, same seed, any sharding
-            preds, metas = [r.answer for r in results], [r.metadata() for r in results]
-        wall = (time.perf_counter() - t0) / len(chunk)
-        scores = score_samples(dataset, preds, chunk)
-        for s, pred, meta, (ok, extracted) in zip(chunk, preds, metas, scores):
-            append_sample(part, sample_row(s, pred, meta, ok, extracted, wall))
-            correct += bool(ok)
-            seen += 1
-        bar.update(len(chunk))
-        bar.set_postfix(acc=f"{correct / max(seen, 1):.3f}")
-    bar.close()
+            for _, s in mine:
+                scorer.put(s, oracle_prediction(dataset, s), {})
+        elif mine:
+            index = [i for i, _ in mine]
+            chunk = [s for _, s in mine]
+            run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=sampling,
+                       generator=generator, batch_size=args.batch_size,
+                       seeds=[args.seed + i for i in index],  # same sample, same seed, any sharding
+                       on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
+                       **method_options(args))
+    finally:
+        scorer.close()
     if rank != 0:
         log.info("rank %d done: %d samples", rank, len(mine))
         return None
@@ -344,6 +410,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "method": args.method, "dataset": dataset, "dataset_label": dataset_label(dataset, samples),
         "n": n, "complete": n == len(samples),
         "accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
+        "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1),
+        "mmlu_rows": args.mmlu_rows if dataset == "mmlu" else None,
         "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
         "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
         "total_wall_time": sum(r["wall_time"] for r in rows),
@@ -354,8 +422,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "settings": settings, "config": dict(vars(args)),
     }
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
-    log.info("accuracy %.4f on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"], n,
-             summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
+    log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
+             summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     return summary
 
 
@@ -369,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="discard this method's earlier results in --output_dir instead of resuming them")
     p.add_argument("--merge_timeout", type=float, default=3600.0,
                    help="rank 0: seconds without a new sample from any rank before it writes incomplete results")
-    p.add_argument("--include_all_mmlu", action="store_true",
-                   help="MMLU-Redux: also score questions annotated as erroneous")
+    p.add_argument("--mmlu_rows", default=None, choices=["official", "ok", "all"],
+                   help="MMLU-Redux rows: official (the release's loader, default), ok (clean rows only), all")
+    p.add_argument("--include_all_mmlu", action="store_true", help="the same as --mmlu_rows official (older flag)")
     p.add_argument("--minerva_zero_shot", action="store_true",
                    help="MATH: the bare problem instead of the official 4-shot Minerva prompt")
     p.set_defaults(batch_size=20)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitflow.cli import add_model_args, check_model_args, load_for, run_cli, sampling_from
+from minitflow.cli import add_model_args, check_model_args, load_for, method_options, run_cli, sampling_from
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, decode_utf8, json_lines, read_text, write_json
 from minitflow.tflow import prompts
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size,
-                         sender_questions=senders if any(r.get("context") for r in rows) else None)
+                         sender_questions=senders if any(r.get("context") for r in rows) else None,
+                         **method_options(args))
     payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": q,
                 "answer": r.answer, "metadata": r.metadata()} for q, r in zip(questions, results)]
     for item in payload:
