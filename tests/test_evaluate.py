@@ -97,8 +97,12 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
     args = ["--method", "oracle", "--dataset", dataset, "--data_file", str(SHARED / "data" / path),
             "--max_samples", limit, "--output_dir", str(tmp_path)]
     assert run_cli(main, args) == 0
-    summary = json.loads((tmp_path / "oracle_results.json").read_text())["summary"]
+    results = json.loads((tmp_path / "oracle_results.json").read_text())
+    summary = results["summary"]
     assert summary["accuracy"] == 1.0 and summary["n"] > 0
+    # the official protocol's verdict is stored beside the strict one for every row
+    assert all("correct_official" in r and "extracted_official" in r for r in results["samples"])
+    assert summary["accuracy_official"] == sum(r["correct_official"] for r in results["samples"]) / summary["n"]
 
 
 # ---- on the demo model / oracle, no ../shared needed ------------------------------------
@@ -137,6 +141,9 @@ def test_two_ranks_merge_to_the_single_process_summary(tmp_path):
     two = json.loads((tmp_path / "multi" / "baseline_results.json").read_text())
     pick = lambda s: {k: s[k] for k in ("accuracy", "n", "complete")}  # noqa: E731
     assert pick(two["summary"]) == pick(one["summary"]) == {"accuracy": 5 / 8, "n": 8, "complete": True}
+    assert two["summary"]["accuracy_official"] == one["summary"]["accuracy_official"]
+    # rows stream out of the pipeline: their wall times add up to a run, not to a batch each
+    assert all(r["wall_time"] >= 0 for r in one["samples"])
     assert two["summary"]["world_size"] == 2
     assert [r["id"] for r in two["samples"]] == [r["id"] for r in one["samples"]]
     shares = [_partial_ids(tmp_path / "multi" / f"baseline_partial.rank{r}.jsonl") for r in (0, 1)]

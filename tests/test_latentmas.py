@@ -335,3 +335,31 @@ def test_vocabulary_cut_draws_as_masking():
     for step in range(20):
         assert Sampler(sps, torch.device("cpu"))(logits[:, :250], step).tolist() == \
             Sampler(sps, torch.device("cpu"))(masked, step).tolist()
+
+
+@pytest.fixture(scope="module")
+def golden_dirs(golden, tmp_path_factory) -> dict[str, Path]:
+    tok = need_shared(GOLDEN / "model")
+    root = tmp_path_factory.mktemp("latentmas-cli")
+    return {name: write_tiny_qwen3(root / name, tok, **knobs) for name, knobs in MODELS.items()}
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 19])
+def test_cli_reproduces_official_greedy_outputs(golden, golden_dirs, index, tmp_path):
+    """python -m minitflow.generate --method latentmas: sequential and hierarchical, with and
+    without realignment, 0 / 3 / 8 latent steps, as the official HF path gave them."""
+    from minitflow.cli import run_cli
+    from minitflow.generate import main
+    run = golden["runs"][index]
+    inp = tmp_path / "q.jsonl"
+    inp.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS))
+    out = tmp_path / "out.json"
+    argv = ["--method", "latentmas", "--model", str(golden_dirs[run["model"]]), "--dataset", "gsm8k",
+            "--input_file", str(inp), "--output", str(out), "--greedy", "--max_new_tokens",
+            str(golden["max_new_tokens"]), "--dtype", "float32", "--device", "cpu", "--batch_size", "3",
+            "--latent_steps", str(run["latent_steps"]), "--mas_topology", run["topology"]]
+    argv += ["--latent_realign"] * run["realign"] + ["--think"] * run["think"]
+    assert run_cli(main, argv) == 0
+    got = json.loads(out.read_text())
+    assert [g["answer"] for g in got] == [row["text"] for row in run["rows"]]
+    assert [g["metadata"]["token_usage"]["completion_tokens"] for g in got] == [len(r["token_ids"]) for r in run["rows"]]
