@@ -16,7 +16,8 @@ generator trained with `minitflow.train`. One command rebuilds it all and prints
 
 The shipped result lives in `minitflow/data/demo/` (see `demo_dir()`). The build runs in a
 hidden folder beside DIR and its files replace DIR's only at the end, so an interrupted or
-failed build leaves DIR as it was; a non-empty DIR needs --overwrite.
+failed build leaves DIR as it was (a killed one also leaves that hidden .DIR.building-*
+folder); a non-empty DIR needs --overwrite.
 """
 
 from __future__ import annotations

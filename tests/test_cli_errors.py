@@ -422,3 +422,27 @@ def test_demo_default_out_is_not_the_package(monkeypatch, tmp_path):
     assert run_cli(demo.main, []) == 0
     assert Path(seen["out"]).resolve() != DEMO.resolve() and Path(seen["out"]).resolve().parent == tmp_path.resolve()
 
+
+
+def test_demo_builds_beside_out_and_replaces_files_only_at_the_end(tmp_path, monkeypatch):
+    out = tmp_path / "built"
+    out.mkdir()
+    (out / "model.safetensors").write_text("old")
+    (out / "notes.txt").write_text("mine")
+
+    def crash(cfg, stage, log):
+        (stage / "model.safetensors").write_text("half")
+        raise RuntimeError("killed mid-build")
+    monkeypatch.setattr(demo, "_build", crash)
+    with pytest.raises(RuntimeError):
+        demo.build_demo(demo.DemoConfig(out=str(out)), overwrite=True)
+    assert (out / "model.safetensors").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["built"]
+
+    def build(cfg, stage, log):
+        (stage / "model.safetensors").write_text("new")
+        (stage / "work").mkdir()
+        return []
+    monkeypatch.setattr(demo, "_build", build)
+    demo.build_demo(demo.DemoConfig(out=str(out)), overwrite=True)
+    assert (out / "model.safetensors").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built"] and not (out / "work").exists()
