@@ -107,15 +107,25 @@ def _prompts(llm: LLM, style: str) -> list[list[int]]:
     return [llm.chat_ids([{"role": "system", "content": system}, {"role": "user", "content": q}]) for q in questions]
 
 
-@pytest.mark.parametrize("style", ["gsm8k", "minerva_math"])
+@pytest.mark.parametrize("style", ["gsm8k", "minerva_math", "minerva_math-condition"])
 def test_prefix_cache_prefill(benchmark, setup: Setup, tokenized, style: str) -> None:
+    """`-condition`: tflow's sender A requests themselves, capturing the condition (the
+    aggregator's sum) over the question, 4-shot block included: its rows come from the cache too."""
+    from minitflow.eval.data import minerva_question
+    from minitflow.tflow import prompts as official
+    from minitflow.tflow.condition import sender_request
     benchmark.group = "serving-prefix-cache"
     net, tokenizer = tokenized
     cached = LLM(net, tokenizer, eos_token_ids=[], num_slots=16)
     plain = LLM(net, tokenizer, eos_token_ids=[], num_slots=16, prefix_cache_bytes=0)
-    prompts = _prompts(cached, style)
+    prompts = _prompts(cached, style.split("-")[0])
+    weights = torch.softmax(torch.randn(net.cfg.num_hidden_layers + 1, generator=torch.Generator().manual_seed(0)),
+                            0).to(setup.device)
 
     def prefill(llm: LLM) -> list[Request]:
+        if style.endswith("condition"):
+            system = official.tflow_agents("minerva_math")[0]
+            return llm.engine.run([sender_request(llm, system, minerva_question(p), weights) for p in PROBLEMS])
         return llm.engine.run([Request(p, generate=False) for p in prompts])
 
     prefill(cached)  # the shared prefix is in the cache from here on
@@ -125,7 +135,7 @@ def test_prefix_cache_prefill(benchmark, setup: Setup, tokenized, style: str) ->
         last["reqs"] = prefill(cached)
 
     s, plain_s = pedantic_vs(benchmark, run_cached, lambda: prefill(plain), setup.device, ROUNDS + 1, WARMUP)
-    prompt_tokens = sum(len(p) for p in prompts)
+    prompt_tokens = sum(len(r.prompt_ids) for r in last["reqs"])
     reused = sum(r.cached_tokens for r in last["reqs"])
     record(benchmark, setup, style=style, questions=len(prompts), prompt_tokens=prompt_tokens,
            cached_share=reused / prompt_tokens, speedup_vs_no_cache=plain_s / s)

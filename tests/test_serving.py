@@ -110,7 +110,7 @@ def test_prefix_cache_logits_match_the_uncached_prefill(model):
     with torch.no_grad():
         full = model(torch.tensor([ids]), torch.arange(t)[None], full_cache, t)[0, -1]
         store.insert(ids, lambda a, b: full_cache.read(0, a, b))
-        n, k, v = store.lookup(ids, t - 1)
+        n, k, v, _ = store.lookup(ids, t - 1)
         assert n == 2 * BLOCK and k.shape[2] == n
         cache = fresh()
         cache.write(0, 0, k, v)
@@ -210,3 +210,28 @@ def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch)
         llm.generate(prompts, params)
     assert not llm.has_unfinished()
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
+
+
+def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
+    """A capture whose span starts inside a shared prefix (minerva's 4-shot block lies inside the
+    sender's question) takes that prefix's KV and its summed condition rows from the cache."""
+    from minitflow.model.qwen3 import Capture
+    g = torch.Generator().manual_seed(9)
+    shared = torch.randint(0, 150, (2 * BLOCK + 9,), generator=g).tolist()
+    prompts = [shared + torch.randint(0, 150, (7 + i,), generator=g).tolist() for i in range(3)]
+    layers = list(range(model.cfg.num_hidden_layers + 1))
+    w = torch.softmax(torch.randn(len(layers), generator=g), 0)
+
+    def senders(llm):
+        reqs = [Request(p, capture=Capture(layers, [5], [len(p) - 1], layer_weights=w), generate=False)
+                for p in prompts]
+        for r in reqs:  # one after another: each finds the blocks the earlier ones stored
+            llm.engine.run([r])
+        return reqs
+
+    cached = senders(_llm(model, num_slots=2))
+    plain = senders(_llm(model, num_slots=2, prefix_cache_bytes=0))
+    assert [r.cached_tokens for r in cached] == [0, 2 * BLOCK, 2 * BLOCK]
+    for a, b in zip(cached, plain):
+        assert a.capture.hidden.shape == b.capture.hidden.shape == (1, len(a.prompt_ids) - 6, model.cfg.hidden_size)
+        assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5

@@ -90,6 +90,7 @@ class Engine:
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.ring = TokenRing(self.device, RUN_AHEAD)
         self._static_slots: list[int] = []
+        self._cond_keys: dict[int, tuple] = {}
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
 
     # ---- requests ------------------------------------------------------------------------
@@ -164,20 +165,38 @@ class Engine:
                     finished.append(req)
         return finished
 
+    def _cond_key(self, capture) -> object:
+        """What a summed condition row depends on besides the tokens: the layers and weights."""
+        w = capture.layer_weights
+        if w is None:
+            return None
+        hit = self._cond_keys.get(id(w))
+        if hit is None or hit[0] is not w:
+            hit = self._cond_keys[id(w)] = (w, (tuple(capture.layers), tuple(w.tolist())))
+        return hit[1]
+
     def _prefill(self, reqs: list[Request]) -> list[Request]:
         now = time.perf_counter()
+        r_cond: dict[int, object] = {}
         for r in reqs:
             r.admitted_t = now
-            prefix = None
+            prefix, cached_cond = None, None
             if r.lora is None and r.past is None:  # KV depends only on the tokens: reusable
-                limit = len(r.prompt_ids) - 1 if r.capture is None else r.capture.starts[0]
-                n, k, v = self.prefix_cache.lookup(r.prompt_ids, limit)
+                c = r.capture
+                if c is None:
+                    n, k, v, _ = self.prefix_cache.lookup(r.prompt_ids, len(r.prompt_ids) - 1)
+                elif c.layer_weights is None:  # all layers: nothing before the span is reusable inside it
+                    n, k, v, _ = self.prefix_cache.lookup(r.prompt_ids, c.starts[0])
+                else:  # a summed condition: cached rows of it too, leaving one span token to compute
+                    n, k, v, cached_cond = self.prefix_cache.lookup(
+                        r.prompt_ids, min(len(r.prompt_ids), c.ends[0]) - 1, span=(self._cond_key(c), c.starts[0]))
                 r.cached_tokens = n
                 prefix = (k, v) if n else None
             self.runner.load(r, prefix)
+            r_cond[r.id] = cached_cond
         groups: dict[tuple | None, list[Request]] = {}
         for r in reqs:  # one forward per capture layout (usually one)
-            key = None if r.capture is None else (tuple(r.capture.layers), r.capture.layer_weights is not None)
+            key = None if r.capture is None else (tuple(r.capture.layers), self._cond_key(r.capture))
             groups.setdefault(key, []).append(r)
         finished = []
         for group in groups.values():
@@ -185,8 +204,14 @@ class Engine:
             t0 = time.perf_counter()
             gen, tokens = self.runner.prefill(group)
             for r in group:
+                c, cond = r.capture, None
+                if r_cond.get(r.id) is not None:  # the condition rows the prefix cache gave come first
+                    c.hidden = torch.cat([r_cond[r.id][None].to(c.hidden.dtype), c.hidden], dim=1)
+                    c.lengths = [c.hidden.shape[1]]
+                if c is not None and c.layer_weights is not None:
+                    cond = (self._cond_key(c), c.starts[0], c.hidden[0])
                 if r.lora is None and r.past is None:
-                    self.prefix_cache.insert(r.prompt_ids, lambda a, b, s=r.slot: self.runner.cache.read(s, a, b))
+                    self.prefix_cache.insert(r.prompt_ids, lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond)
             sync(self.device)
             dt = time.perf_counter() - t0
             for r in group:

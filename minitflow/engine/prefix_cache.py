@@ -6,6 +6,11 @@ tokens), so a lookup walks the chain from the first block and matches exactly (n
 collisions to reason about). Entries are evicted least recently used first within a byte
 budget; a lookup touches a chain from its last block to its first, so leaves go before the
 prefixes they extend.
+
+A block may also keep a request's condition rows (the capture's layer sum at each position,
+for one set of layer weights): a capture whose span starts inside a shared prefix (the 4-shot
+block of minerva_math lies inside the sender's question) then reuses the prefix's KV *and*
+its rows of the condition. A row at position p depends only on tokens <= p, like the KV.
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ class _Entry:
     id: int
     k: torch.Tensor  # (layers, kv_heads, BLOCK, head_dim)
     v: torch.Tensor
+    cond: dict = None  # condition key -> (first valid row, (BLOCK, hidden) float32)
+
+    def __post_init__(self):
+        self.cond = {}
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
+        return 2 * self.k.numel() * self.k.element_size() + \
+            sum(t.numel() * t.element_size() for _, t in self.cond.values())
 
 
 class PrefixCache:
@@ -38,36 +48,50 @@ class PrefixCache:
         self._ids = itertools.count(1)
         self.hits = self.lookups = 0  # tokens found / tokens asked for, since creation
 
-    def _chain(self, ids: list[int], limit: int) -> list[tuple[tuple[int, tuple[int, ...]], _Entry]]:
+    def _chain(self, ids: list[int], limit: int, accept=None) -> list[tuple[tuple[int, tuple[int, ...]], _Entry]]:
         found, parent = [], 0
         for start in range(0, limit - BLOCK + 1, BLOCK):
             key = (parent, tuple(ids[start:start + BLOCK]))
             entry = self.entries.get(key)
-            if entry is None:
+            if entry is None or (accept is not None and not accept(start, entry)):
                 break
             found.append((key, entry))
             parent = entry.id
         return found
 
-    def lookup(self, ids: list[int], limit: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
-        """The longest cached prefix of ids[:limit] in whole blocks: (length, k, v) with k/v
-        (layers, kv_heads, length, head_dim), or (0, None, None)."""
+    def lookup(self, ids: list[int], limit: int, span: tuple[object, int] | None = None
+               ) -> tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The longest cached prefix of ids[:limit] in whole blocks: (length, k, v, cond) with
+        k/v (layers, kv_heads, length, head_dim), or (0, None, None, None). With span = (condition
+        key, span start s), blocks reaching past s must hold that condition's rows from s on, and
+        `cond` holds the rows of positions [s, length) (None when length <= s)."""
         if self.budget <= 0:
-            return 0, None, None
-        found = self._chain(ids, limit)
+            return 0, None, None, None
+        accept = None
+        if span is not None:
+            ckey, s = span
+            accept = lambda a, e: a + BLOCK <= s or (ckey in e.cond and e.cond[ckey][0] <= max(s - a, 0))  # noqa: E731
+        found = self._chain(ids, limit, accept)
         self.lookups += limit
         if not found:
-            return 0, None, None
+            return 0, None, None, None
         for key, _ in reversed(found):
             self.entries.move_to_end(key)
-        self.hits += len(found) * BLOCK
+        n = len(found) * BLOCK
+        self.hits += n
         k = torch.cat([e.k for _, e in found], dim=2)
         v = torch.cat([e.v for _, e in found], dim=2)
-        return len(found) * BLOCK, k, v
+        cond = None
+        if span is not None and n > span[1]:
+            ckey, s = span
+            cond = torch.cat([e.cond[ckey][1][max(s - i * BLOCK, 0):] for i, (_, e) in enumerate(found)
+                              if (i + 1) * BLOCK > s])
+        return n, k, v, cond
 
-    def insert(self, ids: list[int], read) -> None:
+    def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None) -> None:
         """Store the whole blocks of `ids` not stored yet; `read(start, end)` returns their (k, v)
-        from the slot that just computed them."""
+        from the slot that just computed them. `cond` = (condition key, span start s, rows (S, H)
+        of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet."""
         if self.budget <= 0:
             return
         found = self._chain(ids, len(ids))
@@ -78,9 +102,23 @@ class PrefixCache:
             if entry.nbytes > self.budget:
                 return
             self._evict(self.budget - entry.nbytes)
-            self.entries[(parent, tuple(ids[start:start + BLOCK]))] = entry
+            key = (parent, tuple(ids[start:start + BLOCK]))
+            self.entries[key] = entry
             self.used += entry.nbytes
+            found.append((key, entry))
             parent = entry.id
+        if cond is None:
+            return
+        ckey, s, rows = cond
+        for i, (key, entry) in enumerate(found):
+            a = i * BLOCK
+            if a + BLOCK <= s or a + BLOCK > s + rows.shape[0] or ckey in entry.cond or key not in self.entries:
+                continue
+            block = rows.new_zeros(BLOCK, rows.shape[1])
+            block[max(s - a, 0):] = rows[max(a - s, 0): a + BLOCK - s]
+            entry.cond[ckey] = (max(s - a, 0), block)
+            self.used += block.numel() * block.element_size()
+        self._evict(self.budget)
 
     def _evict(self, room: int) -> None:
         while self.used > room and self.entries:

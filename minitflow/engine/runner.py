@@ -160,7 +160,7 @@ class ModelRunner:
         capture = None
         if reqs[0].capture is not None:  # the engine groups prefills by capture layers
             capture = Capture(reqs[0].capture.layers,
-                              starts=[r.capture.starts[0] - r.cached_tokens for r in reqs],
+                              starts=[max(r.capture.starts[0] - r.cached_tokens, 0) for r in reqs],
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
                               layer_weights=reqs[0].capture.layer_weights)
         gen = [i for i, r in enumerate(reqs) if r.generate]
