@@ -117,6 +117,18 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
     fails(capsys, generate.main, gen_args("--model", d), word)
 
 
+@pytest.mark.parametrize("name,text,word", [
+    ("tokenizer.json", "{broken", "not a valid tokenizer file"),
+    ("generation_config.json", "[151645]", "must hold a JSON object"),
+    ("generation_config.json", '{"eos_token_id": "x"}', "eos_token_id must be an integer"),
+    ("tokenizer_config.json", "{broken", "not valid JSON")])
+def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, capsys):
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    (d / name).write_text(text)
+    fails(capsys, generate.main, gen_args("--model", d), word)
+
+
 # ---- input files ------------------------------------------------------------------------
 
 def test_non_utf8_input_files_and_stdin(tmp_path, capsys, monkeypatch):

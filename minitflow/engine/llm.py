@@ -210,5 +210,14 @@ def _generation_eos(model_dir: Path) -> set[int]:
     path = Path(model_dir) / "generation_config.json"
     if not path.is_file():
         return set()
-    eos = json.loads(path.read_text()).get("eos_token_id")
-    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} must hold a JSON object, not a {type(cfg).__name__}")
+    eos = cfg.get("eos_token_id")
+    ids = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise UserError(f"{path}: eos_token_id must be an integer or a list of integers, got {eos!r}")
+    return set(ids)

@@ -21,9 +21,16 @@ class Tokenizer:
         path = Path(model_dir) / "tokenizer.json"
         if not path.is_file():
             raise UserError(f"no tokenizer.json in {model_dir}")
-        self._tok = HFTokenizer.from_file(str(path))
+        try:
+            self._tok = HFTokenizer.from_file(str(path))
+        except Exception as e:  # the library raises a bare Exception for any malformed file
+            raise UserError(f"{path} is not a valid tokenizer file: {str(e).splitlines()[0][:200]}") from None
         cfg_path = Path(model_dir) / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
+        cfg = cfg if isinstance(cfg, dict) else {}
         self.eos_token = cfg.get("eos_token") if isinstance(cfg.get("eos_token"), str) else "<|im_end|>"
         self.eos_token_id = self._tok.token_to_id(self.eos_token)
         pad = cfg.get("pad_token") if isinstance(cfg.get("pad_token"), str) else "<|endoftext|>"
