@@ -1,6 +1,7 @@
 """`python -m minitflow.report DIR...`: a Table-1-style markdown table from evaluation results.
 
-Rows are methods, columns datasets, each with Acc. (%), Token (mean official token count,
+Rows are methods, columns datasets, each with Acc. (%: the strict scorer, and in parentheses
+the official release's protocol, the metric of the paper's Table 1), Token (mean official token count,
 generating agents only, as in the paper), Proc. (mean tokens processed by all agents,
 tflow senders' forward passes included) and Speed (mean seconds per question).
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
@@ -18,8 +19,8 @@ from minitflow.cli import run_cli
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, read_text, replacing
 
-LABELS = {"baseline": "Single", "textmas": "TextMAS", "tflow": "TFlow", "oracle": "Oracle"}
-ORDER = ["baseline", "textmas", "tflow", "oracle"]
+LABELS = {"baseline": "Single", "textmas": "TextMAS", "tflow": "TFlow", "latentmas": "LatentMAS", "oracle": "Oracle"}
+ORDER = ["baseline", "textmas", "tflow", "latentmas", "oracle"]
 
 
 NUMBERS = ("accuracy", "mean_official_tokens", "mean_processed_tokens", "mean_wall_time")
@@ -83,11 +84,17 @@ def markdown_table(results: dict[tuple[str, str], dict]) -> str:
         for d in datasets:
             s = results.get((m, d))
             cells += (["–"] * 4 if s is None else
-                      [f"{100 * s['accuracy']:.1f}", f"{s['mean_official_tokens']:.0f}",
+                      [f"{100 * s['accuracy']:.1f} ({_official(s)})", f"{s['mean_official_tokens']:.0f}",
                        f"{s['mean_processed_tokens']:.0f}", f"{s['mean_wall_time']:.2f}"])
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     counts = ", ".join(f"{m}/{d}: n={s['n']}" for (m, d), s in sorted(results.items()))
-    return "\n".join(lines) + f"\n\nSamples: {counts}"
+    return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
+                               f"parentheses). Samples: {counts}")
+
+
+def _official(summary: dict) -> str:
+    v = summary.get("accuracy_official")
+    return f"{100 * v:.1f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "–"
 
 
 def plot(results: dict[tuple[str, str], dict], out: Path) -> None:

@@ -10,23 +10,28 @@ from minitflow.cli import run_cli
 from minitflow.report import collect, main, markdown_table
 
 
-def _write(d, method, dataset, acc, official, processed, wall, n=10):
+def _write(d, method, dataset, acc, official, processed, wall, n=10, acc_official=None):
     d.mkdir(parents=True, exist_ok=True)
     summary = {"method": method, "dataset": dataset, "n": n, "accuracy": acc, "mean_official_tokens": official,
                "mean_processed_tokens": processed, "mean_wall_time": wall}
+    if acc_official is not None:
+        summary["accuracy_official"] = acc_official
     (d / f"{method}_results.json").write_text(json.dumps({"summary": summary, "samples": []}))
 
 
 def test_table_and_plot(tmp_path, capsys):
     _write(tmp_path / "a", "baseline", "gsm8k", 0.8, 300, 300, 1.5)
-    _write(tmp_path / "a", "tflow", "gsm8k", 0.875, 310, 700, 1.25)
-    _write(tmp_path / "b", "textmas", "mmlu", 0.5, 2000, 2000, 9.0)
+    _write(tmp_path / "a", "tflow", "gsm8k", 0.875, 310, 700, 1.25, acc_official=0.85)
+    _write(tmp_path / "b", "textmas", "mmlu", 0.5, 2000, 2000, 9.0, acc_official=0.4)
+    _write(tmp_path / "b", "latentmas", "mmlu", 0.25, 150, 900, 3.0, acc_official=0.25)
     table = markdown_table(collect([str(tmp_path / "a"), str(tmp_path / "b")]))
     lines = table.splitlines()
     assert lines[0].startswith("| Method | gsm8k Acc. | gsm8k Token | gsm8k Proc. | gsm8k Speed (s) | mmlu Acc.")
-    assert lines[2] == "| Single | 80.0 | 300 | 300 | 1.50 | – | – | – | – |"
-    assert lines[3] == "| TextMAS | – | – | – | – | 50.0 | 2000 | 2000 | 9.00 |"
-    assert lines[4] == "| TFlow | 87.5 | 310 | 700 | 1.25 | – | – | – | – |"
+    assert lines[2] == "| Single | 80.0 (–) | 300 | 300 | 1.50 | – | – | – | – |"  # older file: no official verdict
+    assert lines[3] == "| TextMAS | – | – | – | – | 50.0 (40.0) | 2000 | 2000 | 9.00 |"
+    assert lines[4] == "| TFlow | 87.5 (85.0) | 310 | 700 | 1.25 | – | – | – | – |"
+    assert lines[5] == "| LatentMAS | – | – | – | – | 25.0 (25.0) | 150 | 900 | 3.00 |"  # the fourth method
+    assert "official protocol, as in the paper's Table 1" in table
     pytest.importorskip("matplotlib")
     png = tmp_path / "chart.png"
     assert run_cli(main, [str(tmp_path / "a"), "--plot", str(png)]) == 0
@@ -44,7 +49,7 @@ def test_humaneval_and_humaneval_plus_are_two_columns(tmp_path, capsys):
         path.write_text(json.dumps(data))
     lines = markdown_table(collect([str(tmp_path)])).splitlines()
     assert lines[0].startswith("| Method | humaneval Acc. |") and "| humaneval+ Acc. |" in lines[0]
-    assert lines[2] == "| TFlow | 60.0 | 300 | 600 | 2.00 | 50.0 | 300 | 600 | 2.00 |"
+    assert lines[2] == "| TFlow | 60.0 (–) | 300 | 600 | 2.00 | 50.0 (–) | 300 | 600 | 2.00 |"
     # two results for one cell (older files without a label): refused, never one silently dropped
     _write(tmp_path / "old1", "tflow", "humaneval", 0.6, 300, 600, 2.0)
     _write(tmp_path / "old2", "tflow", "humaneval", 0.5, 300, 600, 2.0)
