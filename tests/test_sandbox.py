@@ -12,11 +12,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -50,19 +52,25 @@ ADD = _sample("add", "    return a + b\n", [[1, 2], [0, 0], [-1, 5]], [[10**6, 1
               prompt='def add(a: int, b: int) -> int:\n    """Add."""\n')
 
 
-def _sandbox_procs(uids: range = MY_UIDS) -> list[int]:
-    """Live processes running as one of this evaluator's sandbox uids."""
+def _live_procs(uids: range | set[int]) -> list[int]:
+    """Live (not zombie) processes whose real uid is in `uids`."""
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/status", "rb") as f:
-                    uid = int(next(ln for ln in f if ln.startswith(b"Uid:")).split()[1])
-            except (OSError, StopIteration):
+                    fields = dict(ln.split(b":", 1) for ln in f if b":" in ln)
+                uid, state = int(fields[b"Uid"].split()[0]), fields[b"State"].split()[0]
+            except (OSError, KeyError, ValueError, IndexError):
                 continue
-            if uid in uids:
+            if uid in uids and state not in (b"Z", b"X"):
                 out.append(int(name))
     return out
+
+
+def _sandbox_procs(uids: range = MY_UIDS) -> list[int]:
+    """Live processes running as one of this evaluator's sandbox uids."""
+    return _live_procs(uids)
 
 
 def _fails_cleanly(sample: Sample, program: str, timeout: float = 10) -> str:
@@ -74,13 +82,13 @@ def _fails_cleanly(sample: Sample, program: str, timeout: float = 10) -> str:
     return detail
 
 
-def _probe(body: str, timeout: float = 20) -> object:
+def _probe(body: str, timeout: float = 20, processes: int = 1) -> object:
     """Run `def f():\\n<body>` in a sandbox (reference mode: no evalplus guard, the OS is the
     boundary) and return its output."""
     program = "def f():\n" + textwrap.indent(textwrap.dedent(body), "    ")
     job = {"mode": "reference", "program": program, "entry_point": "f", "inputs": [[]], "sets": [1, 0],
            "limits": None, "not_none": False, "memory_bytes": 0, "evalplus_utils": sandbox.evalplus_utils_path()}
-    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40)) as box:
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40, processes=processes)) as box:
         while True:
             rec, _ = box.next_record(timeout)
             assert rec is not None, box.diagnostics()
@@ -165,7 +173,7 @@ def test_the_runner_gets_nothing_it_does_not_need():
     assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                         "MKL_NUM_THREADS", "LC_CTYPE"}
     assert own_session and cwd == [] and caps == "0000000000000000" and nnp == "1"
-    assert lim["NPROC"] == 16 and lim["NOFILE"] == 64 and lim["FSIZE"] == 64 << 20
+    assert lim["NPROC"] == 1 and lim["NOFILE"] == 64 and lim["FSIZE"] == 64 << 20
     assert lim["AS"] == 1 << 30 and 0 < lim["CPU"] < 100
     assert fds[:4] == [0, 1, 2, 3] and len(fds) == 5  # + the fd listing /proc/self/fd
 
@@ -436,26 +444,27 @@ def test_the_evaluator_cannot_be_signalled():
 
 @contained
 def test_setsid_grandchildren_die_with_the_sandbox(open_dir):
+    """The process limit stops forks in scored programs; with forks allowed, a grandchild in its
+    own session still dies when its sandbox closes (PID namespace / kill(-1) as the sandbox uid)."""
     marker = open_dir / "late"
     program = f"""
-        import os, posix, time
-        def add(a, b):
-            if posix.fork() == 0:
-                posix.setsid()
-                if posix.fork() == 0:
-                    time.sleep(1.5)
-                    open({str(marker)!r}, 'w').write('still alive')
-                    time.sleep(60)
-                os._exit(0)
-            return -1
-    """.replace("open(", "__import__('io').open(")
-    if not NAMESPACES:
-        open_dir.chmod(0o755)
-    _fails_cleanly(ADD, textwrap.dedent(program))
-    time.sleep(2.5)
-    assert not marker.exists()
+        import os, time
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(1.5)
+                open({str(marker)!r}, 'w').write('still alive')
+                time.sleep(60)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return 'forked'
+    """
+    assert _probe(program, processes=8) == "forked"
     if ROOT:
         assert _sandbox_procs() == []
+    time.sleep(2.5)
+    assert not marker.exists()
 
 
 @contained
@@ -567,3 +576,79 @@ def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
     files = list((tmp_path / "cache").iterdir())
     assert len(files) == 1 and files[0].suffix == ".jsonl"
     assert not stat.S_IMODE(files[0].stat().st_mode) & 0o002
+
+
+# -------------------------------------- the other isolations, run for real
+
+OTHER_ISOLATION_CHECK = """
+import json, os, signal, sys, textwrap, time
+sys.path.insert(0, {tests!r})
+import test_sandbox as t
+from minitflow.eval import sandbox
+from minitflow.eval.code_exec import run_code_tests
+
+out = {{"iso": sandbox.isolation().mode, "userns": sandbox.isolation().userns,
+        "uid": os.getuid(), "summary": sandbox.isolation_summary()}}
+out["good"] = run_code_tests(t.ADD, "def add(a, b):\\n    return a + b\\n")[:2]
+out["cheats"] = {{k: run_code_tests(t.ADD, textwrap.dedent(p))[:2] for k, p in t.FAKE_PASSES.items()}}
+os.environ["MINITFLOW_TEST_TOKEN"] = "tok-5e1f"
+leak = t._sample("leak", "    return 'tok-5e1f'\\n", [[]], prompt="def leak():\\n    pass\\n")
+out["env"] = run_code_tests(leak, "import os\\ndef leak():\\n    return os.environ.get('MINITFLOW_TEST_TOKEN')\\n")[:2]
+forks = t._sample("forks", "    return 1\\n", [[]], prompt="def forks():\\n    pass\\n")
+out["fork"] = run_code_tests(forks, "import posix\\ndef forks():\\n    return int(posix.fork() > 0)\\n")[:2]
+out["grandchild"] = t._probe(
+    "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n        time.sleep(60)\\n"
+    "    os._exit(0)\\ntime.sleep(0.5)\\nreturn 'forked'\\n", processes=8)
+time.sleep(0.5)
+survivors = t._sandbox_procs() if os.getuid() == 0 else sorted(set(t._live_procs({{os.getuid()}})) - {{os.getpid()}})
+out["survivors"] = [open("/proc/%d/cmdline" % p, "rb").read()[:80].decode("ascii", "replace") for p in survivors]
+out["leftover"] = os.listdir(sandbox._sandbox_root())
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _run_elsewhere(env_extra: dict, as_user: int | None) -> dict:
+    """Run OTHER_ISOLATION_CHECK in a private mount namespace where /root is traversable (the
+    Python installation may live there), as root or as `as_user`."""
+    script = Path(tempfile.mkdtemp(prefix="sandbox-check-")) / "check.py"  # readable by `as_user`
+    script.parent.chmod(0o755)
+    script.write_text(OTHER_ISOLATION_CHECK.format(tests=str(Path(__file__).parent)))
+    script.chmod(0o644)
+    prefix = Path(sys.base_prefix).resolve()
+    setup = "set -e\n"
+    if str(prefix).startswith("/root/"):
+        top = "/root/" + prefix.relative_to("/root").parts[0]
+        setup += (f"d=$(mktemp -d); mount --bind {top} $d; mount -t tmpfs -o mode=755 tmpfs /root; "
+                  f"mkdir -p {top}; mount --bind $d {top}\n")
+    run = [sys.executable, str(script)]
+    if as_user is not None:
+        run = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *run]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", **env_extra}
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", setup + 'exec "$@"',
+                           "sh", *run], capture_output=True, text=True, env=env, timeout=180,
+                          cwd=str(Path(__file__).parents[1]))
+    shutil.rmtree(script.parent)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[0][7:])
+
+
+def _check_other(got: dict) -> None:
+    assert got["good"] == [True, True]
+    assert all(v == [False, False] for v in got["cheats"].values()), got["cheats"]
+    assert got["env"] == [False, False] and got["fork"] == [False, False]
+    assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
+
+
+@pytest.mark.skipif(not (ROOT and NAMESPACES), reason="needs root and mount namespaces to set up")
+def test_floor_isolation_as_root():
+    got = _run_elsewhere({sandbox.SANDBOX_ENV: "floor"}, None)
+    assert got["iso"] == "floor" and "floor" in got["summary"] and "NOT blocked" in got["summary"]
+    _check_other(got)
+
+
+@pytest.mark.skipif(not (ROOT and NAMESPACES), reason="needs root and mount namespaces to set up")
+def test_user_namespaces_for_a_non_root_evaluator():
+    got = _run_elsewhere({}, 65534)
+    assert got["uid"] == 65534 and got["iso"] == "namespaces" and got["userns"], got["summary"]
+    _check_other(got)

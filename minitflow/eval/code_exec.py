@@ -66,7 +66,7 @@ TIME_LIMIT_FACTOR = 4.0  # evalplus DEFAULT_GT_TIME_LIMIT_FACTOR
 STARTUP_TIMEOUT = 60.0  # until a sandbox's runner is up (interpreter start on a busy machine)
 EXEC_SLACK = 10.0  # the launcher's own hard stop comes this long after the parent's budgets
 CACHE_ENV = "MINITFLOW_EXPECTED_CACHE"
-MEMORY_CACHE_BYTES = 1 << 30  # expected outputs kept in memory (least recently used dropped)
+MEMORY_CACHE_BYTES = 2 << 30  # expected outputs kept in memory (least recently used dropped)
 
 CodeResult = tuple[bool, bool, str]  # (passed_base, passed_plus, detail)
 
@@ -152,7 +152,7 @@ def _special(task: Task) -> bool:
 class Expected:
     """The canonical solution's outputs (encoded JSON, one per input) and timings."""
 
-    outputs: list[bytes]
+    outputs: list[bytes | bytearray]
     cpu: list[float]
     walls: tuple[float, float]  # wall seconds of the base and the plus set
 
@@ -251,10 +251,10 @@ def _run_reference(task: Task, memory_mb: int) -> Expected:
     limits = Limits(memory_bytes=max(memory_mb, REFERENCE_MEMORY_MB) << 20,
                     cpu_seconds=REFERENCE_TIMEOUT + EXEC_SLACK,
                     wall_seconds=STARTUP_TIMEOUT + REFERENCE_TIMEOUT + EXEC_SLACK, file_bytes=1 << 30)
-    outputs: list[bytes] = []
+    outputs: list[bytes | bytearray] = []
     cpu: list[float] = []
     walls: list[float] = []
-    with Sandbox(job, limits, max_record_bytes=1 << 30) as box:
+    with Sandbox(job, limits, max_record_bytes=2 << 30) as box:
         left, started = STARTUP_TIMEOUT, False
         try:
             while len(walls) < 2:
@@ -267,6 +267,8 @@ def _run_reference(task: Task, memory_mb: int) -> Expected:
                 if kind == "ready" and not started:
                     started, left = True, REFERENCE_TIMEOUT
                 elif kind == "ok" and value is not None and len(rest) == 1:
+                    if b"\x00" in value:
+                        raise ReferenceFailed(f"output #{len(outputs)} is not plain data")
                     outputs.append(value)
                     cpu.append(float(rest[0]))
                 elif kind == "wall" and len(rest) == 1:
@@ -330,6 +332,9 @@ def _judge(task: Task, i: int, rec: tuple[list, bytes | None], expected: bytes, 
     if kind == "ok" and value is not None and not rest:
         if not special and value == expected and b"NaN" not in expected:
             return "", atol  # same encoding, same plain value
+        if b"\x00" in value:  # a streamed output that turned out not to be plain data
+            kind, rest = "unencodable", ["output is not plain data"]
+    if kind == "ok" and value is not None and not rest:
         try:
             out = decode(json.loads(value))
             exp = decode(json.loads(expected))
@@ -365,7 +370,8 @@ def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memo
            "memory_bytes": memory_mb << 20, "evalplus_utils": evalplus_utils_path()}
     box_limits = Limits(memory_bytes=memory_mb << 20, cpu_seconds=sum(budgets) + EXEC_SLACK,
                         wall_seconds=STARTUP_TIMEOUT + sum(budgets) + EXEC_SLACK)
-    cap = 16 * max((len(o) for o in exp.outputs), default=0) + (64 << 10)
+    biggest = max((len(o) for o in exp.outputs), default=0)
+    cap = min(16 * biggest, 2 * biggest + (256 << 20)) + (64 << 10)  # same value, other spelling
     special = _special(task)
     atol, n_done = task.atol, 0
     with Sandbox(job, box_limits, max_record_bytes=cap) as box:

@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .sandbox_child import split_record
 
 SANDBOX_ENV = "MINITFLOW_SANDBOX"
 UID_BASE = 2_000_000_000  # sandbox uids: UID_BASE + (evaluator pid) * UID_SLOTS + slot
@@ -44,6 +43,7 @@ DIR_PREFIX = "minitflow-sandbox-"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 INIT_PATH = os.path.join(_HERE, "sandbox_init.py")
 CHILD_PATH = os.path.join(_HERE, "sandbox_child.py")
+F_SETPIPE_SZ = 1031  # Linux fcntl
 CLOSE_GRACE = 10.0  # seconds the launcher gets to kill and sweep before it is killed itself
 
 
@@ -60,7 +60,7 @@ class Limits:
     wall_seconds: float  # the launcher's own hard stop, a safety net behind the parent's deadlines
     file_bytes: int = 64 << 20
     open_files: int = 64
-    processes: int = 16
+    processes: int = 1  # the runner itself: no fork, no thread (RLIMIT_NPROC counts its uid)
     tmpfs_bytes: int = 256 << 20
 
 
@@ -99,10 +99,11 @@ def _kill_uids(uids: range) -> None:
                 continue
             try:
                 with open(f"/proc/{name}/status", "rb") as f:
-                    uid_line = next(ln for ln in f if ln.startswith(b"Uid:"))
-            except (OSError, StopIteration):
+                    fields = dict(ln.split(b":", 1) for ln in f if b":" in ln)
+                uid, state = int(fields[b"Uid"].split()[0]), fields[b"State"].split()[0]
+            except (OSError, KeyError, ValueError, IndexError):
                 continue
-            if int(uid_line.split()[1]) in uids:
+            if uid in uids and state not in (b"Z", b"X"):  # zombies are dead already
                 found = True
                 try:
                     os.kill(int(name), signal.SIGKILL)
@@ -323,6 +324,7 @@ class Sandbox:
         self._bufs = {"result": bytearray(), "status": bytearray()}
         self._diag = bytearray()
         self._eof: set[str] = set()
+        self._scanned = 0  # bytes of the result buffer already searched for a newline
         self._fds: dict[str, int] = {}
         try:
             self._start(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
@@ -361,6 +363,10 @@ class Sandbox:
         self.dir = tempfile.mkdtemp(prefix="sb-", dir=_sandbox_root())
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
+        try:
+            fcntl.fcntl(res_r, F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups for big outputs
+        except OSError:
+            pass
         diag_r, diag_w = os.pipe()
         theirs = {"job": job_r, "result": res_w, "diag": diag_w}
         try:
@@ -376,8 +382,14 @@ class Sandbox:
         self._fds = {"job": job_w, "result": res_r, "diag": diag_r, "status": self.proc.stdout.fileno()}
         for fd in self._fds.values():
             _set_nonblocking(fd)
-        self.proc.stdin.write((json.dumps(self._config(theirs)) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write((json.dumps(self._config(theirs)) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.proc.wait()
+            self._pump(0)
+            raise SandboxError(f"sandbox launcher exited at start ({self.proc.returncode}): "
+                               f"{self.diagnostics()[-500:]}") from None
         self._out += job_bytes
 
     # ------------------------------------------------------------ talking
@@ -432,24 +444,31 @@ class Sandbox:
             elif text.startswith("error "):
                 raise SandboxError(f"sandbox setup failed: {text[6:]} {self.diagnostics()[-500:]}".strip())
 
-    def _take_record(self) -> tuple[list, bytes | None] | None:
+    def _take_record(self) -> tuple[list, bytearray | None] | None:
+        """The next complete record line, split into (header, value); no copy of the value."""
         buf = self._bufs["result"]
-        cut = buf.find(b"\n")
+        cut = buf.find(b"\n", self._scanned)
         if cut < 0:
+            self._scanned = len(buf)  # a line may be huge: never rescan what was searched
             return (["oversize", len(buf)], None) if len(buf) > self.max_record_bytes else None
+        self._scanned = 0
         if cut > self.max_record_bytes:
             return ["oversize", cut], None
-        line = bytes(buf[:cut])
-        del buf[:cut + 1]
+        self._bufs["result"] = buf[cut + 1:]
+        del buf[cut:]
+        tab = buf.find(b"\t")
+        head = bytes(buf if tab < 0 else buf[:tab])
+        if tab >= 0:
+            del buf[:tab + 1]  # O(1) in CPython: the value is what is left
         try:
-            header, value = split_record(line)
+            header = json.loads(head)
         except (ValueError, RecursionError):
-            header, value = None, None
+            header = None
         if not isinstance(header, list) or not header or not isinstance(header[0], str):
-            return ["garbage", line[:80].decode("utf-8", "replace")], None
-        return header, value
+            return ["garbage", head[:80].decode("utf-8", "replace")], None
+        return header, (buf if tab >= 0 else None)
 
-    def next_record(self, wait: float) -> tuple[tuple[list, bytes | None] | None, float]:
+    def next_record(self, wait: float) -> tuple[tuple[list, bytearray | None] | None, float]:
         """((header, raw value JSON or None), seconds spent waiting).  None once the runner
         has exited (or closed its result pipe) and nothing is left; TimeoutError after `wait` s."""
         start = time.monotonic()

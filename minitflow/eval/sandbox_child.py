@@ -192,17 +192,61 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+STREAM_MIN_ITEMS = 4096  # containers this long are encoded and sent item by item
+
+
+def _pieces(x: Any) -> Any:
+    """The text of dumps(encode(x)), in pieces, so a huge output never exists twice in memory."""
+    t = type(x)
+    if t in _CONTAINER_TAGS and len(x) > STREAM_MIN_ITEMS:
+        yield '["' + _CONTAINER_TAGS[t] + '"'
+        for item in (_dict_flat(x) if t is dict else x):
+            yield ","
+            yield from _pieces(item)
+        yield "]"
+    else:
+        yield dumps(encode(x))
+
+
+_CONTAINER_TAGS = {list: "l", tuple: "t", set: "s", frozenset: "f", dict: "d"}
+
+
+def _dict_flat(d: dict) -> Any:
+    for k, v in dict.items(d):
+        yield k
+        yield v
+
+
 class _Channel:
     """Writes records to the result pipe with private references (the program may patch os)."""
 
     def __init__(self, fd: int) -> None:
         self.fd, self.write = fd, os.write
 
-    def send(self, header: list, value: str | None = None) -> None:
-        line = dumps(header) if value is None else f"{dumps(header)}\t{value}"
-        view = memoryview((line + "\n").encode("ascii"))
+    def _write(self, text: str) -> None:
+        view = memoryview(text.encode("ascii"))
         while view:
             view = view[self.write(self.fd, view):]
+
+    def send(self, header: list, value: str | None = None) -> None:
+        self._write((dumps(header) if value is None else f"{dumps(header)}\t{value}") + "\n")
+
+    def send_streamed(self, header: list, x: Any) -> None:
+        """A record whose value is written while it is encoded.  If encoding fails half way, a
+        NUL (never in JSON from dumps) ends the value, and the parent treats it as unencodable."""
+        self._write(dumps(header) + "\t")
+        buf, size = [], 0
+        try:
+            for piece in _pieces(x):
+                buf.append(piece)
+                size += len(piece)
+                if size >= 1 << 20:
+                    self._write("".join(buf))
+                    buf, size = [], 0
+        except (Unencodable, ValueError, RecursionError):
+            buf.append("\x00")
+        buf.append("\n")
+        self._write("".join(buf))
 
 
 def split_record(line: bytes) -> tuple[Any, bytes | None]:
@@ -232,14 +276,20 @@ def _cpu_time_limit(seconds: float, exc_type: type):
     return limit()
 
 
-def _encoded(out: Any, not_none: bool) -> tuple[list, str | None]:
-    """(header, value JSON) for one output."""
+def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list) -> None:
+    """One ["ok", *extra] record with the output's value (or why it cannot be sent)."""
     if not_none and type(out) is not bool:
-        return ["ok"], dumps(["nn", out is not None])
+        chan.send(["ok", *extra], dumps(["nn", out is not None]))
+        return
+    if type(out) in _CONTAINER_TAGS and len(out) > STREAM_MIN_ITEMS:
+        chan.send_streamed(["ok", *extra], out)
+        return
     try:
-        return ["ok"], dumps(encode(out))
+        value = dumps(encode(out))
     except (Unencodable, ValueError) as e:
-        return ["unencodable", f"output is not plain data ({str(e)[:100]})"], None
+        chan.send(["unencodable", f"output is not plain data ({str(e)[:100]})"])
+        return
+    chan.send(["ok", *extra], value)
 
 
 def _load(job: dict, chan: _Channel, swallow_io: Any) -> Any:
@@ -283,8 +333,7 @@ def _run_reference(job: dict, chan: _Channel) -> None:
             except BaseException as e:  # noqa: BLE001
                 chan.send(["err", _describe(e)])
                 return
-            header, value = _encoded((out is not None) if job["not_none"] else out, False)
-            chan.send(header + [cpu], value)
+            _send_output(chan, (out is not None) if job["not_none"] else out, False, [cpu])
         chan.send(["wall", time.perf_counter() - start])
 
 
@@ -308,7 +357,7 @@ def _run_candidate(job: dict, chan: _Channel) -> None:
         except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
             chan.send(["err", _describe(e)])
             return
-        chan.send(*_encoded(out, job["not_none"]))
+        _send_output(chan, out, job["not_none"], [])
 
 
 def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
@@ -332,7 +381,7 @@ def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
         except BaseException as e:  # noqa: BLE001
             chan.send(["err", _describe(e)])
             continue
-        chan.send(*_encoded(out, False))
+        _send_output(chan, out, False, [])
 
 
 def _run_check(job: dict, chan: _Channel, replies: Any) -> None:

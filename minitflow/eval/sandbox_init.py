@@ -163,6 +163,7 @@ def _pivot(root: str) -> None:
 def _nested_userns() -> None:
     """Non-root evaluator: leave the namespace where we hold capabilities (uid 0) for
     a child user namespace where the runner is uid NESTED_ID and holds none after exec."""
+    _prctl(PR_SET_DUMPABLE, 1)  # to write our own maps; exec resets it anyway
     _check(_libc.unshare(CLONE_NEWUSER), "unshare user namespace for the runner")
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{NESTED_ID} 0 1")
@@ -221,12 +222,10 @@ def _ns_init(cfg: dict) -> None:
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace for the pivot")
+        # /proc of this PID namespace, mounted while the host's /proc is still visible
+        # (a user namespace may only mount a proc that is not more revealing than one it sees)
+        _mount("proc", cfg["root"] + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
         _pivot(cfg["root"])
-        try:
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-        except SetupError:
-            if not cfg["userns"]:
-                raise  # as root this must work; in a user namespace /proc may be locked
         _libc.sethostname(b"sandbox", 7)
         runner = os.fork()
         if runner == 0:
@@ -284,7 +283,6 @@ def _wait_for_end(child: int, deadline: float) -> int | None:
 
 def main() -> None:
     cfg = json.loads(sys.stdin.buffer.readline())
-    _prctl(PR_SET_DUMPABLE, 0)
     namespaces = cfg["mode"] == "namespaces"
     sweeper = None if cfg["uid"] is None else _start_sweeper(cfg["uid"], list(cfg["fds"].values()))
     if namespaces:
@@ -301,6 +299,9 @@ def main() -> None:
     elif cfg["uid"] is not None:
         os.chown(cfg["root"], cfg["uid"], cfg["gid"])
         os.chmod(cfg["root"], 0o700)
+    # Not dumpable: no ptrace or /proc/PID/fd access from the runner, even when it shares our
+    # uid (no root). Set after the uid maps: a non-dumpable process's /proc/self is root's.
+    _prctl(PR_SET_DUMPABLE, 0)
     child = os.fork()
     if child == 0:
         if sweeper is not None:
