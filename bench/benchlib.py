@@ -209,3 +209,38 @@ def record(benchmark, setup: Setup, **info: Any) -> None:
     benchmark.extra_info["device"] = setup.label
     for k, v in info.items():
         benchmark.extra_info[k] = float(f"{v:.4g}") if isinstance(v, float) else v
+
+
+# ---- the real tokenizer and a generator, for the end-to-end benchmarks ------------------------
+def tokenizer_dir() -> Path | None:
+    """MINITFLOW_BENCH_TOKENIZER (a directory with tokenizer.json) or ../shared's golden model."""
+    env = os.environ.get("MINITFLOW_BENCH_TOKENIZER")
+    golden = Path(__file__).resolve().parents[2] / "shared" / "reference" / "golden-small" / "model"
+    for d in (Path(env) if env else None, golden):
+        if d is not None and (d / "tokenizer.json").is_file():
+            return d
+    return None
+
+
+def tokenized_model(setup: Setup, model: Qwen3Model):
+    """(model with Qwen3's vocabulary, Qwen3 tokenizer), or a pytest skip without a tokenizer:
+    the tiny CPU model gets Qwen3's 151,936-row vocabulary so that the tokenizer's ids fit."""
+    import pytest
+    from minitflow.model.tokenizer import Tokenizer
+    tok_dir = tokenizer_dir()
+    if tok_dir is None:
+        pytest.skip("no Qwen3 tokenizer: set MINITFLOW_BENCH_TOKENIZER or provide ../shared/reference")
+    tokenizer = Tokenizer(tok_dir)
+    if model.cfg.vocab_size >= tokenizer.vocab_size:
+        return model, tokenizer
+    cfg = dataclasses.replace(model.cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
+    return random_model(cfg, setup.dtype, setup.device, max_positions=4096), tokenizer
+
+
+def bench_generator(setup: Setup, cfg: Qwen3Config):
+    """A random TFlowGenerator: the official dimensions at the 4B shape, small ones on CPU."""
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    overrides = None if setup.name == "qwen3-4b" else dict(d_model=128, head_dim=32, output_dim=32, token_dim=32)
+    gen = random_generator(cfg, seed=0, arch=arch_for(cfg, overrides))
+    gen.parameter_generator.to(setup.dtype)  # as load_checkpoint does; the aggregator stays float32
+    return gen.to(setup.device).eval().requires_grad_(False)

@@ -12,17 +12,13 @@ tokenizer.json) or ../shared/reference/golden-small/model; otherwise they skip.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from benchlib import Setup, make_setup, pedantic_vs, random_ids, random_model, record
+from benchlib import Setup, bench_generator, make_setup, pedantic_vs, random_ids, record, tokenized_model
 from minitflow.engine.llm import LLM, Generation
 from minitflow.engine.sampler import SamplingParams
-from minitflow.model.config import QWEN3_4B
 from minitflow.model.qwen3 import Qwen3Model
 
 SETUP = make_setup()
@@ -40,37 +36,16 @@ QUESTIONS = [  # GSM8K-style, written for this benchmark
 ]
 
 
-def tokenizer_dir() -> Path | None:
-    env = os.environ.get("MINITFLOW_BENCH_TOKENIZER")
-    golden = Path(__file__).resolve().parents[2] / "shared" / "reference" / "golden-small" / "model"
-    for d in (Path(env) if env else None, golden):
-        if d is not None and (d / "tokenizer.json").is_file():
-            return d
-    return None
-
-
 # ---- the three methods -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e(setup: Setup, model: Qwen3Model):
     """(methods module, {mode: LLM with a Qwen3 tokenizer}, random TFlowGenerator); the tiny CPU
     model gets Qwen3's vocabulary so that the tokenizer's ids fit."""
     methods = pytest.importorskip("minitflow.tflow.methods", reason="minitflow.tflow.methods not importable yet")
-    from minitflow.model.tokenizer import Tokenizer
-    from minitflow.tflow.checkpoint import arch_for, random_generator
-    tok_dir = tokenizer_dir()
-    if tok_dir is None:
-        pytest.skip("no Qwen3 tokenizer: set MINITFLOW_BENCH_TOKENIZER or provide ../shared/reference")
-    tokenizer = Tokenizer(tok_dir)
-    net = model
-    if model.cfg.vocab_size < tokenizer.vocab_size:
-        cfg = dataclasses.replace(model.cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
-        net = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
+    net, tokenizer = tokenized_model(setup, model)
     llms = {mode: LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"))
             for mode in MODES}
-    overrides = None if setup.name == "qwen3-4b" else dict(d_model=128, head_dim=32, output_dim=32, token_dim=32)
-    gen = random_generator(net.cfg, seed=0, arch=arch_for(net.cfg, overrides))
-    gen.parameter_generator.to(setup.dtype)  # as load_checkpoint does; the aggregator stays float32
-    gen = gen.to(setup.device).eval().requires_grad_(False)
+    gen = bench_generator(setup, net.cfg)
     return methods, llms, gen
 
 

@@ -15,17 +15,15 @@ Both sides of every ratio run in the same test, interleaved round by round (see 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 
-from benchlib import Setup, make_setup, pedantic_vs, random_ids, random_model, record
+from benchlib import Setup, bench_generator, make_setup, pedantic_vs, random_ids, record, tokenized_model
 from minitflow.engine.llm import LLM
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
-from minitflow.model.config import QWEN3_4B
 
 SETUP = make_setup()
 ON_CUDA = SETUP.device.type == "cuda"
@@ -73,23 +71,9 @@ def test_long_tail_continuous_vs_static(benchmark, setup: Setup, model, workload
            speedup_vs_static=static_s / cont_s, row_step_use=eff[False], static_row_step_use=eff[True])
 
 
-def _tokenized_llm(setup: Setup, model, prefix_bytes: int):
-    from test_e2e import tokenizer_dir
-    from minitflow.model.tokenizer import Tokenizer
-    tok_dir = tokenizer_dir()
-    if tok_dir is None:
-        pytest.skip("no Qwen3 tokenizer: set MINITFLOW_BENCH_TOKENIZER or provide ../shared/reference")
-    tokenizer = Tokenizer(tok_dir)
-    net = model
-    if model.cfg.vocab_size < tokenizer.vocab_size:
-        cfg = dataclasses.replace(model.cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
-        net = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
-    return net, tokenizer
-
-
 @pytest.fixture(scope="module")
 def tokenized(setup: Setup, model):
-    return _tokenized_llm(setup, model, 0)
+    return tokenized_model(setup, model)
 
 
 PROBLEMS = [f"Let $x_{{{i}}}$ satisfy ${i + 2}x - {3 * i + 1} = {i * i + 5}$. What is $x_{{{i}}}$?" for i in range(16)]
@@ -151,14 +135,10 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     """64 questions (official gsm8k prompts, long-tailed output lengths, ignore_eos) through
     run_method with SLOTS questions in flight, vs the chunked path: SLOTS questions at a time
     on a static engine, each stage waiting for the chunk's slowest question."""
-    from minitflow.tflow.checkpoint import arch_for, random_generator
     from minitflow.tflow.methods import run_method
     benchmark.group = "serving-pipelines"
     net, tokenizer = tokenized
-    overrides = None if setup.name == "qwen3-4b" else dict(d_model=128, head_dim=32, output_dim=32, token_dim=32)
-    gen = random_generator(net.cfg, seed=0, arch=arch_for(net.cfg, overrides))
-    gen.parameter_generator.to(setup.dtype)
-    gen = gen.to(setup.device).eval().requires_grad_(False)
+    gen = bench_generator(setup, net.cfg)
     questions = [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?"
                  for i in range(PIPE_QUESTIONS)]
     sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95)
