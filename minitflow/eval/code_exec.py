@@ -108,10 +108,7 @@ class Task:
     plus: list
     atol: float
     not_none: bool
-
-    @property
-    def inputs(self) -> list:
-        return self.base + self.plus
+    inputs: list  # base + plus
 
 
 def _task(sample: Any) -> Task:
@@ -133,7 +130,8 @@ def _task(sample: Any) -> Task:
     entry = meta["entry_point"]
     return Task(key=hashlib.sha256(blob).hexdigest(), id=str(sample.id), dataset=dataset,
                 entry_point=entry, reference=reference, base=list(base), plus=list(plus), atol=atol,
-                not_none=dataset == "mbpp" and entry in MBPP_OUTPUT_NOT_NONE_TASKS)
+                not_none=dataset == "mbpp" and entry in MBPP_OUTPUT_NOT_NONE_TASKS,
+                inputs=list(base) + list(plus))
 
 
 def _special(task: Task) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import importlib.util
 import json
 import math
@@ -200,6 +201,7 @@ def _python_binds() -> list[str]:
 HIDDEN_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/usr/libexec", "/usr/games")
 
 
+@functools.lru_cache(maxsize=None)
 def _root_layout() -> tuple[list[str], dict[str, str]]:
     """(bind paths, symlinks) of the namespace root: /usr, a few /etc files, Python."""
     binds, links = ["/usr"], {}
@@ -215,6 +217,7 @@ def _root_layout() -> tuple[list[str], dict[str, str]]:
     return binds, links
 
 
+@functools.lru_cache(maxsize=None)
 def evalplus_utils_path() -> str:
     """evalplus/eval/utils.py (standard library only), loaded by path in the runner so that
     it does not import the evalplus package (numpy, psutil)."""

@@ -32,6 +32,7 @@ Record protocol on fd 3 (one JSON array per line):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any
@@ -88,8 +89,7 @@ def _enc(x: Any) -> Any:
         return x if -_SMALL_INT < x < _SMALL_INT else ["I", hex(x)]
     if t is list or t is tuple:
         tag = "l" if t is list else "t"
-        if all(type(i) is str or type(i) is float or (type(i) is int and -_SMALL_INT < i < _SMALL_INT)
-               or type(i) is bool or i is None for i in x):
+        if _simple(x):
             return [tag, *x]
         return [tag, *map(_enc, x)]
     if t is dict:
@@ -195,14 +195,40 @@ def _describe(exc: BaseException) -> str:
 STREAM_MIN_ITEMS = 4096  # containers this long are encoded and sent item by item
 
 
+_SCALARS = frozenset({str, float, bool, type(None)})
+_SCALARS_AND_INT = _SCALARS | {int}
+
+
+def _simple(items: Any) -> bool:
+    """All items encode as themselves (JSON scalars; ints below 2**63)."""
+    kinds = set(map(type, items))
+    if kinds <= _SCALARS:
+        return True
+    if not kinds <= _SCALARS_AND_INT:
+        return False
+    ints = [i for i in items if type(i) is int]
+    return -_SMALL_INT < min(ints) and max(ints) < _SMALL_INT
+
+
 def _pieces(x: Any) -> Any:
-    """The text of dumps(encode(x)), in pieces, so a huge output never exists twice in memory."""
+    """The text of dumps(encode(x)), in pieces, so a huge output never exists twice in memory.
+    Runs of plain scalars go through one json.dumps call per STREAM_MIN_ITEMS items."""
     t = type(x)
     if t in _CONTAINER_TAGS and len(x) > STREAM_MIN_ITEMS:
         yield '["' + _CONTAINER_TAGS[t] + '"'
-        for item in (_dict_flat(x) if t is dict else x):
-            yield ","
-            yield from _pieces(item)
+        items = _dict_flat(x) if t is dict else iter(x)
+        while True:
+            chunk = list(itertools.islice(items, STREAM_MIN_ITEMS))
+            if not chunk:
+                break
+            if _simple(chunk):
+                yield "," + dumps(chunk)[1:-1]
+            elif not any(type(i) in _CONTAINER_TAGS and len(i) > STREAM_MIN_ITEMS for i in chunk):
+                yield "," + dumps([_enc(i) for i in chunk])[1:-1]  # small items: one dumps call
+            else:
+                for item in chunk:
+                    yield ","
+                    yield from _pieces(item)
         yield "]"
     else:
         yield dumps(encode(x))
