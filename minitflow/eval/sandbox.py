@@ -310,6 +310,21 @@ def _runner_argv() -> list[str]:
     return [os.path.realpath(sys.executable), "-I", "-B", "-c", _child_source[0]]
 
 
+def _wait_exit(proc: subprocess.Popen, timeout: float) -> None:
+    """Popen.wait(timeout) without its sleep-polling (it adds ~20 ms per sandbox)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        proc.wait(timeout)
+        return
+    try:
+        if not select.select([fd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(fd)
+    proc.wait()
+
+
 class Sandbox:
     """One isolated runner process tree.  Use as a context manager: leaving it kills
     everything the runner started and removes its folder."""
@@ -503,7 +518,7 @@ class Sandbox:
             except OSError:
                 pass
             try:
-                proc.wait(CLOSE_GRACE)
+                _wait_exit(proc, CLOSE_GRACE)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
