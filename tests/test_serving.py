@@ -157,11 +157,14 @@ def test_ragged_batch_longest_prompt_stops_first(model):
     assert [len(t) for t in got] == [2, 30, 20]
 
 
-def test_compiled_rows_crossing_a_bucket_match_alone(model):
-    """Compiled decode (CPU): the longest prompt has the smallest max_new_tokens and crosses the
-    256-position attention bucket; finished rows must not disturb the others."""
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_compiled_rows_crossing_a_bucket_match_alone(model, sampled):
+    """Compiled decode (CPU; model and sampler in one graph): the longest prompt has the smallest
+    max_new_tokens and crosses the 256-position attention bucket; finished rows must not disturb
+    the others."""
     prompts = [[(7 * i) % 150 for i in range(250)], [1, 2, 3], [9, 8, 7, 6]]
-    params = [SamplingParams(max_new_tokens=10), SamplingParams(max_new_tokens=24), SamplingParams(max_new_tokens=16)]
+    extra = dict(temperature=0.8, top_p=0.9, seed=5) if sampled else {}
+    params = [SamplingParams(max_new_tokens=n, **extra) for n in (10, 24, 16)]
     compiled = LLM(model, eos_token_ids=[], compile=True, num_slots=4)
     got = [g.token_ids for g in compiled.generate(prompts, params)]
     assert got == _alone(model, prompts, params)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from minitflow.engine.request import Request
-from minitflow.engine.sampler import Sampler
+from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
@@ -186,12 +186,14 @@ class ModelRunner:
 
     # ---- decode --------------------------------------------------------------------------
     def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int,
-                     rows: torch.Tensor | None, lora: LoraWeights | None) -> torch.Tensor:
-        return self.model(tokens[:, None], positions[:, None], cache, kv_len, rows=rows, lora=lora)[:, -1]
+                     rows: torch.Tensor | None, lora: LoraWeights | None, sampling: tuple | None) -> torch.Tensor:
+        """The model and the sampler: one step's next tokens (one graph when compiled)."""
+        logits = self.model(tokens[:, None], positions[:, None], cache, kv_len, rows=rows, lora=lora)[:, -1]
+        return choose_tokens(logits, sampling)
 
     def _compile(self):
-        """One graph per (rows, attention bucket, LoRA layout), each captured once as a CUDA
-        graph ("reduce-overhead") from one whole-step graph (fullgraph: a graph break would split
+        """One graph per (rows, attention bucket, LoRA layout, sampling path), each captured once
+        as a CUDA graph ("reduce-overhead") from one whole-step graph, model and sampler (fullgraph: a graph break would split
         the step into several launches). The limit covers every bucket of every row count
         instead of silently falling back to eager after 8."""
         cfg = torch._dynamo.config
@@ -221,9 +223,8 @@ class ModelRunner:
         kv_len = kv_bucket(need, self.cache.max_len) if self.compiled else need
         if self.compiled and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        logits = self._step(self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
-                            self._lora_rows(rows, ran))
-        tokens = self.sampler.sample(logits, rows, ran)
+        tokens = self._step(self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
+                            self._lora_rows(rows, ran), self.sampler.args(rows, ran, self.cfg.vocab_size))
         self.tokens[rows] = tokens
         # a finished slot the host has not heard of yet stays inside the cache
         self.positions[rows] = (self.positions[rows] + 1).clamp(max=self.cache.max_len - 1)

@@ -127,6 +127,12 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
     return torch.where(greedy, logits.argmax(-1), sampled)
 
 
+def choose_tokens(logits: torch.Tensor, args: tuple | None, choose=None) -> torch.Tensor:
+    """Next tokens from logits and `Sampler.args` (None: greedy argmax, the first index on ties)."""
+    logits = logits.float()
+    return logits.argmax(-1) if args is None else (choose or _choose)(logits, *args)
+
+
 def _path(params: list[SamplingParams | None]) -> tuple[bool, int, bool]:
     """(any row samples, kmax, filtering) for a set of rows: every sampled row with a top_k caps
     the candidates at topk(kmax), far cheaper than sorting 151,936 logits."""
@@ -175,18 +181,23 @@ class Sampler:
         self.keys[row] = _seed_keys([p.seed], self.device)[0]
         self.step[row] = 0
 
-    def sample(self, logits: torch.Tensor, rows: torch.Tensor | None, row_ids: list[int]) -> torch.Tensor:
-        """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
-        -> tokens (n,) int64, each at its row's current step."""
-        logits = logits.float()
+    def args(self, rows: torch.Tensor | slice | None, row_ids: list[int], vocab: int) -> tuple | None:
+        """What `choose` needs besides the logits for rows `rows` (`row_ids` the same on the
+        host), or None when every row is greedy (argmax). A decode step passes these into its
+        compiled graph, so sampling runs inside the captured step."""
         sampled, kmax, filtering = _path([self.params[r] for r in row_ids])
         if not sampled:
-            return logits.argmax(-1)
-        if self.id_hash is None or self.id_hash.shape[0] != logits.shape[1]:
-            self.id_hash = _hash32(torch.arange(logits.shape[1], device=logits.device))
+            return None
+        if self.id_hash is None or self.id_hash.shape[0] != vocab:
+            self.id_hash = _hash32(torch.arange(vocab, device=self.device))
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
-        return self.choose(logits, pick(self.step), pick(self.keys), self.id_hash, pick(self.greedy),
-                           pick(self.temperature), pick(self.top_k), pick(self.top_p), kmax, filtering)
+        return (pick(self.step), pick(self.keys), self.id_hash, pick(self.greedy), pick(self.temperature),
+                pick(self.top_k), pick(self.top_p), kmax, filtering)
+
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor | slice | None, row_ids: list[int]) -> torch.Tensor:
+        """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
+        -> tokens (n,) int64, each at its row's current step."""
+        return choose_tokens(logits, self.args(rows, row_ids, logits.shape[1]), self.choose)
 
     @property
     def kmax(self) -> int:
