@@ -189,7 +189,7 @@ def test_namespaces_hide_the_host():
     top, sh, work, passwd, procs, ifaces, pid = got
     assert "work" not in top and "home" not in top and not sh and not work and not passwd
     assert ifaces == ["lo"] and pid < 10  # own PID namespace
-    assert [p for p in procs if p.isdigit() and int(p) < 10] != ["1"]  # the root init is hidden (hidepid)
+    assert "1" not in procs  # the namespace's init runs as root: hidden (hidepid)
 
 
 # --------------------------------------------------------- fake passes
@@ -273,7 +273,7 @@ def test_fake_passes_fail(name):
 
 def test_expected_outputs_never_enter_the_candidates_sandbox():
     marker = "EXPECTED-" + "7f3a91"
-    sample = _sample("answer", f"    return 'EXPECTED-' + '7f3a91' + str(x)\n", [[1], [2]],
+    sample = _sample("answer", "    return 'EXPECTED-' + '7f3a91' + str(x)\n", [[1], [2]],
                      prompt='def answer(x):\n    """Toy."""\n')
     hunter = """
         import gc, sys
@@ -640,14 +640,18 @@ def _check_other(got: dict) -> None:
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
 
 
-@pytest.mark.skipif(not (ROOT and NAMESPACES), reason="needs root and mount namespaces to set up")
+can_set_up = pytest.mark.skipif(not (ROOT and NAMESPACES and shutil.which("unshare") and shutil.which("setpriv")),
+                                reason="needs root, mount namespaces, unshare and setpriv to set up")
+
+
+@can_set_up
 def test_floor_isolation_as_root():
     got = _run_elsewhere({sandbox.SANDBOX_ENV: "floor"}, None)
     assert got["iso"] == "floor" and "floor" in got["summary"] and "NOT blocked" in got["summary"]
     _check_other(got)
 
 
-@pytest.mark.skipif(not (ROOT and NAMESPACES), reason="needs root and mount namespaces to set up")
+@can_set_up
 def test_user_namespaces_for_a_non_root_evaluator():
     got = _run_elsewhere({}, 65534)
     assert got["uid"] == 65534 and got["iso"] == "namespaces" and got["userns"], got["summary"]
