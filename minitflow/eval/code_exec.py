@@ -179,9 +179,12 @@ def _disk_load(key: str, n: int) -> Expected | None:
     if path is None or not os.path.isfile(path):
         return None
     with open(path, "rb") as f:
-        head = json.loads(f.readline())
+        try:
+            head = json.loads(f.readline())
+        except ValueError:
+            return None  # not an entry of ours: recomputed and overwritten
         outputs = [ln.rstrip(b"\n") for ln in f]
-    if head.get("key") != key or len(outputs) != n or len(head.get("cpu", [])) != n:
+    if not isinstance(head, dict) or head.get("key") != key or len(outputs) != n or len(head.get("cpu", [])) != n:
         return None
     return Expected(outputs, [float(t) for t in head["cpu"]], tuple(head["walls"]))
 
