@@ -238,3 +238,9 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
     for a, b in zip(cached, plain):
         assert a.capture.hidden.shape == b.capture.hidden.shape == (1, len(a.prompt_ids) - 6, model.cfg.hidden_size)
         assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
+
+
+def test_a_request_done_at_its_first_token_takes_no_decode_step(model):
+    llm = _llm(model, num_slots=4)
+    gens = llm.generate(_prompts(3, seed=6), SamplingParams(max_new_tokens=1))
+    assert [len(g.token_ids) for g in gens] == [1, 1, 1] and llm.engine.steps == 0

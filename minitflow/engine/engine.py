@@ -151,6 +151,7 @@ class Engine:
             if self.scheduler.static:
                 self._static_slots = sorted(r.slot for r in admitted if r.generate)
             finished += self._prefill(admitted)
+            finished += self._collect(drain=False)  # a request done at its first token takes no decode step
         running = sorted(s for s, r in self.scheduler.running.items() if r.generate)
         if running:
             # static: the whole batch computes until its last request ends (the old path)
@@ -159,7 +160,12 @@ class Engine:
             self.row_steps += len(ran)
             self.useful_row_steps += len(running)
             self.ring.push([self.scheduler.running.get(s) for s in ran], tokens)
-        for owners, toks in self.ring.pop(drain=not running):
+        return finished + self._collect(drain=not running)
+
+    def _collect(self, drain: bool) -> list[Request]:
+        """Apply the tokens the host may read now; the requests they finished."""
+        finished = []
+        for owners, toks in self.ring.pop(drain=drain):
             for req, tok in zip(owners, toks):
                 if req is not None and self._accept(req, tok):
                     finished.append(req)
