@@ -41,6 +41,13 @@ TINY = Qwen3Config(
 )
 SHAPES = {"tiny": TINY, "qwen3-4b": QWEN3_4B}
 
+QUESTIONS = [  # GSM8K-style, written for this benchmark
+    "A baker makes 12 trays of 24 cookies and sells 3/4 of them. How many cookies are left?",
+    "Tom reads 15 pages a day for 2 weeks, then 20 pages a day for 10 days. How many pages in total?",
+    "A shirt costs $40 and is discounted by 15%, then by another $5. What is the final price?",
+    "Sara has 3 times as many marbles as Ben, and together they have 84. How many does Sara have?",
+]
+
 RANK = 4  # per sender, as the official ParameterGenerator produces
 SENDERS = 2
 COEF = 0.5 * 2.0  # sender weight 0.5 times the LoRA scale alpha/rank = 8/4

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchlib import Setup, bench_generator, make_setup, pedantic_vs, random_ids, record, tokenized_model
+from benchlib import QUESTIONS, Setup, bench_generator, make_setup, pedantic_vs, random_ids, record, tokenized_model
 from minitflow.engine.llm import LLM, Generation
 from minitflow.engine.sampler import SamplingParams
 from minitflow.model.qwen3 import Qwen3Model
@@ -28,12 +28,6 @@ QUESTION_COUNTS = (1, 20) if ON_CUDA else (1, 4)
 E2E_ROUNDS, E2E_WARMUP = 2, 1  # seconds-long calls; the best of 2 rounds is reported
 MODES = ("eager", "compiled") if ON_CUDA else ("eager",)  # compiling on 2 CPU cores costs minutes
 
-QUESTIONS = [  # GSM8K-style, written for this benchmark
-    "A baker makes 12 trays of 24 cookies and sells 3/4 of them. How many cookies are left?",
-    "Tom reads 15 pages a day for 2 weeks, then 20 pages a day for 10 days. How many pages in total?",
-    "A shirt costs $40 and is discounted by 15%, then by another $5. What is the final price?",
-    "Sara has 3 times as many marbles as Ben, and together they have 84. How many does Sara have?",
-]
 
 
 # ---- the three methods -------------------------------------------------------------------------

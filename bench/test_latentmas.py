@@ -15,7 +15,7 @@ import dataclasses
 
 import pytest
 
-from benchlib import Setup, bench_generator, make_setup, pedantic_vs, record, tokenized_model
+from benchlib import QUESTIONS, Setup, bench_generator, make_setup, pedantic_vs, record, tokenized_model
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.model.qwen3 import Qwen3Model
@@ -27,12 +27,6 @@ QUESTION_COUNTS = (1, 20) if ON_CUDA else (1, 4)
 LATENT_STEPS = 10
 ROUNDS, WARMUP = 2, 1
 
-QUESTIONS = [  # GSM8K-style, written for this benchmark
-    "A baker makes 12 trays of 24 cookies and sells 3/4 of them. How many cookies are left?",
-    "Tom reads 15 pages a day for 2 weeks, then 20 pages a day for 10 days. How many pages in total?",
-    "A shirt costs $40 and is discounted by 15%, then by another $5. What is the final price?",
-    "Sara has 3 times as many marbles as Ben, and together they have 84. How many does Sara have?",
-]
 
 
 @pytest.fixture(scope="module")
