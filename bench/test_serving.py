@@ -132,7 +132,8 @@ PIPE_MAX_NEW = 256 if ON_CUDA else 32
 
 @pytest.mark.parametrize("method", ["textmas", "tflow"])
 def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) -> None:
-    """64 questions (official gsm8k prompts, long-tailed output lengths, ignore_eos) through
+    """64 questions (official gsm8k prompts, long-tailed output lengths for every generating
+    agent, ignore_eos) through
     run_method with SLOTS questions in flight, vs the chunked path: SLOTS questions at a time
     on a static engine, each stage waiting for the chunk's slowest question."""
     from minitflow.tflow.methods import run_method
@@ -143,7 +144,9 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
                  for i in range(PIPE_QUESTIONS)]
     sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95)
            for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
-    kw = dict(style="gsm8k", generator=gen, sender_max_new_tokens=PIPE_MAX_NEW // 2)
+    # senders' outputs are long-tailed too (textmas: up to PIPE_MAX_NEW / 2 tokens each)
+    kw = dict(style="gsm8k", generator=gen,
+              sender_max_new_tokens=long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW // 2, seed=3))
     piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, compile=ON_CUDA)
     chunked = LLM(net, tokenizer, eos_token_ids=[], num_slots=2 * SLOTS, static=True, prefix_cache_bytes=0,
                   compile=ON_CUDA)
@@ -155,8 +158,9 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     def run_chunked():
         res = []
         for i in range(0, PIPE_QUESTIONS, SLOTS):
+            part = {**kw, "sender_max_new_tokens": kw["sender_max_new_tokens"][i:i + SLOTS]}
             res += run_method(method, chunked, questions[i:i + SLOTS], sampling=sps[i:i + SLOTS],
-                              seeds=[sp.seed + j for j, sp in enumerate(sps)][i:i + SLOTS], batch_size=SLOTS, **kw)
+                              seeds=[sp.seed + j for j, sp in enumerate(sps)][i:i + SLOTS], batch_size=SLOTS, **part)
         out["chunked"] = res
 
     s, chunked_s = pedantic_vs(benchmark, run_piped, run_chunked, setup.device, 1, 0)

@@ -173,13 +173,15 @@ class _Baseline(_Pipeline):
 class _TextMAS(_Pipeline):
     method = "textmas"
 
-    def __init__(self, llm, style, window, sender_max_new_tokens: int = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS):
+    def __init__(self, llm, style, window,
+                 sender_max_new_tokens: int | Sequence[int] = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS):
         super().__init__(llm, style, window)
         self.roles = prompts.textmas_roles(style)
         self.sender_max = sender_max_new_tokens
 
     def start(self, q):
-        sp = replace(q.sampling, max_new_tokens=self.sender_max)
+        limit = self.sender_max if isinstance(self.sender_max, int) else self.sender_max[q.index]
+        sp = replace(q.sampling, max_new_tokens=limit)
         (a, a_sys), (b, b_sys), _ = self.roles
         self.add(q, a, Request(chat(self.llm, a_sys, q.sender_question), sp))
         self.add(q, b, Request(chat(self.llm, b_sys, q.sender_question), replace(sp, seed=sp.seed + TEXTMAS_SEED_B)))
@@ -255,6 +257,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
+    textmas takes `sender_max_new_tokens` as one limit or one per question.
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
