@@ -240,13 +240,19 @@ def _bad_outputs(tmp_path: Path) -> dict[str, Path]:
     return {"directory": tmp_path / "a_dir", "under a file": tmp_path / "a_file" / "out.png"}
 
 
-def test_bad_output_paths_all_clis(tmp_path, capsys, monkeypatch):
-    no_model_load(monkeypatch)
+def results_dir(tmp_path: Path) -> Path:
+    """A folder with one valid results file, for report."""
     res = tmp_path / "res"
     res.mkdir()
     (res / "tflow_results.json").write_text(json.dumps({"summary": {
         "method": "tflow", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 1,
         "mean_processed_tokens": 1, "mean_wall_time": 1.0}}))
+    return res
+
+
+def test_bad_output_paths_all_clis(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    res = results_dir(tmp_path)
     for kind, path in _bad_outputs(tmp_path).items():
         fails(capsys, generate.main, gen_args("--output", path))
         fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", path, "--no-progress"])
@@ -264,11 +270,7 @@ def test_bad_output_paths_all_clis(tmp_path, capsys, monkeypatch):
 def test_read_only_output_paths_all_clis(tmp_path, capsys, monkeypatch):
     ro = read_only_target()
     no_model_load(monkeypatch)
-    res = tmp_path / "res"
-    res.mkdir()
-    (res / "tflow_results.json").write_text(json.dumps({"summary": {
-        "method": "tflow", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 1,
-        "mean_processed_tokens": 1, "mean_wall_time": 1.0}}))
+    res = results_dir(tmp_path)
     fails(capsys, generate.main, gen_args("--output", ro / "a.json"), "cannot")
     fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", ro / "o.pt"], "cannot")
     fails(capsys, report.main, [res, "--plot", ro / "p.png"], "cannot")

@@ -52,25 +52,9 @@ ADD = _sample("add", "    return a + b\n", [[1, 2], [0, 0], [-1, 5]], [[10**6, 1
               prompt='def add(a: int, b: int) -> int:\n    """Add."""\n')
 
 
-def _live_procs(uids: range | set[int]) -> list[int]:
-    """Live (not zombie) processes whose real uid is in `uids`."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status", "rb") as f:
-                    fields = dict(ln.split(b":", 1) for ln in f if b":" in ln)
-                uid, state = int(fields[b"Uid"].split()[0]), fields[b"State"].split()[0]
-            except (OSError, KeyError, ValueError, IndexError):
-                continue
-            if uid in uids and state not in (b"Z", b"X"):
-                out.append(int(name))
-    return out
-
-
 def _sandbox_procs(uids: range = MY_UIDS) -> list[int]:
     """Live processes running as one of this evaluator's sandbox uids."""
-    return _live_procs(uids)
+    return sandbox.live_processes(uids)
 
 
 def _fails_cleanly(sample: Sample, program: str, timeout: float = 10) -> str:
@@ -600,7 +584,7 @@ out["grandchild"] = t._probe(
     "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n        time.sleep(60)\\n"
     "    os._exit(0)\\ntime.sleep(0.5)\\nreturn 'forked'\\n", processes=8)
 time.sleep(0.5)
-survivors = t._sandbox_procs() if os.getuid() == 0 else sorted(set(t._live_procs({{os.getuid()}})) - {{os.getpid()}})
+survivors = t._sandbox_procs() if os.getuid() == 0 else sorted(set(t.sandbox.live_processes({{os.getuid()}})) - {{os.getpid()}})
 out["survivors"] = [open("/proc/%d/cmdline" % p, "rb").read()[:80].decode("ascii", "replace") for p in survivors]
 out["leftover"] = os.listdir(sandbox._sandbox_root())
 print("RESULT " + json.dumps(out))

@@ -91,25 +91,32 @@ def _uid_range(pid: int) -> range:
     return range(start, start + UID_SLOTS)
 
 
+def live_processes(uids: range | set[int]) -> list[int]:
+    """Live (not zombie) processes whose real uid is in `uids`, from /proc."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                fields = dict(ln.split(b":", 1) for ln in f if b":" in ln)
+            uid, state = int(fields[b"Uid"].split()[0]), fields[b"State"].split()[0]
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+        if uid in uids and state not in (b"Z", b"X"):  # zombies are dead already
+            out.append(int(name))
+    return out
+
+
 def _kill_uids(uids: range) -> None:
     """SIGKILL every process whose real uid is in `uids` (scan /proc until none is left)."""
     for _ in range(50):
-        found = False
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
+        found = live_processes(uids)
+        for pid in found:
             try:
-                with open(f"/proc/{name}/status", "rb") as f:
-                    fields = dict(ln.split(b":", 1) for ln in f if b":" in ln)
-                uid, state = int(fields[b"Uid"].split()[0]), fields[b"State"].split()[0]
-            except (OSError, KeyError, ValueError, IndexError):
-                continue
-            if uid in uids and state not in (b"Z", b"X"):  # zombies are dead already
-                found = True
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if not found:
             return
         time.sleep(0.05)

@@ -363,15 +363,23 @@ def _run_reference(job: dict, chan: _Channel) -> None:
         chan.send(["wall", time.perf_counter() - start])
 
 
-def _run_candidate(job: dict, chan: _Channel) -> None:
-    """evalplus `unsafe_execute`: guard, exec, then each input under its CPU time limit."""
+def _guarded_entry(job: dict, chan: _Channel) -> tuple[Any, Any]:
+    """A candidate's start: evalplus' reliability guard, then exec; (evalplus utils, its entry
+    point or None after reporting why not). "ready" and "loaded" mark the two phases."""
     utils = _evalplus_utils(job)
     chan.send(["ready"])
     utils.reliability_guard(maximum_memory_bytes=job["memory_bytes"])
     fn = _load(job, chan, utils.swallow_io)
+    if fn is not None:
+        chan.send(["loaded"])
+    return utils, fn
+
+
+def _run_candidate(job: dict, chan: _Channel) -> None:
+    """evalplus `unsafe_execute`: guard, exec, then each input under its CPU time limit."""
+    utils, fn = _guarded_entry(job, chan)
     if fn is None:
         return
-    chan.send(["loaded"])
     for i, inp in enumerate(job["inputs"]):
         try:
             with _cpu_time_limit(job["limits"][i], utils.TimeoutException):
@@ -388,13 +396,9 @@ def _run_candidate(job: dict, chan: _Channel) -> None:
 
 def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
     """Candidate for a test script: answer one call per request line (args as a value)."""
-    utils = _evalplus_utils(job)
-    chan.send(["ready"])
-    utils.reliability_guard(maximum_memory_bytes=job["memory_bytes"])
-    fn = _load(job, chan, utils.swallow_io)
+    utils, fn = _guarded_entry(job, chan)
     if fn is None:
         return
-    chan.send(["loaded"])
     readline = requests.readline
     while True:
         line = readline()
