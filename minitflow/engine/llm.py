@@ -19,7 +19,7 @@ from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
-from minitflow.model.qwen3 import Capture, Qwen3Model
+from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
 from minitflow.model.tokenizer import Tokenizer, render_chat
 
 __all__ = ["LLM", "Generation", "resolve_dtype", "resolve_device", "sync"]
@@ -192,12 +192,7 @@ class LLM:
             reqs.append(Request(p, sp, lora=None if lora is None else lora.row(i), capture=cap, generate=generate, tag=f"prompt {i}"))
         self.engine.run(reqs)
         if capture is not None:  # one batch tensor again, zero past each row's span
-            spans = [r.capture.lengths[0] for r in reqs]
-            first = reqs[0].capture.hidden
-            hidden = first.new_zeros(len(reqs), *first.shape[1:-2], max(spans), first.shape[-1])
-            for i, r in enumerate(reqs):
-                hidden[i, ..., : spans[i], :] = r.capture.hidden[0]
-            capture.hidden, capture.lengths = hidden, spans
+            capture.hidden, capture.lengths = stack_spans([r.capture.hidden for r in reqs])
         return reqs
 
     def _decode(self, ids: list[int]) -> str:

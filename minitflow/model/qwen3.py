@@ -55,6 +55,16 @@ class Capture:
         return got * valid[:, :, None].to(got.dtype)
 
 
+def stack_spans(hiddens: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+    """Per-row captures (1, ..., S_i, H) -> one batch (B, ..., max S_i, H), zero past each row's
+    span, and the span lengths."""
+    spans = [h.shape[-2] for h in hiddens]
+    out = hiddens[0].new_zeros(len(hiddens), *hiddens[0].shape[1:-2], max(spans), hiddens[0].shape[-1])
+    for i, h in enumerate(hiddens):
+        out[i, ..., : spans[i], :] = h[0]
+    return out, spans
+
+
 class Qwen3Model(nn.Module):
     def __init__(self, cfg: Qwen3Config, max_positions: int | None = None):
         super().__init__()

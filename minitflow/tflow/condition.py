@@ -18,7 +18,7 @@ import torch
 
 from minitflow.engine.llm import LLM, sync
 from minitflow.engine.request import Request
-from minitflow.model.qwen3 import Capture
+from minitflow.model.qwen3 import Capture, stack_spans
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow.generator import PG_OUTPUT_SCALE
 
@@ -50,11 +50,7 @@ def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Te
 def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-request captures (1, ..., S_i, H) -> one batch padded to the longest span, and the
     mask of real positions (None when no row is padded)."""
-    spans = [c.shape[-2] for c in captures]
-    first = captures[0]
-    out = first.new_zeros(len(captures), *first.shape[1:-2], max(spans), first.shape[-1])
-    for i, c in enumerate(captures):
-        out[i, ..., : spans[i], :] = c[0]
+    out, spans = stack_spans(captures)
     mask = torch.arange(max(spans), device=out.device)[None, :] < torch.tensor(spans, device=out.device)[:, None]
     return out, (None if bool(mask.all()) else mask)
 

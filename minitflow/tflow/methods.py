@@ -136,6 +136,7 @@ class _Pipeline:
     questions that are done."""
 
     method = ""
+    final = ""  # the agent whose answer is the question's
 
     def __init__(self, llm: LLM, style: str, window: int):
         self.llm, self.style, self.window = llm, style, window
@@ -151,17 +152,21 @@ class _Pipeline:
     def advance(self, finished: list[Request]) -> list[_Question]:
         raise NotImplementedError
 
-    def result(self, q: _Question, final: Request, names: dict[str, str] | None = None) -> MethodResult:
-        usage = {(names or {}).get(k, k): AgentUsage.of(r) for k, r in q.agents.items()}
+    def text(self, req: Request) -> str:
+        """A finished request's text (cut before a stop string when one ended it)."""
+        return req.text if req.text is not None else self.llm.tokenizer.decode(req.output_ids)
+
+    def result(self, q: _Question) -> MethodResult:
+        final = q.agents[self.final]
+        usage = {k: AgentUsage.of(r) for k, r in q.agents.items()}
         times = {**q.times, "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "total_s": final.finished_t - q.start_t}
-        text = final.text if final.text is not None else self.llm.tokenizer.decode(final.output_ids)
-        return MethodResult(self.method, self.style, q.question, text, final.finish_reason or "length", usage,
-                            times, self.window, final.output_ids)
+        return MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
+                            usage, times, self.window, final.output_ids)
 
 
 class _Baseline(_Pipeline):
-    method = "baseline"
+    method, final = "baseline", "single"
 
     def start(self, q):
         self.add(q, "single", Request(chat(self.llm, prompts.baseline_system(self.style), q.question), q.sampling))
@@ -177,6 +182,7 @@ class _TextMAS(_Pipeline):
                  sender_max_new_tokens: int | Sequence[int] = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS):
         super().__init__(llm, style, window)
         self.roles = prompts.textmas_roles(style)
+        self.final = self.roles[2][0]
         self.sender_max = sender_max_new_tokens
 
     def start(self, q):
@@ -195,15 +201,14 @@ class _TextMAS(_Pipeline):
                 done.append(q)
             elif q.agents[a].finished and q.agents[b].finished and c not in q.agents:
                 q.times["senders_s"] = time.perf_counter() - q.start_t
-                texts = [self.llm.tokenizer.decode(q.agents[x].output_ids) if q.agents[x].text is None
-                         else q.agents[x].text for x in (a, b)]
+                texts = [self.text(q.agents[x]) for x in (a, b)]
                 self.add(q, c, Request(chat(self.llm, c_sys, q.question, textmas_context(self.style, texts)),
                                        q.sampling))
         return done
 
 
 class _TFlow(_Pipeline):
-    method = "tflow"
+    method, final = "tflow", "receiver"
 
     def __init__(self, llm, style, window, generator: TFlowGenerator):
         super().__init__(llm, style, window)
@@ -299,9 +304,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                 pipeline.start(q)
                 live += 1
             for q in pipeline.advance(llm.step()):
-                final = q.agents["receiver" if method == "tflow" else
-                                 prompts.textmas_roles(style)[2][0] if method == "textmas" else "single"]
-                results[q.index] = pipeline.result(q, final)
+                results[q.index] = pipeline.result(q)
                 live -= 1
                 if on_result is not None:
                     on_result(q.index, results[q.index])
