@@ -26,7 +26,9 @@ ON_CUDA = SETUP.device.type == "cuda"
 NEW_TOKENS = 256 if ON_CUDA else 32
 QUESTION_COUNTS = (1, 20) if ON_CUDA else (1, 4)
 E2E_ROUNDS, E2E_WARMUP = 2, 1  # seconds-long calls; the best of 2 rounds is reported
-MODES = ("eager", "compiled") if ON_CUDA else ("eager",)  # compiling on 2 CPU cores costs minutes
+# graphs: the eager step captured as CUDA graphs (seconds); compiled: torch.compile (minutes at
+# 4B, select it with -k); compiling on 2 CPU cores costs minutes too, so CPU runs eager only
+MODES = ("eager", "graphs", "compiled") if ON_CUDA else ("eager",)
 
 
 
@@ -37,7 +39,8 @@ def e2e(setup: Setup, model: Qwen3Model):
     model gets Qwen3's vocabulary so that the tokenizer's ids fit."""
     methods = pytest.importorskip("minitflow.tflow.methods", reason="minitflow.tflow.methods not importable yet")
     net, tokenizer = tokenized_model(setup, model)
-    llms = {mode: LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"))
+    llms = {mode: LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"),
+                      cuda_graphs=(mode == "graphs"), num_slots=max(QUESTION_COUNTS))
             for mode in MODES}
     gen = bench_generator(setup, net.cfg)
     return methods, llms, gen
@@ -62,7 +65,7 @@ def run_questions(e2e, method: str, n: int, mode: str) -> list:
 def test_method(benchmark, setup: Setup, e2e, method: str, questions: int, mode: str) -> None:
     """A batch of questions through one method vs baseline on the same questions, interleaved.
 
-    `compiled` (CUDA only) matters here: textmas and tflow alternate batch sizes (2n sender
+    `graphs` / `compiled` (CUDA only) matter here: textmas and tflow alternate batch sizes (2n sender
     rows, n receiver rows) on one LLM, which is where a compiled engine can lose its graphs."""
     benchmark.group = f"method-q{questions}-{mode}"
     last: dict[str, list] = {}
@@ -145,7 +148,7 @@ def test_generate_vs_transformers(benchmark, setup: Setup, model: Qwen3Model, hf
     benchmark.group = f"generate-b{batch}"
     ids = random_ids(model.cfg, batch, PROMPT_TOKENS, setup.device, seed=3)
     prompts = ids.tolist()
-    llm = LLM(model, compile=(mode == "compiled"))
+    llm = LLM(model, compile=(mode == "compiled"), cuda_graphs=(mode == "graphs"), num_slots=batch)
     sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True)
     last: dict[str, object] = {}
 

@@ -8,6 +8,8 @@ ratios, this / comparison: below 1 is faster.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,8 @@ import torch.nn.functional as F
 from benchlib import (COEF, RANK, SENDERS, Setup, copy_bandwidth, make_setup, new_cache, pedantic_vs,
                       random_ids, random_lora, record, tensor_bytes)
 from minitflow.model.kv_cache import KVCache
-from minitflow.engine.llm import LLM
+from minitflow.engine.request import Request
+from minitflow.engine.runner import ModelRunner, kv_bucket
 from minitflow.engine.sampler import Sampler, SamplingParams, filter_logits
 from minitflow.model.lora_linear import lora_linear, lora_linear_naive, lora_linear_ref
 from minitflow.model.qwen3 import Capture, Qwen3Model
@@ -90,37 +93,52 @@ def fill(model: Qwen3Model, setup: Setup, cache: KVCache) -> None:
     model(ids, pos, cache, DECODE_CONTEXT, need_logits=False)
 
 
-@pytest.mark.parametrize("mode", ("eager", "compiled") if ON_CUDA else ("eager",))
+def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) -> tuple[Callable, int]:
+    """The engine's own decode step (ModelRunner.decode) for `batch` slots holding
+    DECODE_CONTEXT tokens, each row with its LoRA row or none: (step, attended positions).
+    The step puts every slot back at DECODE_CONTEXT first, so each round does the same work."""
+    runner = ModelRunner(model, batch, DECODE_CONTEXT + 1, compile=mode == "compiled", cuda_graphs=mode == "graphs")
+    for i in range(batch):
+        req = Request([0] * DECODE_CONTEXT, SamplingParams(max_new_tokens=1), lora=None if lora is None else lora.row(i))
+        req.slot = i
+        assert runner.fits(req, idle=True)
+        runner.load(req, None)
+    assert runner.cache is not None
+    fill(model, setup, runner.cache)
+    slots = list(range(batch))
+
+    def step():
+        runner.positions.fill_(DECODE_CONTEXT)
+        runner.next_pos = [DECODE_CONTEXT] * batch
+        return runner.decode(slots)[1]
+    return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.compiled else DECODE_CONTEXT + 1
+
+
+@pytest.mark.parametrize("mode", ("eager", "graphs", "compiled") if ON_CUDA else ("eager",))
 @pytest.mark.parametrize("batch", SETUP.decode_batches)
 @torch.inference_mode()
 def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str) -> None:
     """One decode token per row with per-row LoRA on all projections vs the same step without.
 
-    `compiled` is the engine's compiled decode (CUDA graphs, attention over the engine's
-    bucket of the cache); CPU runs eager only because compiling the whole step costs ~15 s per
-    variant on 2 cores. `bandwidth_fraction` = bytes the step must read (weights, KV over the
-    attended slots, LoRA factors) per second over a device-to-device copy's bytes per second."""
+    `eager` is the bare model call. `graphs` and `compiled` are the engine's decode step
+    (ModelRunner.decode, greedy sampling included) with the eager kernels captured as CUDA
+    graphs, or through torch.compile; CPU runs eager only because compiling the whole step
+    costs ~15 s per variant on 2 cores. `bandwidth_fraction` = bytes the step must read
+    (weights, KV over the attended slots, LoRA factors) per second over a device-to-device
+    copy's bytes per second."""
     benchmark.group = f"decode-step-b{batch}"
     lora = random_lora(setup.cfg, batch, setup.device, setup.dtype)
-    tok = random_ids(setup.cfg, batch, 1, setup.device, seed=1)
-    pos = torch.full((batch, 1), DECODE_CONTEXT, device=setup.device)
-    if mode == "compiled":
-        # LLM.generate's own decode path; there is no public one-step API, so this reaches in
-        llm = LLM(model, compile=True)
-        cache = llm._get_cache(batch, DECODE_CONTEXT + 1)  # padded static length, static address
-        fill(model, setup, cache)
-        lora = llm._static_lora(lora)  # the factors' buffers a captured graph replays from
-        kv_len = llm._kv_len(DECODE_CONTEXT + 1, cache)
-
-        def step(lo):
-            if ON_CUDA:
-                torch.compiler.cudagraph_mark_step_begin()
-            return llm._decode(tok, pos, cache, kv_len, lo)
-    else:
+    if mode == "eager":
+        tok = random_ids(setup.cfg, batch, 1, setup.device, seed=1)
+        pos = torch.full((batch, 1), DECODE_CONTEXT, device=setup.device)
         kv_len = DECODE_CONTEXT + 1
         cache = new_cache(setup.cfg, batch, kv_len, setup.device, setup.dtype)
         fill(model, setup, cache)
         step = lambda lo: model(tok, pos, cache, kv_len, lora=lo)  # noqa: E731
+    else:
+        with_lora, _ = runner_step(model, setup, batch, mode, lora)
+        without, kv_len = runner_step(model, setup, batch, mode, None)
+        step = lambda lo: with_lora() if lo is not None else without()  # noqa: E731
     for lo in (None, lora):  # compile both graphs before any timing
         step(lo)
     s, base_s = pedantic_vs(benchmark, lambda: step(lora), lambda: step(None), setup.device, 2 * setup.rounds,

@@ -54,7 +54,7 @@ def test_long_tail_continuous_vs_static(benchmark, setup: Setup, model, workload
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95, seed=i)
               for i, m in enumerate(lengths)]
     llms = {static: LLM(model, eos_token_ids=[], num_slots=SLOTS, static=static, prefix_cache_bytes=0,
-                        compile=ON_CUDA) for static in (False, True)}
+                        cuda_graphs=ON_CUDA) for static in (False, True)}
     outs: dict[bool, list] = {}
 
     def run(static: bool):
@@ -147,9 +147,9 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     # senders' outputs are long-tailed too (textmas: up to PIPE_MAX_NEW / 2 tokens each)
     kw = dict(style="gsm8k", generator=gen,
               sender_max_new_tokens=long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW // 2, seed=3))
-    piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, compile=ON_CUDA)
+    piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
     chunked = LLM(net, tokenizer, eos_token_ids=[], num_slots=2 * SLOTS, static=True, prefix_cache_bytes=0,
-                  compile=ON_CUDA)
+                  cuda_graphs=ON_CUDA)
     out = {}
 
     def run_piped():

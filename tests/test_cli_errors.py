@@ -182,6 +182,13 @@ def test_jsonl_readers_split_on_newline_only(tmp_path):
 
 # ---- flags --------------------------------------------------------------------------------
 
+def test_cuda_graphs_on_cpu_or_with_compile(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--cuda_graphs"), "--cuda_graphs")
+    fails(capsys, evaluate.main, ["--method", "baseline", "--device", "cpu", "--cuda_graphs", "--compile",
+                                  "--data_file", gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"], "--cuda_graphs")
+
+
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", "gpu"])
 def test_unsupported_device(device, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)

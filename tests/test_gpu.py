@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA): the CUDA-graph decode path against eager in bf16."""
+"""GPU checks (skipped without CUDA): both CUDA-graph decode paths (torch.compile's, and the
+eager step captured by the runner) against eager."""
 
 from __future__ import annotations
 
@@ -13,21 +14,25 @@ from minitflow.model.weights import empty_model
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _random_llm(compile: bool) -> LLM:
+MODES = ["graphs", "compiled"]  # graphs first: seconds to capture, where compiled takes minutes
+
+
+def _random_llm(mode: str, dtype: torch.dtype = torch.bfloat16, **kw) -> LLM:
     cfg = Qwen3Config(vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
                       num_attention_heads=8, num_key_value_heads=2, head_dim=64, tie_word_embeddings=True,
                       max_position_embeddings=2048)
-    model = empty_model(cfg, torch.bfloat16, "cuda")
+    model = empty_model(cfg, dtype, "cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1 + 0.05 * torch.randn(p.shape, generator=g, device="cuda") if "norm" in name
                     else 0.05 * torch.randn(p.shape, generator=g, device="cuda"))
-    return LLM(model, eos_token_ids=[], compile=compile)
+    return LLM(model, eos_token_ids=[], compile=mode == "compiled", cuda_graphs=mode == "graphs", **kw)
 
 
-def test_cuda_graph_decode_matches_eager_within_bf16():
-    eager, graphed = _random_llm(False), _random_llm(True)
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_graph_decode_matches_eager_within_bf16(mode):
+    eager, graphed = _random_llm("eager"), _random_llm(mode)
     prompts = [list(range(5, 40)), list(range(100, 117)), [7] * 60]
     cfg, shapes = eager.cfg, projection_shapes(eager.cfg)
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -48,7 +53,7 @@ def test_cuda_graph_decode_matches_eager_within_bf16():
 def test_rows_stop_early_with_run_ahead():
     """On CUDA the host learns that all rows are done a few steps late: the extra steps must not
     change any row's tokens, and every row must equal its run alone."""
-    llm = _random_llm(False)
+    llm = _random_llm("eager")
     prompts = [list(range(5, 40)), list(range(100, 117)), [7] * 60]
     free = [g.token_ids for g in llm.generate(prompts, SamplingParams(max_new_tokens=24))]
     llm.eos_token_ids = {free[0][3], free[1][5], free[2][7]}
@@ -73,9 +78,10 @@ def test_sampler_draws_the_same_tokens_on_cpu_and_cuda():
         assert torch.equal(graphed(logits.cuda(), step).cpu(), want)
 
 
-def test_cuda_graph_decode_across_attention_buckets():
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_graph_decode_across_attention_buckets(mode):
     """A generation that crosses from the 256-slot attention bucket into the 512-slot one."""
-    eager, graphed = _random_llm(False), _random_llm(True)
+    eager, graphed = _random_llm("eager"), _random_llm(mode)
     prompts = [[(7 * i) % 4000 for i in range(240)], list(range(3, 20))]
     sp = SamplingParams(max_new_tokens=40)
     a = [o.token_ids for o in eager.generate(prompts, sp)]
@@ -83,3 +89,34 @@ def test_cuda_graph_decode_across_attention_buckets():
     assert all(x[:8] == y[:8] for x, y in zip(a, b))
     agree = sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
     assert agree > 0.9
+
+
+def test_captured_graphs_serve_mixed_requests_like_eager_float32():
+    """8 requests (greedy and sampled, half with LoRA) through 3 slots with captured graphs vs
+    eager in float32: rows of the padded bucket, the longer attention and the replayed
+    kernels change nothing beyond float noise. Then a longer prompt grows the cache, which
+    must drop the graphs that read the old one."""
+    from minitflow.engine.request import Request
+    eager, graphed = _random_llm("eager", torch.float32, num_slots=3), _random_llm("graphs", torch.float32, num_slots=3)
+    cfg, shapes = eager.cfg, projection_shapes(eager.cfg)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    sender = lambda: {(l, p): (0.05 * torch.randn(8, 4, shapes[p][0], generator=g, device="cuda"),  # noqa: E731
+                               0.05 * torch.randn(8, shapes[p][1], 4, generator=g, device="cuda"))
+                      for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}
+    lora = build_lora(cfg, [sender(), sender()], [1.0, 1.0])
+    prompts = [[(11 * i + 3 * j) % 4000 for j in range(5 + 7 * i)] for i in range(8)]
+    params = [SamplingParams(max_new_tokens=m, temperature=0.8 * (i % 2), top_p=0.9, top_k=40 * (i % 3 == 1), seed=i)
+              for i, m in enumerate([3, 17, 6, 25, 1, 11, 9, 30])]
+
+    def run(llm):
+        reqs = [Request(p, sp, lora=lora.row(i) if i % 2 else None) for i, (p, sp) in enumerate(zip(prompts, params))]
+        llm.engine.run(reqs)
+        return [r.output_ids for r in reqs]
+
+    a, b = run(eager), run(graphed)
+    agree = sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
+    assert [len(x) for x in a] == [len(x) for x in b] and agree > 0.97, agree
+    assert graphed.engine.runner.graphs, "no graph was captured"
+    long = [[(5 * j) % 4000 for j in range(300)]]
+    sp = SamplingParams(max_new_tokens=8)
+    assert graphed.generate(long, sp)[0].token_ids[:4] == eager.generate(long, sp)[0].token_ids[:4]

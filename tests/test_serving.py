@@ -244,3 +244,9 @@ def test_a_request_done_at_its_first_token_takes_no_decode_step(model):
     llm = _llm(model, num_slots=4)
     gens = llm.generate(_prompts(3, seed=6), SamplingParams(max_new_tokens=1))
     assert [len(g.token_ids) for g in gens] == [1, 1, 1] and llm.engine.steps == 0
+
+
+def test_cuda_graphs_need_cuda_and_exclude_compile(model):
+    """A CPU model cannot capture CUDA graphs: one line before any work, never a silent eager run."""
+    with pytest.raises(UserError, match="cuda_graphs needs a CUDA model"):
+        _llm(model, cuda_graphs=True)

@@ -77,7 +77,7 @@ class Engine:
 
     def __init__(self, model: Qwen3Model, eos_token_ids: set[int], decode: Callable[[list[int]], str] | None,
                  max_seq_len: int, num_slots: int = 16, compile: bool = False, static: bool = False,
-                 prefix_cache_bytes: int = 1 << 30):
+                 prefix_cache_bytes: int = 1 << 30, cuda_graphs: bool = False):
         if num_slots < 1:
             raise UserError(f"num_slots must be >= 1, got {num_slots}")
         self.model, self.cfg = model, model.cfg
@@ -85,7 +85,7 @@ class Engine:
         self.eos_token_ids = eos_token_ids
         self.decode_text = decode
         self.max_seq_len = max_seq_len
-        self.runner = ModelRunner(model, num_slots, max_seq_len, compile)
+        self.runner = ModelRunner(model, num_slots, max_seq_len, compile, cuda_graphs)
         self.scheduler = Scheduler(num_slots, static=static)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.ring = TokenRing(self.device, RUN_AHEAD)

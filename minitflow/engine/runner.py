@@ -13,6 +13,8 @@ step; when no running slot has LoRA, the step runs without it.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from minitflow.engine.request import Request
@@ -70,11 +72,23 @@ def check_lora(lora: LoraWeights, model: Qwen3Model, who: str) -> None:
 
 
 class ModelRunner:
-    def __init__(self, model: Qwen3Model, num_slots: int, max_seq_len: int, compile: bool = False):
+    """`compile`: decode through `torch.compile` (inductor; CUDA graphs on GPU). `cuda_graphs`:
+    the eager step's kernels captured as one CUDA graph per (rows, attention bucket, LoRA,
+    sampling path) and replayed, which takes a fraction of a second per graph where inductor
+    takes minutes at 4B. Either way a step runs bucketed, static shapes."""
+
+    def __init__(self, model: Qwen3Model, num_slots: int, max_seq_len: int, compile: bool = False,
+                 cuda_graphs: bool = False):
         self.model, self.cfg = model, model.cfg
         self.device = model.embed_tokens.weight.device
         self.dtype = model.embed_tokens.weight.dtype
-        self.num_slots, self.max_seq_len, self.compiled = num_slots, max_seq_len, compile
+        if cuda_graphs and (compile or self.device.type != "cuda"):
+            raise UserError("cuda_graphs needs a CUDA model and excludes compile (which captures its own graphs)")
+        self.num_slots, self.max_seq_len = num_slots, max_seq_len
+        self.compiled = compile or cuda_graphs  # static shapes: bucketed rows and attention length
+        self.cuda_graphs = cuda_graphs
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pool = None  # one memory pool for every captured graph (they never run concurrently)
         self.cache: KVCache | None = None
         self.lora: LoraWeights | None = None  # (num_slots, ...) buffers at fixed addresses
         self.lora_slots: set[int] = set()
@@ -97,6 +111,7 @@ class ModelRunner:
             return False
         size = -(-max(req.max_len, self.cache.max_len if self.cache else 0) // KV_BUCKET) * KV_BUCKET
         self.cache = None  # free the old one first
+        self.graphs.clear()  # they read the old cache's addresses
         self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, min(size, self.max_seq_len),
                              self.cfg.num_key_value_heads, self.cfg.head_dim, self.dtype, self.device)
         if self.compiled:  # captured graphs read the cache in place instead of copying it each step
@@ -120,6 +135,7 @@ class ModelRunner:
                                               tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
                                           for k, (a, bs) in layer.items()} for layer in req.lora.layers],
                                         self.num_slots)
+                self.graphs.clear()  # they read the old buffers' addresses
                 for t in lora_tensors(self.lora):
                     torch._dynamo.mark_static_address(t)
             for dst, src in zip(lora_tensors(self.lora), lora_tensors(req.lora)):
@@ -221,10 +237,16 @@ class ModelRunner:
             rows = cache_rows = torch.tensor(slots, device=self.device)
         need = max(self.next_pos[s] for s in ran) + 1
         kv_len = kv_bucket(need, self.cache.max_len) if self.compiled else need
-        if self.compiled and self.device.type == "cuda":
+        if self.compiled and not self.cuda_graphs and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        tokens = self._step(self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
-                            self._lora_rows(rows, ran), self.sampler.args(rows, ran, self.cfg.vocab_size))
+        def args() -> tuple:
+            return (self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
+                    self._lora_rows(rows, ran), self.sampler.args(rows, ran, self.cfg.vocab_size))
+        if self.cuda_graphs:
+            lora_on = self.lora is not None and bool(self.lora_slots.intersection(ran))
+            tokens = self._replay((n, kv_len, lora_on, self.sampler.path(ran)), args)
+        else:
+            tokens = self._step(*args())
         self.tokens[rows] = tokens
         # a finished slot the host has not heard of yet stays inside the cache
         self.positions[rows] = (self.positions[rows] + 1).clamp(max=self.cache.max_len - 1)
@@ -233,6 +255,35 @@ class ModelRunner:
             self.next_pos[s] = min(self.next_pos[s] + 1, self.cache.max_len - 1)
         return ran, tokens
 
+    def _replay(self, key: tuple, args: Callable[[], tuple]) -> torch.Tensor:
+        """Run the decode step as the CUDA graph of its shape `key` (rows, attention bucket,
+        LoRA on, sampling path), capturing it on first use; `args` builds the step's inputs
+        only then.
+
+        Every input is a view at a fixed address (the first n rows of the slot buffers, the
+        cache, the LoRA buffers, the sampler's row state), so a replay reads the current
+        values; the returned tokens live in the graph's pool until its next replay (the engine
+        copies them at once). The warm-up run before the capture writes the same K/V the
+        replay writes again."""
+        hit = self.graphs.get(key)
+        if hit is None:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            inputs = args()
+            main = torch.cuda.current_stream(self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(main)
+            with torch.cuda.stream(side):  # kernels pick their workspaces outside the capture
+                self._decode_step(*inputs)
+            main.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                out = self._decode_step(*inputs)
+            hit = self.graphs[key] = (graph, out)
+        hit[0].replay()
+        return hit[1]
+
     def release_memory(self) -> None:
+        self.graphs.clear()
         self.cache, self.lora = None, None
         self.lora_slots.clear()

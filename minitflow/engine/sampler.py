@@ -185,7 +185,7 @@ class Sampler:
         """What `choose` needs besides the logits for rows `rows` (`row_ids` the same on the
         host), or None when every row is greedy (argmax). A decode step passes these into its
         compiled graph, so sampling runs inside the captured step."""
-        sampled, kmax, filtering = _path([self.params[r] for r in row_ids])
+        sampled, kmax, filtering = self.path(row_ids)
         if not sampled:
             return None
         if self.id_hash is None or self.id_hash.shape[0] != vocab:
@@ -198,6 +198,10 @@ class Sampler:
         """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
         -> tokens (n,) int64, each at its row's current step."""
         return choose_tokens(logits, self.args(rows, row_ids, logits.shape[1]), self.choose)
+
+    def path(self, row_ids: list[int]) -> tuple[bool, int, bool]:
+        """Which sampling path rows `row_ids` take (part of a captured graph's key)."""
+        return _path([self.params[r] for r in row_ids])
 
     @property
     def kmax(self) -> int:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks that fit one 10-minute command, most important first, each part
+# under its own time limit so that whatever finished comes back when a later part runs long.
+#
+#   bash bench/gpu_session.sh OUT_DIR [SECONDS]      (default 560)
+#
+# Writes OUT_DIR/session.log and one pytest-benchmark JSON per part; join them with
+# `python bench/table.py OUT_DIR/*.json`. Needs a Qwen3 tokenizer for the method benchmarks
+# (MINITFLOW_BENCH_TOKENIZER or ../shared/reference/golden-small/model). Runs from a bare
+# checkout (PYTHONPATH), so a machine without package registries needs no install.
+set -u
+out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}
+deadline=$((SECONDS + ${2:-560}))
+mkdir -p "$out"
+log="$out/session.log"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less if the session ends sooner)
+    local name=$1 limit=$2 left=$((deadline - SECONDS))
+    shift 2
+    if [ "$left" -lt 40 ]; then echo "== $name: skipped, ${left}s left" >>"$log"; return; fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "== $name (limit ${limit}s): $*" >>"$log"
+    local t0=$SECONDS
+    timeout "$limit" "$@" >>"$log" 2>&1
+    echo "== $name: exit $? after $((SECONDS - t0))s" >>"$log"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } >>"$log" 2>&1
+bench="python3 -m pytest -q -p no:cacheprovider --benchmark-only"
+part gpu-tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "not compiled"
+part decode 70 $bench bench/test_micro.py -k "decode_step and not compiled" --benchmark-json="$out/decode.json"
+part methods 220 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
+part pipelines 160 $bench bench/test_serving.py -k pipeline --benchmark-json="$out/pipelines.json"
+part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
+part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
+exit 0
