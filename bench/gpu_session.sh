@@ -29,10 +29,10 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } >>"$log" 2>&1
 bench="python3 -m pytest -q -p no:cacheprovider --benchmark-only"
-part gpu-tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "not compiled"
+part gpu-tests 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not compiled"
 part decode 70 $bench bench/test_micro.py -k "decode_step and not compiled" --benchmark-json="$out/decode.json"
-part methods 220 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
-part pipelines 160 $bench bench/test_serving.py -k pipeline --benchmark-json="$out/pipelines.json"
-part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
+part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
+part pipelines 150 $bench bench/test_serving.py -k pipeline --benchmark-json="$out/pipelines.json"
 part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
+part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
 exit 0

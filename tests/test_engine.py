@@ -279,3 +279,19 @@ def test_compiled_decode_with_lora_matches_eager(tiny_dir):
                           [1.0, 1.0])
         want = [g.token_ids for g in eager.generate(prompts, sp, lora=lora)]
         assert [g.token_ids for g in compiled.generate(prompts, sp, lora=lora)] == want
+
+
+def test_fused_elementwise_ops_trace_whole_and_match_eager():
+    """On CUDA RMSNorm, q/k norm + RoPE and SiLU·up run as torch.compile(fullgraph, dynamic)
+    kernels: the same compile must trace each without a graph break and give the op-by-op
+    values (float32, CPU), at decode and prefill shapes."""
+    from minitflow.model import layers
+    g = torch.Generator().manual_seed(0)
+    for b, t in ((1, 1), (3, 5)):
+        x = torch.randn(b, t, 4, 64, generator=g)
+        w = torch.randn(64, generator=g)
+        cos, sin = torch.randn(b, 1, t, 64, generator=g), torch.randn(b, 1, t, 64, generator=g)
+        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.norm_rope, (x, w, 1e-6, cos, sin)),
+                         (layers.silu_mul, (x,))):
+            compiled = torch.compile(fn.eager, dynamic=True, fullgraph=True)
+            torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)

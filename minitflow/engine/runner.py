@@ -111,7 +111,7 @@ class ModelRunner:
             return False
         size = -(-max(req.max_len, self.cache.max_len if self.cache else 0) // KV_BUCKET) * KV_BUCKET
         self.cache = None  # free the old one first
-        self.graphs.clear()  # they read the old cache's addresses
+        self._drop_graphs()  # they read the old cache's addresses
         self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, min(size, self.max_seq_len),
                              self.cfg.num_key_value_heads, self.cfg.head_dim, self.dtype, self.device)
         if self.compiled:  # captured graphs read the cache in place instead of copying it each step
@@ -135,7 +135,7 @@ class ModelRunner:
                                               tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
                                           for k, (a, bs) in layer.items()} for layer in req.lora.layers],
                                         self.num_slots)
-                self.graphs.clear()  # they read the old buffers' addresses
+                self._drop_graphs()  # they read the old buffers' addresses
                 for t in lora_tensors(self.lora):
                     torch._dynamo.mark_static_address(t)
             for dst, src in zip(lora_tensors(self.lora), lora_tensors(req.lora)):
@@ -283,7 +283,13 @@ class ModelRunner:
         hit[0].replay()
         return hit[1]
 
-    def release_memory(self) -> None:
+    def _drop_graphs(self) -> None:
+        """Forget every captured graph and their pool: a pool whose graphs are gone is freed,
+        and capturing into its stale handle would fail."""
         self.graphs.clear()
+        self._pool = None
+
+    def release_memory(self) -> None:
+        self._drop_graphs()
         self.cache, self.lora = None, None
         self.lora_slots.clear()

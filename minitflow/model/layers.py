@@ -12,6 +12,48 @@ from minitflow.model.lora_linear import LoraPair, lora_linear_ref
 from minitflow.model.config import Qwen3Config
 
 
+_FUSED: dict = {}
+
+
+def fused_on_cuda(fn):
+    """`fn` as one fused kernel (torch.compile, dynamic shapes) when its first argument is on
+    CUDA, op by op elsewhere. A decode step is hundreds of tiny kernels at batch 1, and each
+    costs its launch even inside a CUDA graph; fusing the elementwise chains (RMSNorm, q/k norm
+    with RoPE, SiLU·up) cuts them by about 3x. CPU keeps the op-by-op reference that matches
+    transformers; on CUDA the fused kernel may round bf16 intermediates differently."""
+    def call(x: torch.Tensor, *args):
+        if not x.is_cuda:
+            return fn(x, *args)
+        compiled = _FUSED.get(fn)
+        if compiled is None:
+            compiled = _FUSED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+        return compiled(x, *args)
+    call.eager = fn  # type: ignore[attr-defined]
+    return call
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+rms_norm = fused_on_cuda(_rms_norm)
+
+
+@fused_on_cuda
+def norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Qwen3's per-head q/k RMSNorm then RoPE: x (B, T, H, D) -> (B, H, T, D)."""
+    return apply_rotary(_rms_norm(x, weight, eps).transpose(1, 2), cos, sin)
+
+
+@fused_on_cuda
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -19,10 +61,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class Rotary(nn.Module):
@@ -73,14 +112,12 @@ class DecoderLayer(nn.Module):
         lo = lora or {}
         qkv = lora_linear_ref(self.input_layernorm(x), self.qkv_proj.weight, lo.get("qkv"))
         q, k, v = qkv.split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q = self.q_norm(q.view(b, t, cfg.num_attention_heads, cfg.head_dim)).transpose(1, 2)
-        k = self.k_norm(k.view(b, t, cfg.num_key_value_heads, cfg.head_dim)).transpose(1, 2)
+        q = norm_rope(q.view(b, t, cfg.num_attention_heads, cfg.head_dim), self.q_norm.weight, self.q_norm.eps, cos, sin)
+        k = norm_rope(k.view(b, t, cfg.num_key_value_heads, cfg.head_dim), self.k_norm.weight, self.k_norm.eps, cos, sin)
         v = v.view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         # without a cache (training, scoring a full sequence) attention reads this call's k/v
         k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, positions, kv_len, rows, valid)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         x = x + lora_linear_ref(attn, self.o_proj.weight, lo.get("o"))
-        gate, up = lora_linear_ref(self.post_attention_layernorm(x), self.gate_up_proj.weight,
-                                   lo.get("gate_up")).chunk(2, dim=-1)
-        return x + lora_linear_ref(F.silu(gate) * up, self.down_proj.weight, lo.get("down"))
+        gate_up = lora_linear_ref(self.post_attention_layernorm(x), self.gate_up_proj.weight, lo.get("gate_up"))
+        return x + lora_linear_ref(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))
