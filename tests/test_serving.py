@@ -250,3 +250,18 @@ def test_cuda_graphs_need_cuda_and_exclude_compile(model):
     """A CPU model cannot capture CUDA graphs: one line before any work, never a silent eager run."""
     with pytest.raises(UserError, match="cuda_graphs needs a CUDA model"):
         _llm(model, cuda_graphs=True)
+
+
+def test_a_valid_request_never_formats_its_tag(model):
+    """Naming a request costs a repr of its tag (a pipeline's question, which holds device
+    tensors: a GPU sync each time): only an error may build it."""
+    class Loud:
+        def __repr__(self):
+            raise AssertionError("the tag was formatted for a valid request")
+    llm = _llm(model, num_slots=2)
+    req = Request([1, 2, 3], SamplingParams(max_new_tokens=2), tag=Loud())
+    llm.engine.run([req])
+    assert len(req.output_ids) == 2
+    with pytest.raises(UserError, match=r"request \d+ \(question 7, receiver\): the prompt is empty"):
+        from minitflow.tflow.methods import _Question
+        llm.engine.add_request(Request([], tag=(_Question(7, "q", "q", SamplingParams()), "receiver")))

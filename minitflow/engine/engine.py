@@ -102,15 +102,19 @@ class Engine:
         return req
 
     def check(self, req: Request) -> None:
-        who = f"request {req.id}" if req.tag is None else f"request {req.id} ({req.tag})"
+        def who() -> str:  # only for an error: a tag's repr may read device tensors (a sync per request)
+            if req.tag is None:
+                return f"request {req.id}"
+            tag = ", ".join(map(str, req.tag)) if isinstance(req.tag, tuple) else str(req.tag)
+            return f"request {req.id} ({tag})"
         vocab = self.cfg.vocab_size
         if not req.prompt_ids:
-            raise UserError(f"{who}: the prompt is empty")
+            raise UserError(f"{who()}: the prompt is empty")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
         if lo < 0 or hi >= vocab:
-            raise UserError(f"{who}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
+            raise UserError(f"{who()}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
         if req.max_len > self.max_seq_len:
-            raise UserError(f"{who}: {req.context_len} prompt tokens + max_new_tokens "
+            raise UserError(f"{who()}: {req.context_len} prompt tokens + max_new_tokens "
                             f"{req.sampling.max_new_tokens if req.generate else 0} is more than the cache's "
                             f"{self.max_seq_len} positions")
         if req.lora is not None:
@@ -118,13 +122,13 @@ class Engine:
         if req.capture is not None:
             c = req.capture
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
-                raise UserError(f"{who}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
+                raise UserError(f"{who()}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
                                 f"{len(req.prompt_ids)} prompt tokens")
         if req.past is not None:
             k, v = req.past
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
             if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
-                raise UserError(f"{who}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
+                raise UserError(f"{who()}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
 
     def has_unfinished(self) -> bool:
         return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending)

@@ -34,9 +34,10 @@ class Request:
 
     prompt_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    lora: LoraWeights | None = None
-    capture: Capture | None = None
-    past: tuple[torch.Tensor, torch.Tensor] | None = None
+    # repr=False: printing a device tensor copies it to the host and waits for the GPU
+    lora: LoraWeights | None = field(default=None, repr=False)
+    capture: Capture | None = field(default=None, repr=False)
+    past: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     generate: bool = True
     tag: Any = None  # the caller's: which question, which agent
     id: int = field(default_factory=lambda: next(_ids))

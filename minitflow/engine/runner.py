@@ -50,24 +50,25 @@ def lora_tensors(lora: LoraWeights) -> list[torch.Tensor]:
     return [t for layer in lora.layers for a, bs in layer.values() for t in (a, *bs)]
 
 
-def check_lora(lora: LoraWeights, model: Qwen3Model, who: str) -> None:
-    """One request's factors must fit the model: batch 1, A (1, R, in), B blocks (1, out_p, r_p)."""
+def check_lora(lora: LoraWeights, model: Qwen3Model, who: Callable[[], str]) -> None:
+    """One request's factors must fit the model: batch 1, A (1, R, in), B blocks (1, out_p, r_p).
+    `who()` names the request in an error."""
     cfg = model.cfg
     shapes = projection_shapes(cfg)
     if lora.batch != 1 or len(lora.layers) != cfg.num_hidden_layers:
-        raise UserError(f"{who}: LoRA factors must be for batch 1 and {cfg.num_hidden_layers} layers, got batch "
+        raise UserError(f"{who()}: LoRA factors must be for batch 1 and {cfg.num_hidden_layers} layers, got batch "
                         f"{lora.batch} and {len(lora.layers)} layers")
     for i, layer in enumerate(lora.layers):
         for group, (a, bs) in layer.items():
             projs = GROUPS.get(group)
             if projs is None or len(bs) != len(projs):
-                raise UserError(f"{who}: layer {i} has an unknown LoRA group {group!r}")
+                raise UserError(f"{who()}: layer {i} has an unknown LoRA group {group!r}")
             n_in = shapes[projs[0]][0]
             ok = a.dim() == 3 and a.shape[0] == 1 and a.shape[2] == n_in and \
                 sum(b.shape[2] for b in bs) == a.shape[1] and \
                 all(b.dim() == 3 and b.shape[0] == 1 and b.shape[1] == shapes[p][1] for b, p in zip(bs, projs))
             if not ok:
-                raise UserError(f"{who}: LoRA factors of layer {i} {group}: A {tuple(a.shape)} / B "
+                raise UserError(f"{who()}: LoRA factors of layer {i} {group}: A {tuple(a.shape)} / B "
                                 f"{[tuple(b.shape) for b in bs]} do not fit the model")
 
 

@@ -119,7 +119,7 @@ def generated_lora(llm: LLM, generator: TFlowGenerator, hidden: torch.Tensor, ma
     return build_lora(llm.cfg, per_sender, [w * generator.arch.lora_scale for w in weights])
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class _Question:
     index: int
     question: str
@@ -128,6 +128,9 @@ class _Question:
     start_t: float = field(default_factory=time.perf_counter)
     agents: dict[str, Request] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # names a request in an error; never prints its agents' tensors
+        return f"question {self.index}"
 
 
 class _Pipeline:
