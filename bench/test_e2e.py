@@ -35,13 +35,15 @@ MODES = ("eager", "graphs", "compiled") if ON_CUDA else ("eager",)
 # ---- the three methods -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e(setup: Setup, model: Qwen3Model):
-    """(methods module, {mode: LLM with a Qwen3 tokenizer}, random TFlowGenerator); the tiny CPU
+    """(methods module, {(mode, questions): LLM with a Qwen3 tokenizer}, random TFlowGenerator); the tiny CPU
     model gets Qwen3's vocabulary so that the tokenizer's ids fit."""
     methods = pytest.importorskip("minitflow.tflow.methods", reason="minitflow.tflow.methods not importable yet")
     net, tokenizer = tokenized_model(setup, model)
-    llms = {mode: LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"),
-                      cuda_graphs=(mode == "graphs"), num_slots=max(QUESTION_COUNTS))
-            for mode in MODES}
+    # one engine per question count, with as many slots as questions: the batch-1 peak memory
+    # holds one slot's KV cache and LoRA buffers, not twenty
+    llms = {(mode, n): LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"),
+                           cuda_graphs=(mode == "graphs"), num_slots=n)
+            for mode in MODES for n in QUESTION_COUNTS}
     gen = bench_generator(setup, net.cfg)
     return methods, llms, gen
 
@@ -55,7 +57,7 @@ def run_questions(e2e, method: str, n: int, mode: str) -> list:
     methods, llms, gen = e2e
     questions = (QUESTIONS * n)[:n]
     sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, temperature=0.6, top_p=0.95)
-    return methods.run_method(method, llms[mode], questions, style="gsm8k", sampling=sampling, generator=gen,
+    return methods.run_method(method, llms[(mode, n)], questions, style="gsm8k", sampling=sampling, generator=gen,
                               batch_size=n, sender_max_new_tokens=NEW_TOKENS)
 
 
@@ -77,7 +79,8 @@ def test_method(benchmark, setup: Setup, e2e, method: str, questions: int, mode:
         baseline = lambda: None  # noqa: E731
     else:
         baseline = lambda: run_questions(e2e, "baseline", questions, mode)  # noqa: E731
-    e2e[1][mode].release_memory()  # caches of earlier benchmarks must not count in this peak
+    for llm in e2e[1].values():  # caches of earlier benchmarks must not count in this peak
+        llm.release_memory()
     if ON_CUDA:
         torch.cuda.reset_peak_memory_stats()
     s, base_s = pedantic_vs(benchmark, run, baseline, setup.device, E2E_ROUNDS, E2E_WARMUP)
