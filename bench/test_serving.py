@@ -154,9 +154,11 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     out = {}
 
     def run_piped():
+        piped.engine.steps = piped.engine.row_steps = 0
         out["piped"] = run_method(method, piped, questions, sampling=sps, batch_size=SLOTS, **kw)
 
     def run_chunked():
+        chunked.engine.steps = chunked.engine.row_steps = 0
         res = []
         for i in range(0, PIPE_QUESTIONS, SLOTS):
             part = {**kw, "sender_max_new_tokens": kw["sender_max_new_tokens"][i:i + SLOTS]}
@@ -169,6 +171,11 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     record(benchmark, setup, method=method, questions=PIPE_QUESTIONS, slots=SLOTS,
            questions_per_s=PIPE_QUESTIONS / s, chunked_questions_per_s=PIPE_QUESTIONS / chunked_s,
            speedup_vs_chunked=chunked_s / s, same_tokens_as_chunked=agree,
+           # what bounds the speed-up: decode steps (a step's fixed cost) and rows computed
+           # (the per-row cost: on CPU at tiny shapes, the LM head and the sampler over 151,936 logits)
+           decode_steps=piped.engine.steps, chunked_decode_steps=chunked.engine.steps,
+           steps_ratio=chunked.engine.steps / max(piped.engine.steps, 1),
+           row_steps_ratio=chunked.engine.row_steps / max(piped.engine.row_steps, 1),
            cached_share=sum(r.metadata()["token_usage"]["cached_tokens"] for r in out["piped"]) /
            sum(r.processed_tokens for r in out["piped"]))
 

@@ -120,3 +120,20 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32():
     long = [[(5 * j) % 4000 for j in range(300)]]
     sp = SamplingParams(max_new_tokens=8)
     assert graphed.generate(long, sp)[0].token_ids[:4] == eager.generate(long, sp)[0].token_ids[:4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
+    """On CUDA RMSNorm, q/k norm + RoPE and SiLU·up run as compiled kernels: the same values
+    as the op-by-op functions (CPU's path), to float32 noise, or to bf16 rounding."""
+    from minitflow.model import layers
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for b, t in ((1, 1), (3, 7)):
+        x = torch.randn(b, t, 8, 128, generator=g, device="cuda").to(dtype)
+        w = (1 + 0.1 * torch.randn(128, generator=g, device="cuda")).to(dtype)
+        cos = torch.randn(b, 1, t, 128, generator=g, device="cuda").to(dtype)
+        sin = torch.randn(b, 1, t, 128, generator=g, device="cuda").to(dtype)
+        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.norm_rope, (x, w, 1e-6, cos, sin)),
+                         (layers.silu_mul, (x,))):
+            torch.testing.assert_close(fn(*args), fn.eager(*args), **tol)
