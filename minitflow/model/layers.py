@@ -24,7 +24,8 @@ def fused_on_cuda(fn):
     training keeps it too (its backward is the tested one); on CUDA the fused kernel may round
     bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
-        if not x.is_cuda or torch.is_grad_enabled():
+        # inside a whole-step torch.compile (LLM(compile=True)) inductor fuses `fn` itself
+        if not x.is_cuda or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return fn(x, *args)
         compiled = _FUSED.get(fn)
         if compiled is None:
