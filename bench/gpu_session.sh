@@ -34,5 +34,6 @@ part decode 70 $bench bench/test_micro.py -k "decode_step and not compiled" --be
 part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
 part pipelines 150 $bench bench/test_serving.py -k pipeline --benchmark-json="$out/pipelines.json"
 part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
+part transformers 100 $bench bench/test_e2e.py -k "transformers and graphs" --benchmark-json="$out/hf.json"
 part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
 exit 0
