@@ -154,6 +154,14 @@ class ModelRunner:
         return LoraWeights([{k: (a[rows], tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
                             for layer in self.lora.layers], len(slots))
 
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the runner's device. On CUDA it goes through pinned memory without
+        waiting: a copy from pageable memory first waits for every queued step, which would
+        empty the run-ahead at each admission."""
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     # ---- prefill -------------------------------------------------------------------------
     def prefill(self, reqs: list[Request]) -> tuple[list[Request], torch.Tensor | None]:
         """Prefill `reqs` (already loaded into their slots), fill their captures, and sample the
@@ -171,9 +179,8 @@ class ModelRunner:
             x[i, :n] = torch.tensor(s)
             pos[i, :n] = torch.arange(starts[i], starts[i] + n)
             valid[i, :n] = True
-        dev = self.device
         slots = [r.slot for r in reqs]
-        rows = torch.tensor(slots, device=dev)
+        rows = self._to_device(torch.tensor(slots))
         capture = None
         if reqs[0].capture is not None:  # the engine groups prefills by capture layers
             capture = Capture(reqs[0].capture.layers,
@@ -181,10 +188,10 @@ class ModelRunner:
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
                               layer_weights=reqs[0].capture.layer_weights)
         gen = [i for i, r in enumerate(reqs) if r.generate]
-        logits = self.model(x.to(dev), pos.to(dev), self.cache, max(s + n for s, n in zip(starts, lens)),
-                            rows=rows, valid=None if min(lens) == t else valid.to(dev),
+        logits = self.model(self._to_device(x), self._to_device(pos), self.cache, max(s + n for s, n in zip(starts, lens)),
+                            rows=rows, valid=None if min(lens) == t else self._to_device(valid),
                             lora=self._lora_rows(rows, slots), capture=capture,
-                            logits_index=torch.tensor(lens, device=dev) - 1, need_logits=bool(gen))
+                            logits_index=self._to_device(torch.tensor(lens) - 1), need_logits=bool(gen))
         if capture is not None:
             for i, r in enumerate(reqs):
                 r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
@@ -197,7 +204,7 @@ class ModelRunner:
         gen_slots = [slots[i] for i in gen]
         tokens = self.sampler.sample(logits[gen, 0], gen_rows, gen_slots)
         self.tokens[gen_rows] = tokens
-        self.positions[gen_rows] = torch.tensor([reqs[i].context_len for i in gen], device=dev)
+        self.positions[gen_rows] = self._to_device(torch.tensor([reqs[i].context_len for i in gen]))
         self.sampler.advance(gen_rows)
         return [reqs[i] for i in gen], tokens
 
@@ -235,7 +242,7 @@ class ModelRunner:
             ran, rows, cache_rows = list(range(n)), slice(0, n), None
         else:
             ran = slots
-            rows = cache_rows = torch.tensor(slots, device=self.device)
+            rows = cache_rows = self._to_device(torch.tensor(slots))
         need = max(self.next_pos[s] for s in ran) + 1
         kv_len = kv_bucket(need, self.cache.max_len) if self.compiled else need
         if self.compiled and not self.cuda_graphs and self.device.type == "cuda":

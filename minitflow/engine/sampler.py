@@ -178,7 +178,7 @@ class Sampler:
         self.temperature[row] = 1.0 if p.greedy else p.temperature
         self.top_k[row] = p.top_k if p.top_k > 0 and not p.greedy else _TOP_K_OFF
         self.top_p[row] = p.top_p if p.top_p < 1 and not p.greedy else float("inf")
-        self.keys[row] = _seed_keys([p.seed], self.device)[0]
+        self.keys[row] = int(_seed_keys([p.seed])[0])  # hashed on the host: no copy that waits for the GPU
         self.step[row] = 0
 
     def args(self, rows: torch.Tensor | slice | None, row_ids: list[int], vocab: int) -> tuple | None:
