@@ -363,3 +363,14 @@ def test_cli_reproduces_official_greedy_outputs(golden, golden_dirs, index, tmp_
     got = json.loads(out.read_text())
     assert [g["answer"] for g in got] == [row["text"] for row in run["rows"]]
     assert [g["metadata"]["token_usage"]["completion_tokens"] for g in got] == [len(r["token_ids"]) for r in run["rows"]]
+
+
+def test_judgers_are_engine_requests_whatever_the_slots(small_llm):
+    """The judger decodes as a request on the serving engine with its question's KV handed
+    over: through one slot (judgers queue) it gets what it gets with a slot each."""
+    sps = [SamplingParams(max_new_tokens=m, temperature=0.9, top_p=0.9, seed=7 + i) for i, m in enumerate((6, 3, 8))]
+    wide = lm.run_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=2)
+    one = LLM(small_llm.model, small_llm.tokenizer, eos_token_ids=small_llm.eos_token_ids, num_slots=1)
+    narrow = lm.run_latentmas(one, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=2)
+    assert [r.token_ids for r in narrow] == [r.token_ids for r in wide]
+    assert one.engine.steps > max(len(r.token_ids) for r in wide)  # they ran one after another

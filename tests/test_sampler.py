@@ -179,3 +179,24 @@ def test_topk_sort_and_unfiltered_paths_agree(row):
     first = next(iter(runs.values()))
     for name, tokens in runs.items():
         assert torch.equal(tokens, first), name
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.6, top_p=0.95), dict(temperature=0.7, top_k=20),
+                                dict(temperature=1.0)])
+def test_vocab_rows_draws_as_if_the_logits_were_cut(kw):
+    """vocab_rows=N gives each row the token it gets from logits[:, :N] (noise is per token id),
+    greedy or sampled, whether or not its neighbours are limited."""
+    from dataclasses import replace
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 300, generator=g) * 3
+    logits[:, 250:] += 20  # the best ids lie past the cut
+    base = [SamplingParams(seed=s, **kw) for s in range(4)]
+    cut = Sampler(base, torch.device("cpu"))
+    limited = Sampler([replace(p, vocab_rows=250) for p in base], torch.device("cpu"))
+    mixed = Sampler([replace(p, vocab_rows=250) if i % 2 == 0 else p for i, p in enumerate(base)], torch.device("cpu"))
+    for step in range(3):
+        want = cut(logits[:, :250].contiguous(), step)
+        got = limited(logits, step)
+        assert torch.equal(got, want) and bool((got < 250).all())
+        both = mixed(logits, step)
+        assert torch.equal(both[0::2], want[0::2]) and torch.equal(both[1::2], cut(logits, step)[1::2])

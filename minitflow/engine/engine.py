@@ -113,6 +113,8 @@ class Engine:
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
         if lo < 0 or hi >= vocab:
             raise UserError(f"{who()}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
+        if req.generate and req.sampling.vocab_rows > vocab:
+            raise UserError(f"{who()}: vocab_rows {req.sampling.vocab_rows} is more than the model's vocabulary of {vocab}")
         if req.max_len > self.max_seq_len:
             raise UserError(f"{who()}: {req.context_len} prompt tokens + max_new_tokens "
                             f"{req.sampling.max_new_tokens if req.generate else 0} is more than the cache's "

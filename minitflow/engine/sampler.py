@@ -21,7 +21,9 @@ _TOP_K_OFF = 1 << 31  # a rank no vocabulary reaches
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 means greedy. `stop` strings end a row like EOS (the text is cut before them)."""
+    """temperature 0 means greedy. `stop` strings end a row like EOS (the text is cut before them).
+    `vocab_rows` > 0: only the first vocab_rows token ids can be chosen (LatentMAS's judger
+    samples over the tokenizer's 151,669 ids, not the model's 151,936 rows); 0: all."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -30,6 +32,7 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
+    vocab_rows: int = 0
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -40,6 +43,8 @@ class SamplingParams:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UserError(f"top_k must be >= 0, got {self.top_k}")
+        if self.vocab_rows < 0:
+            raise UserError(f"vocab_rows must be >= 0, got {self.vocab_rows}")
 
     @property
     def greedy(self) -> bool:
@@ -102,9 +107,11 @@ def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str
 
 def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor,
             greedy: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-            kmax: int, filtering: bool) -> torch.Tensor:
+            vocab_rows: torch.Tensor, kmax: int, filtering: bool, limited: bool) -> torch.Tensor:
     """One sampling step as a pure tensor function (compiled as a whole when the engine is)."""
     b, v = logits.shape
+    if limited:  # ids past a row's vocab_rows are never chosen (noise is per id: as if cut off)
+        logits = logits.masked_fill(torch.arange(v, device=logits.device) >= vocab_rows, -torch.inf)
     if kmax:  # sorted, best first
         vals, ids = torch.topk(logits, min(kmax, v))
     elif filtering:
@@ -133,13 +140,15 @@ def choose_tokens(logits: torch.Tensor, args: tuple | None, choose=None) -> torc
     return logits.argmax(-1) if args is None else (choose or _choose)(logits, *args)
 
 
-def _path(params: list[SamplingParams | None]) -> tuple[bool, int, bool]:
-    """(any row samples, kmax, filtering) for a set of rows: every sampled row with a top_k caps
-    the candidates at topk(kmax), far cheaper than sorting 151,936 logits."""
+def _path(params: list[SamplingParams | None]) -> tuple[bool, int, bool, bool]:
+    """(any row samples, kmax, filtering, any row limits its vocabulary) for a set of rows:
+    every sampled row with a top_k caps the candidates at topk(kmax), far cheaper than sorting
+    151,936 logits."""
     sampled = [p for p in params if p is not None and not p.greedy]
     filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
     kmax = max(p.top_k for p in sampled) if sampled and all(p.top_k > 0 for p in sampled) else 0
-    return bool(sampled), kmax, filtering
+    limited = any(p is not None and p.vocab_rows > 0 for p in params)
+    return bool(sampled), kmax, filtering, limited
 
 
 class Sampler:
@@ -163,6 +172,7 @@ class Sampler:
         self.top_k = torch.full((n, 1), _TOP_K_OFF, dtype=torch.int64, device=device)
         # inf, not 1.0, when off: a rounded cumsum can exceed 1 and would drop tail tokens.
         self.top_p = torch.full((n, 1), float("inf"), dtype=torch.float32, device=device)
+        self.vocab_rows = torch.full((n, 1), _TOP_K_OFF, dtype=torch.int64, device=device)
         self.keys = torch.zeros(n, dtype=torch.int64, device=device)
         self.step = torch.zeros(n, dtype=torch.int64, device=device)  # written in place: no host sync
         self.id_hash: torch.Tensor | None = None
@@ -178,6 +188,7 @@ class Sampler:
         self.temperature[row] = 1.0 if p.greedy else p.temperature
         self.top_k[row] = p.top_k if p.top_k > 0 and not p.greedy else _TOP_K_OFF
         self.top_p[row] = p.top_p if p.top_p < 1 and not p.greedy else float("inf")
+        self.vocab_rows[row] = p.vocab_rows or _TOP_K_OFF
         self.keys[row] = int(_seed_keys([p.seed])[0])  # hashed on the host: no copy that waits for the GPU
         self.step[row] = 0
 
@@ -185,21 +196,21 @@ class Sampler:
         """What `choose` needs besides the logits for rows `rows` (`row_ids` the same on the
         host), or None when every row is greedy (argmax). A decode step passes these into its
         compiled graph, so sampling runs inside the captured step."""
-        sampled, kmax, filtering = self.path(row_ids)
-        if not sampled:
+        sampled, kmax, filtering, limited = self.path(row_ids)
+        if not sampled and not limited:
             return None
         if self.id_hash is None or self.id_hash.shape[0] != vocab:
             self.id_hash = _hash32(torch.arange(vocab, device=self.device))
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         return (pick(self.step), pick(self.keys), self.id_hash, pick(self.greedy), pick(self.temperature),
-                pick(self.top_k), pick(self.top_p), kmax, filtering)
+                pick(self.top_k), pick(self.top_p), pick(self.vocab_rows), kmax, filtering, limited)
 
     def sample(self, logits: torch.Tensor, rows: torch.Tensor | slice | None, row_ids: list[int]) -> torch.Tensor:
         """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
         -> tokens (n,) int64, each at its row's current step."""
         return choose_tokens(logits, self.args(rows, row_ids, logits.shape[1]), self.choose)
 
-    def path(self, row_ids: list[int]) -> tuple[bool, int, bool]:
+    def path(self, row_ids: list[int]) -> tuple[bool, int, bool, bool]:
         """Which sampling path rows `row_ids` take (part of a captured graph's key)."""
         return _path([self.params[r] for r in row_ids])
 

@@ -18,7 +18,9 @@ at batch 1, token for token in greedy float32, and keeps it at any batch size:
 - W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in with λ = 1e-5, solved in float32; the norm target and
   the rescale apply with and without `realign`.
 - The judger prefills its prompt on the cache (positions continue) and decodes; the text is the
-  decoded completion without special tokens, stripped.
+  decoded completion without special tokens, stripped. The senders run in lockstep over their
+  own cache rows; the judger is a request on the serving engine that takes its row's KV
+  (`Request.past`), so it decodes with continuous batching and the engine's decode path.
 - With latent_steps 0 the official judger drops the cache (`past_key_values=None`, its issue #13):
   the answer is the judger's prompt alone. minitflow reproduces that answer but does not run the
   three sender passes the answer cannot depend on (their usage reads 0); `handover_at_zero=True`
@@ -44,14 +46,15 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
 import torch
 
 from minitflow.engine.llm import LLM, sync
-from minitflow.engine.sampler import Sampler, SamplingParams
+from minitflow.engine.request import Request
+from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.qwen3 import Qwen3Model
@@ -243,55 +246,6 @@ class Rows:
             _, hidden = self.step(embeds=latent_embedding(hidden, w_a, target_norm), need_logits=False)
 
 
-@dataclass
-class Decoded:
-    token_ids: list[int]
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-
-
-def decode(llm: LLM, rows: Rows, first_logits: torch.Tensor, sps: list[SamplingParams],
-           vocab_rows: int | None = None) -> list[Decoded]:
-    """Decode every row on top of the KV it holds, from the logits of its last prompt token:
-    per-row sampling (seeded, batch-invariant), EOS, stop strings and max_new_tokens. Rows that
-    finish leave the batch. Logits past `vocab_rows` are never chosen (the resized vocabulary)."""
-    b = len(sps)
-    sampler = Sampler(list(sps), rows.device)
-    out: list[list[int]] = [[] for _ in range(b)]
-    reason: list[str | None] = [None] * b
-    active = list(range(b))
-    logits = first_logits
-    step = 0
-    while True:
-        full = logits if len(active) == b else logits.new_zeros(b, logits.shape[-1]).index_copy_(
-            0, torch.tensor(active, device=logits.device), logits)
-        if vocab_rows is not None and vocab_rows < full.shape[-1]:
-            full = full[:, :vocab_rows]  # the sampler's noise is per token id: the same draw as masking
-        tokens = sampler(full, step).tolist()
-        for r in active:
-            out[r].append(tokens[r])
-            reason[r] = _finished(llm, out[r], sps[r])
-        active = [r for r in active if reason[r] is None]
-        if not active:
-            break
-        logits, _ = rows.step(torch.tensor([tokens[r] for r in active], device=rows.device), rows=active)
-        step += 1
-    results = []
-    for r in range(b):
-        text = llm.tokenizer.decode(out[r]) if llm.tokenizer is not None else ""
-        hits = [text.index(s) for s in sps[r].stop if s in text]
-        results.append(Decoded(out[r], (text[:min(hits)] if hits else text).strip(), reason[r] or "length"))
-    return results
-
-
-def _finished(llm: LLM, ids: list[int], sp: SamplingParams) -> str | None:
-    if not sp.ignore_eos and ids[-1] in llm.eos_token_ids:
-        return "stop"
-    if sp.stop and llm.tokenizer is not None and any(s in llm.tokenizer.decode(ids) for s in sp.stop):
-        return "stop"
-    return "length" if len(ids) >= sp.max_new_tokens else None
-
-
 # ---- the method ------------------------------------------------------------------------------
 
 @dataclass
@@ -338,35 +292,44 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
                         f"max_new_tokens): more than max_seq_len {llm.max_seq_len}")
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    rows = Rows.allocate(llm, n, max(need))
-    for role in senders:
-        t0 = time.perf_counter()
-        _, hidden = rows.prefill(prompts[role], need_logits=False)
-        sync(llm.device)
-        t1 = time.perf_counter()
-        rows.latent_steps(hidden, k, w_a, target)
-        sync(llm.device)
-        timings[f"{role}_prefill_s"], timings[f"{role}_latent_s"] = t1 - t0, time.perf_counter() - t1
-    t0 = time.perf_counter()
-    first, _ = rows.prefill(prompts[JUDGER], need_logits=True)
+    past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
+    if senders:  # the senders in lockstep over cache rows: latent steps feed embeddings, not tokens
+        rows = Rows.allocate(llm, n, max(sum(len(prompts[r][i]) + k for r in senders) for i in range(n)))
+        for role in senders:
+            t0 = time.perf_counter()
+            _, hidden = rows.prefill(prompts[role], need_logits=False)
+            sync(llm.device)
+            t1 = time.perf_counter()
+            rows.latent_steps(hidden, k, w_a, target)
+            sync(llm.device)
+            timings[f"{role}_prefill_s"], timings[f"{role}_latent_s"] = t1 - t0, time.perf_counter() - t1
+        past = [(rows.cache.k[:, i, :, :rows.lengths[i]], rows.cache.v[:, i, :, :rows.lengths[i]]) for i in range(n)]
+    # the judger is a request on the serving engine: its slot takes the senders' KV, then it
+    # prefills its prompt and decodes beside whatever else runs (CUDA graphs included), choosing
+    # only among the tokenizer's ids
+    cut = vocab_rows if vocab_rows < llm.cfg.vocab_size else 0
+    judgers = [Request(prompts[JUDGER][i], replace(sp, vocab_rows=cut), past=past[i], tag=("latentmas judger", i))
+               for i, sp in enumerate(sps)]
+    llm.engine.run(judgers)
     sync(llm.device)
-    t1 = time.perf_counter()
-    outs = decode(llm, rows, first, list(sps), vocab_rows)
-    sync(llm.device)
-    t2 = time.perf_counter()
-    timings.update(judger_prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t_start)
+    for r in judgers:
+        r.past = None  # the senders' rows: free them with this function's frame
+    timings["total_s"] = time.perf_counter() - t_start
     results = []
-    for i, (q, d) in enumerate(zip(questions, outs)):
+    for i, (q, req) in enumerate(zip(questions, judgers)):
+        text = req.text if req.text is not None else llm.tokenizer.decode(req.output_ids)
         ran = [r for r in SENDERS if r in senders]
         agents: dict[str, AgentUsage] = {
             role: LatentUsage(prompt_tokens=len(prompts[role][i]) if role in ran else 0,
                               completion_tokens=k if role in ran else 0, generates=False,
                               latent_steps=k if role in ran else 0) for role in SENDERS}
-        agents[JUDGER] = LatentUsage(prompt_tokens=len(prompts[JUDGER][i]), completion_tokens=len(d.token_ids),
+        agents[JUDGER] = LatentUsage(prompt_tokens=len(prompts[JUDGER][i]), completion_tokens=len(req.output_ids),
                                      generates=True, latent_steps=0)
-        res = MethodResult(method="latentmas", style=style, question=q, answer=d.text,
-                           finish_reason=d.finish_reason, agents=agents, timings=dict(timings), batch_size=n,
-                           token_ids=d.token_ids)
+        res = MethodResult(method="latentmas", style=style, question=q, answer=text.strip(),
+                           finish_reason=req.finish_reason or "length", agents=agents,
+                           timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s},
+                           batch_size=n,
+                           token_ids=req.output_ids)
         res.wall_s_per_question = timings["total_s"] / n
         results.append(res)
     return results

@@ -319,8 +319,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
 
 def _latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], batch_size: int,
                on_result, kwargs: dict) -> list[MethodResult]:
-    """LatentMAS runs its agents in lockstep over a batch of cache rows (latent steps feed
-    embeddings, not tokens), `batch_size` questions at a time; each row is invariant to the batch."""
+    """LatentMAS runs its senders in lockstep over a batch of cache rows (latent steps feed
+    embeddings, not tokens), `batch_size` questions at a time, and hands each row's KV to its
+    judger's request on the engine; each question is invariant to the batch."""
     from minitflow.tflow.latentmas import run_latentmas
     kwargs = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None}}
     results: list[MethodResult] = []
