@@ -39,8 +39,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
-    p.add_argument("--cuda_graphs", action="store_true",
-                   help="capture the eager decode step as CUDA graphs (CUDA only; seconds, not minutes, to start)")
+    p.add_argument("--eager", action="store_true",
+                   help="on CUDA, run every decode step op by op instead of replaying CUDA graphs (debugging)")
     g = p.add_argument_group("latentmas")
     g.add_argument("--latent_steps", type=int, default=None, help="latent steps per sender (latentmas; default 0)")
     g.add_argument("--mas_topology", default=None, help="sequential (default) or hierarchical (latentmas)")
@@ -133,14 +133,14 @@ def load_for(args: argparse.Namespace):
         raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
                         "minitflow never falls back to a random generator silently)")
     device = pick_device(args.device)
-    if args.cuda_graphs and (args.compile or device.type != "cuda"):
-        raise UserError("--cuda_graphs needs a CUDA device and excludes --compile")
+    if args.eager and args.compile:
+        raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     # --batch_size is the engine's slot count: the requests that decode together
     llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile, num_slots=args.batch_size,
-                   cuda_graphs=args.cuda_graphs)
+                   cuda_graphs=False if args.eager else None)
     generator = None
     if args.method == "tflow":
         if checkpoint:

@@ -182,11 +182,11 @@ def test_jsonl_readers_split_on_newline_only(tmp_path):
 
 # ---- flags --------------------------------------------------------------------------------
 
-def test_cuda_graphs_on_cpu_or_with_compile(tmp_path, capsys, monkeypatch):
+def test_eager_with_compile(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
-    fails(capsys, generate.main, gen_args("--cuda_graphs"), "--cuda_graphs")
-    fails(capsys, evaluate.main, ["--method", "baseline", "--device", "cpu", "--cuda_graphs", "--compile",
-                                  "--data_file", gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"], "--cuda_graphs")
+    fails(capsys, generate.main, gen_args("--eager", "--compile"), "--eager and --compile")
+    fails(capsys, evaluate.main, ["--method", "baseline", "--device", "cpu", "--eager", "--compile",
+                                  "--data_file", gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"], "--eager")
 
 
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", "gpu"])

@@ -247,9 +247,11 @@ def test_a_request_done_at_its_first_token_takes_no_decode_step(model):
 
 
 def test_cuda_graphs_need_cuda_and_exclude_compile(model):
-    """A CPU model cannot capture CUDA graphs: one line before any work, never a silent eager run."""
+    """A CPU model cannot capture CUDA graphs: one line before any work, never a silent eager run.
+    By default they are on for a CUDA model only."""
     with pytest.raises(UserError, match="cuda_graphs needs a CUDA model"):
         _llm(model, cuda_graphs=True)
+    assert not _llm(model).engine.runner.cuda_graphs
 
 
 def test_a_valid_request_never_formats_its_tag(model):

@@ -58,16 +58,17 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 class LLM:
     """A loaded Qwen3 model plus tokenizer over an `Engine` with `num_slots` slots.
     `compile=True` runs decode steps through `torch.compile` (CUDA graphs on GPU) over a
-    static-length cache; `cuda_graphs=True` (CUDA only) captures the eager step's kernels as
-    CUDA graphs instead, in well under a second per shape where inductor takes minutes at 4B;
-    eager stays the reference. `static=True` runs each batch until its
+    static-length cache. `cuda_graphs` captures the eager step's kernels as CUDA graphs instead,
+    in well under a second per shape where inductor takes minutes at 4B; None (default) means
+    on for a CUDA model without `compile`, as in vLLM, and False runs every step op by op (the
+    reference). True on a CPU model is an error. `static=True` runs each batch until its
     slowest row ends (the pre-serving behaviour, kept for comparison). `prefix_cache_bytes`
     bounds the prefix cache (0 turns it off)."""
 
     def __init__(self, model: Qwen3Model, tokenizer: Tokenizer | None = None,
                  eos_token_ids: Sequence[int] = (), max_seq_len: int | None = None, compile: bool = False,
                  num_slots: int = 16, static: bool = False, prefix_cache_bytes: int = 1 << 30,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool | None = None):
         self.model = model
         self.cfg = model.cfg
         self.tokenizer = tokenizer
@@ -77,6 +78,8 @@ class LLM:
         if self.max_seq_len > model.rotary.cos.shape[0]:
             raise UserError(f"max_seq_len {self.max_seq_len} exceeds the model's {model.rotary.cos.shape[0]} positions")
         self.compiled = compile
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda" and not compile
         self.engine = Engine(model, set(eos_token_ids) | set(model.cfg.eos_token_ids),
                              tokenizer.decode if tokenizer is not None else None, self.max_seq_len,
                              num_slots=num_slots, compile=compile, static=static,
