@@ -111,7 +111,7 @@ def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) ->
         runner.positions.fill_(DECODE_CONTEXT)
         runner.next_pos = [DECODE_CONTEXT] * batch
         return runner.decode(slots)[1]
-    return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.compiled else DECODE_CONTEXT + 1
+    return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.static_shapes else DECODE_CONTEXT + 1
 
 
 @pytest.mark.parametrize("mode", ("eager", "graphs", "compiled") if ON_CUDA else ("eager",))

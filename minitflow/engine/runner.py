@@ -24,11 +24,11 @@ from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
 from minitflow.model.qwen3 import Capture, Qwen3Model
 
-KV_BUCKET = 256  # compiled decode: attention length granularity (see kv_bucket)
+KV_BUCKET = 256  # static-shape decode: attention length granularity (see kv_bucket)
 
 
 def kv_bucket(need: int, max_len: int) -> int:
-    """Cache positions a compiled decode step attends over: multiples of 256 up to 1024, then
+    """Cache positions a static-shape decode step (compiled or CUDA graphs) attends over: multiples of 256 up to 1024, then
     powers of two, so a few captured graphs serve every length while a step does not read the
     whole static cache early in a generation."""
     bucket = -(-need // KV_BUCKET) * KV_BUCKET if need <= 4 * KV_BUCKET else 1 << (need - 1).bit_length()
@@ -36,7 +36,7 @@ def kv_bucket(need: int, max_len: int) -> int:
 
 
 def batch_bucket(n: int, num_slots: int) -> int:
-    """Rows a compiled decode step runs: the next power of two (one graph per size)."""
+    """Rows a static-shape decode step runs: the next power of two (one graph per size)."""
     return min(1 << (n - 1).bit_length(), num_slots)
 
 
@@ -86,7 +86,8 @@ class ModelRunner:
         if cuda_graphs and (compile or self.device.type != "cuda"):
             raise UserError("cuda_graphs needs a CUDA model and excludes compile (which captures its own graphs)")
         self.num_slots, self.max_seq_len = num_slots, max_seq_len
-        self.compiled = compile or cuda_graphs  # static shapes: bucketed rows and attention length
+        self.compiled = compile
+        self.static_shapes = compile or cuda_graphs  # bucketed rows and attention length
         self.cuda_graphs = cuda_graphs
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None  # one memory pool for every captured graph (they never run concurrently)
@@ -115,7 +116,7 @@ class ModelRunner:
         self._drop_graphs()  # they read the old cache's addresses
         self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, min(size, self.max_seq_len),
                              self.cfg.num_key_value_heads, self.cfg.head_dim, self.dtype, self.device)
-        if self.compiled:  # captured graphs read the cache in place instead of copying it each step
+        if self.compiled:  # torch.compile's graphs read the cache in place instead of copying it each step
             torch._dynamo.mark_static_address(self.cache.k)
             torch._dynamo.mark_static_address(self.cache.v)
         return True
@@ -229,23 +230,23 @@ class ModelRunner:
     def decode(self, slots: list[int]) -> tuple[list[int], torch.Tensor]:
         """One decode step for `slots` (sorted): (the slots the step ran, their next tokens).
 
-        Compiled: the first `batch_bucket` slots as one view (static shapes; slots that hold no
-        request compute junk nobody reads). Eager: the first n slots as a view when they are all
+        Compiled or CUDA graphs: the first `batch_bucket` slots as one view (static shapes; slots
+        that hold no request compute junk nobody reads). Eager: the first n slots as a view when they are all
         in use, else exactly `slots` (a gather: the tail of a long-tailed batch costs its rows only).
         """
         assert self.cache is not None
         n = slots[-1] + 1
-        if self.compiled:
+        if self.static_shapes:
             n = batch_bucket(n, self.num_slots)
         rows: torch.Tensor | slice
-        if self.compiled or len(slots) == n:
+        if self.static_shapes or len(slots) == n:
             ran, rows, cache_rows = list(range(n)), slice(0, n), None
         else:
             ran = slots
             rows = cache_rows = self._to_device(torch.tensor(slots))
         need = max(self.next_pos[s] for s in ran) + 1
-        kv_len = kv_bucket(need, self.cache.max_len) if self.compiled else need
-        if self.compiled and not self.cuda_graphs and self.device.type == "cuda":
+        kv_len = kv_bucket(need, self.cache.max_len) if self.static_shapes else need
+        if self.compiled and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         def args() -> tuple:
             return (self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
