@@ -254,8 +254,8 @@ def test_user_errors(tiny_dir, tmp_path):
         llm.generate([list(range(30))], SamplingParams(max_new_tokens=8))
     with pytest.raises(UserError, match="token id 999 outside the model's vocabulary of 160"):
         llm.generate([[1, 2, 999]])
-    with pytest.raises(UserError, match="prompt 1 is empty"):
-        llm.generate([[1], []])
+    with pytest.raises(UserError, match=r"\(prompt 1\): the prompt is empty"):
+        llm.generate([[1], []], SamplingParams(max_new_tokens=2))
     with pytest.raises(UserError, match="unknown dtype"):
         LLM.load(tiny_dir, dtype="fp8")
     with pytest.raises(UserError, match="not in the Hugging Face cache"):
