@@ -202,3 +202,47 @@ def test_condition_memory(benchmark, setup: Setup) -> None:
            condition_streamed_mib=streamed / 2**20, memory_vs_full=streamed / full,
            bound=2 / (MID.num_hidden_layers + 1))
     assert streamed <= 2 / (MID.num_hidden_layers + 1) * full
+
+
+OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks with stage barriers
+
+
+def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path) -> None:
+    """tflow, 64 long-tailed questions: this checkout's pipeline vs the code of OLD_COMMIT itself
+    (extracted with `git archive`), each in its own process (bench/old_chunked.py), old and new
+    alternating for 2 rounds; every question's tokens must be equal. CPU only (the old code
+    has no CUDA graphs to compare with); skips without git history or a tokenizer."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from benchlib import tokenizer_dir
+    if ON_CUDA:
+        pytest.skip("a CPU comparison")
+    tok = tokenizer_dir()
+    repo = Path(__file__).resolve().parents[1]
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", OLD_COMMIT, "minitflow"],
+                             capture_output=True)
+    if tok is None or archive.returncode != 0:
+        pytest.skip(f"needs a Qwen3 tokenizer and {OLD_COMMIT} in the git history")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    script = Path(__file__).with_name("old_chunked.py")
+    benchmark.group = "serving-pipelines"
+
+    def run(mode: str, path: Path) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(path)}
+        out = subprocess.run([sys.executable, str(script), mode, str(tok)], env=env, capture_output=True, text=True,
+                             check=True, cwd=str(tmp_path))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got: dict[str, list[dict]] = {"old": [], "new": []}
+    benchmark.pedantic(lambda: [got[m].append(run(m, p)) for _ in range(2) for m, p in (("old", old), ("new", repo))],
+                       rounds=1, iterations=1)
+    assert all(r["tokens"] == got["new"][0]["tokens"] for r in got["old"] + got["new"])
+    new_s, old_s = min(r["s"] for r in got["new"]), min(r["s"] for r in got["old"])
+    record(benchmark, setup, method="tflow", questions=64, slots=8, old_commit=OLD_COMMIT, s=new_s, old_s=old_s,
+           questions_per_s=64 / new_s, old_questions_per_s=64 / old_s, speedup_vs_old_code=old_s / new_s,
+           speedups_per_round=[o["s"] / n["s"] for o, n in zip(got["old"], got["new"])])
