@@ -24,14 +24,13 @@ def causal_mask(positions: torch.Tensor, kv_len: int, group: int = 1) -> torch.T
 def cache_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """q (B, Hq, T, D), k/v (B, Hkv, S, D), mask (B, 1, T, S) or already grouped
-    (B, 1, Hq/Hkv * T, S) -> (B, Hq, T, D)."""
+    """q (B, Hq, T, D), k/v (B, Hkv, S, D), mask (B, 1, Hq/Hkv * T, S) from
+    causal_mask(..., group=Hq/Hkv) -> (B, Hq, T, D)."""
     b, hq, t, d = q.shape
     hkv = k.shape[1]
     rep = hq // hkv
     if rep == 1:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     qg = q.reshape(b, hkv, rep * t, d)
-    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask if mask.shape[2] == rep * t else
-                                         mask.repeat(1, 1, rep, 1))
+    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
     return out.reshape(b, hq, t, d)

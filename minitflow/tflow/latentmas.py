@@ -284,8 +284,8 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     read = {role: sender_questions or questions for role in senders} | {JUDGER: questions}
     prompts = {role: [agent_prompt_ids(llm, role, q, style, topology, think) for q in read[role]]
                for role in (*senders, JUDGER)}
-    need = [sum(len(prompts[r][i]) + k for r in senders) + len(prompts[JUDGER][i]) + sp.max_new_tokens
-            for i, sp in enumerate(sps)]
+    sender_len = [sum(len(prompts[r][i]) + k for r in senders) for i in range(n)]  # KV handed to the judger
+    need = [sender_len[i] + len(prompts[JUDGER][i]) + sp.max_new_tokens for i, sp in enumerate(sps)]
     if max(need) > llm.max_seq_len:
         i = max(range(n), key=need.__getitem__)
         raise UserError(f"question {i} needs {need[i]} positions (agents' prompts, latent steps and "
@@ -294,7 +294,7 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     t_start = time.perf_counter()
     past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
     if senders:  # the senders in lockstep over cache rows: latent steps feed embeddings, not tokens
-        rows = Rows.allocate(llm, n, max(sum(len(prompts[r][i]) + k for r in senders) for i in range(n)))
+        rows = Rows.allocate(llm, n, max(sender_len))
         for role in senders:
             t0 = time.perf_counter()
             _, hidden = rows.prefill(prompts[role], need_logits=False)
