@@ -32,10 +32,17 @@ from minitflow.tflow.methods import run_method
 QUESTIONS, SLOTS, MAX_NEW = 64, 8, 32
 
 
-def long_tail(n: int, cap: int, seed: int) -> list[int]:
-    """The pipeline benchmark's lengths (bench/test_serving.py long_tail)."""
+def long_tail(n: int, cap: int, seed: int = 0) -> list[int]:
+    """Lognormal output lengths with median cap/4 (sigma 1), capped at cap, at least 1 (the
+    serving benchmarks' workload; defined here because this script must import nothing that
+    the old code lacks)."""
     g = torch.Generator().manual_seed(seed)
     return [max(1, min(cap, int(round(cap / 4 * math.exp(float(v)))))) for v in torch.randn(n, generator=g)]
+
+
+def pipeline_questions(n: int) -> list[str]:
+    """The pipeline benchmarks' GSM8K-style questions."""
+    return [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?" for i in range(n)]
 
 
 def main(mode: str, tokenizer_dir: str) -> dict:
@@ -51,8 +58,7 @@ def main(mode: str, tokenizer_dir: str) -> dict:
     tokenizer = Tokenizer(tokenizer_dir)
     arch = arch_for(cfg, dict(d_model=128, head_dim=32, output_dim=32, token_dim=32))
     gen = random_generator(cfg, seed=0, arch=arch).eval().requires_grad_(False)
-    questions = [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?"
-                 for i in range(QUESTIONS)]
+    questions = pipeline_questions(QUESTIONS)
     lengths = long_tail(QUESTIONS, MAX_NEW, seed=2)
     base = SamplingParams(max_new_tokens=MAX_NEW, ignore_eos=True, temperature=0.6, top_p=0.95)
     if mode == "old":

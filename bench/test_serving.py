@@ -15,8 +15,6 @@ Both sides of every ratio run in the same test, interleaved round by round (see 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -24,19 +22,13 @@ from benchlib import Setup, bench_generator, check_same_tokens, make_setup, peda
 from minitflow.engine.llm import LLM
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
+from old_chunked import long_tail, pipeline_questions
 
 SETUP = make_setup()
 ON_CUDA = SETUP.device.type == "cuda"
 MAX_NEW = 1024 if ON_CUDA else 128
 REQUESTS, SLOTS = 64, (20 if ON_CUDA else 8)
 ROUNDS, WARMUP = 2, 1
-
-
-def long_tail(n: int, cap: int, seed: int = 0) -> list[int]:
-    """Lognormal output lengths with median cap/4 (sigma 1), capped at cap, at least 1."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator=g)
-    return [max(1, min(cap, int(round(cap / 4 * math.exp(float(v)))))) for v in z]
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +133,7 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     benchmark.group = "serving-pipelines"
     net, tokenizer = tokenized
     gen = bench_generator(setup, net.cfg)
-    questions = [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?"
-                 for i in range(PIPE_QUESTIONS)]
+    questions = pipeline_questions(PIPE_QUESTIONS)
     sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95)
            for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
     # senders' outputs are long-tailed too (textmas: up to PIPE_MAX_NEW / 2 tokens each)

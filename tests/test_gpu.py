@@ -14,6 +14,11 @@ from minitflow.model.weights import empty_model
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+def _agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """The share of positions where two runs' tokens are equal."""
+    return sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
+
+
 MODES = ["graphs", "compiled"]  # graphs first: seconds to capture, where compiled takes minutes
 
 
@@ -46,7 +51,7 @@ def test_cuda_graph_decode_matches_eager_within_bf16(mode):
         b = [o.token_ids for o in graphed.generate(prompts, sp, lora=lo)]
         # bf16: the first tokens must agree; later ones may drift after a near-tie
         assert all(x[:8] == y[:8] for x, y in zip(a, b))
-        agree = sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
+        agree = _agreement(a, b)
         assert agree > 0.9
 
 
@@ -87,7 +92,7 @@ def test_cuda_graph_decode_across_attention_buckets(mode):
     a = [o.token_ids for o in eager.generate(prompts, sp)]
     b = [o.token_ids for o in graphed.generate(prompts, sp)]
     assert all(x[:8] == y[:8] for x, y in zip(a, b))
-    agree = sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
+    agree = _agreement(a, b)
     assert agree > 0.9
 
 
@@ -114,7 +119,7 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32():
         return [r.output_ids for r in reqs]
 
     a, b = run(eager), run(graphed)
-    agree = sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) / sum(len(x) for x in a)
+    agree = _agreement(a, b)
     assert [len(x) for x in a] == [len(x) for x in b] and agree > 0.97, agree
     assert graphed.engine.runner.graphs, "no graph was captured"
     long = [[(5 * j) % 4000 for j in range(300)]]
@@ -128,6 +133,7 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
     """On CUDA RMSNorm, q/k norm + RoPE and SiLU·up run as compiled kernels: the same values
     as the op-by-op functions (CPU's path), to float32 noise, or to bf16 rounding."""
     from minitflow.model import layers
+    from minitflow.model.layers import _FUSED
     g = torch.Generator(device="cuda").manual_seed(0)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     for b, t in ((1, 1), (3, 7)):
@@ -137,6 +143,5 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
         sin = torch.randn(b, 1, t, 128, generator=g, device="cuda").to(dtype)
         for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.norm_rope, (x, w, 1e-6, cos, sin)),
                          (layers.silu_mul, (x,))):
-            from minitflow.model.layers import _FUSED
             torch.testing.assert_close(fn(*args), fn.eager(*args), **tol)
             assert fn.eager in _FUSED  # the compiled kernel ran, not the op-by-op fallback
