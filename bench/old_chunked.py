@@ -60,7 +60,7 @@ def main(mode: str, tokenizer_dir: str) -> dict:
     gen = random_generator(cfg, seed=0, arch=arch).eval().requires_grad_(False)
     questions = pipeline_questions(QUESTIONS)
     lengths = long_tail(QUESTIONS, MAX_NEW, seed=2)
-    base = SamplingParams(max_new_tokens=MAX_NEW, ignore_eos=True, temperature=0.6, top_p=0.95)
+    base = SamplingParams(max_new_tokens=MAX_NEW, ignore_eos=True, temperature=0.6, top_p=0.95, top_k=int(__import__("os").environ.get("TOPK", 0)))
     if mode == "old":
         llm = LLM(model, tokenizer, eos_token_ids=[])
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from minitflow.engine.llm import LLM
+from minitflow.engine.llm import LLM, generation_top_k
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
@@ -34,7 +34,9 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--temperature", type=float, default=OFFICIAL_TEMPERATURE)
     p.add_argument("--top_p", type=float, default=OFFICIAL_TOP_P)
-    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--top_k", type=int, default=None,
+                   help="default: the model's generation_config.json top_k, else 0 (off); Qwen3-4B's is 20, "
+                   "which HF generate applies under the official code")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8)
@@ -66,7 +68,7 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
         raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
-    if args.top_k < 0:
+    if args.top_k is not None and args.top_k < 0:
         raise UserError(f"--top_k must be >= 0, got {args.top_k}")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -106,10 +108,15 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def sampling_from(args: argparse.Namespace) -> SamplingParams:
+    """The flags' sampling; an unset --top_k is the model's (generation_config.json), as HF's."""
     style = prompts.resolve_style(args.dataset)
     max_new = args.max_new_tokens if args.max_new_tokens is not None else prompts.default_max_new_tokens(style)
+    top_k = args.top_k
+    if top_k is None:
+        from minitflow.model.weights import resolve_model_dir
+        top_k = generation_top_k(resolve_model_dir(model_and_checkpoint(args)[0]))
     return SamplingParams(max_new_tokens=max_new, temperature=0.0 if args.greedy else args.temperature,
-                          top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+                          top_p=args.top_p, top_k=top_k, seed=args.seed)
 
 
 def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:

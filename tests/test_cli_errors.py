@@ -121,12 +121,32 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
     ("tokenizer.json", "{broken", "not a valid tokenizer file"),
     ("generation_config.json", "[151645]", "must hold a JSON object"),
     ("generation_config.json", '{"eos_token_id": "x"}', "eos_token_id must be an integer"),
+    ("generation_config.json", '{"top_k": -1}', "top_k must be an integer >= 0"),
+    ("generation_config.json", '{"top_k": "20"}', "top_k must be an integer >= 0"),
     ("tokenizer_config.json", "{broken", "not valid JSON")])
 def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, capsys):
     d = model_copy(tmp_path)
     shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
     (d / name).write_text(text)
     fails(capsys, generate.main, gen_args("--model", d), word)
+
+
+def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
+    """HF generate fills what its caller leaves out from generation_config.json; the official
+    code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""
+    from minitflow.cli import add_model_args, sampling_from
+    d = model_copy(tmp_path)
+    gc = json.loads((d / "generation_config.json").read_text())
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 0  # the demo's file has none
+    (d / "generation_config.json").write_text(json.dumps({**gc, "top_k": 20}))
+    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 20
+    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "0"])).top_k == 0
+    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "5"])).top_k == 5
+    args = p.parse_args(["--model", str(d), "--method", "baseline"])
+    args.data_file, args.include_all_mmlu, args.minerva_zero_shot = None, False, False
+    assert evaluate.run_settings(args, "gsm8k")["top_k"] == 20  # a resumed run compares the value used
 
 
 # ---- input files ------------------------------------------------------------------------

@@ -199,20 +199,38 @@ class LLM:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
 
 
-def _generation_eos(model_dir: Path) -> set[int]:
-    """EOS ids from generation_config.json (Qwen3 stops on <|im_end|> and <|endoftext|>)."""
+def generation_config(model_dir: str | Path) -> dict:
+    """The model's generation_config.json as a dict ({} when the file is absent)."""
     import json
     path = Path(model_dir) / "generation_config.json"
     if not path.is_file():
-        return set()
+        return {}
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path} must hold a JSON object, not a {type(cfg).__name__}")
-    eos = cfg.get("eos_token_id")
+    return cfg
+
+
+def _generation_eos(model_dir: Path) -> set[int]:
+    """EOS ids from generation_config.json (Qwen3 stops on <|im_end|> and <|endoftext|>)."""
+    eos = generation_config(model_dir).get("eos_token_id")
     ids = eos if isinstance(eos, list) else ([] if eos is None else [eos])
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise UserError(f"{path}: eos_token_id must be an integer or a list of integers, got {eos!r}")
+        raise UserError(f"{Path(model_dir) / 'generation_config.json'}: eos_token_id must be an integer or a list "
+                        f"of integers, got {eos!r}")
     return set(ids)
+
+
+def generation_top_k(model_dir: str | Path) -> int:
+    """top_k from generation_config.json, 0 when unset. HF `generate` fills every setting its
+    caller leaves out from this file, and the official code passes only temperature and top_p:
+    on Qwen3-4B (top_k 20) its sampling is top-k 20 as well."""
+    k = generation_config(model_dir).get("top_k")
+    if k is None:
+        return 0
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise UserError(f"{Path(model_dir) / 'generation_config.json'}: top_k must be an integer >= 0, got {k!r}")
+    return k
