@@ -1,13 +1,15 @@
 """tflow on 64 long-tailed questions, run by one version of minitflow (whichever PYTHONPATH gives).
 
-    PYTHONPATH=<checkout> python bench/old_chunked.py old|new TOKENIZER_DIR
+    PYTHONPATH=<checkout> python bench/old_chunked.py old|new TOKENIZER_DIR [top_p|qwen3]
 
 `old`: the code before the serving core (e6c0488): `run_method` in chunks of 8 questions, each
 chunk generating up to its longest question's length (that API has one max_new_tokens per
 call, and a static batch runs to its slowest row anyway). `new`: the pipeline with 8 questions
 in flight and each question's own length. Same tiny Qwen3 (random, seed 0, Qwen3's vocabulary),
 same random generator, same questions, seeds and lengths as bench/test_serving.py's pipeline
-benchmark. Uses only APIs both versions have. Prints one JSON line: the best of 2 timed runs
+benchmark. Sampling (SAMPLING): temperature 0.6 and top-p 0.95, the official settings as
+written, or `qwen3`, what the official code samples with on Qwen3-4B (plus its
+generation_config's top-k 20). Uses only APIs both versions have. Prints one JSON line: the best of 2 timed runs
 after a warm-up, and each question's tokens cut to its own length (to compare the versions).
 """
 
@@ -30,6 +32,7 @@ from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.methods import run_method
 
 QUESTIONS, SLOTS, MAX_NEW = 64, 8, 32
+SAMPLING = {"top_p": dict(temperature=0.6, top_p=0.95), "qwen3": dict(temperature=0.6, top_p=0.95, top_k=20)}
 
 
 def long_tail(n: int, cap: int, seed: int = 0) -> list[int]:
@@ -45,7 +48,7 @@ def pipeline_questions(n: int) -> list[str]:
     return [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?" for i in range(n)]
 
 
-def main(mode: str, tokenizer_dir: str) -> dict:
+def main(mode: str, tokenizer_dir: str, sampling: str = "top_p") -> dict:
     torch.set_num_threads(1)
     cfg = Qwen3Config(vocab_size=QWEN3_4B.vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                       num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
@@ -60,7 +63,7 @@ def main(mode: str, tokenizer_dir: str) -> dict:
     gen = random_generator(cfg, seed=0, arch=arch).eval().requires_grad_(False)
     questions = pipeline_questions(QUESTIONS)
     lengths = long_tail(QUESTIONS, MAX_NEW, seed=2)
-    base = SamplingParams(max_new_tokens=MAX_NEW, ignore_eos=True, temperature=0.6, top_p=0.95, top_k=int(__import__("os").environ.get("TOPK", 0)))
+    base = SamplingParams(max_new_tokens=MAX_NEW, ignore_eos=True, **SAMPLING[sampling])
     if mode == "old":
         llm = LLM(model, tokenizer, eos_token_ids=[])
 
@@ -81,8 +84,8 @@ def main(mode: str, tokenizer_dir: str) -> dict:
         t0 = time.perf_counter()
         results = run()
         best = min(best, time.perf_counter() - t0)
-    return {"mode": mode, "s": best, "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
+    return {"mode": mode, "sampling": sampling, "s": best, "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2])))
+    print(json.dumps(main(*sys.argv[1:4])))

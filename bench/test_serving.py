@@ -22,7 +22,7 @@ from benchlib import Setup, bench_generator, check_same_tokens, make_setup, peda
 from minitflow.engine.llm import LLM
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
-from old_chunked import long_tail, pipeline_questions
+from old_chunked import SAMPLING, long_tail, pipeline_questions
 
 SETUP = make_setup()
 ON_CUDA = SETUP.device.type == "cuda"
@@ -123,10 +123,11 @@ PIPE_QUESTIONS = 64
 PIPE_MAX_NEW = 256 if ON_CUDA else 32
 
 
+@pytest.mark.parametrize("sampling", list(SAMPLING))
 @pytest.mark.parametrize("method", ["textmas", "tflow"])
-def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) -> None:
+def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str, sampling: str) -> None:
     """64 questions (official gsm8k prompts, long-tailed output lengths for every generating
-    agent, ignore_eos) through
+    agent, ignore_eos; `sampling` as in bench/old_chunked.py) through
     run_method with SLOTS questions in flight, vs the chunked path: SLOTS questions at a time
     on a static engine, each stage waiting for the chunk's slowest question."""
     from minitflow.tflow.methods import run_method
@@ -134,7 +135,7 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
     net, tokenizer = tokenized
     gen = bench_generator(setup, net.cfg)
     questions = pipeline_questions(PIPE_QUESTIONS)
-    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, temperature=0.6, top_p=0.95)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING[sampling])
            for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
     # senders' outputs are long-tailed too (textmas: up to PIPE_MAX_NEW / 2 tokens each)
     kw = dict(style="gsm8k", generator=gen,
@@ -159,7 +160,7 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str) ->
 
     s, chunked_s = pedantic_vs(benchmark, run_piped, run_chunked, setup.device, 1, 0)
     agree = check_same_tokens([r.token_ids for r in out["piped"]], [r.token_ids for r in out["chunked"]], setup.device)
-    record(benchmark, setup, method=method, questions=PIPE_QUESTIONS, slots=SLOTS,
+    record(benchmark, setup, method=method, sampling=sampling, questions=PIPE_QUESTIONS, slots=SLOTS,
            questions_per_s=PIPE_QUESTIONS / s, chunked_questions_per_s=PIPE_QUESTIONS / chunked_s,
            speedup_vs_chunked=chunked_s / s, same_tokens_as_chunked=agree,
            # what bounds the speed-up: decode steps (a step's fixed cost) and rows computed
@@ -198,11 +199,15 @@ def test_condition_memory(benchmark, setup: Setup) -> None:
 OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks with stage barriers
 
 
-def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path) -> None:
+@pytest.mark.parametrize("sampling", list(SAMPLING))
+def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, sampling: str) -> None:
     """tflow, 64 long-tailed questions: this checkout's pipeline vs the code of OLD_COMMIT itself
     (extracted with `git archive`), each in its own process (bench/old_chunked.py), old and new
     alternating for 2 rounds; every question's tokens must be equal. CPU only (the old code
-    has no CUDA graphs to compare with); skips without git history or a tokenizer."""
+    has no CUDA graphs to compare with); skips without git history or a tokenizer.
+    `sampling`: top-p 0.95 alone sorts the whole vocabulary per row and step, so the rows the
+    chunked path computes in vain cost most; `qwen3` adds Qwen3-4B's top-k 20 (what the official
+    code samples with there), where the sampler is cheap and the rest of the work weighs more."""
     import json
     import os
     import subprocess
@@ -225,7 +230,7 @@ def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_pat
 
     def run(mode: str, path: Path) -> dict:
         env = {**os.environ, "PYTHONPATH": str(path)}
-        out = subprocess.run([sys.executable, str(script), mode, str(tok)], env=env, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, str(script), mode, str(tok), sampling], env=env, capture_output=True, text=True,
                              check=True, cwd=str(tmp_path))
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -234,6 +239,6 @@ def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_pat
                        rounds=1, iterations=1)
     assert all(r["tokens"] == got["new"][0]["tokens"] for r in got["old"] + got["new"])
     new_s, old_s = min(r["s"] for r in got["new"]), min(r["s"] for r in got["old"])
-    record(benchmark, setup, method="tflow", questions=64, slots=8, old_commit=OLD_COMMIT, s=new_s, old_s=old_s,
+    record(benchmark, setup, method="tflow", sampling=sampling, questions=64, slots=8, old_commit=OLD_COMMIT, s=new_s, old_s=old_s,
            questions_per_s=64 / new_s, old_questions_per_s=64 / old_s, speedup_vs_old_code=old_s / new_s,
            speedups_per_round=[o["s"] / n["s"] for o, n in zip(got["old"], got["new"])])
