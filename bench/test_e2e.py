@@ -1,7 +1,8 @@
 """End-to-end benchmarks: the three methods per question, and `LLM.generate` vs transformers.
 
-The methods run through `minitflow.tflow.methods.run_method` with the official decoding
-settings (temperature 0.6, top_p 0.95) and `ignore_eos`, so every generating agent produces
+The methods run through `minitflow.tflow.methods.run_method` with the decoding the official
+code uses on Qwen3-4B (temperature 0.6 and top_p 0.95 as it passes them, top_k 20 from the
+model's generation_config.json, which HF fills in) and `ignore_eos`, so every generating agent produces
 exactly `NEW_TOKENS` tokens on random weights (textmas senders too:
 `sender_max_new_tokens=NEW_TOKENS` instead of the official 1024). On CUDA at the Qwen3-4B shape
 each method also records its peak memory and its speed-up over the official release's
@@ -20,6 +21,7 @@ from benchlib import QUESTIONS, Setup, bench_generator, make_setup, pedantic_vs,
 from minitflow.engine.llm import LLM, Generation
 from minitflow.engine.sampler import SamplingParams
 from minitflow.model.qwen3 import Qwen3Model
+from old_chunked import SAMPLING
 
 SETUP = make_setup()
 ON_CUDA = SETUP.device.type == "cuda"
@@ -56,7 +58,7 @@ OFFICIAL = {("baseline", 1): (10.5, 7.6), ("tflow", 1): (28.0, 8.2),
 def run_questions(e2e, method: str, n: int, mode: str) -> list:
     methods, llms, gen = e2e
     questions = (QUESTIONS * n)[:n]
-    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, temperature=0.6, top_p=0.95)
+    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, **SAMPLING["qwen3"])
     return methods.run_method(method, llms[(mode, n)], questions, style="gsm8k", sampling=sampling, generator=gen,
                               batch_size=n, sender_max_new_tokens=NEW_TOKENS)
 

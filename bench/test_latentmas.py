@@ -1,7 +1,7 @@
 """LatentMAS vs textmas vs tflow per question on one workload: processed tokens and time.
 
-All three run on the same LLM and questions with the official decoding settings (temperature
-0.6, top_p 0.95) and `ignore_eos`, so every generating agent produces exactly NEW_TOKENS tokens
+All three run on the same LLM and questions with the official decoding on Qwen3-4B
+(temperature 0.6, top_p 0.95, and its generation_config's top_k 20) and `ignore_eos`, so every generating agent produces exactly NEW_TOKENS tokens
 on random weights (textmas senders too). latentmas runs LATENT_STEPS latent steps per sender
 (the official class default; its README tunes 0-80) and hands the KV cache down the chain;
 textmas and tflow go through `run_method`. Each record carries its time and processed tokens
@@ -19,6 +19,7 @@ from benchlib import QUESTIONS, Setup, bench_generator, make_setup, pedantic_vs,
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.model.qwen3 import Qwen3Model
+from old_chunked import SAMPLING
 
 SETUP = make_setup()
 ON_CUDA = SETUP.device.type == "cuda"
@@ -44,7 +45,7 @@ def run_questions(workload, method: str, n: int) -> list:
     from minitflow.tflow.methods import run_method
     llm, gen = workload
     questions = (QUESTIONS * n)[:n]
-    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, temperature=0.6, top_p=0.95)
+    sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, **SAMPLING["qwen3"])
     if method == "latentmas":
         sps = [dataclasses.replace(sampling, seed=sampling.seed + i) for i in range(n)]
         return run_latentmas(llm, questions, "gsm8k", sps, latent_steps=LATENT_STEPS)
