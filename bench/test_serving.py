@@ -196,6 +196,31 @@ def test_condition_memory(benchmark, setup: Setup) -> None:
     assert streamed <= 2 / (MID.num_hidden_layers + 1) * full
 
 
+def test_generator_memory(benchmark, setup: Setup) -> None:
+    """Peak memory and time of the generator stage for 8 questions whose senders finish
+    together: one call for all (the pipeline before GENERATOR_BATCH) vs one question per call
+    (the default), each in a fresh process (see bench/generator_memory.py)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    benchmark.group = "serving-generator-memory"
+    script = Path(__file__).with_name("generator_memory.py")
+
+    def run(per_call: int) -> dict:
+        out = subprocess.run([sys.executable, str(script), str(per_call)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got = {}
+    benchmark.pedantic(lambda: got.update(one=run(1)), rounds=1, iterations=1)
+    got["all"] = run(8)
+    record(benchmark, setup, questions=8, stage_peak_mib_one_by_one=got["one"]["stage_peak_mib"],
+           stage_peak_mib_one_call=got["all"]["stage_peak_mib"],
+           memory_vs_one_call=got["one"]["stage_peak_mib"] / got["all"]["stage_peak_mib"],
+           time_vs_one_call=got["one"]["s"] / got["all"]["s"])
+    assert got["one"]["stage_peak_mib"] < got["all"]["stage_peak_mib"]
+
+
 OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks with stage barriers
 
 

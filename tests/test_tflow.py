@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from conftest import GOLDEN, need_shared
 from minitflow import LLM, SamplingParams
+from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.condition import sender_states
@@ -169,17 +170,28 @@ def test_factors_equal_independent_recomputation(golden, golden_llm):
         assert ref_b.abs().max() > 0
 
 
-def test_tflow_batch_invariance(golden_llm):
+@pytest.mark.parametrize("generator_batch", [1, 5])
+def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
+    """Each question's tokens alone = beside four others, whether the generator takes the
+    questions one by one (the default) or several per call (padded conditions, masked)."""
+    from minitflow.tflow import methods
     need_shared(GOLDEN)
     gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
     questions = ["What is 2 + 2?", "Natalia sold clips to 48 of her friends in April, and then half as many in May.",
                  "A train leaves at 3 pm and travels 120 km at 60 km/h. When does it arrive?",
                  "How many legs do 3 spiders have?", "If x = 3, what is 2x + 7, and what is x squared plus one?"]
     sp = SamplingParams(max_new_tokens=12)
-    batched = run_method("tflow", golden_llm, questions, sampling=sp, generator=gen, batch_size=5)
     alone = [run_method("tflow", golden_llm, [q], sampling=sp, generator=gen)[0] for q in questions]
+    calls = []
+    real = methods.generated_lora
+    monkeypatch.setattr(methods, "generated_lora", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    batched = run_method("tflow", golden_llm, questions, sampling=sp, generator=gen, batch_size=5,
+                         generator_batch=generator_batch)
     assert [r.token_ids for r in batched] == [r.token_ids for r in alone]
+    assert sum(calls) == 5 and max(calls) <= generator_batch and (generator_batch == 1 or max(calls) > 1), calls
     assert all(r.agents["sender_A"].prompt_tokens > 0 and not r.agents["sender_A"].generates for r in batched)
+    with pytest.raises(UserError, match="generator_batch must be >= 1"):
+        run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_batch=0)
 
 
 def test_textmas_context_format_and_accounting(golden_llm):

@@ -34,6 +34,10 @@ from minitflow.tflow.condition import generator_factors, sender_request, stack_c
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
+# Questions per generator call. Its activations grow with every question batched (each is tens
+# of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not fall
+# (bench/generator_memory.py), so questions whose senders finish together go one by one.
+GENERATOR_BATCH = 1
 
 
 @dataclass
@@ -213,9 +217,11 @@ class _TextMAS(_Pipeline):
 class _TFlow(_Pipeline):
     method, final = "tflow", "receiver"
 
-    def __init__(self, llm, style, window, generator: TFlowGenerator):
+    def __init__(self, llm, style, window, generator: TFlowGenerator, generator_batch: int = GENERATOR_BATCH):
         super().__init__(llm, style, window)
-        self.generator = generator
+        if generator_batch < 1:
+            raise UserError(f"generator_batch must be >= 1, got {generator_batch}")
+        self.generator, self.generator_batch = generator, generator_batch
         self.systems = prompts.tflow_agents(style)
         with torch.inference_mode():
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
@@ -233,23 +239,27 @@ class _TFlow(_Pipeline):
             elif q.agents["sender_A"].finished and q.agents["sender_B"].finished and \
                     q not in ready:  # both senders may finish in one step
                 ready.append(q)
-        if ready:  # the generator, batched over every question whose senders just finished
-            sync(self.llm.device)
-            t0 = time.perf_counter()
-            caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in ready]
-            with torch.inference_mode():
-                cond, mask = stack_conditions(caps)
-                lora = generated_lora(self.llm, self.generator, cond, mask, len(ready), aggregated=True)
-            sync(self.llm.device)
-            dt = time.perf_counter() - t0
-            for i, q in enumerate(ready):
-                q.times.update(sender_prefill_s=max(q.agents[s].prefill_s for s in ("sender_A", "sender_B")),
-                               generator_s=dt)
-                for s in ("sender_A", "sender_B"):
-                    q.agents[s].capture.hidden = None  # the condition is spent: free it
-                self.add(q, "receiver", Request(chat(self.llm, self.systems[2], q.question), q.sampling,
-                                                lora=lora.row(i)))
+        for i in range(0, len(ready), self.generator_batch):
+            self.receivers(ready[i:i + self.generator_batch])
         return done
+
+    def receivers(self, group: list[_Question]) -> None:
+        """The generator over `group` (questions whose senders are done), then their receivers."""
+        sync(self.llm.device)
+        t0 = time.perf_counter()
+        caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in group]
+        with torch.inference_mode():
+            cond, mask = stack_conditions(caps)
+            lora = generated_lora(self.llm, self.generator, cond, mask, len(group), aggregated=True)
+        sync(self.llm.device)
+        dt = time.perf_counter() - t0
+        for i, q in enumerate(group):
+            q.times.update(sender_prefill_s=max(q.agents[s].prefill_s for s in ("sender_A", "sender_B")),
+                           generator_s=dt)
+            for s in ("sender_A", "sender_B"):
+                q.agents[s].capture.hidden = None  # the condition is spent: free it
+            self.add(q, "receiver", Request(chat(self.llm, self.systems[2], q.question), q.sampling,
+                                            lora=lora.row(i)))
 
 
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
@@ -265,7 +275,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
-    textmas takes `sender_max_new_tokens` as one limit or one per question.
+    textmas takes `sender_max_new_tokens` as one limit or one per question; tflow takes
+    `generator_batch`, the most questions one generator call takes (default GENERATOR_BATCH).
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
@@ -355,7 +366,7 @@ class _aborting:
 
 def _extra(method: str, generator, kwargs: dict) -> dict:
     if method == "tflow":
-        return {"generator": generator}
+        return {"generator": generator, **{k: kwargs[k] for k in ("generator_batch",) if k in kwargs}}
     if method == "textmas" and "sender_max_new_tokens" in kwargs:
         return {"sender_max_new_tokens": kwargs["sender_max_new_tokens"]}
     return {}
