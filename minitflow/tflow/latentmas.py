@@ -329,7 +329,7 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
                            finish_reason=req.finish_reason or "length", agents=agents,
                            timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s},
                            batch_size=n,
-                           token_ids=req.output_ids)
+                           token_ids=req.output_ids, sampling=req.sampling)
         res.wall_s_per_question = timings["total_s"] / n
         results.append(res)
     return results

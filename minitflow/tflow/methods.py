@@ -69,6 +69,7 @@ class MethodResult:
     batch_size: int  # questions in flight at once
     token_ids: list[int] = field(default_factory=list)
     wall_s_per_question: float = 0.0  # the whole run's wall time / its questions
+    sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
 
     @property
     def processed_tokens(self) -> int:
@@ -90,6 +91,9 @@ class MethodResult:
             "timings": dict(self.timings),
             "wall_time_per_question": self.wall_s_per_question,
             "batch_size": self.batch_size,
+            **({"sampling": {k: getattr(self.sampling, k) for k in ("temperature", "top_p", "top_k", "seed",
+                                                                   "max_new_tokens")}}
+               if self.sampling is not None else {}),
         }
 
 
@@ -169,7 +173,7 @@ class _Pipeline:
         times = {**q.times, "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "total_s": final.finished_t - q.start_t}
         return MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
-                            usage, times, self.window, final.output_ids)
+                            usage, times, self.window, final.output_ids, sampling=final.sampling)
 
 
 class _Baseline(_Pipeline):
