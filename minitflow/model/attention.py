@@ -2,7 +2,7 @@
 
 Grouped-query attention without copying the cache: the query heads that share a KV head
 are folded into the query-length axis, so SDPA sees equal head counts for q and k/v.
-The mask is `key_position <= query_position`; rows of different lengths therefore never
+The mask allows `key_position <= query_position`; rows of different lengths therefore never
 see each other's padding, which is what makes batching invariant.
 """
 
@@ -12,12 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_mask(positions: torch.Tensor, kv_len: int, group: int = 1) -> torch.Tensor:
-    """positions (B, T) -> bool mask (B, 1, group * T, kv_len), True where attention is allowed;
-    `group` query heads per KV head (see cache_attention), repeated once here rather than in
-    every layer."""
+def causal_mask(positions: torch.Tensor, kv_len: int, group: int = 1,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """positions (B, T) -> additive mask (B, 1, group * T, kv_len) of `dtype`: 0 where attention
+    is allowed, -inf elsewhere; `group` query heads per KV head (see cache_attention), repeated
+    once here rather than in every layer. Additive, not bool: SDPA turns a bool mask into this
+    (two kernels) in every layer. Every row allows key 0 (positions are >= 0, padding sits at
+    0), so no row is all -inf."""
     keys = torch.arange(kv_len, device=positions.device)
-    mask = keys[None, None, None, :] <= positions[:, None, :, None]
+    allowed = keys[None, None, None, :] <= positions[:, None, :, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(~allowed, float("-inf"))
     return mask if group == 1 else mask.repeat(1, 1, group, 1)
 
 

@@ -106,7 +106,7 @@ class Qwen3Model(nn.Module):
         """
         x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds.to(self.embed_tokens.weight.dtype)
         cos, sin = self.rotary(positions, x.dtype)
-        mask = causal_mask(positions, kv_len, self.cfg.num_attention_heads // self.cfg.num_key_value_heads)
+        mask = causal_mask(positions, kv_len, self.cfg.num_attention_heads // self.cfg.num_key_value_heads, x.dtype)
         taken: list[torch.Tensor] = []
         want: set[int] = set()
         acc: torch.Tensor | None = None
