@@ -6,8 +6,8 @@ pipeline sends them (`methods.generated_lora`, at most QUESTIONS_PER_CALL per ca
 call's factors are kept, as the receivers hold them). Generator: the official dimensions
 (d_model 1024, token_dim 256, rank 4) for Qwen3-4B's projection shapes over 4 layers (the
 real receiver has 36: per question the activations grow with the layers), random, float32,
-CPU; conditions of 120 tokens per sender. Prints one JSON line: the stage's peak resident set
-above what was allocated before it (MiB), its seconds, and the calls' sizes.
+CPU; conditions of 120 tokens per sender. Prints one JSON line: how far the process's peak
+resident set rose during the stage (MiB), its seconds, and the calls' sizes.
 """
 
 from __future__ import annotations
