@@ -141,6 +141,17 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set (KiB) since it started its program: VmHWM, not
+    ru_maxrss, which a child inherits from its parent at fork (a benchmark subprocess of a
+    large pytest process would report the parent's size)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource  # no /proc (not Linux): the inherited-maximum caveat applies
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 @functools.cache
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes/s of a large device-to-device copy (read + write): the practical bandwidth limit

@@ -9,11 +9,11 @@ sender rows × 640 prompt tokens with a 600-token captured span, float32, CPU.
 
 from __future__ import annotations
 
-import resource
 import sys
 
 import torch
 
+from benchlib import peak_rss_kib
 from minitflow.engine.llm import LLM
 from minitflow.model.config import Qwen3Config
 from minitflow.model.qwen3 import Capture
@@ -49,7 +49,7 @@ def main(mode: str) -> int:
         assert cap.hidden.shape == (ROWS, SPAN, MID.hidden_size)
     else:
         raise SystemExit(f"unknown mode {mode!r}: plain, full or streamed")
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(peak_rss_kib())
     return 0
 
 

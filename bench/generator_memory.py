@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import sys
 import time
 from types import SimpleNamespace
 
 import torch
 
+from benchlib import peak_rss_kib
 from minitflow.model.config import QWEN3_4B
 from minitflow.tflow import methods
 from minitflow.tflow.checkpoint import arch_for, random_generator
@@ -34,8 +34,7 @@ def main(per_call: int) -> dict:
     gen = random_generator(CFG, seed=0, arch=arch_for(CFG)).eval().requires_grad_(False)
     cond = torch.randn(2 * QUESTIONS, COND_TOKENS, CFG.hidden_size, generator=torch.Generator().manual_seed(0))
     llm = SimpleNamespace(cfg=CFG, dtype=torch.float32)  # what generated_lora reads of the LLM
-    kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
-    before, kept, calls = kib(), [], []
+    before, kept, calls = peak_rss_kib(), [], []
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, QUESTIONS, per_call):
@@ -43,7 +42,7 @@ def main(per_call: int) -> dict:
             rows = cond[[q for q in group] + [QUESTIONS + q for q in group]]  # senders outermost
             kept.append(methods.generated_lora(llm, gen, rows, None, len(group), aggregated=True))
             calls.append(len(group))
-    return {"per_call": per_call, "stage_peak_mib": (kib() - before) / 1024, "s": time.perf_counter() - t0,
+    return {"per_call": per_call, "stage_peak_mib": (peak_rss_kib() - before) / 1024, "s": time.perf_counter() - t0,
             "calls": calls}
 
 
