@@ -52,23 +52,15 @@ def main(steps: int) -> None:
                         torch.cuda.synchronize()
             events = prof.key_averages()
             if cuda:
-                kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-                total = sum(e.self_device_time_total for e in kernels)
-                count = sum(e.count for e in kernels)
-                print(f"\n== batch {batch}, {name}: {count / steps:.0f} kernels per step, "
-                      f"{total / steps / 1e3:.3f} ms of kernel time per step")
-                top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:10]
-                for e in top:
-                    print(f"  {e.self_device_time_total / steps / 1e3:8.3f} ms  {e.count / steps:5.0f}x  {e.key[:90]}")
+                rows = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+                took, what = (lambda e: e.self_device_time_total), "kernels"
             else:
-                ops = [e for e in events if e.key.startswith("aten::")]
-                total = sum(e.self_cpu_time_total for e in ops)
-                print(f"\n== batch {batch}, {name}: {sum(e.count for e in ops) / steps:.0f} aten ops per step, "
-                      f"{total / steps / 1e3:.3f} ms of CPU time per step")
-                top = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
-                for e in top:
-                    print(f"  {e.self_cpu_time_total / steps / 1e3:8.3f} ms  {e.count / steps:5.0f}x  {e.key}")
-
+                rows = [e for e in events if e.key.startswith("aten::")]
+                took, what = (lambda e: e.self_cpu_time_total), "aten ops"
+            print(f"\n== batch {batch}, {name}: {sum(e.count for e in rows) / steps:.0f} {what} per step, "
+                  f"{sum(took(e) for e in rows) / steps / 1e3:.3f} ms of their time per step")
+            for e in sorted(rows, key=took, reverse=True)[:10]:
+                print(f"  {took(e) / steps / 1e3:8.3f} ms  {e.count / steps:5.0f}x  {e.key[:90]}")
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
