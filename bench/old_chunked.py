@@ -1,6 +1,7 @@
-"""tflow on 64 long-tailed questions, run by one version of minitflow (whichever PYTHONPATH gives).
+"""tflow or textmas on 64 long-tailed questions, run by one version of minitflow (whichever
+PYTHONPATH gives).
 
-    PYTHONPATH=<checkout> python bench/old_chunked.py old|new TOKENIZER_DIR [top_p|qwen3]
+    PYTHONPATH=<checkout> python bench/old_chunked.py old|new TOKENIZER_DIR [top_p|qwen3] [tflow|textmas]
 
 `old`: the code before the serving core (e6c0488): `run_method` in chunks of 8 questions, each
 chunk generating up to its longest question's length (that API has one max_new_tokens per
@@ -9,7 +10,9 @@ in flight and each question's own length. Same tiny Qwen3 (random, seed 0, Qwen3
 same random generator, same questions, seeds and lengths as bench/test_serving.py's pipeline
 benchmark. Sampling (SAMPLING): temperature 0.6 and top-p 0.95, the official settings as
 written, or `qwen3`, what the official code samples with on Qwen3-4B (plus its
-generation_config's top-k 20). Uses only APIs both versions have. Prints one JSON line: the best of 2 timed runs
+generation_config's top-k 20). textmas senders generate SENDER_NEW tokens each (the old API
+has one sender length per call); the new engine gets two slots per textmas question, the rows
+the old code's sender batch has (2 x 8). Uses only APIs both versions have. Prints one JSON line: the best of 2 timed runs
 after a warm-up, and each question's tokens cut to its own length (to compare the versions).
 """
 
@@ -31,7 +34,7 @@ from minitflow.model.weights import empty_model
 from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.methods import run_method
 
-QUESTIONS, SLOTS, MAX_NEW = 64, 8, 32
+QUESTIONS, SLOTS, MAX_NEW, SENDER_NEW = 64, 8, 32, 16
 SAMPLING = {"top_p": dict(temperature=0.6, top_p=0.95), "qwen3": dict(temperature=0.6, top_p=0.95, top_k=20)}
 
 
@@ -48,7 +51,7 @@ def pipeline_questions(n: int) -> list[str]:
     return [f"A shop sells {i + 3} boxes of {2 * i + 5} pens and {i} more pens. How many pens?" for i in range(n)]
 
 
-def main(mode: str, tokenizer_dir: str, sampling: str = "top_p") -> dict:
+def main(mode: str, tokenizer_dir: str, sampling: str = "top_p", method: str = "tflow") -> dict:
     torch.set_num_threads(1)
     cfg = Qwen3Config(vocab_size=QWEN3_4B.vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                       num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
@@ -69,23 +72,24 @@ def main(mode: str, tokenizer_dir: str, sampling: str = "top_p") -> dict:
 
         def run():
             return [r for i in range(0, QUESTIONS, SLOTS)
-                    for r in run_method("tflow", llm, questions[i:i + SLOTS], generator=gen, batch_size=SLOTS,
+                    for r in run_method(method, llm, questions[i:i + SLOTS], generator=gen, batch_size=SLOTS,
                                         sampling=dataclasses.replace(base, max_new_tokens=max(lengths[i:i + SLOTS])),
-                                        seeds=list(range(i, i + SLOTS)))]
+                                        seeds=list(range(i, i + SLOTS)), sender_max_new_tokens=SENDER_NEW)]
     else:
-        llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=SLOTS)
+        llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=SLOTS * (2 if method == "textmas" else 1))
         sps = [dataclasses.replace(base, max_new_tokens=m) for m in lengths]
 
         def run():
-            return run_method("tflow", llm, questions, sampling=sps, generator=gen, batch_size=SLOTS)
+            return run_method(method, llm, questions, sampling=sps, generator=gen, batch_size=SLOTS,
+                              sender_max_new_tokens=SENDER_NEW)
     run()  # warm-up
     best, results = float("inf"), []
     for _ in range(2):
         t0 = time.perf_counter()
         results = run()
         best = min(best, time.perf_counter() - t0)
-    return {"mode": mode, "sampling": sampling, "s": best, "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
+    return {"mode": mode, "method": method, "sampling": sampling, "s": best, "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:4])))
+    print(json.dumps(main(*sys.argv[1:5])))

@@ -37,15 +37,15 @@ MODES = ("eager", "graphs", "compiled") if ON_CUDA else ("eager",)
 # ---- the three methods -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e(setup: Setup, model: Qwen3Model):
-    """(methods module, {(mode, questions): LLM with a Qwen3 tokenizer}, random TFlowGenerator); the tiny CPU
+    """(methods module, {(mode, slots): LLM with a Qwen3 tokenizer}, random TFlowGenerator); the tiny CPU
     model gets Qwen3's vocabulary so that the tokenizer's ids fit."""
     methods = pytest.importorskip("minitflow.tflow.methods", reason="minitflow.tflow.methods not importable yet")
     net, tokenizer = tokenized_model(setup, model)
-    # one engine per question count, with as many slots as questions: the batch-1 peak memory
-    # holds one slot's KV cache and LoRA buffers, not twenty
-    llms = {(mode, n): LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"),
-                           cuda_graphs=(mode == "graphs"), num_slots=n)
-            for mode in MODES for n in QUESTION_COUNTS}
+    # one engine per slot count, as the CLI sizes it: questions x slots_per_question (textmas: 2),
+    # so the batch-1 peak memory holds one slot's KV cache and LoRA buffers, not twenty
+    llms = {(mode, n * k): LLM(net, tokenizer, eos_token_ids=[tokenizer.eos_token_id], compile=(mode == "compiled"),
+                               cuda_graphs=(mode == "graphs"), num_slots=n * k)
+            for mode in MODES for n in QUESTION_COUNTS for k in (1, 2)}
     gen = bench_generator(setup, net.cfg)
     return methods, llms, gen
 
@@ -59,7 +59,8 @@ def run_questions(e2e, method: str, n: int, mode: str) -> list:
     methods, llms, gen = e2e
     questions = (QUESTIONS * n)[:n]
     sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, **SAMPLING["qwen3"])
-    return methods.run_method(method, llms[(mode, n)], questions, style="gsm8k", sampling=sampling, generator=gen,
+    llm = llms[(mode, n * methods.slots_per_question(method))]
+    return methods.run_method(method, llm, questions, style="gsm8k", sampling=sampling, generator=gen,
                               batch_size=n, sender_max_new_tokens=NEW_TOKENS)
 
 

@@ -128,9 +128,10 @@ PIPE_MAX_NEW = 256 if ON_CUDA else 32
 def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str, sampling: str) -> None:
     """64 questions (official gsm8k prompts, long-tailed output lengths for every generating
     agent, ignore_eos; `sampling` as in bench/old_chunked.py) through
-    run_method with SLOTS questions in flight, vs the chunked path: SLOTS questions at a time
-    on a static engine, each stage waiting for the chunk's slowest question."""
-    from minitflow.tflow.methods import run_method
+    run_method with SLOTS questions in flight (SLOTS x slots_per_question engine slots, as the CLI
+    sizes them: textmas' two senders generate at once), vs the chunked path: SLOTS questions at a
+    time on a static engine of 2 x SLOTS slots, each stage waiting for the chunk's slowest question."""
+    from minitflow.tflow.methods import run_method, slots_per_question
     benchmark.group = "serving-pipelines"
     net, tokenizer = tokenized
     gen = bench_generator(setup, net.cfg)
@@ -140,7 +141,7 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str, sa
     # senders' outputs are long-tailed too (textmas: up to PIPE_MAX_NEW / 2 tokens each)
     kw = dict(style="gsm8k", generator=gen,
               sender_max_new_tokens=long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW // 2, seed=3))
-    piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
+    piped = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS * slots_per_question(method), cuda_graphs=ON_CUDA)
     chunked = LLM(net, tokenizer, eos_token_ids=[], num_slots=2 * SLOTS, static=True, prefix_cache_bytes=0,
                   cuda_graphs=ON_CUDA)
     out = {}
@@ -225,14 +226,16 @@ OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks wit
 
 
 @pytest.mark.parametrize("sampling", list(SAMPLING))
-def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, sampling: str) -> None:
-    """tflow, 64 long-tailed questions: this checkout's pipeline vs the code of OLD_COMMIT itself
+@pytest.mark.parametrize("method", ["tflow", "textmas"])
+def test_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, method: str, sampling: str) -> None:
+    """64 long-tailed questions: this checkout's pipeline vs the code of OLD_COMMIT itself
     (extracted with `git archive`), each in its own process (bench/old_chunked.py), old and new
     alternating for 2 rounds; every question's tokens must be equal. CPU only (the old code
     has no CUDA graphs to compare with); skips without git history or a tokenizer.
     `sampling`: top-p 0.95 alone sorts the whole vocabulary per row and step, so the rows the
     chunked path computes in vain cost most; `qwen3` adds Qwen3-4B's top-k 20 (what the official
-    code samples with there), where the sampler is cheap and the rest of the work weighs more."""
+    code samples with there), where the sampler is cheap and the rest of the work weighs more.
+    textmas senders all generate 16 tokens (the old API has one sender length per call)."""
     import json
     import os
     import subprocess
@@ -255,8 +258,8 @@ def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_pat
 
     def run(mode: str, path: Path) -> dict:
         env = {**os.environ, "PYTHONPATH": str(path)}
-        out = subprocess.run([sys.executable, str(script), mode, str(tok), sampling], env=env, capture_output=True, text=True,
-                             check=True, cwd=str(tmp_path))
+        out = subprocess.run([sys.executable, str(script), mode, str(tok), sampling, method], env=env,
+                             capture_output=True, text=True, check=True, cwd=str(tmp_path))
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     got: dict[str, list[dict]] = {"old": [], "new": []}
@@ -264,6 +267,6 @@ def test_tflow_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_pat
                        rounds=1, iterations=1)
     assert all(r["tokens"] == got["new"][0]["tokens"] for r in got["old"] + got["new"])
     new_s, old_s = min(r["s"] for r in got["new"]), min(r["s"] for r in got["old"])
-    record(benchmark, setup, method="tflow", sampling=sampling, questions=64, slots=8, old_commit=OLD_COMMIT, s=new_s, old_s=old_s,
+    record(benchmark, setup, method=method, sampling=sampling, questions=64, slots=8, old_commit=OLD_COMMIT, s=new_s, old_s=old_s,
            questions_per_s=64 / new_s, old_questions_per_s=64 / old_s, speedup_vs_old_code=old_s / new_s,
            speedups_per_round=[o["s"] / n["s"] for o, n in zip(got["old"], got["new"])])

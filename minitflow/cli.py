@@ -15,7 +15,7 @@ from minitflow.engine.llm import LLM, generation_top_k
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
-from minitflow.tflow.methods import METHODS
+from minitflow.tflow.methods import METHODS, slots_per_question
 
 OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P = 0.6, 0.95
 
@@ -39,7 +39,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
                    "which HF generate applies under the official code")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=int, default=8,
+                   help="questions in flight; the engine gets this many slots (textmas: twice, for its two senders)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
     p.add_argument("--eager", action="store_true",
                    help="on CUDA, run every decode step op by op instead of replaying CUDA graphs (debugging)")
@@ -145,8 +146,9 @@ def load_for(args: argparse.Namespace):
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    # --batch_size is the engine's slot count: the requests that decode together
-    llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile, num_slots=args.batch_size,
+    # --batch_size questions in flight; the engine's slots are the requests they run at once
+    llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile,
+                   num_slots=args.batch_size * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
     generator = None
     if args.method == "tflow":

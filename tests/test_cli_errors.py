@@ -149,6 +149,24 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     assert evaluate.run_settings(args, "gsm8k")["top_k"] == 20  # a resumed run compares the value used
 
 
+@pytest.mark.parametrize("method,slots", [("baseline", 3), ("tflow", 3), ("textmas", 6)])
+def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(method, slots, monkeypatch):
+    """textmas' two senders of a question generate at once, as in the official batch."""
+    from minitflow.cli import add_model_args, load_for
+    seen = {}
+
+    def fake_load(cls, model, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+    monkeypatch.setattr(LLM, "load", classmethod(fake_load))
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    with pytest.raises(UserError, match="stop here"):
+        load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu", "--random_generator"]
+                              if method == "tflow" else ["--method", method, "--batch_size", "3", "--device", "cpu"]))
+    assert seen["num_slots"] == slots
+
+
 # ---- input files ------------------------------------------------------------------------
 
 def test_non_utf8_input_files_and_stdin(tmp_path, capsys, monkeypatch):

@@ -57,6 +57,14 @@ class AgentUsage:
         return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens)
 
 
+def slots_per_question(method: str) -> int:
+    """Requests one question runs at once at its widest stage: textmas' two senders generate
+    together (the official batch runs them as 2 x batch rows, and a decode step costs about the
+    same with twice the rows); every other method has one generating request at a time (tflow's
+    senders are prefill-only). An engine for `n` questions in flight wants n times this."""
+    return 2 if method == "textmas" else 1
+
+
 @dataclass
 class MethodResult:
     method: str
