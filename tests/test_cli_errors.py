@@ -162,8 +162,8 @@ def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(metho
     p = argparse.ArgumentParser()
     add_model_args(p)
     with pytest.raises(UserError, match="stop here"):
-        load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu", "--random_generator"]
-                              if method == "tflow" else ["--method", method, "--batch_size", "3", "--device", "cpu"]))
+        load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu"] +
+                              (["--random_generator"] if method == "tflow" else [])))
     assert seen["num_slots"] == slots
 
 
