@@ -39,7 +39,7 @@ def main(per_call: int) -> dict:
     with torch.inference_mode():
         for i in range(0, QUESTIONS, per_call):
             group = list(range(i, min(i + per_call, QUESTIONS)))
-            rows = cond[[q for q in group] + [QUESTIONS + q for q in group]]  # senders outermost
+            rows = cond[group + [QUESTIONS + q for q in group]]  # senders outermost
             kept.append(methods.generated_lora(llm, gen, rows, None, len(group), aggregated=True))
             calls.append(len(group))
     return {"per_call": per_call, "stage_peak_mib": (peak_rss_kib() - before) / 1024, "s": time.perf_counter() - t0,

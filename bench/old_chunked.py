@@ -12,7 +12,8 @@ benchmark. Sampling (SAMPLING): temperature 0.6 and top-p 0.95, the official set
 written, or `qwen3`, what the official code samples with on Qwen3-4B (plus its
 generation_config's top-k 20). textmas senders generate SENDER_NEW tokens each (the old API
 has one sender length per call); the new engine gets two slots per textmas question, the rows
-the old code's sender batch has (2 x 8). Uses only APIs both versions have. Prints one JSON line: the best of 2 timed runs
+the old code's sender batch has (2 x 8); `methods.slots_per_question` says the same, but this
+script imports only APIs both versions have. Prints one JSON line: the best of 2 timed runs
 after a warm-up, and each question's tokens cut to its own length (to compare the versions).
 """
 
@@ -88,7 +89,8 @@ def main(mode: str, tokenizer_dir: str, sampling: str = "top_p", method: str = "
         t0 = time.perf_counter()
         results = run()
         best = min(best, time.perf_counter() - t0)
-    return {"mode": mode, "method": method, "sampling": sampling, "s": best, "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
+    return {"mode": mode, "method": method, "sampling": sampling, "s": best,
+            "tokens": [r.token_ids[:m] for r, m in zip(results, lengths)]}
 
 
 if __name__ == "__main__":

@@ -251,13 +251,15 @@ class _TFlow(_Pipeline):
             elif q.agents["sender_A"].finished and q.agents["sender_B"].finished and \
                     q not in ready:  # both senders may finish in one step
                 ready.append(q)
+        if ready:
+            sync(self.llm.device)  # each group's generator_s starts from an idle device
         for i in range(0, len(ready), self.generator_batch):
             self.receivers(ready[i:i + self.generator_batch])
         return done
 
     def receivers(self, group: list[_Question]) -> None:
-        """The generator over `group` (questions whose senders are done), then their receivers."""
-        sync(self.llm.device)
+        """The generator over `group` (questions whose senders are done; the device idle), then
+        their receivers."""
         t0 = time.perf_counter()
         caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in group]
         with torch.inference_mode():
