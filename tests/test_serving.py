@@ -240,10 +240,18 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
         assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
 
 
-def test_a_request_done_at_its_first_token_takes_no_decode_step(model):
+def test_the_first_token_comes_from_the_decode_step(model, monkeypatch):
+    """A prefill runs no lm_head and samples nothing: the last prompt token is the slot's first
+    decode input, so requests admitted together get their first tokens in one batched step."""
     llm = _llm(model, num_slots=4)
-    gens = llm.generate(_prompts(3, seed=6), SamplingParams(max_new_tokens=1))
-    assert [len(g.token_ids) for g in gens] == [1, 1, 1] and llm.engine.steps == 0
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, *a, **kw: calls.append((ids.shape[1], kw.get("need_logits", True)))
+                        or forward(ids, *a, **kw))
+    prompts = _prompts(3, seed=6)
+    gens = llm.generate(prompts, SamplingParams(max_new_tokens=1))
+    assert [len(g.token_ids) for g in gens] == [1, 1, 1] and llm.engine.steps == 1
+    assert calls == [(max(map(len, prompts)) - 1, False), (1, True)]
 
 
 def test_cuda_graphs_need_cuda_and_exclude_compile(model):

@@ -1,7 +1,8 @@
 """The serving loop: requests in, one step at a time, finished requests out.
 
 Each `step()` admits waiting requests into free slots (a cached prefix copied in, the rest
-prefilled, the first token sampled), runs one decode step for every running slot, and hands
+prefilled but the last prompt token), runs one decode step for every running slot (a new
+request's last prompt token gives its first new token there), and hands
 the new tokens to the host, which appends them, applies EOS / length / stop strings and frees
 the slots of finished requests, so the next step refills them (continuous batching).
 
@@ -157,7 +158,6 @@ class Engine:
             if self.scheduler.static:
                 self._static_slots = sorted(r.slot for r in admitted if r.generate)
             finished += self._prefill(admitted)
-            finished += self._collect(drain=False)  # a request done at its first token takes no decode step
         running = sorted(s for s, r in self.scheduler.running.items() if r.generate)
         if running:
             # static: the whole batch computes until its last request ends (the old path)
@@ -214,7 +214,7 @@ class Engine:
         for group in groups.values():
             sync(self.device)
             t0 = time.perf_counter()
-            gen, tokens = self.runner.prefill(group)
+            self.runner.prefill(group)
             for r in group:
                 c, cond = r.capture, None
                 if r_cond.get(r.id) is not None:  # the condition rows the prefix cache gave come first
@@ -222,8 +222,9 @@ class Engine:
                     c.lengths = [c.hidden.shape[1]]
                 if c is not None and c.layer_weights is not None:
                     cond = (self._cond_key(c), c.starts[0], c.hidden[0])
-                if r.lora is None and r.past is None:
-                    self.prefix_cache.insert(r.prompt_ids, lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond)
+                if r.lora is None and r.past is None:  # the KV the prefill wrote
+                    self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
+                                             lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond)
             sync(self.device)
             dt = time.perf_counter() - t0
             for r in group:
@@ -232,8 +233,6 @@ class Engine:
                     r.finish_reason, r.status, r.finished_t = "prefill", Status.FINISHED, time.perf_counter()
                     self.scheduler.release(r)
                     finished.append(r)
-            if tokens is not None:
-                self.ring.push(gen, tokens)
         return finished
 
     def _accept(self, req: Request, tok: int) -> bool:

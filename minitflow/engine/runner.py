@@ -2,9 +2,9 @@
 
 A slot is a row of the KV cache plus that row of the LoRA buffers and of the sampler, the
 last token sampled there and the position it writes next. `prefill` runs the admitted
-requests' prompts (right-padded, only real tokens written, each into its slot after any
-cached or handed-over prefix) and samples their first tokens; `decode` runs one step for a
-set of slots and samples the next tokens. Nothing here knows about queues or text.
+requests' prompts but their last tokens (right-padded, only real tokens written, each into its
+slot after any cached or handed-over prefix), with no lm_head; `decode` runs one step for a
+set of slots, the last prompt token of a new request included, and samples the next tokens. Nothing here knows about queues or text.
 
 Slots without LoRA carry zero factors while a neighbour has some: W x + 0·(0·x) is W x
 exactly, so they get bit-identical results, and no per-row branch or mask is needed in the
@@ -164,13 +164,35 @@ class ModelRunner:
         return t.pin_memory().to(self.device, non_blocking=True)
 
     # ---- prefill -------------------------------------------------------------------------
-    def prefill(self, reqs: list[Request]) -> tuple[list[Request], torch.Tensor | None]:
-        """Prefill `reqs` (already loaded into their slots), fill their captures, and sample the
-        first token of those that generate: (those requests, their tokens on the device)."""
+    @staticmethod
+    def prefill_len(req: Request) -> int:
+        """Prompt tokens the prefill computes: all of them for a request that only prefills or
+        captures, else all but the last, which the decode step runs as its first input (so the
+        first token comes from the same batched lm_head and sampler as every other token, and a
+        prefill never samples). A capture that also generates prefills everything and the
+        decode step recomputes the last position."""
+        return len(req.prompt_ids) - (req.generate and req.capture is None)
+
+    def prefill(self, reqs: list[Request]) -> None:
+        """Prefill `reqs` (already loaded into their slots) and fill their captures; a request
+        that generates is left with its last prompt token as the slot's next decode input."""
         assert self.cache is not None
+        todo = [r for r in reqs if self.prefill_len(r) > r.cached_tokens]
+        if todo:
+            self._forward(todo)
+        for r in reqs:
+            self.next_pos[r.slot] = r.context_len if not r.generate else r.context_len - 1
+        gen = [r for r in reqs if r.generate]
+        if gen:
+            rows = self._to_device(torch.tensor([r.slot for r in gen]))
+            self.tokens[rows] = self._to_device(torch.tensor([r.prompt_ids[-1] for r in gen]))
+            self.positions[rows] = self._to_device(torch.tensor([r.context_len - 1 for r in gen]))
+
+    def _forward(self, reqs: list[Request]) -> None:
+        """One right-padded forward over the uncached prompt tokens of `reqs`, no lm_head."""
         b = len(reqs)
         starts = [r.past_len + r.cached_tokens for r in reqs]
-        suffixes = [r.prompt_ids[r.cached_tokens:] for r in reqs]
+        suffixes = [r.prompt_ids[r.cached_tokens:self.prefill_len(r)] for r in reqs]
         lens = [len(s) for s in suffixes]
         t = max(lens)
         x = torch.zeros(b, t, dtype=torch.long)
@@ -188,26 +210,13 @@ class ModelRunner:
                               starts=[max(r.capture.starts[0] - r.cached_tokens, 0) for r in reqs],
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
                               layer_weights=reqs[0].capture.layer_weights)
-        gen = [i for i, r in enumerate(reqs) if r.generate]
-        logits = self.model(self._to_device(x), self._to_device(pos), self.cache, max(s + n for s, n in zip(starts, lens)),
-                            rows=rows, valid=None if min(lens) == t else self._to_device(valid),
-                            lora=self._lora_rows(rows, slots), capture=capture,
-                            logits_index=self._to_device(torch.tensor(lens) - 1), need_logits=bool(gen))
+        self.model(self._to_device(x), self._to_device(pos), self.cache, max(s + n for s, n in zip(starts, lens)),
+                   rows=rows, valid=None if min(lens) == t else self._to_device(valid),
+                   lora=self._lora_rows(rows, slots), capture=capture, need_logits=False)
         if capture is not None:
             for i, r in enumerate(reqs):
                 r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
                 r.capture.lengths = [capture.lengths[i]]
-        for r in reqs:
-            self.next_pos[r.slot] = r.context_len
-        if not gen:
-            return [], None
-        gen_rows = rows[gen]
-        gen_slots = [slots[i] for i in gen]
-        tokens = self.sampler.sample(logits[gen, 0], gen_rows, gen_slots)
-        self.tokens[gen_rows] = tokens
-        self.positions[gen_rows] = self._to_device(torch.tensor([reqs[i].context_len for i in gen]))
-        self.sampler.advance(gen_rows)
-        return [reqs[i] for i in gen], tokens
 
     # ---- decode --------------------------------------------------------------------------
     def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int,
