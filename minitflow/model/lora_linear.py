@@ -19,19 +19,23 @@ LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
     """x (B, T, in), weight (out, in), lora = (A (B, R, in), (B_1 (B, out_1, r_1), ...)) with
-    sum out_j = out and sum r_j = R -> (B, T, out)."""
+    sum out_j = out and sum r_j = R -> (B, T, out).
+
+    Each block adds its product into its columns of `W x` in place (`baddbmm_` on a column
+    slice, which BLAS writes through its row stride): one kernel per block, no product tensor,
+    no concatenation and no separate add; bitwise what `y + cat(bmm(...))` gives in float32."""
     y = F.linear(x, weight)
     if lora is None:
         return y
     a, blocks = lora
     u = torch.bmm(x, a.transpose(1, 2))
-    if len(blocks) == 1:
-        return y + torch.bmm(u, blocks[0].transpose(1, 2))
-    parts, start = [], 0
+    start = col = 0
     for b in blocks:
-        parts.append(torch.bmm(u[..., start:start + b.shape[2]], b.transpose(1, 2)))
-        start += b.shape[2]
-    return y + torch.cat(parts, dim=-1)
+        rank, out = b.shape[2], b.shape[1]
+        if rank:
+            y[..., col:col + out].baddbmm_(u[..., start:start + rank], b.transpose(1, 2))
+        start, col = start + rank, col + out
+    return y
 
 
 def lora_linear_naive(
