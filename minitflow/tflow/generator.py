@@ -67,13 +67,16 @@ def factor_shapes(shapes: dict[str, tuple[int, int]], rank: int) -> list[tuple[s
 
 
 def rope_table(ids: torch.Tensor, axes: list[int], theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (N, len(axes)) -> (cos, sin), each (N, sum(axes)/2): one rotary block per axis."""
+    """ids (N, len(axes)) -> (cos, sin), each (N, sum(axes)): one rotary block per axis, every
+    angle written twice in a row (the pair it rotates) and sin signed (-sin, +sin), the form
+    `apply_rope` multiplies by."""
     angles = []
     for i, dim in enumerate(axes):
         omega = 1.0 / (theta ** (torch.arange(0, dim, 2, device=ids.device) / dim))
         angles.append(ids[:, i].float()[:, None] * omega[None, :])
     ang = torch.cat(angles, dim=-1)
-    return ang.cos(), ang.sin()
+    sin = ang.sin()
+    return ang.cos().repeat_interleave(2, dim=-1), torch.stack([-sin, sin], dim=-1).flatten(-2)
 
 
 def grid_ids(*lengths: int, device=None) -> torch.Tensor:
@@ -82,12 +85,13 @@ def grid_ids(*lengths: int, device=None) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """x (..., N, hd): rotate the pairs (x0, x1) = (x[2i], x[2i+1]) by the table's angles.
-    Same products and sums as the official 2x2-matrix form, so the results are bitwise equal."""
+    """x (..., N, hd): rotate the pairs (x0, x1) = (x[2i], x[2i+1]) by the table's angles:
+    x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix form's two products
+    summed (in swapped order for x1, which float addition does not see), so the results are
+    bitwise equal, in 4 ops instead of 9."""
     cos, sin = rot
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    out = torch.stack([cos * x0 + (-sin) * x1, sin * x0 + cos * x1], dim=-1)
-    return out.flatten(-2).type_as(x)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x * cos + swapped * sin).type_as(x)
 
 
 class MultiHeadAttention(nn.Module):
