@@ -254,6 +254,40 @@ def test_the_first_token_comes_from_the_decode_step(model, monkeypatch):
     assert calls == [(max(map(len, prompts)) - 1, False), (1, True)]
 
 
+def _recomputed(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy tokens by recomputing the whole sequence at every step, no cache at all."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            x = torch.tensor([ids])
+            logits = model(x, torch.arange(len(ids))[None], None, len(ids))
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_the_first_token_when_the_prefill_has_nothing_or_everything_to_do(model):
+    """A one-token prompt (no prefill forward at all), a prompt whose every token but the last
+    comes from the prefix cache (none either), and a capture that also generates (prefilled to
+    its end for the capture; the decode step computes the last position again) all get the
+    tokens of a full recompute, and the capture what a prefill-only request captures."""
+    from minitflow.model.qwen3 import Capture
+    shared = _prompts(1, seed=8)[0][: 2 * BLOCK]
+    llm = _llm(model, num_slots=2, prefix_cache_bytes=1 << 24)
+    one, warm, cached = [7], shared + [3, 4], shared + [9]
+    sp = SamplingParams(max_new_tokens=6)
+    assert llm.generate([one], sp)[0].token_ids == _recomputed(model, one, 6)
+    llm.generate([warm], sp)
+    got = llm.generate([cached], sp)[0]
+    assert got.cached_tokens == 2 * BLOCK == len(cached) - 1
+    assert got.token_ids == _recomputed(model, cached, 6)
+    prompt = _prompts(1, seed=9)[0]
+    span = (3, len(prompt))
+    cap = Capture([0, 2], [span[0]], [span[1]])
+    assert llm.generate([prompt], sp, capture=cap)[0].token_ids == _recomputed(model, prompt, 6)
+    alone = llm.capture_hidden([prompt], Capture([0, 2], [span[0]], [span[1]]))
+    assert torch.equal(cap.hidden, alone.hidden) and cap.lengths == [span[1] - span[0]]
+
+
 def test_cuda_graphs_need_cuda_and_exclude_compile(model):
     """A CPU model cannot capture CUDA graphs: one line before any work, never a silent eager run.
     By default they are on for a CUDA model only."""
