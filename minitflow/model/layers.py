@@ -19,8 +19,8 @@ def fused_on_cuda(fn):
     """`fn` as one fused kernel (torch.compile, dynamic shapes) when its first argument is on
     CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
     tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
-    elementwise chains (RMSNorm, q/k norm with RoPE, SiLU·up) folds ~44 ops per layer into 5
-    kernels (bench/op_count.py). CPU keeps the op-by-op reference that matches transformers, and
+    elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
+    SiLU·up) folds ~45 ops per layer into 5 kernels (bench/op_count.py). CPU keeps the op-by-op reference that matches transformers, and
     training keeps it too (its backward is the tested one); on CUDA the fused kernel may round
     bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
@@ -43,6 +43,13 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 
 rms_norm = fused_on_cuda(_rms_norm)
+
+
+@fused_on_cuda
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add and the RMSNorm that reads it: (x + delta, its norm), one kernel on CUDA."""
+    x = x + delta
+    return x, _rms_norm(x, weight, eps)
 
 
 @fused_on_cuda
@@ -121,6 +128,7 @@ class DecoderLayer(nn.Module):
         # without a cache (training, scoring a full sequence) attention reads this call's k/v
         k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, positions, kv_len, rows, valid)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
-        x = x + lora_linear_ref(attn, self.o_proj.weight, lo.get("o"))
-        gate_up = lora_linear_ref(self.post_attention_layernorm(x), self.gate_up_proj.weight, lo.get("gate_up"))
+        norm = self.post_attention_layernorm
+        x, h = add_rms_norm(x, lora_linear_ref(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
+        gate_up = lora_linear_ref(h, self.gate_up_proj.weight, lo.get("gate_up"))
         return x + lora_linear_ref(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))
