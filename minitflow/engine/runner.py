@@ -4,7 +4,8 @@ A slot is a row of the KV cache plus that row of the LoRA buffers and of the sam
 last token sampled there and the position it writes next. `prefill` runs the admitted
 requests' prompts but their last tokens (right-padded, only real tokens written, each into its
 slot after any cached or handed-over prefix), with no lm_head; `decode` runs one step for a
-set of slots, the last prompt token of a new request included, and samples the next tokens. Nothing here knows about queues or text.
+set of slots, the last prompt token of a new request included, and samples the next tokens.
+Nothing here knows about queues or text.
 
 Slots without LoRA carry zero factors while a neighbour has some: W x + 0·(0·x) is W x
 exactly, so they get bit-identical results, and no per-row branch or mask is needed in the

@@ -20,9 +20,9 @@ def fused_on_cuda(fn):
     CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
     tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
     elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
-    SiLU·up) folds ~45 ops per layer into 5 kernels (bench/op_count.py). CPU keeps the op-by-op reference that matches transformers, and
-    training keeps it too (its backward is the tested one); on CUDA the fused kernel may round
-    bf16 intermediates differently."""
+    SiLU·up) folds ~45 ops per layer into 5 kernels (bench/op_count.py). CPU keeps the op-by-op
+    reference that matches transformers, and training keeps it too (its backward is the tested
+    one); on CUDA the fused kernel may round bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
         # inside a whole-step torch.compile (LLM(compile=True)) inductor fuses `fn` itself
         if not x.is_cuda or torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -46,7 +46,8 @@ rms_norm = fused_on_cuda(_rms_norm)
 
 
 @fused_on_cuda
-def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual add and the RMSNorm that reads it: (x + delta, its norm), one kernel on CUDA."""
     x = x + delta
     return x, _rms_norm(x, weight, eps)
