@@ -130,8 +130,9 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @torch.inference_mode()  # the fused kernels serve inference; a recorded gradient takes the op-by-op path
 def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
-    """On CUDA RMSNorm, the residual add + RMSNorm, q/k norm + RoPE and SiLU·up run as compiled kernels: the same values
-    as the op-by-op functions (CPU's path), to float32 noise, or to bf16 rounding."""
+    """On CUDA RMSNorm, the residual add + RMSNorm, q/k norm + RoPE and SiLU·up run as compiled
+    kernels: the same values as the op-by-op functions (CPU's path), to float32 noise, or to bf16
+    rounding."""
     from minitflow.model import layers
     from minitflow.model.layers import _FUSED
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -1,11 +1,12 @@
 """The fused per-request LoRA projection: y = W x + B (A x), factors per batch row.
 
 `A` stacks every sender's factors along the rank axis and `B` carries the sender weight and
-the LoRA scale, so several senders cost one pair of batched matmuls and no cross terms
-(see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B` block per
-projection, each reading its own slice of `A x`, so no block-diagonal zeros are stored or
-read. `lora_linear_ref` is the eager reference; `lora_linear` is the same function under
-`torch.compile`, which fuses the add into the epilogue. A compiled decode step inlines `lora_linear_ref` and gets the same fusion.
+the LoRA scale, so several senders cost one batched matmul for `A x` and one per `B` block,
+with no cross terms (see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B`
+block per projection, each reading its own slice of `A x` and adding into its own columns of
+`W x`, so no block-diagonal zeros are stored or read. `lora_linear_ref` is the eager reference;
+`lora_linear` is the same function under `torch.compile` (a compiled decode step inlines
+`lora_linear_ref` instead).
 """
 
 from __future__ import annotations
