@@ -166,10 +166,10 @@ def test_topk_sort_and_unfiltered_paths_agree(row):
     pair = [torch.cat([lg, _logits(1, vocab, seed=90 + s)]) for s, lg in enumerate(own)]
     runs = {}
     for name, partner in {"topk": SamplingParams(temperature=1.0, top_k=50, seed=1),
-                          "sort": SamplingParams(temperature=1.0, top_p=0.9, seed=1),
+                          "nucleus": SamplingParams(temperature=1.0, top_p=0.9, seed=1),
                           "none": SamplingParams(temperature=1.0, seed=1)}.items():
         sampler = Sampler([row, partner], CPU)
-        path = "topk" if sampler.kmax else "sort" if sampler.filtering else "none"
+        path = "topk" if sampler.kmax else "nucleus" if sampler.filtering else "none"
         if path != name:
             continue  # this row cannot take that path (e.g. an unfiltered row never uses top-k)
         runs[name] = torch.stack([sampler(lg, s) for s, lg in enumerate(pair)])[:, 0]
@@ -200,3 +200,32 @@ def test_vocab_rows_draws_as_if_the_logits_were_cut(kw):
         assert torch.equal(got, want) and bool((got < 250).all())
         both = mixed(logits, step)
         assert torch.equal(both[0::2], want[0::2]) and torch.equal(both[1::2], cut(logits, step)[1::2])
+
+
+def test_the_unsorted_nucleus_keeps_the_tokens_of_the_sorted_reference():
+    """The radix-select nucleus (no sort of the vocabulary) keeps exactly `filter_logits`'s
+    tokens: values spread over all key bits, negative and positive, with runs of ties (kept or
+    dropped together), a -inf tail, and budgets from tiny to all."""
+    from minitflow.engine.sampler import _nucleus_unsorted
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(6, 5000, generator=g) * torch.tensor([0.01, 0.3, 1.0, 3.0, 30.0, 1e-4])[:, None]
+    ties = (torch.randn(3, 5000, generator=g) * 4).round() / 4          # ~60 distinct values
+    masked = torch.randn(2, 5000, generator=g).masked_fill(torch.rand(2, 5000, generator=g) < 0.7, -torch.inf)
+    rows = torch.cat([spread, ties, masked])
+    for top_p in (1e-6, 0.1, 0.5, 0.9, 0.95, 0.999, 1.0 - 1e-9):
+        kept = _nucleus_unsorted(rows, torch.full((rows.shape[0], 1), top_p, dtype=torch.float64))
+        for r in range(rows.shape[0]):
+            want = torch.isfinite(filter_logits(rows[r], 0, top_p)) | (rows[r] == -torch.inf) & (top_p >= 1)
+            assert torch.equal(kept[r] & torch.isfinite(rows[r]), want), (r, top_p)
+    off = _nucleus_unsorted(rows, torch.full((rows.shape[0], 1), float("inf"), dtype=torch.float64))
+    assert off.all()
+
+
+def test_ties_at_the_nucleus_boundary_stay_or_go_together():
+    logits = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.0])
+    p = logits.softmax(-1)
+    for top_p, kept in ((float(p[0]) * 0.99, 1), (float(p[0]) + 1e-4, 4), (float(p[:4].sum()) + 1e-4, 5)):
+        assert int(torch.isfinite(filter_logits(logits, 0, top_p)).sum()) == kept
+        params = [SamplingParams(temperature=1.0, top_p=top_p, seed=s) for s in range(400)]
+        drawn = set(_draw(params, [logits.expand(400, -1)]).flatten().tolist())
+        assert drawn == set(range(kept))

@@ -54,22 +54,75 @@ class SamplingParams:
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Mask logits (V,) outside the top-k / nucleus to -inf (always keeping the best token).
 
-    The one-row reference that `Sampler` reproduces in batch."""
+    The one-row reference that `Sampler` reproduces in batch. The nucleus keeps a token when the
+    probability of the tokens with a strictly larger logit is at most top_p (so tied tokens stay
+    or go together), summed in float64, so the summation order (sorted here, a histogram in the
+    batched path, another again on another device) decides nothing but a token within ~1e-12 of
+    the boundary."""
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p
+        e = (sorted_logits.double() - sorted_logits[0]).exp()
+        drop = _mass_ahead_sorted(sorted_logits[None], e[None])[0] > top_p * e.sum()
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
 
 
+def _mass_ahead_sorted(vals: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """vals (B, n) sorted best first, e (B, n) their float64 weights -> (B, n) the weight of the
+    tokens with a strictly larger value: an exclusive cumsum, taken at the start of each run of
+    equal values (it only grows along a row, so a running max carries it over the run)."""
+    excl = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(-1)[:, :-1]], dim=-1)
+    starts = torch.cat([torch.ones_like(vals[:, :1], dtype=torch.bool), vals[:, 1:] != vals[:, :-1]], dim=-1)
+    return torch.where(starts, excl, torch.zeros_like(excl)).cummax(-1).values
+
+
+def _order_keys(vals: torch.Tensor) -> torch.Tensor:
+    """float32 (B, V) -> int64 keys in [0, 2^32) that order like the values (IEEE bits, with the
+    negative half flipped), so equal keys are equal values."""
+    bits = vals.contiguous().view(torch.int32).to(torch.int64) & _M32
+    return torch.where(bits >= 1 << 31, bits ^ _M32, bits | (1 << 31))
+
+
+_DIGITS = ((21, 11), (10, 11), (0, 10))  # (shift, width) of the key's digits, most significant first
+
+
+def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """(B, V) bool: the tokens `filter_logits`'s nucleus keeps, without sorting 151,936 logits
+    (a sort costs ~10 ms a row on one CPU core): a radix select on the values' order keys.
+
+    A token stays when the float64 weight of the tokens with a strictly larger value is at most
+    top_p of the row's total, so the kept tokens are those whose key is at least some threshold.
+    Each pass sums the weights of the tokens that share the threshold's digits so far, per next
+    digit: the bins whose weight above (higher bins, plus everything above the shared prefix) is
+    within the budget are kept, so the threshold's digit is the lowest such bin. Three passes of
+    at most 2,048 bins (the histograms stay small however many rows); after the last, the digits
+    are the whole key, so a bin is one value and ties stay or go together."""
+    e = (vals.double() - vals.amax(-1, keepdim=True)).exp()
+    budget = top_p * e.sum(-1, keepdim=True)
+    keys = _order_keys(vals)
+    cut = torch.zeros_like(keys[:, :1])      # the threshold key's digits found so far
+    above = torch.zeros_like(budget)         # the weight of the keys above that prefix's range
+    for i, (shift, width) in enumerate(_DIGITS):
+        weight = e if i == 0 else torch.where(keys >> (shift + width) == cut >> (shift + width), e, 0.0)
+        hist = torch.zeros(vals.shape[0], 1 << width, dtype=torch.float64, device=vals.device)
+        hist.scatter_add_(1, (keys >> shift) & ((1 << width) - 1), weight)
+        bins_above = hist.flip(-1).cumsum(-1).flip(-1) - hist + above   # weight of every higher key
+        digit = (bins_above > budget).sum(-1, keepdim=True)           # the lowest bin within budget
+        above = bins_above.gather(1, digit)
+        cut = cut | (digit << shift)
+    return keys >= cut
+
+
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """x * c mod 2^32 for 0 <= x < 2^32. c is split in 16-bit halves so no int64 product exceeds
-    2^48 (x * c itself could pass 2^63 and overflow)."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+    """x * c mod 2^32 for 0 <= x < 2^32 and a constant 0 <= c < 2^32, with no int64 product
+    reaching 2^63 (where it would overflow): below 2^31, c multiplies at once; above, its top bit
+    contributes (x mod 2) * 2^31."""
+    if c < 1 << 31:
+        return (x * c) & _M32
+    return (x * (c - (1 << 31)) + ((x & 1) << 31)) & _M32
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
@@ -107,24 +160,28 @@ def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str
 
 def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor,
             greedy: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-            vocab_rows: torch.Tensor, kmax: int, filtering: bool, limited: bool) -> torch.Tensor:
+            vocab_rows: torch.Tensor, kmax: int, kmix: int, filtering: bool, limited: bool) -> torch.Tensor:
     """One sampling step as a pure tensor function (compiled as a whole when the engine is)."""
     b, v = logits.shape
     if limited:  # ids past a row's vocab_rows are never chosen (noise is per id: as if cut off)
         logits = logits.masked_fill(torch.arange(v, device=logits.device) >= vocab_rows, -torch.inf)
-    if kmax:  # sorted, best first
+    if kmax:  # sorted, best first: top-k by rank, then the nucleus by a cumsum over k candidates
         vals, ids = torch.topk(logits, min(kmax, v))
-    elif filtering:
-        vals, ids = torch.sort(logits, descending=True)
+        vals = (vals / temperature).masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
+        e = (vals.double() - vals[:, :1]).exp()
+        vals = vals.masked_fill(_mass_ahead_sorted(vals, e) > top_p * e.sum(-1, keepdim=True), -torch.inf)
+    elif filtering:  # the whole vocabulary, unsorted; rows with a top-k mask the rest of their topk(kmix)
+        vals, ids = logits / temperature, None
+        if kmix:
+            _, cand = torch.topk(vals, min(kmix, v))
+            in_top_k = torch.zeros_like(vals, dtype=torch.bool).scatter_(
+                1, cand, torch.arange(cand.shape[1], device=vals.device) < top_k)
+            vals = vals.masked_fill(~in_top_k & (top_k < _TOP_K_OFF), -torch.inf)
+        vals = vals.masked_fill(~_nucleus_unsorted(vals, top_p), -torch.inf)
     else:
-        vals, ids = logits, None
-    vals = vals / temperature
-    if filtering:  # filter_logits on sorted rows: rank stands in for the k-th value
-        vals = vals.masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
-        probs = vals.softmax(-1)
-        vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, -torch.inf)
+        vals, ids = logits / temperature, None
     # The noise of a token is hashed from its id (`id_hash` = _hash32(token ids), looked up), so
-    # any candidate order (topk, sort, none) sees the same noise per token.
+    # any candidate order (topk or the whole vocabulary) sees the same noise per token.
     token_bits = id_hash if ids is None else id_hash[ids]
     u = _to_unit(_hash32(_step_keys(keys, step)[:, None] ^ token_bits))
     # Gumbel-max: argmax(logits / T + g) is a draw from softmax(logits / T) over the survivors.
@@ -140,15 +197,16 @@ def choose_tokens(logits: torch.Tensor, args: tuple | None, choose=None) -> torc
     return logits.argmax(-1) if args is None else (choose or _choose)(logits, *args)
 
 
-def _path(params: list[SamplingParams | None]) -> tuple[bool, int, bool, bool]:
-    """(any row samples, kmax, filtering, any row limits its vocabulary) for a set of rows:
-    every sampled row with a top_k caps the candidates at topk(kmax), far cheaper than sorting
-    151,936 logits."""
+def _path(params: list[SamplingParams | None]) -> tuple[bool, int, int, bool, bool]:
+    """(any row samples, kmax, kmix, filtering, any row limits its vocabulary) for a set of rows:
+    every sampled row with a top_k caps the candidates at topk(kmax), far cheaper than the whole
+    vocabulary; when only some have one, those mask the rest of their topk(kmix) instead."""
     sampled = [p for p in params if p is not None and not p.greedy]
     filtering = any(p.top_k > 0 or p.top_p < 1 for p in sampled)
-    kmax = max(p.top_k for p in sampled) if sampled and all(p.top_k > 0 for p in sampled) else 0
+    kmix = max((p.top_k for p in sampled), default=0)
+    kmax = kmix if sampled and all(p.top_k > 0 for p in sampled) else 0
     limited = any(p is not None and p.vocab_rows > 0 for p in params)
-    return bool(sampled), kmax, filtering, limited
+    return bool(sampled), kmax, 0 if kmax else kmix, filtering, limited
 
 
 class Sampler:
@@ -157,7 +215,7 @@ class Sampler:
     A row's settings become tensors when a request takes the row (`set_row`); every call then
     samples any subset of rows in a fixed number of tensor ops, each row at its own step (the
     index of the token it is choosing), so a row's draw never depends on its neighbours. The
-    path (argmax / top-k candidates / full sort / no filter) is chosen per call from the rows'
+    path (argmax / top-k candidates / nucleus over the whole vocabulary / no filter) is chosen per call from the rows'
     settings; each path gives a row the same token. `compile=True` fuses the step's ops.
 
     `Sampler(params, device)` with a list sets one row per params, for a one-off batch."""
@@ -171,7 +229,7 @@ class Sampler:
         self.temperature = torch.ones(n, 1, dtype=torch.float32, device=device)
         self.top_k = torch.full((n, 1), _TOP_K_OFF, dtype=torch.int64, device=device)
         # inf, not 1.0, when off: a rounded cumsum can exceed 1 and would drop tail tokens.
-        self.top_p = torch.full((n, 1), float("inf"), dtype=torch.float32, device=device)
+        self.top_p = torch.full((n, 1), float("inf"), dtype=torch.float64, device=device)  # the nucleus sums in float64
         self.vocab_rows = torch.full((n, 1), _TOP_K_OFF, dtype=torch.int64, device=device)
         self.keys = torch.zeros(n, dtype=torch.int64, device=device)
         self.step = torch.zeros(n, dtype=torch.int64, device=device)  # written in place: no host sync
@@ -196,21 +254,21 @@ class Sampler:
         """What `choose` needs besides the logits for rows `rows` (`row_ids` the same on the
         host), or None when every row is greedy (argmax). A decode step passes these into its
         compiled graph, so sampling runs inside the captured step."""
-        sampled, kmax, filtering, limited = self.path(row_ids)
+        sampled, kmax, kmix, filtering, limited = self.path(row_ids)
         if not sampled and not limited:
             return None
         if self.id_hash is None or self.id_hash.shape[0] != vocab:
             self.id_hash = _hash32(torch.arange(vocab, device=self.device))
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
         return (pick(self.step), pick(self.keys), self.id_hash, pick(self.greedy), pick(self.temperature),
-                pick(self.top_k), pick(self.top_p), pick(self.vocab_rows), kmax, filtering, limited)
+                pick(self.top_k), pick(self.top_p), pick(self.vocab_rows), kmax, kmix, filtering, limited)
 
     def sample(self, logits: torch.Tensor, rows: torch.Tensor | slice | None, row_ids: list[int]) -> torch.Tensor:
         """logits (n, V) of rows `rows` (None: all rows, in order; `row_ids` the same on the host)
         -> tokens (n,) int64, each at its row's current step."""
         return choose_tokens(logits, self.args(rows, row_ids, logits.shape[1]), self.choose)
 
-    def path(self, row_ids: list[int]) -> tuple[bool, int, bool, bool]:
+    def path(self, row_ids: list[int]) -> tuple[bool, int, int, bool, bool]:
         """Which sampling path rows `row_ids` take (part of a captured graph's key)."""
         return _path([self.params[r] for r in row_ids])
 
@@ -220,7 +278,7 @@ class Sampler:
 
     @property
     def filtering(self) -> bool:
-        return _path(self.params)[2]
+        return _path(self.params)[3]
 
     def advance(self, rows: torch.Tensor | None) -> None:
         if rows is None:
