@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitflow.engine.sampler import (SamplingParams, Sampler, _hash32, _to_unit, _uniform,
+from minitflow.engine.sampler import (SamplingParams, Sampler, _bits, _hash32, _to_unit, _uniform,
                                       filter_logits)
 from minitflow.errors import UserError
 
@@ -39,17 +39,34 @@ def test_sampling_params_validation():
     assert SamplingParams().greedy and not SamplingParams(temperature=0.5).greedy
 
 
-def test_hash32_matches_python_lowbias32_without_overflow():
+def test_hash32_matches_python_lowbias32_eager_and_compiled():
+    """The hash works on int32 words whose products wrap modulo 2^32: the same values as the
+    Python integers, at every length (SIMD body and scalar tail) and compiled."""
     g = torch.Generator().manual_seed(0)
     xs = [0, 1, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF]
     xs += torch.randint(0, 2**32, (2000,), generator=g, dtype=torch.int64).tolist()
-    got = _hash32(torch.tensor(xs, dtype=torch.int64)).tolist()
-    assert got == [_lowbias32(x) for x in xs]
-    assert all(0 <= h <= 0xFFFFFFFF for h in got)
+    want = [_lowbias32(x) for x in xs]
+    compiled = torch.compile(_hash32, fullgraph=True, dynamic=False)
+    for n in (1, 3, 17, len(xs)):
+        words = _bits(torch.tensor(xs[:n], dtype=torch.int64))
+        assert words.dtype == torch.int32
+        for fn in (_hash32, compiled):
+            assert (fn(words).long() & 0xFFFFFFFF).tolist() == want[:n]
+
+
+def test_uniforms_are_the_documented_integer_recipe():
+    """u(seed, step, id) = (top 24 bits of h(h(k ^ (step * G mod 2^32)) ^ h(id)) + 0.5) / 2^24,
+    k = h(lo ^ h(hi ^ G)) for the seed's 32-bit halves: the noise a seeded run depends on."""
+    m, golden = 0xFFFFFFFF, 0x9E3779B9
+    for seed, step in ((0, 0), (7, 3), (2**40 + 5, 2**31 + 9), (123456789012, 17)):
+        key = _lowbias32((seed & m) ^ _lowbias32((seed >> 32) ^ golden))
+        step_key = _lowbias32(key ^ ((step * golden) & m))
+        want = [((_lowbias32(step_key ^ _lowbias32(i)) >> 8) + 0.5) / 2**24 for i in range(50)]
+        assert _uniform([seed], step, 50)[0].tolist() == want
 
 
 def test_uniforms_strictly_inside_unit_interval_and_uniform():
-    ends = _to_unit(torch.tensor([0, 0xFF, 0xFFFFFF00, 0xFFFFFFFF], dtype=torch.int64))
+    ends = _to_unit(_bits(torch.tensor([0, 0xFF, 0xFFFFFF00, 0xFFFFFFFF], dtype=torch.int64)))
     assert (ends > 0).all() and (ends < 1).all()
     g = -torch.log(-torch.log(ends))
     assert torch.isfinite(g).all() and torch.isfinite(g.float()).all()
