@@ -233,9 +233,10 @@ def test_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, met
     one chunk, then one timed run), old and new alternating for 3 rounds, the best of each side
     compared; every question's tokens must be equal. CPU only (the old code
     has no CUDA graphs to compare with); skips without git history or a tokenizer.
-    `sampling`: top-p 0.95 alone sorts the whole vocabulary per row and step, so the rows the
-    chunked path computes in vain cost most; `qwen3` adds Qwen3-4B's top-k 20 (what the official
-    code samples with there), where the sampler is cheap and the rest of the work weighs more.
+    `sampling`: top-p 0.95 alone, where the old code sorts the whole vocabulary per row and step
+    (this one selects the nucleus without a sort), so the rows the chunked path computes in vain
+    cost most; `qwen3` adds Qwen3-4B's top-k 20 (what the official code samples with there),
+    where both samplers are cheap and the rest of the work weighs more.
     textmas senders all generate 16 tokens (the old API has one sender length per call)."""
     import json
     import os
