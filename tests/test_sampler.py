@@ -219,16 +219,19 @@ def test_vocab_rows_draws_as_if_the_logits_were_cut(kw):
         assert torch.equal(both[0::2], want[0::2]) and torch.equal(both[1::2], cut(logits, step)[1::2])
 
 
-def test_the_unsorted_nucleus_keeps_the_tokens_of_the_sorted_reference():
+@pytest.mark.parametrize("vocab", [300, 5000, 70000])
+def test_the_unsorted_nucleus_keeps_the_tokens_of_the_sorted_reference(vocab):
     """The radix-select nucleus (no sort of the vocabulary) keeps exactly `filter_logits`'s
     tokens: values spread over all key bits, negative and positive, with runs of ties (kept or
-    dropped together), a -inf tail, and budgets from tiny to all."""
-    from minitflow.engine.sampler import _nucleus_unsorted
+    dropped together), a -inf tail, and budgets from tiny to all; with digits of 8, 11 and 16
+    bits (four, three and two passes, by vocabulary size)."""
+    from minitflow.engine.sampler import _digits, _nucleus_unsorted
     g = torch.Generator().manual_seed(0)
-    spread = torch.randn(6, 5000, generator=g) * torch.tensor([0.01, 0.3, 1.0, 3.0, 30.0, 1e-4])[:, None]
-    ties = (torch.randn(3, 5000, generator=g) * 4).round() / 4          # ~60 distinct values
-    masked = torch.randn(2, 5000, generator=g).masked_fill(torch.rand(2, 5000, generator=g) < 0.7, -torch.inf)
+    spread = torch.randn(6, vocab, generator=g) * torch.tensor([0.01, 0.3, 1.0, 3.0, 30.0, 1e-4])[:, None]
+    ties = (torch.randn(3, vocab, generator=g) * 4).round() / 4          # ~60 distinct values
+    masked = torch.randn(2, vocab, generator=g).masked_fill(torch.rand(2, vocab, generator=g) < 0.7, -torch.inf)
     rows = torch.cat([spread, ties, masked])
+    assert len(_digits(*rows.shape)) == {300: 4, 5000: 3, 70000: 2}[vocab]
     for top_p in (1e-6, 0.1, 0.5, 0.9, 0.95, 0.999, 1.0 - 1e-9):
         kept = _nucleus_unsorted(rows, torch.full((rows.shape[0], 1), top_p, dtype=torch.float64))
         for r in range(rows.shape[0]):

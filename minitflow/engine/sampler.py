@@ -87,10 +87,15 @@ def _order_keys(vals: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) | -_I32)
 
 
-def _digits(rows: int) -> tuple[tuple[int, int], ...]:
-    """(shift, width) of the keys' digits, most significant first: two 16-bit passes while the
-    histograms stay small (64 rows: 32 MiB), three of at most 2,048 bins beyond."""
-    return ((16, 16), (0, 16)) if rows <= 64 else ((21, 11), (10, 11), (0, 10))
+def _digits(rows: int, vocab: int) -> list[tuple[int, int]]:
+    """(shift, width) of the keys' digits, most significant first. A pass costs a few ops over
+    the (rows, vocab) logits and a few over its (rows, 2^width) histogram, so a digit is about
+    as wide as the vocabulary (16 bits for 151,936: two passes; 11 for 4,096: three), at least
+    8 bits, and the histograms stay within 2^22 bins (32 MiB) however many rows there are."""
+    width = max(8, min(16, vocab.bit_length() - 1, (max(1, (1 << 22) // rows)).bit_length() - 1))
+    passes = -(-32 // width)
+    widths = [32 // passes + (i < 32 % passes) for i in range(passes)]
+    return [(sum(widths[i + 1:]), w) for i, w in enumerate(widths)]
 
 
 def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -108,7 +113,7 @@ def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     keys = _order_keys(vals)
     cut = torch.zeros(vals.shape[0], 1, dtype=torch.int64, device=vals.device)  # the threshold's digits so far
     above = torch.zeros_like(budget)         # the weight of the keys above that prefix's range
-    for i, (shift, width) in enumerate(_digits(vals.shape[0])):
+    for i, (shift, width) in enumerate(_digits(*vals.shape)):
         high = shift + width
         weight = e if i == 0 else torch.where((keys >> high) & ((1 << (32 - high)) - 1) == cut >> high, e, 0.0)
         hist = torch.zeros(vals.shape[0], 1 << width, dtype=torch.float64, device=vals.device)
