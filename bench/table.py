@@ -12,6 +12,7 @@ import sys
 RATIOS = {
     "time_vs_naive": "time / naive per-sender LoRA",
     "time_vs_per_row": "time / per-row sampling loop",
+    "time_vs_sort": "time / the sort-based nucleus",
     "lora_overhead": "time with LoRA / without",
     "capture_overhead": "time with capture / plain prefill",
     "time_vs_sender_prefill": "time / senders' capture prefill",
@@ -25,7 +26,7 @@ RATIOS = {
     "memory_vs_full": "condition peak bytes, streamed / all L+1 layers",
     "memory_vs_one_call": "generator stage peak, one question per call / all in one call",
 }
-RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s")
+RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s", "rows_per_s")
 # further facts shown when a benchmark records them (GPU runs)
 EXTRAS = {
     "row_step_use": lambda v: f"{100 * v:.0f}% of computed row-steps used",

@@ -108,21 +108,22 @@ def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     digit: the bins whose weight above (higher bins, plus everything above the shared prefix) is
     within the budget are kept, so the threshold's digit is the lowest such bin. After the last
     pass the digits are the whole key, so a bin is one value and ties stay or go together."""
-    e = (vals.double() - vals.amax(-1, keepdim=True)).exp()
+    e = vals.double().sub_(vals.amax(-1, keepdim=True)).exp_()  # in place: fewer fresh pages per step
     budget = top_p * e.sum(-1, keepdim=True)
     keys = _order_keys(vals)
     cut = torch.zeros(vals.shape[0], 1, dtype=torch.int64, device=vals.device)  # the threshold's digits so far
     above = torch.zeros_like(budget)         # the weight of the keys above that prefix's range
     for i, (shift, width) in enumerate(_digits(*vals.shape)):
         high = shift + width
-        weight = e if i == 0 else torch.where((keys >> high) & ((1 << (32 - high)) - 1) == cut >> high, e, 0.0)
+        if i:  # only the tokens that share the threshold's digits so far (a shrinking set) still count
+            e.masked_fill_(((keys >> high) & ((1 << (32 - high)) - 1)) != cut >> high, 0.0)
         hist = torch.zeros(vals.shape[0], 1 << width, dtype=torch.float64, device=vals.device)
-        hist.scatter_add_(1, ((keys >> shift) & ((1 << width) - 1)).long(), weight)
+        hist.scatter_add_(1, ((keys >> shift) & ((1 << width) - 1)).long(), e)
         bins_above = hist.flip(-1).cumsum(-1).flip(-1) - hist + above   # weight of every higher key
         digit = (bins_above > budget).sum(-1, keepdim=True)           # the lowest bin within budget
         above = bins_above.gather(1, digit)
         cut = cut | (digit << shift)
-    return (keys ^ -_I32) >= cut - _I32  # unsigned order, compared as signed
+    return keys.bitwise_xor_(-_I32) >= cut - _I32  # unsigned order, compared as signed
 
 
 def _bits(x: torch.Tensor) -> torch.Tensor:
