@@ -13,6 +13,7 @@ RATIOS = {
     "time_vs_naive": "time / naive per-sender LoRA",
     "time_vs_per_row": "time / per-row sampling loop",
     "time_vs_sort": "time / the sort-based nucleus",
+    "time_vs_int64": "time / the int64 hash",
     "lora_overhead": "time with LoRA / without",
     "capture_overhead": "time with capture / plain prefill",
     "time_vs_sender_prefill": "time / senders' capture prefill",

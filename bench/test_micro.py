@@ -19,7 +19,7 @@ from benchlib import (COEF, RANK, SENDERS, Setup, copy_bandwidth, make_setup, ne
 from minitflow.model.kv_cache import KVCache
 from minitflow.engine.request import Request
 from minitflow.engine.runner import ModelRunner, kv_bucket
-from minitflow.engine.sampler import Sampler, SamplingParams, _nucleus_unsorted, filter_logits
+from minitflow.engine.sampler import Sampler, SamplingParams, _bits, _hash32, _nucleus_unsorted, filter_logits
 from minitflow.model.lora_linear import lora_linear, lora_linear_naive, lora_linear_ref
 from minitflow.model.qwen3 import Capture, Qwen3Model
 
@@ -297,3 +297,31 @@ def test_nucleus_without_a_sort(benchmark, setup: Setup, batch: int) -> None:
     assert differ <= batch * 8, differ  # the old float32 cumsum drifts by a few tokens at most
     record(benchmark, setup, batch=batch, vocab=QWEN3_4B.vocab_size, rows_per_s=batch / s, sort_s=sort_s,
            boundary_tokens_that_differ=differ, time_vs_sort=s / sort_s)
+
+
+def hash32_int64(x: torch.Tensor) -> torch.Tensor:
+    """The sampler's noise hash as it was: int64 values, each product split in 16-bit halves so
+    that none overflows."""
+    def mul(x: torch.Tensor, c: int) -> torch.Tensor:
+        return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & 0xFFFFFFFF
+    x = mul(x ^ (x >> 16), 0x7FEB352D)
+    x = mul(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+@pytest.mark.parametrize("batch", (8, 20))
+@torch.inference_mode()
+def test_noise_hash(benchmark, setup: Setup, batch: int) -> None:
+    """The per-token noise hash over Qwen3's vocabulary: int32 words with wrapping products vs
+    the overflow-free int64 form it replaced; the values must be equal."""
+    from minitflow.model.config import QWEN3_4B
+    benchmark.group = f"sampling-b{batch}"
+    dev = setup.device
+    words = torch.randint(0, 2**32, (batch, QWEN3_4B.vocab_size), dtype=torch.int64, device=dev,
+                          generator=torch.Generator(dev).manual_seed(0))
+    w32 = _bits(words)
+    assert torch.equal(_hash32(w32).long() & 0xFFFFFFFF, hash32_int64(words))
+    s, old_s = pedantic_vs(benchmark, lambda: _hash32(w32), lambda: hash32_int64(words), dev,
+                           2 * setup.rounds, setup.warmup)
+    record(benchmark, setup, batch=batch, vocab=QWEN3_4B.vocab_size, rows_per_s=batch / s, int64_s=old_s,
+           time_vs_int64=s / old_s)
