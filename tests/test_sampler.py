@@ -248,3 +248,16 @@ def test_ties_at_the_nucleus_boundary_stay_or_go_together():
         params = [SamplingParams(temperature=1.0, top_p=top_p, seed=s) for s in range(400)]
         drawn = set(_draw(params, [logits.expand(400, -1)]).flatten().tolist())
         assert drawn == set(range(kept))
+
+
+def test_a_rows_nucleus_does_not_depend_on_the_row_count_that_picks_the_digits():
+    """Past 64 rows of a large vocabulary the radix select takes three passes instead of two;
+    each row keeps the same tokens as alone."""
+    from minitflow.engine.sampler import _digits, _nucleus_unsorted
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(100, 70000, generator=g) * torch.linspace(0.05, 5.0, 100)[:, None]
+    top_p = torch.linspace(0.05, 0.999, 100, dtype=torch.float64)[:, None]
+    assert len(_digits(1, 70000)) == 2 and len(_digits(100, 70000)) == 3
+    together = _nucleus_unsorted(rows, top_p)
+    for r in range(0, 100, 9):
+        assert torch.equal(together[r], _nucleus_unsorted(rows[r:r + 1], top_p[r:r + 1])[0]), r
