@@ -65,19 +65,21 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        e = (sorted_logits.double() - sorted_logits[0]).exp()
-        drop = _mass_ahead_sorted(sorted_logits[None], e[None])[0] > top_p * e.sum()
+        drop = _outside_nucleus_sorted(sorted_logits[None], top_p)[0]
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
 
 
-def _mass_ahead_sorted(vals: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """vals (B, n) sorted best first, e (B, n) their float64 weights -> (B, n) the weight of the
-    tokens with a strictly larger value: an exclusive cumsum, taken at the start of each run of
-    equal values (it only grows along a row, so a running max carries it over the run)."""
+def _outside_nucleus_sorted(vals: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+    """vals (B, n) sorted best first -> (B, n) bool, the tokens the nucleus drops: those whose
+    float64 weight of strictly larger values passes top_p of the row's. That weight is an
+    exclusive cumsum taken at the start of each run of equal values (it only grows along a row,
+    so a running max carries it over the run)."""
+    e = (vals.double() - vals[:, :1]).exp()
     excl = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(-1)[:, :-1]], dim=-1)
     starts = torch.cat([torch.ones_like(vals[:, :1], dtype=torch.bool), vals[:, 1:] != vals[:, :-1]], dim=-1)
-    return torch.where(starts, excl, torch.zeros_like(excl)).cummax(-1).values
+    ahead = torch.where(starts, excl, torch.zeros_like(excl)).cummax(-1).values
+    return ahead > top_p * e.sum(-1, keepdim=True)
 
 
 def _order_keys(vals: torch.Tensor) -> torch.Tensor:
@@ -186,8 +188,7 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
     if kmax:  # sorted, best first: top-k by rank, then the nucleus by a cumsum over k candidates
         vals, ids = torch.topk(logits, min(kmax, v))
         vals = (vals / temperature).masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
-        e = (vals.double() - vals[:, :1]).exp()
-        vals = vals.masked_fill(_mass_ahead_sorted(vals, e) > top_p * e.sum(-1, keepdim=True), -torch.inf)
+        vals = vals.masked_fill(_outside_nucleus_sorted(vals, top_p), -torch.inf)
     elif filtering:  # the whole vocabulary, unsorted; rows with a top-k mask the rest of their topk(kmix)
         vals, ids = logits / temperature, None
         if kmix:
