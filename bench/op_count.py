@@ -1,12 +1,16 @@
-"""Tensor ops one decode step launches per layer, op by op (the CPU path), with and without LoRA.
+"""Tensor ops one decode step launches per layer, with and without LoRA: op by op (the CPU
+path), and as the CUDA path launches them.
 
     python bench/op_count.py
 
-Counts every non-view ATen op of a 2-layer model's decode step with a dispatch mode and
-divides by the layers. On CUDA each op is at least one kernel launch, also inside a CUDA graph;
-the fused elementwise functions (model/layers.py: rms_norm, norm_rope, silu_mul) fold the
-RMSNorm, q/k-norm + RoPE and SiLU·up ops (pow, mean, add, rsqrt, mul, to, neg, cat, silu)
-into 5 kernels per layer.
+Counts every non-view ATen op of a decode step (bf16, batch 1, 256 cached tokens) with a
+dispatch mode, for 2 and 3 layers: the difference is what each layer adds, the rest what a
+step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA each op is at least one kernel
+launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
+function (model/layers.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
+instead of its ops, and leaves out `to` calls that convert nothing. It is the proxy this CPU
+machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
+measured there (bench/gpu_session.sh).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchlib import TINY, random_lora, random_model
+from minitflow.model import layers, qwen3
 from minitflow.model.kv_cache import KVCache
 
 VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "split", "split_with_sizes",
@@ -26,27 +31,65 @@ VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "sp
 
 
 class Count(TorchDispatchMode):
-    def __init__(self):
+    """Counts ATen ops; inside a fused function (when `fused` is set) it counts the call once."""
+
+    def __init__(self, fused: bool):
         super().__init__()
         self.ops: collections.Counter = collections.Counter()
+        self.fused, self.inside = fused, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func.__name__.split(".")[0]] += 1
-        return func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        out = func(*args, **(kwargs or {}))
+        no_copy = name in ("to", "_to_copy") and isinstance(out, torch.Tensor) and out is args[0]
+        if not self.inside and not (self.fused and no_copy):
+            self.ops[name] += 1
+        return out
 
 
-def ops_per_layer(with_lora: bool) -> tuple[float, dict[str, int]]:
-    cfg = dataclasses.replace(TINY, num_hidden_layers=2)
-    model = random_model(cfg, torch.float32, "cpu", max_positions=512)
-    lora = random_lora(cfg, 1, torch.device("cpu"), torch.float32) if with_lora else None
-    cache = KVCache(cfg.num_hidden_layers, 1, 300, cfg.num_key_value_heads, cfg.head_dim, torch.float32, "cpu")
-    with torch.inference_mode(), Count() as c:
-        model(torch.tensor([[5]]), torch.tensor([[256]]), cache, 257, lora=lora)
-    ops = {k: v for k, v in c.ops.items() if k not in VIEWS}
-    return sum(ops.values()) / cfg.num_hidden_layers, ops
+def _counted(mode: Count, fn):
+    """`fn` (a `fused_on_cuda` function) counted as one kernel by `mode`."""
+    def call(*args):
+        mode.ops[f"fused:{fn.eager.__name__}"] += 1
+        mode.inside += 1
+        try:
+            return fn.eager(*args)
+        finally:
+            mode.inside -= 1
+    return call
+
+
+def step_ops(layers_: int, with_lora: bool, fused: bool) -> collections.Counter:
+    cfg = dataclasses.replace(TINY, num_hidden_layers=layers_)
+    model = random_model(cfg, torch.bfloat16, "cpu", max_positions=512)
+    lora = random_lora(cfg, 1, torch.device("cpu"), torch.bfloat16) if with_lora else None
+    cache = KVCache(cfg.num_hidden_layers, 1, 300, cfg.num_key_value_heads, cfg.head_dim, torch.bfloat16, "cpu")
+    mode = Count(fused)
+    # the model looks the fused functions up as module globals at each call
+    saved = [(m, n, f) for m in (layers, qwen3) for n, f in vars(m).items() if callable(f) and hasattr(f, "eager")]
+    try:
+        if fused:
+            for m, n, f in saved:
+                setattr(m, n, _counted(mode, f))
+        with torch.inference_mode(), mode:
+            model(torch.tensor([[5]]), torch.tensor([[256]]), cache, 257, lora=lora)
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
+    return collections.Counter({k: v for k, v in mode.ops.items() if k not in VIEWS})
+
+
+def ops_per_layer(with_lora: bool, fused: bool) -> tuple[dict[str, int], dict[str, int]]:
+    """(ops each layer adds, ops a step runs once)."""
+    two, three = step_ops(2, with_lora, fused), step_ops(3, with_lora, fused)
+    layer = three - two
+    return dict(layer), dict(two - layer - layer)
 
 
 if __name__ == "__main__":
-    for with_lora in (False, True):
-        n, ops = ops_per_layer(with_lora)
-        print(f"{'with' if with_lora else 'without'} LoRA: {n:.1f} ops per layer; whole step: {sorted(ops.items())}")
+    for fused in (False, True):
+        for with_lora in (False, True):
+            layer, once = ops_per_layer(with_lora, fused)
+            print(f"{'CUDA path' if fused else 'op by op'}, {'with' if with_lora else 'without'} LoRA: "
+                  f"{sum(layer.values())} ops per layer {sorted(layer.items())}; "
+                  f"{sum(once.values())} once per step {sorted(once.items())}")

@@ -282,16 +282,33 @@ def test_compiled_decode_with_lora_matches_eager(tiny_dir):
 
 
 def test_fused_elementwise_ops_trace_whole_and_match_eager():
-    """On CUDA RMSNorm, q/k norm + RoPE and SiLU·up run as torch.compile(fullgraph, dynamic)
-    kernels: the same compile must trace each without a graph break and give the op-by-op
-    values (float32, CPU), at decode and prefill shapes."""
+    """On CUDA RMSNorm, the residual add + RMSNorm, q/k norm + RoPE and SiLU·up run as
+    torch.compile(fullgraph, dynamic) kernels: the same compile must trace each without a graph
+    break and give the op-by-op values (float32, CPU), at decode and prefill shapes."""
     from minitflow.model import layers
     g = torch.Generator().manual_seed(0)
     for b, t in ((1, 1), (3, 5)):
         x = torch.randn(b, t, 4, 64, generator=g)
-        w = torch.randn(64, generator=g)
+        w, w2 = torch.randn(64, generator=g), torch.randn(64, generator=g)
         cos, sin = torch.randn(b, 1, t, 64, generator=g), torch.randn(b, 1, t, 64, generator=g)
-        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.norm_rope, (x, w, 1e-6, cos, sin)),
-                         (layers.silu_mul, (x,))):
+        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.qk_norm_rope, (x, w, w2, 3, 1e-6, cos, sin)),
+                         (layers.add_rms_norm, (x, cos[:, 0, :, None], w, 1e-6)), (layers.silu_mul, (x,))):
             compiled = torch.compile(fn.eager, dynamic=True, fullgraph=True)
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_q_and_k_heads_normalised_together_equal_q_and_k_apart():
+    """qk_norm_rope runs Qwen3's q norm and k norm (different weights) and RoPE over the q and k
+    heads side by side, one kernel on CUDA instead of two: each head gets bitwise the values of
+    normalising q and k separately (float32 and bf16, CPU), at decode and prefill shapes."""
+    from minitflow.model.layers import _rms_norm, apply_rotary, qk_norm_rope
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        for b, t in ((1, 1), (3, 5)):
+            qkv = torch.randn(b, t, (6 + 2 + 2) * 32, generator=g).to(dtype)  # q 6 heads, k and v 2
+            qw, kw = (1 + 0.1 * torch.randn(2, 32, generator=g)).to(dtype)
+            cos, sin = (torch.randn(2, b, 1, t, 32, generator=g)).to(dtype)
+            got = qk_norm_rope(qkv[..., :8 * 32].view(b, t, 8, 32), qw, kw, 6, 1e-6, cos, sin)
+            q, k = qkv[..., :6 * 32].view(b, t, 6, 32), qkv[..., 6 * 32:8 * 32].view(b, t, 2, 32)
+            want = [apply_rotary(_rms_norm(x, w, 1e-6).transpose(1, 2), cos, sin) for x, w in ((q, qw), (k, kw))]
+            assert torch.equal(got, torch.cat(want, dim=1))

@@ -130,7 +130,7 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @torch.inference_mode()  # the fused kernels serve inference; a recorded gradient takes the op-by-op path
 def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
-    """On CUDA RMSNorm, the residual add + RMSNorm, q/k norm + RoPE and SiLU·up run as compiled
+    """On CUDA RMSNorm, the residual add + RMSNorm, q/k norms + RoPE and SiLU·up run as compiled
     kernels: the same values as the op-by-op functions (CPU's path), to float32 noise, or to bf16
     rounding."""
     from minitflow.model import layers
@@ -142,7 +142,7 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
         w = (1 + 0.1 * torch.randn(128, generator=g, device="cuda")).to(dtype)
         cos = torch.randn(b, 1, t, 128, generator=g, device="cuda").to(dtype)
         sin = torch.randn(b, 1, t, 128, generator=g, device="cuda").to(dtype)
-        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.norm_rope, (x, w, 1e-6, cos, sin)),
+        for fn, args in ((layers.rms_norm, (x, w, 1e-6)), (layers.qk_norm_rope, (x, w, w.flip(0), 6, 1e-6, cos, sin)),
                          (layers.add_rms_norm, (x, cos[:, 0, :, None], w, 1e-6)), (layers.silu_mul, (x,))):
             torch.testing.assert_close(fn(*args), fn.eager(*args), **tol)
             assert fn.eager in _FUSED  # the compiled kernel ran, not the op-by-op fallback

@@ -18,21 +18,32 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.batch, self.max_len = batch, max_len
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, kv_len: int,
-               rows: torch.Tensor | None = None, valid: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, Hkv, T, D) at positions (B, T) of cache rows `rows` (B,) (default: row b
-        is slot b, for the first B slots); `valid` (B, T) writes only real tokens (a padded
-        prefill). Returns the rows' first kv_len positions: a view when rows is None, a gathered
-        copy otherwise."""
+    @staticmethod
+    def targets(positions: torch.Tensor, rows: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """Where a forward writes, computed once for all its layers: (cache rows, positions,
+        which (batch, token) pairs to take). `rows` (B,) are the batch rows' cache rows (default:
+        row b is slot b); `valid` (B, T) writes only real tokens (a padded prefill), selected by
+        index rather than by boolean mask, which would sync the device in every layer."""
         b, t = positions.shape
-        index = torch.arange(b, device=k.device) if rows is None else rows
+        index = torch.arange(b, device=positions.device) if rows is None else rows
         r, p = index[:, None].expand(b, t), positions
+        if valid is None:
+            return r, p, None
+        sel = valid.nonzero(as_tuple=True)
+        return r[sel], p[sel], sel
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: tuple, kv_len: int,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, Hkv, T, D) at `targets` (from `targets`). Returns the rows' first kv_len
+        positions: a view when rows is None (the first B slots), a gathered copy otherwise."""
+        r, p, sel = targets
         kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
-        if valid is not None:
-            r, p, kt, vt = r[valid], p[valid], kt[valid], vt[valid]
+        if sel is not None:
+            kt, vt = kt[sel], vt[sel]
         self.k[layer][r, :, p] = kt
         self.v[layer][r, :, p] = vt
+        b = k.shape[0]
         if rows is None:
             return self.k[layer][:b, :, :kv_len], self.v[layer][:b, :, :kv_len]
         return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]

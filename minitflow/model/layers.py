@@ -20,7 +20,7 @@ def fused_on_cuda(fn):
     CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
     tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
     elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
-    SiLU·up) folds ~45 ops per layer into 5 kernels (bench/op_count.py). CPU keeps the op-by-op
+    SiLU·up) folds ~40 ops per layer into 4 kernels (bench/op_count.py). CPU keeps the op-by-op
     reference that matches transformers, and training keeps it too (its backward is the tested
     one); on CUDA the fused kernel may round bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
@@ -54,9 +54,15 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
 
 
 @fused_on_cuda
-def norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Qwen3's per-head q/k RMSNorm then RoPE: x (B, T, H, D) -> (B, H, T, D)."""
-    return apply_rotary(_rms_norm(x, weight, eps).transpose(1, 2), cos, sin)
+def qk_norm_rope(qk: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, q_heads: int, eps: float,
+                 cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Qwen3's per-head RMSNorm of q and of k (each with its own weight), then RoPE, over the q
+    and k heads side by side as the qkv projection lays them out: qk (B, T, Hq + Hkv, D) ->
+    (B, Hq + Hkv, T, D). One kernel on CUDA for both; each head's values are those of
+    normalising q and k apart."""
+    d = qk.shape[-1]
+    weight = torch.cat([q_weight.expand(q_heads, d), k_weight.expand(qk.shape[2] - q_heads, d)])
+    return apply_rotary(_rms_norm(qk, weight, eps).transpose(1, 2), cos, sin)
 
 
 @fused_on_cuda
@@ -114,22 +120,32 @@ class DecoderLayer(nn.Module):
         self.gate_up_proj = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                mask: torch.Tensor, cache: KVCache | None, kv_len: int,
-                lora: dict[str, LoraPair] | None, rows: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor, cache: KVCache | None, kv_len: int, lora: dict[str, LoraPair] | None,
+                rows: torch.Tensor | None = None, targets: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual stream, the previous layer's MLP output not yet added to it, or None) ->
+        the same pair after this layer. Each residual add is done by the RMSNorm that reads its
+        sum, one kernel on CUDA, instead of a separate add; the model adds the last one (or
+        where it captures a layer's output). `targets`: where the cache is written
+        (KVCache.targets)."""
         cfg = self.cfg
         b, t, _ = x.shape
         lo = lora or {}
-        qkv = lora_linear_ref(self.input_layernorm(x), self.qkv_proj.weight, lo.get("qkv"))
-        q, k, v = qkv.split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q = norm_rope(q.view(b, t, cfg.num_attention_heads, cfg.head_dim), self.q_norm.weight, self.q_norm.eps, cos, sin)
-        k = norm_rope(k.view(b, t, cfg.num_key_value_heads, cfg.head_dim), self.k_norm.weight, self.k_norm.eps, cos, sin)
-        v = v.view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+        norm = self.input_layernorm
+        if delta is None:
+            h = rms_norm(x, norm.weight, norm.eps)
+        else:
+            x, h = add_rms_norm(x, delta, norm.weight, norm.eps)
+        qkv = lora_linear_ref(h, self.qkv_proj.weight, lo.get("qkv"))
+        heads = cfg.num_attention_heads + cfg.num_key_value_heads
+        qk = qk_norm_rope(qkv[..., :heads * cfg.head_dim].view(b, t, heads, cfg.head_dim), self.q_norm.weight,
+                          self.k_norm.weight, cfg.num_attention_heads, self.q_norm.eps, cos, sin)
+        q, k = qk.split([cfg.num_attention_heads, cfg.num_key_value_heads], dim=1)
+        v = qkv[..., heads * cfg.head_dim:].view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
         # without a cache (training, scoring a full sequence) attention reads this call's k/v
-        k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, positions, kv_len, rows, valid)
+        k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, targets, kv_len, rows)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         norm = self.post_attention_layernorm
         x, h = add_rms_norm(x, lora_linear_ref(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
         gate_up = lora_linear_ref(h, self.gate_up_proj.weight, lo.get("gate_up"))
-        return x + lora_linear_ref(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))
+        return x, lora_linear_ref(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))

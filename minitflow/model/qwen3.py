@@ -21,7 +21,7 @@ import torch.utils.checkpoint
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.attention import causal_mask
 from minitflow.model.config import Qwen3Config
-from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary
+from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
 from minitflow.model.lora import LoraWeights
 
 
@@ -129,16 +129,19 @@ class Qwen3Model(nn.Module):
                 keep(0, x)
         n = len(self.layers)
         recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
+        targets = None if cache is None else cache.targets(positions, rows, valid)
+        delta: torch.Tensor | None = None  # the last layer's output not yet added into x
         for i, layer in enumerate(self.layers):
             lo = lora.layers[i] if lora else None
             if recompute:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, positions, mask, None, kv_len, lo,
-                                                      use_reentrant=False)
+                x, delta = torch.utils.checkpoint.checkpoint(layer, x, delta, cos, sin, mask, None, kv_len, lo,
+                                                             use_reentrant=False)
             else:
-                x = layer(x, cos, sin, positions, mask, cache, kv_len, lo, rows, valid)
+                x, delta = layer(x, delta, cos, sin, mask, cache, kv_len, lo, rows, targets)
             if i + 1 < n and i + 1 in want:
+                x, delta = x + delta, None
                 keep(i + 1, x)
-        x = self.norm(x)
+        x = self.norm(x) if delta is None else add_rms_norm(x, delta, self.norm.weight, self.norm.eps)[1]
         if capture is not None:
             if n in want:
                 keep(n, x)
