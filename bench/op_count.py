@@ -1,5 +1,5 @@
-"""Tensor ops one decode step launches per layer, with and without LoRA: op by op (the CPU
-path), and as the CUDA path launches them.
+"""Tensor ops one decode step launches per layer, with and without LoRA, and per sampling
+step: op by op (the CPU path), and as the CUDA path launches them.
 
     python bench/op_count.py
 
@@ -10,18 +10,22 @@ launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fus
 function (model/layers.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
 instead of its ops, and leaves out `to` calls that convert nothing. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
-measured there (bench/gpu_session.sh).
+measured there (bench/gpu_session.sh). The sampling step is counted for one row of Qwen3's
+vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchlib import TINY, random_lora, random_model
+from minitflow.engine import sampler
+from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.model import layers, qwen3
 from minitflow.model.kv_cache import KVCache
 
@@ -59,24 +63,47 @@ def _counted(mode: Count, fn):
     return call
 
 
+@contextlib.contextmanager
+def counting(mode: Count):
+    """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
+    and the sampler look them up as module globals at each call)."""
+    saved = [(m, n, f) for m in (layers, qwen3, sampler) for n, f in vars(m).items()
+             if callable(f) and hasattr(f, "eager")]
+    try:
+        if mode.fused:
+            for m, n, f in saved:
+                setattr(m, n, _counted(mode, f))
+        with torch.inference_mode(), mode:
+            yield
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
+
+
+def _ops(mode: Count) -> collections.Counter:
+    return collections.Counter({k: v for k, v in mode.ops.items() if k not in VIEWS})
+
+
 def step_ops(layers_: int, with_lora: bool, fused: bool) -> collections.Counter:
     cfg = dataclasses.replace(TINY, num_hidden_layers=layers_)
     model = random_model(cfg, torch.bfloat16, "cpu", max_positions=512)
     lora = random_lora(cfg, 1, torch.device("cpu"), torch.bfloat16) if with_lora else None
     cache = KVCache(cfg.num_hidden_layers, 1, 300, cfg.num_key_value_heads, cfg.head_dim, torch.bfloat16, "cpu")
     mode = Count(fused)
-    # the model looks the fused functions up as module globals at each call
-    saved = [(m, n, f) for m in (layers, qwen3) for n, f in vars(m).items() if callable(f) and hasattr(f, "eager")]
-    try:
-        if fused:
-            for m, n, f in saved:
-                setattr(m, n, _counted(mode, f))
-        with torch.inference_mode(), mode:
-            model(torch.tensor([[5]]), torch.tensor([[256]]), cache, 257, lora=lora)
-    finally:
-        for m, n, f in saved:
-            setattr(m, n, f)
-    return collections.Counter({k: v for k, v in mode.ops.items() if k not in VIEWS})
+    with counting(mode):
+        model(torch.tensor([[5]]), torch.tensor([[256]]), cache, 257, lora=lora)
+    return _ops(mode)
+
+
+def sampling_ops(params: SamplingParams, fused: bool) -> collections.Counter:
+    """One sampling step of one row over Qwen3's vocabulary."""
+    logits = torch.randn(1, 151936, generator=torch.Generator().manual_seed(0))
+    s = Sampler([params], torch.device("cpu"))
+    s.args(None, [0], logits.shape[1])  # the token-id hash table, built once per vocabulary
+    mode = Count(fused)
+    with counting(mode):
+        s.sample(logits, None, [0])
+    return _ops(mode)
 
 
 def ops_per_layer(with_lora: bool, fused: bool) -> tuple[dict[str, int], dict[str, int]]:
@@ -93,3 +120,10 @@ if __name__ == "__main__":
             print(f"{'CUDA path' if fused else 'op by op'}, {'with' if with_lora else 'without'} LoRA: "
                   f"{sum(layer.values())} ops per layer {sorted(layer.items())}; "
                   f"{sum(once.values())} once per step {sorted(once.items())}")
+    official = SamplingParams(temperature=0.6, top_p=0.95, seed=1)
+    for name, params in (("top-p 0.95", official), ("top-k 20, top-p 0.95", SamplingParams(
+            temperature=0.6, top_p=0.95, top_k=20, seed=1))):
+        for fused in (False, True):
+            ops = sampling_ops(params, fused)
+            print(f"sampling, {name}, {'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
+                  f"{sorted(ops.items())}")

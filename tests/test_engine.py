@@ -297,6 +297,22 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_gumbel_noise_traces_whole_and_matches_eager():
+    """On CUDA the sampler's noise (hash of row key, step and token id, two float64 logs, added
+    to the scaled logits) is one torch.compile(fullgraph, dynamic) kernel: traced whole, it gives
+    the op-by-op scores on CPU, for the whole vocabulary and for top-k candidates."""
+    from minitflow.engine.sampler import _bits, _hash32, _seed_keys, gumbel_scores
+    g = torch.Generator().manual_seed(0)
+    keys, step = _seed_keys([1, 2, 2**40 + 3]), torch.tensor([0, 7, 2**33])
+    id_hash = _hash32(_bits(torch.arange(5000)))
+    compiled = torch.compile(gumbel_scores.eager, dynamic=True, fullgraph=True)
+    for bits in (id_hash, id_hash[torch.randint(0, 5000, (3, 20), generator=g)]):
+        vals = torch.randn(3, bits.shape[-1], generator=g)
+        want = gumbel_scores(vals, step, keys, bits)
+        torch.testing.assert_close(compiled(vals, step, keys, bits), want, rtol=1e-6, atol=1e-6)
+        assert torch.equal(compiled(vals, step, keys, bits).argmax(-1), want.argmax(-1))
+
+
 def test_q_and_k_heads_normalised_together_equal_q_and_k_apart():
     """qk_norm_rope runs Qwen3's q norm and k norm (different weights) and RoPE over the q and k
     heads side by side, one kernel on CUDA instead of two: each head gets bitwise the values of

@@ -81,6 +81,11 @@ def test_sampler_draws_the_same_tokens_on_cpu_and_cuda():
         want = cpu(logits, step)
         assert torch.equal(gpu(logits.cuda(), step).cpu(), want)
         assert torch.equal(graphed(logits.cuda(), step).cpu(), want)
+        with torch.inference_mode():  # as the engine samples: the noise as one fused kernel
+            assert torch.equal(gpu(logits.cuda(), step).cpu(), want)
+    from minitflow.engine.sampler import gumbel_scores
+    from minitflow.model.layers import _FUSED
+    assert gumbel_scores.eager in _FUSED
 
 
 @pytest.mark.parametrize("mode", MODES)
