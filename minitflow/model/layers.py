@@ -20,7 +20,7 @@ def fused_on_cuda(fn):
     CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
     tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
     elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
-    SiLU·up) folds ~40 ops per layer into 4 kernels (bench/op_count.py). CPU keeps the op-by-op
+    SiLU·up) folds 34 ops per layer into 4 kernels (bench/op_count.py). CPU keeps the op-by-op
     reference that matches transformers, and training keeps it too (its backward is the tested
     one); on CUDA the fused kernel may round bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
