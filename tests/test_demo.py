@@ -105,3 +105,18 @@ def test_generate_answers_the_example_with_no_model_flag():
                         "--question", ex["question"]], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == ex["answer"]
+
+
+def test_tflow_stage_times_per_question(llm, rows):
+    """Each question's stages are timed on their own (read from the device timers once the
+    question is done, not by waiting for the device at each stage): senders' prefill, generator,
+    receiver's prefill and decode, all positive and within the question's total."""
+    gen = load_checkpoint(DEMO / "tflow.pt", llm.cfg)
+    res = run_method("tflow", llm, [r["question"] for r in rows[:6]], style=demo.STYLE, generator=gen,
+                     sender_questions=[r["sender_question"] for r in rows[:6]], batch_size=3,
+                     sampling=SamplingParams(max_new_tokens=8))
+    for r in res:
+        t = r.timings
+        stages = [t["sender_prefill_s"], t["generator_s"], t["receiver_prefill_s"], t["decode_s"]]
+        assert all(s > 0 for s in stages[:3]) and stages[3] >= 0, t
+        assert all(s < t["total_s"] for s in stages) and t["generator_s"] + t["receiver_prefill_s"] < t["total_s"], t

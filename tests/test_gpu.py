@@ -151,3 +151,44 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
                          (layers.add_rms_norm, (x, cos[:, 0, :, None], w, 1e-6)), (layers.silu_mul, (x,))):
             torch.testing.assert_close(fn(*args), fn.eager(*args), **tol)
             assert fn.eager in _FUSED  # the compiled kernel ran, not the op-by-op fallback
+
+
+def test_serving_waits_for_the_device_only_to_read_tokens():
+    """Admissions while other rows decode (prompts of different lengths, so padded prefills; a
+    capturing prefill-only request; LoRA, greedy, top-p and top-k rows) under CUDA's sync debug
+    mode "error": every implicit host sync (a copy from pageable memory, a device-side mask
+    turned into indices, an .item()) raises. The engine reads tokens through events, run-ahead
+    steps behind, and times prefills with events read afterwards. Eager steps, run once before
+    to compile the fused kernels (a CUDA graph capture synchronizes by design)."""
+    from minitflow.model.qwen3 import Capture
+    llm = _random_llm("eager", num_slots=3)
+    cfg, shapes = llm.cfg, projection_shapes(llm.cfg)
+    g = torch.Generator(device="cuda").manual_seed(2)
+    sender = {(l, p): (0.05 * torch.randn(1, 4, shapes[p][0], generator=g, device="cuda", dtype=torch.bfloat16),
+                       0.05 * torch.randn(1, shapes[p][1], 4, generator=g, device="cuda", dtype=torch.bfloat16))
+              for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}
+    lora = build_lora(cfg, [sender], [1.0])
+    weights = torch.softmax(torch.arange(cfg.num_hidden_layers + 1.0, device="cuda"), 0)
+
+    def work(k: int) -> list:  # other tokens each time: nothing comes from the prefix cache
+        with torch.inference_mode():
+            reqs = [llm.add_request(list(range(k + 5, k + 40)), SamplingParams(max_new_tokens=8)),
+                    llm.add_request(list(range(k + 100, k + 117)), SamplingParams(temperature=0.6, top_p=0.95,
+                                                                                  seed=1, max_new_tokens=20), lora=lora),
+                    llm.add_request([k + 7] * 60, SamplingParams(temperature=0.7, top_k=20, seed=2, max_new_tokens=12)),
+                    llm.add_request(list(range(k + 200, k + 240)), generate=False,
+                                    capture=Capture(list(range(cfg.num_hidden_layers + 1)), [3], [30],
+                                                    layer_weights=weights)),
+                    llm.add_request(list(range(k + 9, k + 18)), SamplingParams(max_new_tokens=16))]
+            while llm.has_unfinished():
+                llm.step()
+        return reqs
+
+    work(0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        reqs = work(1000)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [len(r.output_ids) for r in reqs] == [8, 20, 12, 0, 16]
+    assert all(r.prefill_s > 0 and r.cached_tokens == 0 for r in reqs) and reqs[3].capture.hidden.shape[-2] == 27

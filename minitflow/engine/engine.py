@@ -23,16 +23,11 @@ from minitflow.engine.prefix_cache import PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner, check_lora
 from minitflow.engine.scheduler import Scheduler
+from minitflow.engine.timer import DeviceTimer
 from minitflow.errors import UserError
 from minitflow.model.qwen3 import Qwen3Model
 
 RUN_AHEAD = 4  # decode steps the host may queue before it reads their tokens (CUDA)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings measure the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class TokenRing:
@@ -212,8 +207,7 @@ class Engine:
             groups.setdefault(key, []).append(r)
         finished = []
         for group in groups.values():
-            sync(self.device)
-            t0 = time.perf_counter()
+            timer = DeviceTimer(self.device)  # no sync: queued decode steps keep the GPU busy meanwhile
             self.runner.prefill(group)
             for r in group:
                 c, cond = r.capture, None
@@ -225,10 +219,9 @@ class Engine:
                 if r.lora is None and r.past is None:  # the KV the prefill wrote
                     self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
                                              lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond)
-            sync(self.device)
-            dt = time.perf_counter() - t0
+            timer.stop()
             for r in group:
-                r.prefill_s = dt
+                r.prefill_timer = timer
                 if not r.generate:
                     r.finish_reason, r.status, r.finished_t = "prefill", Status.FINISHED, time.perf_counter()
                     self.scheduler.release(r)

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from minitflow.engine.engine import Engine, sync
+from minitflow.engine.engine import Engine
+from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from minitflow.engine.sampler import SamplingParams
+from minitflow.engine.timer import DeviceTimer
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture
 
@@ -52,7 +53,7 @@ class Request:
     admitted_t: float = 0.0
     first_token_t: float = 0.0
     finished_t: float = 0.0
-    prefill_s: float = 0.0  # the prefill batch this request ran in
+    prefill_timer: DeviceTimer | None = field(default=None, repr=False)  # the prefill batch it ran in
 
     @property
     def past_len(self) -> int:
@@ -71,6 +72,11 @@ class Request:
     @property
     def finished(self) -> bool:
         return self.status in (Status.FINISHED, Status.ABORTED)
+
+    @property
+    def prefill_s(self) -> float:
+        """Seconds of the prefill batch this request ran in (0 before its prefill)."""
+        return 0.0 if self.prefill_timer is None else self.prefill_timer.seconds
 
     @property
     def decode_s(self) -> float:

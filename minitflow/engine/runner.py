@@ -24,6 +24,7 @@ from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
 from minitflow.model.qwen3 import Capture, Qwen3Model
+from minitflow.model.transfer import host_to_device
 
 KV_BUCKET = 256  # static-shape decode: attention length granularity (see kv_bucket)
 
@@ -156,14 +157,6 @@ class ModelRunner:
         return LoraWeights([{k: (a[rows], tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
                             for layer in self.lora.layers], len(slots))
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A host tensor on the runner's device. On CUDA it goes through pinned memory without
-        waiting: a copy from pageable memory first waits for every queued step, which would
-        empty the run-ahead at each admission."""
-        if self.device.type != "cuda":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
-
     # ---- prefill -------------------------------------------------------------------------
     @staticmethod
     def prefill_len(req: Request) -> int:
@@ -185,9 +178,9 @@ class ModelRunner:
             self.next_pos[r.slot] = r.context_len if not r.generate else r.context_len - 1
         gen = [r for r in reqs if r.generate]
         if gen:
-            rows = self._to_device(torch.tensor([r.slot for r in gen]))
-            self.tokens[rows] = self._to_device(torch.tensor([r.prompt_ids[-1] for r in gen]))
-            self.positions[rows] = self._to_device(torch.tensor([r.context_len - 1 for r in gen]))
+            rows = host_to_device(torch.tensor([r.slot for r in gen]), self.device)
+            self.tokens[rows] = host_to_device(torch.tensor([r.prompt_ids[-1] for r in gen]), self.device)
+            self.positions[rows] = host_to_device(torch.tensor([r.context_len - 1 for r in gen]), self.device)
 
     def _forward(self, reqs: list[Request]) -> None:
         """One right-padded forward over the uncached prompt tokens of `reqs`, no lm_head."""
@@ -204,16 +197,17 @@ class ModelRunner:
             pos[i, :n] = torch.arange(starts[i], starts[i] + n)
             valid[i, :n] = True
         slots = [r.slot for r in reqs]
-        rows = self._to_device(torch.tensor(slots))
+        rows = host_to_device(torch.tensor(slots), self.device)
         capture = None
         if reqs[0].capture is not None:  # the engine groups prefills by capture layers
             capture = Capture(reqs[0].capture.layers,
                               starts=[max(r.capture.starts[0] - r.cached_tokens, 0) for r in reqs],
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
                               layer_weights=reqs[0].capture.layer_weights)
-        self.model(self._to_device(x), self._to_device(pos), self.cache, max(s + n for s, n in zip(starts, lens)),
-                   rows=rows, valid=None if min(lens) == t else self._to_device(valid),
-                   lora=self._lora_rows(rows, slots), capture=capture, need_logits=False)
+        dev = self.device
+        real = None if min(lens) == t else tuple(host_to_device(i, dev) for i in valid.nonzero(as_tuple=True))
+        self.model(host_to_device(x, dev), host_to_device(pos, dev), self.cache, max(s + n for s, n in zip(starts, lens)),
+                   rows=rows, real=real, lora=self._lora_rows(rows, slots), capture=capture, need_logits=False)
         if capture is not None:
             for i, r in enumerate(reqs):
                 r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
@@ -253,7 +247,7 @@ class ModelRunner:
             ran, rows, cache_rows = list(range(n)), slice(0, n), None
         else:
             ran = slots
-            rows = cache_rows = self._to_device(torch.tensor(slots))
+            rows = cache_rows = host_to_device(torch.tensor(slots), self.device)
         need = max(self.next_pos[s] for s in ran) + 1
         kv_len = kv_bucket(need, self.cache.max_len) if self.static_shapes else need
         if self.compiled and self.device.type == "cuda":

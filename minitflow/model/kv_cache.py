@@ -20,18 +20,17 @@ class KVCache:
 
     @staticmethod
     def targets(positions: torch.Tensor, rows: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+                real: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple:
         """Where a forward writes, computed once for all its layers: (cache rows, positions,
         which (batch, token) pairs to take). `rows` (B,) are the batch rows' cache rows (default:
-        row b is slot b); `valid` (B, T) writes only real tokens (a padded prefill), selected by
-        index rather than by boolean mask, which would sync the device in every layer."""
+        row b is slot b); `real` (batch indices, token indices) lists the real tokens of a
+        right-padded batch, the only ones written."""
         b, t = positions.shape
         index = torch.arange(b, device=positions.device) if rows is None else rows
         r, p = index[:, None].expand(b, t), positions
-        if valid is None:
+        if real is None:
             return r, p, None
-        sel = valid.nonzero(as_tuple=True)
-        return r[sel], p[sel], sel
+        return r[real], p[real], real
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: tuple, kv_len: int,
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ from minitflow.model.attention import causal_mask
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
 from minitflow.model.lora import LoraWeights
+from minitflow.model.transfer import host_to_device
 
 
 @dataclass
@@ -43,11 +44,12 @@ class Capture:
     lengths: list[int] = field(default_factory=list)
 
     def _index(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions of each row's span, which of them are real), built on the host."""
         span = max(e - s for s, e in zip(self.starts, self.ends))
-        offs = torch.arange(span, device=device)
-        starts = torch.tensor(self.starts, device=device)
-        lengths = torch.tensor([e - s for s, e in zip(self.starts, self.ends)], device=device)
-        return starts[:, None] + offs[None, :], offs[None, :] < lengths[:, None]
+        offs = torch.arange(span)
+        lengths = torch.tensor([e - s for s, e in zip(self.starts, self.ends)])
+        index = torch.tensor(self.starts)[:, None] + offs[None, :]
+        return host_to_device(index, device), host_to_device(offs[None, :] < lengths[:, None], device)
 
     def take(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         idx = index.clamp(max=x.shape[1] - 1)
@@ -85,7 +87,7 @@ class Qwen3Model(nn.Module):
         kv_len: int,
         *,
         rows: torch.Tensor | None = None,
-        valid: torch.Tensor | None = None,
+        real: tuple[torch.Tensor, torch.Tensor] | None = None,
         input_embeds: torch.Tensor | None = None,
         lora: LoraWeights | None = None,
         capture: Capture | None = None,
@@ -95,8 +97,10 @@ class Qwen3Model(nn.Module):
         checkpoint_layers: bool = False,
     ):
         """input_ids/positions (B, T); the cache is written at `positions` of cache rows `rows`
-        (default: batch row b is cache row b) and read up to kv_len; `valid` (B, T) marks real
-        tokens of a right-padded batch (only they are written). With cache=None (training)
+        (default: batch row b is cache row b) and read up to kv_len; `real` (batch indices, token
+        indices) lists the real tokens of a right-padded batch (only they are written; indices,
+        not a mask, which the device would have to turn into indices and tell the host the
+        count of). With cache=None (training)
         attention covers just this call's tokens (kv_len = T). `input_embeds` (B, T, H), where
         given, replaces the embedding of `input_ids`. `checkpoint_layers` (training only)
         recomputes each layer in the backward pass instead of keeping its activations.
@@ -129,7 +133,7 @@ class Qwen3Model(nn.Module):
                 keep(0, x)
         n = len(self.layers)
         recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
-        targets = None if cache is None else cache.targets(positions, rows, valid)
+        targets = None if cache is None else cache.targets(positions, rows, real)
         delta: torch.Tensor | None = None  # the last layer's output not yet added into x
         for i, layer in enumerate(self.layers):
             lo = lora.layers[i] if lora else None

@@ -19,6 +19,7 @@ import torch
 from minitflow.engine.llm import LLM, sync
 from minitflow.engine.request import Request
 from minitflow.model.qwen3 import Capture, stack_spans
+from minitflow.model.transfer import host_to_device
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow.generator import PG_OUTPUT_SCALE
 
@@ -51,8 +52,11 @@ def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
     """Per-request captures (1, ..., S_i, H) -> one batch padded to the longest span, and the
     mask of real positions (None when no row is padded)."""
     out, spans = stack_spans(captures)
-    mask = torch.arange(max(spans), device=out.device)[None, :] < torch.tensor(spans, device=out.device)[:, None]
-    return out, (None if bool(mask.all()) else mask)
+    if min(spans) == max(spans):
+        return out, None
+    # built on the host: a mask computed on the device and checked there would wait for the GPU
+    mask = torch.arange(max(spans))[None, :] < torch.tensor(spans)[:, None]
+    return out, host_to_device(mask, out.device)
 
 
 def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None) -> dict:

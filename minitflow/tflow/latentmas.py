@@ -215,9 +215,10 @@ class Rows:
         start = torch.tensor(self.lengths, device=self.device)
         # pads repeat the last real position: never written, never read, never past the cache
         positions = start[:, None] + torch.minimum(offs[None, :], lens[:, None] - 1)
-        valid = offs[None, :] < lens[:, None]
+        real = (torch.arange(t)[None, :] < torch.tensor([len(p) for p in prompts])[:, None]).nonzero(as_tuple=True)
         kv_len = max(s + len(p) for s, p in zip(self.lengths, prompts))
-        logits, hidden = self.model(ids.to(self.device), positions, self.cache, kv_len, valid=valid,
+        logits, hidden = self.model(ids.to(self.device), positions, self.cache, kv_len,
+                                    real=tuple(i.to(self.device) for i in real),
                                     logits_index=lens - 1, need_logits=need_logits, return_hidden=True)
         self.lengths = [s + len(p) for s, p in zip(self.lengths, prompts)]
         return (None if logits is None else logits[:, 0]), hidden[:, 0]

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from minitflow.engine.llm import LLM, sync
+from minitflow.engine.llm import LLM
+from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
@@ -144,6 +145,8 @@ class _Question:
     start_t: float = field(default_factory=time.perf_counter)
     agents: dict[str, Request] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
+    # stage -> the device timers whose longest span it took, read once the question is done
+    timers: dict[str, list[DeviceTimer]] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # names a request in an error; never prints its agents' tensors
         return f"question {self.index}"
@@ -178,7 +181,8 @@ class _Pipeline:
     def result(self, q: _Question) -> MethodResult:
         final = q.agents[self.final]
         usage = {k: AgentUsage.of(r) for k, r in q.agents.items()}
-        times = {**q.times, "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
+        times = {**q.times, **{k: max((t.seconds for t in ts if t is not None), default=0.0) for k, ts in q.timers.items()},
+                 "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "total_s": final.finished_t - q.start_t}
         return MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
                             usage, times, self.window, final.output_ids, sampling=final.sampling)
@@ -251,25 +255,23 @@ class _TFlow(_Pipeline):
             elif q.agents["sender_A"].finished and q.agents["sender_B"].finished and \
                     q not in ready:  # both senders may finish in one step
                 ready.append(q)
-        if ready:
-            sync(self.llm.device)  # each group's generator_s starts from an idle device
         for i in range(0, len(ready), self.generator_batch):
             self.receivers(ready[i:i + self.generator_batch])
         return done
 
     def receivers(self, group: list[_Question]) -> None:
-        """The generator over `group` (questions whose senders are done; the device idle), then
-        their receivers."""
-        t0 = time.perf_counter()
+        """The generator over `group` (questions whose senders are done), then their receivers.
+        Nothing here waits for the device: the generator's kernels queue behind the decode
+        steps in flight, and its time is read from events when the question is done."""
+        timer = DeviceTimer(self.llm.device)
         caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in group]
         with torch.inference_mode():
             cond, mask = stack_conditions(caps)
             lora = generated_lora(self.llm, self.generator, cond, mask, len(group), aggregated=True)
-        sync(self.llm.device)
-        dt = time.perf_counter() - t0
+        timer.stop()
         for i, q in enumerate(group):
-            q.times.update(sender_prefill_s=max(q.agents[s].prefill_s for s in ("sender_A", "sender_B")),
-                           generator_s=dt)
+            q.timers.update(sender_prefill_s=[q.agents[s].prefill_timer for s in ("sender_A", "sender_B")],
+                            generator_s=[timer])
             for s in ("sender_A", "sender_B"):
                 q.agents[s].capture.hidden = None  # the condition is spent: free it
             self.add(q, "receiver", Request(chat(self.llm, self.systems[2], q.question), q.sampling,
