@@ -34,7 +34,7 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: tuple, kv_len: int,
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, Hkv, T, D) at `targets` (from `targets`). Returns the rows' first kv_len
+        """Write k/v (B, Hkv, T, D) at this forward's `targets`. Returns the rows' first kv_len
         positions: a view when rows is None (the first B slots), a gathered copy otherwise."""
         r, p, sel = targets
         kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
