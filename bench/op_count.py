@@ -8,7 +8,8 @@ dispatch mode, for 2 and 3 layers: the difference is what each layer adds, the r
 step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA each op is at least one kernel
 launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
 function (model/layers.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
-instead of its ops, and leaves out `to` calls that convert nothing. It is the proxy this CPU
+instead of its ops, the LoRA part of a decode projection as the one Triton kernel it is there
+(model/lora_kernel.py), and leaves out `to` calls that convert nothing. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
 measured there (bench/gpu_session.sh). The sampling step is counted for one row of Qwen3's
 vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20.
@@ -28,6 +29,7 @@ from minitflow.engine import sampler
 from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.model import layers, qwen3
 from minitflow.model.kv_cache import KVCache
+from minitflow.model.lora_linear import lora_project
 
 VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "split", "split_with_sizes",
          "_unsafe_view", "chunk", "permute", "alias", "detach", "unbind", "reshape", "squeeze", "as_strided",
@@ -63,6 +65,25 @@ def _counted(mode: Count, fn):
     return call
 
 
+def _counted_lora(mode: Count):
+    """`lora_project` as the CUDA path runs it at decode: `W x`, then one Triton kernel for the
+    LoRA part (model/lora_kernel.py), counted once."""
+    import torch.nn.functional as F
+    from minitflow.model.lora_linear import lora_linear_ref
+
+    def call(x, weight, lora=None):
+        if lora is None or x.shape[1] != 1:
+            return lora_linear_ref(x, weight, lora)
+        y = F.linear(x, weight)
+        mode.ops["triton:lora_decode"] += 1
+        mode.inside += 1
+        try:
+            return lora_linear_ref(x, weight, lora)
+        finally:
+            mode.inside -= 1
+    return call
+
+
 @contextlib.contextmanager
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
@@ -73,11 +94,13 @@ def counting(mode: Count):
         if mode.fused:
             for m, n, f in saved:
                 setattr(m, n, _counted(mode, f))
+            layers.lora_project = _counted_lora(mode)
         with torch.inference_mode(), mode:
             yield
     finally:
         for m, n, f in saved:
             setattr(m, n, f)
+        layers.lora_project = lora_project
 
 
 def _ops(mode: Count) -> collections.Counter:

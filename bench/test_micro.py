@@ -20,7 +20,7 @@ from minitflow.model.kv_cache import KVCache
 from minitflow.engine.request import Request
 from minitflow.engine.runner import ModelRunner, kv_bucket
 from minitflow.engine.sampler import Sampler, SamplingParams, _bits, _hash32, _nucleus_unsorted, filter_logits
-from minitflow.model.lora_linear import lora_linear, lora_linear_naive, lora_linear_ref
+from minitflow.model.lora_linear import lora_linear, lora_linear_naive, lora_linear_ref, lora_project
 from minitflow.model.qwen3 import Capture, Qwen3Model
 
 SETUP = make_setup()  # collection-time view of the shape, for the parametrisations below
@@ -28,7 +28,8 @@ ON_CUDA = SETUP.device.type == "cuda"
 
 
 # ---- 1. one LoRA projection at decode shape ----------------------------------------------------
-PROJ_VARIANTS = ("fused_eager", "fused_compiled", "naive", "merged_per_row", "plain_linear")
+PROJ_VARIANTS = ("fused_eager", "fused_compiled", "naive", "merged_per_row", "plain_linear") + \
+    (("decode_kernel",) if ON_CUDA else ())  # the Triton kernel the layers run at decode on CUDA
 
 
 def projection_inputs(setup: Setup, batch: int) -> dict:
@@ -51,6 +52,7 @@ def projection_fn(variant: str, t: dict):
     return {
         "fused_eager": lambda: lora_linear_ref(x, w, t["fused"]),
         "fused_compiled": lambda: lora_linear(x, w, t["fused"]),
+        "decode_kernel": lambda: lora_project(x, w, t["fused"]),
         "naive": lambda: lora_linear_naive(x, w, t["senders"]),
         # a batched matmul with one merged weight per row (merge cost not included)
         "merged_per_row": lambda: torch.bmm(x, t["merged"].transpose(1, 2)),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.attention import cache_attention
-from minitflow.model.lora_linear import LoraPair, lora_linear_ref
+from minitflow.model.lora_linear import LoraPair, lora_project
 from minitflow.model.config import Qwen3Config
 
 
@@ -136,7 +136,7 @@ class DecoderLayer(nn.Module):
             h = rms_norm(x, norm.weight, norm.eps)
         else:
             x, h = add_rms_norm(x, delta, norm.weight, norm.eps)
-        qkv = lora_linear_ref(h, self.qkv_proj.weight, lo.get("qkv"))
+        qkv = lora_project(h, self.qkv_proj.weight, lo.get("qkv"))
         heads = cfg.num_attention_heads + cfg.num_key_value_heads
         qk = qk_norm_rope(qkv[..., :heads * cfg.head_dim].view(b, t, heads, cfg.head_dim), self.q_norm.weight,
                           self.k_norm.weight, cfg.num_attention_heads, self.q_norm.eps, cos, sin)
@@ -146,6 +146,6 @@ class DecoderLayer(nn.Module):
         k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, targets, kv_len, rows)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         norm = self.post_attention_layernorm
-        x, h = add_rms_norm(x, lora_linear_ref(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
-        gate_up = lora_linear_ref(h, self.gate_up_proj.weight, lo.get("gate_up"))
-        return x, lora_linear_ref(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))
+        x, h = add_rms_norm(x, lora_project(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
+        gate_up = lora_project(h, self.gate_up_proj.weight, lo.get("gate_up"))
+        return x, lora_project(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))

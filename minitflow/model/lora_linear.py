@@ -5,7 +5,8 @@ the LoRA scale, so several senders cost one batched matmul for `A x` and one per
 with no cross terms (see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B`
 block per projection, each reading its own slice of `A x` and adding into its own columns of
 `W x`, so no block-diagonal zeros are stored or read. `lora_linear_ref` is the eager reference;
-`lora_linear` is the same function under `torch.compile` (a compiled decode step inlines
+`lora_project` what the layers call (the reference, or on CUDA at decode one Triton kernel);
+`lora_linear` is the reference under `torch.compile` (a compiled decode step inlines
 `lora_linear_ref` instead).
 """
 
@@ -47,6 +48,18 @@ def lora_linear_naive(
     for a, b, coef in senders:
         y = y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * coef
     return y
+
+
+def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
+    """The projection a decoder layer runs: `lora_linear_ref`, except at decode on CUDA (one
+    token per row, inference, outside a whole-step torch.compile), where the LoRA part is one
+    Triton kernel per fused weight (model/lora_kernel.py) instead of a bmm and a `baddbmm_` per
+    B block: 4 kernels per layer instead of 11."""
+    if lora is None or not x.is_cuda or x.shape[1] != 1 or torch.is_grad_enabled() or \
+            torch.compiler.is_compiling():
+        return lora_linear_ref(x, weight, lora)
+    from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
+    return lora_decode_(F.linear(x, weight), x, *lora)
 
 
 _compiled = None
