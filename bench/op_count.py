@@ -7,7 +7,7 @@ Counts every non-view ATen op of a decode step (bf16, batch 1, 256 cached tokens
 dispatch mode, for 2 and 3 layers: the difference is what each layer adds, the rest what a
 step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA each op is at least one kernel
 launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
-function (model/layers.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
+function (model/fused.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
 instead of its ops, the LoRA part of a decode projection as the one Triton kernel it is there
 (model/lora_kernel.py), and leaves out `to` calls that convert nothing. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchlib import TINY, random_lora, random_model
 from minitflow.engine import sampler
 from minitflow.engine.sampler import Sampler, SamplingParams
-from minitflow.model import layers, qwen3
+from minitflow.model import attention, layers, qwen3
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora_linear import lora_project
 
@@ -88,7 +88,7 @@ def _counted_lora(mode: Count):
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
-    saved = [(m, n, f) for m in (layers, qwen3, sampler) for n, f in vars(m).items()
+    saved = [(m, n, f) for m in (attention, layers, qwen3, sampler) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
         if mode.fused:

@@ -297,6 +297,20 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_step_tables_trace_whole_and_match_eager():
+    """The step's additive attention mask and rotary tables are one fused kernel each on CUDA:
+    traced whole with dynamic shapes, they equal the op-by-op ones (CPU) exactly."""
+    from minitflow.model.attention import causal_mask
+    from minitflow.model.layers import Rotary, rotary_tables
+    rot = Rotary(32, 1e6, 600)
+    mask = torch.compile(causal_mask.eager, dynamic=True, fullgraph=True)
+    tables = torch.compile(rotary_tables.eager, dynamic=True, fullgraph=True)
+    for positions, kv_len in ((torch.tensor([[5], [300], [0]]), 512), (torch.tensor([[0, 1, 2, 3], [7, 8, 9, 9]]), 256)):
+        assert torch.equal(mask(positions, kv_len, 4, torch.bfloat16), causal_mask(positions, kv_len, 4, torch.bfloat16))
+        for got, want in zip(tables(rot.cos, rot.sin, positions, torch.bfloat16), rot(positions, torch.bfloat16)):
+            assert torch.equal(got, want)
+
+
 def test_fused_gumbel_noise_traces_whole_and_matches_eager():
     """On CUDA the sampler's noise (hash of row key, step and token id, two float64 logs, added
     to the scaled logits) is one torch.compile(fullgraph, dynamic) kernel: traced whole, it gives

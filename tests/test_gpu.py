@@ -84,7 +84,7 @@ def test_sampler_draws_the_same_tokens_on_cpu_and_cuda():
         with torch.inference_mode():  # as the engine samples: the noise as one fused kernel
             assert torch.equal(gpu(logits.cuda(), step).cpu(), want)
     from minitflow.engine.sampler import gumbel_scores
-    from minitflow.model.layers import _FUSED
+    from minitflow.model.fused import _FUSED
     assert gumbel_scores.eager in _FUSED
 
 
@@ -137,9 +137,9 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32():
 def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
     """On CUDA RMSNorm, the residual add + RMSNorm, q/k norms + RoPE and SiLU·up run as compiled
     kernels: the same values as the op-by-op functions (CPU's path), to float32 noise, or to bf16
-    rounding."""
+    rounding; the step's attention mask and rotary tables exactly."""
     from minitflow.model import layers
-    from minitflow.model.layers import _FUSED
+    from minitflow.model.fused import _FUSED
     g = torch.Generator(device="cuda").manual_seed(0)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     for b, t in ((1, 1), (3, 7)):
@@ -151,6 +151,14 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
                          (layers.add_rms_norm, (x, cos[:, 0, :, None], w, 1e-6)), (layers.silu_mul, (x,))):
             torch.testing.assert_close(fn(*args), fn.eager(*args), **tol)
             assert fn.eager in _FUSED  # the compiled kernel ran, not the op-by-op fallback
+    from minitflow.model.attention import causal_mask
+    from minitflow.model.layers import Rotary
+    rot = Rotary(128, 1e6, 600).cuda()
+    positions = torch.tensor([[5], [300], [0]], device="cuda")
+    assert torch.equal(causal_mask(positions, 512, 4, dtype), causal_mask.eager(positions, 512, 4, dtype))
+    want = (rot.cos[positions][:, None].to(dtype), rot.sin[positions][:, None].to(dtype))
+    assert all(torch.equal(g, w) for g, w in zip(rot(positions, dtype), want))
+    assert causal_mask.eager in _FUSED
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

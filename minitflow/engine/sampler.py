@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minitflow.errors import UserError
-from minitflow.model.layers import fused_on_cuda
+from minitflow.model.fused import fused_on_cuda
 
 _M32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9  # odd; spreads consecutive steps over all 32 bits

@@ -11,14 +11,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minitflow.model.fused import fused_on_cuda
 
-def causal_mask(positions: torch.Tensor, kv_len: int, group: int = 1,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+
+@fused_on_cuda
+def causal_mask(positions: torch.Tensor, kv_len: int, group: int, dtype: torch.dtype) -> torch.Tensor:
     """positions (B, T) -> additive mask (B, 1, group * T, kv_len) of `dtype`: 0 where attention
     is allowed, -inf elsewhere; `group` query heads per KV head (see cache_attention), repeated
     once here rather than in every layer. Additive, not bool: SDPA turns a bool mask into this
     (two kernels) in every layer. Every row allows key 0 (positions are >= 0, padding sits at
-    0), so no row is all -inf."""
+    0), so no row is all -inf. Once per forward; one kernel on CUDA."""
     keys = torch.arange(kv_len, device=positions.device)
     allowed = keys[None, None, None, :] <= positions[:, None, :, None]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(~allowed, float("-inf"))

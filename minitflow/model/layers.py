@@ -10,29 +10,7 @@ from minitflow.model.kv_cache import KVCache
 from minitflow.model.attention import cache_attention
 from minitflow.model.lora_linear import LoraPair, lora_project
 from minitflow.model.config import Qwen3Config
-
-
-_FUSED: dict = {}
-
-
-def fused_on_cuda(fn):
-    """`fn` as one fused kernel (torch.compile, dynamic shapes) when its first argument is on
-    CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
-    tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
-    elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
-    SiLU·up) folds 34 ops per layer into 4 kernels (bench/op_count.py). CPU keeps the op-by-op
-    reference that matches transformers, and training keeps it too (its backward is the tested
-    one); on CUDA the fused kernel may round bf16 intermediates differently."""
-    def call(x: torch.Tensor, *args):
-        # inside a whole-step torch.compile (LLM(compile=True)) inductor fuses `fn` itself
-        if not x.is_cuda or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return fn(x, *args)
-        compiled = _FUSED.get(fn)
-        if compiled is None:
-            compiled = _FUSED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
-        return compiled(x, *args)
-    call.eager = fn  # type: ignore[attr-defined]
-    return call
+from minitflow.model.fused import fused_on_cuda
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -94,7 +72,14 @@ class Rotary(nn.Module):
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin (B, 1, T, D) ready to broadcast over heads."""
-        return self.cos[positions][:, None].to(dtype), self.sin[positions][:, None].to(dtype)
+        return rotary_tables(self.cos, self.sin, positions, dtype)
+
+
+@fused_on_cuda
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of the float32 tables at `positions`, in `dtype`: one kernel on CUDA."""
+    return cos[positions][:, None].to(dtype), sin[positions][:, None].to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,28 @@
+"""Elementwise chains as one kernel on CUDA (`fused_on_cuda`), op by op elsewhere."""
+
+from __future__ import annotations
+
+import torch
+
+_FUSED: dict = {}
+
+
+def fused_on_cuda(fn):
+    """`fn` as one fused kernel (torch.compile, dynamic shapes) when its first argument is on
+    CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
+    tiny kernels at batch 1, and each costs its launch even inside a CUDA graph; fusing the
+    elementwise chains (RMSNorm, the residual add with the RMSNorm after it, q/k norm with RoPE,
+    SiLU·up) folds 34 ops per layer into 4 kernels (bench/op_count.py), and the step's attention
+    mask, rotary tables and sampling noise are one kernel each. CPU keeps the op-by-op
+    reference that matches transformers, and training keeps it too (its backward is the tested
+    one); on CUDA the fused kernel may round bf16 intermediates differently."""
+    def call(x: torch.Tensor, *args):
+        # inside a whole-step torch.compile (LLM(compile=True)) inductor fuses `fn` itself
+        if not x.is_cuda or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return fn(x, *args)
+        compiled = _FUSED.get(fn)
+        if compiled is None:
+            compiled = _FUSED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+        return compiled(x, *args)
+    call.eager = fn  # type: ignore[attr-defined]
+    return call
