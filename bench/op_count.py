@@ -8,8 +8,8 @@ dispatch mode, for 2 and 3 layers: the difference is what each layer adds, the r
 step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA each op is at least one kernel
 launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
 function (model/fused.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
-instead of its ops, the LoRA part of a decode projection as the one Triton kernel it is there
-(model/lora_kernel.py), and leaves out `to` calls that convert nothing. It is the proxy this CPU
+instead of its ops, the LoRA part of a decode projection and the cache write of keys and values
+as the one Triton kernel each is there (model/lora_kernel.py, model/kv_kernel.py), and leaves out `to` calls that convert nothing. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
 measured there (bench/gpu_session.sh). The sampling step is counted for one row of Qwen3's
 vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20.
@@ -84,10 +84,25 @@ def _counted_lora(mode: Count):
     return call
 
 
+def _counted_kv_write(mode: Count, update):
+    """`KVCache.update` as the CUDA path runs it: one Triton kernel writes keys and values
+    (model/kv_kernel.py), counted once; the read-back views as they are."""
+    def call(cache, layer, k, v, targets, kv_len, rows=None):
+        targets.flat()  # the kernel's index arrays: built (and counted) at the first layer
+        mode.ops["triton:kv_store"] += 1
+        mode.inside += 1
+        try:
+            return update(cache, layer, k, v, targets, kv_len, rows)
+        finally:
+            mode.inside -= 1
+    return call
+
+
 @contextlib.contextmanager
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
+    update = KVCache.update
     saved = [(m, n, f) for m in (attention, layers, qwen3, sampler) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
@@ -95,12 +110,14 @@ def counting(mode: Count):
             for m, n, f in saved:
                 setattr(m, n, _counted(mode, f))
             layers.lora_project = _counted_lora(mode)
+            KVCache.update = _counted_kv_write(mode, update)
         with torch.inference_mode(), mode:
             yield
     finally:
         for m, n, f in saved:
             setattr(m, n, f)
         layers.lora_project = lora_project
+        KVCache.update = update
 
 
 def _ops(mode: Count) -> collections.Counter:

@@ -182,6 +182,28 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype):
     assert "minitflow.model.lora_kernel" in sys.modules  # the kernel ran, not the reference
 
 
+def test_kv_store_kernel_writes_what_the_indexed_writes_write():
+    """At inference on CUDA the cache write is one Triton kernel for keys and values: the same
+    cache bitwise as the two indexed writes (the path with a gradient recorded), for a decode
+    step, gathered cache rows and a padded prefill's real tokens."""
+    import sys
+    from minitflow.model.kv_cache import KVCache
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for b, t, rows, real in ((3, 1, None, None), (2, 1, torch.tensor([4, 1]), None),
+                             (3, 5, torch.tensor([0, 5, 2]), (torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 4])))):
+        rows = None if rows is None else rows.cuda()
+        real = None if real is None else tuple(i.cuda() for i in real)
+        k = torch.randn(b, 8, t, 128, generator=g, device="cuda").to(torch.bfloat16)
+        v = torch.randn(b, t, 8, 128, generator=g, device="cuda").to(torch.bfloat16).transpose(1, 2)
+        positions = torch.stack([torch.randperm(300, device="cuda", generator=g)[:t] for _ in range(b)])
+        want, got = (KVCache(2, 6, 300, 8, 128, torch.bfloat16, "cuda") for _ in range(2))
+        want.update(1, k, v, KVCache.targets(positions, rows, real), 300, rows)  # gradient mode: indexed writes
+        with torch.inference_mode():
+            got.update(1, k, v, KVCache.targets(positions, rows, real), 300, rows)
+        assert torch.equal(got.k, want.k) and torch.equal(got.v, want.v)
+    assert "minitflow.model.kv_kernel" in sys.modules
+
+
 def test_serving_waits_for_the_device_only_to_read_tokens():
     """Admissions while other rows decode (prompts of different lengths, so padded prefills; a
     capturing prefill-only request; LoRA, greedy, top-p and top-k rows) under CUDA's sync debug

@@ -7,7 +7,32 @@ past a row's length hold junk that the attention mask hides until the row overwr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+
+
+@dataclass
+class WriteTargets:
+    """Where one forward writes its keys and values: cache rows and positions, (B, T) for every
+    token or (N,) for the `sel` = (batch indices, token indices) of a padded batch's real ones."""
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    sel: tuple[torch.Tensor, torch.Tensor] | None
+    _flat: tuple | None = field(default=None, repr=False)
+
+    def flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch index, token index, cache row, position) of each written token, (N,) each and
+        contiguous: what the write kernel reads; built at the first layer, reused by the rest."""
+        if self._flat is None:
+            if self.sel is None:
+                b, t = self.positions.shape
+                bt = torch.arange(b * t, device=self.positions.device)
+                self._flat = (bt // t, bt % t, self.rows.reshape(-1), self.positions.reshape(-1))
+            else:
+                self._flat = (*self.sel, self.rows, self.positions)
+        return self._flat
 
 
 class KVCache:
@@ -20,28 +45,33 @@ class KVCache:
 
     @staticmethod
     def targets(positions: torch.Tensor, rows: torch.Tensor | None = None,
-                real: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple:
-        """Where a forward writes, computed once for all its layers: (cache rows, positions,
-        which (batch, token) pairs to take). `rows` (B,) are the batch rows' cache rows (default:
-        row b is slot b); `real` (batch indices, token indices) lists the real tokens of a
-        right-padded batch, the only ones written."""
+                real: tuple[torch.Tensor, torch.Tensor] | None = None) -> "WriteTargets":
+        """Where a forward writes, computed once for all its layers. `rows` (B,) are the batch
+        rows' cache rows (default: row b is slot b); `real` (batch indices, token indices) lists
+        the real tokens of a right-padded batch, the only ones written."""
         b, t = positions.shape
         index = torch.arange(b, device=positions.device) if rows is None else rows
         r, p = index[:, None].expand(b, t), positions
         if real is None:
-            return r, p, None
-        return r[real], p[real], real
+            return WriteTargets(r, p, None)
+        return WriteTargets(r[real], p[real], real)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: tuple, kv_len: int,
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: "WriteTargets", kv_len: int,
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, Hkv, T, D) at this forward's `targets`. Returns the rows' first kv_len
-        positions: a view when rows is None (the first B slots), a gathered copy otherwise."""
-        r, p, sel = targets
-        kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
-        if sel is not None:
-            kt, vt = kt[sel], vt[sel]
-        self.k[layer][r, :, p] = kt
-        self.v[layer][r, :, p] = vt
+        """Write k/v (B, Hkv, T, D) at this forward's `targets`: on CUDA at inference one Triton
+        kernel for both (model/kv_kernel.py), elsewhere an `index_put_` each. Returns the rows'
+        first kv_len positions: a view when rows is None (the first B slots), a gathered copy
+        otherwise."""
+        d = k.shape[-1]
+        if k.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not d & (d - 1):
+            from minitflow.model.kv_kernel import kv_store_  # imports Triton: only where it runs
+            kv_store_(k, v, self.k[layer], self.v[layer], targets.flat())
+        else:
+            kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
+            if targets.sel is not None:
+                kt, vt = kt[targets.sel], vt[targets.sel]
+            self.k[layer][targets.rows, :, targets.positions] = kt
+            self.v[layer][targets.rows, :, targets.positions] = vt
         b = k.shape[0]
         if rows is None:
             return self.k[layer][:b, :, :kv_len], self.v[layer][:b, :, :kv_len]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minitflow.model.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache, WriteTargets
 from minitflow.model.attention import cache_attention
 from minitflow.model.lora_linear import LoraPair, lora_project
 from minitflow.model.config import Qwen3Config
@@ -107,7 +107,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor, cache: KVCache | None, kv_len: int, lora: dict[str, LoraPair] | None,
-                rows: torch.Tensor | None = None, targets: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                rows: torch.Tensor | None = None, targets: WriteTargets | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(residual stream, the previous layer's MLP output not yet added to it, or None) ->
         the same pair after this layer. Each residual add is done by the RMSNorm that reads its
         sum, one kernel on CUDA, instead of a separate add; the model adds the last one (or
