@@ -3,7 +3,7 @@
 Writing keys and values with advanced indexing is two kernels per layer (one `index_put_`
 each); this is one, a program per (token, KV head) copying both rows of `head_dim` values to
 their cache row and position (as nano-vllm's store kernel does). Imports Triton: imported only
-where it runs (model/kv_cache.py, on CUDA); tests/test_kv_kernel.py checks it on CPU under
+where it runs (model/kv_cache.py, on CUDA); tests/test_triton_kernels.py checks it on CPU under
 Triton's interpreter.
 """
 

@@ -10,8 +10,8 @@ kernels per layer. `u` is rounded to the activations' dtype, as the bmm's output
 sum runs in float32; only the summation order differs from `lora_linear_ref`.
 
 Triton ships with PyTorch's CUDA wheels; on CPU the kernel runs only under Triton's interpreter
-(TRITON_INTERPRET=1, for tests). This module imports Triton, so it is imported only where the
-kernel runs (model/lora_linear.py, on CUDA).
+(TRITON_INTERPRET=1, tests/test_triton_kernels.py). This module imports Triton, so it is
+imported only where the kernel runs (model/lora_linear.py, on CUDA).
 """
 
 from __future__ import annotations

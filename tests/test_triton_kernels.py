@@ -1,0 +1,102 @@
+"""The Triton kernels of the CUDA path (model/lora_kernel.py, model/kv_kernel.py) against the
+ops they replace, on CPU under Triton's interpreter, each in a child process (TRITON_INTERPRET
+must be set before Triton is imported, and must not reach this process's real kernels). Skips
+where Triton is not installed (CPU wheels of PyTorch do not bring it: `pip install triton` to
+run them); tests/test_gpu.py runs the compiled kernels on CUDA."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (pip install triton)")
+
+
+def interpreted(check: str) -> str:
+    """Run `check` (a Python script) with Triton's interpreter; its last line of output."""
+    out = subprocess.run([sys.executable, "-c", check], env={**os.environ, "TRITON_INTERPRET": "1"},
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+LORA_CHECK = r'''
+import torch, torch.nn.functional as F
+from minitflow.model.lora_kernel import lora_decode_
+from minitflow.model.lora_linear import lora_linear_ref
+g = torch.Generator().manual_seed(0)
+cases = [((20, 7, 7), (8, 8, 8)),   # q/k/v: blocks straddle the 16-column tiles
+         ((24, 24), (4, 8)),        # gate/up
+         ((33,), (16,)),            # o, down
+         ((12, 5, 5), (0, 4, 4))]   # a projection no sender adapts: its columns stay W x
+for dtype in (torch.float32, torch.bfloat16):
+    for outs, ranks in cases:
+        b, k = 3, 40
+        x = torch.randn(b, 1, k, generator=g).to(dtype)
+        w = (0.1 * torch.randn(sum(outs), k, generator=g)).to(dtype)
+        a = (0.1 * torch.randn(b, sum(ranks), k, generator=g)).to(dtype)
+        blocks = tuple((0.1 * torch.randn(b, o, r, generator=g)).to(dtype) for o, r in zip(outs, ranks))
+        want = lora_linear_ref(x, w, (a, blocks))
+        got = lora_decode_(F.linear(x, w), x, a, blocks, block_n=16, block_k=16)
+        several = lora_decode_(F.linear(x, w), x, a, blocks, block_n=8, block_k=16, programs=2)  # 4 tiles a program
+        assert torch.equal(several, got) or dtype == torch.float32 and torch.allclose(several, got)
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(got, want, **tol)
+        if ranks[0] == 0:
+            assert torch.equal(got[..., :outs[0]], F.linear(x, w)[..., :outs[0]])
+try:
+    lora_decode_(torch.zeros(2, 3, 4), torch.randn(2, 3, 8), torch.zeros(2, 2, 8), (torch.zeros(2, 4, 2),))
+    raise SystemExit("a prefill was accepted")
+except ValueError as e:
+    assert "one token per row" in str(e)
+print("ok", len(cases) * 2)
+'''
+
+KV_CHECK = r'''
+import torch
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.kv_kernel import kv_store_
+g = torch.Generator().manual_seed(0)
+n = 0
+for dtype in (torch.float32, torch.bfloat16):
+    for b, t, rows, padded in ((3, 1, None, False), (2, 1, torch.tensor([4, 1]), False),
+                               (3, 5, torch.tensor([0, 5, 2]), True), (2, 4, None, False)):
+        qk = torch.randn(b, 6, t, 32, generator=g).to(dtype)           # q heads 0-3, k heads 4-5
+        qkv = torch.randn(b, t, 8 * 32, generator=g).to(dtype)         # v: heads 6-7 of a qkv row
+        k, v = qk[:, 4:], qkv[..., 6 * 32:].view(b, t, 2, 32).transpose(1, 2)
+        # distinct positions per row: no two writes to one place
+        positions = torch.stack([torch.randperm(40, generator=g)[:t] for _ in range(b)])
+        real = (torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 4])) if padded else None
+        targets = KVCache.targets(positions, rows, real)
+        want, got = (KVCache(2, 6, 40, 2, 32, dtype, "cpu") for _ in range(2))
+        want.update(1, k, v, targets, 40, rows)
+        kv_store_(k, v, got.k[1], got.v[1], targets.flat())
+        assert torch.equal(got.k, want.k) and torch.equal(got.v, want.v) and want.k.abs().sum() > 0
+        n += 1
+try:
+    kv_store_(torch.zeros(1, 2, 1, 24), torch.zeros(1, 2, 1, 24), torch.zeros(2, 2, 8, 24), torch.zeros(2, 2, 8, 24),
+              KVCache.targets(torch.zeros(1, 1, dtype=torch.long)).flat())
+    raise SystemExit("head_dim 24 was accepted")
+except ValueError as e:
+    assert "power of two" in str(e)
+print("ok", n)
+'''
+
+
+def test_decode_lora_kernel_equals_the_reference_projection():
+    """q/k/v-, gate/up- and single-block layouts, a rank-0 block, float32 and bf16, tiles that
+    straddle block boundaries, several tiles per program and a K loop of several steps; a
+    prefill is refused."""
+    assert interpreted(LORA_CHECK) == "ok 8"
+
+
+def test_kv_store_kernel_writes_what_the_indexed_writes_write():
+    """Decode and prefill shapes, cache rows given or not, a padded batch's real tokens only,
+    k and v as the strided views the layer passes, float32 and bf16: the same cache, bitwise;
+    a head_dim that is not a power of two is refused."""
+    assert interpreted(KV_CHECK) == "ok 8"
