@@ -9,7 +9,9 @@ step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA e
 launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
 function (model/fused.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
 instead of its ops, the LoRA part of a decode projection and the cache write of keys and values
-as the one Triton kernel each is there (model/lora_kernel.py, model/kv_kernel.py), and leaves out `to` calls that convert nothing. It is the proxy this CPU
+as the one Triton kernel each is there (model/lora_kernel.py, model/kv_kernel.py), and leaves out `to` calls that convert nothing. A
+fused function with reductions or a scan over a long row (the sampler's nucleus steps) may
+compile to a few kernels rather than one. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
 measured there (bench/gpu_session.sh). The sampling step is counted for one row of Qwen3's
 vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20.

@@ -240,6 +240,24 @@ def test_the_unsorted_nucleus_keeps_the_tokens_of_the_sorted_reference(vocab):
     assert off.all()
 
 
+def test_the_nucleus_with_its_steps_compiled_keeps_the_same_tokens(monkeypatch):
+    """On CUDA the radix select's steps between the histograms are torch.compile(dynamic,
+    fullgraph) functions (one in-place): compiled on CPU they keep the eager tokens, at four,
+    three and two passes and three row counts, the budget off included."""
+    from minitflow.engine import sampler
+    g = torch.Generator().manual_seed(1)
+    cases = [(rows, vocab, top_p) for rows, vocab in ((3, 300), (5, 5000), (2, 70000)) for top_p in (0.1, 0.95, 2.0)]
+    inputs = [((torch.randn(rows, vocab, generator=g) * 2).round(decimals=1),
+               torch.full((rows, 1), top_p if top_p < 1 else float("inf"), dtype=torch.float64))
+              for rows, vocab, top_p in cases]
+    want = [sampler._nucleus_unsorted(v, p) for v, p in inputs]
+    for name in ("_nucleus_weights", "_digit_index", "_threshold_digit", "_at_least"):
+        monkeypatch.setattr(sampler, name, torch.compile(getattr(sampler, name).eager, dynamic=True, fullgraph=True))
+    for (v, p), w in zip(inputs, want):
+        assert torch.equal(sampler._nucleus_unsorted(v, p), w)
+    assert not all(w.all() for w in want) and any(w.all() for w in want)
+
+
 def test_ties_at_the_nucleus_boundary_stay_or_go_together():
     logits = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.0])
     p = logits.softmax(-1)

@@ -112,23 +112,53 @@ def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     Each pass sums the weights of the tokens that share the threshold's digits so far, per next
     digit: the bins whose weight above (higher bins, plus everything above the shared prefix) is
     within the budget are kept, so the threshold's digit is the lowest such bin. After the last
-    pass the digits are the whole key, so a bin is one value and ties stay or go together."""
-    e = vals.double().sub_(vals.amax(-1, keepdim=True)).exp_()  # in place: fewer fresh pages per step
-    budget = top_p * e.sum(-1, keepdim=True)
-    keys = _order_keys(vals)
+    pass the digits are the whole key, so a bin is one value and ties stay or go together.
+    The elementwise and scan steps between the histograms are fused functions (one kernel or a
+    few each on CUDA; the same ops on CPU)."""
+    e, budget, keys = _nucleus_weights(vals, top_p)
     cut = torch.zeros(vals.shape[0], 1, dtype=torch.int64, device=vals.device)  # the threshold's digits so far
     above = torch.zeros_like(budget)         # the weight of the keys above that prefix's range
     for i, (shift, width) in enumerate(_digits(*vals.shape)):
-        high = shift + width
-        if i:  # only the tokens that share the threshold's digits so far (a shrinking set) still count
-            e.masked_fill_(((keys >> high) & ((1 << (32 - high)) - 1)) != cut >> high, 0.0)
+        index = _digit_index(e, keys, cut, shift, width, i > 0)
         hist = torch.zeros(vals.shape[0], 1 << width, dtype=torch.float64, device=vals.device)
-        hist.scatter_add_(1, ((keys >> shift) & ((1 << width) - 1)).long(), e)
-        bins_above = hist.flip(-1).cumsum(-1).flip(-1) - hist + above   # weight of every higher key
-        digit = (bins_above > budget).sum(-1, keepdim=True)           # the lowest bin within budget
-        above = bins_above.gather(1, digit)
-        cut = cut | (digit << shift)
-    return keys.bitwise_xor_(-_I32) >= cut - _I32  # unsigned order, compared as signed
+        hist.scatter_add_(1, index, e)
+        above, cut = _threshold_digit(hist, above, budget, cut, shift)
+    return _at_least(keys, cut)
+
+
+@fused_on_cuda
+def _nucleus_weights(vals: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each token's float64 weight exp(v - max), the row's budget top_p x total, the order keys."""
+    e = vals.double().sub_(vals.amax(-1, keepdim=True)).exp_()  # in place: fewer fresh pages per step
+    return e, top_p * e.sum(-1, keepdim=True), _order_keys(vals)
+
+
+@fused_on_cuda
+def _digit_index(e: torch.Tensor, keys: torch.Tensor, cut: torch.Tensor, shift: int, width: int,
+                 narrow: bool) -> torch.Tensor:
+    """The histogram bin of each token's next digit; with `narrow`, the weights of the tokens
+    that no longer share the threshold's digits so far (a shrinking set) set to 0, in place."""
+    high = shift + width
+    if narrow:
+        e.masked_fill_(((keys >> high) & ((1 << (32 - high)) - 1)) != cut >> high, 0.0)
+    return ((keys >> shift) & ((1 << width) - 1)).long()
+
+
+@fused_on_cuda
+def _threshold_digit(hist: torch.Tensor, above: torch.Tensor, budget: torch.Tensor, cut: torch.Tensor,
+                     shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The threshold's digit from one pass's histogram: the lowest bin whose weight above
+    (every higher bin, plus everything above the prefix) is within the budget. Returns the
+    weight above that bin and the digits so far."""
+    bins_above = hist.flip(-1).cumsum(-1).flip(-1) - hist + above   # weight of every higher key
+    digit = (bins_above > budget).sum(-1, keepdim=True)
+    return bins_above.gather(1, digit), cut | (digit << shift)
+
+
+@fused_on_cuda
+def _at_least(keys: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """Keys at or above the threshold, in unsigned order (compared as signed)."""
+    return keys.bitwise_xor_(-_I32) >= cut - _I32
 
 
 def _bits(x: torch.Tensor) -> torch.Tensor:
