@@ -258,6 +258,21 @@ def test_the_nucleus_with_its_steps_compiled_keeps_the_same_tokens(monkeypatch):
     assert not all(w.all() for w in want) and any(w.all() for w in want)
 
 
+def test_top_k_candidates_filtered_compiled_equal_eager():
+    """On CUDA the top-k path's temperature, top-k cut and nucleus over the candidates are one
+    torch.compile(dynamic, fullgraph) function: compiled on CPU, the same values, ties and -inf
+    included, for mixed rows (top_k below k, top-p off)."""
+    from minitflow.engine.sampler import _filter_candidates
+    g = torch.Generator().manual_seed(2)
+    vals = torch.sort((torch.randn(4, 20, generator=g) * 3).round(), descending=True).values
+    temperature = torch.tensor([[0.6], [1.0], [0.7], [1.3]])
+    top_k = torch.tensor([[20], [5], [1 << 31], [12]])
+    top_p = torch.tensor([[0.95], [float("inf")], [0.5], [0.8]], dtype=torch.float64)
+    want = _filter_candidates(vals, temperature, top_k, top_p)
+    got = torch.compile(_filter_candidates.eager, dynamic=True, fullgraph=True)(vals, temperature, top_k, top_p)
+    assert torch.equal(got, want) and torch.isinf(want).any() and torch.isfinite(want).sum() > 4
+
+
 def test_ties_at_the_nucleus_boundary_stay_or_go_together():
     logits = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.0])
     p = logits.softmax(-1)

@@ -83,6 +83,15 @@ def _outside_nucleus_sorted(vals: torch.Tensor, top_p: torch.Tensor | float) -> 
     return ahead > top_p * e.sum(-1, keepdim=True)
 
 
+@fused_on_cuda
+def _filter_candidates(vals: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                       top_p: torch.Tensor) -> torch.Tensor:
+    """Top-k candidates (B, k), sorted best first -> scaled by the temperature, -inf past each
+    row's top_k and outside its nucleus (a cumsum over k values): one or two kernels on CUDA."""
+    vals = (vals / temperature).masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
+    return vals.masked_fill(_outside_nucleus_sorted(vals, top_p), -torch.inf)
+
+
 def _order_keys(vals: torch.Tensor) -> torch.Tensor:
     """float32 (B, V) -> int32 words whose unsigned order is the values' order (IEEE bits with the
     negative half flipped), so equal words are equal values."""
@@ -228,8 +237,7 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
         logits = logits.masked_fill(torch.arange(v, device=logits.device) >= vocab_rows, -torch.inf)
     if kmax:  # sorted, best first: top-k by rank, then the nucleus by a cumsum over k candidates
         vals, ids = torch.topk(logits, min(kmax, v))
-        vals = (vals / temperature).masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
-        vals = vals.masked_fill(_outside_nucleus_sorted(vals, top_p), -torch.inf)
+        vals = _filter_candidates(vals, temperature, top_k, top_p)
     elif filtering:  # the whole vocabulary, unsorted; rows with a top-k mask the rest of their topk(kmix)
         vals, ids = logits / temperature, None
         if kmix:
