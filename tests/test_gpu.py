@@ -189,7 +189,7 @@ def test_kv_store_kernel_writes_what_the_indexed_writes_write():
     import sys
     from minitflow.model.kv_cache import KVCache
     g = torch.Generator(device="cuda").manual_seed(0)
-    for b, t, rows, real in ((3, 1, None, None), (2, 1, torch.tensor([4, 1]), None),
+    for b, t, rows, real in ((3, 1, None, None), (2, 1, torch.tensor([4, 1]), None), (1, 6, None, None),
                              (3, 5, torch.tensor([0, 5, 2]), (torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 4])))):
         rows = None if rows is None else rows.cuda()
         real = None if real is None else tuple(i.cuda() for i in real)

@@ -65,7 +65,8 @@ g = torch.Generator().manual_seed(0)
 n = 0
 for dtype in (torch.float32, torch.bfloat16):
     for b, t, rows, padded in ((3, 1, None, False), (2, 1, torch.tensor([4, 1]), False),
-                               (3, 5, torch.tensor([0, 5, 2]), True), (2, 4, None, False)):
+                               (3, 5, torch.tensor([0, 5, 2]), True), (2, 4, None, False),
+                               (1, 6, None, False)):  # one row: its expanded row index is stride 0
         qk = torch.randn(b, 6, t, 32, generator=g).to(dtype)           # q heads 0-3, k heads 4-5
         qkv = torch.randn(b, t, 8 * 32, generator=g).to(dtype)         # v: heads 6-7 of a qkv row
         k, v = qk[:, 4:], qkv[..., 6 * 32:].view(b, t, 2, 32).transpose(1, 2)
@@ -88,6 +89,50 @@ print("ok", n)
 '''
 
 
+ENGINE_CHECK = r'''
+import torch
+from minitflow import LLM, SamplingParams, build_lora
+from minitflow.model import kv_cache, lora_linear
+from minitflow.model.config import Qwen3Config
+from minitflow.model.lora import PROJECTIONS, projection_shapes
+from minitflow.model.weights import empty_model
+cfg = Qwen3Config(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, tie_word_embeddings=True, max_position_embeddings=512)
+g = torch.Generator().manual_seed(0)
+model = empty_model(cfg, torch.float32, "cpu")
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g) if "norm" in name else 0.1 * torch.randn(p.shape, generator=g))
+shapes = projection_shapes(cfg)
+sender = lambda: {(l, p): (0.1 * torch.randn(3, 4, shapes[p][0], generator=g), 0.1 * torch.randn(3, shapes[p][1], 4, generator=g))
+                  for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}
+lora = build_lora(cfg, [sender(), sender()], [1.0, 0.5])
+prompts = [list(range(5, 40)), list(range(100, 117)), [7] * 23]   # padded prefill: three lengths
+sp = [SamplingParams(max_new_tokens=12), SamplingParams(temperature=0.7, top_k=20, seed=1, max_new_tokens=12),
+      SamplingParams(temperature=0.6, top_p=0.9, seed=2, max_new_tokens=12)]
+def run():
+    llm = LLM(model, eos_token_ids=[], num_slots=2)   # 2 slots for 3 requests: one admitted mid-flight
+    return [o.token_ids for o in llm.generate(prompts, sp, lora=lora)]
+want = run()
+calls = []
+def kernels_on(x):  # the CUDA path's Triton kernels, for CPU tensors (the fused functions stay op by op)
+    calls.append(1)
+    return not torch.is_grad_enabled()
+lora_linear.cuda_inference = kernels_on
+kv_cache.cuda_inference = kernels_on
+got = run()
+assert got == want and calls and len(want[0]) == 12, (got, want)
+print("ok", len(calls))
+'''
+
+
+def test_the_engine_with_both_kernels_gives_the_reference_tokens():
+    """The whole engine (padded prefill, an admission mid-flight, LoRA, greedy, top-k and top-p
+    rows) with the two Triton kernels forced on for CPU tensors, under the interpreter: the same
+    tokens as the op-by-op path, so the layers hand the kernels the strides they expect."""
+    assert interpreted(ENGINE_CHECK).startswith("ok ")
+
+
 def test_decode_lora_kernel_equals_the_reference_projection():
     """q/k/v-, gate/up- and single-block layouts, a rank-0 block, float32 and bf16, tiles that
     straddle block boundaries, several tiles per program and a K loop of several steps; a
@@ -99,4 +144,4 @@ def test_kv_store_kernel_writes_what_the_indexed_writes_write():
     """Decode and prefill shapes, cache rows given or not, a padded batch's real tokens only,
     k and v as the strided views the layer passes, float32 and bf16: the same cache, bitwise;
     a head_dim that is not a power of two is refused."""
-    assert interpreted(KV_CHECK) == "ok 8"
+    assert interpreted(KV_CHECK) == "ok 10"

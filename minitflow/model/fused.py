@@ -7,6 +7,13 @@ import torch
 _FUSED: dict = {}
 
 
+def cuda_inference(x: torch.Tensor) -> bool:
+    """Whether an op on `x` takes the CUDA path's kernels (fused functions, the Triton kernels):
+    on CUDA, with no gradient being recorded, and outside a whole-step torch.compile
+    (LLM(compile=True)), where inductor fuses the op-by-op reference itself."""
+    return x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def fused_on_cuda(fn):
     """`fn` as one fused kernel (torch.compile, dynamic shapes) when its first argument is on
     CUDA and no gradient is being recorded, op by op elsewhere. A decode step is hundreds of
@@ -17,8 +24,7 @@ def fused_on_cuda(fn):
     reference that matches transformers, and training keeps it too (its backward is the tested
     one); on CUDA the fused kernel may round bf16 intermediates differently."""
     def call(x: torch.Tensor, *args):
-        # inside a whole-step torch.compile (LLM(compile=True)) inductor fuses `fn` itself
-        if not x.is_cuda or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if not cuda_inference(x):
             return fn(x, *args)
         compiled = _FUSED.get(fn)
         if compiled is None:

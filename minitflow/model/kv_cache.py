@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minitflow.model.fused import cuda_inference
+
 
 @dataclass
 class WriteTargets:
@@ -29,9 +31,12 @@ class WriteTargets:
             if self.sel is None:
                 b, t = self.positions.shape
                 bt = torch.arange(b * t, device=self.positions.device)
-                self._flat = (bt // t, bt % t, self.rows.reshape(-1), self.positions.reshape(-1))
+                flat = (bt // t, bt % t, self.rows.reshape(-1), self.positions.reshape(-1))
             else:
-                self._flat = (*self.sel, self.rows, self.positions)
+                flat = (*self.sel, self.rows, self.positions)
+            # the kernel reads each with stride 1; an expanded row index reshapes to stride 0 and
+            # nonzero(as_tuple=True) gives strided views
+            self._flat = tuple(i.contiguous() for i in flat)
         return self._flat
 
 
@@ -63,7 +68,7 @@ class KVCache:
         first kv_len positions: a view when rows is None (the first B slots), a gathered copy
         otherwise."""
         d = k.shape[-1]
-        if k.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not d & (d - 1):
+        if cuda_inference(k) and not d & (d - 1):
             from minitflow.model.kv_kernel import kv_store_  # imports Triton: only where it runs
             kv_store_(k, v, self.k[layer], self.v[layer], targets.flat())
         else:

@@ -30,11 +30,12 @@ def _kv_store_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, bi_ptr, ti_ptr, row_ptr, pos_
 def kv_store_(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
               flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
     """k, v (B, Hkv, T, D) -> k_cache, v_cache (slots, Hkv, max_len, D) of one layer, for the
-    tokens `flat` = (batch index, token index, cache row, position), each (N,). D must be a power
-    of two and every last dimension contiguous."""
+    tokens `flat` = (batch index, token index, cache row, position), each (N,) and contiguous. D
+    must be a power of two and every last dimension contiguous (a wrong stride would write
+    elsewhere in memory, so it is refused)."""
     d = k.shape[-1]
-    if d & (d - 1) or any(z.stride(-1) != 1 for z in (k, v, k_cache, v_cache)):
-        raise ValueError("kv_store_: head_dim a power of two, contiguous last dimensions")
+    if d & (d - 1) or any(z.stride(-1) != 1 for z in (k, v, k_cache, v_cache, *flat)):
+        raise ValueError("kv_store_: head_dim a power of two, contiguous last dimensions and index arrays")
     bi, ti, rows, pos = flat
     _kv_store_kernel[(bi.shape[0], k.shape[1])](
         k, v, k_cache, v_cache, bi, ti, rows, pos,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minitflow.model.fused import cuda_inference
+
 
 LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
@@ -55,8 +57,7 @@ def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = 
     token per row, inference, outside a whole-step torch.compile), where the LoRA part is one
     Triton kernel per fused weight (model/lora_kernel.py) instead of a bmm and a `baddbmm_` per
     B block: 4 kernels per layer instead of 11."""
-    if lora is None or not x.is_cuda or x.shape[1] != 1 or torch.is_grad_enabled() or \
-            torch.compiler.is_compiling():
+    if lora is None or x.shape[1] != 1 or not cuda_inference(x):
         return lora_linear_ref(x, weight, lora)
     from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
     return lora_decode_(F.linear(x, weight), x, *lora)
