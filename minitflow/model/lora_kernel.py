@@ -30,7 +30,7 @@ def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, b0_ptr, b1_ptr, b2_ptr, N, K, R,
                         c1, c2, r1, r2,
                         R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILES: tl.constexpr):
     # block j holds columns [c_j, c_{j+1}) and reads u[r_j : r_{j+1}]; c0 = r0 = 0, c3 = N, r3 = R
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row x row stride can pass 2^31 in a large engine
     rr = tl.arange(0, R_PAD)
     u = tl.zeros([R_PAD], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
