@@ -8,8 +8,9 @@ dispatch mode, for 2 and 3 layers: the difference is what each layer adds, the r
 step costs once (embedding, mask, rotary tables, final norm, lm_head). On CUDA each op is at least one kernel
 launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fused elementwise
 function (model/fused.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
-instead of its ops, the LoRA part of a decode projection and the cache write of keys and values
-as the one Triton kernel each is there (model/lora_kernel.py, model/kv_kernel.py), and leaves out `to` calls that convert nothing. A
+instead of its ops, the LoRA part of a decode projection, and q/k norm + RoPE with the cache write
+of keys and values, as the one Triton kernel each is there (model/lora_kernel.py,
+model/qkv_kernel.py), and leaves out `to` calls that convert nothing. A
 fused function with reductions or a scan over a long row (the sampler's nucleus steps) may
 compile to a few kernels rather than one. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
@@ -31,6 +32,7 @@ from minitflow.engine import sampler
 from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.model import attention, layers, qwen3
 from minitflow.model.kv_cache import KVCache
+from minitflow.model.layers import qk_norm_rope
 from minitflow.model.lora_linear import lora_project
 
 VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "split", "split_with_sizes",
@@ -86,18 +88,26 @@ def _counted_lora(mode: Count):
     return call
 
 
-def _counted_kv_write(mode: Count, update):
-    """`KVCache.update` as the CUDA path runs it: one Triton kernel writes keys and values
-    (model/kv_kernel.py), counted once; the read-back views as they are."""
-    def call(cache, layer, k, v, targets, kv_len, rows=None):
-        targets.flat()  # the kernel's index arrays: built (and counted) at the first layer
-        mode.ops["triton:kv_store"] += 1
+def _counted_qkv(mode: Count, update):
+    """q/k norm + RoPE and the cache write as the CUDA path runs them with a cache: one Triton
+    kernel (model/qkv_kernel.py), counted at the norm; the write counts nothing more but the
+    index arrays the kernel reads, built (and counted) at the first layer."""
+    def norm(*args):
+        mode.ops["triton:qkv_to_cache"] += 1
+        mode.inside += 1
+        try:
+            return qk_norm_rope.eager(*args)
+        finally:
+            mode.inside -= 1
+
+    def write(cache, layer, k, v, targets, kv_len, rows=None):
+        targets.flat()
         mode.inside += 1
         try:
             return update(cache, layer, k, v, targets, kv_len, rows)
         finally:
             mode.inside -= 1
-    return call
+    return norm, write
 
 
 @contextlib.contextmanager
@@ -112,7 +122,7 @@ def counting(mode: Count):
             for m, n, f in saved:
                 setattr(m, n, _counted(mode, f))
             layers.lora_project = _counted_lora(mode)
-            KVCache.update = _counted_kv_write(mode, update)
+            layers.qk_norm_rope, KVCache.update = _counted_qkv(mode, update)
         with torch.inference_mode(), mode:
             yield
     finally:
@@ -120,6 +130,7 @@ def counting(mode: Count):
             setattr(m, n, f)
         layers.lora_project = lora_project
         KVCache.update = update
+        layers.qk_norm_rope = qk_norm_rope
 
 
 def _ops(mode: Count) -> collections.Counter:

@@ -182,26 +182,34 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype):
     assert "minitflow.model.lora_kernel" in sys.modules  # the kernel ran, not the reference
 
 
-def test_kv_store_kernel_writes_what_the_indexed_writes_write():
-    """At inference on CUDA the cache write is one Triton kernel for keys and values: the same
-    cache bitwise as the two indexed writes (the path with a gradient recorded), for a decode
-    step, gathered cache rows and a padded prefill's real tokens."""
-    import sys
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes(dtype):
+    """At inference on CUDA a layer's q/k norm + RoPE and its cache write are one Triton kernel:
+    q and the cache as the op-by-op norm + RoPE and the two indexed writes give them (v bitwise,
+    the same places written), at Qwen3-4B's head counts, for a decode step, gathered cache rows,
+    one row and a padded prefill's real tokens."""
     from minitflow.model.kv_cache import KVCache
+    from minitflow.model.layers import Rotary, qk_norm_rope
+    from minitflow.model.qkv_kernel import qkv_to_cache
     g = torch.Generator(device="cuda").manual_seed(0)
+    rot = Rotary(128, 1e6, 300).cuda()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     for b, t, rows, real in ((3, 1, None, None), (2, 1, torch.tensor([4, 1]), None), (1, 6, None, None),
                              (3, 5, torch.tensor([0, 5, 2]), (torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 4])))):
         rows = None if rows is None else rows.cuda()
         real = None if real is None else tuple(i.cuda() for i in real)
-        k = torch.randn(b, 8, t, 128, generator=g, device="cuda").to(torch.bfloat16)
-        v = torch.randn(b, t, 8, 128, generator=g, device="cuda").to(torch.bfloat16).transpose(1, 2)
+        qkv = torch.randn(b, t, (32 + 16) * 128, generator=g, device="cuda").to(dtype)
+        qw, kw = (1 + 0.2 * torch.randn(2, 128, generator=g, device="cuda")).to(dtype)
         positions = torch.stack([torch.randperm(300, device="cuda", generator=g)[:t] for _ in range(b)])
-        want, got = (KVCache(2, 6, 300, 8, 128, torch.bfloat16, "cuda") for _ in range(2))
-        want.update(1, k, v, KVCache.targets(positions, rows, real), 300, rows)  # gradient mode: indexed writes
-        with torch.inference_mode():
-            got.update(1, k, v, KVCache.targets(positions, rows, real), 300, rows)
-        assert torch.equal(got.k, want.k) and torch.equal(got.v, want.v)
-    assert "minitflow.model.kv_kernel" in sys.modules
+        cos, sin = rot(positions, dtype)
+        targets = KVCache.targets(positions, rows, real)
+        want, got = (KVCache(2, 6, 300, 8, 128, dtype, "cuda") for _ in range(2))
+        qk = qk_norm_rope.eager(qkv[..., :40 * 128].view(b, t, 40, 128), qw, kw, 32, 1e-6, cos, sin)
+        want.update(1, qk[:, 32:], qkv[..., 40 * 128:].view(b, t, 8, 128).transpose(1, 2), targets, 300, rows)
+        q = qkv_to_cache(qkv, qw, kw, 32, 8, 1e-6, cos, sin, got.k[1], got.v[1], targets.flat())
+        torch.testing.assert_close(q, qk[:, :32], **tol)
+        torch.testing.assert_close(got.k, want.k, **tol)
+        assert torch.equal(got.v, want.v) and torch.equal(got.k == 0, want.k == 0)
 
 
 def test_serving_waits_for_the_device_only_to_read_tokens():

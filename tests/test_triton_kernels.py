@@ -1,4 +1,4 @@
-"""The Triton kernels of the CUDA path (model/lora_kernel.py, model/kv_kernel.py) against the
+"""The Triton kernels of the CUDA path (model/lora_kernel.py, model/qkv_kernel.py) against the
 ops they replace, on CPU under Triton's interpreter, each in a child process (TRITON_INTERPRET
 must be set before Triton is imported, and must not reach this process's real kernels). Skips
 where Triton is not installed (CPU wheels of PyTorch do not bring it: `pip install triton` to
@@ -57,31 +57,42 @@ except ValueError as e:
 print("ok", len(cases) * 2)
 '''
 
-KV_CHECK = r'''
+QKV_CHECK = r'''
 import torch
 from minitflow.model.kv_cache import KVCache
-from minitflow.model.kv_kernel import kv_store_
+from minitflow.model.layers import Rotary, qk_norm_rope
+from minitflow.model.qkv_kernel import qkv_to_cache
 g = torch.Generator().manual_seed(0)
+rot = Rotary(32, 1e6, 64)
 n = 0
 for dtype in (torch.float32, torch.bfloat16):
     for b, t, rows, padded in ((3, 1, None, False), (2, 1, torch.tensor([4, 1]), False),
                                (3, 5, torch.tensor([0, 5, 2]), True), (2, 4, None, False),
                                (1, 6, None, False)):  # one row: its expanded row index is stride 0
-        qk = torch.randn(b, 6, t, 32, generator=g).to(dtype)           # q heads 0-3, k heads 4-5
-        qkv = torch.randn(b, t, 8 * 32, generator=g).to(dtype)         # v: heads 6-7 of a qkv row
-        k, v = qk[:, 4:], qkv[..., 6 * 32:].view(b, t, 2, 32).transpose(1, 2)
+        qkv = torch.randn(b, t, (4 + 2 + 2) * 32, generator=g).to(dtype)  # q 4 heads, k and v 2
+        qw, kw = (1 + 0.2 * torch.randn(2, 32, generator=g)).to(dtype)
         # distinct positions per row: no two writes to one place
         positions = torch.stack([torch.randperm(40, generator=g)[:t] for _ in range(b)])
+        cos, sin = rot(positions, dtype)
         real = (torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 4])) if padded else None
         targets = KVCache.targets(positions, rows, real)
         want, got = (KVCache(2, 6, 40, 2, 32, dtype, "cpu") for _ in range(2))
-        want.update(1, k, v, targets, 40, rows)
-        kv_store_(k, v, got.k[1], got.v[1], targets.flat())
-        assert torch.equal(got.k, want.k) and torch.equal(got.v, want.v) and want.k.abs().sum() > 0
+        qk = qk_norm_rope(qkv[..., :6 * 32].view(b, t, 6, 32), qw, kw, 4, 1e-6, cos, sin)
+        v = qkv[..., 6 * 32:].view(b, t, 2, 32).transpose(1, 2)
+        want.update(1, qk[:, 4:], v, targets, 40, rows)
+        q = qkv_to_cache(qkv, qw, kw, 4, 2, 1e-6, cos, sin, got.k[1], got.v[1], targets.flat())
+        # bf16 within a few ulps: the interpreter rounds float32 to bf16 by truncation (the GPU
+        # to nearest; tests/test_gpu.py compares there), and the norm's sum runs in another order
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=6e-2)
+        torch.testing.assert_close(q, qk[:, :4], **tol)
+        torch.testing.assert_close(got.k, want.k, **tol)
+        assert torch.equal(got.v, want.v) and want.k.abs().sum() > 0
+        assert torch.equal(got.k == 0, want.k == 0)  # the same places written, nothing else
         n += 1
 try:
-    kv_store_(torch.zeros(1, 2, 1, 24), torch.zeros(1, 2, 1, 24), torch.zeros(2, 2, 8, 24), torch.zeros(2, 2, 8, 24),
-              KVCache.targets(torch.zeros(1, 1, dtype=torch.long)).flat())
+    qkv_to_cache(torch.zeros(1, 1, 8 * 24), torch.ones(24), torch.ones(24), 4, 2, 1e-6, torch.zeros(1, 1, 1, 24),
+                 torch.zeros(1, 1, 1, 24), torch.zeros(2, 2, 8, 24), torch.zeros(2, 2, 8, 24),
+                 KVCache.targets(torch.zeros(1, 1, dtype=torch.long)).flat())
     raise SystemExit("head_dim 24 was accepted")
 except ValueError as e:
     assert "power of two" in str(e)
@@ -92,7 +103,7 @@ print("ok", n)
 ENGINE_CHECK = r'''
 import torch
 from minitflow import LLM, SamplingParams, build_lora
-from minitflow.model import kv_cache, lora_linear
+from minitflow.model import layers, lora_linear
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import PROJECTIONS, projection_shapes
 from minitflow.model.weights import empty_model
@@ -119,7 +130,7 @@ def kernels_on(x):  # the CUDA path's Triton kernels, for CPU tensors (the fused
     calls.append(1)
     return not torch.is_grad_enabled()
 lora_linear.cuda_inference = kernels_on
-kv_cache.cuda_inference = kernels_on
+layers.cuda_inference = kernels_on
 got = run()
 assert got == want and calls and len(want[0]) == 12, (got, want)
 print("ok", len(calls))
@@ -140,8 +151,9 @@ def test_decode_lora_kernel_equals_the_reference_projection():
     assert interpreted(LORA_CHECK) == "ok 8"
 
 
-def test_kv_store_kernel_writes_what_the_indexed_writes_write():
-    """Decode and prefill shapes, cache rows given or not, a padded batch's real tokens only,
-    k and v as the strided views the layer passes, float32 and bf16: the same cache, bitwise;
-    a head_dim that is not a power of two is refused."""
-    assert interpreted(KV_CHECK) == "ok 10"
+def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes():
+    """Decode and prefill shapes, cache rows given or not, one row, a padded batch's real tokens
+    only, float32 and bf16: q and the cache as the fused q/k norm + RoPE and the two indexed
+    writes give them (v bitwise, and the same places written); a head_dim that is not a power of
+    two is refused."""
+    assert interpreted(QKV_CHECK) == "ok 10"

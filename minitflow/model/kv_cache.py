@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minitflow.model.fused import cuda_inference
-
 
 @dataclass
 class WriteTargets:
@@ -26,7 +24,7 @@ class WriteTargets:
 
     def flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch index, token index, cache row, position) of each written token, (N,) each and
-        contiguous: what the write kernel reads; built at the first layer, reused by the rest."""
+        contiguous: what the q/k/v kernel reads; built at the first layer, reused by the rest."""
         if self._flat is None:
             if self.sel is None:
                 b, t = self.positions.shape
@@ -63,21 +61,18 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, targets: "WriteTargets", kv_len: int,
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, Hkv, T, D) at this forward's `targets`: on CUDA at inference one Triton
-        kernel for both (model/kv_kernel.py), elsewhere an `index_put_` each. Returns the rows'
-        first kv_len positions: a view when rows is None (the first B slots), a gathered copy
-        otherwise."""
-        d = k.shape[-1]
-        if cuda_inference(k) and not d & (d - 1):
-            from minitflow.model.kv_kernel import kv_store_  # imports Triton: only where it runs
-            kv_store_(k, v, self.k[layer], self.v[layer], targets.flat())
-        else:
-            kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
-            if targets.sel is not None:
-                kt, vt = kt[targets.sel], vt[targets.sel]
-            self.k[layer][targets.rows, :, targets.positions] = kt
-            self.v[layer][targets.rows, :, targets.positions] = vt
-        b = k.shape[0]
+        """Write k/v (B, Hkv, T, D) at this forward's `targets` (an `index_put_` each; on CUDA the
+        layer writes through one Triton kernel instead, model/qkv_kernel.py), then `attended`."""
+        kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, T, Hkv, D)
+        if targets.sel is not None:
+            kt, vt = kt[targets.sel], vt[targets.sel]
+        self.k[layer][targets.rows, :, targets.positions] = kt
+        self.v[layer][targets.rows, :, targets.positions] = vt
+        return self.attended(layer, kv_len, rows, k.shape[0])
+
+    def attended(self, layer: int, kv_len: int, rows: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values a forward of `b` rows attends over: the rows' first kv_len
+        positions, a view when rows is None (the first b slots), a gathered copy otherwise."""
         if rows is None:
             return self.k[layer][:b, :, :kv_len], self.v[layer][:b, :, :kv_len]
         return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]

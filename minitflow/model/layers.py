@@ -10,7 +10,7 @@ from minitflow.model.kv_cache import KVCache, WriteTargets
 from minitflow.model.attention import cache_attention
 from minitflow.model.lora_linear import LoraPair, lora_project
 from minitflow.model.config import Qwen3Config
-from minitflow.model.fused import fused_on_cuda
+from minitflow.model.fused import cuda_inference, fused_on_cuda
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -122,13 +122,20 @@ class DecoderLayer(nn.Module):
         else:
             x, h = add_rms_norm(x, delta, norm.weight, norm.eps)
         qkv = lora_project(h, self.qkv_proj.weight, lo.get("qkv"))
-        heads = cfg.num_attention_heads + cfg.num_key_value_heads
-        qk = qk_norm_rope(qkv[..., :heads * cfg.head_dim].view(b, t, heads, cfg.head_dim), self.q_norm.weight,
-                          self.k_norm.weight, cfg.num_attention_heads, self.q_norm.eps, cos, sin)
-        q, k = qk.split([cfg.num_attention_heads, cfg.num_key_value_heads], dim=1)
-        v = qkv[..., heads * cfg.head_dim:].view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
-        # without a cache (training, scoring a full sequence) attention reads this call's k/v
-        k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, targets, kv_len, rows)
+        if cache is not None and cuda_inference(qkv) and not cfg.head_dim & (cfg.head_dim - 1):
+            from minitflow.model.qkv_kernel import qkv_to_cache  # imports Triton: only where it runs
+            q = qkv_to_cache(qkv, self.q_norm.weight, self.k_norm.weight, cfg.num_attention_heads,
+                             cfg.num_key_value_heads, self.q_norm.eps, cos, sin, cache.k[self.index],
+                             cache.v[self.index], targets.flat())
+            k_all, v_all = cache.attended(self.index, kv_len, rows, b)
+        else:
+            heads = cfg.num_attention_heads + cfg.num_key_value_heads
+            qk = qk_norm_rope(qkv[..., :heads * cfg.head_dim].view(b, t, heads, cfg.head_dim), self.q_norm.weight,
+                              self.k_norm.weight, cfg.num_attention_heads, self.q_norm.eps, cos, sin)
+            q, k = qk.split([cfg.num_attention_heads, cfg.num_key_value_heads], dim=1)
+            v = qkv[..., heads * cfg.head_dim:].view(b, t, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+            # without a cache (training, scoring a full sequence) attention reads this call's k/v
+            k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, targets, kv_len, rows)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         norm = self.post_attention_layernorm
         x, h = add_rms_norm(x, lora_project(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
