@@ -29,7 +29,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } >>"$log" 2>&1
 bench="python3 -m pytest -q -p no:cacheprovider --benchmark-only"
-part gpu-tests 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not compiled"
+part gpu-tests 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not compiled"
 part decode 100 $bench bench/test_micro.py -k "(decode_step or lora_projection) and not compiled" --benchmark-json="$out/decode.json"
 part profile 60 python3 bench/profile_step.py 5  # where the step's time goes decides what to fuse next
 part sampling 40 $bench bench/test_micro.py -k "sampling or nucleus" --benchmark-json="$out/sampling.json"
