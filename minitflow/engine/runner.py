@@ -21,7 +21,7 @@ import torch
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
-from minitflow.model.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.model.transfer import host_to_device
@@ -191,11 +191,9 @@ class ModelRunner:
         t = max(lens)
         x = torch.zeros(b, t, dtype=torch.long)
         pos = torch.zeros(b, t, dtype=torch.long)
-        valid = torch.zeros(b, t, dtype=torch.bool)
         for i, (s, n) in enumerate(zip(suffixes, lens)):
             x[i, :n] = torch.tensor(s)
             pos[i, :n] = torch.arange(starts[i], starts[i] + n)
-            valid[i, :n] = True
         slots = [r.slot for r in reqs]
         rows = host_to_device(torch.tensor(slots), self.device)
         capture = None
@@ -205,9 +203,9 @@ class ModelRunner:
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
                               layer_weights=reqs[0].capture.layer_weights)
         dev = self.device
-        real = None if min(lens) == t else tuple(host_to_device(i, dev) for i in valid.nonzero(as_tuple=True))
         self.model(host_to_device(x, dev), host_to_device(pos, dev), self.cache, max(s + n for s, n in zip(starts, lens)),
-                   rows=rows, real=real, lora=self._lora_rows(rows, slots), capture=capture, need_logits=False)
+                   rows=rows, real=real_tokens(lens, dev), lora=self._lora_rows(rows, slots), capture=capture,
+                   need_logits=False)
         if capture is not None:
             for i, r in enumerate(reqs):
                 r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]

@@ -9,7 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Sequence
+
 import torch
+
+from minitflow.model.transfer import host_to_device
+
+
+def real_tokens(lengths: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(batch indices, token indices) of the real tokens of a batch right-padded to the longest
+    of `lengths`, row by row: the `real` argument of a forward. Built on the host and moved
+    without a sync; None when no row is padded (every token is written)."""
+    if min(lengths) == max(lengths):
+        return None
+    rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    tokens = torch.cat([torch.arange(n) for n in lengths])
+    return host_to_device(rows, device), host_to_device(tokens, device)
 
 
 @dataclass

@@ -56,7 +56,7 @@ from minitflow.engine.llm import LLM, sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.model.kv_cache import KVCache
+from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow.methods import AgentUsage, MethodResult
@@ -215,10 +215,9 @@ class Rows:
         start = torch.tensor(self.lengths, device=self.device)
         # pads repeat the last real position: never written, never read, never past the cache
         positions = start[:, None] + torch.minimum(offs[None, :], lens[:, None] - 1)
-        real = (torch.arange(t)[None, :] < torch.tensor([len(p) for p in prompts])[:, None]).nonzero(as_tuple=True)
         kv_len = max(s + len(p) for s, p in zip(self.lengths, prompts))
         logits, hidden = self.model(ids.to(self.device), positions, self.cache, kv_len,
-                                    real=tuple(i.to(self.device) for i in real),
+                                    real=real_tokens([len(p) for p in prompts], self.device),
                                     logits_index=lens - 1, need_logits=need_logits, return_hidden=True)
         self.lengths = [s + len(p) for s, p in zip(self.lengths, prompts)]
         return (None if logits is None else logits[:, 0]), hidden[:, 0]
