@@ -1,8 +1,10 @@
-"""The Triton kernels of the CUDA path (model/lora_kernel.py, model/qkv_kernel.py) against the
-ops they replace, on CPU under Triton's interpreter, each in a child process (TRITON_INTERPRET
-must be set before Triton is imported, and must not reach this process's real kernels). Skips
-where Triton is not installed (CPU wheels of PyTorch do not bring it: `pip install triton` to
-run them); tests/test_gpu.py runs the compiled kernels on CUDA."""
+"""The Triton kernels of the CUDA path (model/lora_kernel.py, model/qkv_kernel.py) on a machine
+without a GPU: against the ops they replace under Triton's interpreter, and compiled ahead of
+time for A100 and H100 from the arguments the launchers really pass (the interpreter runs code
+the compiler refuses). Each check runs in a child process (TRITON_INTERPRET must be set before
+Triton is imported, and must not reach this process's real kernels). Skips where Triton is not
+installed (CPU wheels of PyTorch do not bring it: `pip install triton` to run them);
+tests/test_gpu.py runs the compiled kernels on CUDA."""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (pip install triton)")
 
 
-def interpreted(check: str) -> str:
-    """Run `check` (a Python script) with Triton's interpreter; its last line of output."""
-    out = subprocess.run([sys.executable, "-c", check], env={**os.environ, "TRITON_INTERPRET": "1"},
+def interpreted(check: str, **env: str) -> str:
+    """Run `check` (a Python script) with Triton's interpreter (or with `env` instead); its last
+    line of output."""
+    env = {**os.environ, **(env or {"TRITON_INTERPRET": "1"})}
+    out = subprocess.run([sys.executable, "-c", check], env=env,
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
@@ -157,3 +161,90 @@ def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes():
     writes give them (v bitwise, and the same places written); a head_dim that is not a power of
     two is refused."""
     assert interpreted(QKV_CHECK) == "ok 10"
+
+
+COMPILE_CHECK = r"""
+import os
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from minitflow.model import lora_kernel, qkv_kernel
+from minitflow.model.kv_cache import KVCache
+from minitflow.model.layers import Rotary
+assert not os.environ.get("TRITON_INTERPRET")
+
+class Launches:
+    # stands in for a kernel: records each launch's arguments instead of running it
+    def __init__(self, kernel):
+        self.kernel, self.seen = kernel, []
+    def __getitem__(self, grid):
+        return lambda *args, **consts: self.seen.append((args, consts))
+
+TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64", torch.int32: "i32"}
+
+def source(kernel, args, consts):
+    # what a launch with these arguments compiles: ints equal to 1 become constants, as Triton's
+    # launcher specialises them (its 16-byte alignment hints only change the generated code)
+    names = kernel.arg_names
+    assert len(args) + len(consts) == len(names), (len(args), len(consts), names)  # every parameter passed
+    consts = {**consts, **{name: 1 for name, a in zip(names, args) if type(a) is int and a == 1}}
+    sig = {}
+    for name, a in zip(names, args):
+        if name in consts:
+            sig[name] = "constexpr"
+        elif isinstance(a, torch.Tensor):
+            sig[name] = "*" + TYPES[a.dtype]
+        elif isinstance(a, float):
+            sig[name] = "fp32"
+        else:
+            assert type(a) is int, (name, type(a))
+            sig[name] = "i32" if -2**31 <= a < 2**31 else "i64"
+    sig.update({name: "constexpr" for name in names[len(args):]})
+    return ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+
+lora = Launches(lora_kernel._lora_decode_kernel)
+qkv = Launches(qkv_kernel._qkv_kernel)
+lora_kernel._lora_decode_kernel, qkv_kernel._qkv_kernel = lora, qkv
+# Qwen3-4B: hidden 2560, 32 q and 8 kv heads of 128, intermediate 9728; rank 8 (two senders)
+H, HQ, HKV, D, I, R = 2560, 32, 8, 128, 9728, 8
+rot = Rotary(D, 1e6, 256)
+for dtype in (torch.bfloat16, torch.float16, torch.float32):
+    for b in (1, 20, 64):  # one, two and eight column tiles per program
+        x, xi, xo = (torch.zeros(b, 1, n, dtype=dtype) for n in (H, I, HQ * D))
+        for inp, outs in ((x, (HQ * D, HKV * D, HKV * D)), (x, (I, I)), (xo, (H,)), (xi, (H,))):
+            blocks = tuple(torch.zeros(b, o, R, dtype=dtype) for o in outs)
+            lora_kernel.lora_decode_(torch.zeros(b, 1, sum(outs), dtype=dtype), inp,
+                                     torch.zeros(b, R * len(outs), inp.shape[-1], dtype=dtype), blocks)
+    cache = KVCache(1, 20, 256, HKV, D, dtype, "cpu")
+    for b, t in ((1, 1), (20, 1), (4, 100)):
+        positions = torch.arange(t).repeat(b, 1)
+        cos, sin = rot(positions, dtype)
+        qkv_kernel.qkv_to_cache(torch.zeros(b, t, (HQ + 2 * HKV) * D, dtype=dtype), torch.ones(D, dtype=dtype),
+                                torch.ones(D, dtype=dtype), HQ, HKV, 1e-6, cos, sin, cache.k[0], cache.v[0],
+                                KVCache.targets(positions).flat())
+n = 0
+for launches in (lora, qkv):
+    variants = {}
+    for args, consts in launches.seen:
+        src = source(launches.kernel, args, consts)
+        variants[(tuple(src.signature.values()), tuple(sorted(consts.items())))] = src
+    for src in variants.values():
+        for arch in (80, 90):  # A100; H100 and H200
+            assert triton.compile(src, target=GPUTarget("cuda", arch, 32)).asm["cubin"]
+            n += 1
+print("ok", n)
+"""
+
+
+def test_both_kernels_compile_for_a100_and_h100(tmp_path):
+    """Each kernel compiled to a cubin for sm_80 and sm_90, with no GPU present, from the
+    argument types and constants its launcher passes at Qwen3-4B's shapes (decode at batch 1, 20
+    and 64 and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
+    name bound to a pointer in one branch of an `if` and to an integer in the other, which the
+    compiler refuses: this is the check that caught it. Timing, spills and results on a real
+    GPU are tests/test_gpu.py's."""
+    from triton.backends import backends
+    if "nvidia" not in backends:
+        pytest.skip("this Triton has no NVIDIA backend")
+    assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 60"

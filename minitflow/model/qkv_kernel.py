@@ -49,17 +49,18 @@ def _qkv_kernel(qkv_ptr, q_ptr, kc_ptr, vc_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr
     out_lo = ((y_lo * c_lo).to(dt).to(tl.float32) + (-y_hi * s_lo).to(dt).to(tl.float32)).to(dt)
     out_hi = ((y_hi * c_hi).to(dt).to(tl.float32) + (y_lo * s_hi).to(dt).to(tl.float32)).to(dt)
     if is_q:
-        dst = q_ptr + b * sq_b + h * sq_h + t * sq_t
-        tl.store(dst + lo, out_lo)
-        tl.store(dst + HALF + lo, out_hi)
+        q_dst = q_ptr + b * sq_b + h * sq_h + t * sq_t
+        tl.store(q_dst + lo, out_lo)
+        tl.store(q_dst + HALF + lo, out_hi)
     else:
         kv_h = h - HQ
-        dst = tl.load(row_ptr + n).to(tl.int64) * skc_row + kv_h * skc_h + tl.load(pos_ptr + n).to(tl.int64) * skc_p
-        tl.store(kc_ptr + dst + lo, out_lo, mask=ok)
-        tl.store(kc_ptr + dst + HALF + lo, out_hi, mask=ok)
+        # names differ from the q branch's: Triton's `if` needs a name bound in both to keep one type
+        kv_at = tl.load(row_ptr + n).to(tl.int64) * skc_row + kv_h * skc_h + tl.load(pos_ptr + n).to(tl.int64) * skc_p
+        tl.store(kc_ptr + kv_at + lo, out_lo, mask=ok)
+        tl.store(kc_ptr + kv_at + HALF + lo, out_hi, mask=ok)
         v_src = qkv_ptr + b * s_b + t * s_t + (HQ + HKV + kv_h) * D
-        tl.store(vc_ptr + dst + lo, tl.load(v_src + lo, mask=ok), mask=ok)
-        tl.store(vc_ptr + dst + HALF + lo, tl.load(v_src + HALF + lo, mask=ok), mask=ok)
+        tl.store(vc_ptr + kv_at + lo, tl.load(v_src + lo, mask=ok), mask=ok)
+        tl.store(vc_ptr + kv_at + HALF + lo, tl.load(v_src + HALF + lo, mask=ok), mask=ok)
 
 
 def qkv_to_cache(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, q_heads: int, kv_heads: int,
