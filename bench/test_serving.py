@@ -222,6 +222,34 @@ def test_generator_memory(benchmark, setup: Setup) -> None:
     assert got["one"]["stage_peak_mib"] < got["all"]["stage_peak_mib"]
 
 
+def test_generator_in_pieces_memory(benchmark, setup: Setup) -> None:
+    """Peak memory and time of the generator on one question at Qwen3-4B's 36 layers (16,128
+    parameter tokens per sender): every stage in pieces of PIECE_TOKENS (inference's default)
+    vs all tokens at once, each in a fresh process (see bench/generator_memory.py); the same
+    factors bitwise (tests/test_tflow.py checks that)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    from minitflow.tflow.generator import PIECE_TOKENS
+    benchmark.group = "serving-generator-memory"
+    script = Path(__file__).with_name("generator_memory.py")
+
+    def run(mode: str) -> dict:
+        out = subprocess.run([sys.executable, str(script), "1", "1", "36", mode], capture_output=True, text=True,
+                             check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got = {}
+    benchmark.pedantic(lambda: got.update(pieces=run("pieces")), rounds=1, iterations=1)
+    got["whole"] = run("whole")
+    record(benchmark, setup, layers=36, piece_tokens=PIECE_TOKENS, stage_peak_mib_pieces=got["pieces"]["stage_peak_mib"],
+           stage_peak_mib_whole=got["whole"]["stage_peak_mib"],
+           memory_vs_whole=got["pieces"]["stage_peak_mib"] / got["whole"]["stage_peak_mib"],
+           time_vs_whole=got["pieces"]["s"] / got["whole"]["s"])
+    assert got["pieces"]["stage_peak_mib"] < got["whole"]["stage_peak_mib"]
+
+
 OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks with stage barriers
 
 

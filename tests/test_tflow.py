@@ -285,3 +285,34 @@ def test_each_question_independent_of_its_neighbours(golden_llm, method):
                         seeds=[sp.seed + i])[0] for i, (q, sp) in enumerate(zip(questions, sps))]
     assert [r.token_ids for r in batched] == [r.token_ids for r in alone]
     assert [len(r.token_ids) for r in batched] == [9, 3, 12, 6, 10]
+
+
+@pytest.mark.parametrize("piece", [1, 5, 37, 200])
+def test_generator_in_pieces_equals_all_at_once(piece):
+    """Inference runs the generator's stages on pieces of `piece` parameter tokens (whole layers
+    where a stage attends within a layer), overwriting its activations in place: the factors of
+    every stage on all tokens at once, for padded conditions of several rows, up to the rounding
+    of a matmul kernel chosen for a few rows (≤ 1e-8 here; bitwise for pieces of dozens of
+    tokens and more on this CPU); with gradients on, pieces are refused (training needs the
+    activations they overwrite)."""
+    from minitflow.model.config import Qwen3Config
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    from minitflow.tflow.condition import generator_factors
+    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    gen = random_generator(cfg, seed=3, arch=arch_for(cfg, dict(d_model=64, head_dim=16, output_dim=16, token_dim=16)))
+    gen.eval().requires_grad_(False)
+    model = gen.parameter_generator.model
+    assert model.n * model.h * model.w > 2 * piece or piece == 200  # several pieces (200: one per stage, or few)
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(3, 11, cfg.hidden_size, generator=g)
+    mask = torch.arange(11)[None, :] < torch.tensor([11, 4, 7])[:, None]
+    with torch.no_grad():
+        whole = generator_factors(gen, cond, mask, piece=None)
+        pieces = generator_factors(gen, cond, mask, piece=piece)
+    assert whole.keys() == pieces.keys()
+    for key, (a, b) in whole.items():
+        torch.testing.assert_close(pieces[key][0], a, rtol=0, atol=1e-7)
+        torch.testing.assert_close(pieces[key][1], b, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="without gradients"):
+        gen.parameter_generator(cond, mask, piece)

@@ -21,7 +21,7 @@ from minitflow.engine.request import Request
 from minitflow.model.qwen3 import Capture, stack_spans
 from minitflow.model.transfer import host_to_device
 from minitflow.model.tokenizer import render_chat
-from minitflow.tflow.generator import PG_OUTPUT_SCALE
+from minitflow.tflow.generator import PG_OUTPUT_SCALE, PIECE_TOKENS
 
 
 def question_span(llm: LLM, prompt: str, question: str, n_tokens: int) -> tuple[int, int]:
@@ -59,11 +59,14 @@ def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
     return out, host_to_device(mask, out.device)
 
 
-def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None) -> dict:
+def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None,
+                      piece: int | None = PIECE_TOKENS) -> dict:
     """The generator on an already aggregated condition (B, S, H) float32: what
-    TFlowGenerator.forward computes after its layer aggregator."""
+    TFlowGenerator.forward computes after its layer aggregator, at inference in pieces of
+    `piece` parameter tokens (no gradients, so no stage needs all its activations at once;
+    None: all at once, the same factors bitwise on CPU)."""
     pg = generator.parameter_generator
-    raw = pg(cond.to(next(pg.parameters()).dtype), mask)
+    raw = pg(cond.to(next(pg.parameters()).dtype), mask, piece)
     return {k: (a * PG_OUTPUT_SCALE, b * PG_OUTPUT_SCALE) for k, (a, b) in raw.items()}
 
 

@@ -28,6 +28,9 @@ from minitflow.errors import UserError
 PG_MODULES = ("mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj",
               "self_attn.o_proj", "self_attn.q_proj", "self_attn.v_proj")
 PG_OUTPUT_SCALE = 0.01  # factors are multiplied by this before use (official constant)
+# Parameter tokens per piece at inference (in_pieces): the generator's activations stay a few
+# pieces' worth instead of growing with its 16,128 tokens per sender at Qwen3-4B's shape.
+PIECE_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,26 @@ class FeedForward(nn.Module):
         return self.fc2(F.silu(self.fc1(x)))
 
 
+def in_pieces(x: torch.Tensor, dim: int, size: int, f, out_dim: int | None = None,
+              into: torch.Tensor | None = None) -> torch.Tensor:
+    """f(piece, start) over pieces of `size` along `dim`, written in turn into one result along
+    `out_dim` (default `dim`; f keeps a piece's length there): `into`, or a new tensor. f must
+    treat the pieces independently (attention within a piece's batch, token-wise ops), so
+    `into` may be x itself. One piece is exactly f(x, 0), with no writes (training's autograd
+    needs that); several keep only one piece's activations alive beside x and the result (at
+    Qwen3-4B's shape a sender row has 16,128 parameter tokens, whose feed-forward alone is
+    132 MB in bf16)."""
+    if size >= x.shape[dim]:
+        return f(x, 0)
+    out_dim = dim if out_dim is None else out_dim
+    for start in range(0, x.shape[dim], size):
+        y = f(x.narrow(dim, start, min(size, x.shape[dim] - start)), start)
+        if into is None:
+            into = y.new_empty(y.shape[:out_dim] + (x.shape[dim],) + y.shape[out_dim + 1:])
+        into.narrow(out_dim, start, y.shape[out_dim]).copy_(y)
+    return into
+
+
 class Block(nn.Module):
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
@@ -132,15 +155,30 @@ class Block(nn.Module):
         self.norm3, self.norm4 = nn.RMSNorm(d_model, eps=1e-6), nn.RMSNorm(d_model, eps=1e-6)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, rots: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                cond_mask: torch.Tensor | None) -> torch.Tensor:
+                cond_mask: torch.Tensor | None, piece: int) -> torch.Tensor:
+        """x (B, n, hw, c); each sublayer runs on pieces of about `piece` tokens along a dimension
+        it treats independently and, when there are several, overwrites x with its result
+        (in_pieces; inference only, see TransformerModel.forward)."""
         b, n, hw, c = x.shape
-        y = self.norm1(x).transpose(1, 2).reshape(b * hw, n, c)          # across layers
-        x = x + self.self_attn_n(y, y, rots["n"], rots["n"]).view(b, hw, n, c).transpose(1, 2)
-        y = self.norm2(x).reshape(b * n, hw, c)                          # across a layer's tokens
-        x = x + self.self_attn_hw(y, y, rots["hw"], rots["hw"]).view(b, n, hw, c)
-        y = self.norm3(x).reshape(b, n * hw, c)                          # to the condition
-        x = x + self.self_attn_cross(y, cond, rots["all"], rots["cond"], cond_mask).view(b, n, hw, c)
-        return x + self.feed_forward(self.norm4(x))
+
+        def across_layers(xs, _):  # xs (b, n, k, c): attention over the n layers of each token
+            k = xs.shape[2]
+            y = self.norm1(xs).transpose(1, 2).reshape(b * k, n, c)
+            return xs + self.self_attn_n(y, y, rots["n"], rots["n"]).view(b, k, n, c).transpose(1, 2)
+
+        def within_layer(xs, _):  # xs (b, k, hw, c): attention over each layer's tokens
+            k = xs.shape[1]
+            y = self.norm2(xs).reshape(b * k, hw, c)
+            return xs + self.self_attn_hw(y, y, rots["hw"], rots["hw"]).view(b, k, hw, c)
+
+        def per_token(xs, start):  # xs (b, k, c): attention to the condition, then the feed-forward
+            q_rot = tuple(t[start:start + xs.shape[1]] for t in rots["all"])
+            xs = xs + self.self_attn_cross(self.norm3(xs), cond, q_rot, rots["cond"], cond_mask)
+            return xs + self.feed_forward(self.norm4(xs))
+
+        x = in_pieces(x, 2, max(1, piece // n), across_layers, into=x)
+        x = in_pieces(x, 1, max(1, piece // hw), within_layer, into=x)
+        return in_pieces(x.view(b, n * hw, c), 1, piece, per_token, into=x.view(b, n * hw, c)).view(b, n, hw, c)
 
 
 class TransformerModel(nn.Module):
@@ -170,31 +208,45 @@ class TransformerModel(nn.Module):
                 "all": rope_table(grid_ids(self.n, self.h * self.w, device=device), [hd // 2, hd // 2]),
                 "cond": rope_table(diag, [hd // 2, hd // 2])}
 
-    def position_tokens(self) -> torch.Tensor:
-        """Learned positions regrouped to (n, h*w, a*d/a) without batch."""
+    def position_tokens(self, start: int = 0, layers: int | None = None) -> torch.Tensor:
+        """Learned positions of `layers` layers from `start` (default all), regrouped to
+        (layers, h*w, a*d/a) without batch."""
         a = self.arch.dim_accumulation
-        pos = self.hw_pos.weight[None, :, :] + self.layer_pos.weight[:, None, :]   # (n, h*rank, d/a)
-        return pos.reshape(self.n, self.h * self.w, a * pos.shape[-1])
+        layer_pos = self.layer_pos.weight[start:None if layers is None else start + layers]
+        pos = self.hw_pos.weight[None, :, :] + layer_pos[:, None, :]   # (layers, h*rank, d/a)
+        return pos.reshape(layer_pos.shape[0], self.h * self.w, a * pos.shape[-1])
 
-    def forward(self, cond: torch.Tensor, cond_mask: torch.Tensor | None) -> torch.Tensor:
-        """cond (B, S, d_model), cond_mask (B, S) bool -> tiles (B, n, h, rank, output_dim)."""
-        b = cond.shape[0]
+    def forward(self, cond: torch.Tensor, cond_mask: torch.Tensor | None, piece: int | None = None) -> torch.Tensor:
+        """cond (B, S, d_model), cond_mask (B, S) bool -> tiles (B, n, h, rank, output_dim).
+        `piece`: parameter tokens per piece in every stage (in_pieces; inference only: the pieces
+        overwrite activations autograd would need); None: all at once."""
+        if piece is not None and torch.is_grad_enabled():
+            raise ValueError("the generator runs in pieces only without gradients")
+        b, hw = cond.shape[0], self.h * self.w
+        layers = max(1, (piece or self.n * hw) // hw)  # layers per piece where a stage works by layer
         cond = self.norm_input(cond)
         kv = self.cond_token_proj(cond)
-        scores = torch.matmul(self.cond_token_query, kv.transpose(1, 2)) / (self.arch.d_model ** 0.5)
-        if cond_mask is not None:
-            scores = scores.masked_fill(~cond_mask[:, None, :], float("-inf"))
-        tokens = torch.matmul(scores.softmax(-1), kv).view(b, self.n, self.h * self.w, -1)
-        x = self.norm_tokens(tokens + self.position_tokens())
+
+        def gather(query, start):  # query (k, hw, d): each parameter token attends over the condition
+            k = query.shape[0]
+            scores = torch.matmul(query.reshape(k * hw, -1), kv.transpose(1, 2)) / (self.arch.d_model ** 0.5)
+            if cond_mask is not None:
+                scores = scores.masked_fill(~cond_mask[:, None, :], float("-inf"))
+            tokens = torch.matmul(scores.softmax(-1), kv).view(b, k, hw, -1)
+            return self.norm_tokens(tokens + self.position_tokens(start, k))
+
+        def project(xs, _):  # xs (b, k, hw, d): k layers' tokens back to tiles
+            xs = self.norm_final(xs)
+            xs = xs.view(b, xs.shape[1], self.h, self.w, self.arch.dim_accumulation, -1).flatten(3, 4)
+            xa, xb = xs.split([self.tokens_a, self.tokens_b], dim=2)
+            return torch.cat([self.proj_out_A(xa), self.proj_out_B(xb)], dim=2)
+
+        x = in_pieces(self.cond_token_query.view(self.n, hw, -1), 0, layers, gather, out_dim=1)
         rots = self.rotations(cond.shape[1], cond.device)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
         for block in self.blocks:
-            x = block(x, cond, rots, attn_mask)
-        x = self.norm_final(x)
-        a = self.arch.dim_accumulation
-        x = x.view(b, self.n, self.h, self.w, a, -1).reshape(b, self.n, self.h, self.w * a, -1)
-        xa, xb = x.split([self.tokens_a, self.tokens_b], dim=2)
-        return torch.cat([self.proj_out_A(xa), self.proj_out_B(xb)], dim=2)
+            x = block(x, cond, rots, attn_mask, piece or self.n * hw)
+        return in_pieces(x, 1, layers, project)
 
 
 class ParameterGenerator(nn.Module):
@@ -211,8 +263,9 @@ class ParameterGenerator(nn.Module):
         self.hidden_in = nn.Linear(input_dim, arch.d_model)
         self.model = TransformerModel(arch, tokens_a, tokens_b)
 
-    def forward(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> dict:
-        tiles = self.model(self.hidden_in(cond), cond_mask)          # (B, n, h, rank, token_dim)
+    def forward(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None, piece: int | None = None) -> dict:
+        """`piece`: see TransformerModel.forward (inference passes PIECE_TOKENS, training None)."""
+        tiles = self.model(self.hidden_in(cond), cond_mask, piece)   # (B, n, h, rank, token_dim)
         b, n = tiles.shape[:2]
         flat = tiles.reshape(b, n, tiles.shape[2], -1)                # one row of numbers per token
         out, start = {}, 0
