@@ -250,6 +250,44 @@ def test_generator_in_pieces_memory(benchmark, setup: Setup) -> None:
     assert got["pieces"]["stage_peak_mib"] < got["whole"]["stage_peak_mib"]
 
 
+def test_tflow_memory_at_the_4b_shape(benchmark, setup: Setup) -> None:
+    """tflow on one question at Qwen3-4B's shape on CPU (bf16, random weights, the official
+    generator dimensions, 16 new tokens), each way in a fresh process (bench/tflow_memory.py):
+    how far the peak resident set rises above the weights during the run, with the generator
+    in pieces (the pipeline's default) vs each of its stages on all its tokens at once. The
+    official release peaks at 8.2 GiB on an H100 for this run (Qwen3-4B's weights alone are
+    7.5 GiB). CPU only (with CUDA, test_method records the device's peak); needs a Qwen3
+    tokenizer and about 11 GiB of memory, and skips without them."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from benchlib import tokenizer_dir
+    if ON_CUDA:
+        pytest.skip("a CPU stand-in for the GPU's peak; test_method measures it there")
+    tok = tokenizer_dir()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if tok is None or memory < 16 * 2**30:
+        pytest.skip("needs a Qwen3 tokenizer and 16 GiB of memory")
+    benchmark.group = "serving-generator-memory"
+    script = Path(__file__).with_name("tflow_memory.py")
+
+    def run(mode: str) -> dict:
+        out = subprocess.run([sys.executable, str(script), str(tok), "16", mode], capture_output=True, text=True,
+                             check=True, cwd=str(script.parent))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got = {}
+    benchmark.pedantic(lambda: got.update(pieces=run("pieces")), rounds=1, iterations=1)
+    got["whole"] = run("whole")
+    record(benchmark, setup, shape="qwen3-4b bf16 cpu", weights_gib=got["pieces"]["weights_gib"],
+           peak_rise_mib_pieces=got["pieces"]["peak_rise_mib"], peak_rise_mib_whole=got["whole"]["peak_rise_mib"],
+           peak_gib_pieces=got["pieces"]["peak_gib"], peak_gib_whole=got["whole"]["peak_gib"],
+           s_pieces=got["pieces"]["s"], s_whole=got["whole"]["s"])
+    assert got["pieces"]["peak_rise_mib"] < got["whole"]["peak_rise_mib"]
+
+
 OLD_COMMIT = "e6c0488"  # main before the serving core: run_method in chunks with stage barriers
 
 

@@ -30,7 +30,10 @@ PG_MODULES = ("mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj
 PG_OUTPUT_SCALE = 0.01  # factors are multiplied by this before use (official constant)
 # Parameter tokens per piece at inference (in_pieces): the generator's activations stay a few
 # pieces' worth instead of growing with its 16,128 tokens per sender at Qwen3-4B's shape.
-PIECE_TOKENS = 2048
+# Smaller pieces save memory and cost kernel launches on a GPU: tflow on one question at the
+# 4B shape (bench/tflow_memory.py, CPU) rose 207 / 219 / 346 / 488 MiB above its weights with
+# pieces of 256 / 512 / 1,024 / 2,048 tokens, and 2,380 MiB with whole stages.
+PIECE_TOKENS = 1024
 
 
 @dataclass(frozen=True)

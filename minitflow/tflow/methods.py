@@ -31,6 +31,7 @@ from minitflow.model.lora import LoraWeights, build_lora
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
 from minitflow.tflow.condition import generator_factors, sender_request, stack_conditions
+from minitflow.tflow.generator import PIECE_TOKENS
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
@@ -126,11 +127,13 @@ def textmas_context(style: str, texts: Sequence[str]) -> str:
 
 
 def generated_lora(llm: LLM, generator: TFlowGenerator, hidden: torch.Tensor, mask: torch.Tensor | None,
-                   n: int, weights: Sequence[float] = SENDER_WEIGHTS, aggregated: bool = False) -> LoraWeights:
+                   n: int, weights: Sequence[float] = SENDER_WEIGHTS, aggregated: bool = False,
+                   piece: int | None = PIECE_TOKENS) -> LoraWeights:
     """Generator -> the receiver's fused LoRA; rows of `hidden` are senders outermost, n questions
-    each: all L+1 layers (B, L+1, S, H), or with `aggregated` the layer aggregator's sum (B, S, H).
-    Differentiable, so training uses it too."""
-    factors = generator_factors(generator, hidden, mask) if aggregated else generator(hidden, mask)
+    each: all L+1 layers (B, L+1, S, H), or with `aggregated` the layer aggregator's sum (B, S, H),
+    which inference passes, with the generator in pieces of `piece` parameter tokens
+    (condition.generator_factors). Without `aggregated` it is differentiable: training uses it."""
+    factors = generator_factors(generator, hidden, mask, piece) if aggregated else generator(hidden, mask)
     per_sender = [{k: (a[i * n:(i + 1) * n].to(llm.dtype), b[i * n:(i + 1) * n].to(llm.dtype))
                    for k, (a, b) in factors.items()} for i in range(len(weights))]
     return build_lora(llm.cfg, per_sender, [w * generator.arch.lora_scale for w in weights])
@@ -233,11 +236,14 @@ class _TextMAS(_Pipeline):
 class _TFlow(_Pipeline):
     method, final = "tflow", "receiver"
 
-    def __init__(self, llm, style, window, generator: TFlowGenerator, generator_batch: int = GENERATOR_BATCH):
+    def __init__(self, llm, style, window, generator: TFlowGenerator, generator_batch: int = GENERATOR_BATCH,
+                 generator_piece: int | None = PIECE_TOKENS):
         super().__init__(llm, style, window)
         if generator_batch < 1:
             raise UserError(f"generator_batch must be >= 1, got {generator_batch}")
-        self.generator, self.generator_batch = generator, generator_batch
+        if generator_piece is not None and generator_piece < 1:
+            raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece}")
+        self.generator, self.generator_batch, self.generator_piece = generator, generator_batch, generator_piece
         self.systems = prompts.tflow_agents(style)
         with torch.inference_mode():
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
@@ -267,7 +273,8 @@ class _TFlow(_Pipeline):
         caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in group]
         with torch.inference_mode():
             cond, mask = stack_conditions(caps)
-            lora = generated_lora(self.llm, self.generator, cond, mask, len(group), aggregated=True)
+            lora = generated_lora(self.llm, self.generator, cond, mask, len(group), aggregated=True,
+                                  piece=self.generator_piece)
         timer.stop()
         for i, q in enumerate(group):
             q.timers.update(sender_prefill_s=[q.agents[s].prefill_timer for s in ("sender_A", "sender_B")],
@@ -292,7 +299,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
     textmas takes `sender_max_new_tokens` as one limit or one per question; tflow takes
-    `generator_batch`, the most questions one generator call takes (default GENERATOR_BATCH).
+    `generator_batch`, the most questions one generator call takes (default GENERATOR_BATCH),
+    and `generator_piece`, the parameter tokens each generator stage takes at once (default
+    generator.PIECE_TOKENS; None: all, the most memory).
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
@@ -382,7 +391,7 @@ class _aborting:
 
 def _extra(method: str, generator, kwargs: dict) -> dict:
     if method == "tflow":
-        return {"generator": generator, **{k: kwargs[k] for k in ("generator_batch",) if k in kwargs}}
+        return {"generator": generator, **{k: kwargs[k] for k in ("generator_batch", "generator_piece") if k in kwargs}}
     if method == "textmas" and "sender_max_new_tokens" in kwargs:
         return {"sender_max_new_tokens": kwargs["sender_max_new_tokens"]}
     return {}
