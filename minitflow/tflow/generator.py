@@ -181,7 +181,8 @@ class Block(nn.Module):
 
         x = in_pieces(x, 2, max(1, piece // n), across_layers, into=x)
         x = in_pieces(x, 1, max(1, piece // hw), within_layer, into=x)
-        return in_pieces(x.view(b, n * hw, c), 1, piece, per_token, into=x.view(b, n * hw, c)).view(b, n, hw, c)
+        flat = x.reshape(b, n * hw, c)  # x itself where pieces wrote x in place (then it is contiguous)
+        return in_pieces(flat, 1, piece, per_token, into=flat).view(b, n, hw, c)
 
 
 class TransformerModel(nn.Module):
