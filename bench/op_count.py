@@ -15,7 +15,9 @@ fused function with reductions or a scan over a long row (the sampler's nucleus 
 compile to a few kernels rather than one. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
 measured there (bench/gpu_session.sh). The sampling step is counted for one row of Qwen3's
-vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20.
+vocabulary at the official settings (temperature 0.6, top-p 0.95) and with top-k 20, and one
+generator call (one question: two sender rows of 120 condition tokens) at Qwen3-4B's shape with
+the official dimensions, on the meta device (shapes only), with every stage whole and in pieces.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from minitflow.model import attention, layers, qwen3
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.layers import qk_norm_rope
 from minitflow.model.lora_linear import lora_project
+from minitflow.tflow import generator as pg
 
 VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "split", "split_with_sizes",
          "_unsafe_view", "chunk", "permute", "alias", "detach", "unbind", "reshape", "squeeze", "as_strided",
-         "lift_fresh", "detach_"}  # views, and the bookkeeping of this script's own torch.tensor inputs
+         "lift_fresh", "detach_", "narrow", "flatten", "unflatten", "new_empty", "empty", "empty_strided"}
+# views and allocations (no kernel), and the bookkeeping of this script's own torch.tensor inputs
 
 
 class Count(TorchDispatchMode):
@@ -115,7 +119,7 @@ def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
     update = KVCache.update
-    saved = [(m, n, f) for m in (attention, layers, qwen3, sampler) for n, f in vars(m).items()
+    saved = [(m, n, f) for m in (attention, layers, qwen3, sampler, pg) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
         if mode.fused:
@@ -159,6 +163,19 @@ def sampling_ops(params: SamplingParams, fused: bool) -> collections.Counter:
     return _ops(mode)
 
 
+def generator_ops(piece: int | None, fused: bool) -> collections.Counter:
+    """One generator call for one question at Qwen3-4B's shape (official dimensions, bf16)."""
+    from minitflow.model.config import QWEN3_4B
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    from minitflow.tflow.condition import generator_factors
+    with torch.device("meta"):
+        gen = random_generator(QWEN3_4B, seed=0, arch=arch_for(QWEN3_4B)).to(torch.bfloat16)
+    mode = Count(fused)
+    with counting(mode):
+        generator_factors(gen, torch.zeros(2, 120, QWEN3_4B.hidden_size, device="meta"), None, piece)
+    return _ops(mode)
+
+
 def ops_per_layer(with_lora: bool, fused: bool) -> tuple[dict[str, int], dict[str, int]]:
     """(ops each layer adds, ops a step runs once)."""
     two, three = step_ops(2, with_lora, fused), step_ops(3, with_lora, fused)
@@ -180,3 +197,9 @@ if __name__ == "__main__":
             ops = sampling_ops(params, fused)
             print(f"sampling, {name}, {'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
                   f"{sorted(ops.items())}")
+    for piece in (None, 2 * pg.PIECE_TOKENS, pg.PIECE_TOKENS):
+        for fused in (False, True):
+            ops = generator_ops(piece, fused)
+            print(f"generator, one question, Qwen3-4B, {f'pieces of {piece}' if piece else 'whole stages'}, "
+                  f"{'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
+                  f"{sorted(ops.items(), key=lambda kv: -kv[1])[:6]}")

@@ -56,8 +56,7 @@ class TFlowGenerator(nn.Module):
         """hidden (B, L+1, S, H) over the question span, mask (B, S) -> {(layer, module): (A, B)}
         with the official 0.01 output scale applied (LoRA scale and sender weight not yet)."""
         cond = self.pg_layer_aggregator(hidden.float()).to(next(self.parameter_generator.parameters()).dtype)
-        raw = self.parameter_generator(cond, mask)
-        return {k: (a * PG_OUTPUT_SCALE, b * PG_OUTPUT_SCALE) for k, (a, b) in raw.items()}
+        return self.parameter_generator(cond, mask, scale=PG_OUTPUT_SCALE)
 
 
 def check_pg_arch(overrides: object) -> dict:

@@ -66,8 +66,7 @@ def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None,
     `piece` parameter tokens (no gradients, so no stage needs all its activations at once;
     None: all at once, the same factors bitwise on CPU)."""
     pg = generator.parameter_generator
-    raw = pg(cond.to(next(pg.parameters()).dtype), mask, piece)
-    return {k: (a * PG_OUTPUT_SCALE, b * PG_OUTPUT_SCALE) for k, (a, b) in raw.items()}
+    return pg(cond.to(next(pg.parameters()).dtype), mask, piece, scale=PG_OUTPUT_SCALE)
 
 
 def sender_states(llm: LLM, systems: list[str], questions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, list[int], float]:
