@@ -130,24 +130,38 @@ class FeedForward(nn.Module):
         return self.fc2(F.silu(self.fc1(x)))
 
 
-def in_pieces(x: torch.Tensor, dim: int, size: int, f, out_dim: int | None = None,
-              into: torch.Tensor | None = None) -> torch.Tensor:
-    """f(piece, start) over pieces of `size` along `dim`, written in turn into one result along
-    `out_dim` (default `dim`; f keeps a piece's length there): `into`, or a new tensor. f must
-    treat the pieces independently (attention within a piece's batch, token-wise ops), so
-    `into` may be x itself. One piece is exactly f(x, 0), with no writes (training's autograd
-    needs that); several keep only one piece's activations alive beside x and the result (at
-    Qwen3-4B's shape a sender row has 16,128 parameter tokens, whose feed-forward alone is
-    132 MB in bf16)."""
+def in_pieces(x: torch.Tensor, dim: int, size: int, f, out_dim: int | None = None) -> torch.Tensor:
+    """f(piece, start) over pieces of `size` along `dim`, written in turn into one new result
+    along `out_dim` (default `dim`; f keeps a piece's length there). f must treat the pieces
+    independently (attention within a piece's batch, token-wise ops). One piece is exactly
+    f(x, 0); several keep one piece's activations alive at a time (at Qwen3-4B's shape a sender
+    row has 16,128 parameter tokens, whose feed-forward alone is 132 MB in bf16)."""
     if size >= x.shape[dim]:
         return f(x, 0)
     out_dim = dim if out_dim is None else out_dim
+    out = None
     for start in range(0, x.shape[dim], size):
         y = f(x.narrow(dim, start, min(size, x.shape[dim] - start)), start)
-        if into is None:
-            into = y.new_empty(y.shape[:out_dim] + (x.shape[dim],) + y.shape[out_dim + 1:])
-        into.narrow(out_dim, start, y.shape[out_dim]).copy_(y)
-    return into
+        if out is None:
+            out = y.new_empty(y.shape[:out_dim] + (x.shape[dim],) + y.shape[out_dim + 1:])
+        out.narrow(out_dim, start, y.shape[out_dim]).copy_(y)
+    return out
+
+
+def residual_in_pieces(x: torch.Tensor, dim: int, size: int, *steps) -> torch.Tensor:
+    """x + step(x) for each step in turn, over pieces of `size` along `dim` that every step
+    treats independently. One piece is exactly `x = x + step(x, 0)` per step (out of place:
+    training's autograd needs x); several add into each piece of x in place (inference only,
+    see TransformerModel.forward), so only one piece's activations exist beside x."""
+    if size >= x.shape[dim]:
+        for step in steps:
+            x = x + step(x, 0)
+        return x
+    for start in range(0, x.shape[dim], size):
+        xs = x.narrow(dim, start, min(size, x.shape[dim] - start))
+        for step in steps:
+            xs.add_(step(xs, start))
+    return x
 
 
 class Block(nn.Module):
@@ -163,29 +177,29 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, rots: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 cond_mask: torch.Tensor | None, piece: int) -> torch.Tensor:
         """x (B, n, hw, c); each sublayer runs on pieces of about `piece` tokens along a dimension
-        it treats independently and, when there are several, overwrites x with its result
-        (in_pieces; inference only, see TransformerModel.forward)."""
+        it treats independently and, when there are several, adds into x in place
+        (residual_in_pieces; inference only, see TransformerModel.forward)."""
         b, n, hw, c = x.shape
 
         def across_layers(xs, _):  # xs (b, n, k, c): attention over the n layers of each token
             k = xs.shape[2]
             y = self.norm1(xs).transpose(1, 2).reshape(b * k, n, c)
-            return xs + self.self_attn_n(y, y, rots["n"], rots["n"]).view(b, k, n, c).transpose(1, 2)
+            return self.self_attn_n(y, y, rots["n"], rots["n"]).view(b, k, n, c).transpose(1, 2)
 
         def within_layer(xs, _):  # xs (b, k, hw, c): attention over each layer's tokens
             k = xs.shape[1]
             y = self.norm2(xs).reshape(b * k, hw, c)
-            return xs + self.self_attn_hw(y, y, rots["hw"], rots["hw"]).view(b, k, hw, c)
+            return self.self_attn_hw(y, y, rots["hw"], rots["hw"]).view(b, k, hw, c)
 
-        def per_token(xs, start):  # xs (b, k, c): attention to the condition, then the feed-forward
+        def to_condition(xs, start):  # xs (b, k, c): attention from each token to the condition
             q_rot = tuple(t[start:start + xs.shape[1]] for t in rots["all"])
-            xs = xs + self.self_attn_cross(self.norm3(xs), cond, q_rot, rots["cond"], cond_mask)
-            return xs + self.feed_forward(self.norm4(xs))
+            return self.self_attn_cross(self.norm3(xs), cond, q_rot, rots["cond"], cond_mask)
 
-        x = in_pieces(x, 2, max(1, piece // n), across_layers, into=x)
-        x = in_pieces(x, 1, max(1, piece // hw), within_layer, into=x)
+        x = residual_in_pieces(x, 2, max(1, piece // n), across_layers)
+        x = residual_in_pieces(x, 1, max(1, piece // hw), within_layer)
         flat = x.reshape(b, n * hw, c)  # x itself where pieces wrote x in place (then it is contiguous)
-        return in_pieces(flat, 1, piece, per_token, into=flat).view(b, n, hw, c)
+        x = residual_in_pieces(flat, 1, piece, to_condition, lambda xs, _: self.feed_forward(self.norm4(xs)))
+        return x.view(b, n, hw, c)
 
 
 class TransformerModel(nn.Module):
