@@ -32,8 +32,9 @@ PG_OUTPUT_SCALE = 0.01  # factors are multiplied by this before use (official co
 # Parameter tokens per piece at inference (in_pieces): the generator's activations stay a few
 # pieces' worth instead of growing with its 16,128 tokens per sender at Qwen3-4B's shape.
 # Smaller pieces save memory and cost kernel launches on a GPU: tflow on one question at the
-# 4B shape (bench/tflow_memory.py, CPU) rose 207 / 219 / 346 / 488 MiB above its weights with
-# pieces of 256 / 512 / 1,024 / 2,048 tokens, and 2,380 MiB with whole stages.
+# 4B shape (bench/tflow_memory.py, CPU) rose 306 MiB above its weights with pieces of 1,024
+# tokens and 2,389 MiB with whole stages; a generator call launches 1,386 kernels in pieces of
+# 1,024, 739 of 2,048, 167 whole (bench/op_count.py).
 PIECE_TOKENS = 1024
 
 
