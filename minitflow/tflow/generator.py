@@ -240,8 +240,8 @@ class TransformerModel(nn.Module):
 
     def forward(self, cond: torch.Tensor, cond_mask: torch.Tensor | None, piece: int | None = None) -> torch.Tensor:
         """cond (B, S, d_model), cond_mask (B, S) bool -> tiles (B, n, h, rank, output_dim).
-        `piece`: parameter tokens per piece in every stage (in_pieces; inference only: the pieces
-        overwrite activations autograd would need); None: all at once."""
+        `piece`: parameter tokens per piece in every stage (in_pieces, residual_in_pieces;
+        inference only: the pieces add into activations autograd would need); None: all at once."""
         if piece is not None and torch.is_grad_enabled():
             raise ValueError("the generator runs in pieces only without gradients")
         b, hw = cond.shape[0], self.h * self.w
