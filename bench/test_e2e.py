@@ -55,13 +55,13 @@ OFFICIAL = {("baseline", 1): (10.5, 7.6), ("tflow", 1): (28.0, 8.2),
             ("baseline", 20): (26.4, 8.7), ("tflow", 20): (34.7, 18.8)}
 
 
-def run_questions(e2e, method: str, n: int, mode: str) -> list:
+def run_questions(e2e, method: str, n: int, mode: str, **generator_options) -> list:
     methods, llms, gen = e2e
     questions = (QUESTIONS * n)[:n]
     sampling = SamplingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True, **SAMPLING["qwen3"])
     llm = llms[(mode, n * methods.slots_per_question(method))]
     return methods.run_method(method, llm, questions, style="gsm8k", sampling=sampling, generator=gen,
-                              batch_size=n, sender_max_new_tokens=NEW_TOKENS)
+                              batch_size=n, sender_max_new_tokens=NEW_TOKENS, **generator_options)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -103,6 +103,31 @@ def test_method(benchmark, setup: Setup, e2e, method: str, questions: int, mode:
            official_tokens_per_question=official, processed_tokens_per_question=processed,
            **{f"stage_{k}": v for k, v in stages.items()},
            time_vs_baseline=(s / base_s) if method != "baseline" else 1.0, **extra)
+
+
+GENERATOR_OPTIONS = {"one-question-pieces": {},  # the defaults: GENERATOR_BATCH 1, PIECE_TOKENS
+                     "all-questions-pieces": {"generator_batch": max(QUESTION_COUNTS)},
+                     "one-question-whole": {"generator_piece": None}}
+
+
+@pytest.mark.parametrize("options", list(GENERATOR_OPTIONS))
+def test_tflow_generator_options(benchmark, setup: Setup, e2e, options: str) -> None:
+    """tflow on the most questions (CUDA graphs on a GPU), with the generator as the pipeline
+    runs it by default (one question per call, stages in pieces: the least memory, the most
+    kernel launches; against itself, the row shows the noise) and the two other ways: every
+    question whose senders are done in one call, or whole stages. Records the time against the
+    default's (interleaved) and, on CUDA, the peak memory: what a GPU says about the defaults
+    (methods.GENERATOR_BATCH, generator.PIECE_TOKENS), which were chosen on CPU."""
+    n, mode = max(QUESTION_COUNTS), "graphs" if ON_CUDA else "eager"
+    benchmark.group = f"tflow-generator-q{n}-{mode}"
+    for llm in e2e[1].values():
+        llm.release_memory()
+    if ON_CUDA:
+        torch.cuda.reset_peak_memory_stats()
+    s, default_s = pedantic_vs(benchmark, lambda: run_questions(e2e, "tflow", n, mode, **GENERATOR_OPTIONS[options]),
+                               lambda: run_questions(e2e, "tflow", n, mode), setup.device, E2E_ROUNDS, E2E_WARMUP)
+    extra = {"peak_gib": torch.cuda.max_memory_allocated() / 2**30} if ON_CUDA else {}
+    record(benchmark, setup, options=options, questions=n, mode=mode, time_vs_default=s / default_s, **extra)
 
 
 # ---- LLM.generate vs transformers ------------------------------------------------------------
