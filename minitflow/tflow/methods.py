@@ -38,7 +38,9 @@ SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
 # Questions per generator call. Its activations grow with every question batched (each is tens
 # of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not fall
-# (bench/generator_memory.py), so questions whose senders finish together go one by one.
+# on CPU (bench/generator_memory.py), so questions whose senders finish together go one by one.
+# On a GPU a call's kernel launches are shared by its questions: bench/test_e2e.py's
+# test_tflow_generator_options times both ways there (unmeasured so far).
 GENERATOR_BATCH = 1
 
 
