@@ -3,6 +3,8 @@
 # under its own time limit so that whatever finished comes back when a later part runs long.
 #
 #   bash bench/gpu_session.sh OUT_DIR [SECONDS]      (default 560)
+#   PARTS="pipelines long-tail" bash bench/gpu_session.sh OUT_DIR 560   (only those parts: a second
+#   command for what the first one's deadline skipped)
 #
 # Writes OUT_DIR/session.log and one pytest-benchmark JSON per part; join them with
 # `python bench/table.py OUT_DIR/*.json`. Needs a Qwen3 tokenizer for the method benchmarks
@@ -18,6 +20,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less if the session ends sooner)
     local name=$1 limit=$2 left=$((deadline - SECONDS))
     shift 2
+    if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then return; fi
     if [ "$left" -lt 40 ]; then echo "== $name: skipped, ${left}s left" >>"$log"; return; fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name (limit ${limit}s): $*" >>"$log"
