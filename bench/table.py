@@ -26,6 +26,8 @@ RATIOS = {
     "speedup_vs_official": "official release's time / ours",
     "memory_vs_full": "condition peak bytes, streamed / all L+1 layers",
     "memory_vs_one_call": "generator stage peak, one question per call / all in one call",
+    "memory_vs_whole": "generator stage peak, in pieces / every stage whole",
+    "time_vs_default": "tflow time / with the generator's defaults",
 }
 RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s", "rows_per_s")
 # further facts shown when a benchmark records them (GPU runs)
@@ -37,6 +39,9 @@ EXTRAS = {
     "peak_gib": lambda v: f"peak {v:.1f} GiB",
     "speedup_vs_official": lambda v: f"{v:.1f}x the official release",
     "time_vs_one_call": lambda v: f"time {v:.2f}x one call's",
+    "time_vs_whole": lambda v: f"time {v:.2f}x whole stages'",
+    "peak_rise_mib_pieces": lambda v: f"+{v:.0f} MiB above the weights in pieces",
+    "peak_rise_mib_whole": lambda v: f"+{v:.0f} MiB whole",
 }
 
 
