@@ -56,10 +56,12 @@ def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, b0_ptr, b1_ptr, b2_ptr, N, K, R,
 
 
 def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tuple[torch.Tensor, ...],
-                 block_n: int = 128, block_k: int = 256, programs: int = PROGRAMS) -> torch.Tensor:
+                 block_n: int = 128, block_k: int = 256, programs: int = PROGRAMS, num_warps: int = 4) -> torch.Tensor:
     """y (B, 1, N) += [B_1 u_1; B_2 u_2; ...] with u = A x: x (B, 1, K), A (B, R, K), blocks
     B_j (B, N_j, r_j) with sum N_j = N and sum r_j = R (at most MAX_BLOCKS; a rank-0 block adds
-    nothing). Every last dimension must be contiguous, which the engine's buffers are."""
+    nothing). Every last dimension must be contiguous, which the engine's buffers are. The
+    tiling (block_n, block_k, programs, num_warps) is untuned: bench/lora_kernel_sweep.py times
+    the alternatives on a GPU."""
     b, t, n = y.shape
     k, r = x.shape[-1], a.shape[1]
     if t != 1 or len(blocks) > MAX_BLOCKS or any(z.stride(-1) != 1 for z in (y, x, a, *blocks)):
@@ -83,5 +85,5 @@ def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tupl
                   pad[2].stride(0), pad[2].stride(1),
                   cols[1], cols[2], ranks[1], ranks[2],
                               R_PAD=max(16, 1 << (r - 1).bit_length()), BLOCK_N=block_n, BLOCK_K=block_k,
-                              TILES=tiles)
+                              TILES=tiles, num_warps=num_warps)
     return y
