@@ -183,9 +183,13 @@ class Launches:
 
 TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64", torch.int32: "i32"}
 
+OPTIONS = ("num_warps", "num_stages", "num_ctas")  # launch options, not kernel parameters
+
+
 def source(kernel, args, consts):
     # what a launch with these arguments compiles: ints equal to 1 become constants, as Triton's
     # launcher specialises them (its 16-byte alignment hints only change the generated code)
+    consts = {k: v for k, v in consts.items() if k not in OPTIONS}
     names = kernel.arg_names
     assert len(args) + len(consts) == len(names), (len(args), len(consts), names)  # every parameter passed
     consts = {**consts, **{name: 1 for name, a in zip(names, args) if type(a) is int and a == 1}}
@@ -228,10 +232,12 @@ for launches in (lora, qkv):
     variants = {}
     for args, consts in launches.seen:
         src = source(launches.kernel, args, consts)
-        variants[(tuple(src.signature.values()), tuple(sorted(consts.items())))] = src
-    for src in variants.values():
+        options = {k: v for k, v in consts.items() if k in OPTIONS}
+        key = (tuple(src.signature.values()), tuple(sorted(src.constants.items())), tuple(sorted(options.items())))
+        variants[key] = (src, options)
+    for src, options in variants.values():
         for arch in (80, 90):  # A100; H100 and H200
-            assert triton.compile(src, target=GPUTarget("cuda", arch, 32)).asm["cubin"]
+            assert triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options).asm["cubin"]
             n += 1
 print("ok", n)
 """
