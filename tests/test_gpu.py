@@ -161,28 +161,6 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
     assert causal_mask.eager in _FUSED
 
 
-@torch.inference_mode()
-def test_generator_in_pieces_on_cuda_matches_cpu():
-    """The generator on CUDA at inference (pieces, apply_rope as a compiled kernel) against
-    the CPU's whole-stage float32 factors, for padded conditions."""
-    from minitflow.model.fused import _FUSED
-    from minitflow.tflow.checkpoint import arch_for, random_generator
-    from minitflow.tflow.condition import generator_factors
-    from minitflow.tflow.generator import apply_rope
-    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
-    gen = random_generator(cfg, seed=3, arch=arch_for(cfg, dict(d_model=64, head_dim=16, output_dim=16, token_dim=16)))
-    gen.eval().requires_grad_(False)
-    cond = torch.randn(3, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
-    mask = torch.arange(11)[None, :] < torch.tensor([11, 4, 7])[:, None]
-    want = generator_factors(gen, cond, mask, piece=None)
-    got = generator_factors(gen.cuda(), cond.cuda(), mask.cuda(), piece=37)
-    for key, (a, b) in want.items():
-        torch.testing.assert_close(got[key][0].cpu(), a, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(got[key][1].cpu(), b, rtol=1e-4, atol=1e-6)
-    assert apply_rope.eager in _FUSED
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_lora_kernel_matches_the_reference_projection(dtype):
     """At decode on CUDA the layers' LoRA is one Triton kernel per fused weight: the reference's
@@ -273,3 +251,25 @@ def test_serving_waits_for_the_device_only_to_read_tokens():
         torch.cuda.set_sync_debug_mode("default")
     assert [len(r.output_ids) for r in reqs] == [8, 20, 12, 0, 16]
     assert all(r.prefill_s > 0 and r.cached_tokens == 0 for r in reqs) and reqs[3].capture.hidden.shape[-2] == 27
+
+
+@torch.inference_mode()
+def test_generator_in_pieces_on_cuda_matches_cpu():
+    """The generator on CUDA at inference (pieces, apply_rope as a compiled kernel) against
+    the CPU's whole-stage float32 factors, for padded conditions."""
+    from minitflow.model.fused import _FUSED
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    from minitflow.tflow.condition import generator_factors
+    from minitflow.tflow.generator import apply_rope
+    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    gen = random_generator(cfg, seed=3, arch=arch_for(cfg, dict(d_model=64, head_dim=16, output_dim=16, token_dim=16)))
+    gen.eval().requires_grad_(False)
+    cond = torch.randn(3, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    mask = torch.arange(11)[None, :] < torch.tensor([11, 4, 7])[:, None]
+    want = generator_factors(gen, cond, mask, piece=None)
+    got = generator_factors(gen.cuda(), cond.cuda(), mask.cuda(), piece=37)
+    for key, (a, b) in want.items():
+        torch.testing.assert_close(got[key][0].cpu(), a, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got[key][1].cpu(), b, rtol=1e-4, atol=1e-6)
+    assert apply_rope.eager in _FUSED
