@@ -316,3 +316,17 @@ def test_generator_in_pieces_equals_all_at_once(piece):
         torch.testing.assert_close(pieces[key][1], b, rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="without gradients"):
         gen.parameter_generator(cond, mask, piece)
+
+
+def test_generator_rope_traces_whole_and_matches_eager():
+    """On CUDA the generator's RoPE (every q and k of every attention piece) is one
+    torch.compile(fullgraph, dynamic) kernel: the same compile traces it without a graph break
+    and gives the op-by-op values (CPU), for the shapes its attentions pass."""
+    from minitflow.tflow.generator import apply_rope, grid_ids, rope_table
+    g = torch.Generator().manual_seed(0)
+    compiled = torch.compile(apply_rope.eager, dynamic=True, fullgraph=True)
+    for b, heads, n, axes in ((6, 4, 3, [16]), (2, 4, 58, [8, 8]), (1, 4, 37, [8, 8])):
+        x = torch.randn(b, heads, n, 16, generator=g)
+        ids = grid_ids(n, device=None) if len(axes) == 1 else grid_ids(n, 1)
+        rot = rope_table(ids, axes)
+        torch.testing.assert_close(compiled(x, rot), apply_rope(x, rot), rtol=1e-6, atol=1e-6)
