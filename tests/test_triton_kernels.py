@@ -250,7 +250,11 @@ def test_both_kernels_compile_for_a100_and_h100(tmp_path):
     name bound to a pointer in one branch of an `if` and to an integer in the other, which the
     compiler refuses: this is the check that caught it. Timing, spills and results on a real
     GPU are tests/test_gpu.py's."""
+    import inspect
     from triton.backends import backends
+    from triton.compiler import ASTSource
     if "nvidia" not in backends:
         pytest.skip("this Triton has no NVIDIA backend")
+    if "constexprs" not in inspect.signature(ASTSource.__init__).parameters:
+        pytest.skip("compiling ahead of time this way needs a newer Triton (3.5 and later are known to work)")
     assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 60"
