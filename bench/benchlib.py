@@ -141,15 +141,44 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _status_kib(field: str) -> int | None:
+    """A memory line of this process's /proc/self/status (KiB), or None without /proc."""
+    path = Path("/proc/self/status")
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
 def peak_rss_kib() -> int:
     """This process's peak resident set (KiB) since it started its program: VmHWM, not
     ru_maxrss, which a child inherits from its parent at fork (a benchmark subprocess of a
     large pytest process would report the parent's size)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak
     import resource  # no /proc (not Linux): the inherited-maximum caveat applies
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def resident_kib() -> int:
+    """This process's resident set now (KiB): VmRSS (Linux only)."""
+    rss = _status_kib("VmRSS")
+    if rss is None:
+        raise RuntimeError("needs Linux's /proc")
+    return rss
+
+
+def script_json(script: str, *args: str, **run_kwargs) -> dict:
+    """Run bench/`script` with `args` in a fresh Python process (a memory benchmark's peak is
+    its own) and parse the JSON object it prints on its last line."""
+    import json
+    import subprocess
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args)],
+                         capture_output=True, text=True, check=True, **run_kwargs)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @functools.cache

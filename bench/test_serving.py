@@ -201,16 +201,11 @@ def test_generator_memory(benchmark, setup: Setup) -> None:
     """Peak memory and time of the generator stage for 8 questions whose senders finish
     together: one call for all (the pipeline before GENERATOR_BATCH) vs one question per call
     (the default), each in a fresh process (see bench/generator_memory.py)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from benchlib import script_json
     benchmark.group = "serving-generator-memory"
-    script = Path(__file__).with_name("generator_memory.py")
 
     def run(per_call: int) -> dict:
-        out = subprocess.run([sys.executable, str(script), str(per_call)], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return script_json("generator_memory.py", per_call)
 
     got = {}
     benchmark.pedantic(lambda: got.update(one=run(1)), rounds=1, iterations=1)
@@ -227,18 +222,12 @@ def test_generator_in_pieces_memory(benchmark, setup: Setup) -> None:
     parameter tokens per sender): every stage in pieces of PIECE_TOKENS (inference's default)
     vs all tokens at once, each in a fresh process (see bench/generator_memory.py); the same
     factors bitwise (tests/test_tflow.py checks that)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from benchlib import script_json
     from minitflow.tflow.generator import PIECE_TOKENS
     benchmark.group = "serving-generator-memory"
-    script = Path(__file__).with_name("generator_memory.py")
 
     def run(mode: str) -> dict:
-        out = subprocess.run([sys.executable, str(script), "1", "1", "36", mode], capture_output=True, text=True,
-                             check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return script_json("generator_memory.py", 1, 1, 36, mode)
 
     got = {}
     benchmark.pedantic(lambda: got.update(pieces=run("pieces")), rounds=1, iterations=1)
@@ -258,12 +247,8 @@ def test_tflow_memory_at_the_4b_shape(benchmark, setup: Setup) -> None:
     official release peaks at 8.2 GiB on an H100 for this run (Qwen3-4B's weights alone are
     7.5 GiB). CPU only (with CUDA, test_method records the device's peak); needs a Qwen3
     tokenizer and about 11 GiB of memory, and skips without them."""
-    import json
     import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    from benchlib import tokenizer_dir
+    from benchlib import script_json, tokenizer_dir
     if ON_CUDA:
         pytest.skip("a CPU stand-in for the GPU's peak; test_method measures it there")
     tok = tokenizer_dir()
@@ -271,12 +256,9 @@ def test_tflow_memory_at_the_4b_shape(benchmark, setup: Setup) -> None:
     if tok is None or memory < 16 * 2**30:
         pytest.skip("needs a Qwen3 tokenizer and 16 GiB of memory")
     benchmark.group = "serving-generator-memory"
-    script = Path(__file__).with_name("tflow_memory.py")
 
     def run(mode: str) -> dict:
-        out = subprocess.run([sys.executable, str(script), str(tok), "16", mode], capture_output=True, text=True,
-                             check=True, cwd=str(script.parent))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return script_json("tflow_memory.py", tok, 16, mode)
 
     got = {}
     benchmark.pedantic(lambda: got.update(pieces=run("pieces")), rounds=1, iterations=1)
@@ -304,12 +286,10 @@ def test_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, met
     cost most; `qwen3` adds Qwen3-4B's top-k 20 (what the official code samples with there),
     where both samplers are cheap and the rest of the work weighs more.
     textmas senders all generate 16 tokens (the old API has one sender length per call)."""
-    import json
     import os
     import subprocess
-    import sys
     from pathlib import Path
-    from benchlib import tokenizer_dir
+    from benchlib import script_json, tokenizer_dir
     if ON_CUDA:
         pytest.skip("a CPU comparison")
     tok = tokenizer_dir()
@@ -321,14 +301,11 @@ def test_pipeline_vs_the_old_chunked_code(benchmark, setup: Setup, tmp_path, met
     if tok is None or archive.returncode != 0:
         pytest.skip(f"needs a Qwen3 tokenizer and {OLD_COMMIT} in the git history")
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    script = Path(__file__).with_name("old_chunked.py")
     benchmark.group = "serving-pipelines"
 
     def run(mode: str, path: Path) -> dict:
-        env = {**os.environ, "PYTHONPATH": str(path)}
-        out = subprocess.run([sys.executable, str(script), mode, str(tok), sampling, method], env=env,
-                             capture_output=True, text=True, check=True, cwd=str(tmp_path))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return script_json("old_chunked.py", mode, tok, sampling, method, env={**os.environ, "PYTHONPATH": str(path)},
+                           cwd=str(tmp_path))
 
     got: dict[str, list[dict]] = {"old": [], "new": []}
     benchmark.pedantic(lambda: [got[m].append(run(m, p)) for _ in range(3) for m, p in (("old", old), ("new", repo))],

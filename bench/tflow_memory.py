@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchlib import peak_rss_kib, random_model
+from benchlib import peak_rss_kib, random_model, resident_kib
 from minitflow import LLM, SamplingParams
 from minitflow.model.config import QWEN3_4B
 from minitflow.model.tokenizer import Tokenizer
@@ -28,13 +28,6 @@ from minitflow.tflow.methods import run_method
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
             "How many clips did Natalia sell altogether in April and May?")
-
-
-def resident_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("needs Linux's /proc")
 
 
 def main(tokenizer_dir: str, new_tokens: str, mode: str = "pieces") -> dict:

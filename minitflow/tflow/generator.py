@@ -245,7 +245,8 @@ class TransformerModel(nn.Module):
         if piece is not None and torch.is_grad_enabled():
             raise ValueError("the generator runs in pieces only without gradients")
         b, hw = cond.shape[0], self.h * self.w
-        layers = max(1, (piece or self.n * hw) // hw)  # layers per piece where a stage works by layer
+        piece = piece or self.n * hw  # None: every stage in one piece
+        layers = max(1, piece // hw)  # layers per piece where a stage works by layer
         cond = self.norm_input(cond)
         kv = self.cond_token_proj(cond)
 
@@ -267,7 +268,7 @@ class TransformerModel(nn.Module):
         rots = self.rotations(cond.shape[1], cond.device)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
         for block in self.blocks:
-            x = block(x, cond, rots, attn_mask, piece or self.n * hw)
+            x = block(x, cond, rots, attn_mask, piece)
         return in_pieces(x, 1, layers, project)
 
 
