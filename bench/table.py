@@ -28,6 +28,7 @@ RATIOS = {
     "memory_vs_one_call": "generator stage peak, one question per call / all in one call",
     "memory_vs_whole": "generator stage peak, in pieces / every stage whole",
     "time_vs_default": "tflow time / with the generator's defaults",
+    "time_vs_on_heads": "time / rotating the heads-split view",
 }
 RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s", "rows_per_s")
 # further facts shown when a benchmark records them (GPU runs)

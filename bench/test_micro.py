@@ -240,6 +240,35 @@ def test_parameter_generator(benchmark, setup: Setup, model: Qwen3Model, questio
            time_vs_sender_prefill=s / senders_s)
 
 
+def rope_on_heads(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The generator's rotation as it ran before: on the heads-split (transposed) view, with one
+    head's table broadcast over the heads, the pair swap as a flip."""
+    cos, sin = rot
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x * cos + swapped * sin).type_as(x)
+
+
+@torch.inference_mode()
+def test_generator_rope(benchmark, setup: Setup) -> None:
+    """q's rotation in the generator's within-layer attention, for one sender row: whole rows
+    with every head's table side by side, then the heads split (generator.apply_rope, eager: on
+    CUDA inference runs it fused) vs rope_on_heads; the results must be bitwise equal."""
+    from minitflow.model.lora import projection_shapes
+    from minitflow.tflow.generator import ParameterGenerator, apply_rope
+    benchmark.group = "parameter-generator"
+    arch, dev = pg_arch(setup), setup.device
+    tm = ParameterGenerator(arch, setup.cfg.hidden_size, projection_shapes(setup.cfg)).model
+    hw, heads, hd = tm.h * tm.w, arch.d_model // arch.head_dim, arch.head_dim
+    cos, sin = (t.to(dev, setup.dtype) for t in tm.rotations(1, dev)["hw"])
+    x = torch.randn(tm.n, hw, arch.d_model, device=dev, dtype=setup.dtype, generator=torch.Generator(dev).manual_seed(0))
+    split = lambda y: y.view(tm.n, hw, heads, hd).transpose(1, 2)  # noqa: E731
+    on_rows = lambda: split(apply_rope.eager(x, (cos, sin)))  # noqa: E731
+    on_heads = lambda: rope_on_heads(split(x), (cos[:, :hd], sin[:, :hd]))  # noqa: E731
+    assert torch.equal(on_rows(), on_heads())
+    s, heads_s = pedantic_vs(benchmark, on_rows, on_heads, dev, 2 * setup.rounds, setup.warmup)
+    record(benchmark, setup, tokens=tm.n * hw, d_model=arch.d_model, heads_s=heads_s, time_vs_on_heads=s / heads_s)
+
+
 # ---- 6. sampling ---------------------------------------------------------------------------------
 SAMPLING = {  # the official release's decoding settings, and Qwen3's recommended non-thinking ones
     "official": dict(temperature=0.6, top_p=0.95),
