@@ -47,8 +47,6 @@ EXAMPLE = {
     "question": "How many does the blue box hold?",
     "answer": "\\boxed{3}",
 }
-EXAMPLE_COMMAND = ('python -m minitflow.generate --greedy --context "The red box holds 7. The blue box holds 3. '
-                   'The green box holds 9." --question "How many does the blue box hold?"')
 STYLE = "gsm8k"  # official prompts the demo runs with (senders A/B, receiver C, textmas roles)
 # Three boxes in a fixed order: the lookup is then positional, which a 4-layer model learns in
 # a few hundred steps on CPU (with colours drawn from a larger set and shuffled it needs
