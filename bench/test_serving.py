@@ -15,6 +15,8 @@ Both sides of every ratio run in the same test, interleaved round by round (see 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -171,6 +173,47 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str, sa
            row_steps_ratio=chunked.engine.row_steps / max(piped.engine.row_steps, 1),
            cached_share=sum(r.metadata()["token_usage"]["cached_tokens"] for r in out["piped"]) /
            sum(r.processed_tokens for r in out["piped"]))
+
+
+LATENT_STEPS = 10
+
+
+def test_latentmas_pipeline_vs_chunks(benchmark, setup: Setup, tokenized) -> None:
+    """LatentMAS on the same 64 long-tailed questions (Qwen3-4B's sampling, 10 latent steps per
+    sender): run_method, which streams SLOTS questions in flight and starts a group's senders
+    as half the window frees up (latentmas.REFILL_SHARE), vs chunks of SLOTS through
+    run_latentmas, each waiting for its slowest judger (what run_method did before). Every
+    question's tokens must be equal."""
+    from minitflow.tflow.latentmas import run_latentmas
+    from minitflow.tflow.methods import run_method
+    benchmark.group = "serving-pipelines"
+    net, tokenizer = tokenized
+    questions = pipeline_questions(PIPE_QUESTIONS)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
+           for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
+    seeded = [dataclasses.replace(sp, seed=sp.seed + i) for i, sp in enumerate(sps)]  # run_method's seeds
+    llm = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
+    out = {}
+
+    def run_piped():
+        llm.engine.steps = 0
+        out["piped"] = run_method("latentmas", llm, questions, sampling=sps, batch_size=SLOTS,
+                                  latent_steps=LATENT_STEPS)
+        out["piped_steps"] = llm.engine.steps
+
+    def run_chunked():
+        llm.engine.steps = 0
+        out["chunked"] = [r for i in range(0, PIPE_QUESTIONS, SLOTS)
+                          for r in run_latentmas(llm, questions[i:i + SLOTS], "gsm8k", seeded[i:i + SLOTS],
+                                                 latent_steps=LATENT_STEPS)]
+        out["chunked_steps"] = llm.engine.steps
+
+    s, chunked_s = pedantic_vs(benchmark, run_piped, run_chunked, setup.device, 1, 0)
+    agree = check_same_tokens([r.token_ids for r in out["piped"]], [r.token_ids for r in out["chunked"]], setup.device)
+    record(benchmark, setup, method="latentmas", sampling="qwen3", latent_steps=LATENT_STEPS, questions=PIPE_QUESTIONS,
+           slots=SLOTS, questions_per_s=PIPE_QUESTIONS / s, chunked_questions_per_s=PIPE_QUESTIONS / chunked_s,
+           speedup_vs_chunked=chunked_s / s, same_tokens_as_chunked=agree, decode_steps=out["piped_steps"],
+           chunked_decode_steps=out["chunked_steps"], steps_ratio=out["chunked_steps"] / max(out["piped_steps"], 1))
 
 
 def test_condition_memory(benchmark, setup: Setup) -> None:

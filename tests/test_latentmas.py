@@ -374,3 +374,54 @@ def test_judgers_are_engine_requests_whatever_the_slots(small_llm):
     narrow = lm.run_latentmas(one, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=2)
     assert [r.token_ids for r in narrow] == [r.token_ids for r in wide]
     assert one.engine.steps > max(len(r.token_ids) for r in wide)  # they ran one after another
+
+
+def test_run_method_streams_without_a_batch_barrier(small_llm):
+    """run_method("latentmas") streams: a question's output is what it gets alone, whatever group it
+    ran in; results come through on_result as they finish; the senders read `sender_questions`
+    (a private context; run_method used to drop it); and the window refills as judgers end,
+    so a long judger no longer holds back the questions after it."""
+    from minitflow.tflow.methods import run_method
+    qs = [SMALL_QUESTIONS[i % 3] + " " * (i // 3) for i in range(7)]
+    private = [f"Context: {i} boxes. {q}" for i, q in enumerate(qs)]
+    lengths = (12, 1, 1, 1, 12, 1, 1)
+    sps = [SamplingParams(max_new_tokens=m, temperature=0.9, top_p=0.9, seed=30 + i, ignore_eos=True)
+           for i, m in enumerate(lengths)]
+    seen: list[int] = []
+    steps0 = small_llm.engine.steps
+    streamed = run_method("latentmas", small_llm, qs, sampling=sps, seeds=[sp.seed for sp in sps], batch_size=4,
+                          sender_questions=private, latent_steps=2, on_result=lambda i, r: seen.append(i))
+    steps = small_llm.engine.steps - steps0
+    assert sorted(seen) == list(range(7)) and seen != list(range(7))  # in finishing order
+    for i, res in enumerate(streamed):
+        alone = lm.run_latentmas(small_llm, [qs[i]], "gsm8k", [sps[i]], latent_steps=2, sender_questions=[private[i]])[0]
+        assert (res.token_ids, res.answer) == (alone.token_ids, alone.answer)
+        assert {n: a.as_dict() for n, a in res.agents.items()} == {n: a.as_dict() for n, a in alone.agents.items()}
+        assert len(res.token_ids) == lengths[i] and res.batch_size == 4
+        assert {"planner_latent_s", "judger_prefill_s", "total_s"} <= set(res.timings)
+    plain = lm.run_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], latent_steps=2)[0]
+    assert streamed[0].agents["planner"].prompt_tokens > plain.agents["planner"].prompt_tokens
+    # chunks of 4 would decode 12 + 12 steps; the stream refills the 3 short questions' slots at once
+    assert steps < 20, steps
+
+
+def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm, monkeypatch):
+    """The senders' KV reaches the judgers' slots at admission; after that no request holds the
+    group's rows, so a long judger does not keep its whole group's sender cache alive."""
+    import weakref
+    caches = []
+    allocate = lm.Rows.allocate
+
+    def tracked(*a, **k):
+        rows = allocate(*a, **k)
+        caches.append(weakref.ref(rows.cache.k.untyped_storage()))  # what the judgers' KV views keep alive
+        return rows
+    monkeypatch.setattr(lm.Rows, "allocate", tracked)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (30, 1, 1)]
+    alive_at_end = []
+
+    def on_result(i, _):
+        if i == 1:  # question 0's judger still decodes: its group's rows must be gone
+            alive_at_end.append(caches[0]() is not None)
+    lm.stream_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, window=3, latent_steps=1, on_result=on_result)
+    assert alive_at_end == [False]

@@ -97,6 +97,27 @@ def test_admitted_mid_flight_next_to_others(model):
     assert all(r.status is Status.FINISHED for r in first + late)
 
 
+def test_a_longer_request_grows_the_cache_without_waiting_for_the_others(model):
+    """A request longer than the cache joins at once: the cache grows with the running rows
+    copied over (it used to wait until every running request had ended, a stage barrier), and
+    every request still gets what it gets alone."""
+    prompts, params = _prompts(3, seed=2), _params(3, sampled=True)
+    long_prompt = prompts[2] + list(range(40, 140)) * 3  # 300 tokens more: past the first cache's 256
+    prompts[2], params[0] = long_prompt, SamplingParams(max_new_tokens=40, temperature=0.8, seed=7)
+    want = _alone(model, prompts, params)
+    llm = _llm(model, num_slots=3)
+    first = [llm.add_request(p, sp) for p, sp in zip(prompts[:2], params[:2])]
+    llm.step()
+    small = llm.engine.runner.cache.max_len
+    late = llm.add_request(prompts[2], params[2])
+    llm.step()
+    assert late.status is Status.RUNNING and first[0].status is Status.RUNNING  # joined beside it
+    assert llm.engine.runner.cache.max_len > small >= first[0].max_len
+    while llm.has_unfinished():
+        llm.step()
+    assert [r.output_ids for r in first + [late]] == want
+
+
 def test_prefix_cache_logits_match_the_uncached_prefill(model):
     cfg = model.cfg
     ids = _prompts(1, seed=2)[0] + [5, 6, 7]

@@ -104,24 +104,34 @@ class ModelRunner:
 
     # ---- admission -----------------------------------------------------------------------
     def fits(self, req: Request, idle: bool) -> bool:
-        """Whether `req` can take a slot now. The cache grows only while no slot is in use; a
-        LoRA layout other than the buffers' waits for the LoRA slots to drain."""
+        """Whether `req` can take a slot now, growing the cache for it if need be. A LoRA layout
+        other than the buffers' waits for the LoRA slots to drain."""
         if req.lora is not None and self.lora is not None and self.lora_slots and \
                 lora_layout(req.lora) != lora_layout(self.lora):
             return False
-        if self.cache is not None and self.cache.max_len >= req.max_len:
-            return True
-        if not idle:
-            return False
-        size = -(-max(req.max_len, self.cache.max_len if self.cache else 0) // KV_BUCKET) * KV_BUCKET
-        self.cache = None  # free the old one first
+        if self.cache is None or self.cache.max_len < req.max_len:
+            self._grow(req.max_len, idle)
+        return True
+
+    def _grow(self, need: int, idle: bool) -> None:
+        """A cache of `need` positions per slot (in KV_BUCKET steps, at most max_seq_len). Idle,
+        the old one goes first; with slots in use their rows are copied over, which holds both
+        caches for a moment instead of making the request wait for every running one to end (a
+        stage barrier each time a longer prompt arrives)."""
+        old = self.cache
+        size = min(-(-max(need, old.max_len if old else 0) // KV_BUCKET) * KV_BUCKET, self.max_seq_len)
+        self.cache = None
         self._drop_graphs()  # they read the old cache's addresses
-        self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, min(size, self.max_seq_len),
+        if idle:
+            old = None
+        self.cache = KVCache(self.cfg.num_hidden_layers, self.num_slots, size,
                              self.cfg.num_key_value_heads, self.cfg.head_dim, self.dtype, self.device)
+        if old is not None:
+            self.cache.k[:, :, :, :old.max_len].copy_(old.k)
+            self.cache.v[:, :, :, :old.max_len].copy_(old.v)
         if self.compiled:  # torch.compile's graphs read the cache in place instead of copying it each step
             torch._dynamo.mark_static_address(self.cache.k)
             torch._dynamo.mark_static_address(self.cache.v)
-        return True
 
     def load(self, req: Request, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """Fill `req`'s slot before its prefill: handed-over KV and/or a cached prefix (at

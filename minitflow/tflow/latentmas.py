@@ -18,9 +18,12 @@ at batch 1, token for token in greedy float32, and keeps it at any batch size:
 - W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in with λ = 1e-5, solved in float32; the norm target and
   the rescale apply with and without `realign`.
 - The judger prefills its prompt on the cache (positions continue) and decodes; the text is the
-  decoded completion without special tokens, stripped. The senders run in lockstep over their
-  own cache rows; the judger is a request on the serving engine that takes its row's KV
-  (`Request.past`), so it decodes with continuous batching and the engine's decode path.
+  decoded completion without special tokens, stripped. The senders of a group of questions run
+  in lockstep over their own cache rows; the judger is a request on the serving engine that
+  takes its row's KV (`Request.past`), so it decodes with continuous batching and the engine's
+  decode path. `stream_latentmas` (what `run_method` runs) keeps a window of questions in
+  flight and starts the next group's senders as judgers end: no question waits for a batch's
+  slowest judger.
 - With latent_steps 0 the official judger drops the cache (`past_key_values=None`, its issue #13):
   the answer is the judger's prompt alone. minitflow reproduces that answer but does not run the
   three sender passes the answer cannot depend on (their usage reads 0); `handover_at_zero=True`
@@ -44,17 +47,20 @@ applies to every method (generating agents only).
 from __future__ import annotations
 
 import json
+import math
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
 import torch
 
-from minitflow.engine.llm import LLM, sync
-from minitflow.engine.request import Request
+from minitflow.engine.llm import LLM
+from minitflow.engine.request import Request, Status
 from minitflow.engine.sampler import SamplingParams
+from minitflow.engine.timer import DeviceTimer, sync
 from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
@@ -258,14 +264,27 @@ class LatentUsage(AgentUsage):
         return {**super().as_dict(), "latent_steps": self.latent_steps}
 
 
-@torch.inference_mode()
-def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *,
-                  latent_steps: int, topology: str = "sequential", realign: bool = False, think: bool = False,
-                  handover_at_zero: bool = False, sender_questions: list[str] | None = None,
-                  **_) -> list[MethodResult]:
-    """LatentMAS on a batch of questions (one cache row each); results in input order.
-    `sender_questions`, as for textmas and tflow, is what the planner, critic and refiner read
-    (e.g. a private context plus the question); the judger reads `questions`."""
+@dataclass
+class _Plan:
+    """A LatentMAS run, prepared before any forward: settings checked, every agent's prompt
+    tokenised, the latent target (W_a and the norm) built."""
+
+    llm: LLM
+    questions: list[str]
+    style: str
+    sps: list[SamplingParams]
+    k: int  # latent steps per sender
+    senders: tuple[str, ...]  # the senders that run: none with 0 steps and no hand-over
+    prompts: dict[str, list[list[int]]]  # role -> one prompt per question
+    sender_len: list[int]  # positions each question's senders leave in the cache (handed to the judger)
+    w_a: torch.Tensor | None
+    target: torch.Tensor
+    vocab_rows: int  # the tokenizer's ids: the judger chooses among these
+
+
+def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, latent_steps: int,
+          topology: str = "sequential", realign: bool = False, think: bool = False, handover_at_zero: bool = False,
+          sender_questions: list[str] | None = None, **_) -> _Plan:
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
     if not questions:
         raise UserError("no questions given")
@@ -279,57 +298,130 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     vocab_rows = min(llm.tokenizer.vocab_size, llm.cfg.vocab_size)
     w_a, target = realignment_matrix(llm.model, rows=vocab_rows) if realign and k > 0 else (
         None, embedding_norm(llm.model, rows=vocab_rows))
-    handover = k > 0 or handover_at_zero
-    senders = SENDERS if handover else ()
+    senders = SENDERS if k > 0 or handover_at_zero else ()
     read = {role: sender_questions or questions for role in senders} | {JUDGER: questions}
     prompts = {role: [agent_prompt_ids(llm, role, q, style, topology, think) for q in read[role]]
                for role in (*senders, JUDGER)}
-    sender_len = [sum(len(prompts[r][i]) + k for r in senders) for i in range(n)]  # KV handed to the judger
+    sender_len = [sum(len(prompts[r][i]) + k for r in senders) for i in range(n)]
     need = [sender_len[i] + len(prompts[JUDGER][i]) + sp.max_new_tokens for i, sp in enumerate(sps)]
     if max(need) > llm.max_seq_len:
         i = max(range(n), key=need.__getitem__)
         raise UserError(f"question {i} needs {need[i]} positions (agents' prompts, latent steps and "
                         f"max_new_tokens): more than max_seq_len {llm.max_seq_len}")
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-    past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
-    if senders:  # the senders in lockstep over cache rows: latent steps feed embeddings, not tokens
-        rows = Rows.allocate(llm, n, max(sender_len))
-        for role in senders:
-            t0 = time.perf_counter()
-            _, hidden = rows.prefill(prompts[role], need_logits=False)
-            sync(llm.device)
-            t1 = time.perf_counter()
-            rows.latent_steps(hidden, k, w_a, target)
-            sync(llm.device)
-            timings[f"{role}_prefill_s"], timings[f"{role}_latent_s"] = t1 - t0, time.perf_counter() - t1
-        past = [(rows.cache.k[:, i, :, :rows.lengths[i]], rows.cache.v[:, i, :, :rows.lengths[i]]) for i in range(n)]
-    # the judger is a request on the serving engine: its slot takes the senders' KV, then it
-    # prefills its prompt and decodes beside whatever else runs (CUDA graphs included), choosing
-    # only among the tokenizer's ids
-    cut = vocab_rows if vocab_rows < llm.cfg.vocab_size else 0
-    judgers = [Request(prompts[JUDGER][i], replace(sp, vocab_rows=cut), past=past[i], tag=("latentmas judger", i))
-               for i, sp in enumerate(sps)]
+    return _Plan(llm, list(questions), style, list(sps), k, senders, prompts, sender_len, w_a, target, vocab_rows)
+
+
+def _senders(plan: _Plan, idx: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], dict[str, DeviceTimer]]:
+    """The senders of questions `idx`, in lockstep over cache rows of their own (latent steps
+    feed embeddings, not tokens, so they run beside the engine, not in it): each row's KV to
+    hand to its judger, and a timer per sender stage (read once the questions are done, so the
+    engine's queued decode steps are not drained)."""
+    if not plan.senders:
+        return [None] * len(idx), {}
+    llm, timers = plan.llm, {}
+    rows = Rows.allocate(llm, len(idx), max(plan.sender_len[i] for i in idx))
+    for role in plan.senders:
+        timer = DeviceTimer(llm.device)
+        _, hidden = rows.prefill([plan.prompts[role][i] for i in idx], need_logits=False)
+        timers[f"{role}_prefill_s"] = timer.stop()
+        timer = DeviceTimer(llm.device)
+        rows.latent_steps(hidden, plan.k, plan.w_a, plan.target)
+        timers[f"{role}_latent_s"] = timer.stop()
+    return [(rows.cache.k[:, j, :, :rows.lengths[j]], rows.cache.v[:, j, :, :rows.lengths[j]])
+            for j in range(len(idx))], timers
+
+
+def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None) -> Request:
+    """Question i's judger as a request on the serving engine: its slot takes the senders' KV,
+    then it prefills its prompt and decodes beside whatever else runs (CUDA graphs included),
+    choosing only among the tokenizer's ids."""
+    cut = plan.vocab_rows if plan.vocab_rows < plan.llm.cfg.vocab_size else 0
+    return Request(plan.prompts[JUDGER][i], replace(plan.sps[i], vocab_rows=cut), past=past,
+                   tag=("latentmas judger", i))
+
+
+def _result(plan: _Plan, i: int, req: Request, timings: dict[str, float], batch_size: int) -> MethodResult:
+    text = req.text if req.text is not None else plan.llm.tokenizer.decode(req.output_ids)
+    ran = lambda role: role in plan.senders  # noqa: E731
+    agents: dict[str, AgentUsage] = {
+        role: LatentUsage(prompt_tokens=len(plan.prompts[role][i]) if ran(role) else 0,
+                          completion_tokens=plan.k if ran(role) else 0, generates=False,
+                          latent_steps=plan.k if ran(role) else 0) for role in SENDERS}
+    agents[JUDGER] = LatentUsage(prompt_tokens=len(plan.prompts[JUDGER][i]), completion_tokens=len(req.output_ids),
+                                 generates=True, latent_steps=0)
+    return MethodResult(method="latentmas", style=plan.style, question=plan.questions[i], answer=text.strip(),
+                        finish_reason=req.finish_reason or "length", agents=agents,
+                        timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s},
+                        batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling)
+
+
+@torch.inference_mode()
+def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *,
+                  latent_steps: int, **options) -> list[MethodResult]:
+    """LatentMAS on a batch of questions (one cache row each), the senders of all of them in
+    lockstep, then every judger; results in input order. `options`: topology, realign, think,
+    handover_at_zero and `sender_questions`, which, as for textmas and tflow, is what the
+    planner, critic and refiner read (e.g. a private context plus the question); the judger
+    reads `questions`. `stream_latentmas` runs many questions without a batch barrier."""
+    plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
+    t0 = time.perf_counter()
+    idx = list(range(len(questions)))
+    past, timers = _senders(plan, idx)
+    judgers = [_judger(plan, i, p) for i, p in zip(idx, past)]
     llm.engine.run(judgers)
     sync(llm.device)
     for r in judgers:
         r.past = None  # the senders' rows: free them with this function's frame
-    timings["total_s"] = time.perf_counter() - t_start
-    results = []
-    for i, (q, req) in enumerate(zip(questions, judgers)):
-        text = req.text if req.text is not None else llm.tokenizer.decode(req.output_ids)
-        ran = [r for r in SENDERS if r in senders]
-        agents: dict[str, AgentUsage] = {
-            role: LatentUsage(prompt_tokens=len(prompts[role][i]) if role in ran else 0,
-                              completion_tokens=k if role in ran else 0, generates=False,
-                              latent_steps=k if role in ran else 0) for role in SENDERS}
-        agents[JUDGER] = LatentUsage(prompt_tokens=len(prompts[JUDGER][i]), completion_tokens=len(req.output_ids),
-                                     generates=True, latent_steps=0)
-        res = MethodResult(method="latentmas", style=style, question=q, answer=text.strip(),
-                           finish_reason=req.finish_reason or "length", agents=agents,
-                           timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s},
-                           batch_size=n,
-                           token_ids=req.output_ids, sampling=req.sampling)
-        res.wall_s_per_question = timings["total_s"] / n
-        results.append(res)
+    total = time.perf_counter() - t0
+    timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": total}
+    results = [_result(plan, i, r, timings, len(idx)) for i, r in zip(idx, judgers)]
+    for r in results:
+        r.wall_s_per_question = total / len(idx)
     return results
+
+
+# A new group of questions starts its senders once this share of the window is free (or nothing
+# runs, or every remaining question fits). A group's senders cost about the same forwards for
+# one row as for many (3 prefills and 3 x latent_steps steps, eager), while a free slot idles
+# every decode step until a group refills it: waiting for half the window balances the two.
+# bench/test_serving.py::test_latentmas_pipeline_vs_chunks measures it against chunks.
+REFILL_SHARE = 0.5
+
+
+@torch.inference_mode()
+def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
+                     latent_steps: int, on_result=None, **options) -> list[MethodResult]:
+    """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
+    an engine request that ends on its own, and a group of new questions runs its senders (in
+    lockstep, see REFILL_SHARE) as slots free up. A question's output is what it gets alone.
+    `on_result(i, result)` is called as each question finishes; results in input order. Per
+    question, `timings` hold its group's sender stages and `total_s` from its group's start."""
+    plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
+    refill = max(1, math.ceil(REFILL_SHARE * window))
+    todo = deque(range(len(questions)))
+    running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}
+    results: dict[int, MethodResult] = {}
+    t0 = time.perf_counter()
+    while todo or running:
+        free = window - len(running)
+        if todo and free > 0 and (free >= refill or not running or len(todo) <= free):
+            group = [todo.popleft() for _ in range(min(free, len(todo)))]
+            start = time.perf_counter()
+            past, timers = _senders(plan, group)
+            for i in group:
+                running[i] = (llm.engine.add_request(_judger(plan, i, past.pop(0))), timers, start)
+        finished = llm.step()
+        for req, _, _ in running.values():
+            if req.past is not None and req.status is not Status.WAITING:
+                req.past = None  # in its slot now: the group's rows go once all its judgers are in
+        for req in finished:
+            i = req.tag[1]
+            _, timers, start = running.pop(i)
+            timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": req.finished_t - start}
+            results[i] = _result(plan, i, req, timings, window)
+            if on_result is not None:
+                on_result(i, results[i])
+    wall = (time.perf_counter() - t0) / len(questions)
+    for r in results.values():
+        r.wall_s_per_question = wall
+    return [results[i] for i in range(len(questions))]

@@ -6,7 +6,8 @@ that capture the condition (the layer aggregator's sum, as the layers run), then
 generator, batched over every question whose senders finished in the same engine step, then
 the receiver with its generated factors in its slot. Stages of different questions overlap:
 a slot never waits for another question's stage, and a question's output does not depend on
-which others run beside it.
+which others run beside it. latentmas streams the same way (latentmas.stream_latentmas): its
+senders run in lockstep groups beside the engine, their judgers on it.
 
 Every result carries per-agent token usage (prompt, cached, completion; tflow's senders count
 their forward pass as processed prompt tokens), the processed total, the official count
@@ -295,12 +296,13 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     """Run `method` on every question with at most `batch_size` questions in flight (the
     engine's slots bound the requests running at once); results in input order.
 
-    `sender_questions` (textmas, tflow) gives the senders other text than the receiver,
+    `sender_questions` (textmas, tflow, latentmas) gives the senders other text than the receiver,
     e.g. a private context plus the question: the receiver then learns it only through them.
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
-    textmas takes `sender_max_new_tokens` as one limit or one per question; tflow takes
+    textmas takes `sender_max_new_tokens` as one limit or one per question; latentmas takes
+    `latent_steps`, `topology`, `realign`, `think` and `handover_at_zero`; tflow takes
     `generator_batch`, the most questions one generator call takes (default GENERATOR_BATCH),
     and `generator_piece`, the parameter tokens each generator stage takes at once (default
     generator.PIECE_TOKENS; None: all, the most memory).
@@ -326,8 +328,12 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
     if method == "latentmas":
-        return _latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
-                          batch_size, on_result, kwargs)
+        from minitflow.tflow.latentmas import stream_latentmas
+        options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None}}
+        with _aborting(llm):
+            return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
+                                    window=batch_size, on_result=on_result, sender_questions=sender_questions,
+                                    **options)
     from minitflow.tflow.latentmas import validate_options
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
@@ -353,27 +359,6 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     for r in results.values():
         r.wall_s_per_question = wall
     return [results[i] for i in range(len(questions))]
-
-
-def _latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], batch_size: int,
-               on_result, kwargs: dict) -> list[MethodResult]:
-    """LatentMAS runs its senders in lockstep over a batch of cache rows (latent steps feed
-    embeddings, not tokens), `batch_size` questions at a time, and hands each row's KV to its
-    judger's request on the engine; each question is invariant to the batch."""
-    from minitflow.tflow.latentmas import run_latentmas
-    kwargs = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None}}
-    results: list[MethodResult] = []
-    t0 = time.perf_counter()
-    for start in range(0, len(questions), batch_size):
-        chunk = run_latentmas(llm, questions[start:start + batch_size], style, sps[start:start + batch_size], **kwargs)
-        for i, r in enumerate(chunk):
-            if on_result is not None:
-                on_result(start + i, r)
-        results += chunk
-    wall = (time.perf_counter() - t0) / len(questions)
-    for r in results:
-        r.wall_s_per_question = wall
-    return results
 
 
 class _aborting:
