@@ -399,6 +399,8 @@ def test_run_method_streams_without_a_batch_barrier(small_llm):
         assert {n: a.as_dict() for n, a in res.agents.items()} == {n: a.as_dict() for n, a in alone.agents.items()}
         assert len(res.token_ids) == lengths[i] and res.batch_size == 4
         assert {"planner_latent_s", "judger_prefill_s", "total_s"} <= set(res.timings)
+    with pytest.raises(UserError, match="unknown option.s. latent_step;"):  # misspelt: not run as 0 steps
+        run_method("latentmas", small_llm, qs[:1], latent_step=2)
     plain = lm.run_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], latent_steps=2)[0]
     assert streamed[0].agents["planner"].prompt_tokens > plain.agents["planner"].prompt_tokens
     # chunks of 4 would decode 12 + 12 steps; the stream refills the 3 short questions' slots at once

@@ -194,6 +194,9 @@ def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
     assert all(r.agents["sender_A"].prompt_tokens > 0 and not r.agents["sender_A"].generates for r in batched)
     with pytest.raises(UserError, match="generator_batch must be >= 1"):
         run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_batch=0)
+    with pytest.raises(UserError, match="unknown option.s. generator_bach;") as e:  # a typo is not run as the default
+        run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_bach=2)
+    assert "\n" not in str(e.value)
 
 
 def test_textmas_context_format_and_accounting(golden_llm):

@@ -35,6 +35,9 @@ from minitflow.tflow.condition import generator_factors, sender_request, stack_c
 from minitflow.tflow.generator import PIECE_TOKENS
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
+# run_method's method-specific keyword options (each applies to one method; the others ignore it)
+OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece",
+           "latent_steps", "topology", "realign", "think", "handover_at_zero")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
 # Questions per generator call. Its activations grow with every question batched (each is tens
@@ -309,6 +312,10 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    unknown = sorted(set(kwargs) - set(OPTIONS))
+    if unknown:  # a misspelt option would otherwise run with the default unnoticed
+        raise UserError(f"run_method: unknown option(s) {', '.join(unknown)}; the method options are "
+                        f"{', '.join(sorted(OPTIONS))}")
     style = prompts.resolve_style(style)
     questions = list(questions)
     if not questions:
