@@ -427,3 +427,9 @@ def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm,
             alive_at_end.append(caches[0]() is not None)
     lm.stream_latentmas(small_llm, SMALL_QUESTIONS, "gsm8k", sps, window=3, latent_steps=1, on_result=on_result)
     assert alive_at_end == [False]
+
+
+def test_run_method_options_are_latentmas_options():
+    """methods.OPTIONS (run_method's check) holds every LatentMAS option: none is refused there."""
+    from minitflow.tflow import methods
+    assert set(lm.OPTIONS) <= set(methods.OPTIONS)

@@ -72,7 +72,7 @@ SENDERS = ("planner", "critic", "refiner")
 JUDGER = "judger"
 REALIGN_LAMBDA = 1e-5  # the official ridge term
 NORM_FLOOR = 1e-6  # the official clamp on the aligned vector's norm
-OPTIONS = ("latent_steps", "topology", "realign", "think")  # LatentMAS-only settings
+OPTIONS = ("latent_steps", "topology", "realign", "think", "handover_at_zero")  # LatentMAS-only settings
 
 
 @lru_cache(maxsize=1)
@@ -284,7 +284,7 @@ class _Plan:
 
 def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, latent_steps: int,
           topology: str = "sequential", realign: bool = False, think: bool = False, handover_at_zero: bool = False,
-          sender_questions: list[str] | None = None, **_) -> _Plan:
+          sender_questions: list[str] | None = None) -> _Plan:
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
     if not questions:
         raise UserError("no questions given")

@@ -35,7 +35,8 @@ from minitflow.tflow.condition import generator_factors, sender_request, stack_c
 from minitflow.tflow.generator import PIECE_TOKENS
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
-# run_method's method-specific keyword options (each applies to one method; the others ignore it)
+# run_method's method-specific keyword options (each applies to one method; the others ignore it;
+# the last five are latentmas.OPTIONS, which imports this module)
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece",
            "latent_steps", "topology", "realign", "think", "handover_at_zero")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
@@ -335,8 +336,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
     if method == "latentmas":
-        from minitflow.tflow.latentmas import stream_latentmas
-        options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None}}
+        from minitflow.tflow.latentmas import OPTIONS as LATENT_OPTIONS, stream_latentmas
+        options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
         with _aborting(llm):
             return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
                                     window=batch_size, on_result=on_result, sender_questions=sender_questions,
