@@ -42,5 +42,6 @@ part lora-sweep 90 python3 bench/lora_kernel_sweep.py "$out/lora_sweep.json"  # 
 part pipelines 150 $bench bench/test_serving.py -k "pipeline_vs_chunked and qwen3" --benchmark-json="$out/pipelines.json"
 part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
 part transformers 100 $bench bench/test_e2e.py -k "transformers and graphs" --benchmark-json="$out/hf.json"
+part latentmas-stream 120 $bench bench/test_serving.py -k latentmas_pipeline --benchmark-json="$out/latentmas_stream.json"  # REFILL_SHARE's verdict
 part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
 exit 0
