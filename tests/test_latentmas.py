@@ -401,6 +401,8 @@ def test_run_method_streams_without_a_batch_barrier(small_llm):
         assert {"planner_latent_s", "judger_prefill_s", "total_s"} <= set(res.timings)
     with pytest.raises(UserError, match="unknown option.s. latent_step;"):  # misspelt: not run as 0 steps
         run_method("latentmas", small_llm, qs[:1], latent_step=2)
+    with pytest.raises(UserError, match="window must be >= 1"):  # not a loop that never starts a question
+        lm.stream_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], window=0, latent_steps=2)
     plain = lm.run_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], latent_steps=2)[0]
     assert streamed[0].agents["planner"].prompt_tokens > plain.agents["planner"].prompt_tokens
     # chunks of 4 would decode 12 + 12 steps; the stream refills the 3 short questions' slots at once

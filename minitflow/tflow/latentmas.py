@@ -396,6 +396,8 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     lockstep, see REFILL_SHARE) as slots free up. A question's output is what it gets alone.
     `on_result(i, result)` is called as each question finishes; results in input order. Per
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""
+    if window < 1:
+        raise UserError(f"window must be >= 1, got {window}")
     plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
     refill = max(1, math.ceil(REFILL_SHARE * window))
     todo = deque(range(len(questions)))
