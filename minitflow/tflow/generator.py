@@ -94,7 +94,8 @@ def grid_ids(*lengths: int, device=None) -> torch.Tensor:
 
 @fused_on_cuda
 def apply_rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """x (..., N, hd): rotate the pairs (x0, x1) = (x[2i], x[2i+1]) by the table's angles:
+    """x (..., N, D), cos and sin (N, D) (TransformerModel.rotations: D = d_model, every head side
+    by side): rotate the pairs (x0, x1) = (x[2i], x[2i+1]) by the table's angles:
     x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix form's two products
     summed (in swapped order for x1, which float addition does not see), so the results are
     bitwise equal, in 4 ops instead of 9 (one kernel on CUDA at inference: a generator call
