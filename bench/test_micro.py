@@ -250,9 +250,10 @@ def rope_on_heads(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> to
 
 @torch.inference_mode()
 def test_generator_rope(benchmark, setup: Setup) -> None:
-    """q's rotation in the generator's within-layer attention, for one sender row: whole rows
-    with every head's table side by side, then the heads split (generator.apply_rope, eager: on
-    CUDA inference runs it fused) vs rope_on_heads; the results must be bitwise equal."""
+    """q's rotation in the generator's within-layer attention, for one sender row: on the
+    contiguous (tokens, heads, head_dim) view with the table broadcast over the heads, then
+    transposed (generator.apply_rope as MultiHeadAttention calls it, eager: on CUDA inference
+    runs it fused) vs rope_on_heads; the results must be bitwise equal."""
     from minitflow.model.lora import projection_shapes
     from minitflow.tflow.generator import ParameterGenerator, apply_rope
     benchmark.group = "parameter-generator"
@@ -262,8 +263,8 @@ def test_generator_rope(benchmark, setup: Setup) -> None:
     cos, sin = (t.to(dev, setup.dtype) for t in tm.rotations(1, dev)["hw"])
     x = torch.randn(tm.n, hw, arch.d_model, device=dev, dtype=setup.dtype, generator=torch.Generator(dev).manual_seed(0))
     split = lambda y: y.view(tm.n, hw, heads, hd).transpose(1, 2)  # noqa: E731
-    on_rows = lambda: split(apply_rope.eager(x, (cos, sin)))  # noqa: E731
-    on_heads = lambda: rope_on_heads(split(x), (cos[:, :hd], sin[:, :hd]))  # noqa: E731
+    on_rows = lambda: apply_rope.eager(x.view(tm.n, hw, heads, hd), (cos[:, None], sin[:, None])).transpose(1, 2)  # noqa: E731
+    on_heads = lambda: rope_on_heads(split(x), (cos, sin))  # noqa: E731
     assert torch.equal(on_rows(), on_heads())
     s, heads_s = pedantic_vs(benchmark, on_rows, on_heads, dev, 2 * setup.rounds, setup.warmup)
     record(benchmark, setup, tokens=tm.n * hw, d_model=arch.d_model, heads_s=heads_s, time_vs_on_heads=s / heads_s)

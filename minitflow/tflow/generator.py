@@ -94,9 +94,8 @@ def grid_ids(*lengths: int, device=None) -> torch.Tensor:
 
 @fused_on_cuda
 def apply_rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """x (..., N, D), cos and sin (N, D) (TransformerModel.rotations: D = d_model, every head side
-    by side): rotate the pairs (x0, x1) = (x[2i], x[2i+1]) by the table's angles:
-    x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix form's two products
+    """x (..., N, [H,] hd), cos and sin (N, [1,] hd): rotate the pairs (x0, x1) = (x[2i], x[2i+1])
+    by the table's angles: x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix form's two products
     summed (in swapped order for x1, which float addition does not see), so the results are
     bitwise equal, in 4 ops instead of 9 (one kernel on CUDA at inference: a generator call
     rotates q and k of every attention in every piece)."""
@@ -117,10 +116,15 @@ class MultiHeadAttention(nn.Module):
                 k_rot: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
-        split = lambda y: y.view(b, y.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q = split(apply_rope(self.W_q(x), q_rot))
-        k = split(apply_rope(self.W_k(kv), k_rot))
-        out = F.scaled_dot_product_attention(q, k, split(self.W_v(kv)), attn_mask=mask)
+        heads = lambda y: y.view(b, y.shape[1], self.num_heads, self.head_dim)  # noqa: E731  (b, t, H, hd)
+
+        def rotated(y, rot):  # on the contiguous (b, t, H, hd) view, the table broadcast over H,
+            # then transposed: on CPU half the time of rotating the transposed view
+            # (bench/test_micro.py::test_generator_rope)
+            return apply_rope(heads(y), (rot[0][:, None], rot[1][:, None])).transpose(1, 2)
+
+        q, k = rotated(self.W_q(x), q_rot), rotated(self.W_k(kv), k_rot)
+        out = F.scaled_dot_product_attention(q, k, heads(self.W_v(kv)).transpose(1, 2), attn_mask=mask)
         return self.W_o(out.transpose(1, 2).reshape(b, t, d))
 
 
@@ -225,16 +229,14 @@ class TransformerModel(nn.Module):
         self.cond_token_query = nn.Parameter(torch.randn(self.n * self.h * self.w, d) * 0.002)
 
     def rotations(self, cond_len: int, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Each attention's (cos, sin), (N, d_model): one head's table repeated for every head, so
-        q and k rotate as whole rows before the heads are split: on CPU that takes half the time of
-        one head's table broadcast over a transposed view (bench/test_micro.py::test_generator_rope)."""
-        hd, heads = self.arch.head_dim, self.arch.d_model // self.arch.head_dim
+        """Each attention's (cos, sin), (N, head_dim), shared by the heads (at Qwen3-4B's shape
+        "all" has 16,128 rows: one table per head would be 8x larger)."""
+        hd = self.arch.head_dim
         diag = torch.arange(cond_len, device=device)[:, None].expand(cond_len, 2) + max(self.h, self.w)
-        tables = {"hw": rope_table(grid_ids(self.h, self.w, device=device), [hd // 2, hd // 2]),
-                  "n": rope_table(grid_ids(self.n, device=device), [hd]),
-                  "all": rope_table(grid_ids(self.n, self.h * self.w, device=device), [hd // 2, hd // 2]),
-                  "cond": rope_table(diag, [hd // 2, hd // 2])}
-        return {k: (cos.repeat(1, heads), sin.repeat(1, heads)) for k, (cos, sin) in tables.items()}
+        return {"hw": rope_table(grid_ids(self.h, self.w, device=device), [hd // 2, hd // 2]),
+                "n": rope_table(grid_ids(self.n, device=device), [hd]),
+                "all": rope_table(grid_ids(self.n, self.h * self.w, device=device), [hd // 2, hd // 2]),
+                "cond": rope_table(diag, [hd // 2, hd // 2])}
 
     def position_tokens(self, start: int = 0, layers: int | None = None) -> torch.Tensor:
         """Learned positions of `layers` layers from `start` (default all), regrouped to
