@@ -250,12 +250,12 @@ def rope_on_heads(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> to
 
 @torch.inference_mode()
 def test_generator_rope(benchmark, setup: Setup) -> None:
-    """q's rotation in the generator's within-layer attention, for one sender row: on the
-    contiguous (tokens, heads, head_dim) view with the table broadcast over the heads, then
-    transposed (generator.apply_rope as MultiHeadAttention calls it, eager: on CUDA inference
-    runs it fused) vs rope_on_heads; the results must be bitwise equal."""
+    """q's rotation in the generator's within-layer attention, for one sender row:
+    generator.rotate_heads, as MultiHeadAttention calls it (on the contiguous (tokens, heads,
+    head_dim) view with the table broadcast over the heads, then transposed; eager on CPU, fused
+    on CUDA) vs rope_on_heads; the results must be bitwise equal."""
     from minitflow.model.lora import projection_shapes
-    from minitflow.tflow.generator import ParameterGenerator, apply_rope
+    from minitflow.tflow.generator import ParameterGenerator, rotate_heads
     benchmark.group = "parameter-generator"
     arch, dev = pg_arch(setup), setup.device
     tm = ParameterGenerator(arch, setup.cfg.hidden_size, projection_shapes(setup.cfg)).model
@@ -263,7 +263,7 @@ def test_generator_rope(benchmark, setup: Setup) -> None:
     cos, sin = (t.to(dev, setup.dtype) for t in tm.rotations(1, dev)["hw"])
     x = torch.randn(tm.n, hw, arch.d_model, device=dev, dtype=setup.dtype, generator=torch.Generator(dev).manual_seed(0))
     split = lambda y: y.view(tm.n, hw, heads, hd).transpose(1, 2)  # noqa: E731
-    on_rows = lambda: apply_rope.eager(x.view(tm.n, hw, heads, hd), (cos[:, None], sin[:, None])).transpose(1, 2)  # noqa: E731
+    on_rows = lambda: rotate_heads(x, (cos, sin), heads)  # noqa: E731
     on_heads = lambda: rope_on_heads(split(x), (cos, sin))  # noqa: E731
     assert torch.equal(on_rows(), on_heads())
     s, heads_s = pedantic_vs(benchmark, on_rows, on_heads, dev, 2 * setup.rounds, setup.warmup)

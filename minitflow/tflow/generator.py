@@ -95,14 +95,22 @@ def grid_ids(*lengths: int, device=None) -> torch.Tensor:
 @fused_on_cuda
 def apply_rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x (..., N, [H,] hd), cos and sin (N, [1,] hd): rotate the pairs (x0, x1) = (x[2i], x[2i+1])
-    by the table's angles: x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix form's two products
-    summed (in swapped order for x1, which float addition does not see), so the results are
-    bitwise equal, in 4 ops instead of 9 (one kernel on CUDA at inference: a generator call
-    rotates q and k of every attention in every piece)."""
+    by the table's angles: x·cos + (x1, x0)·(-sin, sin). Each output is the official 2x2-matrix
+    form's two products summed (in swapped order for x1, which float addition does not see), so
+    the results are bitwise equal, in 4 ops instead of 9 (one kernel on CUDA at inference: a
+    generator call rotates q and k of every attention in every piece)."""
     cos, sin = rot
     pairs = x.unflatten(-1, (-1, 2))
     swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # one copy, cheaper than a flip on CPU
     return (x * cos + swapped * sin).type_as(x)
+
+
+def rotate_heads(y: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], num_heads: int) -> torch.Tensor:
+    """y (b, t, H*hd) -> rotated (b, H, t, hd): apply_rope on the contiguous (b, t, H, hd) view with
+    the shared (t, hd) table broadcast over the heads, then transposed for attention (on CPU 0.7x
+    the time of rotating the transposed view, bench/test_micro.py::test_generator_rope)."""
+    heads = y.view(y.shape[0], y.shape[1], num_heads, -1)
+    return apply_rope(heads, (rot[0][:, None], rot[1][:, None])).transpose(1, 2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -116,15 +124,9 @@ class MultiHeadAttention(nn.Module):
                 k_rot: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
-        heads = lambda y: y.view(b, y.shape[1], self.num_heads, self.head_dim)  # noqa: E731  (b, t, H, hd)
-
-        def rotated(y, rot):  # on the contiguous (b, t, H, hd) view, the table broadcast over H,
-            # then transposed: on CPU half the time of rotating the transposed view
-            # (bench/test_micro.py::test_generator_rope)
-            return apply_rope(heads(y), (rot[0][:, None], rot[1][:, None])).transpose(1, 2)
-
-        q, k = rotated(self.W_q(x), q_rot), rotated(self.W_k(kv), k_rot)
-        out = F.scaled_dot_product_attention(q, k, heads(self.W_v(kv)).transpose(1, 2), attn_mask=mask)
+        q, k = rotate_heads(self.W_q(x), q_rot, self.num_heads), rotate_heads(self.W_k(kv), k_rot, self.num_heads)
+        v = self.W_v(kv).view(b, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.W_o(out.transpose(1, 2).reshape(b, t, d))
 
 
