@@ -128,7 +128,8 @@ def _nucleus_unsorted(vals: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     cut = torch.zeros(vals.shape[0], 1, dtype=torch.int64, device=vals.device)  # the threshold's digits so far
     above = torch.zeros_like(budget)         # the weight of the keys above that prefix's range
     for i, (shift, width) in enumerate(_digits(*vals.shape)):
-        index = _digit_index(e, keys, cut, shift, width, i > 0)
+        high = shift + width  # the masks are plain ints here: torch 2.11's dynamo fails on 1 << SymInt
+        index = _digit_index(e, keys, cut, shift, (1 << width) - 1, high, (1 << (32 - high)) - 1, i > 0)
         hist = torch.zeros(vals.shape[0], 1 << width, dtype=torch.float64, device=vals.device)
         hist.scatter_add_(1, index, e)
         above, cut = _threshold_digit(hist, above, budget, cut, shift)
@@ -143,14 +144,14 @@ def _nucleus_weights(vals: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Ten
 
 
 @fused_on_cuda
-def _digit_index(e: torch.Tensor, keys: torch.Tensor, cut: torch.Tensor, shift: int, width: int,
-                 narrow: bool) -> torch.Tensor:
-    """The histogram bin of each token's next digit; with `narrow`, the weights of the tokens
-    that no longer share the threshold's digits so far (a shrinking set) set to 0, in place."""
-    high = shift + width
+def _digit_index(e: torch.Tensor, keys: torch.Tensor, cut: torch.Tensor, shift: int, mask: int, high: int,
+                 high_mask: int, narrow: bool) -> torch.Tensor:
+    """The histogram bin of each token's next digit (the `mask` bits from `shift`); with `narrow`,
+    the weights of the tokens that no longer share the threshold's digits so far (the
+    `high_mask` bits from `high`: a shrinking set) set to 0, in place."""
     if narrow:
-        e.masked_fill_(((keys >> high) & ((1 << (32 - high)) - 1)) != cut >> high, 0.0)
-    return ((keys >> shift) & ((1 << width) - 1)).long()
+        e.masked_fill_(((keys >> high) & high_mask) != cut >> high, 0.0)
+    return ((keys >> shift) & mask).long()
 
 
 @fused_on_cuda
