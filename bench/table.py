@@ -27,7 +27,8 @@ RATIOS = {
     "memory_vs_full": "condition peak bytes, streamed / all L+1 layers",
     "memory_vs_one_call": "generator stage peak, one question per call / all in one call",
     "memory_vs_whole": "generator stage peak, in pieces / every stage whole",
-    "time_vs_default": "tflow time / with the generator's defaults",
+    "time_vs_default": "tflow time / with the generator's defaults",  # runs before the CUDA default changed
+    "time_vs_one_per_call": "tflow time / one question per generator call",
     "time_vs_on_heads": "time / rotating the heads-split view",
 }
 RATES = ("useful_tokens_per_s", "tokens_per_s", "questions_per_s", "generated_tokens_per_s", "rows_per_s")

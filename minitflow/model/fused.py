@@ -28,7 +28,20 @@ def fused_on_cuda(fn):
             return fn(x, *args)
         compiled = _FUSED.get(fn)
         if compiled is None:
+            _allow_recompiles()
             compiled = _FUSED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
         return compiled(x, *args)
     call.eager = fn  # type: ignore[attr-defined]
     return call
+
+
+# Compiled variants one fused function may need in one process: each dtype, size 1 against the
+# other sizes (dynamo specializes 0 and 1), inference tensors against plain ones, several models.
+# dynamo's default of 8 made a process that ran float32 and bf16 models fail (fullgraph raises).
+RECOMPILE_LIMIT = 64
+
+
+def _allow_recompiles() -> None:
+    """Raise dynamo's per-function recompile limit (a process-wide setting) to RECOMPILE_LIMIT."""
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(cfg.recompile_limit, RECOMPILE_LIMIT)
