@@ -172,10 +172,11 @@ def test_factors_equal_independent_recomputation(golden, golden_llm):
         assert ref_b.abs().max() > 0
 
 
-@pytest.mark.parametrize("generator_batch", [1, 5])
+@pytest.mark.parametrize("generator_batch", [1, 5, None])
 def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
     """Each question's tokens alone = beside four others, whether the generator takes the
-    questions one by one (the default) or several per call (padded conditions, masked)."""
+    questions one by one (the CPU default) or several per call (padded conditions, masked;
+    None, the CUDA default: all whose senders finished together)."""
     from minitflow.tflow import methods
     need_shared(GOLDEN)
     gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
@@ -190,7 +191,8 @@ def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
     batched = run_method("tflow", golden_llm, questions, sampling=sp, generator=gen, batch_size=5,
                          generator_batch=generator_batch)
     assert [r.token_ids for r in batched] == [r.token_ids for r in alone]
-    assert sum(calls) == 5 and max(calls) <= generator_batch and (generator_batch == 1 or max(calls) > 1), calls
+    assert sum(calls) == 5 and max(calls) <= (generator_batch or 5) and (generator_batch == 1 or max(calls) > 1), calls
+    assert methods.default_generator_batch("cpu") == 1 and methods.default_generator_batch("cuda") is None
     assert all(r.agents["sender_A"].prompt_tokens > 0 and not r.agents["sender_A"].generates for r in batched)
     with pytest.raises(UserError, match="generator_batch must be >= 1"):
         run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_batch=0)

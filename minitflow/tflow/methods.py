@@ -41,12 +41,19 @@ OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece",
            "latent_steps", "topology", "realign", "think", "handover_at_zero")
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
-# Questions per generator call. Its activations grow with every question batched (each is tens
-# of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not fall
-# on CPU (bench/generator_memory.py), so questions whose senders finish together go one by one.
-# On a GPU a call's kernel launches are shared by its questions: bench/test_e2e.py's
-# test_tflow_generator_options times both ways there (unmeasured so far).
-GENERATOR_BATCH = 1
+# Questions per generator call, by device type (None: every question whose senders finished in
+# the same engine step). On CPU its activations grow with every question batched (each is tens
+# of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not
+# fall (bench/generator_memory.py), so questions go one by one. On a GPU a call's kernel
+# launches are shared by its questions: on an H200 at Qwen3-4B's shape, 20 questions in one call
+# took tflow-20 0.75x the time of one per call at the same peak memory (13.4 against 13.2 GiB;
+# bench/test_e2e.py::test_tflow_generator_options), the stages' pieces bounding the activations.
+GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
+
+
+def default_generator_batch(device: torch.device | str) -> int | None:
+    """GENERATOR_BATCH for `device` (one question per call on devices not measured)."""
+    return GENERATOR_BATCH.get(torch.device(device).type, 1)
 
 
 @dataclass
@@ -243,11 +250,13 @@ class _TextMAS(_Pipeline):
 class _TFlow(_Pipeline):
     method, final = "tflow", "receiver"
 
-    def __init__(self, llm, style, window, generator: TFlowGenerator, generator_batch: int = GENERATOR_BATCH,
+    def __init__(self, llm, style, window, generator: TFlowGenerator, generator_batch: int | None | str = "device",
                  generator_piece: int | None = PIECE_TOKENS):
         super().__init__(llm, style, window)
-        if generator_batch < 1:
-            raise UserError(f"generator_batch must be >= 1, got {generator_batch}")
+        if generator_batch == "device":
+            generator_batch = default_generator_batch(llm.device)
+        if generator_batch is not None and (not isinstance(generator_batch, int) or generator_batch < 1):
+            raise UserError(f"generator_batch must be >= 1 or None, got {generator_batch!r}")
         if generator_piece is not None and generator_piece < 1:
             raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece}")
         self.generator, self.generator_batch, self.generator_piece = generator, generator_batch, generator_piece
@@ -268,8 +277,9 @@ class _TFlow(_Pipeline):
             elif q.agents["sender_A"].finished and q.agents["sender_B"].finished and \
                     q not in ready:  # both senders may finish in one step
                 ready.append(q)
-        for i in range(0, len(ready), self.generator_batch):
-            self.receivers(ready[i:i + self.generator_batch])
+        step = self.generator_batch or max(len(ready), 1)
+        for i in range(0, len(ready), step):
+            self.receivers(ready[i:i + step])
         return done
 
     def receivers(self, group: list[_Question]) -> None:
@@ -307,7 +317,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
     textmas takes `sender_max_new_tokens` as one limit or one per question; latentmas takes
     `latent_steps`, `topology`, `realign`, `think` and `handover_at_zero`; tflow takes
-    `generator_batch`, the most questions one generator call takes (default GENERATOR_BATCH),
+    `generator_batch`, the most questions one generator call takes (None: all whose senders
+    finished together; default GENERATOR_BATCH for the device: 1 on CPU, None on CUDA),
     and `generator_piece`, the parameter tokens each generator stage takes at once (default
     generator.PIECE_TOKENS; None: all, the most memory).
     """
