@@ -37,7 +37,7 @@ part decode 100 $bench bench/test_micro.py -k "(decode_step or lora_projection) 
 part profile 60 python3 bench/profile_step.py 5  # where the step's time goes decides what to fuse next
 part sampling 40 $bench bench/test_micro.py -k "sampling or nucleus" --benchmark-json="$out/sampling.json"
 part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
-part generator 60 $bench bench/test_e2e.py -k tflow_generator_options --benchmark-json="$out/generator.json"
+part generator 150 $bench bench/test_e2e.py -k "tflow_generator_options and all" --benchmark-json="$out/generator.json"
 part lora-sweep 90 python3 bench/lora_kernel_sweep.py "$out/lora_sweep.json"  # the LoRA kernel's tiling
 part pipelines 150 $bench bench/test_serving.py -k "pipeline_vs_chunked and qwen3" --benchmark-json="$out/pipelines.json"
 part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
