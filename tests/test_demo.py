@@ -120,3 +120,4 @@ def test_tflow_stage_times_per_question(llm, rows):
         stages = [t["sender_prefill_s"], t["generator_s"], t["receiver_prefill_s"], t["decode_s"]]
         assert all(s > 0 for s in stages[:3]) and stages[3] >= 0, t
         assert all(s < t["total_s"] for s in stages) and t["generator_s"] + t["receiver_prefill_s"] < t["total_s"], t
+        assert 0 <= t["queue_s"] < t["total_s"], t  # the receiver's wait for a slot

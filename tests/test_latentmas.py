@@ -284,7 +284,7 @@ def test_accounting_and_metadata(small_llm):
     assert meta["token_usage"]["total_tokens"] == per["judger"]["total_tokens"]
     assert meta["token_usage"]["processed_tokens"] == sum(a["total_tokens"] for a in per.values())
     assert {"planner_prefill_s", "planner_latent_s", "critic_prefill_s", "refiner_latent_s", "judger_prefill_s",
-            "decode_s", "total_s"} <= set(meta["timings"])
+            "decode_s", "queue_s", "total_s"} <= set(meta["timings"])
     assert res.method == "latentmas" and meta["batch_size"] == 2
 
 

@@ -97,6 +97,20 @@ def test_admitted_mid_flight_next_to_others(model):
     assert all(r.status is Status.FINISHED for r in first + late)
 
 
+def test_queue_time_is_the_wait_for_a_slot(model):
+    """`queue_s` is from a request's creation to its prefill: a request that finds a free slot
+    waits for nothing, one that waits for the only slot waits about as long as its predecessor ran."""
+    prompts = _prompts(2, seed=3)
+    llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
+    reqs = [llm.add_request(p, SamplingParams(max_new_tokens=24)) for p in prompts]
+    assert reqs[0].queue_s == 0.0  # not admitted yet
+    while llm.has_unfinished():
+        llm.step()
+    first, second = reqs
+    assert first.admitted_t < first.finished_t <= second.admitted_t
+    assert second.queue_s >= first.finished_t - first.admitted_t > first.queue_s
+
+
 def test_a_longer_request_grows_the_cache_without_waiting_for_the_others(model):
     """A request longer than the cache joins at once: the cache grows with the running rows
     copied over (it used to wait until every running request had ended, a stage barrier), and

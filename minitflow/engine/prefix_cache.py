@@ -46,7 +46,6 @@ class PrefixCache:
         self.entries: OrderedDict[tuple[int, tuple[int, ...]], _Entry] = OrderedDict()
         self.used = 0
         self._ids = itertools.count(1)
-        self.hits = self.lookups = 0  # tokens found / tokens asked for, since creation
 
     def _chain(self, ids: list[int], limit: int, accept=None) -> list[tuple[tuple[int, tuple[int, ...]], _Entry]]:
         found, parent = [], 0
@@ -72,13 +71,11 @@ class PrefixCache:
             ckey, s = span
             accept = lambda a, e: a + BLOCK <= s or (ckey in e.cond and e.cond[ckey][0] <= max(s - a, 0))  # noqa: E731
         found = self._chain(ids, limit, accept)
-        self.lookups += limit
         if not found:
             return 0, None, None, None
         for key, _ in reversed(found):
             self.entries.move_to_end(key)
         n = len(found) * BLOCK
-        self.hits += n
         k = torch.cat([e.k for _, e in found], dim=2)
         v = torch.cat([e.v for _, e in found], dim=2)
         cond = None

@@ -79,5 +79,10 @@ class Request:
         return 0.0 if self.prefill_timer is None else self.prefill_timer.seconds
 
     @property
+    def queue_s(self) -> float:
+        """Seconds it waited for a slot, from its creation to its prefill (0 before admission)."""
+        return max(self.admitted_t - self.arrival_t, 0.0) if self.admitted_t else 0.0
+
+    @property
     def decode_s(self) -> float:
         return max(self.finished_t - self.first_token_t, 0.0) if self.first_token_t else 0.0

@@ -351,7 +351,8 @@ def _result(plan: _Plan, i: int, req: Request, timings: dict[str, float], batch_
                                  generates=True, latent_steps=0)
     return MethodResult(method="latentmas", style=plan.style, question=plan.questions[i], answer=text.strip(),
                         finish_reason=req.finish_reason or "length", agents=agents,
-                        timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s},
+                        timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s,
+                                 "queue_s": req.queue_s},
                         batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling)
 
 

@@ -200,7 +200,7 @@ class _Pipeline:
         usage = {k: AgentUsage.of(r) for k, r in q.agents.items()}
         times = {**q.times, **{k: max((t.seconds for t in ts if t is not None), default=0.0) for k, ts in q.timers.items()},
                  "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
-                 "total_s": final.finished_t - q.start_t}
+                 "queue_s": final.queue_s, "total_s": final.finished_t - q.start_t}
         return MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
                             usage, times, self.window, final.output_ids, sampling=final.sampling)
 
