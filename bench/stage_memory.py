@@ -1,0 +1,101 @@
+"""Where tflow's memory goes, stage by stage, for one question (a GPU's peak is the question):
+
+    python bench/stage_memory.py TOKENIZER_DIR [NEW_TOKENS]
+
+On CUDA (the benchmarks' shape: Qwen3-4B, bf16, CUDA graphs, the official generator
+dimensions) the allocator's bytes; on CPU (tiny, float32, Qwen3's vocabulary) the resident set. Prints one JSON line:
+the weights; what the engine holds after a baseline question (KV cache, captured graphs, the
+prefix cache); and, for a tflow question run after it, the peak of each stage above what was
+allocated when the question started (senders' prefill, the generator call, receiver prefill and
+decode), with the engine's KV cache, LoRA slot buffers and prefix cache sizes at the end. The
+H200 runs measured tflow-1 at 8.9 GiB against the official 8.2 and against our baseline's 7.9:
+this says which stage holds the difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from benchlib import QUESTIONS, bench_generator, make_setup, peak_rss_kib, random_model, resident_kib, tensor_bytes
+from minitflow import LLM, SamplingParams
+from minitflow.model.config import QWEN3_4B
+from minitflow.engine.runner import lora_tensors
+from minitflow.model.tokenizer import Tokenizer
+from minitflow.tflow import methods
+
+GIB = 2**30
+
+
+class Meter:
+    """Bytes now and the peak since the last reset: the CUDA allocator's, or the resident set."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self) -> int:
+        return torch.cuda.memory_allocated() if self.cuda else resident_kib() * 1024
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated() if self.cuda else peak_rss_kib() * 1024
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        elif Path("/proc/self/clear_refs").exists():  # Linux resets VmHWM to VmRSS on "5"
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def main(tokenizer_dir: str, new_tokens: str = "256") -> dict:
+    setup = make_setup()
+    meter = Meter(setup.device)
+    tokenizer = Tokenizer(tokenizer_dir)
+    cfg = setup.cfg
+    if cfg.vocab_size < tokenizer.vocab_size:  # the tiny shape with Qwen3's vocabulary
+        cfg = dataclasses.replace(cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
+    model = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
+    gen = bench_generator(setup, cfg)
+    out: dict = {"device": setup.label, "weights_gib": tensor_bytes([*model.parameters(), *gen.parameters()]) / GIB}
+    llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=1)
+    sampling = SamplingParams(max_new_tokens=int(new_tokens), temperature=0.6, top_p=0.95, top_k=20,
+                              ignore_eos=True, seed=0)
+    base_now = meter.now()
+    meter.reset()
+    with torch.inference_mode():
+        methods.run_method("baseline", llm, QUESTIONS[:1], sampling=sampling)
+    out["baseline_peak_above_start_gib"] = (meter.peak() - base_now) / GIB
+    out["after_baseline_gib"] = meter.now() / GIB
+
+    marks: dict[str, int] = {}
+    real = methods._TFlow.receivers
+
+    def receivers(self, group):  # the senders are done here; the generator runs inside
+        marks["senders"] = meter.peak()
+        meter.reset()
+        real(self, group)
+        marks["generator"] = meter.peak()  # the receiver's request is only queued by now
+        meter.reset()
+
+    start = meter.now()
+    meter.reset()
+    methods._TFlow.receivers = receivers
+    try:
+        res = methods.run_method("tflow", llm, QUESTIONS[:1], sampling=sampling, generator=gen, batch_size=1)
+    finally:
+        methods._TFlow.receivers = real
+    marks["receiver"] = meter.peak()
+    runner = llm.engine.runner
+    out.update({f"tflow_{k}_peak_above_start_gib": (v - start) / GIB for k, v in marks.items()})
+    out.update(tflow_start_gib=start / GIB, tflow_end_gib=meter.now() / GIB, new_tokens=len(res[0].token_ids),
+               kv_cache_gib=tensor_bytes([runner.cache.k, runner.cache.v]) / GIB if runner.cache is not None else 0.0,
+               lora_slot_buffers_gib=tensor_bytes(lora_tensors(runner.lora)) / GIB if runner.lora is not None else 0.0,
+               prefix_cache_gib=llm.engine.prefix_cache.used / GIB)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:3])))
