@@ -116,19 +116,24 @@ def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) ->
     return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.static_shapes else DECODE_CONTEXT + 1
 
 
-@pytest.mark.parametrize("mode", ("eager", "graphs", "compiled") if ON_CUDA else ("eager",))
+@pytest.mark.parametrize("mode", ("eager", "graphs", "graphs-bmm", "compiled") if ON_CUDA else ("eager",))
 @pytest.mark.parametrize("batch", SETUP.decode_batches)
 @torch.inference_mode()
-def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str) -> None:
+def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str, monkeypatch) -> None:
     """One decode token per row with per-row LoRA on all projections vs the same step without.
 
     `eager` is the bare model call. `graphs` and `compiled` are the engine's decode step
     (ModelRunner.decode, greedy sampling included) with the eager kernels captured as CUDA
-    graphs, or through torch.compile; CPU runs eager only because compiling the whole step
-    costs ~15 s per variant on 2 cores. `bandwidth_fraction` = bytes the step must read
-    (weights, KV over the attended slots, LoRA factors) per second over a device-to-device
-    copy's bytes per second."""
+    graphs, or through torch.compile; `graphs-bmm` captures LoRA as the bmm chain instead of
+    the Triton decode kernel (lora_linear.DECODE_KERNEL), set beside `graphs` for that choice.
+    CPU runs eager only because compiling the whole step costs ~15 s per variant on 2 cores.
+    `bandwidth_fraction` = bytes the step must read (weights, KV over the attended slots, LoRA
+    factors) per second over a device-to-device copy's bytes per second."""
     benchmark.group = f"decode-step-b{batch}"
+    if mode == "graphs-bmm":
+        from minitflow.model import lora_linear
+        monkeypatch.setattr(lora_linear, "DECODE_KERNEL", False)
+    captured = "graphs" if mode == "graphs-bmm" else mode
     lora = random_lora(setup.cfg, batch, setup.device, setup.dtype)
     if mode == "eager":
         tok = random_ids(setup.cfg, batch, 1, setup.device, seed=1)
@@ -138,8 +143,8 @@ def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mod
         fill(model, setup, cache)
         step = lambda lo: model(tok, pos, cache, kv_len, lora=lo)  # noqa: E731
     else:
-        with_lora, _ = runner_step(model, setup, batch, mode, lora)
-        without, kv_len = runner_step(model, setup, batch, mode, None)
+        with_lora, _ = runner_step(model, setup, batch, captured, lora)
+        without, kv_len = runner_step(model, setup, batch, captured, None)
         step = lambda lo: with_lora() if lo is not None else without()  # noqa: E731
     for lo in (None, lora):  # compile both graphs before any timing
         step(lo)

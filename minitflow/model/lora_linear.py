@@ -20,6 +20,12 @@ from minitflow.model.fused import cuda_inference
 
 LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
+# Whether decode on CUDA takes the Triton kernel (False: the bmm chain of `lora_linear_ref`).
+# Read when a step runs (so when a CUDA graph is captured); bench/test_micro.py's decode step
+# times both in one run: on an H200 the step's LoRA overhead grew from 1.42x to 1.70x at batch 1
+# between two sessions that changed this path and others, so the kernel's gain is open.
+DECODE_KERNEL = True
+
 
 def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
     """x (B, T, in), weight (out, in), lora = (A (B, R, in), (B_1 (B, out_1, r_1), ...)) with
@@ -57,7 +63,7 @@ def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = 
     token per row, inference, outside a whole-step torch.compile), where the LoRA part is one
     Triton kernel per fused weight (model/lora_kernel.py) instead of a bmm and a `baddbmm_` per
     B block: 4 kernels per layer instead of 11."""
-    if lora is None or x.shape[1] != 1 or not cuda_inference(x):
+    if lora is None or x.shape[1] != 1 or not DECODE_KERNEL or not cuda_inference(x):
         return lora_linear_ref(x, weight, lora)
     from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
     return lora_decode_(F.linear(x, weight), x, *lora)
