@@ -297,6 +297,30 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_functions_may_recompile_past_dynamos_default(monkeypatch):
+    """A process may need more than dynamo's default 8 variants of one fused function (dtypes,
+    size 1 against the others, inference tensors against plain ones); with fullgraph the 9th
+    raised on the H200. `_allow_recompiles` (run before a fused function's first compile)
+    lifts the limit: 12 variants of one function compile."""
+    from minitflow.model import fused
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(cfg, name, 8)
+    fused._allow_recompiles()
+    assert getattr(cfg, name) == fused.RECOMPILE_LIMIT
+
+    def double(x):
+        return x * 2
+
+    compiled = torch.compile(double, backend="eager", fullgraph=True, dynamic=True)
+    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+              torch.int16, torch.int8, torch.uint8, torch.complex64)
+    for i, dtype in enumerate(dtypes + (torch.float32, torch.int64)):
+        x = torch.ones(1 if i >= len(dtypes) else 3, dtype=dtype)  # size 1 is its own variant too
+        assert torch.equal(compiled(x), double(x))
+    torch._dynamo.reset()
+
+
 def test_fused_step_tables_trace_whole_and_match_eager():
     """The step's additive attention mask and rotary tables are one fused kernel each on CUDA:
     traced whole with dynamic shapes, they equal the op-by-op ones (CPU) exactly."""

@@ -44,4 +44,5 @@ RECOMPILE_LIMIT = 64
 def _allow_recompiles() -> None:
     """Raise dynamo's per-function recompile limit (a process-wide setting) to RECOMPILE_LIMIT."""
     cfg = torch._dynamo.config
-    cfg.recompile_limit = max(cfg.recompile_limit, RECOMPILE_LIMIT)
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(cfg, name, max(getattr(cfg, name), RECOMPILE_LIMIT))
