@@ -152,18 +152,21 @@ class ModelRunner:
                 self._drop_graphs()  # they read the old buffers' addresses
                 for t in lora_tensors(self.lora):
                     torch._dynamo.mark_static_address(t)
-            for dst, src in zip(lora_tensors(self.lora), lora_tensors(req.lora)):
-                dst[slot].copy_(src[0])
+            # one multi-tensor kernel on CUDA instead of a copy per tensor (~400 at Qwen3-4B's shape)
+            torch._foreach_copy_([t[slot] for t in lora_tensors(self.lora)], [t[0] for t in lora_tensors(req.lora)])
             self.lora_slots.add(slot)
         elif slot in self.lora_slots:
-            for t in lora_tensors(self.lora):
-                t[slot].zero_()
+            torch._foreach_zero_([t[slot] for t in lora_tensors(self.lora)])
             self.lora_slots.discard(slot)
         self.sampler.set_row(slot, req.sampling)
 
     def _lora_rows(self, rows: torch.Tensor | slice, slots: list[int]) -> LoraWeights | None:
+        """The LoRA buffers' rows for `slots`: views when the slots are consecutive (a gather
+        per factor tensor otherwise, ~400 kernels at Qwen3-4B's shape)."""
         if self.lora is None or not self.lora_slots.intersection(slots):
             return None
+        if isinstance(rows, torch.Tensor) and slots == list(range(slots[0], slots[0] + len(slots))):
+            rows = slice(slots[0], slots[0] + len(slots))
         return LoraWeights([{k: (a[rows], tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
                             for layer in self.lora.layers], len(slots))
 
