@@ -176,18 +176,25 @@ def generator_ops(piece: int | None, fused: bool) -> collections.Counter:
     return _ops(mode)
 
 
-def admission_ops(fused: bool) -> collections.Counter:
-    """The engine step that admits a LoRA request (its factors copied into its slot), prefills
-    its 100-token prompt and runs its first decode step, at Qwen3-4B's 36 layers (tiny widths,
-    float32); the LoRA buffers exist already (an earlier request made them)."""
-    from minitflow import LLM
+def engine_step_ops(kind: str, fused: bool) -> collections.Counter:
+    """One engine step at Qwen3-4B's 36 layers (tiny widths, float32): `lora`, the step that
+    admits a LoRA request (its factors copied into its slot), prefills its 100-token prompt and
+    runs its first decode step, the LoRA buffers made by an earlier request; `sender`, a tflow
+    sender's prefill-only request over 170 tokens capturing all 37 hidden states, summed with
+    the layer aggregator's weights as the layers run."""
+    from minitflow import LLM, Capture
     cfg = dataclasses.replace(TINY, num_hidden_layers=36)
     model = random_model(cfg, torch.float32, "cpu", max_positions=512)
     llm = LLM(model, eos_token_ids=[], num_slots=2, prefix_cache_bytes=0)
-    lora = random_lora(cfg, 1, torch.device("cpu"), torch.float32)
     with torch.inference_mode():
-        llm.generate([list(range(3, 40))], SamplingParams(max_new_tokens=2), lora=lora)
-        llm.add_request(list(range(1, 101)), SamplingParams(max_new_tokens=4), lora=lora)
+        if kind == "lora":
+            lora = random_lora(cfg, 1, torch.device("cpu"), torch.float32)
+            llm.generate([list(range(3, 40))], SamplingParams(max_new_tokens=2), lora=lora)
+            llm.add_request(list(range(1, 101)), SamplingParams(max_new_tokens=4), lora=lora)
+        else:
+            weights = torch.softmax(torch.arange(37.0), 0)
+            llm.add_request(list(range(1, 171)), generate=False,
+                            capture=Capture(list(range(37)), [20], [160], layer_weights=weights))
     mode = Count(fused)
     with counting(mode):
         llm.step()
@@ -215,11 +222,12 @@ if __name__ == "__main__":
             ops = sampling_ops(params, fused)
             print(f"sampling, {name}, {'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
                   f"{sorted(ops.items())}")
-    for fused in (False, True):
-        ops = admission_ops(fused)
-        print(f"LoRA request's admission, prefill and first decode step, 36 layers, "
-              f"{'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
-              f"{sorted(ops.items(), key=lambda kv: -kv[1])[:8]}")
+    for kind, what in (("lora", "LoRA request's admission, prefill and first decode step"),
+                       ("sender", "tflow sender's capturing prefill")):
+        for fused in (False, True):
+            ops = engine_step_ops(kind, fused)
+            print(f"{what}, 36 layers, {'CUDA path' if fused else 'op by op'}: {sum(ops.values())} ops "
+                  f"{sorted(ops.items(), key=lambda kv: -kv[1])[:8]}")
     for piece in (None, 2 * pg.PIECE_TOKENS, pg.PIECE_TOKENS):
         for fused in (False, True):
             ops = generator_ops(piece, fused)

@@ -297,6 +297,22 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_capture_terms_trace_whole_and_match_eager():
+    """On CUDA a capture's layer-sum term (gather the span, mask, scale, add) is one
+    torch.compile(fullgraph, dynamic) kernel: it must trace without a graph break and give the
+    op-by-op values, for a padded batch of spans (float32, CPU)."""
+    from minitflow.model import qwen3
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 11, 16, generator=g)
+    index, valid = qwen3.Capture([0], starts=[0, 2, 5], ends=[9, 6, 11])._index(h)
+    acc, w = torch.randn(3, 9, 16, generator=g), torch.tensor(0.3)
+    for fn, args in ((qwen3.weighted_span, (h, index, valid, w)), (qwen3.add_weighted_span, (acc, h, index, valid, w))):
+        compiled = torch.compile(fn.eager, dynamic=True, fullgraph=True)
+        torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-6, atol=1e-6)
+    got = qwen3.weighted_span(h, index, valid, w)
+    assert torch.equal(got[1, :4], 0.3 * h[1, 2:6]) and not got[1, 4:].any()  # row 1: positions 2..5, then zeros
+
+
 def test_fused_functions_may_recompile_past_dynamos_default(monkeypatch):
     """A process may need more than dynamo's default 8 variants of one fused function (dtypes,
     size 1 against the others, inference tensors against plain ones); with fullgraph the 9th

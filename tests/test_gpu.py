@@ -159,6 +159,13 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
     want = (rot.cos[positions][:, None].to(dtype), rot.sin[positions][:, None].to(dtype))
     assert all(torch.equal(g, w) for g, w in zip(rot(positions, dtype), want))
     assert causal_mask.eager in _FUSED
+    from minitflow.model import qwen3  # a capture's layer-sum terms
+    h = torch.randn(3, 11, 64, generator=g, device="cuda").to(dtype)
+    index, valid = qwen3.Capture([0], starts=[0, 2, 5], ends=[9, 6, 11])._index(h)
+    acc, wt = torch.randn(3, 9, 64, generator=g, device="cuda"), torch.tensor(0.3, device="cuda")
+    for fn, args in ((qwen3.weighted_span, (h, index, valid, wt)), (qwen3.add_weighted_span, (acc, h, index, valid, wt))):
+        torch.testing.assert_close(fn(*args), fn.eager(*args), rtol=1e-6, atol=1e-6)  # float32 sums of exact products
+        assert fn.eager in _FUSED
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -21,6 +21,7 @@ import torch.utils.checkpoint
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.attention import causal_mask
 from minitflow.model.config import Qwen3Config
+from minitflow.model.fused import fused_on_cuda
 from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
 from minitflow.model.lora import LoraWeights
 from minitflow.model.transfer import host_to_device
@@ -43,18 +44,36 @@ class Capture:
     hidden: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
 
-    def _index(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positions of each row's span, which of them are real), built on the host."""
+    def _index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For hidden states like `x` (B, T, H): the gather index of each row's span positions
+        (B, S, H) and 1/0 for the real ones (B, S, 1) in x's dtype; built on the host, once per
+        forward for every captured layer."""
         span = max(e - s for s, e in zip(self.starts, self.ends))
         offs = torch.arange(span)
         lengths = torch.tensor([e - s for s, e in zip(self.starts, self.ends)])
-        index = torch.tensor(self.starts)[:, None] + offs[None, :]
-        return host_to_device(index, device), host_to_device(offs[None, :] < lengths[:, None], device)
+        index = (torch.tensor(self.starts)[:, None] + offs[None, :]).clamp(max=x.shape[1] - 1)
+        valid = (offs[None, :] < lengths[:, None])[:, :, None].to(x.dtype)
+        return host_to_device(index, x.device)[:, :, None].expand(-1, -1, x.shape[-1]), host_to_device(valid, x.device)
 
-    def take(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        idx = index.clamp(max=x.shape[1] - 1)
-        got = torch.gather(x, 1, idx[:, :, None].expand(-1, -1, x.shape[-1]))
-        return got * valid[:, :, None].to(got.dtype)
+
+def span_rows(h: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each row's span of `h` (B, T, H) -> (B, S, H), zeros past a row's span."""
+    return torch.gather(h, 1, index) * valid
+
+
+def _weighted_span(h: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """weight x the span rows, in float32: one term of a capture's layer sum."""
+    return weight * span_rows(h, index, valid).float()
+
+
+weighted_span = fused_on_cuda(_weighted_span)  # the first term: one kernel on CUDA
+
+
+@fused_on_cuda
+def add_weighted_span(acc: torch.Tensor, h: torch.Tensor, index: torch.Tensor, valid: torch.Tensor,
+                      weight: torch.Tensor) -> torch.Tensor:
+    """acc + the next term: gather, mask, scale and add as one kernel on CUDA (five ops apart)."""
+    return acc + _weighted_span(h, index, valid, weight)
 
 
 def stack_spans(hiddens: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
@@ -117,15 +136,15 @@ class Qwen3Model(nn.Module):
 
         def keep(layer: int, h: torch.Tensor) -> None:
             nonlocal acc
-            got = capture.take(h, index, span_valid)
             if capture.layer_weights is None:
-                taken[slot[layer]] = got
+                taken[slot[layer]] = span_rows(h, index, span_valid)
             else:
-                term = capture.layer_weights[slot[layer]] * got.float()
-                acc = term if acc is None else acc + term
+                w = capture.layer_weights[slot[layer]]
+                acc = weighted_span(h, index, span_valid, w) if acc is None else \
+                    add_weighted_span(acc, h, index, span_valid, w)
 
         if capture is not None:
-            index, span_valid = capture._index(x.device)
+            index, span_valid = capture._index(x)
             want = set(capture.layers)
             slot = {layer: i for i, layer in enumerate(capture.layers)}
             taken = [None] * len(capture.layers)  # type: ignore[list-item]
