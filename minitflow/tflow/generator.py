@@ -123,10 +123,19 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, kv: torch.Tensor, q_rot: tuple[torch.Tensor, torch.Tensor],
                 k_rot: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, self.keys_values(kv, k_rot), q_rot, mask)
+
+    def keys_values(self, kv: torch.Tensor, k_rot: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """kv (b, s, d) -> rotated keys and values (b, H, s, hd): what every query piece attends to
+        (computed once for all pieces when they attend to the same kv, the condition)."""
+        v = self.W_v(kv).view(kv.shape[0], kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        return rotate_heads(self.W_k(kv), k_rot, self.num_heads), v
+
+    def attend(self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
+               q_rot: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
-        q, k = rotate_heads(self.W_q(x), q_rot, self.num_heads), rotate_heads(self.W_k(kv), k_rot, self.num_heads)
-        v = self.W_v(kv).view(b, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(rotate_heads(self.W_q(x), q_rot, self.num_heads), *keys_values,
+                                             attn_mask=mask)
         return self.W_o(out.transpose(1, 2).reshape(b, t, d))
 
 
@@ -200,9 +209,11 @@ class Block(nn.Module):
             y = self.norm2(xs).reshape(b * k, hw, c)
             return self.self_attn_hw(y, y, rots["hw"], rots["hw"]).view(b, k, hw, c)
 
+        cond_kv = self.self_attn_cross.keys_values(cond, rots["cond"])  # the same for every piece
+
         def to_condition(xs, start):  # xs (b, k, c): attention from each token to the condition
             q_rot = tuple(t[start:start + xs.shape[1]] for t in rots["all"])
-            return self.self_attn_cross(self.norm3(xs), cond, q_rot, rots["cond"], cond_mask)
+            return self.self_attn_cross.attend(self.norm3(xs), cond_kv, q_rot, cond_mask)
 
         x = residual_in_pieces(x, 2, max(1, piece // n), across_layers)
         x = residual_in_pieces(x, 1, max(1, piece // hw), within_layer)
