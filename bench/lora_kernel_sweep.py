@@ -4,7 +4,8 @@ For each fused weight of Qwen3-4B (q/k/v, gate/up, o, down) at batch 1 and 20, b
 senders of rank 4: the time of `W x` plus the LoRA part as the engine runs it at decode
 (model/lora_kernel.py, one Triton kernel) for each tiling (block_n, block_k, num_warps), and
 as the bmm reference runs it (one bmm for u = A x, one baddbmm_ per B block:
-lora_linear.lora_linear_ref). Each is captured as a CUDA graph of 20 calls and replayed, so
+lora_linear.lora_linear_ref), and as "bmm+expand" (a bmm for u, then the kernel with the default
+tiling only expanding). Each is captured as a CUDA graph of 20 calls and replayed, so
 the times are the device's, launches included as a decode step pays them. Prints one line per
 case with the best tiling; with OUT.json also writes every time. The default tiling is
 block_n 128, block_k 256, 4 warps; what wins here decides whether it changes. Needs CUDA.
@@ -67,10 +68,15 @@ def main(out: str | None = None) -> None:
             times[f"{bn}/{bk}/{nw}"] = graph_time(
                 lambda: lora_decode_(F.linear(x, w), x, a, blocks, block_n=bn, block_k=bk, num_warps=nw))
         best = min(times, key=times.get)
-        row.update(kernel_s=times, best=best, default=times["128/256/4"])
+
+        def bmm_expand():  # lora_linear.DECODE_LORA "bmm+expand": cuBLAS computes u, the kernel expands
+            return lora_decode_(F.linear(x, w), x, a, blocks, u=torch.bmm(x, a.transpose(1, 2)))
+        torch.testing.assert_close(bmm_expand(), want, rtol=2e-2, atol=2e-2)
+        row.update(kernel_s=times, best=best, default=times["128/256/4"], bmm_expand_s=graph_time(bmm_expand))
         results.append(row)
         print(f"{name:8s} b{batch:<3d} W x {row['plain_s'] * 1e6:7.1f} us | +LoRA bmm {row['bmm_s'] * 1e6:7.1f} us"
-              f" | kernel default {row['default'] * 1e6:7.1f} us, best {times[best] * 1e6:7.1f} us ({best})", flush=True)
+              f" | kernel default {row['default'] * 1e6:7.1f} us, best {times[best] * 1e6:7.1f} us ({best})"
+              f" | bmm+expand {row['bmm_expand_s'] * 1e6:7.1f} us", flush=True)
     if out:
         with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(out)), delete=False) as f:
             json.dump(results, f, indent=1)

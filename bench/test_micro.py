@@ -116,7 +116,7 @@ def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) ->
     return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.static_shapes else DECODE_CONTEXT + 1
 
 
-@pytest.mark.parametrize("mode", ("eager", "graphs", "graphs-bmm", "compiled") if ON_CUDA else ("eager",))
+@pytest.mark.parametrize("mode", ("eager", "graphs", "graphs-bmm+expand", "graphs-bmm", "compiled") if ON_CUDA else ("eager",))
 @pytest.mark.parametrize("batch", SETUP.decode_batches)
 @torch.inference_mode()
 def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str, monkeypatch) -> None:
@@ -124,16 +124,18 @@ def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mod
 
     `eager` is the bare model call. `graphs` and `compiled` are the engine's decode step
     (ModelRunner.decode, greedy sampling included) with the eager kernels captured as CUDA
-    graphs, or through torch.compile; `graphs-bmm` captures LoRA as the bmm chain instead of
-    the Triton decode kernel (lora_linear.DECODE_KERNEL), set beside `graphs` for that choice.
+    graphs, or through torch.compile; `graphs-bmm+expand` and `graphs-bmm` capture LoRA the two
+    other ways (lora_linear.DECODE_LORA: a cuBLAS bmm for u then the Triton kernel, or the bmm
+    chain) instead of the one Triton kernel, set beside `graphs` for that choice.
     CPU runs eager only because compiling the whole step costs ~15 s per variant on 2 cores.
     `bandwidth_fraction` = bytes the step must read (weights, KV over the attended slots, LoRA
     factors) per second over a device-to-device copy's bytes per second."""
     benchmark.group = f"decode-step-b{batch}"
-    if mode == "graphs-bmm":
+    captured = mode
+    if mode.startswith("graphs-"):
         from minitflow.model import lora_linear
-        monkeypatch.setattr(lora_linear, "DECODE_KERNEL", False)
-    captured = "graphs" if mode == "graphs-bmm" else mode
+        monkeypatch.setattr(lora_linear, "DECODE_LORA", mode.removeprefix("graphs-"))
+        captured = "graphs"
     lora = random_lora(setup.cfg, batch, setup.device, setup.dtype)
     if mode == "eager":
         tok = random_ids(setup.cfg, batch, 1, setup.device, seed=1)

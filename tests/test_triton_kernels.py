@@ -49,8 +49,11 @@ for dtype in (torch.float32, torch.bfloat16):
         got = lora_decode_(F.linear(x, w), x, a, blocks, block_n=16, block_k=16)
         several = lora_decode_(F.linear(x, w), x, a, blocks, block_n=8, block_k=16, programs=2)  # 4 tiles a program
         assert torch.equal(several, got) or dtype == torch.float32 and torch.allclose(several, got)
+        u = torch.bmm(x, a.transpose(1, 2))  # given: the programs only expand
+        expanded = lora_decode_(F.linear(x, w), x, a, blocks, block_n=16, block_k=16, u=u)
         tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
         torch.testing.assert_close(got, want, **tol)
+        torch.testing.assert_close(expanded, want, **tol)
         if ranks[0] == 0:
             assert torch.equal(got[..., :outs[0]], F.linear(x, w)[..., :outs[0]])
 try:
@@ -58,6 +61,12 @@ try:
     raise SystemExit("a prefill was accepted")
 except ValueError as e:
     assert "one token per row" in str(e)
+try:
+    lora_decode_(torch.zeros(2, 1, 4), torch.randn(2, 1, 8), torch.zeros(2, 2, 8), (torch.zeros(2, 4, 2),),
+                 u=torch.zeros(2, 1, 3))
+    raise SystemExit("a u of the wrong rank was accepted")
+except ValueError as e:
+    assert "u (B, 1, R)" in str(e)
 print("ok", len(cases) * 2)
 '''
 
@@ -137,6 +146,15 @@ lora_linear.cuda_inference = kernels_on
 layers.cuda_inference = kernels_on
 got = run()
 assert got == want and calls and len(want[0]) == 12, (got, want)
+for path in ("bmm+expand", "bmm"):  # lora_linear.DECODE_LORA's other ways
+    lora_linear.DECODE_LORA = path
+    assert run() == want, path
+lora_linear.DECODE_LORA = "no such path"
+try:
+    run()
+    raise SystemExit("an unknown DECODE_LORA ran")
+except ValueError as e:
+    assert "DECODE_LORA" in str(e)
 print("ok", len(calls))
 '''
 
@@ -144,14 +162,15 @@ print("ok", len(calls))
 def test_the_engine_with_both_kernels_gives_the_reference_tokens():
     """The whole engine (padded prefill, an admission mid-flight, LoRA, greedy, top-k and top-p
     rows) with the two Triton kernels forced on for CPU tensors, under the interpreter: the same
-    tokens as the op-by-op path, so the layers hand the kernels the strides they expect."""
+    tokens as the op-by-op path, so the layers hand the kernels the strides they expect; the
+    same with each of lora_linear.DECODE_LORA's paths, and an unknown one refused."""
     assert interpreted(ENGINE_CHECK).startswith("ok ")
 
 
 def test_decode_lora_kernel_equals_the_reference_projection():
     """q/k/v-, gate/up- and single-block layouts, a rank-0 block, float32 and bf16, tiles that
-    straddle block boundaries, several tiles per program and a K loop of several steps; a
-    prefill is refused."""
+    straddle block boundaries, several tiles per program and a K loop of several steps, and u
+    given (a bmm's) instead of computed; a prefill and a u of the wrong shape are refused."""
     assert interpreted(LORA_CHECK) == "ok 8"
 
 
@@ -218,8 +237,9 @@ for dtype in (torch.bfloat16, torch.float16, torch.float32):
         x, xi, xo = (torch.zeros(b, 1, n, dtype=dtype) for n in (H, I, HQ * D))
         for inp, outs in ((x, (HQ * D, HKV * D, HKV * D)), (x, (I, I)), (xo, (H,)), (xi, (H,))):
             blocks = tuple(torch.zeros(b, o, R, dtype=dtype) for o in outs)
-            lora_kernel.lora_decode_(torch.zeros(b, 1, sum(outs), dtype=dtype), inp,
-                                     torch.zeros(b, R * len(outs), inp.shape[-1], dtype=dtype), blocks)
+            for u in (None, torch.zeros(b, 1, R * len(outs), dtype=dtype)):  # u computed, or given
+                lora_kernel.lora_decode_(torch.zeros(b, 1, sum(outs), dtype=dtype), inp,
+                                         torch.zeros(b, R * len(outs), inp.shape[-1], dtype=dtype), blocks, u=u)
     cache = KVCache(1, 20, 256, HKV, D, dtype, "cpu")
     for b, t in ((1, 1), (20, 1), (4, 100)):
         positions = torch.arange(t).repeat(b, 1)
@@ -246,7 +266,7 @@ print("ok", n)
 def test_both_kernels_compile_for_a100_and_h100(tmp_path):
     """Each kernel compiled to a cubin for sm_80 and sm_90, with no GPU present, from the
     argument types and constants its launcher passes at Qwen3-4B's shapes (decode at batch 1, 20
-    and 64 and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
+    and 64, the LoRA kernel with u computed and given, and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
     name bound to a pointer in one branch of an `if` and to an integer in the other, which the
     compiler refuses: this is the check that caught it. Timing, spills and results on a real
     GPU are tests/test_gpu.py's."""
@@ -257,4 +277,4 @@ def test_both_kernels_compile_for_a100_and_h100(tmp_path):
         pytest.skip("this Triton has no NVIDIA backend")
     if "constexprs" not in inspect.signature(ASTSource.__init__).parameters:
         pytest.skip("compiling ahead of time this way needs a newer Triton (3.5 and later are known to work)")
-    assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 60"
+    assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 102"  # LoRA with u computed and given

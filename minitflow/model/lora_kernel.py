@@ -7,7 +7,10 @@ and the bmm of one row against a (R x in) matrix keeps few SMs busy. Here one pr
 run of output-column tiles) computes the whole `u = A x` itself (R x in multiply-adds, a few dozen
 thousand; A is read from L2 by all the row's programs) and adds its tiles of `B u` into `y`: 4
 kernels per layer. `u` is rounded to the activations' dtype, as the bmm's output is, and every
-sum runs in float32; only the summation order differs from `lora_linear_ref`.
+sum runs in float32; only the summation order differs from `lora_linear_ref`. Given `u` (from a
+cuBLAS bmm, 8 kernels per layer) the programs only expand: each recomputing u loops over the
+whole input serially (9,728 for `down`), which may cost more than the bmm's launch; which wins
+is the GPU's to say (lora_linear.DECODE_LORA, bench/test_micro.py's decode step).
 
 Triton ships with PyTorch's CUDA wheels; on CPU the kernel runs only under Triton's interpreter
 (TRITON_INTERPRET=1, tests/test_triton_kernels.py). This module imports Triton, so it is
@@ -25,21 +28,26 @@ PROGRAMS = 512  # about how many programs a launch aims at (a few per SM), see l
 
 
 @triton.jit
-def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, b0_ptr, b1_ptr, b2_ptr, N, K, R,
-                        sy, sx, sa, sa_r, sb0, sb0_o, sb1, sb1_o, sb2, sb2_o,
+def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, u_ptr, b0_ptr, b1_ptr, b2_ptr, N, K, R,
+                        sy, sx, sa, sa_r, su, sb0, sb0_o, sb1, sb1_o, sb2, sb2_o,
                         c1, c2, r1, r2,
-                        R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILES: tl.constexpr):
-    # block j holds columns [c_j, c_{j+1}) and reads u[r_j : r_{j+1}]; c0 = r0 = 0, c3 = N, r3 = R
+                        R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILES: tl.constexpr,
+                        SHRINK: tl.constexpr):
+    # block j holds columns [c_j, c_{j+1}) and reads u[r_j : r_{j+1}]; c0 = r0 = 0, c3 = N, r3 = R.
+    # SHRINK: compute u = A x here; else read it from u_ptr (a bmm's output: lora_decode_'s `u`).
     row = tl.program_id(0).to(tl.int64)  # row x row stride can pass 2^31 in a large engine
     rr = tl.arange(0, R_PAD)
-    u = tl.zeros([R_PAD], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + tl.arange(0, BLOCK_K)
-        xk = tl.load(x_ptr + row * sx + kk, mask=kk < K, other=0.0).to(tl.float32)
-        ak = tl.load(a_ptr + row * sa + rr[:, None] * sa_r + kk[None, :],
-                     mask=(rr[:, None] < R) & (kk[None, :] < K), other=0.0).to(tl.float32)
-        u += tl.sum(ak * xk[None, :], axis=1)
-    u = u.to(y_ptr.dtype.element_ty).to(tl.float32)  # rounded like the bmm's output
+    if SHRINK:
+        u = tl.zeros([R_PAD], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + tl.arange(0, BLOCK_K)
+            xk = tl.load(x_ptr + row * sx + kk, mask=kk < K, other=0.0).to(tl.float32)
+            ak = tl.load(a_ptr + row * sa + rr[:, None] * sa_r + kk[None, :],
+                         mask=(rr[:, None] < R) & (kk[None, :] < K), other=0.0).to(tl.float32)
+            u += tl.sum(ak * xk[None, :], axis=1)
+        u = u.to(y_ptr.dtype.element_ty).to(tl.float32)  # rounded like the bmm's output
+    else:
+        u = tl.load(u_ptr + row * su + rr, mask=rr < R, other=0.0).to(tl.float32)
     for tile in range(TILES):
         nn = (tl.program_id(1) * TILES + tile) * BLOCK_N + tl.arange(0, BLOCK_N)
         col, rank = nn[:, None], rr[None, :]
@@ -56,16 +64,20 @@ def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, b0_ptr, b1_ptr, b2_ptr, N, K, R,
 
 
 def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tuple[torch.Tensor, ...],
-                 block_n: int = 128, block_k: int = 256, programs: int = PROGRAMS, num_warps: int = 4) -> torch.Tensor:
+                 block_n: int = 128, block_k: int = 256, programs: int = PROGRAMS, num_warps: int = 4,
+                 u: torch.Tensor | None = None) -> torch.Tensor:
     """y (B, 1, N) += [B_1 u_1; B_2 u_2; ...] with u = A x: x (B, 1, K), A (B, R, K), blocks
     B_j (B, N_j, r_j) with sum N_j = N and sum r_j = R (at most MAX_BLOCKS; a rank-0 block adds
-    nothing). Every last dimension must be contiguous, which the engine's buffers are. The
-    tiling (block_n, block_k, programs, num_warps) is untuned: bench/lora_kernel_sweep.py times
-    the alternatives on a GPU."""
+    nothing). Every last dimension must be contiguous, which the engine's buffers are. `u`
+    (B, 1, R), when given, is A x already (a cuBLAS bmm: lora_linear.DECODE_LORA "bmm+expand"),
+    and each program only expands; without it each program recomputes u. The tiling (block_n,
+    block_k, programs, num_warps) is untuned: bench/lora_kernel_sweep.py times the alternatives
+    on a GPU."""
     b, t, n = y.shape
     k, r = x.shape[-1], a.shape[1]
-    if t != 1 or len(blocks) > MAX_BLOCKS or any(z.stride(-1) != 1 for z in (y, x, a, *blocks)):
-        raise ValueError("lora_decode_: one token per row, at most 3 blocks, contiguous last dimensions")
+    if t != 1 or len(blocks) > MAX_BLOCKS or any(z.stride(-1) != 1 for z in (y, x, a, *blocks)) or \
+            u is not None and (u.shape != (b, 1, r) or u.stride(-1) != 1):
+        raise ValueError("lora_decode_: one token per row, at most 3 blocks, contiguous last dimensions, u (B, 1, R)")
     cols = [0]
     ranks = [0]
     for blk in blocks:
@@ -79,11 +91,11 @@ def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tupl
     n_tiles = -(-n // block_n)
     tiles = min(1 << (max(1, -(-b * n_tiles // programs)) - 1).bit_length(), 1 << (n_tiles - 1).bit_length())
     grid = (b, -(-n_tiles // tiles))
-    _lora_decode_kernel[grid](y, x, a, pad[0], pad[1], pad[2], n, k, r,
-                              y.stride(0), x.stride(0), a.stride(0), a.stride(1),
-                  pad[0].stride(0), pad[0].stride(1), pad[1].stride(0), pad[1].stride(1),
-                  pad[2].stride(0), pad[2].stride(1),
-                  cols[1], cols[2], ranks[1], ranks[2],
+    _lora_decode_kernel[grid](y, x, a, a if u is None else u, pad[0], pad[1], pad[2], n, k, r,
+                              y.stride(0), x.stride(0), a.stride(0), a.stride(1), 0 if u is None else u.stride(0),
+                              pad[0].stride(0), pad[0].stride(1), pad[1].stride(0), pad[1].stride(1),
+                              pad[2].stride(0), pad[2].stride(1),
+                              cols[1], cols[2], ranks[1], ranks[2],
                               R_PAD=max(16, 1 << (r - 1).bit_length()), BLOCK_N=block_n, BLOCK_K=block_k,
-                              TILES=tiles, num_warps=num_warps)
+                              TILES=tiles, SHRINK=u is None, num_warps=num_warps)
     return y

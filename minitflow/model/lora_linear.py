@@ -20,11 +20,14 @@ from minitflow.model.fused import cuda_inference
 
 LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
-# Whether decode on CUDA takes the Triton kernel (False: the bmm chain of `lora_linear_ref`).
-# Read when a step runs (so when a CUDA graph is captured); bench/test_micro.py's decode step
-# times both in one run: on an H200 the step's LoRA overhead grew from 1.42x to 1.70x at batch 1
-# between two sessions that changed this path and others, so the kernel's gain is open.
-DECODE_KERNEL = True
+# How decode on CUDA runs each fused weight's LoRA: "kernel", one Triton kernel that also
+# computes u = A x in every program (model/lora_kernel.py); "bmm+expand", a cuBLAS bmm for u and
+# the kernel for the rest; "bmm", the chain of `lora_linear_ref` (a bmm and a baddbmm_ per B
+# block). Read when a step runs (so when a CUDA graph is captured). On an H200 the step's LoRA
+# overhead grew from 1.42x to 1.70x at batch 1 between two sessions that changed this path and
+# others, so which is fastest is open: bench/test_micro.py's decode step times all three.
+DECODE_LORA = "kernel"
+DECODE_LORA_PATHS = ("kernel", "bmm+expand", "bmm")
 
 
 def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
@@ -60,13 +63,18 @@ def lora_linear_naive(
 
 def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
     """The projection a decoder layer runs: `lora_linear_ref`, except at decode on CUDA (one
-    token per row, inference, outside a whole-step torch.compile), where the LoRA part is one
-    Triton kernel per fused weight (model/lora_kernel.py) instead of a bmm and a `baddbmm_` per
-    B block: 4 kernels per layer instead of 11."""
-    if lora is None or x.shape[1] != 1 or not DECODE_KERNEL or not cuda_inference(x):
+    token per row, inference, outside a whole-step torch.compile), where by default
+    (DECODE_LORA) the LoRA part is one Triton kernel per fused weight (model/lora_kernel.py)
+    instead of a bmm and a `baddbmm_` per B block: 4 kernels per layer instead of 11."""
+    if lora is None or x.shape[1] != 1 or not cuda_inference(x):
+        return lora_linear_ref(x, weight, lora)
+    if DECODE_LORA not in DECODE_LORA_PATHS:
+        raise ValueError(f"lora_linear.DECODE_LORA={DECODE_LORA!r}: choose one of {', '.join(DECODE_LORA_PATHS)}")
+    if DECODE_LORA == "bmm":
         return lora_linear_ref(x, weight, lora)
     from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
-    return lora_decode_(F.linear(x, weight), x, *lora)
+    u = torch.bmm(x, lora[0].transpose(1, 2)) if DECODE_LORA == "bmm+expand" else None
+    return lora_decode_(F.linear(x, weight), x, *lora, u=u)
 
 
 _compiled = None
