@@ -169,11 +169,13 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decode_lora_kernel_matches_the_reference_projection(dtype):
-    """At decode on CUDA the layers' LoRA is one Triton kernel per fused weight: the reference's
-    values (bmm + a baddbmm_ per block) to float32 noise or bf16 rounding, for q/k/v-, gate/up-
-    and single-block layouts at Qwen3-4B's widths, batch 1 and 20, a rank-0 block included."""
+def test_decode_lora_kernel_matches_the_reference_projection(dtype, monkeypatch):
+    """At decode on CUDA the layers' LoRA is one Triton kernel per fused weight (or a bmm for u
+    and the kernel expanding): the reference's values (bmm + a baddbmm_ per block) to float32
+    noise or bf16 rounding, for q/k/v-, gate/up- and single-block layouts at Qwen3-4B's widths,
+    batch 1 and 20, a rank-0 block included."""
     import sys
+    from minitflow.model import lora_linear
     from minitflow.model.lora_linear import lora_linear_ref, lora_project
     g = torch.Generator(device="cuda").manual_seed(0)
     rand = lambda *s: (0.05 * torch.randn(*s, generator=g, device="cuda")).to(dtype)  # noqa: E731
@@ -183,9 +185,11 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype):
         for b in (1, 20):
             x, w, a = rand(b, 1, k), rand(sum(outs), k), rand(b, sum(ranks), k)
             blocks = tuple(rand(b, o, r) for o, r in zip(outs, ranks))
-            with torch.inference_mode():
-                got = lora_project(x, w, (a, blocks))
-            torch.testing.assert_close(got, lora_linear_ref(x, w, (a, blocks)), **tol)
+            want = lora_linear_ref(x, w, (a, blocks))
+            for path in ("kernel", "bmm+expand"):  # lora_linear.DECODE_LORA: u computed or a bmm's
+                monkeypatch.setattr(lora_linear, "DECODE_LORA", path)
+                with torch.inference_mode():
+                    torch.testing.assert_close(lora_project(x, w, (a, blocks)), want, **tol)
     assert "minitflow.model.lora_kernel" in sys.modules  # the kernel ran, not the reference
 
 
