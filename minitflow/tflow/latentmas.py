@@ -50,7 +50,6 @@ import json
 import math
 import time
 import weakref
-from collections import deque
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
@@ -65,7 +64,7 @@ from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
-from minitflow.tflow.methods import AgentUsage, MethodResult
+from minitflow.tflow.methods import AgentUsage, MethodResult, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -400,31 +399,26 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
     plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
-    refill = max(1, math.ceil(REFILL_SHARE * window))
-    todo = deque(range(len(questions)))
     running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}
-    results: dict[int, MethodResult] = {}
-    t0 = time.perf_counter()
-    while todo or running:
-        free = window - len(running)
-        if todo and free > 0 and (free >= refill or not running or len(todo) <= free):
-            group = [todo.popleft() for _ in range(min(free, len(todo)))]
-            start = time.perf_counter()
-            past, timers = _senders(plan, group)
-            for i in group:
-                running[i] = (llm.engine.add_request(_judger(plan, i, past.pop(0))), timers, start)
+
+    def start(group: list[int]) -> None:
+        t0 = time.perf_counter()
+        past, timers = _senders(plan, group)
+        for i in group:
+            running[i] = (llm.engine.add_request(_judger(plan, i, past.pop(0))), timers, t0)
+
+    def step() -> list[tuple[int, MethodResult]]:
         finished = llm.step()
         for req, _, _ in running.values():
             if req.past is not None and req.status is not Status.WAITING:
                 req.past = None  # in its slot now: the group's rows go once all its judgers are in
+        done = []
         for req in finished:
             i = req.tag[1]
-            _, timers, start = running.pop(i)
-            timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": req.finished_t - start}
-            results[i] = _result(plan, i, req, timings, window)
-            if on_result is not None:
-                on_result(i, results[i])
-    wall = (time.perf_counter() - t0) / len(questions)
-    for r in results.values():
-        r.wall_s_per_question = wall
-    return [results[i] for i in range(len(questions))]
+            _, timers, t0 = running.pop(i)
+            timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": req.finished_t - t0}
+            done.append((i, _result(plan, i, req, timings, window)))
+        return done
+
+    return stream_window(len(questions), window, start, step, refill=max(1, math.ceil(REFILL_SHARE * window)),
+                         on_result=on_result)

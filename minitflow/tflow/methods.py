@@ -302,6 +302,35 @@ class _TFlow(_Pipeline):
                                             lora=lora.row(i)))
 
 
+def stream_window(count: int, window: int, start: Callable[[list[int]], None],
+                  step: Callable[[], list[tuple[int, MethodResult]]], refill: int = 1,
+                  on_result: Callable[[int, MethodResult], None] | None = None) -> list[MethodResult]:
+    """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
+    queues a group of new questions once `refill` places of the window are free (or nothing
+    runs, or every remaining question fits); `step()` runs one engine step and returns the
+    questions it finished, with their results. Results in input order, each with the run's wall
+    time per question; `on_result(i, result)` as each finishes."""
+    todo = deque(range(count))
+    results: dict[int, MethodResult] = {}
+    live = 0
+    t0 = time.perf_counter()
+    while todo or live:
+        free = window - live
+        if todo and free > 0 and (free >= refill or not live or len(todo) <= free):
+            group = [todo.popleft() for _ in range(min(free, len(todo)))]
+            start(group)
+            live += len(group)
+        for i, result in step():
+            results[i] = result
+            live -= 1
+            if on_result is not None:
+                on_result(i, result)
+    wall = (time.perf_counter() - t0) / count
+    for r in results.values():
+        r.wall_s_per_question = wall
+    return [results[i] for i in range(count)]
+
+
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
                sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
@@ -357,27 +386,17 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-    todo = deque(_Question(i, q, s, replace(sp, seed=seed))
-                 for i, (q, s, sp, seed) in enumerate(zip(questions, sq, per_q, seeds)))
-    results: dict[int, MethodResult] = {}
-    live = 0
-    t0 = time.perf_counter()
+    qs = [_Question(i, q, s, replace(sp, seed=seed)) for i, (q, s, sp, seed) in enumerate(zip(questions, sq, per_q, seeds))]
+
+    def start(group: list[int]) -> None:
+        for i in group:
+            qs[i].start_t = time.perf_counter()
+            pipeline.start(qs[i])
+
     with torch.inference_mode(), _aborting(llm):
-        while todo or live:
-            while todo and live < batch_size:
-                q = todo.popleft()
-                q.start_t = time.perf_counter()
-                pipeline.start(q)
-                live += 1
-            for q in pipeline.advance(llm.step()):
-                results[q.index] = pipeline.result(q)
-                live -= 1
-                if on_result is not None:
-                    on_result(q.index, results[q.index])
-    wall = (time.perf_counter() - t0) / len(questions)
-    for r in results.values():
-        r.wall_s_per_question = wall
-    return [results[i] for i in range(len(questions))]
+        return stream_window(len(qs), batch_size, start,
+                             lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(llm.step())],
+                             on_result=on_result)
 
 
 class _aborting:
