@@ -41,6 +41,9 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8,
                    help="questions in flight; the engine gets this many slots (textmas: twice, for its two senders)")
+    p.add_argument("--refill_share", type=float, default=None,
+                   help="start new questions once this share of the batch is free, together (default: 0, as each "
+                   "place frees; latentmas 0.5); throughput only, never an answer")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
     p.add_argument("--eager", action="store_true",
                    help="on CUDA, run every decode step op by op instead of replaying CUDA graphs (debugging)")
@@ -73,6 +76,8 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top_k must be >= 0, got {args.top_k}")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.refill_share is not None and not 0 <= args.refill_share <= 1:
+        raise UserError(f"--refill_share must be in [0, 1], got {args.refill_share}")
     from minitflow.tflow.latentmas import validate_options
     validate_options(args.method, latent_steps=args.latent_steps, topology=args.mas_topology,
                      realign=args.latent_realign, think=args.think)

@@ -393,7 +393,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             index = [i for i, _ in mine]
             chunk = [s for _, s in mine]
             run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=sampling,
-                       generator=generator, batch_size=args.batch_size,
+                       generator=generator, batch_size=args.batch_size, refill_share=args.refill_share,
                        seeds=[args.seed + i for i in index],  # same sample, same seed, any sharding
                        on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
                        **method_options(args))

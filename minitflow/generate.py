@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     questions = [r["question"] for r in rows]
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
-                         batch_size=args.batch_size,
+                         batch_size=args.batch_size, refill_share=args.refill_share,
                          sender_questions=senders if any(r.get("context") for r in rows) else None,
                          **method_options(args))
     payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": q,

@@ -256,7 +256,8 @@ def test_evaluate_batch_size_below_one(batch_size, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--max_new_tokens", "0"), ("--max_new_tokens", "-3"),
                                         ("--temperature", "nan"), ("--temperature", "inf"),
-                                        ("--temperature", "-1"), ("--top_p", "nan"), ("--top_k", "-1")])
+                                        ("--temperature", "-1"), ("--top_p", "nan"), ("--top_k", "-1"),
+                                        ("--refill_share", "1.5"), ("--refill_share", "nan")])
 def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args(flag, value), flag)

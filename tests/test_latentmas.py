@@ -409,6 +409,30 @@ def test_run_method_streams_without_a_batch_barrier(small_llm):
     assert steps < 20, steps
 
 
+@pytest.mark.parametrize("method", ["baseline", "latentmas"])
+def test_refill_share_changes_when_questions_start_not_what_they_get(small_llm, method):
+    """refill_share 1: new questions wait for the whole window and start together (chunks);
+    0: each starts as a place frees. The same tokens either way (and as the method's default),
+    and the chunked run decodes the long questions one after the other."""
+    from minitflow.tflow.methods import run_method
+    qs = [SMALL_QUESTIONS[i % 3] + " " * (i // 3) for i in range(9)]
+    lengths = (12, 1, 1, 1, 12, 1, 1, 1, 1)  # more than the 3 freed places can take: share 1 waits
+    sps = [SamplingParams(max_new_tokens=m, temperature=0.9, top_p=0.9, seed=50 + i, ignore_eos=True)
+           for i, m in enumerate(lengths)]
+    opts = {"latent_steps": 1} if method == "latentmas" else {}
+    runs, steps = {}, {}
+    for share in (None, 0.0, 1.0):
+        before = small_llm.engine.steps
+        runs[share] = [r.token_ids for r in run_method(method, small_llm, qs, sampling=sps, batch_size=4,
+                                                        refill_share=share, **opts)]
+        steps[share] = small_llm.engine.steps - before
+    assert runs[0.0] == runs[1.0] == runs[None] and [len(t) for t in runs[0.0]] == list(lengths)
+    assert steps[1.0] >= 24 > 20 > steps[0.0], steps  # chunks: 12 + 12 decode steps; refilled: both at once
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(UserError, match="refill_share must be in"):
+            run_method(method, small_llm, qs[:1], refill_share=bad, **opts)
+
+
 def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm, monkeypatch):
     """The senders' KV reaches the judgers' slots at admission; after that no request holds the
     group's rows, so a long judger does not keep its whole group's sender cache alive."""

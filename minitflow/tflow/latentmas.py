@@ -64,7 +64,7 @@ from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
-from minitflow.tflow.methods import AgentUsage, MethodResult, stream_window
+from minitflow.tflow.methods import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -380,20 +380,13 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     return results
 
 
-# A new group of questions starts its senders once this share of the window is free (or nothing
-# runs, or every remaining question fits). A group's senders cost about the same forwards for
-# one row as for many (3 prefills and 3 x latent_steps steps, eager), while a free slot idles
-# every decode step until a group refills it: waiting for half the window balances the two.
-# bench/test_serving.py::test_latentmas_pipeline_vs_chunks measures it against chunks.
-REFILL_SHARE = 0.5
-
-
 @torch.inference_mode()
 def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
-                     latent_steps: int, on_result=None, **options) -> list[MethodResult]:
+                     latent_steps: int, on_result=None, refill: int | None = None, **options) -> list[MethodResult]:
     """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
     an engine request that ends on its own, and a group of new questions runs its senders (in
-    lockstep, see REFILL_SHARE) as slots free up. A question's output is what it gets alone.
+    lockstep) once `refill` places are free (default: methods.REFILL_SHARE of the window). A
+    question's output is what it gets alone.
     `on_result(i, result)` is called as each question finishes; results in input order. Per
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""
     if window < 1:
@@ -420,5 +413,6 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
             done.append((i, _result(plan, i, req, timings, window)))
         return done
 
-    return stream_window(len(questions), window, start, step, refill=max(1, math.ceil(REFILL_SHARE * window)),
-                         on_result=on_result)
+    if refill is None:
+        refill = max(1, math.ceil(REFILL_SHARE["latentmas"] * window))
+    return stream_window(len(questions), window, start, step, refill=refill, on_result=on_result)

@@ -16,6 +16,7 @@ their forward pass as processed prompt tokens), the processed total, the officia
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,14 @@ TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus thi
 # took tflow-20 0.75x the time of one per call at the same peak memory (13.4 against 13.2 GiB;
 # bench/test_e2e.py::test_tflow_generator_options), the stages' pieces bounding the activations.
 GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
+# The share of the window that must be free before new questions start (together). LatentMAS:
+# a group's senders cost about the same forwards for one row as for many (3 prefills and
+# 3 x latent_steps eager steps) while a free slot idles every decode step until refilled: half
+# the window balances the two (bench/test_serving.py::test_latentmas_pipeline_vs_chunks, CPU).
+# The others refill each place as it frees: on CPU their prefills cost about the rows they
+# compute. On a GPU every eager stage is launch-bound (about the same for one question as for
+# several), which is what a share above 0 would save there: unmeasured.
+REFILL_SHARE = {"baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5}
 
 
 def default_generator_batch(device: torch.device | str) -> int | None:
@@ -335,7 +344,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
-               **kwargs) -> list[MethodResult]:
+               refill_share: float | None = None, **kwargs) -> list[MethodResult]:
     """Run `method` on every question with at most `batch_size` questions in flight (the
     engine's slots bound the requests running at once); results in input order.
 
@@ -344,6 +353,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
+    `refill_share`: new questions start once this share of the `batch_size` window is free,
+    together (their prefills and generator calls batched), instead of as each place frees (0);
+    default REFILL_SHARE[method]. It changes the throughput only, never a question's output.
     textmas takes `sender_max_new_tokens` as one limit or one per question; latentmas takes
     `latent_steps`, `topology`, `realign`, `think` and `handover_at_zero`; tflow takes
     `generator_batch`, the most questions one generator call takes (None: all whose senders
@@ -363,6 +375,10 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError("no questions given")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    share = REFILL_SHARE[method] if refill_share is None else refill_share
+    if not 0 <= share <= 1:  # also refuses nan
+        raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
+    refill = max(1, math.ceil(share * batch_size))
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if method == "tflow" and generator is None:
@@ -381,7 +397,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         with _aborting(llm):
             return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
                                     window=batch_size, on_result=on_result, sender_questions=sender_questions,
-                                    **options)
+                                    refill=refill, **options)
     from minitflow.tflow.latentmas import validate_options
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
@@ -396,7 +412,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     with torch.inference_mode(), _aborting(llm):
         return stream_window(len(qs), batch_size, start,
                              lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(llm.step())],
-                             on_result=on_result)
+                             refill=refill, on_result=on_result)
 
 
 class _aborting:
