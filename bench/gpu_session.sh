@@ -40,6 +40,7 @@ part sampling 40 $bench bench/test_micro.py -k "sampling or nucleus" --benchmark
 part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
 part lora-sweep 90 python3 bench/lora_kernel_sweep.py "$out/lora_sweep.json"  # the LoRA kernel's tiling
 part pipelines 150 $bench bench/test_serving.py -k "pipeline_vs_chunked and qwen3" --benchmark-json="$out/pipelines.json"
+part refill 200 $bench bench/test_serving.py -k tflow_refill_share --benchmark-json="$out/refill.json"  # --refill_share's verdict for tflow
 part long-tail 200 $bench bench/test_serving.py -k long_tail --benchmark-json="$out/long_tail.json"
 part generator 150 $bench bench/test_e2e.py -k "tflow_generator_options and all" --benchmark-json="$out/generator.json"
 part transformers 100 $bench bench/test_e2e.py -k "transformers and graphs" --benchmark-json="$out/hf.json"

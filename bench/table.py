@@ -22,6 +22,7 @@ RATIOS = {
     "speedup_vs_static": "static batches' time / continuous batching",
     "speedup_vs_no_cache": "prefill time without / with the prefix cache",
     "speedup_vs_chunked": "chunked (stage barriers) time / pipelined",
+    "speedup_vs_each": "time refilling each place / refilling in groups",
     "speedup_vs_old_code": "the pre-serving code's chunked time / pipelined",
     "speedup_vs_official": "official release's time / ours",
     "memory_vs_full": "condition peak bytes, streamed / all L+1 layers",

@@ -175,6 +175,36 @@ def test_pipeline_vs_chunked(benchmark, setup: Setup, tokenized, method: str, sa
            sum(r.processed_tokens for r in out["piped"]))
 
 
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_tflow_refill_share(benchmark, setup: Setup, tokenized, share: float) -> None:
+    """tflow on the pipeline benchmark's 64 questions (Qwen3-4B's sampling), new questions
+    starting together once `share` of the SLOTS window is free vs each as a place frees (the
+    default), interleaved on one engine: on a GPU each question's eager stages (senders'
+    prefill, generator, receiver's prefill) cost about the same for one question as for
+    several, which a group shares; on CPU they cost about their rows. Same tokens either way."""
+    from minitflow.tflow.methods import run_method
+    benchmark.group = "serving-refill-share"
+    net, tokenizer = tokenized
+    gen = bench_generator(setup, net.cfg)
+    questions = pipeline_questions(PIPE_QUESTIONS)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
+           for m in long_tail(PIPE_QUESTIONS, PIPE_MAX_NEW, seed=2)]
+    llm = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
+    out, steps = {}, {}
+
+    def run(refill: float):
+        before = llm.engine.steps
+        out[refill] = run_method("tflow", llm, questions, sampling=sps, batch_size=SLOTS, generator=gen,
+                                 refill_share=refill)
+        steps[refill] = llm.engine.steps - before
+
+    s, each_s = pedantic_vs(benchmark, lambda: run(share), lambda: run(0.0), setup.device, 1, 0)
+    agree = check_same_tokens([r.token_ids for r in out[share]], [r.token_ids for r in out[0.0]], setup.device)
+    record(benchmark, setup, share=share, questions=PIPE_QUESTIONS, slots=SLOTS, questions_per_s=PIPE_QUESTIONS / s,
+           speedup_vs_each=each_s / s, decode_steps=steps[share], each_decode_steps=steps[0.0],
+           same_tokens_as_each=agree)
+
+
 LATENT_STEPS = 10
 
 
