@@ -344,3 +344,21 @@ def test_a_valid_request_never_formats_its_tag(model):
     with pytest.raises(UserError, match=r"request \d+ \(question 7, receiver\): the prompt is empty"):
         from minitflow.tflow.methods import _Question
         llm.engine.add_request(Request([], tag=(_Question(7, "q", "q", SamplingParams()), "receiver")))
+
+
+def test_the_stage_memory_script_runs_on_cpu():
+    """bench/stage_memory.py (a GPU session part: where tflow's memory goes) runs end to end on
+    CPU at the tiny shape with the demo's tokenizer, so a GPU session does not spend its device
+    time finding it broken; every stage's number is there."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "bench/stage_memory.py", "minitflow/data/demo", "4"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["new_tokens"] == 4 and got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
+    assert got["lora_slot_buffers_gib"] > 0  # the receiver's LoRA reached its slot
+    assert {f"tflow_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
