@@ -362,3 +362,20 @@ def test_the_stage_memory_script_runs_on_cpu():
     assert got["new_tokens"] == 4 and got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
     assert got["lora_slot_buffers_gib"] > 0  # the receiver's LoRA reached its slot
     assert {f"tflow_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
+
+
+def test_the_stage_profile_script_runs_on_cpu():
+    """bench/profile_stages.py (a GPU session part: host, launches and device time per tflow
+    stage) runs end to end on CPU with the demo's tokenizer and names every stage."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "bench/profile_stages.py", "minitflow/data/demo", "4"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["new_tokens"] == 4
+    assert set(got["stages"]) == {"senders_prefill", "generator", "receiver_prefill", "decode"}
+    assert got["stages"]["decode"]["calls"] == 4 and all(s["host_ms"] > 0 for s in got["stages"].values())
