@@ -55,8 +55,10 @@ GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
 # 3 x latent_steps eager steps) while a free slot idles every decode step until refilled: half
 # the window balances the two (bench/test_serving.py::test_latentmas_pipeline_vs_chunks, CPU).
 # The others refill each place as it frees: on CPU their prefills cost about the rows they
-# compute. On a GPU every eager stage is launch-bound (about the same for one question as for
-# several), which is what a share above 0 would save there: unmeasured.
+# compute (tflow at 1/4 and 1/2: 1.00x and 0.99x, bench/test_serving.py::test_tflow_refill_share).
+# On a GPU the eager stages look launch-bound (the H200's eager decode step took 30 ms for ~480
+# kernels), costing about the same for one question as for several: what a share above 0
+# would save there is unmeasured (bench/gpu_session.sh's `refill` part).
 REFILL_SHARE = {"baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5}
 
 
@@ -376,7 +378,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     share = REFILL_SHARE[method] if refill_share is None else refill_share
-    if not 0 <= share <= 1:  # also refuses nan
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:  # nan too
         raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
     refill = max(1, math.ceil(share * batch_size))
     if sender_questions is not None and len(sender_questions) != len(questions):
