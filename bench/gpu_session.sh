@@ -34,11 +34,11 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less 
 bench="python3 -m pytest -q -p no:cacheprovider --benchmark-only"
 part gpu-tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "not compiled"
 part decode 130 $bench bench/test_micro.py -k "(decode_step or lora_projection) and not compiled" --benchmark-json="$out/decode.json"  # graphs / graphs-bmm+expand / graphs-bmm: lora_linear.DECODE_LORA's verdict
+part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
 part stage-memory 90 python3 bench/stage_memory.py "${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}" 256  # which tflow stage holds the memory over the official
 part profile-stages 90 python3 bench/profile_stages.py "${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}" 64  # launch-bound or kernel-bound: what to do about tflow's eager stages
 part profile 60 python3 bench/profile_step.py 5  # where the step's time goes decides what to fuse next
 part sampling 40 $bench bench/test_micro.py -k "sampling or nucleus" --benchmark-json="$out/sampling.json"
-part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
 part lora-sweep 90 python3 bench/lora_kernel_sweep.py "$out/lora_sweep.json"  # the LoRA kernel's tiling
 part pipelines 150 $bench bench/test_serving.py -k "pipeline_vs_chunked and qwen3" --benchmark-json="$out/pipelines.json"
 part refill 200 $bench bench/test_serving.py -k tflow_refill_share --benchmark-json="$out/refill.json"  # --refill_share's verdict for tflow
