@@ -11,7 +11,10 @@ kernels they launched; `wall_stage_s` is the run's own per-stage timing (device 
 far more than their arithmetic: if a stage's host time is about its wall time while its
 kernels' device time is a small part of it, the stage is bound by launching kernels, and
 fewer kernels (bench/op_count.py) or capturing it as a graph is what helps; if the device time
-is most of it, the kernels themselves are. Prints one JSON line. Shape: MINITFLOW_BENCH_SHAPE
+is most of it, the kernels themselves are. Runs twice: with the fused functions compiled in
+every stage (fused.FUSE "everywhere", the default) and only in the decode steps ("decode"), the
+eager stages then op by op: a compiled call's host cost against its fewer launches. Prints one
+JSON line. Shape: MINITFLOW_BENCH_SHAPE
 as in the benchmarks (Qwen3-4B on CUDA, tiny on CPU, where only host times exist).
 """
 
@@ -30,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from benchlib import QUESTIONS, bench_generator, make_setup, random_model
 from minitflow import LLM, SamplingParams
 from minitflow.engine.runner import ModelRunner
+from minitflow.model import fused
 from minitflow.model.config import QWEN3_4B
 from minitflow.model.tokenizer import Tokenizer
 from minitflow.tflow import methods
@@ -80,12 +84,23 @@ def main(tokenizer_dir: str, new_tokens: str = "32") -> dict:
         return methods.run_method("tflow", llm, [QUESTIONS[i % len(QUESTIONS)]], sampling=sampling, generator=gen,
                                   batch_size=1)
 
-    question(1)  # compiles the fused kernels and captures the graphs outside the profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with stage_ranges(), profile(activities=activities) as prof:
-        res = question(0)
-        if cuda:
-            torch.cuda.synchronize()
+    out = {"device": setup.label}
+    for fuse in fused.FUSE_MODES:  # the eager stages with fused kernels, then op by op
+        fused.FUSE = fuse
+        question(1)  # compiles the fused kernels and captures the graphs outside the profile
+        with stage_ranges(), profile(activities=activities) as prof:
+            res = question(0)
+            if cuda:
+                torch.cuda.synchronize()
+        out[f"fuse_{fuse}"] = {"new_tokens": len(res[0].token_ids), "wall_stage_s": dict(res[0].timings),
+                               "stages": stage_table(prof, cuda)}
+    fused.FUSE = "everywhere"
+    return out
+
+
+def stage_table(prof, cuda: bool) -> dict:
+    """Per stage: calls, host ms, launches and the device ms of their kernels."""
     events = prof.events()
     ranges = [(ev.time_range.start, ev.time_range.end, ev.name[len(STAGE):]) for ev in events
               if ev.name.startswith(STAGE)]
@@ -109,8 +124,7 @@ def main(tokenizer_dir: str, new_tokens: str = "32") -> dict:
         for ev in events:
             if ev.device_type == DeviceType.CUDA and ev.id in launched:
                 stages[launched[ev.id]]["device_ms"] += (ev.time_range.end - ev.time_range.start) / 1e3
-    return {"device": setup.label, "new_tokens": len(res[0].token_ids),
-            "wall_stage_s": {k: v for k, v in res[0].timings.items()}, "stages": dict(stages)}
+    return dict(stages)
 
 
 if __name__ == "__main__":

@@ -313,6 +313,32 @@ def test_fused_capture_terms_trace_whole_and_match_eager():
     assert torch.equal(got[1, :4], 0.3 * h[1, 2:6]) and not got[1, 4:].any()  # row 1: positions 2..5, then zeros
 
 
+def test_fuse_decode_compiles_only_inside_decode_steps(monkeypatch):
+    """fused.FUSE = "decode": a fused function runs op by op outside `decoding()` (prefills, the
+    generator) and compiled inside it (the engine's decode steps); "everywhere" compiles both;
+    an unknown value is refused. The CUDA path forced on for CPU tensors, as the interpreter
+    tests do; the values are the op-by-op ones either way."""
+    from minitflow.model import fused
+
+    def triple_plus_one(x):
+        return x * 3 + 1
+
+    f = fused.fused_on_cuda(triple_plus_one)
+    monkeypatch.setattr(fused, "cuda_inference", lambda x: True)
+    x = torch.arange(6.0)
+    monkeypatch.setattr(fused, "FUSE", "decode")
+    assert torch.equal(f(x), x * 3 + 1) and triple_plus_one not in fused._FUSED  # outside: op by op
+    with fused.decoding():
+        assert torch.equal(f(x), x * 3 + 1) and triple_plus_one in fused._FUSED  # inside: compiled
+    del fused._FUSED[triple_plus_one]
+    monkeypatch.setattr(fused, "FUSE", "everywhere")
+    assert torch.equal(f(x), x * 3 + 1) and triple_plus_one in fused._FUSED
+    monkeypatch.setattr(fused, "FUSE", "sometimes")
+    with pytest.raises(ValueError, match="FUSE='sometimes'"):
+        f(x)
+    del fused._FUSED[triple_plus_one]
+
+
 def test_fused_functions_may_recompile_past_dynamos_default(monkeypatch):
     """A process may need more than dynamo's default 8 variants of one fused function (dtypes,
     size 1 against the others, inference tensors against plain ones); with fullgraph the 9th

@@ -376,6 +376,8 @@ def test_the_stage_profile_script_runs_on_cpu():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["new_tokens"] == 4
-    assert set(got["stages"]) == {"senders_prefill", "generator", "receiver_prefill", "decode"}
-    assert got["stages"]["decode"]["calls"] == 4 and all(s["host_ms"] > 0 for s in got["stages"].values())
+    for fuse in ("everywhere", "decode"):  # fused.FUSE both ways
+        run = got[f"fuse_{fuse}"]
+        assert run["new_tokens"] == 4
+        assert set(run["stages"]) == {"senders_prefill", "generator", "receiver_prefill", "decode"}
+        assert run["stages"]["decode"]["calls"] == 4 and all(s["host_ms"] > 0 for s in run["stages"].values())

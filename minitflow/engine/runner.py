@@ -21,6 +21,7 @@ import torch
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
+from minitflow.model.fused import decoding
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
 from minitflow.model.qwen3 import Capture, Qwen3Model
@@ -266,11 +267,12 @@ class ModelRunner:
         def args() -> tuple:
             return (self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
                     self._lora_rows(rows, ran), self.sampler.args(rows, ran, self.cfg.vocab_size))
-        if self.cuda_graphs:
-            lora_on = self.lora is not None and bool(self.lora_slots.intersection(ran))
-            tokens = self._replay((n, kv_len, lora_on, self.sampler.path(ran)), args)
-        else:
-            tokens = self._step(*args())
+        with decoding():  # fused.FUSE = "decode" fuses here only
+            if self.cuda_graphs:
+                lora_on = self.lora is not None and bool(self.lora_slots.intersection(ran))
+                tokens = self._replay((n, kv_len, lora_on, self.sampler.path(ran)), args)
+            else:
+                tokens = self._step(*args())
         self.tokens[rows] = tokens
         # a finished slot the host has not heard of yet stays inside the cache
         self.positions[rows] = (self.positions[rows] + 1).clamp(max=self.cache.max_len - 1)

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 _FUSED: dict = {}
+# Where the fused functions run compiled on CUDA: "everywhere" (every inference call), or
+# "decode" (only inside `decoding()`: the engine's decode steps and their graph captures;
+# prefills, the generator and LatentMAS's latent steps then run op by op). A compiled call costs
+# its guard checks on the host, and an eager stage that is bound by launching kernels may be
+# faster with more, cheaper launches: bench/profile_stages.py times tflow's stages both ways.
+FUSE = "everywhere"
+FUSE_MODES = ("everywhere", "decode")
+_decoding = 0
+
+
+@contextmanager
+def decoding():
+    """Marks a decode step (and its graph capture) for FUSE = "decode"."""
+    global _decoding
+    _decoding += 1
+    try:
+        yield
+    finally:
+        _decoding -= 1
 
 
 def cuda_inference(x: torch.Tensor) -> bool:
@@ -26,6 +47,11 @@ def fused_on_cuda(fn):
     def call(x: torch.Tensor, *args):
         if not cuda_inference(x):
             return fn(x, *args)
+        if FUSE != "everywhere":
+            if FUSE not in FUSE_MODES:
+                raise ValueError(f"fused.FUSE={FUSE!r}: choose one of {', '.join(FUSE_MODES)}")
+            if not _decoding:
+                return fn(x, *args)
         compiled = _FUSED.get(fn)
         if compiled is None:
             _allow_recompiles()
