@@ -284,6 +284,23 @@ def tokenized_model(setup: Setup, model: Qwen3Model):
     return random_model(cfg, setup.dtype, setup.device, max_positions=4096), tokenizer
 
 
+def one_slot_tflow(tokenizer_dir: str, new_tokens: int):
+    """(setup, a one-slot LLM with a Qwen3 tokenizer, a random TFlowGenerator, the official
+    sampling on Qwen3-4B with `new_tokens`) for the scripts that run tflow one question at a
+    time at the benchmarks' shape (the tiny one gets Qwen3's vocabulary)."""
+    from minitflow import LLM, SamplingParams
+    from minitflow.model.tokenizer import Tokenizer
+    setup = make_setup()
+    tokenizer = Tokenizer(tokenizer_dir)
+    cfg = setup.cfg
+    if cfg.vocab_size < tokenizer.vocab_size:
+        cfg = dataclasses.replace(cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
+    model = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
+    llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=1)
+    sampling = SamplingParams(max_new_tokens=new_tokens, temperature=0.6, top_p=0.95, top_k=20, ignore_eos=True, seed=0)
+    return setup, llm, bench_generator(setup, cfg), sampling
+
+
 def bench_generator(setup: Setup, cfg: Qwen3Config):
     """A random TFlowGenerator: the official dimensions at the 4B shape, small ones on CPU."""
     from minitflow.tflow.checkpoint import arch_for, random_generator

@@ -20,7 +20,6 @@ as in the benchmarks (Qwen3-4B on CUDA, tiny on CPU, where only host times exist
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -30,12 +29,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from benchlib import QUESTIONS, bench_generator, make_setup, random_model
-from minitflow import LLM, SamplingParams
+from benchlib import QUESTIONS, one_slot_tflow
 from minitflow.engine.runner import ModelRunner
 from minitflow.model import fused
-from minitflow.model.config import QWEN3_4B
-from minitflow.model.tokenizer import Tokenizer
 from minitflow.tflow import methods
 
 STAGE = "stage:"
@@ -68,17 +64,8 @@ def stage_ranges():
 
 
 def main(tokenizer_dir: str, new_tokens: str = "32") -> dict:
-    setup = make_setup()
+    setup, llm, gen, sampling = one_slot_tflow(tokenizer_dir, int(new_tokens))
     cuda = setup.device.type == "cuda"
-    tokenizer = Tokenizer(tokenizer_dir)
-    cfg = setup.cfg
-    if cfg.vocab_size < tokenizer.vocab_size:  # the tiny shape with Qwen3's vocabulary
-        cfg = dataclasses.replace(cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
-    model = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
-    gen = bench_generator(setup, cfg)
-    llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=1, cuda_graphs=cuda)
-    sampling = SamplingParams(max_new_tokens=int(new_tokens), temperature=0.6, top_p=0.95, top_k=20,
-                              ignore_eos=True, seed=0)
 
     def question(i: int):
         return methods.run_method("tflow", llm, [QUESTIONS[i % len(QUESTIONS)]], sampling=sampling, generator=gen,

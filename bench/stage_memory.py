@@ -14,18 +14,14 @@ this says which stage holds the difference.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from benchlib import QUESTIONS, bench_generator, make_setup, peak_rss_kib, random_model, resident_kib, tensor_bytes
-from minitflow import LLM, SamplingParams
-from minitflow.model.config import QWEN3_4B
+from benchlib import QUESTIONS, one_slot_tflow, peak_rss_kib, resident_kib, tensor_bytes
 from minitflow.engine.runner import lora_tensors
-from minitflow.model.tokenizer import Tokenizer
 from minitflow.tflow import methods
 
 GIB = 2**30
@@ -51,18 +47,9 @@ class Meter:
 
 
 def main(tokenizer_dir: str, new_tokens: str = "256") -> dict:
-    setup = make_setup()
+    setup, llm, gen, sampling = one_slot_tflow(tokenizer_dir, int(new_tokens))
     meter = Meter(setup.device)
-    tokenizer = Tokenizer(tokenizer_dir)
-    cfg = setup.cfg
-    if cfg.vocab_size < tokenizer.vocab_size:  # the tiny shape with Qwen3's vocabulary
-        cfg = dataclasses.replace(cfg, vocab_size=QWEN3_4B.vocab_size, eos_token_ids=QWEN3_4B.eos_token_ids)
-    model = random_model(cfg, setup.dtype, setup.device, max_positions=4096)
-    gen = bench_generator(setup, cfg)
-    out: dict = {"device": setup.label, "weights_gib": tensor_bytes([*model.parameters(), *gen.parameters()]) / GIB}
-    llm = LLM(model, tokenizer, eos_token_ids=[], num_slots=1)
-    sampling = SamplingParams(max_new_tokens=int(new_tokens), temperature=0.6, top_p=0.95, top_k=20,
-                              ignore_eos=True, seed=0)
+    out: dict = {"device": setup.label, "weights_gib": tensor_bytes([*llm.model.parameters(), *gen.parameters()]) / GIB}
     base_now = meter.now()
     meter.reset()
     with torch.inference_mode():
