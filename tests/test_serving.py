@@ -346,19 +346,23 @@ def test_a_valid_request_never_formats_its_tag(model):
         llm.engine.add_request(Request([], tag=(_Question(7, "q", "q", SamplingParams()), "receiver")))
 
 
-def test_the_stage_memory_script_runs_on_cpu():
-    """bench/stage_memory.py (a GPU session part: where tflow's memory goes) runs end to end on
-    CPU at the tiny shape with the demo's tokenizer, so a GPU session does not spend its device
-    time finding it broken; every stage's number is there."""
+def _bench_script(script: str, *args: str) -> dict:
+    """Run bench/`script` on CPU from the repository root; the JSON object it prints last."""
     import json
     import subprocess
     import sys
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "bench/stage_memory.py", "minitflow/data/demo", "4"], cwd=root,
+    out = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_stage_memory_script_runs_on_cpu():
+    """bench/stage_memory.py (a GPU session part: where tflow's memory goes) runs end to end on
+    CPU at the tiny shape with the demo's tokenizer, so a GPU session does not spend its device
+    time finding it broken; every stage's number is there."""
+    got = _bench_script("stage_memory.py", "minitflow/data/demo", "4")
     assert got["new_tokens"] == 4 and got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
     assert got["lora_slot_buffers_gib"] > 0  # the receiver's LoRA reached its slot
     assert {f"tflow_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
@@ -367,15 +371,7 @@ def test_the_stage_memory_script_runs_on_cpu():
 def test_the_stage_profile_script_runs_on_cpu():
     """bench/profile_stages.py (a GPU session part: host, launches and device time per tflow
     stage) runs end to end on CPU with the demo's tokenizer and names every stage."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "bench/profile_stages.py", "minitflow/data/demo", "4"], cwd=root,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _bench_script("profile_stages.py", "minitflow/data/demo", "4")
     for fuse in ("everywhere", "decode"):  # fused.FUSE both ways
         run = got[f"fuse_{fuse}"]
         assert run["new_tokens"] == 4

@@ -47,7 +47,6 @@ applies to every method (generating agents only).
 from __future__ import annotations
 
 import json
-import math
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -339,7 +338,8 @@ def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None)
                    tag=("latentmas judger", i))
 
 
-def _result(plan: _Plan, i: int, req: Request, timings: dict[str, float], batch_size: int) -> MethodResult:
+def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], total_s: float,
+            batch_size: int) -> MethodResult:
     text = req.text if req.text is not None else plan.llm.tokenizer.decode(req.output_ids)
     ran = lambda role: role in plan.senders  # noqa: E731
     agents: dict[str, AgentUsage] = {
@@ -350,8 +350,8 @@ def _result(plan: _Plan, i: int, req: Request, timings: dict[str, float], batch_
                                  generates=True, latent_steps=0)
     return MethodResult(method="latentmas", style=plan.style, question=plan.questions[i], answer=text.strip(),
                         finish_reason=req.finish_reason or "length", agents=agents,
-                        timings={**timings, "judger_prefill_s": req.prefill_s, "decode_s": req.decode_s,
-                                 "queue_s": req.queue_s},
+                        timings={**{k: t.seconds for k, t in timers.items()}, "judger_prefill_s": req.prefill_s,
+                                 "decode_s": req.decode_s, "queue_s": req.queue_s, "total_s": total_s},
                         batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling)
 
 
@@ -373,8 +373,7 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     for r in judgers:
         r.past = None  # the senders' rows: free them with this function's frame
     total = time.perf_counter() - t0
-    timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": total}
-    results = [_result(plan, i, r, timings, len(idx)) for i, r in zip(idx, judgers)]
+    results = [_result(plan, i, r, timers, total, len(idx)) for i, r in zip(idx, judgers)]
     for r in results:
         r.wall_s_per_question = total / len(idx)
     return results
@@ -382,11 +381,12 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
 
 @torch.inference_mode()
 def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
-                     latent_steps: int, on_result=None, refill: int | None = None, **options) -> list[MethodResult]:
+                     latent_steps: int, on_result=None, refill_share: float = REFILL_SHARE["latentmas"],
+                     **options) -> list[MethodResult]:
     """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
     an engine request that ends on its own, and a group of new questions runs its senders (in
-    lockstep) once `refill` places are free (default: methods.REFILL_SHARE of the window). A
-    question's output is what it gets alone.
+    lockstep) once `refill_share` of the window is free (methods.stream_window). A question's
+    output is what it gets alone.
     `on_result(i, result)` is called as each question finishes; results in input order. Per
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""
     if window < 1:
@@ -409,10 +409,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
         for req in finished:
             i = req.tag[1]
             _, timers, t0 = running.pop(i)
-            timings = {**{k: t.seconds for k, t in timers.items()}, "total_s": req.finished_t - t0}
-            done.append((i, _result(plan, i, req, timings, window)))
+            done.append((i, _result(plan, i, req, timers, req.finished_t - t0, window)))
         return done
 
-    if refill is None:
-        refill = max(1, math.ceil(REFILL_SHARE["latentmas"] * window))
-    return stream_window(len(questions), window, start, step, refill=refill, on_result=on_result)
+    return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result)

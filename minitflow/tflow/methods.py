@@ -314,13 +314,14 @@ class _TFlow(_Pipeline):
 
 
 def stream_window(count: int, window: int, start: Callable[[list[int]], None],
-                  step: Callable[[], list[tuple[int, MethodResult]]], refill: int = 1,
+                  step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
                   on_result: Callable[[int, MethodResult], None] | None = None) -> list[MethodResult]:
     """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
-    queues a group of new questions once `refill` places of the window are free (or nothing
-    runs, or every remaining question fits); `step()` runs one engine step and returns the
-    questions it finished, with their results. Results in input order, each with the run's wall
-    time per question; `on_result(i, result)` as each finishes."""
+    queues a group of new questions once `refill_share` of the window is free (at least one
+    place; or nothing runs, or every remaining question fits); `step()` runs one engine step
+    and returns the questions it finished, with their results. Results in input order, each
+    with the run's wall time per question; `on_result(i, result)` as each finishes."""
+    refill = max(1, math.ceil(refill_share * window))
     todo = deque(range(count))
     results: dict[int, MethodResult] = {}
     live = 0
@@ -380,7 +381,6 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     share = REFILL_SHARE[method] if refill_share is None else refill_share
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:  # nan too
         raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
-    refill = max(1, math.ceil(share * batch_size))
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if method == "tflow" and generator is None:
@@ -399,7 +399,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         with _aborting(llm):
             return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
                                     window=batch_size, on_result=on_result, sender_questions=sender_questions,
-                                    refill=refill, **options)
+                                    refill_share=share, **options)
     from minitflow.tflow.latentmas import validate_options
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
@@ -414,7 +414,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     with torch.inference_mode(), _aborting(llm):
         return stream_window(len(qs), batch_size, start,
                              lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(llm.step())],
-                             refill=refill, on_result=on_result)
+                             refill_share=share, on_result=on_result)
 
 
 class _aborting:
