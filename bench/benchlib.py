@@ -8,6 +8,8 @@ whole `pytest --benchmark-only bench/` stays within a few minutes; only the rati
 anything there. With CUDA they run at Qwen3-4B's shape in bf16 with random weights built
 directly on the GPU (nothing is downloaded). `MINITFLOW_BENCH_SHAPE=tiny|qwen3-4b` overrides
 the choice and `MINITFLOW_BENCH_LAYERS=N` cuts the layer count (smoke runs of the big shape).
+`MINITFLOW_BENCH_DECODE_LORA` sets lora_linear.DECODE_LORA for the run (bench/gpu_session.sh
+passes the decode-step benchmark's fastest to the parts after it); `record` notes the path.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from minitflow.model.config import QWEN3_4B, Qwen3Config
 from minitflow.model.lora import PROJECTIONS, LoraWeights, build_lora, projection_shapes
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.weights import empty_model
+from minitflow.model import lora_linear
+
+if os.environ.get("MINITFLOW_BENCH_DECODE_LORA"):
+    if os.environ["MINITFLOW_BENCH_DECODE_LORA"] not in lora_linear.DECODE_LORA_PATHS:
+        raise ValueError(f"MINITFLOW_BENCH_DECODE_LORA={os.environ['MINITFLOW_BENCH_DECODE_LORA']!r}: "
+                         f"choose one of {', '.join(lora_linear.DECODE_LORA_PATHS)}")
+    lora_linear.DECODE_LORA = os.environ["MINITFLOW_BENCH_DECODE_LORA"]
 
 TINY = Qwen3Config(
     vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -254,6 +263,7 @@ def pedantic_vs(benchmark, fn: Callable[[], Any], other: Callable[[], Any], devi
 def record(benchmark, setup: Setup, **info: Any) -> None:
     """extra_info with floats cut to 4 significant digits for the JSON and the README table."""
     benchmark.extra_info["device"] = setup.label
+    benchmark.extra_info["decode_lora"] = lora_linear.DECODE_LORA
     for k, v in info.items():
         benchmark.extra_info[k] = float(f"{v:.4g}") if isinstance(v, float) else v
 

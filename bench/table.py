@@ -1,6 +1,8 @@
 """Turn a `pytest --benchmark-json` file of bench/ into the markdown table of README_TABLE.md.
 
     python bench/table.py bench.json [more.json ...] > table.md   (several: a GPU run made in parts)
+    python bench/table.py --fastest-decode-lora decode.json       (gpu_session.sh: the LoRA path
+                                                                   the parts after `decode` run)
 """
 
 from __future__ import annotations
@@ -72,7 +74,27 @@ def rows(data: dict) -> list[str]:
     return out
 
 
+def fastest_decode_lora(benchmarks: list[dict]) -> str:
+    """The lora_linear.DECODE_LORA path whose captured decode step with LoRA took the least time
+    on average over the batch sizes, each relative to the fastest path at that batch; a path
+    that missed a batch size (its part ran out of time) is not chosen."""
+    times: dict[str, dict[int, float]] = {}
+    for b in benchmarks:
+        info = b.get("extra_info", {})
+        if b["name"].startswith("test_decode_step") and str(info.get("mode", "")).startswith("graphs"):
+            times.setdefault(info["decode_lora"], {})[info["batch"]] = info["batch"] / info["tokens_per_s"]
+    batches = set().union(*times.values())
+    whole = [p for p in times if set(times[p]) == batches]
+    if not whole:
+        raise SystemExit("no captured decode step with LoRA for every batch size: run bench/test_micro.py's decode_step")
+    best = {n: min(times[p][n] for p in whole) for n in batches}
+    return min(whole, key=lambda p: sum(times[p][n] / best[n] for n in batches))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--fastest-decode-lora"]:
+        print(fastest_decode_lora([b for path in sys.argv[2:] for b in json.load(open(path))["benchmarks"]]))
+        return
     data = {"benchmarks": [b for path in sys.argv[1:] for b in json.load(open(path))["benchmarks"]]}
     devices = sorted({b.get("extra_info", {}).get("device", "") for b in data["benchmarks"]} - {""})
     print(f"Device: {'; '.join(devices)}\n")

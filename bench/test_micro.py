@@ -116,7 +116,8 @@ def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) ->
     return step, kv_bucket(DECODE_CONTEXT + 1, runner.cache.max_len) if runner.static_shapes else DECODE_CONTEXT + 1
 
 
-@pytest.mark.parametrize("mode", ("eager", "graphs", "graphs-bmm+expand", "graphs-bmm", "compiled") if ON_CUDA else ("eager",))
+@pytest.mark.parametrize("mode", ("eager", "graphs", "graphs-bmm+expand", "graphs-bmm", "graphs-folded", "compiled")
+                         if ON_CUDA else ("eager",))
 @pytest.mark.parametrize("batch", SETUP.decode_batches)
 @torch.inference_mode()
 def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mode: str, monkeypatch) -> None:
@@ -124,9 +125,10 @@ def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mod
 
     `eager` is the bare model call. `graphs` and `compiled` are the engine's decode step
     (ModelRunner.decode, greedy sampling included) with the eager kernels captured as CUDA
-    graphs, or through torch.compile; `graphs-bmm+expand` and `graphs-bmm` capture LoRA the two
-    other ways (lora_linear.DECODE_LORA: a cuBLAS bmm for u then the Triton kernel, or the bmm
-    chain) instead of the one Triton kernel, set beside `graphs` for that choice.
+    graphs, or through torch.compile; `graphs-bmm+expand`, `graphs-bmm` and `graphs-folded`
+    capture LoRA the other ways (lora_linear.DECODE_LORA: a cuBLAS bmm for u then the Triton
+    kernel, the bmm chain, or u from the projection's own matmul with every slot's A beneath
+    the weight) instead of the one Triton kernel, set beside `graphs` for that choice.
     CPU runs eager only because compiling the whole step costs ~15 s per variant on 2 cores.
     `bandwidth_fraction` = bytes the step must read (weights, KV over the attended slots, LoRA
     factors) per second over a device-to-device copy's bytes per second."""

@@ -101,12 +101,16 @@ def test_cuda_graph_decode_across_attention_buckets(mode):
     assert agree > 0.9
 
 
-def test_captured_graphs_serve_mixed_requests_like_eager_float32():
+@pytest.mark.parametrize("lora_path", ["kernel", "folded"])
+def test_captured_graphs_serve_mixed_requests_like_eager_float32(lora_path, monkeypatch):
     """8 requests (greedy and sampled, half with LoRA) through 3 slots with captured graphs vs
     eager in float32: rows of the padded bucket, the longer attention and the replayed
-    kernels change nothing beyond float noise. Then a longer prompt grows the cache, which
-    must drop the graphs that read the old one."""
+    kernels change nothing beyond float noise, with the LoRA kernel computing u or with every
+    slot's A beneath the weights (lora_linear.DECODE_LORA "folded"). Then a longer prompt grows
+    the cache, which must drop the graphs that read the old one."""
     from minitflow.engine.request import Request
+    from minitflow.model import lora_linear
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", lora_path)
     eager, graphed = _random_llm("eager", torch.float32, num_slots=3), _random_llm("graphs", torch.float32, num_slots=3)
     cfg, shapes = eager.cfg, projection_shapes(eager.cfg)
     g = torch.Generator(device="cuda").manual_seed(3)
@@ -176,7 +180,7 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype, monkeypatch)
     batch 1 and 20, a rank-0 block included."""
     import sys
     from minitflow.model import lora_linear
-    from minitflow.model.lora_linear import lora_linear_ref, lora_project
+    from minitflow.model.lora_linear import Folded, lora_linear_ref, lora_project
     g = torch.Generator(device="cuda").manual_seed(0)
     rand = lambda *s: (0.05 * torch.randn(*s, generator=g, device="cuda")).to(dtype)  # noqa: E731
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
@@ -190,6 +194,10 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype, monkeypatch)
                 monkeypatch.setattr(lora_linear, "DECODE_LORA", path)
                 with torch.inference_mode():
                     torch.testing.assert_close(lora_project(x, w, (a, blocks)), want, **tol)
+            full = torch.cat([w, torch.zeros(22 * sum(ranks), k, dtype=dtype, device="cuda")])  # "folded"
+            full[len(w):].view(22, sum(ranks), k)[2:2 + b] = a  # slots 2..b+1 of 22
+            with torch.inference_mode():
+                torch.testing.assert_close(lora_project(x, w, Folded(full, len(w), 2, blocks)), want, **tol)
     assert "minitflow.model.lora_kernel" in sys.modules  # the kernel ran, not the reference
 
 

@@ -82,6 +82,48 @@ def test_each_request_gets_what_it_gets_alone(model, sampled, with_lora, prefix)
         assert cached == [0] * 8
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_folded_lora_gives_what_the_pairs_give(tiny_dir, sampled, monkeypatch):
+    """lora_linear.DECODE_LORA "folded": every slot's A beneath its weight, u from the
+    projection's own matmul. Each request gets the tokens of the default path (8 requests through
+    3 slots: consecutive slots take the folded projection, a gathered set the pairs), the weights
+    keep their values while folded, and releasing the engine gives them back tight; the model
+    still trains (its weights are not inference tensors)."""
+    from minitflow.model import lora_linear
+    model = load_model(tiny_dir, torch.float32, "cpu")  # its own: folding re-stores the weights
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prompts, params = _prompts(8), _params(8, sampled)
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, 8, 4, 5), _random_factors(model.cfg, 8, 4, 6)], [1.0, 1.0])
+    rows = [_one(lora, i) if i % 3 else None for i in range(8)]
+
+    def run(path: str):
+        monkeypatch.setattr(lora_linear, "DECODE_LORA", path)
+        llm = _llm(model, num_slots=3, prefix_cache_bytes=0)
+        reqs = [Request(p, sp, lora=rows[i]) for i, (p, sp) in enumerate(zip(prompts, params))]
+        llm.engine.run(reqs)
+        return llm, [r.output_ids for r in reqs]
+
+    _, want = run("kernel")
+    folds = []
+    real = lora_linear.Folded.project
+    monkeypatch.setattr(lora_linear.Folded, "project", lambda self, x: folds.append(1) or real(self, x))
+    llm, got = run("folded")
+    assert got == want and folds
+    w = model.layers[0].gate_up_proj.weight
+    r = 2 * 2 * 4  # gate and up, two senders of rank 4
+    assert w.untyped_storage().nbytes() == (w.shape[0] + 3 * r) * w.shape[1] * w.element_size()  # A beneath W
+    assert not w.is_inference()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    llm.engine.runner.release_memory()
+    assert w is not model.layers[0].gate_up_proj.weight
+    w = model.layers[0].gate_up_proj.weight
+    assert w.untyped_storage().nbytes() == w.numel() * w.element_size() and not w.is_inference()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    x = torch.randn(1, 3, model.cfg.hidden_size, requires_grad=True)
+    model.layers[0].gate_up_proj(x).sum().backward()
+    assert x.grad is not None
+
+
 def test_admitted_mid_flight_next_to_others(model):
     """A request added while others decode gets what it gets in an empty engine."""
     prompts, params = _prompts(5, seed=1), _params(5, sampled=True)
@@ -377,3 +419,31 @@ def test_the_stage_profile_script_runs_on_cpu():
         assert run["new_tokens"] == 4
         assert set(run["stages"]) == {"senders_prefill", "generator", "receiver_prefill", "decode"}
         assert run["stages"]["decode"]["calls"] == 4 and all(s["host_ms"] > 0 for s in run["stages"].values())
+
+
+def test_the_gpu_session_runs_later_parts_with_the_fastest_decode_lora(tmp_path):
+    """bench/gpu_session.sh hands the parts after `decode` the LoRA path whose captured step was
+    fastest (`table.py --fastest-decode-lora`): relative to the best at each batch, over the
+    batches every path ran; eager and compiled rows do not count; no captured row is an error."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def rec(mode: str, path: str, batch: int, step_s: float) -> dict:
+        return {"name": f"test_decode_step[{mode}-{batch}]",
+                "extra_info": {"mode": mode, "decode_lora": path, "batch": batch, "tokens_per_s": batch / step_s}}
+
+    def pick(records: list[dict]) -> subprocess.CompletedProcess:
+        (tmp_path / "decode.json").write_text(json.dumps({"benchmarks": records}))
+        return subprocess.run([sys.executable, "bench/table.py", "--fastest-decode-lora", str(tmp_path / "decode.json")],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+
+    runs = [rec("graphs", "kernel", 1, 6.5e-3), rec("graphs", "kernel", 20, 8.2e-3),
+            rec("graphs-bmm", "bmm", 1, 5.0e-3), rec("graphs-bmm", "bmm", 20, 9.9e-3),  # fast at 1, slow at 20
+            rec("graphs-folded", "folded", 1, 5.2e-3), rec("graphs-folded", "folded", 20, 6.0e-3),
+            rec("eager", "kernel", 1, 1e-4), rec("graphs-bmm+expand", "bmm+expand", 1, 1e-4)]  # one batch only
+    got = pick(runs)
+    assert got.returncode == 0 and got.stdout.strip() == "folded", got.stderr
+    got = pick([rec("eager", "kernel", 1, 1e-3)])
+    assert got.returncode != 0 and "decode_step" in got.stderr

@@ -32,7 +32,7 @@ def interpreted(check: str, **env: str) -> str:
 LORA_CHECK = r'''
 import torch, torch.nn.functional as F
 from minitflow.model.lora_kernel import lora_decode_
-from minitflow.model.lora_linear import lora_linear_ref
+from minitflow.model.lora_linear import Folded, lora_linear_ref
 g = torch.Generator().manual_seed(0)
 cases = [((20, 7, 7), (8, 8, 8)),   # q/k/v: blocks straddle the 16-column tiles
          ((24, 24), (4, 8)),        # gate/up
@@ -56,6 +56,11 @@ for dtype in (torch.float32, torch.bfloat16):
         torch.testing.assert_close(expanded, want, **tol)
         if ranks[0] == 0:
             assert torch.equal(got[..., :outs[0]], F.linear(x, w)[..., :outs[0]])
+        # folded: 5 slots' A beneath W, rows = slots 1..3; u and y are strided columns of one matmul
+        full = torch.cat([w, torch.zeros(5 * sum(ranks), k, dtype=dtype)])
+        full[len(w):].view(5, sum(ranks), k)[1:4] = a
+        y, uf = Folded(full, len(w), 1, blocks).project(x)
+        torch.testing.assert_close(lora_decode_(y, None, None, blocks, block_n=16, u=uf), want, **tol)
 try:
     lora_decode_(torch.zeros(2, 3, 4), torch.randn(2, 3, 8), torch.zeros(2, 2, 8), (torch.zeros(2, 4, 2),))
     raise SystemExit("a prefill was accepted")
@@ -146,7 +151,7 @@ lora_linear.cuda_inference = kernels_on
 layers.cuda_inference = kernels_on
 got = run()
 assert got == want and calls and len(want[0]) == 12, (got, want)
-for path in ("bmm+expand", "bmm"):  # lora_linear.DECODE_LORA's other ways
+for path in ("bmm+expand", "bmm", "folded"):  # lora_linear.DECODE_LORA's other ways
     lora_linear.DECODE_LORA = path
     assert run() == want, path
 lora_linear.DECODE_LORA = "no such path"
@@ -240,6 +245,10 @@ for dtype in (torch.bfloat16, torch.float16, torch.float32):
             for u in (None, torch.zeros(b, 1, R * len(outs), dtype=dtype)):  # u computed, or given
                 lora_kernel.lora_decode_(torch.zeros(b, 1, sum(outs), dtype=dtype), inp,
                                          torch.zeros(b, R * len(outs), inp.shape[-1], dtype=dtype), blocks, u=u)
+            z = torch.zeros(b, 1, sum(outs) + b * R * len(outs), dtype=dtype)  # folded: each slot's u beside W x
+            r = R * len(outs)
+            lora_kernel.lora_decode_(z[..., :sum(outs)], None, None, blocks,
+                                     u=z.as_strided((b, 1, r), (z.shape[-1] + r, z.shape[-1], 1), sum(outs)))
     cache = KVCache(1, 20, 256, HKV, D, dtype, "cpu")
     for b, t in ((1, 1), (20, 1), (4, 100)):
         positions = torch.arange(t).repeat(b, 1)

@@ -23,7 +23,9 @@ from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
 from minitflow.model.fused import decoding
 from minitflow.model.kv_cache import KVCache, real_tokens
+from minitflow.model import lora_linear
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
+from minitflow.model.lora_linear import Folded
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.model.transfer import host_to_device
 
@@ -96,6 +98,7 @@ class ModelRunner:
         self._pool = None  # one memory pool for every captured graph (they never run concurrently)
         self.cache: KVCache | None = None
         self.lora: LoraWeights | None = None  # (num_slots, ...) buffers at fixed addresses
+        self.folded: list[dict[str, torch.Tensor]] | None = None  # per layer: weights with A beneath
         self.lora_slots: set[int] = set()
         self.sampler = Sampler(num_slots, self.device, compile=compile)
         self.tokens = torch.zeros(num_slots, dtype=torch.long, device=self.device)  # last sampled
@@ -146,13 +149,7 @@ class ModelRunner:
                 start += kv[0].shape[2]
         if req.lora is not None:
             if self.lora is None or lora_layout(self.lora) != lora_layout(req.lora):
-                self.lora = LoraWeights([{k: (a.new_zeros(self.num_slots, *a.shape[1:]),
-                                              tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
-                                          for k, (a, bs) in layer.items()} for layer in req.lora.layers],
-                                        self.num_slots)
-                self._drop_graphs()  # they read the old buffers' addresses
-                for t in lora_tensors(self.lora):
-                    torch._dynamo.mark_static_address(t)
+                self._new_lora_buffers(req.lora)
             # one multi-tensor kernel on CUDA instead of a copy per tensor (~400 at Qwen3-4B's shape)
             torch._foreach_copy_([t[slot] for t in lora_tensors(self.lora)], [t[0] for t in lora_tensors(req.lora)])
             self.lora_slots.add(slot)
@@ -161,13 +158,53 @@ class ModelRunner:
             self.lora_slots.discard(slot)
         self.sampler.set_row(slot, req.sampling)
 
-    def _lora_rows(self, rows: torch.Tensor | slice, slots: list[int]) -> LoraWeights | None:
+    def _new_lora_buffers(self, like: LoraWeights) -> None:
+        """Zeroed (num_slots, ...) buffers for factors shaped like `like`'s. Under
+        lora_linear.DECODE_LORA "folded" (not with compile) each A buffer is the spare rows
+        beneath its weight (DecoderLayer.spare_rows), which decode multiplies by in one matmul."""
+        self.lora = None  # the old buffers (and folded weights' spare rows) go before new ones come
+        self._drop_graphs()  # they read the old buffers' addresses
+        fold = lora_linear.DECODE_LORA == "folded" and not self.compiled
+        if not fold:
+            self._unfold()
+        layers, folded = [], []
+        for layer, groups in zip(self.model.layers, like.layers):
+            buffers, full = {}, {}
+            for k, (a, bs) in groups.items():
+                if fold:
+                    r = a.shape[1]
+                    full[k] = layer.spare_rows(k, self.num_slots * r)
+                    a_buf = full[k][full[k].shape[0] - self.num_slots * r:].view(self.num_slots, r, a.shape[2])
+                else:
+                    a_buf = a.new_zeros(self.num_slots, *a.shape[1:])
+                buffers[k] = (a_buf, tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
+            layers.append(buffers)
+            folded.append(full)
+        self.folded = folded if fold else None
+        self.lora = LoraWeights(layers, self.num_slots)
+        for t in lora_tensors(self.lora):
+            torch._dynamo.mark_static_address(t)
+
+    def _unfold(self) -> None:
+        """Give the model tight weights again (the spare rows' memory back)."""
+        if self.folded is not None:
+            for layer, full in zip(self.model.layers, self.folded):
+                for k in full:
+                    layer.spare_rows(k, 0)
+        self.folded = None
+
+    def _lora_rows(self, rows: torch.Tensor | slice, slots: list[int], decode: bool = False) -> LoraWeights | None:
         """The LoRA buffers' rows for `slots`: views when the slots are consecutive (a gather
-        per factor tensor otherwise, ~400 kernels at Qwen3-4B's shape)."""
+        per factor tensor otherwise, ~400 kernels at Qwen3-4B's shape); for a decode step over
+        consecutive slots with folded buffers, `Folded` projections."""
         if self.lora is None or not self.lora_slots.intersection(slots):
             return None
         if isinstance(rows, torch.Tensor) and slots == list(range(slots[0], slots[0] + len(slots))):
             rows = slice(slots[0], slots[0] + len(slots))
+        if decode and self.folded is not None and isinstance(rows, slice):
+            return LoraWeights([{k: Folded(full[k], full[k].shape[0] - a.shape[0] * a.shape[1], rows.start,
+                                           tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
+                                for layer, full in zip(self.lora.layers, self.folded)], len(slots))
         return LoraWeights([{k: (a[rows], tuple(b[rows] for b in bs)) for k, (a, bs) in layer.items()}
                             for layer in self.lora.layers], len(slots))
 
@@ -266,7 +303,7 @@ class ModelRunner:
             torch.compiler.cudagraph_mark_step_begin()
         def args() -> tuple:
             return (self.tokens[rows], self.positions[rows], self.cache, kv_len, cache_rows,
-                    self._lora_rows(rows, ran), self.sampler.args(rows, ran, self.cfg.vocab_size))
+                    self._lora_rows(rows, ran, decode=True), self.sampler.args(rows, ran, self.cfg.vocab_size))
         with decoding():  # fused.FUSE = "decode" fuses here only
             if self.cuda_graphs:
                 lora_on = self.lora is not None and bool(self.lora_slots.intersection(ran))
@@ -318,4 +355,5 @@ class ModelRunner:
     def release_memory(self) -> None:
         self._drop_graphs()
         self.cache, self.lora = None, None
+        self._unfold()
         self.lora_slots.clear()

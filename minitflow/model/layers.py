@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from minitflow.model.kv_cache import KVCache, WriteTargets
 from minitflow.model.attention import cache_attention
-from minitflow.model.lora_linear import LoraPair, lora_project
+from minitflow.model.lora_linear import Folded, LoraPair, lora_project
 from minitflow.model.config import Qwen3Config
 from minitflow.model.fused import cuda_inference, fused_on_cuda
 
@@ -105,8 +105,23 @@ class DecoderLayer(nn.Module):
         self.gate_up_proj = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
 
+    def spare_rows(self, group: str, rows: int) -> torch.Tensor:
+        """Re-store the fused weight of `group` ("qkv", "o", "gate_up", "down") as the first rows
+        of a new (out + rows, in) tensor, zeros below, and return that tensor; the parameter
+        becomes a view of it with the same values (rows = 0: a tight copy again). The engine
+        keeps each slot's LoRA A in the spare rows so that one matmul gives W x and A x at decode
+        (lora_linear.Folded). Made outside inference mode, so the model stays usable for
+        autograd after an engine served with it."""
+        linear = getattr(self, f"{group}_proj")
+        w = linear.weight
+        with torch.inference_mode(False), torch.no_grad():
+            full = torch.zeros(w.shape[0] + rows, w.shape[1], dtype=w.dtype, device=w.device)
+            full[: w.shape[0]].copy_(w)
+        linear.weight = nn.Parameter(full[: w.shape[0]], requires_grad=w.requires_grad)
+        return full
+
     def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, cache: KVCache | None, kv_len: int, lora: dict[str, LoraPair] | None,
+                mask: torch.Tensor, cache: KVCache | None, kv_len: int, lora: dict[str, LoraPair | Folded] | None,
                 rows: torch.Tensor | None = None, targets: WriteTargets | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(residual stream, the previous layer's MLP output not yet added to it, or None) ->
         the same pair after this layer. Each residual add is done by the RMSNorm that reads its

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.model.lora_linear import LoraPair
+from minitflow.model.lora_linear import Folded, LoraPair
 from minitflow.model.config import Qwen3Config
 
 # HF projection names (relative to a decoder layer) per fused weight of our decoder.
@@ -43,9 +43,10 @@ def projection_shapes(cfg: Qwen3Config) -> dict[str, tuple[int, int]]:
 @dataclass
 class LoraWeights:
     """layers[i][group] = (A (B, R, in), (B_p (B, out_p, r_p) per projection p of the group));
-    groups absent from a layer are skipped."""
+    groups absent from a layer are skipped. An engine's decode step may hand the model
+    `lora_linear.Folded` projections instead of pairs (its buffers under DECODE_LORA "folded")."""
 
-    layers: list[dict[str, LoraPair]]
+    layers: list[dict[str, LoraPair | Folded]]
     batch: int
 
     def row(self, i: int) -> "LoraWeights":

@@ -63,21 +63,26 @@ def _lora_decode_kernel(y_ptr, x_ptr, a_ptr, u_ptr, b0_ptr, b1_ptr, b2_ptr, N, K
         tl.store(y_ptr + row * sy + nn, (y + delta).to(y_ptr.dtype.element_ty), mask=keep)
 
 
-def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tuple[torch.Tensor, ...],
+def lora_decode_(y: torch.Tensor, x: torch.Tensor | None, a: torch.Tensor | None, blocks: tuple[torch.Tensor, ...],
                  block_n: int = 128, block_k: int = 256, programs: int = PROGRAMS, num_warps: int = 4,
                  u: torch.Tensor | None = None) -> torch.Tensor:
     """y (B, 1, N) += [B_1 u_1; B_2 u_2; ...] with u = A x: x (B, 1, K), A (B, R, K), blocks
     B_j (B, N_j, r_j) with sum N_j = N and sum r_j = R (at most MAX_BLOCKS; a rank-0 block adds
-    nothing). Every last dimension must be contiguous, which the engine's buffers are. `u`
-    (B, 1, R), when given, is A x already (a cuBLAS bmm: lora_linear.DECODE_LORA "bmm+expand"),
-    and each program only expands; without it each program recomputes u. The tiling (block_n,
-    block_k, programs, num_warps) is untuned: bench/lora_kernel_sweep.py times the alternatives
-    on a GPU."""
+    nothing). Every last dimension must be contiguous, which the engine's buffers are; the rows of
+    y and u may have any stride (a `Folded` projection's are columns of one matmul's output). `u`
+    (B, 1, R), when given, is A x already (a cuBLAS bmm: lora_linear.DECODE_LORA "bmm+expand", or
+    the weight's own matmul: "folded"), and each program only expands (x and A may be None then);
+    without it each program recomputes u. The tiling (block_n, block_k, programs, num_warps) is
+    untuned: bench/lora_kernel_sweep.py times the alternatives on a GPU."""
     b, t, n = y.shape
-    k, r = x.shape[-1], a.shape[1]
-    if t != 1 or len(blocks) > MAX_BLOCKS or any(z.stride(-1) != 1 for z in (y, x, a, *blocks)) or \
+    r = sum(blk.shape[2] for blk in blocks)
+    given = [z for z in (y, x, a, *blocks) if z is not None]
+    if t != 1 or len(blocks) > MAX_BLOCKS or any(z.stride(-1) != 1 for z in given) or \
+            (u is None and (x is None or a is None or a.shape[1] != r)) or \
             u is not None and (u.shape != (b, 1, r) or u.stride(-1) != 1):
-        raise ValueError("lora_decode_: one token per row, at most 3 blocks, contiguous last dimensions, u (B, 1, R)")
+        raise ValueError("lora_decode_: one token per row, at most 3 blocks, contiguous last dimensions, u (B, 1, R)"
+                         " or x and A")
+    k = 0 if x is None else x.shape[-1]
     cols = [0]
     ranks = [0]
     for blk in blocks:
@@ -91,6 +96,7 @@ def lora_decode_(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, blocks: tupl
     n_tiles = -(-n // block_n)
     tiles = min(1 << (max(1, -(-b * n_tiles // programs)) - 1).bit_length(), 1 << (n_tiles - 1).bit_length())
     grid = (b, -(-n_tiles // tiles))
+    x, a = (u, u) if u is not None else (x, a)  # SHRINK off: the kernel never reads them
     _lora_decode_kernel[grid](y, x, a, a if u is None else u, pad[0], pad[1], pad[2], n, k, r,
                               y.stride(0), x.stride(0), a.stride(0), a.stride(1), 0 if u is None else u.stride(0),
                               pad[0].stride(0), pad[0].stride(1), pad[1].stride(0), pad[1].stride(1),

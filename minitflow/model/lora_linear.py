@@ -5,12 +5,14 @@ the LoRA scale, so several senders cost one batched matmul for `A x` and one per
 with no cross terms (see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B`
 block per projection, each reading its own slice of `A x` and adding into its own columns of
 `W x`, so no block-diagonal zeros are stored or read. `lora_linear_ref` is the eager reference;
-`lora_project` what the layers call (the reference, or on CUDA at decode one Triton kernel);
-`lora_linear` is the reference under `torch.compile` (a compiled decode step inlines
-`lora_linear_ref` instead).
+`lora_project` what the layers call (the reference, or on CUDA at decode one Triton kernel, or
+a `Folded` projection); `lora_linear` is the reference under `torch.compile` (a compiled decode
+step inlines `lora_linear_ref` instead).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +25,45 @@ LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 # How decode on CUDA runs each fused weight's LoRA: "kernel", one Triton kernel that also
 # computes u = A x in every program (model/lora_kernel.py); "bmm+expand", a cuBLAS bmm for u and
 # the kernel for the rest; "bmm", the chain of `lora_linear_ref` (a bmm and a baddbmm_ per B
-# block). Read when a step runs (so when a CUDA graph is captured). On an H200 the step's LoRA
-# overhead grew from 1.42x to 1.70x at batch 1 between two sessions that changed this path and
-# others, so which is fastest is open: bench/test_micro.py's decode step times all three.
+# block); "folded", every slot's A stored beneath W so that the projection's own matmul gives
+# u too (`Folded`), then the kernel expands: no launch and no serial loop for u. Read when a step
+# runs (so when a CUDA graph is captured), and by the engine when it allocates its LoRA buffers
+# ("folded" needs them beneath the weights; a decode with other buffers runs as "bmm+expand").
+# On an H200 the step's LoRA overhead grew from 1.42x to 1.70x at batch 1 between two sessions
+# that changed this path and others, so which is fastest is open: bench/test_micro.py's decode
+# step times all four.
 DECODE_LORA = "kernel"
-DECODE_LORA_PATHS = ("kernel", "bmm+expand", "bmm")
+DECODE_LORA_PATHS = ("kernel", "bmm+expand", "bmm", "folded")
+
+
+@dataclass
+class Folded:
+    """A fused weight's LoRA at decode (one token per row) for the consecutive slots
+    [first, first + B) of an engine that stores every slot's A beneath W: `weight` is
+    (out + slots x R, in), W in its first `out` rows, then each slot's A (R rows), so the one
+    matmul `weight[:out + (first + B) R] x` gives W x and every slot's A x; row i keeps the R
+    columns of slot first + i (`split`). `blocks`: the rows' B blocks (B, out_j, r_j), sum r_j = R.
+    The extra columns cost (first + B) R / out more of the matmul, a few percent at 20 slots,
+    instead of a launch per weight for u."""
+
+    weight: torch.Tensor
+    out: int
+    first: int
+    blocks: tuple[torch.Tensor, ...]
+
+    @property
+    def rank(self) -> int:
+        return sum(b.shape[2] for b in self.blocks)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 1, in) -> (W x (B, 1, out), u (B, 1, R)): views into one matmul's output."""
+        b, r = x.shape[0], self.rank
+        if x.shape[1] != 1:
+            raise ValueError("Folded LoRA: one token per row (decode)")
+        z = F.linear(x, self.weight[: self.out + (self.first + b) * r])
+        n = z.shape[-1]
+        u = z.as_strided((b, 1, r), (n + r, n, 1), z.storage_offset() + self.out + self.first * r)
+        return z[..., : self.out], u
 
 
 def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
@@ -41,7 +77,12 @@ def lora_linear_ref(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None
     if lora is None:
         return y
     a, blocks = lora
-    u = torch.bmm(x, a.transpose(1, 2))
+    return expand_(y, torch.bmm(x, a.transpose(1, 2)), blocks)
+
+
+def expand_(y: torch.Tensor, u: torch.Tensor, blocks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """y (B, T, out) += [B_1 u_1; B_2 u_2; ...] in place, u (B, T, R): each block a `baddbmm_`
+    into its columns."""
     start = col = 0
     for b in blocks:
         rank, out = b.shape[2], b.shape[1]
@@ -61,11 +102,20 @@ def lora_linear_naive(
     return y
 
 
-def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
+def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | Folded | None = None) -> torch.Tensor:
     """The projection a decoder layer runs: `lora_linear_ref`, except at decode on CUDA (one
     token per row, inference, outside a whole-step torch.compile), where by default
     (DECODE_LORA) the LoRA part is one Triton kernel per fused weight (model/lora_kernel.py)
-    instead of a bmm and a `baddbmm_` per B block: 4 kernels per layer instead of 11."""
+    instead of a bmm and a `baddbmm_` per B block: 4 kernels per layer instead of 11. A `Folded`
+    LoRA (the engine's buffers under DECODE_LORA "folded") brings the weight it multiplies by
+    (`weight`'s values in its first rows) and gets u from that matmul; the B blocks then add as
+    the Triton kernel on the CUDA path, as `baddbmm_` elsewhere."""
+    if isinstance(lora, Folded):
+        y, u = lora.project(x)
+        if not cuda_inference(x):
+            return expand_(y, u, lora.blocks)
+        from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
+        return lora_decode_(y, None, None, lora.blocks, u=u)
     if lora is None or x.shape[1] != 1 or not cuda_inference(x):
         return lora_linear_ref(x, weight, lora)
     if DECODE_LORA not in DECODE_LORA_PATHS:
@@ -73,7 +123,7 @@ def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = 
     if DECODE_LORA == "bmm":
         return lora_linear_ref(x, weight, lora)
     from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
-    u = torch.bmm(x, lora[0].transpose(1, 2)) if DECODE_LORA == "bmm+expand" else None
+    u = torch.bmm(x, lora[0].transpose(1, 2)) if DECODE_LORA in ("bmm+expand", "folded") else None
     return lora_decode_(F.linear(x, weight), x, *lora, u=u)
 
 
