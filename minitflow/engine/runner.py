@@ -77,6 +77,22 @@ def check_lora(lora: LoraWeights, model: Qwen3Model, who: Callable[[], str]) -> 
                                 f"{[tuple(b.shape) for b in bs]} do not fit the model")
 
 
+_CAPTURE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+
+
+def capture_stream(device: torch.device) -> "torch.cuda.Stream":
+    """The one side stream per device that every graph capture warms up and captures on. PyTorch
+    keeps a cuBLAS (and a cuBLASLt) workspace for each stream a matmul has run on, for the life
+    of the process (32 MiB each on Hopper by cuBLAS's advice), so a new stream per capture (the
+    pool hands out 32 in turn) could add up to a gigabyte over a long run's captures; on the
+    stream it was warmed up on, a capture also allocates no workspace inside the graphs' pool."""
+    device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+    stream = _CAPTURE_STREAMS.get(device)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    return stream
+
+
 class ModelRunner:
     """`compile`: decode through `torch.compile` (inductor; CUDA graphs on GPU). `cuda_graphs`:
     the eager step's kernels captured as one CUDA graph per (rows, attention bucket, LoRA,
@@ -333,14 +349,13 @@ class ModelRunner:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             inputs = args()
-            main = torch.cuda.current_stream(self.device)
-            side = torch.cuda.Stream(self.device)
+            main, side = torch.cuda.current_stream(self.device), capture_stream(self.device)
             side.wait_stream(main)
             with torch.cuda.stream(side):  # kernels pick their workspaces outside the capture
                 self._decode_step(*inputs)
             main.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
                 out = self._decode_step(*inputs)
             hit = self.graphs[key] = (graph, out)
         hit[0].replay()
