@@ -33,7 +33,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less 
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } >>"$log" 2>&1
 bench="python3 -m pytest -q -p no:cacheprovider --benchmark-only"
 part gpu-tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "not compiled"
-part decode 130 $bench bench/test_micro.py -k "(decode_step or lora_projection) and not compiled" --benchmark-json="$out/decode.json"  # graphs / graphs-bmm+expand / graphs-bmm / graphs-folded: lora_linear.DECODE_LORA's verdict
+part decode 150 $bench bench/test_micro.py -k "(decode_step or lora_projection) and not compiled" --benchmark-json="$out/decode.json"  # graphs / graphs-bmm+expand / graphs-bmm / graphs-folded: lora_linear.DECODE_LORA's verdict
 # every part after `decode` runs the LoRA path its captured step found fastest (lora_linear.DECODE_LORA)
 if lora_path=$(python3 bench/table.py --fastest-decode-lora "$out/decode.json" 2>>"$log"); then
   export MINITFLOW_BENCH_DECODE_LORA=$lora_path
