@@ -114,6 +114,13 @@ def test_folded_lora_gives_what_the_pairs_give(tiny_dir, sampled, monkeypatch):
     assert w.untyped_storage().nbytes() == (w.shape[0] + 3 * r) * w.shape[1] * w.element_size()  # A beneath W
     assert not w.is_inference()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # another layout (one sender) re-folds: the weights re-stored with its rows, same tokens
+    one = build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 7)], [1.0])
+    refolded = [o.token_ids for o in llm.generate(prompts[:2], params[:2], lora=one)]
+    w = model.layers[0].gate_up_proj.weight
+    assert w.untyped_storage().nbytes() == (w.shape[0] + 3 * 2 * 4) * w.shape[1] * w.element_size()
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", "kernel")
+    assert refolded == [o.token_ids for o in _llm(model, num_slots=3).generate(prompts[:2], params[:2], lora=one)]
     llm.engine.runner.release_memory()
     assert w is not model.layers[0].gate_up_proj.weight
     w = model.layers[0].gate_up_proj.weight
@@ -122,6 +129,43 @@ def test_folded_lora_gives_what_the_pairs_give(tiny_dir, sampled, monkeypatch):
     x = torch.randn(1, 3, model.cfg.hidden_size, requires_grad=True)
     model.layers[0].gate_up_proj(x).sum().backward()
     assert x.grad is not None
+
+
+def test_factors_of_another_layout_wait_only_for_running_requests(model):
+    """LoRA factors of a new layout (another rank) after the old layout's requests finished:
+    they used to wait forever for the finished requests' slots. Now they start at once, and
+    while a request with the old layout runs they wait for it alone; each gets its tokens."""
+    prompts, params = _prompts(3, seed=4), _params(3, sampled=True)
+    two = build_lora(model.cfg, [_random_factors(model.cfg, 3, 4, 8), _random_factors(model.cfg, 3, 4, 9)], [1.0, 1.0])
+    one = build_lora(model.cfg, [_random_factors(model.cfg, 3, 2, 10)], [1.0])
+    want = [_alone(model, prompts[:1], params[:1], lo)[0] for lo in (two, one, two)]
+    llm = _llm(model, num_slots=3)
+
+    def run(reqs: list[Request], steps: int) -> None:
+        for r in reqs:
+            llm.engine.add_request(r)
+        for _ in range(steps):
+            if not llm.has_unfinished():
+                return
+            llm.step()
+        raise AssertionError("requests still waiting")
+
+    first = Request(prompts[0], params[0], lora=two.row(0))
+    run([first], 50)
+    late = [Request(prompts[0], params[0], lora=one.row(0)), Request(prompts[0], params[0], lora=two.row(0))]
+    run(late[:1], 50)  # the finished request's slot still holds the rank-8 factors
+    blocker = Request(prompts[1], SamplingParams(max_new_tokens=20), lora=two.row(1))
+    run([blocker, late[1]], 80)  # the same layout: they run side by side
+    assert [r.output_ids for r in (first, *late)] == want
+    waiting = Request(prompts[2], params[2], lora=one.row(2))
+    llm.engine.add_request(blocker2 := Request(prompts[1], SamplingParams(max_new_tokens=6), lora=two.row(1)))
+    llm.step()
+    llm.engine.add_request(waiting)
+    llm.step()
+    assert waiting.status is Status.WAITING and blocker2.status is Status.RUNNING
+    while llm.has_unfinished():
+        llm.step()
+    assert waiting.output_ids == _alone(model, prompts[2:], params[2:], one.row(2))[0]
 
 
 def test_admitted_mid_flight_next_to_others(model):

@@ -14,7 +14,7 @@ step; when no running slot has LoRA, the step runs without it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -123,12 +123,16 @@ class ModelRunner:
         self._step = self._compile() if compile else self._decode_step
 
     # ---- admission -----------------------------------------------------------------------
-    def fits(self, req: Request, idle: bool) -> bool:
-        """Whether `req` can take a slot now, growing the cache for it if need be. A LoRA layout
-        other than the buffers' waits for the LoRA slots to drain."""
-        if req.lora is not None and self.lora is not None and self.lora_slots and \
-                lora_layout(req.lora) != lora_layout(self.lora):
-            return False
+    def fits(self, req: Request, idle: bool, running: Iterable[Request] = ()) -> bool:
+        """Whether `req` can take a slot now, growing the cache for it if need be. LoRA factors of
+        another layout than a `running` request's (admitted ones included) wait until no such
+        request runs; then the buffers are made anew for them. (Finished requests' slots do not
+        count: their factors stayed behind in the buffers, and an engine used to wait for them
+        forever.)"""
+        if req.lora is not None:
+            held = next((r.lora for r in running if r.lora is not None), None)
+            if held is not None and lora_layout(held) != lora_layout(req.lora):
+                return False
         if self.cache is None or self.cache.max_len < req.max_len:
             self._grow(req.max_len, idle)
         return True
@@ -179,10 +183,12 @@ class ModelRunner:
         lora_linear.DECODE_LORA "folded" (not with compile) each A buffer is the spare rows
         beneath its weight (DecoderLayer.spare_rows), which decode multiplies by in one matmul."""
         self.lora = None  # the old buffers (and folded weights' spare rows) go before new ones come
+        self.lora_slots.clear()  # the requests whose factors they held have finished (see fits)
         self._drop_graphs()  # they read the old buffers' addresses
         fold = lora_linear.DECODE_LORA == "folded" and not self.compiled
         if not fold:
             self._unfold()
+        self.folded = None  # folding anew: each old (out + rows, in) tensor goes as its weight is re-stored
         layers, folded = [], []
         for layer, groups in zip(self.model.layers, like.layers):
             buffers, full = {}, {}
