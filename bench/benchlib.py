@@ -37,11 +37,11 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.weights import empty_model
 from minitflow.model import lora_linear
 
-if os.environ.get("MINITFLOW_BENCH_DECODE_LORA"):
-    if os.environ["MINITFLOW_BENCH_DECODE_LORA"] not in lora_linear.DECODE_LORA_PATHS:
-        raise ValueError(f"MINITFLOW_BENCH_DECODE_LORA={os.environ['MINITFLOW_BENCH_DECODE_LORA']!r}: "
-                         f"choose one of {', '.join(lora_linear.DECODE_LORA_PATHS)}")
-    lora_linear.DECODE_LORA = os.environ["MINITFLOW_BENCH_DECODE_LORA"]
+_path = os.environ.get("MINITFLOW_BENCH_DECODE_LORA")
+if _path:
+    if _path not in lora_linear.DECODE_LORA_PATHS:
+        raise ValueError(f"MINITFLOW_BENCH_DECODE_LORA={_path!r}: choose one of {', '.join(lora_linear.DECODE_LORA_PATHS)}")
+    lora_linear.DECODE_LORA = _path
 
 TINY = Qwen3Config(
     vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=4,

@@ -103,7 +103,7 @@ def runner_step(model: Qwen3Model, setup: Setup, batch: int, mode: str, lora) ->
     for i in range(batch):
         req = Request([0] * DECODE_CONTEXT, SamplingParams(max_new_tokens=1), lora=None if lora is None else lora.row(i))
         req.slot = i
-        assert runner.fits(req, idle=True)
+        assert runner.fits(req, running=())
         runner.load(req, None)
     assert runner.cache is not None
     fill(model, setup, runner.cache)

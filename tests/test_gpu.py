@@ -68,15 +68,13 @@ def test_graph_captures_do_not_pile_up_cublas_workspaces():
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     cfg, shapes = llm.cfg, projection_shapes(llm.cfg)
-    sender = {(l, p): (torch.zeros(4, 4, shapes[p][0], device="cuda", dtype=torch.bfloat16),
-                       torch.zeros(4, shapes[p][1], 4, device="cuda", dtype=torch.bfloat16))
-              for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}
-    lora = build_lora(cfg, [sender], [1.0])
+    zeros = lambda n: build_lora(cfg, [{(l, p): (torch.zeros(n, 4, shapes[p][0], device="cuda", dtype=torch.bfloat16),  # noqa: E731
+                                                 torch.zeros(n, shapes[p][1], 4, device="cuda", dtype=torch.bfloat16))
+                                        for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}], [1.0])
     for n in (1, 2, 4):
-        for lo in (None, lora):
+        for lora in (None, zeros(n)):
             for length in (3, 300):  # attention buckets of 256 and 512
-                llm.generate([[5] * length] * n, sp, lora=None if lo is None else type(lo)(
-                    [{k: (a[:n], tuple(b[:n] for b in bs)) for k, (a, bs) in layer.items()} for layer in lo.layers], n))
+                llm.generate([[5] * length] * n, sp, lora=lora)
     torch.cuda.synchronize()
     assert len(llm.engine.runner.graphs) >= 6
     assert capture_stream(torch.device("cuda")) is capture_stream(torch.device("cuda"))

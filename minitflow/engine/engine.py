@@ -148,8 +148,7 @@ class Engine:
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []
-        admitted = self.scheduler.admit(
-            lambda r: self.runner.fits(r, idle=not self.scheduler.running, running=self.scheduler.running.values()))
+        admitted = self.scheduler.admit(lambda r: self.runner.fits(r, running=self.scheduler.running.values()))
         if admitted:
             if self.scheduler.static:
                 self._static_slots = sorted(r.slot for r in admitted if r.generate)

@@ -14,14 +14,14 @@ step; when no running slot has LoRA, the step runs without it.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Collection
 
 import torch
 
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
-from minitflow.model.fused import decoding
+from minitflow.model.fused import allow_recompiles, decoding
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model import lora_linear
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
@@ -123,18 +123,18 @@ class ModelRunner:
         self._step = self._compile() if compile else self._decode_step
 
     # ---- admission -----------------------------------------------------------------------
-    def fits(self, req: Request, idle: bool, running: Iterable[Request] = ()) -> bool:
-        """Whether `req` can take a slot now, growing the cache for it if need be. LoRA factors of
-        another layout than a `running` request's (admitted ones included) wait until no such
-        request runs; then the buffers are made anew for them. (Finished requests' slots do not
-        count: their factors stayed behind in the buffers, and an engine used to wait for them
-        forever.)"""
+    def fits(self, req: Request, running: Collection[Request]) -> bool:
+        """Whether `req` can take a slot now beside the `running` requests (admitted ones
+        included), growing the cache for it if need be. LoRA factors of another layout than a
+        running request's wait until no such request runs; then the buffers are made anew for
+        them. (Finished requests' slots do not count: their factors stayed behind in the
+        buffers, and an engine used to wait for them forever.)"""
         if req.lora is not None:
             held = next((r.lora for r in running if r.lora is not None), None)
             if held is not None and lora_layout(held) != lora_layout(req.lora):
                 return False
         if self.cache is None or self.cache.max_len < req.max_len:
-            self._grow(req.max_len, idle)
+            self._grow(req.max_len, idle=not running)
         return True
 
     def _grow(self, need: int, idle: bool) -> None:
@@ -296,9 +296,7 @@ class ModelRunner:
         as a CUDA graph ("reduce-overhead") from one whole-step graph, model and sampler (fullgraph: a graph break would split
         the step into several launches). The limit covers every bucket of every row count
         instead of silently falling back to eager after 8."""
-        cfg = torch._dynamo.config
-        name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-        setattr(cfg, name, max(getattr(cfg, name), 128))
+        allow_recompiles(128)
         mode = "reduce-overhead" if self.device.type == "cuda" else "default"
         return torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
 

@@ -54,7 +54,7 @@ def fused_on_cuda(fn):
                 return fn(x, *args)
         compiled = _FUSED.get(fn)
         if compiled is None:
-            _allow_recompiles()
+            allow_recompiles(RECOMPILE_LIMIT)
             compiled = _FUSED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
         return compiled(x, *args)
     call.eager = fn  # type: ignore[attr-defined]
@@ -67,8 +67,8 @@ def fused_on_cuda(fn):
 RECOMPILE_LIMIT = 64
 
 
-def _allow_recompiles() -> None:
-    """Raise dynamo's per-function recompile limit (a process-wide setting) to RECOMPILE_LIMIT."""
+def allow_recompiles(limit: int) -> None:
+    """Raise dynamo's per-function recompile limit (a process-wide setting) to at least `limit`."""
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # torch < 2.6
-    setattr(cfg, name, max(getattr(cfg, name), RECOMPILE_LIMIT))
+    setattr(cfg, name, max(getattr(cfg, name), limit))

@@ -96,12 +96,17 @@ def lora_decode_(y: torch.Tensor, x: torch.Tensor | None, a: torch.Tensor | None
     n_tiles = -(-n // block_n)
     tiles = min(1 << (max(1, -(-b * n_tiles // programs)) - 1).bit_length(), 1 << (n_tiles - 1).bit_length())
     grid = (b, -(-n_tiles // tiles))
-    x, a = (u, u) if u is not None else (x, a)  # SHRINK off: the kernel never reads them
-    _lora_decode_kernel[grid](y, x, a, a if u is None else u, pad[0], pad[1], pad[2], n, k, r,
-                              y.stride(0), x.stride(0), a.stride(0), a.stride(1), 0 if u is None else u.stride(0),
+    shrink = u is None
+    if shrink:
+        u, su = a, 0  # u_ptr unread: each program computes u
+    else:
+        x = a = u  # x_ptr and a_ptr unread: u is given
+        su = u.stride(0)
+    _lora_decode_kernel[grid](y, x, a, u, pad[0], pad[1], pad[2], n, k, r,
+                              y.stride(0), x.stride(0), a.stride(0), a.stride(1), su,
                               pad[0].stride(0), pad[0].stride(1), pad[1].stride(0), pad[1].stride(1),
                               pad[2].stride(0), pad[2].stride(1),
                               cols[1], cols[2], ranks[1], ranks[2],
                               R_PAD=max(16, 1 << (r - 1).bit_length()), BLOCK_N=block_n, BLOCK_K=block_k,
-                              TILES=tiles, SHRINK=u is None, num_warps=num_warps)
+                              TILES=tiles, SHRINK=shrink, num_warps=num_warps)
     return y

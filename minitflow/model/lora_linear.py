@@ -42,7 +42,7 @@ class Folded:
     [first, first + B) of an engine that stores every slot's A beneath W: `weight` is
     (out + slots x R, in), W in its first `out` rows, then each slot's A (R rows), so the one
     matmul `weight[:out + (first + B) R] x` gives W x and every slot's A x; row i keeps the R
-    columns of slot first + i (`split`). `blocks`: the rows' B blocks (B, out_j, r_j), sum r_j = R.
+    columns of slot first + i (`project`). `blocks`: the rows' B blocks (B, out_j, r_j), sum r_j = R.
     The extra columns cost (first + B) R / out more of the matmul, a few percent at 20 slots,
     instead of a launch per weight for u."""
 
