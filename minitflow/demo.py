@@ -10,7 +10,8 @@ senders' hidden states through the generated LoRA weights into the receiver.
 Everything here is built by minitflow itself: a byte-level BPE tokenizer over the task and the
 official prompts (`tokenizers`), a 4-layer Qwen3 pre-trained on the task with the engine's own
 cache-free forward and saved as a HF-format directory (safetensors, HF tensor names), and the
-generator trained with `minitflow.train`. One command rebuilds it all and prints the table:
+generator trained with `minitflow.tflow.training` (what `python -m minitflow.train` runs). One
+command rebuilds it all and prints the table:
 
     python -m minitflow.demo --out DIR      # default ./minitflow-demo
 
@@ -38,6 +39,8 @@ import torch
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, json_lines, read_text, write_text
 from minitflow.tflow.methods import textmas_context
+from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
+                                       train)
 
 TASK = ("box lookup: the senders read three private facts (\"The red box holds 7. ...\") and the "
         "question; the receiver sees only the question (\"How many does the blue box hold?\") and "
@@ -251,7 +254,6 @@ def cloze_batch(llm, chunk: Sequence[dict], chat: bool, system: str | None = Non
     where TFlow's senders stop reading (their condition is the span of the question), so
     their hidden states there carry the answer to the generator.
     """
-    from minitflow.train import Batch
     head = ""
     if chat:
         head = (f"<|im_start|>system\n{system}<|im_end|>\n" if system is not None else "") + "<|im_start|>user\n"
@@ -283,7 +285,6 @@ def pretrain_batch(llm, rng: random.Random, rows: Sequence[dict], systems: dict[
     appears within ~100 steps and then carries over to the long prompts.
     """
     from minitflow.tflow import prompts
-    from minitflow.train import make_batch
     chunk = [rows[rng.randrange(len(rows))] for _ in range(batch_size)]
     weights = [0.4, 0.4, 0.2, 0.0] if short else [0.25, 0.35, 0.15, 0.25]
     kind = rng.choices(["cloze", "context", "textmas", "alone"], weights=weights)[0]
@@ -308,7 +309,6 @@ def pretrain_backbone(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig
     from minitflow.model.config import Qwen3Config
     from minitflow.model.qwen3 import Qwen3Model
     from minitflow.model.tokenizer import Tokenizer
-    from minitflow.train import answer_loss, lr_lambda
     cfg = cfg or PretrainConfig()
     torch.manual_seed(cfg.seed)
     mcfg = Qwen3Config.from_dir(model_dir)
@@ -316,11 +316,7 @@ def pretrain_backbone(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig
     init_weights(model, seed=cfg.seed)
     llm = LLM(model, Tokenizer(model_dir))
     systems = style_systems()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps))
+    opt, sched = make_optimizer(list(model.named_parameters()), cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps)
     rng = random.Random(cfg.seed)
     bar = None
     if progress:
@@ -360,7 +356,6 @@ class Row:
 
 
 def _score(method: str, results, rows: Sequence[dict], note: str = "") -> Row:
-    from minitflow.train import answers_match
     hits = [answers_match(r.answer, e["answer"]) for r, e in zip(results, rows)]
     n = len(rows)
     return Row(method, sum(hits) / n, sum(r.processed_tokens for r in results) / n,
@@ -480,7 +475,6 @@ def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]
 def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
     import shutil
     from minitflow.engine.llm import LLM
-    from minitflow.train import TrainConfig, train
     work = Path(cfg.work) if cfg.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -550,14 +544,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from minitflow.cli import run_cli
-    sys.exit(run_cli(main))
-
-
 def render_chat_example(style: str = STYLE) -> str:
     """The example question as sender A reads it: agent A's prompt, then facts + question."""
     from minitflow.model.tokenizer import render_chat
     from minitflow.tflow import prompts
     return render_chat([{"role": "system", "content": prompts.tflow_agents(style)[0]},
                         {"role": "user", "content": f"{EXAMPLE['context']} {EXAMPLE['question']}"}])
+
+
+if __name__ == "__main__":
+    from minitflow.cli import run_cli
+    sys.exit(run_cli(main))

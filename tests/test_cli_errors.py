@@ -19,6 +19,7 @@ from minitflow.cli import pick_device, run_cli
 from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.files import replacing, write_text
+from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
 
 DEMO = demo.demo_dir()
@@ -215,7 +216,7 @@ def test_jsonl_readers_split_on_newline_only(tmp_path):
     path.write_text(json.dumps({"question": q, "answer": "A"}, ensure_ascii=False) + "\n", encoding="utf-8")
     args = argparse.Namespace(question=None, input_file=str(path), context=None)
     assert [r["question"] for r in generate.read_inputs(args)] == [q]
-    assert [e.question for e in train.read_examples(path)] == [q]
+    assert [e.question for e in training.read_examples(path)] == [q]
 
 
 # ---- flags --------------------------------------------------------------------------------

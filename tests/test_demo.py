@@ -20,7 +20,7 @@ from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.methods import run_method
-from minitflow.train import answers_match
+from minitflow.tflow.training import answers_match
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = demo.demo_dir()

@@ -14,8 +14,8 @@ import torch
 from minitflow import demo
 from minitflow.engine.llm import LLM
 from minitflow.tflow.checkpoint import arch_for, load_checkpoint, random_generator, save_checkpoint
-from minitflow.train import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator, init_for_training,
-                             make_batch, read_examples, train)
+from minitflow.tflow.training import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator,
+                                      init_for_training, make_batch, read_examples, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"d_model": 64, "head_dim": 16, "token_dim": 64, "output_dim": 64}

@@ -1,0 +1,450 @@
+"""Training the TFlow generator on a frozen Qwen3 backbone: the library behind
+`python -m minitflow.train` (minitflow/train.py, its flags and docs) and the demo builder.
+
+Per step, for a batch: the senders read `sender_question` in one prefill without gradients
+(`condition.sender_states`, all L+1 layers: the layer aggregator needs their gradients); the
+generator turns that condition into LoRA factors fused exactly as at inference
+(`methods.generated_lora`); the receiver runs the cache-free forward with them, and the loss is
+the cross-entropy of the answer tokens followed by `<|im_end|>` (`answer_loss`). `train` is the
+loop (AdamW, warm-up then cosine, clipping, evaluation, checkpoint + optimiser sidecar for
+resume); `make_optimizer` is shared with the demo's backbone pre-training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from minitflow.engine.llm import LLM
+from minitflow.engine.sampler import SamplingParams
+from minitflow.errors import UserError
+from minitflow.model.lora import LoraWeights
+from minitflow.model.qwen3 import Capture, Qwen3Model
+from minitflow.tflow import prompts
+from minitflow.files import check_output_file, json_lines, read_text, replacing
+from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
+                                        save_checkpoint)
+from minitflow.tflow.condition import sender_states
+from minitflow.tflow.methods import generated_lora, run_method, with_context
+
+IGNORE = -100
+
+
+# ---- data --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    sender_question: str  # what the senders read; the receiver sees only `question`
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    path = Path(path)
+    rows = []
+    for n, line in json_lines(read_text(path, "examples file")):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise UserError(f"{path}:{n}: a row needs string fields \"question\" and \"answer\"")
+        sq = row.get("sender_question")
+        if sq is None:  # `context` as in generate's --input_file: private to the senders
+            context = row.get("context")
+            if context is not None and not isinstance(context, str):
+                raise UserError(f"{path}:{n}: \"context\" must be a string")
+            sq = with_context(context, row["question"])
+        if not isinstance(sq, str):
+            raise UserError(f"{path}:{n}: \"sender_question\" must be a string")
+        rows.append(Example(row["question"], row["answer"], sq))
+    if not rows:
+        raise UserError(f"{path}: no examples")
+    return rows
+
+
+@dataclass
+class Batch:
+    """Right-padded prompt+answer ids, and per row the positions whose next token is an answer token."""
+
+    input_ids: torch.Tensor  # (B, T)
+    positions: torch.Tensor  # (B, T)
+    starts: list[int]  # first position predicting an answer token
+    ends: list[int]  # one past the last
+    targets: torch.Tensor  # (B, S) answer tokens, IGNORE past each row's answer
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets != IGNORE).sum())
+
+
+def make_batch(llm: LLM, system: str | None, questions: Sequence[str], answers: Sequence[str],
+               history: Sequence[Sequence[dict]] | None = None) -> Batch:
+    """Chat prompt (system unless None, optional earlier turns, user question) + answer + `<|im_end|>`.
+
+    The answer is tokenised on its own after the generation prompt: the tokens a greedy
+    receiver has to produce one by one.
+    """
+    if llm.tokenizer is None or llm.tokenizer.eos_token_id is None:
+        raise UserError("training needs the model's tokenizer.json with an <|im_end|> token")
+    eos = llm.tokenizer.eos_token_id
+    rows, spans = [], []
+    for i, (q, a) in enumerate(zip(questions, answers)):
+        msgs = ([{"role": "system", "content": system}] if system is not None else []) + \
+            [*(history[i] if history else []), {"role": "user", "content": q}]
+        prompt = llm.chat_ids(msgs)
+        target = llm.encode(a) + [eos]
+        rows.append(prompt + target)
+        spans.append((len(prompt) - 1, len(prompt) - 1 + len(target)))
+    t = max(len(r) for r in rows)
+    if t > llm.max_seq_len:
+        raise UserError(f"a training sequence has {t} tokens, more than the model's {llm.max_seq_len} positions")
+    s = max(e - b for b, e in spans)
+    ids = torch.zeros(len(rows), t, dtype=torch.long)
+    targets = torch.full((len(rows), s), IGNORE, dtype=torch.long)
+    for i, (r, (b, e)) in enumerate(zip(rows, spans)):
+        ids[i, :len(r)] = torch.tensor(r)
+        targets[i, :e - b] = torch.tensor(r[b + 1:e + 1])
+    dev = llm.device
+    return Batch(ids.to(dev), torch.arange(t, device=dev)[None].expand(len(rows), t),
+                 [b for b, _ in spans], [e for _, e in spans], targets.to(dev))
+
+
+def answer_loss(model: Qwen3Model, batch: Batch, lora: LoraWeights | None = None,
+                checkpoint_layers: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens, through the model's cache-free forward.
+
+    Logits are computed only where an answer token is predicted: the final hidden states are
+    taken by the forward's `capture` hook (layer L = after the final norm), which spares the
+    lm_head over the long prompt.
+    """
+    cap = Capture(layers=[model.cfg.num_hidden_layers], starts=batch.starts, ends=batch.ends)
+    t = batch.input_ids.shape[1]
+    model(batch.input_ids, batch.positions, None, t, lora=lora, capture=cap, need_logits=False,
+          checkpoint_layers=checkpoint_layers)
+    logits = model.lm_head(cap.hidden[:, 0])
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+
+
+# ---- the generator -----------------------------------------------------------------------
+
+def init_for_training(gen: TFlowGenerator) -> TFlowGenerator:
+    """Start from a zero LoRA, as the official `init_lora_projection_heads_training` does.
+
+    proj_out_B = 0 makes every B factor zero, so the receiver starts exactly as the frozen
+    backbone and the first gradients only grow B; proj_out_A ~ N(0, 0.02) keeps A random so
+    those gradients are informative. cond_token_proj = 0 starts the condition tokens at zero
+    (uniform pooling), with small random queries that learn to pick positions once it grows.
+    """
+    model = gen.parameter_generator.model
+    with torch.no_grad():
+        torch.nn.init.normal_(model.proj_out_A.weight, mean=0.0, std=0.02)
+        torch.nn.init.zeros_(model.proj_out_A.bias)
+        torch.nn.init.zeros_(model.proj_out_B.weight)
+        torch.nn.init.zeros_(model.proj_out_B.bias)
+        torch.nn.init.zeros_(model.cond_token_proj.weight)
+        torch.nn.init.normal_(model.cond_token_query, mean=0.0, std=0.002)
+    return gen
+
+
+def zero_condition(gen: TFlowGenerator) -> TFlowGenerator:
+    """The ablation: `hidden_in` fixed at zero, so the generator's condition is 0 for any input.
+
+    The generator then emits one static LoRA for every question (attention over identical
+    keys and values does not depend on the sequence length or mask). Because the ablation
+    lives in the weights, its checkpoint runs unchanged through `generate --checkpoint`.
+    """
+    with torch.no_grad():
+        gen.parameter_generator.hidden_in.weight.zero_()
+        gen.parameter_generator.hidden_in.bias.zero_()
+    gen.parameter_generator.hidden_in.requires_grad_(False)
+    return gen
+
+
+def trainable(gen: TFlowGenerator) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in gen.named_parameters() if p.requires_grad]
+
+
+def condition(llm: LLM, style: str, sender_questions: Sequence[str], zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Senders' hidden states (no gradients), as normal tensors the generator can differentiate through.
+
+    With `zero` the generator's input projection is zero anyway, so the senders' forward is
+    skipped and a (2n, L+1, 1, H) zero tensor stands in for it.
+    """
+    a_sys, b_sys, _ = prompts.tflow_agents(style)
+    if zero:
+        return torch.zeros(2 * len(sender_questions), llm.cfg.num_hidden_layers + 1, 1, llm.cfg.hidden_size,
+                           device=llm.device), None
+    hidden, mask, _, _ = sender_states(llm, [a_sys, b_sys], list(sender_questions))
+    return hidden.clone(), (None if mask is None else mask.clone())  # out of inference mode
+
+
+# ---- evaluation --------------------------------------------------------------------------
+
+def answers_match(prediction: str, gold: str) -> bool:
+    """Exact match after stripping; when the gold is `\\boxed{x}`, the boxed contents are compared."""
+    from minitflow.eval.scoring import extract_boxed
+    pred, want = prediction.strip(), gold.strip()
+    if pred == want:
+        return True
+    gb = extract_boxed(want)
+    return gb is not None and extract_boxed(pred) == gb
+
+
+def batch_loss(llm: LLM, gen: TFlowGenerator, style: str, chunk: Sequence[Example], zero: bool = False,
+               checkpoint_layers: bool = False) -> tuple[torch.Tensor, int]:
+    """Senders -> generator -> receiver: the answer cross-entropy of one batch, and its token count."""
+    hidden, mask = condition(llm, style, [e.sender_question for e in chunk], zero)
+    batch = make_batch(llm, prompts.tflow_agents(style)[2], [e.question for e in chunk], [e.answer for e in chunk])
+    with _autocast(llm.device):
+        lora = generated_lora(llm, gen, hidden, mask, len(chunk))
+        return answer_loss(llm.model, batch, lora, checkpoint_layers=checkpoint_layers), batch.n_targets
+
+
+@torch.no_grad()
+def eval_loss(llm: LLM, gen: TFlowGenerator, examples: Sequence[Example], style: str, zero: bool,
+              batch_size: int) -> float:
+    total, count = 0.0, 0
+    for s in range(0, len(examples), batch_size):
+        loss, n = batch_loss(llm, gen, style, examples[s:s + batch_size], zero)
+        total, count = total + loss.item() * n, count + n
+    return total / max(count, 1)
+
+
+def eval_accuracy(llm: LLM, gen: TFlowGenerator, examples: Sequence[Example], style: str, batch_size: int,
+                  max_new_tokens: int) -> tuple[float, list[str]]:
+    """Greedy generation through `run_method("tflow")`: exactly the inference path."""
+    res = run_method("tflow", llm, [e.question for e in examples], style=style, generator=gen,
+                     batch_size=batch_size, sender_questions=[e.sender_question for e in examples],
+                     sampling=SamplingParams(max_new_tokens=max_new_tokens))
+    hits = [answers_match(r.answer, e.answer) for r, e in zip(res, examples)]
+    return sum(hits) / len(hits), [r.answer for r in res]
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# ---- the loop ----------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    model: str
+    train: str
+    out: str
+    eval: str | None = None
+    dataset: str = "gsm8k"
+    init: str = "random"  # "random" or a checkpoint to start from
+    pg_arch: dict = field(default_factory=dict)  # overrides of the generator's dimensions
+    condition: str = "sender"  # or "zero"
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    clip: float = 1.0
+    eval_every: int = 200
+    eval_size: int = 200
+    eval_batch_size: int = 32
+    eval_max_new_tokens: int = 32
+    seed: int = 0
+    resume: str | None = None
+    device: str | None = None
+    dtype: str = "auto"  # backbone dtype: float32 on CPU, bfloat16 on CUDA
+    checkpoint_layers: bool = True
+    progress: bool = True
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to 1, then cosine decay to 0 at `total`."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def make_optimizer(named: Sequence[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float,
+                   warmup: int, steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (betas 0.9, 0.98) with `lr_lambda`'s schedule over `steps`; weight decay on the
+    matrices only, not on vectors (norms, biases) nor on learned position embeddings."""
+    decay = [p for n, p in named if p.dim() >= 2 and "pos" not in n]
+    rest = [p for n, p in named if not (p.dim() >= 2 and "pos" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps))
+
+
+def batch_order(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless shuffled full batches (batch_size <= n), epoch after epoch; the same seed gives the
+    same stream, so a resumed run replays it up to where it stopped."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for s in range(0, n - batch_size + 1, batch_size):
+            yield order[s:s + batch_size]
+
+
+def _state_path(out: str | Path) -> Path:
+    return Path(str(out) + ".state.pt")
+
+
+def build_generator(cfg: TrainConfig, llm: LLM) -> TFlowGenerator:
+    if cfg.init == "random":
+        gen = init_for_training(random_generator(llm.cfg, seed=cfg.seed, arch=arch_for(llm.cfg, cfg.pg_arch)))
+    else:
+        gen = load_checkpoint(cfg.init, llm.cfg)
+    gen = gen.float().to(llm.device).train().requires_grad_(True)
+    gen.parameter_generator.model.cond_proj.requires_grad_(False)  # unused by the official flags
+    if cfg.condition == "zero":
+        zero_condition(gen)
+    return gen
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every flag, the input files and the output paths, before any model is loaded: a bad
+    value must not cost a model load or, worse, surface at the first save 200 steps in."""
+    from minitflow.cli import pick_device
+    if cfg.condition not in ("sender", "zero"):
+        raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
+    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_size", "eval_batch_size",
+                 "eval_max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
+    for name, low, inclusive in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("clip", 0.0, False)):
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and (v >= low if inclusive else v > low)):
+            raise UserError(f"--{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {v}")
+    if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise UserError(f"--dtype must be auto, bfloat16, float16 or float32, got {cfg.dtype!r}")
+    check_pg_arch(cfg.pg_arch)
+    if cfg.pg_arch and cfg.init != "random":
+        raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
+    if cfg.init != "random" and not Path(cfg.init).is_file():
+        raise UserError(f"--init {cfg.init}: no such checkpoint (or pass 'random')")
+    if cfg.resume and not _state_path(cfg.resume).is_file():
+        raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
+    prompts.resolve_style(cfg.dataset)
+    pick_device(cfg.device)
+    check_output_file(cfg.out, "--out")
+    check_output_file(_state_path(cfg.out), "--out's training state")
+
+
+def load_state(path: Path) -> dict:
+    """The optimiser sidecar, loaded with weights_only=True like every checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable training state ({type(e).__name__}; loaded with "
+                        "weights_only=True)") from None
+    need = ("optimizer", "scheduler", "step", "condition")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        raise UserError(f"{path} is not a minitflow training state (needs {', '.join(need)})")
+    return state
+
+
+def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
+    """Run the training described by `cfg`; returns {"step", "history": [eval records], "out",
+    "seconds", "generator"}. Pass `llm` to reuse a loaded backbone (it stays frozen).
+    `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
+    still spans `cfg.steps`), to be continued with `resume`."""
+    check_config(cfg)
+    style = prompts.resolve_style(cfg.dataset)
+    train_rows = read_examples(cfg.train)
+    eval_rows = read_examples(cfg.eval)[:cfg.eval_size] if cfg.eval else []
+    state = load_state(_state_path(cfg.resume)) if cfg.resume else None
+    if state is not None and state["condition"] != cfg.condition:
+        raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
+    torch.manual_seed(cfg.seed)
+    if llm is None:
+        from minitflow.cli import pick_device
+        device = pick_device(cfg.device)
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+        llm = LLM.load(cfg.model, dtype=dtype, device=device, max_seq_len=None)
+    llm.model.requires_grad_(False)
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+
+    if state is not None:
+        gen = load_checkpoint(cfg.resume, llm.cfg).float().to(llm.device).train().requires_grad_(True)
+        gen.parameter_generator.model.cond_proj.requires_grad_(False)
+        if state["condition"] == "zero":
+            gen.parameter_generator.hidden_in.requires_grad_(False)
+    else:
+        gen = build_generator(cfg, llm)
+    params = trainable(gen)
+    opt, sched = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps)
+    step, history = 0, []
+    if state is not None:
+        try:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--resume {cfg.resume}: the optimiser state does not fit this generator ({e})") from None
+        step, history = int(state["step"]), list(state.get("history", []))
+
+    zero = cfg.condition == "zero"
+    order = batch_order(len(train_rows), min(cfg.batch_size, len(train_rows)), cfg.seed)
+    for _ in range(step * cfg.grad_accum):  # replay the stream up to where we stopped
+        next(order)
+
+    def save() -> None:
+        save_checkpoint(gen, cfg.out)
+        with replacing(_state_path(cfg.out)) as tmp:
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                        "condition": cfg.condition, "history": history, "config": asdict(cfg)}, tmp)
+
+    def evaluate() -> dict:
+        gen.eval()
+        rec = {"step": step, "eval_loss": eval_loss(llm, gen, eval_rows, style, zero, cfg.eval_batch_size)}
+        rec["eval_accuracy"], _ = eval_accuracy(llm, gen, eval_rows, style, cfg.eval_batch_size, cfg.eval_max_new_tokens)
+        gen.train()
+        history.append(rec)
+        say(f"step {step}: eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
+            f"({len(eval_rows)} questions)")
+        return rec
+
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    while step < last:
+        opt.zero_grad(set_to_none=True)
+        loss_sum, tok_sum = 0.0, 0
+        for _ in range(cfg.grad_accum):
+            chunk = [train_rows[i] for i in next(order)]
+            loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.item() * n_targets
+            tok_sum += n_targets
+            gen.samples_seen += len(chunk)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
+        opt.step()
+        sched.step()
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                            gnorm=f"{float(grad_norm):.1e}")
+        if eval_rows and (step % cfg.eval_every == 0 or step == cfg.steps):
+            evaluate()
+        if step % cfg.eval_every == 0 or step == last:
+            save()
+    if bar is not None:
+        bar.close()
+    return {"step": step, "history": history, "out": cfg.out, "seconds": time.perf_counter() - t0, "generator": gen}
