@@ -211,7 +211,7 @@ LATENT_STEPS = 10
 def test_latentmas_pipeline_vs_chunks(benchmark, setup: Setup, tokenized) -> None:
     """LatentMAS on the same 64 long-tailed questions (Qwen3-4B's sampling, 10 latent steps per
     sender): run_method, which streams SLOTS questions in flight and starts a group's senders
-    as half the window frees up (methods.REFILL_SHARE), vs chunks of SLOTS through
+    as half the window frees up (stream.REFILL_SHARE), vs chunks of SLOTS through
     run_latentmas, each waiting for its slowest judger (what run_method did before). Every
     question's tokens must be equal."""
     from minitflow.tflow.latentmas import run_latentmas

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from minitflow.engine.llm import LLM, generation_top_k
+from minitflow.engine.llm import LLM, generation_top_k, pick_device
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
+from minitflow.files import demo_dir
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import METHODS, slots_per_question
 
@@ -90,29 +90,6 @@ def check_model_args(args: argparse.Namespace) -> None:
     pick_device(args.device)
 
 
-def pick_device(name: str | None) -> torch.device:
-    """auto, cpu, cuda or cuda:N. Under torchrun (LOCAL_RANK set), auto and cuda mean this
-    rank's own GPU, cuda:LOCAL_RANK, so N ranks do not all load onto GPU 0."""
-    name = (name or "auto").strip().lower()
-    if name == "cpu":
-        return torch.device("cpu")
-    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        if name == "auto":
-            return torch.device("cpu")
-        raise UserError(f"--device {name} requested but CUDA is not available")
-    count = torch.cuda.device_count()
-    if name.startswith("cuda:"):
-        index = int(name[5:])
-    else:
-        index = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if index >= count:
-        raise UserError(f"GPU {index} requested (--device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
-                        f"but only {count} are visible")
-    return torch.device("cuda", index)
-
-
 def sampling_from(args: argparse.Namespace) -> SamplingParams:
     """The flags' sampling; an unset --top_k is the model's (generation_config.json), as HF's."""
     style = prompts.resolve_style(args.dataset)
@@ -130,7 +107,6 @@ def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:
     embedded demo and, for tflow, its trained tflow.pt."""
     model, checkpoint = args.model, args.checkpoint
     if model is None:
-        from minitflow.demo import demo_dir
         model = str(demo_dir())
         if checkpoint is None and not args.random_generator and args.method == "tflow":
             checkpoint = str(Path(model) / "tflow.pt")

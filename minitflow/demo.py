@@ -30,14 +30,13 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, json_lines, read_text, write_text
+from minitflow.files import check_output_dir, demo_dir, json_lines, read_text, write_text  # noqa: F401 (demo_dir: public here too)
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
                                        train)
@@ -60,11 +59,6 @@ THINK_TOKENS = ("<think>", "</think>")  # added, not special (as in Qwen3)
 # Qwen2/3's pre-tokenizer split: letters runs, single digits, punctuation runs, newlines.
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
-def demo_dir() -> Path:
-    """The shipped demo: a HF-format Qwen3 directory that also holds `tflow.pt` and `heldout.jsonl`."""
-    return Path(str(resources.files("minitflow").joinpath("data/demo")))
 
 
 # ---- the task ----------------------------------------------------------------------------
@@ -365,7 +359,7 @@ def _score(method: str, results, rows: Sequence[dict], note: str = "") -> Row:
 def receiver_alone(llm, questions: Sequence[str], style: str, sampling, batch_size: int):
     """The TFlow receiver (agent C's prompt, the question only) with no LoRA, as MethodResults."""
     from minitflow.tflow import prompts
-    from minitflow.tflow.methods import AgentUsage, MethodResult
+    from minitflow.tflow.stream import AgentUsage, MethodResult
     system = prompts.tflow_agents(style)[2]
     out = []
     for s in range(0, len(questions), batch_size):

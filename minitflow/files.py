@@ -11,10 +11,18 @@ import json
 import os
 import secrets
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
 from minitflow.errors import UserError
+
+
+# ---- package data ------------------------------------------------------------------------
+
+def demo_dir() -> Path:
+    """The shipped demo: a HF-format Qwen3 directory that also holds `tflow.pt` and `heldout.jsonl`."""
+    return Path(str(resources.files("minitflow").joinpath("data/demo")))
 
 
 # ---- reading -----------------------------------------------------------------------------

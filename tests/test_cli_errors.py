@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from minitflow import demo, evaluate, generate, report, train
-from minitflow.cli import pick_device, run_cli
-from minitflow.engine.llm import LLM
+from minitflow.cli import run_cli
+from minitflow.engine.llm import LLM, pick_device
 from minitflow.errors import UserError
 from minitflow.files import replacing, write_text
 from minitflow.tflow import training

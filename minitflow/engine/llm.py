@@ -8,6 +8,7 @@ cached and completion tokens it processed, why it stopped, and its prefill/decod
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -223,6 +224,29 @@ def _generation_eos(model_dir: Path) -> set[int]:
         raise UserError(f"{Path(model_dir) / 'generation_config.json'}: eos_token_id must be an integer or a list "
                         f"of integers, got {eos!r}")
     return set(ids)
+
+
+def pick_device(name: str | None) -> torch.device:
+    """auto, cpu, cuda or cuda:N. Under torchrun (LOCAL_RANK set), auto and cuda mean this
+    rank's own GPU, cuda:LOCAL_RANK, so N ranks do not all load onto GPU 0."""
+    name = (name or "auto").strip().lower()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        if name == "auto":
+            return torch.device("cpu")
+        raise UserError(f"--device {name} requested but CUDA is not available")
+    count = torch.cuda.device_count()
+    if name.startswith("cuda:"):
+        index = int(name[5:])
+    else:
+        index = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if index >= count:
+        raise UserError(f"GPU {index} requested (--device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
+                        f"but only {count} are visible")
+    return torch.device("cuda", index)
 
 
 def generation_top_k(model_dir: str | Path) -> int:

@@ -63,7 +63,7 @@ from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
-from minitflow.tflow.methods import REFILL_SHARE, AgentUsage, MethodResult, stream_window
+from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -385,7 +385,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
                      **options) -> list[MethodResult]:
     """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
     an engine request that ends on its own, and a group of new questions runs its senders (in
-    lockstep) once `refill_share` of the window is free (methods.stream_window). A question's
+    lockstep) once `refill_share` of the window is free (stream.stream_window). A question's
     output is what it gets alone.
     `on_result(i, result)` is called as each question finishes; results in input order. Per
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""

@@ -16,9 +16,7 @@ their forward pass as processed prompt tokens), the processed total, the officia
 
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -34,12 +32,12 @@ from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
 from minitflow.tflow.condition import generator_factors, sender_request, stack_conditions
 from minitflow.tflow.generator import PIECE_TOKENS
+from minitflow.tflow.latentmas import OPTIONS as LATENT_OPTIONS, stream_latentmas, validate_options
+from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
-# run_method's method-specific keyword options (each applies to one method; the others ignore it;
-# the last five are latentmas.OPTIONS, which imports this module)
-OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece",
-           "latent_steps", "topology", "realign", "think", "handover_at_zero")
+# run_method's method-specific keyword options (each applies to one method; the others ignore it)
+OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
 # Questions per generator call, by device type (None: every question whose senders finished in
@@ -50,38 +48,11 @@ TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus thi
 # took tflow-20 0.75x the time of one per call at the same peak memory (13.4 against 13.2 GiB;
 # bench/test_e2e.py::test_tflow_generator_options), the stages' pieces bounding the activations.
 GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
-# The share of the window that must be free before new questions start (together). LatentMAS:
-# a group's senders cost about the same forwards for one row as for many (3 prefills and
-# 3 x latent_steps eager steps) while a free slot idles every decode step until refilled: half
-# the window balances the two (bench/test_serving.py::test_latentmas_pipeline_vs_chunks, CPU).
-# The others refill each place as it frees: on CPU their prefills cost about the rows they
-# compute (tflow at 1/4 and 1/2: 1.00x and 0.99x, bench/test_serving.py::test_tflow_refill_share).
-# On a GPU the eager stages look launch-bound (the H200's eager decode step took 30 ms for ~480
-# kernels), costing about the same for one question as for several: what a share above 0
-# would save there is unmeasured (bench/gpu_session.sh's `refill` part).
-REFILL_SHARE = {"baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5}
 
 
 def default_generator_batch(device: torch.device | str) -> int | None:
     """GENERATOR_BATCH for `device` (one question per call on devices not measured)."""
     return GENERATOR_BATCH.get(torch.device(device).type, 1)
-
-
-@dataclass
-class AgentUsage:
-    prompt_tokens: int
-    completion_tokens: int
-    generates: bool  # False: a forward pass only (tflow senders), left out of the official count
-    cached_tokens: int = 0  # of prompt_tokens, those whose KV came from the prefix cache
-
-    def as_dict(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
-                "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "generates": self.generates}
-
-    @classmethod
-    def of(cls, req: Request) -> "AgentUsage":
-        return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens)
 
 
 def slots_per_question(method: str) -> int:
@@ -90,46 +61,6 @@ def slots_per_question(method: str) -> int:
     same with twice the rows); every other method has one generating request at a time (tflow's
     senders are prefill-only). An engine for `n` questions in flight wants n times this."""
     return 2 if method == "textmas" else 1
-
-
-@dataclass
-class MethodResult:
-    method: str
-    style: str
-    question: str
-    answer: str
-    finish_reason: str
-    agents: dict[str, AgentUsage]
-    timings: dict[str, float]  # seconds per stage of this question; total_s from its start to its answer
-    batch_size: int  # questions in flight at once
-    token_ids: list[int] = field(default_factory=list)
-    wall_s_per_question: float = 0.0  # the whole run's wall time / its questions
-    sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
-
-    @property
-    def processed_tokens(self) -> int:
-        return sum(a.prompt_tokens + a.completion_tokens for a in self.agents.values())
-
-    @property
-    def official_usage(self) -> dict:
-        gen = [a for a in self.agents.values() if a.generates]
-        p, c = sum(a.prompt_tokens for a in gen), sum(a.completion_tokens for a in gen)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-    def metadata(self) -> dict:
-        return {
-            "method": self.method,
-            "finish_reason": self.finish_reason,
-            "token_usage": {**self.official_usage, "processed_tokens": self.processed_tokens,
-                            "cached_tokens": sum(a.cached_tokens for a in self.agents.values()),
-                            "per_agent": {k: v.as_dict() for k, v in self.agents.items()}},
-            "timings": dict(self.timings),
-            "wall_time_per_question": self.wall_s_per_question,
-            "batch_size": self.batch_size,
-            **({"sampling": {k: getattr(self.sampling, k) for k in ("temperature", "top_p", "top_k", "seed",
-                                                                   "max_new_tokens")}}
-               if self.sampling is not None else {}),
-        }
 
 
 def with_context(context: str | None, question: str) -> str:
@@ -313,36 +244,6 @@ class _TFlow(_Pipeline):
                                             lora=lora.row(i)))
 
 
-def stream_window(count: int, window: int, start: Callable[[list[int]], None],
-                  step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
-                  on_result: Callable[[int, MethodResult], None] | None = None) -> list[MethodResult]:
-    """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
-    queues a group of new questions once `refill_share` of the window is free (at least one
-    place; or nothing runs, or every remaining question fits); `step()` runs one engine step
-    and returns the questions it finished, with their results. Results in input order, each
-    with the run's wall time per question; `on_result(i, result)` as each finishes."""
-    refill = max(1, math.ceil(refill_share * window))
-    todo = deque(range(count))
-    results: dict[int, MethodResult] = {}
-    live = 0
-    t0 = time.perf_counter()
-    while todo or live:
-        free = window - live
-        if todo and free > 0 and (free >= refill or not live or len(todo) <= free):
-            group = [todo.popleft() for _ in range(min(free, len(todo)))]
-            start(group)
-            live += len(group)
-        for i, result in step():
-            results[i] = result
-            live -= 1
-            if on_result is not None:
-                on_result(i, result)
-    wall = (time.perf_counter() - t0) / count
-    for r in results.values():
-        r.wall_s_per_question = wall
-    return [results[i] for i in range(count)]
-
-
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
                sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
@@ -394,13 +295,11 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
     if method == "latentmas":
-        from minitflow.tflow.latentmas import OPTIONS as LATENT_OPTIONS, stream_latentmas
         options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
         with _aborting(llm):
             return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
                                     window=batch_size, on_result=on_result, sender_questions=sender_questions,
                                     refill_share=share, **options)
-    from minitflow.tflow.latentmas import validate_options
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))

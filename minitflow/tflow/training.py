@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from minitflow.engine.llm import LLM
+from minitflow.engine.llm import LLM, pick_device
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
@@ -316,7 +316,6 @@ def build_generator(cfg: TrainConfig, llm: LLM) -> TFlowGenerator:
 def check_config(cfg: TrainConfig) -> None:
     """Every flag, the input files and the output paths, before any model is loaded: a bad
     value must not cost a model load or, worse, surface at the first save 200 steps in."""
-    from minitflow.cli import pick_device
     if cfg.condition not in ("sender", "zero"):
         raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
     for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_size", "eval_batch_size",
@@ -371,7 +370,6 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
     torch.manual_seed(cfg.seed)
     if llm is None:
-        from minitflow.cli import pick_device
         device = pick_device(cfg.device)
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         llm = LLM.load(cfg.model, dtype=dtype, device=device, max_seq_len=None)

@@ -1,0 +1,114 @@
+"""What every method's pipeline shares: questions streamed through a window of places with no
+batch barrier (`stream_window`, and how much of the window must be free before new questions
+start, `REFILL_SHARE`), and what each question yields (`MethodResult`, per agent `AgentUsage`).
+methods.py (baseline, textmas, tflow) and latentmas.py build on it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from minitflow.engine.request import Request
+from minitflow.engine.sampler import SamplingParams
+
+# The share of the window that must be free before new questions start (together). LatentMAS:
+# a group's senders cost about the same forwards for one row as for many (3 prefills and
+# 3 x latent_steps eager steps) while a free slot idles every decode step until refilled: half
+# the window balances the two (bench/test_serving.py::test_latentmas_pipeline_vs_chunks, CPU).
+# The others refill each place as it frees: on CPU their prefills cost about the rows they
+# compute (tflow at 1/4 and 1/2: 1.00x and 0.99x, bench/test_serving.py::test_tflow_refill_share).
+# On a GPU the eager stages look launch-bound (the H200's eager decode step took 30 ms for ~480
+# kernels), costing about the same for one question as for several: what a share above 0
+# would save there is unmeasured (bench/gpu_session.sh's `refill` part).
+REFILL_SHARE = {"baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5}
+
+
+@dataclass
+class AgentUsage:
+    prompt_tokens: int
+    completion_tokens: int
+    generates: bool  # False: a forward pass only (tflow senders), left out of the official count
+    cached_tokens: int = 0  # of prompt_tokens, those whose KV came from the prefix cache
+
+    def as_dict(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "generates": self.generates}
+
+    @classmethod
+    def of(cls, req: Request) -> "AgentUsage":
+        return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens)
+
+
+@dataclass
+class MethodResult:
+    method: str
+    style: str
+    question: str
+    answer: str
+    finish_reason: str
+    agents: dict[str, AgentUsage]
+    timings: dict[str, float]  # seconds per stage of this question; total_s from its start to its answer
+    batch_size: int  # questions in flight at once
+    token_ids: list[int] = field(default_factory=list)
+    wall_s_per_question: float = 0.0  # the whole run's wall time / its questions
+    sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
+
+    @property
+    def processed_tokens(self) -> int:
+        return sum(a.prompt_tokens + a.completion_tokens for a in self.agents.values())
+
+    @property
+    def official_usage(self) -> dict:
+        gen = [a for a in self.agents.values() if a.generates]
+        p, c = sum(a.prompt_tokens for a in gen), sum(a.completion_tokens for a in gen)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def metadata(self) -> dict:
+        return {
+            "method": self.method,
+            "finish_reason": self.finish_reason,
+            "token_usage": {**self.official_usage, "processed_tokens": self.processed_tokens,
+                            "cached_tokens": sum(a.cached_tokens for a in self.agents.values()),
+                            "per_agent": {k: v.as_dict() for k, v in self.agents.items()}},
+            "timings": dict(self.timings),
+            "wall_time_per_question": self.wall_s_per_question,
+            "batch_size": self.batch_size,
+            **({"sampling": {k: getattr(self.sampling, k) for k in ("temperature", "top_p", "top_k", "seed",
+                                                                   "max_new_tokens")}}
+               if self.sampling is not None else {}),
+        }
+
+
+def stream_window(count: int, window: int, start: Callable[[list[int]], None],
+                  step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
+                  on_result: Callable[[int, MethodResult], None] | None = None) -> list[MethodResult]:
+    """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
+    queues a group of new questions once `refill_share` of the window is free (at least one
+    place; or nothing runs, or every remaining question fits); `step()` runs one engine step
+    and returns the questions it finished, with their results. Results in input order, each
+    with the run's wall time per question; `on_result(i, result)` as each finishes."""
+    refill = max(1, math.ceil(refill_share * window))
+    todo = deque(range(count))
+    results: dict[int, MethodResult] = {}
+    live = 0
+    t0 = time.perf_counter()
+    while todo or live:
+        free = window - live
+        if todo and free > 0 and (free >= refill or not live or len(todo) <= free):
+            group = [todo.popleft() for _ in range(min(free, len(todo)))]
+            start(group)
+            live += len(group)
+        for i, result in step():
+            results[i] = result
+            live -= 1
+            if on_result is not None:
+                on_result(i, result)
+    wall = (time.perf_counter() - t0) / count
+    for r in results.values():
+        r.wall_s_per_question = wall
+    return [results[i] for i in range(count)]
