@@ -20,42 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from minitflow.errors import UserError
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename over `path`: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not UTF-8 text") from None
+from minitflow.files import json_lines, read_text, write_text
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
     """(id, prediction) per non-empty line; a bad line is a UserError naming it."""
     out = []
-    for lineno, line in enumerate(_read_text(path, "predictions file").split("\n"), 1):
-        if not line.strip():
-            continue
+    for lineno, line in json_lines(read_text(path, "predictions file")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
@@ -104,7 +80,7 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
     scores = score_samples(dataset, [p for _, p in preds], samples, workers=args.workers,
                            timeout=args.timeout, scorer=args.scorer)
     if output is not None:
-        _write_atomic(output, "".join(json.dumps({"id": i, "correct": bool(ok), "extracted": ext},
+        write_text(output, "".join(json.dumps({"id": i, "correct": bool(ok), "extracted": ext},
                                                  ensure_ascii=False) + "\n" for i, (ok, ext) in zip(ids, scores)))
     correct = sum(bool(ok) for ok, _ in scores)
     print(f"accuracy {correct / len(scores):.4f} ({correct}/{len(scores)}, {args.scorer} scorer, {dataset})")
@@ -126,7 +102,7 @@ def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: 
 def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args) -> None:
     """Rewrite the verdicts in {method}_partial.rank*.jsonl (a cut last line stays as it is)."""
     for part in sorted(folder.glob(f"{method}_partial.rank*.jsonl")):
-        lines = _read_text(part, "partial file").split("\n")
+        lines = read_text(part, "partial file").split("\n")
         parsed: list[tuple[int, dict]] = []
         for n, line in enumerate(lines):
             try:
@@ -140,7 +116,7 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
         _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args)
         for n, row in parsed:
             lines[n] = json.dumps(row, ensure_ascii=False)
-        _write_atomic(part, "\n".join(lines))
+        write_text(part, "\n".join(lines))
 
 
 def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -156,7 +132,7 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
     summaries = []
     for path in files:
         try:
-            data = json.loads(_read_text(path, "results file"))
+            data = json.loads(read_text(path, "results file"))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not valid JSON ({e.msg})") from None
         if not isinstance(data, dict) or not isinstance(data.get("summary"), dict) \
@@ -179,7 +155,7 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         method = path.name[:-len("_results.json")]
         _rescore_partials(folder, method, dataset, by_id, args)
-        _write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         print(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
               f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
         summaries.append(summary)

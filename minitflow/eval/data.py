@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from minitflow.errors import UserError
+from minitflow.files import decode_utf8, json_lines
 
 
 @dataclass
@@ -139,22 +140,18 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
             data = f.read()
     except (OSError, EOFError, zlib.error) as e:  # not gzip, truncated .gz, unreadable
         raise UserError(f"cannot read data file {path}: {getattr(e, 'strerror', None) or e or type(e).__name__}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
+    text = decode_utf8(data, f"data file {path}")
     if text.lstrip().startswith("["):
         try:
             return list(json.loads(text))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not a valid JSON list (line {e.lineno}: {e.msg})") from None
     rows = []
-    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 etc. occur inside strings
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, line in json_lines(text):  # split on "\n" only: U+2028 etc. occur inside strings
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return rows
 
 
