@@ -7,9 +7,12 @@ dimensions) the allocator's bytes; on CPU (tiny, float32, Qwen3's vocabulary) th
 the weights; what the engine holds after a baseline question (KV cache, captured graphs, the
 prefix cache); and, for a tflow question run after it, the peak of each stage above what was
 allocated when the question started (senders' prefill, the generator call, receiver prefill and
-decode), with the engine's KV cache, LoRA slot buffers and prefix cache sizes at the end. The
-H200 runs measured tflow-1 at 8.9 GiB against the official 8.2 and against our baseline's 7.9:
-this says which stage holds the difference.
+decode) and its stage seconds, then the same for a second question with every generator stage
+whole (`tflow_whole_*`), with the engine's KV cache, LoRA slot buffers and prefix cache sizes at
+the end. The H200 runs measured tflow-1 at 8.9 GiB against the official 8.2 and against our
+baseline's 7.9: this says which stage holds the difference. The second question says what the
+generator's pieces cost and save on one question (on the H200 its stage took 0.15 s in pieces of
+1,024 tokens, 0.02 s in the first run, before there were pieces).
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def main(tokenizer_dir: str, new_tokens: str = "256") -> dict:
     out["baseline_peak_above_start_gib"] = (meter.peak() - base_now) / GIB
     out["after_baseline_gib"] = meter.now() / GIB
 
+    for label, options in (("tflow", {}), ("tflow_whole", {"generator_piece": None})):
+        out.update(tflow_stages(llm, gen, sampling, meter, label, **options))
+    runner = llm.engine.runner
+    out.update(kv_cache_gib=tensor_bytes([runner.cache.k, runner.cache.v]) / GIB if runner.cache is not None else 0.0,
+               lora_slot_buffers_gib=tensor_bytes(lora_tensors(runner.lora)) / GIB if runner.lora is not None else 0.0,
+               prefix_cache_gib=llm.engine.prefix_cache.used / GIB)
+    return out
+
+
+def tflow_stages(llm, gen, sampling, meter: Meter, label: str, **options) -> dict:
+    """One tflow question: each stage's peak above what was allocated when it started, and the
+    question's stage seconds, under `label`; `options` go to run_method (generator_piece=None:
+    every generator stage on all its tokens at once, the fewest launches and the most memory)."""
     marks: dict[str, int] = {}
     real = methods._TFlow.receivers
 
@@ -71,16 +87,15 @@ def main(tokenizer_dir: str, new_tokens: str = "256") -> dict:
     meter.reset()
     methods._TFlow.receivers = receivers
     try:
-        res = methods.run_method("tflow", llm, QUESTIONS[:1], sampling=sampling, generator=gen, batch_size=1)
+        res = methods.run_method("tflow", llm, QUESTIONS[:1], sampling=sampling, generator=gen, batch_size=1,
+                                 **options)
     finally:
         methods._TFlow.receivers = real
     marks["receiver"] = meter.peak()
-    runner = llm.engine.runner
-    out.update({f"tflow_{k}_peak_above_start_gib": (v - start) / GIB for k, v in marks.items()})
-    out.update(tflow_start_gib=start / GIB, tflow_end_gib=meter.now() / GIB, new_tokens=len(res[0].token_ids),
-               kv_cache_gib=tensor_bytes([runner.cache.k, runner.cache.v]) / GIB if runner.cache is not None else 0.0,
-               lora_slot_buffers_gib=tensor_bytes(lora_tensors(runner.lora)) / GIB if runner.lora is not None else 0.0,
-               prefix_cache_gib=llm.engine.prefix_cache.used / GIB)
+    out = {f"{label}_{k}_peak_above_start_gib": (v - start) / GIB for k, v in marks.items()}
+    out.update({f"{label}_{k}": v for k, v in res[0].timings.items()})
+    out.update({f"{label}_start_gib": start / GIB, f"{label}_end_gib": meter.now() / GIB,
+                f"{label}_new_tokens": len(res[0].token_ids)})
     return out
 
 

@@ -447,11 +447,13 @@ def _bench_script(script: str, *args: str) -> dict:
 def test_the_stage_memory_script_runs_on_cpu():
     """bench/stage_memory.py (a GPU session part: where tflow's memory goes) runs end to end on
     CPU at the tiny shape with the demo's tokenizer, so a GPU session does not spend its device
-    time finding it broken; every stage's number is there."""
+    time finding it broken; every stage's number is there, for the generator in pieces and whole."""
     got = _bench_script("stage_memory.py", "minitflow/data/demo", "4")
-    assert got["new_tokens"] == 4 and got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
+    assert got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
     assert got["lora_slot_buffers_gib"] > 0  # the receiver's LoRA reached its slot
-    assert {f"tflow_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
+    for label in ("tflow", "tflow_whole"):  # generator stages in pieces, then whole
+        assert got[f"{label}_new_tokens"] == 4 and got[f"{label}_generator_s"] > 0
+        assert {f"{label}_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
 
 
 def test_the_stage_profile_script_runs_on_cpu():
