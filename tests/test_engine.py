@@ -199,7 +199,7 @@ def test_rows_finishing_at_different_steps(tiny_dir):
 
 
 def test_stop_strings_cut_text_and_tokens():
-    from minitflow.demo import demo_dir
+    from minitflow import demo_dir
     llm = LLM.load(demo_dir(), dtype="float32", device="cpu")
     prompt = llm.chat_ids([{"role": "user", "content": "Box 3 holds what?"}])
     full = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True))[0]
