@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, demo_dir, json_lines, read_text, write_text  # noqa: F401 (demo_dir: public here too)
+from minitflow.files import check_output_dir, demo_dir, json_rows, read_text, write_text  # noqa: F401 (demo_dir: public here too)
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
                                        train)
@@ -98,7 +98,7 @@ def write_jsonl(rows: Sequence[dict], path: Path) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for _, line in json_lines(read_text(path, "rows file"))]
+    return [row for _, row in json_rows(read_text(path, "rows file"), str(path))]
 
 
 def gold_value(answer: str) -> str:

@@ -55,6 +55,16 @@ def json_lines(text: str) -> Iterator[tuple[int, str]]:
             yield n, line
 
 
+def json_rows(text: str, where: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank JSON line; a line that is not JSON is a
+    UserError naming `where:line`."""
+    for n, line in json_lines(text):
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+
+
 # ---- checking outputs before the work ---------------------------------------------------
 
 def _non_empty(path: str | os.PathLike, what: str) -> Path:

@@ -8,13 +8,12 @@ batched with --batch_size). `context` is private to the senders (textmas, tflow)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from minitflow.cli import add_model_args, check_model_args, load_for, method_options, run_cli, sampling_from
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, decode_utf8, json_lines, read_text, write_json
+from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context
 
@@ -29,11 +28,7 @@ def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
         text = read_text(path, "input file")
         if path.suffix == ".jsonl":
             rows = []
-            for n, line in json_lines(text):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}:{n} is not valid JSON") from None
+            for n, row in json_rows(text, str(path)):
                 row = {"question": row} if isinstance(row, str) else row
                 if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                     raise UserError(f"{path}:{n} needs a \"question\" string")

@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from minitflow.errors import UserError
-from minitflow.files import json_lines, read_text, write_text
+from minitflow.files import json_rows, read_text, write_text
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
     """(id, prediction) per non-empty line; a bad line is a UserError naming it."""
     out = []
-    for lineno, line in json_lines(read_text(path, "predictions file")):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, row in json_rows(read_text(path, "predictions file"), str(path)):
         if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
             raise UserError(f'{path}:{lineno}: expected an object with "id" and "prediction"')
         pred = row["prediction"]

@@ -507,3 +507,18 @@ def test_demo_builds_beside_out_and_replaces_files_only_at_the_end(tmp_path, mon
     demo.build_demo(demo.DemoConfig(out=str(out)), overwrite=True)
     assert (out / "model.safetensors").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built"] and not (out / "work").exists()
+
+
+@pytest.mark.parametrize("reader", ["generate", "train", "score", "data", "demo"])
+def test_every_jsonl_reader_names_the_bad_line(tmp_path, reader):
+    """The five JSONL readers share files.json_rows: a line that is not JSON is one error naming
+    the file and its line number (blank lines count as lines and are skipped)."""
+    from minitflow import score
+    from minitflow.eval.data import read_records
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "q", "answer": "a", "id": "gsm8k/0", "prediction": "1"}\n\n{broken\n')
+    read = {"generate": lambda: generate.read_inputs(argparse.Namespace(question=None, input_file=str(path))),
+            "train": lambda: training.read_examples(path), "score": lambda: score.read_predictions(path),
+            "data": lambda: read_records(path), "demo": lambda: demo.read_jsonl(path)}[reader]
+    with pytest.raises(UserError, match=r"rows\.jsonl:3: not valid JSON"):
+        read()

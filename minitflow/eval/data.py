@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from minitflow.errors import UserError
-from minitflow.files import decode_utf8, json_lines
+from minitflow.files import decode_utf8, json_rows
 
 
 @dataclass
@@ -146,13 +146,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
             return list(json.loads(text))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not a valid JSON list (line {e.lineno}: {e.msg})") from None
-    rows = []
-    for lineno, line in json_lines(text):  # split on "\n" only: U+2028 etc. occur inside strings
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return rows
+    return [row for _, row in json_rows(text, str(path))]
 
 
 # The type each checked field must have (an MMLU file passed as GSM8K has an int "answer").

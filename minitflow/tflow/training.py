@@ -12,7 +12,6 @@ resume); `make_optimizer` is shared with the demo's backbone pre-training.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -30,7 +29,7 @@ from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
-from minitflow.files import check_output_file, json_lines, read_text, replacing
+from minitflow.files import check_output_file, json_rows, read_text, replacing
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
                                         save_checkpoint)
 from minitflow.tflow.condition import sender_states
@@ -51,11 +50,7 @@ class Example:
 def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     rows = []
-    for n, line in json_lines(read_text(path, "examples file")):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, row in json_rows(read_text(path, "examples file"), str(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
             raise UserError(f"{path}:{n}: a row needs string fields \"question\" and \"answer\"")
         sq = row.get("sender_question")
