@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from minitflow.engine.llm import LLM, generation_top_k, pick_device
+from minitflow.engine.llm import LLM, generation_top_k, resolve_device
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import demo_dir
@@ -87,7 +87,7 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError("pass either --checkpoint or --random_generator, not both")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise UserError(f"TFlow checkpoint not found: {args.checkpoint}")
-    pick_device(args.device)
+    resolve_device(args.device)
 
 
 def sampling_from(args: argparse.Namespace) -> SamplingParams:
@@ -121,7 +121,7 @@ def load_for(args: argparse.Namespace):
     if args.method == "tflow" and not checkpoint and not args.random_generator:
         raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
                         "minitflow never falls back to a random generator silently)")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     if args.eager and args.compile:
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     if device.type == "cuda":

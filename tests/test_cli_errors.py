@@ -16,7 +16,7 @@ import torch
 
 from minitflow import demo, evaluate, generate, report, train
 from minitflow.cli import run_cli
-from minitflow.engine.llm import LLM, pick_device
+from minitflow.engine.llm import LLM, resolve_device
 from minitflow.errors import UserError
 from minitflow.files import replacing, write_text
 from minitflow.tflow import training
@@ -241,11 +241,23 @@ def test_local_rank_picks_its_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "3")
-    assert pick_device("auto") == torch.device("cuda", 3) and pick_device("cuda") == torch.device("cuda", 3)
-    assert pick_device("cuda:1") == torch.device("cuda", 1) and pick_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda", 3) and resolve_device("cuda") == torch.device("cuda", 3)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cuda", 2)) == torch.device("cuda", 2)
     monkeypatch.setenv("LOCAL_RANK", "4")
     with pytest.raises(UserError, match="only 4 are visible"):
-        pick_device("auto")
+        resolve_device("auto")
+    monkeypatch.delenv("LOCAL_RANK")  # not under torchrun: cuda is the current device, as in torch
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert resolve_device("cuda") == torch.device("cuda", 2) and resolve_device(None) == torch.device("cuda", 2)
+
+
+def test_llm_load_takes_the_command_lines_device_names():
+    """LLM.load resolves its device= as --device does: a bad name is one UserError, before the
+    weights are read."""
+    for bad in ("tpu", "cuda:x"):
+        with pytest.raises(UserError, match="not supported"):
+            LLM.load(DEMO, device=bad)
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])

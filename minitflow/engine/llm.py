@@ -49,12 +49,30 @@ def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name} requested but CUDA is not available")
-    return device
+    """auto (or None), cpu, cuda or cuda:N, as a string or a torch.device. Under torchrun
+    (LOCAL_RANK set) auto and cuda mean this rank's own GPU, cuda:LOCAL_RANK, so N ranks do not
+    all load onto GPU 0; otherwise cuda is the current device, as in torch. The command lines'
+    --device and LLM.load(device=) both come here."""
+    name = (str(name) if name is not None else "auto").strip().lower()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"device {name!r} is not supported (--device / device=): use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        if name == "auto":
+            return torch.device("cpu")
+        raise UserError(f"device {name} requested (--device / device=) but CUDA is not available")
+    count = torch.cuda.device_count()
+    if name.startswith("cuda:"):
+        index = int(name[5:])
+    elif os.environ.get("LOCAL_RANK"):
+        index = int(os.environ["LOCAL_RANK"])
+    else:
+        index = torch.cuda.current_device()
+    if index >= count:
+        raise UserError(f"GPU {index} requested (device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
+                        f"but only {count} are visible")
+    return torch.device("cuda", index)
 
 
 class LLM:
@@ -224,29 +242,6 @@ def _generation_eos(model_dir: Path) -> set[int]:
         raise UserError(f"{Path(model_dir) / 'generation_config.json'}: eos_token_id must be an integer or a list "
                         f"of integers, got {eos!r}")
     return set(ids)
-
-
-def pick_device(name: str | None) -> torch.device:
-    """auto, cpu, cuda or cuda:N. Under torchrun (LOCAL_RANK set), auto and cuda mean this
-    rank's own GPU, cuda:LOCAL_RANK, so N ranks do not all load onto GPU 0."""
-    name = (name or "auto").strip().lower()
-    if name == "cpu":
-        return torch.device("cpu")
-    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        if name == "auto":
-            return torch.device("cpu")
-        raise UserError(f"--device {name} requested but CUDA is not available")
-    count = torch.cuda.device_count()
-    if name.startswith("cuda:"):
-        index = int(name[5:])
-    else:
-        index = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if index >= count:
-        raise UserError(f"GPU {index} requested (--device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
-                        f"but only {count} are visible")
-    return torch.device("cuda", index)
 
 
 def generation_top_k(model_dir: str | Path) -> int:

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from minitflow.engine.llm import LLM, pick_device
+from minitflow.engine.llm import LLM, resolve_device
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
@@ -333,7 +333,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.resume and not _state_path(cfg.resume).is_file():
         raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
     prompts.resolve_style(cfg.dataset)
-    pick_device(cfg.device)
+    resolve_device(cfg.device)
     check_output_file(cfg.out, "--out")
     check_output_file(_state_path(cfg.out), "--out's training state")
 
@@ -365,7 +365,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
     torch.manual_seed(cfg.seed)
     if llm is None:
-        device = pick_device(cfg.device)
+        device = resolve_device(cfg.device)
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         llm = LLM.load(cfg.model, dtype=dtype, device=device, max_seq_len=None)
     llm.model.requires_grad_(False)
