@@ -126,9 +126,8 @@ def load_for(args: argparse.Namespace):
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     # --batch_size questions in flight; the engine's slots are the requests they run at once
-    llm = LLM.load(model, dtype=dtype, device=device, compile=args.compile,
+    llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile,
                    num_slots=args.batch_size * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
     generator = None

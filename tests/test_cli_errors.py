@@ -16,7 +16,7 @@ import torch
 
 from minitflow import demo, evaluate, generate, report, train
 from minitflow.cli import run_cli
-from minitflow.engine.llm import LLM, resolve_device
+from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import replacing, write_text
 from minitflow.tflow import training
@@ -252,12 +252,18 @@ def test_local_rank_picks_its_own_gpu(monkeypatch):
     assert resolve_device("cuda") == torch.device("cuda", 2) and resolve_device(None) == torch.device("cuda", 2)
 
 
-def test_llm_load_takes_the_command_lines_device_names():
-    """LLM.load resolves its device= as --device does: a bad name is one UserError, before the
-    weights are read."""
+def test_llm_load_takes_the_command_lines_device_and_dtype_names():
+    """LLM.load resolves device= and dtype= as --device and --dtype do: a bad name is one
+    UserError before the weights are read, and dtype "auto" (the default of both) is float32
+    on CPU, bfloat16 on CUDA."""
     for bad in ("tpu", "cuda:x"):
         with pytest.raises(UserError, match="not supported"):
             LLM.load(DEMO, device=bad)
+    with pytest.raises(UserError, match="unknown dtype"):
+        LLM.load(DEMO, dtype="fp8", device="cpu")
+    assert LLM.load(DEMO, device="cpu").dtype == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])

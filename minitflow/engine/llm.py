@@ -40,11 +40,15 @@ class Generation:
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not recomputed)
 
 
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """bfloat16, float16, float32, or auto: bfloat16 on CUDA, float32 elsewhere (a CPU runs
+    bf16 matmuls far slower than float32)."""
     if isinstance(name, torch.dtype):
         return name
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise UserError(f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}")
+        raise UserError(f"unknown dtype {name!r}: choose auto or one of {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -114,14 +118,15 @@ class LLM:
         self.engine.eos_token_ids = set(ids)
 
     @classmethod
-    def load(cls, model: str | Path = "Qwen/Qwen3-4B", dtype: str | torch.dtype = "bfloat16",
+    def load(cls, model: str | Path = "Qwen/Qwen3-4B", dtype: str | torch.dtype = "auto",
              device: str | torch.device | None = None, max_seq_len: int | None = None,
              compile: bool = False, **engine_args) -> "LLM":
         """Load a HF-format directory or a hub id from the local Hugging Face cache;
         `engine_args` (num_slots, static, prefix_cache_bytes, cuda_graphs) go to the engine."""
         from minitflow.model.weights import load_model, resolve_model_dir
         model_dir = resolve_model_dir(model)
-        net = load_model(model_dir, resolve_dtype(dtype), resolve_device(device))
+        device = resolve_device(device)
+        net = load_model(model_dir, resolve_dtype(dtype, device), device)
         tokenizer = Tokenizer(model_dir) if (model_dir / "tokenizer.json").is_file() else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
         return cls(net, tokenizer, eos_token_ids=eos, max_seq_len=max_seq_len, compile=compile, **engine_args)

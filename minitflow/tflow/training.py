@@ -365,9 +365,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
     torch.manual_seed(cfg.seed)
     if llm is None:
-        device = resolve_device(cfg.device)
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-        llm = LLM.load(cfg.model, dtype=dtype, device=device, max_seq_len=None)
+        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None)
     llm.model.requires_grad_(False)
     say = log or (lambda msg: print(msg, file=sys.stderr))
 
