@@ -376,12 +376,9 @@ def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memo
     special = _special(task)
     atol, n_done = task.atol, 0
     with Sandbox(job, box_limits, max_record_bytes=cap) as box:
-        try:
-            rec, _ = box.next_record(STARTUP_TIMEOUT)
-            if rec is None or rec[0][0] != "ready":
-                return False, False, _no_result(box, rec)
-        except TimeoutError:
-            return False, False, "timeout during startup: the sandbox did not start"
+        why = _not_started(box)
+        if why is not None:
+            return False, False, why
         left = budgets[0]
         try:
             rec, waited = box.next_record(left)
@@ -407,6 +404,18 @@ def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memo
     return True, True, "pass"
 
 
+def _not_started(*boxes: Sandbox) -> str | None:
+    """None once every sandbox has said it is ready; otherwise why one did not."""
+    try:
+        for box in boxes:
+            rec, _ = box.next_record(STARTUP_TIMEOUT)
+            if rec is None or rec[0][0] != "ready":
+                return _no_result(box, rec)
+    except TimeoutError:
+        return "timeout during startup: the sandbox did not start"
+    return None
+
+
 def _no_result(box: Sandbox, rec: Any) -> str:
     if rec is not None:
         return f"unexpected record {str(rec[0][0])[:20]!r}"
@@ -429,13 +438,9 @@ def _run_script(sample: Any, program: str, timeout: float, memory_mb: int) -> Co
                  wall_seconds=STARTUP_TIMEOUT + timeout + EXEC_SLACK)
     cap = 16 << 20
     with Sandbox(serve, lim, max_record_bytes=cap) as cand, Sandbox(check, lim, max_record_bytes=cap) as judge:
-        try:
-            for box in (cand, judge):
-                rec, _ = box.next_record(STARTUP_TIMEOUT)
-                if rec is None or rec[0][0] != "ready":
-                    return False, False, _no_result(box, rec)
-        except TimeoutError:
-            return False, False, "timeout during startup: the sandbox did not start"
+        why = _not_started(cand, judge)
+        if why is not None:
+            return False, False, why
         left = timeout + 1
         try:
             rec, waited = cand.next_record(left)
