@@ -15,7 +15,7 @@ command rebuilds it all and prints the table:
 
     python -m minitflow.demo --out DIR      # default ./minitflow-demo
 
-The shipped result lives in `minitflow/data/demo/` (see `demo_dir()`). The build runs in a
+The shipped result lives in `minitflow/data/demo/` (see `minitflow.demo_dir()`). The build runs in a
 hidden folder beside DIR and its files replace DIR's only at the end, so an interrupted or
 failed build leaves DIR as it was (a killed one also leaves that hidden .DIR.building-*
 folder); a non-empty DIR needs --overwrite.
@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, demo_dir, json_rows, read_text, write_text  # noqa: F401 (demo_dir: public here too)
+from minitflow.files import check_output_dir, json_rows, read_text, write_text
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
                                        train)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitflow import demo, evaluate, generate, report, train
+from minitflow import demo, demo_dir, evaluate, generate, report, train
 from minitflow.cli import run_cli
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
@@ -22,7 +22,7 @@ from minitflow.files import replacing, write_text
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
 
-DEMO = demo.demo_dir()
+DEMO = demo_dir()
 GSM8K_ROWS = [{"question": "The red box holds 7. The blue box holds 3. The green box holds 9. "
                            "How many does the blue box hold?", "answer": "Look it up.\n#### 3"}]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitflow import demo
+from minitflow import demo, demo_dir
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.tflow.checkpoint import load_checkpoint
@@ -23,7 +23,7 @@ from minitflow.tflow.methods import run_method
 from minitflow.tflow.training import answers_match
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = demo.demo_dir()
+DEMO = demo_dir()
 N = 60  # the first N held-out questions
 MARGIN = 0.1
 
