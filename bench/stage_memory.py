@@ -7,10 +7,11 @@ dimensions) the allocator's bytes; on CPU (tiny, float32, Qwen3's vocabulary) th
 the weights; what the engine holds after a baseline question (KV cache, captured graphs, the
 prefix cache); and, for a tflow question run after it, the peak of each stage above what was
 allocated when the question started (senders' prefill, the generator call, receiver prefill and
-decode) and its stage seconds, then the same for a second question with every generator stage
-whole (`tflow_whole_*`), with the engine's KV cache, LoRA slot buffers and prefix cache sizes at
-the end. The H200 runs measured tflow-1 at 8.9 GiB against the official 8.2 and against our
-baseline's 7.9: this says which stage holds the difference. The second question says what the
+decode) and its stage seconds; then the same question twice more, warm (its sender prompts in the
+prefix cache, every kernel compiled): with the generator in pieces (`tflow_pieces_*`) and with
+every generator stage whole (`tflow_whole_*`); and the engine's KV cache, LoRA slot buffers and
+prefix cache sizes at the end. The H200 runs measured tflow-1 at 8.9 GiB against the official 8.2 and against our
+baseline's 7.9: this says which stage holds the difference. The warm pair says what the
 generator's pieces cost and save on one question (on the H200 its stage took 0.15 s in pieces of
 1,024 tokens, 0.02 s in the first run, before there were pieces).
 """
@@ -60,7 +61,9 @@ def main(tokenizer_dir: str, new_tokens: str = "256") -> dict:
     out["baseline_peak_above_start_gib"] = (meter.peak() - base_now) / GIB
     out["after_baseline_gib"] = meter.now() / GIB
 
-    for label, options in (("tflow", {}), ("tflow_whole", {"generator_piece": None})):
+    # `tflow`: the first tflow question (its graphs captured, the fused functions compiled), what
+    # the method benchmark's peak includes; then the same question warm, in pieces and whole
+    for label, options in (("tflow", {}), ("tflow_pieces", {}), ("tflow_whole", {"generator_piece": None})):
         out.update(tflow_stages(llm, gen, sampling, meter, label, **options))
     runner = llm.engine.runner
     out.update(kv_cache_gib=tensor_bytes([runner.cache.k, runner.cache.v]) / GIB if runner.cache is not None else 0.0,

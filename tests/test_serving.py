@@ -451,7 +451,7 @@ def test_the_stage_memory_script_runs_on_cpu():
     got = _bench_script("stage_memory.py", "minitflow/data/demo", "4")
     assert got["weights_gib"] > 0 and got["kv_cache_gib"] > 0
     assert got["lora_slot_buffers_gib"] > 0  # the receiver's LoRA reached its slot
-    for label in ("tflow", "tflow_whole"):  # generator stages in pieces, then whole
+    for label in ("tflow", "tflow_pieces", "tflow_whole"):  # the first question, then warm in pieces and whole
         assert got[f"{label}_new_tokens"] == 4 and got[f"{label}_generator_s"] > 0
         assert {f"{label}_{stage}_peak_above_start_gib" for stage in ("senders", "generator", "receiver")} <= set(got)
 
