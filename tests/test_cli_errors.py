@@ -249,7 +249,11 @@ def test_local_rank_picks_its_own_gpu(monkeypatch):
         resolve_device("auto")
     monkeypatch.delenv("LOCAL_RANK")  # not under torchrun: cuda is the current device, as in torch
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # asking would set CUDA up
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert resolve_device("cuda") == torch.device("cuda", 2) and resolve_device(None) == torch.device("cuda", 2)
+    assert resolve_device(torch.device("cpu", 0)) == torch.device("cpu") == resolve_device("cpu:0")
 
 
 def test_llm_load_takes_the_command_lines_device_and_dtype_names():
@@ -263,7 +267,7 @@ def test_llm_load_takes_the_command_lines_device_and_dtype_names():
         LLM.load(DEMO, dtype="fp8", device="cpu")
     assert LLM.load(DEMO, device="cpu").dtype == torch.float32
     assert resolve_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
-    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16 and resolve_dtype("auto") == torch.float32
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])

@@ -40,13 +40,13 @@ class Generation:
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not recomputed)
 
 
-def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """bfloat16, float16, float32, or auto: bfloat16 on CUDA, float32 elsewhere (a CPU runs
-    bf16 matmuls far slower than float32)."""
+def resolve_dtype(name: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
+    """bfloat16, float16, float32, or auto: bfloat16 on a CUDA `device`, float32 elsewhere (a
+    CPU runs bf16 matmuls far slower than float32)."""
     if isinstance(name, torch.dtype):
         return name
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
     if name not in DTYPES:
         raise UserError(f"unknown dtype {name!r}: choose auto or one of {', '.join(DTYPES)}")
     return DTYPES[name]
@@ -55,10 +55,11 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
 def resolve_device(name: str | torch.device | None) -> torch.device:
     """auto (or None), cpu, cuda or cuda:N, as a string or a torch.device. Under torchrun
     (LOCAL_RANK set) auto and cuda mean this rank's own GPU, cuda:LOCAL_RANK, so N ranks do not
-    all load onto GPU 0; otherwise cuda is the current device, as in torch. The command lines'
-    --device and LLM.load(device=) both come here."""
+    all load onto GPU 0; otherwise cuda is the current device where this process has set up
+    CUDA, GPU 0 where it has not (asking would set it up: a CUDA context just to check a flag).
+    The command lines' --device and LLM.load(device=) both come here."""
     name = (str(name) if name is not None else "auto").strip().lower()
-    if name == "cpu":
+    if name == "cpu" or (name.startswith("cpu:") and name[4:].isdigit()):
         return torch.device("cpu")
     if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
         raise UserError(f"device {name!r} is not supported (--device / device=): use auto, cpu, cuda or cuda:N")
@@ -72,7 +73,7 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     elif os.environ.get("LOCAL_RANK"):
         index = int(os.environ["LOCAL_RANK"])
     else:
-        index = torch.cuda.current_device()
+        index = torch.cuda.current_device() if torch.cuda.is_initialized() else 0
     if index >= count:
         raise UserError(f"GPU {index} requested (device {name}, LOCAL_RANK {os.environ.get('LOCAL_RANK')}) "
                         f"but only {count} are visible")
