@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterable
 from minitflow.errors import UserError
 from minitflow.files import decode_utf8, json_rows
 
+from .extract import extract_boxed
+
 
 @dataclass
 class Sample:
@@ -267,8 +269,6 @@ def minerva_question(problem: str, fewshot: bool = True) -> str:
 
 
 def _minerva(rows: list[dict], where: str, fewshot: bool = True) -> list[Sample]:
-    from .scoring import extract_boxed  # scoring imports this module at its top
-
     out = []
     for i, r in enumerate(rows):
         _need(r, ("problem", "solution"), "minerva_math", where)
