@@ -183,6 +183,48 @@ def test_admitted_mid_flight_next_to_others(model):
     assert all(r.status is Status.FINISHED for r in first + late)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_mixes_get_what_each_request_gets_alone(model, seed):
+    """Seeded random scenarios for what the hand-picked tests above do not combine: 1-4 slots,
+    a tight max_seq_len, EOS ids that stop some rows at their first token, identical prompts,
+    prompts ending on, just before and just after a prefix-cache block, greedy and sampled rows
+    (top-k 1, low top-p, ignore_eos), LoRA of one layout on some rows, and the same requests
+    again, shuffled, through the warm engine. (200 such seeds passed in a side run.)"""
+    import random
+    rnd = random.Random(seed)
+    n, slots = rnd.randint(5, 10), rnd.randint(1, 4)
+    eos = rnd.sample(range(150), rnd.choice([0, 3, 8]))
+    max_len = rnd.choice([64, 80])
+    shared = [rnd.randrange(150) for _ in range(rnd.choice([BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK]))]
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, n, 4, seed), _random_factors(model.cfg, n, 4, seed + 1)],
+                      [1.0, 1.0])
+    prompts, params, rows = [], [], []
+    for i in range(n):
+        p = shared + [rnd.randrange(150) for _ in range(rnd.choice([0, 1, 5, BLOCK, 20]))]
+        if prompts and rnd.random() < 0.2:
+            p = list(rnd.choice(prompts))
+        m = max(1, min(rnd.choice([1, 2, 7, 20, 40]), max_len - len(p)))
+        sp = SamplingParams(max_new_tokens=m) if rnd.random() < 0.4 else SamplingParams(
+            max_new_tokens=m, temperature=rnd.choice([0.5, 1.0, 1.5]), top_p=rnd.choice([1.0, 0.9, 0.3]),
+            top_k=rnd.choice([0, 1, 5, 40]), seed=rnd.randrange(1000), ignore_eos=rnd.random() < 0.2)
+        prompts.append(p), params.append(sp), rows.append(lora.row(i) if rnd.random() < 0.5 else None)
+
+    def alone(eos: list[int]) -> list[list[int]]:
+        return [LLM(model, eos_token_ids=eos, num_slots=1, prefix_cache_bytes=0, max_seq_len=max_len)
+                .generate([p], sp, lora=r)[0].token_ids for p, sp, r in zip(prompts, params, rows)]
+
+    # a token before the end of two rows' outputs: those rows (at least) stop on it
+    free = [out for out, sp in zip(alone([]), params) if len(out) > 1 and not sp.ignore_eos]
+    eos += [rnd.choice(out[:-1]) for out in rnd.sample(free, min(2, len(free)))]
+    want = alone(eos)
+    assert any(len(w) < sp.max_new_tokens for w, sp in zip(want, params)), "no row stopped on EOS"
+    llm = LLM(model, eos_token_ids=eos, num_slots=slots, prefix_cache_bytes=1 << 24, max_seq_len=max_len)
+    for order in (list(range(n)), rnd.sample(range(n), n)):
+        reqs = [Request(prompts[i], params[i], lora=rows[i]) for i in order]
+        llm.engine.run(reqs)
+        assert [r.output_ids for r in reqs] == [want[i] for i in order]
+
+
 def test_queue_time_is_the_wait_for_a_slot(model):
     """`queue_s` is from a request's creation to its prefill: a request that finds a free slot
     waits for nothing, one that waits for the only slot waits about as long as its predecessor ran."""
