@@ -6,11 +6,11 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from minitflow.engine.llm import LLM, generation_top_k, resolve_device
+from minitflow.engine.llm import LLM, generation_top_k, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import demo_dir
@@ -83,6 +83,8 @@ def check_model_args(args: argparse.Namespace) -> None:
                      realign=args.latent_realign, think=args.think)
     if args.checkpoint and args.method != "tflow":
         raise UserError("--checkpoint is only valid with --method tflow")
+    if args.random_generator and args.method != "tflow":  # else ignored, yet recorded as the run's checkpoint
+        raise UserError("--random_generator is only valid with --method tflow")
     if args.checkpoint and args.random_generator:
         raise UserError("pass either --checkpoint or --random_generator, not both")
     if args.checkpoint and not Path(args.checkpoint).is_file():
@@ -126,18 +128,35 @@ def load_for(args: argparse.Namespace):
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    generator = None
+    if args.method == "tflow" and checkpoint:
+        # before the backbone: a checkpoint that is no checkpoint, or is for other dimensions, must
+        # not cost a model load first (minutes at 4B); its config.json is all the check needs
+        from minitflow.model.config import Qwen3Config
+        from minitflow.model.weights import resolve_model_dir
+        cfg = Qwen3Config.from_dir(resolve_model_dir(model))
+        generator = load_checkpoint(checkpoint, cfg, resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile,
                    num_slots=args.batch_size * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
-    generator = None
-    if args.method == "tflow":
-        if checkpoint:
-            generator = load_checkpoint(checkpoint, llm.cfg, llm.dtype, llm.device)
-        else:
-            generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)
-            generator.pg_layer_aggregator.float()
+    if args.method == "tflow" and generator is None:
+        generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)
+        generator.pg_layer_aggregator.float()
     return llm, generator, str(model), (checkpoint or ("random" if generator is not None else None))
+
+
+def check_questions_fit(llm: LLM, questions: Sequence[str], max_new_tokens: int, names: Sequence[str]) -> None:
+    """Refuse, before anything is generated, a question too long for the model even bare (every
+    method's answering prompt holds it whole): the engine would refuse it only when its turn
+    came, after every question before it had run, and generate would then lose all of them."""
+    if llm.tokenizer is None:
+        return
+    for name, question in zip(names, questions):
+        n = len(llm.encode(question))
+        if n + max_new_tokens > llm.max_seq_len:
+            raise UserError(f"{name}: the question alone is {n} tokens; with max_new_tokens {max_new_tokens} that is "
+                            f"more than the model's {llm.max_seq_len} positions")
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from minitflow.cli import (add_model_args, check_model_args, load_for, method_options, model_and_checkpoint, run_cli,
-                           sampling_from)
+from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
+                           model_and_checkpoint, run_cli, sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, write_json
 
@@ -169,6 +169,8 @@ def _compare_settings(path: Path, settings: dict) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{path} is unreadable; pass --overwrite to start afresh") from None
+    if not isinstance(saved, dict):  # valid JSON, but not what evaluate writes (an edit, another tool)
+        raise UserError(f"{path} is not a settings object; pass --overwrite to start afresh")
     diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if diff:
         k = diff[0]
@@ -228,13 +230,25 @@ def read_finished(out_dir: Path, method: str) -> dict[str, dict]:
 
 
 def start_partial(part: Path) -> None:
-    """A crash may have cut the last line: start the next one on a fresh line."""
-    if part.is_file() and part.stat().st_size:
-        with part.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                with part.open("ab") as g:
-                    g.write(b"\n")
+    """A crash may have cut the last line: drop it, saying so (its sample is redone), so the
+    file holds complete rows only and the next one starts on a fresh line. A last line that is
+    whole but lacks its newline is kept. Only this rank's own file, under its lock."""
+    if not (part.is_file() and part.stat().st_size):
+        return
+    data = part.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:  # JSONDecodeError, or bytes cut inside a UTF-8 sequence
+        log.warning("%s: its last line was cut off (%d bytes, a crash mid-write?); dropped it, that sample "
+                    "is redone", part, len(data) - start)
+        with part.open("r+b") as f:
+            f.truncate(start)
+        return
+    with part.open("ab") as f:
+        f.write(b"\n")
 
 
 def append_sample(part: Path, row: dict) -> None:
@@ -352,8 +366,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     check_model_args(args)
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
-    if args.max_samples < -1:
-        raise UserError(f"--max_samples must be -1 (all) or >= 0, got {args.max_samples}")
+    if args.max_samples == 0 or args.max_samples < -1:  # 0 would read as "the data file has no samples"
+        raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")
     if not args.merge_timeout > 0:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
     rank, size = world()
@@ -369,6 +383,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     settings = run_settings(args, dataset)
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)
+    part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
+    start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
     done = read_finished(out_dir, args.method)
     mine = [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
     log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, dataset, len(samples),
@@ -380,8 +396,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if args.method != "oracle" and mine:
         llm, generator, _, _ = load_for(args)
     sampling = sampling_from(args)
-    part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
-    start_partial(part)
+    if llm is not None:
+        check_questions_fit(llm, [s.question for _, s in mine], sampling.max_new_tokens, [s.id for _, s in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{dataset}", total=len(mine))

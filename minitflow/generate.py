@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minitflow.cli import add_model_args, check_model_args, load_for, method_options, run_cli, sampling_from
+from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options, run_cli,
+                           sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json
 from minitflow.tflow import prompts
@@ -21,17 +22,28 @@ from minitflow.tflow.methods import run_method, with_context
 def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
     """Questions from --question, --input_file (text or .jsonl, split on "\n" only) or stdin."""
     stdin = stdin if stdin is not None else sys.stdin
+    if args.question is not None and args.input_file is not None:  # one of them would be ignored
+        raise UserError("pass either --question or --input_file, not both")
     if args.question is not None:
         rows = [{"question": args.question, "context": args.context}]
     elif args.input_file is not None:
         path = Path(args.input_file)
+        suffix = path.suffix.lower()
+        if suffix == ".json":  # read as text, its JSON would be one question, answered without a word
+            raise UserError(f"--input_file {path}: give questions as .jsonl (one {{\"question\": ...}} per line) "
+                            "or a plain text file (one question)")
+        if suffix == ".jsonl" and getattr(args, "context", None) is not None:  # rows carry their own
+            raise UserError(f"--context goes with --question or a text file; {path} gives each row's "
+                            "\"context\" itself")
         text = read_text(path, "input file")
-        if path.suffix == ".jsonl":
+        if suffix == ".jsonl":
             rows = []
             for n, row in json_rows(text, str(path)):
                 row = {"question": row} if isinstance(row, str) else row
                 if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                     raise UserError(f"{path}:{n} needs a \"question\" string")
+                if not row["question"].strip():
+                    raise UserError(f"{path}:{n}: the question is empty")
                 if row.get("context") is not None and not isinstance(row["context"], str):
                     raise UserError(f"{path}:{n}: \"context\" must be a string")
                 rows.append(row)
@@ -63,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sampling = sampling_from(args)
     llm, generator, _, _ = load_for(args)
     questions = [r["question"] for r in rows]
+    check_questions_fit(llm, questions, sampling.max_new_tokens,
+                        [f"question {i + 1}" for i in range(len(questions))])
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,

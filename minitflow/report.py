@@ -54,14 +54,21 @@ def column(summary: dict) -> str:
 
 def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:
     """(method, dataset column) -> summary, from every *_results.json under the given
-    directories. Two files for one cell are refused, never one silently dropped."""
+    directories (or a results file given itself). Two files for one cell are refused, never one
+    silently dropped; one file reached twice is one file."""
     found: dict[tuple[str, str], dict] = {}
     source: dict[tuple[str, str], Path] = {}
+    seen: set[Path] = set()
     for d in dirs:
         path = Path(d)
         if not path.exists():
             raise UserError(f"no such results directory: {path}")
-        for f in sorted(path.rglob("*_results.json")):
+        if path.is_file() and not path.name.endswith("_results.json"):
+            raise UserError(f"{path} is neither a results directory nor a *_results.json file")
+        for f in [path] if path.is_file() else sorted(path.rglob("*_results.json")):
+            if f.resolve() in seen:  # `report results results/gsm8k` names it twice: one file, no clash
+                continue
+            seen.add(f.resolve())
             summary = read_summary(f)
             key = (summary["method"], column(summary))
             if key in found:
@@ -87,7 +94,8 @@ def markdown_table(results: dict[tuple[str, str], dict]) -> str:
                       [f"{100 * s['accuracy']:.1f} ({_official(s)})", f"{s['mean_official_tokens']:.0f}",
                        f"{s['mean_processed_tokens']:.0f}", f"{s['mean_wall_time']:.2f}"])
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-    counts = ", ".join(f"{m}/{d}: n={s['n']}" for (m, d), s in sorted(results.items()))
+    counts = ", ".join(f"{m}/{d}: n={s['n']}" + (" (incomplete run)" if s.get("complete") is False else "")
+                       for (m, d), s in sorted(results.items()))
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
                                f"parentheses). Samples: {counts}")
 

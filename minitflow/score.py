@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from minitflow.errors import UserError
-from minitflow.files import json_rows, read_text, write_text
+from minitflow.files import check_output_file, json_rows, read_text, write_text
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -67,9 +68,8 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
     check_eval_dependencies(dataset)
     path = Path(args.predictions)
     preds = read_predictions(path)
-    output = Path(args.output) if args.output else None
-    if output is not None and not output.parent.is_dir():
-        raise UserError(f"output directory does not exist: {output.parent}")
+    # before scoring (code runs take minutes): a directory or unwritable --output fails now, not at the end
+    output = check_output_file(args.output, "--output") if args.output is not None else None
     ids = [i for i, _ in preds]
     samples = _lookup(_samples_by_id(dataset, args.data_file, args.mmlu_rows), ids, str(path), dataset,
                       args.data_file)
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        # the scorers read 0 as "unset" (the default) and would run a negative budget as given
+        raise UserError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     if args.results:
         if args.output:
             raise UserError("--output goes with --predictions; --results rewrites the folder in place")

@@ -544,3 +544,105 @@ def test_every_jsonl_reader_names_the_bad_line(tmp_path, reader):
             "data": lambda: read_records(path), "demo": lambda: demo.read_jsonl(path)}[reader]
     with pytest.raises(UserError, match=r"rows\.jsonl:3: not valid JSON"):
         read()
+
+
+# ---- inputs a researcher gets wrong, refused instead of ignored ------------------------------
+
+def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    rows = tmp_path / "q.jsonl"
+    rows.write_text('{"question": "How many does the red box hold?"}\n{"question": "Hi"}\n')
+    fails(capsys, generate.main, gen_args("--input_file", rows), "--question", "--input_file")
+    base = gen_args()[:2] + gen_args()[4:]  # without --question
+    fails(capsys, generate.main, [*base, "--input_file", rows, "--context", "The red box holds 7."], "--context")
+    as_json = tmp_path / "q.json"  # JSON read as text would be one question
+    as_json.write_text(rows.read_text())
+    fails(capsys, generate.main, [*base, "--input_file", as_json], ".jsonl")
+    upper = tmp_path / "Q.JSONL"
+    upper.write_text(rows.read_text())
+    args = argparse.Namespace(question=None, input_file=str(upper), context=None)
+    assert [r["question"] for r in generate.read_inputs(args)] == ["How many does the red box hold?", "Hi"]
+    rows.write_text('{"question": "Hi"}\n{"question": "  "}\n')
+    fails(capsys, generate.main, [*base, "--input_file", rows], "q.jsonl:2", "empty")
+
+
+def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--random_generator"), "--random_generator")
+    fails(capsys, evaluate.main, ["--method", "baseline", "--random_generator", "--data_file", gsm8k_file(tmp_path),
+                                  "--output_dir", tmp_path / "r"], "--random_generator")
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "other layers"])
+def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    path = tmp_path / "g.pt"
+    if kind == "text":
+        path.write_text("not a checkpoint\n")
+    elif kind == "truncated":
+        path.write_bytes((DEMO / "tflow.pt").read_bytes()[:100_000])
+    else:
+        state = torch.load(DEMO / "tflow.pt", weights_only=True)
+        torch.save({**state, "pg_arch": {**state["pg_arch"], "num_base_model_layers": 8}}, path)
+    argv = ["--method", "tflow", "--checkpoint", path, "--question", "How many?", "--device", "cpu",
+            "--max_new_tokens", "2"]
+    fails(capsys, generate.main, argv, str(path))
+
+
+def test_evaluate_max_samples_zero(tmp_path, capsys):
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", gsm8k_file(tmp_path), "--max_samples", "0",
+                                  "--output_dir", tmp_path / "r"], "--max_samples")
+
+
+def test_evaluate_settings_file_that_is_not_an_object(tmp_path, capsys):
+    args = ["--method", "oracle", "--data_file", gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"]
+    assert run_cli(evaluate.main, [str(a) for a in args]) == 0
+    (tmp_path / "r" / "oracle_results.json").unlink()
+    (tmp_path / "r" / "oracle_settings.json").write_text("[1, 2]\n")  # edited by hand
+    fails(capsys, evaluate.main, args, "oracle_settings.json", "--overwrite")
+    assert not (tmp_path / "r" / "oracle_results.json").exists()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_score_timeout_refused_not_replaced(timeout, tmp_path, capsys):
+    from minitflow import score
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "gsm8k/0", "prediction": "3"}\n')
+    fails(capsys, score.main, ["--dataset", "gsm8k", "--data_file", gsm8k_file(tmp_path), "--predictions", preds,
+                               "--timeout", timeout], "--timeout")
+
+
+def test_score_output_checked_before_scoring(tmp_path, capsys, monkeypatch):
+    from minitflow import score
+    from minitflow.eval import scoring
+    def boom(*a, **k):
+        raise AssertionError("scored before the bad --output was refused")
+    monkeypatch.setattr(scoring, "score_samples", boom)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "gsm8k/0", "prediction": "3"}\n')
+    base = ["--dataset", "gsm8k", "--data_file", gsm8k_file(tmp_path), "--predictions", preds]
+    for path in _bad_outputs(tmp_path).values():
+        fails(capsys, score.main, [*base, "--output", path])
+    monkeypatch.undo()
+    assert run_cli(score.main, [str(a) for a in [*base, "--output", tmp_path / "new" / "o.jsonl"]]) == 0
+    assert json.loads((tmp_path / "new" / "o.jsonl").read_text())["correct"] is True
+
+
+def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_path, capsys, monkeypatch):
+    """The engine refuses such a request only at its turn: every question before it would run
+    first (and generate would then lose all of their answers)."""
+    long = "word " * 5000  # > the demo's 4,096 positions
+    rows = tmp_path / "q.jsonl"
+    rows.write_text(json.dumps({"question": "Hi"}) + "\n" + json.dumps({"question": long}) + "\n")
+    def boom(*a, **k):
+        raise AssertionError("generation started before the long question was refused")
+    monkeypatch.setattr(generate, "run_method", boom)
+    base = gen_args()[:2] + gen_args()[4:]
+    fails(capsys, generate.main, [*base, "--input_file", rows], "question 2", "4096 positions")
+    monkeypatch.undo()
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in ["Hi", "Hello", long]))
+    fails(capsys, evaluate.main, ["--method", "baseline", "--data_file", data, "--device", "cpu", "--max_new_tokens",
+                                  "2", "--batch_size", "1", "--output_dir", tmp_path / "r"],
+          "gsm8k/2", "4096 positions")
+    assert not (tmp_path / "r" / "baseline_partial.rank0.jsonl").exists()

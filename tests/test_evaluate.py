@@ -237,3 +237,29 @@ def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, mon
     assert run_cli(main, args) == 0
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 6 and summary["complete"] and summary["accuracy"] == 1.0
+
+
+def test_resume_after_a_kill_mid_write_drops_the_cut_line_with_a_warning(tmp_path, capsys):
+    """A kill while a row is appended leaves half a line: the resume keeps the complete rows,
+    drops that half with one warning (the file holds whole rows only) and redoes its sample."""
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0
+    part = out / "oracle_partial.rank0.jsonl"
+    lines = part.read_bytes().split(b"\n")
+    part.write_bytes(b"\n".join(lines[:3]) + b"\n" + lines[3][:25])
+    (out / "oracle_results.json").unlink()
+    capsys.readouterr()
+    assert run_cli(main, args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cut off" in line]
+    assert len(warnings) == 1 and part.name in warnings[0]
+    assert "6 samples, 3 already done, 3 for rank 0/1" in _last_plan(out)
+    rows = part.read_bytes().decode("utf-8").split("\n")
+    assert rows[-1] == "" and [json.loads(r)["id"] for r in rows[:-1]] == [f"gsm8k/{i}" for i in range(6)]
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 6 and summary["complete"] and summary["accuracy"] == 1.0
+    # a last row that is whole but lost its newline is kept, not redone
+    part.write_bytes(part.read_bytes()[:-1])
+    assert run_cli(main, args) == 0
+    assert "6 samples, 6 already done, 0 for rank 0/1" in _last_plan(out)
+    assert "cut off" not in capsys.readouterr().err

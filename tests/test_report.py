@@ -56,3 +56,21 @@ def test_humaneval_and_humaneval_plus_are_two_columns(tmp_path, capsys):
     assert run_cli(main, [str(tmp_path / "old1"), str(tmp_path / "old2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "old1" in err and "old2" in err and "both hold tflow on humaneval" in err
+
+
+def test_one_file_reached_twice_a_file_argument_and_an_incomplete_run(tmp_path, capsys):
+    _write(tmp_path / "res" / "gsm8k", "tflow", "gsm8k", 0.5, 300, 600, 2.0, n=4)
+    path = tmp_path / "res" / "gsm8k" / "tflow_results.json"
+    data = json.loads(path.read_text())
+    data["summary"]["complete"] = False  # a rank died: rank 0 wrote what it had
+    path.write_text(json.dumps(data))
+    # the same file through a folder and its parent, or named itself: one cell, not a clash
+    for dirs in ([tmp_path / "res", tmp_path / "res" / "gsm8k"], [path], [tmp_path / "res", tmp_path / "res"]):
+        assert run_cli(main, [str(d) for d in dirs]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert "| TFlow | 50.0 (–) |" in out and "tflow/gsm8k: n=4 (incomplete run)" in out
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    assert run_cli(main, [str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "notes.txt" in err
