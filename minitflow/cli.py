@@ -32,7 +32,7 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the official value per style")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--temperature", type=float, default=OFFICIAL_TEMPERATURE)
+    p.add_argument("--temperature", type=float, default=None, help=f"default: the official {OFFICIAL_TEMPERATURE}")
     p.add_argument("--top_p", type=float, default=OFFICIAL_TOP_P)
     p.add_argument("--top_k", type=int, default=None,
                    help="default: the model's generation_config.json top_k, else 0 (off); Qwen3-4B's is 20, "
@@ -68,7 +68,9 @@ def check_model_args(args: argparse.Namespace) -> None:
     prompts.resolve_style(args.dataset)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+    if args.greedy and args.temperature is not None:  # one of them would be ignored
+        raise UserError("pass either --greedy or --temperature (0 is greedy), not both")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
         raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
@@ -100,7 +102,8 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
     if top_k is None:
         from minitflow.model.weights import resolve_model_dir
         top_k = generation_top_k(resolve_model_dir(model_and_checkpoint(args)[0]))
-    return SamplingParams(max_new_tokens=max_new, temperature=0.0 if args.greedy else args.temperature,
+    temperature = 0.0 if args.greedy else OFFICIAL_TEMPERATURE if args.temperature is None else args.temperature
+    return SamplingParams(max_new_tokens=max_new, temperature=temperature,
                           top_p=args.top_p, top_k=top_k, seed=args.seed)
 
 

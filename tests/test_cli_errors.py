@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
-from minitflow.cli import run_cli
+from minitflow.cli import OFFICIAL_TEMPERATURE, add_model_args, run_cli, sampling_from
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import replacing, write_text
@@ -587,6 +587,17 @@ def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys
     argv = ["--method", "tflow", "--checkpoint", path, "--question", "How many?", "--device", "cpu",
             "--max_new_tokens", "2"]
     fails(capsys, generate.main, argv, str(path))
+
+
+def test_greedy_with_a_temperature_is_refused(tmp_path, capsys, monkeypatch):
+    """Either would be ignored; the default temperature stays the official one."""
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--greedy", "--temperature", "0.7"), "--greedy", "--temperature")
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    assert sampling_from(parser.parse_args([])).temperature == OFFICIAL_TEMPERATURE
+    assert sampling_from(parser.parse_args(["--temperature", "0.7"])).temperature == 0.7
+    assert sampling_from(parser.parse_args(["--greedy"])).temperature == 0.0
 
 
 def test_evaluate_max_samples_zero(tmp_path, capsys):
