@@ -586,7 +586,7 @@ def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys
         torch.save({**state, "pg_arch": {**state["pg_arch"], "num_base_model_layers": 8}}, path)
     argv = ["--method", "tflow", "--checkpoint", path, "--question", "How many?", "--device", "cpu",
             "--max_new_tokens", "2"]
-    fails(capsys, generate.main, argv, str(path))
+    fails(capsys, generate.main, argv, str(path), *(["not a torch.save file"] if kind != "other layers" else []))
 
 
 def test_greedy_with_a_temperature_is_refused(tmp_path, capsys, monkeypatch):
@@ -598,6 +598,11 @@ def test_greedy_with_a_temperature_is_refused(tmp_path, capsys, monkeypatch):
     assert sampling_from(parser.parse_args([])).temperature == OFFICIAL_TEMPERATURE
     assert sampling_from(parser.parse_args(["--temperature", "0.7"])).temperature == 0.7
     assert sampling_from(parser.parse_args(["--greedy"])).temperature == 0.0
+
+
+def test_a_data_file_that_is_a_directory_says_so(tmp_path, capsys):
+    fails(capsys, evaluate.main, ["--method", "oracle", "--data_file", tmp_path, "--output_dir", tmp_path / "r"],
+          "is a directory")
 
 
 def test_evaluate_max_samples_zero(tmp_path, capsys):

@@ -134,6 +134,8 @@ def prompt_style(dataset: str) -> str:
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a local JSONL / JSONL.gz file (or a JSON list). Never uses the network."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"data file {path} is a directory, not a file")
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import re
 import sys
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -87,7 +88,13 @@ def random_generator(backbone: Qwen3Config, seed: int = 0, arch: PGArch | None =
 
 def _torch_load(path: Path) -> object:
     """torch.load with weights_only=True: a checkpoint is tensors, numbers and strings, so a
-    pickle that needs anything else (code that would run on load) is refused, not executed."""
+    pickle that needs anything else (code that would run on load) is refused, not executed.
+    A file that is neither torch.save's zip archive nor its legacy pickle (text, cut short)
+    is named as such first: torch's own error for it blames the weights_only rule."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head != b"\x80\x02":
+        raise UserError(f"{path} is not a torch checkpoint: not a torch.save file, or cut short")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
