@@ -542,3 +542,82 @@ def test_math_scoring_in_worker_processes_matches_one_process():
     serial = score_both("minerva_math", preds, batch, workers=1)
     assert score_both("minerva_math", preds, batch, workers=2) == serial
     assert [r["correct"] for r in serial] == [bool(i % 3 and i % 7) for i in range(len(preds))]
+
+
+# ------------------------------------------ strict scorer: audit regressions
+# Each of these failed before its fix (Qwen3-style answers to the shared data's golds).
+
+
+def test_math_complex_exponent_is_not_a_tower():
+    # the tower guard read float() of 2*pi*I/3 as an error, so polar forms never parsed
+    assert is_equiv(r"4e^{2\pi i/3}", r"-2+2 \sqrt{3} i")
+    assert is_equiv(r"16e^{-2\pi i/3}", r"-8-8 \sqrt{3} i")
+    assert not is_equiv(r"4e^{i\pi/3}", r"-2+2 \sqrt{3} i")
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"x(t) = -t^2 - t - 3", "-t^2 - t - 3", True),
+    (r"x(t) = -t^2 - t + 3", "-t^2 - t - 3", False),
+    (r"Y(s) = \frac{1}{s+a}", r"\frac{1}{s+a}", True),
+    (r"\theta(t) = 2\cos\left(\pi t + \frac{\pi}{3}\right)", r"2 \cos (\pi t+\pi / 3)", True),
+    (r"x(t) = 0", r"y^{\prime}+r y-r x(t)=0", False),
+])
+def test_math_function_name_on_the_left(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_math_lambda_and_solar_subscripts():
+    gold = r"\lambda_{\text {red}} / \sqrt{2}"
+    assert is_equiv(r"\frac{\lambda_{\text{red}}}{\sqrt{2}}", gold)
+    assert not is_equiv(r"\frac{\lambda_{\text{red}}}{2}", gold)
+    gold = r"\frac{dM}{dt}=\frac{10^{5} L_{\odot}}{0.007 c^{2} M_{\odot}^{6}} M^{6}"
+    assert is_equiv(r"\frac{dM}{dt} = \frac{10^5 L_\odot M^6}{0.007 c^2 M_\odot^6}", gold)
+    assert not is_equiv(r"\frac{dM}{dt} = \frac{10^4 L_\odot M^6}{0.007 c^2 M_\odot^6}", gold)
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"50\, M_\odot", "50", True),
+    (r"-50\, M_\odot", "50", False),
+    (r"6630\ \text{Å}", "6630", True),
+    (r"1.2 \text{ μm}", "1.2", True),
+    (r"300^\circ\text{C}", "300", True),
+    (r"0.022^{\prime\prime}", "0.022", True),
+    ("0.022''", "0.022", True),
+    (r"7.6Z\ \text{eV}", "7.6 Z", True),
+    (r"7.7 Z \text{ eV}", "7.6 Z", False),
+    (r"\text{MR}", r"\text{MR}=\text{SRMC}", False),
+])
+def test_math_units_models_write(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert score_math(f"$$\n\\boxed{{{pred}}}\n$$", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"3\frac{1}{2}", "3.5", True),
+    (r"3\frac{1}{2}", "1.5", False),  # was read as 3 * 1/2
+    (r"3\frac12", r"\frac{7}{2}", True),
+    (r"-2\frac{1}{4}", "-2.25", True),
+    (r"2\frac{\pi}{3}", r"\frac{2\pi}{3}", True),  # not a number: still a product
+])
+def test_math_mixed_numbers(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_math_final_answer_prose_is_not_an_answer():
+    text = "So $\\boxed{5}$.\n\nLet me double-check the final answer: it satisfies the constraint."
+    assert extract_math_answer(text) == "5"
+    assert score_math("Final answer: the diameter is 1.6 cm.", "1.6")
+    assert not score_math("$\\boxed{1.6}$\n\nFinal answer: the diameter is 2.1 cm.", "1.6")
+    assert extract_math_answer("Final Answer: The final answer is $7$. I hope it is correct.") == "7"
+
+
+def test_gsm8k_reply_cut_off_inside_its_box():
+    assert extract_gsm8k_answer("So far 15 then 19; the total is \\boxed{16") is None
+    assert not score_gsm8k("That leaves 16, plus the 2 from before: \\boxed{16", "16")  # may go on to 160
+    assert extract_gsm8k_answer("\\boxed{15} wait, \\boxed{16") == "15"  # the complete box before it counts
+
+
+def test_gsm8k_answer_as_a_verb_is_not_an_answer():
+    text = "Each student must answer 3 questions a day, so the class answers 45 questions."
+    assert extract_gsm8k_answer(text) == "45"
+    assert extract_gsm8k_answer("**Answer**: 18 eggs, 20 before") == "18"

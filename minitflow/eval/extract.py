@@ -58,6 +58,22 @@ def boxed_spans(text: str | None) -> list[tuple[int, int, str]]:
     return out
 
 
+def cut_open_box(text: str) -> str:
+    """The text before a last `\\boxed{` that never closes (a generation cut off
+    inside its answer), else the whole text."""
+    last = None
+    for m in _BOX_RE.finditer(text):
+        last = m
+    if last is None:
+        return text
+    j = last.end()
+    while j < len(text) and text[j] == " ":
+        j += 1
+    if j < len(text) and text[j] == "{" and match_brace(text, j) is None:
+        return text[:last.start()]
+    return text
+
+
 def extract_boxed(text: str | None) -> str | None:
     """Content of the last complete `\\boxed{...}` / `\\fbox{...}` (nested braces ok).
 
@@ -99,8 +115,10 @@ _NUMBER_RE = re.compile(
     r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"|(?<![\w.])-?\.\d+"
 )
+# a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
 _GSM_PHRASE_RE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is|:|=|would\s+be|will\s+be)?\s*[:*\s]*(?:\\\(|\$)?\s*"
+    r"(?:final\s+answer\s*(?:is|:|=|would\s+be|will\s+be)?|answer\s*\**\s*(?:is|:|=|would\s+be|will\s+be))"
+    r"\s*[:*\s]*(?:\\\(|\$)?\s*"
     r"(?:\\\$|\$)?\s*(?=[-\d.])", re.I)
 
 
@@ -166,7 +184,8 @@ def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
 
 def extract_gsm8k_answer(text: str | None) -> str | None:
     """Final numeric answer: the last explicit one (box, `####`, "answer is N"),
-    else the last number of the reply.
+    else the last number of the reply.  A reply cut off inside its box has only
+    the explicit answers before that box (`\\boxed{16` may have gone on to 160).
 
     Returns the number as a plain string ("1234", "-3.5", "3/4"), the raw boxed
     content when the box holds no number, or None.
@@ -174,10 +193,11 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
     if not text:
         return None
     for region in answer_regions(text):
-        explicit = _gsm8k_explicit(region)
+        stated = cut_open_box(region)
+        explicit = _gsm8k_explicit(stated)
         if explicit is not None:
             return explicit[1]
-        if unfinished_thought(region):
+        if unfinished_thought(region) or stated != region:
             return None
         nums = _numbers(_latex_number_text(region))
         if nums:
@@ -221,12 +241,21 @@ def _last_box_run(text: str) -> tuple[int, str] | None:
     return run[-1][0], ", ".join(content for _, _, content in run)
 
 
+_PROSE_RE = re.compile(r"\b[a-z]{2,}\s+[a-z]{2,}\s+[a-z]{2,}\b")
+
+
 def _final_answer_line(text: str) -> tuple[int, str] | None:
+    """The last "Final Answer: X" / "the final answer is X".  A prose sentence there
+    gives what it says something is ("Final answer: the diameter is 1.6 cm."), or
+    nothing: "To double-check the final answer: plug it in." after a box is no answer."""
     last = None
     for m in _FINAL_LINE_RE.finditer(text):
         got = _math_after(text, m.end())
         if got:
             body = re.sub(r"\.?\s*I hope it is correct\.?$", "", got[0]).strip()
+            in_math = re.match(r"[\s:*]*(?:\$|\\\(|\\\[)", text[m.end():])
+            if body and not in_math and _PROSE_RE.search(re.sub(r"\$[^$]*\$", " ", body)):
+                body = _closing_statement(body)
             if body:
                 last = (m.start(), body)
     return last

@@ -139,8 +139,11 @@ def clean_answer(s: str | None) -> str:
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])\s*", "", s)
     s = s.replace("\\displaystyle", "").replace("\\!", "")
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "", s)
-    s = re.sub(r"\^\s*\{\s*\\prime\s*\}|\^\s*\\prime|\\prime", "'", s)
+    # degrees, also Celsius / Fahrenheit (a lone C after a number is not a unit elsewhere)
+    s = re.sub(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
+               r"(?:\s*(?:\\(?:text|mathrm)\s*\{\s*[CF]\s*\}|[CF](?![A-Za-z])))?", "", s)
+    s = re.sub(r"\^\s*\{\s*((?:\\prime\s*)+)\}", lambda m: "'" * m.group(1).count("prime"), s)  # ^{\prime\prime}
+    s = re.sub(r"\^\s*\\prime|\\prime", "'", s)
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"(?<=\d)\\[,;: ](?=\d{3}(?!\d))", "", s)  # 1\,450\,000
     s = re.sub(r"(?<=\d)\{,\}(?=\d{3}(?!\d))", ",", s)  # 1{,}450
@@ -166,7 +169,7 @@ _NOT_UNITS = {
 }
 _UNIT_TOKEN_RE = re.compile(
     r"\s+|[A-Za-z]+|\\mu|\\Omega|\\AA|\\odot|\\ohm|\\%|%|\\cdot|\\times|[/.*\-()]|\^\s*\{?\s*-?\d+\s*\}?"
-    r"|_\s*\{?\s*\\odot\s*\}?|\{|\}"
+    r"|_\s*\{?\s*\\odot\s*\}?|\{|\}|'+"  # 0.022'' (arcseconds)
 )
 _MANTISSA = r"(?P<sign>[+-]?)\s*(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<frac>\.\d*)?"
 _NUMBER_RE = re.compile(
@@ -176,6 +179,8 @@ _NUMBER_RE = re.compile(
 )
 _POW10_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*10\s*\^\s*\{?\s*(?P<exp>[+-]?\s*\d+)\s*\}?")
 _FRAC_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*\\frac\s*\{\s*(?P<num>[\d.]+)\s*\}\s*\{\s*(?P<den>[\d.]+)\s*\}")
+_MIXED_RE = re.compile(  # 3\frac{1}{2}
+    r"\s*(?P<sign>[+-]?)\s*(?P<whole>\d+)\s*\\frac\s*\{\s*(?P<num>\d+)\s*\}\s*\{\s*(?P<den>\d+)\s*\}")
 _SLASH_RE = re.compile(r"\s*(?P<sign>[+-]?)\s*(?P<num>\d+\.?\d*|\.\d+)\s*/\s*(?P<den>\d+\.?\d*|\.\d+)")
 _MAX_EXP = 400
 
@@ -192,8 +197,13 @@ class Quantity:
 
 
 def _is_unit_tail(tail: str) -> bool:
-    """`cm`, `\\mathrm{~erg\\,s^{-1}}`, `\\mu m`, `\\AA`, `km/s`, `dollars`: yes; `x`, `\\pi`, `2`: no."""
+    """`cm`, `\\mathrm{~erg\\,s^{-1}}`, `\\mu m`, `\\AA`, `km/s`, `dollars`: yes; `x`, `\\pi`, `2`: no.
+
+    Solar units (`M_\\odot`) and the Unicode `Å`, `μm` a model writes are units too."""
     tail = _unwrap_command(tail, _TEXT_CMDS).strip()
+    tail = re.sub(r"(?<![A-Za-z\\])[MLR]\s*_\s*\{?\s*\\odot\s*\}?", r"\\odot ", tail)
+    tail = re.sub(r"\\mathring\s*\{?\s*A\s*\}?|\u00c5|\u212b", r"\\AA ", tail)
+    tail = re.sub(r"[\u00b5\u03bc]", r"\\mu ", tail).replace("\u03a9", "\\Omega ")
     if not tail:
         return True
     pos, words, other = 0, [], 0
@@ -204,7 +214,7 @@ def _is_unit_tail(tail: str) -> bool:
         tok = m.group(0)
         if tok[0].isalpha():
             words.append(tok)
-        elif tok.startswith("\\") and tok not in ("\\cdot", "\\times"):
+        elif tok.startswith(("\\", "'")) and tok not in ("\\cdot", "\\times"):
             other += 1
         pos = m.end()
     for w in words:
@@ -220,13 +230,13 @@ def parse_quantity(s: str | None) -> Quantity | None:
     if not s:
         return None
     s = clean_answer(s)
-    s = _unwrap_command(s, _TEXT_CMDS)
+    s = _fix_fracs(_unwrap_command(s, _TEXT_CMDS))  # \frac12 -> \frac{1}{2}: 3\frac12 is mixed too
     s = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", s)  # "15 625"
     s = s.strip()
     if s.startswith("{") and match_brace(s, 0) == len(s) - 1:
         s = s[1:-1].strip()
     percent = False
-    for pattern in (_FRAC_RE, _SLASH_RE, _POW10_RE, _NUMBER_RE):
+    for pattern in (_MIXED_RE, _FRAC_RE, _SLASH_RE, _POW10_RE, _NUMBER_RE):
         m = pattern.match(s)
         if not m or not m.group(0).strip():
             continue
@@ -244,6 +254,11 @@ def parse_quantity(s: str | None) -> Quantity | None:
 
 def _quantity_from(pattern: re.Pattern, m: re.Match) -> Quantity | None:
     sign = -1 if m.group("sign") == "-" else 1
+    if pattern is _MIXED_RE:  # 3\frac{1}{2} is three and a half, not 3 * 1/2
+        num, den = int(m.group("num")), int(m.group("den"))
+        if not 0 < num < den:
+            return None
+        return Quantity(sign * (int(m.group("whole")) + Fraction(num, den)), Fraction(0), False)
     if pattern is _FRAC_RE or pattern is _SLASH_RE:
         num, den = Fraction(m.group("num")), Fraction(m.group("den"))
         if den == 0:
@@ -292,13 +307,16 @@ def quantities_equal(pred: Quantity, gold: Quantity, rel_tol: float = REL_TOL) -
 
 
 def _drop_text_units(s: str) -> str:
-    r"""\text{...}: a unit right after a number is dropped, any other content kept."""
+    r"""\text{...}: a unit right after a number, or set apart at the end of an
+    expression (`7.6 Z \text{ eV}`), is dropped; any other content kept."""
     pattern = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{([^{}]*)\}(\^\{?-?\d\}?)?")
 
     def repl(m: re.Match) -> str:
         before = s[:m.start()].rstrip()
         after_number = bool(re.search(r"[\d.}]$", before))
-        if after_number and _is_unit_tail(m.group(1)) and m.group(1).strip():
+        spaced = before != s[:m.start()] or m.group(1)[:1].isspace()
+        trailing = spaced and not s[m.end():].strip() and bool(re.search(r"[A-Za-z)]$", before))
+        if (after_number or trailing) and _is_unit_tail(m.group(1)) and m.group(1).strip():
             return ""
         return m.group(1).strip() + (m.group(2) or "")
 
@@ -337,8 +355,9 @@ def normalize_latex(s: str | None) -> str:
     """Canonical string form of a LaTeX answer (Hendrycks `strip_string` in spirit).
 
     Row breaks `\\\\` survive (matrices); `\\text{}` is unwrapped except for a
-    unit right after a number; a single-letter (or subscripted) variable on the
-    left of a lone `=` is dropped (`x = 5` -> `5`)."""
+    unit right after a number; a single-letter (or subscripted) variable, or such
+    a function of one variable, on the left of a lone `=` is dropped (`x = 5` ->
+    `5`, `x(t) = e^{t}` -> `e^{t}`: ODE answers name the function)."""
     if s is None:
         return ""
     s = clean_answer(str(s).replace("\n", " "))
@@ -354,7 +373,7 @@ def normalize_latex(s: str | None) -> str:
     s = re.sub(r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?\\in(?![A-Za-z])", "", s)  # x \in [2, 5)
     if s.count("=") == 1:
         left, right = s.split("=")
-        if re.fullmatch(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?", left):
+        if re.fullmatch(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?", left):
             s = right
     s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
@@ -466,7 +485,7 @@ _GREEK = {
 _BARE_ARG_FUNCS = ("sin", "cos", "tan", "sec", "csc", "cot", "sinh", "cosh", "tanh", "ln", "log", "exp",
                    "arcsin", "arccos", "arctan")
 _LATEX_FUNCS = {
-    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "ln": "log", "lambda": "lamda",
+    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "ln": "log",
     "infty": "oo", "cdot": "*", "times": "*", "div": "/",
 }
 
@@ -524,6 +543,8 @@ def latex_to_sympy_str(s: str) -> str | None:
         return None
     s = re.sub(r"_([A-Za-z0-9])(?=\w)", r"_\1 ", s)  # C_1e: a bare subscript is one character
     s = re.sub(r"_\{\s*(\w+)\s*\}", r"_\1 ", s)  # x_{0} -> x_0
+    s = re.sub(r"_\{?\s*\\odot\s*\}?", "_odot ", s)  # L_{\odot}: one symbol, as L_0 is
+    s = re.sub(r"\\lambda(?![A-Za-z])", r"\\lamda", s)  # a Greek letter like the others: \lambda_{red}
     for name, repl in _LATEX_FUNCS.items():
         s = re.sub(rf"\\{name}(?![A-Za-z])", f" {repl} ", s)
     s = re.sub(r"\\([A-Za-z]+)(_[A-Za-z0-9]+)?", r" \1\2 ", s)  # \omega_0 -> omega_0
@@ -585,13 +606,14 @@ def _sympy_parse(expr: str, evaluate: bool) -> Any:
 
 def _too_big(expr: Any) -> bool:
     """True for towers like 9^{9^{9}}: evaluating them hangs in C code, where no
-    timeout can interrupt, so they are checked on the unevaluated expression."""
+    timeout can interrupt, so they are checked on the unevaluated expression.
+    The size of a complex exponent is its modulus (4e^{2\\pi i/3} is small)."""
     import sympy
 
     for node in sympy.preorder_traversal(expr):
         if isinstance(node, sympy.Pow) and node.exp.is_number:
             try:
-                if abs(float(node.exp)) > 1e4:
+                if abs(complex(node.exp)) > 1e4:
                     return True
             except (TypeError, ValueError, OverflowError):
                 return True
