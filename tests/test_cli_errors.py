@@ -301,6 +301,27 @@ def test_train_bad_pg_arch(arch, tmp_path, capsys, monkeypatch):
     fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), "rch")
 
 
+def test_train_batch_larger_than_the_rows_is_refused(tmp_path, capsys, monkeypatch):
+    """Batches are full; one row with --batch_size 8 trained on batches of 1 without a word."""
+    no_model_load(monkeypatch)
+    fails(capsys, train.main, train_args(tmp_path, "--batch_size", "8"), "--batch_size 8", "1 rows")
+
+
+@pytest.mark.parametrize("kind", ["text", "other layers"])
+def test_train_bad_start_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
+    """--init and --resume are read against config.json before the backbone (minutes at 4B)."""
+    no_model_load(monkeypatch)
+    path = tmp_path / "g.pt"
+    if kind == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        state = torch.load(DEMO / "tflow.pt", weights_only=True)
+        torch.save({**state, "pg_arch": {**state["pg_arch"], "num_base_model_layers": 8}}, path)
+    fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", "--init", path), str(path))
+    torch.save({"optimizer": {}, "scheduler": {}, "step": 1, "condition": "sender"}, str(path) + ".state.pt")
+    fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", "--resume", path), str(path))
+
+
 # ---- output paths: checked before any work, in all five CLIs -----------------------------
 
 def _bad_outputs(tmp_path: Path) -> dict[str, Path]:

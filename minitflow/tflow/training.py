@@ -296,8 +296,11 @@ def _state_path(out: str | Path) -> Path:
     return Path(str(out) + ".state.pt")
 
 
-def build_generator(cfg: TrainConfig, llm: LLM) -> TFlowGenerator:
-    if cfg.init == "random":
+def build_generator(cfg: TrainConfig, llm: LLM, loaded: TFlowGenerator | None = None) -> TFlowGenerator:
+    """The generator to train: `loaded` (cfg.init read already), cfg.init, or a random one."""
+    if loaded is not None:
+        gen = loaded
+    elif cfg.init == "random":
         gen = init_for_training(random_generator(llm.cfg, seed=cfg.seed, arch=arch_for(llm.cfg, cfg.pg_arch)))
     else:
         gen = load_checkpoint(cfg.init, llm.cfg)
@@ -360,9 +363,19 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     style = prompts.resolve_style(cfg.dataset)
     train_rows = read_examples(cfg.train)
     eval_rows = read_examples(cfg.eval)[:cfg.eval_size] if cfg.eval else []
+    if cfg.batch_size > len(train_rows):  # batches are full: fewer rows would shrink it silently
+        raise UserError(f"--batch_size {cfg.batch_size} exceeds the {len(train_rows)} rows of {cfg.train}")
     state = load_state(_state_path(cfg.resume)) if cfg.resume else None
     if state is not None and state["condition"] != cfg.condition:
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
+    # the generator to resume or start from is read before the backbone (minutes at 4B): a bad
+    # one, or one for other dimensions, fails first; the backbone's config.json is all it needs
+    start = cfg.resume if state is not None else None if cfg.init == "random" else cfg.init
+    loaded = None
+    if start is not None:
+        from minitflow.model.config import Qwen3Config
+        from minitflow.model.weights import resolve_model_dir
+        loaded = load_checkpoint(start, llm.cfg if llm is not None else Qwen3Config.from_dir(resolve_model_dir(cfg.model)))
     torch.manual_seed(cfg.seed)
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None)
@@ -370,12 +383,12 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     say = log or (lambda msg: print(msg, file=sys.stderr))
 
     if state is not None:
-        gen = load_checkpoint(cfg.resume, llm.cfg).float().to(llm.device).train().requires_grad_(True)
+        gen = loaded.float().to(llm.device).train().requires_grad_(True)
         gen.parameter_generator.model.cond_proj.requires_grad_(False)
         if state["condition"] == "zero":
             gen.parameter_generator.hidden_in.requires_grad_(False)
     else:
-        gen = build_generator(cfg, llm)
+        gen = build_generator(cfg, llm, loaded)
     params = trainable(gen)
     opt, sched = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps)
     step, history = 0, []
@@ -388,7 +401,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         step, history = int(state["step"]), list(state.get("history", []))
 
     zero = cfg.condition == "zero"
-    order = batch_order(len(train_rows), min(cfg.batch_size, len(train_rows)), cfg.seed)
+    order = batch_order(len(train_rows), cfg.batch_size, cfg.seed)
     for _ in range(step * cfg.grad_accum):  # replay the stream up to where we stopped
         next(order)
 
