@@ -214,6 +214,33 @@ def test_extract_code():
     assert extract_code(two, entry_point="f") == "def f():\n    return 1\n"
 
 
+F1 = "def f(x):\n    return x + 1\n"
+F2 = "def f(x):\n    return x + 2\n"
+
+
+@pytest.mark.parametrize("text, program", [
+    # a fence indented inside a list item: markdown removes its indentation from the lines
+    ("1. Code:\n\n   ```python\n   def f(x):\n       return x + 1\n   ```\n", F1),
+    ("1. Code:\n   ```python\ndef f(x):\n    return x + 1\n   ```\n", F1 + "   "),  # ... only if every line has it
+    # the reply after </think> is the answer; a draft in the thoughts does not outrank it
+    (f"<think>\n```python\n{F2}```\n</think>\n\n```python\n    return x + 1\n```", "    return x + 1\n"),
+    (f"<think>\n```python\n{F2}```\n</think>\n\n```python\n{F1}```\n```python\nprint(f(1))\n```", F1),
+    (f"<think>\n```python\n{F1}```\n</think>\n\nThe function is above.", F1),  # reply states nothing
+    (f"<think>\nok\n</think>\n\n{F1}", f"\n\n{F1}"),  # no fence at all: the reply is the program
+    # cut off while thinking: no final program, whatever the drafts say
+    (f"<think>\n```python\n{F1}```\nNow check the edge cases: if x is", ""),
+    # cut off inside the final block: that block, not the draft before it
+    (f"```python\n{F1}```\nBetter:\n```python\ndef f(x):\n    return x +", "def f(x):\n    return x +"),
+    (f"```python\n{F1}```\nBetter:\n```python\nimport math\n\n", "import math\n\n"),  # before its def
+    (f"```python\n{F1}```\nUsage:\n```python\nprint(f(", F1),  # ... unless it is not the program
+    (f"```python\n{F1}```\nOutput:\n```\n[2, 3", F1),
+    ("```python\r\ndef f(x):\r\n    return x + 1", "def f(x):\r\n    return x + 1"),
+    (f"```python\n{F1}```\nShorter:\n```python\nf = lambda x: x + 2\n```", "f = lambda x: x + 2\n"),
+])
+def test_extract_code_takes_the_final_program(text, program):
+    assert extract_code(text, entry_point="f") == program
+
+
 def _add_sample(with_plus=True):
     meta = {
         "dataset": "humaneval", "task_id": "Toy/0", "entry_point": "add",
@@ -232,6 +259,7 @@ GOOD = "def add(a, b):\n    return a + b\n"
 @pytest.mark.parametrize("code, base, plus, needle", [
     (GOOD, True, True, "pass"),
     ("    return a + b\n", True, True, "pass"),  # body-only completion: prompt prepended
+    ("\tx = a + b\n\treturn x\n", True, True, "pass"),  # ... indented with tabs: no TabError
     ("def add(a: List[int], b):\n    return a + b\n", True, True, "pass"),  # prompt imports added
     ("def add(a, b):\n    return a + b if a < 1000 else 0\n", True, False, "plus input #0"),
     ("def add(a, b):\n    return a - b\n", False, False, "base input"),
@@ -474,6 +502,16 @@ def test_code_both_scorers_share_one_run(monkeypatch):
     assert [b["correct"] for b in both] == [True, True, True, False]
     assert [b["correct_official"] for b in both] == [True, True, False, False]
     assert both[2]["extracted_official"] == ""
+
+
+def test_code_runs_are_shared_only_by_identical_programs():
+    # the official block of the first reply is the stripped body, which is not a program; the
+    # strict program of the second reply is the same body indented, which is: no shared run
+    body = "    return a + b if add else 0\n"
+    preds = [f"```python\n{body}```\n```py\nprint(1)\n```", f"```py\n{body}```"]
+    both = score_both("humaneval", preds, [_add_sample()] * 2, timeout=10)
+    assert [b["correct"] for b in both] == [False, True]
+    assert [b["correct_official"] for b in both] == [False, False]
 
 
 def test_missing_optional_dependency_is_one_line(monkeypatch):

@@ -81,6 +81,12 @@ def _prompt_imports(prompt: str) -> str:
     return "\n".join(lines)
 
 
+def _tabs_as_spaces(body: str) -> str:
+    """Leading tabs as 4 spaces: the prompt indents its docstring with spaces, and a body
+    indented with tabs under it is a TabError, though it is the same program."""
+    return re.sub(r"(?m)^[ \t]+", lambda m: m.group(0).replace("\t", "    "), body)
+
+
 def build_program(sample: Any, code: str) -> str:
     """The program to test. HumanEval: a body-only completion gets the prompt
     prepended; a full function gets the prompt's imports (e.g. `List`) prepended."""
@@ -89,7 +95,7 @@ def build_program(sample: Any, code: str) -> str:
         return code
     entry = re.escape(meta["entry_point"])
     if not re.search(rf"^\s*(?:async\s+)?def\s+{entry}\s*\(", code, re.M):
-        return meta["prompt"] + code
+        return meta["prompt"] + _tabs_as_spaces(code)
     imports = _prompt_imports(meta["prompt"])
     return f"{imports}\n{code}" if imports else code
 

@@ -395,23 +395,65 @@ def _mmlu_plain(reply: str) -> str | None:
 # ------------------------------------------------------------------- code
 
 _FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.S)
+_OPEN_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n")
+_PYTHON_TAGS = ("python", "py", "python3")
+
+
+def _fence_body(text: str, fence_start: int, body: str) -> str:
+    """A block's code.  A fence indented on its line (inside a list item) whose lines all
+    carry the same indentation has it taken off, as markdown does: the code would not run
+    with it (an indented `def` is an IndentationError)."""
+    lead = text[text.rfind("\n", 0, fence_start) + 1:fence_start]
+    lines = body.split("\n")
+    if not lead or lead.strip() or not all(ln.startswith(lead) for ln in lines if ln.strip()):
+        return body
+    return "\n".join(ln[len(lead):] if ln.startswith(lead) else ln.lstrip(" \t") for ln in lines)
+
+
+def _code_blocks(region: str) -> list[tuple[str, str, bool]]:
+    """(language, code, closed) of each fenced block, in order.  A fence still open at the
+    end (a generation cut off inside it) is the last block, not closed."""
+    blocks, end = [], 0
+    for m in _FENCE_RE.finditer(region):
+        blocks.append((m.group(1).lower(), _fence_body(region, m.start(), m.group(2)), True))
+        end = m.end()
+    m = _OPEN_FENCE_RE.search(region, end)
+    if m:
+        blocks.append((m.group(1).lower(), _fence_body(region, m.start(), region[m.end():]), False))
+    return blocks
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    name = re.escape(entry_point)
+    return re.search(rf"def\s+{name}\s*\(|^[ \t]*{name}\s*=(?!=)", code, re.M) is not None
 
 
 def extract_code(text: str | None, entry_point: str | None = None) -> str:
-    """The last ```python fenced block (else the last fenced block, else the raw text).
+    """The program a response commits to: of the reply's fenced blocks (the thoughts'
+    only when the reply has none), the last one defining `entry_point` (a usage example
+    after it does not count), else the last ```python / ```py block, else the last block;
+    with no fence at all, the reply itself.
 
-    With `entry_point`, the last block defining it wins.  An unclosed final
-    fence (truncated generation) yields everything after it.
+    A fence left open by a truncated generation is the last block, and a ```python one that
+    does not mention `entry_point` yet is the program being written (cut off before its
+    `def`): an earlier draft is not the final program when the model was writing another.
+    A generation cut off while thinking (`<think>` without `</think>`) has no program:
+    its blocks are drafts.
     """
-    if not text:
+    if not text or unfinished_thought(text):
         return ""
-    blocks = [(lang.lower(), body) for lang, body in _FENCE_RE.findall(text)]
-    if not blocks:
-        opening = list(re.finditer(r"```[ \t]*(?:python3?|py)?[ \t]*\n", text))
-        return text[opening[-1].end():] if opening else text
-    if entry_point:
-        defining = [b for _, b in blocks if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)]
-        if defining:
-            return defining[-1]
-    python = [b for lang, b in blocks if lang in ("python", "py", "python3")]
-    return python[-1] if python else blocks[-1][1]
+    regions = answer_regions(text)
+    for region in regions:
+        blocks = _code_blocks(region)
+        if not blocks:
+            continue
+        if entry_point:
+            lang, code, closed = blocks[-1]
+            if not closed and lang in _PYTHON_TAGS and not re.search(rf"\b{re.escape(entry_point)}\b", code):
+                return code
+            defining = [code for _, code, _ in blocks if _defines(code, entry_point)]
+            if defining:
+                return defining[-1]
+        python = [code for lang, code, _ in blocks if lang in _PYTHON_TAGS]
+        return python[-1] if python else blocks[-1][1]
+    return regions[0]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from fractions import Fraction
 from typing import Any, Sequence
@@ -260,7 +261,9 @@ def _score_code(
     items: list[tuple[Any, str]] = []
 
     def job(i: int, code: str) -> int:
-        key = (str(samples[i].id), code.strip())
+        # blank lines around the code do not change the program; the first line's indentation
+        # does (a body-only completion), so it is not stripped
+        key = (str(samples[i].id), re.sub(r"\A(?:[ \t]*\r?\n)+", "", code).rstrip())
         if key not in jobs:
             jobs[key] = len(items)
             items.append((samples[i], code))
