@@ -459,3 +459,71 @@ def test_run_method_options_are_latentmas_options():
     """methods.OPTIONS (run_method's check) holds every LatentMAS option: none is refused there."""
     from minitflow.tflow import methods
     assert set(lm.OPTIONS) <= set(methods.OPTIONS)
+
+
+# ---- an independent reference: the official HF algorithm re-derived on transformers -----------------
+
+def _official_hf_reference(hf, prompts: dict[str, list[int]], latent_steps: int, realign: bool,
+                           vocab: int, eos: set[int], max_new_tokens: int) -> list[int]:
+    """One question through the official HF path's algorithm (methods/latent_mas.py run_batch, models.py
+    generate_latent_batch / _build_latent_realign_matrix / _apply_latent_realignment, commit 1430ad6),
+    written from its description on a transformers Qwen3ForCausalLM: the vocabulary resized to the
+    tokenizer's; each sender prefills on the whole cache so far, reads outputs.hidden_states[-1] at the
+    last position, and feeds `latent_steps` vectors h·W_a rescaled to the mean input-embedding norm (W_a
+    the identity without `realign`); the judger decodes greedily on that cache (none at 0 steps)."""
+    from transformers import DynamicCache
+    hf.resize_token_embeddings(vocab)
+    w_in = hf.get_input_embeddings().weight.detach().float()
+    w_out = hf.get_output_embeddings().weight.detach().float()
+    w_a = (torch.linalg.solve(w_out.T @ w_out + 1e-5 * torch.eye(w_out.shape[1]), w_out.T @ w_in) if realign
+           else torch.eye(w_out.shape[1]))
+    target = w_in.norm(dim=1).mean()
+    past = DynamicCache()
+
+    def forward(**kw):
+        length = past.get_seq_length() + (kw["input_ids"] if "input_ids" in kw else kw["inputs_embeds"]).shape[1]
+        out = hf(**kw, attention_mask=torch.ones(1, length, dtype=torch.long), past_key_values=past,
+                 use_cache=True, output_hidden_states=True, return_dict=True)
+        return out.hidden_states[-1][:, -1], out.logits[:, -1]
+
+    for role in lm.SENDERS:
+        h, _ = forward(input_ids=torch.tensor([prompts[role]]))
+        for _ in range(latent_steps):
+            x = h.float() @ w_a
+            x = x * (target / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+            h, _ = forward(inputs_embeds=x.to(h.dtype)[:, None])
+    if latent_steps == 0:
+        past = DynamicCache()  # past_for_decoding = None
+    out: list[int] = []
+    _, logits = forward(input_ids=torch.tensor([prompts[lm.JUDGER]]))
+    while True:
+        out.append(int(logits[0].argmax()))
+        if out[-1] in eos or len(out) == max_new_tokens:
+            return out
+        _, logits = forward(input_ids=torch.tensor([[out[-1]]]))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 renames past_key_values
+@pytest.mark.parametrize("setting", [("sequential", False, 3, False, False), ("sequential", True, 4, True, False),
+                                     ("hierarchical", True, 2, False, False), ("hierarchical", False, 3, True, True),
+                                     ("sequential", True, 3, False, True), ("sequential", True, 0, False, False)])
+def test_equals_official_algorithm_on_transformers(tmp_path, setting):
+    """Greedy ids equal the official HF algorithm run on transformers' own Qwen3 (no ../shared needed):
+    where the latent vector comes from (after the final norm, last position), W_a and the rescale, the
+    whole cache (prompts and latent steps) handed down the chain, positions continuing, the vocabulary
+    cut to the tokenizer's (the model has 1,088 rows, the tokenizer 1,024), and think mode. Checked
+    sensitive: one latent step less, no rescale, the pre-norm state, no vocabulary cut, the judger's
+    positions restarting at 0 or only the last sender's latent KV handed over each fail 2-5 settings."""
+    Qwen3ForCausalLM = pytest.importorskip("transformers").Qwen3ForCausalLM
+    topology, realign, k, think, tie = setting
+    d = write_tiny_qwen3(tmp_path, DEMO, tie=tie, seed=21 + tie, vocab=1088, bos=1019, eos=(1021, 1019))
+    llm = LLM.load(d, dtype="float32", device="cpu")
+    hf = Qwen3ForCausalLM.from_pretrained(d).float().eval()
+    sps = [SamplingParams(max_new_tokens=12)] * len(SMALL_QUESTIONS)
+    got = lm.run_latentmas(llm, SMALL_QUESTIONS, "gsm8k", sps, latent_steps=k, topology=topology, realign=realign,
+                           think=think)
+    with torch.no_grad():
+        for q, res in zip(SMALL_QUESTIONS, got):
+            prompts = {r: lm.agent_prompt_ids(llm, r, q, "gsm8k", topology, think) for r in (*lm.SENDERS, lm.JUDGER)}
+            want = _official_hf_reference(hf, prompts, k, realign, 1024, {1021, 1019}, 12)
+            assert res.token_ids == want, (q, setting)
