@@ -55,6 +55,9 @@ def test_extract_boxed(text, expected):
     (r"\boxed{-5}", "-5"),
     (r"\boxed{\frac{3}{4}}", "3/4"),
     (r"\boxed{-\frac{1}{2}}", "-1/2"),
+    (r"\boxed{70 000}", "70000"),  # space-grouped thousands (read as "000" before)
+    (r"\boxed{1 234 567.5}", "1234567.5"),
+    (r"\boxed{3 5}", "5"),  # not digit groups: the last number, as before
     ("work...\n#### 1,000", "1000"),
     ("It costs $18.00 in total.", "18.00"),
     ("The answer is 5 cm.", "5"),

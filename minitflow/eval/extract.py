@@ -167,6 +167,8 @@ def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
     """(position, answer) of the last explicit answer: box, `####`, "the answer is"."""
     found: list[tuple[int, str]] = []
     for start, _, content in boxed_spans(text):
+        if re.fullmatch(r"\s*-?\d{1,3}(?: \d{3})+(?:\.\d+)?\s*", content):  # \boxed{70 000}: one number
+            content = content.replace(" ", "")
         num = _number_in(content, last=True)
         found.append((start, num if num is not None else content))
     for m in re.finditer(r"####\s*([^\n]*)", text):
