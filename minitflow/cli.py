@@ -135,10 +135,8 @@ def load_for(args: argparse.Namespace):
     if args.method == "tflow" and checkpoint:
         # before the backbone: a checkpoint that is no checkpoint, or is for other dimensions, must
         # not cost a model load first (minutes at 4B); its config.json is all the check needs
-        from minitflow.model.config import Qwen3Config
-        from minitflow.model.weights import resolve_model_dir
-        cfg = Qwen3Config.from_dir(resolve_model_dir(model))
-        generator = load_checkpoint(checkpoint, cfg, resolve_dtype(args.dtype, device), device)
+        from minitflow.model.weights import model_config
+        generator = load_checkpoint(checkpoint, model_config(model), resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile,
                    num_slots=args.batch_size * slots_per_question(args.method),

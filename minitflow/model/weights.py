@@ -46,6 +46,12 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
                         f"`huggingface-cli download {name}` where there is network, or pass a local directory") from None
 
 
+def model_config(name_or_path: str | Path) -> Qwen3Config:
+    """The config.json of a model directory or hub id, without its weights: what a check that
+    must come before the (minutes-long at 4B) weight load needs."""
+    return Qwen3Config.from_dir(resolve_model_dir(name_or_path))
+
+
 def _weight_files(model_dir: Path) -> dict[str, Path]:
     """Tensor name -> file, from model.safetensors or the sharded index."""
     index = model_dir / "model.safetensors.index.json"

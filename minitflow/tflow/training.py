@@ -373,9 +373,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     start = cfg.resume if state is not None else None if cfg.init == "random" else cfg.init
     loaded = None
     if start is not None:
-        from minitflow.model.config import Qwen3Config
-        from minitflow.model.weights import resolve_model_dir
-        loaded = load_checkpoint(start, llm.cfg if llm is not None else Qwen3Config.from_dir(resolve_model_dir(cfg.model)))
+        from minitflow.model.weights import model_config
+        loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model))
     torch.manual_seed(cfg.seed)
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None)
