@@ -235,9 +235,11 @@ def start_partial(part: Path) -> None:
     whole but lacks its newline is kept. Only this rank's own file, under its lock."""
     if not (part.is_file() and part.stat().st_size):
         return
+    with part.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":  # the common case: no need to read the whole file
+            return
     data = part.read_bytes()
-    if data.endswith(b"\n"):
-        return
     start = data.rfind(b"\n") + 1
     try:
         json.loads(data[start:])
