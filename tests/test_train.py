@@ -262,3 +262,13 @@ def test_loss_covers_exactly_the_answer_tokens_and_im_end(tiny, llm):
         targets.append(batch.input_ids[i, batch.starts[i] + 1:batch.ends[i] + 1])
     manual = F.cross_entropy(torch.cat(picked), torch.cat(targets))
     assert torch.allclose(loss, manual, atol=1e-5), (loss.item(), manual.item())
+
+
+def test_a_training_state_that_is_not_a_checkpoint_is_named_as_such(tiny, llm, tmp_path):
+    """The sidecar goes through the checkpoints' loader: a text file is "not a torch checkpoint",
+    not an error that blames weights_only."""
+    train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=2), llm=llm)
+    Path(str(tmp_path / "a.pt") + ".state.pt").write_text("not a state\n")
+    from minitflow.errors import UserError
+    with pytest.raises(UserError, match="state.pt is not a torch checkpoint"):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "a.pt")), llm=llm)

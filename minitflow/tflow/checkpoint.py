@@ -86,7 +86,7 @@ def random_generator(backbone: Qwen3Config, seed: int = 0, arch: PGArch | None =
     return TFlowGenerator(arch or arch_for(backbone), backbone)
 
 
-def _torch_load(path: Path) -> object:
+def torch_load(path: Path) -> object:
     """torch.load with weights_only=True: a checkpoint is tensors, numbers and strings, so a
     pickle that needs anything else (code that would run on load) is refused, not executed.
     A file that is neither torch.save's zip archive nor its legacy pickle (text, cut short)
@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"TFlow checkpoint not found: {path}")
-    state = _torch_load(path)
+    state = torch_load(path)
     if not isinstance(state, dict) or "parameter_generator" not in state or "pg_layer_aggregator" not in state:
         raise UserError(f"{path} is not a TFlow checkpoint (needs parameter_generator and pg_layer_aggregator)")
     flags = state.get("pg_config_flags")

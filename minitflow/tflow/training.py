@@ -31,7 +31,7 @@ from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
 from minitflow.files import check_output_file, json_rows, read_text, replacing
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
-                                        save_checkpoint)
+                                        save_checkpoint, torch_load)
 from minitflow.tflow.condition import sender_states
 from minitflow.tflow.methods import generated_lora, run_method, with_context
 
@@ -342,12 +342,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def load_state(path: Path) -> dict:
-    """The optimiser sidecar, loaded with weights_only=True like every checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a readable training state ({type(e).__name__}; loaded with "
-                        "weights_only=True)") from None
+    """The optimiser sidecar, loaded like every checkpoint (weights_only=True, one-line errors)."""
+    state = torch_load(path)
     need = ("optimizer", "scheduler", "step", "condition")
     if not isinstance(state, dict) or any(k not in state for k in need):
         raise UserError(f"{path} is not a minitflow training state (needs {', '.join(need)})")
