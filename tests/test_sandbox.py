@@ -566,7 +566,7 @@ def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
 
 OTHER_ISOLATION_CHECK = """
 import json, os, signal, sys, textwrap, time
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {repo!r}]
 import test_sandbox as t
 from minitflow.eval import sandbox
 from minitflow.eval.code_exec import run_code_tests
@@ -596,7 +596,7 @@ def _run_elsewhere(env_extra: dict, as_user: int | None) -> dict:
     Python installation may live there), as root or as `as_user`."""
     script = Path(tempfile.mkdtemp(prefix="sandbox-check-")) / "check.py"  # readable by `as_user`
     script.parent.chmod(0o755)
-    script.write_text(OTHER_ISOLATION_CHECK.format(tests=str(Path(__file__).parent)))
+    script.write_text(OTHER_ISOLATION_CHECK.format(tests=str(Path(__file__).parent), repo=str(Path(__file__).parents[1])))
     script.chmod(0o644)
     prefix = Path(sys.base_prefix).resolve()
     setup = "set -e\n"
