@@ -162,6 +162,20 @@ def test_the_runner_gets_nothing_it_does_not_need():
     assert fds[:4] == [0, 1, 2, 3] and len(fds) == 5  # + the fd listing /proc/self/fd
 
 
+USERNS_PROBE = """
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) == 0:  # CLONE_NEWUSER: every capability in a namespace of its own
+        return 'user namespace made'
+    return os.strerror(ctypes.get_errno())
+"""
+
+
+def test_no_user_namespace_of_its_own():
+    """With one, a program could mount a tmpfs of half the RAM or get an IPC namespace with no limits."""
+    assert _probe(USERNS_PROBE) != "user namespace made"
+
+
 @needs_ns
 def test_namespaces_hide_the_host():
     got = _probe("""
@@ -580,6 +594,7 @@ leak = t._sample("leak", "    return 'tok-5e1f'\\n", [[]], prompt="def leak():\\
 out["env"] = run_code_tests(leak, "import os\\ndef leak():\\n    return os.environ.get('MINITFLOW_TEST_TOKEN')\\n")[:2]
 forks = t._sample("forks", "    return 1\\n", [[]], prompt="def forks():\\n    pass\\n")
 out["fork"] = run_code_tests(forks, "import posix\\ndef forks():\\n    return int(posix.fork() > 0)\\n")[:2]
+out["userns"] = t._probe(t.USERNS_PROBE)  # before the forks: their zombies count against the uid's 1 process
 out["grandchild"] = t._probe(
     "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n        time.sleep(60)\\n"
     "    os._exit(0)\\ntime.sleep(0.5)\\nreturn 'forked'\\n", processes=8)
@@ -622,6 +637,7 @@ def _check_other(got: dict) -> None:
     assert all(v == [False, False] for v in got["cheats"].values()), got["cheats"]
     assert got["env"] == [False, False] and got["fork"] == [False, False]
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
+    assert got["userns"] != "user namespace made"
 
 
 can_set_up = pytest.mark.skipif(not (ROOT and NAMESPACES and shutil.which("unshare") and shutil.which("setpriv")),

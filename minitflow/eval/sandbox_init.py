@@ -160,6 +160,13 @@ def _pivot(root: str) -> None:
     os.chdir("/")
 
 
+def _seal_userns() -> None:
+    """No user namespace below the runner's: in one of its own a program holds every capability,
+    so it could mount a tmpfs of half the RAM or make an IPC namespace without our limits.
+    The limit is per user namespace; we still hold CAP_SYS_RESOURCE in this one (not after exec)."""
+    _write("/proc/sys/user/max_user_namespaces", "0")
+
+
 def _nested_userns() -> None:
     """Non-root evaluator: leave the namespace where we hold capabilities (uid 0) for
     a child user namespace where the runner is uid NESTED_ID and holds none after exec."""
@@ -168,8 +175,22 @@ def _nested_userns() -> None:
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{NESTED_ID} 0 1")
     _write("/proc/self/gid_map", f"{NESTED_ID} 0 1")
+    _seal_userns()
     os.setresgid(NESTED_ID, NESTED_ID, NESTED_ID)
     os.setresuid(NESTED_ID, NESTED_ID, NESTED_ID)
+
+
+def _own_userns(uid: int, gid: int) -> None:
+    """Root evaluator, after dropping to the sandbox uid: a user namespace that maps that uid to
+    itself, only to seal it (`_seal_userns`). Where the kernel refuses us one, it refuses the
+    program too (same credentials, same root)."""
+    _prctl(PR_SET_DUMPABLE, 1)  # setresuid cleared it; we write our own maps
+    if _libc.unshare(CLONE_NEWUSER) != 0:
+        return
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    _seal_userns()
 
 
 def _exec_runner(cfg: dict, cwd: str) -> None:
@@ -193,6 +214,7 @@ def _exec_runner(cfg: dict, cwd: str) -> None:
             os.setgroups([])
             os.setresgid(cfg["gid"], cfg["gid"], cfg["gid"])
             os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
+            _own_userns(cfg["uid"], cfg["gid"])
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
         os.chdir(cwd)
         os.umask(0o077)
