@@ -176,6 +176,20 @@ def test_no_user_namespace_of_its_own():
     assert _probe(USERNS_PROBE) != "user namespace made"
 
 
+SYSV_PROBE = """
+    import ctypes
+    libc = ctypes.CDLL(None)
+    return [libc.shmget(0, 1 << 20, 0o1600), libc.msgget(0, 0o1600)]  # IPC_PRIVATE, IPC_CREAT
+"""
+
+
+@needs_ns
+def test_no_sysv_shared_memory():
+    """A detached SysV segment keeps its pages outside the address-space limit: a program could
+    fill the host's RAM with them."""
+    assert _probe(SYSV_PROBE) == [-1, -1]
+
+
 @needs_ns
 def test_namespaces_hide_the_host():
     got = _probe("""
@@ -594,7 +608,8 @@ leak = t._sample("leak", "    return 'tok-5e1f'\\n", [[]], prompt="def leak():\\
 out["env"] = run_code_tests(leak, "import os\\ndef leak():\\n    return os.environ.get('MINITFLOW_TEST_TOKEN')\\n")[:2]
 forks = t._sample("forks", "    return 1\\n", [[]], prompt="def forks():\\n    pass\\n")
 out["fork"] = run_code_tests(forks, "import posix\\ndef forks():\\n    return int(posix.fork() > 0)\\n")[:2]
-out["userns"] = t._probe(t.USERNS_PROBE)  # before the forks: their zombies count against the uid's 1 process
+out["userns"] = t._probe(t.USERNS_PROBE)
+out["sysv"] = t._probe(t.SYSV_PROBE)  # before the forks: their zombies count against the uid's 1 process
 out["grandchild"] = t._probe(
     "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n        time.sleep(60)\\n"
     "    os._exit(0)\\ntime.sleep(0.5)\\nreturn 'forked'\\n", processes=8)
@@ -638,6 +653,7 @@ def _check_other(got: dict) -> None:
     assert got["env"] == [False, False] and got["fork"] == [False, False]
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
     assert got["userns"] != "user namespace made"
+    assert got["iso"] == "floor" or got["sysv"] == [-1, -1]
 
 
 can_set_up = pytest.mark.skipif(not (ROOT and NAMESPACES and shutil.which("unshare") and shutil.which("setpriv")),

@@ -120,6 +120,13 @@ def _bind(src: str, root: str, readonly: bool = True, device: bool = False) -> N
     _mount(None, target, None, flags)
 
 
+def _no_sysv_ipc() -> None:
+    """No SysV shared memory or message queues in the sandbox's IPC namespace: a detached
+    segment keeps its pages outside every rlimit, so a program could fill the RAM with them."""
+    for name in ("shmmni", "msgmni"):
+        _write(f"/proc/sys/kernel/{name}", "0")
+
+
 def _build_root(cfg: dict) -> None:
     """New root on a tmpfs at cfg['root'] (only in this process's mount namespace)."""
     root = cfg["root"]
@@ -317,6 +324,7 @@ def main() -> None:
             _write("/proc/self/gid_map", f"0 {gid} 1")
         else:
             _check(_libc.unshare(flags), "unshare")
+        _no_sysv_ipc()
         _build_root(cfg)
     elif cfg["uid"] is not None:
         os.chown(cfg["root"], cfg["uid"], cfg["gid"])
