@@ -191,6 +191,14 @@ def test_no_sysv_shared_memory():
 
 
 @needs_ns
+def test_tmpfs_file_counts_are_capped():
+    """Each file on a tmpfs costs ~1 KiB of kernel memory that its size cap does not count: the
+    kernel's default (millions of files) would let a program pin gigabytes with empty files."""
+    files = _probe("import os\nreturn [os.statvfs(d).f_files for d in ('/tmp', '/dev/shm')]")
+    assert files[0] <= 16384 and files[1] <= 1024
+
+
+@needs_ns
 def test_namespaces_hide_the_host():
     got = _probe("""
         import os, socket

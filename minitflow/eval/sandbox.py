@@ -63,6 +63,7 @@ class Limits:
     open_files: int = 64
     processes: int = 1  # the runner itself: no fork, no thread (RLIMIT_NPROC counts its uid)
     tmpfs_bytes: int = 256 << 20
+    tmpfs_files: int = 16384  # files and folders in it (each costs ~1 KiB of kernel memory beyond tmpfs_bytes)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ class Sandbox:
         return {"mode": self.iso.mode, "userns": self.iso.userns, "uid": self.uid, "gid": self.uid,
                 "root": self.dir, "binds": binds, "symlinks": links, "hide": hide, "argv": _runner_argv(),
                 "env": env, "rlimits": rlimits, "fds": fds, "tmpfs_bytes": lim.tmpfs_bytes,
-                "wall_limit": lim.wall_seconds}
+                "tmpfs_files": lim.tmpfs_files, "wall_limit": lim.wall_seconds}
 
     def _start(self, job_bytes: bytes) -> None:
         if self.iso.as_root:

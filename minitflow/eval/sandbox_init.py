@@ -131,14 +131,15 @@ def _build_root(cfg: dict) -> None:
     """New root on a tmpfs at cfg['root'] (only in this process's mount namespace)."""
     root = cfg["root"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmpfs_bytes']},mode=0755")
+    size = f"size={cfg['tmpfs_bytes']},nr_inodes={cfg['tmpfs_files']}"  # files cost kernel memory too
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0755")
     for path in cfg["binds"]:
         if os.path.exists(path):
             _bind(path, root)
     for link, target in cfg["symlinks"].items():
         os.symlink(target, root + link)
     for d in cfg["hide"]:  # no shells or tools: empty read-only folders over the bin dirs
-        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=16,mode=0755")
         python = cfg["argv"][0]
         if python.startswith(d + "/"):
             _bind(python, root)
@@ -147,7 +148,7 @@ def _build_root(cfg: dict) -> None:
     for dev in ("null", "zero", "random", "urandom"):
         _bind(f"/dev/{dev}", root, readonly=False, device=True)
     os.makedirs(root + "/dev/shm")
-    _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+    _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,nr_inodes=1024,mode=1777")
     for d, mode in (("/tmp", 0o1777), ("/proc", 0o555), ("/sandbox", 0o700)):
         os.makedirs(root + d, exist_ok=True)
         os.chmod(root + d, mode)
