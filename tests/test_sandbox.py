@@ -131,6 +131,22 @@ def test_codec_sends_subclasses_as_their_base_type():
     assert isinstance(decode(["nn", True]), NotNoneFlag)
 
 
+def test_codec_refuses_hash_flooding():
+    """Distinct values with one hash make a set or dict O(n^2) to build: a record of a few MiB
+    would stall the judge for hours.  Duplicates and the odd collision (-1, -2) are data."""
+    p = 2**61 - 1
+    flood = [7 + k * p for k in range(1, 2001)]
+    for bad in (["s", *flood], ["f", *flood], ["d", *[x for k in flood for x in (k, 0)]]):
+        with pytest.raises(ValueError):
+            decode(json.loads(json.dumps(bad)))
+    assert decode(["s", *([-1, -2] * 500)]) == {-1, -2}
+    task = code_exec.Task(key="", id="Mbpp/2", dataset="mbpp", entry_point="similar_elements", reference="",
+                          base=[], plus=[], atol=0, not_none=False, inputs=[])
+    with pytest.raises(ValueError):
+        code_exec._outputs_match(task, ((1,), (1,)), flood, [1], 0)
+    assert code_exec._outputs_match(task, ((1,), (1,)), [1] * 1000, [1], 0)[0]
+
+
 # ------------------------------------------------------- isolation itself
 
 
@@ -276,6 +292,13 @@ FAKE_PASSES = {
         def add(a, b):
             return Liar(-1)
     """,
+    "hash-flooding record": """
+        import os
+        def add(a, b):
+            body = ",".join(str(7 + k * (2**61 - 1)) for k in range(1, 2001))
+            os.write(3, ('["ok"]\\t["s",' + body + ']\\n').encode())
+            os._exit(0)
+    """,
     "fake records on stdout/stderr": """
         import os, sys
         def add(a, b):
@@ -288,7 +311,9 @@ FAKE_PASSES = {
 
 @pytest.mark.parametrize("name", list(FAKE_PASSES))
 def test_fake_passes_fail(name):
-    _fails_cleanly(ADD, textwrap.dedent(FAKE_PASSES[name]))
+    detail = _fails_cleanly(ADD, textwrap.dedent(FAKE_PASSES[name]))
+    if name == "hash-flooding record":  # refused before it is built, not compared
+        assert "not comparable" in detail
 
 
 def test_expected_outputs_never_enter_the_candidates_sandbox():

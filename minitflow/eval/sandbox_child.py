@@ -133,6 +133,24 @@ def dumps(x: Any) -> str:
     return json.dumps(x, ensure_ascii=True, separators=(",", ":"))
 
 
+HASH_SHARE_MAX = 64  # distinct values with one hash that a decoded set or dict may hold
+
+
+def check_hashes(keys: list) -> None:
+    """ValueError if more than HASH_SHARE_MAX distinct values share one hash: a set or dict of n
+    such values takes O(n^2) time to build (hash flooding), stalling whoever decodes it."""
+    hashes = list(map(hash, keys))  # TypeError for an unhashable key, as set() would raise
+    if len(keys) - len(set(hashes)) <= HASH_SHARE_MAX:
+        return
+    seen: dict[int, list] = {}
+    for h, k in zip(hashes, keys):
+        same = seen.setdefault(h, [])
+        if k not in same:  # equal values (duplicates) cost nothing to insert
+            same.append(k)
+            if len(same) > HASH_SHARE_MAX:
+                raise ValueError("too many distinct values with one hash")
+
+
 def decode(node: Any, numpy_module: Any = None) -> Any:
     """Inverse of `encode` on a json-parsed tree; builds only builtins (and numpy
     scalars of whitelisted dtypes).  Raises ValueError/TypeError/KeyError/RecursionError
@@ -149,11 +167,13 @@ def decode(node: Any, numpy_module: Any = None) -> Any:
             return items
         if tag == "t":
             return tuple(items)
+        check_hashes(items)
         return set(items) if tag == "s" else frozenset(items)
     if tag == "d":
         if len(node) % 2 != 1:
             raise ValueError("malformed dict")
         vals = [decode(i, numpy_module) for i in node[1:]]
+        check_hashes(vals[0::2])
         return dict(zip(vals[0::2], vals[1::2]))
     if tag == "I" and len(node) == 2 and type(node[1]) is str:
         return int(node[1], 16)
