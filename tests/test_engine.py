@@ -339,7 +339,7 @@ def test_fuse_decode_compiles_only_inside_decode_steps(monkeypatch):
     del fused._FUSED[triple_plus_one]
 
 
-def test_fused_functions_may_recompile_past_dynamos_default(monkeypatch):
+def test_fused_functions_may_recompile_past_dynamos_default():
     """A process may need more than dynamo's default 8 variants of one fused function (dtypes,
     size 1 against the others, inference tensors against plain ones); with fullgraph the 9th
     raised on the H200. `allow_recompiles` (run before a fused function's first compile)
@@ -347,20 +347,22 @@ def test_fused_functions_may_recompile_past_dynamos_default(monkeypatch):
     from minitflow.model import fused
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(cfg, name, 8)
-    fused.allow_recompiles(fused.RECOMPILE_LIMIT)
-    assert getattr(cfg, name) == fused.RECOMPILE_LIMIT
+    # cfg.patch, not monkeypatch: pytest 9 undoes a module attribute it set with delattr, which
+    # torch 2.13's config turns into hiding the setting, and every later compile then fails
+    with cfg.patch(**{name: 8}):
+        fused.allow_recompiles(fused.RECOMPILE_LIMIT)
+        assert getattr(cfg, name) == fused.RECOMPILE_LIMIT
 
-    def double(x):
-        return x * 2
+        def double(x):
+            return x * 2
 
-    compiled = torch.compile(double, backend="eager", fullgraph=True, dynamic=True)
-    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-              torch.int16, torch.int8, torch.uint8, torch.complex64)
-    for i, dtype in enumerate(dtypes + (torch.float32, torch.int64)):
-        x = torch.ones(1 if i >= len(dtypes) else 3, dtype=dtype)  # size 1 is its own variant too
-        assert torch.equal(compiled(x), double(x))
-    torch._dynamo.reset()
+        compiled = torch.compile(double, backend="eager", fullgraph=True, dynamic=True)
+        dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                  torch.int16, torch.int8, torch.uint8, torch.complex64)
+        for i, dtype in enumerate(dtypes + (torch.float32, torch.int64)):
+            x = torch.ones(1 if i >= len(dtypes) else 3, dtype=dtype)  # size 1 is its own variant too
+            assert torch.equal(compiled(x), double(x))
+        torch._dynamo.reset()
 
 
 def test_fused_step_tables_trace_whole_and_match_eager():
