@@ -267,6 +267,21 @@ def test_user_errors(tiny_dir, tmp_path):
             del os.environ["HF_HUB_OFFLINE"]
 
 
+
+def test_model_not_cached_names_a_download_command_the_hub_installs(monkeypatch):
+    """The one-line error tells the user to run a command of the installed huggingface-hub
+    (`huggingface-cli` is gone from huggingface-hub 1.0 on; `hf` exists from 0.34)."""
+    import re
+    from importlib.metadata import distribution
+
+    from minitflow.model.weights import resolve_model_dir
+    scripts = {e.name for e in distribution("huggingface-hub").entry_points if e.group == "console_scripts"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as err:
+        resolve_model_dir("nobody/not-a-model")
+    command = re.search(r"`(\S+) download nobody/not-a-model`", str(err.value))
+    assert command and command.group(1) in scripts, (str(err.value), scripts)
+
 def test_compiled_decode_with_lora_matches_eager(tiny_dir):
     eager = LLM.load(tiny_dir, dtype="float32", device="cpu")
     compiled = LLM.load(tiny_dir, dtype="float32", device="cpu", compile=True)

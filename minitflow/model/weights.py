@@ -38,12 +38,12 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise UserError(f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run "
-                        f"`huggingface-cli download {name}` where there is network, or pass a local directory")
+                        f"`hf download {name}` where there is network, or pass a local directory")
     try:
         return Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}); run "
-                        f"`huggingface-cli download {name}` where there is network, or pass a local directory") from None
+                        f"`hf download {name}` where there is network, or pass a local directory") from None
 
 
 def model_config(name_or_path: str | Path) -> Qwen3Config:
