@@ -88,6 +88,18 @@ def test_evaluate_user_errors(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("flags", [["--model", "nobody/not-a-model"], ["--method", "tflow", "--checkpoint", "none.pt"]])
+def test_a_missing_model_or_checkpoint_leaves_no_output_folder(flags, tmp_path, capsys, monkeypatch):
+    """The model and checkpoint are resolved before the output folder is made or claimed."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    out = tmp_path / "out"
+    argv = ["--method", "baseline", "--dataset", "gsm8k", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, argv + flags) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize("dataset,path,limit", [
     ("gsm8k", "gsm8k/test.jsonl", "-1"), ("minerva_math", "minerva_math/test.jsonl", "-1"),
     ("mmlu", "mmlu_redux/test.jsonl", "-1"), ("humanevalplus", "humaneval_plus/HumanEvalPlus-v0.1.10.jsonl.gz", "8"),
