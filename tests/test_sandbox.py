@@ -625,6 +625,19 @@ def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
     assert not stat.S_IMODE(files[0].stat().st_mode) & 0o002
 
 
+def test_expected_outputs_of_two_tasks_that_decode_their_inputs_apart_are_not_shared():
+    """MBPP+ decodes a task's inputs by its id (Mbpp/2's lists become tuples): two tasks with the
+    same code and raw inputs but other ids must not share expected outputs."""
+    code_exec.clear_expected_cache()
+    canonical = "    return type(a).__name__\n"
+    two, three = (_sample("kind", canonical, [[[1, 2], [3, 4]]], dataset="mbpp", sid=sid,
+                          prompt="def kind(a, b=None):\n    pass\n") for sid in ("Mbpp/2", "Mbpp/3"))
+    program = "def kind(a, b=None):\n    return type(a).__name__\n"
+    assert run_code_tests(two, program)[:2] == (True, True)
+    assert run_code_tests(three, program)[:2] == (True, True)
+    code_exec.clear_expected_cache()
+
+
 # -------------------------------------- the other isolations, run for real
 
 OTHER_ISOLATION_CHECK = """

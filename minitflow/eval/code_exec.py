@@ -7,8 +7,8 @@ How one problem is checked (mirrors evalplus 0.3.1 `evaluate.py` / `eval/__init_
    `trusted_exec`: a fresh exec per input set, deep-copied inputs, CPU time
    per call, wall time per set) and sends its outputs back as plain data.
    They are computed once per task and kept in memory (and on disk under
-   $MINITFLOW_EXPECTED_CACHE if set), keyed by a hash of the canonical code,
-   entry point, inputs and atol.
+   $MINITFLOW_EXPECTED_CACHE if set), keyed by a hash of the task id, canonical
+   code, entry point, inputs and atol.
 2. The candidate runs in a fresh sandbox of its own, which never sees the
    expected outputs: it gets the program and the inputs, applies evalplus'
    `reliability_guard`, calls the entry point on each input under
@@ -125,7 +125,8 @@ def _task(sample: Any) -> Task:
     raw_base, raw_plus = meta["base_input"], meta.get("plus_input") or []
     reference = meta.get("prompt", "") + meta["canonical_solution"]
     atol = meta.get("atol", 0) or 0
-    blob = json.dumps([dataset, meta["entry_point"], reference, raw_base, raw_plus, atol],
+    # the id too: MBPP+ decodes a task's inputs by its id (evalplus' mbpp_deserialize_inputs)
+    blob = json.dumps([dataset, str(sample.id), meta["entry_point"], reference, raw_base, raw_plus, atol],
                       default=repr, sort_keys=True).encode()
     base, plus = raw_base, raw_plus
     if dataset == "mbpp":  # MBPP+ stores tuples/sets/complex in a JSON encoding
