@@ -602,6 +602,22 @@ def test_test_scripts_judge_outside_the_program():
         _fails_cleanly(sample, textwrap.dedent(FAKE_PASSES[name]))
 
 
+def test_an_output_of_many_more_values_than_expected_is_refused_before_parsing():
+    """A big expected output (2 MB here) lets a record of 4 MB through the byte cap; as 600,000
+    empty lists it would parse into ~40x its bytes. It fails on its value count, unparsed,
+    while a correct output of the same size still passes."""
+    big = _sample("big", "    return 'x' * 2_000_000\n", [[]], prompt="def big():\n    pass\n", sid="Toy/big")
+    code_exec.clear_expected_cache()
+    flood = run_code_tests(big, "def big():\n    return [[] for _ in range(600_000)]\n")
+    assert flood[:2] == (False, False) and "values against 1 expected" in flood[2], flood
+    assert run_code_tests(big, "def big():\n    return 'x' * 2_000_000\n")[:2] == (True, True)
+    few = _sample("few", "    return [[i] * 3 for i in range(1000)]\n", [[]], prompt="def few():\n    pass\n",
+                  sid="Toy/few")
+    assert run_code_tests(few, "def few():\n    return [[i] * 3 for i in range(1000)]\n")[:2] == (True, True)
+    assert code_exec._values(b'["l",["l",1,2,3]]') == 7  # its 7 values (an upper bound in general)
+    code_exec.clear_expected_cache()
+
+
 # ------------------------------------------------------ expected outputs
 
 

@@ -58,6 +58,7 @@ from .sandbox import Limits, Sandbox, evalplus_utils_path, isolation, isolation_
 from .sandbox_child import NotNoneFlag, check_hashes, decode, dumps
 
 DEFAULT_TIMEOUT = 60.0  # seconds per test set (evalplus EVALPLUS_TIMEOUT_PER_TASK)
+VALUES_SLACK = 1 << 16  # values an output may hold beyond twice the expected one's (see _values)
 DEFAULT_MEMORY_MB = 4096  # evalplus' default EVALPLUS_MAX_MEMORY_BYTES
 REFERENCE_TIMEOUT = 300.0  # budget for running the canonical solution (Mbpp/599 needs ~40 s)
 REFERENCE_MEMORY_MB = 8192  # the canonical solution's own cap (evalplus: none; Mbpp/255 builds 1.4 GB)
@@ -345,6 +346,8 @@ def _judge(task: Task, i: int, rec: tuple[list, bytes | None], expected: bytes, 
         if b"\x00" in value:  # a streamed output that turned out not to be plain data
             kind, rest = "unencodable", ["output is not plain data"]
     if kind == "ok" and value is not None and not rest:
+        if _values(value) > 2 * _values(expected) + VALUES_SLACK:
+            return f"wrong output: {_values(value)} values against {_values(expected)} expected", atol
         try:
             out = decode(json.loads(value))
             exp = decode(json.loads(expected))
@@ -361,6 +364,13 @@ def _judge(task: Task, i: int, rec: tuple[list, bytes | None], expected: bytes, 
     if kind == "oversize":
         return f"output of {rest[0] if rest else '?'} bytes is too large", atol
     return f"unexpected record {str(kind)[:20]!r}", atol
+
+
+def _values(encoded: bytes) -> int:
+    """An upper bound on the values an encoded output holds (separators, list openings, one). An
+    output equal to the expected one has as many; a parsed value costs 10-25x its bytes in Python
+    objects, so the byte cap alone let a wrong output of many tiny lists take tens of GB."""
+    return encoded.count(b",") + encoded.count(b"[") + 1
 
 
 def _budgets(exp: Expected, n_base: int, timeout: float) -> tuple[list[float], tuple[float, float]]:
