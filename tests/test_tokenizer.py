@@ -50,3 +50,18 @@ def test_decode_matches_transformers(toks):
     ids = ours.encode("Hello 世界 <|im_end|> x^2 + 😆") + [151645, 151667]
     assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True)
     assert ours.eos_token_id == 151645
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ans", "reasoning_content": "\nplan\n"}],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>x</think>ans", "reasoning_content": "plan"},
+     {"role": "user", "content": "q2"}],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>x</think>\nans", "reasoning_content": ""},
+     {"role": "assistant", "content": "b"}],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>x</think>ans", "reasoning_content": None}],
+])
+def test_reasoning_content_as_in_template(toks, messages):
+    """An assistant turn's `reasoning_content` replaces the think block split from its content."""
+    ours, hf = toks
+    ref = hf.apply_chat_template(messages, chat_template=TEMPLATE, tokenize=True, add_generation_prompt=True)["input_ids"]
+    assert ours.encode(render_chat(messages)) == ref

@@ -2,8 +2,8 @@
 
 The chat format reproduces Qwen3's Jinja template for system / user / assistant turns
 (tool calls are not supported): history assistant turns lose their think block, the last
-assistant turn after the final user query keeps one, and `enable_thinking=False` appends
-an empty think block to the generation prompt.
+assistant turn after the final user query keeps one (its `reasoning_content` when given),
+and `enable_thinking=False` appends an empty think block to the generation prompt.
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = Tr
             out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
         else:
             reasoning = ""
-            if "</think>" in content:
+            if m.get("reasoning_content") is not None:  # the template takes it as is, content unsplit
+                reasoning = m["reasoning_content"]
+            elif "</think>" in content:
                 reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
                 content = content.split("</think>")[-1].lstrip("\n")
             if i > last_query and (i == len(messages) - 1 or reasoning):
