@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, need_shared
+from minitflow.errors import UserError
 from minitflow.model.tokenizer import Tokenizer, render_chat
 from minitflow.tflow import prompts
 
@@ -65,3 +66,15 @@ def test_reasoning_content_as_in_template(toks, messages):
     ours, hf = toks
     ref = hf.apply_chat_template(messages, chat_template=TEMPLATE, tokenize=True, add_generation_prompt=True)["input_ids"]
     assert ours.encode(render_chat(messages)) == ref
+
+
+@pytest.mark.parametrize("messages, match", [
+    (["hello"], "chat message 0 is a str, not a dict"),
+    ([{"role": "user"}], r"chat message 0 \(user\) has content None: it must be a string"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}], r"chat message 1 \(assistant\) has content None"),
+    ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], r"has content \[\{'type'"),
+    ([{"role": "tool", "content": "r"}], "role 'tool' is not system/user/assistant"),
+])
+def test_malformed_chat_messages_are_user_errors(messages, match):
+    with pytest.raises(UserError, match=match):
+        render_chat(messages)

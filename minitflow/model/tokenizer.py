@@ -50,9 +50,13 @@ class Tokenizer:
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
                 enable_thinking: bool | None = None) -> str:
     """Qwen3's chat template for plain system / user / assistant messages."""
-    for m in messages:
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise UserError(f"chat message {i} is a {type(m).__name__}, not a dict with role and content")
         if m.get("role") not in ("system", "user", "assistant"):
             raise UserError(f"chat message role {m.get('role')!r} is not system/user/assistant")
+        if not isinstance(m.get("content"), str):  # else a KeyError or TypeError deep in the rendering
+            raise UserError(f"chat message {i} ({m['role']}) has content {m.get('content')!r:.60}: it must be a string")
     last_query = len(messages) - 1
     for i in range(len(messages) - 1, -1, -1):
         c = messages[i]["content"]
