@@ -69,6 +69,7 @@ def test_reasoning_content_as_in_template(toks, messages):
 
 
 @pytest.mark.parametrize("messages, match", [
+    ([], "the chat has no messages"),
     (["hello"], "chat message 0 is a str, not a dict"),
     ([{"role": "user"}], r"chat message 0 \(user\) has content None: it must be a string"),
     ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}], r"chat message 1 \(assistant\) has content None"),

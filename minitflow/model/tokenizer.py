@@ -50,6 +50,8 @@ class Tokenizer:
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
                 enable_thinking: bool | None = None) -> str:
     """Qwen3's chat template for plain system / user / assistant messages."""
+    if not messages:  # transformers refuses it too; else a bare generation prompt
+        raise UserError("the chat has no messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise UserError(f"chat message {i} is a {type(m).__name__}, not a dict with role and content")
