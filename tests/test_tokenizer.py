@@ -79,3 +79,12 @@ def test_reasoning_content_as_in_template(toks, messages):
 def test_malformed_chat_messages_are_user_errors(messages, match):
     with pytest.raises(UserError, match=match):
         render_chat(messages)
+
+
+@pytest.mark.parametrize("stop", ["\n\n", ("",), ("ok", None)])
+def test_stop_must_be_non_empty_strings(stop):
+    """stop="\\n\\n" would end a row at the first single newline, and "" at its first token."""
+    from minitflow.engine.sampler import SamplingParams
+    with pytest.raises(UserError, match="stop must be a tuple of non-empty strings"):
+        SamplingParams(stop=stop)
+    assert SamplingParams(stop=("\n\n", "###")).stop == ("\n\n", "###")

@@ -45,6 +45,9 @@ class SamplingParams:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UserError(f"top_k must be >= 0, got {self.top_k}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            # a bare string would stop on each of its characters, and "" on the first token
+            raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         if self.vocab_rows < 0:
             raise UserError(f"vocab_rows must be >= 0, got {self.vocab_rows}")
 
