@@ -74,7 +74,7 @@ def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = Tr
             out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
         else:
             reasoning = ""
-            if m.get("reasoning_content") is not None:  # the template takes it as is, content unsplit
+            if isinstance(m.get("reasoning_content"), str):  # the template takes it as is, content unsplit
                 reasoning = m["reasoning_content"]
             elif "</think>" in content:
                 reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
