@@ -118,13 +118,14 @@ def _counted_qkv(mode: Count, update):
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
-    update = KVCache.update
+    update, look_past = KVCache.update, sampler._look_past
     saved = [(m, n, f) for m in (attention, layers, qwen3, sampler, pg) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
         if mode.fused:
             for m, n, f in saved:
                 setattr(m, n, _counted(mode, f))
+            sampler._look_past = lambda *_: True  # as on CUDA: the top-k path's tie pass always runs
             layers.lora_project = _counted_lora(mode)
             layers.qk_norm_rope, KVCache.update = _counted_qkv(mode, update)
         with torch.inference_mode(), mode:
@@ -132,6 +133,7 @@ def counting(mode: Count):
     finally:
         for m, n, f in saved:
             setattr(m, n, f)
+        sampler._look_past = look_past
         layers.lora_project = lora_project
         KVCache.update = update
         layers.qk_norm_rope = qk_norm_rope

@@ -115,6 +115,23 @@ def test_sampler_draws_the_same_tokens_on_cpu_and_cuda():
     assert gumbel_scores.eager in _FUSED
 
 
+def test_top_k_ties_past_the_candidates_same_tokens_on_cpu_and_cuda():
+    """Every row with a top_k (the top-k candidates path): CUDA always runs the fused pass for
+    tokens tied with the k-th past topk(k + 1), CPU eager only on rows that need it."""
+    from minitflow.engine.sampler import Sampler
+    logits = (torch.randn(4, 4096, generator=torch.Generator().manual_seed(1)) * 2).round()
+    logits[0] = 0.0  # the whole vocabulary tied
+    params = [SamplingParams(temperature=0.6, top_k=20, top_p=0.95, seed=1), SamplingParams(temperature=0.7, top_k=3, seed=2),
+              SamplingParams(), SamplingParams(temperature=1.0, top_k=20, seed=4)]
+    cpu, gpu = Sampler(params, torch.device("cpu")), Sampler(params, torch.device("cuda"))
+    graphed = Sampler(params, torch.device("cuda"), compile=True)
+    for step in range(5):
+        want = cpu(logits, step)
+        with torch.inference_mode():  # the fused kernels, as the engine samples
+            assert torch.equal(gpu(logits.cuda(), step).cpu(), want)
+        assert torch.equal(graphed(logits.cuda(), step).cpu(), want)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_cuda_graph_decode_across_attention_buckets(mode):
     """A generation that crosses from the 256-slot attention bucket into the 512-slot one."""

@@ -294,3 +294,82 @@ def test_a_rows_nucleus_does_not_depend_on_the_row_count_that_picks_the_digits()
     together = _nucleus_unsorted(rows, top_p)
     for r in range(0, 100, 9):
         assert torch.equal(together[r], _nucleus_unsorted(rows[r:r + 1], top_p[r:r + 1])[0]), r
+
+
+def _transformers_scores(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """logits (V,) through transformers' warpers as `generate` builds them for sampling
+    (`_get_logits_processor`: temperature, top-k, top-p; min_tokens_to_keep 1), in float32."""
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+    scores = logits[None].float()
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return scores[0]
+
+
+@pytest.mark.parametrize("logits,top_k,top_p", [
+    ([2.0, 1.0, 1.0, 1.0, 0.0, 0.0, -1.0, -1.0], 2, 1.0),  # three tied at the 2nd: all stay
+    ([1.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0, -2.0], 1, 1.0),  # top_k 1 with a tied best: both stay
+    ([0.0] * 8, 3, 1.0),                                     # all tied: the whole vocabulary stays
+    ([3.0, 2.0] + [0.0] * 6, 3, 0.62),                       # the tied tail counts in the nucleus's total
+])
+def test_every_token_tied_with_the_kth_stays_as_in_transformers(logits, top_k, top_p):
+    """transformers' TopKLogitsWarper drops only the tokens below the k-th value, so tokens tied
+    with it all stay (`filter_logits` too); the sampler keeps them on the top-k candidates path
+    (every row has a top_k; ties past topk(k) included) and on the whole-vocabulary path (a
+    neighbour without one), the same token per row on both."""
+    logits = torch.tensor(logits)
+    rows, steps, vocab = 300, 2, logits.numel()
+    want = torch.isfinite(_transformers_scores(logits, 1.0, top_k, top_p))
+    assert torch.equal(torch.isfinite(filter_logits(logits, top_k, top_p)), want)
+    params = [SamplingParams(temperature=1.0, top_k=top_k, top_p=top_p, seed=s) for s in range(rows)]
+    alone = _draw(params, [logits.expand(rows, vocab)] * steps)
+    beside = _draw(params + [SamplingParams(temperature=1.0, seed=rows)], [logits.expand(rows + 1, vocab)] * steps)
+    assert torch.equal(alone, beside[:, :rows])
+    counts = torch.bincount(alone.flatten(), minlength=vocab)
+    assert torch.equal(counts > 0, want), counts
+
+
+def test_ties_past_the_top_k_candidates_compiled_equal_eager():
+    """Compiled (and on CUDA) the step always looks for tokens tied with the k-th past the
+    candidates; eager CPU looks only when the extra candidate ties it. Same tokens either way:
+    rows whose tie runs past topk(kmax + 1), rows with it inside, a smaller top_k beside a
+    larger one, a top-p cut, and a greedy row."""
+    g = torch.Generator().manual_seed(6)
+    logits = (torch.randn(5, 64, generator=g) * 2).round()   # ~10 distinct values: ties everywhere
+    logits[0] = 0.0
+    logits[1, :3] = 5.0
+    params = [SamplingParams(temperature=1.0, top_k=4, seed=0), SamplingParams(temperature=0.7, top_k=2, seed=1),
+              SamplingParams(temperature=1.3, top_k=9, top_p=0.6, seed=2), SamplingParams(),
+              SamplingParams(temperature=0.9, top_k=1, seed=4)]
+    eager, compiled = Sampler(params, CPU), Sampler(params, CPU, compile=True)
+    tokens = torch.stack([eager(logits, step) for step in range(8)])
+    for step in range(8):
+        assert torch.equal(compiled(logits, step), tokens[step])
+    assert len(set(tokens[:, 0].tolist())) > 4 and (tokens[:, 0] >= 10).any()  # row 0 draws past topk(kmax + 1)
+    assert (tokens[:, 3] == logits[3].argmax()).all()
+
+
+def test_the_top_k_paths_fused_steps_compiled_equal_eager():
+    """On CUDA the tied-past-the-candidates pass and the candidates' filter with its tail are
+    torch.compile(dynamic, fullgraph) functions: compiled on CPU, the same count, winner and
+    values."""
+    from minitflow.engine.sampler import _filter_candidates, _seed_keys, _tied_past_candidates
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(3, 300, generator=g) * 2).round()
+    vals, ids = torch.topk(logits, 5)
+    temperature = torch.tensor([[0.6], [1.0], [1.3]])
+    id_hash = _hash32(_bits(torch.arange(300)))
+    args = (logits, vals, ids, temperature, torch.tensor([0, 5, 9]), _seed_keys([1, 2, 3]), id_hash)
+    want = _tied_past_candidates(*args)
+    got = torch.compile(_tied_past_candidates.eager, dynamic=True, fullgraph=True)(*args)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and (want[0] > 0).all()
+    top_k = torch.tensor([[4], [5], [2]])
+    top_p = torch.tensor([[0.9], [float("inf")], [0.5]], dtype=torch.float64)
+    want = _filter_candidates(vals, temperature, top_k, top_p, want[0])
+    got = torch.compile(_filter_candidates.eager, dynamic=True, fullgraph=True)(vals, temperature, top_k, top_p, got[0])
+    assert torch.equal(got, want) and torch.isinf(want).any() and want.shape == (3, 6)

@@ -74,25 +74,53 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def _outside_nucleus_sorted(vals: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+def _outside_nucleus_sorted(vals: torch.Tensor, top_p: torch.Tensor | float,
+                            tail: torch.Tensor | None = None) -> torch.Tensor:
     """vals (B, n) sorted best first -> (B, n) bool, the tokens the nucleus drops: those whose
     float64 weight of strictly larger values passes top_p of the row's. That weight is an
     exclusive cumsum taken at the start of each run of equal values (it only grows along a row,
-    so a running max carries it over the run)."""
+    so a running max carries it over the run). `tail` (B, 1): how many more tokens, not in
+    `vals`, equal its last value (they count in the row's total)."""
     e = (vals.double() - vals[:, :1]).exp()
     excl = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(-1)[:, :-1]], dim=-1)
     starts = torch.cat([torch.ones_like(vals[:, :1], dtype=torch.bool), vals[:, 1:] != vals[:, :-1]], dim=-1)
     ahead = torch.where(starts, excl, torch.zeros_like(excl)).cummax(-1).values
-    return ahead > top_p * e.sum(-1, keepdim=True)
+    total = e.sum(-1, keepdim=True)
+    if tail is not None:
+        total = total + torch.where(tail > 0, tail * e[:, -1:], 0.0)
+    return ahead > top_p * total
 
 
 @fused_on_cuda
 def _filter_candidates(vals: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
-                       top_p: torch.Tensor) -> torch.Tensor:
-    """Top-k candidates (B, k), sorted best first -> scaled by the temperature, -inf past each
-    row's top_k and outside its nucleus (a cumsum over k values): one or two kernels on CUDA."""
-    vals = (vals / temperature).masked_fill(torch.arange(vals.shape[1], device=vals.device) >= top_k, -torch.inf)
-    return vals.masked_fill(_outside_nucleus_sorted(vals, top_p), -torch.inf)
+                       top_p: torch.Tensor, tail: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k candidates (B, k), sorted best first -> scaled by the temperature, -inf below each
+    row's top_k-th value (tokens tied with it stay, as in transformers' TopKLogitsWarper) and
+    outside its nucleus (a cumsum over k values): one or two kernels on CUDA. With `tail` (B, 1),
+    the count of tokens past the candidates tied with the last one (`_tied_past_candidates`):
+    they count in the nucleus's total, and one column more stands for their best, at the last
+    candidate's value (-inf when there are none)."""
+    vals = vals / temperature
+    vals = vals.masked_fill(vals < _kth(vals, top_k), -torch.inf)
+    vals = vals.masked_fill(_outside_nucleus_sorted(vals, top_p, tail), -torch.inf)
+    return vals if tail is None else torch.cat([vals, vals[:, -1:].masked_fill(tail == 0, -torch.inf)], dim=-1)
+
+
+def _kth(vals: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """vals (B, n) sorted best first -> (B, 1) each row's top_k-th value (the last when top_k >= n)."""
+    return vals.gather(1, top_k.clamp(max=vals.shape[1]) - 1)
+
+
+@fused_on_cuda
+def _tied_past_candidates(logits: torch.Tensor, vals: torch.Tensor, ids: torch.Tensor, temperature: torch.Tensor,
+                          step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens topk (`vals`, `ids`) left out whose scaled value ties its last candidate's:
+    their count (B, 1), and the one among them with the largest noise (B, 1) (the top 24 bits
+    `_to_unit` maps to u: the Gumbel-max winner the whole-vocabulary path would see; the first
+    id on equal bits, 0 when there are none)."""
+    tied = (logits / temperature == vals[:, -1:] / temperature).scatter(1, ids, False)
+    bits = (_hash32(_step_keys(keys, step)[:, None] ^ id_hash) >> 8) & 0xFFFFFF
+    return tied.sum(-1, keepdim=True), torch.where(tied, bits, -1).argmax(-1, keepdim=True)
 
 
 def _order_keys(vals: torch.Tensor) -> torch.Tensor:
@@ -232,6 +260,16 @@ def gumbel_scores(vals: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, to
     return vals + (-torch.log(-torch.log(u))).float()
 
 
+def _look_past(vals: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor) -> bool:
+    """Whether the top-k path looks for ties past its candidates `vals` (topk(kmax + 1)): on
+    CUDA and compiled always (no host sync; one fused kernel on CUDA), on CPU eager only when
+    some row's top_k-th value equals the last candidate's (a sync, but no pass over the
+    vocabulary on the steps without such a tie)."""
+    if vals.is_cuda or torch.compiler.is_compiling():
+        return True
+    return bool(((_kth(vals / temperature, top_k) == vals[:, -1:] / temperature) & (top_k < _TOP_K_OFF)).any())
+
+
 def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_hash: torch.Tensor,
             greedy: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
             vocab_rows: torch.Tensor, kmax: int, kmix: int, filtering: bool, limited: bool) -> torch.Tensor:
@@ -239,16 +277,22 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
     b, v = logits.shape
     if limited:  # ids past a row's vocab_rows are never chosen (noise is per id: as if cut off)
         logits = logits.masked_fill(torch.arange(v, device=logits.device) >= vocab_rows, -torch.inf)
-    if kmax:  # sorted, best first: top-k by rank, then the nucleus by a cumsum over k candidates
-        vals, ids = torch.topk(logits, min(kmax, v))
-        vals = _filter_candidates(vals, temperature, top_k, top_p)
-    elif filtering:  # the whole vocabulary, unsorted; rows with a top-k mask the rest of their topk(kmix)
+    if kmax:  # sorted, best first: top-k by value, then the nucleus by a cumsum over k candidates
+        # One candidate more than any row keeps: tokens tied with a row's top_k-th value all
+        # stay, and when the tie runs past the candidates (their last one equals the k-th) the
+        # rest are counted and the best of their noise found over the vocabulary, one more
+        # candidate.
+        vals, ids = torch.topk(logits, min(kmax + 1, v))
+        tail = None
+        if vals.shape[1] < v and _look_past(vals, temperature, top_k):
+            tail, best = _tied_past_candidates(logits, vals, ids, temperature, step, keys, id_hash)
+            ids = torch.cat([ids, best], dim=-1)
+        vals = _filter_candidates(vals, temperature, top_k, top_p, tail)
+    elif filtering:  # the whole vocabulary, unsorted; rows with a top-k mask what is below their top_k-th value
         vals, ids = logits / temperature, None
         if kmix:
-            _, cand = torch.topk(vals, min(kmix, v))
-            in_top_k = torch.zeros_like(vals, dtype=torch.bool).scatter_(
-                1, cand, torch.arange(cand.shape[1], device=vals.device) < top_k)
-            vals = vals.masked_fill(~in_top_k & (top_k < _TOP_K_OFF), -torch.inf)
+            kth = _kth(torch.topk(vals, min(kmix, v)).values, top_k)
+            vals = vals.masked_fill((vals < kth) & (top_k < _TOP_K_OFF), -torch.inf)
         vals = vals.masked_fill(~_nucleus_unsorted(vals, top_p), -torch.inf)
     else:
         vals, ids = logits / temperature, None
