@@ -373,3 +373,13 @@ def test_the_top_k_paths_fused_steps_compiled_equal_eager():
     want = _filter_candidates(vals, temperature, top_k, top_p, want[0])
     got = torch.compile(_filter_candidates.eager, dynamic=True, fullgraph=True)(vals, temperature, top_k, top_p, got[0])
     assert torch.equal(got, want) and torch.isinf(want).any() and want.shape == (3, 6)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf")])
+def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature):
+    """nan passed `temperature < 0` and made every scaled logit nan: the argmax on the top-k
+    path, token 0 on the others, so a row's token depended on its neighbours. inf scales a
+    masked -inf logit to nan, which the argmax then takes: vocab_rows=250 drew id 250.
+    (transformers refuses nan; the CLI refuses both already.)"""
+    with pytest.raises(UserError, match="temperature must be a finite number >= 0"):
+        SamplingParams(temperature=temperature)
