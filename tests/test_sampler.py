@@ -383,3 +383,15 @@ def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature):
     (transformers refuses nan; the CLI refuses both already.)"""
     with pytest.raises(UserError, match="temperature must be a finite number >= 0"):
         SamplingParams(temperature=temperature)
+
+
+def test_a_seed_outside_64_bits_is_refused():
+    """The noise hashes a seed's two 32-bit halves, so a seed outside [0, 2^64) silently drew
+    another seed's tokens (-1 those of 2^64 - 1, 2^64 those of 0), and a float failed at the
+    first step with a TypeError."""
+    for seed in (-1, 2**64, 2**64 + 5, 1.5):
+        with pytest.raises(UserError, match=r"seed must be an integer in \[0, 2\^64\)"):
+            SamplingParams(temperature=1.0, seed=seed)
+    logits = _logits(1, 300, seed=9)
+    draws = [_draw([SamplingParams(temperature=1.0, seed=s)], [logits] * 20)[:, 0] for s in (0, 1, 2**64 - 1)]
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])

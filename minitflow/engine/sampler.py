@@ -9,6 +9,7 @@ batch, there are no host syncs, and the step may be a device tensor (CUDA-graph 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +50,8 @@ class SamplingParams:
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             # a bare string would stop on each of its characters, and "" on the first token
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        if not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
+            raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if self.vocab_rows < 0:
             raise UserError(f"vocab_rows must be >= 0, got {self.vocab_rows}")
 
