@@ -395,3 +395,12 @@ def test_a_seed_outside_64_bits_is_refused():
     logits = _logits(1, 300, seed=9)
     draws = [_draw([SamplingParams(temperature=1.0, seed=s)], [logits] * 20)[:, 0] for s in (0, 1, 2**64 - 1)]
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+@pytest.mark.parametrize("field", ["top_k", "max_new_tokens", "vocab_rows"])
+def test_a_count_that_is_not_an_integer_is_refused(field):
+    """top_k=1.5 was accepted and failed at the first sampling step (torch.topk's TypeError),
+    vocab_rows=250.5 was cut to 250 silently (transformers' TopKLogitsWarper refuses a
+    non-integer top_k too)."""
+    with pytest.raises(UserError, match=f"{field} must be an integer"):
+        SamplingParams(temperature=1.0, **{field: 2.5})

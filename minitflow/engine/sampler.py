@@ -39,6 +39,9 @@ class SamplingParams:
     vocab_rows: int = 0
 
     def __post_init__(self):
+        for name in ("max_new_tokens", "top_k", "vocab_rows"):
+            if not isinstance(getattr(self, name), numbers.Integral):
+                raise UserError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):  # nan and inf too
