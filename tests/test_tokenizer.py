@@ -88,3 +88,18 @@ def test_stop_must_be_non_empty_strings(stop):
     with pytest.raises(UserError, match="stop must be a tuple of non-empty strings"):
         SamplingParams(stop=stop)
     assert SamplingParams(stop=("\n\n", "###")).stop == ("\n\n", "###")
+
+
+def test_a_lone_surrogate_is_a_user_error_not_a_traceback(tmp_path, capsys):
+    """json.loads('"\\ud800"') gives a str tokenizers cannot take (a bare TypeError): the CLIs
+    say what is wrong with the text, exit 2."""
+    from minitflow import demo_dir
+    from minitflow.cli import run_cli
+    from minitflow.generate import main
+    tok = Tokenizer(demo_dir())
+    with pytest.raises(UserError, match=r"lone surrogate \(U\+D800\) at character 1"):
+        tok.encode("a\ud800b")
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "what is \\ud800 2+2?"}\n')
+    assert run_cli(main, ["--input_file", str(path), "--greedy"]) == 2
+    assert "lone surrogate" in capsys.readouterr().err

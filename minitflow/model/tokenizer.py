@@ -38,7 +38,15 @@ class Tokenizer:
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        try:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        except TypeError:  # tokenizers' only word for a lone surrogate (e.g. "\ud800" in a JSON file)
+            bad = next((i for i, ch in enumerate(text) if 0xD800 <= ord(ch) <= 0xDFFF), None) \
+                if isinstance(text, str) else None
+            if bad is None:
+                raise
+            raise UserError(f"text has a lone surrogate (U+{ord(text[bad]):04X}) at character {bad}: "
+                            "it is not valid Unicode") from None
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
