@@ -103,3 +103,17 @@ def test_a_lone_surrogate_is_a_user_error_not_a_traceback(tmp_path, capsys):
     path.write_text('{"question": "what is \\ud800 2+2?"}\n')
     assert run_cli(main, ["--input_file", str(path), "--greedy"]) == 2
     assert "lone surrogate" in capsys.readouterr().err
+
+
+def test_special_tokens_written_as_added_token_dicts_are_read(tmp_path):
+    """tokenizer_config.json may write eos_token as an AddedToken dict; it named <|im_end|>
+    regardless (a model ending on <|endoftext|> would not stop)."""
+    import json
+    import shutil
+    from minitflow import demo_dir
+    shutil.copy(demo_dir() / "tokenizer.json", tmp_path / "tokenizer.json")
+    eos = {"__type": "AddedToken", "content": "<|endoftext|>", "lstrip": False, "rstrip": False}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "pad_token": dict(eos, content="<|im_end|>")}))
+    tok = Tokenizer(tmp_path)
+    assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == tok.token_to_id("<|endoftext|>") is not None
+    assert tok.pad_token_id == tok.token_to_id("<|im_end|>")

@@ -31,10 +31,9 @@ class Tokenizer:
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
         cfg = cfg if isinstance(cfg, dict) else {}
-        self.eos_token = cfg.get("eos_token") if isinstance(cfg.get("eos_token"), str) else "<|im_end|>"
+        self.eos_token = _token_text(cfg.get("eos_token")) or "<|im_end|>"  # Qwen3's when the config names none
         self.eos_token_id = self._tok.token_to_id(self.eos_token)
-        pad = cfg.get("pad_token") if isinstance(cfg.get("pad_token"), str) else "<|endoftext|>"
-        self.pad_token_id = self._tok.token_to_id(pad)
+        self.pad_token_id = self._tok.token_to_id(_token_text(cfg.get("pad_token")) or "<|endoftext|>")
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
@@ -53,6 +52,13 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+
+def _token_text(entry: object) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, or an AddedToken dict."""
+    if isinstance(entry, dict):
+        entry = entry.get("content")
+    return entry if isinstance(entry, str) and entry else None
 
 
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
