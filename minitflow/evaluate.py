@@ -97,7 +97,10 @@ def _held(path: Path) -> bool:
 
 
 def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
-    """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash)."""
+    """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash).
+    The signature an earlier launch left in it is cleared at once: a relaunch by hand or with
+    --master-port has the same run_id, and its ranks r > 0 must not take the old signature for
+    rank 0 having checked the folder."""
     f = open(_lock_path(out_dir, method, rank), "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,6 +108,7 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
         f.close()
         raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
                         "wait for it or use another --output_dir") from None
+    _sign(f, "")
     return f
 
 

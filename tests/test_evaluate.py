@@ -275,3 +275,26 @@ def test_resume_after_a_kill_mid_write_drops_the_cut_line_with_a_warning(tmp_pat
     assert run_cli(main, args) == 0
     assert "6 samples, 6 already done, 0 for rank 0/1" in _last_plan(out)
     assert "cut off" not in capsys.readouterr().err
+
+
+def test_rank1_waits_for_this_launchs_rank0_not_a_signature_left_by_the_last(tmp_path, monkeypatch):
+    """A relaunch by hand (or torchrun --master-port) has the same run_id as the launch before:
+    rank 1 must not take the signature that launch left in rank 0's lock for rank 0 having
+    checked the folder (it would read settings rank 0 is about to replace, or partial rows
+    that --overwrite is about to delete)."""
+    from minitflow import evaluate as ev
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
+    settings = {"method": "oracle"}
+    (tmp_path / "oracle_settings.json").write_text(json.dumps(settings))
+    (tmp_path / "oracle.rank0.lock").write_text(ev.run_id(2))  # left by the last launch's rank 0
+    rank0 = ev.take_lock(tmp_path, "oracle", 0)  # this launch's rank 0: locked, not yet done checking
+    try:
+        with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
+            ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)
+        ev._sign(rank0, ev.run_id(2))  # rank 0 has checked the folder
+        ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
+    finally:
+        rank0.close()
