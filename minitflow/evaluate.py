@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import socket
 import sys
 import threading
@@ -119,17 +120,32 @@ def _sign(lock: IO[str], rid: str) -> None:
     lock.flush()
 
 
-def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> None:
+def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
     """Rank r > 0 starts only once rank 0 of *this* launch holds the folder (and has checked
-    the settings, or cleared it for --overwrite)."""
+    the settings, or cleared it for --overwrite). Returns rank 0's signature."""
     path = _lock_path(out_dir, method, 0)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
-        if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == rid and _held(path):
-            return
+        signature = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        if signature.rpartition(" ")[0] == rid and _held(path):
+            return signature
         time.sleep(0.2)
     raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
                     "(another run holds it, or rank 0 failed)")
+
+
+def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
+    """Rank 0 holds the folder until every rank r > 0 has seen it hold it: a rank 0 with nothing
+    left to do would otherwise exit first, and rank r would wait for it in vain. Rank 0's
+    signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
+    joined = _lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
+    paths = [_lock_path(out_dir, method, r) for r in range(1, size)]
+    deadline = time.monotonic() + RANK0_WAIT_S
+    while time.monotonic() < deadline:
+        if all(p.is_file() and p.read_text(encoding="utf-8", errors="replace") == joined for p in paths):
+            return
+        time.sleep(0.2)
+    log.warning("not every rank joined within %.0f s (a rank failed?)", RANK0_WAIT_S)
 
 
 # ---- the settings that define a run -----------------------------------------------------
@@ -204,10 +220,10 @@ def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, ra
                             "settings; pass --overwrite to start afresh or use another --output_dir")
         else:
             write_json(path, settings)
-        _sign(lock, rid)
+        _sign(lock, f"{rid} {secrets.token_hex(8)}")
     else:
         _sign(lock, rid)
-        _wait_for_rank0(out_dir, method, rid)
+        _sign(lock, _wait_for_rank0(out_dir, method, rid) + " joined")  # rank 0 may exit now
         _compare_settings(_settings_path(out_dir, method), settings)
     return lock
 
@@ -444,6 +460,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "settings": settings, "config": dict(vars(args)),
     }
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
+    if size > 1 and summary["complete"]:  # (incomplete: a rank died)
+        _wait_for_ranks_to_join(out_dir, args.method, size)
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     return summary

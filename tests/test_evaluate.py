@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -289,12 +290,33 @@ def test_rank1_waits_for_this_launchs_rank0_not_a_signature_left_by_the_last(tmp
     monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
     settings = {"method": "oracle"}
     (tmp_path / "oracle_settings.json").write_text(json.dumps(settings))
-    (tmp_path / "oracle.rank0.lock").write_text(ev.run_id(2))  # left by the last launch's rank 0
+    (tmp_path / "oracle.rank0.lock").write_text(ev.run_id(2) + " 5ca1ab1e")  # left by the last launch's rank 0
     rank0 = ev.take_lock(tmp_path, "oracle", 0)  # this launch's rank 0: locked, not yet done checking
     try:
         with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
             ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)
-        ev._sign(rank0, ev.run_id(2))  # rank 0 has checked the folder
+        ev._sign(rank0, ev.run_id(2) + " 0ddba11")  # rank 0 has checked the folder
         ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
     finally:
         rank0.close()
+
+
+def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeypatch):
+    """A resume of a finished run: rank 0 has nothing to compute and is done at once. Had it
+    exited (dropping its lock) before rank 1 looked, rank 1 would wait RANK0_WAIT_S for a rank 0
+    "of this launch" to hold the folder and then fail the launch."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0  # every sample done
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 3.0)
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    codes: list[int] = []
+    rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
+    rank0.start()
+    rank0.join(timeout=1.5)  # rank 1 starts late (a slower load)
+    settings = json.loads((out / "oracle_settings.json").read_text())
+    ev.claim_folder(out, "oracle", settings, False, 1, 2).close()  # rank 1: sees rank 0 hold the folder
+    rank0.join(timeout=10)
+    assert codes == [0] and json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
