@@ -274,9 +274,14 @@ def start_partial(part: Path) -> None:
 
 
 def append_sample(part: Path, row: dict) -> None:
-    """Append one finished sample as one JSON line (ensure_ascii: no raw line separators)."""
-    with part.open("ab") as f:
-        f.write((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
+    """Append one finished sample as one JSON line (ensure_ascii: no raw line separators). A
+    full disk is one line, not a traceback: the user must act, and a rerun resumes (a row cut
+    short is dropped then)."""
+    try:
+        with part.open("ab") as f:
+            f.write((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
+    except OSError as e:
+        raise UserError(f"cannot write {part}: {e.strerror or type(e).__name__}") from None
 
 
 def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: str, wall: float) -> dict:

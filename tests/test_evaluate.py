@@ -320,3 +320,27 @@ def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeyp
     ev.claim_folder(out, "oracle", settings, False, 1, 2).close()  # rank 1: sees rank 0 hold the folder
     rank0.join(timeout=10)
     assert codes == [0] and json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
+
+
+def test_a_full_disk_while_appending_rows_is_one_line_and_resumes(tmp_path):
+    """RLIMIT_FSIZE makes the partial file's appends fail as on a full disk (EFBIG, like
+    ENOSPC): exit 2 with one line naming the file, not a traceback; a rerun finishes the run."""
+    import resource
+    import signal
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+
+    def full_at_400_bytes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "minitflow.evaluate", *args], capture_output=True, text=True,
+                          env=env, preexec_fn=full_at_400_bytes, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: cannot write ") and "oracle_partial.rank0.jsonl" in err[-1]
+    assert "Traceback" not in proc.stderr
+    assert run_cli(main, args) == 0
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 6 and summary["complete"]
