@@ -114,10 +114,14 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
 
 
 def _sign(lock: IO[str], rid: str) -> None:
-    lock.seek(0)
-    lock.truncate()
-    lock.write(rid)
-    lock.flush()
+    """Write `rid` into the held lock file; a full disk is one line (a resume writes nothing before it)."""
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(rid)
+        lock.flush()
+    except OSError as e:
+        raise UserError(f"cannot write {lock.name}: {e.strerror or type(e).__name__}") from None
 
 
 def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:

@@ -344,3 +344,24 @@ def test_a_full_disk_while_appending_rows_is_one_line_and_resumes(tmp_path):
     assert run_cli(main, args) == 0
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 6 and summary["complete"]
+
+
+def test_a_resume_on_a_full_disk_is_one_line(tmp_path):
+    """A resume writes nothing before signing its lock (the settings are there): a full disk
+    (RLIMIT_FSIZE, EFBIG like ENOSPC) must be one line, exit 2, not a traceback."""
+    import resource
+    import signal
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0
+    (out / "oracle.rank0.lock").write_text("")
+
+    def full():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "minitflow.evaluate", *args], capture_output=True, text=True,
+                          env=env, preexec_fn=full, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write ")
