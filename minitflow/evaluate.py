@@ -49,6 +49,7 @@ from typing import IO
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
                            model_and_checkpoint, run_cli, sampling_from)
+from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, write_json
 
@@ -180,7 +181,9 @@ def run_settings(args: argparse.Namespace, dataset: str) -> dict:
         "checkpoint_sha256": "random" if args.random_generator else _sha256(checkpoint),
         "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
-        "method_options": method_options(args)})
+        "method_options": method_options(args),
+        # bfloat16 and float32 give other long answers: a resume must not mix them
+        "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch.")})
     return settings
 
 
@@ -195,7 +198,8 @@ def _compare_settings(path: Path, settings: dict) -> None:
         raise UserError(f"{path} is unreadable; pass --overwrite to start afresh") from None
     if not isinstance(saved, dict):  # valid JSON, but not what evaluate writes (an edit, another tool)
         raise UserError(f"{path} is not a settings object; pass --overwrite to start afresh")
-    diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    # a setting the file lacks was added to minitflow after it was written: not compared
+    diff = sorted(k for k in saved if saved.get(k) != settings.get(k))
     if diff:
         k = diff[0]
         raise UserError(f"{path.parent} holds a {settings['method']} run with {k}={saved.get(k)!r}, this one has "

@@ -224,6 +224,21 @@ def test_resume_with_other_sampling_is_refused(tmp_path, capsys):
     assert "max_new_tokens=8" in capsys.readouterr().err
 
 
+def test_resume_in_another_dtype_is_refused_and_an_older_settings_file_still_resumes(tmp_path, capsys):
+    """float32 and bfloat16 give other long answers; a settings file from before a setting
+    existed (no "dtype") resumes."""
+    data, out = _box_rows(tmp_path / "box.jsonl", n=2), tmp_path / "out"
+    assert run_cli(main, _demo_args(data, out)) == 0
+    capsys.readouterr()
+    assert run_cli(main, _demo_args(data, out, "--dtype", "bfloat16")) == 2
+    assert "dtype='float32'" in capsys.readouterr().err
+    path = next(out.glob("*_settings.json"))
+    saved = json.loads(path.read_text())
+    del saved["dtype"]
+    path.write_text(json.dumps(saved))
+    assert run_cli(main, _demo_args(data, out)) == 0
+
+
 def test_second_process_on_one_folder_refuses(tmp_path, capsys):
     from minitflow.evaluate import take_lock
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
