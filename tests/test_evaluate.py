@@ -337,21 +337,27 @@ def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeyp
     assert codes == [0] and json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
 
 
+def _evaluate_with_file_limit(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    """evaluate in a child whose writes fail past `limit` bytes a file (RLIMIT_FSIZE: EFBIG, as
+    ENOSPC on a full disk)."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "minitflow.evaluate", *args], capture_output=True, text=True,
+                          env=env, preexec_fn=limited, timeout=120)
+
+
 def test_a_full_disk_while_appending_rows_is_one_line_and_resumes(tmp_path):
     """RLIMIT_FSIZE makes the partial file's appends fail as on a full disk (EFBIG, like
     ENOSPC): exit 2 with one line naming the file, not a traceback; a rerun finishes the run."""
-    import resource
-    import signal
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
-
-    def full_at_400_bytes():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))
-
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "minitflow.evaluate", *args], capture_output=True, text=True,
-                          env=env, preexec_fn=full_at_400_bytes, timeout=120)
+    proc = _evaluate_with_file_limit(args, 400)
     assert proc.returncode == 2, proc.stderr[-1500:]
     err = proc.stderr.strip().splitlines()
     assert err[-1].startswith("error: cannot write ") and "oracle_partial.rank0.jsonl" in err[-1]
@@ -364,19 +370,10 @@ def test_a_full_disk_while_appending_rows_is_one_line_and_resumes(tmp_path):
 def test_a_resume_on_a_full_disk_is_one_line(tmp_path):
     """A resume writes nothing before signing its lock (the settings are there): a full disk
     (RLIMIT_FSIZE, EFBIG like ENOSPC) must be one line, exit 2, not a traceback."""
-    import resource
-    import signal
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0
     (out / "oracle.rank0.lock").write_text("")
-
-    def full():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
-
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "minitflow.evaluate", *args], capture_output=True, text=True,
-                          env=env, preexec_fn=full, timeout=120)
+    proc = _evaluate_with_file_limit(args, 8)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write ")
