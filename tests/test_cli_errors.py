@@ -594,6 +594,19 @@ def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
                                   "--output_dir", tmp_path / "r"], "--random_generator")
 
 
+@pytest.mark.parametrize("part,value", [("parameter_generator", float("nan")), ("pg_layer_aggregator", float("inf"))])
+def test_checkpoint_with_non_finite_values_is_refused_before_the_model_loads(part, value, good_state, tmp_path,
+                                                                             capsys, monkeypatch):
+    """It used to load and run, every answer garbage ("!!")."""
+    no_model_load(monkeypatch)
+    tensors = dict(good_state[part])
+    key = sorted(tensors)[0]
+    tensors[key] = torch.full_like(tensors[key], value)
+    path = _ckpt(tmp_path, {**good_state, part: tensors})
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO),
+          f"{part}.{key} holds NaN or inf")
+
+
 @pytest.mark.parametrize("kind", ["text", "truncated", "other layers"])
 def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)

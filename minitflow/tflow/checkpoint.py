@@ -115,6 +115,10 @@ def _tensor_dict(obj: object, name: str, path: Path) -> dict[str, torch.Tensor]:
     bad = next((k for k, v in obj.items() if not v.is_floating_point()), None)
     if bad is not None:
         raise UserError(f"{path}: {name}.{bad} is {obj[bad].dtype}, expected floating point")
+    # a NaN or inf weight runs without complaint and turns every answer into garbage
+    bad = next((k for k, v in obj.items() if not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"{path}: {name}.{bad} holds NaN or inf values (a diverged or corrupt checkpoint)")
     return obj
 
 
