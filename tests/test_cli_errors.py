@@ -132,6 +132,20 @@ def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, c
     fails(capsys, generate.main, gen_args("--model", d), word)
 
 
+@pytest.mark.parametrize("name,text", [("tokenizer.json", "{broken"),
+                                       ("generation_config.json", '{"eos_token_id": "x"}')])
+def test_bad_tokenizer_or_generation_config_is_refused_before_the_weights_load(name, text, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Both were read only after every weight had been loaded (minutes at 4B)."""
+    import minitflow.model.weights as weights
+    def boom(*a, **k):
+        raise AssertionError("the weights were loaded before the bad file was refused")
+    monkeypatch.setattr(weights, "load_model", boom)
+    d = model_copy(tmp_path)
+    (d / name).write_text(text)
+    fails(capsys, generate.main, gen_args("--model", d), name)
+
+
 def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     """HF generate fills what its caller leaves out from generation_config.json; the official
     code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""

@@ -127,9 +127,10 @@ class LLM:
         from minitflow.model.weights import load_model, resolve_model_dir
         model_dir = resolve_model_dir(model)
         device = resolve_device(device)
-        net = load_model(model_dir, resolve_dtype(dtype, device), device)
+        # the small files before the weights: a bad one must not cost the load (minutes at 4B)
         tokenizer = Tokenizer(model_dir) if (model_dir / "tokenizer.json").is_file() else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
+        net = load_model(model_dir, resolve_dtype(dtype, device), device)
         return cls(net, tokenizer, eos_token_ids=eos, max_seq_len=max_seq_len, compile=compile, **engine_args)
 
     # ---- prompts -------------------------------------------------------------------------
