@@ -138,7 +138,7 @@ def load_for(args: argparse.Namespace):
         from minitflow.model.weights import model_config
         generator = load_checkpoint(checkpoint, model_config(model), resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
-    llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile,
+    llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
                    num_slots=args.batch_size * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
     if args.method == "tflow" and generator is None:

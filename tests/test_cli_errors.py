@@ -146,6 +146,18 @@ def test_bad_tokenizer_or_generation_config_is_refused_before_the_weights_load(n
     fails(capsys, generate.main, gen_args("--model", d), name)
 
 
+def test_model_without_tokenizer_is_refused_before_the_weights_load(tmp_path, capsys, monkeypatch):
+    """Was "this LLM has no tokenizer: pass token ids", after the whole weight load."""
+    import minitflow.model.weights as weights
+    def boom(*a, **k):
+        raise AssertionError("the weights were loaded before the missing tokenizer was refused")
+    monkeypatch.setattr(weights, "load_model", boom)
+    d = model_copy(tmp_path)
+    (d / "tokenizer.json").unlink()
+    fails(capsys, generate.main, gen_args("--model", d), "no tokenizer.json in")
+    fails(capsys, train.main, ["--model", d, *train_args(tmp_path, "--batch_size", "1")[2:]], "no tokenizer.json in")
+
+
 def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     """HF generate fills what its caller leaves out from generation_config.json; the official
     code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""

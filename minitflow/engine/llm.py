@@ -121,12 +121,16 @@ class LLM:
     @classmethod
     def load(cls, model: str | Path = "Qwen/Qwen3-4B", dtype: str | torch.dtype = "auto",
              device: str | torch.device | None = None, max_seq_len: int | None = None,
-             compile: bool = False, **engine_args) -> "LLM":
+             compile: bool = False, need_tokenizer: bool = False, **engine_args) -> "LLM":
         """Load a HF-format directory or a hub id from the local Hugging Face cache;
-        `engine_args` (num_slots, static, prefix_cache_bytes, cuda_graphs) go to the engine."""
+        `engine_args` (num_slots, static, prefix_cache_bytes, cuda_graphs) go to the engine.
+        Without tokenizer.json the LLM takes token ids only; `need_tokenizer` (the command
+        lines, which read text) refuses such a directory before the weights load."""
         from minitflow.model.weights import load_model, resolve_model_dir
         model_dir = resolve_model_dir(model)
         device = resolve_device(device)
+        if need_tokenizer and not (model_dir / "tokenizer.json").is_file():
+            raise UserError(f"no tokenizer.json in {model_dir}: text prompts need the model's tokenizer")
         # the small files before the weights: a bad one must not cost the load (minutes at 4B)
         tokenizer = Tokenizer(model_dir) if (model_dir / "tokenizer.json").is_file() else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())

@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model))
     torch.manual_seed(cfg.seed)
     if llm is None:
-        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None)
+        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
     llm.model.requires_grad_(False)
     say = log or (lambda msg: print(msg, file=sys.stderr))
 
