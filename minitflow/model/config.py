@@ -88,7 +88,9 @@ class Qwen3Config:
         kv_heads = _positive_int(d, "num_key_value_heads", source, heads)
         if heads % kv_heads:
             raise UserError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-        head_dim = d.get("head_dim") or need["hidden_size"] // heads
+        head_dim = d.get("head_dim")  # only an absent one is derived: 0 or false is an error, not a default
+        if head_dim is None:
+            head_dim = need["hidden_size"] // heads
         if not _is_int(head_dim) or head_dim < 1:
             raise UserError(f"{source}: head_dim must be a positive integer, got {head_dim!r}")
         eps = d.get("rms_norm_eps", 1e-6)
