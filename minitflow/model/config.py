@@ -93,6 +93,8 @@ class Qwen3Config:
             head_dim = need["hidden_size"] // heads
         if not _is_int(head_dim) or head_dim < 1:
             raise UserError(f"{source}: head_dim must be a positive integer, got {head_dim!r}")
+        if head_dim % 2:  # RoPE rotates pairs: an odd one loads, then fails in the first forward
+            raise UserError(f"{source}: head_dim must be even for rotary embeddings, got {head_dim}")
         eps = d.get("rms_norm_eps", 1e-6)
         if not _is_number(eps) or not 0 < eps < 1:
             raise UserError(f"{source}: rms_norm_eps must be a small positive number, got {eps!r}")
