@@ -78,6 +78,9 @@ class Qwen3Config:
         theta = d.get("rope_theta", rope.get("rope_theta", 1_000_000.0))
         if d.get("use_sliding_window"):
             raise UserError(f"{source}: sliding-window attention is not supported")
+        act = d.get("hidden_act", "silu")
+        if act != "silu":  # the MLP is SwiGLU: another activation would run as silu, a different model
+            raise UserError(f"{source}: hidden_act {act!r} is not supported (Qwen3 uses silu)")
         eos = d.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
         if not all(_is_int(e) and e >= 0 for e in eos_ids):
