@@ -120,10 +120,12 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
 
 @pytest.mark.parametrize("field,value,word", [("head_dim", 0, "head_dim must be a positive integer, got 0"),
                                               ("head_dim", 31, "head_dim must be even"),
-                                              ("hidden_act", "gelu", "hidden_act 'gelu' is not supported")])
+                                              ("hidden_act", "gelu", "hidden_act 'gelu' is not supported"),
+                                              ("tie_word_embeddings", "false", "must be true or false")])
 def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     """Each of these used to load (head_dim 0: silently hidden_size // heads instead; odd: a
-    traceback in the first forward, after the whole weight load; hidden_act gelu: ran as silu)."""
+    traceback in the first forward, after the whole weight load; hidden_act gelu: ran as silu;
+    tie_word_embeddings "false": tied, lm_head.weight ignored)."""
     d = model_copy(tmp_path)
     (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), field: value}))
     fails(capsys, generate.main, gen_args("--model", d), word)

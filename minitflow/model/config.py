@@ -78,6 +78,10 @@ class Qwen3Config:
         theta = d.get("rope_theta", rope.get("rope_theta", 1_000_000.0))
         if d.get("use_sliding_window"):
             raise UserError(f"{source}: sliding-window attention is not supported")
+        tie = d.get("tie_word_embeddings")
+        tie = False if tie is None else tie
+        if not isinstance(tie, bool):  # bool("false") is True: lm_head.weight would be dropped silently
+            raise UserError(f"{source}: tie_word_embeddings must be true or false, got {tie!r}")
         act = d.get("hidden_act", "silu")
         if act != "silu":  # the MLP is SwiGLU: another activation would run as silu, a different model
             raise UserError(f"{source}: hidden_act {act!r} is not supported (Qwen3 uses silu)")
@@ -113,7 +117,7 @@ class Qwen3Config:
             head_dim=head_dim,
             rms_norm_eps=float(eps),
             rope_theta=float(theta),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            tie_word_embeddings=tie,
             max_position_embeddings=_positive_int(d, "max_position_embeddings", source, 40960),
             eos_token_ids=eos_ids,
         )
