@@ -646,6 +646,15 @@ def test_checkpoint_with_non_finite_values_is_refused_before_the_model_loads(par
           f"{part}.{key} holds NaN or inf")
 
 
+@pytest.mark.parametrize("arch,word", [({"rank": 0}, "pg_arch rank must be a positive integer"),
+                                       ({"output_dim": 100}, "output_dim 100 must equal token_dim")])
+def test_bad_pg_arch_in_a_checkpoint_names_the_file(arch, word, good_state, tmp_path, capsys, monkeypatch):
+    """The line said only "pg_arch rank must be ...", as if a flag were wrong."""
+    no_model_load(monkeypatch)
+    path = _ckpt(tmp_path, {**good_state, "pg_arch": {**good_state["pg_arch"], **arch}})
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO), str(path), word)
+
+
 @pytest.mark.parametrize("kind", ["text", "truncated", "other layers"])
 def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)

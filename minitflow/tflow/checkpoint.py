@@ -140,7 +140,10 @@ def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype 
         for key, want in PG_CONFIG_FLAGS.items():
             if key in flags and flags[key] != want:
                 raise UserError(f"{path}: pg_config_flags.{key}={flags[key]!r} but minitflow runs {key}={want!r}")
-    arch = arch_for(backbone, state.get("pg_arch"))
+    try:
+        arch = arch_for(backbone, state.get("pg_arch"))
+    except UserError as e:  # the file's pg_arch, not a flag: name the file
+        raise UserError(f"{path}: {e}") from None
     if arch.num_base_model_layers != backbone.num_hidden_layers:
         raise UserError(f"{path}: generator is for {arch.num_base_model_layers} layers, "
                         f"the backbone has {backbone.num_hidden_layers}")
