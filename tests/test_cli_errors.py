@@ -103,6 +103,38 @@ def test_corrupt_safetensors(kind, tmp_path, capsys):
     fails(capsys, generate.main, gen_args("--model", d), "safetensors")
 
 
+@pytest.mark.parametrize("bad,word", [(lambda t: t[:, :5].contiguous(), "has shape (128, 5)"),
+                                      (lambda t: t.to(torch.int32), "is I32, expected floating point")])
+def test_bad_tensor_is_refused_before_any_tensor_is_read(bad, word, tmp_path, capsys, monkeypatch):
+    """A wrong shape or dtype in the last layer was found only after every tensor before it was read."""
+    from safetensors.torch import load_file, save_file
+    import minitflow.model.weights as weights
+    d = model_copy(tmp_path)
+    tensors = load_file(DEMO / "model.safetensors")
+    name = "model.layers.3.mlp.down_proj.weight"
+    tensors[name] = bad(tensors[name])
+    save_file(tensors, d / "model.safetensors")
+    reads = []
+
+    class Spy:  # safe_open, recording every tensor read
+        def __init__(self, *a, **k):
+            self.f = real(*a, **k)
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+        def __exit__(self, *a):
+            return self.f.__exit__(*a)
+        def __getattr__(self, attr):
+            return getattr(self.f, attr)
+        def get_tensor(self, n):
+            reads.append(n)
+            return self.f.get_tensor(n)
+    real = weights.safe_open
+    monkeypatch.setattr(weights, "safe_open", Spy)
+    fails(capsys, generate.main, gen_args("--model", d), name, word)
+    assert reads == []
+
+
 @pytest.mark.parametrize("text,word", [("{not json", "not valid JSON"), ("[1, 2]", "JSON object"),
                                        ("drop hidden_size", "hidden_size is missing"),
                                        ("hidden_size=str", "hidden_size must be a positive integer")])

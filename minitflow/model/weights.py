@@ -142,23 +142,36 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
     by_file: dict[Path, list[str]] = {}
     for name in targets:
         by_file.setdefault(files[name], []).append(name)
+    _check_headers(model_dir, by_file, targets, cfg)
     with torch.no_grad():
         for path, names in by_file.items():
             with _open_safetensors(path) as f:
                 for name in names:
                     param, row = targets[name]
                     try:
-                        sl = f.get_slice(name)
-                        shape = tuple(sl.get_shape())
-                        want = _expected_shape(name, cfg, param)
-                        if shape != want:
-                            raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
                         tensor = f.get_tensor(name)
                     except (SafetensorError, OSError) as e:
                         raise UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); "
                                         "re-download or re-save the model") from None
-                    if not tensor.is_floating_point():
-                        raise UserError(f"{path}: tensor {name} is {tensor.dtype}, expected floating point weights")
-                    dst = param.narrow(0, row, shape[0]) if param.dim() > 0 else param
+                    dst = param.narrow(0, row, tensor.shape[0]) if param.dim() > 0 else param
                     dst.copy_(tensor)
     return model
+
+
+def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> None:
+    """Every tensor's shape and dtype from the file headers, before any tensor is read: a wrong
+    one in the last shard must not cost loading all the others first (minutes at 4B)."""
+    for path, names in by_file.items():
+        with _open_safetensors(path) as f:
+            for name in names:
+                try:
+                    sl = f.get_slice(name)
+                    shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
+                except (SafetensorError, OSError) as e:
+                    raise UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); "
+                                    "re-download or re-save the model") from None
+                want = _expected_shape(name, cfg, targets[name][0])
+                if shape != want:
+                    raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
+                if not (dtype.startswith("F") or dtype == "BF16"):  # F16, F32, F64, F8_*; not I*, U*, BOOL
+                    raise UserError(f"{path}: tensor {name} is {dtype}, expected floating point weights")
