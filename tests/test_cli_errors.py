@@ -103,6 +103,23 @@ def test_corrupt_safetensors(kind, tmp_path, capsys):
     fails(capsys, generate.main, gen_args("--model", d), "safetensors")
 
 
+def test_model_safetensors_wins_over_a_stale_shard_index(tmp_path):
+    """As in transformers (whose save_pretrained leaves an old index behind): the index was read
+    first, so its stale shards loaded instead, or a missing one refused a model HF loads."""
+    from safetensors.torch import load_file, save_file
+    from minitflow.model.weights import load_model
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    tensors = load_file(DEMO / "model.safetensors")
+    save_file({k: torch.zeros_like(v) for k, v in tensors.items()}, d / "model-00001-of-00001.safetensors")
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "model-00001-of-00001.safetensors" for k in tensors}}))
+    model = load_model(d, torch.float32)
+    assert torch.equal(model.norm.weight, tensors["model.norm.weight"])
+    (d / "model-00001-of-00001.safetensors").unlink()
+    assert torch.equal(load_model(d, torch.float32).norm.weight, tensors["model.norm.weight"])
+
+
 @pytest.mark.parametrize("bad,word", [(lambda t: t[:, :5].contiguous(), "has shape (128, 5)"),
                                       (lambda t: t.to(torch.int32), "is I32, expected floating point")])
 def test_bad_tensor_is_refused_before_any_tensor_is_read(bad, word, tmp_path, capsys, monkeypatch):

@@ -53,9 +53,11 @@ def model_config(name_or_path: str | Path) -> Qwen3Config:
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:
-    """Tensor name -> file, from model.safetensors or the sharded index."""
+    """Tensor name -> file, from model.safetensors or else the sharded index. model.safetensors
+    first, as transformers does: save_pretrained over a sharded save leaves the old index."""
     index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
+    single = model_dir / "model.safetensors"
+    if index.is_file() and not single.is_file():
         try:
             weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
             files = {str(name): model_dir / f for name, f in weight_map.items()}
@@ -65,7 +67,6 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
             if not f.is_file():
                 raise UserError(f"shard {f.name} listed in {index.name} is missing from {model_dir}")
         return files
-    single = model_dir / "model.safetensors"
     if not single.is_file():
         raise UserError(f"no model.safetensors or model.safetensors.index.json in {model_dir}")
     with _open_safetensors(single) as f:
