@@ -103,6 +103,14 @@ def test_corrupt_safetensors(kind, tmp_path, capsys):
     fails(capsys, generate.main, gen_args("--model", d), "safetensors")
 
 
+def test_config_that_disagrees_with_the_weights_is_refused_before_allocating(tmp_path, capsys):
+    """The model was allocated from config.json first: a vocab_size of 10**11 was an OOM traceback."""
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), "vocab_size": 10**11}))
+    fails(capsys, generate.main, gen_args("--model", d), "model.embed_tokens.weight has shape (1024, 128)")
+
+
 def test_model_safetensors_wins_over_a_stale_shard_index(tmp_path):
     """As in transformers (whose save_pretrained leaves an old index behind): the index was read
     first, so its stale shards loaded instead, or a missing one refused a model HF loads."""

@@ -131,19 +131,23 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
     model_dir = Path(model_dir)
     cfg = Qwen3Config.from_dir(model_dir)
     files = _weight_files(model_dir)
-    model = empty_model(cfg, dtype, device, max_positions)
-    targets = _targets(model)
+    # the files are checked against the parameters' shapes on meta, before anything is allocated:
+    # a config.json that disagrees with them (a vocab_size of 10**11) is then one line, not an OOM
+    with torch.device("meta"):
+        shapes = _targets(Qwen3Model(cfg, max_positions))
     skip = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
-    unexpected = sorted(n for n in files if n not in targets and n not in skip and not n.endswith("rotary_emb.inv_freq"))
+    unexpected = sorted(n for n in files if n not in shapes and n not in skip and not n.endswith("rotary_emb.inv_freq"))
     if unexpected:
         raise UserError(f"{model_dir}: unexpected tensor {unexpected[0]} (is this a Qwen3 checkpoint?)")
-    missing = sorted(n for n in targets if n not in files)
+    missing = sorted(n for n in shapes if n not in files)
     if missing:
         raise UserError(f"{model_dir}: missing tensor {missing[0]}")
     by_file: dict[Path, list[str]] = {}
-    for name in targets:
+    for name in shapes:
         by_file.setdefault(files[name], []).append(name)
-    _check_headers(model_dir, by_file, targets, cfg)
+    _check_headers(model_dir, by_file, shapes, cfg)
+    model = empty_model(cfg, dtype, device, max_positions)
+    targets = _targets(model)
     with torch.no_grad():
         for path, names in by_file.items():
             with _open_safetensors(path) as f:
