@@ -129,10 +129,11 @@ class LLM:
         from minitflow.model.weights import load_model, resolve_model_dir
         model_dir = resolve_model_dir(model)
         device = resolve_device(device)
-        if need_tokenizer and not (model_dir / "tokenizer.json").is_file():
+        has_tokenizer = (model_dir / "tokenizer.json").is_file()
+        if need_tokenizer and not has_tokenizer:
             raise UserError(f"no tokenizer.json in {model_dir}: text prompts need the model's tokenizer")
         # the small files before the weights: a bad one must not cost the load (minutes at 4B)
-        tokenizer = Tokenizer(model_dir) if (model_dir / "tokenizer.json").is_file() else None
+        tokenizer = Tokenizer(model_dir) if has_tokenizer else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
         net = load_model(model_dir, resolve_dtype(dtype, device), device)
         return cls(net, tokenizer, eos_token_ids=eos, max_seq_len=max_seq_len, compile=compile, **engine_args)

@@ -346,8 +346,9 @@ def _judge(task: Task, i: int, rec: tuple[list, bytes | None], expected: bytes, 
         if b"\x00" in value:  # a streamed output that turned out not to be plain data
             kind, rest = "unencodable", ["output is not plain data"]
     if kind == "ok" and value is not None and not rest:
-        if _values(value) > 2 * _values(expected) + VALUES_SLACK:
-            return f"wrong output: {_values(value)} values against {_values(expected)} expected", atol
+        got, want = _values(value), _values(expected)
+        if got > 2 * want + VALUES_SLACK:
+            return f"wrong output: {got} values against {want} expected", atol
         try:
             out = decode(json.loads(value))
             exp = decode(json.loads(expected))

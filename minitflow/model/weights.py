@@ -156,11 +156,14 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
                     try:
                         tensor = f.get_tensor(name)
                     except (SafetensorError, OSError) as e:
-                        raise UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); "
-                                        "re-download or re-save the model") from None
+                        raise _unreadable(path, name, e) from None
                     dst = param.narrow(0, row, tensor.shape[0]) if param.dim() > 0 else param
                     dst.copy_(tensor)
     return model
+
+
+def _unreadable(path: Path, name: str, e: Exception) -> UserError:
+    return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); re-download or re-save the model")
 
 
 def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> None:
@@ -173,8 +176,7 @@ def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dic
                     sl = f.get_slice(name)
                     shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
                 except (SafetensorError, OSError) as e:
-                    raise UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); "
-                                    "re-download or re-save the model") from None
+                    raise _unreadable(path, name, e) from None
                 want = _expected_shape(name, cfg, targets[name][0])
                 if shape != want:
                     raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
