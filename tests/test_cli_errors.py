@@ -178,11 +178,14 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
 @pytest.mark.parametrize("field,value,word", [("head_dim", 0, "head_dim must be a positive integer, got 0"),
                                               ("head_dim", 31, "head_dim must be even"),
                                               ("hidden_act", "gelu", "hidden_act 'gelu' is not supported"),
-                                              ("tie_word_embeddings", "false", "must be true or false")])
+                                              ("tie_word_embeddings", "false", "must be true or false"),
+                                              ("max_position_embeddings", 10**12, "more than the 1,048,576"),
+                                              ("eos_token_id", 1024, "eos_token_id 1024 is outside the vocabulary")])
 def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     """Each of these used to load (head_dim 0: silently hidden_size // heads instead; odd: a
     traceback in the first forward, after the whole weight load; hidden_act gelu: ran as silu;
-    tie_word_embeddings "false": tied, lm_head.weight ignored)."""
+    tie_word_embeddings "false": tied, lm_head.weight ignored; max_position_embeddings 10**12:
+    an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled)."""
     d = model_copy(tmp_path)
     (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), field: value}))
     fails(capsys, generate.main, gen_args("--model", d), word)
@@ -194,6 +197,7 @@ def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     ("generation_config.json", '{"eos_token_id": "x"}', "eos_token_id must be an integer"),
     ("generation_config.json", '{"top_k": -1}', "top_k must be an integer >= 0"),
     ("generation_config.json", '{"top_k": "20"}', "top_k must be an integer >= 0"),
+    ("generation_config.json", '{"eos_token_id": [1021, 5000]}', "token id 5000 is outside the model's vocabulary"),
     ("tokenizer_config.json", "{broken", "not valid JSON")])
 def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, capsys):
     d = model_copy(tmp_path)
@@ -203,7 +207,8 @@ def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, c
 
 
 @pytest.mark.parametrize("name,text", [("tokenizer.json", "{broken"),
-                                       ("generation_config.json", '{"eos_token_id": "x"}')])
+                                       ("generation_config.json", '{"eos_token_id": "x"}'),
+                                       ("generation_config.json", '{"eos_token_id": 5000}')])
 def test_bad_tokenizer_or_generation_config_is_refused_before_the_weights_load(name, text, tmp_path, capsys,
                                                                                 monkeypatch):
     """Both were read only after every weight had been loaded (minutes at 4B)."""
@@ -214,6 +219,16 @@ def test_bad_tokenizer_or_generation_config_is_refused_before_the_weights_load(n
     d = model_copy(tmp_path)
     (d / name).write_text(text)
     fails(capsys, generate.main, gen_args("--model", d), name)
+
+
+def test_eos_ids_outside_the_vocabulary_are_refused_by_the_llm():
+    """An eos id the model cannot sample would let every generation run to max_new_tokens."""
+    from minitflow import LLM
+    llm = LLM.load(DEMO, num_slots=1)
+    with pytest.raises(UserError, match="token id 1024 is outside the model's vocabulary of 1024"):
+        llm.eos_token_ids = {1021, 1024}
+    with pytest.raises(UserError, match="token id -1 is outside"):
+        LLM(llm.model, llm.tokenizer, eos_token_ids=[-1], num_slots=1)
 
 
 def test_model_without_tokenizer_is_refused_before_the_weights_load(tmp_path, capsys, monkeypatch):

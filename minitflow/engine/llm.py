@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -20,6 +20,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
+from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
 from minitflow.model.tokenizer import Tokenizer, render_chat
@@ -105,6 +106,7 @@ class LLM:
         self.compiled = compile
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda" and not compile
+        check_eos(eos_token_ids, self.cfg.vocab_size, "LLM")
         self.engine = Engine(model, set(eos_token_ids) | set(model.cfg.eos_token_ids),
                              tokenizer.decode if tokenizer is not None else None, self.max_seq_len,
                              num_slots=num_slots, compile=compile, static=static,
@@ -116,6 +118,7 @@ class LLM:
 
     @eos_token_ids.setter
     def eos_token_ids(self, ids: set[int]) -> None:
+        check_eos(ids, self.cfg.vocab_size, "eos_token_ids")
         self.engine.eos_token_ids = set(ids)
 
     @classmethod
@@ -135,6 +138,7 @@ class LLM:
         # the small files before the weights: a bad one must not cost the load (minutes at 4B)
         tokenizer = Tokenizer(model_dir) if has_tokenizer else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
+        check_eos(eos, Qwen3Config.from_dir(model_dir).vocab_size, model_dir)
         net = load_model(model_dir, resolve_dtype(dtype, device), device)
         return cls(net, tokenizer, eos_token_ids=eos, max_seq_len=max_seq_len, compile=compile, **engine_args)
 
@@ -244,6 +248,15 @@ def generation_config(model_dir: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise UserError(f"{path} must hold a JSON object, not a {type(cfg).__name__}")
     return cfg
+
+
+def check_eos(ids: Iterable[int], vocab: int, source: str | Path) -> None:
+    """An end-of-sequence id the model cannot sample never stops a generation: a tokenizer or
+    generation_config.json of another model, refused rather than run to max_new_tokens."""
+    bad = sorted(i for i in ids if not 0 <= i < vocab)
+    if bad:
+        raise UserError(f"{source}: end-of-sequence token id {bad[-1]} is outside the model's vocabulary of {vocab} "
+                        "(a tokenizer or generation_config.json of another model?)")
 
 
 def _generation_eos(model_dir: Path) -> set[int]:

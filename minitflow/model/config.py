@@ -11,6 +11,7 @@ from minitflow.errors import UserError
 from minitflow.files import read_text
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
+MAX_POSITIONS = 1 << 20  # 512 MiB of float32 cos/sin tables at head_dim 128
 
 
 def _is_int(x) -> bool:
@@ -107,6 +108,13 @@ class Qwen3Config:
             raise UserError(f"{source}: rms_norm_eps must be a small positive number, got {eps!r}")
         if not _is_number(theta) or not 0 < theta < math.inf:
             raise UserError(f"{source}: rope_theta must be a positive number, got {theta!r}")
+        positions = _positive_int(d, "max_position_embeddings", source, 40960)
+        if positions > MAX_POSITIONS:  # the rotary tables hold every position: 10**12 was an allocation traceback
+            raise UserError(f"{source}: max_position_embeddings {positions} is more than the {MAX_POSITIONS:,} "
+                            "positions minitflow's rotary tables hold (Qwen3 has 40,960)")
+        vocab = need["vocab_size"]
+        if any(e >= vocab for e in eos_ids):  # such an id can never be sampled: generation would never stop
+            raise UserError(f"{source}: eos_token_id {max(eos_ids)} is outside the vocabulary of {vocab}")
         return cls(
             vocab_size=need["vocab_size"],
             hidden_size=need["hidden_size"],
@@ -118,7 +126,7 @@ class Qwen3Config:
             rms_norm_eps=float(eps),
             rope_theta=float(theta),
             tie_word_embeddings=tie,
-            max_position_embeddings=_positive_int(d, "max_position_embeddings", source, 40960),
+            max_position_embeddings=positions,
             eos_token_ids=eos_ids,
         )
 
