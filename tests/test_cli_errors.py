@@ -718,6 +718,24 @@ def test_checkpoint_with_non_finite_values_is_refused_before_the_model_loads(par
           f"{part}.{key} holds NaN or inf")
 
 
+def test_checkpoint_with_a_flipped_bit_is_refused_before_the_model_loads(good_state, tmp_path, capsys, monkeypatch):
+    """torch.load does not check torch.save's CRC-32s: the flipped bit loaded as another weight."""
+    import struct
+    import zipfile
+    no_model_load(monkeypatch)
+    path = _ckpt(tmp_path, good_state)
+    with zipfile.ZipFile(path) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)  # the largest tensor's record
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # the local header's
+    at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True) is not None  # torch itself loads it without a word
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO),
+          f"{path} is corrupt (Bad CRC-32")
+
+
 @pytest.mark.parametrize("arch,word", [({"rank": 0}, "pg_arch rank must be a positive integer"),
                                        ({"output_dim": 100}, "output_dim 100 must equal token_dim")])
 def test_bad_pg_arch_in_a_checkpoint_names_the_file(arch, word, good_state, tmp_path, capsys, monkeypatch):
