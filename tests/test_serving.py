@@ -378,6 +378,23 @@ def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch)
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_nan_logits_are_refused_naming_the_request(model, sampled):
+    """NaN LoRA factors (or weights, or float16 overflow) gave NaN logits, which decoded as a run of
+    token 0 without a word; now the request is named, and the engine stays usable."""
+    llm = _llm(model, num_slots=3)
+    prompts, params = _prompts(3, seed=5), _params(3, sampled=sampled)
+    want = [g.token_ids for g in llm.generate(prompts, params)]
+    row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 2)], [1.0]), 0)
+    a, bs = row.layers[1]["down"]
+    row.layers[1]["down"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+    reqs = [Request(p, sp, tag=f"q{i}", lora=row if i == 1 else None) for i, (p, sp) in enumerate(zip(prompts, params))]
+    with pytest.raises(UserError, match=r"request \d+ \(q1\): the model's logits are NaN at its output token 1 "):
+        llm.engine.run(reqs)
+    assert not llm.has_unfinished()
+    assert [g.token_ids for g in llm.generate(prompts, params)] == want
+
+
 def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
     """A capture whose span starts inside a shared prefix (minerva's 4-shot block lies inside the
     sender's question) takes that prefix's KV and its summed condition rows from the cache."""

@@ -22,12 +22,22 @@ import torch
 from minitflow.engine.prefix_cache import PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner, check_lora
+from minitflow.engine.sampler import NAN_TOKEN
 from minitflow.engine.scheduler import Scheduler
 from minitflow.engine.timer import DeviceTimer
 from minitflow.errors import UserError
 from minitflow.model.qwen3 import Qwen3Model
 
 RUN_AHEAD = 4  # decode steps the host may queue before it reads their tokens (CUDA)
+
+
+def _who(req: Request) -> str:
+    """A request as an error names it. Only for an error: a tag's repr may read device tensors
+    (a sync per request)."""
+    if req.tag is None:
+        return f"request {req.id}"
+    tag = ", ".join(map(str, req.tag)) if isinstance(req.tag, tuple) else str(req.tag)
+    return f"request {req.id} ({tag})"
 
 
 class TokenRing:
@@ -98,35 +108,30 @@ class Engine:
         return req
 
     def check(self, req: Request) -> None:
-        def who() -> str:  # only for an error: a tag's repr may read device tensors (a sync per request)
-            if req.tag is None:
-                return f"request {req.id}"
-            tag = ", ".join(map(str, req.tag)) if isinstance(req.tag, tuple) else str(req.tag)
-            return f"request {req.id} ({tag})"
         vocab = self.cfg.vocab_size
         if not req.prompt_ids:
-            raise UserError(f"{who()}: the prompt is empty")
+            raise UserError(f"{_who(req)}: the prompt is empty")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
         if lo < 0 or hi >= vocab:
-            raise UserError(f"{who()}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
+            raise UserError(f"{_who(req)}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
         if req.generate and req.sampling.vocab_rows > vocab:
-            raise UserError(f"{who()}: vocab_rows {req.sampling.vocab_rows} is more than the model's vocabulary of {vocab}")
+            raise UserError(f"{_who(req)}: vocab_rows {req.sampling.vocab_rows} is more than the model's vocabulary of {vocab}")
         if req.max_len > self.max_seq_len:
-            raise UserError(f"{who()}: {req.context_len} prompt tokens + max_new_tokens "
+            raise UserError(f"{_who(req)}: {req.context_len} prompt tokens + max_new_tokens "
                             f"{req.sampling.max_new_tokens if req.generate else 0} is more than the cache's "
                             f"{self.max_seq_len} positions")
         if req.lora is not None:
-            check_lora(req.lora, self.model, who)
+            check_lora(req.lora, self.model, lambda: _who(req))
         if req.capture is not None:
             c = req.capture
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
-                raise UserError(f"{who()}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
+                raise UserError(f"{_who(req)}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
                                 f"{len(req.prompt_ids)} prompt tokens")
         if req.past is not None:
             k, v = req.past
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
             if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
-                raise UserError(f"{who()}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
+                raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
 
     def has_unfinished(self) -> bool:
         return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending)
@@ -232,6 +237,9 @@ class Engine:
         """Append a token to a running request; True when this token finished it."""
         if req.finished:
             return False  # a junk step after its end
+        if tok == NAN_TOKEN:
+            raise UserError(f"{_who(req)}: the model's logits are NaN at its output token {len(req.output_ids) + 1} "
+                            "(float16 overflow? run in bfloat16 or float32; or NaN/inf in the weights or LoRA factors)")
         if not req.output_ids:
             req.first_token_t = time.perf_counter()
         req.output_ids.append(tok)

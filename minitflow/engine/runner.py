@@ -330,7 +330,7 @@ class ModelRunner:
                 tokens = self._replay((n, kv_len, lora_on, self.sampler.path(ran)), args)
             else:
                 tokens = self._step(*args())
-        self.tokens[rows] = tokens
+        self.tokens[rows] = tokens.clamp(min=0)  # a NaN-marked row feeds a valid id; the host refuses it
         # a finished slot the host has not heard of yet stays inside the cache
         self.positions[rows] = (self.positions[rows] + 1).clamp(max=self.cache.max_len - 1)
         self.sampler.advance(rows)

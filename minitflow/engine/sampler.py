@@ -312,9 +312,21 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
 
 
 def choose_tokens(logits: torch.Tensor, args: tuple | None, choose=None) -> torch.Tensor:
-    """Next tokens from logits and `Sampler.args` (None: greedy argmax, the first index on ties)."""
+    """Next tokens from logits and `Sampler.args` (None: greedy argmax, the first index on ties).
+    A NaN logit wins every argmax, so a row that chose one is marked NAN_TOKEN (-1) for the engine
+    to refuse: NaN weights or factors, or float16 overflow, would otherwise decode as a run of
+    token 0 ("!!!"), silently."""
     logits = logits.float()
-    return logits.argmax(-1) if args is None else (choose or _choose)(logits, *args)
+    tokens = logits.argmax(-1) if args is None else (choose or _choose)(logits, *args)
+    return _mark_nan(logits, tokens)
+
+
+NAN_TOKEN = -1
+
+
+@fused_on_cuda
+def _mark_nan(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.masked_fill(logits.gather(1, tokens[:, None])[:, 0].isnan(), NAN_TOKEN)
 
 
 def _path(params: list[SamplingParams | None]) -> tuple[bool, int, int, bool, bool]:
