@@ -138,13 +138,18 @@ class _Pipeline:
         return req.text if req.text is not None else self.llm.tokenizer.decode(req.output_ids)
 
     def result(self, q: _Question) -> MethodResult:
+        """A finished question's result. Its requests go with it (tflow's receiver holds its LoRA
+        factors, 32 MiB at Qwen3-4B's shape): a run keeps the questions in flight, not all it did."""
         final = q.agents[self.final]
         usage = {k: AgentUsage.of(r) for k, r in q.agents.items()}
         times = {**q.times, **{k: max((t.seconds for t in ts if t is not None), default=0.0) for k, ts in q.timers.items()},
                  "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "queue_s": final.queue_s, "total_s": final.finished_t - q.start_t}
-        return MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
-                            usage, times, self.window, final.output_ids, sampling=final.sampling)
+        result = MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
+                              usage, times, self.window, final.output_ids, sampling=final.sampling)
+        q.agents.clear()  # also breaks the cycle request.tag -> q -> request: freed now, not at a gc pass
+        q.timers.clear()
+        return result
 
 
 class _Baseline(_Pipeline):
