@@ -10,6 +10,7 @@ import weakref
 import pytest
 
 from minitflow import demo, demo_dir
+from minitflow.engine.engine import COND_KEYS
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.model.lora import LoraWeights
@@ -58,3 +59,10 @@ def test_a_finished_tflow_question_frees_its_lora_factors(llm, generator, monkey
     per_question = len(factors) // 6
     assert max(alive) <= 2 * per_question  # at most the window's questions (was: every one done)
 
+
+def test_repeated_tflow_calls_keep_the_engine_bounded(llm, generator):
+    """Each call's layer weights were kept by the engine's condition-key memo for good."""
+    for _ in range(COND_KEYS + 2):
+        run_method("tflow", llm, _questions(1), style=demo.STYLE, generator=generator, batch_size=1,
+                   sampling=SamplingParams(max_new_tokens=1))
+    assert len(llm.engine._cond_keys) <= COND_KEYS

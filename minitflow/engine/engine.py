@@ -29,6 +29,7 @@ from minitflow.errors import UserError
 from minitflow.model.qwen3 import Qwen3Model
 
 RUN_AHEAD = 4  # decode steps the host may queue before it reads their tokens (CUDA)
+COND_KEYS = 8  # layer-weight tensors whose condition keys are remembered (tflow makes one per run_method)
 
 
 def _who(req: Request) -> str:
@@ -184,6 +185,8 @@ class Engine:
             return None
         hit = self._cond_keys.get(id(w))
         if hit is None or hit[0] is not w:
+            if len(self._cond_keys) >= COND_KEYS:  # the oldest: a run long done (each entry holds its tensor)
+                del self._cond_keys[next(iter(self._cond_keys))]
             hit = self._cond_keys[id(w)] = (w, (tuple(capture.layers), tuple(w.tolist())))
         return hit[1]
 
