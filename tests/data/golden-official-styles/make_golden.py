@@ -4,14 +4,21 @@ and tflow on ../shared/reference/golden-small for every dataset prompt style.
 Needs a checkout of the official release (github.com/BWR-hhh/TFlow) named by
 MINITFLOW_OFFICIAL_TFLOW, with its requirements (transformers, einops, accelerate); the
 suite does not run this. The questions are the official loaders' own, fed the local copies in
-../shared/data through a stand-in for `datasets.load_dataset` (MBPP+: the HF dataset's
-`test_list` is not in evalplus' file, so those questions are minitflow's, checked against the
-official layout in tests/test_eval_data.py). The official generator is hard-wired to Qwen3-4B's
-dimensions: `_PG_ARCH` is set from the fixture's `pg_arch`, and the generator runs in float32
-like everything else. TextMAS senders are cut to SENDER_NEW tokens (official constant 1024)
-except in the rows marked sender_max_new_tokens 1024. Greedy (do_sample False), CPU, one
-question per `solve` call. `calls`: the new token ids of each `generate` call, in order
-(textmas: A, B, C).
+../shared/data through a stand-in for `datasets.load_dataset` (MBPP+: the official loader reads
+the HF dataset's `prompt` and `test_list`, which evalplus' file lacks; they are rebuilt from it
+by minitflow.eval.data.split_mbpp_prompt / mbpp_test_list and formatted by the official loader;
+MMLU-Redux: `error_type` is the file's `error_type_norm`, the HF dataset's spelling, which the
+official loader's `no_correct_answer` filter expects). `official.questions`: the count and
+sha256 of each loader's whole question list (JSON).
+The first PER questions of each loader, plus EXTRA: questions found by a scan of the shared
+data where an agent emits an added token that the official decode drops from its text
+(checked here). The official generator is hard-wired to Qwen3-4B's dimensions: `_PG_ARCH` is
+set from the fixture's `pg_arch`, and the generator runs in float32 like everything else.
+TextMAS senders are cut to SENDER_NEW tokens (official constant 1024) except in the rows
+marked sender_max_new_tokens 1024. Greedy (do_sample False), CPU, one question per `solve`
+call, every row the same at torch threads 1, 2, 3 and 4 (checked here). `calls`: the new
+token ids of each `generate` call, in order (textmas: A, B, C); `index`: the question's
+place in its loader's list.
 """
 import gzip, hashlib, json, os, sys
 from pathlib import Path
@@ -20,8 +27,8 @@ OFF = Path(os.environ["MINITFLOW_OFFICIAL_TFLOW"])
 SHARED = Path(os.environ.get("MINITFLOW_SHARED") or Path(__file__).resolve().parents[4] / "shared")
 sys.path.insert(0, str(OFF))
 import torch
+import transformers
 
-torch.set_num_threads(1)
 import src.data.datasets as off_data
 import src.methods.textmas as off_textmas
 import src.methods.tflow as off_tflow
@@ -29,28 +36,37 @@ from src.configs import get_config
 from src.methods import build_method
 
 GOLD = SHARED / "reference" / "golden-small"
-NEW, SENDER_NEW, PER = 24, 32, 2
+NEW, SENDER_NEW, PER, THREADS = 24, 32, 2, (1, 2, 3, 4)
+OFFICIAL_SENDER_NEW = off_textmas._SENDER_MAX_NEW_TOKENS
 FILES = {"gsm8k": "gsm8k/test.jsonl", "minerva_math": "minerva_math/test.jsonl", "mmlu": "mmlu_redux/test.jsonl",
          "humanevalplus": "humaneval_plus/HumanEvalPlus-v0.1.10.jsonl.gz", "mbppplus": "mbpp_plus/MbppPlus-v0.2.0.jsonl"}
+# (style, method, loader index): an agent there emits <tool_response> (151665) within the budget
+EXTRA = [("gsm8k", "textmas", 125), ("mmlu", "baseline", 325)]
+ADDED = range(151643, 151669)  # the tokenizer's added tokens, all special: decode drops them
 
 
 def records(style):
     path = SHARED / "data" / FILES[style]
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    if style == "mmlu":  # the HF dataset's labels: the CSVs' raw spellings ("No Correct Answer"), normalised
+        rows = [dict(r, error_type=r["error_type_norm"]) for r in rows]
+    if style == "mbppplus":  # the HF dataset's fields, rebuilt from evalplus' file
+        from minitflow.eval.data import mbpp_test_list, split_mbpp_prompt
+        rows = [{"prompt": split_mbpp_prompt(r["prompt"])[0], "test_list": mbpp_test_list(r["prompt"], r["assertion"]),
+                 "test": r["assertion"]} for r in rows]
+    return rows
 
 
 def official_questions(style):
-    if style == "mbppplus":
-        from minitflow.eval.data import load_samples
-        return [s.question for s in load_samples("mbpp_plus", SHARED / "data" / FILES[style], max_samples=PER)]
+    """The official loader's whole question list for `style`, read from the local copy."""
     rows = records(style)
     off_data.load_dataset = lambda *a, **k: rows
     import datasets
     datasets.get_dataset_config_names = lambda *a, **k: ["all"]
     datasets.concatenate_datasets = lambda parts: [r for p in parts for r in p]
-    return [r["question"] for r in off_data.load_dataset_for_eval(style, max_samples=PER)]
+    return [r["question"] for r in off_data.load_dataset_for_eval(style)]
 
 
 calls = []
@@ -67,38 +83,68 @@ def spy(model):
     model.generate = generate
 
 
+def plan(lists):
+    """(style, method, sender budget or None, [(index, question)]) per official method instance."""
+    out = []
+    for style, questions in lists.items():
+        for method in ("baseline", "textmas", "tflow"):
+            idx = list(range(PER)) + sorted(i for s, m, i in EXTRA if (s, m) == (style, method))
+            for sender_new in [SENDER_NEW] + [OFFICIAL_SENDER_NEW] * (method == "textmas" and style == "gsm8k"):
+                use = idx[:1] if sender_new == OFFICIAL_SENDER_NEW else idx
+                out.append((style, method, sender_new if method == "textmas" else None, [(i, questions[i]) for i in use]))
+    return out
+
+
+def run(jobs):
+    rows = []
+    for style, method, sender_new, questions in jobs:
+        off_textmas._SENDER_MAX_NEW_TOKENS = sender_new or OFFICIAL_SENDER_NEW
+        cfg = get_config(method)
+        cfg["method"] = method
+        cfg["data"]["dataset"] = style
+        cfg["model"].update(name=str(GOLD / "model"), dtype="float32", do_sample=False, device_map=None,
+                            max_new_tokens_by_dataset={style: NEW})
+        cfg["method_config"].setdefault("training", {})["eval_checkpoint"] = str(GOLD / "tflow.pt")
+        m = build_method(cfg)
+        m.setup()
+        spy(m.agents[0].model if hasattr(m, "agents") else m.agent.model)
+        for index, q in questions:
+            calls.clear()
+            out = m.solve(q)
+            row = {"style": style, "method": method, "index": index, "question": q, "calls": calls[:],
+                   "answer": out["answer"], "token_usage": out["metadata"]["token_usage"]}
+            if sender_new is not None:
+                row["sender_max_new_tokens"] = sender_new
+            rows.append(row)
+            print(torch.get_num_threads(), style, method, index, [len(c) for c in calls], flush=True)
+    return rows
+
+
 def main():
     ck = torch.load(GOLD / "tflow.pt", map_location="cpu", weights_only=False)
     off_tflow._PG_ARCH = dict(ck["pg_arch"])
     off_tflow._PG_TORCH_DTYPE = torch.float32
-    rows = []
-    for style in FILES:
-        questions = official_questions(style)
-        for method in ("baseline", "textmas", "tflow"):
-            for sender_new in ([SENDER_NEW, 1024] if method == "textmas" and style == "gsm8k" else [SENDER_NEW]):
-                off_textmas._SENDER_MAX_NEW_TOKENS = sender_new
-                cfg = get_config(method)
-                cfg["method"] = method
-                cfg["data"]["dataset"] = style
-                cfg["model"].update(name=str(GOLD / "model"), dtype="float32", do_sample=False, device_map=None,
-                                    max_new_tokens_by_dataset={style: NEW})
-                cfg["method_config"].setdefault("training", {})["eval_checkpoint"] = str(GOLD / "tflow.pt")
-                m = build_method(cfg)
-                m.setup()
-                spy(m.agents[0].model if hasattr(m, "agents") else m.agent.model)
-                for q in questions[:1] if sender_new == 1024 else questions:
-                    calls.clear()
-                    out = m.solve(q)
-                    usage = out["metadata"]["token_usage"]
-                    row = {"style": style, "method": method, "question": q, "calls": calls[:],
-                           "answer": out["answer"], "token_usage": usage}
-                    if method == "textmas":
-                        row["sender_max_new_tokens"] = sender_new
-                    rows.append(row)
-                    print(style, method, [len(c) for c in calls], usage["total_tokens"], flush=True)
+    lists = {style: official_questions(style) for style in FILES}
+    jobs = plan(lists)
+    torch.set_num_threads(THREADS[0])
+    rows = run(jobs)
+    for style, method, index in EXTRA:  # the scan's finding holds for the official single-sample run
+        row = next(r for r in rows if (r["style"], r["method"], r["index"]) == (style, method, index))
+        assert any(t in ADDED for c in row["calls"] for t in c), (style, method, index)
+    for t in THREADS[1:]:
+        torch.set_num_threads(t)
+        assert run(jobs) == rows, f"rows differ at {t} torch threads: replace the knife-edge ones"
     about = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
-    out = {"_about": about, "official_commit": os.environ.get("OFFICIAL_COMMIT", ""), "max_new_tokens": NEW,
-           "dtype": "float32", "rows": rows}
+    out = {"_about": about,
+           "official": {"repo": "github.com/BWR-hhh/TFlow", "commit": os.environ.get("OFFICIAL_COMMIT", ""),
+                        "transformers": transformers.__version__, "torch": torch.__version__,
+                        "sender_max_new_tokens": OFFICIAL_SENDER_NEW,
+                        "questions": {style: {"count": len(q), "sha256": hashlib.sha256(
+                            json.dumps(q, ensure_ascii=False).encode()).hexdigest()} for style, q in lists.items()}},
+           "max_new_tokens": NEW, "dtype": "float32",
+           "_checked": "official rows identical at torch threads 1, 2, 3 and 4 (this script); minitflow "
+                       "reproduces every row at torch threads 1, 2, 3 and 4",
+           "rows": rows}
     Path(os.environ.get("OUT", Path(__file__).with_name("golden.json"))).write_text(
         json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
