@@ -28,11 +28,13 @@ USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def _groups() -> dict[tuple, list[dict]]:
-    """Rows by (style, method, textmas sender budget); rows at the official budget run via the CLI."""
+    """Rows by (model variant, style, method, textmas sender budget); rows at the official
+    budget run via the CLI."""
     groups: dict[tuple, list[dict]] = {}
     for row in FIXTURE["rows"]:
         if row.get("sender_max_new_tokens") != OFFICIAL_SENDER_MAX:
-            groups.setdefault((row["style"], row["method"], row.get("sender_max_new_tokens")), []).append(row)
+            key = (row.get("model"), row["style"], row["method"], row.get("sender_max_new_tokens"))
+            groups.setdefault(key, []).append(row)
     return groups
 
 
@@ -52,11 +54,28 @@ def golden_llm():
     return llm, load_checkpoint(GOLDEN / "tflow.pt", llm.cfg)
 
 
+@pytest.fixture(scope="module")
+def eos_llm(tmp_path_factory):
+    """golden-small with the fixture's `eos_variant` in generation_config.json (a second EOS id,
+    as Qwen3-4B lists <|endoftext|>): the rows marked model "eos" ran on it."""
+    need_shared(GOLDEN)
+    d = tmp_path_factory.mktemp("golden-eos")
+    for f in (GOLDEN / "model").iterdir():
+        if f.name != "generation_config.json":
+            (d / f.name).symlink_to(f)
+    gen = json.loads((GOLDEN / "model" / "generation_config.json").read_text())
+    (d / "generation_config.json").write_text(json.dumps({**gen, **FIXTURE["eos_variant"]}))
+    llm = LLM.load(d, dtype="float32", device="cpu")
+    assert llm.eos_token_ids == set(FIXTURE["eos_variant"]["eos_token_id"])
+    return llm, None
+
+
 @pytest.mark.parametrize("key", list(_groups()), ids=lambda k: "-".join(str(x) for x in k if x))
-def test_official_outputs_for_every_style(key, golden_llm):
-    """Each group's questions run together (batch 8): every answer is the official solve's."""
-    llm, generator = golden_llm
-    style, method, sender_max = key
+def test_official_outputs_for_every_style(key, request):
+    """Each group's questions run together (batch 8): every answer is the official solve's, an
+    agent stopped by EOS included (its EOS counted, dropped from its text)."""
+    llm, generator = request.getfixturevalue("eos_llm" if key[0] == "eos" else "golden_llm")
+    _, style, method, sender_max = key
     rows = _groups()[key]
     kwargs = {"generator": generator} if method == "tflow" else {}
     if sender_max is not None:
@@ -67,6 +86,8 @@ def test_official_outputs_for_every_style(key, golden_llm):
         assert res.token_ids == row["calls"][-1]
         assert res.answer == row["answer"]
         assert res.official_usage == {k: row["token_usage"][k] for k in USAGE}
+        if method != "textmas":  # (textmas' flag is any agent's)
+            assert (res.finish_reason == "length") == row["truncated"]
         if method == "textmas":
             _check_textmas_agents({k: a.as_dict() for k, a in res.agents.items()}, row)
 
@@ -93,12 +114,18 @@ def test_cli_textmas_at_the_official_sender_budget(tmp_path):
         _check_textmas_agents(usage["per_agent"], row)
 
 
-def test_fixture_drops_added_tokens_from_text():
+def test_fixture_has_added_tokens_and_early_eos():
     """Rows where an agent emits an added token, which the official decode drops from the text
-    it hands on (textmas: the executor's context) or answers (baseline), are in the fixture."""
-    hits = {(r["style"], r["method"], i == len(r["calls"]) - 1) for r in FIXTURE["rows"]
+    it hands on (textmas: the executor's context) or answers (baseline), are in the fixture, on
+    golden-small and on the EOS variant, where that token ends the agent early."""
+    hits = {(r.get("model"), r["style"], r["method"], i == len(r["calls"]) - 1) for r in FIXTURE["rows"]
             for i, c in enumerate(r["calls"]) if any(t in ADDED for t in c)}
-    assert ("gsm8k", "textmas", False) in hits and ("mmlu", "baseline", True) in hits
+    assert {(m, "gsm8k", "textmas", False) for m in (None, "eos")} | {(m, "mmlu", "baseline", True)
+                                                                       for m in (None, "eos")} <= hits
+    eos = FIXTURE["eos_variant"]["eos_token_id"]
+    stopped = {(r["style"], r["method"]) for r in FIXTURE["rows"] if r.get("model") == "eos"
+               for c in r["calls"] if c[-1] in eos and len(c) < FIXTURE["max_new_tokens"]}
+    assert stopped == {("gsm8k", "textmas"), ("mmlu", "baseline")}
 
 
 @pytest.mark.parametrize("style", list(FILES))

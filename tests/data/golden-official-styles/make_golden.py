@@ -18,9 +18,11 @@ TextMAS senders are cut to SENDER_NEW tokens (official constant 1024) except in 
 marked sender_max_new_tokens 1024. Greedy (do_sample False), CPU, one question per `solve`
 call, every row the same at torch threads 1, 2, 3 and 4 (checked here). `calls`: the new
 token ids of each `generate` call, in order (textmas: A, B, C); `index`: the question's
-place in its loader's list.
+place in its loader's list; `truncated`: the official truncated_by_max_new_tokens. Rows with `model` "eos" ran on golden-small's model with
+`eos_variant` in its generation_config.json: Qwen3-4B lists a second EOS id (<|endoftext|>),
+golden-small emits neither of its own, and the EXTRA questions emit this one: agents stop early.
 """
-import gzip, hashlib, json, os, sys
+import gzip, hashlib, json, os, sys, tempfile
 from pathlib import Path
 
 OFF = Path(os.environ["MINITFLOW_OFFICIAL_TFLOW"])
@@ -43,6 +45,9 @@ FILES = {"gsm8k": "gsm8k/test.jsonl", "minerva_math": "minerva_math/test.jsonl",
 # (style, method, loader index): an agent there emits <tool_response> (151665) within the budget
 EXTRA = [("gsm8k", "textmas", 125), ("mmlu", "baseline", 325)]
 ADDED = range(151643, 151669)  # the tokenizer's added tokens, all special: decode drops them
+# golden-small never emits its EOS (<|im_end|>): a copy whose generation_config lists a second EOS
+# id, as Qwen3-4B's lists <|endoftext|>, one that the EXTRA questions do emit: they stop early
+EOS_VARIANT = {"eos_token_id": [151645, 151665]}
 
 
 def records(style):
@@ -83,26 +88,39 @@ def spy(model):
     model.generate = generate
 
 
+def eos_variant_dir() -> Path:
+    """golden-small's model with EOS_VARIANT in its generation_config.json (the rest linked)."""
+    d = Path(tempfile.mkdtemp(prefix="golden-eos-"))
+    for f in (GOLD / "model").iterdir():
+        if f.name != "generation_config.json":
+            (d / f.name).symlink_to(f)
+    gen = json.loads((GOLD / "model" / "generation_config.json").read_text())
+    (d / "generation_config.json").write_text(json.dumps({**gen, **EOS_VARIANT}))
+    return d
+
+
 def plan(lists):
-    """(style, method, sender budget or None, [(index, question)]) per official method instance."""
-    out = []
+    """(style, method, sender budget or None, [(index, question)], model variant) per official
+    method instance."""
+    out = [(s, m, SENDER_NEW if m == "textmas" else None, [(i, lists[s][i])], "eos") for s, m, i in EXTRA]
     for style, questions in lists.items():
         for method in ("baseline", "textmas", "tflow"):
             idx = list(range(PER)) + sorted(i for s, m, i in EXTRA if (s, m) == (style, method))
             for sender_new in [SENDER_NEW] + [OFFICIAL_SENDER_NEW] * (method == "textmas" and style == "gsm8k"):
                 use = idx[:1] if sender_new == OFFICIAL_SENDER_NEW else idx
-                out.append((style, method, sender_new if method == "textmas" else None, [(i, questions[i]) for i in use]))
+                out.append((style, method, sender_new if method == "textmas" else None,
+                            [(i, questions[i]) for i in use], None))
     return out
 
 
 def run(jobs):
-    rows = []
-    for style, method, sender_new, questions in jobs:
+    rows, eos_dir = [], eos_variant_dir()
+    for style, method, sender_new, questions, variant in jobs:
         off_textmas._SENDER_MAX_NEW_TOKENS = sender_new or OFFICIAL_SENDER_NEW
         cfg = get_config(method)
         cfg["method"] = method
         cfg["data"]["dataset"] = style
-        cfg["model"].update(name=str(GOLD / "model"), dtype="float32", do_sample=False, device_map=None,
+        cfg["model"].update(name=str(eos_dir if variant else GOLD / "model"), dtype="float32", do_sample=False, device_map=None,
                             max_new_tokens_by_dataset={style: NEW})
         cfg["method_config"].setdefault("training", {})["eval_checkpoint"] = str(GOLD / "tflow.pt")
         m = build_method(cfg)
@@ -112,11 +130,14 @@ def run(jobs):
             calls.clear()
             out = m.solve(q)
             row = {"style": style, "method": method, "index": index, "question": q, "calls": calls[:],
-                   "answer": out["answer"], "token_usage": out["metadata"]["token_usage"]}
+                   "answer": out["answer"], "token_usage": out["metadata"]["token_usage"],
+                   "truncated": out["metadata"]["truncated_by_max_new_tokens"]}
             if sender_new is not None:
                 row["sender_max_new_tokens"] = sender_new
+            if variant:
+                row["model"] = variant
             rows.append(row)
-            print(torch.get_num_threads(), style, method, index, [len(c) for c in calls], flush=True)
+            print(torch.get_num_threads(), variant, style, method, index, [len(c) for c in calls], flush=True)
     return rows
 
 
@@ -129,8 +150,10 @@ def main():
     torch.set_num_threads(THREADS[0])
     rows = run(jobs)
     for style, method, index in EXTRA:  # the scan's finding holds for the official single-sample run
-        row = next(r for r in rows if (r["style"], r["method"], r["index"]) == (style, method, index))
+        row, eos = sorted((r for r in rows if (r["style"], r["method"], r["index"]) == (style, method, index)),
+                          key=lambda r: "model" in r)
         assert any(t in ADDED for c in row["calls"] for t in c), (style, method, index)
+        assert any(c[-1] in EOS_VARIANT["eos_token_id"] and len(c) < len(o) for c, o in zip(eos["calls"], row["calls"]))
     for t in THREADS[1:]:
         torch.set_num_threads(t)
         assert run(jobs) == rows, f"rows differ at {t} torch threads: replace the knife-edge ones"
@@ -141,7 +164,7 @@ def main():
                         "sender_max_new_tokens": OFFICIAL_SENDER_NEW,
                         "questions": {style: {"count": len(q), "sha256": hashlib.sha256(
                             json.dumps(q, ensure_ascii=False).encode()).hexdigest()} for style, q in lists.items()}},
-           "max_new_tokens": NEW, "dtype": "float32",
+           "max_new_tokens": NEW, "dtype": "float32", "eos_variant": EOS_VARIANT,
            "_checked": "official rows identical at torch threads 1, 2, 3 and 4 (this script); minitflow "
                        "reproduces every row at torch threads 1, 2, 3 and 4",
            "rows": rows}
