@@ -18,9 +18,10 @@ TextMAS senders are cut to SENDER_NEW tokens (official constant 1024) except in 
 marked sender_max_new_tokens 1024. Greedy (do_sample False), CPU, one question per `solve`
 call, every row the same at torch threads 1, 2, 3 and 4 (checked here). `calls`: the new
 token ids of each `generate` call, in order (textmas: A, B, C); `index`: the question's
-place in its loader's list; `truncated`: the official truncated_by_max_new_tokens. Rows with `model` "eos" ran on golden-small's model with
-`eos_variant` in its generation_config.json: Qwen3-4B lists a second EOS id (<|endoftext|>),
-golden-small emits neither of its own, and the EXTRA questions emit this one: agents stop early.
+place in its loader's list; `truncated`: the official truncated_by_max_new_tokens. Rows
+with `model` "eos" ran on golden-small's model with `eos_variant` in its
+generation_config.json: Qwen3-4B lists a second EOS id (<|endoftext|>), golden-small emits
+neither of its own, and the EXTRA questions emit this one: agents stop early.
 """
 import gzip, hashlib, json, os, sys, tempfile
 from pathlib import Path
@@ -113,15 +114,15 @@ def plan(lists):
     return out
 
 
-def run(jobs):
-    rows, eos_dir = [], eos_variant_dir()
+def run(jobs, eos_dir):
+    rows = []
     for style, method, sender_new, questions, variant in jobs:
         off_textmas._SENDER_MAX_NEW_TOKENS = sender_new or OFFICIAL_SENDER_NEW
         cfg = get_config(method)
         cfg["method"] = method
         cfg["data"]["dataset"] = style
-        cfg["model"].update(name=str(eos_dir if variant else GOLD / "model"), dtype="float32", do_sample=False, device_map=None,
-                            max_new_tokens_by_dataset={style: NEW})
+        cfg["model"].update(name=str(eos_dir if variant else GOLD / "model"), dtype="float32", do_sample=False,
+                            device_map=None, max_new_tokens_by_dataset={style: NEW})
         cfg["method_config"].setdefault("training", {})["eval_checkpoint"] = str(GOLD / "tflow.pt")
         m = build_method(cfg)
         m.setup()
@@ -146,9 +147,9 @@ def main():
     off_tflow._PG_ARCH = dict(ck["pg_arch"])
     off_tflow._PG_TORCH_DTYPE = torch.float32
     lists = {style: official_questions(style) for style in FILES}
-    jobs = plan(lists)
+    jobs, eos_dir = plan(lists), eos_variant_dir()
     torch.set_num_threads(THREADS[0])
-    rows = run(jobs)
+    rows = run(jobs, eos_dir)
     for style, method, index in EXTRA:  # the scan's finding holds for the official single-sample run
         row, eos = sorted((r for r in rows if (r["style"], r["method"], r["index"]) == (style, method, index)),
                           key=lambda r: "model" in r)
@@ -156,7 +157,7 @@ def main():
         assert any(c[-1] in EOS_VARIANT["eos_token_id"] and len(c) < len(o) for c, o in zip(eos["calls"], row["calls"]))
     for t in THREADS[1:]:
         torch.set_num_threads(t)
-        assert run(jobs) == rows, f"rows differ at {t} torch threads: replace the knife-edge ones"
+        assert run(jobs, eos_dir) == rows, f"rows differ at {t} torch threads: replace the knife-edge ones"
     about = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
     out = {"_about": about,
            "official": {"repo": "github.com/BWR-hhh/TFlow", "commit": os.environ.get("OFFICIAL_COMMIT", ""),
