@@ -6,8 +6,8 @@
 #   PARTS="pipelines long-tail" bash bench/gpu_session.sh OUT_DIR 560   (only those parts: a second
 #   command for what the first one's deadline skipped)
 #
-# Writes OUT_DIR/session.log and one pytest-benchmark JSON per part; join them with
-# `python bench/table.py OUT_DIR/*.json`. Needs a Qwen3 tokenizer for the method benchmarks
+# Writes OUT_DIR/session.log and one pytest-benchmark JSON per part (lora-sweep: its own list of
+# timings, which table.py skips); join them with `python bench/table.py OUT_DIR/*.json`. Needs a Qwen3 tokenizer for the method benchmarks
 # (MINITFLOW_BENCH_TOKENIZER or ../shared/reference/golden-small/model). Runs from a bare
 # checkout (PYTHONPATH), so a machine without package registries needs no install.
 set -u

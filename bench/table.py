@@ -91,11 +91,26 @@ def fastest_decode_lora(benchmarks: list[dict]) -> str:
     return min(whole, key=lambda p: sum(times[p][n] / best[n] for n in batches))
 
 
+def benchmarks(paths: list[str]) -> list[dict]:
+    """The benchmarks of every pytest-benchmark JSON in `paths`. Other JSON files are skipped with
+    a note: a GPU session's folder also holds bench/lora_kernel_sweep.py's list of timings, and
+    `table.py OUT_DIR/*.json` failed on it (a TypeError, no table)."""
+    out = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+            out += data["benchmarks"]
+        else:
+            print(f"table.py: {path} is not a pytest-benchmark JSON: skipped", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--fastest-decode-lora"]:
-        print(fastest_decode_lora([b for path in sys.argv[2:] for b in json.load(open(path))["benchmarks"]]))
+        print(fastest_decode_lora(benchmarks(sys.argv[2:])))
         return
-    data = {"benchmarks": [b for path in sys.argv[1:] for b in json.load(open(path))["benchmarks"]]}
+    data = {"benchmarks": benchmarks(sys.argv[1:])}
     devices = sorted({b.get("extra_info", {}).get("device", "") for b in data["benchmarks"]} - {""})
     print(f"Device: {'; '.join(devices)}\n")
     print("\n".join(rows(data)))

@@ -552,3 +552,23 @@ def test_the_gpu_session_runs_later_parts_with_the_fastest_decode_lora(tmp_path)
     assert got.returncode == 0 and got.stdout.strip() == "folded", got.stderr
     got = pick([rec("eager", "kernel", 1, 1e-3)])
     assert got.returncode != 0 and "decode_step" in got.stderr
+
+
+def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
+    """`python bench/table.py OUT_DIR/*.json` (gpu_session.sh's last step) over a session's folder,
+    which holds bench/lora_kernel_sweep.py's JSON list beside the pytest-benchmark files: the
+    table comes out, the sweep's file is skipped with a note (it was a TypeError, no table)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "decode.json").write_text(json.dumps({"benchmarks": [
+        {"name": "test_decode_step[1-graphs]", "stats": {"min": 6.5e-3, "median": 6.6e-3},
+         "extra_info": {"device": "GPU", "mode": "graphs", "decode_lora": "kernel", "batch": 1, "tokens_per_s": 154.0,
+                        "lora_overhead": 1.7}}]}))
+    (tmp_path / "lora_sweep.json").write_text(json.dumps([{"weight": "qkv", "batch": 1, "best": "128/256/4"}]))
+    got = subprocess.run([sys.executable, "bench/table.py", *sorted(map(str, tmp_path.glob("*.json")))],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert "| `test_decode_step[1-graphs]` | 6.50 ms | 6.60 ms | 154 tokens/s | 1.70 |" in got.stdout
+    assert "lora_sweep.json is not a pytest-benchmark JSON" in got.stderr
