@@ -20,8 +20,19 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchlib import make_setup, new_cache, random_ids, random_lora, random_model
+from minitflow.model import lora_linear
 
 CONTEXT = 256
+
+
+def lora_path(cuda: bool) -> str:
+    """What the LoRA rows below run: on CUDA lora_linear.DECODE_LORA (gpu_session.sh passes the
+    decode benchmark's fastest), except that "folded" needs an engine's buffers beneath the
+    weights, so a bare model call runs it as "bmm+expand"; on CPU the bmm reference."""
+    if not cuda:
+        return "bmm (the CPU path)"
+    path = lora_linear.DECODE_LORA
+    return "bmm+expand (a bare model call cannot fold: DECODE_LORA folded)" if path == "folded" else path
 
 
 def main(steps: int) -> None:
@@ -29,7 +40,8 @@ def main(steps: int) -> None:
     cfg, dev, dt = setup.cfg, setup.device, setup.dtype
     cuda = dev.type == "cuda"
     model = random_model(cfg, dt, dev, max_positions=CONTEXT + 8)
-    print(f"{setup.name} shape, {dt}, {torch.cuda.get_device_name() if cuda else 'CPU'}, {steps} steps per row")
+    print(f"{setup.name} shape, {dt}, {torch.cuda.get_device_name() if cuda else 'CPU'}, {steps} steps per row, "
+          f"LoRA at decode: {lora_path(cuda)}")
     for batch in setup.decode_batches:
         lora = random_lora(cfg, batch, dev, dt)
         cache = new_cache(cfg, batch, CONTEXT + 1, dev, dt)

@@ -526,6 +526,32 @@ def test_the_stage_profile_script_runs_on_cpu():
         assert run["stages"]["decode"]["calls"] == 4 and all(s["host_ms"] > 0 for s in run["stages"].values())
 
 
+def test_the_step_profile_script_runs_on_cpu(monkeypatch):
+    """bench/profile_step.py (a GPU session part: where a decode step's time goes) runs end to end
+    on CPU with and without LoRA at both batch sizes, and its header names the LoRA path its rows
+    run: after the decode part picks "folded", a bare model call (no engine buffers to fold
+    into) runs bmm+expand, which the profile would otherwise pass off as folded's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from minitflow.model import lora_linear
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MINITFLOW_BENCH_DECODE_LORA": "folded", "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "bench/profile_step.py", "1"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "LoRA at decode: bmm (the CPU path)" in out.stdout.splitlines()[0]
+    for batch in (1, 8):
+        for name in ("no LoRA", "LoRA"):
+            assert f"== batch {batch}, {name}: " in out.stdout
+    monkeypatch.syspath_prepend(str(root / "bench"))
+    import profile_step
+    for path, runs in (("folded", "bmm+expand (a bare model call cannot fold: DECODE_LORA folded)"), ("kernel", "kernel")):
+        monkeypatch.setattr(lora_linear, "DECODE_LORA", path)
+        assert profile_step.lora_path(cuda=True) == runs
+
+
 def test_the_gpu_session_runs_later_parts_with_the_fastest_decode_lora(tmp_path):
     """bench/gpu_session.sh hands the parts after `decode` the LoRA path whose captured step was
     fastest (`table.py --fastest-decode-lora`): relative to the best at each batch, over the
