@@ -303,16 +303,23 @@ def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: st
 class BackgroundScorer:
     """Scores finished questions on a thread and appends their rows, so generation never waits
     for code tests or sympy. Questions queue as they finish; the thread scores whatever has
-    queued (up to 16 at once: code runs two sandboxes in parallel) and writes the rows."""
+    queued (up to 16 at once: code runs two sandboxes in parallel) and writes the rows.
 
-    def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int):
+    MATH is scored in a child process, on its main thread (scoring.ScoringProcess), where
+    SIGALRM stops sympy and math-verify on time. On this thread a comparison past its timeout
+    was abandoned, still running: three hard answers left 13 threads holding 10 GB 90 s later,
+    and Python on the main thread ran 12-20x slower. `timeout`: the scorers' (None: defaults)."""
+
+    def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int,
+                 timeout: float | None = None):
         from tqdm import tqdm
-        self.dataset, self.part = dataset, part
+        self.dataset, self.part, self.timeout = dataset, part, timeout
         self.correct, self.seen = correct, seen
         self.bar = tqdm(total=total, disable=not show, desc=label)
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.last = time.perf_counter()
+        self.child = None  # started on the first MATH rows
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
@@ -324,7 +331,7 @@ class BackgroundScorer:
         self.last = now
 
     def _work(self) -> None:
-        from minitflow.eval.scoring import score_both
+        from minitflow.eval.scoring import ScoringProcess, score_both
         while True:
             items = [self.queue.get()]
             while len(items) < 16 and not self.queue.empty():
@@ -333,7 +340,10 @@ class BackgroundScorer:
             items = [i for i in items if i is not None]
             try:
                 if items and self.error is None:
-                    verdicts = score_both(self.dataset, [p for _, p, _, _ in items], [s for s, _, _, _ in items])
+                    if self.dataset == "minerva_math" and self.child is None:
+                        self.child = ScoringProcess()
+                    verdicts = (self.child or score_both)(self.dataset, [p for _, p, _, _ in items],
+                                                          [s for s, _, _, _ in items], timeout=self.timeout)
                     for (s, pred, meta, wall), v in zip(items, verdicts):
                         row = sample_row(s, pred, meta, v["correct"], v["extracted"], wall)
                         row.update(correct_official=bool(v["correct_official"]),
@@ -352,6 +362,8 @@ class BackgroundScorer:
         """Wait for every queued question to be scored and written; raise a scorer error."""
         self.queue.put(None)
         self.thread.join()
+        if self.child is not None:
+            self.child.close()
         self.bar.close()
         if self.error is not None:
             raise self.error

@@ -5,6 +5,8 @@ the engine remembers between calls stays bounded. On the demo model, in seconds.
 from __future__ import annotations
 
 import gc
+import json
+import threading
 import weakref
 
 import pytest
@@ -13,6 +15,8 @@ from minitflow import demo, demo_dir
 from minitflow.engine.engine import COND_KEYS
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
+from minitflow.eval.data import Sample
+from minitflow.evaluate import BackgroundScorer
 from minitflow.model.lora import LoraWeights
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.methods import run_method
@@ -66,3 +70,18 @@ def test_repeated_tflow_calls_keep_the_engine_bounded(llm, generator):
         run_method("tflow", llm, _questions(1), style=demo.STYLE, generator=generator, batch_size=1,
                    sampling=SamplingParams(max_new_tokens=1))
     assert len(llm.engine._cond_keys) <= COND_KEYS
+
+
+def test_math_scoring_leaves_no_comparison_running(tmp_path):
+    """evaluate scores on a thread, where a sympy or math-verify call past its timeout could
+    only be abandoned, still running (minutes of CPU and GBs each, beside the model): MATH is
+    scored on a child process's main thread, whose SIGALRM stops it."""
+    before = set(threading.enumerate())
+    scorer = BackgroundScorer("minerva_math", tmp_path / "part.jsonl", 0, 0, False, "math", 1, timeout=0.5)
+    hard = r"(f(1)+\sqrt{2}+\sqrt{3}+\sqrt{5}+\sqrt{7}+\sqrt{11})^{60}"  # sympy's simplify: minutes, GBs
+    text = f"Final Answer: The final answer is $f(1)$. I hope it is correct.\n\nSo it is $\\boxed{{{hard}}}$."
+    scorer.put(Sample("math/0", "q", "f(1)", {}), text, {})
+    scorer.close()
+    assert not [t for t in threading.enumerate() if t not in before and t.name != "tqdm_monitor"]
+    row = json.loads((tmp_path / "part.jsonl").read_text())
+    assert row["correct_official"] and not row["correct"]  # the official line is right, the last box is not

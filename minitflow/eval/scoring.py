@@ -16,10 +16,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import pickle
 import re
+import subprocess
 import sys
 from fractions import Fraction
-from typing import Any, Sequence
+from pathlib import Path
+from typing import IO, Any, Sequence
 
 from minitflow.errors import UserError
 
@@ -284,6 +288,72 @@ def _score_code(
     return [{"correct": passed[sj] if sj is not None else False, "extracted": sc,
              "correct_official": passed[oj] if oj is not None else False, "extracted_official": oc}
             for sc, sj, oc, oj in plan]
+
+
+class ScoringProcess:
+    """`score_both` in a child process, on its main thread, where SIGALRM stops sympy and
+    math-verify at their timeouts: on any other thread a comparison past its timeout can only
+    be abandoned, still running. The child reads jobs on its stdin and exits at EOF, so it
+    ends with this process however that ends (kill -9 included); it has its own session, so
+    Ctrl-C is this process's to handle (`close` lets the job in hand finish)."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the minitflow package
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from minitflow.eval.scoring import _serve; _serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path},
+            start_new_session=True)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        _send(self.proc.stdin, (args, kwargs))
+        got = _receive(self.proc.stdout)
+        if got is None:
+            raise RuntimeError(f"the scoring process exited ({self.proc.wait()})")
+        ok, value = got
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _send(f: IO[bytes], obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(len(data).to_bytes(8, "little") + data)
+    f.flush()
+
+
+def _receive(f: IO[bytes]) -> Any:
+    """The next object, or None at EOF."""
+    head = f.read(8)
+    if len(head) < 8:
+        return None
+    data = f.read(int.from_bytes(head, "little"))
+    return pickle.loads(data) if len(data) == int.from_bytes(head, "little") else None
+
+
+def _serve() -> None:
+    """The child of ScoringProcess: score_both for each job until stdin closes. Its replies
+    use a copy of stdout; fd 1 becomes stderr, so a library's print cannot corrupt them."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    while (job := _receive(sys.stdin.buffer)) is not None:
+        args, kwargs = job
+        try:
+            reply = (True, score_both(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - re-raised in the parent
+            reply = (False, e)
+        try:
+            _send(out, reply)
+        except Exception:  # noqa: BLE001 - an exception pickle cannot carry: its text instead
+            _send(out, (False, RuntimeError(repr(reply[1])[:500])))
 
 
 # ------------------------------------------------------------------ oracle
