@@ -320,6 +320,33 @@ def test_serving_waits_for_the_device_only_to_read_tokens():
 
 
 @torch.inference_mode()
+def test_latentmas_senders_do_not_wait_for_the_device():
+    """LatentMAS's senders run between engine steps (stream_latentmas): a read of a device value
+    or a pageable copy in their prefill or latent steps would drain the engine's queued decode
+    steps. Under sync debug mode "error" after a warm-up run (the fused kernels compile), with
+    prompts of different lengths, W_a, and a step over a subset of the rows; same hidden states."""
+    from minitflow.tflow.latentmas import Rows, realignment_matrix
+    llm = _random_llm("eager")
+    w_a, target = realignment_matrix(llm.model)
+
+    def senders() -> torch.Tensor:
+        rows = Rows.allocate(llm, 2, 64)
+        _, hidden = rows.prefill([list(range(5, 40)), list(range(100, 117))], need_logits=False)
+        rows.latent_steps(hidden, 3, w_a, target)
+        _, hidden = rows.step(embeds=hidden[1:], rows=[1], need_logits=False)
+        assert rows.lengths == [38, 21]
+        return hidden
+
+    first = senders()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        again = senders()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(first, again)
+
+
+@torch.inference_mode()
 def test_generator_in_pieces_on_cuda_matches_cpu():
     """The generator on CUDA at inference (pieces, apply_rope as a compiled kernel) against
     the CPU's whole-stage float32 factors, for padded conditions."""

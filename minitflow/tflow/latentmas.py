@@ -63,6 +63,7 @@ from minitflow.errors import UserError
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
+from minitflow.model.transfer import host_to_device
 from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
@@ -210,19 +211,21 @@ class Rows:
     def prefill(self, prompts: list[list[int]], need_logits: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Append each row's prompt at its next positions. Returns (logits (B, V) or None,
         final-norm hidden (B, H)) at each row's last prompt token."""
-        lens = torch.tensor([len(p) for p in prompts], device=self.device)
-        t = int(lens.max())
+        # every index is built on the host and queued behind the device's work (host_to_device):
+        # a pageable copy or a read of a device value would wait for the steps queued before
+        n = [len(p) for p in prompts]
+        t = max(n)
         ids = torch.zeros(len(prompts), t, dtype=torch.long)
         for b, p in enumerate(prompts):
             ids[b, :len(p)] = torch.tensor(p)
-        offs = torch.arange(t, device=self.device)
-        start = torch.tensor(self.lengths, device=self.device)
+        lens = torch.tensor(n)
         # pads repeat the last real position: never written, never read, never past the cache
-        positions = start[:, None] + torch.minimum(offs[None, :], lens[:, None] - 1)
+        positions = torch.tensor(self.lengths)[:, None] + torch.minimum(torch.arange(t)[None, :], lens[:, None] - 1)
         kv_len = max(s + len(p) for s, p in zip(self.lengths, prompts))
-        logits, hidden = self.model(ids.to(self.device), positions, self.cache, kv_len,
-                                    real=real_tokens([len(p) for p in prompts], self.device),
-                                    logits_index=lens - 1, need_logits=need_logits, return_hidden=True)
+        dev = self.device
+        logits, hidden = self.model(host_to_device(ids, dev), host_to_device(positions, dev), self.cache, kv_len,
+                                    real=real_tokens(n, dev), logits_index=host_to_device(lens - 1, dev),
+                                    need_logits=need_logits, return_hidden=True)
         self.lengths = [s + len(p) for s, p in zip(self.lengths, prompts)]
         return (None if logits is None else logits[:, 0]), hidden[:, 0]
 
@@ -233,10 +236,11 @@ class Rows:
         Returns (logits (n, V) or None, final-norm hidden (n, H))."""
         rows = list(range(len(self.lengths))) if rows is None else rows
         n = len(rows)
-        pos = torch.tensor([self.lengths[r] for r in rows], device=self.device)[:, None]
+        pos = host_to_device(torch.tensor([self.lengths[r] for r in rows])[:, None], self.device)
         ids = tokens[:, None] if tokens is not None else torch.zeros(n, 1, dtype=torch.long, device=self.device)
-        index = None if n == len(self.lengths) else torch.tensor(rows, device=self.device)
-        logits, hidden = self.model(ids, pos, self.cache, int(pos.max()) + 1, rows=index,
+        index = None if n == len(self.lengths) else host_to_device(torch.tensor(rows), self.device)
+        kv_len = max(self.lengths[r] for r in rows) + 1
+        logits, hidden = self.model(ids, pos, self.cache, kv_len, rows=index,
                                     input_embeds=None if embeds is None else embeds[:, None],
                                     need_logits=need_logits, return_hidden=True)
         for r in rows:
