@@ -24,7 +24,8 @@ results marked complete: false, and a rerun finishes the missing samples.
 
 The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
 slots); each question is appended as soon as it is scored, and scoring (code runs in the
-sandbox, sympy) happens on a background thread, so the model never waits for it. Every row
+sandbox, sympy in a child process) happens on a background thread, so the model never waits
+for it. Every row
 stores both verdicts: `correct` (the strict scorer) and `correct_official` (the official
 release's protocol, quirks included); the summary has `accuracy` and `accuracy_official`.
 `wall_time` of a row is the run time since the previous row finished, so rows sum to the run.
@@ -307,8 +308,8 @@ class BackgroundScorer:
 
     MATH is scored in a child process, on its main thread (scoring.ScoringProcess), where
     SIGALRM stops sympy and math-verify on time. On this thread a comparison past its timeout
-    was abandoned, still running: three hard answers left 13 threads holding 10 GB 90 s later,
-    and Python on the main thread ran 12-20x slower. `timeout`: the scorers' (None: defaults)."""
+    was abandoned, still running: one hard answer left two threads computing (+1 GB) after its
+    verdict, holding the GIL beside the model's loop. `timeout`: the scorers' (None: defaults)."""
 
     def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int,
                  timeout: float | None = None):
