@@ -297,6 +297,34 @@ def test_prefix_cache_lru_budget_and_exact_match():
     assert store.lookup(a, len(a))[0] == 2 * BLOCK  # a's last block went, its prefix stayed
 
 
+def _reachable(store: PrefixCache) -> bool:
+    """Every stored block's parent is stored too (none is kept for nothing)."""
+    ids = {e.id for e in store.entries.values()}
+    return all(parent == 0 or parent in ids for parent, _ in store.entries)
+
+
+def test_prefix_cache_evicts_leaves_before_their_prefixes():
+    """Inserting appended a chain's blocks first to last, so the least recently used was its
+    first block: evicting it left its children stored but unreachable. A prompt longer than the
+    budget ended with nothing reusable (each new block evicted its own parent), and a second
+    prompt sharing the first block evicted the middle of the first one."""
+    block = torch.zeros(1, 1, BLOCK, 2)
+    nbytes = 2 * block.numel() * 4
+    read = lambda s, e: (block.clone(), block.clone())  # noqa: E731
+    a = list(range(3 * BLOCK + 1))
+    small = PrefixCache(2 * nbytes)
+    small.lookup(a, len(a) - 1)  # the engine's order: a lookup, then the insert of what it prefilled
+    small.insert(a[:-1], read)
+    assert small.lookup(a, len(a) - 1)[0] == 2 * BLOCK and small.used == 2 * nbytes and _reachable(small)
+    store = PrefixCache(3 * nbytes)
+    for ids in (a, a[:BLOCK] + [999] * BLOCK + [5]):
+        store.lookup(ids, len(ids) - 1)
+        store.insert(ids[:-1], read)
+        assert store.used <= 3 * nbytes and _reachable(store)
+    assert store.lookup(a, len(a) - 1)[0] == 2 * BLOCK  # a's leaf went, not the block before it
+    assert store.lookup(a[:BLOCK] + [999] * BLOCK + [5], 2 * BLOCK)[0] == 2 * BLOCK
+
+
 def test_static_mode_matches_and_computes_more_rows(model):
     prompts = _prompts(6, seed=3)
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]

@@ -4,8 +4,9 @@ prompt is prefilled (role prompts, few-shot blocks: the same for every question)
 Prompts are cut into blocks of BLOCK tokens; a block's key is (its parent's entry id, its
 tokens), so a lookup walks the chain from the first block and matches exactly (no hashing
 collisions to reason about). Entries are evicted least recently used first within a byte
-budget; a lookup touches a chain from its last block to its first, so leaves go before the
-prefixes they extend.
+budget; a lookup or an insert touches a chain from its last block to its first, so leaves go
+before the prefixes they extend (a block evicted before its children would leave them stored
+but unreachable, holding the budget for nothing).
 
 A block may also keep a request's condition rows (the capture's layer sum at each position,
 for one set of layer weights): a capture whose span starts inside a shared prefix (the 4-shot
@@ -73,8 +74,7 @@ class PrefixCache:
         found = self._chain(ids, limit, accept)
         if not found:
             return 0, None, None, None
-        for key, _ in reversed(found):
-            self.entries.move_to_end(key)
+        self._touch(found)
         n = len(found) * BLOCK
         k = torch.cat([e.k for _, e in found], dim=2)
         v = torch.cat([e.v for _, e in found], dim=2)
@@ -92,18 +92,21 @@ class PrefixCache:
         if self.budget <= 0:
             return
         found = self._chain(ids, len(ids))
+        self._touch(found)  # room for the new blocks comes from other chains first
+        chain = {key for key, _ in found}
         parent = found[-1][1].id if found else 0
         for start in range(len(found) * BLOCK, len(ids) - BLOCK + 1, BLOCK):
             k, v = read(start, start + BLOCK)
             entry = _Entry(next(self._ids), k, v)
-            if entry.nbytes > self.budget:
-                return
-            self._evict(self.budget - entry.nbytes)
+            if entry.nbytes > self.budget or not self._evict(self.budget - entry.nbytes, keep=chain):
+                break  # the rest of the prompt does not fit beside its own prefix
             key = (parent, tuple(ids[start:start + BLOCK]))
             self.entries[key] = entry
             self.used += entry.nbytes
             found.append((key, entry))
+            chain.add(key)
             parent = entry.id
+        self._touch(found)  # new blocks were appended after their parents: leaves first again
         if cond is None:
             return
         ckey, s, rows = cond
@@ -117,10 +120,21 @@ class PrefixCache:
             self.used += block.numel() * block.element_size()
         self._evict(self.budget)
 
-    def _evict(self, room: int) -> None:
+    def _touch(self, chain: list[tuple[tuple[int, tuple[int, ...]], _Entry]]) -> None:
+        """Mark a chain used, its first block last: each block stays more recent than the
+        blocks that extend it, so eviction takes leaves first."""
+        for key, _ in reversed(chain):
+            self.entries.move_to_end(key)
+
+    def _evict(self, room: int, keep: set = frozenset()) -> bool:
+        """Drop least recently used entries until at most `room` bytes are used, stopping at
+        one in `keep` (the chain being stored); whether that made the room."""
         while self.used > room and self.entries:
-            _, entry = self.entries.popitem(last=False)
-            self.used -= entry.nbytes
+            key = next(iter(self.entries))
+            if key in keep:
+                return False
+            self.used -= self.entries.pop(key).nbytes
+        return self.used <= room
 
     def clear(self) -> None:
         self.entries.clear()
