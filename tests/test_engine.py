@@ -214,6 +214,22 @@ def test_stop_strings_cut_text_and_tokens():
     assert cut[1].token_ids == full.token_ids  # the other row runs on
 
 
+
+def test_ignore_eos_runs_past_an_eos_token(tiny_dir):
+    """ignore_eos: a row whose output holds an EOS id runs on to max_new_tokens (finish
+    "length"), while the same row without it stops there."""
+    llm = LLM.load(tiny_dir, dtype="float32", device="cpu")
+    llm.eos_token_ids = set()
+    prompt = [4, 8, 15, 16, 23, 42]
+    toks = llm.generate([prompt], SamplingParams(max_new_tokens=8))[0].token_ids
+    llm.eos_token_ids = {toks[1]}
+    first = toks.index(toks[1])
+    free, stopped = llm.generate([prompt, prompt], [SamplingParams(max_new_tokens=8, ignore_eos=True),
+                                                    SamplingParams(max_new_tokens=8)])
+    assert (free.token_ids, free.finish_reason) == (toks, "length")
+    assert (stopped.token_ids, stopped.finish_reason) == (toks[: first + 1], "stop")
+
+
 def test_compiled_attention_buckets():
     from minitflow.engine.runner import batch_bucket, kv_bucket
     got = [kv_bucket(n, 8192) for n in (1, 256, 257, 1024, 1025, 2049, 5000, 9000)]
