@@ -230,6 +230,20 @@ def test_ignore_eos_runs_past_an_eos_token(tiny_dir):
     assert (stopped.token_ids, stopped.finish_reason) == (toks[: first + 1], "stop")
 
 
+def test_the_earliest_of_several_stop_strings_cuts_the_text():
+    """Two stop strings completed by the same token: the text is cut before the one that
+    starts first."""
+    from minitflow import demo_dir
+    llm = LLM.load(demo_dir(), dtype="float32", device="cpu")
+    prompt = llm.chat_ids([{"role": "user", "content": "Box 3 holds what?"}])
+    text = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True))[0].text
+    # a character first seen at j - 1 >= 2: it completes text[j - 3: j] and itself at once
+    j = next(i + 1 for i in range(2, len(text)) if text[i] not in text[:i] and text[i - 2: i + 1].strip() == text[i - 2: i + 1])
+    stop = (text[j - 1], text[j - 3: j])
+    for order in (stop, stop[::-1]):
+        got = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True, stop=order))[0]
+        assert got.finish_reason == "stop" and got.text == text[: j - 3], (order, got.text)
+
 def test_compiled_attention_buckets():
     from minitflow.engine.runner import batch_bucket, kv_bucket
     got = [kv_bucket(n, 8192) for n in (1, 256, 257, 1024, 1025, 2049, 5000, 9000)]
