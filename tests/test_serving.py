@@ -384,6 +384,18 @@ def test_bad_requests_are_one_line_errors_naming_the_request(model):
     with pytest.raises(UserError, match=r"LoRA factors of layer 0 o: A \(1, 4, 5\)"):
         llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4), lora=row, tag="shape"))
     assert not llm.has_unfinished()
+    # the boundaries: the first id past the vocabulary, and a prompt plus new tokens one past the cache
+    with pytest.raises(UserError, match=rf"request \d+ \(top\): token id {model.cfg.vocab_size} outside the model's "
+                                        rf"vocabulary of {model.cfg.vocab_size}"):
+        llm.engine.add_request(Request([1, model.cfg.vocab_size], tag="top"))
+    with pytest.raises(UserError, match=r"request \d+ \(neg\): token id -1 outside"):
+        llm.engine.add_request(Request([-1, 2], tag="neg"))
+    with pytest.raises(UserError, match=r"57 prompt tokens \+ max_new_tokens 8 is more than the cache's 64"):
+        llm.engine.add_request(Request(list(range(57)), SamplingParams(max_new_tokens=8)))
+    assert not llm.has_unfinished()
+    fits = Request(list(range(56)), SamplingParams(max_new_tokens=8))  # exactly the cache's positions
+    llm.engine.run([fits])
+    assert len(fits.output_ids) == 8 and fits.finish_reason == "length"
 
 
 def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch):
