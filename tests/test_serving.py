@@ -325,6 +325,24 @@ def test_prefix_cache_evicts_leaves_before_their_prefixes():
     assert store.lookup(a[:BLOCK] + [999] * BLOCK + [5], 2 * BLOCK)[0] == 2 * BLOCK
 
 
+def test_a_prompt_of_whole_blocks_stores_only_the_blocks_its_prefill_wrote(model):
+    """A generating request's prefill leaves its last prompt token to the decode step, so a
+    prompt of whole blocks stores one block less (its last position has no KV yet): a longer
+    prompt behind it, in the same slot, gets what it gets alone."""
+    shared = _prompts(1, seed=11)[0][: 2 * BLOCK]
+    longer = shared + [5, 6, 7]
+    sp = SamplingParams(max_new_tokens=8)
+    alone = _llm(model, num_slots=1, prefix_cache_bytes=0)
+    want = alone.generate([longer], sp)[0].token_ids
+    llm = _llm(model, num_slots=1)
+    llm.generate([shared], sp)
+    got = llm.generate([longer], sp)[0]
+    assert got.token_ids == want and got.cached_tokens == BLOCK
+    for kv, kv_alone in zip(llm.engine.runner.cache.read(0, 0, len(longer)),
+                            alone.engine.runner.cache.read(0, 0, len(longer))):
+        assert (kv - kv_alone).abs().max() <= 1e-5  # the prompt's keys and values, as computed alone
+
+
 def test_static_mode_matches_and_computes_more_rows(model):
     prompts = _prompts(6, seed=3)
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]
