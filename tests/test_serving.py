@@ -343,6 +343,26 @@ def test_a_prompt_of_whole_blocks_stores_only_the_blocks_its_prefill_wrote(model
         assert (kv - kv_alone).abs().max() <= 1e-5  # the prompt's keys and values, as computed alone
 
 
+def test_the_prefill_budget_fills_up_exactly_and_admits_a_longer_head_alone():
+    """Admission stops before the prompt that would pass the prefill token budget (one that
+    reaches it exactly still joins), and a head of the queue longer than the whole budget is
+    admitted alone rather than never."""
+    from minitflow.engine.scheduler import Scheduler
+    sched = Scheduler(4, max_prefill_tokens=10)
+    for n in (4, 6, 3, 25, 1):
+        sched.add(Request(list(range(n))))
+
+    def admit() -> list[int]:
+        return [len(r.prompt_ids) for r in sched.admit(lambda r: True)]
+
+    assert admit() == [4, 6]
+    assert admit() == [3]
+    assert admit() == [25]
+    assert admit() == [] and len(sched.waiting) == 1  # no slot left
+    sched.release(sched.running[0])
+    assert admit() == [1]
+
+
 def test_static_mode_matches_and_computes_more_rows(model):
     prompts = _prompts(6, seed=3)
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]
