@@ -363,6 +363,37 @@ def test_the_prefill_budget_fills_up_exactly_and_admits_a_longer_head_alone():
     assert admit() == [1]
 
 
+def test_a_freed_slot_goes_to_the_next_request_lowest_first_without_its_lora(model, monkeypatch):
+    """Requests take the lowest free slots, and freed slots go back in order whatever order
+    their requests finished in (the eager step runs the first n slots as a view when they are
+    all in use). A plain request in the slot of a finished LoRA request gets its plain tokens,
+    and once no running request has factors the decode steps run without LoRA."""
+    prompts = _prompts(5, seed=12)
+    params = [SamplingParams(max_new_tokens=m) for m in (4, 12, 2, 3, 3)]
+    loras = [build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 3)], [1.0]).row(0)] + [None] * 4
+    want = [_llm(model, num_slots=1, prefix_cache_bytes=0).generate([p], sp, lora=lo)[0].token_ids
+            for p, sp, lo in zip(prompts, params, loras)]
+    llm = _llm(model, num_slots=3)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, *a, **kw: calls.append(kw.get("lora") is not None)
+                        or forward(ids, *a, **kw))
+    reqs = [Request(p, sp, lora=lo) for p, sp, lo in zip(prompts, params, loras)]
+    for r in reqs[:3]:
+        llm.engine.add_request(r)
+    while not reqs[0].finished:  # reqs[2] (slot 2) ends first, then reqs[0] (slot 0)
+        llm.step()
+    assert reqs[2].finished and any(calls)
+    for r in reqs[3:]:
+        llm.engine.add_request(r)
+    since = len(calls)
+    while llm.has_unfinished():
+        llm.step()
+    assert [r.slot for r in reqs] == [0, 1, 2, 0, 2]
+    assert [r.output_ids for r in reqs] == want
+    assert not any(calls[since:])
+
+
 def test_static_mode_matches_and_computes_more_rows(model):
     prompts = _prompts(6, seed=3)
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]
