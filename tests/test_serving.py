@@ -408,6 +408,24 @@ def test_static_mode_matches_and_computes_more_rows(model):
     assert runs[False][2] < runs[True][2]  # static keeps finished rows computing
 
 
+def test_static_mode_admits_a_batch_only_into_an_empty_engine(model):
+    """static=True: a slot freed by a finished request stays empty until the whole batch is
+    done, and every request still gets what it gets alone."""
+    prompts = _prompts(4, seed=13)
+    params = [SamplingParams(max_new_tokens=m) for m in (2, 6, 3, 3)]
+    want = _alone(model, prompts, params)
+    llm = _llm(model, num_slots=2, static=True)
+    reqs = [llm.add_request(p, sp) for p, sp in zip(prompts, params)]
+    for _ in range(40):
+        if not llm.has_unfinished():
+            break
+        llm.step()
+        if not reqs[1].finished:
+            assert reqs[2].status is Status.WAITING and reqs[3].status is Status.WAITING
+    assert [r.output_ids for r in reqs] == want
+    assert (llm.engine.useful_row_steps, llm.engine.row_steps) == (2 + 6 + 3 + 3, 2 * 6 + 2 * 3)
+
+
 def test_ragged_batch_longest_prompt_stops_first(model):
     """The longest prompt with the smallest max_new_tokens (crashed the old eager path)."""
     prompts = [list(range(1, 40)), [3, 4], [5, 6, 7]]
