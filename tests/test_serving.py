@@ -297,6 +297,25 @@ def test_prefix_cache_lru_budget_and_exact_match():
     assert store.lookup(a, len(a))[0] == 2 * BLOCK  # a's last block went, its prefix stayed
 
 
+def test_prefix_cache_counts_condition_rows_in_its_budget_and_a_block_fits_exactly():
+    """`used` is the bytes of every entry, condition rows included, within the budget; a
+    budget of exactly one block holds one."""
+    block = torch.zeros(1, 1, BLOCK, 2)
+    kv = 2 * block.numel() * 4
+    read = lambda s, e: (block.clone(), block.clone())  # noqa: E731
+    ids = list(range(3 * BLOCK))
+    rows = torch.ones(3 * BLOCK - 5, 4)  # condition rows of positions 5, 6, ...
+    row_bytes = 3 * BLOCK * 4 * 4  # three blocks of rows (the first one's zero-padded), float32
+    for budget in (1 << 20, 3 * kv + 2 * BLOCK * 4 * 4):
+        store = PrefixCache(budget)
+        store.insert(ids, read, cond=("w", 5, rows))
+        assert store.used == sum(e.nbytes for e in store.entries.values()) <= budget
+    assert store.used < 3 * kv + row_bytes and store.lookup(ids, len(ids))[0] == 2 * BLOCK  # the leaf went
+    one = PrefixCache(kv)
+    one.insert(ids[:BLOCK], read)
+    assert one.used == kv and one.lookup(ids, BLOCK)[0] == BLOCK
+
+
 def _reachable(store: PrefixCache) -> bool:
     """Every stored block's parent is stored too (none is kept for nothing)."""
     ids = {e.id for e in store.entries.values()}
