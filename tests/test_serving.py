@@ -413,6 +413,18 @@ def test_a_freed_slot_goes_to_the_next_request_lowest_first_without_its_lora(mod
     assert not any(calls[since:])
 
 
+def test_the_models_own_eos_ids_stop_a_generation(model, monkeypatch):
+    """LLM stops on the config's eos_token_id as well as on the ids it is given (the tests'
+    LLMs pass none)."""
+    from dataclasses import replace
+    prompt = _prompts(1, seed=14)[0]
+    sp = SamplingParams(max_new_tokens=8)
+    free = _llm(model).generate([prompt], sp)[0].token_ids
+    monkeypatch.setattr(model, "cfg", replace(model.cfg, eos_token_ids=(free[2],)))
+    got = _llm(model).generate([prompt], sp)[0]
+    assert (got.token_ids, got.finish_reason) == (free[: free.index(free[2]) + 1], "stop")
+
+
 def test_static_mode_matches_and_computes_more_rows(model):
     prompts = _prompts(6, seed=3)
     params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (2, 2, 2, 2, 2, 40)]
