@@ -553,9 +553,11 @@ def test_nan_logits_are_refused_naming_the_request(model, sampled):
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
 
 
-def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
+@pytest.mark.parametrize("start", [5, 2 * BLOCK])
+def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start):
     """A capture whose span starts inside a shared prefix (minerva's 4-shot block lies inside the
-    sender's question) takes that prefix's KV and its summed condition rows from the cache."""
+    sender's question) takes that prefix's KV and its summed condition rows from the cache; a
+    span starting at a block's end takes the blocks before it without rows."""
     from minitflow.model.qwen3 import Capture
     g = torch.Generator().manual_seed(9)
     shared = torch.randint(0, 150, (2 * BLOCK + 9,), generator=g).tolist()
@@ -564,7 +566,7 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
     w = torch.softmax(torch.randn(len(layers), generator=g), 0)
 
     def senders(llm):
-        reqs = [Request(p, capture=Capture(layers, [5], [len(p) - 1], layer_weights=w), generate=False)
+        reqs = [Request(p, capture=Capture(layers, [start], [len(p) - 1], layer_weights=w), generate=False)
                 for p in prompts]
         for r in reqs:  # one after another: each finds the blocks the earlier ones stored
             llm.engine.run([r])
@@ -574,7 +576,7 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model):
     plain = senders(_llm(model, num_slots=2, prefix_cache_bytes=0))
     assert [r.cached_tokens for r in cached] == [0, 2 * BLOCK, 2 * BLOCK]
     for a, b in zip(cached, plain):
-        assert a.capture.hidden.shape == b.capture.hidden.shape == (1, len(a.prompt_ids) - 6, model.cfg.hidden_size)
+        assert a.capture.hidden.shape == b.capture.hidden.shape == (1, len(a.prompt_ids) - 1 - start, model.cfg.hidden_size)
         assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
 
 
