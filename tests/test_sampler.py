@@ -283,6 +283,26 @@ def test_ties_at_the_nucleus_boundary_stay_or_go_together():
         assert drawn == set(range(kept))
 
 
+def test_a_token_whose_weight_ahead_is_exactly_top_p_stays():
+    """The nucleus keeps a token when the weight of the tokens above it is *at most* top_p of the
+    total (float64): at exactly top_p x total the token stays on every path (the reference,
+    top-k candidates, the unsorted radix select), one ulp of top_p below it goes."""
+    import math
+    for second in (-0.7, -0.3, -1.1, -0.5, -0.9):
+        logits = torch.tensor([0.0, second])
+        total = float((logits.double() - logits.max()).exp().sum())  # as the nucleus sums: 1.0 ahead of the 2nd token
+        top_p = next((t for t in (1 / total, math.nextafter(1 / total, 1), math.nextafter(1 / total, 0))
+                      if t * total == 1.0 and math.nextafter(t, 0) * total < 1.0), None)
+        if top_p is not None:
+            break
+    assert top_p is not None
+    for p, kept in ((top_p, {0, 1}), (math.nextafter(top_p, 0), {0})):
+        assert set(torch.isfinite(filter_logits(logits, 0, p)).nonzero()[:, 0].tolist()) == kept
+        for top_k in (0, 2):  # the whole vocabulary (radix select), the top-k candidates
+            params = [SamplingParams(temperature=1.0, top_k=top_k, top_p=p, seed=s) for s in range(200)]
+            assert set(_draw(params, [logits.expand(200, 2)]).flatten().tolist()) == kept, (p, top_k)
+
+
 def test_a_rows_nucleus_does_not_depend_on_the_row_count_that_picks_the_digits():
     """Past 64 rows of a large vocabulary the radix select takes three passes instead of two;
     each row keeps the same tokens as alone."""
