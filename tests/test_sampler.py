@@ -336,6 +336,7 @@ def _transformers_scores(logits: torch.Tensor, temperature: float, top_k: int, t
     ([1.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0, -2.0], 1, 1.0),  # top_k 1 with a tied best: both stay
     ([0.0] * 8, 3, 1.0),                                     # all tied: the whole vocabulary stays
     ([3.0, 2.0] + [0.0] * 6, 3, 0.62),                       # the tied tail counts in the nucleus's total
+    ([3.0, 2.0] + [0.0] * 6, 3, 0.61),                       # ... all of it: the 2.0 stays only with the 6th zero
 ])
 def test_every_token_tied_with_the_kth_stays_as_in_transformers(logits, top_k, top_p):
     """transformers' TopKLogitsWarper drops only the tokens below the k-th value, so tokens tied
