@@ -214,7 +214,6 @@ def test_stop_strings_cut_text_and_tokens():
     assert cut[1].token_ids == full.token_ids  # the other row runs on
 
 
-
 def test_ignore_eos_runs_past_an_eos_token(tiny_dir):
     """ignore_eos: a row whose output holds an EOS id runs on to max_new_tokens (finish
     "length"), while the same row without it stops there."""
@@ -243,6 +242,7 @@ def test_the_earliest_of_several_stop_strings_cuts_the_text():
     for order in (stop, stop[::-1]):
         got = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True, stop=order))[0]
         assert got.finish_reason == "stop" and got.text == text[: j - 3], (order, got.text)
+
 
 def test_compiled_attention_buckets():
     from minitflow.engine.runner import batch_bucket, kv_bucket
