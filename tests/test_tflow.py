@@ -335,3 +335,36 @@ def test_generator_rope_traces_whole_and_matches_eager():
         ids = grid_ids(n, device=None) if len(axes) == 1 else grid_ids(n, 1)
         rot = rope_table(ids, axes)
         torch.testing.assert_close(compiled(x, rot), apply_rope(x, rot), rtol=1e-6, atol=1e-6)
+
+
+def test_textmas_sampled_senders_read_the_private_context_and_the_executor_the_question(golden_llm, monkeypatch):
+    """Sampled textmas with a private context: each sender reads the sender question, sender A
+    with the question's seed and sender B with seed + TEXTMAS_SEED_B (two draws, not one draw
+    twice); the executor reads only the plain question after their texts, and its tokens are a
+    direct generation of that prompt with the question's seed."""
+    from dataclasses import replace
+    from minitflow.tflow.methods import TEXTMAS_SEED_B, chat, textmas_context
+    question = "What is 7 times 6?"
+    private = "Context: the box holds 3 red apples and 4 green ones. " + question
+    sp = SamplingParams(max_new_tokens=6, temperature=1.0, top_p=1.0, seed=11)
+    prompts_of: dict[str, list[int]] = {}  # each agent's prompt as queued (golden-small's answer barely reads it)
+    add = golden_llm.engine.add_request
+
+    def spy(req):
+        prompts_of[req.tag[1]] = list(req.prompt_ids)
+        return add(req)
+    monkeypatch.setattr(golden_llm.engine, "add_request", spy)
+    r = run_method("textmas", golden_llm, [question], sampling=sp, seeds=[sp.seed], sender_max_new_tokens=5,
+                   sender_questions=[private])[0]
+    monkeypatch.undo()
+    (a, a_sys), (b, b_sys), (c, c_sys) = prompts.textmas_roles("gsm8k")
+
+    def draw(system: str, seed: int) -> str:
+        out = golden_llm.generate([chat(golden_llm, system, private)], replace(sp, max_new_tokens=5, seed=seed))[0]
+        return golden_llm.tokenizer.decode(out.token_ids)
+    texts = [draw(a_sys, sp.seed), draw(b_sys, sp.seed + TEXTMAS_SEED_B)]
+    assert draw(b_sys, sp.seed) != texts[1]  # B's seed shows in its text: the check below can see it
+    receiver = chat(golden_llm, c_sys, question, textmas_context("gsm8k", texts))
+    assert prompts_of == {a: chat(golden_llm, a_sys, private), b: chat(golden_llm, b_sys, private), c: receiver}
+    assert [r.agents[x].prompt_tokens for x in (a, b, c)] == [len(prompts_of[x]) for x in (a, b, c)]
+    assert r.token_ids == golden_llm.generate([receiver], sp)[0].token_ids
