@@ -368,3 +368,15 @@ def test_textmas_sampled_senders_read_the_private_context_and_the_executor_the_q
     assert prompts_of == {a: chat(golden_llm, a_sys, private), b: chat(golden_llm, b_sys, private), c: receiver}
     assert [r.agents[x].prompt_tokens for x in (a, b, c)] == [len(prompts_of[x]) for x in (a, b, c)]
     assert r.token_ids == golden_llm.generate([receiver], sp)[0].token_ids
+
+
+def test_textmas_sender_limits_per_question(golden_llm):
+    """sender_max_new_tokens may be one limit per question: each question's two senders
+    generate up to their own question's limit, whatever runs beside them."""
+    qs = ["What is 2 + 2?", "How many legs do 3 spiders have?", "Name a prime above 10."]
+    limits = [3, 1, 4]
+    res = run_method("textmas", golden_llm, qs, sampling=SamplingParams(max_new_tokens=2, ignore_eos=True),
+                     sender_max_new_tokens=limits, batch_size=3)
+    (a, _), (b, _), (c, _) = prompts.textmas_roles("gsm8k")
+    assert [(r.agents[a].completion_tokens, r.agents[b].completion_tokens) for r in res] == [(n, n) for n in limits]
+    assert all(r.agents[c].completion_tokens == 2 for r in res)
