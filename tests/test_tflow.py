@@ -380,3 +380,17 @@ def test_textmas_sender_limits_per_question(golden_llm):
     (a, _), (b, _), (c, _) = prompts.textmas_roles("gsm8k")
     assert [(r.agents[a].completion_tokens, r.agents[b].completion_tokens) for r in res] == [(n, n) for n in limits]
     assert all(r.agents[c].completion_tokens == 2 for r in res)
+
+
+def test_tflow_waits_for_both_senders_when_they_prefill_in_different_steps(golden_llm):
+    """With fewer engine slots than senders in flight, a question's sender A can prefill a step
+    before its sender B: its generator call waits for both, and every question still gets what
+    it gets alone."""
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    narrow = LLM(golden_llm.model, golden_llm.tokenizer, eos_token_ids=golden_llm.eos_token_ids, num_slots=3)
+    qs = ["What is 2 + 2?", "How many legs do 3 spiders have?", "If x = 3, what is 2x + 7?"]
+    sp = SamplingParams(max_new_tokens=5)
+    got = run_method("tflow", narrow, qs, sampling=sp, generator=gen, batch_size=3)
+    alone = [run_method("tflow", golden_llm, [q], sampling=sp, generator=gen)[0] for q in qs]
+    assert [r.token_ids for r in got] == [r.token_ids for r in alone]
