@@ -408,3 +408,36 @@ def test_question_span_is_the_user_turns_occurrence(golden_llm):
         start, end = question_span(golden_llm, text, question, len(ids))
         assert start >= len(golden_llm.encode(text[:text.index("<|im_start|>user")]))
         assert golden_llm.tokenizer.decode(ids[start:end]) == question
+
+
+def test_tflow_per_agent_accounting(golden_llm):
+    """Each tflow agent's usage is its own request's: sender A and sender B processed their own
+    prompts (system prompt A and B over the sender question, no completion), the receiver its
+    chat over the plain question; only the receiver counts officially. On a fresh prefix cache the
+    first question's senders had nothing cached and the next question's senders reuse the KV of
+    the prompt start they share with it (cached_tokens, summed in the metadata)."""
+    from minitflow.tflow.condition import sender_prompt
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    fresh = LLM(golden_llm.model, golden_llm.tokenizer, eos_token_ids=golden_llm.eos_token_ids)  # empty prefix cache
+    qs = ["What is 2 + 2?", "How many legs do 3 spiders have?"]
+    private = [f"Context: the shelf holds {i + 3} books. {q}" for i, q in enumerate(qs)]
+    res = run_method("tflow", fresh, qs, sampling=SamplingParams(max_new_tokens=4), generator=gen, batch_size=1,
+                     sender_questions=private)
+    systems = prompts.tflow_agents("gsm8k")
+    lens = [len(fresh.encode(sender_prompt(s, private[0]))) for s in systems[:2]]
+    assert lens[0] != lens[1]  # the senders' counts tell their prompts apart
+    for q, p, r in zip(qs, private, res):
+        a = r.agents
+        assert list(a) == ["sender_A", "sender_B", "receiver"]
+        assert [(a[s].prompt_tokens, a[s].completion_tokens, a[s].generates) for s in ("sender_A", "sender_B")] == \
+            [(len(fresh.encode(sender_prompt(s, p))), 0, False) for s in systems[:2]]
+        receiver = len(fresh.chat_ids([{"role": "system", "content": systems[2]}, {"role": "user", "content": q}]))
+        assert (a["receiver"].prompt_tokens, a["receiver"].completion_tokens) == (receiver, len(r.token_ids))
+        assert r.official_usage == {"prompt_tokens": receiver, "completion_tokens": len(r.token_ids),
+                                    "total_tokens": receiver + len(r.token_ids)}
+        usage = r.metadata()["token_usage"]
+        assert usage["cached_tokens"] == sum(x.cached_tokens for x in a.values())
+        assert usage["processed_tokens"] == sum(x.prompt_tokens + x.completion_tokens for x in a.values())
+    assert [res[0].agents[s].cached_tokens for s in ("sender_A", "sender_B")] == [0, 0]
+    assert all(0 < res[1].agents[s].cached_tokens < res[1].agents[s].prompt_tokens for s in ("sender_A", "sender_B"))
