@@ -441,3 +441,20 @@ def test_tflow_per_agent_accounting(golden_llm):
         assert usage["processed_tokens"] == sum(x.prompt_tokens + x.completion_tokens for x in a.values())
     assert [res[0].agents[s].cached_tokens for s in ("sender_A", "sender_B")] == [0, 0]
     assert all(0 < res[1].agents[s].cached_tokens < res[1].agents[s].prompt_tokens for s in ("sender_A", "sender_B"))
+
+
+def test_stage_times_run_from_each_questions_own_start(golden_llm):
+    """total_s runs from the question's own start, not the call's: with one question in flight,
+    question i starts after question i-1 is handed over, so its total is less than the time
+    between the two results. wall_s_per_question is the call's wall time over its questions."""
+    import time
+    qs = ["What is 2 + 2?", "How many legs do 3 spiders have?", "Name a prime above 10."]
+    marks: list[float] = []
+    t0 = time.perf_counter()
+    res = run_method("baseline", golden_llm, qs, sampling=SamplingParams(max_new_tokens=6, ignore_eos=True),
+                     batch_size=1, on_result=lambda i, r: marks.append(time.perf_counter()))
+    wall = time.perf_counter() - t0
+    assert all(0 < res[i].timings["total_s"] < marks[i] - marks[i - 1] for i in range(1, len(qs))), \
+        ([r.timings["total_s"] for r in res], marks)
+    assert len({r.wall_s_per_question for r in res}) == 1
+    assert marks[-1] - marks[0] < len(qs) * res[0].wall_s_per_question <= wall
