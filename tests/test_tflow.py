@@ -458,3 +458,22 @@ def test_stage_times_run_from_each_questions_own_start(golden_llm):
         ([r.timings["total_s"] for r in res], marks)
     assert len({r.wall_s_per_question for r in res}) == 1
     assert marks[-1] - marks[0] < len(qs) * res[0].wall_s_per_question <= wall
+
+
+def test_generator_piece_reaches_the_generator(golden_llm, monkeypatch):
+    """run_method's generator_piece is the piece size the tflow generator runs with (default
+    generator.PIECE_TOKENS), and a bad one is refused, not dropped."""
+    from minitflow.tflow import methods
+    from minitflow.tflow.generator import PIECE_TOKENS
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    pieces = []
+    real = methods.generated_lora
+    monkeypatch.setattr(methods, "generated_lora", lambda *a, **k: pieces.append(k["piece"]) or real(*a, **k))
+    sp = SamplingParams(max_new_tokens=2)
+    for piece in (7, None):
+        run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=sp, generator=gen, generator_piece=piece)
+    run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=sp, generator=gen)
+    assert pieces == [7, None, PIECE_TOKENS]
+    with pytest.raises(UserError, match="generator_piece must be >= 1"):
+        run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=sp, generator=gen, generator_piece=0)
