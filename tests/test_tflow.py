@@ -477,3 +477,16 @@ def test_generator_piece_reaches_the_generator(golden_llm, monkeypatch):
     assert pieces == [7, None, PIECE_TOKENS]
     with pytest.raises(UserError, match="generator_piece must be >= 1"):
         run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=sp, generator=gen, generator_piece=0)
+
+
+def test_load_checkpoint_casts_only_the_parameter_generator():
+    """load_checkpoint's dtype is the parameter generator's; the layer aggregator stays float32
+    with the file's exact values (its softmax weights sum the senders' layers in float32)."""
+    from minitflow.model.config import Qwen3Config
+    need_shared(GOLDEN)
+    state = torch.load(GOLDEN / "tflow.pt", map_location="cpu", weights_only=True)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", Qwen3Config.from_dir(GOLDEN / "model"), dtype=torch.bfloat16)
+    assert {p.dtype for p in gen.parameter_generator.parameters()} == {torch.bfloat16}
+    for name, value in state["pg_layer_aggregator"].items():
+        ours = getattr(gen.pg_layer_aggregator, name)
+        assert ours.dtype == torch.float32 and torch.equal(ours, value.float()), name
