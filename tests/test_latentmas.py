@@ -433,6 +433,34 @@ def test_refill_share_changes_when_questions_start_not_what_they_get(small_llm, 
             run_method(method, small_llm, qs[:1], refill_share=bad, **opts)
 
 
+@pytest.mark.parametrize("window,share,durations,starts", [
+    (3, 0.5, [1, 5, 5, 1, 1], [(0, [0, 1, 2]), (5, [3, 4])]),  # half of 3 places: 2 must be free (ceil)
+    (3, 0.0, [1, 5, 5, 1, 1], [(0, [0, 1, 2]), (1, [3]), (2, [4])]),  # each place as it frees
+    (4, 1.0, [1, 9, 9, 9, 1], [(0, [0, 1, 2, 3]), (1, [4])]),  # the rest fits the free places: no wait
+    (4, 1.0, [1, 9, 9, 9, 1, 1], [(0, [0, 1, 2, 3]), (9, [4, 5])]),  # it does not: the whole window
+])
+def test_stream_window_starts_questions_once_their_share_is_free(window, share, durations, starts):
+    """stream_window on a fake engine (question i finishes durations[i] steps after it starts):
+    new questions start, together, once ceil(share x window) places are free, or when the
+    remaining questions fit the free places; results in input order, each once."""
+    from minitflow.tflow.stream import MethodResult, stream_window
+    clock, running, got, seen = [0], {}, [], []
+
+    def start(group):
+        got.append((clock[0], list(group)))
+        running.update({i: clock[0] + durations[i] for i in group})
+
+    def step():
+        clock[0] += 1
+        done = sorted(i for i, t in running.items() if t <= clock[0])
+        for i in done:
+            del running[i]
+        return [(i, MethodResult("baseline", "gsm8k", str(i), "", "length", {}, {}, window)) for i in done]
+
+    out = stream_window(len(durations), window, start, step, refill_share=share, on_result=lambda i, r: seen.append(i))
+    assert got == starts
+    assert [r.question for r in out] == [str(i) for i in range(len(durations))] and sorted(seen) == list(range(len(durations)))
+
 def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm, monkeypatch):
     """The senders' KV reaches the judgers' slots at admission; after that no request holds the
     group's rows, so a long judger does not keep its whole group's sender cache alive."""
