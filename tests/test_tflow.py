@@ -490,3 +490,24 @@ def test_load_checkpoint_casts_only_the_parameter_generator():
     for name, value in state["pg_layer_aggregator"].items():
         ours = getattr(gen.pg_layer_aggregator, name)
         assert ours.dtype == torch.float32 and torch.equal(ours, value.float()), name
+
+
+def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch):
+    """A question's sender_prefill_s is the longer of its two senders' prefill timers: the same
+    timer when both prefill in one step, two when an engine with fewer slots than senders
+    prefills them in different steps."""
+    need_shared(GOLDEN)
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    narrow = LLM(golden_llm.model, golden_llm.tokenizer, eos_token_ids=golden_llm.eos_token_ids, num_slots=3)
+    senders: dict[tuple[int, str], object] = {}
+    add = narrow.engine.add_request
+
+    def spy(req):
+        senders[(req.tag[0].index, req.tag[1])] = req
+        return add(req)
+    monkeypatch.setattr(narrow.engine, "add_request", spy)
+    qs = ["What is 2 + 2?", "How many legs do 3 spiders have?", "If x = 3, what is 2x + 7?"]
+    res = run_method("tflow", narrow, qs, sampling=SamplingParams(max_new_tokens=2), generator=gen, batch_size=3)
+    timers = [[senders[(i, s)].prefill_timer for s in ("sender_A", "sender_B")] for i in range(len(qs))]
+    assert any(a is not b for a, b in timers)  # some question's senders prefilled in different steps
+    assert [r.timings["sender_prefill_s"] for r in res] == [max(a.seconds, b.seconds) for a, b in timers]
