@@ -461,6 +461,7 @@ def test_stream_window_starts_questions_once_their_share_is_free(window, share, 
     assert got == starts
     assert [r.question for r in out] == [str(i) for i in range(len(durations))] and sorted(seen) == list(range(len(durations)))
 
+
 def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm, monkeypatch):
     """The senders' KV reaches the judgers' slots at admission; after that no request holds the
     group's rows, so a long judger does not keep its whole group's sender cache alive."""
