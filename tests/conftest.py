@@ -18,14 +18,14 @@ def need_shared(path: Path = SHARED) -> Path:
 
 
 def make_tiny_qwen3(out_dir: Path, *, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,
-                    intermediate=96, vocab=160, tie=True, seed=0, scale=1.0):
+                    intermediate=96, vocab=160, tie=True, seed=0, scale=1.0, eps=1e-6):
     """Save a random Qwen3ForCausalLM (float32, safetensors) and return the HF model."""
     from transformers import Qwen3Config as HFConfig, Qwen3ForCausalLM
     torch.manual_seed(seed)
     cfg = HFConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                    head_dim=head_dim, tie_word_embeddings=tie, max_position_embeddings=512,
-                   rms_norm_eps=1e-6, eos_token_id=vocab - 1, bos_token_id=vocab - 2)
+                   rms_norm_eps=eps, eos_token_id=vocab - 1, bos_token_id=vocab - 2)
     model = Qwen3ForCausalLM(cfg).float().eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

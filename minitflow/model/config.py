@@ -76,7 +76,9 @@ class Qwen3Config:
                 f"{source}: rope type {rope_type!r} is not supported (only the default RoPE); "
                 "remove rope_scaling from config.json to run at the native context length"
             )
-        theta = d.get("rope_theta", rope.get("rope_theta", 1_000_000.0))
+        # absent: transformers' Qwen3Config default (10,000), not Qwen3's own 1,000,000 (every
+        # Qwen3 config.json names it): the model must be the one transformers builds from the file
+        theta = d.get("rope_theta", rope.get("rope_theta", 10_000.0))
         if d.get("use_sliding_window"):
             raise UserError(f"{source}: sliding-window attention is not supported")
         tie = d.get("tie_word_embeddings")
