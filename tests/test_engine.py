@@ -482,3 +482,18 @@ def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     if edit == "no rope keys":  # what transformers reads from the same file
         from transformers import Qwen3Config as HFConfig
         assert HFConfig.from_pretrained(tmp_path).rope_parameters["rope_theta"] == model.cfg.rope_theta
+
+
+def test_rms_norm_equals_transformers_in_bfloat16():
+    """RMSNorm as transformers' Qwen3RMSNorm: the mean of squares in float32, the normalised
+    value cast back to the input dtype before the weight multiplies it (in bf16 the order shows)."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+    from minitflow.model.layers import RMSNorm
+    g = torch.Generator().manual_seed(0)
+    x = (30 * torch.randn(4, 7, 256, generator=g)).bfloat16()
+    w = (1 + 0.3 * torch.randn(256, generator=g)).bfloat16()
+    ref, ours = Qwen3RMSNorm(256, eps=1e-6).bfloat16(), RMSNorm(256, 1e-6).bfloat16()
+    with torch.no_grad():
+        ref.weight.copy_(w)
+        ours.weight.copy_(w)
+        assert torch.equal(ours(x), ref(x))
