@@ -497,3 +497,18 @@ def test_rms_norm_equals_transformers_in_bfloat16():
         ref.weight.copy_(w)
         ours.weight.copy_(w)
         assert torch.equal(ours(x), ref(x))
+
+
+def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(tmp_path):
+    """A model.safetensors.index.json with its shards (what save_pretrained writes for large
+    models) loads as the single file does; a shard it lists that is absent is one UserError."""
+    hf = make_tiny_qwen3(tmp_path / "one", tie=False)
+    hf.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="20KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 2 and (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    want, got = load_model(tmp_path / "one", torch.float32), load_model(tmp_path / "sharded", torch.float32)
+    assert want.state_dict().keys() == got.state_dict().keys()
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in want.state_dict().items())
+    shards[-1].unlink()
+    with pytest.raises(UserError, match=f"shard {shards[-1].name} listed in model.safetensors.index.json is missing"):
+        load_model(tmp_path / "sharded", torch.float32)
