@@ -512,3 +512,19 @@ def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(tmp_path):
     shards[-1].unlink()
     with pytest.raises(UserError, match=f"shard {shards[-1].name} listed in model.safetensors.index.json is missing"):
         load_model(tmp_path / "sharded", torch.float32)
+
+
+def test_tied_checkpoint_that_also_stores_lm_head_loads(tmp_path):
+    """Some tied checkpoints store lm_head.weight as well (a copy of the embeddings): transformers
+    loads them and ties; it must not be refused as an unexpected tensor."""
+    from safetensors.torch import load_file, save_file
+    hf = make_tiny_qwen3(tmp_path, tie=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    assert "lm_head.weight" not in tensors
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model = load_model(tmp_path, torch.float32)
+    assert model.lm_head.weight is model.embed_tokens.weight
+    ids = torch.tensor([[3, 17, 42, 5, 9]])
+    with torch.no_grad():
+        assert (model(ids, torch.arange(5)[None], None, 5) - hf(ids).logits).abs().max() <= 1e-4
