@@ -180,12 +180,23 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
                                               ("hidden_act", "gelu", "hidden_act 'gelu' is not supported"),
                                               ("tie_word_embeddings", "false", "must be true or false"),
                                               ("max_position_embeddings", 10**12, "more than the 1,048,576"),
-                                              ("eos_token_id", 1024, "eos_token_id 1024 is outside the vocabulary")])
+                                              ("eos_token_id", 1024, "eos_token_id 1024 is outside the vocabulary"),
+                                              ("rope_scaling", {"rope_type": "yarn", "factor": 4.0,
+                                                                "original_max_position_embeddings": 32768},
+                                               "rope type 'yarn' is not supported"),
+                                              ("rope_scaling", {"type": "dynamic", "factor": 2.0},
+                                               "rope type 'dynamic' is not supported"),
+                                              ("rope_parameters", {"rope_type": "linear", "factor": 2.0,
+                                                                   "rope_theta": 10000.0},
+                                               "rope type 'linear' is not supported"),
+                                              ("use_sliding_window", True, "sliding-window attention is not supported")])
 def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     """Each of these used to load (head_dim 0: silently hidden_size // heads instead; odd: a
     traceback in the first forward, after the whole weight load; hidden_act gelu: ran as silu;
     tie_word_embeddings "false": tied, lm_head.weight ignored; max_position_embeddings 10**12:
-    an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled)."""
+    an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled).
+    RoPE scaling (YaRN, dynamic, linear; transformers 4's rope_scaling or 5's rope_parameters)
+    and sliding-window attention would run as plain RoPE and full attention: another model."""
     d = model_copy(tmp_path)
     (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), field: value}))
     fails(capsys, generate.main, gen_args("--model", d), word)
