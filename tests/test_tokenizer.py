@@ -68,6 +68,28 @@ def test_reasoning_content_as_in_template(toks, messages):
     assert ours.encode(render_chat(messages)) == ref
 
 
+@pytest.mark.parametrize("messages", [
+    # an assistant turn after the last query keeps its think block when it has reasoning, last or not
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\na1"},
+     {"role": "assistant", "content": "b"}],
+    # ... an empty one (newlines only) is no reasoning: the turn is its content alone
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n\n</think>\n\na1"},
+     {"role": "assistant", "content": "b"}],
+    # leading newlines of the content after a kept think block go
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nans", "reasoning_content": "plan"}],
+    # a tool response is not a query: the turns after the user's question keep their think blocks
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>r</think>a"},
+     {"role": "user", "content": "<tool_response>\nok\n</tool_response>"},
+     {"role": "assistant", "content": "<think>s</think>b"}],
+])
+def test_think_blocks_kept_or_dropped_as_in_template(toks, messages):
+    """Which assistant turns keep a think block, and how it is trimmed, as Qwen3's template does
+    it (the chats above all ended in one assistant turn, or had their think blocks dropped)."""
+    ours, hf = toks
+    ref = hf.apply_chat_template(messages, chat_template=TEMPLATE, tokenize=False, add_generation_prompt=True)
+    assert render_chat(messages) == ref
+
+
 @pytest.mark.parametrize("messages, match", [
     ([], "the chat has no messages"),
     (["hello"], "chat message 0 is a str, not a dict"),
