@@ -205,6 +205,29 @@ def test_realignment_matrix_equals_independent_float64(small_llm):
     assert torch.equal(lm.realignment_matrix(model)[0], before)
 
 
+def test_realignment_ridge_term_is_the_official_one(small_llm):
+    """λ = 1e-5 as in the official code: with an lm_head scaled down until W_outᵀW_out is of the
+    order of λ (a scale at which λ shows; at the model's own scale a 100x larger λ stays within
+    the float64 comparison's tolerance), W_a equals the float64 solve with λ = 1e-5, and not
+    with 1e-6 or 1e-4."""
+    model = small_llm.model
+    scale = 2.0 ** -13  # a power of two: dividing restores the weights bitwise
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+    try:
+        w_a, _ = lm.realignment_matrix(model)
+        w_in, w_out = model.embed_tokens.weight.double(), model.lm_head.weight.double()
+        gram = w_out.T @ w_out
+        assert 1e-6 < torch.linalg.eigvalsh(gram).min() < 1e-4  # λ is of the order of the gram's eigenvalues
+        ref = {lam: torch.linalg.solve(gram + lam * torch.eye(32, dtype=torch.float64), w_out.T @ w_in)
+               for lam in (1e-6, 1e-5, 1e-4)}
+        err = {lam: ((w_a.double() - r).abs().max() / r.abs().max()).item() for lam, r in ref.items()}
+        assert err[1e-5] <= 1e-4 and err[1e-6] > 1e-2 and err[1e-4] > 1e-2, err
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(scale)
+
+
 def test_latent_embedding_rescales_to_target_norm():
     h, w = torch.randn(4, 8), torch.randn(8, 8)
     assert lm.latent_embedding(h.bfloat16(), w, torch.tensor(3.0)).dtype == torch.bfloat16  # math in float32
