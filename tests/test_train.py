@@ -143,12 +143,15 @@ def test_load_checkpoint_ignores_extra_keys(tiny, llm, tmp_path):
     assert torch.equal(loaded.parameter_generator.model.proj_out_A.weight, gen.parameter_generator.model.proj_out_A.weight)
 
 
-def test_resume_continues_exactly(tiny, llm, tmp_path):
-    """4 steps in one go == 2 steps, stop, --resume to 4 (same data order, optimiser, schedule)."""
-    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None), llm=llm)["generator"]
-    half = train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=2)
+@pytest.mark.parametrize("kw", [{}, {"grad_accum": 2, "batch_size": 2}, {"condition": "zero"}])
+def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
+    """4 steps in one go == 2 steps, stop, --resume to 4 (same data order, optimiser, schedule);
+    with gradient accumulation (the data stream replays grad_accum batches per step) and for the
+    zero-condition ablation (its frozen input projection stays out of the optimiser on resume)."""
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, **kw), llm=llm)["generator"]
+    half = train(_cfg(tiny, tmp_path / "b.pt", eval=None, **kw), llm=llm, stop_after=2)
     assert half["step"] == 2
-    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "b.pt")), llm=llm)
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "b.pt"), **kw), llm=llm)
     assert resumed["step"] == 4 and resumed["generator"].samples_seen == 16
     want = straight.state_dict()
     for k, v in resumed["generator"].state_dict().items():
