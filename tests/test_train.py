@@ -275,3 +275,40 @@ def test_a_training_state_that_is_not_a_checkpoint_is_named_as_such(tiny, llm, t
     from minitflow.errors import UserError
     with pytest.raises(UserError, match="state.pt is not a torch checkpoint"):
         train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "a.pt")), llm=llm)
+
+
+def _optimiser_grads(monkeypatch) -> list[list[torch.Tensor]]:
+    """Spy on the trainer's optimiser: per optimiser step, the gradients it is given (after
+    accumulation and clipping), in parameter order."""
+    from minitflow.tflow import training
+    seen, real = [], training.make_optimizer
+
+    def make(*args, **kwargs):
+        opt, sched = real(*args, **kwargs)
+        opt.register_step_pre_hook(lambda o, a, k: seen.append(
+            [torch.zeros_like(p) if p.grad is None else p.grad.clone() for g in o.param_groups for p in g["params"]]))
+        return opt, sched
+    monkeypatch.setattr(training, "make_optimizer", make)
+    return seen
+
+
+def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, llm, tmp_path, monkeypatch):
+    """--grad_accum 2 x --batch_size 2 hands the optimiser the gradient of one batch of 4 (rows
+    with answers of one length, so the token mean equals the mean of the two batch means),
+    not the sum nor the last batch's; --clip scales it to that norm, same direction."""
+    rows = _rows(tiny)
+    lengths = [make_batch(llm, "s", [r.question], [r.answer]).n_targets for r in rows]
+    assert len(set(lengths)) == 1, lengths  # the premise of the comparison
+    seen = _optimiser_grads(monkeypatch)
+    for kw in ({"grad_accum": 2, "batch_size": 2}, {"grad_accum": 1, "batch_size": 4}):
+        train(_cfg(tiny, tmp_path / "g.pt", eval=None, steps=1, clip=1e9, **kw), llm=llm)
+    accumulated, whole = seen
+    norm = torch.cat([g.flatten() for g in whole]).norm()
+    assert norm > 0
+    for a, w in zip(accumulated, whole):
+        assert torch.allclose(a, w, rtol=1e-4, atol=1e-6 * norm)
+    clip = 0.5 * norm.item()
+    train(_cfg(tiny, tmp_path / "c.pt", eval=None, steps=1, clip=clip, grad_accum=2, batch_size=2), llm=llm)
+    clipped = torch.cat([g.flatten() for g in seen[2]])
+    assert abs(clipped.norm().item() - clip) <= 1e-2 * clip  # torch divides by norm + 1e-6
+    assert torch.allclose(clipped / clipped.norm(), torch.cat([g.flatten() for g in whole]) / norm, atol=1e-5)
