@@ -312,3 +312,21 @@ def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, ll
     clipped = torch.cat([g.flatten() for g in seen[2]])
     assert abs(clipped.norm().item() - clip) <= 1e-2 * clip  # torch divides by norm + 1e-6
     assert torch.allclose(clipped / clipped.norm(), torch.cat([g.flatten() for g in whole]) / norm, atol=1e-5)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step():
+    """The trainer's schedule, read from its optimiser step by step: warm-up to lr over `warmup`
+    steps, then a half cosine that reaches 0 at `steps` (not later) and stays there."""
+    import math
+    from minitflow.tflow.training import make_optimizer
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    opt, sched = make_optimizer([("w", p)], lr=0.1, weight_decay=0.0, warmup=4, steps=12)
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    want = [0.1 * (s + 1) / 4 for s in range(4)] + \
+        [0.1 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - 4) / 8))) for s in range(4, 14)]
+    assert lrs == pytest.approx(want, abs=1e-12)
+    assert lrs[8] == pytest.approx(0.05) and lrs[12] == lrs[13] == pytest.approx(0.0, abs=1e-12)
