@@ -330,3 +330,27 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step():
         [0.1 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - 4) / 8))) for s in range(4, 14)]
     assert lrs == pytest.approx(want, abs=1e-12)
     assert lrs[8] == pytest.approx(0.05) and lrs[12] == lrs[13] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cli_flags_reach_the_training_config():
+    """Every flag of `python -m minitflow.train`, set to a non-default value, lands in its own
+    field of TrainConfig."""
+    from minitflow.train import parse_args
+    cfg = parse_args(["--model", "m", "--train", "t.jsonl", "--eval", "e.jsonl", "--out", "o.pt", "--dataset", "mmlu",
+                      "--init", "i.pt", "--pg_arch", "d_model=64,head_dim=16", "--condition", "zero", "--steps", "7",
+                      "--batch_size", "3", "--grad_accum", "5", "--lr", "0.25", "--weight_decay", "0.5",
+                      "--warmup", "9", "--clip", "2.5", "--eval_every", "11", "--eval_size", "13",
+                      "--eval_batch_size", "17", "--eval_max_new_tokens", "19", "--seed", "23", "--resume", "r.pt",
+                      "--device", "cpu", "--dtype", "float32", "--no-checkpoint_layers", "--no-progress"])
+    want = TrainConfig(model="m", train="t.jsonl", out="o.pt", eval="e.jsonl", dataset="mmlu", init="i.pt",
+                       pg_arch={"d_model": 64, "head_dim": 16}, condition="zero", steps=7, batch_size=3, grad_accum=5, lr=0.25,
+                       weight_decay=0.5, warmup=9, clip=2.5, eval_every=11, eval_size=13, eval_batch_size=17,
+                       eval_max_new_tokens=19, seed=23, resume="r.pt", device="cpu", dtype="float32",
+                       checkpoint_layers=False, progress=False)
+    default = TrainConfig(model="m", train="t.jsonl", out="o.pt")
+    assert all(getattr(want, f) != getattr(default, f) for f in ("dataset", "init", "condition", "steps", "batch_size",
+                                                                 "grad_accum", "lr", "weight_decay", "warmup", "clip",
+                                                                 "eval_every", "eval_size", "eval_batch_size",
+                                                                 "eval_max_new_tokens", "seed", "dtype",
+                                                                 "checkpoint_layers", "progress"))
+    assert cfg == want
