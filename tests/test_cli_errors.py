@@ -845,3 +845,37 @@ def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_pa
                                   "2", "--batch_size", "1", "--output_dir", tmp_path / "r"],
           "gsm8k/2", "4096 positions")
     assert not (tmp_path / "r" / "baseline_partial.rank0.jsonl").exists()
+
+
+@pytest.mark.parametrize("method", ["latentmas", "tflow"])
+def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
+    """Every generation flag of `python -m minitflow.generate`, set to a value that is not its
+    default, reaches run_method as that value (a flag parsed and then replaced by a default
+    would run another setting, recorded as the one asked for); the output file records it."""
+    seen = {}
+    real = generate.run_method
+
+    def spy(method_, llm, questions, **kw):
+        seen.update(kw, method=method_, questions=questions, dtype=llm.dtype)
+        return real(method_, llm, questions, **kw)
+    monkeypatch.setattr(generate, "run_method", spy)
+    out = tmp_path / "out.json"
+    extra = (["--latent_steps", "2", "--mas_topology", "hierarchical", "--latent_realign", "--think"]
+             if method == "latentmas" else ["--random_generator"])
+    assert generate.main(["--method", method, "--dataset", "minerva_math", "--question", "Q?", "--context", "C.",
+                          "--device", "cpu", "--dtype", "float32", "--max_new_tokens", "3", "--temperature", "0.7",
+                          "--top_p", "0.8", "--top_k", "5", "--seed", "9", "--batch_size", "3",
+                          "--refill_share", "0.25", "--output", str(out), *extra]) == 0
+    sp = seen["sampling"]
+    assert (sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, sp.seed) == (3, 0.7, 0.8, 5, 9)
+    assert (seen["method"], seen["style"], seen["questions"], seen["batch_size"], seen["refill_share"]) == \
+        (method, "minerva_math", ["Q?"], 3, 0.25)
+    assert seen["sender_questions"] == [generate.with_context("C.", "Q?")] and seen["dtype"] == torch.float32
+    if method == "latentmas":
+        assert {k: seen[k] for k in ("latent_steps", "topology", "realign", "think")} == \
+            {"latent_steps": 2, "topology": "hierarchical", "realign": True, "think": True}
+    else:
+        assert seen["generator"] is not None
+    meta = json.loads(out.read_text())["metadata"]
+    assert {k: meta["sampling"][k] for k in ("temperature", "top_p", "top_k", "seed", "max_new_tokens")} == \
+        {"temperature": 0.7, "top_p": 0.8, "top_k": 5, "seed": 9, "max_new_tokens": 3}
