@@ -11,6 +11,7 @@ from minitflow.eval.data import Sample, prompt_style, resolve_dataset
 from minitflow.eval.scoring import (
     call_with_timeout,
     check_eval_dependencies,
+    cut_at_next_problem,
     extract_boxed,
     extract_code,
     extract_gsm8k_answer,
@@ -662,3 +663,10 @@ def test_gsm8k_answer_as_a_verb_is_not_an_answer():
     text = "Each student must answer 3 questions a day, so the class answers 45 questions."
     assert extract_gsm8k_answer(text) == "45"
     assert extract_gsm8k_answer("**Answer**: 18 eggs, 20 before") == "18"
+
+
+def test_math_response_is_cut_at_its_first_invented_problem():
+    good = "So \\boxed{1.6}.\nFinal Answer: The final answer is $1.6$. I hope it is correct."
+    text = good + "\n\nProblem:\nWhat is 2+2?\n\nSolution:\n\\boxed{4}\n\nProblem:\nWhat is 2+3?\n\nSolution:\n\\boxed{5}"
+    assert cut_at_next_problem(text) == good + "\n\n"
+    assert score_math(text, "1.6") and not score_math(text, "4")
