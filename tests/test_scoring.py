@@ -670,3 +670,12 @@ def test_math_response_is_cut_at_its_first_invented_problem():
     text = good + "\n\nProblem:\nWhat is 2+2?\n\nSolution:\n\\boxed{4}\n\nProblem:\nWhat is 2+3?\n\nSolution:\n\\boxed{5}"
     assert cut_at_next_problem(text) == good + "\n\n"
     assert score_math(text, "1.6") and not score_math(text, "4")
+
+
+def test_gsm8k_of_several_explicit_answers_the_last_counts():
+    # a corrected answer after a first one: the correction counts
+    assert extract_gsm8k_answer("The answer is 16.\nWait, she also sold 2 more, so the answer is 18.") == "18"
+    # `#### N` states N: numbers after it explain it
+    assert extract_gsm8k_answer("3 boxes of 6 make 18.\n#### 18 (3 boxes of 6)") == "18"
+    # a chain of equations in the answer sentence: its result, not a middle term
+    assert extract_gsm8k_answer("The answer is 16 - 3 - 4 = 9 eggs x $2 = $18.") == "18"
