@@ -679,3 +679,9 @@ def test_gsm8k_of_several_explicit_answers_the_last_counts():
     assert extract_gsm8k_answer("3 boxes of 6 make 18.\n#### 18 (3 boxes of 6)") == "18"
     # a chain of equations in the answer sentence: its result, not a middle term
     assert extract_gsm8k_answer("The answer is 16 - 3 - 4 = 9 eggs x $2 = $18.") == "18"
+
+
+def test_reply_after_the_last_think_end_counts():
+    # a model that thinks twice: the box between its two thoughts is a draft
+    text = "<think>\nfirst try\n</think>\nMaybe \\boxed{20}?\n<think>\nno, recheck\n</think>\nShe makes $18."
+    assert extract_gsm8k_answer(text) == "18"
