@@ -685,3 +685,10 @@ def test_reply_after_the_last_think_end_counts():
     # a model that thinks twice: the box between its two thoughts is a draft
     text = "<think>\nfirst try\n</think>\nMaybe \\boxed{20}?\n<think>\nno, recheck\n</think>\nShe makes $18."
     assert extract_gsm8k_answer(text) == "18"
+
+
+def test_math_a_repeated_box_is_one_answer():
+    # boxes that only "and" / "," separate are one answer; a box written twice is not a list
+    assert extract_math_answer("so $x = \\boxed{5}$ $\\boxed{5}$") == "5"
+    assert score_math("so $x = \\boxed{5}$ $\\boxed{5}$", "5")
+    assert extract_math_answer("$\\boxed{2}$ and $\\boxed{3}$") == "2, 3"
