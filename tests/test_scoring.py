@@ -692,3 +692,9 @@ def test_math_a_repeated_box_is_one_answer():
     assert extract_math_answer("so $x = \\boxed{5}$ $\\boxed{5}$") == "5"
     assert score_math("so $x = \\boxed{5}$ $\\boxed{5}$", "5")
     assert extract_math_answer("$\\boxed{2}$ and $\\boxed{3}$") == "2, 3"
+
+
+def test_mmlu_article_after_answer_is_not_a_letter():
+    # "the answer is a bit subtle": the article, not option A; the final line states the letter
+    assert extract_mmlu_letter("The answer is a bit subtle, since both statements hold.\nB") == "B"
+    assert extract_mmlu_letter("The answer is a bit subtle, since both statements hold.") is None
