@@ -698,3 +698,7 @@ def test_mmlu_article_after_answer_is_not_a_letter():
     # "the answer is a bit subtle": the article, not option A; the final line states the letter
     assert extract_mmlu_letter("The answer is a bit subtle, since both statements hold.\nB") == "B"
     assert extract_mmlu_letter("The answer is a bit subtle, since both statements hold.") is None
+
+
+def test_math_of_several_answer_is_phrases_the_last_counts():
+    assert extract_math_answer("The answer is 3.\nOn second thought, the answer is 4.") == "4"
