@@ -359,6 +359,9 @@ def test_math_tiny_gold_has_no_absolute_tolerance(pred):
     ("20.3912", "20.39", True),  # more digits than the gold, same value when rounded
     ("4.5 \\times 10^{33}", "4.5e33", True),  # e-notation golds are numbers
     ("4.52e33", "4.5e33", False),
+    ("2.502", "2.5", False),  # rounding allows it, the relative tolerance (1e-4) does not
+    ("2.5002", "2.5", True),
+    (r"100001\%", "1000", False),  # integers are exact, also through a percent
 ])
 def test_math_numbers_relative_tolerance_and_rounding(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
