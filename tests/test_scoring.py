@@ -161,6 +161,13 @@ def test_call_with_timeout_main_and_worker_thread():
     worker.start()
     worker.join()
     assert box == [5]
+    # off the main thread a call past its timeout is abandoned, not waited for
+    box.clear()
+    t0 = time.monotonic()
+    worker = threading.Thread(target=lambda: box.append(call_with_timeout(lambda: time.sleep(3), 0.2)))
+    worker.start()
+    worker.join()
+    assert box == [None] and time.monotonic() - t0 < 2
     assert time.monotonic() - start < 5
 
 
