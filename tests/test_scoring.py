@@ -712,3 +712,7 @@ def test_mmlu_article_after_answer_is_not_a_letter():
 
 def test_math_of_several_answer_is_phrases_the_last_counts():
     assert extract_math_answer("The answer is 3.\nOn second thought, the answer is 4.") == "4"
+
+
+def test_math_percent_matches_its_fraction():
+    assert is_equiv(r"10\%", "0.1") and is_equiv("0.1", r"10\%") and is_equiv("25%", r"\frac{1}{4}")
