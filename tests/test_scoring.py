@@ -716,3 +716,8 @@ def test_math_of_several_answer_is_phrases_the_last_counts():
 
 def test_math_percent_matches_its_fraction():
     assert is_equiv(r"10\%", "0.1") and is_equiv("0.1", r"10\%") and is_equiv("25%", r"\frac{1}{4}")
+
+
+def test_math_slash_fraction_keeps_its_sign():
+    assert normalize_latex("-3/4") == r"-\frac{3}{4}"
+    assert not is_equiv("-3/4", r"\frac{3}{4}")
