@@ -721,3 +721,9 @@ def test_math_percent_matches_its_fraction():
 def test_math_slash_fraction_keeps_its_sign():
     assert normalize_latex("-3/4") == r"-\frac{3}{4}"
     assert not is_equiv("-3/4", r"\frac{3}{4}")
+
+
+def test_math_closed_forms_are_compared_tightly():
+    assert not is_equiv(r"\pi", r"\sqrt{9.87}")  # 3.14166 against 3.14159: sympy values, 1e-12
+    assert not is_equiv("x+0.001", "x")  # random-point probe, 1e-9
+    assert not is_equiv("1", "1+i")  # a number is not a complex closed form with the same real part
