@@ -727,3 +727,8 @@ def test_math_closed_forms_are_compared_tightly():
     assert not is_equiv(r"\pi", r"\sqrt{9.87}")  # 3.14166 against 3.14159: sympy values, 1e-12
     assert not is_equiv("x+0.001", "x")  # random-point probe, 1e-9
     assert not is_equiv("1", "1+i")  # a number is not a complex closed form with the same real part
+
+
+def test_math_verify_decides_what_our_sympy_path_cannot_parse():
+    assert is_equiv(r"n!", r"n \cdot (n-1)!")
+    assert is_equiv(r"(-\infty,1)\cup(1,\infty)", r"(-\infty,1)\cup(1,+\infty)")
