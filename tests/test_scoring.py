@@ -732,3 +732,15 @@ def test_math_closed_forms_are_compared_tightly():
 def test_math_verify_decides_what_our_sympy_path_cannot_parse():
     assert is_equiv(r"n!", r"n \cdot (n-1)!")
     assert is_equiv(r"(-\infty,1)\cup(1,\infty)", r"(-\infty,1)\cup(1,+\infty)")
+
+
+def test_code_correct_needs_the_plus_tests_too():
+    base_only = "```python\ndef add(a, b):\n    return a + b if a < 1000 else 0\n```"
+    assert score_samples("humaneval", [base_only], [_add_sample()], timeout=10) == [
+        (False, "def add(a, b):\n    return a + b if a < 1000 else 0\n")]
+
+
+def _float_sample(canonical: str, base: list) -> Sample:
+    meta = {"dataset": "humaneval", "task_id": "Toy/1", "entry_point": "f", "prompt": 'def f(a):\n    """F."""\n',
+            "canonical_solution": canonical, "base_input": base, "plus_input": [], "atol": 0}
+    return Sample(id="Toy/1", question=meta["prompt"], answer="", meta=meta)
