@@ -744,3 +744,12 @@ def _float_sample(canonical: str, base: list) -> Sample:
     meta = {"dataset": "humaneval", "task_id": "Toy/1", "entry_point": "f", "prompt": 'def f(a):\n    """F."""\n',
             "canonical_solution": canonical, "base_input": base, "plus_input": [], "atol": 0}
     return Sample(id="Toy/1", question=meta["prompt"], answer="", meta=meta)
+
+
+def test_code_float_outputs_compare_with_evalplus_tolerance():
+    # evalplus: float outputs within atol 1e-6 (sum([0.1] * 10) is 0.9999999999999999, 0.1 * 10 is 1.0)
+    sample = _float_sample("    return sum([0.1] * a)\n", [[10], [3]])
+    assert run_code_tests(sample, "def f(a):\n    return 0.1 * a\n", timeout=5)[:2] == (True, True)
+    # ... but a list of floats must have the expected length (allclose would broadcast [x] to [x, x])
+    sample = _float_sample("    return [a / 3]\n", [[1], [2]])
+    assert run_code_tests(sample, "def f(a):\n    return [a / 3, a / 3]\n", timeout=5)[:2] == (False, False)
