@@ -753,3 +753,10 @@ def test_code_float_outputs_compare_with_evalplus_tolerance():
     # ... but a list of floats must have the expected length (allclose would broadcast [x] to [x, x])
     sample = _float_sample("    return [a / 3]\n", [[1], [2]])
     assert run_code_tests(sample, "def f(a):\n    return [a / 3, a / 3]\n", timeout=5)[:2] == (False, False)
+
+
+def test_code_nan_outputs_fail_as_in_evalplus():
+    # evalplus compares floats with np.allclose, where NaN never matches: the same NaN fails
+    sample = _float_sample("    return float('nan') if a < 0 else a / 2\n", [[1], [-1]])
+    base, plus, detail = run_code_tests(sample, "def f(a):\n    return float('nan') if a < 0 else a / 2\n", timeout=5)
+    assert (base, plus) == (False, False) and "base input #1" in detail
