@@ -113,3 +113,19 @@ def test_official_mmlu_rows_match_the_release_loader():
     samples = load_samples("mmlu", path)  # default: the official row set
     assert len(samples) == len(expected) == 5665
     assert {s.id: s.answer for s in samples} == expected
+
+
+def test_official_minerva_details_match_the_release():
+    """Release behaviours the fixture does not reach (checked against the release's helpers.py)."""
+    # numbers: math.isclose at rel 1e-4, so 15626 ~ 15625 but 15640 is not
+    assert official.minerva_equiv("15626", "15625") and not official.minerva_equiv("15640", "15625")
+    # "\boxed " (with a space) wins outright over a later \boxed{...}
+    text = r"So $\boxed 3$, or rather $\boxed{4}$."
+    assert official.last_box_span(text) == r"\boxed 3"
+    assert score_sample("minerva_math", text, Sample("x", "q", "3", {"dataset": "minerva_math"}),
+                        scorer="official") == (True, "3")
+    # a "Final Answer" line cut off before "I hope it is correct." still counts (the tail is appended)
+    cut = "Thus x = 5.\nFinal Answer: The final answer is $5$. "
+    assert official.final_answer_line(cut) == "$5$"
+    assert score_sample("minerva_math", cut, Sample("x", "q", "5", {"dataset": "minerva_math"}),
+                        scorer="official") == (True, "5")
