@@ -377,3 +377,12 @@ def test_a_resume_on_a_full_disk_is_one_line(tmp_path):
     proc = _evaluate_with_file_limit(args, 8)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write ")
+
+
+def test_a_whole_last_row_without_its_newline_is_kept_and_the_next_row_starts_a_line(tmp_path):
+    from minitflow.evaluate import append_sample, read_finished, start_partial
+    part = tmp_path / "m_partial.rank0.jsonl"
+    part.write_bytes(b'{"id": "x/0", "correct": true}\n{"id": "x/1", "correct": false}')
+    start_partial(part)
+    append_sample(part, {"id": "x/2", "correct": True})
+    assert sorted(read_finished(tmp_path, "m")) == ["x/0", "x/1", "x/2"]
