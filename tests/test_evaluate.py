@@ -386,3 +386,18 @@ def test_a_whole_last_row_without_its_newline_is_kept_and_the_next_row_starts_a_
     start_partial(part)
     append_sample(part, {"id": "x/2", "correct": True})
     assert sorted(read_finished(tmp_path, "m")) == ["x/0", "x/1", "x/2"]
+
+
+def test_rank0_waits_for_its_own_ids_not_for_as_many_rows(tmp_path):
+    """Rows of samples outside this run (a longer --max_samples before) do not stand in for
+    a rank's missing ones."""
+    from minitflow.evaluate import append_sample, wait_for_ranks
+    append_sample(tmp_path / "m_partial.rank0.jsonl", {"id": "x/0"})
+    append_sample(tmp_path / "m_partial.rank1.jsonl", {"id": "x/9"})  # not in this run
+    late = threading.Timer(0.3, lambda: append_sample(tmp_path / "m_partial.rank1.jsonl", {"id": "x/1"}))
+    late.start()
+    try:
+        done = wait_for_ranks(tmp_path, "m", ["x/0", "x/1"], stall_s=20, poll_s=0.05)
+    finally:
+        late.join()
+    assert {"x/0", "x/1"} <= done.keys()
