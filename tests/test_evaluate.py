@@ -401,3 +401,13 @@ def test_rank0_waits_for_its_own_ids_not_for_as_many_rows(tmp_path):
     finally:
         late.join()
     assert {"x/0", "x/1"} <= done.keys()
+
+
+def test_a_folder_with_settings_but_no_finished_sample_starts_afresh(tmp_path):
+    """A run that stopped before its first sample (a model that did not fit) leaves settings and
+    nothing to keep: a rerun with other settings starts afresh instead of refusing."""
+    from minitflow.evaluate import claim_folder
+    claim_folder(tmp_path, "oracle", {"method": "oracle", "seed": 1}, False, 0, 1).close()
+    (tmp_path / "oracle_partial.rank0.jsonl").write_bytes(b"")
+    claim_folder(tmp_path, "oracle", {"method": "oracle", "seed": 2}, False, 0, 1).close()
+    assert json.loads((tmp_path / "oracle_settings.json").read_text())["seed"] == 2
