@@ -411,3 +411,25 @@ def test_a_folder_with_settings_but_no_finished_sample_starts_afresh(tmp_path):
     (tmp_path / "oracle_partial.rank0.jsonl").write_bytes(b"")
     claim_folder(tmp_path, "oracle", {"method": "oracle", "seed": 2}, False, 0, 1).close()
     assert json.loads((tmp_path / "oracle_settings.json").read_text())["seed"] == 2
+
+
+def test_summary_means_and_accuracies_come_from_the_rows(tmp_path):
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--max_samples", "4"]
+    assert run_cli(main, args) == 0
+    part = out / "oracle_partial.rank0.jsonl"
+    rows = [json.loads(line) for line in part.read_text().splitlines()]
+    for k, r in enumerate(rows):  # as a model's rows: tokens, and official verdicts that differ
+        r.update(processed_tokens=10 * (k + 1), official_tokens=k + 1, correct_official=k == 0)
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_cli(main, args) == 0  # nothing left to compute: the summary is made from the rows
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert (summary["accuracy"], summary["accuracy_official"]) == (1.0, 0.25)
+    assert (summary["mean_processed_tokens"], summary["mean_official_tokens"]) == (25.0, 2.5)
+
+
+def _mmlu_rows(path: Path) -> Path:
+    rows = [{"question": f"Q{i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4, "subject": "s",
+             "error_type": "ok" if i % 2 else "wrong_groundtruth", "correct_answer": "D"} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
