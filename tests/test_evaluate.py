@@ -433,3 +433,14 @@ def _mmlu_rows(path: Path) -> Path:
              "error_type": "ok" if i % 2 else "wrong_groundtruth", "correct_answer": "D"} for i in range(4)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
+    """The row set decides which rows and which golds (a corrected one, or the original): a
+    resume must not mix two."""
+    data, out = _mmlu_rows(tmp_path / "mmlu.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--dataset", "mmlu", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, [*args, "--mmlu_rows", "all"]) == 0
+    capsys.readouterr()
+    assert run_cli(main, [*args, "--mmlu_rows", "official"]) == 2
+    assert "mmlu_rows='all'" in capsys.readouterr().err
