@@ -83,19 +83,21 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
     return {"accuracy": correct / len(scores), "n": len(scores), "correct": correct}
 
 
-def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: str, args) -> None:
+def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: str, args,
+                  data_file: str | None) -> None:
     from minitflow.eval.scoring import score_both
 
     for k, r in enumerate(rows):
         if not isinstance(r, dict) or "id" not in r or "prediction" not in r:
             raise UserError(f'{where}: sample {k + 1} lacks "id" or "prediction"')
-    samples = _lookup(by_id, [str(r["id"]) for r in rows], where, dataset, args.data_file)
+    samples = _lookup(by_id, [str(r["id"]) for r in rows], where, dataset, data_file)
     both = score_both(dataset, [r["prediction"] for r in rows], samples, workers=args.workers, timeout=args.timeout)
     for r, b in zip(rows, both):
         r.update(b)
 
 
-def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args) -> None:
+def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args,
+                      data_file: str | None) -> None:
     """Rewrite the verdicts in {method}_partial.rank*.jsonl (a cut last line stays as it is)."""
     for part in sorted(folder.glob(f"{method}_partial.rank*.jsonl")):
         lines = read_text(part, "partial file").split("\n")
@@ -109,7 +111,7 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
                 parsed.append((n, row))
         if not parsed:
             continue
-        _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args)
+        _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args, data_file)
         for n, row in parsed:
             lines[n] = json.dumps(row, ensure_ascii=False)
         write_text(part, "\n".join(lines))
@@ -141,16 +143,16 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise UserError(f"{path}: the summary names no dataset; pass --dataset")
         dataset = resolve_dataset(name)
         check_eval_dependencies(dataset)
-        if args.data_file is None:
-            args.data_file = config.get("data_file")
+        # each file's own run's data file (a folder may hold methods run on other files)
+        data_file = args.data_file if args.data_file is not None else config.get("data_file")
         rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
-        by_id = _samples_by_id(dataset, args.data_file, rows_set)
-        _rescore_rows(dataset, rows, by_id, str(path), args)
+        by_id = _samples_by_id(dataset, data_file, rows_set)
+        _rescore_rows(dataset, rows, by_id, str(path), args, data_file)
         n = len(rows)
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         method = path.name[:-len("_results.json")]
-        _rescore_partials(folder, method, dataset, by_id, args)
+        _rescore_partials(folder, method, dataset, by_id, args, data_file)
         write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         print(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
               f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")

@@ -163,3 +163,19 @@ def test_code_predictions_share_one_run(tmp_path):
     main(["--dataset", "humaneval", "--data_file", str(data), "--predictions", str(preds), "--output", str(out),
           "--scorer", "official"])
     assert [r["correct"] for r in _read(out)] == [True, False, False]
+
+
+def test_rescore_each_results_file_against_its_own_data_file(tmp_path, capsys):
+    """Two methods in one folder, run on two data files (ids alike, golds not): each file is
+    rescored against its own run's data file, not the one the first file named."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for method, gold in (("baseline", 5), ("tflow", 7)):
+        data = _jsonl(tmp_path / f"{method}.jsonl", [{"question": "q", "answer": f"w\n#### {gold}"}])
+        summary = {"method": method, "dataset": "gsm8k", "n": 1,
+                   "config": {"data_file": str(data), "dataset": "gsm8k"}}
+        rows = [{"id": "gsm8k/0", "prediction": f"\\boxed{{{gold}}}"}]
+        (folder / f"{method}_results.json").write_text(json.dumps({"summary": summary, "samples": rows}))
+    assert main(["--results", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline: accuracy 1.0000 strict" in out and "tflow: accuracy 1.0000 strict" in out
