@@ -230,6 +230,23 @@ def test_namespaces_hide_the_host():
     assert "1" not in procs  # the namespace's init runs as root: hidden (hidepid)
 
 
+@needs_ns
+def test_the_host_folders_bound_in_are_read_only():
+    """/usr and the Python installation are the host's own: a non-root evaluator's runner is its
+    uid, so a writable bind would let a program change the evaluator's Python for later runs."""
+    paths = ["/usr", *sandbox._python_binds()]
+    flags = _probe(f"import os\nreturn [bool(os.statvfs(p).f_flag & os.ST_RDONLY) for p in {paths!r}]")
+    assert flags == [True] * len(paths)
+
+
+@needs_ns
+def test_the_old_root_is_detached():
+    """pivot_root leaves the host's root mounted over the new one until it is unmounted: its
+    mounts stay in the sandbox's namespace, one path lookup away."""
+    mounts = _probe("return [ln.split()[4] for ln in open('/proc/self/mountinfo')]")
+    assert mounts.count("/") == 1 and len(mounts) < 40, mounts
+
+
 # --------------------------------------------------------- fake passes
 
 
@@ -331,9 +348,20 @@ def test_expected_outputs_never_enter_the_candidates_sandbox():
                 seen += list(f.f_locals.values()) + list(f.f_globals.values())
                 f = f.f_back
             for o in seen + gc.get_objects():
-                for s in (o if isinstance(o, (list, tuple)) else [o]):
-                    if isinstance(s, (str, bytes)) and "EXPECTED-" in str(s):
-                        return s
+                t = type(o)
+                items = o if t in (list, tuple) else list(dict.values(o)) if t is dict else [o]
+                items = [i for v in items for i in (v if type(v) in (list, tuple) else [v])]
+                for s in items:
+                    if type(s) in (str, bytes, bytearray):
+                        text = s if type(s) is str else s.decode("latin-1")
+                        at = text.find("EXPECTED-")
+                        while at >= 0:
+                            end = at + 9
+                            while end < len(text) and text[end] in "0123456789abcdef":
+                                end += 1
+                            if end > at + 9 and text[at:end].endswith(str(x)):
+                                return text[at:end]  # the answer itself, were it there
+                            at = text.find("EXPECTED-", end)
             return "nothing found"
     """
     assert "EXPECTED" not in hunter.replace('"EXPECTED-"', "")
@@ -616,6 +644,40 @@ def test_an_output_of_many_more_values_than_expected_is_refused_before_parsing()
     assert run_code_tests(few, "def few():\n    return [[i] * 3 for i in range(1000)]\n")[:2] == (True, True)
     assert code_exec._values(b'["l",["l",1,2,3]]') == 7  # its 7 values (an upper bound in general)
     code_exec.clear_expected_cache()
+
+
+def test_an_output_far_larger_than_expected_is_refused_unread():
+    """A record may be 16x the expected output's bytes (+ 64 KiB), so that a program cannot make the
+    judge buffer and parse gigabytes: one 8 MB string against a 1-byte answer is cut off."""
+    code_exec.clear_expected_cache()
+    detail = _fails_cleanly(ADD, "def add(a, b):\n    return 'x' * 8_000_000\n")
+    assert "too large" in detail, detail
+
+
+def test_unencodable_outputs_fail_outside_the_one_mbpp_task_that_accepts_anything():
+    """evalplus accepts any return value for Mbpp/164 (are_equivalent) only: elsewhere in MBPP an
+    object that is not plain data (here one equal to everything) fails."""
+    sample = _sample("add", "def add(a, b):\n    return a + b\n", [[1, 2], [3, 4]], dataset="mbpp",
+                     sid="Mbpp/900", prompt='"""\nWrite a function to add two numbers.\n"""\n')
+    detail = _fails_cleanly(sample, textwrap.dedent(FAKE_PASSES["object equal to everything"]))
+    assert "not plain data" in detail, detail
+
+
+def test_the_launcher_ends_a_sandbox_at_its_wall_limit():
+    """Behind the parent's deadlines, the launcher stops the sandbox at its own wall limit, even
+    while the parent still waits (a parent stuck elsewhere leaves no runner behind)."""
+    job = {"mode": "reference", "program": "import time\ndef f():\n    time.sleep(120)\n", "entry_point": "f",
+           "inputs": [[]], "sets": [1, 0], "limits": None, "not_none": False, "memory_bytes": 0,
+           "evalplus_utils": sandbox.evalplus_utils_path()}
+    start = time.monotonic()
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, wall_seconds=3)) as box:
+        kinds = []
+        while True:
+            rec, _ = box.next_record(60)
+            if rec is None:
+                break
+            kinds.append(rec[0][0])
+    assert kinds == ["ready", "loaded"] and time.monotonic() - start < 30
 
 
 # ------------------------------------------------------ expected outputs
