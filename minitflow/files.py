@@ -95,8 +95,9 @@ def _make_dir(folder: Path, what: str) -> None:
 
 def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail now, before any work, if `path` cannot be written as a file later."""
+    raw = str(path)  # before Path(), which drops a trailing separator ("out/" -> "out")
     path = _non_empty(path, what)
-    if str(path).endswith(os.sep) or path.is_dir():
+    if raw.endswith(os.sep) or path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file path")
     if path.exists() and not path.is_file():
         raise UserError(f"{what} {path} exists and is not a regular file")

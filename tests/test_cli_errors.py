@@ -18,7 +18,7 @@ from minitflow import demo, demo_dir, evaluate, generate, report, train
 from minitflow.cli import OFFICIAL_TEMPERATURE, add_model_args, run_cli, sampling_from
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
-from minitflow.files import replacing, write_text
+from minitflow.files import check_output_file, replacing, write_text
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
 
@@ -521,6 +521,16 @@ def test_train_out_directory_is_refused_before_loading_and_leaves_nothing(tmp_pa
     fails(capsys, train.main, train_args(tmp_path)[:-3] + ["--out", out, "--no-progress"], "is a directory")
     assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
 
+
+def test_output_path_with_a_trailing_separator_is_a_folder_not_a_file(tmp_path, capsys, monkeypatch):
+    """`--output new/` names a folder: Path("new/") is Path("new"), and the result was written
+    as a file called `new` (the check looked at the separator after Path() had dropped it)."""
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--output", f"{tmp_path / 'new'}{os.sep}"), "is a directory")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(UserError, match="is a directory"):
+        check_output_file(f"{tmp_path / 'other'}{os.sep}")
+    assert check_output_file(tmp_path / "file.json") == tmp_path / "file.json"
 
 def test_writes_are_atomic(tmp_path):
     target = tmp_path / "x.json"
