@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
-from minitflow.cli import OFFICIAL_TEMPERATURE, add_model_args, run_cli, sampling_from
+from minitflow.cli import OFFICIAL_TEMPERATURE, add_model_args, check_model_args, run_cli, sampling_from
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, replacing, write_text
@@ -401,14 +401,25 @@ def test_evaluate_batch_size_below_one(batch_size, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--max_new_tokens", "0"), ("--max_new_tokens", "-3"),
                                         ("--temperature", "nan"), ("--temperature", "inf"),
-                                        ("--temperature", "-1"), ("--top_p", "nan"), ("--top_k", "-1"),
-                                        ("--refill_share", "1.5"), ("--refill_share", "nan")])
+                                        ("--temperature", "-1"), ("--top_p", "nan"), ("--top_p", "0"), ("--top_k", "-1"),
+                                        ("--refill_share", "1.5"), ("--refill_share", "-0.1"),
+                                        ("--refill_share", "nan")])
 def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args(flag, value), flag)
     fails(capsys, evaluate.main, ["--method", "baseline", flag, value, "--data_file", gsm8k_file(tmp_path),
                                   "--output_dir", tmp_path / "r"], flag)
 
+
+
+@pytest.mark.parametrize("flag,value", [("--top_k", "0"), ("--top_p", "1"), ("--refill_share", "0"),
+                                        ("--refill_share", "1"), ("--temperature", "0"), ("--max_new_tokens", "1"),
+                                        ("--batch_size", "1")])
+def test_generation_values_at_their_bounds_are_accepted(flag, value):
+    """The documented edge values (top_k 0 is off, refill_share 0 the default) pass the checks."""
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    check_model_args(p.parse_args(["--method", "baseline", "--device", "cpu", flag, value]))
 
 @pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--lr", "0"), ("--weight_decay", "nan"),
                                         ("--clip", "-1"), ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])
