@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
-from minitflow.cli import OFFICIAL_TEMPERATURE, add_model_args, check_model_args, run_cli, sampling_from
+from minitflow.cli import (OFFICIAL_TEMPERATURE, add_model_args, check_model_args, check_questions_fit, run_cli,
+                           sampling_from)
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, replacing, write_text
@@ -867,6 +868,19 @@ def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_pa
           "gsm8k/2", "4096 positions")
     assert not (tmp_path / "r" / "baseline_partial.rank0.jsonl").exists()
 
+
+
+def test_check_questions_fit_counts_the_new_tokens_up_to_the_engines_bound():
+    """A question fits when its tokens plus max_new_tokens are at most the model's positions,
+    the bound the engine enforces at the request's turn (Request.max_len)."""
+    llm = argparse.Namespace(tokenizer=object(), encode=lambda q: q.split(), max_seq_len=10)
+    seven = "a b c d e f g"
+    check_questions_fit(llm, ["x", seven], 3, ["q1", "q2"])  # 7 + 3 = 10 positions: fits exactly
+    with pytest.raises(UserError, match="q2: the question alone is 7 tokens"):
+        check_questions_fit(llm, ["x", seven], 4, ["q1", "q2"])
+    with pytest.raises(UserError, match="q1"):  # shorter than the model, not with its answer
+        check_questions_fit(llm, ["a " * 9], 2, ["q1"])
+    check_questions_fit(argparse.Namespace(tokenizer=None), ["a " * 99], 5, ["q1"])  # nothing to count with
 
 @pytest.mark.parametrize("method", ["latentmas", "tflow"])
 def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
