@@ -731,6 +731,24 @@ def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatc
     fails(capsys, generate.main, [*base, "--input_file", rows], "q.jsonl:2", "empty")
 
 
+
+@pytest.mark.parametrize("row,words", [({"question": "Hi", "context": 5}, ('"context" must be a string',)),
+                                       ({"question": "Hi", "context": ["a"]}, ('"context" must be a string',)),
+                                       ({"question": 7}, ('"question" string',)), (["Hi"], ('"question" string',)),
+                                       ({"context": "c"}, ('"question" string',))])
+def test_generate_jsonl_row_of_the_wrong_shape_is_refused_naming_its_line(row, words, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    rows = tmp_path / "q.jsonl"
+    rows.write_text(json.dumps({"question": "Hi"}) + "\n" + json.dumps(row) + "\n")
+    fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:], "--input_file", rows], "q.jsonl:2", *words)
+
+
+def test_generate_jsonl_rows_may_be_strings_or_have_no_context(tmp_path):
+    rows = tmp_path / "q.jsonl"
+    rows.write_text('"Hi"\n{"question": " Two ", "context": null}\n{"question": "Three", "context": "c"}\n')
+    got = generate.read_inputs(argparse.Namespace(question=None, input_file=str(rows), context=None))
+    assert [(r["question"], r.get("context")) for r in got] == [("Hi", None), ("Two", None), ("Three", "c")]
+
 def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--random_generator"), "--random_generator")
