@@ -19,7 +19,7 @@ from minitflow.cli import (OFFICIAL_TEMPERATURE, add_model_args, check_model_arg
                            sampling_from)
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, replacing, write_text
+from minitflow.files import check_output_dir, check_output_file, replacing, write_text
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
 
@@ -543,6 +543,16 @@ def test_output_path_with_a_trailing_separator_is_a_folder_not_a_file(tmp_path, 
     with pytest.raises(UserError, match="is a directory"):
         check_output_file(f"{tmp_path / 'other'}{os.sep}")
     assert check_output_file(tmp_path / "file.json") == tmp_path / "file.json"
+
+
+@pytest.mark.parametrize("path", ["", "  ", "\t"])
+def test_blank_output_paths_are_refused_not_taken_as_a_name(path, tmp_path, monkeypatch):
+    """"" would be the current directory and "  " a file named by blanks: both are mistakes."""
+    monkeypatch.chdir(tmp_path)
+    for check in (check_output_file, check_output_dir):
+        with pytest.raises(UserError, match="empty path"):
+            check(path, "--output")
+    assert list(tmp_path.iterdir()) == []
 
 def test_writes_are_atomic(tmp_path):
     target = tmp_path / "x.json"
