@@ -566,6 +566,31 @@ def test_writes_are_atomic(tmp_path):
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+
+def test_writes_rename_a_sibling_and_an_os_error_is_one_user_error(tmp_path, monkeypatch):
+    """The temporary file lies beside the target (a rename from another file system would
+    fail or copy), and a write that fails (disk full) is a UserError that leaves the old file."""
+    import errno
+    import minitflow.files as files
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: renames.append((Path(src), Path(dst))) or real(src, dst))
+    write_text(target, "new")
+    assert [(src.parent, dst) for src, dst in renames] == [(tmp_path, target)] and target.read_text() == "new"
+    with pytest.raises(UserError, match="cannot write .*x.json: No space left on device"):
+        with replacing(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_output_that_exists_and_is_no_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        check_output_file(fifo, "--output")
+
 def test_save_checkpoint_into_a_directory_leaves_no_tmp(tmp_path):
     from minitflow.model.config import Qwen3Config
     from minitflow.tflow.checkpoint import random_generator
