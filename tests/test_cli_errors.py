@@ -412,7 +412,6 @@ def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, m
                                   "--output_dir", tmp_path / "r"], flag)
 
 
-
 @pytest.mark.parametrize("flag,value", [("--top_k", "0"), ("--top_p", "1"), ("--refill_share", "0"),
                                         ("--refill_share", "1"), ("--temperature", "0"), ("--max_new_tokens", "1"),
                                         ("--batch_size", "1")])
@@ -421,6 +420,7 @@ def test_generation_values_at_their_bounds_are_accepted(flag, value):
     p = argparse.ArgumentParser()
     add_model_args(p)
     check_model_args(p.parse_args(["--method", "baseline", "--device", "cpu", flag, value]))
+
 
 @pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--lr", "0"), ("--weight_decay", "nan"),
                                         ("--clip", "-1"), ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])
@@ -554,6 +554,7 @@ def test_blank_output_paths_are_refused_not_taken_as_a_name(path, tmp_path, monk
             check(path, "--output")
     assert list(tmp_path.iterdir()) == []
 
+
 def test_writes_are_atomic(tmp_path):
     target = tmp_path / "x.json"
     target.write_text("old")
@@ -564,7 +565,6 @@ def test_writes_are_atomic(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
     write_text(target, "new")
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
-
 
 
 def test_writes_rename_a_sibling_and_an_os_error_is_one_user_error(tmp_path, monkeypatch):
@@ -590,6 +590,7 @@ def test_output_that_exists_and_is_no_regular_file_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         check_output_file(fifo, "--output")
+
 
 def test_save_checkpoint_into_a_directory_leaves_no_tmp(tmp_path):
     from minitflow.model.config import Qwen3Config
@@ -706,7 +707,6 @@ def test_demo_default_out_is_not_the_package(monkeypatch, tmp_path):
     assert Path(seen["out"]).resolve() != DEMO.resolve() and Path(seen["out"]).resolve().parent == tmp_path.resolve()
 
 
-
 def test_demo_builds_beside_out_and_replaces_files_only_at_the_end(tmp_path, monkeypatch):
     out = tmp_path / "built"
     out.mkdir()
@@ -766,7 +766,6 @@ def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatc
     fails(capsys, generate.main, [*base, "--input_file", rows], "q.jsonl:2", "empty")
 
 
-
 @pytest.mark.parametrize("row,words", [({"question": "Hi", "context": 5}, ('"context" must be a string',)),
                                        ({"question": "Hi", "context": ["a"]}, ('"context" must be a string',)),
                                        ({"question": 7}, ('"question" string',)), (["Hi"], ('"question" string',)),
@@ -783,6 +782,7 @@ def test_generate_jsonl_rows_may_be_strings_or_have_no_context(tmp_path):
     rows.write_text('"Hi"\n{"question": " Two ", "context": null}\n{"question": "Three", "context": "c"}\n')
     got = generate.read_inputs(argparse.Namespace(question=None, input_file=str(rows), context=None))
     assert [(r["question"], r.get("context")) for r in got] == [("Hi", None), ("Two", None), ("Three", "c")]
+
 
 def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
@@ -922,7 +922,6 @@ def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_pa
     assert not (tmp_path / "r" / "baseline_partial.rank0.jsonl").exists()
 
 
-
 def test_check_questions_fit_counts_the_new_tokens_up_to_the_engines_bound():
     """A question fits when its tokens plus max_new_tokens are at most the model's positions,
     the bound the engine enforces at the request's turn (Request.max_len)."""
@@ -934,6 +933,7 @@ def test_check_questions_fit_counts_the_new_tokens_up_to_the_engines_bound():
     with pytest.raises(UserError, match="q1"):  # shorter than the model, not with its answer
         check_questions_fit(llm, ["a " * 9], 2, ["q1"])
     check_questions_fit(argparse.Namespace(tokenizer=None), ["a " * 99], 5, ["q1"])  # nothing to count with
+
 
 @pytest.mark.parametrize("method", ["latentmas", "tflow"])
 def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):

@@ -439,7 +439,6 @@ def test_static_mode_matches_and_computes_more_rows(model):
     assert runs[False][2] < runs[True][2]  # static keeps finished rows computing
 
 
-
 def test_static_mode_rows_of_requests_finished_at_the_cache_end_stay_inside_it(model):
     """Static shapes keep a finished request's row computing while others run: its position
     must stop at the cache's last row, or the next steps write past the cache (max_seq_len)."""
@@ -449,6 +448,7 @@ def test_static_mode_rows_of_requests_finished_at_the_cache_end_stay_inside_it(m
     alone = [_llm(model, num_slots=1, max_seq_len=12).generate([p], [sp])[0].token_ids for p, sp in zip(prompts, params)]
     both = _llm(model, num_slots=2, max_seq_len=12, static=True).generate(prompts, params)
     assert [o.token_ids for o in both] == alone and [len(t) for t in alone] == [2, 10]
+
 
 def test_static_mode_admits_a_batch_only_into_an_empty_engine(model):
     """static=True: a slot freed by a finished request stays empty until the whole batch is
