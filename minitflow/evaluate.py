@@ -25,8 +25,9 @@ results marked complete: false, and a rerun finishes the missing samples.
 The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
 slots); each question is appended as soon as it is scored, and scoring (code runs in the
 sandbox, sympy in a child process) happens on a background thread, so the model never waits
-for it. Every row stores both verdicts: `correct` (the strict scorer) and `correct_official` (the official
-release's protocol, quirks included); the summary has `accuracy` and `accuracy_official`.
+for it. Every row stores both verdicts: `correct` (the strict scorer) and `correct_official`
+(the official release's protocol, quirks included); the summary has `accuracy` and
+`accuracy_official`.
 `wall_time` of a row is the run time since the previous row finished, so rows sum to the run.
 """
 

@@ -335,8 +335,9 @@ def _receive(f: IO[bytes]) -> Any:
     head = f.read(8)
     if len(head) < 8:
         return None
-    data = f.read(int.from_bytes(head, "little"))
-    return pickle.loads(data) if len(data) == int.from_bytes(head, "little") else None
+    size = int.from_bytes(head, "little")
+    data = f.read(size)
+    return pickle.loads(data) if len(data) == size else None
 
 
 def _serve() -> None:
