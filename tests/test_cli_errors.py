@@ -456,6 +456,18 @@ def test_train_bad_start_checkpoint_is_refused_before_the_model_loads(kind, tmp_
     fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", "--resume", path), str(path))
 
 
+def test_train_resume_with_no_steps_left_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """A state already at --steps ran nothing, printed {"out": ...} and wrote no --out at all."""
+    no_model_load(monkeypatch)
+    path = tmp_path / "g.pt"
+    shutil.copy(DEMO / "tflow.pt", path)
+    torch.save({"optimizer": {}, "scheduler": {}, "step": 3, "condition": "sender"}, str(path) + ".state.pt")
+    for steps in ("3", "2"):
+        fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", "--resume", path, "--steps", steps),
+              "--resume", "3 steps", f"--steps {steps}")
+    assert not (tmp_path / "o.pt").exists()
+
+
 # ---- output paths: checked before any work, in all five CLIs -----------------------------
 
 def _bad_outputs(tmp_path: Path) -> dict[str, Path]:

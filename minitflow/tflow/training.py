@@ -364,6 +364,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     state = load_state(_state_path(cfg.resume)) if cfg.resume else None
     if state is not None and state["condition"] != cfg.condition:
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
+    if state is not None and int(state["step"]) >= cfg.steps:  # else nothing runs and --out is never written
+        raise UserError(f"--resume {cfg.resume}: it has run {int(state['step'])} steps already, so --steps "
+                        f"{cfg.steps} leaves none to run; pass a larger --steps")
     # the generator to resume or start from is read before the backbone (minutes at 4B): a bad
     # one, or one for other dimensions, fails first; the backbone's config.json is all it needs
     start = cfg.resume if state is not None else None if cfg.init == "random" else cfg.init
