@@ -439,7 +439,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
              len(done.keys() & set(ids)), len(mine), rank, size)
     if dataset in ("humaneval", "mbpp"):
         from minitflow.eval.sandbox import isolation_summary
-        log.info("code sandbox: %s", isolation_summary())
+        log.info("%s", isolation_summary())  # it begins "code sandbox: "
     llm = generator = None
     if args.method != "oracle" and mine:
         llm, generator, _, _ = load_for(args)

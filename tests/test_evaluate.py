@@ -116,6 +116,9 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
     # the official protocol's verdict is stored beside the strict one for every row
     assert all("correct_official" in r and "extracted_official" in r for r in results["samples"])
     assert summary["accuracy_official"] == sum(r["correct_official"] for r in results["samples"]) / summary["n"]
+    if dataset in ("humanevalplus", "mbppplus"):  # run.log names the sandbox once, not "code sandbox: code sandbox:"
+        sandbox = [line for line in (tmp_path / "run.log").read_text().splitlines() if "code sandbox" in line]
+        assert len(sandbox) == 1 and sandbox[0].count("code sandbox") == 1, sandbox
 
 
 # ---- on the demo model / oracle, no ../shared needed ------------------------------------
