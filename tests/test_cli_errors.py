@@ -468,6 +468,23 @@ def test_train_resume_with_no_steps_left_is_refused_before_the_model_loads(tmp_p
     assert not (tmp_path / "o.pt").exists()
 
 
+def test_unusable_code_sandbox_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """A bad MINITFLOW_SANDBOX (or a machine where no sandbox runs) was a SandboxError traceback,
+    exit 1, in evaluate and score, after evaluate had written its folder."""
+    from minitflow import score
+    from minitflow.eval import sandbox
+    no_model_load(monkeypatch)
+    monkeypatch.setenv(sandbox.SANDBOX_ENV, "bogus")
+    monkeypatch.setattr(sandbox, "_iso", {})  # not the probe an earlier test cached for this process
+    out = tmp_path / "out"
+    fails(capsys, evaluate.main, ["--method", "oracle", "--dataset", "humaneval", "--output_dir", out],
+          "MINITFLOW_SANDBOX", "bogus")
+    assert not out.exists()
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "Mbpp/2", "prediction": "x"}) + "\n")
+    fails(capsys, score.main, ["--dataset", "mbpp", "--predictions", preds], "MINITFLOW_SANDBOX", "bogus")
+
+
 # ---- output paths: checked before any work, in all five CLIs -----------------------------
 
 def _bad_outputs(tmp_path: Path) -> dict[str, Path]:

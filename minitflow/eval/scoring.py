@@ -76,6 +76,12 @@ def check_eval_dependencies(dataset: str) -> None:
     if missing:
         names = ", ".join(m.replace("_", "-") for m in missing)
         raise UserError(f"scoring {dataset} needs {names}: {INSTALL_HINT}")
+    if dataset in CODE_DATASETS:  # a bad MINITFLOW_SANDBOX, or no sandbox here: one line now, not a traceback later
+        from .sandbox import SandboxError, isolation
+        try:
+            isolation()
+        except SandboxError as e:
+            raise UserError(f"scoring {dataset} runs code in a sandbox: {e}") from None
     if dataset == "minerva_math":
         try:
             from sympy.parsing.latex import parse_latex
