@@ -413,6 +413,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     args.dataset = prompt_style(dataset)
     check_model_args(args)
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
+    if args.include_all_mmlu and args.mmlu_rows not in (None, "official"):  # else the old flag silently wins
+        raise UserError(f"--include_all_mmlu means --mmlu_rows official; it contradicts --mmlu_rows {args.mmlu_rows}")
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
     if args.max_samples == 0 or args.max_samples < -1:  # 0 would read as "the data file has no samples"
         raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")

@@ -438,6 +438,18 @@ def _mmlu_rows(path: Path) -> Path:
     return path
 
 
+def test_include_all_mmlu_with_another_row_set_is_refused(tmp_path, capsys):
+    """--include_all_mmlu --mmlu_rows ok ran the official 5,665 rows without a word, not the ok ones."""
+    data, out = _mmlu_rows(tmp_path / "mmlu.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--dataset", "mmlu", "--data_file", str(data), "--output_dir", str(out)]
+    for rows in ("ok", "all"):
+        assert run_cli(main, [*args, "--include_all_mmlu", "--mmlu_rows", rows]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--include_all_mmlu" in err[0] and f"--mmlu_rows {rows}" in err[0]
+        assert not out.exists()
+    assert run_cli(main, [*args, "--include_all_mmlu", "--mmlu_rows", "official"]) == 0
+
+
 def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
     """The row set decides which rows and which golds (a corrected one, or the original): a
     resume must not mix two."""
