@@ -56,6 +56,8 @@ def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
         rows = []
     rows = [{**r, "question": r["question"].strip()} for r in rows]
     if not rows or any(not r["question"] for r in rows):
+        if args.question is None and args.input_file is not None:  # not "use --input_file": it was used
+            raise UserError(f"no question given: --input_file {args.input_file} holds none")
         raise UserError("no question given: use --question, --input_file or stdin")
     return rows
 

@@ -795,6 +795,16 @@ def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatc
     fails(capsys, generate.main, [*base, "--input_file", rows], "q.jsonl:2", "empty")
 
 
+@pytest.mark.parametrize("name,text", [("q.jsonl", ""), ("q.jsonl", "\n\n"), ("q.txt", " \n")])
+def test_generate_input_file_without_a_question_names_the_file(name, text, tmp_path, capsys, monkeypatch):
+    """It said "use --question, --input_file or stdin" to someone who had passed --input_file."""
+    no_model_load(monkeypatch)
+    path = tmp_path / name
+    path.write_text(text)
+    line = fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:], "--input_file", path], str(path), "holds none")
+    assert "use --question" not in line
+
+
 @pytest.mark.parametrize("row,words", [({"question": "Hi", "context": 5}, ('"context" must be a string',)),
                                        ({"question": "Hi", "context": ["a"]}, ('"context" must be a string',)),
                                        ({"question": 7}, ('"question" string',)), (["Hi"], ('"question" string',)),
