@@ -1,8 +1,8 @@
-"""`python -m minitflow.generate`: answer questions with baseline, textmas or tflow.
+"""`python -m minitflow.generate`: answer questions with baseline, textmas, tflow or latentmas.
 
 A superset of the official `infer.py`: one question (--question, --input_file text, stdin)
 or many (--input_file a .jsonl, one {"question": ..., optional "context": ...} per line,
-batched with --batch_size). `context` is private to the senders (textmas, tflow).
+batched with --batch_size). `context` is private to the senders (textmas, tflow, latentmas).
 """
 
 from __future__ import annotations

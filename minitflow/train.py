@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(prog="python -m minitflow.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="HF-format Qwen3 directory or hub id (frozen backbone)")
-    p.add_argument("--train", required=True, help="training rows (JSONL: question, answer, optional sender_question)")
+    p.add_argument("--train", required=True,
+                   help="training rows (JSONL: question, answer, optional context or sender_question)")
     p.add_argument("--eval", help="held-out rows, same format (loss + greedy exact match every --eval_every steps)")
     p.add_argument("--out", required=True, help="checkpoint to write (official format + pg_arch); "
                                                 "the optimiser state goes to OUT.state.pt")
