@@ -312,6 +312,37 @@ def test_model_not_cached_names_a_download_command_the_hub_installs(monkeypatch)
     command = re.search(r"`(\S+) download nobody/not-a-model`", str(err.value))
     assert command and command.group(1) in scripts, (str(err.value), scripts)
 
+def test_a_partly_cached_hub_model_is_not_taken_for_the_model(tiny_dir, tmp_path, monkeypatch):
+    """A snapshot holding only what AutoConfig/AutoTokenizer fetched (or a download cut short)
+    was returned as the model: "no model.safetensors in .../snapshots/...", never downloaded."""
+    import json
+    import shutil
+
+    import huggingface_hub
+
+    from minitflow.model.weights import resolve_model_dir
+    partial, full = tmp_path / "partial", tmp_path / "full"
+    partial.mkdir()
+    shutil.copy(tiny_dir / "config.json", partial / "config.json")
+    shutil.copytree(tiny_dir, full)
+    calls = []
+
+    def fake(name, allow_patterns=None, local_files_only=False):
+        calls.append(local_files_only)
+        return str(partial if local_files_only else full)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert resolve_model_dir("org/model") == full and calls == [True, False]  # online: fetches the rest
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="not in the Hugging Face cache"):
+        resolve_model_dir("org/model")
+    (partial / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "a.safetensors"}}))
+    with pytest.raises(UserError, match="not in the Hugging Face cache"):  # a shard missing
+        resolve_model_dir("org/model")
+    shutil.copy(tiny_dir / "model.safetensors", partial / "a.safetensors")
+    assert resolve_model_dir("org/model") == partial
+
+
 def test_compiled_decode_with_lora_matches_eager(tiny_dir):
     eager = LLM.load(tiny_dir, dtype="float32", device="cpu")
     compiled = LLM.load(tiny_dir, dtype="float32", device="cpu", compile=True)

@@ -33,7 +33,9 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
         raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
+        local = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
+        if _complete(local):  # a snapshot with only config.json (AutoConfig cached it) is not the model
+            return local
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
@@ -44,6 +46,19 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     except Exception as e:  # network errors, gated repos, typos
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}); run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
+
+
+def _complete(snapshot: Path) -> bool:
+    """config.json and every weight file are there (the cache keeps whatever was fetched)."""
+    if not (snapshot / "config.json").is_file():
+        return False
+    if (snapshot / "model.safetensors").is_file():
+        return True
+    try:
+        shards = set(json.loads((snapshot / "model.safetensors.index.json").read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all((snapshot / f).is_file() for f in shards)
 
 
 def model_config(name_or_path: str | Path) -> Qwen3Config:
