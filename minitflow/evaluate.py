@@ -422,15 +422,24 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
     rank, size = world()
     settings = run_settings(args, dataset)  # resolves the model and checkpoint: a missing one leaves no folder behind
+    fresh = not Path(args.output_dir).exists()
     out_dir = check_output_dir(args.output_dir, "--output_dir")
-    samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
-                           minerva_fewshot=not args.minerva_zero_shot)
-    if not samples:
-        raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    try:
+        samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
+                               minerva_fewshot=not args.minerva_zero_shot)
+        if not samples:
+            raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
+        ids = [s.id for s in samples]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    except UserError:  # a bad data file leaves no empty folder behind
+        if fresh:
+            try:
+                out_dir.rmdir()
+            except OSError:  # another rank's files, or already gone
+                pass
+        raise
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"

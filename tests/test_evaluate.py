@@ -89,6 +89,20 @@ def test_evaluate_user_errors(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("rows", ["", '{"question": "1+1?", "answer": 2}\n', "not json\n"])
+def test_a_bad_data_file_leaves_no_output_folder(rows, tmp_path, capsys):
+    """An empty or malformed data file left an empty --output_dir behind; one that
+    existed before stays."""
+    data = tmp_path / "q.jsonl"
+    data.write_text(rows)
+    out = tmp_path / "out"
+    argv = ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, argv) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not out.exists()
+    out.mkdir()
+    assert run_cli(main, argv) == 2 and out.is_dir()
+
+
 @pytest.mark.parametrize("flags", [["--model", "nobody/not-a-model"], ["--method", "tflow", "--checkpoint", "none.pt"]])
 def test_a_missing_model_or_checkpoint_leaves_no_output_folder(flags, tmp_path, capsys, monkeypatch):
     """The model and checkpoint are resolved before the output folder is made or claimed."""
