@@ -13,6 +13,7 @@ import torch
 
 from minitflow import demo
 from minitflow.engine.llm import LLM
+from minitflow.errors import UserError
 from minitflow.tflow.checkpoint import arch_for, load_checkpoint, random_generator, save_checkpoint
 from minitflow.tflow.training import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator,
                                       init_for_training, make_batch, read_examples, train)
@@ -156,6 +157,16 @@ def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
     want = straight.state_dict()
     for k, v in resumed["generator"].state_dict().items():
         assert torch.allclose(v, want[k], atol=1e-6), k
+
+
+def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):
+    """--resume continues the saved generator, so a --pg_arch naming other dimensions would be
+    ignored without a word: refused, naming both; the same dimensions (or none) resume."""
+    train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=1)
+    with pytest.raises(UserError, match="has d_model=64, not the --pg_arch d_model=128; drop --pg_arch"):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "b.pt"),
+                   pg_arch={**ARCH, "d_model": 128}), llm=llm)
+    assert train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "b.pt"), steps=2), llm=llm)["step"] == 2
 
 
 def test_zero_condition_is_a_static_lora(tiny, llm, tmp_path):

@@ -374,6 +374,12 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     if start is not None:
         from minitflow.model.weights import model_config
         loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model))
+    if state is not None:  # the resumed generator keeps its dimensions: other --pg_arch ones would be ignored
+        differ = {k: v for k, v in cfg.pg_arch.items() if getattr(loaded.arch, k) != v}
+        if differ:
+            raise UserError(f"--resume {cfg.resume}: its generator has "
+                            f"{', '.join(f'{k}={getattr(loaded.arch, k)}' for k in differ)}, not the --pg_arch "
+                            f"{', '.join(f'{k}={v}' for k, v in differ.items())}; drop --pg_arch to resume")
     torch.manual_seed(cfg.seed)
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
