@@ -25,6 +25,12 @@ def demo_dir() -> Path:
     return Path(str(resources.files("minitflow").joinpath("data/demo")))
 
 
+def env_true(name: str) -> bool:
+    """An environment flag read as huggingface-hub and datasets read theirs (HF_HUB_OFFLINE...):
+    1, ON, YES or TRUE in any case; anything else is off (so "no" and "off" do not differ)."""
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 # ---- reading -----------------------------------------------------------------------------
 
 def decode_utf8(data: bytes, source: str) -> str:

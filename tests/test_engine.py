@@ -312,6 +312,36 @@ def test_model_not_cached_names_a_download_command_the_hub_installs(monkeypatch)
     command = re.search(r"`(\S+) download nobody/not-a-model`", str(err.value))
     assert command and command.group(1) in scripts, (str(err.value), scripts)
 
+
+@pytest.mark.parametrize("value,offline", [("1", True), ("true", True), ("ON", True), ("yes", True),
+                                           ("0", False), ("no", False), ("off", False), ("false", False), ("", False)])
+def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(value, offline, tiny_dir, monkeypatch):
+    """HF_HUB_OFFLINE=no / off counted as offline here and as online in huggingface-hub: a model
+    missing from the cache was refused instead of downloaded. Both now read 1/ON/YES/TRUE only."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from minitflow.eval.data import _offline
+    from minitflow.model.weights import resolve_model_dir
+    calls = []
+
+    def fake(name, allow_patterns=None, local_files_only=False):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise FileNotFoundError(name)
+        return str(tiny_dir)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert huggingface_hub.constants._is_true(value or None) == offline  # the hub's own reading
+    if offline:
+        with pytest.raises(UserError, match="not in the Hugging Face cache"):
+            resolve_model_dir("org/model")
+    else:
+        assert resolve_model_dir("org/model") == tiny_dir and calls == [True, False]
+    assert _offline() == offline
+
+
 def test_a_partly_cached_hub_model_is_not_taken_for_the_model(tiny_dir, tmp_path, monkeypatch):
     """A snapshot holding only what AutoConfig/AutoTokenizer fetched (or a download cut short)
     was returned as the model: "no model.safetensors in .../snapshots/...", never downloaded."""

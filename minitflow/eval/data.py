@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from minitflow.errors import UserError
-from minitflow.files import decode_utf8, json_rows
+from minitflow.files import decode_utf8, env_true, json_rows
 
 from .extract import extract_boxed
 
@@ -532,8 +532,7 @@ def samples_from_records(
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip() not in ("", "0", "false", "False")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return env_true("HF_HUB_OFFLINE") or env_true("HF_DATASETS_OFFLINE")
 
 
 def _download_records(dataset: str) -> list[dict]:

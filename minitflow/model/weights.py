@@ -7,14 +7,13 @@ dtype and device, so no full float32 copy of the model ever exists.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
-from minitflow.files import read_text
+from minitflow.files import env_true, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -38,7 +37,7 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
             return local
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if env_true("HF_HUB_OFFLINE"):
         raise UserError(f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     try:
