@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, json_rows, read_text, write_text
+from minitflow.files import check_output_dir, json_rows, read_text, replacing, write_text
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
                                        train)
@@ -228,7 +228,10 @@ def save_backbone(model, out: Path) -> None:
         rows = _expected_shape(name, model.cfg, param)[0] if param.dim() > 0 else None
         t = param.detach().narrow(0, row, rows) if rows is not None else param.detach()
         tensors[name] = t.to(torch.float32).contiguous().clone()
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with replacing(out / "model.safetensors") as tmp:
+        mode = tmp.stat().st_mode  # as open() creates files (umask): save_file makes its own 0600
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, mode)
 
 
 @dataclass

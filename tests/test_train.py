@@ -63,6 +63,13 @@ def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def test_saved_backbone_is_readable_as_every_written_file(tiny):
+    """safetensors' save_file creates its file 0600: a demo built on a shared machine had a
+    model.safetensors nobody else could read, beside 0644 config and tokenizer files."""
+    assert (tiny / "model.safetensors").stat().st_mode & 0o777 == (tiny / "config.json").stat().st_mode & 0o777
+    assert not list(tiny.glob(".*tmp"))
+
+
 def test_one_step_changes_generator_and_lowers_loss(tiny, llm):
     gen = build_generator(_cfg(tiny, tiny / "unused.pt"), llm)
     rows = _rows(tiny)
