@@ -47,6 +47,9 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
     p.add_argument("--eager", action="store_true",
                    help="on CUDA, run every decode step op by op instead of replaying CUDA graphs (debugging)")
+    p.add_argument("--sender_max_new_tokens", type=int, default=None,
+                   help="new tokens per sender (textmas; default the official "
+                   f"{prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS}, whatever --max_new_tokens says)")
     g = p.add_argument_group("latentmas")
     g.add_argument("--latent_steps", type=int, default=None, help="latent steps per sender (latentmas; default 0)")
     g.add_argument("--mas_topology", default=None, help="sequential (default) or hierarchical (latentmas)")
@@ -55,7 +58,10 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
 
 
 def method_options(args: argparse.Namespace) -> dict:
-    """The method-specific keyword arguments of run_method (LatentMAS' settings)."""
+    """The method-specific keyword arguments of run_method (textmas' sender limit, LatentMAS'
+    settings); a textmas run without --sender_max_new_tokens has none, as before the flag."""
+    if args.method == "textmas" and args.sender_max_new_tokens is not None:
+        return {"sender_max_new_tokens": args.sender_max_new_tokens}
     if args.method != "latentmas":
         return {}
     return {"latent_steps": args.latent_steps or 0, "topology": args.mas_topology or "sequential",
@@ -80,6 +86,10 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.refill_share is not None and not 0 <= args.refill_share <= 1:
         raise UserError(f"--refill_share must be in [0, 1], got {args.refill_share}")
+    if args.sender_max_new_tokens is not None and args.method != "textmas":  # else ignored without a word
+        raise UserError("--sender_max_new_tokens is only valid with --method textmas")
+    if args.sender_max_new_tokens is not None and args.sender_max_new_tokens < 1:
+        raise UserError(f"--sender_max_new_tokens must be >= 1, got {args.sender_max_new_tokens}")
     from minitflow.tflow.latentmas import validate_options
     validate_options(args.method, latent_steps=args.latent_steps, topology=args.mas_topology,
                      realign=args.latent_realign, think=args.think)

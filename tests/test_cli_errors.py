@@ -823,6 +823,14 @@ def test_generate_jsonl_rows_may_be_strings_or_have_no_context(tmp_path):
     assert [(r["question"], r.get("context")) for r in got] == [("Hi", None), ("Two", None), ("Three", "c")]
 
 
+def test_sender_max_new_tokens_only_with_textmas_and_at_least_one(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--sender_max_new_tokens", "8"), "only valid with --method textmas")
+    fails(capsys, generate.main, [*gen_args("--sender_max_new_tokens", "0")[2:], "--method", "textmas"], ">= 1, got 0")
+    fails(capsys, evaluate.main, ["--method", "tflow", "--sender_max_new_tokens", "8", "--data_file",
+                                  gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"], "--sender_max_new_tokens")
+
+
 def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--random_generator"), "--random_generator")
@@ -974,7 +982,7 @@ def test_check_questions_fit_counts_the_new_tokens_up_to_the_engines_bound():
     check_questions_fit(argparse.Namespace(tokenizer=None), ["a " * 99], 5, ["q1"])  # nothing to count with
 
 
-@pytest.mark.parametrize("method", ["latentmas", "tflow"])
+@pytest.mark.parametrize("method", ["latentmas", "textmas", "tflow"])
 def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     """Every generation flag of `python -m minitflow.generate`, set to a value that is not its
     default, reaches run_method as that value (a flag parsed and then replaced by a default
@@ -987,8 +995,8 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
         return real(method_, llm, questions, **kw)
     monkeypatch.setattr(generate, "run_method", spy)
     out = tmp_path / "out.json"
-    extra = (["--latent_steps", "2", "--mas_topology", "hierarchical", "--latent_realign", "--think"]
-             if method == "latentmas" else ["--random_generator"])
+    extra = {"latentmas": ["--latent_steps", "2", "--mas_topology", "hierarchical", "--latent_realign", "--think"],
+             "textmas": ["--sender_max_new_tokens", "2"], "tflow": ["--random_generator"]}[method]
     assert generate.main(["--method", method, "--dataset", "minerva_math", "--question", "Q?", "--context", "C.",
                           "--device", "cpu", "--dtype", "float32", "--max_new_tokens", "3", "--temperature", "0.7",
                           "--top_p", "0.8", "--top_k", "5", "--seed", "9", "--batch_size", "3",
@@ -1001,8 +1009,13 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     if method == "latentmas":
         assert {k: seen[k] for k in ("latent_steps", "topology", "realign", "think")} == \
             {"latent_steps": 2, "topology": "hierarchical", "realign": True, "think": True}
+    elif method == "textmas":
+        assert seen["sender_max_new_tokens"] == 2
     else:
         assert seen["generator"] is not None
     meta = json.loads(out.read_text())["metadata"]
+    if method == "textmas":  # the senders stopped at 2 tokens, not the official 1,024
+        senders = list(meta["token_usage"]["per_agent"].values())[:2]
+        assert [u["completion_tokens"] <= 2 for u in senders] == [True, True], meta["token_usage"]
     assert {k: meta["sampling"][k] for k in ("temperature", "top_p", "top_k", "seed", "max_new_tokens")} == \
         {"temperature": 0.7, "top_p": 0.8, "top_k": 5, "seed": 9, "max_new_tokens": 3}
