@@ -205,6 +205,23 @@ def test_realignment_matrix_equals_independent_float64(small_llm):
     assert torch.equal(lm.realignment_matrix(model)[0], before)
 
 
+def test_realignment_matrix_of_a_model_built_in_inference_mode():
+    """A model made under torch.inference_mode (tests/test_gpu.py's LatentMAS check builds its
+    LLM so) has inference-tensor weights, which keep no version counter: reading `_version`
+    raised a RuntimeError before any latent step. The matrix is built and cached all the same."""
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.weights import empty_model
+    cfg = Qwen3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=8, tie_word_embeddings=True, max_position_embeddings=32)
+    with torch.inference_mode():
+        model = empty_model(cfg, torch.float32, "cpu")
+        model.embed_tokens.weight.copy_(torch.randn(64, 16, generator=torch.Generator().manual_seed(0)))
+    assert model.embed_tokens.weight.is_inference()
+    w_a, target = lm.realignment_matrix(model)
+    assert w_a.shape == (16, 16) and torch.isfinite(w_a).all() and target > 0
+    assert lm.realignment_matrix(model)[0] is w_a  # cached
+
+
 def test_realignment_ridge_term_is_the_official_one(small_llm):
     """λ = 1e-5 as in the official code: with an lm_head scaled down until W_outᵀW_out is of the
     order of λ (a scale at which λ shows; at the model's own scale a 100x larger λ stays within

@@ -164,7 +164,9 @@ def realignment_matrix(model: Qwen3Model, lam: float = REALIGN_LAMBDA, rows: int
     them: W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in over the first `rows` vocabulary rows (default
     all), the target the mean input-embedding norm. Cached per model and weight version."""
     w_in, w_out, n = _embedding_weights(model, rows)
-    key = (float(lam), n, w_in._version, w_out._version)
+    # inference tensors (a model built under torch.inference_mode) keep no version counter, and
+    # reading it raises: their key is None (they change in place only inside inference mode)
+    key = (float(lam), n, *(None if w.is_inference() else w._version for w in (w_in, w_out)))
     got = _REALIGN_CACHE.setdefault(model, {}).get(key)
     if got is not None:
         return got
