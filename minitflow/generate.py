@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--question", default=None)
     p.add_argument("--input_file", default=None, help="a text file (one question) or .jsonl (many)")
     p.add_argument("--context", default=None, help="private context that only the senders read")
-    p.add_argument("--output", default=None, help="write a JSON result (a list for several questions)")
+    p.add_argument("--output", default=None,
+                   help="write a JSON result: one object for one question, a list for a .jsonl input")
     add_model_args(p)
     args = p.parse_args(argv)
     check_model_args(args)
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in payload:
         print(item["answer"])
     if args.output is not None:
-        write_json(args.output, payload[0] if len(payload) == 1 else payload, indent=2)
+        rows_file = args.input_file is not None and Path(args.input_file).suffix.lower() == ".jsonl"
+        write_json(args.output, payload if rows_file else payload[0], indent=2)  # a list, however many rows
     return 0
 
 

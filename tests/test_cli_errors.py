@@ -831,6 +831,20 @@ def test_sender_max_new_tokens_only_with_textmas_and_at_least_one(tmp_path, caps
                                   gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"], "--sender_max_new_tokens")
 
 
+def test_generate_output_of_a_jsonl_input_is_a_list_however_many_rows(tmp_path):
+    """A script reading `--output` of a .jsonl run got an object for a one-line file and a list
+    for longer ones; a .jsonl input now always gives a list, --question one object."""
+    base = ["--method", "baseline", "--device", "cpu", "--max_new_tokens", "2", "--greedy"]
+    for n in (1, 2):
+        rows = tmp_path / f"q{n}.jsonl"
+        rows.write_text("".join(json.dumps({"question": f"Q{i}?"}) + "\n" for i in range(n)))
+        generate.main([*base, "--input_file", str(rows), "--output", str(tmp_path / f"o{n}.json")])
+        got = json.loads((tmp_path / f"o{n}.json").read_text())
+        assert isinstance(got, list) and [g["question"] for g in got] == [f"Q{i}?" for i in range(n)]
+    generate.main([*base, "--question", "Q?", "--output", str(tmp_path / "one.json")])
+    assert json.loads((tmp_path / "one.json").read_text())["question"] == "Q?"
+
+
 def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--random_generator"), "--random_generator")
