@@ -413,6 +413,11 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     args.dataset = prompt_style(dataset)
     check_model_args(args)
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
+    if dataset != "mmlu" and (args.mmlu_rows is not None or args.include_all_mmlu):  # else ignored, yet recorded
+        raise UserError(f"--{'mmlu_rows' if args.mmlu_rows is not None else 'include_all_mmlu'} applies to mmlu "
+                        f"only, not {dataset}")
+    if dataset != "minerva_math" and args.minerva_zero_shot:
+        raise UserError(f"--minerva_zero_shot applies to minerva_math only, not {dataset}")
     if args.include_all_mmlu and args.mmlu_rows not in (None, "official"):  # else the old flag silently wins
         raise UserError(f"--include_all_mmlu means --mmlu_rows official; it contradicts --mmlu_rows {args.mmlu_rows}")
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", default=None, help='JSONL, one {"id", "prediction"} per line')
     src.add_argument("--results", default=None, help="an evaluate output folder to rescore in place")
-    p.add_argument("--scorer", default="strict", choices=["strict", "official"],
+    p.add_argument("--scorer", default=None, choices=["strict", "official"],
                    help="with --predictions: strict (default) or official (the paper's protocol)")
     p.add_argument("--output", default=None, help='with --predictions: JSONL of {"id", "correct", "extracted"}')
     p.add_argument("--mmlu_rows", default=None, choices=["official", "ok", "all"],
@@ -183,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         if args.output:
             raise UserError("--output goes with --predictions; --results rewrites the folder in place")
+        if args.scorer:  # both verdicts are rewritten: a choice of one would be ignored
+            raise UserError("--scorer goes with --predictions; --results rescores both verdicts (correct and "
+                            "correct_official)")
         rescore_results(args)
     else:
         args.mmlu_rows = args.mmlu_rows or "official"
+        args.scorer = args.scorer or "strict"
         score_predictions(args)
     return 0
 

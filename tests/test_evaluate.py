@@ -464,6 +464,23 @@ def test_include_all_mmlu_with_another_row_set_is_refused(tmp_path, capsys):
     assert run_cli(main, [*args, "--include_all_mmlu", "--mmlu_rows", "official"]) == 0
 
 
+def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, capsys):
+    """--mmlu_rows / --include_all_mmlu on gsm8k, or --minerva_zero_shot on mmlu, changed nothing
+    yet were recorded as the run's settings (a resume without them was then refused)."""
+    data, out = _mmlu_rows(tmp_path / "mmlu.jsonl"), tmp_path / "out"
+    gsm = tmp_path / "gsm8k.jsonl"
+    gsm.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    for dataset, path, flags, word in (("gsm8k", gsm, ["--mmlu_rows", "ok"], "--mmlu_rows applies to mmlu only"),
+                                       ("gsm8k", gsm, ["--include_all_mmlu"], "--include_all_mmlu applies"),
+                                       ("mmlu", data, ["--minerva_zero_shot"], "--minerva_zero_shot applies")):
+        args = ["--method", "oracle", "--dataset", dataset, "--data_file", str(path), "--output_dir", str(out)]
+        assert run_cli(main, [*args, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0] and not out.exists()
+    assert run_cli(main, ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(gsm),
+                          "--output_dir", str(out)]) == 0
+
+
 def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
     """The row set decides which rows and which golds (a corrected one, or the original): a
     resume must not mix two."""

@@ -148,6 +148,8 @@ def test_rescore_results_errors(tmp_path):
     with pytest.raises(UserError, match="unknown id 'gsm8k/77'"):
         main(["--results", str(folder)])
     assert (folder / "baseline_results.json").read_text() == before  # nothing half-written
+    with pytest.raises(UserError, match="--scorer goes with --predictions"):  # both verdicts are rescored
+        main(["--results", str(folder), "--scorer", "official"])
 
 
 def test_code_predictions_share_one_run(tmp_path):
