@@ -459,7 +459,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     llm = generator = None
     if args.method != "oracle" and mine:
         llm, generator, _, _ = load_for(args)
-    sampling = sampling_from(args)
+    sampling = sampling_from(args) if llm is not None else None  # oracle: no model, not even its top_k
     if llm is not None:
         check_questions_fit(llm, [s.question for _, s in mine], sampling.max_new_tokens, [s.id for _, s in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),

@@ -481,6 +481,17 @@ def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, caps
                           "--output_dir", str(out)]) == 0
 
 
+def test_oracle_needs_no_model(tmp_path, monkeypatch):
+    """The oracle scores gold answers: a --model that is not in the cache (offline) failed it,
+    since the sampling settings looked up the model's top_k."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gsm = tmp_path / "gsm8k.jsonl"
+    gsm.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    assert run_cli(main, ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(gsm), "--model",
+                          "nobody/not-cached", "--output_dir", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "oracle_results.json").read_text())["summary"]["accuracy"] == 1.0
+
+
 def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
     """The row set decides which rows and which golds (a corrected one, or the original): a
     resume must not mix two."""
