@@ -65,14 +65,16 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
     if not args.dataset:
         raise UserError("--predictions needs --dataset")
     dataset = resolve_dataset(args.dataset)
+    if args.mmlu_rows is not None and dataset != "mmlu":  # else ignored without a word
+        raise UserError(f"--mmlu_rows applies to mmlu only, not {dataset}")
     check_eval_dependencies(dataset)
     path = Path(args.predictions)
     preds = read_predictions(path)
     # before scoring (code runs take minutes): a directory or unwritable --output fails now, not at the end
     output = check_output_file(args.output, "--output") if args.output is not None else None
     ids = [i for i, _ in preds]
-    samples = _lookup(_samples_by_id(dataset, args.data_file, args.mmlu_rows), ids, str(path), dataset,
-                      args.data_file)
+    by_id = _samples_by_id(dataset, args.data_file, args.mmlu_rows or "official")
+    samples = _lookup(by_id, ids, str(path), dataset, args.data_file)
     scores = score_samples(dataset, [p for _, p in preds], samples, workers=args.workers,
                            timeout=args.timeout, scorer=args.scorer)
     if output is not None:
@@ -188,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
                             "correct_official)")
         rescore_results(args)
     else:
-        args.mmlu_rows = args.mmlu_rows or "official"
         args.scorer = args.scorer or "strict"
         score_predictions(args)
     return 0

@@ -71,6 +71,10 @@ def test_mmlu_row_sets(tmp_path, capsys):
     assert "accuracy 0.0000" in capsys.readouterr().out  # original gold B
     with pytest.raises(UserError, match="unknown id 'mmlu/s/1'"):  # not a clean row
         main(["--dataset", "mmlu", "--data_file", str(data), "--predictions", str(preds), "--mmlu_rows", "ok"])
+    gsm = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    gsm_preds = _jsonl(tmp_path / "g.jsonl", [{"id": "gsm8k/0", "prediction": "\\boxed{18}"}])
+    with pytest.raises(UserError, match="--mmlu_rows applies to mmlu only, not gsm8k"):  # else ignored
+        main(["--dataset", "gsm8k", "--data_file", str(gsm), "--predictions", str(gsm_preds), "--mmlu_rows", "ok"])
 
 
 @pytest.mark.parametrize("lines, message", [
