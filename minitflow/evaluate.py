@@ -418,8 +418,6 @@ def evaluate(args: argparse.Namespace) -> dict | None:
                         f"only, not {dataset}")
     if dataset != "minerva_math" and args.minerva_zero_shot:
         raise UserError(f"--minerva_zero_shot applies to minerva_math only, not {dataset}")
-    if args.include_all_mmlu and args.mmlu_rows not in (None, "official"):  # else the old flag silently wins
-        raise UserError(f"--include_all_mmlu means --mmlu_rows official; it contradicts --mmlu_rows {args.mmlu_rows}")
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
     if args.max_samples == 0 or args.max_samples < -1:  # 0 would read as "the data file has no samples"
         raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")
@@ -427,24 +425,16 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
     rank, size = world()
     settings = run_settings(args, dataset)  # resolves the model and checkpoint: a missing one leaves no folder behind
-    fresh = not Path(args.output_dir).exists()
+    # the samples before the folder: a bad data file leaves no empty folder behind
+    samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
+                           minerva_fewshot=not args.minerva_zero_shot)
+    if not samples:
+        raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
     out_dir = check_output_dir(args.output_dir, "--output_dir")
-    try:
-        samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
-                               minerva_fewshot=not args.minerva_zero_shot)
-        if not samples:
-            raise UserError(f"no samples to evaluate in {args.data_file or dataset}")
-        ids = [s.id for s in samples]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
-    except UserError:  # a bad data file leaves no empty folder behind
-        if fresh:
-            try:
-                out_dir.rmdir()
-            except OSError:  # another rank's files, or already gone
-                pass
-        raise
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"

@@ -26,9 +26,10 @@ def demo_dir() -> Path:
 
 
 def env_true(name: str) -> bool:
-    """An environment flag read as huggingface-hub and datasets read theirs (HF_HUB_OFFLINE...):
-    1, ON, YES or TRUE in any case; anything else is off (so "no" and "off" do not differ)."""
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    """An environment flag read as huggingface-hub reads its own (HF_HUB_OFFLINE...): one of its
+    true values (1, ON, YES, TRUE) in any case; anything else is off ("no" and "off" too)."""
+    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+    return os.environ.get(name, "").strip().upper() in ENV_VARS_TRUE_VALUES
 
 
 # ---- reading -----------------------------------------------------------------------------

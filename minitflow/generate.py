@@ -19,6 +19,11 @@ from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context
 
 
+def _rows_file(input_file: str | Path | None) -> bool:
+    """A .jsonl --input_file: one question per row, and a list of results for it."""
+    return input_file is not None and Path(input_file).suffix.lower() == ".jsonl"
+
+
 def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
     """Questions from --question, --input_file (text or .jsonl, split on "\n" only) or stdin."""
     stdin = stdin if stdin is not None else sys.stdin
@@ -28,15 +33,14 @@ def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
         rows = [{"question": args.question, "context": args.context}]
     elif args.input_file is not None:
         path = Path(args.input_file)
-        suffix = path.suffix.lower()
-        if suffix == ".json":  # read as text, its JSON would be one question, answered without a word
+        if path.suffix.lower() == ".json":  # read as text, its JSON would be one question, answered without a word
             raise UserError(f"--input_file {path}: give questions as .jsonl (one {{\"question\": ...}} per line) "
                             "or a plain text file (one question)")
-        if suffix == ".jsonl" and getattr(args, "context", None) is not None:  # rows carry their own
+        if _rows_file(path) and getattr(args, "context", None) is not None:  # rows carry their own
             raise UserError(f"--context goes with --question or a text file; {path} gives each row's "
                             "\"context\" itself")
         text = read_text(path, "input file")
-        if suffix == ".jsonl":
+        if _rows_file(path):
             rows = []
             for n, row in json_rows(text, str(path)):
                 row = {"question": row} if isinstance(row, str) else row
@@ -90,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in payload:
         print(item["answer"])
     if args.output is not None:
-        rows_file = args.input_file is not None and Path(args.input_file).suffix.lower() == ".jsonl"
-        write_json(args.output, payload if rows_file else payload[0], indent=2)  # a list, however many rows
+        write_json(args.output, payload if _rows_file(args.input_file) else payload[0], indent=2)
     return 0
 
 

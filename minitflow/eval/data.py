@@ -329,7 +329,10 @@ def resolve_mmlu_rows(mmlu_rows: str | None = "official", include_all_mmlu: bool
     """The MMLU-Redux row set to score: `mmlu_rows`, or the old `include_all_mmlu` flag.
 
     include_all_mmlu=True always selected the official loader's rows, so it maps
-    to "official"; False (its old default) to whatever `mmlu_rows` says."""
+    to "official"; False (its old default) to whatever `mmlu_rows` says. Both, naming another
+    row set, are refused: one of them would win without a word."""
+    if include_all_mmlu and mmlu_rows not in (None, "official"):
+        raise UserError(f"--include_all_mmlu means --mmlu_rows official; it contradicts --mmlu_rows {mmlu_rows}")
     rows = "official" if include_all_mmlu else (mmlu_rows or "official")
     if rows not in MMLU_ROW_SETS:
         raise UserError(f"unknown MMLU row set {rows!r}; expected one of: {', '.join(MMLU_ROW_SETS)}")

@@ -54,10 +54,10 @@ def _complete(snapshot: Path) -> bool:
     if (snapshot / "model.safetensors").is_file():
         return True
     try:
-        shards = set(json.loads((snapshot / "model.safetensors.index.json").read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        shards = set(_indexed_files(snapshot).values())
+    except UserError:  # no index, or not one
         return False
-    return all((snapshot / f).is_file() for f in shards)
+    return all(f.is_file() for f in shards)
 
 
 def model_config(name_or_path: str | Path) -> Qwen3Config:
@@ -72,11 +72,7 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     index = model_dir / "model.safetensors.index.json"
     single = model_dir / "model.safetensors"
     if index.is_file() and not single.is_file():
-        try:
-            weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
-            files = {str(name): model_dir / f for name, f in weight_map.items()}
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
+        files = _indexed_files(model_dir)
         for f in set(files.values()):
             if not f.is_file():
                 raise UserError(f"shard {f.name} listed in {index.name} is missing from {model_dir}")
@@ -85,6 +81,16 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
         raise UserError(f"no model.safetensors or model.safetensors.index.json in {model_dir}")
     with _open_safetensors(single) as f:
         return {name: single for name in f.keys()}
+
+
+def _indexed_files(model_dir: Path) -> dict[str, Path]:
+    """Tensor name -> shard file, as model.safetensors.index.json lists them (the files may be missing)."""
+    index = model_dir / "model.safetensors.index.json"
+    try:
+        weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
+        return {str(name): model_dir / f for name, f in weight_map.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
 
 
 def _open_safetensors(path: Path):
