@@ -10,7 +10,9 @@ launch, also inside a CUDA graph. The "CUDA path" count takes each call of a fus
 function (model/fused.py: `fused_on_cuda`, one torch.compile kernel on a GPU) as one kernel
 instead of its ops, the LoRA part of a decode projection, and q/k norm + RoPE with the cache write
 of keys and values, as the one Triton kernel each is there (model/lora_kernel.py,
-model/qkv_kernel.py), and leaves out `to` calls that convert nothing. A
+model/qkv_kernel.py), and leaves out `to` calls that convert nothing. LoRA is counted both ways
+the engine can hold it at decode: as factor pairs (lora_linear.DECODE_LORA "kernel") and folded
+beneath the weights ("folded": u from the projection's matmul, B u added by the next kernel). A
 fused function with reductions or a scan over a long row (the sampler's nucleus steps) may
 compile to a few kernels rather than one. It is the proxy this CPU
 machine can measure for the launch-bound graph step; what a kernel fewer saves on a GPU is
@@ -35,7 +37,7 @@ from minitflow.engine.sampler import Sampler, SamplingParams
 from minitflow.model import attention, layers, qwen3
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.layers import qk_norm_rope
-from minitflow.model.lora_linear import lora_project
+from minitflow.model.lora_linear import Folded, expanded, project
 from minitflow.tflow import generator as pg
 
 VIEWS = {"view", "transpose", "t", "unsqueeze", "expand", "slice", "select", "split", "split_with_sizes",
@@ -74,19 +76,20 @@ def _counted(mode: Count, fn):
 
 
 def _counted_lora(mode: Count):
-    """`lora_project` as the CUDA path runs it at decode: `W x`, then one Triton kernel for the
-    LoRA part (model/lora_kernel.py), counted once."""
+    """`project` as the CUDA path runs it at decode: `W x`, then for factor pairs one Triton
+    kernel for the LoRA part (model/lora_kernel.py), counted once; a folded LoRA's B u is left to
+    the next kernel, as on CUDA."""
     import torch.nn.functional as F
     from minitflow.model.lora_linear import lora_linear_ref
 
     def call(x, weight, lora=None):
-        if lora is None or x.shape[1] != 1:
-            return lora_linear_ref(x, weight, lora)
+        if lora is None or isinstance(lora, Folded) or x.shape[1] != 1:
+            return project(x, weight, lora)
         y = F.linear(x, weight)  # counted: the CUDA path runs it too
         mode.ops["triton:lora_decode"] += 1
         mode.inside += 1
         try:
-            return y + (lora_linear_ref(x, weight, lora) - y)  # the LoRA part, uncounted
+            return y + (lora_linear_ref(x, weight, lora) - y), None  # the LoRA part, uncounted
         finally:
             mode.inside -= 1
     return call
@@ -94,8 +97,16 @@ def _counted_lora(mode: Count):
 
 def _counted_qkv(mode: Count, update):
     """q/k norm + RoPE and the cache write as the CUDA path runs them with a cache: one Triton
-    kernel (model/qkv_kernel.py), counted at the norm; the write counts nothing more but the
-    index arrays the kernel reads, built (and counted) at the first layer."""
+    kernel (model/qkv_kernel.py), counted at the norm, which also adds a folded LoRA's pending B u
+    (`expand` before it counts nothing); the write counts nothing more but the index arrays the
+    kernel reads, built (and counted) at the first layer."""
+    def uncounted_expand(*args):
+        mode.inside += 1
+        try:
+            return expanded(*args)
+        finally:
+            mode.inside -= 1
+
     def norm(*args):
         mode.ops["triton:qkv_to_cache"] += 1
         mode.inside += 1
@@ -111,14 +122,14 @@ def _counted_qkv(mode: Count, update):
             return update(cache, layer, k, v, targets, kv_len, rows)
         finally:
             mode.inside -= 1
-    return norm, write
+    return norm, write, uncounted_expand
 
 
 @contextlib.contextmanager
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
-    update, look_past = KVCache.update, sampler._look_past
+    update, look_past, expand = KVCache.update, sampler._look_past, layers.expand
     saved = [(m, n, f) for m in (attention, layers, qwen3, sampler, pg) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
@@ -126,16 +137,17 @@ def counting(mode: Count):
             for m, n, f in saved:
                 setattr(m, n, _counted(mode, f))
             sampler._look_past = lambda *_: True  # as on CUDA: the top-k path's tie pass always runs
-            layers.lora_project = _counted_lora(mode)
-            layers.qk_norm_rope, KVCache.update = _counted_qkv(mode, update)
+            layers.project = _counted_lora(mode)
+            layers.qk_norm_rope, KVCache.update, layers.expand = _counted_qkv(mode, update)
         with torch.inference_mode(), mode:
             yield
     finally:
         for m, n, f in saved:
             setattr(m, n, f)
         sampler._look_past = look_past
-        layers.lora_project = lora_project
+        layers.project = project
         KVCache.update = update
+        layers.expand = expand
         layers.qk_norm_rope = qk_norm_rope
 
 
@@ -143,10 +155,28 @@ def _ops(mode: Count) -> collections.Counter:
     return collections.Counter({k: v for k, v in mode.ops.items() if k not in VIEWS})
 
 
-def step_ops(layers_: int, with_lora: bool, fused: bool) -> collections.Counter:
+def folded(model, lora):
+    """`lora` (batch 1) as an engine holds it under DECODE_LORA "folded": each A in the spare
+    rows beneath its weight (one slot)."""
+    from minitflow.model.lora import LoraWeights
+    layers_ = []
+    for layer, groups in zip(model.layers, lora.layers):
+        out = {}
+        for k, (a, bs) in groups.items():
+            full = layer.spare_rows(k, a.shape[1])
+            full[full.shape[0] - a.shape[1]:] = a[0]
+            out[k] = Folded(full, full.shape[0] - a.shape[1], 0, bs)
+        layers_.append(out)
+    return LoraWeights(layers_, 1)
+
+
+def step_ops(layers_: int, with_lora: bool | str, fused: bool) -> collections.Counter:
+    """`with_lora`: False, True (factor pairs) or "folded"."""
     cfg = dataclasses.replace(TINY, num_hidden_layers=layers_)
     model = random_model(cfg, torch.bfloat16, "cpu", max_positions=512)
     lora = random_lora(cfg, 1, torch.device("cpu"), torch.bfloat16) if with_lora else None
+    if with_lora == "folded":
+        lora = folded(model, lora)
     cache = KVCache(cfg.num_hidden_layers, 1, 300, cfg.num_key_value_heads, cfg.head_dim, torch.bfloat16, "cpu")
     mode = Count(fused)
     with counting(mode):
@@ -203,7 +233,7 @@ def engine_step_ops(kind: str, fused: bool) -> collections.Counter:
     return _ops(mode)
 
 
-def ops_per_layer(with_lora: bool, fused: bool) -> tuple[dict[str, int], dict[str, int]]:
+def ops_per_layer(with_lora: bool | str, fused: bool) -> tuple[dict[str, int], dict[str, int]]:
     """(ops each layer adds, ops a step runs once)."""
     two, three = step_ops(2, with_lora, fused), step_ops(3, with_lora, fused)
     layer = three - two
@@ -212,9 +242,10 @@ def ops_per_layer(with_lora: bool, fused: bool) -> tuple[dict[str, int], dict[st
 
 if __name__ == "__main__":
     for fused in (False, True):
-        for with_lora in (False, True):
+        for with_lora in (False, True, "folded"):
             layer, once = ops_per_layer(with_lora, fused)
-            print(f"{'CUDA path' if fused else 'op by op'}, {'with' if with_lora else 'without'} LoRA: "
+            what = {False: "without LoRA", True: "with LoRA", "folded": "with folded LoRA"}[with_lora]
+            print(f"{'CUDA path' if fused else 'op by op'}, {what}: "
                   f"{sum(layer.values())} ops per layer {sorted(layer.items())}; "
                   f"{sum(once.values())} once per step {sorted(once.items())}")
     official = SamplingParams(temperature=0.6, top_p=0.95, seed=1)

@@ -128,7 +128,8 @@ def test_decode_step(benchmark, setup: Setup, model: Qwen3Model, batch: int, mod
     graphs, or through torch.compile; `graphs-bmm+expand`, `graphs-bmm` and `graphs-folded`
     capture LoRA the other ways (lora_linear.DECODE_LORA: a cuBLAS bmm for u then the Triton
     kernel, the bmm chain, or u from the projection's own matmul with every slot's A beneath
-    the weight) instead of the one Triton kernel, set beside `graphs` for that choice.
+    the weight and B u added by the next kernel) instead of the one Triton kernel, set beside
+    `graphs` for that choice.
     CPU runs eager only because compiling the whole step costs ~15 s per variant on 2 cores.
     `bandwidth_fraction` = bytes the step must read (weights, KV over the attended slots, LoRA
     factors) per second over a device-to-device copy's bytes per second."""

@@ -403,6 +403,48 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
+def _launches(fn, *args) -> int:
+    """Kernels inductor's compile of `fn` launches (CPU: its C++ kernels; no extern call either)."""
+    import re
+    from torch._inductor.utils import run_and_get_code
+    torch._dynamo.reset()
+    out, code = run_and_get_code(torch.compile(fn, dynamic=True, fullgraph=True), *args)
+    call = code[-1][code[-1].index("def call("):]
+    assert "extern_kernels" not in call
+    return len(re.findall(r"\n\s+(?:cpp_fused_\w+|triton_\w+\.run)\(", call)), out
+
+
+def test_folded_lora_joins_the_next_fused_kernel():
+    """lora_linear.DECODE_LORA "folded": a projection's B u (u from the weight's own matmul) is
+    added by the fused function that reads the projection next (the residual add + RMSNorm after
+    o and down, SiLU·up after gate/up): what `expand_` (a baddbmm_ per block) adds, within
+    float32 rounding, and inductor compiles each with its LoRA into as many kernels as without
+    (one), so LoRA launches none of its own. (q/k/v's is the Triton kernel's:
+    tests/test_triton_kernels.py.)"""
+    from minitflow.model import layers
+    from minitflow.model.lora_linear import expand_, expanded
+    g = torch.Generator().manual_seed(0)
+    b, h, r = 3, 64, 8
+    z = torch.randn(b, 1, 2 * h + 5 * 2 * r, generator=g)  # W x, then the u of 5 slots (rows take slots 1..3)
+    u = z.as_strided((b, 1, 2 * r), (z.shape[-1] + 2 * r, z.shape[-1], 1), 2 * h + 2 * r)
+    y = z[..., :2 * h]
+    blocks = (torch.randn(b, h, r, generator=g), torch.randn(b, h, r, generator=g))
+    want = expand_(y.clone(), u, blocks)
+    torch.testing.assert_close(expanded(y, (u, blocks)), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(expanded(y, None), y)
+    x, w = torch.randn(b, 1, h, generator=g), torch.randn(h, generator=g)
+    one = (u[..., :r], blocks[:1])  # o / down: one block
+    for fn, plain, lora, ref in (
+            (layers.add_rms_norm, (x, y[..., :h], w, 1e-6), (x, y[..., :h], w, 1e-6, one),
+             lambda: layers.add_rms_norm(x, expand_(y[..., :h].clone(), *one), w, 1e-6)),
+            (layers.silu_mul, (y,), (y, (u, blocks)), lambda: layers.silu_mul(want))):
+        n_plain, _ = _launches(fn.eager, *plain)
+        n_lora, got = _launches(fn.eager, *lora)
+        assert n_plain == n_lora == 1, (fn, n_plain, n_lora)
+        torch.testing.assert_close(got, ref(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fn(*lora), ref(), rtol=1e-5, atol=1e-5)  # op by op, as CPU runs it
+
+
 def test_fused_capture_terms_trace_whole_and_match_eager():
     """On CUDA a capture's layer-sum term (gather the span, mask, scale, add) is one
     torch.compile(fullgraph, dynamic) kernel: it must trace without a graph break and give the

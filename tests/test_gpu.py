@@ -219,12 +219,15 @@ def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_lora_kernel_matches_the_reference_projection(dtype, monkeypatch):
     """At decode on CUDA the layers' LoRA is one Triton kernel per fused weight (or a bmm for u
-    and the kernel expanding): the reference's values (bmm + a baddbmm_ per block) to float32
-    noise or bf16 rounding, for q/k/v-, gate/up- and single-block layouts at Qwen3-4B's widths,
-    batch 1 and 20, a rank-0 block included."""
+    and the kernel expanding, or u from the weight's own matmul and B u added by the compiled
+    kernel that reads the projection next): the reference's values (bmm + a baddbmm_ per block)
+    to float32 noise or bf16 rounding, for q/k/v-, gate/up- and single-block layouts at
+    Qwen3-4B's widths, batch 1 and 20, a rank-0 block included."""
     import sys
     from minitflow.model import lora_linear
-    from minitflow.model.lora_linear import Folded, lora_linear_ref, lora_project
+    from minitflow.model.fused import _FUSED
+    from minitflow.model.layers import add_rms_norm, expand, silu_mul
+    from minitflow.model.lora_linear import Folded, lora_linear_ref, lora_project, project
     g = torch.Generator(device="cuda").manual_seed(0)
     rand = lambda *s: (0.05 * torch.randn(*s, generator=g, device="cuda")).to(dtype)  # noqa: E731
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
@@ -240,9 +243,18 @@ def test_decode_lora_kernel_matches_the_reference_projection(dtype, monkeypatch)
                     torch.testing.assert_close(lora_project(x, w, (a, blocks)), want, **tol)
             full = torch.cat([w, torch.zeros(22 * sum(ranks), k, dtype=dtype, device="cuda")])  # "folded"
             full[len(w):].view(22, sum(ranks), k)[2:2 + b] = a  # slots 2..b+1 of 22
-            with torch.inference_mode():
-                torch.testing.assert_close(lora_project(x, w, Folded(full, len(w), 2, blocks)), want, **tol)
+            with torch.inference_mode():  # B u left pending for the next kernel; `expand` adds it alone
+                y, pending = project(x, w, Folded(full, len(w), 2, blocks))
+                torch.testing.assert_close(expand(y, pending), want, **tol)
+                if len(outs) == 2:  # gate/up: SiLU·up's kernel adds it
+                    torch.testing.assert_close(silu_mul(y, pending), silu_mul.eager(want), **tol)
+                if len(outs) == 1:  # o, down: the residual add + RMSNorm's kernel adds it
+                    res, nw = rand(b, 1, outs[0]), 1 + rand(outs[0])
+                    ref = add_rms_norm.eager(res, want, nw, 1e-6)
+                    for got, r in zip(add_rms_norm(res, y, nw, 1e-6, pending), ref):
+                        torch.testing.assert_close(got, r, **tol)
     assert "minitflow.model.lora_kernel" in sys.modules  # the kernel ran, not the reference
+    assert expand.eager in _FUSED and silu_mul.eager in _FUSED and add_rms_norm.eager in _FUSED
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -250,9 +262,10 @@ def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes(dtype):
     """At inference on CUDA a layer's q/k norm + RoPE and its cache write are one Triton kernel:
     q and the cache as the op-by-op norm + RoPE and the two indexed writes give them (v bitwise,
     the same places written), at Qwen3-4B's head counts, for a decode step, gathered cache rows,
-    one row and a padded prefill's real tokens."""
+    one row and a padded prefill's real tokens; with a folded LoRA's pending B u at decode."""
     from minitflow.model.kv_cache import KVCache
     from minitflow.model.layers import Rotary, qk_norm_rope
+    from minitflow.model.lora_linear import expanded
     from minitflow.model.qkv_kernel import qkv_to_cache
     g = torch.Generator(device="cuda").manual_seed(0)
     rot = Rotary(128, 1e6, 300).cuda()
@@ -276,6 +289,17 @@ def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes(dtype):
         torch.testing.assert_close(got.k, want.k, equal_nan=True, **tol)
         assert torch.equal(got.k.isnan(), want.k.isnan()) and torch.equal(got.v.isnan(), want.v.isnan())
         assert torch.equal(got.v.nan_to_num(), want.v.nan_to_num())
+        if t == 1:  # a folded LoRA's pending B u (u strided beside W x): as adding it first
+            z = torch.randn(b, 1, qkv.shape[-1] + 5 + 24, generator=g, device="cuda").to(dtype)
+            y, u = z[..., :qkv.shape[-1]], z[..., qkv.shape[-1] + 5:]
+            blocks = tuple((0.3 * torch.randn(b, o, 8, generator=g, device="cuda")).to(dtype)
+                           for o in (4096, 1024, 1024))
+            want, got = (KVCache(2, 6, 300, 8, 128, dtype, "cuda") for _ in range(2))
+            q_want = qkv_to_cache(expanded(y, (u, blocks)), qw, kw, 32, 8, 1e-6, cos, sin, want.k[1], want.v[1],
+                                  targets.flat())
+            q_got = qkv_to_cache(y, qw, kw, 32, 8, 1e-6, cos, sin, got.k[1], got.v[1], targets.flat(), (u, blocks))
+            for a, b_ in ((q_got, q_want), (got.k, want.k), (got.v, want.v)):
+                torch.testing.assert_close(a, b_, **tol)
 
 
 def test_serving_waits_for_the_device_only_to_read_tokens():

@@ -79,6 +79,7 @@ QKV_CHECK = r'''
 import torch
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.layers import Rotary, qk_norm_rope
+from minitflow.model.lora_linear import expanded
 from minitflow.model.qkv_kernel import qkv_to_cache
 g = torch.Generator().manual_seed(0)
 rot = Rotary(32, 1e6, 64)
@@ -107,6 +108,29 @@ for dtype in (torch.float32, torch.bfloat16):
         assert torch.equal(got.v, want.v) and want.k.abs().sum() > 0
         assert torch.equal(got.k == 0, want.k == 0)  # the same places written, nothing else
         n += 1
+        # a Folded LoRA's pending B u (u strided columns of the projection's output, as
+        # Folded.project gives them): the same as adding it first (lora_linear.expanded)
+        for ranks in ((8, 8, 8), (0, 5, 3)):  # a projection no sender adapts: rank 0
+            z = torch.randn(b, t, qkv.shape[-1] + 6 + sum(ranks), generator=g).to(dtype)
+            y, u = z[..., :qkv.shape[-1]], z[..., qkv.shape[-1] + 6:]
+            blocks = tuple((0.3 * torch.randn(b, o, r, generator=g)).to(dtype) for o, r in zip((128, 64, 64), ranks))
+            want, got = (KVCache(2, 6, 40, 2, 32, dtype, "cpu") for _ in range(2))
+            q_want = qkv_to_cache(expanded(y, (u, blocks)), qw, kw, 4, 2, 1e-6, cos, sin, want.k[1], want.v[1],
+                                  targets.flat())
+            q_got = qkv_to_cache(y, qw, kw, 4, 2, 1e-6, cos, sin, got.k[1], got.v[1], targets.flat(), (u, blocks))
+            torch.testing.assert_close(q_got, q_want, **tol)
+            torch.testing.assert_close(got.k, want.k, **tol)
+            torch.testing.assert_close(got.v, want.v, **tol)
+            assert torch.equal(got.k == 0, want.k == 0) and not torch.equal(expanded(y, (u, blocks)), y)
+            n += 1
+try:
+    qkv_to_cache(torch.zeros(1, 1, 8 * 32), torch.ones(32), torch.ones(32), 4, 2, 1e-6, torch.zeros(1, 1, 1, 32),
+                 torch.zeros(1, 1, 1, 32), torch.zeros(2, 2, 8, 32), torch.zeros(2, 2, 8, 32),
+                 KVCache.targets(torch.zeros(1, 1, dtype=torch.long)).flat(),
+                 (torch.zeros(1, 1, 4), (torch.zeros(1, 128, 2), torch.zeros(1, 32, 2))))
+    raise SystemExit("LoRA without a v block was accepted")
+except ValueError as e:
+    assert "q, k, v blocks" in str(e)
 try:
     qkv_to_cache(torch.zeros(1, 1, 8 * 24), torch.ones(24), torch.ones(24), 4, 2, 1e-6, torch.zeros(1, 1, 1, 24),
                  torch.zeros(1, 1, 1, 24), torch.zeros(2, 2, 8, 24), torch.zeros(2, 2, 8, 24),
@@ -182,9 +206,10 @@ def test_decode_lora_kernel_equals_the_reference_projection():
 def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes():
     """Decode and prefill shapes, cache rows given or not, one row, a padded batch's real tokens
     only, float32 and bf16: q and the cache as the fused q/k norm + RoPE and the two indexed
-    writes give them (v bitwise, and the same places written); a head_dim that is not a power of
-    two is refused."""
-    assert interpreted(QKV_CHECK) == "ok 10"
+    writes give them (v bitwise, and the same places written); with a `Folded` LoRA's pending
+    `B u` (ranks per block, one of them 0), what adding it first gives; a head_dim that is not a
+    power of two and LoRA blocks that do not fit are refused."""
+    assert interpreted(QKV_CHECK) == "ok 30"
 
 
 COMPILE_CHECK = r"""
@@ -256,6 +281,13 @@ for dtype in (torch.bfloat16, torch.float16, torch.float32):
         qkv_kernel.qkv_to_cache(torch.zeros(b, t, (HQ + 2 * HKV) * D, dtype=dtype), torch.ones(D, dtype=dtype),
                                 torch.ones(D, dtype=dtype), HQ, HKV, 1e-6, cos, sin, cache.k[0], cache.v[0],
                                 KVCache.targets(positions).flat())
+        if t == 1:  # a folded LoRA's pending B u: u strided columns beside W x (Folded.project)
+            z = torch.zeros(b, 1, (HQ + 2 * HKV) * D + b * 3 * R, dtype=dtype)
+            blocks = tuple(torch.zeros(b, o, R, dtype=dtype) for o in (HQ * D, HKV * D, HKV * D))
+            u = z.as_strided((b, 1, 3 * R), (z.shape[-1] + 3 * R, z.shape[-1], 1), (HQ + 2 * HKV) * D)
+            qkv_kernel.qkv_to_cache(z[..., :(HQ + 2 * HKV) * D], torch.ones(D, dtype=dtype), torch.ones(D, dtype=dtype),
+                                    HQ, HKV, 1e-6, cos, sin, cache.k[0], cache.v[0], KVCache.targets(positions).flat(),
+                                    (u, blocks))
 n = 0
 for launches in (lora, qkv):
     variants = {}
@@ -275,7 +307,8 @@ print("ok", n)
 def test_both_kernels_compile_for_a100_and_h100(tmp_path):
     """Each kernel compiled to a cubin for sm_80 and sm_90, with no GPU present, from the
     argument types and constants its launcher passes at Qwen3-4B's shapes (decode at batch 1, 20
-    and 64, the LoRA kernel with u computed and given, and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
+    and 64, the LoRA kernel with u computed and given, the q/k/v kernel with a folded LoRA's B u
+    and without, and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
     name bound to a pointer in one branch of an `if` and to an integer in the other, which the
     compiler refuses: this is the check that caught it. Timing, spills and results on a real
     GPU are tests/test_gpu.py's."""
@@ -286,4 +319,4 @@ def test_both_kernels_compile_for_a100_and_h100(tmp_path):
         pytest.skip("this Triton has no NVIDIA backend")
     if "constexprs" not in inspect.signature(ASTSource.__init__).parameters:
         pytest.skip("compiling ahead of time this way needs a newer Triton (3.5 and later are known to work)")
-    assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 102"  # LoRA with u computed and given
+    assert interpreted(COMPILE_CHECK, TRITON_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="") == "ok 114"

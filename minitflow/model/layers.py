@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from minitflow.model.kv_cache import KVCache, WriteTargets
 from minitflow.model.attention import cache_attention
-from minitflow.model.lora_linear import Folded, LoraPair, lora_project
+from minitflow.model.lora_linear import Folded, LoraPair, Pending, expanded, expanded_parts, project
 from minitflow.model.config import Qwen3Config
 from minitflow.model.fused import cuda_inference, fused_on_cuda
 
@@ -21,13 +21,15 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 
 rms_norm = fused_on_cuda(_rms_norm)
+expand = fused_on_cuda(expanded)  # q/k/v's LoRA where no kernel of ours reads them next (CPU)
 
 
 @fused_on_cuda
-def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The residual add and the RMSNorm that reads it: (x + delta, its norm), one kernel on CUDA."""
-    x = x + delta
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                 pending: Pending | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add and the RMSNorm that reads it: (x + delta, its norm), one kernel on CUDA;
+    with `pending`, delta's LoRA is added into delta first, in the same kernel."""
+    x = x + expanded(delta, pending)
     return x, _rms_norm(x, weight, eps)
 
 
@@ -44,8 +46,9 @@ def qk_norm_rope(qk: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tenso
 
 
 @fused_on_cuda
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    gate, up = gate_up.chunk(2, dim=-1)
+def silu_mul(gate_up: torch.Tensor, pending: Pending | None = None) -> torch.Tensor:
+    """SiLU(gate)·up; with `pending`, gate/up's LoRA (a B block each) added to each half first."""
+    gate, up = gate_up.chunk(2, dim=-1) if pending is None else expanded_parts(gate_up, pending)
     return F.silu(gate) * up
 
 
@@ -122,12 +125,14 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor, cache: KVCache | None, kv_len: int, lora: dict[str, LoraPair | Folded] | None,
-                rows: torch.Tensor | None = None, targets: WriteTargets | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(residual stream, the previous layer's MLP output not yet added to it, or None) ->
-        the same pair after this layer. Each residual add is done by the RMSNorm that reads its
-        sum, one kernel on CUDA, instead of a separate add; the model adds the last one (or
-        where it captures a layer's output). `targets`: where the cache is written
-        (KVCache.targets)."""
+                rows: torch.Tensor | None = None, targets: WriteTargets | None = None,
+                pending: Pending | None = None) -> tuple[torch.Tensor, torch.Tensor, Pending | None]:
+        """(residual stream, the previous layer's MLP output not yet added to it, or None, and that
+        output's LoRA not yet added to it, or None) -> the same three after this layer. Each
+        residual add is done by the RMSNorm that reads its sum, one kernel on CUDA, instead of a
+        separate add; the model adds the last one (or where it captures a layer's output). A
+        `Folded` LoRA's `B u` (lora_linear.project) is added by the next kernel that reads the
+        projection's output. `targets`: where the cache is written (KVCache.targets)."""
         cfg = self.cfg
         b, t, _ = x.shape
         lo = lora or {}
@@ -135,15 +140,16 @@ class DecoderLayer(nn.Module):
         if delta is None:
             h = rms_norm(x, norm.weight, norm.eps)
         else:
-            x, h = add_rms_norm(x, delta, norm.weight, norm.eps)
-        qkv = lora_project(h, self.qkv_proj.weight, lo.get("qkv"))
+            x, h = add_rms_norm(x, delta, norm.weight, norm.eps, pending)
+        qkv, pending = project(h, self.qkv_proj.weight, lo.get("qkv"))
         if cache is not None and cuda_inference(qkv) and not cfg.head_dim & (cfg.head_dim - 1):
             from minitflow.model.qkv_kernel import qkv_to_cache  # imports Triton: only where it runs
             q = qkv_to_cache(qkv, self.q_norm.weight, self.k_norm.weight, cfg.num_attention_heads,
                              cfg.num_key_value_heads, self.q_norm.eps, cos, sin, cache.k[self.index],
-                             cache.v[self.index], targets.flat())
+                             cache.v[self.index], targets.flat(), pending)
             k_all, v_all = cache.attended(self.index, kv_len, rows, b)
         else:
+            qkv = qkv if pending is None else expand(qkv, pending)
             heads = cfg.num_attention_heads + cfg.num_key_value_heads
             qk = qk_norm_rope(qkv[..., :heads * cfg.head_dim].view(b, t, heads, cfg.head_dim), self.q_norm.weight,
                               self.k_norm.weight, cfg.num_attention_heads, self.q_norm.eps, cos, sin)
@@ -153,6 +159,8 @@ class DecoderLayer(nn.Module):
             k_all, v_all = (k, v) if cache is None else cache.update(self.index, k, v, targets, kv_len, rows)
         attn = cache_attention(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, cfg.q_size)
         norm = self.post_attention_layernorm
-        x, h = add_rms_norm(x, lora_project(attn, self.o_proj.weight, lo.get("o")), norm.weight, norm.eps)
-        gate_up = lora_project(h, self.gate_up_proj.weight, lo.get("gate_up"))
-        return x, lora_project(silu_mul(gate_up), self.down_proj.weight, lo.get("down"))
+        o, pending = project(attn, self.o_proj.weight, lo.get("o"))
+        x, h = add_rms_norm(x, o, norm.weight, norm.eps, pending)
+        gate_up, pending = project(h, self.gate_up_proj.weight, lo.get("gate_up"))
+        down, pending = project(silu_mul(gate_up, pending), self.down_proj.weight, lo.get("down"))
+        return x, down, pending

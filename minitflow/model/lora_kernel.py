@@ -69,9 +69,8 @@ def lora_decode_(y: torch.Tensor, x: torch.Tensor | None, a: torch.Tensor | None
     """y (B, 1, N) += [B_1 u_1; B_2 u_2; ...] with u = A x: x (B, 1, K), A (B, R, K), blocks
     B_j (B, N_j, r_j) with sum N_j = N and sum r_j = R (at most MAX_BLOCKS; a rank-0 block adds
     nothing). Every last dimension must be contiguous, which the engine's buffers are; the rows of
-    y and u may have any stride (a `Folded` projection's are columns of one matmul's output). `u`
-    (B, 1, R), when given, is A x already (a cuBLAS bmm: lora_linear.DECODE_LORA "bmm+expand", or
-    the weight's own matmul: "folded"), and each program only expands (x and A may be None then);
+    y and u may have any stride. `u` (B, 1, R), when given, is A x already (a cuBLAS bmm:
+    lora_linear.DECODE_LORA "bmm+expand"), and each program only expands (x and A may be None then);
     without it each program recomputes u. The tiling (block_n, block_k, programs, num_warps) is
     untuned: bench/lora_kernel_sweep.py times the alternatives on a GPU."""
     b, t, n = y.shape

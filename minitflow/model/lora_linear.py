@@ -5,9 +5,10 @@ the LoRA scale, so several senders cost one batched matmul for `A x` and one per
 with no cross terms (see `minitflow.model.lora`). A fused weight (q/k/v, gate/up) has one `B`
 block per projection, each reading its own slice of `A x` and adding into its own columns of
 `W x`, so no block-diagonal zeros are stored or read. `lora_linear_ref` is the eager reference;
-`lora_project` what the layers call (the reference, or on CUDA at decode one Triton kernel, or
-a `Folded` projection); `lora_linear` is the reference under `torch.compile` (a compiled decode
-step inlines `lora_linear_ref` instead).
+`project` what the layers call (the reference, or on CUDA at decode one Triton kernel, or a
+`Folded` projection whose `B u` is left for the layer's next fused kernel to add: `expanded`);
+`lora_linear` is the reference under `torch.compile` (a compiled decode step inlines
+`lora_linear_ref` instead).
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from minitflow.model.fused import cuda_inference
 
 
 LoraPair = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
+# (u (B, T, R), (B_1 (B, out_1, r_1), ...)): a projection's `B u`, not yet added to its output
+Pending = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 # How decode on CUDA runs each fused weight's LoRA: "kernel", one Triton kernel that also
 # computes u = A x in every program (model/lora_kernel.py); "bmm+expand", a cuBLAS bmm for u and
 # the kernel for the rest; "bmm", the chain of `lora_linear_ref` (a bmm and a baddbmm_ per B
 # block); "folded", every slot's A stored beneath W so that the projection's own matmul gives
-# u too (`Folded`), then the kernel expands: no launch and no serial loop for u. Read when a step
+# u too (`Folded`), and `B u` is added by the kernel that reads the projection's output next (q/k
+# norm and RoPE, the residual add with its RMSNorm, SiLU·up): no kernel of its own for LoRA, the
+# 9 kernels a layer has without it (bench/op_count.py). Read when a step
 # runs (so when a CUDA graph is captured), and by the engine when it allocates its LoRA buffers
 # ("folded" needs them beneath the weights; a decode with other buffers runs as "bmm+expand").
 # On an H200 the step's LoRA overhead grew from 1.42x to 1.70x at batch 1 between two sessions
@@ -102,20 +107,11 @@ def lora_linear_naive(
     return y
 
 
-def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | Folded | None = None) -> torch.Tensor:
+def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | None = None) -> torch.Tensor:
     """The projection a decoder layer runs: `lora_linear_ref`, except at decode on CUDA (one
     token per row, inference, outside a whole-step torch.compile), where by default
     (DECODE_LORA) the LoRA part is one Triton kernel per fused weight (model/lora_kernel.py)
-    instead of a bmm and a `baddbmm_` per B block: 4 kernels per layer instead of 11. A `Folded`
-    LoRA (the engine's buffers under DECODE_LORA "folded") brings the weight it multiplies by
-    (`weight`'s values in its first rows) and gets u from that matmul; the B blocks then add as
-    the Triton kernel on the CUDA path, as `baddbmm_` elsewhere."""
-    if isinstance(lora, Folded):
-        y, u = lora.project(x)
-        if not cuda_inference(x):
-            return expand_(y, u, lora.blocks)
-        from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
-        return lora_decode_(y, None, None, lora.blocks, u=u)
+    instead of a bmm and a `baddbmm_` per B block: 4 kernels per layer instead of 11."""
     if lora is None or x.shape[1] != 1 or not cuda_inference(x):
         return lora_linear_ref(x, weight, lora)
     if DECODE_LORA not in DECODE_LORA_PATHS:
@@ -125,6 +121,43 @@ def lora_project(x: torch.Tensor, weight: torch.Tensor, lora: LoraPair | Folded 
     from minitflow.model.lora_kernel import lora_decode_  # imports Triton: only where it runs
     u = torch.bmm(x, lora[0].transpose(1, 2)) if DECODE_LORA in ("bmm+expand", "folded") else None
     return lora_decode_(F.linear(x, weight), x, *lora, u=u)
+
+
+def project(x: torch.Tensor, weight: torch.Tensor,
+            lora: LoraPair | Folded | None) -> tuple[torch.Tensor, Pending | None]:
+    """What a decoder layer's projection gives: (y, None) with y = `lora_project`, or for a
+    `Folded` LoRA (the engine's buffers under DECODE_LORA "folded", at decode) (W x, (u, B blocks)),
+    `B u` left for the layer's next kernel to add (`expanded`, inside a fused function): its own
+    launch per projection would cost as much as the work, r multiply-adds per output."""
+    if isinstance(lora, Folded):
+        y, u = lora.project(x)
+        return y, (u, lora.blocks)
+    return lora_project(x, weight, lora), None
+
+
+def expanded_parts(y: torch.Tensor, pending: Pending) -> list[torch.Tensor]:
+    """Each B block's columns of y (B, T, out) + B_j u_j, as elementwise ops: each column adds its
+    r_j products to y in float32 and is rounded once, as `baddbmm_` does (the summation order
+    differs). Unrolled over the rank so that a fused function's kernel takes it in with its own
+    elementwise work, instead of a reduction or a concatenation of its own."""
+    u, blocks = pending
+    parts, start, col = [], 0, 0
+    for b in blocks:
+        out, rank = b.shape[1], b.shape[2]
+        acc = y[..., col:col + out].float()
+        for j in range(start, start + rank):
+            acc = acc + u[..., j:j + 1].float() * b[:, None, :, j - start].float()
+        parts.append(acc.to(y.dtype))
+        start, col = start + rank, col + out
+    return parts
+
+
+def expanded(y: torch.Tensor, pending: Pending | None) -> torch.Tensor:
+    """y + [B_1 u_1; B_2 u_2; ...] out of place (`expanded_parts`), or y itself without LoRA."""
+    if pending is None:
+        return y
+    parts = expanded_parts(y, pending)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 _compiled = None

@@ -24,6 +24,7 @@ from minitflow.model.config import Qwen3Config
 from minitflow.model.fused import fused_on_cuda
 from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
 from minitflow.model.lora import LoraWeights
+from minitflow.model.lora_linear import expanded
 from minitflow.model.transfer import host_to_device
 
 
@@ -154,17 +155,18 @@ class Qwen3Model(nn.Module):
         recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
         targets = None if cache is None else cache.targets(positions, rows, real)
         delta: torch.Tensor | None = None  # the last layer's output not yet added into x
+        pending = None  # delta's LoRA not yet added into it (lora_linear.project)
         for i, layer in enumerate(self.layers):
             lo = lora.layers[i] if lora else None
             if recompute:
-                x, delta = torch.utils.checkpoint.checkpoint(layer, x, delta, cos, sin, mask, None, kv_len, lo,
-                                                             use_reentrant=False)
+                x, delta, pending = torch.utils.checkpoint.checkpoint(layer, x, delta, cos, sin, mask, None, kv_len,
+                                                                      lo, use_reentrant=False)
             else:
-                x, delta = layer(x, delta, cos, sin, mask, cache, kv_len, lo, rows, targets)
+                x, delta, pending = layer(x, delta, cos, sin, mask, cache, kv_len, lo, rows, targets, pending)
             if i + 1 < n and i + 1 in want:
-                x, delta = x + delta, None
+                x, delta, pending = x + expanded(delta, pending), None, None
                 keep(i + 1, x)
-        x = self.norm(x) if delta is None else add_rms_norm(x, delta, self.norm.weight, self.norm.eps)[1]
+        x = self.norm(x) if delta is None else add_rms_norm(x, delta, self.norm.weight, self.norm.eps, pending)[1]
         if capture is not None:
             if n in want:
                 keep(n, x)
