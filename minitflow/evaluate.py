@@ -208,6 +208,22 @@ def _compare_settings(path: Path, settings: dict) -> None:
                         "pass --overwrite to start afresh or use another --output_dir")
 
 
+def _remove_stale_locks(out_dir: Path, method: str, size: int) -> None:
+    """--overwrite: the locks of ranks >= `size` that a larger earlier launch left go with its other files.
+    Each is unlinked while this process holds its flock, so one a live process took meanwhile is refused, not
+    deleted. The run.rank{r}.log files stay: they are per folder, shared by every method."""
+    for path in out_dir.glob(f"{method}.rank*.lock"):
+        r = path.name[len(method) + 5:-5]
+        if not (r.isdigit() and int(r) >= size):
+            continue
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}") from None
+            path.unlink(missing_ok=True)
+
+
 def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, rank: int, size: int) -> IO[str]:
     """Lock this rank's files; rank 0 also checks (or writes, or with `overwrite` clears) the
     folder's settings, and rank r > 0 waits for it. Returns the open lock (keep it)."""
@@ -218,6 +234,8 @@ def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, ra
             r = other.name[len(method) + 5:-5]
             if r.isdigit() and int(r) >= size and _held(other):
                 raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
+        if overwrite:
+            _remove_stale_locks(out_dir, method, size)
         path, results = _settings_path(out_dir, method), out_dir / f"{method}_results.json"
         if overwrite or not any(p.stat().st_size for p in _partials(out_dir, method)):
             for f in [path, results, *_partials(out_dir, method)]:  # nothing finished to keep

@@ -270,6 +270,28 @@ def test_second_process_on_one_folder_refuses(tmp_path, capsys):
     assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
 
 
+def test_overwrite_removes_the_unheld_locks_of_ranks_a_larger_launch_left(tmp_path):
+    """An 8-rank run, now rerun in 1 process with --overwrite: the stale rank 1..7 locks of that
+    method go, another method's locks and the per-folder rank logs stay; without --overwrite
+    nothing is removed."""
+    from minitflow.evaluate import take_lock
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    out.mkdir()
+    kept = [out / "run.rank3.log", out / "tflow.rank3.lock"]
+    for f in [*(out / f"oracle.rank{r}.lock" for r in range(1, 8)), *kept]:
+        f.write_text("")
+    assert run_cli(main, args) == 0
+    assert len(list(out.glob("oracle.rank*.lock"))) == 8  # a resume keeps them
+    held = take_lock(out, "oracle", 5)  # a live rank 5: refused, nothing removed
+    try:
+        assert run_cli(main, [*args, "--overwrite"]) == 2 and len(list(out.glob("oracle.rank*.lock"))) == 8
+    finally:
+        held.close()
+    assert run_cli(main, [*args, "--overwrite"]) == 0
+    assert [p.name for p in out.glob("oracle.rank*.lock")] == ["oracle.rank0.lock"] and all(p.is_file() for p in kept)
+
+
 def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, monkeypatch):
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
