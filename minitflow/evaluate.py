@@ -52,7 +52,7 @@ from minitflow.cli import (add_model_args, check_model_args, check_questions_fit
                            model_and_checkpoint, run_cli, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, decode_utf8, json_lines, write_json
+from minitflow.files import check_output_dir, decode_utf8, json_lines, lock_held, lock_path, rank_locks, write_json
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
@@ -81,30 +81,12 @@ def run_id(size: int) -> str:
     return "|".join(os.environ.get(k, "") for k in keys)
 
 
-def _lock_path(out_dir: Path, method: str, rank: int) -> Path:
-    return out_dir / f"{method}.rank{rank}.lock"
-
-
-def _held(path: Path) -> bool:
-    """Whether another process holds the flock on `path`."""
-    try:
-        with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    except FileNotFoundError:
-        return False
-
-
 def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
     """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash).
     The signature an earlier launch left in it is cleared at once: a relaunch by hand or with
     --master-port has the same run_id, and its ranks r > 0 must not take the old signature for
     rank 0 having checked the folder."""
-    f = open(_lock_path(out_dir, method, rank), "a+")
+    f = open(lock_path(out_dir, method, rank), "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -129,11 +111,11 @@ def _sign(lock: IO[str], rid: str) -> None:
 def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
     """Rank r > 0 starts only once rank 0 of *this* launch holds the folder (and has checked
     the settings, or cleared it for --overwrite). Returns rank 0's signature."""
-    path = _lock_path(out_dir, method, 0)
+    path = lock_path(out_dir, method, 0)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
         signature = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        if signature.rpartition(" ")[0] == rid and _held(path):
+        if signature.rpartition(" ")[0] == rid and lock_held(path):
             return signature
         time.sleep(0.2)
     raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
@@ -144,8 +126,8 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
     """Rank 0 holds the folder until every rank r > 0 has seen it hold it: a rank 0 with nothing
     left to do would otherwise exit first, and rank r would wait for it in vain. Rank 0's
     signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
-    joined = _lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
-    paths = [_lock_path(out_dir, method, r) for r in range(1, size)]
+    joined = lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
+    paths = [lock_path(out_dir, method, r) for r in range(1, size)]
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
         if all(p.is_file() and p.read_text(encoding="utf-8", errors="replace") == joined for p in paths):
@@ -212,9 +194,8 @@ def _remove_stale_locks(out_dir: Path, method: str, size: int) -> None:
     """--overwrite: the locks of ranks >= `size` that a larger earlier launch left go with its other files.
     Each is unlinked while this process holds its flock, so one a live process took meanwhile is refused, not
     deleted. The run.rank{r}.log files stay: they are per folder, shared by every method."""
-    for path in out_dir.glob(f"{method}.rank*.lock"):
-        r = path.name[len(method) + 5:-5]
-        if not (r.isdigit() and int(r) >= size):
+    for r, path in rank_locks(out_dir, method).items():
+        if r < size:
             continue
         with open(path, "a+") as f:
             try:
@@ -230,9 +211,8 @@ def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, ra
     lock = take_lock(out_dir, method, rank)
     rid = run_id(size)
     if rank == 0:
-        for other in out_dir.glob(f"{method}.rank*.lock"):
-            r = other.name[len(method) + 5:-5]
-            if r.isdigit() and int(r) >= size and _held(other):
+        for r, other in rank_locks(out_dir, method).items():
+            if r >= size and lock_held(other):
                 raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
         if overwrite:
             _remove_stale_locks(out_dir, method, size)

@@ -2,11 +2,14 @@
 ever half-written: text is decoded as UTF-8 with a clear error, JSON lines are split on "\\n"
 only (str.splitlines also splits on U+0085, U+2028, ... that JSON strings may hold raw), output
 paths are checked before any work, and every file is written to a temporary sibling and then
-renamed over the target (a crash leaves the old file or the new one, never a mix).
+renamed over the target (a crash leaves the old file or the new one, never a mix). Evaluate's
+per-rank lock files are found and tested here too: score reads them, and a command line is no
+library for another.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -121,6 +124,37 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
     _make_dir(path, what)
     _probe(path, what)
     return path
+
+
+# ---- evaluate's per-rank locks ----------------------------------------------------------
+
+def lock_path(out_dir: Path, method: str, rank: int) -> Path:
+    """`{method}.rank{rank}.lock`: held (flock) by rank `rank` of a running evaluate of `method` in `out_dir`."""
+    return out_dir / f"{method}.rank{rank}.lock"
+
+
+def rank_locks(out_dir: Path, method: str) -> dict[int, Path]:
+    """{rank: path} of the lock files of `method` in `out_dir`, held or not."""
+    found = {}
+    for path in out_dir.glob(f"{method}.rank*.lock"):
+        r = path.name[len(method) + len(".rank"):-len(".lock")]
+        if r.isdigit():
+            found[int(r)] = path
+    return found
+
+
+def lock_held(path: Path) -> bool:
+    """Whether another process holds the flock on `path`."""
+    try:
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 # ---- atomic writes -----------------------------------------------------------------------

@@ -12,6 +12,8 @@ Two modes:
                           run keeps the new verdicts) gets both verdicts per row and
                           summary accuracy / accuracy_official recomputed; the dataset,
                           data file and MMLU row set default to the run's own.
+                          Refused while a live evaluate run of a method there holds
+                          its {method}.rank*.lock.
 
 Both print the accuracy.  Unknown ids and bad lines are one-line errors.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, json_rows, read_text, write_text
+from minitflow.files import check_output_file, json_rows, lock_held, rank_locks, read_text, write_text
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -129,6 +131,12 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
     files = sorted(folder.glob("*_results.json"))
     if not files:
         raise UserError(f"no *_results.json in {folder} (evaluate writes {{method}}_results.json)")
+    for path in files:  # before any file is read: a live run would append rows scored the old way, or lose ours
+        method = path.name[:-len("_results.json")]
+        for r, lock in sorted(rank_locks(folder, method).items()):
+            if lock_held(lock):
+                raise UserError(f"another evaluate process is running {method} (rank {r}) in {folder}; "
+                                "rescore it once that run has finished")
     summaries = []
     for path in files:
         try:

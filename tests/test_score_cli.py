@@ -156,6 +156,24 @@ def test_rescore_results_errors(tmp_path):
         main(["--results", str(folder), "--scorer", "official"])
 
 
+def test_rescore_is_refused_while_an_evaluate_run_of_that_method_holds_the_folder(tmp_path, capsys):
+    """A live evaluate appends rows to the partial files score rewrites: refused before any file
+    is read; a lock no process holds (a finished run's) does not count."""
+    from minitflow.evaluate import take_lock
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    (folder / "baseline.rank0.lock").write_text("")
+    held = take_lock(folder, "baseline", 1)  # rank 1 of a running 2-rank evaluate
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    try:
+        with pytest.raises(UserError, match=r"another evaluate process is running baseline \(rank 1\) in "):
+            main(["--results", str(folder)])
+        assert {p.name: p.read_text() for p in folder.iterdir()} == before
+    finally:
+        held.close()
+    assert main(["--results", str(folder)]) == 0
+    assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
+
+
 def test_code_predictions_share_one_run(tmp_path):
     data = _jsonl(tmp_path / "he.jsonl", [TOY])
     preds = _jsonl(tmp_path / "p.jsonl", [
