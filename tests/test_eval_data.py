@@ -12,6 +12,8 @@ run them with `pytest -m slow` (or MINITFLOW_SLOW=1).
 import gzip
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,6 +257,34 @@ def test_local_formats_and_errors(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_samples("gsm9k", bad)
+
+
+def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnings(tmp_path):
+    """No --data_file and no network: datasets / huggingface-hub log every retry before they
+    raise; the user sees only the one error line, which names the library's cause."""
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "gsm8k/0", "prediction": "1"}) + "\n")
+    script = """if True:
+        import logging, sys
+        import datasets
+        from minitflow.cli import run_cli
+        from minitflow.score import main
+
+        def unreachable(*args, **kwargs):  # what load_dataset does with no network, less the ~25 s of retries
+            for n in range(1, 6):
+                logging.getLogger("huggingface_hub.utils._http").warning("Retrying in %ds [Retry %d/5].", n, n)
+            logging.getLogger("datasets.load").warning("Couldn't reach the Hub")
+            raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+        datasets.load_dataset = unreachable
+        sys.exit(run_cli(main, ["--dataset", "gsm8k", "--predictions", sys.argv[1]]))
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-c", script, str(preds)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no local copy of gsm8k: pass --data_file")
+    assert "[download failed: ConnectionError: Couldn't reach 'openai/gsm8k' on the Hub" in proc.stderr
 
 
 # ------------------------------------------------------------------- oracle

@@ -34,11 +34,13 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import logging
 import os
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
 from minitflow.files import decode_utf8, env_true, json_rows
 
@@ -538,6 +540,23 @@ def _offline() -> bool:
     return env_true("HF_HUB_OFFLINE") or env_true("HF_DATASETS_OFFLINE")
 
 
+@contextmanager
+def _hub_warnings_held_back() -> Iterator[None]:
+    """huggingface-hub and datasets log a warning per retry of an unreachable hub (a dozen lines over
+    ~25 s) before they raise, and the caller turns that failure into one UserError line naming
+    the cause: their warnings are held back for the call (errors still show). Call it after
+    importing datasets, whose import sets both libraries' log levels."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _download_records(dataset: str) -> list[dict]:
     """Rows from the hub / evalplus release. Raises on any failure (caller rewraps)."""
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
@@ -545,14 +564,16 @@ def _download_records(dataset: str) -> list[dict]:
     if dataset == "gsm8k":
         from datasets import load_dataset
 
-        return list(load_dataset("openai/gsm8k", "main", split="test"))
+        with _hub_warnings_held_back():
+            return list(load_dataset("openai/gsm8k", "main", split="test"))
     if dataset == "mmlu":
         from datasets import load_dataset
 
         rows = []
-        for subject in MMLU_SUBJECTS:
-            for r in load_dataset("edinburgh-dawg/mmlu-redux-2.0", subject, split="test"):
-                rows.append({**r, "subject": subject})
+        with _hub_warnings_held_back():
+            for subject in MMLU_SUBJECTS:
+                for r in load_dataset("edinburgh-dawg/mmlu-redux-2.0", subject, split="test"):
+                    rows.append({**r, "subject": subject})
         return rows
     if dataset == "humaneval":
         from evalplus.data import get_human_eval_plus
@@ -598,7 +619,8 @@ def load_samples(
         try:
             rows = _download_records(dataset)
         except Exception as e:  # noqa: BLE001 - any download problem means "use a file"
-            raise UserError(f"{hint} [download failed: {type(e).__name__}]") from e
+            cause = str(e).strip().split("\n")[0][:200]  # the library's own warnings are held back
+            raise UserError(f"{hint} [download failed: {type(e).__name__}{f': {cause}' if cause else ''}]") from e
         where = f"<online {dataset}>"
     samples = samples_from_records(dataset, rows, where, minerva_fewshot=minerva_fewshot, mmlu_rows=mmlu_rows)
     if max_samples is not None and max_samples >= 0:
