@@ -110,8 +110,7 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
     max_new = args.max_new_tokens if args.max_new_tokens is not None else prompts.default_max_new_tokens(style)
     top_k = args.top_k
     if top_k is None:
-        from minitflow.model.weights import resolve_model_dir
-        top_k = generation_top_k(resolve_model_dir(model_and_checkpoint(args)[0]))
+        top_k = generation_top_k(model_dir_for(args))
     temperature = 0.0 if args.greedy else OFFICIAL_TEMPERATURE if args.temperature is None else args.temperature
     return SamplingParams(max_new_tokens=max_new, temperature=temperature,
                           top_p=args.top_p, top_k=top_k, seed=args.seed)
@@ -128,6 +127,13 @@ def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:
     return model, checkpoint
 
 
+def model_dir_for(args: argparse.Namespace) -> Path:
+    """The model folder the flags select (a hub id: its snapshot), refused without tokenizer.json:
+    every command line reads text, and that must fail before outputs, checkpoint and weights."""
+    from minitflow.model.weights import resolve_model_dir
+    return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
+
+
 def load_for(args: argparse.Namespace):
     """(llm, generator or None, model label, checkpoint label) for the flags given."""
     from minitflow.tflow.checkpoint import load_checkpoint, random_generator
@@ -139,6 +145,7 @@ def load_for(args: argparse.Namespace):
     device = resolve_device(args.device)
     if args.eager and args.compile:
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
+    model_dir = model_dir_for(args)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     generator = None
@@ -146,9 +153,9 @@ def load_for(args: argparse.Namespace):
         # before the backbone: a checkpoint that is no checkpoint, or is for other dimensions, must
         # not cost a model load first (minutes at 4B); its config.json is all the check needs
         from minitflow.model.weights import model_config
-        generator = load_checkpoint(checkpoint, model_config(model), resolve_dtype(args.dtype, device), device)
+        generator = load_checkpoint(checkpoint, model_config(model_dir), resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
-    llm = LLM.load(model, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
+    llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
                    num_slots=args.batch_size * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
     if args.method == "tflow" and generator is None:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
-                           model_and_checkpoint, run_cli, sampling_from)
+                           model_and_checkpoint, model_dir_for, run_cli, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, lock_held, lock_path, rank_locks, write_json
@@ -157,6 +157,7 @@ def run_settings(args: argparse.Namespace, dataset: str) -> dict:
     if args.method == "oracle":
         return settings
     model, checkpoint = model_and_checkpoint(args)
+    model_dir_for(args)  # a model folder without tokenizer.json: refused before the output folder is touched
     sampling = sampling_from(args)
     model_path = Path(model).expanduser()
     settings.update({

@@ -255,6 +255,26 @@ def test_model_without_tokenizer_is_refused_before_the_weights_load(tmp_path, ca
     fails(capsys, train.main, ["--model", d, *train_args(tmp_path, "--batch_size", "1")[2:]], "no tokenizer.json in")
 
 
+def test_model_without_tokenizer_is_refused_before_the_output_folder_and_the_checkpoint(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """Was refused only at the weight load: after evaluate had made and claimed its output folder
+    (settings written), and after the tflow checkpoint had been read."""
+    import minitflow.tflow.checkpoint as checkpoint
+    def boom(*a, **k):
+        raise AssertionError("the checkpoint was read before the missing tokenizer was refused")
+    monkeypatch.setattr(checkpoint, "load_checkpoint", boom)
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")  # the weights are there, the tokenizer not
+    (d / "tokenizer.json").unlink()
+    tflow = ["--method", "tflow", "--model", d, "--checkpoint", DEMO / "tflow.pt"]
+    out = tmp_path / "out"
+    fails(capsys, evaluate.main, [*tflow, "--data_file", gsm8k_file(tmp_path), "--output_dir", out, "--device", "cpu"],
+          f"no tokenizer.json in {d}")
+    assert not out.exists()
+    fails(capsys, generate.main, [*gen_args(*tflow)[2:], "--top_k", "0"], f"no tokenizer.json in {d}")
+
+
 def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     """HF generate fills what its caller leaves out from generation_config.json; the official
     code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""

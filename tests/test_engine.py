@@ -373,6 +373,40 @@ def test_a_partly_cached_hub_model_is_not_taken_for_the_model(tiny_dir, tmp_path
     assert resolve_model_dir("org/model") == partial
 
 
+def test_a_cached_hub_model_without_its_tokenizer_is_refused_at_resolution(tiny_dir, tmp_path, monkeypatch):
+    """A snapshot with the weights but no tokenizer.json was returned as complete: a caller that
+    reads text failed only at the weight load, and online the tokenizer was never fetched."""
+    import shutil
+
+    import huggingface_hub
+
+    from minitflow.files import demo_dir
+    from minitflow.model.weights import model_config, resolve_model_dir
+    cached, full = tmp_path / "cached", tmp_path / "full"
+    shutil.copytree(tiny_dir, cached)  # config.json and model.safetensors, no tokenizer.json
+    shutil.copytree(tiny_dir, full)
+    shutil.copy(demo_dir() / "tokenizer.json", full / "tokenizer.json")
+    calls = []
+
+    def fake(name, allow_patterns=None, local_files_only=False):
+        calls.append(local_files_only)
+        return str(cached if local_files_only else full)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert resolve_model_dir("org/model") == cached and calls == [True]  # token ids only: the weights suffice
+    calls.clear()
+    assert resolve_model_dir("org/model", need_tokenizer=True) == full and calls == [True, False]  # fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=f"no tokenizer.json in {cached} .*HF_HUB_OFFLINE is set"):
+        resolve_model_dir("org/model", need_tokenizer=True)
+    with pytest.raises(UserError, match=f"no tokenizer.json in {cached}: text prompts need"):  # a folder as is
+        model_config(cached, need_tokenizer=True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kw: str(cached))  # a repo without one
+    with pytest.raises(UserError, match=f"no tokenizer.json in {cached}: text prompts need"):
+        resolve_model_dir("org/model", need_tokenizer=True)
+
+
 def test_compiled_decode_with_lora_matches_eager(tiny_dir):
     eager = LLM.load(tiny_dir, dtype="float32", device="cpu")
     compiled = LLM.load(tiny_dir, dtype="float32", device="cpu", compile=True)

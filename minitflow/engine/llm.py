@@ -130,11 +130,9 @@ class LLM:
         Without tokenizer.json the LLM takes token ids only; `need_tokenizer` (the command
         lines, which read text) refuses such a directory before the weights load."""
         from minitflow.model.weights import load_model, resolve_model_dir
-        model_dir = resolve_model_dir(model)
+        model_dir = resolve_model_dir(model, need_tokenizer)
         device = resolve_device(device)
         has_tokenizer = (model_dir / "tokenizer.json").is_file()
-        if need_tokenizer and not has_tokenizer:
-            raise UserError(f"no tokenizer.json in {model_dir}: text prompts need the model's tokenizer")
         # the small files before the weights: a bad one must not cost the load (minutes at 4B)
         tokenizer = Tokenizer(model_dir) if has_tokenizer else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())

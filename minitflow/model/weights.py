@@ -21,30 +21,44 @@ from minitflow.model.qwen3 import Qwen3Model
 HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt"]
 
 
-def resolve_model_dir(name_or_path: str | Path) -> Path:
+def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) -> Path:
     """A local directory as is; otherwise a hub id looked up in huggingface-hub's cache
-    (downloaded only when online). Offline and not cached: one clear error."""
+    (downloaded only when online). Offline and not cached: one clear error. `need_tokenizer`
+    (callers that read text) refuses a folder or snapshot without tokenizer.json here, before
+    anything runs on it: else it would fail only after the checks, outputs and checkpoint."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path
+        return _check_tokenizer(path, need_tokenizer)
     name = str(name_or_path)
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
         raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
     from huggingface_hub import snapshot_download
     try:
-        local = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
-        if _complete(local):  # a snapshot with only config.json (AutoConfig cached it) is not the model
-            return local
+        local: Path | None = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
+        if not _complete(local):  # a snapshot with only config.json (AutoConfig cached it) is not the model
+            local = None
     except Exception:
-        pass
+        local = None
+    if local is not None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
+        return local
     if env_true("HF_HUB_OFFLINE"):
+        if local is not None:  # the weights are cached, the tokenizer is not
+            raise UserError(f"no tokenizer.json in {local} (the cached {name}) and HF_HUB_OFFLINE is set: run "
+                            f"`hf download {name}` where there is network, or pass a local directory")
         raise UserError(f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     try:
-        return Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
+        fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}); run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
+    return _check_tokenizer(fetched, need_tokenizer)
+
+
+def _check_tokenizer(model_dir: Path, need_tokenizer: bool) -> Path:
+    if need_tokenizer and not (model_dir / "tokenizer.json").is_file():
+        raise UserError(f"no tokenizer.json in {model_dir}: text prompts need the model's tokenizer")
+    return model_dir
 
 
 def _complete(snapshot: Path) -> bool:
@@ -60,10 +74,10 @@ def _complete(snapshot: Path) -> bool:
     return all(f.is_file() for f in shards)
 
 
-def model_config(name_or_path: str | Path) -> Qwen3Config:
+def model_config(name_or_path: str | Path, need_tokenizer: bool = False) -> Qwen3Config:
     """The config.json of a model directory or hub id, without its weights: what a check that
     must come before the (minutes-long at 4B) weight load needs."""
-    return Qwen3Config.from_dir(resolve_model_dir(name_or_path))
+    return Qwen3Config.from_dir(resolve_model_dir(name_or_path, need_tokenizer))
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:

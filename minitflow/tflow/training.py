@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     loaded = None
     if start is not None:
         from minitflow.model.weights import model_config
-        loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model))
+        loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model, need_tokenizer=True))
     if state is not None:  # the resumed generator keeps its dimensions: other --pg_arch ones would be ignored
         differ = {k: v for k, v in cfg.pg_arch.items() if getattr(loaded.arch, k) != v}
         if differ:
