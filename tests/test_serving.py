@@ -316,6 +316,31 @@ def test_prefix_cache_counts_condition_rows_in_its_budget_and_a_block_fits_exact
     assert one.used == kv and one.lookup(ids, BLOCK)[0] == BLOCK
 
 
+def test_prefix_cache_checks_that_a_block_fits_before_copying_its_kv():
+    """Insert copied a block's KV out of the slot and only then saw that it could not fit: one
+    wasted copy per insert into a cache too small for a block, or full with the prompt's own
+    prefix. The engine's KV cache gives the size that a read would copy."""
+    block = torch.zeros(1, 1, BLOCK, 2)
+    kv = 2 * block.numel() * 4
+    reads = []
+
+    def read(s, e):
+        reads.append(s)
+        return block.clone(), block.clone()
+    ids = list(range(3 * BLOCK))
+    tiny = PrefixCache(kv - 1)
+    tiny.insert(ids, read, block_bytes=kv)
+    assert reads == [] and tiny.used == 0
+    full = PrefixCache(2 * kv)  # the first two blocks fit; the third would evict its own prefix
+    full.insert(ids, read, block_bytes=kv)
+    assert reads == [0, BLOCK] and full.used == 2 * kv and full.lookup(ids, len(ids))[0] == 2 * BLOCK
+    full.insert(ids, read, block_bytes=kv)
+    assert reads == [0, BLOCK]  # the third block was not read again
+    cache = KVCache(3, 2, 4 * BLOCK, 2, 8, torch.float16, "cpu")
+    k, v = cache.read(1, BLOCK, 2 * BLOCK)
+    assert cache.nbytes(BLOCK) == k.numel() * k.element_size() + v.numel() * v.element_size()
+
+
 def _reachable(store: PrefixCache) -> bool:
     """Every stored block's parent is stored too (none is kept for nothing)."""
     ids = {e.id for e in store.entries.values()}

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from minitflow.engine.prefix_cache import PrefixCache
+from minitflow.engine.prefix_cache import BLOCK, PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner, check_lora
 from minitflow.engine.sampler import NAN_TOKEN
@@ -226,7 +226,8 @@ class Engine:
                     cond = (self._cond_key(c), c.starts[0], c.hidden[0])
                 if r.lora is None and r.past is None:  # the KV the prefill wrote
                     self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
-                                             lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond)
+                                             lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond,
+                                             block_bytes=self.runner.cache.nbytes(BLOCK))
             timer.stop()
             for r in group:
                 r.prefill_timer = timer

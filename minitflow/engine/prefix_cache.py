@@ -85,10 +85,13 @@ class PrefixCache:
                               if (i + 1) * BLOCK > s])
         return n, k, v, cond
 
-    def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None) -> None:
+    def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None,
+               block_bytes: int | None = None) -> None:
         """Store the whole blocks of `ids` not stored yet; `read(start, end)` returns their (k, v)
         from the slot that just computed them. `cond` = (condition key, span start s, rows (S, H)
-        of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet."""
+        of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet.
+        `block_bytes` (one block's k and v; the engine's KV cache knows it) lets a block that
+        cannot fit be refused before `read` copies it: a full cache then copies nothing."""
         if self.budget <= 0:
             return
         found = self._chain(ids, len(ids))
@@ -96,10 +99,12 @@ class PrefixCache:
         chain = {key for key, _ in found}
         parent = found[-1][1].id if found else 0
         for start in range(len(found) * BLOCK, len(ids) - BLOCK + 1, BLOCK):
+            if block_bytes is not None and not self._room_for(block_bytes, chain):
+                break
             k, v = read(start, start + BLOCK)
             entry = _Entry(next(self._ids), k, v)
-            if entry.nbytes > self.budget or not self._evict(self.budget - entry.nbytes, keep=chain):
-                break  # the rest of the prompt does not fit beside its own prefix
+            if not self._room_for(entry.nbytes, chain):
+                break
             key = (parent, tuple(ids[start:start + BLOCK]))
             self.entries[key] = entry
             self.used += entry.nbytes
@@ -119,6 +124,11 @@ class PrefixCache:
             entry.cond[ckey] = (max(s - a, 0), block)
             self.used += block.numel() * block.element_size()
         self._evict(self.budget)
+
+    def _room_for(self, nbytes: int, chain: set) -> bool:
+        """Make room for a block of `nbytes` by evicting outside `chain`; False when the rest of the
+        prompt does not fit beside its own prefix."""
+        return nbytes <= self.budget and self._evict(self.budget - nbytes, keep=chain)
 
     def _touch(self, chain: list[tuple[tuple[int, tuple[int, ...]], _Entry]]) -> None:
         """Mark a chain used, its first block last: each block stays more recent than the

@@ -92,6 +92,11 @@ class KVCache:
             return self.k[layer][:b, :, :kv_len], self.v[layer][:b, :, :kv_len]
         return self.k[layer][rows, :, :kv_len], self.v[layer][rows, :, :kv_len]
 
+    def nbytes(self, n: int) -> int:
+        """Bytes of one slot's keys and values over `n` positions: what read() copies, known without copying."""
+        layers, _, kv_heads, _, head_dim = self.k.shape
+        return 2 * layers * kv_heads * n * head_dim * self.k.element_size()
+
     def read(self, slot: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of one slot's keys and values at positions [start, end): (layers, Hkv, n, D) each."""
         return self.k[:, slot, :, start:end].clone(), self.v[:, slot, :, start:end].clone()
