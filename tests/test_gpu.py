@@ -298,8 +298,11 @@ def test_qkv_kernel_equals_the_norm_rope_and_the_indexed_writes(dtype):
             q_want = qkv_to_cache(expanded(y, (u, blocks)), qw, kw, 32, 8, 1e-6, cos, sin, want.k[1], want.v[1],
                                   targets.flat())
             q_got = qkv_to_cache(y, qw, kw, 32, 8, 1e-6, cos, sin, got.k[1], got.v[1], targets.flat(), (u, blocks))
+            # bf16: the kernel's sum of B u runs in another order, so a q/k input may differ by an
+            # ulp, which the norm and RoPE carry to an ulp or two of outputs up to ~4 in size
+            lora_tol = tol if dtype == torch.float32 else dict(rtol=2e-2, atol=6e-2)
             for a, b_ in ((q_got, q_want), (got.k, want.k), (got.v, want.v)):
-                torch.testing.assert_close(a, b_, **tol)
+                torch.testing.assert_close(a, b_, **lora_tol)
 
 
 def test_serving_waits_for_the_device_only_to_read_tokens():
