@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -342,26 +343,32 @@ def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(value, offline, tiny
     assert _offline() == offline
 
 
+def _fake_snapshots(monkeypatch, cached: Path, online: Path) -> list[bool]:
+    """huggingface-hub's snapshot_download faked, online: `cached` from the local cache, `online`
+    once downloaded. Returns the list of its calls' local_files_only."""
+    import huggingface_hub
+    calls: list[bool] = []
+
+    def fake(name, allow_patterns=None, local_files_only=False):
+        calls.append(local_files_only)
+        return str(cached if local_files_only else online)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return calls
+
+
 def test_a_partly_cached_hub_model_is_not_taken_for_the_model(tiny_dir, tmp_path, monkeypatch):
     """A snapshot holding only what AutoConfig/AutoTokenizer fetched (or a download cut short)
     was returned as the model: "no model.safetensors in .../snapshots/...", never downloaded."""
     import json
     import shutil
 
-    import huggingface_hub
-
     from minitflow.model.weights import resolve_model_dir
     partial, full = tmp_path / "partial", tmp_path / "full"
     partial.mkdir()
     shutil.copy(tiny_dir / "config.json", partial / "config.json")
     shutil.copytree(tiny_dir, full)
-    calls = []
-
-    def fake(name, allow_patterns=None, local_files_only=False):
-        calls.append(local_files_only)
-        return str(partial if local_files_only else full)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = _fake_snapshots(monkeypatch, partial, full)
     assert resolve_model_dir("org/model") == full and calls == [True, False]  # online: fetches the rest
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="not in the Hugging Face cache"):
@@ -386,13 +393,7 @@ def test_a_cached_hub_model_without_its_tokenizer_is_refused_at_resolution(tiny_
     shutil.copytree(tiny_dir, cached)  # config.json and model.safetensors, no tokenizer.json
     shutil.copytree(tiny_dir, full)
     shutil.copy(demo_dir() / "tokenizer.json", full / "tokenizer.json")
-    calls = []
-
-    def fake(name, allow_patterns=None, local_files_only=False):
-        calls.append(local_files_only)
-        return str(cached if local_files_only else full)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = _fake_snapshots(monkeypatch, cached, full)
     assert resolve_model_dir("org/model") == cached and calls == [True]  # token ids only: the weights suffice
     calls.clear()
     assert resolve_model_dir("org/model", need_tokenizer=True) == full and calls == [True, False]  # fetched
@@ -437,8 +438,9 @@ def test_fused_elementwise_ops_trace_whole_and_match_eager():
             torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
 
 
-def _launches(fn, *args) -> int:
-    """Kernels inductor's compile of `fn` launches (CPU: its C++ kernels; no extern call either)."""
+def _launches(fn, *args) -> tuple[int, object]:
+    """(kernels inductor's compile of `fn` launches (CPU: its C++ kernels; no extern call either),
+    its result)."""
     import re
     from torch._inductor.utils import run_and_get_code
     torch._dynamo.reset()
