@@ -21,7 +21,7 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 
 rms_norm = fused_on_cuda(_rms_norm)
-expand = fused_on_cuda(expanded)  # q/k/v's LoRA where no kernel of ours reads them next (CPU)
+expand = fused_on_cuda(expanded)  # a folded q/k/v LoRA where the Triton kernel does not run (CPU)
 
 
 @fused_on_cuda

@@ -31,9 +31,9 @@ Pending = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 # block); "folded", every slot's A stored beneath W so that the projection's own matmul gives
 # u too (`Folded`), and `B u` is added by the kernel that reads the projection's output next (q/k
 # norm and RoPE, the residual add with its RMSNorm, SiLU·up): no kernel of its own for LoRA, the
-# 9 kernels a layer has without it (bench/op_count.py). Read when a step
-# runs (so when a CUDA graph is captured), and by the engine when it allocates its LoRA buffers
-# ("folded" needs them beneath the weights; a decode with other buffers runs as "bmm+expand").
+# 9 kernels a layer has without it (bench/op_count.py). Read when a step runs (so when a CUDA
+# graph is captured), and by the engine when it allocates its LoRA buffers ("folded" needs them
+# beneath the weights; a decode with other buffers runs as "bmm+expand").
 # On an H200 the step's LoRA overhead grew from 1.42x to 1.70x at batch 1 between two sessions
 # that changed this path and others, so which is fastest is open: bench/test_micro.py's decode
 # step times all four.
