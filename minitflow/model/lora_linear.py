@@ -135,12 +135,27 @@ def project(x: torch.Tensor, weight: torch.Tensor,
     return lora_project(x, weight, lora), None
 
 
+def expanded(y: torch.Tensor, pending: Pending | None) -> torch.Tensor:
+    """y (B, T, out) + [B_1 u_1; B_2 u_2; ...] out of place, or y itself without LoRA. Op by op
+    (CPU), a `baddbmm_` per block, as `lora_linear_ref` adds pairs; compiled (a fused function on
+    CUDA), `expanded_parts`' elementwise form, which the function's kernel takes in."""
+    if pending is None:
+        return y
+    if not torch.compiler.is_compiling():
+        return expand_(y.clone(), *pending)
+    parts = expanded_parts(y, pending)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
 def expanded_parts(y: torch.Tensor, pending: Pending) -> list[torch.Tensor]:
-    """Each B block's columns of y (B, T, out) + B_j u_j, as elementwise ops: each column adds its
-    r_j products to y in float32 and is rounded once, as `baddbmm_` does (the summation order
-    differs). Unrolled over the rank so that a fused function's kernel takes it in with its own
-    elementwise work, instead of a reduction or a concatenation of its own."""
+    """Each B block's columns of `expanded(y, pending)`. Compiled, as elementwise ops: each column
+    adds its r_j products to y in float32 and is rounded once, as `baddbmm_` does (the summation
+    order differs), unrolled over the rank so that a fused function's kernel takes it in with
+    its own elementwise work instead of a reduction or a concatenation of its own (op by op that
+    would be ~230 more ops a layer)."""
     u, blocks = pending
+    if not torch.compiler.is_compiling():
+        return list(expanded(y, pending).split([b.shape[1] for b in blocks], dim=-1))
     parts, start, col = [], 0, 0
     for b in blocks:
         out, rank = b.shape[1], b.shape[2]
@@ -150,14 +165,6 @@ def expanded_parts(y: torch.Tensor, pending: Pending) -> list[torch.Tensor]:
         parts.append(acc.to(y.dtype))
         start, col = start + rank, col + out
     return parts
-
-
-def expanded(y: torch.Tensor, pending: Pending | None) -> torch.Tensor:
-    """y + [B_1 u_1; B_2 u_2; ...] out of place (`expanded_parts`), or y itself without LoRA."""
-    if pending is None:
-        return y
-    parts = expanded_parts(y, pending)
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 _compiled = None
