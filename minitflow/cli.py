@@ -164,17 +164,22 @@ def load_for(args: argparse.Namespace):
     return llm, generator, str(model), (checkpoint or ("random" if generator is not None else None))
 
 
-def check_questions_fit(llm: LLM, questions: Sequence[str], max_new_tokens: int, names: Sequence[str]) -> None:
-    """Refuse, before anything is generated, a question too long for the model even bare (every
-    method's answering prompt holds it whole): the engine would refuse it only when its turn
-    came, after every question before it had run, and generate would then lose all of them."""
-    if llm.tokenizer is None:
-        return
+def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_tokens: int,
+                        names: Sequence[str]) -> None:
+    """Refuse a question too long for the model even bare (every method's answering prompt holds
+    it whole), counted with the model's tokenizer against its positions (the bound the engine
+    enforces, LLM.max_seq_len): before the weights load (minutes at 4B) and before evaluate
+    touches its folder; the engine would refuse it only when its turn came, after every question
+    before it had run, and generate would then lose all of them."""
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.tokenizer import Tokenizer
+    limit = Qwen3Config.from_dir(model_dir).max_position_embeddings
+    encode = Tokenizer(model_dir).encode
     for name, question in zip(names, questions):
-        n = len(llm.encode(question))
-        if n + max_new_tokens > llm.max_seq_len:
+        n = len(encode(question))
+        if n + max_new_tokens > limit:
             raise UserError(f"{name}: the question alone is {n} tokens; with max_new_tokens {max_new_tokens} that is "
-                            f"more than the model's {llm.max_seq_len} positions")
+                            f"more than the model's {limit} positions")
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -433,6 +433,9 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    sampling = sampling_from(args) if args.method != "oracle" else None  # oracle: no model, not even its top_k
+    if sampling is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
+        check_questions_fit(model_dir_for(args), [s.question for s in samples], sampling.max_new_tokens, ids)
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)
@@ -448,9 +451,6 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     llm = generator = None
     if args.method != "oracle" and mine:
         llm, generator, _, _ = load_for(args)
-    sampling = sampling_from(args) if llm is not None else None  # oracle: no model, not even its top_k
-    if llm is not None:
-        check_questions_fit(llm, [s.question for _, s in mine], sampling.max_new_tokens, [s.id for _, s in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{dataset}", total=len(mine))

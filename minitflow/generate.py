@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options, run_cli,
-                           sampling_from)
+from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
+                           model_dir_for, run_cli, sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json
 from minitflow.tflow import prompts
@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.output, "--output")
     rows = read_inputs(args)
     sampling = sampling_from(args)
-    llm, generator, _, _ = load_for(args)
     questions = [r["question"] for r in rows]
-    check_questions_fit(llm, questions, sampling.max_new_tokens,
+    check_questions_fit(model_dir_for(args), questions, sampling.max_new_tokens,
                         [f"question {i + 1}" for i in range(len(questions))])
+    llm, generator, _, _ = load_for(args)
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,

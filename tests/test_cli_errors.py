@@ -985,35 +985,38 @@ def test_score_output_checked_before_scoring(tmp_path, capsys, monkeypatch):
 
 def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_path, capsys, monkeypatch):
     """The engine refuses such a request only at its turn: every question before it would run
-    first (and generate would then lose all of their answers)."""
+    first (and generate would then lose all of their answers). Refused before the weights load
+    (minutes at 4B), and before evaluate makes its folder (no settings.json or run.log left)."""
     long = "word " * 5000  # > the demo's 4,096 positions
     rows = tmp_path / "q.jsonl"
     rows.write_text(json.dumps({"question": "Hi"}) + "\n" + json.dumps({"question": long}) + "\n")
     def boom(*a, **k):
-        raise AssertionError("generation started before the long question was refused")
-    monkeypatch.setattr(generate, "run_method", boom)
+        raise AssertionError("the model loaded before the long question was refused")
+    for module in (generate, evaluate):
+        monkeypatch.setattr(module, "load_for", boom)
     base = gen_args()[:2] + gen_args()[4:]
     fails(capsys, generate.main, [*base, "--input_file", rows], "question 2", "4096 positions")
-    monkeypatch.undo()
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in ["Hi", "Hello", long]))
     fails(capsys, evaluate.main, ["--method", "baseline", "--data_file", data, "--device", "cpu", "--max_new_tokens",
                                   "2", "--batch_size", "1", "--output_dir", tmp_path / "r"],
           "gsm8k/2", "4096 positions")
-    assert not (tmp_path / "r" / "baseline_partial.rank0.jsonl").exists()
+    assert not (tmp_path / "r").exists()
 
 
 def test_check_questions_fit_counts_the_new_tokens_up_to_the_engines_bound():
-    """A question fits when its tokens plus max_new_tokens are at most the model's positions,
-    the bound the engine enforces at the request's turn (Request.max_len)."""
-    llm = argparse.Namespace(tokenizer=object(), encode=lambda q: q.split(), max_seq_len=10)
+    """A question fits when its tokens (the model's tokenizer) plus max_new_tokens are at most
+    the model's positions, the bound the engine enforces at the request's turn (LLM.max_seq_len);
+    counted from the model folder alone, no weights loaded."""
+    from minitflow.model.tokenizer import Tokenizer
+    model = demo_dir()
     seven = "a b c d e f g"
-    check_questions_fit(llm, ["x", seven], 3, ["q1", "q2"])  # 7 + 3 = 10 positions: fits exactly
-    with pytest.raises(UserError, match="q2: the question alone is 7 tokens"):
-        check_questions_fit(llm, ["x", seven], 4, ["q1", "q2"])
-    with pytest.raises(UserError, match="q1"):  # shorter than the model, not with its answer
-        check_questions_fit(llm, ["a " * 9], 2, ["q1"])
-    check_questions_fit(argparse.Namespace(tokenizer=None), ["a " * 99], 5, ["q1"])  # nothing to count with
+    n = len(Tokenizer(model).encode(seven))
+    limit = LLM.load(model, device="cpu").max_seq_len
+    check_questions_fit(model, ["x", seven], limit - n, ["q1", "q2"])  # fits exactly
+    with pytest.raises(UserError, match=f"q2: the question alone is {n} tokens; with max_new_tokens {limit - n + 1} "
+                                        f"that is more than the model's {limit} positions"):
+        check_questions_fit(model, ["x", seven], limit - n + 1, ["q1", "q2"])
 
 
 @pytest.mark.parametrize("method", ["latentmas", "textmas", "tflow"])
