@@ -298,7 +298,6 @@ def test_user_errors(tiny_dir, tmp_path):
             del os.environ["HF_HUB_OFFLINE"]
 
 
-
 def test_model_not_cached_names_a_download_command_the_hub_installs(monkeypatch):
     """The one-line error tells the user to run a command of the installed huggingface-hub
     (`huggingface-cli` is gone from huggingface-hub 1.0 on; `hf` exists from 0.34)."""
