@@ -51,6 +51,7 @@ from typing import IO
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
                            model_and_checkpoint, model_dir_for, run_cli, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
+from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, lock_held, lock_path, rank_locks, write_json
 
@@ -148,8 +149,9 @@ def _sha256(path: str | None) -> str | None:
     return h.hexdigest()
 
 
-def run_settings(args: argparse.Namespace, dataset: str) -> dict:
-    """What a resumed run must share with the one that wrote the folder."""
+def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParams | None) -> dict:
+    """What a resumed run must share with the one that wrote the folder (`sampling`: None for the
+    oracle, which runs no model)."""
     settings = {"method": args.method, "dataset": dataset,
                 "data_file_sha256": _sha256(args.data_file) if args.data_file else "online",
                 "include_all_mmlu": args.include_all_mmlu, "minerva_zero_shot": args.minerva_zero_shot,
@@ -157,8 +159,6 @@ def run_settings(args: argparse.Namespace, dataset: str) -> dict:
     if args.method == "oracle":
         return settings
     model, checkpoint = model_and_checkpoint(args)
-    model_dir_for(args)  # a model folder without tokenizer.json: refused before the output folder is touched
-    sampling = sampling_from(args)
     model_path = Path(model).expanduser()
     settings.update({
         "model": str(model_path.resolve()) if model_path.is_dir() else model,
@@ -423,7 +423,10 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if not args.merge_timeout > 0:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
     rank, size = world()
-    settings = run_settings(args, dataset)  # resolves the model and checkpoint: a missing one leaves no folder behind
+    # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
+    model_dir = model_dir_for(args) if args.method != "oracle" else None
+    sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
+    settings = run_settings(args, dataset, sampling)
     # the samples before the folder: a bad data file leaves no empty folder behind
     samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
                            minerva_fewshot=not args.minerva_zero_shot)
@@ -433,9 +436,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
-    sampling = sampling_from(args) if args.method != "oracle" else None  # oracle: no model, not even its top_k
-    if sampling is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
-        check_questions_fit(model_dir_for(args), [s.question for s in samples], sampling.max_new_tokens, ids)
+    if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
+        check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids)
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)

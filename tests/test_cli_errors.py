@@ -290,7 +290,7 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "5"])).top_k == 5
     args = p.parse_args(["--model", str(d), "--method", "baseline"])
     args.data_file, args.include_all_mmlu, args.minerva_zero_shot = None, False, False
-    assert evaluate.run_settings(args, "gsm8k")["top_k"] == 20  # a resumed run compares the value used
+    assert evaluate.run_settings(args, "gsm8k", sampling_from(args))["top_k"] == 20  # a resumed run compares it
 
 
 @pytest.mark.parametrize("method,slots", [("baseline", 3), ("tflow", 3), ("textmas", 6)])
