@@ -119,9 +119,7 @@ def qkv_to_cache(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tens
                                   u.shape != (b, t, sum(blk.shape[2] for blk in blocks))):
         raise ValueError("qkv_to_cache: head_dim a power of two, contiguous last dimensions and index arrays, "
                          "LoRA as u (B, T, R) and q, k, v blocks")
-    r1 = blocks[0].shape[2] if lora is not None else 0
-    r2 = r1 + blocks[1].shape[2] if lora is not None else 0
-    rank = u.shape[2] if lora is not None else 0
+    rq, rk, rv = (blk.shape[2] for blk in blocks) if lora is not None else (0, 0, 0)
     q = torch.empty(b, q_heads, t, d, dtype=qkv.dtype, device=qkv.device)
     bi, ti, rows, pos = flat
     _qkv_kernel[(b * t, q_heads + kv_heads)](
@@ -129,6 +127,6 @@ def qkv_to_cache(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tens
         eps, qkv.stride(0), qkv.stride(1), q.stride(0), q.stride(1), q.stride(2), cos.stride(0), cos.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         u, *blocks, u.stride(0), u.stride(1), blocks[0].stride(0), blocks[0].stride(1), blocks[1].stride(0),
-        blocks[1].stride(1), blocks[2].stride(0), blocks[2].stride(1), r1, r2, rank,
-        D=d, HALF=d // 2, LORA=lora is not None, R_PAD=max(16, 1 << max(rank - 1, 0).bit_length()))
+        blocks[1].stride(1), blocks[2].stride(0), blocks[2].stride(1), rq, rq + rk, rq + rk + rv,
+        D=d, HALF=d // 2, LORA=lora is not None, R_PAD=max(16, 1 << max(rq + rk + rv - 1, 0).bit_length()))
     return q
