@@ -54,6 +54,15 @@ class Count(TorchDispatchMode):
         self.ops: collections.Counter = collections.Counter()
         self.fused, self.inside = fused, 0
 
+    @contextlib.contextmanager
+    def uncounted(self):
+        """The ops run inside belong to one kernel already counted (or to none)."""
+        self.inside += 1
+        try:
+            yield
+        finally:
+            self.inside -= 1
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         out = func(*args, **(kwargs or {}))
@@ -67,11 +76,8 @@ def _counted(mode: Count, fn):
     """`fn` (a `fused_on_cuda` function) counted as one kernel by `mode`."""
     def call(*args):
         mode.ops[f"fused:{fn.eager.__name__}"] += 1
-        mode.inside += 1
-        try:
+        with mode.uncounted():
             return fn.eager(*args)
-        finally:
-            mode.inside -= 1
     return call
 
 
@@ -87,11 +93,8 @@ def _counted_lora(mode: Count):
             return project(x, weight, lora)
         y = F.linear(x, weight)  # counted: the CUDA path runs it too
         mode.ops["triton:lora_decode"] += 1
-        mode.inside += 1
-        try:
+        with mode.uncounted():
             return y + (lora_linear_ref(x, weight, lora) - y), None  # the LoRA part, uncounted
-        finally:
-            mode.inside -= 1
     return call
 
 
@@ -101,27 +104,18 @@ def _counted_qkv(mode: Count, update):
     (`expand` before it counts nothing); the write counts nothing more but the index arrays the
     kernel reads, built (and counted) at the first layer."""
     def uncounted_expand(*args):
-        mode.inside += 1
-        try:
+        with mode.uncounted():
             return expanded(*args)
-        finally:
-            mode.inside -= 1
 
     def norm(*args):
         mode.ops["triton:qkv_to_cache"] += 1
-        mode.inside += 1
-        try:
+        with mode.uncounted():
             return qk_norm_rope.eager(*args)
-        finally:
-            mode.inside -= 1
 
     def write(cache, layer, k, v, targets, kv_len, rows=None):
         targets.flat()
-        mode.inside += 1
-        try:
+        with mode.uncounted():
             return update(cache, layer, k, v, targets, kv_len, rows)
-        finally:
-            mode.inside -= 1
     return norm, write, uncounted_expand
 
 
