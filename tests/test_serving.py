@@ -589,6 +589,23 @@ def test_nan_logits_are_refused_naming_the_request(model, sampled):
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
 
 
+def test_a_refused_nan_request_leaves_no_nan_keys_in_its_slot(model):
+    """A request refused for NaN logits left NaN keys and values in its slot; a shorter request
+    there later, beside a longer one (so attending past its own positions, masked), got NaN
+    scores from them (NaN + -inf is NaN) and was refused in turn."""
+    llm = _llm(model, num_slots=2)
+    row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 2)], [1.0]), 0)
+    a, bs = row.layers[0]["qkv"]
+    row.layers[0]["qkv"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+    long, short = list(range(1, 31)), [5, 6, 7]
+    sp = SamplingParams(max_new_tokens=4)
+    with pytest.raises(UserError, match="logits are NaN"):
+        llm.engine.run([Request(long, sp, lora=row), Request(short, sp)])
+    reqs = [Request(short, sp), Request(long[::-1], sp)]
+    llm.engine.run(reqs)
+    assert reqs[0].slot == 0 and [r.output_ids for r in reqs] == _alone(model, [short, long[::-1]], [sp, sp])
+
+
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])
 def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start):
     """A capture whose span starts inside a shared prefix (minerva's 4-shot block lies inside the

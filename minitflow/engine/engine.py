@@ -149,8 +149,13 @@ class Engine:
             raise
 
     def abort_all(self) -> list[Request]:
+        """Abort every request in flight. Their slots' keys and values are zeroed: a refused
+        request may leave NaN there, which a later row attending past its own positions (beside
+        a longer one) would read through the mask (NaN + -inf is NaN)."""
         self.ring.clear()
-        return self.scheduler.abort_all()
+        gone = self.scheduler.abort_all()
+        self.runner.clear_slots([r.slot for r in gone if r.slot is not None])
+        return gone
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []

@@ -178,6 +178,13 @@ class ModelRunner:
             self.lora_slots.discard(slot)
         self.sampler.set_row(slot, req.sampling)
 
+    def clear_slots(self, slots: list[int]) -> None:
+        """Zero the keys and values of `slots` (aborted requests': possibly NaN)."""
+        if self.cache is not None and slots:
+            with torch.inference_mode():  # the cache is an inference tensor
+                self.cache.k[:, slots] = 0
+                self.cache.v[:, slots] = 0
+
     def _new_lora_buffers(self, like: LoraWeights) -> None:
         """Zeroed (num_slots, ...) buffers for factors shaped like `like`'s. Under
         lora_linear.DECODE_LORA "folded" (not with compile) each A buffer is the spare rows
