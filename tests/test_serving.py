@@ -589,21 +589,28 @@ def test_nan_logits_are_refused_naming_the_request(model, sampled):
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
 
 
-def test_a_refused_nan_request_leaves_no_nan_keys_in_its_slot(model):
+def test_a_refused_nan_request_leaves_no_nan_keys_in_the_cache(model):
     """A request refused for NaN logits left NaN keys and values in its slot; a shorter request
     there later, beside a longer one (so attending past its own positions, masked), got NaN
-    scores from them (NaN + -inf is NaN) and was refused in turn."""
-    llm = _llm(model, num_slots=2)
+    scores from them (NaN + -inf is NaN) and was refused in turn. A prefill-only request (a
+    sender) with the same factors ends without an error, its NaN rows in a slot the refusal
+    later does not hold: the whole cache goes, not only the refused requests' slots."""
+    from minitflow.model.qwen3 import Capture
+    llm = _llm(model, num_slots=3)
     row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 2)], [1.0]), 0)
     a, bs = row.layers[0]["qkv"]
     row.layers[0]["qkv"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
     long, short = list(range(1, 31)), [5, 6, 7]
     sp = SamplingParams(max_new_tokens=4)
+    sender = Request(long, lora=row, capture=Capture([0], [0], [3]), generate=False)
+    llm.engine.run([Request(short, sp), sender])
+    assert sender.slot == 1 and sender.finish_reason == "prefill"
     with pytest.raises(UserError, match="logits are NaN"):
-        llm.engine.run([Request(long, sp, lora=row), Request(short, sp)])
-    reqs = [Request(short, sp), Request(long[::-1], sp)]
+        llm.engine.run([Request(long, sp, lora=row)])
+    reqs = [Request(short, sp), Request(short[::-1], sp), Request(long[::-1], sp)]
     llm.engine.run(reqs)
-    assert reqs[0].slot == 0 and [r.output_ids for r in reqs] == _alone(model, [short, long[::-1]], [sp, sp])
+    assert [r.slot for r in reqs] == [0, 1, 2]
+    assert [r.output_ids for r in reqs] == _alone(model, [r.prompt_ids for r in reqs], [sp] * 3)
 
 
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])

@@ -149,13 +149,13 @@ class Engine:
             raise
 
     def abort_all(self) -> list[Request]:
-        """Abort every request in flight. Their slots' keys and values are zeroed: a refused
-        request may leave NaN there, which a later row attending past its own positions (beside
-        a longer one) would read through the mask (NaN + -inf is NaN)."""
+        """Abort every request in flight, and zero the KV cache: a refused request may leave NaN
+        there (and a prefill-only one with the same input, which ended without an error, in
+        another slot), which a later row attending past its own positions (beside a longer one)
+        would read through the mask (NaN + -inf is NaN)."""
         self.ring.clear()
-        gone = self.scheduler.abort_all()
-        self.runner.clear_slots([r.slot for r in gone if r.slot is not None])
-        return gone
+        self.runner.clear_cache()
+        return self.scheduler.abort_all()
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []

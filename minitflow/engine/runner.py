@@ -178,12 +178,12 @@ class ModelRunner:
             self.lora_slots.discard(slot)
         self.sampler.set_row(slot, req.sampling)
 
-    def clear_slots(self, slots: list[int]) -> None:
-        """Zero the keys and values of `slots` (aborted requests': possibly NaN)."""
-        if self.cache is not None and slots:
+    def clear_cache(self) -> None:
+        """Zero every slot's keys and values in place (the captured graphs keep their addresses)."""
+        if self.cache is not None:
             with torch.inference_mode():  # the cache is an inference tensor
-                self.cache.k[:, slots] = 0
-                self.cache.v[:, slots] = 0
+                self.cache.k.zero_()
+                self.cache.v.zero_()
 
     def _new_lora_buffers(self, like: LoraWeights) -> None:
         """Zeroed (num_slots, ...) buffers for factors shaped like `like`'s. Under
