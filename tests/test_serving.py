@@ -13,6 +13,7 @@ from minitflow.engine.prefix_cache import BLOCK, PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.sampler import Sampler
 from minitflow.model.kv_cache import KVCache
+from minitflow.model.lora import LoraWeights
 from minitflow.model.weights import load_model
 from test_engine import _random_factors
 
@@ -166,6 +167,22 @@ def test_factors_of_another_layout_wait_only_for_running_requests(model):
     while llm.has_unfinished():
         llm.step()
     assert waiting.output_ids == _alone(model, prompts[2:], params[2:], one.row(2))[0]
+
+
+def test_factors_of_another_dtype_run_in_the_models_whatever_ran_before(model):
+    """The slot buffers took the dtype of the first factors that made them: float64 factors
+    alone failed inside a step (a RuntimeError, float64 buffers against float32 activations),
+    yet after a float32 request they ran, rounded into its buffers. Now the buffers are always
+    the model's dtype: the same tokens either way, those of the factors rounded to it."""
+    prompt, sp = _prompts(1, seed=15)[0], SamplingParams(max_new_tokens=6)
+    f32 = build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 3)], [1.0])
+    f64 = LoraWeights([{k: (a.double(), tuple(b.double() for b in bs)) for k, (a, bs) in layer.items()}
+                       for layer in f32.layers], 1)
+    want = _alone(model, [prompt], [sp], f32)[0]
+    assert _alone(model, [prompt], [sp], f64)[0] == want
+    llm = _llm(model, num_slots=2)
+    llm.generate([prompt], sp, lora=f32)
+    assert llm.generate([prompt], sp, lora=f64)[0].token_ids == want
 
 
 def test_admitted_mid_flight_next_to_others(model):

@@ -205,14 +205,20 @@ class ModelRunner:
                     full[k] = layer.spare_rows(k, self.num_slots * r)
                     a_buf = full[k][full[k].shape[0] - self.num_slots * r:].view(self.num_slots, r, a.shape[2])
                 else:
-                    a_buf = a.new_zeros(self.num_slots, *a.shape[1:])
-                buffers[k] = (a_buf, tuple(b.new_zeros(self.num_slots, *b.shape[1:]) for b in bs))
+                    a_buf = self._zeros(*a.shape[1:])
+                buffers[k] = (a_buf, tuple(self._zeros(*b.shape[1:]) for b in bs))
             layers.append(buffers)
             folded.append(full)
         self.folded = folded if fold else None
         self.lora = LoraWeights(layers, self.num_slots)
         for t in lora_tensors(self.lora):
             torch._dynamo.mark_static_address(t)
+
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        """A zeroed (num_slots, *shape) buffer in the model's dtype and device, as the folded A rows
+        are: not the first factors' (float32 factors for a bfloat16 model ran or failed by what
+        had made the buffers before)."""
+        return torch.zeros(self.num_slots, *shape, dtype=self.dtype, device=self.device)
 
     def _unfold(self) -> None:
         """Give the model tight weights again (the spare rows' memory back)."""
