@@ -5,6 +5,8 @@ whenever it is admitted (CPU, float32, tiny random Qwen3)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -567,6 +569,28 @@ def test_bad_requests_are_one_line_errors_naming_the_request(model):
     fits = Request(list(range(56)), SamplingParams(max_new_tokens=8))  # exactly the cache's positions
     llm.engine.run([fits])
     assert len(fits.output_ids) == 8 and fits.finish_reason == "length"
+
+
+@pytest.mark.parametrize("layers, weights", [([0, 5], None), ([1, 1], None), ([], None), ([0, 1], 3)],
+                         ids=["past-the-last", "twice", "none", "weights-of-three"])
+def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, layers, weights):
+    """Capture layers past the model's, a layer named twice or none failed inside the prefill (a
+    TypeError from stacking a layer never taken), aborting the requests beside it; layer weights
+    of another length were read in part. Now the request is refused when added, and the
+    neighbour runs on."""
+    from minitflow.model.qwen3 import Capture
+    llm = _llm(model, num_slots=2)
+    prompt, sp = _prompts(1, seed=16)[0], SamplingParams(max_new_tokens=6)
+    other = llm.engine.add_request(Request(prompt, sp))
+    llm.step()
+    w = None if weights is None else torch.ones(weights) / weights
+    bad = Request([4, 5, 6, 7], capture=Capture(layers, [0], [3], layer_weights=w), generate=False, tag="sender")
+    with pytest.raises(UserError, match=rf"request \d+ \(sender\): capture layers {re.escape(str(layers))} .* "
+                                        rf"model's {model.cfg.num_hidden_layers} layers"):
+        llm.engine.add_request(bad)
+    while llm.has_unfinished():
+        llm.step()
+    assert other.output_ids == _alone(model, [prompt], [sp])[0]
 
 
 def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch):

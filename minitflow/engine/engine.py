@@ -128,6 +128,13 @@ class Engine:
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
                 raise UserError(f"{_who(req)}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
                                 f"{len(req.prompt_ids)} prompt tokens")
+            n = self.cfg.num_hidden_layers
+            w = c.layer_weights
+            if not c.layers or len(set(c.layers)) != len(c.layers) or not all(0 <= i <= n for i in c.layers) or \
+                    (w is not None and tuple(w.shape) != (len(c.layers),)):
+                weights = "" if w is None else f" with layer weights of shape {tuple(w.shape)}"
+                raise UserError(f"{_who(req)}: capture layers {list(c.layers)}{weights} are not distinct layers of the "
+                                f"model's {n} layers (0, the embeddings, to {n}, the final norm), one weight each")
         if req.past is not None:
             k, v = req.past
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
