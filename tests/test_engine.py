@@ -215,6 +215,15 @@ def test_stop_strings_cut_text_and_tokens():
     assert cut[1].token_ids == full.token_ids  # the other row runs on
 
 
+def test_stop_strings_without_a_tokenizer_are_refused(tiny_dir):
+    """An engine built on a bare model has no text to search: a stop string there is refused
+    before anything runs, not ignored (the request ran to max_new_tokens)."""
+    llm = LLM(load_model(tiny_dir, torch.float32, "cpu"), eos_token_ids=[])
+    with pytest.raises(UserError, match="stop strings need a tokenizer"):
+        llm.generate([[1, 2, 3]], SamplingParams(max_new_tokens=4, stop=("x",)))
+    assert llm.generate([[1, 2, 3]], SamplingParams(max_new_tokens=4))[0].finish_reason == "length"
+
+
 def test_ignore_eos_runs_past_an_eos_token(tiny_dir):
     """ignore_eos: a row whose output holds an EOS id runs on to max_new_tokens (finish
     "length"), while the same row without it stops there."""

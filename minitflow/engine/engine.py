@@ -115,6 +115,8 @@ class Engine:
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
         if lo < 0 or hi >= vocab:
             raise UserError(f"{_who(req)}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
+        if req.generate and req.sampling.stop and self.decode_text is None:
+            raise UserError(f"{_who(req)}: stop strings need a tokenizer to read the text, and this engine has none")
         if req.generate and req.sampling.vocab_rows > vocab:
             raise UserError(f"{_who(req)}: vocab_rows {req.sampling.vocab_rows} is more than the model's vocabulary of {vocab}")
         if req.max_len > self.max_seq_len:
@@ -262,7 +264,7 @@ class Engine:
         sp = req.sampling
         if not sp.ignore_eos and tok in self.eos_token_ids:
             reason = "stop"
-        elif sp.stop and self.decode_text is not None and self._stop_string(req):
+        elif sp.stop and self._stop_string(req):
             reason = "stop"
         elif len(req.output_ids) >= sp.max_new_tokens:
             reason = "length"
