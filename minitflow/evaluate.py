@@ -490,7 +490,9 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "model": None if args.method == "oracle" else model_label,
         "checkpoint": checkpoint if args.method == "tflow" else None,
         "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,
-        "settings": settings, "config": dict(vars(args)),
+        # the data file as an absolute path: `score --results` reads it from any working directory
+        "settings": settings,
+        "config": {**vars(args), "data_file": args.data_file and os.path.abspath(args.data_file)},
     }
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     if size > 1 and summary["complete"]:  # (incomplete: a rank died)

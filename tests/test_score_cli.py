@@ -203,3 +203,18 @@ def test_rescore_each_results_file_against_its_own_data_file(tmp_path, capsys):
     assert main(["--results", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "baseline: accuracy 1.0000 strict" in out and "tflow: accuracy 1.0000 strict" in out
+
+
+def test_rescore_finds_a_relative_data_file_from_another_directory(tmp_path, monkeypatch, capsys):
+    """evaluate run with a relative --data_file (the README's ../shared/data/...): its folder is
+    rescored from another working directory, so the run must record where that file is."""
+    from minitflow.evaluate import main as evaluate_main
+    (tmp_path / "data").mkdir()
+    _jsonl(tmp_path / "data" / "gsm8k.jsonl", GSM)
+    monkeypatch.chdir(tmp_path)
+    assert evaluate_main(["--method", "oracle", "--dataset", "gsm8k", "--data_file", "data/gsm8k.jsonl",
+                          "--output_dir", "run"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["--results", str(tmp_path / "run")]) == 0
+    assert "oracle: accuracy 1.0000 strict, 1.0000 official" in capsys.readouterr().out
