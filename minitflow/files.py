@@ -103,14 +103,20 @@ def _make_dir(folder: Path, what: str) -> None:
         raise UserError(f"cannot create the folder {folder} for {what}: {e.strerror or type(e).__name__}") from None
 
 
-def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
-    """Fail now, before any work, if `path` cannot be written as a file later."""
+def check_output_file(path: str | os.PathLike, what: str = "output",
+                      inputs: dict[str, str | os.PathLike | None] | None = None) -> Path:
+    """Fail now, before any work, if `path` cannot be written as a file later, or is one of the
+    `inputs` ({flag: path}) the run reads: writing it would replace that input with the results."""
     raw = str(path)  # before Path(), which drops a trailing separator ("out/" -> "out")
     path = _non_empty(path, what)
     if raw.endswith(os.sep) or path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file path")
     if path.exists() and not path.is_file():
         raise UserError(f"{what} {path} exists and is not a regular file")
+    for flag, source in (inputs or {}).items():
+        if source is not None and path.exists() and Path(source).is_file() and os.path.samefile(path, source):
+            raise UserError(f"{what} {path} is also {flag}, which this run reads; writing it would replace that "
+                            "input: choose another path")
     _make_dir(path.parent, what)
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{what} {path} is read-only")

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_model_args(args)
     if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
-        check_output_file(args.output, "--output")
+        check_output_file(args.output, "--output", inputs={"--input_file": args.input_file})
     rows = read_inputs(args)
     sampling = sampling_from(args)
     questions = [r["question"] for r in rows]

@@ -73,7 +73,8 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.predictions)
     preds = read_predictions(path)
     # before scoring (code runs take minutes): a directory or unwritable --output fails now, not at the end
-    output = check_output_file(args.output, "--output") if args.output is not None else None
+    output = (check_output_file(args.output, "--output", inputs={"--predictions": path, "--data_file": args.data_file})
+              if args.output is not None else None)
     ids = [i for i, _ in preds]
     by_id = _samples_by_id(dataset, args.data_file, args.mmlu_rows or "official")
     samples = _lookup(by_id, ids, str(path), dataset, args.data_file)

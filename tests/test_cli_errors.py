@@ -983,6 +983,30 @@ def test_score_output_checked_before_scoring(tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "new" / "o.jsonl").read_text())["correct"] is True
 
 
+def test_output_that_is_an_input_of_the_run_is_refused_and_the_input_kept(tmp_path, capsys, monkeypatch):
+    """`--output q.jsonl` beside `--input_file q.jsonl` (or score's predictions, or train's rows)
+    replaced the questions with the answers: the input was gone once the run had read it."""
+    from minitflow import score
+    no_model_load(monkeypatch)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "How many does the red box hold?"}\n')
+    fails(capsys, generate.main, ["--method", "baseline", "--input_file", questions, "--max_new_tokens", "2",
+                                  "--output", questions], "--input_file")
+    preds, data = tmp_path / "p.jsonl", gsm8k_file(tmp_path)
+    data_text = data.read_text()
+    preds.write_text('{"id": "gsm8k/0", "prediction": "3"}\n')
+    base = ["--dataset", "gsm8k", "--data_file", data, "--predictions", preds]
+    fails(capsys, score.main, [*base, "--output", preds], "--predictions")
+    fails(capsys, score.main, [*base, "--output", data], "--data_file")
+    args = train_args(tmp_path)
+    rows = args[args.index("--train") + 1]
+    fails(capsys, train.main, [*args, "--out", rows], "--train")
+    fails(capsys, train.main, [*args, "--eval", data, "--out", data], "--eval")
+    assert questions.read_text() == '{"question": "How many does the red box hold?"}\n'
+    assert preds.read_text() == '{"id": "gsm8k/0", "prediction": "3"}\n'
+    assert json.loads(rows.read_text()) == {"question": "Q?", "answer": "A"} and data.read_text() == data_text
+
+
 def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_path, capsys, monkeypatch):
     """The engine refuses such a request only at its turn: every question before it would run
     first (and generate would then lose all of their answers). Refused before the weights load

@@ -337,7 +337,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
     prompts.resolve_style(cfg.dataset)
     resolve_device(cfg.device)
-    check_output_file(cfg.out, "--out")
+    check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval})
     check_output_file(_state_path(cfg.out), "--out's training state")
 
 
