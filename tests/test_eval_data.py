@@ -236,6 +236,20 @@ def test_mbpp_hf_style_rows_and_test_list_helper():
         "assert f(2) == 2", "assert f(5) == 5", "assert f(6) == 6"]
 
 
+def test_code_file_of_the_other_benchmark_is_refused():
+    """HumanEval+ and MBPP+ files share their fields: the HumanEval+ file run as mbpp crashed in
+    evalplus' MBPP input decoding (a traceback once the model had run), and the MBPP+ file run as
+    humaneval scored MBPP with HumanEval's prompt. Task ids tell them apart."""
+    row = {"prompt": "def f(x):\n", "entry_point": "f", "canonical_solution": "    return x\n",
+           "base_input": [[1.5]], "plus_input": [], "atol": 0}
+    with pytest.raises(UserError, match=r"HumanEval/0 is a humaneval task .*--dataset humaneval"):
+        samples_from_records("mbpp", [{**row, "task_id": "HumanEval/0"}], "he.jsonl")
+    with pytest.raises(UserError, match=r"Mbpp/2 is a mbpp task .*--dataset mbpp"):
+        samples_from_records("humaneval", [{**row, "task_id": "Mbpp/2"}], "mbpp.jsonl")
+    assert samples_from_records("mbpp", [{**row, "task_id": "Mbpp/2"}])[0].id == "Mbpp/2"
+    assert samples_from_records("humaneval", [{**row, "task_id": "Toy/0"}])[0].id == "Toy/0"
+
+
 def test_local_formats_and_errors(tmp_path, monkeypatch):
     rows = [{"question": "1+1?", "answer": "two\n#### 2"}]
     gz = tmp_path / "g.jsonl.gz"

@@ -398,6 +398,18 @@ def _mmlu(rows: list[dict], where: str, mmlu_rows: str) -> list[Sample]:
     return out
 
 
+CODE_TASK_PREFIXES = {"humaneval": "HumanEval/", "mbpp": "Mbpp/"}
+
+
+def _not_the_other_code_benchmark(row: dict, dataset: str, where: str) -> None:
+    """HumanEval+ and MBPP+ rows share their fields, so only their task ids tell the files apart:
+    the other benchmark's file would be prompted, and its inputs decoded, the wrong way."""
+    for other, prefix in CODE_TASK_PREFIXES.items():
+        if other != dataset and str(row["task_id"]).startswith(prefix):
+            raise UserError(f"{where}: task {row['task_id']} is a {other} task (is this a {other} file? "
+                            f"pass --dataset {other})")
+
+
 def _humaneval(rows: list[dict], where: str) -> list[Sample]:
     """HumanEval+ rows (or original HumanEval rows, which only have the `test` script).
 
@@ -407,6 +419,7 @@ def _humaneval(rows: list[dict], where: str) -> list[Sample]:
     out = []
     for r in rows:
         _need(r, ("task_id", "prompt", "entry_point", "canonical_solution"), "humaneval", where)
+        _not_the_other_code_benchmark(r, "humaneval", where)
         if "base_input" not in r and "test" not in r:  # neither HumanEval+ nor HumanEval
             _need(r, ("base_input", "plus_input"), "humaneval", where)
         meta = {"dataset": "humaneval"}
@@ -492,6 +505,7 @@ def _mbpp(rows: list[dict], where: str) -> list[Sample]:
     out = []
     for r in rows:
         _need(r, ("task_id", "entry_point", "canonical_solution", "base_input"), "mbpp", where)
+        _not_the_other_code_benchmark(r, "mbpp", where)
         if "test_list" in r:  # HF-style rows: `prompt` is the bare task text
             text = str(r.get("prompt", r.get("text", "")))
             tests = [str(t) for t in r["test_list"]]
