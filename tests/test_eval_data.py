@@ -273,6 +273,19 @@ def test_local_formats_and_errors(tmp_path, monkeypatch):
         load_samples("gsm9k", bad)
 
 
+def test_a_lone_surrogate_in_a_data_file_is_refused_when_read(tmp_path):
+    """JSON's "\\ud800" escape reads as a lone surrogate, which no UTF-8 file can hold: evaluate
+    ran every question, then crashed with a traceback writing results.json (a gold or question
+    there). A surrogate pair is one character and stays."""
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"question": "1+1? \\ud83d\\ude00", "answer": "two\\n#### 2"}\n'
+                    '{"question": "2+2?", "answer": "four\\n#### 4\\ud800"}\n')
+    with pytest.raises(UserError, match=r"g.jsonl: record 2 holds a lone surrogate \(U\+D800\)"):
+        load_samples("gsm8k", path)
+    path.write_text(path.read_text().split("\n")[0] + "\n")
+    assert load_samples("gsm8k", path)[0].question == "1+1? \U0001f600"
+
+
 def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnings(tmp_path):
     """No --data_file and no network: datasets / huggingface-hub log every retry before they
     raise; the user sees only the one error line, which names the library's cause."""

@@ -36,6 +36,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,6 +134,10 @@ def prompt_style(dataset: str) -> str:
 # --------------------------------------------------------------------------- rows
 
 
+# a JSON escape of a UTF-16 surrogate (high or low): a record may then hold a lone one
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a local JSONL / JSONL.gz file (or a JSON list). Never uses the network."""
     path = Path(path)
@@ -149,10 +154,25 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     text = decode_utf8(data, f"data file {path}")
     if text.lstrip().startswith("["):
         try:
-            return list(json.loads(text))
+            rows = list(json.loads(text))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not a valid JSON list (line {e.lineno}: {e.msg})") from None
-    return [row for _, row in json_rows(text, str(path))]
+    else:
+        rows = [row for _, row in json_rows(text, str(path))]
+    if SURROGATE_ESCAPE.search(text):  # rare: only then is each row checked
+        _no_lone_surrogates(rows, path)
+    return rows
+
+
+def _no_lone_surrogates(rows: list, path: Path) -> None:
+    """A "\\ud800" escape reads as a lone surrogate, which no UTF-8 file holds: results.json
+    could not be written once every question had run. Refused when read, naming the record."""
+    for n, row in enumerate(rows, 1):
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UserError(f"{path}: record {n} holds a lone surrogate (U+{ord(e.object[e.start]):04X}), "
+                            "which is not valid Unicode") from None
 
 
 # The type each checked field must have (an MMLU file passed as GSM8K has an int "answer").
