@@ -250,6 +250,18 @@ def test_code_file_of_the_other_benchmark_is_refused():
     assert samples_from_records("humaneval", [{**row, "task_id": "Toy/0"}])[0].id == "Toy/0"
 
 
+def test_mmlu_answer_outside_the_choices_is_refused():
+    """An `answer` index past the choices was a traceback (IndexError) or, negative, another
+    letter taken as the gold ("J" for -1): the oracle scored 100% on a question no model can get."""
+    row = {"subject": "s", "question": "Q", "choices": ["a", "b", "c", "d"], "error_type": "ok"}
+    for answer in (4, 99, -1):
+        with pytest.raises(UserError, match=rf"m.jsonl: record 1: 'answer' {answer} is not .*0 to 3"):
+            samples_from_records("mmlu", [{**row, "answer": answer}], "m.jsonl")
+    with pytest.raises(UserError, match=r"record 1 has 11 choices, more than the 10 letters A-J"):
+        samples_from_records("mmlu", [{**row, "choices": list("abcdefghijk"), "answer": 0}], "m.jsonl")
+    assert samples_from_records("mmlu", [{**row, "answer": 3}])[0].answer == "D"
+
+
 def test_local_formats_and_errors(tmp_path, monkeypatch):
     rows = [{"question": "1+1?", "answer": "two\n#### 2"}]
     gz = tmp_path / "g.jsonl.gz"

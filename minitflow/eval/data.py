@@ -385,8 +385,14 @@ def _mmlu(rows: list[dict], where: str, mmlu_rows: str) -> list[Sample]:
     """
     out = []
     per_subject: dict[str, int] = {}
-    for r in rows:
+    for n, r in enumerate(rows, 1):
         _need(r, ("question", "choices", "answer"), "mmlu", where)
+        if len(r["choices"]) > len(MMLU_LETTERS):
+            raise UserError(f"{where}: record {n} has {len(r['choices'])} choices, more than the "
+                            f"{len(MMLU_LETTERS)} letters A-{MMLU_LETTERS[-1]}")
+        if not 0 <= r["answer"] < len(r["choices"]):  # a negative one would index from the end
+            raise UserError(f"{where}: record {n}: 'answer' {r['answer']} is not a choice's index (0 to "
+                            f"{len(r['choices']) - 1})")
         subject = r.get("subject", "mmlu")
         k = per_subject.get(subject, 0)
         per_subject[subject] = k + 1
