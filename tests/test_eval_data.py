@@ -260,6 +260,7 @@ def test_mmlu_answer_outside_the_choices_is_refused():
     with pytest.raises(UserError, match=r"record 1 has 11 choices, more than the 10 letters A-J"):
         samples_from_records("mmlu", [{**row, "choices": list("abcdefghijk"), "answer": 0}], "m.jsonl")
     assert samples_from_records("mmlu", [{**row, "answer": 3}])[0].answer == "D"
+    assert samples_from_records("mmlu", [{**row, "choices": [], "answer": 0}]) == []  # skipped, as upstream
 
 
 def test_local_formats_and_errors(tmp_path, monkeypatch):

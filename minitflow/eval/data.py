@@ -387,12 +387,6 @@ def _mmlu(rows: list[dict], where: str, mmlu_rows: str) -> list[Sample]:
     per_subject: dict[str, int] = {}
     for n, r in enumerate(rows, 1):
         _need(r, ("question", "choices", "answer"), "mmlu", where)
-        if len(r["choices"]) > len(MMLU_LETTERS):
-            raise UserError(f"{where}: record {n} has {len(r['choices'])} choices, more than the "
-                            f"{len(MMLU_LETTERS)} letters A-{MMLU_LETTERS[-1]}")
-        if not 0 <= r["answer"] < len(r["choices"]):  # a negative one would index from the end
-            raise UserError(f"{where}: record {n}: 'answer' {r['answer']} is not a choice's index (0 to "
-                            f"{len(r['choices']) - 1})")
         subject = r.get("subject", "mmlu")
         k = per_subject.get(subject, 0)
         per_subject[subject] = k + 1
@@ -402,6 +396,12 @@ def _mmlu(rows: list[dict], where: str, mmlu_rows: str) -> list[Sample]:
         choices = list(r["choices"])
         if not str(r["question"]).strip() or len(choices) < 2:
             continue
+        if len(choices) > len(MMLU_LETTERS):
+            raise UserError(f"{where}: record {n} has {len(choices)} choices, more than the "
+                            f"{len(MMLU_LETTERS)} letters A-{MMLU_LETTERS[-1]}")
+        if not 0 <= r["answer"] < len(choices):  # a negative one would index from the end
+            raise UserError(f"{where}: record {n}: 'answer' {r['answer']} is not a choice's index (0 to "
+                            f"{len(choices) - 1})")
         original = MMLU_LETTERS[int(r["answer"])]
         gold = original
         if mmlu_rows == "official" and err == "wrong_groundtruth":
