@@ -117,11 +117,22 @@ def check_output_file(path: str | os.PathLike, what: str = "output",
         if source is not None and path.exists() and Path(source).is_file() and os.path.samefile(path, source):
             raise UserError(f"{what} {path} is also {flag}, which this run reads; writing it would replace that "
                             "input: choose another path")
-    _make_dir(path.parent, what)
+    folder = _nearest_folder(path.parent, what)  # made only when the file is written: a failed run leaves none
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{what} {path} is read-only")
-    _probe(path.parent, what)
+    _probe(folder, what)
     return path
+
+
+def _nearest_folder(folder: Path, what: str) -> Path:
+    """`folder` or, where it does not exist yet, its nearest existing ancestor: the folder in
+    which something must be created. A file there means the folder can never be made."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create the folder {folder} for {what}: {existing} is not a directory")
+    return existing
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
@@ -172,6 +183,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # check_output_file leaves a new folder to the write
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies, as for open()
         yield tmp
         os.replace(tmp, path)

@@ -1007,6 +1007,27 @@ def test_output_that_is_an_input_of_the_run_is_refused_and_the_input_kept(tmp_pa
     assert json.loads(rows.read_text()) == {"question": "Q?", "answer": "A"} and data.read_text() == data_text
 
 
+def test_a_refused_run_leaves_no_new_output_folder(tmp_path, capsys, monkeypatch):
+    """The output's missing folders were made by the early path check, so a run refused after it
+    (a missing model or data file, a bad checkpoint) left them behind, empty; evaluate leaves
+    none. They are made when the file is written."""
+    from minitflow import score
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--model", tmp_path / "missing", "--output", tmp_path / "g" / "o.json"),
+          "model directory not found")
+    fails(capsys, generate.main, ["--method", "tflow", "--question", "Q?", "--checkpoint", gsm8k_file(tmp_path),
+                                  "--output", tmp_path / "t" / "o.json"], "not a torch checkpoint")
+    fails(capsys, train.main, train_args(tmp_path, "--init", tmp_path / "missing.pt", "--out",
+                                         tmp_path / "tr" / "o.pt"), "no such checkpoint")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "gsm8k/0", "prediction": "3"}\n')
+    fails(capsys, score.main, ["--dataset", "gsm8k", "--data_file", tmp_path / "missing.jsonl", "--predictions", preds,
+                               "--output", tmp_path / "s" / "deeper" / "o.jsonl"], "data file not found")
+    assert not any((tmp_path / d).exists() for d in ("g", "t", "tr", "s"))
+    (tmp_path / "a_file").write_text("x")  # a folder that can never be made is still refused first
+    fails(capsys, generate.main, gen_args("--output", tmp_path / "a_file" / "x" / "o.json"), "not a directory")
+
+
 def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_path, capsys, monkeypatch):
     """The engine refuses such a request only at its turn: every question before it would run
     first (and generate would then lose all of their answers). Refused before the weights load
