@@ -33,7 +33,7 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--temperature", type=float, default=None, help=f"default: the official {OFFICIAL_TEMPERATURE}")
-    p.add_argument("--top_p", type=float, default=OFFICIAL_TOP_P)
+    p.add_argument("--top_p", type=float, default=None, help=f"default: the official {OFFICIAL_TOP_P}")
     p.add_argument("--top_k", type=int, default=None,
                    help="default: the model's generation_config.json top_k, else 0 (off); Qwen3-4B's is 20, "
                    "which HF generate applies under the official code")
@@ -76,9 +76,12 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
     if args.greedy and args.temperature is not None:  # one of them would be ignored
         raise UserError("pass either --greedy or --temperature (0 is greedy), not both")
+    for flag in ("top_p", "top_k"):
+        if args.greedy and getattr(args, flag) is not None:  # greedy samples nothing: it would be ignored
+            raise UserError(f"--{flag} has no effect with --greedy (which takes the top token): pass one of them")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
-    if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+    if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
         raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
     if args.top_k is not None and args.top_k < 0:
         raise UserError(f"--top_k must be >= 0, got {args.top_k}")
@@ -113,7 +116,7 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
         top_k = generation_top_k(model_dir_for(args))
     temperature = 0.0 if args.greedy else OFFICIAL_TEMPERATURE if args.temperature is None else args.temperature
     return SamplingParams(max_new_tokens=max_new, temperature=temperature,
-                          top_p=args.top_p, top_k=top_k, seed=args.seed)
+                          top_p=OFFICIAL_TOP_P if args.top_p is None else args.top_p, top_k=top_k, seed=args.seed)
 
 
 def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -84,7 +84,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
-    p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float32")
+    p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float16, float32")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
                    help="recompute receiver layers in the backward pass (saves memory, costs ~1/3 more compute)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
-from minitflow.cli import (OFFICIAL_TEMPERATURE, add_model_args, check_model_args, check_questions_fit, run_cli,
-                           sampling_from)
+from minitflow.cli import (OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args, check_model_args, check_questions_fit,
+                           run_cli, sampling_from)
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, check_output_file, replacing, write_text
@@ -928,14 +928,19 @@ def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys
     fails(capsys, generate.main, argv, str(path), *(["not a torch.save file"] if kind != "other layers" else []))
 
 
-def test_greedy_with_a_temperature_is_refused(tmp_path, capsys, monkeypatch):
-    """Either would be ignored; the default temperature stays the official one."""
+def test_greedy_with_a_temperature_top_p_or_top_k_is_refused(tmp_path, capsys, monkeypatch):
+    """Either would be ignored; the default temperature and top-p stay the official ones."""
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--greedy", "--temperature", "0.7"), "--greedy", "--temperature")
+    fails(capsys, evaluate.main, ["--method", "baseline", "--greedy", "--top_p", "0.9", "--output_dir",
+                                  tmp_path / "r"], "--top_p has no effect with --greedy")
+    fails(capsys, generate.main, gen_args("--greedy", "--top_k", "20"), "--top_k has no effect with --greedy")
+    assert not (tmp_path / "r").exists()
     parser = argparse.ArgumentParser()
     add_model_args(parser)
     assert sampling_from(parser.parse_args([])).temperature == OFFICIAL_TEMPERATURE
-    assert sampling_from(parser.parse_args(["--temperature", "0.7"])).temperature == 0.7
+    assert sampling_from(parser.parse_args([])).top_p == OFFICIAL_TOP_P
+    assert sampling_from(parser.parse_args(["--temperature", "0.7", "--top_p", "0.5"])).top_p == 0.5
     assert sampling_from(parser.parse_args(["--greedy"])).temperature == 0.0
 
 
