@@ -308,7 +308,11 @@ class BackgroundScorer:
     MATH is scored in a child process, on its main thread (scoring.ScoringProcess), where
     SIGALRM stops sympy and math-verify on time. On this thread a comparison past its timeout
     was abandoned, still running: one hard answer left two threads computing (+1 GB) after its
-    verdict, holding the GIL beside the model's loop. `timeout`: the scorers' (None: defaults)."""
+    verdict, holding the GIL beside the model's loop. `timeout`: the scorers' (None: defaults).
+
+    Ctrl-C (`cancel`) drops what is queued and stops the programs and comparisons in hand: the
+    run ends at once, not after minutes of hung programs, and a rerun generates those questions
+    again (their rows were never written)."""
 
     def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int,
                  timeout: float | None = None):
@@ -320,6 +324,10 @@ class BackgroundScorer:
         self.error: BaseException | None = None
         self.last = time.perf_counter()
         self.child = None  # started on the first MATH rows
+        self.queued = self.written = 0
+        self.cancelled = False
+        self.lock = threading.Lock()  # the child is started and killed under it
+        self.finished = threading.Event()  # waited on, not join(): a join cut by Ctrl-C may not wait again
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
@@ -327,11 +335,17 @@ class BackgroundScorer:
         if self.error is not None:
             raise self.error
         now = time.perf_counter()
+        self.queued += 1
         self.queue.put((sample, prediction, meta, now - self.last))
         self.last = now
 
     def _work(self) -> None:
-        from minitflow.eval.scoring import ScoringProcess, score_both
+        try:
+            self._loop()
+        finally:
+            self.finished.set()
+
+    def _loop(self) -> None:
         while True:
             items = [self.queue.get()]
             while len(items) < 16 and not self.queue.empty():
@@ -340,32 +354,64 @@ class BackgroundScorer:
             items = [i for i in items if i is not None]
             try:
                 if items and self.error is None:
-                    if self.dataset == "minerva_math" and self.child is None:
-                        self.child = ScoringProcess()
-                    verdicts = (self.child or score_both)(self.dataset, [p for _, p, _, _ in items],
-                                                          [s for s, _, _, _ in items], timeout=self.timeout)
-                    for (s, pred, meta, wall), v in zip(items, verdicts):
-                        row = sample_row(s, pred, meta, v["correct"], v["extracted"], wall)
-                        row.update(correct_official=bool(v["correct_official"]),
-                                   extracted_official=v["extracted_official"])
-                        append_sample(self.part, row)
-                        self.correct += bool(v["correct"])
-                        self.seen += 1
-                    self.bar.update(len(items))
-                    self.bar.set_postfix(acc=f"{self.correct / max(self.seen, 1):.3f}")
+                    self._score(items)
             except BaseException as e:  # re-raised in the caller's thread
                 self.error = e
             if stop:
                 return
 
+    def _score(self, items: list[tuple]) -> None:
+        from minitflow.eval.scoring import ScoringProcess, score_both
+        with self.lock:
+            if self.cancelled:
+                return
+            if self.dataset == "minerva_math" and self.child is None:
+                self.child = ScoringProcess()
+        verdicts = (self.child or score_both)(self.dataset, [p for _, p, _, _ in items], [s for s, _, _, _ in items],
+                                              timeout=self.timeout)
+        for (s, pred, meta, wall), v in zip(items, verdicts):
+            row = sample_row(s, pred, meta, v["correct"], v["extracted"], wall)
+            row.update(correct_official=bool(v["correct_official"]), extracted_official=v["extracted_official"])
+            append_sample(self.part, row)
+            self.correct += bool(v["correct"])
+            self.seen += 1
+            self.written += 1
+        self.bar.update(len(items))
+        self.bar.set_postfix(acc=f"{self.correct / max(self.seen, 1):.3f}")
+
+    def cancel(self) -> None:
+        """Drop the questions still queued, stop the scoring in hand; `close` then returns at once."""
+        from minitflow.eval.sandbox import cancel_sandboxes
+        with self.lock:
+            self.cancelled = True
+            if self.child is not None:
+                self.child.kill()
+        cancel_sandboxes()
+
     def close(self) -> None:
-        """Wait for every queued question to be scored and written; raise a scorer error."""
+        """Wait for every queued question to be scored and written; raise a scorer error (after a
+        cancel: say how many questions went unscored). Ctrl-C while waiting cancels."""
         self.queue.put(None)
-        self.thread.join()
+        try:
+            self.finished.wait()
+        except KeyboardInterrupt:
+            self.cancel()
+            self.finished.wait()
+            raise
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.child is not None:
             self.child.close()
         self.bar.close()
-        if self.error is not None:
+        if self.cancelled:
+            from minitflow.eval.sandbox import cancel_sandboxes
+            cancel_sandboxes(False)
+            if self.queued > self.written:
+                log.warning("interrupted: %d finished questions left unscored; a rerun generates them again",
+                            self.queued - self.written)
+        elif self.error is not None:
             raise self.error
 
 
@@ -468,6 +514,9 @@ def evaluate(args: argparse.Namespace) -> dict | None:
                        seeds=[args.seed + i for i in index],  # same sample, same seed, any sharding
                        on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
                        **method_options(args))
+    except KeyboardInterrupt:
+        scorer.cancel()
+        raise
     finally:
         scorer.close()
     if rank != 0:

@@ -8,6 +8,7 @@ import gc
 import json
 import threading
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,41 @@ def test_math_scoring_leaves_no_comparison_running(tmp_path):
     assert not [t for t in threading.enumerate() if t not in before and t.name != "tqdm_monitor"]
     row = json.loads((tmp_path / "part.jsonl").read_text())
     assert row["correct_official"] and not row["correct"]  # the official line is right, the last box is not
+
+
+SLOW = "```python\nimport time\ntime.sleep(30)\n\ndef add(a, b):\n    return a + b\n```"  # ~4 s each: a timeout
+
+
+@pytest.mark.parametrize("dataset", ["humaneval", "minerva_math"])
+def test_ctrl_c_while_scoring_stops_the_programs_in_hand(tmp_path, dataset):
+    """Ctrl-C during evaluate waited for every queued question to be scored: with slow programs
+    (or a sympy call) that was minutes, and a second Ctrl-C cut the wait short but left the
+    programs running to the end. Now the scoring in hand stops, what is queued is dropped (no
+    row: a rerun generates it again) and the sandboxes work again afterwards."""
+    import os
+    import signal
+    import time
+
+    from minitflow.eval import sandbox
+    from minitflow.eval.code_exec import run_code_tests
+    from test_sandbox import ADD
+    n = 12  # humaneval: about 25 s of programs, two at a time
+    scorer = BackgroundScorer(dataset, tmp_path / "part.jsonl", 0, 0, False, dataset, n, timeout=60)
+    hard = r"(f(1)+\sqrt{2}+\sqrt{3}+\sqrt{5}+\sqrt{7}+\sqrt{11})^{60}"  # sympy's simplify: minutes
+    for i in range(n):
+        if dataset == "humaneval":
+            scorer.put(ADD, SLOW, {})
+        else:
+            scorer.put(Sample(f"math/{i}", "q", "f(1)", {}), f"So it is $\\boxed{{{hard}}}$.", {})
+    time.sleep(1.0)  # scoring is under way
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while close() waits
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        scorer.close()
+    assert time.monotonic() - start < 3
+    part = tmp_path / "part.jsonl"
+    assert scorer.written < n and len(part.read_text().splitlines() if part.exists() else []) == scorer.written
+    if scorer.child is not None:
+        assert scorer.child.proc.poll() is not None  # the comparison in hand was stopped
+    assert list(Path(sandbox._sandbox_root()).iterdir()) == []  # every sandbox closed
+    assert run_code_tests(ADD, "def add(a, b):\n    return a + b\n")[:2] == (True, True)  # not left cancelled

@@ -46,10 +46,28 @@ INIT_PATH = os.path.join(_HERE, "sandbox_init.py")
 CHILD_PATH = os.path.join(_HERE, "sandbox_child.py")
 F_SETPIPE_SZ = 1031  # Linux fcntl
 CLOSE_GRACE = 10.0  # seconds the launcher gets to kill and sweep before it is killed itself
+CANCEL_POLL_S = 0.1  # how often a sandbox waiting for its program looks for a cancel
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself could not be set up or run (not the program's fault)."""
+
+
+class SandboxCancelled(Exception):
+    """cancel_sandboxes() stopped this sandbox: no verdict, neither a pass nor a failure."""
+
+
+_CANCELLED = threading.Event()
+
+
+def cancel_sandboxes(cancel: bool = True) -> None:
+    """Stop every sandbox of this process (their waits raise SandboxCancelled within
+    CANCEL_POLL_S and leaving them kills their programs) and refuse new ones, until called
+    with False: a Ctrl-C'd evaluation leaves at once instead of after the programs in hand."""
+    if cancel:
+        _CANCELLED.set()
+    else:
+        _CANCELLED.clear()
 
 
 @dataclass(frozen=True)
@@ -352,6 +370,8 @@ class Sandbox:
         self._eof: set[str] = set()
         self._scanned = 0  # bytes of the result buffer already searched for a newline
         self._fds: dict[str, int] = {}
+        if _CANCELLED.is_set():
+            raise SandboxCancelled
         try:
             self._start(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
         except BaseException:
@@ -499,6 +519,8 @@ class Sandbox:
         has exited (or closed its result pipe) and nothing is left; TimeoutError after `wait` s."""
         start = time.monotonic()
         while True:
+            if _CANCELLED.is_set():
+                raise SandboxCancelled
             rec = self._take_record()
             if rec is not None:
                 return rec, time.monotonic() - start
@@ -513,7 +535,7 @@ class Sandbox:
             left = wait - (time.monotonic() - start)
             if left <= 0:
                 raise TimeoutError
-            self._pump(left)
+            self._pump(min(left, CANCEL_POLL_S))
 
     # ------------------------------------------------------------ closing
 

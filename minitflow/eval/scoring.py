@@ -301,7 +301,7 @@ class ScoringProcess:
     math-verify at their timeouts: on any other thread a comparison past its timeout can only
     be abandoned, still running. The child reads jobs on its stdin and exits at EOF, so it
     ends with this process however that ends (kill -9 included); it has its own session, so
-    Ctrl-C is this process's to handle (`close` lets the job in hand finish)."""
+    Ctrl-C is this process's to handle (`close` lets the job in hand finish, `kill` does not)."""
 
     def __init__(self) -> None:
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the minitflow package
@@ -322,9 +322,16 @@ class ScoringProcess:
             raise value
         return value
 
+    def kill(self) -> None:
+        """Stop the job in hand now (a call waiting on it raises; Ctrl-C: see BackgroundScorer)."""
+        self.proc.kill()
+
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:  # killed with a job unread
+                pass
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
