@@ -168,12 +168,14 @@ def load_for(args: argparse.Namespace):
 
 
 def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_tokens: int,
-                        names: Sequence[str]) -> None:
+                        names: Sequence[str], method: str | None = None, style: str = "gsm8k",
+                        sender_questions: Sequence[str] | None = None, options: dict | None = None) -> None:
     """Refuse a question too long for the model even bare (every method's answering prompt holds
     it whole), counted with the model's tokenizer against its positions (the bound the engine
     enforces, LLM.max_seq_len): before the weights load (minutes at 4B) and before evaluate
     touches its folder; the engine would refuse it only when its turn came, after every question
-    before it had run, and generate would then lose all of them."""
+    before it had run, and generate would then lose all of them. With `method`, also inside that
+    method's prompts (methods.positions_needed): a question that fits bare may not fit there."""
     from minitflow.model.config import Qwen3Config
     from minitflow.model.tokenizer import Tokenizer
     limit = Qwen3Config.from_dir(model_dir).max_position_embeddings
@@ -182,6 +184,15 @@ def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_token
         n = len(encode(question))
         if n + max_new_tokens > limit:
             raise UserError(f"{name}: the question alone is {n} tokens; with max_new_tokens {max_new_tokens} that is "
+                            f"more than the model's {limit} positions")
+    if method is None:
+        return
+    from minitflow.tflow.methods import positions_needed
+    senders = questions if sender_questions is None else sender_questions
+    for name, question, sender in zip(names, questions, senders):
+        need = positions_needed(method, encode, style, question, sender, max_new_tokens, **(options or {}))
+        if need > limit:
+            raise UserError(f"{name}: its {method} prompts need {need} positions with max_new_tokens {max_new_tokens}, "
                             f"more than the model's {limit} positions")
 
 

@@ -483,7 +483,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
-        check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids)
+        check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids, method=args.method,
+                            style=args.dataset, options=method_options(args))
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)

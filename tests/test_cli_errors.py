@@ -1106,3 +1106,63 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
         assert [u["completion_tokens"] <= 2 for u in senders] == [True, True], meta["token_usage"]
     assert {k: meta["sampling"][k] for k in ("temperature", "top_p", "top_k", "seed", "max_new_tokens")} == \
         {"temperature": 0.7, "top_p": 0.8, "top_k": 5, "seed": 9, "max_new_tokens": 3}
+
+
+@pytest.mark.parametrize("method", ["baseline", "textmas", "tflow", "latentmas"])
+def test_a_question_whose_method_prompt_is_too_long_is_refused_before_any_generation(method, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """The bare question fits with max_new_tokens, but not inside the method's chat prompt (system
+    prompt, template; textmas' senders also generate their 1,024 tokens): refused, naming the
+    sample, before the model loads or the folder is made. The engine would refuse it only at
+    its turn, naming its place in this rank's remaining share, after the questions before it
+    ran, and every resume would stop there again."""
+    from minitflow.model.tokenizer import Tokenizer
+    encode = Tokenizer(demo_dir()).encode
+    long = "word " * 4080
+    while len(encode(long)) > 4090:
+        long = long[:-5]
+    check_questions_fit(demo_dir(), [long], 4, ["bare"])  # the bare question fits
+    def boom(*a, **k):
+        raise AssertionError("the model loaded before the long question was refused")
+    for module in (generate, evaluate):
+        monkeypatch.setattr(module, "load_for", boom)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in ["Hi", long, "Yo"]))
+    fails(capsys, evaluate.main, ["--method", method, "--data_file", data, "--device", "cpu", "--max_new_tokens", "4",
+                                  "--batch_size", "1", "--output_dir", tmp_path / "r"],
+          "gsm8k/1", method, "4096 positions")
+    assert not (tmp_path / "r").exists()
+    rows = tmp_path / "q.jsonl"
+    rows.write_text(json.dumps({"question": "Hi"}) + "\n" + json.dumps({"question": long}) + "\n")
+    fails(capsys, generate.main, ["--method", method, "--input_file", rows, "--device", "cpu", "--max_new_tokens", "4"],
+          "question 2", method, "4096 positions")
+
+
+def test_positions_needed_is_what_the_methods_requests_take():
+    """The count made before the model loads equals the positions the method's longest request
+    takes when it runs (textmas: at least its senders', the receiver's texts unknown before)."""
+    from minitflow.engine.sampler import SamplingParams
+    from minitflow.tflow import prompts
+    from minitflow.tflow.checkpoint import load_checkpoint
+    from minitflow.tflow.methods import positions_needed, run_method
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32")
+    gen = load_checkpoint(demo_dir() / "tflow.pt", llm.cfg)
+    q, sq = "How many legs do 3 spiders have?", "Spiders have 8 legs. How many legs do 3 spiders have?"
+    for method, opts in [("baseline", {}), ("tflow", {}), ("textmas", {"sender_max_new_tokens": 3}),
+                         ("latentmas", {"latent_steps": 2, "think": True}), ("latentmas", {})]:
+        u = run_method(method, llm, [q], sampling=SamplingParams(max_new_tokens=5), generator=gen,
+                       sender_questions=[sq], **opts)[0].agents
+        need = positions_needed(method, llm.encode, "gsm8k", q, sq, 5, **opts)
+        if method == "baseline":
+            assert need == u["single"].prompt_tokens + 5
+        elif method == "tflow":
+            assert need == max(u["sender_A"].prompt_tokens, u["sender_B"].prompt_tokens, u["receiver"].prompt_tokens + 5)
+        elif method == "latentmas":
+            assert need == sum(a.prompt_tokens + a.latent_steps for a in u.values()) + 5, opts
+        else:
+            receiver = prompts.textmas_roles("gsm8k")[2][0]
+            senders = max(a.prompt_tokens + 3 for name, a in u.items() if name != receiver)
+            assert senders <= need <= max(senders, u[receiver].prompt_tokens + 5)
+    for method in ("baseline", "textmas", "tflow", "latentmas"):  # a style alias, as the command lines take it
+        assert positions_needed(method, llm.encode, "math", q, q, 5) == \
+            positions_needed(method, llm.encode, "minerva_math", q, q, 5)

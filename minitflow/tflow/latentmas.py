@@ -101,9 +101,14 @@ def agent_messages(role: str, question: str, style: str, topology: str) -> list[
     return [{"role": "system", "content": data["system_prompt"]}, {"role": "user", "content": user}]
 
 
-def agent_prompt_ids(llm: LLM, role: str, question: str, style: str, topology: str, think: bool) -> list[int]:
+def agent_prompt_text(role: str, question: str, style: str, topology: str, think: bool) -> str:
+    """One agent's prompt text (also counted before the model loads, methods.positions_needed)."""
     text = render_chat(agent_messages(role, question, style, topology), add_generation_prompt=True)
-    return llm.encode(text + "<think>" if think else text)
+    return text + "<think>" if think else text
+
+
+def agent_prompt_ids(llm: LLM, role: str, question: str, style: str, topology: str, think: bool) -> list[int]:
+    return llm.encode(agent_prompt_text(role, question, style, topology, think))
 
 
 def validate_options(method: str, *, latent_steps: int | None = None, topology: str | None = None,

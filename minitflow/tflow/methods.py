@@ -28,11 +28,13 @@ from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights, build_lora
+from minitflow.model.tokenizer import render_chat
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
-from minitflow.tflow.condition import generator_factors, sender_request, stack_conditions
+from minitflow.tflow.condition import generator_factors, sender_prompt, sender_request, stack_conditions
 from minitflow.tflow.generator import PIECE_TOKENS
-from minitflow.tflow.latentmas import OPTIONS as LATENT_OPTIONS, stream_latentmas, validate_options
+from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
+                                       stream_latentmas, validate_options)
 from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
@@ -68,12 +70,48 @@ def with_context(context: str | None, question: str) -> str:
     return f"{context.strip()} {question}" if context and context.strip() else question
 
 
-def chat(llm: LLM, system: str, question: str, context: str = "") -> list[int]:
+def chat_text(system: str, question: str, context: str = "") -> str:
+    """An agent's prompt text (also counted before the model loads, positions_needed)."""
     msgs = [{"role": "system", "content": system}]
     if context:
         msgs += [{"role": "user", "content": context},
                  {"role": "assistant", "content": prompts.TEXTMAS_ASSISTANT_TURN}]
-    return llm.chat_ids(msgs + [{"role": "user", "content": question}])
+    return render_chat(msgs + [{"role": "user", "content": question}], add_generation_prompt=True)
+
+
+def chat(llm: LLM, system: str, question: str, context: str = "") -> list[int]:
+    return llm.encode(chat_text(system, question, context))
+
+
+def positions_needed(method: str, encode: Callable[[str], list[int]], style: str, question: str,
+                     sender_question: str, max_new_tokens: int, **options) -> int:
+    """The most cache positions one of the question's requests takes (prompt, handed-over KV, new
+    tokens), counted from the prompts alone: what the engine checks only at each request's turn.
+    textmas' receiver is counted with empty sender texts (theirs are not known before they run)."""
+    style = prompts.resolve_style(style)  # an alias ("math") as run_method reads it
+
+    def chat_len(system: str, q: str, context: str = "") -> int:
+        return len(encode(chat_text(system, q, context)))
+
+    if method == "baseline":
+        return chat_len(prompts.baseline_system(style), question) + max_new_tokens
+    if method == "textmas":
+        (_, a_sys), (_, b_sys), (_, c_sys) = prompts.textmas_roles(style)
+        sender_max = options.get("sender_max_new_tokens") or prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS
+        return max(chat_len(a_sys, sender_question) + sender_max, chat_len(b_sys, sender_question) + sender_max,
+                   chat_len(c_sys, question, textmas_context(style, ["", ""])) + max_new_tokens)
+    if method == "tflow":  # the senders are prefill-only
+        a_sys, b_sys, c_sys = prompts.tflow_agents(style)
+        senders = [len(encode(sender_prompt(system, sender_question))) for system in (a_sys, b_sys)]
+        return max(*senders, chat_len(c_sys, question) + max_new_tokens)
+    if method == "latentmas":
+        k, topology = options.get("latent_steps") or 0, options.get("topology") or "sequential"
+        think = bool(options.get("think"))
+        roles = (*(SENDERS if k > 0 or options.get("handover_at_zero") else ()), JUDGER)
+        lengths = [len(encode(agent_prompt_text(role, question if role == JUDGER else sender_question, style,
+                                                topology, think))) for role in roles]
+        return sum(lengths) + k * (len(roles) - 1) + max_new_tokens
+    raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
 
 
 def textmas_context(style: str, texts: Sequence[str]) -> str:
