@@ -450,13 +450,16 @@ def test_stage_times_run_from_each_questions_own_start(golden_llm):
     import time
     qs = ["What is 2 + 2?", "How many legs do 3 spiders have?", "Name a prime above 10."]
     marks: list[float] = []
+    streamed: list[float | None] = []
     t0 = time.perf_counter()
     res = run_method("baseline", golden_llm, qs, sampling=SamplingParams(max_new_tokens=6, ignore_eos=True),
-                     batch_size=1, on_result=lambda i, r: marks.append(time.perf_counter()))
+                     batch_size=1, on_result=lambda i, r: (marks.append(time.perf_counter()),
+                                                           streamed.append(r.metadata()["wall_time_per_question"])))
     wall = time.perf_counter() - t0
     assert all(0 < res[i].timings["total_s"] < marks[i] - marks[i - 1] for i in range(1, len(qs))), \
         ([r.timings["total_s"] for r in res], marks)
     assert len({r.wall_s_per_question for r in res}) == 1
+    assert streamed == [None] * len(qs)  # unknown while the run goes on (it read 0.0)
     assert marks[-1] - marks[0] < len(qs) * res[0].wall_s_per_question <= wall
 
 

@@ -55,7 +55,7 @@ class MethodResult:
     timings: dict[str, float]  # seconds per stage of this question; total_s from its start to its answer
     batch_size: int  # questions in flight at once
     token_ids: list[int] = field(default_factory=list)
-    wall_s_per_question: float = 0.0  # the whole run's wall time / its questions
+    wall_s_per_question: float | None = None  # the whole run's wall time / its questions (None until it ends)
     sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
 
     @property
