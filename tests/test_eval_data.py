@@ -263,6 +263,16 @@ def test_mmlu_answer_outside_the_choices_is_refused():
     assert samples_from_records("mmlu", [{**row, "choices": [], "answer": 0}]) == []  # skipped, as upstream
 
 
+def test_an_empty_question_is_refused_when_read():
+    """generate refused an empty question but evaluate ran it: every method answered the bare
+    prompt (tflow capturing the prompt around it), scored as if it were the dataset's."""
+    with pytest.raises(UserError, match=r"g.jsonl: a record's 'question' is empty \(idx 7\)"):
+        samples_from_records("gsm8k", [{"question": "Q?", "answer": "#### 1"},
+                                       {"idx": 7, "question": " \n", "answer": "#### 2"}], "g.jsonl")
+    with pytest.raises(UserError, match=r"m.jsonl: a record's 'problem' is empty$"):
+        samples_from_records("minerva_math", [{"problem": "", "solution": "\\boxed{1}"}], "m.jsonl")
+
+
 def test_local_formats_and_errors(tmp_path, monkeypatch):
     rows = [{"question": "1+1?", "answer": "two\n#### 2"}]
     gz = tmp_path / "g.jsonl.gz"

@@ -181,7 +181,9 @@ FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "entry_point": str, "canonical_solution": str, "base_input": list, "plus_input": (list, dict)}
 
 
-def _need(row: dict, keys: Iterable[str], dataset: str, where: str) -> None:
+def _need(row: dict, keys: Iterable[str], dataset: str, where: str, text: str | None = None) -> None:
+    """The record has `keys` of the right types and, if named, a non-blank `text` field (an empty
+    question would still run: the methods would answer, and tflow capture, the bare prompt)."""
     if not isinstance(row, dict):
         raise UserError(f"{where}: a record is a JSON {type(row).__name__}, expected an object "
                         f"(a {dataset} file needs: {DATASETS[dataset].fields})")
@@ -198,6 +200,12 @@ def _need(row: dict, keys: Iterable[str], dataset: str, where: str) -> None:
             f"{where}: record lacks field(s) {', '.join(missing)} "
             f"(a {dataset} file needs: {info.fields})"
         )
+    if text is not None and not str(row[text]).strip():
+        raise UserError(f"{where}: a record's {text!r} is empty{_record_id(row)}")
+
+
+def _record_id(row: dict) -> str:
+    return f" (idx {row['idx']})" if "idx" in row else ""
 
 
 def gsm8k_gold(answer_field: str) -> str:
@@ -209,7 +217,7 @@ def gsm8k_gold(answer_field: str) -> str:
 def _gsm8k(rows: list[dict], where: str) -> list[Sample]:
     out = []
     for i, r in enumerate(rows):
-        _need(r, ("question", "answer"), "gsm8k", where)
+        _need(r, ("question", "answer"), "gsm8k", where, text="question")
         out.append(Sample(
             id=f"gsm8k/{r.get('idx', i)}",
             question=r["question"].strip(),
@@ -295,7 +303,7 @@ def minerva_question(problem: str, fewshot: bool = True) -> str:
 def _minerva(rows: list[dict], where: str, fewshot: bool = True) -> list[Sample]:
     out = []
     for i, r in enumerate(rows):
-        _need(r, ("problem", "solution"), "minerva_math", where)
+        _need(r, ("problem", "solution"), "minerva_math", where, text="problem")
         gold = r.get("answer") or extract_boxed(r["solution"])
         if gold is None:
             raise UserError(f"{where}: record {i} has no \\boxed{{}} answer in 'solution'")
