@@ -166,6 +166,31 @@ def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
         assert torch.allclose(v, want[k], atol=1e-6), k
 
 
+def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path, monkeypatch):
+    """Ctrl-C between the two files of a save (checkpoint, training state) left them a save
+    apart: --resume then ran the optimiser and data stream of one step on the weights of
+    another, without a word. Whichever file the interrupt spares, the resume is exact and no
+    temporary file is left."""
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, eval_every=1), llm=llm)["generator"]
+    real, calls = torch.save, []
+
+    def save(*args, **kwargs):  # saves at steps 1, 2, 3: two files each; the 6th write is cut
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1), llm=llm)
+    monkeypatch.setattr(torch, "save", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.state.pt", "b.pt", "b.pt.state.pt"]
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1, resume=str(tmp_path / "b.pt")), llm=llm)
+    assert resumed["step"] == 4 and resumed["generator"].samples_seen == 16
+    want = straight.state_dict()
+    for k, v in resumed["generator"].state_dict().items():
+        assert torch.allclose(v, want[k], atol=1e-6), k
+
+
 def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):
     """--resume continues the saved generator, so a --pg_arch naming other dimensions would be
     ignored without a word: refused, naming both; the same dimensions (or none) resume."""

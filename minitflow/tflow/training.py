@@ -29,7 +29,7 @@ from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
-from minitflow.files import check_output_file, json_rows, read_text, replacing
+from minitflow.files import check_output_file, json_rows, read_text
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
                                         save_checkpoint, torch_load)
 from minitflow.tflow.condition import sender_states
@@ -369,7 +369,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                         f"{cfg.steps} leaves none to run; pass a larger --steps")
     # the generator to resume or start from is read before the backbone (minutes at 4B): a bad
     # one, or one for other dimensions, fails first; the backbone's config.json is all it needs
-    start = cfg.resume if state is not None else None if cfg.init == "random" else cfg.init
+    # the state carries the generator it was saved with (older ones do not: their checkpoint then)
+    start = (None if cfg.init == "random" else cfg.init) if state is None else \
+        _state_path(cfg.resume) if "parameter_generator" in state else cfg.resume
     loaded = None
     if start is not None:
         from minitflow.model.weights import model_config
@@ -410,10 +412,12 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         next(order)
 
     def save() -> None:
+        """The state first, with the generator in it, then the checkpoint: an interrupt between the
+        two files leaves them a save apart, and --resume reads the state alone, so it stays exact."""
+        save_checkpoint(gen, _state_path(cfg.out), extra={
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+            "condition": cfg.condition, "history": history, "config": asdict(cfg)})
         save_checkpoint(gen, cfg.out)
-        with replacing(_state_path(cfg.out)) as tmp:
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                        "condition": cfg.condition, "history": history, "config": asdict(cfg)}, tmp)
 
     def evaluate() -> dict:
         gen.eval()
