@@ -201,6 +201,19 @@ def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):
     assert train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "b.pt"), steps=2), llm=llm)["step"] == 2
 
 
+@pytest.mark.parametrize("kw", [{"lr": 0.5}, {"weight_decay": 0.3}, {"seed": 7}, {"batch_size": 2},
+                                {"grad_accum": 2}])
+def test_resume_refuses_other_optimiser_and_data_flags(tiny, llm, tmp_path, kw):
+    """--lr and --weight_decay come back with the optimiser's state (another value was ignored
+    without a word), and the data stream is replayed from --seed, --batch_size and --grad_accum
+    (other values skipped into another stream): refused before the backbone loads, naming both."""
+    train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=1)
+    (name, value), = kw.items()
+    with pytest.raises(UserError, match=f"trained with --{name} {getattr(_cfg(tiny, tmp_path), name)}, not {value}"):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, model=str(tmp_path / "no-model"),
+                   resume=str(tmp_path / "b.pt"), **kw))
+
+
 def test_zero_condition_is_a_static_lora(tiny, llm, tmp_path):
     out = tmp_path / "zero.pt"
     train(_cfg(tiny, out, condition="zero", eval=None), llm=llm)

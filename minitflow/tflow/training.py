@@ -350,6 +350,24 @@ def load_state(path: Path) -> dict:
     return state
 
 
+# the optimiser's state brings back lr and weight_decay; the data stream replays from the other three
+RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum")
+
+
+def check_resume_flags(cfg: TrainConfig, state: dict) -> None:
+    """Refuse a --resume whose flags differ from the saved run's in RESUME_FIXED: another --lr or
+    --weight_decay would be overwritten by the loaded optimiser without a word, and another --seed,
+    --batch_size or --grad_accum would skip into a different data stream, not continue the run."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):  # a state without its config: nothing to compare
+        return
+    differ = [n for n in RESUME_FIXED if n in saved and saved[n] != getattr(cfg, n)]
+    if differ:
+        raise UserError(f"--resume {cfg.resume}: it was trained with "
+                        f"{', '.join(f'--{n} {saved[n]}' for n in differ)}, not "
+                        f"{', '.join(str(getattr(cfg, n)) for n in differ)}; pass the same values to resume")
+
+
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
     """Run the training described by `cfg`; returns {"step", "history": [eval records], "out",
     "seconds", "generator"}. Pass `llm` to reuse a loaded backbone (it stays frozen).
@@ -364,6 +382,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     state = load_state(_state_path(cfg.resume)) if cfg.resume else None
     if state is not None and state["condition"] != cfg.condition:
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
+    if state is not None:
+        check_resume_flags(cfg, state)
     if state is not None and int(state["step"]) >= cfg.steps:  # else nothing runs and --out is never written
         raise UserError(f"--resume {cfg.resume}: it has run {int(state['step'])} steps already, so --steps "
                         f"{cfg.steps} leaves none to run; pass a larger --steps")
