@@ -214,6 +214,23 @@ def test_resume_refuses_other_optimiser_and_data_flags(tiny, llm, tmp_path, kw):
                    resume=str(tmp_path / "b.pt"), **kw))
 
 
+@pytest.mark.parametrize("which", ["train", "eval"])
+def test_a_row_too_long_for_the_model_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch, which):
+    """A question longer than the model's positions failed only when its batch came (train) or at
+    the first evaluation (eval), eval_every steps in and before their save, as the engine's
+    "request N: ... more than the cache's positions": now one line naming the file and the row."""
+    rows = [json.loads(line) for line in (tiny / f"{which}.jsonl").read_text().splitlines()]
+    rows[2] = {"question": "How many? " * 900, "answer": "\\boxed{1}"}
+    path = tmp_path / f"{which}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=rf"{path}: row 3: its tflow prompts need \d+ positions.* more than the "
+                                        r"model's 4096 positions"):
+        train(_cfg(tiny, tmp_path / "o.pt", **{which: str(path)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_zero_condition_is_a_static_lora(tiny, llm, tmp_path):
     out = tmp_path / "zero.pt"
     train(_cfg(tiny, out, condition="zero", eval=None), llm=llm)

@@ -33,7 +33,7 @@ from minitflow.files import check_output_file, json_rows, read_text
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
                                         save_checkpoint, torch_load)
 from minitflow.tflow.condition import sender_states
-from minitflow.tflow.methods import generated_lora, run_method, with_context
+from minitflow.tflow.methods import generated_lora, positions_needed, run_method, with_context
 
 IGNORE = -100
 
@@ -350,6 +350,32 @@ def load_state(path: Path) -> dict:
     return state
 
 
+def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Sequence[Example],
+                   eval_rows: Sequence[Example]) -> None:
+    """Every row's prompts against the model's positions, with its tokenizer alone (`llm` when
+    given): make_batch or the engine refused a long row only when its batch, or the first
+    evaluation, came, steps into the run and before their save."""
+    if llm is not None:
+        encode, limit = llm.encode, llm.max_seq_len
+    else:
+        from minitflow.model.config import Qwen3Config
+        from minitflow.model.tokenizer import Tokenizer
+        from minitflow.model.weights import resolve_model_dir
+        model_dir = resolve_model_dir(cfg.model, need_tokenizer=True)
+        encode, limit = Tokenizer(model_dir).encode, Qwen3Config.from_dir(model_dir).max_position_embeddings
+    senders = cfg.condition == "sender"  # training with the zero condition runs no sender; evaluation does
+    for path, rows, new_tokens, run_senders in ((cfg.train, train_rows, 0, senders),
+                                                (cfg.eval, eval_rows, cfg.eval_max_new_tokens, True)):
+        for i, e in enumerate(rows, 1):
+            answer = len(encode(e.answer)) + 1  # and <|im_end|>: the receiver's training sequence
+            need = positions_needed("tflow", encode, style, e.question, e.sender_question if run_senders else "",
+                                    max(answer, new_tokens))
+            if need > limit:
+                raise UserError(f"{path}: row {i}: its tflow prompts need {need} positions with its answer"
+                                f"{f' or {new_tokens} new tokens' if new_tokens else ''}, more than the model's "
+                                f"{limit} positions")
+
+
 # the optimiser's state brings back lr and weight_decay; the data stream replays from the other three
 RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum")
 
@@ -402,6 +428,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             raise UserError(f"--resume {cfg.resume}: its generator has "
                             f"{', '.join(f'{k}={getattr(loaded.arch, k)}' for k in differ)}, not the --pg_arch "
                             f"{', '.join(f'{k}={v}' for k, v in differ.items())}; drop --pg_arch to resume")
+    check_rows_fit(cfg, llm, style, train_rows, eval_rows)
     torch.manual_seed(cfg.seed)
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
