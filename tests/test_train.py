@@ -274,6 +274,33 @@ def test_cli_user_errors_are_one_line_exit_2(tiny, tmp_path):
     assert r.returncode == 2 and "pg_arch" in r.stderr
 
 
+def test_sigterm_during_a_save_leaves_no_temporary_file(tiny, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop, `kill`) ended the process at once: a save it cut left its
+    hidden temporary sibling behind (the size of the training state). It now unwinds like Ctrl-C:
+    the files on disk are whole and consistent, nothing else is left, and the exit code is 143."""
+    import os
+    import signal
+    from minitflow import train as train_cli
+    real, calls = torch.save, []
+
+    def save(*args, **kwargs):  # the third write (step 2's state) is where the signal lands
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "save", save)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "t.pt"
+    with pytest.raises(SystemExit) as stop:
+        train_cli.main(["--model", str(tiny), "--train", str(tiny / "train.jsonl"), "--out", str(out), "--steps", "4",
+                        "--batch_size", "4", "--eval_every", "1", "--pg_arch", json.dumps(ARCH), "--device", "cpu",
+                        "--no-checkpoint_layers", "--no-progress"])
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pt", "t.pt.state.pt"]
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 1
+
+
 def test_cli_trains_and_generate_loads_the_checkpoint(tiny, tmp_path):
     out = tmp_path / "cli.pt"
     r = _cli("--model", str(tiny), "--train", str(tiny / "train.jsonl"), "--eval", str(tiny / "eval.jsonl"),
