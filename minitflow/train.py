@@ -83,7 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
     p.add_argument("--eval_max_new_tokens", type=int, default=d.eval_max_new_tokens)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue")
+    p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue, "
+                                    "with the same --lr, --weight_decay, --seed, --batch_size and --grad_accum")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
     p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float16, float32")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
