@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -196,13 +198,33 @@ def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_token
                             f"more than the model's {limit} positions")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, torchrun ending a failed job's ranks, `kill`), raised where
+    Ctrl-C would be, so the same clean-up runs: temporary files removed, scoring stopped. Its
+    default action ended the process inside a write, leaving the write's temporary file."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run `main`; a UserError becomes one line on stderr and exit code 2."""
+    """Run `main`; a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM
+    unwind (exit 130 and 143)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from typing import Sequence
 
@@ -100,19 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                        checkpoint_layers=a.checkpoint_layers, progress=a.progress)
 
 
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C: the default action ended the process inside a save, leaving
-    that save's temporary file (as large as the training state) beside the output."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        result = train(cfg)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    result = train(parse_args(argv))
     last = result["history"][-1] if result["history"] else {}
     print(json.dumps({"out": result["out"], "step": result["step"], **last}))
     return 0

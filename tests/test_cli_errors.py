@@ -928,6 +928,27 @@ def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys
     fails(capsys, generate.main, argv, str(path), *(["not a torch.save file"] if kind != "other layers" else []))
 
 
+def test_sigterm_unwinds_every_command_line_like_ctrl_c(tmp_path, capsys):
+    """SIGTERM's default action ended the process inside whatever it wrote (a scheduler's stop,
+    torchrun ending a failed job's other ranks): run_cli turns it into the Ctrl-C path, so the
+    clean-up runs (here: a temporary file of `replacing`) and the exit code says what happened."""
+    import os
+    import signal
+
+    from minitflow.files import replacing
+    before = signal.getsignal(signal.SIGTERM)
+
+    def main(argv):
+        with replacing(tmp_path / "out.json") as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    assert run_cli(main, []) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "terminated"
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) == before
+
+
 def test_greedy_with_a_temperature_top_p_or_top_k_is_refused(tmp_path, capsys, monkeypatch):
     """Either would be ignored; the default temperature and top-p stay the official ones."""
     no_model_load(monkeypatch)
