@@ -488,6 +488,22 @@ def test_train_resume_with_no_steps_left_is_refused_before_the_model_loads(tmp_p
     assert not (tmp_path / "o.pt").exists()
 
 
+def test_train_resume_with_init_or_an_empty_question_is_refused(tmp_path, capsys, monkeypatch):
+    """--init beside --resume was ignored without a word (the resume continues its own
+    generator); a row with an empty question trained, where generate and evaluate refuse one."""
+    no_model_load(monkeypatch)
+    path = tmp_path / "g.pt"
+    shutil.copy(DEMO / "tflow.pt", path)
+    torch.save({"optimizer": {}, "scheduler": {}, "step": 1, "condition": "sender"}, str(path) + ".state.pt")
+    fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", "--resume", path, "--init", path),
+          "--resume or --init")
+    rows = tmp_path / "empty.jsonl"
+    rows.write_text(json.dumps({"question": "Q?", "answer": "1"}) + "\n" + json.dumps({"question": " ", "answer": "2"}))
+    args = train_args(tmp_path, "--batch_size", "1")
+    args[args.index("--train") + 1] = str(rows)
+    fails(capsys, train.main, args, f"{rows}:2: the question is empty")
+
+
 def test_unusable_code_sandbox_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     """A bad MINITFLOW_SANDBOX (or a machine where no sandbox runs) was a SandboxError traceback,
     exit 1, in evaluate and score, after evaluate had written its folder."""

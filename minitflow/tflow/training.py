@@ -53,6 +53,8 @@ def read_examples(path: str | Path) -> list[Example]:
     for n, row in json_rows(read_text(path, "examples file"), str(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
             raise UserError(f"{path}:{n}: a row needs string fields \"question\" and \"answer\"")
+        if not row["question"].strip():  # as generate and evaluate refuse one
+            raise UserError(f"{path}:{n}: the question is empty")
         sq = row.get("sender_question")
         if sq is None:  # `context` as in generate's --input_file: private to the senders
             context = row.get("context")
@@ -329,6 +331,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
         raise UserError(f"--dtype must be auto, bfloat16, float16 or float32, got {cfg.dtype!r}")
     check_pg_arch(cfg.pg_arch)
+    if cfg.resume and cfg.init != "random":  # the resumed run's generator is what continues
+        raise UserError("pass either --resume or --init, not both (a resume continues its own generator)")
     if cfg.pg_arch and cfg.init != "random":
         raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
     if cfg.init != "random" and not Path(cfg.init).is_file():
