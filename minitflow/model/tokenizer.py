@@ -33,6 +33,9 @@ class Tokenizer:
         cfg = cfg if isinstance(cfg, dict) else {}
         self.eos_token = _token_text(cfg.get("eos_token")) or "<|im_end|>"  # Qwen3's when the config names none
         self.eos_token_id = self._tok.token_to_id(self.eos_token)
+        if self.eos_token_id is None:  # else a TypeError where the eos ids are checked, or no stop at all
+            raise UserError(f"{cfg_path if cfg.get('eos_token') else path}: eos_token {self.eos_token!r} is not a "
+                            f"token of {path.name} (a tokenizer_config.json of another model?)")
         self.pad_token_id = self._tok.token_to_id(_token_text(cfg.get("pad_token")) or "<|endoftext|>")
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
