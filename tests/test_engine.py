@@ -604,20 +604,23 @@ def test_q_and_k_heads_normalised_together_equal_q_and_k_apart():
             assert torch.equal(got, torch.cat(want, dim=1))
 
 
-@pytest.mark.parametrize("edit", ["no rope keys", "no tie_word_embeddings", "no num_key_value_heads", "rms_norm_eps 0.1"])
+@pytest.mark.parametrize("edit", ["no rope keys", "no tie_word_embeddings", "no num_key_value_heads", "rms_norm_eps 0.1",
+                                  "no head_dim"])
 def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     """A key config.json lacks takes transformers' meaning (RoPE theta 10,000, untied embeddings,
     one KV head per query head) and rms_norm_eps is the file's: the logits equal transformers'
     for the same weights. A missing rope_theta used to be 1,000,000 (Qwen3's value, but not
-    transformers' default); every other test's config had these keys, and eps 1e-6 everywhere."""
+    transformers' default); every other test's config had these keys, and eps 1e-6 everywhere.
+    A missing head_dim was hidden_size // heads (80 for Qwen3-4B), not transformers' 128."""
     import json
     eps = 0.1 if edit == "rms_norm_eps 0.1" else 1e-6
-    hf = make_tiny_qwen3(tmp_path, tie=False, heads=4, kv_heads=4, eps=eps)
+    head_dim = 128 if edit == "no head_dim" else 16  # transformers' Qwen3Config default, not 64 // 4
+    hf = make_tiny_qwen3(tmp_path, tie=False, heads=4, kv_heads=4, eps=eps, head_dim=head_dim)
     path = tmp_path / "config.json"
     cfg = json.loads(path.read_text())
     drop = {"no rope keys": ("rope_theta", "rope_parameters", "rope_scaling"),
             "no tie_word_embeddings": ("tie_word_embeddings",), "no num_key_value_heads": ("num_key_value_heads",),
-            "rms_norm_eps 0.1": ()}[edit]
+            "rms_norm_eps 0.1": (), "no head_dim": ("head_dim",)}[edit]
     assert hf.config.rope_parameters["rope_theta"] == 10000.0 and not hf.config.tie_word_embeddings
     path.write_text(json.dumps({k: v for k, v in cfg.items() if k not in drop}))
     model = load_model(tmp_path, torch.float32, "cpu")
@@ -626,9 +629,9 @@ def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
         ours = model(ids, torch.arange(13).expand(2, 13), None, 13)
         ref = hf(ids).logits
     assert (ours - ref).abs().max() <= 1e-4
-    if edit == "no rope keys":  # what transformers reads from the same file
-        from transformers import Qwen3Config as HFConfig
-        assert HFConfig.from_pretrained(tmp_path).rope_parameters["rope_theta"] == model.cfg.rope_theta
+    from transformers import Qwen3Config as HFConfig
+    read = HFConfig.from_pretrained(tmp_path)  # what transformers reads from the same file
+    assert (read.rope_parameters["rope_theta"], read.head_dim) == (model.cfg.rope_theta, model.cfg.head_dim)
 
 
 def test_rms_norm_equals_transformers_in_bfloat16():

@@ -98,9 +98,11 @@ class Qwen3Config:
         kv_heads = _positive_int(d, "num_key_value_heads", source, heads)
         if heads % kv_heads:
             raise UserError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-        head_dim = d.get("head_dim")  # only an absent one is derived: 0 or false is an error, not a default
+        # absent: transformers' Qwen3Config default, 128, not hidden_size // heads (80 at Qwen3-4B): its model
+        # reads that; 0 or false is an error, not a default
+        head_dim = d.get("head_dim")
         if head_dim is None:
-            head_dim = need["hidden_size"] // heads
+            head_dim = 128
         if not _is_int(head_dim) or head_dim < 1:
             raise UserError(f"{source}: head_dim must be a positive integer, got {head_dim!r}")
         if head_dim % 2:  # RoPE rotates pairs: an odd one loads, then fails in the first forward
