@@ -203,6 +203,17 @@ def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     fails(capsys, generate.main, gen_args("--model", d), word)
 
 
+def test_rope_scaling_beside_rope_parameters_is_refused(tmp_path, capsys):
+    """A YaRN rope_scaling added (as Qwen3's README says) to a config.json that transformers 5 saved
+    with rope_parameters: transformers runs YaRN, minitflow read rope_parameters alone and ran plain RoPE."""
+    d = model_copy(tmp_path)
+    cfg = {**json.loads((DEMO / "config.json").read_text()), "rope_parameters": {"rope_type": "default",
+                                                                                  "rope_theta": 10000.0},
+           "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    fails(capsys, generate.main, gen_args("--model", d), "rope type 'yarn' is not supported", "remove rope_scaling")
+
+
 @pytest.mark.parametrize("name,text,word", [
     ("tokenizer.json", "{broken", "not a valid tokenizer file"),
     ("generation_config.json", "[151645]", "must hold a JSON object"),

@@ -67,18 +67,22 @@ class Qwen3Config:
                 f"{source}: model_type={d.get('model_type')!r} architectures={archs} is not Qwen3 "
                 f"(minitflow supports {', '.join(SUPPORTED_ARCHITECTURES)})"
             )
-        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-        if not isinstance(rope, dict):
-            raise UserError(f"{source}: rope_scaling must be an object or null, got {rope!r}")
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in ("default", None):
-            raise UserError(
-                f"{source}: rope type {rope_type!r} is not supported (only the default RoPE); "
-                "remove rope_scaling from config.json to run at the native context length"
-            )
-        # absent: transformers' Qwen3Config default (10,000), not Qwen3's own 1,000,000 (every
-        # Qwen3 config.json names it): the model must be the one transformers builds from the file
-        theta = d.get("rope_theta", rope.get("rope_theta", 10_000.0))
+        # both checked: Qwen3's README has users add rope_scaling (YaRN) to a config.json that
+        # transformers 5 saved with rope_parameters, and transformers then takes rope_scaling
+        for key in ("rope_scaling", "rope_parameters"):
+            value = d.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise UserError(f"{source}: {key} must be an object or null, got {value!r}")
+            rope_type = (value or {}).get("rope_type", (value or {}).get("type", "default"))
+            if rope_type not in ("default", None):
+                raise UserError(
+                    f"{source}: rope type {rope_type!r} is not supported (only the default RoPE); "
+                    f"remove {key} from config.json to run at the native context length"
+                )
+        rope = d.get("rope_scaling") or d.get("rope_parameters") or {}  # transformers' order
+        # the dict's own, then the top-level one; absent: transformers' Qwen3Config default (10,000),
+        # not Qwen3's own 1,000,000: the model must be the one transformers builds from the file
+        theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
         if d.get("use_sliding_window"):
             raise UserError(f"{source}: sliding-window attention is not supported")
         tie = d.get("tie_word_embeddings")
