@@ -913,6 +913,19 @@ def test_checkpoint_with_non_finite_values_is_refused_before_the_model_loads(par
           f"{part}.{key} holds NaN or inf")
 
 
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+def test_checkpoint_with_tensors_that_hold_no_dense_data_is_refused(kind, good_state, tmp_path, capsys, monkeypatch):
+    """A state dict saved from a model left on the meta device (or offloaded) loads as meta tensors,
+    a sparse one as sparse: both were a traceback (Tensor.item() on meta, aten::ne on SparseCPU)."""
+    no_model_load(monkeypatch)
+    tensors = dict(good_state["parameter_generator"])
+    key = sorted(tensors)[0]
+    tensors[key] = torch.empty_like(tensors[key], device="meta") if kind == "meta" else tensors[key].to_sparse()
+    path = _ckpt(tmp_path, {**good_state, "parameter_generator": tensors})
+    fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO),
+          f"parameter_generator.{key} holds no dense data")
+
+
 def test_checkpoint_with_a_flipped_bit_is_refused_before_the_model_loads(good_state, tmp_path, capsys, monkeypatch):
     """torch.load does not check torch.save's CRC-32s: the flipped bit loaded as another weight."""
     import struct

@@ -134,6 +134,11 @@ def _tensor_dict(obj: object, name: str, path: Path) -> dict[str, torch.Tensor]:
     bad = next((k for k, v in obj.items() if not v.is_floating_point()), None)
     if bad is not None:
         raise UserError(f"{path}: {name}.{bad} is {obj[bad].dtype}, expected floating point")
+    # saved from a model left on the meta device (or offloaded), or sparse: the checks below would be a traceback
+    bad = next((k for k, v in obj.items() if v.is_meta or v.layout != torch.strided), None)
+    if bad is not None:
+        raise UserError(f"{path}: {name}.{bad} holds no dense data ({obj[bad].layout}, device {obj[bad].device}): "
+                        "save the generator's materialised weights")
     # a NaN or inf weight runs without complaint and turns every answer into garbage
     bad = next((k for k, v in obj.items() if not torch.isfinite(v).all()), None)
     if bad is not None:
