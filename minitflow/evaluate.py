@@ -54,6 +54,7 @@ from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import check_output_dir, decode_utf8, json_lines, lock_held, lock_path, rank_locks, write_json
+from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
@@ -485,6 +486,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
         check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids, method=args.method,
                             style=args.dataset, options=method_options(args))
+        check_weights(model_dir)  # from the headers: missing or bad weights leave no claimed folder behind
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)

@@ -287,6 +287,28 @@ def test_model_without_tokenizer_is_refused_before_the_output_folder_and_the_che
     fails(capsys, generate.main, [*gen_args(*tflow)[2:], "--top_k", "0"], f"no tokenizer.json in {d}")
 
 
+@pytest.mark.parametrize("kind", ["no weights", "a shard missing", "a tensor of another shape"])
+def test_model_with_missing_or_bad_weights_is_refused_before_the_output_folder(kind, tmp_path, capsys, monkeypatch):
+    """evaluate made and claimed its output folder (settings, lock and log written), then refused
+    the weights only when it loaded them; the headers are checked before the folder now."""
+    from safetensors.torch import load_file, save_file
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    tensors = load_file(DEMO / "model.safetensors")
+    if kind == "a shard missing":
+        (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: "model-00001-of-00001.safetensors"
+                                                                                   for k in tensors}}))
+    elif kind == "a tensor of another shape":
+        tensors["model.norm.weight"] = tensors["model.norm.weight"][:5].contiguous()
+        save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    word = {"no weights": "no model.safetensors", "a shard missing": "shard model-00001-of-00001.safetensors",
+            "a tensor of another shape": "tensor model.norm.weight has shape (5,)"}[kind]
+    out = tmp_path / "out"
+    fails(capsys, evaluate.main, ["--method", "baseline", "--model", d, "--data_file", gsm8k_file(tmp_path),
+                                  "--output_dir", out, "--device", "cpu"], word)
+    assert not out.exists()
+
+
 def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     """HF generate fills what its caller leaves out from generation_config.json; the official
     code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""

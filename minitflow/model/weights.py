@@ -160,9 +160,15 @@ def empty_model(cfg: Qwen3Config, dtype: torch.dtype, device: torch.device | str
     return model.requires_grad_(False).eval()
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
-               max_positions: int | None = None) -> Qwen3Model:
-    model_dir = Path(model_dir)
+def check_weights(model_dir: str | Path) -> Qwen3Config:
+    """Every check load_model makes before it allocates (the files, their tensor names, shapes and
+    dtypes, from the headers alone): what a command line runs before it makes its output folder
+    or reads a checkpoint, so a folder without its weights is refused before those."""
+    return _plan(Path(model_dir), None)[0]
+
+
+def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict[Path, list[str]]]:
+    """The config and, per weight file, the tensor names to read, every header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
     files = _weight_files(model_dir)
     # the files are checked against the parameters' shapes on meta, before anything is allocated:
@@ -180,6 +186,13 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
     for name in shapes:
         by_file.setdefault(files[name], []).append(name)
     _check_headers(model_dir, by_file, shapes, cfg)
+    return cfg, by_file
+
+
+def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+               max_positions: int | None = None) -> Qwen3Model:
+    model_dir = Path(model_dir)
+    cfg, by_file = _plan(model_dir, max_positions)
     model = empty_model(cfg, dtype, device, max_positions)
     targets = _targets(model)
     with torch.no_grad():
