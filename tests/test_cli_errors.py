@@ -764,6 +764,18 @@ def test_legacy_checkpoint_with_every_tensor_loads(good_state, tmp_path, capsys)
         load_checkpoint(_ckpt(tmp_path, {**good_state, "parameter_generator": extra}), backbone)
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_legacy_format_checkpoint_loads_whatever_its_pickle_protocol(protocol, good_state, tmp_path):
+    """torch.save(_use_new_zipfile_serialization=False, pickle_protocol=3), which torch.load reads
+    with weights_only=True, was refused as "not a torch.save file, or cut short"."""
+    from minitflow.model.config import Qwen3Config
+    path = tmp_path / "legacy.pt"
+    torch.save(good_state, path, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    gen = load_checkpoint(path, Qwen3Config.from_dir(DEMO))
+    want = good_state["parameter_generator"]
+    assert all(torch.equal(v, want[k]) for k, v in gen.parameter_generator.state_dict().items())
+
+
 class _Payload:
     """Pickles as a call to open(marker, "w"): loading it with weights_only=False creates the file."""
 

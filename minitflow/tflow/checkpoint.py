@@ -27,6 +27,9 @@ from minitflow.tflow.generator import PG_OUTPUT_SCALE, LayerAggregator, Paramete
 
 # The only flags the official release (and minitflow) run with.
 PG_CONFIG_FLAGS = {"use_cond_proj": False, "use_cond_tokens": True, "cond_tokens_mode": "replace"}
+# the legacy torch.save format starts with a pickle of protocol 2 (its default) or 3: torch's
+# weights-only loader reads both (not 4 or 5)
+LEGACY_HEADS = (b"\x80\x02", b"\x80\x03")
 # official state-dict prefix -> ours
 NAME_TABLE = {"hidden_in.": "hidden_in.", "model.": "model."}
 
@@ -93,9 +96,10 @@ def torch_load(path: Path) -> object:
     is named as such first: torch's own error for it blames the weights_only rule."""
     with open(path, "rb") as f:
         head = f.read(2)
-    if not zipfile.is_zipfile(path) and head != b"\x80\x02":
+    legacy = head in LEGACY_HEADS
+    if not zipfile.is_zipfile(path) and not legacy:
         raise UserError(f"{path} is not a torch checkpoint: not a torch.save file, or cut short")
-    if head != b"\x80\x02":
+    if not legacy:
         _check_crcs(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
