@@ -190,12 +190,16 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
                                               ("rope_parameters", {"rope_type": "linear", "factor": 2.0,
                                                                    "rope_theta": 10000.0},
                                                "rope type 'linear' is not supported"),
-                                              ("use_sliding_window", True, "sliding-window attention is not supported")])
+                                              ("use_sliding_window", True, "sliding-window attention is not supported"),
+                                              ("quantization_config", {"quant_method": "fp8", "fmt": "e4m3",
+                                                                       "weight_block_size": [128, 128]},
+                                               "quantized checkpoints (fp8) are not supported")])
 def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     """Each of these used to load (head_dim 0: silently hidden_size // heads instead; odd: a
     traceback in the first forward, after the whole weight load; hidden_act gelu: ran as silu;
     tie_word_embeddings "false": tied, lm_head.weight ignored; max_position_embeddings 10**12:
-    an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled).
+    an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled;
+    quantization_config: read as unquantized, or its scales refused as "is this a Qwen3 checkpoint?").
     RoPE scaling (YaRN, dynamic, linear; transformers 4's rope_scaling or 5's rope_parameters)
     and sliding-window attention would run as plain RoPE and full attention: another model."""
     d = model_copy(tmp_path)

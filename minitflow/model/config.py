@@ -83,6 +83,11 @@ class Qwen3Config:
         # the dict's own, then the top-level one; absent: transformers' Qwen3Config default (10,000),
         # not Qwen3's own 1,000,000: the model must be the one transformers builds from the file
         theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
+        quant = d.get("quantization_config")
+        if quant:  # its packed weights and scales would be refused only as "unexpected tensor ... (not Qwen3?)"
+            method = quant.get("quant_method") if isinstance(quant, dict) else None
+            raise UserError(f"{source}: quantized checkpoints ({method or 'quantization_config'}) are not supported: "
+                            "use the unquantized (bfloat16) model")
         if d.get("use_sliding_window"):
             raise UserError(f"{source}: sliding-window attention is not supported")
         tie = d.get("tie_word_embeddings")
