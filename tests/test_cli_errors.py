@@ -226,7 +226,8 @@ def test_rope_scaling_beside_rope_parameters_is_refused(tmp_path, capsys):
     ("generation_config.json", '{"top_k": "20"}', "top_k must be an integer >= 0"),
     ("generation_config.json", '{"eos_token_id": [1021, 5000]}', "token id 5000 is outside the model's vocabulary"),
     ("tokenizer_config.json", "{broken", "not valid JSON"),
-    ("tokenizer_config.json", '{"eos_token": "<|eot_id|>"}', "eos_token '<|eot_id|>' is not a token of tokenizer.json")])
+    ("tokenizer_config.json", '{"eos_token": "<|eot_id|>"}',
+     "eos_token '<|eot_id|>' is not a token of tokenizer.json")])
 def test_malformed_tokenizer_and_generation_config(name, text, word, tmp_path, capsys):
     d = model_copy(tmp_path)
     shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")

@@ -604,8 +604,8 @@ def test_q_and_k_heads_normalised_together_equal_q_and_k_apart():
             assert torch.equal(got, torch.cat(want, dim=1))
 
 
-@pytest.mark.parametrize("edit", ["no rope keys", "no tie_word_embeddings", "no num_key_value_heads", "rms_norm_eps 0.1",
-                                  "no head_dim", "rope_theta beside rope_parameters"])
+@pytest.mark.parametrize("edit", ["no rope keys", "no tie_word_embeddings", "no num_key_value_heads",
+                                  "rms_norm_eps 0.1", "no head_dim", "rope_theta beside rope_parameters"])
 def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     """A key config.json lacks takes transformers' meaning (RoPE theta 10,000, untied embeddings,
     one KV head per query head) and rms_norm_eps is the file's: the logits equal transformers'
