@@ -156,9 +156,10 @@ def load_for(args: argparse.Namespace):
     generator = None
     if args.method == "tflow" and checkpoint:
         # before the backbone: a checkpoint that is no checkpoint, or is for other dimensions, must
-        # not cost a model load first (minutes at 4B); its config.json is all the check needs
-        from minitflow.model.weights import model_config
-        generator = load_checkpoint(checkpoint, model_config(model_dir), resolve_dtype(args.dtype, device), device)
+        # not cost a model load first (minutes at 4B); the config, checked against the weights'
+        # headers (a generator is built at its sizes), is all the check needs
+        from minitflow.model.weights import check_weights
+        generator = load_checkpoint(checkpoint, check_weights(model_dir), resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
                    num_slots=args.batch_size * slots_per_question(args.method),

@@ -112,6 +112,22 @@ def test_config_that_disagrees_with_the_weights_is_refused_before_allocating(tmp
     fails(capsys, generate.main, gen_args("--model", d), "model.embed_tokens.weight has shape (1024, 128)")
 
 
+@pytest.mark.parametrize("method", ["baseline", "tflow"])
+def test_a_layer_count_the_weights_do_not_hold_is_refused_before_building_anything(method, tmp_path, capsys):
+    """num_hidden_layers 10**6 built the (meta) model, and for tflow the generator, before any
+    shape check: minutes, or memory, before the error."""
+    import time
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    cfg = json.loads((DEMO / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 10**6}))
+    start = time.monotonic()
+    fails(capsys, generate.main, gen_args("--model", d, "--method", method,
+                                          *(["--checkpoint", DEMO / "tflow.pt"] if method == "tflow" else [])),
+          "num_hidden_layers 1000000", f"hold {cfg['num_hidden_layers']} layers")
+    assert time.monotonic() - start < 10
+
+
 def test_model_safetensors_wins_over_a_stale_shard_index(tmp_path):
     """As in transformers (whose save_pretrained leaves an old index behind): the index was read
     first, so its stale shards loaded instead, or a missing one refused a model HF loads."""

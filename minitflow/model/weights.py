@@ -171,6 +171,10 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     """The config and, per weight file, the tensor names to read, every header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
     files = _weight_files(model_dir)
+    held = len({n.split(".")[2] for n in files if n.startswith("model.layers.")})
+    if cfg.num_hidden_layers > held:  # before the meta model: 10**6 layers took minutes to build as modules
+        raise UserError(f"{model_dir}: config.json has num_hidden_layers {cfg.num_hidden_layers}, its weights "
+                        f"hold {held} layers")
     # the files are checked against the parameters' shapes on meta, before anything is allocated:
     # a config.json that disagrees with them (a vocab_size of 10**11) is then one line, not an OOM
     with torch.device("meta"):
