@@ -605,14 +605,16 @@ def test_q_and_k_heads_normalised_together_equal_q_and_k_apart():
 
 
 @pytest.mark.parametrize("edit", ["no rope keys", "no tie_word_embeddings", "no num_key_value_heads",
-                                  "rms_norm_eps 0.1", "no head_dim", "rope_theta beside rope_parameters"])
+                                  "rms_norm_eps 0.1", "no head_dim", "rope_theta beside rope_parameters",
+                                  "hidden_act swish"])
 def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     """A key config.json lacks takes transformers' meaning (RoPE theta 10,000, untied embeddings,
     one KV head per query head) and rms_norm_eps is the file's: the logits equal transformers'
     for the same weights. A missing rope_theta used to be 1,000,000 (Qwen3's value, but not
     transformers' default); every other test's config had these keys, and eps 1e-6 everywhere.
     A missing head_dim was hidden_size // heads (80 for Qwen3-4B), not transformers' 128; a
-    top-level rope_theta beside rope_parameters' own won over it (transformers takes the latter)."""
+    top-level rope_theta beside rope_parameters' own won over it (transformers takes the latter).
+    hidden_act "swish" is silu in transformers; it was refused."""
     import json
     eps = 0.1 if edit == "rms_norm_eps 0.1" else 1e-6
     head_dim = 128 if edit == "no head_dim" else 16  # transformers' Qwen3Config default, not 64 // 4
@@ -621,10 +623,13 @@ def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     cfg = json.loads(path.read_text())
     drop = {"no rope keys": ("rope_theta", "rope_parameters", "rope_scaling"),
             "no tie_word_embeddings": ("tie_word_embeddings",), "no num_key_value_heads": ("num_key_value_heads",),
-            "rms_norm_eps 0.1": (), "no head_dim": ("head_dim",), "rope_theta beside rope_parameters": ()}[edit]
+            "rms_norm_eps 0.1": (), "no head_dim": ("head_dim",), "rope_theta beside rope_parameters": (),
+            "hidden_act swish": ()}[edit]
     assert hf.config.rope_parameters["rope_theta"] == 10000.0 and not hf.config.tie_word_embeddings
     if edit == "rope_theta beside rope_parameters":
         cfg["rope_theta"] = 500.0
+    if edit == "hidden_act swish":  # transformers' name for silu too (ACT2FN); it was refused
+        cfg["hidden_act"] = "swish"
     path.write_text(json.dumps({k: v for k, v in cfg.items() if k not in drop}))
     model = load_model(tmp_path, torch.float32, "cpu")
     ids = torch.randint(0, 150, (2, 13), generator=torch.Generator().manual_seed(0))

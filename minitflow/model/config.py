@@ -95,7 +95,7 @@ class Qwen3Config:
         if not isinstance(tie, bool):  # bool("false") is True: lm_head.weight would be dropped silently
             raise UserError(f"{source}: tie_word_embeddings must be true or false, got {tie!r}")
         act = d.get("hidden_act", "silu")
-        if act != "silu":  # the MLP is SwiGLU: another activation would run as silu, a different model
+        if act not in ("silu", "swish"):  # SwiGLU (transformers reads swish as silu): another would run as silu
             raise UserError(f"{source}: hidden_act {act!r} is not supported (Qwen3 uses silu)")
         eos = d.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
