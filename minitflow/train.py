@@ -89,6 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
                    help="recompute receiver layers in the backward pass (saves memory, costs ~1/3 more compute)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out (and its state) that an earlier run wrote; without it that is refused")
     a = p.parse_args(argv)
     return TrainConfig(model=a.model, train=a.train, out=a.out, eval=a.eval, dataset=a.dataset, init=a.init,
                        pg_arch=_parse_arch(a.pg_arch), condition=a.condition, steps=a.steps,
@@ -96,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                        warmup=a.warmup, clip=a.clip, eval_every=a.eval_every, eval_size=a.eval_size,
                        eval_batch_size=a.eval_batch_size, eval_max_new_tokens=a.eval_max_new_tokens,
                        seed=a.seed, resume=a.resume, device=a.device, dtype=a.dtype,
-                       checkpoint_layers=a.checkpoint_layers, progress=a.progress)
+                       checkpoint_layers=a.checkpoint_layers, progress=a.progress, overwrite=a.overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -559,6 +559,24 @@ def test_train_resume_with_init_or_an_empty_question_is_refused(tmp_path, capsys
     fails(capsys, train.main, args, f"{rows}:2: the question is empty")
 
 
+def test_train_refuses_an_out_an_earlier_run_wrote_without_overwrite(tmp_path, capsys, monkeypatch):
+    """A rerun with other flags replaced the earlier run's checkpoint at its first save. Its own
+    --resume continues it in place; --overwrite replaces it; the library's default still overwrites."""
+    from minitflow.tflow.training import TrainConfig, check_config
+    no_model_load(monkeypatch)
+    out = tmp_path / "o.pt"
+    for held in (out, tmp_path / "o.pt.state.pt"):
+        held.write_bytes(b"x")
+        fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1"), f"{held.name} exists", "--overwrite")
+        held.unlink()
+    shutil.copy(DEMO / "tflow.pt", out)
+    torch.save({"optimizer": {}, "scheduler": {}, "step": 1, "condition": "sender"}, str(out) + ".state.pt")
+    args = train_args(tmp_path, "--batch_size", "1")
+    check_config(train.parse_args([str(a) for a in [*args, "--resume", out]]))
+    check_config(train.parse_args([str(a) for a in [*args, "--overwrite"]]))
+    check_config(TrainConfig(model=str(DEMO), train=str(tmp_path / "train.jsonl"), out=str(out)))
+
+
 def test_unusable_code_sandbox_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     """A bad MINITFLOW_SANDBOX (or a machine where no sandbox runs) was a SandboxError traceback,
     exit 1, in evaluate and score, after evaluate had written its folder."""

@@ -446,11 +446,11 @@ def test_cli_flags_reach_the_training_config():
                        pg_arch={"d_model": 64, "head_dim": 16}, condition="zero", steps=7, batch_size=3, grad_accum=5, lr=0.25,
                        weight_decay=0.5, warmup=9, clip=2.5, eval_every=11, eval_size=13, eval_batch_size=17,
                        eval_max_new_tokens=19, seed=23, resume="r.pt", device="cpu", dtype="float32",
-                       checkpoint_layers=False, progress=False)
+                       checkpoint_layers=False, progress=False, overwrite=False)
     default = TrainConfig(model="m", train="t.jsonl", out="o.pt")
     assert all(getattr(want, f) != getattr(default, f) for f in ("dataset", "init", "condition", "steps", "batch_size",
                                                                  "grad_accum", "lr", "weight_decay", "warmup", "clip",
                                                                  "eval_every", "eval_size", "eval_batch_size",
                                                                  "eval_max_new_tokens", "seed", "dtype",
-                                                                 "checkpoint_layers", "progress"))
+                                                                 "checkpoint_layers", "progress", "overwrite"))
     assert cfg == want

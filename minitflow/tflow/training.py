@@ -260,6 +260,7 @@ class TrainConfig:
     dtype: str = "auto"  # backbone dtype: float32 on CPU, bfloat16 on CUDA
     checkpoint_layers: bool = True
     progress: bool = True
+    overwrite: bool = True  # False (the command line's default): an --out that holds a checkpoint is refused
 
 
 def lr_lambda(warmup: int, total: int):
@@ -343,6 +344,11 @@ def check_config(cfg: TrainConfig) -> None:
     resolve_device(cfg.device)
     check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval})
     check_output_file(_state_path(cfg.out), "--out's training state")
+    if not cfg.overwrite and not (cfg.resume and Path(cfg.resume).resolve() == Path(cfg.out).resolve()):
+        held = next((p for p in (Path(cfg.out), _state_path(cfg.out)) if p.exists()), None)
+        if held is not None:  # a rerun with other flags replaced a trained checkpoint at its first save
+            raise UserError(f"--out {cfg.out}: {held.name} exists (an earlier run's): pass --overwrite to replace "
+                            f"it, or --resume {cfg.out} to continue that run")
 
 
 def load_state(path: Path) -> dict:
