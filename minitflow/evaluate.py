@@ -3,7 +3,7 @@
 Files in OUTPUT_DIR, per method:
 
 - `{method}_settings.json`: what defines the run (model, checkpoint sha256, method, dataset
-  file sha256, sampling, max_new_tokens, scorer, row set). A rerun with other settings is
+  file sha256, sampling, max_new_tokens, row set). A rerun with other settings is
   refused with one line; `--overwrite` starts afresh. `--max_samples` may change between
   runs (it takes a prefix of the same samples).
 - `{method}_partial.rank{r}.jsonl`: one finished sample per line, appended as it completes,
@@ -156,7 +156,8 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
     settings = {"method": args.method, "dataset": dataset,
                 "data_file_sha256": _sha256(args.data_file) if args.data_file else "online",
                 "include_all_mmlu": args.include_all_mmlu, "minerva_zero_shot": args.minerva_zero_shot,
-                "mmlu_rows": getattr(args, "mmlu_rows", None), "scorer": getattr(args, "scorer", None)}
+                "mmlu_rows": getattr(args, "mmlu_rows", None),
+                "scorer": None}  # a flag no more (both verdicts are stored); kept so older folders resume
     if args.method == "oracle":
         return settings
     model, checkpoint = model_and_checkpoint(args)

@@ -310,8 +310,8 @@ def test_both_kernels_compile_for_a100_and_h100(tmp_path):
     and 64, the LoRA kernel with u computed and given, the q/k/v kernel with a folded LoRA's B u
     and without, and a prefill; bf16, fp16, float32). The interpreter runs Python, so it accepted a
     name bound to a pointer in one branch of an `if` and to an integer in the other, which the
-    compiler refuses: this is the check that caught it. Timing, spills and results on a real
-    GPU are tests/test_gpu.py's."""
+    compiler refuses: this is the check that caught it. Timing and results on a real GPU are
+    tests/test_gpu.py's; register spills are checked by no test (README: one float16 case spills)."""
     import inspect
     from triton.backends import backends
     from triton.compiler import ASTSource
