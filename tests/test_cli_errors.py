@@ -1273,6 +1273,18 @@ def test_a_question_whose_method_prompt_is_too_long_is_refused_before_any_genera
           "question 2", method, "4096 positions")
 
 
+def test_a_textmas_receiver_too_long_for_the_cache_says_why():
+    """The one prompt no check before the run can size: the receiver's holds the senders' texts.
+    Its refusal said only the engine's numbers; it now names the texts and what fits it."""
+    from minitflow.engine.sampler import SamplingParams
+    from minitflow.tflow.methods import run_method
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32", max_seq_len=155)  # senders 141, receiver 157
+    with pytest.raises(UserError, match=r"Summarizer.*155 positions \(its prompt holds the senders' texts, 153 "
+                                        r"tokens in all: a smaller sender_max_new_tokens or max_new_tokens fits it\)$"):
+        run_method("textmas", llm, ["How many legs do 3 spiders have?"], sender_max_new_tokens=40,
+                   sampling=SamplingParams(max_new_tokens=4, ignore_eos=True))
+
+
 def test_positions_needed_is_what_the_methods_requests_take():
     """The count made before the model loads equals the positions the method's longest request
     takes when it runs (textmas: at least its senders', the receiver's texts unknown before)."""

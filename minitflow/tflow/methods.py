@@ -227,8 +227,12 @@ class _TextMAS(_Pipeline):
             elif q.agents[a].finished and q.agents[b].finished and c not in q.agents:
                 q.times["senders_s"] = time.perf_counter() - q.start_t
                 texts = [self.text(q.agents[x]) for x in (a, b)]
-                self.add(q, c, Request(chat(self.llm, c_sys, q.question, textmas_context(self.style, texts)),
-                                       q.sampling))
+                receiver = Request(chat(self.llm, c_sys, q.question, textmas_context(self.style, texts)), q.sampling)
+                try:
+                    self.add(q, c, receiver)
+                except UserError as e:  # the one prompt no check before the run can size
+                    raise UserError(f"{e} (its prompt holds the senders' texts, {len(receiver.prompt_ids)} tokens in "
+                                    "all: a smaller sender_max_new_tokens or max_new_tokens fits it)") from None
         return done
 
 
