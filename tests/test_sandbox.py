@@ -663,6 +663,16 @@ def test_unencodable_outputs_fail_outside_the_one_mbpp_task_that_accepts_anythin
     assert "not plain data" in detail, detail
 
 
+def test_float_outputs_are_not_broadcast_against_the_expected_ones():
+    """evalplus' np.allclose broadcasts: `[[]]` (shape (1, 0)) "matches" `[1.5]` and rows of one
+    value match n equal floats; n such rows against n floats would build an n x n array here."""
+    sample = _sample("f", "    return [1.5] if x else [2.0, 2.0]\n", [[1], [0]], prompt="def f(x):\n",
+                     sid="Toy/broadcast")
+    _fails_cleanly(sample, "def f(x):\n    return [[]] if x else [2.0, 2.0]\n")
+    _fails_cleanly(sample, "def f(x):\n    return [1.5] if x else [[2.0], [2.0]]\n")
+    assert run_code_tests(sample, "def f(x):\n    return [1.5 + 1e-9] if x else [2.0, 2.0]\n")[:2] == (True, True)
+
+
 def test_the_launcher_ends_a_sandbox_at_its_wall_limit():
     """Behind the parent's deadlines, the launcher stops the sandbox at its own wall limit, even
     while the parent still waits (a parent stuck elsewhere leaves no runner behind)."""

@@ -33,6 +33,8 @@ Deviations from evalplus 0.3.1, meant to be no stricter:
   and `passed_plus` is reported False ("correct" = base AND plus is unaffected).
 * Outputs that are not plain data (numpy arrays, custom classes) fail; evalplus
   compares them live, where a few (e.g. a 1-element array) could pass.
+* Float outputs compared with a tolerance must have the expected shape: evalplus' np.allclose
+  broadcasts, so it passes `[[]]` against `[x]` (and builds an n x n array for n rows of one).
 
 Original HumanEval rows (no `base_input`) run their `test` script: `check()`
 runs in one sandbox with a proxy for the candidate, which runs in another; the
@@ -331,7 +333,12 @@ def _outputs_match(task: Task, inp: Any, out: Any, exp: Any, atol: float) -> tup
             return False, atol
         if isinstance(exp, (list, tuple)) and len(out) != len(exp):
             return False, atol
-        return bool(np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
+        # same shape, no broadcasting: against [x] evalplus passes [[]] (an empty (1, 0) array), and
+        # n rows of one float against n floats would make an n x n array (gigabytes) in this process
+        got, want = np.asarray(out), np.asarray(exp)
+        if got.shape != want.shape:
+            return False, atol
+        return bool(np.allclose(got, want, rtol=1e-07, atol=atol)), atol
     return bool(exact), atol
 
 
