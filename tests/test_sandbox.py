@@ -9,6 +9,7 @@ the machine allows namespaces; the rest hold on every isolation.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -204,6 +205,24 @@ def test_no_sysv_shared_memory():
     """A detached SysV segment keeps its pages outside the address-space limit: a program could
     fill the host's RAM with them."""
     assert _probe(SYSV_PROBE) == [-1, -1]
+
+
+MEMFD_PROBE = """
+    import os
+    try:
+        fd = os.memfd_create("m")
+    except OSError as e:
+        return e.errno
+    os.write(fd, b"x" * (1 << 20))
+    return "memfd made"
+"""
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="no seccomp filter here")
+def test_no_memfd():
+    """memfd pages count against no rlimit but the file size: 64 of them at 64 MiB would hold another
+    4 GiB beside the address-space cap."""
+    assert _probe(MEMFD_PROBE) == errno.EPERM
 
 
 @needs_ns

@@ -16,7 +16,7 @@ init, which pivots into that root, mounts /proc and forks the runner.  The
 bin folders (/usr/bin, /usr/sbin...) are empty there: no shell, no tools,
 only the Python executable.  The
 runner drops to the sandbox uid (root) or into a nested user namespace (not
-root), sets rlimits and no_new_privs, and execs Python.  When the runner exits
+root), sets rlimits, no_new_privs and a seccomp filter (no memfd_create), and execs Python.  When the runner exits
 the init exits, and the kernel kills every process left in the namespace.
 
 Isolation "floor": no namespaces; the runner gets the same rlimits, uid and
@@ -201,6 +201,39 @@ def _own_userns(uid: int, gid: int) -> None:
     _seal_userns()
 
 
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+# (seccomp audit arch, syscalls refused): memfd_create, whose pages count against no rlimit but
+# RLIMIT_FSIZE per file (64 fds x 64 MiB: another 4 GiB beside the address-space cap)
+SECCOMP_DENY = {"x86_64": (0xC000003E, (319,)), "aarch64": (0xC00000B7, (279,))}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _seccomp_filter() -> None:
+    """Refuse (EPERM) the syscalls of SECCOMP_DENY, any syscall of another ABI (i386, x32) too.
+    Needs no_new_privs; a kernel without seccomp filters (EINVAL) or an unknown machine goes without."""
+    arch = SECCOMP_DENY.get(platform.machine())
+    if arch is None:
+        return
+    audit, nrs = arch
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    n = len(nrs)
+    code = [(ld, 0, 0, 4), (jeq, 0, n + 3, audit), (ld, 0, 0, 0), (jge, n + 1, 0, 0x40000000)]
+    code += [(jeq, n - i, 0, nr) for i, nr in enumerate(nrs)]
+    code += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | errno.EPERM)]  # ALLOW, ERRNO(EPERM)
+    insns = (_SockFilter * len(code))(*[_SockFilter(*c) for c in code])
+    prog = _SockFprog(len(code), insns)
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        if ctypes.get_errno() != errno.EINVAL:
+            _check(-1, "seccomp filter")
+
+
 def _exec_runner(cfg: dict, cwd: str) -> None:
     """In the forked runner: fds, session, rlimits, identity, then exec. Never returns."""
     try:
@@ -224,6 +257,7 @@ def _exec_runner(cfg: dict, cwd: str) -> None:
             os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
             _own_userns(cfg["uid"], cfg["gid"])
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        _seccomp_filter()
         os.chdir(cwd)
         os.umask(0o077)
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
