@@ -595,6 +595,20 @@ def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
     assert Path(sandbox._sandbox_root()).exists()  # ours is alive: not stale
 
 
+@pytest.mark.skipif(not ROOT, reason="needs root to make a folder of another uid")
+def test_stale_folders_are_only_the_evaluators_own(tmp_path, monkeypatch):
+    """On the floor a program can write to a shared /tmp: a folder it names after a live evaluator
+    (wrong start time) must not make the next evaluator kill that one's sandboxes."""
+    fake = tmp_path / f"{sandbox.DIR_PREFIX}{os.getpid()}-1"
+    fake.mkdir()
+    os.chown(fake, MY_UIDS[0], MY_UIDS[0])
+    killed = []
+    monkeypatch.setattr(sandbox, "_kill_uids", killed.append)
+    assert sandbox.cleanup_stale(str(tmp_path)) == [] and killed == [] and fake.exists()
+    os.chown(fake, 0, 0)  # the evaluator's own folder, of a dead evaluator: cleaned
+    assert sandbox.cleanup_stale(str(tmp_path)) == [str(fake)] and killed == [MY_UIDS]
+
+
 # ------------------------------------------------ data files and the CLI
 
 

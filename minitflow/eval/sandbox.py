@@ -28,6 +28,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -151,11 +152,17 @@ def cleanup_stale(tmp: str | None = None) -> list[str]:
         if not m:
             continue
         pid, start = int(m.group(1)), m.group(2)
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue  # not an evaluator's: a program on the floor may make one in a shared /tmp
         if _proc_start_time(pid) == start:
             continue  # its evaluator is alive
         if os.geteuid() == 0:
             _kill_uids(_uid_range(pid))
-        path = os.path.join(tmp, name)
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)
