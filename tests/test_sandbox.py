@@ -786,6 +786,8 @@ time.sleep(0.5)
 survivors = t._sandbox_procs() if os.getuid() == 0 else sorted(set(t.sandbox.live_processes({{os.getuid()}})) - {{os.getpid()}})
 out["survivors"] = [open("/proc/%d/cmdline" % p, "rb").read()[:80].decode("ascii", "replace") for p in survivors]
 out["leftover"] = os.listdir(sandbox._sandbox_root())
+tables = [[line.split() for line in open("/proc/sysvipc/" + kind)] for kind in ("shm", "msg", "sem")]
+out["ipc_left"] = [row for head, *rows in tables for row in rows if int(dict(zip(head, row))["uid"]) in t.MY_UIDS]
 print("RESULT " + json.dumps(out))
 """
 
@@ -823,6 +825,7 @@ def _check_other(got: dict) -> None:
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
     assert got["userns"] != "user namespace made"
     assert got["iso"] == "floor" or got["sysv"] == [-1, -1]
+    assert got["ipc_left"] == []  # on the floor a segment and a queue outlived their sandbox
 
 
 can_set_up = pytest.mark.skipif(not (ROOT and NAMESPACES and shutil.which("unshare") and shutil.which("setpriv")),

@@ -142,6 +142,29 @@ def _kill_uids(uids: range) -> None:
         time.sleep(0.05)
 
 
+SYSV = (("shm", "shmid", "shmctl"), ("msg", "msqid", "msgctl"), ("sem", "semid", "semctl"))
+
+
+def _remove_sysv(uids: range) -> None:
+    """IPC_RMID every System V segment, queue and semaphore set owned by a sandbox uid in
+    `uids`: on the floor (no IPC namespace) they outlive the processes the sweep kills, holding
+    memory outside every limit. Only root (the owner of the uids) can; others have none."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind, id_col, call in SYSV:
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                header, *rows = [line.split() for line in f]
+        except OSError:
+            continue
+        for row in rows:
+            fields = dict(zip(header, row))
+            if int(fields.get("uid", -1)) in uids:
+                getattr(libc, call)(int(fields[id_col]), *((0, 0) if kind == "sem" else (0, None)))  # IPC_RMID
+
+
 def cleanup_stale(tmp: str | None = None) -> list[str]:
     """Remove sandbox folders whose evaluator is dead (killed mid-run), after killing
     any process still running under that evaluator's sandbox uids; returns the paths."""
@@ -163,6 +186,7 @@ def cleanup_stale(tmp: str | None = None) -> list[str]:
             continue  # its evaluator is alive
         if os.geteuid() == 0:
             _kill_uids(_uid_range(pid))
+            _remove_sysv(_uid_range(pid))
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)
@@ -574,5 +598,6 @@ class Sandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         if self.uid is not None:
+            _remove_sysv(range(self.uid, self.uid + 1))
             _release_uid(self.uid)
             self.uid = None
