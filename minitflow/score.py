@@ -102,8 +102,10 @@ def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: 
 
 
 def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args,
-                      data_file: str | None) -> None:
-    """Rewrite the verdicts in {method}_partial.rank*.jsonl (a cut last line stays as it is)."""
+                      data_file: str | None) -> list[tuple[Path, str]]:
+    """The new text of each {method}_partial.rank*.jsonl with its verdicts rescored (a cut last
+    line stays as it is); nothing is written here."""
+    out = []
     for part in sorted(folder.glob(f"{method}_partial.rank*.jsonl")):
         lines = read_text(part, "partial file").split("\n")
         parsed: list[tuple[int, dict]] = []
@@ -119,7 +121,8 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
         _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args, data_file)
         for n, row in parsed:
             lines[n] = json.dumps(row, ensure_ascii=False)
-        write_text(part, "\n".join(lines))
+        out.append((part, "\n".join(lines)))
+    return out
 
 
 def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -139,6 +142,8 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
                 raise UserError(f"another evaluate process is running {method} (rank {r}) in {folder}; "
                                 "rescore it once that run has finished")
     summaries = []
+    writes: list[tuple[Path, str]] = []
+    lines: list[str] = []
     for path in files:
         try:
             data = json.loads(read_text(path, "results file"))
@@ -163,11 +168,15 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         method = path.name[:-len("_results.json")]
-        _rescore_partials(folder, method, dataset, by_id, args, data_file)
-        write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-        print(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
-              f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
+        writes += _rescore_partials(folder, method, dataset, by_id, args, data_file)
+        writes.append((path, json.dumps(data, indent=1, ensure_ascii=False) + "\n"))
+        lines.append(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
+                     f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
         summaries.append(summary)
+    # every file checked and scored before any is written: a refusal in a later file leaves the folder as it was
+    for target, text in writes:
+        write_text(target, text)
+    print("\n".join(lines))
     return summaries
 
 

@@ -218,3 +218,18 @@ def test_rescore_finds_a_relative_data_file_from_another_directory(tmp_path, mon
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["--results", str(tmp_path / "run")]) == 0
     assert "oracle: accuracy 1.0000 strict, 1.0000 official" in capsys.readouterr().out
+
+
+def test_rescore_refusal_in_a_later_results_file_leaves_the_earlier_ones_untouched(tmp_path):
+    """Two methods in one folder, the second with an unknown id: every file is checked and
+    scored before any is written, so the refusal leaves the whole folder as it was."""
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    folder = _results_folder(tmp_path, data)
+    bad = json.loads((folder / "baseline_results.json").read_text())
+    bad["summary"]["method"] = "tflow"
+    bad["samples"][1]["id"] = "gsm8k/77"
+    (folder / "tflow_results.json").write_text(json.dumps(bad))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(UserError, match="tflow_results.json: unknown id 'gsm8k/77'"):
+        main(["--results", str(folder)])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
