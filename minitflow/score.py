@@ -101,6 +101,18 @@ def _rescore_rows(dataset: str, rows: list[dict], by_id: dict[str, Any], where: 
         r.update(b)
 
 
+def _check_once(rows: list, path: Path) -> None:
+    """evaluate writes each question once: a repeated id (files merged by hand) is refused, not counted twice."""
+    first: dict[str, int] = {}
+    for k, r in enumerate(rows):
+        if isinstance(r, dict) and "id" in r:
+            i = str(r["id"])
+            if i in first:
+                raise UserError(f"{path}: sample id {i!r} occurs twice (samples {first[i] + 1} and {k + 1}); "
+                                "evaluate writes each question once")
+            first[i] = k
+
+
 def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args,
                       data_file: str | None) -> list[tuple[Path, str]]:
     """The new text of each {method}_partial.rank*.jsonl with its verdicts rescored (a cut last
@@ -163,6 +175,7 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         data_file = args.data_file if args.data_file is not None else config.get("data_file")
         rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
         by_id = _samples_by_id(dataset, data_file, rows_set)
+        _check_once(rows, path)
         _rescore_rows(dataset, rows, by_id, str(path), args, data_file)
         n = len(rows)
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)

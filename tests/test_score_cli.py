@@ -233,3 +233,16 @@ def test_rescore_refusal_in_a_later_results_file_leaves_the_earlier_ones_untouch
     with pytest.raises(UserError, match="tflow_results.json: unknown id 'gsm8k/77'"):
         main(["--results", str(folder)])
     assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+def test_rescore_refuses_a_results_file_with_a_question_twice(tmp_path):
+    """evaluate writes each question once: a repeated row (files merged by hand) would be counted
+    twice in the rescored accuracy, beside a summary n that counts it once. Refused, nothing written."""
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    bad = json.loads((folder / "baseline_results.json").read_text())
+    bad["samples"].append(dict(bad["samples"][0]))
+    (folder / "baseline_results.json").write_text(json.dumps(bad))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(UserError, match=r"baseline_results.json: sample id 'gsm8k/0' occurs twice \(samples 1 and 4\)"):
+        main(["--results", str(folder)])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
