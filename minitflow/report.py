@@ -80,7 +80,22 @@ def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:
     return found
 
 
-def markdown_table(results: dict[tuple[str, str], dict]) -> str:
+def unfinished(dirs: list[str]) -> list[str]:
+    """"{method} in {folder}" for each run under `dirs` with partial rows but no {method}_results.json
+    (still going, or stopped before rank 0 merged): not in the table, so named beside it."""
+    out = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            continue
+        for folder in sorted({p.parent for p in path.rglob("*_partial.rank*.jsonl")}):
+            methods = {p.name.split("_partial.rank")[0] for p in folder.glob("*_partial.rank*.jsonl")}
+            out += [f"{m} in {folder}" for m in sorted(methods) if not (folder / f"{m}_results.json").is_file()]
+    return sorted(set(out))
+
+
+def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | None = None) -> str:
+    """The table and its notes; `missing` names the unfinished runs it leaves out."""
     methods = [m for m in ORDER if any(k[0] == m for k in results)]
     datasets = sorted({k[1] for k in results})
     head = "| Method | " + " | ".join(f"{d} Acc. | {d} Token | {d} Proc. | {d} Speed (s)" for d in datasets) + " |"
@@ -96,8 +111,9 @@ def markdown_table(results: dict[tuple[str, str], dict]) -> str:
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     counts = ", ".join(f"{m}/{d}: n={s['n']}" + (" (incomplete run)" if s.get("complete") is False else "")
                        for (m, d), s in sorted(results.items()))
+    note = f"\n\nNot shown, unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
-                               f"parentheses). Samples: {counts}")
+                               f"parentheses). Samples: {counts}") + note
 
 
 def _official(summary: dict) -> str:
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_format(Path(args.plot))
         check_output_file(args.plot, "--plot")
     results = collect(args.dirs)
-    print(markdown_table(results))
+    print(markdown_table(results, unfinished(args.dirs)))
     if args.plot:
         plot(results, Path(args.plot))
     return 0

@@ -75,3 +75,17 @@ def test_one_file_reached_twice_a_file_argument_and_an_incomplete_run(tmp_path, 
     assert run_cli(main, [str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "notes.txt" in err
+
+
+def test_a_run_with_partial_rows_but_no_results_file_is_flagged(tmp_path, capsys):
+    """A run still going or stopped before rank 0 wrote {method}_results.json: its folder, named
+    on the command line, must not vanish from the report without a word."""
+    _write(tmp_path / "a", "baseline", "gsm8k", 0.8, 300, 300, 1.5)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "tflow_partial.rank0.jsonl").write_text('{"id": "gsm8k/0", "correct": true}\n')
+    assert run_cli(main, [str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| Single | 80.0 (–) |" in out
+    assert f"Not shown, unfinished (partial rows, no results file): tflow in {tmp_path / 'b'}" in out
+    assert run_cli(main, [str(tmp_path / "a")]) == 0
+    assert "unfinished" not in capsys.readouterr().out
