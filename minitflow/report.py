@@ -80,6 +80,12 @@ def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:
     return found
 
 
+def ordered_methods(results: dict[tuple[str, str], dict]) -> list[str]:
+    """The paper's methods in its order, then any other method found (by name): none is dropped."""
+    found = {m for m, _ in results}
+    return [m for m in ORDER if m in found] + sorted(found - set(ORDER))
+
+
 def unfinished(dirs: list[str]) -> list[str]:
     """"{method} in {folder}" for each run under `dirs` with partial rows but no {method}_results.json
     (still going, or stopped before rank 0 merged): not in the table, so named beside it."""
@@ -96,7 +102,7 @@ def unfinished(dirs: list[str]) -> list[str]:
 
 def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | None = None) -> str:
     """The table and its notes; `missing` names the unfinished runs it leaves out."""
-    methods = [m for m in ORDER if any(k[0] == m for k in results)]
+    methods = ordered_methods(results)
     datasets = sorted({k[1] for k in results})
     head = "| Method | " + " | ".join(f"{d} Acc. | {d} Token | {d} Proc. | {d} Speed (s)" for d in datasets) + " |"
     sep = "|---|" + "---|" * (4 * len(datasets))
@@ -128,7 +134,7 @@ def plot(results: dict[tuple[str, str], dict], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install matplotlib") from None
-    methods = [m for m in ORDER if any(k[0] == m for k in results)]
+    methods = ordered_methods(results)
     datasets = sorted({k[1] for k in results})
     fig, axes = plt.subplots(1, 2, figsize=(5 + 2 * len(datasets), 4))
     width = 0.8 / len(methods)

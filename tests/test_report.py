@@ -89,3 +89,13 @@ def test_a_run_with_partial_rows_but_no_results_file_is_flagged(tmp_path, capsys
     assert f"Not shown, unfinished (partial rows, no results file): tflow in {tmp_path / 'b'}" in out
     assert run_cli(main, [str(tmp_path / "a")]) == 0
     assert "unfinished" not in capsys.readouterr().out
+
+
+def test_a_method_outside_the_paper_s_four_gets_its_own_row(tmp_path):
+    """A results file of a method the report has no label for (a new one, a renamed run) is a row
+    after the known ones, under its own name, never dropped from the table."""
+    _write(tmp_path / "a", "tflow", "gsm8k", 0.5, 300, 600, 2.0)
+    _write(tmp_path / "a", "tflow_v2", "gsm8k", 0.625, 280, 560, 1.5)
+    lines = markdown_table(collect([str(tmp_path / "a")])).splitlines()
+    assert lines[2] == "| TFlow | 50.0 (–) | 300 | 600 | 2.00 |"
+    assert lines[3] == "| tflow_v2 | 62.5 (–) | 280 | 560 | 1.50 |"
