@@ -21,6 +21,7 @@ Both print the accuracy.  Unknown ids and bad lines are one-line errors.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -113,6 +114,21 @@ def _check_once(rows: list, path: Path) -> None:
             first[i] = k
 
 
+def _check_unchanged(path: Path, data_file: str | None, settings: Any) -> None:
+    """The run's own data file must still be the one it ran on (its recorded sha256): one replaced
+    since holds other golds under the same ids. --data_file names a file to score against anyway."""
+    recorded = settings.get("data_file_sha256") if isinstance(settings, dict) else None
+    if not data_file or not isinstance(recorded, str) or len(recorded) != 64 or not Path(data_file).is_file():
+        return  # online, an older folder without the record, or a missing file (load_samples names it)
+    h = hashlib.sha256()
+    with open(data_file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != recorded:
+        raise UserError(f"{path}: the run's data file {data_file} has changed since the run (sha256); pass "
+                        "--data_file to rescore against it as it is now")
+
+
 def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, Any], args,
                       data_file: str | None) -> list[tuple[Path, str]]:
     """The new text of each {method}_partial.rank*.jsonl with its verdicts rescored (a cut last
@@ -173,6 +189,8 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         check_eval_dependencies(dataset)
         # each file's own run's data file (a folder may hold methods run on other files)
         data_file = args.data_file if args.data_file is not None else config.get("data_file")
+        if args.data_file is None:
+            _check_unchanged(path, data_file, summary.get("settings"))
         rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
         by_id = _samples_by_id(dataset, data_file, rows_set)
         _check_once(rows, path)

@@ -246,3 +246,20 @@ def test_rescore_refuses_a_results_file_with_a_question_twice(tmp_path):
     with pytest.raises(UserError, match=r"baseline_results.json: sample id 'gsm8k/0' occurs twice \(samples 1 and 4\)"):
         main(["--results", str(folder)])
     assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+def test_rescore_refuses_a_data_file_changed_since_the_run(tmp_path, capsys):
+    """The run recorded its data file's sha256: a file replaced since (other golds under the same
+    ids) is refused, not silently scored against; --data_file names a file to use anyway."""
+    from minitflow.evaluate import main as evaluate_main
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    assert evaluate_main(["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(data),
+                          "--output_dir", str(tmp_path / "run")]) == 0
+    _jsonl(data, [{**GSM[0], "answer": "work\n#### 19"}, *GSM[1:]])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(UserError, match=r"oracle_results.json: the run's data file .*gsm8k.jsonl has changed since "
+                                        r"the run \(sha256\)"):
+        main(["--results", str(tmp_path / "run")])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert main(["--results", str(tmp_path / "run"), "--data_file", str(data)]) == 0
+    assert "oracle: accuracy 0.6667 strict" in capsys.readouterr().out
