@@ -128,12 +128,7 @@ def _official(summary: dict) -> str:
 
 
 def plot(results: dict[tuple[str, str], dict], out: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+    plt = pyplot()
     methods = ordered_methods(results)
     datasets = sorted({k[1] for k in results})
     fig, axes = plt.subplots(1, 2, figsize=(5 + 2 * len(datasets), 4))
@@ -149,6 +144,17 @@ def plot(results: dict[tuple[str, str], dict], out: Path) -> None:
     with replacing(out) as tmp:
         fig.savefig(tmp, dpi=120, format=plot_format(out))
     plt.close(fig)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; without matplotlib, one line naming the install."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+    return plt
 
 
 def plot_format(out: Path) -> str:
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot_format(Path(args.plot))
         check_output_file(args.plot, "--plot")
+        pyplot()  # before the table is printed: a missing matplotlib leaves no half output
     results = collect(args.dirs)
     print(markdown_table(results, unfinished(args.dirs)))
     if args.plot:

@@ -99,3 +99,14 @@ def test_a_method_outside_the_paper_s_four_gets_its_own_row(tmp_path):
     lines = markdown_table(collect([str(tmp_path / "a")])).splitlines()
     assert lines[2] == "| TFlow | 50.0 (–) | 300 | 600 | 2.00 |"
     assert lines[3] == "| tflow_v2 | 62.5 (–) | 280 | 560 | 1.50 |"
+
+
+def test_plot_without_matplotlib_is_refused_before_the_table(tmp_path, capsys, monkeypatch):
+    """--plot without matplotlib: one line and exit 2 before anything is printed, not a table on
+    stdout followed by an error (a script that keeps the output would keep half a run)."""
+    import sys
+    _write(tmp_path / "a", "tflow", "gsm8k", 0.5, 300, 600, 2.0)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert run_cli(main, [str(tmp_path / "a"), "--plot", str(tmp_path / "chart.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--plot needs matplotlib" in err and not (tmp_path / "chart.png").exists()
