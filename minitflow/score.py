@@ -158,6 +158,8 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
     from minitflow.eval.scoring import check_eval_dependencies
 
     folder = Path(args.results)
+    if folder.is_file():
+        raise UserError(f"--results {folder} is a file, not a folder: give the evaluate output folder that holds it")
     if not folder.is_dir():
         raise UserError(f"results folder not found: {folder}")
     files = sorted(folder.glob("*_results.json"))

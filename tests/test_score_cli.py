@@ -141,6 +141,10 @@ def test_rescore_results_folder_in_place(tmp_path, capsys):
 def test_rescore_results_errors(tmp_path):
     with pytest.raises(UserError, match="results folder not found"):
         main(["--results", str(tmp_path / "missing")])
+    (tmp_path / "x_results.json").write_text("{}")
+    with pytest.raises(UserError, match=r"x_results.json is a file, not a folder: give the evaluate output folder"):
+        main(["--results", str(tmp_path / "x_results.json")])  # not "not found": it is there
+    (tmp_path / "x_results.json").unlink()
     with pytest.raises(UserError, match="no \\*_results.json"):
         main(["--results", str(tmp_path)])
     data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
