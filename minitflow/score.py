@@ -200,6 +200,8 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         n = len(rows)
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
+        if dataset == "mmlu":  # the row set the verdicts used (--mmlu_rows may differ from the run's)
+            summary["mmlu_rows"] = rows_set
         method = path.name[:-len("_results.json")]
         writes += _rescore_partials(folder, method, dataset, by_id, args, data_file)
         writes.append((path, json.dumps(data, indent=1, ensure_ascii=False) + "\n"))

@@ -267,3 +267,20 @@ def test_rescore_refuses_a_data_file_changed_since_the_run(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
     assert main(["--results", str(tmp_path / "run"), "--data_file", str(data)]) == 0
     assert "oracle: accuracy 0.6667 strict" in capsys.readouterr().out
+
+
+def _mmlu_folder(tmp_path: Path) -> Path:
+    from minitflow.evaluate import main as evaluate_main
+    data = _jsonl(tmp_path / "mmlu.jsonl", MMLU)
+    assert evaluate_main(["--method", "oracle", "--dataset", "mmlu", "--data_file", str(data),
+                          "--output_dir", str(tmp_path / "run")]) == 0
+    return tmp_path / "run"
+
+
+def test_rescore_with_another_mmlu_row_set_records_it(tmp_path, capsys):
+    """--results --mmlu_rows all on an official-rows run: the verdicts use the original golds, so
+    the summary must say so, not keep claiming the official row set."""
+    folder = _mmlu_folder(tmp_path)
+    assert main(["--results", str(folder), "--mmlu_rows", "all"]) == 0
+    assert "oracle: accuracy 0.5000 strict" in capsys.readouterr().out  # relabelled row: original gold B
+    assert json.loads((folder / "oracle_results.json").read_text())["summary"]["mmlu_rows"] == "all"
