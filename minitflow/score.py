@@ -188,6 +188,8 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         if not name:
             raise UserError(f"{path}: the summary names no dataset; pass --dataset")
         dataset = resolve_dataset(name)
+        if args.mmlu_rows is not None and dataset != "mmlu":  # else ignored without a word
+            raise UserError(f"{path}: --mmlu_rows applies to mmlu only, not {dataset}")
         check_eval_dependencies(dataset)
         # each file's own run's data file (a folder may hold methods run on other files)
         data_file = args.data_file if args.data_file is not None else config.get("data_file")

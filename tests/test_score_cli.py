@@ -284,3 +284,12 @@ def test_rescore_with_another_mmlu_row_set_records_it(tmp_path, capsys):
     assert main(["--results", str(folder), "--mmlu_rows", "all"]) == 0
     assert "oracle: accuracy 0.5000 strict" in capsys.readouterr().out  # relabelled row: original gold B
     assert json.loads((folder / "oracle_results.json").read_text())["summary"]["mmlu_rows"] == "all"
+
+
+def test_rescore_refuses_mmlu_rows_on_a_run_of_another_dataset(tmp_path):
+    """As with --predictions: --mmlu_rows on a gsm8k run would be ignored without a word."""
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(UserError, match=r"baseline_results.json: --mmlu_rows applies to mmlu only, not gsm8k"):
+        main(["--results", str(folder), "--mmlu_rows", "ok"])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
