@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -53,7 +52,8 @@ from minitflow.cli import (add_model_args, check_model_args, check_questions_fit
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, decode_utf8, json_lines, lock_held, lock_path, rank_locks, write_json
+from minitflow.files import (check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_path, rank_locks,
+                             write_json)
 from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
@@ -140,21 +140,11 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
 
 # ---- the settings that define a run -----------------------------------------------------
 
-def _sha256(path: str | None) -> str | None:
-    if not path or not Path(path).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParams | None) -> dict:
     """What a resumed run must share with the one that wrote the folder (`sampling`: None for the
     oracle, which runs no model)."""
     settings = {"method": args.method, "dataset": dataset,
-                "data_file_sha256": _sha256(args.data_file) if args.data_file else "online",
+                "data_file_sha256": file_sha256(args.data_file) if args.data_file else "online",
                 "include_all_mmlu": args.include_all_mmlu, "minerva_zero_shot": args.minerva_zero_shot,
                 "mmlu_rows": getattr(args, "mmlu_rows", None),
                 "scorer": None}  # a flag no more (both verdicts are stored); kept so older folders resume
@@ -164,7 +154,7 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
     model_path = Path(model).expanduser()
     settings.update({
         "model": str(model_path.resolve()) if model_path.is_dir() else model,
-        "checkpoint_sha256": "random" if args.random_generator else _sha256(checkpoint),
+        "checkpoint_sha256": "random" if args.random_generator else file_sha256(checkpoint),
         "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
         "method_options": method_options(args),

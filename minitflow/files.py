@@ -10,6 +10,7 @@ library for another.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -144,6 +145,18 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
 
 
 # ---- evaluate's per-rank locks ----------------------------------------------------------
+
+def file_sha256(path: str | os.PathLike | None) -> str | None:
+    """The hex sha256 of a file's bytes (None: no such file), read in 1 MiB blocks: what a run
+    records of its data file and checkpoint, and what a rescore compares."""
+    if not path or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
 
 def lock_path(out_dir: Path, method: str, rank: int) -> Path:
     """`{method}.rank{rank}.lock`: held (flock) by rank `rank` of a running evaluate of `method` in `out_dir`."""

@@ -21,7 +21,6 @@ Both print the accuracy.  Unknown ids and bad lines are one-line errors.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, json_rows, lock_held, rank_locks, read_text, write_text
+from minitflow.files import check_output_file, file_sha256, json_rows, lock_held, rank_locks, read_text, write_text
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -120,11 +119,7 @@ def _check_unchanged(path: Path, data_file: str | None, settings: Any) -> None:
     recorded = settings.get("data_file_sha256") if isinstance(settings, dict) else None
     if not data_file or not isinstance(recorded, str) or len(recorded) != 64 or not Path(data_file).is_file():
         return  # online, an older folder without the record, or a missing file (load_samples names it)
-    h = hashlib.sha256()
-    with open(data_file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != recorded:
+    if file_sha256(data_file) != recorded:
         raise UserError(f"{path}: the run's data file {data_file} has changed since the run (sha256); pass "
                         "--data_file to rescore against it as it is now")
 
