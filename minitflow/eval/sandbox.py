@@ -598,6 +598,7 @@ class Sandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         if self.uid is not None:
-            _remove_sysv(range(self.uid, self.uid + 1))
+            if self.iso.mode == "floor":  # a namespace's IPC objects die with it
+                _remove_sysv(range(self.uid, self.uid + 1))
             _release_uid(self.uid)
             self.uid = None
