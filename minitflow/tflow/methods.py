@@ -231,6 +231,8 @@ class _TextMAS(_Pipeline):
                 try:
                     self.add(q, c, receiver)
                 except UserError as e:  # the one prompt no check before the run can size
+                    if receiver.max_len <= self.llm.max_seq_len:
+                        raise
                     raise UserError(f"{e} (its prompt holds the senders' texts, {len(receiver.prompt_ids)} tokens in "
                                     "all: a smaller sender_max_new_tokens or max_new_tokens fits it)") from None
         return done
