@@ -52,8 +52,8 @@ from minitflow.cli import (add_model_args, check_model_args, check_questions_fit
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.files import (check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_path, rank_locks,
-                             write_json)
+from minitflow.files import (RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
+                             lock_path, rank_locks, try_lock, write_json)
 from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
@@ -88,13 +88,13 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
     The signature an earlier launch left in it is cleared at once: a relaunch by hand or with
     --master-port has the same run_id, and its ranks r > 0 must not take the old signature for
     rank 0 having checked the folder."""
-    f = open(lock_path(out_dir, method, rank), "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
+    path = lock_path(out_dir, method, rank)
+    f = try_lock(path)
+    if f is None:
+        if lock_holder(path).startswith(RESCORING):
+            raise UserError(f"score --results is rescoring {method} in {out_dir}; wait for it to finish")
         raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
-                        "wait for it or use another --output_dir") from None
+                        "wait for it or use another --output_dir")
     _sign(f, "")
     return f
 

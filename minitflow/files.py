@@ -17,7 +17,7 @@ import secrets
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from minitflow.errors import UserError
 
@@ -171,6 +171,29 @@ def rank_locks(out_dir: Path, method: str) -> dict[int, Path]:
         if r.isdigit():
             found[int(r)] = path
     return found
+
+
+RESCORING = "score --results"  # what `score --results` writes into the locks it holds
+
+
+def try_lock(path: Path) -> IO[str] | None:
+    """The open file of `path` with its flock taken (kept while the file stays open; the OS
+    drops it on a crash), or None when another process holds it."""
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def lock_holder(path: Path) -> str:
+    """What the holder of the lock `path` wrote into it ("" when unreadable): names score --results."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def lock_held(path: Path) -> bool:

@@ -13,7 +13,10 @@ Two modes:
                           summary accuracy / accuracy_official recomputed; the dataset,
                           data file and MMLU row set default to the run's own.
                           Refused while a live evaluate run of a method there holds
-                          its {method}.rank*.lock.
+                          its {method}.rank*.lock; score holds those locks itself
+                          while it rescores, so an evaluate started meanwhile is
+                          refused. The summary's n is recounted and `rescored_with`
+                          records the data file the verdicts used.
 
 Both print the accuracy.  Unknown ids and bad lines are one-line errors.
 """
@@ -23,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, file_sha256, json_rows, lock_held, rank_locks, read_text, write_text
+from minitflow.files import (RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
+                             try_lock, write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -149,9 +154,6 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
 
 
 def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from minitflow.eval.data import resolve_dataset, resolve_mmlu_rows
-    from minitflow.eval.scoring import check_eval_dependencies
-
     folder = Path(args.results)
     if folder.is_file():
         raise UserError(f"--results {folder} is a file, not a folder: give the evaluate output folder that holds it")
@@ -160,12 +162,62 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
     files = sorted(folder.glob("*_results.json"))
     if not files:
         raise UserError(f"no *_results.json in {folder} (evaluate writes {{method}}_results.json)")
-    for path in files:  # before any file is read: a live run would append rows scored the old way, or lose ours
-        method = path.name[:-len("_results.json")]
-        for r, lock in sorted(rank_locks(folder, method).items()):
-            if lock_held(lock):
-                raise UserError(f"another evaluate process is running {method} (rank {r}) in {folder}; "
-                                "rescore it once that run has finished")
+    locks: list[tuple[Path, IO[str], bool]] = []
+    signed: list[tuple[IO[str], str]] = []
+    try:
+        for path in files:  # before any file is read: a live run would append rows scored the old way, or lose ours
+            locks += _hold_method(folder, path.name[:-len("_results.json")])
+        for _, lock, _ in locks:  # signed once all are held, and given back their text at the end
+            lock.seek(0)
+            signed.append((lock, lock.read()))
+            _rewrite(lock, RESCORING)
+        return _rescore_files(files, folder, args)
+    finally:
+        for lock, text in signed:
+            _rewrite(lock, text)
+        for path, lock, made in locks:
+            if made:  # a lock file score made itself goes, while still held
+                path.unlink(missing_ok=True)
+            lock.close()
+
+
+def _rewrite(lock: IO[str], text: str) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(text)
+    lock.flush()
+
+
+def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
+    """(path, open lock, whether score made the file) for rank 0's lock of `method` and every
+    other rank's there, held as a run of evaluate holds them: an evaluate (re)started while files
+    are rescored would append rows to a partial file about to be replaced (and lose them), so it
+    is refused until score is done. Refused if a run holds one."""
+    held: list[tuple[Path, IO[str], bool]] = []
+    for r in sorted({0, *rank_locks(folder, method)}):
+        path = lock_path(folder, method, r)
+        made = not path.exists()
+        try:
+            lock = try_lock(path)
+        except OSError as e:
+            lock, err = None, f"cannot lock {path}: {e.strerror or type(e).__name__}"
+        else:
+            err = f"another evaluate process is running {method} (rank {r}) in {folder}; " \
+                  "rescore it once that run has finished"
+        if lock is None:
+            for _, f, _ in held:
+                f.close()
+            if made:
+                path.unlink(missing_ok=True)
+            raise UserError(err)
+        held.append((path, lock, made))
+    return held
+
+
+def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from minitflow.eval.data import resolve_dataset, resolve_mmlu_rows
+    from minitflow.eval.scoring import check_eval_dependencies
+
     summaries = []
     writes: list[tuple[Path, str]] = []
     lines: list[str] = []
@@ -193,8 +245,13 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
         by_id = _samples_by_id(dataset, data_file, rows_set)
         _check_once(rows, path)
+        if not rows:  # an accuracy of nothing would read as 0.0000
+            raise UserError(f"{path}: no samples to rescore")
         _rescore_rows(dataset, rows, by_id, str(path), args, data_file)
-        n = len(rows)
+        n = summary["n"] = len(rows)  # a summary edited or merged by hand may say otherwise
+        # what these verdicts were scored against, overrides included (settings keep what the run used)
+        summary["rescored_with"] = {"dataset": dataset, "data_file": data_file and os.path.abspath(data_file),
+                                    "data_file_sha256": file_sha256(data_file) if data_file else None}
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         if dataset == "mmlu":  # the row set the verdicts used (--mmlu_rows may differ from the run's)

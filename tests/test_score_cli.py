@@ -1,5 +1,6 @@
 """`python -m minitflow.score`: rescoring predictions files and evaluate output folders."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -293,3 +294,60 @@ def test_rescore_refuses_mmlu_rows_on_a_run_of_another_dataset(tmp_path):
     with pytest.raises(UserError, match=r"baseline_results.json: --mmlu_rows applies to mmlu only, not gsm8k"):
         main(["--results", str(folder), "--mmlu_rows", "ok"])
     assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+def test_rescore_records_its_own_n_and_what_it_scored_against(tmp_path):
+    """A summary edited or merged by hand keeps no stale `n`, and the verdicts say which data
+    file they came from (an override included), beside the run's own settings."""
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    folder = _results_folder(tmp_path, tmp_path / "elsewhere.jsonl")
+    path = folder / "baseline_results.json"
+    edited = json.loads(path.read_text())
+    edited["summary"]["n"] = 5
+    path.write_text(json.dumps(edited))
+    assert main(["--results", str(folder), "--data_file", str(data)]) == 0
+    summary = json.loads(path.read_text())["summary"]
+    assert summary["n"] == 3
+    assert summary["rescored_with"] == {"dataset": "gsm8k", "data_file": str(data.resolve()),
+                                        "data_file_sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    assert summary["config"]["data_file"] == str(tmp_path / "elsewhere.jsonl")  # the run's own, as it ran
+
+
+def test_rescore_refuses_a_results_file_without_samples(tmp_path):
+    """An empty samples list is not an accuracy of 0.0000 on 0 samples."""
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    path = folder / "baseline_results.json"
+    empty = json.loads(path.read_text())
+    empty["samples"] = []
+    path.write_text(json.dumps(empty))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(UserError, match=r"baseline_results.json: no samples to rescore"):
+        main(["--results", str(folder)])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+def test_an_evaluate_started_while_score_rescores_is_refused(tmp_path, monkeypatch):
+    """score rewrites the partial files whole: an evaluate (re)started meanwhile would append rows
+    to a file about to be replaced and lose them. score holds the method's locks, so the
+    evaluate is refused with a line that names score, and the locks are free again after."""
+    import minitflow.score as score
+    from minitflow.evaluate import take_lock
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    (folder / "baseline.rank1.lock").write_text("")  # an earlier 2-rank launch
+    rescore = score._rescore_files
+    refused = []
+
+    def during(*a, **k):
+        for rank in (0, 1):
+            with pytest.raises(UserError, match=r"score --results is rescoring baseline in .*; wait for it"):
+                take_lock(folder, "baseline", rank)
+            refused.append(rank)
+        return rescore(*a, **k)
+
+    monkeypatch.setattr(score, "_rescore_files", during)
+    assert main(["--results", str(folder)]) == 0
+    assert refused == [0, 1]
+    assert sorted(p.name for p in folder.iterdir()) == [  # the rank-0 lock score made is gone again
+        "baseline.rank1.lock", "baseline_partial.rank0.jsonl", "baseline_results.json"]
+    assert (folder / "baseline.rank1.lock").read_text() == ""  # as it was
+    take_lock(folder, "baseline", 1).close()  # free once score is done
