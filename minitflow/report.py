@@ -47,9 +47,15 @@ def read_summary(f: Path) -> dict:
 
 
 def column(summary: dict) -> str:
-    """The dataset column: `dataset_label` where evaluate wrote one (humaneval vs humaneval+)."""
+    """The dataset column: `dataset_label` where evaluate wrote one (humaneval vs humaneval+); an
+    MMLU run on another row set than the official one gets its own column ("mmlu (all rows)"):
+    accuracies over different questions side by side would read as a comparison."""
     label = summary.get("dataset_label")
-    return label if isinstance(label, str) and label else summary["dataset"]
+    label = label if isinstance(label, str) and label else summary["dataset"]
+    rows = summary.get("mmlu_rows")
+    if summary["dataset"] == "mmlu" and isinstance(rows, str) and rows != "official":
+        label += f" ({rows} rows)"
+    return label
 
 
 def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:

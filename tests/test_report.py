@@ -110,3 +110,19 @@ def test_plot_without_matplotlib_is_refused_before_the_table(tmp_path, capsys, m
     assert run_cli(main, [str(tmp_path / "a"), "--plot", str(tmp_path / "chart.png")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "--plot needs matplotlib" in err and not (tmp_path / "chart.png").exists()
+
+
+def test_mmlu_runs_on_other_row_sets_get_their_own_column(tmp_path, capsys):
+    """Accuracies over different MMLU-Redux rows are not one column: the official set keeps
+    "mmlu", others are named; one method on two row sets is two cells, not a clash."""
+    for method, rows in (("baseline", "official"), ("tflow", "all"), ("textmas", None)):
+        _write(tmp_path / f"{method}-{rows}", method, "mmlu", 0.5, 100, 100, 1.0)
+        path = tmp_path / f"{method}-{rows}" / f"{method}_results.json"
+        data = json.loads(path.read_text())
+        data["summary"]["mmlu_rows"] = rows  # None: a run of another dataset's style, or an older file
+        path.write_text(json.dumps(data))
+    _write(tmp_path / "tflow-official", "tflow", "mmlu", 0.75, 100, 100, 1.0)
+    results = collect([str(tmp_path)])
+    assert sorted(results) == [("baseline", "mmlu"), ("textmas", "mmlu"), ("tflow", "mmlu"),
+                               ("tflow", "mmlu (all rows)")]
+    assert "| mmlu (all rows) Acc." in markdown_table(results).splitlines()[0]
