@@ -506,6 +506,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=sampling,
                        generator=generator, batch_size=args.batch_size, refill_share=args.refill_share,
                        seeds=[args.seed + i for i in index],  # same sample, same seed, any sharding
+                       labels=[s.id for s in chunk],  # an error mid-run names the sample
                        on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
                        **method_options(args))
     except KeyboardInterrupt:

@@ -1285,6 +1285,23 @@ def test_a_textmas_receiver_too_long_for_the_cache_says_why():
                    sampling=SamplingParams(max_new_tokens=4, ignore_eos=True))
 
 
+def test_labels_name_the_questions_in_errors():
+    """run_method's `labels` (evaluate passes sample ids) name a question in an error raised
+    mid-run or by latentmas' own plan, instead of its index in the call; a wrong count is refused."""
+    from minitflow.engine.sampler import SamplingParams
+    from minitflow.tflow.methods import run_method
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32", max_seq_len=155)
+    q = "How many legs do 3 spiders have?"
+    with pytest.raises(UserError, match=r"^request \d+ \(mbpp/Mbpp/7, Summarizer\): .*senders' texts"):
+        run_method("textmas", llm, [q], sender_max_new_tokens=40, labels=["mbpp/Mbpp/7"],
+                   sampling=SamplingParams(max_new_tokens=4, ignore_eos=True))
+    with pytest.raises(UserError, match=r"^mmlu/anatomy/3 needs \d+ positions"):
+        run_method("latentmas", llm, ["x", q], latent_steps=80, labels=["mmlu/anatomy/2", "mmlu/anatomy/3"],
+                   sampling=SamplingParams(max_new_tokens=4))
+    with pytest.raises(UserError, match="1 labels for 2 questions"):
+        run_method("baseline", llm, ["x", q], labels=["a"])
+
+
 def test_positions_needed_is_what_the_methods_requests_take():
     """The count made before the model loads equals the positions the method's longest request
     takes when it runs (textmas: at least its senders', the receiver's texts unknown before)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -523,3 +524,29 @@ def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(main, [*args, "--mmlu_rows", "official"]) == 2
     assert "mmlu_rows='all'" in capsys.readouterr().err
+
+
+def test_an_error_mid_run_names_the_sample_id(tmp_path, monkeypatch, capsys):
+    """A request refused mid-run (here: NaN logits from a poisoned weight) was named by its index
+    in the rank's remaining share ("question 0"), which a researcher cannot map to a sample;
+    evaluate now passes the sample ids, and the refusal names the sample."""
+    import torch
+
+    import minitflow.evaluate as ev
+    need_shared(GOLDEN)
+    load = ev.load_for
+
+    def poisoned(args):
+        llm, *rest = load(args)
+        with torch.no_grad():
+            llm.model.norm.weight.fill_(float("nan"))
+        return (llm, *rest)
+
+    monkeypatch.setattr(ev, "load_for", poisoned)
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"})
+                                              + "\n" for i in range(3)))
+    args = _args("baseline", tmp_path / "run", "--greedy")
+    args[args.index(str(GSM8K))] = str(tmp_path / "q.jsonl")
+    assert run_cli(main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"error: request \d+ \(gsm8k/[0-2], single\): the model's logits are NaN", err), err

@@ -289,11 +289,12 @@ class _Plan:
     w_a: torch.Tensor | None
     target: torch.Tensor
     vocab_rows: int  # the tokenizer's ids: the judger chooses among these
+    labels: list[str]  # what an error calls each question (evaluate: its sample id)
 
 
 def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, latent_steps: int,
           topology: str = "sequential", realign: bool = False, think: bool = False, handover_at_zero: bool = False,
-          sender_questions: list[str] | None = None) -> _Plan:
+          sender_questions: list[str] | None = None, labels: list[str] | None = None) -> _Plan:
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
     if not questions:
         raise UserError("no questions given")
@@ -304,6 +305,9 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
     if llm.tokenizer is None:
         raise UserError("latentmas needs a tokenizer (the model directory has no tokenizer.json)")
     n, k = len(questions), latent_steps
+    labels = list(labels) if labels is not None else [f"question {i}" for i in range(n)]
+    if len(labels) != n:
+        raise UserError(f"{len(labels)} labels for {n} questions")
     vocab_rows = min(llm.tokenizer.vocab_size, llm.cfg.vocab_size)
     w_a, target = realignment_matrix(llm.model, rows=vocab_rows) if realign and k > 0 else (
         None, embedding_norm(llm.model, rows=vocab_rows))
@@ -315,9 +319,9 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
     need = [sender_len[i] + len(prompts[JUDGER][i]) + sp.max_new_tokens for i, sp in enumerate(sps)]
     if max(need) > llm.max_seq_len:
         i = max(range(n), key=need.__getitem__)
-        raise UserError(f"question {i} needs {need[i]} positions (agents' prompts, latent steps and "
+        raise UserError(f"{labels[i]} needs {need[i]} positions (agents' prompts, latent steps and "
                         f"max_new_tokens): more than max_seq_len {llm.max_seq_len}")
-    return _Plan(llm, list(questions), style, list(sps), k, senders, prompts, sender_len, w_a, target, vocab_rows)
+    return _Plan(llm, list(questions), style, list(sps), k, senders, prompts, sender_len, w_a, target, vocab_rows, labels)
 
 
 def _senders(plan: _Plan, idx: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], dict[str, DeviceTimer]]:
@@ -346,7 +350,7 @@ def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None)
     choosing only among the tokenizer's ids."""
     cut = plan.vocab_rows if plan.vocab_rows < plan.llm.cfg.vocab_size else 0
     return Request(plan.prompts[JUDGER][i], replace(plan.sps[i], vocab_rows=cut), past=past,
-                   tag=("latentmas judger", i))
+                   tag=(plan.labels[i], "latentmas judger"))
 
 
 def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], total_s: float,
@@ -418,7 +422,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
                 req.past = None  # in its slot now: the group's rows go once all its judgers are in
         done = []
         for req in finished:
-            i = req.tag[1]
+            i = next(j for j, (r, _, _) in running.items() if r is req)
             _, timers, t0 = running.pop(i)
             done.append((i, _result(plan, i, req, timers, req.finished_t - t0, window)))
         return done

@@ -144,9 +144,10 @@ class _Question:
     times: dict[str, float] = field(default_factory=dict)
     # stage -> the device timers whose longest span it took, read once the question is done
     timers: dict[str, list[DeviceTimer]] = field(default_factory=dict)
+    label: str = ""  # what an error calls it (evaluate: its sample id); "question {index}" if empty
 
     def __repr__(self) -> str:  # names a request in an error; never prints its agents' tensors
-        return f"question {self.index}"
+        return self.label or f"question {self.index}"
 
 
 class _Pipeline:
@@ -297,7 +298,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
-               refill_share: float | None = None, **kwargs) -> list[MethodResult]:
+               refill_share: float | None = None, labels: Sequence[str] | None = None,
+               **kwargs) -> list[MethodResult]:
     """Run `method` on every question with at most `batch_size` questions in flight (the
     engine's slots bound the requests running at once); results in input order.
 
@@ -306,6 +308,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
     `on_result(i, result)` is called as each question finishes (streaming evaluation).
+    `labels[i]` names question i in an error raised mid-run (evaluate passes sample ids;
+    default "question i").
     `refill_share`: new questions start once this share of the `batch_size` window is free,
     together (their prefills and generator calls batched), instead of as each place frees (0);
     default REFILL_SHARE[method]. It changes the throughput only, never a question's output.
@@ -342,17 +346,21 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     seeds = list(seeds) if seeds is not None else [sp.seed + i for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
+    labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
+    if len(labels) != len(questions):
+        raise UserError(f"{len(labels)} labels for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
     if method == "latentmas":
         options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
         with _aborting(llm):
             return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
                                     window=batch_size, on_result=on_result, sender_questions=sender_questions,
-                                    refill_share=share, **options)
+                                    refill_share=share, labels=labels, **options)
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-    qs = [_Question(i, q, s, replace(sp, seed=seed)) for i, (q, s, sp, seed) in enumerate(zip(questions, sq, per_q, seeds))]
+    qs = [_Question(i, q, s, replace(sp, seed=seed), label=label)
+          for i, (q, s, sp, seed, label) in enumerate(zip(questions, sq, per_q, seeds, labels))]
 
     def start(group: list[int]) -> None:
         for i in group:
