@@ -37,8 +37,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--temperature", type=float, default=None, help=f"default: the official {OFFICIAL_TEMPERATURE}")
     p.add_argument("--top_p", type=float, default=None, help=f"default: the official {OFFICIAL_TOP_P}")
     p.add_argument("--top_k", type=int, default=None,
-                   help="default: the model's generation_config.json top_k, else 0 (off); Qwen3-4B's is 20, "
-                   "which HF generate applies under the official code")
+                   help="default: the model's generation_config.json top_k, else HF generate's 50; Qwen3-4B's is 20, "
+                   "which HF generate applies under the official code (0 = off)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8,

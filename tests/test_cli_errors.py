@@ -331,14 +331,18 @@ def test_model_with_missing_or_bad_weights_is_refused_before_the_output_folder(k
 
 
 def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
-    """HF generate fills what its caller leaves out from generation_config.json; the official
-    code passes only temperature and top_p, so on Qwen3-4B (top_k 20) it samples top-k 20."""
+    """HF generate fills what its caller leaves out from generation_config.json, then from its own
+    defaults (top_k 50); the official code passes only temperature and top_p, so on Qwen3-4B
+    (top_k 20) it samples top-k 20, and on a model whose file has none (the demo's) top-k 50."""
     from minitflow.cli import add_model_args, sampling_from
     d = model_copy(tmp_path)
     gc = json.loads((d / "generation_config.json").read_text())
     p = argparse.ArgumentParser()
     add_model_args(p)
-    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 0  # the demo's file has none
+    assert "top_k" not in gc
+    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 50  # HF's default: the demo's file has none
+    (d / "generation_config.json").write_text(json.dumps({**gc, "top_k": None}))
+    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 50
     (d / "generation_config.json").write_text(json.dumps({**gc, "top_k": 20}))
     assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 20
     assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "0"])).top_k == 0

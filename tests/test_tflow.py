@@ -53,7 +53,7 @@ def test_cli_reproduces_official_golden_outputs(golden, method, tmp_path):
         assert result["answer"] == row[method], f"question {i}"
         usage = result["metadata"]["token_usage"]
         assert {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == row[f"{method}_token_usage"]
-        assert result["metadata"]["sampling"] == {"temperature": 0.0, "top_p": 0.95, "top_k": 0, "seed": 0,
+        assert result["metadata"]["sampling"] == {"temperature": 0.0, "top_p": 0.95, "top_k": 50, "seed": 0,
                                                   "max_new_tokens": 24}
 
 

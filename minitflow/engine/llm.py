@@ -27,6 +27,7 @@ from minitflow.model.tokenizer import Tokenizer, render_chat
 
 __all__ = ["LLM", "Generation", "resolve_dtype", "resolve_device", "sync"]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+HF_DEFAULT_TOP_K = 50  # what HF `generate` samples with when neither its caller nor the model sets top_k
 
 
 @dataclass
@@ -268,12 +269,13 @@ def _generation_eos(model_dir: Path) -> set[int]:
 
 
 def generation_top_k(model_dir: str | Path) -> int:
-    """top_k from generation_config.json, 0 when unset. HF `generate` fills every setting its
-    caller leaves out from this file, and the official code passes only temperature and top_p:
-    on Qwen3-4B (top_k 20) its sampling is top-k 20 as well."""
+    """top_k from generation_config.json, HF's default 50 when unset (no file, no key, null). HF
+    `generate` fills every setting its caller leaves out from this file, then from its own
+    defaults, and the official code passes only temperature and top_p: on Qwen3-4B (top_k 20)
+    its sampling is top-k 20, on a model whose file has none top-k 50."""
     k = generation_config(model_dir).get("top_k")
     if k is None:
-        return 0
+        return HF_DEFAULT_TOP_K
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise UserError(f"{Path(model_dir) / 'generation_config.json'}: top_k must be an integer >= 0, got {k!r}")
     return k
