@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from minitflow.engine.llm import LLM, generation_top_k, resolve_device, resolve_dtype
+from minitflow.engine.llm import LLM, generation_config, generation_top_k, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import demo_dir
@@ -116,9 +116,31 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
     top_k = args.top_k
     if top_k is None:
         top_k = generation_top_k(model_dir_for(args))
+    unsupported = unsupported_generation_settings(model_dir_for(args))
+    if unsupported:  # not silent: the run is not sampled as HF generate would sample it
+        print(f"warning: {model_dir_for(args) / 'generation_config.json'} sets "
+              f"{', '.join(f'{k}={v!r}' for k, v in unsupported.items())}, which HF generate applies under the "
+              "official code and minitflow does not: its sampling differs", file=sys.stderr)
     temperature = 0.0 if args.greedy else OFFICIAL_TEMPERATURE if args.temperature is None else args.temperature
     return SamplingParams(max_new_tokens=max_new, temperature=temperature,
                           top_p=OFFICIAL_TOP_P if args.top_p is None else args.top_p, top_k=top_k, seed=args.seed)
+
+
+# generation_config.json settings HF `generate` applies by itself (the official code leaves them to
+# the file) that minitflow's sampler has no counterpart for, with the value that changes nothing
+NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "min_p": 0, "typical_p": 1.0,
+                      "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0,
+                      "min_length": 0, "num_beams": 1, "bad_words_ids": None, "suppress_tokens": None,
+                      "begin_suppress_tokens": None, "sequence_bias": None, "forced_bos_token_id": None,
+                      "forced_eos_token_id": None}
+
+
+def unsupported_generation_settings(model_dir: Path) -> dict:
+    """{key: value} of the model's generation_config.json that HF generate would apply and
+    minitflow ignores (absent, null or neutral values are left out)."""
+    cfg = generation_config(model_dir)
+    return {k: cfg[k] for k, neutral in NEUTRAL_GENERATION.items()
+            if cfg.get(k) is not None and cfg[k] != neutral and cfg[k] != []}
 
 
 def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:

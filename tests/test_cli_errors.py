@@ -352,6 +352,28 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     assert evaluate.run_settings(args, "gsm8k", sampling_from(args))["top_k"] == 20  # a resumed run compares it
 
 
+def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys):
+    """HF generate also applies e.g. repetition_penalty or min_p from generation_config.json under
+    the official code; minitflow's sampler has none of them, so a model that sets one is named in a
+    warning rather than sampled otherwise without a word. Neutral values say nothing."""
+    from minitflow.cli import add_model_args, sampling_from
+    d = model_copy(tmp_path)
+    gc = json.loads((d / "generation_config.json").read_text())
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    (d / "generation_config.json").write_text(json.dumps({**gc, "repetition_penalty": 1.0, "min_p": 0.0,
+                                                          "num_beams": 1, "suppress_tokens": []}))
+    sampling_from(p.parse_args(["--model", str(d)]))
+    assert capsys.readouterr().err == ""
+    (d / "generation_config.json").write_text(json.dumps({**gc, "repetition_penalty": 1.05, "min_p": 0.0,
+                                                          "no_repeat_ngram_size": 3}))
+    sampling_from(p.parse_args(["--model", str(d), "--greedy"]))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "generation_config.json sets " \
+        "repetition_penalty=1.05, no_repeat_ngram_size=3, which HF generate applies under the official code and " \
+        "minitflow does not" in err
+
+
 @pytest.mark.parametrize("method,slots", [("baseline", 3), ("tflow", 3), ("textmas", 6)])
 def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(method, slots, monkeypatch):
     """textmas' two senders of a question generate at once, as in the official batch."""
