@@ -260,6 +260,16 @@ def _uncached(usage) -> dict:
     return {k: v for k, v in usage.as_dict().items() if k != "cached_tokens"}
 
 
+def test_run_latentmas_takes_the_style_aliases_run_method_takes(small_llm):
+    """run_latentmas called directly refused "humaneval", "mbpp" and "math", which run_method
+    resolves before it calls it: the same names now mean the same styles on both paths."""
+    sp = [SamplingParams(max_new_tokens=3, temperature=0.0)]
+    for alias, style in (("humaneval", "humanevalplus"), ("math", "minerva_math")):
+        a = lm.run_latentmas(small_llm, SMALL_QUESTIONS[:1], alias, sp, latent_steps=1)[0]
+        b = lm.run_latentmas(small_llm, SMALL_QUESTIONS[:1], style, sp, latent_steps=1)[0]
+        assert (a.token_ids, a.style, a.agents) == (b.token_ids, b.style, b.agents)
+
+
 @pytest.mark.parametrize("greedy", [True, False])
 @pytest.mark.parametrize("setting", [("sequential", True, 3, False), ("hierarchical", False, 0, False),
                                      ("hierarchical", False, 4, True)])

@@ -64,6 +64,7 @@ from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
+from minitflow.tflow.prompts import resolve_style
 from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
@@ -296,6 +297,7 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
           topology: str = "sequential", realign: bool = False, think: bool = False, handover_at_zero: bool = False,
           sender_questions: list[str] | None = None, labels: list[str] | None = None) -> _Plan:
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
+    style = resolve_style(style)  # humaneval, mbpp, math: as run_method takes them
     if not questions:
         raise UserError("no questions given")
     if len(sps) != len(questions):
