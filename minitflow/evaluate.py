@@ -52,7 +52,7 @@ from minitflow.cli import (add_model_args, check_model_args, check_questions_fit
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.files import (RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
+from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
                              lock_path, rank_locks, try_lock, write_json)
 from minitflow.model.weights import check_weights
 
@@ -84,12 +84,19 @@ def run_id(size: int) -> str:
 
 
 def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
-    """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash).
+    """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash); a file
+    system without flock is one line, not a traceback: without the lock two runs could share the folder.
     The signature an earlier launch left in it is cleared at once: a relaunch by hand or with
     --master-port has the same run_id, and its ranks r > 0 must not take the old signature for
     rank 0 having checked the folder."""
     path = lock_path(out_dir, method, rank)
-    f = try_lock(path)
+    try:
+        f = try_lock(path)
+    except OSError as e:
+        if e.errno in NO_FLOCK:
+            raise UserError(f"cannot lock {path}: {e.strerror or type(e).__name__}; evaluate needs flock on the file "
+                            "system of --output_dir (Lustre: mount with -o flock), or use another --output_dir") from None
+        raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
     if f is None:
         if lock_holder(path).startswith(RESCORING):
             raise UserError(f"score --results is rescoring {method} in {out_dir}; wait for it to finish")

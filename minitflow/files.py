@@ -9,6 +9,7 @@ library for another.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -174,17 +175,23 @@ def rank_locks(out_dir: Path, method: str) -> dict[int, Path]:
 
 
 RESCORING = "score --results"  # what `score --results` writes into the locks it holds
+# flock's errors on a file system without it (Lustre mounted noflock: ENOSYS; some NFS: ENOLCK)
+NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
 
 
 def try_lock(path: Path) -> IO[str] | None:
     """The open file of `path` with its flock taken (kept while the file stays open; the OS
-    drops it on a crash), or None when another process holds it."""
+    drops it on a crash), or None when another process holds it. OSError when the file cannot
+    be opened or the file system has no flock (errno in NO_FLOCK)."""
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
         return None
+    except OSError:
+        f.close()
+        raise
     return f
 
 
@@ -197,13 +204,17 @@ def lock_holder(path: Path) -> str:
 
 
 def lock_held(path: Path) -> bool:
-    """Whether another process holds the flock on `path`."""
+    """Whether another process holds the flock on `path`. On a file system without flock nobody
+    can (evaluate refuses to run there), so a folder copied onto one (Lustre mounted noflock) is
+    not held."""
     try:
         with open(path, "a+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
+            except OSError:
+                return False
             fcntl.flock(f, fcntl.LOCK_UN)
             return False
     except FileNotFoundError:

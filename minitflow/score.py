@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from minitflow.errors import UserError
-from minitflow.files import (RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
+from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
                              try_lock, write_text)
 
 
@@ -200,6 +200,10 @@ def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
         try:
             lock = try_lock(path)
         except OSError as e:
+            if e.errno in NO_FLOCK:  # no evaluate can hold the folder there (it refuses to run): nothing to hold
+                if made:
+                    path.unlink(missing_ok=True)
+                continue
             lock, err = None, f"cannot lock {path}: {e.strerror or type(e).__name__}"
         else:
             err = f"another evaluate process is running {method} (rank {r}) in {folder}; " \

@@ -271,6 +271,23 @@ def test_second_process_on_one_folder_refuses(tmp_path, capsys):
     assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
 
 
+def test_an_output_dir_without_flock_is_one_line(tmp_path, capsys, monkeypatch):
+    """Lustre mounted without -o flock (and some NFS) fails flock() with ENOSYS / ENOLCK: evaluate
+    ended in a traceback; now one line naming the lock and the fix, exit 2."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot lock ") and "oracle.rank0.lock" in err[0]
+    assert "flock" in err[0] and not list(out.glob("oracle_partial*"))
+
+
 def test_overwrite_removes_the_unheld_locks_of_ranks_a_larger_launch_left(tmp_path):
     """An 8-rank run, now rerun in 1 process with --overwrite: the stale rank 1..7 locks of that
     method go, another method's locks and the per-folder rank logs stay; without --overwrite

@@ -179,6 +179,22 @@ def test_rescore_is_refused_while_an_evaluate_run_of_that_method_holds_the_folde
     assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
 
 
+def test_rescore_on_a_file_system_without_flock(tmp_path, capsys, monkeypatch):
+    """A finished folder copied onto Lustre mounted noflock: flock() fails with ENOSYS there, and
+    score --results ended in a traceback while checking the locks; no evaluate can hold one there."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    (folder / "baseline.rank0.lock").write_text("")
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert main(["--results", str(folder)]) == 0
+    assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
+
+
 def test_code_predictions_share_one_run(tmp_path):
     data = _jsonl(tmp_path / "he.jsonl", [TOY])
     preds = _jsonl(tmp_path / "p.jsonl", [
