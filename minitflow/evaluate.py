@@ -90,13 +90,19 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
     --master-port has the same run_id, and its ranks r > 0 must not take the old signature for
     rank 0 having checked the folder."""
     path = lock_path(out_dir, method, rank)
-    try:
-        f = try_lock(path)
-    except OSError as e:
-        if e.errno in NO_FLOCK:
-            raise UserError(f"cannot lock {path}: {e.strerror or type(e).__name__}; evaluate needs flock on the file "
-                            "system of --output_dir (Lustre: mount with -o flock), or use another --output_dir") from None
-        raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+    deadline = time.monotonic() + 0.5  # rank 0's lock_held probe holds a lock for microseconds: ask again
+    while True:
+        try:
+            f = try_lock(path)
+        except OSError as e:
+            if e.errno in NO_FLOCK:
+                raise UserError(f"cannot lock {path}: {e.strerror or type(e).__name__}; evaluate needs flock on the "
+                                "file system of --output_dir (Lustre: mount with -o flock), or use another "
+                                "--output_dir") from None
+            raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+        if f is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
     if f is None:
         if lock_holder(path).startswith(RESCORING):
             raise UserError(f"score --results is rescoring {method} in {out_dir}; wait for it to finish")
@@ -129,6 +135,25 @@ def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
         time.sleep(0.2)
     raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
                     "(another run holds it, or rank 0 failed)")
+
+
+def _of_another_launch(path: Path, r: int, size: int) -> bool:
+    """Rank 0, before it touches the folder: whether a live process of another launch holds rank r's
+    lock: any rank >= size, or one that has joined a rank 0 (this launch's rank 0 has not signed
+    yet). A launch whose rank 0 died (kill -9 by hand or under srun, a merge timeout) leaves such a
+    rank appending rows of its settings: --overwrite deleted its file under it and it wrote them
+    back into the new run, which counted them. This launch's rank r clears its lock's text just
+    after taking it, so a "joined" text is read again after a pause."""
+    if r >= size:
+        return lock_held(path)
+
+    def joined() -> bool:
+        return path.is_file() and path.read_text(encoding="utf-8", errors="replace").endswith(" joined")
+
+    if not (joined() and lock_held(path)):
+        return False
+    time.sleep(0.2)
+    return joined() and lock_held(path)
 
 
 def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
@@ -212,7 +237,7 @@ def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, ra
     rid = run_id(size)
     if rank == 0:
         for r, other in rank_locks(out_dir, method).items():
-            if r >= size and lock_held(other):
+            if r > 0 and _of_another_launch(other, r, size):
                 raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
         if overwrite:
             _remove_stale_locks(out_dir, method, size)

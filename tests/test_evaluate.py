@@ -373,6 +373,33 @@ def test_rank1_waits_for_this_launchs_rank0_not_a_signature_left_by_the_last(tmp
         rank0.close()
 
 
+def test_rank0_refuses_the_folder_while_a_rank_of_an_earlier_launch_still_runs(tmp_path, monkeypatch):
+    """A launch by hand (or srun) whose rank 0 died while its rank 1 ran on: the relaunch's rank 0
+    deleted the folder (--overwrite) under that rank 1, which wrote rows of its old settings back
+    into the new run, and the new results counted them. Refused now; this launch's own rank 1
+    (signed with the run id, waiting for its rank 0) is not."""
+    from minitflow import evaluate as ev
+    for k, v in {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    part = tmp_path / "oracle_partial.rank1.jsonl"
+    part.write_text('{"id": "x/1", "correct": true}\n')
+    old = ev.take_lock(tmp_path, "oracle", 1)  # the earlier launch's rank 1, still appending
+    ev._sign(old, ev.run_id(2) + " 5ca1ab1e joined")
+    try:
+        with pytest.raises(ev.UserError, match=r"another evaluate process is running oracle \(rank 1\)"):
+            ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2)
+        assert part.is_file() and not (tmp_path / "oracle_settings.json").exists()
+    finally:
+        old.close()
+    ours = ev.take_lock(tmp_path, "oracle", 1)
+    ev._sign(ours, ev.run_id(2))
+    try:
+        ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2).close()
+    finally:
+        ours.close()
+    assert not part.exists() and (tmp_path / "oracle_settings.json").is_file()
+
+
 def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeypatch):
     """A resume of a finished run: rank 0 has nothing to compute and is done at once. Had it
     exited (dropping its lock) before rank 1 looked, rank 1 would wait RANK0_WAIT_S for a rank 0
