@@ -18,8 +18,9 @@ partial file. No torch.distributed collective is used: rank 0, after its own sha
 partial files until every sample is there and merges them. A barrier on NCCL would time out
 (its watchdog) when ranks finish minutes apart, as long generations do; reading files has no
 such limit, needs no process group, and is the same code path as a resume. Rank 0 gives up
-only when no new sample has appeared for --merge_timeout seconds (a dead rank): it then writes
-results marked complete: false, and a rerun finishes the missing samples.
+when no new sample has appeared for --merge_timeout seconds (a dead rank), or at once when every
+other rank has exited (its lock free): it then writes results marked complete: false, and a
+rerun finishes the missing samples.
 `--method oracle` scores the gold answers through the same pipeline (it must reach 100%).
 
 The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
@@ -439,8 +440,21 @@ class BackgroundScorer:
             raise self.error
 
 
-def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0) -> dict[str, dict]:
-    """Rank 0: the finished rows, once every id is there or nothing new came for `stall_s`."""
+def _ranks_exited(out_dir: Path, method: str, size: int) -> bool:
+    """Whether every rank r > 0 of this launch has joined and exited (its lock free): no row will come.
+    A rank exits only once its rows are written, or when it failed."""
+    joined = lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
+    paths = [lock_path(out_dir, method, r) for r in range(1, size)]
+    return all(p.is_file() and p.read_text(encoding="utf-8", errors="replace") == joined and not lock_held(p)
+               for p in paths)
+
+
+def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0,
+                   size: int | None = None) -> dict[str, dict]:
+    """Rank 0: the finished rows, once every id is there or nothing new came for `stall_s`, or (with
+    `size`) once every other rank of this launch has exited: a rank that failed in a launch by hand
+    or by srun, which end no other rank, left rank 0 waiting --merge_timeout (an hour) for rows
+    that could no longer come."""
     want = set(ids)
     last_sig, last_change, done = None, time.monotonic(), {}
     while True:
@@ -453,6 +467,12 @@ def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, p
         elif time.monotonic() - last_change > stall_s:
             log.warning("no new sample for %.0f s: %d of %d missing (a rank died?); writing incomplete results, "
                         "rerun to finish them", stall_s, len(want - done.keys()), len(want))
+            return done
+        elif size is not None and _ranks_exited(out_dir, method, size):
+            done = read_finished(out_dir, method)  # rows a rank wrote just before it exited
+            if not want <= done.keys():
+                log.warning("every other rank has exited: %d of %d missing (a rank failed); "
+                            "writing incomplete results, rerun to finish them", len(want - done.keys()), len(want))
             return done
         time.sleep(poll_s)
 
@@ -549,7 +569,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if rank != 0:
         log.info("rank %d done: %d samples", rank, len(mine))
         return None
-    done = wait_for_ranks(out_dir, args.method, ids, args.merge_timeout) if size > 1 else read_finished(out_dir, args.method)
+    done = (wait_for_ranks(out_dir, args.method, ids, args.merge_timeout, size=size) if size > 1
+            else read_finished(out_dir, args.method))
     rows = [done[i] for i in ids if i in done]
     n = len(rows)
     model_label, checkpoint = model_and_checkpoint(args)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -322,6 +323,36 @@ def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, mon
     assert run_cli(main, args) == 0
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 6 and summary["complete"] and summary["accuracy"] == 1.0
+
+
+def test_rank0_stops_waiting_once_every_other_rank_has_exited(tmp_path, monkeypatch):
+    """A launch by hand (or srun, which ends no other rank): rank 1 joined, then failed before its
+    rows. Rank 0 waited --merge_timeout (an hour by default) for rows that could no longer come;
+    its lock, free, says rank 1 is gone."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    errors: list[BaseException] = []
+
+    def rank1_fails():
+        try:
+            settings = out / "oracle_settings.json"
+            while not settings.is_file():
+                time.sleep(0.02)
+            ev.claim_folder(out, "oracle", json.loads(settings.read_text()), False, 1, 2).close()  # joined, died
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    rank1 = threading.Thread(target=rank1_fails)
+    rank1.start()
+    t0 = time.monotonic()
+    assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out),
+                          "--merge_timeout", "20"]) == 0
+    rank1.join()
+    assert not errors and time.monotonic() - t0 < 10
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 3 and not summary["complete"]
 
 
 def test_resume_after_a_kill_mid_write_drops_the_cut_line_with_a_warning(tmp_path, capsys):
