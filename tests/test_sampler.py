@@ -283,6 +283,24 @@ def test_ties_at_the_nucleus_boundary_stay_or_go_together():
         assert drawn == set(range(kept))
 
 
+def test_zero_and_negative_zero_logits_are_a_tie_in_every_nucleus():
+    """0.0 and -0.0 are equal values: the nucleus keeps or drops them together, on the whole-vocabulary
+    path (a radix select on the values' bits) as in the reference and on the top-k candidates, so a
+    row draws the same tokens whether or not a neighbour without top_k sends it down that path."""
+    from minitflow.engine import sampler
+    logits = torch.tensor([1.0, 0.0, -0.0, -0.0, -5.0])  # ahead of the zeros: p(1.0) ~ 0.47 of the total
+    p = torch.tensor([[0.5]], dtype=torch.float64)
+    assert sampler._nucleus_unsorted(logits[None], p).tolist() == [[True, True, True, True, False]]
+    assert set(torch.isfinite(filter_logits(logits, 0, 0.5)).nonzero()[:, 0].tolist()) == {0, 1, 2, 3}
+    row = SamplingParams(temperature=1.0, top_k=4, top_p=0.5)
+    for partner in (None, SamplingParams(temperature=1.0, seed=1)):  # alone: top-k path; beside: whole vocabulary
+        draws = []
+        for seed in range(100):
+            params = [SamplingParams(**{**row.__dict__, "seed": seed})] + ([partner] if partner else [])
+            draws += _draw(params, [logits.expand(len(params), -1)] * 4)[:, 0].tolist()
+        assert set(draws) == {0, 1, 2, 3}, partner
+
+
 def test_a_token_whose_weight_ahead_is_exactly_top_p_stays():
     """The nucleus keeps a token when the weight of the tokens above it is *at most* top_p of the
     total (float64): at exactly top_p x total the token stays on every path (the reference,

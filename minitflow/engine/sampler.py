@@ -132,8 +132,9 @@ def _tied_past_candidates(logits: torch.Tensor, vals: torch.Tensor, ids: torch.T
 
 def _order_keys(vals: torch.Tensor) -> torch.Tensor:
     """float32 (B, V) -> int32 words whose unsigned order is the values' order (IEEE bits with the
-    negative half flipped), so equal words are equal values."""
-    bits = vals.contiguous().view(torch.int32)
+    negative half flipped), so equal words are equal values. -0.0 becomes 0.0 first: the two are
+    equal values (a tie), but their bits would order -0.0 below 0.0 and the nucleus drop it alone."""
+    bits = vals.masked_fill(vals == 0, 0.0).contiguous().view(torch.int32)
     return bits ^ ((bits >> 31) | -_I32)
 
 
