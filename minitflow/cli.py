@@ -81,6 +81,8 @@ def check_model_args(args: argparse.Namespace) -> None:
     for flag in ("top_p", "top_k"):
         if args.greedy and getattr(args, flag) is not None:  # greedy samples nothing: it would be ignored
             raise UserError(f"--{flag} has no effect with --greedy (which takes the top token): pass one of them")
+        if args.temperature == 0 and getattr(args, flag) is not None:  # temperature 0 is greedy: ignored as well
+            raise UserError(f"--{flag} has no effect with --temperature 0 (greedy: the top token): pass one of them")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):

@@ -1096,6 +1096,8 @@ def test_greedy_with_a_temperature_top_p_or_top_k_is_refused(tmp_path, capsys, m
     fails(capsys, evaluate.main, ["--method", "baseline", "--greedy", "--top_p", "0.9", "--output_dir",
                                   tmp_path / "r"], "--top_p has no effect with --greedy")
     fails(capsys, generate.main, gen_args("--greedy", "--top_k", "20"), "--top_k has no effect with --greedy")
+    fails(capsys, generate.main, gen_args("--temperature", "0", "--top_p", "0.9"), "--top_p has no effect with --temperature 0")
+    fails(capsys, generate.main, gen_args("--temperature", "0.0", "--top_k", "20"), "--top_k has no effect with --temperature 0")
     assert not (tmp_path / "r").exists()
     parser = argparse.ArgumentParser()
     add_model_args(parser)
