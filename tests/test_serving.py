@@ -571,6 +571,22 @@ def test_bad_requests_are_one_line_errors_naming_the_request(model):
     assert len(fits.output_ids) == 8 and fits.finish_reason == "length"
 
 
+def test_generate_refuses_one_prompt_in_place_of_the_list(model):
+    """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
+    inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are
+    one-line errors and an array of prompts runs as its rows."""
+    import numpy as np
+    llm = _llm(model, num_slots=2)
+    with pytest.raises(UserError, match=r"^prompts is one string: pass a list of prompts"):
+        llm.generate("hi", SamplingParams(max_new_tokens=2))
+    for ids in ([5, 6, 7], np.array([5, 6, 7]), torch.tensor([5, 6, 7])):
+        with pytest.raises(UserError, match=r"^prompts holds token ids, not prompts"):
+            llm.generate(ids, SamplingParams(max_new_tokens=2))
+    want = [g.token_ids for g in llm.generate([[5, 6, 7], [8, 9, 10]], SamplingParams(max_new_tokens=3))]
+    assert [g.token_ids for g in llm.generate(np.array([[5, 6, 7], [8, 9, 10]]), SamplingParams(max_new_tokens=3))] == want
+    assert not llm.has_unfinished()
+
+
 @pytest.mark.parametrize("layers, weights", [([0, 5], None), ([1, 1], None), ([], None), ([0, 1], 3)],
                          ids=["past-the-last", "twice", "none", "weights-of-three"])
 def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, layers, weights):

@@ -8,6 +8,7 @@ cached and completion tokens it processed, why it stopped, and its prefill/decod
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,9 +154,14 @@ class LLM:
 
     def _as_ids(self, prompts: Sequence[Sequence[int] | str]) -> list[list[int]]:
         """Token ids per prompt; the engine checks them (empty, outside the vocabulary) before
-        any work, naming each as `prompt i`."""
-        if not prompts:
+        any work, naming each as `prompt i`. A bare string or one prompt's ids in place of the
+        list is refused: iterated, they ran one prompt per character or were a TypeError."""
+        if isinstance(prompts, str):
+            raise UserError("prompts is one string: pass a list of prompts, e.g. [text]")
+        if len(prompts) == 0:  # len, not truth: a numpy array of ids has none
             raise UserError("no prompts given")
+        if any(isinstance(p, numbers.Integral) or getattr(p, "ndim", None) == 0 for p in prompts):  # a tensor's too
+            raise UserError("prompts holds token ids, not prompts: pass a list of prompts, e.g. [ids]")
         return [self.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
 
     # ---- the engine ----------------------------------------------------------------------
