@@ -201,6 +201,16 @@ def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
     assert "\n" not in str(e.value)
 
 
+def test_run_method_refuses_one_question_in_place_of_the_list(golden_llm):
+    """run_method("baseline", llm, "What is 2 + 2?") ran one question per character, silently."""
+    sp = SamplingParams(max_new_tokens=2)
+    with pytest.raises(UserError, match=r"^questions is one string: pass a list"):
+        run_method("baseline", golden_llm, "What is 2 + 2?", sampling=sp)
+    with pytest.raises(UserError, match=r"^sender_questions is one string: pass a list"):
+        run_method("textmas", golden_llm, ["What?"], sampling=sp, sender_questions="What?")
+    assert len(run_method("baseline", golden_llm, ("What is 2 + 2?",), sampling=sp)) == 1
+
+
 def test_textmas_context_format_and_accounting(golden_llm):
     from minitflow.model.tokenizer import render_chat
     question = "What is 7 times 6?"

@@ -327,6 +327,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"run_method: unknown option(s) {', '.join(unknown)}; the method options are "
                         f"{', '.join(sorted(OPTIONS))}")
     style = prompts.resolve_style(style)
+    for name, value in (("questions", questions), ("sender_questions", sender_questions)):
+        if isinstance(value, str):  # list() would make each character a question
+            raise UserError(f"{name} is one string: pass a list, e.g. [question]")
     questions = list(questions)
     if not questions:
         raise UserError("no questions given")
