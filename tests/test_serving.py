@@ -571,6 +571,28 @@ def test_bad_requests_are_one_line_errors_naming_the_request(model):
     assert len(fits.output_ids) == 8 and fits.finish_reason == "length"
 
 
+def test_a_request_runs_once(model):
+    """A Request run again appended a second output to its first; one listed twice decoded in two
+    slots into one output, and its first slot stayed taken for good (has_unfinished() True
+    forever). Now a request that ran or runs is refused, and one queued twice runs once."""
+    llm = _llm(model, num_slots=2)
+    sp = SamplingParams(max_new_tokens=5)
+    want = llm.generate([[5, 6, 7]], sp)[0].token_ids
+    r = Request([5, 6, 7], sp, tag="again")
+    llm.engine.run([r, r])
+    assert r.output_ids == want and not llm.has_unfinished() and llm.engine.scheduler.free == [0, 1]
+    with pytest.raises(UserError, match=r"request \d+ \(again\): it has already run or is running \(finished\)"):
+        llm.engine.run([r])
+    assert r.output_ids == want
+    running = llm.engine.add_request(Request([5, 6, 7], SamplingParams(max_new_tokens=20)))
+    llm.step()
+    with pytest.raises(UserError, match=r"it has already run or is running \(running\)"):
+        llm.engine.add_request(running)
+    while llm.has_unfinished():
+        llm.step()
+    assert len(running.output_ids) == 20 and llm.generate([[5, 6, 7]], sp)[0].token_ids == want
+
+
 def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
     inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are

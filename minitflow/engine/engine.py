@@ -110,6 +110,10 @@ class Engine:
 
     def check(self, req: Request) -> None:
         vocab = self.cfg.vocab_size
+        if req.status is not Status.WAITING or req.slot is not None or req.output_ids:
+            # run again it appended to its old output_ids; running or finished, it held a slot for good
+            raise UserError(f"{_who(req)}: it has already run or is running ({req.status.value}): "
+                            "make a new Request for each run")
         if not req.prompt_ids:
             raise UserError(f"{_who(req)}: the prompt is empty")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)

@@ -31,6 +31,9 @@ class Scheduler:
         tokens = 0
         while self.waiting and self.free:
             req = self.waiting[0]
+            if req.status is not Status.WAITING:  # the same Request queued twice: it runs once
+                self.waiting.popleft()
+                continue
             if not fits(req) or (batch and tokens + len(req.prompt_ids) > self.max_prefill_tokens):
                 break
             self.waiting.popleft()
