@@ -39,6 +39,23 @@ def test_sampling_params_validation():
     assert SamplingParams().greedy and not SamplingParams(temperature=0.5).greedy
 
 
+def test_sampling_params_hold_plain_numbers():
+    """numpy numbers (a seed from np.arange, a length from an array) were kept as given and
+    reached run_method's metadata, where json.dumps refused them; a temperature given as text
+    was a TypeError from math.isfinite. Now they are int and float, and text a one-line error."""
+    import json
+    from dataclasses import asdict
+
+    import numpy as np
+    sp = SamplingParams(max_new_tokens=np.int64(8), temperature=np.float32(0.5), top_p=np.float64(0.9),
+                        top_k=np.int32(4), seed=np.uint64(7), vocab_rows=np.int16(3))
+    assert [type(v) for v in (sp.max_new_tokens, sp.top_k, sp.seed, sp.vocab_rows)] == [int] * 4
+    assert type(sp.temperature) is float and type(sp.top_p) is float and sp.seed == 7
+    json.dumps(asdict(sp))
+    with pytest.raises(UserError, match=r"^temperature must be a number, got '0.5'$"):
+        SamplingParams(temperature="0.5")
+
+
 def test_hash32_matches_python_lowbias32_eager_and_compiled():
     """The hash works on int32 words whose products wrap modulo 2^32: the same values as the
     Python integers, at every length (SIMD body and scalar tail) and compiled."""

@@ -42,6 +42,9 @@ class SamplingParams:
         for name in ("max_new_tokens", "top_k", "vocab_rows"):
             if not isinstance(getattr(self, name), numbers.Integral):
                 raise UserError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("temperature", "top_p"):
+            if not isinstance(getattr(self, name), numbers.Real):
+                raise UserError(f"{name} must be a number, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):  # nan and inf too
@@ -57,6 +60,11 @@ class SamplingParams:
             raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if self.vocab_rows < 0:
             raise UserError(f"vocab_rows must be >= 0, got {self.vocab_rows}")
+        # plain Python numbers: a numpy seed or length reached the results' metadata, which json refused
+        for name in ("max_new_tokens", "top_k", "seed", "vocab_rows"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("temperature", "top_p"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @property
     def greedy(self) -> bool:
