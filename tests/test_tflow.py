@@ -211,6 +211,22 @@ def test_run_method_refuses_one_question_in_place_of_the_list(golden_llm):
     assert len(run_method("baseline", golden_llm, ("What is 2 + 2?",), sampling=sp)) == 1
 
 
+def test_textmas_sender_limit_as_numpy_or_per_question(golden_llm):
+    """sender_max_new_tokens=np.int64(3) was indexed as a per-question list (IndexError), and a
+    list shorter than the questions failed only when its question started, mid-run."""
+    import numpy as np
+    qs, sp = ["What is 7 times 6?", "What is 2 + 2?"], SamplingParams(max_new_tokens=3)
+    want = [r.token_ids for r in run_method("textmas", golden_llm, qs, sampling=sp, sender_max_new_tokens=3)]
+    assert [r.token_ids for r in run_method("textmas", golden_llm, qs, sampling=sp,
+                                            sender_max_new_tokens=np.int64(3))] == want
+    assert [r.token_ids for r in run_method("textmas", golden_llm, qs, sampling=sp,
+                                            sender_max_new_tokens=np.array([3, 3]))] == want
+    for bad in ([3], 0, [3, 0], "3"):
+        with pytest.raises(UserError, match=r"^sender_max_new_tokens must be one integer >= 1 or one per question \(2\)"):
+            run_method("textmas", golden_llm, qs, sampling=sp, sender_max_new_tokens=bad)
+        assert not golden_llm.has_unfinished()
+
+
 def test_textmas_context_format_and_accounting(golden_llm):
     from minitflow.model.tokenizer import render_chat
     question = "What is 7 times 6?"

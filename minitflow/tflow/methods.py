@@ -16,6 +16,7 @@ their forward pass as processed prompt tokens), the processed total, the officia
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -353,6 +354,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if len(labels) != len(questions):
         raise UserError(f"{len(labels)} labels for {len(questions)} questions")
     sq = list(sender_questions) if sender_questions is not None else questions
+    if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
+        kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
     if method == "latentmas":
         options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
         with _aborting(llm):
@@ -391,10 +394,23 @@ class _aborting:
         return False
 
 
+def _sender_limits(limit, n: int) -> int | list[int]:
+    """textmas' sender_max_new_tokens as one int or one per question, checked before the run: a
+    numpy integer was indexed as a list, and a list of another length failed mid-run."""
+    def one(x) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
+
+    if one(limit):
+        return int(limit)
+    if not isinstance(limit, (str, bytes)) and hasattr(limit, "__len__") and len(limit) == n and all(map(one, limit)):
+        return [int(x) for x in limit]
+    raise UserError(f"sender_max_new_tokens must be one integer >= 1 or one per question ({n}), got {limit!r}")
+
+
 def _extra(method: str, generator, kwargs: dict) -> dict:
     if method == "tflow":
         return {"generator": generator, **{k: kwargs[k] for k in ("generator_batch", "generator_piece") if k in kwargs}}
-    if method == "textmas" and "sender_max_new_tokens" in kwargs:
+    if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
         return {"sender_max_new_tokens": kwargs["sender_max_new_tokens"]}
     return {}
 
