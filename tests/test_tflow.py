@@ -227,6 +227,23 @@ def test_textmas_sender_limit_as_numpy_or_per_question(golden_llm):
         assert not golden_llm.has_unfinished()
 
 
+def test_run_method_numeric_options_take_numpy_numbers(golden_llm):
+    """generator_batch=np.int64(2), refill_share=np.float32(0.5) and latent_steps=np.int64(1) were
+    refused as if out of range ("must be >= 1 or None, got np.int64(2)"), and batch_size=np.int64(2)
+    ran but its metadata was refused by json.dumps."""
+    import numpy as np
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    qs, sp = ["What is 2 + 2?", "How many legs do 3 spiders have?"], SamplingParams(max_new_tokens=3)
+    want = [r.token_ids for r in run_method("tflow", golden_llm, qs, sampling=sp, generator=gen, generator_batch=2)]
+    got = run_method("tflow", golden_llm, qs, sampling=sp, generator=gen, generator_batch=np.int64(2),
+                     batch_size=np.int64(2), refill_share=np.float32(0.5))
+    assert [r.token_ids for r in got] == want
+    json.dumps(got[0].metadata())
+    latent = run_method("latentmas", golden_llm, qs[:1], sampling=sp, latent_steps=np.int64(1))
+    assert latent[0].agents["planner"].latent_steps == 1
+    json.dumps(latent[0].metadata())
+
+
 def test_textmas_context_format_and_accounting(golden_llm):
     from minitflow.model.tokenizer import render_chat
     question = "What is 7 times 6?"

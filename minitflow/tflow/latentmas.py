@@ -47,6 +47,7 @@ applies to every method (generating agents only).
 from __future__ import annotations
 
 import json
+import numbers
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -123,7 +124,7 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
         if given:
             raise UserError(f"{', '.join(given)} only apply to --method latentmas (got --method {method})")
         return
-    if latent_steps is not None and (not isinstance(latent_steps, int) or isinstance(latent_steps, bool)
+    if latent_steps is not None and (not isinstance(latent_steps, numbers.Integral) or isinstance(latent_steps, bool)
                                      or latent_steps < 0):
         raise UserError(f"latent_steps must be an integer >= 0, got {latent_steps!r}")
     if topology is not None:
@@ -306,7 +307,7 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if llm.tokenizer is None:
         raise UserError("latentmas needs a tokenizer (the model directory has no tokenizer.json)")
-    n, k = len(questions), latent_steps
+    n, k = len(questions), int(latent_steps)  # numpy's too: it reaches the results' metadata
     labels = list(labels) if labels is not None else [f"question {i}" for i in range(n)]
     if len(labels) != n:
         raise UserError(f"{len(labels)} labels for {n} questions")

@@ -248,8 +248,9 @@ class _TFlow(_Pipeline):
         super().__init__(llm, style, window)
         if generator_batch == "device":
             generator_batch = default_generator_batch(llm.device)
-        if generator_batch is not None and (not isinstance(generator_batch, int) or generator_batch < 1):
+        if generator_batch is not None and (not isinstance(generator_batch, numbers.Integral) or generator_batch < 1):
             raise UserError(f"generator_batch must be >= 1 or None, got {generator_batch!r}")
+        generator_batch = None if generator_batch is None else int(generator_batch)  # numpy's too
         if generator_piece is not None and generator_piece < 1:
             raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece}")
         self.generator, self.generator_batch, self.generator_piece = generator, generator_batch, generator_piece
@@ -334,10 +335,11 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     questions = list(questions)
     if not questions:
         raise UserError("no questions given")
-    if batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)  # a numpy integer reached the results' metadata, which json refused
     share = REFILL_SHARE[method] if refill_share is None else refill_share
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:  # nan too
+    if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
         raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
