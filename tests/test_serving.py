@@ -593,6 +593,28 @@ def test_a_request_runs_once(model):
     assert len(running.output_ids) == 20 and llm.generate([[5, 6, 7]], sp)[0].token_ids == want
 
 
+def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(model):
+    """The prefix cache keeps summed condition rows under the layer weights' values, read once per
+    weights tensor: a sweep that changed one tensor in place (or kept it and changed the layers)
+    got the rows of the first values back for every cached block. Each must equal that layer alone."""
+    from minitflow import Capture
+    llm = _llm(model, num_slots=2)
+    p = torch.randint(0, 150, (3 * BLOCK + 5,), generator=torch.Generator().manual_seed(3)).tolist()
+    span = dict(starts=[2], ends=[len(p) - 1])
+    n = model.cfg.num_hidden_layers
+    alone = [llm.capture_hidden([p], Capture(layers=[i], **span)).hidden[:, 0] for i in range(n + 1)]
+    w = torch.zeros(n + 1)
+    for i in range(n + 1):
+        w.zero_()
+        w[i] = 1.0
+        got = llm.capture_hidden([p], Capture(layers=list(range(n + 1)), layer_weights=w, **span))
+        assert got.hidden.shape == alone[i].shape and torch.allclose(got.hidden, alone[i], atol=1e-6), i
+    one = torch.ones(1)
+    for i in range(n + 1):
+        got = llm.capture_hidden([p], Capture(layers=[i], layer_weights=one, **span))
+        assert torch.allclose(got.hidden, alone[i], atol=1e-6), i
+
+
 def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
     inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are

@@ -197,16 +197,20 @@ class Engine:
         return finished
 
     def _cond_key(self, capture) -> object:
-        """What a summed condition row depends on besides the tokens: the layers and weights."""
+        """What a summed condition row depends on besides the tokens: the layers and weights. The
+        weights' values are remembered per tensor (reading them waits for the device) while its
+        version counter stands: changed in place (a sweep over layers in one tensor), the cached
+        rows of the old values were served. Inference tensors have none (tflow's, never changed)."""
         w = capture.layer_weights
         if w is None:
             return None
+        version = None if w.is_inference() else w._version
         hit = self._cond_keys.get(id(w))
-        if hit is None or hit[0] is not w:
-            if len(self._cond_keys) >= COND_KEYS:  # the oldest: a run long done (each entry holds its tensor)
+        if hit is None or hit[0] is not w or hit[1] != version:
+            if hit is None and len(self._cond_keys) >= COND_KEYS:  # the oldest: a run long done (each entry holds its tensor)
                 del self._cond_keys[next(iter(self._cond_keys))]
-            hit = self._cond_keys[id(w)] = (w, (tuple(capture.layers), tuple(w.tolist())))
-        return hit[1]
+            hit = self._cond_keys[id(w)] = (w, version, tuple(w.tolist()))
+        return tuple(capture.layers), hit[2]
 
     def _prefill(self, reqs: list[Request]) -> list[Request]:
         now = time.perf_counter()
