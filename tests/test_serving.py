@@ -615,6 +615,23 @@ def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(mod
         assert torch.allclose(got.hidden, alone[i], atol=1e-6), i
 
 
+def test_requests_that_finish_inside_generate_come_out_of_the_next_step(model):
+    """generate() steps the engine until its own requests are done; others that finished meanwhile
+    were returned to nobody: a caller streaming with step() never saw them, and run_method, whose
+    on_result called generate(), waited for its question forever."""
+    llm = _llm(model, num_slots=3)
+    mine = llm.add_request([5, 6, 7], SamplingParams(max_new_tokens=2))
+    llm.step()
+    out = llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6))
+    assert mine.finished and out[0].completion_tokens == 6
+    assert llm.has_unfinished() and llm.step() == [mine]
+    assert not llm.has_unfinished() and llm.step() == []
+    other = llm.add_request([5, 6, 7], SamplingParams(max_new_tokens=2))
+    llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6))
+    llm.engine.abort_all()  # its caller unwinds: the next caller's step() does not get it
+    assert other.finished and not llm.has_unfinished() and llm.step() == []
+
+
 def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
     inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are

@@ -99,6 +99,7 @@ class Engine:
         self._static_slots: list[int] = []
         self._cond_keys: dict[int, tuple] = {}
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
+        self._held: list[Request] = []  # others' requests that finished inside run(): the next step() returns them
 
     # ---- requests ------------------------------------------------------------------------
     def add_request(self, req: Request) -> Request:
@@ -148,7 +149,7 @@ class Engine:
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
 
     def has_unfinished(self) -> bool:
-        return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending)
+        return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending or self._held)
 
     # ---- one step ------------------------------------------------------------------------
     def step(self) -> list[Request]:
@@ -156,10 +157,12 @@ class Engine:
         Ctrl-C) aborts every request in flight and leaves the engine ready for new ones."""
         try:
             with torch.inference_mode():  # the cache and buffers are inference tensors
-                return self._step()
+                finished = self._step()
         except BaseException:
             self.abort_all()
             raise
+        held, self._held = self._held, []
+        return held + finished
 
     def abort_all(self) -> list[Request]:
         """Abort every request in flight, and zero the KV cache: a refused request may leave NaN
@@ -168,6 +171,7 @@ class Engine:
         would read through the mask (NaN + -inf is NaN)."""
         self.ring.clear()
         self.runner.clear_cache()
+        self._held = []  # finished, but for a caller that is unwinding: not the next one's step()
         return self.scheduler.abort_all()
 
     def _step(self) -> list[Request]:
@@ -290,11 +294,15 @@ class Engine:
         return bool(hits)
 
     def run(self, reqs: Sequence[Request]) -> list[Request]:
-        """Add `reqs` and step until all of them are done (others in flight advance too)."""
+        """Add `reqs` and step until all of them are done. Others in flight advance too, and those
+        that finish here come out of the next step(): a generate() inside run_method's on_result
+        took them, and run_method waited forever for its questions."""
         for r in reqs:
             self.check(r)
         for r in reqs:
             self.add_request(r)
+        mine = {id(r) for r in reqs}
         while not all(r.finished for r in reqs):
-            self.step()
+            done = self.step()  # before reading self._held, which step() empties
+            self._held += [r for r in done if id(r) not in mine]
         return list(reqs)
