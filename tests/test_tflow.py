@@ -244,6 +244,21 @@ def test_run_method_numeric_options_take_numpy_numbers(golden_llm):
     json.dumps(latent[0].metadata())
 
 
+def test_run_method_refuses_an_llm_with_requests_in_flight(golden_llm):
+    """A request of the caller's own in flight reached run_method's pipeline, which read its tag as
+    one of its questions: a TypeError, and the caller's request aborted with the run. Now run_method
+    refuses before it queues anything, and the request runs on."""
+    sp = SamplingParams(max_new_tokens=3)
+    mine = golden_llm.add_request([5, 6, 7], SamplingParams(max_new_tokens=4))
+    for method in ("baseline", "latentmas"):
+        with pytest.raises(UserError, match=r"^run_method needs the LLM to itself, and requests are in flight"):
+            run_method(method, golden_llm, ["What is 2 + 2?"], sampling=sp)
+    while golden_llm.has_unfinished():
+        golden_llm.step()
+    assert len(mine.output_ids) == 4 or mine.finish_reason == "stop"
+    assert len(run_method("baseline", golden_llm, ["What is 2 + 2?"], sampling=sp)) == 1
+
+
 def test_textmas_context_format_and_accounting(golden_llm):
     from minitflow.model.tokenizer import render_chat
     question = "What is 7 times 6?"

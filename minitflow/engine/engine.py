@@ -148,6 +148,11 @@ class Engine:
             if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
 
+    def in_flight(self) -> bool:
+        """Requests waiting, running, or finished and not yet returned by step(): has_unfinished()
+        without the junk steps of finished requests that a CUDA engine has still to read."""
+        return bool(self.scheduler.waiting or self.scheduler.running or self._held)
+
     def has_unfinished(self) -> bool:
         return bool(self.scheduler.waiting or self.scheduler.running or self.ring.pending or self._held)
 

@@ -355,6 +355,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
     if len(labels) != len(questions):
         raise UserError(f"{len(labels)} labels for {len(questions)} questions")
+    if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
+        raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
+                        "run_method whose on_result called this one): step() them to the end first")
     sq = list(sender_questions) if sender_questions is not None else questions
     if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
         kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
