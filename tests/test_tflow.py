@@ -553,6 +553,19 @@ def test_load_checkpoint_casts_only_the_parameter_generator():
         assert ours.dtype == torch.float32 and torch.equal(ours, value.float()), name
 
 
+def test_load_checkpoint_takes_a_dtype_name_as_llm_load_does():
+    """load_checkpoint(path, cfg, "bfloat16") reached module.to("bfloat16"), which torch read as a
+    device: "RuntimeError: Invalid device string". Names are LLM.load's, "auto" included."""
+    from minitflow import demo_dir
+    from minitflow.model.config import Qwen3Config
+    cfg = Qwen3Config.from_dir(demo_dir())
+    for name, want in (("bfloat16", torch.bfloat16), ("auto", torch.float32), ("float32", torch.float32)):
+        gen = load_checkpoint(demo_dir() / "tflow.pt", cfg, name)
+        assert {p.dtype for p in gen.parameter_generator.parameters()} == {want}, name
+    with pytest.raises(UserError, match=r"^unknown dtype 'fp8'"):
+        load_checkpoint(demo_dir() / "tflow.pt", cfg, "fp8")
+
+
 def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch):
     """A question's sender_prefill_s is the longer of its two senders' prefill timers: the same
     timer when both prefill in one step, two when an engine with fewer slots than senders

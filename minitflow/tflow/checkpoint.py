@@ -150,11 +150,14 @@ def _tensor_dict(obj: object, name: str, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype = torch.float32,
+def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype | str = torch.float32,
                     device: torch.device | str = "cpu") -> TFlowGenerator:
     """A generator with every tensor from `path`. A checkpoint lacking any generator tensor is
     refused (a partly random generator would run silently); one without `pg_config_flags`
-    (legacy) loads non-strictly: extra tensors are ignored, with a warning."""
+    (legacy) loads non-strictly: extra tensors are ignored, with a warning. `dtype` is a
+    torch.dtype or a name as LLM.load takes it ("bfloat16", "auto"; torch read a name as a device)."""
+    from minitflow.engine.llm import resolve_dtype
+    dtype = resolve_dtype(dtype, torch.device(device))
     path = Path(path)
     if not path.is_file():
         raise UserError(f"TFlow checkpoint not found: {path}")
