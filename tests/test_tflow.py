@@ -566,6 +566,15 @@ def test_load_checkpoint_takes_a_dtype_name_as_llm_load_does():
         load_checkpoint(demo_dir() / "tflow.pt", cfg, "fp8")
 
 
+def test_tflow_refuses_a_generator_on_another_device(golden_llm):
+    """load_checkpoint's default device is the CPU: with the LLM on a GPU the run failed with
+    torch's device mismatch inside the generator, after the senders ran. (Here: the meta device.)"""
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg).to("meta")
+    with pytest.raises(UserError, match=r"^the generator is on meta and the LLM on cpu: load it with "):
+        run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=SamplingParams(max_new_tokens=2), generator=gen)
+    assert not golden_llm.has_unfinished()
+
+
 def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch):
     """A question's sender_prefill_s is the longer of its two senders' prefill timers: the same
     timer when both prefill in one step, two when an engine with fewer slots than senders

@@ -253,6 +253,10 @@ class _TFlow(_Pipeline):
         generator_batch = None if generator_batch is None else int(generator_batch)  # numpy's too
         if generator_piece is not None and generator_piece < 1:
             raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece}")
+        where = next(generator.parameters()).device
+        if where != llm.device:  # else a device mismatch deep in the generator, once the senders have run
+            raise UserError(f"the generator is on {where} and the LLM on {llm.device}: load it with "
+                            "load_checkpoint(..., device=llm.device), or move it with .to(llm.device)")
         self.generator, self.generator_batch, self.generator_piece = generator, generator_batch, generator_piece
         self.systems = prompts.tflow_agents(style)
         with torch.inference_mode():
