@@ -259,6 +259,20 @@ def test_run_method_refuses_an_llm_with_requests_in_flight(golden_llm):
     assert len(run_method("baseline", golden_llm, ["What is 2 + 2?"], sampling=sp)) == 1
 
 
+def test_run_method_refuses_a_question_that_is_not_a_string(golden_llm):
+    """load_samples' Samples passed as questions, or a None among them, failed when that question's
+    turn came, mid-run (latentmas: a TypeError from str.replace). Now before anything runs."""
+    from minitflow.eval import Sample
+    sample = Sample(id="gsm8k/0", question="What is 2 + 2?", answer="4")
+    sp = SamplingParams(max_new_tokens=2)
+    for method in ("baseline", "latentmas"):
+        with pytest.raises(UserError, match=r"^question 1 is not a string but a Sample: pass \[s.question for s in samples\]$"):
+            run_method(method, golden_llm, ["What is 2 + 2?", sample], sampling=sp)
+    with pytest.raises(UserError, match=r"^sender question 0 is not a string but a NoneType$"):
+        run_method("textmas", golden_llm, ["What is 2 + 2?"], sampling=sp, sender_questions=[None])
+    assert not golden_llm.has_unfinished()
+
+
 def test_textmas_context_format_and_accounting(golden_llm):
     from minitflow.model.tokenizer import render_chat
     question = "What is 7 times 6?"

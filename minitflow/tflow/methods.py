@@ -363,6 +363,11 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
                         "run_method whose on_result called this one): step() them to the end first")
     sq = list(sender_questions) if sender_questions is not None else questions
+    for name, texts in (("question", questions), ("sender question", sq)):
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:  # else an error (latentmas: a TypeError) when its turn came, mid-run
+            hint = ": pass [s.question for s in samples]" if hasattr(texts[bad], "question") else ""
+            raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
     if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
         kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
     if method == "latentmas":
