@@ -762,3 +762,21 @@ def test_code_nan_outputs_fail_as_in_evalplus():
     sample = _float_sample("    return float('nan') if a < 0 else a / 2\n", [[1], [-1]])
     base, plus, detail = run_code_tests(sample, "def f(a):\n    return float('nan') if a < 0 else a / 2\n", timeout=5)
     assert (base, plus) == (False, False) and "base input #1" in detail
+
+
+def test_predictions_must_be_text_one_per_sample():
+    """run_method's results passed as predictions were an AttributeError ('rfind') from inside an
+    extractor, one string of the samples' length was scored a character per sample, and a count
+    mismatch a ValueError: each is a one-line UserError now, before anything is scored."""
+    from minitflow.tflow.stream import MethodResult
+    samples = [Sample("gsm8k/0", "q", "18"), Sample("gsm8k/1", "q", "3")]
+    result = MethodResult("baseline", "gsm8k", "q", "\\boxed{18}", "stop", {}, {}, 1)
+    with pytest.raises(UserError, match=r"^prediction 0 is not a string but a MethodResult: pass \[r.answer for r in results\]$"):
+        score_samples("gsm8k", [result, result], samples)
+    with pytest.raises(UserError, match=r"^predictions is one string: pass a list"):
+        score_samples("gsm8k", "18", samples)
+    with pytest.raises(UserError, match=r"^1 predictions for 2 samples$"):
+        score_both("gsm8k", ["18"], samples)
+    with pytest.raises(UserError, match=r"^prediction 0 is not a string but a int$"):
+        score_sample("gsm8k", 18, samples[0])
+    assert score_samples("gsm8k", ["\\boxed{18}", None], samples) == [(True, "18"), (False, "")]

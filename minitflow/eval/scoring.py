@@ -151,6 +151,19 @@ def _strict_text(dataset: str, prediction: str | None, sample: Any, timeout: flo
     return extracted == sample.answer, extracted or ""
 
 
+def _check_predictions(predictions: Sequence[str | None], samples: Sequence[Any]) -> None:
+    """Responses as text (None: none), one per sample, before any scoring: one string was scored
+    a character per sample, and run_method's results an AttributeError from inside an extractor."""
+    if isinstance(predictions, str):
+        raise UserError("predictions is one string: pass a list, e.g. [text]")
+    if len(predictions) != len(samples):
+        raise UserError(f"{len(predictions)} predictions for {len(samples)} samples")
+    bad = next((i for i, p in enumerate(predictions) if p is not None and not isinstance(p, str)), None)
+    if bad is not None:
+        hint = ": pass [r.answer for r in results]" if hasattr(predictions[bad], "answer") else ""
+        raise UserError(f"prediction {bad} is not a string but a {type(predictions[bad]).__name__}{hint}")
+
+
 def score_sample(
     dataset: str, prediction: str | None, sample: Any, timeout: float | None = None,
     scorer: str = "strict",
@@ -163,6 +176,7 @@ def score_sample(
     """
     dataset = resolve_dataset(dataset)
     _check_scorer(scorer)
+    _check_predictions([prediction], [sample])
     if dataset in CODE_DATASETS:
         return score_samples(dataset, [prediction], [sample], workers=1, timeout=timeout, scorer=scorer)[0]
     if scorer == "official":
@@ -181,8 +195,7 @@ def score_samples(
     """score_sample over many responses; code datasets run `workers` sandboxes at once."""
     dataset = resolve_dataset(dataset)
     _check_scorer(scorer)
-    if len(predictions) != len(samples):
-        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+    _check_predictions(predictions, samples)
     key = "correct" if scorer == "strict" else "correct_official"
     ext = "extracted" if scorer == "strict" else "extracted_official"
     if dataset in CODE_DATASETS:
@@ -201,8 +214,7 @@ def score_both(
 ) -> list[dict[str, Any]]:
     """Both verdicts per sample: {"correct", "extracted", "correct_official", "extracted_official"}."""
     dataset = resolve_dataset(dataset)
-    if len(predictions) != len(samples):
-        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+    _check_predictions(predictions, samples)
     if dataset in CODE_DATASETS:
         return _score_code(dataset, predictions, samples, workers, timeout, scorers=SCORERS)
     return _score_text(dataset, predictions, samples, workers, timeout, scorers=SCORERS)
