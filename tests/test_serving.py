@@ -632,6 +632,21 @@ def test_requests_that_finish_inside_generate_come_out_of_the_next_step(model):
     assert other.finished and not llm.has_unfinished() and llm.step() == []
 
 
+def test_capture_takes_numpy_layers_and_spans(model):
+    """Capture(layers=np.arange(L + 1), ...) was a ValueError (the truth value of an array) from
+    the engine's check: the same hidden states as from lists now."""
+    import numpy as np
+    from minitflow import Capture
+    llm = _llm(model, num_slots=2)
+    prompts, n = [[5, 6, 7, 8, 9], [10, 11, 12]], model.cfg.num_hidden_layers
+    want = llm.capture_hidden(prompts, Capture(layers=list(range(n + 1)), starts=[0, 1], ends=[5, 3])).hidden
+    got = llm.capture_hidden(prompts, Capture(layers=np.arange(n + 1), starts=np.array([0, 1]), ends=np.array([5, 3])))
+    assert torch.equal(got.hidden, want)
+    w = torch.softmax(torch.randn(n + 1), 0)
+    summed = llm.capture_hidden(prompts, Capture(layers=np.arange(n + 1), starts=[0, 1], ends=[5, 3], layer_weights=w))
+    assert torch.allclose(summed.hidden, (w[None, :, None, None] * want).sum(1), atol=1e-5)
+
+
 def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
     inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are

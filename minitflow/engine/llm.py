@@ -229,7 +229,7 @@ class LLM:
                 s, e = capture.starts[i], capture.ends[i]
                 if not 0 <= s < e <= len(p):
                     raise UserError(f"capture span [{s}, {e}) of prompt {i} is outside its {len(p)} tokens")
-                cap = Capture(capture.layers, [s], [e], layer_weights=capture.layer_weights)
+                cap = Capture([int(i) for i in capture.layers], [s], [e], layer_weights=capture.layer_weights)
             reqs.append(Request(p, sp, lora=None if lora is None else lora.row(i), capture=cap, generate=generate, tag=f"prompt {i}"))
         self.engine.run(reqs)
         if capture is not None:  # one batch tensor again, zero past each row's span
