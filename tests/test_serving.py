@@ -647,6 +647,23 @@ def test_capture_takes_numpy_layers_and_spans(model):
     assert torch.allclose(summed.hidden, (w[None, :, None, None] * want).sum(1), atol=1e-5)
 
 
+def test_release_memory_refuses_while_requests_run(model):
+    """release_memory() between steps dropped the running request's KV cache: the next step() was
+    a bare AssertionError and aborted it. Now it is refused, and the request runs on."""
+    llm = _llm(model, num_slots=2)
+    sp = SamplingParams(max_new_tokens=8)
+    want = llm.generate([[5, 6, 7]], sp)[0].token_ids
+    r = llm.add_request([5, 6, 7], sp)
+    llm.step()
+    with pytest.raises(UserError, match=r"^release_memory\(\) with requests running would drop their KV cache"):
+        llm.release_memory()
+    while llm.has_unfinished():
+        llm.step()
+    assert r.output_ids == want
+    llm.release_memory()
+    assert llm.generate([[5, 6, 7]], sp)[0].token_ids == want
+
+
 def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     """generate("text") ran one prompt per character, generate(ids) was a TypeError from deep
     inside, and a numpy array of prompts an ambiguous-truth ValueError. Now the first two are

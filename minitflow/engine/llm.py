@@ -181,7 +181,11 @@ class LLM:
 
     def release_memory(self) -> None:
         """Drop the KV cache, LoRA buffers and prefix cache kept between calls (rebuilt on
-        demand; compiled graphs re-record for the new addresses)."""
+        demand; compiled graphs re-record for the new addresses). Not while requests run: theirs
+        is the KV dropped, and the next step() was a bare AssertionError that aborted them."""
+        if self.engine.scheduler.running:
+            raise UserError("release_memory() with requests running would drop their KV cache: step() them to the "
+                            "end first")
         self.engine.runner.release_memory()
         self.engine.prefix_cache.clear()
         if self.device.type == "cuda":
