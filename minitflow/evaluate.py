@@ -496,7 +496,7 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 def evaluate(args: argparse.Namespace) -> dict | None:
     from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
-    from minitflow.tflow.methods import run_method
+    from minitflow.tflow.methods import SEEDS, run_method
 
     dataset = resolve_dataset(args.dataset)
     args.dataset = prompt_style(dataset)
@@ -557,7 +557,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             chunk = [s for _, s in mine]
             run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=sampling,
                        generator=generator, batch_size=args.batch_size, refill_share=args.refill_share,
-                       seeds=[args.seed + i for i in index],  # same sample, same seed, any sharding
+                       seeds=[(args.seed + i) % SEEDS for i in index],  # same sample, same seed, any sharding
                        labels=[s.id for s in chunk],  # an error mid-run names the sample
                        on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
                        **method_options(args))

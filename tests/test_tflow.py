@@ -608,3 +608,20 @@ def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch
     timers = [[senders[(i, s)].prefill_timer for s in ("sender_A", "sender_B")] for i in range(len(qs))]
     assert any(a is not b for a, b in timers)  # some question's senders prefilled in different steps
     assert [r.timings["sender_prefill_s"] for r in res] == [max(a.seconds, b.seconds) for a, b in timers]
+
+
+def test_seeds_near_the_top_wrap_instead_of_failing_mid_run():
+    """Question i samples with seed + i and textmas' sender B with seed + TEXTMAS_SEED_B: near
+    2^64 the sum was refused when that question (or its sender B) started, mid-run; it wraps."""
+    from dataclasses import replace
+
+    from minitflow.files import demo_dir
+    from minitflow.tflow.methods import TEXTMAS_SEED_B
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32")
+    top = 2 ** 64 - 1
+    sp = SamplingParams(max_new_tokens=2, temperature=0.7, seed=top)
+    base = run_method("baseline", llm, ["a", "b"], sampling=sp)
+    assert [r.sampling.seed for r in base] == [top, 0]
+    assert base[1].token_ids == run_method("baseline", llm, ["b"], sampling=replace(sp, seed=0))[0].token_ids
+    run_method("textmas", llm, ["a"], sampling=sp, sender_max_new_tokens=2)  # sender B: seed TEXTMAS_SEED_B - 1
+    assert (top + TEXTMAS_SEED_B) % 2 ** 64 == TEXTMAS_SEED_B - 1

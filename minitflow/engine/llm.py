@@ -207,7 +207,10 @@ class LLM:
         """Generate for prompts (token ids, or raw text to tokenize as is), one request each.
 
         `lora` applies per-row factors to every projection for this call only (prefill and
-        decode); `capture` records hidden states during the prefill.
+        decode); `capture` records hidden states during the prefill. A row's tokens depend on its
+        prompt and seed only, so one SamplingParams for every row samples a repeated prompt the same
+        way each time: for n samples of one prompt, pass n params with their own seeds
+        (`[replace(sp, seed=sp.seed + i) for i in range(n)]`), as run_method does per question.
         """
         ids = self._as_ids(prompts)
         b = len(ids)

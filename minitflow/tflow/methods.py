@@ -42,7 +42,8 @@ METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options (each applies to one method; the others ignore it)
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
-TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this
+TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this (mod 2^64)
+SEEDS = 2 ** 64  # seeds derived by adding wrap around: a seed near the top is no error mid-run
 # Questions per generator call, by device type (None: every question whose senders finished in
 # the same engine step). On CPU its activations grow with every question batched (each is tens
 # of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not
@@ -217,7 +218,7 @@ class _TextMAS(_Pipeline):
         sp = replace(q.sampling, max_new_tokens=limit)
         (a, a_sys), (b, b_sys), _ = self.roles
         self.add(q, a, Request(chat(self.llm, a_sys, q.sender_question), sp))
-        self.add(q, b, Request(chat(self.llm, b_sys, q.sender_question), replace(sp, seed=sp.seed + TEXTMAS_SEED_B)))
+        self.add(q, b, Request(chat(self.llm, b_sys, q.sender_question), replace(sp, seed=(sp.seed + TEXTMAS_SEED_B) % SEEDS)))
 
     def advance(self, finished):
         (a, _), (b, _), (c, c_sys) = self.roles
@@ -353,7 +354,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     per_q = [sampling] * len(questions) if isinstance(sampling, SamplingParams) else list(sampling)
     if len(per_q) != len(questions):
         raise UserError(f"{len(per_q)} sampling params for {len(questions)} questions")
-    seeds = list(seeds) if seeds is not None else [sp.seed + i for i, sp in enumerate(per_q)]
+    seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
     labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
