@@ -182,7 +182,9 @@ class LLM:
     def release_memory(self) -> None:
         """Drop the KV cache, LoRA buffers and prefix cache kept between calls (rebuilt on
         demand; compiled graphs re-record for the new addresses). Not while requests run: theirs
-        is the KV dropped, and the next step() was a bare AssertionError that aborted them."""
+        is the KV dropped, and the next step() was a bare AssertionError that aborted them.
+        Call it after changing the model's weights in place: the prefix cache is keyed by tokens,
+        so its blocks hold the KV of the old weights."""
         if self.engine.scheduler.running:
             raise UserError("release_memory() with requests running would drop their KV cache: step() them to the "
                             "end first")
