@@ -460,3 +460,19 @@ def test_a_count_that_is_not_an_integer_is_refused(field):
     non-integer top_k too)."""
     with pytest.raises(UserError, match=f"{field} must be an integer"):
         SamplingParams(temperature=1.0, **{field: 2.5})
+
+
+def test_a_temperature_too_small_for_float32_is_refused_and_the_smallest_allowed_is_greedy():
+    """logits / T overflow float32 below ~1e-37 (inf - inf: NaN) and a wrong token was drawn
+    without a word; such a temperature is refused, and MIN_TEMPERATURE still samples the argmax."""
+    from minitflow import LLM
+    from minitflow.engine.sampler import MIN_TEMPERATURE
+    from minitflow.files import demo_dir
+    with pytest.raises(UserError, match=r"temperature 1e-38 is too small .*use 0 for greedy"):
+        SamplingParams(temperature=1e-38)
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32")
+    prompts = ["How many legs do 3 spiders have?", "The blue box holds"]
+    greedy = [g.token_ids for g in llm.generate(prompts, SamplingParams(max_new_tokens=6))]
+    cold = [g.token_ids for g in llm.generate(prompts, SamplingParams(max_new_tokens=6, temperature=MIN_TEMPERATURE,
+                                                                      top_p=0.9, top_k=5))]
+    assert cold == greedy

@@ -23,6 +23,11 @@ _TOP_K_OFF = 1 << 31  # a rank no vocabulary reaches
 _I32 = 1 << 31
 
 
+# The smallest temperature above 0: below ~1e-37 logits / T overflow float32 (inf - inf: NaN)
+# and a wrong token was drawn without a word; 1e-30 leaves logits up to ~1e8 finite.
+MIN_TEMPERATURE = 1e-30
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 means greedy. `stop` strings end a row like EOS (the text is cut before them).
@@ -49,6 +54,9 @@ class SamplingParams:
             raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):  # nan and inf too
             raise UserError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:  # logits / T overflow float32 (or T rounds to 0 there)
+            raise UserError(f"temperature {self.temperature} is too small to divide float32 logits by: use 0 for "
+                            f"greedy, or at least {MIN_TEMPERATURE}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
