@@ -476,3 +476,11 @@ def test_a_temperature_too_small_for_float32_is_refused_and_the_smallest_allowed
     cold = [g.token_ids for g in llm.generate(prompts, SamplingParams(max_new_tokens=6, temperature=MIN_TEMPERATURE,
                                                                       top_p=0.9, top_k=5))]
     assert cold == greedy
+
+
+def test_a_top_k_past_the_samplers_range_is_a_one_line_error():
+    """top_k >= 2^63 was an OverflowError from the sampler's int64 rows when its request started."""
+    for k in (2 ** 31, 2 ** 63, -1):
+        with pytest.raises(UserError, match=r"top_k must be in \[0, 2\^31\) \(0 = off\)"):
+            SamplingParams(temperature=0.7, top_k=k)
+    assert SamplingParams(temperature=0.7, top_k=2 ** 31 - 1).top_k == 2 ** 31 - 1

@@ -59,8 +59,8 @@ class SamplingParams:
                             f"greedy, or at least {MIN_TEMPERATURE}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise UserError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 <= self.top_k < _TOP_K_OFF:  # the sampler's int64 rows overflowed at 2^63
+            raise UserError(f"top_k must be in [0, 2^31) (0 = off), got {self.top_k}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             # a bare string would stop on each of its characters, and "" on the first token
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
