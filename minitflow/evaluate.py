@@ -616,7 +616,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="MATH: the bare problem instead of the official 4-shot Minerva prompt")
     p.set_defaults(batch_size=20)
     args = p.parse_args(argv)
-    evaluate(args)
+    summary = evaluate(args)
+    if summary is not None and not summary["complete"]:  # a script's `evaluate && report` must not go on
+        log.error("results incomplete: %d of the samples are there (a rank died); rerun the same command to finish "
+                  "them", summary["n"])
+        return 1
     return 0
 
 

@@ -316,9 +316,10 @@ def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, mon
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert run_cli(main, [*args, "--merge_timeout", "0.5"]) == 0
+    assert run_cli(main, [*args, "--merge_timeout", "0.5"]) == 1  # incomplete: a script must not go on
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"] and summary["accuracy"] == 1.0  # of the rows there
+    assert "results incomplete: 3 of the samples are there" in (out / "run.log").read_text()
     monkeypatch.setenv("WORLD_SIZE", "1")  # a rerun in one process finishes rank 1's share
     assert run_cli(main, args) == 0
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
@@ -348,7 +349,7 @@ def test_rank0_stops_waiting_once_every_other_rank_has_exited(tmp_path, monkeypa
     rank1.start()
     t0 = time.monotonic()
     assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out),
-                          "--merge_timeout", "20"]) == 0
+                          "--merge_timeout", "20"]) == 1  # incomplete
     rank1.join()
     assert not errors and time.monotonic() - t0 < 10
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
