@@ -454,3 +454,35 @@ def test_cli_flags_reach_the_training_config():
                                                                  "eval_max_new_tokens", "seed", "dtype",
                                                                  "checkpoint_layers", "progress", "overwrite"))
     assert cfg == want
+
+
+def test_one_batch_matches_the_official_forward_on_golden_small():
+    """Loss and gradients of one training batch on golden-small (its tflow.pt, float32, CPU): the
+    official release ships no trainer, so the pinned numbers come from its own inference pieces
+    with gradients on (a scratch script, not in this repository): TFlowMethod.setup on this model,
+    its generator reloaded in float32 and in train mode, `_per_sender_condition` per sender and
+    question (the unpadded single-question path), `pg_state_dict_to_lora_factors`,
+    `build_weighted_lora_entries` with 0.5/0.5, `patch_linear_multi_lora_factors` on the HF
+    receiver, its `build_prompt` + the answer + <|im_end|>, and the summed cross-entropy of the
+    answer tokens over the batch's 30 of them. Ours agreed to 5e-6 in every parameter's gradient."""
+    from conftest import GOLDEN, need_shared
+    need_shared(GOLDEN)
+    llm = LLM.load(GOLDEN / "model", dtype="float32", device="cpu")
+    gen = load_checkpoint(GOLDEN / "tflow.pt", llm.cfg).float().train().requires_grad_(True)
+    gen.parameter_generator.model.cond_proj.requires_grad_(False)
+    rows = [("Natalia sold clips to 48 of her friends in April, and then half as many clips in May. How many?",
+             "She sold \\boxed{72} clips."), ("What is 2+3?", "\\boxed{5}"),
+            ("A baker makes 12 trays of 24 cookies and sells 3/4 of them. How many cookies are left?",
+             "72 are left, so \\boxed{72}")]  # questions of three lengths: our batch pads and masks them
+    loss, n = batch_loss(llm, gen, "gsm8k", [Example(q, a, q) for q, a in rows])
+    loss.backward()
+    assert n == 30
+    assert loss.item() == pytest.approx(11.943599, rel=1e-6)
+    grads = {k: p.grad for k, p in gen.named_parameters() if p.grad is not None}
+    official = {"parameter_generator.hidden_in.weight": 1.827911e-03,
+                "parameter_generator.model.proj_out_B.weight": 4.334107e-03,
+                "parameter_generator.model.cond_token_query": 2.249477e-03,
+                "pg_layer_aggregator.layer_weights": 3.804651e-04}
+    for k, want in official.items():
+        assert grads[k].norm().item() == pytest.approx(want, rel=1e-4), k
+    assert torch.cat([g.flatten() for g in grads.values()]).norm().item() == pytest.approx(2.977703e-02, rel=1e-4)
