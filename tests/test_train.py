@@ -367,6 +367,18 @@ def test_loss_covers_exactly_the_answer_tokens_and_im_end(tiny, llm):
     assert torch.allclose(loss, manual, atol=1e-5), (loss.item(), manual.item())
 
 
+def test_the_target_ends_with_im_end_whatever_the_eos_token(llm, monkeypatch):
+    """A base model's tokenizer names <|endoftext|> as its eos token; the receiver's chat turn
+    still ends with <|im_end|>, which is what it must learn to emit (it ended with the eos token)."""
+    im_end = llm.tokenizer.token_to_id("<|im_end|>")
+    endoftext = llm.tokenizer.token_to_id("<|endoftext|>")
+    assert im_end is not None and endoftext is not None and im_end != endoftext
+    monkeypatch.setattr(llm.tokenizer, "eos_token_id", endoftext)
+    batch = make_batch(llm, "You are C.", ["Q?"], ["\\boxed{7}"])
+    row = batch.targets[0]
+    assert row[row != IGNORE].tolist() == llm.encode("\\boxed{7}") + [im_end]
+
+
 def test_a_training_state_that_is_not_a_checkpoint_is_named_as_such(tiny, llm, tmp_path):
     """The sidecar goes through the checkpoints' loader: a text file is "not a torch checkpoint",
     not an error that blames weights_only."""

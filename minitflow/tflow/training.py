@@ -91,9 +91,11 @@ def make_batch(llm: LLM, system: str | None, questions: Sequence[str], answers: 
     The answer is tokenised on its own after the generation prompt: the tokens a greedy
     receiver has to produce one by one.
     """
-    if llm.tokenizer is None or llm.tokenizer.eos_token_id is None:
+    # <|im_end|> itself, not the tokenizer's eos token: a base model's is <|endoftext|>, and the
+    # receiver's turn (the chat template's) ends with <|im_end|> whatever the eos token is
+    eos = None if llm.tokenizer is None else llm.tokenizer.token_to_id("<|im_end|>")
+    if eos is None:
         raise UserError("training needs the model's tokenizer.json with an <|im_end|> token")
-    eos = llm.tokenizer.eos_token_id
     rows, spans = [], []
     for i, (q, a) in enumerate(zip(questions, answers)):
         msgs = ([{"role": "system", "content": system}] if system is not None else []) + \
