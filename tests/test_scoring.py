@@ -780,3 +780,13 @@ def test_predictions_must_be_text_one_per_sample():
     with pytest.raises(UserError, match=r"^prediction 0 is not a string but a int$"):
         score_sample("gsm8k", 18, samples[0])
     assert score_samples("gsm8k", ["\\boxed{18}", None], samples) == [(True, "18"), (False, "")]
+
+
+def test_runaway_digit_strings_are_a_verdict_not_an_exception():
+    # past int's 4,300-digit limit Fraction() raised ValueError out of score_math / score_gsm8k
+    # (a reply looping on "0.3333..." until the token limit), failing the whole batch
+    looping = "The answer is 0." + "3" * 5000
+    assert score_math(looping, r"\frac{1}{3}") is False
+    assert score_math("\\boxed{1.6" + "0" * 5000 + "1}", "1.6") is False
+    assert score_gsm8k("\\boxed{" + "1" * 5000 + " \\times 10^{3}}", "18") is False
+    assert score_math("\\boxed{1.60}", "1.6") and score_gsm8k("\\boxed{1.8 \\times 10^{1}}", "18")

@@ -144,9 +144,12 @@ def _clean_number(s: str) -> str:
 def _sci_number(s: str) -> str | None:
     m = (re.search(r"(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*(-?\d+)\s*\}?", s)
          or re.search(r"(?<![\w.])(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])", s))
-    if not m or abs(int(m.group(2))) > 30:
+    try:  # a digit run past int's 4,300-digit limit is no number
+        if not m or abs(int(m.group(2))) > 30:
+            return None
+        value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+    except ValueError:
         return None
-    value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
     return str(value.numerator) if value.denominator == 1 else str(float(value))
 
 

@@ -240,7 +240,10 @@ def parse_quantity(s: str | None) -> Quantity | None:
         m = pattern.match(s)
         if not m or not m.group(0).strip():
             continue
-        q = _quantity_from(pattern, m)
+        try:
+            q = _quantity_from(pattern, m)
+        except ValueError:  # past int's 4,300-digit limit ("0.333..." looping to the token limit)
+            return None
         if q is None:
             continue
         tail = s[m.end():].strip()
