@@ -790,3 +790,19 @@ def test_runaway_digit_strings_are_a_verdict_not_an_exception():
     assert score_math("\\boxed{1.6" + "0" * 5000 + "1}", "1.6") is False
     assert score_gsm8k("\\boxed{" + "1" * 5000 + " \\times 10^{3}}", "18") is False
     assert score_math("\\boxed{1.60}", "1.6") and score_gsm8k("\\boxed{1.8 \\times 10^{1}}", "18")
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is A or C.", "Answer: A, B", "Answer: A and B", r"\boxed{A, C}", r"\boxed{A and C}",
+    r"\boxed{(A) or (C)}", "The answer is (A) or (B).",
+])
+def test_mmlu_a_hedge_between_two_letters_is_no_answer(text):
+    # the first letter of a hedge was the answer: "A or C" scored correct for gold A
+    assert extract_mmlu_letter(text) is None
+    assert not score_mmlu(text, "A") and not score_mmlu(text, "C")
+
+
+def test_mmlu_a_letter_then_a_remark_on_another_is_still_the_answer():
+    assert extract_mmlu_letter("Answer: C, B is wrong") == "C"
+    assert extract_mmlu_letter("Answer: A, because it is right") == "A"
+    assert extract_mmlu_letter("(A) and (B) are both wrong; the answer is D.") == "D"

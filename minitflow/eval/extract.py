@@ -306,7 +306,9 @@ def _closing_statement(region: str) -> str | None:
 # ------------------------------------------------------------------- MMLU
 
 _LETTERS = "ABCDEFGHIJ"
-_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)"
+# "A or C", "A, B", "A and C": a hedge between two letters states no answer
+_NOT_TWO = r"(?![)*}]*\s*(?:,|/|&|\bor\b|\band\b)\s*[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b))"
+_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
     re.compile(r"answer\s+(?:is|would\s+be|should\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
@@ -325,14 +327,15 @@ _LETTER_PATTERNS = [
 
 _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(([a-j])\)|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+\(?([A-J])\)?[.!]?\s*$", re.I)
-_TRAILING_PAREN_RE = re.compile(r"\(([A-J])\)[.!]?\s*$")
+_TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")  # not "(A) or (B)."
 
 
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
     """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
     allow_space (inside a box, where a leading article "A ..." cannot occur)."""
     s = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")
-    m = re.match(r"^\(([A-J])\)|^([A-J])(?:$|[.:)]" + (r"|[\s,]" if allow_space else "") + ")", s)
+    m = re.match(r"^\(([A-J])\)" + _NOT_TWO + "|^([A-J])" + _NOT_TWO + "(?:$|[.:)]"
+                 + (r"|[\s,]" if allow_space else "") + ")", s)
     return (m.group(1) or m.group(2)) if m else None
 
 
