@@ -806,3 +806,12 @@ def test_mmlu_a_letter_then_a_remark_on_another_is_still_the_answer():
     assert extract_mmlu_letter("Answer: C, B is wrong") == "C"
     assert extract_mmlu_letter("Answer: A, because it is right") == "A"
     assert extract_mmlu_letter("(A) and (B) are both wrong; the answer is D.") == "D"
+
+
+def test_en_dash_and_unicode_minus_signs_are_minus():
+    # "–5" was read as 5 (gold 5: correct), and "answer is −5" was passed over for a later 5
+    assert extract_gsm8k_answer(r"\boxed{–5}") == "-5" and not score_gsm8k(r"\boxed{–5}", "5")
+    assert score_gsm8k("The answer is –5.", "-5")
+    assert extract_gsm8k_answer("The answer is −5. Check: 3 + 2 = 5") == "-5"
+    assert extract_gsm8k_answer("She read pages 3–5.") == "5"  # a range, not a minus
+    assert score_math(r"\boxed{–10}", "-10") and not score_math(r"\boxed{–10}", "10")

@@ -15,7 +15,7 @@ import re
 from fractions import Fraction
 from typing import Sequence
 
-from .math_equiv import match_brace, parse_quantity
+from .math_equiv import EN_DASH_SIGN_RE, match_brace, parse_quantity
 
 THINK_END = "</think>"
 
@@ -197,6 +197,7 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
     """
     if not text:
         return None
+    text = EN_DASH_SIGN_RE.sub("-", text.replace("\u2212", "-"))  # "–5": a minus, not 5
     for region in answer_regions(text):
         stated = cut_open_box(region)
         explicit = _gsm8k_explicit(stated)

@@ -125,6 +125,10 @@ _SPACES_RE = re.compile(r"\\[,;:! ]|\\q?quad|~")
 _ROW_BREAK = "\x00"  # placeholder for `\\` while spacing commands are removed
 
 
+# an en-dash before a number, not after one ("3–5" is a range), is a minus sign: "–5" is -5
+EN_DASH_SIGN_RE = re.compile(r"(?<![\w.)\]}])\u2013(?=\s*[\d.])")
+
+
 def clean_answer(s: str | None) -> str:
     """Presentation-only clean-up shared by every comparison: math delimiters,
     \\left/\\right, \\dfrac, \\approx, degrees, `\\$`, thin spaces in digit groups.
@@ -132,6 +136,7 @@ def clean_answer(s: str | None) -> str:
     if s is None:
         return ""
     s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
+    s = EN_DASH_SIGN_RE.sub("-", s)
     s = s.replace("\\\\", _ROW_BREAK)
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
