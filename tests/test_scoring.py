@@ -815,3 +815,14 @@ def test_en_dash_and_unicode_minus_signs_are_minus():
     assert extract_gsm8k_answer("The answer is −5. Check: 3 + 2 = 5") == "-5"
     assert extract_gsm8k_answer("She read pages 3–5.") == "5"  # a range, not a minus
     assert score_math(r"\boxed{–10}", "-10") and not score_math(r"\boxed{–10}", "10")
+
+
+@pytest.mark.parametrize("pred, ok", [
+    (r"\frac{37}{4}", False),  # was correct: the gold's m read as metres and dropped
+    (r"\frac{37m}{4}", True),  # was wrong
+    (r"\frac{37}{4}m", True), ("9.25 m", True), (r"k = \frac{37}{4} m", True), (r"\frac{35}{4} m", False),
+])
+def test_math_gold_letter_after_its_number_is_a_variable(pred, ok):
+    # minerva_math/104: "What is k in terms of m?", gold \frac{37}{4} m
+    assert is_equiv(pred, r"\frac{37}{4} m") is ok
+    assert is_equiv("300", "300 K") and is_equiv("1.6 m", "1.6")  # units elsewhere are still units

@@ -749,11 +749,18 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
     return _equiv(a, b, na, nb, timeout, rel_tol, depth=0)
 
 
+# A gold ending in one bare lower-case letter after its number writes a variable, not a unit:
+# "\frac{37}{4} m" (k in terms of the mass m) is not 9.25 metres, so 37/4 alone is wrong.
+# (Units in a gold come wrapped, "5 \text{ m}", or upper-case: "300 K" keeps its unit.)
+_LETTER_TAIL_RE = re.compile(r"[\d}]\s*[a-z]\s*$")
 _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, not products like xy
 
 
 def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, depth: int) -> bool:
     qa, qb = parse_quantity(a), parse_quantity(b)
+    if qb is not None and _LETTER_TAIL_RE.search(clean_answer(b)):  # gold "\frac{37}{4} m": a variable
+        qb = None
+        qa = None if qa is not None and _LETTER_TAIL_RE.search(clean_answer(a)) else qa
     if qa is not None and qb is not None:
         return quantities_equal(qa, qb, rel_tol)
 
