@@ -826,3 +826,11 @@ def test_math_gold_letter_after_its_number_is_a_variable(pred, ok):
     # minerva_math/104: "What is k in terms of m?", gold \frac{37}{4} m
     assert is_equiv(pred, r"\frac{37}{4} m") is ok
     assert is_equiv("300", "300 K") and is_equiv("1.6 m", "1.6")  # units elsewhere are still units
+
+
+def test_math_boxes_joined_by_a_spaced_or_are_one_answer():
+    # "\quad \text{or} \quad" between two boxes was too long a gap: only the last box counted
+    text = r"$$\boxed{x = 2} \quad \text{or} \quad \boxed{x = 3}$$"
+    assert extract_math_answer(text) == "x = 2, x = 3"
+    assert score_math(text, "2, 3") and not score_math(text, "3")
+    assert extract_math_answer(r"\boxed{2}\quad\text{then}\quad\boxed{3}") == "3"

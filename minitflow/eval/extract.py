@@ -240,7 +240,7 @@ def _last_box_run(text: str) -> tuple[int, str] | None:
         return None
     run = [spans[-1]]
     for prev in reversed(spans[:-1]):
-        gap = text[prev[1]:run[0][0]]
+        gap = re.sub(r"(?:\s|\\q?quad(?![A-Za-z])|\\[,;:! ])+", " ", text[prev[1]:run[0][0]])  # " \quad or \quad "
         if len(gap) > 12 or not _CONNECTOR_RE.fullmatch(gap) or not gap.strip(" $"):
             break
         run.insert(0, prev)
