@@ -834,3 +834,15 @@ def test_math_boxes_joined_by_a_spaced_or_are_one_answer():
     assert extract_math_answer(text) == "x = 2, x = 3"
     assert score_math(text, "2, 3") and not score_math(text, "3")
     assert extract_math_answer(r"\boxed{2}\quad\text{then}\quad\boxed{3}") == "3"
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"\Delta E = 2.88 \times 10^{-19}\text{ J}", "2.88e-19", True),  # each was wrong: a name
+    (r"t_{1/2} = 5.47 \times 10^5 \text{ s}", "5.47e5", True),  # other than one letter on the left
+    (r"L_{\odot} = 4.5 \times 10^{33}", "4.5e33", True),
+    (r"\lambda_{\max} = 500 \text{ nm}", "500", True),
+    (r"\Delta E = 2.89 \times 10^{-19}\text{ J}", "2.88e-19", False),
+    ("MR", "MR=SRMC", False),  # two letters are no name: the gold equation stays one
+])
+def test_math_named_quantity_equals_number(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

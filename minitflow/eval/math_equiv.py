@@ -381,7 +381,9 @@ def normalize_latex(s: str | None) -> str:
     s = re.sub(r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?\\in(?![A-Za-z])", "", s)  # x \in [2, 5)
     if s.count("=") == 1:
         left, right = s.split("=")
-        if re.fullmatch(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?", left):
+        # also "\Delta E", "t_{1/2}", "L_{\odot}", "\lambda_{\max}": a quantity's name
+        if re.fullmatch(r"(?:\\[Dd]elta ?)?(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[^{}]*\}|\w+))?"
+                        r"(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?", left):
             s = right
     s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
@@ -757,7 +759,9 @@ _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, n
 
 
 def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, depth: int) -> bool:
-    qa, qb = parse_quantity(a), parse_quantity(b)
+    # "\Delta E = 2.88 \times 10^{-19} J": the number its normalisation kept
+    qa = parse_quantity(a) or (parse_quantity(na) if "=" in a else None)
+    qb = parse_quantity(b) or (parse_quantity(nb) if "=" in b else None)
     if qb is not None and _LETTER_TAIL_RE.search(clean_answer(b)):  # gold "\frac{37}{4} m": a variable
         qb = None
         qa = None if qa is not None and _LETTER_TAIL_RE.search(clean_answer(a)) else qa
