@@ -142,7 +142,7 @@ def _clean_number(s: str) -> str:
 
 
 def _sci_number(s: str) -> str | None:
-    m = (re.search(r"(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*(-?\d+)\s*\}?", s)
+    m = (re.search(r"(?<![\d.])(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*(-?\d+)\s*\}?", s)
          or re.search(r"(?<![\w.])(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])", s))
     try:  # a digit run past int's 4,300-digit limit is no number
         if not m or abs(int(m.group(2))) > 30:
