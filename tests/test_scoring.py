@@ -856,3 +856,8 @@ def test_gsm8k_a_long_digit_run_is_read_in_linear_time():
     assert not score_gsm8k("\\boxed{1" + "0" * 20000 + "}", "18")
     assert time.monotonic() - start < 1.0
     assert extract_gsm8k_answer(r"\boxed{12.5\times10^{2}}") == "1250"
+
+
+@pytest.mark.parametrize("text", [r"\boxed{\mathrm{C}}", r"\boxed{\mathbf{(C)}}", r"\boxed{\textrm{C}}"])
+def test_mmlu_letter_in_a_math_font_box(text):
+    assert extract_mmlu_letter(text) == "C"  # was None: only \text / \textbf were unwrapped

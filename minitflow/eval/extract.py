@@ -334,7 +334,7 @@ _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
     """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
     allow_space (inside a box, where a leading article "A ..." cannot occur)."""
-    s = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")
+    s = re.sub(r"\\(?:text(?:bf|rm)?|math(?:rm|bf))\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")  # \mathrm{C}
     m = re.match(r"^\(([A-J])\)" + _NOT_TWO + "|^([A-J])" + _NOT_TWO + "(?:$|[.:)]"
                  + (r"|[\s,]" if allow_space else "") + ")", s)
     return (m.group(1) or m.group(2)) if m else None
