@@ -861,3 +861,16 @@ def test_gsm8k_a_long_digit_run_is_read_in_linear_time():
 @pytest.mark.parametrize("text", [r"\boxed{\mathrm{C}}", r"\boxed{\mathbf{(C)}}", r"\boxed{\textrm{C}}"])
 def test_mmlu_letter_in_a_math_font_box(text):
     assert extract_mmlu_letter(text) == "C"  # was None: only \text / \textbf were unwrapped
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"0.\overline{3}", r"\frac{1}{3}", True),  # each repeating decimal was wrong (not a number)
+    (r"-0.\overline{3}", "-1./3", True),
+    (r"0.1\overline{6}", r"\frac{1}{6}", True),
+    (r"1.\overline{142857}", r"\frac{8}{7}", True),
+    (r"0.\overline{3}", "0.3", False),
+    (r"0.\overline{6}", r"\frac{1}{3}", False),
+])
+def test_math_repeating_decimals(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert score_math(f"So $\\boxed{{{pred}}}$.", gold) is ok

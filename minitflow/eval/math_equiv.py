@@ -230,6 +230,16 @@ def _is_unit_tail(tail: str) -> bool:
     return bool(words) or other > 0
 
 
+_REPEATING_RE = re.compile(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\s*\{\s*(\d{1,50})\s*\}")
+
+
+def _repeating_fraction(m: re.Match) -> str:
+    """A repeating decimal as the exact fraction it is: 0.\\overline{3} is 1/3, not 0.3."""
+    head = (m.group(1) or "0") + m.group(2)
+    value = Fraction(int(head + m.group(3)) - int(head), 10 ** len(m.group(2)) * (10 ** len(m.group(3)) - 1))
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
 def parse_quantity(s: str | None) -> Quantity | None:
     """The number an answer states (units and decoration ignored), or None."""
     if not s:
@@ -237,6 +247,7 @@ def parse_quantity(s: str | None) -> Quantity | None:
     s = clean_answer(s)
     s = _fix_fracs(_unwrap_command(s, _TEXT_CMDS))  # \frac12 -> \frac{1}{2}: 3\frac12 is mixed too
     s = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", s)  # "15 625"
+    s = _REPEATING_RE.sub(_repeating_fraction, s)  # 0.1\overline{6} -> \frac{1}{6}
     s = s.strip()
     if s.startswith("{") and match_brace(s, 0) == len(s) - 1:
         s = s[1:-1].strip()
