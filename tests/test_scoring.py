@@ -874,3 +874,14 @@ def test_mmlu_letter_in_a_math_font_box(text):
 def test_math_repeating_decimals(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
     assert score_math(f"So $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"2\pi \times 10^{-20}", "6.283e-20", True),  # was wrong: the closed form's value rounded to 0
+    (r"\frac{\sqrt{2}}{10^{20}}", "1.4142e-20", True),
+    ("6.283e-20", r"2\pi \times 10^{-20}", True),
+    (r"2\pi \times 10^{-20}", "6.290e-20", False),
+    (r"-2\pi \times 10^{-20}", "6.283e-20", False),
+])
+def test_math_tiny_closed_form_against_a_number(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

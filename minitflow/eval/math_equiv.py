@@ -818,7 +818,9 @@ def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, dep
         if value is None or abs(value.imag) > 1e-12 * max(abs(value), 1e-300):
             return False
         try:
-            exact = Quantity(Fraction(value.real).limit_denominator(10**15) if abs(value.real) < 1e15
+            # a simple fraction back from its float (1/3), but not below 1e-6: limit_denominator
+            # would round 2\pi \times 10^{-20} to 0
+            exact = Quantity(Fraction(value.real).limit_denominator(10**15) if 1e-6 <= abs(value.real) < 1e15
                              else Fraction(value.real), Fraction(0), False)
         except (OverflowError, ValueError):
             return False
