@@ -885,3 +885,14 @@ def test_math_repeating_decimals(pred, gold, ok):
 ])
 def test_math_tiny_closed_form_against_a_number(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"\sin^{-1}(10/13)", "np.arcsin(10/13)", True),  # each was wrong: \sin^{-1} read as 1/sin
+    (r"\sin^{-1}(1.3 \sin \theta_w)", r"\arcsin{1.3 \sin{\theta_w}}", True),
+    (r"\tan^{-1} 1", r"\frac{\pi}{4}", True),
+    (r"\cos^{-1}(10/13)", "np.arcsin(10/13)", False),
+    (r"\sin^{-1}(1.3 \cos \theta_w)", r"\arcsin{1.3 \sin{\theta_w}}", False),
+])
+def test_math_inverse_trig_superscript(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

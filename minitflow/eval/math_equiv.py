@@ -554,6 +554,7 @@ def latex_to_sympy_str(s: str) -> str | None:
     returns None for anything it does not know.
     """
     s = re.sub(r"^np\.", "", s)
+    s = re.sub(r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1", s)  # \sin^{-1} is arcsin, not 1/sin
     # \cos 2t, \sin \theta: the argument without brackets is the next factor
     s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(?![\s({^\\])"
                r"(\d*\.?\d*(?:[A-Za-z](?:_\w+)?)?)", r"\\\1{\2}", s)
