@@ -908,3 +908,14 @@ def test_a_reply_of_unclosed_boxes_is_read_in_linear_time():
     assert extract_mmlu_letter(text) is None
     assert time.monotonic() - start < 2.0
     assert extract_boxed(r"\boxed{\{1\}} and \boxed{a{b}c} \boxed{7") == "a{b}c"
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    ("2 or 3", "2, 3", True),  # was wrong: a bare "or" (no \text, no comma) was read as "2or3"
+    ("x = 2 or x = 3", "3, 2", True),
+    ("2 and 3", r"\{2,3\}", True),
+    ("2 or 3", "3", False),
+    ("2 or 4", "2, 3", False),
+])
+def test_math_bare_or_between_solutions(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

@@ -382,7 +382,8 @@ def normalize_latex(s: str | None) -> str:
     s = clean_answer(str(s).replace("\n", " "))
     s = s.replace("\\\\", _ROW_BREAK)
     s = s.replace("\\%", "").replace("%", "")
-    s = re.sub(r",?\s*\\text\{\s*(?:and|or|,)\s*\}\s*|,\s*(?:and|or)\s+", ",", s)  # "2 \text{ and } 3"
+    s = re.sub(r",?\s*\\text\{\s*(?:and|or|,)\s*\}\s*|,\s*(?:and|or)\s+"
+               r"|(?<=[\w})\]])\s+(?:and|or)\s+(?=[-\w\\({\[])", ",", s)  # "2 \text{ and } 3", "2 or 3"
     s = _drop_text_units(s)
     s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # keep "\\cos t" apart from "\\cost"
     s = re.sub(r"\s+", "", s).replace("\x01", " ")
