@@ -15,7 +15,7 @@ import re
 from fractions import Fraction
 from typing import Sequence
 
-from .math_equiv import EN_DASH_SIGN_RE, parse_quantity
+from .math_equiv import EN_DASH_SIGN_RE, closing_braces, parse_quantity
 
 THINK_END = "</think>"
 
@@ -38,25 +38,6 @@ def unfinished_thought(text: str) -> bool:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
 
-def _closing_braces(text: str) -> dict[int, int]:
-    """Index of the `}` closing each `{` (match_brace's rule, escapes skipped), in one pass:
-    match_brace per box rescans to the end for each of a looping reply's unclosed boxes."""
-    pairs: dict[int, int] = {}
-    stack: list[int] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            pairs[stack.pop()] = i
-        i += 1
-    return pairs
-
-
 def boxed_spans(text: str | None) -> list[tuple[int, int, str]]:
     """(start, end, content) of every complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`."""
     if not text:
@@ -69,7 +50,7 @@ def boxed_spans(text: str | None) -> list[tuple[int, int, str]]:
             j += 1
         if j < len(text) and text[j] == "{":
             if pairs is None:
-                pairs = _closing_braces(text)
+                pairs = closing_braces(text)
             end = pairs.get(j)
             if end is not None:
                 out.append((m.start(), end + 1, text[j + 1:end].strip()))
@@ -91,7 +72,7 @@ def cut_open_box(text: str) -> str:
     j = last.end()
     while j < len(text) and text[j] == " ":
         j += 1
-    if j < len(text) and text[j] == "{" and j not in _closing_braces(text):
+    if j < len(text) and text[j] == "{" and j not in closing_braces(text):
         return text[:last.start()]
     return text
 

@@ -79,23 +79,29 @@ def call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
 # ---------------------------------------------------------------- braces
 
 
-def match_brace(text: str, open_idx: int) -> int | None:
-    """Index of the `}` closing the `{` at open_idx (skips escaped `\\{` `\\}`)."""
-    depth = 0
-    i = open_idx
+def closing_braces(text: str) -> dict[int, int]:
+    """Index of the `}` closing each `{`, escaped `\\{` `\\}` skipped, in one pass (a looping
+    reply's thousands of unclosed boxes cost one scan, not one each)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\":
             i += 2
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = i
         i += 1
-    return None
+    return pairs
+
+
+def match_brace(text: str, open_idx: int) -> int | None:
+    """Index of the `}` closing the `{` at open_idx (skips escaped `\\{` `\\}`)."""
+    end = closing_braces(text[open_idx:]).get(0)
+    return None if end is None else open_idx + end
 
 
 def _strip_outer_braces(s: str) -> str:
