@@ -919,3 +919,15 @@ def test_a_reply_of_unclosed_boxes_is_read_in_linear_time():
 ])
 def test_math_bare_or_between_solutions(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("reply, gold, ok", [
+    (r"\boxed{10^3}", "3", False),  # its last number, 3, was the answer
+    (r"\boxed{10^3}", "1000", True),
+    (r"So the number of ways is $\boxed{2^{10}}$.", "1024", True),
+    (r"\boxed{-2^2}", "-4", True),
+    ("#### 2^5", "32", True),
+    (r"\boxed{5 \times 10^3}", "5000", True),  # the a \times 10^b reading is unchanged
+])
+def test_gsm8k_a_power_in_the_answer_is_its_value(reply, gold, ok):
+    assert score_gsm8k(reply, gold) is ok

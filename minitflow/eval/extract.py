@@ -157,6 +157,9 @@ def _sci_number(s: str) -> str | None:
 
 
 def _number_in(fragment: str, last: bool) -> str | None:
+    power = re.fullmatch(r"\s*(-?)\s*(\d{1,6})\s*\^\s*\{?\s*(\d{1,2})\s*\}?\s*", fragment)
+    if power:  # "10^3" is 1000: its last number, 3, was the answer (correct for a gold of 3); -2^2 is -4
+        return power.group(1) + str(int(power.group(2)) ** int(power.group(3)))
     sci = _sci_number(fragment)
     if sci is not None:
         return sci
