@@ -931,3 +931,14 @@ def test_math_bare_or_between_solutions(pred, gold, ok):
 ])
 def test_gsm8k_a_power_in_the_answer_is_its_value(reply, gold, ok):
     assert score_gsm8k(reply, gold) is ok
+
+
+@pytest.mark.parametrize("reply, gold, ok", [
+    ("We compute the distance.\nThus, $s \\approx 1.6 \\mathrm{~cm}$.", "1.6", True),  # was no answer
+    ("so the speed is about 3 m/s and v \u2248 2.5 m/s", "2.5", True),
+    ("Thus, $s \\approx 1.6 \\mathrm{~cm}$.", "1.7", False),
+])
+def test_math_a_closing_approximation_states_the_answer(reply, gold, ok):
+    """A reply with no explicit answer whose last line says what something is approximately:
+    that value is its answer, as for "is" and "="."""
+    assert score_math(reply, gold) is ok

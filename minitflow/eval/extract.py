@@ -292,7 +292,7 @@ def extract_math_answer(text: str | None) -> str | None:
     return None
 
 
-_CLOSING_RE = re.compile(r"(?:\bis\b|=|\bequals\b|\bbe\b)\s*", re.I)
+_CLOSING_RE = re.compile(r"(?:\bis\b|=|\bequals\b|\bbe\b|\\approx(?![A-Za-z])|\u2248)\s*", re.I)
 
 
 def _closing_statement(region: str) -> str | None:
