@@ -163,8 +163,10 @@ def model_dir_for(args: argparse.Namespace) -> Path:
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 
 
-def load_for(args: argparse.Namespace):
-    """(llm, generator or None, model label, checkpoint label) for the flags given."""
+def load_for(args: argparse.Namespace, questions: int | None = None):
+    """(llm, generator or None, model label, checkpoint label) for the flags given; with
+    `questions`, the run's count: no more slots than they can fill (batch_size 20 for 3
+    questions kept 20 slots' KV and CUDA graphs for nothing; outputs do not depend on it)."""
     from minitflow.tflow.checkpoint import load_checkpoint, random_generator
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
@@ -186,7 +188,7 @@ def load_for(args: argparse.Namespace):
         generator = load_checkpoint(checkpoint, check_weights(model_dir), resolve_dtype(args.dtype, device), device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
-                   num_slots=args.batch_size * slots_per_question(args.method),
+                   num_slots=min(args.batch_size, questions or args.batch_size) * slots_per_question(args.method),
                    cuda_graphs=False if args.eager else None)
     if args.method == "tflow" and generator is None:
         generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)

@@ -544,7 +544,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         log.info("%s", isolation_summary())  # it begins "code sandbox: "
     llm = generator = None
     if args.method != "oracle" and mine:
-        llm, generator, _, _ = load_for(args)
+        llm, generator, _, _ = load_for(args, questions=len(mine))
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{dataset}", total=len(mine))

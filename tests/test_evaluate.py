@@ -612,8 +612,8 @@ def test_an_error_mid_run_names_the_sample_id(tmp_path, monkeypatch, capsys):
     need_shared(GOLDEN)
     load = ev.load_for
 
-    def poisoned(args):
-        llm, *rest = load(args)
+    def poisoned(args, **kw):
+        llm, *rest = load(args, **kw)
         with torch.no_grad():
             llm.model.norm.weight.fill_(float("nan"))
         return (llm, *rest)
