@@ -115,12 +115,13 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
     """The flags' sampling; an unset --top_k is the model's (generation_config.json), as HF's."""
     style = prompts.resolve_style(args.dataset)
     max_new = args.max_new_tokens if args.max_new_tokens is not None else prompts.default_max_new_tokens(style)
+    model_dir = model_dir_for(args)
     top_k = args.top_k
     if top_k is None:
-        top_k = generation_top_k(model_dir_for(args))
-    unsupported = unsupported_generation_settings(model_dir_for(args))
+        top_k = generation_top_k(model_dir)
+    unsupported = unsupported_generation_settings(model_dir)
     if unsupported:  # not silent: the run is not sampled as HF generate would sample it
-        print(f"warning: {model_dir_for(args) / 'generation_config.json'} sets "
+        print(f"warning: {model_dir / 'generation_config.json'} sets "
               f"{', '.join(f'{k}={v!r}' for k, v in unsupported.items())}, which HF generate applies under the "
               "official code and minitflow does not: its sampling differs", file=sys.stderr)
     temperature = 0.0 if args.greedy else OFFICIAL_TEMPERATURE if args.temperature is None else args.temperature

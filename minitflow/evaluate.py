@@ -35,7 +35,6 @@ for it. Every row stores both verdicts: `correct` (the strict scorer) and `corre
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -54,7 +53,7 @@ from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
-                             lock_path, rank_locks, try_lock, write_json)
+                             lock_path, rank_locks, sign_lock, try_lock, write_json)
 from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
@@ -109,19 +108,8 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
             raise UserError(f"score --results is rescoring {method} in {out_dir}; wait for it to finish")
         raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
                         "wait for it or use another --output_dir")
-    _sign(f, "")
+    sign_lock(f, "")
     return f
-
-
-def _sign(lock: IO[str], rid: str) -> None:
-    """Write `rid` into the held lock file; a full disk is one line (a resume writes nothing before it)."""
-    try:
-        lock.seek(0)
-        lock.truncate()
-        lock.write(rid)
-        lock.flush()
-    except OSError as e:
-        raise UserError(f"cannot write {lock.name}: {e.strerror or type(e).__name__}") from None
 
 
 def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
@@ -130,7 +118,7 @@ def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
     path = lock_path(out_dir, method, 0)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
-        signature = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        signature = lock_holder(path)
         if signature.rpartition(" ")[0] == rid and lock_held(path):
             return signature
         time.sleep(0.2)
@@ -149,7 +137,7 @@ def _of_another_launch(path: Path, r: int, size: int) -> bool:
         return lock_held(path)
 
     def joined() -> bool:
-        return path.is_file() and path.read_text(encoding="utf-8", errors="replace").endswith(" joined")
+        return lock_holder(path).endswith(" joined")
 
     if not (joined() and lock_held(path)):
         return False
@@ -161,11 +149,11 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
     """Rank 0 holds the folder until every rank r > 0 has seen it hold it: a rank 0 with nothing
     left to do would otherwise exit first, and rank r would wait for it in vain. Rank 0's
     signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
-    joined = lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
+    joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
     paths = [lock_path(out_dir, method, r) for r in range(1, size)]
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
-        if all(p.is_file() and p.read_text(encoding="utf-8", errors="replace") == joined for p in paths):
+        if all(lock_holder(p) == joined for p in paths):
             return
         time.sleep(0.2)
     log.warning("not every rank joined within %.0f s (a rank failed?)", RANK0_WAIT_S)
@@ -223,11 +211,10 @@ def _remove_stale_locks(out_dir: Path, method: str, size: int) -> None:
     for r, path in rank_locks(out_dir, method).items():
         if r < size:
             continue
-        with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}") from None
+        lock = try_lock(path)
+        if lock is None:
+            raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
+        with lock:
             path.unlink(missing_ok=True)
 
 
@@ -253,10 +240,10 @@ def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, ra
                             "settings; pass --overwrite to start afresh or use another --output_dir")
         else:
             write_json(path, settings)
-        _sign(lock, f"{rid} {secrets.token_hex(8)}")
+        sign_lock(lock, f"{rid} {secrets.token_hex(8)}")
     else:
-        _sign(lock, rid)
-        _sign(lock, _wait_for_rank0(out_dir, method, rid) + " joined")  # rank 0 may exit now
+        sign_lock(lock, rid)
+        sign_lock(lock, _wait_for_rank0(out_dir, method, rid) + " joined")  # rank 0 may exit now
         _compare_settings(_settings_path(out_dir, method), settings)
     return lock
 
@@ -443,10 +430,9 @@ class BackgroundScorer:
 def _ranks_exited(out_dir: Path, method: str, size: int) -> bool:
     """Whether every rank r > 0 of this launch has joined and exited (its lock free): no row will come.
     A rank exits only once its rows are written, or when it failed."""
-    joined = lock_path(out_dir, method, 0).read_text(encoding="utf-8", errors="replace") + " joined"
+    joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
     paths = [lock_path(out_dir, method, r) for r in range(1, size)]
-    return all(p.is_file() and p.read_text(encoding="utf-8", errors="replace") == joined and not lock_held(p)
-               for p in paths)
+    return all(lock_holder(p) == joined and not lock_held(p) for p in paths)
 
 
 def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0,

@@ -196,11 +196,23 @@ def try_lock(path: Path) -> IO[str] | None:
 
 
 def lock_holder(path: Path) -> str:
-    """What the holder of the lock `path` wrote into it ("" when unreadable): names score --results."""
+    """What the holder of the lock `path` wrote into it ("" when absent or unreadable): a launch's
+    run id, a rank's "joined", or score --results."""
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def sign_lock(lock: IO[str], text: str) -> None:
+    """Replace what the held lock file says with `text`; a full disk is one line."""
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(text)
+        lock.flush()
+    except OSError as e:
+        raise UserError(f"cannot write {lock.name}: {e.strerror or type(e).__name__}") from None
 
 
 def lock_held(path: Path) -> bool:

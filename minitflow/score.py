@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from minitflow.errors import UserError
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
-                             try_lock, write_text)
+                             sign_lock, try_lock, write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -118,13 +118,14 @@ def _check_once(rows: list, path: Path) -> None:
             first[i] = k
 
 
-def _check_unchanged(path: Path, data_file: str | None, settings: Any) -> None:
-    """The run's own data file must still be the one it ran on (its recorded sha256): one replaced
-    since holds other golds under the same ids. --data_file names a file to score against anyway."""
+def _check_unchanged(path: Path, data_file: str | None, sha: str | None, settings: Any) -> None:
+    """The run's own data file (`sha`: its sha256 now) must still be the one it ran on (its recorded
+    sha256): one replaced since holds other golds under the same ids. --data_file names a file to
+    score against anyway."""
     recorded = settings.get("data_file_sha256") if isinstance(settings, dict) else None
-    if not data_file or not isinstance(recorded, str) or len(recorded) != 64 or not Path(data_file).is_file():
+    if sha is None or not isinstance(recorded, str) or len(recorded) != 64:
         return  # online, an older folder without the record, or a missing file (load_samples names it)
-    if file_sha256(data_file) != recorded:
+    if sha != recorded:
         raise UserError(f"{path}: the run's data file {data_file} has changed since the run (sha256); pass "
                         "--data_file to rescore against it as it is now")
 
@@ -170,22 +171,15 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         for _, lock, _ in locks:  # signed once all are held, and given back their text at the end
             lock.seek(0)
             signed.append((lock, lock.read()))
-            _rewrite(lock, RESCORING)
+            sign_lock(lock, RESCORING)
         return _rescore_files(files, folder, args)
     finally:
         for lock, text in signed:
-            _rewrite(lock, text)
+            sign_lock(lock, text)
         for path, lock, made in locks:
             if made:  # a lock file score made itself goes, while still held
                 path.unlink(missing_ok=True)
             lock.close()
-
-
-def _rewrite(lock: IO[str], text: str) -> None:
-    lock.seek(0)
-    lock.truncate()
-    lock.write(text)
-    lock.flush()
 
 
 def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
@@ -244,8 +238,9 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
         check_eval_dependencies(dataset)
         # each file's own run's data file (a folder may hold methods run on other files)
         data_file = args.data_file if args.data_file is not None else config.get("data_file")
+        sha = file_sha256(data_file)  # None: online, or no such file
         if args.data_file is None:
-            _check_unchanged(path, data_file, summary.get("settings"))
+            _check_unchanged(path, data_file, sha, summary.get("settings"))
         rows_set = args.mmlu_rows or resolve_mmlu_rows(config.get("mmlu_rows"), config.get("include_all_mmlu"))
         by_id = _samples_by_id(dataset, data_file, rows_set)
         _check_once(rows, path)
@@ -255,7 +250,7 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
         n = summary["n"] = len(rows)  # a summary edited or merged by hand may say otherwise
         # what these verdicts were scored against, overrides included (settings keep what the run used)
         summary["rescored_with"] = {"dataset": dataset, "data_file": data_file and os.path.abspath(data_file),
-                                    "data_file_sha256": file_sha256(data_file) if data_file else None}
+                                    "data_file_sha256": sha}
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         if dataset == "mmlu":  # the row set the verdicts used (--mmlu_rows may differ from the run's)

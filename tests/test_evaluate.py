@@ -399,7 +399,7 @@ def test_rank1_waits_for_this_launchs_rank0_not_a_signature_left_by_the_last(tmp
     try:
         with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
             ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)
-        ev._sign(rank0, ev.run_id(2) + " 0ddba11")  # rank 0 has checked the folder
+        ev.sign_lock(rank0, ev.run_id(2) + " 0ddba11")  # rank 0 has checked the folder
         ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
     finally:
         rank0.close()
@@ -416,7 +416,7 @@ def test_rank0_refuses_the_folder_while_a_rank_of_an_earlier_launch_still_runs(t
     part = tmp_path / "oracle_partial.rank1.jsonl"
     part.write_text('{"id": "x/1", "correct": true}\n')
     old = ev.take_lock(tmp_path, "oracle", 1)  # the earlier launch's rank 1, still appending
-    ev._sign(old, ev.run_id(2) + " 5ca1ab1e joined")
+    ev.sign_lock(old, ev.run_id(2) + " 5ca1ab1e joined")
     try:
         with pytest.raises(ev.UserError, match=r"another evaluate process is running oracle \(rank 1\)"):
             ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2)
@@ -424,7 +424,7 @@ def test_rank0_refuses_the_folder_while_a_rank_of_an_earlier_launch_still_runs(t
     finally:
         old.close()
     ours = ev.take_lock(tmp_path, "oracle", 1)
-    ev._sign(ours, ev.run_id(2))
+    ev.sign_lock(ours, ev.run_id(2))
     try:
         ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2).close()
     finally:
