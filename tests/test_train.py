@@ -151,6 +151,64 @@ def test_load_checkpoint_ignores_extra_keys(tiny, llm, tmp_path):
     assert torch.equal(loaded.parameter_generator.model.proj_out_A.weight, gen.parameter_generator.model.proj_out_A.weight)
 
 
+def _small_backbone():
+    from minitflow.model.config import Qwen3Config
+    return Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+
+
+def _checksums(gen: torch.nn.Module) -> tuple[float, float]:
+    """Two float64 sums over every weight but the zero cond_proj (one position-weighted)."""
+    ts = [v.double().flatten() for k, v in gen.state_dict().items() if k not in UNUSED]
+    return sum(float(t.abs().sum()) for t in ts), sum(float((t * (torch.arange(t.numel()) % 7)).sum()) for t in ts)
+
+
+def test_random_generator_leaves_the_global_rng_alone():
+    """random_generator called torch.manual_seed(seed): building one reset the caller's random
+    stream. Now torch's RNG state is the same before and after, a seed still gives the same
+    weights whatever that state, and those are the weights the global reseed gave (pinned
+    before the change), so goldens made with --random_generator stay bitwise."""
+    cfg, arch = _small_backbone(), dict(d_model=64, head_dim=16, output_dim=16, token_dim=16)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = random_generator(cfg, seed=3, arch=arch_for(cfg, arch)).state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(5)  # another caller state
+    second = random_generator(cfg, seed=3, arch=arch_for(cfg, arch))
+    assert first.keys() == second.state_dict().keys()
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.items())
+    assert _checksums(second) == pytest.approx((16667.119778152297, 2268.6831576210334), rel=1e-9)
+
+
+def test_training_init_is_seeded_and_leaves_the_global_rng_alone():
+    """--init random: init_for_training draws on from the stream that built the modules, as
+    when random_generator reseeded the global RNG (pinned before the change): the same start
+    for a seed whatever the caller's RNG state, which build_generator leaves as it was."""
+    from types import SimpleNamespace
+    cfg = _small_backbone()
+    tc = _cfg(Path("unused"), Path("unused.pt"), seed=5, pg_arch=dict(d_model=64, head_dim=16, output_dim=16, token_dim=16))
+    llm = SimpleNamespace(cfg=cfg, device=torch.device("cpu"))
+    gens = []
+    for caller_seed in (0, 99):
+        torch.manual_seed(caller_seed)
+        state = torch.get_rng_state()
+        gens.append(build_generator(tc, llm))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, gens[1].state_dict()[k]) for k, v in gens[0].state_dict().items())
+    assert _checksums(gens[0]) == pytest.approx((16300.421706977719, 1535.4724297561354), rel=1e-9)
+
+
+def test_cond_proj_starts_at_zero_as_the_officials(tiny, llm, tmp_path):
+    """The official ParameterGenerator zeroes cond_proj (unused: use_cond_proj=False) right
+    after building it; ours kept nn.Linear's random init, which our checkpoints carried. It is
+    zeroed after that init, so every other weight still draws the same random stream."""
+    for gen in (random_generator(llm.cfg, arch=arch_for(llm.cfg, ARCH)), build_generator(_cfg(tiny, tmp_path / "x.pt"), llm)):
+        assert all(v.abs().max() == 0 for k, v in gen.state_dict().items() if k in UNUSED)
+    train(_cfg(tiny, tmp_path / "t.pt", steps=1, eval=None), llm=llm)
+    saved = torch.load(tmp_path / "t.pt", weights_only=True)["parameter_generator"]
+    assert all(saved[k.removeprefix("parameter_generator.")].abs().max() == 0 for k in UNUSED)
+
+
 @pytest.mark.parametrize("kw", [{}, {"grad_accum": 2, "batch_size": 2}, {"condition": "zero"}])
 def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
     """4 steps in one go == 2 steps, stop, --resume to 4 (same data order, optimiser, schedule);

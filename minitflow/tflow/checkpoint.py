@@ -13,6 +13,8 @@ import pickle
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -83,10 +85,20 @@ def arch_for(backbone: Qwen3Config, overrides: dict | None = None) -> PGArch:
     return PGArch(**{"num_base_model_layers": backbone.num_hidden_layers, **check_pg_arch(overrides)})
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global CPU RNG seeded with `seed` inside, the caller's state back on exit.
+    Module constructors draw only from the global RNG, so a seeded build must seed it, and a
+    library call must not reset the caller's random stream as a side effect."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def random_generator(backbone: Qwen3Config, seed: int = 0, arch: PGArch | None = None) -> TFlowGenerator:
     """A randomly initialised generator, only on explicit request (smoke tests, training starts)."""
-    torch.manual_seed(seed)
-    return TFlowGenerator(arch or arch_for(backbone), backbone)
+    with seeded(seed):
+        return TFlowGenerator(arch or arch_for(backbone), backbone)
 
 
 def torch_load(path: Path) -> object:

@@ -238,6 +238,8 @@ class TransformerModel(nn.Module):
         self.proj_out_A = nn.Linear(d // a, arch.output_dim)
         self.proj_out_B = nn.Linear(d // a, arch.output_dim)
         self.cond_proj = nn.Linear(d, d)  # present in the official state dict, unused (use_cond_proj=False)
+        nn.init.zeros_(self.cond_proj.weight)  # zero, as in the official code: after its random
+        nn.init.zeros_(self.cond_proj.bias)    # init, so the later weights draw the same stream
         self.cond_token_proj = nn.Linear(d, d, bias=False)
         self.cond_token_query = nn.Parameter(torch.randn(self.n * self.h * self.w, d) * 0.002)
 

@@ -30,8 +30,8 @@ from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
 from minitflow.files import check_output_file, json_rows, read_text
-from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, random_generator,
-                                        save_checkpoint, torch_load)
+from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, save_checkpoint,
+                                        seeded, torch_load)
 from minitflow.tflow.condition import sender_states
 from minitflow.tflow.methods import generated_lora, positions_needed, run_method, with_context
 
@@ -143,6 +143,7 @@ def init_for_training(gen: TFlowGenerator) -> TFlowGenerator:
     backbone and the first gradients only grow B; proj_out_A ~ N(0, 0.02) keeps A random so
     those gradients are informative. cond_token_proj = 0 starts the condition tokens at zero
     (uniform pooling), with small random queries that learn to pick positions once it grows.
+    Like nn.init, it draws from torch's global RNG (build_generator seeds it).
     """
     model = gen.parameter_generator.model
     with torch.no_grad():
@@ -306,7 +307,8 @@ def build_generator(cfg: TrainConfig, llm: LLM, loaded: TFlowGenerator | None = 
     if loaded is not None:
         gen = loaded
     elif cfg.init == "random":
-        gen = init_for_training(random_generator(llm.cfg, seed=cfg.seed, arch=arch_for(llm.cfg, cfg.pg_arch)))
+        with seeded(cfg.seed):  # init_for_training draws on from the stream that built the modules
+            gen = init_for_training(TFlowGenerator(arch_for(llm.cfg, cfg.pg_arch), llm.cfg))
     else:
         gen = load_checkpoint(cfg.init, llm.cfg)
     gen = gen.float().to(llm.device).train().requires_grad_(True)
