@@ -589,6 +589,37 @@ def test_tflow_refuses_a_generator_on_another_device(golden_llm):
     assert not golden_llm.has_unfinished()
 
 
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_nan_condition_names_its_question(golden_llm, monkeypatch, deferred):
+    """A NaN in a sender's captured hidden states went on into the generator: every LoRA factor
+    made from it was NaN, and the run failed later at the receiver's NaN logits, blaming float16
+    or the weights. Now the question is named at its condition. `deferred`: the flags not read
+    before the receivers run (CUDA, where they are not waited for): the receiver's NaN logits
+    then name the condition too."""
+    from minitflow.engine.engine import TokenRing
+    from minitflow.tflow import methods
+    gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
+    real = methods.stack_conditions
+
+    def poisoned(caps):  # rows: senders outermost; question 1's sender B
+        cond, mask = real(caps)
+        cond[len(caps) // 2 + 1, 2] = float("nan")
+        return cond, mask
+
+    class Late(TokenRing):
+        def pop(self, drain=False):
+            return super().pop() if drain else []
+
+    monkeypatch.setattr(methods, "stack_conditions", poisoned)
+    if deferred:
+        monkeypatch.setattr(methods, "TokenRing", Late)
+    with pytest.raises(UserError, match=r"^question 1: its senders' hidden states \(requests \d+, \d+\) hold NaN or "
+                                        r"inf, which poison the LoRA factors"):
+        run_method("tflow", golden_llm, ["What is 2 + 2?", "What is 3 + 5?"], generator=gen, generator_batch=None,
+                   sampling=SamplingParams(max_new_tokens=2))
+    assert not golden_llm.has_unfinished()
+
+
 def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch):
     """A question's sender_prefill_s is the longer of its two senders' prefill timers: the same
     timer when both prefill in one step, two when an engine with fewer slots than senders

@@ -17,12 +17,14 @@ their forward pass as processed prompt tokens), the processed total, the officia
 from __future__ import annotations
 
 import numbers
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
 
+from minitflow.engine.engine import TokenRing
 from minitflow.engine.llm import LLM
 from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request
@@ -171,6 +173,9 @@ class _Pipeline:
     def start(self, q: _Question) -> None:
         raise NotImplementedError
 
+    def step(self) -> list[Request]:
+        return self.llm.step()
+
     def advance(self, finished: list[Request]) -> list[_Question]:
         raise NotImplementedError
 
@@ -260,6 +265,9 @@ class _TFlow(_Pipeline):
                             "load_checkpoint(..., device=llm.device), or move it with .to(llm.device)")
         self.generator, self.generator_batch, self.generator_piece = generator, generator_batch, generator_piece
         self.systems = prompts.tflow_agents(style)
+        # per generator call, which questions' conditions are finite: on CUDA read once there (the
+        # receivers' tokens, read anyway, come after them), never waited for (no sync of their own)
+        self.finite = TokenRing(llm.device, run_ahead=sys.maxsize)
         with torch.inference_mode():
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
 
@@ -267,7 +275,26 @@ class _TFlow(_Pipeline):
         for name, system in zip(("sender_A", "sender_B"), self.systems[:2]):
             self.add(q, name, sender_request(self.llm, system, q.sender_question, self.layer_weights))
 
+    def step(self):
+        try:
+            return self.llm.step()
+        except UserError:  # the receiver's NaN logits: a NaN condition, when it was one, is the cause
+            self.check_conditions(wait=True)
+            raise
+
+    def check_conditions(self, wait: bool = False) -> None:
+        """A NaN or inf in a sender's condition (its hidden states) poisons every factor the
+        generator makes from it: name the question, not only its receiver's NaN logits."""
+        for group, finite in self.finite.pop(drain=wait):
+            bad = next((q for q, ok in zip(group, finite) if not ok), None)
+            if bad is not None:
+                senders = ", ".join(str(bad.agents[s].id) for s in ("sender_A", "sender_B"))
+                raise UserError(f"{bad}: its senders' hidden states (requests {senders}) hold NaN or inf, which "
+                                "poison the LoRA factors generated from them (float16 overflow? run in bfloat16 or "
+                                "float32; or NaN/inf in the model's weights)")
+
     def advance(self, finished):
+        self.check_conditions()
         done, ready = [], []
         for r in finished:
             q, agent = r.tag
@@ -289,6 +316,8 @@ class _TFlow(_Pipeline):
         caps = [q.agents[s].capture.hidden for s in ("sender_A", "sender_B") for q in group]
         with torch.inference_mode():
             cond, mask = stack_conditions(caps)
+            self.finite.push(group, torch.isfinite(cond).flatten(1).all(1).view(2, len(group)).all(0))
+            self.check_conditions()  # at once where reading the flags needs no sync (CPU)
             lora = generated_lora(self.llm, self.generator, cond, mask, len(group), aggregated=True,
                                   piece=self.generator_piece)
         timer.stop()
@@ -390,7 +419,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
 
     with torch.inference_mode(), _aborting(llm):
         return stream_window(len(qs), batch_size, start,
-                             lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(llm.step())],
+                             lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(pipeline.step())],
                              refill_share=share, on_result=on_result)
 
 
