@@ -171,6 +171,29 @@ def test_call_with_timeout_main_and_worker_thread():
     assert time.monotonic() - start < 5
 
 
+def test_one_math_comparison_takes_one_timeout(monkeypatch):
+    # sympy got the whole timeout, then math-verify got it again (on the main thread its own
+    # whole-second timers, one per parse and verify): one comparison took twice it or more
+    math_verify = pytest.importorskip("math_verify")
+    import minitflow.eval.math_equiv as math_equiv
+
+    def undecided(a, b):  # sympy, slowly, cannot parse a side: math-verify decides
+        time.sleep(0.3)
+        return None
+
+    monkeypatch.setattr(math_equiv, "_sympy_equal", undecided)
+    monkeypatch.setattr(math_verify, "parse", lambda *a, **k: time.sleep(3))
+    for on_main in (True, False):
+        box, start = [], time.monotonic()
+        compare = lambda: box.append(is_equiv("x^2+1", "y+1", timeout=0.5))  # noqa: E731
+        if on_main:
+            compare()
+        else:
+            worker = threading.Thread(target=compare)
+            worker.start()
+            worker.join()
+        assert box == [False] and time.monotonic() - start < 0.6
+
 def test_extract_and_score_math():
     text = r"We get $x = \frac{3}{4}$, hence the answer is $\boxed{\dfrac{3}{4}}$."
     assert extract_math_answer(text) == r"\dfrac{3}{4}"

@@ -20,11 +20,12 @@ Order of the checks (the first that decides wins):
    random-point evaluation and `simplify`; if either side cannot be parsed,
    math-verify (HF's library) decides, with e-notation rewritten first.
 
-sympy / math-verify run under a timeout.  On the main thread our timer is
-SIGALRM; math-verify's own alarm shares that timer, so it runs outside ours
-with its own timeout.  Off the main thread our work runs in a daemon thread
-that is abandoned on timeout and math-verify runs without its signal timer.
-A comparison that times out counts as "not equal".
+sympy / math-verify run under one timeout for the whole comparison (a shared
+deadline: math-verify gets what sympy left).  On the main thread our timer is
+SIGALRM; math-verify's own timers (whole seconds on the same SIGALRM, one per
+parse and verify) are off.  Off the main thread our work runs in a daemon
+thread that is abandoned on timeout.  A comparison that times out counts as
+"not equal".
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
-MATH_TIMEOUT = 5.0  # seconds for one sympy equivalence check
+MATH_TIMEOUT = 5.0  # seconds for one equivalence check, all its steps together
 REL_TOL = 1e-4
 
 # ------------------------------------------------------------------- timeouts
@@ -74,6 +75,25 @@ def call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     worker.start()
     worker.join(seconds)
     return box[0] if box else None
+
+
+class _Deadline:
+    """One comparison's timeout, shared by all its timed steps (sympy, then math-verify, and
+    those of its parts): each step gets what is left, so the whole takes one timeout, not
+    one per step.  The clock starts at the first step, after the slow first imports."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.end = seconds, None
+
+    def left(self) -> float:
+        if self.end is None:
+            self.end = time.monotonic() + self.seconds
+        return self.end - time.monotonic()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """fn() or None if the time is up first."""
+        left = self.left()
+        return call_with_timeout(fn, left) if left > 0 else None
 
 
 # ---------------------------------------------------------------- braces
@@ -732,23 +752,24 @@ def _mv_text(s: str) -> str:
 
 
 def math_verify_equal(pred: str, gold: str, seconds: float = MATH_TIMEOUT) -> bool:
-    """HF math-verify on two answer strings (gold first: its checks are not symmetric)."""
+    """HF math-verify on two answer strings (gold first: its checks are not symmetric), within
+    `seconds` in all: our timer bounds the whole, its own are off (see the module docstring)."""
+    import math_verify.grader
+    import math_verify.parser
     from math_verify import parse, verify
 
-    on_main = threading.current_thread() is threading.main_thread()
-    limit = max(1, int(round(seconds))) if on_main else None
+    for module in (math_verify.grader, math_verify.parser):  # its "timeout is disabled" warning: ours is on
+        module.TIMEOUT_WARNING_SHOWN = True
 
     def run() -> bool:
-        g = parse(_mv_text(gold), parsing_timeout=limit)
-        p = parse(_mv_text(pred), parsing_timeout=limit)
+        g = parse(_mv_text(gold), parsing_timeout=None)
+        p = parse(_mv_text(pred), parsing_timeout=None)
         if not g or not p:
             return False
-        return bool(verify(g, p, timeout_seconds=limit))
+        return bool(verify(g, p, timeout_seconds=None))
 
     try:
-        if on_main:
-            return run()
-        return bool(call_with_timeout(run, seconds))
+        return bool(call_with_timeout(run, seconds)) if seconds > 0 else False
     except Exception:  # noqa: BLE001 - a math-verify failure is "not shown equal"
         return False
 
@@ -767,7 +788,7 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
         return True
     if _WORDS_RE.fullmatch(na) and _WORDS_RE.fullmatch(nb):  # \text{Monday} vs monday
         return na.lower() == nb.lower()
-    return _equiv(a, b, na, nb, timeout, rel_tol, depth=0)
+    return _equiv(a, b, na, nb, _Deadline(timeout), rel_tol, depth=0)
 
 
 # A gold ending in one bare lower-case letter after its number writes a variable, not a unit:
@@ -777,7 +798,7 @@ _LETTER_TAIL_RE = re.compile(r"[\d}]\s*[a-z]\s*$")
 _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, not products like xy
 
 
-def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, depth: int) -> bool:
+def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float, depth: int) -> bool:
     # "\Delta E = 2.88 \times 10^{-19} J": the number its normalisation kept
     qa = parse_quantity(a) or (parse_quantity(na) if "=" in a else None)
     qb = parse_quantity(b) or (parse_quantity(nb) if "=" in b else None)
@@ -791,12 +812,12 @@ def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, dep
         if depth > 4:
             return False
         nx, ny = normalize_latex(x), normalize_latex(y)
-        return bool(nx) and bool(ny) and (nx == ny or _equiv(x, y, nx, ny, timeout, rel_tol, depth + 1))
+        return bool(nx) and bool(ny) and (nx == ny or _equiv(x, y, nx, ny, deadline, rel_tol, depth + 1))
 
     ma, mb = _matrix_cells(na), _matrix_cells(nb)
     if ma is not None or mb is not None:
         if ma is None or mb is None or [len(r) for r in ma] != [len(r) for r in mb]:
-            return _mv_fallback(a, b, timeout) if (ma is None) != (mb is None) else False
+            return _mv_fallback(a, b, deadline) if (ma is None) != (mb is None) else False
         return all(sub(x, y) for ra, rb in zip(ma, mb) for x, y in zip(ra, rb))
     pa, pb = _pm_expand(na), _pm_expand(nb)
     if pa or pb:
@@ -812,7 +833,7 @@ def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, dep
                 sub(x, y) for x, y in zip(items_a, items_b))
         return False
     if "\\cup" in na or "\\cup" in nb:
-        return _mv_fallback(a, b, timeout)
+        return _mv_fallback(a, b, deadline)
     if na.count("=") == 1 and nb.count("=") == 1:
         (la_, ra_), (lb_, rb_) = na.split("="), nb.split("=")
         return (sub(la_, lb_) and sub(ra_, rb_)) or (sub(la_, rb_) and sub(ra_, lb_))
@@ -822,7 +843,7 @@ def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, dep
         q, other = (qa, nb) if qa is not None else (qb, na)
         import sympy  # noqa: F401 - first import is slow; keep it outside the timeout
 
-        value = call_with_timeout(lambda: _numeric_value(to_sympy(other)), timeout)
+        value = deadline.call(lambda: _numeric_value(to_sympy(other)))
         if value is None or abs(value.imag) > 1e-12 * max(abs(value), 1e-300):
             return False
         try:
@@ -836,15 +857,15 @@ def _equiv(a: str, b: str, na: str, nb: str, timeout: float, rel_tol: float, dep
         return quantities_equal(pred, gold, rel_tol)
     import sympy  # noqa: F401,F811
 
-    verdict = call_with_timeout(lambda: _sympy_equal(na, nb), timeout)
+    verdict = deadline.call(lambda: _sympy_equal(na, nb))
     if verdict is not None:
         return bool(verdict)
-    return _mv_fallback(a, b, timeout)
+    return _mv_fallback(a, b, deadline)
 
 
-def _mv_fallback(a: str, b: str, timeout: float) -> bool:
+def _mv_fallback(a: str, b: str, deadline: _Deadline) -> bool:
     try:
-        import math_verify  # noqa: F401
+        import math_verify  # noqa: F401 - first import is slow; keep it outside the timeout
     except ImportError:
         return False
-    return math_verify_equal(clean_answer(a), clean_answer(b), timeout)
+    return math_verify_equal(clean_answer(a), clean_answer(b), deadline.left())
