@@ -965,3 +965,33 @@ def test_math_a_closing_approximation_states_the_answer(reply, gold, ok):
     """A reply with no explicit answer whose last line says what something is approximately:
     that value is its answer, as for "is" and "="."""
     assert score_math(reply, gold) is ok
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"\boxed{\$ 1 080}", "1080"),  # was 80: the box's last number
+    (r"\boxed{1 080}", "1080"), (r"\boxed{1\,080}", "1080"), (r"\boxed{1{,}080}", "1080"),
+    (r"\boxed{1\!080}", "1080"), (r"\boxed{1~080}", "1080"), (r"\boxed{1\ 080}", "1080"),
+    ("\\boxed{1\u2009080}", "1080"), ("\\boxed{1\u202f080}", "1080"), ("\\boxed{1\u00a0080}", "1080"),
+    (r"\boxed{\text{\$}1\,080}", "1080"), (r"\boxed{USD 1 080}", "1080"), ("\\boxed{\u20ac1 080}", "1080"),
+    ("\\boxed{\u00a3 1 080}", "1080"), (r"\boxed{1 080 \text{ dollars}}", "1080"), (r"\boxed{18 \text{ dollars}}", "18"),
+    (r"\boxed{1\,080\ \text{cm}^2}", "1080"), (r"\boxed{5 \mathrm{m}^{2}}", "5"),  # the unit's exponent was the answer
+    (r"\boxed{1 080\%}", "1080"), (r"\boxed{-1 080}", "-1080"), ("\\boxed{\u22121\\,080}", "-1080"),
+    (r"\boxed{1 080 000.5}", "1080000.5"), (r"\boxed{1{,}080{,}000}", "1080000"),
+    # a final-answer statement
+    ("The answer is 1 080.", "1080"), ("The final answer is \u20ac1 080.", "1080"), ("Final answer: USD 1 080", "1080"),
+    (r"The answer is $\text{\$}1\,080$.", "1080"), (r"The answer is $1\;080$; she pays it.", "1080"),  # ";" ended it
+    (r"The answer is $1\!080$!", "1080"), ("#### 1 080", "1080"), ("The area is 5 m^2.", "5"),
+    ("She pays 1\u202f080 in all.", "1080"),  # no statement: a thin space still groups digits
+    # not digit groups: as before
+    (r"\boxed{3 4}", "4"), (r"\boxed{1 08}", "08"), (r"\boxed{1\,08}", "08"), (r"\boxed{1 0800}", "0800"),
+    (r"\boxed{12 345 6}", "6"), (r"\boxed{2023 100}", "100"), (r"\boxed{2, 3}", "3"), ("The answer is 3 4.", "3"),
+    (r"\boxed{1,000,000}", "1000000"), (r"\boxed{2023}", "2023"), ("In 2023 she sold 15.", "15"),
+    ("She bought 2 100-page books.", "100"),  # a plain space groups digits only in a stated answer
+])
+def test_gsm8k_digit_groups_are_one_number(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+def test_gsm8k_digit_groups_score():
+    assert score_gsm8k(r"So she pays \boxed{\$ 1 080}.", "1080") and not score_gsm8k(r"\boxed{\$ 1 080}", "80")
+    assert not score_gsm8k(r"\boxed{1 08}", "108") and not score_gsm8k(r"\boxed{3 4}", "34")

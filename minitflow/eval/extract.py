@@ -122,20 +122,35 @@ _NUMBER_RE = re.compile(
 _GSM_PHRASE_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:|=|would\s+be|will\s+be)?|answer\s*\**\s*(?:is|:|=|would\s+be|will\s+be))"
     r"\s*[:*\s]*(?:\\\(|\$)?\s*"
-    r"(?:\\\$|\$)?\s*(?=[-\d.])", re.I)
+    r"(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*(?=[-\d.])", re.I)
+# a thin space between digits: LaTeX's \, \! \; \: \ and ~, U+2009, U+202F, NBSP
+_GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|[\u00a0\u2009\u202f])(?=\d)")
+
+
+def _digit_groups_re(sep: str) -> re.Pattern:
+    """A whole run of digit groups split by `sep`: 1-3 digits, then groups of exactly 3."""
+    return re.compile(rf"(?<![\w.])(?<!\d{sep})\d{{1,3}}(?:{sep}\d{{3}})+(?!\d|{sep}\d)")
+
+
+_THIN_GROUPS_RE, _SPACED_GROUPS_RE = _digit_groups_re("\u2009"), _digit_groups_re("[ \u2009]")
 
 
 def _numbers(text: str) -> list[str]:
     return [m.group(0) for m in _NUMBER_RE.finditer(text)]
 
 
-def _latex_number_text(s: str) -> str:
-    """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
-    s = s.replace("\u2212", "-").replace("{,}", ",")
-    s = re.sub(r"(?<=\d)\\[,;: ](?=\d{3}(?!\d))", "", s)  # 1\,450\,000
+def _latex_number_text(s: str, spaces: bool = False) -> str:
+    """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups.
+
+    Digit groups (1\\,450\\,000, 1~080; with `spaces`, for a stated answer, also 1 080) are one
+    number only when each group after the first has 3 digits: 1 08 and 3 4 stay two numbers."""
+    s = _GROUP_SEP_RE.sub("\u2009", s.replace("\u2212", "-").replace("{,}", ","))
+    groups = _SPACED_GROUPS_RE if spaces else _THIN_GROUPS_RE
+    s = groups.sub(lambda m: re.sub("[ \u2009]", "", m.group(0)), s)
     s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", s)
     s = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", s)
     s = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", s)
+    s = re.sub(r"(?<=[A-Za-z])\s*\^\s*(?:\{\s*-?\d\s*\}|-?\d)(?!\.?\d)", " ", s)  # cm^2 is a unit, not 2
     s = re.sub(r"\\[,;:! ]|\\\$|\\%|[$%]", " ", s)
     return re.sub(r"^\s*-\s+(?=\d)", "-", s)  # "- 5" at the start is a sign
 
@@ -163,7 +178,7 @@ def _number_in(fragment: str, last: bool) -> str | None:
     sci = _sci_number(fragment)
     if sci is not None:
         return sci
-    text = _latex_number_text(fragment)
+    text = _latex_number_text(fragment, spaces=True)
     if "=" in text:  # "16 - 3 - 4 = 9": the result
         text = text.rsplit("=", 1)[1]
     nums = _numbers(text)
@@ -176,8 +191,6 @@ def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
     """(position, answer) of the last explicit answer: box, `####`, "the answer is"."""
     found: list[tuple[int, str]] = []
     for start, _, content in boxed_spans(text):
-        if re.fullmatch(r"\s*-?\d{1,3}(?: \d{3})+(?:\.\d+)?\s*", content):  # \boxed{70 000}: one number
-            content = content.replace(" ", "")
         num = _number_in(content, last=True)
         found.append((start, num if num is not None else content))
     for m in re.finditer(r"####\s*([^\n]*)", text):
@@ -186,7 +199,7 @@ def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
             found.append((m.start(), num))
     for m in _GSM_PHRASE_RE.finditer(text):
         line = text[m.end():].split("\n", 1)[0]
-        sentence = re.split(r"\.(?:\s|$)|;|\?|!", line, maxsplit=1)[0]
+        sentence = re.split(r"\.(?:\s|$)|(?<!\\)[;?!]", line, maxsplit=1)[0]  # not 1\;080
         num = _number_in(sentence, last=False)
         if num is not None:
             found.append((m.start(), num))
