@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_qwen3
+from conftest import GOLDEN, make_tiny_qwen3, need_shared
 from minitflow import LLM, Capture, SamplingParams, UserError, build_lora
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import PROJECTIONS, projection_shapes
@@ -252,6 +252,145 @@ def test_the_earliest_of_several_stop_strings_cuts_the_text():
     for order in (stop, stop[::-1]):
         got = llm.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True, stop=order))[0]
         assert got.finish_reason == "stop" and got.text == text[: j - 3], (order, got.text)
+
+
+# ---- stop strings, incrementally: StopScan against whole decodes --------------------------
+
+STOPS = ("</answer>", "\n\n", "中文", "é", "<think>")
+
+
+def _tokenizer(name: str):
+    from minitflow import demo_dir
+    from minitflow.model.tokenizer import Tokenizer
+    return Tokenizer(demo_dir() if name == "demo" else need_shared(GOLDEN / "model"))
+
+
+def _token_pools(tok, stops=STOPS) -> list[list[int]]:
+    """Ids a stream draws from: any; special (<|im_end|>, <think>); pieces of multi-byte UTF-8
+    (one byte each, or merged); the prefixes and characters of the stop strings."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    v = tok._tok.get_vocab(with_added_tokens=True)
+    special = [i for t, i in v.items() if t.startswith("<|") or t in ("<think>", "</think>")]
+    utf8 = tok.encode("中文 é😀 naïve ∑ 日本語 ĳ") + [v[c] for c in ByteLevel.alphabet() if c in v and ord(c) > 160]
+    pieces = [i for s in stops for j in range(1, len(s) + 1) for i in tok.encode(s[:j])]
+    pieces += [i for s in stops for ch in s for i in tok.encode(ch)]
+    return [list(range(tok.vocab_size)), special, utf8, pieces]
+
+
+def _stream(rng, pools, n: int) -> list[int]:
+    return [rng.choice(pools[rng.choices(range(4), (4, 1, 3, 2))[0]]) for _ in range(n)]
+
+
+def _scan_texts(decode, ids, stops=("\x00never\x00",)):
+    from minitflow.engine.request import StopScan
+    scan = StopScan()
+    for k in range(1, len(ids) + 1):
+        assert scan.find(decode, ids[:k], stops) is None
+        yield k, scan
+
+
+@pytest.mark.parametrize("name", ["demo", "qwen3"])
+def test_incremental_text_equals_the_whole_decode_at_every_token(name):
+    """Byte tokens, merged multi-byte tokens, special tokens, stop-string pieces: after each id
+    the scan's text is decode(ids[:k]), U+FFFD of an incomplete character included."""
+    import random
+    tok = _tokenizer(name)
+    pools = _token_pools(tok)
+    for seed in range(150):
+        ids = _stream(random.Random(seed), pools, 60)
+        for k, scan in _scan_texts(tok.decode, ids):
+            assert scan.text == tok.decode(ids[:k]), (seed, ids[:k])
+            assert scan.restarts == 0  # byte-level BPE never rewrites final text
+
+
+@pytest.mark.parametrize("decoder", ["metaspace", "llama", "wordpiece-cleanup", "bpe-suffix"])
+def test_incremental_text_is_exact_for_decoders_that_strip_clean_or_rewrite(decoder):
+    """Decoders that strip the first token's leading space (Metaspace, Llama's Strip), clean up
+    spaces (WordPiece), drop the last token's suffix (BPEDecoder), or turn a byte run into U+FFFD
+    when it ends incomplete (Llama's ByteFallback: the scan restarts there)."""
+    import random
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models
+    words = ["▁", "▁a", "a", "▁the", "##ing", "ing", ".", "▁.", "n't", "▁do", "▁not", "?", "<0xE4>",
+             "<0xB8>", "<0xAD>", "<0x41>", "▁中", "x</w>", "</w>", " "]
+    tok = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="a"))
+    tok.add_special_tokens([AddedToken("<|im_end|>", special=True)])
+    tok.add_tokens([AddedToken("<think>", special=False)])
+    tok.decoder = {"metaspace": decoders.Metaspace(), "wordpiece-cleanup": decoders.WordPiece(cleanup=True),
+                   "bpe-suffix": decoders.BPEDecoder(),
+                   "llama": decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                               decoders.Fuse(), decoders.Strip(" ", 1, 0)])}[decoder]
+    n = tok.get_vocab_size(with_added_tokens=True)
+    restarts = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        ids = [rng.randrange(n) if rng.random() < .5 else rng.randrange(12, 16) for _ in range(30)]
+        for k, scan in _scan_texts(tok.decode, ids):
+            assert scan.text == tok.decode(ids[:k]), (seed, ids[:k])
+        restarts += scan.restarts
+    assert (restarts > 0) == (decoder == "llama")
+
+
+def _whole_decode_stop(decode, stream, stops, eos, max_new):
+    """The engine's former stop check: decode every output id after each token."""
+    out = []
+    for tok in stream[:max_new]:
+        out.append(tok)
+        if tok in eos:
+            return out, None, "stop"
+        text = decode(out)
+        hits = [text.index(s) for s in stops if s in text]
+        if hits:
+            return out, text[: min(hits)], "stop"
+    return out, None, "length"
+
+
+@pytest.mark.parametrize("name", ["demo", "qwen3"])
+def test_stop_strings_end_rows_as_whole_decodes_did(name):
+    """Random streams, random stop strings (substrings of the text, pieces split across tokens,
+    several at once): the same output ids, text and finish_reason as decoding everything."""
+    import random
+    from types import SimpleNamespace
+    from minitflow.engine.engine import Engine
+    from minitflow.engine.request import Request, Status
+    tok = _tokenizer(name)
+    pools = _token_pools(tok)
+    engine = SimpleNamespace(decode_text=tok.decode, eos_token_ids={tok.eos_token_id},
+                             scheduler=SimpleNamespace(release=lambda r: None))
+    engine._stop_string = lambda r: Engine._stop_string(engine, r)
+    stopped = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        stream = _stream(rng, pools, 80)
+        text = tok.decode(stream)
+        stops = tuple(rng.choice([text[(i := rng.randrange(len(text) + 1)): i + rng.randint(1, 6)], rng.choice(STOPS)])
+                      for _ in range(rng.randint(1, 3)))
+        stops = tuple(s for s in stops if s) or ("\n\n",)
+        sp = SamplingParams(max_new_tokens=rng.randint(1, 80), stop=stops, ignore_eos=rng.random() < .5)
+        req = Request([1], sp, status=Status.RUNNING)
+        for t in stream:
+            if Engine._accept(engine, req, t):
+                break
+        want = _whole_decode_stop(tok.decode, stream, stops, set() if sp.ignore_eos else {tok.eos_token_id},
+                                  sp.max_new_tokens)
+        assert (req.output_ids, req.text, req.finish_reason) == want, (seed, stops)
+        stopped += want[1] is not None
+    assert stopped > 50  # most rows end at a stop string
+
+
+def test_stop_strings_cost_linear_decode_work():
+    """2,000 tokens decode O(n) ids in all (decoding the whole output at each token was n^2 / 2)."""
+    import random
+    tok = _tokenizer("demo")
+    pools = _token_pools(tok)
+    ids = _stream(random.Random(0), [pools[0], pools[0]] + pools[2:], 2000)  # no special ids: they add no text
+    decoded = []
+    def decode(xs):
+        decoded.append(len(xs))
+        return tok.decode(xs)
+    for k, scan in _scan_texts(decode, ids, ("\x00never\x00", "</answer>")):
+        pass
+    assert scan.text == tok.decode(ids)
+    assert sum(decoded) < 10 * len(ids), sum(decoded)
 
 
 def test_compiled_attention_buckets():

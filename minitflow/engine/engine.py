@@ -292,11 +292,12 @@ class Engine:
         return True
 
     def _stop_string(self, req: Request) -> bool:
-        text = self.decode_text(req.output_ids)
-        hits = [text.index(s) for s in req.sampling.stop if s in text]
-        if hits:
-            req.text = text[: min(hits)]
-        return bool(hits)
+        """Whether decode_text(output_ids) holds a stop string; req.text is then cut before the
+        earliest. Incremental (StopScan): the whole output is not decoded again at each token."""
+        text = req.stop_scan.find(self.decode_text, req.output_ids, req.sampling.stop)
+        if text is not None:
+            req.text = text
+        return text is not None
 
     def run(self, reqs: Sequence[Request]) -> list[Request]:
         """Add `reqs` and step until all of them are done. Others in flight advance too, and those

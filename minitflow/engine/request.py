@@ -7,7 +7,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,6 +24,60 @@ class Status(Enum):
     RUNNING = "running"
     FINISHED = "finished"
     ABORTED = "aborted"
+
+
+@dataclass
+class StopScan:
+    """A request's search for stop strings in decode(output_ids), at O(1) decode work per token.
+
+    Decoding the whole output after each token costs O(n^2) over n tokens. Instead the text is
+    decoded incrementally, as vLLM's detokenize_incrementally does: each token decodes the window
+    ids[prefix:] only, and the text past decode(ids[prefix:read]) is new. New text that ends in
+    U+FFFD (a UTF-8 sequence that later byte tokens may complete) is searched but not committed.
+    `prefix` is the previous `read`, and the offsets move only with text, so the window's first
+    token is one that produced text, in both halves: a decoder that strips the first token's
+    leading space strips it from both. Ids that add no text (skipped special tokens) or leave a
+    character incomplete widen the window until text comes, as in vLLM. Only new text and the
+    `keep` characters before it can hold a stop string not seen at an earlier token.
+
+    A decoder may rewrite text that was final: ByteFallback (Llama's <0x41>) turns a run of
+    byte tokens that ends in an incomplete UTF-8 sequence into U+FFFD each, "A" included. The
+    window shows it (it no longer starts with the text before `read`): the scan then starts over,
+    so the text stays decode(ids) exactly. Qwen3's byte-level decoder never rewrites."""
+
+    committed: list[str] = field(default_factory=list)  # pieces of decode(ids[:read])
+    pending: str = ""  # the text past them at the last find() (not committed: it ends in U+FFFD)
+    tail: str = ""  # the last `keep` committed characters
+    length: int = 0  # committed characters
+    prefix: int = 0
+    read: int = 0
+    restarts: int = 0  # whole decodes after a rewrite of committed text (never with byte-level BPE)
+
+    @property
+    def text(self) -> str:
+        """decode(ids) for the ids of the last find()."""
+        return "".join(self.committed) + self.pending
+
+    def find(self, decode: Callable[[list[int]], str], ids: list[int], stops: tuple[str, ...]) -> str | None:
+        """After each new id: the text before the earliest stop string in decode(ids), or None."""
+        before = decode(ids[self.prefix:self.read])
+        window = decode(ids[self.prefix:])
+        if not window.startswith(before):  # a new id rewrote committed text: decode everything once more
+            self.restarts += 1
+            self.committed, self.tail, self.length, self.prefix, self.read = [], "", 0, 0, 0
+            before, window = "", decode(ids)
+        self.pending = window[len(before):]
+        region, at = self.tail + self.pending, self.length - len(self.tail)  # region is decode(ids)[at:]
+        hits = [region.index(s) for s in stops if s in region]
+        if hits:
+            return self.text[: at + min(hits)]
+        if self.pending and not self.pending.endswith("\ufffd"):
+            keep = max(map(len, stops)) - 1
+            self.committed.append(self.pending)
+            self.length += len(self.pending)
+            self.tail = region[-keep:] if keep else ""
+            self.prefix, self.read, self.pending = self.read, len(ids), ""
+        return None
 
 
 @dataclass
@@ -48,6 +102,7 @@ class Request:
     output_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (EOS or a stop string), "length", "prefill"
     text: str | None = None  # set when a stop string cut the text
+    stop_scan: StopScan = field(default_factory=StopScan, repr=False)
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     arrival_t: float = field(default_factory=time.perf_counter)
     admitted_t: float = 0.0
