@@ -995,3 +995,67 @@ def test_gsm8k_digit_groups_are_one_number(text, expected):
 def test_gsm8k_digit_groups_score():
     assert score_gsm8k(r"So she pays \boxed{\$ 1 080}.", "1080") and not score_gsm8k(r"\boxed{\$ 1 080}", "80")
     assert not score_gsm8k(r"\boxed{1 08}", "108") and not score_gsm8k(r"\boxed{3 4}", "34")
+
+
+@pytest.mark.parametrize("text, expected", [
+    # digit groups are joined before a \times 10^b reading: it took the last group alone (80000)
+    (r"\boxed{1\,080 \times 10^3}", "1080000"), (r"\boxed{1 080 \times 10^{3}}", "1080000"),
+    (r"\boxed{1{,}080 \times 10^3}", "1080000"), (r"\boxed{1,080 \times 10^3}", "1080000"),
+    (r"\boxed{1\,080 \cdot 10^{-1}}", "108"), (r"\boxed{1\,080e3}", "1080000"),
+    (r"The answer is $1 080 \times 10^{3}$.", "1080000"), (r"#### 1 080 \times 10^3", "1080000"),
+    (r"\boxed{1\,000^2}", "1000000"),
+    # unchanged
+    (r"\boxed{2.5 \times 10^3}", "2500"), (r"\boxed{10^3}", "1000"), (r"\boxed{5 \times 10^3}", "5000"),
+    (r"\boxed{1 08 \times 10^3}", "8000"), (r"\boxed{2, 3 \times 10^2}", "300"),  # not groups: as before
+])
+def test_gsm8k_digit_groups_times_a_power_of_ten(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # no stated answer: LaTeX ignores spaces in math mode, so $1 080$ is one number (was 080)
+    ("She pays $1 080$ in all.", "1080"), (r"She pays \(1 080\) in all.", "1080"),
+    ("She pays $$1 080$$ in all.", "1080"), (r"She pays \[1 080\] in all.", "1080"),
+    (r"She pays $\$1 080$ in all.", "1080"), ("So she pays $5 and $1 080$.", "1080"),
+    ("She bought 2 100-page books, paying $1 080$.", "1080"),
+    # math mode, but not digit groups: as before
+    ("She pays $1 08$ in all.", "08"), ("She pays $3 4$ in all.", "4"), ("In $2023$ she sold 15.", "15"),
+    # plain text: a plain space still parts two numbers ("She pays 1 080" stays 080: no stated answer,
+    # no math, and a space is as often a separator as a group mark)
+    ("She bought 2 100-page books.", "100"), ("She pays 1 080 in all.", "080"),
+    ("She pays $1 080$ and buys 2 100-page books.", "100"),
+    # a money $ is no math delimiter: it opens before a digit, and a closing $ is not followed by one
+    ("He pays $20 for 3 100-gram bags, so $60.", "60"), ("He spent $5 on 2 100-page books.", "100"),
+])
+def test_gsm8k_digit_groups_in_math_mode(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a thin / LaTeX space between digits only ever groups them: a long first group (a separator
+    # missed) is still one number, as before 33d2ecd (it read 567)
+    (r"\boxed{1234\,567}", "1234567"), ("\\boxed{1234\u2009567}", "1234567"), (r"\boxed{12345~678}", "12345678"),
+    (r"She pays 1234\,567.", "1234567"), (r"\boxed{1 080\,000}", "1080000"),
+    # each later group still has exactly 3 digits; a plain space after 4 digits parts two numbers
+    (r"\boxed{12\,34}", "34"), (r"\boxed{1\,2345}", "2345"), (r"\boxed{1\,08}", "08"),
+    (r"\boxed{1234 567}", "567"), (r"\boxed{2023 100}", "100"),
+])
+def test_gsm8k_a_thin_space_groups_a_long_first_group(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+def test_gsm8k_math_mode_digit_groups_score():
+    assert score_gsm8k("She pays $1 080$ in all.", "1080") and not score_gsm8k("She pays $1 080$ in all.", "80")
+    boxed = r"\boxed{1\,080 \times 10^3}"
+    assert score_gsm8k(boxed, "1080000") and not score_gsm8k(boxed, "80000")
+    assert score_gsm8k(r"\boxed{1234\,567}", "1234567") and not score_gsm8k(r"\boxed{1234\,567}", "567")
+
+
+def test_gsm8k_math_spans_are_read_in_linear_time():
+    import time
+
+    start = time.monotonic()
+    for text in ("\\(" * 20000, "\\[" * 20000, "$$ 1" * 20000, "$1 " * 30000, "$a" * 30000 + " $1 080$"):
+        extract_gsm8k_answer(text)
+    assert time.monotonic() - start < 2.0
+    assert extract_gsm8k_answer("$a" * 30000 + " $1 080$") == "1080"

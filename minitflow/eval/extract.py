@@ -127,26 +127,39 @@ _GSM_PHRASE_RE = re.compile(
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|[\u00a0\u2009\u202f])(?=\d)")
 
 
-def _digit_groups_re(sep: str) -> re.Pattern:
-    """A whole run of digit groups split by `sep`: 1-3 digits, then groups of exactly 3."""
-    return re.compile(rf"(?<![\w.])(?<!\d{sep})\d{{1,3}}(?:{sep}\d{{3}})+(?!\d|{sep}\d)")
+def _digit_groups_re(sep: str, first: str) -> re.Pattern:
+    """A whole run of digit groups split by `sep`: a `first` group, then groups of exactly 3."""
+    return re.compile(rf"(?<![\w.])(?<!\d{sep}){first}(?:{sep}\d{{3}})+(?!\d|{sep}\d)")
 
 
-_THIN_GROUPS_RE, _SPACED_GROUPS_RE = _digit_groups_re("\u2009"), _digit_groups_re("[ \u2009]")
+# a thin space between digits only ever groups them, so a first group may be long (1234\,567: one
+# number, a separator missed); a plain space may part two numbers (2023 100: two)
+_THIN_GROUPS_RE = _digit_groups_re("\u2009", r"\d+")
+_SPACED_GROUPS_RE = _digit_groups_re("[ \u2009]", r"\d{1,3}")
+# math mode, where LaTeX ignores spaces: $$..$$, \[..\], \(..\), and $..$ opening before a non-space
+# and closing after one, not before a digit ("$5 and $6" is money); no span holds another
+# opening delimiter, so each character is scanned about once
+_MATH_SPAN_RE = re.compile(
+    r"\$\$(?:[^$\\]|\\.)+?\$\$|\\\[(?:[^\\]|\\[^\[\]])+?\\\]|\\\((?:[^\\\n]|\\[^()\n])+?\\\)"
+    r"|(?<![\\$])\$(?=[^\s$])(?:[^$\n\\]|\\.)+?(?<=\S)\$(?!\d)")
 
 
 def _numbers(text: str) -> list[str]:
     return [m.group(0) for m in _NUMBER_RE.finditer(text)]
 
 
-def _latex_number_text(s: str, spaces: bool = False) -> str:
-    """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups.
+def _join_digit_groups(s: str, spaces: bool = False) -> str:
+    """1\\,450\\,000 and 1~080 (with `spaces`, for a stated answer or math mode, also 1 080) -> one
+    number, when each group after the first has 3 digits: 1 08 and 3 4 stay two numbers."""
+    s = _GROUP_SEP_RE.sub("\u2009", s.replace("{,}", ","))
+    if spaces:  # first: in 1 080\,000 the thin-space run alone would take 080\,000
+        s = _SPACED_GROUPS_RE.sub(lambda m: re.sub("[ \u2009]", "", m.group(0)), s)
+    return _THIN_GROUPS_RE.sub(lambda m: m.group(0).replace("\u2009", ""), s)
 
-    Digit groups (1\\,450\\,000, 1~080; with `spaces`, for a stated answer, also 1 080) are one
-    number only when each group after the first has 3 digits: 1 08 and 3 4 stay two numbers."""
-    s = _GROUP_SEP_RE.sub("\u2009", s.replace("\u2212", "-").replace("{,}", ","))
-    groups = _SPACED_GROUPS_RE if spaces else _THIN_GROUPS_RE
-    s = groups.sub(lambda m: re.sub("[ \u2009]", "", m.group(0)), s)
+
+def _latex_number_text(s: str) -> str:
+    """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
+    s = _join_digit_groups(s.replace("\u2212", "-"))
     s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", s)
     s = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", s)
     s = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", s)
@@ -160,25 +173,27 @@ def _clean_number(s: str) -> str:
 
 
 def _sci_number(s: str) -> str | None:
-    m = (re.search(r"(?<![\d.])(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*(-?\d+)\s*\}?", s)
+    m = (re.search(r"(?<![\d.])(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*"
+                   r"\{?\s*(-?\d+)\s*\}?", s)
          or re.search(r"(?<![\w.])(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])", s))
     try:  # a digit run past int's 4,300-digit limit is no number
         if not m or abs(int(m.group(2))) > 30:
             return None
-        value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+        value = Fraction(m.group(1).replace(",", "")) * Fraction(10) ** int(m.group(2))
     except ValueError:
         return None
     return str(value.numerator) if value.denominator == 1 else str(float(value))
 
 
 def _number_in(fragment: str, last: bool) -> str | None:
+    fragment = _join_digit_groups(fragment, spaces=True)  # before 1\,080 \times 10^3 reads as 080 \times 10^3
     power = re.fullmatch(r"\s*(-?)\s*(\d{1,6})\s*\^\s*\{?\s*(\d{1,2})\s*\}?\s*", fragment)
     if power:  # "10^3" is 1000: its last number, 3, was the answer (correct for a gold of 3); -2^2 is -4
         return power.group(1) + str(int(power.group(2)) ** int(power.group(3)))
     sci = _sci_number(fragment)
     if sci is not None:
         return sci
-    text = _latex_number_text(fragment, spaces=True)
+    text = _latex_number_text(fragment)
     if "=" in text:  # "16 - 3 - 4 = 9": the result
         text = text.rsplit("=", 1)[1]
     nums = _numbers(text)
@@ -224,6 +239,8 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
             return explicit[1]
         if unfinished_thought(region) or stated != region:
             return None
+        # no stated answer: a plain space groups digits only in math mode ($1 080$, not 2 100-page)
+        region = _MATH_SPAN_RE.sub(lambda m: _join_digit_groups(m.group(0), spaces=True), region)
         nums = _numbers(_latex_number_text(region))
         if nums:
             return _clean_number(nums[-1])
