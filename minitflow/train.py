@@ -104,7 +104,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     result = train(parse_args(argv))
     last = result["history"][-1] if result["history"] else {}
-    print(json.dumps({"out": result["out"], "step": result["step"], **last}))
+    if last.get("step") != result["step"]:  # a resume without --eval: that evaluation is of an earlier step
+        last = {}
+    print(json.dumps({"out": result["out"], **last, "step": result["step"]}))
     return 0
 
 

@@ -376,6 +376,20 @@ def test_cli_trains_and_generate_loads_the_checkpoint(tiny, tmp_path):
     assert g.returncode == 0, g.stderr
 
 
+def test_cli_summary_after_a_resume_without_eval_names_the_step_reached(tiny, tmp_path, capsys):
+    """The last line printed the last evaluation's step over the step reached: a --resume to
+    step 4 without --eval printed step 2 (and step 2's eval loss as if it were the result's)."""
+    from minitflow import train as train_cli
+    out = tmp_path / "r.pt"
+    common = ["--model", str(tiny), "--train", str(tiny / "train.jsonl"), "--out", str(out), "--batch_size", "2",
+              "--no-checkpoint_layers", "--no-progress", "--device", "cpu"]
+    assert train_cli.main([*common, "--steps", "2", "--eval", str(tiny / "eval.jsonl"), "--eval_size", "2",
+                           "--eval_max_new_tokens", "2", "--pg_arch", json.dumps(ARCH)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 2
+    assert train_cli.main([*common, "--steps", "4", "--resume", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"out": str(out), "step": 4}
+
+
 def test_checkpointed_layers_give_the_same_loss_and_gradients(tiny, llm):
     gen = random_generator(llm.cfg, seed=0, arch=arch_for(llm.cfg, ARCH)).float().train().requires_grad_(True)
     grads = []
