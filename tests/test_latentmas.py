@@ -373,7 +373,7 @@ def test_user_errors(small_llm):
                     "2 sender questions for 1 questions")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", [SamplingParams(max_new_tokens=5000)], latent_steps=2),
                     "more than max_seq_len")
-    _one_line_error(lambda: lm.validate_options("tflow", latent_steps=3), "--latent_steps only apply to --method latentmas")
+    _one_line_error(lambda: lm.validate_options("tflow", latent_steps=3), "--latent_steps only applies to --method latentmas")
     _one_line_error(lambda: lm.validate_options("baseline", topology="sequential", realign=True),
                     "--mas_topology, --latent_realign only apply")
     lm.validate_options("tflow")

@@ -122,7 +122,8 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
                                               ("latent_realign", realign or None), ("think", think or None))
                  if v is not None]
         if given:
-            raise UserError(f"{', '.join(given)} only apply to --method latentmas (got --method {method})")
+            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --method latentmas "
+                            f"(got --method {method})")
         return
     if latent_steps is not None and (not isinstance(latent_steps, numbers.Integral) or isinstance(latent_steps, bool)
                                      or latent_steps < 0):
