@@ -42,7 +42,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8,
-                   help="questions in flight; the engine gets this many slots (textmas: twice, for its two senders)")
+                   help="questions in flight (default: %(default)s); the engine gets this many slots (textmas: twice, for its "
+                   "two senders)")
     p.add_argument("--refill_share", type=float, default=None,
                    help="start new questions once this share of the batch is free, together (default: 0, as each "
                    "place frees; latentmas 0.5); throughput only, never an answer")
