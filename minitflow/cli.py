@@ -165,10 +165,14 @@ def model_dir_for(args: argparse.Namespace) -> Path:
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 
 
-def load_for(args: argparse.Namespace, questions: int | None = None):
+def load_for(args: argparse.Namespace, questions: int | None = None,
+             positions: Sequence[tuple[int, int]] | None = None):
     """(llm, generator or None, model label, checkpoint label) for the flags given; with
     `questions`, the run's count: no more slots than they can fill (batch_size 20 for 3
-    questions kept 20 slots' KV and CUDA graphs for nothing; outputs do not depend on it)."""
+    questions kept 20 slots' KV and CUDA graphs for nothing; outputs do not depend on it).
+    With `positions` (check_questions_fit's, one per question in the order they run), a run
+    whose weights and KV cache cannot fit in the device's free memory is refused before the
+    weights load (check_memory)."""
     from minitflow.tflow.checkpoint import load_checkpoint, random_generator
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
@@ -188,6 +192,8 @@ def load_for(args: argparse.Namespace, questions: int | None = None):
         # headers (a generator is built at its sizes), is all the check needs
         from minitflow.model.weights import check_weights
         generator = load_checkpoint(checkpoint, check_weights(model_dir), resolve_dtype(args.dtype, device), device)
+    if positions is not None:  # after the checkpoint's generator: on the device now, it is no longer free memory
+        check_memory(args, model_dir, device, positions, random_generator=args.method == "tflow" and generator is None)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
                    num_slots=min(args.batch_size, questions or args.batch_size) * slots_per_question(args.method),
@@ -200,13 +206,16 @@ def load_for(args: argparse.Namespace, questions: int | None = None):
 
 def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_tokens: int,
                         names: Sequence[str], method: str | None = None, style: str = "gsm8k",
-                        sender_questions: Sequence[str] | None = None, options: dict | None = None) -> None:
+                        sender_questions: Sequence[str] | None = None,
+                        options: dict | None = None) -> list[tuple[int, int]] | None:
     """Refuse a question too long for the model even bare (every method's answering prompt holds
     it whole), counted with the model's tokenizer against its positions (the bound the engine
     enforces, LLM.max_seq_len): before the weights load (minutes at 4B) and before evaluate
     touches its folder; the engine would refuse it only when its turn came, after every question
     before it had run, and generate would then lose all of them. With `method`, also inside that
-    method's prompts (methods.positions_needed): a question that fits bare may not fit there."""
+    method's prompts (methods.positions_needed): a question that fits bare may not fit there,
+    and returns each question's (positions needed, positions its senders hold beside the engine)
+    (methods.request_positions): what load_for's memory check sizes the KV cache from."""
     from minitflow.model.config import Qwen3Config
     from minitflow.model.tokenizer import Tokenizer
     limit = Qwen3Config.from_dir(model_dir).max_position_embeddings
@@ -217,14 +226,104 @@ def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_token
             raise UserError(f"{name}: the question alone is {n} tokens; with max_new_tokens {max_new_tokens} that is "
                             f"more than the model's {limit} positions")
     if method is None:
-        return
-    from minitflow.tflow.methods import positions_needed
+        return None
+    from minitflow.tflow.methods import request_positions
     senders = questions if sender_questions is None else sender_questions
+    fits = []
     for name, question, sender in zip(names, questions, senders):
-        need = positions_needed(method, encode, style, question, sender, max_new_tokens, **(options or {}))
+        need, held = request_positions(method, encode, style, question, sender, max_new_tokens, **(options or {}))
         if need > limit:
             raise UserError(f"{name}: its {method} prompts need {need} positions with max_new_tokens {max_new_tokens}, "
                             f"more than the model's {limit} positions")
+        fits.append((need, held))
+    return fits
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on `device`: CUDA's free memory (torch.cuda.mem_get_info), on CPU
+    MemAvailable from /proc/meminfo; None where it cannot be read (not Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def kv_cache_bytes(cfg, dtype: torch.dtype, method: str, batch_size: int,
+                   positions: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
+    """(bytes, slots, positions per slot) of the KV cache a run of `batch_size` questions in flight
+    holds at least, `positions` being each question's (positions needed, positions its senders
+    hold beside the engine) in run order: the engine's slots (load_for's num_slots) grown, as the
+    engine grows them (runner.cache_positions), to the run's longest request; for latentmas also
+    the first group's sender rows (latentmas.Rows, as many rows as the group and as long as its
+    longest), held until its judgers are in their slots, that is while the engine's cache is first
+    made for the group's longest judger."""
+    from minitflow.engine.runner import cache_positions
+    from minitflow.model.kv_cache import kv_bytes
+    n = min(batch_size, len(positions))
+    slots = n * slots_per_question(method)
+    per_position = kv_bytes(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype)
+    limit = cfg.max_position_embeddings  # LLM.max_seq_len: load_for loads every position
+    size = cache_positions(max(need for need, _ in positions), limit)
+    total = slots * size * per_position
+    first = positions[:n]
+    held = max(h for _, h in first)
+    if held:  # latentmas: the first group's sender rows beside the engine's cache made for that group
+        total = max(total, (slots * cache_positions(max(need for need, _ in first), limit) + n * held) * per_position)
+    return total, slots, size
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def check_memory(args: argparse.Namespace, model_dir: Path, device: torch.device,
+                 positions: Sequence[tuple[int, int]], random_generator: bool = False) -> None:
+    """Refuse a run whose weights (from the safetensors headers, in the run's dtype) and KV cache
+    (kv_cache_bytes) exceed the memory free on `device`, naming the largest --batch_size that
+    fits: an out-of-memory error would otherwise come at the first long request, maybe hours in.
+    A lower bound, so that only what clearly cannot fit is refused: activations, CUDA graphs, the
+    prefix cache (filled as prompts repeat), tflow's per-slot LoRA buffers and the rotary tables
+    are left out, not guessed; a checkpoint's generator is on the device already (the free
+    memory is read after it loads), a random one is counted from its dimensions."""
+    available = available_memory(device)
+    if available is None or not positions:
+        return
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.weights import weight_bytes
+    dtype = resolve_dtype(args.dtype, device)
+    weights = weight_bytes(model_dir, dtype)
+    cfg = Qwen3Config.from_dir(model_dir)
+    if random_generator:  # built after the backbone: its parameters, counted on meta without allocating
+        from minitflow.tflow.checkpoint import TFlowGenerator, arch_for
+        with torch.device("meta"):
+            gen = TFlowGenerator(arch_for(cfg), cfg)
+        weights += sum(p.numel() for p in gen.parameter_generator.parameters()) * dtype.itemsize
+        weights += sum(p.numel() * p.element_size() for p in gen.pg_layer_aggregator.parameters())  # float32
+
+    def needed(batch: int) -> tuple[int, int, int]:
+        kv, slots, size = kv_cache_bytes(cfg, dtype, args.method, batch, positions)
+        return weights + kv, slots, size
+
+    batch = min(args.batch_size, len(positions))
+    need, slots, size = needed(batch)
+    if need <= available:
+        return
+    lo, hi = 0, batch - 1  # the largest batch in [1, batch) that fits (0: none); needed() grows with it
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if needed(mid)[0] <= available else (lo, mid - 1)
+    hint = (f"--batch_size {lo} is the largest that fits" if lo else
+            "not even --batch_size 1 fits (fewer --max_new_tokens, a smaller --dtype or a device with more memory)")
+    raise UserError(f"--batch_size {args.batch_size} cannot fit on {device}: the weights ({_size(weights)}, "
+                    f"{str(dtype).removeprefix('torch.')}) and KV cache ({_size(need - weights)}: {slots} "
+                    f"slot{'s' * (slots != 1)} x {size} positions) need at least "
+                    f"{need:,} bytes, {available:,} are free; {hint}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -513,8 +513,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
-        check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids, method=args.method,
-                            style=args.dataset, options=method_options(args))
+        fits = check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids,
+                                   method=args.method, style=args.dataset, options=method_options(args))
         check_weights(model_dir)  # from the headers: missing or bad weights leave no claimed folder behind
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
@@ -530,7 +530,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         log.info("%s", isolation_summary())  # it begins "code sandbox: "
     llm = generator = None
     if args.method != "oracle" and mine:
-        llm, generator, _, _ = load_for(args, questions=len(mine))
+        # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
+        llm, generator, _, _ = load_for(args, questions=len(mine), positions=[fits[i] for i, _ in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{dataset}", total=len(mine))

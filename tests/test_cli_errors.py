@@ -262,6 +262,7 @@ def test_bad_tokenizer_or_generation_config_is_refused_before_the_weights_load(n
         raise AssertionError("the weights were loaded before the bad file was refused")
     monkeypatch.setattr(weights, "load_model", boom)
     d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")  # its headers size the memory check
     (d / name).write_text(text)
     fails(capsys, generate.main, gen_args("--model", d), name)
 
@@ -1363,3 +1364,137 @@ def test_positions_needed_is_what_the_methods_requests_take():
     for method in ("baseline", "textmas", "tflow", "latentmas"):  # a style alias, as the command lines take it
         assert positions_needed(method, llm.encode, "math", q, q, 5) == \
             positions_needed(method, llm.encode, "minerva_math", q, q, 5)
+
+
+# ---- a --batch_size whose KV cache cannot fit -------------------------------------------------
+
+QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
+
+
+def test_kv_cache_bytes_at_qwen3_4b_dimensions():
+    """144 KiB per slot-position in bfloat16 (36 layers x 8 KV heads x 128 x K and V x 2 bytes):
+    --batch_size 256 with 2,048 new tokens after a 1,000-token prompt is 108 GiB, more than an
+    80 GB GPU. The cache is grown in 256-position steps up to the longest request, capped at the
+    model's positions; textmas has two slots per question, latentmas' first group's sender rows
+    sit beside the engine's cache made for that group."""
+    from minitflow.cli import kv_cache_bytes
+    from minitflow.engine.runner import cache_positions
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.kv_cache import kv_bytes
+    cfg = Qwen3Config(**QWEN3_4B)
+    per = 144 * 1024
+    assert kv_bytes(36, 8, 128, torch.bfloat16) == per
+    assert kv_bytes(36, 8, 128, torch.float32, slots=3, positions=5) == 2 * per * 15
+    run = [(1000 + 2048, 0)] * 300
+    assert kv_cache_bytes(cfg, torch.bfloat16, "baseline", 256, run) == (256 * 3072 * per, 256, 3072)
+    assert 256 * 3072 * per == 108 * 2 ** 30
+    assert kv_cache_bytes(cfg, torch.bfloat16, "textmas", 256, run) == (512 * 3072 * per, 512, 3072)
+    assert kv_cache_bytes(cfg, torch.bfloat16, "tflow", 256, run[:3]) == (3 * 3072 * per, 3, 3072)  # 3 questions
+    assert kv_cache_bytes(cfg, torch.float16, "baseline", 1, [(10, 0), (40000, 0)])[1:] == (1, 40192)
+    assert kv_cache_bytes(cfg, torch.float16, "baseline", 1, [(40900, 0)])[1:] == (1, 40960)  # the model's positions
+    assert cache_positions(257, 10_000) == 512 and cache_positions(256, 10_000) == 256
+    # latentmas: the first group (2 questions) holds its sender rows (2 x 700) beside 2 slots x 1,024
+    assert kv_cache_bytes(cfg, torch.bfloat16, "latentmas", 2, [(1000, 700), (300, 100)])[0] == (2048 + 1400) * per
+    # ... unless a later, longer judger grows the engine's cache past both
+    assert kv_cache_bytes(cfg, torch.bfloat16, "latentmas", 2, [(1000, 700), (300, 100), (5000, 4000)]) == \
+        (2 * 5120 * per, 2, 5120)
+
+
+def test_weight_bytes_are_the_loaded_parameters_from_the_headers_alone(monkeypatch):
+    from minitflow.model import weights
+    llm = LLM.load(DEMO, device="cpu", dtype="float32")
+    numel = sum(p.numel() for p in llm.model.parameters())  # a tied lm_head once
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: pytest.fail("weights read"))
+    assert weights.weight_bytes(DEMO, torch.float32) == 4 * numel
+    assert weights.weight_bytes(DEMO, torch.bfloat16) == 2 * numel
+
+
+def _fits_two(method: str, questions: list[str], max_new: int) -> int:
+    """Free bytes in which exactly 2 of `questions` fit in flight: the demo's float32 weights plus
+    2 slots (textmas: 4, its senders limited to `max_new` tokens too) of the cache grown to the
+    run's longest request."""
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.tokenizer import Tokenizer
+    from minitflow.tflow.methods import positions_needed
+    cfg = Qwen3Config.from_dir(DEMO)
+    encode = Tokenizer(DEMO).encode
+    opts = {"sender_max_new_tokens": max_new} if method == "textmas" else {}
+    longest = max(positions_needed(method, encode, "gsm8k", q, q, max_new, **opts) for q in questions)
+    size = min(-(-longest // 256) * 256, cfg.max_position_embeddings)
+    llm = LLM.load(DEMO, device="cpu", dtype="float32")
+    weights = 4 * sum(p.numel() for p in llm.model.parameters())
+    per_slot = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * size
+    return weights + 2 * (2 if method == "textmas" else 1) * per_slot
+
+
+@pytest.mark.parametrize("method", ["baseline", "textmas"])
+def test_a_batch_size_that_cannot_fit_is_refused_before_the_weights_load(method, tmp_path, capsys, monkeypatch):
+    """An absurd --batch_size was an out-of-memory traceback, maybe hours into a run (at the first
+    long request): now one line before the weights load, with the bytes needed and free and the
+    largest --batch_size that fits; that one runs."""
+    import minitflow.cli as cli
+    from minitflow.model import weights
+    questions = [f"The red box holds {i}. How many does the red box hold?" for i in range(5)]
+    free = _fits_two(method, questions, 2)
+    monkeypatch.setattr(cli, "available_memory", lambda device: free)
+    real_load = weights.load_model
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: pytest.fail("weights loaded before the refusal"))
+    rows = tmp_path / "q.jsonl"
+    rows.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
+    base = ["--method", method, "--input_file", rows, "--device", "cpu", "--dtype", "float32",
+            "--max_new_tokens", "2", "--sender_max_new_tokens" if method == "textmas" else "--seed", "2"]
+    line = fails(capsys, generate.main, [*base, "--batch_size", "5"], "--batch_size 5 cannot fit on cpu",
+                 f"{free:,} are free", "--batch_size 2 is the largest that fits")
+    assert f"{free + 1:,}" not in line
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in questions))
+    ev = ["--method", method, "--data_file", data, "--device", "cpu", "--dtype", "float32", "--max_new_tokens", "2",
+          *(["--sender_max_new_tokens", "2"] if method == "textmas" else []), "--output_dir", tmp_path / "r"]
+    fails(capsys, evaluate.main, [*ev, "--batch_size", "3"], "--batch_size 3 cannot fit",
+          "--batch_size 2 is the largest that fits")
+    monkeypatch.setattr(cli, "available_memory", lambda device: 1000)  # not even the weights
+    fails(capsys, generate.main, [*base, "--batch_size", "1"], "not even --batch_size 1 fits")
+    monkeypatch.setattr(cli, "available_memory", lambda device: free)
+    monkeypatch.setattr(weights, "load_model", real_load)
+    assert run_cli(generate.main, [str(a) for a in [*base, "--batch_size", "2"]]) == 0
+    assert run_cli(evaluate.main, [str(a) for a in [*ev, "--batch_size", "2"]]) == 0
+    monkeypatch.setattr(cli, "available_memory", lambda device: None)  # unknown (not Linux): no check
+    assert run_cli(generate.main, [str(a) for a in [*base, "--batch_size", "5"]]) == 0
+
+
+def test_the_memory_check_counts_latentmas_sender_rows_and_a_random_generator(monkeypatch):
+    """latentmas' first group holds its senders' rows beside the engine's cache; a random tflow
+    generator (built after the backbone) is counted from its dimensions, a checkpoint's is on the
+    device already when the free memory is read."""
+    import minitflow.cli as cli
+    seen = []
+
+    def check(args, model_dir, device, positions, random_generator=False):
+        seen.append((args.method, positions, random_generator))
+        raise UserError("checked")
+    monkeypatch.setattr(cli, "check_memory", check)
+    for method, extra in (("latentmas", ["--latent_steps", "2"]), ("tflow", ["--random_generator"]),
+                          ("tflow", []), ("latentmas", [])):
+        with pytest.raises(UserError, match="checked"):
+            generate.main(["--method", method, "--question", "What is 2 + 3?", "--device", "cpu", "--max_new_tokens",
+                           "2", *extra])
+    (_, [(need, held)], r1), (_, [(_, h2)], r2), (_, _, r3), (_, [(_, h4)], _) = seen
+    assert 0 < held < need and h2 == h4 == 0 and (r1, r2, r3) == (False, True, False)
+    monkeypatch.undo()
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.weights import weight_bytes
+    from minitflow.tflow.checkpoint import random_generator
+    gen = random_generator(Qwen3Config.from_dir(DEMO))  # float32, as the check counts it in --dtype float32
+    gen_bytes = sum(p.numel() * p.element_size() for p in gen.parameters())  # float32 on CPU
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    args = p.parse_args(["--method", "tflow", "--batch_size", "1", "--dtype", "float32"])
+    monkeypatch.setattr(cli, "available_memory", lambda device: 1)
+    cfg = Qwen3Config.from_dir(DEMO)
+    kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * 512  # 1 slot x 300 -> 512 positions
+    for random, weights in ((False, weight_bytes(DEMO, torch.float32)),
+                            (True, weight_bytes(DEMO, torch.float32) + gen_bytes)):
+        with pytest.raises(UserError) as e:
+            cli.check_memory(args, DEMO, torch.device("cpu"), [(300, 0)], random_generator=random)
+        assert f"need at least {weights + kv:,} bytes, 1 are free" in str(e.value), (str(e.value), weights, kv)

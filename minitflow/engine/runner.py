@@ -40,6 +40,11 @@ def kv_bucket(need: int, max_len: int) -> int:
     return min(bucket, max_len)
 
 
+def cache_positions(need: int, max_len: int) -> int:
+    """Positions per slot of a cache grown for a request of `need` (KV_BUCKET steps, at most max_len)."""
+    return min(-(-need // KV_BUCKET) * KV_BUCKET, max_len)
+
+
 def batch_bucket(n: int, num_slots: int) -> int:
     """Rows a static-shape decode step runs: the next power of two (one graph per size)."""
     return min(1 << (n - 1).bit_length(), num_slots)
@@ -143,7 +148,7 @@ class ModelRunner:
         caches for a moment instead of making the request wait for every running one to end (a
         stage barrier each time a longer prompt arrives)."""
         old = self.cache
-        size = min(-(-max(need, old.max_len if old else 0) // KV_BUCKET) * KV_BUCKET, self.max_seq_len)
+        size = cache_positions(max(need, old.max_len if old else 0), self.max_seq_len)
         self.cache = None
         self._drop_graphs()  # they read the old cache's addresses
         if idle:

@@ -53,6 +53,13 @@ class WriteTargets:
         return self._flat
 
 
+def kv_bytes(num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, slots: int = 1,
+             positions: int = 1) -> int:
+    """Bytes of a KVCache of `slots` rows of `positions` each, keys and values (Qwen3-4B in
+    bfloat16: 36 layers x 8 KV heads x 128 x 2 x 2 bytes = 144 KiB per slot-position)."""
+    return 2 * num_layers * slots * kv_heads * positions * head_dim * dtype.itemsize
+
+
 class KVCache:
     def __init__(self, num_layers: int, batch: int, max_len: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str):

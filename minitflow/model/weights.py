@@ -7,6 +7,7 @@ dtype and device, so no full float32 copy of the model ever exists.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -167,8 +168,16 @@ def check_weights(model_dir: str | Path) -> Qwen3Config:
     return _plan(Path(model_dir), None)[0]
 
 
-def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict[Path, list[str]]]:
-    """The config and, per weight file, the tensor names to read, every header checked."""
+def weight_bytes(model_dir: str | Path, dtype: torch.dtype) -> int:
+    """Bytes the model's parameters take once loaded in `dtype`: the elements of every tensor
+    load_model reads (from the safetensors headers, checked as check_weights checks them; a tied
+    lm_head once), without reading a tensor."""
+    return _plan(Path(model_dir), None)[2] * dtype.itemsize
+
+
+def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
+    """The config, per weight file the tensor names to read, and their elements in all, every
+    header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
     files = _weight_files(model_dir)
     held = len({n.split(".")[2] for n in files if n.startswith("model.layers.")})
@@ -189,14 +198,14 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     by_file: dict[Path, list[str]] = {}
     for name in shapes:
         by_file.setdefault(files[name], []).append(name)
-    _check_headers(model_dir, by_file, shapes, cfg)
-    return cfg, by_file
+    numel = _check_headers(model_dir, by_file, shapes, cfg)
+    return cfg, by_file, numel
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
                max_positions: int | None = None) -> Qwen3Model:
     model_dir = Path(model_dir)
-    cfg, by_file = _plan(model_dir, max_positions)
+    cfg, by_file, _ = _plan(model_dir, max_positions)
     model = empty_model(cfg, dtype, device, max_positions)
     targets = _targets(model)
     with torch.no_grad():
@@ -217,9 +226,11 @@ def _unreadable(path: Path, name: str, e: Exception) -> UserError:
     return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); re-download or re-save the model")
 
 
-def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> None:
+def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> int:
     """Every tensor's shape and dtype from the file headers, before any tensor is read: a wrong
-    one in the last shard must not cost loading all the others first (minutes at 4B)."""
+    one in the last shard must not cost loading all the others first (minutes at 4B). Returns
+    their elements in all."""
+    numel = 0
     for path, names in by_file.items():
         with _open_safetensors(path) as f:
             for name in names:
@@ -233,3 +244,5 @@ def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dic
                     raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
                 if not (dtype.startswith("F") or dtype == "BF16"):  # F16, F32, F64, F8_*; not I*, U*, BOOL
                     raise UserError(f"{path}: tensor {name} is {dtype}, expected floating point weights")
+                numel += math.prod(shape)
+    return numel

@@ -92,29 +92,39 @@ def positions_needed(method: str, encode: Callable[[str], list[int]], style: str
     """The most cache positions one of the question's requests takes (prompt, handed-over KV, new
     tokens), counted from the prompts alone: what the engine checks only at each request's turn.
     textmas' receiver is counted with empty sender texts (theirs are not known before they run)."""
+    return request_positions(method, encode, style, question, sender_question, max_new_tokens, **options)[0]
+
+
+def request_positions(method: str, encode: Callable[[str], list[int]], style: str, question: str,
+                      sender_question: str, max_new_tokens: int, **options) -> tuple[int, int]:
+    """(positions_needed, the positions the question's senders hold outside the engine's cache
+    until its judger takes them over: latentmas' cache row (prompts and latent steps), 0 for the
+    other methods), from one tokenisation of the prompts: what the memory check before the weights
+    load (cli.check_memory) sizes the caches from."""
     style = prompts.resolve_style(style)  # an alias ("math") as run_method reads it
 
     def chat_len(system: str, q: str, context: str = "") -> int:
         return len(encode(chat_text(system, q, context)))
 
     if method == "baseline":
-        return chat_len(prompts.baseline_system(style), question) + max_new_tokens
+        return chat_len(prompts.baseline_system(style), question) + max_new_tokens, 0
     if method == "textmas":
         (_, a_sys), (_, b_sys), (_, c_sys) = prompts.textmas_roles(style)
         sender_max = options.get("sender_max_new_tokens") or prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS
         return max(chat_len(a_sys, sender_question) + sender_max, chat_len(b_sys, sender_question) + sender_max,
-                   chat_len(c_sys, question, textmas_context(style, ["", ""])) + max_new_tokens)
+                   chat_len(c_sys, question, textmas_context(style, ["", ""])) + max_new_tokens), 0
     if method == "tflow":  # the senders are prefill-only
         a_sys, b_sys, c_sys = prompts.tflow_agents(style)
         senders = [len(encode(sender_prompt(system, sender_question))) for system in (a_sys, b_sys)]
-        return max(*senders, chat_len(c_sys, question) + max_new_tokens)
+        return max(*senders, chat_len(c_sys, question) + max_new_tokens), 0
     if method == "latentmas":
         k, topology = options.get("latent_steps") or 0, options.get("topology") or "sequential"
         think = bool(options.get("think"))
         roles = (*(SENDERS if k > 0 or options.get("handover_at_zero") else ()), JUDGER)
         lengths = [len(encode(agent_prompt_text(role, question if role == JUDGER else sender_question, style,
                                                 topology, think))) for role in roles]
-        return sum(lengths) + k * (len(roles) - 1) + max_new_tokens
+        held = sum(lengths[:-1]) + k * (len(roles) - 1)  # latentmas._plan's sender_len
+        return held + lengths[-1] + max_new_tokens, held
     raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
 
 
