@@ -523,7 +523,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
     done = read_finished(out_dir, args.method)
     mine = [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
-    log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, dataset, len(samples),
+    label = dataset_label(dataset, samples)  # humaneval+ where the file has the plus tests
+    log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, label, len(samples),
              len(done.keys() & set(ids)), len(mine), rank, size)
     if dataset in ("humaneval", "mbpp"):
         from minitflow.eval.sandbox import isolation_summary
@@ -534,7 +535,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         llm, generator, _, _ = load_for(args, questions=len(mine), positions=[fits[i] for i, _ in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
-                              label=f"{args.method}/{dataset}", total=len(mine))
+                              label=f"{args.method}/{label}", total=len(mine))
     try:
         if args.method == "oracle":
             for _, s in mine:
@@ -562,7 +563,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     n = len(rows)
     model_label, checkpoint = model_and_checkpoint(args)
     summary = {
-        "method": args.method, "dataset": dataset, "dataset_label": dataset_label(dataset, samples),
+        "method": args.method, "dataset": dataset, "dataset_label": label,
         "n": n, "complete": n == len(samples),
         "accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
         "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1),

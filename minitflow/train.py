@@ -71,17 +71,21 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--condition", choices=("sender", "zero"), default=d.condition,
                    help="zero: ablation where the generator sees a constant zero condition")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    p.add_argument("--batch_size", type=int, default=d.batch_size)
-    p.add_argument("--grad_accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="training rows per micro-batch")
+    p.add_argument("--grad_accum", type=int, default=d.grad_accum,
+                   help="micro-batches per optimiser step")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    p.add_argument("--weight_decay", type=float, default=d.weight_decay,
+                   help="AdamW weight decay (on weight matrices only)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before the cosine decay")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clipping")
-    p.add_argument("--eval_every", type=int, default=d.eval_every)
+    p.add_argument("--eval_every", type=int, default=d.eval_every, help="optimiser steps between evaluations")
     p.add_argument("--eval_size", type=int, default=d.eval_size, help="use the first N held-out rows")
-    p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
-    p.add_argument("--eval_max_new_tokens", type=int, default=d.eval_max_new_tokens)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size,
+                   help="held-out questions in flight at an evaluation")
+    p.add_argument("--eval_max_new_tokens", type=int, default=d.eval_max_new_tokens,
+                   help="new tokens of each greedy answer at an evaluation")
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
     p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue, "
                                     "with the same --lr, --weight_decay, --seed, --batch_size and --grad_accum")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")

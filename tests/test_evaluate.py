@@ -135,6 +135,10 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
     if dataset in ("humanevalplus", "mbppplus"):  # run.log names the sandbox once, not "code sandbox: code sandbox:"
         sandbox = [line for line in (tmp_path / "run.log").read_text().splitlines() if "code sandbox" in line]
         assert len(sandbox) == 1 and sandbox[0].count("code sandbox") == 1, sandbox
+    # the log names the data as the results do (it said "on humaneval" for the HumanEval+ file)
+    label = {"humanevalplus": "humaneval+", "mbppplus": "mbpp"}.get(dataset, dataset)
+    assert summary["dataset_label"] == label
+    assert f"oracle on {label}: " in (tmp_path / "run.log").read_text()
 
 
 # ---- on the demo model / oracle, no ../shared needed ------------------------------------
