@@ -1059,3 +1059,88 @@ def test_gsm8k_math_spans_are_read_in_linear_time():
         extract_gsm8k_answer(text)
     assert time.monotonic() - start < 2.0
     assert extract_gsm8k_answer("$a" * 30000 + " $1 080$") == "1080"
+
+
+# ------------------------------------------------- red-team of the strict MATH scorer (OCW golds)
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # a differential equation written with other derivative notation, its terms moved across, or
+    # times a factor free of its unknowns (LC, m) is the same equation
+    (r"f = m\frac{dv}{dt} + bv", r"m \frac{d v}{d t}+b v=f", True),
+    (r"m \dot{v} + b v = f", r"m \frac{d v}{d t}+b v=f", True),
+    (r"\dot{v} + \frac{b}{m} v = \frac{f}{m}", r"m \frac{d v}{d t}+b v=f", True),
+    (r"m \frac{dv}{dt} = f + bv", r"m \frac{d v}{d t}+b v=f", False),
+    (r"m \dot{v} = f", r"m \frac{d v}{d t}+b v=f", False),
+    (r"\dot{v} + b v = f", r"m \frac{d v}{d t}+b v=f", False),
+    ("y'(t) = r x(t) - r y(t)", r"y^{\prime}+r y-r x(t)=0", True),
+    (r"\frac{dy}{dt} = r x - r y", r"y^{\prime}+r y-r x(t)=0", True),
+    ("y' = r(y - x)", r"y^{\prime}+r y-r x(t)=0", False),
+    ("2y' + r y - r x = 0", r"y^{\prime}+r y-r x(t)=0", False),
+    ("y' + r y - r x(t) = 1", r"y^{\prime}+r y-r x(t)=0", False),
+    (r"x' = kx - a", r"\frac{d x}{d t}=k x-a", True),
+    (r"\dot{x}(t) = kx(t) - a", r"\frac{d x}{d t}=k x-a", True),
+    (r"\dot{x} = a - kx", r"\frac{d x}{d t}=k x-a", False),
+    (r"\ddot{x} = kx - a", r"\frac{d x}{d t}=k x-a", False),
+    (r"LC\ddot{v}_o + v_o = v_i", r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", True),
+    (r"\ddot{v}_o + v_o = v_i", r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", False),
+    (r"LC\dot{v}_o + v_o = v_i", r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", False),
+    (r"m l \ddot{\theta} = m g \sin\theta + f \cos\theta",
+     r"m l \ddot{\theta}(t)-m g \sin \theta(t)=f(t) \cos \theta(t)", True),
+    (r"ml\ddot\theta - mg\theta = f", r"m l \ddot{\theta}(t)-m g \sin \theta(t)=f(t) \cos \theta(t)", False),
+    # an equation whose named side the normalisation drops, written the other way round
+    (r"125-1.25 P = X_{d}", r"X_{d}=125-1.25 P", True),
+    (r"125 + 1.25 P = X_{d}", r"X_{d}=125-1.25 P", False),
+    ("MR - SRMC = 0", "MR=SRMC", True),
+    ("P = SRMC", "MR=SRMC", False),
+])
+def test_math_equations_as_models_write_them(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # a named value for a gold that is just the value: MRS = ..., y^s(p) = ..., \langle E \rangle = ...
+    (r"MRS = \frac{2C}{3S}", r"\frac{2}{3} \frac{C}{S}", True),
+    (r"MRS = \frac{3C}{2S}", r"\frac{2}{3} \frac{C}{S}", False),
+    (r"y^s(p) = 100 p^{1/2}", r"100 p^{\frac{1}{2}}", True),
+    (r"\langle E \rangle = \frac{1}{3}E_1 + \frac{2}{3}E_2", r"\frac{1}{3} E_{1}+\frac{2}{3} E_{2}", True),
+    (r"\theta' = \arcsin(1.3 \sin \theta_w)", r"\arcsin{1.3 \sin{\theta_w}}", True),
+    # a power on the left is an equation, not a name
+    (r"X^2 = -\frac{1}{2\sqrt{X}}", r"-\frac{1}{2} X^{-\frac{1}{2}}", False),
+    (r"x^2 = 25", "5", False),
+    ("(x, y) = (1, 2)", "(1, 2)", True),
+    ("(x, y) = (2, 1)", "(1, 2)", False),
+    # the value named on the left keeps its unit words even with a \cdot between them
+    (r"L = 4.5 \times 10^{33} \ \text{erg} \cdot \text{s}^{-1}", "4.5e33", True),
+    (r"L = 4.5 \times 10^{32} \ \text{erg} \cdot \text{s}^{-1}", "4.5e33", False),
+])
+def test_math_a_named_answer_for_a_bare_gold(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # "4Ae^{it}" and "4 A e^{i t}": Euler's e and the imaginary i either way (sympy's letter split
+    # made the first e and i plain symbols)
+    (r"\frac{4 A e^{i t}}{3(1+i)}", r"\frac{4 A}{3+3 i} e^{i t}", True),
+    (r"\frac{4 A e^{i t}}{3(1-i)}", r"\frac{4 A}{3+3 i} e^{i t}", False),
+    (r"\frac{1-i}{4} e^{2it}", r"\frac{e^{2 i t}}{(2+2 i)}", True),
+    (r"\frac{1+i}{4} e^{2it}", r"\frac{e^{2 i t}}{(2+2 i)}", False),
+    # a function's bare \frac argument
+    (r"\arcsin \frac{10}{13}", "np.arcsin(10/13)", True),
+    (r"\arcsin \frac{11}{13}", "np.arcsin(10/13)", False),
+    (r"\tau \ln\frac{1}{\Delta}", r"-\tau \ln \Delta", True),
+    (r"\tau \ln\frac{2}{\Delta}", r"-\tau \ln \Delta", False),
+    # old-style {\rm red} subscript
+    (r"\lambda_{\rm red}/\sqrt{2}", r"\lambda_{\text {red}} / \sqrt{2}", True),
+    (r"\lambda_{\rm red}/2", r"\lambda_{\text {red}} / \sqrt{2}", False),
+])
+def test_math_letters_functions_and_subscripts(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_math_ode_equation_in_a_reply_scores():
+    gold = r"m \frac{d v}{d t}+b v=f"
+    reply = "<think>\nForce balance.\n</think>\n\nSo the equation is $\\boxed{f = m\\dot{v} + bv}$."
+    assert score_math(reply, gold)
+    assert not score_math(reply.replace("+ bv", "- bv"), gold)
+    final = "Final Answer: The final answer is $m \\frac{dv}{dt} = f - bv$. I hope it is correct."
+    assert score_math(final, gold) and not score_math(final.replace("f - bv", "f + bv"), gold)

@@ -14,7 +14,10 @@ Order of the checks (the first that decides wins):
    the constant's numeric value, same rule.
 4. Structures: matrices (cell by cell), sets and bare lists (unordered),
    intervals and tuples (ordered, brackets must match), `a \\pm b` (a set of
-   two), equations (side by side, either orientation).
+   two), equations (side by side, either orientation; else the same with terms
+   moved across, and a differential equation also times a factor free of its
+   unknowns, y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named
+   value (`MRS = ...`) for a gold that is only the value.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
    application for `I(0)`, `u(t)`; subscripted Greek letters) checked by
    random-point evaluation and `simplify`; if either side cannot be parsed,
@@ -169,6 +172,7 @@ def clean_answer(s: str | None) -> str:
             s = s[len(left):len(s) - len(right)].strip()
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])\s*", "", s)
     s = s.replace("\\displaystyle", "").replace("\\!", "")
+    s = re.sub(r"\{\s*\\(?:rm|bf|it)\s+([^{}\\]*)\}", r"{\1}", s)  # old-style \lambda_{\rm red}
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     # degrees, also Celsius / Fahrenheit (a lone C after a number is not a unit elsewhere)
     s = re.sub(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
@@ -421,7 +425,7 @@ def normalize_latex(s: str | None) -> str:
         left, right = s.split("=")
         # also "\Delta E", "t_{1/2}", "L_{\odot}", "\lambda_{\max}": a quantity's name
         if re.fullmatch(r"(?:\\[Dd]elta ?)?(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[^{}]*\}|\w+))?"
-                        r"(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?", left):
+                        r"(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?|\((?:[a-z],)+[a-z]\)", left):  # also (x,y) = (1,2)
             s = right
     s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
@@ -582,7 +586,8 @@ def latex_to_sympy_str(s: str) -> str | None:
     """
     s = re.sub(r"^np\.", "", s)
     s = re.sub(r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1", s)  # \sin^{-1} is arcsin, not 1/sin
-    # \cos 2t, \sin \theta: the argument without brackets is the next factor
+    # \cos 2t, \sin \theta, \ln \frac{1}{x}: the argument without brackets is the next factor
+    s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(\\frac\s*\{[^{}]*\}\s*\{[^{}]*\})", r"\\\1{\2}", s)
     s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(?![\s({^\\])"
                r"(\d*\.?\d*(?:[A-Za-z](?:_\w+)?)?)", r"\\\1{\2}", s)
     s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(\\[A-Za-z]+(?:_\w+)?)", r"\\\1{\2}", s)
@@ -631,6 +636,10 @@ def _sympy_parse(expr: str, evaluate: bool) -> Any:
     for name in ("Integer", "Float", "Rational", "Symbol", "Function", "Mul", "Add", "Pow",
                  "pi", "oo", "E", *_FUNCS):
         global_dict[name] = getattr(sympy, name)
+    # an unknown run of letters is a product that sympy would split into symbols, e and i too:
+    # split it here, so that "Ae^{it}" has Euler's e and the imaginary i as "A e^{i t}" has
+    expr = re.sub(r"(?<![A-Za-z_.])[A-Za-z]{2,}(?!\w)", lambda m: m.group(0) if m.group(0) in global_dict
+                  or m.group(0) in _GREEK or re.fullmatch(r"fn[A-Za-z]", m.group(0)) else " ".join(m.group(0)), expr)
     local: dict[str, Any] = {}
     for name in set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)):
         base = name.split("_")[0]
@@ -798,10 +807,19 @@ _LETTER_TAIL_RE = re.compile(r"[\d}]\s*[a-z]\s*$")
 _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, not products like xy
 
 
+def _stated_quantity(s: str, ns: str) -> Quantity | None:
+    """The number an answer states, also after a name normalisation dropped: "\\Delta E = 2.88
+    \\times 10^{-19} J", and "L = 4.5 \\times 10^{33} \\text{erg} \\cdot \\text{s}^{-1}", whose
+    normalised form lost the unit's words but kept its \\cdot."""
+    if "=" not in s:
+        return parse_quantity(s)
+    return parse_quantity(s) or parse_quantity(ns) or (
+        parse_quantity(s.rsplit("=", 1)[1]) if "=" not in ns else None)
+
+
 def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float, depth: int) -> bool:
     # "\Delta E = 2.88 \times 10^{-19} J": the number its normalisation kept
-    qa = parse_quantity(a) or (parse_quantity(na) if "=" in a else None)
-    qb = parse_quantity(b) or (parse_quantity(nb) if "=" in b else None)
+    qa, qb = _stated_quantity(a, na), _stated_quantity(b, nb)
     if qb is not None and _LETTER_TAIL_RE.search(clean_answer(b)):  # gold "\frac{37}{4} m": a variable
         qb = None
         qa = None if qa is not None and _LETTER_TAIL_RE.search(clean_answer(a)) else qa
@@ -834,9 +852,13 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         return False
     if "\\cup" in na or "\\cup" in nb:
         return _mv_fallback(a, b, deadline)
-    if na.count("=") == 1 and nb.count("=") == 1:
-        (la_, ra_), (lb_, rb_) = na.split("="), nb.split("=")
-        return (sub(la_, lb_) and sub(ra_, rb_)) or (sub(la_, rb_) and sub(ra_, lb_))
+    ca, cb = clean_answer(a), clean_answer(b)
+    if ca.count("=") == 1 and cb.count("=") == 1 and (na.count("=") == 1 or nb.count("=") == 1):
+        # two equations, compared as written: normalisation dropped the named left side of
+        # "f = m\dot{v} + bv" but not of "m\frac{dv}{dt} + bv = f"
+        return _equations_equal(ca.split("="), cb.split("="), sub, deadline)
+    if na.count("=") == 1 and "=" not in nb and _NAME_RE.fullmatch(na.split("=")[0]):
+        return sub(na.split("=")[1], b)  # "MRS = \frac{2C}{3S}" for a gold of just the value
     if na.count("=") != nb.count("="):
         return False
     if qa is not None or qb is not None:  # a number against a closed form
@@ -861,6 +883,73 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
     if verdict is not None:
         return bool(verdict)
     return _mv_fallback(a, b, deadline)
+
+
+# the name of what an answer states, on the left of its "=": MRS, y^s(p), \theta', \langle E \rangle
+_NAME_RE = re.compile(r"(?:[A-Za-z' ]|\\[A-Za-z]+|_(?:\{[^{}]*\}|\w)|\^(?:\{[A-Za-z]*\}|[A-Za-z])|\([A-Za-z, ]*\))+")
+_DERIV_NAME = r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}]*\}|_\w)?"
+# \frac{dx}{dt}, \frac{d^{2} v_{o}}{d t^{2}}, \dot{x}, \ddot x, x', x'' (after clean_answer)
+_DERIVATIVE_RE = re.compile(
+    r"\\frac\{\s*d\s*(?:\^\s*\{?\s*(?P<n>[23])\s*\}?)?\s*(?P<f>" + _DERIV_NAME + r")\s*\}"
+    r"\s*\{\s*d\s*[a-z]\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}"
+    r"|\\(?P<dots>d?dot)\s*(?:\{\s*(?P<g>" + _DERIV_NAME + r")\s*\}(?P<gsub>_\{[^{}]*\}|_\w)?|(?P<h>" + _DERIV_NAME + r"))"
+    r"|(?P<k>" + _DERIV_NAME + r")(?P<primes>'{1,3})")
+
+
+def _derivatives_as_symbols(side: str, names: dict[str, str]) -> str:
+    """`\\dot{x}`, `x'`, `\\frac{dx}{dt}` -> one placeholder symbol per (function, order), shared
+    through `names` by both equations; `x(t)` -> `x` (the function of the independent variable)."""
+    def repl(m: re.Match) -> str:
+        f = m.group("f") or (m.group("g") or "") + (m.group("gsub") or "") or m.group("h") or m.group("k")
+        order = int(m.group("n") or 1) if m.group("f") else (
+            len(m.group("dots")) - 2 if m.group("dots") else len(m.group("primes")))
+        key = re.sub(r"[{}\s]", "", f) + f"|{order}"
+        return names.setdefault(key, f" \\Xi_{{{len(names) + 1}}} ")
+
+    side = _DERIVATIVE_RE.sub(repl, side)
+    return re.sub(r"(" + _DERIV_NAME + r")\s*\(\s*t\s*\)", lambda m: m.group(0)
+                  if m.group(1).lstrip("\\") in _BARE_ARG_FUNCS else m.group(1), side)  # \sin(t) stays
+
+
+def _equations_equal(ea: list[str], eb: list[str], sub: Callable[[str, str], bool], deadline: _Deadline) -> bool:
+    """Same equation?  Side by side (either orientation), else the same up to moving terms
+    across and, for a differential equation, a factor free of its unknowns: y' = r x - r y is
+    y' + r y - r x = 0, and LC v_o'' + v_o = v_i is v_o'' + v_o/(LC) = v_i/(LC)."""
+    (la, ra), (lb, rb) = ea, eb
+    if (sub(la, lb) and sub(ra, rb)) or (sub(la, rb) and sub(ra, lb)):
+        return True
+    import sympy
+
+    names: dict[str, str] = {}
+    da, db = (normalize_latex(f"({_derivatives_as_symbols(l, names)})-({_derivatives_as_symbols(r, names)})")
+              for l, r in (ea, eb))
+
+    def run() -> bool:
+        xa, xb = to_sympy(da), to_sympy(db)
+        if xa is None or xb is None:
+            return False
+        if _probe_equal(xa, xb) or _probe_equal(xa, -xb):  # the same terms, moved across
+            return True
+        unknowns = {x for x in xa.free_symbols | xb.free_symbols if str(x).startswith("Xi_")
+                    or any(str(x) == key.split("|")[0].lstrip("\\").replace("lambda", "lamda") for key in names)}
+        if not unknowns:
+            return False
+        # a differential equation times a factor free of its unknowns (LC, m): the ratio stays
+        # put when only the unknowns (the function and its derivatives) move
+        symbols = sorted(xa.free_symbols | xb.free_symbols, key=str)
+        rng = random.Random(1234)
+        for _ in range(3):
+            point = {x: sympy.Float(rng.uniform(0.3, 1.7), 20) for x in symbols}
+            moved = {**point, **{u: sympy.Float(rng.uniform(0.3, 1.7), 20) for u in unknowns}}
+            try:
+                r1, r2 = (complex(xa.evalf(20, subs=p)) / complex(xb.evalf(20, subs=p)) for p in (point, moved))
+            except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+                return False
+            if not (math.isfinite(abs(r1)) and r1 != 0 and abs(r1 - r2) <= 1e-9 * abs(r1)):
+                return False
+        return True
+
+    return bool(deadline.call(run))
 
 
 def _mv_fallback(a: str, b: str, deadline: _Deadline) -> bool:
