@@ -1144,3 +1144,82 @@ def test_math_ode_equation_in_a_reply_scores():
     assert not score_math(reply.replace("+ bv", "- bv"), gold)
     final = "Final Answer: The final answer is $m \\frac{dv}{dt} = f - bv$. I hope it is correct."
     assert score_math(final, gold) and not score_math(final.replace("f - bv", "f + bv"), gold)
+
+
+# ------------------------------------------ strict scorer: red-team regressions
+# Qwen3-style replies built for every GSM8K / MMLU-Redux gold; each case failed before its fix.
+
+
+def test_a_thought_cut_off_counts_only_its_closed_boxes():
+    # "so the answer is 18" at the cut may have gone on to 180: it scored correct
+    cut = "<think>\nShe has 16 eggs, 16 - 3 - 4 = 9. So the answer is 18"
+    assert extract_gsm8k_answer(cut) is None and not score_gsm8k(cut, "18")
+    assert extract_gsm8k_answer("<think>\nSo the answer is 18. Let me verify: 9 x 2") is None
+    assert extract_mmlu_letter("<think>\nOption A says True, True. So the answer is A") is None
+    assert extract_mmlu_letter("<think>\nI think (A) is right") is None
+    # a closed box still counts (the module's rule), and so does a finished thought
+    assert extract_gsm8k_answer("<think>\nSo \\boxed{18}. Let me verify: 9 x 2") == "18"
+    assert extract_mmlu_letter("<think>\nSo \\boxed{A}. Let me check B") == "A"
+    assert extract_gsm8k_answer("<think>\nmaybe 20\n</think>\nThe answer is 18.") == "18"
+    assert extract_mmlu_letter("<think>\nmaybe B\n</think>\nThe answer is A") == "A"
+
+
+TF = ["True, True", "False, False", "True, False", "False, True"]
+ARTICLE = ["An entity fixed effects model", "A time fixed effects model", "A random effects model",
+           "A pure time series model"]
+SENTENCES = ["Hundreds of millennia in the future.", "Major impacts can no longer occur.",
+             "Hundreds of millennia after the last major impact.",
+             "Could be any time. The probability of impact is the same next year as later."]
+
+
+@pytest.mark.parametrize("text, choices, letter", [
+    # an option's text stated as the answer, or as the reply: was no answer
+    ("The answer is True, False.", TF, "C"), ("Answer: **False, True**", TF, "D"),
+    ("Let me check.\n\nTrue, False", TF, "C"), ("True, True", TF, "A"), ("The answer is True, False.", None, None),
+    ("The answer is Could be any time. The probability of impact is the same next year as later. "
+     "It follows from the rates.", SENTENCES, "D"),
+    # an option's text opening with the article "A" is that option, not A
+    (r"\boxed{A time fixed effects model}", ARTICLE, "B"), ("The answer is A time fixed effects model.", ARTICLE, "B"),
+    (r"\boxed{A}", ARTICLE, "A"), ("The answer is A.", ARTICLE, "A"), (r"\boxed{B. A time fixed effects model}", ARTICLE, "B"),
+    # an option's text that is a letter of the options: the letter; one past them: the text
+    (r"\boxed{B}", ["As", "P", "Sb", "B"], "B"), ("The answer is B.", ["As", "P", "Sb", "B"], "B"),
+    (r"\boxed{F}", ["F", "Si", "O", "Ca"], "A"), (r"\boxed{i}", ["1", "-1", "i", "-i"], "C"),
+    ("(I) and (IV)", ["Only (II)", "Only (IV)", "(I) and (IV)", "(II) and (III)"], "C"),
+    # options told apart only by case; two options with one text name neither
+    ("The answer is sC ≡ eJ.", ["Cs ⊃ Ej", "Sc ≡ Ej", "sC ≡ eJ", "Sx ≡ Jy"], "C"),
+    ("The answer is 0.16 N.", ["0.16 N", "0.16 N", "0.32 N", "0.36 N"], None),
+])
+def test_mmlu_an_options_text_names_its_letter(text, choices, letter):
+    assert extract_mmlu_letter(text, choices) == letter
+
+
+def test_mmlu_an_options_text_scores():
+    assert score_mmlu("The answer is True, False.", "C", TF) and not score_mmlu("The answer is True, False.", "A", TF)
+    # was correct for gold A: the article read as the letter
+    assert not score_mmlu(r"\boxed{A time fixed effects model}", "A", ARTICLE)
+    assert score_mmlu(r"\boxed{A time fixed effects model}", "B", ARTICLE)
+
+
+def test_mmlu_a_box_whose_text_holds_braces():
+    assert extract_mmlu_letter(r"\boxed{\text{C. {AND, OR}}}") == "C"  # was no answer
+    assert extract_mmlu_letter(r"\boxed{\text{B. Number of relations from A = {x, y} is 64.}}") == "B"
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("Option A fails the premise. Therefore, C is the correct answer.", "C"), ("Checking each.\n\nC is correct.", "C"),
+    ("**C** is the correct answer.", "C"),  # these three were no answer
+    ("Vitamin C is the best source.", None), ("A is correct in part, but it misses the key point.", None),
+    ("So A is correct, and B is wrong", None), ("A is correct.\nWait, no: the answer is D.", "D"),
+    ("Is A correct? No. D is correct.", "D"),
+])
+def test_mmlu_a_bare_letter_that_is_the_correct_answer(text, letter):
+    assert extract_mmlu_letter(text) == letter
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("The answer is b) Paris", "B"),  # was no answer
+    ("the answer is (a) or (c)", None), ("the answer is a) or c)", None),  # a hedge: (a) was the answer
+    ("the answer is (b)", "B"), ("the answer is a bit subtle", None),
+])
+def test_mmlu_a_lower_case_letter_with_its_parenthesis(text, letter):
+    assert extract_mmlu_letter(text) == letter

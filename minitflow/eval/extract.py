@@ -202,12 +202,15 @@ def _number_in(fragment: str, last: bool) -> str | None:
     return _clean_number(nums[-1] if last else nums[0])
 
 
-def _gsm8k_explicit(text: str) -> tuple[int, str] | None:
-    """(position, answer) of the last explicit answer: box, `####`, "the answer is"."""
+def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | None:
+    """(position, answer) of the last explicit answer: box, `####`, "the answer is"
+    (with `boxes_only`, a box)."""
     found: list[tuple[int, str]] = []
     for start, _, content in boxed_spans(text):
         num = _number_in(content, last=True)
         found.append((start, num if num is not None else content))
+    if boxes_only:
+        return max(found, key=lambda f: f[0]) if found else None
     for m in re.finditer(r"####\s*([^\n]*)", text):
         num = _number_in(m.group(1), last=False)
         if num is not None:
@@ -234,7 +237,9 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
     text = EN_DASH_SIGN_RE.sub("-", text.replace("\u2212", "-"))  # "–5": a minus, not 5
     for region in answer_regions(text):
         stated = cut_open_box(region)
-        explicit = _gsm8k_explicit(stated)
+        # a thought cut off at "so the answer is 18" may have gone on to 180 (or changed its mind):
+        # of an unfinished thought only a closed box counts, as the module's rules say
+        explicit = _gsm8k_explicit(stated, boxes_only=unfinished_thought(region))
         if explicit is not None:
             return explicit[1]
         if unfinished_thought(region) or stated != region:
@@ -356,81 +361,129 @@ _LETTER_PATTERNS = [
     # "option C is correct", "(D) is the correct answer"
     re.compile(r"(?:option|choice)?\s*\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
     re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
+    # "Therefore, C is the correct answer.", "C is correct.": a bare letter opening its sentence (not
+    # "vitamin C is the best source"), and the sentence ends there ("A is correct in part, but ..." is a remark)
+    re.compile(r"(?:^|[\n.!?:]\s*|\b(?:so|thus|therefore|hence)[,:]?\s+)\**([A-J])\**\s+is\s+(?:the\s+)?"
+               r"(?:correct|right|best)(?:\s+(?:answer|option|choice))?\**(?=\s*[.!]?\s*(?:$|\n))", re.I | re.M),
     # "I choose B", "I'll go with option C"
     re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
 ]
 
 
-_LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(([a-j])\)|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
+# "b)" / "(b)" is never the article; "(a) or (c)" is a hedge, as in upper case
+_LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
+                              r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+\(?([A-J])\)?[.!]?\s*$", re.I)
 _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")  # not "(A) or (B)."
 
 
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
     """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
-    allow_space (inside a box, where a leading article "A ..." cannot occur)."""
+    allow_space (inside a box, where a leading article "A ..." is rare)."""
     s = re.sub(r"\\(?:text(?:bf|rm)?|math(?:rm|bf))\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")  # \mathrm{C}
+    s = re.sub(r"^\\(?:text(?:bf|rm)?|math(?:rm|bf))\{", "", s)  # \text{C. {AND, OR}}: braces inside it
     m = re.match(r"^\(([A-J])\)" + _NOT_TWO + "|^([A-J])" + _NOT_TWO + "(?:$|[.:)]"
                  + (r"|[\s,]" if allow_space else "") + ")", s)
     return (m.group(1) or m.group(2)) if m else None
 
 
-def _norm_choice(s: str) -> str:
-    return re.sub(r"[\s.$]+", " ", s).strip().lower()
+def _norm_choice(s: str, lower: bool = True) -> str:
+    s = re.sub(r"[\s.$*]+", " ", re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s)).strip()
+    return s.lower() if lower else s
 
 
-def _mmlu_explicit(text: str, choices: Sequence[str] | None) -> str | None:
-    found: list[tuple[int, str]] = []
+def _in_range(letter: str | None, choices: Sequence[str] | None) -> str | None:
+    """`letter`, unless the options stop before it (\\boxed{F} of four options is the element F)."""
+    return letter if letter and (not choices or _LETTERS.index(letter) < len(choices)) else None
+
+
+def _choice_letter(s: str, choices: Sequence[str] | None) -> str | None:
+    """The letter of the one option whose text `s` is ("True, False" -> C); a letter of the
+    options is that letter, not an option's text (\\boxed{B} with an option "B" is B)."""
+    target = _norm_choice(s)
+    if not choices or not target or (re.fullmatch(r"\(?[a-j]\)?", target)
+                                     and _in_range(target.strip("()").upper(), choices)):
+        return None
+    hits = [k for k, c in enumerate(choices) if _norm_choice(str(c)) == target]
+    if len(hits) > 1:  # "Sc ≡ Ej" and "sC ≡ eJ": the case tells them apart
+        hits = [k for k in hits if _norm_choice(str(choices[k]), lower=False) == _norm_choice(s, lower=False)]
+    return _LETTERS[hits[0]] if len(hits) == 1 else None
+
+
+def _boxed_letter(content: str, choices: Sequence[str] | None) -> str | None:
+    """\\boxed{B}, \\boxed{(C)}, \\boxed{D. Paris}, \\boxed{c}; an option's text; \\boxed{B Paris}."""
+    letter = _in_range(_letter_at_start(content, allow_space=False), choices)
+    if not letter and re.fullmatch(r"\(?([a-j])\)?", content.strip()):  # \boxed{c}
+        letter = _in_range(content.strip().strip("()").upper(), choices)
+    # an option's text before "B text": \boxed{A time fixed effects model} is option B's text, not A
+    return letter or _choice_letter(content, choices) or _in_range(_letter_at_start(content, allow_space=True), choices)
+
+
+_CHOICE_ANSWER_RE = re.compile(r"answer\s*\**\s*(?:is|:)\s*\**\s*:?\s*", re.I)
+
+
+def _stated_choice(text: str, choices: Sequence[str]) -> str | None:
+    """The letter of the option whose text a statement is: its line, or the line up to a sentence's
+    end (an option's text may hold sentences: the longest that is an option's text)."""
+    line = text.split("\n", 1)[0]
+    ends = [m.start() + 1 for m in re.finditer(r"\.\s", line)]
+    return next((got for k in [len(line)] + ends[::-1] if (got := _choice_letter(line[:k], choices))), None)
+
+
+def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = False) -> str | None:
+    found: list[tuple[int, int, str]] = []  # (position, rank, letter): at one position the higher rank wins
     for start, _, content in boxed_spans(text):
-        letter = _letter_at_start(content, allow_space=True)
-        if not letter and re.fullmatch(r"\(?([a-j])\)?", content.strip()):  # \boxed{c}
-            letter = content.strip().strip("()").upper()
-        if not letter and choices:
-            target = _norm_choice(re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", content))
-            for k, c in enumerate(choices):
-                if _norm_choice(str(c)) == target:
-                    letter = _LETTERS[k]
+        letter = _boxed_letter(content, choices)
         if letter:
-            found.append((start, letter))
+            found.append((start, 0, letter))
+    if boxes_only:
+        return max(found)[2] if found else None
     for pattern in _LETTER_PATTERNS:
         for m in pattern.finditer(text):
             if m.group(1).isupper():
-                found.append((m.start(), m.group(1)))
+                found.append((m.start(), 0, m.group(1)))
     for m in _LOWER_ANSWER_RE.finditer(text):  # "the answer is (b)", "answer: c."
-        found.append((m.start(), (m.group(1) or m.group(2)).upper()))
-    return max(found, key=lambda f: f[0])[1] if found else None
+        found.append((m.start(), 0, (m.group(1) or m.group(2)).upper()))
+    if choices:  # "The answer is True, False." names option C; "The answer is A time fixed effects model." B
+        for m in _CHOICE_ANSWER_RE.finditer(text):
+            letter = _stated_choice(text[m.end():], choices)
+            if letter:
+                found.append((m.start(), 1, letter))
+    return max(found)[2] if found else None
 
 
 def extract_mmlu_letter(text: str | None, choices: Sequence[str] | None = None) -> str | None:
     """Chosen option letter: the last explicit statement (`\\boxed{B}`, "the answer
     is (B)", "Answer: B", "the correct option is B", "option B is correct"), else a
     reply (or final line) that is just the letter ("B", "(B) text", "B. text").
-    A mere mention ("Option A is wrong") is not an answer.  With `choices`, a box
-    holding an option's text maps to its letter."""
+    A mere mention ("Option A is wrong") is not an answer.  With `choices`, an
+    option's exact text (boxed, stated as the answer, or the reply's last line)
+    maps to its letter."""
     if not text:
         return None
     for region in answer_regions(text):
-        letter = _mmlu_explicit(region, choices)
+        # of a thought cut off at "so the answer is A" only a closed box counts, as the module's rules say
+        letter = _mmlu_explicit(region, choices, boxes_only=unfinished_thought(region))
         if letter:
             return letter
         if unfinished_thought(region):
             return None
-        letter = _mmlu_plain(region)
+        letter = _mmlu_plain(region, choices)
         if letter:
             return letter
     return None
 
 
-def _mmlu_plain(reply: str) -> str | None:
-    """A reply (or its last line) that is just the letter, or ends "so C." / "(C)."."""
-    letter = _letter_at_start(reply, allow_space=False)
+def _mmlu_plain(reply: str, choices: Sequence[str] | None = None) -> str | None:
+    """A reply (or its last line) that is just the letter or an option's text, or ends "so C." / "(C)."."""
+    letter = _in_range(_letter_at_start(reply, allow_space=False), choices) or _choice_letter(reply, choices)
     if letter:
         return letter
     lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
     if not lines:
         return None
-    letter = _letter_at_start(lines[-1], allow_space=False)
+    letter = _in_range(_letter_at_start(lines[-1], allow_space=False), choices) or _choice_letter(lines[-1], choices)
     if letter:
         return letter
     m = _CONCLUSION_RE.search(lines[-1]) or _TRAILING_PAREN_RE.search(lines[-1])
