@@ -1162,6 +1162,12 @@ def test_a_thought_cut_off_counts_only_its_closed_boxes():
     assert extract_mmlu_letter("<think>\nSo \\boxed{A}. Let me check B") == "A"
     assert extract_gsm8k_answer("<think>\nmaybe 20\n</think>\nThe answer is 18.") == "18"
     assert extract_mmlu_letter("<think>\nmaybe B\n</think>\nThe answer is A") == "A"
+    # MATH the same: "Final Answer:" or "the answer is" inside a cut-off thought is no answer
+    assert extract_math_answer("<think>\nSo the answer is 18") is None
+    assert extract_math_answer("<think>\nFinal Answer: The final answer is $18$. Let me check") is None
+    assert not score_math("<think>\nSo the answer is $\\frac{1}{2}$", "\\frac{1}{2}")
+    assert extract_math_answer("<think>\nSo $\\boxed{\\frac{1}{2}}$. Let me check") == "\\frac{1}{2}"
+    assert extract_math_answer("<think>\nmaybe 20\n</think>\nFinal Answer: The final answer is $18$.") == "18"
 
 
 TF = ["True, True", "False, False", "True, False", "False, True"]

@@ -314,6 +314,9 @@ def extract_math_answer(text: str | None) -> str | None:
     if not text:
         return None
     for region in answer_regions(text):
+        if unfinished_thought(region):  # cut off while thinking: only a closed box is an answer
+            box = _last_box_run(region)
+            return box[1] if box else None
         candidates = [c for c in (_last_box_run(region), _final_answer_line(region)) if c]
         if candidates:
             return max(candidates, key=lambda c: c[0])[1]
@@ -321,7 +324,7 @@ def extract_math_answer(text: str | None) -> str | None:
         phrases = [p for p in phrases if p]
         if phrases:
             return phrases[-1][0]
-        closing = None if unfinished_thought(region) else _closing_statement(region)
+        closing = _closing_statement(region)
         if closing:
             return closing
     return None
