@@ -165,14 +165,11 @@ def model_dir_for(args: argparse.Namespace) -> Path:
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 
 
-def load_for(args: argparse.Namespace, questions: int | None = None,
-             positions: Sequence[tuple[int, int]] | None = None):
-    """(llm, generator or None, model label, checkpoint label) for the flags given; with
-    `questions`, the run's count: no more slots than they can fill (batch_size 20 for 3
-    questions kept 20 slots' KV and CUDA graphs for nothing; outputs do not depend on it).
-    With `positions` (check_questions_fit's, one per question in the order they run), a run
-    whose weights and KV cache cannot fit in the device's free memory is refused before the
-    weights load (check_memory)."""
+def load_for(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None):
+    """(llm, generator or None, model label, checkpoint label) for the flags given. With
+    `positions` (check_questions_fit's, one per question of the run in the order they run): no
+    more slots than those questions fill (engine_slots), and a run whose weights and KV cache
+    cannot fit in the device's free memory is refused before the weights load (check_memory)."""
     from minitflow.tflow.checkpoint import load_checkpoint, random_generator
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
@@ -196,7 +193,7 @@ def load_for(args: argparse.Namespace, questions: int | None = None,
         check_memory(args, model_dir, device, positions, random_generator=args.method == "tflow" and generator is None)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
     llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
-                   num_slots=min(args.batch_size, questions or args.batch_size) * slots_per_question(args.method),
+                   num_slots=engine_slots(args.method, args.batch_size, len(positions) if positions else None),
                    cuda_graphs=False if args.eager else None)
     if args.method == "tflow" and generator is None:
         generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)
@@ -239,6 +236,13 @@ def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_token
     return fits
 
 
+def engine_slots(method: str, batch_size: int, questions: int | None = None) -> int:
+    """The engine's slots for `batch_size` questions in flight (textmas: two a question), no more
+    than the run's `questions` fill: batch_size 20 for 3 questions kept 20 slots' KV and CUDA
+    graphs for nothing (outputs do not depend on it)."""
+    return min(batch_size, questions or batch_size) * slots_per_question(method)
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for a run on `device`: CUDA's free memory (torch.cuda.mem_get_info), on CPU
     MemAvailable from /proc/meminfo; None where it cannot be read (not Linux)."""
@@ -266,7 +270,7 @@ def kv_cache_bytes(cfg, dtype: torch.dtype, method: str, batch_size: int,
     from minitflow.engine.runner import cache_positions
     from minitflow.model.kv_cache import kv_bytes
     n = min(batch_size, len(positions))
-    slots = n * slots_per_question(method)
+    slots = engine_slots(method, batch_size, len(positions))
     per_position = kv_bytes(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype)
     limit = cfg.max_position_embeddings  # LLM.max_seq_len: load_for loads every position
     size = cache_positions(max(need for need, _ in positions), limit)

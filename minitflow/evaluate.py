@@ -532,7 +532,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     llm = generator = None
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
-        llm, generator, _, _ = load_for(args, questions=len(mine), positions=[fits[i] for i, _ in mine])
+        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine])
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{label}", total=len(mine))

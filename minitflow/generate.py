@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     fits = check_questions_fit(model_dir_for(args), questions, sampling.max_new_tokens,
                                [f"question {i + 1}" for i in range(len(questions))], method=args.method,
                                style=args.dataset, sender_questions=senders, options=method_options(args))
-    llm, generator, _, _ = load_for(args, questions=len(questions), positions=fits)
+    llm, generator, _, _ = load_for(args, positions=fits)
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,
                          sender_questions=senders if any(r.get("context") for r in rows) else None,

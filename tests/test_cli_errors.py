@@ -394,7 +394,8 @@ def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(metho
     for questions, want in ((2, slots // 3 * 2), (7, slots)):  # no more slots than the run's questions fill
         with pytest.raises(UserError, match="stop here"):
             load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu"] +
-                                  (["--random_generator"] if method == "tflow" else [])), questions=questions)
+                                  (["--random_generator"] if method == "tflow" else [])),
+                     positions=[(16, 0)] * questions)
         assert seen["num_slots"] == want
 
 
