@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -247,6 +248,26 @@ def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path,
     want = straight.state_dict()
     for k, v in resumed["generator"].state_dict().items():
         assert torch.allclose(v, want[k], atol=1e-6), k
+
+
+def test_a_diverged_step_is_refused_and_the_last_good_save_kept(tiny, llm, tmp_path):
+    """A loss or gradient that is no longer finite (--lr far too high) was stepped: every weight
+    turned NaN, and the next save replaced the last good checkpoint and state with ones that
+    load_checkpoint refuses, so nothing was left to resume. Now the step is refused in one line
+    naming it, and the files on disk are the last good step's: they load and resume."""
+    out = tmp_path / "d.pt"
+    with pytest.raises(UserError, match=r"step (\d+): the training loss diverged .*; the step is not applied and "
+                                        rf"{out} keeps step (\d+): lower --lr or --clip") as err:
+        train(_cfg(tiny, out, eval=None, steps=8, eval_every=1, lr=1e6, clip=1e30), llm=llm)
+    failed, kept = (int(n) for n in re.search(r"step (\d+):.*keeps step (\d+)", str(err.value)).groups())
+    assert kept == failed - 1 >= 1
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == kept
+    gen = load_checkpoint(out, llm.cfg)  # refused (NaN) before the fix
+    assert all(torch.isfinite(v).all() for v in gen.state_dict().values())
+    # the state resumes, exactly: the same step diverges again, and the files stay as they were
+    with pytest.raises(UserError, match=f"step {failed}: the training loss diverged"):
+        train(_cfg(tiny, out, eval=None, steps=8, eval_every=1, lr=1e6, clip=1e30, resume=str(out)), llm=llm)
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == kept
 
 
 def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):

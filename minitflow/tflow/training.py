@@ -472,13 +472,17 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     for _ in range(step * cfg.grad_accum):  # replay the stream up to where we stopped
         next(order)
 
+    saved = None  # the step of this call's last save
+
     def save() -> None:
         """The state first, with the generator in it, then the checkpoint: an interrupt between the
         two files leaves them a save apart, and --resume reads the state alone, so it stays exact."""
+        nonlocal saved
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
             "condition": cfg.condition, "history": history, "config": asdict(cfg)})
         save_checkpoint(gen, cfg.out)
+        saved = step
 
     def evaluate() -> dict:
         gen.eval()
@@ -507,6 +511,13 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             tok_sum += n_targets
             gen.samples_seen += len(chunk)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
+        if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+            # stepping would make every weight NaN, and the next save would replace the last good
+            # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
+            kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
+            raise UserError(f"step {step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
+                            f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
+                            "lower --lr or --clip")
         opt.step()
         sched.step()
         step += 1
