@@ -310,6 +310,18 @@ def test_a_row_too_long_for_the_model_is_refused_before_the_backbone_loads(tiny,
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
+@pytest.mark.parametrize("seed", [-1, 2 ** 64])
+def test_a_seed_out_of_range_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch, seed):
+    """torch seeds from [0, 2^64): --seed 2^64 was torch's overflow traceback after the checks,
+    and --seed -1 trained on the data order of --seed 1 (Python's random takes the absolute
+    value) with another initialisation. Both are one line now, before the backbone loads."""
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=rf"^--seed must be an integer in \[0, 2\^64\), got {seed}$"):
+        train(_cfg(tiny, tmp_path / "o.pt", seed=seed))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_zero_condition_is_a_static_lora(tiny, llm, tmp_path):
     out = tmp_path / "zero.pt"
     train(_cfg(tiny, out, condition="zero", eval=None), llm=llm)

@@ -329,6 +329,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
+    if not 0 <= cfg.seed < 1 << 64:  # torch's seed range: 2^64 was a traceback; Python's random read -1 as 1
+        raise UserError(f"--seed must be an integer in [0, 2^64), got {cfg.seed}")
     for name, low, inclusive in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("clip", 0.0, False)):
         v = getattr(cfg, name)
         if not (math.isfinite(v) and (v >= low if inclusive else v > low)):
