@@ -222,7 +222,7 @@ def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
     assert resumed["step"] == 4 and resumed["generator"].samples_seen == 16
     want = straight.state_dict()
     for k, v in resumed["generator"].state_dict().items():
-        assert torch.allclose(v, want[k], atol=1e-6), k
+        assert torch.equal(v, want[k]), k  # bitwise: the same operations on the same values
 
 
 def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path, monkeypatch):
@@ -247,7 +247,7 @@ def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path,
     assert resumed["step"] == 4 and resumed["generator"].samples_seen == 16
     want = straight.state_dict()
     for k, v in resumed["generator"].state_dict().items():
-        assert torch.allclose(v, want[k], atol=1e-6), k
+        assert torch.equal(v, want[k]), k  # bitwise: the same operations on the same values
 
 
 def test_a_diverged_step_is_refused_and_the_last_good_save_kept(tiny, llm, tmp_path):
@@ -529,6 +529,28 @@ def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, ll
     clipped = torch.cat([g.flatten() for g in seen[2]])
     assert abs(clipped.norm().item() - clip) <= 1e-2 * clip  # torch divides by norm + 1e-6
     assert torch.allclose(clipped / clipped.norm(), torch.cat([g.flatten() for g in whole]) / norm, atol=1e-5)
+
+
+def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, tmp_path, monkeypatch):
+    """--resume with a larger --steps extends the cosine, but its first step ran at the rate the
+    optimiser state saved, the old schedule's: 2 steps of --steps 2 end at rate 0, so the first
+    step of the resume to 4 was taken at 0 (wasted) instead of lr * lr_lambda(1, 4)(2). A resume
+    with the same --steps still continues bitwise (test_resume_continues_exactly)."""
+    from minitflow.tflow import training
+    from minitflow.tflow.training import lr_lambda
+    lrs, real = [], training.make_optimizer
+
+    def make(*args, **kwargs):
+        opt, sched = real(*args, **kwargs)
+        opt.register_step_pre_hook(lambda o, a, k: lrs.append(o.param_groups[0]["lr"]))
+        return opt, sched
+    monkeypatch.setattr(training, "make_optimizer", make)
+    out = tmp_path / "r.pt"
+    train(_cfg(tiny, out, eval=None, steps=2, warmup=1), llm=llm)
+    train(_cfg(tiny, out, eval=None, steps=4, warmup=1, resume=str(out)), llm=llm)
+    new = lr_lambda(1, 4)
+    assert lrs[2:] == pytest.approx([1e-2 * new(2), 1e-2 * new(3)], abs=1e-12)
+    assert lrs[2] > 0
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step():

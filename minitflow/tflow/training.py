@@ -468,6 +468,10 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"--resume {cfg.resume}: the optimiser state does not fit this generator ({e})") from None
         step, history = int(state["step"]), list(state.get("history", []))
+        # the rate of this run's schedule (its --steps and --warmup): the optimiser saved the old
+        # schedule's, which a longer --steps would have used for one step (0 after a finished run)
+        for group, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * f(sched.last_epoch)
 
     zero = cfg.condition == "zero"
     order = batch_order(len(train_rows), cfg.batch_size, cfg.seed)
