@@ -348,6 +348,20 @@ def test_examples_with_context_and_bad_rows(tmp_path):
         read_examples(path)
 
 
+@pytest.mark.parametrize("row", [{"answer": ""}, {"answer": " \n"}, {"answer": "A", "sender_question": ""},
+                                 {"answer": "A", "sender_question": "  "}])
+def test_a_blank_answer_or_sender_question_is_refused(tmp_path, row):
+    """A blank answer was a training target of <|im_end|> alone (the receiver learnt to say
+    nothing; as a held-out gold, a blank greedy answer matched it) and a blank sender_question
+    gave the senders nothing to read: a data bug, refused naming the file and line, as an
+    empty question is."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n" + json.dumps({"question": "Q2?", **row}) + "\n")
+    name = "sender_question" if "sender_question" in row else "answer"
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:2: the {name} is empty$"):
+        read_examples(path)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minitflow.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)

@@ -63,6 +63,11 @@ def read_examples(path: str | Path) -> list[Example]:
             sq = with_context(context, row["question"])
         if not isinstance(sq, str):
             raise UserError(f"{path}:{n}: \"sender_question\" must be a string")
+        # a blank target trains the receiver to answer nothing (and as a held-out gold, a blank
+        # greedy answer matched it); blank sender text gives the senders nothing to read
+        for name, text in (("answer", row["answer"]), ("sender_question", sq)):
+            if not text.strip():
+                raise UserError(f"{path}:{n}: the {name} is empty")
         rows.append(Example(row["question"], row["answer"], sq))
     if not rows:
         raise UserError(f"{path}: no examples")
