@@ -250,6 +250,33 @@ def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path,
         assert torch.equal(v, want[k]), k  # bitwise: the same operations on the same values
 
 
+def test_an_interrupt_at_the_last_save_leaves_the_result_written_and_resumable(tiny, llm, tmp_path, monkeypatch):
+    """The state was written before the checkpoint: Ctrl-C at the last step's checkpoint write
+    left the state at --steps and the checkpoint a save behind, so the run's result was never
+    written and --resume refused ("it has run 4 steps already"). The checkpoint now comes first:
+    cut at the last write, the result is on disk, and --resume redoes the last step exactly."""
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, eval_every=1), llm=llm)["generator"]
+    real, calls = torch.save, []
+
+    def save(*args, **kwargs):  # saves at steps 1..4, two files each: the 8th write is cut
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1), llm=llm)
+    monkeypatch.setattr(torch, "save", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.state.pt", "b.pt", "b.pt.state.pt"]
+    want = straight.state_dict()
+    written = load_checkpoint(tmp_path / "b.pt", llm.cfg).state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in written.items())
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1, resume=str(tmp_path / "b.pt")), llm=llm)
+    assert resumed["step"] == 4
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+    assert torch.load(tmp_path / "b.pt.state.pt", weights_only=True)["step"] == 4
+
+
 def test_a_diverged_step_is_refused_and_the_last_good_save_kept(tiny, llm, tmp_path):
     """A loss or gradient that is no longer finite (--lr far too high) was stepped: every weight
     turned NaN, and the next save replaced the last good checkpoint and state with ones that
@@ -389,7 +416,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tiny, tmp_path, monkeypa
     from minitflow.cli import run_cli
     real, calls = torch.save, []
 
-    def save(*args, **kwargs):  # the third write (step 2's state) is where the signal lands
+    def save(*args, **kwargs):  # the third write (step 2's checkpoint) is where the signal lands
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -486,13 +486,15 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     saved = None  # the step of this call's last save
 
     def save() -> None:
-        """The state first, with the generator in it, then the checkpoint: an interrupt between the
-        two files leaves them a save apart, and --resume reads the state alone, so it stays exact."""
+        """The checkpoint first, then the state with the generator in it: an interrupt between the
+        two files leaves the state a save behind, and --resume reads the state alone, so it redoes
+        those steps exactly. (State first left the checkpoint behind: cut at the last step, the
+        run's result was never written and --resume refused a state at --steps.)"""
         nonlocal saved
+        save_checkpoint(gen, cfg.out)
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
             "condition": cfg.condition, "history": history, "config": asdict(cfg)})
-        save_checkpoint(gen, cfg.out)
         saved = step
 
     def evaluate() -> dict:
