@@ -145,6 +145,34 @@ def test_training_leaves_the_backbone_unchanged_and_round_trips(tiny, llm, tmp_p
     assert "optimizer" not in torch.load(out, weights_only=False)
 
 
+def test_the_evaluations_exact_match_runs_the_generator_generate_loads(tiny, tmp_path, monkeypatch):
+    """Held-out exact match is meant to be the inference path, but it ran the float32 generator
+    being trained, while `generate --checkpoint` (as the official code) runs the checkpoint's
+    generator in the backbone's dtype: on a bfloat16 backbone (every CUDA run's default) the
+    accuracy the trainer reported was not that of the checkpoint it saved. Now the evaluation's
+    generator gives bitwise the factors of the saved checkpoint loaded as generate loads it."""
+    from minitflow.tflow import training
+    llm = LLM.load(tiny, dtype="bfloat16", device="cpu")
+    hidden = torch.randn(2, llm.cfg.num_hidden_layers + 1, 5, llm.cfg.hidden_size)
+    seen, real = [], training.eval_accuracy
+
+    def spy(llm_, gen, *args, **kwargs):
+        with torch.no_grad():
+            seen.append(gen(hidden))
+        return real(llm_, gen, *args, **kwargs)
+    monkeypatch.setattr(training, "eval_accuracy", spy)
+    out = tmp_path / "bf.pt"
+    result = train(_cfg(tiny, out, steps=2, eval_every=2), llm=llm)
+    assert result["history"][-1]["step"] == 2 and len(seen) == 1
+    assert result["generator"].training  # the trained generator itself is left as it was: float32, training
+    assert next(result["generator"].parameter_generator.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        want = load_checkpoint(out, llm.cfg, dtype=llm.dtype)(hidden)
+    assert any(b.abs().max() > 0 for _, b in want.values())
+    for k in want:
+        assert torch.equal(seen[0][k][0], want[k][0]) and torch.equal(seen[0][k][1], want[k][1]), k
+
+
 def test_load_checkpoint_ignores_extra_keys(tiny, llm, tmp_path):
     gen = init_for_training(random_generator(llm.cfg, arch=arch_for(llm.cfg, ARCH)))
     save_checkpoint(gen, tmp_path / "x.pt", extra={"optimizer": {"anything": 1}, "step": 3})

@@ -12,6 +12,7 @@ resume); `make_optimizer` is shared with the demo's backbone pre-training.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
@@ -227,12 +228,22 @@ def eval_loss(llm: LLM, gen: TFlowGenerator, examples: Sequence[Example], style:
 
 def eval_accuracy(llm: LLM, gen: TFlowGenerator, examples: Sequence[Example], style: str, batch_size: int,
                   max_new_tokens: int) -> tuple[float, list[str]]:
-    """Greedy generation through `run_method("tflow")`: exactly the inference path."""
+    """Greedy generation through `run_method("tflow")`: exactly the inference path when `gen` is
+    the generator as `generate --checkpoint` loads it (`as_loaded`)."""
     res = run_method("tflow", llm, [e.question for e in examples], style=style, generator=gen,
                      batch_size=batch_size, sender_questions=[e.sender_question for e in examples],
                      sampling=SamplingParams(max_new_tokens=max_new_tokens))
     hits = [answers_match(r.answer, e.answer) for r, e in zip(res, examples)]
     return sum(hits) / len(hits), [r.answer for r in res]
+
+
+def as_loaded(gen: TFlowGenerator, dtype: torch.dtype) -> TFlowGenerator:
+    """A frozen copy of `gen` as `load_checkpoint(..., dtype)` gives it back from its checkpoint
+    (the parameter generator in the backbone's dtype, the layer aggregator in float32): what
+    `generate --checkpoint` will run, so what an evaluation's exact match must run."""
+    frozen = copy.deepcopy(gen).eval().requires_grad_(False)
+    frozen.parameter_generator.to(dtype)
+    return frozen
 
 
 def _autocast(device: torch.device):
@@ -500,7 +511,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     def evaluate() -> dict:
         gen.eval()
         rec = {"step": step, "eval_loss": eval_loss(llm, gen, eval_rows, style, zero, cfg.eval_batch_size)}
-        rec["eval_accuracy"], _ = eval_accuracy(llm, gen, eval_rows, style, cfg.eval_batch_size, cfg.eval_max_new_tokens)
+        rec["eval_accuracy"], _ = eval_accuracy(llm, as_loaded(gen, llm.dtype), eval_rows, style, cfg.eval_batch_size,
+                                                cfg.eval_max_new_tokens)
         gen.train()
         history.append(rec)
         say(f"step {step}: eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
