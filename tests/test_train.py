@@ -173,6 +173,26 @@ def test_the_evaluations_exact_match_runs_the_generator_generate_loads(tiny, tmp
         assert torch.equal(seen[0][k][0], want[k][0]) and torch.equal(seen[0][k][1], want[k][1]), k
 
 
+def test_a_checkpoint_is_synced_to_disk_before_it_replaces_the_last(tiny, llm, tmp_path, monkeypatch):
+    """save_checkpoint renamed its temporary file over the last checkpoint without an fsync
+    (files.write_bytes has one): after a power cut the rename could reach the disk before the
+    data, an empty file where a whole checkpoint was. Now the whole file is synced first."""
+    import os
+    from minitflow.tflow import checkpoint
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size))
+        return real(fd)
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    path = tmp_path / "c.pt"
+    save_checkpoint(init_for_training(random_generator(llm.cfg, arch=arch_for(llm.cfg, ARCH))), path)
+    st = path.stat()
+    assert synced == [(st.st_ino, st.st_size)]
+    load_checkpoint(path, llm.cfg)
+
+
 def test_load_checkpoint_ignores_extra_keys(tiny, llm, tmp_path):
     gen = init_for_training(random_generator(llm.cfg, arch=arch_for(llm.cfg, ARCH)))
     save_checkpoint(gen, tmp_path / "x.pt", extra={"optimizer": {"anything": 1}, "step": 3})

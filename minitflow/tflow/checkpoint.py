@@ -9,6 +9,7 @@ kept so that a renamed module shows up here and nowhere else.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
@@ -242,4 +243,9 @@ def save_checkpoint(gen: TFlowGenerator, path: str | Path, extra: dict | None = 
         **(extra or {}),
     }
     with replacing(path) as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            # on disk before the rename makes it the checkpoint (as files.write_bytes): after a
+            # power cut the rename alone could leave an empty file where the last save was
+            os.fsync(f.fileno())
