@@ -397,6 +397,27 @@ def test_a_seed_out_of_range_is_refused_before_the_backbone_loads(tiny, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("layers", [1, 5])
+def test_a_generator_for_another_layer_count_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch,
+                                                                                   layers):
+    """--pg_arch num_base_model_layers other than the backbone's (2) trained a generator for 1 or
+    5 layers without a word and saved a checkpoint that load_checkpoint, so generate, --init and
+    --resume, then refused ("generator is for 5 layers, the backbone has 2"): one line now, before
+    the backbone loads."""
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=rf"^--pg_arch num_base_model_layers={layers}, but the backbone has 2 layers"):
+        train(_cfg(tiny, tmp_path / "o.pt", pg_arch={**ARCH, "num_base_model_layers": layers}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pg_arch_may_repeat_the_backbones_layer_count(tiny, llm, tmp_path):
+    """A pg_arch copied whole from a checkpoint names the backbone's own layer count: accepted."""
+    out = tmp_path / "o.pt"
+    train(_cfg(tiny, out, eval=None, steps=1, pg_arch={**ARCH, "num_base_model_layers": 2}), llm=llm)
+    assert load_checkpoint(out, llm.cfg).arch.num_base_model_layers == 2
+
+
 def test_zero_condition_is_a_static_lora(tiny, llm, tmp_path):
     out = tmp_path / "zero.pt"
     train(_cfg(tiny, out, condition="zero", eval=None), llm=llm)

@@ -450,10 +450,13 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     # the state carries the generator it was saved with (older ones do not: their checkpoint then)
     start = (None if cfg.init == "random" else cfg.init) if state is None else \
         _state_path(cfg.resume) if "parameter_generator" in state else cfg.resume
-    loaded = None
-    if start is not None:
-        from minitflow.model.weights import model_config
-        loaded = load_checkpoint(start, llm.cfg if llm is not None else model_config(cfg.model, need_tokenizer=True))
+    from minitflow.model.weights import model_config
+    backbone = llm.cfg if llm is not None else model_config(cfg.model, need_tokenizer=True)
+    layers = cfg.pg_arch.get("num_base_model_layers", backbone.num_hidden_layers)
+    if layers != backbone.num_hidden_layers:  # trained, then refused by load_checkpoint at every later use
+        raise UserError(f"--pg_arch num_base_model_layers={layers}, but the backbone has {backbone.num_hidden_layers} "
+                        "layers: drop it (the generator takes the backbone's)")
+    loaded = None if start is None else load_checkpoint(start, backbone)
     if state is not None:  # the resumed generator keeps its dimensions: other --pg_arch ones would be ignored
         differ = {k: v for k, v in cfg.pg_arch.items() if getattr(loaded.arch, k) != v}
         if differ:
