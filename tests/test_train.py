@@ -325,6 +325,28 @@ def test_an_interrupt_at_the_last_save_leaves_the_result_written_and_resumable(t
     assert torch.load(tmp_path / "b.pt.state.pt", weights_only=True)["step"] == 4
 
 
+def test_an_overwriting_run_cut_at_its_first_save_does_not_resume_the_earlier_run(tiny, llm, tmp_path, monkeypatch):
+    """With the checkpoint written before the state, a run replacing an earlier one (--overwrite)
+    and cut between the two files of its first save left the earlier run's state beside its
+    checkpoint: --resume continued the earlier run. The earlier state is removed first now."""
+    out = tmp_path / "o.pt"
+    train(_cfg(tiny, out, eval=None, steps=2), llm=llm)
+    real, calls = torch.save, []
+
+    def save(*args, **kwargs):  # the new run's first save: the checkpoint, then its state is cut
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny, out, eval=None, steps=4, eval_every=1), llm=llm)
+    monkeypatch.setattr(torch, "save", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.pt"]
+    with pytest.raises(UserError, match="no training state o.pt.state.pt beside it"):
+        train(_cfg(tiny, out, eval=None, steps=4, eval_every=1, resume=str(out)), llm=llm)
+
+
 def test_a_diverged_step_is_refused_and_the_last_good_save_kept(tiny, llm, tmp_path):
     """A loss or gradient that is no longer finite (--lr far too high) was stepped: every weight
     turned NaN, and the next save replaced the last good checkpoint and state with ones that

@@ -498,6 +498,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         next(order)
 
     saved = None  # the step of this call's last save
+    continues = bool(cfg.resume) and Path(cfg.resume).resolve() == Path(cfg.out).resolve()
 
     def save() -> None:
         """The checkpoint first, then the state with the generator in it: an interrupt between the
@@ -505,6 +506,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         those steps exactly. (State first left the checkpoint behind: cut at the last step, the
         run's result was never written and --resume refused a state at --steps.)"""
         nonlocal saved
+        if saved is None and not continues:  # an earlier run's state beside our checkpoint would resume that run
+            _state_path(cfg.out).unlink(missing_ok=True)
         save_checkpoint(gen, cfg.out)
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
