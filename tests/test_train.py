@@ -354,7 +354,7 @@ def test_a_diverged_step_is_refused_and_the_last_good_save_kept(tiny, llm, tmp_p
     naming it, and the files on disk are the last good step's: they load and resume."""
     out = tmp_path / "d.pt"
     with pytest.raises(UserError, match=r"step (\d+): the training loss diverged .*; the step is not applied and "
-                                        rf"{out} keeps step (\d+): lower --lr or --clip") as err:
+                                        rf"{out} keeps step (\d+): rerun with a lower --lr or --clip") as err:
         train(_cfg(tiny, out, eval=None, steps=8, eval_every=1, lr=1e6, clip=1e30), llm=llm)
     failed, kept = (int(n) for n in re.search(r"step (\d+):.*keeps step (\d+)", str(err.value)).groups())
     assert kept == failed - 1 >= 1

@@ -548,7 +548,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
             raise UserError(f"step {step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
                             f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
-                            "lower --lr or --clip")
+                            "rerun with a lower --lr or --clip")
         opt.step()
         sched.step()
         step += 1
