@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="training rows per micro-batch")
     p.add_argument("--grad_accum", type=int, default=d.grad_accum,
-                   help="micro-batches per optimiser step")
+                   help="micro-batches per optimiser step (its loss is the mean over all their answer tokens)")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
     p.add_argument("--weight_decay", type=float, default=d.weight_decay,
                    help="AdamW weight decay (on weight matrices only)")

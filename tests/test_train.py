@@ -685,6 +685,30 @@ def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, t
     assert lrs[2] > 0
 
 
+def test_accumulation_weighs_every_answer_token_alike_whatever_the_lengths(tiny, llm, tmp_path, monkeypatch):
+    """Each micro-batch's mean loss was divided by --grad_accum: a mean of batch means, so with
+    answers of other lengths a token of a short-answer batch weighed more than one of a long,
+    and --grad_accum 2 x --batch_size 2 was not the step --batch_size 4 takes on the same rows.
+    Each micro-batch now counts by its share of the step's answer tokens: the same gradient."""
+    answers = ["\\boxed{1}", "so it is \\boxed{12}, since the red box holds twelve", "\\boxed{3}",
+               "the answer is \\boxed{40}"]
+    path = tmp_path / "uneven.jsonl"
+    path.write_text("".join(json.dumps({"question": f"How many in box {i}?", "answer": a}) + "\n"
+                            for i, a in enumerate(answers)))
+    from minitflow.tflow.training import batch_order
+    order = batch_order(4, 2, _cfg(tiny, path).seed)
+    halves = [sum(len(llm.encode(answers[i])) + 1 for i in next(order)) for _ in range(2)]
+    assert halves[0] != halves[1], halves  # the premise: the two micro-batches hold unlike token counts
+    seen = _optimiser_grads(monkeypatch)
+    for kw in ({"grad_accum": 2, "batch_size": 2}, {"grad_accum": 1, "batch_size": 4}):
+        train(_cfg(tiny, tmp_path / "g.pt", train=str(path), eval=None, steps=1, clip=1e9, **kw), llm=llm)
+    accumulated, whole = seen
+    norm = torch.cat([g.flatten() for g in whole]).norm()
+    assert norm > 0
+    for a, w in zip(accumulated, whole):
+        assert torch.allclose(a, w, rtol=1e-4, atol=1e-6 * norm)
+
+
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step():
     """The trainer's schedule, read from its optimiser step by step: warm-up to lr over `warmup`
     steps, then a half cosine that reaches 0 at `steps` (not later) and stays there."""

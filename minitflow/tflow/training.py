@@ -493,6 +493,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             group["lr"] = base * f(sched.last_epoch)
 
     zero = cfg.condition == "zero"
+    answer_tokens = [len(llm.encode(e.answer)) + 1 for e in train_rows]  # and <|im_end|>, as make_batch
     order = batch_order(len(train_rows), cfg.batch_size, cfg.seed)
     for _ in range(step * cfg.grad_accum):  # replay the stream up to where we stopped
         next(order)
@@ -534,10 +535,14 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     while step < last:
         opt.zero_grad(set_to_none=True)
         loss_sum, tok_sum = 0.0, 0
-        for _ in range(cfg.grad_accum):
-            chunk = [train_rows[i] for i in next(order)]
+        batches = [next(order) for _ in range(cfg.grad_accum)]
+        step_tokens = sum(answer_tokens[i] for b in batches for i in b)
+        for b in batches:
+            chunk = [train_rows[i] for i in b]
             loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
-            (loss / cfg.grad_accum).backward()
+            # the step's loss is the mean over all its answer tokens, as one batch of them would
+            # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
+            (loss * (n_targets / step_tokens)).backward()
             loss_sum += loss.item() * n_targets
             tok_sum += n_targets
             gen.samples_seen += len(chunk)
