@@ -546,6 +546,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             loss_sum += loss.item() * n_targets
             tok_sum += n_targets
             gen.samples_seen += len(chunk)
+        # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
+        assert tok_sum == step_tokens, (tok_sum, step_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
         if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
             # stepping would make every weight NaN, and the next save would replace the last good
