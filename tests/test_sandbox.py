@@ -706,6 +706,19 @@ def test_float_outputs_are_not_broadcast_against_the_expected_ones():
     assert run_code_tests(sample, "def f(x):\n    return [1.5 + 1e-9] if x else [2.0, 2.0]\n")[:2] == (True, True)
 
 
+@pytest.mark.parametrize("program", [
+    "import numpy as np\ndef add(a, b):\n    return int(np.add(a, b))\n",
+    "def add(a, b):\n    from numpy import int64\n    return int64(a) + int64(b)\n",  # a numpy scalar back
+    "import os, scipy\ndef add(a, b):\n    return a + b\n",
+    "import multiprocessing\ndef add(a, b):\n    return a + b\n",
+])
+def test_correct_programs_importing_numpy_pass(program):
+    """evalplus' worker has numpy (and multiprocessing) imported before its reliability guard, which
+    removes os.putenv: importing numpy after the guard raised TypeError, failing correct programs
+    that evalplus passes."""
+    assert run_code_tests(ADD, program, timeout=10) == (True, True, "pass")
+
+
 def test_the_launcher_ends_a_sandbox_at_its_wall_limit():
     """Behind the parent's deadlines, the launcher stops the sandbox at its own wall limit, even
     while the parent still waits (a parent stuck elsewhere leaves no runner behind)."""

@@ -383,10 +383,38 @@ def _run_reference(job: dict, chan: _Channel) -> None:
         chan.send(["wall", time.perf_counter() - start])
 
 
+def _preload(program: str) -> None:
+    """Import what evalplus' worker has imported before its guard and the guard stops a program
+    from importing itself (it removes os.putenv and open): multiprocessing, and numpy when the
+    program imports a module outside the standard library (scipy, pandas... need numpy too).
+    Without it `import numpy` raises TypeError, failing correct programs that evalplus passes.
+    numpy costs ~0.15 s CPU, so programs importing only the standard library go without."""
+    import ast
+    import sys
+
+    import multiprocessing  # noqa: F401
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return  # it cannot load anyway
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name.partition(".")[0] not in sys.stdlib_module_names for name in names):
+            import numpy  # noqa: F401
+            return
+
+
 def _guarded_entry(job: dict, chan: _Channel) -> tuple[Any, Any]:
     """A candidate's start: evalplus' reliability guard, then exec; (evalplus utils, its entry
-    point or None after reporting why not). "ready" and "loaded" mark the two phases."""
+    point or None after reporting why not). "ready" and "loaded" mark the two phases; what
+    evalplus has imported before its guard is imported before "ready" (`_preload`)."""
     utils = _evalplus_utils(job)
+    _preload(job["program"])
     chan.send(["ready"])
     utils.reliability_guard(maximum_memory_bytes=job["memory_bytes"])
     fn = _load(job, chan, utils.swallow_io)
