@@ -687,6 +687,20 @@ def test_an_output_far_larger_than_expected_is_refused_unread():
     assert "too large" in detail, detail
 
 
+def test_a_huge_record_header_is_refused_unparsed():
+    """Only a record's value is counted before parsing; its header (the kind, a short text) is
+    parsed as it comes, so a header of a record's full size (16x a big expected output) of `[],`
+    would cost the judge ~20x its bytes. One over 64 KiB is garbage, unparsed."""
+    program = ("import os\nos.write(3, b'[\"err\"' + b',[]' * 400_000 + b']\\n')\nos._exit(0)\n"
+               "def f():\n    pass\n")
+    job = {"mode": "candidate", "program": program, "entry_point": "f", "inputs": [[]], "limits": [5.0],
+           "not_none": False, "memory_bytes": 1 << 30, "evalplus_utils": sandbox.evalplus_utils_path()}
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40)) as box:
+        assert box.next_record(20)[0][0] == ["ready"]
+        header, value = box.next_record(20)[0]
+    assert header[0] == "garbage" and len(header) == 2 and value is None, str(header)[:200]
+
+
 def test_unencodable_outputs_fail_outside_the_one_mbpp_task_that_accepts_anything():
     """evalplus accepts any return value for Mbpp/164 (are_equivalent) only: elsewhere in MBPP an
     object that is not plain data (here one equal to everything) fails."""

@@ -48,6 +48,7 @@ CHILD_PATH = os.path.join(_HERE, "sandbox_child.py")
 F_SETPIPE_SZ = 1031  # Linux fcntl
 CLOSE_GRACE = 10.0  # seconds the launcher gets to kill and sweep before it is killed itself
 CANCEL_POLL_S = 0.1  # how often a sandbox waiting for its program looks for a cancel
+MAX_HEADER_BYTES = 64 << 10  # a record's header (before the value): a kind and a short text
 
 
 class SandboxError(RuntimeError):
@@ -533,7 +534,9 @@ class Sandbox:
             return ["oversize", cut], None
         self._bufs["result"] = buf[cut + 1:]
         del buf[cut:]
-        tab = buf.find(b"\t")
+        tab = buf.find(b"\t", 0, MAX_HEADER_BYTES + 1)
+        if tab < 0 and len(buf) > MAX_HEADER_BYTES:  # parsed, a record-sized header of `[],` is ~20x its bytes
+            return ["garbage", bytes(buf[:80]).decode("utf-8", "replace")], None
         head = bytes(buf if tab < 0 else buf[:tab])
         if tab >= 0:
             del buf[:tab + 1]  # O(1) in CPython: the value is what is left
