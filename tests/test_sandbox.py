@@ -733,6 +733,18 @@ def test_correct_programs_importing_numpy_pass(program):
     assert run_code_tests(ADD, program, timeout=10) == (True, True, "pass")
 
 
+@pytest.mark.parametrize("program", [
+    "from __future__ import annotations\n\ndef add(a: List[int], b: int) -> int:\n    return a + b\n",
+    '"""Adds."""\nfrom __future__ import (\n    annotations,\n)\ndef add(a: int, b: int) -> int:\n    return a + b\n',
+])
+def test_prompt_imports_go_after_the_programs_future_imports(program):
+    """A full function gets the HumanEval prompt's imports prepended; put before its own
+    `from __future__` line they made a correct program a SyntaxError."""
+    sample = _sample("add", "    return a + b\n", [[1, 2]],
+                     prompt='from typing import List\n\n\ndef add(a: int, b: int) -> int:\n    """Add."""\n')
+    assert run_code_tests(sample, program, timeout=10) == (True, True, "pass")
+
+
 def test_the_launcher_ends_a_sandbox_at_its_wall_limit():
     """Behind the parent's deadlines, the launcher stops the sandbox at its own wall limit, even
     while the parent still waits (a parent stuck elsewhere leaves no runner behind)."""

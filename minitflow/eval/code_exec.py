@@ -90,9 +90,13 @@ def _tabs_as_spaces(body: str) -> str:
     return re.sub(r"(?m)^[ \t]+", lambda m: m.group(0).replace("\t", "    "), body)
 
 
+_FUTURE_RE = re.compile(r"^from[ \t]+__future__[ \t]+import[ \t]*(?:\([^)]*\)|[^\n]*)", re.M)
+
+
 def build_program(sample: Any, code: str) -> str:
     """The program to test. HumanEval: a body-only completion gets the prompt
-    prepended; a full function gets the prompt's imports (e.g. `List`) prepended."""
+    prepended; a full function gets the prompt's imports (e.g. `List`) prepended,
+    after its own `from __future__` imports (which must come first)."""
     meta = sample.meta
     if meta.get("dataset") != "humaneval":
         return code
@@ -100,7 +104,10 @@ def build_program(sample: Any, code: str) -> str:
     if not re.search(rf"^\s*(?:async\s+)?def\s+{entry}\s*\(", code, re.M):
         return meta["prompt"] + _tabs_as_spaces(code)
     imports = _prompt_imports(meta["prompt"])
-    return f"{imports}\n{code}" if imports else code
+    if not imports:
+        return code
+    at = max((m.end() for m in _FUTURE_RE.finditer(code)), default=0)
+    return f"{code[:at]}\n{imports}\n{code[at:]}" if at else f"{imports}\n{code}"
 
 
 @dataclass(frozen=True)
