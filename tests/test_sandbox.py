@@ -344,6 +344,71 @@ FAKE_PASSES = {
                 print(line); print(line, file=sys.stderr); os.write(1, (line + "\\n").encode())
             return -1
     """,
+    "BaseException subclasses from the entry point": """
+        import sys
+        class Stop(BaseException):
+            pass
+        calls = []
+        def add(a, b):
+            calls.append(1)
+            raise (Stop, KeyboardInterrupt, SystemExit, GeneratorExit)[len(calls) % 4](0)
+    """,
+    "float that equals everything": """
+        class F(float):
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+            __hash__ = float.__hash__
+        def add(a, b):
+            return F(0.5)
+    """,
+    "isinstance, abs, type and math.isclose patched": """
+        import builtins, math
+        builtins.isinstance = lambda *x: True
+        builtins.abs = lambda x: 0
+        builtins.type = lambda *x: int
+        math.isclose = lambda *x, **k: True
+        def add(a, b):
+            return -1
+    """,
+    "the runner's encoder replaced": """
+        import sys
+        runner = sys.modules["__main__"]
+        for name in ("encode", "_enc", "dumps"):
+            setattr(runner, name, lambda *x, **k: "3")
+        def add(a, b):
+            return -1
+    """,
+    "atexit hook and __del__ write records": """
+        import atexit, os
+        fake = b'["ok"]\\ttrue\\n["verdict", true, "pass"]\\n{"status": "pass"}\\n'
+        atexit.register(os.write, 3, fake)
+        class Late:
+            def __del__(self):
+                os.write(3, fake)
+        def add(a, b):
+            Late()
+            return -1
+    """,
+    "later inputs on the stack made easy": """
+        import sys
+        def add(a, b):
+            f = sys._getframe()
+            while f is not None:
+                job = f.f_locals.get("job")
+                if isinstance(job, dict) and "inputs" in job:
+                    job["inputs"][:] = [[0, 0]] * len(job["inputs"])
+                f = f.f_back
+            return 0
+    """,
+    "SIGALRM set for later": """
+        import signal, time
+        signal.alarm(1)
+        def add(a, b):
+            time.sleep(3)
+            return a + b
+    """,
 }
 
 
@@ -718,6 +783,39 @@ def test_float_outputs_are_not_broadcast_against_the_expected_ones():
     _fails_cleanly(sample, "def f(x):\n    return [[]] if x else [2.0, 2.0]\n")
     _fails_cleanly(sample, "def f(x):\n    return [1.5] if x else [[2.0], [2.0]]\n")
     assert run_code_tests(sample, "def f(x):\n    return [1.5 + 1e-9] if x else [2.0, 2.0]\n")[:2] == (True, True)
+
+
+CORRECT = {
+    "prints and recurses deeply": """
+        import sys
+        sys.setrecursionlimit(100_000)
+        def depth(n):
+            return 0 if n == 0 else 1 + depth(n - 1)
+        def add(a, b):
+            print("thinking...", a, b)
+            print("to stderr", file=sys.stderr)
+            return a + b + depth(20_000) - 20_000
+    """,
+    "imports common modules and takes a little time": """
+        import collections, datetime, fractions, functools, hashlib, heapq, itertools, math, random, re
+        import statistics, string, time
+        @functools.lru_cache(maxsize=None)
+        def add(a, b):
+            time.sleep(0.05)
+            return int(fractions.Fraction(a) + b)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_correct_programs_pass(name):
+    assert run_code_tests(ADD, textwrap.dedent(CORRECT[name]), timeout=10) == (True, True, "pass")
+
+
+def test_floats_close_to_the_expected_ones_pass():
+    sample = _sample("third", "    return x / 3\n", [[1], [2.5]], [[10**6]], prompt="def third(x):\n", sid="Toy/third")
+    assert run_code_tests(sample, "def third(x):\n    return x * (1 / 3)\n") == (True, True, "pass")
+    _fails_cleanly(sample, "def third(x):\n    return x * 0.3333\n")
 
 
 @pytest.mark.parametrize("program", [
