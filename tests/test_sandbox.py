@@ -641,7 +641,7 @@ def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
     deadline = time.monotonic() + 60
     folder = None
     while time.monotonic() < deadline:
-        found = [p for p in tmp.glob(f"{sandbox.DIR_PREFIX}{proc.pid}-*") if any(p.iterdir())]
+        found = [p for p in tmp.glob(f"{sandbox.DIR_PREFIX}{sandbox._pid_namespace()}-{proc.pid}-*") if any(p.iterdir())]
         if found and _sandbox_procs(sandbox._uid_range(proc.pid)):
             folder = found[0]
             break
@@ -664,7 +664,7 @@ def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
 def test_stale_folders_are_only_the_evaluators_own(tmp_path, monkeypatch):
     """On the floor a program can write to a shared /tmp: a folder it names after a live evaluator
     (wrong start time) must not make the next evaluator kill that one's sandboxes."""
-    fake = tmp_path / f"{sandbox.DIR_PREFIX}{os.getpid()}-1"
+    fake = tmp_path / f"{sandbox.DIR_PREFIX}{sandbox._pid_namespace()}-{os.getpid()}-1"
     fake.mkdir()
     os.chown(fake, MY_UIDS[0], MY_UIDS[0])
     killed = []
@@ -673,6 +673,20 @@ def test_stale_folders_are_only_the_evaluators_own(tmp_path, monkeypatch):
     os.chown(fake, 0, 0)  # the evaluator's own folder, of a dead evaluator: cleaned
     assert sandbox.cleanup_stale(str(tmp_path)) == [str(fake)] and killed == [MY_UIDS]
 
+
+
+@pytest.mark.skipif(not (ROOT and shutil.which("unshare")), reason="needs root and unshare for a PID namespace")
+def test_stale_folders_are_only_those_of_this_pid_namespace(tmp_path):
+    """An evaluator in another PID namespace sharing /tmp (a container, `unshare -p`) does not see
+    this one's pid in its /proc: it took this live evaluator's folder for a dead one's and removed
+    it, failing every sandbox started after."""
+    live = tmp_path / Path(sandbox._sandbox_root()).name  # named as this live evaluator's own
+    live.mkdir()
+    code = f"from minitflow.eval import sandbox; print(sandbox.cleanup_stale({str(tmp_path)!r}))"
+    proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, cwd=str(Path(__file__).parents[1]))
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
+    assert live.exists()
 
 # ------------------------------------------------ data files and the CLI
 

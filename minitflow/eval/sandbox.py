@@ -166,16 +166,24 @@ def _remove_sysv(uids: range) -> None:
                 getattr(libc, call)(int(fields[id_col]), *((0, 0) if kind == "sem" else (0, None)))  # IPC_RMID
 
 
+def _pid_namespace() -> int:
+    """This process's PID namespace (inode of /proc/self/ns/pid): pids mean something only in it."""
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def cleanup_stale(tmp: str | None = None) -> list[str]:
     """Remove sandbox folders whose evaluator is dead (killed mid-run), after killing
-    any process still running under that evaluator's sandbox uids; returns the paths."""
+    any process still running under that evaluator's sandbox uids; returns the paths.
+    Only folders of evaluators in this PID namespace: another's pids are not in our /proc,
+    so a live evaluator there (a container or `unshare -p` sharing /tmp) would look dead."""
     tmp = tmp or tempfile.gettempdir()
     removed = []
+    ours = str(_pid_namespace())
     for name in os.listdir(tmp):
-        m = re.fullmatch(re.escape(DIR_PREFIX) + r"(\d+)-(\d+)", name)
-        if not m:
+        m = re.fullmatch(re.escape(DIR_PREFIX) + r"(\d+)-(\d+)-(\d+)", name)
+        if not m or m.group(1) != ours:
             continue
-        pid, start = int(m.group(1)), m.group(2)
+        pid, start = int(m.group(2)), m.group(3)
         path = os.path.join(tmp, name)
         try:
             st = os.lstat(path)
@@ -204,14 +212,14 @@ _root_dir: dict[int, str] = {}
 
 
 def _sandbox_root() -> str:
-    """This process's folder for sandboxes: $TMPDIR/minitflow-sandbox-<pid>-<start time>/.
-    Created on first use, after removing stale folders of dead evaluators."""
+    """This process's folder for sandboxes: $TMPDIR/minitflow-sandbox-<PID namespace>-<pid>-<start
+    time>/. Created on first use, after removing stale folders of dead evaluators."""
     pid = os.getpid()
     with _root_lock:
         if pid not in _root_dir:
             tmp = tempfile.gettempdir()
             cleanup_stale(tmp)
-            path = os.path.join(tmp, f"{DIR_PREFIX}{pid}-{_proc_start_time(pid)}")
+            path = os.path.join(tmp, f"{DIR_PREFIX}{_pid_namespace()}-{pid}-{_proc_start_time(pid)}")
             os.makedirs(path, mode=0o711, exist_ok=True)
             os.chmod(path, 0o711)  # sandbox uids must reach their own folder inside (floor)
             atexit.register(_remove_root, path, pid)
