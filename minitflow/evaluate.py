@@ -29,7 +29,12 @@ sandbox, sympy in a child process) happens on a background thread, so the model 
 for it. Every row stores both verdicts: `correct` (the strict scorer) and `correct_official`
 (the official release's protocol, quirks included); the summary has `accuracy` and
 `accuracy_official`.
-`wall_time` of a row is the run time since the previous row finished, so rows sum to the run.
+`wall_time` of a row is its rank's run time since that rank's previous row finished (model loading
+excluded), so the rows of one rank file sum to that rank's run. The summary's `rank_wall_times` are
+those sums per rank file, `total_wall_time` the largest of them (ranks run side by side: the run's
+wall-clock, not the sum over ranks, which is N times it), and `mean_wall_time` the seconds one rank
+spends per question (all rows' time over their number: the same on 1 or 8 GPUs). A resume adds its
+time to the rank files it writes.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
                            model_and_checkpoint, model_dir_for, run_cli, sampling_from)
@@ -254,19 +259,34 @@ def _partials(out_dir: Path, method: str) -> list[Path]:
     return sorted(out_dir.glob(f"{method}_partial.rank*.jsonl"))
 
 
+def _rows(part: Path) -> Iterator[dict]:
+    """The rows of one partial file. Lines are split on "\\n" only: predictions may hold U+0085
+    or U+2028, which str.splitlines would cut a row at."""
+    for _, line in json_lines(decode_utf8(part.read_bytes(), str(part))):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash: redo that sample
+            continue
+        if isinstance(row, dict) and "id" in row:
+            yield row
+
+
 def read_finished(out_dir: Path, method: str) -> dict[str, dict]:
-    """id -> row over every rank's partial file. Lines are split on "\\n" only: predictions may
-    hold U+0085 or U+2028, which str.splitlines would cut a row at."""
-    done: dict[str, dict] = {}
+    """id -> row over every rank's partial file."""
+    return {row["id"]: row for part in _partials(out_dir, method) for row in _rows(part)}
+
+
+def rank_wall_times(out_dir: Path, method: str, ids: list[str]) -> dict[str, float]:
+    """{rank: seconds} that each rank file's rows of `ids` took: a row's wall_time is its rank's time
+    since its previous row, so the rows of one file add up to that rank's run (its resumes added),
+    and the ranks ran side by side. A sample two ranks both finished (a resume with another world
+    size) counts in both: both spent the time."""
+    want = set(ids)
+    times = {}
     for part in _partials(out_dir, method):
-        for _, line in json_lines(decode_utf8(part.read_bytes(), str(part))):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash: redo that sample
-                continue
-            if isinstance(row, dict) and "id" in row:
-                done[row["id"]] = row
-    return done
+        rank = part.name[len(f"{method}_partial.rank"):-len(".jsonl")]
+        times[rank] = sum(float(r.get("wall_time", 0)) for r in _rows(part) if r["id"] in want)
+    return dict(sorted(times.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1))
 
 
 def start_partial(part: Path) -> None:
@@ -561,6 +581,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             else read_finished(out_dir, args.method))
     rows = [done[i] for i in ids if i in done]
     n = len(rows)
+    rank_times = rank_wall_times(out_dir, args.method, ids)
     model_label, checkpoint = model_and_checkpoint(args)
     summary = {
         "method": args.method, "dataset": dataset, "dataset_label": label,
@@ -570,8 +591,9 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "mmlu_rows": args.mmlu_rows if dataset == "mmlu" else None,
         "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
         "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
-        "total_wall_time": sum(r["wall_time"] for r in rows),
-        "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),
+        # ranks run side by side: the run took as long as its slowest rank, not the sum of all rows
+        "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
+        "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
         "model": None if args.method == "oracle" else model_label,
         "checkpoint": checkpoint if args.method == "tflow" else None,
         "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,

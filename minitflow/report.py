@@ -3,7 +3,8 @@
 Rows are methods, columns datasets, each with Acc. (%: the strict scorer, and in parentheses
 the official release's protocol, the metric of the paper's Table 1), Token (mean official token count,
 generating agents only, as in the paper), Proc. (mean tokens processed by all agents,
-tflow senders' forward passes included) and Speed (mean seconds per question).
+tflow senders' forward passes included) and Speed (mean seconds per question on one rank, i.e. one
+GPU: the same whatever the run's world size; its wall-clock is the summary's `total_wall_time`).
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
 """
 
@@ -125,7 +126,7 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
                        for (m, d), s in sorted(results.items()))
     note = f"\n\nNot shown, unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
-                               f"parentheses). Samples: {counts}") + note
+                               f"parentheses). Speed: seconds per question on one rank (GPU). Samples: {counts}") + note
 
 
 def _official(summary: dict) -> str:

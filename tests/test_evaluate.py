@@ -630,3 +630,22 @@ def test_an_error_mid_run_names_the_sample_id(tmp_path, monkeypatch, capsys):
     assert run_cli(main, args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.match(r"error: request \d+ \(gsm8k/[0-2], single\): the model's logits are NaN", err), err
+
+
+def test_total_wall_time_is_the_slowest_rank_not_the_sum_over_ranks(tmp_path):
+    """Each row's wall_time is its rank's time since that rank's previous row, and ranks run side by
+    side: summing every rank's rows gave N times the run's wall-clock. The run takes as long as its
+    slowest rank; the mean stays one rank's seconds per question."""
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--max_samples", "4"]
+    assert run_cli(main, args) == 0
+    rows = [json.loads(line) for line in (out / "oracle_partial.rank0.jsonl").read_text().splitlines()]
+    for k, r in enumerate(rows):
+        r["wall_time"] = float(k + 1)  # rank 0 ran samples 0 and 2 (1 + 3 s), rank 1 samples 1 and 3 (2 + 4 s)
+    outside = {**rows[0], "id": "gsm8k/5", "wall_time": 100.0}  # a longer --max_samples before: not this run
+    (out / "oracle_partial.rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[0::2]))
+    (out / "oracle_partial.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[1::2], outside]))
+    assert run_cli(main, args) == 0  # nothing left to compute: the summary is made from the rows
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["rank_wall_times"] == {"0": 4.0, "1": 6.0}
+    assert summary["total_wall_time"] == 6.0 and summary["mean_wall_time"] == 2.5
