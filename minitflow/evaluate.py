@@ -11,6 +11,8 @@ Files in OUTPUT_DIR, per method:
 - `{method}_results.json`: summary and samples, written (atomically) by rank 0 at the end.
 - `{method}.rank{r}.lock`: held (flock) while rank r runs: a second evaluate process on the
   same folder refuses instead of computing every sample twice.
+- `{method}.rank{r}.failed`: the error of rank r of a launch of several that failed (see mark_failed):
+  the ranks waiting for it stop at once with that error instead of waiting minutes for a dead process.
 
 Several ranks (`torchrun --nproc-per-node N`, or RANK / WORLD_SIZE / LOCAL_RANK set by hand)
 take the samples i % N == rank; each runs on its own GPU (cuda:LOCAL_RANK) and writes its own
@@ -63,6 +65,7 @@ from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
+STARTED = time.time()  # about when this process started: a failure marker older than it is an earlier launch's
 log = logging.getLogger("minitflow.evaluate")
 
 
@@ -114,7 +117,40 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
         raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
                         "wait for it or use another --output_dir")
     sign_lock(f, "")
+    failure_path(out_dir, method, rank).unlink(missing_ok=True)  # an earlier launch's, under this rank's lock
     return f
+
+
+def failure_path(out_dir: Path, method: str, rank: int) -> Path:
+    return out_dir / f"{method}.rank{rank}.failed"
+
+
+def mark_failed(out_dir: Path, method: str, rank: int, size: int, error: BaseException) -> None:
+    """Rank `rank` of a launch of several failed: say so in `{method}.rank{rank}.failed`, so that the
+    ranks polling for it stop at once with its error instead of waiting RANK0_WAIT_S (or
+    --merge_timeout) for a process that is gone. Not where the folder does not exist (a failed run
+    leaves none behind); a kill -9 leaves no marker, and the waits' timeouts still end those."""
+    if size == 1 or not str(out_dir).strip() or not out_dir.is_dir():
+        return
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    try:
+        write_json(failure_path(out_dir, method, rank), {"run_id": run_id(size), "time": time.time(), "error": text})
+    except UserError:  # a full disk: the error in hand is the one to report
+        pass
+
+
+def launch_failure(out_dir: Path, method: str, rank: int, rid: str) -> str | None:
+    """The error rank `rank` of *this* launch left in its failure marker, or None. A marker of an
+    earlier launch with the same run id (a relaunch by hand) was written before this process
+    started, so its time tells it apart (across nodes, clocks must agree better than that gap)."""
+    try:
+        marker = json.loads(failure_path(out_dir, method, rank).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(marker, dict) and marker.get("run_id") == rid and isinstance(marker.get("time"), (int, float))
+            and marker["time"] >= STARTED):
+        return None
+    return str(marker.get("error"))
 
 
 def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
@@ -126,6 +162,9 @@ def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
         signature = lock_holder(path)
         if signature.rpartition(" ")[0] == rid and lock_held(path):
             return signature
+        error = launch_failure(out_dir, method, 0, rid)
+        if error is not None:
+            raise UserError(f"rank 0 of this launch failed, so this rank stops: {error}")
         time.sleep(0.2)
     raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
                     "(another run holds it, or rank 0 failed)")
@@ -155,10 +194,11 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
     left to do would otherwise exit first, and rank r would wait for it in vain. Rank 0's
     signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
     joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
-    paths = [lock_path(out_dir, method, r) for r in range(1, size)]
+    rid = run_id(size)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
-        if all(lock_holder(p) == joined for p in paths):
+        if all(lock_holder(lock_path(out_dir, method, r)) == joined or launch_failure(out_dir, method, r, rid) is not None
+               for r in range(1, size)):
             return
         time.sleep(0.2)
     log.warning("not every rank joined within %.0f s (a rank failed?)", RANK0_WAIT_S)
@@ -448,11 +488,17 @@ class BackgroundScorer:
 
 
 def _ranks_exited(out_dir: Path, method: str, size: int) -> bool:
-    """Whether every rank r > 0 of this launch has joined and exited (its lock free): no row will come.
-    A rank exits only once its rows are written, or when it failed."""
+    """Whether every rank r > 0 of this launch has joined and exited (its lock free), or failed (its
+    marker, also before it joined: other flags, a question too long): no row will come. A rank exits
+    only once its rows are written, or when it failed."""
     joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
-    paths = [lock_path(out_dir, method, r) for r in range(1, size)]
-    return all(lock_holder(p) == joined and not lock_held(p) for p in paths)
+    rid = run_id(size)
+
+    def gone(r: int) -> bool:
+        p = lock_path(out_dir, method, r)
+        return (lock_holder(p) == joined or launch_failure(out_dir, method, r, rid) is not None) and not lock_held(p)
+
+    return all(gone(r) for r in range(1, size))
 
 
 def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, poll_s: float = 1.0,
@@ -500,6 +546,16 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> dict | None:
+    """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others."""
+    rank, size = world()
+    try:
+        return _evaluate(args, rank, size)
+    except BaseException as e:
+        mark_failed(Path(args.output_dir), args.method, rank, size, e)
+        raise
+
+
+def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
     from minitflow.tflow.methods import SEEDS, run_method
@@ -518,7 +574,6 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")
     if not args.merge_timeout > 0:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
-    rank, size = world()
     # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
     model_dir = model_dir_for(args) if args.method != "oracle" else None
     sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k

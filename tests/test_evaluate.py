@@ -649,3 +649,52 @@ def test_total_wall_time_is_the_slowest_rank_not_the_sum_over_ranks(tmp_path):
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["rank_wall_times"] == {"0": 4.0, "1": 6.0}
     assert summary["total_wall_time"] == 6.0 and summary["mean_wall_time"] == 2.5
+
+
+def test_rank1_stops_at_once_when_rank0_of_its_launch_was_refused(tmp_path, monkeypatch):
+    """Rank 0 refused the folder (a resume with other settings) and exited: rank 1 waited
+    RANK0_WAIT_S (5 minutes) for it and then blamed "another run, or rank 0 failed". Rank 0 now
+    leaves its error in a marker and rank 1 stops with it; a marker an earlier launch with the same
+    run id left (written before this process started) does not stop it."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0
+    settings = json.loads((out / "oracle_settings.json").read_text())
+    (out / "oracle_settings.json").write_text(json.dumps({**settings, "seed": 1}))  # the folder's run: other settings
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    marker = out / "oracle.rank0.failed"
+    marker.write_text(json.dumps({"run_id": ev.run_id(2), "time": 0.0, "error": "an earlier launch's"}))
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
+    with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):  # the stale marker: no stop
+        ev.claim_folder(out, "oracle", settings, False, 1, 2)
+    assert run_cli(main, args) == 2  # rank 0: refused, seed=1 in the folder
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    t0 = time.monotonic()
+    with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: .* with seed=1"):
+        ev.claim_folder(out, "oracle", settings, False, 1, 2)
+    assert time.monotonic() - t0 < 5
+
+
+def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, monkeypatch):
+    """Ranks started with other flags: rank 1's --max_samples 0 is refused before it takes the folder,
+    so it never joined and rank 0 waited --merge_timeout (an hour) for its rows. Its marker ends the
+    wait: results incomplete, exit 1, nothing of rank 1 merged."""
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "30"]
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    codes: list[int] = []
+    t0 = time.monotonic()
+    rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
+    rank0.start()
+    while not (out / "oracle_settings.json").is_file() and rank0.is_alive():
+        time.sleep(0.02)
+    time.sleep(0.2)  # rank 0 has read RANK long ago
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli(main, [*args, "--max_samples", "0"]) == 2
+    rank0.join(timeout=60)
+    assert codes == [1] and time.monotonic() - t0 < 15
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 3 and not summary["complete"]
