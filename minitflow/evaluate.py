@@ -523,8 +523,10 @@ def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, p
         elif size is not None and _ranks_exited(out_dir, method, size):
             done = read_finished(out_dir, method)  # rows a rank wrote just before it exited
             if not want <= done.keys():
-                log.warning("every other rank has exited: %d of %d missing (a rank failed); "
-                            "writing incomplete results, rerun to finish them", len(want - done.keys()), len(want))
+                rid = run_id(size)
+                failed = [f"rank {r}: {e}" for r in range(1, size) if (e := launch_failure(out_dir, method, r, rid))]
+                log.warning("every other rank has exited: %d of %d missing (%s); writing incomplete results, rerun "
+                            "to finish them", len(want - done.keys()), len(want), "; ".join(failed) or "a rank failed")
             return done
         time.sleep(poll_s)
 

@@ -698,3 +698,4 @@ def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, m
     assert codes == [1] and time.monotonic() - t0 < 15
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"]
+    assert "(rank 1: --max_samples must be -1 (all) or >= 1, got 0)" in (out / "run.log").read_text()  # why, in rank 0's log
