@@ -181,6 +181,9 @@ def test_two_ranks_merge_to_the_single_process_summary(tmp_path):
     # rows stream out of the pipeline: their wall times add up to a run, not to a batch each
     assert all(r["wall_time"] >= 0 for r in one["samples"])
     assert two["summary"]["world_size"] == 2
+    times = two["summary"]["rank_wall_times"]  # the ranks ran side by side: the run took the slower one's time
+    assert times.keys() == {"0", "1"} and two["summary"]["total_wall_time"] == max(times.values())
+    assert sum(times.values()) == pytest.approx(sum(r["wall_time"] for r in two["samples"]))
     assert [r["id"] for r in two["samples"]] == [r["id"] for r in one["samples"]]
     shares = [_partial_ids(tmp_path / "multi" / f"baseline_partial.rank{r}.jsonl") for r in (0, 1)]
     assert sorted(shares[0] + shares[1]) == sorted(r["id"] for r in one["samples"]) and len(shares[1]) == 4
