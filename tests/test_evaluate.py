@@ -702,3 +702,25 @@ def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, m
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"]
     assert "(rank 1: --max_samples must be -1 (all) or >= 1, got 0)" in (out / "run.log").read_text()  # why, in rank 0's log
+
+
+def test_rank0_with_nothing_left_stops_waiting_for_a_rank_that_failed_before_joining(tmp_path, monkeypatch):
+    """A resume of a finished run, rank 1 started with other flags (refused before it took the
+    folder): rank 0 waited RANK0_WAIT_S for it to join. Its marker ends the wait."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0  # every sample done
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    codes: list[int] = []
+    t0 = time.monotonic()
+    rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
+    rank0.start()
+    while not (out / "oracle.rank0.lock").read_text().startswith(ev.run_id(2)) and rank0.is_alive():  # signed
+        time.sleep(0.02)
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli(main, [*args, "--max_samples", "0"]) == 2
+    rank0.join(timeout=60)
+    assert codes == [0] and time.monotonic() - t0 < 10
