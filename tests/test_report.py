@@ -32,6 +32,7 @@ def test_table_and_plot(tmp_path, capsys):
     assert lines[4] == "| TFlow | 87.5 (85.0) | 310 | 700 | 1.25 | – | – | – | – |"
     assert lines[5] == "| LatentMAS | – | – | – | – | 25.0 (25.0) | 150 | 900 | 3.00 |"  # the fourth method
     assert "official protocol, as in the paper's Table 1" in table
+    assert "Speed: seconds per question on one rank (GPU)" in table  # not the run's wall-clock on N GPUs
     assert "incomplete" not in table  # files from before `complete` existed are not flagged
     pytest.importorskip("matplotlib")
     png = tmp_path / "chart.png"
