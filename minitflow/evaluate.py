@@ -36,7 +36,7 @@ excluded), so the rows of one rank file sum to that rank's run. The summary's `r
 those sums per rank file, `total_wall_time` the largest of them (ranks run side by side: the run's
 wall-clock, not the sum over ranks, which is N times it), and `mean_wall_time` the seconds one rank
 spends per question (all rows' time over their number: the same on 1 or 8 GPUs). A resume adds its
-time to the rank files it writes.
+time to the rank files it writes: after a resume with another world size, `total_wall_time` is a lower bound.
 """
 
 from __future__ import annotations
