@@ -677,7 +677,7 @@ def test_rank1_stops_at_once_when_rank0_of_its_launch_was_refused(tmp_path, monk
     t0 = time.monotonic()
     with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: .* with seed=1"):
         ev.claim_folder(out, "oracle", settings, False, 1, 2)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10  # RANK0_WAIT_S 30
 
 
 def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, monkeypatch):
@@ -698,7 +698,7 @@ def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, m
     monkeypatch.setenv("RANK", "1")
     assert run_cli(main, [*args, "--max_samples", "0"]) == 2
     rank0.join(timeout=60)
-    assert codes == [1] and time.monotonic() - t0 < 15
+    assert codes == [1] and time.monotonic() - t0 < 20  # --merge_timeout 30
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"]
     assert "(rank 1: --max_samples must be -1 (all) or >= 1, got 0)" in (out / "run.log").read_text()  # why, in rank 0's log
@@ -723,4 +723,4 @@ def test_rank0_with_nothing_left_stops_waiting_for_a_rank_that_failed_before_joi
     monkeypatch.setenv("RANK", "1")
     assert run_cli(main, [*args, "--max_samples", "0"]) == 2
     rank0.join(timeout=60)
-    assert codes == [0] and time.monotonic() - t0 < 10
+    assert codes == [0] and time.monotonic() - t0 < 20  # RANK0_WAIT_S 30
