@@ -39,6 +39,20 @@ def env_true(name: str) -> bool:
 
 # ---- reading -----------------------------------------------------------------------------
 
+def model_file(path: Path) -> bool:
+    """Whether a model folder holds `path` as a file. A broken symbolic link is a UserError, not
+    an absent file: the Hugging Face cache links each file of a snapshot to a blob, and a
+    download cut short or a cleaned cache leaves the link. Read as absent, a
+    generation_config.json or tokenizer_config.json fell back to defaults without a word (other
+    eos ids, top_k 50), and a model.safetensors or config.json was called missing."""
+    if path.is_file():
+        return True
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path} is a broken link (to {os.readlink(path)}, which is missing: a download cut short "
+                        "or a cleaned cache?): download the model again, e.g. `hf download <hub id>`")
+    return False
+
+
 def decode_utf8(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")

@@ -21,6 +21,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
+from minitflow.files import model_file
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
@@ -134,7 +135,7 @@ class LLM:
         from minitflow.model.weights import load_model, resolve_model_dir
         model_dir = resolve_model_dir(model, need_tokenizer)
         device = resolve_device(device)
-        has_tokenizer = (model_dir / "tokenizer.json").is_file()
+        has_tokenizer = model_file(model_dir / "tokenizer.json")
         # the small files before the weights: a bad one must not cost the load (minutes at 4B)
         tokenizer = Tokenizer(model_dir) if has_tokenizer else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
@@ -253,7 +254,7 @@ def generation_config(model_dir: str | Path) -> dict:
     """The model's generation_config.json as a dict ({} when the file is absent)."""
     import json
     path = Path(model_dir) / "generation_config.json"
-    if not path.is_file():
+    if not model_file(path):
         return {}
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))

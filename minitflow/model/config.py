@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minitflow.errors import UserError
-from minitflow.files import read_text
+from minitflow.files import model_file, read_text
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
 MAX_POSITIONS = 1 << 20  # 512 MiB of float32 cos/sin tables at head_dim 128
@@ -146,7 +146,7 @@ class Qwen3Config:
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> "Qwen3Config":
         path = Path(model_dir) / "config.json"
-        if not path.is_file():
+        if not model_file(path):
             raise UserError(f"no config.json in {model_dir}: not a HF model directory")
         try:
             d = json.loads(read_text(path, "config"))

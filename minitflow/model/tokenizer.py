@@ -14,20 +14,22 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 from minitflow.errors import UserError
+from minitflow.files import model_file
 
 
 class Tokenizer:
     def __init__(self, model_dir: str | Path):
         path = Path(model_dir) / "tokenizer.json"
-        if not path.is_file():
+        if not model_file(path):
             raise UserError(f"no tokenizer.json in {model_dir}")
         try:
             self._tok = HFTokenizer.from_file(str(path))
         except Exception as e:  # the library raises a bare Exception for any malformed file
             raise UserError(f"{path} is not a valid tokenizer file: {str(e).splitlines()[0][:200]}") from None
         cfg_path = Path(model_dir) / "tokenizer_config.json"
+        has_cfg = model_file(cfg_path)  # outside the try: its UserError is a ValueError
         try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if has_cfg else {}
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
         cfg = cfg if isinstance(cfg, dict) else {}

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
-from minitflow.files import env_true, read_text
+from minitflow.files import env_true, model_file, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -29,20 +29,31 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     anything runs on it: else it would fail only after the checks, outputs and checkpoint."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if (path / "snapshots").is_dir() and (path / "refs").is_dir() and not (path / "config.json").exists():
+            # models--Org--Name in the hub cache: refused as "no tokenizer.json" or "no config.json"
+            repo = path.name[len("models--"):].replace("--", "/") if path.name.startswith("models--") else None
+            raise UserError(f"{path} is a Hugging Face cache folder, not a model folder: pass the hub id"
+                            f"{f' {repo}' if repo else ''} or one of its snapshots/<revision> folders")
         return _check_tokenizer(path, need_tokenizer)
     name = str(name_or_path)
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
         raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
     from huggingface_hub import snapshot_download
+    local: Path | None = None
+    lacks: str | None = None
     try:
-        local: Path | None = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
-        if not _complete(local):  # a snapshot with only config.json (AutoConfig cached it) is not the model
-            local = None
+        local = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
+        lacks = _lacks(local)  # a snapshot with only config.json (AutoConfig cached it) is not the model
     except Exception:
         local = None
-    if local is not None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
+    if local is not None and lacks is None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
         return local
     if env_true("HF_HUB_OFFLINE"):
+        if local is not None and lacks is not None:  # "not in the cache" sent users looking for another cause
+            broken = " (a broken link: a download cut short?)" if (local / lacks).is_symlink() else ""
+            raise UserError(f"{name} is only partly in the Hugging Face cache: {local} lacks {lacks}{broken}, and "
+                            f"HF_HUB_OFFLINE is set: run `hf download {name}` where there is network, or pass a "
+                            "local directory")
         if local is not None:  # the weights are cached, the tokenizer is not
             raise UserError(f"no tokenizer.json in {local} (the cached {name}) and HF_HUB_OFFLINE is set: run "
                             f"`hf download {name}` where there is network, or pass a local directory")
@@ -57,22 +68,23 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
 
 
 def _check_tokenizer(model_dir: Path, need_tokenizer: bool) -> Path:
-    if need_tokenizer and not (model_dir / "tokenizer.json").is_file():
+    if need_tokenizer and not model_file(model_dir / "tokenizer.json"):
         raise UserError(f"no tokenizer.json in {model_dir}: text prompts need the model's tokenizer")
     return model_dir
 
 
-def _complete(snapshot: Path) -> bool:
-    """config.json and every weight file are there (the cache keeps whatever was fetched)."""
+def _lacks(snapshot: Path) -> str | None:
+    """The first of config.json and the weight files a snapshot lacks, or a broken link to it
+    (the cache keeps whatever was fetched); None when all are there."""
     if not (snapshot / "config.json").is_file():
-        return False
+        return "config.json"
     if (snapshot / "model.safetensors").is_file():
-        return True
+        return None
     try:
-        shards = set(_indexed_files(snapshot).values())
+        shards = sorted(set(_indexed_files(snapshot).values()))
     except UserError:  # no index, or not one
-        return False
-    return all(f.is_file() for f in shards)
+        return "model.safetensors"
+    return next((f.name for f in shards if not f.is_file()), None)
 
 
 def model_config(name_or_path: str | Path, need_tokenizer: bool = False) -> Qwen3Config:
@@ -86,13 +98,13 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     first, as transformers does: save_pretrained over a sharded save leaves the old index."""
     index = model_dir / "model.safetensors.index.json"
     single = model_dir / "model.safetensors"
-    if index.is_file() and not single.is_file():
+    if model_file(index) and not model_file(single):
         files = _indexed_files(model_dir)
-        for f in set(files.values()):
-            if not f.is_file():
+        for f in sorted(set(files.values())):
+            if not model_file(f):
                 raise UserError(f"shard {f.name} listed in {index.name} is missing from {model_dir}")
         return files
-    if not single.is_file():
+    if not model_file(single):
         raise UserError(f"no model.safetensors or model.safetensors.index.json in {model_dir}")
     with _open_safetensors(single) as f:
         return {name: single for name in f.keys()}

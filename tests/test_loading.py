@@ -1,0 +1,88 @@
+"""Model folders and Hugging Face caches as users have them, broken the ways downloads break:
+each is one `error:` line (exit 2) that names the file and what to do, before the weights load."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from minitflow import demo_dir, generate
+from test_cli_errors import fails, gen_args, no_model_load
+
+DEMO = demo_dir()
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(root: Path, repo: str, files: dict[str, bytes | None]) -> Path:
+    """huggingface-hub's cache layout for `repo`: blobs/<sha256>, refs/main, and
+    snapshots/<rev>/<name> a relative link to its blob; None: a blob the download never finished
+    (only `<sha256>.incomplete` is there, the link dangles). Returns the snapshot folder."""
+    base = root / f"models--{repo.replace('/', '--')}"
+    (base / "blobs").mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(REV)
+    snap = base / "snapshots" / REV
+    snap.mkdir(parents=True)
+    for name, data in files.items():
+        blob = hashlib.sha256(name.encode() if data is None else data).hexdigest()
+        if data is None:
+            (base / "blobs" / f"{blob}.incomplete").write_bytes(b"cut short")
+        else:
+            (base / "blobs" / blob).write_bytes(data)
+        (snap / name).symlink_to(Path("../../blobs") / blob)
+    return snap
+
+
+def demo_files() -> dict[str, bytes | None]:
+    return {f.name: f.read_bytes() for f in DEMO.iterdir()
+            if f.name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                          "model.safetensors")}
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hub"
+
+
+@pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json", "tokenizer.json", "config.json",
+                                  "model.safetensors"])
+def test_a_broken_link_in_a_model_folder_is_named(name, tmp_path, capsys, monkeypatch):
+    """A snapshot's files are links to blobs; a cleaned cache or a download cut short leaves one
+    dangling. A dangling generation_config.json or tokenizer_config.json was read as absent: the
+    run went ahead with top_k 50 and no eos ids of the file's, without a word. A dangling
+    config.json, tokenizer.json or model.safetensors was "no ... in <folder>"."""
+    no_model_load(monkeypatch)
+    snap = hub_cache(tmp_path, "org/model", {**demo_files(), name: None})
+    fails(capsys, generate.main, gen_args("--model", snap), f"{snap / name} is a broken link", "download the model again")
+
+
+def test_a_hub_id_only_partly_cached_names_what_the_snapshot_lacks(offline_cache, capsys, monkeypatch):
+    """Offline, a snapshot whose model.safetensors or a shard was never finished was "org/model
+    is not in the Hugging Face cache": the user sees the folder there and looks elsewhere."""
+    no_model_load(monkeypatch)
+    hub_cache(offline_cache, "org/model", {**demo_files(), "model.safetensors": None})
+    fails(capsys, generate.main, gen_args("--model", "org/model"), "org/model is only partly in the Hugging Face cache",
+          "lacks model.safetensors (a broken link", "hf download org/model")
+
+
+def test_a_complete_cached_snapshot_loads(offline_cache, capsys):
+    """The layout hub_cache builds is one huggingface-hub resolves: the refusals above are not an
+    artefact of it."""
+    hub_cache(offline_cache, "org/model", demo_files())
+    from minitflow.cli import run_cli
+    assert run_cli(generate.main, gen_args("--model", "org/model")) == 0, capsys.readouterr().err
+
+
+def test_a_hub_cache_folder_passed_as_the_model_says_what_to_pass(tmp_path, capsys, monkeypatch):
+    """--model ~/.cache/huggingface/hub/models--Org--Name (the repo's cache folder, not a model
+    folder) was "no tokenizer.json in ...": the user then looked for a missing tokenizer."""
+    no_model_load(monkeypatch)
+    snap = hub_cache(tmp_path, "Org/Name", demo_files())
+    fails(capsys, generate.main, gen_args("--model", snap.parents[1]), "is a Hugging Face cache folder",
+          "pass the hub id Org/Name or one of its snapshots/<revision> folders")
+
