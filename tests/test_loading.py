@@ -4,12 +4,13 @@ each is one `error:` line (exit 2) that names the file and what to do, before th
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from minitflow import demo_dir, generate
-from test_cli_errors import fails, gen_args, no_model_load
+from test_cli_errors import fails, gen_args, model_copy, no_model_load
 
 DEMO = demo_dir()
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -86,3 +87,24 @@ def test_a_hub_cache_folder_passed_as_the_model_says_what_to_pass(tmp_path, caps
     fails(capsys, generate.main, gen_args("--model", snap.parents[1]), "is a Hugging Face cache folder",
           "pass the hub id Org/Name or one of its snapshots/<revision> folders")
 
+
+def test_an_index_placing_a_tensor_in_the_wrong_shard_is_named(tmp_path, capsys, monkeypatch):
+    """model.safetensors.index.json naming a shard that does not hold the tensor was "cannot read
+    tensor ... (SafetensorError)", which named neither the index nor the shard's contents."""
+    from safetensors.torch import load_file, save_file
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    tensors = load_file(DEMO / "model.safetensors")
+    names = sorted(tensors)
+    shards = {"a.safetensors": names[:len(names) // 2], "b.safetensors": names[len(names) // 2:]}
+    for shard, held in shards.items():
+        save_file({k: tensors[k] for k in held}, d / shard, metadata={"format": "pt"})
+    weight_map = {k: shard for shard, held in shards.items() for k in held}
+    weight_map[names[0]] = "b.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    fails(capsys, generate.main, gen_args("--model", d),
+          f"model.safetensors.index.json places tensor {names[0]} in b.safetensors, which does not hold it")
+    weight_map[names[0]] = "a.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    from minitflow.model.weights import check_weights
+    assert check_weights(d).num_hidden_layers == 4  # the shards are sound: the index was the fault

@@ -245,7 +245,11 @@ def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dic
     numel = 0
     for path, names in by_file.items():
         with _open_safetensors(path) as f:
+            held = set(f.keys())
             for name in names:
+                if name not in held:  # else "cannot read tensor ... (SafetensorError)"
+                    raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {name} in {path.name}, "
+                                    "which does not hold it: download the model again")
                 try:
                     sl = f.get_slice(name)
                     shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
