@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,38 @@ def test_an_index_placing_a_tensor_in_the_wrong_shard_is_named(tmp_path, capsys,
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     from minitflow.model.weights import check_weights
     assert check_weights(d).num_hidden_layers == 4  # the shards are sound: the index was the fault
+
+
+@pytest.mark.parametrize("offline", ["1", ""])
+def test_a_hub_id_with_a_revision_is_refused_as_no_hub_id(offline, capsys, monkeypatch):
+    """`--model Org/Name@rev` (no --revision exists) was "Org/Name@rev is not in the Hugging Face
+    cache" offline, and a download attempt online that failed as HFValidationError."""
+    import huggingface_hub
+    def no_hub(*a, **k):
+        raise AssertionError("the hub was asked for a name that is no hub id")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--model", "Org/Name@main"),
+          "Org/Name@main is neither a folder here nor a hub id", "no @revision: pass the snapshot folder")
+
+
+def test_a_missing_folder_that_looks_like_a_hub_id_says_so(offline_cache, capsys, monkeypatch):
+    """A mistyped relative path with one slash is taken for a hub id: the error said only that the
+    hub id is not cached, as if the folder had never been meant."""
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--model", "models/Qwen3-4B"),
+          "models/Qwen3-4B is not in the Hugging Face cache (nor a folder here)")
+
+
+def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, monkeypatch):
+    """A config.json re-saved without tie_word_embeddings (its default is false) beside tied
+    weights was "missing tensor lm_head.weight", with no word of the setting that asks for it."""
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")  # tied: no lm_head.weight
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["tie_word_embeddings"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    fails(capsys, generate.main, gen_args("--model", d), "missing tensor lm_head.weight",
+          "tie_word_embeddings false or absent", "set it to true")

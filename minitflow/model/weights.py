@@ -39,6 +39,12 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
         raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(name)
+    except HFValidationError:  # Org/Name@rev: was "not in the Hugging Face cache", or a failed download online
+        raise UserError(f"{name} is neither a folder here nor a hub id (Org/Name of letters, digits, '-', '_' and '.'; "
+                        "minitflow takes no @revision: pass the snapshot folder of that revision)") from None
     local: Path | None = None
     lacks: str | None = None
     try:
@@ -57,12 +63,12 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         if local is not None:  # the weights are cached, the tokenizer is not
             raise UserError(f"no tokenizer.json in {local} (the cached {name}) and HF_HUB_OFFLINE is set: run "
                             f"`hf download {name}` where there is network, or pass a local directory")
-        raise UserError(f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run "
+        raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and HF_HUB_OFFLINE is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
-        raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}); run "
+        raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
     return _check_tokenizer(fetched, need_tokenizer)
 
@@ -205,6 +211,10 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     if unexpected:
         raise UserError(f"{model_dir}: unexpected tensor {unexpected[0]} (is this a Qwen3 checkpoint?)")
     missing = sorted(n for n in shapes if n not in files)
+    if missing == ["lm_head.weight"]:  # transformers would run it with a random output layer
+        raise UserError(f"{model_dir}: missing tensor lm_head.weight, which config.json asks for (tie_word_embeddings "
+                        "false or absent): set it to true if the output layer is the embedding (Qwen3 up to 4B), "
+                        "else download the model again")
     if missing:
         raise UserError(f"{model_dir}: missing tensor {missing[0]}")
     by_file: dict[Path, list[str]] = {}
