@@ -144,3 +144,21 @@ def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, m
     (d / "config.json").write_text(json.dumps(cfg))
     fails(capsys, generate.main, gen_args("--model", d), "missing tensor lm_head.weight",
           "tie_word_embeddings false or absent", "set it to true")
+
+
+@pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json"])
+def test_an_unreadable_small_file_is_one_line(name, tmp_path, capsys, monkeypatch):
+    """In a cache shared between users a blob may be unreadable to this one: generation_config.json
+    and tokenizer_config.json were read with Path.read_text unguarded, a PermissionError traceback.
+    (Root reads any file, so open() is made to refuse it as the OS would.)"""
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    real_open = Path.open
+    def denied(self, *a, **k):
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *a, **k)
+    monkeypatch.setattr(Path, "open", denied)
+    fails(capsys, generate.main, gen_args("--model", d), f"cannot read {name.split('_')[0]} config {d / name}",
+          "Permission denied")

@@ -21,7 +21,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.files import model_file
+from minitflow.files import model_file, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
@@ -256,9 +256,10 @@ def generation_config(model_dir: str | Path) -> dict:
     path = Path(model_dir) / "generation_config.json"
     if not model_file(path):
         return {}
+    text = read_text(path, "generation config")  # an unreadable file was a PermissionError traceback
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        cfg = json.loads(text)
+    except ValueError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path} must hold a JSON object, not a {type(cfg).__name__}")

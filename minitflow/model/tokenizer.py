@@ -14,7 +14,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 from minitflow.errors import UserError
-from minitflow.files import model_file
+from minitflow.files import model_file, read_text
 
 
 class Tokenizer:
@@ -27,10 +27,11 @@ class Tokenizer:
         except Exception as e:  # the library raises a bare Exception for any malformed file
             raise UserError(f"{path} is not a valid tokenizer file: {str(e).splitlines()[0][:200]}") from None
         cfg_path = Path(model_dir) / "tokenizer_config.json"
-        has_cfg = model_file(cfg_path)  # outside the try: its UserError is a ValueError
+        # read_text: an unreadable file (another user's blob in a shared cache) was a PermissionError traceback
+        text = read_text(cfg_path, "tokenizer config") if model_file(cfg_path) else "{}"
         try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if has_cfg else {}
-        except (ValueError, UnicodeDecodeError) as e:
+            cfg = json.loads(text)
+        except ValueError as e:
             raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
         cfg = cfg if isinstance(cfg, dict) else {}
         self.eos_token = _token_text(cfg.get("eos_token")) or "<|im_end|>"  # Qwen3's when the config names none
