@@ -146,10 +146,12 @@ def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, m
           "tie_word_embeddings false or absent", "set it to true")
 
 
-@pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json"])
-def test_an_unreadable_small_file_is_one_line(name, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("name,what", [("generation_config.json", "generation config"),
+                                       ("tokenizer_config.json", "tokenizer config"), ("tokenizer.json", "tokenizer")])
+def test_an_unreadable_small_file_is_one_line(name, what, tmp_path, capsys, monkeypatch):
     """In a cache shared between users a blob may be unreadable to this one: generation_config.json
-    and tokenizer_config.json were read with Path.read_text unguarded, a PermissionError traceback.
+    and tokenizer_config.json were read with Path.read_text unguarded, a PermissionError traceback;
+    tokenizer.json was "not a valid tokenizer file".
     (Root reads any file, so open() is made to refuse it as the OS would.)"""
     no_model_load(monkeypatch)
     d = model_copy(tmp_path)
@@ -160,5 +162,5 @@ def test_an_unreadable_small_file_is_one_line(name, tmp_path, capsys, monkeypatc
             raise PermissionError(13, "Permission denied", str(self))
         return real_open(self, *a, **k)
     monkeypatch.setattr(Path, "open", denied)
-    fails(capsys, generate.main, gen_args("--model", d), f"cannot read {name.split('_')[0]} config {d / name}",
+    fails(capsys, generate.main, gen_args("--model", d), f"cannot read {what} {d / name}",
           "Permission denied")

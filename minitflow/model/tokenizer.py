@@ -22,8 +22,9 @@ class Tokenizer:
         path = Path(model_dir) / "tokenizer.json"
         if not model_file(path):
             raise UserError(f"no tokenizer.json in {model_dir}")
+        text = read_text(path, "tokenizer")  # unreadable: a clear line, not "not a valid tokenizer file"
         try:
-            self._tok = HFTokenizer.from_file(str(path))
+            self._tok = HFTokenizer.from_str(text)
         except Exception as e:  # the library raises a bare Exception for any malformed file
             raise UserError(f"{path} is not a valid tokenizer file: {str(e).splitlines()[0][:200]}") from None
         cfg_path = Path(model_dir) / "tokenizer_config.json"
