@@ -164,3 +164,20 @@ def test_an_unreadable_small_file_is_one_line(name, what, tmp_path, capsys, monk
     monkeypatch.setattr(Path, "open", denied)
     fails(capsys, generate.main, gen_args("--model", d), f"cannot read {what} {d / name}",
           "Permission denied")
+
+
+@pytest.mark.parametrize("where", ["../other", "absolute"])
+def test_an_index_naming_a_shard_outside_its_folder_is_refused(where, tmp_path, capsys, monkeypatch):
+    """model.safetensors.index.json naming "../other/model.safetensors" (or an absolute path)
+    loaded that folder's weights as this model's, without a word."""
+    no_model_load(monkeypatch)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(DEMO / "model.safetensors", other / "model.safetensors")
+    d = model_copy(tmp_path)
+    from safetensors import safe_open
+    with safe_open(str(DEMO / "model.safetensors"), framework="pt") as f:
+        names = list(f.keys())
+    shard = "../other/model.safetensors" if where == "../other" else str(other / "model.safetensors")
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: shard for k in names}}))
+    fails(capsys, generate.main, gen_args("--model", d), f"names the shard {shard}, outside {d}")

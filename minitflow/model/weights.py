@@ -121,9 +121,15 @@ def _indexed_files(model_dir: Path) -> dict[str, Path]:
     index = model_dir / "model.safetensors.index.json"
     try:
         weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
-        return {str(name): model_dir / f for name, f in weight_map.items()}
+        files = {str(name): model_dir / f for name, f in weight_map.items()}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
+    # "../other/model.safetensors" or an absolute path: another folder's weights, loaded without a word
+    outside = sorted(f for f in set(weight_map.values()) if Path(f).is_absolute() or ".." in Path(f).parts)
+    if outside:
+        raise UserError(f"{index} names the shard {outside[0]}, outside {model_dir}: an index lists files of its "
+                        "own folder (a hand-edited index, or another model's?)")
+    return files
 
 
 def _open_safetensors(path: Path):
