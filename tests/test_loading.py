@@ -181,3 +181,17 @@ def test_an_index_naming_a_shard_outside_its_folder_is_refused(where, tmp_path, 
     shard = "../other/model.safetensors" if where == "../other" else str(other / "model.safetensors")
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: shard for k in names}}))
     fails(capsys, generate.main, gen_args("--model", d), f"names the shard {shard}, outside {d}")
+
+
+def test_an_mlx_quantized_config_is_refused_as_quantized(tmp_path, capsys, monkeypatch):
+    """mlx-community's quantized Qwen3 writes "quantization" (not "quantization_config"): its
+    packed weights were refused as "unexpected tensor ....scales (is this a Qwen3 checkpoint?)"."""
+    from safetensors.torch import load_file, save_file
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "quantization": {"group_size": 64, "bits": 4}}))
+    tensors = load_file(DEMO / "model.safetensors")
+    tensors["model.embed_tokens.scales"] = tensors["model.embed_tokens.weight"][:, :2].contiguous()
+    save_file(tensors, d / "model.safetensors", metadata={"format": "mlx"})
+    fails(capsys, generate.main, gen_args("--model", d), "quantized checkpoints (mlx) are not supported")

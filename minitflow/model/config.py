@@ -84,6 +84,8 @@ class Qwen3Config:
         # not Qwen3's own 1,000,000: the model must be the one transformers builds from the file
         theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
         quant = d.get("quantization_config")
+        if not quant and d.get("quantization"):  # MLX's (mlx-community's 4-bit Qwen3): {"group_size": 64, "bits": 4}
+            quant = {"quant_method": "mlx"}
         if quant:  # its packed weights and scales would be refused only as "unexpected tensor ... (not Qwen3?)"
             method = quant.get("quant_method") if isinstance(quant, dict) else None
             raise UserError(f"{source}: quantized checkpoints ({method or 'quantization_config'}) are not supported: "
