@@ -195,3 +195,10 @@ def test_an_mlx_quantized_config_is_refused_as_quantized(tmp_path, capsys, monke
     tensors["model.embed_tokens.scales"] = tensors["model.embed_tokens.weight"][:, :2].contiguous()
     save_file(tensors, d / "model.safetensors", metadata={"format": "mlx"})
     fails(capsys, generate.main, gen_args("--model", d), "quantized checkpoints (mlx) are not supported")
+
+
+def test_a_weight_file_passed_as_the_model_names_its_folder(capsys, monkeypatch):
+    """--model .../model.safetensors (a file that exists) was "model directory not found"."""
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args("--model", DEMO / "model.safetensors"),
+          f"{DEMO / 'model.safetensors'} is a file, not a model directory", f"({DEMO})")

@@ -36,7 +36,10 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
                             f"{f' {repo}' if repo else ''} or one of its snapshots/<revision> folders")
         return _check_tokenizer(path, need_tokenizer)
     name = str(name_or_path)
-    if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
+    if path.exists():  # model.safetensors or config.json itself: was "model directory not found"
+        raise UserError(f"{name} is a file, not a model directory: pass the folder that holds config.json and the "
+                        f"weights ({path.parent})")
+    if name.count("/") != 1 or name.startswith((".", "/")):
         raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HFValidationError, validate_repo_id
