@@ -37,6 +37,15 @@ def env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in ENV_VARS_TRUE_VALUES
 
 
+def hub_offline() -> str | None:
+    """The variable that puts huggingface-hub offline, None when online: HF_HUB_OFFLINE, or where
+    that is unset or empty the older TRANSFORMERS_OFFLINE, as the hub reads them. Else
+    TRANSFORMERS_OFFLINE=1 had a partly cached model tried online, refused by the hub as
+    OfflineModeIsEnabled: not a word of what the cache lacks."""
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    return name if env_true(name) else None
+
+
 # ---- reading -----------------------------------------------------------------------------
 
 def model_file(path: Path) -> bool:

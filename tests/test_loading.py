@@ -202,3 +202,22 @@ def test_a_weight_file_passed_as_the_model_names_its_folder(capsys, monkeypatch)
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--model", DEMO / "model.safetensors"),
           f"{DEMO / 'model.safetensors'} is a file, not a model directory", f"({DEMO})")
+
+
+def test_transformers_offline_counts_as_offline_for_a_partly_cached_model(offline_cache, capsys, monkeypatch):
+    """huggingface-hub is offline under TRANSFORMERS_OFFLINE=1 when HF_HUB_OFFLINE is unset; we
+    read HF_HUB_OFFLINE alone, so a partly cached model was tried online and refused there
+    ("could not get ... (OfflineModeIsEnabled)"), without a word of what the cache lacks."""
+    import huggingface_hub
+    real = huggingface_hub.snapshot_download
+    def cache_only(*a, local_files_only=False, **k):
+        if not local_files_only:
+            raise AssertionError("went online")
+        return real(*a, local_files_only=True, **k)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cache_only)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    no_model_load(monkeypatch)
+    hub_cache(offline_cache, "org/model", {**demo_files(), "model.safetensors": None})
+    fails(capsys, generate.main, gen_args("--model", "org/model"), "org/model is only partly in the Hugging Face cache",
+          "TRANSFORMERS_OFFLINE is set")

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
-from minitflow.files import env_true, model_file, read_text
+from minitflow.files import hub_offline, model_file, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -57,16 +57,17 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         local = None
     if local is not None and lacks is None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
         return local
-    if env_true("HF_HUB_OFFLINE"):
+    offline = hub_offline()
+    if offline:
         if local is not None and lacks is not None:  # "not in the cache" sent users looking for another cause
             broken = " (a broken link: a download cut short?)" if (local / lacks).is_symlink() else ""
             raise UserError(f"{name} is only partly in the Hugging Face cache: {local} lacks {lacks}{broken}, and "
-                            f"HF_HUB_OFFLINE is set: run `hf download {name}` where there is network, or pass a "
+                            f"{offline} is set: run `hf download {name}` where there is network, or pass a "
                             "local directory")
         if local is not None:  # the weights are cached, the tokenizer is not
-            raise UserError(f"no tokenizer.json in {local} (the cached {name}) and HF_HUB_OFFLINE is set: run "
+            raise UserError(f"no tokenizer.json in {local} (the cached {name}) and {offline} is set: run "
                             f"`hf download {name}` where there is network, or pass a local directory")
-        raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and HF_HUB_OFFLINE is set: run "
+        raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and {offline} is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
