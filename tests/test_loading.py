@@ -221,3 +221,15 @@ def test_transformers_offline_counts_as_offline_for_a_partly_cached_model(offlin
     hub_cache(offline_cache, "org/model", {**demo_files(), "model.safetensors": None})
     fails(capsys, generate.main, gen_args("--model", "org/model"), "org/model is only partly in the Hugging Face cache",
           "TRANSFORMERS_OFFLINE is set")
+
+
+def test_a_config_with_fewer_layers_than_the_weights_says_so(tmp_path, capsys, monkeypatch):
+    """config.json of a smaller model (or a num_hidden_layers cut down by hand) beside the weights
+    was "unexpected tensor model.layers.3... (is this a Qwen3 checkpoint?)"; it is one, with more
+    layers than the config says."""
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
+    fails(capsys, generate.main, gen_args("--model", d), "config.json has num_hidden_layers 3, its weights hold 4 layers")

@@ -209,7 +209,9 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     cfg = Qwen3Config.from_dir(model_dir)
     files = _weight_files(model_dir)
     held = len({n.split(".")[2] for n in files if n.startswith("model.layers.")})
-    if cfg.num_hidden_layers > held:  # before the meta model: 10**6 layers took minutes to build as modules
+    # fewer: before the meta model (10**6 layers took minutes to build as modules); more: a config.json of
+    # a smaller model beside the weights was "unexpected tensor model.layers.N... (is this a Qwen3 checkpoint?)"
+    if cfg.num_hidden_layers != held:
         raise UserError(f"{model_dir}: config.json has num_hidden_layers {cfg.num_hidden_layers}, its weights "
                         f"hold {held} layers")
     # the files are checked against the parameters' shapes on meta, before anything is allocated:
