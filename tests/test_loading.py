@@ -80,12 +80,14 @@ def test_a_complete_cached_snapshot_loads(offline_cache, capsys):
     assert run_cli(generate.main, gen_args("--model", "org/model")) == 0, capsys.readouterr().err
 
 
-def test_a_hub_cache_folder_passed_as_the_model_says_what_to_pass(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("up", [1, 2])
+def test_a_hub_cache_folder_passed_as_the_model_says_what_to_pass(up, tmp_path, capsys, monkeypatch):
     """--model ~/.cache/huggingface/hub/models--Org--Name (the repo's cache folder, not a model
-    folder) was "no tokenizer.json in ...": the user then looked for a missing tokenizer."""
+    folder) or its snapshots/ was "no tokenizer.json in ...": the user then looked for a missing
+    tokenizer."""
     no_model_load(monkeypatch)
     snap = hub_cache(tmp_path, "Org/Name", demo_files())
-    fails(capsys, generate.main, gen_args("--model", snap.parents[1]), "is a Hugging Face cache folder",
+    fails(capsys, generate.main, gen_args("--model", snap.parents[up - 1]), "is a Hugging Face cache folder",
           "pass the hub id Org/Name or one of its snapshots/<revision> folders")
 
 

@@ -29,9 +29,11 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     anything runs on it: else it would fail only after the checks, outputs and checkpoint."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if (path / "snapshots").is_dir() and (path / "refs").is_dir() and not (path / "config.json").exists():
-            # models--Org--Name in the hub cache: refused as "no tokenizer.json" or "no config.json"
-            repo = path.name[len("models--"):].replace("--", "/") if path.name.startswith("models--") else None
+        # models--Org--Name in the hub cache, or its snapshots/: refused as "no tokenizer.json" or "no config.json"
+        repo_dir = path.parent if path.name == "snapshots" else path
+        if (repo_dir / "snapshots").is_dir() and (repo_dir / "refs").is_dir() and not (path / "config.json").exists():
+            folder = repo_dir.name
+            repo = folder[len("models--"):].replace("--", "/") if folder.startswith("models--") else None
             raise UserError(f"{path} is a Hugging Face cache folder, not a model folder: pass the hub id"
                             f"{f' {repo}' if repo else ''} or one of its snapshots/<revision> folders")
         return _check_tokenizer(path, need_tokenizer)
