@@ -235,3 +235,16 @@ def test_a_config_with_fewer_layers_than_the_weights_says_so(tmp_path, capsys, m
     cfg = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
     fails(capsys, generate.main, gen_args("--model", d), "config.json has num_hidden_layers 3, its weights hold 4 layers")
+
+
+def test_a_safetensors_generator_checkpoint_is_named_as_such(tmp_path, capsys, monkeypatch):
+    """A generator saved with safetensors (tensors only, no flags or pg_arch) was "not a torch
+    checkpoint: not a torch.save file, or cut short", sending the user to re-download it."""
+    import torch
+    from safetensors.torch import save_file
+    no_model_load(monkeypatch)
+    path = tmp_path / "tflow.safetensors"
+    state = torch.load(DEMO / "tflow.pt", weights_only=True)
+    save_file({f"parameter_generator.{k}": v.contiguous() for k, v in state["parameter_generator"].items()}, path)
+    fails(capsys, generate.main, ["--method", "tflow", "--question", "Q?", "--device", "cpu", "--checkpoint", path],
+          f"{path} is a safetensors file: a TFlow checkpoint is a torch.save dict")

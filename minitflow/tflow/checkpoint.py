@@ -108,9 +108,13 @@ def torch_load(path: Path) -> object:
     A file that is neither torch.save's zip archive nor its legacy pickle (text, cut short)
     is named as such first: torch's own error for it blames the weights_only rule."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    legacy = head in LEGACY_HEADS
+        head = f.read(9)
+    legacy = head[:2] in LEGACY_HEADS
     if not zipfile.is_zipfile(path) and not legacy:
+        # safetensors: an 8-byte header length (text read as one is far past the file's end), then its JSON
+        if head[8:9] == b"{" and int.from_bytes(head[:8], "little") + 8 <= path.stat().st_size:
+            raise UserError(f"{path} is a safetensors file: a TFlow checkpoint is a torch.save dict (parameter_generator, "
+                            "pg_layer_aggregator, pg_config_flags, ...), as `train` writes it")
         raise UserError(f"{path} is not a torch checkpoint: not a torch.save file, or cut short")
     if not legacy:
         _check_crcs(path)
