@@ -248,3 +248,11 @@ def test_a_safetensors_generator_checkpoint_is_named_as_such(tmp_path, capsys, m
     save_file({f"parameter_generator.{k}": v.contiguous() for k, v in state["parameter_generator"].items()}, path)
     fails(capsys, generate.main, ["--method", "tflow", "--question", "Q?", "--device", "cpu", "--checkpoint", path],
           f"{path} is a safetensors file: a TFlow checkpoint is a torch.save dict")
+
+
+def test_a_broken_link_to_an_unused_index_does_not_stop_model_safetensors(tmp_path):
+    """model.safetensors wins over an index (a stale one from an earlier sharded save): a broken
+    link to that index must not refuse a folder whose weights are all there."""
+    from minitflow.model.weights import check_weights
+    snap = hub_cache(tmp_path, "org/model", {**demo_files(), "model.safetensors.index.json": None})
+    assert check_weights(snap).num_hidden_layers == 4

@@ -110,7 +110,7 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     first, as transformers does: save_pretrained over a sharded save leaves the old index."""
     index = model_dir / "model.safetensors.index.json"
     single = model_dir / "model.safetensors"
-    if model_file(index) and not model_file(single):
+    if not model_file(single) and model_file(index):  # a broken link to an unused index is no matter
         files = _indexed_files(model_dir)
         for f in sorted(set(files.values())):
             if not model_file(f):
