@@ -490,6 +490,18 @@ def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(value, offline, tiny
     assert _offline() == offline
 
 
+def test_transformers_offline_puts_the_dataset_loader_offline_too(monkeypatch):
+    """huggingface-hub reads TRANSFORMERS_OFFLINE where HF_HUB_OFFLINE is unset, and so does the
+    model loader (files.hub_offline); the dataset loader read HF_HUB_OFFLINE only, so it went online."""
+    from minitflow.eval.data import _offline
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    assert _offline()
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    assert not _offline()
+
+
 def _fake_snapshots(monkeypatch, cached: Path, online: Path) -> list[bool]:
     """huggingface-hub's snapshot_download faked, online: `cached` from the local cache, `online`
     once downloaded. Returns the list of its calls' local_files_only."""

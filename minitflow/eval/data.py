@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
-from minitflow.files import decode_utf8, env_true, json_rows
+from minitflow.files import decode_utf8, env_true, hub_offline, json_rows
 
 from .extract import extract_boxed
 
@@ -585,7 +585,8 @@ def samples_from_records(
 
 
 def _offline() -> bool:
-    return env_true("HF_HUB_OFFLINE") or env_true("HF_DATASETS_OFFLINE")
+    """As the model loader reads it (files.hub_offline: TRANSFORMERS_OFFLINE too), or datasets' own flag."""
+    return hub_offline() is not None or env_true("HF_DATASETS_OFFLINE")
 
 
 @contextmanager
