@@ -1020,9 +1020,12 @@ def test_gsm8k_digit_groups_times_a_power_of_ten(text, expected):
     ("She bought 2 100-page books, paying $1 080$.", "1080"),
     # math mode, but not digit groups: as before
     ("She pays $1 08$ in all.", "08"), ("She pays $3 4$ in all.", "4"), ("In $2023$ she sold 15.", "15"),
-    # plain text: a plain space still parts two numbers ("She pays 1 080" stays 080: no stated answer,
-    # no math, and a space is as often a separator as a group mark)
-    ("She bought 2 100-page books.", "100"), ("She pays 1 080 in all.", "080"),
+    # plain text: a plain space parts two numbers inside the reply ("2 100-page books"), but the reply's
+    # last number, digit groups that no hyphen or number follows, is one number (was 080, which a
+    # gold of 80 scored right; "1 540" was 540)
+    ("She bought 2 100-page books.", "100"), ("She pays 1 080 in all.", "1080"),
+    ("She pays 1 540 in all.", "1540"), ("She pays 1 080 000.", "1080000"), ("He sold 2 100 and 3 4.", "4"),
+    ("She pays 1 080 in all, 3 times.", "3"), ("Of 2 100-page books she read 1 050 pages.", "1050"),
     ("She pays $1 080$ and buys 2 100-page books.", "100"),
     # a money $ is no math delimiter: it opens before a digit, and a closing $ is not followed by one
     ("He pays $20 for 3 100-gram bags, so $60.", "60"), ("He spent $5 on 2 100-page books.", "100"),
@@ -1049,6 +1052,30 @@ def test_gsm8k_math_mode_digit_groups_score():
     boxed = r"\boxed{1\,080 \times 10^3}"
     assert score_gsm8k(boxed, "1080000") and not score_gsm8k(boxed, "80000")
     assert score_gsm8k(r"\boxed{1234\,567}", "1234567") and not score_gsm8k(r"\boxed{1234\,567}", "567")
+
+
+@pytest.mark.parametrize("text, gold", [
+    # a clock time or ratio is no number: one of its numbers was the answer (\boxed{12:30} was 30)
+    (r"She leaves at \boxed{12:30}.", "30"), (r"She leaves at \boxed{12:30}.", "12"),
+    ("The answer is 12:30 pm.", "12"), ("#### 4:3", "3"), ("She arrives at 12:30.", "30"),
+    (r"The ratio is \boxed{4:3}.", "4"),
+    # a hedge between two numbers states neither (the first, or the box's last, was the answer)
+    ("The answer is 18 or 20.", "18"), ("The answer is 18, or maybe 20.", "18"),
+    (r"\boxed{18 \text{ or } 20}", "20"), (r"\boxed{18 \text{ or } 20}", "18"),
+    ("So she has 18 or 20 left.", "20"),
+])
+def test_gsm8k_a_time_or_a_hedge_is_no_number(text, gold):
+    assert not score_gsm8k(text, gold)
+
+
+@pytest.mark.parametrize("text, gold", [
+    ("The answer is 18 (or 18.00 dollars).", "18"), ("The answer is 18 or 18.0.", "18"),
+    ("Step 3: 18", "18"), (r"\boxed{\text{Answer: }18}", "18"), ("The answer is: 18.", "18"),
+    (r"At 12:30 she had sold \boxed{45}.", "45"), ("She left at 2:15 and sold 45 in all.", "45"),
+    ("Is it 18 or 20? Checking again, it is 20.", "20"),
+])
+def test_gsm8k_times_and_hedges_elsewhere_leave_the_answer(text, gold):
+    assert score_gsm8k(text, gold)
 
 
 def test_gsm8k_math_spans_are_read_in_linear_time():

@@ -144,8 +144,37 @@ _MATH_SPAN_RE = re.compile(
     r"|(?<![\\$])\$(?=[^\s$])(?:[^$\n\\]|\\.)+?(?<=\S)\$(?!\d)")
 
 
-def _numbers(text: str) -> list[str]:
-    return [m.group(0) for m in _NUMBER_RE.finditer(text)]
+# "18 or 20", "18, or maybe 20": a hedge between two numbers states neither
+_HEDGE_GAP_RE = re.compile(r"\s*,?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?", re.I)
+# a clock time or ratio, "12:30", "4:3": no one number of it is the answer
+_COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
+
+
+def _same_value(a: str, b: str) -> bool:
+    try:
+        return Fraction(_clean_number(a)) == Fraction(_clean_number(b))
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
+def _pick_number(text: str, last: bool) -> str | None:
+    """The first (or last) number of `text`, as a plain string; a clock time or ratio it is part
+    of ("12:30"), or a hedge it is part of ("18 or 20"), as written: no number, so no answer."""
+    found = list(_NUMBER_RE.finditer(text))
+    if not found:
+        return None
+    i = len(found) - 1 if last else 0
+    m = found[i]
+    if text[m.end():m.end() + 2][:1] == ":" and text[m.end() + 1:m.end() + 2].isdigit() \
+            or m.start() >= 2 and text[m.start() - 1] == ":" and text[m.start() - 2].isdigit():
+        at = m.start() + m.group(0).startswith("-")
+        return next((r.group(0) for r in _COLON_RUN_RE.finditer(text) if r.start() <= at < r.end()), m.group(0))
+    other = found[i - 1] if last and i > 0 else found[i + 1] if not last and i + 1 < len(found) else None
+    if other is not None:
+        a, b = (other, m) if last else (m, other)
+        if _HEDGE_GAP_RE.fullmatch(text[a.end():b.start()]) and not _same_value(a.group(0), b.group(0)):
+            return text[a.start():b.end()]
+    return _clean_number(m.group(0))
 
 
 def _join_digit_groups(s: str, spaces: bool = False) -> str:
@@ -155,6 +184,18 @@ def _join_digit_groups(s: str, spaces: bool = False) -> str:
     if spaces:  # first: in 1 080\,000 the thin-space run alone would take 080\,000
         s = _SPACED_GROUPS_RE.sub(lambda m: re.sub("[ \u2009]", "", m.group(0)), s)
     return _THIN_GROUPS_RE.sub(lambda m: m.group(0).replace("\u2009", ""), s)
+
+
+def _join_last_spaced_number(text: str) -> str:
+    """`text` with its last number joined when it is a run of space-split digit groups
+    ("1 080" -> "1080"); a hyphen after it ("2 100-page") or a number after it leaves it."""
+    runs = list(_SPACED_GROUPS_RE.finditer(text))
+    if not runs:
+        return text
+    run, tail = runs[-1], text[runs[-1].end():]
+    if re.match(r"-\w", tail) or _NUMBER_RE.search(_latex_number_text(tail)):
+        return text
+    return text[:run.start()] + re.sub("[ \u2009]", "", run.group(0)) + tail
 
 
 def _latex_number_text(s: str) -> str:
@@ -196,10 +237,7 @@ def _number_in(fragment: str, last: bool) -> str | None:
     text = _latex_number_text(fragment)
     if "=" in text:  # "16 - 3 - 4 = 9": the result
         text = text.rsplit("=", 1)[1]
-    nums = _numbers(text)
-    if not nums:
-        return None
-    return _clean_number(nums[-1] if last else nums[0])
+    return _pick_number(text, last)
 
 
 def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | None:
@@ -244,11 +282,13 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
             return explicit[1]
         if unfinished_thought(region) or stated != region:
             return None
-        # no stated answer: a plain space groups digits only in math mode ($1 080$, not 2 100-page)
+        # no stated answer: a plain space groups digits in math mode ($1 080$), and in the reply's last
+        # number ("She pays 1 080 in all." was 080), unless a word joins it on (2 100-page books)
         region = _MATH_SPAN_RE.sub(lambda m: _join_digit_groups(m.group(0), spaces=True), region)
-        nums = _numbers(_latex_number_text(region))
-        if nums:
-            return _clean_number(nums[-1])
+        region = _join_last_spaced_number(region)
+        got = _pick_number(_latex_number_text(region), last=True)
+        if got is not None:
+            return got
     return None
 
 
