@@ -1256,3 +1256,53 @@ def test_mmlu_a_bare_letter_that_is_the_correct_answer(text, letter):
 ])
 def test_mmlu_a_lower_case_letter_with_its_parenthesis(text, letter):
     assert extract_mmlu_letter(text) == letter
+
+
+# ------------------------------------------- red-team of the strict GSM8K / MMLU scorers (2)
+
+_RIGHTS = ["Employee rights", "Employee rights", "Employer duties", "Employee duties"]
+
+
+@pytest.mark.parametrize("text, choices", [
+    # the reply states an answer that is no option (two options share its text, a paraphrase): the
+    # thoughts' letter was the answer, though the reply may have meant another option
+    ("<think>\nSo the answer is D.\n</think>\n\nThe answer is Employee rights.", _RIGHTS),
+    ("<think>\nSo the answer is D.\n</think>\n\n**Answer:** the duties of the employee", _RIGHTS),
+    ("<think>\nSo the answer is C.\n</think>\n\nThe answer is \\boxed{\\text{Employee rights}}.", _RIGHTS),
+    ("<think>\nSo the answer is C.\n</think>\n\nFinal answer: something no option says.", None),
+])
+def test_mmlu_a_reply_stating_no_option_has_no_answer(text, choices):
+    assert extract_mmlu_letter(text, choices) is None
+
+
+def test_mmlu_a_reply_stating_nothing_still_reads_the_thoughts():
+    assert extract_mmlu_letter("<think>\nSo the answer is C.\n</think>\n\nHope this helps!", _RIGHTS) == "C"
+    assert extract_mmlu_letter("<think>\nSo the answer is C.\n</think>\n\nThe answer is:", None) == "C"
+    assert extract_mmlu_letter("<think>\nSo C.\n</think>\n\nThe answer is Employer duties.", _RIGHTS) == "C"
+
+
+@pytest.mark.parametrize("text, letter", [
+    # a correction after the stated answer replaces it (the first answer was read)
+    ("The answer is C.\n\nWait, actually, it's B.", "B"),
+    ("The answer is D) Berlin... no, it's C) Rome.", "C"),
+    (r"\boxed{A} Hmm, it should be option D.", "D"),
+    # an answer that "must be" C, a closing "Hence, option C." (no answer before)
+    ("Therefore the answer must be C.", "C"), ("Hence, option C.", "C"),
+    # not a correction: a hedge, a lower-case article
+    ("The answer is C. Wait, it's B or D.", "C"), ("The answer is C. Wait, it's a trick.", "C"),
+])
+def test_mmlu_a_correction_restates_the_answer(text, letter):
+    assert extract_mmlu_letter(text) == letter
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a correction after the stated answer replaces it (17 was the answer)
+    ("The answer is 17. Wait, actually it's 18.", "18"), ("\\boxed{17}\n\nWait, no, it's 18 dollars.", "18"),
+    ("So the answer is 17.\nHmm, actually, it should be 18.", "18"), (r"\boxed{17} No, it is \$1,080.", "1080"),
+    ("The answer should be 18. She started with 19.", "18"),  # was 19: "should be" states it too
+    # not a correction: a remark, a negation, or no stated answer before it (its first number is no answer)
+    ("The answer is 18. Actually, it's 3 more than yesterday.", "18"), ("The answer is 18. No, it's not 17.", "18"),
+    ("Wait, it's 18 per hour, so 126 in all.", "126"),
+])
+def test_gsm8k_a_correction_restates_the_answer(text, expected):
+    assert extract_gsm8k_answer(text) == expected

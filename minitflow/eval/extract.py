@@ -6,7 +6,11 @@ Shared rules:
   inside `<think>` (no `</think>`) has no final answer unless it boxed one.
 * An explicit final answer (`\\boxed{}`, `#### x`, "the answer is x",
   "Final Answer: ...") beats any later mention: check sentences after the
-  answer do not change it.  Of several explicit answers the last one counts.
+  answer do not change it.  Of several explicit answers the last one counts;
+  a correction after one ("Wait, actually it's 18.") is one (GSM8K, MMLU).
+* A reply that states an answer the extractor cannot read (an MMLU text that
+  is no option) has none: its thoughts are not searched instead.
+* A hedge ("18 or 20", "A or C") states neither answer.
 """
 
 from __future__ import annotations
@@ -119,10 +123,14 @@ _NUMBER_RE = re.compile(
     r"|(?<![\w.])-?\.\d+"
 )
 # a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
+_GSM_NUMBER_AHEAD = r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*(?=[-\d.])"
 _GSM_PHRASE_RE = re.compile(
-    r"(?:final\s+answer\s*(?:is|:|=|would\s+be|will\s+be)?|answer\s*\**\s*(?:is|:|=|would\s+be|will\s+be))"
-    r"\s*[:*\s]*(?:\\\(|\$)?\s*"
-    r"(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*(?=[-\d.])", re.I)
+    r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be))"
+    + _GSM_NUMBER_AHEAD, re.I)
+# "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
+CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
+              r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+")
+_GSM_CORRECTION_RE = re.compile(CORRECTION + _GSM_NUMBER_AHEAD, re.I)
 # a thin space between digits: LaTeX's \, \! \; \: \ and ~, U+2009, U+202F, NBSP
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|[\u00a0\u2009\u202f])(?=\d)")
 
@@ -254,12 +262,23 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
         if num is not None:
             found.append((m.start(), num))
     for m in _GSM_PHRASE_RE.finditer(text):
-        line = text[m.end():].split("\n", 1)[0]
-        sentence = re.split(r"\.(?:\s|$)|(?<!\\)[;?!]", line, maxsplit=1)[0]  # not 1\;080
-        num = _number_in(sentence, last=False)
+        num = _number_stated_at(text, m.end())
         if num is not None:
             found.append((m.start(), num))
+    if found:  # after an explicit answer, "Wait, actually it's 18." replaces it
+        after = max(f[0] for f in found)
+        for m in _GSM_CORRECTION_RE.finditer(text, after + 1):
+            num = _number_stated_at(text, m.end())
+            if num is not None:
+                found.append((m.start(), num))
     return max(found, key=lambda f: f[0]) if found else None
+
+
+def _number_stated_at(text: str, pos: int) -> str | None:
+    """The first number of the sentence starting at `pos`."""
+    line = text[pos:].split("\n", 1)[0]
+    sentence = re.split(r"\.(?:\s|$)|(?<!\\)[;?!]", line, maxsplit=1)[0]  # not 1\;080
+    return _number_in(sentence, last=False)
 
 
 def extract_gsm8k_answer(text: str | None) -> str | None:
@@ -396,7 +415,7 @@ _NOT_TWO = r"(?![)*}]*\s*(?:,|/|&|\bor\b|\band\b)\s*[*$({\[]*\(?(?-i:[A-J])\b(?!
 _L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
-    re.compile(r"answer\s+(?:is|would\s+be|should\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
     # "Answer: B", "**Answer:** (C)", "Final answer: C"
     re.compile(r"answer\s*\**\s*:\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
     # "the correct option is C", "best choice: (D)"
@@ -408,6 +427,8 @@ _LETTER_PATTERNS = [
     # "vitamin C is the best source"), and the sentence ends there ("A is correct in part, but ..." is a remark)
     re.compile(r"(?:^|[\n.!?:]\s*|\b(?:so|thus|therefore|hence)[,:]?\s+)\**([A-J])\**\s+is\s+(?:the\s+)?"
                r"(?:correct|right|best)(?:\s+(?:answer|option|choice))?\**(?=\s*[.!]?\s*(?:$|\n))", re.I | re.M),
+    # after "The answer is C.": "Wait, actually it's B.", "no, it's B) text"
+    re.compile(CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "I choose B", "I'll go with option C"
     re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
@@ -417,7 +438,7 @@ _LETTER_PATTERNS = [
 # "b)" / "(b)" is never the article; "(a) or (c)" is a hedge, as in upper case
 _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
                               r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
-_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+\(?([A-J])\)?[.!]?\s*$", re.I)
+_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$", re.I)
 _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")  # not "(A) or (B)."
 
 
@@ -505,7 +526,8 @@ def extract_mmlu_letter(text: str | None, choices: Sequence[str] | None = None) 
     maps to its letter."""
     if not text:
         return None
-    for region in answer_regions(text):
+    regions = answer_regions(text)
+    for region in regions:
         # of a thought cut off at "so the answer is A" only a closed box counts, as the module's rules say
         letter = _mmlu_explicit(region, choices, boxes_only=unfinished_thought(region))
         if letter:
@@ -515,7 +537,17 @@ def extract_mmlu_letter(text: str | None, choices: Sequence[str] | None = None) 
         letter = _mmlu_plain(region, choices)
         if letter:
             return letter
+        # a reply that states an answer no option is ("The answer is Employee rights." of two such
+        # options, a paraphrase) has no answer: the thoughts' letter is not what it states
+        if len(regions) > 1 and region is regions[0] and _states_an_answer(region):
+            return None
     return None
+
+
+def _states_an_answer(reply: str) -> bool:
+    """True for a reply with a closed box or an "answer is ..." / "Answer: ..." followed by text."""
+    return bool(boxed_spans(reply)) or any(
+        re.sub(r"[\s*:.]+", "", reply[m.end():].split("\n", 1)[0]) for m in _CHOICE_ANSWER_RE.finditer(reply))
 
 
 def _mmlu_plain(reply: str, choices: Sequence[str] | None = None) -> str | None:
