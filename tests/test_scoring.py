@@ -1306,3 +1306,15 @@ def test_mmlu_a_correction_restates_the_answer(text, letter):
 ])
 def test_gsm8k_a_correction_restates_the_answer(text, expected):
     assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text, choices, letter", [
+    # a bare lower-case letter that is exactly an option's text is that option (was the letter C)
+    ("The answer is c.", ["2c", "c", "0.8c", "0.5c"], "B"), (r"\boxed{c}", ["2c", "c", "0.8c", "0.5c"], "B"),
+    ("Answer: d", ["4d", "2d", "d", "1/2d"], "C"), ("The answer is c.", ["c", "x", "c", "y"], None),
+    # with its parenthesis, or no option "c": the letter, as before
+    ("The answer is (c).", ["2c", "c", "0.8c", "0.5c"], "C"), ("The answer is c.", ["a1", "b1", "c1", "d1"], "C"),
+    (r"\boxed{c}", None, "C"), ("The answer is C.", ["2c", "c", "0.8c", "0.5c"], "C"),
+])
+def test_mmlu_a_lower_case_letter_that_is_an_options_text(text, choices, letter):
+    assert extract_mmlu_letter(text, choices) == letter

@@ -475,11 +475,20 @@ def _choice_letter(s: str, choices: Sequence[str] | None) -> str | None:
     return _LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+def _lower_letter(s: str, choices: Sequence[str] | None) -> str | None:
+    """A lower-case "c" or "(c)": the option whose text is exactly that bare "c" (the speed of
+    light of ['2c', 'c', '0.8c', '0.5c'] is B, not C), else the letter."""
+    hits = [k for k, c in enumerate(choices or ()) if str(c).strip() == s]
+    if hits:  # two options "c": no telling which
+        return _LETTERS[hits[0]] if len(hits) == 1 else None
+    return _in_range(s.strip("()").upper(), choices)
+
+
 def _boxed_letter(content: str, choices: Sequence[str] | None) -> str | None:
     """\\boxed{B}, \\boxed{(C)}, \\boxed{D. Paris}, \\boxed{c}; an option's text; \\boxed{B Paris}."""
     letter = _in_range(_letter_at_start(content, allow_space=False), choices)
     if not letter and re.fullmatch(r"\(?([a-j])\)?", content.strip()):  # \boxed{c}
-        letter = _in_range(content.strip().strip("()").upper(), choices)
+        letter = _lower_letter(content.strip(), choices)
     # an option's text before "B text": \boxed{A time fixed effects model} is option B's text, not A
     return letter or _choice_letter(content, choices) or _in_range(_letter_at_start(content, allow_space=True), choices)
 
@@ -508,7 +517,9 @@ def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = 
             if m.group(1).isupper():
                 found.append((m.start(), 0, m.group(1)))
     for m in _LOWER_ANSWER_RE.finditer(text):  # "the answer is (b)", "answer: c."
-        found.append((m.start(), 0, (m.group(1) or m.group(2)).upper()))
+        letter = _in_range(m.group(1).upper(), choices) if m.group(1) else _lower_letter(m.group(2), choices)
+        if letter:
+            found.append((m.start(), 0, letter))
     if choices:  # "The answer is True, False." names option C; "The answer is A time fixed effects model." B
         for m in _CHOICE_ANSWER_RE.finditer(text):
             letter = _stated_choice(text[m.end():], choices)
