@@ -1063,6 +1063,9 @@ def test_gsm8k_math_mode_digit_groups_score():
     ("The answer is 18 or 20.", "18"), ("The answer is 18, or maybe 20.", "18"),
     (r"\boxed{18 \text{ or } 20}", "20"), (r"\boxed{18 \text{ or } 20}", "18"),
     ("So she has 18 or 20 left.", "20"),
+    # two boxes parted by "or" (the last box was the answer)
+    (r"\boxed{18} or \boxed{20}", "20"), (r"$\boxed{18}$ or $\boxed{20}$", "20"),
+    (r"\boxed{18} \text{ or } \boxed{20}", "20"),
 ])
 def test_gsm8k_a_time_or_a_hedge_is_no_number(text, gold):
     assert not score_gsm8k(text, gold)
@@ -1073,6 +1076,8 @@ def test_gsm8k_a_time_or_a_hedge_is_no_number(text, gold):
     ("Step 3: 18", "18"), (r"\boxed{\text{Answer: }18}", "18"), ("The answer is: 18.", "18"),
     (r"At 12:30 she had sold \boxed{45}.", "45"), ("She left at 2:15 and sold 45 in all.", "45"),
     ("Is it 18 or 20? Checking again, it is 20.", "20"),
+    (r"\boxed{18} or \boxed{18.00}", "18"), (r"\boxed{9} eggs, so she makes \boxed{18}", "18"),
+    (r"\boxed{18} and \boxed{20}", "20"),
 ])
 def test_gsm8k_times_and_hedges_elsewhere_leave_the_answer(text, gold):
     assert score_gsm8k(text, gold)

@@ -158,6 +158,9 @@ _HEDGE_GAP_RE = re.compile(r"\s*,?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?",
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 
 
+_BOX_HEDGE_RE = re.compile(r"\s*\$*\s*,?\s*(?:or|\\text\s*\{\s*or\s*\})\s*\$*\s*", re.I)
+
+
 def _same_value(a: str, b: str) -> bool:
     try:
         return Fraction(_clean_number(a)) == Fraction(_clean_number(b))
@@ -252,9 +255,13 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
     """(position, answer) of the last explicit answer: box, `####`, "the answer is"
     (with `boxes_only`, a box)."""
     found: list[tuple[int, str]] = []
-    for start, _, content in boxed_spans(text):
+    spans = boxed_spans(text)
+    for k, (start, _, content) in enumerate(spans):
         num = _number_in(content, last=True)
         found.append((start, num if num is not None else content))
+        prev = found[-2][1] if k else None
+        if k and _BOX_HEDGE_RE.fullmatch(text[spans[k - 1][1]:start]) and not _same_value(prev, found[-1][1]):
+            found[-1] = (start, f"{prev} or {found[-1][1]}")  # "\boxed{18} or \boxed{20}": a hedge
     if boxes_only:
         return max(found, key=lambda f: f[0]) if found else None
     for m in re.finditer(r"####\s*([^\n]*)", text):
