@@ -1323,3 +1323,19 @@ def test_gsm8k_a_correction_restates_the_answer(text, expected):
 ])
 def test_mmlu_a_lower_case_letter_that_is_an_options_text(text, choices, letter):
     assert extract_mmlu_letter(text, choices) == letter
+
+
+@pytest.mark.parametrize("text, choices, letter", [
+    # "Answer:" and the article opening a prose answer (was A)
+    ("Answer: A combination of factors.", None, None), ("**Answer:** A balanced approach is best.", None, None),
+    # the letter A: a conjunction after it, option A's own text, or a letter form
+    ("Answer: A because Paris is the capital.", None, "A"), ("Answer: A paris", ["Paris", "b", "c", "d"], "A"),
+    ("Answer: A combination", ["A combination of both", "x", "y", "z"], "A"), ("Answer: A. Paris", None, "A"),
+    ("The answer is A combination.", None, "A"),
+    # a letter past the options is no answer (was I: "The answer is I think C")
+    ("The answer is I.", ["Paris", "London", "Rome", "Berlin"], None), ("The answer is E.", ["a", "b"], None),
+    # a bare letter opening its sentence that "is the answer" (was none)
+    ("A is the answer.", None, "A"), ("So, C is the answer!", None, "C"), ("A is the answer to part one, not two.", None, None),
+])
+def test_mmlu_answer_article_range_and_is_the_answer(text, choices, letter):
+    assert extract_mmlu_letter(text, choices) == letter

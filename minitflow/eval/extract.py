@@ -433,7 +433,8 @@ _LETTER_PATTERNS = [
     # "Therefore, C is the correct answer.", "C is correct.": a bare letter opening its sentence (not
     # "vitamin C is the best source"), and the sentence ends there ("A is correct in part, but ..." is a remark)
     re.compile(r"(?:^|[\n.!?:]\s*|\b(?:so|thus|therefore|hence)[,:]?\s+)\**([A-J])\**\s+is\s+(?:the\s+)?"
-               r"(?:correct|right|best)(?:\s+(?:answer|option|choice))?\**(?=\s*[.!]?\s*(?:$|\n))", re.I | re.M),
+               r"(?:(?:correct|right|best)(?:\s+(?:answer|option|choice))?|answer)\**(?=\s*[.!]?\s*(?:$|\n))",
+               re.I | re.M),
     # after "The answer is C.": "Wait, actually it's B.", "no, it's B) text"
     re.compile(CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "I choose B", "I'll go with option C"
@@ -511,6 +512,18 @@ def _stated_choice(text: str, choices: Sequence[str]) -> str | None:
     return next((got for k in [len(line)] + ends[::-1] if (got := _choice_letter(line[:k], choices))), None)
 
 
+def _article(text: str, m: re.Match, choices: Sequence[str] | None) -> bool:
+    """True for "Answer: A combination of factors.": the article opening a prose answer, not the
+    letter (a lower-case word follows that is no conjunction and does not open option A's text)."""
+    if m.group(1) != "A":
+        return False
+    word = re.match(r"[^\S\n]+([a-z][a-z'-]*)", text[m.end():])
+    if not word or word.group(1) in ("because", "since", "as", "is", "was", "for", "which", "and", "or"):
+        return False
+    first = _norm_choice(str(choices[0])) if choices else ""
+    return not (first.startswith(word.group(1)) or first.startswith("a " + word.group(1)))
+
+
 def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = False) -> str | None:
     found: list[tuple[int, int, str]] = []  # (position, rank, letter): at one position the higher rank wins
     for start, _, content in boxed_spans(text):
@@ -521,8 +534,9 @@ def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = 
         return max(found)[2] if found else None
     for pattern in _LETTER_PATTERNS:
         for m in pattern.finditer(text):
-            if m.group(1).isupper():
-                found.append((m.start(), 0, m.group(1)))
+            letter = _in_range(m.group(1), choices) if m.group(1).isupper() else None
+            if letter and not (pattern is _LETTER_PATTERNS[1] and _article(text, m, choices)):
+                found.append((m.start(), 0, letter))
     for m in _LOWER_ANSWER_RE.finditer(text):  # "the answer is (b)", "answer: c."
         letter = _in_range(m.group(1).upper(), choices) if m.group(1) else _lower_letter(m.group(2), choices)
         if letter:
