@@ -1339,3 +1339,15 @@ def test_mmlu_a_lower_case_letter_that_is_an_options_text(text, choices, letter)
 ])
 def test_mmlu_answer_article_range_and_is_the_answer(text, choices, letter):
     assert extract_mmlu_letter(text, choices) == letter
+
+
+@pytest.mark.parametrize("text, gold, ok", [
+    # a mixed number is one value (\boxed{2\frac{1}{3}} was 21/3 = 7; "2 1/2" was 2, or 1/2 in a box)
+    (r"\boxed{2\frac{1}{3}}", "7", False), (r"\boxed{1\frac{1}{2}}", "1.5", True), (r"\boxed{1\frac{1}{2}}", "5.5", False),
+    ("The answer is 2 1/2 hours.", "2", False), ("The answer is 2 1/2 hours.", "2.5", True),
+    (r"\boxed{2 \tfrac{1}{2}}", "2.5", True), (r"\boxed{-1\frac{1}{2}}", "-1.5", True), ("She drinks 2 1/2 liters.", "2.5", True),
+    # not a mixed number: an improper fraction after a number, a product
+    (r"\boxed{\frac{3}{4}}", "0.75", True), (r"\boxed{3 \times \frac{1}{2}}", "1/2", True), (r"\boxed{10/4}", "2.5", True),
+])
+def test_gsm8k_a_mixed_number_is_one_value(text, gold, ok):
+    assert score_gsm8k(text, gold) is ok

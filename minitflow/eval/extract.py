@@ -209,9 +209,23 @@ def _join_last_spaced_number(text: str) -> str:
     return text[:run.start()] + re.sub("[ \u2009]", "", run.group(0)) + tail
 
 
+# a mixed number, "1\frac{1}{2}", "2 1/2" (a proper fraction after a whole number): read as 1, 1/2 or 11/2
+_MIXED_RE = re.compile(r"(?<![\w.,/])(-?)(\d+)(?:\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}"
+                       r"|[ ~]+(\d+)\s*/\s*(\d+)(?![\d.,/]))")
+
+
+def _improper(m: re.Match) -> str:
+    """A mixed number as one improper fraction ("1 1/2" -> "3/2"), or as written when not proper."""
+    whole, num, den = int(m.group(2)), int(m.group(3) or m.group(5)), int(m.group(4) or m.group(6))
+    if not 0 < num < den:
+        return m.group(0)
+    return f"{m.group(1)}{whole * den + num}/{den}"
+
+
 def _latex_number_text(s: str) -> str:
     """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
     s = _join_digit_groups(s.replace("\u2212", "-"))
+    s = _MIXED_RE.sub(_improper, s)
     s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", s)
     s = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", s)
     s = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", s)
