@@ -1351,3 +1351,25 @@ def test_mmlu_answer_article_range_and_is_the_answer(text, choices, letter):
 ])
 def test_gsm8k_a_mixed_number_is_one_value(text, gold, ok):
     assert score_gsm8k(text, gold) is ok
+
+
+@pytest.mark.parametrize("text, expected", [
+    # "the answer would be" in a conditional sentence is a remark after the answer (22, 21, 20 were read)
+    ("The answer is 18.\n\nNote: if she had 20 eggs, the answer would be 22.", "18"),
+    ("The answer is \\boxed{18}.\n\nIf we included Sunday, the answer would be 21.", "18"),
+    ("The final answer is 18. Otherwise the answer would be 20.", "18"),
+    # not conditional, or the condition was an earlier sentence: an answer, as before
+    ("So the answer would be 18.", "18"), ("If we add them, 10 + 8 = 18. So the answer would be 18.", "18"),
+    ("If she sold all 16, the answer would be 32. But she eats 7, so the answer is 18.", "18"),
+])
+def test_gsm8k_a_hypothetical_answer_is_no_answer(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("The answer is C.\n\nIf the question asked about France, the answer would be A.", "C"),  # was A
+    ("Answer: C\n\n(If it asked for the largest, the answer would be D.)", "C"),  # was D
+    ("So the answer would be C.", "C"),
+])
+def test_mmlu_a_hypothetical_answer_is_no_answer(text, letter):
+    assert extract_mmlu_letter(text) == letter

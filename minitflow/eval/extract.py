@@ -128,9 +128,9 @@ _GSM_PHRASE_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be))"
     + _GSM_NUMBER_AHEAD, re.I)
 # "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
-CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
+_CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
               r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+")
-_GSM_CORRECTION_RE = re.compile(CORRECTION + _GSM_NUMBER_AHEAD, re.I)
+_GSM_CORRECTION_RE = re.compile(_CORRECTION + _GSM_NUMBER_AHEAD, re.I)
 # a thin space between digits: LaTeX's \, \! \; \: \ and ~, U+2009, U+202F, NBSP
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|[\u00a0\u2009\u202f])(?=\d)")
 
@@ -284,7 +284,7 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
             found.append((m.start(), num))
     for m in _GSM_PHRASE_RE.finditer(text):
         num = _number_stated_at(text, m.end())
-        if num is not None:
+        if num is not None and not _hypothetical(text, m):
             found.append((m.start(), num))
     if found:  # after an explicit answer, "Wait, actually it's 18." replaces it
         after = max(f[0] for f in found)
@@ -293,6 +293,15 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
             if num is not None:
                 found.append((m.start(), num))
     return max(found, key=lambda f: f[0]) if found else None
+
+
+def _hypothetical(text: str, m: re.Match) -> bool:
+    """True for "the answer would be" in a conditional sentence ("If she had 20 eggs, the answer
+    would be 22."; "Otherwise the answer would be 20."): a remark, not the answer."""
+    if not re.search(r"\bwould\b", m.group(0), re.I):
+        return False
+    start = max(text.rfind(c, 0, m.start()) for c in ".!?\n(") + 1
+    return re.search(r"\b(?:if|otherwise|unless|suppose|supposing|assuming|had)\b", text[start:m.start()], re.I) is not None
 
 
 def _number_stated_at(text: str, pos: int) -> str | None:
@@ -450,7 +459,7 @@ _LETTER_PATTERNS = [
                r"(?:(?:correct|right|best)(?:\s+(?:answer|option|choice))?|answer)\**(?=\s*[.!]?\s*(?:$|\n))",
                re.I | re.M),
     # after "The answer is C.": "Wait, actually it's B.", "no, it's B) text"
-    re.compile(CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(_CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "I choose B", "I'll go with option C"
     re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
@@ -549,7 +558,8 @@ def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = 
     for pattern in _LETTER_PATTERNS:
         for m in pattern.finditer(text):
             letter = _in_range(m.group(1), choices) if m.group(1).isupper() else None
-            if letter and not (pattern is _LETTER_PATTERNS[1] and _article(text, m, choices)):
+            if letter and not (pattern is _LETTER_PATTERNS[1] and _article(text, m, choices)) \
+                    and not _hypothetical(text, m):
                 found.append((m.start(), 0, letter))
     for m in _LOWER_ANSWER_RE.finditer(text):  # "the answer is (b)", "answer: c."
         letter = _in_range(m.group(1).upper(), choices) if m.group(1) else _lower_letter(m.group(2), choices)
