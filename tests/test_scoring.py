@@ -1373,3 +1373,15 @@ def test_gsm8k_a_hypothetical_answer_is_no_answer(text, expected):
 ])
 def test_mmlu_a_hypothetical_answer_is_no_answer(text, letter):
     assert extract_mmlu_letter(text) == letter
+
+
+@pytest.mark.parametrize("text, gold, ok", [
+    # a reply cut off mid-sum has no answer: its last number was an operand (2 scored right)
+    ("Step 3: She makes 9 * 2 =", "2", False), (r"She makes $9 \times 2 =", "2", False), ("16 - 3 - 4 = 9 and 9 +", "9", False),
+    ("<think>\nSo the answer is 2.\n</think>\n\nShe makes 9 * 2 =", "2", False),
+    # a finished sum, a stated answer before the cut, an emoticon: as before
+    ("So she makes 9 * 2 = 18", "18", True), ("The answer is 18. Check: 9 * 2 =", "18", True),
+    ("She has 5 apples :-", "5", True),
+])
+def test_gsm8k_a_reply_cut_off_mid_sum_has_no_answer(text, gold, ok):
+    assert score_gsm8k(text, gold) is ok

@@ -311,6 +311,9 @@ def _number_stated_at(text: str, pos: int) -> str | None:
     return _number_in(sentence, last=False)
 
 
+_CUT_MID_SUM_RE = re.compile(r"[\d)}]\s*(?:[=+*/×÷-]|\\times|\\cdot|\\div)\s*\$*\s*\Z")
+
+
 def extract_gsm8k_answer(text: str | None) -> str | None:
     """Final numeric answer: the last explicit one (box, `####`, "answer is N"),
     else the last number of the reply.  A reply cut off inside its box has only
@@ -329,7 +332,8 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
         explicit = _gsm8k_explicit(stated, boxes_only=unfinished_thought(region))
         if explicit is not None:
             return explicit[1]
-        if unfinished_thought(region) or stated != region:
+        # a reply ending "9 * 2 =" was cut off mid-sum: its last number is an operand, not the result
+        if unfinished_thought(region) or stated != region or _CUT_MID_SUM_RE.search(region):
             return None
         # no stated answer: a plain space groups digits in math mode ($1 080$), and in the reply's last
         # number ("She pays 1 080 in all." was 080), unless a word joins it on (2 100-page books)
