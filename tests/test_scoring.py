@@ -1381,7 +1381,7 @@ def test_mmlu_a_hypothetical_answer_is_no_answer(text, letter):
     ("<think>\nSo the answer is 2.\n</think>\n\nShe makes 9 * 2 =", "2", False),
     # a finished sum, a stated answer before the cut, an emoticon: as before
     ("So she makes 9 * 2 = 18", "18", True), ("The answer is 18. Check: 9 * 2 =", "18", True),
-    ("She has 5 apples :-", "5", True),
+    ("She has 5 apples :-", "5", True), ("She makes *18*", "18", True), ("She makes 9 * 2 *", "2", False),
 ])
 def test_gsm8k_a_reply_cut_off_mid_sum_has_no_answer(text, gold, ok):
     assert score_gsm8k(text, gold) is ok

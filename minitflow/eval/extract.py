@@ -311,7 +311,8 @@ def _number_stated_at(text: str, pos: int) -> str | None:
     return _number_in(sentence, last=False)
 
 
-_CUT_MID_SUM_RE = re.compile(r"[\d)}]\s*(?:[=+*/×÷-]|\\times|\\cdot|\\div)\s*\$*\s*\Z")
+# a sum cut off after its operator ("9 * 2 ="); a "*" only spaced, as "*18*" closes italics
+_CUT_MID_SUM_RE = re.compile(r"[\d)}]\s*(?:[=+/×÷-]|\s\*|\\times|\\cdot|\\div)\s*\$*\s*\Z")
 
 
 def extract_gsm8k_answer(text: str | None) -> str | None:
