@@ -1369,7 +1369,7 @@ def test_gsm8k_a_hypothetical_answer_is_no_answer(text, expected):
 @pytest.mark.parametrize("text, letter", [
     ("The answer is C.\n\nIf the question asked about France, the answer would be A.", "C"),  # was A
     ("Answer: C\n\n(If it asked for the largest, the answer would be D.)", "C"),  # was D
-    ("So the answer would be C.", "C"),
+    ("So the answer would be C.", "C"), ("If I had to pick, I would choose C.", "C"),
 ])
 def test_mmlu_a_hypothetical_answer_is_no_answer(text, letter):
     assert extract_mmlu_letter(text) == letter

@@ -125,8 +125,8 @@ _NUMBER_RE = re.compile(
 # a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
 _GSM_NUMBER_AHEAD = r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*(?=[-\d.])"
 _GSM_PHRASE_RE = re.compile(
-    r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be))"
-    + _GSM_NUMBER_AHEAD, re.I)
+    r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?"
+    r"|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be))" + _GSM_NUMBER_AHEAD, re.I)
 # "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
 _CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
               r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+")
@@ -156,8 +156,7 @@ _MATH_SPAN_RE = re.compile(
 _HEDGE_GAP_RE = re.compile(r"\s*,?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?", re.I)
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
-
-
+# "\boxed{18} or \boxed{20}": between two boxes, a hedge
 _BOX_HEDGE_RE = re.compile(r"\s*\$*\s*,?\s*(?:or|\\text\s*\{\s*or\s*\})\s*\$*\s*", re.I)
 
 
@@ -176,7 +175,7 @@ def _pick_number(text: str, last: bool) -> str | None:
         return None
     i = len(found) - 1 if last else 0
     m = found[i]
-    if text[m.end():m.end() + 2][:1] == ":" and text[m.end() + 1:m.end() + 2].isdigit() \
+    if text[m.end():m.end() + 1] == ":" and text[m.end() + 1:m.end() + 2].isdigit() \
             or m.start() >= 2 and text[m.start() - 1] == ":" and text[m.start() - 2].isdigit():
         at = m.start() + m.group(0).startswith("-")
         return next((r.group(0) for r in _COLON_RUN_RE.finditer(text) if r.start() <= at < r.end()), m.group(0))
@@ -298,10 +297,11 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
 def _hypothetical(text: str, m: re.Match) -> bool:
     """True for "the answer would be" in a conditional sentence ("If she had 20 eggs, the answer
     would be 22."; "Otherwise the answer would be 20."): a remark, not the answer."""
-    if not re.search(r"\bwould\b", m.group(0), re.I):
+    if not re.search(r"answer\W+would\b", m.group(0), re.I):  # not "If I had to pick, I would choose C."
         return False
     start = max(text.rfind(c, 0, m.start()) for c in ".!?\n(") + 1
-    return re.search(r"\b(?:if|otherwise|unless|suppose|supposing|assuming|had)\b", text[start:m.start()], re.I) is not None
+    return re.search(r"\b(?:if|otherwise|unless|suppose|supposing|assuming|had)\b", text[start:m.start()],
+                     re.I) is not None
 
 
 def _number_stated_at(text: str, pos: int) -> str | None:
@@ -474,7 +474,8 @@ _LETTER_PATTERNS = [
 # "b)" / "(b)" is never the article; "(a) or (c)" is a hedge, as in upper case
 _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
                               r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
-_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$", re.I)
+_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$",
+                            re.I)
 _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")  # not "(A) or (B)."
 
 
