@@ -608,7 +608,10 @@ def latex_to_sympy_str(s: str) -> str | None:
     s = re.sub(r"(?<![A-Za-z0-9_.])([A-Za-df-hj-z])\((\s*[A-Za-z0-9_.]+\s*)\)", r"fn\1(\2)", s)
     if "\\" in s or "__" in s or "=" in s or "lambda" in s:
         return None
-    return s
+    # a decimal is the exact fraction it writes (a float's 16 digits would not pass the probes)
+    # (runs past 30 digits stay as they are: `to_sympy` refuses them)
+    return re.sub(r"(?<![\w.])(?:\d{1,30}\.\d{0,30}|\.\d{1,30})(?![\d.]|[eE][+-]?\d)",
+                  lambda m: "({0.numerator}/{0.denominator})".format(Fraction(m.group(0))), s)
 
 
 _SAFE_EXPR_RE = re.compile(r"[\w\s+\-*/().,]*")
@@ -703,6 +706,23 @@ def _numeric_value(expr: Any) -> complex | None:
         return None
 
 
+# Random-point checks evaluate at 30 digits and ask 20 to agree: with 1e-9, a term that a big
+# constant dwarfs at the point vanished, so 10^{12} + x matched 10^{12} + 2x.  Decimals parse
+# as exact fractions (`latex_to_sympy_str`), so 0.007 and 7 \times 10^{-3} still agree.
+_PROBE_DPS, _PROBE_TOL = 30, 1e-20
+
+
+def _at(expr: Any, point: dict) -> Any:
+    """expr's value at point (30 digits), or None when it is not a finite number there."""
+    value = expr.evalf(_PROBE_DPS, subs=point)
+    size = float(abs(value)) if value.is_number else math.inf
+    return value if math.isfinite(size) else None
+
+
+def _close(va: Any, vb: Any) -> bool:
+    return float(abs(va - vb)) <= _PROBE_TOL * max(float(abs(va)), float(abs(vb)), 1e-30)
+
+
 def _probe_equal(ea: Any, eb: Any) -> bool | None:
     """Evaluate both at random points of their free symbols: True/False when clear."""
     import sympy
@@ -712,19 +732,17 @@ def _probe_equal(ea: Any, eb: Any) -> bool | None:
     if not symbols or ea.atoms(AppliedUndef) or eb.atoms(AppliedUndef):
         return None
     rng = random.Random(1234)
-    agree = 0
     for _ in range(4):
-        point = {x: sympy.Float(rng.uniform(0.3, 1.7), 20) for x in symbols}
+        point = {x: sympy.Float(rng.uniform(0.3, 1.7), _PROBE_DPS) for x in symbols}
         try:
-            va, vb = complex(ea.evalf(20, subs=point)), complex(eb.evalf(20, subs=point))
+            va, vb = _at(ea, point), _at(eb, point)
         except (TypeError, ValueError, OverflowError, ZeroDivisionError):
             return None
-        if not (math.isfinite(abs(va)) and math.isfinite(abs(vb))):
+        if va is None or vb is None:
             return None
-        if abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-30):
+        if not _close(va, vb):
             return False
-        agree += 1
-    return True if agree == 4 else None
+    return True
 
 
 def _sympy_equal(a: str, b: str) -> bool | None:
@@ -930,8 +948,8 @@ def _equations_equal(ea: list[str], eb: list[str], sub: Callable[[str, str], boo
             return False
         if _probe_equal(xa, xb) or _probe_equal(xa, -xb):  # the same terms, moved across
             return True
-        unknowns = {x for x in xa.free_symbols | xb.free_symbols if str(x).startswith("Xi_")
-                    or any(str(x) == key.split("|")[0].lstrip("\\").replace("lambda", "lamda") for key in names)}
+        unknowns = sorted({x for x in xa.free_symbols | xb.free_symbols if str(x).startswith("Xi_")
+                    or any(str(x) == key.split("|")[0].lstrip("\\").replace("lambda", "lamda") for key in names)}, key=str)
         if not unknowns:
             return False
         # a differential equation times a factor free of its unknowns (LC, m): the ratio stays
@@ -939,13 +957,16 @@ def _equations_equal(ea: list[str], eb: list[str], sub: Callable[[str, str], boo
         symbols = sorted(xa.free_symbols | xb.free_symbols, key=str)
         rng = random.Random(1234)
         for _ in range(3):
-            point = {x: sympy.Float(rng.uniform(0.3, 1.7), 20) for x in symbols}
-            moved = {**point, **{u: sympy.Float(rng.uniform(0.3, 1.7), 20) for u in unknowns}}
+            point = {x: sympy.Float(rng.uniform(0.3, 1.7), _PROBE_DPS) for x in symbols}
+            moved = {**point, **{u: sympy.Float(rng.uniform(0.3, 1.7), _PROBE_DPS) for u in unknowns}}
             try:
-                r1, r2 = (complex(xa.evalf(20, subs=p)) / complex(xb.evalf(20, subs=p)) for p in (point, moved))
+                values = [_at(x, p) for p in (point, moved) for x in (xa, xb)]
+                if None in values or 0 in (values[1], values[3]):
+                    return False
+                r1, r2 = (sympy.N(values[0] / values[1], _PROBE_DPS), sympy.N(values[2] / values[3], _PROBE_DPS))
             except (TypeError, ValueError, OverflowError, ZeroDivisionError):
                 return False
-            if not (math.isfinite(abs(r1)) and r1 != 0 and abs(r1 - r2) <= 1e-9 * abs(r1)):
+            if r1 == 0 or _at(r1, {}) is None or not _close(r1, r2):
                 return False
         return True
 
