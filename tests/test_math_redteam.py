@@ -35,3 +35,28 @@ def test_a_dwarfed_term_still_counts(pred, gold):
 ])
 def test_the_same_expression_still_matches(pred, gold):
     assert is_equiv(pred, gold) is True
+
+
+@pytest.mark.parametrize("pred, gold", [
+    # 22 minerva_math problems ask for degrees Celsius: `{}^{\circ}C` left "{}" as the unit
+    (r"1538{}^{\circ}\mathrm{C}", "1538"),
+    (r"-10\,{}^\circ\text{C}", "-10"),
+    ("41.8 \u2103", "41.8"),  # the one-character degree Celsius
+    # a unit written as a fraction was not a unit
+    (r"4.5 \times 10^{33} \, \frac{\mathrm{erg}}{\mathrm{s}}", "4.5e33"),
+    (r"1.6 \frac{\text{km}}{\text{s}}", "1.6"),
+])
+def test_units_a_model_writes_are_units(pred, gold):
+    assert is_equiv(pred, gold) is True
+
+
+@pytest.mark.parametrize("pred, gold", [
+    (r"1538{}^{\circ}\mathrm{C}", "1539"),
+    (r"10\,{}^\circ\text{C}", "-10"),
+    (r"4.5 \times 10^{32} \, \frac{\mathrm{erg}}{\mathrm{s}}", "4.5e33"),
+    (r"3\frac{a}{b}", "3"),  # a fraction of letters that are not units is still maths
+    (r"2\frac{\pi}{2}", "2"),
+    (r"\text{ }^{\circ}", "1"),
+])
+def test_units_do_not_hide_a_wrong_number(pred, gold):
+    assert is_equiv(pred, gold) is False

@@ -165,6 +165,7 @@ def clean_answer(s: str | None) -> str:
     if s is None:
         return ""
     s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
+    s = s.replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F")  # the one-character ℃ and ℉
     s = EN_DASH_SIGN_RE.sub("-", s)
     s = s.replace("\\\\", _ROW_BREAK)
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
@@ -174,8 +175,9 @@ def clean_answer(s: str | None) -> str:
     s = s.replace("\\displaystyle", "").replace("\\!", "")
     s = re.sub(r"\{\s*\\(?:rm|bf|it)\s+([^{}\\]*)\}", r"{\1}", s)  # old-style \lambda_{\rm red}
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    # degrees, also Celsius / Fahrenheit (a lone C after a number is not a unit elsewhere)
-    s = re.sub(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
+    # degrees, also Celsius / Fahrenheit (a lone C after a number is not a unit elsewhere), also
+    # after the empty group of `25{}^{\circ}\mathrm{C}`, which left "{}" as the unit
+    s = re.sub(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
                r"(?:\s*(?:\\(?:text|mathrm)\s*\{\s*[CF]\s*\}|[CF](?![A-Za-z])))?", "", s)
     s = re.sub(r"\^\s*\{\s*((?:\\prime\s*)+)\}", lambda m: "'" * m.group(1).count("prime"), s)  # ^{\prime\prime}
     s = re.sub(r"\^\s*\\prime|\\prime", "'", s)
@@ -236,6 +238,7 @@ def _is_unit_tail(tail: str) -> bool:
 
     Solar units (`M_\\odot`) and the Unicode `Å`, `μm` a model writes are units too."""
     tail = _unwrap_command(tail, _TEXT_CMDS).strip()
+    tail = re.sub(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/(\2)", tail)  # \frac{\text{km}}{\text{s}}: km/(s)
     tail = re.sub(r"(?<![A-Za-z\\])[MLR]\s*_\s*\{?\s*\\odot\s*\}?", r"\\odot ", tail)
     tail = re.sub(r"\\mathring\s*\{?\s*A\s*\}?|\u00c5|\u212b", r"\\AA ", tail)
     tail = re.sub(r"[\u00b5\u03bc]", r"\\mu ", tail).replace("\u03a9", "\\Omega ")
