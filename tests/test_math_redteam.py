@@ -60,3 +60,30 @@ def test_units_a_model_writes_are_units(pred, gold):
 ])
 def test_units_do_not_hide_a_wrong_number(pred, gold):
     assert is_equiv(pred, gold) is False
+
+
+@pytest.mark.parametrize("pred, gold", [
+    # arbitrary constants are only names: minerva_math/96, /80, /76 and /101 as a reply writes them
+    (r"\frac{e^{t}}{3} + C e^{-2t}", r"\frac{e^{t}} {3}+c e^{-2 t}"),
+    (r"\frac{x}{2} - \frac{1}{4} + K e^{-2x}", r"x / 2-1 / 4+c e^{-2 x}"),
+    (r"\frac{\cos 2t}{15} + A e^{t} + B e^{-t} + C \cos t + D \sin t",
+     r"\frac{\cos (2 t)}{15}+C_{1} e^{t}+C_{2} e^{-t}+C_{3} \cos (t)+C_{4} \sin (t)"),
+    (r"-\frac{\sin 3t}{5} + A \cos 2t + B \sin 2t", r"-\sin (3 t) / 5+ C_{1} \sin (2 t)+C_{2} \cos (2 t)"),
+])
+def test_arbitrary_constants_may_have_other_names(pred, gold):
+    assert is_equiv(pred, gold) is True
+
+
+@pytest.mark.parametrize("pred, gold", [
+    (r"\frac{e^{t}}{3} + C e^{2t}", r"\frac{e^{t}} {3}+c e^{-2 t}"),  # still the wrong function
+    (r"\frac{e^{t}}{3}", r"\frac{e^{t}} {3}+c e^{-2 t}"),  # a particular solution is not the general one
+    (r"\frac{e^{t}}{3} + C e^{-2t} + D", r"\frac{e^{t}} {3}+c e^{-2 t}"),
+    (r"\frac{\cos 2t}{5} + A e^{t} + B e^{-t} + C \cos t + D \sin t",
+     r"\frac{\cos (2 t)}{15}+C_{1} e^{t}+C_{2} e^{-t}+C_{3} \cos (t)+C_{4} \sin (t)"),
+    (r"\frac{v}{\sqrt{2}}", r"\frac{1}{\sqrt{2}}c"),  # c alone is the speed of light, not a constant
+    (r"\frac{A}{\sqrt{2}}", r"\frac{1}{\sqrt{2}}c"),
+    (r"\frac{2 \pi a^{2} R^{2}}{\lambda^{5}(e^{h a/(\lambda k T)}-1) d^{2}}",  # a is not named like a constant
+     r"\frac{2 \pi c^{2} R^{2}}{\lambda^{5}\left[e^{h c /(\lambda k T)}-1\right] d^{2}}"),
+])
+def test_renaming_constants_keeps_a_wrong_answer_wrong(pred, gold):
+    assert is_equiv(pred, gold) is False

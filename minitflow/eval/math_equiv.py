@@ -20,7 +20,8 @@ Order of the checks (the first that decides wins):
    value (`MRS = ...`) for a gold that is only the value.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
    application for `I(0)`, `u(t)`; subscripted Greek letters) checked by
-   random-point evaluation and `simplify`; if either side cannot be parsed,
+   random-point evaluation (20 of 30 digits) and `simplify`, a reply's arbitrary
+   constants renamed to the gold's (A e^{t} for C_1 e^{t}); if either side cannot be parsed,
    math-verify (HF's library) decides, with e-notation rewritten first.
 
 sympy / math-verify run under one timeout for the whole comparison (a shared
@@ -33,6 +34,7 @@ thread that is abandoned on timeout.  A comparison that times out counts as
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -765,11 +767,30 @@ def _sympy_equal(a: str, b: str) -> bool | None:
         if diff == 0:
             return True
         probed = _probe_equal(ea, eb)
-        if probed is not None:
-            return probed
-        return bool(sympy.simplify(diff) == 0)
+        if probed is None:
+            probed = bool(sympy.simplify(diff) == 0)
+        return probed or any(_probe_equal(ea.xreplace(r), eb) for r in _constant_renamings(ea, eb))
     except Exception:  # noqa: BLE001
         return False
+
+
+# Arbitrary constants: the gold's are C, c, C_1, ...; a reply may name them A, B, D, K too.
+_GOLD_CONSTANT_RE = re.compile(r"[Cc](?:_\d+)?")
+_PRED_CONSTANT_RE = re.compile(r"(?:[A-DK]|c)(?:_\d+)?")
+
+
+def _constant_renamings(ea: Any, eb: Any) -> list[dict]:
+    """The ways to rename the reply's arbitrary constants to the gold's, which are only names:
+    c e^{-2t} is C e^{-2t}, and A \\sin 2t + B \\cos 2t is C_1 \\sin 2t + C_2 \\cos 2t.  Only when the
+    gold also has a variable (c alone, the speed of light in c/\\sqrt{2}, is no constant) and
+    each reply symbol that the gold lacks is named like a constant."""
+    gold = sorted((x for x in eb.free_symbols if _GOLD_CONSTANT_RE.fullmatch(str(x))), key=str)
+    others = eb.free_symbols - set(gold)
+    pred = sorted(ea.free_symbols - others, key=str)
+    if (not gold or not others or len(gold) > 4 or len(pred) != len(gold) or set(pred) == set(gold)
+            or not all(_PRED_CONSTANT_RE.fullmatch(str(x)) for x in pred)):
+        return []
+    return [dict(zip(pred, names)) for names in itertools.permutations(gold)]
 
 
 # ------------------------------------------------------------ math-verify
