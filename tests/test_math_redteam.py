@@ -87,3 +87,13 @@ def test_arbitrary_constants_may_have_other_names(pred, gold):
 ])
 def test_renaming_constants_keeps_a_wrong_answer_wrong(pred, gold):
     assert is_equiv(pred, gold) is False
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # a middle dot (U+00B7) or dot operator (U+22C5) a model types for \cdot: 4.5 of what?
+    ("4.5\u00b710^{33}", "4.5e33", True),
+    ("4.5 \u22c5 10^{33} J\u00b7s^{-1}", "4.5e33", True),
+    ("4.5\u00b710^{32}", "4.5e33", False),
+])
+def test_unicode_multiplication_signs(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

@@ -168,6 +168,7 @@ def clean_answer(s: str | None) -> str:
         return ""
     s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
     s = s.replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F")  # the one-character ℃ and ℉
+    s = s.replace("\u00b7", "\\cdot ").replace("\u22c5", "\\cdot ").replace("\u00d7", "\\times ")  # 4.5·10^{33}
     s = EN_DASH_SIGN_RE.sub("-", s)
     s = s.replace("\\\\", _ROW_BREAK)
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
