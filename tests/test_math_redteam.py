@@ -97,3 +97,17 @@ def test_renaming_constants_keeps_a_wrong_answer_wrong(pred, gold):
 ])
 def test_unicode_multiplication_signs(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # minerva_math/131: the order under d must be the order over it; d^{2}v/dt^{3} read as v''
+    (r"\frac{d^{2} v_{o}}{d t^{3}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}",
+     r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", False),
+    (r"\frac{d v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}",
+     r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", False),
+    (r"L C \ddot{v}_{o} + v_{o} = v_{i}", r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", True),
+    (r"\frac{d^2 v_o}{dt^2} = \frac{v_i - v_o}{LC}", r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}", True),
+    (r"\frac{d x}{d t}=k x-a", r"\frac{d x}{d t}=k x-a", True),
+])
+def test_a_derivative_is_of_one_order(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

@@ -934,7 +934,7 @@ _DERIV_NAME = r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}]*\}|_\w)?"
 # \frac{dx}{dt}, \frac{d^{2} v_{o}}{d t^{2}}, \dot{x}, \ddot x, x', x'' (after clean_answer)
 _DERIVATIVE_RE = re.compile(
     r"\\frac\{\s*d\s*(?:\^\s*\{?\s*(?P<n>[23])\s*\}?)?\s*(?P<f>" + _DERIV_NAME + r")\s*\}"
-    r"\s*\{\s*d\s*[a-z]\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}"
+    r"\s*\{\s*d\s*[a-z]\s*(?(n)\^\s*\{?\s*(?P=n)\s*\}?)\s*\}"  # dt^{2} under d^{2} only: d^{2}v/dt^{3} is no derivative
     r"|\\(?P<dots>d?dot)\s*(?:\{\s*(?P<g>" + _DERIV_NAME + r")\s*\}(?P<gsub>_\{[^{}]*\}|_\w)?|(?P<h>" + _DERIV_NAME + r"))"
     r"|(?P<k>" + _DERIV_NAME + r")(?P<primes>'{1,3})")
 
