@@ -111,3 +111,10 @@ def test_unicode_multiplication_signs(pred, gold, ok):
 ])
 def test_a_derivative_is_of_one_order(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+def test_a_constant_that_enters_nonlinearly_is_a_physical_one():
+    # minerva_math/127: C is the capacitance, not an arbitrary constant to rename
+    gold = r"\frac{1}{L C s^{2}+R C s+1}"
+    assert is_equiv(r"\frac{1}{L K s^{2}+R K s+1}", gold) is False
+    assert is_equiv(r"\frac{1}{L C s^{2}+R C s+1}", gold) is True

@@ -783,13 +783,15 @@ _PRED_CONSTANT_RE = re.compile(r"(?:[A-DK]|c)(?:_\d+)?")
 def _constant_renamings(ea: Any, eb: Any) -> list[dict]:
     """The ways to rename the reply's arbitrary constants to the gold's, which are only names:
     c e^{-2t} is C e^{-2t}, and A \\sin 2t + B \\cos 2t is C_1 \\sin 2t + C_2 \\cos 2t.  Only when the
-    gold also has a variable (c alone, the speed of light in c/\\sqrt{2}, is no constant) and
-    each reply symbol that the gold lacks is named like a constant."""
+    gold also has a variable (c alone, the speed of light in c/\\sqrt{2}, is no constant), the
+    gold's constants enter it linearly, as a general solution's do, and each reply symbol that
+    the gold lacks is named like a constant."""
     gold = sorted((x for x in eb.free_symbols if _GOLD_CONSTANT_RE.fullmatch(str(x))), key=str)
     others = eb.free_symbols - set(gold)
     pred = sorted(ea.free_symbols - others, key=str)
     if (not gold or not others or len(gold) > 4 or len(pred) != len(gold) or set(pred) == set(gold)
-            or not all(_PRED_CONSTANT_RE.fullmatch(str(x)) for x in pred)):
+            or not all(_PRED_CONSTANT_RE.fullmatch(str(x)) for x in pred)
+            or any(eb.diff(x, 2) != 0 for x in gold)):  # C in 1/(LCs^2 + RCs + 1) is a capacitance
         return []
     return [dict(zip(pred, names)) for names in itertools.permutations(gold)]
 
