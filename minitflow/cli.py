@@ -7,8 +7,9 @@ import math
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -16,8 +17,12 @@ from minitflow.engine.llm import LLM, generation_config, generation_top_k, resol
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import demo_dir
+from minitflow.model.config import Qwen3Config
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import METHODS, slots_per_question
+
+if TYPE_CHECKING:
+    from minitflow.tflow.checkpoint import TFlowGenerator
 
 OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P = 0.6, 0.95
 
@@ -165,12 +170,32 @@ def model_dir_for(args: argparse.Namespace) -> Path:
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 
 
-def load_for(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None):
-    """(llm, generator or None, model label, checkpoint label) for the flags given. With
-    `positions` (check_questions_fit's, one per question of the run in the order they run): no
-    more slots than those questions fill (engine_slots), and a run whose weights and KV cache
-    cannot fit in the device's free memory is refused before the weights load (check_memory)."""
-    from minitflow.tflow.checkpoint import load_checkpoint, random_generator
+@dataclass
+class LoadPlan:
+    """What plan_load checked and read, for load_for: nothing of it is on the device yet."""
+    model_dir: Path
+    device: torch.device
+    cfg: Qwen3Config
+    weights: int  # bytes of the backbone's parameters in the run's dtype plus the generator's
+    generator: "TFlowGenerator | None"  # a checkpoint's, on the CPU until the backbone has loaded
+    model: str
+    checkpoint: str | None
+
+
+def generator_bytes(gen, dtype: torch.dtype) -> int:
+    """Bytes a tflow generator takes on the device: its parameter generator in the run's dtype,
+    its layer aggregator in float32 (load_for keeps it there); `gen` may be on meta."""
+    return (sum(p.numel() for p in gen.parameter_generator.parameters()) * dtype.itemsize
+            + sum(p.numel() for p in gen.pg_layer_aggregator.parameters()) * 4)
+
+
+def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None) -> LoadPlan:
+    """Every check load_for makes before it allocates on the device: the flags, the model's
+    config and weight headers (read once), a --checkpoint (read and checked on the CPU: a file
+    that is no checkpoint, or is for other dimensions, must not cost a model load), and with
+    `positions` the memory check. evaluate runs it before it claims its output folder."""
+    from minitflow.model.weights import read_weights
+    from minitflow.tflow.checkpoint import TFlowGenerator, arch_for, load_checkpoint
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
     if args.method == "tflow" and not checkpoint and not args.random_generator:
@@ -180,25 +205,49 @@ def load_for(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | No
     if args.eager and args.compile:
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     model_dir = model_dir_for(args)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    cfg, numel = read_weights(model_dir)
+    dtype = resolve_dtype(args.dtype, device)
+    weights = numel * dtype.itemsize
     generator = None
     if args.method == "tflow" and checkpoint:
-        # before the backbone: a checkpoint that is no checkpoint, or is for other dimensions, must
-        # not cost a model load first (minutes at 4B); the config, checked against the weights'
-        # headers (a generator is built at its sizes), is all the check needs
-        from minitflow.model.weights import check_weights
-        generator = load_checkpoint(checkpoint, check_weights(model_dir), resolve_dtype(args.dtype, device), device)
-    if positions is not None:  # after the checkpoint's generator: on the device now, it is no longer free memory
-        check_memory(args, model_dir, device, positions, random_generator=args.method == "tflow" and generator is None)
+        generator = load_checkpoint(checkpoint, cfg, dtype, "cpu")
+        weights += generator_bytes(generator, dtype)
+    elif args.method == "tflow":  # a random one, built after the backbone: counted on meta, nothing allocated
+        with torch.device("meta"):
+            weights += generator_bytes(TFlowGenerator(arch_for(cfg), cfg), dtype)
+    plan = LoadPlan(model_dir, device, cfg, weights, generator, str(model), checkpoint)
+    if positions is not None:
+        check_memory(args, plan, positions)
+    return plan
+
+
+def load_for(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None,
+             plan: LoadPlan | None = None):
+    """(llm, generator or None, model label, checkpoint label) for the flags given. With
+    `positions` (check_questions_fit's, one per question of the run in the order they run): no
+    more slots than those questions fill (engine_slots), and a run whose weights and KV cache
+    cannot fit in the device's free memory is refused before anything is on the device
+    (check_memory). `plan`: plan_load's for these flags, read once (its memory check is made
+    again here, for these positions: it reads nothing)."""
+    from minitflow.tflow.checkpoint import random_generator
+    if plan is None:
+        plan = plan_load(args, positions)
+    elif positions is not None:
+        check_memory(args, plan, positions)
+    device = plan.device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     # --batch_size questions in flight; the engine's slots are the requests they run at once
-    llm = LLM.load(model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
+    llm = LLM.load(plan.model_dir, dtype=args.dtype, device=device, compile=args.compile, need_tokenizer=True,
                    num_slots=engine_slots(args.method, args.batch_size, len(positions) if positions else None),
                    cuda_graphs=False if args.eager else None)
-    if args.method == "tflow" and generator is None:
+    generator = plan.generator
+    if generator is not None:
+        generator = generator.to(device=llm.device)
+    elif args.method == "tflow":
         generator = random_generator(llm.cfg, seed=args.seed).to(device=llm.device, dtype=llm.dtype)
         generator.pg_layer_aggregator.float()
-    return llm, generator, str(model), (checkpoint or ("random" if generator is not None else None))
+    return llm, generator, plan.model, (plan.checkpoint or ("random" if generator is not None else None))
 
 
 def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_tokens: int,
@@ -286,29 +335,19 @@ def _size(n: int) -> str:
     return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
 
 
-def check_memory(args: argparse.Namespace, model_dir: Path, device: torch.device,
-                 positions: Sequence[tuple[int, int]], random_generator: bool = False) -> None:
-    """Refuse a run whose weights (from the safetensors headers, in the run's dtype) and KV cache
-    (kv_cache_bytes) exceed the memory free on `device`, naming the largest --batch_size that
-    fits: an out-of-memory error would otherwise come at the first long request, maybe hours in.
-    A lower bound, so that only what clearly cannot fit is refused: activations, CUDA graphs, the
-    prefix cache (filled as prompts repeat), tflow's per-slot LoRA buffers and the rotary tables
-    are left out, not guessed; a checkpoint's generator is on the device already (the free
-    memory is read after it loads), a random one is counted from its dimensions."""
+def check_memory(args: argparse.Namespace, plan: LoadPlan, positions: Sequence[tuple[int, int]]) -> None:
+    """Refuse a run whose weights (plan.weights: from the safetensors headers, in the run's dtype,
+    and the tflow generator's) and KV cache (kv_cache_bytes) exceed the memory free on the
+    plan's device, naming the largest --batch_size that fits: an out-of-memory error would
+    otherwise come at the first long request, maybe hours in. A lower bound, so that only what
+    clearly cannot fit is refused: activations, CUDA graphs, the prefix cache (filled as prompts
+    repeat), tflow's per-slot LoRA buffers and the rotary tables are left out, not guessed.
+    Nothing is on the device yet, so the free memory is all the run's; nothing is read again."""
+    device, cfg, weights = plan.device, plan.cfg, plan.weights
     available = available_memory(device)
     if available is None or not positions:
         return
-    from minitflow.model.config import Qwen3Config
-    from minitflow.model.weights import weight_bytes
     dtype = resolve_dtype(args.dtype, device)
-    weights = weight_bytes(model_dir, dtype)
-    cfg = Qwen3Config.from_dir(model_dir)
-    if random_generator:  # built after the backbone: its parameters, counted on meta without allocating
-        from minitflow.tflow.checkpoint import TFlowGenerator, arch_for
-        with torch.device("meta"):
-            gen = TFlowGenerator(arch_for(cfg), cfg)
-        weights += sum(p.numel() for p in gen.parameter_generator.parameters()) * dtype.itemsize
-        weights += sum(p.numel() * p.element_size() for p in gen.pg_layer_aggregator.parameters())  # float32
 
     def needed(batch: int) -> tuple[int, int, int]:
         kv, slots, size = kv_cache_bytes(cfg, dtype, args.method, batch, positions)

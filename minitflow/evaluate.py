@@ -55,13 +55,13 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
-                           model_and_checkpoint, model_dir_for, run_cli, sampling_from)
+                           model_and_checkpoint, model_dir_for, plan_load, run_cli, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
+from minitflow.model.weights import check_weights
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
                              lock_path, rank_locks, sign_lock, try_lock, write_json)
-from minitflow.model.weights import check_weights
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
@@ -302,7 +302,7 @@ def _partials(out_dir: Path, method: str) -> list[Path]:
 def _rows(part: Path) -> Iterator[dict]:
     """The rows of one partial file. Lines are split on "\\n" only: predictions may hold U+0085
     or U+2028, which str.splitlines would cut a row at."""
-    for _, line in json_lines(decode_utf8(part.read_bytes(), str(part))):
+    for _, line in json_lines(decode_utf8(_whole_lines(part.read_bytes()), str(part))):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a crash: redo that sample
@@ -329,6 +329,32 @@ def rank_wall_times(out_dir: Path, method: str, ids: list[str]) -> dict[str, flo
     return dict(sorted(times.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1))
 
 
+def _whole_lines(data: bytes) -> bytes:
+    """A partial file's bytes without a last line a crash cut off (start_partial drops it from the
+    file; reading before the folder is claimed must not stop at it, cut inside a UTF-8 sequence)."""
+    start = data.rfind(b"\n") + 1
+    if start == len(data):
+        return data
+    try:
+        json.loads(data[start:])
+    except ValueError:  # JSONDecodeError, or bytes cut inside a UTF-8 sequence
+        return data[:start]
+    return data
+
+
+def read_finished_before_claim(output_dir: str, method: str, overwrite: bool) -> dict[str, dict]:
+    """read_finished of a folder not yet claimed, reading only: what a resume will find done
+    (nothing with --overwrite, which clears it, or where there is no folder yet). A run that
+    finishes samples meanwhile leaves fewer to do, which load_for checks again once claimed."""
+    out_dir = Path(output_dir).expanduser()
+    return {} if overwrite or not out_dir.is_dir() else read_finished(out_dir, method)
+
+
+def _remaining(samples, done: dict[str, dict], rank: int, size: int) -> list[tuple[int, object]]:
+    """(index, sample) of this rank's share (i % size == rank) not done yet, in run order."""
+    return [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
+
+
 def start_partial(part: Path) -> None:
     """A crash may have cut the last line: drop it, saying so (its sample is redone), so the
     file holds complete rows only and the next one starts on a fresh line. A last line that is
@@ -341,9 +367,7 @@ def start_partial(part: Path) -> None:
             return
     data = part.read_bytes()
     start = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[start:])
-    except ValueError:  # JSONDecodeError, or bytes cut inside a UTF-8 sequence
+    if len(_whole_lines(data)) < len(data):
         log.warning("%s: its last line was cut off (%d bytes, a crash mid-write?); dropped it, that sample "
                     "is redone", part, len(data) - start)
         with part.open("r+b") as f:
@@ -589,17 +613,26 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    plan = None
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
         fits = check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids,
                                    method=args.method, style=args.dataset, options=method_options(args))
-        check_weights(model_dir)  # from the headers: missing or bad weights leave no claimed folder behind
+        # the memory check before the folder is touched: a refused run must leave no lock, settings or log.
+        # It sizes from what is left to run, read without writing (--overwrite: everything); claim_folder
+        # then holds the folder, and load_for checks again for what is left once it is held (reading nothing)
+        left = _remaining(samples, read_finished_before_claim(args.output_dir, args.method, args.overwrite),
+                          rank, size)
+        if left:
+            plan = plan_load(args, positions=[fits[i] for i, _ in left])
+        else:  # from the headers: missing or bad weights leave no claimed folder behind
+            check_weights(model_dir)
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
     start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
     done = read_finished(out_dir, args.method)
-    mine = [(i, s) for i, s in enumerate(samples) if i % size == rank and s.id not in done]
+    mine = _remaining(samples, done, rank, size)
     label = dataset_label(dataset, samples)  # humaneval+ where the file has the plus tests
     log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, label, len(samples),
              len(done.keys() & set(ids)), len(mine), rank, size)
@@ -609,7 +642,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     llm = generator = None
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
-        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine])
+        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine], plan=plan)
     scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
                               seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{label}", total=len(mine))

@@ -1464,38 +1464,97 @@ def test_a_batch_size_that_cannot_fit_is_refused_before_the_weights_load(method,
     assert run_cli(generate.main, [str(a) for a in [*base, "--batch_size", "5"]]) == 0
 
 
-def test_the_memory_check_counts_latentmas_sender_rows_and_a_random_generator(monkeypatch):
-    """latentmas' first group holds its senders' rows beside the engine's cache; a random tflow
-    generator (built after the backbone) is counted from its dimensions, a checkpoint's is on the
-    device already when the free memory is read."""
+def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(monkeypatch):
+    """latentmas' first group holds its senders' rows beside the engine's cache; a tflow generator,
+    random or a checkpoint's, is counted from its dimensions: neither is on the device when the
+    free memory is read (a checkpoint's generator was moved there before the check, so a refused
+    run had paid for it; its bytes were not counted, the free memory being read after it)."""
     import minitflow.cli as cli
+    from minitflow.model.weights import weight_bytes
     seen = []
 
-    def check(args, model_dir, device, positions, random_generator=False):
-        seen.append((args.method, positions, random_generator))
+    def check(args, plan, positions):
+        assert plan.generator is None or all(p.device.type == "cpu" for p in plan.generator.parameters())
+        seen.append((args.method, positions, plan.weights - weight_bytes(DEMO, torch.float32)))
         raise UserError("checked")
     monkeypatch.setattr(cli, "check_memory", check)
     for method, extra in (("latentmas", ["--latent_steps", "2"]), ("tflow", ["--random_generator"]),
                           ("tflow", []), ("latentmas", [])):
         with pytest.raises(UserError, match="checked"):
             generate.main(["--method", method, "--question", "What is 2 + 3?", "--device", "cpu", "--max_new_tokens",
-                           "2", *extra])
-    (_, [(need, held)], r1), (_, [(_, h2)], r2), (_, _, r3), (_, [(_, h4)], _) = seen
-    assert 0 < held < need and h2 == h4 == 0 and (r1, r2, r3) == (False, True, False)
-    monkeypatch.undo()
+                           "2", "--dtype", "float32", *extra])
+    (_, [(need, held)], g1), (_, [(_, h2)], g2), (_, _, g3), (_, [(_, h4)], g4) = seen
     from minitflow.model.config import Qwen3Config
-    from minitflow.model.weights import weight_bytes
     from minitflow.tflow.checkpoint import random_generator
-    gen = random_generator(Qwen3Config.from_dir(DEMO))  # float32, as the check counts it in --dtype float32
-    gen_bytes = sum(p.numel() * p.element_size() for p in gen.parameters())  # float32 on CPU
+    cfg = Qwen3Config.from_dir(DEMO)
+    gen_bytes = sum(p.numel() * p.element_size() for p in random_generator(cfg).parameters())  # float32 on CPU
+    ckpt_bytes = sum(p.numel() * p.element_size()
+                     for p in load_checkpoint(DEMO / "tflow.pt", cfg, torch.float32).parameters())
+    assert 0 < held < need and h2 == h4 == 0 and (g1, g2, g3, g4) == (0, gen_bytes, ckpt_bytes, 0)
+    monkeypatch.undo()
     p = argparse.ArgumentParser()
     add_model_args(p)
-    args = p.parse_args(["--method", "tflow", "--batch_size", "1", "--dtype", "float32"])
     monkeypatch.setattr(cli, "available_memory", lambda device: 1)
-    cfg = Qwen3Config.from_dir(DEMO)
     kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * 512  # 1 slot x 300 -> 512 positions
-    for random, weights in ((False, weight_bytes(DEMO, torch.float32)),
-                            (True, weight_bytes(DEMO, torch.float32) + gen_bytes)):
+    for flags, weights in ((["--method", "baseline"], weight_bytes(DEMO, torch.float32)),
+                           (["--method", "tflow", "--random_generator"], weight_bytes(DEMO, torch.float32) + gen_bytes)):
+        args = p.parse_args([*flags, "--batch_size", "1", "--dtype", "float32", "--device", "cpu"])
         with pytest.raises(UserError) as e:
-            cli.check_memory(args, DEMO, torch.device("cpu"), [(300, 0)], random_generator=random)
+            cli.plan_load(args, [(300, 0)])
         assert f"need at least {weights + kv:,} bytes, 1 are free" in str(e.value), (str(e.value), weights, kv)
+
+
+def test_the_weight_headers_are_read_once_before_the_model_loads(tmp_path, monkeypatch):
+    """evaluate checked the headers (check_weights), load_for again for a checkpoint, and the memory
+    check a third time (weight_bytes), each parsing every header: one reading serves all now."""
+    from minitflow.model import weights
+    real, calls = weights._plan, []
+    monkeypatch.setattr(weights, "_plan", lambda *a: calls.append(a) or real(*a))
+    no_model_load(monkeypatch)
+    tflow = ["--method", "tflow", "--device", "cpu", "--max_new_tokens", "2"]
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        generate.main([*tflow, "--question", "What is 2 + 3?"])
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        evaluate.main([*tflow, "--data_file", str(gsm8k_file(tmp_path)), "--output_dir", str(tmp_path / "out")])
+    assert len(calls) == 1
+
+
+def test_a_run_refused_for_memory_leaves_its_output_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    """evaluate claimed its folder (lock, settings, run.log) before the memory check refused the
+    run: a fresh run left a folder behind, a resume a lock and a log. The check runs first now,
+    sized from the samples a resume has left (read without writing): finished ones, however
+    long, do not count."""
+    import minitflow.cli as cli
+    questions = ["The red box holds 7. How many does the red box hold?",
+                 " ".join(["The red box holds 7."] * 60) + " How many does the red box hold?"]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 7"}) + "\n" for q in questions))
+    out = tmp_path / "out"
+    ev = ["--method", "baseline", "--data_file", data, "--device", "cpu", "--dtype", "float32", "--max_new_tokens",
+          "2", "--output_dir", out]
+    monkeypatch.setattr(cli, "available_memory", lambda device: 1000)
+    fails(capsys, evaluate.main, ev, "not even --batch_size 1 fits")
+    assert not out.exists()
+    monkeypatch.undo()
+    assert run_cli(evaluate.main, [str(a) for a in ev]) == 0
+    part = out / "baseline_partial.rank0.jsonl"
+    rows = part.read_text().splitlines()
+    part.write_text(next(r for r in rows if json.loads(r)["question"] == questions[1]) + "\n")  # the long one is done
+    (out / "baseline_results.json").unlink()
+    (out / "run.log").unlink()
+    (out / "baseline.rank0.lock").unlink()
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    sized = []
+
+    def check(args, plan, positions):
+        sized.append(list(positions))
+        raise UserError("checked")
+    monkeypatch.setattr(cli, "check_memory", check)
+    fails(capsys, evaluate.main, ev, "checked")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    fits = check_questions_fit(DEMO, questions, 2, ["0", "1"], method="baseline")
+    assert sized == [[fits[0]]] and fits[0][0] < fits[1][0]
+    fails(capsys, evaluate.main, [*ev, "--overwrite"], "checked")  # --overwrite redoes both: sized from both
+    assert sized[1] == fits and {f.name: f.read_bytes() for f in out.iterdir()} == before

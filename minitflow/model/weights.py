@@ -202,7 +202,14 @@ def weight_bytes(model_dir: str | Path, dtype: torch.dtype) -> int:
     """Bytes the model's parameters take once loaded in `dtype`: the elements of every tensor
     load_model reads (from the safetensors headers, checked as check_weights checks them; a tied
     lm_head once), without reading a tensor."""
-    return _plan(Path(model_dir), None)[2] * dtype.itemsize
+    return read_weights(model_dir)[1] * dtype.itemsize
+
+
+def read_weights(model_dir: str | Path) -> tuple[Qwen3Config, int]:
+    """check_weights' config and weight_bytes' element count from one reading of the headers:
+    a command line's checks need both, and each reading parses every header again."""
+    cfg, _, numel = _plan(Path(model_dir), None)
+    return cfg, numel
 
 
 def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
