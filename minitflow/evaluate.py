@@ -59,7 +59,6 @@ from minitflow.cli import (add_model_args, check_model_args, check_questions_fit
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.model.weights import check_weights
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
                              lock_path, rank_locks, sign_lock, try_lock, write_json)
 
@@ -622,10 +621,10 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
         # then holds the folder, and load_for checks again for what is left once it is held (reading nothing)
         left = _remaining(samples, read_finished_before_claim(args.output_dir, args.method, args.overwrite),
                           rank, size)
-        if left:
+        if left:  # it checks the weight headers too: missing or bad weights leave no claimed folder behind
             plan = plan_load(args, positions=[fits[i] for i, _ in left])
-        else:  # from the headers: missing or bad weights leave no claimed folder behind
-            check_weights(model_dir)
+        # nothing left (a finished run merged or summarised again): the weights are never read, so they
+        # need not be there; the settings are still compared, from the model's config and tokenizer
     out_dir = check_output_dir(args.output_dir, "--output_dir")
     lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
     _setup_logging(out_dir, rank)

@@ -724,3 +724,36 @@ def test_rank0_with_nothing_left_stops_waiting_for_a_rank_that_failed_before_joi
     assert run_cli(main, [*args, "--max_samples", "0"]) == 2
     rank0.join(timeout=60)
     assert codes == [0] and time.monotonic() - t0 < 20  # RANK0_WAIT_S 30
+
+
+def test_a_finished_run_is_summarised_again_without_the_weights(tmp_path, capsys):
+    """A rerun with every sample done read the weight headers first (check_weights), so a folder
+    summarised again where the weights are gone was refused for them, though none is read; the
+    settings are still compared (from the model's config, tokenizer and generation config)."""
+    import shutil
+    from minitflow import demo_dir
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "model.safetensors"):
+        shutil.copy(demo_dir() / name, model / name)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": f"The red box holds {i}. How many does it hold?",
+                                        "answer": f"#### {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    args = ["--method", "baseline", "--model", str(model), "--data_file", str(data), "--max_new_tokens", "2",
+            "--device", "cpu", "--dtype", "float32", "--output_dir", str(out)]
+    assert run_cli(main, args) == 0
+    results = out / "baseline_results.json"
+    first = json.loads(results.read_text())
+    results.unlink()
+    (model / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert run_cli(main, args) == 0, capsys.readouterr().err
+    again = json.loads(results.read_text())
+    assert again["samples"] == first["samples"] and again["summary"]["complete"]
+    assert run_cli(main, [*args, "--temperature", "0.7"]) == 2  # other settings: refused still
+    assert "temperature" in capsys.readouterr().err
+    assert run_cli(main, [*args, "--overwrite"]) == 2  # samples to run: the missing weights are refused first
+    assert f"no model.safetensors or model.safetensors.index.json in {model}" in capsys.readouterr().err
+    assert json.loads(results.read_text()) == again  # refused before the folder was cleared
