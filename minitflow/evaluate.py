@@ -612,6 +612,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
+    # before the checkpoint is read and the memory checked, without making the folder: those may still refuse
+    check_output_dir(args.output_dir, "--output_dir", create=False)
     plan = None
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
         fits = check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids,

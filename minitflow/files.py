@@ -160,9 +160,16 @@ def _nearest_folder(folder: Path, what: str) -> Path:
     return existing
 
 
-def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
-    """Create `path` if needed and fail now if files cannot be written in it."""
+def check_output_dir(path: str | os.PathLike, what: str = "output directory", create: bool = True) -> Path:
+    """Create `path` if needed and fail now if files cannot be written in it. `create=False`: the
+    same verdict where it can be given without making the folder (a file in its place, no write
+    permission where it would be made), for checks that must leave nothing behind if a later one fails."""
     path = _non_empty(path, what)
+    if not create:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{what}: {path} exists and is not a directory")
+        _probe(_nearest_folder(path, what), what)
+        return path
     _make_dir(path, what)
     _probe(path, what)
     return path

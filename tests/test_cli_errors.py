@@ -1558,3 +1558,22 @@ def test_a_run_refused_for_memory_leaves_its_output_folder_as_it_was(tmp_path, c
     assert sized == [[fits[0]]] and fits[0][0] < fits[1][0]
     fails(capsys, evaluate.main, [*ev, "--overwrite"], "checked")  # --overwrite redoes both: sized from both
     assert sized[1] == fits and {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_a_bad_output_dir_is_refused_before_the_checkpoint_is_read(where, tmp_path, capsys, monkeypatch):
+    """evaluate reads a --checkpoint (and checks memory) before it makes its folder, so that a
+    refusal leaves none; a --output_dir that can never be a folder must still be refused before
+    that reading, not after it, and without making any folder."""
+    import minitflow.tflow.checkpoint as checkpoint
+    def boom(*a, **k):
+        raise AssertionError("the checkpoint was read before the bad --output_dir was refused")
+    monkeypatch.setattr(checkpoint, "load_checkpoint", boom)
+    no_model_load(monkeypatch)
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = blocker if where == "a file" else blocker / "out"
+    fails(capsys, evaluate.main, ["--method", "tflow", "--checkpoint", DEMO / "tflow.pt", "--data_file",
+                                  gsm8k_file(tmp_path), "--output_dir", out, "--device", "cpu"],
+          "is not a directory")
+    assert blocker.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "taken"]
