@@ -345,7 +345,7 @@ def read_finished_before_claim(output_dir: str, method: str, overwrite: bool) ->
     """read_finished of a folder not yet claimed, reading only: what a resume will find done
     (nothing with --overwrite, which clears it, or where there is no folder yet). A run that
     finishes samples meanwhile leaves fewer to do, which load_for checks again once claimed."""
-    out_dir = Path(output_dir).expanduser()
+    out_dir = Path(output_dir)  # as check_output_dir reads it
     return {} if overwrite or not out_dir.is_dir() else read_finished(out_dir, method)
 
 

@@ -1577,3 +1577,18 @@ def test_a_bad_output_dir_is_refused_before_the_checkpoint_is_read(where, tmp_pa
                                   gsm8k_file(tmp_path), "--output_dir", out, "--device", "cpu"],
           "is not a directory")
     assert blocker.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "taken"]
+
+
+def test_the_memory_check_reads_the_output_dir_the_run_will_claim(tmp_path, capsys, monkeypatch):
+    """The check before the folder is claimed reads what a resume finds done; it must read the
+    folder check_output_dir makes (a literal '~/out'), not another one (the home's out), or a
+    finished run elsewhere would let the check pass and the refusal come after the claim."""
+    import minitflow.cli as cli
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    ev = ["--method", "baseline", "--data_file", gsm8k_file(tmp_path), "--device", "cpu", "--max_new_tokens", "2"]
+    assert run_cli(evaluate.main, [str(a) for a in [*ev, "--output_dir", home / "out"]]) == 0
+    monkeypatch.setattr(cli, "available_memory", lambda device: 1000)
+    fails(capsys, evaluate.main, [*ev, "--output_dir", "~/out"], "not even --batch_size 1 fits")
+    assert not (tmp_path / "~").exists()
