@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import torch
 
 from minitflow.errors import UserError
-from minitflow.files import check_output_dir, json_rows, read_text, replacing, write_text
+from minitflow.files import _nearest_folder, check_output_dir, json_rows, read_text, replacing, write_text
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
                                        train)
@@ -446,9 +446,9 @@ def check_demo_config(cfg: DemoConfig, overwrite: bool = False) -> None:
         raise UserError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out {out} is not empty; pass --overwrite to replace its demo files, or choose another folder")
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", create=False)  # made once the build has succeeded: a failed one leaves none
     if cfg.work:
-        check_output_dir(cfg.work, "--work")
+        check_output_dir(cfg.work, "--work", create=False)
 
 
 def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]:
@@ -458,9 +458,11 @@ def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]
     import tempfile
     check_demo_config(cfg, overwrite)
     final = Path(cfg.out)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    # beside --out, or where it does not exist yet, in the nearest folder that does
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=_nearest_folder(final.parent, "--out")))
     try:
         table = _build(cfg, out, log)
+        final.mkdir(parents=True, exist_ok=True)
         for f in sorted(out.iterdir()):
             if f.is_file():
                 os.replace(f, final / f.name)

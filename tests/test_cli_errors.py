@@ -914,6 +914,26 @@ def test_demo_builds_beside_out_and_replaces_files_only_at_the_end(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built"] and not (out / "work").exists()
 
 
+def test_a_failed_demo_build_leaves_no_new_out_folder(tmp_path, capsys, monkeypatch):
+    """check_demo_config made --out (and its parents) before the build: a build that failed or
+    was interrupted (minutes in) left an empty folder. It is made once the build has succeeded."""
+    out = tmp_path / "a" / "b" / "built"
+
+    def crash(cfg, stage, log):
+        (stage / "model.safetensors").write_text("half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(demo, "_build", crash)
+    assert run_cli(demo.main, ["--out", str(out)]) == 130
+    assert list(tmp_path.iterdir()) == []
+
+    def build(cfg, stage, log):
+        (stage / "model.safetensors").write_text("new")
+        return []
+    monkeypatch.setattr(demo, "_build", build)
+    assert run_cli(demo.main, ["--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["model.safetensors"] and os.listdir(tmp_path) == ["a"]
+
+
 @pytest.mark.parametrize("reader", ["generate", "train", "score", "data", "demo"])
 def test_every_jsonl_reader_names_the_bad_line(tmp_path, reader):
     """The five JSONL readers share files.json_rows: a line that is not JSON is one error naming
