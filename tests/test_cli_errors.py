@@ -1422,13 +1422,12 @@ def test_kv_cache_bytes_at_qwen3_4b_dimensions():
         (2 * 5120 * per, 2, 5120)
 
 
-def test_weight_bytes_are_the_loaded_parameters_from_the_headers_alone(monkeypatch):
+def test_read_weights_counts_the_loaded_parameters_from_the_headers_alone(monkeypatch):
     from minitflow.model import weights
     llm = LLM.load(DEMO, device="cpu", dtype="float32")
     numel = sum(p.numel() for p in llm.model.parameters())  # a tied lm_head once
     monkeypatch.setattr(weights, "load_model", lambda *a, **k: pytest.fail("weights read"))
-    assert weights.weight_bytes(DEMO, torch.float32) == 4 * numel
-    assert weights.weight_bytes(DEMO, torch.bfloat16) == 2 * numel
+    assert weights.read_weights(DEMO)[1] == numel
 
 
 def _fits_two(method: str, questions: list[str], max_new: int) -> int:
@@ -1490,12 +1489,13 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
     free memory is read (a checkpoint's generator was moved there before the check, so a refused
     run had paid for it; its bytes were not counted, the free memory being read after it)."""
     import minitflow.cli as cli
-    from minitflow.model.weights import weight_bytes
+    from minitflow.model.weights import read_weights
+    backbone = read_weights(DEMO)[1] * 4  # float32
     seen = []
 
     def check(args, plan, positions):
         assert plan.generator is None or all(p.device.type == "cpu" for p in plan.generator.parameters())
-        seen.append((args.method, positions, plan.weights - weight_bytes(DEMO, torch.float32)))
+        seen.append((args.method, positions, plan.weights - backbone))
         raise UserError("checked")
     monkeypatch.setattr(cli, "check_memory", check)
     for method, extra in (("latentmas", ["--latent_steps", "2"]), ("tflow", ["--random_generator"]),
@@ -1516,8 +1516,8 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
     add_model_args(p)
     monkeypatch.setattr(cli, "available_memory", lambda device: 1)
     kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * 512  # 1 slot x 300 -> 512 positions
-    for flags, weights in ((["--method", "baseline"], weight_bytes(DEMO, torch.float32)),
-                           (["--method", "tflow", "--random_generator"], weight_bytes(DEMO, torch.float32) + gen_bytes)):
+    for flags, weights in ((["--method", "baseline"], backbone),
+                           (["--method", "tflow", "--random_generator"], backbone + gen_bytes)):
         args = p.parse_args([*flags, "--batch_size", "1", "--dtype", "float32", "--device", "cpu"])
         with pytest.raises(UserError) as e:
             cli.plan_load(args, [(300, 0)])
@@ -1526,7 +1526,7 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
 
 def test_the_weight_headers_are_read_once_before_the_model_loads(tmp_path, monkeypatch):
     """evaluate checked the headers (check_weights), load_for again for a checkpoint, and the memory
-    check a third time (weight_bytes), each parsing every header: one reading serves all now."""
+    check a third time (weight_bytes), each parsing every header: one reading (read_weights) serves all now."""
     from minitflow.model import weights
     real, calls = weights._plan, []
     monkeypatch.setattr(weights, "_plan", lambda *a: calls.append(a) or real(*a))

@@ -191,23 +191,11 @@ def empty_model(cfg: Qwen3Config, dtype: torch.dtype, device: torch.device | str
     return model.requires_grad_(False).eval()
 
 
-def check_weights(model_dir: str | Path) -> Qwen3Config:
-    """Every check load_model makes before it allocates (the files, their tensor names, shapes and
-    dtypes, from the headers alone): what a command line runs before it makes its output folder
-    or reads a checkpoint, so a folder without its weights is refused before those."""
-    return _plan(Path(model_dir), None)[0]
-
-
-def weight_bytes(model_dir: str | Path, dtype: torch.dtype) -> int:
-    """Bytes the model's parameters take once loaded in `dtype`: the elements of every tensor
-    load_model reads (from the safetensors headers, checked as check_weights checks them; a tied
-    lm_head once), without reading a tensor."""
-    return read_weights(model_dir)[1] * dtype.itemsize
-
-
 def read_weights(model_dir: str | Path) -> tuple[Qwen3Config, int]:
-    """check_weights' config and weight_bytes' element count from one reading of the headers:
-    a command line's checks need both, and each reading parses every header again."""
+    """Every check load_model makes before it allocates (the files, their tensor names, shapes and
+    dtypes, from the headers alone), returning the config and the elements of every tensor it
+    reads (a tied lm_head once): what a command line checks before it makes its output folder or
+    reads a checkpoint, and what the memory check counts the weights from, read once."""
     cfg, _, numel = _plan(Path(model_dir), None)
     return cfg, numel
 
