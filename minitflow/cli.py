@@ -211,7 +211,8 @@ def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | N
     generator = None
     if args.method == "tflow" and checkpoint:
         generator = load_checkpoint(checkpoint, cfg, dtype, "cpu")
-        weights += generator_bytes(generator, dtype)
+        if device.type != "cpu":  # on the CPU it is in memory already: MemAvailable is read after it
+            weights += generator_bytes(generator, dtype)
     elif args.method == "tflow":  # a random one, built after the backbone: counted on meta, nothing allocated
         with torch.device("meta"):
             weights += generator_bytes(TFlowGenerator(arch_for(cfg), cfg), dtype)

@@ -1487,7 +1487,8 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
     """latentmas' first group holds its senders' rows beside the engine's cache; a tflow generator,
     random or a checkpoint's, is counted from its dimensions: neither is on the device when the
     free memory is read (a checkpoint's generator was moved there before the check, so a refused
-    run had paid for it; its bytes were not counted, the free memory being read after it)."""
+    run had paid for it; its bytes were not counted, the free memory being read after it). On
+    the CPU a checkpoint's generator, read there, is in the free memory's reading already."""
     import minitflow.cli as cli
     from minitflow.model.weights import read_weights
     backbone = read_weights(DEMO)[1] * 4  # float32
@@ -1510,7 +1511,14 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
     gen_bytes = sum(p.numel() * p.element_size() for p in random_generator(cfg).parameters())  # float32 on CPU
     ckpt_bytes = sum(p.numel() * p.element_size()
                      for p in load_checkpoint(DEMO / "tflow.pt", cfg, torch.float32).parameters())
-    assert 0 < held < need and h2 == h4 == 0 and (g1, g2, g3, g4) == (0, gen_bytes, ckpt_bytes, 0)
+    # a checkpoint's generator is read on the CPU: there it is in memory already when it is read
+    assert 0 < held < need and h2 == h4 == 0 and (g1, g2, g3, g4) == (0, gen_bytes, 0, 0)
+    # on another device it is counted, and not moved there before the check (meta stands in for CUDA)
+    monkeypatch.setattr(cli, "resolve_device", lambda name: torch.device("meta"))
+    with pytest.raises(UserError, match="checked"):
+        generate.main(["--method", "tflow", "--question", "What is 2 + 3?", "--max_new_tokens", "2",
+                       "--dtype", "float32"])
+    assert seen[-1][2] == ckpt_bytes > 0
     monkeypatch.undo()
     p = argparse.ArgumentParser()
     add_model_args(p)
