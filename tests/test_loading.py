@@ -109,8 +109,8 @@ def test_an_index_placing_a_tensor_in_the_wrong_shard_is_named(tmp_path, capsys,
           f"model.safetensors.index.json places tensor {names[0]} in b.safetensors, which does not hold it")
     weight_map[names[0]] = "a.safetensors"
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    from minitflow.model.weights import check_weights
-    assert check_weights(d).num_hidden_layers == 4  # the shards are sound: the index was the fault
+    from minitflow.model.weights import read_weights
+    assert read_weights(d)[0].num_hidden_layers == 4  # the shards are sound: the index was the fault
 
 
 @pytest.mark.parametrize("offline", ["1", ""])
@@ -253,6 +253,6 @@ def test_a_safetensors_generator_checkpoint_is_named_as_such(tmp_path, capsys, m
 def test_a_broken_link_to_an_unused_index_does_not_stop_model_safetensors(tmp_path):
     """model.safetensors wins over an index (a stale one from an earlier sharded save): a broken
     link to that index must not refuse a folder whose weights are all there."""
-    from minitflow.model.weights import check_weights
+    from minitflow.model.weights import read_weights
     snap = hub_cache(tmp_path, "org/model", {**demo_files(), "model.safetensors.index.json": None})
-    assert check_weights(snap).num_hidden_layers == 4
+    assert read_weights(snap)[0].num_hidden_layers == 4
