@@ -59,6 +59,7 @@ class Workload:
     prefill_budget: int  # the scheduler's max_prefill_tokens: small ones split an admission over steps
     generate: list[bool]  # False: a prefill-only request (a sender's forward pass) beside the others
     run_ahead: int  # steps the host reads tokens late, as on CUDA (finished rows run junk steps meanwhile)
+    blocking: list[bool]  # True: run to its end through Engine.run when it arrives
 
 
 class LateRing(TokenRing):
@@ -118,10 +119,13 @@ def workload(model, seed: int) -> Workload:
     bases = [[rnd.randrange(VOCAB) for _ in range(rnd.choice([0, BLOCK - 1, BLOCK, BLOCK + 3, 2 * BLOCK, 3 * BLOCK]))]
              for _ in range(2)]
     senders = [_random_factors(model.cfg, n, 4, seed), _random_factors(model.cfg, n, 4, seed + 1)]
-    lora = build_lora(model.cfg, senders, [1.0, 1.0])
+    loras = [build_lora(model.cfg, senders, [1.0, 1.0]),  # and another layout, which waits for the first's rows
+             build_lora(model.cfg, [_random_factors(model.cfg, n, 2, seed + 2)], [0.5])]
+    other = rnd.random() < 0.3
     prompts, params, rows = [], [], []
     for i in range(n):
-        p = rnd.choice(bases)[: rnd.randint(0, 3 * BLOCK)] + [rnd.randrange(VOCAB) for _ in range(rnd.randint(1, 20))]
+        base = rnd.choice(bases)
+        p = base[: rnd.choice([len(base), len(base), rnd.randint(0, len(base))])] + [rnd.randrange(VOCAB) for _ in range(rnd.randint(1, 20))]
         if prompts and rnd.random() < 0.15:
             p = list(rnd.choice(prompts))
         if rnd.random() < 0.05:  # a long prompt: the cache grows while others run
@@ -136,13 +140,17 @@ def workload(model, seed: int) -> Workload:
                                 seed=rnd.randrange(1 << 20))
         if rnd.random() < 0.2:
             sp = replace(sp, ignore_eos=True)
-        prompts.append(p), params.append(sp), rows.append(lora.row(i) if rnd.random() < 0.3 else None)
+        if rnd.random() < 0.15:  # only the first ids may be chosen (LatentMAS's judger)
+            sp = replace(sp, vocab_rows=rnd.choice([1, 40, 120]))
+        prompts.append(p), params.append(sp), rows.append(
+            rnd.choice(loras[:1 + other]).row(i) if rnd.random() < 0.3 else None)
     w = Workload(slots=rnd.randint(1, 5), static=rnd.random() < 0.2, static_shapes=rnd.random() < 0.3,
                  cache_bytes=rnd.choice([0, 1 << 24, 3 * 2 * 2 * 2 * BLOCK * 16 * 4, 2 * 2 * 2 * BLOCK * 16 * 4]),
                  max_len=max_len, eos=[], prompts=prompts, params=params, lora=rows,
                  arrive=[rnd.choice([0, 0, rnd.randint(0, 30)]) for _ in range(n)],
                  kv_bucket=rnd.choice([runner.KV_BUCKET, 16, 32]), prefill_budget=rnd.choice([8192, 8192, 40]),
-                 generate=[rnd.random() > 0.1 for _ in range(n)], run_ahead=rnd.choice([0, 0, 1, 4]))
+                 generate=[rnd.random() > 0.1 for _ in range(n)], run_ahead=rnd.choice([0, 0, 1, 4]),
+                 blocking=[rnd.random() < 0.1 for _ in range(n)])
     free = [r.output_ids for r in _alone(model, w)]
     long = [i for i, out in enumerate(free) if len(out) > 2]
     for i in rnd.sample(long, min(len(long), rnd.randint(0, 2))):  # an id inside the output ends it there
@@ -162,16 +170,24 @@ def run_workload(model, w: Workload) -> list[Request]:
 
 
 def _run(model, w: Workload) -> list[Request]:
+    """Requests added between steps; a `blocking` one runs through Engine.run at its arrival (as
+    a generate() inside run_method's on_result does), the others advancing meanwhile. step()
+    must return each added request exactly once, and none that run() returned."""
     llm = _engine(model, w)
     reqs = [Request(p, sp, lora=lo, generate=gen, tag=i)
             for i, (p, sp, lo, gen) in enumerate(zip(w.prompts, w.params, w.lora, w.generate))]
-    step, pending = 0, sorted(range(len(reqs)), key=lambda i: w.arrive[i])
+    step, pending, returned = 0, sorted(range(len(reqs)), key=lambda i: w.arrive[i]), []
     while pending or llm.has_unfinished():
         while pending and w.arrive[pending[0]] <= step:
-            llm.engine.add_request(reqs[pending.pop(0)])
-        llm.step()
+            i = pending.pop(0)
+            if w.blocking[i]:
+                assert llm.engine.run([reqs[i]]) == [reqs[i]] and reqs[i].finished
+            else:
+                llm.engine.add_request(reqs[i])
+        returned += [r.tag for r in llm.step()]
         step += 1
         assert step < 2000, "the engine stopped making progress"
+    assert sorted(returned) == [i for i in range(len(reqs)) if not w.blocking[i]], returned
     return reqs
 
 
