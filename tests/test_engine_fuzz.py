@@ -25,6 +25,7 @@ from minitflow.engine.prefix_cache import BLOCK
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner
 from minitflow.model.weights import load_model
+from conftest import make_tiny_qwen3
 from test_engine import _random_factors
 
 VOCAB = 150  # prompt ids below the tiny model's EOS (159) and BOS (158)
@@ -38,9 +39,14 @@ class PieceTokenizer:
         return "".join("abcde"[i % 5] * (1 + i // 5 % 3) for i in ids)
 
 
+SCALE = 3.0  # weights 3x conftest's: at 1x greedy rows repeat one token, and a wrong key or value rarely shows
+
+
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_model(tiny_dir, torch.float32, "cpu")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sharp")
+    make_tiny_qwen3(d, scale=SCALE)
+    return load_model(d, torch.float32, "cpu")
 
 
 @dataclass
@@ -126,8 +132,12 @@ def workload(model, seed: int) -> Workload:
     for i in range(n):
         base = rnd.choice(bases)
         p = base[: rnd.choice([len(base), len(base), rnd.randint(0, len(base))])] + [rnd.randrange(VOCAB) for _ in range(rnd.randint(1, 20))]
-        if prompts and rnd.random() < 0.15:
+        if prompts and rnd.random() < 0.25:  # an earlier prompt again, or cut to whole blocks and extended
             p = list(rnd.choice(prompts))
+            if rnd.random() < 0.6:
+                p = p[:max(len(p) // BLOCK, 1) * BLOCK] + [rnd.randrange(VOCAB) for _ in range(rnd.randint(0, 5))]
+        if len(p) >= BLOCK and rnd.random() < 0.25:  # whole blocks: the last one holds the token decode runs
+            p = p[:len(p) // BLOCK * BLOCK]
         if rnd.random() < 0.05:  # a long prompt: the cache grows while others run
             p = p + [rnd.randrange(VOCAB) for _ in range(max_len - 45 - len(p))]
         p = p[: max_len - 2]
