@@ -6,8 +6,13 @@ Each workload mixes what the hand-picked tests in test_serving.py take one or tw
 1-5 slots, static (whole-batch) scheduling, bucketed static shapes (the compiled / CUDA-graph
 decode path, run eagerly here), a prefix cache that is off, tiny (evicting) or large, prompts
 sharing prefixes of 0-3 blocks, max_tokens 1..40, greedy and seeded sampled rows side by side,
-ignore_eos, EOS ids and stop strings that do occur in the outputs, per-slot LoRA factors on
-some rows, and requests arriving between steps."""
+ignore_eos, vocab_rows, EOS ids and stop strings that do occur in the outputs, per-slot LoRA
+factors of two layouts on some rows, prefill-only neighbours, requests arriving between steps or
+run through Engine.run mid-flight, a small prefill budget, a small attention bucket (the cache
+grows while others run) and CUDA's run-ahead (tokens read steps late), emulated on CPU.
+
+The model's weights are 3x conftest's: at 1x greedy rows repeat one token, and a planted bug
+(the prefix cache storing a block's last, not yet written, key) went unseen in 150 workloads."""
 
 from __future__ import annotations
 
