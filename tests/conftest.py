@@ -42,3 +42,15 @@ def tiny_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny")
     make_tiny_qwen3(d)
     return d
+
+
+SHARP = 3.0  # weights 3x make_tiny_qwen3's default: at 1x greedy rows repeat one token, so a wrong key or value rarely shows
+
+
+@pytest.fixture(scope="session")
+def sharp_dir(tmp_path_factory) -> Path:
+    """A tiny model whose greedy outputs vary token to token: what batch-invariance tests need to see a
+    wrong key, value or LoRA row in the tokens."""
+    d = tmp_path_factory.mktemp("sharp")
+    make_tiny_qwen3(d, scale=SHARP)
+    return d

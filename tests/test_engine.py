@@ -150,8 +150,8 @@ def test_fused_lora_blocks_equal_per_projection_factors():
     assert torch.allclose(lora_linear_ref(x, w, lora.layers[0]["qkv"]), torch.cat(ref, -1), atol=1e-5)
 
 
-def test_batch_invariance_six_prompts(tiny_dir):
-    llm = LLM.load(tiny_dir, dtype="float32", device="cpu")
+def test_batch_invariance_six_prompts(sharp_dir):
+    llm = LLM.load(sharp_dir, dtype="float32", device="cpu")
     llm.eos_token_ids = set()
     torch.manual_seed(3)
     prompts = [torch.randint(0, 150, (n,)).tolist() for n in (3, 17, 8, 1, 25, 12)]

@@ -30,7 +30,6 @@ from minitflow.engine.prefix_cache import BLOCK
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner
 from minitflow.model.weights import load_model
-from conftest import make_tiny_qwen3
 from test_engine import _random_factors
 
 VOCAB = 150  # prompt ids below the tiny model's EOS (159) and BOS (158)
@@ -44,14 +43,9 @@ class PieceTokenizer:
         return "".join("abcde"[i % 5] * (1 + i // 5 % 3) for i in ids)
 
 
-SCALE = 3.0  # weights 3x conftest's: at 1x greedy rows repeat one token, and a wrong key or value rarely shows
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sharp")
-    make_tiny_qwen3(d, scale=SCALE)
-    return load_model(d, torch.float32, "cpu")
+def model(sharp_dir):  # conftest's sharper weights: at 1x a wrong key or value rarely changes a token
+    return load_model(sharp_dir, torch.float32, "cpu")
 
 
 @dataclass

@@ -21,8 +21,8 @@ from test_engine import _random_factors
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_model(tiny_dir, torch.float32, "cpu")
+def model(sharp_dir):  # greedy rows that vary token to token: a wrong key, value or LoRA row shows in them
+    return load_model(sharp_dir, torch.float32, "cpu")
 
 
 def _llm(model, **kw) -> LLM:
@@ -432,7 +432,8 @@ def test_a_freed_slot_goes_to_the_next_request_lowest_first_without_its_lora(mod
     all in use). A plain request in the slot of a finished LoRA request gets its plain tokens,
     and once no running request has factors the decode steps run without LoRA."""
     prompts = _prompts(5, seed=12)
-    params = [SamplingParams(max_new_tokens=m) for m in (4, 12, 2, 3, 3)]
+    # ignore_eos: each runs its max_new_tokens, so the order they finish in is the one planned below
+    params = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (4, 12, 2, 3, 3)]
     loras = [build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 3)], [1.0]).row(0)] + [None] * 4
     want = [_llm(model, num_slots=1, prefix_cache_bytes=0).generate([p], sp, lora=lo)[0].token_ids
             for p, sp, lo in zip(prompts, params, loras)]
@@ -622,12 +623,12 @@ def test_requests_that_finish_inside_generate_come_out_of_the_next_step(model):
     llm = _llm(model, num_slots=3)
     mine = llm.add_request([5, 6, 7], SamplingParams(max_new_tokens=2))
     llm.step()
-    out = llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6))
+    out = llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6, ignore_eos=True))
     assert mine.finished and out[0].completion_tokens == 6
     assert llm.has_unfinished() and llm.step() == [mine]
     assert not llm.has_unfinished() and llm.step() == []
     other = llm.add_request([5, 6, 7], SamplingParams(max_new_tokens=2))
-    llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6))
+    llm.generate([[8, 9, 10]], SamplingParams(max_new_tokens=6, ignore_eos=True))
     llm.engine.abort_all()  # its caller unwinds: the next caller's step() does not get it
     assert other.finished and not llm.has_unfinished() and llm.step() == []
 
