@@ -273,17 +273,16 @@ def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
         assert torch.equal(v, want[k]), k  # bitwise: the same operations on the same values
 
 
-def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path, monkeypatch):
-    """Ctrl-C between the two files of a save (checkpoint, training state) left them a save
-    apart: --resume then ran the optimiser and data stream of one step on the weights of
-    another, without a word. Whichever file the interrupt spares, the resume is exact and no
-    temporary file is left."""
+def _straight_and_cut(tiny, llm, tmp_path, monkeypatch, cut: int):
+    """The generator of a straight 4-step run (a.pt, a save a step), and the same run (b.pt) cut by
+    Ctrl-C at its `cut`-th file write (each save writes two: checkpoint, then state); no
+    temporary file is left behind."""
     straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, eval_every=1), llm=llm)["generator"]
     real, calls = torch.save, []
 
-    def save(*args, **kwargs):  # saves at steps 1, 2, 3: two files each; the 6th write is cut
+    def save(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 6:
+        if len(calls) == cut:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
     monkeypatch.setattr(torch, "save", save)
@@ -291,6 +290,15 @@ def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path,
         train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1), llm=llm)
     monkeypatch.setattr(torch, "save", real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.state.pt", "b.pt", "b.pt.state.pt"]
+    return straight
+
+
+def test_resume_after_an_interrupted_save_continues_exactly(tiny, llm, tmp_path, monkeypatch):
+    """Ctrl-C between the two files of a save (checkpoint, training state) left them a save
+    apart: --resume then ran the optimiser and data stream of one step on the weights of
+    another, without a word. Whichever file the interrupt spares, the resume is exact and no
+    temporary file is left."""
+    straight = _straight_and_cut(tiny, llm, tmp_path, monkeypatch, cut=6)  # at step 3
     resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1, resume=str(tmp_path / "b.pt")), llm=llm)
     assert resumed["step"] == 4 and resumed["generator"].samples_seen == 16
     want = straight.state_dict()
@@ -303,19 +311,7 @@ def test_an_interrupt_at_the_last_save_leaves_the_result_written_and_resumable(t
     left the state at --steps and the checkpoint a save behind, so the run's result was never
     written and --resume refused ("it has run 4 steps already"). The checkpoint now comes first:
     cut at the last write, the result is on disk, and --resume redoes the last step exactly."""
-    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, eval_every=1), llm=llm)["generator"]
-    real, calls = torch.save, []
-
-    def save(*args, **kwargs):  # saves at steps 1..4, two files each: the 8th write is cut
-        calls.append(1)
-        if len(calls) == 8:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-    monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=1), llm=llm)
-    monkeypatch.setattr(torch, "save", real)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.state.pt", "b.pt", "b.pt.state.pt"]
+    straight = _straight_and_cut(tiny, llm, tmp_path, monkeypatch, cut=8)  # the last write
     want = straight.state_dict()
     written = load_checkpoint(tmp_path / "b.pt", llm.cfg).state_dict()
     assert all(torch.equal(v, want[k]) for k, v in written.items())
