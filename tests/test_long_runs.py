@@ -113,11 +113,16 @@ def test_ctrl_c_while_scoring_stops_the_programs_in_hand(tmp_path, dataset):
         else:
             scorer.put(Sample(f"math/{i}", "q", "f(1)", {}), f"So it is $\\boxed{{{hard}}}$.", {})
     time.sleep(1.0)  # scoring is under way
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while close() waits
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        scorer.close()
-    assert time.monotonic() - start < 3
+    # Python's own Ctrl-C handler: a shell starts background jobs with SIGINT ignored, and Python keeps that
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while close() waits
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            scorer.close()
+        assert time.monotonic() - start < 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
     part = tmp_path / "part.jsonl"
     assert scorer.written < n and len(part.read_text().splitlines() if part.exists() else []) == scorer.written
     if scorer.child is not None:
