@@ -333,14 +333,19 @@ def test_rank0_writes_incomplete_results_when_a_rank_never_reports(tmp_path, mon
     assert summary["n"] == 6 and summary["complete"] and summary["accuracy"] == 1.0
 
 
+def _rank0_of_two(monkeypatch) -> None:
+    """This process as rank 0 of a launch of two (the environment torchrun sets)."""
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+
+
 def test_rank0_stops_waiting_once_every_other_rank_has_exited(tmp_path, monkeypatch):
     """A launch by hand (or srun, which ends no other rank): rank 1 joined, then failed before its
     rows. Rank 0 waited --merge_timeout (an hour by default) for rows that could no longer come;
     its lock, free, says rank 1 is gone."""
     from minitflow import evaluate as ev
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
-    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(k, v)
+    _rank0_of_two(monkeypatch)
     errors: list[BaseException] = []
 
     def rank1_fails():
@@ -448,8 +453,7 @@ def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeyp
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0  # every sample done
     monkeypatch.setattr(ev, "RANK0_WAIT_S", 3.0)
-    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(k, v)
+    _rank0_of_two(monkeypatch)
     codes: list[int] = []
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
     rank0.start()
@@ -665,8 +669,7 @@ def test_rank1_stops_at_once_when_rank0_of_its_launch_was_refused(tmp_path, monk
     assert run_cli(main, args) == 0
     settings = json.loads((out / "oracle_settings.json").read_text())
     (out / "oracle_settings.json").write_text(json.dumps({**settings, "seed": 1}))  # the folder's run: other settings
-    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(k, v)
+    _rank0_of_two(monkeypatch)
     marker = out / "oracle.rank0.failed"
     marker.write_text(json.dumps({"run_id": ev.run_id(2), "time": 0.0, "error": "an earlier launch's"}))
     monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
@@ -686,8 +689,7 @@ def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, m
     wait: results incomplete, exit 1, nothing of rank 1 merged."""
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "30"]
-    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(k, v)
+    _rank0_of_two(monkeypatch)
     codes: list[int] = []
     t0 = time.monotonic()
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
@@ -712,8 +714,7 @@ def test_rank0_with_nothing_left_stops_waiting_for_a_rank_that_failed_before_joi
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0  # every sample done
     monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
-    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(k, v)
+    _rank0_of_two(monkeypatch)
     codes: list[int] = []
     t0 = time.monotonic()
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
