@@ -374,11 +374,12 @@ def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{"lr": 0.5}, {"weight_decay": 0.3}, {"seed": 7}, {"batch_size": 2},
-                                {"grad_accum": 2}])
+                                {"grad_accum": 2}, {"dataset": "minerva_math"}])
 def test_resume_refuses_other_optimiser_and_data_flags(tiny, llm, tmp_path, kw):
     """--lr and --weight_decay come back with the optimiser's state (another value was ignored
     without a word), and the data stream is replayed from --seed, --batch_size and --grad_accum
-    (other values skipped into another stream): refused before the backbone loads, naming both."""
+    (other values skipped into another stream); another --dataset (or none: gsm8k) went on in another
+    prompt style: refused before the backbone loads, naming both."""
     train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=1)
     (name, value), = kw.items()
     with pytest.raises(UserError, match=f"trained with --{name} {getattr(_cfg(tiny, tmp_path), name)}, not {value}"):

@@ -408,14 +408,16 @@ def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Se
                                 f"{limit} positions")
 
 
-# the optimiser's state brings back lr and weight_decay; the data stream replays from the other three
-RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum")
+# the optimiser's state brings back lr and weight_decay; the data stream replays from seed, batch_size
+# and grad_accum; the dataset is the prompt style the rows are trained in
+RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset")
 
 
 def check_resume_flags(cfg: TrainConfig, state: dict) -> None:
     """Refuse a --resume whose flags differ from the saved run's in RESUME_FIXED: another --lr or
-    --weight_decay would be overwritten by the loaded optimiser without a word, and another --seed,
-    --batch_size or --grad_accum would skip into a different data stream, not continue the run."""
+    --weight_decay would be overwritten by the loaded optimiser without a word, another --seed,
+    --batch_size or --grad_accum would skip into a different data stream, not continue the run, and
+    another --dataset (or leaving it out: gsm8k) would go on in another prompt style."""
     saved = state.get("config")
     if not isinstance(saved, dict):  # a state without its config: nothing to compare
         return
