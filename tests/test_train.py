@@ -778,3 +778,17 @@ def test_one_batch_matches_the_official_forward_on_golden_small():
     for k, want in official.items():
         assert grads[k].norm().item() == pytest.approx(want, rel=1e-4), k
     assert torch.cat([g.flatten() for g in grads.values()]).norm().item() == pytest.approx(2.977703e-02, rel=1e-4)
+
+
+def test_training_leaves_the_callers_rng_alone_and_does_not_depend_on_it(tiny, llm, tmp_path):
+    """train() called torch.manual_seed(cfg.seed): a library caller's random stream was reset
+    by a training run. Now torch's RNG state is the same before and after a run (with its
+    evaluation), and the trained weights depend on --seed alone, not on the caller's state."""
+    gens = []
+    for caller_seed in (123, 456):
+        torch.manual_seed(caller_seed)
+        state = torch.get_rng_state()
+        gens.append(train(_cfg(tiny, tmp_path / f"{caller_seed}.pt", steps=2), llm=llm)["generator"])
+        assert torch.equal(torch.get_rng_state(), state)
+    want = gens[0].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in gens[1].state_dict().items())

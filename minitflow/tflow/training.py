@@ -466,7 +466,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                             f"{', '.join(f'{k}={getattr(loaded.arch, k)}' for k in differ)}, not the --pg_arch "
                             f"{', '.join(f'{k}={v}' for k, v in differ.items())}; drop --pg_arch to resume")
     check_rows_fit(cfg, llm, style, train_rows, eval_rows)
-    torch.manual_seed(cfg.seed)
+    # no torch.manual_seed: nothing after the seeded build (build_generator) draws from torch's
+    # RNG, and reseeding it reset a library caller's random stream
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
     llm.model.requires_grad_(False)
