@@ -374,12 +374,13 @@ def test_resume_refuses_other_generator_dimensions(tiny, llm, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{"lr": 0.5}, {"weight_decay": 0.3}, {"seed": 7}, {"batch_size": 2},
-                                {"grad_accum": 2}, {"dataset": "minerva_math"}])
+                                {"grad_accum": 2}, {"dataset": "minerva_math"}, {"warmup": 3}, {"clip": 0.5}])
 def test_resume_refuses_other_optimiser_and_data_flags(tiny, llm, tmp_path, kw):
     """--lr and --weight_decay come back with the optimiser's state (another value was ignored
     without a word), and the data stream is replayed from --seed, --batch_size and --grad_accum
     (other values skipped into another stream); another --dataset (or none: gsm8k) went on in another
-    prompt style: refused before the backbone loads, naming both."""
+    prompt style, another --warmup on another schedule, another --clip with other clipping:
+    refused before the backbone loads, naming both."""
     train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=1)
     (name, value), = kw.items()
     with pytest.raises(UserError, match=f"trained with --{name} {getattr(_cfg(tiny, tmp_path), name)}, not {value}"):
@@ -792,3 +793,27 @@ def test_training_leaves_the_callers_rng_alone_and_does_not_depend_on_it(tiny, l
         assert torch.equal(torch.get_rng_state(), state)
     want = gens[0].state_dict()
     assert all(torch.equal(v, want[k]) for k, v in gens[1].state_dict().items())
+
+
+def test_resume_refuses_other_training_rows_but_takes_the_same_rows_moved(tiny, llm, tmp_path):
+    """--resume replayed the saved run's index stream over whatever --train named: a file with
+    another row trained a different run without a word. The state keeps the rows' sha256: other
+    rows are refused before the backbone loads; the same rows under another path, written with
+    another JSON layout, resume exactly."""
+    rows = [json.loads(line) for line in (tiny / "train.jsonl").read_text().splitlines()]
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None), llm=llm)["generator"]
+    train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm, stop_after=2)
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps({**r, "answer": r["answer"] + " " if i == 5 else r["answer"]}) + "\n"
+                               for i, r in enumerate(rows)))
+    with pytest.raises(UserError, match=r"trained on other rows than --train .*changed.jsonl"):
+        train(_cfg(tiny, tmp_path / "b.pt", eval=None, train=str(changed), model=str(tmp_path / "no-model"),
+                   resume=str(tmp_path / "b.pt")))
+    moved = tmp_path / "elsewhere" / "rows.jsonl"
+    moved.parent.mkdir()
+    moved.write_text("".join(json.dumps(r, indent=None, separators=(",", ":")) + "\n" for r in rows))
+    assert moved.read_bytes() != (tiny / "train.jsonl").read_bytes()
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, train=str(moved), resume=str(tmp_path / "b.pt")), llm=llm)
+    assert resumed["step"] == 4
+    want = straight.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())

@@ -13,6 +13,8 @@ resume); `make_optimizer` is shared with the demo's backbone pre-training.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 import sys
@@ -409,15 +411,25 @@ def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Se
 
 
 # the optimiser's state brings back lr and weight_decay; the data stream replays from seed, batch_size
-# and grad_accum; the dataset is the prompt style the rows are trained in
-RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset")
+# and grad_accum; the dataset is the prompt style the rows are trained in; warmup shapes the schedule
+# (its cosine too) and clip every step
+RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset", "warmup", "clip")
 
 
-def check_resume_flags(cfg: TrainConfig, state: dict) -> None:
+def rows_digest(rows: Sequence[Example]) -> str:
+    """sha256 of the training rows in order, as trained (question, answer, sender text): a run's
+    identity of its data, whatever the file's path or JSON layout."""
+    text = json.dumps([[e.question, e.answer, e.sender_question] for e in rows], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None = None) -> None:
     """Refuse a --resume whose flags differ from the saved run's in RESUME_FIXED: another --lr or
     --weight_decay would be overwritten by the loaded optimiser without a word, another --seed,
-    --batch_size or --grad_accum would skip into a different data stream, not continue the run, and
-    another --dataset (or leaving it out: gsm8k) would go on in another prompt style."""
+    --batch_size or --grad_accum would skip into a different data stream, not continue the run,
+    another --dataset (or leaving it out: gsm8k) would go on in another prompt style, and another
+    --warmup or --clip would go on with another schedule or clipping. Other training rows
+    (`train_digest`, rows_digest of --train) replayed the saved index stream over other data."""
     saved = state.get("config")
     if not isinstance(saved, dict):  # a state without its config: nothing to compare
         return
@@ -426,6 +438,10 @@ def check_resume_flags(cfg: TrainConfig, state: dict) -> None:
         raise UserError(f"--resume {cfg.resume}: it was trained with "
                         f"{', '.join(f'--{n} {saved[n]}' for n in differ)}, not "
                         f"{', '.join(str(getattr(cfg, n)) for n in differ)}; pass the same values to resume")
+    want = state.get("train_sha256")
+    if train_digest is not None and isinstance(want, str) and want != train_digest:
+        raise UserError(f"--resume {cfg.resume}: it was trained on other rows than --train {cfg.train}'s "
+                        f"(sha256 {want[:12]}, these {train_digest[:12]}); pass the same training rows to resume")
 
 
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
@@ -442,8 +458,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     state = load_state(_state_path(cfg.resume)) if cfg.resume else None
     if state is not None and state["condition"] != cfg.condition:
         raise UserError(f"--resume: checkpoint was trained with --condition {state['condition']}")
+    digest = rows_digest(train_rows)
     if state is not None:
-        check_resume_flags(cfg, state)
+        check_resume_flags(cfg, state, digest)
     if state is not None and int(state["step"]) >= cfg.steps:  # else nothing runs and --out is never written
         raise UserError(f"--resume {cfg.resume}: it has run {int(state['step'])} steps already, so --steps "
                         f"{cfg.steps} leaves none to run; pass a larger --steps")
@@ -515,7 +532,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         save_checkpoint(gen, cfg.out)
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-            "condition": cfg.condition, "history": history, "config": asdict(cfg)})
+            "condition": cfg.condition, "history": history, "config": asdict(cfg),
+            "train_sha256": digest})
         saved = step
 
     def evaluate() -> dict:
