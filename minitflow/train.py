@@ -80,6 +80,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before the cosine decay")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clipping")
     p.add_argument("--eval_every", type=int, default=d.eval_every, help="optimiser steps between evaluations")
+    p.add_argument("--save_every", type=int, default=d.save_every,
+                   help="optimiser steps between saves of OUT and its state (a crash loses the steps since the "
+                        "last; default: every --eval_every steps); the last step is always saved")
     p.add_argument("--eval_size", type=int, default=d.eval_size, help="use the first N held-out rows")
     p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size,
                    help="held-out questions in flight at an evaluation")
@@ -101,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig(model=a.model, train=a.train, out=a.out, eval=a.eval, dataset=a.dataset, init=a.init,
                        pg_arch=_parse_arch(a.pg_arch), condition=a.condition, steps=a.steps,
                        batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, weight_decay=a.weight_decay,
-                       warmup=a.warmup, clip=a.clip, eval_every=a.eval_every, eval_size=a.eval_size,
+                       warmup=a.warmup, clip=a.clip, eval_every=a.eval_every, save_every=a.save_every, eval_size=a.eval_size,
                        eval_batch_size=a.eval_batch_size, eval_max_new_tokens=a.eval_max_new_tokens,
                        seed=a.seed, resume=a.resume, device=a.device, dtype=a.dtype,
                        checkpoint_layers=a.checkpoint_layers, progress=a.progress, overwrite=a.overwrite)

@@ -732,18 +732,18 @@ def test_cli_flags_reach_the_training_config():
     cfg = parse_args(["--model", "m", "--train", "t.jsonl", "--eval", "e.jsonl", "--out", "o.pt", "--dataset", "mmlu",
                       "--init", "i.pt", "--pg_arch", "d_model=64,head_dim=16", "--condition", "zero", "--steps", "7",
                       "--batch_size", "3", "--grad_accum", "5", "--lr", "0.25", "--weight_decay", "0.5",
-                      "--warmup", "9", "--clip", "2.5", "--eval_every", "11", "--eval_size", "13",
+                      "--warmup", "9", "--clip", "2.5", "--eval_every", "11", "--save_every", "3", "--eval_size", "13",
                       "--eval_batch_size", "17", "--eval_max_new_tokens", "19", "--seed", "23", "--resume", "r.pt",
                       "--device", "cpu", "--dtype", "float32", "--no-checkpoint_layers", "--no-progress"])
     want = TrainConfig(model="m", train="t.jsonl", out="o.pt", eval="e.jsonl", dataset="mmlu", init="i.pt",
                        pg_arch={"d_model": 64, "head_dim": 16}, condition="zero", steps=7, batch_size=3, grad_accum=5, lr=0.25,
-                       weight_decay=0.5, warmup=9, clip=2.5, eval_every=11, eval_size=13, eval_batch_size=17,
+                       weight_decay=0.5, warmup=9, clip=2.5, eval_every=11, save_every=3, eval_size=13, eval_batch_size=17,
                        eval_max_new_tokens=19, seed=23, resume="r.pt", device="cpu", dtype="float32",
                        checkpoint_layers=False, progress=False, overwrite=False)
     default = TrainConfig(model="m", train="t.jsonl", out="o.pt")
     assert all(getattr(want, f) != getattr(default, f) for f in ("dataset", "init", "condition", "steps", "batch_size",
                                                                  "grad_accum", "lr", "weight_decay", "warmup", "clip",
-                                                                 "eval_every", "eval_size", "eval_batch_size",
+                                                                 "eval_every", "save_every", "eval_size", "eval_batch_size",
                                                                  "eval_max_new_tokens", "seed", "dtype",
                                                                  "checkpoint_layers", "progress", "overwrite"))
     assert cfg == want
@@ -817,3 +817,44 @@ def test_resume_refuses_other_training_rows_but_takes_the_same_rows_moved(tiny, 
     assert resumed["step"] == 4
     want = straight.state_dict()
     assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
+KILL_AFTER_SAVE = """
+import os, signal, sys
+from minitflow.tflow import training
+from minitflow.train import parse_args
+real = training.save_checkpoint
+def save(gen, path, extra=None):
+    real(gen, path, extra)
+    if extra is not None and extra["step"] == int(sys.argv[1]):  # the state: the save is complete
+        os.kill(os.getpid(), signal.SIGKILL)
+training.save_checkpoint = save
+training.train(parse_args(sys.argv[2:]))
+"""
+
+
+def test_a_run_killed_after_a_periodic_save_resumes_to_the_straight_runs_weights(tiny, llm, tmp_path):
+    """Saves came only every --eval_every steps (200 by default, evaluations or not): a SIGKILL
+    lost up to that many steps, and saving more often meant evaluating more often. --save_every
+    saves on its own; a run SIGKILLed right after its step-2 save (no handler runs) resumes from
+    the files on disk to the straight run's weights, bitwise."""
+    out = tmp_path / "b.pt"
+    cmd = [sys.executable, "-c", KILL_AFTER_SAVE, "2", "--model", str(tiny), "--train", str(tiny / "train.jsonl"),
+           "--out", str(out), "--pg_arch", ",".join(f"{k}={v}" for k, v in ARCH.items()), "--steps", "6",
+           "--batch_size", "4", "--lr", "1e-2", "--warmup", "1", "--eval_every", "100", "--save_every", "2",
+           "--no-checkpoint_layers", "--no-progress", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=6, eval_every=100), llm=llm)["generator"]
+    resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=100, resume=str(out)), llm=llm)
+    assert resumed["step"] == 6 and resumed["generator"].samples_seen == 24
+    want = straight.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
+def test_save_every_below_one_is_refused_before_the_backbone_loads(tiny, tmp_path):
+    for bad in (0, -2):
+        with pytest.raises(UserError, match=f"--save_every must be >= 1, got {bad}"):
+            train(_cfg(tiny, tmp_path / "b.pt", model=str(tmp_path / "no-model"), save_every=bad))

@@ -272,6 +272,7 @@ class TrainConfig:
     warmup: int = 50
     clip: float = 1.0
     eval_every: int = 200
+    save_every: int | None = None  # steps between saves of checkpoint + state; None: every eval_every
     eval_size: int = 200
     eval_batch_size: int = 32
     eval_max_new_tokens: int = 32
@@ -345,6 +346,8 @@ def check_config(cfg: TrainConfig) -> None:
                  "eval_max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.save_every is not None and cfg.save_every < 1:
+        raise UserError(f"--save_every must be >= 1, got {cfg.save_every}")
     if cfg.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
     if not 0 <= cfg.seed < 1 << 64:  # torch's seed range: 2^64 was a traceback; Python's random read -1 as 1
@@ -586,7 +589,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                             gnorm=f"{float(grad_norm):.1e}")
         if eval_rows and (step % cfg.eval_every == 0 or step == cfg.steps):
             evaluate()
-        if step % cfg.eval_every == 0 or step == last:
+        # what a crash (SIGKILL, a node lost) costs: the steps since the last save
+        if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
             save()
     if bar is not None:
         bar.close()
