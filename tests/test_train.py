@@ -858,3 +858,24 @@ def test_save_every_below_one_is_refused_before_the_backbone_loads(tiny, tmp_pat
     for bad in (0, -2):
         with pytest.raises(UserError, match=f"--save_every must be >= 1, got {bad}"):
             train(_cfg(tiny, tmp_path / "b.pt", model=str(tmp_path / "no-model"), save_every=bad))
+
+
+def test_the_senders_states_reach_the_generator_without_a_copy(tiny, llm, monkeypatch):
+    """sender_states cloned the stacked batch and training's condition cloned it again ("out of
+    inference mode"): two (2n, L+1, S, H) copies a step, 3x the condition's bytes at the
+    stage's peak. The stacked batch is made outside inference mode, so it is used as it is:
+    the very tensor stack_conditions built, one autograd can save for the backward pass."""
+    from minitflow.tflow import condition as condition_module
+    from minitflow.tflow import prompts
+    from minitflow.tflow.training import condition
+    real, stacked = condition_module.stack_conditions, []
+    monkeypatch.setattr(condition_module, "stack_conditions", lambda caps: stacked.append(real(caps)) or stacked[-1])
+    rows = _rows(tiny, 8)
+    assert len({len(e.sender_question) for e in rows}) > 1  # spans differ: a mask comes too
+    hidden, mask = condition(llm, prompts.resolve_style("gsm8k"), [e.sender_question for e in rows], False)
+    (want_hidden, want_mask), = stacked
+    assert hidden.data_ptr() == want_hidden.data_ptr() and mask.data_ptr() == want_mask.data_ptr()
+    assert not hidden.is_inference() and not mask.is_inference()
+    w = torch.ones((), requires_grad=True)
+    (hidden * w).sum().backward()  # an inference tensor cannot be saved for backward
+    assert float(w.grad) == pytest.approx(float(hidden.sum()), rel=1e-5)

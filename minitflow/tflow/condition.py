@@ -82,5 +82,6 @@ def sender_states(llm: LLM, systems: list[str], questions: list[str]) -> tuple[t
         llm.engine.run(reqs)
     sync(llm.device)
     dt = time.perf_counter() - t0
+    # stacked outside inference mode: a new, normal tensor that autograd may use (no clone needed)
     hidden, mask = stack_conditions([r.capture.hidden for r in reqs])
-    return hidden.clone(), mask, [len(r.prompt_ids) for r in reqs], dt
+    return hidden, mask, [len(r.prompt_ids) for r in reqs], dt
