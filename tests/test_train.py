@@ -550,7 +550,8 @@ def test_cli_summary_after_a_resume_without_eval_names_the_step_reached(tiny, tm
                            "--eval_max_new_tokens", "2", "--pg_arch", json.dumps(ARCH)]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 2
     assert train_cli.main([*common, "--steps", "4", "--resume", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"out": str(out), "step": 4}
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary.keys() == {"out", "step", "train_loss"} and summary["step"] == 4
 
 
 def test_checkpointed_layers_give_the_same_loss_and_gradients(tiny, llm):
@@ -879,3 +880,31 @@ def test_the_senders_states_reach_the_generator_without_a_copy(tiny, llm, monkey
     w = torch.ones((), requires_grad=True)
     (hidden * w).sum().backward()  # an inference tensor cannot be saved for backward
     assert float(w.grad) == pytest.approx(float(hidden.sum()), rel=1e-5)
+
+
+def test_the_training_loss_is_logged_and_kept_without_an_eval_set_or_progress_bar(tiny, llm, tmp_path, monkeypatch):
+    """The training loss was shown only on the progress bar (the last step's; --no-progress or a
+    log file: nowhere) and kept nowhere. Every --eval_every steps and at the last, the mean loss
+    over the answer tokens of the steps since the previous record is logged and kept in the
+    history (so in the state beside the checkpoint), with the evaluation when there is one."""
+    from minitflow.tflow import training
+    real, seen, lines = training.batch_loss, [], []
+
+    def spy(*args, **kwargs):
+        loss, n = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # a training micro-batch, not an evaluation's
+            seen.append((loss.item(), n))
+        return loss, n
+    monkeypatch.setattr(training, "batch_loss", spy)
+    result = train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=5, eval_every=2, grad_accum=2), llm=llm,
+                   log=lines.append)
+    assert [h["step"] for h in result["history"]] == [2, 4, 5] and len(seen) == 10
+    for h, (lo, hi) in zip(result["history"], [(0, 4), (4, 8), (8, 10)]):
+        want = sum(loss * n for loss, n in seen[lo:hi]) / sum(n for _, n in seen[lo:hi])
+        assert h.keys() == {"step", "train_loss"} and h["train_loss"] == pytest.approx(want, rel=1e-12)
+    assert [line.split(":")[0] for line in lines] == ["step 2", "step 4", "step 5"]
+    assert all("train loss" in line for line in lines)
+    state = torch.load(tmp_path / "a.pt.state.pt", weights_only=True)
+    assert state["history"] == result["history"]
+    with_eval = train(_cfg(tiny, tmp_path / "b.pt", steps=2, eval_every=2), llm=llm, log=lines.append)["history"]
+    assert [sorted(h) for h in with_eval] == [["eval_accuracy", "eval_loss", "step", "train_loss"]]

@@ -450,8 +450,9 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
 
 
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
-    """Run the training described by `cfg`; returns {"step", "history": [eval records], "out",
-    "seconds", "generator"}. Pass `llm` to reuse a loaded backbone (it stays frozen).
+    """Run the training described by `cfg`; returns {"step", "history", "out", "seconds",
+    "generator"}: a history record every --eval_every steps and at the last holds the step, the
+    training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy. Pass `llm` to reuse a loaded backbone (it stays frozen).
     `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
     still spans `cfg.steps`), to be continued with `resume`."""
     check_config(cfg)
@@ -541,16 +542,21 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             "train_sha256": digest})
         saved = step
 
-    def evaluate() -> dict:
-        gen.eval()
-        rec = {"step": step, "eval_loss": eval_loss(llm, gen, eval_rows, style, zero, cfg.eval_batch_size)}
-        rec["eval_accuracy"], _ = eval_accuracy(llm, as_loaded(gen, llm.dtype), eval_rows, style, cfg.eval_batch_size,
-                                                cfg.eval_max_new_tokens)
-        gen.train()
+    def record(train_loss: float, with_eval: bool) -> None:
+        """One history record and log line: the training loss since the last record (the
+        progress bar showed only the last step's, and nothing was kept), and the evaluation."""
+        rec = {"step": step, "train_loss": train_loss}
+        line = f"step {step}: train loss {train_loss:.4f}"
+        if with_eval:
+            gen.eval()
+            rec["eval_loss"] = eval_loss(llm, gen, eval_rows, style, zero, cfg.eval_batch_size)
+            rec["eval_accuracy"], _ = eval_accuracy(llm, as_loaded(gen, llm.dtype), eval_rows, style,
+                                                    cfg.eval_batch_size, cfg.eval_max_new_tokens)
+            gen.train()
+            line += (f"  eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
+                     f"({len(eval_rows)} questions)")
         history.append(rec)
-        say(f"step {step}: eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
-            f"({len(eval_rows)} questions)")
-        return rec
+        say(line)
 
     bar = None
     if cfg.progress:
@@ -558,6 +564,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    logged_loss, logged_tokens = 0.0, 0  # answer-token loss sum and count since the last record
     while step < last:
         opt.zero_grad(set_to_none=True)
         loss_sum, tok_sum = 0.0, 0
@@ -572,6 +579,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             loss_sum += loss.item() * n_targets
             tok_sum += n_targets
             gen.samples_seen += len(chunk)
+        logged_loss, logged_tokens = logged_loss + loss_sum, logged_tokens + tok_sum
         # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
         assert tok_sum == step_tokens, (tok_sum, step_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
@@ -589,8 +597,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
                             gnorm=f"{float(grad_norm):.1e}")
-        if eval_rows and (step % cfg.eval_every == 0 or step == cfg.steps):
-            evaluate()
+        if step % cfg.eval_every == 0 or step == last:
+            record(logged_loss / logged_tokens, bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
+            logged_loss, logged_tokens = 0.0, 0
         # what a crash (SIGKILL, a node lost) costs: the steps since the last save
         if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
             save()
