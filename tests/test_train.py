@@ -838,19 +838,22 @@ def test_a_run_killed_after_a_periodic_save_resumes_to_the_straight_runs_weights
     """Saves came only every --eval_every steps (200 by default, evaluations or not): a SIGKILL
     lost up to that many steps, and saving more often meant evaluating more often. --save_every
     saves on its own; a run SIGKILLed right after its step-2 save (no handler runs) resumes from
-    the files on disk to the straight run's weights, bitwise."""
+    the files on disk to the straight run's weights, bitwise, and to its history."""
     out = tmp_path / "b.pt"
     cmd = [sys.executable, "-c", KILL_AFTER_SAVE, "2", "--model", str(tiny), "--train", str(tiny / "train.jsonl"),
            "--out", str(out), "--pg_arch", ",".join(f"{k}={v}" for k, v in ARCH.items()), "--steps", "6",
-           "--batch_size", "4", "--lr", "1e-2", "--warmup", "1", "--eval_every", "100", "--save_every", "2",
+           "--batch_size", "4", "--lr", "1e-2", "--warmup", "1", "--eval_every", "3", "--save_every", "2",
            "--no-checkpoint_layers", "--no-progress", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
-    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=6, eval_every=100), llm=llm)["generator"]
-    resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=100, resume=str(out)), llm=llm)
+    result = train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=6, eval_every=3), llm=llm)
+    straight, straight_history = result["generator"], result["history"]
+    resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=3, resume=str(out)), llm=llm)
     assert resumed["step"] == 6 and resumed["generator"].samples_seen == 24
+    # the record at step 3 averages steps 1-3 as the straight run's does, steps 1-2 from the state
+    assert resumed["history"] == straight_history and [h["step"] for h in straight_history] == [3, 6]
     want = straight.state_dict()
     assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
 

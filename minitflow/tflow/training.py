@@ -539,7 +539,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
             "condition": cfg.condition, "history": history, "config": asdict(cfg),
-            "train_sha256": digest})
+            "train_sha256": digest, "logged": [logged_loss, logged_tokens]})
         saved = step
 
     def record(train_loss: float, with_eval: bool) -> None:
@@ -564,7 +564,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    logged_loss, logged_tokens = 0.0, 0  # answer-token loss sum and count since the last record
+    # the answer-token loss sum and count since the last record: a resume from a save between two
+    # records goes on with the saved ones, so the next record is the one a straight run makes
+    logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
     while step < last:
         opt.zero_grad(set_to_none=True)
         loss_sum, tok_sum = 0.0, 0
