@@ -911,3 +911,11 @@ def test_the_training_loss_is_logged_and_kept_without_an_eval_set_or_progress_ba
     assert state["history"] == result["history"]
     with_eval = train(_cfg(tiny, tmp_path / "b.pt", steps=2, eval_every=2), llm=llm, log=lines.append)["history"]
     assert [sorted(h) for h in with_eval] == [["eval_accuracy", "eval_loss", "step", "train_loss"]]
+
+
+def test_log_lines_start_their_own_line_beside_the_progress_bar(tiny, llm, tmp_path, capsys):
+    """The step lines were printed into stderr behind the progress bar's text ("train: 50%|...|
+    ...step 2: ..."), a line now every --eval_every steps; tqdm.write clears the bar first."""
+    train(_cfg(tiny, tmp_path / "a.pt", eval=None, progress=True), llm=llm)
+    pieces = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert [p.split(":")[0] for p in pieces if p.startswith("step ")] == ["step 2", "step 4"]

@@ -494,7 +494,6 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     if llm is None:
         llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
     llm.model.requires_grad_(False)
-    say = log or (lambda msg: print(msg, file=sys.stderr))
 
     if state is not None:
         gen = loaded.float().to(llm.device).train().requires_grad_(True)
@@ -562,6 +561,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     if cfg.progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True)
+    # beside the progress bar, tqdm.write: a print landed behind the bar's text on its line
+    say = log or (lambda msg: bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
     t0 = time.perf_counter()
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     # the answer-token loss sum and count since the last record: a resume from a save between two
