@@ -89,10 +89,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval_max_new_tokens", type=int, default=d.eval_max_new_tokens,
                    help="new tokens of each greedy answer at an evaluation")
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
-    p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue, "
-                                    "with the same --lr, --weight_decay, --seed, --batch_size, --grad_accum, --dataset, "
-                                    "--warmup, --clip and training rows (a larger --steps extends its schedule from the "
-                                    "step reached)")
+    p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue, with "
+                                    "the same --lr, --weight_decay, --seed, --batch_size, --grad_accum, --dataset, "
+                                    "--warmup, --clip and training rows (a larger --steps extends its schedule "
+                                    "from the step reached)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
     p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float16, float32")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
@@ -104,8 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig(model=a.model, train=a.train, out=a.out, eval=a.eval, dataset=a.dataset, init=a.init,
                        pg_arch=_parse_arch(a.pg_arch), condition=a.condition, steps=a.steps,
                        batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, weight_decay=a.weight_decay,
-                       warmup=a.warmup, clip=a.clip, eval_every=a.eval_every, save_every=a.save_every, eval_size=a.eval_size,
-                       eval_batch_size=a.eval_batch_size, eval_max_new_tokens=a.eval_max_new_tokens,
+                       warmup=a.warmup, clip=a.clip, eval_every=a.eval_every, save_every=a.save_every,
+                       eval_size=a.eval_size, eval_batch_size=a.eval_batch_size, eval_max_new_tokens=a.eval_max_new_tokens,
                        seed=a.seed, resume=a.resume, device=a.device, dtype=a.dtype,
                        checkpoint_layers=a.checkpoint_layers, progress=a.progress, overwrite=a.overwrite)
 
