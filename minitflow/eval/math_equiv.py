@@ -19,7 +19,8 @@ Order of the checks (the first that decides wins):
    unknowns, y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named
    value (`MRS = ...`) for a gold that is only the value.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
-   application for `I(0)`, `u(t)`; subscripted Greek letters) checked by
+   application for `I(0)`, `u(t)`; subscripted Greek letters; in an exponent
+   a `/` divides by the whole product after it, e^{-t/RC}) checked by
    random-point evaluation (20 of 30 digits) and `simplify`, a reply's arbitrary
    constants renamed to the gold's (A e^{t} for C_1 e^{t}); if either side cannot be parsed,
    math-verify (HF's library) decides, with e-notation rewritten first.
@@ -582,6 +583,59 @@ def _replace_frac_sqrt(s: str) -> str | None:
             s = s[:m.start()] + new + s[e + 1:]
 
 
+def _group_denominator(c: str) -> str:
+    """Each `/` in c takes the whole product written after it: t/RC -> t/(RC)."""
+    out, i = [], 0
+    while i < len(c):
+        if c[i] != "/":
+            out.append(c[i])
+            i += 1
+            continue
+        j, depth = i + 1, 0
+        while j < len(c):
+            x = c[j]
+            if x in "([{":
+                depth += 1
+            elif x in ")]}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and (x in "+-*/=," or c.startswith(("\\cdot", "\\times", "\\div"), j)):
+                break
+            j += 1
+        out.append(f"/({c[i + 1:j]})" if j > i + 1 else "/")
+        i = j
+    return "".join(out)
+
+
+_EXPONENT_RE = re.compile(r"\^\s*(?=\{)|\\exp\s*(?=[{(])")
+
+
+def _exponent_denominators(s: str) -> str:
+    r"""`e^{-t/RC}` is e^{-t/(RC)}: in an exponent (also `\exp(...)`) the product after `/`
+    is the whole denominator, as physics writes it; sympy's implicit product read (t/R)·C."""
+    out, i = [], 0
+    for m in _EXPONENT_RE.finditer(s):
+        if m.start() < i:  # inside an exponent already handled
+            continue
+        k = m.end()
+        end = match_brace(s, k) if s[k] == "{" else _closing_paren(s, k)
+        if end is None:
+            continue
+        out.append(s[i:k + 1] + _group_denominator(_exponent_denominators(s[k + 1:end])))
+        i = end
+    return "".join(out) + s[i:]
+
+
+def _closing_paren(s: str, k: int) -> int | None:
+    depth = 0
+    for j in range(k, len(s)):
+        depth += (s[j] == "(") - (s[j] == ")")
+        if depth == 0:
+            return j
+    return None
+
+
 def latex_to_sympy_str(s: str) -> str | None:
     """Small LaTeX -> sympy-syntax conversion for already-normalised answers.
 
@@ -591,6 +645,7 @@ def latex_to_sympy_str(s: str) -> str | None:
     returns None for anything it does not know.
     """
     s = re.sub(r"^np\.", "", s)
+    s = _exponent_denominators(s)
     s = re.sub(r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1", s)  # \sin^{-1} is arcsin, not 1/sin
     # \cos 2t, \sin \theta, \ln \frac{1}{x}: the argument without brackets is the next factor
     s = re.sub(r"\\(" + "|".join(_BARE_ARG_FUNCS) + r")(?![A-Za-z])\s*(\\frac\s*\{[^{}]*\}\s*\{[^{}]*\})", r"\\\1{\2}", s)
