@@ -17,7 +17,8 @@ Order of the checks (the first that decides wins):
    two), equations (side by side, either orientation; else the same with terms
    moved across, and a differential equation also times a factor free of its
    unknowns, y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named
-   value (`MRS = ...`) for a gold that is only the value.
+   value (`MRS = ...`) for a gold that is only the value; a chain of
+   equalities (`s = \\alpha f = 1.6`) for such a gold states its last side.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
    application for `I(0)`, `u(t)`; subscripted Greek letters; in an exponent
    a `/` divides by the whole product after it, e^{-t/RC}) checked by
@@ -917,6 +918,9 @@ def _stated_quantity(s: str, ns: str) -> Quantity | None:
         parse_quantity(s.rsplit("=", 1)[1]) if "=" not in ns else None)
 
 
+_INEQUALITY_RE = re.compile(r"[<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|leqslant|geqslant)(?![A-Za-z])")
+
+
 def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float, depth: int) -> bool:
     # "\Delta E = 2.88 \times 10^{-19} J": the number its normalisation kept
     qa, qb = _stated_quantity(a, na), _stated_quantity(b, nb)
@@ -931,6 +935,9 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
             return False
         nx, ny = normalize_latex(x), normalize_latex(y)
         return bool(nx) and bool(ny) and (nx == ny or _equiv(x, y, nx, ny, deadline, rel_tol, depth + 1))
+
+    if "=" not in nb and na.count("=") >= 2 and len(split_top_level(na)) == 1 and not _INEQUALITY_RE.search(na):
+        return sub(clean_answer(a).rsplit("=", 1)[1], b)  # "s = \alpha f = 1.6": a chain states its last side
 
     ma, mb = _matrix_cells(na), _matrix_cells(nb)
     if ma is not None or mb is not None:
