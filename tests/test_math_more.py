@@ -1,9 +1,13 @@
 """The strict MATH comparison, leftovers: division in exponents, chains of equalities, units
 compared (not converted), checked against minerva_math's references and the forms Qwen3 writes."""
 
+import json
+
 import pytest
 
+from minitflow.eval.math_equiv import parse_quantity
 from minitflow.eval.scoring import is_equiv, score_math
+from conftest import SHARED, need_shared
 
 pytest.importorskip("sympy")
 
@@ -48,3 +52,97 @@ def test_a_chain_of_equalities_states_its_last_side(pred, gold, ok):
 
 def test_a_chain_in_a_reply():
     assert score_math(r"So $\boxed{s = \alpha f = 1.6 \text{ cm}}$.", "1.6")
+    assert not score_math(r"So $\boxed{s = \alpha f = 1.6 \text{ m}}$.", r"1.6 \text{ cm}")
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # mismatched explicit units are wrong: no conversion, so neither 1.6 m nor 16 mm is 1.6 cm
+    ("1.6 m", r"1.6 \text{ cm}", False),
+    (r"1.6 \text{ m}", r"1.6 \text{ cm}", False),  # both normalise to "1.6"
+    (r"1.6\,\mathrm{m}", r"1.6 \mathrm{~cm}", False),
+    ("16 mm", r"1.6 \text{ cm}", False),
+    (r"1.9 \text{ J}", r"1.9 \mathrm{eV}", False),
+    (r"4.5 \times 10^{33} \text{ erg}", r"4.5e33 \mathrm{ergs} \mathrm{s}^{-1}", False),
+    (r"2 \text{ g/cm}^3", r"2 \mathrm{~g} / \mathrm{cm}^{2}", False),
+    ("(1.6 m, 2 s)", "(1.6 cm, 2 s)", False),  # also inside a structure
+    # the same unit however written passes
+    (r"1.6\,\mathrm{cm}", r"1.6 \text{ cm}", True),
+    ("1.6 cm", r"1.6 \text{ cm}", True),
+    ("1.6 centimeters", r"1.6 \text{ cm}", True),
+    ("(1.6 cm, 2 s)", r"(1.6 centimeters, 2 \text{ seconds})", True),
+    (r"4.5 \times 10^{33}\ \mathrm{erg\,s^{-1}}", r"4.5e33 \mathrm{ergs} \mathrm{s}^{-1}", True),
+    (r"4.5 \times 10^{33} \frac{\text{erg}}{\text{s}}", r"4.5e33 \mathrm{erg} \cdot \mathrm{s}^{-1}", True),
+    (r"1.45 \times 10^{-5} \text{ cm}^2/\text{s}", r"1.45e-5 \mathrm{~cm}^{2} / \mathrm{sec}", True),
+    (r"7.353 \times 10^{14} \text{ Hz}", r"7.353e14 \mathrm{~s}^{-1}", True),
+    (r"361 \text{ pm}", r"3.61e2 \mathrm{pm}", True),
+    (r"6.4 \text{ d}", r"6.4 \text{ days}", True),
+    (r"4.03188 \text{ u}", "4.03188 amu", True),
+    (r"1 \text{ kJ mol}^{-1}", r"1 \mathrm{~kJ} / \mathrm{mole}", True),
+    (r"8 \text{ J/(mol K)}", r"8 \text{ J mol}^{-1} \text{K}^{-1}", True),
+    (r"3 \text{ photons per pulse}", r"3 \mathrm{photons} / \mathrm{pulse}", True),
+    # a unit on one side only, or one we cannot place, is no verdict: as before, the number decides
+    ("1.6 m", "1.6", True),
+    ("1.6", r"1.6 \text{ cm}", True),
+    ("300", "300 K", True),
+    (r"2 \text{ bps}", r"2 \text{ bits/s}", True),
+    (r"2 \text{ billion years}", r"2 \text{ Gyr}", True),
+])
+def test_units_are_compared_not_converted(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
+def test_units_wrapped_in_text_are_units():
+    # `\mathrm{sec}` is seconds and `\text{ d}` days, though a bare `sec` is the secant and `d` a variable
+    assert parse_quantity(r"1.45e-5 \mathrm{~cm}^{2} / \mathrm{sec}").unit == (("cm", 2), ("s", -1))
+    assert parse_quantity(r"6.4 \text{ d}").unit == (("d", 1),)
+    assert parse_quantity(r"8.49e-4 \mathrm{M}") is not None
+    assert parse_quantity("2 sec") is None and parse_quantity("6.4 d") is None
+
+
+# minerva_math references whose solution writes a unit after the box, as the solution writes it,
+# with forms Qwen3 writes for the same unit (`\text{ U}`, `\,\mathrm{U}`, bare), and a wrong unit
+MINERVA_UNITS = [
+    (0, r"\mathrm{~cm}", ["cm", r"\text{ cm}", r"\,\mathrm{cm}", r"\ \text{cm}", "centimeters"], "m"),
+    (1, r"\mathrm{ergs} \mathrm{s}^{-1}", [r"\text{ erg/s}", r"\,\mathrm{erg\,s^{-1}}", r"\frac{\text{erg}}{\text{s}}",
+                                           r"\text{ ergs}\cdot\text{s}^{-1}", r"\text{ erg s}^{-1}"], r"\text{ J/s}"),
+    (6, r"\operatorname{arcsecs}", ["arcsec", r"\text{ arcseconds}", "''", r"^{\prime\prime}"], r"\text{ arcmin}"),
+    (9, r"\AA", ["Å", r"\text{ Å}", r"\text{ angstroms}", r"\ \mathring{A}"], r"\text{ nm}"),
+    (11, r"\mathrm{~km} / \mathrm{s}", [r"\text{ km/s}", r"\,\mathrm{km\,s^{-1}}", r"\frac{\text{km}}{\text{s}}"],
+     r"\text{ m/s}"),
+    (24, r"\mu \mathrm{m}", [r"\,\mu\text{m}", r"\text{ μm}", "microns", r"\,\mu m"], r"\text{ mm}"),
+    (43, r"\text { years }", [r"\text{ years}", "yr", r"\text{ yr}"], r"\text{ days}"),
+    (56, r"\mathrm{kcal} \mathrm{m}^{-2} \mathrm{yr}^{-1}",
+     [r"\text{ kcal m}^{-2}\text{yr}^{-1}", r"\text{ kcal/m}^2\text{/yr}", r"\,\mathrm{kcal\,m^{-2}\,yr^{-1}}"],
+     r"\text{ kcal m}^{-2}"),
+    (130, r"\mathrm{rad} / \mathrm{s}", [r"\text{ rad/s}", r"\,\mathrm{rad\,s^{-1}}"], r"\text{ rad}"),
+    (186, r"\mathrm{~cm}^{2} / \mathrm{sec}", [r"\text{ cm}^2/\text{s}", r"\,\text{cm}^{2}\,\text{s}^{-1}"],
+     r"\text{ cm/s}"),
+    (190, r"\mathrm{~g} / \mathrm{cm}^{3}", [r"\text{ g/cm}^3", r"\text{ g cm}^{-3}"], r"\text{ kg/m}^3"),
+    (196, r"\mathrm{~g} / \text { mole }", [r"\text{ g/mol}", r"\text{ g mol}^{-1}"], r"\text{ g}"),
+    (219, r"\mathrm{~kJ} / \mathrm{mole}", [r"\text{ kJ/mol}", r"\,\mathrm{kJ\,mol^{-1}}"], r"\text{ J/mol}"),
+    (264, r"\mathrm{~J}", ["J", r"\text{ J}", r"\,\mathrm{J}", "joules"], r"\text{ eV}"),
+    (265, r"\mathrm{~kg} \mathrm{~m} / \mathrm{s}", [r"\text{ kg m/s}", r"\text{ kg}\cdot\text{m/s}", r"\text{ kg m s}^{-1}"],
+     r"\text{ kg m/s}^2"),
+]
+
+
+@pytest.fixture(scope="module")
+def minerva_golds():
+    from minitflow.eval.extract import extract_boxed
+
+    path = need_shared(SHARED / "data" / "minerva_math" / "test.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["idx"]: (extract_boxed(r["solution"]), r["solution"]) for r in rows}
+
+
+@pytest.mark.parametrize("idx, unit, forms, wrong", MINERVA_UNITS)
+def test_minerva_references_with_units(minerva_golds, idx, unit, forms, wrong):
+    gold, solution = minerva_golds[idx]
+    assert f"\\boxed{{{gold}}} {unit}" in solution  # the unit is the solution's own
+    reference = f"{gold} {unit}"
+    for form in forms:
+        pred = f"{gold}{form}" if form.startswith(("'", "^")) else f"{gold} {form}"
+        assert is_equiv(pred, reference), (pred, reference)
+        assert is_equiv(pred, gold), (pred, gold)  # the gold as scored: the box, without the unit
+    assert is_equiv(gold, reference)
+    assert not is_equiv(f"{gold} {wrong}", reference)

@@ -9,7 +9,10 @@ Order of the checks (the first that decides wins):
    Two integers must be equal; otherwise the values must agree to a relative
    tolerance (1e-4, no absolute tolerance, so 0 never matches 1.3e-27) *and*
    the gap must be explainable by rounding the less precise of the two as
-   written (so 4.03189 does not match 4.03188).
+   written (so 4.03189 does not match 4.03188).  Units are compared, not
+   converted: where both sides write one we can place (`unit_key`), they must
+   be the same (1.6 m is not 1.6 cm; cm, \\mathrm{~cm}, centimeters are one);
+   a unit on one side only is no verdict.
 3. One side a number, the other a closed-form constant (2\\pi, \\frac{\\sqrt3}{2}):
    the constant's numeric value, same rule.
 4. Structures: matrices (cell by cell), sets and bare lists (unordered),
@@ -201,8 +204,9 @@ def clean_answer(s: str | None) -> str:
 
 # ------------------------------------------------------------------ numbers
 
-# Units after a number are ignored.  Any word of two or more letters counts (cm, erg,
-# dollars, years) unless it is maths; single letters only from this list (x, t, C, T are not).
+# Units after a number (compared by `unit_key`, not converted).  Any word of two or more letters
+# counts (cm, erg, dollars, years) unless it is maths; single letters only from this list (x, t,
+# C, T are not), or wrapped in \text{} / \mathrm{}.
 _UNIT_SINGLE = set("msgKJWNVAL")
 _NOT_UNITS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "pi", "sqrt", "arcsin", "arccos",
@@ -230,42 +234,139 @@ _MAX_EXP = 400
 @dataclass(frozen=True)
 class Quantity:
     """A number as written: exact value, half a unit of its last written digit
-    (0 for exact forms such as fractions), whether it is a plain integer."""
+    (0 for exact forms such as fractions), whether it is a plain integer, and its
+    unit (`unit_key`; () for none or one we cannot place)."""
 
     value: Fraction
     ulp: Fraction
     integer: bool
     percent: bool = False
+    unit: tuple[tuple[str, int], ...] = ()
 
 
 def _is_unit_tail(tail: str) -> bool:
     """`cm`, `\\mathrm{~erg\\,s^{-1}}`, `\\mu m`, `\\AA`, `km/s`, `dollars`: yes; `x`, `\\pi`, `2`: no.
 
     Solar units (`M_\\odot`) and the Unicode `Å`, `μm` a model writes are units too."""
+    return _unit_tokens(tail) is not None
+
+
+# a word that is the whole of a \text{} / \mathrm{}: `\mathrm{sec}`, `\text{ d}`, `\mathrm{M}` are
+# units, though a bare `sec` is the secant and a bare `d` a variable
+_WRAPPED_WORD_RE = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{\s*~?\s*([A-Za-z]+)\s*\}")
+
+
+def _wrapped_words(s: str) -> frozenset[str]:
+    return frozenset(w for w in _WRAPPED_WORD_RE.findall(s) if w not in ("e", "i", "or", "and", "to", "is"))
+
+
+def _unit_tokens(tail: str, wrapped: frozenset[str] = frozenset()) -> list[str] | None:
+    """The tokens of the unit that `tail` writes ([] for none), None if it is not a unit."""
     tail = _unwrap_command(tail, _TEXT_CMDS).strip()
     tail = re.sub(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/(\2)", tail)  # \frac{\text{km}}{\text{s}}: km/(s)
     tail = re.sub(r"(?<![A-Za-z\\])[MLR]\s*_\s*\{?\s*\\odot\s*\}?", r"\\odot ", tail)
     tail = re.sub(r"\\mathring\s*\{?\s*A\s*\}?|\u00c5|\u212b", r"\\AA ", tail)
     tail = re.sub(r"[\u00b5\u03bc]", r"\\mu ", tail).replace("\u03a9", "\\Omega ")
     if not tail:
-        return True
-    pos, words, other = 0, [], 0
+        return []
+    pos, tokens, words, other = 0, [], [], 0
     while pos < len(tail):
         m = _UNIT_TOKEN_RE.match(tail, pos)
         if not m:
-            return False
+            return None
         tok = m.group(0)
         if tok[0].isalpha():
             words.append(tok)
         elif tok.startswith(("\\", "'")) and tok not in ("\\cdot", "\\times"):
             other += 1
+        if tok.strip():
+            tokens.append(re.sub(r"\s+", "", tok))
         pos = m.end()
     for w in words:
-        if w.lower() in _NOT_UNITS:
-            return False
-        if len(w) == 1 and w not in _UNIT_SINGLE:
-            return False
-    return bool(words) or other > 0
+        if w in wrapped:
+            continue
+        if w.lower() in _NOT_UNITS or (len(w) == 1 and w not in _UNIT_SINGLE):
+            return None
+    return tokens if words or other else None
+
+
+# Units are compared, not converted: 1.6 m is not a gold of 1.6 cm, 16 mm is not either.  A unit
+# is its (name, power) pairs, names canonical (cm, centimeters, \mathrm{~cm}; erg/s, erg s^{-1},
+# \frac{erg}{s}); a word we cannot place (`bps`, `billion`) leaves the unit unknown: no verdict.
+_UNIT_SYMBOLS = {p + b for p in ("", "p", "n", "u", "\u00b5", "m", "c", "k", "M", "G", "T")
+                 for b in ("m", "s", "g", "J", "W", "N", "V", "A", "K", "Pa", "Hz", "eV", "L", "mol", "erg",
+                           "cal", "pc", "yr", "bar", "\u03a9")} | {
+    "min", "h", "d", "AU", "amu", "u", "Da", "atm", "rad", "sr", "deg", "arcsec", "arcmin", "ly", "M", "\u00c5"}
+_UNIT_ALIASES = {
+    "meter": "m", "metre": "m", "centimeter": "cm", "centimetre": "cm", "millimeter": "mm", "millimetre": "mm",
+    "kilometer": "km", "kilometre": "km", "nanometer": "nm", "nanometre": "nm", "micrometer": "\u00b5m",
+    "micrometre": "\u00b5m", "micron": "\u00b5m", "um": "\u00b5m", "picometer": "pm", "picometre": "pm",
+    "angstrom": "\u00c5", "second": "s", "sec": "s", "millisecond": "ms", "microsecond": "\u00b5s",
+    "nanosecond": "ns", "minute": "min", "min": "min", "hour": "h", "hr": "h", "day": "d", "year": "yr",
+    "yr": "yr", "gram": "g", "kilogram": "kg", "milligram": "mg", "joule": "J", "kilojoule": "kJ", "erg": "erg",
+    "electronvolt": "eV", "watt": "W", "kilowatt": "kW", "volt": "V", "millivolt": "mV", "kilovolt": "kV",
+    "ampere": "A", "amp": "A", "kelvin": "K", "newton": "N", "hertz": "Hz", "pascal": "Pa", "atmosphere": "atm",
+    "mole": "mol", "mol": "mol", "liter": "L", "litre": "L", "milliliter": "mL", "millilitre": "mL",
+    "arcsecond": "arcsec", "arcsec": "arcsec", "arcminute": "arcmin", "radian": "rad", "degree": "deg",
+    "parsec": "pc", "kiloparsec": "kpc", "megaparsec": "Mpc", "au": "AU", "amu": "amu", "u": "amu", "Da": "amu", "dalton": "amu",
+    "calorie": "cal", "kilocalorie": "kcal", "ohm": "\u03a9", "dollar": "dollar",
+}
+_UNKNOWN_WORDS = {"thousand", "million", "billion", "trillion", "solar", "light", "electron", "unit", "units"}
+
+
+def _unit_name(word: str) -> str | None:
+    """The canonical name of one unit word, None if we cannot place it."""
+    low = word.lower()
+    if word in _UNIT_SYMBOLS:
+        return _UNIT_ALIASES.get(word, word)
+    for w in (low, low[:-1] if low.endswith("s") else None):
+        if w in _UNIT_ALIASES:
+            return _UNIT_ALIASES[w]
+    if len(low) < 4 or low in _UNKNOWN_WORDS or low.rstrip("s") in _UNKNOWN_WORDS:
+        return None
+    return low[:-1] if low.endswith("s") and not low.endswith("ss") else low  # photons, atoms
+
+
+def unit_key(tokens: list[str]) -> tuple[tuple[str, int], ...]:
+    """Canonical (name, power) pairs of a unit's tokens; () for no unit or one we cannot place.
+    A `/` divides by the whole product after it (erg/s cm^2 is erg s^-1 cm^-2), as in a physicist's a/bc."""
+    powers: dict[str, int] = {}
+    stack: list[int] = []
+    base = sign = 1
+    last: str | None = None
+    prefix, last_sign = "", 1
+    for tok in tokens:
+        if tok[0].isalpha() and tok.lower() == "per":
+            tok = "/"
+        if tok == "/":
+            sign = -base
+        elif tok == "(":
+            stack.append(base)
+            base = sign
+        elif tok == ")":
+            base = stack.pop() if stack else 1
+            sign = base
+        elif tok.startswith("^"):
+            if last is None:
+                return ()
+            powers[last] += last_sign * (int(re.sub(r"[^\d-]", "", tok)) - 1)  # cm^{-3}: -3, not -1
+        elif tok == "\\mu":
+            prefix = "\u00b5"
+        elif tok[0].isalpha() or tok in ("\\AA", "\\Omega", "\\ohm", "\\odot") or tok.startswith(("'", "_")):
+            if tok[0].isalpha():
+                name = _unit_name(prefix + tok) if prefix else _unit_name(tok)
+            else:
+                name = {"\\AA": "\u00c5", "\\Omega": "\u03a9", "\\ohm": "\u03a9", "'": "arcmin",
+                        "''": "arcsec"}.get(tok, "odot" if "odot" in tok else None)
+            if name is None:
+                return ()
+            prefix, last, last_sign = "", name, sign
+            powers[name] = powers.get(name, 0) + sign
+        elif tok in ("\\%", "%"):
+            return ()
+    if "Hz" in powers:  # a frequency: Hz is s^{-1}
+        powers["s"] = powers.get("s", 0) - powers.pop("Hz")
+    return tuple(sorted((k, v) for k, v in powers.items() if v))
 
 
 _REPEATING_RE = re.compile(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\s*\{\s*(\d{1,50})\s*\}")
@@ -279,10 +380,11 @@ def _repeating_fraction(m: re.Match) -> str:
 
 
 def parse_quantity(s: str | None) -> Quantity | None:
-    """The number an answer states (units and decoration ignored), or None."""
+    """The number an answer states (decoration ignored, its unit kept aside), or None."""
     if not s:
         return None
     s = clean_answer(s)
+    wrapped = _wrapped_words(s)
     s = _fix_fracs(_unwrap_command(s, _TEXT_CMDS))  # \frac12 -> \frac{1}{2}: 3\frac12 is mixed too
     s = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", s)  # "15 625"
     s = _REPEATING_RE.sub(_repeating_fraction, s)  # 0.1\overline{6} -> \frac{1}{6}
@@ -303,8 +405,9 @@ def parse_quantity(s: str | None) -> Quantity | None:
         tail = s[m.end():].strip()
         if tail.startswith(("\\%", "%")):
             percent, tail = True, tail.lstrip("\\%").strip()
-        if _is_unit_tail(tail):
-            return Quantity(q.value, q.ulp, q.integer, percent)
+        tokens = _unit_tokens(tail, wrapped)
+        if tokens is not None:
+            return Quantity(q.value, q.ulp, q.integer, percent, unit_key(tokens))
         return None
     return None
 
@@ -344,7 +447,10 @@ def _quantity_from(pattern: re.Pattern, m: re.Match) -> Quantity | None:
 
 def quantities_equal(pred: Quantity, gold: Quantity, rel_tol: float = REL_TOL) -> bool:
     """Same number? Integers exactly; others within rel_tol and within rounding of the
-    less precise side.  A percent on one side also matches the fraction (10% ~ 0.1)."""
+    less precise side.  A percent on one side also matches the fraction (10% ~ 0.1).
+    Units, where both sides write one we can place, must be the same (not converted)."""
+    if pred.unit and gold.unit and pred.unit != gold.unit:
+        return False
     factors = [Fraction(1)]
     if pred.percent != gold.percent:
         factors.append(Fraction(1, 100) if pred.percent else Fraction(100))
@@ -894,8 +1000,8 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
     na, nb = normalize_latex(a), normalize_latex(b)
     if not na or not nb:
         return False
-    if na == nb:
-        return True
+    if na == nb:  # normalisation drops a \text{} unit: 1.6 \text{ m} and 1.6 \text{ cm} are both "1.6"
+        return not _units_differ(a, b, na, nb)
     if _WORDS_RE.fullmatch(na) and _WORDS_RE.fullmatch(nb):  # \text{Monday} vs monday
         return na.lower() == nb.lower()
     return _equiv(a, b, na, nb, _Deadline(timeout), rel_tol, depth=0)
@@ -918,6 +1024,12 @@ def _stated_quantity(s: str, ns: str) -> Quantity | None:
         parse_quantity(s.rsplit("=", 1)[1]) if "=" not in ns else None)
 
 
+def _units_differ(a: str, b: str, na: str, nb: str) -> bool:
+    """Both sides a number with a unit we can place, and the units not the same?"""
+    qa, qb = _stated_quantity(a, na), _stated_quantity(b, nb)
+    return qa is not None and qb is not None and bool(qa.unit) and bool(qb.unit) and qa.unit != qb.unit
+
+
 _INEQUALITY_RE = re.compile(r"[<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|leqslant|geqslant)(?![A-Za-z])")
 
 
@@ -934,7 +1046,9 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         if depth > 4:
             return False
         nx, ny = normalize_latex(x), normalize_latex(y)
-        return bool(nx) and bool(ny) and (nx == ny or _equiv(x, y, nx, ny, deadline, rel_tol, depth + 1))
+        if not nx or not ny:
+            return False
+        return not _units_differ(x, y, nx, ny) if nx == ny else _equiv(x, y, nx, ny, deadline, rel_tol, depth + 1)
 
     if "=" not in nb and na.count("=") >= 2 and len(split_top_level(na)) == 1 and not _INEQUALITY_RE.search(na):
         return sub(clean_answer(a).rsplit("=", 1)[1], b)  # "s = \alpha f = 1.6": a chain states its last side
