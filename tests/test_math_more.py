@@ -45,6 +45,12 @@ def test_division_in_an_exponent_takes_the_whole_product(pred, gold, ok):
     (r"a < b = 1.6", "1.6", False),  # not a chain of equalities
     (r"a \le b = c = 1.6", "1.6", False),
     (r"x = 1, y = 1.6", "1.6", False),  # two statements, not a chain
+    # one "=" after a computation with no unknowns: its value
+    (r"\frac{45}{3600} \cdot \frac{\pi}{180} \cdot 7200 = 1.6", "1.6", True),
+    (r"2 \times 0.8 = 1.6", "1.6", True),
+    (r"0 - 0 = 0", "0", True),
+    (r"2 \times 0.8 = 1.7", "1.6", False),
+    (r"2x = 1.6", "1.6", False),  # an equation in x is no value
 ])
 def test_a_chain_of_equalities_states_its_last_side(pred, gold, ok):
     assert is_equiv(pred, gold) is ok

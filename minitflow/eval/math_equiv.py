@@ -21,7 +21,8 @@ Order of the checks (the first that decides wins):
    moved across, and a differential equation also times a factor free of its
    unknowns, y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named
    value (`MRS = ...`) for a gold that is only the value; a chain of
-   equalities (`s = \\alpha f = 1.6`) for such a gold states its last side.
+   equalities (`s = \\alpha f = 1.6`), or a computation and its value
+   (`2 \\times 0.8 = 1.6`), for such a gold states its last side.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
    application for `I(0)`, `u(t)`; subscripted Greek letters; in an exponent
    a `/` divides by the whole product after it, e^{-t/RC}) checked by
@@ -1080,6 +1081,8 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         return _equations_equal(ca.split("="), cb.split("="), sub, deadline)
     if na.count("=") == 1 and "=" not in nb and _NAME_RE.fullmatch(na.split("=")[0]):
         return sub(na.split("=")[1], b)  # "MRS = \frac{2C}{3S}" for a gold of just the value
+    if na.count("=") == 1 and "=" not in nb and deadline.call(lambda: _numeric_value(to_sympy(na.split("=")[0])) is not None):
+        return sub(clean_answer(a).rsplit("=", 1)[1], b)  # "2 \times 0.8 = 1.6": a computation, then its value
     if na.count("=") != nb.count("="):
         return False
     if qa is not None or qb is not None:  # a number against a closed form
