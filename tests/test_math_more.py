@@ -81,6 +81,8 @@ def test_a_chain_in_a_reply():
     (r"1.45 \times 10^{-5} \text{ cm}^2/\text{s}", r"1.45e-5 \mathrm{~cm}^{2} / \mathrm{sec}", True),
     (r"7.353 \times 10^{14} \text{ Hz}", r"7.353e14 \mathrm{~s}^{-1}", True),
     (r"361 \text{ pm}", r"3.61e2 \mathrm{pm}", True),
+    ("361 pm", "3.61e2", True),  # minerva_math/201 in picometres: a bare "pm" was read as \pm
+    (r"361 \pm 1", "3.61e2", False),
     (r"6.4 \text{ d}", r"6.4 \text{ days}", True),
     (r"4.03188 \text{ u}", "4.03188 amu", True),
     (r"1 \text{ kJ mol}^{-1}", r"1 \mathrm{~kJ} / \mathrm{mole}", True),

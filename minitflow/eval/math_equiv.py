@@ -212,7 +212,7 @@ _UNIT_SINGLE = set("msgKJWNVAL")
 _NOT_UNITS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "pi", "sqrt", "arcsin", "arccos",
     "arctan", "sinh", "cosh", "tanh", "or", "and", "to", "is", "mod", "pmod", "infty", "frac", "cdot",
-    "times", "div", "pm", "mp", "le", "ge", "leq", "geq", "neq", "cup", "cap", "in", "i", "e",
+    "times", "div", "mp", "le", "ge", "leq", "geq", "neq", "cup", "cap", "in", "i", "e",
 }
 _UNIT_TOKEN_RE = re.compile(
     r"\s+|[A-Za-z]+|\\mu|\\Omega|\\AA|\\odot|\\ohm|\\%|%|\\cdot|\\times|[/.*\-()]|\^\s*\{?\s*-?\d+\s*\}?"
