@@ -99,6 +99,24 @@ def test_units_are_compared_not_converted(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
 
 
+@pytest.mark.parametrize("pred, gold, ok", [
+    # a temperature's scale is its unit, though `clean_answer` removes the degree sign
+    ("300 K", r"300^\circ C", False),
+    ("300 K", r"300\,{}^{\circ}\mathrm{C}", False),
+    (r"212^\circ F", r"212^\circ\text{C}", False),
+    (r"41.8^\circ\text{C}", r"41.8 \text{ degrees Celsius}", True),
+    ("41.8 \u2103", r"41.8^{\circ}\mathrm{C}", True),
+    (r"-10\,{}^\circ\text{C}", "-10 \u00b0C", True),
+    (r"50000 \text{ degrees Kelvin}", "50000 K", True),
+    # a bare degree sign names no scale (an angle, or a temperature that does not say): no verdict
+    (r"25^\circ", r"25^\circ C", True),
+    ("25 degrees", r"25^\circ C", True),
+    (r"1538^\circ\text{C}", "1538", True),
+])
+def test_temperature_scales_are_units(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+
+
 def test_units_wrapped_in_text_are_units():
     # `\mathrm{sec}` is seconds and `\text{ d}` days, though a bare `sec` is the secant and `d` a variable
     assert parse_quantity(r"1.45e-5 \mathrm{~cm}^{2} / \mathrm{sec}").unit == (("cm", 2), ("s", -1))

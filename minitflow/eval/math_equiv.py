@@ -11,8 +11,9 @@ Order of the checks (the first that decides wins):
    the gap must be explainable by rounding the less precise of the two as
    written (so 4.03189 does not match 4.03188).  Units are compared, not
    converted: where both sides write one we can place (`unit_key`), they must
-   be the same (1.6 m is not 1.6 cm; cm, \\mathrm{~cm}, centimeters are one);
-   a unit on one side only is no verdict.
+   be the same (1.6 m is not 1.6 cm; cm, \\mathrm{~cm}, centimeters are one;
+   300 K is not 300^\\circ C, a bare degree sign names no scale); a unit on
+   one side only is no verdict.
 3. One side a number, the other a closed-form constant (2\\pi, \\frac{\\sqrt3}{2}):
    the constant's numeric value, same rule.
 4. Structures: matrices (cell by cell), sets and bare lists (unordered),
@@ -162,6 +163,8 @@ _SPACES_RE = re.compile(r"\\[,;:! ]|\\q?quad|~")
 _ROW_BREAK = "\x00"  # placeholder for `\\` while spacing commands are removed
 
 
+_DEGREE_RE = re.compile(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
+                        r"(?:\s*(?:\\(?:text|mathrm)\s*\{\s*([CF])\s*\}|([CF])(?![A-Za-z])))?")
 # an en-dash before a number, not after one ("3–5" is a range), is a minus sign: "–5" is -5
 EN_DASH_SIGN_RE = re.compile(r"(?<![\w.)\]}])\u2013(?=\s*[\d.])")
 
@@ -186,8 +189,7 @@ def clean_answer(s: str | None) -> str:
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     # degrees, also Celsius / Fahrenheit (a lone C after a number is not a unit elsewhere), also
     # after the empty group of `25{}^{\circ}\mathrm{C}`, which left "{}" as the unit
-    s = re.sub(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
-               r"(?:\s*(?:\\(?:text|mathrm)\s*\{\s*[CF]\s*\}|[CF](?![A-Za-z])))?", "", s)
+    s = _DEGREE_RE.sub("", s)
     s = re.sub(r"\^\s*\{\s*((?:\\prime\s*)+)\}", lambda m: "'" * m.group(1).count("prime"), s)  # ^{\prime\prime}
     s = re.sub(r"\^\s*\\prime|\\prime", "'", s)
     s = s.replace("\\$", "").replace("$", "")
@@ -297,7 +299,7 @@ def _unit_tokens(tail: str, wrapped: frozenset[str] = frozenset()) -> list[str] 
 _UNIT_SYMBOLS = {p + b for p in ("", "p", "n", "u", "\u00b5", "m", "c", "k", "M", "G", "T")
                  for b in ("m", "s", "g", "J", "W", "N", "V", "A", "K", "Pa", "Hz", "eV", "L", "mol", "erg",
                            "cal", "pc", "yr", "bar", "\u03a9")} | {
-    "min", "h", "d", "AU", "amu", "u", "Da", "atm", "rad", "sr", "deg", "arcsec", "arcmin", "ly", "M", "\u00c5"}
+    "min", "h", "d", "AU", "amu", "u", "Da", "atm", "rad", "sr", "arcsec", "arcmin", "ly", "M", "\u00c5"}
 _UNIT_ALIASES = {
     "meter": "m", "metre": "m", "centimeter": "cm", "centimetre": "cm", "millimeter": "mm", "millimetre": "mm",
     "kilometer": "km", "kilometre": "km", "nanometer": "nm", "nanometre": "nm", "micrometer": "\u00b5m",
@@ -308,7 +310,8 @@ _UNIT_ALIASES = {
     "electronvolt": "eV", "watt": "W", "kilowatt": "kW", "volt": "V", "millivolt": "mV", "kilovolt": "kV",
     "ampere": "A", "amp": "A", "kelvin": "K", "newton": "N", "hertz": "Hz", "pascal": "Pa", "atmosphere": "atm",
     "mole": "mol", "mol": "mol", "liter": "L", "litre": "L", "milliliter": "mL", "millilitre": "mL",
-    "arcsecond": "arcsec", "arcsec": "arcsec", "arcminute": "arcmin", "radian": "rad", "degree": "deg",
+    "arcsecond": "arcsec", "arcsec": "arcsec", "arcminute": "arcmin", "radian": "rad",
+    "celsius": "\u00b0C", "centigrade": "\u00b0C", "fahrenheit": "\u00b0F",
     "parsec": "pc", "kiloparsec": "kpc", "megaparsec": "Mpc", "au": "AU", "amu": "amu", "u": "amu", "Da": "amu", "dalton": "amu",
     "calorie": "cal", "kilocalorie": "kcal", "ohm": "\u03a9", "dollar": "dollar",
 }
@@ -339,6 +342,8 @@ def unit_key(tokens: list[str]) -> tuple[tuple[str, int], ...]:
     for tok in tokens:
         if tok[0].isalpha() and tok.lower() == "per":
             tok = "/"
+        if tok.lower() in ("degree", "degrees", "deg"):  # degrees Celsius is °C; degrees alone says no more
+            continue
         if tok == "/":
             sign = -base
         elif tok == "(":
@@ -373,6 +378,14 @@ def unit_key(tokens: list[str]) -> tuple[tuple[str, int], ...]:
 _REPEATING_RE = re.compile(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\s*\{\s*(\d{1,50})\s*\}")
 
 
+def _temperature_scale(s: str) -> str | None:
+    """"celsius" / "fahrenheit" for 25^\\circ C, 25 °C, 25 ℃ (which `clean_answer` removes); a bare
+    degree sign gives none: an angle, or a temperature that does not say which."""
+    m = _DEGREE_RE.search(s.replace("\u00b0", "^\\circ").replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F"))
+    scale = m and (m.group(1) or m.group(2))
+    return {"C": "celsius", "F": "fahrenheit"}.get(scale) if scale else None
+
+
 def _repeating_fraction(m: re.Match) -> str:
     """A repeating decimal as the exact fraction it is: 0.\\overline{3} is 1/3, not 0.3."""
     head = (m.group(1) or "0") + m.group(2)
@@ -384,6 +397,7 @@ def parse_quantity(s: str | None) -> Quantity | None:
     """The number an answer states (decoration ignored, its unit kept aside), or None."""
     if not s:
         return None
+    scale = _temperature_scale(s)
     s = clean_answer(s)
     wrapped = _wrapped_words(s)
     s = _fix_fracs(_unwrap_command(s, _TEXT_CMDS))  # \frac12 -> \frac{1}{2}: 3\frac12 is mixed too
@@ -407,9 +421,9 @@ def parse_quantity(s: str | None) -> Quantity | None:
         if tail.startswith(("\\%", "%")):
             percent, tail = True, tail.lstrip("\\%").strip()
         tokens = _unit_tokens(tail, wrapped)
-        if tokens is not None:
-            return Quantity(q.value, q.ulp, q.integer, percent, unit_key(tokens))
-        return None
+        if tokens is None:
+            return None
+        return Quantity(q.value, q.ulp, q.integer, percent, unit_key(tokens + [scale] if scale else tokens))
     return None
 
 
