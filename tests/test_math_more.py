@@ -147,7 +147,8 @@ MINERVA_UNITS = [
     (196, r"\mathrm{~g} / \text { mole }", [r"\text{ g/mol}", r"\text{ g mol}^{-1}"], r"\text{ g}"),
     (219, r"\mathrm{~kJ} / \mathrm{mole}", [r"\text{ kJ/mol}", r"\,\mathrm{kJ\,mol^{-1}}"], r"\text{ J/mol}"),
     (264, r"\mathrm{~J}", ["J", r"\text{ J}", r"\,\mathrm{J}", "joules"], r"\text{ eV}"),
-    (265, r"\mathrm{~kg} \mathrm{~m} / \mathrm{s}", [r"\text{ kg m/s}", r"\text{ kg}\cdot\text{m/s}", r"\text{ kg m s}^{-1}"],
+    (265, r"\mathrm{~kg} \mathrm{~m} / \mathrm{s}",
+     [r"\text{ kg m/s}", r"\text{ kg}\cdot\text{m/s}", r"\text{ kg m s}^{-1}"],
      r"\text{ kg m/s}^2"),
 ]
 

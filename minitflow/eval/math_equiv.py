@@ -163,8 +163,10 @@ _SPACES_RE = re.compile(r"\\[,;:! ]|\\q?quad|~")
 _ROW_BREAK = "\x00"  # placeholder for `\\` while spacing commands are removed
 
 
+# a degree sign, with the temperature scale after it (C or F) captured
 _DEGREE_RE = re.compile(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree)"
                         r"(?:\s*(?:\\(?:text|mathrm)\s*\{\s*([CF])\s*\}|([CF])(?![A-Za-z])))?")
+
 # an en-dash before a number, not after one ("3–5" is a range), is a minus sign: "–5" is -5
 EN_DASH_SIGN_RE = re.compile(r"(?<![\w.)\]}])\u2013(?=\s*[\d.])")
 
@@ -312,7 +314,8 @@ _UNIT_ALIASES = {
     "mole": "mol", "mol": "mol", "liter": "L", "litre": "L", "milliliter": "mL", "millilitre": "mL",
     "arcsecond": "arcsec", "arcsec": "arcsec", "arcminute": "arcmin", "radian": "rad",
     "celsius": "\u00b0C", "centigrade": "\u00b0C", "fahrenheit": "\u00b0F",
-    "parsec": "pc", "kiloparsec": "kpc", "megaparsec": "Mpc", "au": "AU", "amu": "amu", "u": "amu", "Da": "amu", "dalton": "amu",
+    "parsec": "pc", "kiloparsec": "kpc", "megaparsec": "Mpc", "au": "AU", "amu": "amu", "u": "amu", "Da": "amu",
+    "dalton": "amu",
     "calorie": "cal", "kilocalorie": "kcal", "ohm": "\u03a9", "dollar": "dollar",
 }
 _UNKNOWN_WORDS = {"thousand", "million", "billion", "trillion", "solar", "light", "electron", "unit", "units"}
@@ -379,9 +382,10 @@ _REPEATING_RE = re.compile(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\s*\{\s*(
 
 
 def _temperature_scale(s: str) -> str | None:
-    """"celsius" / "fahrenheit" for 25^\\circ C, 25 °C, 25 ℃ (which `clean_answer` removes); a bare
-    degree sign gives none: an angle, or a temperature that does not say which."""
-    m = _DEGREE_RE.search(s.replace("\u00b0", "^\\circ").replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F"))
+    """The scale word of 25^\\circ C, 25 °C, 25 ℃ ("celsius"; `clean_answer` removes them), or None:
+    a bare degree sign is an angle, or a temperature that does not say which scale."""
+    s = s.replace("\u00b0", "^\\circ").replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F")
+    m = _DEGREE_RE.search(s)
     scale = m and (m.group(1) or m.group(2))
     return {"C": "celsius", "F": "fahrenheit"}.get(scale) if scale else None
 
@@ -1095,7 +1099,8 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         return _equations_equal(ca.split("="), cb.split("="), sub, deadline)
     if na.count("=") == 1 and "=" not in nb and _NAME_RE.fullmatch(na.split("=")[0]):
         return sub(na.split("=")[1], b)  # "MRS = \frac{2C}{3S}" for a gold of just the value
-    if na.count("=") == 1 and "=" not in nb and deadline.call(lambda: _numeric_value(to_sympy(na.split("=")[0])) is not None):
+    if na.count("=") == 1 and "=" not in nb and deadline.call(
+            lambda: _numeric_value(to_sympy(na.split("=")[0])) is not None):
         return sub(clean_answer(a).rsplit("=", 1)[1], b)  # "2 \times 0.8 = 1.6": a computation, then its value
     if na.count("=") != nb.count("="):
         return False
