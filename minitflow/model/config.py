@@ -12,6 +12,9 @@ from minitflow.files import model_file, read_text
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
 MAX_POSITIONS = 1 << 20  # 512 MiB of float32 cos/sin tables at head_dim 128
+# transformers' Qwen3Config default, for a config.json without max_position_embeddings: transformers
+# builds that model with 32,768 positions, not Qwen3's released 40,960
+DEFAULT_POSITIONS = 32768
 
 
 def _is_int(x) -> bool:
@@ -46,7 +49,7 @@ class Qwen3Config:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 1_000_000.0
     tie_word_embeddings: bool = False
-    max_position_embeddings: int = 40960
+    max_position_embeddings: int = DEFAULT_POSITIONS
     eos_token_ids: tuple[int, ...] = field(default=())
 
     @property
@@ -96,6 +99,11 @@ class Qwen3Config:
         tie = False if tie is None else tie
         if not isinstance(tie, bool):  # bool("false") is True: lm_head.weight would be dropped silently
             raise UserError(f"{source}: tie_word_embeddings must be true or false, got {tie!r}")
+        bias = d.get("attention_bias")
+        if bias is not None and not isinstance(bias, bool):  # transformers reads "false" as true: biases
+            raise UserError(f"{source}: attention_bias must be true or false, got {bias!r}")
+        if bias:  # transformers builds q/k/v/o biases (zeros where the file has none); minitflow has none
+            raise UserError(f"{source}: attention_bias true is not supported (Qwen3 has no attention biases)")
         act = d.get("hidden_act", "silu")
         if act not in ("silu", "swish"):  # SwiGLU (transformers reads swish as silu): another would run as silu
             raise UserError(f"{source}: hidden_act {act!r} is not supported (Qwen3 uses silu)")
@@ -123,7 +131,7 @@ class Qwen3Config:
             raise UserError(f"{source}: rms_norm_eps must be a small positive number, got {eps!r}")
         if not _is_number(theta) or not 0 < theta < math.inf:
             raise UserError(f"{source}: rope_theta must be a positive number, got {theta!r}")
-        positions = _positive_int(d, "max_position_embeddings", source, 40960)
+        positions = _positive_int(d, "max_position_embeddings", source, DEFAULT_POSITIONS)
         if positions > MAX_POSITIONS:  # the rotary tables hold every position: 10**12 was an allocation traceback
             raise UserError(f"{source}: max_position_embeddings {positions} is more than the {MAX_POSITIONS:,} "
                             "positions minitflow's rotary tables hold (Qwen3 has 40,960)")
