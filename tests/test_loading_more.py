@@ -51,3 +51,25 @@ def test_a_missing_max_position_embeddings_is_transformers_default(tmp_path):
     assert "max_position_embeddings" not in json.loads((d / "config.json").read_text())
     want = AutoConfig.from_pretrained(d).max_position_embeddings
     assert Qwen3Config.from_dir(d).max_position_embeddings == want == 32768
+
+
+# ---- tokenizer_config.json --------------------------------------------------------------
+
+@pytest.mark.parametrize("text,word", [
+    ('[{"eos_token": "<|endoftext|>"}]', "must hold a JSON object, got list"),
+    ('{"eos_token": ["<|endoftext|>"]}', "eos_token must be a token string or an AddedToken object"),
+    ('{"eos_token": {"__type": "AddedToken", "content": 1020}}', "eos_token must be a token string"),
+    ('{"eos_token": 1020}', "eos_token must be a token string"),
+    ('{"pad_token": ["<|im_end|>"]}', "pad_token must be a token string")])
+def test_a_tokenizer_config_of_the_wrong_shape_is_one_line(text, word, tmp_path, capsys, monkeypatch):
+    """A tokenizer_config.json that is a list was read as {} and an eos_token that is a list, an
+    id or a dict without content as absent: <|im_end|> stood in for the eos the file names, a
+    model ending on another token would not stop. transformers refuses each of them."""
+    no_model_load(monkeypatch)
+    d = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", d / "model.safetensors")
+    (d / "tokenizer_config.json").write_text(text)
+    fails(capsys, generate.main, gen_args("--model", d), str(d / "tokenizer_config.json"), word)
+    from transformers import AutoTokenizer
+    with pytest.raises((TypeError, AttributeError, ValueError)):
+        AutoTokenizer.from_pretrained(d)

@@ -34,13 +34,14 @@ class Tokenizer:
             cfg = json.loads(text)
         except ValueError as e:
             raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
-        cfg = cfg if isinstance(cfg, dict) else {}
-        self.eos_token = _token_text(cfg.get("eos_token")) or "<|im_end|>"  # Qwen3's when the config names none
+        if not isinstance(cfg, dict):  # was read as {}: Qwen3's eos in place of whatever the file meant
+            raise UserError(f"{cfg_path} must hold a JSON object, got {type(cfg).__name__}")
+        self.eos_token = _token_text(cfg, "eos_token", cfg_path) or "<|im_end|>"  # Qwen3's when the config names none
         self.eos_token_id = self._tok.token_to_id(self.eos_token)
         if self.eos_token_id is None:  # else a TypeError where the eos ids are checked, or no stop at all
             raise UserError(f"{cfg_path if cfg.get('eos_token') else path}: eos_token {self.eos_token!r} is not a "
                             f"token of {path.name} (a tokenizer_config.json of another model?)")
-        self.pad_token_id = self._tok.token_to_id(_token_text(cfg.get("pad_token")) or "<|endoftext|>")
+        self.pad_token_id = self._tok.token_to_id(_token_text(cfg, "pad_token", cfg_path) or "<|endoftext|>")
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
@@ -61,11 +62,16 @@ class Tokenizer:
         return self._tok.token_to_id(token)
 
 
-def _token_text(entry: object) -> str | None:
-    """A special token as tokenizer_config.json writes it: a string, or an AddedToken dict."""
-    if isinstance(entry, dict):
-        entry = entry.get("content")
-    return entry if isinstance(entry, str) and entry else None
+def _token_text(cfg: dict, key: str, source: Path) -> str | None:
+    """cfg[key], a special token as tokenizer_config.json writes it: a string or an AddedToken
+    dict; None when absent or null. Anything else (a list, an id, a dict without content) is a
+    UserError, as transformers refuses it: it was read as absent, Qwen3's token in its place."""
+    entry = cfg.get(key)
+    text = entry.get("content") if isinstance(entry, dict) else entry
+    if entry is not None and not (isinstance(text, str) and text):
+        raise UserError(f"{source}: {key} must be a token string or an AddedToken object with its \"content\", "
+                        f"got {entry!r:.80}")
+    return text
 
 
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
