@@ -354,7 +354,7 @@ def test_stop_strings_end_rows_as_whole_decodes_did(name):
     from minitflow.engine.request import Request, Status
     tok = _tokenizer(name)
     pools = _token_pools(tok)
-    engine = SimpleNamespace(decode_text=tok.decode, eos_token_ids={tok.eos_token_id},
+    engine = SimpleNamespace(decode_text=tok.decode, eos_token_ids={tok.eos_token_id}, skip_ids=tok.special_ids,
                              scheduler=SimpleNamespace(release=lambda r: None))
     engine._stop_string = lambda r: Engine._stop_string(engine, r)
     stopped = 0

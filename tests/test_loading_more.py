@@ -73,3 +73,60 @@ def test_a_tokenizer_config_of_the_wrong_shape_is_one_line(text, word, tmp_path,
     from transformers import AutoTokenizer
     with pytest.raises((TypeError, AttributeError, ValueError)):
         AutoTokenizer.from_pretrained(d)
+
+
+# ---- stop strings over runs of special tokens -------------------------------------------
+
+def _tokenizers():
+    from conftest import GOLDEN, need_shared
+    from minitflow.model.tokenizer import Tokenizer
+    yield Tokenizer(DEMO)
+    yield Tokenizer(need_shared(GOLDEN / "model"))
+
+
+def test_special_ids_are_what_decode_drops_wherever_they_stand():
+    """The stop scan leaves Tokenizer.special_ids out of its decodes: that is exact only because
+    decode (skip_special_tokens) drops them from any stream, between byte pieces of one
+    character included."""
+    import random
+    for tok in _tokenizers():
+        special = sorted(tok.special_ids)
+        assert tok.eos_token_id in special and tok.token_to_id("<|endoftext|>") in special
+        pieces = tok.encode("中文 é😀 naïve </answer>\n\n")
+        for seed in range(200):
+            rng = random.Random(seed)
+            ids = [rng.choice(special) if rng.random() < .4 else rng.choice(pieces if rng.random() < .7 else
+                                                                             range(tok.vocab_size)) for _ in range(40)]
+            assert tok.decode(ids) == tok.decode([i for i in ids if i not in tok.special_ids]), ids
+
+
+def test_a_run_of_special_tokens_costs_linear_decode_work():
+    """A model repeating <|endoftext|> under ignore_eos, with a stop string set: each special id
+    widened the scan's window by one and decoded it all again, n^2 / 2 ids over the run (8,000
+    specials: 32 million ids, seconds of CPU per row). Stops and text are as before."""
+    from types import SimpleNamespace
+    from minitflow.engine.engine import Engine
+    from minitflow.engine.request import Request, Status
+    from minitflow.engine.sampler import SamplingParams
+    from minitflow.engine.llm import LLM
+    tok = next(_tokenizers())
+    decoded = []
+    def decode(xs):
+        decoded.append(len(xs))
+        return tok.decode(xs)
+    llm = LLM.load(DEMO, dtype="float32", device="cpu")
+    assert llm.engine.skip_ids == llm.tokenizer.special_ids != frozenset()  # LLM hands them to the engine
+    engine = SimpleNamespace(decode_text=decode, eos_token_ids=set(), skip_ids=llm.engine.skip_ids,
+                             scheduler=SimpleNamespace(release=lambda r: None))
+    engine._stop_string = lambda r: Engine._stop_string(engine, r)
+    n = 4000
+    stream = tok.encode("The answer") + [tok.token_to_id("<|endoftext|>"), tok.eos_token_id] * (n // 2) \
+        + tok.encode(" is 4</answer> more")
+    req = Request([1], SamplingParams(max_new_tokens=len(stream), stop=("</answer>",), ignore_eos=True),
+                  status=Status.RUNNING)
+    for t in stream:
+        if Engine._accept(engine, req, t):
+            break
+    assert (req.finish_reason, req.text) == ("stop", "The answer is 4")
+    assert len(req.output_ids) == len(stream) - len(tok.encode(" more"))
+    assert sum(decoded) < 10 * len(stream), sum(decoded)

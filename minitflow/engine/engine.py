@@ -84,13 +84,17 @@ class Engine:
 
     def __init__(self, model: Qwen3Model, eos_token_ids: set[int], decode: Callable[[list[int]], str] | None,
                  max_seq_len: int, num_slots: int = 16, compile: bool = False, static: bool = False,
-                 prefix_cache_bytes: int = 1 << 30, cuda_graphs: bool = False):
+                 prefix_cache_bytes: int = 1 << 30, cuda_graphs: bool = False,
+                 skip_ids: frozenset[int] = frozenset()):
+        """`skip_ids`: ids `decode` drops wherever they stand (Tokenizer.special_ids), left out of
+        the stop-string scan's decodes."""
         if num_slots < 1:
             raise UserError(f"num_slots must be >= 1, got {num_slots}")
         self.model, self.cfg = model, model.cfg
         self.device = model.embed_tokens.weight.device
         self.eos_token_ids = eos_token_ids
         self.decode_text = decode
+        self.skip_ids = skip_ids
         self.max_seq_len = max_seq_len
         self.runner = ModelRunner(model, num_slots, max_seq_len, compile, cuda_graphs)
         self.scheduler = Scheduler(num_slots, static=static)
@@ -294,7 +298,7 @@ class Engine:
     def _stop_string(self, req: Request) -> bool:
         """Whether decode_text(output_ids) holds a stop string; req.text is then cut before the
         earliest. Incremental (StopScan): the whole output is not decoded again at each token."""
-        text = req.stop_scan.find(self.decode_text, req.output_ids, req.sampling.stop)
+        text = req.stop_scan.find(self.decode_text, req.output_ids, req.sampling.stop, self.skip_ids)
         if text is not None:
             req.text = text
         return text is not None

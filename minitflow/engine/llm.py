@@ -113,7 +113,8 @@ class LLM:
         self.engine = Engine(model, set(eos_token_ids) | set(model.cfg.eos_token_ids),
                              tokenizer.decode if tokenizer is not None else None, self.max_seq_len,
                              num_slots=num_slots, compile=compile, static=static,
-                             prefix_cache_bytes=prefix_cache_bytes, cuda_graphs=cuda_graphs)
+                             prefix_cache_bytes=prefix_cache_bytes, cuda_graphs=cuda_graphs,
+                             skip_ids=tokenizer.special_ids if tokenizer is not None else frozenset())
 
     @property
     def eos_token_ids(self) -> set[int]:

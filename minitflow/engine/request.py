@@ -43,7 +43,12 @@ class StopScan:
     A decoder may rewrite text that was final: ByteFallback (Llama's <0x41>) turns a run of
     byte tokens that ends in an incomplete UTF-8 sequence into U+FFFD each, "A" included. The
     window shows it (it no longer starts with the text before `read`): the scan then starts over,
-    so the text stays decode(ids) exactly. Qwen3's byte-level decoder never rewrites."""
+    so the text stays decode(ids) exactly. Qwen3's byte-level decoder never rewrites.
+
+    `skip` names ids that decode drops wherever they stand (the tokenizer's special tokens, under
+    skip_special_tokens): the scan keeps them out of its ids, which leaves every decode the same
+    text. Else a run of them (a model repeating <|endoftext|> with ignore_eos) widened the window
+    by one at each token, a quadratic decode over the run."""
 
     committed: list[str] = field(default_factory=list)  # pieces of decode(ids[:read])
     pending: str = ""  # the text past them at the last find() (not committed: it ends in U+FFFD)
@@ -52,14 +57,20 @@ class StopScan:
     prefix: int = 0
     read: int = 0
     restarts: int = 0  # whole decodes after a rewrite of committed text (never with byte-level BPE)
+    kept: list[int] = field(default_factory=list)  # the ids of the calls so far, less those in `skip`
+    seen: int = 0  # how many ids of the caller's list `kept` took in
 
     @property
     def text(self) -> str:
         """decode(ids) for the ids of the last find()."""
         return "".join(self.committed) + self.pending
 
-    def find(self, decode: Callable[[list[int]], str], ids: list[int], stops: tuple[str, ...]) -> str | None:
+    def find(self, decode: Callable[[list[int]], str], ids: list[int], stops: tuple[str, ...],
+             skip: frozenset[int] = frozenset()) -> str | None:
         """After each new id: the text before the earliest stop string in decode(ids), or None."""
+        self.kept += [i for i in ids[self.seen:] if i not in skip]
+        self.seen = len(ids)
+        ids = self.kept  # decode(ids) is decode(kept), and so is every slice's
         before = decode(ids[self.prefix:self.read])
         window = decode(ids[self.prefix:])
         if not window.startswith(before):  # a new id rewrote committed text: decode everything once more
