@@ -479,6 +479,7 @@ def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(value, offline, tiny
             raise FileNotFoundError(name)
         return str(tiny_dir)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, name, timeout=None: None)  # the hub answers
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     assert huggingface_hub.constants._is_true(value or None) == offline  # the hub's own reading
@@ -512,6 +513,7 @@ def _fake_snapshots(monkeypatch, cached: Path, online: Path) -> list[bool]:
         calls.append(local_files_only)
         return str(cached if local_files_only else online)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, name, timeout=None: None)  # the hub answers
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return calls
 

@@ -130,3 +130,83 @@ def test_a_run_of_special_tokens_costs_linear_decode_work():
     assert (req.finish_reason, req.text) == ("stop", "The answer is 4")
     assert len(req.output_ids) == len(stream) - len(tok.encode(" more"))
     assert sum(decoded) < 10 * len(stream), sum(decoded)
+
+
+# ---- an unreachable hub -----------------------------------------------------------------
+
+HUB_SCRIPT = """
+import socket, sys, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(16)
+held = []
+threading.Thread(target=lambda: [held.append(srv.accept()) for _ in iter(int, 1)], daemon=True).start()
+import os
+os.environ["HF_ENDPOINT"] = sys.argv[1] or f"http://127.0.0.1:{srv.getsockname()[1]}"
+from minitflow import generate
+from minitflow.cli import run_cli
+sys.exit(run_cli(generate.main, sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("endpoint", ["", "http://127.0.0.1:9"])
+def test_an_unreachable_hub_is_one_line_in_seconds(endpoint, tmp_path):
+    """A hub id not in the cache, online: snapshot_download asks the hub for the repo's info with
+    no timeout, so a hub that takes the connection and never answers (a proxy, a firewall) held
+    the run forever. Now the first request has the hub's HF_HUB_ETAG_TIMEOUT (2 s here); a port
+    that refuses (127.0.0.1:9) is one line at once, as before."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_ETAG_TIMEOUT="2", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", HUB_SCRIPT, endpoint, *map(str, gen_args("--model", "org/model"))],
+                              capture_output=True, text=True, env=env, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("no answer from the hub held the run for 90 s")
+    took = time.monotonic() - start
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: could not get org/model: the Hugging Face hub at http://127.0.0.1:"), lines[0]
+    assert ("ReadTimeout" if not endpoint else "ConnectError") in lines[0] and "HF_HUB_ETAG_TIMEOUT=2 s" in lines[0]
+    assert took < 45, took  # the interpreter and imports included, on a busy machine
+
+
+def test_a_hub_that_answers_goes_on_to_the_download(monkeypatch):
+    """The timed first request is only a probe: a hub that answers, or answers with an HTTP error
+    (gated, private, no such repo: snapshot_download words those), goes on to snapshot_download
+    as before."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import huggingface_hub
+    import huggingface_hub.constants
+    from minitflow.model.weights import resolve_model_dir
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def log_message(self, *a):
+            pass
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    downloads = []
+    def snapshot(name, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise FileNotFoundError(name)
+        downloads.append(name)
+        return str(DEMO)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    try:
+        assert resolve_model_dir("org/model") == DEMO and downloads == ["org/model"]  # a 404 answer
+        monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, name, timeout=None: None)
+        assert resolve_model_dir("org/model") == DEMO and downloads == ["org/model"] * 2  # the repo's info
+    finally:
+        server.shutdown()

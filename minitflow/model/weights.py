@@ -71,12 +71,43 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
                             f"`hf download {name}` where there is network, or pass a local directory")
         raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and {offline} is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
+    _hub_answers(name)
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
     return _check_tokenizer(fetched, need_tokenizer)
+
+
+def _hub_answers(name: str) -> None:
+    """Ask the hub for `name`'s info (snapshot_download's own first request) with a timeout, the
+    hub's HF_HUB_ETAG_TIMEOUT (10 s): snapshot_download asks without one, and a hub behind a
+    firewall that drops packets, or a proxy that never answers, held a run forever. An answer,
+    an HTTP error included (gated, private, no such repo), leaves the rest to snapshot_download."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import HfHubHTTPError
+    try:
+        HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        pass
+    except _connection_errors() as e:
+        raise UserError(f"could not get {name}: the Hugging Face hub at {constants.ENDPOINT} did not answer "
+                        f"({type(e).__name__}; HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s), nor is it a "
+                        f"folder here; run `hf download {name}` where there is network, or pass a local directory") from None
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP clients huggingface-hub has used: requests'
+    are OSErrors, httpx's (and httpx2's) TransportErrors."""
+    import importlib
+    errors: list[type[Exception]] = [OSError]
+    for module in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except ImportError:
+            pass
+    return tuple(errors)
 
 
 def _check_tokenizer(model_dir: Path, need_tokenizer: bool) -> Path:
