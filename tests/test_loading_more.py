@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from minitflow import demo_dir, generate
+from minitflow.errors import UserError
 from minitflow.model.config import Qwen3Config
 from test_cli_errors import fails, gen_args, model_copy, no_model_load
 
@@ -73,6 +74,53 @@ def test_a_tokenizer_config_of_the_wrong_shape_is_one_line(text, word, tmp_path,
     from transformers import AutoTokenizer
     with pytest.raises((TypeError, AttributeError, ValueError)):
         AutoTokenizer.from_pretrained(d)
+
+
+# ---- the chat template's tool role -------------------------------------------------------
+
+TOOL_CHATS = [
+    [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
+     {"role": "tool", "content": "sunny"}],
+    # a run of results is one user turn; the assistant after it keeps its think block (no query since)
+    [{"role": "system", "content": "S"}, {"role": "user", "content": "q"},
+     {"role": "assistant", "content": "<think>\nplan\n</think>\n\ncall"},
+     {"role": "tool", "content": "r1"}, {"role": "tool", "content": "r2\n"}, {"role": "tool", "content": ""},
+     {"role": "assistant", "content": "<think>\nread\n</think>\n\nanswer"}, {"role": "user", "content": "thanks"}],
+    [{"role": "tool", "content": "first"}, {"role": "user", "content": "q"}, {"role": "tool", "content": "a"},
+     {"role": "assistant", "content": "<think>x</think>y"}, {"role": "tool", "content": "b"},
+     {"role": "tool", "content": "c"}],
+    [{"role": "user", "content": "q"}, {"role": "tool", "content": "t"},
+     {"role": "user", "content": "<tool_response>\nold style\n</tool_response>"},
+     {"role": "assistant", "content": "<think>k</think>done", "reasoning_content": "kept"}],
+]
+
+
+@pytest.mark.parametrize("chat", range(len(TOOL_CHATS)))
+@pytest.mark.parametrize("thinking", [None, False])
+def test_tool_messages_render_as_qwen3s_template(chat, thinking):
+    """The tool role was refused; Qwen3's template renders tool results as <tool_response> blocks
+    of one user turn per run, and they are no query: the think blocks of the assistant turns
+    after them are kept as after a user's question."""
+    from transformers import PreTrainedTokenizerFast
+    from minitflow.model.tokenizer import render_chat
+    from test_tokenizer import TEMPLATE
+    assert 'message.role == "tool"' in TEMPLATE  # Qwen3's tool branch, word for word
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(DEMO / "tokenizer.json"))
+    messages = TOOL_CHATS[chat]
+    gen = messages[-1]["role"] != "assistant"
+    kwargs = {} if thinking is None else {"enable_thinking": thinking}
+    ref = hf.apply_chat_template(messages, chat_template=TEMPLATE, tokenize=False, add_generation_prompt=gen, **kwargs)
+    assert render_chat(messages, add_generation_prompt=gen, enable_thinking=thinking) == ref
+    assert "<tool_response>" in ref
+
+
+def test_tool_calls_are_refused_not_dropped():
+    """An assistant message's tool_calls (the template writes them as <tool_call> blocks) were left
+    out of the text without a word."""
+    from minitflow.model.tokenizer import render_chat
+    call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+    with pytest.raises(UserError, match=r"chat message 1 \(assistant\) has tool_calls: they are not supported"):
+        render_chat([{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}])
 
 
 # ---- stop strings over runs of special tokens -------------------------------------------

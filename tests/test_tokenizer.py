@@ -1,5 +1,6 @@
 """Chat format and tokenizer ids against transformers with Qwen3's own chat template
-(tests/data/qwen3_chat_template.jinja: Qwen3's template, tool-call branches left out)."""
+(tests/data/qwen3_chat_template.jinja: Qwen3's template, its function-list and tool_calls
+branches left out)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def test_think_blocks_kept_or_dropped_as_in_template(toks, messages):
     ([{"role": "user"}], r"chat message 0 \(user\) has content None: it must be a string"),
     ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}], r"chat message 1 \(assistant\) has content None"),
     ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], r"has content \[\{'type'"),
-    ([{"role": "tool", "content": "r"}], "role 'tool' is not system/user/assistant"),
+    ([{"role": "function", "content": "r"}], "role 'function' is not system/user/assistant/tool"),
 ])
 def test_malformed_chat_messages_are_user_errors(messages, match):
     with pytest.raises(UserError, match=match):

@@ -1,9 +1,11 @@
 """`tokenizer.json` through the `tokenizers` library, and Qwen3's chat format in Python.
 
-The chat format reproduces Qwen3's Jinja template for system / user / assistant turns
-(tool calls are not supported): history assistant turns lose their think block, the last
-assistant turn after the final user query keeps one (its `reasoning_content` when given),
-and `enable_thinking=False` appends an empty think block to the generation prompt.
+The chat format reproduces Qwen3's Jinja template for system / user / assistant / tool turns
+(a function list and an assistant's tool_calls are not supported): history assistant turns lose
+their think block, the last assistant turn after the final user query keeps one (its
+`reasoning_content` when given), consecutive tool results share one user turn of
+<tool_response> blocks, and `enable_thinking=False` appends an empty think block to the
+generation prompt.
 """
 
 from __future__ import annotations
@@ -78,14 +80,17 @@ def _token_text(cfg: dict, key: str, source: Path) -> str | None:
 
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
                 enable_thinking: bool | None = None) -> str:
-    """Qwen3's chat template for plain system / user / assistant messages."""
+    """Qwen3's chat template for plain system / user / assistant / tool messages."""
     if not messages:  # transformers refuses it too; else a bare generation prompt
         raise UserError("the chat has no messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise UserError(f"chat message {i} is a {type(m).__name__}, not a dict with role and content")
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise UserError(f"chat message role {m.get('role')!r} is not system/user/assistant")
+        if m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise UserError(f"chat message role {m.get('role')!r} is not system/user/assistant/tool")
+        if m.get("tool_calls"):  # the template writes them as <tool_call> blocks: rendered without, silently
+            raise UserError(f"chat message {i} ({m['role']}) has tool_calls: they are not supported "
+                            "(write the <tool_call> blocks into its content)")
         if not isinstance(m.get("content"), str):  # else a KeyError or TypeError deep in the rendering
             raise UserError(f"chat message {i} ({m['role']}) has content {m.get('content')!r:.60}: it must be a string")
     last_query = len(messages) - 1
@@ -101,6 +106,11 @@ def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = Tr
             out.append(f"<|im_start|>system\n{content}<|im_end|>\n")
         elif role in ("user", "system"):
             out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+        elif role == "tool":  # a run of tool results is one user turn
+            first = i == 0 or messages[i - 1]["role"] != "tool"
+            last = i == len(messages) - 1 or messages[i + 1]["role"] != "tool"
+            out.append(f"{'<|im_start|>user' if first else ''}\n<tool_response>\n{content}\n</tool_response>"
+                       f"{'<|im_end|>' + chr(10) if last else ''}")
         else:
             reasoning = ""
             if isinstance(m.get("reasoning_content"), str):  # the template takes it as is, content unsplit
