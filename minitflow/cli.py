@@ -61,7 +61,7 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     g = p.add_argument_group("latentmas")
     g.add_argument("--latent_steps", type=int, default=None, help="latent steps per sender (latentmas; default 0)")
     g.add_argument("--mas_topology", default=None, help="sequential (default) or hierarchical (latentmas)")
-    g.add_argument("--latent_realign", action="store_true", help="map hidden states back with W_a (latentmas)")
+    g.add_argument("--latent_realign", action="store_true", help="map hidden states back with W_a (latentmas; needs --latent_steps >= 1)")
     g.add_argument("--think", action="store_true", help="open a <think> block in every agent's prompt (latentmas)")
 
 

@@ -520,6 +520,21 @@ def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, m
                                   "--output_dir", tmp_path / "r"], flag)
 
 
+@pytest.mark.parametrize("steps", [[], ["--latent_steps", "0"]])
+def test_latent_realign_without_latent_steps_is_refused(steps, tmp_path, capsys, monkeypatch):
+    """W_a maps only the latent steps' hidden states: at 0 steps (the default) --latent_realign
+    changed nothing, yet the run ran and recorded realign true in its metadata and settings."""
+    no_model_load(monkeypatch)
+    argv = ["--method", "latentmas", "--latent_realign", *steps]
+    fails(capsys, generate.main, gen_args(*argv)[2:], "--latent_realign", "--latent_steps 0")
+    fails(capsys, evaluate.main, [*argv, "--data_file", gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"],
+          "--latent_realign", "--latent_steps 0")
+    assert not (tmp_path / "r").exists()
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    check_model_args(p.parse_args(["--method", "latentmas", "--device", "cpu", "--latent_realign", "--latent_steps", "1"]))
+
+
 @pytest.mark.parametrize("flag,value", [("--top_k", "0"), ("--top_p", "1"), ("--refill_share", "0"),
                                         ("--refill_share", "1"), ("--temperature", "0"), ("--max_new_tokens", "1"),
                                         ("--batch_size", "1")])

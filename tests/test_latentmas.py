@@ -377,7 +377,10 @@ def test_user_errors(small_llm):
     _one_line_error(lambda: lm.validate_options("baseline", topology="sequential", realign=True),
                     "--mas_topology, --latent_realign only apply")
     lm.validate_options("tflow")
-    lm.validate_options("latentmas", latent_steps=0, topology="hierarchical", realign=True, think=True)
+    lm.validate_options("latentmas", latent_steps=1, topology="hierarchical", realign=True, think=True)
+    for steps in (0, None):  # no latent step to realign: the flag would change nothing
+        _one_line_error(lambda: lm.validate_options("latentmas", latent_steps=steps, realign=True),
+                        "--latent_realign has no effect with --latent_steps 0")
 
 
 def test_realignment_impossible_is_a_user_error(tmp_path):
@@ -426,7 +429,10 @@ def test_cli_reproduces_official_greedy_outputs(golden, golden_dirs, index, tmp_
             "--input_file", str(inp), "--output", str(out), "--greedy", "--max_new_tokens",
             str(golden["max_new_tokens"]), "--dtype", "float32", "--device", "cpu", "--batch_size", "3",
             "--latent_steps", str(run["latent_steps"]), "--mas_topology", run["topology"]]
-    argv += ["--latent_realign"] * run["realign"] + ["--think"] * run["think"]
+    argv += ["--think"] * run["think"]
+    if run["realign"] and not run["latent_steps"]:  # nothing to realign: the flag is refused, the output the same
+        assert run_cli(main, [*argv, "--latent_realign"]) == 2 and not out.exists()
+    argv += ["--latent_realign"] * (run["realign"] and run["latent_steps"] > 0)
     assert run_cli(main, argv) == 0
     got = json.loads(out.read_text())
     assert [g["answer"] for g in got] == [row["text"] for row in run["rows"]]

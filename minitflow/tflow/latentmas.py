@@ -116,7 +116,9 @@ def agent_prompt_ids(llm: LLM, role: str, question: str, style: str, topology: s
 def validate_options(method: str, *, latent_steps: int | None = None, topology: str | None = None,
                      realign: bool = False, think: bool = False) -> None:
     """One-line errors for LatentMAS settings that cannot apply (for the CLIs and run_method):
-    latent settings on another method, a negative step count, an unknown topology."""
+    latent settings on another method, a negative step count, an unknown topology, and
+    realignment without a latent step (W_a maps only the latent steps' hidden states: the
+    flag would change nothing, yet be recorded as the run's setting)."""
     if method != "latentmas":
         given = [f"--{name}" for name, v in (("latent_steps", latent_steps), ("mas_topology", topology),
                                               ("latent_realign", realign or None), ("think", think or None))
@@ -130,6 +132,9 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
         raise UserError(f"latent_steps must be an integer >= 0, got {latent_steps!r}")
     if topology is not None:
         _topology(topology)
+    if realign and not latent_steps:
+        raise UserError("--latent_realign has no effect with --latent_steps 0 (the default): there is no latent step to "
+                        "realign; pass --latent_steps K (K >= 1) or leave --latent_realign out")
 
 
 def _topology(name: str) -> str:
