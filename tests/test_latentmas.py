@@ -205,6 +205,27 @@ def test_realignment_matrix_equals_independent_float64(small_llm):
     assert torch.equal(lm.realignment_matrix(model)[0], before)
 
 
+def test_realignment_cache_keeps_no_matrix_of_old_weights(small_llm):
+    """Each in-place weight update (a fine-tune step between runs) left its (H, H) W_a in the
+    cache for good, keyed by the old version: memory grew with every update. Only the current
+    weights' matrix stays."""
+    import gc
+    import weakref
+    model = small_llm.model
+    first = weakref.ref(lm.realignment_matrix(model)[0])
+    try:
+        for _ in range(3):
+            with torch.no_grad():
+                model.lm_head.weight.mul_(2.0)  # a power of two: dividing restores the weights bitwise
+            latest = lm.realignment_matrix(model)[0]
+        gc.collect()
+        assert first() is None
+        assert lm.realignment_matrix(model)[0] is latest  # still cached while the weights stand
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(8.0)
+
+
 def test_realignment_matrix_of_a_model_built_in_inference_mode():
     """A model made under torch.inference_mode (tests/test_gpu.py's LatentMAS check builds its
     LLM so) has inference-tensor weights, which keep no version counter: reading `_version`

@@ -175,19 +175,21 @@ def realignment_matrix(model: Qwen3Model, lam: float = REALIGN_LAMBDA, rows: int
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_a (H, H), target norm) in float32 on the model's device, as the official code builds
     them: W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in over the first `rows` vocabulary rows (default
-    all), the target the mean input-embedding norm. Cached per model and weight version."""
+    all), the target the mean input-embedding norm. Cached per model, λ and rows, for the
+    weights' current version only (an in-place update replaces the entry: one kept per version
+    grew by an (H, H) matrix with each update)."""
     w_in, w_out, n = _embedding_weights(model, rows)
     # inference tensors (a model built under torch.inference_mode) keep no version counter, and
     # reading it raises: their key is None (they change in place only inside inference mode)
-    key = (float(lam), n, *(None if w.is_inference() else w._version for w in (w_in, w_out)))
-    got = _REALIGN_CACHE.setdefault(model, {}).get(key)
-    if got is not None:
-        return got
+    key, version = (float(lam), n), tuple(None if w.is_inference() else w._version for w in (w_in, w_out))
+    cached = _REALIGN_CACHE.setdefault(model, {}).get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     a_in, a_out = w_in[:n].float(), w_out[:n].float()
     gram = a_out.T @ a_out + lam * torch.eye(a_out.shape[1], device=a_out.device, dtype=torch.float32)
     w_a = torch.linalg.solve(gram, a_out.T @ a_in)
     got = (w_a, a_in.norm(dim=1).mean())
-    _REALIGN_CACHE[model][key] = got
+    _REALIGN_CACHE[model][key] = (version, got)
     return got
 
 
