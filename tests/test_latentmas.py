@@ -579,6 +579,20 @@ def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm,
     assert alive_at_end == [False]
 
 
+def test_stream_refuses_an_llm_with_requests_in_flight(small_llm):
+    """stream_latentmas takes every request step() returns for one of its judgers: with another
+    request in flight it raised a bare StopIteration, swallowed that request's result and left
+    its own judger in the engine. Now one UserError before any work; the other request goes on."""
+    other = small_llm.add_request("hello there", SamplingParams(max_new_tokens=2, ignore_eos=True))
+    sp = [SamplingParams(max_new_tokens=3)]
+    _one_line_error(lambda: lm.stream_latentmas(small_llm, SMALL_QUESTIONS[:1], "gsm8k", sp, window=2, latent_steps=1),
+                    "requests are in flight")
+    done = []
+    while small_llm.has_unfinished():
+        done += small_llm.step()
+    assert done == [other] and len(other.output_ids) == 2
+
+
 def test_run_method_options_are_latentmas_options():
     """methods.OPTIONS (run_method's check) holds every LatentMAS option: none is refused there."""
     from minitflow.tflow import methods

@@ -133,8 +133,8 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
     if topology is not None:
         _topology(topology)
     if realign and not latent_steps:
-        raise UserError("--latent_realign has no effect with --latent_steps 0 (the default): there is no latent step to "
-                        "realign; pass --latent_steps K (K >= 1) or leave --latent_realign out")
+        raise UserError("--latent_realign has no effect with --latent_steps 0 (the default): there is no latent "
+                        "step to realign; pass --latent_steps K (K >= 1) or leave --latent_realign out")
 
 
 def _topology(name: str) -> str:
@@ -417,6 +417,9 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
+    if llm.engine.in_flight():  # step() would hand it another's request: a bare StopIteration, judgers left behind
+        raise UserError("stream_latentmas needs the LLM to itself, and requests are in flight (add_request): "
+                        "step() them to the end first")
     plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
     running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}
 
