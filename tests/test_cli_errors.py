@@ -532,7 +532,8 @@ def test_latent_realign_without_latent_steps_is_refused(steps, tmp_path, capsys,
     assert not (tmp_path / "r").exists()
     p = argparse.ArgumentParser()
     add_model_args(p)
-    check_model_args(p.parse_args(["--method", "latentmas", "--device", "cpu", "--latent_realign", "--latent_steps", "1"]))
+    check_model_args(p.parse_args(["--method", "latentmas", "--device", "cpu", "--latent_realign",
+                                   "--latent_steps", "1"]))
 
 
 @pytest.mark.parametrize("flag,value", [("--top_k", "0"), ("--top_p", "1"), ("--refill_share", "0"),

@@ -57,8 +57,8 @@ def check(parts, seed: int) -> int:
     rnd = random.Random(seed)
     n = rnd.randint(1, 9)
     base = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 8)))
-    qs = [(base + " " if rnd.random() < 0.5 else "") + " ".join(rnd.choice(WORDS) for _ in range(rnd.choice([1, 4, 12])))
-          for _ in range(n)]
+    qs = [(base + " " if rnd.random() < 0.5 else "")
+          + " ".join(rnd.choice(WORDS) for _ in range(rnd.choice([1, 4, 12]))) for _ in range(n)]
     if rnd.random() < 0.3:  # one question much longer than the rest
         qs[rnd.randrange(n)] += " " + " ".join(rnd.choice(WORDS) for _ in range(150))
     private = [f"Context: {rnd.randint(1, 99)} boxes. {q}" if rnd.random() < 0.3 else q for q in qs]
