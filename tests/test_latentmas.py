@@ -579,10 +579,12 @@ def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm,
     assert alive_at_end == [False]
 
 
-def test_stream_refuses_an_llm_with_requests_in_flight(small_llm):
+def test_stream_refuses_an_llm_with_requests_in_flight_and_leaves_none(small_llm):
     """stream_latentmas takes every request step() returns for one of its judgers: with another
     request in flight it raised a bare StopIteration, swallowed that request's result and left
-    its own judger in the engine. Now one UserError before any work; the other request goes on."""
+    its own judger in the engine. Now one UserError before any work; the other request goes on.
+    And a run that fails midway (called directly, without run_method's abort) left its judgers
+    in flight, so the next run on the LLM was refused."""
     other = small_llm.add_request("hello there", SamplingParams(max_new_tokens=2, ignore_eos=True))
     sp = [SamplingParams(max_new_tokens=3)]
     _one_line_error(lambda: lm.stream_latentmas(small_llm, SMALL_QUESTIONS[:1], "gsm8k", sp, window=2, latent_steps=1),
@@ -591,6 +593,15 @@ def test_stream_refuses_an_llm_with_requests_in_flight(small_llm):
     while small_llm.has_unfinished():
         done += small_llm.step()
     assert done == [other] and len(other.output_ids) == 2
+    # an error mid-run (here on_result's) leaves none of its judgers behind: the LLM takes the next run
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (1, 8)]
+
+    def fail(i, _):
+        raise ValueError("on_result failed")
+    with pytest.raises(ValueError, match="on_result failed"):
+        lm.stream_latentmas(small_llm, SMALL_QUESTIONS[:2], "gsm8k", sps, window=2, latent_steps=1, on_result=fail)
+    assert not small_llm.engine.in_flight()
+    assert len(lm.stream_latentmas(small_llm, SMALL_QUESTIONS[:1], "gsm8k", sp, window=2, latent_steps=1)) == 1
 
 
 def test_run_method_options_are_latentmas_options():

@@ -441,4 +441,8 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
             done.append((i, _result(plan, i, req, timers, req.finished_t - t0, window)))
         return done
 
-    return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result)
+    try:
+        return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result)
+    except BaseException:  # an error in on_result, Ctrl-C: no judger of this run stays in the engine
+        llm.engine.abort_all()
+        raise
