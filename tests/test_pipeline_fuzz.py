@@ -1,0 +1,162 @@
+"""A seeded fuzzer of the request pipelines (tflow, textmas) on the serving engine: each question
+gets exactly the tokens, text and finish reason it gets alone, in a fresh engine without a
+prefix cache, whatever runs beside it (CPU, float32, tiny random Qwen3 with conftest's sharp
+weights).
+
+Each workload draws what test_tflow.py's golden tests take one at a time: 3-7 questions, some
+sharing a long prefix inside the senders' question span (the condition rows the prefix cache
+keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded rows, stop
+strings, 1-8 slots, 1-6 questions in flight, refill shares, generator batches, static
+scheduling, a small prefill budget, and a prefix cache that is off, one block, a few blocks
+(evicting mid-run) or large; each run twice on one LLM (cold, then warm), the questions
+shuffled. After every run nothing is left in flight, every slot is free and the prefix cache's
+byte count is its entries' and within its budget.
+
+The text is made by a word tokenizer (crc32 of each word), so prompts fit the tiny model's 512
+positions; the generator is random with its cond-independent parts scaled so that its LoRA
+changes the receiver's tokens (at random init its factors are ~0: a wrong condition row would
+not show).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+
+import pytest
+import torch
+
+from minitflow import LLM, SamplingParams
+from minitflow.engine.prefix_cache import BLOCK
+from minitflow.model.weights import load_model
+from minitflow.tflow import prompts
+from minitflow.tflow.checkpoint import arch_for, random_generator
+from minitflow.tflow.condition import sender_request
+from minitflow.tflow.methods import chat, run_method
+
+WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
+
+
+class WordTokenizer:
+    """One id below the tiny model's EOS (159) per word or punctuation mark; decode writes `w<id>`
+    words, which encode reads back as one id each (the textmas receiver reads its senders' texts)."""
+
+    def encode(self, text: str) -> list[int]:
+        return [zlib.crc32(w.encode()) % 150 for w in re.findall(r"\w+|[^\w\s]", text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(f"w{i}" for i in ids)
+
+
+@pytest.fixture(scope="module")
+def model(sharp_dir):
+    return load_model(sharp_dir, torch.float32, "cpu")
+
+
+@pytest.fixture(scope="module")
+def generator(model):
+    """A random generator whose LoRA matters: the output projections 30x, without their bias (a
+    bias would give every question the same factors)."""
+    gen = random_generator(model.cfg, seed=3, arch=arch_for(model.cfg, dict(d_model=64, head_dim=16, output_dim=16,
+                                                                            token_dim=16))).eval()
+    with torch.no_grad():
+        for proj in (gen.parameter_generator.model.proj_out_A, gen.parameter_generator.model.proj_out_B):
+            proj.weight.mul_(30)
+            proj.bias.zero_()
+    return gen
+
+
+def _llm(model, slots: int = 2, cache: int = 0, **kw) -> LLM:
+    return LLM(model, WordTokenizer(), eos_token_ids=[], num_slots=slots, prefix_cache_bytes=cache, **kw)
+
+
+def _block_bytes(model) -> int:
+    cfg = model.cfg
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * BLOCK * cfg.head_dim * 4  # float32 k and v
+
+
+def _clean(llm: LLM, slots: int, cache: int) -> None:
+    """Nothing in flight, every slot free, the prefix cache's count its entries' and in its budget."""
+    e = llm.engine
+    assert not e.has_unfinished() and not e.scheduler.running and e.scheduler.free == list(range(slots))
+    pc = e.prefix_cache
+    assert pc.used == sum(x.nbytes for x in pc.entries.values()) <= max(cache, 0)
+
+
+def _workload(rng: random.Random, method: str):
+    shared = " ".join(rng.choice(WORDS) for _ in range(3 * BLOCK))  # a 4-shot block: inside the senders' span
+    qs = [(shared + " " if rng.random() < 0.6 else "") + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 20)))
+          for _ in range(rng.randint(3, 7))]
+    senders = [rng.choice(["", "context " * rng.randint(1, 20)]) + q for q in qs] if rng.random() < 0.5 else None
+    sps = [SamplingParams(max_new_tokens=rng.randint(1, 12), temperature=rng.choice([0.0, 0.8]), top_p=0.9,
+                          top_k=rng.choice([0, 20]), seed=rng.randint(0, 99),
+                          stop=[f"w{rng.randint(0, 149)}"] if rng.random() < 0.3 else [])
+           for _ in qs]
+    opts = {"generator_batch": rng.choice([1, 2, None])} if method == "tflow" else \
+        {"sender_max_new_tokens": rng.randint(1, 6)}
+    return qs, senders, sps, opts
+
+
+def _run(llm, method, generator, qs, senders, sps, order, **kw):
+    pick = (lambda xs: None if xs is None else [xs[i] for i in order])
+    res = run_method(method, llm, pick(qs), sampling=pick(sps), seeds=[sps[i].seed for i in order],
+                     sender_questions=pick(senders), generator=generator, **kw)
+    return [(r.token_ids, r.answer, r.finish_reason) for r in res]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("method", ["tflow", "textmas"])
+def test_each_question_gets_what_it_gets_alone(model, generator, method, seed):
+    rng = random.Random(1000 * seed + len(method))
+    qs, senders, sps, opts = _workload(rng, method)
+    alone = [_run(_llm(model), method, generator, qs, senders, sps, [i], **opts)[0] for i in range(len(qs))]
+    block = _block_bytes(model)
+    for _ in range(3):
+        slots, cache = rng.randint(1, 8), rng.choice([0, block, 3 * block, 6 * block, 1 << 30])
+        llm = _llm(model, slots, cache, static=rng.random() < 0.2)
+        llm.engine.scheduler.max_prefill_tokens = rng.choice([8192, 100])
+        order = rng.sample(range(len(qs)), len(qs))
+        kw = dict(batch_size=rng.randint(1, 6), refill_share=rng.choice([None, 0.0, 0.5, 1.0]), **opts)
+        for warm in (False, True):
+            got = _run(llm, method, generator, qs, senders, sps, order, **kw)
+            assert got == [alone[i] for i in order], (slots, cache, order, kw, warm)
+            _clean(llm, slots, cache)
+        if cache >= 3 * block:
+            assert llm.engine.prefix_cache.entries, "the prefix cache took no block: the fuzz tests no reuse"
+
+
+def test_the_generated_lora_changes_the_receivers_tokens(model, generator):
+    """What makes the fuzz above see a wrong condition row or factor: the receiver's tokens with
+    its generated LoRA differ from its tokens without it, and between questions."""
+    qs = ["apple seven train", "clips friends April May half legs", "spiders prime above ten"]
+    sp = SamplingParams(max_new_tokens=8)
+    llm = _llm(model)
+    tflow = [r.token_ids for r in run_method("tflow", llm, qs, sampling=sp, generator=generator, batch_size=3)]
+    bare = [g.token_ids for g in llm.generate([chat(llm, prompts.tflow_agents("gsm8k")[2], q) for q in qs], sp)]
+    assert all(t != b for t, b in zip(tflow, bare)) and len({tuple(t) for t in tflow}) == len(qs)
+
+
+@pytest.mark.parametrize("budget_blocks", [1, 2, 40])
+def test_condition_rows_from_the_prefix_cache_are_the_computed_ones(model, generator, budget_blocks):
+    """A sender whose question span starts inside a cached prefix takes that prefix's KV and its
+    condition rows from the cache: in float32 its condition is bitwise the one computed without a
+    cache, also where a tiny budget evicts blocks between the two senders."""
+    w = generator.pg_layer_aggregator.weights().float()
+    system = prompts.tflow_agents("gsm8k")[0]
+    shared = " ".join(random.Random(1).choice(WORDS) for _ in range(70))
+
+    def condition(llm, question):
+        req = sender_request(llm, system, question, w)
+        llm.engine.run([req])
+        return req.capture.hidden, req.cached_tokens, req.capture.starts[0]
+
+    cold, n, _ = condition(_llm(model), shared + " gamma delta")
+    assert n == 0
+    llm = _llm(model, cache=budget_blocks * _block_bytes(model) + 4096)  # a block's KV, and rows beside it
+    condition(llm, shared + " alpha beta")
+    warm, n, start = condition(llm, shared + " gamma delta")
+    assert torch.equal(warm, cold)
+    if budget_blocks == 40:
+        assert n > start + BLOCK, (n, start)  # rows of whole blocks inside the span came from the cache
+    _clean(llm, 2, budget_blocks * _block_bytes(model) + 4096)
