@@ -13,9 +13,9 @@ shuffled. After every run nothing is left in flight, every slot is free and the 
 byte count is its entries' and within its budget.
 
 The text is made by a word tokenizer (crc32 of each word), so prompts fit the tiny model's 512
-positions; the generator is random with its cond-independent parts scaled so that its LoRA
-changes the receiver's tokens (at random init its factors are ~0: a wrong condition row would
-not show).
+positions; the generator is random, scaled so that its LoRA changes the receiver's tokens and
+a condition row moved by one position changes them too (at random init its factors are ~0: a
+wrong condition row would not show).
 """
 
 from __future__ import annotations
@@ -57,13 +57,17 @@ def model(sharp_dir):
 @pytest.fixture(scope="module")
 def generator(model):
     """A random generator whose LoRA matters: the output projections 30x, without their bias (a
-    bias would give every question the same factors)."""
+    bias would give every question the same factors), and its cross-attention's queries and keys
+    3x (near-uniform attention over the condition barely saw a row moved by one position)."""
     gen = random_generator(model.cfg, seed=3, arch=arch_for(model.cfg, dict(d_model=64, head_dim=16, output_dim=16,
                                                                             token_dim=16))).eval()
     with torch.no_grad():
         for proj in (gen.parameter_generator.model.proj_out_A, gen.parameter_generator.model.proj_out_B):
             proj.weight.mul_(30)
             proj.bias.zero_()
+        for block in gen.parameter_generator.model.blocks:
+            block.self_attn_cross.W_q.weight.mul_(3)
+            block.self_attn_cross.W_k.weight.mul_(3)
     return gen
 
 
