@@ -29,11 +29,12 @@ import torch
 
 from minitflow import LLM, SamplingParams
 from minitflow.engine.prefix_cache import BLOCK
+from minitflow.errors import UserError
 from minitflow.model.weights import load_model
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.condition import sender_request
-from minitflow.tflow.methods import chat, run_method
+from minitflow.tflow.methods import chat, positions_needed, run_method
 
 WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
 
@@ -164,3 +165,40 @@ def test_condition_rows_from_the_prefix_cache_are_the_computed_ones(model, gener
     if budget_blocks == 40:
         assert n > start + BLOCK, (n, start)  # rows of whole blocks inside the span came from the cache
     _clean(llm, 2, budget_blocks * _block_bytes(model) + 4096)
+
+
+@pytest.mark.parametrize("method", ["baseline", "textmas", "tflow"])
+def test_a_question_too_long_is_refused_before_any_request_runs(model, generator, method):
+    """The engine refuses a request only at its turn: a question too long for the LLM's positions
+    failed after every question before it had run (their results lost; tflow's after its own
+    senders and generator too). Now nothing runs, the error names the question, and the LLM
+    runs the others as they run alone."""
+    qs = ["apple seven", "train " * 250, "May half"]
+    sp = SamplingParams(max_new_tokens=4)
+    kw = dict(sampling=sp, generator=generator, sender_max_new_tokens=3)
+    llm = _llm(model, slots=2, cache=1 << 30, max_seq_len=256)
+    done = []
+    with pytest.raises(UserError, match=rf"^question 1: its {method} prompts need \d+ positions with max_new_tokens 4, "
+                                        r"more than max_seq_len 256$"):
+        run_method(method, llm, qs, batch_size=1, on_result=lambda i, r: done.append(i), **kw)
+    assert done == [] and llm.engine.steps == 0 and not llm.engine.prefix_cache.entries
+    _clean(llm, 2, 1 << 30)
+    alone = [run_method(method, _llm(model), [q], **kw)[0].token_ids for q in (qs[0], qs[2])]
+    assert [r.token_ids for r in run_method(method, llm, [qs[0], qs[2]], batch_size=2, **kw)] == alone
+
+
+def test_a_textmas_receiver_refused_mid_run_leaves_the_llm_clean(model):
+    """The one prompt no check before the run can size (the textmas receiver's holds its senders'
+    texts) is refused when its turn comes: loudly, naming the question, with no slot, request or
+    prefix-cache byte left behind, and the next run gets what each question gets alone."""
+    qs = ["apple seven train", "clips friends April May"]
+    sp = SamplingParams(max_new_tokens=4, ignore_eos=True)
+    need = max(positions_needed("textmas", WordTokenizer().encode, "gsm8k", q, q, 4, sender_max_new_tokens=8)
+               for q in qs)
+    llm = _llm(model, slots=3, cache=4 * _block_bytes(model), max_seq_len=need + 4)  # the texts add 16 tokens
+    with pytest.raises(UserError, match=r"\(question [01], Summarizer\): .*its prompt holds the senders' texts"):
+        run_method("textmas", llm, qs, sampling=sp, batch_size=2, sender_max_new_tokens=8)
+    _clean(llm, 3, 4 * _block_bytes(model))
+    alone = [run_method("textmas", _llm(model), [q], sampling=sp, sender_max_new_tokens=2)[0].token_ids for q in qs]
+    assert [r.token_ids for r in run_method("textmas", llm, qs, sampling=sp, batch_size=2,
+                                            sender_max_new_tokens=2)] == alone

@@ -418,6 +418,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                                     refill_share=share, labels=labels, **options)
     validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                      realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
+    _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
     pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
     qs = [_Question(i, q, s, replace(sp, seed=seed), label=label)
           for i, (q, s, sp, seed, label) in enumerate(zip(questions, sq, per_q, seeds, labels))]
@@ -446,6 +447,22 @@ class _aborting:
         if kind is not None:
             self.llm.engine.abort_all()
         return False
+
+
+def _check_positions(method: str, llm: LLM, style: str, questions: list[str], sender_questions: list[str],
+                     sps: list[SamplingParams], labels: list[str], sender_limits: int | list[int] | None) -> None:
+    """Refuse a question whose requests cannot fit the engine's positions before any request runs
+    (latentmas' plan does the same): the engine refuses a request only at its turn, after every
+    question before it (and this one's senders) had run, and run_method lost their results.
+    textmas' receiver is counted with empty sender texts (its own refusal, mid-run, says why)."""
+    for i, (q, sq, sp, label) in enumerate(zip(questions, sender_questions, sps, labels)):
+        opts = {}
+        if sender_limits is not None:
+            opts["sender_max_new_tokens"] = sender_limits if isinstance(sender_limits, int) else sender_limits[i]
+        need = positions_needed(method, llm.encode, style, q, sq, sp.max_new_tokens, **opts)
+        if need > llm.max_seq_len:
+            raise UserError(f"{label}: its {method} prompts need {need} positions with max_new_tokens "
+                            f"{sp.max_new_tokens}, more than max_seq_len {llm.max_seq_len}")
 
 
 def _sender_limits(limit, n: int) -> int | list[int]:
