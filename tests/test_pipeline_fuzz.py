@@ -7,7 +7,8 @@ Each workload draws what test_tflow.py's golden tests take one at a time: 3-7 qu
 sharing a long prefix inside the senders' question span (the condition rows the prefix cache
 keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded rows, stop
 strings, 1-8 slots, 1-6 questions in flight, refill shares, generator batches, static
-scheduling, a small prefill budget, and a prefix cache that is off, one block, a few blocks
+scheduling, a small prefill budget, the CUDA-graph step's bucketed shapes and CUDA's run-ahead
+(tokens read steps late; both emulated as test_engine_fuzz.py does), and a prefix cache that is off, one block, a few blocks
 (evicting mid-run) or large; each run twice on one LLM (cold, then warm), the questions
 shuffled. After every run nothing is left in flight, every slot is free and the prefix cache's
 byte count is its entries' and within its budget.
@@ -35,6 +36,7 @@ from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.condition import sender_request
 from minitflow.tflow.methods import chat, positions_needed, run_method
+from test_engine_fuzz import LateRing
 
 WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
 
@@ -82,9 +84,10 @@ def _block_bytes(model) -> int:
 
 
 def _clean(llm: LLM, slots: int, cache: int) -> None:
-    """Nothing in flight, every slot free, the prefix cache's count its entries' and in its budget."""
+    """Nothing in flight (a finished row's junk steps may stay unread: CUDA's run-ahead), every slot
+    free, the prefix cache's byte count its entries' and within its budget."""
     e = llm.engine
-    assert not e.has_unfinished() and not e.scheduler.running and e.scheduler.free == list(range(slots))
+    assert not e.in_flight() and not e.scheduler.running and e.scheduler.free == list(range(slots))
     pc = e.prefix_cache
     assert pc.used == sum(x.nbytes for x in pc.entries.values()) <= max(cache, 0)
 
@@ -121,11 +124,15 @@ def test_each_question_gets_what_it_gets_alone(model, generator, method, seed):
         slots, cache = rng.randint(1, 8), rng.choice([0, block, 3 * block, 6 * block, 1 << 30])
         llm = _llm(model, slots, cache, static=rng.random() < 0.2)
         llm.engine.scheduler.max_prefill_tokens = rng.choice([8192, 100])
+        llm.engine.runner.static_shapes = rng.random() < 0.3  # the CUDA-graph step's bucketed rows and length
+        run_ahead = rng.choice([0, 0, 1, 4])
+        if run_ahead:  # tokens read steps late, as on CUDA
+            llm.engine.ring = LateRing(run_ahead)
         order = rng.sample(range(len(qs)), len(qs))
         kw = dict(batch_size=rng.randint(1, 6), refill_share=rng.choice([None, 0.0, 0.5, 1.0]), **opts)
         for warm in (False, True):
             got = _run(llm, method, generator, qs, senders, sps, order, **kw)
-            assert got == [alone[i] for i in order], (slots, cache, order, kw, warm)
+            assert got == [alone[i] for i in order], (slots, cache, order, kw, warm, run_ahead)
             _clean(llm, slots, cache)
         if cache >= 3 * block:
             assert llm.engine.prefix_cache.entries, "the prefix cache took no block: the fuzz tests no reuse"
