@@ -457,12 +457,14 @@ def _check_positions(method: str, llm: LLM, style: str, questions: list[str], se
     textmas' receiver is counted with empty sender texts (its own refusal, mid-run, says why)."""
     for i, (q, sq, sp, label) in enumerate(zip(questions, sender_questions, sps, labels)):
         opts = {}
-        if sender_limits is not None:
-            opts["sender_max_new_tokens"] = sender_limits if isinstance(sender_limits, int) else sender_limits[i]
+        if method == "textmas":
+            opts["sender_max_new_tokens"] = prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS if sender_limits is None else \
+                sender_limits if isinstance(sender_limits, int) else sender_limits[i]
         need = positions_needed(method, llm.encode, style, q, sq, sp.max_new_tokens, **opts)
         if need > llm.max_seq_len:
+            limits = "".join(f" and {k} {v}" for k, v in opts.items())
             raise UserError(f"{label}: its {method} prompts need {need} positions with max_new_tokens "
-                            f"{sp.max_new_tokens}, more than max_seq_len {llm.max_seq_len}")
+                            f"{sp.max_new_tokens}{limits}, more than max_seq_len {llm.max_seq_len}")
 
 
 def _sender_limits(limit, n: int) -> int | list[int]:
