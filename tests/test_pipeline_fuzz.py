@@ -3,9 +3,9 @@ gets exactly the tokens, text and finish reason it gets alone, in a fresh engine
 prefix cache, whatever runs beside it (CPU, float32, tiny random Qwen3 with conftest's sharp
 weights).
 
-Each workload draws what test_tflow.py's golden tests take one at a time: 3-7 questions, some
-sharing a long prefix inside the senders' question span (the condition rows the prefix cache
-keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded rows, stop
+Each workload draws what test_tflow.py's golden tests take one at a time: 3-9 questions, some
+repeated, some sharing a long prefix inside the senders' question span (the condition rows the
+prefix cache keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded rows, stop
 strings, 1-8 slots, 1-6 questions in flight, refill shares, generator batches, static
 scheduling, a small prefill budget, the CUDA-graph step's bucketed shapes and CUDA's run-ahead
 (tokens read steps late; both emulated as test_engine_fuzz.py does), and a prefix cache that is off, one block, a few blocks
@@ -96,6 +96,7 @@ def _workload(rng: random.Random, method: str):
     shared = " ".join(rng.choice(WORDS) for _ in range(3 * BLOCK))  # a 4-shot block: inside the senders' span
     qs = [(shared + " " if rng.random() < 0.6 else "") + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 20)))
           for _ in range(rng.randint(3, 7))]
+    qs += qs[:rng.randint(0, 2)]  # the same question twice: its requests may prefill in one step
     senders = [rng.choice(["", "context " * rng.randint(1, 20)]) + q for q in qs] if rng.random() < 0.5 else None
     sps = [SamplingParams(max_new_tokens=rng.randint(1, 12), temperature=rng.choice([0.0, 0.8]), top_p=0.9,
                           top_k=rng.choice([0, 20]), seed=rng.randint(0, 99),
