@@ -5,13 +5,13 @@ weights).
 
 Each workload draws what test_tflow.py's golden tests take one at a time: 3-9 questions, some
 repeated, some sharing a long prefix inside the senders' question span (the condition rows the
-prefix cache keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded rows, stop
-strings, 1-8 slots, 1-6 questions in flight, refill shares, generator batches, static
-scheduling, a small prefill budget, the CUDA-graph step's bucketed shapes and CUDA's run-ahead
-(tokens read steps late; both emulated as test_engine_fuzz.py does), and a prefix cache that is off, one block, a few blocks
-(evicting mid-run) or large; each run twice on one LLM (cold, then warm), the questions
-shuffled. After every run nothing is left in flight, every slot is free and the prefix cache's
-byte count is its entries' and within its budget.
+prefix cache keeps), private sender contexts, per-question max_tokens 1-12, greedy and seeded
+rows, stop strings, 1-8 slots, 1-6 questions in flight, refill shares, generator batches,
+static scheduling, a small prefill budget, the CUDA-graph step's bucketed shapes and CUDA's
+run-ahead (tokens read steps late; both emulated as test_engine_fuzz.py does), and a prefix
+cache that is off, one block, a few blocks (evicting mid-run) or large; each run twice on one
+LLM (cold, then warm), the questions shuffled. After every run nothing is left in flight, every
+slot is free and the prefix cache's byte count is its entries' and within its budget.
 
 The text is made by a word tokenizer (crc32 of each word), so prompts fit the tiny model's 512
 positions; the generator is random, scaled so that its LoRA changes the receiver's tokens and
