@@ -211,3 +211,24 @@ def test_a_textmas_receiver_refused_mid_run_leaves_the_llm_clean(model):
     alone = [run_method("textmas", _llm(model), [q], sampling=sp, sender_max_new_tokens=2)[0].token_ids for q in qs]
     assert [r.token_ids for r in run_method("textmas", llm, qs, sampling=sp, batch_size=2,
                                             sender_max_new_tokens=2)] == alone
+
+
+@pytest.mark.parametrize("method", ["tflow", "textmas"])
+def test_an_interrupt_mid_run_leaves_the_llm_clean(model, generator, method):
+    """Ctrl-C (here from on_result, with tokens read two steps late as on CUDA) while other
+    questions are in flight: it propagates, their requests go, no slot or unread step is left,
+    and the next run gets what each question gets alone."""
+    qs = ["apple seven", "train clips", "May half legs", "ten"]
+    kw = dict(sampling=SamplingParams(max_new_tokens=6), generator=generator, sender_max_new_tokens=3)
+    llm = _llm(model, slots=3, cache=1 << 30)
+    llm.engine.ring = LateRing(2)
+
+    def interrupt(i, result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_method(method, llm, qs, batch_size=2, on_result=interrupt, **kw)
+    _clean(llm, 3, 1 << 30)
+    assert not llm.engine.ring.pending
+    alone = [run_method(method, _llm(model), [q], seeds=[i], **kw)[0].token_ids for i, q in enumerate(qs)]
+    assert [r.token_ids for r in run_method(method, llm, qs, batch_size=2, **kw)] == alone
