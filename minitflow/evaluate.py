@@ -13,6 +13,9 @@ Files in OUTPUT_DIR, per method:
   same folder refuses instead of computing every sample twice.
 - `{method}.rank{r}.failed`: the error of rank r of a launch of several that failed (see mark_failed):
   the ranks waiting for it stop at once with that error instead of waiting minutes for a dead process.
+- `{method}.rank0.alive`: rank 0's heartbeat in a launch of several, rewritten every HEARTBEAT_S while
+  it runs (see start_heartbeat): a rank waiting for a rank 0 killed (kill -9, the OOM killer), which
+  leaves no marker, stops once it has not changed for HEARTBEAT_STALE_S.
 
 Several ranks (`torchrun --nproc-per-node N`, or RANK / WORLD_SIZE / LOCAL_RANK set by hand)
 take the samples i % N == rank; each runs on its own GPU (cuda:LOCAL_RANK) and writes its own
@@ -64,6 +67,8 @@ from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8,
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
+HEARTBEAT_S = 2.0  # how often rank 0 of a launch of several rewrites its heartbeat
+HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank 0 is gone
 STARTED = time.time()  # about when this process started: a failure marker older than it is an earlier launch's
 log = logging.getLogger("minitflow.evaluate")
 
@@ -152,10 +157,74 @@ def launch_failure(out_dir: Path, method: str, rank: int, rid: str) -> str | Non
     return str(marker.get("error"))
 
 
+def heartbeat_path(out_dir: Path, method: str) -> Path:
+    return out_dir / f"{method}.rank0.alive"
+
+
+def start_heartbeat(output_dir: str, method: str, size: int) -> threading.Event:
+    """Rank 0 of a launch of several: rewrite `{method}.rank0.alive` every HEARTBEAT_S until the
+    returned event is set (or the process dies: kill -9 leaves no failure marker, and its lock is not
+    taken before the checks that precede the folder). Written only once the folder exists (rank r
+    makes it before it waits): a run refused before then must leave no folder behind. A beat
+    changes the file's text; readers time it by their own clock, so the nodes' clocks need not agree."""
+    stop = threading.Event()
+    out_dir, rid = Path(output_dir), run_id(size)
+    head = {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid()}
+
+    def beat() -> None:
+        n = 0
+        while not stop.is_set():
+            if str(output_dir).strip() and out_dir.is_dir():
+                try:
+                    write_json(heartbeat_path(out_dir, method), {**head, "beat": n, "time": time.time()}, indent=None)
+                except UserError:  # a full disk: the run itself reports it; a stale beat at worst stops rank r
+                    pass
+                n += 1
+            stop.wait(HEARTBEAT_S)
+
+    threading.Thread(target=beat, daemon=True, name="rank0-heartbeat").start()
+    return stop
+
+
+class Rank0Pulse:
+    """What rank r > 0 saw of rank 0's heartbeat while it waits. Rank 0 of *this* launch is gone once
+    its heartbeat (this run id) changed while watched, or was first seen written after this process
+    started (across nodes, clocks must agree better than that gap, as for failure markers), and
+    then did not change for HEARTBEAT_STALE_S. A heartbeat an earlier launch left does neither and
+    never counts: without one of this launch's, the wait is RANK0_WAIT_S, as before."""
+
+    def __init__(self, out_dir: Path, method: str, rid: str):
+        self.path, self.rid = heartbeat_path(out_dir, method), rid
+        self.text: str | None = None
+        self.since = time.monotonic()
+        self.ours = False
+
+    def gone(self) -> str | None:
+        """None while rank 0 may be alive, else what its last beat said (for the error line)."""
+        text = lock_holder(self.path)
+        try:
+            beat = json.loads(text)
+        except ValueError:
+            beat = None
+        if not (isinstance(beat, dict) and beat.get("run_id") == self.rid):
+            self.text, self.since = None, time.monotonic()
+            return None
+        if text != self.text:
+            when = beat.get("time")
+            self.ours = self.ours or self.text is not None or (isinstance(when, (int, float)) and when >= STARTED)
+            self.text, self.since = text, time.monotonic()
+            return None
+        if self.ours and time.monotonic() - self.since > HEARTBEAT_STALE_S:
+            return f"{beat.get('host')} pid {beat.get('pid')}"
+        return None
+
+
 def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
     """Rank r > 0 starts only once rank 0 of *this* launch holds the folder (and has checked
-    the settings, or cleared it for --overwrite). Returns rank 0's signature."""
+    the settings, or cleared it for --overwrite). Returns rank 0's signature. Stops at once on
+    rank 0's failure marker, and once its heartbeat stopped (killed: no marker)."""
     path = lock_path(out_dir, method, 0)
+    pulse = Rank0Pulse(out_dir, method, rid)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
         signature = lock_holder(path)
@@ -164,6 +233,10 @@ def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
         error = launch_failure(out_dir, method, 0, rid)
         if error is not None:
             raise UserError(f"rank 0 of this launch failed, so this rank stops: {error}")
+        who = pulse.gone()
+        if who is not None:
+            raise UserError(f"rank 0 of this launch ({who}) is gone: its heartbeat {pulse.path} has not changed for "
+                            f"{HEARTBEAT_STALE_S:.0f} s (killed?), so this rank stops")
         time.sleep(0.2)
     raise UserError(f"rank 0 of this launch did not take {out_dir} within {RANK0_WAIT_S:.0f} s "
                     "(another run holds it, or rank 0 failed)")
@@ -573,11 +646,15 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 def evaluate(args: argparse.Namespace) -> dict | None:
     """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others."""
     rank, size = world()
+    beating = start_heartbeat(args.output_dir, args.method, size) if rank == 0 and size > 1 else None
     try:
         return _evaluate(args, rank, size)
     except BaseException as e:
         mark_failed(Path(args.output_dir), args.method, rank, size, e)
         raise
+    finally:
+        if beating is not None:
+            beating.set()
 
 
 def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:

@@ -758,3 +758,50 @@ def test_a_finished_run_is_summarised_again_without_the_weights(tmp_path, capsys
     assert run_cli(main, [*args, "--overwrite"]) == 2  # samples to run: the missing weights are refused first
     assert f"no model.safetensors or model.safetensors.index.json in {model}" in capsys.readouterr().err
     assert json.loads(results.read_text()) == again  # refused before the folder was cleared
+
+
+def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_path):
+    """kill -9 (the OOM killer, an admin) of rank 0 while it still checks, before it takes the folder,
+    leaves no failure marker: rank 1 waited RANK0_WAIT_S (300 s) for it. Rank 0's heartbeat stops
+    with it, and rank 1 stops HEARTBEAT_STALE_S (30 s) later with one line naming it."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
+    stuck = ("import sys, time; import minitflow.evaluate as ev; "  # rank 0, checking for ever (a slow disk)
+             "ev.claim_folder = lambda *a, **k: time.sleep(600); sys.exit(ev.run_cli(ev.main, sys.argv[1:]))")
+    rank0 = subprocess.Popen([sys.executable, "-c", stuck, *args], env={**env, "RANK": "0", "LOCAL_RANK": "0"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rank1 = subprocess.Popen([sys.executable, "-m", "minitflow.evaluate", *args], env={**env, "RANK": "1",
+                             "LOCAL_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "oracle.rank0.alive").is_file() and (out / "oracle.rank1.lock").is_file()
+                   and (out / "oracle.rank1.lock").read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # rank 1 waits for rank 0 (its lock signed), and rank 0 beats
+        time.sleep(2 * ev.HEARTBEAT_S)  # rank 1 has seen a beat change
+        rank0.kill()
+        t0 = time.monotonic()
+        _, err = rank1.communicate(timeout=ev.HEARTBEAT_STALE_S + 60)
+    finally:
+        for p in (rank0, rank1):
+            p.kill()
+            p.wait()
+    assert rank1.returncode == 2 and time.monotonic() - t0 < ev.HEARTBEAT_STALE_S + 30 < ev.RANK0_WAIT_S
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: rank 0 of this launch (") and "is gone" in lines[0], err
+    assert f"pid {rank0.pid})" in lines[0]
+
+
+def test_a_heartbeat_an_earlier_launch_left_does_not_stop_rank1(tmp_path, monkeypatch):
+    """A relaunch by hand has the same run id as the launch before, whose rank 0 left its last beat:
+    that one never changes, yet it is no sign that this launch's rank 0 died (it may still load)."""
+    from minitflow import evaluate as ev
+    _rank0_of_two(monkeypatch)
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 1.0)
+    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 0.1)
+    (tmp_path / "oracle.rank0.alive").write_text(json.dumps({"run_id": ev.run_id(2), "host": "h", "pid": 1,
+                                                             "beat": 7, "time": ev.STARTED - 5}))
+    with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
+        ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, False, 1, 2)
