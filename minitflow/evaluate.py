@@ -132,9 +132,12 @@ def failure_path(out_dir: Path, method: str, rank: int) -> Path:
 def mark_failed(out_dir: Path, method: str, rank: int, size: int, error: BaseException) -> None:
     """Rank `rank` of a launch of several failed: say so in `{method}.rank{rank}.failed`, so that the
     ranks polling for it stop at once with its error instead of waiting RANK0_WAIT_S (or
-    --merge_timeout) for a process that is gone. Not where the folder does not exist (a failed run
-    leaves none behind); a kill -9 leaves no marker, and the waits' timeouts still end those."""
-    if size == 1 or not str(out_dir).strip() or not out_dir.is_dir():
+    --merge_timeout) for a process that is gone. Where the folder does not exist yet (a rank refused
+    before it made it: other flags, no model on its node) the marker makes it: the other ranks make
+    it anyway and would wait there for minutes (rank 0 for --merge_timeout, an hour) for a rank that
+    never comes; a failed launch of several leaves the folder with its markers, which say why. A
+    kill -9 leaves no marker: rank 0's heartbeat (start_heartbeat) and the waits' timeouts end those."""
+    if size == 1 or not str(out_dir).strip():
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     try:

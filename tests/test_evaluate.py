@@ -805,3 +805,31 @@ def test_a_heartbeat_an_earlier_launch_left_does_not_stop_rank1(tmp_path, monkey
                                                              "beat": 7, "time": ev.STARTED - 5}))
     with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
         ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, False, 1, 2)
+
+
+def test_a_rank_refused_before_the_folder_exists_still_stops_the_others(tmp_path, monkeypatch):
+    """A rank refused before any rank made the folder (other flags, no model on its node) left no
+    marker, since the folder was not there: rank 0 then waited --merge_timeout (an hour) for its
+    rows, and rank 1 RANK0_WAIT_S (5 minutes) for a rank 0 that had failed. The marker makes the folder."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "30"]
+    _rank0_of_two(monkeypatch)
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli(main, [*args, "--max_samples", "0"]) == 2  # rank 1, first and alone: refused
+    assert (out / "oracle.rank1.failed").is_file() and not (out / "oracle_settings.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    t0 = time.monotonic()
+    assert run_cli(main, args) == 1  # rank 0: its share, then stops waiting for rank 1
+    assert time.monotonic() - t0 < 20  # --merge_timeout 30
+    assert "(rank 1: --max_samples must be -1 (all) or >= 1, got 0)" in (out / "run.log").read_text()
+    # the other way round: rank 0 refused first, rank 1 stops at once
+    other = tmp_path / "other"
+    assert run_cli(main, [*args[:-4], "--output_dir", str(other), "--max_samples", "0"]) == 2
+    assert (other / "oracle.rank0.failed").is_file()
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    monkeypatch.setenv("RANK", "1")
+    t0 = time.monotonic()
+    with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: --max_samples must"):
+        ev.claim_folder(other, "oracle", {"method": "oracle"}, False, 1, 2)
+    assert time.monotonic() - t0 < 10  # RANK0_WAIT_S 30
