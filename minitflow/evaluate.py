@@ -135,9 +135,11 @@ def mark_failed(out_dir: Path, method: str, rank: int, size: int, error: BaseExc
     --merge_timeout) for a process that is gone. Where the folder does not exist yet (a rank refused
     before it made it: other flags, no model on its node) the marker makes it: the other ranks make
     it anyway and would wait there for minutes (rank 0 for --merge_timeout, an hour) for a rank that
-    never comes; a failed launch of several leaves the folder with its markers, which say why. A
-    kill -9 leaves no marker: rank 0's heartbeat (start_heartbeat) and the waits' timeouts end those."""
-    if size == 1 or not str(out_dir).strip():
+    never comes; a failed launch of several leaves the folder with its markers, which say why. Not
+    under torchrun (TORCHELASTIC_RUN_ID set), whose agent ends every rank once one fails: a bad flag
+    there leaves no folder. A kill -9 leaves no marker: rank 0's heartbeat (start_heartbeat) and the
+    waits' timeouts end those."""
+    if size == 1 or not str(out_dir).strip() or (os.environ.get("TORCHELASTIC_RUN_ID") and not out_dir.is_dir()):
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     try:

@@ -833,3 +833,7 @@ def test_a_rank_refused_before_the_folder_exists_still_stops_the_others(tmp_path
     with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: --max_samples must"):
         ev.claim_folder(other, "oracle", {"method": "oracle"}, False, 1, 2)
     assert time.monotonic() - t0 < 10  # RANK0_WAIT_S 30
+    # under torchrun, whose agent ends the other ranks itself, a bad flag leaves no folder
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "1234")
+    assert run_cli(main, [*args[:-4], "--output_dir", str(tmp_path / "none"), "--max_samples", "0"]) == 2
+    assert not (tmp_path / "none").exists()
