@@ -66,6 +66,8 @@ from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8,
                              lock_path, rank_locks, sign_lock, try_lock, write_json)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
+# the flags that choose or run a model, which the oracle does not have
+ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
 HEARTBEAT_S = 2.0  # how often rank 0 of a launch of several rewrites its heartbeat
 HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank 0 is gone
@@ -670,6 +672,11 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     dataset = resolve_dataset(args.dataset)
     args.dataset = prompt_style(dataset)
     check_model_args(args)
+    if args.method == "oracle":  # it runs no model: these would be ignored, yet look like part of the run
+        given = [f for f in ORACLE_REFUSES if getattr(args, f) not in (None, False)]
+        if given:
+            raise UserError(f"--{given[0]} has no effect with --method oracle, which scores the gold answers "
+                            "and runs no model: leave it out")
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
     if dataset != "mmlu" and (args.mmlu_rows is not None or args.include_all_mmlu):  # else ignored, yet recorded
         raise UserError(f"--{'mmlu_rows' if args.mmlu_rows is not None else 'include_all_mmlu'} applies to mmlu "

@@ -591,14 +591,22 @@ def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, caps
                           "--output_dir", str(out)]) == 0
 
 
-def test_oracle_needs_no_model(tmp_path, monkeypatch):
-    """The oracle scores gold answers: a --model that is not in the cache (offline) failed it,
-    since the sampling settings looked up the model's top_k."""
+def test_oracle_needs_no_model_and_refuses_the_flags_of_one(tmp_path, monkeypatch, capsys):
+    """The oracle scores gold answers and runs no model, offline too. A --model (or sampling flag)
+    with it was ignored without a word, while the folder's results looked like that model's run:
+    one line now, before any folder."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     gsm = tmp_path / "gsm8k.jsonl"
     gsm.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
-    assert run_cli(main, ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(gsm), "--model",
-                          "nobody/not-cached", "--output_dir", str(tmp_path / "out")]) == 0
+    args = ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(gsm), "--output_dir", str(tmp_path / "out")]
+    for flag in (["--model", "nobody/not-cached"], ["--model", str(GOLDEN / "model")], ["--temperature", "0.5"],
+                 ["--greedy"], ["--max_new_tokens", "9"]):
+        assert run_cli(main, [*args, *flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {flag[0]} has no effect with --method oracle, which scores the gold answers and "
+                       "runs no model: leave it out"]
+    assert not (tmp_path / "out").exists()
+    assert run_cli(main, args) == 0
     assert json.loads((tmp_path / "out" / "oracle_results.json").read_text())["summary"]["accuracy"] == 1.0
 
 
