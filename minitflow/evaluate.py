@@ -13,9 +13,9 @@ Files in OUTPUT_DIR, per method:
   same folder refuses instead of computing every sample twice.
 - `{method}.rank{r}.failed`: the error of rank r of a launch of several that failed (see mark_failed):
   the ranks waiting for it stop at once with that error instead of waiting minutes for a dead process.
-- `{method}.rank0.alive`: rank 0's heartbeat in a launch of several, rewritten every HEARTBEAT_S while
-  it runs (see start_heartbeat): a rank waiting for a rank 0 killed (kill -9, the OOM killer), which
-  leaves no marker, stops once it has not changed for HEARTBEAT_STALE_S.
+- `{method}.rank{r}.alive`: rank r's heartbeat in a launch of several, rewritten every HEARTBEAT_S while
+  it runs (see start_heartbeat): a rank waiting for one killed (kill -9, the OOM killer) before it
+  took its lock, which leaves no marker, stops once it has not changed for HEARTBEAT_STALE_S.
 
 Several ranks (`torchrun --nproc-per-node N`, or RANK / WORLD_SIZE / LOCAL_RANK set by hand)
 take the samples i % N == rank; each runs on its own GPU (cuda:LOCAL_RANK) and writes its own
@@ -69,7 +69,7 @@ METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 # the flags that choose or run a model, which the oracle does not have
 ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
-HEARTBEAT_S = 2.0  # how often rank 0 of a launch of several rewrites its heartbeat
+HEARTBEAT_S = 2.0  # how often each rank of a launch of several rewrites its heartbeat
 HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank 0 is gone
 STARTED = time.time()  # about when this process started: a failure marker older than it is an earlier launch's
 log = logging.getLogger("minitflow.evaluate")
@@ -164,16 +164,16 @@ def launch_failure(out_dir: Path, method: str, rank: int, rid: str) -> str | Non
     return str(marker.get("error"))
 
 
-def heartbeat_path(out_dir: Path, method: str) -> Path:
-    return out_dir / f"{method}.rank0.alive"
+def heartbeat_path(out_dir: Path, method: str, rank: int) -> Path:
+    return out_dir / f"{method}.rank{rank}.alive"
 
 
-def start_heartbeat(output_dir: str, method: str, size: int) -> threading.Event:
-    """Rank 0 of a launch of several: rewrite `{method}.rank0.alive` every HEARTBEAT_S until the
-    returned event is set (or the process dies: kill -9 leaves no failure marker, and its lock is not
-    taken before the checks that precede the folder). Written only once the folder exists (rank r
-    makes it before it waits): a run refused before then must leave no folder behind. A beat
-    changes the file's text; readers time it by their own clock, so the nodes' clocks need not agree."""
+def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> threading.Event:
+    """A rank of a launch of several: rewrite `{method}.rank{rank}.alive` every HEARTBEAT_S until the
+    returned event is set (or the process dies: kill -9 leaves no failure marker, and a rank takes
+    no lock before the checks that precede the folder). Written only once the folder exists
+    (the first rank to claim it makes it): a run refused before then must leave no folder behind. A
+    beat changes the file's text; readers time it by their own clock: the nodes' clocks need not agree."""
     stop = threading.Event()
     out_dir, rid = Path(output_dir), run_id(size)
     head = {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid()}
@@ -183,25 +183,27 @@ def start_heartbeat(output_dir: str, method: str, size: int) -> threading.Event:
         while not stop.is_set():
             if str(output_dir).strip() and out_dir.is_dir():
                 try:
-                    write_json(heartbeat_path(out_dir, method), {**head, "beat": n, "time": time.time()}, indent=None)
+                    write_json(heartbeat_path(out_dir, method, rank), {**head, "beat": n, "time": time.time()},
+                               indent=None)
                 except UserError:  # a full disk: the run itself reports it; a stale beat at worst stops rank r
                     pass
                 n += 1
             stop.wait(HEARTBEAT_S)
 
-    threading.Thread(target=beat, daemon=True, name="rank0-heartbeat").start()
+    threading.Thread(target=beat, daemon=True, name=f"rank{rank}-heartbeat").start()
     return stop
 
 
-class Rank0Pulse:
-    """What rank r > 0 saw of rank 0's heartbeat while it waits. Rank 0 of *this* launch is gone once
-    its heartbeat (this run id) changed while watched, or was first seen written after this process
-    started (across nodes, clocks must agree better than that gap, as for failure markers), and
-    then did not change for HEARTBEAT_STALE_S. A heartbeat an earlier launch left does neither and
-    never counts: without one of this launch's, the wait is RANK0_WAIT_S, as before."""
+class RankPulse:
+    """What a rank saw of rank `rank`'s heartbeat while it waits for it. That rank of *this* launch
+    is gone once its heartbeat (this run id) changed while watched, or was first seen written after
+    this process started (across nodes, clocks must agree better than that gap, as for failure
+    markers), and then did not change for HEARTBEAT_STALE_S. A heartbeat an earlier launch left does
+    neither and never counts: without one of this launch's, the waits end as before (RANK0_WAIT_S,
+    --merge_timeout)."""
 
-    def __init__(self, out_dir: Path, method: str, rid: str):
-        self.path, self.rid = heartbeat_path(out_dir, method), rid
+    def __init__(self, out_dir: Path, method: str, rank: int, rid: str):
+        self.path, self.rid = heartbeat_path(out_dir, method, rank), rid
         self.text: str | None = None
         self.since = time.monotonic()
         self.ours = False
@@ -231,7 +233,7 @@ def _wait_for_rank0(out_dir: Path, method: str, rid: str) -> str:
     the settings, or cleared it for --overwrite). Returns rank 0's signature. Stops at once on
     rank 0's failure marker, and once its heartbeat stopped (killed: no marker)."""
     path = lock_path(out_dir, method, 0)
-    pulse = Rank0Pulse(out_dir, method, rid)
+    pulse = RankPulse(out_dir, method, 0, rid)
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
         signature = lock_holder(path)
@@ -274,10 +276,11 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
     signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
     joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
     rid = run_id(size)
+    pulses = {r: RankPulse(out_dir, method, r, rid) for r in range(1, size)}
     deadline = time.monotonic() + RANK0_WAIT_S
     while time.monotonic() < deadline:
         if all(lock_holder(lock_path(out_dir, method, r)) == joined or launch_failure(out_dir, method, r, rid) is not None
-               for r in range(1, size)):
+               or _killed(out_dir, method, r, pulses[r]) for r in range(1, size)):
             return
         time.sleep(0.2)
     log.warning("not every rank joined within %.0f s (a rank failed?)", RANK0_WAIT_S)
@@ -590,15 +593,23 @@ class BackgroundScorer:
             raise self.error
 
 
-def _ranks_exited(out_dir: Path, method: str, size: int) -> bool:
+def _killed(out_dir: Path, method: str, r: int, pulse: RankPulse) -> str | None:
+    """Rank r's heartbeat stopped while it held no lock (killed before it took the folder), or None."""
+    who = pulse.gone()
+    return None if who is None or lock_held(lock_path(out_dir, method, r)) else who
+
+
+def _ranks_exited(out_dir: Path, method: str, size: int, pulses: dict[int, RankPulse]) -> bool:
     """Whether every rank r > 0 of this launch has joined and exited (its lock free), or failed (its
-    marker, also before it joined: other flags, a question too long): no row will come. A rank exits
-    only once its rows are written, or when it failed."""
+    marker, also before it joined: other flags, a question too long), or was killed before it joined
+    (its heartbeat stopped): no row will come. A rank exits only once its rows are written, or when it failed."""
     joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
     rid = run_id(size)
 
     def gone(r: int) -> bool:
         p = lock_path(out_dir, method, r)
+        if _killed(out_dir, method, r, pulses[r]) is not None:
+            return True
         return (lock_holder(p) == joined or launch_failure(out_dir, method, r, rid) is not None) and not lock_held(p)
 
     return all(gone(r) for r in range(1, size))
@@ -612,6 +623,7 @@ def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, p
     that could no longer come."""
     want = set(ids)
     last_sig, last_change, done = None, time.monotonic(), {}
+    pulses = {r: RankPulse(out_dir, method, r, run_id(size)) for r in range(1, size or 1)}
     while True:
         sig = [(p.name, p.stat().st_size) for p in _partials(out_dir, method)]
         if sig != last_sig:
@@ -623,11 +635,13 @@ def wait_for_ranks(out_dir: Path, method: str, ids: list[str], stall_s: float, p
             log.warning("no new sample for %.0f s: %d of %d missing (a rank died?); writing incomplete results, "
                         "rerun to finish them", stall_s, len(want - done.keys()), len(want))
             return done
-        elif size is not None and _ranks_exited(out_dir, method, size):
+        elif size is not None and _ranks_exited(out_dir, method, size, pulses):
             done = read_finished(out_dir, method)  # rows a rank wrote just before it exited
             if not want <= done.keys():
                 rid = run_id(size)
                 failed = [f"rank {r}: {e}" for r in range(1, size) if (e := launch_failure(out_dir, method, r, rid))]
+                failed += [f"rank {r} ({who}): its heartbeat stopped (killed?)" for r in range(1, size)
+                           if (who := _killed(out_dir, method, r, pulses[r]))]
                 log.warning("every other rank has exited: %d of %d missing (%s); writing incomplete results, rerun "
                             "to finish them", len(want - done.keys()), len(want), "; ".join(failed) or "a rank failed")
             return done
@@ -653,7 +667,7 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 def evaluate(args: argparse.Namespace) -> dict | None:
     """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others."""
     rank, size = world()
-    beating = start_heartbeat(args.output_dir, args.method, size) if rank == 0 and size > 1 else None
+    beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
     try:
         return _evaluate(args, rank, size)
     except BaseException as e:

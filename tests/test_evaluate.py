@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import os
 import subprocess
 import sys
@@ -845,3 +846,39 @@ def test_a_rank_refused_before_the_folder_exists_still_stops_the_others(tmp_path
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "1234")
     assert run_cli(main, [*args[:-4], "--output_dir", str(tmp_path / "none"), "--max_samples", "0"]) == 2
     assert not (tmp_path / "none").exists()
+
+
+def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_path, monkeypatch):
+    """A launch by hand or by srun (which end no other rank): rank 1 killed (kill -9, the OOM killer)
+    while it still checks, before it takes its lock, leaves no marker and no lock: rank 0 waited
+    --merge_timeout (an hour) for its rows. Its heartbeat stops with it: results incomplete, exit 1."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "300"]
+    _rank0_of_two(monkeypatch)
+    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 10.0)  # rank 0's, in this process
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "RANK": "1", "LOCAL_RANK": "1"}
+    stuck = ("import sys, time; import minitflow.evaluate as ev; "  # rank 1, checking for ever (a slow disk)
+             "ev.claim_folder = lambda *a, **k: time.sleep(600); sys.exit(ev.run_cli(ev.main, sys.argv[1:]))")
+    rank1 = subprocess.Popen([sys.executable, "-c", stuck, *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    codes: list[int] = []
+    rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
+    try:
+        rank0.start()
+        deadline = time.monotonic() + 120
+        while not (out / "oracle.rank1.alive").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2 * ev.HEARTBEAT_S)  # rank 0 has seen a beat change
+        assert rank0.is_alive()  # waiting for rank 1's rows
+        rank1.kill()
+        t0 = time.monotonic()
+        rank0.join(timeout=120)
+    finally:
+        rank1.kill()
+        rank1.wait()
+    assert codes == [1] and time.monotonic() - t0 < 40  # --merge_timeout 300
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 3 and not summary["complete"]
+    assert f"(rank 1 ({socket.gethostname()} pid {rank1.pid}): its heartbeat stopped (killed?))" in (out / "run.log").read_text()
