@@ -86,7 +86,21 @@ def world() -> tuple[int, int]:
         raise UserError("RANK and WORLD_SIZE must be integers") from None
     if size < 1 or not 0 <= rank < size:
         raise UserError(f"RANK {rank} is not in [0, WORLD_SIZE {size})")
+    local = os.environ.get("LOCAL_RANK")
+    if local and not local.strip().isdigit():  # resolve_device reads it: a traceback on a GPU node
+        raise UserError(f"LOCAL_RANK must be a GPU index (an integer >= 0), got {local!r}")
     return rank, size
+
+
+def check_rank_device(device: str, size: int) -> None:
+    """Ranks of a launch by hand without LOCAL_RANK all ran on the same GPU (cuda and auto mean
+    cuda:LOCAL_RANK, else GPU 0): N models on one card, out of memory or N times slower, without a
+    word. Refused unless --device names the GPU (cuda:N, one per rank) or the run is on the CPU."""
+    name = str(device).strip().lower()
+    if size > 1 and not os.environ.get("LOCAL_RANK") and not name.startswith("cuda:") \
+            and resolve_device(device).type == "cuda":
+        raise UserError(f"WORLD_SIZE is {size} but LOCAL_RANK is not set, so every rank would run on the same GPU: "
+                        "set LOCAL_RANK to each rank's GPU on its node (torchrun sets it), or pass --device cuda:N")
 
 
 def run_id(size: int) -> str:
@@ -692,6 +706,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
             raise UserError(f"--{given[0]} has no effect with --method oracle, which scores the gold answers "
                             "and runs no model: leave it out")
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
+    if args.method != "oracle":
+        check_rank_device(args.device, size)
     if dataset != "mmlu" and (args.mmlu_rows is not None or args.include_all_mmlu):  # else ignored, yet recorded
         raise UserError(f"--{'mmlu_rows' if args.mmlu_rows is not None else 'include_all_mmlu'} applies to mmlu "
                         f"only, not {dataset}")

@@ -882,3 +882,25 @@ def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_pat
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"]
     assert f"(rank 1 ({socket.gethostname()} pid {rank1.pid}): its heartbeat stopped (killed?))" in (out / "run.log").read_text()
+
+
+def test_ranks_by_hand_without_local_rank_on_a_gpu_node_are_refused(tmp_path, monkeypatch, capsys):
+    """Ranks launched by hand with RANK and WORLD_SIZE but no LOCAL_RANK all resolved --device cuda
+    (or auto) to GPU 0: N models on one card, without a word. One line now, as for a LOCAL_RANK
+    that is no integer (a ValueError traceback where CUDA is there). Here CUDA is only said to be."""
+    from minitflow.engine import llm
+    need_shared(GOLDEN)
+    monkeypatch.setattr(llm.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(llm.torch.cuda, "device_count", lambda: 2)
+    _rank0_of_two(monkeypatch)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = _args("baseline", tmp_path / "out", "--greedy")
+    args[args.index("cpu")] = "cuda"
+    assert run_cli(main, args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: WORLD_SIZE is 2 but LOCAL_RANK is not set, so every rank would run on the same GPU: set LOCAL_RANK to "
+        "each rank's GPU on its node (torchrun sets it), or pass --device cuda:N"]
+    monkeypatch.setenv("LOCAL_RANK", "gpu1")
+    assert run_cli(main, args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: LOCAL_RANK must be a GPU index (an integer >= 0), got 'gpu1'"]
