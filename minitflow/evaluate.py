@@ -70,7 +70,7 @@ METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
 HEARTBEAT_S = 2.0  # how often each rank of a launch of several rewrites its heartbeat
-HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank 0 is gone
+HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank is gone
 STARTED = time.time()  # about when this process started: a failure marker older than it is an earlier launch's
 log = logging.getLogger("minitflow.evaluate")
 
@@ -153,7 +153,7 @@ def mark_failed(out_dir: Path, method: str, rank: int, size: int, error: BaseExc
     it anyway and would wait there for minutes (rank 0 for --merge_timeout, an hour) for a rank that
     never comes; a failed launch of several leaves the folder with its markers, which say why. Not
     under torchrun (TORCHELASTIC_RUN_ID set), whose agent ends every rank once one fails: a bad flag
-    there leaves no folder. A kill -9 leaves no marker: rank 0's heartbeat (start_heartbeat) and the
+    there leaves no folder. A kill -9 leaves no marker: the ranks' heartbeats (start_heartbeat) and the
     waits' timeouts end those."""
     if size == 1 or not str(out_dir).strip() or (os.environ.get("TORCHELASTIC_RUN_ID") and not out_dir.is_dir()):
         return
@@ -199,7 +199,7 @@ def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> threa
                 try:
                     write_json(heartbeat_path(out_dir, method, rank), {**head, "beat": n, "time": time.time()},
                                indent=None)
-                except UserError:  # a full disk: the run itself reports it; a stale beat at worst stops rank r
+                except UserError:  # a full disk: the run itself reports it; a stale beat at worst stops its waiters
                     pass
                 n += 1
             stop.wait(HEARTBEAT_S)
@@ -223,7 +223,7 @@ class RankPulse:
         self.ours = False
 
     def gone(self) -> str | None:
-        """None while rank 0 may be alive, else what its last beat said (for the error line)."""
+        """None while that rank may be alive, else who it was, from its last beat (for the error line)."""
         text = lock_holder(self.path)
         try:
             beat = json.loads(text)
