@@ -55,7 +55,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
                            model_and_checkpoint, model_dir_for, plan_load, run_cli, sampling_from)
@@ -182,12 +182,13 @@ def heartbeat_path(out_dir: Path, method: str, rank: int) -> Path:
     return out_dir / f"{method}.rank{rank}.alive"
 
 
-def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> threading.Event:
+def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> Callable[[], None]:
     """A rank of a launch of several: rewrite `{method}.rank{rank}.alive` every HEARTBEAT_S until the
-    returned event is set (or the process dies: kill -9 leaves no failure marker, and a rank takes
-    no lock before the checks that precede the folder). Written only once the folder exists
-    (the first rank to claim it makes it): a run refused before then must leave no folder behind. A
-    beat changes the file's text; readers time it by their own clock: the nodes' clocks need not agree."""
+    process dies (kill -9 leaves no failure marker, and a rank takes no lock before the checks that
+    precede the folder) or calls the returned function, which lets a write in hand finish (an exit
+    mid-write would leave its temporary file). Written only once the folder exists (the first rank
+    to claim it makes it): a run refused before then must leave no folder behind. A beat changes
+    the file's text; readers time it by their own clock: the nodes' clocks need not agree."""
     stop = threading.Event()
     out_dir, rid = Path(output_dir), run_id(size)
     head = {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid()}
@@ -204,8 +205,14 @@ def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> threa
                 n += 1
             stop.wait(HEARTBEAT_S)
 
-    threading.Thread(target=beat, daemon=True, name=f"rank{rank}-heartbeat").start()
-    return stop
+    thread = threading.Thread(target=beat, daemon=True, name=f"rank{rank}-heartbeat")
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=30)  # a write on a hung file system must not hold the exit for ever
+
+    return halt
 
 
 class RankPulse:
@@ -681,15 +688,15 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
 def evaluate(args: argparse.Namespace) -> dict | None:
     """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others."""
     rank, size = world()
-    beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
+    stop_beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
     try:
         return _evaluate(args, rank, size)
     except BaseException as e:
         mark_failed(Path(args.output_dir), args.method, rank, size, e)
         raise
     finally:
-        if beating is not None:
-            beating.set()
+        if stop_beating is not None:
+            stop_beating()
 
 
 def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:

@@ -904,3 +904,30 @@ def test_ranks_by_hand_without_local_rank_on_a_gpu_node_are_refused(tmp_path, mo
     assert run_cli(main, args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: LOCAL_RANK must be a GPU index (an integer >= 0), got 'gpu1'"]
+
+
+def test_a_rank_leaves_its_last_heartbeat_whole_and_no_temporary_file(tmp_path, monkeypatch):
+    """A rank's exit stops its heartbeat after the write in hand: an exit mid-write left the write's
+    temporary file in the results folder. The last beat stays (a waiter learns from it that the rank is gone)."""
+    from minitflow import evaluate as ev
+    from minitflow.files import replacing
+    _rank0_of_two(monkeypatch)
+    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.0)  # beat without a pause: the exit always meets a write
+    writes = []
+    write_json = ev.write_json
+
+    def slow_write(path, obj, indent=1):
+        writes.append(obj["beat"])
+        with replacing(path) as tmp:
+            time.sleep(0.05)
+            tmp.write_text(json.dumps(obj))
+
+    monkeypatch.setattr(ev, "write_json", slow_write)
+    stop = ev.start_heartbeat(str(tmp_path), "oracle", 0, 2)
+    deadline = time.monotonic() + 30
+    while len(writes) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop()
+    monkeypatch.setattr(ev, "write_json", write_json)
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.rank0.alive"]
+    assert json.loads((tmp_path / "oracle.rank0.alive").read_text())["beat"] == writes[-1]
