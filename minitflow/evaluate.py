@@ -24,9 +24,10 @@ partial files until every sample is there and merges them. A barrier on NCCL wou
 (its watchdog) when ranks finish minutes apart, as long generations do; reading files has no
 such limit, needs no process group, and is the same code path as a resume. Rank 0 gives up
 when no new sample has appeared for --merge_timeout seconds (a dead rank), or at once when every
-other rank has exited (its lock free): it then writes results marked complete: false, and a
-rerun finishes the missing samples.
-`--method oracle` scores the gold answers through the same pipeline (it must reach 100%).
+other rank has exited (its lock free, or, killed before it took it, its heartbeat stopped): it then
+writes results marked complete: false, and a rerun finishes the missing samples.
+`--method oracle` scores the gold answers through the same pipeline (it must reach 100%); it runs
+no model, so --model and the sampling flags are refused with it.
 
 The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
 slots); each question is appended as soon as it is scored, and scoring (code runs in the
