@@ -668,10 +668,38 @@ def test_stale_folders_are_only_the_evaluators_own(tmp_path, monkeypatch):
     fake.mkdir()
     os.chown(fake, MY_UIDS[0], MY_UIDS[0])
     killed = []
-    monkeypatch.setattr(sandbox, "_kill_uids", killed.append)
+    monkeypatch.setattr(sandbox, "_kill_uids", lambda *args: killed.append(args))
     assert sandbox.cleanup_stale(str(tmp_path)) == [] and killed == [] and fake.exists()
     os.chown(fake, 0, 0)  # the evaluator's own folder, of a dead evaluator: cleaned
-    assert sandbox.cleanup_stale(str(tmp_path)) == [str(fake)] and killed == [MY_UIDS]
+    assert sandbox.cleanup_stale(str(tmp_path)) == [str(fake)]
+    # ... but its pid is ours now: only processes older than this evaluator were the dead one's
+    assert killed == [(MY_UIDS, int(sandbox._proc_start_time(os.getpid())))]
+
+
+@pytest.mark.skipif(not ROOT, reason="sandbox uids need root")
+def test_a_dead_evaluators_folder_spares_the_sandboxes_of_the_live_one_with_its_pid(tmp_path):
+    """pid_max is often 32768: the pid in a dead evaluator's folder may be a live evaluator's now,
+    whose sandboxes run under the same uids. Cleaning that folder killed them mid-run (seen as
+    "sandbox exited with no status" in a loaded full suite: another evaluator's first sandbox)."""
+    stale = tmp_path / f"{sandbox.DIR_PREFIX}{sandbox._pid_namespace()}-{os.getpid()}-1"
+    stale.mkdir()
+    job = {"mode": "reference", "program": "import time\ndef f():\n    time.sleep(30)\n", "entry_point": "f",
+           "inputs": [[]], "sets": [1, 0], "limits": None, "not_none": False, "memory_bytes": 0,
+           "evalplus_utils": sandbox.evalplus_utils_path()}
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40)) as box:
+        assert [box.next_record(20)[0][0] for _ in range(2)] == [["ready"], ["loaded"]]
+        assert sandbox.cleanup_stale(str(tmp_path)) == [str(stale)]
+        with pytest.raises(TimeoutError):  # still asleep in f(): no record, no exit
+            box.next_record(1.0)
+        assert _sandbox_procs() != []
+
+
+def test_a_runner_that_dies_reports_how_even_when_its_pipe_closes_first():
+    """The runner's death closes the result pipe before its launcher reaps it and writes the
+    status line: reading stopped at the closed pipe, and the failure said "no status"."""
+    program = "import os, time\nos.close(3)\ntime.sleep(1)\nos._exit(3)\n"
+    base, plus, detail = run_code_tests(ADD, program, timeout=10)
+    assert (base, plus) == (False, False) and "sandbox exited with code=3" in detail, detail
 
 
 

@@ -112,8 +112,9 @@ def _uid_range(pid: int) -> range:
     return range(start, start + UID_SLOTS)
 
 
-def live_processes(uids: range | set[int]) -> list[int]:
-    """Live (not zombie) processes whose real uid is in `uids`, from /proc."""
+def live_processes(uids: range | set[int], started_before: int | None = None) -> list[int]:
+    """Live (not zombie) processes whose real uid is in `uids`, from /proc; only those whose
+    start time (clock ticks since boot, as _proc_start_time) is below `started_before` if given."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -125,14 +126,17 @@ def live_processes(uids: range | set[int]) -> list[int]:
         except (OSError, KeyError, ValueError, IndexError):
             continue
         if uid in uids and state not in (b"Z", b"X"):  # zombies are dead already
+            if started_before is not None and int(_proc_start_time(int(name)) or started_before) >= started_before:
+                continue  # gone meanwhile, or younger than the bound
             out.append(int(name))
     return out
 
 
-def _kill_uids(uids: range) -> None:
-    """SIGKILL every process whose real uid is in `uids` (scan /proc until none is left)."""
+def _kill_uids(uids: range, started_before: int | None = None) -> None:
+    """SIGKILL every process whose real uid is in `uids` (scan /proc until none is left);
+    only processes started before `started_before` (clock ticks since boot) if given."""
     for _ in range(50):
-        found = live_processes(uids)
+        found = live_processes(uids, started_before)
         for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -146,10 +150,11 @@ def _kill_uids(uids: range) -> None:
 SYSV = (("shm", "shmid", "shmctl"), ("msg", "msqid", "msgctl"), ("sem", "semid", "semctl"))
 
 
-def _remove_sysv(uids: range) -> None:
+def _remove_sysv(uids: range, changed_before: float | None = None) -> None:
     """IPC_RMID every System V segment, queue and semaphore set owned by a sandbox uid in
-    `uids`: on the floor (no IPC namespace) they outlive the processes the sweep kills, holding
-    memory outside every limit. Only root (the owner of the uids) can; others have none."""
+    `uids` (only those last changed before `changed_before`, epoch seconds, if given): on the
+    floor (no IPC namespace) they outlive the processes the sweep kills, holding memory
+    outside every limit. Only root (the owner of the uids) can; others have none."""
     if os.geteuid() != 0:
         return
     import ctypes
@@ -162,8 +167,19 @@ def _remove_sysv(uids: range) -> None:
             continue
         for row in rows:
             fields = dict(zip(header, row))
+            if changed_before is not None and int(fields.get("ctime", changed_before)) >= changed_before:
+                continue
             if int(fields.get("uid", -1)) in uids:
                 getattr(libc, call)(int(fields[id_col]), *((0, 0) if kind == "sem" else (0, None)))  # IPC_RMID
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    """Epoch seconds of the boot (btime of /proc/stat): process start ticks count from it."""
+    with open("/proc/stat", "rb") as f:
+        return float(next(ln for ln in f if ln.startswith(b"btime ")).split()[1])
 
 
 def _pid_namespace() -> int:
@@ -191,11 +207,14 @@ def cleanup_stale(tmp: str | None = None) -> list[str]:
             continue
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             continue  # not an evaluator's: a program on the floor may make one in a shared /tmp
-        if _proc_start_time(pid) == start:
+        now = _proc_start_time(pid)
+        if now == start:
             continue  # its evaluator is alive
         if os.geteuid() == 0:
-            _kill_uids(_uid_range(pid))
-            _remove_sysv(_uid_range(pid))
+            # pid_max is often 32768: a live process holding the dead evaluator's pid may be an
+            # evaluator whose sandboxes run under these same uids; they all started after it did
+            _kill_uids(_uid_range(pid), None if now is None else int(now))
+            _remove_sysv(_uid_range(pid), None if now is None else _boot_time() + int(now) / _CLK_TCK)
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)
@@ -558,7 +577,9 @@ class Sandbox:
 
     def next_record(self, wait: float) -> tuple[tuple[list, bytearray | None] | None, float]:
         """((header, raw value JSON or None), seconds spent waiting).  None once the runner
-        has exited (or closed its result pipe) and nothing is left; TimeoutError after `wait` s."""
+        has exited (or closed its result pipe) and nothing is left; TimeoutError after `wait` s.
+        A closed result pipe waits for the launcher's status line too: the runner's death closes
+        the pipe before its launcher reaps it and says how it ended (runner_exit)."""
         start = time.monotonic()
         while True:
             if _CANCELLED.is_set():
@@ -566,7 +587,7 @@ class Sandbox:
             rec = self._take_record()
             if rec is not None:
                 return rec, time.monotonic() - start
-            if "result" in self._eof:
+            if "result" in self._eof and (self.runner_exit is not None or "status" in self._eof):
                 return None, time.monotonic() - start
             if self.runner_exit is not None:
                 self._pump(0)  # whatever the runner wrote before it exited is in the pipe
