@@ -860,6 +860,62 @@ def test_floats_close_to_the_expected_ones_pass():
     _fails_cleanly(sample, "def third(x):\n    return x * 0.3333\n")
 
 
+_THIRD = _sample("third", "    return x / 3\n", [[1], [2.5]], prompt="def third(x):\n", sid="Toy/third")
+_PAIR = _sample("pair", "    return (x / 3, x / 7)\n", [[1]], prompt="def pair(x):\n", sid="Toy/pair")
+_UNIQ = _sample("uniq", "    return set(x)\n", [[[1, 2, 2]]], prompt="def uniq(x):\n", sid="Toy/uniq")
+_NT = "from collections import namedtuple\nP = namedtuple('P', 'a b')\n"
+
+
+@pytest.mark.parametrize("sample, program, ok", [  # each verdict is evalplus 0.3.1's untrusted_check's
+    (ADD, "from fractions import Fraction\ndef add(a, b):\n    return Fraction(a + b)\n", True),
+    (ADD, "from decimal import Decimal\ndef add(a, b):\n    return Decimal(a) + b\n", True),
+    (ADD, "from fractions import Fraction\ndef add(a, b):\n    return Fraction(a + b, 2)\n", False),
+    (ADD, "from decimal import Decimal\ndef add(a, b):\n    return [Decimal(a + b)][0] + Decimal('0.5')\n", False),
+    (_THIRD, "from decimal import Decimal\ndef third(x):\n    return Decimal(x * 2) / 6 if x == 1 else x / 3\n", False),
+    (_THIRD, "from fractions import Fraction\ndef third(x):\n    return Fraction(x) / 3\n", False),
+    (_THIRD, "from fractions import Fraction\ndef third(x):\n    return Fraction(x / 3)\n", True),
+    (_THIRD, "import numpy as np\ndef third(x):\n    return np.float64(x) / 3\n", True),
+    # the tolerance asks for the expected output's very type: a float subclass or a namedtuple is not
+    (_THIRD, "def third(x):\n    return x / 3 + 1e-9\n", True),
+    (_THIRD, "import numpy as np\ndef third(x):\n    return np.float64(x / 3 + 1e-9)\n", False),
+    (_PAIR, _NT + "def pair(x):\n    return P(x / 3, x / 7)\n", True),
+    (_PAIR, _NT + "def pair(x):\n    return P(x / 3 + 1e-9, x / 7)\n", False),
+    (_PAIR, "def pair(x):\n    return (x / 3 + 1e-9, x / 7)\n", True),
+    # dict views equal sets
+    (_UNIQ, "def uniq(x):\n    return dict.fromkeys(x).keys()\n", True),
+    (_UNIQ, "def uniq(x):\n    return {k: 0 for k in x}.items()\n", False),
+])
+def test_outputs_of_other_types_get_evalplus_verdicts(sample, program, ok):
+    """evalplus compares the live output: a Fraction or Decimal equal to the expected int or float
+    passes (they failed here as "not plain data"), a dict view equals a set, and its float tolerance
+    asserts type(out) == type(exp), so a near np.float64 or namedtuple fails (they passed here)."""
+    base, plus, detail = run_code_tests(sample, program, timeout=10)
+    assert (base, plus) == (ok, ok), detail
+
+
+@pytest.mark.parametrize("cls", ["fractions.Fraction", "decimal.Decimal"])
+def test_fraction_and_decimal_subclasses_that_equal_everything_fail(cls):
+    module, name = cls.split(".")
+    program = (f"import {module}\nclass Liar({cls}):\n    def __eq__(self, other):\n        return True\n"
+               f"    __hash__ = {cls}.__hash__\ndef add(a, b):\n    return Liar(-1)\n")
+    assert "wrong output" in _fails_cleanly(ADD, program)
+
+
+def test_codec_builds_fractions_and_decimals_itself():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    for value in (Fraction(-1, 3), Fraction(2**70, 3), Decimal("-0.1"), Decimal("1e-999")):
+        back = decode(json.loads(dumps(encode(value))))
+        assert back == value and type(back) is type(value)
+    for bad in (["F", "0x1", "0x0"], ["F", "0x1", hex(2**70000)], ["F", 1, 2], ["D", "pi"], ["D", 3]):
+        with pytest.raises(ValueError):
+            decode(bad)
+    assert decode(["x", ["t", 1.0]]).value == (1.0,)
+    with pytest.raises(ValueError):  # the type wrapper is for the output itself only
+        decode(["l", ["x", 1]])
+
+
 @pytest.mark.parametrize("program", [
     "import numpy as np\ndef add(a, b):\n    return int(np.add(a, b))\n",
     "def add(a, b):\n    from numpy import int64\n    return int64(a) + int64(b)\n",  # a numpy scalar back

@@ -14,9 +14,11 @@ How one problem is checked (mirrors evalplus 0.3.1 `evaluate.py` / `eval/__init_
    `reliability_guard`, calls the entry point on each input under
    `max(1 s, 4 x reference CPU time)` and sends each output back.  It has
    no say in the verdict: this (parent) process decodes each output into
-   plain builtins (nothing else can be encoded: objects that equal
-   everything, classes, generators... fail) and compares it with evalplus'
-   rules (special oracles, float tolerance), stopping at the first failure.
+   plain builtins, Fraction and Decimal (nothing else can be encoded: objects
+   that equal everything, classes, generators... fail; a subclass comes as its
+   base type, marked as such for the tolerance's type check) and compares it
+   with evalplus' rules (special oracles, float tolerance), stopping at the
+   first failure.
 3. Each input set has a wall budget, `min(sum(limits), max(timeout,
    4 x reference wall time)) + 1` s, counted while this process waits for
    the sandbox; past it the sandbox is killed as a whole (timeout).
@@ -32,7 +34,9 @@ Deviations from evalplus 0.3.1, meant to be no stricter:
 * Base and plus inputs run in one process; when base fails, plus is not run
   and `passed_plus` is reported False ("correct" = base AND plus is unaffected).
 * Outputs that are not plain data (numpy arrays, custom classes) fail; evalplus
-  compares them live, where a few (e.g. a 1-element array) could pass.
+  compares them live, where a few (e.g. a 1-element array) could pass.  A subclass
+  of a plain type (namedtuple, IntEnum, a float subclass) compares as its base
+  type: evalplus lets its own __eq__ decide.
 * Float outputs compared with a tolerance must have the expected shape: evalplus' np.allclose
   broadcasts, so it passes `[[]]` against `[x]` (and builds an n x n array for n rows of one).
 
@@ -57,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .sandbox import Limits, Sandbox, evalplus_utils_path, isolation, isolation_summary  # noqa: F401
-from .sandbox_child import NotNoneFlag, check_hashes, decode, dumps
+from .sandbox_child import NotNoneFlag, Subclassed, check_hashes, decode, dumps
 
 DEFAULT_TIMEOUT = 60.0  # seconds per test set (evalplus EVALPLUS_TIMEOUT_PER_TASK)
 VALUES_SLACK = 1 << 16  # values an output may hold beyond twice the expected one's (see _values)
@@ -315,6 +319,11 @@ def _outputs_match(task: Task, inp: Any, out: Any, exp: Any, atol: float) -> tup
     )
 
     entry = task.entry_point
+    # a subclass (namedtuple, np.float64's kin...) equals as its value does, but is never of
+    # the other's type: evalplus' tolerance asserts type(out) == type(exp) on the live objects
+    foreign = isinstance(out, Subclassed) or isinstance(exp, Subclassed)
+    out = out.value if isinstance(out, Subclassed) else out
+    exp = exp.value if isinstance(exp, Subclassed) else exp
     exact = out == exp
     if task.dataset == "mbpp":
         if entry == "are_equivalent":  # Mbpp/164
@@ -336,7 +345,7 @@ def _outputs_match(task: Task, inp: Any, out: Any, exp: Any, atol: float) -> tup
     if atol == 0 and is_floats(exp):
         atol = 1e-6
     if not exact and atol != 0:
-        if type(out) is not type(exp):
+        if foreign or type(out) is not type(exp):
             return False, atol
         if isinstance(exp, (list, tuple)) and len(out) != len(exp):
             return False, atol

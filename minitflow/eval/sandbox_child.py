@@ -14,12 +14,19 @@ codec.  The codec is JSON with tagged arrays, so that nothing but data can cross
     complex  -> ["c", re, im]     list -> ["l", *items]   tuple -> ["t", *items]
     set      -> ["s", *items]     frozenset -> ["f", *items]
     dict     -> ["d", k0, v0, k1, v1, ...]
-    numpy scalar -> ["n", dtype name, value]
+    Fraction -> ["F", numerator hex, denominator hex]       Decimal -> ["D", str]
+    dict.keys() / dict.items() -> ["s", *items]   (they equal sets; their type is no set's)
+    numpy scalar -> ["n", dtype name, value]   (float64/complex128 only as the output itself:
+                                                inside it they are floats/complexes)
     "is not None" oracle flag -> ["nn", bool]   (MBPP tasks whose outputs are re.Match or None)
+    an output (top level only) of another type than its value's -> ["x", value]
 
 Subclasses of these types (namedtuple, OrderedDict, Counter, IntEnum...) are
-sent as their base type; anything else (classes, generators, arrays, objects
-whose __eq__ says yes to everything) cannot be encoded, which fails the input.
+sent as their base type (an output itself wrapped in "x": evalplus' float tolerance
+asks for the expected output's very type); anything else (classes, generators,
+arrays, objects whose __eq__ says yes to everything) cannot be encoded, which fails
+the input.  Fraction and Decimal compare with ints and floats by value, as evalplus
+compares them live: the parent builds them itself from the numbers.
 
 Record protocol on fd 3 (one JSON array per line):
     ["ready"]                      job read, nothing of the program run yet
@@ -35,9 +42,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from typing import Any
 
 _SMALL_INT = 2**63
+FRACTION_MAX_BITS = 1 << 16  # numerator + denominator: normalising one is a gcd, quadratic in size
 NUMPY_DTYPES = frozenset({
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "longdouble", "complex64", "complex128",
@@ -46,6 +55,20 @@ NUMPY_DTYPES = frozenset({
 
 class Unencodable(Exception):
     """The value is not plain data."""
+
+
+class Subclassed:
+    """Decoded ["x", value]: an output whose type was a subclass of value's (a namedtuple, a
+    float subclass): equal as value is, but never of the expected output's type (evalplus'
+    float tolerance asserts type(out) == type(exp))."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Subclassed({self.value!r})"
 
 
 class NotNoneFlag:
@@ -61,9 +84,6 @@ class NotNoneFlag:
 
 
 def _numpy_scalar(x: Any) -> Any:
-    np = __import__("sys").modules.get("numpy")
-    if np is None or not isinstance(x, np.generic):
-        raise Unencodable(type(x).__name__)
     name = x.dtype.name
     if name not in NUMPY_DTYPES:
         raise Unencodable(f"numpy {name}")
@@ -79,6 +99,49 @@ def encode(x: Any) -> Any:
         return _enc(x)
     except RecursionError:
         raise Unencodable("nested too deeply (or contains itself)") from None
+
+
+def _module_class(module: str, name: str) -> Any:
+    """A class of a module the program has imported (None if it has not: nothing can be one)."""
+    return getattr(sys.modules.get(module), name, None)
+
+
+_NUMBER_CLASSES = (("fractions", "Fraction"), ("decimal", "Decimal"), ("_pydecimal", "Decimal"))
+
+
+def _number(x: Any) -> Any:
+    """Fraction, Decimal (subclasses too: their numbers only) and numpy scalars, else Unencodable."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(x, np.generic):
+        return _numpy_scalar(x)
+    for module, name in _NUMBER_CLASSES:
+        cls = _module_class(module, name)
+        if cls is None or not isinstance(x, cls):
+            continue
+        if name == "Fraction":
+            num, den = cls.numerator.__get__(x), cls.denominator.__get__(x)
+            if type(num) is not int or type(den) is not int:
+                raise Unencodable("Fraction of non-integers")
+            return ["F", hex(num), hex(den)]
+        return ["D", cls.__str__(x)]
+    raise Unencodable(type(x).__name__)
+
+
+PLAIN_TYPES = frozenset({type(None), bool, int, float, str, list, tuple, dict, set, frozenset, complex, bytes,
+                         bytearray})
+
+
+def encode_output(x: Any) -> Any:
+    """encode(x), wrapped in ["x", ...] if x's type is not the one its value decodes to."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(x, np.generic):  # its dtype says its type: float64 too, a float
+        return _numpy_scalar(x)
+    value = encode(x)
+    if type(x) in PLAIN_TYPES:
+        return value
+    if any(type(x) is _module_class(module, name) for module, name in _NUMBER_CLASSES):
+        return value
+    return ["x", value]
 
 
 def _enc(x: Any) -> Any:
@@ -125,7 +188,12 @@ def _enc(x: Any) -> Any:
         return _enc(set(set.__iter__(x)))
     if isinstance(x, complex):
         return _enc(complex(x.real, x.imag))
-    return _numpy_scalar(x)
+    if t is _DICT_KEYS or t is _DICT_ITEMS:  # equal to the set of their items, as evalplus compares them
+        return ["s", *map(_enc, x)]
+    return _number(x)
+
+
+_DICT_KEYS, _DICT_ITEMS = type({}.keys()), type({}.items())
 
 
 def dumps(x: Any) -> str:
@@ -151,10 +219,10 @@ def check_hashes(keys: list) -> None:
                 raise ValueError("too many distinct values with one hash")
 
 
-def decode(node: Any, numpy_module: Any = None) -> Any:
-    """Inverse of `encode` on a json-parsed tree; builds only builtins (and numpy
-    scalars of whitelisted dtypes).  Raises ValueError/TypeError/KeyError/RecursionError
-    on anything malformed."""
+def decode(node: Any, numpy_module: Any = None, nested: bool = False) -> Any:
+    """Inverse of `encode` (and of `encode_output` at the top) on a json-parsed tree; builds
+    only builtins, Fraction, Decimal, numpy scalars of whitelisted dtypes, and Subclassed at
+    the top.  Raises ValueError/TypeError/KeyError/RecursionError on anything malformed."""
     t = type(node)
     if node is None or t is bool or t is str or t is int or t is float:
         return node
@@ -162,7 +230,7 @@ def decode(node: Any, numpy_module: Any = None) -> Any:
         raise ValueError("malformed value")
     tag = node[0]
     if tag in ("l", "t", "s", "f"):
-        items = [i if type(i) is not list else decode(i, numpy_module) for i in node[1:]]
+        items = [i if type(i) is not list else decode(i, numpy_module, True) for i in node[1:]]
         if tag == "l":
             return items
         if tag == "t":
@@ -172,7 +240,7 @@ def decode(node: Any, numpy_module: Any = None) -> Any:
     if tag == "d":
         if len(node) % 2 != 1:
             raise ValueError("malformed dict")
-        vals = [decode(i, numpy_module) for i in node[1:]]
+        vals = [decode(i, numpy_module, True) for i in node[1:]]
         check_hashes(vals[0::2])
         return dict(zip(vals[0::2], vals[1::2]))
     if tag == "I" and len(node) == 2 and type(node[1]) is str:
@@ -184,10 +252,26 @@ def decode(node: Any, numpy_module: Any = None) -> Any:
         return data if tag == "b" else bytearray(data)
     if tag == "nn" and len(node) == 2 and type(node[1]) is bool:
         return NotNoneFlag(node[1])
+    if tag == "F" and len(node) == 3 and all(type(v) is str for v in node[1:]):
+        from fractions import Fraction
+
+        num, den = int(node[1], 16), int(node[2], 16)
+        if den == 0 or num.bit_length() + den.bit_length() > FRACTION_MAX_BITS:
+            raise ValueError("malformed or oversized Fraction")
+        return Fraction(num, den)
+    if tag == "D" and len(node) == 2 and type(node[1]) is str:
+        import decimal
+
+        try:
+            return decimal.Decimal(node[1])
+        except decimal.InvalidOperation:
+            raise ValueError("malformed Decimal") from None
+    if tag == "x" and len(node) == 2 and not nested:
+        return Subclassed(decode(node[1], numpy_module, True))
     if tag == "n" and len(node) == 3 and node[1] in NUMPY_DTYPES:
         if numpy_module is None:
             import numpy as numpy_module  # noqa: PLC0415 - only for numpy outputs
-        value = decode(node[2], numpy_module)
+        value = decode(node[2], numpy_module, True)
         if type(value) not in (bool, int, float, complex):
             raise ValueError("malformed numpy scalar")
         return numpy_module.dtype(node[1]).type(value)
@@ -289,7 +373,7 @@ class _Channel:
                 if size >= 1 << 20:
                     self._write("".join(buf))
                     buf, size = [], 0
-        except (Unencodable, ValueError, RecursionError):
+        except (Unencodable, ValueError, TypeError, RecursionError):
             buf.append("\x00")
         buf.append("\n")
         self._write("".join(buf))
@@ -322,8 +406,9 @@ def _cpu_time_limit(seconds: float, exc_type: type):
     return limit()
 
 
-def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list) -> None:
-    """One ["ok", *extra] record with the output's value (or why it cannot be sent)."""
+def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list, typed: bool = True) -> None:
+    """One ["ok", *extra] record with the output's value (or why it cannot be sent); `typed`:
+    a subclass's value wrapped as such (encode_output), for the judge's type check."""
     if not_none and type(out) is not bool:
         chan.send(["ok", *extra], dumps(["nn", out is not None]))
         return
@@ -331,8 +416,8 @@ def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list) -> None:
         chan.send_streamed(["ok", *extra], out)
         return
     try:
-        value = dumps(encode(out))
-    except (Unencodable, ValueError) as e:
+        value = dumps(encode_output(out) if typed else encode(out))
+    except (Unencodable, ValueError, TypeError) as e:  # TypeError: an object posing as a Decimal...
         chan.send(["unencodable", f"output is not plain data ({str(e)[:100]})"])
         return
     chan.send(["ok", *extra], value)
@@ -459,7 +544,7 @@ def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
         except BaseException as e:  # noqa: BLE001
             chan.send(["err", _describe(e)])
             continue
-        _send_output(chan, out, False, [])
+        _send_output(chan, out, False, [], typed=False)  # the test script compares what it gets
 
 
 def _run_check(job: dict, chan: _Channel, replies: Any) -> None:
