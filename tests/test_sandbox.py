@@ -893,6 +893,19 @@ def test_outputs_of_other_types_get_evalplus_verdicts(sample, program, ok):
     assert (base, plus) == (ok, ok), detail
 
 
+@pytest.mark.parametrize("tail, ok", [  # each verdict is evalplus 0.3.1's untrusted_check's
+    ("assert add(1, 2) == 4\n", False),  # a wrong self-test at the top runs at load, and fails it
+    ("if __name__ == '__main__':\n    assert add(1, 2) == 4\n", True),  # exec'd: __name__ is builtins'
+    ("print(add(1, 2))\n", True),
+    ("x = input()\n", False),
+])
+def test_module_level_code_runs_at_load_as_in_evalplus(tail, ok):
+    """evalplus' harness execs the whole program (its codegen sanitizer, which would drop these
+    statements before, is not part of the evaluator and is not applied: docs/sandbox.md)."""
+    base, plus, detail = run_code_tests(ADD, "def add(a, b):\n    return a + b\n" + tail, timeout=10)
+    assert (base, plus) == (ok, ok), detail
+
+
 @pytest.mark.parametrize("cls", ["fractions.Fraction", "decimal.Decimal"])
 def test_fraction_and_decimal_subclasses_that_equal_everything_fail(cls):
     module, name = cls.split(".")
