@@ -934,6 +934,11 @@ def test_codec_builds_fractions_and_decimals_itself():
     "def add(a, b):\n    from numpy import int64\n    return int64(a) + int64(b)\n",  # a numpy scalar back
     "import os, scipy\ndef add(a, b):\n    return a + b\n",
     "import multiprocessing\ndef add(a, b):\n    return a + b\n",
+    # imported by name: the guard's TypeError failed them
+    "np = __import__('numpy')\ndef add(a, b):\n    return int(np.add(a, b))\n",
+    "import importlib\ndef add(a, b):\n    return int(importlib.import_module('nu' + 'mpy').add(a, b))\n",
+    # evalplus' evaluator has pandas (through `datasets`); imported after the guard it cannot open a file
+    "import pandas as pd\ndef add(a, b):\n    return int(pd.Series([a, b]).sum())\n",
 ])
 def test_correct_programs_importing_numpy_pass(program):
     """evalplus' worker has numpy (and multiprocessing) imported before its reliability guard, which

@@ -470,11 +470,15 @@ def _run_reference(job: dict, chan: _Channel) -> None:
 
 def _preload(program: str) -> None:
     """Import what evalplus' worker has imported before its guard and the guard stops a program
-    from importing itself (it removes os.putenv and open): multiprocessing, and numpy when the
-    program imports a module outside the standard library (scipy, pandas... need numpy too).
-    Without it `import numpy` raises TypeError, failing correct programs that evalplus passes.
+    from importing itself (it removes os.putenv and open): multiprocessing, and, when the program
+    imports a module outside the standard library, numpy (scipy, pandas... need it too) and that
+    module (pandas reads a file at import; evalplus has it through `datasets`). Without it
+    `import numpy` raises TypeError, failing correct programs that evalplus passes. Imports by
+    `__import__(name)` / `importlib.import_module(name)` count (numpy if the name is computed).
+    A preload that fails is left to fail again, with its own error, where the program imports.
     numpy costs ~0.15 s CPU, so programs importing only the standard library go without."""
     import ast
+    import importlib
     import sys
 
     import multiprocessing  # noqa: F401
@@ -482,16 +486,32 @@ def _preload(program: str) -> None:
         tree = ast.parse(program)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return  # it cannot load anyway
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level:
-            names = [node.module or ""]
-        else:
-            continue
-        if any(name.partition(".")[0] not in sys.stdlib_module_names for name in names):
-            import numpy  # noqa: F401
-            return
+            names.add(node.module or "")
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node.func):
+            arg = node.args[0] if node.args else None
+            constant = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+            names.add(arg.value if constant else "numpy")
+    outside = sorted(n for n in names if n and n.partition(".")[0] not in sys.stdlib_module_names)
+    if not outside:
+        return
+    import numpy  # noqa: F401
+    for name in outside:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - not installed, or broken: the program's import says so
+            pass
+
+
+def _is_dynamic_import(func: Any) -> bool:
+    import ast
+
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name in ("__import__", "import_module")
 
 
 def _guarded_entry(job: dict, chan: _Channel) -> tuple[Any, Any]:
