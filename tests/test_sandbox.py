@@ -893,6 +893,23 @@ def test_outputs_of_other_types_get_evalplus_verdicts(sample, program, ok):
     assert (base, plus) == (ok, ok), detail
 
 
+_SIMILAR = _sample("similar_elements", "def similar_elements(a, b):\n    return sorted(set(a) & set(b))\n",
+                   [[[1, 2, 3], [2, 3, 4]], [[5], [6]]], prompt="", dataset="mbpp", sid="Mbpp/2")
+
+
+@pytest.mark.parametrize("body, ok", [  # each verdict is evalplus 0.3.1's untrusted_check's
+    ("return filter(lambda x: x in b, a)", True),
+    ("return map(lambda x: x, sorted(set(a) & set(b)))", True),
+    ("return dict.fromkeys(set(a) & set(b)).keys()", True),
+    ("return (x for x in a if x not in b)", False),
+])
+def test_iterators_pass_where_evalplus_takes_set_of_the_output(body, ok):
+    """Eight MBPP tasks are judged by set(out) == set(exp): a filter or generator of the right
+    items passes in evalplus; it failed here as "not plain data"."""
+    base, plus, detail = run_code_tests(_SIMILAR, f"def similar_elements(a, b):\n    {body}\n", timeout=10)
+    assert (base, plus) == (ok, ok), detail
+
+
 @pytest.mark.parametrize("tail, ok", [  # each verdict is evalplus 0.3.1's untrusted_check's
     ("assert add(1, 2) == 4\n", False),  # a wrong self-test at the top runs at load, and fails it
     ("if __name__ == '__main__':\n    assert add(1, 2) == 4\n", True),  # exec'd: __name__ is builtins'

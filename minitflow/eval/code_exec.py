@@ -155,6 +155,13 @@ def _task(sample: Any) -> Task:
                 inputs=list(base) + list(plus))
 
 
+def _set_eq(task: Task) -> bool:
+    """MBPP tasks evalplus judges by set(out) == set(exp)."""
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_SET_EQ_TASKS
+
+    return task.dataset == "mbpp" and task.entry_point in MBPP_OUTPUT_SET_EQ_TASKS
+
+
 def _special(task: Task) -> bool:
     """Tasks whose verdict is not plain equality (no byte-equality shortcut)."""
     from evalplus.eval._special_oracle import MBPP_OUTPUT_SET_EQ_TASKS
@@ -410,7 +417,7 @@ def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memo
     n_base = len(task.base)
     limits, budgets = _budgets(exp, n_base, timeout)
     job = {"mode": "candidate", "program": program, "entry_point": task.entry_point,
-           "inputs": task.inputs, "limits": limits, "not_none": task.not_none,
+           "inputs": task.inputs, "limits": limits, "not_none": task.not_none, "set_eq": _set_eq(task),
            "memory_bytes": memory_mb << 20, "evalplus_utils": evalplus_utils_path()}
     box_limits = Limits(memory_bytes=memory_mb << 20, cpu_seconds=sum(budgets) + EXEC_SLACK,
                         wall_seconds=STARTUP_TIMEOUT + sum(budgets) + EXEC_SLACK)

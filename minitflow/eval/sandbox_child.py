@@ -132,7 +132,10 @@ PLAIN_TYPES = frozenset({type(None), bool, int, float, str, list, tuple, dict, s
 
 
 def encode_output(x: Any) -> Any:
-    """encode(x), wrapped in ["x", ...] if x's type is not the one its value decodes to."""
+    """encode(x), wrapped in ["x", ...] if x's type is not the one its value decodes to
+    (a Subclassed is sent as its value, wrapped)."""
+    if type(x) is Subclassed:
+        return ["x", encode(x.value)]
     np = sys.modules.get("numpy")
     if np is not None and isinstance(x, np.generic):  # its dtype says its type: float64 too, a float
         return _numpy_scalar(x)
@@ -406,9 +409,12 @@ def _cpu_time_limit(seconds: float, exc_type: type):
     return limit()
 
 
-def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list, typed: bool = True) -> None:
+def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list, typed: bool = True,
+                 set_eq: bool = False) -> None:
     """One ["ok", *extra] record with the output's value (or why it cannot be sent); `typed`:
-    a subclass's value wrapped as such (encode_output), for the judge's type check."""
+    a subclass's value wrapped as such (encode_output), for the judge's type check; `set_eq`
+    (MBPP tasks judged by set(out)): an iterable that is no data (a generator, map, filter,
+    range) is sent as the list of its items, as evalplus' set(out) takes them."""
     if not_none and type(out) is not bool:
         chan.send(["ok", *extra], dumps(["nn", out is not None]))
         return
@@ -418,6 +424,14 @@ def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list, typed: b
     try:
         value = dumps(encode_output(out) if typed else encode(out))
     except (Unencodable, ValueError, TypeError) as e:  # TypeError: an object posing as a Decimal...
+        if set_eq:
+            try:
+                items = list(out)
+            except BaseException:  # noqa: BLE001 - not iterable, or its iteration fails: no output
+                items = None
+            if items is not None:
+                _send_output(chan, Subclassed(items), False, extra)
+                return
         chan.send(["unencodable", f"output is not plain data ({str(e)[:100]})"])
         return
     chan.send(["ok", *extra], value)
@@ -544,7 +558,7 @@ def _run_candidate(job: dict, chan: _Channel) -> None:
         except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
             chan.send(["err", _describe(e)])
             return
-        _send_output(chan, out, job["not_none"], [])
+        _send_output(chan, out, job["not_none"], [], set_eq=job.get("set_eq", False))
 
 
 def _run_serve(job: dict, chan: _Channel, requests: Any) -> None:
