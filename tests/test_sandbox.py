@@ -1016,6 +1016,14 @@ def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
     assert not stat.S_IMODE(files[0].stat().st_mode) & 0o002
 
 
+def test_expected_outputs_cached_by_another_codec_are_not_reused(monkeypatch):
+    """The disk cache outlives the code: an entry written when a float subclass was sent as a float
+    (before CODEC_VERSION 2) would keep judging np.float64 outputs by the old rule."""
+    key = code_exec._task(ADD).key
+    monkeypatch.setattr(code_exec, "CODEC_VERSION", code_exec.CODEC_VERSION + 1)
+    assert code_exec._task(ADD).key != key
+
+
 def test_expected_outputs_of_two_tasks_that_decode_their_inputs_apart_are_not_shared():
     """MBPP+ decodes a task's inputs by its id (Mbpp/2's lists become tuples): two tasks with the
     same code and raw inputs but other ids must not share expected outputs."""

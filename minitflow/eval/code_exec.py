@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .sandbox import Limits, Sandbox, evalplus_utils_path, isolation, isolation_summary  # noqa: F401
-from .sandbox_child import NotNoneFlag, Subclassed, check_hashes, decode, dumps
+from .sandbox_child import CODEC_VERSION, NotNoneFlag, Subclassed, check_hashes, decode, dumps
 
 DEFAULT_TIMEOUT = 60.0  # seconds per test set (evalplus EVALPLUS_TIMEOUT_PER_TASK)
 VALUES_SLACK = 1 << 16  # values an output may hold beyond twice the expected one's (see _values)
@@ -139,9 +139,10 @@ def _task(sample: Any) -> Task:
     raw_base, raw_plus = meta["base_input"], meta.get("plus_input") or []
     reference = meta.get("prompt", "") + meta["canonical_solution"]
     atol = meta.get("atol", 0) or 0
-    # the id too: MBPP+ decodes a task's inputs by its id (evalplus' mbpp_deserialize_inputs)
-    blob = json.dumps([dataset, str(sample.id), meta["entry_point"], reference, raw_base, raw_plus, atol],
-                      default=repr, sort_keys=True).encode()
+    # the id too: MBPP+ decodes a task's inputs by its id (evalplus' mbpp_deserialize_inputs); the
+    # codec's version too: a disk cache entry of an older one spells the outputs otherwise
+    blob = json.dumps([dataset, str(sample.id), meta["entry_point"], reference, raw_base, raw_plus, atol,
+                       CODEC_VERSION], default=repr, sort_keys=True).encode()
     base, plus = raw_base, raw_plus
     if dataset == "mbpp":  # MBPP+ stores tuples/sets/complex in a JSON encoding
         from evalplus.data.mbpp import mbpp_deserialize_inputs

@@ -46,6 +46,7 @@ import sys
 from typing import Any
 
 _SMALL_INT = 2**63
+CODEC_VERSION = 2  # part of the expected-output cache key: 2 = np.float64 outputs, "x", Fraction, Decimal
 FRACTION_MAX_BITS = 1 << 16  # numerator + denominator: normalising one is a gcd, quadratic in size
 NUMPY_DTYPES = frozenset({
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
