@@ -864,6 +864,7 @@ _THIRD = _sample("third", "    return x / 3\n", [[1], [2.5]], prompt="def third(
 _PAIR = _sample("pair", "    return (x / 3, x / 7)\n", [[1]], prompt="def pair(x):\n", sid="Toy/pair")
 _UNIQ = _sample("uniq", "    return set(x)\n", [[[1, 2, 2]]], prompt="def uniq(x):\n", sid="Toy/uniq")
 _NT = "from collections import namedtuple\nP = namedtuple('P', 'a b')\n"
+_SHOUT = _sample("shout", "    return s.upper()\n", [["ab"]], prompt="def shout(s):\n", sid="Toy/shout")
 
 
 @pytest.mark.parametrize("sample, program, ok", [  # each verdict is evalplus 0.3.1's untrusted_check's
@@ -875,6 +876,8 @@ _NT = "from collections import namedtuple\nP = namedtuple('P', 'a b')\n"
     (_THIRD, "from fractions import Fraction\ndef third(x):\n    return Fraction(x) / 3\n", False),
     (_THIRD, "from fractions import Fraction\ndef third(x):\n    return Fraction(x / 3)\n", True),
     (_THIRD, "import numpy as np\ndef third(x):\n    return np.float64(x) / 3\n", True),
+    (_THIRD, "import numpy as np\ndef third(x):\n    return np.array([x / 3])[0]\n", True),
+    (_SHOUT, "import numpy as np\ndef shout(s):\n    return np.array([s.upper()])[0]\n", True),  # np.str_
     # the tolerance asks for the expected output's very type: a float subclass or a namedtuple is not
     (_THIRD, "def third(x):\n    return x / 3 + 1e-9\n", True),
     (_THIRD, "import numpy as np\ndef third(x):\n    return np.float64(x / 3 + 1e-9)\n", False),

@@ -138,8 +138,8 @@ def encode_output(x: Any) -> Any:
     if type(x) is Subclassed:
         return ["x", encode(x.value)]
     np = sys.modules.get("numpy")
-    if np is not None and isinstance(x, np.generic):  # its dtype says its type: float64 too, a float
-        return _numpy_scalar(x)
+    if np is not None and isinstance(x, np.generic) and x.dtype.name in NUMPY_DTYPES:
+        return _numpy_scalar(x)  # its dtype says its type: float64 too, a float (np.str_: a str, below)
     value = encode(x)
     if type(x) in PLAIN_TYPES:
         return value
