@@ -36,7 +36,9 @@ Deviations from evalplus 0.3.1, meant to be no stricter:
 * Outputs that are not plain data (numpy arrays, custom classes) fail; evalplus
   compares them live, where a few (e.g. a 1-element array) could pass.  A subclass
   of a plain type (namedtuple, IntEnum, a float subclass) compares as its base
-  type: evalplus lets its own __eq__ decide.
+  type: evalplus lets its own __eq__ decide.  A Fraction whose numerator and
+  denominator hold more than 65,536 bits together is refused (normalising it
+  here is a gcd, quadratic in its size).
 * Float outputs compared with a tolerance must have the expected shape: evalplus' np.allclose
   broadcasts, so it passes `[[]]` against `[x]` (and builds an n x n array for n rows of one).
 
