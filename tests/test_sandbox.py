@@ -674,6 +674,13 @@ def test_stale_folders_are_only_the_evaluators_own(tmp_path, monkeypatch):
     assert sandbox.cleanup_stale(str(tmp_path)) == [str(fake)]
     # ... but its pid is ours now: only processes older than this evaluator were the dead one's
     assert killed == [(MY_UIDS, int(sandbox._proc_start_time(os.getpid())))]
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process holds: the next one to take it starts after the sweep begins
+    dead = tmp_path / f"{sandbox.DIR_PREFIX}{sandbox._pid_namespace()}-{gone.pid}-1"
+    dead.mkdir()
+    before = sandbox._uptime_ticks()
+    assert sandbox.cleanup_stale(str(tmp_path)) == [str(dead)]
+    assert killed[1][0] == sandbox._uid_range(gone.pid) and before <= killed[1][1] <= sandbox._uptime_ticks()
 
 
 @pytest.mark.skipif(not ROOT, reason="sandbox uids need root")

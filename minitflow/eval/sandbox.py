@@ -176,6 +176,12 @@ def _remove_sysv(uids: range, changed_before: float | None = None) -> None:
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def _uptime_ticks() -> int:
+    """Now, in the clock ticks since boot that process start times count."""
+    with open("/proc/uptime", "rb") as f:
+        return int(float(f.read().split()[0]) * _CLK_TCK)
+
+
 def _boot_time() -> float:
     """Epoch seconds of the boot (btime of /proc/stat): process start ticks count from it."""
     with open("/proc/stat", "rb") as f:
@@ -211,10 +217,12 @@ def cleanup_stale(tmp: str | None = None) -> list[str]:
         if now == start:
             continue  # its evaluator is alive
         if os.geteuid() == 0:
-            # pid_max is often 32768: a live process holding the dead evaluator's pid may be an
-            # evaluator whose sandboxes run under these same uids; they all started after it did
-            _kill_uids(_uid_range(pid), None if now is None else int(now))
-            _remove_sysv(_uid_range(pid), None if now is None else _boot_time() + int(now) / _CLK_TCK)
+            # pid_max is often 32768: a process holding the dead evaluator's pid now (or from
+            # any moment on) may be an evaluator whose sandboxes run under these same uids; they
+            # all started after it did, so only what is older than it (than now) was the dead one's
+            ticks = int(now) if now is not None else _uptime_ticks()
+            _kill_uids(_uid_range(pid), ticks)
+            _remove_sysv(_uid_range(pid), _boot_time() + ticks / _CLK_TCK)
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)
