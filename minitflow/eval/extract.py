@@ -122,11 +122,20 @@ _NUMBER_RE = re.compile(
     r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"|(?<![\w.])-?\.\d+"
 )
+_SMALL_WORDS = {w: k for k, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS_WORDS = {w: 10 * k for k, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SCALE_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+_NUMBER_WORD = "|".join(sorted([*_SMALL_WORDS, *_TENS_WORDS, "minus", "negative"], key=len, reverse=True))
+_NUMBER_WORDS_RE = re.compile(rf"(?:(?:{_NUMBER_WORD}|hundred|thousand|million|billion|and)\b[\s-]*)+", re.I)
 # a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
-_GSM_NUMBER_AHEAD = r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*(?=[-\d.])"
+_GSM_NUMBER_AHEAD = (r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*"
+                     rf"(?=[-\d.]|(?:{_NUMBER_WORD})\b)")
 _GSM_PHRASE_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?"
-    r"|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be))" + _GSM_NUMBER_AHEAD, re.I)
+    r"|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be)"
+    r"|\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a))" + _GSM_NUMBER_AHEAD, re.I)  # Qwen's Chinese: 答案是 / 答案：
 # "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
 _CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
               r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+")
@@ -152,12 +161,64 @@ _MATH_SPAN_RE = re.compile(
     r"|(?<![\\$])\$(?=[^\s$])(?:[^$\n\\]|\\.)+?(?<=\S)\$(?!\d)")
 
 
-# "18 or 20", "18, or maybe 20": a hedge between two numbers states neither
-_HEDGE_GAP_RE = re.compile(r"\s*,?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?", re.I)
+# "18 or 20", "18, or maybe 20", "18 (or possibly 20)", "18? Or 20": a hedge between two numbers states neither
+_HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?", re.I)
+# "between 18 and 20", "18 to 20", "18-20": a range, no one number
+_RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through)\s+", re.I)
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 # "\boxed{18} or \boxed{20}": between two boxes, a hedge
 _BOX_HEDGE_RE = re.compile(r"\s*\$*\s*,?\s*(?:or|\\text\s*\{\s*or\s*\})\s*\$*\s*", re.I)
+
+
+# after a number in words, the words that make it part of something else: "one half", "two more than ..."
+_NOT_A_COUNT = {"of", "more", "less", "fewer", "times", "half", "halves", "third", "thirds", "quarter", "quarters",
+                "fourth", "fourths", "fifth", "fifths", "percent", "or", "and", "to", "plus", "minus", "point"}
+
+
+def _words_value(phrase: str) -> int | None:
+    """ "twenty-five" -> 25, "one hundred and five" -> 105, "minus three" -> -3; None for anything
+    that is not one number in words ("eighteen twenty" is two; "and" only after a hundred or a thousand)."""
+    tokens = [t for t in re.split(r"[\s-]+", phrase.lower()) if t]
+    sign = -1 if tokens and tokens[0] in ("minus", "negative") else 1
+    tokens = tokens[sign < 0:]
+    total, group, last = 0, 0, None  # last: "small", "tens", "hundred", "scale", "and"
+    for t in tokens:
+        if t in _SMALL_WORDS or t in _TENS_WORDS:
+            v = _SMALL_WORDS.get(t, _TENS_WORDS.get(t))
+            if last == "small" or last == "tens" and not 0 < v < 10 or group % 100 and last != "tens":
+                return None
+            group, last = group + v, "tens" if t in _TENS_WORDS else "small"
+        elif t == "hundred":
+            if last not in ("small", "tens") or not 0 < group < 10:
+                return None
+            group, last = group * 100, "hundred"
+        elif t in _SCALE_WORDS:
+            if not group or last in ("scale", "and") or total and total < _SCALE_WORDS[t] * 1000:
+                return None
+            total, group, last = total + group * _SCALE_WORDS[t], 0, "scale"
+        elif t == "and" and last in ("hundred", "scale"):
+            last = "and"
+        else:
+            return None
+    if last in (None, "and") or (last == "scale" and group):
+        return None
+    return sign * (total + group)
+
+
+def _number_in_words(text: str) -> str | None:
+    """The number a stated answer writes in words, "eighteen" or "twenty-five dollars" (a few words
+    of unit may follow, nothing else): "one half" and "two more than ten" are no number."""
+    text = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", text)
+    text = re.sub(r"[*$_]|\\\$", " ", text).strip()
+    m = _NUMBER_WORDS_RE.match(text)
+    if not m:
+        return None
+    rest = re.split(r"[,;(]", text[m.end():], maxsplit=1)[0].strip().rstrip(".!").split()
+    value = _words_value(m.group(0))
+    if value is None or len(rest) > 3 or any(not re.fullmatch(r"[a-z]+", w) or w in _NOT_A_COUNT for w in rest):
+        return None
+    return str(value)
 
 
 def _same_value(a: str, b: str) -> bool:
@@ -167,14 +228,24 @@ def _same_value(a: str, b: str) -> bool:
         return False
 
 
-def _pick_number(text: str, last: bool) -> str | None:
+# "1.080" is 1080 in German and 1.08 in English, where a third decimal 0 is rare: no telling which
+_DOT_THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}\.\d\d0")
+# "1.080.000": dots that group digits (no decimal has two dots)
+_DOT_GROUPS_RE = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{3}){2,}(?![\d.]?\d)")
+
+
+def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     """The first (or last) number of `text`, as a plain string; a clock time or ratio it is part
-    of ("12:30"), or a hedge it is part of ("18 or 20"), as written: no number, so no answer."""
+    of ("12:30"), or a hedge it is part of ("18 or 20"), as written: no number, so no answer.  In a
+    stated answer (not `stated`: a reply's last number) a range is one too ("18-20", "18 to 20");
+    "between 18 and 20" is one anywhere ("from $5 and $6" is two amounts, "from 18 to 20" a change)."""
     found = list(_NUMBER_RE.finditer(text))
     if not found:
         return None
     i = len(found) - 1 if last else 0
     m = found[i]
+    if _DOT_THOUSANDS_RE.fullmatch(m.group(0)):
+        return f"{m.group(0)} ({m.group(0).replace('.', '')} or {m.group(0).rstrip('0').rstrip('.')}?)"
     if text[m.end():m.end() + 1] == ":" and text[m.end() + 1:m.end() + 2].isdigit() \
             or m.start() >= 2 and text[m.start() - 1] == ":" and text[m.start() - 2].isdigit():
         at = m.start() + m.group(0).startswith("-")
@@ -182,7 +253,10 @@ def _pick_number(text: str, last: bool) -> str | None:
     other = found[i - 1] if last and i > 0 else found[i + 1] if not last and i + 1 < len(found) else None
     if other is not None:
         a, b = (other, m) if last else (m, other)
-        if _HEDGE_GAP_RE.fullmatch(text[a.end():b.start()]) and not _same_value(a.group(0), b.group(0)):
+        gap = text[a.end():b.start()]
+        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")) \
+            or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
+        if (_HEDGE_GAP_RE.fullmatch(gap) or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
     return _clean_number(m.group(0))
 
@@ -221,15 +295,21 @@ def _improper(m: re.Match) -> str:
     return f"{m.group(1)}{whole * den + num}/{den}"
 
 
+_DOLLARS_CENTS_RE = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)\s*(?:dollars?\s*)?(?:and|,)\s*(\d{1,2})\s*cents?\b",
+                               re.I)
+
+
 def _latex_number_text(s: str) -> str:
     """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
     s = _join_digit_groups(s.replace("\u2212", "-"))
+    s = _DOT_GROUPS_RE.sub(lambda m: m.group(0).replace(".", ""), s)
     s = _MIXED_RE.sub(_improper, s)
     s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", s)
     s = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", s)
     s = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", s)
     s = re.sub(r"(?<=[A-Za-z])\s*\^\s*(?:\{\s*-?\d\s*\}|-?\d)(?!\.?\d)", " ", s)  # cm^2 is a unit, not 2
     s = re.sub(r"\\[,;:! ]|\\\$|\\%|[$%]", " ", s)
+    s = _DOLLARS_CENTS_RE.sub(lambda m: f"{m.group(1)}.{int(m.group(2)):02d}", s)  # not 18
     return re.sub(r"^\s*-\s+(?=\d)", "-", s)  # "- 5" at the start is a sign
 
 
@@ -261,7 +341,8 @@ def _number_in(fragment: str, last: bool) -> str | None:
     text = _latex_number_text(fragment)
     if "=" in text:  # "16 - 3 - 4 = 9": the result
         text = text.rsplit("=", 1)[1]
-    return _pick_number(text, last)
+    got = _pick_number(text, last)
+    return got if got is not None else _number_in_words(fragment)
 
 
 def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | None:
@@ -307,7 +388,10 @@ def _hypothetical(text: str, m: re.Match) -> bool:
 def _number_stated_at(text: str, pos: int) -> str | None:
     """The first number of the sentence starting at `pos`."""
     line = text[pos:].split("\n", 1)[0]
-    sentence = re.split(r"\.(?:\s|$)|(?<!\\)[;?!]", line, maxsplit=1)[0]  # not 1\;080
+    # not at 1\;080, nor at "18? Or 20" (a hedge); "18。" ends a sentence too
+    sentence = re.split(r"(?:\.(?=\s|$)|(?<!\\)[;?!\u3002])(?!\.*\s*\(?\s*(?i:or)\b)", line, maxsplit=1)[0]
+    if _NUMBER_WORDS_RE.match(re.sub(r"^[\s:*$]+", "", sentence)):  # "one more than 17 ...": not 17
+        return _number_in_words(sentence)
     return _number_in(sentence, last=False)
 
 
@@ -340,7 +424,7 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
         # number ("She pays 1 080 in all." was 080), unless a word joins it on (2 100-page books)
         region = _MATH_SPAN_RE.sub(lambda m: _join_digit_groups(m.group(0), spaces=True), region)
         region = _join_last_spaced_number(region)
-        got = _pick_number(_latex_number_text(region), last=True)
+        got = _pick_number(_latex_number_text(region), last=True, stated=False)
         if got is not None:
             return got
     return None

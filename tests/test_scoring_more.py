@@ -1,0 +1,97 @@
+"""GSM8K / MMLU strict extraction: the answer styles an earlier pass left (number words, dollars and
+cents, ranges, hedges in parentheses, Qwen's Chinese answer lines, dot-grouped thousands, ...).
+Each case failed before its fix (no data files needed)."""
+
+import pytest
+
+from minitflow.eval.scoring import extract_gsm8k_answer, score_gsm8k
+
+# ------------------------------------------------------------------- GSM8K
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a number in words, stated as the answer (was: none, or the reasoning's last number)
+    ("She sells 9 eggs at $2 each.\nThe answer is eighteen.", "18"),
+    ("#### twenty-five", "25"),
+    (r"So the final answer is \boxed{\text{eighteen}}.", "18"),
+    ("She has 4 left.\nThe answer is one hundred and five apples.", "105"),
+    ("The answer is seventy-two thousand five hundred.", "72500"),
+    ("The answer is **zero**.", "0"),
+    ("The answer is minus five.", "-5"),
+    ("The answer is twelve, since she had 3 bags of 4.", "12"),
+])
+def test_gsm8k_number_words(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # words that are no count: the explicit phrase states nothing, the reply's last number stands
+    ("So 17 + 1 = 18.\nThe answer is one more than 17, which is 18.", "18"),
+    ("The answer is one of the two: 5", "5"),
+    # "eighteen twenty" is two numbers, "eighteen and a half" no whole one: not 18
+    ("It costs $4.\nThe answer is eighteen twenty.", "4"),
+    ("It costs $4.\nThe answer is eighteen and a half.", "4"),
+])
+def test_gsm8k_number_words_that_are_no_answer(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+def test_gsm8k_dollars_and_cents():
+    """18 dollars and 50 cents is 18.5, not 18 (a gold of 18 scored it right)."""
+    assert extract_gsm8k_answer("She made 37 / 2 dollars.\nThe answer is 18 dollars and 50 cents.") == "18.50"
+    assert extract_gsm8k_answer("The answer is $18 and 5 cents.") == "18.05"
+    assert not score_gsm8k("The answer is 18 dollars and 50 cents.", "18")
+    assert score_gsm8k("The answer is 18 dollars and 50 cents.", "18.5")
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is 18 (or possibly 20).",
+    "The answer is 18? Or maybe 20.",
+    "The answer is 18... or maybe 20.",
+    "The answer is 18. Or 20.",
+    "The answer is 18-20.",
+    "The answer is 18\u201320.",
+    "The answer is 18 to 20.",
+    "The answer is between 20 and 18.",
+    "So it is between 20 and 18.",
+    r"\boxed{18-20}",
+    "So it is 18? or maybe 20",
+])
+def test_gsm8k_hedges_and_ranges_state_no_answer(text):
+    """A hedge or range names two numbers and commits to neither: no gold of 18 or 20 accepts it."""
+    assert not score_gsm8k(text, "18") and not score_gsm8k(text, "20")
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a range is no answer only where an answer is stated: a reply's last number keeps its reading
+    ("It went from 18 to 20.", "20"),
+    ("So she pays $5 and $6.", "6"),
+    ("The answer is 18 (or 18.0).", "18"),
+    ("The answer is 16-3-4=9", "9"),
+])
+def test_gsm8k_not_a_range(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "She makes 9 * 2 = $18.\n\u7b54\u6848\u662f 18\u3002\u9a8c\u8bc1\uff1a18 + 1 = 19",   # 答案是 18。验证：18 + 1 = 19
+    "She makes 9 * 2 = $18.\n\u6700\u7ec8\u7b54\u6848\uff1a18\n\uff08\u68c0\u67e5\uff1a18 - 1 = 17\uff09",  # 最终答案：18
+    "\u7b54\u6848\u4e3a18\uff0c\u5171 3 \u5929",  # 答案为18，共 3 天
+])
+def test_gsm8k_chinese_answer_line(text):
+    """Qwen3 switches to Chinese at times: 答案是 / 答案为 / 答案： states the answer (the check after it
+    was read instead)."""
+    assert extract_gsm8k_answer(text) == "18"
+
+
+def test_gsm8k_dot_grouped_thousands():
+    """"1.080.000" can only be 1080000 (was 1.080); "1.080" is 1080 in German, 1.08 in English, and a
+    third decimal 0 is rare in English: no answer (was 1.08; "Die Antwort ist 70.000" scored a gold of 70)."""
+    assert extract_gsm8k_answer("Die Antwort ist 1.080.000.") == "1080000"
+    assert not score_gsm8k("Die Antwort ist 70.000.", "70")
+    assert not score_gsm8k("Die Antwort ist 70.000.", "70000")
+    assert not score_gsm8k(r"\boxed{1.080}", "1.08")
+    # a decimal that is no thousands group, or with a third decimal other than 0, reads as before
+    assert extract_gsm8k_answer("The answer is 1.125") == "1.125"
+    assert extract_gsm8k_answer("The answer is 0.250") == "0.250"
+    assert extract_gsm8k_answer("The answer is 1.08") == "1.08"
