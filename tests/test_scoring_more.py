@@ -4,7 +4,7 @@ Each case failed before its fix (no data files needed)."""
 
 import pytest
 
-from minitflow.eval.scoring import extract_gsm8k_answer, score_gsm8k
+from minitflow.eval.scoring import extract_gsm8k_answer, extract_mmlu_letter, score_gsm8k, score_mmlu
 
 # ------------------------------------------------------------------- GSM8K
 
@@ -95,3 +95,50 @@ def test_gsm8k_dot_grouped_thousands():
     assert extract_gsm8k_answer("The answer is 1.125") == "1.125"
     assert extract_gsm8k_answer("The answer is 0.250") == "0.250"
     assert extract_gsm8k_answer("The answer is 1.08") == "1.08"
+
+
+# -------------------------------------------------------------------- MMLU
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a clear statement that was no answer (None before)
+    ("Option B is tempting but does not fit.\nI think it's C.", "C"),
+    ("Option B is tempting but does not fit.\nIt's C.", "C"),
+    ("Option B is tempting but does not fit.\nSo it is (D)! B was close.", "D"),
+    ("Option B is tempting but does not fit.\nMy choice is C.", "C"),
+    ("Option B is tempting but does not fit.\nMy pick is D, since B fails.", "D"),
+    # Qwen's Chinese: 答案：C / 所以答案是 C。
+    ("Option B is tempting but does not fit.\n\u7b54\u6848\uff1aC", "C"),
+    ("Option B is tempting but does not fit.\n\u6240\u4ee5\u7b54\u6848\u662f C\u3002", "C"),
+])
+def test_mmlu_clear_statements(text, expected):
+    assert extract_mmlu_letter(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is C (or possibly D).",
+    "The answer is C... or maybe D.",
+    "The answer is C? Or D.",
+    "The answer is C. Or maybe D.",
+    r"\boxed{C} or \boxed{D}",
+    r"\boxed{D} or \boxed{C}",
+    "<think>So C.</think>\n" r"\boxed{D} or \boxed{C}",
+])
+def test_mmlu_hedges_state_no_answer(text):
+    """A hedge names two letters and commits to neither (C was read before)."""
+    assert extract_mmlu_letter(text) is None
+    assert not score_mmlu(text, "C") and not score_mmlu(text, "D")
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a mention that ends no sentence, or a letter that is something else, is no answer
+    ("Carbon has atomic number 6: it is C.\nB", "B"),
+    ("If it's B, then the rate doubles. So D.", "D"),
+    ("The answer is C (option D is wrong).", "C"),
+    ("The answer is C. And B is wrong.", "C"),
+    # the same letter boxed twice is no hedge; a later correction restates the answer
+    (r"\boxed{B} or \boxed{B}", "B"),
+    ("\\boxed{B} or \\boxed{C}\nWait, actually it's C.", "C"),
+])
+def test_mmlu_not_hedges(text, expected):
+    assert extract_mmlu_letter(text) == expected

@@ -529,16 +529,17 @@ def _closing_statement(region: str) -> str | None:
 # ------------------------------------------------------------------- MMLU
 
 _LETTERS = "ABCDEFGHIJ"
-# "A or C", "A, B", "A and C": a hedge between two letters states no answer
-_NOT_TWO = r"(?![)*}]*\s*(?:,|/|&|\bor\b|\band\b)\s*[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b))"
+# "A or C", "A, B", "A and C", "A (or possibly C)", "A... or maybe C": a hedge between two letters states no answer
+_NOT_TWO = (r"(?![)*}]*\s*(?:,|/|&|\band\b|(?:\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
+            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b))")
 _L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
     re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
     # "Answer: B", "**Answer:** (C)", "Final answer: C"
     re.compile(r"answer\s*\**\s*:\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
-    # "the correct option is C", "best choice: (D)"
-    re.compile(r"(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|:)?\s*\**\s*" + _L, re.I),
+    # "the correct option is C", "best choice: (D)", "My choice is C"
+    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:is|:)?\s*\**\s*" + _L, re.I),
     # "option C is correct", "(D) is the correct answer"
     re.compile(r"(?:option|choice)?\s*\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
     re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
@@ -549,6 +550,12 @@ _LETTER_PATTERNS = [
                re.I | re.M),
     # after "The answer is C.": "Wait, actually it's B.", "no, it's B) text"
     re.compile(_CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
+    # "I think it's C.", "So it is (B)!": a sentence that opens (or concludes) there and ends at the letter,
+    # not "the element with atomic number 6 is carbon: it is C."
+    re.compile(r"(?:^|[.!?]\s+|\b(?:I\s+(?:think|believe)|so|thus|therefore|hence)[,:]?\s+)"
+               r"it(?:['\u2019]s|\s+is)\s+(?:option\s+|choice\s+)?" + _L + r"(?=\)?\**\s*(?:[.!]|$))", re.I | re.M),
+    # Qwen's Chinese: "答案：C", "所以答案是 C。", "正确答案为 (B)"
+    re.compile(r"\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)\s*(?:\u9009\u9879\s*)?" + _L, re.I),
     # "I choose B", "I'll go with option C"
     re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
@@ -639,10 +646,14 @@ def _article(text: str, m: re.Match, choices: Sequence[str] | None) -> bool:
 
 def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = False) -> str | None:
     found: list[tuple[int, int, str]] = []  # (position, rank, letter): at one position the higher rank wins
-    for start, _, content in boxed_spans(text):
+    prev: tuple[int, str | None] = (-1, None)  # the end and letter of the box before
+    for start, end, content in boxed_spans(text):
         letter = _boxed_letter(content, choices)
-        if letter:
+        if letter and prev[1] and prev[1] != letter and _BOX_HEDGE_RE.fullmatch(text[prev[0]:start]):
+            letter = ""  # "\boxed{B} or \boxed{C}": a hedge, no answer
+        if letter is not None:
             found.append((start, 0, letter))
+        prev = (end, letter)
     if boxes_only:
         return max(found)[2] if found else None
     for pattern in _LETTER_PATTERNS:
@@ -676,8 +687,8 @@ def extract_mmlu_letter(text: str | None, choices: Sequence[str] | None = None) 
     for region in regions:
         # of a thought cut off at "so the answer is A" only a closed box counts, as the module's rules say
         letter = _mmlu_explicit(region, choices, boxes_only=unfinished_thought(region))
-        if letter:
-            return letter
+        if letter is not None:  # "": a hedge ("\boxed{B} or \boxed{C}"), no answer
+            return letter or None
         if unfinished_thought(region):
             return None
         letter = _mmlu_plain(region, choices)
