@@ -44,6 +44,20 @@ def test_gsm8k_dollars_and_cents():
     assert score_gsm8k("The answer is 18 dollars and 50 cents.", "18.5")
 
 
+@pytest.mark.parametrize("text, expected", [
+    # a scale word, "and a half", "and 1/2" belong to the number (all read 18 or 1.5 before)
+    ("The answer is 1.5 million.", "1500000"),
+    (r"\boxed{2.5 \text{ million}}", "2500000"),
+    ("So she earns $1.5 million.", "1500000"),
+    ("The answer is 18 and a half.", "18.5"),
+    ("The answer is 18 and 1/2.", "37/2"),
+    # a dash and "no" correct the answer (18 before)
+    ("The answer is 18 \u2014 no, 20.", "20"),
+])
+def test_gsm8k_number_parts(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
 @pytest.mark.parametrize("text", [
     "The answer is 18 (or possibly 20).",
     "The answer is 18? Or maybe 20.",
@@ -56,6 +70,9 @@ def test_gsm8k_dollars_and_cents():
     "So it is between 20 and 18.",
     r"\boxed{18-20}",
     "So it is 18? or maybe 20",
+    # two quantities are no one answer (read 18 before): 18 hours and 20 minutes is neither 18 nor 20
+    "The answer is 18 hours and 20 minutes.",
+    "The answer is 18 apples and 20 pears.",
 ])
 def test_gsm8k_hedges_and_ranges_state_no_answer(text):
     """A hedge or range names two numbers and commits to neither: no gold of 18 or 20 accepts it."""
@@ -68,6 +85,7 @@ def test_gsm8k_hedges_and_ranges_state_no_answer(text):
     ("So she pays $5 and $6.", "6"),
     ("The answer is 18 (or 18.0).", "18"),
     ("The answer is 16-3-4=9", "9"),
+    ("It took 3 hours and 30 minutes.", "30"),
 ])
 def test_gsm8k_not_a_range(text, expected):
     assert extract_gsm8k_answer(text) == expected
@@ -136,6 +154,7 @@ def test_mmlu_hedges_state_no_answer(text):
     ("If it's B, then the rate doubles. So D.", "D"),
     ("The answer is C (option D is wrong).", "C"),
     ("The answer is C. And B is wrong.", "C"),
+    ("The answer is B \u2014 no, C.", "C"),
     # the same letter boxed twice is no hedge; a later correction restates the answer
     (r"\boxed{B} or \boxed{B}", "B"),
     ("\\boxed{B} or \\boxed{C}\nWait, actually it's C.", "C"),

@@ -137,8 +137,10 @@ _GSM_PHRASE_RE = re.compile(
     r"|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be)"
     r"|\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a))" + _GSM_NUMBER_AHEAD, re.I)  # Qwen's Chinese: 答案是 / 答案：
 # "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
-_CORRECTION = (r"\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
-              r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+")
+# "The answer is 18 \u2014 no, 20.": a dash and "no" correct it too
+_CORRECTION = (r"(?:\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
+              r"(?:it['\u2019]?s|it\s+is|it\s+should\s+be|the\s+correct\s+one\s+is)\s+"
+              r"|(?:\u2014|--)\s*no\b[,:]?\s*(?:actually\b,?\s*)?)")
 _GSM_CORRECTION_RE = re.compile(_CORRECTION + _GSM_NUMBER_AHEAD, re.I)
 # a thin space between digits: LaTeX's \, \! \; \: \ and ~, U+2009, U+202F, NBSP
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|[\u00a0\u2009\u202f])(?=\d)")
@@ -254,7 +256,9 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     if other is not None:
         a, b = (other, m) if last else (m, other)
         gap = text[a.end():b.start()]
-        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")) \
+        # "3 hours and 30 minutes", "5 apples and 3 pears": two quantities, where an answer is stated
+        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")
+                             or re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)) \
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
         if (_HEDGE_GAP_RE.fullmatch(gap) or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
@@ -282,9 +286,10 @@ def _join_last_spaced_number(text: str) -> str:
     return text[:run.start()] + re.sub("[ \u2009]", "", run.group(0)) + tail
 
 
-# a mixed number, "1\frac{1}{2}", "2 1/2" (a proper fraction after a whole number): read as 1, 1/2 or 11/2
+# a mixed number, "1\frac{1}{2}", "2 1/2", "2 and 1/2" (a proper fraction after a whole number): read as 1, 1/2
+# or 11/2
 _MIXED_RE = re.compile(r"(?<![\w.,/])(-?)(\d+)(?:\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}"
-                       r"|[ ~]+(\d+)\s*/\s*(\d+)(?![\d.,/]))")
+                       r"|(?:[ ~]+|\s+and\s+)(\d+)\s*/\s*(\d+)(?![\d.,/]))")
 
 
 def _improper(m: re.Match) -> str:
@@ -299,6 +304,15 @@ _DOLLARS_CENTS_RE = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)\s*(?:dollar
                                re.I)
 
 
+_SCALED_RE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(thousand|million|billion)\b", re.I)
+
+
+def _scaled(m: re.Match) -> str:
+    """ "1.5 million" -> "1500000"."""
+    value = Fraction(m.group(1).replace(",", "") + (m.group(2) or "")) * _SCALE_WORDS[m.group(3).lower()]
+    return str(value.numerator) if value.denominator == 1 else str(float(value))
+
+
 def _latex_number_text(s: str) -> str:
     """Strip LaTeX decoration around a number: \\frac{a}{b} -> a/b, units, $, %, digit groups."""
     s = _join_digit_groups(s.replace("\u2212", "-"))
@@ -310,6 +324,8 @@ def _latex_number_text(s: str) -> str:
     s = re.sub(r"(?<=[A-Za-z])\s*\^\s*(?:\{\s*-?\d\s*\}|-?\d)(?!\.?\d)", " ", s)  # cm^2 is a unit, not 2
     s = re.sub(r"\\[,;:! ]|\\\$|\\%|[$%]", " ", s)
     s = _DOLLARS_CENTS_RE.sub(lambda m: f"{m.group(1)}.{int(m.group(2)):02d}", s)  # not 18
+    s = re.sub(r"(?<![\d.,])(\d+)\s+and\s+(?:a|one)[\s-]half\b", r"\1.5", s, flags=re.I)  # "18 and a half": not 18
+    s = _SCALED_RE.sub(_scaled, s)  # "1.5 million": not 1.5
     return re.sub(r"^\s*-\s+(?=\d)", "-", s)  # "- 5" at the start is a sign
 
 
