@@ -1077,7 +1077,7 @@ def test_gsm8k_a_time_or_a_hedge_is_no_number(text, gold):
     (r"At 12:30 she had sold \boxed{45}.", "45"), ("She left at 2:15 and sold 45 in all.", "45"),
     ("Is it 18 or 20? Checking again, it is 20.", "20"),
     (r"\boxed{18} or \boxed{18.00}", "18"), (r"\boxed{9} eggs, so she makes \boxed{18}", "18"),
-    (r"\boxed{18} and \boxed{20}", "20"),
+    # (\boxed{18} and \boxed{20} is two answers, a hedge: tests/test_scoring_more.py)
 ])
 def test_gsm8k_times_and_hedges_elsewhere_leave_the_answer(text, gold):
     assert score_gsm8k(text, gold)

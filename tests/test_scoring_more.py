@@ -73,6 +73,11 @@ def test_gsm8k_number_parts(text, expected):
     # two quantities are no one answer (read 18 before): 18 hours and 20 minutes is neither 18 nor 20
     "The answer is 18 hours and 20 minutes.",
     "The answer is 18 apples and 20 pears.",
+    # two different boxes side by side, with a comma, "and" or a line between them (20 before)
+    r"\boxed{18}, \boxed{20}",
+    r"\boxed{18} and \boxed{20}",
+    "\\boxed{18}\n\\boxed{20}",
+    r"$\boxed{18}$ / $\boxed{20}$",
 ])
 def test_gsm8k_hedges_and_ranges_state_no_answer(text):
     """A hedge or range names two numbers and commits to neither: no gold of 18 or 20 accepts it."""
@@ -85,6 +90,7 @@ def test_gsm8k_hedges_and_ranges_state_no_answer(text):
     ("So she pays $5 and $6.", "6"),
     ("The answer is 18 (or 18.0).", "18"),
     ("The answer is 16-3-4=9", "9"),
+    ("\\boxed{18}\n\nSo the final answer is \\boxed{18}.", "18"),
     ("It took 3 hours and 30 minutes.", "30"),
 ])
 def test_gsm8k_not_a_range(text, expected):
@@ -140,6 +146,8 @@ def test_mmlu_clear_statements(text, expected):
     "The answer is C. Or maybe D.",
     r"\boxed{C} or \boxed{D}",
     r"\boxed{D} or \boxed{C}",
+    r"\boxed{D}, \boxed{C}",
+    "\\boxed{D}\n\\boxed{C}",
     "<think>So C.</think>\n" r"\boxed{D} or \boxed{C}",
 ])
 def test_mmlu_hedges_state_no_answer(text):

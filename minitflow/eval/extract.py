@@ -169,8 +169,8 @@ _HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*or\s+(?:mayb
 _RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through)\s+", re.I)
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
-# "\boxed{18} or \boxed{20}": between two boxes, a hedge
-_BOX_HEDGE_RE = re.compile(r"\s*\$*\s*,?\s*(?:or|\\text\s*\{\s*or\s*\})\s*\$*\s*", re.I)
+# "\boxed{18} or \boxed{20}", "\boxed{18}, \boxed{20}", two boxes on two lines: between two boxes, a hedge
+_BOX_HEDGE_RE = re.compile(r"\s*\$*\s*(?:,?\s*(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})?\s*\$*\s*", re.I)
 
 
 # after a number in words, the words that make it part of something else: "one half", "two more than ..."
