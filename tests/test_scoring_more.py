@@ -134,6 +134,7 @@ def test_gsm8k_dot_grouped_thousands():
     # Qwen's Chinese: 答案：C / 所以答案是 C。
     ("Option B is tempting but does not fit.\n\u7b54\u6848\uff1aC", "C"),
     ("Option B is tempting but does not fit.\n\u6240\u4ee5\u7b54\u6848\u662f C\u3002", "C"),
+    ("Option B is tempting but does not fit.\n\u7b54\u6848\u662fC\u9009\u9879", "C"),  # 答案是C选项
 ])
 def test_mmlu_clear_statements(text, expected):
     assert extract_mmlu_letter(text) == expected
@@ -144,6 +145,9 @@ def test_mmlu_clear_statements(text, expected):
     "The answer is C... or maybe D.",
     "The answer is C? Or D.",
     "The answer is C. Or maybe D.",
+    "Answer: C, or maybe D",
+    "\u7b54\u6848\u662f C \u6216 D",  # 答案是 C 或 D
+    "\u7b54\u6848\u662f C\u3001D",  # 答案是 C、D
     r"\boxed{C} or \boxed{D}",
     r"\boxed{D} or \boxed{C}",
     r"\boxed{D}, \boxed{C}",

@@ -10,7 +10,8 @@ Shared rules:
   a correction after one ("Wait, actually it's 18.") is one (GSM8K, MMLU).
 * A reply that states an answer the extractor cannot read (an MMLU text that
   is no option) has none: its thoughts are not searched instead.
-* A hedge ("18 or 20", "A or C") states neither answer.
+* A hedge ("18 or 20", "A or C", "C (or possibly D)", "18-20", two different
+  boxes side by side) states neither answer; so does "1.080" (1080 or 1.08?).
 """
 
 from __future__ import annotations
@@ -546,7 +547,7 @@ def _closing_statement(region: str) -> str | None:
 
 _LETTERS = "ABCDEFGHIJ"
 # "A or C", "A, B", "A and C", "A (or possibly C)", "A... or maybe C": a hedge between two letters states no answer
-_NOT_TWO = (r"(?![)*}]*\s*(?:,|/|&|\band\b|(?:\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
+_NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
             r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b))")
 _L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
@@ -570,8 +571,11 @@ _LETTER_PATTERNS = [
     # not "the element with atomic number 6 is carbon: it is C."
     re.compile(r"(?:^|[.!?]\s+|\b(?:I\s+(?:think|believe)|so|thus|therefore|hence)[,:]?\s+)"
                r"it(?:['\u2019]s|\s+is)\s+(?:option\s+|choice\s+)?" + _L + r"(?=\)?\**\s*(?:[.!]|$))", re.I | re.M),
-    # Qwen's Chinese: "答案：C", "所以答案是 C。", "正确答案为 (B)"
-    re.compile(r"\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)\s*(?:\u9009\u9879\s*)?" + _L, re.I),
+    # Qwen's Chinese: "答案：C", "所以答案是 C。", "正确答案为 (B)", "答案是B选项"; not "答案是 B 或 C" (B or C)
+    re.compile(r"\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)\s*(?:\u9009\u9879\s*)?[*$({\[\uff08]*\s*([A-J])(?![\w'-])"
+               r"(?![)*}\uff09]*\s*[\u6216\u548c\u3001,/]\s*[*$({\[\uff08]*[A-J])" + _NOT_TWO, re.I),
+    re.compile(r"\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)\s*(?:\u9009\u9879\s*)?[*$({\[\uff08]*\s*([A-J])(?=\u9009?\u9879)",
+               re.I),
     # "I choose B", "I'll go with option C"
     re.compile(r"\b(?:I\s+(?:would\s+|will\s+)?(?:choose|select|pick)|I'?ll\s+(?:choose|go\s+with)|go\s+with)\s+"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
