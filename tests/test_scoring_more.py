@@ -28,6 +28,8 @@ def test_gsm8k_number_words(text, expected):
     # words that are no count: the explicit phrase states nothing, the reply's last number stands
     ("So 17 + 1 = 18.\nThe answer is one more than 17, which is 18.", "18"),
     ("The answer is one of the two: 5", "5"),
+    ("It costs $4.\nThe answer is one that fits both, 18.", "18"),  # "one" the pronoun: not 1
+    ("It costs $4.\nThe answer is one way to see it", "4"),
     # "eighteen twenty" is two numbers, "eighteen and a half" no whole one: not 18
     ("It costs $4.\nThe answer is eighteen twenty.", "4"),
     ("It costs $4.\nThe answer is eighteen and a half.", "4"),

@@ -174,9 +174,12 @@ _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 _BOX_HEDGE_RE = re.compile(r"\s*\$*\s*(?:,?\s*(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})?\s*\$*\s*", re.I)
 
 
-# after a number in words, the words that make it part of something else: "one half", "two more than ..."
+# after a number in words, the words that make it part of something else: "one half", "two more than ...",
+# "one that fits both", "one way to see it"
 _NOT_A_COUNT = {"of", "more", "less", "fewer", "times", "half", "halves", "third", "thirds", "quarter", "quarters",
-                "fourth", "fourths", "fifth", "fifths", "percent", "or", "and", "to", "plus", "minus", "point"}
+                "fourth", "fourths", "fifth", "fifths", "percent", "or", "and", "to", "plus", "minus", "point",
+                "that", "which", "where", "who", "whose", "when", "if", "than", "but", "the", "a", "an", "is", "are",
+                "was", "were", "be", "in", "on", "at", "by", "with", "from", "way", "thing", "another", "other"}
 
 
 def _words_value(phrase: str) -> int | None:
