@@ -42,6 +42,7 @@ def test_gsm8k_dollars_and_cents():
     """18 dollars and 50 cents is 18.5, not 18 (a gold of 18 scored it right)."""
     assert extract_gsm8k_answer("She made 37 / 2 dollars.\nThe answer is 18 dollars and 50 cents.") == "18.50"
     assert extract_gsm8k_answer("The answer is $18 and 5 cents.") == "18.05"
+    assert extract_gsm8k_answer("So she bought 3, 50 cent stamps.") == "50"  # a list, not $3.50
     assert not score_gsm8k("The answer is 18 dollars and 50 cents.", "18")
     assert score_gsm8k("The answer is 18 dollars and 50 cents.", "18.5")
 

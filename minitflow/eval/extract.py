@@ -304,7 +304,8 @@ def _improper(m: re.Match) -> str:
     return f"{m.group(1)}{whole * den + num}/{den}"
 
 
-_DOLLARS_CENTS_RE = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)\s*(?:dollars?\s*)?(?:and|,)\s*(\d{1,2})\s*cents?\b",
+# "18 dollars and 50 cents", "$18 and 5 cents", "18 dollars, 50 cents" (not "3, 50 cent stamps")
+_DOLLARS_CENTS_RE = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\s*dollars?\s*(?:and|,)|\s+and)\s*(\d{1,2})\s*cents?\b",
                                re.I)
 
 
