@@ -214,7 +214,8 @@ def _words_value(phrase: str) -> int | None:
 
 def _number_in_words(text: str) -> str | None:
     """The number a stated answer writes in words, "eighteen" or "twenty-five dollars" (a few words
-    of unit may follow, nothing else): "one half" and "two more than ten" are no number."""
+    of unit may follow, nothing else): "one half" and "two more than ten" are no number, and a lone
+    "one" with words after it is the pronoun ("one you expected")."""
     text = re.sub(r"\\(?:text|mathrm|mbox|textbf)\s*\{([^{}]*)\}", r" \1 ", text)
     text = re.sub(r"[*$_]|\\\$", " ", text).strip()
     m = _NUMBER_WORDS_RE.match(text)
@@ -222,7 +223,8 @@ def _number_in_words(text: str) -> str | None:
         return None
     rest = re.split(r"[,;(]", text[m.end():], maxsplit=1)[0].strip().rstrip(".!").split()
     value = _words_value(m.group(0))
-    if value is None or len(rest) > 3 or any(not re.fullmatch(r"[a-z]+", w) or w in _NOT_A_COUNT for w in rest):
+    if value is None or len(rest) > 3 or any(not re.fullmatch(r"[a-z]+", w) or w in _NOT_A_COUNT for w in rest) \
+            or rest and m.group(0).strip().lower() == "one":
         return None
     return str(value)
 
