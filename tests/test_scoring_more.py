@@ -31,6 +31,7 @@ def test_gsm8k_number_words(text, expected):
     ("It costs $4.\nThe answer is one that fits both, 18.", "18"),  # "one" the pronoun: not 1
     ("It costs $4.\nThe answer is one way to see it", "4"),
     ("So \\boxed{18}. I hope the answer is one you expected.", "18"),
+    ("It costs $4.\nThe answer is two-fold.", "4"),
     # "eighteen twenty" is two numbers, "eighteen and a half" no whole one: not 18
     ("It costs $4.\nThe answer is eighteen twenty.", "4"),
     ("It costs $4.\nThe answer is eighteen and a half.", "4"),

@@ -224,7 +224,7 @@ def _number_in_words(text: str) -> str | None:
     rest = re.split(r"[,;(]", text[m.end():], maxsplit=1)[0].strip().rstrip(".!").split()
     value = _words_value(m.group(0))
     if value is None or len(rest) > 3 or any(not re.fullmatch(r"[a-z]+", w) or w in _NOT_A_COUNT for w in rest) \
-            or rest and m.group(0).strip().lower() == "one":
+            or rest and m.group(0).strip().lower() == "one" or m.group(0).rstrip().endswith("-"):  # "two-fold"
         return None
     return str(value)
 
