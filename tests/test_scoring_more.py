@@ -1,6 +1,9 @@
 """GSM8K / MMLU strict extraction: the answer styles an earlier pass left (number words, dollars and
 cents, ranges, hedges in parentheses, Qwen's Chinese answer lines, dot-grouped thousands, ...).
-Each case failed before its fix (no data files needed)."""
+The tests named for a reading (number words, hedges, ...) failed before their fix; the "not_..." /
+"no_answer" ones guard the fix's limits (no data files needed)."""
+
+import time
 
 import pytest
 
@@ -178,3 +181,12 @@ def test_mmlu_hedges_state_no_answer(text):
 ])
 def test_mmlu_not_hedges(text, expected):
     assert extract_mmlu_letter(text) == expected
+
+
+def test_mmlu_long_whitespace_is_linear():
+    """A degenerate generation of blank space took time quadratic in its length ("(option)? \\s* (C)
+    is correct" tried every start in the run: 100,000 spaces, about 15 s; now well under one)."""
+    text = "Let me think." + " " * 100_000 + "\nThe answer is (C)."
+    start = time.perf_counter()
+    assert extract_mmlu_letter(text) == "C"
+    assert time.perf_counter() - start < 3

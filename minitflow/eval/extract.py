@@ -564,7 +564,7 @@ _LETTER_PATTERNS = [
     # "the correct option is C", "best choice: (D)", "My choice is C"
     re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:is|:)?\s*\**\s*" + _L, re.I),
     # "option C is correct", "(D) is the correct answer"
-    re.compile(r"(?:option|choice)?\s*\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
+    re.compile(r"(?:(?:option|choice)\s*)?\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),  # not \s*\(: n^2
     re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
     # "Therefore, C is the correct answer.", "C is correct.": a bare letter opening its sentence (not
     # "vitamin C is the best source"), and the sentence ends there ("A is correct in part, but ..." is a remark)
