@@ -183,10 +183,12 @@ def test_mmlu_not_hedges(text, expected):
     assert extract_mmlu_letter(text) == expected
 
 
-def test_mmlu_long_whitespace_is_linear():
+@pytest.mark.parametrize("blank", [" ", "\n"])
+def test_mmlu_long_blank_run_is_linear(blank):
     """A degenerate generation of blank space took time quadratic in its length ("(option)? \\s* (C)
-    is correct" tried every start in the run: 100,000 spaces, about 15 s; now well under one)."""
-    text = "Let me think." + " " * 100_000 + "\nThe answer is (C)."
+    is correct" and "[\\n.!?:] \\s* C is correct" tried every start in the run: 100,000 spaces about
+    15 s, 30,000 newlines about 10 s; now milliseconds)."""
+    text = "Let me think." + blank * (100_000 if blank == " " else 30_000) + "\nThe answer is (C)."
     start = time.perf_counter()
     assert extract_mmlu_letter(text) == "C"
     assert time.perf_counter() - start < 3

@@ -568,14 +568,15 @@ _LETTER_PATTERNS = [
     re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
     # "Therefore, C is the correct answer.", "C is correct.": a bare letter opening its sentence (not
     # "vitamin C is the best source"), and the sentence ends there ("A is correct in part, but ..." is a remark)
-    re.compile(r"(?:^|[\n.!?:]\s*|\b(?:so|thus|therefore|hence)[,:]?\s+)\**([A-J])\**\s+is\s+(?:the\s+)?"
+    # (a line's start is ^ and its indent: "[\n...]\s*" tried every newline of a blank run, n^2)
+    re.compile(r"(?:^[^\S\n]*|[.!?:][^\S\n]*|\b(?:so|thus|therefore|hence)[,:]?\s+)\**([A-J])\**\s+is\s+(?:the\s+)?"
                r"(?:(?:correct|right|best)(?:\s+(?:answer|option|choice))?|answer)\**(?=\s*[.!]?\s*(?:$|\n))",
                re.I | re.M),
     # after "The answer is C.": "Wait, actually it's B.", "no, it's B) text"
     re.compile(_CORRECTION + r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "I think it's C.", "So it is (B)!": a sentence that opens (or concludes) there and ends at the letter,
     # not "the element with atomic number 6 is carbon: it is C."
-    re.compile(r"(?:^|[.!?]\s+|\b(?:I\s+(?:think|believe)|so|thus|therefore|hence)[,:]?\s+)"
+    re.compile(r"(?:^[^\S\n]*|[.!?][^\S\n]+|\b(?:I\s+(?:think|believe)|so|thus|therefore|hence)[,:]?\s+)"
                r"it(?:['\u2019]s|\s+is)\s+(?:option\s+|choice\s+)?" + _L + r"(?=\)?\**\s*(?:[.!]|$))", re.I | re.M),
     # Qwen's Chinese: "答案：C", "所以答案是 C。", "正确答案为 (B)", "答案是B选项"; not "答案是 B 或 C" (B or C)
     re.compile(r"\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)\s*(?:\u9009\u9879\s*)?[*$({\[\uff08]*\s*([A-J])(?![\w'-])"
