@@ -80,6 +80,7 @@ def test_gsm8k_number_parts(text, expected):
     "So it is 18? or maybe 20",
     # two quantities are no one answer (read 18 before): 18 hours and 20 minutes is neither 18 nor 20
     "The answer is 18 hours and 20 minutes.",
+    "The answer is 18 hours and 18 minutes.",
     "The answer is 18 apples and 20 pears.",
     # two different boxes side by side, with a comma, "and" or a line between them (20 before)
     r"\boxed{18}, \boxed{20}",

@@ -262,11 +262,11 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     if other is not None:
         a, b = (other, m) if last else (m, other)
         gap = text[a.end():b.start()]
-        # "3 hours and 30 minutes", "5 apples and 3 pears": two quantities, where an answer is stated
-        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")
-                             or re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)) \
+        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")) \
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
-        if (_HEDGE_GAP_RE.fullmatch(gap) or ranged) and not _same_value(a.group(0), b.group(0)):
+        # "3 hours and 30 minutes", "30 hours and 30 minutes": two quantities, where an answer is stated
+        two_units = stated and re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)
+        if two_units or (_HEDGE_GAP_RE.fullmatch(gap) or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
     return _clean_number(m.group(0))
 
