@@ -984,7 +984,7 @@ def test_math_a_closing_approximation_states_the_answer(reply, gold, ok):
     ("She pays 1\u202f080 in all.", "1080"),  # no statement: a thin space still groups digits
     # not digit groups: as before
     (r"\boxed{3 4}", "4"), (r"\boxed{1 08}", "08"), (r"\boxed{1\,08}", "08"), (r"\boxed{1 0800}", "0800"),
-    (r"\boxed{12 345 6}", "6"), (r"\boxed{2023 100}", "100"), (r"\boxed{2, 3}", "3"), ("The answer is 3 4.", "3"),
+    (r"\boxed{12 345 6}", "6"), (r"\boxed{2023 100}", "100"), (r"\boxed{2, 3}", "2, 3"), ("The answer is 3 4.", "3"),
     (r"\boxed{1,000,000}", "1000000"), (r"\boxed{2023}", "2023"), ("In 2023 she sold 15.", "15"),
     ("She bought 2 100-page books.", "100"),  # a plain space groups digits only in a stated answer
 ])

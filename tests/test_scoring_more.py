@@ -81,6 +81,10 @@ def test_gsm8k_number_parts(text, expected):
     # two quantities are no one answer (read 18 before): 18 hours and 20 minutes is neither 18 nor 20
     "The answer is 18 hours and 20 minutes.",
     "The answer is 18 hours and 18 minutes.",
+    # a list is no one number either (18 before), nor is a European "18,5" (18.5)
+    "The answer is 18, 20.",
+    "#### 18, 20",
+    "The answer is 18,20",
     "The answer is 18 apples and 20 pears.",
     # two different boxes side by side, with a comma, "and" or a line between them (20 before)
     r"\boxed{18}, \boxed{20}",
@@ -99,6 +103,8 @@ def test_gsm8k_hedges_and_ranges_state_no_answer(text):
     ("So she pays $5 and $6.", "6"),
     ("The answer is 18 (or 18.0).", "18"),
     ("The answer is 16-3-4=9", "9"),
+    ("The answer is 18, since 9 * 2 = 18.", "18"),
+    ("So she had 18, 20 and 22.", "22"),
     ("\\boxed{18}\n\nSo the final answer is \\boxed{18}.", "18"),
     ("It took 3 hours and 30 minutes.", "30"),
 ])

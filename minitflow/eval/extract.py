@@ -262,7 +262,8 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     if other is not None:
         a, b = (other, m) if last else (m, other)
         gap = text[a.end():b.start()]
-        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013")) \
+        # "18-20", "18 to 20", and a list "18, 20" (or "18,5", a European 18.5): no one number
+        ranged = stated and (_RANGE_GAP_RE.fullmatch(gap) or gap in ("-", "\u2013") or re.fullmatch(r"\s*,\s*", gap)) \
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
         # "3 hours and 30 minutes", "30 hours and 30 minutes": two quantities, where an answer is stated
         two_units = stated and re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)
