@@ -244,9 +244,11 @@ _DOT_GROUPS_RE = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{3}){2,}(?![\d.]?\d)")
 
 def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     """The first (or last) number of `text`, as a plain string; a clock time or ratio it is part
-    of ("12:30"), or a hedge it is part of ("18 or 20"), as written: no number, so no answer.  In a
-    stated answer (not `stated`: a reply's last number) a range is one too ("18-20", "18 to 20");
-    "between 18 and 20" is one anywhere ("from $5 and $6" is two amounts, "from 18 to 20" a change)."""
+    of ("12:30"), a hedge it is part of ("18 or 20"), or "1.080" (1080 or 1.08?), as written: no
+    number, so no answer.  In a stated answer (not `stated`: a reply's last number) so is a range
+    ("18-20", "18 to 20"), a list ("18, 20") or two quantities ("3 hours and 30 minutes"); "between
+    18 and 20" is a range anywhere (in a reply's last sentence "$5 and $6" is two amounts and
+    "from 18 to 20" a change, whose last number is the answer)."""
     found = list(_NUMBER_RE.finditer(text))
     if not found:
         return None
