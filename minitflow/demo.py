@@ -523,7 +523,8 @@ def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minitflow.demo", description=TASK)
     ap.add_argument("--out", default="minitflow-demo",
-                    help="directory for the demo model (HF-format) + tflow.pt + results")
+                    help="a new or empty directory for the demo model (HF-format) + tflow.pt + results "
+                    "(default: %(default)s)")
     ap.add_argument("--overwrite", action="store_true", help="replace the demo files in a non-empty --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pretrain_steps", type=int, default=PretrainConfig.steps)

@@ -831,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minitflow.evaluate", description=__doc__.split("\n")[0])
     add_model_args(p, METHODS)
     p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
-    p.add_argument("--max_samples", type=int, default=-1, help="-1 = all")
-    p.add_argument("--output_dir", default="results")
+    p.add_argument("--max_samples", type=int, default=-1, help="the first N samples (default: -1, all)")
+    p.add_argument("--output_dir", default="results", help="where results, settings and run.log go (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard this method's earlier results in --output_dir instead of resuming them")
     p.add_argument("--merge_timeout", type=float, default=3600.0,

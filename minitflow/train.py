@@ -55,10 +55,20 @@ def _parse_arch(text: str) -> dict:
     return check_pg_arch(out)
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a flag's default, except where it has none to show (a required flag's None, an
+    unset --eval, --pg_arch's empty string): "(default: None)" there told the user nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     d = TrainConfig(model="", train="", out="")
     p = argparse.ArgumentParser(prog="python -m minitflow.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_DefaultsHelp)
     p.add_argument("--model", required=True, help="HF-format Qwen3 directory or hub id (frozen backbone)")
     p.add_argument("--train", required=True,
                    help="training rows (JSONL: question, answer, optional context or sender_question)")
@@ -67,7 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                                                 "the optimiser state goes to OUT.state.pt")
     p.add_argument("--dataset", default=d.dataset, help="prompt style: " + ", ".join(prompts.STYLES))
     p.add_argument("--init", default=d.init, help="'random' (zero initial LoRA) or a checkpoint to fine-tune")
-    p.add_argument("--pg_arch", default="", help="generator dimensions for --init random, e.g. d_model=256,head_dim=64")
+    p.add_argument("--pg_arch", default="", help="generator dimensions for --init random, e.g. d_model=256,head_dim=64 "
+                   "(default: the official ones)")
     p.add_argument("--condition", choices=("sender", "zero"), default=d.condition,
                    help="zero: ablation where the generator sees a constant zero condition")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")

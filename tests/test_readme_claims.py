@@ -1,0 +1,61 @@
+"""README and --help sentences that no other test backs, checked against the code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minitflow import demo
+from minitflow.cli import run_cli
+from minitflow.evaluate import main as evaluate_main
+from minitflow.train import parse_args as train_parse_args
+
+
+def _help(capsys, parse, argv=("--help",)) -> str:
+    with pytest.raises(SystemExit):
+        parse(list(argv))
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_train_help_shows_only_defaults_that_say_something(capsys):
+    """ArgumentDefaultsHelpFormatter printed "(default: None)" after the required --model,
+    --train and --out, "(default: )" after --pg_arch, and a second "(default: None)" after
+    --save_every's own "default: every --eval_every steps"."""
+    text = _help(capsys, train_parse_args)
+    assert "(default: None)" not in text and "(default: )" not in text
+    assert "(default: the official ones)" in text  # --pg_arch: what empty means
+    assert "--steps STEPS optimiser steps (default: 1000)" in text  # real defaults still shown
+
+
+def test_demo_and_evaluate_help_name_their_output_defaults(capsys):
+    assert "(default: minitflow-demo)" in _help(capsys, demo.main)
+    text = _help(capsys, evaluate_main)
+    assert "--output_dir OUTPUT_DIR where results, settings and run.log go (default: results)" in text
+    assert "(default: -1, all)" in text
+
+
+def _box_rows(path: Path, n: int = 2) -> Path:
+    rows = [{"question": r["sender_question"], "answer": f"#### {demo.gold_value(r['answer'])}"}
+            for r in demo.make_examples(n, seed=7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_textmas_sender_max_new_tokens_is_a_setting_a_resume_keeps(tmp_path, capsys):
+    """README: `--sender_max_new_tokens N` is "a run's setting, kept by resume": resuming a
+    folder with another value (or without it) is refused in one line; the same value resumes."""
+    data, out = _box_rows(tmp_path / "box.jsonl"), tmp_path / "out"
+
+    def args(*extra: str) -> list[str]:
+        return ["--method", "textmas", "--dataset", "gsm8k", "--data_file", str(data), "--device", "cpu",
+                "--greedy", "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", str(out), *extra]
+
+    assert run_cli(evaluate_main, args("--sender_max_new_tokens", "3")) == 0
+    capsys.readouterr()
+    for other in (("--sender_max_new_tokens", "5"), ()):
+        assert run_cli(evaluate_main, args(*other)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and "sender_max_new_tokens" in err[0], err
+    assert run_cli(evaluate_main, args("--sender_max_new_tokens", "3")) == 0
