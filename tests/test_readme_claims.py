@@ -10,6 +10,9 @@ import pytest
 from minitflow import demo
 from minitflow.cli import run_cli
 from minitflow.evaluate import main as evaluate_main
+from minitflow.eval.code_exec import DEFAULT_TIMEOUT
+from minitflow.eval.math_equiv import MATH_TIMEOUT
+from minitflow.score import main as score_main
 from minitflow.train import parse_args as train_parse_args
 
 
@@ -34,6 +37,16 @@ def test_demo_and_evaluate_help_name_their_output_defaults(capsys):
     text = _help(capsys, evaluate_main)
     assert "--output_dir OUTPUT_DIR where results, settings and run.log go (default: results)" in text
     assert "(default: -1, all)" in text
+
+
+def test_score_help_names_its_defaults_and_the_readme_its_math_timeout(capsys):
+    """score --help left --workers' 2 and --timeout's per-dataset defaults unsaid; the README's
+    "a 5 s alarm stops a comparison" is MATH_TIMEOUT."""
+    text = _help(capsys, score_main)
+    assert "--workers WORKERS code sandboxes run at once (default: 2)" in text
+    assert f"sympy check (default: {DEFAULT_TIMEOUT:g} / {MATH_TIMEOUT:g})" in text
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"where a {MATH_TIMEOUT:g} s alarm stops a comparison" in readme
 
 
 def _box_rows(path: Path, n: int = 2) -> Path:
