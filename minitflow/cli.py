@@ -45,7 +45,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
                    help="default: the model's generation_config.json top_k, else HF generate's 50; Qwen3-4B's is 20, "
                    "which HF generate applies under the official code (0 = off)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling seed: question i samples with seed + i, whatever runs beside it (default: 0)")
     p.add_argument("--batch_size", type=int, default=8,
                    help="questions in flight (default: %(default)s); the engine gets this many slots (textmas: twice, for its "
                    "two senders)")

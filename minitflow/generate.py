@@ -68,7 +68,7 @@ def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minitflow.generate", description=__doc__.split("\n")[0])
-    p.add_argument("--question", default=None)
+    p.add_argument("--question", default=None, help="one question (without it and --input_file: stdin)")
     p.add_argument("--input_file", default=None, help="a text file (one question) or .jsonl (many)")
     p.add_argument("--context", default=None, help="private context that only the senders read")
     p.add_argument("--output", default=None,

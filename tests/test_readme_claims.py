@@ -10,6 +10,7 @@ import pytest
 from minitflow import demo
 from minitflow.cli import run_cli
 from minitflow.evaluate import main as evaluate_main
+from minitflow.generate import main as generate_main
 from minitflow.eval.code_exec import DEFAULT_TIMEOUT
 from minitflow.eval.math_equiv import MATH_TIMEOUT
 from minitflow.score import main as score_main
@@ -37,6 +38,14 @@ def test_demo_and_evaluate_help_name_their_output_defaults(capsys):
     text = _help(capsys, evaluate_main)
     assert "--output_dir OUTPUT_DIR where results, settings and run.log go (default: results)" in text
     assert "(default: -1, all)" in text
+
+
+def test_generate_help_says_what_seed_and_a_missing_question_mean(capsys):
+    """--seed and --question had no help: neither that question i samples with seed + i nor
+    that with no --question and no --input_file the question is read from stdin."""
+    text = _help(capsys, generate_main)
+    assert "question i samples with seed + i" in text and "(default: 0)" in text
+    assert "--question QUESTION one question (without it and --input_file: stdin)" in text
 
 
 def test_score_help_names_its_defaults_and_the_readme_its_math_timeout(capsys):
