@@ -37,7 +37,9 @@ VOCAB = 150  # prompt ids below the tiny model's EOS (159) and BOS (158)
 
 class PieceTokenizer:
     """Text for token ids: each id a piece of 1-3 letters of a five-letter alphabet, so short stop
-    strings occur in outputs, also across token boundaries."""
+    strings occur in outputs, also across token boundaries. No id is special (Tokenizer.special_ids)."""
+
+    special_ids: frozenset[int] = frozenset()
 
     def decode(self, ids: list[int]) -> str:
         return "".join("abcde"[i % 5] * (1 + i // 5 % 3) for i in ids)

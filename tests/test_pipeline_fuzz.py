@@ -43,7 +43,10 @@ WORDS = "apple seven train clips friends April May half legs spiders prime above
 
 class WordTokenizer:
     """One id below the tiny model's EOS (159) per word or punctuation mark; decode writes `w<id>`
-    words, which encode reads back as one id each (the textmas receiver reads its senders' texts)."""
+    words, which encode reads back as one id each (the textmas receiver reads its senders' texts).
+    No id is special (Tokenizer.special_ids)."""
+
+    special_ids: frozenset[int] = frozenset()
 
     def encode(self, text: str) -> list[int]:
         return [zlib.crc32(w.encode()) % 150 for w in re.findall(r"\w+|[^\w\s]", text)]
