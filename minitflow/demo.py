@@ -301,13 +301,20 @@ def pretrain_batch(llm, rng: random.Random, rows: Sequence[dict], systems: dict[
 def pretrain_backbone(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig | None = None,
                       progress: bool = True):
     """Pre-train the small Qwen3 in `model_dir` (config + tokenizer already there) on the task,
-    with the engine's own cache-free forward, and save it as model.safetensors."""
+    with the engine's own cache-free forward, and save it as model.safetensors. The weights
+    depend on `cfg.seed` alone: torch's global RNG is seeded inside a fork, so the caller's
+    own draws go on as if this had not run."""
+    cfg = cfg or PretrainConfig()
+    with torch.random.fork_rng(devices=[]):  # the CPU's generator only: the demo is built on the CPU
+        torch.default_generator.manual_seed(cfg.seed)  # torch.manual_seed would reseed every GPU's too
+        return _pretrain(model_dir, rows, cfg, progress)
+
+
+def _pretrain(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig, progress: bool):
     from minitflow.engine.llm import LLM
     from minitflow.model.config import Qwen3Config
     from minitflow.model.qwen3 import Qwen3Model
     from minitflow.model.tokenizer import Tokenizer
-    cfg = cfg or PretrainConfig()
-    torch.manual_seed(cfg.seed)
     mcfg = Qwen3Config.from_dir(model_dir)
     model = Qwen3Model(mcfg, mcfg.max_position_embeddings)
     init_weights(model, seed=cfg.seed)

@@ -121,3 +121,27 @@ def test_tflow_stage_times_per_question(llm, rows):
         assert all(s > 0 for s in stages[:3]) and stages[3] >= 0, t
         assert all(s < t["total_s"] for s in stages) and t["generator_s"] + t["receiver_prefill_s"] < t["total_s"], t
         assert 0 <= t["queue_s"] < t["total_s"], t  # the receiver's wait for a slot
+
+
+def test_pretrain_backbone_leaves_the_callers_rng_alone(tmp_path):
+    """pretrain_backbone seeded torch's global RNG (torch.manual_seed): a caller's later draws changed.
+    Its weights must depend on cfg.seed alone, and the caller's RNG must go on as if it had not run."""
+    from minitflow.engine.llm import LLM
+    rows = demo.make_examples(8, 5)
+    tok = demo.build_tokenizer(demo.corpus(rows), vocab_size=400)
+    shape = demo.BackboneShape(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               num_key_value_heads=1, head_dim=8, max_position_embeddings=512)
+    cfg = demo.PretrainConfig(steps=2, short_steps=1, batch_size=2, warmup=1, seed=3)
+    weights = []
+    for caller_seed in (1, 2):
+        out = tmp_path / str(caller_seed)
+        demo.write_tokenizer(tok, out)
+        demo.write_model_config(out, tok, shape)
+        torch.manual_seed(caller_seed)
+        expected = torch.rand(4)
+        torch.manual_seed(caller_seed)
+        demo.pretrain_backbone(out, rows, cfg, progress=False)
+        assert torch.equal(torch.rand(4), expected)
+        weights.append(LLM.load(out, dtype="float32", device="cpu").model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
