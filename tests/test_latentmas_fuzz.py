@@ -47,7 +47,7 @@ def _alone(model, tok, question: str, sp: SamplingParams, sender_question: str, 
 
 
 def _usage(res) -> dict:
-    """Per-agent usage without cached_tokens (the judger's prefix cache hits depend on what ran before)."""
+    """Per-agent usage without cached_tokens (the planner's and judger's prefix cache hits depend on what ran before)."""
     return {name: {k: v for k, v in a.as_dict().items() if k != "cached_tokens"} for name, a in res.agents.items()}
 
 

@@ -14,7 +14,11 @@ at batch 1, token for token in greedy float32, and keeps it at any batch size:
   embeddings, and is fed as the next position's input embedding. Every prompt token and every
   latent step stays in the cache: the next agent sees all of it. `sequential` and
   `hierarchical` differ only in the role prompts: the official code hands the cache down the
-  same chain in both.
+  same chain in both. The planner's prompt starts at position 0 with the system prompt and its
+  role prompt, the same for every question: its whole blocks come from the engine's prefix
+  cache (keyed by tokens, as for the other methods). The critic's and refiner's prompts (and
+  the judger's) follow the question's own tokens and latent steps, on which their KV depends:
+  no other question shares it, whatever their tokens (and a latent step has no token to key).
 - W_a = (W_outᵀ W_out + λI)⁻¹ W_outᵀ W_in with λ = 1e-5, solved in float32; the norm target and
   the rescale apply with and without `realign`.
 - The judger prefills its prompt on the cache (positions continue) and decodes; the text is the
@@ -57,6 +61,7 @@ from importlib import resources
 import torch
 
 from minitflow.engine.llm import LLM
+from minitflow.engine.prefix_cache import BLOCK, PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.sampler import SamplingParams
 from minitflow.engine.timer import DeviceTimer, sync
@@ -225,6 +230,26 @@ class Rows:
     def device(self) -> torch.device:
         return self.cache.k.device
 
+    def take_prefixes(self, prompts: list[list[int]], prefix_cache: PrefixCache) -> list[int]:
+        """Copy each empty row's longest cached prefix of its prompt (whole blocks, leaving at
+        least its last token to compute) into the row; the tokens taken, per row. Only a prompt
+        at position 0 can take one: KV depends on every earlier position, so a prompt after a
+        question's own tokens (or latent steps) shares no prefix with another question's."""
+        assert not any(self.lengths), "a cached prefix starts at position 0"
+        taken = []
+        for b, p in enumerate(prompts):
+            n, k, v, _ = prefix_cache.lookup(p, len(p) - 1)
+            if n:
+                self.cache.write(b, 0, k, v)
+            self.lengths[b] = n
+            taken.append(n)
+        return taken
+
+    def store_prefixes(self, prompts: list[list[int]], prefix_cache: PrefixCache) -> None:
+        """Offer each row's prompt (prefilled at position 0) to the prefix cache, as the engine does."""
+        for b, p in enumerate(prompts):
+            prefix_cache.insert(p, lambda a, e, b=b: self.cache.read(b, a, e), block_bytes=self.cache.nbytes(BLOCK))
+
     def prefill(self, prompts: list[list[int]], need_logits: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Append each row's prompt at its next positions. Returns (logits (B, V) or None,
         final-norm hidden (B, H)) at each row's last prompt token."""
@@ -300,6 +325,7 @@ class _Plan:
     target: torch.Tensor
     vocab_rows: int  # the tokenizer's ids: the judger chooses among these
     labels: list[str]  # what an error calls each question (evaluate: its sample id)
+    cached: list[int]  # the first sender's prompt tokens each question took from the prefix cache
 
 
 def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, latent_steps: int,
@@ -332,21 +358,30 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
         i = max(range(n), key=need.__getitem__)
         raise UserError(f"{labels[i]} needs {need[i]} positions (agents' prompts, latent steps and "
                         f"max_new_tokens): more than max_seq_len {llm.max_seq_len}")
-    return _Plan(llm, list(questions), style, list(sps), k, senders, prompts, sender_len, w_a, target, vocab_rows, labels)
+    return _Plan(llm, list(questions), style, list(sps), k, senders, prompts, sender_len, w_a, target, vocab_rows, labels, [0] * n)
 
 
 def _senders(plan: _Plan, idx: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], dict[str, DeviceTimer]]:
     """The senders of questions `idx`, in lockstep over cache rows of their own (latent steps
-    feed embeddings, not tokens, so they run beside the engine, not in it): each row's KV to
+    feed embeddings, not tokens, so they run beside the engine, not in it; the planner's
+    prompt takes its cached prefix from the engine's prefix cache): each row's KV to
     hand to its judger, and a timer per sender stage (read once the questions are done, so the
     engine's queued decode steps are not drained)."""
     if not plan.senders:
         return [None] * len(idx), {}
     llm, timers = plan.llm, {}
     rows = Rows.allocate(llm, len(idx), max(plan.sender_len[i] for i in idx))
-    for role in plan.senders:
+    cache = llm.engine.prefix_cache
+    for n, role in enumerate(plan.senders):
         timer = DeviceTimer(llm.device)
-        _, hidden = rows.prefill([plan.prompts[role][i] for i in idx], need_logits=False)
+        prompts = [plan.prompts[role][i] for i in idx]
+        if n == 0:  # the system and role prompt before the question: the same for every question
+            for i, taken in zip(idx, rows.take_prefixes(prompts, cache)):
+                plan.cached[i] = taken
+            prompts = [p[s:] for p, s in zip(prompts, rows.lengths)]
+        _, hidden = rows.prefill(prompts, need_logits=False)
+        if n == 0:
+            rows.store_prefixes([plan.prompts[role][i] for i in idx], cache)
         timers[f"{role}_prefill_s"] = timer.stop()
         timer = DeviceTimer(llm.device)
         rows.latent_steps(hidden, plan.k, plan.w_a, plan.target)
@@ -371,6 +406,7 @@ def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], t
     agents: dict[str, AgentUsage] = {
         role: LatentUsage(prompt_tokens=len(plan.prompts[role][i]) if ran(role) else 0,
                           completion_tokens=plan.k if ran(role) else 0, generates=False,
+                          cached_tokens=plan.cached[i] if ran(role) and role == plan.senders[0] else 0,
                           latent_steps=plan.k if ran(role) else 0) for role in SENDERS}
     agents[JUDGER] = LatentUsage(prompt_tokens=len(plan.prompts[JUDGER][i]), completion_tokens=len(req.output_ids),
                                  generates=True, cached_tokens=req.cached_tokens, latent_steps=0)
