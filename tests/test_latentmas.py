@@ -266,6 +266,25 @@ def test_realignment_ridge_term_is_the_official_one(small_llm):
             model.lm_head.weight.div_(scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_embedding_norm_copies_a_chunk_of_rows_at_a_time(monkeypatch, dtype):
+    """Without realignment each run took the target norm from a float32 copy of the whole embedding
+    table (about 1.5 GB at Qwen3-4B): now a chunk of rows at a time, and the same value bitwise."""
+    from types import SimpleNamespace
+    w = (torch.randn(1000, 48, generator=torch.Generator().manual_seed(0)) * 0.05).to(dtype)
+    model = SimpleNamespace(embed_tokens=SimpleNamespace(weight=w))
+    copies: list[int] = []
+    as_float = torch.Tensor.float
+    monkeypatch.setattr(torch.Tensor, "float", lambda t, *a, **k: (copies.append(t.numel()), as_float(t, *a, **k))[1])
+    monkeypatch.setattr(lm, "NORM_CHUNK_ROWS", 300, raising=False)
+    for rows in (None, 999, 301, 7):
+        copies.clear()
+        got = lm.embedding_norm(model, rows)
+        n = rows or 1000
+        assert copies and max(copies) <= 300 * 48 and sum(copies) == n * 48
+        assert torch.equal(got, as_float(w[:n]).norm(dim=1).mean())
+
+
 def test_latent_embedding_rescales_to_target_norm():
     h, w = torch.randn(4, 8), torch.randn(8, 8)
     assert lm.latent_embedding(h.bfloat16(), w, torch.tensor(3.0)).dtype == torch.bfloat16  # math in float32

@@ -78,6 +78,7 @@ SENDERS = ("planner", "critic", "refiner")
 JUDGER = "judger"
 REALIGN_LAMBDA = 1e-5  # the official ridge term
 NORM_FLOOR = 1e-6  # the official clamp on the aligned vector's norm
+NORM_CHUNK_ROWS = 8192  # embedding rows per float32 copy in embedding_norm (80 MiB at hidden 2,560)
 OPTIONS = ("latent_steps", "topology", "realign", "think", "handover_at_zero")  # LatentMAS-only settings
 
 
@@ -167,12 +168,17 @@ def _embedding_weights(model: Qwen3Model, rows: int | None) -> tuple[torch.Tenso
 
 @torch.inference_mode()
 def embedding_norm(model: Qwen3Model, rows: int | None = None) -> torch.Tensor:
-    """Mean L2 norm of the first `rows` input-embedding rows (float32, 0-dim): the latent target norm."""
+    """Mean L2 norm of the first `rows` input-embedding rows (float32, 0-dim): the latent target norm.
+    Each row's norm is taken in float32 from a copy of NORM_CHUNK_ROWS rows at a time (a float32
+    copy of the whole table is about 1.5 GB at Qwen3-4B's shape), and the mean over all of them
+    at once, as `w[:rows].float().norm(dim=1).mean()` takes it: a row's norm does not depend on
+    the rows beside it, so the value is the same (bitwise on CPU, tests/test_latentmas.py)."""
     w_in = model.embed_tokens.weight
     n = w_in.shape[0] if rows is None else rows
     if not 0 < n <= w_in.shape[0]:
         raise UserError(f"embedding norm over {n} vocabulary rows: the model has {w_in.shape[0]}")
-    return w_in[:n].float().norm(dim=1).mean()
+    return torch.cat([w_in[a:min(a + NORM_CHUNK_ROWS, n)].float().norm(dim=1)
+                      for a in range(0, n, NORM_CHUNK_ROWS)]).mean()
 
 
 @torch.inference_mode()
