@@ -317,7 +317,10 @@ def kv_cache_bytes(cfg, dtype: torch.dtype, method: str, batch_size: int,
     engine grows them (runner.cache_positions), to the run's longest request; for latentmas also
     the first group's sender rows (latentmas.Rows, as many rows as the group and as long as its
     longest), held until its judgers are in their slots, that is while the engine's cache is first
-    made for the group's longest judger."""
+    made for the group's longest judger; and each later question's sender row (its group holds at
+    least that row) beside the engine's cache grown for the judgers surely admitted before that
+    group starts: admission is first in, first out and the group starts once a judger has ended,
+    so at least questions [0, i - 2n + 2) of n in flight (at least question 0)."""
     from minitflow.engine.runner import cache_positions
     from minitflow.model.kv_cache import kv_bytes
     n = min(batch_size, len(positions))
@@ -330,6 +333,12 @@ def kv_cache_bytes(cfg, dtype: torch.dtype, method: str, batch_size: int,
     held = max(h for _, h in first)
     if held:  # latentmas: the first group's sender rows beside the engine's cache made for that group
         total = max(total, (slots * cache_positions(max(need for need, _ in first), limit) + n * held) * per_position)
+    admitted = 0  # the longest need among the judgers surely admitted before question i's senders run
+    for i in range(n, len(positions)):
+        known = max(1, i - 2 * n + 2)  # questions [0, known): grows by at most one per question
+        admitted = max(admitted, positions[known - 1][0])
+        if positions[i][1]:
+            total = max(total, (slots * cache_positions(admitted, limit) + positions[i][1]) * per_position)
     return total, slots, size
 
 

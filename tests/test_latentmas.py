@@ -628,6 +628,28 @@ def test_stream_frees_each_groups_sender_rows_once_its_judgers_are_in(small_llm,
     assert alive_at_end == [False]
 
 
+def test_memory_check_counts_a_later_groups_longer_sender_rows():
+    """cli.kv_cache_bytes counted the first group's sender rows only: a later question whose senders
+    hold 4,000 positions (a long question) was sized as if its rows were the first group's 100."""
+    from minitflow.cli import kv_cache_bytes
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.kv_cache import kv_bytes
+    cfg = Qwen3Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=40960)
+    per = kv_bytes(2, 1, 32, torch.float32)
+    short = [(300, 100)] * 5
+    # 2 in flight: 2 slots x 512 positions (made for question 0, admitted before any later group
+    # starts) beside question 4's own row of 4,000, more than the first group's 2 x 100
+    got = kv_cache_bytes(cfg, torch.float32, "latentmas", 2, [*short[:4], (300, 4000)])
+    assert got == ((2 * 512 + 4000) * per, 2, 512)
+    # the judgers surely admitted by then grow the engine's cache: question 5's group starts after
+    # three judgers (questions 0-2: first in, first out) are in, so 2 slots x 2,048 (question 1's
+    # 2,000) beside 4,000
+    run = [(300, 100), (2000, 100), (300, 100), (300, 100), (300, 100), (300, 4000)]
+    assert kv_cache_bytes(cfg, torch.float32, "latentmas", 2, run)[0] == (2 * 2048 + 4000) * per
+    assert kv_cache_bytes(cfg, torch.float32, "latentmas", 2, short)[0] == (2 * 512 + 2 * 100) * per  # as before
+
+
 def test_stream_refuses_an_llm_with_requests_in_flight_and_leaves_none(small_llm):
     """stream_latentmas takes every request step() returns for one of its judgers: with another
     request in flight it raised a bare StopIteration, swallowed that request's result and left
