@@ -227,11 +227,11 @@ def read_weights(model_dir: str | Path) -> tuple[Qwen3Config, int]:
     dtypes, from the headers alone), returning the config and the elements of every tensor it
     reads (a tied lm_head once): what a command line checks before it makes its output folder or
     reads a checkpoint, and what the memory check counts the weights from, read once."""
-    cfg, _, numel = _plan(Path(model_dir), None)
+    cfg, _, numel = _plan(Path(model_dir))
     return cfg, numel
 
 
-def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
+def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
     """The config, per weight file the tensor names to read, and their elements in all, every
     header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
@@ -245,7 +245,7 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     # the files are checked against the parameters' shapes on meta, before anything is allocated:
     # a config.json that disagrees with them (a vocab_size of 10**11) is then one line, not an OOM
     with torch.device("meta"):
-        shapes = _targets(Qwen3Model(cfg, max_positions))
+        shapes = _targets(Qwen3Model(cfg))
     skip = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
     unexpected = sorted(n for n in files if n not in shapes and n not in skip and not n.endswith("rotary_emb.inv_freq"))
     if unexpected:
@@ -264,11 +264,10 @@ def _plan(model_dir: Path, max_positions: int | None) -> tuple[Qwen3Config, dict
     return cfg, by_file, numel
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
-               max_positions: int | None = None) -> Qwen3Model:
+def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu") -> Qwen3Model:
     model_dir = Path(model_dir)
-    cfg, by_file, _ = _plan(model_dir, max_positions)
-    model = empty_model(cfg, dtype, device, max_positions)
+    cfg, by_file, _ = _plan(model_dir)
+    model = empty_model(cfg, dtype, device)
     targets = _targets(model)
     with torch.no_grad():
         for path, names in by_file.items():
