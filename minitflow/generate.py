@@ -24,9 +24,8 @@ def _rows_file(input_file: str | Path | None) -> bool:
     return input_file is not None and Path(input_file).suffix.lower() == ".jsonl"
 
 
-def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
+def read_inputs(args: argparse.Namespace) -> list[dict]:
     """Questions from --question, --input_file (text or .jsonl, split on "\n" only) or stdin."""
-    stdin = stdin if stdin is not None else sys.stdin
     if args.question is not None and args.input_file is not None:  # one of them would be ignored
         raise UserError("pass either --question or --input_file, not both")
     if args.question is not None:
@@ -53,8 +52,8 @@ def read_inputs(args: argparse.Namespace, stdin=None) -> list[dict]:
                 rows.append(row)
         else:
             rows = [{"question": text, "context": args.context}]
-    elif not stdin.isatty():
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
+    elif not sys.stdin.isatty():
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
         rows = [{"question": decode_utf8(data, "stdin"), "context": args.context}]
     else:
         rows = []
