@@ -142,8 +142,8 @@ def _strip_outer_braces(s: str) -> str:
     return s
 
 
-def _unwrap_command(s: str, names: str, keep: bool = True) -> str:
-    r"""Replace `\name{content}` by content (or nothing), braces matched properly."""
+def _unwrap_command(s: str, names: str) -> str:
+    r"""Replace `\name{content}` by content, braces matched properly."""
     pattern = re.compile(r"\\(?:" + names + r")\s*(?=\{)")
     while True:
         m = pattern.search(s)
@@ -152,8 +152,7 @@ def _unwrap_command(s: str, names: str, keep: bool = True) -> str:
         end = match_brace(s, m.end())
         if end is None:
             return s[:m.start()] + s[m.end():]
-        inner = s[m.end() + 1:end] if keep else ""
-        s = s[:m.start()] + inner + s[end + 1:]
+        s = s[:m.start()] + s[m.end() + 1:end] + s[end + 1:]
 
 
 # -------------------------------------------------------------- clean-up
@@ -572,8 +571,8 @@ def normalize_latex(s: str | None) -> str:
 # ------------------------------------------------------------- structures
 
 
-def split_top_level(s: str, seps: str = ",") -> list[str]:
-    """Split on separators not nested in (), [], {} (`\\{` `\\}` count as braces)."""
+def split_top_level(s: str) -> list[str]:
+    """Split on commas not nested in (), [], {} (`\\{` `\\}` count as braces)."""
     parts, depth, cur = [], 0, []
     i = 0
     while i < len(s):
@@ -587,7 +586,7 @@ def split_top_level(s: str, seps: str = ",") -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        if ch in seps and depth == 0:
+        if ch == "," and depth == 0:
             parts.append("".join(cur))
             cur = []
         else:
