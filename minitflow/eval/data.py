@@ -500,8 +500,8 @@ def split_mbpp_prompt(prompt: str) -> tuple[str, str]:
     return prompt, ""
 
 
-def mbpp_test_list(prompt: str, assertion: str, n: int = 3) -> list[str]:
-    """Best local reconstruction of the HF `evalplus/mbppplus` `test_list[:n]`.
+def mbpp_test_list(prompt: str, assertion: str) -> list[str]:
+    """Best local reconstruction of the HF `evalplus/mbppplus` `test_list[:3]`.
 
     The first test is the one inside the release prompt (the HF `test_list[0]`);
     the others are the asserts that follow it in the release's `assertion`
@@ -514,9 +514,9 @@ def mbpp_test_list(prompt: str, assertion: str, n: int = 3) -> list[str]:
     _, first = split_mbpp_prompt(prompt)
     asserts = _assert_statements(assertion or "")
     if not first:
-        return asserts[:n]
+        return asserts[:3]
     rest = asserts[asserts.index(first) + 1:] if first in asserts else asserts[1:]
-    return [first] + rest[:n - 1]
+    return [first] + rest[:2]
 
 
 def mbpp_question(text: str, tests: list[str]) -> str:
