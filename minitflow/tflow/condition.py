@@ -37,7 +37,7 @@ def sender_prompt(system: str, question: str) -> str:
     return render_chat([{"role": "system", "content": system}, {"role": "user", "content": question}])
 
 
-def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Tensor | None, tag=None) -> Request:
+def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Tensor | None) -> Request:
     """A sender's forward pass as a prefill-only request capturing all L+1 layers over the
     question (summed with `layer_weights` when given)."""
     text = sender_prompt(system, question)
@@ -45,7 +45,7 @@ def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Te
     start, end = question_span(llm, text, question, len(ids))
     capture = Capture(layers=list(range(llm.cfg.num_hidden_layers + 1)), starts=[start], ends=[end],
                       layer_weights=layer_weights)
-    return Request(ids, capture=capture, generate=False, tag=tag)
+    return Request(ids, capture=capture, generate=False)
 
 
 def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -74,13 +74,13 @@ def factor_shapes(shapes: dict[str, tuple[int, int]], rank: int) -> list[tuple[s
             [(m, "B", (shapes[m][1], rank)) for m in PG_MODULES])
 
 
-def rope_table(ids: torch.Tensor, axes: list[int], theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_table(ids: torch.Tensor, axes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """ids (N, len(axes)) -> (cos, sin), each (N, sum(axes)): one rotary block per axis, every
     angle written twice in a row (the pair it rotates) and sin signed (-sin, +sin), the form
     `apply_rope` multiplies by."""
     angles = []
     for i, dim in enumerate(axes):
-        omega = 1.0 / (theta ** (torch.arange(0, dim, 2, device=ids.device) / dim))
+        omega = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, device=ids.device) / dim))
         angles.append(ids[:, i].float()[:, None] * omega[None, :])
     ang = torch.cat(angles, dim=-1)
     sin = ang.sin()

@@ -135,7 +135,7 @@ def textmas_context(style: str, texts: Sequence[str]) -> str:
 
 
 def generated_lora(llm: LLM, generator: TFlowGenerator, hidden: torch.Tensor, mask: torch.Tensor | None,
-                   n: int, weights: Sequence[float] = SENDER_WEIGHTS, aggregated: bool = False,
+                   n: int, aggregated: bool = False,
                    piece: int | None = PIECE_TOKENS) -> LoraWeights:
     """Generator -> the receiver's fused LoRA; rows of `hidden` are senders outermost, n questions
     each: all L+1 layers (B, L+1, S, H), or with `aggregated` the layer aggregator's sum (B, S, H),
@@ -143,8 +143,8 @@ def generated_lora(llm: LLM, generator: TFlowGenerator, hidden: torch.Tensor, ma
     (condition.generator_factors). Without `aggregated` it is differentiable: training uses it."""
     factors = generator_factors(generator, hidden, mask, piece) if aggregated else generator(hidden, mask)
     per_sender = [{k: (a[i * n:(i + 1) * n].to(llm.dtype), b[i * n:(i + 1) * n].to(llm.dtype))
-                   for k, (a, b) in factors.items()} for i in range(len(weights))]
-    return build_lora(llm.cfg, per_sender, [w * generator.arch.lora_scale for w in weights])
+                   for k, (a, b) in factors.items()} for i in range(len(SENDER_WEIGHTS))]
+    return build_lora(llm.cfg, per_sender, [w * generator.arch.lora_scale for w in SENDER_WEIGHTS])
 
 
 @dataclass(eq=False, repr=False)
