@@ -1009,7 +1009,7 @@ def test_the_launcher_ends_a_sandbox_at_its_wall_limit():
 def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
     calls = []
     real = code_exec._run_reference
-    monkeypatch.setattr(code_exec, "_run_reference", lambda task, mem: calls.append(task.id) or real(task, mem))
+    monkeypatch.setattr(code_exec, "_run_reference", lambda task: calls.append(task.id) or real(task))
     monkeypatch.setenv(code_exec.CACHE_ENV, str(tmp_path / "cache"))
     sample = _sample("mul", "    return a * b\n", [[2, 3], [4, 5]], [[7, 8]], sid="Toy/mul",
                      prompt='def mul(a, b):\n    """Multiply."""\n')

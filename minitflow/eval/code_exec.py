@@ -67,7 +67,7 @@ from .sandbox_child import CODEC_VERSION, NotNoneFlag, Subclassed, check_hashes,
 
 DEFAULT_TIMEOUT = 60.0  # seconds per test set (evalplus EVALPLUS_TIMEOUT_PER_TASK)
 VALUES_SLACK = 1 << 16  # values an output may hold beyond twice the expected one's (see _values)
-DEFAULT_MEMORY_MB = 4096  # evalplus' default EVALPLUS_MAX_MEMORY_BYTES
+MEMORY_MB = 4096  # evalplus' default EVALPLUS_MAX_MEMORY_BYTES
 REFERENCE_TIMEOUT = 300.0  # budget for running the canonical solution (Mbpp/599 needs ~40 s)
 REFERENCE_MEMORY_MB = 8192  # the canonical solution's own cap (evalplus: none; Mbpp/255 builds 1.4 GB)
 MIN_TIME_LIMIT = 1.0  # evalplus DEFAULT_MIN_TIME_LIMIT
@@ -257,7 +257,7 @@ def clear_expected_cache() -> None:
         _cache_bytes[0] = 0
 
 
-def expected_outputs(task: Task, memory_mb: int = DEFAULT_MEMORY_MB) -> Expected:
+def expected_outputs(task: Task) -> Expected:
     """The canonical solution's outputs for `task`, computed once (per-task lock)."""
     with _cache_lock:
         if task.key in _cache:
@@ -270,17 +270,17 @@ def expected_outputs(task: Task, memory_mb: int = DEFAULT_MEMORY_MB) -> Expected
                 return _cache[task.key]
         exp = _disk_load(task.key, len(task.inputs))
         if exp is None:
-            exp = _run_reference(task, memory_mb)
+            exp = _run_reference(task)
             _disk_store(task.key, exp)
         _remember(task.key, exp)
         return exp
 
 
-def _run_reference(task: Task, memory_mb: int) -> Expected:
+def _run_reference(task: Task) -> Expected:
     job = {"mode": "reference", "program": task.reference, "entry_point": task.entry_point,
            "inputs": task.inputs, "sets": [len(task.base), len(task.plus)], "limits": None,
            "not_none": task.not_none, "memory_bytes": 0, "evalplus_utils": evalplus_utils_path()}
-    limits = Limits(memory_bytes=max(memory_mb, REFERENCE_MEMORY_MB) << 20,
+    limits = Limits(memory_bytes=REFERENCE_MEMORY_MB << 20,
                     cpu_seconds=REFERENCE_TIMEOUT + EXEC_SLACK,
                     wall_seconds=STARTUP_TIMEOUT + REFERENCE_TIMEOUT + EXEC_SLACK, file_bytes=1 << 30)
     outputs: list[bytes | bytearray] = []
@@ -416,13 +416,13 @@ def _budgets(exp: Expected, n_base: int, timeout: float) -> tuple[list[float], t
     return limits, budgets  # type: ignore[return-value]
 
 
-def _run_candidate(task: Task, program: str, exp: Expected, timeout: float, memory_mb: int) -> CodeResult:
+def _run_candidate(task: Task, program: str, exp: Expected, timeout: float) -> CodeResult:
     n_base = len(task.base)
     limits, budgets = _budgets(exp, n_base, timeout)
     job = {"mode": "candidate", "program": program, "entry_point": task.entry_point,
            "inputs": task.inputs, "limits": limits, "not_none": task.not_none, "set_eq": _set_eq(task),
-           "memory_bytes": memory_mb << 20, "evalplus_utils": evalplus_utils_path()}
-    box_limits = Limits(memory_bytes=memory_mb << 20, cpu_seconds=sum(budgets) + EXEC_SLACK,
+           "memory_bytes": MEMORY_MB << 20, "evalplus_utils": evalplus_utils_path()}
+    box_limits = Limits(memory_bytes=MEMORY_MB << 20, cpu_seconds=sum(budgets) + EXEC_SLACK,
                         wall_seconds=STARTUP_TIMEOUT + sum(budgets) + EXEC_SLACK)
     biggest = max((len(o) for o in exp.outputs), default=0)
     cap = min(16 * biggest, 2 * biggest + (256 << 20)) + (64 << 10)  # same value, other spelling
@@ -479,15 +479,15 @@ def _no_result(box: Sandbox, rec: Any) -> str:
 # ============================================================= test scripts
 
 
-def _run_script(sample: Any, program: str, timeout: float, memory_mb: int) -> CodeResult:
+def _run_script(sample: Any, program: str, timeout: float) -> CodeResult:
     """Original HumanEval rows: the row's `check()` in one sandbox, the program in another."""
     meta = sample.meta
     utils = evalplus_utils_path()
     serve = {"mode": "serve", "program": program, "entry_point": meta["entry_point"],
-             "memory_bytes": memory_mb << 20, "evalplus_utils": utils}
+             "memory_bytes": MEMORY_MB << 20, "evalplus_utils": utils}
     check = {"mode": "check", "prompt": meta["prompt"], "test": meta.get("test") or "",
              "entry_point": meta["entry_point"], "evalplus_utils": utils}
-    lim = Limits(memory_bytes=memory_mb << 20, cpu_seconds=timeout + EXEC_SLACK,
+    lim = Limits(memory_bytes=MEMORY_MB << 20, cpu_seconds=timeout + EXEC_SLACK,
                  wall_seconds=STARTUP_TIMEOUT + timeout + EXEC_SLACK)
     cap = 16 << 20
     with Sandbox(serve, lim, max_record_bytes=cap) as cand, Sandbox(check, lim, max_record_bytes=cap) as judge:
@@ -537,7 +537,6 @@ def run_code_tests(
     sample: Any,
     completion: str,
     timeout: float = DEFAULT_TIMEOUT,
-    memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> CodeResult:
     """(passed_base, passed_plus, detail) for a program (already extracted from
     the response, see scoring.extract_code). Correct = passed_base and passed_plus."""
@@ -547,26 +546,25 @@ def run_code_tests(
         raise ValueError(f"sample {sample.id!r} is not a code task (meta['dataset']={dataset!r})")
     program = build_program(sample, completion)
     if "base_input" not in meta:  # original HumanEval: run its check() script
-        return _run_script(sample, program, float(timeout), memory_mb)
+        return _run_script(sample, program, float(timeout))
     task = _task(sample)
     try:
-        exp = expected_outputs(task, memory_mb)
+        exp = expected_outputs(task)
     except ReferenceFailed as e:
         return False, False, f"error: the canonical solution failed: {e}"
-    return _run_candidate(task, program, exp, float(timeout), memory_mb)
+    return _run_candidate(task, program, exp, float(timeout))
 
 
 def run_code_tests_many(
     items: Sequence[tuple[Any, str]],
     workers: int = 2,
     timeout: float = DEFAULT_TIMEOUT,
-    memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> list[CodeResult]:
     """run_code_tests over (sample, program) pairs, `workers` sandboxes at a time; keeps order."""
     if not items:
         return []
     isolation()  # probe once, before the threads
     if workers <= 1:
-        return [run_code_tests(s, c, timeout, memory_mb) for s, c in items]
+        return [run_code_tests(s, c, timeout) for s, c in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout, memory_mb), items))
+        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout), items))
