@@ -83,6 +83,18 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     return decode_utf8(data, f"{what} {path}")
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A file that must hold one JSON object (a HF config): anything else is one UserError line.
+    ValueError, not only JSONDecodeError: an integer past the int-digit limit is a plain one."""
+    try:
+        data = json.loads(read_text(path, what))
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def json_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, line) of the non-blank lines, split on "\\n" only."""
     for n, line in enumerate(text.split("\n"), 1):

@@ -178,6 +178,8 @@ def test_bad_tensor_is_refused_before_any_tensor_is_read(bad, word, tmp_path, ca
 
 
 @pytest.mark.parametrize("text,word", [("{not json", "not valid JSON"), ("[1, 2]", "JSON object"),
+                                       # json.loads' int-digit limit is a plain ValueError: was a traceback
+                                       pytest.param('{"vocab_size": 1' + "0" * 5000 + "}", "not valid JSON", id="huge-int"),
                                        ("drop hidden_size", "hidden_size is missing"),
                                        ("hidden_size=str", "hidden_size must be a positive integer")])
 def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):

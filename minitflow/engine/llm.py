@@ -21,7 +21,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.files import model_file, read_text
+from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
@@ -253,18 +253,10 @@ class LLM:
 
 def generation_config(model_dir: str | Path) -> dict:
     """The model's generation_config.json as a dict ({} when the file is absent)."""
-    import json
     path = Path(model_dir) / "generation_config.json"
     if not model_file(path):
         return {}
-    text = read_text(path, "generation config")  # an unreadable file was a PermissionError traceback
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path} must hold a JSON object, not a {type(cfg).__name__}")
-    return cfg
+    return read_json_object(path, "generation config")  # an unreadable file was a PermissionError traceback
 
 
 def check_eos(ids: Iterable[int], vocab: int, source: str | Path) -> None:

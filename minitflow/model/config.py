@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minitflow.errors import UserError
-from minitflow.files import model_file, read_text
+from minitflow.files import model_file, read_json_object
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
 MAX_POSITIONS = 1 << 20  # 512 MiB of float32 cos/sin tables at head_dim 128
@@ -158,13 +157,7 @@ class Qwen3Config:
         path = Path(model_dir) / "config.json"
         if not model_file(path):
             raise UserError(f"no config.json in {model_dir}: not a HF model directory")
-        try:
-            d = json.loads(read_text(path, "config"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
-        if not isinstance(d, dict):
-            raise UserError(f"{path} must hold a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path, "config"), source=str(path))
 
 
 # Qwen3-4B's shape, used by benchmarks to build random weights on the GPU without a download.

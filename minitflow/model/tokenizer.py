@@ -10,13 +10,12 @@ generation prompt.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
 from minitflow.errors import UserError
-from minitflow.files import model_file, read_text
+from minitflow.files import model_file, read_json_object, read_text
 
 
 class Tokenizer:
@@ -30,14 +29,9 @@ class Tokenizer:
         except Exception as e:  # the library raises a bare Exception for any malformed file
             raise UserError(f"{path} is not a valid tokenizer file: {str(e).splitlines()[0][:200]}") from None
         cfg_path = Path(model_dir) / "tokenizer_config.json"
-        # read_text: an unreadable file (another user's blob in a shared cache) was a PermissionError traceback
-        text = read_text(cfg_path, "tokenizer config") if model_file(cfg_path) else "{}"
-        try:
-            cfg = json.loads(text)
-        except ValueError as e:
-            raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
-        if not isinstance(cfg, dict):  # was read as {}: Qwen3's eos in place of whatever the file meant
-            raise UserError(f"{cfg_path} must hold a JSON object, got {type(cfg).__name__}")
+        # one line for an unreadable file (another user's blob in a shared cache: was a PermissionError
+        # traceback) and for a list (was read as {}: Qwen3's eos in place of whatever the file meant)
+        cfg = read_json_object(cfg_path, "tokenizer config") if model_file(cfg_path) else {}
         self.eos_token = _token_text(cfg, "eos_token", cfg_path) or "<|im_end|>"  # Qwen3's when the config names none
         self.eos_token_id = self._tok.token_to_id(self.eos_token)
         if self.eos_token_id is None:  # else a TypeError where the eos ids are checked, or no stop at all
