@@ -1023,7 +1023,19 @@ def test_expected_outputs_are_computed_once_per_task(monkeypatch, tmp_path):
     assert calls == ["Toy/mul"]
     files = list((tmp_path / "cache").iterdir())
     assert len(files) == 1 and files[0].suffix == ".jsonl"
-    assert not stat.S_IMODE(files[0].stat().st_mode) & 0o002
+    assert not stat.S_IMODE(files[0].stat().st_mode) & 0o077  # owner-only, as mkstemp made it
+
+
+def test_an_unwritable_expected_outputs_cache_is_one_line(monkeypatch, tmp_path):
+    """$MINITFLOW_EXPECTED_CACHE under a file: the cache's own temp-file writer let the OSError out
+    (a traceback); it writes through files.replacing now, as every other output does."""
+    from minitflow.errors import UserError
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(code_exec.CACHE_ENV, str(tmp_path / "file" / "cache"))
+    code_exec.clear_expected_cache()
+    with pytest.raises(UserError, match=r"^cannot write \S*/file/cache/\w+\.jsonl: \w"):
+        code_exec.expected_outputs(code_exec._task(ADD))
+    code_exec.clear_expected_cache()
 
 
 def test_expected_outputs_cached_by_another_codec_are_not_reused(monkeypatch):

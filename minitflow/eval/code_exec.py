@@ -55,12 +55,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from minitflow.files import replacing
 
 from .sandbox import Limits, Sandbox, evalplus_utils_path, isolation, isolation_summary  # noqa: F401
 from .sandbox_child import CODEC_VERSION, NotNoneFlag, Subclassed, check_hashes, decode, dumps
@@ -221,21 +222,15 @@ def _disk_load(key: str, n: int) -> Expected | None:
 
 
 def _disk_store(key: str, exp: Expected) -> None:
-    """Written to a temp file in the same folder, then renamed: never half-written."""
+    """Written through files.replacing: never half-written, an unwritable folder is one line."""
     path = _disk_path(key)
     if path is None:
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps({"key": key, "cpu": exp.cpu, "walls": list(exp.walls)}).encode() + b"\n")
-            for out in exp.outputs:
-                f.write(out + b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # owner-only whatever the umask, as mkstemp made it: entries judge programs
+        f.write(json.dumps({"key": key, "cpu": exp.cpu, "walls": list(exp.walls)}).encode() + b"\n")
+        for out in exp.outputs:
+            f.write(out + b"\n")
 
 
 def _remember(key: str, exp: Expected) -> None:
