@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitflow.engine.sampler import (SamplingParams, Sampler, _bits, _hash32, _to_unit, _uniform,
+from minitflow.engine.sampler import (SamplingParams, Sampler, _bits, _hash32, _seed_keys, _step_keys, _to_unit,
                                       filter_logits)
 from minitflow.errors import UserError
 
 CPU = torch.device("cpu")
+
+
+def _uniform(seeds: list[int], step: int, vocab: int) -> torch.Tensor:
+    """(B, vocab) uniforms of rows `seeds` at `step`: the u of gumbel_scores, spelled out."""
+    ids = _bits(torch.arange(vocab))
+    return _to_unit(_hash32(_step_keys(_seed_keys(seeds), step)[:, None] ^ _hash32(ids)))
 
 
 def _logits(rows: int, vocab: int, seed: int, scale: float = 2.0) -> torch.Tensor:

@@ -268,12 +268,6 @@ def _to_unit(bits: torch.Tensor) -> torch.Tensor:
     return (((bits >> 8) & 0xFFFFFF).double() + 0.5) * 2.0**-24
 
 
-def _uniform(seeds: list[int], step: int, vocab: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, vocab) uniforms of rows `seeds` at `step`: the noise `_choose` uses, spelled out for tests."""
-    ids = _bits(torch.arange(vocab, device=device))
-    return _to_unit(_hash32(_step_keys(_seed_keys(seeds, device), step)[:, None] ^ _hash32(ids)))
-
-
 @fused_on_cuda
 def gumbel_scores(vals: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, token_bits: torch.Tensor) -> torch.Tensor:
     """vals (B, n) + the Gumbel noise of (row key, row step, token), token_bits (n,) or (B, n)
