@@ -64,7 +64,7 @@ from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8, file_sha256, json_lines, lock_held, lock_holder,
-                             lock_path, rank_locks, sign_lock, try_lock, write_json)
+                             lock_path, os_reason, rank_locks, sign_lock, try_lock, write_json)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 # the flags that choose or run a model, which the oracle does not have
@@ -125,10 +125,10 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
             f = try_lock(path)
         except OSError as e:
             if e.errno in NO_FLOCK:
-                raise UserError(f"cannot lock {path}: {e.strerror or type(e).__name__}; evaluate needs flock on the "
+                raise UserError(f"cannot lock {path}: {os_reason(e)}; evaluate needs flock on the "
                                 "file system of --output_dir (Lustre: mount with -o flock), or use another "
                                 "--output_dir") from None
-            raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+            raise UserError(f"cannot write {path}: {os_reason(e)}") from None
         if f is not None or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
@@ -489,7 +489,7 @@ def append_sample(part: Path, row: dict) -> None:
         with part.open("ab") as f:
             f.write((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
     except OSError as e:
-        raise UserError(f"cannot write {part}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot write {part}: {os_reason(e)}") from None
 
 
 def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: str, wall: float) -> dict:

@@ -69,6 +69,11 @@ def decode_utf8(data: bytes, source: str) -> str:
         raise UserError(f"{source} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
 
 
+def os_reason(e: OSError) -> str:
+    """How a one-line error names an OSError: its strerror ("Permission denied"), else its class."""
+    return e.strerror or type(e).__name__
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """The UTF-8 text of `path`; a missing, unreadable or non-UTF-8 file is a UserError."""
     path = Path(path)
@@ -79,7 +84,7 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot read {what} {path}: {os_reason(e)}") from None
     return decode_utf8(data, f"{what} {path}")
 
 
@@ -128,7 +133,7 @@ def _probe(folder: Path, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UserError(f"cannot write {what} in {folder}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot write {what} in {folder}: {os_reason(e)}") from None
 
 
 def _make_dir(folder: Path, what: str) -> None:
@@ -137,7 +142,7 @@ def _make_dir(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a parent is a file, read-only file system, permissions
-        raise UserError(f"cannot create the folder {folder} for {what}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot create the folder {folder} for {what}: {os_reason(e)}") from None
 
 
 def check_output_file(path: str | os.PathLike, what: str = "output",
@@ -254,7 +259,7 @@ def sign_lock(lock: IO[str], text: str) -> None:
         lock.write(text)
         lock.flush()
     except OSError as e:
-        raise UserError(f"cannot write {lock.name}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot write {lock.name}: {os_reason(e)}") from None
 
 
 def lock_held(path: Path) -> bool:
@@ -289,7 +294,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+        raise UserError(f"cannot write {path}: {os_reason(e)}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from minitflow.errors import UserError
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
-                             sign_lock, try_lock, write_text)
+                             os_reason, sign_lock, try_lock, write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -198,7 +198,7 @@ def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
                 if made:
                     path.unlink(missing_ok=True)
                 continue
-            lock, err = None, f"cannot lock {path}: {e.strerror or type(e).__name__}"
+            lock, err = None, f"cannot lock {path}: {os_reason(e)}"
         else:
             err = f"another evaluate process is running {method} (rank {r}) in {folder}; " \
                   "rescore it once that run has finished"
