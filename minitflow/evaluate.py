@@ -340,7 +340,7 @@ def _settings_path(out_dir: Path, method: str) -> Path:
 def _compare_settings(path: Path, settings: dict) -> None:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError):  # UnicodeDecodeError, JSONDecodeError and a huge integer are ValueErrors
         raise UserError(f"{path} is unreadable; pass --overwrite to start afresh") from None
     if not isinstance(saved, dict):  # valid JSON, but not what evaluate writes (an edit, another tool)
         raise UserError(f"{path} is not a settings object; pass --overwrite to start afresh")
@@ -409,7 +409,7 @@ def _rows(part: Path) -> Iterator[dict]:
     for _, line in json_lines(decode_utf8(_whole_lines(part.read_bytes()), str(part))):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a crash: redo that sample
+        except ValueError:  # a line cut by a crash (or an integer past the digit limit): redo that sample
             continue
         if isinstance(row, dict) and "id" in row:
             yield row

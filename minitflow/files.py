@@ -100,6 +100,12 @@ def read_json_object(path: Path, what: str) -> dict:
     return data
 
 
+def json_reason(e: ValueError) -> str:
+    """What a JSON error says: a JSONDecodeError's message, or a plain ValueError's (json.loads
+    raises one for an integer past Python's int-digit limit, which JSONDecodeError handlers miss)."""
+    return e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+
+
 def json_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, line) of the non-blank lines, split on "\\n" only."""
     for n, line in enumerate(text.split("\n"), 1):
@@ -113,8 +119,8 @@ def json_rows(text: str, where: str) -> Iterator[tuple[int, Any]]:
     for n, line in json_lines(text):
         try:
             yield n, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+        except ValueError as e:
+            raise UserError(f"{where}:{n}: not valid JSON ({json_reason(e)})") from None
 
 
 # ---- checking outputs before the work ---------------------------------------------------

@@ -32,7 +32,7 @@ def read_summary(f: Path) -> dict:
     """The summary of one results file, checked: a bad file is one line naming it."""
     try:
         data = json.loads(read_text(f, "results file"))
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or an integer past the digit limit
         raise UserError(f"{f} is not a minitflow results file (not valid JSON)") from None
     summary = data.get("summary") if isinstance(data, dict) else None
     if not isinstance(summary, dict):

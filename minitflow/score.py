@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from minitflow.errors import UserError
-from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_rows, lock_path, rank_locks, read_text,
-                             os_reason, sign_lock, try_lock, write_text)
+from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, lock_path,
+                             os_reason, rank_locks, read_text, sign_lock, try_lock, write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -141,7 +141,7 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
         for n, line in enumerate(lines):
             try:
                 row = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError, or an integer past the digit limit
                 row = None  # evaluate redoes a line cut by a crash
             if isinstance(row, dict) and "id" in row and "prediction" in row and str(row["id"]) in by_id:
                 parsed.append((n, row))
@@ -222,8 +222,8 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
     for path in files:
         try:
             data = json.loads(read_text(path, "results file"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e.msg})") from None
+        except ValueError as e:
+            raise UserError(f"{path}: not valid JSON ({json_reason(e)})") from None
         if not isinstance(data, dict) or not isinstance(data.get("summary"), dict) \
                 or not isinstance(data.get("samples"), list):
             raise UserError(f'{path}: expected {{"summary": {{...}}, "samples": [...]}}')

@@ -43,7 +43,7 @@ def _parse_arch(text: str) -> dict:
     if text.startswith("{"):
         try:
             arch = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or an integer past the digit limit
             raise UserError(f"--pg_arch: not a JSON object: {text}") from None
         return check_pg_arch(arch)
     out = {}

@@ -967,6 +967,28 @@ def test_every_jsonl_reader_names_the_bad_line(tmp_path, reader):
         read()
 
 
+HUGE_INT = "1" + "0" * 5000  # json.loads raises a plain ValueError past Python's int-digit limit, no JSONDecodeError
+
+
+@pytest.mark.parametrize("reader", ["jsonl", "data-list", "report", "train-arch", "weight-index"])
+def test_an_integer_past_the_digit_limit_is_one_line(tmp_path, reader):
+    """Every JSON reader takes json.loads' plain ValueError too (it was a traceback)."""
+    from minitflow.eval.data import read_records
+    from minitflow.files import json_rows
+    from minitflow.model.weights import _indexed_files
+    path = tmp_path / "f.json"
+    if reader == "weight-index":
+        path = tmp_path / "model.safetensors.index.json"
+    path.write_text({"jsonl": '{"question": %s}\n', "data-list": '[{"question": %s}]', "report": '{"summary": %s}',
+                     "train-arch": '{"rank": %s}', "weight-index": '{"weight_map": {"a": %s}}'}[reader] % HUGE_INT)
+    read = {"jsonl": lambda: list(json_rows(path.read_text(), "f.json")), "data-list": lambda: read_records(path),
+            "report": lambda: report.read_summary(path), "train-arch": lambda: train._parse_arch(path.read_text()),
+            "weight-index": lambda: _indexed_files(tmp_path)}[reader]
+    with pytest.raises(UserError) as e:
+        read()
+    assert "\n" not in str(e.value)
+
+
 # ---- inputs a researcher gets wrong, refused instead of ignored ------------------------------
 
 def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatch):

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
-from minitflow.files import decode_utf8, env_true, hub_offline, json_rows
+from minitflow.files import decode_utf8, env_true, hub_offline, json_reason, json_rows
 
 from .extract import extract_boxed
 
@@ -155,8 +155,9 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     if text.lstrip().startswith("["):
         try:
             rows = list(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not a valid JSON list (line {e.lineno}: {e.msg})") from None
+        except ValueError as e:
+            where = f"line {e.lineno}: " if isinstance(e, json.JSONDecodeError) else ""
+            raise UserError(f"{path}: not a valid JSON list ({where}{json_reason(e)})") from None
     else:
         rows = [row for _, row in json_rows(text, str(path))]
     if SURROGATE_ESCAPE.search(text):  # rare: only then is each row checked

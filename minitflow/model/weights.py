@@ -159,7 +159,7 @@ def _indexed_files(model_dir: Path) -> dict[str, Path]:
     try:
         weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
         files = {str(name): model_dir / f for name, f in weight_map.items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # ValueError: JSONDecodeError or a huge integer
         raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
     # "../other/model.safetensors" or an absolute path: another folder's weights, loaded without a word
     outside = sorted(f for f in set(weight_map.values()) if Path(f).is_absolute() or ".." in Path(f).parts)
