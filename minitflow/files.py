@@ -91,8 +91,9 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 def read_json_object(path: Path, what: str) -> dict:
     """A file that must hold one JSON object (a HF config): anything else is one UserError line.
     ValueError, not only JSONDecodeError: an integer past the int-digit limit is a plain one."""
+    text = read_text(path, what)  # a UserError (a ValueError too) of its own
     try:
-        data = json.loads(read_text(path, what))
+        data = json.loads(text)
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):

@@ -30,8 +30,9 @@ PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", 
 
 def read_summary(f: Path) -> dict:
     """The summary of one results file, checked: a bad file is one line naming it."""
+    text = read_text(f, "results file")  # a UserError (a ValueError too) of its own
     try:
-        data = json.loads(read_text(f, "results file"))
+        data = json.loads(text)
     except ValueError:  # JSONDecodeError, or an integer past the digit limit
         raise UserError(f"{f} is not a minitflow results file (not valid JSON)") from None
     summary = data.get("summary") if isinstance(data, dict) else None

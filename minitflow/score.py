@@ -220,8 +220,9 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
     writes: list[tuple[Path, str]] = []
     lines: list[str] = []
     for path in files:
+        text = read_text(path, "results file")  # a UserError (a ValueError too) of its own
         try:
-            data = json.loads(read_text(path, "results file"))
+            data = json.loads(text)
         except ValueError as e:
             raise UserError(f"{path}: not valid JSON ({json_reason(e)})") from None
         if not isinstance(data, dict) or not isinstance(data.get("summary"), dict) \

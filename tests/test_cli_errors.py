@@ -989,6 +989,22 @@ def test_an_integer_past_the_digit_limit_is_one_line(tmp_path, reader):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("reader", ["config", "report", "score-results", "weight-index"])
+def test_a_json_file_that_is_not_utf8_says_so(tmp_path, reader):
+    """UserError is a ValueError: a reader that catches json.loads' ValueError must not catch
+    read_text's own error too and call a non-UTF-8 (or missing) file 'not valid JSON'."""
+    from minitflow import score
+    from minitflow.files import read_json_object
+    from minitflow.model.weights import _indexed_files
+    path = tmp_path / ("model.safetensors.index.json" if reader == "weight-index" else "x_results.json")
+    path.write_bytes(b'{"summary": "\xff"}')
+    read = {"config": lambda: read_json_object(path, "config"), "report": lambda: report.read_summary(path),
+            "score-results": lambda: score._rescore_files([path], tmp_path, None),
+            "weight-index": lambda: _indexed_files(tmp_path)}[reader]
+    with pytest.raises(UserError, match="not UTF-8"):
+        read()
+
+
 # ---- inputs a researcher gets wrong, refused instead of ignored ------------------------------
 
 def test_generate_input_flags_that_would_be_ignored(tmp_path, capsys, monkeypatch):

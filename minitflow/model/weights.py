@@ -156,8 +156,9 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
 def _indexed_files(model_dir: Path) -> dict[str, Path]:
     """Tensor name -> shard file, as model.safetensors.index.json lists them (the files may be missing)."""
     index = model_dir / "model.safetensors.index.json"
+    text = read_text(index, "weight index")  # a UserError (a ValueError too) of its own
     try:
-        weight_map = json.loads(read_text(index, "weight index"))["weight_map"]
+        weight_map = json.loads(text)["weight_map"]
         files = {str(name): model_dir / f for name, f in weight_map.items()}
     except (ValueError, KeyError, TypeError, AttributeError):  # ValueError: JSONDecodeError or a huge integer
         raise UserError(f"{index} is not a safetensors index (needs a \"weight_map\" of tensor -> file)") from None
