@@ -549,7 +549,8 @@ def test_generation_values_at_their_bounds_are_accepted(flag, value):
 
 
 @pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--lr", "0"), ("--weight_decay", "nan"),
-                                        ("--clip", "-1"), ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])
+                                        ("--clip", "-1"), ("--lr", "1e39"), ("--clip", "1e300"),  # past float32: a traceback
+                                        ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])
 def test_train_bad_numbers(flag, value, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, train.main, train_args(tmp_path, flag, value), flag)

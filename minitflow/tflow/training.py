@@ -357,8 +357,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--seed must be an integer in [0, 2^64), got {cfg.seed}")
     for name, low, inclusive in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("clip", 0.0, False)):
         v = getattr(cfg, name)
-        if not (math.isfinite(v) and (v >= low if inclusive else v > low)):
-            raise UserError(f"--{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {v}")
+        # the optimiser works in float32: past its largest value (--lr 1e39) it was torch's traceback
+        if not (math.isfinite(v) and v <= torch.finfo(torch.float32).max and (v >= low if inclusive else v > low)):
+            raise UserError(f"--{name} must be a finite float32 number {'>=' if inclusive else '>'} {low:g}, got {v}")
     if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
         raise UserError(f"--dtype must be auto, bfloat16, float16 or float32, got {cfg.dtype!r}")
     check_pg_arch(cfg.pg_arch)
