@@ -32,7 +32,7 @@ from typing import Sequence
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import check_pg_arch
-from minitflow.tflow.training import TrainConfig, train
+from minitflow.tflow.training import RESUME_FIXED, TrainConfig, train
 
 
 def _parse_arch(text: str) -> dict:
@@ -101,9 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="new tokens of each greedy answer at an evaluation")
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
     p.add_argument("--resume", help="a checkpoint written by this trainer (with its .state.pt) to continue, with "
-                                    "the same --lr, --weight_decay, --seed, --batch_size, --grad_accum, --dataset, "
-                                    "--warmup, --clip and training rows (a larger --steps extends its schedule "
-                                    "from the step reached)")
+                                    f"the same {', '.join(f'--{n}' for n in RESUME_FIXED)} and training rows (a larger "
+                                    "--steps extends its schedule from the step reached)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
     p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float16, float32")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
