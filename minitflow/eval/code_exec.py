@@ -168,11 +168,9 @@ def _set_eq(task: Task) -> bool:
 
 def _special(task: Task) -> bool:
     """Tasks whose verdict is not plain equality (no byte-equality shortcut)."""
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_SET_EQ_TASKS
-
     if task.dataset == "humaneval":
         return task.entry_point == "find_zero"
-    return task.entry_point in MBPP_SPECIAL or task.entry_point in MBPP_OUTPUT_SET_EQ_TASKS or task.not_none
+    return task.entry_point in MBPP_SPECIAL or _set_eq(task) or task.not_none
 
 
 # ========================================================== expected outputs
