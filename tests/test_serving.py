@@ -791,6 +791,32 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start)
         assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
 
 
+def test_condition_rows_stored_by_a_later_starting_span_serve_an_earlier_one(model):
+    """A block whose condition rows a later-starting span stored (rows from its 8th on) is taken by a
+    span that starts earlier once that span has computed them: its rows replaced the later ones.
+    They kept the first rows, and every sender with the earlier span recomputed the block."""
+    from minitflow.model.qwen3 import Capture
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(0, 150, (4 * BLOCK,), generator=g).tolist()
+    layers = list(range(model.cfg.num_hidden_layers + 1))
+    w = torch.softmax(torch.randn(len(layers), generator=g), 0)
+
+    def sender(llm, start):
+        req = Request(prompt, capture=Capture(layers, [start], [len(prompt)], layer_weights=w), generate=False)
+        llm.engine.run([req])
+        return req
+
+    llm, cold = _llm(model, num_slots=2), _llm(model, num_slots=2, prefix_cache_bytes=0)
+    assert sender(llm, 2 * BLOCK + 8).cached_tokens == 0
+    early = [sender(llm, BLOCK + 4) for _ in range(3)]
+    # the first finds block 1 without rows; then blocks 1 and 2 hold rows from position BLOCK + 4 on
+    assert [r.cached_tokens for r in early] == [BLOCK, 3 * BLOCK, 3 * BLOCK]
+    want = sender(cold, BLOCK + 4).capture.hidden
+    assert all(torch.equal(r.capture.hidden, want) for r in early)
+    pc = llm.engine.prefix_cache
+    assert pc.used == sum(e.nbytes for e in pc.entries.values())
+
+
 def test_the_first_token_comes_from_the_decode_step(model, monkeypatch):
     """A prefill runs no lm_head and samples nothing: the last prompt token is the slot's first
     decode input, so requests admitted together get their first tokens in one batched step."""

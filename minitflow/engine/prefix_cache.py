@@ -89,7 +89,8 @@ class PrefixCache:
                block_bytes: int | None = None) -> None:
         """Store the whole blocks of `ids` not stored yet; `read(start, end)` returns their (k, v)
         from the slot that just computed them. `cond` = (condition key, span start s, rows (S, H)
-        of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet.
+        of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet (replacing
+        rows of that key from a later first row).
         `block_bytes` (one block's k and v; the engine's KV cache knows it) lets a block that
         cannot fit be refused before `read` copies it: a full cache then copies nothing."""
         if self.budget <= 0:
@@ -117,12 +118,18 @@ class PrefixCache:
         ckey, s, rows = cond
         for i, (key, entry) in enumerate(found):
             a = i * BLOCK
-            if a + BLOCK <= s or a + BLOCK > s + rows.shape[0] or ckey in entry.cond or key not in self.entries:
+            first = max(s - a, 0)
+            held = entry.cond.get(ckey)
+            if a + BLOCK <= s or a + BLOCK > s + rows.shape[0] or key not in self.entries or \
+                    (held is not None and held[0] <= first):
                 continue
+            # rows a later-starting span stored (from a later first row) are replaced by these, which
+            # cover them too: else a span starting earlier never took this block from the cache
             block = rows.new_zeros(BLOCK, rows.shape[1])
-            block[max(s - a, 0):] = rows[max(a - s, 0): a + BLOCK - s]
-            entry.cond[ckey] = (max(s - a, 0), block)
-            self.used += block.numel() * block.element_size()
+            block[first:] = rows[max(a - s, 0): a + BLOCK - s]
+            entry.cond[ckey] = (first, block)
+            gone = 0 if held is None else held[1].numel() * held[1].element_size()
+            self.used += block.numel() * block.element_size() - gone
         self._evict(self.budget)
 
     def _room_for(self, nbytes: int, chain: set) -> bool:
