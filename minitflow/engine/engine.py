@@ -185,7 +185,8 @@ class Engine:
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []
-        admitted = self.scheduler.admit(lambda r: self.runner.fits(r, running=self.scheduler.running.values()))
+        admitted = self.scheduler.admit(lambda r: self.runner.fits(r, running=self.scheduler.running.values()),
+                                        self._prefill_cost)
         if admitted:
             if self.scheduler.static:
                 self._static_slots = sorted(r.slot for r in admitted if r.generate)
@@ -225,21 +226,36 @@ class Engine:
             hit = self._cond_keys[id(w)] = (w, version, tuple(w.tolist()))
         return tuple(capture.layers), hit[2]
 
+    def _reusable(self, r: Request) -> tuple[int, tuple | None] | None:
+        """(limit, span) of `r`'s prefix-cache lookup, None when its KV is not reusable (LoRA or
+        handed-over KV: not a function of the tokens alone)."""
+        if r.lora is not None or r.past is not None:
+            return None
+        c = r.capture
+        if c is None:
+            return len(r.prompt_ids) - 1, None
+        if c.layer_weights is None:  # all layers: nothing before the span is reusable inside it
+            return c.starts[0], None
+        # a summed condition: cached rows of it too, leaving one span token to compute
+        return min(len(r.prompt_ids), c.ends[0]) - 1, (self._cond_key(c), c.starts[0])
+
+    def _prefill_cost(self, r: Request) -> int:
+        """What admission charges `r` against the prefill token budget: the tokens its prefill
+        computes, not those the prefix cache gives (its whole prompt was charged, so a step of cache
+        hits prefilled a fraction of what it could)."""
+        reuse = self._reusable(r)
+        cached = 0 if reuse is None else self.prefix_cache.cached_len(r.prompt_ids, reuse[0], reuse[1])
+        return max(self.runner.prefill_len(r) - cached, 0)
+
     def _prefill(self, reqs: list[Request]) -> list[Request]:
         now = time.perf_counter()
         r_cond: dict[int, object] = {}
         for r in reqs:
             r.admitted_t = now
             prefix, cached_cond = None, None
-            if r.lora is None and r.past is None:  # KV depends only on the tokens: reusable
-                c = r.capture
-                if c is None:
-                    n, k, v, _ = self.prefix_cache.lookup(r.prompt_ids, len(r.prompt_ids) - 1)
-                elif c.layer_weights is None:  # all layers: nothing before the span is reusable inside it
-                    n, k, v, _ = self.prefix_cache.lookup(r.prompt_ids, c.starts[0])
-                else:  # a summed condition: cached rows of it too, leaving one span token to compute
-                    n, k, v, cached_cond = self.prefix_cache.lookup(
-                        r.prompt_ids, min(len(r.prompt_ids), c.ends[0]) - 1, span=(self._cond_key(c), c.starts[0]))
+            reuse = self._reusable(r)
+            if reuse is not None:
+                n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1])
                 r.cached_tokens = n
                 prefix = (k, v) if n else None
             self.runner.load(r, prefix)

@@ -41,6 +41,15 @@ class _Entry:
             sum(t.numel() * t.element_size() for _, t in self.cond.values())
 
 
+def _accept(span: tuple[object, int] | None):
+    """lookup's test of a block at `a` for span = (condition key, span start s): one reaching past
+    s must hold that condition's rows from s on (None: every block)."""
+    if span is None:
+        return None
+    ckey, s = span
+    return lambda a, e: a + BLOCK <= s or (ckey in e.cond and e.cond[ckey][0] <= max(s - a, 0))
+
+
 class PrefixCache:
     def __init__(self, budget_bytes: int):
         self.budget = budget_bytes
@@ -67,11 +76,7 @@ class PrefixCache:
         `cond` holds the rows of positions [s, length) (None when length <= s)."""
         if self.budget <= 0:
             return 0, None, None, None
-        accept = None
-        if span is not None:
-            ckey, s = span
-            accept = lambda a, e: a + BLOCK <= s or (ckey in e.cond and e.cond[ckey][0] <= max(s - a, 0))  # noqa: E731
-        found = self._chain(ids, limit, accept)
+        found = self._chain(ids, limit, _accept(span))
         if not found:
             return 0, None, None, None
         self._touch(found)
@@ -84,6 +89,11 @@ class PrefixCache:
             cond = torch.cat([e.cond[ckey][1][max(s - i * BLOCK, 0):] for i, (_, e) in enumerate(found)
                               if (i + 1) * BLOCK > s])
         return n, k, v, cond
+
+    def cached_len(self, ids: list[int], limit: int, span: tuple[object, int] | None = None) -> int:
+        """The length `lookup` would give now, without copying the KV or marking the blocks used:
+        what admission counts as not computed."""
+        return 0 if self.budget <= 0 else len(self._chain(ids, limit, _accept(span))) * BLOCK
 
     def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None,
                block_bytes: int | None = None) -> None:

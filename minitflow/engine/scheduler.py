@@ -22,25 +22,35 @@ class Scheduler:
     def add(self, req: Request) -> None:
         self.waiting.append(req)
 
-    def admit(self, fits: Callable[[Request], bool]) -> list[Request]:
+    def admit(self, fits: Callable[[Request], bool], cost: Callable[[Request], int] | None = None) -> list[Request]:
         """Requests to prefill now, each given a free slot: in arrival order, until the slots or
-        the prefill token budget run out, or the head of the queue does not `fit` yet."""
+        the prefill token budget run out, or the head of the queue does not `fit` yet. `cost(req)`:
+        the tokens its prefill computes (default: its whole prompt), charged against the budget. A
+        prompt longer than the budget is charged in full and comes alone, as the head: whenever
+        rows share a prefill, the keys each row's attention spans (cached ones included) stay
+        within the budget, as when every prompt token was charged."""
         if self.static and self.running:
             return []
         batch: list[Request] = []
         tokens = 0
+        budget = self.max_prefill_tokens
         while self.waiting and self.free:
             req = self.waiting[0]
             if req.status is not Status.WAITING:  # the same Request queued twice: it runs once
                 self.waiting.popleft()
                 continue
-            if not fits(req) or (batch and tokens + len(req.prompt_ids) > self.max_prefill_tokens):
+            if not fits(req):
+                break
+            n = len(req.prompt_ids)
+            if cost is not None and n <= budget:  # a longer one is charged it all: it comes alone
+                n = cost(req)
+            if batch and tokens + n > budget:
                 break
             self.waiting.popleft()
             req.slot, req.status = self.free.pop(0), Status.RUNNING
             self.running[req.slot] = req
             batch.append(req)
-            tokens += len(req.prompt_ids)
+            tokens += n
         return batch
 
     def release(self, req: Request) -> None:
