@@ -153,6 +153,35 @@ def test_the_generated_lora_changes_the_receivers_tokens(model, generator):
     assert all(t != b for t, b in zip(tflow, bare)) and len({tuple(t) for t in tflow}) == len(qs)
 
 
+def test_no_receivers_lora_stays_held_by_unread_junk_steps_after_run_method(model, generator, monkeypatch):
+    """On CUDA up to RUN_AHEAD junk steps of the last receivers stay unread when run_method returns;
+    they named those requests, which held their generated LoRA factors until the next step. They
+    name none once nothing is in flight: the factors go with the run, and the junk is still read."""
+    import gc
+    import weakref
+
+    from minitflow.tflow import methods
+
+    factors = []  # each receiver's own factors (views of its generator call's)
+    add = methods._Pipeline.add
+
+    def watch(self, q, agent, req):
+        factors.extend(weakref.ref(a) for layer in (req.lora.layers if req.lora else []) for a, _ in layer.values())
+        add(self, q, agent, req)
+
+    monkeypatch.setattr(methods._Pipeline, "add", watch)
+    llm = _llm(model, slots=4)
+    llm.engine.ring = LateRing(4)
+    qs = ["apple seven train", "clips friends April May half legs"]
+    run_method("tflow", llm, qs, sampling=SamplingParams(max_new_tokens=3), generator=generator, batch_size=2)
+    gc.collect()
+    assert factors and all(f() is None for f in factors)
+    assert llm.engine.ring.pending  # the junk steps themselves are still there, read by the next step
+    _clean(llm, 4, 0)
+    assert llm.generate([[5, 6, 7]], SamplingParams(max_new_tokens=2))[0].token_ids == \
+        _llm(model, slots=1).generate([[5, 6, 7]], SamplingParams(max_new_tokens=2))[0].token_ids
+
+
 @pytest.mark.parametrize("budget_blocks", [1, 2, 40])
 def test_condition_rows_from_the_prefix_cache_are_the_computed_ones(model, generator, budget_blocks):
     """A sender whose question span starts inside a cached prefix takes that prefix's KV and its

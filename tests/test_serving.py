@@ -817,6 +817,28 @@ def test_condition_rows_stored_by_a_later_starting_span_serve_an_earlier_one(mod
     assert pc.used == sum(e.nbytes for e in pc.entries.values())
 
 
+def test_finished_requests_are_not_held_by_junk_steps_left_unread(model):
+    """CUDA's run-ahead leaves a finished request's last steps unread when generate returns; they
+    named the request, holding its LoRA factors until the next step. With nothing in flight they
+    name none: the factors die with the caller's last reference, and the next step still reads the
+    junk (its tokens reach nobody)."""
+    import gc
+    import weakref
+
+    from test_engine_fuzz import LateRing
+    llm = _llm(model, num_slots=2)
+    llm.engine.ring = LateRing(4)
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, 1, 2, seed) for seed in (1, 2)], [0.5, 0.5])
+    gone = weakref.ref(lora.layers[0]["qkv"][0])
+    out = llm.generate([[3, 1, 4, 1, 5]], SamplingParams(max_new_tokens=3), lora=lora)
+    del lora
+    gc.collect()
+    assert gone() is None and len(llm.engine.ring.pending) == 4
+    assert llm.generate([[9, 2, 6]], SamplingParams(max_new_tokens=2))[0].token_ids == \
+        _llm(model, num_slots=1).generate([[9, 2, 6]], SamplingParams(max_new_tokens=2))[0].token_ids
+    assert len(out[0].token_ids) == 3
+
+
 def test_the_first_token_comes_from_the_decode_step(model, monkeypatch):
     """A prefill runs no lm_head and samples nothing: the last prompt token is the slot's first
     decode input, so requests admitted together get their first tokens in one batched step."""

@@ -8,7 +8,8 @@ the slots of finished requests, so the next step refills them (continuous batchi
 
 On CUDA the host does not wait for each step: new tokens are copied to pinned memory behind
 the step's kernels and read `run_ahead` steps later, so the GPU always has queued work. A
-request that finished meanwhile runs a few junk steps in its slot that nobody reads.
+request that finished meanwhile runs a few junk steps in its slot that nobody reads (once
+nothing is in flight, they no longer name it: its tensors go with the caller's last reference).
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ class TokenRing:
             self.pending.popleft()
             out.append((owners, toks))
         return out
+
+    def forget_owners(self) -> None:
+        """Name no request in the unread steps (their tokens are still read, in order): when
+        nothing is in flight they are all junk steps of finished requests, which held those
+        requests (tflow's receivers: their LoRA factors) until the next step read them."""
+        for i, (owners, toks, event) in enumerate(self.pending):
+            self.pending[i] = ([None] * len(owners), toks, event)
 
     def clear(self) -> None:
         self.pending.clear()
@@ -171,6 +179,8 @@ class Engine:
             self.abort_all()
             raise
         held, self._held = self._held, []
+        if self.ring.pending and not self.in_flight():  # host-only: no wait for the device
+            self.ring.forget_owners()
         return held + finished
 
     def abort_all(self) -> list[Request]:
