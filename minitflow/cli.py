@@ -104,9 +104,9 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError("--sender_max_new_tokens is only valid with --method textmas")
     if args.sender_max_new_tokens is not None and args.sender_max_new_tokens < 1:
         raise UserError(f"--sender_max_new_tokens must be >= 1, got {args.sender_max_new_tokens}")
-    from minitflow.tflow.latentmas import validate_options
+    from minitflow.tflow.latentmas import CLI_FLAGS, validate_options
     validate_options(args.method, latent_steps=args.latent_steps, topology=args.mas_topology,
-                     realign=args.latent_realign, think=args.think)
+                     realign=args.latent_realign, think=args.think, flags=CLI_FLAGS)
     if args.checkpoint and args.method != "tflow":
         raise UserError("--checkpoint is only valid with --method tflow")
     if args.random_generator and args.method != "tflow":  # else ignored, yet recorded as the run's checkpoint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -442,14 +443,39 @@ def test_user_errors(small_llm):
                     "2 sender questions for 1 questions")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", [SamplingParams(max_new_tokens=5000)], latent_steps=2),
                     "more than max_seq_len")
-    _one_line_error(lambda: lm.validate_options("tflow", latent_steps=3), "--latent_steps only applies to --method latentmas")
-    _one_line_error(lambda: lm.validate_options("baseline", topology="sequential", realign=True),
-                    "--mas_topology, --latent_realign only apply")
     lm.validate_options("tflow")
     lm.validate_options("latentmas", latent_steps=1, topology="hierarchical", realign=True, think=True)
-    for steps in (0, None):  # no latent step to realign: the flag would change nothing
-        _one_line_error(lambda: lm.validate_options("latentmas", latent_steps=steps, realign=True),
-                        "--latent_realign has no effect with --latent_steps 0")
+
+
+def test_option_errors_name_the_setting_as_the_caller_spelt_it(small_llm):
+    """run_method's keywords for a Python caller, the flags for the command lines (CLI_FLAGS): a
+    caller of run_method(realign=True) was told about --latent_realign and --latent_steps."""
+    from minitflow.tflow.methods import run_method
+    sp = SamplingParams(max_new_tokens=2)
+    api = [(lambda f: lm.validate_options("tflow", latent_steps=3, flags=f),
+            re.escape("latent_steps only applies to method=latentmas (got method=tflow)"),
+            re.escape("--latent_steps only applies to --method latentmas (got --method tflow)")),
+           (lambda f: lm.validate_options("baseline", topology="sequential", realign=True, flags=f),
+            "topology, realign only apply to method=latentmas",
+            "--mas_topology, --latent_realign only apply to --method latentmas"),
+           (lambda f: lm.validate_options("latentmas", latent_steps=-1, flags=f),
+            "latent_steps must be an integer >= 0, got -1", "--latent_steps must be an integer >= 0, got -1")]
+    for steps in (0, None):  # no latent step to realign: the setting would change nothing
+        api.append((lambda f: lm.validate_options("latentmas", latent_steps=steps, realign=True, flags=f),
+                    "realign has no effect with latent_steps=0 .*pass latent_steps=K .* leave realign out",
+                    "--latent_realign has no effect with --latent_steps 0 .*pass --latent_steps K .*"
+                    "leave --latent_realign out"))
+    for fn, words, flags in api:
+        _one_line_error(lambda: fn(None), words)
+        with pytest.raises(UserError) as e:
+            fn(None)
+        assert "--" not in str(e.value)
+        _one_line_error(lambda: fn(lm.CLI_FLAGS), flags)
+    with pytest.raises(UserError, match=r"^think only applies to method=latentmas \(got method=baseline\)$"):
+        run_method("baseline", small_llm, ["q"], style="gsm8k", sampling=sp, think=True)
+    with pytest.raises(UserError, match=r"tflow needs a ParameterGenerator: pass generator=") as e:
+        run_method("tflow", small_llm, ["q"], style="gsm8k", sampling=sp)
+    assert "--" not in str(e.value)
 
 
 def test_realignment_impossible_is_a_user_error(tmp_path):

@@ -119,28 +119,41 @@ def agent_prompt_ids(llm: LLM, role: str, question: str, style: str, topology: s
     return llm.encode(agent_prompt_text(role, question, style, topology, think))
 
 
+# How the command lines spell run_method's LatentMAS keywords (validate_options' `flags`)
+CLI_FLAGS = {"method": "--method", "latent_steps": "--latent_steps", "topology": "--mas_topology",
+             "realign": "--latent_realign", "think": "--think"}
+
+
 def validate_options(method: str, *, latent_steps: int | None = None, topology: str | None = None,
-                     realign: bool = False, think: bool = False) -> None:
+                     realign: bool = False, think: bool = False, flags: dict[str, str] | None = None) -> None:
     """One-line errors for LatentMAS settings that cannot apply (for the CLIs and run_method):
     latent settings on another method, a negative step count, an unknown topology, and
     realignment without a latent step (W_a maps only the latent steps' hidden states: the
-    flag would change nothing, yet be recorded as the run's setting)."""
+    flag would change nothing, yet be recorded as the run's setting). The errors name each
+    setting as the caller passed it: run_method's keywords (`latent_steps=2`), or with
+    `flags=CLI_FLAGS` the command lines' flags (`--latent_steps 2`)."""
+    def say(name: str, value: object = None) -> str:
+        if flags:
+            return flags[name] if value is None else f"{flags[name]} {value}"
+        return name if value is None else f"{name}={value}"
+
     if method != "latentmas":
-        given = [f"--{name}" for name, v in (("latent_steps", latent_steps), ("mas_topology", topology),
-                                              ("latent_realign", realign or None), ("think", think or None))
+        given = [say(name) for name, v in (("latent_steps", latent_steps), ("topology", topology),
+                                            ("realign", realign or None), ("think", think or None))
                  if v is not None]
         if given:
-            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --method latentmas "
-                            f"(got --method {method})")
+            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
+                            f"{say('method', 'latentmas')} (got {say('method', method)})")
         return
     if latent_steps is not None and (not isinstance(latent_steps, numbers.Integral) or isinstance(latent_steps, bool)
                                      or latent_steps < 0):
-        raise UserError(f"latent_steps must be an integer >= 0, got {latent_steps!r}")
+        raise UserError(f"{say('latent_steps')} must be an integer >= 0, got {latent_steps!r}")
     if topology is not None:
         _topology(topology)
     if realign and not latent_steps:
-        raise UserError("--latent_realign has no effect with --latent_steps 0 (the default): there is no latent "
-                        "step to realign; pass --latent_steps K (K >= 1) or leave --latent_realign out")
+        raise UserError(f"{say('realign')} has no effect with {say('latent_steps', 0)} (the default): there is no "
+                        f"latent step to realign; pass {say('latent_steps', 'K')} (K >= 1) or leave "
+                        f"{say('realign')} out")
 
 
 def _topology(name: str) -> str:

@@ -388,7 +388,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if method == "tflow" and generator is None:
-        raise UserError("tflow needs a ParameterGenerator: pass --checkpoint (or --random_generator for a smoke test)")
+        raise UserError("tflow needs a ParameterGenerator: pass generator=load_checkpoint(path, llm.cfg, llm.dtype, "
+                        "llm.device) (or random_generator(llm.cfg) for a smoke test; both in minitflow.tflow.checkpoint)")
     sampling = sampling or SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
     per_q = [sampling] * len(questions) if isinstance(sampling, SamplingParams) else list(sampling)
     if len(per_q) != len(questions):
