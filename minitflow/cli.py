@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
@@ -81,8 +80,6 @@ def check_model_args(args: argparse.Namespace) -> None:
     """Refuse bad generation flags before anything is loaded: values that would otherwise be
     replaced silently (max_new_tokens 0 -> the default), accepted (nan) or run nothing."""
     prompts.resolve_style(args.dataset)
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
     if args.greedy and args.temperature is not None:  # one of them would be ignored
         raise UserError("pass either --greedy or --temperature (0 is greedy), not both")
     for flag in ("top_p", "top_k"):
@@ -90,12 +87,11 @@ def check_model_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag} has no effect with --greedy (which takes the top token): pass one of them")
         if args.temperature == 0 and getattr(args, flag) is not None:  # temperature 0 is greedy: ignored as well
             raise UserError(f"--{flag} has no effect with --temperature 0 (greedy: the top token): pass one of them")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
-    if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
-        raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
-    if args.top_k is not None and args.top_k < 0:
-        raise UserError(f"--top_k must be >= 0, got {args.top_k}")
+    given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k", "seed")}
+    try:  # SamplingParams' own checks; each of its errors begins with the field's name, which is the flag's
+        SamplingParams(**{k: v for k, v in given.items() if v is not None})
+    except UserError as e:
+        raise UserError(f"--{e}") from None
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.refill_share is not None and not 0 <= args.refill_share <= 1:

@@ -514,12 +514,14 @@ def test_evaluate_batch_size_below_one(batch_size, tmp_path, capsys):
                                         ("--temperature", "nan"), ("--temperature", "inf"),
                                         ("--temperature", "-1"), ("--top_p", "nan"), ("--top_p", "0"), ("--top_k", "-1"),
                                         ("--refill_share", "1.5"), ("--refill_share", "-0.1"),
-                                        ("--refill_share", "nan")])
+                                        ("--refill_share", "nan"),
+                                        # SamplingParams' checks, which named the field, not the flag
+                                        ("--temperature", "1e-35"), ("--top_k", "2147483648"), ("--seed", "-1")])
 def test_generation_values_refused_not_replaced(flag, value, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
-    fails(capsys, generate.main, gen_args(flag, value), flag)
-    fails(capsys, evaluate.main, ["--method", "baseline", flag, value, "--data_file", gsm8k_file(tmp_path),
-                                  "--output_dir", tmp_path / "r"], flag)
+    assert fails(capsys, generate.main, gen_args(flag, value)).startswith(f"error: {flag} ")
+    assert fails(capsys, evaluate.main, ["--method", "baseline", flag, value, "--data_file", gsm8k_file(tmp_path),
+                                         "--output_dir", tmp_path / "r"]).startswith(f"error: {flag} ")
 
 
 @pytest.mark.parametrize("steps", [[], ["--latent_steps", "0"]])
