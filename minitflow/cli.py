@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from minitflow.engine.llm import LLM, generation_config, generation_top_k, resolve_device, resolve_dtype
+from minitflow.engine.llm import DTYPES, LLM, generation_config, generation_top_k, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.files import demo_dir
@@ -36,7 +36,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--random_generator", action="store_true",
                    help="tflow with a randomly initialised generator (smoke tests only)")
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the official value per style")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="auto (default): bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--temperature", type=float, default=None, help=f"default: the official {OFFICIAL_TEMPERATURE}")
     p.add_argument("--top_p", type=float, default=None, help=f"default: the official {OFFICIAL_TOP_P}")

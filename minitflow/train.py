@@ -29,6 +29,7 @@ import json
 import sys
 from typing import Sequence
 
+from minitflow.engine.llm import DTYPES
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import check_pg_arch
@@ -104,7 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                                     f"the same {', '.join(f'--{n}' for n in RESUME_FIXED)} and training rows (a larger "
                                     "--steps extends its schedule from the step reached)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
-    p.add_argument("--dtype", default=d.dtype, help="backbone dtype: auto, bfloat16, float16, float32")
+    p.add_argument("--dtype", default=d.dtype, help=f"backbone dtype: auto (default: bfloat16 on a GPU, float32 on the "
+                                                    f"CPU) or one of {', '.join(DTYPES)}")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
                    help="recompute receiver layers in the backward pass (saves memory, costs ~1/3 more compute)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")

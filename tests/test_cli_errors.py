@@ -550,6 +550,28 @@ def test_generation_values_at_their_bounds_are_accepted(flag, value):
     check_model_args(p.parse_args(["--method", "baseline", "--device", "cpu", flag, value]))
 
 
+def test_dtype_names_come_from_one_table(tmp_path, capsys, monkeypatch):
+    """generate's and evaluate's --dtype choices, train's --dtype help and TrainConfig's check read
+    llm.DTYPES, the table LLM.load resolves by (they were three hand-kept copies of its names):
+    a name it lacks is refused by each before a model loads, and each lists what it has."""
+    from minitflow.engine import llm as llm_module
+    no_model_load(monkeypatch)
+    monkeypatch.delitem(llm_module.DTYPES, "float16")
+    fails(capsys, train.main, train_args(tmp_path, "--dtype", "float16"),
+          "--dtype must be auto or one of bfloat16, float32, got 'float16'")
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "one of bfloat16, float32" in " ".join(capsys.readouterr().out.split())
+    for main, argv in ((generate.main, gen_args("--dtype", "float16")),
+                       (evaluate.main, ["--method", "baseline", "--dtype", "float16", "--data_file",
+                                        gsm8k_file(tmp_path), "--output_dir", tmp_path / "r"])):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in argv])
+        assert e.value.code == 2
+        assert "--dtype: invalid choice: 'float16' (choose from auto, bfloat16, float32)" in \
+            capsys.readouterr().err.replace("'auto', 'bfloat16', 'float32'", "auto, bfloat16, float32")
+
+
 @pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--lr", "0"), ("--weight_decay", "nan"),
                                         ("--clip", "-1"), ("--lr", "1e39"), ("--clip", "1e300"),  # past float32: a traceback
                                         ("--warmup", "-1"), ("--eval_max_new_tokens", "0")])

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from minitflow.engine.llm import LLM, resolve_device
+from minitflow.engine.llm import DTYPES, LLM, resolve_device
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
@@ -360,8 +360,8 @@ def check_config(cfg: TrainConfig) -> None:
         # the optimiser works in float32: past its largest value (--lr 1e39) it was torch's traceback
         if not (math.isfinite(v) and v <= torch.finfo(torch.float32).max and (v >= low if inclusive else v > low)):
             raise UserError(f"--{name} must be a finite float32 number {'>=' if inclusive else '>'} {low:g}, got {v}")
-    if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
-        raise UserError(f"--dtype must be auto, bfloat16, float16 or float32, got {cfg.dtype!r}")
+    if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
+        raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     check_pg_arch(cfg.pg_arch)
     if cfg.resume and cfg.init != "random":  # the resumed run's generator is what continues
         raise UserError("pass either --resume or --init, not both (a resume continues its own generator)")
