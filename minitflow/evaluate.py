@@ -329,8 +329,22 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
         "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
         "method_options": method_options(args),
         # bfloat16 and float32 give other long answers: a resume must not mix them
-        "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch.")})
+        "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch."),
+        # nor CPU and GPU rows: the summary's seconds per question (report's Speed) names one device
+        "device": resolve_device(args.device).type})
     return settings
+
+
+def device_label(args: argparse.Namespace) -> str | None:
+    """What the run's seconds per question were measured on, for report's Speed: "cpu", or
+    "cuda (the GPU's name)"; None for the oracle, which runs no model."""
+    if args.method == "oracle":
+        return None
+    device = resolve_device(args.device)
+    if device.type != "cuda":
+        return device.type
+    import torch  # set up already: the model ran on it (or would have, had anything been left to run)
+    return f"cuda ({torch.cuda.get_device_name(device)})"
 
 
 def _settings_path(out_dir: Path, method: str) -> Path:
@@ -812,6 +826,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
         # ranks run side by side: the run took as long as its slowest rank, not the sum of all rows
         "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
         "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
+        "device": device_label(args),
         "model": None if args.method == "oracle" else model_label,
         "checkpoint": checkpoint if args.method == "tflow" else None,
         "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,

@@ -4,7 +4,8 @@ Rows are methods, columns datasets, each with Acc. (%: the strict scorer, and in
 the official release's protocol, the metric of the paper's Table 1), Token (mean official token count,
 generating agents only, as in the paper), Proc. (mean tokens processed by all agents,
 tflow senders' forward passes included) and Speed (mean seconds per question on one rank, i.e. one
-GPU: the same whatever the run's world size; its wall-clock is the summary's `total_wall_time`).
+device, the one the results name (a CPU or a GPU): the same whatever the run's world size; its
+wall-clock is the summary's `total_wall_time`).
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
 """
 
@@ -123,11 +124,29 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
                       [f"{100 * s['accuracy']:.1f} ({_official(s)})", f"{s['mean_official_tokens']:.0f}",
                        f"{s['mean_processed_tokens']:.0f}", f"{s['mean_wall_time']:.2f}"])
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    devices = {k: device_of(k[0], s) for k, s in results.items()}
+    shared = set(devices.values()) - {None}
+    one = next(iter(shared)) if len(shared) == 1 else None  # the runs' one device, named once in the note
     counts = ", ".join(f"{m}/{d}: n={s['n']}" + (" (incomplete run)" if s.get("complete") is False else "")
+                       + (_on(devices[m, d]) if devices[m, d] and not one else "")
                        for (m, d), s in sorted(results.items()))
+    where = f" ({one})" if one else " (the device each run used: under Samples)" if shared else ""
     note = f"\n\nNot shown, unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
-                               f"parentheses). Speed: seconds per question on one rank (GPU). Samples: {counts}") + note
+                               f"parentheses). Speed: seconds per question on one rank{where}. Samples: {counts}") + note
+
+
+def device_of(method: str, summary: dict) -> str | None:
+    """What a run's Speed was measured on: evaluate's `device` ("cpu", "cuda (GPU name)"); None for the
+    oracle (no model, no device); "device not recorded" for a file from before evaluate wrote it."""
+    if method == "oracle":
+        return None
+    device = summary.get("device")
+    return device if isinstance(device, str) and device else "device not recorded"
+
+
+def _on(device: str) -> str:
+    return " (device not recorded)" if device == "device not recorded" else f" on {device}"
 
 
 def _official(summary: dict) -> str:

@@ -266,6 +266,25 @@ def test_resume_in_another_dtype_is_refused_and_an_older_settings_file_still_res
     assert run_cli(main, _demo_args(data, out)) == 0
 
 
+def test_the_summary_names_the_device_and_a_resume_on_another_is_refused(tmp_path, capsys):
+    """report's Speed said "(GPU)" of a CPU run: the summary names the device the seconds were
+    measured on, report prints it, and a resume on another kind of device (whose rows would mix
+    CPU and GPU seconds in one mean) is refused."""
+    from minitflow import report
+    data, out = _box_rows(tmp_path / "box.jsonl", n=2), tmp_path / "out"
+    assert run_cli(main, _demo_args(data, out)) == 0
+    summary = json.loads((out / "baseline_results.json").read_text())["summary"]
+    assert summary["device"] == "cpu" and summary["settings"]["device"] == "cpu"
+    capsys.readouterr()
+    assert run_cli(report.main, [str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "Speed: seconds per question on one rank (cpu)." in table and "GPU" not in table
+    path = out / "baseline_settings.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "device": "cuda"}))  # as a GPU run leaves it
+    assert run_cli(main, _demo_args(data, out)) == 2
+    assert "device='cuda', this one has device='cpu'" in capsys.readouterr().err
+
+
 def test_second_process_on_one_folder_refuses(tmp_path, capsys):
     from minitflow.evaluate import take_lock
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"

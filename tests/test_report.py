@@ -32,7 +32,8 @@ def test_table_and_plot(tmp_path, capsys):
     assert lines[4] == "| TFlow | 87.5 (85.0) | 310 | 700 | 1.25 | – | – | – | – |"
     assert lines[5] == "| LatentMAS | – | – | – | – | 25.0 (25.0) | 150 | 900 | 3.00 |"  # the fourth method
     assert "official protocol, as in the paper's Table 1" in table
-    assert "Speed: seconds per question on one rank (GPU)" in table  # not the run's wall-clock on N GPUs
+    # not the run's wall-clock on N GPUs; files from before evaluate recorded the device do not say one
+    assert "Speed: seconds per question on one rank (device not recorded)." in table and "GPU" not in table
     assert "incomplete" not in table  # files from before `complete` existed are not flagged
     pytest.importorskip("matplotlib")
     png = tmp_path / "chart.png"
@@ -40,6 +41,30 @@ def test_table_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_cli(main, [str(tmp_path / "missing")]) == 2
     assert "no such results directory" in capsys.readouterr().err
+
+
+def _device(d, method, device):
+    path = d / f"{method}_results.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "summary": {**data["summary"], "device": device}}))
+
+
+def test_speed_names_the_device_the_runs_used(tmp_path):
+    """The note said "(GPU)" whatever the runs ran on: it names the summaries' device, once when
+    every run used one, else beside each run (the oracle runs no model: none)."""
+    _write(tmp_path, "baseline", "gsm8k", 0.8, 300, 300, 90.0)
+    _write(tmp_path, "oracle", "gsm8k", 1.0, 0, 0, 0.0)
+    _device(tmp_path, "baseline", "cpu")
+    table = markdown_table(collect([str(tmp_path)]))
+    assert "Speed: seconds per question on one rank (cpu). Samples: baseline/gsm8k: n=10, oracle/gsm8k: n=10" \
+        in table and "GPU" not in table
+    _write(tmp_path / "gpu", "tflow", "gsm8k", 0.9, 300, 600, 2.0)
+    _device(tmp_path / "gpu", "tflow", "cuda (NVIDIA H100 80GB HBM3)")
+    _write(tmp_path / "old", "textmas", "gsm8k", 0.7, 900, 900, 5.0)
+    table = markdown_table(collect([str(tmp_path)]))
+    assert ("Speed: seconds per question on one rank (the device each run used: under Samples). Samples: "
+            "baseline/gsm8k: n=10 on cpu, oracle/gsm8k: n=10, textmas/gsm8k: n=10 (device not recorded), "
+            "tflow/gsm8k: n=10 on cuda (NVIDIA H100 80GB HBM3)") in table
 
 
 def test_humaneval_and_humaneval_plus_are_two_columns(tmp_path, capsys):
