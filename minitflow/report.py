@@ -194,8 +194,10 @@ def plot_format(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minitflow.report", description=__doc__.split("\n")[0])
-    p.add_argument("dirs", nargs="+", help="output directories of minitflow.evaluate")
-    p.add_argument("--plot", default=None, help="also write a bar chart PNG here")
+    p.add_argument("dirs", nargs="+", help="output directories of minitflow.evaluate (their subfolders "
+                   "searched too) or *_results.json files")
+    p.add_argument("--plot", default=None, help="also draw accuracy and tokens as bar charts in this file, of the "
+                   f"type its suffix names ({', '.join('.' + f for f in PLOT_FORMATS)}; needs matplotlib)")
     args = p.parse_args(argv)
     if args.plot:
         plot_format(Path(args.plot))

@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None, help='with --predictions: JSONL of {"id", "correct", "extracted"}')
     p.add_argument("--mmlu_rows", default=None, choices=["official", "ok", "all"],
                    help="MMLU-Redux row set (default: official, or the run's own with --results)")
-    p.add_argument("--workers", type=int, default=2, help="code sandboxes run at once (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="code sandboxes run at once, or processes comparing MATH "
+                   "answers (default: %(default)s)")
     from minitflow.eval.code_exec import DEFAULT_TIMEOUT
     from minitflow.eval.math_equiv import MATH_TIMEOUT
     p.add_argument("--timeout", type=float, default=None, help="seconds per code test set / sympy check "

@@ -77,7 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--out", required=True, help="checkpoint to write (official format + pg_arch); "
                                                 "the optimiser state goes to OUT.state.pt")
     p.add_argument("--dataset", default=d.dataset, help="prompt style: " + ", ".join(prompts.STYLES))
-    p.add_argument("--init", default=d.init, help="'random' (zero initial LoRA) or a checkpoint to fine-tune")
+    p.add_argument("--init", default=d.init, help="'random' (a newly initialised generator: its LoRA starts small, "
+                   "not zero) or a checkpoint to fine-tune")
     p.add_argument("--pg_arch", default="", help="generator dimensions for --init random, e.g. d_model=256,head_dim=64 "
                    "(default: the official ones)")
     p.add_argument("--condition", choices=("sender", "zero"), default=d.condition,
@@ -105,8 +106,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                                     f"the same {', '.join(f'--{n}' for n in RESUME_FIXED)} and training rows (a larger "
                                     "--steps extends its schedule from the step reached)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto: cuda when available)")
-    p.add_argument("--dtype", default=d.dtype, help=f"backbone dtype: auto (default: bfloat16 on a GPU, float32 on the "
-                                                    f"CPU) or one of {', '.join(DTYPES)}")
+    p.add_argument("--dtype", default=d.dtype, help=f"backbone dtype: auto (bfloat16 on a GPU, float32 on the CPU) or "
+                                                    f"one of {', '.join(DTYPES)}")
     p.add_argument("--checkpoint_layers", action=argparse.BooleanOptionalAction, default=d.checkpoint_layers,
                    help="recompute receiver layers in the backward pass (saves memory, costs ~1/3 more compute)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minitflow import demo
+from minitflow import demo, demo_dir
 from minitflow.cli import run_cli
 from minitflow.evaluate import main as evaluate_main
 from minitflow.generate import main as generate_main
@@ -52,7 +52,8 @@ def test_score_help_names_its_defaults_and_the_readme_its_math_timeout(capsys):
     """score --help left --workers' 2 and --timeout's per-dataset defaults unsaid; the README's
     "a 5 s alarm stops a comparison" is MATH_TIMEOUT."""
     text = _help(capsys, score_main)
-    assert "--workers WORKERS code sandboxes run at once (default: 2)" in text
+    # MATH's comparisons run in --workers processes too (scoring._score_text): not only code sandboxes
+    assert "--workers WORKERS code sandboxes run at once, or processes comparing MATH answers (default: 2)" in text
     assert f"sympy check (default: {DEFAULT_TIMEOUT:g} / {MATH_TIMEOUT:g})" in text
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert f"where a {MATH_TIMEOUT:g} s alarm stops a comparison" in readme
@@ -81,3 +82,38 @@ def test_textmas_sender_max_new_tokens_is_a_setting_a_resume_keeps(tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and "sender_max_new_tokens" in err[0], err
     assert run_cli(evaluate_main, args("--sender_max_new_tokens", "3")) == 0
+
+
+def test_report_help_names_every_plot_type_and_results_files(tmp_path, capsys):
+    """report --help said --plot writes "a bar chart PNG" and DIRS are evaluate's output
+    directories; the plot's type follows its suffix (PLOT_FORMATS) and a *_results.json file
+    may be named itself."""
+    from minitflow import report
+    text = _help(capsys, report.main)
+    assert "or *_results.json files" in text
+    assert "of the type its suffix names (" + ", ".join("." + f for f in report.PLOT_FORMATS) + "; needs matplotlib)" \
+        in text and "PNG" not in text
+    summary = {"method": "baseline", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 3,
+               "mean_processed_tokens": 3, "mean_wall_time": 0.5}
+    results = tmp_path / "baseline_results.json"
+    results.write_text(json.dumps({"summary": summary, "samples": []}))
+    pytest.importorskip("matplotlib")
+    assert run_cli(report.main, [str(results), "--plot", str(tmp_path / "chart.svg")]) == 0
+    assert "| Single | 100.0 (–) | 3 | 3 | 0.50 |" in capsys.readouterr().out
+    assert b"<svg" in (tmp_path / "chart.svg").read_bytes()[:400]
+
+
+def test_train_help_says_a_random_generator_starts_with_a_nonzero_lora(capsys):
+    """train --help said --init random is a "zero initial LoRA"; a new generator's factors are
+    small but not zero (only cond_proj, which the official code leaves unused, starts at zero)."""
+    import torch
+    from minitflow.model.config import Qwen3Config
+    from minitflow.tflow.checkpoint import random_generator
+    text = _help(capsys, train_parse_args)
+    assert "'random' (a newly initialised generator: its LoRA starts small, not zero)" in text
+    assert "zero initial" not in text
+    cfg = Qwen3Config.from_dir(demo_dir())
+    hidden = torch.randn(2, cfg.num_hidden_layers + 1, 5, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        factors = random_generator(cfg)(hidden, None)
+    assert all(a.abs().max() > 0 and b.abs().max() > 0 for a, b in factors.values())
