@@ -193,7 +193,11 @@ class ModelRunner:
     def _new_lora_buffers(self, like: LoraWeights) -> None:
         """Zeroed (num_slots, ...) buffers for factors shaped like `like`'s. Under
         lora_linear.DECODE_LORA "folded" (not with compile) each A buffer is the spare rows
-        beneath its weight (DecoderLayer.spare_rows), which decode multiplies by in one matmul."""
+        beneath its weight (DecoderLayer.spare_rows), which decode multiplies by in one matmul.
+        Each engine folds into a copy of its own: two engines on one model (two LLMs over the
+        same weights) hold every fused weight twice (~6.8 GiB more at Qwen3-4B in bfloat16), which
+        keeps each one's folded decode, and its captured graphs, on tensors it holds itself: the
+        other's re-fold or release re-stores the model's parameters, not them."""
         self.lora = None  # the old buffers (and folded weights' spare rows) go before new ones come
         self.lora_slots.clear()  # the requests whose factors they held have finished (see fits)
         self._drop_graphs()  # they read the old buffers' addresses
