@@ -258,3 +258,102 @@ def test_a_hub_that_answers_goes_on_to_the_download(monkeypatch):
         assert resolve_model_dir("org/model") == DEMO and downloads == ["org/model"] * 2  # the repo's info
     finally:
         server.shutdown()
+
+
+# ---- a hub that answers, then stalls ------------------------------------------------------
+
+HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A local hub serving the demo model as org/model, online, the cache in tmp_path/hub and
+    HF_HUB_DOWNLOAD_TIMEOUT = HF_HUB_ETAG_TIMEOUT = 1 s. Yields its state: set state["stall"] to
+    "file" (headers and a third of model.safetensors, then nothing) or "info" (the repo's info
+    answered once, the second ask never)."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import huggingface_hub.constants as hub
+    sha, release = "a" * 40, threading.Event()
+    state = {"stall": None, "infos": 0}
+
+    class Hub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _send(self, body: bytes, head: bool = False, **headers):
+            self.send_response(200)
+            for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if head:
+                return
+            if state["stall"] == "file" and headers.get("X-Repo-Commit") and len(body) > 1_000_000:
+                self.wfile.write(body[:len(body) // 3])
+                self.wfile.flush()
+                release.wait()
+                return
+            self.wfile.write(body)
+
+        def _file(self, head: bool):
+            name = self.path.split("/resolve/")[1].split("/", 1)[1]
+            data = (DEMO / name).read_bytes()
+            self._send(data, head, **{"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'})
+
+        def do_HEAD(self):
+            self._file(head=True)
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if "/resolve/" in path:
+                return self._file(head=False)
+            if "/tree/" in path:
+                files = [{"type": "file", "path": f, "size": (DEMO / f).stat().st_size, "oid": "0" * 40} for f in HUB_FILES]
+                return self._send(json.dumps(files).encode())
+            if path.startswith("/api/models/org/model"):
+                state["infos"] += 1
+                if state["stall"] == "info" and state["infos"] > 1:
+                    release.wait()
+                    return
+                return self._send(json.dumps({"id": "org/model", "sha": sha, "siblings": []}).encode())
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(hub, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hub, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for knob in ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT"):
+        monkeypatch.setattr(hub, knob, 1)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    yield state
+    release.set()
+    server.shutdown()
+
+
+@pytest.mark.parametrize("cut", ["model.safetensors", "tokenizer.json"])
+def test_a_download_cut_short_offline_names_what_the_snapshot_lacks(cut, fake_hub, tmp_path, monkeypatch):
+    """huggingface-hub (2.4, installed) keeps the repo's file list beside a download and, offline, refuses
+    a snapshot missing one of those files as IncompleteSnapshotError: that was "org/model is not
+    in the Hugging Face cache", for a cache that holds all but the weights. Now it says what the
+    snapshot lacks, as for caches without the file list (the weights: our own check; another
+    file: the one huggingface-hub names)."""
+    from minitflow.model.weights import resolve_model_dir
+    snap = resolve_model_dir("org/model", need_tokenizer=True)  # a real download from the fake hub
+    assert sorted(p.name for p in snap.iterdir()) == sorted(HUB_FILES)
+    assert list((tmp_path / "hub").rglob("trees/*.json")), "the hub's file list, which the refusal reads"
+    (snap / cut).resolve().unlink()
+    (snap / cut).unlink()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as e:
+        resolve_model_dir("org/model", need_tokenizer=True)
+    assert str(e.value).startswith(f"org/model is only partly in the Hugging Face cache: {snap} lacks {cut}, "
+                                   "and HF_HUB_OFFLINE is set"), e.value

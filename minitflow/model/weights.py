@@ -55,8 +55,12 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     try:
         local = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
         lacks = _lacks(local)  # a snapshot with only config.json (AutoConfig cached it) is not the model
-    except Exception:
-        local = None
+    except Exception as e:
+        # IncompleteSnapshotError: the hub's cached file list shows a download cut short. Offline that
+        # was "not in the Hugging Face cache", and the user looked for the wrong cause
+        partial = getattr(e, "snapshot_path", None)
+        local = Path(partial) if partial else None
+        lacks = (_lacks(local) or _hub_lacks(e)) if local is not None else None
     if local is not None and lacks is None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
         return local
     offline = hub_offline()
@@ -128,6 +132,13 @@ def _lacks(snapshot: Path) -> str | None:
     except UserError:  # no index, or not one
         return "model.safetensors"
     return next((f.name for f in shards if not f.is_file()), None)
+
+
+def _hub_lacks(error: BaseException) -> str:
+    """The files huggingface-hub's IncompleteSnapshotError lists as missing from a snapshot."""
+    import re
+    found = re.search(r"are missing \((.*?)\)\. ", str(error))
+    return found.group(1) if found else "files its download listed"
 
 
 def model_config(name_or_path: str | Path, need_tokenizer: bool = False) -> Qwen3Config:
