@@ -357,3 +357,52 @@ def test_a_download_cut_short_offline_names_what_the_snapshot_lacks(cut, fake_hu
         resolve_model_dir("org/model", need_tokenizer=True)
     assert str(e.value).startswith(f"org/model is only partly in the Hugging Face cache: {snap} lacks {cut}, "
                                    "and HF_HUB_OFFLINE is set"), e.value
+
+
+def _stalls(resolve) -> UserError:
+    """`resolve()`'s UserError, run on a thread so that a hang fails the test instead of holding it."""
+    import threading
+    out: list[object] = []
+
+    def run():
+        try:
+            out.append(resolve())
+        except Exception as e:
+            out.append(e)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "a stalled hub held the download for 60 s"
+    assert isinstance(out[0], UserError), out
+    return out[0]
+
+
+def test_a_hub_that_stalls_mid_file_names_the_file_and_its_timeout(fake_hub, tmp_path, monkeypatch):
+    """The hub sends model.safetensors' headers and a third of it, then nothing. huggingface-hub
+    times each read (HF_HUB_DOWNLOAD_TIMEOUT) and retries five times; its ReadTimeout then was
+    "could not get org/model from the Hugging Face hub (ReadTimeout)", no word of which file
+    nor which knob. Now both are named; the third never becomes a blob a later offline run
+    trusts: offline, the snapshot lacks model.safetensors."""
+    from minitflow.model.weights import resolve_model_dir
+    fake_hub["stall"] = "file"
+    error = str(_stalls(lambda: resolve_model_dir("org/model", need_tokenizer=True)))
+    assert error.startswith("could not get org/model: the Hugging Face hub at http://127.0.0.1:"), error
+    assert "stopped sending model.safetensors (ReadTimeout: nothing for HF_HUB_DOWNLOAD_TIMEOUT=1 s)" in error, error
+    blobs = sorted(p.stat().st_size for p in (tmp_path / "hub").rglob("blobs/*"))  # no <etag>.incomplete either
+    assert blobs == sorted((DEMO / f).stat().st_size for f in HUB_FILES if f != "model.safetensors"), blobs
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="only partly in the Hugging Face cache: .* lacks model.safetensors, "):
+        resolve_model_dir("org/model", need_tokenizer=True)
+
+
+def test_a_hub_that_stalls_after_the_probe_is_one_line_not_a_hang(fake_hub):
+    """_hub_answers asks the repo's info with a timeout; snapshot_download asks it again, and for
+    the file list, with none: a hub that answered the first ask and not the second held the run
+    forever. Every request huggingface-hub sends without a timeout now has HF_HUB_ETAG_TIMEOUT."""
+    from minitflow.model.weights import resolve_model_dir
+    fake_hub["stall"] = "info"
+    error = str(_stalls(lambda: resolve_model_dir("org/model")))
+    assert fake_hub["infos"] == 2, fake_hub
+    assert error.startswith("could not get org/model: the Hugging Face hub at http://127.0.0.1:"), error
+    assert "stopped sending its answer to GET /api/models/org/model/revision/main (ReadTimeout: nothing for " \
+           "HF_HUB_ETAG_TIMEOUT=1 s)" in error, error

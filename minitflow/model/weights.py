@@ -76,9 +76,14 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and {offline} is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     _hub_answers(name)
+    _time_every_request()
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
+        stalled = _stalled(e)
+        if stalled:
+            raise UserError(f"could not get {name}: {stalled}, nor is it a folder here; run `hf download {name}` "
+                            "where there is network, or pass a local directory") from None
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
     return _check_tokenizer(fetched, need_tokenizer)
@@ -101,17 +106,70 @@ def _hub_answers(name: str) -> None:
                         f"folder here; run `hf download {name}` where there is network, or pass a local directory") from None
 
 
-def _connection_errors() -> tuple[type[Exception], ...]:
+def _connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ...]:
     """Connection errors and timeouts of the HTTP clients huggingface-hub has used: requests'
-    are OSErrors, httpx's (and httpx2's) TransportErrors."""
+    are OSErrors, httpx's (and httpx2's) TransportErrors; kind="TimeoutException": httpx's timeouts."""
     import importlib
-    errors: list[type[Exception]] = [OSError]
+    errors: list[type[Exception]] = [OSError] if kind == "TransportError" else []
     for module in ("httpx", "httpx2"):
         try:
-            errors.append(importlib.import_module(module).TransportError)
+            errors.append(getattr(importlib.import_module(module), kind))
         except ImportError:
             pass
     return tuple(errors)
+
+
+def _time_every_request() -> None:
+    """Give huggingface-hub's requests that have no timeout HF_HUB_ETAG_TIMEOUT, by a request
+    hook on its shared client. snapshot_download asks for the repo's info and file list with none:
+    a hub that answered _hub_answers and then stalled held the run forever. The file downloads
+    keep their HF_HUB_DOWNLOAD_TIMEOUT and the metadata requests theirs."""
+    from huggingface_hub import get_session
+    hooks = get_session().event_hooks["request"]
+    if _timed not in hooks:
+        hooks.append(_timed)
+
+
+def _timed(request) -> None:
+    """The request hook of _time_every_request: a None connect, read or write timeout becomes
+    HF_HUB_ETAG_TIMEOUT (pool: waiting for one of the client's own connections, left as is)."""
+    from huggingface_hub import constants
+    timeout = {"connect": None, "read": None, "write": None, "pool": None, **request.extensions.get("timeout", {})}
+    request.extensions = {**request.extensions, "timeout": {
+        k: constants.HF_HUB_ETAG_TIMEOUT if v is None and k != "pool" else v for k, v in timeout.items()}}
+
+
+def _stalled(error: BaseException) -> str | None:
+    """What the hub stopped sending, when `error` is (or was raised from) an HTTP timeout: "the
+    Hugging Face hub at URL stopped sending model.safetensors (ReadTimeout: nothing for
+    HF_HUB_DOWNLOAD_TIMEOUT=10 s)", the knob named where it set that wait. None for other errors."""
+    from urllib.parse import parse_qs, unquote
+    from huggingface_hub import constants
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, _connection_errors("TimeoutException")):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    try:
+        request = seen.request
+    except RuntimeError:  # httpx: a timeout raised outside a request
+        request = None
+    what, knob, seconds = "an answer", "HF_HUB_ETAG_TIMEOUT", None
+    if request is not None:
+        path, query = unquote(request.url.path), request.url.query
+        query = query.decode() if isinstance(query, bytes) else query
+        # a redirect to the CDN names the file only in the Content-Disposition it asks for
+        disposition = " ".join(parse_qs(query).get("response-content-disposition", []))
+        file = (path.split("/resolve/", 1)[1].partition("/")[2] if "/resolve/" in path
+                else disposition.split('filename="', 1)[1].split('"', 1)[0] if 'filename="' in disposition else None)
+        if file and request.method == "GET":
+            what, knob = file, "HF_HUB_DOWNLOAD_TIMEOUT"
+        else:  # HEAD: the hub retries it with its own 60 s, not the knob's
+            what = f"the size and hash of {file}" if file else f"its answer to {request.method} {path}"
+        seconds = request.extensions.get("timeout", {}).get("read")
+    setting = getattr(constants, knob)
+    waited = f"{knob}={setting:g} s" if seconds in (None, setting) else f"{seconds:g} s"
+    return f"the Hugging Face hub at {constants.ENDPOINT} stopped sending {what} ({type(seen).__name__}: nothing for {waited})"
 
 
 def _check_tokenizer(model_dir: Path, need_tokenizer: bool) -> Path:
