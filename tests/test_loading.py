@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from minitflow import demo_dir, generate
+from minitflow.errors import UserError
 from test_cli_errors import fails, gen_args, model_copy, no_model_load
 
 DEMO = demo_dir()
@@ -133,6 +135,28 @@ def test_a_missing_folder_that_looks_like_a_hub_id_says_so(offline_cache, capsys
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--model", "models/Qwen3-4B"),
           "models/Qwen3-4B is not in the Hugging Face cache (nor a folder here)")
+
+
+@pytest.mark.parametrize("command", ["generate", "model_config"])
+def test_a_folder_named_like_the_hub_id_says_it_hides_the_hub_id(command, offline_cache, tmp_path, capsys, monkeypatch):
+    """A folder here comes before a hub id of the same name: an empty clone or a stray mkdir of
+    ./Org/Name was "no tokenizer.json in Org/Name" (or "no config.json"), and the user looked in
+    the hub's repo for the file. Now it says the folder was read instead of the hub id, which is
+    cached here and would load."""
+    from minitflow.model.weights import model_config
+    hub_cache(offline_cache, "Org/Name", demo_files())
+    (tmp_path / "here" / "Org" / "Name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    no_model_load(monkeypatch)
+    words = ("Org/Name is a folder here without config.json, so not a model folder, and a folder comes before the hub "
+             "id Org/Name: pass the model's folder, or rename ./Org/Name to use the hub id")
+    if command == "generate":
+        fails(capsys, generate.main, gen_args("--model", "Org/Name"), words)
+    else:
+        with pytest.raises(UserError, match=re.escape(words)):
+            model_config("Org/Name")
+    monkeypatch.chdir(tmp_path)
+    assert model_config("Org/Name").num_hidden_layers > 0  # the hub id itself is there
 
 
 def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, monkeypatch):

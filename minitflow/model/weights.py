@@ -36,6 +36,11 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
             repo = folder[len("models--"):].replace("--", "/") if folder.startswith("models--") else None
             raise UserError(f"{path} is a Hugging Face cache folder, not a model folder: pass the hub id"
                             f"{f' {repo}' if repo else ''} or one of its snapshots/<revision> folders")
+        if not (path / "config.json").exists() and _is_hub_id(str(name_or_path)):
+            # an empty clone or a stray mkdir named like the hub id hid it: was "no config.json in Org/Name"
+            raise UserError(f"{name_or_path} is a folder here without config.json, so not a model folder, and a folder "
+                            f"comes before the hub id {name_or_path}: pass the model's folder, or rename ./{name_or_path} "
+                            "to use the hub id")
         return _check_tokenizer(path, need_tokenizer)
     name = str(name_or_path)
     if path.exists():  # model.safetensors or config.json itself: was "model directory not found"
@@ -87,6 +92,18 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
     return _check_tokenizer(fetched, need_tokenizer)
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` is Org/Name as the hub spells its ids."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _hub_answers(name: str) -> None:
