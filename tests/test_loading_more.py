@@ -406,3 +406,15 @@ def test_a_hub_that_stalls_after_the_probe_is_one_line_not_a_hang(fake_hub):
     assert error.startswith("could not get org/model: the Hugging Face hub at http://127.0.0.1:"), error
     assert "stopped sending its answer to GET /api/models/org/model/revision/main (ReadTimeout: nothing for " \
            "HF_HUB_ETAG_TIMEOUT=1 s)" in error, error
+
+
+def test_the_timeout_hook_leaves_a_requests_session_alone(monkeypatch):
+    """huggingface-hub before 1.0 (pyproject allows 0.34) sends with a requests.Session, which has
+    no request hooks: putting the timeout hook on it was an AttributeError before any download."""
+    import huggingface_hub
+    import requests
+    from minitflow.model.weights import _time_every_request
+    session = requests.Session()
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
+    _time_every_request()
+    assert not hasattr(session, "event_hooks") and session.hooks == {"response": []}

@@ -140,10 +140,11 @@ def _time_every_request() -> None:
     """Give huggingface-hub's requests that have no timeout HF_HUB_ETAG_TIMEOUT, by a request
     hook on its shared client. snapshot_download asks for the repo's info and file list with none:
     a hub that answered _hub_answers and then stalled held the run forever. The file downloads
-    keep their HF_HUB_DOWNLOAD_TIMEOUT and the metadata requests theirs."""
+    keep their HF_HUB_DOWNLOAD_TIMEOUT and the metadata requests theirs. huggingface-hub before
+    1.0 sends with requests, which has no request hooks: there nothing changes."""
     from huggingface_hub import get_session
-    hooks = get_session().event_hooks["request"]
-    if _timed not in hooks:
+    hooks = getattr(get_session(), "event_hooks", {}).get("request")
+    if hooks is not None and _timed not in hooks:
         hooks.append(_timed)
 
 
