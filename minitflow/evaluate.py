@@ -27,7 +27,8 @@ when no new sample has appeared for --merge_timeout seconds (a dead rank), or at
 other rank has exited (its lock free, or, killed before it took it, its heartbeat stopped): it then
 writes results marked complete: false, and a rerun finishes the missing samples.
 `--method oracle` scores the gold answers through the same pipeline (it must reach 100%); it runs
-no model, so --model and the sampling flags are refused with it.
+no model, so --model, the sampling flags, --device, --dtype, --batch_size, --seed and --refill_share
+are refused with it.
 
 The whole shard goes through the method's pipeline at once (`--batch_size` = the engine's
 slots); each question is appended as soon as it is scored, and scoring (code runs in the
@@ -68,7 +69,10 @@ from minitflow.files import (NO_FLOCK, RESCORING, check_output_dir, decode_utf8,
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
 # the flags that choose or run a model, which the oracle does not have
-ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager")
+ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager",
+                  "refill_share")
+# those of them with a default that is not None: refused only where the command line gave them (main knows)
+ORACLE_DEFAULTED = ("device", "dtype", "batch_size", "seed")
 RANK0_WAIT_S = 300.0  # how long rank r > 0 waits for rank 0 of its run to take the folder
 HEARTBEAT_S = 2.0  # how often each rank of a launch of several rewrites its heartbeat
 HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clock): its rank is gone
@@ -700,12 +704,13 @@ def _setup_logging(out_dir: Path, rank: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
 
 
-def evaluate(args: argparse.Namespace) -> dict | None:
-    """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others."""
+def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | None:
+    """One rank's run; a rank of several that fails leaves a marker (mark_failed) for the others.
+    `given`: the flags of ORACLE_DEFAULTED the command line set (their defaults are in `args`)."""
     rank, size = world()
     stop_beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
     try:
-        return _evaluate(args, rank, size)
+        return _evaluate(args, rank, size, given)
     except BaseException as e:
         mark_failed(Path(args.output_dir), args.method, rank, size, e)
         raise
@@ -714,7 +719,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
             stop_beating()
 
 
-def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
+def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...]) -> dict | None:
     from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
     from minitflow.tflow.methods import SEEDS, run_method
@@ -723,9 +728,10 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int) -> dict | None:
     args.dataset = prompt_style(dataset)
     check_model_args(args)
     if args.method == "oracle":  # it runs no model: these would be ignored, yet look like part of the run
-        given = [f for f in ORACLE_REFUSES if getattr(args, f) not in (None, False)]
-        if given:
-            raise UserError(f"--{given[0]} has no effect with --method oracle, which scores the gold answers "
+        ignored = [f for f in ORACLE_REFUSES if getattr(args, f) not in (None, False)]
+        ignored += [f for f in ORACLE_DEFAULTED if f in given]
+        if ignored:
+            raise UserError(f"--{ignored[0]} has no effect with --method oracle, which scores the gold answers "
                             "and runs no model: leave it out")
     check_eval_dependencies(dataset)  # before any model is loaded: never a silent 0%
     if args.method != "oracle":
@@ -858,8 +864,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minerva_zero_shot", action="store_true",
                    help="MATH: the bare problem instead of the official 4-shot Minerva prompt")
     p.set_defaults(batch_size=20)
-    args = p.parse_args(argv)
-    summary = evaluate(args)
+    # argparse leaves an attribute the namespace already has unless the flag is given: None here is "left out"
+    args = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(ORACLE_DEFAULTED)))
+    given = tuple(f for f in ORACLE_DEFAULTED if getattr(args, f) is not None)
+    for f in ORACLE_DEFAULTED:
+        if f not in given:
+            setattr(args, f, p.get_default(f))
+    summary = evaluate(args, given)
     if summary is not None and not summary["complete"]:  # a script's `evaluate && report` must not go on
         log.error("results incomplete: %d of the samples are there (a rank died); rerun the same command to finish "
                   "them", summary["n"])

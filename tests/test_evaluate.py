@@ -200,7 +200,7 @@ def _oracle_rows(path: Path) -> Path:
 
 def test_line_separators_inside_predictions_resume_complete(tmp_path):
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
-    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--batch_size", "4"]
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0
     part = out / "oracle_partial.rank0.jsonl"
     assert len(_partial_ids(part)) == 6
@@ -614,20 +614,28 @@ def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, caps
 def test_oracle_needs_no_model_and_refuses_the_flags_of_one(tmp_path, monkeypatch, capsys):
     """The oracle scores gold answers and runs no model, offline too. A --model (or sampling flag)
     with it was ignored without a word, while the folder's results looked like that model's run:
-    one line now, before any folder."""
+    one line now, before any folder. So are --device, --dtype, --batch_size, --seed and --refill_share,
+    which were ignored as well (they have defaults: refused only when given, even as the default's value)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     gsm = tmp_path / "gsm8k.jsonl"
     gsm.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
     args = ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(gsm), "--output_dir", str(tmp_path / "out")]
     for flag in (["--model", "nobody/not-cached"], ["--model", str(GOLDEN / "model")], ["--temperature", "0.5"],
-                 ["--greedy"], ["--max_new_tokens", "9"]):
+                 ["--greedy"], ["--max_new_tokens", "9"], ["--device", "cpu"], ["--dtype", "float32"],
+                 ["--batch_size", "4"], ["--batch_size", "20"], ["--seed", "3"], ["--seed", "0"],
+                 ["--refill_share", "0.5"], ["--device=auto"]):
         assert run_cli(main, [*args, *flag]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"error: {flag[0]} has no effect with --method oracle, which scores the gold answers and "
+        name = flag[0].partition("=")[0]
+        assert err == [f"error: {name} has no effect with --method oracle, which scores the gold answers and "
                        "runs no model: leave it out"]
     assert not (tmp_path / "out").exists()
     assert run_cli(main, args) == 0
-    assert json.loads((tmp_path / "out" / "oracle_results.json").read_text())["summary"]["accuracy"] == 1.0
+    summary = json.loads((tmp_path / "out" / "oracle_results.json").read_text())["summary"]
+    assert summary["accuracy"] == 1.0
+    # left out, they keep their defaults in the recorded config
+    assert {k: summary["config"][k] for k in ("device", "dtype", "batch_size", "seed")} == {
+        "device": "auto", "dtype": "auto", "batch_size": 20, "seed": 0}
 
 
 def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
