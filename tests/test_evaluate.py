@@ -796,38 +796,48 @@ def test_a_finished_run_is_summarised_again_without_the_weights(tmp_path, capsys
     assert json.loads(results.read_text()) == again  # refused before the folder was cleared
 
 
+# the heartbeat's times in the tests' child processes (production has no knob for them): a beat every
+# 0.2 s, gone after 5 s unchanged, so a kill test takes seconds, not the real HEARTBEAT_STALE_S (30 s)
+FAST_BEATS = ("ev.HEARTBEAT_S = 0.2", "ev.HEARTBEAT_STALE_S = 5.0")
+STUCK = "ev.claim_folder = lambda *a, **k: time.sleep(600)"  # a rank checking for ever (a slow disk)
+
+
+def _evaluate_child(*setup: str) -> list[str]:
+    """The command of `python -m minitflow.evaluate` in a child that first runs `setup` on the module (as `ev`)."""
+    return [sys.executable, "-c", "import sys, time; import minitflow.evaluate as ev; " + "; ".join(setup)
+            + "; sys.exit(ev.run_cli(ev.main, sys.argv[1:]))"]
+
+
 def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_path):
     """kill -9 (the OOM killer, an admin) of rank 0 while it still checks, before it takes the folder,
     leaves no failure marker: rank 1 waited RANK0_WAIT_S (300 s) for it. Rank 0's heartbeat stops
-    with it, and rank 1 stops HEARTBEAT_STALE_S (30 s) later with one line naming it."""
+    with it, and rank 1 stops HEARTBEAT_STALE_S later with one line naming it."""
     from minitflow import evaluate as ev
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
            "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
-    stuck = ("import sys, time; import minitflow.evaluate as ev; "  # rank 0, checking for ever (a slow disk)
-             "ev.claim_folder = lambda *a, **k: time.sleep(600); sys.exit(ev.run_cli(ev.main, sys.argv[1:]))")
-    rank0 = subprocess.Popen([sys.executable, "-c", stuck, *args], env={**env, "RANK": "0", "LOCAL_RANK": "0"},
+    rank0 = subprocess.Popen([*_evaluate_child(*FAST_BEATS, STUCK), *args], env={**env, "RANK": "0", "LOCAL_RANK": "0"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rank1 = subprocess.Popen([sys.executable, "-m", "minitflow.evaluate", *args], env={**env, "RANK": "1",
-                             "LOCAL_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank1 = subprocess.Popen([*_evaluate_child(*FAST_BEATS), *args], env={**env, "RANK": "1", "LOCAL_RANK": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not ((out / "oracle.rank0.alive").is_file() and (out / "oracle.rank1.lock").is_file()
                    and (out / "oracle.rank1.lock").read_text()) and time.monotonic() < deadline:
             time.sleep(0.1)  # rank 1 waits for rank 0 (its lock signed), and rank 0 beats
-        time.sleep(2 * ev.HEARTBEAT_S)  # rank 1 has seen a beat change
+        time.sleep(1.0)  # rank 1 has seen a beat change
         rank0.kill()
         t0 = time.monotonic()
-        _, err = rank1.communicate(timeout=ev.HEARTBEAT_STALE_S + 60)
+        _, err = rank1.communicate(timeout=120)
     finally:
         for p in (rank0, rank1):
             p.kill()
             p.wait()
-    assert rank1.returncode == 2 and time.monotonic() - t0 < ev.HEARTBEAT_STALE_S + 30 < ev.RANK0_WAIT_S
+    assert rank1.returncode == 2 and time.monotonic() - t0 < 5.0 + 20 < ev.RANK0_WAIT_S  # FAST_BEATS: 5 s
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: rank 0 of this launch (") and "is gone" in lines[0], err
-    assert f"pid {rank0.pid})" in lines[0]
+    assert f"pid {rank0.pid})" in lines[0] and "has not changed for 5 s" in lines[0]
 
 
 def test_a_heartbeat_an_earlier_launch_left_does_not_stop_rank1(tmp_path, monkeypatch):
@@ -883,12 +893,11 @@ def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_pat
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "300"]
     _rank0_of_two(monkeypatch)
-    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 10.0)  # rank 0's, in this process
+    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.2)  # rank 0's, in this process (FAST_BEATS)
+    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 5.0)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
            "RANK": "1", "LOCAL_RANK": "1"}
-    stuck = ("import sys, time; import minitflow.evaluate as ev; "  # rank 1, checking for ever (a slow disk)
-             "ev.claim_folder = lambda *a, **k: time.sleep(600); sys.exit(ev.run_cli(ev.main, sys.argv[1:]))")
-    rank1 = subprocess.Popen([sys.executable, "-c", stuck, *args], env=env, stdout=subprocess.DEVNULL,
+    rank1 = subprocess.Popen([*_evaluate_child(*FAST_BEATS, STUCK), *args], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     codes: list[int] = []
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
@@ -897,7 +906,7 @@ def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_pat
         deadline = time.monotonic() + 120
         while not (out / "oracle.rank1.alive").is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(2 * ev.HEARTBEAT_S)  # rank 0 has seen a beat change
+        time.sleep(2.0)  # rank 0 (polling each second) has seen a beat change
         assert rank0.is_alive()  # waiting for rank 1's rows
         rank1.kill()
         t0 = time.monotonic()
@@ -905,7 +914,7 @@ def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_pat
     finally:
         rank1.kill()
         rank1.wait()
-    assert codes == [1] and time.monotonic() - t0 < 40  # --merge_timeout 300
+    assert codes == [1] and time.monotonic() - t0 < 5.0 + 20  # --merge_timeout 300
     summary = json.loads((out / "oracle_results.json").read_text())["summary"]
     assert summary["n"] == 3 and not summary["complete"]
     assert f"(rank 1 ({socket.gethostname()} pid {rank1.pid}): its heartbeat stopped (killed?))" in (out / "run.log").read_text()
