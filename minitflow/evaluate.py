@@ -15,7 +15,8 @@ Files in OUTPUT_DIR, per method:
   the ranks waiting for it stop at once with that error instead of waiting minutes for a dead process.
 - `{method}.rank{r}.alive`: rank r's heartbeat in a launch of several, rewritten every HEARTBEAT_S while
   it runs (see start_heartbeat): a rank waiting for one killed (kill -9, the OOM killer) before it
-  took its lock, which leaves no marker, stops once it has not changed for HEARTBEAT_STALE_S.
+  took its lock, which leaves no marker, stops once it has not changed for HEARTBEAT_STALE_S. A clean
+  run removes them (each rank its own at its end, rank 0 once every rank has joined a complete merge).
 
 Several ranks (`torchrun --nproc-per-node N`, or RANK / WORLD_SIZE / LOCAL_RANK set by hand)
 take the samples i % N == rank; each runs on its own GPU (cuda:LOCAL_RANK) and writes its own
@@ -213,9 +214,16 @@ def start_heartbeat(output_dir: str, method: str, rank: int, size: int) -> Calla
     thread = threading.Thread(target=beat, daemon=True, name=f"rank{rank}-heartbeat")
     thread.start()
 
-    def halt() -> None:
+    def halt(remove: bool = False) -> None:
+        """Stop beating; with `remove`, also delete the heartbeat (no rank will wait on it any more)."""
         stop.set()
         thread.join(timeout=30)  # a write on a hung file system must not hold the exit for ever
+        if remove and not thread.is_alive():  # a write still in hand would put it back
+            path = heartbeat_path(out_dir, method, rank)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:  # the run is done: say so, do not fail it
+                log.warning("cannot remove %s: %s", path, os_reason(e))
 
     return halt
 
@@ -296,10 +304,11 @@ def _of_another_launch(path: Path, r: int, size: int) -> bool:
     return joined() and lock_held(path)
 
 
-def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
+def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> bool:
     """Rank 0 holds the folder until every rank r > 0 has seen it hold it: a rank 0 with nothing
     left to do would otherwise exit first, and rank r would wait for it in vain. Rank 0's
-    signature holds a nonce, so a rank's "joined" left by an earlier launch does not count."""
+    signature holds a nonce, so a rank's "joined" left by an earlier launch does not count.
+    False when a rank neither joined nor ended within RANK0_WAIT_S: it may still come."""
     joined = lock_holder(lock_path(out_dir, method, 0)) + " joined"
     rid = run_id(size)
     pulses = {r: RankPulse(out_dir, method, r, rid) for r in range(1, size)}
@@ -307,9 +316,10 @@ def _wait_for_ranks_to_join(out_dir: Path, method: str, size: int) -> None:
     while time.monotonic() < deadline:
         if all(lock_holder(lock_path(out_dir, method, r)) == joined or launch_failure(out_dir, method, r, rid) is not None
                or _killed(out_dir, method, r, pulses[r]) for r in range(1, size)):
-            return
+            return True
         time.sleep(0.2)
     log.warning("not every rank joined within %.0f s (a rank failed?)", RANK0_WAIT_S)
+    return False
 
 
 # ---- the settings that define a run -----------------------------------------------------
@@ -709,8 +719,13 @@ def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | No
     `given`: the flags of ORACLE_DEFAULTED the command line set (their defaults are in `args`)."""
     rank, size = world()
     stop_beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
+
+    def settled() -> None:  # no rank of this launch will wait on this one: its heartbeat goes
+        if stop_beating is not None:
+            stop_beating(remove=True)
+
     try:
-        return _evaluate(args, rank, size, given)
+        return _evaluate(args, rank, size, given, settled)
     except BaseException as e:
         mark_failed(Path(args.output_dir), args.method, rank, size, e)
         raise
@@ -719,7 +734,11 @@ def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | No
             stop_beating()
 
 
-def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...]) -> dict | None:
+def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...],
+              settled: Callable[[], None]) -> dict | None:
+    """One rank's run. `settled` is called once no rank of this launch will wait on this one (a rank
+    r > 0 that wrote its rows, having joined; rank 0 once every rank joined a complete merge): a
+    clean run leaves no heartbeat behind. Other ends keep it: a late rank may still read it."""
     from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
     from minitflow.tflow.methods import SEEDS, run_method
@@ -812,8 +831,9 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         raise
     finally:
         scorer.close()
-    if rank != 0:
+    if rank != 0:  # rank 0 knows this rank is done from its lock (free, "joined"), not from its heartbeat
         log.info("rank %d done: %d samples", rank, len(mine))
+        settled()
         return None
     done = (wait_for_ranks(out_dir, args.method, ids, args.merge_timeout, size=size) if size > 1
             else read_finished(out_dir, args.method))
@@ -841,8 +861,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         "config": {**vars(args), "data_file": args.data_file and os.path.abspath(args.data_file)},
     }
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
-    if size > 1 and summary["complete"]:  # (incomplete: a rank died)
-        _wait_for_ranks_to_join(out_dir, args.method, size)
+    if size > 1 and summary["complete"] and _wait_for_ranks_to_join(out_dir, args.method, size):  # (incomplete: a rank died)
+        settled()
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     return summary

@@ -967,3 +967,27 @@ def test_a_rank_leaves_its_last_heartbeat_whole_and_no_temporary_file(tmp_path, 
     monkeypatch.setattr(ev, "write_json", write_json)
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.rank0.alive"]
     assert json.loads((tmp_path / "oracle.rank0.alive").read_text())["beat"] == writes[-1]
+
+
+def test_a_clean_run_of_two_ranks_leaves_no_heartbeat_and_an_incomplete_one_keeps_rank0s(tmp_path, monkeypatch):
+    """The ranks' heartbeats `{method}.rank{r}.alive` stayed in the results folder after a clean,
+    merged run. Each rank now removes its own at a clean end (rank 0 once every rank has joined);
+    an incomplete merge keeps rank 0's (a late rank may still come and read it), and the resume
+    that finishes the run leaves none."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    _rank0_of_two(monkeypatch)
+    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.05)  # beats before the short merge below gives up
+    assert run_cli(main, [*args, "--merge_timeout", "0.5"]) == 1  # rank 1 never came: incomplete
+    assert [p.name for p in out.glob("*.alive")] == ["oracle.rank0.alive"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
+    procs = [subprocess.Popen([*_evaluate_child(*FAST_BEATS), *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+    assert summary["n"] == 6 and summary["complete"] and summary["world_size"] == 2
+    assert not list(out.glob("*.alive")) and not list(out.glob(".*"))  # nor a beat's temporary file
+    assert {p.name for p in out.glob("oracle.rank*")} == {"oracle.rank0.lock", "oracle.rank1.lock"}
