@@ -117,6 +117,12 @@ def run_id(size: int) -> str:
     return "|".join(os.environ.get(k, "") for k in keys)
 
 
+class RankBusy(UserError):
+    """Another live evaluate process holds this rank's lock: a second launch on the folder. Launches by
+    hand share a run id, so this rank's failure marker would read, to the first launch's ranks, as
+    their own rank's failure (its rank 1 stopped, "rank 0 of this launch failed"): none is written."""
+
+
 def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
     """Hold `{method}.rank{rank}.lock` until this process exits (the OS drops it on a crash); a file
     system without flock is one line, not a traceback: without the lock two runs could share the folder.
@@ -140,8 +146,8 @@ def take_lock(out_dir: Path, method: str, rank: int) -> IO[str]:
     if f is None:
         if lock_holder(path).startswith(RESCORING):
             raise UserError(f"score --results is rescoring {method} in {out_dir}; wait for it to finish")
-        raise UserError(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
-                        "wait for it or use another --output_dir")
+        raise RankBusy(f"another evaluate process is running {method} (rank {rank}) in {out_dir}; "
+                       "wait for it or use another --output_dir")
     sign_lock(f, "")
     failure_path(out_dir, method, rank).unlink(missing_ok=True)  # an earlier launch's, under this rank's lock
     return f
@@ -159,9 +165,12 @@ def mark_failed(out_dir: Path, method: str, rank: int, size: int, error: BaseExc
     it anyway and would wait there for minutes (rank 0 for --merge_timeout, an hour) for a rank that
     never comes; a failed launch of several leaves the folder with its markers, which say why. Not
     under torchrun (TORCHELASTIC_RUN_ID set), whose agent ends every rank once one fails: a bad flag
-    there leaves no folder. A kill -9 leaves no marker: the ranks' heartbeats (start_heartbeat) and the
-    waits' timeouts end those."""
+    there leaves no folder. Nor for a rank refused because another process holds its lock (RankBusy):
+    the marker would be that process's launch's. A kill -9 leaves no marker: the ranks' heartbeats
+    (start_heartbeat) and the waits' timeouts end those."""
     if size == 1 or not str(out_dir).strip() or (os.environ.get("TORCHELASTIC_RUN_ID") and not out_dir.is_dir()):
+        return
+    if isinstance(error, RankBusy):  # the marker's name is the live holder's launch's: see RankBusy
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     try:

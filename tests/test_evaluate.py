@@ -991,3 +991,44 @@ def test_a_clean_run_of_two_ranks_leaves_no_heartbeat_and_an_incomplete_one_keep
     assert summary["n"] == 6 and summary["complete"] and summary["world_size"] == 2
     assert not list(out.glob("*.alive")) and not list(out.glob(".*"))  # nor a beat's temporary file
     assert {p.name for p in out.glob("oracle.rank*")} == {"oracle.rank0.lock", "oracle.rank1.lock"}
+
+
+def test_a_second_launch_refused_on_a_held_rank_does_not_stop_the_first(tmp_path, monkeypatch, capsys):
+    """Two launches by hand on one folder (the same command run twice) share a run id. The second's
+    rank 0, refused because the first's rank 0 holds its lock, left a failure marker that the first's
+    rank 1, waiting for its rank 0, read as its own: it stopped with "rank 0 of this launch failed ...
+    another evaluate process is running". A rank refused for a lock another process holds leaves none."""
+    from minitflow import evaluate as ev
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    _rank0_of_two(monkeypatch)
+    out.mkdir()
+    (out / "oracle_settings.json").write_text(json.dumps({"method": "oracle"}))
+    first0 = ev.take_lock(out, "oracle", 0)  # the first launch's rank 0, still checking the folder
+    errors: list[BaseException] = []
+    joined: list = []
+
+    def first1():  # the first launch's rank 1, waiting for its rank 0
+        try:
+            joined.append(ev.claim_folder(out, "oracle", {"method": "oracle"}, False, 1, 2))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    rank1 = threading.Thread(target=first1)
+    rank1.start()
+    try:
+        lock1 = out / "oracle.rank1.lock"
+        while not (lock1.is_file() and lock1.read_text()) and rank1.is_alive():
+            time.sleep(0.02)  # it has signed its lock: it waits
+        assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 2
+        assert "another evaluate process is running oracle (rank 0)" in capsys.readouterr().err
+        assert not (out / "oracle.rank0.failed").exists()
+        time.sleep(1.0)  # the first's rank 1 polls every 0.2 s: a marker would have stopped it by now
+        assert rank1.is_alive() and not errors
+        ev.sign_lock(first0, ev.run_id(2) + " 0ddba11")  # the first's rank 0 has checked the folder
+        rank1.join(timeout=30)
+        assert not errors and len(joined) == 1
+    finally:
+        first0.close()
+        rank1.join(timeout=30)
+        for lock in joined:
+            lock.close()
