@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -919,3 +920,53 @@ def test_log_lines_start_their_own_line_beside_the_progress_bar(tiny, llm, tmp_p
     train(_cfg(tiny, tmp_path / "a.pt", eval=None, progress=True), llm=llm)
     pieces = re.split(r"[\r\n]", capsys.readouterr().err)
     assert [p.split(":")[0] for p in pieces if p.startswith("step ")] == ["step 2", "step 4"]
+
+
+def test_resume_refuses_another_backbone_dtype_or_model_before_it_loads(tiny, llm, tmp_path, monkeypatch):
+    """--resume compared neither --dtype nor --model with the saved run's: a float32 run resumed
+    on a bfloat16 backbone, or on another model of the same shapes, went on training the generator
+    against other hidden states without a word. The state records the resolved dtype and the model
+    (its folder's absolute path, or the hub id, and its config.json's sha256): another one is one
+    line, before the backbone loads; the same folder named another way resumes."""
+    import shutil
+    from minitflow.tflow import training
+    out = tmp_path / "b.pt"
+    train(_cfg(tiny, out, eval=None, dtype="float32"), llm=llm, stop_after=1)
+    same_shapes = tmp_path / "copy"
+    shutil.copytree(tiny, same_shapes)
+    other_config = tmp_path / "other"
+    shutil.copytree(tiny, other_config)
+    cfg_json = json.loads((other_config / "config.json").read_text())
+    (other_config / "config.json").write_text(json.dumps({**cfg_json, "rope_theta": 12345.0}))
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=r"^--resume .*b\.pt: it was trained on a float32 backbone, not bfloat16 "
+                                        r"\(--dtype bfloat16\); pass --dtype float32 to resume$"):
+        train(_cfg(tiny, out, eval=None, dtype="bfloat16", resume=str(out)))
+    def sha(model: Path) -> str:
+        return hashlib.sha256((model / "config.json").read_bytes()).hexdigest()[:12]
+    assert sha(same_shapes) == sha(tiny) != sha(other_config)
+    for model in (same_shapes, other_config):
+        with pytest.raises(UserError, match=rf"trained with --model {re.escape(str(tiny.resolve()))} \(config.json "
+                                            rf"sha256 {sha(tiny)}\), not {re.escape(str(model.resolve()))} "
+                                            rf"\(config.json sha256 {sha(model)}\); pass the same --model to resume$"):
+            train(_cfg(tiny, out, eval=None, dtype="float32", model=str(model), resume=str(out)))
+    monkeypatch.undo()
+    relative = Path("..") / tiny.name
+    monkeypatch.chdir(tiny)  # ../<tiny> from inside it: the same folder named another way
+    assert train(_cfg(tiny, out, eval=None, dtype="float32", model=str(relative), resume=str(out)),
+                 llm=llm)["step"] == 4
+
+
+def test_a_state_from_before_the_backbone_record_resumes_with_a_warning(tiny, llm, tmp_path, capsys):
+    """A state saved before --model and --dtype were recorded cannot tell what it was trained on:
+    it resumes (refusing it would strand the run) and says that they were not checked."""
+    out = tmp_path / "b.pt"
+    train(_cfg(tiny, out, eval=None), llm=llm, stop_after=1)
+    state_path = Path(str(out) + ".state.pt")
+    state = torch.load(state_path, weights_only=True)
+    del state["backbone"]
+    torch.save(state, state_path)
+    capsys.readouterr()
+    assert train(_cfg(tiny, out, eval=None, resume=str(out)), llm=llm)["step"] == 4
+    assert "its state predates the record of --model and --dtype; resuming without checking them" in \
+        capsys.readouterr().err

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from minitflow.engine.llm import DTYPES, LLM, resolve_device
+from minitflow.engine.llm import DTYPES, LLM, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
@@ -417,10 +417,12 @@ def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Se
                                 f"{limit} positions")
 
 
-# the optimiser's state brings back lr and weight_decay; the data stream replays from seed, batch_size
-# and grad_accum; the dataset is the prompt style the rows are trained in; warmup shapes the schedule
-# (its cosine too) and clip every step
-RESUME_FIXED = ("lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset", "warmup", "clip")
+# the model and dtype are the backbone the generator was trained against (compared as resolved:
+# backbone_identity); the optimiser's state brings back lr and weight_decay; the data stream replays
+# from seed, batch_size and grad_accum; the dataset is the prompt style the rows are trained in;
+# warmup shapes the schedule (its cosine too) and clip every step
+RESUME_BACKBONE = ("model", "dtype")
+RESUME_FIXED = (*RESUME_BACKBONE, "lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset", "warmup", "clip")
 
 
 def rows_digest(rows: Sequence[Example]) -> str:
@@ -440,7 +442,7 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
     saved = state.get("config")
     if not isinstance(saved, dict):  # a state without its config: nothing to compare
         return
-    differ = [n for n in RESUME_FIXED if n in saved and saved[n] != getattr(cfg, n)]
+    differ = [n for n in RESUME_FIXED if n not in RESUME_BACKBONE and n in saved and saved[n] != getattr(cfg, n)]
     if differ:
         raise UserError(f"--resume {cfg.resume}: it was trained with "
                         f"{', '.join(f'--{n} {saved[n]}' for n in differ)}, not "
@@ -449,6 +451,38 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
     if train_digest is not None and isinstance(want, str) and want != train_digest:
         raise UserError(f"--resume {cfg.resume}: it was trained on other rows than --train {cfg.train}'s "
                         f"(sha256 {want[:12]}, these {train_digest[:12]}); pass the same training rows to resume")
+
+
+def backbone_identity(model: str, model_dir: Path, dtype: torch.dtype) -> dict:
+    """What --resume compares for --model and --dtype: the model as named (a folder by its
+    absolute path, so ./m and /abs/m agree; a hub id as given), the sha256 of its config.json,
+    and the backbone dtype as resolved (--dtype auto is bfloat16 on CUDA, float32 on CPU). The
+    weights are not hashed (gigabytes at 4B): the name stands for them."""
+    path = Path(model).expanduser()
+    return {"model": str(path.resolve()) if path.is_dir() else model,
+            "model_config_sha256": hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest(),
+            "dtype": str(dtype).removeprefix("torch.")}
+
+
+def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None:
+    """Refuse a --resume on another backbone than the saved run's (`backbone_identity`): another
+    --model, or another --dtype, went on training the generator against other hidden states
+    without a word. A state saved before this record resumes unchecked, with a warning: refusing
+    it would strand the run, and it cannot tell what it was trained on."""
+    saved = state.get("backbone")
+    if not isinstance(saved, dict):
+        print(f"warning: --resume {cfg.resume}: its state predates the record of --model and --dtype; "
+              "resuming without checking them", file=sys.stderr)
+        return
+    if saved.get("dtype") != identity["dtype"]:
+        raise UserError(f"--resume {cfg.resume}: it was trained on a {saved.get('dtype')} backbone, not "
+                        f"{identity['dtype']} (--dtype {cfg.dtype}); pass --dtype {saved.get('dtype')} to resume")
+    keys = ("model", "model_config_sha256")
+    if any(saved.get(k) != identity[k] for k in keys):
+        was, now = (f"{d.get('model')} (config.json sha256 {str(d.get('model_config_sha256'))[:12]})"
+                    for d in (saved, identity))
+        raise UserError(f"--resume {cfg.resume}: it was trained with --model {was}, not {now}; "
+                        "pass the same --model to resume")
 
 
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
@@ -478,8 +512,14 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     # the state carries the generator it was saved with (older ones do not: their checkpoint then)
     start = (None if cfg.init == "random" else cfg.init) if state is None else \
         _state_path(cfg.resume) if "parameter_generator" in state else cfg.resume
-    from minitflow.model.weights import model_config
-    backbone = llm.cfg if llm is not None else model_config(cfg.model, need_tokenizer=True)
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.weights import resolve_model_dir
+    model_dir = resolve_model_dir(cfg.model, need_tokenizer=llm is None)
+    backbone = llm.cfg if llm is not None else Qwen3Config.from_dir(model_dir)
+    identity = backbone_identity(cfg.model, model_dir, llm.dtype if llm is not None else
+                                 resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
+    if state is not None:
+        check_resume_backbone(cfg, state, identity)
     layers = cfg.pg_arch.get("num_base_model_layers", backbone.num_hidden_layers)
     if layers != backbone.num_hidden_layers:  # trained, then refused by load_checkpoint at every later use
         raise UserError(f"--pg_arch num_base_model_layers={layers}, but the backbone has {backbone.num_hidden_layers} "
@@ -540,7 +580,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         save_checkpoint(gen, cfg.out)
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-            "condition": cfg.condition, "history": history, "config": asdict(cfg),
+            "condition": cfg.condition, "history": history, "config": asdict(cfg), "backbone": identity,
             "train_sha256": digest, "logged": [logged_loss, logged_tokens]})
         saved = step
 
