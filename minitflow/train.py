@@ -33,7 +33,7 @@ from minitflow.engine.llm import DTYPES
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import check_pg_arch
-from minitflow.tflow.training import RESUME_FIXED, TrainConfig, train
+from minitflow.tflow.training import RESUME_FIXED, Interrupted, TrainConfig, train
 
 
 def _parse_arch(text: str) -> dict:
@@ -95,7 +95,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval_every", type=int, default=d.eval_every, help="optimiser steps between evaluations")
     p.add_argument("--save_every", type=int, default=d.save_every,
                    help="optimiser steps between saves of OUT and its state (a crash loses the steps since the "
-                        "last; default: every --eval_every steps); the last step is always saved")
+                        "last; Ctrl-C or SIGTERM saves the step it lands in; default: every --eval_every steps); "
+                        "the last step is always saved")
     p.add_argument("--eval_size", type=int, default=d.eval_size, help="use the first N held-out rows")
     p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size,
                    help="held-out questions in flight at an evaluation")
@@ -124,7 +125,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = train(parse_args(argv))
+    try:
+        result = train(parse_args(argv))
+    except Interrupted as e:  # saved (or, at a second signal, not): the message says which, and how to go on
+        print(e, file=sys.stderr)
+        return 128 + e.signum
     last = result["history"][-1] if result["history"] else {}
     if last.get("step") != result["step"]:  # a resume without --eval: that evaluation is of an earlier step
         last = {}

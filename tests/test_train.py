@@ -498,8 +498,9 @@ def test_cli_user_errors_are_one_line_exit_2(tiny, tmp_path):
 
 def test_sigterm_during_a_save_leaves_no_temporary_file(tiny, tmp_path, monkeypatch):
     """SIGTERM (a scheduler's stop, `kill`) ended the process at once: a save it cut left its
-    hidden temporary sibling behind (the size of the training state). It now unwinds like Ctrl-C:
-    the files on disk are whole and consistent, nothing else is left, and the exit code is 143."""
+    hidden temporary sibling behind (the size of the training state). It then unwound like Ctrl-C,
+    cutting the save (the state stayed at step 1); now the save it lands in completes (the state is
+    at step 2), the run stops there, nothing else is left, and the exit code is 143."""
     import os
     import signal
     from minitflow import train as train_cli
@@ -520,7 +521,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tiny, tmp_path, monkeypa
     assert code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pt", "t.pt.state.pt"]
-    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 1
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 2
 
 
 def test_cli_trains_and_generate_loads_the_checkpoint(tiny, tmp_path):
@@ -970,3 +971,91 @@ def test_a_state_from_before_the_backbone_record_resumes_with_a_warning(tiny, ll
     assert train(_cfg(tiny, out, eval=None, resume=str(out)), llm=llm)["step"] == 4
     assert "its state predates the record of --model and --dtype; resuming without checking them" in \
         capsys.readouterr().err
+
+
+SIGNAL_IN_A_STEP = """
+import os, signal, sys, torch
+from minitflow.cli import run_cli
+from minitflow.train import main
+sig, at, again = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "again"
+real_step, real_save, steps, saves = torch.optim.AdamW.step, torch.save, [], []
+def step(self, *args, **kwargs):  # the signal lands inside optimiser step `at`, before its update
+    steps.append(1)
+    if len(steps) == at:
+        os.kill(os.getpid(), sig)
+    return real_step(self, *args, **kwargs)
+def save(obj, f, *args, **kwargs):  # "again": a second signal once the interrupt's checkpoint is written, not renamed
+    real_save(obj, f, *args, **kwargs)
+    if again and len(steps) >= at and not saves:
+        saves.append(1)
+        os.kill(os.getpid(), sig)
+torch.optim.AdamW.step, torch.save = step, save
+sys.exit(run_cli(main, sys.argv[4:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def straight6(tiny, llm, tmp_path_factory) -> dict:
+    return train(_cfg(tiny, tmp_path_factory.mktemp("straight") / "a.pt", eval=None, steps=6, eval_every=3), llm=llm)
+
+
+@pytest.mark.parametrize("sig, again", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weights(tiny, llm, tmp_path, straight6,
+                                                                                   sig, again):
+    """Ctrl-C or SIGTERM raised where it landed, inside opt.step as well, and the run lost every step
+    since its last --save_every save. The first one now finishes the step, saves it as --save_every
+    does, says where and how to resume, and exits 130 (SIGINT) or 143 (SIGTERM); resuming reaches the
+    straight run's weights and history bitwise. A second one during that save stops at once: its
+    temporary file is removed and the last whole save (step 2) resumes to the same weights."""
+    import signal
+    signum = getattr(signal, sig)
+    out = tmp_path / "b.pt"
+    cmd = [sys.executable, "-c", SIGNAL_IN_A_STEP, str(int(signum)), "3", "again" if again else "once",
+           "--model", str(tiny), "--train", str(tiny / "train.jsonl"), "--out", str(out), "--pg_arch",
+           ",".join(f"{k}={v}" for k, v in ARCH.items()), "--steps", "6", "--batch_size", "4", "--lr", "1e-2",
+           "--warmup", "1", "--eval_every", "3", "--save_every", "2", "--no-checkpoint_layers", "--no-progress",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 128 + signum, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    name = "SIGINT (Ctrl-C)" if sig == "SIGINT" else sig
+    if again:
+        assert last == f"{name} again: stopped at once, without saving (step 3 of 6); --resume {out} continues from step 2"
+    else:
+        assert last == f"{name}: stopped after step 3 of 6, saved to {out} and its state; continue with --resume {out} " \
+                       "and the same flags"
+        assert f"{name}: finishing step 3, then saving {out}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == (2 if again else 3)
+    resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=3, save_every=2, resume=str(out)), llm=llm)
+    assert resumed["step"] == 6 and resumed["history"] == straight6["history"]
+    want = straight6["generator"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
+def test_train_puts_back_the_callers_signal_handlers(tiny, llm, tmp_path, monkeypatch):
+    """A library caller's handlers are its own: train() takes SIGINT and SIGTERM only while it
+    steps, and puts back the ones it found, whether it returns or is interrupted (where it raises
+    Interrupted, a KeyboardInterrupt, after saving the step the signal landed in)."""
+    import os
+    import signal
+    from minitflow.tflow import training
+    mine = {s: (lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: signal.signal(s, h) for s, h in mine.items()}
+    try:
+        train(_cfg(tiny, tmp_path / "a.pt", eval=None, steps=1), llm=llm)
+        assert {s: signal.getsignal(s) for s in mine} == mine
+        real = torch.nn.utils.clip_grad_norm_
+
+        def clip(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+        with pytest.raises(training.Interrupted, match=r"^SIGTERM: stopped after step 1 of 4") as e:
+            train(_cfg(tiny, tmp_path / "b.pt", eval=None), llm=llm)
+        assert e.value.signum == signal.SIGTERM and isinstance(e.value, KeyboardInterrupt)
+        assert torch.load(tmp_path / "b.pt.state.pt", weights_only=True)["step"] == 1
+        assert {s: signal.getsignal(s) for s in mine} == mine
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)

@@ -16,12 +16,16 @@ import copy
 import hashlib
 import json
 import math
+import os
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -485,13 +489,51 @@ def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None
                         "pass the same --model to resume")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped `train`: raised once the step it landed in has finished and
+    the run is saved, or at once, without saving, on a second signal. The message says which,
+    and how to resume; `signum` gives the command line its exit code (128 + signum)."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextmanager
+def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
+    """Inside, the first SIGINT or SIGTERM is only recorded (in the yielded list, which the
+    loop checks between steps) and `note(signum)` written to stderr: raised where it landed it
+    cut the step anywhere, opt.step included, and the run lost every step since its last save.
+    A second one raises Interrupted at once (a write it cuts removes its temporary file: the
+    files on disk stay the last whole save). The previous handlers come back on exit. Outside
+    the main thread, where Python runs no handler, signals are left as they are."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if got:
+            raise Interrupted(signum)
+        got.append(signum)
+        os.write(2, f"\n{note(signum)}\n".encode())  # not print: the handler may run inside one
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)  # None: set outside Python
+
+
 def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
     """Run the training described by `cfg`; returns {"step", "history", "out", "seconds",
     "generator"}: a history record every --eval_every steps and at the last holds the step, the
     training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy.
     Pass `llm` to reuse a loaded backbone (it stays frozen).
     `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
-    still spans `cfg.steps`), to be continued with `resume`."""
+    still spans `cfg.steps`), to be continued with `resume`. SIGINT or SIGTERM during the steps
+    finishes the step, saves as `save_every` does and raises Interrupted (`deferred_signals`)."""
     check_config(cfg)
     style = prompts.resolve_style(cfg.dataset)
     train_rows = read_examples(cfg.train)
@@ -611,44 +653,66 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     # the answer-token loss sum and count since the last record: a resume from a save between two
     # records goes on with the saved ones, so the next record is the one a straight run makes
     logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
-    while step < last:
-        opt.zero_grad(set_to_none=True)
-        loss_sum, tok_sum = 0.0, 0
-        batches = [next(order) for _ in range(cfg.grad_accum)]
-        step_tokens = sum(answer_tokens[i] for b in batches for i in b)
-        for b in batches:
-            chunk = [train_rows[i] for i in b]
-            loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
-            # the step's loss is the mean over all its answer tokens, as one batch of them would
-            # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
-            (loss * (n_targets / step_tokens)).backward()
-            loss_sum += loss.item() * n_targets
-            tok_sum += n_targets
-            gen.samples_seen += len(chunk)
-        logged_loss, logged_tokens = logged_loss + loss_sum, logged_tokens + tok_sum
-        # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
-        assert tok_sum == step_tokens, (tok_sum, step_tokens)
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
-        if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
-            # stepping would make every weight NaN, and the next save would replace the last good
-            # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
-            kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
-            raise UserError(f"step {step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
-                            f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
-                            "rerun with a lower --lr or --clip")
-        opt.step()
-        sched.step()
-        step += 1
+    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+    def note(signum: int) -> str:
+        return (f"{signal_names[signum]}: finishing step {step + 1}, then saving {cfg.out} "
+                "(again to stop at once, losing the steps since the last save)")
+    try:
+        with deferred_signals(note) as signalled:
+            while step < last:
+                opt.zero_grad(set_to_none=True)
+                loss_sum, tok_sum = 0.0, 0
+                batches = [next(order) for _ in range(cfg.grad_accum)]
+                step_tokens = sum(answer_tokens[i] for b in batches for i in b)
+                for b in batches:
+                    chunk = [train_rows[i] for i in b]
+                    loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
+                    # the step's loss is the mean over all its answer tokens, as one batch of them would
+                    # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
+                    (loss * (n_targets / step_tokens)).backward()
+                    loss_sum += loss.item() * n_targets
+                    tok_sum += n_targets
+                    gen.samples_seen += len(chunk)
+                logged_loss, logged_tokens = logged_loss + loss_sum, logged_tokens + tok_sum
+                # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
+                assert tok_sum == step_tokens, (tok_sum, step_tokens)
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
+                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+                    # stepping would make every weight NaN, and the next save would replace the last good
+                    # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
+                    kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
+                    raise UserError(f"step {step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
+                                    f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
+                                    "rerun with a lower --lr or --clip")
+                opt.step()
+                sched.step()
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                                    gnorm=f"{float(grad_norm):.1e}")
+                if step % cfg.eval_every == 0 or step == last:
+                    record(logged_loss / logged_tokens, bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
+                    logged_loss, logged_tokens = 0.0, 0
+                # what a crash (SIGKILL, a node lost) costs: the steps since the last save
+                if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
+                    save()
+                if signalled and step < last:  # the step is whole: save it, and stop
+                    if saved != step:
+                        save()
+                    raise Interrupted(signalled[0], f"{signal_names[signalled[0]]}: stopped after step {step} of "
+                                      f"{cfg.steps}, saved to {cfg.out} and its state; continue with --resume "
+                                      f"{cfg.out} and the same flags")
+    except Interrupted as e:
+        if str(e):
+            raise
+        kept_step = saved if saved is not None else int(state["step"]) if continues else None
+        kept = (f"--resume {cfg.out} continues from step {kept_step}" if kept_step is not None else
+                "nothing was saved")
+        raise Interrupted(e.signum, f"{signal_names[e.signum]} again: stopped at once, without saving "
+                                    f"(step {step} of {cfg.steps}); {kept}") from None
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
-                            gnorm=f"{float(grad_norm):.1e}")
-        if step % cfg.eval_every == 0 or step == last:
-            record(logged_loss / logged_tokens, bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
-            logged_loss, logged_tokens = 0.0, 0
-        # what a crash (SIGKILL, a node lost) costs: the steps since the last save
-        if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
-            save()
-    if bar is not None:
-        bar.close()
+            bar.close()
     return {"step": step, "history": history, "out": cfg.out, "seconds": time.perf_counter() - t0, "generator": gen}
