@@ -1024,7 +1024,7 @@ def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weigh
     else:
         assert last == f"{name}: stopped after step 3 of 6, saved to {out} and its state; continue with --resume {out} " \
                        "and the same flags"
-        assert f"{name}: finishing step 3, then saving {out}" in proc.stderr
+        assert f"{name}: the step under way finishes and is saved to {out}, then the run stops" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
     assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == (2 if again else 3)
     resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=3, save_every=2, resume=str(out)), llm=llm)
@@ -1036,7 +1036,8 @@ def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weigh
 def test_train_puts_back_the_callers_signal_handlers(tiny, llm, tmp_path, monkeypatch):
     """A library caller's handlers are its own: train() takes SIGINT and SIGTERM only while it
     steps, and puts back the ones it found, whether it returns or is interrupted (where it raises
-    Interrupted, a KeyboardInterrupt, after saving the step the signal landed in)."""
+    Interrupted, a KeyboardInterrupt, after saving the step the signal landed in); one the caller
+    ignores stays ignored."""
     import os
     import signal
     from minitflow.tflow import training
@@ -1056,6 +1057,10 @@ def test_train_puts_back_the_callers_signal_handlers(tiny, llm, tmp_path, monkey
         assert e.value.signum == signal.SIGTERM and isinstance(e.value, KeyboardInterrupt)
         assert torch.load(tmp_path / "b.pt.state.pt", weights_only=True)["step"] == 1
         assert {s: signal.getsignal(s) for s in mine} == mine
+        # an ignored SIGTERM (as a shell's background job ignores SIGINT) is not taken up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        assert train(_cfg(tiny, tmp_path / "c.pt", eval=None, steps=2), llm=llm)["step"] == 2
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         for s, h in before.items():
             signal.signal(s, h)

@@ -505,8 +505,9 @@ def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
     loop checks between steps) and `note(signum)` written to stderr: raised where it landed it
     cut the step anywhere, opt.step included, and the run lost every step since its last save.
     A second one raises Interrupted at once (a write it cuts removes its temporary file: the
-    files on disk stay the last whole save). The previous handlers come back on exit. Outside
-    the main thread, where Python runs no handler, signals are left as they are."""
+    files on disk stay the last whole save). The previous handlers come back on exit. An ignored
+    signal stays ignored (a shell's background job ignores SIGINT: the terminal's Ctrl-C is not
+    for it), and outside the main thread, where Python runs no handler, signals are left alone."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield got
@@ -518,7 +519,8 @@ def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
         got.append(signum)
         os.write(2, f"\n{note(signum)}\n".encode())  # not print: the handler may run inside one
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield got
     finally:
@@ -655,9 +657,9 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
     signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
-    def note(signum: int) -> str:
-        return (f"{signal_names[signum]}: finishing step {step + 1}, then saving {cfg.out} "
-                "(again to stop at once, losing the steps since the last save)")
+    def note(signum: int) -> str:  # it may land in a step, or in the evaluation or save after one
+        return (f"{signal_names[signum]}: the step under way finishes and is saved to {cfg.out}, then the run "
+                "stops (again to stop at once, losing the steps since the last save)")
     try:
         with deferred_signals(note) as signalled:
             while step < last:
