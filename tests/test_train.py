@@ -999,18 +999,19 @@ def straight6(tiny, llm, tmp_path_factory) -> dict:
     return train(_cfg(tiny, tmp_path_factory.mktemp("straight") / "a.pt", eval=None, steps=6, eval_every=3), llm=llm)
 
 
-@pytest.mark.parametrize("sig, again", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+@pytest.mark.parametrize("sig, at, again", [("SIGINT", 3, False), ("SIGTERM", 5, False), ("SIGINT", 3, True)])
 def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weights(tiny, llm, tmp_path, straight6,
-                                                                                   sig, again):
+                                                                                   sig, at, again):
     """Ctrl-C or SIGTERM raised where it landed, inside opt.step as well, and the run lost every step
     since its last --save_every save. The first one now finishes the step, saves it as --save_every
     does, says where and how to resume, and exits 130 (SIGINT) or 143 (SIGTERM); resuming reaches the
-    straight run's weights and history bitwise. A second one during that save stops at once: its
-    temporary file is removed and the last whole save (step 2) resumes to the same weights."""
+    straight run's weights and history bitwise (at step 5, between two records, the training loss
+    of steps 4-5 goes on in the state). A second one during that save stops at once: its temporary
+    file is removed and the last whole save (step 2) resumes to the same weights."""
     import signal
     signum = getattr(signal, sig)
     out = tmp_path / "b.pt"
-    cmd = [sys.executable, "-c", SIGNAL_IN_A_STEP, str(int(signum)), "3", "again" if again else "once",
+    cmd = [sys.executable, "-c", SIGNAL_IN_A_STEP, str(int(signum)), str(at), "again" if again else "once",
            "--model", str(tiny), "--train", str(tiny / "train.jsonl"), "--out", str(out), "--pg_arch",
            ",".join(f"{k}={v}" for k, v in ARCH.items()), "--steps", "6", "--batch_size", "4", "--lr", "1e-2",
            "--warmup", "1", "--eval_every", "3", "--save_every", "2", "--no-checkpoint_layers", "--no-progress",
@@ -1022,11 +1023,11 @@ def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weigh
     if again:
         assert last == f"{name} again: stopped at once, without saving (step 3 of 6); --resume {out} continues from step 2"
     else:
-        assert last == f"{name}: stopped after step 3 of 6, saved to {out} and its state; continue with --resume {out} " \
+        assert last == f"{name}: stopped after step {at} of 6, saved to {out} and its state; continue with --resume {out} " \
                        "and the same flags"
         assert f"{name}: the step under way finishes and is saved to {out}, then the run stops" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
-    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == (2 if again else 3)
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == (2 if again else at)
     resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=3, save_every=2, resume=str(out)), llm=llm)
     assert resumed["step"] == 6 and resumed["history"] == straight6["history"]
     want = straight6["generator"].state_dict()
