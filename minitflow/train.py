@@ -17,7 +17,9 @@ default the question, or `context + " " + question` when the row has a private "
 
 The checkpoint is the official format plus `pg_arch` (`tflow.checkpoint.save_checkpoint`), so
 `generate --checkpoint` loads it as is; the optimiser, scheduler and step live in a sidecar
-`<out>.state.pt` for `--resume`. `--condition zero` is the ablation in which the generator sees
+`<out>.state.pt` for `--resume`. Ctrl-C or SIGTERM finishes the step under way, saves it and
+exits 130 / 143 naming the `--resume` to continue with (a second one stops at once, unsaved).
+`--condition zero` is the ablation in which the generator sees
 a constant zero condition: the same architecture, but a static LoRA with no per-question
 information.
 """
