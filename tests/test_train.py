@@ -1021,10 +1021,11 @@ def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weigh
     last = proc.stderr.strip().splitlines()[-1]
     name = "SIGINT (Ctrl-C)" if sig == "SIGINT" else sig
     if again:
-        assert last == f"{name} again: stopped at once, without saving (step 3 of 6); --resume {out} continues from step 2"
+        assert last == f"{name} again: stopped at once, without saving (step 3 of 6); --resume {out} continues " \
+                       "from step 2"
     else:
-        assert last == f"{name}: stopped after step {at} of 6, saved to {out} and its state; continue with --resume {out} " \
-                       "and the same flags"
+        assert last == f"{name}: stopped after step {at} of 6, saved to {out} and its state; continue with " \
+                       f"--resume {out} and the same flags"
         assert f"{name}: the step under way finishes and is saved to {out}, then the run stops" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]  # no temporary file
     assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == (2 if again else at)

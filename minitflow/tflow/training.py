@@ -684,8 +684,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                     # stepping would make every weight NaN, and the next save would replace the last good
                     # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
                     kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
-                    raise UserError(f"step {step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
-                                    f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
+                    raise UserError(f"step {step + 1}: the training loss diverged (loss "
+                                    f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
                                     "rerun with a lower --lr or --clip")
                 opt.step()
                 sched.step()
@@ -695,7 +695,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                     bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
                                     gnorm=f"{float(grad_norm):.1e}")
                 if step % cfg.eval_every == 0 or step == last:
-                    record(logged_loss / logged_tokens, bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
+                    record(logged_loss / logged_tokens,
+                           bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
                     logged_loss, logged_tokens = 0.0, 0
                 # what a crash (SIGKILL, a node lost) costs: the steps since the last save
                 if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
