@@ -1066,3 +1066,18 @@ def test_train_puts_back_the_callers_signal_handlers(tiny, llm, tmp_path, monkey
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_out_may_not_be_the_init_checkpoint(tiny, llm, tmp_path, monkeypatch):
+    """--init X --out X was refused as "an earlier run's" and pointed to --resume X (X has no
+    state to resume); with --overwrite, the first save replaced the checkpoint the run started
+    from. --init is an input like --train: naming it as --out is refused before the backbone loads."""
+    from minitflow.tflow import training
+    start = tmp_path / "start.pt"
+    train(_cfg(tiny, start, eval=None, steps=1), llm=llm)
+    Path(str(start) + ".state.pt").unlink()
+    before = start.read_bytes()
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=rf"^--out {re.escape(str(start))} is also --init, which this run reads"):
+        train(_cfg(tiny, start, eval=None, pg_arch={}, init=str(start), overwrite=True))
+    assert start.read_bytes() == before
