@@ -1081,3 +1081,18 @@ def test_out_may_not_be_the_init_checkpoint(tiny, llm, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=rf"^--out {re.escape(str(start))} is also --init, which this run reads"):
         train(_cfg(tiny, start, eval=None, pg_arch={}, init=str(start), overwrite=True))
     assert start.read_bytes() == before
+
+
+def test_a_loss_not_finite_before_any_update_does_not_blame_the_learning_rate(tiny, llm, tmp_path, monkeypatch):
+    """A fresh run's first step adds a zero LoRA: a NaN loss there is the backbone's forward (a
+    float16 overflow), yet the message said the loss "diverged" and to "rerun with a lower --lr or
+    --clip", which changes nothing. It now says what it is, and nothing is written."""
+    from minitflow.tflow import training
+    real = training.answer_loss
+    monkeypatch.setattr(training, "answer_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(UserError, match=r"^step 1: the training loss or its gradient is not finite \(loss nan, "
+                                        r"gradient norm nan\) before any update, where the generator adds nothing: "
+                                        r"the float32 backbone's own forward is not finite on these rows; a lower "
+                                        r"--lr would not help$"):
+        train(_cfg(tiny, tmp_path / "n.pt", eval=None), llm=llm)
+    assert list(tmp_path.iterdir()) == []

@@ -684,6 +684,14 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                 if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
                     # stepping would make every weight NaN, and the next save would replace the last good
                     # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
+                    if step == 0 and cfg.init == "random":  # the zero LoRA: the backbone alone, no rate to blame
+                        dtype = str(llm.dtype).removeprefix("torch.")
+                        hint = " (float16 overflows: try --dtype bfloat16 or float32)" if dtype == "float16" else ""
+                        raise UserError(f"step 1: the training loss or its gradient is not finite (loss "
+                                        f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}) "
+                                        f"before any update, where the generator adds nothing: the {dtype} "
+                                        f"backbone's own forward is not finite on these rows{hint}; a lower --lr "
+                                        "would not help")
                     kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
                     raise UserError(f"step {step + 1}: the training loss diverged (loss "
                                     f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
