@@ -474,25 +474,28 @@ class Sandbox:
         if self.iso.as_root:
             self.uid = _take_uid()
         self.dir = tempfile.mkdtemp(prefix="sb-", dir=_sandbox_root())
-        job_r, job_w = os.pipe()
-        res_r, res_w = os.pipe()
+        # our ends go into self._fds as each pipe is made, so close() closes them whatever fails
+        # next: a Popen that raised (EAGAIN at the process limit, EMFILE, Ctrl-C) left three
+        # open per try, and a long scoring run that went on reached the descriptor limit
+        theirs: dict[str, int] = {}
         try:
-            fcntl.fcntl(res_r, F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups for big outputs
-        except OSError:
-            pass
-        diag_r, diag_w = os.pipe()
-        theirs = {"job": job_r, "result": res_w, "diag": diag_w}
-        try:
+            for key in ("job", "result", "diag"):
+                r, w = os.pipe()
+                theirs[key], self._fds[key] = (r, w) if key == "job" else (w, r)
+            try:
+                fcntl.fcntl(self._fds["result"], F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups for big outputs
+            except OSError:
+                pass
             self.proc = subprocess.Popen(
                 [os.path.realpath(sys.executable), "-I", "-S", "-B", INIT_PATH],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=diag_w,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=theirs["diag"],
                 pass_fds=tuple(theirs.values()), close_fds=True, start_new_session=True,
                 cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             )
         finally:
             for fd in theirs.values():
                 os.close(fd)
-        self._fds = {"job": job_w, "result": res_r, "diag": diag_r, "status": self.proc.stdout.fileno()}
+        self._fds["status"] = self.proc.stdout.fileno()
         for fd in self._fds.values():
             _set_nonblocking(fd)
         try:
