@@ -11,6 +11,7 @@ import gc
 import os
 import threading
 import weakref
+from collections import Counter
 
 import pytest
 import torch
@@ -188,9 +189,15 @@ def _children() -> list[int]:
     return out
 
 
-def _leftovers() -> tuple:
-    return (_fds(), _children(), sorted(os.listdir(sandbox._sandbox_root())), sorted(sandbox._uids_in_use),
-            sorted(t.name for t in threading.enumerate()))
+def _leftovers() -> dict[str, list]:
+    return {"descriptors": _fds(), "children": _children(), "folders": os.listdir(sandbox._sandbox_root()),
+            "uids": list(sandbox._uids_in_use), "threads": [t.name for t in threading.enumerate()]}
+
+
+def _new_since(before: dict[str, list]) -> dict[str, list]:
+    """What is open or running now and was not before (what an earlier test left may end meanwhile)."""
+    now = _leftovers()
+    return {k: list((Counter(now[k]) - Counter(before[k])).elements()) for k in now}
 
 
 def test_a_long_code_run_leaves_no_process_descriptor_or_folder():
@@ -203,7 +210,7 @@ def test_a_long_code_run_leaves_no_process_descriptor_or_folder():
     items = [(sample, program) for program, _ in PROGRAMS.values()]
     results = run_code_tests_many(items, workers=2, timeout=1.0)
     assert [r[0] and r[1] for r in results] == [ok for _, ok in PROGRAMS.values()], results
-    assert _leftovers() == before
+    assert _new_since(before) == {k: [] for k in before}
 
 
 def test_a_sandbox_that_cannot_start_leaves_no_descriptor(monkeypatch):
@@ -222,5 +229,5 @@ def test_a_sandbox_that_cannot_start_leaves_no_descriptor(monkeypatch):
         with pytest.raises(OSError, match="temporarily unavailable"):
             run_code_tests(_sample(), PROGRAMS["right"][0])
     monkeypatch.undo()
-    assert _leftovers() == before
+    assert _new_since(before) == {k: [] for k in before}
     assert run_code_tests(_sample(), PROGRAMS["right"][0])[:2] == (True, True)
