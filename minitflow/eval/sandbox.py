@@ -475,8 +475,8 @@ class Sandbox:
             self.uid = _take_uid()
         self.dir = tempfile.mkdtemp(prefix="sb-", dir=_sandbox_root())
         # our ends go into self._fds as each pipe is made, so close() closes them whatever fails
-        # next: a Popen that raised (EAGAIN at the process limit, EMFILE, Ctrl-C) left three
-        # open per try, and a long scoring run that went on reached the descriptor limit
+        # next: a Popen that raised (EAGAIN at the process limit, EMFILE, Ctrl-C) left three open
+        # per try, and a caller that went on after such errors ran out of descriptors
         theirs: dict[str, int] = {}
         try:
             for key in ("job", "result", "diag"):
