@@ -2,7 +2,9 @@
 
 MODE plain: the senders' prefill without capture; full: all L+1 hidden states captured, then
 the layer aggregator (float32 copy, weighted product, sum) as before streaming; streamed: the
-capture sums the layers as they run. Prints the process's peak resident set in KiB; the
+capture sums the layers as they run; captured: all L+1 layers captured through the engine, as
+training's sender_states takes them (the rows stacked into one batch after the prefill), no
+aggregator; forward: the same capture from one model forward alone (no engine, no stacking). Prints the process's peak resident set in KiB; the
 condition's cost is a mode's peak minus plain's. A mid shape (hidden 1024, 16 layers), 8
 sender rows × 640 prompt tokens with a 600-token captured span, float32, CPU.
 """
@@ -44,11 +46,20 @@ def main(mode: str) -> int:
         cap = llm.capture_hidden(prompts, Capture(layers=layers, **spans))
         cond = (weights[None, :, None, None] * cap.hidden.float()).sum(dim=1)
         assert cond.shape == (ROWS, SPAN, MID.hidden_size)
+    elif mode == "captured":
+        cap = llm.capture_hidden(prompts, Capture(layers=layers, **spans))
+        assert cap.hidden.shape == (ROWS, len(layers), SPAN, MID.hidden_size)
+    elif mode == "forward":
+        ids = torch.tensor(prompts)
+        cap = Capture(layers=layers, **spans)
+        with torch.inference_mode():
+            model(ids, torch.arange(PROMPT)[None].expand(ROWS, -1), None, PROMPT, capture=cap, need_logits=False)
+        assert cap.hidden.shape == (ROWS, len(layers), SPAN, MID.hidden_size)
     elif mode == "streamed":
         cap = llm.capture_hidden(prompts, Capture(layers=layers, layer_weights=weights, **spans))
         assert cap.hidden.shape == (ROWS, SPAN, MID.hidden_size)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: plain, full or streamed")
+        raise SystemExit(f"unknown mode {mode!r}: plain, full, captured, forward or streamed")
     print(peak_rss_kib())
     return 0
 

@@ -77,6 +77,40 @@ def test_capture_equals_output_hidden_states(pair):
     assert cap.lengths == [5, 4]
 
 
+def test_a_capture_of_all_layers_never_holds_them_twice(pair):
+    """A capture of every layer wrote each layer's span into a list and stacked the list after
+    the last layer: for a moment every layer was held twice, the peak of a capture of all L+1
+    layers (training's senders). Now each span is written into its slot of one tensor as the
+    layer runs: the only op that makes a tensor of the capture's size is its allocation, and
+    each slot holds what a capture of that layer alone gives."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    _, model, _ = pair
+    L, ids = model.cfg.num_hidden_layers, torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22, 23, 24, 25, 26, 27]])
+    pos = torch.arange(8)[None].expand(2, -1)
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.made: list[tuple[str, int]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.made += [(func.__name__, t.numel()) for t in (out if isinstance(out, (list, tuple)) else [out])
+                          if isinstance(t, torch.Tensor)]
+            return out
+
+    cap, sizes = Capture(list(range(L + 1)), [2, 1], [7, 5]), Sizes()
+    with torch.no_grad(), sizes:
+        model(ids, pos, None, 8, capture=cap, need_logits=False)
+    assert cap.hidden.shape == (2, L + 1, 5, model.cfg.hidden_size)
+    assert [name for name, n in sizes.made if n == cap.hidden.numel()] == ["new_empty.default"]
+    with torch.no_grad():
+        for layer in range(L + 1):
+            alone = Capture([layer], [2, 1], [7, 5])
+            model(ids, pos, None, 8, capture=alone, need_logits=False)
+            assert torch.equal(cap.hidden[:, layer], alone.hidden[:, 0]), layer
+
+
 def _random_factors(cfg, batch, rank, seed):
     g = torch.Generator().manual_seed(seed)
     shapes = projection_shapes(cfg)

@@ -131,14 +131,17 @@ class Qwen3Model(nn.Module):
         x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds.to(self.embed_tokens.weight.dtype)
         cos, sin = self.rotary(positions, x.dtype)
         mask = causal_mask(positions, kv_len, self.cfg.num_attention_heads // self.cfg.num_key_value_heads, x.dtype)
-        taken: list[torch.Tensor] = []
         want: set[int] = set()
-        acc: torch.Tensor | None = None
+        acc: torch.Tensor | None = None  # the capture: the layer sum, or every layer's slot of one tensor
 
         def keep(layer: int, h: torch.Tensor) -> None:
             nonlocal acc
             if capture.layer_weights is None:
-                taken[slot[layer]] = span_rows(h, index, span_valid)
+                # written into its slot as it comes: a list of layers stacked at the end held
+                # every layer twice for a moment, the peak of a capture of all L+1 layers
+                if acc is None:
+                    acc = h.new_empty(h.shape[0], len(capture.layers), *index.shape[1:])
+                acc[:, slot[layer]] = span_rows(h, index, span_valid)
             else:
                 w = capture.layer_weights[slot[layer]]
                 acc = weighted_span(h, index, span_valid, w) if acc is None else \
@@ -148,7 +151,6 @@ class Qwen3Model(nn.Module):
             index, span_valid = capture._index(x)
             want = set(capture.layers)
             slot = {layer: i for i, layer in enumerate(capture.layers)}
-            taken = [None] * len(capture.layers)  # type: ignore[list-item]
             if 0 in want:
                 keep(0, x)
         n = len(self.layers)
@@ -170,7 +172,7 @@ class Qwen3Model(nn.Module):
         if capture is not None:
             if n in want:
                 keep(n, x)
-            capture.hidden = torch.stack(taken, dim=1) if capture.layer_weights is None else acc
+            capture.hidden = acc
             capture.lengths = [e - s for s, e in zip(capture.starts, capture.ends)]
         if logits_index is not None:
             x = torch.gather(x, 1, logits_index[:, None, None].expand(-1, 1, x.shape[-1]))
