@@ -2,9 +2,10 @@
 
 MODE plain: the senders' prefill without capture; full: all L+1 hidden states captured, then
 the layer aggregator (float32 copy, weighted product, sum) as before streaming; streamed: the
-capture sums the layers as they run; captured: all L+1 layers captured through the engine, as
-training's sender_states takes them (the rows stacked into one batch after the prefill), no
-aggregator; forward: the same capture from one model forward alone (no engine, no stacking). Prints the process's peak resident set in KiB; the
+capture sums the layers as they run; captured: all L+1 layers captured through the engine
+(LLM.capture_hidden: the rows stacked into one batch after the prefill), no aggregator; into:
+the same written into one batch made before the prefill (Capture.out, as training's
+sender_states takes them); forward: the capture from one model forward alone (no engine). Prints the process's peak resident set in KiB; the
 condition's cost is a mode's peak minus plain's. A mid shape (hidden 1024, 16 layers), 8
 sender rows × 640 prompt tokens with a 600-token captured span, float32, CPU.
 """
@@ -17,6 +18,7 @@ import torch
 
 from benchlib import peak_rss_kib
 from minitflow.engine.llm import LLM
+from minitflow.engine.request import Request
 from minitflow.model.config import Qwen3Config
 from minitflow.model.qwen3 import Capture
 from minitflow.model.weights import empty_model
@@ -49,6 +51,13 @@ def main(mode: str) -> int:
     elif mode == "captured":
         cap = llm.capture_hidden(prompts, Capture(layers=layers, **spans))
         assert cap.hidden.shape == (ROWS, len(layers), SPAN, MID.hidden_size)
+    elif mode == "into":
+        hidden = torch.zeros(ROWS, len(layers), SPAN, MID.hidden_size)
+        reqs = [Request(p, capture=Capture(layers, [spans["starts"][i]], [spans["ends"][i]], out=[hidden[i]]),
+                        generate=False) for i, p in enumerate(prompts)]
+        with torch.inference_mode():
+            llm.engine.run(reqs)
+        assert reqs[0].capture.hidden.data_ptr() == hidden.data_ptr()
     elif mode == "forward":
         ids = torch.tensor(prompts)
         cap = Capture(layers=layers, **spans)
@@ -59,7 +68,7 @@ def main(mode: str) -> int:
         cap = llm.capture_hidden(prompts, Capture(layers=layers, layer_weights=weights, **spans))
         assert cap.hidden.shape == (ROWS, SPAN, MID.hidden_size)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: plain, full, captured, forward or streamed")
+        raise SystemExit(f"unknown mode {mode!r}: plain, full, captured, into, forward or streamed")
     print(peak_rss_kib())
     return 0
 

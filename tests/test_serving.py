@@ -703,6 +703,32 @@ def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, 
     assert other.output_ids == _alone(model, [prompt], [sp])[0]
 
 
+def test_a_capture_into_the_callers_tensor_holds_what_the_capture_takes(model):
+    """Capture.out: the prefill writes each request's layers into the caller's tensor (training's
+    senders: one batch made outside inference mode, no copy after), the values a capture
+    without it takes, for two requests of different spans in one prefill; an out of another
+    shape, or with layer weights, is refused when the request is added."""
+    from minitflow.model.qwen3 import Capture
+    llm, cfg = _llm(model, num_slots=2), model.cfg
+    layers, spans = [0, 1, cfg.num_hidden_layers], [(1, 6), (2, 4)]
+    prompts = [list(range(3, 11)), list(range(20, 26))]
+    plain = [Request(p, capture=Capture(layers, [s], [e]), generate=False) for p, (s, e) in zip(prompts, spans)]
+    llm.engine.run(plain)
+    batch = torch.full((2, len(layers), 5, cfg.hidden_size), 7.0)
+    into = [Request(p, capture=Capture(layers, [s], [e], out=[batch[i, :, :e - s]]), generate=False)
+            for i, (p, (s, e)) in enumerate(zip(prompts, spans))]
+    llm.engine.run(into)
+    for i, (r, (s, e)) in enumerate(zip(plain, spans)):
+        assert torch.equal(batch[i, :, :e - s], r.capture.hidden[0])
+        assert into[i].capture.hidden.data_ptr() == batch[i].data_ptr()
+    assert (batch[1, :, 2:] == 7).all()  # past the span: as the caller left it
+    for out, w in (([torch.zeros(len(layers), 4, cfg.hidden_size)], None),
+                   ([torch.zeros(len(layers), 5, cfg.hidden_size)], torch.ones(len(layers)) / len(layers))):
+        bad = Request(prompts[0], capture=Capture(layers, [1], [6], layer_weights=w, out=out), generate=False, tag="s")
+        with pytest.raises(UserError, match=r"request \d+ \(s\): capture out must be one tensor of shape"):
+            llm.engine.add_request(bad)
+
+
 def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch):
     llm = _llm(model, num_slots=2)
     prompts, params = _prompts(3, seed=4), _params(3, sampled=False)

@@ -866,22 +866,38 @@ def test_save_every_below_one_is_refused_before_the_backbone_loads(tiny, tmp_pat
             train(_cfg(tiny, tmp_path / "b.pt", model=str(tmp_path / "no-model"), save_every=bad))
 
 
-def test_the_senders_states_reach_the_generator_without_a_copy(tiny, llm, monkeypatch):
+def test_the_senders_states_reach_the_generator_without_a_copy(tiny, llm):
     """sender_states cloned the stacked batch and training's condition cloned it again ("out of
     inference mode"): two (2n, L+1, S, H) copies a step, 3x the condition's bytes at the
-    stage's peak. The stacked batch is made outside inference mode, so it is used as it is:
-    the very tensor stack_conditions built, one autograd can save for the backward pass."""
-    from minitflow.tflow import condition as condition_module
+    stage's peak; then the capture stacked its layers after the last one, and the rows were
+    stacked into the batch after the prefill, each a moment with the condition held twice.
+    Now the batch is made outside inference mode before the prefill and the prefill writes
+    every row's layers into it: the only tensor of the condition's size the stage makes is
+    the one it returns, which autograd can save for the backward pass."""
+    from torch.utils._python_dispatch import TorchDispatchMode
     from minitflow.tflow import prompts
     from minitflow.tflow.training import condition
-    real, stacked = condition_module.stack_conditions, []
-    monkeypatch.setattr(condition_module, "stack_conditions", lambda caps: stacked.append(real(caps)) or stacked[-1])
+
+    class Made(TorchDispatchMode):  # (numel, data pointer) of every tensor an op returns
+        def __init__(self):
+            super().__init__()
+            self.made: list[tuple[int, int]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.made += [(t.numel(), t.untyped_storage().data_ptr()) for t in (out if isinstance(out, (list, tuple))
+                                                                                 else [out]) if isinstance(t, torch.Tensor)]
+            return out
+
     rows = _rows(tiny, 8)
     assert len({len(e.sender_question) for e in rows}) > 1  # spans differ: a mask comes too
-    hidden, mask = condition(llm, prompts.resolve_style("gsm8k"), [e.sender_question for e in rows], False)
-    (want_hidden, want_mask), = stacked
-    assert hidden.data_ptr() == want_hidden.data_ptr() and mask.data_ptr() == want_mask.data_ptr()
+    with Made() as seen:
+        hidden, mask = condition(llm, prompts.resolve_style("gsm8k"), [e.sender_question for e in rows], False)
+    assert hidden.shape[:2] == (16, llm.cfg.num_hidden_layers + 1) and mask is not None
+    assert {ptr for n, ptr in seen.made if n == hidden.numel()} == {hidden.untyped_storage().data_ptr()}
     assert not hidden.is_inference() and not mask.is_inference()
+    spans = mask.sum(1)
+    assert all(hidden[i, :, n:].abs().max() == 0 for i, n in enumerate(spans.tolist()) if n < hidden.shape[2])
     w = torch.ones((), requires_grad=True)
     (hidden * w).sum().backward()  # an inference tensor cannot be saved for backward
     assert float(w.grad) == pytest.approx(float(hidden.sum()), rel=1e-5)

@@ -154,6 +154,10 @@ class Engine:
                 weights = "" if w is None else f" with layer weights of shape {tuple(w.shape)}"
                 raise UserError(f"{_who(req)}: capture layers {list(c.layers)}{weights} are not distinct layers of the "
                                 f"model's {n} layers (0, the embeddings, to {n}, the final norm), one weight each")
+            want = (len(c.layers), c.ends[0] - c.starts[0], self.cfg.hidden_size)
+            if c.out is not None and (w is not None or len(c.out) != 1 or tuple(c.out[0].shape) != want):
+                raise UserError(f"{_who(req)}: capture out must be one tensor of shape {want} (layers, span, hidden), "
+                                "without layer weights")
         if req.past is not None:
             k, v = req.past
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
@@ -272,7 +276,8 @@ class Engine:
             r_cond[r.id] = cached_cond
         groups: dict[tuple | None, list[Request]] = {}
         for r in reqs:  # one forward per capture layout (usually one)
-            key = None if r.capture is None else (tuple(r.capture.layers), self._cond_key(r.capture))
+            key = None if r.capture is None else (tuple(r.capture.layers), self._cond_key(r.capture),
+                                                  r.capture.out is None)
             groups.setdefault(key, []).append(r)
         finished = []
         for group in groups.values():

@@ -296,14 +296,15 @@ class ModelRunner:
             capture = Capture(reqs[0].capture.layers,
                               starts=[max(r.capture.starts[0] - r.cached_tokens, 0) for r in reqs],
                               ends=[r.capture.ends[0] - r.cached_tokens for r in reqs],
-                              layer_weights=reqs[0].capture.layer_weights)
+                              layer_weights=reqs[0].capture.layer_weights,
+                              out=None if reqs[0].capture.out is None else [r.capture.out[0] for r in reqs])
         dev = self.device
         self.model(host_to_device(x, dev), host_to_device(pos, dev), self.cache, max(s + n for s, n in zip(starts, lens)),
                    rows=rows, real=real_tokens(lens, dev), lora=self._lora_rows(rows, slots), capture=capture,
                    need_logits=False)
         if capture is not None:
             for i, r in enumerate(reqs):
-                r.capture.hidden = capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
+                r.capture.hidden = capture.out[i][None] if capture.out else capture.hidden[i:i + 1, ..., : capture.lengths[i], :]
                 r.capture.lengths = [capture.lengths[i]]
 
     # ---- decode --------------------------------------------------------------------------

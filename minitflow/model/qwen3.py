@@ -36,12 +36,16 @@ class Capture:
     span and `lengths` holds each row's span length. With `layer_weights` (len(layers),) the
     layers are summed as they run instead, Σ w_i·h_i in float32, and `hidden` is (B, max_span, H):
     no (layers × span × hidden) tensor ever exists (TFlow's layer aggregator at inference).
+    With `out` (one (len(layers), span_b, H) tensor per row, without layer weights) each row's
+    layers are written there as they run and `hidden` stays None: training's senders write
+    into one batch made outside inference mode, which autograd may use as it is (no copy).
     """
 
     layers: list[int]
     starts: list[int]
     ends: list[int]
     layer_weights: torch.Tensor | None = None
+    out: list[torch.Tensor] | None = None
     hidden: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
 
@@ -136,7 +140,11 @@ class Qwen3Model(nn.Module):
 
         def keep(layer: int, h: torch.Tensor) -> None:
             nonlocal acc
-            if capture.layer_weights is None:
+            if capture.out is not None:
+                rows = span_rows(h, index, span_valid)
+                for b, dst in enumerate(capture.out):
+                    dst[slot[layer]] = rows[b, :dst.shape[1]]
+            elif capture.layer_weights is None:
                 # written into its slot as it comes: a list of layers stacked at the end held
                 # every layer twice for a moment, the peak of a capture of all L+1 layers
                 if acc is None:

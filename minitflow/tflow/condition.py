@@ -52,11 +52,15 @@ def stack_conditions(captures: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
     """Per-request captures (1, ..., S_i, H) -> one batch padded to the longest span, and the
     mask of real positions (None when no row is padded)."""
     out, spans = stack_spans(captures)
+    return out, span_mask(spans, out.device)
+
+
+def span_mask(spans: list[int], device: torch.device) -> torch.Tensor | None:
+    """(rows, max span) True at each row's real positions; None when no row is padded."""
     if min(spans) == max(spans):
-        return out, None
+        return None
     # built on the host: a mask computed on the device and checked there would wait for the GPU
-    mask = torch.arange(max(spans))[None, :] < torch.tensor(spans)[:, None]
-    return out, host_to_device(mask, out.device)
+    return host_to_device(torch.arange(max(spans))[None, :] < torch.tensor(spans)[:, None], device)
 
 
 def generator_factors(generator, cond: torch.Tensor, mask: torch.Tensor | None,
@@ -76,12 +80,18 @@ def sender_states(llm: LLM, systems: list[str], questions: list[str]) -> tuple[t
     each row's prompt length (processed tokens), and the prefill seconds.
     """
     reqs = [sender_request(llm, s, q, None) for s in systems for q in questions]
+    spans = [r.capture.ends[0] - r.capture.starts[0] for r in reqs]
+    # made outside inference mode, zero past each span: the prefill writes every row's layers
+    # into it as they run, so it is a normal tensor that autograd may use and the condition
+    # exists once (captured apart and stacked after, it was held twice for a moment)
+    hidden = torch.zeros(len(reqs), llm.cfg.num_hidden_layers + 1, max(spans), llm.cfg.hidden_size,
+                         dtype=llm.dtype, device=llm.device)
+    for r, row, n in zip(reqs, hidden, spans):
+        r.capture.out = [row[:, :n]]
     sync(llm.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         llm.engine.run(reqs)
     sync(llm.device)
     dt = time.perf_counter() - t0
-    # stacked outside inference mode: a new, normal tensor that autograd may use (no clone needed)
-    hidden, mask = stack_conditions([r.capture.hidden for r in reqs])
-    return hidden, mask, [len(r.prompt_ids) for r in reqs], dt
+    return hidden, span_mask(spans, hidden.device), [len(r.prompt_ids) for r in reqs], dt
