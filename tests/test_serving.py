@@ -727,6 +727,8 @@ def test_a_capture_into_the_callers_tensor_holds_what_the_capture_takes(model):
         bad = Request(prompts[0], capture=Capture(layers, [1], [6], layer_weights=w, out=out), generate=False, tag="s")
         with pytest.raises(UserError, match=r"request \d+ \(s\): capture out must be one tensor of shape"):
             llm.engine.add_request(bad)
+    with pytest.raises(UserError, match=r"^capture.out is for engine requests"):  # not silently dropped
+        llm.capture_hidden(prompts, Capture(layers, [1, 2], [6, 4], out=[batch[0, :, :5], batch[1, :, :2]]))
 
 
 def test_an_exception_inside_a_step_leaves_the_engine_usable(model, monkeypatch):

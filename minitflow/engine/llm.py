@@ -233,6 +233,9 @@ class LLM:
 
     def _run(self, ids: list[list[int]], params: list[SamplingParams], lora: LoraWeights | None,
              capture: Capture | None, generate: bool) -> list[Request]:
+        if capture is not None and capture.out is not None:  # it would be dropped: the batch comes in capture.hidden
+            raise UserError("capture.out is for engine requests (Request(capture=...)); generate and capture_hidden "
+                            "return the batch in capture.hidden")
         reqs = []
         for i, (p, sp) in enumerate(zip(ids, params)):
             cap = None
