@@ -45,9 +45,9 @@ class Capture:
     starts: list[int]
     ends: list[int]
     layer_weights: torch.Tensor | None = None
-    out: list[torch.Tensor] | None = None
     hidden: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
+    out: list[torch.Tensor] | None = None
 
     def _index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For hidden states like `x` (B, T, H): the gather index of each row's span positions
