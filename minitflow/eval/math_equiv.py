@@ -537,8 +537,9 @@ def normalize_latex(s: str | None) -> str:
 
     Row breaks `\\\\` survive (matrices); `\\text{}` is unwrapped except for a
     unit right after a number; a single-letter (or subscripted) variable, or such
-    a function of one variable, on the left of a lone `=` is dropped (`x = 5` ->
-    `5`, `x(t) = e^{t}` -> `e^{t}`: ODE answers name the function)."""
+    a function of one variable or its value at a number, on the left of a lone `=`
+    is dropped (`x = 5` -> `5`, `x(t) = e^{t}` -> `e^{t}`: ODE answers name the
+    function; `x(0) = 2` -> `2`)."""
     if s is None:
         return ""
     s = clean_answer(str(s).replace("\n", " "))
@@ -556,8 +557,10 @@ def normalize_latex(s: str | None) -> str:
     if s.count("=") == 1:
         left, right = s.split("=")
         # also "\Delta E", "t_{1/2}", "L_{\odot}", "\lambda_{\max}": a quantity's name
+        # "x(0)", "f'(2)": a function's value at a number, as in "x(0) = 2" for a gold of 2
         if re.fullmatch(r"(?:\\[Dd]elta ?)?(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[^{}]*\}|\w+))?"
-                        r"(?:\((?:[A-Za-z]|\\[A-Za-z]+)\))?|\((?:[a-z],)+[a-z]\)", left):  # also (x,y) = (1,2)
+                        r"(?:\((?:[A-Za-z]|\\[A-Za-z]+)\)|'{0,3}\(-?\d+(?:\.\d+)?\))?|\((?:[a-z],)+[a-z]\)",
+                        left):  # also (x,y) = (1,2)
             s = right
     s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
