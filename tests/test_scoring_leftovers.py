@@ -20,3 +20,19 @@ from minitflow.eval.math_equiv import is_equiv
 ])
 def test_math_value_of_a_function_at_a_number(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"3 \times 10^{8} ms^{-1}", r"3 \times 10^{8} \text{ m/s}", True),   # metres per second, as physicists write it
+    (r"3 \times 10^{8} \text{ ms}^{-1}", r"3 \times 10^{8} \text{ m s}^{-1}", True),
+    (r"9.8 ms^{-2}", r"9.8 \text{ m/s}^2", True),
+    (r"30 kms^{-1}", r"30 \text{ km/s}", True),
+    (r"5 ms^{-1}", r"5 \text{ ms}^{-1}", True),  # per millisecond: the other reading
+    # neither reading is the gold's unit
+    (r"3 \times 10^{8} ms^{-1}", r"3 \times 10^{8} \text{ km/s}", False),
+    (r"9.8 ms^{-2}", r"9.8 \text{ m/s}", False),
+    (r"30 kms^{-1}", r"30 \text{ m/s}", False),
+    (r"5 \text{ ms}", r"5 \text{ m s}", False),  # no negative power: milliseconds only
+])
+def test_math_ms_to_the_minus_one(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

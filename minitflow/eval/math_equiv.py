@@ -246,6 +246,13 @@ class Quantity:
     integer: bool
     percent: bool = False
     unit: tuple[tuple[str, int], ...] = ()
+    other_unit: tuple[tuple[str, int], ...] = ()  # "ms^{-1}": per millisecond, or m s^{-1} (see _other_reading)
+
+
+def _same_unit(a: Quantity, b: Quantity) -> bool:
+    """False only when both sides write a unit we can place and no reading of one is a reading of the other."""
+    ra, rb = {u for u in (a.unit, a.other_unit) if u}, {u for u in (b.unit, b.other_unit) if u}
+    return not (ra and rb) or bool(ra & rb)
 
 
 def _is_unit_tail(tail: str) -> bool:
@@ -426,7 +433,20 @@ def parse_quantity(s: str | None) -> Quantity | None:
         tokens = _unit_tokens(tail, wrapped)
         if tokens is None:
             return None
-        return Quantity(q.value, q.ulp, q.integer, percent, unit_key(tokens + [scale] if scale else tokens))
+        other = _other_reading(tokens)
+        return Quantity(q.value, q.ulp, q.integer, percent, unit_key(tokens + [scale] if scale else tokens),
+                        unit_key(other) if other else ())
+    return None
+
+
+def _other_reading(tokens: list[str]) -> list[str] | None:
+    """The second reading of a unit whose run of letters ends in `s` before a negative power: "ms^{-1}"
+    is per millisecond to SI and metres per second to most physicists ("3 \\times 10^8 ms^{-1}"),
+    "kms^{-1}" and "cms^{-2}" only km s^{-1} and cm s^{-2}; None when there is none."""
+    for k, tok in enumerate(tokens[:-1]):
+        if tok[0].isalpha() and len(tok) > 1 and tok.endswith("s") and tok[:-1] in _UNIT_SYMBOLS \
+                and re.fullmatch(r"\^\{?-\d+\}?", tokens[k + 1]):
+            return tokens[:k] + [tok[:-1], "s"] + tokens[k + 1:]
     return None
 
 
@@ -467,7 +487,7 @@ def quantities_equal(pred: Quantity, gold: Quantity, rel_tol: float = REL_TOL) -
     """Same number? Integers exactly; others within rel_tol and within rounding of the
     less precise side.  A percent on one side also matches the fraction (10% ~ 0.1).
     Units, where both sides write one we can place, must be the same (not converted)."""
-    if pred.unit and gold.unit and pred.unit != gold.unit:
+    if not _same_unit(pred, gold):
         return False
     factors = [Fraction(1)]
     if pred.percent != gold.percent:
@@ -1048,7 +1068,7 @@ def _stated_quantity(s: str, ns: str) -> Quantity | None:
 def _units_differ(a: str, b: str, na: str, nb: str) -> bool:
     """Both sides a number with a unit we can place, and the units not the same?"""
     qa, qb = _stated_quantity(a, na), _stated_quantity(b, nb)
-    return qa is not None and qb is not None and bool(qa.unit) and bool(qb.unit) and qa.unit != qb.unit
+    return qa is not None and qb is not None and not _same_unit(qa, qb)
 
 
 _INEQUALITY_RE = re.compile(r"[<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|leqslant|geqslant)(?![A-Za-z])")
