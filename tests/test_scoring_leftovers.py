@@ -6,6 +6,34 @@ function's value at a number, "ms^{-1}").  The tests named for a reading failed 
 import pytest
 
 from minitflow.eval.math_equiv import is_equiv
+from minitflow.eval.scoring import extract_mmlu_letter
+
+# ------------------------------------------------- formal logic in LaTeX
+
+NEGATIONS = ["A", "~A", "B", "~B"]  # mmlu_redux formal_logic, as stored
+FORMULAS = ["Lm \u2228 ~(Jl \u2228 Ll)", "Lm \u2022 ~(Lj \u2022 Ll)", "Lm \u2022 ~(Lj \u2228 Ll)", "Lm \u2228 ~(Lj \u2022 Ll)"]
+CONDITIONALS = ["Sk \u2261 Bl", "Bl \u2261 Sk", "Bx \u2283 Sy", "Bl \u2283 Sk"]
+
+
+@pytest.mark.parametrize("text, choices, expected", [
+    (r"The answer is \boxed{\sim A}.", NEGATIONS, "B"),
+    (r"The answer is \boxed{\neg B}.", NEGATIONS, "D"),
+    (r"The answer is \boxed{\lnot A}.", NEGATIONS, "B"),
+    (r"\boxed{Lm \bullet \sim(Lj \vee Ll)}", FORMULAS, "C"),
+    (r"\boxed{Lm \cdot \neg (Lj \lor Ll)}", FORMULAS, "C"),
+    (r"\boxed{Lm \vee \sim(Lj \bullet Ll)}", FORMULAS, "D"),
+    (r"\boxed{Bl \supset Sk}", CONDITIONALS, "D"),
+    (r"\boxed{Bl \equiv Sk}", CONDITIONALS, "B"),
+])
+def test_mmlu_option_formula_in_latex(text, choices, expected):
+    assert extract_mmlu_letter(text, choices) == expected
+
+
+def test_mmlu_not_a_formula_no_option_is():
+    assert extract_mmlu_letter(r"\boxed{\sim C}", NEGATIONS) is None
+    assert extract_mmlu_letter(r"\boxed{Lm \bullet \sim(Lm \vee Ll)}", FORMULAS) is None
+    assert extract_mmlu_letter(r"\boxed{A}", NEGATIONS) == "A"  # the letter is still the letter
+
 
 # ------------------------------------------------------------------ MATH
 

@@ -610,8 +610,23 @@ def _letter_at_start(s: str, allow_space: bool) -> str | None:
     return (m.group(1) or m.group(2)) if m else None
 
 
+# formal logic's options are formulas ("~A", "Lm • ~(Lj ∨ Ll)", "Bx ⊃ Sy"), which a model writes in
+# LaTeX (\sim A, \neg A, Lm \bullet \sim(Lj \vee Ll)): each connective as one symbol, spaces around it
+# dropped, so \boxed{\sim A} is the option "~A"
+_CONNECTIVES = [("~", r"\\(?:sim|neg|lnot)(?![A-Za-z])|[\u00ac\u223c]"),
+                ("\u2022", r"\\(?:bullet|cdot|land|wedge)(?![A-Za-z])|[\u00b7\u2219\u2227]"),
+                ("\u2228", r"\\(?:vee|lor)(?![A-Za-z])"),
+                ("\u2283", r"\\(?:supset|to|rightarrow|implies)(?![A-Za-z])|\u2192"),
+                ("\u2261", r"\\(?:equiv|leftrightarrow|iff)(?![A-Za-z])|\u2194"),
+                ("\u2203", r"\\exists(?![A-Za-z])"), ("\u2200", r"\\forall(?![A-Za-z])")]
+_CONNECTIVE_RE = re.compile("|".join(f"(?P<c{k}>{pattern})" for k, (_, pattern) in enumerate(_CONNECTIVES)))
+_AROUND_CONNECTIVE_RE = re.compile(r"\s*([~\u2022\u2228\u2283\u2261\u2203\u2200])\s*")
+
+
 def _norm_choice(s: str, lower: bool = True) -> str:
     s = re.sub(r"[\s.$*]+", " ", re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s)).strip()
+    s = _CONNECTIVE_RE.sub(lambda m: _CONNECTIVES[int(m.lastgroup[1:])][0], s)
+    s = _AROUND_CONNECTIVE_RE.sub(r"\1", s)
     return s.lower() if lower else s
 
 
