@@ -5,8 +5,9 @@ function's value at a number, "ms^{-1}").  The tests named for a reading failed 
 
 import pytest
 
+from minitflow.eval.data import Sample
 from minitflow.eval.math_equiv import is_equiv
-from minitflow.eval.scoring import extract_mmlu_letter
+from minitflow.eval.scoring import extract_gsm8k_answer, extract_mmlu_letter, score_sample
 
 # ------------------------------------------------- formal logic in LaTeX
 
@@ -33,6 +34,37 @@ def test_mmlu_not_a_formula_no_option_is():
     assert extract_mmlu_letter(r"\boxed{\sim C}", NEGATIONS) is None
     assert extract_mmlu_letter(r"\boxed{Lm \bullet \sim(Lm \vee Ll)}", FORMULAS) is None
     assert extract_mmlu_letter(r"\boxed{A}", NEGATIONS) == "A"  # the letter is still the letter
+
+
+# ---------------------------------------------------------------- dozens
+
+
+def _gsm(question: str, answer: str) -> Sample:
+    return Sample(id="gsm8k/0", question=question, answer=answer)
+
+
+@pytest.mark.parametrize("text", [
+    "She buys 2 cartons.\nThe answer is 2 dozen.",
+    "She buys 2 cartons.\nThe answer is two dozen.",
+    r"So she needs \boxed{2\text{ dozen}} eggs.",
+    "She buys 2 cartons, so she has 2 dozen eggs.",
+])
+def test_gsm8k_dozen_is_twelve_of_them(text):
+    assert extract_gsm8k_answer(text) == "24"
+    assert score_sample("gsm8k", text, _gsm("How many eggs does she have?", "24"))[0]
+    assert not score_sample("gsm8k", text, _gsm("How many eggs does she have?", "2"))[0]
+
+
+def test_gsm8k_dozen_where_the_question_counts_dozens():
+    question = "If she is inviting 16 guests to her party, how many dozens of eggs will she need?"
+    assert score_sample("gsm8k", "She needs 24 eggs.\nThe answer is 2 dozen.", _gsm(question, "2"))[0]
+    assert score_sample("gsm8k", r"\boxed{1.5 \text{ dozen}}", _gsm(question, "1.5"))[0]
+    assert extract_gsm8k_answer("The answer is 1.5 dozen.") == "18"
+
+
+def test_gsm8k_not_dozen_without_a_number():
+    assert extract_gsm8k_answer("Eggs cost $3 per dozen.\nShe pays 6.") == "6"
+    assert extract_gsm8k_answer("There are dozens of ways; she picks 4.") == "4"
 
 
 # ------------------------------------------------------------------ MATH

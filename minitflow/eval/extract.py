@@ -425,10 +425,37 @@ def _number_stated_at(text: str, pos: int) -> str | None:
 _CUT_MID_SUM_RE = re.compile(r"[\d)}]\s*(?:[=+/×÷-]|\s\*|\\times|\\cdot|\\div)\s*\$*\s*\Z")
 
 
-def extract_gsm8k_answer(text: str | None) -> str | None:
+# "2 dozen", "1.5 dozen", "two dozen": 24, 18, 24 things, unless the question counts in dozens
+_DOZEN_RE = re.compile(rf"(?<![\w.,])(?:(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?|((?:{_NUMBER_WORD})(?:[\s-]+(?:{_NUMBER_WORD}))*))"
+                       r"(?:\s|\\[,;: ])*(?:\\(?:text|mathrm|mbox|textbf)\s*\{\s*dozens?\b[^{}]*\}|dozens?\b)", re.I)
+_IN_DOZENS_RE = re.compile(r"\bhow\s+many\s+dozens?\b|\bin\s+dozens\b|\bnumber\s+of\s+dozens\b", re.I)
+
+
+def _dozens(text: str, question: str | None) -> str:
+    """`text` with each "N dozen" written as the number it is, 12 N ("She needs 2 dozen eggs" was
+    2); where `question` asks how many dozens, as N, the count of dozens it answers."""
+    in_dozens = bool(question and _IN_DOZENS_RE.search(question))
+
+    def repl(m: re.Match) -> str:
+        if m.group(3):
+            value = _words_value(m.group(3))
+            if value is None:  # "eighteen twenty dozen": no one number
+                return m.group(0)
+        else:
+            value = Fraction(m.group(1).replace(",", "") + (m.group(2) or ""))
+        if in_dozens:
+            return str(value) if m.group(3) else m.group(1) + (m.group(2) or "")
+        value *= 12
+        return str(value.numerator) if value.denominator == 1 else str(float(value))
+
+    return _DOZEN_RE.sub(repl, text)
+
+
+def extract_gsm8k_answer(text: str | None, question: str | None = None) -> str | None:
     """Final numeric answer: the last explicit one (box, `####`, "answer is N"),
     else the last number of the reply.  A reply cut off inside its box has only
     the explicit answers before that box (`\\boxed{16` may have gone on to 160).
+    "2 dozen" is 24, or 2 where `question` asks how many dozens.
 
     Returns the number as a plain string ("1234", "-3.5", "3/4"), the raw boxed
     content when the box holds no number, or None.
@@ -436,6 +463,7 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
     if not text:
         return None
     text = EN_DASH_SIGN_RE.sub("-", text.replace("\u2212", "-"))  # "–5": a minus, not 5
+    text = _dozens(text, question)
     for region in answer_regions(text):
         stated = cut_open_box(region)
         # a thought cut off at "so the answer is 18" may have gone on to 180 (or changed its mind):

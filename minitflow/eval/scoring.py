@@ -142,7 +142,7 @@ def _check_scorer(scorer: str) -> None:
 
 def _strict_text(dataset: str, prediction: str | None, sample: Any, timeout: float | None) -> tuple[bool, str]:
     if dataset == "gsm8k":
-        extracted = extract_gsm8k_answer(prediction)
+        extracted = extract_gsm8k_answer(prediction, sample.question)
         return numbers_equal(parse_number(extracted), parse_number(sample.answer)), extracted or ""
     if dataset == "minerva_math":
         extracted = extract_math_answer(cut_at_next_problem(prediction))
