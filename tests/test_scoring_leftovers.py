@@ -9,6 +9,37 @@ from minitflow.eval.data import Sample
 from minitflow.eval.math_equiv import is_equiv
 from minitflow.eval.scoring import extract_gsm8k_answer, extract_mmlu_letter, score_sample
 
+# --------------------------------------------------------- hedging adverb
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Option D is wrong.\nThe answer is probably C.", "C"),
+    ("The answer is most likely (B), since the others fail.", "B"),
+    ("So the correct answer is clearly D.", "D"),
+    ("**Answer:** probably A", "A"),
+    ("My final choice is likely C.", "C"),
+])
+def test_mmlu_one_answer_with_a_hedging_adverb(text, expected):
+    assert extract_mmlu_letter(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is probably C or possibly D.",
+    "The answer is probably C or D.",
+    "The answer is most likely (B) or (C).",
+    "The answer is probably not C.",
+])
+def test_mmlu_not_a_hedge_between_two(text):
+    assert extract_mmlu_letter(text) is None
+
+
+def test_gsm8k_one_answer_with_a_hedging_adverb():
+    assert extract_gsm8k_answer("The answer is probably 18.\nCheck: 3 * 4 = 12.") == "18"
+    assert extract_gsm8k_answer("The answer is most likely **18**.\nCheck: 3 * 4 = 12.") == "18"
+    # two numbers after it stay a hedge: no number
+    assert extract_gsm8k_answer("The answer is probably 18 or 20.\nCheck: 3 * 4 = 12.") == "18 or 20"
+
+
 # ------------------------------------------------- formal logic in LaTeX
 
 NEGATIONS = ["A", "~A", "B", "~B"]  # mmlu_redux formal_logic, as stored
@@ -65,6 +96,27 @@ def test_gsm8k_dozen_where_the_question_counts_dozens():
 def test_gsm8k_not_dozen_without_a_number():
     assert extract_gsm8k_answer("Eggs cost $3 per dozen.\nShe pays 6.") == "6"
     assert extract_gsm8k_answer("There are dozens of ways; she picks 4.") == "4"
+
+
+# ------------------------------------------- answer lines in other languages
+
+
+@pytest.mark.parametrize("line", [
+    "Die Antwort ist 18.", "Antwort: 18", "Die endg\u00fcltige Antwort lautet 18.",
+    "La r\u00e9ponse est 18.", "R\u00e9ponse : 18", "La r\u00e9ponse finale est **18**.",
+    "La respuesta es 18.", "Respuesta: 18", "La respuesta correcta es 18.",
+])
+def test_gsm8k_answer_line_in_german_french_spanish(line):
+    assert extract_gsm8k_answer(f"{line}\nProbe: 3 + 4 = 7.") == "18"
+
+
+@pytest.mark.parametrize("text", [
+    "Die Antwort ist nicht 18.\nProbe: 3 + 4 = 7.",          # no number right after the verb
+    "Sie muss 3 Fragen beantworten: 5 richtig.\nProbe: 3 + 4 = 7.",  # part of another word
+    "R\u00e9ponses: 18\nProbe: 3 + 4 = 7.",                  # a plural heading, no answer line
+])
+def test_gsm8k_not_an_answer_line(text):
+    assert extract_gsm8k_answer(text) == "7"
 
 
 # ------------------------------------------------------------------ MATH

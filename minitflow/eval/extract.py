@@ -130,13 +130,20 @@ _TENS_WORDS = {w: 10 * k for k, w in enumerate("twenty thirty forty fifty sixty 
 _SCALE_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
 _NUMBER_WORD = "|".join(sorted([*_SMALL_WORDS, *_TENS_WORDS, "minus", "negative"], key=len, reverse=True))
 _NUMBER_WORDS_RE = re.compile(rf"(?:(?:{_NUMBER_WORD}|hundred|thousand|million|billion|and)\b[\s-]*)+", re.I)
+# "the answer is probably 18", "Answer: most likely C": one answer, stated with a hedging adverb (a
+# second answer after it, "C or possibly D", is the hedge that states none)
+_LIKELY = r"(?:(?:(?:most|very)\s+)?(?:probably|likely)|clearly|definitely|certainly)\s+"
 # a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
 _GSM_NUMBER_AHEAD = (r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*"
                      rf"(?=[-\d.]|(?:{_NUMBER_WORD})\b)")
 _GSM_PHRASE_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?"
     r"|answer\s*\**\s*(?:is|:|=|(?:would|will|must|should)\s+be)"
-    r"|\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a))" + _GSM_NUMBER_AHEAD, re.I)  # Qwen's Chinese: 答案是 / 答案：
+    r"|\u7b54\u6848\s*(?:\u662f|\u4e3a|:|\uff1a)"  # Qwen's Chinese: 答案是 / 答案：
+    # German, French, Spanish: "Die Antwort ist 18", "Antwort: 18", "La réponse finale est 18", "La respuesta es 18"
+    r"|\bantwort\s*\**\s*(?:ist|lautet|:|=)"
+    r"|\br[e\u00e9]ponse(?:\s+(?:finale|correcte))?\s*\**\s*(?:est|:|=)"
+    r"|\brespuesta(?:\s+(?:final|correcta))?\s*\**\s*(?:es|:|=))" + rf"(?:\s*{_LIKELY})?" + _GSM_NUMBER_AHEAD, re.I)
 # "Wait, actually it's 18.", "No, it should be 18": a correction restates the answer
 # "The answer is 18 \u2014 no, 20.": a dash and "no" correct it too
 _CORRECTION = (r"(?:\b(?:wait|no|oops|hmm|sorry)\b[,.!:]*\s*(?:actually\b,?\s*)?"
@@ -589,11 +596,13 @@ _NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band
 _L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
-    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*[:\-]?\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*[:\-]?\s*\**\s*" + rf"(?:{_LIKELY})?"
+               r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "Answer: B", "**Answer:** (C)", "Final answer: C"
-    re.compile(r"answer\s*\**\s*:\s*\**\s*(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"answer\s*\**\s*:\s*\**\s*" + rf"(?:{_LIKELY})?(?:option\s+|choice\s+)?" + _L, re.I),
     # "the correct option is C", "best choice: (D)", "My choice is C"
-    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:is|:)?\s*\**\s*" + _L, re.I),
+    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:is|:)?\s*\**\s*"
+               + rf"(?:{_LIKELY})?" + _L, re.I),
     # "option C is correct", "(D) is the correct answer"
     re.compile(r"(?:(?:option|choice)\s*)?\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),  # not \s*\(: n^2
     re.compile(r"(?:option|choice)\s+([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),
