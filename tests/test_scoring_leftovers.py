@@ -119,6 +119,16 @@ def test_gsm8k_not_an_answer_line(text):
     assert extract_gsm8k_answer(text) == "7"
 
 
+@pytest.mark.parametrize("line", [
+    "Die Antwort ist 18 oder 21.", "Die Antwort ist 18 oder vielleicht 21.", "Die Antwort ist 18 bis 21.",
+    "Die Antwort ist 18? Oder 21.", "La r\u00e9ponse est 18 ou peut-\u00eatre 21.", "La r\u00e9ponse est 18 \u00e0 21.",
+    "La respuesta es 18 o 21.", "La respuesta es 18 y 21.",
+])
+def test_gsm8k_not_one_number_a_hedge_in_those_languages(line):
+    got = extract_gsm8k_answer(f"{line}\nProbe: 3 + 4 = 7.")
+    assert got not in ("18", "21", "7") and "18" in got and "21" in got
+
+
 # ------------------------------------------------------------------ MATH
 
 

@@ -172,9 +172,11 @@ _MATH_SPAN_RE = re.compile(
 
 
 # "18 or 20", "18, or maybe 20", "18 (or possibly 20)", "18? Or 20": a hedge between two numbers states neither
-_HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*or\s+(?:maybe\s+|perhaps\s+|possibly\s+)?", re.I)
+# (and the answer lines' languages: "18 oder 20", "18 ou peut-être 20", "18 o 20")
+_HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*(?:or|oder|ou|o)\s+"
+                           r"(?:(?:maybe|perhaps|possibly|vielleicht|peut-[e\u00ea]tre|quiz[a\u00e1]s?)\s+)?", re.I)
 # "between 18 and 20", "18 to 20", "18-20": a range, no one number
-_RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through)\s+", re.I)
+_RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through|bis|und|\u00e0|et|a|y)\s+", re.I)  # "18 bis 20", "18 \u00e0 20"
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 # "\boxed{18} or \boxed{20}", "\boxed{18}, \boxed{20}", two boxes on two lines: between two boxes, a hedge
@@ -422,7 +424,7 @@ def _number_stated_at(text: str, pos: int) -> str | None:
     """The first number of the sentence starting at `pos`."""
     line = text[pos:].split("\n", 1)[0]
     # not at 1\;080, nor at "18? Or 20" (a hedge); "18。" ends a sentence too
-    sentence = re.split(r"(?:\.(?=\s|$)|(?<!\\)[;?!\u3002])(?!\.*\s*\(?\s*(?i:or)\b)", line, maxsplit=1)[0]
+    sentence = re.split(r"(?:\.(?=\s|$)|(?<!\\)[;?!\u3002])(?!\.*\s*\(?\s*(?i:or|oder|ou|o)\b)", line, maxsplit=1)[0]
     if _NUMBER_WORDS_RE.match(re.sub(r"^[\s:*$]+", "", sentence)):  # "one more than 17 ...": not 17
         return _number_in_words(sentence)
     return _number_in(sentence, last=False)
