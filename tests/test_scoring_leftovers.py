@@ -93,6 +93,16 @@ def test_gsm8k_dozen_where_the_question_counts_dozens():
     assert extract_gsm8k_answer("The answer is 1.5 dozen.") == "18"
 
 
+def test_gsm8k_dozens_are_read_in_linear_time():
+    import time
+
+    start = time.monotonic()
+    for text in ("one " * 30000 + "dozen", "twenty-" * 30000 + "dozen", "1 dozen " * 30000):
+        extract_gsm8k_answer(text)
+    assert time.monotonic() - start < 3.0
+    assert extract_gsm8k_answer("x" * 75 + " twenty-four dozen eggs") == "288"
+
+
 def test_gsm8k_not_dozen_without_a_number():
     assert extract_gsm8k_answer("Eggs cost $3 per dozen.\nShe pays 6.") == "6"
     assert extract_gsm8k_answer("There are dozens of ways; she picks 4.") == "4"

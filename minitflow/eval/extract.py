@@ -434,9 +434,12 @@ def _number_stated_at(text: str, pos: int) -> str | None:
 _CUT_MID_SUM_RE = re.compile(r"[\d)}]\s*(?:[=+/×÷-]|\s\*|\\times|\\cdot|\\div)\s*\$*\s*\Z")
 
 
-# "2 dozen", "1.5 dozen", "two dozen": 24, 18, 24 things, unless the question counts in dozens
-_DOZEN_RE = re.compile(rf"(?<![\w.,])(?:(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?|((?:{_NUMBER_WORD})(?:[\s-]+(?:{_NUMBER_WORD}))*))"
-                       r"(?:\s|\\[,;: ])*(?:\\(?:text|mathrm|mbox|textbf)\s*\{\s*dozens?\b[^{}]*\}|dozens?\b)", re.I)
+# "2 dozen", "1.5 dozen", "two dozen": 24, 18, 24 things, unless the question counts in dozens.  Each
+# "dozen" is found first and its number looked for just before it: a regex starting at every number word
+# of "one one one ..." and running to its end was quadratic
+_DOZEN_RE = re.compile(r"\\(?:text|mathrm|mbox|textbf)\s*\{\s*dozens?\b[^{}]*\}|\bdozens?\b", re.I)
+_DOZEN_COUNT_RE = re.compile(rf"(?<![\w.,])(?:(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?"
+                             rf"|((?:{_NUMBER_WORD})(?:[\s-]+(?:{_NUMBER_WORD}))*))(?:\s|\\[,;: ])*\Z", re.I)
 _IN_DOZENS_RE = re.compile(r"\bhow\s+many\s+dozens?\b|\bin\s+dozens\b|\bnumber\s+of\s+dozens\b", re.I)
 
 
@@ -444,20 +447,25 @@ def _dozens(text: str, question: str | None) -> str:
     """`text` with each "N dozen" written as the number it is, 12 N ("She needs 2 dozen eggs" was
     2); where `question` asks how many dozens, as N, the count of dozens it answers."""
     in_dozens = bool(question and _IN_DOZENS_RE.search(question))
-
-    def repl(m: re.Match) -> str:
+    out, done = [], 0
+    for d in _DOZEN_RE.finditer(text):
+        m = _DOZEN_COUNT_RE.search(text, max(done, d.start() - 80), d.start())
+        if not m:
+            continue
         if m.group(3):
             value = _words_value(m.group(3))
             if value is None:  # "eighteen twenty dozen": no one number
-                return m.group(0)
+                continue
         else:
             value = Fraction(m.group(1).replace(",", "") + (m.group(2) or ""))
         if in_dozens:
-            return str(value) if m.group(3) else m.group(1) + (m.group(2) or "")
-        value *= 12
-        return str(value.numerator) if value.denominator == 1 else str(float(value))
-
-    return _DOZEN_RE.sub(repl, text)
+            number = str(value) if m.group(3) else m.group(1) + (m.group(2) or "")
+        else:
+            value *= 12
+            number = str(value.numerator) if value.denominator == 1 else str(float(value))
+        out += [text[done:m.start()], number]
+        done = d.end()
+    return "".join(out) + text[done:]
 
 
 def extract_gsm8k_answer(text: str | None, question: str | None = None) -> str | None:
