@@ -33,6 +33,37 @@ def test_mmlu_not_a_hedge_between_two(text):
     assert extract_mmlu_letter(text) is None
 
 
+@pytest.mark.parametrize("text", [
+    "The answer is A, but B is also possible.",
+    "The answer is probably A, but B is also possible.",
+    "The answer is C, but it could be D.",
+    "The answer is C, but it could also be (D).",
+    "Answer: C, but option B might be right.",
+])
+def test_mmlu_not_one_answer_but_another_possible(text):
+    assert extract_mmlu_letter(text) is None
+
+
+def test_mmlu_not_a_hedge_a_remark_after_but():
+    assert extract_mmlu_letter("The answer is C, but A is wrong.") == "C"
+    assert extract_mmlu_letter("The answer is C, but it could be argued otherwise.") == "C"
+    assert extract_mmlu_letter("It must be (D).") == "D"
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is 18, but it could be 21.\nCheck: 3 * 4 = 12.",
+    "The answer is probably 18, but 21 is also possible.\nCheck: 3 * 4 = 12.",
+])
+def test_gsm8k_not_one_number_but_another_possible(text):
+    got = extract_gsm8k_answer(text)
+    assert got not in ("18", "21", "12") and "18" in got and "21" in got
+
+
+def test_gsm8k_not_a_hedge_a_remark_after_but():
+    assert extract_gsm8k_answer("The answer is 18, but 21 is wrong.\nCheck: 3 * 4 = 12.") == "18"
+    assert extract_gsm8k_answer("The answer is 18, but it took 3 hours.\nCheck: 3 * 4 = 12.") == "18"
+
+
 def test_gsm8k_one_answer_with_a_hedging_adverb():
     assert extract_gsm8k_answer("The answer is probably 18.\nCheck: 3 * 4 = 12.") == "18"
     assert extract_gsm8k_answer("The answer is most likely **18**.\nCheck: 3 * 4 = 12.") == "18"

@@ -173,8 +173,12 @@ _MATH_SPAN_RE = re.compile(
 
 # "18 or 20", "18, or maybe 20", "18 (or possibly 20)", "18? Or 20": a hedge between two numbers states neither
 # (and the answer lines' languages: "18 oder 20", "18 ou peut-être 20", "18 o 20")
+# "18, but it could be 20", "18, but 20 is also possible" (_ALSO_POSSIBLE_RE after the second): a hedge too
 _HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*(?:or|oder|ou|o)\s+"
-                           r"(?:(?:maybe|perhaps|possibly|vielleicht|peut-[e\u00ea]tre|quiz[a\u00e1]s?)\s+)?", re.I)
+                           r"(?:(?:maybe|perhaps|possibly|vielleicht|peut-[e\u00ea]tre|quiz[a\u00e1]s?)\s+)?"
+                           r"|\s*,?\s*but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+", re.I)
+_ALSO_POSSIBLE_RE = re.compile(r"\)?\**\s+(?:is|could\s+be|might\s+be|may\s+be)\s+(?:also\s+)?"
+                               r"(?:possible|correct|right|plausible)\b", re.I)
 # "between 18 and 20", "18 to 20", "18-20": a range, no one number
 _RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through|bis|und|\u00e0|et|a|y)\s+", re.I)  # "18 bis 20", "18 \u00e0 20"
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
@@ -278,7 +282,9 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
         # "3 hours and 30 minutes", "30 hours and 30 minutes": two quantities, where an answer is stated
         two_units = stated and re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)
-        if two_units or (_HEDGE_GAP_RE.fullmatch(gap) or ranged) and not _same_value(a.group(0), b.group(0)):
+        hedge = _HEDGE_GAP_RE.fullmatch(gap) or re.fullmatch(r"\s*,?\s*but\s+", gap, re.I) \
+            and _ALSO_POSSIBLE_RE.match(text, b.end())
+        if two_units or (hedge or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
     return _clean_number(m.group(0))
 
@@ -601,8 +607,13 @@ def _closing_statement(region: str) -> str | None:
 
 _LETTERS = "ABCDEFGHIJ"
 # "A or C", "A, B", "A and C", "A (or possibly C)", "A... or maybe C": a hedge between two letters states no answer
+# ("C, but it could be D", "C, but D is also possible": the same hedge in words)
 _NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
-            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b))")
+            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b)"
+            r"|[)*}]*\s*,?\s*but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+"
+            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
+            r"|[)*}]*\s*,?\s*but\s+(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
+            + _ALSO_POSSIBLE_RE.pattern + ")")
 _L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
@@ -644,7 +655,9 @@ _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(?([a-j])\)(?
                               r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$",
                             re.I)
-_TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )\(([A-J])\)[.!]?\s*$")  # not "(A) or (B)."
+# not "(A) or (B).", nor "C, but it could also be (D)."
+_TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )(?<!could be )(?<!might be )(?<!may be )(?<!also be )"
+                                r"\(([A-J])\)[.!]?\s*$")
 
 
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
