@@ -92,6 +92,18 @@ def test_mmlu_option_formula_in_latex(text, choices, expected):
     assert extract_mmlu_letter(text, choices) == expected
 
 
+def test_mmlu_stated_options_are_read_in_linear_time():
+    import time
+
+    start = time.monotonic()
+    for text in ("The answer is probably " * 20000, "x</think>" + "The answer is zz " * 20000,
+                 "Answer: C, but it could be " * 20000):
+        extract_mmlu_letter(text, NEGATIONS)
+    assert time.monotonic() - start < 5.0  # each was minutes: every "answer is" normalised the rest of its line
+    assert extract_mmlu_letter("The answer is ~B. It negates B.", NEGATIONS) == "D"
+    assert extract_mmlu_letter("The answer is ~B" + " " * 200 + "or A.", NEGATIONS) is None
+
+
 def test_mmlu_not_a_formula_no_option_is():
     assert extract_mmlu_letter(r"\boxed{\sim C}", NEGATIONS) is None
     assert extract_mmlu_letter(r"\boxed{Lm \bullet \sim(Lm \vee Ll)}", FORMULAS) is None

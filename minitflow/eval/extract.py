@@ -685,8 +685,9 @@ _AROUND_CONNECTIVE_RE = re.compile(r"\s*([~\u2022\u2228\u2283\u2261\u2203\u2200]
 
 def _norm_choice(s: str, lower: bool = True) -> str:
     s = re.sub(r"[\s.$*]+", " ", re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s)).strip()
-    s = _CONNECTIVE_RE.sub(lambda m: _CONNECTIVES[int(m.lastgroup[1:])][0], s)
-    s = _AROUND_CONNECTIVE_RE.sub(r"\1", s)
+    if re.search(r"[\\~\u00ac\u223c\u00b7\u2219\u2227\u2022\u2228\u2283\u2192\u2261\u2194\u2203\u2200]", s):
+        s = _CONNECTIVE_RE.sub(lambda m: _CONNECTIVES[int(m.lastgroup[1:])][0], s)
+        s = _AROUND_CONNECTIVE_RE.sub(r"\1", s)
     return s.lower() if lower else s
 
 
@@ -729,12 +730,18 @@ def _boxed_letter(content: str, choices: Sequence[str] | None) -> str | None:
 _CHOICE_ANSWER_RE = re.compile(r"answer\s*\**\s*(?:is|:)\s*\**\s*:?\s*", re.I)
 
 
-def _stated_choice(text: str, choices: Sequence[str]) -> str | None:
-    """The letter of the option whose text a statement is: its line, or the line up to a sentence's
-    end (an option's text may hold sentences: the longest that is an option's text)."""
-    line = text.split("\n", 1)[0]
+def _stated_choice(text: str, choices: Sequence[str], start: int = 0) -> str | None:
+    """The letter of the option whose text a statement at `start` is: its line, or the line up to a
+    sentence's end (an option's text may hold sentences: the longest that is an option's text).  Only
+    the first 4 times the longest option's length (and 64) are looked at: longer is no option's text
+    (each "answer is" of a long line was the whole line, quadratic)."""
+    end = text.find("\n", start)
+    end = len(text) if end < 0 else end
+    limit = start + 4 * max(len(str(c)) for c in choices) + 64
+    line = text[start:min(end, limit)]
     ends = [m.start() + 1 for m in re.finditer(r"\.\s", line)]
-    return next((got for k in [len(line)] + ends[::-1] if (got := _choice_letter(line[:k], choices))), None)
+    whole = [len(line)] if end <= limit else []
+    return next((got for k in whole + ends[::-1] if (got := _choice_letter(line[:k], choices))), None)
 
 
 def _article(text: str, m: re.Match, choices: Sequence[str] | None) -> bool:
@@ -773,7 +780,7 @@ def _mmlu_explicit(text: str, choices: Sequence[str] | None, boxes_only: bool = 
             found.append((m.start(), 0, letter))
     if choices:  # "The answer is True, False." names option C; "The answer is A time fixed effects model." B
         for m in _CHOICE_ANSWER_RE.finditer(text):
-            letter = _stated_choice(text[m.end():], choices)
+            letter = _stated_choice(text, choices, m.end())
             if letter:
                 found.append((m.start(), 1, letter))
     return max(found)[2] if found else None
