@@ -1112,3 +1112,27 @@ def test_a_loss_not_finite_before_any_update_does_not_blame_the_learning_rate(ti
                                         r"--lr would not help$"):
         train(_cfg(tiny, tmp_path / "n.pt", eval=None), llm=llm)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_callers_llm_needs_no_model_folder_to_train_or_resume(tiny, llm, tmp_path, monkeypatch, capsys):
+    """train(cfg, llm=...) never read cfg.model; the --resume record of the backbone made it
+    resolve cfg.model as --model does: a caller whose LLM was built in memory (no folder) was
+    refused ('model directory not found'), and a hub id not in the cache would have been
+    downloaded whole to hash its config.json. cfg.model now only names the caller's backbone:
+    its config.json is hashed where it is here, and a resume compares the name."""
+    import minitflow.model.weights as weights
+    monkeypatch.setattr(weights, "resolve_model_dir", lambda *a, **k: pytest.fail("cfg.model was resolved"))
+    out = tmp_path / "b.pt"
+    train(_cfg(tiny, out, eval=None, model="built-in-memory", steps=2), llm=llm, stop_after=1)
+    state = torch.load(Path(str(out) + ".state.pt"), weights_only=True)
+    assert state["backbone"] == {"model": "built-in-memory", "model_config_sha256": None, "dtype": "float32"}
+    capsys.readouterr()
+    assert train(_cfg(tiny, out, eval=None, model="built-in-memory", steps=2, resume=str(out)), llm=llm)["step"] == 2
+    assert "only the model names are compared" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"trained with --model built-in-memory \(config.json sha256 None\), not "
+                                        r"another \(config.json sha256 None\)"):
+        train(_cfg(tiny, out, eval=None, model="another", steps=3, resume=str(out)), llm=llm)
+    # a folder here is still hashed when the caller names it
+    train(_cfg(tiny, tmp_path / "c.pt", eval=None, steps=1), llm=llm)
+    hashed = torch.load(tmp_path / "c.pt.state.pt", weights_only=True)["backbone"]["model_config_sha256"]
+    assert hashed == hashlib.sha256((tiny / "config.json").read_bytes()).hexdigest()

@@ -458,15 +458,33 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
                         f"(sha256 {want[:12]}, these {train_digest[:12]}); pass the same training rows to resume")
 
 
-def backbone_identity(model: str, model_dir: Path, dtype: torch.dtype) -> dict:
+def backbone_identity(model: str, model_dir: Path | None, dtype: torch.dtype) -> dict:
     """What --resume compares for --model and --dtype: the model as named (a folder by its
-    absolute path, so ./m and /abs/m agree; a hub id as given), the sha256 of its config.json,
-    and the backbone dtype as resolved (--dtype auto is bfloat16 on CUDA, float32 on CPU). The
-    weights are not hashed (gigabytes at 4B): the name stands for them."""
+    absolute path, so ./m and /abs/m agree; a hub id as given), the sha256 of its config.json
+    (None without `model_dir`: a caller's `llm` whose cfg.model is no folder here), and the
+    backbone dtype as resolved (--dtype auto is bfloat16 on CUDA, float32 on CPU). The weights
+    are not hashed (gigabytes at 4B): the name stands for them."""
     path = Path(model).expanduser()
     return {"model": str(path.resolve()) if path.is_dir() else model,
-            "model_config_sha256": hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest(),
+            "model_config_sha256": None if model_dir is None else
+            hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest(),
             "dtype": str(dtype).removeprefix("torch.")}
+
+
+def local_model_dir(model: str) -> Path | None:
+    """`model`'s folder as far as it is here, downloading nothing: a folder with config.json, or
+    a hub id's cached snapshot; None otherwise. For train(cfg, llm=...): the caller's backbone is
+    loaded already (maybe built in memory), and cfg.model only names it; resolving it as --model
+    refused such a caller, or downloaded the whole model to hash its config.json."""
+    path = Path(model).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    from huggingface_hub import snapshot_download
+    try:
+        local = Path(snapshot_download(model, allow_patterns=["config.json"], local_files_only=True))
+    except Exception:  # not a hub id, or not in the cache: nothing here to hash
+        return None
+    return local if (local / "config.json").is_file() else None
 
 
 def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None:
@@ -483,6 +501,11 @@ def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None
         raise UserError(f"--resume {cfg.resume}: it was trained on a {saved.get('dtype')} backbone, not "
                         f"{identity['dtype']} (--dtype {cfg.dtype}); pass --dtype {saved.get('dtype')} to resume")
     keys = ("model", "model_config_sha256")
+    if saved.get("model_config_sha256") is None or identity["model_config_sha256"] is None:
+        # a caller's llm with no config.json here (this run or the saved one): the name alone
+        print(f"warning: --resume {cfg.resume}: this run's or the saved run's --model names a caller's llm with no "
+              "config.json here: only the model names are compared", file=sys.stderr)
+        keys = ("model",)
     if any(saved.get(k) != identity[k] for k in keys):
         was, now = (f"{d.get('model')} (config.json sha256 {str(d.get('model_config_sha256'))[:12]})"
                     for d in (saved, identity))
@@ -533,7 +556,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     """Run the training described by `cfg`; returns {"step", "history", "out", "seconds",
     "generator"}: a history record every --eval_every steps and at the last holds the step, the
     training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy.
-    Pass `llm` to reuse a loaded backbone (it stays frozen).
+    Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
+    config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
     `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
     still spans `cfg.steps`), to be continued with `resume`. SIGINT or SIGTERM during the steps
     finishes the step, saves as `save_every` does and raises Interrupted (`deferred_signals`)."""
@@ -559,8 +583,11 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         _state_path(cfg.resume) if "parameter_generator" in state else cfg.resume
     from minitflow.model.config import Qwen3Config
     from minitflow.model.weights import resolve_model_dir
-    model_dir = resolve_model_dir(cfg.model, need_tokenizer=llm is None)
-    backbone = llm.cfg if llm is not None else Qwen3Config.from_dir(model_dir)
+    if llm is None:
+        model_dir = resolve_model_dir(cfg.model, need_tokenizer=True)
+        backbone = Qwen3Config.from_dir(model_dir)
+    else:  # the caller's backbone: cfg.model only names it (see local_model_dir)
+        model_dir, backbone = local_model_dir(cfg.model), llm.cfg
     identity = backbone_identity(cfg.model, model_dir, llm.dtype if llm is not None else
                                  resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
     if state is not None:
