@@ -1136,3 +1136,14 @@ def test_a_callers_llm_needs_no_model_folder_to_train_or_resume(tiny, llm, tmp_p
     train(_cfg(tiny, tmp_path / "c.pt", eval=None, steps=1), llm=llm)
     hashed = torch.load(tmp_path / "c.pt.state.pt", weights_only=True)["backbone"]["model_config_sha256"]
     assert hashed == hashlib.sha256((tiny / "config.json").read_bytes()).hexdigest()
+
+
+def test_init_random_is_no_file_that_out_could_be(tiny, tmp_path, monkeypatch):
+    """--init random names no file: with a file ./random, --out random --overwrite was refused as
+    'also --init, which this run reads' (--init was compared with --out as a path)."""
+    from minitflow.tflow.training import check_config
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "random").write_bytes(b"an earlier run's output")
+    check_config(_cfg(tiny, Path("random"), overwrite=True))  # accepted: nothing is read from ./random
+    with pytest.raises(UserError, match=r"^--out random is also --init, which this run reads"):
+        check_config(_cfg(tiny, Path("random"), overwrite=True, init="./random", pg_arch={}))

@@ -378,7 +378,8 @@ def check_config(cfg: TrainConfig) -> None:
     prompts.resolve_style(cfg.dataset)
     resolve_device(cfg.device)
     # --init too: with --overwrite, the first save replaced the checkpoint the run started from
-    check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval, "--init": cfg.init})
+    check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval,
+                                                "--init": None if cfg.init == "random" else cfg.init})
     check_output_file(_state_path(cfg.out), "--out's training state")
     if not cfg.overwrite and not (cfg.resume and Path(cfg.resume).resolve() == Path(cfg.out).resolve()):
         held = next((p for p in (Path(cfg.out), _state_path(cfg.out)) if p.exists()), None)
