@@ -37,7 +37,8 @@ class Capture:
     layers are summed as they run instead, Σ w_i·h_i in float32, and `hidden` is (B, max_span, H):
     no (layers × span × hidden) tensor ever exists (TFlow's layer aggregator at inference).
     With `out` (one (len(layers), span_b, H) tensor per row, without layer weights) each row's
-    layers are written there as they run and `hidden` stays None: training's senders write
+    layers are written there as they run and the forward leaves `hidden` None (an engine
+    request's `hidden` is then its `out` tensor with a batch dimension): training's senders write
     into one batch made outside inference mode, which autograd may use as it is (no copy).
     """
 
