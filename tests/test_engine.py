@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -873,3 +874,15 @@ def test_tied_checkpoint_that_also_stores_lm_head_loads(tmp_path):
     ids = torch.tensor([[3, 17, 42, 5, 9]])
     with torch.no_grad():
         assert (model(ids, torch.arange(5)[None], None, 5) - hf(ids).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("layers", [[0, 99], [1, 1], [-1]])
+def test_a_capture_of_layers_the_model_lacks_is_refused_not_left_unwritten(pair, layers):
+    """A capture of all its layers writes each into its slot of one tensor made first: a layer
+    the forward never reaches (past the last, negative) or a duplicate (one slot taken twice, the
+    other never) left a slot of uninitialised memory, returned as the capture without a word (the
+    old stack of a list was a TypeError). One line now, before the forward runs."""
+    _, model, _ = pair
+    ids, pos = torch.tensor([[5, 6, 7, 8]]), torch.arange(4)[None]
+    with pytest.raises(UserError, match="^" + re.escape(f"capture layers {layers} are not distinct layers 0 ")):
+        model(ids, pos, None, 4, capture=Capture(layers, [0], [4]), need_logits=False)

@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.attention import causal_mask
+from minitflow.errors import UserError
 from minitflow.model.config import Qwen3Config
 from minitflow.model.fused import fused_on_cuda
 from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
@@ -157,6 +158,12 @@ class Qwen3Model(nn.Module):
                     add_weighted_span(acc, h, index, span_valid, w)
 
         if capture is not None:
+            n = len(self.layers)
+            if len(set(capture.layers)) != len(capture.layers) or not all(0 <= i <= n for i in capture.layers):
+                # a layer never reached (or a slot a duplicate takes) would leave its slot of the
+                # capture unwritten: uninitialised memory, where the stack of a list was a TypeError
+                raise UserError(f"capture layers {list(capture.layers)} are not distinct layers 0 (the embeddings) "
+                                f"to {n} (the final norm)")
             index, span_valid = capture._index(x)
             want = set(capture.layers)
             slot = {layer: i for i, layer in enumerate(capture.layers)}
