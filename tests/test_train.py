@@ -1147,3 +1147,24 @@ def test_init_random_is_no_file_that_out_could_be(tiny, tmp_path, monkeypatch):
     check_config(_cfg(tiny, Path("random"), overwrite=True))  # accepted: nothing is read from ./random
     with pytest.raises(UserError, match=r"^--out random is also --init, which this run reads"):
         check_config(_cfg(tiny, Path("random"), overwrite=True, init="./random", pg_arch={}))
+
+
+def test_the_first_signals_note_to_a_gone_stderr_does_not_cut_the_step(monkeypatch):
+    """The first Ctrl-C is only recorded, and a note written to stderr: where stderr is a pipe
+    whose reader the same Ctrl-C ended (`train ... 2>&1 | tee log`), the write raised
+    BrokenPipeError from the handler, wherever in the step it landed, and the run stopped
+    unsaved, as before deferred signals. The signal is still recorded; the step goes on."""
+    import os
+    import signal
+    from minitflow.tflow import training
+
+    def gone(fd, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(training.os, "write", gone)
+    with training.deferred_signals(lambda s: "note") as got:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at the next bytecode boundaries
+            if got:
+                break
+    assert got == [signal.SIGINT]

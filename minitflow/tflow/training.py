@@ -542,7 +542,10 @@ def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
         if got:
             raise Interrupted(signum)
         got.append(signum)
-        os.write(2, f"\n{note(signum)}\n".encode())  # not print: the handler may run inside one
+        try:
+            os.write(2, f"\n{note(signum)}\n".encode())  # not print: the handler may run inside one
+        except OSError:  # stderr gone (`train ... 2>&1 | tee log`: the same Ctrl-C ended tee): raised here,
+            pass  # it cut the step where it landed, unsaved, as the signal itself did before
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
                 if signal.getsignal(s) is not signal.SIG_IGN}
