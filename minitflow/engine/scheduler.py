@@ -27,8 +27,9 @@ class Scheduler:
         the prefill token budget run out, or the head of the queue does not `fit` yet. `cost(req)`:
         the tokens its prefill computes (default: its whole prompt), charged against the budget. A
         prompt longer than the budget is charged in full and comes alone, as the head: whenever
-        rows share a prefill, the keys each row's attention spans (cached ones included) stay
-        within the budget, as when every prompt token was charged."""
+        rows share a prefill, the keys each row's prompt spans (cached ones included) stay within
+        the budget, as when every prompt token was charged (handed-over KV, `Request.past`, comes
+        on top: it was never charged)."""
         if self.static and self.running:
             return []
         batch: list[Request] = []
