@@ -182,6 +182,20 @@ def test_gsm8k_not_one_number_a_hedge_in_those_languages(line):
     assert got not in ("18", "21", "7") and "18" in got and "21" in got
 
 
+@pytest.mark.parametrize("reply", ["The answer is" + " " * 3_000, "Answer:" + " " * 3_000,
+                                   "The correct option is" + " " * 3_000, "The answer is" + " " * 3_000 + "C"])
+def test_answer_line_then_a_long_whitespace_run_is_linear(reply):
+    """ "The answer is" and a run of spaces (a degenerate generation) took minutes at 250 spaces: the
+    answer regexes had whitespace runs side by side, each split of the run tried.  Now milliseconds (MMLU is still quadratic past ~10k spaces: left)."""
+    import time
+    t = time.monotonic()
+    gsm, mmlu, mmlu4 = extract_gsm8k_answer(reply), extract_mmlu_letter(reply), \
+        extract_mmlu_letter(reply, ["apple", "banana", "cherry", "date"])
+    assert time.monotonic() - t < 5
+    assert gsm is None
+    assert (mmlu, mmlu4) == (("C", "C") if reply.endswith("C") and reply.startswith("The answer") else (None, None))
+
+
 # ------------------------------------------------------------------ MATH
 
 

@@ -134,7 +134,8 @@ _NUMBER_WORDS_RE = re.compile(rf"(?:(?:{_NUMBER_WORD}|hundred|thousand|million|b
 # second answer after it, "C or possibly D", is the hedge that states none)
 _LIKELY = r"(?:(?:(?:most|very)\s+)?(?:probably|likely)|clearly|definitely|certainly)\s+"
 # a bare "answer" needs its verb: "she has to answer 3 questions" states no answer
-_GSM_NUMBER_AHEAD = (r"\s*[:*\s]*(?:\\\(|\$)?\s*(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)?\s*"
+# (no two whitespace runs side by side: "The answer is" and 250 spaces took minutes, each split of the run tried)
+_GSM_NUMBER_AHEAD = (r"[:*\s]*(?:(?:\\\(|\$)\s*)?(?:(?:\\\$|\$|\\text\s*\{\s*\\\$\s*\}|USD|€|£)\s*)?"
                      rf"(?=[-\d.]|(?:{_NUMBER_WORD})\b)")
 _GSM_PHRASE_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:|=|(?:would|will|must|should)\s+be)?"
@@ -614,15 +615,17 @@ _NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band
             r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
             r"|[)*}]*\s*,?\s*but\s+(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
             + _ALSO_POSSIBLE_RE.pattern + ")")
-_L = r"[*$({\[]*\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
+# its callers end in whitespace, so it starts with none of its own (side by side, "answer is" and 250 spaces
+# took minutes)
+_L = r"(?:[*$({\[]+\s*)?(?:\\text(?:bf)?\{\s*)?\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
-    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*[:\-]?\s*\**\s*" + rf"(?:{_LIKELY})?"
+    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*(?:[:\-]\s*)?(?:\*+\s*)?" + rf"(?:{_LIKELY})?"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "Answer: B", "**Answer:** (C)", "Final answer: C"
-    re.compile(r"answer\s*\**\s*:\s*\**\s*" + rf"(?:{_LIKELY})?(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"answer\s*(?:\*+\s*)?:\s*(?:\*+\s*)?" + rf"(?:{_LIKELY})?(?:option\s+|choice\s+)?" + _L, re.I),
     # "the correct option is C", "best choice: (D)", "My choice is C"
-    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:is|:)?\s*\**\s*"
+    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:(?:is|:)\s*)?(?:\*+\s*)?"
                + rf"(?:{_LIKELY})?" + _L, re.I),
     # "option C is correct", "(D) is the correct answer"
     re.compile(r"(?:(?:option|choice)\s*)?\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),  # not \s*\(: n^2
