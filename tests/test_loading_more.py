@@ -418,3 +418,25 @@ def test_the_timeout_hook_leaves_a_requests_session_alone(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
     _time_every_request()
     assert not hasattr(session, "event_hooks") and session.hooks == {"response": []}
+
+
+def test_the_timeout_hook_is_removed_after_the_download(monkeypatch):
+    """The hook sits on huggingface-hub's process-wide client: left there, every later hub request
+    of the process (datasets' downloads, a caller's own) had a 10 s timeout it never asked for."""
+    import huggingface_hub
+    import minitflow.model.weights as weights
+    hooks = getattr(huggingface_hub.get_session(), "event_hooks", {}).get("request")
+    if hooks is None:
+        pytest.skip("huggingface-hub < 1.0: no request hooks")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_hub_answers", lambda name: None)
+    during = []
+    def snapshot(name, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise FileNotFoundError(name)
+        during.append(weights._timed in hooks)
+        return str(DEMO)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    assert weights.resolve_model_dir("org/model") == DEMO
+    assert during == [True] and weights._timed not in hooks

@@ -81,7 +81,7 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and {offline} is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
     _hub_answers(name)
-    _time_every_request()
+    hooks = _time_every_request()
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
     except Exception as e:  # network errors, gated repos, typos
@@ -91,6 +91,9 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
                             "where there is network, or pass a local directory") from None
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
                         f"`hf download {name}` where there is network, or pass a local directory") from None
+    finally:  # the shared client serves other hub users of the process too (datasets): theirs are left as they were
+        if hooks is not None and _timed in hooks:
+            hooks.remove(_timed)
     return _check_tokenizer(fetched, need_tokenizer)
 
 
@@ -136,16 +139,18 @@ def _connection_errors(kind: str = "TransportError") -> tuple[type[Exception], .
     return tuple(errors)
 
 
-def _time_every_request() -> None:
+def _time_every_request() -> list | None:
     """Give huggingface-hub's requests that have no timeout HF_HUB_ETAG_TIMEOUT, by a request
     hook on its shared client. snapshot_download asks for the repo's info and file list with none:
     a hub that answered _hub_answers and then stalled held the run forever. The file downloads
     keep their HF_HUB_DOWNLOAD_TIMEOUT and the metadata requests theirs. huggingface-hub before
-    1.0 sends with requests, which has no request hooks: there nothing changes."""
+    1.0 sends with requests, which has no request hooks: there nothing changes.  Returns the hook
+    list (None there), from which the caller removes the hook after its download."""
     from huggingface_hub import get_session
     hooks = getattr(get_session(), "event_hooks", {}).get("request")
     if hooks is not None and _timed not in hooks:
         hooks.append(_timed)
+    return hooks
 
 
 def _timed(request) -> None:
