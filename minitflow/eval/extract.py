@@ -654,7 +654,7 @@ _LETTER_PATTERNS = [
 
 
 # "b)" / "(b)" is never the article; "(a) or (c)" is a hedge, as in upper case
-_LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*\**\s*(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
+_LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*(?:\*+\s*)?(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
                               r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$",
                             re.I)
