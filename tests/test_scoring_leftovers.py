@@ -196,6 +196,21 @@ def test_answer_line_then_a_long_whitespace_run_is_linear(reply):
     assert (mmlu, mmlu4) == (("C", "C") if reply.endswith("C") and reply.startswith("The answer") else (None, None))
 
 
+@pytest.mark.parametrize("prefix", ["The answer is", "Answer:", "Answer **:", "My choice is"])
+@pytest.mark.parametrize("end, letter", [("", None), ("B", "B"), (" (B)", "B")])
+def test_answer_line_then_a_long_asterisk_run_is_linear(prefix, end, letter):
+    """ "The answer is" and 20,000 asterisks took 15 s in extract_mmlu_letter: the answer lines' optional
+    `\\*+` and the letter's leading [*$({[]+ split the run every way. The asterisks' group now takes the
+    whole run or none of it: the same replies read, in milliseconds."""
+    import time
+    reply = prefix + "*" * 20_000 + end
+    t = time.monotonic()
+    got = extract_mmlu_letter(reply), extract_mmlu_letter(reply, ["apple", "banana", "cherry", "date"])
+    assert time.monotonic() - t < 2
+    assert got == (letter, letter)
+    assert extract_mmlu_letter(prefix + " **" + end.strip() + "**") == letter  # the usual bold answer
+
+
 # ------------------------------------------------------------------ MATH
 
 

@@ -620,12 +620,12 @@ _NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band
 _L = r"(?:[*$({\[]+\s*)?(?:\\text(?:bf)?\{\s*)?\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
-    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*(?:[:\-]\s*)?(?:\*+\s*)?" + rf"(?:{_LIKELY})?"
+    re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*(?:[:\-]\s*)?(?:\*+(?!\*)\s*)?" + rf"(?:{_LIKELY})?"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
     # "Answer: B", "**Answer:** (C)", "Final answer: C"
-    re.compile(r"answer\s*(?:\*+\s*)?:\s*(?:\*+\s*)?" + rf"(?:{_LIKELY})?(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"answer\s*(?:\*+(?!\*)\s*)?:\s*(?:\*+(?!\*)\s*)?" + rf"(?:{_LIKELY})?(?:option\s+|choice\s+)?" + _L, re.I),
     # "the correct option is C", "best choice: (D)", "My choice is C"
-    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:(?:is|:)\s*)?(?:\*+\s*)?"
+    re.compile(r"(?:correct|right|best|final|my)\s+(?:final\s+)?(?:option|choice|pick)\s*(?:(?:is|:)\s*)?(?:\*+(?!\*)\s*)?"
                + rf"(?:{_LIKELY})?" + _L, re.I),
     # "option C is correct", "(D) is the correct answer"
     re.compile(r"(?:(?:option|choice)\s*)?\(([A-J])\)\s*is\s+(?:the\s+)?(?:correct|right|best)\b", re.I),  # not \s*\(: n^2
