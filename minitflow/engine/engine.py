@@ -149,8 +149,7 @@ class Engine:
                                 f"{len(req.prompt_ids)} prompt tokens")
             n = self.cfg.num_hidden_layers
             w = c.layer_weights
-            if len(c.layers) == 0 or len(set(c.layers)) != len(c.layers) or not all(0 <= i <= n for i in c.layers) or \
-                    (w is not None and tuple(w.shape) != (len(c.layers),)):
+            if len(c.layers) == 0 or not c.layers_fit(n) or (w is not None and tuple(w.shape) != (len(c.layers),)):
                 weights = "" if w is None else f" with layer weights of shape {tuple(w.shape)}"
                 raise UserError(f"{_who(req)}: capture layers {list(c.layers)}{weights} are not distinct layers of the "
                                 f"model's {n} layers (0, the embeddings, to {n}, the final norm), one weight each")

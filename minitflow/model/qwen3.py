@@ -51,6 +51,11 @@ class Capture:
     lengths: list[int] = field(default_factory=list)
     out: list[torch.Tensor] | None = None
 
+    def layers_fit(self, num_layers: int) -> bool:
+        """Whether `layers` are distinct layers of a model of `num_layers` (0, the embeddings, to
+        num_layers, the final norm): each slot of the capture is then written exactly once."""
+        return len(set(self.layers)) == len(self.layers) and all(0 <= i <= num_layers for i in self.layers)
+
     def _index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For hidden states like `x` (B, T, H): the gather index of each row's span positions
         (B, S, H) and 1/0 for the real ones (B, S, 1) in x's dtype; built on the host, once per
@@ -157,9 +162,9 @@ class Qwen3Model(nn.Module):
                 acc = weighted_span(h, index, span_valid, w) if acc is None else \
                     add_weighted_span(acc, h, index, span_valid, w)
 
+        n = len(self.layers)
         if capture is not None:
-            n = len(self.layers)
-            if len(set(capture.layers)) != len(capture.layers) or not all(0 <= i <= n for i in capture.layers):
+            if not capture.layers_fit(n):
                 # a layer never reached (or a slot a duplicate takes) would leave its slot of the
                 # capture unwritten: uninitialised memory, where the stack of a list was a TypeError
                 raise UserError(f"capture layers {list(capture.layers)} are not distinct layers 0 (the embeddings) "
@@ -169,7 +174,6 @@ class Qwen3Model(nn.Module):
             slot = {layer: i for i, layer in enumerate(capture.layers)}
             if 0 in want:
                 keep(0, x)
-        n = len(self.layers)
         recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
         targets = None if cache is None else cache.targets(positions, rows, real)
         delta: torch.Tensor | None = None  # the last layer's output not yet added into x
