@@ -180,6 +180,28 @@ def test_captured_graphs_serve_mixed_requests_like_eager_float32(lora_path, monk
     assert graphed.generate(long, sp)[0].token_ids[:4] == eager.generate(long, sp)[0].token_ids[:4]
 
 
+def test_another_engines_fold_does_not_leave_graphs_reading_freed_weights(monkeypatch):
+    """An engine with captured graphs, then a second engine on the same model folding LoRA A
+    beneath the weights (DECODE_LORA "folded"): the parameters are re-stored and the tensors the
+    first engine's graphs read are freed, here overwritten with NaN as reused memory would be.
+    The first engine's next generation drops its graphs and captures anew: the same tokens
+    (its replays read the NaN: a refused request, or other tokens)."""
+    from minitflow.model import lora_linear
+    first = _random_llm("graphs", num_slots=2)
+    prompts, sp = [list(range(5, 40)), [7] * 20], SamplingParams(max_new_tokens=8)
+    want = [o.token_ids for o in first.generate(prompts, sp)]
+    assert first.engine.runner.graphs
+    old = [(p.shape, p.dtype) for p in first.model.parameters()]
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", "folded")
+    cfg, shapes = first.cfg, projection_shapes(first.cfg)
+    lora = build_lora(cfg, [{(l, p): (0.05 * torch.ones(2, 4, shapes[p][0], device="cuda", dtype=torch.bfloat16),
+                                      0.05 * torch.ones(2, shapes[p][1], 4, device="cuda", dtype=torch.bfloat16))
+                             for l in range(cfg.num_hidden_layers) for p in PROJECTIONS}], [1.0])
+    LLM(first.model, eos_token_ids=[], cuda_graphs=True, num_slots=2).generate(prompts, sp, lora=lora)
+    junk = [torch.full(shape, float("nan"), dtype=dtype, device="cuda") for shape, dtype in old]  # noqa: F841
+    assert [o.token_ids for o in first.generate(prompts, sp)] == want
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @torch.inference_mode()  # the fused kernels serve inference; a recorded gradient takes the op-by-op path
 def test_fused_cuda_kernels_match_the_op_by_op_functions(dtype):

@@ -134,6 +134,31 @@ def test_folded_lora_gives_what_the_pairs_give(tiny_dir, sampled, monkeypatch):
     assert x.grad is not None
 
 
+def test_another_engines_fold_drops_the_captured_graphs(tiny_dir, monkeypatch):
+    """Two engines on one model: when one folds LoRA A beneath the weights (DECODE_LORA "folded")
+    or gives them back, the parameters are re-stored and the old tensors freed, so the other's
+    CUDA graphs, which read the weights by address, are dropped before its next step (they
+    replayed freed memory: NaN or another tensor's values). A step with nothing re-stored keeps
+    them. CPU captures no graphs: a stand-in entry shows the drop (tests/test_gpu.py replays real ones)."""
+    from minitflow.model import lora_linear
+    model = load_model(tiny_dir, torch.float32, "cpu")  # its own: folding re-stores the weights
+    prompts, params = _prompts(2), _params(2, sampled=False)
+    plain = _llm(model, num_slots=2, prefix_cache_bytes=0)
+    want = [o.token_ids for o in plain.generate(prompts, params)]
+    graphs = plain.engine.runner.graphs
+    graphs[("stand-in",)] = None
+    assert [o.token_ids for o in plain.generate(prompts, params)] == want and graphs
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", "folded")
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 5)], [1.0])
+    folding = _llm(model, num_slots=2, prefix_cache_bytes=0)
+    folding.generate(prompts, params, lora=lora)
+    assert folding.engine.runner.folded is not None and graphs
+    assert [o.token_ids for o in plain.generate(prompts, params)] == want and not graphs
+    graphs[("stand-in",)] = None
+    folding.release_memory()  # the weights given back tight: re-stored again
+    assert [o.token_ids for o in plain.generate(prompts, params)] == want and not graphs
+
+
 def test_factors_of_another_layout_wait_only_for_running_requests(model):
     """LoRA factors of a new layout (another rank) after the old layout's requests finished:
     they used to wait forever for the finished requests' slots. Now they start at once, and

@@ -23,6 +23,7 @@ from minitflow.engine.sampler import Sampler, choose_tokens
 from minitflow.errors import UserError
 from minitflow.model.fused import allow_recompiles, decoding
 from minitflow.model.kv_cache import KVCache, real_tokens
+from minitflow.model.layers import DecoderLayer
 from minitflow.model import lora_linear
 from minitflow.model.lora import LoraWeights, projection_shapes, GROUPS
 from minitflow.model.lora_linear import Folded
@@ -117,6 +118,7 @@ class ModelRunner:
         self.cuda_graphs = cuda_graphs
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None  # one memory pool for every captured graph (they never run concurrently)
+        self._restores = DecoderLayer.restores  # the weights' re-storings the graphs were captured after
         self.cache: KVCache | None = None
         self.lora: LoraWeights | None = None  # (num_slots, ...) buffers at fixed addresses
         self.folded: list[dict[str, torch.Tensor]] | None = None  # per layer: weights with A beneath
@@ -331,6 +333,11 @@ class ModelRunner:
         in use, else exactly `slots` (a gather: the tail of a long-tailed batch costs its rows only).
         """
         assert self.cache is not None
+        if self._restores != DecoderLayer.restores:
+            # a weight was re-stored (spare_rows: another engine on this model folded LoRA A beneath
+            # it or gave it back): the graphs read the old tensor, which nothing holds any more
+            self._drop_graphs()
+            self._restores = DecoderLayer.restores
         n = slots[-1] + 1
         if self.static_shapes:
             n = batch_bucket(n, self.num_slots)

@@ -95,6 +95,10 @@ class DecoderLayer(nn.Module):
     """One Qwen3 block. q/k/v and gate/up are fused into one weight each (like nano-vllm);
     per-request LoRA for a fused weight has one B block per projection (see model/lora.py)."""
 
+    # spare_rows calls in this process, any model's: a CUDA graph captured before one reads the
+    # weight it replaced, freed (the runner drops its graphs when this moves)
+    restores = 0
+
     def __init__(self, cfg: Qwen3Config, index: int):
         super().__init__()
         self.cfg, self.index = cfg, index
@@ -121,6 +125,7 @@ class DecoderLayer(nn.Module):
             full = torch.zeros(w.shape[0] + rows, w.shape[1], dtype=w.dtype, device=w.device)
             full[: w.shape[0]].copy_(w)
         linear.weight = nn.Parameter(full[: w.shape[0]], requires_grad=w.requires_grad)
+        DecoderLayer.restores += 1
         return full
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
