@@ -8,8 +8,9 @@
 #
 # Writes OUT_DIR/session.log and one pytest-benchmark JSON per part (lora-sweep: its own list of
 # timings, which table.py skips); join them with `python bench/table.py OUT_DIR/*.json`. Needs a Qwen3 tokenizer for the method benchmarks
-# (MINITFLOW_BENCH_TOKENIZER or ../shared/reference/golden-small/model). Runs from a bare
-# checkout (PYTHONPATH), so a machine without package registries needs no install.
+# (MINITFLOW_BENCH_TOKENIZER or ../shared/reference/golden-small/model, which a device machine's
+# copy of the checkout may lack: carry one in); refuses to start without one unless PARTS leaves
+# those parts out. Runs from a bare checkout (PYTHONPATH), so a machine without package registries needs no install.
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}
 deadline=$((SECONDS + ${2:-560}))
@@ -17,10 +18,28 @@ mkdir -p "$out"
 log="$out/session.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
+wanted() {  # wanted NAME: whether PARTS (all parts when unset) names NAME
+    [ -z "${PARTS:-}" ] || [[ " $PARTS " == *" $1 "* ]]
+}
+
+# The parts that run the methods need a Qwen3 tokenizer. Without one they skip or fail one by one,
+# each after building the 4B model (a minute or two of device time gone, and the method numbers
+# with it): refuse at once instead, before anything starts.
+tok=${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}
+if [ ! -f "$tok/tokenizer.json" ]; then
+    for name in methods stage-memory profile-stages pipelines refill generator latentmas-stream methods-eager; do
+        if wanted "$name"; then
+            echo "gpu_session.sh: no tokenizer.json in $tok, which part $name needs: set MINITFLOW_BENCH_TOKENIZER" \
+                 "to a Qwen3 tokenizer folder, or leave the part out of PARTS" | tee -a "$log" >&2
+            exit 2
+        fi
+    done
+fi
+
 part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less if the session ends sooner)
     local name=$1 limit=$2 left=$((deadline - SECONDS))
     shift 2
-    if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then return; fi
+    wanted "$name" || return 0
     if [ "$left" -lt 40 ]; then echo "== $name: skipped, ${left}s left" >>"$log"; return; fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name (limit ${limit}s): $*" >>"$log"
@@ -40,8 +59,8 @@ if lora_path=$(python3 bench/table.py --fastest-decode-lora "$out/decode.json" 2
 fi
 echo "== later parts run DECODE_LORA=${MINITFLOW_BENCH_DECODE_LORA:-the default}" >>"$log"
 part methods 170 $bench bench/test_e2e.py -k "test_method and graphs" --benchmark-json="$out/methods.json"
-part stage-memory 90 python3 bench/stage_memory.py "${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}" 256  # which tflow stage holds the memory over the official
-part profile-stages 90 python3 bench/profile_stages.py "${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}" 64  # launch-bound or kernel-bound: what to do about tflow's eager stages
+part stage-memory 90 python3 bench/stage_memory.py "$tok" 256  # which tflow stage holds the memory over the official
+part profile-stages 90 python3 bench/profile_stages.py "$tok" 64  # launch-bound or kernel-bound: what to do about tflow's eager stages
 part profile 60 python3 bench/profile_step.py 5  # where the step's time goes decides what to fuse next
 part sampling 40 $bench bench/test_micro.py -k "sampling or nucleus" --benchmark-json="$out/sampling.json"
 part lora-sweep 90 python3 bench/lora_kernel_sweep.py "$out/lora_sweep.json"  # the LoRA kernel's tiling

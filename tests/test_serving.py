@@ -1052,6 +1052,43 @@ def test_the_gpu_session_runs_later_parts_with_the_fastest_decode_lora(tmp_path)
     assert got.returncode != 0 and "decode_step" in got.stderr
 
 
+def test_the_gpu_session_refuses_at_once_without_a_tokenizer(tmp_path):
+    """bench/gpu_session.sh without a Qwen3 tokenizer: one line naming the folder, a part that
+    needs it and the knob, exit 2, before any part runs (each method part skipped or failed on
+    its own after building the 4B model, minutes of a 15-minute device budget). PARTS that leave
+    those parts out run. Python is a stub that records its calls (table.py runs for real)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                                     f'case "$*" in *bench/table.py*) exec {sys.executable} "$@";; esac\n')
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho stub GPU\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    (tmp_path / "no-tokenizer").mkdir()
+
+    def session(out: str, **parts: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+               "MINITFLOW_BENCH_TOKENIZER": str(tmp_path / "no-tokenizer")}
+        env.pop("PARTS", None)
+        return subprocess.run(["bash", "bench/gpu_session.sh", str(tmp_path / out), "600"], env={**env, **parts},
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+
+    got = session("all")
+    assert got.returncode == 2 and not calls.exists(), (got.returncode, got.stderr)
+    assert got.stderr.strip() == (f"gpu_session.sh: no tokenizer.json in {tmp_path / 'no-tokenizer'}, which part methods "
+                                  "needs: set MINITFLOW_BENCH_TOKENIZER to a Qwen3 tokenizer folder, or leave the part "
+                                  "out of PARTS")
+    assert "which part methods needs" in (tmp_path / "all" / "session.log").read_text()
+    got = session("some", PARTS="gpu-tests decode")
+    assert got.returncode == 0, got.stderr
+    ran = calls.read_text()
+    assert "tests/test_gpu.py" in ran and "bench/test_micro.py" in ran and "test_e2e" not in ran
+
+
 def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
     """`python bench/table.py OUT_DIR/*.json` (gpu_session.sh's last step) over a session's folder,
     which holds bench/lora_kernel_sweep.py's JSON list beside the pytest-benchmark files: the
