@@ -7,8 +7,9 @@ as the bmm reference runs it (one bmm for u = A x, one baddbmm_ per B block:
 lora_linear.lora_linear_ref), and as "bmm+expand" (a bmm for u, then the kernel with the default
 tiling only expanding). Each is captured as a CUDA graph of 20 calls and replayed, so
 the times are the device's, launches included as a decode step pays them. Prints one line per
-case with the best tiling; with OUT.json also writes every time. The default tiling is
-block_n 128, block_k 256, 4 warps; what wins here decides whether it changes. Needs CUDA.
+case with the best tiling; with OUT.json also writes every time, rewritten after each case (a
+time limit keeps what finished). The default tiling is block_n 128, block_k 256, 4 warps; what
+wins here decides whether it changes. Needs CUDA.
 """
 
 from __future__ import annotations
@@ -77,10 +78,14 @@ def main(out: str | None = None) -> None:
         print(f"{name:8s} b{batch:<3d} W x {row['plain_s'] * 1e6:7.1f} us | +LoRA bmm {row['bmm_s'] * 1e6:7.1f} us"
               f" | kernel default {row['default'] * 1e6:7.1f} us, best {times[best] * 1e6:7.1f} us ({best})"
               f" | bmm+expand {row['bmm_expand_s'] * 1e6:7.1f} us", flush=True)
-    if out:
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(out)), delete=False) as f:
-            json.dump(results, f, indent=1)
-        os.replace(f.name, out)
+        if out:  # after each case: gpu_session.sh's time limit may cut the sweep short
+            save(results, out)
+
+
+def save(results: list[dict], out: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(out)), delete=False) as f:
+        json.dump(results, f, indent=1)
+    os.replace(f.name, out)
 
 
 if __name__ == "__main__":
