@@ -196,15 +196,17 @@ def test_no_user_namespace_of_its_own():
 SYSV_PROBE = """
     import ctypes
     libc = ctypes.CDLL(None)
-    return [libc.shmget(0, 1 << 20, 0o1600), libc.msgget(0, 0o1600)]  # IPC_PRIVATE, IPC_CREAT
+    return [libc.shmget(0, 1 << 20, 0o1600), libc.msgget(0, 0o1600),  # IPC_PRIVATE, IPC_CREAT
+            libc.semget(0, 32000, 0o1600)]  # 32000 semaphores: 2 MiB of kernel memory a set
 """
 
 
 @needs_ns
 def test_no_sysv_shared_memory():
-    """A detached SysV segment keeps its pages outside the address-space limit: a program could
+    """A detached SysV segment keeps its pages outside the address-space limit, and a semaphore
+    set is kernel memory (the default limits allowed 32000 sets of 2 MiB, 64 GB): a program could
     fill the host's RAM with them."""
-    assert _probe(SYSV_PROBE) == [-1, -1]
+    assert _probe(SYSV_PROBE) == [-1, -1, -1]
 
 
 MEMFD_PROBE = """
@@ -1124,7 +1126,7 @@ def _check_other(got: dict) -> None:
     assert got["env"] == [False, False] and got["fork"] == [False, False]
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
     assert got["userns"] != "user namespace made"
-    assert got["iso"] == "floor" or got["sysv"] == [-1, -1]
+    assert got["iso"] == "floor" or got["sysv"] == [-1, -1, -1]
     assert got["ipc_left"] == []  # on the floor a segment and a queue outlived their sandbox
 
 

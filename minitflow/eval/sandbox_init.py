@@ -121,10 +121,12 @@ def _bind(src: str, root: str, readonly: bool = True, device: bool = False) -> N
 
 
 def _no_sysv_ipc() -> None:
-    """No SysV shared memory or message queues in the sandbox's IPC namespace: a detached
-    segment keeps its pages outside every rlimit, so a program could fill the RAM with them."""
+    """No SysV shared memory, message queues or semaphore sets in the sandbox's IPC namespace:
+    their memory is the kernel's, outside every rlimit (a detached segment keeps its pages; the
+    default semaphore limits allow 32000 sets of 32000, 2 MiB each), so a program could fill the RAM."""
     for name in ("shmmni", "msgmni"):
         _write(f"/proc/sys/kernel/{name}", "0")
+    _write("/proc/sys/kernel/sem", "0 0 0 0")  # SEMMSL SEMMNS SEMOPM SEMMNI
 
 
 def _build_root(cfg: dict) -> None:
