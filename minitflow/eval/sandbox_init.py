@@ -16,7 +16,7 @@ init, which pivots into that root, mounts /proc and forks the runner.  The
 bin folders (/usr/bin, /usr/sbin...) are empty there: no shell, no tools,
 only the Python executable.  The
 runner drops to the sandbox uid (root) or into a nested user namespace (not
-root), sets rlimits, no_new_privs and a seccomp filter (no memfd_create), and execs Python.  When the runner exits
+root), sets rlimits, no_new_privs and a seccomp filter (no memfd_create, io_uring or vsock), and execs Python.  When the runner exits
 the init exits, and the kernel kills every process left in the namespace.
 
 Isolation "floor": no namespaces; the runner gets the same rlimits, uid and
@@ -204,9 +204,14 @@ def _own_userns(uid: int, gid: int) -> None:
 
 
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# (seccomp audit arch, syscalls refused): memfd_create, whose pages count against no rlimit but
-# RLIMIT_FSIZE per file (64 fds x 64 MiB: another 4 GiB beside the address-space cap)
-SECCOMP_DENY = {"x86_64": (0xC000003E, (319,)), "aarch64": (0xC00000B7, (279,))}
+AF_VSOCK = 40
+# (seccomp audit arch, syscalls refused, socket's number). Refused: memfd_create, whose pages count
+# against no rlimit but RLIMIT_FSIZE per file (64 fds x 64 MiB: another 4 GiB beside the address-space
+# cap); io_uring_setup/enter/register (its IORING_OP_SOCKET makes sockets without socket(2)); and
+# socket(AF_VSOCK): vsock has no network namespaces, so in a VM a program would reach the hypervisor
+# host and other VMs from behind a namespace without interfaces
+SECCOMP_DENY = {"x86_64": (0xC000003E, (319, 425, 426, 427), 41),
+                "aarch64": (0xC00000B7, (279, 425, 426, 427), 198)}
 
 
 class _SockFilter(ctypes.Structure):
@@ -218,16 +223,21 @@ class _SockFprog(ctypes.Structure):
 
 
 def _seccomp_filter() -> None:
-    """Refuse (EPERM) the syscalls of SECCOMP_DENY, any syscall of another ABI (i386, x32) too.
-    Needs no_new_privs; a kernel without seccomp filters (EINVAL) or an unknown machine goes without."""
+    """Refuse (EPERM) the syscalls of SECCOMP_DENY, socket(AF_VSOCK), and any syscall of another ABI
+    (i386, x32) too. Needs no_new_privs; a kernel without seccomp filters (EINVAL) or an unknown
+    machine goes without."""
     arch = SECCOMP_DENY.get(platform.machine())
     if arch is None:
         return
-    audit, nrs = arch
+    audit, nrs, socket_nr = arch
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
     n = len(nrs)
-    code = [(ld, 0, 0, 4), (jeq, 0, n + 3, audit), (ld, 0, 0, 0), (jge, n + 1, 0, 0x40000000)]
-    code += [(jeq, n - i, 0, nr) for i, nr in enumerate(nrs)]
+    allow, deny = n + 7, n + 8  # the two returns, last; a jump's offset counts from the next instruction
+    code = [(ld, 0, 0, 4), (jeq, 0, deny - 2, audit), (ld, 0, 0, 0), (jge, deny - 4, 0, 0x40000000)]
+    code += [(jeq, deny - 5 - i, 0, nr) for i, nr in enumerate(nrs)]
+    code += [(jeq, 0, allow - 5 - n, socket_nr),
+             (ld, 0, 0, 16),  # socket's family: args[0]'s low 32 bits (the kernel reads an int) on these little-endian machines
+             (jeq, deny - 7 - n, allow - 7 - n, AF_VSOCK)]
     code += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | errno.EPERM)]  # ALLOW, ERRNO(EPERM)
     insns = (_SockFilter * len(code))(*[_SockFilter(*c) for c in code])
     prog = _SockFprog(len(code), insns)
