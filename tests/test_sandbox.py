@@ -1086,6 +1086,16 @@ def test_expected_outputs_of_two_tasks_that_decode_their_inputs_apart_are_not_sh
 
 # -------------------------------------- the other isolations, run for real
 
+# pid 1 is the namespace's init. A non-root evaluator's init and runner have one kernel uid, so
+# the signal arrives; the kernel hands an init only those it handles, and Python handled SIGINT
+INIT_SIGNAL = """
+    import posix, signal, time
+    def add(a, b):
+        posix.kill(1, signal.SIGINT)
+        time.sleep(0.5)
+        return -1
+"""
+
 OTHER_ISOLATION_CHECK = """
 import json, os, signal, sys, textwrap, time
 sys.path[:0] = [{tests!r}, {repo!r}]
@@ -1102,6 +1112,8 @@ leak = t._sample("leak", "    return 'tok-5e1f'\\n", [[]], prompt="def leak():\\
 out["env"] = run_code_tests(leak, "import os\\ndef leak():\\n    return os.environ.get('MINITFLOW_TEST_TOKEN')\\n")[:2]
 forks = t._sample("forks", "    return 1\\n", [[]], prompt="def forks():\\n    pass\\n")
 out["fork"] = run_code_tests(forks, "import posix\\ndef forks():\\n    return int(posix.fork() > 0)\\n")[:2]
+ns = sandbox.isolation().mode == "namespaces"  # on the floor pid 1 is the machine's init
+out["init_signal"] = run_code_tests(t.ADD, textwrap.dedent(t.INIT_SIGNAL))[:2] if ns else [False, False]
 out["userns"] = t._probe(t.USERNS_PROBE)
 out["sysv"] = t._probe(t.SYSV_PROBE)  # before the forks: their zombies count against the uid's 1 process
 out["grandchild"] = t._probe(
@@ -1149,6 +1161,7 @@ def _check_other(got: dict) -> None:
     assert got["env"] == [False, False] and got["fork"] == [False, False]
     assert got["grandchild"] == "forked" and got["survivors"] == [] and got["leftover"] == []
     assert got["userns"] != "user namespace made"
+    assert got["init_signal"] == [False, False]  # a wrong program's verdict, not a SandboxError
     assert got["iso"] == "floor" or got["sysv"] == [-1, -1, -1]
     assert got["ipc_left"] == []  # on the floor a segment and a queue outlived their sandbox
 

@@ -297,6 +297,10 @@ def _ns_init(cfg: dict) -> None:
     """PID 1 of the new PID namespace. Never returns."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The kernel gives a namespace's init only the signals it handles from inside: Python's
+        # SIGINT handler let a runner of the same kernel uid (a non-root evaluator's) raise
+        # KeyboardInterrupt here, reported as a sandbox error that stopped the evaluation
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace for the pivot")
         # /proc of this PID namespace, mounted while the host's /proc is still visible
         # (a user namespace may only mount a proc that is not more revealing than one it sees)
