@@ -250,6 +250,48 @@ def test_no_vsock_nor_io_uring():
     assert _probe(VSOCK_PROBE) == [errno.EPERM] * 3
 
 
+KEYCTL_NR = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine, -1)
+KEYRING_PROBE = f"""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    key = libc.syscall({KEYCTL_NR}, 10, -3, b"user", b"minitflow-secret", 0)  # KEYCTL_SEARCH @s
+    if key < 0:
+        return ctypes.get_errno()
+    buf = ctypes.create_string_buffer(64)
+    n = libc.syscall({KEYCTL_NR}, 11, key, buf, 64)  # KEYCTL_READ
+    return buf.raw[:n].decode()
+"""
+KEYRING_EVALUATOR = f"""
+import ctypes, json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+# a session keyring of its own, as pam_keyinit gives a login, holding a secret
+if libc.syscall({KEYCTL_NR}, 1, b"evaluator-session") < 0:  # KEYCTL_JOIN_SESSION_KEYRING
+    print("RESULT " + json.dumps("no keyrings here"))
+    sys.exit(0)
+assert libc.syscall({KEYCTL_NR} - 2, b"user", b"minitflow-secret", b"tok-3b7e", 8, -3) > 0  # add_key to @s
+import test_sandbox as t
+print("RESULT " + json.dumps(t._probe(t.KEYRING_PROBE)))
+"""
+
+
+@pytest.mark.skipif(KEYCTL_NR < 0, reason="no seccomp filter here")
+def test_the_evaluators_keyrings_are_out_of_reach():
+    """A process keeps its session keyring across setuid and exec, and possesses its keys whatever
+    its uid: a program read the evaluator's secret from it. Keyrings have no namespace either.
+    The evaluator runs in a child process: joining a session keyring cannot be undone."""
+    proc = subprocess.run([sys.executable, "-c", KEYRING_EVALUATOR], capture_output=True, text=True,
+                          timeout=120, cwd=str(Path(__file__).parents[1]))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    got = json.loads(lines[0][7:])
+    if got == "no keyrings here":
+        pytest.skip("the kernel has no keyrings")
+    assert got == errno.EPERM
+
+
 @needs_ns
 def test_tmpfs_file_counts_are_capped():
     """Each file on a tmpfs costs ~1 KiB of kernel memory that its size cap does not count: the

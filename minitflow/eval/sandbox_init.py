@@ -16,7 +16,7 @@ init, which pivots into that root, mounts /proc and forks the runner.  The
 bin folders (/usr/bin, /usr/sbin...) are empty there: no shell, no tools,
 only the Python executable.  The
 runner drops to the sandbox uid (root) or into a nested user namespace (not
-root), sets rlimits, no_new_privs and a seccomp filter (no memfd_create, io_uring or vsock), and execs Python.  When the runner exits
+root), sets rlimits, no_new_privs and a seccomp filter (no memfd_create, keyrings, io_uring or vsock), and execs Python.  When the runner exits
 the init exits, and the kernel kills every process left in the namespace.
 
 Isolation "floor": no namespaces; the runner gets the same rlimits, uid and
@@ -207,11 +207,13 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 AF_VSOCK = 40
 # (seccomp audit arch, syscalls refused, socket's number). Refused: memfd_create, whose pages count
 # against no rlimit but RLIMIT_FSIZE per file (64 fds x 64 MiB: another 4 GiB beside the address-space
-# cap); io_uring_setup/enter/register (its IORING_OP_SOCKET makes sockets without socket(2)); and
+# cap); add_key/request_key/keyctl: the runner inherits the evaluator's session keyring (a login's, from
+# pam_keyinit) and possesses its keys whatever its uid, and keyrings have no namespace;
+# io_uring_setup/enter/register (its IORING_OP_SOCKET makes sockets without socket(2)); and
 # socket(AF_VSOCK): vsock has no network namespaces, so in a VM a program would reach the hypervisor
 # host and other VMs from behind a namespace without interfaces
-SECCOMP_DENY = {"x86_64": (0xC000003E, (319, 425, 426, 427), 41),
-                "aarch64": (0xC00000B7, (279, 425, 426, 427), 198)}
+SECCOMP_DENY = {"x86_64": (0xC000003E, (319, 248, 249, 250, 425, 426, 427), 41),
+                "aarch64": (0xC00000B7, (279, 217, 218, 219, 425, 426, 427), 198)}
 
 
 class _SockFilter(ctypes.Structure):
