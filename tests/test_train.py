@@ -1168,3 +1168,58 @@ def test_the_first_signals_note_to_a_gone_stderr_does_not_cut_the_step(monkeypat
             if got:
                 break
     assert got == [signal.SIGINT]
+
+
+def test_autocast_follows_the_backbones_dtype():
+    """Training autocast to bfloat16 on every CUDA run, whatever --dtype said: float32 asked for
+    float32 math and got bfloat16, float16 trained a bfloat16 receiver. A half-precision backbone's
+    own dtype now (the parameter generator's at inference), none for float32."""
+    from minitflow.tflow.training import autocast_dtype
+    assert autocast_dtype(torch.float32) is None
+    assert autocast_dtype(torch.bfloat16) is torch.bfloat16
+    assert autocast_dtype(torch.float16) is torch.float16
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_a_training_step_autocasts_to_the_backbones_dtype_or_not_at_all(tiny, monkeypatch, device, dtype):
+    """What batch_loss runs the generator and the receiver under: no autocast on a float32 backbone
+    (on CUDA it was bfloat16), the backbone's half dtype otherwise (on the CPU there was none:
+    the generator ran in float32 and generate runs it in the backbone's dtype)."""
+    from minitflow.tflow import training
+    llm = LLM.load(tiny, dtype=dtype, device=device)
+    seen, real = [], training.generated_lora
+
+    def spy(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(training, "generated_lora", spy)
+    gen = build_generator(_cfg(tiny, Path("unused.pt")), llm)
+    loss, _ = batch_loss(llm, gen, "gsm8k", _rows(tiny))
+    assert torch.isfinite(loss)
+    want = getattr(torch, dtype)
+    assert seen == [(False, seen[0][1])] if want is torch.float32 else seen == [(True, want)]
+
+
+def test_a_float32_step_is_the_composition_without_autocast(tiny, llm):
+    """A float32 backbone's step is bitwise the senders -> generator -> receiver composition run
+    without any autocast, loss and gradients."""
+    from minitflow.tflow import prompts
+    from minitflow.tflow.methods import generated_lora
+    from minitflow.tflow.training import condition
+    rows = _rows(tiny)
+    gen = build_generator(_cfg(tiny, Path("unused.pt")), llm)
+    torch.nn.init.normal_(gen.parameter_generator.model.proj_out_B.weight, std=0.02)  # a LoRA that is not zero
+    loss, _ = batch_loss(llm, gen, "gsm8k", rows)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
+    gen.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", enabled=False):
+        hidden, mask = condition(llm, "gsm8k", [e.sender_question for e in rows], False)
+        batch = make_batch(llm, prompts.tflow_agents("gsm8k")[2], [e.question for e in rows], [e.answer for e in rows])
+        want = answer_loss(llm.model, batch, generated_lora(llm, gen, hidden, mask, len(rows)))
+    want.backward()
+    assert torch.equal(loss, want)
+    assert got.keys() == {n for n, p in gen.named_parameters() if p.grad is not None} and len(got) > 4
+    assert all(torch.equal(g, dict(gen.named_parameters())[n].grad) for n, g in got.items())

@@ -220,7 +220,7 @@ def batch_loss(llm: LLM, gen: TFlowGenerator, style: str, chunk: Sequence[Exampl
     """Senders -> generator -> receiver: the answer cross-entropy of one batch, and its token count."""
     hidden, mask = condition(llm, style, [e.sender_question for e in chunk], zero)
     batch = make_batch(llm, prompts.tflow_agents(style)[2], [e.question for e in chunk], [e.answer for e in chunk])
-    with _autocast(llm.device):
+    with _autocast(llm):
         lora = generated_lora(llm, gen, hidden, mask, len(chunk))
         return answer_loss(llm.model, batch, lora, checkpoint_layers=checkpoint_layers), batch.n_targets
 
@@ -255,8 +255,17 @@ def as_loaded(gen: TFlowGenerator, dtype: torch.dtype) -> TFlowGenerator:
     return frozen
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast_dtype(dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype a training step's generator and receiver math autocasts to, on any device: a
+    half-precision backbone's own (`generate --checkpoint` runs the parameter generator in it,
+    `as_loaded`), and none (None) for a float32 one. It was bfloat16 on every CUDA run: --dtype
+    float32 trained in bfloat16, and float16 trained a bfloat16 receiver, not the one it runs."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _autocast(llm: LLM):
+    dtype = autocast_dtype(llm.dtype)
+    return torch.autocast(llm.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 # ---- the loop ----------------------------------------------------------------------------
