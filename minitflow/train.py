@@ -18,7 +18,8 @@ default the question, or `context + " " + question` when the row has a private "
 The checkpoint is the official format plus `pg_arch` (`tflow.checkpoint.save_checkpoint`), so
 `generate --checkpoint` loads it as is; the optimiser, scheduler and step live in a sidecar
 `<out>.state.pt` for `--resume`. Ctrl-C or SIGTERM finishes the step under way, saves it and
-exits 130 / 143 naming the `--resume` to continue with (a second one stops at once, unsaved).
+exits 130 / 143 naming the `--resume` to continue with (a second one stops at once, unsaved);
+a stderr whose reader has gone (`2>&1 | head`) ends the run the same way, saved, with exit 141.
 `--condition zero` is the ablation in which the generator sees
 a constant zero condition: the same architecture, but a static LoRA with no per-question
 information.
@@ -130,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(parse_args(argv))
     except Interrupted as e:  # saved (or, at a second signal, not): the message says which, and how to go on
-        print(e, file=sys.stderr)
+        try:
+            print(e, file=sys.stderr)
+        except OSError:  # stderr gone (what stopped the run, or `| tee` that the Ctrl-C ended): the exit code says it
+            pass
         return 128 + e.signum
     last = result["history"][-1] if result["history"] else {}
     if last.get("step") != result["step"]:  # a resume without --eval: that evaluation is of an earlier step

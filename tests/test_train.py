@@ -1223,3 +1223,79 @@ def test_a_float32_step_is_the_composition_without_autocast(tiny, llm):
     assert torch.equal(loss, want)
     assert got.keys() == {n for n, p in gen.named_parameters() if p.grad is not None} and len(got) > 4
     assert all(torch.equal(g, dict(gen.named_parameters())[n].grad) for n, g in got.items())
+
+
+BROKEN_STDERR = """
+import os, signal, sys, torch
+from minitflow.cli import run_cli
+from minitflow.train import main
+sig, at = int(sys.argv[1]), int(sys.argv[2])
+r, w = os.pipe()  # stderr is a pipe whose reader (head, or tee that the same Ctrl-C ended) goes in step `at`
+os.dup2(w, 2)
+os.close(w)
+real_step, steps = torch.optim.AdamW.step, []
+def step(self, *args, **kwargs):
+    steps.append(1)
+    if len(steps) == at:
+        os.close(r)
+        if sig:
+            os.kill(os.getpid(), sig)
+    return real_step(self, *args, **kwargs)
+torch.optim.AdamW.step = step
+sys.exit(run_cli(main, sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", None])
+def test_a_gone_stderr_never_loses_the_step_it_stops_at(tiny, llm, tmp_path, straight6, sig):
+    """`train ... 2>&1 | head` (or `| tee log` ended by the same Ctrl-C): the progress bar's next
+    write raised BrokenPipeError out of the step, before its save, and the run stopped with a
+    traceback (exit 1), losing the steps since the last --save_every save (step 2 here). A signal's
+    step is now saved as with a live stderr (exit 130 / 143); without one, stderr gone ends the run
+    as SIGPIPE ends a writer (exit 141), the step saved; resuming reaches the straight run's weights."""
+    import signal
+    signum = getattr(signal, sig) if sig else 0
+    out = tmp_path / "b.pt"
+    cmd = [sys.executable, "-c", BROKEN_STDERR, str(int(signum)), "3", "--model", str(tiny), "--train",
+           str(tiny / "train.jsonl"), "--out", str(out), "--pg_arch", ",".join(f"{k}={v}" for k, v in ARCH.items()),
+           "--steps", "6", "--batch_size", "4", "--lr", "1e-2", "--warmup", "1", "--eval_every", "3",
+           "--save_every", "2", "--no-checkpoint_layers", "--device", "cpu"]  # with the progress bar
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 128 + (signum or signal.SIGPIPE), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "b.pt.state.pt"]
+    assert torch.load(str(out) + ".state.pt", weights_only=True)["step"] == 3
+    resumed = train(_cfg(tiny, out, eval=None, steps=6, eval_every=3, save_every=2, resume=str(out)), llm=llm)
+    assert resumed["step"] == 6 and resumed["history"] == straight6["history"]
+    want = straight6["generator"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
+def test_the_console_drops_output_once_its_stream_fails_and_says_so():
+    """Console's contract: a write or flush that fails marks it gone; it never raises, and drops
+    everything after; anything else is the stream's."""
+    from minitflow.tflow.training import Console
+
+    class Pipe:
+        def __init__(self):
+            self.reader, self.got = True, []
+
+        def write(self, text):
+            if not self.reader:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.got.append(text)
+            return len(text)
+
+        def flush(self):
+            if not self.reader:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return 7
+    pipe = Pipe()
+    console = Console(pipe)
+    assert console.write("live\n") == 5 and not console.gone and console.fileno() == 7
+    pipe.reader = False
+    console.flush()
+    assert console.gone
+    pipe.reader = True  # nothing goes to a stream once it has failed (a pipe's bytes would come out of order)
+    assert console.write("again\n") == 6 and pipe.got == ["live\n"]

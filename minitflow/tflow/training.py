@@ -525,12 +525,42 @@ def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped `train`: raised once the step it landed in has finished and
-    the run is saved, or at once, without saving, on a second signal. The message says which,
-    and how to resume; `signum` gives the command line its exit code (128 + signum)."""
+    the run is saved, or at once, without saving, on a second signal; or a gone stderr did
+    (`Console`, signum SIGPIPE), once the step was saved. The message says which, and how to
+    resume; `signum` gives the command line its exit code (128 + signum)."""
 
     def __init__(self, signum: int, message: str = ""):
         super().__init__(message)
         self.signum = signum
+
+
+class Console:
+    """stderr for the progress bar and log lines, whose writes never raise: where its reader has
+    gone (`train ... 2>&1 | head`, or `| tee log` that the same Ctrl-C ended) the write raised
+    BrokenPipeError from tqdm or a log line, wherever in the step or before its save it came,
+    and the run stopped unsaved. The first failed write sets `gone` and drops all later output;
+    the loop then saves the step and stops. Anything else (fileno, encoding) is the stream's."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: self.stream.write(text)) or len(text)
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def _guard(self, call: Callable[[], object]):
+        if self.gone:
+            return None
+        try:
+            return call()
+        except (OSError, ValueError):  # EPIPE, EIO (a terminal hung up), ValueError: a closed file
+            self.gone = True
+            return None
 
 
 @contextmanager
@@ -685,18 +715,18 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         history.append(rec)
         say(line)
 
-    bar = None
+    bar, console = None, Console(sys.stderr)
     if cfg.progress:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", file=console, dynamic_ncols=True)
     # beside the progress bar, tqdm.write: a print landed behind the bar's text on its line
-    say = log or (lambda msg: bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+    say = log or (lambda msg: bar.write(msg, file=console) if bar is not None else print(msg, file=console))
     t0 = time.perf_counter()
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     # the answer-token loss sum and count since the last record: a resume from a save between two
     # records goes on with the saved ones, so the next record is the one a straight run makes
     logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
-    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM", signal.SIGPIPE: "stderr gone"}
 
     def note(signum: int) -> str:  # it may land in a step, or in the evaluation or save after one
         return (f"{signal_names[signum]}: the step under way finishes and is saved to {cfg.out}, then the run "
@@ -750,10 +780,13 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                 # what a crash (SIGKILL, a node lost) costs: the steps since the last save
                 if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
                     save()
-                if signalled and step < last:  # the step is whole: save it, and stop
+                # a gone stderr (`train ... 2>&1 | head`: the reader stopped) ends the run as SIGPIPE
+                # would end a writer, but saved: its progress and log lines can go nowhere
+                stop = signalled[0] if signalled else signal.SIGPIPE if console.gone else None
+                if stop is not None and step < last:  # the step is whole: save it, and stop
                     if saved != step:
                         save()
-                    raise Interrupted(signalled[0], f"{signal_names[signalled[0]]}: stopped after step {step} of "
+                    raise Interrupted(stop, f"{signal_names[stop]}: stopped after step {step} of "
                                       f"{cfg.steps}, saved to {cfg.out} and its state; continue with --resume "
                                       f"{cfg.out} and the same flags")
     except Interrupted as e:
