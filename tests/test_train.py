@@ -939,39 +939,105 @@ def test_log_lines_start_their_own_line_beside_the_progress_bar(tiny, llm, tmp_p
     assert [p.split(":")[0] for p in pieces if p.startswith("step ")] == ["step 2", "step 4"]
 
 
-def test_resume_refuses_another_backbone_dtype_or_model_before_it_loads(tiny, llm, tmp_path, monkeypatch):
+def test_resume_refuses_another_backbone_dtype_or_model_before_it_loads(tiny, llm, tmp_path, monkeypatch, capsys):
     """--resume compared neither --dtype nor --model with the saved run's: a float32 run resumed
     on a bfloat16 backbone, or on another model of the same shapes, went on training the generator
     against other hidden states without a word. The state records the resolved dtype and the model
-    (its folder's absolute path, or the hub id, and its config.json's sha256): another one is one
-    line, before the backbone loads; the same folder named another way resumes."""
+    (its folder's absolute path, or the hub id, its config.json's sha256 and a sample of its
+    weights): another config.json, or the same one over other weights (a fine-tune), is one line,
+    before the backbone loads; the same folder named another way resumes, and so does the same
+    model at another path (it was refused: moved to a faster disk, a run could not go on), with a note."""
     import shutil
+    from safetensors.torch import load_file, save_file
     from minitflow.tflow import training
     out = tmp_path / "b.pt"
     train(_cfg(tiny, out, eval=None, dtype="float32"), llm=llm, stop_after=1)
-    same_shapes = tmp_path / "copy"
-    shutil.copytree(tiny, same_shapes)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny, moved)
     other_config = tmp_path / "other"
     shutil.copytree(tiny, other_config)
     cfg_json = json.loads((other_config / "config.json").read_text())
     (other_config / "config.json").write_text(json.dumps({**cfg_json, "rope_theta": 12345.0}))
+    tuned = tmp_path / "tuned"  # the same config.json and shapes, every weight a little different
+    shutil.copytree(tiny, tuned)
+    save_file({k: v + 1e-3 for k, v in load_file(tuned / "model.safetensors").items()}, tuned / "model.safetensors")
     monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
     with pytest.raises(UserError, match=r"^--resume .*b\.pt: it was trained on a float32 backbone, not bfloat16 "
                                         r"\(--dtype bfloat16\); pass --dtype float32 to resume$"):
         train(_cfg(tiny, out, eval=None, dtype="bfloat16", resume=str(out)))
+
     def sha(model: Path) -> str:
         return hashlib.sha256((model / "config.json").read_bytes()).hexdigest()[:12]
-    assert sha(same_shapes) == sha(tiny) != sha(other_config)
-    for model in (same_shapes, other_config):
-        with pytest.raises(UserError, match=rf"trained with --model {re.escape(str(tiny.resolve()))} \(config.json "
-                                            rf"sha256 {sha(tiny)}\), not {re.escape(str(model.resolve()))} "
-                                            rf"\(config.json sha256 {sha(model)}\); pass the same --model to resume$"):
-            train(_cfg(tiny, out, eval=None, dtype="float32", model=str(model), resume=str(out)))
+    assert sha(moved) == sha(tiny) == sha(tuned) != sha(other_config)
+    with pytest.raises(UserError, match=rf"trained with --model {re.escape(str(tiny.resolve()))} \(config.json "
+                                        rf"sha256 {sha(tiny)}\), not {re.escape(str(other_config.resolve()))} "
+                                        rf"\(config.json sha256 {sha(other_config)}\); pass the same --model to "
+                                        "resume$"):
+        train(_cfg(tiny, out, eval=None, dtype="float32", model=str(other_config), resume=str(out)))
+    with pytest.raises(UserError, match=rf"trained with --model {re.escape(str(tiny.resolve()))}, whose weights are "
+                                        rf"not those of {re.escape(str(tuned.resolve()))} \(sampled sha256 "
+                                        r"[0-9a-f]{12}, not [0-9a-f]{12}\), though their config.json is the same; "
+                                        "pass the same --model to resume$"):
+        train(_cfg(tiny, out, eval=None, dtype="float32", model=str(tuned), resume=str(out)))
     monkeypatch.undo()
-    relative = Path("..") / tiny.name
-    monkeypatch.chdir(tiny)  # ../<tiny> from inside it: the same folder named another way
+    capsys.readouterr()
+    assert train(_cfg(tiny, out, eval=None, dtype="float32", model=str(moved), resume=str(out)),
+                 llm=llm, stop_after=1)["step"] == 2
+    assert f"note: --resume {out}: --model is {moved.resolve()}, not the {tiny.resolve()} it was trained with; " \
+           "their config.json is the same, and so are the weights (sampled): resuming\n" in capsys.readouterr().err
+    state = torch.load(Path(str(out) + ".state.pt"), weights_only=True)
+    assert state["backbone"]["model"] == str(moved.resolve())  # the next resume names the new path
+    relative = Path("..") / moved.name
+    monkeypatch.chdir(moved)  # ../moved from inside it: the same folder named another way, without a note
     assert train(_cfg(tiny, out, eval=None, dtype="float32", model=str(relative), resume=str(out)),
                  llm=llm)["step"] == 4
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_moved_model_of_a_state_from_before_the_weights_record_resumes_with_a_warning(tiny, llm, tmp_path, capsys):
+    """A state saved before the weights sample was recorded has only the path and config.json: a
+    moved folder with the same config.json resumes (refusing it would strand the run), saying that
+    the weights were not compared; another config.json is still refused."""
+    import shutil
+    out = tmp_path / "b.pt"
+    train(_cfg(tiny, out, eval=None), llm=llm, stop_after=1)
+    state_path = Path(str(out) + ".state.pt")
+    state = torch.load(state_path, weights_only=True)
+    del state["backbone"]["model_weights_sample"]
+    torch.save(state, state_path)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny, moved)
+    capsys.readouterr()
+    assert train(_cfg(tiny, out, eval=None, model=str(moved), resume=str(out)), llm=llm)["step"] == 4
+    assert f"warning: --resume {out}: --model is {moved.resolve()}, not the {tiny.resolve()} it was trained with; " \
+           "their config.json is the same, and the state predates the record of the weights: resuming without " \
+           "comparing them" in capsys.readouterr().err
+
+
+def test_the_weights_sample_reads_a_few_windows_of_each_file_the_backbone_loads(tiny, tmp_path, monkeypatch):
+    """weights_sample stands for the weights without reading them: 8 windows of 4 KiB a file,
+    and a change in a byte a window covers changes it (the header's first bytes here)."""
+    import builtins
+    import shutil
+    from minitflow.tflow.training import weights_sample
+    copy = tmp_path / "m"
+    shutil.copytree(tiny, copy)
+    reads, real_open = [], builtins.open
+
+    def spy_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "b" in mode and str(path).endswith(".safetensors"):
+            real_read = f.read
+            f.read = lambda n=-1: reads.append(n) or real_read(n)
+        return f
+    monkeypatch.setattr(builtins, "open", spy_open)
+    assert weights_sample(copy) == weights_sample(tiny)
+    assert reads == [4096] * 16
+    monkeypatch.undo()
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # the last window ends at the last byte
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    assert weights_sample(copy) != weights_sample(tiny)
 
 
 def test_a_state_from_before_the_backbone_record_resumes_with_a_warning(tiny, llm, tmp_path, capsys):
@@ -1125,7 +1191,8 @@ def test_a_callers_llm_needs_no_model_folder_to_train_or_resume(tiny, llm, tmp_p
     out = tmp_path / "b.pt"
     train(_cfg(tiny, out, eval=None, model="built-in-memory", steps=2), llm=llm, stop_after=1)
     state = torch.load(Path(str(out) + ".state.pt"), weights_only=True)
-    assert state["backbone"] == {"model": "built-in-memory", "model_config_sha256": None, "dtype": "float32"}
+    assert state["backbone"] == {"model": "built-in-memory", "model_config_sha256": None, "model_weights_sample": None,
+                                 "dtype": "float32"}
     capsys.readouterr()
     assert train(_cfg(tiny, out, eval=None, model="built-in-memory", steps=2, resume=str(out)), llm=llm)["step"] == 2
     assert "only the model names are compared" in capsys.readouterr().err

@@ -471,14 +471,41 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
 def backbone_identity(model: str, model_dir: Path | None, dtype: torch.dtype) -> dict:
     """What --resume compares for --model and --dtype: the model as named (a folder by its
     absolute path, so ./m and /abs/m agree; a hub id as given), the sha256 of its config.json
-    (None without `model_dir`: a caller's `llm` whose cfg.model is no folder here), and the
-    backbone dtype as resolved (--dtype auto is bfloat16 on CUDA, float32 on CPU). The weights
-    are not hashed (gigabytes at 4B): the name stands for them."""
+    and `weights_sample` of its weights (None without `model_dir`: a caller's `llm` whose
+    cfg.model is no folder here), and the backbone dtype as resolved (--dtype auto is bfloat16
+    on CUDA, float32 on CPU)."""
     path = Path(model).expanduser()
     return {"model": str(path.resolve()) if path.is_dir() else model,
             "model_config_sha256": None if model_dir is None else
             hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest(),
+            "model_weights_sample": None if model_dir is None else weights_sample(model_dir),
             "dtype": str(dtype).removeprefix("torch.")}
+
+
+SAMPLE_WINDOWS, SAMPLE_BYTES = 8, 4096
+
+
+def weights_sample(model_dir: Path) -> str | None:
+    """sha256 over the weight files the backbone loads: each one's name and size, and 8 windows
+    of 4 KiB spread evenly over it (the first holds the safetensors header: every tensor's name,
+    dtype, shape and offset). Hashing the weights whole reads gigabytes at 4B; this reads 32 KiB
+    a file, and a fine-tune with the same config.json (the same shapes) changes the bytes the
+    windows land on. It proves nothing about the bytes between them. None where the weights are
+    not here (a caller's llm named by a hub id whose cache holds its config.json only)."""
+    from minitflow.model.weights import _weight_files
+    try:
+        files = sorted(set(_weight_files(model_dir).values()))
+    except UserError:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            for i in range(SAMPLE_WINDOWS):
+                f.seek(i * max(0, size - SAMPLE_BYTES) // (SAMPLE_WINDOWS - 1))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
 
 
 def local_model_dir(model: str) -> Path | None:
@@ -500,8 +527,11 @@ def local_model_dir(model: str) -> Path | None:
 def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None:
     """Refuse a --resume on another backbone than the saved run's (`backbone_identity`): another
     --model, or another --dtype, went on training the generator against other hidden states
-    without a word. A state saved before this record resumes unchecked, with a warning: refusing
-    it would strand the run, and it cannot tell what it was trained on."""
+    without a word. The same model at another path (a folder moved or copied to a faster disk, a
+    hub id's local copy) resumes with a note: its config.json and weights sample are the saved
+    ones. A state saved before a record resumes with a warning: refusing it would strand the run,
+    and it cannot tell what it was trained on (before the weights sample, a new path with the
+    same config.json)."""
     saved = state.get("backbone")
     if not isinstance(saved, dict):
         print(f"warning: --resume {cfg.resume}: its state predates the record of --model and --dtype; "
@@ -510,17 +540,27 @@ def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None
     if saved.get("dtype") != identity["dtype"]:
         raise UserError(f"--resume {cfg.resume}: it was trained on a {saved.get('dtype')} backbone, not "
                         f"{identity['dtype']} (--dtype {cfg.dtype}); pass --dtype {saved.get('dtype')} to resume")
-    keys = ("model", "model_config_sha256")
-    if saved.get("model_config_sha256") is None or identity["model_config_sha256"] is None:
-        # a caller's llm with no config.json here (this run or the saved one): the name alone
+    moved = saved.get("model") != identity["model"]
+    configs = saved.get("model_config_sha256"), identity["model_config_sha256"]
+    if None in configs:  # a caller's llm with no config.json here (this run or the saved one): the name alone
         print(f"warning: --resume {cfg.resume}: this run's or the saved run's --model names a caller's llm with no "
               "config.json here: only the model names are compared", file=sys.stderr)
-        keys = ("model",)
-    if any(saved.get(k) != identity[k] for k in keys):
+    if (moved and None in configs) or (None not in configs and configs[0] != configs[1]):
         was, now = (f"{d.get('model')} (config.json sha256 {str(d.get('model_config_sha256'))[:12]})"
                     for d in (saved, identity))
         raise UserError(f"--resume {cfg.resume}: it was trained with --model {was}, not {now}; "
                         "pass the same --model to resume")
+    was, now = saved.get("model_weights_sample"), identity["model_weights_sample"]
+    if was is not None and now is not None and was != now:  # a fine-tune of the same shapes, or replaced weights
+        raise UserError(f"--resume {cfg.resume}: it was trained with --model {saved.get('model')}, whose weights "
+                        f"are not those of {identity['model']} (sampled sha256 {was[:12]}, not {now[:12]}), though "
+                        "their config.json is the same; pass the same --model to resume")
+    if moved and None not in configs:
+        print(f"{'warning' if None in (was, now) else 'note'}: --resume {cfg.resume}: --model is {identity['model']}, "
+              f"not the {saved.get('model')} it was trained with; their config.json is the same, and "
+              + (f"{'the state predates the record of the weights' if was is None else 'the weights are not here'}: "
+                 "resuming without comparing them" if None in (was, now) else
+                 "so are the weights (sampled): resuming"), file=sys.stderr)
 
 
 class Interrupted(KeyboardInterrupt):
