@@ -80,8 +80,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--out", required=True, help="checkpoint to write (official format + pg_arch); "
                                                 "the optimiser state goes to OUT.state.pt")
     p.add_argument("--dataset", default=d.dataset, help="prompt style: " + ", ".join(prompts.STYLES))
-    p.add_argument("--init", default=d.init, help="'random' (a newly initialised generator: its LoRA starts small, "
-                   "not zero) or a checkpoint to fine-tune")
+    p.add_argument("--init", default=d.init, help="'random' (a new generator whose LoRA starts at zero, B factors 0 and A "
+                   "random, as the official training init: the receiver starts as the frozen backbone) or a checkpoint "
+                   "to fine-tune")
     p.add_argument("--pg_arch", default="", help="generator dimensions for --init random, e.g. d_model=256,head_dim=64 "
                    "(default: the official ones)")
     p.add_argument("--condition", choices=("sender", "zero"), default=d.condition,

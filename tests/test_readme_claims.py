@@ -103,17 +103,26 @@ def test_report_help_names_every_plot_type_and_results_files(tmp_path, capsys):
     assert b"<svg" in (tmp_path / "chart.svg").read_bytes()[:400]
 
 
-def test_train_help_says_a_random_generator_starts_with_a_nonzero_lora(capsys):
-    """train --help said --init random is a "zero initial LoRA"; a new generator's factors are
-    small but not zero (only cond_proj, which the official code leaves unused, starts at zero)."""
+def test_train_help_says_what_lora_a_random_generator_starts_training_with(capsys):
+    """train --help said --init random is a "zero initial LoRA"; d6a9b4b changed that to "starts
+    small, not zero", checked on checkpoint.random_generator, which is generate --random_generator's
+    generator. The trainer's --init random is build_generator's: init_for_training zeroes
+    proj_out_B, so every B factor, and the LoRA, is zero (A is random, so gradients reach B)."""
     import torch
     from minitflow.model.config import Qwen3Config
-    from minitflow.tflow.checkpoint import random_generator
+    from minitflow.tflow.training import TrainConfig, build_generator
     text = _help(capsys, train_parse_args)
-    assert "'random' (a newly initialised generator: its LoRA starts small, not zero)" in text
-    assert "zero initial" not in text
-    cfg = Qwen3Config.from_dir(demo_dir())
-    hidden = torch.randn(2, cfg.num_hidden_layers + 1, 5, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    assert "'random' (a new generator whose LoRA starts at zero, B factors 0 and A random, as the official " \
+           "training init: the receiver starts as the frozen backbone)" in text
+    assert "starts small" not in text
+
+    class Backbone:  # what build_generator reads of an LLM
+        cfg = Qwen3Config.from_dir(demo_dir())
+        device = torch.device("cpu")
+    gen = build_generator(TrainConfig(model="", train="", out=""), Backbone())
+    hidden = torch.randn(2, Backbone.cfg.num_hidden_layers + 1, 5, Backbone.cfg.hidden_size,
+                         generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        factors = random_generator(cfg)(hidden, None)
-    assert all(a.abs().max() > 0 and b.abs().max() > 0 for a, b in factors.values())
+        factors = gen(hidden, None)
+    assert all(b.abs().max() == 0 for _, b in factors.values())
+    assert all(a.abs().max() > 0 for a, _ in factors.values())
