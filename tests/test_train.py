@@ -1366,3 +1366,16 @@ def test_the_console_drops_output_once_its_stream_fails_and_says_so():
     assert console.gone
     pipe.reader = True  # nothing goes to a stream once it has failed (a pipe's bytes would come out of order)
     assert console.write("again\n") == 6 and pipe.got == ["live\n"]
+
+
+def test_resume_given_the_state_file_names_its_checkpoint(tiny, tmp_path):
+    """--resume OUT.state.pt (the file that holds the run) was refused as having "no training state
+    OUT.state.pt.state.pt beside it"; it now says to pass the checkpoint, before anything loads."""
+    from minitflow.tflow.training import check_config
+    state = tmp_path / "r.pt.state.pt"
+    state.write_bytes(b"")
+    with pytest.raises(UserError, match=rf"^--resume {re.escape(str(state))} is a training state: pass its "
+                                        rf"checkpoint, --resume {re.escape(str(tmp_path / 'r.pt'))}$"):
+        check_config(_cfg(tiny, tmp_path / "r.pt", resume=str(state)))
+    with pytest.raises(UserError, match=r"no training state other\.pt\.state\.pt beside it$"):
+        check_config(_cfg(tiny, tmp_path / "r.pt", resume=str(tmp_path / "other.pt")))

@@ -383,6 +383,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.init != "random" and not Path(cfg.init).is_file():
         raise UserError(f"--init {cfg.init}: no such checkpoint (or pass 'random')")
     if cfg.resume and not _state_path(cfg.resume).is_file():
+        if cfg.resume.endswith(".state.pt") and Path(cfg.resume).is_file():  # the sidecar named, not its checkpoint
+            raise UserError(f"--resume {cfg.resume} is a training state: pass its checkpoint, --resume "
+                            f"{cfg.resume.removesuffix('.state.pt')}")
         raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
     prompts.resolve_style(cfg.dataset)
     resolve_device(cfg.device)
