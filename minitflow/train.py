@@ -17,8 +17,8 @@ default the question, or `context + " " + question` when the row has a private "
 
 The checkpoint is the official format plus `pg_arch` (`tflow.checkpoint.save_checkpoint`), so
 `generate --checkpoint` loads it as is; the optimiser, scheduler and step live in a sidecar
-`<out>.state.pt` for `--resume`. Ctrl-C or SIGTERM finishes the step under way, saves it and
-exits 130 / 143 naming the `--resume` to continue with (a second one stops at once, unsaved);
+`<out>.state.pt` for `--resume`. Ctrl-C, SIGTERM or SIGHUP finishes the step under way, saves it
+and exits 130 / 143 / 129 naming the `--resume` to continue with (a second one stops at once, unsaved);
 a stderr whose reader has gone (`2>&1 | head`) ends the run the same way, saved, with exit 141.
 `--condition zero` is the ablation in which the generator sees
 a constant zero condition: the same architecture, but a static LoRA with no per-question
@@ -99,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval_every", type=int, default=d.eval_every, help="optimiser steps between evaluations")
     p.add_argument("--save_every", type=int, default=d.save_every,
                    help="optimiser steps between saves of OUT and its state (a crash loses the steps since the "
-                        "last; Ctrl-C or SIGTERM saves the step it lands in; default: every --eval_every steps); "
+                        "last; Ctrl-C, SIGTERM or SIGHUP saves the step it lands in; default: every --eval_every steps); "
                         "the last step is always saved")
     p.add_argument("--eval_size", type=int, default=d.eval_size, help="use the first N held-out rows")
     p.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size,

@@ -1081,7 +1081,8 @@ def straight6(tiny, llm, tmp_path_factory) -> dict:
     return train(_cfg(tiny, tmp_path_factory.mktemp("straight") / "a.pt", eval=None, steps=6, eval_every=3), llm=llm)
 
 
-@pytest.mark.parametrize("sig, at, again", [("SIGINT", 3, False), ("SIGTERM", 5, False), ("SIGINT", 3, True)])
+@pytest.mark.parametrize("sig, at, again", [("SIGINT", 3, False), ("SIGTERM", 5, False), ("SIGINT", 3, True),
+                                           ("SIGHUP", 3, False)])
 def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weights(tiny, llm, tmp_path, straight6,
                                                                                    sig, at, again):
     """Ctrl-C or SIGTERM raised where it landed, inside opt.step as well, and the run lost every step
@@ -1089,7 +1090,8 @@ def test_a_signal_finishes_the_step_saves_and_resumes_to_the_straight_runs_weigh
     does, says where and how to resume, and exits 130 (SIGINT) or 143 (SIGTERM); resuming reaches the
     straight run's weights and history bitwise (at step 5, between two records, the training loss
     of steps 4-5 goes on in the state). A second one during that save stops at once: its temporary
-    file is removed and the last whole save (step 2) resumes to the same weights."""
+    file is removed and the last whole save (step 2) resumes to the same weights. SIGHUP (the terminal
+    or ssh session gone) killed the run where it stood: it is deferred the same way (exit 129)."""
     import signal
     signum = getattr(signal, sig)
     out = tmp_path / "b.pt"

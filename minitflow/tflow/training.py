@@ -567,7 +567,7 @@ def check_resume_backbone(cfg: TrainConfig, state: dict, identity: dict) -> None
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped `train`: raised once the step it landed in has finished and
+    """SIGINT, SIGTERM or SIGHUP stopped `train`: raised once the step it landed in has finished and
     the run is saved, or at once, without saving, on a second signal; or a gone stderr did
     (`Console`, signum SIGPIPE), once the step was saved. The message says which, and how to
     resume; `signum` gives the command line its exit code (128 + signum)."""
@@ -608,7 +608,8 @@ class Console:
 
 @contextmanager
 def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
-    """Inside, the first SIGINT or SIGTERM is only recorded (in the yielded list, which the
+    """Inside, the first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session gone: its default
+    killed the run where it stood) is only recorded (in the yielded list, which the
     loop checks between steps) and `note(signum)` written to stderr: raised where it landed it
     cut the step anywhere, opt.step included, and the run lost every step since its last save.
     A second one raises Interrupted at once (a write it cuts removes its temporary file: the
@@ -629,7 +630,7 @@ def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
         except OSError:  # stderr gone (`train ... 2>&1 | tee log`: the same Ctrl-C ended tee): raised here,
             pass  # it cut the step where it landed, unsaved, as the signal itself did before
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield got
@@ -645,7 +646,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
     config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
     `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
-    still spans `cfg.steps`), to be continued with `resume`. SIGINT or SIGTERM during the steps
+    still spans `cfg.steps`), to be continued with `resume`. SIGINT, SIGTERM or SIGHUP during the steps
     finishes the step, saves as `save_every` does and raises Interrupted (`deferred_signals`)."""
     check_config(cfg)
     style = prompts.resolve_style(cfg.dataset)
@@ -769,7 +770,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     # the answer-token loss sum and count since the last record: a resume from a save between two
     # records goes on with the saved ones, so the next record is the one a straight run makes
     logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
-    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM", signal.SIGPIPE: "stderr gone"}
+    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
+                    signal.SIGPIPE: "stderr gone"}
 
     def note(signum: int) -> str:  # it may land in a step, or in the evaluation or save after one
         return (f"{signal_names[signum]}: the step under way finishes and is saved to {cfg.out}, then the run "
