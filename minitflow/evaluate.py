@@ -886,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="discard this method's earlier results in --output_dir instead of resuming them")
     p.add_argument("--merge_timeout", type=float, default=3600.0,
-                   help="rank 0: seconds without a new sample from any rank before it writes incomplete results")
+                   help="rank 0: seconds without a new sample from any rank before it writes incomplete results "
+                   "(default: %(default)g, an hour)")
     p.add_argument("--mmlu_rows", default=None, choices=["official", "ok", "all"],
                    help="MMLU-Redux rows: official (the release's loader, default), ok (clean rows only), all")
     p.add_argument("--include_all_mmlu", action="store_true", help="the same as --mmlu_rows official (older flag)")

@@ -38,6 +38,10 @@ def test_demo_and_evaluate_help_name_their_output_defaults(capsys):
     text = _help(capsys, evaluate_main)
     assert "--output_dir OUTPUT_DIR where results, settings and run.log go (default: results)" in text
     assert "(default: -1, all)" in text
+    # the README's "rank 0: `--merge_timeout`, an hour"; --help left that default unsaid
+    assert "incomplete results (default: 3600, an hour)" in text
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "(rank 0: `--merge_timeout`, an hour)" in readme
 
 
 def test_generate_help_says_what_seed_and_a_missing_question_mean(capsys):
