@@ -27,9 +27,9 @@ OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P = 0.6, 0.95
 
 
 def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHODS) -> None:
-    p.add_argument("--method", default="tflow", choices=methods)
+    p.add_argument("--method", default="tflow", choices=methods, help="(default: %(default)s)")
     p.add_argument("--dataset", default="gsm8k", help="prompt style: " + ", ".join(prompts.STYLES)
-                   + " (aliases humaneval, mbpp, math)")
+                   + " (aliases humaneval, mbpp, math; default: %(default)s)")
     p.add_argument("--model", default=None, help="HF-format Qwen3 directory or hub id "
                    "(default: the embedded demo model, see README)")
     p.add_argument("--checkpoint", default=None, help="TFlow ParameterGenerator checkpoint (tflow only)")
@@ -38,7 +38,8 @@ def add_model_args(p: argparse.ArgumentParser, methods: tuple[str, ...] = METHOD
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the official value per style")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="auto (default): bfloat16 on a GPU, float32 on the CPU")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (the default: a GPU where there is one, cuda:LOCAL_RANK under torchrun; "
+                   "else cpu), cpu, cuda, cuda:N")
     p.add_argument("--temperature", type=float, default=None, help=f"default: the official {OFFICIAL_TEMPERATURE}")
     p.add_argument("--top_p", type=float, default=None, help=f"default: the official {OFFICIAL_TOP_P}")
     p.add_argument("--top_k", type=int, default=None,

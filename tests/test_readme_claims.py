@@ -63,6 +63,23 @@ def test_score_help_names_its_defaults_and_the_readme_its_math_timeout(capsys):
     assert f"where a {MATH_TIMEOUT:g} s alarm stops a comparison" in readme
 
 
+def test_generate_and_evaluate_help_name_the_method_dataset_and_device_defaults(capsys):
+    """--method (tflow), --dataset (gsm8k) and --device (auto) had defaults --help never named: a
+    reader of `generate --help` could not tell which method ran without --method."""
+    import argparse
+    import re
+    from minitflow.cli import add_model_args
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    method, dataset = p.get_default("method"), p.get_default("dataset")
+    assert (method, dataset, p.get_default("device")) == ("tflow", "gsm8k", "auto")
+    for main in (generate_main, evaluate_main):
+        text = _help(capsys, main)
+        assert re.search(r"--method \{[a-z,]+\} \(default: " + method + r"\)", text), text[:300]
+        assert f"math; default: {dataset})" in text
+        assert "--device DEVICE auto (the default: a GPU where there is one" in text
+
+
 def _box_rows(path: Path, n: int = 2) -> Path:
     rows = [{"question": r["sender_question"], "answer": f"#### {demo.gold_value(r['answer'])}"}
             for r in demo.make_examples(n, seed=7)]
