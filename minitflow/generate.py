@@ -8,13 +8,14 @@ batched with --batch_size). `context` is private to the senders (textmas, tflow,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
                            model_dir_for, run_cli, sampling_from)
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json
+from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input_file", default=None, help="a text file (one question) or .jsonl (many)")
     p.add_argument("--context", default=None, help="private context that only the senders read")
     p.add_argument("--output", default=None,
-                   help="write a JSON result: one object for one question, a list for a .jsonl input")
+                   help="write a JSON result: one object for one question, a list for a .jsonl input; an "
+                   "--output ending in .jsonl gets one result per line")
     add_model_args(p)
     args = p.parse_args(argv)
     check_model_args(args)
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 "answer": r.answer, "metadata": r.metadata()} for q, r in zip(questions, results)]
     for item in payload:
         print(item["answer"])
-    if args.output is not None:
+    if args.output is not None and _rows_file(args.output):  # JSON Lines, as the name says: it held one indented list
+        write_text(args.output, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in payload))
+    elif args.output is not None:
         write_json(args.output, payload if _rows_file(args.input_file) else payload[0], indent=2)
     return 0
 

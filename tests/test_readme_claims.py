@@ -177,3 +177,24 @@ def test_readme_layout_names_every_folder_and_module():
             missing.append(f)
     assert {"bench", "docs", "tests", "eval", "data"} <= folders and globs, (folders, globs)
     assert not missing, f"not in README's layout: {missing}"
+
+
+def test_generate_output_ending_in_jsonl_is_json_lines(tmp_path, capsys):
+    """`generate --output out.jsonl` wrote one indented JSON list into a file named JSON Lines, which
+    no JSONL reader (score --predictions, pandas' lines=True, the next generate) could read past its
+    "[" line. README: "an `--output` ending in `.jsonl` gets one object per line"; .json unchanged."""
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "an `--output` ending in `.jsonl` gets one object per line" in readme
+    rows = tmp_path / "q.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"Q{i}?"}) + "\n" for i in range(2)))
+    base = ["--method", "baseline", "--device", "cpu", "--max_new_tokens", "2", "--greedy"]
+    for source in (["--input_file", str(rows)], ["--question", "Q0?"]):
+        out = tmp_path / "o.JSONL"
+        assert run_cli(generate_main, [*base, *source, "--output", str(out)]) == 0
+        lines = out.read_text(encoding="utf-8").splitlines()
+        got = [json.loads(line) for line in lines]
+        assert [g["question"] for g in got] == ["Q0?", "Q1?"][:2 if "--input_file" in source else 1]
+        assert {"method", "dataset_prompt", "answer", "metadata"} <= set(got[0])
+    assert run_cli(generate_main, [*base, "--input_file", str(rows), "--output", str(tmp_path / "o.json")]) == 0
+    assert [g["question"] for g in json.loads((tmp_path / "o.json").read_text())] == ["Q0?", "Q1?"]
+    capsys.readouterr()
