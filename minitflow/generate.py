@@ -62,6 +62,8 @@ def read_inputs(args: argparse.Namespace) -> list[dict]:
     if not rows or any(not r["question"] for r in rows):
         if args.question is None and args.input_file is not None:  # not "use --input_file": it was used
             raise UserError(f"no question given: --input_file {args.input_file} holds none")
+        if args.question is not None:  # not "use --question": it was used, with nothing but spaces
+            raise UserError("no question given: --question is empty")
         raise UserError("no question given: use --question, --input_file or stdin")
     return rows
 

@@ -198,3 +198,12 @@ def test_generate_output_ending_in_jsonl_is_json_lines(tmp_path, capsys):
     assert run_cli(generate_main, [*base, "--input_file", str(rows), "--output", str(tmp_path / "o.json")]) == 0
     assert [g["question"] for g in json.loads((tmp_path / "o.json").read_text())] == ["Q0?", "Q1?"]
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("question", ["", "  \n"])
+def test_generate_empty_question_names_the_flag_given(question, capsys):
+    """`--question ""` (an unset shell variable) said "use --question, --input_file or stdin", as if
+    no question flag had been passed; it is refused before anything loads, naming --question."""
+    assert run_cli(generate_main, ["--question", question, "--method", "baseline"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: no question given: --question is empty"], err
