@@ -382,12 +382,17 @@ def _compare_settings(path: Path, settings: dict) -> None:
     if not isinstance(saved, dict):  # valid JSON, but not what evaluate writes (an edit, another tool)
         raise UserError(f"{path} is not a settings object; pass --overwrite to start afresh")
     # a setting the file lacks was added to minitflow after it was written: not compared
-    diff = sorted(k for k in saved if saved.get(k) != settings.get(k))
+    # another dataset first: its data file's sha256 differs too, and named first it hid the plain reason
+    diff = sorted((k for k in saved if saved.get(k) != settings.get(k)), key=lambda k: (k != "dataset", k))
     if diff:
         k = diff[0]
+        # the same method on another dataset in one folder (the default --output_dir is shared): --overwrite
+        # would delete the finished run, so the way out is another folder
+        hint = (f"use another --output_dir for {settings['dataset']} (--overwrite would delete that "
+                f"{saved.get(k)} run)" if k == "dataset" else
+                "pass --overwrite to start afresh or use another --output_dir")
         raise UserError(f"{path.parent} holds a {settings['method']} run with {k}={saved.get(k)!r}, this one has "
-                        f"{k}={settings.get(k)!r}{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; "
-                        "pass --overwrite to start afresh or use another --output_dir")
+                        f"{k}={settings.get(k)!r}{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; {hint}")
 
 
 def _remove_stale_locks(out_dir: Path, method: str, size: int) -> None:

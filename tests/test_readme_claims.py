@@ -207,3 +207,31 @@ def test_generate_empty_question_names_the_flag_given(question, capsys):
     assert run_cli(generate_main, ["--question", question, "--method", "baseline"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: no question given: --question is empty"], err
+
+
+def test_evaluate_another_dataset_in_the_same_folder_names_the_dataset(tmp_path, capsys, monkeypatch):
+    """Two datasets with the same method in one --output_dir (the default `results` is one folder)
+    were refused naming data_file_sha256 (alphabetically first of the differing settings) and
+    suggesting --overwrite, which deletes the finished run; the dataset is named first and the
+    hint is another folder. Other differences keep the --overwrite hint."""
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "(`--overwrite` starts afresh; another dataset goes in another folder, as `results/gsm8k` above)" in readme
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not shared.is_dir():
+        pytest.skip("needs ../shared")
+    monkeypatch.chdir(tmp_path)  # the default --output_dir, ./results
+    base = ["--method", "oracle", "--max_samples", "2"]
+    assert run_cli(evaluate_main, [*base, "--dataset", "gsm8k", "--data_file", str(shared / "gsm8k" / "test.jsonl")]) == 0
+    capsys.readouterr()
+    mmlu = [*base, "--dataset", "mmlu", "--data_file", str(shared / "mmlu_redux" / "test.jsonl")]
+    assert run_cli(evaluate_main, mmlu) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "with dataset='gsm8k', this one has dataset='mmlu'" in err[0], err
+    assert "use another --output_dir for mmlu (--overwrite would delete that gsm8k run)" in err[0], err
+    assert (tmp_path / "results" / "oracle_results.json").is_file()
+    settings = tmp_path / "results" / "oracle_settings.json"
+    saved = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**saved, "minerva_zero_shot": True}))
+    assert run_cli(evaluate_main, [*base, "--dataset", "gsm8k", "--data_file", str(shared / "gsm8k" / "test.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "minerva_zero_shot=True" in err and "pass --overwrite to start afresh" in err, err
