@@ -180,7 +180,7 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+        raise UserError('--plot needs matplotlib: pip install "minitflow[plot]"') from None  # as scoring names [eval]
     return plt
 
 

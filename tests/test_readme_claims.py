@@ -235,3 +235,19 @@ def test_evaluate_another_dataset_in_the_same_folder_names_the_dataset(tmp_path,
     assert run_cli(evaluate_main, [*base, "--dataset", "gsm8k", "--data_file", str(shared / "gsm8k" / "test.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "minerva_zero_shot=True" in err and "pass --overwrite to start afresh" in err, err
+
+
+def test_report_plot_without_matplotlib_names_the_plot_extra(tmp_path, capsys, monkeypatch):
+    """pyproject has a `plot` extra that nothing named: the error said `pip install matplotlib`, while a
+    missing scorer names `pip install "minitflow[eval]"`. Refused before the table is printed or a file made."""
+    import sys
+    import tomllib
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert any(r.startswith("matplotlib") for r in extras["project"]["optional-dependencies"]["plot"])
+    from minitflow import report
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    (tmp_path / "r").mkdir()
+    assert run_cli(report.main, [str(tmp_path / "r"), "--plot", str(tmp_path / "t.png")]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines() == ['error: --plot needs matplotlib: pip install "minitflow[plot]"']
+    assert out.out == "" and not (tmp_path / "t.png").exists()
