@@ -241,7 +241,7 @@ def test_report_plot_without_matplotlib_names_the_plot_extra(tmp_path, capsys, m
     """pyproject has a `plot` extra that nothing named: the error said `pip install matplotlib`, while a
     missing scorer names `pip install "minitflow[eval]"`. Refused before the table is printed or a file made."""
     import sys
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the project allows 3.10
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert any(r.startswith("matplotlib") for r in extras["project"]["optional-dependencies"]["plot"])
     from minitflow import report
