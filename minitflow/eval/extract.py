@@ -16,7 +16,9 @@ Shared rules:
 
 from __future__ import annotations
 
+import functools
 import re
+from bisect import bisect_left, bisect_right
 from fractions import Fraction
 from typing import Sequence
 
@@ -92,10 +94,10 @@ def extract_boxed(text: str | None) -> str | None:
     return spans[-1][2] if spans else None
 
 
-def _math_after(text: str, pos: int) -> tuple[str, int] | None:
+def _math_after(text: str, pos: int, end: int | None = None) -> tuple[str, int] | None:
     """The answer written at `pos`: a `$...$` / `\\(...\\)` / `\\[...\\]` group
-    (escaped `\\$` inside is fine), else the rest of the sentence."""
-    rest = text[pos:]
+    (escaped `\\$` inside is fine), else the rest of the sentence (read up to `end`)."""
+    rest = text[pos:end]
     lead = re.match(r"[\s:*]*", rest).end()
     rest, pos = rest[lead:], pos + lead
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
@@ -175,9 +177,11 @@ _MATH_SPAN_RE = re.compile(
 # "18 or 20", "18, or maybe 20", "18 (or possibly 20)", "18? Or 20": a hedge between two numbers states neither
 # (and the answer lines' languages: "18 oder 20", "18 ou peut-être 20", "18 o 20")
 # "18, but it could be 20", "18, but 20 is also possible" (_ALSO_POSSIBLE_RE after the second): a hedge too
-_HEDGE_GAP_RE = re.compile(r"\s*(?:\.{1,3}|\u2026|\?)?\s*,?\s*\(?\s*(?:or|oder|ou|o)\s+"
+# (one whitespace run per gap between its marks: runs side by side, \s*,?\s*, tried each split of a run, and
+# "18", 500 spaces, "20" took 100 s)
+_HEDGE_GAP_RE = re.compile(r"\s*(?:(?:\.{1,3}|\u2026|\?)\s*)?(?:,\s*)?(?:\(\s*)?(?:or|oder|ou|o)\s+"
                            r"(?:(?:maybe|perhaps|possibly|vielleicht|peut-[e\u00ea]tre|quiz[a\u00e1]s?)\s+)?"
-                           r"|\s*,?\s*but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+", re.I)
+                           r"|\s*(?:,\s*)?but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+", re.I)
 _ALSO_POSSIBLE_RE = re.compile(r"\)?\**\s+(?:is|could\s+be|might\s+be|may\s+be)\s+(?:also\s+)?"
                                r"(?:possible|correct|right|plausible)\b", re.I)
 # "between 18 and 20", "18 to 20", "18-20": a range, no one number
@@ -185,7 +189,8 @@ _RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through|bis|und|\u00e0|et|a|y)\s+", re
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 # "\boxed{18} or \boxed{20}", "\boxed{18}, \boxed{20}", two boxes on two lines: between two boxes, a hedge
-_BOX_HEDGE_RE = re.compile(r"\s*\$*\s*(?:,?\s*(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})?\s*\$*\s*", re.I)
+_BOX_HEDGE_RE = re.compile(r"\s*(?:\$++\s*)?(?:(?:(?:,\s*)?(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})\s*)?"
+                            r"(?:\$+\s*)?", re.I)
 
 
 # after a number in words, the words that make it part of something else: "one half", "two more than ...",
@@ -283,7 +288,7 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
         # "3 hours and 30 minutes", "30 hours and 30 minutes": two quantities, where an answer is stated
         two_units = stated and re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)
-        hedge = _HEDGE_GAP_RE.fullmatch(gap) or re.fullmatch(r"\s*,?\s*but\s+", gap, re.I) \
+        hedge = _HEDGE_GAP_RE.fullmatch(gap) or re.fullmatch(r"\s*(?:,\s*)?but\s+", gap, re.I) \
             and _ALSO_POSSIBLE_RE.match(text, b.end())
         if two_units or (hedge or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
@@ -404,14 +409,18 @@ def _gsm8k_explicit(text: str, boxes_only: bool = False) -> tuple[int, str] | No
         num = _number_in(m.group(1), last=False)
         if num is not None:
             found.append((m.start(), num))
-    for m in _GSM_PHRASE_RE.finditer(text):
-        num = _number_stated_at(text, m.end())
+    # each answer line is read up to the next one (whose reading the rest is): "The answer is 18 or " a
+    # thousand times on one line read the whole rest of the line at each, 40,000 characters in 23 s
+    phrases = list(_GSM_PHRASE_RE.finditer(text))
+    for k, m in enumerate(phrases):
+        num = _number_stated_at(text, m.end(), phrases[k + 1].start() if k + 1 < len(phrases) else len(text))
         if num is not None and not _hypothetical(text, m):
             found.append((m.start(), num))
     if found:  # after an explicit answer, "Wait, actually it's 18." replaces it
         after = max(f[0] for f in found)
-        for m in _GSM_CORRECTION_RE.finditer(text, after + 1):
-            num = _number_stated_at(text, m.end())
+        fixes = list(_GSM_CORRECTION_RE.finditer(text, after + 1))
+        for k, m in enumerate(fixes):
+            num = _number_stated_at(text, m.end(), fixes[k + 1].start() if k + 1 < len(fixes) else len(text))
             if num is not None:
                 found.append((m.start(), num))
     return max(found, key=lambda f: f[0]) if found else None
@@ -422,14 +431,29 @@ def _hypothetical(text: str, m: re.Match) -> bool:
     would be 22."; "Otherwise the answer would be 20."): a remark, not the answer."""
     if not re.search(r"answer\W+would\b", m.group(0), re.I):  # not "If I had to pick, I would choose C."
         return False
-    start = max(text.rfind(c, 0, m.start()) for c in ".!?\n(") + 1
-    return re.search(r"\b(?:if|otherwise|unless|suppose|supposing|assuming|had)\b", text[start:m.start()],
-                     re.I) is not None
+    starts, cond_starts, cond_ends = _sentences(text)
+    start = starts[bisect_right(starts, m.start()) - 1]
+    k = bisect_left(cond_starts, start)  # the sentence's first conditional word, if any
+    return k < len(cond_starts) and cond_ends[k] <= m.start()
 
 
-def _number_stated_at(text: str, pos: int) -> str | None:
-    """The first number of the sentence starting at `pos`."""
-    line = text[pos:].split("\n", 1)[0]
+_CONDITIONAL_RE = re.compile(r"\b(?:if|otherwise|unless|suppose|supposing|assuming|had)\b", re.I)
+
+
+@functools.lru_cache(maxsize=4)
+def _sentences(text: str) -> tuple[list[int], list[int], list[int]]:
+    """Where `text`'s sentences start, and its conditional words start and end: found once for all of a
+    reply's answer lines (each searched back to its sentence's start: "the answer would be 5 " over one
+    40,000-character line took 2 s)."""
+    spans = [m.span() for m in _CONDITIONAL_RE.finditer(text)]
+    return ([0] + [m.end() for m in re.finditer(r"[.!?\n(]", text)],
+            [a for a, _ in spans], [b for _, b in spans])
+
+
+def _number_stated_at(text: str, pos: int, end: int) -> str | None:
+    """The first number of the sentence starting at `pos` (and ending by `end`)."""
+    stop = text.find("\n", pos, end)
+    line = text[pos:end if stop < 0 else stop]
     # not at 1\;080, nor at "18? Or 20" (a hedge); "18。" ends a sentence too
     sentence = re.split(r"(?:\.(?=\s|$)|(?<!\\)[;?!\u3002])(?!\.*\s*\(?\s*(?i:or|oder|ou|o)\b)", line, maxsplit=1)[0]
     if _NUMBER_WORDS_RE.match(re.sub(r"^[\s:*$]+", "", sentence)):  # "one more than 17 ...": not 17
@@ -547,21 +571,37 @@ def _last_box_run(text: str) -> tuple[int, str] | None:
 _PROSE_RE = re.compile(r"\b[a-z]{2,}\s+[a-z]{2,}\s+[a-z]{2,}\b")
 
 
+def _cut_hope(body: str) -> str:
+    """`body` less the Minerva prompt's closing "I hope it is correct." and a full stop before it (found from
+    the phrase: a search for `\\.?\\s*I hope` tried each start in a run of spaces, 50,000 took minutes)."""
+    m = re.search(r"I hope it is correct\.?$", body)
+    if m:
+        body = body[:m.start()].rstrip()
+        body = body[:-1] if body.endswith(".") else body
+    return body.strip()
+
+
 def _final_answer_line(text: str) -> tuple[int, str] | None:
     """The last "Final Answer: X" / "the final answer is X".  A prose sentence there
     gives what it says something is ("Final answer: the diameter is 1.6 cm."), or
     nothing: "To double-check the final answer: plug it in." after a box is no answer."""
-    last = None
-    for m in _FINAL_LINE_RE.finditer(text):
-        got = _math_after(text, m.end())
+    # from the last, each read up to the next: "Final Answer: " over one line read the rest of the line at
+    # each, 40,000 characters in 3 s
+    lines = list(_FINAL_LINE_RE.finditer(text))
+    for k in reversed(range(len(lines))):
+        m = lines[k]
+        got = _math_after(text, m.end(), lines[k + 1].start() if k + 1 < len(lines) else None)
         if got:
-            body = re.sub(r"\.?\s*I hope it is correct\.?$", "", got[0]).strip()
-            in_math = re.match(r"[\s:*]*(?:\$|\\\(|\\\[)", text[m.end():])
+            body = _cut_hope(got[0])
+            in_math = _IN_MATH_RE.match(text, m.end())
             if body and not in_math and _PROSE_RE.search(re.sub(r"\$[^$]*\$", " ", body)):
                 body = _closing_statement(body)
             if body:
-                last = (m.start(), body)
-    return last
+                return m.start(), body
+    return None
+
+
+_IN_MATH_RE = re.compile(r"[\s:*]*(?:\$|\\\(|\\\[)")
 
 
 def extract_math_answer(text: str | None) -> str | None:
@@ -576,10 +616,12 @@ def extract_math_answer(text: str | None) -> str | None:
         candidates = [c for c in (_last_box_run(region), _final_answer_line(region)) if c]
         if candidates:
             return max(candidates, key=lambda c: c[0])[1]
-        phrases = [_math_after(region, m.end()) for m in _ANSWER_IS_RE.finditer(region)]
-        phrases = [p for p in phrases if p]
-        if phrases:
-            return phrases[-1][0]
+        # the last that reads (from the end: each read the rest of its sentence, "The answer is" over one
+        # 40,000-character line took 2 s)
+        phrase = next((p for m in reversed(list(_ANSWER_IS_RE.finditer(region))) if (p := _math_after(region, m.end()))),
+                      None)
+        if phrase:
+            return phrase[0]
         closing = _closing_statement(region)
         if closing:
             return closing
@@ -597,7 +639,8 @@ def _closing_statement(region: str) -> str | None:
     if not lines or not _CLOSING_RE.search(lines[-1]):
         return None
     line = lines[-1]
-    groups = re.findall(r"(?<!\\)\$\$?(.+?)(?<!\\)\$|\\\((.+?)\\\)", line)
+    # a \( group holds no other \( ("is \(" over one line read each to the line's end: 40,000 characters, 3 s)
+    groups = re.findall(r"(?<!\\)\$\$?(.+?)(?<!\\)\$|\\\(((?:[^\\]|\\[^(])+?)\\\)", line)
     if groups:
         return next(g for g in groups[-1] if g).strip()
     got = _math_after(line, list(_CLOSING_RE.finditer(line))[-1].end())
@@ -609,11 +652,12 @@ def _closing_statement(region: str) -> str | None:
 _LETTERS = "ABCDEFGHIJ"
 # "A or C", "A, B", "A and C", "A (or possibly C)", "A... or maybe C": a hedge between two letters states no answer
 # ("C, but it could be D", "C, but D is also possible": the same hedge in words)
-_NOT_TWO = (r"(?![)*}]*\s*(?:(?:,|\.{1,3}|\u2026|\?)?\s*\(?\s*\bor\b|,|/|&|\band\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
-            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b)"
-            r"|[)*}]*\s*,?\s*but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+"
-            r"(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
-            r"|[)*}]*\s*,?\s*but\s+(?:option\s+|choice\s+)?[*$({\[]*\(?(?-i:[A-J])\b(?!['-]\w)"
+# (one whitespace run per gap between its marks: "C", 2,000 spaces and any word took minutes)
+_NOT_TWO = (r"(?![)*}]*\s*(?:(?:(?:,|\.{1,3}|\u2026|\?)\s*)?(?:\(\s*)?\bor\b|,|/|&|\band\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
+            r"(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b)"
+            r"|[)*}]*\s*(?:,\s*)?but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+"
+            r"(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
+            r"|[)*}]*\s*(?:,\s*)?but\s+(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
             + _ALSO_POSSIBLE_RE.pattern + ")")
 # its callers end in whitespace, so it starts with none of its own (side by side, "answer is" and 250 spaces
 # took minutes)
@@ -655,7 +699,7 @@ _LETTER_PATTERNS = [
 
 # "b)" / "(b)" is never the article; "(a) or (c)" is a hedge, as in upper case
 _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*(?:\*+\s*)?(?:\(?([a-j])\)(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[a-j]\))"
-                              r"|([a-j])(?=\s*[.!]?\s*(?:$|\n)))")
+                              r"|([a-j])(?=\s*(?:[.!]\s*)?(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$",
                             re.I)
 # not "(A) or (B).", nor "C, but it could also be (D)."
@@ -686,6 +730,7 @@ _CONNECTIVE_RE = re.compile("|".join(f"(?P<c{k}>{pattern})" for k, (_, pattern) 
 _AROUND_CONNECTIVE_RE = re.compile(r"\s*([~\u2022\u2228\u2283\u2261\u2203\u2200])\s*")
 
 
+@functools.lru_cache(maxsize=1024)  # each "answer is" of a reply compares against every option's text
 def _norm_choice(s: str, lower: bool = True) -> str:
     s = re.sub(r"[\s.$*]+", " ", re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s)).strip()
     if re.search(r"[\\~\u00ac\u223c\u00b7\u2219\u2227\u2022\u2228\u2283\u2192\u2261\u2194\u2203\u2200]", s):
@@ -839,8 +884,10 @@ def _mmlu_plain(reply: str, choices: Sequence[str] | None = None) -> str | None:
 
 # ------------------------------------------------------------------- code
 
-_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.S)
-_OPEN_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n")
+# an opening fence's info string has no backtick (CommonMark): "```" over one line tried every fence to the
+# line's end, 40,000 characters in 1 s
+_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S)
+_OPEN_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n")
 _PYTHON_TAGS = ("python", "py", "python3")
 
 

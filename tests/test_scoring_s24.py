@@ -1,0 +1,92 @@
+"""Strict scorers on degenerate replies (a sampled reply that loops, or pads with blank space): each
+reader takes time about linear in the reply.  Each shape below took seconds to minutes before its fix;
+the bound is generous for a loaded machine, the readings are checked too (no data files needed)."""
+
+import time
+
+import pytest
+
+from minitflow.eval.scoring import extract_code, extract_gsm8k_answer, extract_math_answer, extract_mmlu_letter
+
+CHOICES = ["apple", "banana", "cherry", "date"]
+N = 100_000
+
+
+def _loop(unit: str, n: int = N) -> str:
+    return unit * (n // len(unit))
+
+
+def _short(text) -> str | None:
+    return repr(text[:24]) if isinstance(text, str) else None
+
+
+def _timed(read, text):
+    start = time.perf_counter()
+    got = read(text)
+    return got, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("text, expected", [
+    (_loop("The answer is 18 or "), "18"),     # each answer line read the rest of its line: 40,000 chars 23 s
+    (_loop("The answer would be 5 "), "5"),     # each searched back to its sentence's start for an "if"
+    (_loop("The answer is -"), None),
+    (_loop("The answer is 5 if "), "5"),
+    ("The answer is 18" + " " * 2000 + "20", "18"),  # the hedge gap's side-by-side \s*: minutes
+    ("She pays 18" + "\t" * 5000 + "20", "20"),
+    (r"\boxed{18}" + " " * 5000 + r"x \boxed{20}", "20"),    # the boxes' hedge gap
+], ids=_short)
+def test_gsm8k_degenerate_replies_read_in_linear_time(text, expected):
+    got, took = _timed(extract_gsm8k_answer, text)
+    assert took < 2
+    assert got == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is C" + " " * 5000 + "x", "C"),       # the two-letter lookahead's side-by-side \s*: minutes
+    ("The answer is C" + "\n " * 5000 + "but D", "C"),
+    ("The answer is: c" + " " * 5000 + "x", None),     # the lower-case letter's end: \s*[.!]?\s*
+    (_loop("If so, the answer would be C "), None),
+    (_loop("The answer would be C "), "C"),
+], ids=_short)
+def test_mmlu_degenerate_replies_read_in_linear_time(text, expected):
+    got, took = _timed(extract_mmlu_letter, text)
+    assert took < 2
+    assert got == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    (_loop("The answer is"), "The answer is"),          # each read the rest of its sentence: 40,000 chars 2 s
+    (_loop("Final Answer: ") + "7", "7"),                # 40,000 chars 3 s
+    ("Final Answer: 18" + " " * N + "x.", "18" + " " * N + "x"),  # "\.?\s*I hope" at each space
+    (_loop("So it is \\("), None),                       # each unclosed \( read to the line's end
+], ids=_short)
+def test_math_degenerate_replies_read_in_linear_time(text, expected):
+    got, took = _timed(extract_math_answer, text)
+    assert took < 2
+    assert got == expected
+
+
+def test_code_a_line_of_fences_reads_in_linear_time():
+    got, took = _timed(lambda t: extract_code(t, "f"), _loop("```") + "\ndef f():\n    return 1\n")
+    assert took < 2
+    assert got == "def f():\n    return 1\n"
+
+
+def test_the_readings_the_cuts_keep():
+    # an answer line is read up to the next; the last that reads counts
+    assert extract_gsm8k_answer("The answer is 18, and if not, the answer would be 20.") == "18"
+    assert extract_gsm8k_answer("If she had 20 eggs, the answer would be 22. She has 18.") == "18"
+    assert extract_gsm8k_answer("She had 3. The answer would be 22") == "22"
+    assert extract_math_answer("Final Answer: The final answer is $7$. I hope it is correct.") == "7"
+    assert extract_math_answer("Final Answer: 18 . I hope it is correct.") == "18"
+    assert extract_math_answer(r"So the value is \(x = \frac{1}{2}\).") == r"x = \frac{1}{2}"
+    assert extract_code("```python ```\nprint(1)\n```") == "print(1)\n"  # no backtick in an info string
+
+
+def test_mmlu_a_loop_of_stated_answers_with_options_reads_fast():
+    # each "answer is" normalised every option's text again for each sentence end it tried: linear, but
+    # 300,000 characters took about 6 s; the options' texts are normalised once now
+    got, took = _timed(lambda t: extract_mmlu_letter(t, CHOICES), _loop("answer is 1. ", 3 * N))
+    assert took < 2
+    assert got is None
+    assert extract_mmlu_letter("The answer is banana.", CHOICES) == "B"
