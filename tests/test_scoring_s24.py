@@ -90,3 +90,32 @@ def test_mmlu_a_loop_of_stated_answers_with_options_reads_fast():
     assert took < 2
     assert got is None
     assert extract_mmlu_letter("The answer is banana.", CHOICES) == "B"
+
+
+# ------------------------------------------------- hedges in other words
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is C, or it could be D.",
+    "The answer is C, or it might also be (D).",
+    "The answer is C, though D is also possible.",
+    "The answer is C, although (D) could be correct.",
+])
+def test_mmlu_not_one_answer_or_it_could_be_another(text):
+    assert extract_mmlu_letter(text) is None  # each read C
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is 18, or it could be 20.\nCheck: 3 * 4 = 12.",
+    "The answer is 18, though 20 is also possible.\nCheck: 3 * 4 = 12.",
+])
+def test_gsm8k_not_one_number_or_it_could_be_another(text):
+    got = extract_gsm8k_answer(text)
+    assert got not in ("18", "20", "12") and "18" in got and "20" in got  # each read 18
+
+
+def test_not_a_hedge_a_remark_after_or_or_though():
+    assert extract_mmlu_letter("The answer is C, or it could be argued otherwise.") == "C"
+    assert extract_mmlu_letter("The answer is C, though A is wrong.") == "C"
+    assert extract_gsm8k_answer("The answer is 18, though 20 is wrong.\nCheck: 3 * 4 = 12.") == "18"
+    assert extract_gsm8k_answer("The answer is 18, or it could be more.\nCheck: 3 * 4 = 12.") == "18"

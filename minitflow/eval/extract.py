@@ -176,12 +176,13 @@ _MATH_SPAN_RE = re.compile(
 
 # "18 or 20", "18, or maybe 20", "18 (or possibly 20)", "18? Or 20": a hedge between two numbers states neither
 # (and the answer lines' languages: "18 oder 20", "18 ou peut-être 20", "18 o 20")
-# "18, but it could be 20", "18, but 20 is also possible" (_ALSO_POSSIBLE_RE after the second): a hedge too
+# "18, but it could be 20", "18, but 20 is also possible" (_ALSO_POSSIBLE_RE after the second): a hedge too,
+# and so are "18, or it could be 20" and "18, though 20 is also possible"
 # (one whitespace run per gap between its marks: runs side by side, \s*,?\s*, tried each split of a run, and
 # "18", 500 spaces, "20" took 100 s)
 _HEDGE_GAP_RE = re.compile(r"\s*(?:(?:\.{1,3}|\u2026|\?)\s*)?(?:,\s*)?(?:\(\s*)?(?:or|oder|ou|o)\s+"
                            r"(?:(?:maybe|perhaps|possibly|vielleicht|peut-[e\u00ea]tre|quiz[a\u00e1]s?)\s+)?"
-                           r"|\s*(?:,\s*)?but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+", re.I)
+                           r"|\s*(?:,\s*)?(?:but|or)\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+", re.I)
 _ALSO_POSSIBLE_RE = re.compile(r"\)?\**\s+(?:is|could\s+be|might\s+be|may\s+be)\s+(?:also\s+)?"
                                r"(?:possible|correct|right|plausible)\b", re.I)
 # "between 18 and 20", "18 to 20", "18-20": a range, no one number
@@ -288,7 +289,7 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
             or re.fullmatch(r"\s*and\s+", gap) and re.search(r"\bbetween\s*$", text[:a.start()], re.I)
         # "3 hours and 30 minutes", "30 hours and 30 minutes": two quantities, where an answer is stated
         two_units = stated and re.fullmatch(r"\s*[A-Za-z]+\s+and\s+", gap)
-        hedge = _HEDGE_GAP_RE.fullmatch(gap) or re.fullmatch(r"\s*(?:,\s*)?but\s+", gap, re.I) \
+        hedge = _HEDGE_GAP_RE.fullmatch(gap) or re.fullmatch(r"\s*(?:,\s*)?(?:but|(?:al)?though)\s+", gap, re.I) \
             and _ALSO_POSSIBLE_RE.match(text, b.end())
         if two_units or (hedge or ranged) and not _same_value(a.group(0), b.group(0)):
             return text[a.start():b.end()]
@@ -651,13 +652,14 @@ def _closing_statement(region: str) -> str | None:
 
 _LETTERS = "ABCDEFGHIJ"
 # "A or C", "A, B", "A and C", "A (or possibly C)", "A... or maybe C": a hedge between two letters states no answer
-# ("C, but it could be D", "C, but D is also possible": the same hedge in words)
+# ("C, but it could be D", "C, but D is also possible", "C, or it could be D", "C, though D is also possible": the
+# same hedge in words)
 # (one whitespace run per gap between its marks: "C", 2,000 spaces and any word took minutes)
 _NOT_TWO = (r"(?![)*}]*\s*(?:(?:(?:,|\.{1,3}|\u2026|\?)\s*)?(?:\(\s*)?\bor\b|,|/|&|\band\b)\s*(?:(?:maybe|perhaps|possibly)\s+)?"
             r"(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)(?!\)?\s+(?:is|are)\b)"
-            r"|[)*}]*\s*(?:,\s*)?but\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+"
+            r"|[)*}]*\s*(?:,\s*)?(?:but|or)\s+(?:it|the\s+answer)\s+(?:could|might|may)\s+(?:also\s+)?be\s+"
             r"(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
-            r"|[)*}]*\s*(?:,\s*)?but\s+(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
+            r"|[)*}]*\s*(?:,\s*)?(?:but|(?:al)?though)\s+(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
             + _ALSO_POSSIBLE_RE.pattern + ")")
 # its callers end in whitespace, so it starts with none of its own (side by side, "answer is" and 250 spaces
 # took minutes)
