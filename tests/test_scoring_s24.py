@@ -85,7 +85,7 @@ def test_the_readings_the_cuts_keep():
 
 def test_mmlu_a_loop_of_stated_answers_with_options_reads_fast():
     # each "answer is" normalised every option's text again for each sentence end it tried: linear, but
-    # 300,000 characters took about 6 s; the options' texts are normalised once now
+    # 300,000 characters took about 4 s; the options' texts are normalised once now
     got, took = _timed(lambda t: extract_mmlu_letter(t, CHOICES), _loop("answer is 1. ", 3 * N))
     assert took < 2
     assert got is None
