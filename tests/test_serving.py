@@ -673,6 +673,39 @@ def test_capture_takes_numpy_layers_and_spans(model):
     assert torch.allclose(summed.hidden, (w[None, :, None, None] * want).sum(1), atol=1e-5)
 
 
+def test_two_threads_generating_on_one_llm_get_the_tokens_each_gets_alone(model):
+    """Two threads' generate() on one LLM stepped the same slots, sampler rows and token ring at
+    once: both got wrong tokens without a word (or an exception from deep inside). Now the
+    engine is one thread's at a time and the second call waits its turn."""
+    import sys
+    import threading
+    llm = _llm(model, num_slots=4)
+    prompts = _prompts(8, seed=3)
+    sps = [SamplingParams(max_new_tokens=20, temperature=0.8, seed=i) for i in range(8)]
+    want = [g.token_ids for g in llm.generate(prompts, sps)]
+    got, errors = {}, []
+
+    def work(k: int) -> None:
+        try:
+            got[k] = [g.token_ids for g in llm.generate(prompts[k::2], sps[k::2])]
+        except BaseException as e:  # reported below: a thread swallows it
+            errors.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads switch every few bytecodes: their steps interleave
+    try:
+        for _ in range(2):
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors and got == {0: want[0::2], 1: want[1::2]}
+    finally:
+        sys.setswitchinterval(interval)
+    assert not llm.has_unfinished()
+
+
 def test_release_memory_refuses_while_requests_run(model):
     """release_memory() between steps dropped the running request's KV cache: the next step() was
     a bare AssertionError and aborted it. Now it is refused, and the request runs on."""

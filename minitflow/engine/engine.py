@@ -14,6 +14,7 @@ nothing is in flight, they no longer name it: its tensors go with the caller's l
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Callable, Sequence
@@ -88,7 +89,9 @@ class TokenRing:
 
 
 class Engine:
-    """Slots, scheduler, runner and prefix cache behind `add_request` / `step`."""
+    """Slots, scheduler, runner and prefix cache behind `add_request` / `step`. `lock` (reentrant)
+    makes each call one thread's at a time: two threads' generate() calls stepped the same slots
+    and buffers at once and both got wrong tokens without a word; now the second waits its turn."""
 
     def __init__(self, model: Qwen3Model, eos_token_ids: set[int], decode: Callable[[list[int]], str] | None,
                  max_seq_len: int, num_slots: int = 16, compile: bool = False, static: bool = False,
@@ -112,13 +115,15 @@ class Engine:
         self._cond_keys: dict[int, tuple] = {}
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
         self._held: list[Request] = []  # others' requests that finished inside run(): the next step() returns them
+        self.lock = threading.RLock()
 
     # ---- requests ------------------------------------------------------------------------
     def add_request(self, req: Request) -> Request:
         """Queue a request after checking it; one-line UserErrors name it."""
-        self.check(req)
-        req.status = Status.WAITING
-        self.scheduler.add(req)
+        with self.lock:
+            self.check(req)
+            req.status = Status.WAITING
+            self.scheduler.add(req)
         return req
 
     def check(self, req: Request) -> None:
@@ -175,26 +180,28 @@ class Engine:
     def step(self) -> list[Request]:
         """Admit, prefill, decode once; return the requests that finished. An exception (or
         Ctrl-C) aborts every request in flight and leaves the engine ready for new ones."""
-        try:
-            with torch.inference_mode():  # the cache and buffers are inference tensors
-                finished = self._step()
-        except BaseException:
-            self.abort_all()
-            raise
-        held, self._held = self._held, []
-        if self.ring.pending and not self.in_flight():  # host-only: no wait for the device
-            self.ring.forget_owners()
-        return held + finished
+        with self.lock:
+            try:
+                with torch.inference_mode():  # the cache and buffers are inference tensors
+                    finished = self._step()
+            except BaseException:
+                self.abort_all()
+                raise
+            held, self._held = self._held, []
+            if self.ring.pending and not self.in_flight():  # host-only: no wait for the device
+                self.ring.forget_owners()
+            return held + finished
 
     def abort_all(self) -> list[Request]:
         """Abort every request in flight, and zero the KV cache: a refused request may leave NaN
         there (and a prefill-only one with the same input, which ended without an error, in
         another slot), which a later row attending past its own positions (beside a longer one)
         would read through the mask (NaN + -inf is NaN)."""
-        self.ring.clear()
-        self.runner.clear_cache()
-        self._held = []  # finished, but for a caller that is unwinding: not the next one's step()
-        return self.scheduler.abort_all()
+        with self.lock:
+            self.ring.clear()
+            self.runner.clear_cache()
+            self._held = []  # finished, but for a caller that is unwinding: not the next one's step()
+            return self.scheduler.abort_all()
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []
@@ -337,12 +344,13 @@ class Engine:
         """Add `reqs` and step until all of them are done. Others in flight advance too, and those
         that finish here come out of the next step(): a generate() inside run_method's on_result
         took them, and run_method waited forever for its questions."""
-        for r in reqs:
-            self.check(r)
-        for r in reqs:
-            self.add_request(r)
-        mine = {id(r) for r in reqs}
-        while not all(r.finished for r in reqs):
-            done = self.step()  # before reading self._held, which step() empties
-            self._held += [r for r in done if id(r) not in mine]
+        with self.lock:  # another thread's step() would take tokens of these slots
+            for r in reqs:
+                self.check(r)
+            for r in reqs:
+                self.add_request(r)
+            mine = {id(r) for r in reqs}
+            while not all(r.finished for r in reqs):
+                done = self.step()  # before reading self._held, which step() empties
+                self._held += [r for r in done if id(r) not in mine]
         return list(reqs)

@@ -92,7 +92,8 @@ class LLM:
     on for a CUDA model without `compile`, as in vLLM, and False runs every step op by op (the
     reference). True on a CPU model is an error. `static=True` runs each batch until its
     slowest row ends (the pre-serving behaviour, kept for comparison). `prefix_cache_bytes`
-    bounds the prefix cache (0 turns it off)."""
+    bounds the prefix cache (0 turns it off). One thread at a time runs the engine: a call from
+    another thread (generate, step, run_method) waits for the running one to return."""
 
     def __init__(self, model: Qwen3Model, tokenizer: Tokenizer | None = None,
                  eos_token_ids: Sequence[int] = (), max_seq_len: int | None = None, compile: bool = False,
@@ -187,11 +188,12 @@ class LLM:
         is the KV dropped, and the next step() was a bare AssertionError that aborted them.
         Call it after changing the model's weights in place: the prefix cache is keyed by tokens,
         so its blocks hold the KV of the old weights."""
-        if self.engine.scheduler.running:
-            raise UserError("release_memory() with requests running would drop their KV cache: step() them to the "
-                            "end first")
-        self.engine.runner.release_memory()
-        self.engine.prefix_cache.clear()
+        with self.engine.lock:  # not under another thread's generate()
+            if self.engine.scheduler.running:
+                raise UserError("release_memory() with requests running would drop their KV cache: step() them to "
+                                "the end first")
+            self.engine.runner.release_memory()
+            self.engine.prefix_cache.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

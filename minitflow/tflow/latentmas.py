@@ -447,9 +447,10 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
     plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
     t0 = time.perf_counter()
     idx = list(range(len(questions)))
-    past, timers = _senders(plan, idx)
-    judgers = [_judger(plan, i, p) for i, p in zip(idx, past)]
-    llm.engine.run(judgers)
+    with llm.engine.lock:  # the senders run the model beside the engine: no other thread's step() meanwhile
+        past, timers = _senders(plan, idx)
+        judgers = [_judger(plan, i, p) for i, p in zip(idx, past)]
+        llm.engine.run(judgers)
     sync(llm.device)
     for r in judgers:
         r.past = None  # the senders' rows: free them with this function's frame
@@ -472,6 +473,13 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     question, `timings` hold its group's sender stages and `total_s` from its group's start."""
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
+    with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
+        return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
+                                 on_result=on_result, refill_share=refill_share, **options)
+
+
+def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
+                      latent_steps: int, on_result, refill_share: float, **options) -> list[MethodResult]:
     if llm.engine.in_flight():  # step() would hand it another's request: a bare StopIteration, judgers left behind
         raise UserError("stream_latentmas needs the LLM to itself, and requests are in flight (add_request): "
                         "step() them to the end first")

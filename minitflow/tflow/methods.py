@@ -400,39 +400,42 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
     if len(labels) != len(questions):
         raise UserError(f"{len(labels)} labels for {len(questions)} questions")
-    if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
-        raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
-                        "run_method whose on_result called this one): step() them to the end first")
-    sq = list(sender_questions) if sender_questions is not None else questions
-    for name, texts in (("question", questions), ("sender question", sq)):
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:  # else an error (latentmas: a TypeError) when its turn came, mid-run
-            hint = ": pass [s.question for s in samples]" if hasattr(texts[bad], "question") else ""
-            raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
-    if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
-        kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
-    if method == "latentmas":
-        options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
-        with _aborting(llm):
-            return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
-                                    window=batch_size, on_result=on_result, sender_questions=sender_questions,
-                                    refill_share=share, labels=labels, **options)
-    validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
-                     realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
-    _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
-    pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-    qs = [_Question(i, q, s, replace(sp, seed=seed), label=label)
-          for i, (q, s, sp, seed, label) in enumerate(zip(questions, sq, per_q, seeds, labels))]
+    # the whole run holds the engine: another thread's generate() waits for it (latentmas' senders run the
+    # model beside the engine, and a step() between this run's would take its requests)
+    with llm.engine.lock:
+        if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
+            raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
+                            "run_method whose on_result called this one): step() them to the end first")
+        sq = list(sender_questions) if sender_questions is not None else questions
+        for name, texts in (("question", questions), ("sender question", sq)):
+            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+            if bad is not None:  # else an error (latentmas: a TypeError) when its turn came, mid-run
+                hint = ": pass [s.question for s in samples]" if hasattr(texts[bad], "question") else ""
+                raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
+        if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
+            kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
+        if method == "latentmas":
+            options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
+            with _aborting(llm):
+                return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
+                                        window=batch_size, on_result=on_result, sender_questions=sender_questions,
+                                        refill_share=share, labels=labels, **options)
+        validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
+                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
+        _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
+        pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
+        qs = [_Question(i, q, s, replace(sp, seed=seed), label=label)
+              for i, (q, s, sp, seed, label) in enumerate(zip(questions, sq, per_q, seeds, labels))]
 
-    def start(group: list[int]) -> None:
-        for i in group:
-            qs[i].start_t = time.perf_counter()
-            pipeline.start(qs[i])
+        def start(group: list[int]) -> None:
+            for i in group:
+                qs[i].start_t = time.perf_counter()
+                pipeline.start(qs[i])
 
-    with torch.inference_mode(), _aborting(llm):
-        return stream_window(len(qs), batch_size, start,
-                             lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(pipeline.step())],
-                             refill_share=share, on_result=on_result)
+        with torch.inference_mode(), _aborting(llm):
+            return stream_window(len(qs), batch_size, start,
+                                 lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(pipeline.step())],
+                                 refill_share=share, on_result=on_result)
 
 
 class _aborting:
