@@ -589,6 +589,37 @@ def test_tflow_refuses_a_generator_on_another_device(golden_llm):
     assert not golden_llm.has_unfinished()
 
 
+@pytest.mark.parametrize("other, match", [
+    ({"hidden_size": 48}, r"hidden size 48 \(this LLM: 32\)"),
+    ({"num_hidden_layers": 1}, r"layers 1 \(this LLM: 2\)"),
+    ({"intermediate_size": 96}, r"mlp.gate_proj \(32, 96\) \(this LLM: \(32, 80\)\)"),
+    ({"num_key_value_heads": 2}, r"self_attn.k_proj \(32, 32\) \(this LLM: \(32, 16\)\)"),
+    (None, r"^generator must be a TFlowGenerator .*got str"),
+    ({"generator_piece": True}, r"^generator_piece must be >= 1 or None, got True")],
+    ids=["hidden", "layers", "mlp", "kv-heads", "a-path", "piece-true"])
+def test_tflow_refuses_a_generator_for_another_backbone_before_any_request(golden_llm, other, match, monkeypatch):
+    """A generator of another backbone ran the senders first and then failed: torch's matmul
+    error inside the generator (hidden size), a capture error naming layer weights (layers), or
+    a LoRA error at the receiver after the generator's work (projections); a path in place of
+    the generator was an AttributeError, generator_piece=True a TypeError from torch.narrow."""
+    import dataclasses
+    from minitflow.tflow.checkpoint import random_generator
+    def add_request(r):
+        raise AssertionError(f"a request ran before the refusal: {r.tag}")
+    monkeypatch.setattr(golden_llm.engine, "add_request", add_request)
+    piece = {}
+    if other is None:
+        gen = str(GOLDEN / "tflow.pt")
+    elif "generator_piece" in other:
+        gen, piece = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg), other
+    else:
+        gen = random_generator(dataclasses.replace(golden_llm.cfg, **other))
+    with pytest.raises(UserError, match=match):
+        run_method("tflow", golden_llm, ["What is 2 + 2?"], sampling=SamplingParams(max_new_tokens=2), generator=gen,
+                   **piece)
+    assert not golden_llm.has_unfinished()
+
+
 @pytest.mark.parametrize("deferred", [False, True])
 def test_a_nan_condition_names_its_question(golden_llm, monkeypatch, deferred):
     """A NaN in a sender's captured hidden states went on into the generator: every LoRA factor

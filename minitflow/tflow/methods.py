@@ -30,7 +30,7 @@ from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
-from minitflow.model.lora import LoraWeights, build_lora
+from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import TFlowGenerator
@@ -256,6 +256,26 @@ class _TextMAS(_Pipeline):
         return done
 
 
+def check_generator(generator: object, cfg) -> None:
+    """Refuse a generator that is not one, or one made for another backbone, before any request
+    runs: a path failed on .parameters(), and another shape once the senders had run (another
+    layer count as a capture error, another hidden size as torch's matmul error in the generator,
+    other projections as a LoRA error at the receiver)."""
+    if not isinstance(generator, TFlowGenerator):
+        raise UserError(f"generator must be a TFlowGenerator (load_checkpoint(path, llm.cfg, llm.dtype, llm.device)), "
+                        f"got {type(generator).__name__}")
+    pg, shapes = generator.parameter_generator, projection_shapes(cfg)
+    have = {"layers": generator.pg_layer_aggregator.layer_weights.shape[0] - 1, "generated layers":
+            generator.arch.num_base_model_layers, "hidden size": pg.hidden_in.in_features,
+            **{k: pg.shapes.get(k) for k in shapes}}
+    want = {"layers": cfg.num_hidden_layers, "generated layers": cfg.num_hidden_layers,
+            "hidden size": cfg.hidden_size, **shapes}
+    diffs = [f"{k} {have[k]} (this LLM: {want[k]})" for k in want if have[k] != want[k]]
+    if diffs:
+        raise UserError(f"the generator is for another backbone: {', '.join(diffs)} (a checkpoint or random_generator "
+                        "made for another model?)")
+
+
 class _TFlow(_Pipeline):
     method, final = "tflow", "receiver"
 
@@ -267,8 +287,12 @@ class _TFlow(_Pipeline):
         if generator_batch is not None and (not isinstance(generator_batch, numbers.Integral) or generator_batch < 1):
             raise UserError(f"generator_batch must be >= 1 or None, got {generator_batch!r}")
         generator_batch = None if generator_batch is None else int(generator_batch)  # numpy's too
-        if generator_piece is not None and generator_piece < 1:
-            raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece}")
+        if generator_piece is not None and (not isinstance(generator_piece, numbers.Integral)
+                                            or isinstance(generator_piece, bool) or generator_piece < 1):
+            # True was a TypeError from torch.narrow, after the senders ran
+            raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece!r}")
+        generator_piece = None if generator_piece is None else int(generator_piece)
+        check_generator(generator, llm.cfg)
         where = next(generator.parameters()).device
         if where != llm.device:  # else a device mismatch deep in the generator, once the senders have run
             raise UserError(f"the generator is on {where} and the LLM on {llm.device}: load it with "
