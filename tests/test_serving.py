@@ -739,6 +739,23 @@ def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     assert not llm.has_unfinished()
 
 
+def test_token_ids_that_are_not_integers_are_refused_not_cut(model):
+    """int() made 5.9 token 5 and b"hi" the ids 104, 105 (its bytes), and the rows ran on; None
+    was a TypeError. Integer ids of numpy or torch still run as lists do."""
+    import numpy as np
+    llm = _llm(model, num_slots=2)
+    sp = SamplingParams(max_new_tokens=3)
+    for bad in ([5.9, 6.0], b"hi", None, torch.tensor([5.0, 6.0]), ["5"]):
+        with pytest.raises(UserError, match=r"^prompt 1 is neither text nor integer token ids"):
+            llm.generate([[5, 6], bad], sp)
+        with pytest.raises(UserError, match=r"^prompt 0 is neither text nor integer token ids"):
+            llm.add_request(bad, sp)
+    want = llm.generate([[5, 6, 7]], sp)[0].token_ids
+    for ids in ([np.int64(5), 6, 7], np.array([5, 6, 7], dtype=np.int32), torch.tensor([5, 6, 7])):
+        assert llm.generate([ids], sp)[0].token_ids == want
+    assert not llm.has_unfinished()
+
+
 @pytest.mark.parametrize("layers, weights", [([0, 5], None), ([1, 1], None), ([], None), ([0, 1], 3)],
                          ids=["past-the-last", "twice", "none", "weights-of-three"])
 def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, layers, weights):

@@ -9,6 +9,7 @@ cached and completion tokens it processed, why it stopped, and its prefill/decod
 from __future__ import annotations
 
 import numbers
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ class LLM:
             raise UserError("no prompts given")
         if any(isinstance(p, numbers.Integral) or getattr(p, "ndim", None) == 0 for p in prompts):  # a tensor's too
             raise UserError("prompts holds token ids, not prompts: pass a list of prompts, e.g. [ids]")
-        return [self.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+        return [self.encode(p) if isinstance(p, str) else _token_ids(p, i) for i, p in enumerate(prompts)]
 
     # ---- the engine ----------------------------------------------------------------------
     def add_request(self, prompt: Sequence[int] | str, sampling: SamplingParams = SamplingParams(),
@@ -254,6 +255,18 @@ class LLM:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+
+
+def _token_ids(prompt: object, i: int) -> list[int]:
+    """Prompt i's ids as ints. int() cut 1.7 to 1 and read bytes as their byte values, without a
+    word; operator.index takes only integers (numpy's and integer tensors' too)."""
+    try:
+        if isinstance(prompt, (bytes, bytearray)):
+            raise TypeError
+        return [operator.index(t) for t in prompt]
+    except TypeError:
+        raise UserError(f"prompt {i} is neither text nor integer token ids: {type(prompt).__name__} "
+                        f"{str(prompt)[:40]}") from None
 
 
 def generation_config(model_dir: str | Path) -> dict:
