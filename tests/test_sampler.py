@@ -490,3 +490,13 @@ def test_a_top_k_past_the_samplers_range_is_a_one_line_error():
         with pytest.raises(UserError, match=r"top_k must be in \[0, 2\^31\) \(0 = off\)"):
             SamplingParams(temperature=0.7, top_k=k)
     assert SamplingParams(temperature=0.7, top_k=2 ** 31 - 1).top_k == 2 ** 31 - 1
+
+
+def test_ignore_eos_that_is_not_a_bool_is_refused():
+    """ignore_eos="no" (or "false", a config file's string) is truthy: the row ran past every EOS
+    to max_new_tokens without a word. numpy's bools still count."""
+    import numpy as np
+    for value in ("no", "false", None, 2):
+        with pytest.raises(UserError, match=r"^ignore_eos must be True or False, got"):
+            SamplingParams(ignore_eos=value)
+    assert SamplingParams(ignore_eos=np.True_).ignore_eos is True and SamplingParams().ignore_eos is False

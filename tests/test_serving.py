@@ -756,6 +756,16 @@ def test_token_ids_that_are_not_integers_are_refused_not_cut(model):
     assert not llm.has_unfinished()
 
 
+def test_sampling_that_is_not_sampling_params_is_refused(model):
+    """generate(prompts, None) was a TypeError and a dict of settings an AttributeError from the
+    engine's check; run_method's list of None an AttributeError reading its seed."""
+    llm = _llm(model, num_slots=2)
+    for bad, name in ((None, "NoneType"), ({"max_new_tokens": 3}, "dict"), ([SamplingParams(), None], "NoneType")):
+        with pytest.raises(UserError, match=rf"^sampling must be a SamplingParams or a list of one per prompt, got {name}"):
+            llm.generate([[5, 6], [7, 8]], bad)
+    assert not llm.has_unfinished()
+
+
 @pytest.mark.parametrize("layers, weights", [([0, 5], None), ([1, 1], None), ([], None), ([0, 1], 3)],
                          ids=["past-the-last", "twice", "none", "weights-of-three"])
 def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, layers, weights):

@@ -259,6 +259,12 @@ def test_run_method_refuses_an_llm_with_requests_in_flight(golden_llm):
     assert len(run_method("baseline", golden_llm, ["What is 2 + 2?"], sampling=sp)) == 1
 
 
+def test_run_method_refuses_sampling_that_is_not_sampling_params(golden_llm):
+    """A list with None in it was an AttributeError reading its seed."""
+    with pytest.raises(UserError, match=r"^sampling must be a SamplingParams or a list of one per question, got NoneType"):
+        run_method("baseline", golden_llm, ["a", "b"], sampling=[SamplingParams(max_new_tokens=2), None])
+
+
 def test_run_method_refuses_a_question_that_is_not_a_string(golden_llm):
     """load_samples' Samples passed as questions, or a None among them, failed when that question's
     turn came, mid-run (latentmas: a TypeError from str.replace). Now before anything runs."""

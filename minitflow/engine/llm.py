@@ -221,7 +221,11 @@ class LLM:
         """
         ids = self._as_ids(prompts)
         b = len(ids)
-        params = [sampling] * b if isinstance(sampling, SamplingParams) else list(sampling)
+        params = [sampling] * b if isinstance(sampling, SamplingParams) else \
+            list(sampling) if isinstance(sampling, (list, tuple)) else [sampling]
+        bad = next((p for p in params if not isinstance(p, SamplingParams)), params)
+        if bad is not params:  # None was a TypeError, a dict an AttributeError from the engine's check
+            raise UserError(f"sampling must be a SamplingParams or a list of one per prompt, got {type(bad).__name__}")
         if len(params) != b:
             raise UserError(f"{len(params)} sampling params for {b} prompts")
         if lora is not None and lora.batch != b:

@@ -66,6 +66,9 @@ class SamplingParams:
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         if not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
             raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
+        if self.ignore_eos not in (True, False):  # "no" or "false" (a config's string) is truthy: it ignored EOS
+            raise UserError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
+        object.__setattr__(self, "ignore_eos", bool(self.ignore_eos))
         if self.vocab_rows < 0:
             raise UserError(f"vocab_rows must be >= 0, got {self.vocab_rows}")
         # plain Python numbers: a numpy seed or length reached the results' metadata, which json refused

@@ -418,6 +418,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     per_q = [sampling] * len(questions) if isinstance(sampling, SamplingParams) else list(sampling)
     if len(per_q) != len(questions):
         raise UserError(f"{len(per_q)} sampling params for {len(questions)} questions")
+    bad = next((sp for sp in per_q if not isinstance(sp, SamplingParams)), per_q)
+    if bad is not per_q:  # None was an AttributeError reading its seed
+        raise UserError(f"sampling must be a SamplingParams or a list of one per question, got {type(bad).__name__}")
     seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
