@@ -500,3 +500,16 @@ def test_ignore_eos_that_is_not_a_bool_is_refused():
         with pytest.raises(UserError, match=r"^ignore_eos must be True or False, got"):
             SamplingParams(ignore_eos=value)
     assert SamplingParams(ignore_eos=np.True_).ignore_eos is True and SamplingParams().ignore_eos is False
+
+
+def test_a_bool_in_a_number_field_is_refused_and_a_stop_list_becomes_a_tuple():
+    """A bool is an int to Python: max_new_tokens=True ran one token, top_k=True kept one, seed=True
+    drew seed 1, without a word. stop=["x"] was kept as a list, which left the frozen params
+    unhashable."""
+    for field, match in (("max_new_tokens", "max_new_tokens must be an integer"), ("top_k", "top_k must be an integer"),
+                         ("vocab_rows", "vocab_rows must be an integer"), ("temperature", "temperature must be a number"),
+                         ("top_p", "top_p must be a number"), ("seed", r"seed must be an integer in \[0, 2\^64\)")):
+        with pytest.raises(UserError, match=f"^{match}"):
+            SamplingParams(**{field: True})
+    sp = SamplingParams(stop=["x", "yz"])
+    assert sp.stop == ("x", "yz") and hash(sp) == hash(SamplingParams(stop=("x", "yz")))

@@ -44,11 +44,12 @@ class SamplingParams:
     vocab_rows: int = 0
 
     def __post_init__(self):
+        # a bool is an int to Python: max_new_tokens=True ran one token, temperature=True sampled at 1
         for name in ("max_new_tokens", "top_k", "vocab_rows"):
-            if not isinstance(getattr(self, name), numbers.Integral):
+            if not isinstance(getattr(self, name), numbers.Integral) or isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in ("temperature", "top_p"):
-            if not isinstance(getattr(self, name), numbers.Real):
+            if not isinstance(getattr(self, name), numbers.Real) or isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be a number, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
@@ -64,7 +65,8 @@ class SamplingParams:
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             # a bare string would stop on each of its characters, and "" on the first token
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
-        if not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
+        object.__setattr__(self, "stop", tuple(self.stop))  # a list left the frozen params unhashable
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
             raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if self.ignore_eos not in (True, False):  # "no" or "false" (a config's string) is truthy: it ignored EOS
             raise UserError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
