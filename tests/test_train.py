@@ -1055,10 +1055,20 @@ def test_a_state_from_before_the_backbone_record_resumes_with_a_warning(tiny, ll
         capsys.readouterr().err
 
 
-SIGNAL_IN_A_STEP = """
+# As a terminal gives them: a suite launched under nohup or with `&` (no job control) hands its
+# children SIGHUP / SIGINT ignored, and train rightly keeps an ignored signal ignored
+TERMINAL_SIGNALS = """
+import signal
+def restore_terminal_signals():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+"""
+
+SIGNAL_IN_A_STEP = TERMINAL_SIGNALS + """
 import os, signal, sys, torch
 from minitflow.cli import run_cli
 from minitflow.train import main
+restore_terminal_signals()
 sig, at, again = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "again"
 real_step, real_save, steps, saves = torch.optim.AdamW.step, torch.save, [], []
 def step(self, *args, **kwargs):  # the signal lands inside optimiser step `at`, before its update
@@ -1231,11 +1241,16 @@ def test_the_first_signals_note_to_a_gone_stderr_does_not_cut_the_step(monkeypat
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(training.os, "write", gone)
-    with training.deferred_signals(lambda s: "note") as got:
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(1000):  # the handler runs at the next bytecode boundaries
-            if got:
-                break
+    # Ctrl-C as a terminal gives it, even where the suite runs with SIGINT ignored (nohup, `&`)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with training.deferred_signals(lambda s: "note") as got:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode boundaries
+                if got:
+                    break
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert got == [signal.SIGINT]
 
 
@@ -1294,10 +1309,11 @@ def test_a_float32_step_is_the_composition_without_autocast(tiny, llm):
     assert all(torch.equal(g, dict(gen.named_parameters())[n].grad) for n, g in got.items())
 
 
-BROKEN_STDERR = """
+BROKEN_STDERR = TERMINAL_SIGNALS + """
 import os, signal, sys, torch
 from minitflow.cli import run_cli
 from minitflow.train import main
+restore_terminal_signals()
 sig, at = int(sys.argv[1]), int(sys.argv[2])
 r, w = os.pipe()  # stderr is a pipe whose reader (head, or tee that the same Ctrl-C ended) goes in step `at`
 os.dup2(w, 2)
