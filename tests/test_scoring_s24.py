@@ -132,3 +132,37 @@ def test_not_a_hedge_a_remark_after_or_or_though():
     assert extract_mmlu_letter("The answer is C, though A is wrong.") == "C"
     assert extract_gsm8k_answer("The answer is 18, though 20 is wrong.\nCheck: 3 * 4 = 12.") == "18"
     assert extract_gsm8k_answer("The answer is 18, or it could be more.\nCheck: 3 * 4 = 12.") == "18"
+
+
+def test_the_scorers_patterns_compile_on_python_3_10():
+    """requires-python is >=3.10, whose re has neither possessive quantifiers (`x++`) nor atomic
+    groups (`(?>x)`): 4a59f16's `\\$++` in _BOX_HEDGE_RE made importing the scorers a re.error
+    ("multiple repeat") there, so evaluate and score failed before reading a reply. Each module-level
+    pattern of minitflow.eval, parsed by this Python's re, holds neither."""
+    import importlib
+    import pkgutil
+    import re
+    import minitflow.eval
+    parser = pytest.importorskip("re._parser")  # 3.11+; on 3.10 importing the module is the check
+    constants = importlib.import_module("re._constants")
+    refused = {constants.POSSESSIVE_REPEAT, constants.ATOMIC_GROUP}
+
+    def ops(node):
+        if isinstance(node, parser.SubPattern):
+            for op, av in node.data:
+                yield op
+                yield from ops(av)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                yield from ops(item)
+
+    patterns = {}
+    for info in pkgutil.iter_modules(minitflow.eval.__path__):
+        module = importlib.import_module(f"minitflow.eval.{info.name}")
+        for name, value in vars(module).items():
+            for k, p in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(p, re.Pattern):
+                    patterns[f"{info.name}.{name}[{k}]"] = p
+    assert "extract._BOX_HEDGE_RE[0]" in patterns and len(patterns) > 50, sorted(patterns)
+    bad = sorted(name for name, p in patterns.items() if refused & set(ops(parser.parse(p.pattern, p.flags))))
+    assert not bad, f"Python 3.11+ only regex syntax in {bad}"

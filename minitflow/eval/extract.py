@@ -190,7 +190,9 @@ _RANGE_GAP_RE = re.compile(r"\s*(?:to|and|through|bis|und|\u00e0|et|a|y)\s+", re
 # a clock time or ratio, "12:30", "4:3": no one number of it is the answer
 _COLON_RUN_RE = re.compile(r"\d+(?::\d+)+")
 # "\boxed{18} or \boxed{20}", "\boxed{18}, \boxed{20}", two boxes on two lines: between two boxes, a hedge
-_BOX_HEDGE_RE = re.compile(r"\s*(?:\$++\s*)?(?:(?:(?:,\s*)?(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})\s*)?"
+# (the first run of $ whole, `\$+(?!\$)`: split with the last it tried each cut; not `\$++`, which Python 3.10's
+# re refuses, and the import failed there)
+_BOX_HEDGE_RE = re.compile(r"\s*(?:\$+(?!\$)\s*)?(?:(?:(?:,\s*)?(?:or|and)\b|[,/]|\\text\s*\{\s*(?:or|and|,)\s*\})\s*)?"
                             r"(?:\$+\s*)?", re.I)
 
 
