@@ -513,3 +513,13 @@ def test_a_bool_in_a_number_field_is_refused_and_a_stop_list_becomes_a_tuple():
             SamplingParams(**{field: True})
     sp = SamplingParams(stop=["x", "yz"])
     assert sp.stop == ("x", "yz") and hash(sp) == hash(SamplingParams(stop=("x", "yz")))
+
+
+def test_stop_given_as_an_iterator_keeps_its_strings():
+    """stop=iter(["x"]) (or a generator) was used up by the check of its strings and then kept as
+    the empty tuple: the row never stopped, without a word. stop=None or a number was a TypeError."""
+    assert SamplingParams(stop=iter(["x", "yz"])).stop == ("x", "yz")
+    assert SamplingParams(stop=(s for s in ["ab"])).stop == ("ab",)
+    for bad in (None, 5, "x", iter(["x", ""])):
+        with pytest.raises(UserError, match=r"^stop must be a tuple of non-empty strings, got"):
+            SamplingParams(stop=bad)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -62,10 +63,13 @@ class SamplingParams:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.top_k < _TOP_K_OFF:  # the sampler's int64 rows overflowed at 2^63
             raise UserError(f"top_k must be in [0, 2^31) (0 = off), got {self.top_k}")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+        # a tuple before the check: a list left the frozen params unhashable, and the check used up
+        # an iterator's strings (stop=iter(["x"]) became (), never stopping)
+        stop = None if isinstance(self.stop, str) or not isinstance(self.stop, Iterable) else tuple(self.stop)
+        if stop is None or not all(isinstance(s, str) and s for s in stop):
             # a bare string would stop on each of its characters, and "" on the first token
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
-        object.__setattr__(self, "stop", tuple(self.stop))  # a list left the frozen params unhashable
+        object.__setattr__(self, "stop", stop)
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
             raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if self.ignore_eos not in (True, False):  # "no" or "false" (a config's string) is truthy: it ignored EOS
