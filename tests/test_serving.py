@@ -766,6 +766,19 @@ def test_sampling_that_is_not_sampling_params_is_refused(model):
     assert not llm.has_unfinished()
 
 
+def test_sampling_given_as_a_generator_of_params_runs(model):
+    """4c537e2 took only a list or tuple as one SamplingParams per prompt: a generator of them
+    (`(replace(sp, seed=i) for i in range(n))`), which list() took before, was refused as 'got
+    generator'. run_method takes the same shapes through the same helper (sampler.per_row)."""
+    llm = _llm(model, num_slots=2)
+    sps = [SamplingParams(max_new_tokens=4, temperature=0.8, seed=i) for i in range(2)]
+    want = [g.token_ids for g in llm.generate([[5, 6], [7, 8]], sps)]
+    assert [g.token_ids for g in llm.generate([[5, 6], [7, 8]], (sp for sp in sps))] == want
+    with pytest.raises(UserError, match=r"^1 sampling params for 2 prompts"):
+        llm.generate([[5, 6], [7, 8]], iter(sps[:1]))
+    assert not llm.has_unfinished()
+
+
 @pytest.mark.parametrize("layers, weights", [([0, 5], None), ([1, 1], None), ([], None), ([0, 1], 3)],
                          ids=["past-the-last", "twice", "none", "weights-of-three"])
 def test_a_capture_of_layers_the_model_has_not_is_refused_before_it_runs(model, layers, weights):

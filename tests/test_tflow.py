@@ -260,9 +260,14 @@ def test_run_method_refuses_an_llm_with_requests_in_flight(golden_llm):
 
 
 def test_run_method_refuses_sampling_that_is_not_sampling_params(golden_llm):
-    """A list with None in it was an AttributeError reading its seed."""
-    with pytest.raises(UserError, match=r"^sampling must be a SamplingParams or a list of one per question, got NoneType"):
-        run_method("baseline", golden_llm, ["a", "b"], sampling=[SamplingParams(max_new_tokens=2), None])
+    """A list with None in it was an AttributeError reading its seed; a number a TypeError from
+    list(), and a dict of settings read as its keys ("got str", or "2 sampling params for 3
+    questions")."""
+    for bad, name in (([SamplingParams(max_new_tokens=2), None], "NoneType"), (5, "int"),
+                      ({"max_new_tokens": 2, "seed": 1}, "dict")):
+        with pytest.raises(UserError, match=rf"^sampling must be a SamplingParams or a list of one per question, got {name}"):
+            run_method("baseline", golden_llm, ["a", "b"], sampling=bad)
+    assert not golden_llm.has_unfinished()
 
 
 def test_run_method_refuses_a_question_that_is_not_a_string(golden_llm):

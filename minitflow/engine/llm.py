@@ -20,7 +20,7 @@ import torch
 from minitflow.engine.engine import Engine
 from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
-from minitflow.engine.sampler import SamplingParams
+from minitflow.engine.sampler import SamplingParams, per_row
 from minitflow.errors import UserError
 from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
@@ -221,13 +221,7 @@ class LLM:
         """
         ids = self._as_ids(prompts)
         b = len(ids)
-        params = [sampling] * b if isinstance(sampling, SamplingParams) else \
-            list(sampling) if isinstance(sampling, (list, tuple)) else [sampling]
-        bad = next((p for p in params if not isinstance(p, SamplingParams)), params)
-        if bad is not params:  # None was a TypeError, a dict an AttributeError from the engine's check
-            raise UserError(f"sampling must be a SamplingParams or a list of one per prompt, got {type(bad).__name__}")
-        if len(params) != b:
-            raise UserError(f"{len(params)} sampling params for {b} prompts")
+        params = per_row(sampling, b, "prompt")
         if lora is not None and lora.batch != b:
             raise UserError(f"LoRA factors are for a batch of {lora.batch}, got {b} prompts")
         if capture is not None and len(capture.starts) != b:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -86,6 +86,22 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def per_row(sampling: object, n: int, row: str) -> list[SamplingParams]:
+    """One SamplingParams per row (`row`: "prompt" or "question" in the errors), from one for
+    every row or a sequence of n (a generator's too). None, a dict of settings or a number was a
+    TypeError / AttributeError from deep inside, or a dict's keys read as the list."""
+    if isinstance(sampling, SamplingParams):
+        return [sampling] * n
+    many = isinstance(sampling, Iterable) and not isinstance(sampling, (Mapping, str, bytes))
+    params = list(sampling) if many else [sampling]
+    bad = next((p for p in params if not isinstance(p, SamplingParams)), params)
+    if bad is not params:
+        raise UserError(f"sampling must be a SamplingParams or a list of one per {row}, got {type(bad).__name__}")
+    if len(params) != n:
+        raise UserError(f"{len(params)} sampling params for {n} {row}s")
+    return params
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ from minitflow.engine.engine import TokenRing
 from minitflow.engine.llm import LLM
 from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request
-from minitflow.engine.sampler import SamplingParams
+from minitflow.engine.sampler import SamplingParams, per_row
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
 from minitflow.model.tokenizer import render_chat
@@ -415,12 +415,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError("tflow needs a ParameterGenerator: pass generator=load_checkpoint(path, llm.cfg, llm.dtype, "
                         "llm.device) (or random_generator(llm.cfg) for a smoke test; both in minitflow.tflow.checkpoint)")
     sampling = sampling or SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
-    per_q = [sampling] * len(questions) if isinstance(sampling, SamplingParams) else list(sampling)
-    if len(per_q) != len(questions):
-        raise UserError(f"{len(per_q)} sampling params for {len(questions)} questions")
-    bad = next((sp for sp in per_q if not isinstance(sp, SamplingParams)), per_q)
-    if bad is not per_q:  # None was an AttributeError reading its seed
-        raise UserError(f"sampling must be a SamplingParams or a list of one per question, got {type(bad).__name__}")
+    per_q = per_row(sampling, len(questions), "question")
     seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
