@@ -741,11 +741,12 @@ def test_generate_refuses_one_prompt_in_place_of_the_list(model):
 
 def test_token_ids_that_are_not_integers_are_refused_not_cut(model):
     """int() made 5.9 token 5 and b"hi" the ids 104, 105 (its bytes), and the rows ran on; None
-    was a TypeError. Integer ids of numpy or torch still run as lists do."""
+    was a TypeError. A bool (a mask passed as ids) ran as token 0 or 1 through operator.index.
+    Integer ids of numpy or torch still run as lists do."""
     import numpy as np
     llm = _llm(model, num_slots=2)
     sp = SamplingParams(max_new_tokens=3)
-    for bad in ([5.9, 6.0], b"hi", None, torch.tensor([5.0, 6.0]), ["5"]):
+    for bad in ([5.9, 6.0], b"hi", None, torch.tensor([5.0, 6.0]), ["5"], [True, 5], torch.tensor([True, False])):
         with pytest.raises(UserError, match=r"^prompt 1 is neither text nor integer token ids"):
             llm.generate([[5, 6], bad], sp)
         with pytest.raises(UserError, match=r"^prompt 0 is neither text nor integer token ids"):

@@ -257,14 +257,21 @@ class LLM:
 
 def _token_ids(prompt: object, i: int) -> list[int]:
     """Prompt i's ids as ints. int() cut 1.7 to 1 and read bytes as their byte values, without a
-    word; operator.index takes only integers (numpy's and integer tensors' too)."""
+    word; operator.index takes only integers (numpy's and integer tensors' too), but a bool as
+    0 or 1 (a mask passed as ids ran as tokens 0 and 1), as SamplingParams refuses them."""
     try:
         if isinstance(prompt, (bytes, bytearray)):
             raise TypeError
-        return [operator.index(t) for t in prompt]
+        return [t if type(t) is int else _token_id(t) for t in prompt]  # a plain int: the common case, fast
     except TypeError:
         raise UserError(f"prompt {i} is neither text nor integer token ids: {type(prompt).__name__} "
                         f"{str(prompt)[:40]}") from None
+
+
+def _token_id(t: object) -> int:
+    if isinstance(t, bool) or getattr(t, "dtype", None) == torch.bool:  # torch's bool tensors index too
+        raise TypeError
+    return operator.index(t)
 
 
 def generation_config(model_dir: str | Path) -> dict:
