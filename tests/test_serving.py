@@ -759,11 +759,15 @@ def test_token_ids_that_are_not_integers_are_refused_not_cut(model):
 
 def test_sampling_that_is_not_sampling_params_is_refused(model):
     """generate(prompts, None) was a TypeError and a dict of settings an AttributeError from the
-    engine's check; run_method's list of None an AttributeError reading its seed."""
+    engine's check; run_method's list of None an AttributeError reading its seed. add_request
+    (LLM's or the engine's) with None or a dict was the same AttributeError from the check."""
     llm = _llm(model, num_slots=2)
     for bad, name in ((None, "NoneType"), ({"max_new_tokens": 3}, "dict"), ([SamplingParams(), None], "NoneType")):
         with pytest.raises(UserError, match=rf"^sampling must be a SamplingParams or a list of one per prompt, got {name}"):
             llm.generate([[5, 6], [7, 8]], bad)
+    for bad, name in ((None, "NoneType"), ({"max_new_tokens": 3}, "dict")):  # add_request: an AttributeError
+        with pytest.raises(UserError, match=rf"^request \d+: sampling must be a SamplingParams, got {name}"):
+            llm.add_request([5, 6], bad)
     assert not llm.has_unfinished()
 
 

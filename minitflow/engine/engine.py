@@ -24,7 +24,7 @@ import torch
 from minitflow.engine.prefix_cache import BLOCK, PrefixCache
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner, check_lora
-from minitflow.engine.sampler import NAN_TOKEN
+from minitflow.engine.sampler import NAN_TOKEN, SamplingParams
 from minitflow.engine.scheduler import Scheduler
 from minitflow.engine.timer import DeviceTimer
 from minitflow.errors import UserError
@@ -132,6 +132,8 @@ class Engine:
             # run again it appended to its old output_ids; running or finished, it held a slot for good
             raise UserError(f"{_who(req)}: it has already run or is running ({req.status.value}): "
                             "make a new Request for each run")
+        if not isinstance(req.sampling, SamplingParams):  # None or a dict: an AttributeError below
+            raise UserError(f"{_who(req)}: sampling must be a SamplingParams, got {type(req.sampling).__name__}")
         if not req.prompt_ids:
             raise UserError(f"{_who(req)}: the prompt is empty")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
