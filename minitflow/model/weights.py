@@ -228,7 +228,7 @@ def model_config(name_or_path: str | Path, need_tokenizer: bool = False) -> Qwen
     return Qwen3Config.from_dir(resolve_model_dir(name_or_path, need_tokenizer))
 
 
-def _weight_files(model_dir: Path) -> dict[str, Path]:
+def weight_files(model_dir: Path) -> dict[str, Path]:
     """Tensor name -> file, from model.safetensors or else the sharded index. model.safetensors
     first, as transformers does: save_pretrained over a sharded save leaves the old index."""
     index = model_dir / "model.safetensors.index.json"
@@ -328,7 +328,7 @@ def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
     """The config, per weight file the tensor names to read, and their elements in all, every
     header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
-    files = _weight_files(model_dir)
+    files = weight_files(model_dir)
     held = len({n.split(".")[2] for n in files if n.startswith("model.layers.")})
     # fewer: before the meta model (10**6 layers took minutes to build as modules); more: a config.json of
     # a smaller model beside the weights was "unexpected tensor model.layers.N... (is this a Qwen3 checkpoint?)"

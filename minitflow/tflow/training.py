@@ -495,9 +495,9 @@ def weights_sample(model_dir: Path) -> str | None:
     a file, and a fine-tune with the same config.json (the same shapes) changes the bytes the
     windows land on. It proves nothing about the bytes between them. None where the weights are
     not here (a caller's llm named by a hub id whose cache holds its config.json only)."""
-    from minitflow.model.weights import _weight_files
+    from minitflow.model.weights import weight_files
     try:
-        files = sorted(set(_weight_files(model_dir).values()))
+        files = sorted(set(weight_files(model_dir).values()))
     except UserError:
         return None
     digest = hashlib.sha256()
