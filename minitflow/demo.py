@@ -533,9 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a new or empty directory for the demo model (HF-format) + tflow.pt + results "
                     "(default: %(default)s)")
     ap.add_argument("--overwrite", action="store_true", help="replace the demo files in a non-empty --out")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pretrain_steps", type=int, default=PretrainConfig.steps)
-    ap.add_argument("--steps", type=int, default=DemoConfig.steps, help="generator training steps (each run)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the rows, the backbone and the generators (default: %(default)s)")
+    ap.add_argument("--pretrain_steps", type=int, default=PretrainConfig.steps,
+                    help="backbone pre-training steps (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=DemoConfig.steps,
+                    help="generator training steps, for tflow.pt and again for tflow_zero.pt (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--work", help="keep training rows and optimiser states here (default: removed at the end)")
     a = ap.parse_args(argv)

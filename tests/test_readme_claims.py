@@ -44,6 +44,18 @@ def test_demo_and_evaluate_help_name_their_output_defaults(capsys):
     assert "(rank 0: `--merge_timeout`, an hour)" in readme
 
 
+def test_demo_help_names_every_default(capsys):
+    """demo --help showed `--seed SEED` and `--pretrain_steps PRETRAIN_STEPS` with no word and --steps
+    without its default: the 450 and 150 steps docs/demo.md describes were nowhere in --help."""
+    from minitflow.demo import DemoConfig, PretrainConfig
+    text = _help(capsys, demo.main)
+    assert "--seed SEED seed of the rows, the backbone and the generators (default: 0)" in text
+    assert f"--pretrain_steps PRETRAIN_STEPS backbone pre-training steps (default: {PretrainConfig.steps})" in text
+    assert f"tflow_zero.pt (default: {DemoConfig.steps})" in text
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "demo.md").read_text().split())
+    assert f"{PretrainConfig.steps} steps of 32 rows" in docs and f"{DemoConfig.steps} steps of 16 rows" in docs
+
+
 def test_generate_help_says_what_seed_and_a_missing_question_mean(capsys):
     """--seed and --question had no help: neither that question i samples with seed + i nor
     that with no --question and no --input_file the question is read from stdin."""
