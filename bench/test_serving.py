@@ -258,7 +258,7 @@ def test_condition_memory(benchmark, setup: Setup) -> None:
 
     # glibc raises its mmap threshold whenever a large block is freed; blocks of that size then come
     # from the heap and stay resident, so the peak depends on the order of frees: plain's moved by
-    # ~50 MiB between runs on a 2-core machine, more than the bound (53 MiB) the streamed condition
+    # ~50 MiB between runs on a 2-core machine, more than the bound (52 MiB) the streamed condition
     # is held to. A threshold set (to glibc's default) stays fixed: peaks repeat within 0.5 MiB.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
