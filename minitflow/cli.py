@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -390,12 +391,17 @@ def _terminate(signum: int, frame: object) -> None:
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`; a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM
-    unwind (exit 130 and 143)."""
+    unwind (exit 130 and 143); stdout's reader gone (`| head`) is exit 141, as for a shell tool."""
     previous = None
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return main(argv)
+        code = main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then exit 141, not a traceback
+        return code
+    except BrokenPipeError:  # stdout's reader has gone: what was written is written, the rest has no reader
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush cannot fail again
+        return 128 + signal.SIGPIPE
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

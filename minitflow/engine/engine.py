@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Callable, Sequence
 
@@ -88,10 +89,24 @@ class TokenRing:
         self.pending.clear()
 
 
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Qwen3Model) -> threading.RLock:
+    """The one reentrant lock of every engine on `model`: they share its weights, which an
+    engine re-stores when it folds LoRA (DecoderLayer.spare_rows) while another's forward reads
+    them, so two LLMs on one model in two threads take turns as two threads on one LLM do."""
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(model, threading.RLock())
+
+
 class Engine:
-    """Slots, scheduler, runner and prefix cache behind `add_request` / `step`. `lock` (reentrant)
-    makes each call one thread's at a time: two threads' generate() calls stepped the same slots
-    and buffers at once and both got wrong tokens without a word; now the second waits its turn."""
+    """Slots, scheduler, runner and prefix cache behind `add_request` / `step`. `lock` (reentrant,
+    one per model: `model_lock`) makes each call one thread's at a time: two threads' generate()
+    calls stepped the same slots and buffers at once and both got wrong tokens without a word;
+    now the second waits its turn. A callback run under it (run_method's on_result) must not
+    wait for another thread's use of an engine on the same model: that thread waits for it."""
 
     def __init__(self, model: Qwen3Model, eos_token_ids: set[int], decode: Callable[[list[int]], str] | None,
                  max_seq_len: int, num_slots: int = 16, compile: bool = False, static: bool = False,
@@ -115,7 +130,7 @@ class Engine:
         self._cond_keys: dict[int, tuple] = {}
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
         self._held: list[Request] = []  # others' requests that finished inside run(): the next step() returns them
-        self.lock = threading.RLock()
+        self.lock = model_lock(model)
 
     # ---- requests ------------------------------------------------------------------------
     def add_request(self, req: Request) -> Request:
@@ -204,6 +219,23 @@ class Engine:
             self.runner.clear_cache()
             self._held = []  # finished, but for a caller that is unwinding: not the next one's step()
             return self.scheduler.abort_all()
+
+    def abort(self, req: Request) -> bool:
+        """Abort one request, queued or running: its slot is free for the next step, and the
+        tokens of steps still in flight for it are dropped (`_accept` skips a finished request).
+        Its KV stays in the slot as a finished request's does, overwritten by the next one. True
+        when it was in flight here; False for one finished, already aborted or never added (a
+        stream may race its last token: nothing to undo)."""
+        with self.lock:
+            queued = [r for r in self.scheduler.waiting if r is not req]  # identity: a Request's == compares fields
+            if req.finished or (len(queued) == len(self.scheduler.waiting) and self.scheduler.running.get(req.slot) is not req):
+                return False
+            if len(queued) < len(self.scheduler.waiting):
+                self.scheduler.waiting = deque(queued)
+            else:
+                self.scheduler.release(req)
+            req.status, req.finish_reason, req.finished_t = Status.ABORTED, "abort", time.perf_counter()
+            return True
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []

@@ -162,6 +162,8 @@ class LLM:
         list is refused: iterated, they ran one prompt per character or were a TypeError."""
         if isinstance(prompts, str):
             raise UserError("prompts is one string: pass a list of prompts, e.g. [text]")
+        if not hasattr(prompts, "__len__") and isinstance(prompts, Iterable):  # a generator of prompts: read once
+            prompts = list(prompts)
         if len(prompts) == 0:  # len, not truth: a numpy array of ids has none
             raise UserError("no prompts given")
         if any(isinstance(p, numbers.Integral) or getattr(p, "ndim", None) == 0 for p in prompts):  # a tensor's too
@@ -182,6 +184,11 @@ class LLM:
 
     def has_unfinished(self) -> bool:
         return self.engine.has_unfinished()
+
+    def abort(self, req: Request) -> bool:
+        """Stop one request from add_request (queued or running; Engine.abort): False when it
+        had already finished, so a stream racing its last token needs no check of its own."""
+        return self.engine.abort(req)
 
     def release_memory(self) -> None:
         """Drop the KV cache, LoRA buffers and prefix cache kept between calls (rebuilt on

@@ -1,0 +1,130 @@
+"""Library gaps of the engine's Python API (session 25): one request aborted alone, prompts from a
+generator, engines on one model taking turns, and a CLI whose stdout reader has gone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from minitflow import LLM, SamplingParams, build_lora
+from minitflow.engine.request import Request, Status
+from minitflow.model.lora import LoraWeights
+from minitflow.model.weights import load_model
+from test_engine import _random_factors
+from test_serving import _prompts
+
+
+@pytest.fixture(scope="module")
+def model(sharp_dir):
+    return load_model(sharp_dir, torch.float32, "cpu")
+
+
+def _llm(model, **kw) -> LLM:
+    return LLM(model, eos_token_ids=[], **kw)
+
+
+def _sps(sampled: bool) -> list[SamplingParams]:
+    return [SamplingParams(max_new_tokens=12, temperature=0.8 if sampled else 0.0, top_p=0.9, seed=40 + i)
+            for i in range(4)]
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_aborting_one_request_mid_decode_leaves_the_others_tokens(model, sampled):
+    """Only abort_all() existed: a stream could not drop one request. abort(req) frees its slot at
+    once (a queued request takes it) and the others get the tokens they get without it."""
+    prompts, sps = _prompts(4, seed=11), _sps(sampled)
+    want = [g.token_ids for g in _llm(model, num_slots=2).generate([prompts[i] for i in (0, 2, 3)],
+                                                                    [sps[i] for i in (0, 2, 3)])]
+    llm = _llm(model, num_slots=2)
+    reqs = [llm.add_request(p, sp) for p, sp in zip(prompts, sps)]
+    for _ in range(4):
+        llm.step()
+    victim = reqs[1]
+    assert victim.status is Status.RUNNING and 0 < len(victim.output_ids) < 12
+    kept = list(victim.output_ids)
+    assert llm.abort(victim) is True
+    assert victim.status is Status.ABORTED and victim.finish_reason == "abort" and victim.finished
+    assert victim.slot not in llm.engine.scheduler.running and victim.slot in llm.engine.scheduler.free
+    while llm.has_unfinished():
+        llm.step()
+    assert victim.output_ids == kept  # no token of a step still in flight lands on it
+    assert [reqs[i].output_ids for i in (0, 2, 3)] == want
+    assert llm.abort(victim) is False and llm.abort(reqs[0]) is False  # done: nothing to undo
+
+
+def test_aborting_a_queued_request_removes_it_and_unknown_ones_are_false(model):
+    llm = _llm(model, num_slots=1)
+    sp = SamplingParams(max_new_tokens=5)
+    first, queued = llm.add_request([5, 6, 7], sp), llm.add_request([8, 9], sp)
+    llm.step()
+    assert queued.status is Status.WAITING and llm.abort(queued) is True
+    assert queued not in list(llm.engine.scheduler.waiting) and queued.status is Status.ABORTED
+    assert llm.abort(Request([1, 2], sp)) is False  # never added
+    while llm.has_unfinished():
+        llm.step()
+    assert first.status is Status.FINISHED and queued.output_ids == []
+    assert not llm.engine.in_flight()  # run_method may start: nothing of the aborted one is left
+
+
+def test_generate_takes_a_generator_of_prompts(model):
+    """A Python generator of prompts was `object of type 'generator' has no len()`."""
+    llm = _llm(model, num_slots=2)
+    prompts = _prompts(3, seed=2)
+    sp = SamplingParams(max_new_tokens=6)
+    want = [g.token_ids for g in llm.generate(prompts, sp)]
+    assert [g.token_ids for g in llm.generate((p for p in prompts), sp)] == want
+    assert [g.token_ids for g in llm.generate(iter(prompts), [sp] * 3)] == want
+
+
+def test_engines_on_one_model_share_one_lock_and_take_turns(tiny_dir, monkeypatch):
+    """Each engine had a lock of its own: two LLMs on one model in two threads ran at once while one
+    re-stored the model's fused weights to fold LoRA (spare_rows) under the other's forward. Engines
+    on one model now share its lock; another model's engine does not wait for them."""
+    from minitflow.model import lora_linear
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", "folded")
+    model = load_model(tiny_dir, torch.float32, "cpu")  # its own: folding re-stores the weights
+    a, b = _llm(model, num_slots=2), _llm(model, num_slots=3)
+    other = _llm(load_model(tiny_dir, torch.float32, "cpu"))
+    assert a.engine.lock is b.engine.lock and other.engine.lock is not a.engine.lock
+    prompts = _prompts(6, seed=5)
+    sps = [SamplingParams(max_new_tokens=10, temperature=0.7, seed=i) for i in range(6)]
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, 6, 4, 1), _random_factors(model.cfg, 6, 2, 2)], [1.0, 1.0])
+    want = [g.token_ids for g in _llm(model, num_slots=2).generate(prompts, sps, lora=lora)]
+    got, errors = {}, []
+
+    def work(k: int, llm: LLM) -> None:
+        try:
+            rows = [k, k + 2, k + 4]
+            part = LoraWeights([{g: (x[rows], tuple(y[rows] for y in ys)) for g, (x, ys) in layer.items()}
+                                for layer in lora.layers], 3)
+            got[k] = [g.token_ids for g in llm.generate([prompts[i] for i in rows], [sps[i] for i in rows], lora=part)]
+        except BaseException as e:  # reported below: a thread swallows it
+            errors.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(k, llm)) for k, llm in ((0, a), (1, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors and got == {0: want[0::2], 1: want[1::2]}
+
+
+def test_a_cli_whose_stdout_reader_has_gone_exits_141_without_a_traceback():
+    """`python -m minitflow.generate ... | head -0` ended in a BrokenPipeError traceback, exit 1
+    (train's final JSON line the same, after saving). Now exit 141, as a shell tool's, and quiet."""
+    code = ("import sys\nfrom minitflow.cli import run_cli\n"
+            "def main(argv):\n    print('x' * 100000)\n    return 0\n"
+            "sys.exit(run_cli(main, []))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the program writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
