@@ -46,6 +46,11 @@ OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATEN
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this (mod 2^64)
 SEEDS = 2 ** 64  # seeds derived by adding wrap around: a seed near the top is no error mid-run
+# Sample j of a question seeded s samples with s + j * SAMPLE_STRIDE (mod SEEDS): odd (the 64-bit
+# golden ratio), so the K seeds of a question differ, and for j < 65536 the offset is at least 2^47
+# from any multiple of SEEDS: no sample takes the seed of a question within 2^47 of its own (the
+# default seeds are sampling.seed + i: neighbours never collide).
+SAMPLE_STRIDE = 0x9E3779B97F4A7C15
 # Questions per generator call, by device type (None: every question whose senders finished in
 # the same engine step). On CPU its activations grow with every question batched (each is tens
 # of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not
@@ -54,6 +59,11 @@ SEEDS = 2 ** 64  # seeds derived by adding wrap around: a seed near the top is n
 # took tflow-20 0.75x the time of one per call at the same peak memory (13.4 against 13.2 GiB;
 # bench/test_e2e.py::test_tflow_generator_options), the stages' pieces bounding the activations.
 GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` of a question seeded `seed` (sample 0 keeps it)."""
+    return (seed + sample * SAMPLE_STRIDE) % SEEDS
 
 
 def default_generator_batch(device: torch.device | str) -> int | None:
@@ -159,6 +169,10 @@ class _Question:
     # stage -> the device timers whose longest span it took, read once the question is done
     timers: dict[str, list[DeviceTimer]] = field(default_factory=dict)
     label: str = ""  # what an error calls it (evaluate: its sample id); "question {index}" if empty
+    sample: int = 0  # which of the question's samples this is (run_method's `samples`)
+    # tflow: sample 0 runs the senders and the generator; samples 1.. (its followers) only their receivers
+    followers: list["_Question"] = field(default_factory=list)
+    follows: bool = False  # a follower: its receiver comes with its sample 0's
 
     def __repr__(self) -> str:  # names a request in an error; never prints its agents' tensors
         return self.label or f"question {self.index}"
@@ -202,7 +216,7 @@ class _Pipeline:
                  "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "queue_s": final.queue_s, "total_s": final.finished_t - q.start_t}
         result = MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
-                              usage, times, self.window, final.output_ids, sampling=final.sampling)
+                              usage, times, self.window, final.output_ids, sampling=final.sampling, sample=q.sample)
         q.agents.clear()  # also breaks the cycle request.tag -> q -> request: freed now, not at a gc pass
         q.timers.clear()
         return result
@@ -306,6 +320,8 @@ class _TFlow(_Pipeline):
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
 
     def start(self, q):
+        if q.follows:  # its receiver is queued with its sample 0's, from the same factors
+            return
         for name, system in zip(("sender_A", "sender_B"), self.systems[:2]):
             self.add(q, name, sender_request(self.llm, system, q.sender_question, self.layer_weights))
 
@@ -356,22 +372,35 @@ class _TFlow(_Pipeline):
                                   piece=self.generator_piece)
         timer.stop()
         for i, q in enumerate(group):
-            q.timers.update(sender_prefill_s=[q.agents[s].prefill_timer for s in ("sender_A", "sender_B")],
-                            generator_s=[timer])
+            senders = [q.agents[s].prefill_timer for s in ("sender_A", "sender_B")]
             for s in ("sender_A", "sender_B"):
                 q.agents[s].capture.hidden = None  # the condition is spent: free it
-            self.add(q, "receiver", Request(chat(self.llm, self.systems[2], q.question), q.sampling,
-                                            lora=lora.row(i)))
+            prompt = chat(self.llm, self.systems[2], q.question)
+            for one in (q, *q.followers):  # every sample's receiver takes the same factors
+                one.timers.update(sender_prefill_s=senders, generator_s=[timer])
+                self.add(one, "receiver", Request(list(prompt), one.sampling, lora=lora.row(i)))
+            q.followers.clear()
 
 
 def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = "gsm8k",
                sampling: SamplingParams | Sequence[SamplingParams] | None = None, generator: TFlowGenerator | None = None,
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
-               refill_share: float | None = None, labels: Sequence[str] | None = None,
+               refill_share: float | None = None, labels: Sequence[str] | None = None, samples: int = 1,
                **kwargs) -> list[MethodResult]:
     """Run `method` on every question with at most `batch_size` questions in flight (the
     engine's slots bound the requests running at once); results in input order.
+
+    `samples` K: K outputs per question, in one flat list, question-major (question i's sample j
+    at i * K + j, its `sample` field j); `on_result(i, result)` once per sample, i the question.
+    Sample j samples with sample_seed(seeds[i], j) (sample 0 with seeds[i]) and gives exactly the
+    tokens question i alone gives with samples=1 and that seed. What does not depend on the seed
+    runs once: tflow's senders and generator run once per question and its K receivers take the
+    same factors (the senders' usage is on sample 0's result only, so sums over results count
+    what ran); baseline's K requests share the prompt (the prefix cache); textmas' senders sample,
+    so each sample runs the whole method; latentmas runs each sample as a question of its own.
+    The `batch_size` window counts questions (K outputs each) and `wall_s_per_question` is the
+    run's time over its questions.
 
     `sender_questions` (textmas, tflow, latentmas) gives the senders other text than the receiver,
     e.g. a private context plus the question: the receiver then learns it only through them.
@@ -406,6 +435,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)  # a numpy integer reached the results' metadata, which json refused
+    if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 1:
+        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
+    samples = int(samples)
     share = REFILL_SHARE[method] if refill_share is None else refill_share
     if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
         raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
@@ -436,28 +468,63 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                 raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
         if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
             kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
+        if samples > 1:  # question i's sample j is item i * samples + j
+            labels = [f"{label} (sample {j})" for label in labels for j in range(samples)]
+        items = [(i, j) for i in range(len(questions)) for j in range(samples)]
         if method == "latentmas":
             options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
-            with _aborting(llm):
-                return stream_latentmas(llm, questions, style, [replace(sp, seed=seed) for sp, seed in zip(per_q, seeds)],
-                                        window=batch_size, on_result=on_result, sender_questions=sender_questions,
-                                        refill_share=share, labels=labels, **options)
+            return _latentmas_samples(llm, questions, style, per_q, seeds, batch_size, on_result, sender_questions,
+                                      share, labels, samples, options)
         validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                          realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
         _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
         pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-        qs = [_Question(i, q, s, replace(sp, seed=seed), label=label)
-              for i, (q, s, sp, seed, label) in enumerate(zip(questions, sq, per_q, seeds, labels))]
+        qs = [_Question(i, questions[i], sq[i], replace(per_q[i], seed=sample_seed(seeds[i], j)), label=label,
+                        sample=j, follows=method == "tflow" and j > 0) for (i, j), label in zip(items, labels)]
+        for q in qs:
+            if q.follows:
+                qs[q.index * samples].followers.append(q)
 
         def start(group: list[int]) -> None:
             for i in group:
-                qs[i].start_t = time.perf_counter()
-                pipeline.start(qs[i])
+                for q in qs[i * samples:(i + 1) * samples]:  # sample 0 first: tflow's followers wait on it
+                    q.start_t = time.perf_counter()
+                    pipeline.start(q)
 
         with torch.inference_mode(), _aborting(llm):
-            return stream_window(len(qs), batch_size, start,
-                                 lambda: [(q.index, pipeline.result(q)) for q in pipeline.advance(pipeline.step())],
-                                 refill_share=share, on_result=on_result)
+            return stream_window(len(questions), batch_size, start,
+                                 lambda: [(q.index * samples + q.sample, pipeline.result(q))
+                                          for q in pipeline.advance(pipeline.step())],
+                                 refill_share=share, on_result=on_result, samples=samples)
+
+
+def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[SamplingParams], seeds: list[int],
+                       batch_size: int, on_result, sender_questions: Sequence[str] | None, share: float,
+                       labels: list[str], samples: int, options: dict) -> list[MethodResult]:
+    """latentmas with `samples` per question: each sample a question of its own (its senders
+    included) with its derived seed, batch_size * samples of them in flight. Its latent stage
+    does not sample and could be shared as tflow's senders are (one sender run, K judgers from
+    copies of its KV); not done here."""
+    k = samples
+    rep = (lambda xs: None if xs is None else [x for x in xs for _ in range(k)])  # noqa: E731
+
+    def each(item: int, result: MethodResult) -> None:
+        result.sample = item % k
+        if on_result is not None:
+            on_result(item // k, result)
+
+    t0 = time.perf_counter()
+    sps = [replace(per_q[i], seed=sample_seed(seeds[i], j)) for i in range(len(questions)) for j in range(k)]
+    with _aborting(llm):
+        results = stream_latentmas(llm, rep(questions), style, sps, window=batch_size * k, on_result=each,
+                                   sender_questions=rep(sender_questions), refill_share=share, labels=labels,
+                                   **options)
+    wall = (time.perf_counter() - t0) / len(questions)
+    for n, r in enumerate(results):
+        r.sample = n % k
+        if k > 1:
+            r.wall_s_per_question = wall
+    return results
 
 
 class _aborting:

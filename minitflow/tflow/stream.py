@@ -57,6 +57,7 @@ class MethodResult:
     token_ids: list[int] = field(default_factory=list)
     wall_s_per_question: float | None = None  # the whole run's wall time / its questions (None until it ends)
     sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
+    sample: int = 0  # which of its question's samples (run_method's `samples`) this output is
 
     @property
     def processed_tokens(self) -> int:
@@ -86,15 +87,20 @@ class MethodResult:
 
 def stream_window(count: int, window: int, start: Callable[[list[int]], None],
                   step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
-                  on_result: Callable[[int, MethodResult], None] | None = None) -> list[MethodResult]:
+                  on_result: Callable[[int, MethodResult], None] | None = None,
+                  samples: int = 1) -> list[MethodResult]:
     """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
     queues a group of new questions once `refill_share` of the window is free (at least one
     place; or nothing runs, or every remaining question fits); `step()` runs one engine step
-    and returns the questions it finished, with their results. Results in input order, each
-    with the run's wall time per question; `on_result(i, result)` as each finishes."""
+    and returns the outputs it finished, with their results. Results in input order, each
+    with the run's wall time per question; `on_result(i, result)` as each finishes.
+    With `samples` K a question has K outputs: step() names output j of question i as
+    i * K + j, a question leaves the window once its K are in, on_result gets i, and the
+    results are question-major (K per question)."""
     refill = max(1, math.ceil(refill_share * window))
     todo = deque(range(count))
     results: dict[int, MethodResult] = {}
+    left = [samples] * count  # outputs each question still owes
     live = 0
     t0 = time.perf_counter()
     while todo or live:
@@ -103,12 +109,14 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
             group = [todo.popleft() for _ in range(min(free, len(todo)))]
             start(group)
             live += len(group)
-        for i, result in step():
-            results[i] = result
-            live -= 1
+        for item, result in step():
+            results[item] = result
+            i = item // samples
+            left[i] -= 1
+            live -= not left[i]
             if on_result is not None:
                 on_result(i, result)
     wall = (time.perf_counter() - t0) / count
     for r in results.values():
         r.wall_s_per_question = wall
-    return [results[i] for i in range(count)]
+    return [results[i] for i in range(count * samples)]
