@@ -43,6 +43,15 @@ those sums per rank file, `total_wall_time` the largest of them (ranks run side 
 wall-clock, not the sum over ranks, which is N times it), and `mean_wall_time` the seconds one rank
 spends per question (all rows' time over their number: the same on 1 or 8 GPUs). A resume adds its
 time to the rank files it writes: after a resume with another world size, `total_wall_time` is a lower bound.
+
+`--n_samples K` (K > 1) samples K outputs per question (run_method's `samples`: sample j of question i
+seeded from the question's seed and j, what is deterministic run once). A row is then one question
+with its K samples (`samples`: prediction, verdicts, usage each; `n_correct`, `n_correct_official`),
+written once all K are scored: a resume redoes a question whose samples were not all written. The
+summary's `accuracy` / `accuracy_official` are the mean over all samples (avg@K), `pass_at_k` /
+`pass_at_k_official` the unbiased pass@k (1 - C(n-c, k) / C(n, k), averaged over questions) for
+k = 1, 2, 4, ... <= K, the token means per sample and `mean_wall_time` per question (all K).
+Ranks split questions, never a question's samples. K = 1 writes the files as without the flag.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -341,6 +351,8 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
                 "include_all_mmlu": args.include_all_mmlu, "minerva_zero_shot": args.minerva_zero_shot,
                 "mmlu_rows": getattr(args, "mmlu_rows", None),
                 "scorer": None}  # a flag no more (both verdicts are stored); kept so older folders resume
+    if getattr(args, "n_samples", 1) != 1:  # absent with 1: a one-sample folder's settings as before the flag
+        settings["n_samples"] = args.n_samples
     if args.method == "oracle":
         return settings
     model, checkpoint = model_and_checkpoint(args)
@@ -381,6 +393,10 @@ def _compare_settings(path: Path, settings: dict) -> None:
         raise UserError(f"{path} is unreadable; pass --overwrite to start afresh") from None
     if not isinstance(saved, dict):  # valid JSON, but not what evaluate writes (an edit, another tool)
         raise UserError(f"{path} is not a settings object; pass --overwrite to start afresh")
+    if saved.get("n_samples", 1) != settings.get("n_samples", 1):  # absent: 1 (a file lacking it is no wildcard)
+        raise UserError(f"{path.parent} holds a {settings['method']} run with --n_samples {saved.get('n_samples', 1)}, "
+                        f"this one has --n_samples {settings.get('n_samples', 1)}: its questions' samples cannot be "
+                        "mixed; pass the same --n_samples, --overwrite to start afresh, or use another --output_dir")
     # a setting the file lacks was added to minitflow after it was written: not compared
     # another dataset first: its data file's sha256 differs too, and named first it hid the plain reason
     diff = sorted((k for k in saved if saved.get(k) != settings.get(k)), key=lambda k: (k != "dataset", k))
@@ -542,6 +558,41 @@ def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: st
             "finish_reason": meta.get("finish_reason"), "wall_time": wall}
 
 
+SAMPLE_KEYS = ("prediction", "extracted", "correct", "correct_official", "extracted_official", "processed_tokens",
+               "official_tokens", "token_usage", "finish_reason")
+
+
+def question_row(sample, rows: list[dict]) -> dict:
+    """--n_samples K: one question's row from its K sample rows (sample_row's, in sample order): the
+    samples' own fields under `samples`, the counts the summary reads, and the question's wall time
+    (the samples' added: each is its rank's time since the row before it)."""
+    return {"id": sample.id, "question": sample.question, "gold": sample.answer, "n_samples": len(rows),
+            "samples": [{k: r[k] for k in SAMPLE_KEYS} for r in rows],
+            "n_correct": sum(r["correct"] for r in rows), "n_correct_official": sum(r["correct_official"] for r in rows),
+            "processed_tokens": sum(r["processed_tokens"] for r in rows),
+            "official_tokens": sum(r["official_tokens"] for r in rows), "wall_time": sum(r["wall_time"] for r in rows)}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of one question with c of its n samples correct (Chen et al. 2021):
+    1 - C(n-c, k) / C(n, k), the chance that k of the n drawn without replacement hold a correct one."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def sampled_summary(rows: list[dict], n_samples: int) -> dict:
+    """--n_samples K > 1: the summary's accuracy (avg@K: the mean over every sample), pass@k for k = 1, 2,
+    4, ... <= K (strict and official) and the token means per sample."""
+    outputs = max(len(rows) * n_samples, 1)
+    ks = [2 ** e for e in range(n_samples.bit_length()) if 2 ** e <= n_samples]
+    return {"n_samples": n_samples,
+            "accuracy": sum(r["n_correct"] for r in rows) / outputs,
+            "accuracy_official": sum(r["n_correct_official"] for r in rows) / outputs,
+            **{key: {str(k): sum(pass_at_k(n_samples, r[count], k) for r in rows) / max(len(rows), 1) for k in ks}
+               for key, count in (("pass_at_k", "n_correct"), ("pass_at_k_official", "n_correct_official"))},
+            "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / outputs,
+            "mean_official_tokens": sum(r["official_tokens"] for r in rows) / outputs}
+
+
 class BackgroundScorer:
     """Scores finished questions on a thread and appends their rows, so generation never waits
     for code tests or sympy. Questions queue as they finish; the thread scores whatever has
@@ -557,9 +608,11 @@ class BackgroundScorer:
     again (their rows were never written)."""
 
     def __init__(self, dataset: str, part: Path, correct: int, seen: int, show: bool, label: str, total: int,
-                 timeout: float | None = None):
+                 timeout: float | None = None, n_samples: int = 1):
         from tqdm import tqdm
         self.dataset, self.part, self.timeout = dataset, part, timeout
+        # n_samples > 1: a question's scored samples wait here (id -> {sample: (piece, sample)}) until all are in
+        self.n_samples, self.pending = n_samples, {}
         self.correct, self.seen = correct, seen
         self.bar = tqdm(total=total, disable=not show, desc=label)
         self.queue: queue.Queue = queue.Queue()
@@ -573,12 +626,13 @@ class BackgroundScorer:
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
-    def put(self, sample, prediction: str, meta: dict) -> None:
+    def put(self, sample, prediction: str, meta: dict, j: int = 0) -> None:
+        """Queue output `j` (of n_samples) of `sample` for scoring."""
         if self.error is not None:
             raise self.error
         now = time.perf_counter()
         self.queued += 1
-        self.queue.put((sample, prediction, meta, now - self.last))
+        self.queue.put((sample, prediction, meta, now - self.last, j))
         self.last = now
 
     def _work(self) -> None:
@@ -609,12 +663,19 @@ class BackgroundScorer:
                 return
             if self.dataset == "minerva_math" and self.child is None:
                 self.child = ScoringProcess()
-        verdicts = (self.child or score_both)(self.dataset, [p for _, p, _, _ in items], [s for s, _, _, _ in items],
+        verdicts = (self.child or score_both)(self.dataset, [it[1] for it in items], [it[0] for it in items],
                                               timeout=self.timeout)
-        for (s, pred, meta, wall), v in zip(items, verdicts):
+        for (s, pred, meta, wall, j), v in zip(items, verdicts):
             row = sample_row(s, pred, meta, v["correct"], v["extracted"], wall)
             row.update(correct_official=bool(v["correct_official"]), extracted_official=v["extracted_official"])
-            append_sample(self.part, row)
+            if self.n_samples == 1:
+                append_sample(self.part, row)
+            else:
+                got = self.pending.setdefault(s.id, {})
+                got[j] = row
+                if len(got) == self.n_samples:
+                    append_sample(self.part, question_row(s, [got[k] for k in range(self.n_samples)]))
+                    del self.pending[s.id]
             self.correct += bool(v["correct"])
             self.seen += 1
             self.written += 1
@@ -775,6 +836,11 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     if dataset != "minerva_math" and args.minerva_zero_shot:
         raise UserError(f"--minerva_zero_shot applies to minerva_math only, not {dataset}")
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
+    if isinstance(args.n_samples, bool) or not isinstance(args.n_samples, int) or args.n_samples < 1:
+        raise UserError(f"--n_samples must be an integer >= 1, got {args.n_samples}")
+    if args.method == "oracle" and args.n_samples != 1:  # its prediction is the gold answer: K copies of it
+        raise UserError("--n_samples has no effect with --method oracle, which scores the gold answers and runs "
+                        "no model: leave it out")
     if args.max_samples == 0 or args.max_samples < -1:  # 0 would read as "the data file has no samples"
         raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")
     if not args.merge_timeout > 0:
@@ -824,9 +890,11 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
         llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine], plan=plan)
-    scorer = BackgroundScorer(dataset, part, correct=sum(bool(done[i]["correct"]) for i in ids if i in done),
-                              seen=sum(i in done for i in ids), show=rank == 0 and bool(mine),
-                              label=f"{args.method}/{label}", total=len(mine))
+    k = args.n_samples
+    scorer = BackgroundScorer(dataset, part, correct=sum(done[i]["n_correct"] if k > 1 else bool(done[i]["correct"])
+                                                         for i in ids if i in done),
+                              seen=k * sum(i in done for i in ids), show=rank == 0 and bool(mine),
+                              label=f"{args.method}/{label}", total=k * len(mine), n_samples=k)
     try:
         if args.method == "oracle":
             for _, s in mine:
@@ -838,8 +906,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
                        generator=generator, batch_size=args.batch_size, refill_share=args.refill_share,
                        seeds=[(args.seed + i) % SEEDS for i in index],  # same sample, same seed, any sharding
                        labels=[s.id for s in chunk],  # an error mid-run names the sample
-                       on_result=lambda k, r: scorer.put(chunk[k], r.answer, r.metadata()),
-                       **method_options(args))
+                       on_result=lambda q, r: scorer.put(chunk[q], r.answer, r.metadata(), r.sample),
+                       **({"samples": k} if k > 1 else {}), **method_options(args))
     except KeyboardInterrupt:
         scorer.cancel()
         raise
@@ -858,8 +926,9 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     summary = {
         "method": args.method, "dataset": dataset, "dataset_label": label,
         "n": n, "complete": n == len(samples),
-        "accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
-        "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1),
+        **({"accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
+            "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1)} if k == 1 else
+           {"accuracy": None, "accuracy_official": None}),  # sampled_summary's, below
         "mmlu_rows": args.mmlu_rows if dataset == "mmlu" else None,
         "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
         "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
@@ -872,13 +941,20 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,
         # the data file as an absolute path: `score --results` reads it from any working directory
         "settings": settings,
-        "config": {**vars(args), "data_file": args.data_file and os.path.abspath(args.data_file)},
+        # --n_samples 1 (the default) is left out: a one-sample run's files are as before the flag
+        "config": {**{a: v for a, v in vars(args).items() if a != "n_samples" or k > 1},
+                   "data_file": args.data_file and os.path.abspath(args.data_file)},
     }
+    if k > 1:
+        summary.update(sampled_summary(rows, k))
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     if size > 1 and summary["complete"] and _wait_for_ranks_to_join(out_dir, args.method, size):  # (incomplete: a rank died)
         settled()
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
+    if k > 1:
+        log.info("avg@%d %.4f; %s", k, summary["accuracy"],
+                 ", ".join(f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()))
     return summary
 
 
@@ -898,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--include_all_mmlu", action="store_true", help="the same as --mmlu_rows official (older flag)")
     p.add_argument("--minerva_zero_shot", action="store_true",
                    help="MATH: the bare problem instead of the official 4-shot Minerva prompt")
+    p.add_argument("--n_samples", type=int, default=1,
+                   help="sampled outputs per question (default: %(default)s); above 1 the summary has avg@K accuracy "
+                   "and pass@k for k = 1, 2, 4, ... <= K (use a --temperature above 0)")
     p.set_defaults(batch_size=20)
     # argparse leaves an attribute the namespace already has unless the flag is given: None here is "left out"
     args = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(ORACLE_DEFAULTED)))

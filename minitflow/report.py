@@ -6,6 +6,8 @@ generating agents only, as in the paper), Proc. (mean tokens processed by all ag
 tflow senders' forward passes included) and Speed (mean seconds per question on one rank, i.e. one
 device, the one the results name (a CPU or a GPU): the same whatever the run's world size; its
 wall-clock is the summary's `total_wall_time`).
+A run with several samples per question (evaluate --n_samples K) shows avg@K (the mean accuracy
+over every sample) as its Acc., and its pass@k (strict) in a line under the table.
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
 """
 
@@ -132,8 +134,19 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
                        for (m, d), s in sorted(results.items()))
     where = f" ({one})" if one else " (the device each run used: under Samples)" if shared else ""
     note = f"\n\nNot shown, unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
+    sampled = [f"{LABELS.get(m, m)}/{d}: avg@{s['n_samples']} {100 * s['accuracy']:.1f}, "
+               + ", ".join(f"pass@{k} {100 * v:.1f}" for k, v in s["pass_at_k"].items())
+               for (m, d), s in sorted(results.items()) if _sampled(s)]
+    if sampled:
+        note = ("\n\nSeveral samples per question (Acc. is avg@K, strict): " + "; ".join(sampled)) + note
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
                                f"parentheses). Speed: seconds per question on one rank{where}. Samples: {counts}") + note
+
+
+def _sampled(summary: dict) -> bool:
+    """Whether a run has several samples per question (evaluate --n_samples K > 1) with its pass@k."""
+    k = summary.get("n_samples")
+    return isinstance(k, int) and not isinstance(k, bool) and k > 1 and isinstance(summary.get("pass_at_k"), dict)
 
 
 def device_of(method: str, summary: dict) -> str | None:

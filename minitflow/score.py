@@ -229,6 +229,9 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
                 or not isinstance(data.get("samples"), list):
             raise UserError(f'{path}: expected {{"summary": {{...}}, "samples": [...]}}')
         summary, rows = data["summary"], data["samples"]
+        if summary.get("n_samples", 1) != 1:  # its rows hold K predictions each, under "samples"
+            raise UserError(f"{path}: a run with --n_samples {summary['n_samples']} (several predictions per question); "
+                            "score --results rescores one-sample runs only")
         config = summary.get("config") or {}
         name = args.dataset or summary.get("dataset") or config.get("dataset")
         if not name:

@@ -120,3 +120,166 @@ def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model):  # noqa:
     res = run_method("baseline", llm, ["apple seven train " * 20], sampling=sp, samples=4, batch_size=1)
     cached = [r.agents["single"].cached_tokens for r in res]
     assert cached[0] == 0 and len(set(cached[1:])) == 1 and cached[1] > 0
+
+
+# ---- evaluate --n_samples --------------------------------------------------------------------
+
+def _sampled_args(data, out, *extra: str) -> list[str]:
+    from test_evaluate import _demo_args
+    return [a for a in _demo_args(data, out, "--temperature", "3", *extra) if a != "--greedy"]
+
+
+def _results(out, method: str = "baseline") -> dict:
+    import json
+    return json.loads((out / f"{method}_results.json").read_text())
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from itertools import combinations
+
+    from minitflow.evaluate import pass_at_k
+    for n in range(1, 7):
+        for c in range(n + 1):
+            for k in range(1, n + 1):  # the share of the k-subsets of n holding a correct one
+                subsets = list(combinations([True] * c + [False] * (n - c), k))
+                assert pass_at_k(n, c, k) == pytest.approx(sum(map(any, subsets)) / len(subsets))
+
+
+def test_sampled_summary_averages_samples_and_reads_pass_at_powers_of_two():
+    from minitflow.evaluate import sampled_summary
+    rows = [{"n_correct": c, "n_correct_official": o, "processed_tokens": 50, "official_tokens": 10}
+            for c, o in ((0, 0), (1, 2), (5, 5))]
+    s = sampled_summary(rows, 5)
+    assert s["accuracy"] == pytest.approx(6 / 15) and s["accuracy_official"] == pytest.approx(7 / 15)
+    assert list(s["pass_at_k"]) == ["1", "2", "4"]
+    assert s["pass_at_k"]["1"] == pytest.approx((0 + 1 / 5 + 1) / 3)
+    assert s["pass_at_k"]["4"] == pytest.approx((0 + 4 / 5 + 1) / 3)  # 1 - C(4,4)/C(5,4)
+    assert s["mean_processed_tokens"] == 10 and s["mean_official_tokens"] == 2  # per sample
+
+
+def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_one_sample_run(tmp_path, capsys):
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from minitflow.report import main as report
+    from test_evaluate import _box_rows
+    data = _box_rows(tmp_path / "box.jsonl", n=4)
+    assert run_cli(main, _sampled_args(data, tmp_path / "one")) == 0
+    assert run_cli(main, _sampled_args(data, tmp_path / "k", "--n_samples", "3")) == 0
+    one, k = _results(tmp_path / "one"), _results(tmp_path / "k")
+    assert not {"n_samples", "pass_at_k"} & (one["summary"].keys() | one["summary"]["settings"].keys()
+                                             | one["summary"]["config"].keys())
+    assert k["summary"]["config"]["n_samples"] == k["summary"]["settings"]["n_samples"] == 3
+    assert all("samples" not in r and "correct" in r for r in one["samples"])
+    s = k["summary"]
+    assert s["n"] == 4 and s["complete"] and s["n_samples"] == 3 and list(s["pass_at_k"]) == ["1", "2"]
+    assert [r["id"] for r in k["samples"]] == [r["id"] for r in one["samples"]]
+    assert all(r["n_samples"] == 3 and len(r["samples"]) == 3 for r in k["samples"])
+    # sample 0 seeds as the one-sample run does: the same prediction, the same verdict
+    assert [r["samples"][0]["prediction"] for r in k["samples"]] == [r["prediction"] for r in one["samples"]]
+    preds = [x["prediction"] for r in k["samples"] for x in r["samples"]]
+    assert len(set(preds)) > 4, "every sample of a question the same: the seeds are not tested"
+    n_correct = [sum(x["correct"] for x in r["samples"]) for r in k["samples"]]
+    assert [r["n_correct"] for r in k["samples"]] == n_correct
+    assert s["accuracy"] == pytest.approx(sum(n_correct) / 12)
+    assert s["pass_at_k"]["1"] == pytest.approx(s["accuracy"])
+    assert s["mean_processed_tokens"] == pytest.approx(sum(x["processed_tokens"] for r in k["samples"]
+                                                           for x in r["samples"]) / 12)
+    capsys.readouterr()
+    assert run_cli(report, [str(tmp_path / "k")]) == 0
+    out = capsys.readouterr().out
+    assert f"Single/gsm8k: avg@3 {100 * s['accuracy']:.1f}, pass@1 " in out and "pass@2 " in out
+    from minitflow.score import main as score
+    assert run_cli(score, ["--results", str(tmp_path / "k")]) == 2
+    assert "--n_samples 3" in capsys.readouterr().err
+
+
+def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monkeypatch):
+    """Ctrl-C after 7 of 4 x 3 samples: the questions whose 3 samples were all written are kept, a
+    question with only some is redone whole; the resumed rows are the uninterrupted run's."""
+    from minitflow import evaluate
+    from minitflow.cli import run_cli
+    from test_evaluate import _box_rows, _last_plan, _partial_ids
+    data = _box_rows(tmp_path / "box.jsonl", n=4)
+    assert run_cli(evaluate.main, _sampled_args(data, tmp_path / "whole", "--n_samples", "3", "--batch_size", "1")) == 0
+    real, calls = evaluate.BackgroundScorer.put, []
+
+    def put(self, *a):
+        calls.append(a)
+        if len(calls) == 8:
+            self.close()  # the 7 before it scored and written: questions 0 and 1 whole, question 2 in part
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    out = tmp_path / "cut"
+    args = _sampled_args(data, out, "--n_samples", "3", "--batch_size", "1")
+    with monkeypatch.context() as m:
+        m.setattr(evaluate.BackgroundScorer, "put", put)
+        assert run_cli(evaluate.main, args) == 130
+    part = out / "baseline_partial.rank0.jsonl"
+    assert _partial_ids(part) == ["gsm8k/0", "gsm8k/1"]
+    assert run_cli(evaluate.main, args) == 0
+    assert "4 samples, 2 already done, 2 for rank 0/1" in _last_plan(out)
+    assert _partial_ids(part) == [f"gsm8k/{i}" for i in range(4)]
+    # the verdicts and texts (not the usage: the resumed run's prefix cache starts cold)
+    strip = lambda rows: [(r["id"], r["n_correct"], r["n_correct_official"],  # noqa: E731
+                           [(x["prediction"], x["correct"], x["correct_official"]) for x in r["samples"]]) for r in rows]
+    assert strip(_results(out)["samples"]) == strip(_results(tmp_path / "whole")["samples"])
+
+
+def test_evaluate_resuming_with_another_n_samples_is_one_line(tmp_path, capsys):
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from test_evaluate import _box_rows
+    data = _box_rows(tmp_path / "box.jsonl", n=2)
+    for first, then in ((1, 3), (3, 2), (2, 1)):
+        out = tmp_path / f"{first}-{then}"
+        assert run_cli(main, _sampled_args(data, out, "--n_samples", str(first))) == 0
+        capsys.readouterr()
+        assert run_cli(main, _sampled_args(data, out, "--n_samples", str(then))) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--n_samples {first}, this one has --n_samples {then}" in err[0]
+        assert run_cli(main, _sampled_args(data, out, "--n_samples", str(then), "--overwrite")) == 0
+
+
+@pytest.mark.parametrize("extra", [["--n_samples", "0"], ["--n_samples", "-2"]])
+def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from test_evaluate import _box_rows
+    data = _box_rows(tmp_path / "box.jsonl", n=2)
+    assert run_cli(main, _sampled_args(data, tmp_path / "out", *extra)) == 2
+    assert "--n_samples must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    oracle = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(tmp_path / "o"), "--n_samples", "2"]
+    assert run_cli(main, oracle) == 2
+    assert "--n_samples has no effect with --method oracle" in capsys.readouterr().err
+
+
+def test_two_ranks_split_questions_not_samples(tmp_path):
+    """--n_samples 2 on two ranks (RANK / WORLD_SIZE as torchrun sets them): each rank file holds whole
+    questions (i % 2 == rank), and the merge is the single process's rows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from test_evaluate import _box_rows, _partial_ids
+    data = _box_rows(tmp_path / "box.jsonl", n=5)
+    assert run_cli(main, _sampled_args(data, tmp_path / "single", "--n_samples", "2")) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
+    procs = [subprocess.Popen([sys.executable, "-m", "minitflow.evaluate",
+                               *_sampled_args(data, tmp_path / "multi", "--n_samples", "2")],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    shares = [_partial_ids(tmp_path / "multi" / f"baseline_partial.rank{r}.jsonl") for r in (0, 1)]
+    assert sorted(shares[0]) == ["gsm8k/0", "gsm8k/2", "gsm8k/4"] and sorted(shares[1]) == ["gsm8k/1", "gsm8k/3"]
+    one, two = _results(tmp_path / "single"), _results(tmp_path / "multi")
+    pick = lambda rows: [[x["prediction"] for x in r["samples"]] for r in rows]  # noqa: E731
+    assert pick(two["samples"]) == pick(one["samples"])
+    assert {k: two["summary"][k] for k in ("accuracy", "pass_at_k", "n_samples", "n", "complete")} == \
+        {k: one["summary"][k] for k in ("accuracy", "pass_at_k", "n_samples", "n", "complete")}
