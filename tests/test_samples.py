@@ -283,3 +283,22 @@ def test_two_ranks_split_questions_not_samples(tmp_path):
     assert pick(two["samples"]) == pick(one["samples"])
     assert {k: two["summary"][k] for k in ("accuracy", "pass_at_k", "n_samples", "n", "complete")} == \
         {k: one["summary"][k] for k in ("accuracy", "pass_at_k", "n_samples", "n", "complete")}
+
+
+@pytest.mark.parametrize("method", ["baseline", "tflow", "textmas"])
+def test_a_question_too_long_is_named_by_its_own_label_with_samples(model, generator, method):  # noqa: F811
+    """The check before any request names the question (its label), not a sample of another one."""
+    llm = _llm(model)
+    qs = ["apple seven", "apple " * 600]
+    with pytest.raises(UserError, match=r"^q1: its "):
+        run_method(method, llm, qs, generator=generator, samples=2, labels=["q0", "q1"],
+                   sampling=SamplingParams(max_new_tokens=4), **({"sender_max_new_tokens": 4} if method == "textmas" else {}))
+    assert not llm.engine.in_flight()
+
+
+def test_a_sample_refused_mid_run_is_named_with_its_sample(parts):  # noqa: F811
+    lm_model, tok = parts
+    llm = LLM(lm_model, tok, eos_token_ids=EOS, num_slots=1, prefix_cache_bytes=0, max_seq_len=64)
+    with pytest.raises(UserError, match=r"^q1 \(sample 0\) needs "):  # latentmas' plan counts each sample
+        run_method("latentmas", llm, ["Tom", "Tom has " * 40], samples=2, labels=["q0", "q1"], latent_steps=1,
+                   sampling=SamplingParams(max_new_tokens=4))
