@@ -870,7 +870,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         left = _remaining(samples, read_finished_before_claim(args.output_dir, args.method, args.overwrite),
                           rank, size)
         if left:  # it checks the weight headers too: missing or bad weights leave no claimed folder behind
-            plan = plan_load(args, positions=[fits[i] for i, _ in left])
+            # each sample a request of its own: --n_samples K fills K times the questions' slots
+            plan = plan_load(args, positions=[fits[i] for i, _ in left for _ in range(args.n_samples)])
         # nothing left (a finished run merged or summarised again): the weights are never read, so they
         # need not be there; the settings are still compared, from the model's config and tokenizer
     out_dir = check_output_dir(args.output_dir, "--output_dir")
@@ -889,7 +890,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     llm = generator = None
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
-        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine], plan=plan)
+        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine for _ in range(args.n_samples)],
+                                        plan=plan)
     k = args.n_samples
     scorer = BackgroundScorer(dataset, part, correct=sum(done[i]["n_correct"] if k > 1 else bool(done[i]["correct"])
                                                          for i in ids if i in done),

@@ -302,3 +302,18 @@ def test_a_sample_refused_mid_run_is_named_with_its_sample(parts):  # noqa: F811
     with pytest.raises(UserError, match=r"^q1 \(sample 0\) needs "):  # latentmas' plan counts each sample
         run_method("latentmas", llm, ["Tom", "Tom has " * 40], samples=2, labels=["q0", "q1"], latent_steps=1,
                    sampling=SamplingParams(max_new_tokens=4))
+
+
+def test_evaluate_n_samples_gives_the_samples_slots_of_their_own(tmp_path, monkeypatch):
+    """2 questions x 3 samples with --batch_size 6: the engine has 6 slots (one per sample), not the 2 that
+    2 questions fill alone (the slots were capped at the question count, the samples queued for them)."""
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from test_evaluate import _box_rows
+    data = _box_rows(tmp_path / "box.jsonl", n=2)
+    real, slots = methods.run_method, []
+    monkeypatch.setattr(methods, "run_method", lambda m, llm, *a, **kw: slots.append(llm.engine.scheduler.num_slots)
+                        or real(m, llm, *a, **kw))
+    assert run_cli(main, _sampled_args(data, tmp_path / "k", "--n_samples", "3", "--batch_size", "6")) == 0
+    assert run_cli(main, _sampled_args(data, tmp_path / "one", "--batch_size", "6")) == 0
+    assert slots == [6, 2]
