@@ -128,3 +128,12 @@ def test_a_cli_whose_stdout_reader_has_gone_exits_141_without_a_traceback():
     proc.stdout.close()  # the reader is gone before the program writes
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+
+def test_run_method_refuses_a_bool_batch_size(model):
+    """batch_size=True ran as 1 (a bool is an int to Python); generator_batch: test_tflow.py."""
+    from minitflow.errors import UserError
+    from minitflow.tflow.methods import run_method
+    with pytest.raises(UserError, match=r"^batch_size must be an integer >= 1, got True$"):
+        run_method("baseline", _llm(model), ["What is 1+1?"], batch_size=True)

@@ -194,8 +194,9 @@ def test_tflow_batch_invariance(golden_llm, generator_batch, monkeypatch):
     assert sum(calls) == 5 and max(calls) <= (generator_batch or 5) and (generator_batch == 1 or max(calls) > 1), calls
     assert methods.default_generator_batch("cpu") == 1 and methods.default_generator_batch("cuda") is None
     assert all(r.agents["sender_A"].prompt_tokens > 0 and not r.agents["sender_A"].generates for r in batched)
-    with pytest.raises(UserError, match="generator_batch must be >= 1"):
-        run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_batch=0)
+    for bad in (0, True):  # True ran as 1
+        with pytest.raises(UserError, match="generator_batch must be >= 1"):
+            run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_batch=bad)
     with pytest.raises(UserError, match="unknown option.s. generator_bach;") as e:  # a typo is not run as the default
         run_method("tflow", golden_llm, questions[:1], sampling=sp, generator=gen, generator_bach=2)
     assert "\n" not in str(e.value)

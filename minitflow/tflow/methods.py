@@ -298,7 +298,8 @@ class _TFlow(_Pipeline):
         super().__init__(llm, style, window)
         if generator_batch == "device":
             generator_batch = default_generator_batch(llm.device)
-        if generator_batch is not None and (not isinstance(generator_batch, numbers.Integral) or generator_batch < 1):
+        if generator_batch is not None and (not isinstance(generator_batch, numbers.Integral)
+                                            or isinstance(generator_batch, bool) or generator_batch < 1):
             raise UserError(f"generator_batch must be >= 1 or None, got {generator_batch!r}")
         generator_batch = None if generator_batch is None else int(generator_batch)  # numpy's too
         if generator_piece is not None and (not isinstance(generator_piece, numbers.Integral)
@@ -406,7 +407,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     e.g. a private context plus the question: the receiver then learns it only through them.
     Question i samples with seeds[i] (default sampling.seed + i), whatever runs beside it;
     `sampling` may also be one SamplingParams per question (e.g. per-question max_new_tokens).
-    `on_result(i, result)` is called as each question finishes (streaming evaluation).
+    `on_result(i, result)` is called as each question finishes (streaming evaluation), while the
+    run holds the engine (Engine.lock): it may use this LLM, but must not wait for another
+    thread's use of it (or of another LLM on the same model), which waits for the run.
     `labels[i]` names question i in an error raised mid-run (evaluate passes sample ids;
     default "question i").
     `refill_share`: new questions start once this share of the `batch_size` window is free,
@@ -432,7 +435,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     questions = list(questions)
     if not questions:
         raise UserError("no questions given")
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:  # True ran as 1
         raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)  # a numpy integer reached the results' metadata, which json refused
     if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 1:
