@@ -94,11 +94,17 @@ def fastest_decode_lora(benchmarks: list[dict]) -> str:
 def benchmarks(paths: list[str]) -> list[dict]:
     """The benchmarks of every pytest-benchmark JSON in `paths`. Other JSON files are skipped with
     a note: a GPU session's folder also holds bench/lora_kernel_sweep.py's list of timings, and
-    `table.py OUT_DIR/*.json` failed on it (a TypeError, no table)."""
+    `table.py OUT_DIR/*.json` failed on it (a TypeError, no table); and the empty file of a part
+    that selected no test (CPU) or that its time limit cut short, on which it failed too (JSONDecodeError)."""
     out = []
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError:
+            print(f"table.py: {path} is empty or cut short (a part that ran no test, or ran out of time): skipped",
+                  file=sys.stderr)
+            continue
         if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
             out += data["benchmarks"]
         else:

@@ -1169,8 +1169,9 @@ def test_the_gpu_session_refuses_at_once_without_a_tokenizer(tmp_path):
 
 def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
     """`python bench/table.py OUT_DIR/*.json` (gpu_session.sh's last step) over a session's folder,
-    which holds bench/lora_kernel_sweep.py's JSON list beside the pytest-benchmark files: the
-    table comes out, the sweep's file is skipped with a note (it was a TypeError, no table)."""
+    which holds bench/lora_kernel_sweep.py's JSON list beside the pytest-benchmark files, and an
+    empty file of a part cut short: the table comes out, each skipped with a note (a TypeError and
+    a JSONDecodeError, no table)."""
     import json
     import subprocess
     import sys
@@ -1180,8 +1181,10 @@ def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
          "extra_info": {"device": "GPU", "mode": "graphs", "decode_lora": "kernel", "batch": 1, "tokens_per_s": 154.0,
                         "lora_overhead": 1.7}}]}))
     (tmp_path / "lora_sweep.json").write_text(json.dumps([{"weight": "qkv", "batch": 1, "best": "128/256/4"}]))
+    (tmp_path / "methods.json").write_text("")  # a part that ran no test, or that its time limit cut short
     got = subprocess.run([sys.executable, "bench/table.py", *sorted(map(str, tmp_path.glob("*.json")))],
                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
     assert "| `test_decode_step[1-graphs]` | 6.50 ms | 6.60 ms | 154 tokens/s | 1.70 |" in got.stdout
     assert "lora_sweep.json is not a pytest-benchmark JSON" in got.stderr
+    assert "methods.json is empty or cut short" in got.stderr  # was a JSONDecodeError: no table at all
