@@ -848,6 +848,10 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
     model_dir = model_dir_for(args) if args.method != "oracle" else None
     sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
+    if sampling is not None and args.n_samples > 1 and sampling.temperature == 0:  # K copies of one output
+        raise UserError(f"--n_samples {args.n_samples} with greedy decoding (--greedy or --temperature 0) gives "
+                        f"{args.n_samples} identical outputs per question: sample with a --temperature above 0, or "
+                        "leave --n_samples out")
     settings = run_settings(args, dataset, sampling)
     # the samples before the folder: a bad data file leaves no empty folder behind
     samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,

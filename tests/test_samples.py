@@ -255,6 +255,20 @@ def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
     assert "--n_samples has no effect with --method oracle" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("greedy", [["--greedy"], ["--temperature", "0"]], ids=["greedy", "temperature0"])
+def test_evaluate_n_samples_with_greedy_decoding_is_one_line(tmp_path, capsys, greedy):
+    """--n_samples 3 --greedy ran 3 identical outputs per question (pass@k = pass@1, 3 times the work)."""
+    from minitflow.cli import run_cli
+    from minitflow.evaluate import main
+    from test_evaluate import _box_rows, _demo_args
+    data = _box_rows(tmp_path / "box.jsonl", n=2)
+    args = [a for a in _demo_args(data, tmp_path / "out", "--n_samples", "3") if a != "--greedy"] + greedy
+    assert run_cli(main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--n_samples 3 with greedy decoding" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_two_ranks_split_questions_not_samples(tmp_path):
     """--n_samples 2 on two ranks (RANK / WORLD_SIZE as torchrun sets them): each rank file holds whole
     questions (i % 2 == rank), and the merge is the single process's rows."""
