@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 import threading
@@ -389,6 +390,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll flags its write end POLLERR)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a stream without a file (a test's capture)
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`; a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM
     unwind (exit 130 and 143); stdout's reader gone (`| head`) is exit 141, as for a shell tool."""
@@ -399,7 +411,10 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         code = main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then exit 141, not a traceback
         return code
-    except BrokenPipeError:  # stdout's reader has gone: what was written is written, the rest has no reader
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe (a scoring child's): an error of the run, not a reader gone
+            raise
+        # stdout's reader has gone: what was written is written, the rest has no reader
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush cannot fail again
         return 128 + signal.SIGPIPE
     except UserError as e:

@@ -15,16 +15,12 @@ from minitflow.engine.request import Request, Status
 from minitflow.model.lora import LoraWeights
 from minitflow.model.weights import load_model
 from test_engine import _random_factors
-from test_serving import _prompts
+from test_serving import _llm, _prompts
 
 
 @pytest.fixture(scope="module")
 def model(sharp_dir):
     return load_model(sharp_dir, torch.float32, "cpu")
-
-
-def _llm(model, **kw) -> LLM:
-    return LLM(model, eos_token_ids=[], **kw)
 
 
 def _sps(sampled: bool) -> list[SamplingParams]:
@@ -137,3 +133,13 @@ def test_run_method_refuses_a_bool_batch_size(model):
     from minitflow.tflow.methods import run_method
     with pytest.raises(UserError, match=r"^batch_size must be an integer >= 1, got True$"):
         run_method("baseline", _llm(model), ["What is 1+1?"], batch_size=True)
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error():
+    """Exit 141 is for stdout's reader gone only: a BrokenPipeError from another pipe (a scoring
+    child that died) stays the run's error, with stdout left as it was."""
+    code = ("import os, sys\nfrom minitflow.cli import run_cli\n"
+            "def main(argv):\n    r, w = os.pipe()\n    os.close(r)\n    os.write(w, b'x')\n    return 0\n"
+            "sys.exit(run_cli(main, []))\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 1 and "BrokenPipeError" in got.stderr
