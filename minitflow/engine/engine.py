@@ -227,14 +227,9 @@ class Engine:
         when it was in flight here; False for one finished, already aborted or never added (a
         stream may race its last token: nothing to undo)."""
         with self.lock:
-            queued = [r for r in self.scheduler.waiting if r is not req]  # identity: a Request's == compares fields
-            if req.finished or (len(queued) == len(self.scheduler.waiting) and self.scheduler.running.get(req.slot) is not req):
+            if req.finished or not self.scheduler.abort(req):
                 return False
-            if len(queued) < len(self.scheduler.waiting):
-                self.scheduler.waiting = deque(queued)
-            else:
-                self.scheduler.release(req)
-            req.status, req.finish_reason, req.finished_t = Status.ABORTED, "abort", time.perf_counter()
+            req.finish_reason, req.finished_t = "abort", time.perf_counter()
             return True
 
     def _step(self) -> list[Request]:

@@ -61,6 +61,18 @@ class Scheduler:
             self.free.append(req.slot)
             self.free.sort()
 
+    def abort(self, req: Request) -> bool:
+        """Take `req` out of the queue or its slot; False when it is in neither (finished, or not
+        added here). Identity, not ==: a Request's == compares its fields."""
+        if self.running.get(req.slot) is req:
+            self.release(req)
+        elif any(r is req for r in self.waiting):
+            self.waiting = deque(r for r in self.waiting if r is not req)
+        else:
+            return False
+        req.status = Status.ABORTED
+        return True
+
     def abort_all(self) -> list[Request]:
         gone = list(self.running.values()) + list(self.waiting)
         for req in gone:
