@@ -508,9 +508,8 @@ def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[S
     does not sample and could be shared as tflow's senders are (one sender run, K judgers from
     copies of its KV); not done here."""
     k = samples
-    rep = (lambda xs: None if xs is None else [x for x in xs for _ in range(k)])  # noqa: E731
 
-    def each(item: int, result: MethodResult) -> None:
+    def each(item: int, result: MethodResult) -> None:  # every result passes here, as it finishes
         result.sample = item % k
         if on_result is not None:
             on_result(item // k, result)
@@ -518,13 +517,13 @@ def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[S
     t0 = time.perf_counter()
     sps = [replace(per_q[i], seed=sample_seed(seeds[i], j)) for i in range(len(questions)) for j in range(k)]
     with _aborting(llm):
-        results = stream_latentmas(llm, rep(questions), style, sps, window=batch_size * k, on_result=each,
-                                   sender_questions=rep(sender_questions), refill_share=share, labels=labels,
-                                   **options)
-    wall = (time.perf_counter() - t0) / len(questions)
-    for n, r in enumerate(results):
-        r.sample = n % k
-        if k > 1:
+        results = stream_latentmas(llm, [q for q in questions for _ in range(k)], style, sps, window=batch_size * k,
+                                   on_result=each, refill_share=share, labels=labels, **options,
+                                   sender_questions=None if sender_questions is None else
+                                   [q for q in sender_questions for _ in range(k)])
+    if k > 1:  # the stream's is per sample
+        wall = (time.perf_counter() - t0) / len(questions)
+        for r in results:
             r.wall_s_per_question = wall
     return results
 
