@@ -172,7 +172,6 @@ class _Question:
     sample: int = 0  # which of the question's samples this is (run_method's `samples`)
     # tflow: sample 0 runs the senders and the generator; samples 1.. (its followers) only their receivers
     followers: list["_Question"] = field(default_factory=list)
-    follows: bool = False  # a follower: its receiver comes with its sample 0's
 
     def __repr__(self) -> str:  # names a request in an error; never prints its agents' tensors
         return self.label or f"question {self.index}"
@@ -321,7 +320,7 @@ class _TFlow(_Pipeline):
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
 
     def start(self, q):
-        if q.follows:  # its receiver is queued with its sample 0's, from the same factors
+        if q.sample:  # a follower: its receiver is queued with its sample 0's, from the same factors
             return
         for name, system in zip(("sender_A", "sender_B"), self.systems[:2]):
             self.add(q, name, sender_request(self.llm, system, q.sender_question, self.layer_weights))
@@ -482,9 +481,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
         pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
         qs = [_Question(i, questions[i], sq[i], replace(per_q[i], seed=sample_seed(seeds[i], j)), label=label,
-                        sample=j, follows=method == "tflow" and j > 0) for (i, j), label in zip(items, item_labels)]
+                        sample=j) for (i, j), label in zip(items, item_labels)]
         for q in qs:
-            if q.follows:
+            if method == "tflow" and q.sample:
                 qs[q.index * samples].followers.append(q)
 
         def start(group: list[int]) -> None:
