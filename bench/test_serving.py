@@ -247,7 +247,76 @@ def test_tflow_samples_vs_repeated(benchmark, setup: Setup, tokenized, window: s
            outputs_per_s=n * SAMPLES / s, speedup_vs_repeated=repeated_s / s, same_tokens_as_repeated=agree)
 
 
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_baseline_samples_wait_for_the_shared_prompt(benchmark, setup: Setup, tokenized, cache: str) -> None:
+    """baseline with samples=SAMPLES on SLOTS questions (official gsm8k prompt, Qwen3-4B's
+    sampling, long-tailed lengths), SLOTS slots: a question's samples that would start in one
+    engine step wait a step for the blocks the first of them stores in the prefix cache (the
+    default), vs each prefilling the prompt beside the others (`Engine._waits` off). `cold`: the
+    cache emptied before each run (a run's start); `warm`: the shared instruction cached, each
+    question's own text not (the steady state). The same tokens either way."""
+    from minitflow.tflow.methods import run_method
+    benchmark.group = "serving-samples"
+    net, tokenizer = tokenized
+    questions = pipeline_questions(SLOTS)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
+           for m in long_tail(SLOTS, PIPE_MAX_NEW, seed=4)]
+    llms = {w: LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA) for w in (True, False)}
+    llms[False].engine._waits = lambda r, batch: False
+    warm = pipeline_questions(2 * SLOTS)[SLOTS:]  # other questions: the instruction, not these texts
+    out, prefilled = {}, {}
+
+    def run(waits: bool):
+        llm = llms[waits]
+        llm.engine.prefix_cache.clear()
+        if cache == "warm":
+            run_method("baseline", llm, warm[:1], sampling=SamplingParams(max_new_tokens=1))
+        out[waits] = run_method("baseline", llm, questions, sampling=sps, seeds=list(range(SLOTS)),
+                                samples=SAMPLES, batch_size=SLOTS)
+        prefilled[waits] = sum(a.prompt_tokens - a.cached_tokens for r in out[waits] for a in r.agents.values())
+
+    s, off_s = pedantic_vs(benchmark, lambda: run(True), lambda: run(False), setup.device, 3, 1)
+    agree = check_same_tokens([r.token_ids for r in out[True]], [r.token_ids for r in out[False]], setup.device)
+    record(benchmark, setup, questions=SLOTS, samples=SAMPLES, slots=SLOTS, cache=cache,
+           prefilled_tokens=prefilled[True], prefilled_tokens_without_waiting=prefilled[False],
+           outputs_per_s=SLOTS * SAMPLES / s, speedup_vs_no_waiting=off_s / s, same_tokens=agree)
+
+
 LATENT_STEPS = 10
+
+
+def test_latentmas_samples_vs_repeated(benchmark, setup: Setup, tokenized) -> None:
+    """latentmas with samples=4 on PIPE_QUESTIONS / 4 questions (10 latent steps per sender,
+    Qwen3-4B's sampling, long-tailed lengths) and batch_size SLOTS: its senders once per question,
+    4 judgers on copies of their KV, vs the same samples as 4x repeated questions with seeds
+    sample_seed(seed, j) and batch_size 4 x SLOTS (what run_method(samples=4) ran before: each
+    sample a question of its own, senders included). One engine of SLOTS slots; the same tokens."""
+    from minitflow.tflow.methods import run_method, sample_seed
+    benchmark.group = "serving-samples"
+    net, tokenizer = tokenized
+    n = PIPE_QUESTIONS // SAMPLES
+    questions = pipeline_questions(n)
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
+           for m in long_tail(n, PIPE_MAX_NEW, seed=2)]
+    seeds = list(range(n))
+    llm = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
+    out = {}
+
+    def shared():
+        out["shared"] = run_method("latentmas", llm, questions, sampling=sps, seeds=seeds, samples=SAMPLES,
+                                   batch_size=SLOTS, latent_steps=LATENT_STEPS)
+
+    def repeated():
+        out["repeated"] = run_method("latentmas", llm, [q for q in questions for _ in range(SAMPLES)],
+                                     sampling=[sp for sp in sps for _ in range(SAMPLES)],
+                                     seeds=[sample_seed(x, j) for x in seeds for j in range(SAMPLES)],
+                                     batch_size=SLOTS * SAMPLES, latent_steps=LATENT_STEPS)
+
+    s, repeated_s = pedantic_vs(benchmark, shared, repeated, setup.device, 3, 1)
+    agree = check_same_tokens([r.token_ids for r in out["shared"]], [r.token_ids for r in out["repeated"]],
+                              setup.device)
+    record(benchmark, setup, questions=n, samples=SAMPLES, slots=SLOTS, latent_steps=LATENT_STEPS,
+           outputs_per_s=n * SAMPLES / s, speedup_vs_repeated=repeated_s / s, same_tokens_as_repeated=agree)
 
 
 def test_latentmas_pipeline_vs_chunks(benchmark, setup: Setup, tokenized) -> None:

@@ -14,7 +14,8 @@ from minitflow import SamplingParams
 from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.tflow import methods
-from minitflow.tflow.methods import SAMPLE_STRIDE, SEEDS, run_method, sample_seed
+from minitflow.tflow.methods import run_method
+from minitflow.tflow.stream import SAMPLE_STRIDE, SEEDS, sample_seed
 from test_latentmas_fuzz import EOS, parts  # noqa: F401  (a fixture)
 from test_pipeline_fuzz import _block_bytes, _clean, _llm, generator, model  # noqa: F401  (fixtures)
 
@@ -101,6 +102,24 @@ def test_latentmas_samples_get_what_their_seed_gets_alone(parts):  # noqa: F811
     for slots, batch in ((1, 1), (4, 2)):
         res = run_method("latentmas", llm(slots), qs, sampling=sps, seeds=[5, 9], samples=K, batch_size=batch, **opts)
         assert [_out(r) for r in res] == alone and [r.sample for r in res] == [0, 1, 2] * 2
+
+
+def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):  # noqa: F811
+    """The latent stage does not sample: a question's K judgers take copies of one run of its
+    senders' KV. Its senders' usage and stage times are on sample 0 alone."""
+    from minitflow.tflow import latentmas
+    lm_model, tok = parts
+    qs = ["Tom has 7 apple", "how many red box sum three", "seven apple"]
+    rows, real = [], latentmas._senders
+    monkeypatch.setattr(latentmas, "_senders", lambda plan, idx: rows.extend(idx) or real(plan, idx))
+    res = run_method("latentmas", LLM(lm_model, tok, eos_token_ids=EOS, num_slots=2), qs, samples=K, batch_size=2,
+                     latent_steps=2, sampling=SamplingParams(max_new_tokens=4, temperature=1.0))
+    assert sorted(rows) == [0, 1, 2], "the senders ran per sample, not per question"
+    assert [(r.question, r.sample) for r in res] == [(q, j) for q in qs for j in range(K)]
+    for r in res:
+        ran = r.sample == 0
+        assert (r.agents["planner"].latent_steps, r.agents["planner"].prompt_tokens > 0) == (2 * ran, ran)
+        assert ("planner_latent_s" in r.timings) == ran
 
 
 @pytest.mark.parametrize("bad", [True, 0, -1, 1.5, "2", None])
@@ -310,10 +329,11 @@ def test_a_question_too_long_is_named_by_its_own_label_with_samples(model, gener
     assert not llm.engine.in_flight()
 
 
-def test_a_sample_refused_mid_run_is_named_with_its_sample(parts):  # noqa: F811
+def test_latentmas_names_a_question_too_long_by_its_own_label_with_samples(parts):  # noqa: F811
+    """latentmas' plan counts each question once, whatever its samples, before any forward."""
     lm_model, tok = parts
     llm = LLM(lm_model, tok, eos_token_ids=EOS, num_slots=1, prefix_cache_bytes=0, max_seq_len=64)
-    with pytest.raises(UserError, match=r"^q1 \(sample 0\) needs "):  # latentmas' plan counts each sample
+    with pytest.raises(UserError, match=r"^q1 needs "):
         run_method("latentmas", llm, ["Tom", "Tom has " * 40], samples=2, labels=["q0", "q1"], latent_steps=1,
                    sampling=SamplingParams(max_new_tokens=4))
 

@@ -71,3 +71,95 @@ def test_the_scheduler_charges_what_cost_says():
     cost = {8: 3, 12: 1}
     assert [len(r.prompt_ids) for r in sched.admit(lambda r: True, lambda r: cost[len(r.prompt_ids)])] == [8, 8, 8]
     assert [len(r.prompt_ids) for r in sched.admit(lambda r: True)] == [12]  # alone: longer than the budget
+
+
+# ---- a request waits a step for the blocks a request admitted beside it is about to cache ----
+def _alone(model, prompts, sps):
+    return [LLM(model, eos_token_ids=[], num_slots=1, prefix_cache_bytes=0).generate([p], sp)[0].token_ids
+            for p, sp in zip(prompts, sps)]
+
+
+def test_samples_of_one_prompt_prefill_it_once_on_a_cold_cache(model):
+    """Four samples of a 3-block prompt admitted together: the first computes all 52 prefill
+    tokens, the other three wait one step and compute 4 each (their blocks from the cache). Each
+    gets what it gets alone. Without waiting, all four computed 52."""
+    g = torch.Generator().manual_seed(4)
+    prompt = torch.randint(0, 150, (3 * BLOCK + 5,), generator=g).tolist()
+    sps = [SamplingParams(max_new_tokens=5, temperature=0.8, seed=s) for s in range(4)]
+    llm = LLM(model, eos_token_ids=[], num_slots=4)
+    seen = _forwards(llm)
+    reqs = llm.engine.run([Request(prompt, sp) for sp in sps])
+    assert seen == [3 * BLOCK + 4, 3 * 4]
+    assert [r.cached_tokens for r in reqs] == [0] + [3 * BLOCK] * 3
+    assert [r.output_ids for r in reqs] == _alone(model, [prompt] * 4, sps)
+
+    off = LLM(model, eos_token_ids=[], num_slots=4)
+    off.engine._waits = lambda r, batch: False  # what admission did before
+    seen = _forwards(off)
+    off.engine.run([Request(prompt, sp) for sp in sps])
+    assert seen == [4 * (3 * BLOCK + 4)]
+
+
+def test_only_requests_that_would_take_new_blocks_wait(model):
+    """Admitted beside the first prompt: one sharing no whole block with it, one sharing only its
+    second block (a block is keyed by its whole prefix: another chain), one whose first block is
+    cached and one whose every block is. Only the one that would take blocks the first is about to
+    store waits, and admission stops there, in arrival order."""
+    g = torch.Generator().manual_seed(5)
+    a, b, c = (torch.randint(0, 150, (BLOCK,), generator=g).tolist() for _ in range(3))
+    llm = LLM(model, eos_token_ids=[], num_slots=8)
+    llm.generate([c + c + [1]], SamplingParams(max_new_tokens=1))  # c + c cached
+    sp = SamplingParams(max_new_tokens=2)
+    first = Request(a + b + [7], sp)
+    others = [Request(b + b + [8], sp), Request(c + b + [9], sp), Request(c + c + [3], sp)]
+    follower, last = Request(a + b + [5, 6], sp), Request(c + [4], sp)
+    seen = _forwards(llm)
+    reqs = llm.engine.run([first, *others, follower, last])
+    assert seen == [2 * BLOCK + 2 * BLOCK + BLOCK + 0, 1 + 0]
+    assert [r.cached_tokens for r in reqs] == [0, 0, BLOCK, 2 * BLOCK, 2 * BLOCK, BLOCK]
+    assert follower.admitted_t > first.admitted_t == others[-1].admitted_t
+
+
+def test_a_static_batch_never_waits(model):
+    """Static scheduling admits its batch at once (the old path, kept for comparison)."""
+    g = torch.Generator().manual_seed(6)
+    prompt = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()
+    llm = LLM(model, eos_token_ids=[], num_slots=3, static=True)
+    seen = _forwards(llm)
+    llm.engine.run([Request(prompt, SamplingParams(max_new_tokens=2)) for _ in range(3)])
+    assert seen == [3 * (2 * BLOCK + 2)]
+
+
+def test_the_scheduler_stops_at_a_request_that_waits():
+    sched = Scheduler(4)
+    reqs = [Request([i]) for i in range(4)]
+    for r in reqs:
+        sched.add(r)
+    assert sched.admit(lambda r: True, waits=lambda r, batch: r is reqs[2]) == reqs[:2]
+    assert sched.admit(lambda r: True, waits=lambda r, batch: r is reqs[2] and bool(batch)) == reqs[2:]
+
+
+@pytest.mark.parametrize("start", [5, 2 * BLOCK])
+def test_senders_admitted_together_take_the_shared_blocks_and_condition_rows(model, start):
+    """Three capturing senders (summed condition, the same span start) whose prompts share two
+    blocks, admitted together into a cold engine: the last two wait a step and take the blocks
+    (with their condition rows, when the span starts inside them) that the first stored. Their
+    condition is the uncached one within 1e-5 (float32)."""
+    from minitflow.model.qwen3 import Capture
+    g = torch.Generator().manual_seed(9)
+    shared = torch.randint(0, 150, (2 * BLOCK + 9,), generator=g).tolist()
+    prompts = [shared + torch.randint(0, 150, (7 + i,), generator=g).tolist() for i in range(3)]
+    layers = list(range(model.cfg.num_hidden_layers + 1))
+    w = torch.softmax(torch.randn(len(layers), generator=g), 0)
+
+    def senders(llm):
+        return llm.engine.run([Request(p, capture=Capture(layers, [start], [len(p) - 1], layer_weights=w),
+                                       generate=False) for p in prompts])
+
+    cached = senders(LLM(model, eos_token_ids=[], num_slots=3))
+    plain = senders(LLM(model, eos_token_ids=[], num_slots=3, prefix_cache_bytes=0))
+    assert [r.cached_tokens for r in cached] == [0, 2 * BLOCK, 2 * BLOCK]
+    assert cached[1].admitted_t > cached[0].admitted_t
+    for a, b in zip(cached, plain):
+        assert a.capture.hidden.shape == b.capture.hidden.shape
+        assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5

@@ -972,8 +972,9 @@ def test_finished_requests_are_not_held_by_junk_steps_left_unread(model):
 
 def test_the_first_token_comes_from_the_decode_step(model, monkeypatch):
     """A prefill runs no lm_head and samples nothing: the last prompt token is the slot's first
-    decode input, so requests admitted together get their first tokens in one batched step."""
-    llm = _llm(model, num_slots=4)
+    decode input, so requests admitted together get their first tokens in one batched step (no
+    prefix cache: with it, the two after the first would wait a step for their shared blocks)."""
+    llm = _llm(model, num_slots=4, prefix_cache_bytes=0)
     calls = []
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda ids, *a, **kw: calls.append((ids.shape[1], kw.get("need_logits", True)))

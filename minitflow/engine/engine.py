@@ -235,7 +235,7 @@ class Engine:
     def _step(self) -> list[Request]:
         finished: list[Request] = []
         admitted = self.scheduler.admit(lambda r: self.runner.fits(r, running=self.scheduler.running.values()),
-                                        self._prefill_cost)
+                                        self._prefill_cost, self._waits)
         if admitted:
             if self.scheduler.static:
                 self._static_slots = sorted(r.slot for r in admitted if r.generate)
@@ -295,6 +295,37 @@ class Engine:
         reuse = self._reusable(r)
         cached = 0 if reuse is None else self.prefix_cache.cached_len(r.prompt_ids, reuse[0], reuse[1])
         return max(self.runner.prefill_len(r) - cached, 0)
+
+    def _waits(self, r: Request, batch: list[Request]) -> bool:
+        """Whether `r` should wait a step for blocks of its prompt that a request of `batch` is
+        about to store in the prefix cache, rather than compute them beside it: the K samples of a
+        prompt, questions that share a role prompt or a few-shot block on a cold cache. Only the
+        time of its admission depends on this, never its tokens."""
+        reuse = self._reusable(r)
+        if reuse is None or not batch or self.prefix_cache.budget <= 0:
+            return False
+        if r.capture is not None and r.capture.layer_weights is None:
+            # every layer captured: training's condition, whose rows prefill in one forward whatever
+            # the cache holds, so a resumed run computes a step as the straight run did, bit for bit
+            # (on CPU a row's last bits depend on the rows it prefills beside)
+            return False
+        limit, span = reuse
+        cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span)
+        for other in batch:
+            theirs = self._reusable(other)
+            if theirs is None:
+                continue
+            n = min(limit, self.runner.prefill_len(other))
+            if span is not None and theirs[1] != span:  # their blocks past our span start hold no rows of ours
+                n = min(n, span[1])
+            a = cached
+            if n < a or r.prompt_ids[:a] != other.prompt_ids[:a]:  # blocks stored on another chain
+                continue
+            while a + BLOCK <= n and r.prompt_ids[a:a + BLOCK] == other.prompt_ids[a:a + BLOCK]:
+                a += BLOCK
+            if a > cached:
+                return True
+        return False
 
     def _prefill(self, reqs: list[Request]) -> list[Request]:
         now = time.perf_counter()

@@ -22,14 +22,17 @@ class Scheduler:
     def add(self, req: Request) -> None:
         self.waiting.append(req)
 
-    def admit(self, fits: Callable[[Request], bool], cost: Callable[[Request], int] | None = None) -> list[Request]:
+    def admit(self, fits: Callable[[Request], bool], cost: Callable[[Request], int] | None = None,
+              waits: Callable[[Request, list[Request]], bool] | None = None) -> list[Request]:
         """Requests to prefill now, each given a free slot: in arrival order, until the slots or
         the prefill token budget run out, or the head of the queue does not `fit` yet. `cost(req)`:
         the tokens its prefill computes (default: its whole prompt), charged against the budget. A
         prompt longer than the budget is charged in full and comes alone, as the head: whenever
         rows share a prefill, the keys each row's prompt spans (cached ones included) stay within
         the budget, as when every prompt token was charged (handed-over KV, `Request.past`, comes
-        on top: it was never charged)."""
+        on top: it was never charged). `waits(req, batch)`: True when `req` should come in the next
+        step rather than beside `batch` (the engine's: the prefix cache will then hold what they
+        compute now); admission stops there, as for a head that does not fit."""
         if self.static and self.running:
             return []
         batch: list[Request] = []
@@ -40,7 +43,7 @@ class Scheduler:
             if req.status is not Status.WAITING:  # the same Request queued twice: it runs once
                 self.waiting.popleft()
                 continue
-            if not fits(req):
+            if (waits is not None and not self.static and waits(req, batch)) or not fits(req):
                 break
             n = len(req.prompt_ids)
             if cost is not None and n <= budget:  # a longer one is charged it all: it comes alone

@@ -71,7 +71,7 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
+from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, sample_seed, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -345,6 +345,7 @@ class _Plan:
     vocab_rows: int  # the tokenizer's ids: the judger chooses among these
     labels: list[str]  # what an error calls each question (evaluate: its sample id)
     cached: list[int]  # the first sender's prompt tokens each question took from the prefix cache
+    samples: int = 1  # judgers per question, all on the KV of one run of its senders
 
 
 def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, latent_steps: int,
@@ -409,19 +410,22 @@ def _senders(plan: _Plan, idx: list[int]) -> tuple[list[tuple[torch.Tensor, torc
             for j in range(len(idx))], timers
 
 
-def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None) -> Request:
-    """Question i's judger as a request on the serving engine: its slot takes the senders' KV,
-    then it prefills its prompt and decodes beside whatever else runs (CUDA graphs included),
-    choosing only among the tokenizer's ids."""
+def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None, sample: int = 0) -> Request:
+    """Question i's judger (its sample `sample`, seeded sample_seed(seed, sample)) as a request on
+    the serving engine: its slot takes a copy of the senders' KV, then it prefills its prompt and
+    decodes beside whatever else runs (CUDA graphs included), choosing only among the tokenizer's ids."""
     cut = plan.vocab_rows if plan.vocab_rows < plan.llm.cfg.vocab_size else 0
-    return Request(plan.prompts[JUDGER][i], replace(plan.sps[i], vocab_rows=cut), past=past,
-                   tag=(plan.labels[i], "latentmas judger"))
+    sp = replace(plan.sps[i], vocab_rows=cut, seed=sample_seed(plan.sps[i].seed, sample))
+    label = plan.labels[i] + (f" (sample {sample})" if plan.samples > 1 else "")
+    return Request(plan.prompts[JUDGER][i], sp, past=past, tag=(label, "latentmas judger"))
 
 
 def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], total_s: float,
-            batch_size: int) -> MethodResult:
+            batch_size: int, sample: int = 0) -> MethodResult:
+    """Question i's result from its judger. The senders' usage and stage times are on sample 0's
+    alone (the other samples' judgers took the same senders' KV): sums over results count what ran."""
     text = req.text if req.text is not None else plan.llm.tokenizer.decode(req.output_ids)
-    ran = lambda role: role in plan.senders  # noqa: E731
+    ran = lambda role: role in plan.senders and not sample  # noqa: E731
     agents: dict[str, AgentUsage] = {
         role: LatentUsage(prompt_tokens=len(plan.prompts[role][i]) if ran(role) else 0,
                           completion_tokens=plan.k if ran(role) else 0, generates=False,
@@ -431,9 +435,10 @@ def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], t
                                  generates=True, cached_tokens=req.cached_tokens, latent_steps=0)
     return MethodResult(method="latentmas", style=plan.style, question=plan.questions[i], answer=text.strip(),
                         finish_reason=req.finish_reason or "length", agents=agents,
-                        timings={**{k: t.seconds for k, t in timers.items()}, "judger_prefill_s": req.prefill_s,
+                        timings={**{k: t.seconds for k, t in (timers.items() if not sample else ())},
+                                 "judger_prefill_s": req.prefill_s,
                                  "decode_s": req.decode_s, "queue_s": req.queue_s, "total_s": total_s},
-                        batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling)
+                        batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling, sample=sample)
 
 
 @torch.inference_mode()
@@ -464,33 +469,38 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
 @torch.inference_mode()
 def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
                      latent_steps: int, on_result=None, refill_share: float = REFILL_SHARE["latentmas"],
-                     **options) -> list[MethodResult]:
+                     samples: int = 1, **options) -> list[MethodResult]:
     """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
     an engine request that ends on its own, and a group of new questions runs its senders (in
     lockstep) once `refill_share` of the window is free (stream.stream_window). A question's
     output is what it gets alone.
     `on_result(i, result)` is called as each question finishes; results in input order. Per
-    question, `timings` hold its group's sender stages and `total_s` from its group's start."""
+    question, `timings` hold its group's sender stages and `total_s` from its group's start.
+    `samples` K: K judgers per question on copies of one run of its senders' KV (the latent stage
+    does not sample), judger j seeded sample_seed(sps[i].seed, j); results question-major, K per
+    question (as stream_window's `samples`), `window` counting questions."""
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
-                                 on_result=on_result, refill_share=refill_share, **options)
+                                 on_result=on_result, refill_share=refill_share, samples=samples, **options)
 
 
 def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
-                      latent_steps: int, on_result, refill_share: float, **options) -> list[MethodResult]:
+                      latent_steps: int, on_result, refill_share: float, samples: int,
+                      **options) -> list[MethodResult]:
     if llm.engine.in_flight():  # step() would hand it another's request: a bare StopIteration, judgers left behind
         raise UserError("stream_latentmas needs the LLM to itself, and requests are in flight (add_request): "
                         "step() them to the end first")
-    plan = _plan(llm, questions, style, sps, latent_steps=latent_steps, **options)
-    running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}
+    plan = replace(_plan(llm, questions, style, sps, latent_steps=latent_steps, **options), samples=samples)
+    running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}  # item i * samples + j
 
     def start(group: list[int]) -> None:
         t0 = time.perf_counter()
         past, timers = _senders(plan, group)
-        for i in group:
-            running[i] = (llm.engine.add_request(_judger(plan, i, past.pop(0))), timers, t0)
+        for i, kv in zip(group, past):
+            for j in range(samples):  # each judger's slot takes its own copy of the KV
+                running[i * samples + j] = (llm.engine.add_request(_judger(plan, i, kv, j)), timers, t0)
 
     def step() -> list[tuple[int, MethodResult]]:
         finished = llm.step()
@@ -499,13 +509,15 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
                 req.past = None  # in its slot now: the group's rows go once all its judgers are in
         done = []
         for req in finished:
-            i = next(j for j, (r, _, _) in running.items() if r is req)
-            _, timers, t0 = running.pop(i)
-            done.append((i, _result(plan, i, req, timers, req.finished_t - t0, window)))
+            item = next(j for j, (r, _, _) in running.items() if r is req)
+            _, timers, t0 = running.pop(item)
+            i, j = divmod(item, samples)
+            done.append((item, _result(plan, i, req, timers, req.finished_t - t0, window, sample=j)))
         return done
 
     try:
-        return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result)
+        return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result,
+                             samples=samples)
     except BaseException:  # an error in on_result, Ctrl-C: no judger of this run stays in the engine
         llm.engine.abort_all()
         raise

@@ -38,19 +38,13 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, stream_window
+from minitflow.tflow.stream import REFILL_SHARE, SEEDS, AgentUsage, MethodResult, sample_seed, stream_window
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options (each applies to one method; the others ignore it)
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this (mod 2^64)
-SEEDS = 2 ** 64  # seeds derived by adding wrap around: a seed near the top is no error mid-run
-# Sample j of a question seeded s samples with s + j * SAMPLE_STRIDE (mod SEEDS): odd (the 64-bit
-# golden ratio), so the K seeds of a question differ, and for j < 65536 the offset is at least 2^47
-# from any multiple of SEEDS: no sample takes the seed of a question within 2^47 of its own (the
-# default seeds are sampling.seed + i: neighbours never collide).
-SAMPLE_STRIDE = 0x9E3779B97F4A7C15
 # Questions per generator call, by device type (None: every question whose senders finished in
 # the same engine step). On CPU its activations grow with every question batched (each is tens
 # of thousands of parameter tokens at Qwen3-4B's shape) while its cost per question does not
@@ -59,11 +53,6 @@ SAMPLE_STRIDE = 0x9E3779B97F4A7C15
 # took tflow-20 0.75x the time of one per call at the same peak memory (13.4 against 13.2 GiB;
 # bench/test_e2e.py::test_tflow_generator_options), the stages' pieces bounding the activations.
 GENERATOR_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
-
-
-def sample_seed(seed: int, sample: int) -> int:
-    """The seed of sample `sample` of a question seeded `seed` (sample 0 keeps it)."""
-    return (seed + sample * SAMPLE_STRIDE) % SEEDS
 
 
 def default_generator_batch(device: torch.device | str) -> int | None:
@@ -397,8 +386,10 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     tokens question i alone gives with samples=1 and that seed. What does not depend on the seed
     runs once: tflow's senders and generator run once per question and its K receivers take the
     same factors (the senders' usage is on sample 0's result only, so sums over results count
-    what ran); baseline's K requests share the prompt (the prefix cache); textmas' senders sample,
-    so each sample runs the whole method; latentmas runs each sample as a question of its own.
+    what ran); latentmas' senders (their latent stage does not sample) run once per question and
+    its K judgers take copies of their KV (their usage on sample 0's result, as tflow's); baseline's
+    K requests share the prompt (the prefix cache: the first stores it, the others wait a step for
+    it); textmas' senders sample, so each sample runs the whole method.
     The `batch_size` window counts questions (K outputs each) and `wall_s_per_question` is the
     run's time over its questions.
 
@@ -475,7 +466,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         if method == "latentmas":
             options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
             return _latentmas_samples(llm, questions, style, per_q, seeds, batch_size, on_result, sender_questions,
-                                      share, item_labels, samples, options)
+                                      share, labels, samples, options)
         validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
                          realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
         _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
@@ -502,29 +493,12 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
 def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[SamplingParams], seeds: list[int],
                        batch_size: int, on_result, sender_questions: Sequence[str] | None, share: float,
                        labels: list[str], samples: int, options: dict) -> list[MethodResult]:
-    """latentmas with `samples` per question: each sample a question of its own (its senders
-    included) with its derived seed, batch_size * samples of them in flight. Its latent stage
-    does not sample and could be shared as tflow's senders are (one sender run, K judgers from
-    copies of its KV); not done here."""
-    k = samples
-
-    def each(item: int, result: MethodResult) -> None:  # every result passes here, as it finishes
-        result.sample = item % k
-        if on_result is not None:
-            on_result(item // k, result)
-
-    t0 = time.perf_counter()
-    sps = [replace(per_q[i], seed=sample_seed(seeds[i], j)) for i in range(len(questions)) for j in range(k)]
+    """latentmas through its stream: `samples` judgers per question on one run of its senders
+    (their latent stage does not sample), batch_size questions in flight."""
     with _aborting(llm):
-        results = stream_latentmas(llm, [q for q in questions for _ in range(k)], style, sps, window=batch_size * k,
-                                   on_result=each, refill_share=share, labels=labels, **options,
-                                   sender_questions=None if sender_questions is None else
-                                   [q for q in sender_questions for _ in range(k)])
-    if k > 1:  # the stream's is per sample
-        wall = (time.perf_counter() - t0) / len(questions)
-        for r in results:
-            r.wall_s_per_question = wall
-    return results
+        return stream_latentmas(llm, questions, style, [replace(sp, seed=s) for sp, s in zip(per_q, seeds)],
+                                window=batch_size, on_result=on_result, refill_share=share, labels=labels,
+                                samples=samples, sender_questions=sender_questions, **options)
 
 
 class _aborting:

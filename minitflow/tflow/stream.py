@@ -25,6 +25,17 @@ from minitflow.engine.sampler import SamplingParams
 # kernels), costing about the same for one question as for several: what a share above 0
 # would save there is unmeasured (bench/gpu_session.sh's `refill` part).
 REFILL_SHARE = {"baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5}
+SEEDS = 2 ** 64  # seeds derived by adding wrap around: a seed near the top is no error mid-run
+# Sample j of a question seeded s samples with s + j * SAMPLE_STRIDE (mod SEEDS): odd (the 64-bit
+# golden ratio), so the K seeds of a question differ, and for j < 65536 the offset is at least 2^47
+# from any multiple of SEEDS: no sample takes the seed of a question within 2^47 of its own (the
+# default seeds are sampling.seed + i: neighbours never collide).
+SAMPLE_STRIDE = 0x9E3779B97F4A7C15
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` of a question seeded `seed` (sample 0 keeps it)."""
+    return (seed + sample * SAMPLE_STRIDE) % SEEDS
 
 
 @dataclass
