@@ -50,7 +50,9 @@ with its K samples (`samples`: prediction, verdicts, usage each; `n_correct`, `n
 written once all K are scored: a resume redoes a question whose samples were not all written. The
 summary's `accuracy` / `accuracy_official` are the mean over all samples (avg@K), `pass_at_k` /
 `pass_at_k_official` the unbiased pass@k (1 - C(n-c, k) / C(n, k), averaged over questions) for
-k = 1, 2, 4, ... <= K, the token means per sample and `mean_wall_time` per question (all K).
+k = 1, 2, 4, ... <= K, `maj_at_k` / `maj_at_k_official` (not for code) the share of questions whose
+majority answer is correct (maj@K, scoring.majority_correct), the token means per sample and
+`mean_wall_time` per question (all K).
 Ranks split questions, never a question's samples. K = 1 writes the files as without the flag.
 """
 
@@ -579,9 +581,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def sampled_summary(rows: list[dict], n_samples: int) -> dict:
+def sampled_summary(rows: list[dict], n_samples: int, dataset: str) -> dict:
     """--n_samples K > 1: the summary's accuracy (avg@K: the mean over every sample), pass@k for k = 1, 2,
-    4, ... <= K (strict and official) and the token means per sample."""
+    4, ... <= K and, but for code, maj@K (the majority answer's verdict, scoring.majority_correct),
+    strict and official, and the token means per sample."""
+    from minitflow.eval.scoring import CODE_DATASETS, majority_correct
     outputs = max(len(rows) * n_samples, 1)
     ks = [2 ** e for e in range(n_samples.bit_length()) if 2 ** e <= n_samples]
     return {"n_samples": n_samples,
@@ -589,6 +593,9 @@ def sampled_summary(rows: list[dict], n_samples: int) -> dict:
             "accuracy_official": sum(r["n_correct_official"] for r in rows) / outputs,
             **{key: {str(k): sum(pass_at_k(n_samples, r[count], k) for r in rows) / max(len(rows), 1) for k in ks}
                for key, count in (("pass_at_k", "n_correct"), ("pass_at_k_official", "n_correct_official"))},
+            **({} if dataset in CODE_DATASETS else
+               {key: {str(n_samples): sum(majority_correct(dataset, r["samples"], scorer) for r in rows) / max(len(rows), 1)}
+                for key, scorer in (("maj_at_k", "strict"), ("maj_at_k_official", "official"))}),
             "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / outputs,
             "mean_official_tokens": sum(r["official_tokens"] for r in rows) / outputs}
 
@@ -952,7 +959,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
                    "data_file": args.data_file and os.path.abspath(args.data_file)},
     }
     if k > 1:
-        summary.update(sampled_summary(rows, k))
+        summary.update(sampled_summary(rows, k, dataset))
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     if size > 1 and summary["complete"] and _wait_for_ranks_to_join(out_dir, args.method, size):  # (incomplete: a rank died)
         settled()

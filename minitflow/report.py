@@ -7,7 +7,7 @@ tflow senders' forward passes included) and Speed (mean seconds per question on 
 device, the one the results name (a CPU or a GPU): the same whatever the run's world size; its
 wall-clock is the summary's `total_wall_time`).
 A run with several samples per question (evaluate --n_samples K) shows avg@K (the mean accuracy
-over every sample) as its Acc., and its pass@k (strict) in a line under the table.
+over every sample) as its Acc., and its pass@k and maj@K (strict) in a line under the table.
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
 """
 
@@ -136,11 +136,18 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
     note = f"\n\nNot shown, unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
     sampled = [f"{LABELS.get(m, m)}/{d}: avg@{s['n_samples']} {100 * s['accuracy']:.1f}, "
                + ", ".join(f"pass@{k} {100 * v:.1f}" for k, v in s["pass_at_k"].items())
+               + "".join(f", maj@{k} {100 * v:.1f}" for k, v in _maj(s).items())
                for (m, d), s in sorted(results.items()) if _sampled(s)]
     if sampled:
         note = ("\n\nSeveral samples per question (Acc. is avg@K, strict): " + "; ".join(sampled)) + note
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
                                f"parentheses). Speed: seconds per question on one rank{where}. Samples: {counts}") + note
+
+
+def _maj(summary: dict) -> dict:
+    """The run's maj@K (none for code, and in files written before it was)."""
+    maj = summary.get("maj_at_k")
+    return maj if isinstance(maj, dict) else {}
 
 
 def _sampled(summary: dict) -> bool:

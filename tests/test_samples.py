@@ -168,12 +168,42 @@ def test_sampled_summary_averages_samples_and_reads_pass_at_powers_of_two():
     from minitflow.evaluate import sampled_summary
     rows = [{"n_correct": c, "n_correct_official": o, "processed_tokens": 50, "official_tokens": 10}
             for c, o in ((0, 0), (1, 2), (5, 5))]
-    s = sampled_summary(rows, 5)
+    s = sampled_summary(rows, 5, "mbpp")
     assert s["accuracy"] == pytest.approx(6 / 15) and s["accuracy_official"] == pytest.approx(7 / 15)
     assert list(s["pass_at_k"]) == ["1", "2", "4"]
     assert s["pass_at_k"]["1"] == pytest.approx((0 + 1 / 5 + 1) / 3)
     assert s["pass_at_k"]["4"] == pytest.approx((0 + 4 / 5 + 1) / 3)  # 1 - C(4,4)/C(5,4)
     assert s["mean_processed_tokens"] == 10 and s["mean_official_tokens"] == 2  # per sample
+
+
+def _votes(*answers, correct=None):
+    return [{"extracted": a, "correct": a == "18" if correct is None else c,
+             "extracted_official": a, "correct_official": False} for a, c in zip(answers, correct or answers)]
+
+
+def test_majority_votes_by_the_answer_not_its_spelling():
+    """gsm8k groups by the number ("18", "18.00", "$18" agree: 3 votes beat "20" twice); a tie goes to
+    the answer given first; samples without an answer do not vote (a question none answered is
+    wrong); the official scorer reads its own fields."""
+    from minitflow.eval.scoring import majority_correct, vote_key
+    assert majority_correct("gsm8k", _votes("20", "18", "18.00", "20", "$18", correct=[0, 1, 1, 0, 1]))
+    assert not majority_correct("gsm8k", _votes("20", "18", "18", "20"))  # tie: "20" came first
+    assert majority_correct("gsm8k", _votes("", "", "18", ""))
+    assert not majority_correct("gsm8k", _votes("", ""))
+    assert not majority_correct("gsm8k", _votes("18", "18"), scorer="official")
+    assert vote_key("minerva_math", "\\frac{1}{2} ") == vote_key("minerva_math", "\\frac{1} {2}")
+    assert vote_key("mmlu", "B") == "B" and vote_key("humaneval", "def f(): pass") is None
+
+
+def test_sampled_summary_reads_maj_at_k_for_answers_not_programs():
+    from minitflow.evaluate import sampled_summary
+    rows = [{"n_correct": 1, "n_correct_official": 0, "processed_tokens": 5, "official_tokens": 1,
+             "samples": _votes("18", "7", "18")},
+            {"n_correct": 1, "n_correct_official": 0, "processed_tokens": 5, "official_tokens": 1,
+             "samples": _votes("7", "18", "9")}]
+    s = sampled_summary(rows, 3, "gsm8k")
+    assert s["maj_at_k"] == {"3": 0.5} and s["maj_at_k_official"] == {"3": 0.0}
+    assert "maj_at_k" not in sampled_summary(rows, 3, "mbpp")
 
 
 def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_one_sample_run(tmp_path, capsys):
@@ -203,10 +233,15 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
     assert s["pass_at_k"]["1"] == pytest.approx(s["accuracy"])
     assert s["mean_processed_tokens"] == pytest.approx(sum(x["processed_tokens"] for r in k["samples"]
                                                            for x in r["samples"]) / 12)
+    from minitflow.eval.scoring import majority_correct
+    for key, scorer in (("maj_at_k", "strict"), ("maj_at_k_official", "official")):
+        assert s[key] == {"3": pytest.approx(sum(majority_correct("gsm8k", r["samples"], scorer)
+                                                 for r in k["samples"]) / 4)}
     capsys.readouterr()
     assert run_cli(report, [str(tmp_path / "k")]) == 0
     out = capsys.readouterr().out
     assert f"Single/gsm8k: avg@3 {100 * s['accuracy']:.1f}, pass@1 " in out and "pass@2 " in out
+    assert f"maj@3 {100 * s['maj_at_k']['3']:.1f}" in out
     from minitflow.score import main as score
     assert run_cli(score, ["--results", str(tmp_path / "k")]) == 2
     assert "--n_samples 3" in capsys.readouterr().err

@@ -115,6 +115,35 @@ def numbers_equal(pred: Fraction | None, gold: Fraction | None) -> bool:
     return pred is not None and gold is not None and pred == gold
 
 
+def vote_key(dataset: str, extracted: str | None) -> object | None:
+    """What majority voting (maj@K) groups a sample's extracted answer by: gsm8k its number ("18",
+    "18.00" and "$18" agree), minerva_math its text without whitespace, mmlu its letter. None: no
+    answer (it does not vote), and any code dataset (a program is not an answer to vote on; pass@k
+    measures it)."""
+    if dataset in CODE_DATASETS or not extracted:
+        return None
+    if dataset == "gsm8k":
+        number = parse_number(extracted)
+        return ("text", extracted) if number is None else number
+    if dataset == "minerva_math":
+        return "".join(extracted.split())
+    return extracted
+
+
+def majority_correct(dataset: str, samples: Sequence[dict], scorer: str = "strict") -> bool:
+    """maj@K of one question: whether the answer most of its scored samples (rows with `extracted` /
+    `correct`, `_official` for the official scorer) give is correct. A tie goes to the answer the
+    earliest of them gave; no answer at all is wrong."""
+    suffix = "" if scorer == "strict" else "_official"
+    votes: dict[object, list[dict]] = {}
+    for row in samples:
+        key = vote_key(dataset, row.get("extracted" + suffix))
+        if key is not None:
+            votes.setdefault(key, []).append(row)
+    # max keeps the first of equal counts: the groups are in the order their first vote came
+    return bool(votes) and bool(max(votes.values(), key=len)[0]["correct" + suffix])
+
+
 def score_gsm8k(prediction: str | None, gold: str) -> bool:
     """`gold` is a number or the full GSM8K answer field ending in `#### N`."""
     gold_num = parse_number(gold.split("####")[-1].strip())
@@ -436,7 +465,7 @@ def run_oracle(
 __all__ = [
     "CODE_DATASETS", "SCORERS", "MATH_TIMEOUT", "check_eval_dependencies", "call_with_timeout",
     "cut_at_next_problem", "extract_boxed", "extract_code", "extract_gsm8k_answer",
-    "extract_math_answer", "extract_mmlu_letter", "is_equiv", "normalize_latex", "numbers_equal",
+    "extract_math_answer", "extract_mmlu_letter", "is_equiv", "majority_correct", "normalize_latex", "numbers_equal",
     "oracle_prediction", "parse_number", "run_oracle", "score_both",
-    "score_gsm8k", "score_math", "score_mmlu", "score_sample", "score_samples",
+    "score_gsm8k", "score_math", "score_mmlu", "score_sample", "score_samples", "vote_key",
 ]
