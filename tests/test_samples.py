@@ -80,12 +80,20 @@ def test_tflow_runs_senders_and_generator_once_per_question(model, generator, mo
     real_lora, real_sender = methods.generated_lora, methods.sender_request
     monkeypatch.setattr(methods, "generated_lora", lambda *a, **kw: rows.append(a[4]) or real_lora(*a, **kw))
     monkeypatch.setattr(methods, "sender_request", lambda *a, **kw: senders.append(a[2]) or real_sender(*a, **kw))
-    res = run_method("tflow", _llm(model, 4), qs, sampling=sps, generator=generator, samples=4, batch_size=2)
+    res = run_method("tflow", _llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, samples=4, batch_size=2)
     assert len(res) == 4 * len(qs)
     assert sum(rows) == len(qs), "the generator ran per sample, not per question"
     assert sorted(senders) == sorted(2 * qs)
     # the senders' usage is counted once: on sample 0
     assert [sorted(r.agents) for r in res[:4]] == [["receiver", "sender_A", "sender_B"]] + [["receiver"]] * 3
+    # the receivers share the factors, so the prompt KV too: the first prefills it, the others take its blocks
+    from minitflow.engine.prefix_cache import BLOCK
+    for i in range(len(qs)):
+        got = [r.agents["receiver"] for r in res[4 * i:4 * i + 4]]
+        assert got[0].cached_tokens == 0 and all(a.cached_tokens == (a.prompt_tokens - 1) // BLOCK * BLOCK > 0
+                                                 for a in got[1:])
+    one = run_method("tflow", _llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, batch_size=2)
+    assert all(r.agents["receiver"].cached_tokens == 0 for r in one)  # one sample: its factors' KV is not cached
 
 
 def test_latentmas_samples_get_what_their_seed_gets_alone(parts):  # noqa: F811

@@ -163,3 +163,44 @@ def test_senders_admitted_together_take_the_shared_blocks_and_condition_rows(mod
     for a, b in zip(cached, plain):
         assert a.capture.hidden.shape == b.capture.hidden.shape
         assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
+
+
+# ---- LoRA requests with one key share their prompts' KV -----------------------------------------
+def test_lora_requests_share_prompt_kv_only_under_one_key(model):
+    """Samples of one prompt with one set of factors (one `lora_key`): the first prefills, the
+    others take its blocks from the cache and get what each gets alone without a cache. Other
+    factors under another key, the same prompt: nothing shared (their KV differs). Factors
+    without a key are never cached; a key without factors is refused."""
+    from minitflow import UserError, build_lora
+    from minitflow.engine.request import new_lora_key
+    from test_engine import _random_factors
+    g = torch.Generator().manual_seed(7)
+    prompt = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()
+    lora = build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 11)], [1.0])
+    f0, f1 = lora.row(0), lora.row(1)
+    sps = [SamplingParams(max_new_tokens=4, temperature=0.8, seed=s) for s in range(3)]
+    alone = [LLM(model, eos_token_ids=[], num_slots=1, prefix_cache_bytes=0).generate([prompt], sp, lora=f)[0].token_ids
+             for sp, f in ((sps[0], f0), (sps[1], f0), (sps[2], f1))]
+    llm = LLM(model, eos_token_ids=[], num_slots=4)
+    k0, k1 = new_lora_key(), new_lora_key()
+    reqs = llm.engine.run([Request(prompt, sps[0], lora=f0, lora_key=k0), Request(prompt, sps[1], lora=f0, lora_key=k0),
+                           Request(prompt, sps[2], lora=f1, lora_key=k1)])
+    assert [r.cached_tokens for r in reqs] == [0, 2 * BLOCK, 0]
+    assert [r.output_ids for r in reqs] == alone
+    again = llm.engine.run([Request(prompt, sps[1], lora=f0)])  # no key: the blocks under k0 are not its
+    assert again[0].cached_tokens == 0 and again[0].output_ids == alone[1]
+    plain = llm.engine.run([Request(prompt, SamplingParams(max_new_tokens=1))])
+    assert plain[0].cached_tokens == 0  # LoRA blocks never serve a request without those factors
+    with pytest.raises(UserError, match="lora_key must be a key from new_lora_key"):
+        llm.engine.run([Request(prompt, lora_key=new_lora_key())])
+
+
+def test_prefix_cache_chains_under_other_roots_never_meet():
+    from minitflow.engine.prefix_cache import PrefixCache
+    pc = PrefixCache(1 << 20)
+    ids = list(range(2 * BLOCK + 1))
+    kv = lambda a, b: (torch.zeros(1, 1, b - a, 2), torch.zeros(1, 1, b - a, 2))  # noqa: E731
+    pc.insert(ids, kv, root=-3)
+    assert pc.cached_len(ids, len(ids), root=-3) == 2 * BLOCK
+    assert pc.cached_len(ids, len(ids)) == 0 and pc.cached_len(ids, len(ids), root=-4) == 0
+    assert pc.lookup(ids, len(ids), root=-4)[0] == 0

@@ -164,6 +164,10 @@ class Engine:
                             f"{self.max_seq_len} positions")
         if req.lora is not None:
             check_lora(req.lora, self.model, lambda: _who(req))
+        if req.lora_key is not None and (req.lora is None or isinstance(req.lora_key, bool)
+                                         or not isinstance(req.lora_key, int) or req.lora_key < 1):
+            raise UserError(f"{_who(req)}: lora_key must be a key from new_lora_key() on a request with LoRA "
+                            f"factors, got {req.lora_key!r}" + ("" if req.lora is not None else " without factors"))
         if req.capture is not None:
             c = req.capture
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
@@ -275,25 +279,27 @@ class Engine:
             hit = self._cond_keys[id(w)] = (w, version, tuple(w.tolist()))
         return tuple(capture.layers), hit[2]
 
-    def _reusable(self, r: Request) -> tuple[int, tuple | None] | None:
-        """(limit, span) of `r`'s prefix-cache lookup, None when its KV is not reusable (LoRA or
-        handed-over KV: not a function of the tokens alone)."""
-        if r.lora is not None or r.past is not None:
+    def _reusable(self, r: Request) -> tuple[int, tuple | None, int] | None:
+        """(limit, span, root) of `r`'s prefix-cache lookup, None when its KV is not reusable
+        (handed-over KV, or LoRA factors without a `lora_key`: not a function of the tokens alone).
+        A LoRA request's blocks hang under a root of their own: only its factors' requests share them."""
+        if r.past is not None or (r.lora is not None and r.lora_key is None):
             return None
+        root = 0 if r.lora is None else -r.lora_key
         c = r.capture
         if c is None:
-            return len(r.prompt_ids) - 1, None
+            return len(r.prompt_ids) - 1, None, root
         if c.layer_weights is None:  # all layers: nothing before the span is reusable inside it
-            return c.starts[0], None
+            return c.starts[0], None, root
         # a summed condition: cached rows of it too, leaving one span token to compute
-        return min(len(r.prompt_ids), c.ends[0]) - 1, (self._cond_key(c), c.starts[0])
+        return min(len(r.prompt_ids), c.ends[0]) - 1, (self._cond_key(c), c.starts[0]), root
 
     def _prefill_cost(self, r: Request) -> int:
         """What admission charges `r` against the prefill token budget: the tokens its prefill
         computes, not those the prefix cache gives (its whole prompt was charged, so a step of cache
         hits prefilled a fraction of what it could)."""
         reuse = self._reusable(r)
-        cached = 0 if reuse is None else self.prefix_cache.cached_len(r.prompt_ids, reuse[0], reuse[1])
+        cached = 0 if reuse is None else self.prefix_cache.cached_len(r.prompt_ids, *reuse)
         return max(self.runner.prefill_len(r) - cached, 0)
 
     def _waits(self, r: Request, batch: list[Request]) -> bool:
@@ -309,11 +315,11 @@ class Engine:
             # the cache holds, so a resumed run computes a step as the straight run did, bit for bit
             # (on CPU a row's last bits depend on the rows it prefills beside)
             return False
-        limit, span = reuse
-        cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span)
+        limit, span, root = reuse
+        cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span, root)
         for other in batch:
             theirs = self._reusable(other)
-            if theirs is None:
+            if theirs is None or theirs[2] != root:  # their blocks go under another root
                 continue
             n = min(limit, self.runner.prefill_len(other))
             if span is not None and theirs[1] != span:  # their blocks past our span start hold no rows of ours
@@ -335,7 +341,7 @@ class Engine:
             prefix, cached_cond = None, None
             reuse = self._reusable(r)
             if reuse is not None:
-                n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1])
+                n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1], root=reuse[2])
                 r.cached_tokens = n
                 prefix = (k, v) if n else None
             self.runner.load(r, prefix)
@@ -356,10 +362,11 @@ class Engine:
                     c.lengths = [c.hidden.shape[1]]
                 if c is not None and c.layer_weights is not None:
                     cond = (self._cond_key(c), c.starts[0], c.hidden[0])
-                if r.lora is None and r.past is None:  # the KV the prefill wrote
+                reuse = self._reusable(r)
+                if reuse is not None:  # the KV the prefill wrote
                     self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
                                              lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond,
-                                             block_bytes=self.runner.cache.nbytes(BLOCK))
+                                             block_bytes=self.runner.cache.nbytes(BLOCK), root=reuse[2])
             timer.stop()
             for r in group:
                 r.prefill_timer = timer

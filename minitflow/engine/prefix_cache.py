@@ -3,7 +3,9 @@ prompt is prefilled (role prompts, few-shot blocks: the same for every question)
 
 Prompts are cut into blocks of BLOCK tokens; a block's key is (its parent's entry id, its
 tokens), so a lookup walks the chain from the first block and matches exactly (no hashing
-collisions to reason about). Entries are evicted least recently used first within a byte
+collisions to reason about). A first block's parent is its chain's `root`: 0 for KV that depends
+on the tokens alone, another (negative) number for KV that also depends on something else, e.g.
+a set of LoRA factors. Entries are evicted least recently used first within a byte
 budget; a lookup or an insert touches a chain from its last block to its first, so leaves go
 before the prefixes they extend (a block evicted before its children would leave them stored
 but unreachable, holding the budget for nothing).
@@ -57,8 +59,9 @@ class PrefixCache:
         self.used = 0
         self._ids = itertools.count(1)
 
-    def _chain(self, ids: list[int], limit: int, accept=None) -> list[tuple[tuple[int, tuple[int, ...]], _Entry]]:
-        found, parent = [], 0
+    def _chain(self, ids: list[int], limit: int, accept=None, root: int = 0
+               ) -> list[tuple[tuple[int, tuple[int, ...]], _Entry]]:
+        found, parent = [], root
         for start in range(0, limit - BLOCK + 1, BLOCK):
             key = (parent, tuple(ids[start:start + BLOCK]))
             entry = self.entries.get(key)
@@ -68,7 +71,7 @@ class PrefixCache:
             parent = entry.id
         return found
 
-    def lookup(self, ids: list[int], limit: int, span: tuple[object, int] | None = None
+    def lookup(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0
                ) -> tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The longest cached prefix of ids[:limit] in whole blocks: (length, k, v, cond) with
         k/v (layers, kv_heads, length, head_dim), or (0, None, None, None). With span = (condition
@@ -76,7 +79,7 @@ class PrefixCache:
         `cond` holds the rows of positions [s, length) (None when length <= s)."""
         if self.budget <= 0:
             return 0, None, None, None
-        found = self._chain(ids, limit, _accept(span))
+        found = self._chain(ids, limit, _accept(span), root)
         if not found:
             return 0, None, None, None
         self._touch(found)
@@ -90,13 +93,13 @@ class PrefixCache:
                               if (i + 1) * BLOCK > s])
         return n, k, v, cond
 
-    def cached_len(self, ids: list[int], limit: int, span: tuple[object, int] | None = None) -> int:
+    def cached_len(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0) -> int:
         """The length `lookup` would give now, without copying the KV or marking the blocks used:
         what admission counts as not computed."""
-        return 0 if self.budget <= 0 else len(self._chain(ids, limit, _accept(span))) * BLOCK
+        return 0 if self.budget <= 0 else len(self._chain(ids, limit, _accept(span), root)) * BLOCK
 
     def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None,
-               block_bytes: int | None = None) -> None:
+               block_bytes: int | None = None, root: int = 0) -> None:
         """Store the whole blocks of `ids` not stored yet; `read(start, end)` returns their (k, v)
         from the slot that just computed them. `cond` = (condition key, span start s, rows (S, H)
         of positions s, s+1, ...): blocks inside the span keep their rows, stored or not yet (replacing
@@ -105,10 +108,10 @@ class PrefixCache:
         cannot fit be refused before `read` copies it: a full cache then copies nothing."""
         if self.budget <= 0:
             return
-        found = self._chain(ids, len(ids))
+        found = self._chain(ids, len(ids), root=root)
         self._touch(found)  # room for the new blocks comes from other chains first
         chain = {key for key, _ in found}
-        parent = found[-1][1].id if found else 0
+        parent = found[-1][1].id if found else root
         for start in range(len(found) * BLOCK, len(ids) - BLOCK + 1, BLOCK):
             if block_bytes is not None and not self._room_for(block_bytes, chain):
                 break

@@ -17,6 +17,12 @@ from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture
 
 _ids = itertools.count()
+_lora_keys = itertools.count(1)
+
+
+def new_lora_key() -> int:
+    """A key no other set of LoRA factors in this process has (`Request.lora_key`)."""
+    return next(_lora_keys)
 
 
 class Status(Enum):
@@ -95,13 +101,17 @@ class StopScan:
 class Request:
     """`prompt_ids` follow `past` (keys/values of earlier positions handed over from another
     request, (layers, kv_heads, n, head_dim) each) when given. `lora` (batch 1) applies to this
-    request's prefill and decode only. `capture` (batch-1 spans over prompt_ids) records hidden
-    states during the prefill; `generate=False` stops there (a sender's forward pass)."""
+    request's prefill and decode only; LoRA requests with the same `lora_key` (new_lora_key()) hold
+    the same factors, so their prompts' KV is shared through the prefix cache (tflow's K samples of
+    a question); without one a LoRA request's KV is never cached. `capture` (batch-1 spans over
+    prompt_ids) records hidden states during the prefill; `generate=False` stops there (a sender's
+    forward pass)."""
 
     prompt_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # repr=False: printing a device tensor copies it to the host and waits for the GPU
     lora: LoraWeights | None = field(default=None, repr=False)
+    lora_key: int | None = None
     capture: Capture | None = field(default=None, repr=False)
     past: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     generate: bool = True
