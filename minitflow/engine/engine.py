@@ -305,8 +305,9 @@ class Engine:
     def _waits(self, r: Request, batch: list[Request]) -> bool:
         """Whether `r` should wait a step for blocks of its prompt that a request of `batch` is
         about to store in the prefix cache, rather than compute them beside it: the K samples of a
-        prompt, questions that share a role prompt or a few-shot block on a cold cache. Only the
-        time of its admission depends on this, never its tokens."""
+        prompt, questions that share a role prompt or a few-shot block on a cold cache. Only when it
+        is admitted depends on this (and, as for any other batch it could run in, the last bits of
+        its floats on CPU)."""
         reuse = self._reusable(r)
         if reuse is None or not batch or self.prefix_cache.budget <= 0:
             return False
@@ -324,12 +325,10 @@ class Engine:
             n = min(limit, self.runner.prefill_len(other))
             if span is not None and theirs[1] != span:  # their blocks past our span start hold no rows of ours
                 n = min(n, span[1])
+            # its next block is one `other` stores, on the same chain (the block first: the cheap test)
             a = cached
-            if n < a or r.prompt_ids[:a] != other.prompt_ids[:a]:  # blocks stored on another chain
-                continue
-            while a + BLOCK <= n and r.prompt_ids[a:a + BLOCK] == other.prompt_ids[a:a + BLOCK]:
-                a += BLOCK
-            if a > cached:
+            if a + BLOCK <= n and r.prompt_ids[a:a + BLOCK] == other.prompt_ids[a:a + BLOCK] and \
+                    r.prompt_ids[:a] == other.prompt_ids[:a]:
                 return True
         return False
 
