@@ -967,7 +967,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
              summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     if k > 1:
         log.info("avg@%d %.4f; %s", k, summary["accuracy"],
-                 ", ".join(f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()))
+                 ", ".join([f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()]
+                           + [f"maj@{j} {v:.4f}" for j, v in summary.get("maj_at_k", {}).items()]))
     return summary
 
 

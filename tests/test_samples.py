@@ -7,6 +7,7 @@ The pipelines and model are test_pipeline_fuzz.py's (word tokenizer, sharp tiny 
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -221,7 +222,9 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
     from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=4)
     assert run_cli(main, _sampled_args(data, tmp_path / "one")) == 0
+    capsys.readouterr()
     assert run_cli(main, _sampled_args(data, tmp_path / "k", "--n_samples", "3")) == 0
+    assert re.search(r"avg@3 [\d.]+; pass@1 [\d.]+, pass@2 [\d.]+, maj@3 [\d.]+\n", capsys.readouterr().err)
     one, k = _results(tmp_path / "one"), _results(tmp_path / "k")
     assert not {"n_samples", "pass_at_k"} & (one["summary"].keys() | one["summary"]["settings"].keys()
                                              | one["summary"]["config"].keys())
