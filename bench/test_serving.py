@@ -209,44 +209,6 @@ def test_tflow_refill_share(benchmark, setup: Setup, tokenized, share: float) ->
 SAMPLES = 4
 
 
-@pytest.mark.parametrize("window", ["questions", "receivers"])
-def test_tflow_samples_vs_repeated(benchmark, setup: Setup, tokenized, window: str) -> None:
-    """tflow with samples=4 on PIPE_QUESTIONS / 4 questions (Qwen3-4B's sampling, long-tailed
-    lengths): the senders and the generator once per question, its 4 receivers on the same factors,
-    vs the same samples as 4x repeated questions (samples=1, seeds sample_seed(seed, j): the senders
-    and the generator 4 times), interleaved on one engine of SLOTS slots. `questions`: batch_size
-    SLOTS on both sides (what evaluate --batch_size passes: the samples' receivers queue for the
-    slots); `receivers`: SLOTS // 4 questions with samples=4, as many receivers in flight as the
-    repeated side's. The same tokens either way."""
-    from minitflow.tflow.methods import run_method, sample_seed
-    benchmark.group = "serving-samples"
-    net, tokenizer = tokenized
-    gen = bench_generator(setup, net.cfg)
-    n = PIPE_QUESTIONS // SAMPLES
-    questions = pipeline_questions(n)
-    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
-           for m in long_tail(n, PIPE_MAX_NEW, seed=2)]
-    seeds = list(range(n))
-    llm = LLM(net, tokenizer, eos_token_ids=[], num_slots=SLOTS, cuda_graphs=ON_CUDA)
-    out = {}
-
-    def shared():
-        out["shared"] = run_method("tflow", llm, questions, sampling=sps, seeds=seeds, samples=SAMPLES, generator=gen,
-                                   batch_size=SLOTS if window == "questions" else max(1, SLOTS // SAMPLES))
-
-    def repeated():
-        out["repeated"] = run_method("tflow", llm, [q for q in questions for _ in range(SAMPLES)],
-                                     sampling=[sp for sp in sps for _ in range(SAMPLES)],
-                                     seeds=[sample_seed(x, j) for x in seeds for j in range(SAMPLES)],
-                                     batch_size=SLOTS, generator=gen)
-
-    s, repeated_s = pedantic_vs(benchmark, shared, repeated, setup.device, 3, 1)
-    agree = check_same_tokens([r.token_ids for r in out["shared"]], [r.token_ids for r in out["repeated"]],
-                              setup.device)
-    record(benchmark, setup, questions=n, samples=SAMPLES, slots=SLOTS, window=window,
-           outputs_per_s=n * SAMPLES / s, speedup_vs_repeated=repeated_s / s, same_tokens_as_repeated=agree)
-
-
 @pytest.mark.parametrize("cache", ["cold", "warm"])
 def test_baseline_samples_wait_for_the_shared_prompt(benchmark, setup: Setup, tokenized, cache: str) -> None:
     """baseline with samples=SAMPLES on SLOTS questions (official gsm8k prompt, Qwen3-4B's
@@ -285,15 +247,21 @@ def test_baseline_samples_wait_for_the_shared_prompt(benchmark, setup: Setup, to
 LATENT_STEPS = 10
 
 
-def test_latentmas_samples_vs_repeated(benchmark, setup: Setup, tokenized) -> None:
-    """latentmas with samples=4 on PIPE_QUESTIONS / 4 questions (10 latent steps per sender,
-    Qwen3-4B's sampling, long-tailed lengths) and batch_size SLOTS: its senders once per question,
-    4 judgers on copies of their KV, vs the same samples as 4x repeated questions with seeds
-    sample_seed(seed, j) and batch_size 4 x SLOTS (what run_method(samples=4) ran before: each
-    sample a question of its own, senders included). One engine of SLOTS slots; the same tokens."""
+@pytest.mark.parametrize("method, window", [("tflow", "questions"), ("tflow", "receivers"), ("latentmas", "questions")])
+def test_samples_vs_repeated(benchmark, setup: Setup, tokenized, method: str, window: str) -> None:
+    """samples=4 on PIPE_QUESTIONS / 4 questions (Qwen3-4B's sampling, long-tailed lengths) vs the
+    same samples as 4x repeated questions (samples=1, seeds sample_seed(seed, j)), interleaved on
+    one engine of SLOTS slots; the same tokens either way. tflow: senders and generator once per
+    question, its 4 receivers on the same factors (the first one's prompt KV through the prefix
+    cache); `questions`: batch_size SLOTS on both sides (what evaluate --batch_size passes: the
+    samples' receivers queue for the slots), `receivers`: SLOTS // 4 questions with samples=4, as
+    many receivers in flight as the repeated side's. latentmas (10 latent steps per sender): its
+    senders once per question, 4 judgers on copies of their KV, against batch_size 4 x SLOTS on
+    the repeated side (what samples=4 ran before: each sample a question of its own)."""
     from minitflow.tflow.methods import run_method, sample_seed
     benchmark.group = "serving-samples"
     net, tokenizer = tokenized
+    opts = dict(generator=bench_generator(setup, net.cfg)) if method == "tflow" else dict(latent_steps=LATENT_STEPS)
     n = PIPE_QUESTIONS // SAMPLES
     questions = pipeline_questions(n)
     sps = [SamplingParams(max_new_tokens=m, ignore_eos=True, **SAMPLING["qwen3"])
@@ -303,19 +271,19 @@ def test_latentmas_samples_vs_repeated(benchmark, setup: Setup, tokenized) -> No
     out = {}
 
     def shared():
-        out["shared"] = run_method("latentmas", llm, questions, sampling=sps, seeds=seeds, samples=SAMPLES,
-                                   batch_size=SLOTS, latent_steps=LATENT_STEPS)
+        out["shared"] = run_method(method, llm, questions, sampling=sps, seeds=seeds, samples=SAMPLES,
+                                   batch_size=SLOTS if window == "questions" else max(1, SLOTS // SAMPLES), **opts)
 
     def repeated():
-        out["repeated"] = run_method("latentmas", llm, [q for q in questions for _ in range(SAMPLES)],
+        out["repeated"] = run_method(method, llm, [q for q in questions for _ in range(SAMPLES)],
                                      sampling=[sp for sp in sps for _ in range(SAMPLES)],
                                      seeds=[sample_seed(x, j) for x in seeds for j in range(SAMPLES)],
-                                     batch_size=SLOTS * SAMPLES, latent_steps=LATENT_STEPS)
+                                     batch_size=SLOTS * (SAMPLES if method == "latentmas" else 1), **opts)
 
     s, repeated_s = pedantic_vs(benchmark, shared, repeated, setup.device, 3, 1)
     agree = check_same_tokens([r.token_ids for r in out["shared"]], [r.token_ids for r in out["repeated"]],
                               setup.device)
-    record(benchmark, setup, questions=n, samples=SAMPLES, slots=SLOTS, latent_steps=LATENT_STEPS,
+    record(benchmark, setup, method=method, questions=n, samples=SAMPLES, slots=SLOTS, window=window,
            outputs_per_s=n * SAMPLES / s, speedup_vs_repeated=repeated_s / s, same_tokens_as_repeated=agree)
 
 

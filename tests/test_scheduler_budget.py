@@ -139,32 +139,6 @@ def test_the_scheduler_stops_at_a_request_that_waits():
     assert sched.admit(lambda r: True, waits=lambda r, batch: r is reqs[2] and bool(batch)) == reqs[2:]
 
 
-@pytest.mark.parametrize("start", [5, 2 * BLOCK])
-def test_senders_admitted_together_take_the_shared_blocks_and_condition_rows(model, start):
-    """Three capturing senders (summed condition, the same span start) whose prompts share two
-    blocks, admitted together into a cold engine: the last two wait a step and take the blocks
-    (with their condition rows, when the span starts inside them) that the first stored. Their
-    condition is the uncached one within 1e-5 (float32)."""
-    from minitflow.model.qwen3 import Capture
-    g = torch.Generator().manual_seed(9)
-    shared = torch.randint(0, 150, (2 * BLOCK + 9,), generator=g).tolist()
-    prompts = [shared + torch.randint(0, 150, (7 + i,), generator=g).tolist() for i in range(3)]
-    layers = list(range(model.cfg.num_hidden_layers + 1))
-    w = torch.softmax(torch.randn(len(layers), generator=g), 0)
-
-    def senders(llm):
-        return llm.engine.run([Request(p, capture=Capture(layers, [start], [len(p) - 1], layer_weights=w),
-                                       generate=False) for p in prompts])
-
-    cached = senders(LLM(model, eos_token_ids=[], num_slots=3))
-    plain = senders(LLM(model, eos_token_ids=[], num_slots=3, prefix_cache_bytes=0))
-    assert [r.cached_tokens for r in cached] == [0, 2 * BLOCK, 2 * BLOCK]
-    assert cached[1].admitted_t > cached[0].admitted_t
-    for a, b in zip(cached, plain):
-        assert a.capture.hidden.shape == b.capture.hidden.shape
-        assert (a.capture.hidden - b.capture.hidden).abs().max() <= 1e-5
-
-
 # ---- LoRA requests with one key share their prompts' KV -----------------------------------------
 def test_lora_requests_share_prompt_kv_only_under_one_key(model):
     """Samples of one prompt with one set of factors (one `lora_key`): the first prefills, the

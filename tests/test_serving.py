@@ -895,11 +895,13 @@ def test_a_refused_nan_request_leaves_no_nan_keys_in_the_cache(model):
     assert [r.output_ids for r in reqs] == _alone(model, [r.prompt_ids for r in reqs], [sp] * 3)
 
 
+@pytest.mark.parametrize("together", [False, True])
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])
-def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start):
+def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start, together):
     """A capture whose span starts inside a shared prefix (minerva's 4-shot block lies inside the
     sender's question) takes that prefix's KV and its summed condition rows from the cache; a
-    span starting at a block's end takes the blocks before it without rows."""
+    span starting at a block's end takes the blocks before it without rows. `together`: the
+    three admitted at once into a cold engine, the last two wait a step for what the first stores."""
     from minitflow.model.qwen3 import Capture
     g = torch.Generator().manual_seed(9)
     shared = torch.randint(0, 150, (2 * BLOCK + 9,), generator=g).tolist()
@@ -910,12 +912,14 @@ def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start)
     def senders(llm):
         reqs = [Request(p, capture=Capture(layers, [start], [len(p) - 1], layer_weights=w), generate=False)
                 for p in prompts]
+        if together:
+            return llm.engine.run(reqs)
         for r in reqs:  # one after another: each finds the blocks the earlier ones stored
             llm.engine.run([r])
         return reqs
 
-    cached = senders(_llm(model, num_slots=2))
-    plain = senders(_llm(model, num_slots=2, prefix_cache_bytes=0))
+    cached = senders(_llm(model, num_slots=3))
+    plain = senders(_llm(model, num_slots=3, prefix_cache_bytes=0))
     assert [r.cached_tokens for r in cached] == [0, 2 * BLOCK, 2 * BLOCK]
     for a, b in zip(cached, plain):
         assert a.capture.hidden.shape == b.capture.hidden.shape == (1, len(a.prompt_ids) - 1 - start, model.cfg.hidden_size)
