@@ -136,6 +136,16 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
                           top_p=OFFICIAL_TOP_P if args.top_p is None else args.top_p, top_k=top_k, seed=args.seed)
 
 
+def check_n_samples(n_samples: object, sampling: SamplingParams | None = None) -> None:
+    """--n_samples: an integer >= 1; above 1, with `sampling`, not greedy (K identical outputs)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise UserError(f"--n_samples must be an integer >= 1, got {n_samples}")
+    if sampling is not None and n_samples > 1 and sampling.temperature == 0:
+        raise UserError(f"--n_samples {n_samples} with greedy decoding (--greedy or --temperature 0) gives "
+                        f"{n_samples} identical outputs per question: sample with a --temperature above 0, or "
+                        "leave --n_samples out")
+
+
 # generation_config.json settings HF `generate` applies by itself (the official code leaves them to
 # the file) that minitflow's sampler has no counterpart for, with the value that changes nothing
 NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "min_p": 0, "typical_p": 1.0,

@@ -72,8 +72,8 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
-                           model_and_checkpoint, model_dir_for, plan_load, run_cli, sampling_from)
+from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
+                           method_options, model_and_checkpoint, model_dir_for, plan_load, run_cli, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
@@ -843,8 +843,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     if dataset != "minerva_math" and args.minerva_zero_shot:
         raise UserError(f"--minerva_zero_shot applies to minerva_math only, not {dataset}")
     args.mmlu_rows = resolve_mmlu_rows(args.mmlu_rows, args.include_all_mmlu)
-    if isinstance(args.n_samples, bool) or not isinstance(args.n_samples, int) or args.n_samples < 1:
-        raise UserError(f"--n_samples must be an integer >= 1, got {args.n_samples}")
+    check_n_samples(args.n_samples)
     if args.method == "oracle" and args.n_samples != 1:  # its prediction is the gold answer: K copies of it
         raise UserError("--n_samples has no effect with --method oracle, which scores the gold answers and runs "
                         "no model: leave it out")
@@ -855,10 +854,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
     model_dir = model_dir_for(args) if args.method != "oracle" else None
     sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
-    if sampling is not None and args.n_samples > 1 and sampling.temperature == 0:  # K copies of one output
-        raise UserError(f"--n_samples {args.n_samples} with greedy decoding (--greedy or --temperature 0) gives "
-                        f"{args.n_samples} identical outputs per question: sample with a --temperature above 0, or "
-                        "leave --n_samples out")
+    if sampling is not None:
+        check_n_samples(args.n_samples, sampling)
     settings = run_settings(args, dataset, sampling)
     # the samples before the folder: a bad data file leaves no empty folder behind
     samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
@@ -989,8 +986,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minerva_zero_shot", action="store_true",
                    help="MATH: the bare problem instead of the official 4-shot Minerva prompt")
     p.add_argument("--n_samples", type=int, default=1,
-                   help="sampled outputs per question (default: %(default)s); above 1 the summary has avg@K accuracy "
-                   "and pass@k for k = 1, 2, 4, ... <= K (use a --temperature above 0)")
+                   help="sampled outputs per question (default: %(default)s); above 1 the summary has avg@K accuracy, "
+                   "pass@k for k = 1, 2, 4, ... <= K and maj@K (use a --temperature above 0)")
     p.set_defaults(batch_size=20)
     # argparse leaves an attribute the namespace already has unless the flag is given: None here is "left out"
     args = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(ORACLE_DEFAULTED)))

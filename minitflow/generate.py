@@ -3,6 +3,8 @@
 A superset of the official `infer.py`: one question (--question, --input_file text, stdin)
 or many (--input_file a .jsonl, one {"question": ..., optional "context": ...} per line,
 batched with --batch_size). `context` is private to the senders (textmas, tflow, latentmas).
+--n_samples K samples K answers per question (run_method's `samples`: what does not sample runs
+once): each printed, and each a result of its own with its `sample` index, question-major.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from minitflow.cli import (add_model_args, check_model_args, check_questions_fit, load_for, method_options,
-                           model_dir_for, run_cli, sampling_from)
+from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
+                           method_options, model_dir_for, run_cli, sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
 from minitflow.tflow import prompts
@@ -74,33 +76,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input_file", default=None, help="a text file (one question) or .jsonl (many)")
     p.add_argument("--context", default=None, help="private context that only the senders read")
     p.add_argument("--output", default=None,
-                   help="write a JSON result: one object for one question, a list for a .jsonl input; an "
+                   help="write a JSON result: one object for one question (and one answer), else a list; an "
                    "--output ending in .jsonl gets one result per line")
+    p.add_argument("--n_samples", type=int, default=1,
+                   help="sampled answers per question, K results each (default: %(default)s; use a --temperature "
+                   "above 0)")
     add_model_args(p)
     args = p.parse_args(argv)
     check_model_args(args)
+    check_n_samples(args.n_samples)
     if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
         check_output_file(args.output, "--output", inputs={"--input_file": args.input_file})
     rows = read_inputs(args)
     sampling = sampling_from(args)
+    check_n_samples(args.n_samples, sampling)
+    k = args.n_samples
     questions = [r["question"] for r in rows]
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
     fits = check_questions_fit(model_dir_for(args), questions, sampling.max_new_tokens,
                                [f"question {i + 1}" for i in range(len(questions))], method=args.method,
                                style=args.dataset, sender_questions=senders, options=method_options(args))
-    llm, generator, _, _ = load_for(args, positions=fits)
+    llm, generator, _, _ = load_for(args, positions=[f for f in fits for _ in range(k)])
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,
                          sender_questions=senders if any(r.get("context") for r in rows) else None,
-                         **method_options(args))
-    payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": q,
-                "answer": r.answer, "metadata": r.metadata()} for q, r in zip(questions, results)]
+                         **({"samples": k} if k > 1 else {}), **method_options(args))
+    payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": r.question,
+                **({"sample": r.sample} if k > 1 else {}), "answer": r.answer, "metadata": r.metadata()}
+               for r in results]
     for item in payload:
         print(item["answer"])
     if args.output is not None and _rows_file(args.output):  # JSON Lines, as the name says: it held one indented list
         write_text(args.output, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in payload))
     elif args.output is not None:
-        write_json(args.output, payload if _rows_file(args.input_file) else payload[0], indent=2)
+        write_json(args.output, payload if _rows_file(args.input_file) or k > 1 else payload[0], indent=2)
     return 0
 
 

@@ -1701,3 +1701,28 @@ def test_the_memory_check_reads_the_output_dir_the_run_will_claim(tmp_path, caps
     monkeypatch.setattr(cli, "available_memory", lambda device: 1000)
     fails(capsys, evaluate.main, [*ev, "--output_dir", "~/out"], "not even --batch_size 1 fits")
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("extra, words", [(("--n_samples", "0"), "integer >= 1, got 0"),
+                                          (("--n_samples", "3", "--greedy"), "identical outputs")])
+def test_generate_bad_n_samples_is_one_line_before_loading(extra, words, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, generate.main, gen_args(*extra), words)
+
+
+@pytest.mark.parametrize("method", ["baseline", "tflow"])
+def test_generate_n_samples_gives_k_results_per_question_and_sample_0_is_the_one_sample_run(method, tmp_path, capsys):
+    """--n_samples 3: three results per question, question-major, each with its sample index (a list
+    even for one question); sample 0 is what the run without the flag answers."""
+    rows = tmp_path / "q.jsonl"
+    rows.write_text("".join(json.dumps({"question": q}) + "\n" for q in ("How many does the red box hold?", "Q2?")))
+    base = ["--method", method, "--device", "cpu", "--max_new_tokens", "6", "--temperature", "3",
+            *(["--random_generator"] if method == "tflow" else [])]
+    assert generate.main([*base, "--input_file", str(rows), "--output", str(tmp_path / "one.json")]) == 0
+    assert generate.main([*base, "--input_file", str(rows), "--n_samples", "3", "--output", str(tmp_path / "k.json")]) == 0
+    one, k = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "k.json"))
+    assert [(r["question"], r["sample"]) for r in k] == [(q["question"], j) for q in one for j in range(3)]
+    assert [r["answer"] for r in k[::3]] == [r["answer"] for r in one] and "sample" not in one[0]
+    assert len({r["answer"] for r in k}) > 2, "every sample the same: the seeds are not tested"
+    assert generate.main([*base, "--question", "Q2?", "--n_samples", "2", "--output", str(tmp_path / "q.json")]) == 0
+    assert [r["sample"] for r in json.loads((tmp_path / "q.json").read_text())] == [0, 1]
