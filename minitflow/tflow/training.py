@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -706,12 +707,18 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         gen = build_generator(cfg, llm, loaded)
     params = trainable(gen)
     opt, sched = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps)
+    # float16 only: its gradients underflow to zero below 6e-8 (a small loss's do), so the loss is
+    # scaled up for the backward and the gradients unscaled before clipping. bfloat16 has float32's
+    # range and float32 needs none: disabled, the scaler hands each call through (bitwise as before)
+    scaler = torch.amp.GradScaler(llm.device.type, enabled=llm.dtype == torch.float16)
     step, history = 0, []
     if state is not None:
         try:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-        except (ValueError, KeyError, TypeError) as e:
+            if "scaler" in state:  # a float16 state from before the scaler has none: a fresh one starts
+                scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise UserError(f"--resume {cfg.resume}: the optimiser state does not fit this generator ({e})") from None
         step, history = int(state["step"]), list(state.get("history", []))
         # the rate of this run's schedule (its --steps and --warmup): the optimiser saved the old
@@ -740,7 +747,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         save_checkpoint(gen, _state_path(cfg.out), extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
             "condition": cfg.condition, "history": history, "config": asdict(cfg), "backbone": identity,
-            "train_sha256": digest, "logged": [logged_loss, logged_tokens]})
+            "train_sha256": digest, "logged": [logged_loss, logged_tokens],
+            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
         saved = step
 
     def record(train_loss: float, with_eval: bool) -> None:
@@ -788,15 +796,32 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                     loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
                     # the step's loss is the mean over all its answer tokens, as one batch of them would
                     # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
-                    (loss * (n_targets / step_tokens)).backward()
+                    scaler.scale(loss * (n_targets / step_tokens)).backward()
                     loss_sum += loss.item() * n_targets
                     tok_sum += n_targets
                     gen.samples_seen += len(chunk)
                 logged_loss, logged_tokens = logged_loss + loss_sum, logged_tokens + tok_sum
                 # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
                 assert tok_sum == step_tokens, (tok_sum, step_tokens)
+                scaler.unscale_(opt)  # clipping and the guard below see the true gradient
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
-                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+                # float16: a finite loss whose scaled gradient overflowed is the scaler's to handle: the
+                # step is skipped and the scale halved, the usual start of a run (65536 is its first
+                # guess). It is a divergence only once the scale falls below 1: the gradient then
+                # overflowed unscaled (or scaled down), which no scale can fix
+                overflowed = scaler.is_enabled() and math.isfinite(loss_sum) and not math.isfinite(float(grad_norm))
+                kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
+                if overflowed:
+                    scale = scaler.get_scale()
+                    scaler.update()  # unscale_ found the inf or NaN: the scale halves
+                    if scaler.get_scale() < 1:
+                        raise UserError(f"step {step + 1}: the training loss diverged (loss "
+                                        f"{loss_sum / max(tok_sum, 1):.4g}, its float16 gradient overflows at loss "
+                                        f"scale {scale:g}, so unscaled too); the step is not applied and {kept}: "
+                                        "rerun with a lower --lr or --dtype bfloat16")
+                    say(f"step {step + 1}: the float16 gradient overflowed at loss scale {scale:g}: the step is "
+                        f"skipped (no update) and the scale lowered to {scaler.get_scale():g}")
+                elif not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
                     # stepping would make every weight NaN, and the next save would replace the last good
                     # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
                     if step == 0 and cfg.init == "random":  # the zero LoRA: the backbone alone, no rate to blame
@@ -807,12 +832,18 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                                         f"before any update, where the generator adds nothing: the {dtype} "
                                         f"backbone's own forward is not finite on these rows{hint}; a lower --lr "
                                         "would not help")
-                    kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
                     raise UserError(f"step {step + 1}: the training loss diverged (loss "
                                     f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
                                     "rerun with a lower --lr or --clip")
-                opt.step()
-                sched.step()
+                else:
+                    scaler.step(opt)  # opt.step(): the gradients are finite
+                    scaler.update()
+                # a skipped step is a step still: its batches are consumed and the schedule moves on,
+                # as --resume replays them (batch_order, sched.last_epoch == step); torch warns when the
+                # first step is one, as if the call order were wrong
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
+                    sched.step()
                 step += 1
                 if bar is not None:
                     bar.update(1)
