@@ -117,7 +117,8 @@ def numbers_equal(pred: Fraction | None, gold: Fraction | None) -> bool:
 
 def vote_key(dataset: str, extracted: str | None) -> object | None:
     """What majority voting (maj@K) groups a sample's extracted answer by: gsm8k its number ("18",
-    "18.00" and "$18" agree), minerva_math its text without whitespace, mmlu its letter. None: no
+    "18.00" and "$18" agree), minerva_math its canonical LaTeX (normalize_latex: "\\frac12" and
+    "x = \\frac{1}{2}" agree; equal values written apart, "0.5", vote apart), mmlu its letter. None: no
     answer (it does not vote), and any code dataset (a program is not an answer to vote on; pass@k
     measures it)."""
     if dataset in CODE_DATASETS or not extracted:
@@ -126,7 +127,7 @@ def vote_key(dataset: str, extracted: str | None) -> object | None:
         number = parse_number(extracted)
         return ("text", extracted) if number is None else number
     if dataset == "minerva_math":
-        return "".join(extracted.split())
+        return normalize_latex(extracted) or None
     return extracted
 
 
