@@ -140,10 +140,21 @@ def test_bad_samples_are_refused_before_any_request(model, generator, method, ba
         run_method(method, llm, ["apple seven"], generator=generator, samples=bad)
 
 
-def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model):  # noqa: F811
-    """One slot: each sample after the first finds the prompt cached (samples prefilled in one step
-    each compute it: the prefix cache shares with later requests only)."""
-    llm = _llm(model, 1, 1 << 30)
+@pytest.mark.parametrize("bad", [True, 0, 1.5])
+def test_stream_latentmas_refuses_bad_samples(parts, bad):  # noqa: F811
+    from minitflow.tflow.latentmas import stream_latentmas
+    lm_model, tok = parts
+    with pytest.raises(UserError, match=r"^samples must be an integer >= 1, got "):
+        stream_latentmas(LLM(lm_model, tok, eos_token_ids=EOS), ["Tom"], "gsm8k", [SamplingParams()], window=1,
+                         latent_steps=1, samples=bad)
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model, slots):  # noqa: F811
+    """Each sample after the first finds the prompt cached: with one slot they come one by one; with
+    four, the three admitted beside the first wait a step for the blocks it stores (they each
+    prefilled the prompt before)."""
+    llm = _llm(model, slots, 1 << 30)
     sp = SamplingParams(max_new_tokens=2, temperature=1.0, seed=1)
     res = run_method("baseline", llm, ["apple seven train " * 20], sampling=sp, samples=4, batch_size=1)
     cached = [r.agents["single"].cached_tokens for r in res]

@@ -481,6 +481,8 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     question (as stream_window's `samples`), `window` counting questions."""
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
                                  on_result=on_result, refill_share=refill_share, samples=samples, **options)
