@@ -27,7 +27,7 @@ wanted() {  # wanted NAME: whether PARTS (all parts when unset) names NAME
 # with it): refuse at once instead, before anything starts.
 tok=${MINITFLOW_BENCH_TOKENIZER:-../shared/reference/golden-small/model}
 if [ ! -f "$tok/tokenizer.json" ]; then
-    for name in methods stage-memory profile-stages pipelines refill generator latentmas-stream methods-eager; do
+    for name in methods stage-memory profile-stages pipelines refill generator latentmas-stream methods-eager samples; do
         if wanted "$name"; then
             echo "gpu_session.sh: no tokenizer.json in $tok, which part $name needs: set MINITFLOW_BENCH_TOKENIZER" \
                  "to a Qwen3 tokenizer folder, or leave the part out of PARTS" | tee -a "$log" >&2
@@ -71,4 +71,5 @@ part generator 150 $bench bench/test_e2e.py -k "tflow_generator_options and all"
 part transformers 100 $bench bench/test_e2e.py -k "transformers and graphs" --benchmark-json="$out/hf.json"
 part latentmas-stream 120 $bench bench/test_serving.py -k latentmas_pipeline --benchmark-json="$out/latentmas_stream.json"  # REFILL_SHARE's verdict
 part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
+part samples 240 $bench bench/test_serving.py -k "samples_vs_repeated or baseline_samples_wait" --benchmark-json="$out/samples.json"  # what samples=K shares
 exit 0
