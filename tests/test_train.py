@@ -1397,3 +1397,27 @@ def test_resume_given_the_state_file_names_its_checkpoint(tiny, tmp_path):
         check_config(_cfg(tiny, tmp_path / "r.pt", resume=str(state)))
     with pytest.raises(UserError, match=r"no training state other\.pt\.state\.pt beside it$"):
         check_config(_cfg(tiny, tmp_path / "r.pt", resume=str(tmp_path / "other.pt")))
+
+
+def test_training_condition_keeps_out_of_the_prefix_cache(tiny):
+    """Training's sender rows neither take KV from the prefix cache nor store any: a step computes
+    the same whatever earlier runs (an evaluation's senders, another batch) left there, so a resumed
+    run in a new process, cold cache, is the straight run bit for bit. They stored their blocks, and
+    took them when an earlier run had: the rows' last bits then depended on the batch that first
+    computed each block."""
+    from minitflow import SamplingParams
+    from minitflow.tflow import prompts
+    from minitflow.tflow.condition import sender_states
+    llm = LLM.load(tiny, dtype="float32", device="cpu")
+    systems = prompts.tflow_agents("gsm8k")[:2]
+    questions = ["How many does the red box hold? " * 3, "And the blue box? " * 3]
+    seen = []
+    real = llm.engine.runner._forward
+    llm.engine.runner._forward = lambda reqs: (seen.extend(r.cached_tokens for r in reqs), real(reqs))[1]
+    cold, _, _, _ = sender_states(llm, systems, questions)
+    assert llm.engine.prefix_cache.used == 0
+    llm.generate([llm.chat_ids([{"role": "system", "content": s}, {"role": "user", "content": q}])
+                  for s in systems for q in questions], SamplingParams(max_new_tokens=1))  # the same prompts, cached now
+    assert llm.engine.prefix_cache.used > 0
+    warm, _, _, _ = sender_states(llm, systems, questions)
+    assert not any(seen[:4] + seen[-4:]) and torch.equal(cold, warm)

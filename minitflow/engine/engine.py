@@ -281,9 +281,10 @@ class Engine:
 
     def _reusable(self, r: Request) -> tuple[int, tuple | None, int] | None:
         """(limit, span, root) of `r`'s prefix-cache lookup, None when its KV is not reusable
-        (handed-over KV, or LoRA factors without a `lora_key`: not a function of the tokens alone).
-        A LoRA request's blocks hang under a root of their own: only its factors' requests share them."""
-        if r.past is not None or (r.lora is not None and r.lora_key is None):
+        (handed-over KV, or LoRA factors without a `lora_key`: not a function of the tokens alone), or
+        kept out of it. A LoRA request's blocks hang under a root of their own: only its factors'
+        requests share them."""
+        if not r.prefix_cache or r.past is not None or (r.lora is not None and r.lora_key is None):
             return None
         root = 0 if r.lora is None else -r.lora_key
         c = r.capture
@@ -310,11 +311,6 @@ class Engine:
         its floats on CPU)."""
         reuse = self._reusable(r)
         if reuse is None or not batch or self.prefix_cache.budget <= 0:
-            return False
-        if r.capture is not None and r.capture.layer_weights is None:
-            # every layer captured: training's condition, whose rows prefill in one forward whatever
-            # the cache holds, so a resumed run computes a step as the straight run did, bit for bit
-            # (on CPU a row's last bits depend on the rows it prefills beside)
             return False
         limit, span, root = reuse
         cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span, root)

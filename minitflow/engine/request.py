@@ -103,15 +103,17 @@ class Request:
     request, (layers, kv_heads, n, head_dim) each) when given. `lora` (batch 1) applies to this
     request's prefill and decode only; LoRA requests with the same `lora_key` (new_lora_key()) hold
     the same factors, so their prompts' KV is shared through the prefix cache (tflow's K samples of
-    a question); without one a LoRA request's KV is never cached. `capture` (batch-1 spans over
-    prompt_ids) records hidden states during the prefill; `generate=False` stops there (a sender's
-    forward pass)."""
+    a question); without one a LoRA request's KV is never cached. `prefix_cache=False`: the request
+    neither takes from nor stores in the prefix cache (training's condition: a step computes the
+    same whatever the cache holds). `capture` (batch-1 spans over prompt_ids) records hidden states
+    during the prefill; `generate=False` stops there (a sender's forward pass)."""
 
     prompt_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # repr=False: printing a device tensor copies it to the host and waits for the GPU
     lora: LoraWeights | None = field(default=None, repr=False)
     lora_key: int | None = None
+    prefix_cache: bool = True
     capture: Capture | None = field(default=None, repr=False)
     past: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     generate: bool = True

@@ -88,6 +88,10 @@ def sender_states(llm: LLM, systems: list[str], questions: list[str]) -> tuple[t
                          dtype=llm.dtype, device=llm.device)
     for r, row, n in zip(reqs, hidden, spans):
         r.capture.out = [row[:, :n]]
+        # the batch in one forward, no KV from the cache: a step computes the same whatever earlier
+        # runs left there, so a resumed run is the straight run bit for bit (on CPU a row's last
+        # bits depend on the rows it is computed beside, and a cached block's on its first batch)
+        r.prefix_cache = False
     sync(llm.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
