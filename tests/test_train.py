@@ -664,13 +664,9 @@ def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, ll
     assert torch.allclose(clipped / clipped.norm(), torch.cat([g.flatten() for g in whole]) / norm, atol=1e-5)
 
 
-def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, tmp_path, monkeypatch):
-    """--resume with a larger --steps extends the cosine, but its first step ran at the rate the
-    optimiser state saved, the old schedule's: 2 steps of --steps 2 end at rate 0, so the first
-    step of the resume to 4 was taken at 0 (wasted) instead of lr * lr_lambda(1, 4)(2). A resume
-    with the same --steps still continues bitwise (test_resume_continues_exactly)."""
+def rates_taken(monkeypatch) -> list[float]:
+    """The learning rate of each optimiser step train() takes from here on, appended as it steps."""
     from minitflow.tflow import training
-    from minitflow.tflow.training import lr_lambda
     lrs, real = [], training.make_optimizer
 
     def make(*args, **kwargs):
@@ -678,6 +674,16 @@ def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, t
         opt.register_step_pre_hook(lambda o, a, k: lrs.append(o.param_groups[0]["lr"]))
         return opt, sched
     monkeypatch.setattr(training, "make_optimizer", make)
+    return lrs
+
+
+def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, tmp_path, monkeypatch):
+    """--resume with a larger --steps extends the cosine, but its first step ran at the rate the
+    optimiser state saved, the old schedule's: 2 steps of --steps 2 end at rate 0, so the first
+    step of the resume to 4 was taken at 0 (wasted) instead of lr * lr_lambda(1, 4)(2). A resume
+    with the same --steps still continues bitwise (test_resume_continues_exactly)."""
+    from minitflow.tflow.training import lr_lambda
+    lrs = rates_taken(monkeypatch)
     out = tmp_path / "r.pt"
     train(_cfg(tiny, out, eval=None, steps=2, warmup=1), llm=llm)
     train(_cfg(tiny, out, eval=None, steps=4, warmup=1, resume=str(out)), llm=llm)

@@ -13,7 +13,7 @@ from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.tflow import training
 from minitflow.tflow.training import lr_lambda, train
-from test_train import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, llm, tiny  # noqa: F401  (fixtures)
+from test_train import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, llm, rates_taken, tiny  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,7 @@ def test_an_overflowed_float16_step_is_skipped_and_the_run_goes_on(tiny, llm, ll
     diverged" and ended the run. The scaler's way now: the step applies nothing, the scale halves,
     a line says so, and the run goes on; the step counts (the schedule moves past it, the data
     stream too, as --resume replays them). float32 has no scaler: an inf gradient is still refused."""
-    lrs, real = [], training.make_optimizer
-
-    def make(*args, **kwargs):
-        opt, sched = real(*args, **kwargs)
-        opt.register_step_pre_hook(lambda o, a, k: lrs.append(o.param_groups[0]["lr"]))
-        return opt, sched
-    monkeypatch.setattr(training, "make_optimizer", make)
+    lrs = rates_taken(monkeypatch)
     _overflow_at(monkeypatch, {2})
     out, lines = tmp_path / "o.pt", []
     result = train(_cfg(tiny, out, eval=None, steps=4, eval_every=1), llm=llm16, log=lines.append)
