@@ -71,7 +71,7 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, sample_seed, stream_window
+from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, check_samples, sample_seed, stream_window
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -481,8 +481,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     question (as stream_window's `samples`), `window` counting questions."""
     if window < 1:
         raise UserError(f"window must be >= 1, got {window}")
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
+    samples = check_samples(samples)
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
                                  on_result=on_result, refill_share=refill_share, samples=samples, **options)

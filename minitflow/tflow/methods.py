@@ -38,7 +38,8 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import REFILL_SHARE, SEEDS, AgentUsage, MethodResult, sample_seed, stream_window
+from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_samples, sample_seed,
+                                    stream_window)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options (each applies to one method; the others ignore it)
@@ -431,9 +432,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:  # True ran as 1
         raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)  # a numpy integer reached the results' metadata, which json refused
-    if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 1:
-        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
-    samples = int(samples)
+    samples = check_samples(samples)
     share = REFILL_SHARE[method] if refill_share is None else refill_share
     if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
         raise UserError(f"refill_share must be in [0, 1], got {refill_share}")

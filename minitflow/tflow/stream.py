@@ -7,6 +7,7 @@ methods.py (baseline, textmas, tflow) and latentmas.py build on it.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Callable
 
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
+from minitflow.errors import UserError
 
 # The share of the window that must be free before new questions start (together). LatentMAS:
 # a group's senders cost about the same forwards for one row as for many (3 prefills and
@@ -36,6 +38,14 @@ SAMPLE_STRIDE = 0x9E3779B97F4A7C15
 def sample_seed(seed: int, sample: int) -> int:
     """The seed of sample `sample` of a question seeded `seed` (sample 0 keeps it)."""
     return (seed + sample * SAMPLE_STRIDE) % SEEDS
+
+
+def check_samples(samples: object) -> int:
+    """Outputs per question, as run_method and stream_latentmas take it: an integer >= 1 (a
+    numpy one as a plain int: it reaches the results' metadata)."""
+    if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 1:
+        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
+    return int(samples)
 
 
 @dataclass
