@@ -331,10 +331,11 @@ class Engine:
     def _prefill(self, reqs: list[Request]) -> list[Request]:
         now = time.perf_counter()
         r_cond: dict[int, object] = {}
+        reuses = {r.id: self._reusable(r) for r in reqs}  # what each takes from the cache is what it stores into
         for r in reqs:
             r.admitted_t = now
             prefix, cached_cond = None, None
-            reuse = self._reusable(r)
+            reuse = reuses[r.id]
             if reuse is not None:
                 n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1], root=reuse[2])
                 r.cached_tokens = n
@@ -357,7 +358,7 @@ class Engine:
                     c.lengths = [c.hidden.shape[1]]
                 if c is not None and c.layer_weights is not None:
                     cond = (self._cond_key(c), c.starts[0], c.hidden[0])
-                reuse = self._reusable(r)
+                reuse = reuses[r.id]
                 if reuse is not None:  # the KV the prefill wrote
                     self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
                                              lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond,
