@@ -102,15 +102,22 @@ def test_latentmas_samples_get_what_their_seed_gets_alone(parts):  # noqa: F811
     qs = ["Tom has 7 apple", "how many red box sum three"]
     sps = [SamplingParams(max_new_tokens=6, temperature=1.0, seed=s) for s in (5, 9)]
 
-    def llm(slots):
-        return LLM(lm_model, tok, eos_token_ids=EOS, num_slots=slots, prefix_cache_bytes=0)
+    def llm(slots, cache=0):
+        return LLM(lm_model, tok, eos_token_ids=EOS, num_slots=slots, prefix_cache_bytes=cache)
 
     opts = dict(latent_steps=2)
     alone = [_out(run_method("latentmas", llm(1), [q], sampling=[sp], seeds=[sample_seed(sp.seed, j)], **opts)[0])
              for q, sp in zip(qs, sps) for j in range(K)]
-    for slots, batch in ((1, 1), (4, 2)):
-        res = run_method("latentmas", llm(slots), qs, sampling=sps, seeds=[5, 9], samples=K, batch_size=batch, **opts)
+    for slots, batch, cache in ((1, 1, 0), (4, 2, 0), (4, 2, 1 << 24), (1, 1, 1 << 24)):
+        res = run_method("latentmas", llm(slots, cache), qs, sampling=sps, seeds=[5, 9], samples=K, batch_size=batch,
+                         **opts)
         assert [_out(r) for r in res] == alone and [r.sample for r in res] == [0, 1, 2] * 2
+        # with a cache a question's judgers share the judger prompt's KV: the first prefills it
+        from minitflow.engine.prefix_cache import BLOCK
+        got = [r.agents["judger"] for r in res]
+        assert [a.cached_tokens for a in got] == \
+            [0 if not cache or r.sample == 0 else (a.prompt_tokens - 1) // BLOCK * BLOCK for r, a in zip(res, got)]
+        assert all(a.prompt_tokens > BLOCK for a in got)
 
 
 def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):  # noqa: F811

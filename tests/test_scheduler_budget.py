@@ -141,12 +141,12 @@ def test_the_scheduler_stops_at_a_request_that_waits():
 
 # ---- LoRA requests with one key share their prompts' KV -----------------------------------------
 def test_lora_requests_share_prompt_kv_only_under_one_key(model):
-    """Samples of one prompt with one set of factors (one `lora_key`): the first prefills, the
+    """Samples of one prompt with one set of factors (one `context_key`): the first prefills, the
     others take its blocks from the cache and get what each gets alone without a cache. Other
     factors under another key, the same prompt: nothing shared (their KV differs). Factors
     without a key are never cached; a key without factors is refused."""
     from minitflow import UserError, build_lora
-    from minitflow.engine.request import new_lora_key
+    from minitflow.engine.request import new_context_key
     from test_engine import _random_factors
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()
@@ -156,17 +156,63 @@ def test_lora_requests_share_prompt_kv_only_under_one_key(model):
     alone = [LLM(model, eos_token_ids=[], num_slots=1, prefix_cache_bytes=0).generate([prompt], sp, lora=f)[0].token_ids
              for sp, f in ((sps[0], f0), (sps[1], f0), (sps[2], f1))]
     llm = LLM(model, eos_token_ids=[], num_slots=4)
-    k0, k1 = new_lora_key(), new_lora_key()
-    reqs = llm.engine.run([Request(prompt, sps[0], lora=f0, lora_key=k0), Request(prompt, sps[1], lora=f0, lora_key=k0),
-                           Request(prompt, sps[2], lora=f1, lora_key=k1)])
+    k0, k1 = new_context_key(), new_context_key()
+    reqs = llm.engine.run([Request(prompt, sps[0], lora=f0, context_key=k0), Request(prompt, sps[1], lora=f0, context_key=k0),
+                           Request(prompt, sps[2], lora=f1, context_key=k1)])
     assert [r.cached_tokens for r in reqs] == [0, 2 * BLOCK, 0]
     assert [r.output_ids for r in reqs] == alone
     again = llm.engine.run([Request(prompt, sps[1], lora=f0)])  # no key: the blocks under k0 are not its
     assert again[0].cached_tokens == 0 and again[0].output_ids == alone[1]
     plain = llm.engine.run([Request(prompt, SamplingParams(max_new_tokens=1))])
     assert plain[0].cached_tokens == 0  # LoRA blocks never serve a request without those factors
-    with pytest.raises(UserError, match="lora_key must be a key from new_lora_key"):
-        llm.engine.run([Request(prompt, lora_key=new_lora_key())])
+    with pytest.raises(UserError, match="context_key must be a key from new_context_key"):
+        llm.engine.run([Request(prompt, context_key=new_context_key())])
+
+
+def test_handed_over_kv_requests_share_prompt_kv_only_under_one_key(model):
+    """Judgers of one senders' run (latentmas' samples): requests with one handed-over KV and one
+    `context_key` share their prompt's blocks, read from the slot after that KV. Each gets what it
+    gets alone without a cache; without a key nothing is cached."""
+    from minitflow.engine.request import new_context_key
+    cfg, g = model.cfg, torch.Generator().manual_seed(3)
+    past = tuple(torch.randn(cfg.num_hidden_layers, cfg.num_key_value_heads, 5, cfg.head_dim, generator=g)
+                 for _ in range(2))
+    prompt = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()
+    sps = [SamplingParams(max_new_tokens=6, temperature=0.8, seed=s) for s in range(3)]
+    alone = [LLM(model, eos_token_ids=[], num_slots=1, prefix_cache_bytes=0).engine.run(
+        [Request(prompt, sp, past=past)])[0].output_ids for sp in sps]
+    assert len(set(map(tuple, alone))) > 1
+    llm = LLM(model, eos_token_ids=[], num_slots=3)
+    key = new_context_key()
+    reqs = llm.engine.run([Request(prompt, sp, past=past, context_key=key) for sp in sps])
+    assert [r.cached_tokens for r in reqs] == [0, 2 * BLOCK, 2 * BLOCK]
+    assert [r.output_ids for r in reqs] == alone
+    again = llm.engine.run([Request(prompt, sps[0], past=past)])  # no key: not its blocks, nor stored
+    assert again[0].cached_tokens == 0 and again[0].output_ids == alone[0]
+
+
+def test_a_context_key_is_one_context(model):
+    """A key brought back with other factors or other handed-over KV would take the first
+    context's prompt KV without a word: refused, before it runs."""
+    from minitflow import UserError, build_lora
+    from minitflow.engine.request import new_context_key
+    from test_engine import _random_factors
+    cfg, prompt = model.cfg, list(range(10, 10 + BLOCK + 2))
+    lora = build_lora(cfg, [_random_factors(cfg, 2, 4, 11)], [1.0])
+    past = tuple(torch.zeros(cfg.num_hidden_layers, cfg.num_key_value_heads, 3, cfg.head_dim) for _ in range(2))
+    llm, sp = LLM(model, eos_token_ids=[], num_slots=2), SamplingParams(max_new_tokens=1)
+    k_lora, k_past = new_context_key(), new_context_key()
+    f0 = lora.row(0)
+    llm.engine.run([Request(prompt, sp, lora=f0, context_key=k_lora), Request(prompt, sp, past=past, context_key=k_past)])
+    llm.engine.run([Request(prompt, sp, lora=f0, context_key=k_lora)])  # the same objects: fine
+    for bad in (dict(lora=lora.row(1), context_key=k_lora), dict(lora=lora.row(0), context_key=k_lora),
+                dict(past=tuple(t.clone() for t in past), context_key=k_past),
+                dict(lora=f0, past=past, context_key=k_lora), dict(past=past, context_key=k_lora)):
+        with pytest.raises(UserError, match="came with other LoRA factors or handed-over KV"):
+            llm.engine.add_request(Request(prompt, sp, **bad))
+    assert not llm.engine.has_unfinished()
+    with pytest.raises(UserError, match="without either"):
+        llm.engine.add_request(Request(prompt, sp, context_key=new_context_key()))
 
 
 def test_prefix_cache_chains_under_other_roots_never_meet():

@@ -128,6 +128,7 @@ class Engine:
         self.ring = TokenRing(self.device, RUN_AHEAD)
         self._static_slots: list[int] = []
         self._cond_keys: dict[int, tuple] = {}
+        self._context_keys: dict[int, tuple] = {}  # key -> weak references to its factors and handed-over KV
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
         self._held: list[Request] = []  # others' requests that finished inside run(): the next step() returns them
         self.lock = model_lock(model)
@@ -164,10 +165,8 @@ class Engine:
                             f"{self.max_seq_len} positions")
         if req.lora is not None:
             check_lora(req.lora, self.model, lambda: _who(req))
-        if req.lora_key is not None and (req.lora is None or isinstance(req.lora_key, bool)
-                                         or not isinstance(req.lora_key, int) or req.lora_key < 1):
-            raise UserError(f"{_who(req)}: lora_key must be a key from new_lora_key() on a request with LoRA "
-                            f"factors, got {req.lora_key!r}" + ("" if req.lora is not None else " without factors"))
+        if req.context_key is not None:
+            self._check_context_key(req)
         if req.capture is not None:
             c = req.capture
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
@@ -188,6 +187,22 @@ class Engine:
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
             if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
+
+    def _check_context_key(self, req: Request) -> None:
+        """A context key stands for the context of the first request that brought it to this
+        engine: the same factors and handed-over KV objects. Another context under it would take
+        that one's cached prompt KV, wrong without a word: refused."""
+        key, has = req.context_key, req.lora is not None or req.past is not None
+        if not has or isinstance(key, bool) or not isinstance(key, int) or key < 1:
+            raise UserError(f"{_who(req)}: context_key must be a key from new_context_key() on a request with LoRA "
+                            f"factors or handed-over KV, got {key!r}" + ("" if has else " without either"))
+        objs = (req.lora, None if req.past is None else req.past[0])
+        refs = self._context_keys.get(key)
+        if refs is None:
+            self._context_keys[key] = tuple(None if o is None else weakref.ref(o) for o in objs)
+        elif any((r is None) != (o is None) or (r is not None and r() is not o) for r, o in zip(refs, objs)):
+            raise UserError(f"{_who(req)}: context_key {key} came with other LoRA factors or handed-over KV than "
+                            "its first request's: a key is one context (new_context_key() for each)")
 
     def in_flight(self) -> bool:
         """Requests waiting, running, or finished and not yet returned by step(): has_unfinished()
@@ -281,12 +296,12 @@ class Engine:
 
     def _reusable(self, r: Request) -> tuple[int, tuple | None, int] | None:
         """(limit, span, root) of `r`'s prefix-cache lookup, None when its KV is not reusable
-        (handed-over KV, or LoRA factors without a `lora_key`: not a function of the tokens alone), or
-        kept out of it. A LoRA request's blocks hang under a root of their own: only its factors'
-        requests share them."""
-        if not r.prefix_cache or r.past is not None or (r.lora is not None and r.lora_key is None):
+        (handed-over KV or LoRA factors without a `context_key`: not a function of the tokens
+        alone), or kept out of it. A keyed request's blocks hang under a root of their own: only
+        the requests of its context share them."""
+        if not r.prefix_cache or (r.context_key is None and (r.lora is not None or r.past is not None)):
             return None
-        root = 0 if r.lora is None else -r.lora_key
+        root = 0 if r.context_key is None else -r.context_key
         c = r.capture
         if c is None:
             return len(r.prompt_ids) - 1, None, root
@@ -360,9 +375,10 @@ class Engine:
                     cond = (self._cond_key(c), c.starts[0], c.hidden[0])
                 reuse = reuses[r.id]
                 if reuse is not None:  # the KV the prefill wrote
-                    self.prefix_cache.insert(r.prompt_ids[:self.runner.prefill_len(r)],
-                                             lambda a, b, s=r.slot: self.runner.cache.read(s, a, b), cond,
-                                             block_bytes=self.runner.cache.nbytes(BLOCK), root=reuse[2])
+                    self.prefix_cache.insert(  # at the slot's positions after any handed-over KV
+                        r.prompt_ids[:self.runner.prefill_len(r)],
+                        lambda a, b, s=r.slot, o=r.past_len: self.runner.cache.read(s, o + a, o + b), cond,
+                        block_bytes=self.runner.cache.nbytes(BLOCK), root=reuse[2])
             timer.stop()
             for r in group:
                 r.prefill_timer = timer

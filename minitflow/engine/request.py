@@ -17,12 +17,13 @@ from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture
 
 _ids = itertools.count()
-_lora_keys = itertools.count(1)
+_context_keys = itertools.count(1)
 
 
-def new_lora_key() -> int:
-    """A key no other set of LoRA factors in this process has (`Request.lora_key`)."""
-    return next(_lora_keys)
+def new_context_key() -> int:
+    """A key no other context in this process has (`Request.context_key`): one set of LoRA
+    factors and/or one handed-over KV, which the requests given it share."""
+    return next(_context_keys)
 
 
 class Status(Enum):
@@ -101,18 +102,19 @@ class StopScan:
 class Request:
     """`prompt_ids` follow `past` (keys/values of earlier positions handed over from another
     request, (layers, kv_heads, n, head_dim) each) when given. `lora` (batch 1) applies to this
-    request's prefill and decode only; LoRA requests with the same `lora_key` (new_lora_key()) hold
-    the same factors, so their prompts' KV is shared through the prefix cache (tflow's K samples of
-    a question); without one a LoRA request's KV is never cached. `prefix_cache=False`: the request
-    neither takes from nor stores in the prefix cache (training's condition: a step computes the
-    same whatever the cache holds). `capture` (batch-1 spans over prompt_ids) records hidden states
+    request's prefill and decode only. Requests with one `context_key` (new_context_key()) hold the
+    same factors and the same handed-over KV, so their prompts' KV is shared through the prefix
+    cache (tflow's K receivers of a question, latentmas' K judgers); without a key the KV of a
+    request with either is never cached (it depends on more than the tokens). `prefix_cache=False`:
+    the request neither takes from nor stores in the prefix cache (training's condition: a step
+    computes the same whatever the cache holds). `capture` (batch-1 spans over prompt_ids) records hidden states
     during the prefill; `generate=False` stops there (a sender's forward pass)."""
 
     prompt_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # repr=False: printing a device tensor copies it to the host and waits for the GPU
     lora: LoraWeights | None = field(default=None, repr=False)
-    lora_key: int | None = None
+    context_key: int | None = None
     prefix_cache: bool = True
     capture: Capture | None = field(default=None, repr=False)
     past: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)

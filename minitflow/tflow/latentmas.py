@@ -62,7 +62,7 @@ import torch
 
 from minitflow.engine.llm import LLM
 from minitflow.engine.prefix_cache import BLOCK, PrefixCache
-from minitflow.engine.request import Request, Status
+from minitflow.engine.request import Request, Status, new_context_key
 from minitflow.engine.sampler import SamplingParams
 from minitflow.engine.timer import DeviceTimer, sync
 from minitflow.errors import UserError
@@ -410,14 +410,17 @@ def _senders(plan: _Plan, idx: list[int]) -> tuple[list[tuple[torch.Tensor, torc
             for j in range(len(idx))], timers
 
 
-def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None, sample: int = 0) -> Request:
+def _judger(plan: _Plan, i: int, past: tuple[torch.Tensor, torch.Tensor] | None, sample: int = 0,
+            key: int | None = None) -> Request:
     """Question i's judger (its sample `sample`, seeded sample_seed(seed, sample)) as a request on
     the serving engine: its slot takes a copy of the senders' KV, then it prefills its prompt and
-    decodes beside whatever else runs (CUDA graphs included), choosing only among the tokenizer's ids."""
+    decodes beside whatever else runs (CUDA graphs included), choosing only among the tokenizer's ids.
+    The judgers of one senders' run share `key` (new_context_key()): the first prefills the judger
+    prompt, the others take its KV from the prefix cache."""
     cut = plan.vocab_rows if plan.vocab_rows < plan.llm.cfg.vocab_size else 0
     sp = replace(plan.sps[i], vocab_rows=cut, seed=sample_seed(plan.sps[i].seed, sample))
     label = plan.labels[i] + (f" (sample {sample})" if plan.samples > 1 else "")
-    return Request(plan.prompts[JUDGER][i], sp, past=past, tag=(label, "latentmas judger"))
+    return Request(plan.prompts[JUDGER][i], sp, past=past, context_key=key, tag=(label, "latentmas judger"))
 
 
 def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], total_s: float,
@@ -500,8 +503,9 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
         t0 = time.perf_counter()
         past, timers = _senders(plan, group)
         for i, kv in zip(group, past):
+            key = new_context_key() if samples > 1 else None
             for j in range(samples):  # each judger's slot takes its own copy of the KV
-                running[i * samples + j] = (llm.engine.add_request(_judger(plan, i, kv, j)), timers, t0)
+                running[i * samples + j] = (llm.engine.add_request(_judger(plan, i, kv, j, key)), timers, t0)
 
     def step() -> list[tuple[int, MethodResult]]:
         finished = llm.step()

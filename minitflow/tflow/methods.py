@@ -27,7 +27,7 @@ import torch
 from minitflow.engine.engine import TokenRing
 from minitflow.engine.llm import LLM
 from minitflow.engine.timer import DeviceTimer
-from minitflow.engine.request import Request, new_lora_key
+from minitflow.engine.request import Request, new_context_key
 from minitflow.engine.sampler import SamplingParams, per_row
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
@@ -368,10 +368,10 @@ class _TFlow(_Pipeline):
             prompt = chat(self.llm, self.systems[2], q.question)
             # every sample's receiver takes the same factors, and so the same prompt KV: the first
             # stores it in the prefix cache, the others take it (one key for the question's factors)
-            factors, key = lora.row(i), new_lora_key() if q.followers else None
+            factors, key = lora.row(i), new_context_key() if q.followers else None
             for one in (q, *q.followers):
                 one.timers.update(sender_prefill_s=senders, generator_s=[timer])
-                self.add(one, "receiver", Request(list(prompt), one.sampling, lora=factors, lora_key=key))
+                self.add(one, "receiver", Request(list(prompt), one.sampling, lora=factors, context_key=key))
             q.followers.clear()
 
 
