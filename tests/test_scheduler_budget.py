@@ -211,6 +211,10 @@ def test_a_context_key_is_one_context(model):
         with pytest.raises(UserError, match="came with other LoRA factors or handed-over KV"):
             llm.engine.add_request(Request(prompt, sp, **bad))
     assert not llm.engine.has_unfinished()
+    k_new, bad_past = new_context_key(), tuple(t[:, :1] for t in past)  # one KV head: not the model's
+    with pytest.raises(UserError, match="does not fit the model"):
+        llm.engine.add_request(Request(prompt, sp, past=bad_past, context_key=k_new))
+    llm.engine.run([Request(prompt, sp, past=past, context_key=k_new)])  # a refused request took no key
     with pytest.raises(UserError, match="without either"):
         llm.engine.add_request(Request(prompt, sp, context_key=new_context_key()))
 

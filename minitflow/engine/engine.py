@@ -165,8 +165,6 @@ class Engine:
                             f"{self.max_seq_len} positions")
         if req.lora is not None:
             check_lora(req.lora, self.model, lambda: _who(req))
-        if req.context_key is not None:
-            self._check_context_key(req)
         if req.capture is not None:
             c = req.capture
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
@@ -187,6 +185,8 @@ class Engine:
             want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
             if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
+        if req.context_key is not None:  # last: a key is taken by a request that passed every other check
+            self._check_context_key(req)
 
     def _check_context_key(self, req: Request) -> None:
         """A context key stands for the context of the first request that brought it to this
