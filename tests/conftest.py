@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,20 @@ def need_shared(path: Path = SHARED) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared is only on developer and CI machines)")
     return path
+
+
+def fuzz_seeds(suite: int) -> range:
+    """The seeds a fuzz test runs: its first `suite` in the suite, or MINITFLOW_FUZZ_SEEDS=A:B for
+    a side run (a soak after a change to the engine: `MINITFLOW_FUZZ_SEEDS=60:1060 pytest -q
+    tests/test_engine_fuzz.py`). A malformed value stops the collection with one line rather than
+    running the suite's seeds as if the soak had passed."""
+    value = os.environ.get("MINITFLOW_FUZZ_SEEDS", "")
+    if not value:
+        return range(suite)
+    m = re.fullmatch(r"(\d+):(\d+)", value.strip())
+    if m is None or int(m[1]) >= int(m[2]):
+        raise pytest.UsageError(f"MINITFLOW_FUZZ_SEEDS={value!r}: give A:B, the seeds A to B-1 with A < B")
+    return range(int(m[1]), int(m[2]))
 
 
 def make_tiny_qwen3(out_dir: Path, *, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,

@@ -31,6 +31,7 @@ from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner
 from minitflow.model.weights import load_model
 from test_engine import _random_factors
+from conftest import fuzz_seeds
 
 VOCAB = 150  # prompt ids below the tiny model's EOS (159) and BOS (158)
 
@@ -233,6 +234,17 @@ def check(model, seed: int) -> int:
     return len(got)
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", fuzz_seeds(60))
 def test_random_workloads_get_what_each_request_gets_alone(model, seed):
     check(model, seed)
+
+
+def test_fuzz_seeds_take_a_side_runs_range_and_refuse_a_bad_one(monkeypatch):
+    monkeypatch.delenv("MINITFLOW_FUZZ_SEEDS", raising=False)
+    assert fuzz_seeds(60) == range(60)
+    monkeypatch.setenv("MINITFLOW_FUZZ_SEEDS", "60:1060")
+    assert fuzz_seeds(60) == range(60, 1060) and fuzz_seeds(3) == range(60, 1060)
+    for bad in ("1000", "5:3", "4:4", "a:b", "-1:5"):
+        monkeypatch.setenv("MINITFLOW_FUZZ_SEEDS", bad)
+        with pytest.raises(pytest.UsageError, match="give A:B"):
+            fuzz_seeds(60)

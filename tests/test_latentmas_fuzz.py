@@ -29,6 +29,7 @@ from minitflow.tflow import latentmas as lm
 from minitflow.tflow.methods import run_method
 from test_engine_fuzz import LateRing, _kv_bucket
 from test_latentmas import DEMO, write_tiny_qwen3
+from conftest import fuzz_seeds
 
 EOS = (1021, 1019)
 WORDS = "apple box seven red blue count sum three Tom has gives left how many 12 7".split()
@@ -99,6 +100,6 @@ def check(parts, seed: int) -> int:
     return n
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", fuzz_seeds(40))
 def test_random_workloads_get_what_each_question_gets_alone(parts, seed):
     check(parts, seed)

@@ -37,6 +37,7 @@ from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.condition import sender_request
 from minitflow.tflow.methods import chat, positions_needed, run_method
 from test_engine_fuzz import LateRing
+from conftest import fuzz_seeds
 
 WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
 
@@ -117,7 +118,7 @@ def _run(llm, method, generator, qs, senders, sps, order, **kw):
     return [(r.token_ids, r.answer, r.finish_reason) for r in res]
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", fuzz_seeds(5))
 @pytest.mark.parametrize("method", ["tflow", "textmas"])
 def test_each_question_gets_what_it_gets_alone(model, generator, method, seed):
     rng = random.Random(1000 * seed + len(method))

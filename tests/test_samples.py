@@ -19,6 +19,7 @@ from minitflow.tflow.methods import run_method
 from minitflow.tflow.stream import SAMPLE_STRIDE, SEEDS, sample_seed
 from test_latentmas_fuzz import EOS, parts  # noqa: F401  (a fixture)
 from test_pipeline_fuzz import _block_bytes, _clean, _llm, generator, model  # noqa: F401  (fixtures)
+from conftest import fuzz_seeds
 
 K = 3
 
@@ -45,7 +46,7 @@ def test_sample_seeds_keep_sample_0_and_never_take_a_neighbours_seed():
     assert not neighbours & {sample_seed(base, j) for j in range(1, 1000)}
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", fuzz_seeds(3))
 @pytest.mark.parametrize("method", ["baseline", "tflow", "textmas"])
 def test_each_sample_gets_what_its_seed_gets_alone(model, generator, method, seed):  # noqa: F811
     rng = random.Random(100 * seed + len(method))
