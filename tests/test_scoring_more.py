@@ -13,6 +13,26 @@ from minitflow.eval.scoring import extract_gsm8k_answer, extract_mmlu_letter, sc
 
 
 @pytest.mark.parametrize("text, expected", [
+    # a reply's last number right after "not" is what the answer is not (was: that number)
+    ("I think it's 18, not 20.", "18"),
+    ("She has 5 apples, not 6 as I first thought.", "5"),
+    ("The price is $12, not $15.", "12"),
+    ("So 3 + 4 = 7 and it isn't 8", "7"),
+    ("That is 4.5, not 4.", "4.5"),
+    ("The answer is not 18.", None),  # denied and nothing else stated
+    ("She has 5 apples. But not 6.", None),  # the number before is another sentence's
+    # the limits: an explicit answer wins, "not 20 but 18" ends on 18, "cannot" is no "not"
+    ("The answer is 18, not 20.", "18"),
+    ("It is not 20 but 18.", "18"),
+    ("She cannot 5", "5"),
+])
+def test_gsm8k_a_negated_last_number_is_not_the_answer(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+    if expected is None:
+        assert not score_gsm8k(text, "18") and not score_gsm8k(text, "6")
+
+
+@pytest.mark.parametrize("text, expected", [
     # a number in words, stated as the answer (was: none, or the reasoning's last number)
     ("She sells 9 eggs at $2 each.\nThe answer is eighteen.", "18"),
     ("#### twenty-five", "25"),
@@ -137,6 +157,17 @@ def test_gsm8k_dot_grouped_thousands():
 
 
 # -------------------------------------------------------------------- MMLU
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The correct option is not (A).", None),  # was A: the reply's trailing "(A)."
+    ("The answer isn't (B).", None),
+    ("The answer is not C.", None),
+    ("The answer is B, not C.", "B"),
+    ("So it is (A).", "A"),  # the trailing letter without a denial still reads
+])
+def test_mmlu_a_denied_letter_is_not_the_answer(text, expected):
+    assert extract_mmlu_letter(text) == expected
 
 
 @pytest.mark.parametrize("text, expected", [

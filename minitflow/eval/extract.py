@@ -264,6 +264,11 @@ _DOT_THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}\.\d\d0")
 _DOT_GROUPS_RE = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{3}){2,}(?![\d.]?\d)")
 
 
+# "18, not 20", "The answer is not 18.": a number right after "not" is what the answer is not
+_NEGATED_RE = re.compile(r"\b(?:not|isn['\u2019]t)\s+(?:(?:\\\$|\$|USD|\u20ac|\u00a3)\s*)?$", re.I)
+_SENTENCE_END_RE = re.compile(r"[.!?](?:\s|$)|\n")
+
+
 def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     """The first (or last) number of `text`, as a plain string; a clock time or ratio it is part
     of ("12:30"), a hedge it is part of ("18 or 20"), or "1.080" (1080 or 1.08?), as written: no
@@ -272,6 +277,12 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     18 and 20" is a range anywhere (in a reply's last sentence "$5 and $6" is two amounts and
     "from 18 to 20" a change, whose last number is the answer)."""
     found = list(_NUMBER_RE.finditer(text))
+    # a reply's last number negated ("I think it's 18, not 20."): the number its sentence states
+    # before it, else no answer (not the denied one)
+    while last and not stated and found and _NEGATED_RE.search(text[max(found[-1].start() - 16, 0):found[-1].start()]):
+        if len(found) < 2 or _SENTENCE_END_RE.search(text, found[-2].end(), found[-1].start()):
+            return None
+        found.pop()
     if not found:
         return None
     i = len(found) - 1 if last else 0
@@ -706,8 +717,9 @@ _LOWER_ANSWER_RE = re.compile(r"(?i:answer)\s*(?:is|:)\s*(?:\*+\s*)?(?:\(?([a-j]
                               r"|([a-j])(?=\s*(?:[.!]\s*)?(?:$|\n)))")
 _CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence)[,:]?\s+(?:option\s+|choice\s+)?\(?([A-J])\)?[.!]?\s*$",
                             re.I)
-# not "(A) or (B).", nor "C, but it could also be (D)."
+# not "(A) or (B).", nor "C, but it could also be (D).", nor a denial "The correct option is not (A)."
 _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )(?<!could be )(?<!might be )(?<!may be )(?<!also be )"
+                                r"(?<!not )(?<!n't )(?<!n\u2019t )"
                                 r"\(([A-J])\)[.!]?\s*$")
 
 
