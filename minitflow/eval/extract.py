@@ -275,14 +275,15 @@ def _pick_number(text: str, last: bool, stated: bool = True) -> str | None:
     number, so no answer.  In a stated answer (not `stated`: a reply's last number) so is a range
     ("18-20", "18 to 20"), a list ("18, 20") or two quantities ("3 hours and 30 minutes"); "between
     18 and 20" is a range anywhere (in a reply's last sentence "$5 and $6" is two amounts and
-    "from 18 to 20" a change, whose last number is the answer)."""
+    "from 18 to 20" a change, whose last number is the answer). A reply's last number after "not"
+    is what the answer is not: the number its sentence states before it is read ("it's 18, not
+    20"), else none ("The answer is not 18.")."""
     found = list(_NUMBER_RE.finditer(text))
-    # a reply's last number negated ("I think it's 18, not 20."): the number its sentence states
-    # before it, else no answer (not the denied one)
-    while last and not stated and found and _NEGATED_RE.search(text[max(found[-1].start() - 16, 0):found[-1].start()]):
-        if len(found) < 2 or _SENTENCE_END_RE.search(text, found[-2].end(), found[-1].start()):
-            return None
-        found.pop()
+    if last and not stated:
+        while found and _NEGATED_RE.search(text[max(found[-1].start() - 16, 0):found[-1].start()]):
+            if len(found) < 2 or _SENTENCE_END_RE.search(text, found[-2].end(), found[-1].start()):
+                return None
+            found.pop()
     if not found:
         return None
     i = len(found) - 1 if last else 0
