@@ -74,6 +74,61 @@ def test_a_hub_id_only_partly_cached_names_what_the_snapshot_lacks(offline_cache
           "lacks model.safetensors (a broken link", "hf download org/model")
 
 
+def sharded_demo_files() -> dict[str, bytes | None]:
+    """demo_files with the weights in two shards and model.safetensors.index.json, as a sharded hub repo."""
+    from safetensors.torch import load_file, save
+    files = {k: v for k, v in demo_files().items() if k != "model.safetensors"}
+    tensors = load_file(DEMO / "model.safetensors")
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[:len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, held in shards.items():
+        files[shard] = save({k: tensors[k] for k in held}, metadata={"format": "pt"})
+    files["model.safetensors.index.json"] = json.dumps(
+        {"metadata": {}, "weight_map": {k: shard for shard, held in shards.items() for k in held}}).encode()
+    return files
+
+
+@pytest.mark.parametrize("offline", ["1", ""])
+def test_a_cached_snapshot_with_an_unreadable_index_names_the_index(offline, offline_cache, capsys, monkeypatch):
+    """A sharded snapshot whose model.safetensors.index.json is no index (cut short, hand-edited)
+    was "only partly in the Hugging Face cache: ... lacks model.safetensors" offline (it never had
+    one), and online the hub was asked for the files the cache holds. Every file is there: the
+    error is the index's own, and nothing goes online."""
+    import huggingface_hub
+    def no_hub(*a, local_files_only=False, **k):
+        raise AssertionError("went online for a snapshot whose files are all cached")
+    real = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, local_files_only=False, **k: (real if local_files_only else no_hub)(
+                            *a, local_files_only=local_files_only, **k))
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", no_hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    no_model_load(monkeypatch)
+    files = sharded_demo_files()
+    hub_cache(offline_cache, "org/model", {**files, "model.safetensors.index.json": files["model.safetensors.index.json"][:40]})
+    fails(capsys, generate.main, gen_args("--model", "org/model"),
+          "model.safetensors.index.json is not a safetensors index (needs a \"weight_map\"")
+
+
+def test_a_broken_link_to_the_index_is_named_not_model_safetensors(offline_cache, capsys, monkeypatch):
+    """A sharded snapshot whose index download was cut short was said to lack model.safetensors,
+    which a sharded repo never has."""
+    no_model_load(monkeypatch)
+    hub_cache(offline_cache, "org/model", {**sharded_demo_files(), "model.safetensors.index.json": None})
+    fails(capsys, generate.main, gen_args("--model", "org/model"), "only partly in the Hugging Face cache",
+          "lacks model.safetensors.index.json (a broken link")
+
+
+def test_a_sharded_cached_snapshot_loads(offline_cache):
+    """The sharded layout above is one that loads: the refusals are the index's, not the layout's."""
+    import torch
+    from minitflow import LLM
+    hub_cache(offline_cache, "org/model", sharded_demo_files())
+    sharded, single = LLM.load("org/model", dtype="float32", device="cpu"), LLM.load(DEMO, dtype="float32", device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(sharded.model.state_dict().values(), single.model.state_dict().values()))
+
+
 def test_a_complete_cached_snapshot_loads(offline_cache, capsys):
     """The layout hub_cache builds is one huggingface-hub resolves: the refusals above are not an
     artefact of it."""

@@ -208,10 +208,13 @@ def _lacks(snapshot: Path) -> str | None:
         return "config.json"
     if (snapshot / "model.safetensors").is_file():
         return None
+    index = snapshot / "model.safetensors.index.json"
+    if not index.is_file():  # a broken link to it is a sharded download cut short, not a missing model.safetensors
+        return index.name if index.is_symlink() else "model.safetensors"
     try:
         shards = sorted(set(_indexed_files(snapshot).values()))
-    except UserError:  # no index, or not one
-        return "model.safetensors"
+    except UserError:  # an index that is none: no file is missing, and weight_files names what is wrong with it
+        return None  # (was "lacks model.safetensors" offline, and a download of what the cache holds online)
     return next((f.name for f in shards if not f.is_file()), None)
 
 
