@@ -192,6 +192,50 @@ def test_a_missing_folder_that_looks_like_a_hub_id_says_so(offline_cache, capsys
           "models/Qwen3-4B is not in the Hugging Face cache (nor a folder here)")
 
 
+@pytest.mark.parametrize("refs", ["none", "another commit", "none, no network"])
+def test_a_hub_id_cached_only_at_another_revision_names_its_snapshot(refs, offline_cache, capsys, monkeypatch):
+    """`hf download Org/Name --revision <commit>` (the pinned revision the README has users pass
+    as its snapshot folder) writes no refs/main; removing a snapshot folder by hand leaves
+    refs/main naming a commit with none. Offline, `--model Org/Name` was "Org/Name is not in the
+    Hugging Face cache", with the whole model in it: the error names the snapshot there, and that
+    folder loads. Online with no network, the hub's silence names it too."""
+    no_model_load(monkeypatch)
+    snap = hub_cache(offline_cache, "Org/Name", demo_files())
+    main = snap.parents[1] / "refs" / "main"
+    if refs == "another commit":
+        main.write_text("f" * 40)
+    else:
+        main.unlink()
+    words = [f"Org/Name is in the Hugging Face cache only at another revision than main ({snap})",
+             "pass that snapshot folder as the model"]
+    if refs == "none, no network":
+        import huggingface_hub
+        def no_network(*a, **k):
+            raise ConnectionError("[Errno -3] Temporary failure in name resolution")
+        monkeypatch.setattr(huggingface_hub.HfApi, "model_info", no_network)
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        words = ["did not answer (ConnectionError", f"or pass a local directory such as {snap}, a whole snapshot of another "
+                 "revision"]
+    fails(capsys, generate.main, gen_args("--model", "Org/Name"), *words)
+    from minitflow.model.weights import read_weights
+    assert read_weights(snap)[0].num_hidden_layers == 4
+
+
+def test_a_hub_id_whose_main_is_partly_cached_names_the_whole_older_snapshot(offline_cache, capsys, monkeypatch):
+    """Main moved on upstream and AutoConfig, online, fetched only its config.json: refs/main names
+    the new commit. Offline, the error said only that the model is partly cached; the older
+    snapshot, whole, is named too."""
+    import os
+    no_model_load(monkeypatch)
+    old = hub_cache(offline_cache, "Org/Name", demo_files())
+    new = old.parent / ("f" * 40)
+    new.mkdir()
+    (new / "config.json").symlink_to(os.readlink(old / "config.json"))
+    (old.parents[1] / "refs" / "main").write_text(new.name)
+    fails(capsys, generate.main, gen_args("--model", "Org/Name"), f"{new} lacks model.safetensors",
+          f"or pass a local directory such as {old}, a whole snapshot of another revision")
+
+
 @pytest.mark.parametrize("command", ["generate", "model_config"])
 def test_a_folder_named_like_the_hub_id_says_it_hides_the_hub_id(command, offline_cache, tmp_path, capsys, monkeypatch):
     """A folder here comes before a hub id of the same name: an empty clone or a stray mkdir of

@@ -430,7 +430,7 @@ def test_the_timeout_hook_is_removed_after_the_download(monkeypatch):
         pytest.skip("huggingface-hub < 1.0: no request hooks")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(weights, "_hub_answers", lambda name: None)
+    monkeypatch.setattr(weights, "_hub_answers", lambda name, other="": None)
     during = []
     def snapshot(name, allow_patterns=None, local_files_only=False):
         if local_files_only:

@@ -68,19 +68,29 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         lacks = (_lacks(local) or _hub_lacks(e)) if local is not None else None
     if local is not None and lacks is None and (not need_tokenizer or (local / "tokenizer.json").is_file()):
         return local
+    # main is not cached whole, another revision may be: `hf download ID --revision <commit>` writes no
+    # refs/main, and AutoConfig online after main moved on upstream fetches only the new config.json
+    whole = [s for s in _cached_snapshots(name) if (local is None or s.name != local.name)
+             and (not need_tokenizer or (s / "tokenizer.json").is_file())]
+    other = f" such as {whole[0]}, a whole snapshot of another revision" if whole else ""
     offline = hub_offline()
     if offline:
         if local is not None and lacks is not None:  # "not in the cache" sent users looking for another cause
             broken = " (a broken link: a download cut short?)" if (local / lacks).is_symlink() else ""
             raise UserError(f"{name} is only partly in the Hugging Face cache: {local} lacks {lacks}{broken}, and "
                             f"{offline} is set: run `hf download {name}` where there is network, or pass a "
-                            "local directory")
+                            f"local directory{other}")
         if local is not None:  # the weights are cached, the tokenizer is not
             raise UserError(f"no tokenizer.json in {local} (the cached {name}) and {offline} is set: run "
                             f"`hf download {name}` where there is network, or pass a local directory")
+        if whole:  # "not in the Hugging Face cache" was false
+            more = f" and {len(whole) - 1} more" if len(whole) > 1 else ""
+            raise UserError(f"{name} is in the Hugging Face cache only at another revision than main ({whole[0]}"
+                            f"{more}) and {offline} is set: pass that snapshot folder as the model (a hub id is its "
+                            f"main revision), or run `hf download {name}` where there is network")
         raise UserError(f"{name} is not in the Hugging Face cache (nor a folder here) and {offline} is set: run "
                         f"`hf download {name}` where there is network, or pass a local directory")
-    _hub_answers(name)
+    _hub_answers(name, other)
     hooks = _time_every_request()
     try:
         fetched = Path(snapshot_download(name, allow_patterns=HF_PATTERNS))
@@ -88,9 +98,9 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         stalled = _stalled(e)
         if stalled:
             raise UserError(f"could not get {name}: {stalled}, nor is it a folder here; run `hf download {name}` "
-                            "where there is network, or pass a local directory") from None
+                            f"where there is network, or pass a local directory{other}") from None
         raise UserError(f"could not get {name} from the Hugging Face hub ({type(e).__name__}), nor is it a folder here; run "
-                        f"`hf download {name}` where there is network, or pass a local directory") from None
+                        f"`hf download {name}` where there is network, or pass a local directory{other}") from None
     finally:  # the shared client serves other hub users of the process too (datasets): theirs are left as they were
         if hooks is not None and _timed in hooks:
             hooks.remove(_timed)
@@ -109,11 +119,12 @@ def _is_hub_id(name: str) -> bool:
     return True
 
 
-def _hub_answers(name: str) -> None:
+def _hub_answers(name: str, other: str = "") -> None:
     """Ask the hub for `name`'s info (snapshot_download's own first request) with a timeout, the
     hub's HF_HUB_ETAG_TIMEOUT (10 s): snapshot_download asks without one, and a hub behind a
     firewall that drops packets, or a proxy that never answers, held a run forever. An answer,
-    an HTTP error included (gated, private, no such repo), leaves the rest to snapshot_download."""
+    an HTTP error included (gated, private, no such repo), leaves the rest to snapshot_download.
+    `other`: the error's words for a whole snapshot of another revision in the cache."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.utils import HfHubHTTPError
     try:
@@ -123,7 +134,7 @@ def _hub_answers(name: str) -> None:
     except _connection_errors() as e:
         raise UserError(f"could not get {name}: the Hugging Face hub at {constants.ENDPOINT} did not answer "
                         f"({type(e).__name__}; HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s), nor is it a "
-                        f"folder here; run `hf download {name}` where there is network, or pass a local directory") from None
+                        f"folder here; run `hf download {name}` where there is network, or pass a local directory{other}") from None
 
 
 def _connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ...]:
@@ -216,6 +227,19 @@ def _lacks(snapshot: Path) -> str | None:
     except UserError:  # an index that is none: no file is missing, and weight_files names what is wrong with it
         return None  # (was "lacks model.safetensors" offline, and a download of what the cache holds online)
     return next((f.name for f in shards if not f.is_file()), None)
+
+
+def _cached_snapshots(name: str) -> list[Path]:
+    """The snapshot folders of hub id `name` in huggingface-hub's cache that hold the whole model
+    (config.json and weights), newest first: where the cache has no main revision (refs/main) to
+    look up, what the user has instead."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+    snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name, repo_type="model") / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    whole = [s for s in snapshots.iterdir() if s.is_dir() and _lacks(s) is None]
+    return sorted(whole, key=lambda s: s.stat().st_mtime, reverse=True)
 
 
 def _hub_lacks(error: BaseException) -> str:
