@@ -359,6 +359,34 @@ def test_a_download_cut_short_offline_names_what_the_snapshot_lacks(cut, fake_hu
                                    "and HF_HUB_OFFLINE is set"), e.value
 
 
+def test_a_cached_weight_file_cut_short_names_the_command_that_fetches_it_again(fake_hub, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """A blob cut short (a copy of the cache to an offline machine interrupted) was "re-download or
+    re-save the model"; the plain `hf download org/model` that led to keeps a file its cache holds,
+    so the same error came back. The error names the command that replaces it, which, run as
+    written (against the fake hub), does: the model then loads."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    import huggingface_hub.constants as hub
+    from minitflow.model.weights import read_weights, resolve_model_dir
+    snap = resolve_model_dir("org/model", need_tokenizer=True)  # a real download from the fake hub
+    blob = (snap / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-100])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    error = fails(capsys, generate.main, gen_args("--model", "org/model"), f"{snap / 'model.safetensors'} is not a "
+                  "readable safetensors file", f"fetch it again with `hf download org/model model.safetensors "
+                  f"--revision {snap.name} --force-download` (a plain `hf download` keeps the cached copy)")
+    command = shlex.split(error.split("`")[1])
+    hf = [sys.executable, "-c", "import sys; from huggingface_hub.cli.hf import main; sys.argv[0] = 'hf'; main()"]
+    env = {**os.environ, "HF_ENDPOINT": hub.ENDPOINT, "HF_HUB_CACHE": hub.HF_HUB_CACHE, "HF_HUB_OFFLINE": "0"}
+    for run in (command[1:-1], command[1:]):  # the plain download first: it keeps the copy cut short
+        subprocess.run(hf + run, env=env, check=True, capture_output=True, timeout=120)
+        assert blob.stat().st_size == (DEMO / "model.safetensors").stat().st_size - 100 * (run != command[1:])
+    assert read_weights(snap)[0].num_hidden_layers == 4
+
+
 def _stalls(resolve) -> UserError:
     """`resolve()`'s UserError, run on a thread so that a hang fails the test instead of holding it."""
     import threading

@@ -295,7 +295,21 @@ def _open_safetensors(path: Path):
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        "re-download or re-save the model") from None
+                        f"{_refetch(path)}") from None
+
+
+def _refetch(path: Path) -> str:
+    """What to do about a damaged weight file. huggingface-hub keeps a file its cache holds (it
+    checks the name, not the bytes): a blob cut short by a copy of the cache to another machine
+    stayed as it was after the plain `hf download` that "re-download" led users to."""
+    parts = path.parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        if 0 < i < len(parts) - 2 and parts[i - 1].startswith("models--"):
+            repo = parts[i - 1][len("models--"):].replace("--", "/")
+            return (f"fetch it again with `hf download {repo} {'/'.join(parts[i + 2:])} --revision {parts[i + 1]} "
+                    "--force-download` (a plain `hf download` keeps the cached copy)")
+    return "re-download or re-save the model"
 
 
 def _targets(model: Qwen3Model) -> dict[str, tuple[torch.Tensor, int]]:
@@ -404,7 +418,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
 
 
 def _unreadable(path: Path, name: str, e: Exception) -> UserError:
-    return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); re-download or re-save the model")
+    return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); {_refetch(path)}")
 
 
 def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> int:
