@@ -258,6 +258,36 @@ def test_a_folder_named_like_the_hub_id_says_it_hides_the_hub_id(command, offlin
     assert model_config("Org/Name").num_hidden_layers > 0  # the hub id itself is there
 
 
+@pytest.mark.parametrize("shards", [1, 3])
+def test_weights_stored_without_the_model_prefix_load_as_transformers_loads_them(shards, tmp_path):
+    """The official Qwen3-Embedding checkpoints (0.6B, 4B, 8B), and Qwen3Model.save_pretrained, store
+    the decoder as embed_tokens.weight, layers.N..., norm.weight: transformers loads them into
+    Qwen3ForCausalLM with the "model." prefix added. minitflow refused them as "config.json has
+    num_hidden_layers 2, its weights hold 0 layers". Now the logits equal transformers'."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen3ForCausalLM
+    from conftest import make_tiny_qwen3
+    from minitflow.model.weights import load_model
+    make_tiny_qwen3(tmp_path)  # tied, as Qwen3-Embedding-0.6B and -4B
+    tensors = {k.removeprefix("model."): v for k, v in load_file(tmp_path / "model.safetensors").items()}
+    assert not any(k.startswith("model.") for k in tensors) and "lm_head.weight" not in tensors
+    (tmp_path / "model.safetensors").unlink()
+    names = sorted(tensors)
+    weight_map = {k: f"model-{i % shards + 1:05d}-of-{shards:05d}.safetensors" for i, k in enumerate(names)}
+    for shard in set(weight_map.values()):
+        save_file({k: tensors[k] for k in names if weight_map[k] == shard}, tmp_path / shard, metadata={"format": "pt"})
+    if shards > 1:
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    else:
+        (tmp_path / weight_map[names[0]]).rename(tmp_path / "model.safetensors")
+    hf = Qwen3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    model = load_model(tmp_path, torch.float32, "cpu")
+    ids = torch.randint(0, 150, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(ids, torch.arange(9).expand(2, 9), None, 9), hf(ids).logits)
+
+
 def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, monkeypatch):
     """A config.json re-saved without tie_word_embeddings (its default is false) beside tied
     weights was "missing tensor lm_head.weight", with no word of the setting that asks for it."""

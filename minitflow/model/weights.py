@@ -365,11 +365,13 @@ def read_weights(model_dir: str | Path) -> tuple[Qwen3Config, int]:
     return cfg, numel
 
 
-def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
-    """The config, per weight file the tensor names to read, and their elements in all, every
-    header checked."""
+def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, dict[str, str]], int]:
+    """The config, per weight file the tensors to read (our name -> the file's), and their
+    elements in all, every header checked."""
     cfg = Qwen3Config.from_dir(model_dir)
-    files = weight_files(model_dir)
+    stored = weight_files(model_dir)
+    names = _prefixed(stored)
+    files = {name: stored[names[name]] for name in names}
     held = len({n.split(".")[2] for n in files if n.startswith("model.layers.")})
     # fewer: before the meta model (10**6 layers took minutes to build as modules); more: a config.json of
     # a smaller model beside the weights was "unexpected tensor model.layers.N... (is this a Qwen3 checkpoint?)"
@@ -383,7 +385,7 @@ def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
     skip = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
     unexpected = sorted(n for n in files if n not in shapes and n not in skip and not n.endswith("rotary_emb.inv_freq"))
     if unexpected:
-        raise UserError(f"{model_dir}: unexpected tensor {unexpected[0]} (is this a Qwen3 checkpoint?)")
+        raise UserError(f"{model_dir}: unexpected tensor {names[unexpected[0]]} (is this a Qwen3 checkpoint?)")
     missing = sorted(n for n in shapes if n not in files)
     if missing == ["lm_head.weight"]:  # transformers would run it with a random output layer
         raise UserError(f"{model_dir}: missing tensor lm_head.weight, which config.json asks for (tie_word_embeddings "
@@ -391,9 +393,9 @@ def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, list[str]], int]:
                         "else download the model again")
     if missing:
         raise UserError(f"{model_dir}: missing tensor {missing[0]}")
-    by_file: dict[Path, list[str]] = {}
+    by_file: dict[Path, dict[str, str]] = {}
     for name in shapes:
-        by_file.setdefault(files[name], []).append(name)
+        by_file.setdefault(files[name], {})[name] = names[name]
     numel = _check_headers(model_dir, by_file, shapes, cfg)
     return cfg, by_file, numel
 
@@ -406,12 +408,12 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
     with torch.no_grad():
         for path, names in by_file.items():
             with _open_safetensors(path) as f:
-                for name in names:
+                for name, stored in names.items():
                     param, row = targets[name]
                     try:
-                        tensor = f.get_tensor(name)
+                        tensor = f.get_tensor(stored)
                     except (SafetensorError, OSError) as e:
-                        raise _unreadable(path, name, e) from None
+                        raise _unreadable(path, stored, e) from None
                     dst = param.narrow(0, row, tensor.shape[0]) if param.dim() > 0 else param
                     dst.copy_(tensor)
     return model
@@ -421,7 +423,16 @@ def _unreadable(path: Path, name: str, e: Exception) -> UserError:
     return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); {_refetch(path)}")
 
 
-def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dict, cfg: Qwen3Config) -> int:
+def _prefixed(files: dict[str, Path]) -> dict[str, str]:
+    """Tensor name as transformers' Qwen3ForCausalLM has it -> the name in the files. The official
+    Qwen3-Embedding checkpoints (and Qwen3Model.save_pretrained) store the decoder without the
+    "model." prefix, which transformers adds as it loads them: minitflow said "its weights hold
+    0 layers"."""
+    flat = not any(n.startswith("model.") for n in files) and any(n.startswith("layers.") for n in files)
+    return {("model." + n if flat and not n.startswith("lm_head.") else n): n for n in files}
+
+
+def _check_headers(model_dir: Path, by_file: dict[Path, dict[str, str]], targets: dict, cfg: Qwen3Config) -> int:
     """Every tensor's shape and dtype from the file headers, before any tensor is read: a wrong
     one in the last shard must not cost loading all the others first (minutes at 4B). Returns
     their elements in all."""
@@ -429,19 +440,19 @@ def _check_headers(model_dir: Path, by_file: dict[Path, list[str]], targets: dic
     for path, names in by_file.items():
         with _open_safetensors(path) as f:
             held = set(f.keys())
-            for name in names:
-                if name not in held:  # else "cannot read tensor ... (SafetensorError)"
-                    raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {name} in {path.name}, "
+            for name, stored in names.items():
+                if stored not in held:  # else "cannot read tensor ... (SafetensorError)"
+                    raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {stored} in {path.name}, "
                                     "which does not hold it: download the model again")
                 try:
-                    sl = f.get_slice(name)
+                    sl = f.get_slice(stored)
                     shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
                 except (SafetensorError, OSError) as e:
-                    raise _unreadable(path, name, e) from None
+                    raise _unreadable(path, stored, e) from None
                 want = _expected_shape(name, cfg, targets[name][0])
                 if shape != want:
-                    raise UserError(f"{model_dir}: tensor {name} has shape {shape}, expected {want}")
+                    raise UserError(f"{model_dir}: tensor {stored} has shape {shape}, expected {want}")
                 if not (dtype.startswith("F") or dtype == "BF16"):  # F16, F32, F64, F8_*; not I*, U*, BOOL
-                    raise UserError(f"{path}: tensor {name} is {dtype}, expected floating point weights")
+                    raise UserError(f"{path}: tensor {stored} is {dtype}, expected floating point weights")
                 numel += math.prod(shape)
     return numel
