@@ -288,6 +288,28 @@ def test_weights_stored_without_the_model_prefix_load_as_transformers_loads_them
         assert torch.equal(model(ids, torch.arange(9).expand(2, 9), None, 9), hf(ids).logits)
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_sharded_bfloat16_save_loads_as_transformers_loads_it(tie, tmp_path):
+    """What transformers 5 writes for Qwen3-4B's kind of checkpoint: bfloat16 shards, an index, a
+    config.json with rope_parameters and dtype (no torch_dtype), no lm_head.weight when tied.
+    Loaded in float32 and in bfloat16, the logits equal transformers' on the same files."""
+    import torch
+    from transformers import Qwen3ForCausalLM
+    from conftest import make_tiny_qwen3
+    from minitflow.model.weights import load_model
+    make_tiny_qwen3(tmp_path / "f32", tie=tie).to(torch.bfloat16).save_pretrained(tmp_path / "bf16", max_shard_size="20KB")
+    d = tmp_path / "bf16"
+    cfg, index = json.loads((d / "config.json").read_text()), json.loads((d / "model.safetensors.index.json").read_text())
+    assert {"rope_parameters", "dtype"} <= set(cfg) and "torch_dtype" not in cfg and cfg["dtype"] == "bfloat16" and len(set(index["weight_map"].values())) > 2
+    assert ("lm_head.weight" in index["weight_map"]) != tie
+    ids = torch.randint(0, 150, (2, 9), generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, torch.bfloat16):
+        hf = Qwen3ForCausalLM.from_pretrained(d, dtype=dtype).eval()
+        with torch.no_grad():
+            ours = load_model(d, dtype, "cpu")(ids, torch.arange(9).expand(2, 9), None, 9)
+            assert torch.equal(ours, hf(ids).logits), dtype
+
+
 def test_an_untied_config_without_lm_head_says_which_setting(tmp_path, capsys, monkeypatch):
     """A config.json re-saved without tie_word_embeddings (its default is false) beside tied
     weights was "missing tensor lm_head.weight", with no word of the setting that asks for it."""
