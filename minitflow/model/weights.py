@@ -134,7 +134,8 @@ def _hub_answers(name: str, other: str = "") -> None:
     except _connection_errors() as e:
         raise UserError(f"could not get {name}: the Hugging Face hub at {constants.ENDPOINT} did not answer "
                         f"({type(e).__name__}; HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s), nor is it a "
-                        f"folder here; run `hf download {name}` where there is network, or pass a local directory{other}") from None
+                        f"folder here; run `hf download {name}` where there is network, or pass a local "
+                        f"directory{other}") from None
 
 
 def _connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ...]:
