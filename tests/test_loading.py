@@ -222,6 +222,22 @@ def test_a_hub_id_cached_only_at_another_revision_names_its_snapshot(refs, offli
     assert read_weights(snap)[0].num_hidden_layers == 4
 
 
+def test_a_cache_folder_this_user_cannot_list_is_no_traceback(offline_cache, capsys, monkeypatch):
+    """The look for another revision's snapshot lists snapshots/, which a cache shared between users
+    may not let this one do: that is "not in the Hugging Face cache", not a PermissionError traceback.
+    (Root lists any folder, so iterdir is made to refuse it as the OS would.)"""
+    no_model_load(monkeypatch)
+    snap = hub_cache(offline_cache, "Org/Name", demo_files())
+    (snap.parents[1] / "refs" / "main").unlink()
+    real = Path.iterdir
+    def denied(self):
+        if self.name == "snapshots":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "iterdir", denied)
+    fails(capsys, generate.main, gen_args("--model", "Org/Name"), "Org/Name is not in the Hugging Face cache")
+
+
 def test_a_hub_id_whose_main_is_partly_cached_names_the_whole_older_snapshot(offline_cache, capsys, monkeypatch):
     """Main moved on upstream and AutoConfig, online, fetched only its config.json: refs/main names
     the new commit. Offline, the error said only that the model is partly cached; the older

@@ -237,10 +237,11 @@ def _cached_snapshots(name: str) -> list[Path]:
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
     snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name, repo_type="model") / "snapshots"
-    if not snapshots.is_dir():
+    try:  # a cache shared between users may not let this one list it: then there is nothing to name
+        whole = [s for s in snapshots.iterdir() if s.is_dir() and _lacks(s) is None] if snapshots.is_dir() else []
+        return sorted(whole, key=lambda s: s.stat().st_mtime, reverse=True)
+    except OSError:
         return []
-    whole = [s for s in snapshots.iterdir() if s.is_dir() and _lacks(s) is None]
-    return sorted(whole, key=lambda s: s.stat().st_mtime, reverse=True)
 
 
 def _hub_lacks(error: BaseException) -> str:
