@@ -895,6 +895,30 @@ def test_a_refused_nan_request_leaves_no_nan_keys_in_the_cache(model):
     assert [r.output_ids for r in reqs] == _alone(model, [r.prompt_ids for r in reqs], [sp] * 3)
 
 
+def test_a_refused_nan_request_leaves_no_nan_factors_for_junk_rows(model):
+    """abort_all zeroed the KV cache but left a refused request's NaN LoRA factors in its slot's
+    rows. A static-shape step (CUDA graphs or compile: the first 2^k slots) runs free slots as junk
+    rows with the factors they hold, so the next run beside that free slot wrote NaN keys there,
+    and a short request later admitted into it (beside longer ones) read them through the mask and
+    was refused for NaN logits. Static shapes run eagerly here, as in test_engine_fuzz.py."""
+    llm = _llm(model, num_slots=4, prefix_cache_bytes=0)
+    llm.engine.runner.static_shapes = True
+    row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 2)], [1.0]), 0)
+    a, bs = row.layers[0]["qkv"]
+    row.layers[0]["qkv"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+    sp = SamplingParams(max_new_tokens=6)
+    prompts = [[i + 1] * (5 + 7 * i) for i in range(4)]
+    with pytest.raises(UserError, match="logits are NaN"):
+        llm.engine.run([Request(p, sp, lora=row if i == 3 else None) for i, p in enumerate(prompts)])
+    three = [Request(p, SamplingParams(max_new_tokens=20)) for p in prompts[2::-1]]  # slots 0-2, slot 3 a junk row
+    llm.engine.run(three)
+    reqs = [Request(p, sp) for p in [list(range(1, 41))] + prompts[1:3] + [[3, 4]]]  # [3, 4] in slot 3, beside 40
+    llm.engine.run(reqs)
+    assert reqs[3].slot == 3
+    assert [r.output_ids for r in three + reqs] == _alone(model, [r.prompt_ids for r in three + reqs],
+                                                            [r.sampling for r in three + reqs])
+
+
 @pytest.mark.parametrize("together", [False, True])
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])
 def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start, together):

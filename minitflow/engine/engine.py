@@ -229,10 +229,11 @@ class Engine:
             return held + finished
 
     def abort_all(self) -> list[Request]:
-        """Abort every request in flight, and zero the KV cache: a refused request may leave NaN
-        there (and a prefill-only one with the same input, which ended without an error, in
-        another slot), which a later row attending past its own positions (beside a longer one)
-        would read through the mask (NaN + -inf is NaN)."""
+        """Abort every request in flight, and zero the KV cache and the slots' LoRA factors: a
+        refused request may leave NaN there (and a prefill-only one with the same input, which
+        ended without an error, in another slot), which a later row attending past its own
+        positions (beside a longer one) would read through the mask (NaN + -inf is NaN); its
+        factors wrote NaN keys again from a junk row of a static-shape step."""
         with self.lock:
             self.ring.clear()
             self.runner.clear_cache()

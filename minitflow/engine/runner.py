@@ -186,11 +186,16 @@ class ModelRunner:
         self.sampler.set_row(slot, req.sampling)
 
     def clear_cache(self) -> None:
-        """Zero every slot's keys and values in place (the captured graphs keep their addresses)."""
-        if self.cache is not None:
-            with torch.inference_mode():  # the cache is an inference tensor
+        """Zero every slot's keys and values, and the LoRA factors slots hold, in place (the captured
+        graphs keep their addresses). The factors too: a static-shape step runs a free slot as a junk
+        row with the factors it holds, and a refused request's NaN ones wrote NaN keys there again."""
+        with torch.inference_mode():  # the cache and buffers are inference tensors
+            if self.cache is not None:
                 self.cache.k.zero_()
                 self.cache.v.zero_()
+            if self.lora_slots:
+                torch._foreach_zero_(lora_tensors(self.lora))  # the other slots' rows are zeros already
+                self.lora_slots.clear()
 
     def _new_lora_buffers(self, like: LoraWeights) -> None:
         """Zeroed (num_slots, ...) buffers for factors shaped like `like`'s. Under
