@@ -919,6 +919,43 @@ def test_a_refused_nan_request_leaves_no_nan_factors_for_junk_rows(model):
                                                             [r.sampling for r in three + reqs])
 
 
+@pytest.mark.parametrize("bad", ["past", "lora"])
+def test_a_prefill_only_request_leaves_no_nan_in_its_slot(model, bad):
+    """A prefill-only request (a sender) samples nothing, so nothing refuses NaN in its input
+    (handed-over KV, LoRA factors; float16 overflow too): it ended as usual, its NaN keys and
+    factors left in its slot. A short request admitted there later beside a longer one read the
+    keys through the mask (NaN + -inf is NaN), and junk rows of static-shape steps (the free
+    slot run with the factors it holds) wrote more: that request was refused for NaN logits,
+    with the others in flight. Its slot's keys, values and factors now go when it ends."""
+    from minitflow.model.qwen3 import Capture
+    llm = _llm(model, num_slots=4, prefix_cache_bytes=0)
+    llm.engine.runner.static_shapes = True  # the compiled / CUDA-graph step's rows, run eagerly
+    cfg = model.cfg
+    kw = {}
+    if bad == "past":
+        nan = torch.full((cfg.num_hidden_layers, cfg.num_key_value_heads, 8, cfg.head_dim), float("nan"))
+        kw["past"] = (nan, nan)
+    else:
+        row = _one(build_lora(cfg, [_random_factors(cfg, 1, 4, 2)], [1.0]), 0)
+        a, bs = row.layers[0]["qkv"]
+        row.layers[0]["qkv"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+        kw["lora"] = row
+    sp = SamplingParams(max_new_tokens=30)
+    x, sender, y = Request(list(range(1, 41)), sp), Request([9] * 12, capture=Capture([1], [0], [3]), generate=False, **kw), \
+        Request([7] * 10, sp)
+    for r in (x, sender, y):
+        llm.engine.add_request(r)
+    for _ in range(6):  # slot 1 free, a junk row of each step
+        llm.step()
+    assert sender.slot == 1 and sender.finish_reason == "prefill" and torch.isnan(sender.capture.hidden).any()
+    late = llm.engine.add_request(Request([3, 4], SamplingParams(max_new_tokens=6)))
+    while llm.has_unfinished():
+        llm.step()
+    assert late.slot == 1
+    assert [r.output_ids for r in (x, y, late)] == _alone(model, [r.prompt_ids for r in (x, y, late)],
+                                                          [r.sampling for r in (x, y, late)])
+
+
 @pytest.mark.parametrize("together", [False, True])
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])
 def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start, together):

@@ -230,10 +230,10 @@ class Engine:
 
     def abort_all(self) -> list[Request]:
         """Abort every request in flight, and zero the KV cache and the slots' LoRA factors: a
-        refused request may leave NaN there (and a prefill-only one with the same input, which
-        ended without an error, in another slot), which a later row attending past its own
-        positions (beside a longer one) would read through the mask (NaN + -inf is NaN); its
-        factors wrote NaN keys again from a junk row of a static-shape step."""
+        refused request may leave NaN there, which a later row attending past its own positions
+        (beside a longer one) would read through the mask (NaN + -inf is NaN); its factors wrote
+        NaN keys again from a junk row of a static-shape step. (A prefill-only request, which
+        nothing refuses, scrubs its slot as it ends: ModelRunner.scrub.)"""
         with self.lock:
             self.ring.clear()
             self.runner.clear_cache()
@@ -385,6 +385,7 @@ class Engine:
                 r.prefill_timer = timer
                 if not r.generate:
                     r.finish_reason, r.status, r.finished_t = "prefill", Status.FINISHED, time.perf_counter()
+                    self.runner.scrub(r)
                     self.scheduler.release(r)
                     finished.append(r)
         return finished

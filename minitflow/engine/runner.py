@@ -185,6 +185,18 @@ class ModelRunner:
             self.lora_slots.discard(slot)
         self.sampler.set_row(slot, req.sampling)
 
+    def scrub(self, req: Request) -> None:
+        """Zero the keys and values a prefill-only request wrote in its slot, and its LoRA factors
+        there. It samples nothing, so nothing refused NaN or inf from its input (handed-over KV,
+        factors, float16 overflow): a later row in the slot beside a longer one read them through
+        the mask (NaN + -inf is NaN), and a static-shape step's junk row of the free slot ran them."""
+        slot = req.slot
+        self.cache.k[:, slot, :, :req.context_len].zero_()
+        self.cache.v[:, slot, :, :req.context_len].zero_()
+        if slot in self.lora_slots:
+            torch._foreach_zero_([t[slot] for t in lora_tensors(self.lora)])
+            self.lora_slots.discard(slot)
+
     def clear_cache(self) -> None:
         """Zero every slot's keys and values, and the LoRA factors slots hold, in place (the captured
         graphs keep their addresses). The factors too: a static-shape step runs a free slot as a junk
