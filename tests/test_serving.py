@@ -619,6 +619,25 @@ def test_a_request_runs_once(model):
     assert len(running.output_ids) == 20 and llm.generate([[5, 6, 7]], sp)[0].token_ids == want
 
 
+def test_a_request_brings_no_run_state_and_its_flags_are_bools(model):
+    """LLM.add_request hands its fields to Request, run state included: cached_tokens=2 (as if the
+    prefix cache held them) skipped the first two prompt tokens' prefill and the row decoded other
+    tokens without a word; text= and finish_reason= came back as the run's; generate="no" (a
+    truthy string) generated. Each is refused, before the request queues."""
+    llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
+    sp = SamplingParams(max_new_tokens=4)
+    for bad, match in ((dict(cached_tokens=2), "cached_tokens is what the engine sets"),
+                       (dict(text="x"), "text is what the engine sets"),
+                       (dict(finish_reason="stop"), "finish_reason is what the engine sets"),
+                       (dict(generate="no"), "generate must be True or False, got 'no'"),
+                       (dict(prefix_cache="off"), "prefix_cache must be True or False, got 'off'")):
+        with pytest.raises(UserError, match=r"^request \d+: " + match):
+            llm.add_request([1, 2, 3, 4, 5], sp, **bad)
+    assert not llm.has_unfinished()
+    llm.add_request([1, 2, 3, 4, 5], sp, generate=False, prefix_cache=False)  # bools pass
+    llm.step()
+
+
 def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(model):
     """The prefix cache keeps summed condition rows under the layer weights' values, read once per
     weights tensor: a sweep that changed one tensor in place (or kept it and changed the layers)

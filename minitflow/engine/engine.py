@@ -148,6 +148,13 @@ class Engine:
             # run again it appended to its old output_ids; running or finished, it held a slot for good
             raise UserError(f"{_who(req)}: it has already run or is running ({req.status.value}): "
                             "make a new Request for each run")
+        for name in ("finish_reason", "text", "cached_tokens"):  # LLM.add_request's **fields reach them
+            if getattr(req, name) not in (None, 0):  # cached_tokens=2 skipped two prompt tokens' prefill
+                raise UserError(f"{_who(req)}: {name} is what the engine sets as it runs a request, got "
+                                f"{getattr(req, name)!r}: leave it out")
+        for name in ("generate", "prefix_cache"):
+            if getattr(req, name) not in (True, False):  # "no" is truthy: it generated
+                raise UserError(f"{_who(req)}: {name} must be True or False, got {getattr(req, name)!r}")
         if not isinstance(req.sampling, SamplingParams):  # None or a dict: an AttributeError below
             raise UserError(f"{_who(req)}: sampling must be a SamplingParams, got {type(req.sampling).__name__}")
         if not req.prompt_ids:
