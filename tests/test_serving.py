@@ -638,6 +638,23 @@ def test_a_request_brings_no_run_state_and_its_flags_are_bools(model):
     llm.step()
 
 
+def test_engine_sizes_are_integers_in_range(model):
+    """num_slots=2.5 and max_seq_len=20.5 were TypeErrors from torch, prefix_cache_bytes=None one at
+    the first prefill (after the LLM was made), and max_seq_len=-3 refused every request by its length."""
+    import numpy as np
+    for kw, match in ((dict(num_slots=2.5), "num_slots must be an integer >= 1, got 2.5"),
+                      (dict(num_slots=True), "num_slots must be an integer >= 1, got True"),
+                      (dict(prefix_cache_bytes=None), "prefix_cache_bytes must be an integer >= 0, got None"),
+                      (dict(prefix_cache_bytes=-1), "prefix_cache_bytes must be an integer >= 0, got -1"),
+                      (dict(max_seq_len=-3), "max_seq_len must be an integer >= 1, got -3"),
+                      (dict(max_seq_len=20.5), "max_seq_len must be an integer >= 1, got 20.5"),
+                      (dict(max_seq_len="64"), "max_seq_len must be an integer >= 1, got '64'")):
+        with pytest.raises(UserError, match="^" + re.escape(match) + "$"):
+            _llm(model, **kw)
+    llm = _llm(model, num_slots=np.int64(2), max_seq_len=np.int64(32), prefix_cache_bytes=np.int64(0))
+    assert llm.max_seq_len == 32 and llm.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))[0].completion_tokens == 2
+
+
 def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(model):
     """The prefix cache keeps summed condition rows under the layer weights' values, read once per
     weights tensor: a sweep that changed one tensor in place (or kept it and changed the layers)

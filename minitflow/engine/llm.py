@@ -105,7 +105,14 @@ class LLM:
         self.tokenizer = tokenizer
         self.device = model.embed_tokens.weight.device
         self.dtype = model.embed_tokens.weight.dtype
-        self.max_seq_len = max_seq_len or model.rotary.cos.shape[0]
+        for name, value, low in (("num_slots", num_slots, 1), ("prefix_cache_bytes", prefix_cache_bytes, 0),
+                                 ("max_seq_len", 1 if max_seq_len is None else max_seq_len, 1)):
+            # else a TypeError from deep inside (2.5 slots, a None budget at the first prefill), or a
+            # negative max_seq_len that refused every request by its length
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+        num_slots, prefix_cache_bytes = int(num_slots), int(prefix_cache_bytes)
+        self.max_seq_len = int(max_seq_len or model.rotary.cos.shape[0])
         if self.max_seq_len > model.rotary.cos.shape[0]:
             raise UserError(f"max_seq_len {self.max_seq_len} exceeds the model's {model.rotary.cos.shape[0]} positions")
         self.compiled = compile
