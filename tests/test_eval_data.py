@@ -273,6 +273,24 @@ def test_an_empty_question_is_refused_when_read():
         samples_from_records("minerva_math", [{"problem": "", "solution": "\\boxed{1}"}], "m.jsonl")
 
 
+def test_a_gsm8k_gold_that_is_no_number_is_refused_when_read(tmp_path, capsys):
+    """A gsm8k record whose answer lacks its `#### N` (the demo's heldout.jsonl: "\\boxed{7}") made a gold
+    no scorer reads as a number: evaluate ran every question and scored each wrong, a silent 0%."""
+    for answer, shown in (("\\boxed{7}", r"'\\\\boxed\{7\}'"), ("It is 7.", "'It is 7.'"), ("#### seven", "'seven'")):
+        with pytest.raises(UserError, match=rf"g.jsonl: record 2 \(idx 5\): 'answer' gives no number as the gold "
+                                            rf"\({shown}\): a gsm8k answer ends in '#### N'"):
+            samples_from_records("gsm8k", [{"question": "Q?", "answer": "#### 1"},
+                                           {"idx": 5, "question": "Q2?", "answer": answer}], "g.jsonl")
+    golds = [{"question": "Q?", "answer": a} for a in ("so\n#### 1,234", "#### $5", "#### -3", "18", "3/4")]
+    assert [s.answer for s in samples_from_records("gsm8k", golds)] == ["1234", "5", "-3", "18", "3/4"]
+    from minitflow import evaluate
+    from minitflow.cli import run_cli
+    demo = Path(evaluate.__file__).parent / "data" / "demo" / "heldout.jsonl"  # gsm8k-style, golds "\\boxed{N}"
+    rc = run_cli(evaluate.main, ["--method", "oracle", "--data_file", str(demo), "--output_dir", str(tmp_path / "r")])
+    assert rc == 2 and "heldout.jsonl: record 1: 'answer' gives no number" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before the folder is made
+
+
 def test_local_formats_and_errors(tmp_path, monkeypatch):
     rows = [{"question": "1+1?", "answer": "two\n#### 2"}]
     gz = tmp_path / "g.jsonl.gz"

@@ -216,13 +216,20 @@ def gsm8k_gold(answer_field: str) -> str:
 
 
 def _gsm8k(rows: list[dict], where: str) -> list[Sample]:
+    """A gold that is not a number ("\\boxed{7}", a solution without its `#### N`) is refused: both
+    scorers compare numbers, so every answer to it was scored wrong without a word (a silent 0%)."""
+    from minitflow.eval.scoring import parse_number  # scoring imports this module
     out = []
     for i, r in enumerate(rows):
         _need(r, ("question", "answer"), "gsm8k", where, text="question")
+        gold = gsm8k_gold(r["answer"])
+        if parse_number(gold) is None:
+            raise UserError(f"{where}: record {i + 1}{_record_id(r)}: 'answer' gives no number as the gold "
+                            f"({gold[-40:]!r}): a gsm8k answer ends in '#### N' (or is the number N)")
         out.append(Sample(
             id=f"gsm8k/{r.get('idx', i)}",
             question=r["question"].strip(),
-            answer=gsm8k_gold(r["answer"]),
+            answer=gold,
             meta={"dataset": "gsm8k", "solution": r["answer"]},
         ))
     return out
