@@ -399,9 +399,13 @@ def _compare_settings(path: Path, settings: dict) -> None:
         raise UserError(f"{path.parent} holds a {settings['method']} run with --n_samples {saved.get('n_samples', 1)}, "
                         f"this one has --n_samples {settings.get('n_samples', 1)}: its questions' samples cannot be "
                         "mixed; pass the same --n_samples, --overwrite to start afresh, or use another --output_dir")
-    # a setting the file lacks was added to minitflow after it was written: not compared
+    # a setting the file lacks was added to minitflow after it was written: not compared. --include_all_mmlu
+    # is --mmlu_rows official under its older name: where the file records the row set (mmlu_rows), that is
+    # compared, not which of the two flags chose it (a resume with the other was refused, --overwrite offered)
+    alias = {"include_all_mmlu"} if "mmlu_rows" in saved else set()
     # another dataset first: its data file's sha256 differs too, and named first it hid the plain reason
-    diff = sorted((k for k in saved if saved.get(k) != settings.get(k)), key=lambda k: (k != "dataset", k))
+    diff = sorted((k for k in saved if k not in alias and saved.get(k) != settings.get(k)),
+                  key=lambda k: (k != "dataset", k))
     if diff:
         k = diff[0]
         # the same method on another dataset in one folder (the default --output_dir is shared): --overwrite

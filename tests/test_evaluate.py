@@ -594,6 +594,23 @@ def test_include_all_mmlu_with_another_row_set_is_refused(tmp_path, capsys):
     assert run_cli(main, [*args, "--include_all_mmlu", "--mmlu_rows", "official"]) == 0
 
 
+def test_include_all_mmlu_resumes_a_run_of_the_official_rows(tmp_path, capsys):
+    """--include_all_mmlu is --mmlu_rows official (the default) by another name, yet a resume with the one of
+    a folder the other started was refused ("include_all_mmlu=False, this one has ... True"), offering
+    --overwrite, which deletes the finished rows of the same row set. The row set is still compared."""
+    data, out = _mmlu_rows(tmp_path / "mmlu.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--dataset", "mmlu", "--data_file", str(data), "--output_dir", str(out)]
+    for first, then in (([], ["--include_all_mmlu"]), (["--include_all_mmlu"], []),
+                        (["--include_all_mmlu"], ["--mmlu_rows", "official"])):
+        assert run_cli(main, [*args, "--overwrite", *first, "--max_samples", "1"]) == 0
+        assert run_cli(main, [*args, *then]) == 0, capsys.readouterr().err
+        summary = json.loads((out / "oracle_results.json").read_text())["summary"]
+        assert (summary["n"], summary["mmlu_rows"], summary["accuracy"]) == (4, "official", 1.0)
+    capsys.readouterr()
+    assert run_cli(main, [*args, "--mmlu_rows", "ok"]) == 2  # another row set: refused as before
+    assert "mmlu_rows='official', this one has mmlu_rows='ok'" in capsys.readouterr().err
+
+
 def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, capsys):
     """--mmlu_rows / --include_all_mmlu on gsm8k, or --minerva_zero_shot on mmlu, changed nothing
     yet were recorded as the run's settings (a resume without them was then refused)."""
