@@ -364,12 +364,22 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
         "checkpoint_sha256": "random" if args.random_generator else file_sha256(checkpoint),
         "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
-        "method_options": method_options(args),
+        "method_options": recorded_options(method_options(args)),
         # bfloat16 and float32 give other long answers: a resume must not mix them
         "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch."),
         # nor CPU and GPU rows: the summary's seconds per question (report's Speed) names one device
         "device": resolve_device(args.device).type})
     return settings
+
+
+def recorded_options(options: object) -> object:
+    """Method options as a folder records them: textmas' sender limit at the official default is left out,
+    as a run without --sender_max_new_tokens records it (the same run: a resume with the flag at its
+    default, or without it after a run with it, was refused, --overwrite offered); anything else as it is."""
+    from minitflow.tflow.prompts import TEXTMAS_SENDER_MAX_NEW_TOKENS
+    if isinstance(options, dict) and options.get("sender_max_new_tokens") == TEXTMAS_SENDER_MAX_NEW_TOKENS:
+        return {k: v for k, v in options.items() if k != "sender_max_new_tokens"}
+    return options
 
 
 def device_label(args: argparse.Namespace) -> str | None:
@@ -403,6 +413,8 @@ def _compare_settings(path: Path, settings: dict) -> None:
     # is --mmlu_rows official under its older name: where the file records the row set (mmlu_rows), that is
     # compared, not which of the two flags chose it (a resume with the other was refused, --overwrite offered)
     alias = {"include_all_mmlu"} if "mmlu_rows" in saved else set()
+    if "method_options" in saved:  # a folder written before recorded_options, with the default given
+        saved = {**saved, "method_options": recorded_options(saved["method_options"])}
     # another dataset first: its data file's sha256 differs too, and named first it hid the plain reason
     diff = sorted((k for k in saved if k not in alias and saved.get(k) != settings.get(k)),
                   key=lambda k: (k != "dataset", k))

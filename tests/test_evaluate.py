@@ -611,6 +611,29 @@ def test_include_all_mmlu_resumes_a_run_of_the_official_rows(tmp_path, capsys):
     assert "mmlu_rows='official', this one has mmlu_rows='ok'" in capsys.readouterr().err
 
 
+def test_textmas_sender_limit_at_its_default_resumes_a_run_without_it(tmp_path, capsys):
+    """--sender_max_new_tokens 1024 is what a textmas run without the flag runs, yet a resume with the one of a
+    folder the other started was refused (method_options={} against {'sender_max_new_tokens': 1024}),
+    offering --overwrite, which deletes the finished rows. Another limit is still refused."""
+    data, out = tmp_path / "g.jsonl", tmp_path / "out"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) + "\n"
+                            for i in range(2)))
+    args = ["--method", "textmas", "--data_file", str(data), "--output_dir", str(out), "--max_new_tokens", "2",
+            "--max_samples", "1"]
+    default = ["--sender_max_new_tokens", "1024"]
+    settings = out / "textmas_settings.json"
+    for first, then in (([], default), (default, [])):
+        assert run_cli(main, [*args, "--overwrite", *first]) == 0
+        assert run_cli(main, [*args, *then]) == 0, capsys.readouterr().err  # all done: no model runs
+    # a folder written before, which recorded the default given: resumed with or without it
+    settings.write_text(json.dumps({**json.loads(settings.read_text()),
+                                    "method_options": {"sender_max_new_tokens": 1024}}))
+    assert run_cli(main, [*args, *default]) == 0 and run_cli(main, args) == 0
+    capsys.readouterr()
+    assert run_cli(main, [*args, "--sender_max_new_tokens", "8"]) == 2
+    assert "this one has method_options={'sender_max_new_tokens': 8}" in capsys.readouterr().err
+
+
 def test_dataset_flags_of_another_dataset_are_refused_not_ignored(tmp_path, capsys):
     """--mmlu_rows / --include_all_mmlu on gsm8k, or --minerva_zero_shot on mmlu, changed nothing
     yet were recorded as the run's settings (a resume without them was then refused)."""
