@@ -86,8 +86,10 @@ def collect(dirs: list[str]) -> dict[tuple[str, str], dict]:
                 raise UserError(f"{source[key]} and {f} both hold {key[0]} on {key[1]}: pass the directories "
                                 "of one of them only")
             found[key], source[key] = summary, f
-    if not found:
-        raise UserError(f"no *_results.json under {', '.join(dirs)}")
+    if not found:  # a folder of runs still going (or stopped before the merge) says so, not only "none"
+        missing = unfinished(dirs)
+        pending = f"; unfinished (partial rows, no results file): {'; '.join(missing)}" if missing else ""
+        raise UserError(f"no *_results.json under {', '.join(dirs)}{pending}")
     return found
 
 

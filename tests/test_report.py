@@ -115,6 +115,11 @@ def test_a_run_with_partial_rows_but_no_results_file_is_flagged(tmp_path, capsys
     assert f"Not shown, unfinished (partial rows, no results file): tflow in {tmp_path / 'b'}" in out
     assert run_cli(main, [str(tmp_path / "a")]) == 0
     assert "unfinished" not in capsys.readouterr().out
+    # only unfinished runs: the one-line error names them (it said only "no *_results.json under ...")
+    assert run_cli(main, [str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"no *_results.json under {tmp_path / 'b'}" in err
+    assert f"unfinished (partial rows, no results file): tflow in {tmp_path / 'b'}" in err
 
 
 def test_a_method_outside_the_paper_s_four_gets_its_own_row(tmp_path):
