@@ -416,3 +416,19 @@ def test_evaluate_n_samples_gives_the_samples_slots_of_their_own(tmp_path, monke
     assert run_cli(main, _sampled_args(data, tmp_path / "k", "--n_samples", "3", "--batch_size", "6")) == 0
     assert run_cli(main, _sampled_args(data, tmp_path / "one", "--batch_size", "6")) == 0
     assert slots == [6, 2]
+
+
+def test_latentmas_samples_at_zero_latent_steps(parts):  # noqa: F811
+    """With latent_steps 0 no sender runs and no KV is handed over: the K judgers are plain prompts
+    (a context key without KV was refused by the engine at the first judger, a crash on valid input)."""
+    lm_model, tok = parts
+    qs, sp = ["Tom has 7 apple", "how many red box"], SamplingParams(max_new_tokens=4, temperature=1.0, seed=5)
+
+    def llm(slots, cache=0):
+        return LLM(lm_model, tok, eos_token_ids=EOS, num_slots=slots, prefix_cache_bytes=cache)
+
+    alone = [_out(run_method("latentmas", llm(1), [q], sampling=[sp], seeds=[sample_seed(5 + i, j)])[0])
+             for i, q in enumerate(qs) for j in range(K)]
+    for slots, batch, cache in ((1, 1, 0), (4, 2, 1 << 24)):
+        res = run_method("latentmas", llm(slots, cache), qs, sampling=sp, samples=K, batch_size=batch)
+        assert [_out(r) for r in res] == alone and [r.sample for r in res] == [0, 1, 2] * 2

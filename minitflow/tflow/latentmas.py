@@ -503,7 +503,8 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
         t0 = time.perf_counter()
         past, timers = _senders(plan, group)
         for i, kv in zip(group, past):
-            key = new_context_key() if samples > 1 else None
+            # no KV handed over (0 steps): the judger prompt is plain tokens, keyed by them alone
+            key = new_context_key() if samples > 1 and kv is not None else None
             for j in range(samples):  # each judger's slot takes its own copy of the KV
                 running[i * samples + j] = (llm.engine.add_request(_judger(plan, i, kv, j, key)), timers, t0)
 
