@@ -465,12 +465,13 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
             kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
         items = [(i, j) for i in range(len(questions)) for j in range(samples)]  # item i * samples + j
         item_labels = [labels[i] + (f" (sample {j})" if samples > 1 else "") for i, j in items]
+        # every method: latentmas' realign without a latent step too (run_latentmas takes it, as the official code)
+        validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
+                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
         if method == "latentmas":
             options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
             return _latentmas_samples(llm, questions, style, per_q, seeds, batch_size, on_result, sender_questions,
                                       share, labels, samples, options)
-        validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
-                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
         _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
         pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
         qs = [_Question(i, questions[i], sq[i], replace(per_q[i], seed=sample_seed(seeds[i], j)), label=label,
