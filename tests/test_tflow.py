@@ -684,6 +684,27 @@ def test_sender_stage_time_is_the_longer_senders_prefill(golden_llm, monkeypatch
     assert [r.timings["sender_prefill_s"] for r in res] == [max(a.seconds, b.seconds) for a, b in timers]
 
 
+def test_seeds_are_checked_before_the_run():
+    """run_method's explicit seeds follow SamplingParams' rule, checked before any request: a numpy
+    seed (a pandas column) was an OverflowError in sample_seed, "3" a TypeError, and -1 or 2^64 ran
+    wrapped, as 2^64 - 1 or 0, without a word; a numpy seed in range runs as its int."""
+    import re
+
+    import numpy as np
+
+    from minitflow.files import demo_dir
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32")
+    sp = SamplingParams(max_new_tokens=2, temperature=0.7)
+    for bad in (-1, 2 ** 64, "3", 1.5, True):
+        with pytest.raises(UserError, match=rf"^seeds\[1\] must be an integer in \[0, 2\^64\), got {re.escape(repr(bad))}$"):
+            run_method("baseline", llm, ["a", "b"], sampling=sp, seeds=[0, bad])
+    assert not llm.engine.in_flight()
+    got = run_method("baseline", llm, ["a"], sampling=sp, seeds=[np.int64(5)], samples=2)
+    want = run_method("baseline", llm, ["a"], sampling=sp, seeds=[5], samples=2)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    assert [type(r.sampling.seed) for r in got] == [int, int]
+
+
 def test_seeds_near_the_top_wrap_instead_of_failing_mid_run():
     """Question i samples with seed + i and textmas' sender B with seed + TEXTMAS_SEED_B: near
     2^64 the sum was refused when that question (or its sender B) started, mid-run; it wraps."""

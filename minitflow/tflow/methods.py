@@ -446,6 +446,11 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
+    bad = next((i for i, s in enumerate(seeds) if not isinstance(s, numbers.Integral) or isinstance(s, bool)
+                or not 0 <= s < SEEDS), None)
+    if bad is not None:  # SamplingParams' rule: a numpy seed overflowed in sample_seed, -1 ran as 2^64 - 1
+        raise UserError(f"seeds[{bad}] must be an integer in [0, 2^64), got {seeds[bad]!r}")
+    seeds = [int(s) for s in seeds]
     labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
     if len(labels) != len(questions):
         raise UserError(f"{len(labels)} labels for {len(questions)} questions")
