@@ -473,6 +473,8 @@ def test_option_errors_name_the_setting_as_the_caller_spelt_it(small_llm):
         _one_line_error(lambda: fn(lm.CLI_FLAGS), flags)
     with pytest.raises(UserError, match=r"^think only applies to method=latentmas \(got method=baseline\)$"):
         run_method("baseline", small_llm, ["q"], style="gsm8k", sampling=sp, think=True)
+    with pytest.raises(UserError, match=r"^handover_at_zero only applies to method=latentmas \(got method=textmas\)$"):
+        run_method("textmas", small_llm, ["q"], style="gsm8k", sampling=sp, handover_at_zero=True)  # was run without it
     for steps in ({}, {"latent_steps": 0}):  # run_method refuses it as the CLIs do (run_latentmas takes it: golden runs)
         with pytest.raises(UserError, match=r"^realign has no effect with latent_steps=0 "):
             run_method("latentmas", small_llm, ["q"], style="gsm8k", sampling=sp, realign=True, **steps)

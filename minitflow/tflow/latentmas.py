@@ -125,7 +125,8 @@ CLI_FLAGS = {"method": "--method", "latent_steps": "--latent_steps", "topology":
 
 
 def validate_options(method: str, *, latent_steps: int | None = None, topology: str | None = None,
-                     realign: bool = False, think: bool = False, flags: dict[str, str] | None = None) -> None:
+                     realign: bool = False, think: bool = False, flags: dict[str, str] | None = None,
+                     handover_at_zero: bool = False) -> None:
     """One-line errors for LatentMAS settings that cannot apply (for the CLIs and run_method):
     latent settings on another method, a negative step count, an unknown topology, and
     realignment without a latent step (W_a maps only the latent steps' hidden states: the
@@ -139,7 +140,8 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
 
     if method != "latentmas":
         given = [say(name) for name, v in (("latent_steps", latent_steps), ("topology", topology),
-                                            ("realign", realign or None), ("think", think or None))
+                                            ("realign", realign or None), ("think", think or None),
+                                            ("handover_at_zero", handover_at_zero or None))  # no flag: API only
                  if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "

@@ -42,7 +42,7 @@ from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResul
                                     stream_window)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
-# run_method's method-specific keyword options (each applies to one method; the others ignore it)
+# run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B
 TEXTMAS_SEED_B = 1_000_003  # sender B samples with the question's seed plus this (mod 2^64)
@@ -472,7 +472,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         item_labels = [labels[i] + (f" (sample {j})" if samples > 1 else "") for i, j in items]
         # every method: latentmas' realign without a latent step too (run_latentmas takes it, as the official code)
         validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
-                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")))
+                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")),
+                         handover_at_zero=bool(kwargs.get("handover_at_zero")))
         if method == "latentmas":
             options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
             return _latentmas_samples(llm, questions, style, per_q, seeds, batch_size, on_result, sender_questions,
