@@ -268,6 +268,9 @@ def test_run_method_refuses_sampling_that_is_not_sampling_params(golden_llm):
                       ({"max_new_tokens": 2, "seed": 1}, "dict")):
         with pytest.raises(UserError, match=rf"^sampling must be a SamplingParams or a list of one per question, got {name}"):
             run_method("baseline", golden_llm, ["a", "b"], sampling=bad)
+    for empty in ([], ()):  # was read as no sampling given: every question ran with the defaults (2,048 tokens)
+        with pytest.raises(UserError, match=r"^0 sampling params for 2 questions$"):
+            run_method("baseline", golden_llm, ["a", "b"], sampling=empty)
     assert not golden_llm.has_unfinished()
 
 

@@ -441,7 +441,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     if method == "tflow" and generator is None:
         raise UserError("tflow needs a ParameterGenerator: pass generator=load_checkpoint(path, llm.cfg, llm.dtype, "
                         "llm.device) (or random_generator(llm.cfg) for a smoke test; both in minitflow.tflow.checkpoint)")
-    sampling = sampling or SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
+    if sampling is None:  # not `sampling or`: an empty list ran every question with the default settings
+        sampling = SamplingParams(max_new_tokens=prompts.default_max_new_tokens(style))
     per_q = per_row(sampling, len(questions), "question")
     seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
