@@ -286,6 +286,10 @@ def test_run_method_refuses_a_question_that_is_not_a_string(golden_llm):
     with pytest.raises(UserError, match=r"^sender question 0 is not a string but a NoneType$"):
         run_method("textmas", golden_llm, ["What is 2 + 2?"], sampling=sp, sender_questions=[None])
     assert not golden_llm.has_unfinished()
+    # sender questions as any iterable, as questions (a generator was a TypeError from len())
+    got, want = (run_method("textmas", golden_llm, ["What is 2 + 2?"], sampling=sp, sender_max_new_tokens=2,
+                            sender_questions=make(["Context: 3. What is 2 + 2?"]))[0].token_ids for make in (iter, list))
+    assert got == want
 
 
 def test_textmas_context_format_and_accounting(golden_llm):

@@ -427,6 +427,8 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         if isinstance(value, str):  # list() would make each character a question
             raise UserError(f"{name} is one string: pass a list, e.g. [question]")
     questions = list(questions)
+    if sender_questions is not None:  # an iterable as questions takes (a generator was a TypeError from len())
+        sender_questions = list(sender_questions)
     if not questions:
         raise UserError("no questions given")
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:  # True ran as 1
