@@ -576,8 +576,20 @@ def test_run_method_streams_without_a_batch_barrier(small_llm):
         assert {"planner_latent_s", "judger_prefill_s", "total_s"} <= set(res.timings)
     with pytest.raises(UserError, match="unknown option.s. latent_step;"):  # misspelt: not run as 0 steps
         run_method("latentmas", small_llm, qs[:1], latent_step=2)
-    with pytest.raises(UserError, match="window must be >= 1"):  # not a loop that never starts a question
+    with pytest.raises(UserError, match="window must be an integer >= 1"):  # not a loop that never starts a question
         lm.stream_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], window=0, latent_steps=2)
+    # checked as run_method checks them: window 2.5 ran (in the results' batch_size), "2" and a nan share were a
+    # TypeError and a ValueError, a share of 2 ran, and one string was a question per character
+    for bad, words in ((dict(window=2.5), r"^window must be an integer >= 1, got 2.5$"),
+                       (dict(window="2"), r"^window must be an integer >= 1, got '2'$"),
+                       (dict(refill_share=2.0), r"^refill_share must be in \[0, 1\], got 2.0$"),
+                       (dict(refill_share=float("nan")), r"^refill_share must be in \[0, 1\], got nan$")):
+        with pytest.raises(UserError, match=words):
+            lm.stream_latentmas(small_llm, qs[:2], "gsm8k", sps[:2], latent_steps=2, **{"window": 2, **bad})
+    for run in (lm.run_latentmas, lambda *a, **kw: lm.stream_latentmas(*a, window=1, **kw)):
+        with pytest.raises(UserError, match=r"^questions is one string: pass a list, e.g. \[question\]$"):
+            run(small_llm, "Tom", "gsm8k", sps[:3], latent_steps=2)
+    assert not small_llm.engine.in_flight()
     plain = lm.run_latentmas(small_llm, qs[:1], "gsm8k", sps[:1], latent_steps=2)[0]
     assert streamed[0].agents["planner"].prompt_tokens > plain.agents["planner"].prompt_tokens
     # chunks of 4 would decode 12 + 12 steps; the stream refills the 3 short questions' slots at once

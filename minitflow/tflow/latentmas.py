@@ -71,7 +71,8 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import REFILL_SHARE, AgentUsage, MethodResult, check_samples, sample_seed, stream_window
+from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, check_samples,
+                                    check_window, sample_seed, stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -355,6 +356,9 @@ def _plan(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams],
           sender_questions: list[str] | None = None, labels: list[str] | None = None) -> _Plan:
     validate_options("latentmas", latent_steps=latent_steps, topology=topology)
     style = resolve_style(style)  # humaneval, mbpp, math: as run_method takes them
+    for name, value in (("questions", questions), ("sender_questions", sender_questions)):
+        if isinstance(value, str):  # each character was a question
+            raise UserError(f"{name} is one string: pass a list, e.g. [question]")
     if not questions:
         raise UserError("no questions given")
     if len(sps) != len(questions):
@@ -484,9 +488,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     `samples` K: K judgers per question on copies of one run of its senders' KV (the latent stage
     does not sample), judger j seeded sample_seed(sps[i].seed, j); results question-major, K per
     question (as stream_window's `samples`), `window` counting questions."""
-    if window < 1:
-        raise UserError(f"window must be >= 1, got {window}")
-    samples = check_samples(samples)
+    window, refill_share, samples = check_window(window, "window"), check_refill_share(refill_share), check_samples(samples)
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
                                  on_result=on_result, refill_share=refill_share, samples=samples, **options)

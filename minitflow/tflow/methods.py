@@ -38,8 +38,8 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_samples, sample_seed,
-                                    stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, check_samples,
+                                    check_window, sample_seed, stream_window)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
@@ -431,13 +431,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         sender_questions = list(sender_questions)
     if not questions:
         raise UserError("no questions given")
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:  # True ran as 1
-        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    batch_size = int(batch_size)  # a numpy integer reached the results' metadata, which json refused
+    batch_size = check_window(batch_size)  # a numpy integer reached the results' metadata, which json refused
     samples = check_samples(samples)
-    share = REFILL_SHARE[method] if refill_share is None else refill_share
-    if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
-        raise UserError(f"refill_share must be in [0, 1], got {refill_share}")
+    share = check_refill_share(REFILL_SHARE[method] if refill_share is None else refill_share)
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
     if method == "tflow" and generator is None:

@@ -48,6 +48,21 @@ def check_samples(samples: object) -> int:
     return int(samples)
 
 
+def check_window(window: object, name: str = "batch_size") -> int:
+    """Questions in flight, as run_method (`batch_size`) and stream_latentmas (`window`) take it: an
+    integer >= 1 (2.5 ran as 3 places and reached the results' metadata; True ran as 1)."""
+    if not isinstance(window, numbers.Integral) or isinstance(window, bool) or window < 1:
+        raise UserError(f"{name} must be an integer >= 1, got {window!r}")
+    return int(window)
+
+
+def check_refill_share(share: object) -> float:
+    """stream_window's refill_share: a number in [0, 1] (nan was a ValueError from math.ceil)."""
+    if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
+        raise UserError(f"refill_share must be in [0, 1], got {share}")
+    return float(share)
+
+
 @dataclass
 class AgentUsage:
     prompt_tokens: int
