@@ -21,7 +21,7 @@ from minitflow.engine.engine import Engine
 from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams, per_row
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int
 from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
@@ -105,14 +105,11 @@ class LLM:
         self.tokenizer = tokenizer
         self.device = model.embed_tokens.weight.device
         self.dtype = model.embed_tokens.weight.dtype
-        for name, value, low in (("num_slots", num_slots, 1), ("prefix_cache_bytes", prefix_cache_bytes, 0),
-                                 ("max_seq_len", 1 if max_seq_len is None else max_seq_len, 1)):
-            # else a TypeError from deep inside (2.5 slots, a None budget at the first prefill), or a
-            # negative max_seq_len that refused every request by its length
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-                raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
-        num_slots, prefix_cache_bytes = int(num_slots), int(prefix_cache_bytes)
-        self.max_seq_len = int(max_seq_len or model.rotary.cos.shape[0])
+        # else a TypeError from deep inside (2.5 slots, a None budget at the first prefill), or a
+        # negative max_seq_len that refused every request by its length
+        num_slots = check_int(num_slots, "num_slots")
+        prefix_cache_bytes = check_int(prefix_cache_bytes, "prefix_cache_bytes", 0)
+        self.max_seq_len = model.rotary.cos.shape[0] if max_seq_len is None else check_int(max_seq_len, "max_seq_len")
         if self.max_seq_len > model.rotary.cos.shape[0]:
             raise UserError(f"max_seq_len {self.max_seq_len} exceeds the model's {model.rotary.cos.shape[0]} positions")
         self.compiled = compile

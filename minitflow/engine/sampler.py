@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minitflow.errors import UserError
+from minitflow.errors import UserError, is_int
 from minitflow.model.fused import fused_on_cuda
 
 _M32 = 0xFFFFFFFF
@@ -47,7 +47,7 @@ class SamplingParams:
     def __post_init__(self):
         # a bool is an int to Python: max_new_tokens=True ran one token, temperature=True sampled at 1
         for name in ("max_new_tokens", "top_k", "vocab_rows"):
-            if not isinstance(getattr(self, name), numbers.Integral) or isinstance(getattr(self, name), bool):
+            if not is_int(getattr(self, name)):
                 raise UserError(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in ("temperature", "top_p"):
             if not isinstance(getattr(self, name), numbers.Real) or isinstance(getattr(self, name), bool):
@@ -70,7 +70,7 @@ class SamplingParams:
             # a bare string would stop on each of its characters, and "" on the first token
             raise UserError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", stop)
-        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
+        if not is_int(self.seed) or not 0 <= self.seed < 1 << 64:  # the noise hashes its two 32-bit halves
             raise UserError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if self.ignore_eos not in (True, False):  # "no" or "false" (a config's string) is truthy: it ignored EOS
             raise UserError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")

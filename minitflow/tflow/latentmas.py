@@ -51,7 +51,6 @@ applies to every method (generating agents only).
 from __future__ import annotations
 
 import json
-import numbers
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -65,14 +64,14 @@ from minitflow.engine.prefix_cache import BLOCK, PrefixCache
 from minitflow.engine.request import Request, Status, new_context_key
 from minitflow.engine.sampler import SamplingParams
 from minitflow.engine.timer import DeviceTimer, sync
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int
 from minitflow.model.kv_cache import KVCache, real_tokens
 from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, check_samples,
-                                    check_window, sample_seed, stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, sample_seed,
+                                    stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -148,9 +147,8 @@ def validate_options(method: str, *, latent_steps: int | None = None, topology: 
             raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
                             f"{say('method', 'latentmas')} (got {say('method', method)})")
         return
-    if latent_steps is not None and (not isinstance(latent_steps, numbers.Integral) or isinstance(latent_steps, bool)
-                                     or latent_steps < 0):
-        raise UserError(f"{say('latent_steps')} must be an integer >= 0, got {latent_steps!r}")
+    if latent_steps is not None:
+        check_int(latent_steps, say("latent_steps"), 0)
     if topology is not None:
         _topology(topology)
     if realign and not latent_steps:
@@ -488,7 +486,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     `samples` K: K judgers per question on copies of one run of its senders' KV (the latent stage
     does not sample), judger j seeded sample_seed(sps[i].seed, j); results question-major, K per
     question (as stream_window's `samples`), `window` counting questions."""
-    window, refill_share, samples = check_window(window, "window"), check_refill_share(refill_share), check_samples(samples)
+    window, refill_share, samples = check_int(window, "window"), check_refill_share(refill_share), check_int(samples, "samples")
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
                                  on_result=on_result, refill_share=refill_share, samples=samples, **options)

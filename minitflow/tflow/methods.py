@@ -16,7 +16,6 @@ their forward pass as processed prompt tokens), the processed total, the officia
 
 from __future__ import annotations
 
-import numbers
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,7 @@ from minitflow.engine.llm import LLM
 from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request, new_context_key
 from minitflow.engine.sampler import SamplingParams, per_row
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int, is_int
 from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow import prompts
@@ -38,8 +37,8 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, check_samples,
-                                    check_window, sample_seed, stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, sample_seed,
+                                    stream_window)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
@@ -287,12 +286,10 @@ class _TFlow(_Pipeline):
         super().__init__(llm, style, window)
         if generator_batch == "device":
             generator_batch = default_generator_batch(llm.device)
-        if generator_batch is not None and (not isinstance(generator_batch, numbers.Integral)
-                                            or isinstance(generator_batch, bool) or generator_batch < 1):
+        if generator_batch is not None and (not is_int(generator_batch) or generator_batch < 1):
             raise UserError(f"generator_batch must be >= 1 or None, got {generator_batch!r}")
         generator_batch = None if generator_batch is None else int(generator_batch)  # numpy's too
-        if generator_piece is not None and (not isinstance(generator_piece, numbers.Integral)
-                                            or isinstance(generator_piece, bool) or generator_piece < 1):
+        if generator_piece is not None and (not is_int(generator_piece) or generator_piece < 1):
             # True was a TypeError from torch.narrow, after the senders ran
             raise UserError(f"generator_piece must be >= 1 or None, got {generator_piece!r}")
         generator_piece = None if generator_piece is None else int(generator_piece)
@@ -431,8 +428,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         sender_questions = list(sender_questions)
     if not questions:
         raise UserError("no questions given")
-    batch_size = check_window(batch_size)  # a numpy integer reached the results' metadata, which json refused
-    samples = check_samples(samples)
+    batch_size, samples = check_int(batch_size, "batch_size"), check_int(samples, "samples")
     share = check_refill_share(REFILL_SHARE[method] if refill_share is None else refill_share)
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")
@@ -445,8 +441,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     seeds = list(seeds) if seeds is not None else [(sp.seed + i) % SEEDS for i, sp in enumerate(per_q)]
     if len(seeds) != len(questions):
         raise UserError(f"{len(seeds)} seeds for {len(questions)} questions")
-    bad = next((i for i, s in enumerate(seeds) if not isinstance(s, numbers.Integral) or isinstance(s, bool)
-                or not 0 <= s < SEEDS), None)
+    bad = next((i for i, s in enumerate(seeds) if not is_int(s) or not 0 <= s < SEEDS), None)
     if bad is not None:  # SamplingParams' rule: a numpy seed overflowed in sample_seed, -1 ran as 2^64 - 1
         raise UserError(f"seeds[{bad}] must be an integer in [0, 2^64), got {seeds[bad]!r}")
     seeds = [int(s) for s in seeds]
@@ -546,7 +541,7 @@ def _sender_limits(limit, n: int) -> int | list[int]:
     """textmas' sender_max_new_tokens as one int or one per question, checked before the run: a
     numpy integer was indexed as a list, and a list of another length failed mid-run."""
     def one(x) -> bool:
-        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
+        return is_int(x) and x >= 1
 
     if one(limit):
         return int(limit)

@@ -40,22 +40,6 @@ def sample_seed(seed: int, sample: int) -> int:
     return (seed + sample * SAMPLE_STRIDE) % SEEDS
 
 
-def check_samples(samples: object) -> int:
-    """Outputs per question, as run_method and stream_latentmas take it: an integer >= 1 (a
-    numpy one as a plain int: it reaches the results' metadata)."""
-    if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 1:
-        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
-    return int(samples)
-
-
-def check_window(window: object, name: str = "batch_size") -> int:
-    """Questions in flight, as run_method (`batch_size`) and stream_latentmas (`window`) take it: an
-    integer >= 1 (2.5 ran as 3 places and reached the results' metadata; True ran as 1)."""
-    if not isinstance(window, numbers.Integral) or isinstance(window, bool) or window < 1:
-        raise UserError(f"{name} must be an integer >= 1, got {window!r}")
-    return int(window)
-
-
 def check_refill_share(share: object) -> float:
     """stream_window's refill_share: a number in [0, 1] (nan was a ValueError from math.ceil)."""
     if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:  # nan too
