@@ -104,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": r.question,
                 **({"sample": r.sample} if k > 1 else {}), "answer": r.answer, "metadata": r.metadata()}
                for r in results]
-    for item in payload:
-        print(item["answer"])
+    # the file first: stdout's reader gone (`| head -1`) ends the printing, and must not lose the run
     if args.output is not None and _rows_file(args.output):  # JSON Lines, as the name says: it held one indented list
         write_text(args.output, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in payload))
     elif args.output is not None:
         write_json(args.output, payload if _rows_file(args.input_file) or k > 1 else payload[0], indent=2)
+    for item in payload:
+        print(item["answer"])
     return 0
 
 

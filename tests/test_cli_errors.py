@@ -9,6 +9,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -1726,3 +1728,18 @@ def test_generate_n_samples_gives_k_results_per_question_and_sample_0_is_the_one
     assert len({r["answer"] for r in k}) > 2, "every sample the same: the seeds are not tested"
     assert generate.main([*base, "--question", "Q2?", "--n_samples", "2", "--output", str(tmp_path / "q.json")]) == 0
     assert [r["sample"] for r in json.loads((tmp_path / "q.json").read_text())] == [0, 1]
+
+
+def test_generate_writes_its_output_though_stdout_reader_has_gone(tmp_path):
+    """`generate --output o.json | head -1`: the answers were printed before --output was written,
+    so a reader gone (exit 141) after the whole run left no file. Now the file comes first."""
+    rows = tmp_path / "q.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"What is {i}+1?"}) + "\n" for i in range(3)))
+    out = tmp_path / "o.json"
+    proc = subprocess.Popen([sys.executable, "-m", "minitflow.generate", "--method", "baseline", "--device", "cpu",
+                             "--max_new_tokens", "2", "--greedy", "--input_file", str(rows), "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.close()  # the reader is gone before the first answer
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert [r["question"] for r in json.loads(out.read_text())] == [f"What is {i}+1?" for i in range(3)]
