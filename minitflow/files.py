@@ -63,8 +63,10 @@ def model_file(path: Path) -> bool:
 
 
 def decode_utf8(data: bytes, source: str) -> str:
+    """UTF-8 text without a leading byte-order mark: Notepad and PowerShell write one, and it is no
+    text (it went into a question's prompt as tokens, and failed a .jsonl's first row as JSON)."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise UserError(f"{source} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
 

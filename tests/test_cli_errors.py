@@ -424,6 +424,25 @@ def test_non_utf8_input_files_and_stdin(tmp_path, capsys, monkeypatch):
     fails(capsys, generate.main, ["--device", "cpu"], "stdin is not UTF-8")
 
 
+def test_a_utf8_byte_order_mark_is_no_part_of_the_questions(tmp_path, monkeypatch):
+    """A BOM (Notepad, PowerShell) before a text file's or stdin's question went into the prompt
+    as tokens, and a .jsonl's first row was refused as "not valid JSON (Unexpected UTF-8 BOM)"."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "q.txt").write_bytes(bom + "Caf\u00e9 for 2?".encode())
+    (tmp_path / "q.jsonl").write_bytes(bom + b'{"question": "Q1?"}\n{"question": "Q2?"}\n')
+    ns = argparse.Namespace(question=None, context=None)
+    assert generate.read_inputs(argparse.Namespace(**vars(ns), input_file=str(tmp_path / "q.txt"))) == [
+        {"question": "Caf\u00e9 for 2?", "context": None}]
+    got = generate.read_inputs(argparse.Namespace(**vars(ns), input_file=str(tmp_path / "q.jsonl")))
+    assert [r["question"] for r in got] == ["Q1?", "Q2?"]
+
+    class Stdin(io.TextIOWrapper):
+        def isatty(self):
+            return False
+    monkeypatch.setattr("sys.stdin", Stdin(io.BytesIO(bom + b"Q3?\n"), encoding="utf-8"))
+    assert generate.read_inputs(argparse.Namespace(**vars(ns), input_file=None))[0]["question"] == "Q3?"
+
+
 @pytest.mark.parametrize("kind", ["not gzip", "truncated"])
 def test_non_gzip_or_truncated_gz_data(kind, tmp_path, capsys):
     path = tmp_path / "rows.jsonl.gz"
