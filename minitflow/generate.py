@@ -66,6 +66,8 @@ def read_inputs(args: argparse.Namespace) -> list[dict]:
             raise UserError(f"no question given: --input_file {args.input_file} holds none")
         if args.question is not None:  # not "use --question": it was used, with nothing but spaces
             raise UserError("no question given: --question is empty")
+        if rows:  # not "use stdin": it was read, with nothing but spaces
+            raise UserError("no question given: stdin is empty (or pass --question or --input_file)")
         raise UserError("no question given: use --question, --input_file or stdin")
     return rows
 

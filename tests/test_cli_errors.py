@@ -1081,6 +1081,18 @@ def test_generate_input_file_without_a_question_names_the_file(name, text, tmp_p
     assert "use --question" not in line
 
 
+def test_generate_blank_stdin_says_stdin_was_empty(capsys, monkeypatch):
+    """`echo "" | generate` (a script's empty variable) said "use --question, --input_file or stdin"
+    to someone who had used stdin."""
+    no_model_load(monkeypatch)
+
+    class Stdin(io.TextIOWrapper):
+        def isatty(self):
+            return False
+    monkeypatch.setattr("sys.stdin", Stdin(io.BytesIO(b" \n"), encoding="utf-8"))
+    fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:]], "no question given: stdin is empty")
+
+
 @pytest.mark.parametrize("row,words", [({"question": "Hi", "context": 5}, ('"context" must be a string',)),
                                        ({"question": "Hi", "context": ["a"]}, ('"context" must be a string',)),
                                        ({"question": 7}, ('"question" string',)), (["Hi"], ('"question" string',)),
