@@ -287,12 +287,16 @@ def check_questions_fit(model_dir: Path, questions: Sequence[str], max_new_token
         return None
     from minitflow.tflow.methods import request_positions
     senders = questions if sender_questions is None else sender_questions
+    # textmas' senders generate their own 1,024 tokens whatever max_new_tokens says: named, or the
+    # line sends the user to a flag that cannot make the question fit (as run_method's own check)
+    limits = f" and sender_max_new_tokens {(options or {}).get('sender_max_new_tokens') or prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS}" \
+        if method == "textmas" else ""
     fits = []
     for name, question, sender in zip(names, questions, senders):
         need, held = request_positions(method, encode, style, question, sender, max_new_tokens, **(options or {}))
         if need > limit:
-            raise UserError(f"{name}: its {method} prompts need {need} positions with max_new_tokens {max_new_tokens}, "
-                            f"more than the model's {limit} positions")
+            raise UserError(f"{name}: its {method} prompts need {need} positions with max_new_tokens {max_new_tokens}"
+                            f"{limits}, more than the model's {limit} positions")
         fits.append((need, held))
     return fits
 

@@ -1442,6 +1442,20 @@ def test_a_question_whose_method_prompt_is_too_long_is_refused_before_any_genera
           "question 2", method, "4096 positions")
 
 
+def test_a_textmas_question_too_long_names_the_senders_new_tokens(tmp_path, capsys, monkeypatch):
+    """textmas' senders generate 1,024 tokens whatever --max_new_tokens says: a 256-position model
+    was refused "with max_new_tokens 5", which no --max_new_tokens could mend. The line names the
+    senders' limit too, as run_method's own check does."""
+    model = model_copy(tmp_path)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 256}))
+    no_model_load(monkeypatch)
+    base = ["--model", model, "--method", "textmas", "--question", "Hi?", "--device", "cpu", "--max_new_tokens", "5"]
+    fails(capsys, generate.main, base, "with max_new_tokens 5 and sender_max_new_tokens 1024, more than the model's 256")
+    fails(capsys, generate.main, [*base, "--sender_max_new_tokens", "300"], "and sender_max_new_tokens 300, more")
+    assert check_questions_fit(model, ["Hi?"], 5, ["q"], method="textmas", options={"sender_max_new_tokens": 100})
+
+
 def test_a_textmas_receiver_too_long_for_the_cache_says_why():
     """The one prompt no check before the run can size: the receiver's holds the senders' texts.
     Its refusal said only the engine's numbers; it now names the texts and what fits it."""
