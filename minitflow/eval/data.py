@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
 from minitflow.files import decode_utf8, env_true, hub_offline, json_reason, json_rows
 
-from .extract import extract_boxed
+from .extract import extract_boxed, parse_number
 
 
 @dataclass
@@ -218,7 +218,6 @@ def gsm8k_gold(answer_field: str) -> str:
 def _gsm8k(rows: list[dict], where: str) -> list[Sample]:
     """A gold that is not a number ("\\boxed{7}", a solution without its `#### N`) is refused: both
     scorers compare numbers, so every answer to it was scored wrong without a word (a silent 0%)."""
-    from minitflow.eval.scoring import parse_number  # scoring imports this module
     out = []
     for i, r in enumerate(rows):
         _need(r, ("question", "answer"), "gsm8k", where, text="question")

@@ -966,3 +966,18 @@ def extract_code(text: str | None, entry_point: str | None = None) -> str:
         python = [code for lang, code, _ in blocks if lang in _PYTHON_TAGS]
         return python[-1] if python else blocks[-1][1]
     return regions[0]
+
+
+def parse_number(s: str | None) -> Fraction | None:
+    """'1,234' / '-3.5' / '3/4' / '$18.00' -> exact Fraction; None if not a number."""
+    if s is None:
+        return None
+    s = s.replace(",", "").replace(" ", "").replace("$", "")
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            den_f = Fraction(den)
+            return Fraction(num) / den_f if den_f != 0 else None
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None

@@ -38,6 +38,7 @@ from .extract import (  # noqa: F401 - re-exported: the public names of this mod
     extract_gsm8k_answer,
     extract_math_answer,
     extract_mmlu_letter,
+    parse_number,
 )
 from .math_equiv import (  # noqa: F401 - re-exported
     MATH_TIMEOUT,
@@ -93,21 +94,6 @@ def check_eval_dependencies(dataset: str) -> None:
 
 
 # ------------------------------------------------------------------- GSM8K
-
-
-def parse_number(s: str | None) -> Fraction | None:
-    """'1,234' / '-3.5' / '3/4' / '$18.00' -> exact Fraction; None if not a number."""
-    if s is None:
-        return None
-    s = s.replace(",", "").replace(" ", "").replace("$", "")
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            den_f = Fraction(den)
-            return Fraction(num) / den_f if den_f != 0 else None
-        return Fraction(s)
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 def numbers_equal(pred: Fraction | None, gold: Fraction | None) -> bool:
