@@ -65,6 +65,8 @@ def check(parts, seed: int) -> int:
     private = [f"Context: {rnd.randint(1, 99)} boxes. {q}" if rnd.random() < 0.3 else q for q in qs]
     opts = {"latent_steps": rnd.choice([0, 1, 3]), "topology": rnd.choice(lm.TOPOLOGIES),
             "realign": rnd.random() < 0.5, "think": rnd.random() < 0.3, "handover_at_zero": rnd.random() < 0.3}
+    # run_method refuses realign without a latent step, as the command lines do (the draw stays: same stream)
+    opts["realign"] = opts["realign"] and opts["latent_steps"] > 0
     sps = []
     for _ in range(n):
         m = rnd.choice([1, 2, 5, 20])
