@@ -16,7 +16,7 @@ import torch
 
 from minitflow.engine.llm import DTYPES, LLM, generation_config, generation_top_k, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int
 from minitflow.files import demo_dir
 from minitflow.model.config import Qwen3Config
 from minitflow.tflow import prompts
@@ -138,8 +138,7 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
 
 def check_n_samples(n_samples: object, sampling: SamplingParams | None = None) -> None:
     """--n_samples: an integer >= 1; above 1, with `sampling`, not greedy (K identical outputs)."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise UserError(f"--n_samples must be an integer >= 1, got {n_samples}")
+    check_int(n_samples, "--n_samples")
     if sampling is not None and n_samples > 1 and sampling.temperature == 0:
         raise UserError(f"--n_samples {n_samples} with greedy decoding (--greedy or --temperature 0) gives "
                         f"{n_samples} identical outputs per question: sample with a --temperature above 0, or "
