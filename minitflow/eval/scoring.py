@@ -29,7 +29,7 @@ from minitflow.errors import UserError
 
 from . import official
 from .code_exec import DEFAULT_TIMEOUT, run_code_tests_many
-from .data import load_samples, resolve_dataset
+from .data import gsm8k_gold, load_samples, resolve_dataset
 from .extract import (  # noqa: F401 - re-exported: the public names of this module
     boxed_spans,
     cut_at_next_problem,
@@ -133,8 +133,7 @@ def majority_correct(dataset: str, samples: Sequence[dict], scorer: str = "stric
 
 def score_gsm8k(prediction: str | None, gold: str) -> bool:
     """`gold` is a number or the full GSM8K answer field ending in `#### N`."""
-    gold_num = parse_number(gold.split("####")[-1].strip())
-    return numbers_equal(parse_number(extract_gsm8k_answer(prediction)), gold_num)
+    return numbers_equal(parse_number(extract_gsm8k_answer(prediction)), parse_number(gsm8k_gold(gold)))
 
 
 # ------------------------------------------------------------- MATH / MMLU
