@@ -729,6 +729,20 @@ def test_math_a_repeated_box_is_one_answer():
     assert extract_math_answer("$\\boxed{2}$ and $\\boxed{3}$") == "2, 3"
 
 
+@pytest.mark.parametrize("solution, gold", [
+    # minerva_math/75 and /100: the gold solution's own last sentence, then the answer line the prompt asks for
+    ("Resonance occurs when $\\omega=\\boxed{2}$.", "2"),
+    ("This means $p(s)=m\\left(s^{2}+s+\\frac{37}{4}\\right)$. Then $b=\\boxed{m}$,", "m"),
+])
+def test_math_a_box_restated_after_its_sentence_is_one_answer(solution, gold):
+    # a full stop (or a blank line) ended no run of boxes: "2, 2" and "m, m" were a list, scored wrong
+    text = f"{solution}\n\n\\boxed{{{gold}}}"
+    assert extract_math_answer(text) == gold and score_math(text, gold)
+    assert extract_math_answer(f"$\\boxed{{{gold}}}$. $\\boxed{{{gold}}}$") == gold
+    assert extract_math_answer("$\\boxed{2}$.\n\n$\\boxed{3}$") == "3"  # the later statement, as for any two
+    assert extract_math_answer("$\\boxed{2}$,\n$\\boxed{3}$") == "2, 3"  # a list may span a line
+    assert extract_math_answer("$\\boxed{2}$; $\\boxed{3}$") == "2, 3"
+
 def test_mmlu_article_after_answer_is_not_a_letter():
     # "the answer is a bit subtle": the article, not option A; the final line states the letter
     assert extract_mmlu_letter("The answer is a bit subtle, since both statements hold.\nB") == "B"

@@ -565,19 +565,23 @@ def cut_at_next_problem(text: str | None) -> str | None:
 
 _FINAL_LINE_RE = re.compile(r"final answer\s*(?:is|:)\s*(?:the final answer is)?", re.I)
 _ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:)\s*", re.I)
-_CONNECTOR_RE = re.compile(r"[\s$,;.]*(?:,|and|or|\\text\{\s*(?:and|or|,)\s*\})?[\s$,]*", re.I)
+# a full stop ends a sentence, not a list: "so $x = \boxed{2}$.", then the answer line "\boxed{2}", is one answer
+_CONNECTOR_RE = re.compile(r"[\s$,;]*(?:,|and|or|\\text\{\s*(?:and|or|,)\s*\})?[\s$,]*", re.I)
+_BLANK_LINE_RE = re.compile(r"\n[^\S\n]*\n")
 
 
 def _last_box_run(text: str) -> tuple[int, str] | None:
     """The last box, joined with boxes just before it that only "and" / "," separate
-    ("\\boxed{2} and \\boxed{3}" -> "2, 3")."""
+    ("\\boxed{2} and \\boxed{3}" -> "2, 3"), within its paragraph: a box that ends one ("$=\\boxed{m}$,"
+    closing the solution) and the answer line after a blank line are one answer."""
     spans = boxed_spans(text)
     if not spans:
         return None
     run = [spans[-1]]
     for prev in reversed(spans[:-1]):
-        gap = re.sub(r"(?:\s|\\q?quad(?![A-Za-z])|\\[,;:! ])+", " ", text[prev[1]:run[0][0]])  # " \quad or \quad "
-        if len(gap) > 12 or not _CONNECTOR_RE.fullmatch(gap) or not gap.strip(" $"):
+        raw = text[prev[1]:run[0][0]]
+        gap = re.sub(r"(?:\s|\\q?quad(?![A-Za-z])|\\[,;:! ])+", " ", raw)  # " \quad or \quad "
+        if len(gap) > 12 or not _CONNECTOR_RE.fullmatch(gap) or not gap.strip(" $") or _BLANK_LINE_RE.search(raw):
             break
         run.insert(0, prev)
     return run[-1][0], ", ".join(content for _, _, content in run)
