@@ -447,6 +447,23 @@ def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature):
         SamplingParams(temperature=temperature)
 
 
+def test_a_temperature_past_float32_is_refused_and_the_largest_allowed_keeps_its_filters():
+    """1e39 is a finite Python float but inf in the sampler's float32 rows: it was accepted and
+    torch refused it when the request took its slot, a RuntimeError traceback that aborted every
+    request in flight. The largest allowed still keeps vocab_rows, top_k 1 and a tiny top_p."""
+    for t in (1e39, 3.5e38, 1e300):
+        with pytest.raises(UserError, match=r"^temperature .* is too large for the sampler's float32 numbers"):
+            SamplingParams(temperature=t)
+    from minitflow.engine.sampler import MAX_TEMPERATURE
+    logits = [_logits(3, 300, seed=s) for s in range(20)]
+    argmax = torch.stack([lg.argmax(-1) for lg in logits])  # (steps, rows)
+    hot = [SamplingParams(temperature=MAX_TEMPERATURE, seed=s, **kw)
+           for s, kw in enumerate([dict(vocab_rows=10), dict(top_k=1), dict(top_p=1e-9)])]
+    draws = _draw(hot, logits)
+    assert (draws[:, 0] < 10).all() and len(set(draws[:, 0].tolist())) > 3  # every id below 10 about as likely
+    assert torch.equal(draws[:, 1:], argmax[:, 1:])
+
+
 def test_a_seed_outside_64_bits_is_refused():
     """The noise hashes a seed's two 32-bit halves, so a seed outside [0, 2^64) silently drew
     another seed's tokens (-1 those of 2^64 - 1, 2^64 those of 0), and a float failed at the

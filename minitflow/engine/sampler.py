@@ -27,6 +27,9 @@ _I32 = 1 << 31
 # The smallest temperature above 0: below ~1e-37 logits / T overflow float32 (inf - inf: NaN)
 # and a wrong token was drawn without a word; 1e-30 leaves logits up to ~1e8 finite.
 MIN_TEMPERATURE = 1e-30
+# The largest: the sampler holds temperatures as float32, where a larger finite Python float is
+# inf (torch refused it at admission, aborting every request in flight).
+MAX_TEMPERATURE = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class SamplingParams:
         if 0 < self.temperature < MIN_TEMPERATURE:  # logits / T overflow float32 (or T rounds to 0 there)
             raise UserError(f"temperature {self.temperature} is too small to divide float32 logits by: use 0 for "
                             f"greedy, or at least {MIN_TEMPERATURE}")
+        if self.temperature > MAX_TEMPERATURE:
+            raise UserError(f"temperature {self.temperature} is too large for the sampler's float32 numbers: at "
+                            f"most {MAX_TEMPERATURE:.4g}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.top_k < _TOP_K_OFF:  # the sampler's int64 rows overflowed at 2^63
