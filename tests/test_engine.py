@@ -446,6 +446,26 @@ def test_compiled_decode_matches_eager(tiny_dir):
     assert [g.token_ids for g in compiled.generate(prompts, sp)] == [g.token_ids for g in eager.generate(prompts, sp)]
 
 
+def test_compile_on_a_cpu_without_a_cpp_compiler_is_one_line_before_the_load(tiny_dir, monkeypatch):
+    """Inductor builds a CPU model's kernels with a C++ compiler: without one, compile=True
+    (--compile) ran the load and the prefill, then failed at the first decode step with a
+    100-line InductorError traceback."""
+    import minitflow.model.weights as weights
+    from torch._inductor import config
+    model = load_model(tiny_dir, torch.float32, "cpu")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the compiler was checked")
+    monkeypatch.setattr(weights, "load_model", no_load)
+    with config.patch({"cpp.cxx": ("/nonexistent/g++",)}):
+        with pytest.raises(UserError, match=r"^compile \(--compile\) on a CPU needs a C\+\+ compiler .*/nonexistent/g\+\+ "
+                                            r"does not run: install g\+\+ \(or set CXX\), or run without compile$"):
+            LLM(model, compile=True)
+        with pytest.raises(UserError, match=r"needs a C\+\+ compiler"):
+            LLM.load(tiny_dir, dtype="float32", device="cpu", compile=True)
+    assert LLM(model).generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))[0].completion_tokens == 2  # no compile: no compiler
+
+
 def test_user_errors(tiny_dir, tmp_path):
     with pytest.raises(UserError, match="model directory not found"):
         LLM.load(tmp_path / "nope")

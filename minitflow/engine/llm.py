@@ -20,6 +20,7 @@ import torch
 from minitflow.engine.engine import Engine
 from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
+from minitflow.engine.runner import check_compiler
 from minitflow.engine.sampler import SamplingParams, per_row
 from minitflow.errors import UserError, check_int
 from minitflow.files import model_file, read_json_object
@@ -147,6 +148,8 @@ class LLM:
         tokenizer = Tokenizer(model_dir) if has_tokenizer else None
         eos = _generation_eos(model_dir) | ({tokenizer.eos_token_id} if tokenizer else set())
         check_eos(eos, Qwen3Config.from_dir(model_dir).vocab_size, model_dir)
+        if compile:
+            check_compiler(device)
         net = load_model(model_dir, resolve_dtype(dtype, device), device)
         return cls(net, tokenizer, eos_token_ids=eos, max_seq_len=max_seq_len, compile=compile, **engine_args)
 

@@ -83,6 +83,21 @@ def check_lora(lora: LoraWeights, model: Qwen3Model, who: Callable[[], str]) -> 
                                 f"{[tuple(b.shape) for b in bs]} do not fit the model")
 
 
+def check_compiler(device: torch.device) -> None:
+    """torch.compile builds a CPU model's kernels with a C++ compiler (inductor): without one the
+    first decode step failed, after the load and the prefill, with a 100-line InductorError."""
+    if device.type != "cpu":  # CUDA kernels are Triton's
+        return
+    from torch._inductor import config, cpp_builder, exc
+    try:
+        cpp_builder.get_cpp_compiler()  # `CXX --version`, once per process
+    except exc.InvalidCxxCompiler:
+        names = [c for c in (config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else [config.cpp.cxx]) if c]
+        raise UserError(f"compile (--compile) on a CPU needs a C++ compiler for torch.compile's kernels, and "
+                        f"{' / '.join(names) or 'none'} does not run: install g++ (or set CXX), or run without "
+                        "compile") from None
+
+
 _CAPTURE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
 
 
@@ -112,6 +127,8 @@ class ModelRunner:
         self.dtype = model.embed_tokens.weight.dtype
         if cuda_graphs and (compile or self.device.type != "cuda"):
             raise UserError("cuda_graphs needs a CUDA model and excludes compile (which captures its own graphs)")
+        if compile:
+            check_compiler(self.device)
         self.num_slots, self.max_seq_len = num_slots, max_seq_len
         self.compiled = compile
         self.static_shapes = compile or cuda_graphs  # bucketed rows and attention length
