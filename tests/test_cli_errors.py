@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -279,6 +280,25 @@ def test_eos_ids_outside_the_vocabulary_are_refused_by_the_llm():
         llm.eos_token_ids = {1021, 1024}
     with pytest.raises(UserError, match="token id -1 is outside"):
         LLM(llm.model, llm.tokenizer, eos_token_ids=[-1], num_slots=1)
+
+
+def test_eos_ids_that_are_not_integers_are_refused_by_the_llm():
+    """5.5 was taken and never equals a token (every generation ran to max_new_tokens), True
+    stopped on token 1, and a string or one bare id was a TypeError traceback. numpy's ids are
+    integers and become plain ones."""
+    import numpy as np
+    from minitflow import LLM
+    llm = LLM.load(DEMO, num_slots=1)
+    for bad in ([5.5], [True], ["5"]):
+        with pytest.raises(UserError, match=rf"^eos_token_ids: end-of-sequence token id {re.escape(repr(bad[0]))} "
+                                            "is not an integer$"):
+            llm.eos_token_ids = bad
+        with pytest.raises(UserError, match="^LLM: end-of-sequence token id .* is not an integer$"):
+            LLM(llm.model, llm.tokenizer, eos_token_ids=bad, num_slots=1)
+    with pytest.raises(UserError, match="^LLM: end-of-sequence token ids must be a collection of integers, got 5$"):
+        LLM(llm.model, llm.tokenizer, eos_token_ids=5, num_slots=1)
+    llm.eos_token_ids = [np.int64(7)]
+    assert llm.eos_token_ids == {7} and type(next(iter(llm.eos_token_ids))) is int
 
 
 def test_model_without_tokenizer_is_refused_before_the_weights_load(tmp_path, capsys, monkeypatch):

@@ -22,7 +22,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.runner import check_compiler
 from minitflow.engine.sampler import SamplingParams, per_row
-from minitflow.errors import UserError, check_int
+from minitflow.errors import UserError, check_int, is_int
 from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
@@ -116,8 +116,8 @@ class LLM:
         self.compiled = compile
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda" and not compile
-        check_eos(eos_token_ids, self.cfg.vocab_size, "LLM")
-        self.engine = Engine(model, set(eos_token_ids) | set(model.cfg.eos_token_ids),
+        eos = check_eos(eos_token_ids, self.cfg.vocab_size, "LLM")
+        self.engine = Engine(model, eos | set(model.cfg.eos_token_ids),
                              tokenizer.decode if tokenizer is not None else None, self.max_seq_len,
                              num_slots=num_slots, compile=compile, static=static,
                              prefix_cache_bytes=prefix_cache_bytes, cuda_graphs=cuda_graphs,
@@ -129,8 +129,7 @@ class LLM:
 
     @eos_token_ids.setter
     def eos_token_ids(self, ids: set[int]) -> None:
-        check_eos(ids, self.cfg.vocab_size, "eos_token_ids")
-        self.engine.eos_token_ids = set(ids)
+        self.engine.eos_token_ids = check_eos(ids, self.cfg.vocab_size, "eos_token_ids")
 
     @classmethod
     def load(cls, model: str | Path = "Qwen/Qwen3-4B", dtype: str | torch.dtype = "auto",
@@ -296,13 +295,22 @@ def generation_config(model_dir: str | Path) -> dict:
     return read_json_object(path, "generation config")  # an unreadable file was a PermissionError traceback
 
 
-def check_eos(ids: Iterable[int], vocab: int, source: str | Path) -> None:
-    """An end-of-sequence id the model cannot sample never stops a generation: a tokenizer or
-    generation_config.json of another model, refused rather than run to max_new_tokens."""
+def check_eos(ids: Iterable[int], vocab: int, source: str | Path) -> set[int]:
+    """The end-of-sequence ids as plain ints. An id the model cannot sample never stops a
+    generation: a tokenizer or generation_config.json of another model, refused rather than run
+    to max_new_tokens; so is one that is no integer (5.5 never equals a token; True stopped on
+    token 1; a string or one bare id was a TypeError)."""
+    if not isinstance(ids, Iterable):
+        raise UserError(f"{source}: end-of-sequence token ids must be a collection of integers, got {ids!r}")
+    ids = list(ids)
+    for i in ids:
+        if not is_int(i):
+            raise UserError(f"{source}: end-of-sequence token id {i!r} is not an integer")
     bad = sorted(i for i in ids if not 0 <= i < vocab)
     if bad:
         raise UserError(f"{source}: end-of-sequence token id {bad[-1]} is outside the model's vocabulary of {vocab} "
                         "(a tokenizer or generation_config.json of another model?)")
+    return {int(i) for i in ids}
 
 
 def _generation_eos(model_dir: Path) -> set[int]:
