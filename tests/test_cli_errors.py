@@ -1205,7 +1205,8 @@ def test_checkpoint_with_a_flipped_bit_is_refused_before_the_model_loads(good_st
 
 
 @pytest.mark.parametrize("arch,word", [({"rank": 0}, "pg_arch rank must be a positive integer"),
-                                       ({"output_dim": 100}, "output_dim 100 must equal token_dim")])
+                                       ({"output_dim": 100}, "output_dim 100 must equal token_dim"),
+                                       ({"head_dim": 2}, "head_dim 2 must be a multiple of 4")])
 def test_bad_pg_arch_in_a_checkpoint_names_the_file(arch, word, good_state, tmp_path, capsys, monkeypatch):
     """The line said only "pg_arch rank must be ...", as if a flag were wrong."""
     no_model_load(monkeypatch)

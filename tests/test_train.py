@@ -432,6 +432,19 @@ def test_a_generator_for_another_layer_count_is_refused_before_the_backbone_load
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("head_dim", [1, 2])
+def test_a_generator_head_dim_its_rotary_cannot_split_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch,
+                                                                                          head_dim):
+    """The generator's 2-D rotary embeddings rotate pairs along two axes of head_dim / 2: --pg_arch
+    head_dim 2 (which divides d_model 64) passed every check, loaded the backbone, and the first
+    step was a shape-mismatch traceback from apply_rope. One line now, before the backbone loads."""
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    with pytest.raises(UserError, match=rf"^PG arch: head_dim {head_dim} must be a multiple of 4 "):
+        train(_cfg(tiny, tmp_path / "o.pt", pg_arch={**ARCH, "head_dim": head_dim}))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pg_arch_may_repeat_the_backbones_layer_count(tiny, llm, tmp_path):
     """A pg_arch copied whole from a checkpoint names the backbone's own layer count: accepted."""
     out = tmp_path / "o.pt"

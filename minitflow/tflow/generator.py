@@ -55,6 +55,9 @@ class PGArch:
     def __post_init__(self):
         if self.d_model % self.head_dim or self.d_model % self.dim_accumulation:
             raise UserError(f"PG arch: d_model {self.d_model} must divide by head_dim and dim_accumulation")
+        if self.head_dim % 4:  # else a shape error at the generator's first call, after the backbone loaded
+            raise UserError(f"PG arch: head_dim {self.head_dim} must be a multiple of 4 (its 2-D rotary embeddings "
+                            "rotate pairs along two axes of head_dim / 2 each)")
         if self.rank % self.dim_accumulation:
             raise UserError(f"PG arch: rank {self.rank} must divide by dim_accumulation {self.dim_accumulation}")
         if self.output_dim != self.token_dim:
