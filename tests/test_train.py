@@ -492,6 +492,29 @@ def test_a_blank_answer_or_sender_question_is_refused(tmp_path, row):
         read_examples(path)
 
 
+@pytest.mark.parametrize("which", ["train", "eval"])
+@pytest.mark.parametrize("field", ["question", "answer", "context", "sender_question"])
+def test_a_lone_surrogate_in_a_row_is_refused_naming_the_row_before_the_backbone_loads(tiny, tmp_path, monkeypatch,
+                                                                                       which, field):
+    """A JSON escape "\\ud800" reads as a lone surrogate: in --train it was a UnicodeEncodeError
+    traceback from the rows' sha256, in --eval the tokenizer's "text has a lone surrogate ... at
+    character 365" named neither the file nor the row. One line naming both now, before the backbone."""
+    from minitflow.tflow import training
+    rows = [json.loads(line) for line in (tiny / f"{which}.jsonl").read_text().splitlines()][:4]
+    rows[1] = {**rows[1], field: rows[1].get(field, "The red box holds 3.") + "\ud800"}
+    if field == "context":
+        del rows[1]["sender_question"]  # the senders' text then is the context and the question
+    path = tmp_path / f"{which}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "\\ud800" in path.read_text()
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    name = "sender_question" if field == "context" else field
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:2: the {name} holds a lone surrogate \(U\+D800\), "
+                                        "which is not valid Unicode$"):
+        train(_cfg(tiny, tmp_path / "o.pt", **{which: str(path)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minitflow.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)

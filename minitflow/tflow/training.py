@@ -76,6 +76,14 @@ def read_examples(path: str | Path) -> list[Example]:
         for name, text in (("answer", row["answer"]), ("sender_question", sq)):
             if not text.strip():
                 raise UserError(f"{path}:{n}: the {name} is empty")
+        # a "\ud800" escape reads as a lone surrogate, which is no Unicode: rows_digest's UTF-8 was a
+        # traceback, and the tokenizer's refusal named a character of a prompt, not the row
+        for name, text in (("question", row["question"]), ("answer", row["answer"]), ("sender_question", sq)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(f"{path}:{n}: the {name} holds a lone surrogate (U+{ord(text[e.start]):04X}), "
+                                "which is not valid Unicode") from None
         rows.append(Example(row["question"], row["answer"], sq))
     if not rows:
         raise UserError(f"{path}: no examples")
