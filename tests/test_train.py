@@ -274,6 +274,21 @@ def test_resume_continues_exactly(tiny, llm, tmp_path, kw):
         assert torch.equal(v, want[k]), k  # bitwise: the same operations on the same values
 
 
+def test_a_run_stopped_between_records_resumes_to_the_straight_runs_history(tiny, llm, tmp_path):
+    """train(stop_after=1) with records every 3 steps made a record of its own at the stop (step 1)
+    and started the next one afresh: the resumed run's step-3 training loss averaged steps 2-3
+    where the straight run's averages 1-3, a loss curve of other points. The stop now records
+    nothing and its loss goes on in the state, as a signal's does: the same history, the same weights."""
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, eval_every=3), llm=llm)
+    assert [h["step"] for h in straight["history"]] == [3, 4]
+    half = train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=3), llm=llm, stop_after=1)
+    assert half["step"] == 1 and half["history"] == []
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", eval=None, eval_every=3, resume=str(tmp_path / "b.pt")), llm=llm)
+    assert resumed["history"] == straight["history"]
+    want = straight["generator"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
 def _straight_and_cut(tiny, llm, tmp_path, monkeypatch, cut: int):
     """The generator of a straight 4-step run (a.pt, a save a step), and the same run (b.pt) cut by
     Ctrl-C at its `cut`-th file write (each save writes two: checkpoint, then state); no

@@ -654,8 +654,8 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy.
     Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
     config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
-    `stop_after` ends this call after that many steps (checkpoint and state saved; the schedule
-    still spans `cfg.steps`), to be continued with `resume`. SIGINT, SIGTERM or SIGHUP during the steps
+    `stop_after` ends this call after that many steps (checkpoint and state saved, with the training
+    loss since the last record; the schedule still spans `cfg.steps`), to be continued with `resume`. SIGINT, SIGTERM or SIGHUP during the steps
     finishes the step, saves as `save_every` does and raises Interrupted (`deferred_signals`)."""
     check_config(cfg)
     style = prompts.resolve_style(cfg.dataset)
@@ -857,9 +857,10 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
                                     gnorm=f"{float(grad_norm):.1e}")
-                if step % cfg.eval_every == 0 or step == last:
-                    record(logged_loss / logged_tokens,
-                           bool(eval_rows) and (step % cfg.eval_every == 0 or step == cfg.steps))
+                # at --steps, not at stop_after's stop: that one's loss goes on in the state, as a
+                # signal's does, so the resumed run's records are the straight run's
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    record(logged_loss / logged_tokens, bool(eval_rows))
                     logged_loss, logged_tokens = 0.0, 0
                 # what a crash (SIGKILL, a node lost) costs: the steps since the last save
                 if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
