@@ -433,6 +433,37 @@ def test_a_seed_out_of_range_is_refused_before_the_backbone_loads(tiny, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kw", [{"steps": 2.5}, {"eval_every": 1.5}, {"batch_size": 2.5}, {"grad_accum": 1.5},
+                                {"warmup": 0.5}, {"save_every": 1.5}, {"seed": 1.5}, {"seed": True}, {"lr": "1e-3"}])
+def test_a_library_config_with_a_number_of_the_wrong_type_is_refused_before_the_backbone_loads(tiny, tmp_path,
+                                                                                              monkeypatch, kw):
+    """argparse types the command line's flags; a library caller's TrainConfig is not: steps=2.5 ran
+    3 steps, eval_every=1.5 recorded at step 3 only, batch_size=2.5 and seed=1.5 were a TypeError once
+    the backbone had loaded, a string lr one from math.isfinite. One line each now, before the load."""
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    (name, value), = kw.items()
+    with pytest.raises(UserError, match=rf"^--{name} must be (an integer|a finite float32 number).*, got "
+                                        rf"{re.escape(repr(value))}$"):
+        train(_cfg(tiny, tmp_path / "o.pt", **kw))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_library_config_with_numpy_numbers_trains_and_resumes(tiny, llm, tmp_path):
+    """numpy numbers are integers and floats to a library caller: seed=np.int64 was torch's TypeError
+    in the seeded build, and lr=np.float64 went into the state's optimiser and config as a numpy
+    scalar, a pickle that --resume's weights-only load refused ("its pickle needs the global
+    numpy..."). They are taken as plain numbers: the run resumes to the plain run's weights."""
+    import numpy as np
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, seed=3), llm=llm)["generator"]
+    kw = dict(eval=None, seed=np.int64(3), lr=np.float64(1e-2), steps=np.int64(4), batch_size=np.int32(4))
+    train(_cfg(tiny, tmp_path / "b.pt", **kw), llm=llm, stop_after=2)
+    resumed = train(_cfg(tiny, tmp_path / "b.pt", resume=str(tmp_path / "b.pt"), **kw), llm=llm)
+    assert resumed["step"] == 4
+    want = straight.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
 @pytest.mark.parametrize("layers", [1, 5])
 def test_a_generator_for_another_layer_count_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch,
                                                                                    layers):

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import math
+import numbers
 import os
 import random
 import signal
@@ -24,7 +25,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 
 from minitflow.engine.llm import DTYPES, LLM, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int, is_int
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.tflow import prompts
@@ -362,29 +363,41 @@ def build_generator(cfg: TrainConfig, llm: LLM, loaded: TFlowGenerator | None = 
     return gen
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> TrainConfig:
     """Every flag, the input files and the output paths, before any model is loaded: a bad
-    value must not cost a model load or, worse, surface at the first save 200 steps in."""
+    value must not cost a model load or, worse, surface at the first save 200 steps in. Returns
+    `cfg` with its numbers as plain int and float (a library caller's numpy ones)."""
     if cfg.condition not in ("sender", "zero"):
         raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
-    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_size", "eval_batch_size",
-                 "eval_max_new_tokens"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.save_every is not None and cfg.save_every < 1:
-        raise UserError(f"--save_every must be >= 1, got {cfg.save_every}")
-    if cfg.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
-    if not 0 <= cfg.seed < 1 << 64:  # torch's seed range: 2^64 was a traceback; Python's random read -1 as 1
-        raise UserError(f"--seed must be an integer in [0, 2^64), got {cfg.seed}")
+    # a library caller's TrainConfig is not typed by argparse: steps=2.5 ran 3 steps, eval_every=1.5
+    # recorded at step 3 only, batch_size=2.5 and seed=1.5 were torch's or Python's TypeError once
+    # the backbone had loaded; numpy numbers (seed np.int64 was torch's TypeError) are taken as
+    # plain ones: saved in the state they made it a pickle that --resume refuses to load
+    plain: dict[str, object] = {}
+    for name, low in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 1), ("eval_size", 1),
+                      ("eval_batch_size", 1), ("eval_max_new_tokens", 1), ("save_every", 1), ("warmup", 0)):
+        v = getattr(cfg, name)
+        if name == "save_every" and v is None:  # every --eval_every
+            continue
+        if not is_int(v):
+            raise UserError(f"--{name} must be an integer, got {v!r}")
+        if v < low:
+            raise UserError(f"--{name} must be >= {low}, got {v}")
+        plain[name] = int(v)
+    # torch's seed range: 2^64 was a traceback; Python's random read -1 as 1
+    if not (is_int(cfg.seed) and 0 <= cfg.seed < 1 << 64):
+        raise UserError(f"--seed must be an integer in [0, 2^64), got {cfg.seed!r}")
+    plain["seed"] = int(cfg.seed)
     for name, low, inclusive in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("clip", 0.0, False)):
         v = getattr(cfg, name)
         # the optimiser works in float32: past its largest value (--lr 1e39) it was torch's traceback
-        if not (math.isfinite(v) and v <= torch.finfo(torch.float32).max and (v >= low if inclusive else v > low)):
-            raise UserError(f"--{name} must be a finite float32 number {'>=' if inclusive else '>'} {low:g}, got {v}")
+        if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                and v <= torch.finfo(torch.float32).max and (v >= low if inclusive else v > low)):
+            raise UserError(f"--{name} must be a finite float32 number {'>=' if inclusive else '>'} {low:g}, got {v!r}")
+        plain[name] = float(v)
     if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
         raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    check_pg_arch(cfg.pg_arch)
+    plain["pg_arch"] = check_pg_arch(cfg.pg_arch)  # None: no overrides (it was an AttributeError after the load)
     if cfg.resume and cfg.init != "random":  # the resumed run's generator is what continues
         raise UserError("pass either --resume or --init, not both (a resume continues its own generator)")
     if cfg.pg_arch and cfg.init != "random":
@@ -407,6 +420,7 @@ def check_config(cfg: TrainConfig) -> None:
         if held is not None:  # a rerun with other flags replaced a trained checkpoint at its first save
             raise UserError(f"--out {cfg.out}: {held.name} exists (an earlier run's): pass --overwrite to replace "
                             f"it, or --resume {cfg.out} to continue that run")
+    return replace(cfg, **plain)
 
 
 def load_state(path: Path) -> dict:
@@ -655,9 +669,12 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
     config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
     `stop_after` ends this call after that many steps (checkpoint and state saved, with the training
-    loss since the last record; the schedule still spans `cfg.steps`), to be continued with `resume`. SIGINT, SIGTERM or SIGHUP during the steps
-    finishes the step, saves as `save_every` does and raises Interrupted (`deferred_signals`)."""
-    check_config(cfg)
+    loss since the last record; the schedule still spans `cfg.steps`), to be continued with `resume`.
+    SIGINT, SIGTERM or SIGHUP during the steps finishes the step, saves as `save_every` does and raises
+    Interrupted (`deferred_signals`)."""
+    cfg = check_config(cfg)
+    if stop_after is not None:
+        check_int(stop_after, "stop_after")
     style = prompts.resolve_style(cfg.dataset)
     train_rows = read_examples(cfg.train)
     eval_rows = read_examples(cfg.eval)[:cfg.eval_size] if cfg.eval else []
