@@ -464,6 +464,13 @@ def test_a_library_config_with_numpy_numbers_trains_and_resumes(tiny, llm, tmp_p
     assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
 
 
+def test_a_library_config_without_pg_arch_overrides_may_say_none(tiny, tmp_path):
+    """pg_arch=None passed the checks (check_pg_arch reads it as no overrides) and was an
+    AttributeError once the backbone had loaded; the checked config holds {} for it."""
+    from minitflow.tflow.training import check_config
+    assert check_config(_cfg(tiny, tmp_path / "o.pt", pg_arch=None)).pg_arch == {}
+
+
 @pytest.mark.parametrize("layers", [1, 5])
 def test_a_generator_for_another_layer_count_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch,
                                                                                    layers):
