@@ -1312,6 +1312,27 @@ def test_a_callers_llm_needs_no_model_folder_to_train_or_resume(tiny, llm, tmp_p
     assert hashed == hashlib.sha256((tiny / "config.json").read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_out_may_not_be_a_file_of_the_backbone(tiny, tmp_path, monkeypatch, name):
+    """--out MODEL/model.safetensors --overwrite loaded the backbone and wrote the checkpoint over its
+    weights at the first save; without --overwrite it was refused as "an earlier run's", offering
+    --overwrite. The backbone's files are inputs like --train: refused before the backbone loads,
+    in a folder of links too (a hub snapshot's layout)."""
+    from minitflow.tflow import training
+    monkeypatch.setattr(training.LLM, "load", lambda *a, **k: pytest.fail("the backbone loaded"))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in tiny.iterdir():
+        (folder / f.name).symlink_to(f)
+    before = (tiny / name).read_bytes()
+    for overwrite in (True, False):
+        with pytest.raises(UserError, match=rf"^--out {re.escape(str(folder / name))} is also --model's {name}, "
+                                            "which this run reads"):
+            train(_cfg(tiny, folder / name, model=str(folder), overwrite=overwrite))
+    assert (tiny / name).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"] and all(p.is_symlink() for p in folder.iterdir())
+
+
 def test_init_random_is_no_file_that_out_could_be(tiny, tmp_path, monkeypatch):
     """--init random names no file: with a file ./random, --out random --overwrite was refused as
     'also --init, which this run reads' (--init was compared with --out as a path)."""

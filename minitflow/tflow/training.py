@@ -13,6 +13,7 @@ resume); `make_optimizer` is shared with the demo's backbone pre-training.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import json
 import math
@@ -37,6 +38,7 @@ from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError, check_int, is_int
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
+from minitflow.model.weights import HF_PATTERNS
 from minitflow.tflow import prompts
 from minitflow.files import check_output_file, json_rows, read_text
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, save_checkpoint,
@@ -411,9 +413,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
     prompts.resolve_style(cfg.dataset)
     resolve_device(cfg.device)
-    # --init too: with --overwrite, the first save replaced the checkpoint the run started from
+    # --init too: with --overwrite, the first save replaced the checkpoint the run started from; and
+    # the backbone's files (`model/model.safetensors --overwrite` wrote the checkpoint over its weights,
+    # and without --overwrite it was refused as "an earlier run's", offering --overwrite)
+    model_dir = local_model_dir(cfg.model)
+    backbone = {} if model_dir is None else {
+        f"--model's {p.name}": p for p in sorted(model_dir.iterdir())
+        if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in HF_PATTERNS)}
     check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval,
-                                                "--init": None if cfg.init == "random" else cfg.init})
+                                                "--init": None if cfg.init == "random" else cfg.init, **backbone})
     check_output_file(_state_path(cfg.out), "--out's training state")
     if not cfg.overwrite and not (cfg.resume and Path(cfg.resume).resolve() == Path(cfg.out).resolve()):
         held = next((p for p in (Path(cfg.out), _state_path(cfg.out)) if p.exists()), None)
