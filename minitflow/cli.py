@@ -113,8 +113,9 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError("--random_generator is only valid with --method tflow")
     if args.checkpoint and args.random_generator:
         raise UserError("pass either --checkpoint or --random_generator, not both")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UserError(f"TFlow checkpoint not found: {args.checkpoint}")
+    if args.checkpoint:
+        from minitflow.tflow.checkpoint import checkpoint_file
+        checkpoint_file(args.checkpoint)
     resolve_device(args.device)
 
 

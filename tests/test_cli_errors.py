@@ -1214,11 +1214,14 @@ def test_bad_pg_arch_in_a_checkpoint_names_the_file(arch, word, good_state, tmp_
     fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO), str(path), word)
 
 
-@pytest.mark.parametrize("kind", ["text", "truncated", "other layers"])
+@pytest.mark.parametrize("kind", ["text", "truncated", "other layers", "folder"])
 def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
+    """A folder (the official release's checkpoint_dir, say) was "TFlow checkpoint not found" though it is there."""
     no_model_load(monkeypatch)
     path = tmp_path / "g.pt"
-    if kind == "text":
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "text":
         path.write_text("not a checkpoint\n")
     elif kind == "truncated":
         path.write_bytes((DEMO / "tflow.pt").read_bytes()[:100_000])
@@ -1227,7 +1230,8 @@ def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys
         torch.save({**state, "pg_arch": {**state["pg_arch"], "num_base_model_layers": 8}}, path)
     argv = ["--method", "tflow", "--checkpoint", path, "--question", "How many?", "--device", "cpu",
             "--max_new_tokens", "2"]
-    fails(capsys, generate.main, argv, str(path), *(["not a torch.save file"] if kind != "other layers" else []))
+    fails(capsys, generate.main, argv, str(path), *({"other layers": [], "folder": ["is a directory: pass the checkpoint "
+                                                                                   "file in it"]}.get(kind, ["not a torch.save file"])))
 
 
 def test_sigterm_unwinds_every_command_line_like_ctrl_c(tmp_path, capsys):

@@ -167,6 +167,17 @@ def _tensor_dict(obj: object, name: str, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` as a file to read, else one line: a folder (the official release's checkpoint_dir,
+    say) was "not found" though it is there."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"TFlow checkpoint {path} is a directory: pass the checkpoint file in it (a torch.save .pt)")
+    if not path.is_file():
+        raise UserError(f"TFlow checkpoint not found: {path}")
+    return path
+
+
 def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype | str = torch.float32,
                     device: torch.device | str = "cpu") -> TFlowGenerator:
     """A generator with every tensor from `path`. A checkpoint lacking any generator tensor is
@@ -175,9 +186,7 @@ def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype 
     torch.dtype or a name as LLM.load takes it ("bfloat16", "auto"; torch read a name as a device)."""
     from minitflow.engine.llm import resolve_dtype
     dtype = resolve_dtype(dtype, torch.device(device))
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"TFlow checkpoint not found: {path}")
+    path = checkpoint_file(path)
     state = torch_load(path)
     if not isinstance(state, dict) or "parameter_generator" not in state or "pg_layer_aggregator" not in state:
         raise UserError(f"{path} is not a TFlow checkpoint (needs parameter_generator and pg_layer_aggregator)")
