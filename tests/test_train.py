@@ -1344,6 +1344,14 @@ def test_init_random_is_no_file_that_out_could_be(tiny, tmp_path, monkeypatch):
         check_config(_cfg(tiny, Path("random"), overwrite=True, init="./random", pg_arch={}))
 
 
+def test_init_names_a_folder_as_one(tiny, tmp_path):
+    """--init FOLDER said "no such checkpoint" of a folder that is there."""
+    from minitflow.tflow.training import check_config
+    with pytest.raises(UserError, match=rf"^--init {re.escape(str(tmp_path))} is a directory: pass the checkpoint "
+                                        r"file in it \(or 'random'\)$"):
+        check_config(_cfg(tiny, tmp_path / "o.pt", init=str(tmp_path), pg_arch={}))
+
+
 def test_the_first_signals_note_to_a_gone_stderr_does_not_cut_the_step(monkeypatch):
     """The first Ctrl-C is only recorded, and a note written to stderr: where stderr is a pipe
     whose reader the same Ctrl-C ended (`train ... 2>&1 | tee log`), the write raised

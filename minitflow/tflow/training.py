@@ -404,6 +404,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise UserError("pass either --resume or --init, not both (a resume continues its own generator)")
     if cfg.pg_arch and cfg.init != "random":
         raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
+    if cfg.init != "random" and Path(cfg.init).is_dir():  # "no such checkpoint" of a folder that is there
+        raise UserError(f"--init {cfg.init} is a directory: pass the checkpoint file in it (or 'random')")
     if cfg.init != "random" and not Path(cfg.init).is_file():
         raise UserError(f"--init {cfg.init}: no such checkpoint (or pass 'random')")
     if cfg.resume and not _state_path(cfg.resume).is_file():
