@@ -992,6 +992,37 @@ def test_a_prefill_only_request_leaves_no_nan_in_its_slot(model, bad):
                                                           [r.sampling for r in (x, y, late)])
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static_shapes"])
+def test_an_aborted_request_leaves_no_nan_in_its_slot_or_the_prefix_cache(model, static):
+    """On CUDA the host reads a step's tokens steps later, so a request with NaN factors can be
+    aborted (a stream's reader gone) before its NaN logits are seen: abort() left its NaN keys,
+    values and factors in the slot. The next short request there, beside a longer one, read the
+    keys through the mask, was refused for NaN logits and had stored its NaN prompt KV in the
+    prefix cache, which abort_all keeps: every later prompt sharing it was refused too. The run-
+    ahead is emulated on CPU as in test_engine_fuzz.py."""
+    from test_engine_fuzz import LateRing
+    llm = _llm(model, num_slots=2)
+    llm.engine.runner.static_shapes = static
+    llm.engine.ring = LateRing(2)
+    row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 2)], [1.0]), 0)
+    a, bs = row.layers[0]["qkv"]
+    row.layers[0]["qkv"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+    bad = llm.add_request(list(range(1, 61)), SamplingParams(max_new_tokens=8), lora=row)
+    llm.step()  # prefilled and decoded once; its NaN token not read yet
+    assert bad.slot == 0 and not bad.output_ids and llm.abort(bad)
+    g = torch.Generator().manual_seed(4)
+    short, long = (torch.randint(0, 150, (n,), generator=g).tolist() for n in (2 * BLOCK + 3, 40))
+    sp = SamplingParams(max_new_tokens=4)
+    reqs = [Request(short, sp), Request(long, SamplingParams(max_new_tokens=8))]
+    llm.engine.run(reqs)
+    assert reqs[0].slot == 0
+    later = Request(short[:2 * BLOCK] + [7, 8], sp)  # alone in the engine, its prefix from the cache
+    llm.engine.run([later])
+    assert later.cached_tokens == 2 * BLOCK
+    assert [r.output_ids for r in reqs + [later]] == _alone(model, [r.prompt_ids for r in reqs + [later]],
+                                                             [r.sampling for r in reqs + [later]])
+
+
 @pytest.mark.parametrize("together", [False, True])
 @pytest.mark.parametrize("start", [5, 2 * BLOCK])
 def test_prefix_cache_reuses_condition_rows_inside_a_captured_span(model, start, together):

@@ -250,12 +250,17 @@ class Engine:
     def abort(self, req: Request) -> bool:
         """Abort one request, queued or running: its slot is free for the next step, and the
         tokens of steps still in flight for it are dropped (`_accept` skips a finished request).
-        Its KV stays in the slot as a finished request's does, overwritten by the next one. True
-        when it was in flight here; False for one finished, already aborted or never added (a
-        stream may race its last token: nothing to undo)."""
+        A running one's keys, values and factors are zeroed there (ModelRunner.scrub): on CUDA it
+        may go before the host reads its NaN logits, and its NaN keys then reached the next short
+        request in the slot through the mask, and from its prefill the prefix cache. True when it
+        was in flight here; False for one finished, already aborted or never added (a stream may
+        race its last token: nothing to undo)."""
         with self.lock:
+            running = req.slot is not None and self.scheduler.running.get(req.slot) is req
             if req.finished or not self.scheduler.abort(req):
                 return False
+            if running:
+                self.runner.scrub(req)
             req.finish_reason, req.finished_t = "abort", time.perf_counter()
             return True
 

@@ -203,16 +203,20 @@ class ModelRunner:
         self.sampler.set_row(slot, req.sampling)
 
     def scrub(self, req: Request) -> None:
-        """Zero the keys and values a prefill-only request wrote in its slot, and its LoRA factors
-        there. It samples nothing, so nothing refused NaN or inf from its input (handed-over KV,
-        factors, float16 overflow): a later row in the slot beside a longer one read them through
-        the mask (NaN + -inf is NaN), and a static-shape step's junk row of the free slot ran them."""
+        """Zero the keys and values `req` wrote in its slot (prompt and decode steps), and its LoRA
+        factors there: a prefill-only request's as it ends, an aborted one's. Nothing refused NaN or
+        inf from their input (handed-over KV, factors, float16 overflow): the first samples nothing,
+        the second went before the host read its NaN token (CUDA's run-ahead). A later row in the slot
+        beside a longer one read them through the mask (NaN + -inf is NaN), and a static-shape step's
+        junk row of the free slot ran them."""
         slot = req.slot
-        self.cache.k[:, slot, :, :req.context_len].zero_()
-        self.cache.v[:, slot, :, :req.context_len].zero_()
-        if slot in self.lora_slots:
-            torch._foreach_zero_([t[slot] for t in lora_tensors(self.lora)])
-            self.lora_slots.discard(slot)
+        n = max(req.context_len, self.next_pos[slot] + 1)  # a decode step writes at next_pos
+        with torch.inference_mode():  # the cache and buffers are inference tensors (abort() runs outside)
+            self.cache.k[:, slot, :, :n].zero_()
+            self.cache.v[:, slot, :, :n].zero_()
+            if slot in self.lora_slots:
+                torch._foreach_zero_([t[slot] for t in lora_tensors(self.lora)])
+                self.lora_slots.discard(slot)
 
     def clear_cache(self) -> None:
         """Zero every slot's keys and values, and the LoRA factors slots hold, in place (the captured
