@@ -208,6 +208,23 @@ def test_condition_rows_from_the_prefix_cache_are_the_computed_ones(model, gener
     _clean(llm, 2, budget_blocks * _block_bytes(model) + 4096)
 
 
+def test_tflow_senders_take_a_shared_blocks_condition_rows_from_the_prefix_cache(model, generator):
+    """run_method's senders sum the layers with the generator's weights. The engine keeps condition
+    rows only under weights whose version counter shows a change in place, which an inference
+    tensor has not (a sweep's changed weights were served the old rows): tflow makes its weights
+    under no_grad, so the 4-shot block inside the second question's span still comes from the cache."""
+    from minitflow.tflow.condition import question_span, sender_prompt
+    shared = " ".join(random.Random(2).choice(WORDS) for _ in range(3 * BLOCK))
+    qs = [shared + " alpha", shared + " beta gamma"]
+    kw = dict(sampling=SamplingParams(max_new_tokens=3), generator=generator, batch_size=1)
+    llm = _llm(model, cache=1 << 30)
+    res = run_method("tflow", llm, qs, **kw)
+    text = sender_prompt(prompts.tflow_agents("gsm8k")[0], qs[1])
+    start, _ = question_span(llm, text, qs[1], len(llm.encode(text)))
+    assert res[1].agents["sender_A"].cached_tokens >= start + 2 * BLOCK
+    assert [r.token_ids for r in res] == [run_method("tflow", _llm(model), [q], **kw)[0].token_ids for q in qs]
+
+
 @pytest.mark.parametrize("method", ["baseline", "textmas", "tflow"])
 def test_a_question_too_long_is_refused_before_any_request_runs(model, generator, method):
     """The engine refuses a request only at its turn: a question too long for the LLM's positions

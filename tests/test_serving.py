@@ -655,23 +655,32 @@ def test_engine_sizes_are_integers_in_range(model):
     assert llm.max_seq_len == 32 and llm.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))[0].completion_tokens == 2
 
 
-def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(model):
+@pytest.mark.parametrize("inference", [False, True], ids=["tensor", "inference_tensor"])
+def test_layer_weights_changed_in_place_are_not_served_from_the_prefix_cache(model, inference):
     """The prefix cache keeps summed condition rows under the layer weights' values, read once per
     weights tensor: a sweep that changed one tensor in place (or kept it and changed the layers)
-    got the rows of the first values back for every cached block. Each must equal that layer alone."""
+    got the rows of the first values back for every cached block. Each must equal that layer alone.
+    An inference tensor (made and changed under torch.inference_mode) has no version counter to
+    show the change: its rows are not cached (they were, and the sweep got layer 0's each time)."""
+    from contextlib import nullcontext
+
     from minitflow import Capture
     llm = _llm(model, num_slots=2)
     p = torch.randint(0, 150, (3 * BLOCK + 5,), generator=torch.Generator().manual_seed(3)).tolist()
     span = dict(starts=[2], ends=[len(p) - 1])
     n = model.cfg.num_hidden_layers
     alone = [llm.capture_hidden([p], Capture(layers=[i], **span)).hidden[:, 0] for i in range(n + 1)]
-    w = torch.zeros(n + 1)
+    mode = torch.inference_mode if inference else nullcontext
+    with mode():
+        w = torch.zeros(n + 1)
     for i in range(n + 1):
-        w.zero_()
-        w[i] = 1.0
+        with mode():
+            w.zero_()
+            w[i] = 1.0
         got = llm.capture_hidden([p], Capture(layers=list(range(n + 1)), layer_weights=w, **span))
         assert got.hidden.shape == alone[i].shape and torch.allclose(got.hidden, alone[i], atol=1e-6), i
-    one = torch.ones(1)
+    with mode():
+        one = torch.ones(1)
     for i in range(n + 1):
         got = llm.capture_hidden([p], Capture(layers=[i], layer_weights=one, **span))
         assert torch.allclose(got.hidden, alone[i], atol=1e-6), i

@@ -295,11 +295,15 @@ class Engine:
         """What a summed condition row depends on besides the tokens: the layers and weights. The
         weights' values are remembered per tensor (reading them waits for the device) while its
         version counter stands: changed in place (a sweep over layers in one tensor), the cached
-        rows of the old values were served. Inference tensors have none (tflow's, never changed)."""
+        rows of the old values were served. An inference tensor has no counter, so a change in place
+        goes unseen: its key is the tensor (the requests of one prefill forward share its weights),
+        and `_reusable` keeps its rows out of the prefix cache."""
         w = capture.layer_weights
         if w is None:
             return None
-        version = None if w.is_inference() else w._version
+        if w.is_inference():
+            return tuple(capture.layers), id(w)  # every request holding w is alive while its step runs
+        version = w._version
         hit = self._cond_keys.get(id(w))
         if hit is None or hit[0] is not w or hit[1] != version:
             if hit is None and len(self._cond_keys) >= COND_KEYS:  # the oldest: a run long done (each entry holds its tensor)
@@ -318,7 +322,9 @@ class Engine:
         c = r.capture
         if c is None:
             return len(r.prompt_ids) - 1, None, root
-        if c.layer_weights is None:  # all layers: nothing before the span is reusable inside it
+        if c.layer_weights is None or c.layer_weights.is_inference():
+            # all layers, or summed by weights that may change in place unseen (_cond_key): no row
+            # before the span's start reusable inside it (the KV before it does not depend on them)
             return c.starts[0], None, root
         # a summed condition: cached rows of it too, leaving one span token to compute
         return min(len(r.prompt_ids), c.ends[0]) - 1, (self._cond_key(c), c.starts[0]), root
@@ -380,14 +386,13 @@ class Engine:
             timer = DeviceTimer(self.device)  # no sync: queued decode steps keep the GPU busy meanwhile
             self.runner.prefill(group)
             for r in group:
-                c, cond = r.capture, None
+                c = r.capture
                 if r_cond.get(r.id) is not None:  # the condition rows the prefix cache gave come first
                     c.hidden = torch.cat([r_cond[r.id][None].to(c.hidden.dtype), c.hidden], dim=1)
                     c.lengths = [c.hidden.shape[1]]
-                if c is not None and c.layer_weights is not None:
-                    cond = (self._cond_key(c), c.starts[0], c.hidden[0])
                 reuse = reuses[r.id]
-                if reuse is not None:  # the KV the prefill wrote
+                if reuse is not None:  # the KV the prefill wrote, and the condition rows its lookup could take
+                    cond = None if reuse[1] is None else (*reuse[1], c.hidden[0])
                     self.prefix_cache.insert(  # at the slot's positions after any handed-over KV
                         r.prompt_ids[:self.runner.prefill_len(r)],
                         lambda a, b, s=r.slot, o=r.past_len: self.runner.cache.read(s, o + a, o + b), cond,

@@ -303,7 +303,7 @@ class _TFlow(_Pipeline):
         # per generator call, which questions' conditions are finite: on CUDA read once there (the
         # receivers' tokens, read anyway, come after them), never waited for (no sync of their own)
         self.finite = TokenRing(llm.device, run_ahead=sys.maxsize)
-        with torch.inference_mode():
+        with torch.no_grad():  # not an inference tensor: the engine caches condition rows only under a version counter
             self.layer_weights = generator.pg_layer_aggregator.weights().float().to(llm.device)
 
     def start(self, q):
