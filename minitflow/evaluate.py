@@ -445,31 +445,37 @@ def _remove_stale_locks(out_dir: Path, method: str, size: int) -> None:
 
 def claim_folder(out_dir: Path, method: str, settings: dict, overwrite: bool, rank: int, size: int) -> IO[str]:
     """Lock this rank's files; rank 0 also checks (or writes, or with `overwrite` clears) the
-    folder's settings, and rank r > 0 waits for it. Returns the open lock (keep it)."""
-    lock = take_lock(out_dir, method, rank)
+    folder's settings, and rank r > 0 waits for it. Returns the open lock (keep it).
+    Rank r > 0 takes its lock only once rank 0 of its launch holds the folder: two launches started
+    together on one folder, each rank locking at once, could split the locks (one launch's rank 0,
+    the other's rank 1), each launch then had a rank refused, torchrun ended both, and neither ran.
+    A live process running rank r here already is still refused at once (the lock tried and let go)."""
     rid = run_id(size)
-    if rank == 0:
-        for r, other in rank_locks(out_dir, method).items():
-            if r > 0 and _of_another_launch(other, r, size):
-                raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
-        if overwrite:
-            _remove_stale_locks(out_dir, method, size)
-        path, results = _settings_path(out_dir, method), out_dir / f"{method}_results.json"
-        if overwrite or not any(p.stat().st_size for p in _partials(out_dir, method)):
-            for f in [path, results, *_partials(out_dir, method)]:  # nothing finished to keep
-                f.unlink(missing_ok=True)
-        if path.is_file():
-            _compare_settings(path, settings)
-        elif _partials(out_dir, method):
-            raise UserError(f"{out_dir} holds {method} samples but no {path.name}, so they may come from other "
-                            "settings; pass --overwrite to start afresh or use another --output_dir")
-        else:
-            write_json(path, settings)
-        sign_lock(lock, f"{rid} {secrets.token_hex(8)}")
-    else:
-        sign_lock(lock, rid)
-        sign_lock(lock, _wait_for_rank0(out_dir, method, rid) + " joined")  # rank 0 may exit now
+    if rank > 0:
+        take_lock(out_dir, method, rank).close()
+        signature = _wait_for_rank0(out_dir, method, rid)
+        lock = take_lock(out_dir, method, rank)
+        sign_lock(lock, signature + " joined")  # rank 0 may exit now
         _compare_settings(_settings_path(out_dir, method), settings)
+        return lock
+    lock = take_lock(out_dir, method, rank)
+    for r, other in rank_locks(out_dir, method).items():
+        if r > 0 and _of_another_launch(other, r, size):
+            raise UserError(f"another evaluate process is running {method} (rank {r}) in {out_dir}")
+    if overwrite:
+        _remove_stale_locks(out_dir, method, size)
+    path, results = _settings_path(out_dir, method), out_dir / f"{method}_results.json"
+    if overwrite or not any(p.stat().st_size for p in _partials(out_dir, method)):
+        for f in [path, results, *_partials(out_dir, method)]:  # nothing finished to keep
+            f.unlink(missing_ok=True)
+    if path.is_file():
+        _compare_settings(path, settings)
+    elif _partials(out_dir, method):
+        raise UserError(f"{out_dir} holds {method} samples but no {path.name}, so they may come from other "
+                        "settings; pass --overwrite to start afresh or use another --output_dir")
+    else:
+        write_json(path, settings)
+    sign_lock(lock, f"{rid} {secrets.token_hex(8)}")
     return lock
 
 

@@ -863,9 +863,9 @@ def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_pa
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not ((out / "oracle.rank0.alive").is_file() and (out / "oracle.rank1.lock").is_file()
-                   and (out / "oracle.rank1.lock").read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # rank 1 waits for rank 0 (its lock signed), and rank 0 beats
+        while not ((out / "oracle.rank0.alive").is_file() and (out / "oracle.rank1.lock").is_file()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)  # rank 1 waits for rank 0 (its lock tried), and rank 0 beats
         time.sleep(1.0)  # rank 1 has seen a beat change
         rank0.kill()
         t0 = time.monotonic()
@@ -1057,8 +1057,8 @@ def test_a_second_launch_refused_on_a_held_rank_does_not_stop_the_first(tmp_path
     rank1.start()
     try:
         lock1 = out / "oracle.rank1.lock"
-        while not (lock1.is_file() and lock1.read_text()) and rank1.is_alive():
-            time.sleep(0.02)  # it has signed its lock: it waits
+        while not lock1.is_file() and rank1.is_alive():
+            time.sleep(0.02)  # it has tried its lock: it waits
         assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 2
         assert "another evaluate process is running oracle (rank 0)" in capsys.readouterr().err
         assert not (out / "oracle.rank0.failed").exists()
@@ -1072,3 +1072,42 @@ def test_a_second_launch_refused_on_a_held_rank_does_not_stop_the_first(tmp_path
         rank1.join(timeout=30)
         for lock in joined:
             lock.close()
+
+
+def test_two_launches_started_together_leave_the_first_running(tmp_path, monkeypatch):
+    """Two torchrun launches started together on one folder: every rank took its lock at once, so the
+    locks could split (the first's rank 0 got rank 0's, the second's rank 1 rank 1's). The first's rank 1
+    was refused ("another evaluate process is running (rank 1)"), torchrun ended the whole first launch,
+    the second's rank 0 was refused as well: neither ran. Rank r > 0 now takes its lock once its own
+    rank 0 holds the folder; a rank r that another live process runs here is still refused at once."""
+    from minitflow import evaluate as ev
+    monkeypatch.setattr(ev, "run_id", lambda size: "second|2" if threading.current_thread().name == "second1"
+                        else "first|2")
+    monkeypatch.setattr(ev, "RANK0_WAIT_S", 2.0)
+    settings = {"method": "oracle"}
+    errors: list[BaseException] = []
+
+    def second1():  # the second launch's rank 1, first at the folder: it waits for its rank 0
+        try:
+            ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    waiting = threading.Thread(target=second1, name="second1")
+    waiting.start()
+    try:
+        time.sleep(0.5)  # it waits for the second launch's rank 0, which never comes (refused, or ended by torchrun)
+        first0 = ev.claim_folder(tmp_path, "oracle", settings, False, 0, 2)
+        try:
+            first1 = ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # was: refused, rank 1 is held
+            try:
+                assert ev.lock_holder(tmp_path / "oracle.rank1.lock") == ev.lock_holder(tmp_path / "oracle.rank0.lock") + " joined"
+                with pytest.raises(ev.RankBusy, match=r"another evaluate process is running oracle \(rank 1\)"):
+                    ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # a third rank 1: refused at once
+            finally:
+                first1.close()
+        finally:
+            first0.close()
+    finally:
+        waiting.join(timeout=30)
+    assert len(errors) == 1 and "rank 0 of this launch did not take" in str(errors[0])
