@@ -421,6 +421,12 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     previous = None
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         previous = signal.signal(signal.SIGTERM, _terminate)
+    # a path that is not UTF-8 (lone surrogates: a Latin-1 "résultats") in a printed line is escaped, as stderr
+    # does, instead of a UnicodeEncodeError traceback after the work (score's "rescored PATH", report's notes)
+    out = sys.stdout
+    strict = getattr(out, "errors", None) == "strict" and hasattr(out, "reconfigure")
+    if strict:
+        out.reconfigure(errors="backslashreplace")
     try:
         code = main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then exit 141, not a traceback
@@ -443,3 +449,5 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if strict:
+            out.reconfigure(errors="strict")

@@ -812,7 +812,9 @@ def dataset_label(dataset: str, samples) -> str:
 # ---- the run -----------------------------------------------------------------------------
 
 def _setup_logging(out_dir: Path, rank: int) -> None:
-    handlers: list[logging.Handler] = [logging.FileHandler(out_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"))]
+    # errors: a path that is not UTF-8 (lone surrogates) in a line is escaped, not a "Logging error" traceback
+    handlers: list[logging.Handler] = [logging.FileHandler(out_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"),
+                                                           encoding="utf-8", errors="backslashreplace")]
     if rank == 0:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)

@@ -321,5 +321,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """json.dumps keeping text readable (ensure_ascii=False) but escaping what UTF-8 cannot hold: a path
+    whose bytes are not UTF-8 (a Latin-1 "résultats") reaches Python as lone surrogates, which failed
+    the write after a whole run; as \\udcXX escapes (always inside a JSON string) they read back the same."""
+    return json.dumps(obj, indent=indent, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
-    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    write_text(path, json_text(obj, indent) + "\n")

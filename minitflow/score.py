@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from minitflow.errors import UserError
-from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, lock_path,
-                             os_reason, rank_locks, read_text, sign_lock, try_lock, write_text)
+from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, json_text,
+                             lock_path, os_reason, rank_locks, read_text, sign_lock, try_lock, write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -149,7 +149,7 @@ def _rescore_partials(folder: Path, method: str, dataset: str, by_id: dict[str, 
             continue
         _rescore_rows(dataset, [row for _, row in parsed], by_id, str(part), args, data_file)
         for n, row in parsed:
-            lines[n] = json.dumps(row, ensure_ascii=False)
+            lines[n] = json_text(row)
         out.append((part, "\n".join(lines)))
     return out
 
@@ -261,7 +261,7 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
             summary["mmlu_rows"] = rows_set
         method = path.name[:-len("_results.json")]
         writes += _rescore_partials(folder, method, dataset, by_id, args, data_file)
-        writes.append((path, json.dumps(data, indent=1, ensure_ascii=False) + "\n"))
+        writes.append((path, json_text(data, indent=1) + "\n"))
         lines.append(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
                      f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
         summaries.append(summary)

@@ -1111,3 +1111,22 @@ def test_two_launches_started_together_leave_the_first_running(tmp_path, monkeyp
     finally:
         waiting.join(timeout=30)
     assert len(errors) == 1 and "rank 0 of this launch did not take" in str(errors[0])
+
+
+def test_a_folder_and_data_file_whose_names_are_not_utf8_get_their_results(tmp_path, capsys):
+    """A path whose bytes are not UTF-8 (a Latin-1 "résultats") reaches Python with lone surrogates, which
+    the results file (its config names the data file and --output_dir) could not encode: the whole run
+    ended in a UnicodeEncodeError traceback and every resume again, so no results file was ever written.
+    They are written as JSON escapes, which read back as the same path: score --results finds the data file."""
+    from minitflow import score
+    folder = tmp_path / os.fsdecode(b"r\xe9sultats")
+    folder.mkdir()
+    data, out = _oracle_rows(folder / "sep.jsonl"), folder / "out"
+    assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
+    results = json.loads((out / "oracle_results.json").read_text(encoding="utf-8"))
+    assert results["summary"]["config"]["data_file"] == str(data) and results["summary"]["n"] == 6
+    assert "accuracy 1.0000" in (out / "run.log").read_text(encoding="utf-8")  # its line names the folder
+    capsys.readouterr()
+    assert run_cli(score.main, ["--results", str(out)]) == 0
+    rescored = json.loads((out / "oracle_results.json").read_text(encoding="utf-8"))["summary"]
+    assert rescored["accuracy"] == 1.0 and rescored["rescored_with"]["data_file"] == str(data)
