@@ -3,7 +3,7 @@
 Files in OUTPUT_DIR, per method:
 
 - `{method}_settings.json`: what defines the run (model, checkpoint sha256, method, dataset
-  file sha256, sampling, max_new_tokens, row set). A rerun with other settings is
+  file sha256, sampling (a greedy run: no seed), max_new_tokens, row set). A rerun with other settings is
   refused with one line; `--overwrite` starts afresh. `--max_samples` may change between
   runs (it takes a prefix of the same samples).
 - `{method}_partial.rank{r}.jsonl`: one finished sample per line, appended as it completes,
@@ -369,6 +369,15 @@ def run_settings(args: argparse.Namespace, dataset: str, sampling: SamplingParam
         "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch."),
         # nor CPU and GPU rows: the summary's seconds per question (report's Speed) names one device
         "device": resolve_device(args.device).type})
+    return recorded_seed(settings)
+
+
+def recorded_seed(settings: dict) -> dict:
+    """Settings with the seed as it matters: greedy decoding takes the top token whatever the seed, so a
+    greedy run records none (a resume with another --seed was refused, --overwrite offered, for the same
+    answers), unless it seeds a --random_generator; also applied to a folder's older record."""
+    if settings.get("temperature") == 0 and settings.get("checkpoint_sha256") != "random" and "seed" in settings:
+        return {**settings, "seed": None}
     return settings
 
 
@@ -415,6 +424,7 @@ def _compare_settings(path: Path, settings: dict) -> None:
     alias = {"include_all_mmlu"} if "mmlu_rows" in saved else set()
     if "method_options" in saved:  # a folder written before recorded_options, with the default given
         saved = {**saved, "method_options": recorded_options(saved["method_options"])}
+    saved = recorded_seed(saved)  # a greedy folder written before recorded_seed
     # another dataset first: its data file's sha256 differs too, and named first it hid the plain reason
     diff = sorted((k for k in saved if k not in alias and saved.get(k) != settings.get(k)),
                   key=lambda k: (k != "dataset", k))

@@ -251,6 +251,27 @@ def test_resume_with_other_sampling_is_refused(tmp_path, capsys):
     assert "max_new_tokens=8" in capsys.readouterr().err
 
 
+def test_a_greedy_run_resumes_with_another_seed_and_a_sampled_one_does_not(tmp_path, capsys):
+    """Greedy decoding takes the top token whatever the seed: a greedy folder resumed with another --seed
+    (the same answers) was refused, --overwrite offered, which deleted the finished rows. Also for a folder
+    that recorded its seed before; a sampled run's seed still decides its answers and is compared."""
+    data, out = _box_rows(tmp_path / "box.jsonl", n=2), tmp_path / "out"
+    assert run_cli(main, _demo_args(data, out, "--max_samples", "1")) == 0
+    assert run_cli(main, _demo_args(data, out, "--seed", "3")) == 0
+    assert "2 samples, 1 already done, 1 for rank 0/1" in _last_plan(out)
+    settings = out / "baseline_settings.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "seed": 0}))  # as written before
+    assert run_cli(main, _demo_args(data, out, "--seed", "5")) == 0
+    sampled = _demo_args(data, tmp_path / "sampled", "--temperature", "0.7")
+    sampled.remove("--greedy")
+    assert run_cli(main, sampled) == 0
+    capsys.readouterr()
+    assert run_cli(main, [*sampled, "--seed", "3"]) == 2
+    assert "seed=0, this one has seed=3" in capsys.readouterr().err
+    from minitflow.evaluate import recorded_seed  # a greedy --random_generator: the seed draws its weights
+    assert recorded_seed({"temperature": 0, "checkpoint_sha256": "random", "seed": 3})["seed"] == 3
+
+
 def test_resume_in_another_dtype_is_refused_and_an_older_settings_file_still_resumes(tmp_path, capsys):
     """float32 and bfloat16 give other long answers; a settings file from before a setting
     existed (no "dtype") resumes."""
