@@ -54,6 +54,31 @@ def test_a_missing_max_position_embeddings_is_transformers_default(tmp_path):
     assert Qwen3Config.from_dir(d).max_position_embeddings == want == 32768
 
 
+@pytest.mark.parametrize("changes,words", [
+    ({"layer_types": ["full_attention", "sliding_attention"]}, ("layer_types holds 'sliding_attention'",)),
+    ({"layer_types": ["full_attention"]}, ("layer_types lists 1 layers, num_hidden_layers is 4",)),
+    ({"model_type": "qwen2"}, ("model_type='qwen2'", "is not Qwen3")),
+    ({"model_type": "qwen3_moe"}, ("model_type='qwen3_moe'", "is not Qwen3")),
+    ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}},
+     ("rope_parameters holds per-layer-type RoPE settings ('full_attention')",)),
+    ({"rope_parameters": {"rope_type": None, "rope_theta": 1e6}}, ("rope type None is not supported",))])
+def test_a_config_minitflow_would_run_as_another_model_is_refused(changes, words, tmp_path, capsys, monkeypatch):
+    """Each loaded without a word and ran as plain Qwen3: layer_types naming sliding (or any
+    other) attention ran full attention in every layer, and a list of the wrong length passed
+    (transformers refuses it); a model_type of "qwen2" or "qwen3_moe" beside Qwen3ForCausalLM
+    passed on the architecture, where transformers builds its model from model_type (Qwen2: q/k/v
+    biases, no q/k norms); per-layer-type rope_parameters (transformers 5's nested form, YaRN
+    inside) and a null rope_type ran default RoPE, where transformers' Qwen3 finds no rope type."""
+    no_model_load(monkeypatch)
+    d = _config(tmp_path, **changes)
+    fails(capsys, generate.main, gen_args("--model", d), str(d / "config.json"), *words)
+    if "model_type" in changes:  # transformers builds that model, not Qwen3
+        from transformers import AutoConfig
+        assert AutoConfig.from_pretrained(d).model_type == changes["model_type"]
+    full = _config(tmp_path / "full", layer_types=["full_attention"] * 4, use_sliding_window=False, sliding_window=4)
+    assert Qwen3Config.from_dir(full).num_hidden_layers == 4  # transformers' own layer_types (all full) still load
+
+
 # ---- tokenizer_config.json --------------------------------------------------------------
 
 @pytest.mark.parametrize("text,word", [

@@ -64,10 +64,13 @@ class Qwen3Config:
         archs = d.get("architectures") or []
         if not isinstance(archs, list):
             archs = [archs]
-        if d.get("model_type") != "qwen3" and not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+        # model_type decides what transformers builds (AutoConfig): a "qwen2" or "qwen3_moe" file that
+        # names Qwen3ForCausalLM ran as Qwen3 here and as Qwen2 (q/k/v biases, no q/k norm) there
+        model_type = d.get("model_type")
+        if model_type != "qwen3" and (model_type is not None or not any(a in SUPPORTED_ARCHITECTURES for a in archs)):
             raise UserError(
-                f"{source}: model_type={d.get('model_type')!r} architectures={archs} is not Qwen3 "
-                f"(minitflow supports {', '.join(SUPPORTED_ARCHITECTURES)})"
+                f"{source}: model_type={model_type!r} architectures={archs} is not Qwen3 "
+                f"(minitflow supports {', '.join(SUPPORTED_ARCHITECTURES)}, model_type \"qwen3\")"
             )
         # both checked: Qwen3's README has users add rope_scaling (YaRN) to a config.json that
         # transformers 5 saved with rope_parameters, and transformers then takes rope_scaling
@@ -75,8 +78,12 @@ class Qwen3Config:
             value = d.get(key)
             if value is not None and not isinstance(value, dict):
                 raise UserError(f"{source}: {key} must be an object or null, got {value!r}")
+            nested = sorted(k for k, v in (value or {}).items() if isinstance(v, dict))
+            if nested:  # transformers 5's per-layer-type form: its Qwen3 model finds no rope_type (a KeyError)
+                raise UserError(f"{source}: {key} holds per-layer-type RoPE settings ({nested[0]!r}), which Qwen3 "
+                                "does not take: give one rope_type and rope_theta")
             rope_type = (value or {}).get("rope_type", (value or {}).get("type", "default"))
-            if rope_type not in ("default", None):
+            if rope_type != "default":  # null too: transformers looks up a RoPE named None (a KeyError)
                 raise UserError(
                     f"{source}: rope type {rope_type!r} is not supported (only the default RoPE); "
                     f"remove {key} from config.json to run at the native context length"
@@ -112,6 +119,16 @@ class Qwen3Config:
             raise UserError(f"{source}: eos_token_id must be a token id or a list of them, got {eos!r}")
         need = {k: _positive_int(d, k, source) for k in
                 ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")}
+        layer_types = d.get("layer_types")  # transformers 5's per-layer attention kinds; absent: all full
+        if layer_types is not None:
+            kinds = layer_types if isinstance(layer_types, list) else [layer_types]
+            other = next((k for k in kinds if k != "full_attention"), None)
+            if other is not None:  # "sliding_attention" ran here as full attention
+                raise UserError(f"{source}: layer_types holds {other!r}: only full attention is supported "
+                                "(every entry \"full_attention\")")
+            if len(kinds) != need["num_hidden_layers"]:  # transformers refuses it as well
+                raise UserError(f"{source}: layer_types lists {len(kinds)} layers, num_hidden_layers is "
+                                f"{need['num_hidden_layers']}")
         heads = need["num_attention_heads"]
         kv_heads = _positive_int(d, "num_key_value_heads", source, heads)
         if heads % kv_heads:
