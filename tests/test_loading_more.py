@@ -79,6 +79,34 @@ def test_a_config_minitflow_would_run_as_another_model_is_refused(changes, words
     assert Qwen3Config.from_dir(full).num_hidden_layers == 4  # transformers' own layer_types (all full) still load
 
 
+def test_a_tied_config_with_another_lm_head_in_the_weights_is_refused(tmp_path, capsys, monkeypatch):
+    """tie_word_embeddings true with an lm_head.weight in the files that is not a copy of the
+    embeddings: minitflow dropped it and ran the embeddings as the output layer, transformers 5
+    unties and runs it (logits far apart). Refused before the load, by the command line's check
+    too; the remedy the line names (tie_word_embeddings false) gives transformers' logits."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from conftest import make_tiny_qwen3
+    from minitflow.model.weights import load_model, read_weights
+    from transformers import AutoModelForCausalLM
+    make_tiny_qwen3(tmp_path, tie=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    tensors["lm_head.weight"][-1, 0] += 0.5  # one value of the last row differs
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for load in (read_weights, load_model):
+        with pytest.raises(UserError, match="ties the output layer to the embeddings .* differs from "
+                                            "model.embed_tokens.weight: set tie_word_embeddings false"):
+            load(tmp_path)
+    ids = torch.tensor([[3, 17, 42, 5, 9]])
+    with torch.no_grad():
+        ref = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()(ids).logits
+        cfg = json.loads((tmp_path / "config.json").read_text())
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
+        ours = load_model(tmp_path, torch.float32)(ids, torch.arange(5)[None], None, 5)
+    assert (ours - ref).abs().max() <= 1e-4
+
+
 # ---- tokenizer_config.json --------------------------------------------------------------
 
 @pytest.mark.parametrize("text,word", [

@@ -395,11 +395,34 @@ def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, dict[str, str]], int
                         "else download the model again")
     if missing:
         raise UserError(f"{model_dir}: missing tensor {missing[0]}")
+    if cfg.tie_word_embeddings and "lm_head.weight" in files:
+        _check_tied_head(model_dir, files, names)
     by_file: dict[Path, dict[str, str]] = {}
     for name in shapes:
         by_file.setdefault(files[name], {})[name] = names[name]
     numel = _check_headers(model_dir, by_file, shapes, cfg)
     return cfg, by_file, numel
+
+
+def _check_tied_head(model_dir: Path, files: dict[str, Path], names: dict[str, str]) -> None:
+    """A tied config's lm_head.weight in the files must be a copy of the embeddings: one that
+    differs was dropped here for the embeddings, while transformers 5 then unties and uses it (4
+    drops it), so which output layer the model has is not settled by the files. Compared in
+    blocks of rows, from the files' maps, before anything is allocated."""
+    with _open_safetensors(files["model.embed_tokens.weight"]) as fe, _open_safetensors(files["lm_head.weight"]) as fh:
+        emb, head = fe.get_slice(names["model.embed_tokens.weight"]), fh.get_slice(names["lm_head.weight"])
+        rows, shape = emb.get_shape()[0], emb.get_shape()
+        same = list(head.get_shape()) == list(shape)
+        step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))  # 16 Mi elements a block
+        for r in range(0, rows if same else 0, step):
+            if not torch.equal(emb[r:r + step].float(), head[r:r + step].float()):
+                same = False
+                break
+    if not same:
+        raise UserError(f"{model_dir}: config.json ties the output layer to the embeddings (tie_word_embeddings true), "
+                        "yet the weights hold an lm_head.weight that differs from model.embed_tokens.weight: set "
+                        "tie_word_embeddings false to use it as the output layer (what transformers 5 runs), or "
+                        "remove it from the weights")
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu") -> Qwen3Model:
