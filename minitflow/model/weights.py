@@ -415,7 +415,8 @@ def _check_tied_head(model_dir: Path, files: dict[str, Path], names: dict[str, s
         same = list(head.get_shape()) == list(shape)
         step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))  # 16 Mi elements a block
         for r in range(0, rows if same else 0, step):
-            if not torch.equal(emb[r:r + step].float(), head[r:r + step].float()):
+            a, b = emb[r:r + step], head[r:r + step]
+            if not torch.equal(a, b) if a.dtype == b.dtype else not torch.equal(a.double(), b.double()):
                 same = False
                 break
     if not same:
