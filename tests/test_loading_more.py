@@ -107,6 +107,21 @@ def test_a_tied_config_with_another_lm_head_in_the_weights_is_refused(tmp_path, 
     assert (ours - ref).abs().max() <= 1e-4
 
 
+def test_a_tied_sharded_index_placing_lm_head_in_a_shard_without_it_is_one_line(tmp_path):
+    """The tied lm_head.weight is read only to compare it with the embeddings: an index that places
+    it in a shard that does not hold it is the index's one line, not a SafetensorError traceback."""
+    import torch
+    from conftest import make_tiny_qwen3
+    from minitflow.model.weights import load_model
+    make_tiny_qwen3(tmp_path / "one", tie=True).save_pretrained(tmp_path, max_shard_size="20KB")
+    index = tmp_path / "model.safetensors.index.json"
+    cfg = json.loads(index.read_text())
+    cfg["weight_map"]["lm_head.weight"] = cfg["weight_map"]["model.norm.weight"]
+    index.write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="places tensor lm_head.weight in model-.*, which does not hold it"):
+        load_model(tmp_path, torch.float32)
+
+
 # ---- tokenizer_config.json --------------------------------------------------------------
 
 @pytest.mark.parametrize("text,word", [

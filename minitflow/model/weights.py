@@ -395,12 +395,12 @@ def _plan(model_dir: Path) -> tuple[Qwen3Config, dict[Path, dict[str, str]], int
                         "else download the model again")
     if missing:
         raise UserError(f"{model_dir}: missing tensor {missing[0]}")
-    if cfg.tie_word_embeddings and "lm_head.weight" in files:
-        _check_tied_head(model_dir, files, names)
     by_file: dict[Path, dict[str, str]] = {}
     for name in shapes:
         by_file.setdefault(files[name], {})[name] = names[name]
     numel = _check_headers(model_dir, by_file, shapes, cfg)
+    if cfg.tie_word_embeddings and "lm_head.weight" in files:  # the embeddings' shape and dtype checked first
+        _check_tied_head(model_dir, files, names)
     return cfg, by_file, numel
 
 
@@ -409,16 +409,23 @@ def _check_tied_head(model_dir: Path, files: dict[str, Path], names: dict[str, s
     differs was dropped here for the embeddings, while transformers 5 then unties and uses it (4
     drops it), so which output layer the model has is not settled by the files. Compared in
     blocks of rows, from the files' maps, before anything is allocated."""
-    with _open_safetensors(files["model.embed_tokens.weight"]) as fe, _open_safetensors(files["lm_head.weight"]) as fh:
-        emb, head = fe.get_slice(names["model.embed_tokens.weight"]), fh.get_slice(names["lm_head.weight"])
-        rows, shape = emb.get_shape()[0], emb.get_shape()
-        same = list(head.get_shape()) == list(shape)
-        step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))  # 16 Mi elements a block
-        for r in range(0, rows if same else 0, step):
-            a, b = emb[r:r + step], head[r:r + step]
-            if not torch.equal(a, b) if a.dtype == b.dtype else not torch.equal(a.double(), b.double()):
-                same = False
-                break
+    embed, lm = files["model.embed_tokens.weight"], files["lm_head.weight"]
+    with _open_safetensors(embed) as fe, _open_safetensors(lm) as fh:
+        if names["lm_head.weight"] not in fh.keys():  # else a SafetensorError traceback (_check_headers skips it)
+            raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {names['lm_head.weight']} in "
+                            f"{lm.name}, which does not hold it: download the model again")
+        try:
+            emb, head = fe.get_slice(names["model.embed_tokens.weight"]), fh.get_slice(names["lm_head.weight"])
+            shape = emb.get_shape()
+            same = list(head.get_shape()) == list(shape)
+            step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))  # 16 Mi elements a block
+            for r in range(0, shape[0] if same else 0, step):
+                a, b = emb[r:r + step], head[r:r + step]
+                if not torch.equal(a, b) if a.dtype == b.dtype else not torch.equal(a.double(), b.double()):
+                    same = False
+                    break
+        except (SafetensorError, OSError) as e:
+            raise _unreadable(lm, names["lm_head.weight"], e) from None
     if not same:
         raise UserError(f"{model_dir}: config.json ties the output layer to the embeddings (tie_word_embeddings true), "
                         "yet the weights hold an lm_head.weight that differs from model.embed_tokens.weight: set "
