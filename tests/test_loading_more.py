@@ -105,6 +105,13 @@ def test_a_tied_config_with_another_lm_head_in_the_weights_is_refused(tmp_path, 
         (tmp_path / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
         ours = load_model(tmp_path, torch.float32)(ids, torch.arange(5)[None], None, 5)
     assert (ours - ref).abs().max() <= 1e-4
+    no_model_load(monkeypatch)  # the command lines' check before the load names it too: exit 2, one line
+    (tmp_path / "cli").mkdir()
+    d = model_copy(tmp_path / "cli")
+    tensors = load_file(DEMO / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].flip(0).contiguous()
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    fails(capsys, generate.main, gen_args("--model", d), "ties the output layer to the embeddings")
 
 
 def test_a_tied_sharded_index_placing_lm_head_in_a_shard_without_it_is_one_line(tmp_path):
