@@ -13,6 +13,20 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "reference" / "golden-small"
 
 
+def _transformers_logs_to_the_session_stderr() -> None:
+    """transformers' log handler keeps the sys.stderr of its first import: first imported inside a
+    test under capsys, it wrote every later warning to that closed stream (a "Logging error"
+    traceback in a later test's stderr, which a one-line-error check then failed on)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # transformers is a test-time reference; tests that need it import it themselves
+        return
+    hf_logging.get_logger("transformers")
+
+
+_transformers_logs_to_the_session_stderr()
+
+
 def need_shared(path: Path = SHARED) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared is only on developer and CI machines)")
