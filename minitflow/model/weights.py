@@ -412,8 +412,7 @@ def _check_tied_head(model_dir: Path, files: dict[str, Path], names: dict[str, s
     embed, lm = files["model.embed_tokens.weight"], files["lm_head.weight"]
     with _open_safetensors(embed) as fe, _open_safetensors(lm) as fh:
         if names["lm_head.weight"] not in fh.keys():  # else a SafetensorError traceback (_check_headers skips it)
-            raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {names['lm_head.weight']} in "
-                            f"{lm.name}, which does not hold it: download the model again")
+            raise _misplaced(model_dir, names["lm_head.weight"], lm)
         try:
             emb, head = fe.get_slice(names["model.embed_tokens.weight"]), fh.get_slice(names["lm_head.weight"])
             shape = emb.get_shape()
@@ -421,7 +420,9 @@ def _check_tied_head(model_dir: Path, files: dict[str, Path], names: dict[str, s
             step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))  # 16 Mi elements a block
             for r in range(0, shape[0] if same else 0, step):
                 a, b = emb[r:r + step], head[r:r + step]
-                if not torch.equal(a, b) if a.dtype == b.dtype else not torch.equal(a.double(), b.double()):
+                if a.dtype != b.dtype:
+                    a, b = a.double(), b.double()
+                if not torch.equal(a, b):
                     same = False
                     break
         except (SafetensorError, OSError) as e:
@@ -452,6 +453,11 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
     return model
 
 
+def _misplaced(model_dir: Path, stored: str, path: Path) -> UserError:
+    return UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {stored} in {path.name}, "
+                     "which does not hold it: download the model again")
+
+
 def _unreadable(path: Path, name: str, e: Exception) -> UserError:
     return UserError(f"{path}: cannot read tensor {name} ({type(e).__name__}); {_refetch(path)}")
 
@@ -475,8 +481,7 @@ def _check_headers(model_dir: Path, by_file: dict[Path, dict[str, str]], targets
             held = set(f.keys())
             for name, stored in names.items():
                 if stored not in held:  # else "cannot read tensor ... (SafetensorError)"
-                    raise UserError(f"{model_dir / 'model.safetensors.index.json'} places tensor {stored} in {path.name}, "
-                                    "which does not hold it: download the model again")
+                    raise _misplaced(model_dir, stored, path)
                 try:
                     sl = f.get_slice(stored)
                     shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
