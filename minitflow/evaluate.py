@@ -69,6 +69,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -822,12 +823,34 @@ def dataset_label(dataset: str, samples) -> str:
 # ---- the run -----------------------------------------------------------------------------
 
 def _setup_logging(out_dir: Path, rank: int) -> None:
+    """The run's log lines go to its run.log (and rank 0's to stderr too), in place of the root logger's
+    handlers, which are not closed: main() puts them back (_logging_restored)."""
     # errors: a path that is not UTF-8 (lone surrogates) in a line is escaped, not a "Logging error" traceback
     handlers: list[logging.Handler] = [logging.FileHandler(out_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"),
                                                            encoding="utf-8", errors="backslashreplace")]
     if rank == 0:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(logging.INFO)
+
+
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """main() called in-process (a test, a notebook) leaves the root logger as it found it, the run's
+    handlers closed: one kept would write to the stderr of its time, which may be closed by then."""
+    root = logging.getLogger()
+    found, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for h in root.handlers:
+            if h not in found:
+                h.close()
+        root.handlers[:] = found
+        root.setLevel(level)
 
 
 def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | None:
@@ -1029,11 +1052,12 @@ def main(argv: list[str] | None = None) -> int:
     for f in ORACLE_DEFAULTED:
         if f not in given:
             setattr(args, f, p.get_default(f))
-    summary = evaluate(args, given)
-    if summary is not None and not summary["complete"]:  # a script's `evaluate && report` must not go on
-        log.error("results incomplete: %d of the samples are there (a rank died); rerun the same command to finish "
-                  "them", summary["n"])
-        return 1
+    with _logging_restored():
+        summary = evaluate(args, given)
+        if summary is not None and not summary["complete"]:  # a script's `evaluate && report` must not go on
+            log.error("results incomplete: %d of the samples are there (a rank died); rerun the same command to "
+                      "finish them", summary["n"])
+            return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -1134,6 +1135,33 @@ def test_two_launches_started_together_leave_the_first_running(tmp_path, monkeyp
     assert len(errors) == 1 and "rank 0 of this launch did not take" in str(errors[0])
 
 
+def test_main_in_process_leaves_the_root_logger_as_it_found_it(tmp_path, capsys):
+    """evaluate.main called in-process (a test, a notebook) left its handlers on the root logger, the
+    caller's closed (basicConfig force=True): the stderr handler kept capsys' stream, closed after the
+    test, and a later test's INFO line (httpx's) was a "Logging error" traceback. Now the caller's
+    handlers and level come back unclosed, the run's handlers are closed, and its lines still reach
+    stderr and run.log while it runs."""
+    import logging
+    root = logging.getLogger()
+    mine = logging.StreamHandler(io.StringIO())
+    found, level = root.handlers[:], root.level
+    root.handlers[:] = [mine]
+    root.setLevel(logging.WARNING)
+    try:
+        for run in ("a", "b"):  # twice: the second run's lines go to its own folder only
+            out = tmp_path / run
+            assert run_cli(main, ["--method", "oracle", "--data_file", str(_oracle_rows(tmp_path / "r.jsonl")),
+                                  "--output_dir", str(out)]) == 0
+            assert root.handlers == [mine] and root.level == logging.WARNING
+            assert "accuracy 1.0000" in capsys.readouterr().err  # a command-line user sees the run's lines
+        assert "accuracy 1.0000" in (tmp_path / "b" / "run.log").read_text(encoding="utf-8")
+        logging.getLogger("minitflow.test").warning("after the runs")
+        assert "after the runs" in mine.stream.getvalue()  # the caller's handler, open and in place
+    finally:
+        root.handlers[:] = found
+        root.setLevel(level)
+
+
 def test_a_folder_and_data_file_whose_names_are_not_utf8_get_their_results(tmp_path):
     """A path whose bytes are not UTF-8 (a Latin-1 "résultats") reaches Python with lone surrogates, which
     the results file (its config names the data file and --output_dir) could not encode: the whole run
@@ -1147,8 +1175,6 @@ def test_a_folder_and_data_file_whose_names_are_not_utf8_get_their_results(tmp_p
     results = json.loads((out / "oracle_results.json").read_text(encoding="utf-8"))
     assert results["summary"]["config"]["data_file"] == str(data) and results["summary"]["n"] == 6
     assert "accuracy 1.0000" in (out / "run.log").read_text(encoding="utf-8")  # its line names the folder
-    # no capsys here: evaluate's log handler keeps the stderr it found, and capsys' is closed after the test
-    # (a later test's INFO line, e.g. httpx's, was then a "Logging error" traceback in its stderr)
     assert run_cli(score.main, ["--results", str(out)]) == 0
     rescored = json.loads((out / "oracle_results.json").read_text(encoding="utf-8"))["summary"]
     assert rescored["accuracy"] == 1.0 and rescored["rescored_with"]["data_file"] == str(data)
