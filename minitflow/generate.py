@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
-                           method_options, model_dir_for, run_cli, sampling_from)
+                           method_options, model_and_checkpoint, model_dir_for, run_cli, sampling_from)
 from minitflow.errors import UserError
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
+from minitflow.model.weights import model_files
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context
 
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     check_model_args(args)
     check_n_samples(args.n_samples)
     if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
-        check_output_file(args.output, "--output", inputs={"--input_file": args.input_file})
+        # nor be a file the run reads: the model's weights or config, the checkpoint (the demo's are the package's)
+        checkpoint = model_and_checkpoint(args)[1]
+        check_output_file(args.output, "--output", inputs={"--input_file": args.input_file, "--checkpoint": checkpoint,
+                                                           **model_files(model_dir_for(args))})
     rows = read_inputs(args)
     sampling = sampling_from(args)
     check_n_samples(args.n_samples, sampling)

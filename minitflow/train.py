@@ -40,22 +40,30 @@ from minitflow.tflow.training import RESUME_FIXED, Interrupted, TrainConfig, tra
 
 
 def _parse_arch(text: str) -> dict:
-    """'d_model=256,head_dim=64' or a JSON object -> {name: int}."""
+    """'d_model=256,head_dim=64' or a JSON object -> {name: int}. A name given twice is refused:
+    one of the two values would be dropped without a word."""
     text = text.strip()
     if not text:
         return {}
     if text.startswith("{"):
+        objects: list[list] = []  # each object's pairs as parsed, the outermost last
         try:
-            arch = json.loads(text)
+            json.loads(text, object_pairs_hook=lambda kv: objects.append(kv) or dict(kv))
         except ValueError:  # JSONDecodeError, or an integer past the digit limit
             raise UserError(f"--pg_arch: not a JSON object: {text}") from None
-        return check_pg_arch(arch)
-    out = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not value.strip().lstrip("-").isdigit():
-            raise UserError(f"--pg_arch: expected name=integer pairs, got {part!r}")
-        out[key.strip()] = int(value)
+        pairs = objects[-1]
+    else:
+        pairs = []
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not value.strip().lstrip("-").isdigit():
+                raise UserError(f"--pg_arch: expected name=integer pairs, got {part!r}")
+            pairs.append((key.strip(), int(value)))
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise UserError(f"--pg_arch: {key} is given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value
     return check_pg_arch(out)
 
 

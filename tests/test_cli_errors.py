@@ -627,6 +627,14 @@ def test_train_bad_pg_arch(arch, tmp_path, capsys, monkeypatch):
     fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), "rch")
 
 
+@pytest.mark.parametrize("arch", ["d_model=64,head_dim=16,d_model=128", '{"d_model": 64, "d_model": 128}'])
+def test_train_pg_arch_naming_a_dimension_twice_is_refused(arch, tmp_path, capsys, monkeypatch):
+    """--pg_arch d_model=64,...,d_model=128 (or the JSON form) trained with the last value: the other
+    was dropped without a word, and the run's recorded pg_arch could not say which the user meant."""
+    no_model_load(monkeypatch)
+    fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), "--pg_arch: d_model is given twice (64 and 128)")
+
+
 def test_train_batch_larger_than_the_rows_is_refused(tmp_path, capsys, monkeypatch):
     """Batches are full; one row with --batch_size 8 trained on batches of 1 without a word."""
     no_model_load(monkeypatch)
@@ -1339,6 +1347,21 @@ def test_output_that_is_an_input_of_the_run_is_refused_and_the_input_kept(tmp_pa
     assert questions.read_text() == '{"question": "How many does the red box hold?"}\n'
     assert preds.read_text() == '{"id": "gsm8k/0", "prediction": "3"}\n'
     assert json.loads(rows.read_text()) == {"question": "Q?", "answer": "A"} and data.read_text() == data_text
+
+
+def test_generate_output_that_is_the_model_or_checkpoint_is_refused_and_the_file_kept(tmp_path, capsys, monkeypatch):
+    """`generate --output` onto a file of the model folder (its weights, its config) or onto the tflow
+    checkpoint wrote the answers over the file the run had just loaded: only --input_file was compared."""
+    no_model_load(monkeypatch)
+    model = model_copy(tmp_path)
+    shutil.copy(DEMO / "model.safetensors", model / "model.safetensors")
+    shutil.copy(DEMO / "tflow.pt", tmp_path / "g.pt")
+    kept = {p: p.read_bytes() for p in (model / "model.safetensors", model / "config.json", tmp_path / "g.pt")}
+    for name in ("model.safetensors", "config.json"):
+        fails(capsys, generate.main, [*gen_args("--model", model), "--output", model / name], f"--model's {name}")
+    fails(capsys, generate.main, ["--method", "tflow", "--question", "Q?", "--model", model, "--checkpoint",
+                                  tmp_path / "g.pt", "--output", tmp_path / "g.pt"], "is also --checkpoint")
+    assert all(p.read_bytes() == b for p, b in kept.items())
 
 
 def test_a_refused_run_leaves_no_new_output_folder(tmp_path, capsys, monkeypatch):

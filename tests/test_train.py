@@ -464,6 +464,32 @@ def test_a_library_config_with_numpy_numbers_trains_and_resumes(tiny, llm, tmp_p
     assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
 
 
+def test_a_library_config_with_path_objects_trains_and_resumes(tiny, llm, tmp_path):
+    """pathlib paths are paths to a library caller: resume=Path was an AttributeError ('endswith'), and
+    train/out=Path went into the state's config as PosixPath, a pickle --resume's weights-only load
+    refused. They are taken as str: the run resumes to the plain run's weights."""
+    straight = train(_cfg(tiny, tmp_path / "a.pt", eval=None, seed=3), llm=llm)["generator"]
+    kw = dict(eval=None, seed=3, model=tiny, train=tiny / "train.jsonl", out=tmp_path / "b.pt")
+    train(replace(_cfg(tiny, tmp_path / "b.pt"), **kw), llm=llm, stop_after=2)
+    resumed = train(replace(_cfg(tiny, tmp_path / "b.pt"), **kw, resume=tmp_path / "b.pt"), llm=llm)
+    assert resumed["step"] == 4
+    want = straight.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
+
+
+@pytest.mark.parametrize("kw,says", [({"dataset": 5}, "--dataset must be a str, got 5"),
+                                     ({"train": 5}, "--train must be a path (str or os.PathLike), got 5"),
+                                     ({"resume": 5}, "--resume must be a path"),
+                                     ({"device": 0}, "--device must be a str, got 0"),
+                                     ({"overwrite": "no"}, "overwrite must be True or False, got 'no'")])
+def test_a_library_config_with_a_field_of_the_wrong_type_is_one_line(kw, says, tiny, tmp_path):
+    """TrainConfig(dataset=5) was an AttributeError ('strip') deep in the checks, resume=5 another;
+    overwrite="no" is true and replaced the checkpoint at --out. One line now, naming the field."""
+    from minitflow.tflow.training import check_config
+    with pytest.raises(UserError, match=f"^{re.escape(says)}"):
+        check_config(_cfg(tiny, tmp_path / "o.pt", **kw))
+
+
 def test_a_library_config_without_pg_arch_overrides_may_say_none(tiny, tmp_path):
     """pg_arch=None passed the checks (check_pg_arch reads it as no overrides) and was an
     AttributeError once the backbone had loaded; the checked config holds {} for it."""

@@ -6,6 +6,7 @@ dtype and device, so no full float32 copy of the model ever exists.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,13 @@ from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
 
 HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt"]
+
+
+def model_files(model_dir: Path) -> dict[str, Path]:
+    """The model folder's own files (HF_PATTERNS), as {"--model's NAME": path}: the inputs an output
+    path must not be (check_output_file), or the results would be written over the weights."""
+    return {f"--model's {p.name}": p for p in sorted(model_dir.iterdir())
+            if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in HF_PATTERNS)}
 
 
 def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) -> Path:

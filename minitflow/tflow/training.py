@@ -13,7 +13,6 @@ resume); `make_optimizer` is shared with the demo's backbone pre-training.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import json
 import math
@@ -38,7 +37,7 @@ from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError, check_int, is_int
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
-from minitflow.model.weights import HF_PATTERNS
+from minitflow.model.weights import model_files
 from minitflow.tflow import prompts
 from minitflow.files import check_output_file, json_rows, read_text
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, save_checkpoint,
@@ -369,13 +368,29 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     """Every flag, the input files and the output paths, before any model is loaded: a bad
     value must not cost a model load or, worse, surface at the first save 200 steps in. Returns
     `cfg` with its numbers as plain int and float (a library caller's numpy ones)."""
+    # a library caller's fields are not typed by argparse either: dataset=5 was an AttributeError, a Path
+    # --resume too, and a Path elsewhere went into the state's config, which --resume (weights_only) could not
+    # read back; overwrite="no" is true. Paths become str; the rest must have their type
+    plain: dict[str, object] = {}
+    for name in ("model", "train", "out", "eval", "init", "resume"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (str, os.PathLike)) or (v is None and name in ("eval", "resume"))):
+            raise UserError(f"--{name} must be a path (str or os.PathLike), got {v!r}")
+        plain[name] = None if v is None else os.fspath(v)
+    for name in ("dataset", "condition", "dtype", "device"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, str) or (v is None and name == "device")):
+            raise UserError(f"--{name} must be a str, got {v!r}")
+    for name in ("checkpoint_layers", "progress", "overwrite"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise UserError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
+    cfg = replace(cfg, **plain)
     if cfg.condition not in ("sender", "zero"):
         raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
     # a library caller's TrainConfig is not typed by argparse: steps=2.5 ran 3 steps, eval_every=1.5
     # recorded at step 3 only, batch_size=2.5 and seed=1.5 were torch's or Python's TypeError once
     # the backbone had loaded; numpy numbers (seed np.int64 was torch's TypeError) are taken as
     # plain ones: saved in the state they made it a pickle that --resume refuses to load
-    plain: dict[str, object] = {}
     for name, low in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("eval_every", 1), ("eval_size", 1),
                       ("eval_batch_size", 1), ("eval_max_new_tokens", 1), ("save_every", 1), ("warmup", 0)):
         v = getattr(cfg, name)
@@ -419,9 +434,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     # the backbone's files (`model/model.safetensors --overwrite` wrote the checkpoint over its weights,
     # and without --overwrite it was refused as "an earlier run's", offering --overwrite)
     model_dir = local_model_dir(cfg.model)
-    backbone = {} if model_dir is None else {
-        f"--model's {p.name}": p for p in sorted(model_dir.iterdir())
-        if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in HF_PATTERNS)}
+    backbone = {} if model_dir is None else model_files(model_dir)
     check_output_file(cfg.out, "--out", inputs={"--train": cfg.train, "--eval": cfg.eval,
                                                 "--init": None if cfg.init == "random" else cfg.init, **backbone})
     check_output_file(_state_path(cfg.out), "--out's training state")
