@@ -201,6 +201,20 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory", cr
     return path
 
 
+def unfinished(dirs: list[str]) -> list[str]:
+    """"{method} in {folder}" for each run under `dirs` with partial rows but no {method}_results.json
+    (still going, or stopped before rank 0 merged): not in the table, so named beside it."""
+    out = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            continue
+        for folder in sorted({p.parent for p in path.rglob("*_partial.rank*.jsonl")}):
+            methods = {p.name.split("_partial.rank")[0] for p in folder.glob("*_partial.rank*.jsonl")}
+            out += [f"{m} in {folder}" for m in sorted(methods) if not (folder / f"{m}_results.json").is_file()]
+    return sorted(set(out))
+
+
 # ---- evaluate's per-rank locks ----------------------------------------------------------
 
 def file_sha256(path: str | os.PathLike | None) -> str | None:

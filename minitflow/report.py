@@ -21,7 +21,7 @@ from pathlib import Path
 
 from minitflow.cli import run_cli
 from minitflow.errors import UserError
-from minitflow.files import check_output_file, read_text, replacing
+from minitflow.files import check_output_file, read_text, replacing, unfinished
 
 LABELS = {"baseline": "Single", "textmas": "TextMAS", "tflow": "TFlow", "latentmas": "LatentMAS", "oracle": "Oracle"}
 ORDER = ["baseline", "textmas", "tflow", "latentmas", "oracle"]
@@ -97,20 +97,6 @@ def ordered_methods(results: dict[tuple[str, str], dict]) -> list[str]:
     """The paper's methods in its order, then any other method found (by name): none is dropped."""
     found = {m for m, _ in results}
     return [m for m in ORDER if m in found] + sorted(found - set(ORDER))
-
-
-def unfinished(dirs: list[str]) -> list[str]:
-    """"{method} in {folder}" for each run under `dirs` with partial rows but no {method}_results.json
-    (still going, or stopped before rank 0 merged): not in the table, so named beside it."""
-    out = []
-    for d in dirs:
-        path = Path(d)
-        if not path.is_dir():
-            continue
-        for folder in sorted({p.parent for p in path.rglob("*_partial.rank*.jsonl")}):
-            methods = {p.name.split("_partial.rank")[0] for p in folder.glob("*_partial.rank*.jsonl")}
-            out += [f"{m} in {folder}" for m in sorted(methods) if not (folder / f"{m}_results.json").is_file()]
-    return sorted(set(out))
 
 
 def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | None = None) -> str:

@@ -33,7 +33,8 @@ from typing import IO, Any
 
 from minitflow.errors import UserError
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, json_text,
-                             lock_path, os_reason, rank_locks, read_text, sign_lock, try_lock, write_text)
+                             lock_path, os_reason, rank_locks, read_text, sign_lock, try_lock, unfinished,
+                             write_text)
 
 
 def read_predictions(path: Path) -> list[tuple[str, str | None]]:
@@ -162,6 +163,10 @@ def rescore_results(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise UserError(f"results folder not found: {folder}")
     files = sorted(folder.glob("*_results.json"))
     if not files:
+        missing = unfinished([str(folder)])
+        if missing:  # "no results" alone sent the user looking for the wrong folder
+            raise UserError(f"no *_results.json in {folder}, only unfinished runs (partial rows): {'; '.join(missing)}; "
+                            "rerun their evaluate command to finish them (it resumes), then score --results")
         raise UserError(f"no *_results.json in {folder} (evaluate writes {{method}}_results.json)")
     locks: list[tuple[Path, IO[str], bool]] = []
     signed: list[tuple[IO[str], str]] = []

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,12 @@ def test_rescore_results_errors(tmp_path):
     (tmp_path / "x_results.json").unlink()
     with pytest.raises(UserError, match="no \\*_results.json"):
         main(["--results", str(tmp_path)])
+    # a run stopped before rank 0 wrote its results file: the line says what to do, not only "no results"
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "tflow_partial.rank0.jsonl").write_text('{"id": "gsm8k/0", "correct": true}\n')
+    with pytest.raises(UserError, match=rf"^no \*_results.json in {re.escape(str(tmp_path / 'stopped'))}, only unfinished "
+                                        r"runs \(partial rows\): tflow in .*rerun their evaluate command to finish them"):
+        main(["--results", str(tmp_path / "stopped")])
     data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
     folder = _results_folder(tmp_path, data)
     bad = json.loads((folder / "baseline_results.json").read_text())
