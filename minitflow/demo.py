@@ -446,8 +446,8 @@ def check_demo_config(cfg: DemoConfig, overwrite: bool = False) -> None:
                         ("heldout", cfg.heldout), ("train_rows", cfg.train_rows), ("batch_size", cfg.batch_size)):
         if value < 1:
             raise UserError(f"--{name} must be >= 1, got {value}")
-    if cfg.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    if not 0 <= cfg.seed < 1 << 64:  # torch's seed range (and train's): 2^64 was torch's traceback at pre-training
+        raise UserError(f"--seed must be an integer in [0, 2^64), got {cfg.seed}")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")

@@ -970,6 +970,8 @@ def test_demo_validates_flags_before_touching_out(tmp_path, capsys):
     fails(capsys, demo.main, ["--out", out, "--steps", "0", "--overwrite"], "--steps")
     fails(capsys, demo.main, ["--out", out, "--pretrain_steps", "-1", "--overwrite"], "--pretrain_steps")
     fails(capsys, demo.main, ["--out", out], "not empty", "--overwrite")
+    # past torch's seed range: its traceback once the build had begun ("Overflow when unpacking long long")
+    fails(capsys, demo.main, ["--out", out, "--seed", str(2**64), "--overwrite"], "--seed must be an integer in [0, 2^64)")
     assert [p.name for p in out.iterdir()] == ["model.safetensors"]
     assert (out / "model.safetensors").read_bytes() == b"trained weights"
 
