@@ -263,3 +263,60 @@ def test_report_plot_without_matplotlib_names_the_plot_extra(tmp_path, capsys, m
     out = capsys.readouterr()
     assert out.err.strip().splitlines() == ['error: --plot needs matplotlib: pip install "minitflow[plot]"']
     assert out.out == "" and not (tmp_path / "t.png").exists()
+
+
+# flags of other tools the README quotes (pytest's, torchrun's, hf download's): no parser of ours has them
+_FOREIGN_FLAGS = {"--benchmark-only", "--benchmark-json", "--nnodes", "--node-rank", "--nproc-per-node",
+                  "--master-addr", "--master-port", "--revision"}
+
+
+def _texts() -> tuple[Path, str, str]:
+    root = Path(__file__).resolve().parents[1]
+    return root, (root / "README.md").read_text(), (root / "bench" / "README_TABLE.md").read_text()
+
+
+def test_every_flag_the_readme_names_is_a_flag_of_some_parser():
+    """A flag renamed or dropped in the code would leave the README telling users to pass one that
+    argparse refuses; every `--flag` the README or bench/README_TABLE.md names must be added by some
+    parser under minitflow/ or bench/ (or be one of the other tools' flags above)."""
+    import re
+    root, readme, table = _texts()
+    sources = "".join(p.read_text() for d in ("minitflow", "bench") for p in (root / d).rglob("*.py"))
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]", readme + table)) - _FOREIGN_FLAGS
+    assert {"--model", "--refill_share", "--checkpoint_layers"} <= flags, flags
+    missing = sorted(f for f in flags if f'"{f}"' not in sources)
+    assert not missing, f"flags the README names that no parser adds: {missing}"
+
+
+def test_every_path_and_test_the_readme_names_exists():
+    """Tables cite the test or benchmark that produces each number, and prose points at files; a rename
+    leaves a citation nobody can run. Every repo path (tests/, bench/, docs/, minitflow/, .ci/) and every
+    `test_...` name in README.md and bench/README_TABLE.md must exist (a benchmark's old name in a recorded
+    run is kept with its new one in brackets, "(now ...)")."""
+    import re
+    root, readme, table = _texts()
+    text = readme + table
+    paths = {p.rstrip(".,):") for p in re.findall(r"(?<![\w/.])(?:tests|bench|docs|minitflow|\.ci)/[\w./*-]+", text)}
+    assert "tests/test_demo.py" in paths and "bench/scorer_trust.py" in paths, paths
+    missing = sorted(p for p in paths if not any(root.glob(p)) and not (root / p).exists())
+    sources = "".join(p.read_text() for d in ("tests", "bench") for p in (root / d).rglob("*.py"))
+    defined = set(re.findall(r"^\s*def (test_\w+)", sources, re.M))
+    defined |= {p.stem for d in ("tests", "bench") for p in (root / d).glob("test_*.py")}  # a module named
+    renamed = set(re.findall(r"`(test_\w+)\[[^\]]*\]` \(now `", table))
+    names = set(re.findall(r"`(test_\w+)", text)) - renamed
+    assert "test_tflow_generator_options" in names, names
+    missing += sorted(n for n in names if n not in defined)
+    assert not missing, f"named in the README but not in the tree: {missing}"
+
+
+def test_every_number_in_the_readme_tables_is_in_the_recorded_runs():
+    """The project's rule: a README number names a benchmark and bench/README_TABLE.md's recorded runs
+    contain it. A re-run that moved a ratio or a time in the table file but not in the README (or the
+    reverse) is caught here: every ratio, time and memory figure in a README table row must occur there."""
+    import re
+    _, readme, table = _texts()
+    rows = "\n".join(line for line in readme.splitlines() if line.startswith("|"))
+    numbers = set(re.findall(r"(\d+(?:\.\d+)?)(?:×| (?:s|ms|µs|GiB)\b)", rows))
+    assert len(numbers) > 20, numbers
+    missing = sorted(n for n in numbers if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", table))
+    assert not missing, f"README table numbers no recorded run holds: {missing}"
