@@ -831,17 +831,41 @@ def test_crafted_data_file_scores_the_truth_through_the_cli(tmp_path):
     assert summary["n"] == 4 and summary["accuracy"] == 0.25
 
 
-def test_test_scripts_judge_outside_the_program():
+def _script_add() -> Sample:
+    """An original HumanEval row (a `check()` script, no inputs): the program runs in a sandbox
+    of its own and answers the script's calls through the parent."""
     sample = _sample("add", "    return a + b\n", [], prompt='def add(a, b):\n    """Add."""\n')
     for key in ("base_input", "plus_input", "atol"):
         sample.meta.pop(key)
     sample.meta["test"] = "import random\ndef check(candidate):\n    for _ in range(20):\n" \
                           "        a, b = random.randint(0, 9), random.randint(0, 9)\n" \
                           "        assert candidate(a, b) == a + b\n"
-    assert run_code_tests(sample, "def add(a, b):\n    return a + b\n", timeout=10)[:2] == (True, True)
-    for name in ("object equal to everything", "builtins.bool patched", "result descriptor",
-                 "reporter on the call stack"):
-        _fails_cleanly(sample, textwrap.dedent(FAKE_PASSES[name]))
+    return sample
+
+
+def test_test_scripts_judge_outside_the_program():
+    assert run_code_tests(_script_add(), "def add(a, b):\n    return a + b\n", timeout=10)[:2] == (True, True)
+
+
+SCRIPT_FAKES = {  # the program answers the script's calls one record each: forge those answers
+    "answers written ahead of the calls": """
+        import os
+        os.write(3, b'["loaded"]\\n' + b''.join(b'["ok"]\\t%d\\n' % i for i in range(19)))
+        def add(a, b):
+            return -1
+    """,
+    "an answer tagged as a subclass or a not-None flag": """
+        import os
+        def add(a, b):
+            os.write(3, b'["ok"]\\t["x",%d]\\n["ok"]\\t["nn",true]\\n' % (a + b))
+            os._exit(0)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(FAKE_PASSES) + list(SCRIPT_FAKES))
+def test_fake_passes_fail_against_test_scripts(name):
+    _fails_cleanly(_script_add(), textwrap.dedent({**FAKE_PASSES, **SCRIPT_FAKES}[name]))
 
 
 def test_an_output_of_many_more_values_than_expected_is_refused_before_parsing():
