@@ -553,6 +553,15 @@ def test_code_runs_are_shared_only_by_identical_programs():
     assert [b["correct_official"] for b in both] == [False, False]
 
 
+def test_code_runs_are_not_shared_across_a_trailing_character_python_refuses():
+    # str.rstrip takes \x1c and U+2028 for whitespace, Python takes them for a SyntaxError: the strict
+    # program keeps the line, the official block drops it, and the official scorer got the strict
+    # program's SyntaxError for a program that passes
+    for tail in ("\x1c", "\u2028"):
+        both = score_both("humaneval", [f"```python\n{GOOD}{tail}\n```"], [_add_sample()], timeout=10)
+        assert [(b["correct"], b["correct_official"]) for b in both] == [(False, True)], repr(tail)
+
+
 def test_missing_optional_dependency_is_one_line(monkeypatch):
     import importlib.util
 

@@ -299,8 +299,9 @@ def _score_code(
 
     def job(i: int, code: str) -> int:
         # blank lines around the code do not change the program; the first line's indentation
-        # does (a body-only completion), so it is not stripped
-        key = (str(samples[i].id), re.sub(r"\A(?:[ \t]*\r?\n)+", "", code).rstrip())
+        # does (a body-only completion), so it is not stripped; nor is what str.strip takes for
+        # whitespace and Python refuses (\x1c, U+2028: a SyntaxError in one program, not the other)
+        key = (str(samples[i].id), re.sub(r"\A(?:[ \t]*\r?\n)+", "", code).rstrip(" \t\r\n"))
         if key not in jobs:
             jobs[key] = len(items)
             items.append((samples[i], code))
