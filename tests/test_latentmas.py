@@ -388,6 +388,20 @@ def test_accounting_and_metadata(small_llm):
     assert res.method == "latentmas" and meta["batch_size"] == 2
 
 
+@pytest.mark.parametrize("method", ["baseline", "textmas", "latentmas"])
+def test_a_result_records_whether_its_decode_steps_were_compiled(small_llm, method, monkeypatch):
+    """--compile was in no row's record (only the summary's config, the last session's flags): a
+    resumed folder's rows from a compiled and an eager session could not be told apart, though
+    float32 decoding may differ between them in the last bits. Each row says, beside batch_size."""
+    from minitflow.tflow.methods import run_method
+    sampling = SamplingParams(max_new_tokens=3)
+    eager = run_method(method, small_llm, SMALL_QUESTIONS[:1], style="gsm8k", sampling=sampling, batch_size=1)
+    assert eager[0].metadata()["compiled"] is False
+    monkeypatch.setattr(small_llm, "compiled", True)  # what LLM.load(compile=True) sets; the steps are not rerun
+    compiled = run_method(method, small_llm, SMALL_QUESTIONS[:1], style="gsm8k", sampling=sampling, batch_size=1)
+    assert compiled[0].metadata()["compiled"] is True
+
+
 def test_a_judgers_prefix_cache_hit_is_counted(small_llm):
     """With latent_steps 0 the judger takes no handed-over KV, so its prompt start comes from the
     prefix cache when an earlier judger's shared it; its usage read cached_tokens 0 all the same

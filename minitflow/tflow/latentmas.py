@@ -445,7 +445,8 @@ def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], t
                         timings={**{k: t.seconds for k, t in (timers.items() if not sample else ())},
                                  "judger_prefill_s": req.prefill_s,
                                  "decode_s": req.decode_s, "queue_s": req.queue_s, "total_s": total_s},
-                        batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling, sample=sample)
+                        batch_size=batch_size, token_ids=req.output_ids, sampling=req.sampling, sample=sample,
+                        compiled=plan.llm.compiled)
 
 
 @torch.inference_mode()

@@ -204,7 +204,8 @@ class _Pipeline:
                  "receiver_prefill_s": final.prefill_s, "decode_s": final.decode_s,
                  "queue_s": final.queue_s, "total_s": final.finished_t - q.start_t}
         result = MethodResult(self.method, self.style, q.question, self.text(final), final.finish_reason or "length",
-                              usage, times, self.window, final.output_ids, sampling=final.sampling, sample=q.sample)
+                              usage, times, self.window, final.output_ids, sampling=final.sampling, sample=q.sample,
+                              compiled=self.llm.compiled)
         q.agents.clear()  # also breaks the cycle request.tag -> q -> request: freed now, not at a gc pass
         q.timers.clear()
         return result

@@ -78,6 +78,7 @@ class MethodResult:
     wall_s_per_question: float | None = None  # the whole run's wall time / its questions (None until it ends)
     sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
     sample: int = 0  # which of its question's samples (run_method's `samples`) this output is
+    compiled: bool = False  # its engine's decode steps through torch.compile (--compile): provenance, as batch_size
 
     @property
     def processed_tokens(self) -> int:
@@ -98,7 +99,7 @@ class MethodResult:
                             "per_agent": {k: v.as_dict() for k, v in self.agents.items()}},
             "timings": dict(self.timings),
             "wall_time_per_question": self.wall_s_per_question,
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size, "compiled": self.compiled,
             **({"sampling": {k: getattr(self.sampling, k) for k in ("temperature", "top_p", "top_k", "seed",
                                                                    "max_new_tokens")}}
                if self.sampling is not None else {}),
