@@ -452,6 +452,7 @@ def test_user_errors(small_llm):
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=-1), "latent_steps must be an integer >= 0")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, topology="star"), "unknown LatentMAS topology")
     _one_line_error(lambda: run(small_llm, q, "poetry", sp, latent_steps=2), "unknown dataset style 'poetry'")
+    _one_line_error(lambda: run(small_llm, q, 5, sp, latent_steps=2), "dataset style must be a name such as 'gsm8k', got 5")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp * 2, latent_steps=2), "2 sampling params for 1 questions")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, sender_questions=["a", "b"]),
                     "2 sender questions for 1 questions")

@@ -26,6 +26,8 @@ def official() -> dict:
 
 
 def resolve_style(name: str) -> str:
+    if not isinstance(name, str):  # run_method(style=5) was an AttributeError ('strip')
+        raise UserError(f"dataset style must be a name such as 'gsm8k', got {name!r}")
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in STYLES:
