@@ -215,7 +215,7 @@ def test_line_separators_inside_predictions_resume_complete(tmp_path):
 
 
 def test_partial_rows_round_trip_any_text(tmp_path):
-    from minitflow.evaluate import append_sample, read_finished
+    from minitflow.eval.rows import append_sample, read_finished
     text = "a\u0085b\u2028c\rd\ne\u2029f\x1cg"
     for i in range(3):
         append_sample(tmp_path / "m_partial.rank0.jsonl", {"id": f"x/{i}", "prediction": text, "correct": True})
@@ -270,7 +270,7 @@ def test_a_greedy_run_resumes_with_another_seed_and_a_sampled_one_does_not(tmp_p
     capsys.readouterr()
     assert run_cli(main, [*sampled, "--seed", "3"]) == 2
     assert "seed=0, this one has seed=3" in capsys.readouterr().err
-    from minitflow.evaluate import recorded_seed  # a greedy --random_generator: the seed draws its weights
+    from minitflow.eval.rows import recorded_seed  # a greedy --random_generator: the seed draws its weights
     assert recorded_seed({"temperature": 0, "checkpoint_sha256": "random", "seed": 3})["seed"] == 3
 
 
@@ -309,7 +309,7 @@ def test_the_summary_names_the_device_and_a_resume_on_another_is_refused(tmp_pat
 
 
 def test_second_process_on_one_folder_refuses(tmp_path, capsys):
-    from minitflow.evaluate import take_lock
+    from minitflow.eval.ranks import take_lock
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     out.mkdir()
     held = take_lock(out, "oracle", 0)  # as a running evaluate holds it
@@ -343,7 +343,7 @@ def test_overwrite_removes_the_unheld_locks_of_ranks_a_larger_launch_left(tmp_pa
     """An 8-rank run, now rerun in 1 process with --overwrite: the stale rank 1..7 locks of that
     method go, another method's locks and the per-folder rank logs stay; without --overwrite
     nothing is removed."""
-    from minitflow.evaluate import take_lock
+    from minitflow.eval.ranks import take_lock
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     out.mkdir()
@@ -386,7 +386,7 @@ def test_rank0_stops_waiting_once_every_other_rank_has_exited(tmp_path, monkeypa
     """A launch by hand (or srun, which ends no other rank): rank 1 joined, then failed before its
     rows. Rank 0 waited --merge_timeout (an hour by default) for rows that could no longer come;
     its lock, free, says rank 1 is gone."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     _rank0_of_two(monkeypatch)
     errors: list[BaseException] = []
@@ -396,7 +396,7 @@ def test_rank0_stops_waiting_once_every_other_rank_has_exited(tmp_path, monkeypa
             settings = out / "oracle_settings.json"
             while not settings.is_file():
                 time.sleep(0.02)
-            ev.claim_folder(out, "oracle", json.loads(settings.read_text()), False, 1, 2).close()  # joined, died
+            ranks.claim_folder(out, "oracle", json.loads(settings.read_text()), False, 1, 2).close()  # joined, died
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -442,20 +442,20 @@ def test_rank1_waits_for_this_launchs_rank0_not_a_signature_left_by_the_last(tmp
     rank 1 must not take the signature that launch left in rank 0's lock for rank 0 having
     checked the folder (it would read settings rank 0 is about to replace, or partial rows
     that --overwrite is about to delete)."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 0.5)
     settings = {"method": "oracle"}
     (tmp_path / "oracle_settings.json").write_text(json.dumps(settings))
-    (tmp_path / "oracle.rank0.lock").write_text(ev.run_id(2) + " 5ca1ab1e")  # left by the last launch's rank 0
-    rank0 = ev.take_lock(tmp_path, "oracle", 0)  # this launch's rank 0: locked, not yet done checking
+    (tmp_path / "oracle.rank0.lock").write_text(ranks.run_id(2) + " 5ca1ab1e")  # left by the last launch's rank 0
+    rank0 = ranks.take_lock(tmp_path, "oracle", 0)  # this launch's rank 0: locked, not yet done checking
     try:
-        with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
-            ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)
-        ev.sign_lock(rank0, ev.run_id(2) + " 0ddba11")  # rank 0 has checked the folder
-        ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
+        with pytest.raises(ranks.UserError, match="rank 0 of this launch did not take"):
+            ranks.claim_folder(tmp_path, "oracle", settings, False, 1, 2)
+        ranks.sign_lock(rank0, ranks.run_id(2) + " 0ddba11")  # rank 0 has checked the folder
+        ranks.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
     finally:
         rank0.close()
 
@@ -465,23 +465,23 @@ def test_rank0_refuses_the_folder_while_a_rank_of_an_earlier_launch_still_runs(t
     deleted the folder (--overwrite) under that rank 1, which wrote rows of its old settings back
     into the new run, and the new results counted them. Refused now; this launch's own rank 1
     (signed with the run id, waiting for its rank 0) is not."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     for k, v in {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(k, v)
     part = tmp_path / "oracle_partial.rank1.jsonl"
     part.write_text('{"id": "x/1", "correct": true}\n')
-    old = ev.take_lock(tmp_path, "oracle", 1)  # the earlier launch's rank 1, still appending
-    ev.sign_lock(old, ev.run_id(2) + " 5ca1ab1e joined")
+    old = ranks.take_lock(tmp_path, "oracle", 1)  # the earlier launch's rank 1, still appending
+    ranks.sign_lock(old, ranks.run_id(2) + " 5ca1ab1e joined")
     try:
-        with pytest.raises(ev.UserError, match=r"another evaluate process is running oracle \(rank 1\)"):
-            ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2)
+        with pytest.raises(ranks.UserError, match=r"another evaluate process is running oracle \(rank 1\)"):
+            ranks.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2)
         assert part.is_file() and not (tmp_path / "oracle_settings.json").exists()
     finally:
         old.close()
-    ours = ev.take_lock(tmp_path, "oracle", 1)
-    ev.sign_lock(ours, ev.run_id(2))
+    ours = ranks.take_lock(tmp_path, "oracle", 1)
+    ranks.sign_lock(ours, ranks.run_id(2))
     try:
-        ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2).close()
+        ranks.claim_folder(tmp_path, "oracle", {"method": "oracle"}, True, 0, 2).close()
     finally:
         ours.close()
     assert not part.exists() and (tmp_path / "oracle_settings.json").is_file()
@@ -491,18 +491,18 @@ def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeyp
     """A resume of a finished run: rank 0 has nothing to compute and is done at once. Had it
     exited (dropping its lock) before rank 1 looked, rank 1 would wait RANK0_WAIT_S for a rank 0
     "of this launch" to hold the folder and then fail the launch."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0  # every sample done
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 3.0)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 3.0)
     _rank0_of_two(monkeypatch)
     codes: list[int] = []
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
     rank0.start()
     rank0.join(timeout=1.5)  # rank 1 starts late (a slower load)
     settings = json.loads((out / "oracle_settings.json").read_text())
-    ev.claim_folder(out, "oracle", settings, False, 1, 2).close()  # rank 1: sees rank 0 hold the folder
+    ranks.claim_folder(out, "oracle", settings, False, 1, 2).close()  # rank 1: sees rank 0 hold the folder
     rank0.join(timeout=10)
     assert codes == [0] and json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
 
@@ -550,7 +550,7 @@ def test_a_resume_on_a_full_disk_is_one_line(tmp_path):
 
 
 def test_a_whole_last_row_without_its_newline_is_kept_and_the_next_row_starts_a_line(tmp_path):
-    from minitflow.evaluate import append_sample, read_finished, start_partial
+    from minitflow.eval.rows import append_sample, read_finished, start_partial
     part = tmp_path / "m_partial.rank0.jsonl"
     part.write_bytes(b'{"id": "x/0", "correct": true}\n{"id": "x/1", "correct": false}')
     start_partial(part)
@@ -561,7 +561,8 @@ def test_a_whole_last_row_without_its_newline_is_kept_and_the_next_row_starts_a_
 def test_rank0_waits_for_its_own_ids_not_for_as_many_rows(tmp_path):
     """Rows of samples outside this run (a longer --max_samples before) do not stand in for
     a rank's missing ones."""
-    from minitflow.evaluate import append_sample, wait_for_ranks
+    from minitflow.eval.ranks import wait_for_ranks
+    from minitflow.eval.rows import append_sample
     append_sample(tmp_path / "m_partial.rank0.jsonl", {"id": "x/0"})
     append_sample(tmp_path / "m_partial.rank1.jsonl", {"id": "x/9"})  # not in this run
     late = threading.Timer(0.3, lambda: append_sample(tmp_path / "m_partial.rank1.jsonl", {"id": "x/1"}))
@@ -576,7 +577,7 @@ def test_rank0_waits_for_its_own_ids_not_for_as_many_rows(tmp_path):
 def test_a_folder_with_settings_but_no_finished_sample_starts_afresh(tmp_path):
     """A run that stopped before its first sample (a model that did not fit) leaves settings and
     nothing to keep: a rerun with other settings starts afresh instead of refusing."""
-    from minitflow.evaluate import claim_folder
+    from minitflow.eval.ranks import claim_folder
     claim_folder(tmp_path, "oracle", {"method": "oracle", "seed": 1}, False, 0, 1).close()
     (tmp_path / "oracle_partial.rank0.jsonl").write_bytes(b"")
     claim_folder(tmp_path, "oracle", {"method": "oracle", "seed": 2}, False, 0, 1).close()
@@ -762,7 +763,7 @@ def test_rank1_stops_at_once_when_rank0_of_its_launch_was_refused(tmp_path, monk
     RANK0_WAIT_S (5 minutes) for it and then blamed "another run, or rank 0 failed". Rank 0 now
     leaves its error in a marker and rank 1 stops with it; a marker an earlier launch with the same
     run id left (written before this process started) does not stop it."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0
@@ -770,15 +771,15 @@ def test_rank1_stops_at_once_when_rank0_of_its_launch_was_refused(tmp_path, monk
     (out / "oracle_settings.json").write_text(json.dumps({**settings, "seed": 1}))  # the folder's run: other settings
     _rank0_of_two(monkeypatch)
     marker = out / "oracle.rank0.failed"
-    marker.write_text(json.dumps({"run_id": ev.run_id(2), "time": 0.0, "error": "an earlier launch's"}))
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 0.5)
-    with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):  # the stale marker: no stop
-        ev.claim_folder(out, "oracle", settings, False, 1, 2)
+    marker.write_text(json.dumps({"run_id": ranks.run_id(2), "time": 0.0, "error": "an earlier launch's"}))
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 0.5)
+    with pytest.raises(ranks.UserError, match="rank 0 of this launch did not take"):  # the stale marker: no stop
+        ranks.claim_folder(out, "oracle", settings, False, 1, 2)
     assert run_cli(main, args) == 2  # rank 0: refused, seed=1 in the folder
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 30.0)
     t0 = time.monotonic()
-    with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: .* with seed=1"):
-        ev.claim_folder(out, "oracle", settings, False, 1, 2)
+    with pytest.raises(ranks.UserError, match=r"rank 0 of this launch failed, so this rank stops: .* with seed=1"):
+        ranks.claim_folder(out, "oracle", settings, False, 1, 2)
     assert time.monotonic() - t0 < 10  # RANK0_WAIT_S 30
 
 
@@ -808,17 +809,17 @@ def test_rank0_stops_waiting_for_a_rank_that_failed_before_it_joined(tmp_path, m
 def test_rank0_with_nothing_left_stops_waiting_for_a_rank_that_failed_before_joining(tmp_path, monkeypatch):
     """A resume of a finished run, rank 1 started with other flags (refused before it took the
     folder): rank 0 waited RANK0_WAIT_S for it to join. Its marker ends the wait."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     assert run_cli(main, args) == 0  # every sample done
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 30.0)
     _rank0_of_two(monkeypatch)
     codes: list[int] = []
     t0 = time.monotonic()
     rank0 = threading.Thread(target=lambda: codes.append(run_cli(main, args)))
     rank0.start()
-    while not (out / "oracle.rank0.lock").read_text().startswith(ev.run_id(2)) and rank0.is_alive():  # signed
+    while not (out / "oracle.rank0.lock").read_text().startswith(ranks.run_id(2)) and rank0.is_alive():  # signed
         time.sleep(0.02)
     monkeypatch.setenv("RANK", "1")
     assert run_cli(main, [*args, "--max_samples", "0"]) == 2
@@ -861,13 +862,13 @@ def test_a_finished_run_is_summarised_again_without_the_weights(tmp_path, capsys
 
 # the heartbeat's times in the tests' child processes (production has no knob for them): a beat every
 # 0.2 s, gone after 5 s unchanged, so a kill test takes seconds, not the real HEARTBEAT_STALE_S (30 s)
-FAST_BEATS = ("ev.HEARTBEAT_S = 0.2", "ev.HEARTBEAT_STALE_S = 5.0")
+FAST_BEATS = ("ranks.HEARTBEAT_S = 0.2", "ranks.HEARTBEAT_STALE_S = 5.0")
 STUCK = "ev.claim_folder = lambda *a, **k: time.sleep(600)"  # a rank checking for ever (a slow disk)
 
 
 def _evaluate_child(*setup: str) -> list[str]:
     """The command of `python -m minitflow.evaluate` in a child that first runs `setup` on the module (as `ev`)."""
-    return [sys.executable, "-c", "import sys, time; import minitflow.evaluate as ev; " + "; ".join(setup)
+    return [sys.executable, "-c", "import sys, time; import minitflow.evaluate as ev; import minitflow.eval.ranks as ranks; " + "; ".join(setup)
             + "; sys.exit(ev.run_cli(ev.main, sys.argv[1:]))"]
 
 
@@ -875,7 +876,7 @@ def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_pa
     """kill -9 (the OOM killer, an admin) of rank 0 while it still checks, before it takes the folder,
     leaves no failure marker: rank 1 waited RANK0_WAIT_S (300 s) for it. Rank 0's heartbeat stops
     with it, and rank 1 stops HEARTBEAT_STALE_S later with one line naming it."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
@@ -897,7 +898,7 @@ def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_pa
         for p in (rank0, rank1):
             p.kill()
             p.wait()
-    assert rank1.returncode == 2 and time.monotonic() - t0 < 5.0 + 20 < ev.RANK0_WAIT_S  # FAST_BEATS: 5 s
+    assert rank1.returncode == 2 and time.monotonic() - t0 < 5.0 + 20 < ranks.RANK0_WAIT_S  # FAST_BEATS: 5 s
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: rank 0 of this launch (") and "is gone" in lines[0], err
     assert f"pid {rank0.pid})" in lines[0] and "has not changed for 5 s" in lines[0]
@@ -906,21 +907,21 @@ def test_rank1_stops_soon_after_rank0_is_killed_before_it_took_the_folder(tmp_pa
 def test_a_heartbeat_an_earlier_launch_left_does_not_stop_rank1(tmp_path, monkeypatch):
     """A relaunch by hand has the same run id as the launch before, whose rank 0 left its last beat:
     that one never changes, yet it is no sign that this launch's rank 0 died (it may still load)."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     _rank0_of_two(monkeypatch)
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 1.0)
-    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 0.1)
-    (tmp_path / "oracle.rank0.alive").write_text(json.dumps({"run_id": ev.run_id(2), "host": "h", "pid": 1,
-                                                             "beat": 7, "time": ev.STARTED - 5}))
-    with pytest.raises(ev.UserError, match="rank 0 of this launch did not take"):
-        ev.claim_folder(tmp_path, "oracle", {"method": "oracle"}, False, 1, 2)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 1.0)
+    monkeypatch.setattr(ranks, "HEARTBEAT_STALE_S", 0.1)
+    (tmp_path / "oracle.rank0.alive").write_text(json.dumps({"run_id": ranks.run_id(2), "host": "h", "pid": 1,
+                                                             "beat": 7, "time": ranks.STARTED - 5}))
+    with pytest.raises(ranks.UserError, match="rank 0 of this launch did not take"):
+        ranks.claim_folder(tmp_path, "oracle", {"method": "oracle"}, False, 1, 2)
 
 
 def test_a_rank_refused_before_the_folder_exists_still_stops_the_others(tmp_path, monkeypatch):
     """A rank refused before any rank made the folder (other flags, no model on its node) left no
     marker, since the folder was not there: rank 0 then waited --merge_timeout (an hour) for its
     rows, and rank 1 RANK0_WAIT_S (5 minutes) for a rank 0 that had failed. The marker makes the folder."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "30"]
     _rank0_of_two(monkeypatch)
@@ -936,11 +937,11 @@ def test_a_rank_refused_before_the_folder_exists_still_stops_the_others(tmp_path
     other = tmp_path / "other"
     assert run_cli(main, [*args[:-4], "--output_dir", str(other), "--max_samples", "0"]) == 2
     assert (other / "oracle.rank0.failed").is_file()
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 30.0)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 30.0)
     monkeypatch.setenv("RANK", "1")
     t0 = time.monotonic()
-    with pytest.raises(ev.UserError, match=r"rank 0 of this launch failed, so this rank stops: --max_samples must"):
-        ev.claim_folder(other, "oracle", {"method": "oracle"}, False, 1, 2)
+    with pytest.raises(ranks.UserError, match=r"rank 0 of this launch failed, so this rank stops: --max_samples must"):
+        ranks.claim_folder(other, "oracle", {"method": "oracle"}, False, 1, 2)
     assert time.monotonic() - t0 < 10  # RANK0_WAIT_S 30
     # under torchrun, whose agent ends the other ranks itself, a bad flag leaves no folder
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "1234")
@@ -952,12 +953,12 @@ def test_rank0_stops_waiting_soon_after_rank1_is_killed_before_it_joined(tmp_pat
     """A launch by hand or by srun (which end no other rank): rank 1 killed (kill -9, the OOM killer)
     while it still checks, before it takes its lock, leaves no marker and no lock: rank 0 waited
     --merge_timeout (an hour) for its rows. Its heartbeat stops with it: results incomplete, exit 1."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--merge_timeout", "300"]
     _rank0_of_two(monkeypatch)
-    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.2)  # rank 0's, in this process (FAST_BEATS)
-    monkeypatch.setattr(ev, "HEARTBEAT_STALE_S", 5.0)
+    monkeypatch.setattr(ranks, "HEARTBEAT_S", 0.2)  # rank 0's, in this process (FAST_BEATS)
+    monkeypatch.setattr(ranks, "HEARTBEAT_STALE_S", 5.0)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
            "RANK": "1", "LOCAL_RANK": "1"}
     rank1 = subprocess.Popen([*_evaluate_child(*FAST_BEATS, STUCK), *args], env=env, stdout=subprocess.DEVNULL,
@@ -1008,12 +1009,12 @@ def test_ranks_by_hand_without_local_rank_on_a_gpu_node_are_refused(tmp_path, mo
 def test_a_rank_leaves_its_last_heartbeat_whole_and_no_temporary_file(tmp_path, monkeypatch):
     """A rank's exit stops its heartbeat after the write in hand: an exit mid-write left the write's
     temporary file in the results folder. The last beat stays (a waiter learns from it that the rank is gone)."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     from minitflow.files import replacing
     _rank0_of_two(monkeypatch)
-    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.0)  # beat without a pause: the exit always meets a write
+    monkeypatch.setattr(ranks, "HEARTBEAT_S", 0.0)  # beat without a pause: the exit always meets a write
     writes = []
-    write_json = ev.write_json
+    write_json = ranks.write_json
 
     def slow_write(path, obj, indent=1):
         writes.append(obj["beat"])
@@ -1021,13 +1022,13 @@ def test_a_rank_leaves_its_last_heartbeat_whole_and_no_temporary_file(tmp_path, 
             time.sleep(0.05)
             tmp.write_text(json.dumps(obj))
 
-    monkeypatch.setattr(ev, "write_json", slow_write)
-    stop = ev.start_heartbeat(str(tmp_path), "oracle", 0, 2)
+    monkeypatch.setattr(ranks, "write_json", slow_write)
+    stop = ranks.start_heartbeat(str(tmp_path), "oracle", 0, 2)
     deadline = time.monotonic() + 30
     while len(writes) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     stop()
-    monkeypatch.setattr(ev, "write_json", write_json)
+    monkeypatch.setattr(ranks, "write_json", write_json)
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.rank0.alive"]
     assert json.loads((tmp_path / "oracle.rank0.alive").read_text())["beat"] == writes[-1]
 
@@ -1037,11 +1038,11 @@ def test_a_clean_run_of_two_ranks_leaves_no_heartbeat_and_an_incomplete_one_keep
     merged run. Each rank now removes its own at a clean end (rank 0 once every rank has joined);
     an incomplete merge keeps rank 0's (a late rank may still come and read it), and the resume
     that finishes the run leaves none."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
     _rank0_of_two(monkeypatch)
-    monkeypatch.setattr(ev, "HEARTBEAT_S", 0.05)  # beats before the short merge below gives up
+    monkeypatch.setattr(ranks, "HEARTBEAT_S", 0.05)  # beats before the short merge below gives up
     assert run_cli(main, [*args, "--merge_timeout", "0.5"]) == 1  # rank 1 never came: incomplete
     assert [p.name for p in out.glob("*.alive")] == ["oracle.rank0.alive"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
@@ -1061,18 +1062,18 @@ def test_a_second_launch_refused_on_a_held_rank_does_not_stop_the_first(tmp_path
     rank 0, refused because the first's rank 0 holds its lock, left a failure marker that the first's
     rank 1, waiting for its rank 0, read as its own: it stopped with "rank 0 of this launch failed ...
     another evaluate process is running". A rank refused for a lock another process holds leaves none."""
-    from minitflow import evaluate as ev
+    from minitflow.eval import ranks
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     _rank0_of_two(monkeypatch)
     out.mkdir()
     (out / "oracle_settings.json").write_text(json.dumps({"method": "oracle"}))
-    first0 = ev.take_lock(out, "oracle", 0)  # the first launch's rank 0, still checking the folder
+    first0 = ranks.take_lock(out, "oracle", 0)  # the first launch's rank 0, still checking the folder
     errors: list[BaseException] = []
     joined: list = []
 
     def first1():  # the first launch's rank 1, waiting for its rank 0
         try:
-            joined.append(ev.claim_folder(out, "oracle", {"method": "oracle"}, False, 1, 2))
+            joined.append(ranks.claim_folder(out, "oracle", {"method": "oracle"}, False, 1, 2))
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -1087,7 +1088,7 @@ def test_a_second_launch_refused_on_a_held_rank_does_not_stop_the_first(tmp_path
         assert not (out / "oracle.rank0.failed").exists()
         time.sleep(1.0)  # the first's rank 1 polls every 0.2 s: a marker would have stopped it by now
         assert rank1.is_alive() and not errors
-        ev.sign_lock(first0, ev.run_id(2) + " 0ddba11")  # the first's rank 0 has checked the folder
+        ranks.sign_lock(first0, ranks.run_id(2) + " 0ddba11")  # the first's rank 0 has checked the folder
         rank1.join(timeout=30)
         assert not errors and len(joined) == 1
     finally:
@@ -1103,16 +1104,16 @@ def test_two_launches_started_together_leave_the_first_running(tmp_path, monkeyp
     was refused ("another evaluate process is running (rank 1)"), torchrun ended the whole first launch,
     the second's rank 0 was refused as well: neither ran. Rank r > 0 now takes its lock once its own
     rank 0 holds the folder; a rank r that another live process runs here is still refused at once."""
-    from minitflow import evaluate as ev
-    monkeypatch.setattr(ev, "run_id", lambda size: "second|2" if threading.current_thread().name == "second1"
+    from minitflow.eval import ranks
+    monkeypatch.setattr(ranks, "run_id", lambda size: "second|2" if threading.current_thread().name == "second1"
                         else "first|2")
-    monkeypatch.setattr(ev, "RANK0_WAIT_S", 2.0)
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 2.0)
     settings = {"method": "oracle"}
     errors: list[BaseException] = []
 
     def second1():  # the second launch's rank 1, first at the folder: it waits for its rank 0
         try:
-            ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
+            ranks.claim_folder(tmp_path, "oracle", settings, False, 1, 2).close()
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -1120,13 +1121,13 @@ def test_two_launches_started_together_leave_the_first_running(tmp_path, monkeyp
     waiting.start()
     try:
         time.sleep(0.5)  # it waits for the second launch's rank 0, which never comes (refused, or ended by torchrun)
-        first0 = ev.claim_folder(tmp_path, "oracle", settings, False, 0, 2)
+        first0 = ranks.claim_folder(tmp_path, "oracle", settings, False, 0, 2)
         try:
-            first1 = ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # was: refused, rank 1 is held
+            first1 = ranks.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # was: refused, rank 1 is held
             try:
-                assert ev.lock_holder(tmp_path / "oracle.rank1.lock") == ev.lock_holder(tmp_path / "oracle.rank0.lock") + " joined"
-                with pytest.raises(ev.RankBusy, match=r"another evaluate process is running oracle \(rank 1\)"):
-                    ev.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # a third rank 1: refused at once
+                assert ranks.lock_holder(tmp_path / "oracle.rank1.lock") == ranks.lock_holder(tmp_path / "oracle.rank0.lock") + " joined"
+                with pytest.raises(ranks.RankBusy, match=r"another evaluate process is running oracle \(rank 1\)"):
+                    ranks.claim_folder(tmp_path, "oracle", settings, False, 1, 2)  # a third rank 1: refused at once
             finally:
                 first1.close()
         finally:

@@ -184,7 +184,7 @@ def _results(out, method: str = "baseline") -> dict:
 def test_pass_at_k_is_the_unbiased_estimator():
     from itertools import combinations
 
-    from minitflow.evaluate import pass_at_k
+    from minitflow.eval.rows import pass_at_k
     for n in range(1, 7):
         for c in range(n + 1):
             for k in range(1, n + 1):  # the share of the k-subsets of n holding a correct one
@@ -193,7 +193,7 @@ def test_pass_at_k_is_the_unbiased_estimator():
 
 
 def test_sampled_summary_averages_samples_and_reads_pass_at_powers_of_two():
-    from minitflow.evaluate import sampled_summary
+    from minitflow.eval.rows import sampled_summary
     rows = [{"n_correct": c, "n_correct_official": o, "processed_tokens": 50, "official_tokens": 10}
             for c, o in ((0, 0), (1, 2), (5, 5))]
     s = sampled_summary(rows, 5, "mbpp")
@@ -224,7 +224,7 @@ def test_majority_votes_by_the_answer_not_its_spelling():
 
 
 def test_sampled_summary_reads_maj_at_k_for_answers_not_programs():
-    from minitflow.evaluate import sampled_summary
+    from minitflow.eval.rows import sampled_summary
     rows = [{"n_correct": 1, "n_correct_official": 0, "processed_tokens": 5, "official_tokens": 1,
              "samples": _votes("18", "7", "18")},
             {"n_correct": 1, "n_correct_official": 0, "processed_tokens": 5, "official_tokens": 1,

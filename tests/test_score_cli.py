@@ -171,7 +171,7 @@ def test_rescore_results_errors(tmp_path):
 def test_rescore_is_refused_while_an_evaluate_run_of_that_method_holds_the_folder(tmp_path, capsys):
     """A live evaluate appends rows to the partial files score rewrites: refused before any file
     is read; a lock no process holds (a finished run's) does not count."""
-    from minitflow.evaluate import take_lock
+    from minitflow.eval.ranks import take_lock
     folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
     (folder / "baseline.rank0.lock").write_text("")
     held = take_lock(folder, "baseline", 1)  # rank 1 of a running 2-rank evaluate
@@ -354,7 +354,7 @@ def test_an_evaluate_started_while_score_rescores_is_refused(tmp_path, monkeypat
     to a file about to be replaced and lose them. score holds the method's locks, so the
     evaluate is refused with a line that names score, and the locks are free again after."""
     import minitflow.score as score
-    from minitflow.evaluate import take_lock
+    from minitflow.eval.ranks import take_lock
     folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
     (folder / "baseline.rank1.lock").write_text("")  # an earlier 2-rank launch
     rescore = score._rescore_files
