@@ -16,11 +16,12 @@ import torch
 
 from minitflow.engine.llm import DTYPES, LLM, generation_config, generation_top_k, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError, check_int
+from minitflow.errors import UserError
 from minitflow.files import demo_dir
 from minitflow.model.config import Qwen3Config
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import METHODS, slots_per_question
+from minitflow.tflow.stream import check_samples
 
 if TYPE_CHECKING:
     from minitflow.tflow.checkpoint import TFlowGenerator
@@ -138,8 +139,8 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
 
 
 def check_n_samples(n_samples: object, sampling: SamplingParams | None = None) -> None:
-    """--n_samples: an integer >= 1; above 1, with `sampling`, not greedy (K identical outputs)."""
-    check_int(n_samples, "--n_samples")
+    """--n_samples: an integer in [1, MAX_SAMPLES]; above 1, with `sampling`, not greedy (K identical outputs)."""
+    check_samples(n_samples, "--n_samples")
     if sampling is not None and n_samples > 1 and sampling.temperature == 0:
         raise UserError(f"--n_samples {n_samples} with greedy decoding (--greedy or --temperature 0) gives "
                         f"{n_samples} identical outputs per question: sample with a --temperature above 0, or "

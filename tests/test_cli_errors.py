@@ -1801,7 +1801,8 @@ def test_the_memory_check_reads_the_output_dir_the_run_will_claim(tmp_path, caps
 
 
 @pytest.mark.parametrize("extra, words", [(("--n_samples", "0"), "integer >= 1, got 0"),
-                                          (("--n_samples", "3", "--greedy"), "identical outputs")])
+                                          (("--n_samples", "3", "--greedy"), "identical outputs"),
+                                          (("--n_samples", str(10 ** 20)), "<= 65536 (each sample")])
 def test_generate_bad_n_samples_is_one_line_before_loading(extra, words, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args(*extra), words)

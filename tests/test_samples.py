@@ -148,6 +148,21 @@ def test_bad_samples_are_refused_before_any_request(model, generator, method, ba
         run_method(method, llm, ["apple seven"], generator=generator, samples=bad)
 
 
+@pytest.mark.parametrize("method", ["baseline", "tflow", "latentmas"])
+def test_samples_past_the_seed_bound_are_refused_before_any_request(model, generator, method, monkeypatch):  # noqa: F811
+    """Above MAX_SAMPLES a sample's seed (sample_seed) may come near another question's; 10**20 also hung
+    building the per-request lists. Up to the bound the seeds of one question's samples stay 2**47 apart
+    from every multiple of SEEDS, as the bound's comment says."""
+    from minitflow.tflow.stream import MAX_SAMPLES, SAMPLE_STRIDE, SEEDS
+    llm = _llm(model)
+    monkeypatch.setattr(llm.engine, "add_request", lambda *a, **kw: pytest.fail("a request ran"))
+    for bad in (MAX_SAMPLES + 1, 10 ** 20):
+        with pytest.raises(UserError, match=rf"^samples must be <= {MAX_SAMPLES} .*, got {bad}$"):
+            run_method(method, llm, ["apple seven"], generator=generator, samples=bad)
+    offsets = [j * SAMPLE_STRIDE % SEEDS for j in range(1, MAX_SAMPLES)]
+    assert min(min(o, SEEDS - o) for o in offsets) >= 2 ** 47
+
+
 @pytest.mark.parametrize("bad", [True, 0, 1.5])
 def test_stream_latentmas_refuses_bad_samples(parts, bad):  # noqa: F811
     from minitflow.tflow.latentmas import stream_latentmas
@@ -325,14 +340,15 @@ def test_evaluate_resuming_with_another_n_samples_is_one_line(tmp_path, capsys):
         assert run_cli(main, _sampled_args(data, out, "--n_samples", str(then), "--overwrite")) == 0
 
 
-@pytest.mark.parametrize("extra", [["--n_samples", "0"], ["--n_samples", "-2"]])
+@pytest.mark.parametrize("extra", [["--n_samples", "0"], ["--n_samples", "-2"], ["--n_samples", str(10 ** 20)]])
 def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
+    """10**20 hung building the memory check's per-request list before any work: refused at once."""
     from minitflow.cli import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
     assert run_cli(main, _sampled_args(data, tmp_path / "out", *extra)) == 2
-    assert "--n_samples must be an integer >= 1" in capsys.readouterr().err
+    assert "--n_samples must be " + ("<= 65536" if len(extra[1]) > 5 else "an integer >= 1") in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     oracle = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(tmp_path / "o"), "--n_samples", "2"]
     assert run_cli(main, oracle) == 2

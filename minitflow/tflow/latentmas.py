@@ -70,8 +70,8 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, sample_seed,
-                                    stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, check_samples,
+                                    sample_seed, stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -487,7 +487,7 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     `samples` K: K judgers per question on copies of one run of its senders' KV (the latent stage
     does not sample), judger j seeded sample_seed(sps[i].seed, j); results question-major, K per
     question (as stream_window's `samples`), `window` counting questions."""
-    window, refill_share, samples = check_int(window, "window"), check_refill_share(refill_share), check_int(samples, "samples")
+    window, refill_share, samples = check_int(window, "window"), check_refill_share(refill_share), check_samples(samples)
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
                                  on_result=on_result, refill_share=refill_share, samples=samples, **options)

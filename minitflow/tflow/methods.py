@@ -37,8 +37,8 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, sample_seed,
-                                    stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, check_samples,
+                                    sample_seed, stream_window)
 
 METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
@@ -429,7 +429,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         sender_questions = list(sender_questions)
     if not questions:
         raise UserError("no questions given")
-    batch_size, samples = check_int(batch_size, "batch_size"), check_int(samples, "samples")
+    batch_size, samples = check_int(batch_size, "batch_size"), check_samples(samples)
     share = check_refill_share(REFILL_SHARE[method] if refill_share is None else refill_share)
     if sender_questions is not None and len(sender_questions) != len(questions):
         raise UserError(f"{len(sender_questions)} sender questions for {len(questions)} questions")

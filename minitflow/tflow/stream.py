@@ -15,7 +15,7 @@ from typing import Callable
 
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError
+from minitflow.errors import UserError, check_int
 
 # The share of the window that must be free before new questions start (together). LatentMAS:
 # a group's senders cost about the same forwards for one row as for many (3 prefills and
@@ -38,6 +38,19 @@ SAMPLE_STRIDE = 0x9E3779B97F4A7C15
 def sample_seed(seed: int, sample: int) -> int:
     """The seed of sample `sample` of a question seeded `seed` (sample 0 keeps it)."""
     return (seed + sample * SAMPLE_STRIDE) % SEEDS
+
+
+MAX_SAMPLES = 2 ** 16  # samples per question: sample_seed's distance guarantee holds for j below it
+
+
+def check_samples(samples: object, name: str = "samples") -> int:
+    """Samples per question: an integer in [1, MAX_SAMPLES]. Past the bound a sample's seed may come
+    near another question's; 10**20 also hung building the per-request lists before any work."""
+    samples = check_int(samples, name)
+    if samples > MAX_SAMPLES:
+        raise UserError(f"{name} must be <= {MAX_SAMPLES} (each sample's seed stays apart from every other "
+                        f"question's up to there), got {samples}")
+    return samples
 
 
 def check_refill_share(share: object) -> float:
