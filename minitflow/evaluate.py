@@ -187,14 +187,11 @@ def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | No
             stop_beating()
 
 
-def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...],
-              settled: Callable[[], None]) -> dict | None:
-    """One rank's run. `settled` is called once no rank of this launch will wait on this one (a rank
-    r > 0 that wrote its rows, having joined; rank 0 once every rank joined a complete merge): a
-    clean run leaves no heartbeat behind. Other ends keep it: a late rank may still read it."""
-    from minitflow.eval.data import load_samples, prompt_style, resolve_dataset, resolve_mmlu_rows
-    from minitflow.eval.scoring import check_eval_dependencies, oracle_prediction
-    from minitflow.tflow.methods import SEEDS, run_method
+def _check_flags(args: argparse.Namespace, size: int, given: tuple[str, ...]) -> str:
+    """The checks that need neither the model nor the data (a refused run costs nothing and leaves no
+    folder); returns the dataset's name. `args.dataset` becomes its prompt style, `args.mmlu_rows` the row set."""
+    from minitflow.eval.data import prompt_style, resolve_dataset, resolve_mmlu_rows
+    from minitflow.eval.scoring import check_eval_dependencies
 
     dataset = resolve_dataset(args.dataset)
     args.dataset = prompt_style(dataset)
@@ -222,6 +219,53 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         raise UserError(f"--max_samples must be -1 (all) or >= 1, got {args.max_samples}")
     if not args.merge_timeout > 0:
         raise UserError(f"--merge_timeout must be > 0 seconds, got {args.merge_timeout}")
+    return dataset
+
+
+def _summary(args: argparse.Namespace, dataset: str, label: str, n_questions: int, rows: list[dict],
+             rank_times: dict[str, float], settings: dict, size: int) -> dict:
+    """The results file's summary of the finished `rows` (of `n_questions`): accuracy (avg@K with
+    --n_samples K), token and time means, and what the run was (device, model, settings, flags)."""
+    k = args.n_samples
+    n = len(rows)
+    model_label, checkpoint = model_and_checkpoint(args)
+    summary = {
+        "method": args.method, "dataset": dataset, "dataset_label": label,
+        "n": n, "complete": n == n_questions,
+        **({"accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
+            "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1)} if k == 1 else
+           {"accuracy": None, "accuracy_official": None}),  # sampled_summary's, below
+        "mmlu_rows": args.mmlu_rows if dataset == "mmlu" else None,
+        "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
+        "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
+        # ranks run side by side: the run took as long as its slowest rank, not the sum of all rows
+        "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
+        "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
+        "device": device_label(args),
+        "model": None if args.method == "oracle" else model_label,
+        "checkpoint": checkpoint if args.method == "tflow" else None,
+        "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,
+        # the data file as an absolute path: `score --results` reads it from any working directory
+        "settings": settings,
+        # --n_samples 1 (the default) is left out: a one-sample run's files are as before the flag
+        "config": {**{a: v for a, v in vars(args).items() if a != "n_samples" or k > 1},
+                   "data_file": args.data_file and os.path.abspath(args.data_file)},
+    }
+    if k > 1:
+        summary.update(sampled_summary(rows, k, dataset))
+    return summary
+
+
+def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...],
+              settled: Callable[[], None]) -> dict | None:
+    """One rank's run. `settled` is called once no rank of this launch will wait on this one (a rank
+    r > 0 that wrote its rows, having joined; rank 0 once every rank joined a complete merge): a
+    clean run leaves no heartbeat behind. Other ends keep it: a late rank may still read it."""
+    from minitflow.eval.data import load_samples
+    from minitflow.eval.scoring import oracle_prediction
+    from minitflow.tflow.methods import SEEDS, run_method
+
+    dataset = _check_flags(args, size, given)
     # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
     model_dir = model_dir_for(args) if args.method != "oracle" else None
     sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
@@ -301,38 +345,13 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     done = (wait_for_ranks(out_dir, args.method, ids, args.merge_timeout, size=size) if size > 1
             else read_finished(out_dir, args.method))
     rows = [done[i] for i in ids if i in done]
-    n = len(rows)
-    rank_times = rank_wall_times(out_dir, args.method, ids)
-    model_label, checkpoint = model_and_checkpoint(args)
-    summary = {
-        "method": args.method, "dataset": dataset, "dataset_label": label,
-        "n": n, "complete": n == len(samples),
-        **({"accuracy": sum(bool(r["correct"]) for r in rows) / max(n, 1),
-            "accuracy_official": sum(bool(r.get("correct_official")) for r in rows) / max(n, 1)} if k == 1 else
-           {"accuracy": None, "accuracy_official": None}),  # sampled_summary's, below
-        "mmlu_rows": args.mmlu_rows if dataset == "mmlu" else None,
-        "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / max(n, 1),
-        "mean_official_tokens": sum(r["official_tokens"] for r in rows) / max(n, 1),
-        # ranks run side by side: the run took as long as its slowest rank, not the sum of all rows
-        "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
-        "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
-        "device": device_label(args),
-        "model": None if args.method == "oracle" else model_label,
-        "checkpoint": checkpoint if args.method == "tflow" else None,
-        "checkpoint_sha256": settings.get("checkpoint_sha256"), "world_size": size,
-        # the data file as an absolute path: `score --results` reads it from any working directory
-        "settings": settings,
-        # --n_samples 1 (the default) is left out: a one-sample run's files are as before the flag
-        "config": {**{a: v for a, v in vars(args).items() if a != "n_samples" or k > 1},
-                   "data_file": args.data_file and os.path.abspath(args.data_file)},
-    }
-    if k > 1:
-        summary.update(sampled_summary(rows, k, dataset))
+    summary = _summary(args, dataset, label, len(samples), rows, rank_wall_times(out_dir, args.method, ids),
+                       settings, size)
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     if size > 1 and summary["complete"] and wait_for_ranks_to_join(out_dir, args.method, size):  # (incomplete: a rank died)
         settled()
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
-             summary["accuracy_official"], n, summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
+             summary["accuracy_official"], summary["n"], summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     if k > 1:
         log.info("avg@%d %.4f; %s", k, summary["accuracy"],
                  ", ".join([f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()]
