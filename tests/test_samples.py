@@ -86,8 +86,11 @@ def test_tflow_runs_senders_and_generator_once_per_question(model, generator, mo
     assert len(res) == 4 * len(qs)
     assert sum(rows) == len(qs), "the generator ran per sample, not per question"
     assert sorted(senders) == sorted(2 * qs)
-    # the senders' usage is counted once: on sample 0
+    # the senders' usage and the shared stages' times are counted once: on sample 0 (as latentmas does)
     assert [sorted(r.agents) for r in res[:4]] == [["receiver", "sender_A", "sender_B"]] + [["receiver"]] * 3
+    for r in res:
+        assert ("sender_prefill_s" in r.timings, "generator_s" in r.timings) == (r.sample == 0,) * 2, r.timings
+        assert "receiver_prefill_s" in r.timings and "decode_s" in r.timings
     # the receivers share the factors, so the prompt KV too: the first prefills it, the others take its blocks
     from minitflow.engine.prefix_cache import BLOCK
     for i in range(len(qs)):

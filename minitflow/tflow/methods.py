@@ -367,8 +367,10 @@ class _TFlow(_Pipeline):
             # every sample's receiver takes the same factors, and so the same prompt KV: the first
             # stores it in the prefix cache, the others take it (one key for the question's factors)
             factors, key = lora.row(i), new_context_key() if q.followers else None
+            # the stages run once per question: their times are sample 0's, as its senders' usage is (and
+            # latentmas' shared stages'), so a sum over results counts them once
+            q.timers.update(sender_prefill_s=senders, generator_s=[timer])
             for one in (q, *q.followers):
-                one.timers.update(sender_prefill_s=senders, generator_s=[timer])
                 self.add(one, "receiver", Request(list(prompt), one.sampling, lora=factors, context_key=key))
             q.followers.clear()
 
