@@ -563,5 +563,5 @@ def render_chat_example(style: str = STYLE) -> str:
 
 
 if __name__ == "__main__":
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     sys.exit(run_cli(main))

@@ -1,6 +1,13 @@
-"""The one exception type for user mistakes: CLIs print its message as one line and exit 2."""
+"""The one exception type for user mistakes, and run_cli, which makes it (and Ctrl-C, SIGTERM, a closed
+pipe) a command line's one line and exit code; torch-free, so that score and report start without torch."""
 
 import numbers
+import os
+import select
+import signal
+import sys
+import threading
+from typing import Callable
 
 
 class UserError(ValueError):
@@ -19,3 +26,62 @@ def check_int(value: object, name: str, low: int = 1) -> int:
     if not is_int(value) or value < low:
         raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, torchrun ending a failed job's ranks, `kill`), raised where
+    Ctrl-C would be, so the same clean-up runs: temporary files removed, scoring stopped. Its
+    default action ended the process inside a write, leaving the write's temporary file."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll flags its write end POLLERR)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a stream without a file (a test's capture)
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run `main`; a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM
+    unwind (exit 130 and 143); stdout's reader gone (`| head`) is exit 141, as for a shell tool."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    # a path that is not UTF-8 (lone surrogates: a Latin-1 "résultats") in a printed line is escaped, as stderr
+    # does, instead of a UnicodeEncodeError traceback after the work (score's "rescored PATH", report's notes)
+    out = sys.stdout
+    strict = getattr(out, "errors", None) == "strict" and hasattr(out, "reconfigure")
+    if strict:
+        out.reconfigure(errors="backslashreplace")
+    try:
+        code = main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then exit 141, not a traceback
+        return code
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe (a scoring child's): an error of the run, not a reader gone
+            raise
+        # stdout's reader has gone: what was written is written, the rest has no reader
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush cannot fail again
+        return 128 + signal.SIGPIPE
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if strict:
+            out.reconfigure(errors="strict")

@@ -67,10 +67,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
-                           method_options, model_and_checkpoint, model_dir_for, plan_load, run_cli, sampling_from)
+                           method_options, model_and_checkpoint, model_dir_for, plan_load, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError
+from minitflow.errors import UserError, run_cli
 from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, start_heartbeat, wait_for_ranks,
                                   wait_for_ranks_to_join, world)
 from minitflow.eval.rows import (BackgroundScorer, rank_wall_times, read_finished, read_finished_before_claim,

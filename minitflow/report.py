@@ -19,8 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from minitflow.cli import run_cli
-from minitflow.errors import UserError
+from minitflow.errors import UserError, run_cli
 from minitflow.files import check_output_file, read_text, replacing, unfinished
 
 LABELS = {"baseline": "Single", "textmas": "TextMAS", "tflow": "TFlow", "latentmas": "LatentMAS", "oracle": "Oracle"}

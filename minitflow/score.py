@@ -315,6 +315,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
 
     sys.exit(run_cli(main))

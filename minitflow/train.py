@@ -153,5 +153,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     sys.exit(run_cli(main))

@@ -117,7 +117,7 @@ def test_engines_on_one_model_share_one_lock_and_take_turns(tiny_dir, monkeypatc
 def test_a_cli_whose_stdout_reader_has_gone_exits_141_without_a_traceback():
     """`python -m minitflow.generate ... | head -0` ended in a BrokenPipeError traceback, exit 1
     (train's final JSON line the same, after saving). Now exit 141, as a shell tool's, and quiet."""
-    code = ("import sys\nfrom minitflow.cli import run_cli\n"
+    code = ("import sys\nfrom minitflow.errors import run_cli\n"
             "def main(argv):\n    print('x' * 100000)\n    return 0\n"
             "sys.exit(run_cli(main, []))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -138,7 +138,7 @@ def test_run_method_refuses_a_bool_batch_size(model):
 def test_a_broken_pipe_that_is_not_stdout_is_still_an_error():
     """Exit 141 is for stdout's reader gone only: a BrokenPipeError from another pipe (a scoring
     child that died) stays the run's error, with stdout left as it was."""
-    code = ("import os, sys\nfrom minitflow.cli import run_cli\n"
+    code = ("import os, sys\nfrom minitflow.errors import run_cli\n"
             "def main(argv):\n    r, w = os.pipe()\n    os.close(r)\n    os.write(w, b'x')\n    return 0\n"
             "sys.exit(run_cli(main, []))\n")
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

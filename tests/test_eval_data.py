@@ -284,7 +284,7 @@ def test_a_gsm8k_gold_that_is_no_number_is_refused_when_read(tmp_path, capsys):
     golds = [{"question": "Q?", "answer": a} for a in ("so\n#### 1,234", "#### $5", "#### -3", "18", "3/4")]
     assert [s.answer for s in samples_from_records("gsm8k", golds)] == ["1234", "5", "-3", "18", "3/4"]
     from minitflow import evaluate
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     demo = Path(evaluate.__file__).parent / "data" / "demo" / "heldout.jsonl"  # gsm8k-style, golds "\\boxed{N}"
     rc = run_cli(evaluate.main, ["--method", "oracle", "--data_file", str(demo), "--output_dir", str(tmp_path / "r")])
     assert rc == 2 and "heldout.jsonl: record 1: 'answer' gives no number" in capsys.readouterr().err
@@ -335,7 +335,7 @@ def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnin
     script = """if True:
         import logging, sys
         import datasets
-        from minitflow.cli import run_cli
+        from minitflow.errors import run_cli
         from minitflow.score import main
 
         def unreachable(*args, **kwargs):  # what load_dataset does with no network, less the ~25 s of retries

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, SHARED, need_shared
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 from minitflow.evaluate import main
 
 GSM8K = SHARED / "data" / "gsm8k" / "test.jsonl"

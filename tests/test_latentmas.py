@@ -534,7 +534,7 @@ def golden_dirs(golden, tmp_path_factory) -> dict[str, Path]:
 def test_cli_reproduces_official_greedy_outputs(golden, golden_dirs, index, tmp_path):
     """python -m minitflow.generate --method latentmas: sequential and hierarchical, with and
     without realignment, 0 / 3 / 8 latent steps, as the official HF path gave them."""
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.generate import main
     run = golden["runs"][index]
     inp = tmp_path / "q.jsonl"

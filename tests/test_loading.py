@@ -134,7 +134,7 @@ def test_a_complete_cached_snapshot_loads(offline_cache, capsys):
     """The layout hub_cache builds is one huggingface-hub resolves: the refusals above are not an
     artefact of it."""
     hub_cache(offline_cache, "org/model", demo_files())
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     assert run_cli(generate.main, gen_args("--model", "org/model")) == 0, capsys.readouterr().err
 
 

@@ -265,7 +265,7 @@ threading.Thread(target=lambda: [held.append(srv.accept()) for _ in iter(int, 1)
 import os
 os.environ["HF_ENDPOINT"] = sys.argv[1] or f"http://127.0.0.1:{srv.getsockname()[1]}"
 from minitflow import generate
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 sys.exit(run_cli(generate.main, sys.argv[2:]))
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from minitflow import demo, demo_dir
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 from minitflow.evaluate import main as evaluate_main
 from minitflow.generate import main as generate_main
 from minitflow.eval.code_exec import DEFAULT_TIMEOUT

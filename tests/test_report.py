@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 from minitflow.report import collect, main, markdown_table
 
 

@@ -253,7 +253,7 @@ def test_sampled_summary_reads_maj_at_k_for_answers_not_programs():
 
 
 def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_one_sample_run(tmp_path, capsys):
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from minitflow.report import main as report
     from test_evaluate import _box_rows
@@ -299,7 +299,7 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
     """Ctrl-C after 7 of 4 x 3 samples: the questions whose 3 samples were all written are kept, a
     question with only some is redone whole; the resumed rows are the uninterrupted run's."""
     from minitflow import evaluate
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from test_evaluate import _box_rows, _last_plan, _partial_ids
     data = _box_rows(tmp_path / "box.jsonl", n=4)
     assert run_cli(evaluate.main, _sampled_args(data, tmp_path / "whole", "--n_samples", "3", "--batch_size", "1")) == 0
@@ -329,7 +329,7 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
 
 
 def test_evaluate_resuming_with_another_n_samples_is_one_line(tmp_path, capsys):
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
@@ -346,7 +346,7 @@ def test_evaluate_resuming_with_another_n_samples_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("extra", [["--n_samples", "0"], ["--n_samples", "-2"], ["--n_samples", str(10 ** 20)]])
 def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
     """10**20 hung building the memory check's per-request list before any work: refused at once."""
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
@@ -361,7 +361,7 @@ def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
 @pytest.mark.parametrize("greedy", [["--greedy"], ["--temperature", "0"]], ids=["greedy", "temperature0"])
 def test_evaluate_n_samples_with_greedy_decoding_is_one_line(tmp_path, capsys, greedy):
     """--n_samples 3 --greedy ran 3 identical outputs per question (pass@k = pass@1, 3 times the work)."""
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows, _demo_args
     data = _box_rows(tmp_path / "box.jsonl", n=2)
@@ -380,7 +380,7 @@ def test_two_ranks_split_questions_not_samples(tmp_path):
     import sys
     from pathlib import Path
 
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows, _partial_ids
     data = _box_rows(tmp_path / "box.jsonl", n=5)
@@ -425,7 +425,7 @@ def test_latentmas_names_a_question_too_long_by_its_own_label_with_samples(parts
 def test_evaluate_n_samples_gives_the_samples_slots_of_their_own(tmp_path, monkeypatch):
     """2 questions x 3 samples with --batch_size 6: the engine has 6 slots (one per sample), not the 2 that
     2 questions fill alone (the slots were capped at the question count, the samples queued for them)."""
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)

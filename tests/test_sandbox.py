@@ -820,7 +820,7 @@ def test_crafted_data_file_scores_the_truth_through_oracle(tmp_path):
 
 
 def test_crafted_data_file_scores_the_truth_through_the_cli(tmp_path):
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.evaluate import main
 
     path = _crafted_humaneval(tmp_path / "crafted.jsonl.gz")

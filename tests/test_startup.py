@@ -62,3 +62,51 @@ def test_every_public_name_resolves_to_its_modules_object():
     got = _child("import minitflow\nfrom minitflow import Qwen3Config\nprint(minitflow.LLM.__name__, "
                  "Qwen3Config.__module__, 'build_lora' in dir(minitflow))")
     assert got.returncode == 0 and got.stdout.split() == ["LLM", "minitflow.model.config", "True"], got.stderr
+
+
+GSM = [{"question": "q0", "answer": "work\n#### 18"}, {"question": "q1", "answer": "work\n#### 3"}]
+
+
+@pytest.mark.parametrize("command", ["score", "report"])
+def test_the_command_lines_that_read_results_start_without_torch(command):
+    """score and report read JSON and score it, yet run_cli lived in cli.py, which imports torch
+    (model flags, loading): each paid the torch import first. run_cli is in errors.py now."""
+    got = _child(f"import sys, minitflow.{command}\nprint('torch' in sys.modules)")
+    assert got.returncode == 0 and got.stdout.split() == ["False"], (got.stdout, got.stderr)
+    # `python -m ... --help`: the modules it imports, as -X importtime lists them on stderr
+    got = subprocess.run([sys.executable, "-X", "importtime", "-m", f"minitflow.{command}", "--help"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    imported = {line.rsplit("|", 1)[-1].strip() for line in got.stderr.splitlines() if line.startswith("import time:")}
+    assert got.returncode == 0 and f"python -m minitflow.{command}" in got.stdout, got.stderr[-2000:]
+    assert f"minitflow.{command}" in imported or "minitflow.errors" in imported  # the listing was read
+    assert "torch" not in imported
+
+
+def test_scoring_and_reporting_import_no_torch(tmp_path):
+    """Not only the imports at the top: scoring predictions (both scorers), rescoring an evaluate
+    folder and the report over it run without torch."""
+    import json
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in GSM))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "gsm8k/0", "prediction": "The answer is 18."}\n{"id": "gsm8k/1", "prediction": "4"}\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"method": "baseline", "dataset": "gsm8k", "n": 2, "accuracy": 0.0, "accuracy_official": 0.0,
+               "mean_official_tokens": 5, "mean_processed_tokens": 5, "mean_wall_time": 0.5,
+               "config": {"dataset": "gsm8k", "data_file": str(data)}}
+    samples = [{"id": "gsm8k/0", "prediction": "18", "correct": False, "correct_official": False},
+               {"id": "gsm8k/1", "prediction": "4", "correct": False, "correct_official": False}]
+    (run / "baseline_results.json").write_text(json.dumps({"summary": summary, "samples": samples}))
+    code = (f"import sys\nfrom minitflow import score, report\nargs = ['--dataset', 'gsm8k', '--data_file', {str(data)!r}, "
+            f"'--predictions', {str(preds)!r}]\n"
+            "assert score.main(args) == 0 and score.main([*args, '--scorer', 'official']) == 0\n"
+            f"assert score.main(['--results', {str(run)!r}]) == 0\n"
+            f"assert report.main([{str(run)!r}]) == 0\n"
+            "print('torch' in sys.modules)")
+    got = _child(code)
+    assert got.returncode == 0, got.stderr
+    out = got.stdout.splitlines()
+    assert "accuracy 0.5000 (1/2, strict scorer, gsm8k)" in out[0] and "rescored" in got.stdout
+    assert "| Single |" in got.stdout and out[-1] == "False", got.stdout

@@ -312,7 +312,7 @@ def test_textmas_context_format_and_accounting(golden_llm):
 
 
 def test_cli_user_errors(tmp_path, capsys):
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.generate import main
     need_shared(GOLDEN)
     model = str(GOLDEN / "model")

@@ -117,7 +117,7 @@ def test_a_lone_surrogate_is_a_user_error_not_a_traceback(tmp_path, capsys):
     """json.loads('"\\ud800"') gives a str tokenizers cannot take (a bare TypeError): the CLIs
     say what is wrong with the text, exit 2."""
     from minitflow import demo_dir
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     from minitflow.generate import main
     tok = Tokenizer(demo_dir())
     with pytest.raises(UserError, match=r"lone surrogate \(U\+D800\) at character 1"):

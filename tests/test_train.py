@@ -619,7 +619,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tiny, tmp_path, monkeypa
     import os
     import signal
     from minitflow import train as train_cli
-    from minitflow.cli import run_cli
+    from minitflow.errors import run_cli
     real, calls = torch.save, []
 
     def save(*args, **kwargs):  # the third write (step 2's checkpoint) is where the signal lands
@@ -1187,7 +1187,7 @@ def restore_terminal_signals():
 
 SIGNAL_IN_A_STEP = TERMINAL_SIGNALS + """
 import os, signal, sys, torch
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 from minitflow.train import main
 restore_terminal_signals()
 sig, at, again = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "again"
@@ -1461,7 +1461,7 @@ def test_a_float32_step_is_the_composition_without_autocast(tiny, llm):
 
 BROKEN_STDERR = TERMINAL_SIGNALS + """
 import os, signal, sys, torch
-from minitflow.cli import run_cli
+from minitflow.errors import run_cli
 from minitflow.train import main
 restore_terminal_signals()
 sig, at = int(sys.argv[1]), int(sys.argv[2])
