@@ -49,11 +49,33 @@ def _stdout_gone() -> bool:
     return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
+def _stopped_at_start(signum: int, frame: object) -> None:
+    """Nothing to clean up yet (no file is open for writing before main): the line and the code."""
+    print("interrupted" if signum == signal.SIGINT else "terminated", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def stop_in_one_line_at_start() -> None:
+    """Ctrl-C or SIGTERM while `python -m minitflow.X` imports its modules (torch: seconds), before
+    run_cli takes over, is run_cli's one line and exit 130 / 143 too: it was a KeyboardInterrupt
+    traceback (SIGTERM a silent -15). The package's __init__ calls this; it acts only there
+    (sys.argv[0] is "-m" while Python imports the package to find X), so a library caller's
+    handlers are its own, and a signal the process ignores (a background job's SIGINT) stays so."""
+    argv = getattr(sys, "orig_argv", [])
+    if sys.argv[:1] != ["-m"] or not any(a == "-m" and b.startswith("minitflow.") for a, b in zip(argv, argv[1:])):
+        return
+    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(sig) == default:
+            signal.signal(sig, _stopped_at_start)
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`; a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM
     unwind (exit 130 and 143); stdout's reader gone (`| head`) is exit 141, as for a shell tool."""
     previous = None
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        if signal.getsignal(signal.SIGINT) is _stopped_at_start:  # Ctrl-C unwinds from here on: clean-up runs
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         previous = signal.signal(signal.SIGTERM, _terminate)
     # a path that is not UTF-8 (lone surrogates: a Latin-1 "résultats") in a printed line is escaped, as stderr
     # does, instead of a UnicodeEncodeError traceback after the work (score's "rescored PATH", report's notes)

@@ -1,10 +1,12 @@
 """Start-up of the package and its command lines: `import minitflow` and the command lines that only
-read result files (score, report) do not import torch (seconds on a loaded machine)."""
+read result files (score, report) do not import torch (seconds on a loaded machine), and a Ctrl-C
+or SIGTERM while a command line imports is its one line and exit code."""
 
 from __future__ import annotations
 
 import ast
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +18,11 @@ import minitflow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _child(code: str, **kw) -> subprocess.CompletedProcess:
+def _child(code: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter on this checkout's package (torch is in this one already)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env=env, **kw)
+                          env=env)
 
 
 def _type_checking_imports() -> dict[str, str]:
@@ -110,3 +112,89 @@ def test_scoring_and_reporting_import_no_torch(tmp_path):
     out = got.stdout.splitlines()
     assert "accuracy 0.5000 (1/2, strict scorer, gsm8k)" in out[0] and "rescored" in got.stdout
     assert "| Single |" in got.stdout and out[-1] == "False", got.stdout
+
+
+# put first on PYTHONPATH, it makes a child's import of $PAUSE_AT print the handlers of SIGINT and
+# SIGTERM then, and wait there: a signal sent after that line lands inside the command's imports.
+# SIGINT is Python's own handler as a terminal starts it, even where the suite runs with it ignored
+# (nohup, `&`), or ignored with $PAUSE_SIGINT=ignore
+PAUSE = '''import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN if os.environ["PAUSE_SIGINT"] == "ignore" else signal.default_int_handler)
+class Pause:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["PAUSE_AT"]:
+            handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+            handlers = [getattr(h, "__name__", getattr(h, "name", h)) for h in handlers]
+            print("importing", name, *handlers, flush=True)
+            time.sleep(120)
+        return None
+sys.meta_path.insert(0, Pause())
+'''
+
+
+def _paused_child(tmp_path: Path, command: list[str], pause_at: str, sigint: str = "default") -> tuple:
+    """(the child, its first stdout line) for `python -m COMMAND...`, waiting in its import of `pause_at`."""
+    (tmp_path / "sitecustomize.py").write_text(PAUSE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PAUSE_AT": pause_at,
+           "PAUSE_SIGINT": sigint}
+    child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=ROOT, env=env)
+    return child, child.stdout.readline()
+
+
+AT_START = ["_stopped_at_start", "_stopped_at_start"]
+
+
+@pytest.mark.parametrize("command, pause_at, sig, handlers", [
+    ("minitflow.score", "minitflow.files", "SIGINT", AT_START),  # score's own imports (no torch now)
+    ("minitflow.generate", "torch", "SIGINT", AT_START),  # the seconds of a model command's start: torch
+    ("minitflow.generate", "torch", "SIGTERM", AT_START),
+    # score's main imports the scorers' defaults: inside run_cli, whose handling (clean-up) is back
+    ("minitflow.score", "minitflow.eval.code_exec", "SIGINT", ["default_int_handler", "_terminate"]),
+])
+def test_a_stop_signal_while_a_command_line_imports_is_one_line(command, pause_at, sig, handlers, tmp_path):
+    """Ctrl-C in a command's first seconds (its imports, before run_cli) was a KeyboardInterrupt
+    traceback and SIGTERM a silent -15; now run_cli's line and code: interrupted / 130, terminated / 143."""
+    child, line = _paused_child(tmp_path, [command, "--help"], pause_at)
+    try:
+        assert line.split()[:2] == ["importing", pause_at], (line, child.stderr.read() if not line else "")
+        child.send_signal(getattr(signal, sig))
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert (child.returncode, err) == ((130, "interrupted\n") if sig == "SIGINT" else (143, "terminated\n"))
+    assert out == ""  # stopped in its imports: no --help printed
+    assert line.split()[2:] == handlers, line  # the handlers when the signal came (SIGINT's, SIGTERM's)
+
+
+def test_an_ignored_sigint_stays_ignored_at_start(tmp_path):
+    """A background job (`cmd &` in a script, nohup) starts with SIGINT ignored, and Python keeps
+    that: the start-up handler must not make such a command stoppable by a Ctrl-C meant for another."""
+    child, line = _paused_child(tmp_path, ["minitflow.score", "--help"], "minitflow.files", sigint="ignore")
+    child.kill()
+    child.communicate(timeout=60)
+    assert line.split() == ["importing", "minitflow.files", "SIG_IGN", "_stopped_at_start"], line
+
+
+def test_run_cli_takes_ctrl_c_back_so_its_clean_up_runs(capsys):
+    """From run_cli on, Ctrl-C is a KeyboardInterrupt again (temporary files removed, scoring
+    stopped), not the start-up handler's exit; a library caller's SIGINT handler is left alone."""
+    from minitflow.errors import _stopped_at_start, run_cli
+
+    seen = []
+
+    def main(argv):
+        seen.append(signal.getsignal(signal.SIGINT))
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, _stopped_at_start)
+    try:
+        assert run_cli(main, []) == 130
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert seen == [signal.default_int_handler] and capsys.readouterr().err == "interrupted\n"
+    got = _child("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\nimport minitflow.score\n"
+                 "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+                 "signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)")
+    assert got.stdout.split() == ["True", "True"], got.stderr  # imported, not run with -m: no handler of ours
