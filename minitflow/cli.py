@@ -1,4 +1,5 @@
-"""What the command lines share: model/generation flags, loading, and one-line user errors."""
+"""What the command lines that load a model share: model/generation flags and loading (run_cli, which makes
+user errors one line, is errors.py's, torch-free for score and report; re-exported here)."""
 
 from __future__ import annotations
 
