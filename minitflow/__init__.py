@@ -7,7 +7,6 @@ so the command lines that only read result files (score, report) start without i
 import importlib
 from typing import TYPE_CHECKING
 
-from minitflow import errors as _errors
 from minitflow.errors import UserError
 
 if TYPE_CHECKING:  # the names below, for type checkers (and tests/test_structure.py's import graph)
@@ -26,8 +25,6 @@ _LAZY = {"LLM": "minitflow.engine.llm", "Generation": "minitflow.engine.llm",
 __all__ = ["LLM", "Generation", "SamplingParams", "UserError", "Qwen3Config", "LoraWeights",
            "build_lora", "Capture", "Qwen3Model", "demo_dir"]
 __version__ = "0.1.0"
-
-_errors.stop_in_one_line_at_start()  # `python -m minitflow.X` only: Ctrl-C while X imports torch is one line
 
 
 def __getattr__(name: str):

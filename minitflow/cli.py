@@ -1,5 +1,5 @@
 """What the command lines that load a model share: model/generation flags and loading (run_cli, which makes
-user errors one line, is errors.py's, torch-free for score and report; re-exported here)."""
+user errors one line, is errors.py's: torch-free, for score and report)."""
 
 from __future__ import annotations
 

@@ -33,9 +33,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from minitflow.errors import UserError, stop_in_one_line_at_start
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+
 import torch
 
-from minitflow.errors import UserError
 from minitflow.files import _nearest_folder, check_output_dir, json_rows, read_text, replacing, write_text
 from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,

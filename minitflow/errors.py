@@ -55,14 +55,13 @@ def _stopped_at_start(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def stop_in_one_line_at_start() -> None:
-    """Ctrl-C or SIGTERM while `python -m minitflow.X` imports its modules (torch: seconds), before
-    run_cli takes over, is run_cli's one line and exit 130 / 143 too: it was a KeyboardInterrupt
-    traceback (SIGTERM a silent -15). The package's __init__ calls this; it acts only there
-    (sys.argv[0] is "-m" while Python imports the package to find X), so a library caller's
-    handlers are its own, and a signal the process ignores (a background job's SIGINT) stays so."""
-    argv = getattr(sys, "orig_argv", [])
-    if sys.argv[:1] != ["-m"] or not any(a == "-m" and b.startswith("minitflow.") for a, b in zip(argv, argv[1:])):
+def stop_in_one_line_at_start(module: str) -> None:
+    """Called by each command line before its heavy imports, with its `__name__`: run as `python -m`
+    (`__main__`), a Ctrl-C or SIGTERM while it imports (torch: seconds), before run_cli takes over, is
+    run_cli's one line and exit 130 / 143 too (it was a KeyboardInterrupt traceback, SIGTERM a silent
+    -15). Imported as a library it does nothing: the caller's handlers are its own. A signal the
+    process ignores (a background job's SIGINT) stays ignored."""
+    if module != "__main__":
         return
     for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         if signal.getsignal(sig) == default:

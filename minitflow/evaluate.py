@@ -66,11 +66,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+
 from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
                            method_options, model_and_checkpoint, model_dir_for, plan_load, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
-from minitflow.errors import UserError, run_cli
 from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, start_heartbeat, wait_for_ranks,
                                   wait_for_ranks_to_join, world)
 from minitflow.eval.rows import (BackgroundScorer, rank_wall_times, read_finished, read_finished_before_claim,

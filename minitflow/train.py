@@ -32,8 +32,10 @@ import json
 import sys
 from typing import Sequence
 
+from minitflow.errors import UserError, stop_in_one_line_at_start
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+
 from minitflow.engine.llm import DTYPES
-from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import check_pg_arch
 from minitflow.tflow.training import RESUME_FIXED, Interrupted, TrainConfig, train
