@@ -19,9 +19,9 @@ import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
 from minitflow.cli import (OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args, check_model_args, check_questions_fit,
-                           run_cli, sampling_from)
+                           sampling_from)
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
-from minitflow.errors import UserError
+from minitflow.errors import UserError, run_cli
 from minitflow.files import check_output_dir, check_output_file, replacing, write_text
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
