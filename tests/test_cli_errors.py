@@ -211,7 +211,7 @@ def test_malformed_or_incomplete_config(text, word, tmp_path, capsys):
                                               ("rope_parameters", {"rope_type": "linear", "factor": 2.0,
                                                                    "rope_theta": 10000.0},
                                                "rope type 'linear' is not supported"),
-                                              ("use_sliding_window", True, "sliding-window attention is not supported"),
+                                              ("use_sliding_window", "false", "use_sliding_window must be true or false"),
                                               ("quantization_config", {"quant_method": "fp8", "fmt": "e4m3",
                                                                        "weight_block_size": [128, 128]},
                                                "quantized checkpoints (fp8) are not supported")])
@@ -222,7 +222,8 @@ def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     an allocation traceback for the rotary tables; an eos id past the vocabulary: never sampled;
     quantization_config: read as unquantized, or its scales refused as "is this a Qwen3 checkpoint?").
     RoPE scaling (YaRN, dynamic, linear; transformers 4's rope_scaling or 5's rope_parameters)
-    and sliding-window attention would run as plain RoPE and full attention: another model."""
+    would run as plain RoPE: another model. use_sliding_window "false" (transformers refuses a
+    string) was read as true (test_loading_more has the sliding layers themselves)."""
     d = model_copy(tmp_path)
     (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), field: value}))
     fails(capsys, generate.main, gen_args("--model", d), word)

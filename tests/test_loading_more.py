@@ -79,6 +79,68 @@ def test_a_config_minitflow_would_run_as_another_model_is_refused(changes, words
     assert Qwen3Config.from_dir(full).num_hidden_layers == 4  # transformers' own layer_types (all full) still load
 
 
+@pytest.mark.parametrize("changes", [
+    {"use_sliding_window": True},  # the demo's max_window_layers is its 4 layers
+    {"use_sliding_window": True, "max_window_layers": 9},
+    {"use_sliding_window": True, "max_window_layers": None},  # transformers' default, 28
+    {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": None},
+    {"use_sliding_window": True, "max_window_layers": 0, "layer_types": ["full_attention"] * 4},
+    {"use_sliding_window": False, "max_window_layers": 0, "sliding_window": 8}])
+def test_sliding_window_settings_under_which_no_layer_slides_load(changes, tmp_path):
+    """use_sliding_window true was refused whatever the rest said, yet transformers gives a window
+    only to layers >= max_window_layers, with a sliding_window, or as layer_types name them: here
+    it builds every layer with full attention, as minitflow runs them, and so these load."""
+    from transformers import AutoConfig
+    d = _config(tmp_path, **changes)  # a None removes the key: transformers' default
+    if "sliding_window" in changes:  # (the demo's is null)
+        (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                   "sliding_window": changes["sliding_window"]}))
+    assert "sliding_attention" not in AutoConfig.from_pretrained(d).layer_types
+    assert Qwen3Config.from_dir(d).num_hidden_layers == 4
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"use_sliding_window": True, "max_window_layers": 3}, "transformers gives layers 3-3 of 4 a window"),
+    ({"use_sliding_window": True, "max_window_layers": 0, "sliding_window": 2}, "sliding_window 2 and max_window_layers "
+                                                                                 "0, transformers gives layers 0-3")])
+def test_sliding_window_settings_under_which_a_layer_slides_are_refused(changes, words, tmp_path, capsys, monkeypatch):
+    """Still refused before the load, naming the layers transformers gives a window."""
+    from transformers import AutoConfig
+    no_model_load(monkeypatch)
+    d = _config(tmp_path, **changes)
+    assert "sliding_attention" in AutoConfig.from_pretrained(d).layer_types
+    fails(capsys, generate.main, gen_args("--model", d), str(d / "config.json"),
+          "sliding-window attention is not supported", words)
+
+
+def test_a_sliding_window_on_no_layer_runs_as_transformers_runs_it(tiny_dir, tmp_path):
+    """use_sliding_window true with max_window_layers = num_hidden_layers and a window of 4, far
+    shorter than the 20 tokens: transformers' logits, which one layer past max_window_layers
+    would change (so the window is no no-op there, and minitflow refuses it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from minitflow.model.weights import load_model
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.pop("layer_types", None)  # transformers 5 saved them; they would overrule max_window_layers
+    layers = cfg["num_hidden_layers"]
+    ids = torch.randint(0, cfg["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(0))
+    logits = {}
+    for first in (layers, layers - 1):
+        (d / "config.json").write_text(json.dumps({**cfg, "use_sliding_window": True, "sliding_window": 4,
+                                                   "max_window_layers": first}))
+        with torch.no_grad():
+            logits[first] = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()(ids).logits
+            if first == layers:
+                ours = load_model(d, torch.float32)(ids, torch.arange(20)[None], None, 20)
+                torch.testing.assert_close(ours, logits[first], atol=1e-4, rtol=0)
+            else:
+                with pytest.raises(UserError, match="sliding-window attention is not supported"):
+                    load_model(d, torch.float32)
+    assert (logits[layers] - logits[layers - 1]).abs().max() > 1e-3
+
+
 def test_a_tied_config_with_another_lm_head_in_the_weights_is_refused(tmp_path, capsys, monkeypatch):
     """tie_word_embeddings true with an lm_head.weight in the files that is not a copy of the
     embeddings: minitflow dropped it and ran the embeddings as the output layer, transformers 5

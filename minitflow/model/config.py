@@ -36,6 +36,38 @@ def _positive_int(d: dict, key: str, source: str, default: int | None = None) ->
     return v
 
 
+def _check_full_attention(d: dict, layers: int, source: str) -> None:
+    """Refuse a config.json in which transformers' Qwen3 gives some layer sliding-window attention:
+    minitflow runs full attention in every layer. transformers 5's layer_types, where given, say
+    which layers slide; else layers >= max_window_layers (default 28) do, and only with
+    use_sliding_window true (sliding_window defaults to 4,096). So use_sliding_window true with
+    max_window_layers >= num_hidden_layers is full attention there as here, and loads."""
+    use = d.get("use_sliding_window")
+    use = False if use is None else use
+    if not isinstance(use, bool):  # transformers refuses "false" too; bool("false") would slide
+        raise UserError(f"{source}: use_sliding_window must be true or false, got {use!r}")
+    window = d.get("sliding_window", 4096) if use else None
+    layer_types = d.get("layer_types")  # transformers 5's per-layer attention kinds
+    if layer_types is not None:
+        kinds = layer_types if isinstance(layer_types, list) else [layer_types]
+        other = next((k for k in kinds if k != "full_attention"), None)
+        if other is not None:  # "sliding_attention" ran here as full attention
+            raise UserError(f"{source}: layer_types holds {other!r}: only full attention is supported "
+                            "(every entry \"full_attention\")")
+        if len(kinds) != layers:  # transformers refuses it as well
+            raise UserError(f"{source}: layer_types lists {len(kinds)} layers, num_hidden_layers is {layers}")
+        return
+    if window is None:  # use_sliding_window false, or sliding_window null: no layer slides in transformers
+        return
+    first = d.get("max_window_layers", 28)
+    if not _is_int(first):
+        raise UserError(f"{source}: max_window_layers must be an integer, got {first!r}")
+    if first < layers:
+        raise UserError(f"{source}: sliding-window attention is not supported: with use_sliding_window true, "
+                        f"sliding_window {window!r} and max_window_layers {first}, transformers gives layers "
+                        f"{max(first, 0)}-{layers - 1} of {layers} a window")
+
+
 @dataclass(frozen=True)
 class Qwen3Config:
     vocab_size: int
@@ -99,8 +131,6 @@ class Qwen3Config:
             method = quant.get("quant_method") if isinstance(quant, dict) else None
             raise UserError(f"{source}: quantized checkpoints ({method or 'quantization_config'}) are not supported: "
                             "use the unquantized (bfloat16) model")
-        if d.get("use_sliding_window"):
-            raise UserError(f"{source}: sliding-window attention is not supported")
         tie = d.get("tie_word_embeddings")
         tie = False if tie is None else tie
         if not isinstance(tie, bool):  # bool("false") is True: lm_head.weight would be dropped silently
@@ -119,16 +149,7 @@ class Qwen3Config:
             raise UserError(f"{source}: eos_token_id must be a token id or a list of them, got {eos!r}")
         need = {k: _positive_int(d, k, source) for k in
                 ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")}
-        layer_types = d.get("layer_types")  # transformers 5's per-layer attention kinds; absent: all full
-        if layer_types is not None:
-            kinds = layer_types if isinstance(layer_types, list) else [layer_types]
-            other = next((k for k in kinds if k != "full_attention"), None)
-            if other is not None:  # "sliding_attention" ran here as full attention
-                raise UserError(f"{source}: layer_types holds {other!r}: only full attention is supported "
-                                "(every entry \"full_attention\")")
-            if len(kinds) != need["num_hidden_layers"]:  # transformers refuses it as well
-                raise UserError(f"{source}: layer_types lists {len(kinds)} layers, num_hidden_layers is "
-                                f"{need['num_hidden_layers']}")
+        _check_full_attention(d, need["num_hidden_layers"], source)
         heads = need["num_attention_heads"]
         kv_heads = _positive_int(d, "num_key_value_heads", source, heads)
         if heads % kv_heads:
