@@ -850,6 +850,31 @@ def test_config_json_is_read_as_transformers_reads_it(edit, tmp_path):
     assert (read.rope_parameters["rope_theta"], read.head_dim) == (model.cfg.rope_theta, model.cfg.head_dim)
 
 
+def test_positions_the_model_cannot_run_are_one_line(tiny_dir):
+    """A direct forward (the engine bounds its own requests by max_seq_len), as a researcher
+    scoring a long sequence would call it: past max_position_embeddings (512 here) was an
+    IndexError from the rotary table; a negative position silently read a row from the table's
+    end; positions past kv_len (an offset without a cache) silently attended later tokens: no
+    longer causal, and not transformers' logits for those position_ids; a kv_len other than T
+    without a cache was an SDPA shape error. 512 tokens, the last position in the table, still
+    run as transformers runs them."""
+    from transformers import AutoModelForCausalLM
+    model = load_model(tiny_dir, torch.float32, "cpu")
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    ids = torch.randint(0, 150, (1, 513), generator=torch.Generator().manual_seed(0))
+    for n, positions, kv_len, words in (
+            (513, torch.arange(513)[None], 513, "positions 0..512 are outside the model's rotary table of 512"),
+            (3, torch.tensor([[-1, 0, 1]]), 3, "positions -1..1 are outside"),
+            (3, torch.tensor([[5, 6, 7]]), 3, "position 7 is not below kv_len 3"),
+            (3, torch.arange(3)[None], 8, "kv_len must be 3, got 8")):
+        with pytest.raises(UserError, match=re.escape(words)), torch.no_grad():
+            model(ids[:, :n], positions, None, kv_len)
+    with torch.no_grad():
+        ours = model(ids[:, :512], torch.arange(512)[None], None, 512)
+        ref = hf(ids[:, :512]).logits
+    assert (ours - ref).abs().max() <= 1e-4
+
+
 def test_rms_norm_equals_transformers_in_bfloat16():
     """RMSNorm as transformers' Qwen3RMSNorm: the mean of squares in float32, the normalised
     value cast back to the input dtype before the weight multiplies it (in bf16 the order shows)."""

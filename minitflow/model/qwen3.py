@@ -98,6 +98,21 @@ def stack_spans(hiddens: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
     return out, spans
 
 
+def check_positions(positions: torch.Tensor, kv_len: int, table: int) -> None:
+    """Host positions against the rotary table and kv_len, in one line each. Past the table was an
+    IndexError from the table lookup; a negative position read a row from its end; and one at or
+    past kv_len attended keys after its own (without a cache, the whole call's: non-causal) or
+    missed its own, all silently. Positions on a device go unchecked (a sync each decode step):
+    the engine bounds its requests (max_seq_len), and CUDA's bounds check stops the lookup."""
+    low, high = (int(v) for v in torch.aminmax(positions))
+    if low < 0 or high >= table:
+        raise UserError(f"positions {low}..{high} are outside the model's rotary table of {table} "
+                        "(max_position_embeddings; Qwen3Model(cfg, max_positions) builds a longer one)")
+    if high >= kv_len:  # position p is key p, and its query attends keys 0..p
+        raise UserError(f"position {high} is not below kv_len {kv_len}: a token at position p is key p (of the "
+                        "cache, or of this call's tokens without one) and attends keys 0..p")
+
+
 class Qwen3Model(nn.Module):
     def __init__(self, cfg: Qwen3Config, max_positions: int | None = None):
         super().__init__()
@@ -139,6 +154,11 @@ class Qwen3Model(nn.Module):
         Returns logits (B, T, V), or (B, 1, V) at `logits_index` (B,) per row, or None; with
         `return_hidden`, a pair (logits or None, final-norm hidden at the same positions).
         """
+        if cache is None and kv_len != positions.shape[1]:  # else an SDPA shape error inside the first layer
+            raise UserError(f"without a cache the keys are this call's {positions.shape[1]} tokens: kv_len must be "
+                            f"{positions.shape[1]}, got {kv_len}")
+        if positions.device.type == "cpu" and positions.numel() and not torch.compiler.is_compiling():
+            check_positions(positions, kv_len, self.rotary.cos.shape[0])
         x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds.to(self.embed_tokens.weight.dtype)
         cos, sin = self.rotary(positions, x.dtype)
         mask = causal_mask(positions, kv_len, self.cfg.num_attention_heads // self.cfg.num_key_value_heads, x.dtype)
