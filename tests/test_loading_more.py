@@ -213,6 +213,36 @@ def test_a_tokenizer_config_of_the_wrong_shape_is_one_line(text, word, tmp_path,
         AutoTokenizer.from_pretrained(d)
 
 
+def test_a_padded_vocabulary_row_is_sampled_and_decoded_as_transformers_does():
+    """Qwen3's embedding has 151,936 rows and its tokenizer 151,669 ids. Like transformers'
+    generate, the sampler does not mask the padded rows (only LatentMAS's judger does, as the
+    official code, SamplingParams.vocab_rows): a model that favours one emits it, and its text is
+    nothing, as transformers' decode gives it, no error, the token counted. Here the output layer
+    is made to favour id 151,699 (a constant residual dimension only its row reads)."""
+    from conftest import GOLDEN, need_shared
+    import torch
+    from transformers import AutoTokenizer
+    from minitflow import LLM, SamplingParams
+    from minitflow.model.tokenizer import Tokenizer
+    from minitflow.model.weights import load_model
+    d = need_shared(GOLDEN / "model")
+    model, tok = load_model(d, torch.float32, "cpu"), Tokenizer(d)
+    padded = tok.vocab_size + 30
+    assert tok.vocab_size == 151669 < padded < model.cfg.vocab_size == 151936
+    with torch.no_grad():
+        j = int(model.norm.weight.argmax())  # a positive norm weight: the dimension stays positive
+        model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.embed_tokens.weight))  # untied
+        model.embed_tokens.weight[:, j] += 50.0
+        model.lm_head.weight[padded, j] = 1.0  # the only logit above 0
+    llm = LLM(model, tok, eos_token_ids=[])
+    out = llm.generate([tok.encode("Hello")], SamplingParams(max_new_tokens=4, stop=["x"]))[0]
+    hf = AutoTokenizer.from_pretrained(d)
+    assert out.token_ids == [padded] * 4 and out.completion_tokens == 4 and out.finish_reason == "length"
+    assert out.text == hf.decode(out.token_ids, skip_special_tokens=True) == ""
+    mixed = [*tok.encode("Hello"), padded, *tok.encode(" world")]
+    assert tok.decode(mixed) == hf.decode(mixed, skip_special_tokens=True) == "Hello world"
+
+
 # ---- the chat template's tool role -------------------------------------------------------
 
 TOOL_CHATS = [
