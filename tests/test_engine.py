@@ -865,7 +865,7 @@ def test_positions_the_model_cannot_run_are_one_line(tiny_dir):
     for n, positions, kv_len, words in (
             (513, torch.arange(513)[None], 513, "positions 0..512 are outside the model's rotary table of 512"),
             (3, torch.tensor([[-1, 0, 1]]), 3, "positions -1..1 are outside"),
-            (3, torch.tensor([[5, 6, 7]]), 3, "position 7 is not below kv_len 3"),
+            (3, torch.tensor([[5, 6, 7]]), 3, "position 7 is past this call's 3 tokens"),
             (3, torch.arange(3)[None], 8, "kv_len must be 3, got 8")):
         with pytest.raises(UserError, match=re.escape(words)), torch.no_grad():
             model(ids[:, :n], positions, None, kv_len)

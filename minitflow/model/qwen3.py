@@ -98,19 +98,21 @@ def stack_spans(hiddens: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
     return out, spans
 
 
-def check_positions(positions: torch.Tensor, kv_len: int, table: int) -> None:
-    """Host positions against the rotary table and kv_len, in one line each. Past the table was an
-    IndexError from the table lookup; a negative position read a row from its end; and one at or
-    past kv_len attended keys after its own (without a cache, the whole call's: non-causal) or
-    missed its own, all silently. Positions on a device go unchecked (a sync each decode step):
-    the engine bounds its requests (max_seq_len), and CUDA's bounds check stops the lookup."""
+def check_positions(positions: torch.Tensor, tokens: int | None, table: int) -> None:
+    """Host positions against the rotary table and, without a cache, against this call's `tokens`
+    (its keys), in one line each. Past the table was an IndexError from the table lookup; a
+    negative position read a row from its end; without a cache, one at or past the call's length
+    (an offset) attended the call's later tokens, no longer causal; both silently. With a cache a
+    position may pass kv_len: the engine's rows that hold no request compute junk there. Positions
+    on a device go unchecked (a sync each decode step): the engine bounds its requests
+    (max_seq_len), and CUDA's bounds check stops the lookup."""
     low, high = (int(v) for v in torch.aminmax(positions))
     if low < 0 or high >= table:
         raise UserError(f"positions {low}..{high} are outside the model's rotary table of {table} "
                         "(max_position_embeddings; Qwen3Model(cfg, max_positions) builds a longer one)")
-    if high >= kv_len:  # position p is key p, and its query attends keys 0..p
-        raise UserError(f"position {high} is not below kv_len {kv_len}: a token at position p is key p (of the "
-                        "cache, or of this call's tokens without one) and attends keys 0..p")
+    if tokens is not None and high >= tokens:  # position p is key p, and its query attends keys 0..p
+        raise UserError(f"position {high} is past this call's {tokens} tokens: without a cache the keys are "
+                        "the call's tokens at positions 0..T-1 (an offset needs a KVCache holding the tokens before)")
 
 
 class Qwen3Model(nn.Module):
@@ -158,7 +160,7 @@ class Qwen3Model(nn.Module):
             raise UserError(f"without a cache the keys are this call's {positions.shape[1]} tokens: kv_len must be "
                             f"{positions.shape[1]}, got {kv_len}")
         if positions.device.type == "cpu" and positions.numel() and not torch.compiler.is_compiling():
-            check_positions(positions, kv_len, self.rotary.cos.shape[0])
+            check_positions(positions, None if cache is not None else kv_len, self.rotary.cos.shape[0])
         x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds.to(self.embed_tokens.weight.dtype)
         cos, sin = self.rotary(positions, x.dtype)
         mask = causal_mask(positions, kv_len, self.cfg.num_attention_heads // self.cfg.num_key_value_heads, x.dtype)
