@@ -685,19 +685,24 @@ def deferred_signals(note: Callable[[int], str]) -> Iterator[list[int]]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)  # None: set outside Python
 
 
-def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
-    """Run the training described by `cfg`; returns {"step", "history", "out", "seconds",
-    "generator"}: a history record every --eval_every steps and at the last holds the step, the
-    training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy.
-    Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
-    config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
-    `stop_after` ends this call after that many steps (checkpoint and state saved, with the training
-    loss since the last record; the schedule still spans `cfg.steps`), to be continued with `resume`.
-    SIGINT, SIGTERM or SIGHUP during the steps finishes the step, saves as `save_every` does and raises
-    Interrupted (`deferred_signals`)."""
-    cfg = check_config(cfg)
-    if stop_after is not None:
-        check_int(stop_after, "stop_after")
+@dataclass
+class _RunInputs:
+    """What `train` reads and checks before the backbone loads (minutes at 4B): the rows, the
+    --resume state, the run's identity (`rows_digest`, `backbone_identity`) and the generator to
+    start from, so that a bad flag, file or resume fails first."""
+    style: str
+    train_rows: list[Example]
+    eval_rows: list[Example]
+    state: dict | None  # the --resume training state
+    digest: str  # rows_digest of the training rows
+    identity: dict  # backbone_identity
+    loaded: TFlowGenerator | None  # the generator read from --resume or --init
+    continues: bool  # --resume is --out: this run's saves replace the state it resumed from
+
+
+def _check_run(cfg: TrainConfig, llm: LLM | None) -> _RunInputs:
+    """The rows, the --resume state against this run's flags, rows and backbone, and the generator to
+    resume or start from against the backbone's config.json: all before the backbone loads."""
     style = prompts.resolve_style(cfg.dataset)
     train_rows = read_examples(cfg.train)
     eval_rows = read_examples(cfg.eval)[:cfg.eval_size] if cfg.eval else []
@@ -740,19 +745,39 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
                             f"{', '.join(f'{k}={getattr(loaded.arch, k)}' for k in differ)}, not the --pg_arch "
                             f"{', '.join(f'{k}={v}' for k, v in differ.items())}; drop --pg_arch to resume")
     check_rows_fit(cfg, llm, style, train_rows, eval_rows)
-    # no torch.manual_seed: nothing after the seeded build (build_generator) draws from torch's
-    # RNG, and reseeding it reset a library caller's random stream
-    if llm is None:
-        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
-    llm.model.requires_grad_(False)
+    continues = bool(cfg.resume) and Path(cfg.resume).resolve() == Path(cfg.out).resolve()
+    return _RunInputs(style, train_rows, eval_rows, state, digest, identity, loaded, continues)
 
+
+@dataclass
+class _Run:
+    """The generator and its optimisation, and where the loop stands: what a save writes and a
+    resume reads back."""
+    gen: TFlowGenerator
+    params: list[tuple[str, torch.nn.Parameter]]  # trainable(gen)
+    opt: torch.optim.AdamW
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    order: Iterator[list[int]]  # batch_order, replayed up to `step`
+    answer_tokens: list[int]  # each training row's answer tokens and <|im_end|>, as make_batch targets
+    step: int
+    history: list[dict]
+    logged_loss: float  # the answer-token loss sum and count since the last record
+    logged_tokens: int
+    saved: int | None = None  # the step of this call's last save
+
+
+def _start_run(cfg: TrainConfig, llm: LLM, inputs: _RunInputs) -> _Run:
+    """The generator, AdamW, its schedule, the float16 loss scaler and the data stream: fresh, or
+    as the --resume state left them, so the resumed run goes on as the straight run did."""
+    state = inputs.state
     if state is not None:
-        gen = loaded.float().to(llm.device).train().requires_grad_(True)
+        gen = inputs.loaded.float().to(llm.device).train().requires_grad_(True)
         gen.parameter_generator.model.cond_proj.requires_grad_(False)
         if state["condition"] == "zero":
             gen.parameter_generator.hidden_in.requires_grad_(False)
     else:
-        gen = build_generator(cfg, llm, loaded)
+        gen = build_generator(cfg, llm, inputs.loaded)
     params = trainable(gen)
     opt, sched = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps)
     # float16 only: its gradients underflow to zero below 6e-8 (a small loss's do), so the loss is
@@ -774,155 +799,199 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
         for group, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
             group["lr"] = base * f(sched.last_epoch)
 
-    zero = cfg.condition == "zero"
-    answer_tokens = [len(llm.encode(e.answer)) + 1 for e in train_rows]  # and <|im_end|>, as make_batch
-    order = batch_order(len(train_rows), cfg.batch_size, cfg.seed)
+    answer_tokens = [len(llm.encode(e.answer)) + 1 for e in inputs.train_rows]  # and <|im_end|>, as make_batch
+    order = batch_order(len(inputs.train_rows), cfg.batch_size, cfg.seed)
     for _ in range(step * cfg.grad_accum):  # replay the stream up to where we stopped
         next(order)
+    # the answer-token loss sum and count since the last record: a resume from a save between two
+    # records goes on with the saved ones, so the next record is the one a straight run makes
+    logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
+    return _Run(gen, params, opt, sched, scaler, order, answer_tokens, step, history, logged_loss, logged_tokens)
 
-    saved = None  # the step of this call's last save
-    continues = bool(cfg.resume) and Path(cfg.resume).resolve() == Path(cfg.out).resolve()
 
-    def save() -> None:
-        """The checkpoint first, then the state with the generator in it: an interrupt between the
-        two files leaves the state a save behind, and --resume reads the state alone, so it redoes
-        those steps exactly. (State first left the checkpoint behind: cut at the last step, the
-        run's result was never written and --resume refused a state at --steps.)"""
-        nonlocal saved
-        if saved is None and not continues:  # an earlier run's state beside our checkpoint would resume that run
-            _state_path(cfg.out).unlink(missing_ok=True)
-        save_checkpoint(gen, cfg.out)
-        save_checkpoint(gen, _state_path(cfg.out), extra={
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-            "condition": cfg.condition, "history": history, "config": asdict(cfg), "backbone": identity,
-            "train_sha256": digest, "logged": [logged_loss, logged_tokens],
-            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
-        saved = step
+def _forward_backward(cfg: TrainConfig, llm: LLM, inputs: _RunInputs, run: _Run) -> tuple[float, int]:
+    """One step's forward and backward over its --grad_accum micro-batches, the gradients left in
+    the generator's .grad; returns the step's answer-token loss sum and count."""
+    run.opt.zero_grad(set_to_none=True)
+    loss_sum, tok_sum = 0.0, 0
+    batches = [next(run.order) for _ in range(cfg.grad_accum)]
+    step_tokens = sum(run.answer_tokens[i] for b in batches for i in b)
+    for b in batches:
+        chunk = [inputs.train_rows[i] for i in b]
+        loss, n_targets = batch_loss(llm, run.gen, inputs.style, chunk, cfg.condition == "zero", cfg.checkpoint_layers)
+        # the step's loss is the mean over all its answer tokens, as one batch of them would
+        # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
+        run.scaler.scale(loss * (n_targets / step_tokens)).backward()
+        loss_sum += loss.item() * n_targets
+        tok_sum += n_targets
+        run.gen.samples_seen += len(chunk)
+    # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
+    assert tok_sum == step_tokens, (tok_sum, step_tokens)
+    return loss_sum, tok_sum
 
-    def record(train_loss: float, with_eval: bool) -> None:
-        """One history record and log line: the training loss since the last record (the
-        progress bar showed only the last step's, and nothing was kept), and the evaluation."""
-        rec = {"step": step, "train_loss": train_loss}
-        line = f"step {step}: train loss {train_loss:.4f}"
-        if with_eval:
-            gen.eval()
-            rec["eval_loss"] = eval_loss(llm, gen, eval_rows, style, zero, cfg.eval_batch_size)
-            rec["eval_accuracy"], _ = eval_accuracy(llm, as_loaded(gen, llm.dtype), eval_rows, style,
-                                                    cfg.eval_batch_size, cfg.eval_max_new_tokens)
-            gen.train()
-            line += (f"  eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
-                     f"({len(eval_rows)} questions)")
-        history.append(rec)
-        say(line)
+
+def _optimiser_step(cfg: TrainConfig, llm: LLM, run: _Run, loss_sum: float, tok_sum: int,
+                    say: Callable[[str], object]) -> torch.Tensor:
+    """Clip the step's gradients and apply them; or skip the step (a float16 overflow the scaler
+    handles), or raise (a divergence): a non-finite update would make every weight NaN. The
+    schedule moves on either way. Returns the gradient norm before clipping."""
+    scaler = run.scaler
+    scaler.unscale_(run.opt)  # clipping and the guard below see the true gradient
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in run.params], cfg.clip)
+    # float16: a finite loss whose scaled gradient overflowed is the scaler's to handle: the
+    # step is skipped and the scale halved, the usual start of a run (65536 is its first
+    # guess). It is a divergence only once the scale falls below 1: the gradient then
+    # overflowed unscaled (or scaled down), which no scale can fix
+    overflowed = scaler.is_enabled() and math.isfinite(loss_sum) and not math.isfinite(float(grad_norm))
+    kept = f"{cfg.out} keeps step {run.saved}" if run.saved is not None else f"{cfg.out} is left as it was"
+    if overflowed:
+        scale = scaler.get_scale()
+        scaler.update()  # unscale_ found the inf or NaN: the scale halves
+        if scaler.get_scale() < 1:
+            raise UserError(f"step {run.step + 1}: the training loss diverged (loss "
+                            f"{loss_sum / max(tok_sum, 1):.4g}, its float16 gradient overflows at loss "
+                            f"scale {scale:g}, so unscaled too); the step is not applied and {kept}: "
+                            "rerun with a lower --lr or --dtype bfloat16")
+        say(f"step {run.step + 1}: the float16 gradient overflowed at loss scale {scale:g}: the step is "
+            f"skipped (no update) and the scale lowered to {scaler.get_scale():g}")
+    elif not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+        # stepping would make every weight NaN, and the next save would replace the last good
+        # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
+        if run.step == 0 and cfg.init == "random":  # the zero LoRA: the backbone alone, no rate to blame
+            dtype = str(llm.dtype).removeprefix("torch.")
+            hint = " (float16 overflows: try --dtype bfloat16 or float32)" if dtype == "float16" else ""
+            raise UserError(f"step 1: the training loss or its gradient is not finite (loss "
+                            f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}) "
+                            f"before any update, where the generator adds nothing: the {dtype} "
+                            f"backbone's own forward is not finite on these rows{hint}; a lower --lr "
+                            "would not help")
+        raise UserError(f"step {run.step + 1}: the training loss diverged (loss {loss_sum / max(tok_sum, 1):.4g}, "
+                        f"gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
+                        "rerun with a lower --lr or --clip")
+    else:
+        scaler.step(run.opt)  # opt.step(): the gradients are finite
+        scaler.update()
+    # a skipped step is a step still: its batches are consumed and the schedule moves on,
+    # as --resume replays them (batch_order, sched.last_epoch == step); torch warns when the
+    # first step is one, as if the call order were wrong
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
+        run.sched.step()
+    return grad_norm
+
+
+def _save(cfg: TrainConfig, inputs: _RunInputs, run: _Run) -> None:
+    """The checkpoint first, then the state with the generator in it: an interrupt between the
+    two files leaves the state a save behind, and --resume reads the state alone, so it redoes
+    those steps exactly. (State first left the checkpoint behind: cut at the last step, the
+    run's result was never written and --resume refused a state at --steps.)"""
+    if run.saved is None and not inputs.continues:  # an earlier run's state beside our checkpoint would resume that run
+        _state_path(cfg.out).unlink(missing_ok=True)
+    save_checkpoint(run.gen, cfg.out)
+    save_checkpoint(run.gen, _state_path(cfg.out), extra={
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "step": run.step,
+        "condition": cfg.condition, "history": run.history, "config": asdict(cfg), "backbone": inputs.identity,
+        "train_sha256": inputs.digest, "logged": [run.logged_loss, run.logged_tokens],
+        **({"scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {})})
+    run.saved = run.step
+
+
+def _record(cfg: TrainConfig, llm: LLM, inputs: _RunInputs, run: _Run, say: Callable[[str], object]) -> None:
+    """One history record and log line: the training loss since the last record (the
+    progress bar showed only the last step's, and nothing was kept), and the evaluation."""
+    train_loss = run.logged_loss / run.logged_tokens
+    rec = {"step": run.step, "train_loss": train_loss}
+    line = f"step {run.step}: train loss {train_loss:.4f}"
+    if inputs.eval_rows:
+        gen, eval_rows = run.gen, inputs.eval_rows
+        gen.eval()
+        rec["eval_loss"] = eval_loss(llm, gen, eval_rows, inputs.style, cfg.condition == "zero", cfg.eval_batch_size)
+        rec["eval_accuracy"], _ = eval_accuracy(llm, as_loaded(gen, llm.dtype), eval_rows, inputs.style,
+                                                cfg.eval_batch_size, cfg.eval_max_new_tokens)
+        gen.train()
+        line += (f"  eval loss {rec['eval_loss']:.4f}  exact match {rec['eval_accuracy']:.3f} "
+                 f"({len(eval_rows)} questions)")
+    run.history.append(rec)
+    say(line)
+
+
+def _signal_name(signum: int) -> str:
+    """A signal as train's messages name it (SIGPIPE: stderr gone, `Console`)."""
+    return {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
+            signal.SIGPIPE: "stderr gone"}[signum]
+
+
+def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | None = None) -> dict:
+    """Run the training described by `cfg`; returns {"step", "history", "out", "seconds",
+    "generator"}: a history record every --eval_every steps and at the last holds the step, the
+    training loss since the previous record and, at an evaluation, eval_loss and eval_accuracy.
+    Pass `llm` to reuse a loaded backbone (it stays frozen); `cfg.model` then only names it (its
+    config.json is hashed for --resume where it is a folder or a cached hub snapshot here).
+    `stop_after` ends this call after that many steps (checkpoint and state saved, with the training
+    loss since the last record; the schedule still spans `cfg.steps`), to be continued with `resume`.
+    SIGINT, SIGTERM or SIGHUP during the steps finishes the step, saves as `save_every` does and raises
+    Interrupted (`deferred_signals`)."""
+    cfg = check_config(cfg)
+    if stop_after is not None:
+        check_int(stop_after, "stop_after")
+    inputs = _check_run(cfg, llm)
+    # no torch.manual_seed: nothing after the seeded build (build_generator) draws from torch's
+    # RNG, and reseeding it reset a library caller's random stream
+    if llm is None:
+        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
+    llm.model.requires_grad_(False)
+    run = _start_run(cfg, llm, inputs)
 
     bar, console = None, Console(sys.stderr)
     if cfg.progress:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", file=console, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=run.step, desc="train", file=console, dynamic_ncols=True)
     # beside the progress bar, tqdm.write: a print landed behind the bar's text on its line
     say = log or (lambda msg: bar.write(msg, file=console) if bar is not None else print(msg, file=console))
     t0 = time.perf_counter()
-    last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    # the answer-token loss sum and count since the last record: a resume from a save between two
-    # records goes on with the saved ones, so the next record is the one a straight run makes
-    logged_loss, logged_tokens = (0.0, 0) if state is None else tuple(state.get("logged", (0.0, 0)))
-    signal_names = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
-                    signal.SIGPIPE: "stderr gone"}
+    last = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
 
     def note(signum: int) -> str:  # it may land in a step, or in the evaluation or save after one
-        return (f"{signal_names[signum]}: the step under way finishes and is saved to {cfg.out}, then the run "
+        return (f"{_signal_name(signum)}: the step under way finishes and is saved to {cfg.out}, then the run "
                 "stops (again to stop at once, losing the steps since the last save)")
     try:
         with deferred_signals(note) as signalled:
-            while step < last:
-                opt.zero_grad(set_to_none=True)
-                loss_sum, tok_sum = 0.0, 0
-                batches = [next(order) for _ in range(cfg.grad_accum)]
-                step_tokens = sum(answer_tokens[i] for b in batches for i in b)
-                for b in batches:
-                    chunk = [train_rows[i] for i in b]
-                    loss, n_targets = batch_loss(llm, gen, style, chunk, zero, cfg.checkpoint_layers)
-                    # the step's loss is the mean over all its answer tokens, as one batch of them would
-                    # take it: a micro-batch weighs by its tokens (1.0 without accumulation, bitwise as before)
-                    scaler.scale(loss * (n_targets / step_tokens)).backward()
-                    loss_sum += loss.item() * n_targets
-                    tok_sum += n_targets
-                    gen.samples_seen += len(chunk)
-                logged_loss, logged_tokens = logged_loss + loss_sum, logged_tokens + tok_sum
-                # answer_tokens counts what make_batch targets; a mismatch would scale the step wrongly
-                assert tok_sum == step_tokens, (tok_sum, step_tokens)
-                scaler.unscale_(opt)  # clipping and the guard below see the true gradient
-                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
-                # float16: a finite loss whose scaled gradient overflowed is the scaler's to handle: the
-                # step is skipped and the scale halved, the usual start of a run (65536 is its first
-                # guess). It is a divergence only once the scale falls below 1: the gradient then
-                # overflowed unscaled (or scaled down), which no scale can fix
-                overflowed = scaler.is_enabled() and math.isfinite(loss_sum) and not math.isfinite(float(grad_norm))
-                kept = f"{cfg.out} keeps step {saved}" if saved is not None else f"{cfg.out} is left as it was"
-                if overflowed:
-                    scale = scaler.get_scale()
-                    scaler.update()  # unscale_ found the inf or NaN: the scale halves
-                    if scaler.get_scale() < 1:
-                        raise UserError(f"step {step + 1}: the training loss diverged (loss "
-                                        f"{loss_sum / max(tok_sum, 1):.4g}, its float16 gradient overflows at loss "
-                                        f"scale {scale:g}, so unscaled too); the step is not applied and {kept}: "
-                                        "rerun with a lower --lr or --dtype bfloat16")
-                    say(f"step {step + 1}: the float16 gradient overflowed at loss scale {scale:g}: the step is "
-                        f"skipped (no update) and the scale lowered to {scaler.get_scale():g}")
-                elif not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
-                    # stepping would make every weight NaN, and the next save would replace the last good
-                    # checkpoint and state with ones that load_checkpoint refuses: nothing left to resume
-                    if step == 0 and cfg.init == "random":  # the zero LoRA: the backbone alone, no rate to blame
-                        dtype = str(llm.dtype).removeprefix("torch.")
-                        hint = " (float16 overflows: try --dtype bfloat16 or float32)" if dtype == "float16" else ""
-                        raise UserError(f"step 1: the training loss or its gradient is not finite (loss "
-                                        f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}) "
-                                        f"before any update, where the generator adds nothing: the {dtype} "
-                                        f"backbone's own forward is not finite on these rows{hint}; a lower --lr "
-                                        "would not help")
-                    raise UserError(f"step {step + 1}: the training loss diverged (loss "
-                                    f"{loss_sum / max(tok_sum, 1):.4g}, gradient norm {float(grad_norm):.4g}); the step is not applied and {kept}: "
-                                    "rerun with a lower --lr or --clip")
-                else:
-                    scaler.step(opt)  # opt.step(): the gradients are finite
-                    scaler.update()
-                # a skipped step is a step still: its batches are consumed and the schedule moves on,
-                # as --resume replays them (batch_order, sched.last_epoch == step); torch warns when the
-                # first step is one, as if the call order were wrong
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
-                    sched.step()
-                step += 1
+            while run.step < last:
+                loss_sum, tok_sum = _forward_backward(cfg, llm, inputs, run)
+                run.logged_loss, run.logged_tokens = run.logged_loss + loss_sum, run.logged_tokens + tok_sum
+                grad_norm = _optimiser_step(cfg, llm, run, loss_sum, tok_sum, say)
+                run.step += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                    bar.set_postfix(loss=f"{loss_sum / max(tok_sum, 1):.4f}", lr=f"{run.sched.get_last_lr()[0]:.2e}",
                                     gnorm=f"{float(grad_norm):.1e}")
                 # at --steps, not at stop_after's stop: that one's loss goes on in the state, as a
                 # signal's does, so the resumed run's records are the straight run's
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    record(logged_loss / logged_tokens, bool(eval_rows))
-                    logged_loss, logged_tokens = 0.0, 0
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    _record(cfg, llm, inputs, run, say)
+                    run.logged_loss, run.logged_tokens = 0.0, 0
                 # what a crash (SIGKILL, a node lost) costs: the steps since the last save
-                if step % (cfg.save_every or cfg.eval_every) == 0 or step == last:
-                    save()
+                if run.step % (cfg.save_every or cfg.eval_every) == 0 or run.step == last:
+                    _save(cfg, inputs, run)
                 # a gone stderr (`train ... 2>&1 | head`: the reader stopped) ends the run as SIGPIPE
                 # would end a writer, but saved: its progress and log lines can go nowhere
                 stop = signalled[0] if signalled else signal.SIGPIPE if console.gone else None
-                if stop is not None and step < last:  # the step is whole: save it, and stop
-                    if saved != step:
-                        save()
-                    raise Interrupted(stop, f"{signal_names[stop]}: stopped after step {step} of "
+                if stop is not None and run.step < last:  # the step is whole: save it, and stop
+                    if run.saved != run.step:
+                        _save(cfg, inputs, run)
+                    raise Interrupted(stop, f"{_signal_name(stop)}: stopped after step {run.step} of "
                                       f"{cfg.steps}, saved to {cfg.out} and its state; continue with --resume "
                                       f"{cfg.out} and the same flags")
     except Interrupted as e:
         if str(e):
             raise
-        kept_step = saved if saved is not None else int(state["step"]) if continues else None
+        kept_step = run.saved if run.saved is not None else int(inputs.state["step"]) if inputs.continues else None
         kept = (f"--resume {cfg.out} continues from step {kept_step}" if kept_step is not None else
                 "nothing was saved")
-        raise Interrupted(e.signum, f"{signal_names[e.signum]} again: stopped at once, without saving "
-                                    f"(step {step} of {cfg.steps}); {kept}") from None
+        raise Interrupted(e.signum, f"{_signal_name(e.signum)} again: stopped at once, without saving "
+                                    f"(step {run.step} of {cfg.steps}); {kept}") from None
     finally:
         if bar is not None:
             bar.close()
-    return {"step": step, "history": history, "out": cfg.out, "seconds": time.perf_counter() - t0, "generator": gen}
+    return {"step": run.step, "history": run.history, "out": cfg.out, "seconds": time.perf_counter() - t0,
+            "generator": run.gen}
