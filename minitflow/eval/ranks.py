@@ -34,6 +34,7 @@ HEARTBEAT_STALE_S = 30.0  # a heartbeat unchanged this long (by the reader's clo
 STARTED = time.time()  # about when this process started: a failure marker older than it is an earlier launch's
 log = logging.getLogger("minitflow.evaluate")
 
+
 def world() -> tuple[int, int]:
     """(rank, world size) from the torchrun environment; (0, 1) without it."""
     try:

@@ -19,6 +19,9 @@ from minitflow.files import decode_utf8, json_lines, os_reason
 
 log = logging.getLogger("minitflow.evaluate")
 
+
+# ---- the settings that define a run ------------------------------------------------------
+
 def recorded_seed(settings: dict) -> dict:
     """Settings with the seed as it matters: greedy decoding takes the top token whatever the seed, so a
     greedy run records none (a resume with another --seed was refused, --overwrite offered, for the same
@@ -43,6 +46,8 @@ def settings_path(out_dir: Path, method: str) -> Path:
 
 
 def compare_settings(path: Path, settings: dict) -> None:
+    """A resume: the folder's recorded settings (`path`) must be this run's, else one line naming the first
+    that differs and the way out."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # UnicodeDecodeError, JSONDecodeError and a huge integer are ValueErrors
@@ -73,6 +78,8 @@ def compare_settings(path: Path, settings: dict) -> None:
         raise UserError(f"{path.parent} holds a {settings['method']} run with {k}={saved.get(k)!r}, this one has "
                         f"{k}={settings.get(k)!r}{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; {hint}")
 
+
+# ---- finished samples --------------------------------------------------------------------
 
 def partials(out_dir: Path, method: str) -> list[Path]:
     return sorted(out_dir.glob(f"{method}_partial.rank*.jsonl"))
@@ -167,6 +174,8 @@ def append_sample(part: Path, row: dict) -> None:
         raise UserError(f"cannot write {part}: {os_reason(e)}") from None
 
 
+# ---- a question's row and the summary of many ------------------------------------------------
+
 def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: str, wall: float) -> dict:
     usage = meta.get("token_usage", {})
     return {"id": sample.id, "question": sample.question, "gold": sample.answer, "prediction": prediction,
@@ -214,6 +223,8 @@ def sampled_summary(rows: list[dict], n_samples: int, dataset: str) -> dict:
             "mean_processed_tokens": sum(r["processed_tokens"] for r in rows) / outputs,
             "mean_official_tokens": sum(r["official_tokens"] for r in rows) / outputs}
 
+
+# ---- scoring beside the model -------------------------------------------------------------
 
 class BackgroundScorer:
     """Scores finished questions on a thread and appends their rows, so generation never waits
