@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from minitflow.errors import UserError, stop_in_one_line_at_start
+from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
 
 import torch
@@ -565,5 +565,4 @@ def render_chat_example(style: str = STYLE) -> str:
 
 
 if __name__ == "__main__":
-    from minitflow.errors import run_cli
     sys.exit(run_cli(main))

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
-stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.files import check_output_file, read_text, replacing, unfinished
 

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from minitflow.errors import UserError, stop_in_one_line_at_start
-stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, json_text,
                              lock_path, os_reason, rank_locks, read_text, sign_lock, try_lock, unfinished,
@@ -317,6 +317,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from minitflow.errors import run_cli
-
     sys.exit(run_cli(main))

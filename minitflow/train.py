@@ -32,7 +32,7 @@ import json
 import sys
 from typing import Sequence
 
-from minitflow.errors import UserError, stop_in_one_line_at_start
+from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
 
 from minitflow.engine.llm import DTYPES
@@ -155,5 +155,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from minitflow.errors import run_cli
     sys.exit(run_cli(main))
