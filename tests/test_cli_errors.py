@@ -223,7 +223,7 @@ def test_invalid_config_field_is_refused(field, value, word, tmp_path, capsys):
     quantization_config: read as unquantized, or its scales refused as "is this a Qwen3 checkpoint?").
     RoPE scaling (YaRN, dynamic, linear; transformers 4's rope_scaling or 5's rope_parameters)
     would run as plain RoPE: another model. use_sliding_window "false" (transformers refuses a
-    string) was read as true (test_loading_more has the sliding layers themselves)."""
+    string) was read as true (test_config.py has the sliding layers themselves)."""
     d = model_copy(tmp_path)
     (d / "config.json").write_text(json.dumps({**json.loads((DEMO / "config.json").read_text()), field: value}))
     fails(capsys, generate.main, gen_args("--model", d), word)

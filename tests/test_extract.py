@@ -1,12 +1,106 @@
-"""Strict scorers on degenerate replies (a sampled reply that loops, or pads with blank space): each
-reader takes time about linear in the reply.  Each shape below took seconds to minutes before its fix;
-the bound is generous for a loaded machine, the readings are checked too (no data files needed)."""
+"""The rules every strict reader shares (minitflow/eval/extract.py): `\\boxed{}`, a thinking
+reply read after its last `</think>` and a thought cut off counting only its closed boxes, minus
+signs, hedges, runaway digit strings, the patterns' syntax; and degenerate replies (a sampled reply
+that loops, or pads with blank space) read in time about linear in the reply, the readings checked
+too. Each timed shape took seconds to minutes before its fix; the bounds are generous for a loaded
+machine (no data files needed)."""
 
 import time
 
 import pytest
 
-from minitflow.eval.scoring import extract_code, extract_gsm8k_answer, extract_math_answer, extract_mmlu_letter
+from minitflow.eval.scoring import (
+    extract_boxed,
+    extract_code,
+    extract_gsm8k_answer,
+    extract_math_answer,
+    extract_mmlu_letter,
+    score_gsm8k,
+    score_math,
+)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"so \boxed{42}.", "42"),
+    (r"\boxed{1} then \boxed{2}", "2"),
+    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+    (r"\boxed{\left\{1, \{2\}\right\}}", r"\left\{1, \{2\}\right\}"),
+    (r"\boxed{a_{b_{c}}}", "a_{b_{c}}"),
+    (r"\fbox{7}", "7"),
+    (r"$\boxed 5$", "5"),
+    (r"\boxed{3} and a truncated \boxed{4", "3"),
+    ("no box here", None),
+    ("", None),
+])
+def test_extract_boxed(text, expected):
+    assert extract_boxed(text) == expected
+
+
+def test_thinking_and_truncated_replies():
+    # the reply after </think> counts, not guesses inside the thoughts
+    assert extract_gsm8k_answer("<think>\nmaybe 20? \\boxed{20}\n</think>\n\nShe makes $18.") == "18"
+    assert extract_mmlu_letter("<think>\nMaybe A? No.\n</think>\n\nThe answer is C.") == "C"
+    # a generation cut off while thinking has no answer (no "last number" guess)
+    assert extract_gsm8k_answer("<think>\nShe has 16 eggs, uses 7, so 9 are left. 9 eggs times $2") is None
+    assert extract_mmlu_letter("<think>\nStatement 1 is true. What about a") is None
+
+
+def test_reply_after_the_last_think_end_counts():
+    # a model that thinks twice: the box between its two thoughts is a draft
+    text = "<think>\nfirst try\n</think>\nMaybe \\boxed{20}?\n<think>\nno, recheck\n</think>\nShe makes $18."
+    assert extract_gsm8k_answer(text) == "18"
+
+
+def test_runaway_digit_strings_are_a_verdict_not_an_exception():
+    # past int's 4,300-digit limit Fraction() raised ValueError out of score_math / score_gsm8k
+    # (a reply looping on "0.3333..." until the token limit), failing the whole batch
+    looping = "The answer is 0." + "3" * 5000
+    assert score_math(looping, r"\frac{1}{3}") is False
+    assert score_math("\\boxed{1.6" + "0" * 5000 + "1}", "1.6") is False
+    assert score_gsm8k("\\boxed{" + "1" * 5000 + " \\times 10^{3}}", "18") is False
+    assert score_math("\\boxed{1.60}", "1.6") and score_gsm8k("\\boxed{1.8 \\times 10^{1}}", "18")
+
+
+def test_en_dash_and_unicode_minus_signs_are_minus():
+    # "–5" was read as 5 (gold 5: correct), and "answer is −5" was passed over for a later 5
+    assert extract_gsm8k_answer(r"\boxed{–5}") == "-5" and not score_gsm8k(r"\boxed{–5}", "5")
+    assert score_gsm8k("The answer is –5.", "-5")
+    assert extract_gsm8k_answer("The answer is −5. Check: 3 + 2 = 5") == "-5"
+    assert extract_gsm8k_answer("She read pages 3–5.") == "5"  # a range, not a minus
+    assert score_math(r"\boxed{–10}", "-10") and not score_math(r"\boxed{–10}", "10")
+
+
+def test_a_reply_of_unclosed_boxes_is_read_in_linear_time():
+    # each unclosed \boxed{ rescanned the rest of the reply: 10,000 of them took ~25 s a scorer
+    import time
+
+    text = "So \\boxed{18}. " + "\\boxed{" * 10000
+    start = time.monotonic()
+    assert extract_gsm8k_answer(text) == "18" and extract_math_answer(text) == "18"
+    assert extract_mmlu_letter(text) is None
+    assert time.monotonic() - start < 2.0
+    assert extract_boxed(r"\boxed{\{1\}} and \boxed{a{b}c} \boxed{7") == "a{b}c"
+
+
+def test_a_thought_cut_off_counts_only_its_closed_boxes():
+    # "so the answer is 18" at the cut may have gone on to 180: it scored correct
+    cut = "<think>\nShe has 16 eggs, 16 - 3 - 4 = 9. So the answer is 18"
+    assert extract_gsm8k_answer(cut) is None and not score_gsm8k(cut, "18")
+    assert extract_gsm8k_answer("<think>\nSo the answer is 18. Let me verify: 9 x 2") is None
+    assert extract_mmlu_letter("<think>\nOption A says True, True. So the answer is A") is None
+    assert extract_mmlu_letter("<think>\nI think (A) is right") is None
+    # a closed box still counts (the module's rule), and so does a finished thought
+    assert extract_gsm8k_answer("<think>\nSo \\boxed{18}. Let me verify: 9 x 2") == "18"
+    assert extract_mmlu_letter("<think>\nSo \\boxed{A}. Let me check B") == "A"
+    assert extract_gsm8k_answer("<think>\nmaybe 20\n</think>\nThe answer is 18.") == "18"
+    assert extract_mmlu_letter("<think>\nmaybe B\n</think>\nThe answer is A") == "A"
+    # MATH the same: "Final Answer:" or "the answer is" inside a cut-off thought is no answer
+    assert extract_math_answer("<think>\nSo the answer is 18") is None
+    assert extract_math_answer("<think>\nFinal Answer: The final answer is $18$. Let me check") is None
+    assert not score_math("<think>\nSo the answer is $\\frac{1}{2}$", "\\frac{1}{2}")
+    assert extract_math_answer("<think>\nSo $\\boxed{\\frac{1}{2}}$. Let me check") == "\\frac{1}{2}"
+    assert extract_math_answer("<think>\nmaybe 20\n</think>\nFinal Answer: The final answer is $18$.") == "18"
+
 
 CHOICES = ["apple", "banana", "cherry", "date"]
 N = 100_000
@@ -105,28 +199,6 @@ def test_mmlu_a_loop_of_stated_answers_with_options_normalises_each_option_once(
     assert extract_mmlu_letter("The answer is banana.", CHOICES) == "B"
 
 
-# ------------------------------------------------- hedges in other words
-
-
-@pytest.mark.parametrize("text", [
-    "The answer is C, or it could be D.",
-    "The answer is C, or it might also be (D).",
-    "The answer is C, though D is also possible.",
-    "The answer is C, although (D) could be correct.",
-])
-def test_mmlu_not_one_answer_or_it_could_be_another(text):
-    assert extract_mmlu_letter(text) is None  # each read C
-
-
-@pytest.mark.parametrize("text", [
-    "The answer is 18, or it could be 20.\nCheck: 3 * 4 = 12.",
-    "The answer is 18, though 20 is also possible.\nCheck: 3 * 4 = 12.",
-])
-def test_gsm8k_not_one_number_or_it_could_be_another(text):
-    got = extract_gsm8k_answer(text)
-    assert got not in ("18", "20", "12") and "18" in got and "20" in got  # each read 18
-
-
 def test_not_a_hedge_a_remark_after_or_or_though():
     assert extract_mmlu_letter("The answer is C, or it could be argued otherwise.") == "C"
     assert extract_mmlu_letter("The answer is C, though A is wrong.") == "C"
@@ -166,3 +238,17 @@ def test_the_scorers_patterns_compile_on_python_3_10():
     assert "extract._BOX_HEDGE_RE[0]" in patterns and len(patterns) > 50, sorted(patterns)
     bad = sorted(name for name, p in patterns.items() if refused & set(ops(parser.parse(p.pattern, p.flags))))
     assert not bad, f"Python 3.11+ only regex syntax in {bad}"
+
+
+@pytest.mark.parametrize("reply", ["The answer is" + " " * 100_000, "Answer:" + " " * 100_000,
+                                   "The correct option is" + " " * 100_000, "The answer is" + " " * 100_000 + "C"])
+def test_answer_line_then_a_long_whitespace_run_is_linear(reply):
+    """ "The answer is" and a run of spaces (a degenerate generation) took minutes at 250 spaces: the
+    answer regexes had whitespace runs side by side, each split of the run tried.  Now milliseconds."""
+    import time
+    t = time.monotonic()
+    gsm, mmlu, mmlu4 = extract_gsm8k_answer(reply), extract_mmlu_letter(reply), \
+        extract_mmlu_letter(reply, ["apple", "banana", "cherry", "date"])
+    assert time.monotonic() - t < 5
+    assert gsm is None
+    assert (mmlu, mmlu4) == (("C", "C") if reply.endswith("C") and reply.startswith("The answer") else (None, None))
