@@ -111,6 +111,10 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError("--random_generator is only valid with --method tflow")
     if args.checkpoint and args.random_generator:
         raise UserError("pass either --checkpoint or --random_generator, not both")
+    if args.method == "tflow" and not model_and_checkpoint(args)[1] and not args.random_generator:
+        # here, not after the model is resolved: a hub id would be downloaded (8 GB at 4B) only to be refused
+        raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
+                        "minitflow never falls back to a random generator silently)")
     if args.checkpoint:
         from minitflow.tflow.checkpoint import checkpoint_file
         checkpoint_file(args.checkpoint)
@@ -207,9 +211,6 @@ def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | N
     from minitflow.tflow.checkpoint import TFlowGenerator, arch_for, load_checkpoint
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
-    if args.method == "tflow" and not checkpoint and not args.random_generator:
-        raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
-                        "minitflow never falls back to a random generator silently)")
     device = resolve_device(args.device)
     if args.eager and args.compile:
         raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
