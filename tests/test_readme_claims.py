@@ -365,3 +365,29 @@ def test_tflow_without_checkpoint_is_refused_before_the_hub_is_asked(main, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --method tflow needs --checkpoint PATH"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_evaluation_blocks_report_line_reports_the_folders_it_wrote(tmp_path, capsys, monkeypatch):
+    """The Evaluation block writes tflow on gsm8k to results/gsm8k and results/gsm8k-k4, then ran
+    `report results/*`, which refuses two runs of one method on one dataset: its last line failed
+    for whoever ran the block as shown. Each folder the block writes gets a tflow summary here and
+    the block's own report line must table them."""
+    import re
+    import shlex
+    from minitflow import report
+    block = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## Evaluation", 1)[1]
+    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
+    folders = set(re.findall(r"--output_dir (\S+)", block))
+    assert {"results/gsm8k", "results/gsm8k-k4"} <= folders, folders
+    summary = {"method": "tflow", "dataset": "gsm8k", "n": 1, "accuracy": 1.0, "mean_official_tokens": 3,
+               "mean_processed_tokens": 3, "mean_wall_time": 0.5}
+    for folder in folders:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "tflow_results.json").write_text(json.dumps({"summary": summary, "samples": []}))
+    line = next(line for line in block.splitlines() if line.startswith("python -m minitflow.report "))
+    argv = shlex.split(line.split("#", 1)[0])[3:]
+    argv = [a for a in argv if a != "--plot" and not a.endswith(".png")]  # matplotlib is another test's
+    monkeypatch.chdir(tmp_path)
+    argv = [str(f) for a in argv for f in (sorted(Path().glob(a)) if "*" in a else [a])]  # as the shell expands it
+    assert run_cli(report.main, argv) == 0, capsys.readouterr().err
+    assert "| TFlow | 100.0 (–) | 3 | 3 | 0.50 |" in capsys.readouterr().out
