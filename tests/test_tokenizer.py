@@ -226,7 +226,6 @@ def test_tool_messages_render_as_qwen3s_template(chat, thinking):
     after them are kept as after a user's question."""
     from transformers import PreTrainedTokenizerFast
     from minitflow.model.tokenizer import render_chat
-    from test_tokenizer import TEMPLATE
     assert 'message.role == "tool"' in TEMPLATE  # Qwen3's tool branch, word for word
     hf = PreTrainedTokenizerFast(tokenizer_file=str(DEMO / "tokenizer.json"))
     messages = TOOL_CHATS[chat]
