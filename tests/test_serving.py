@@ -1330,3 +1330,29 @@ def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
     assert "| `test_decode_step[1-graphs]` | 6.50 ms | 6.60 ms | 154 tokens/s | 1.70 |" in got.stdout
     assert "lora_sweep.json is not a pytest-benchmark JSON" in got.stderr
     assert "methods.json is empty or cut short" in got.stderr  # was a JSONDecodeError: no table at all
+
+
+def test_an_interrupt_between_steps_leaves_no_request_queued(model, monkeypatch):
+    """Ctrl-C that lands in generate() between two engine steps (Engine.run's loop, which scans
+    its requests after each step: a sizeable share of the time with thousands of prompts) left
+    the run's requests queued and running: the next generate() ran them all before its own, and
+    run_method and release_memory() refused to start. Now it aborts them, as one inside a step does."""
+    llm = _llm(model, num_slots=2)
+    prompts, params = _prompts(6, seed=21), _params(6, sampled=True)
+    want = [g.token_ids for g in llm.generate(prompts, params)]
+    real, calls = llm.engine.step, {"n": 0}
+
+    def interrupted_after(*args):
+        out = real(*args)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the step is over: the signal lands in the loop around it
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(llm.engine, "step", interrupted_after)
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate(prompts, params)
+    monkeypatch.undo()
+    assert not llm.has_unfinished()
+    llm.release_memory()  # refused while requests ran
+    assert [g.token_ids for g in llm.generate(prompts, params)] == want

@@ -441,14 +441,20 @@ class Engine:
     def run(self, reqs: Sequence[Request]) -> list[Request]:
         """Add `reqs` and step until all of them are done. Others in flight advance too, and those
         that finish here come out of the next step(): a generate() inside run_method's on_result
-        took them, and run_method waited forever for its questions."""
+        took them, and run_method waited forever for its questions. An exception (or Ctrl-C)
+        between steps aborts every request in flight, as one inside a step does: else this run's
+        requests stayed queued, and the next generate() ran them all before its own."""
         with self.lock:  # another thread's step() would take tokens of these slots
             for r in reqs:
                 self.check(r)
-            for r in reqs:
-                self.add_request(r)
-            mine = {id(r) for r in reqs}
-            while not all(r.finished for r in reqs):
-                done = self.step()  # before reading self._held, which step() empties
-                self._held += [r for r in done if id(r) not in mine]
+            try:
+                for r in reqs:
+                    self.add_request(r)
+                mine = {id(r) for r in reqs}
+                while not all(r.finished for r in reqs):
+                    done = self.step()  # before reading self._held, which step() empties
+                    self._held += [r for r in done if id(r) not in mine]
+            except BaseException:
+                self.abort_all()
+                raise
         return list(reqs)
