@@ -1356,3 +1356,23 @@ def test_an_interrupt_between_steps_leaves_no_request_queued(model, monkeypatch)
     assert not llm.has_unfinished()
     llm.release_memory()  # refused while requests ran
     assert [g.token_ids for g in llm.generate(prompts, params)] == want
+
+
+def test_a_run_reads_each_requests_state_a_bounded_number_of_times(model, monkeypatch):
+    """Engine.run checked whether its requests were done with all() over every one after each
+    step: the finished ones at the front were read again at every step, O(prompts x steps): 4.5 s
+    of a 21 s run of 16,000 one-token prompts on the demo model (0.13 s now), growing with the count. Now a request is read once per step while it is the first unfinished, and once after."""
+    llm, n = _llm(model, num_slots=2), 120
+    reads = {"n": 0}
+    finished = Request.finished
+
+    def counted(self):
+        reads["n"] += 1
+        return finished.fget(self)
+
+    monkeypatch.setattr(Request, "finished", property(counted))
+    prompts = [[1 + i % 100, 2, 3] for i in range(n)]
+    outs = llm.generate(prompts, SamplingParams(max_new_tokens=1))
+    assert len(outs) == n and all(o.completion_tokens == 1 for o in outs)
+    steps = n // 2
+    assert reads["n"] <= 4 * n + 2 * steps, reads  # the all() scan read ~n x steps / 2 = 3,600

@@ -451,7 +451,12 @@ class Engine:
                 for r in reqs:
                     self.add_request(r)
                 mine = {id(r) for r in reqs}
-                while not all(r.finished for r in reqs):
+                done_upto = 0  # reqs[:done_upto] have finished (none unfinishes): no scan of them all per step
+                while True:
+                    while done_upto < len(reqs) and reqs[done_upto].finished:
+                        done_upto += 1
+                    if done_upto == len(reqs):
+                        break
                     done = self.step()  # before reading self._held, which step() empties
                     self._held += [r for r in done if id(r) not in mine]
             except BaseException:
