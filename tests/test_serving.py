@@ -1376,3 +1376,30 @@ def test_a_run_reads_each_requests_state_a_bounded_number_of_times(model, monkey
     assert len(outs) == n and all(o.completion_tokens == 1 for o in outs)
     steps = n // 2
     assert reads["n"] <= 4 * n + 2 * steps, reads  # the all() scan read ~n x steps / 2 = 3,600
+
+
+def test_fields_of_the_wrong_kind_are_refused_before_a_step_and_the_neighbour_runs_on(model):
+    """A capture span of 0.5 (or 1.0) passed every check and failed inside the next step, a
+    TypeError from the prefix cache that aborted the request running beside it; a layer of 1.7
+    was cut to 1 by capture_hidden without a word; lora, capture or past of another kind
+    (LLM.add_request's fields) were an AttributeError from deep inside. Now each is one line
+    before anything runs, and the neighbour's tokens are its own."""
+    from minitflow import Capture
+    llm = _llm(model, num_slots=2)
+    prompt, sp = _prompts(1, seed=22)[0], SamplingParams(max_new_tokens=8)
+    other = llm.add_request(prompt, sp)
+    llm.step()
+    for name, bad in (("starts", [0.5]), ("ends", [1.0]), ("layers", [1.7]), ("layers", [True]), ("layers", None)):
+        spans = {"layers": [0], "starts": [0], "ends": [2], name: bad}
+        with pytest.raises(UserError, match=rf"^capture {name} must be integers, got {re.escape(repr(bad))}$"):
+            Capture(**spans)
+    for field, bad, what in (("lora", "x", "lora must be LoraWeights"), ("capture", {"layers": [0]}, "capture must be a Capture"),
+                             ("past", torch.zeros(2), "past must be a \\(keys, values\\) pair of tensors"),
+                             ("capture", Capture([0], [0], [2], layer_weights=[1.0]), "capture layer weights must be a tensor")):
+        with pytest.raises(UserError, match=rf"^request \d+: {what}.*, got \w+$"):
+            llm.add_request([4, 5, 6], generate=field != "capture", **{field: bad})
+    got = llm.capture_hidden([[4, 5, 6]], Capture(torch.tensor([0, 1]), [torch.tensor(0)], [2]))  # integer tensors' ints
+    assert got.hidden.shape[:3] == (1, 2, 2)
+    while llm.has_unfinished():
+        llm.step()
+    assert other.output_ids == _alone(model, [prompt], [sp])[0]

@@ -29,7 +29,7 @@ from minitflow.engine.sampler import NAN_TOKEN, SamplingParams
 from minitflow.engine.scheduler import Scheduler
 from minitflow.engine.timer import DeviceTimer
 from minitflow.errors import UserError
-from minitflow.model.qwen3 import Qwen3Model
+from minitflow.model.qwen3 import Capture, Qwen3Model
 
 RUN_AHEAD = 4  # decode steps the host may queue before it reads their tokens (CUDA)
 COND_KEYS = 8  # layer-weight tensors whose condition keys are remembered (tflow makes one per run_method)
@@ -157,6 +157,15 @@ class Engine:
                 raise UserError(f"{_who(req)}: {name} must be True or False, got {getattr(req, name)!r}")
         if not isinstance(req.sampling, SamplingParams):  # None or a dict: an AttributeError below
             raise UserError(f"{_who(req)}: sampling must be a SamplingParams, got {type(req.sampling).__name__}")
+        if req.past is not None:  # before anything reads its length (max_len): else a traceback from there
+            if not (isinstance(req.past, (tuple, list)) and len(req.past) == 2 and
+                    all(isinstance(t, torch.Tensor) for t in req.past)):
+                raise UserError(f"{_who(req)}: past must be a (keys, values) pair of tensors, got "
+                                f"{type(req.past).__name__}")
+            k, v = req.past
+            want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
+            if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
+                raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
         if not req.prompt_ids:
             raise UserError(f"{_who(req)}: the prompt is empty")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
@@ -174,24 +183,24 @@ class Engine:
             check_lora(req.lora, self.model, lambda: _who(req))
         if req.capture is not None:
             c = req.capture
+            if not isinstance(c, Capture):  # else an AttributeError from deep inside
+                raise UserError(f"{_who(req)}: capture must be a Capture, got {type(c).__name__}")
             if len(c.starts) != 1 or len(c.ends) != 1 or not 0 <= c.starts[0] < c.ends[0] <= len(req.prompt_ids):
                 raise UserError(f"{_who(req)}: capture span {list(zip(c.starts, c.ends))} is not one span inside its "
                                 f"{len(req.prompt_ids)} prompt tokens")
             n = self.cfg.num_hidden_layers
             w = c.layer_weights
+            if w is not None and not isinstance(w, torch.Tensor):
+                raise UserError(f"{_who(req)}: capture layer weights must be a tensor, got {type(w).__name__}")
             if len(c.layers) == 0 or not c.layers_fit(n) or (w is not None and tuple(w.shape) != (len(c.layers),)):
                 weights = "" if w is None else f" with layer weights of shape {tuple(w.shape)}"
                 raise UserError(f"{_who(req)}: capture layers {list(c.layers)}{weights} are not distinct layers of the "
                                 f"model's {n} layers (0, the embeddings, to {n}, the final norm), one weight each")
             want = (len(c.layers), c.ends[0] - c.starts[0], self.cfg.hidden_size)
-            if c.out is not None and (w is not None or len(c.out) != 1 or tuple(c.out[0].shape) != want):
+            if c.out is not None and (w is not None or len(c.out) != 1 or not isinstance(c.out[0], torch.Tensor) or
+                                      tuple(c.out[0].shape) != want):
                 raise UserError(f"{_who(req)}: capture out must be one tensor of shape {want} (layers, span, hidden), "
                                 "without layer weights")
-        if req.past is not None:
-            k, v = req.past
-            want = (self.cfg.num_hidden_layers, self.cfg.num_key_value_heads)
-            if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (*want, self.cfg.head_dim):
-                raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
         if req.context_key is not None:  # last: a key is taken by a request that passed every other check
             self._check_context_key(req)
 

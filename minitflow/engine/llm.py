@@ -9,7 +9,6 @@ cached and completion tokens it processed, why it stopped, and its prefill/decod
 from __future__ import annotations
 
 import numbers
-import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from minitflow.errors import UserError, check_int, is_int
 from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
-from minitflow.model.qwen3 import Capture, Qwen3Model, stack_spans
+from minitflow.model.qwen3 import Capture, Qwen3Model, as_index, stack_spans
 from minitflow.model.tokenizer import Tokenizer, render_chat
 
 __all__ = ["LLM", "Generation", "resolve_dtype", "resolve_device", "sync"]
@@ -257,7 +256,7 @@ class LLM:
                 s, e = capture.starts[i], capture.ends[i]
                 if not 0 <= s < e <= len(p):
                     raise UserError(f"capture span [{s}, {e}) of prompt {i} is outside its {len(p)} tokens")
-                cap = Capture([int(i) for i in capture.layers], [s], [e], layer_weights=capture.layer_weights)
+                cap = Capture(capture.layers, [s], [e], layer_weights=capture.layer_weights)
             reqs.append(Request(p, sp, lora=None if lora is None else lora.row(i), capture=cap, generate=generate, tag=f"prompt {i}"))
         self.engine.run(reqs)
         if capture is not None:  # one batch tensor again, zero past each row's span
@@ -269,22 +268,15 @@ class LLM:
 
 
 def _token_ids(prompt: object, i: int) -> list[int]:
-    """Prompt i's ids as ints. int() cut 1.7 to 1 and read bytes as their byte values, without a
-    word; operator.index takes only integers (numpy's and integer tensors' too), but a bool as
-    0 or 1 (a mask passed as ids ran as tokens 0 and 1), as SamplingParams refuses them."""
+    """Prompt i's ids as ints (as_index: int() cut 1.7 to 1, and read bytes as their byte values,
+    without a word)."""
     try:
         if isinstance(prompt, (bytes, bytearray)):
             raise TypeError
-        return [t if type(t) is int else _token_id(t) for t in prompt]  # a plain int: the common case, fast
+        return [t if type(t) is int else as_index(t) for t in prompt]  # a plain int: the common case, fast
     except TypeError:
         raise UserError(f"prompt {i} is neither text nor integer token ids: {type(prompt).__name__} "
                         f"{str(prompt)[:40]}") from None
-
-
-def _token_id(t: object) -> int:
-    if isinstance(t, bool) or getattr(t, "dtype", None) == torch.bool:  # torch's bool tensors index too
-        raise TypeError
-    return operator.index(t)
 
 
 def generation_config(model_dir: str | Path) -> dict:

@@ -64,6 +64,9 @@ def lora_tensors(lora: LoraWeights) -> list[torch.Tensor]:
 def check_lora(lora: LoraWeights, model: Qwen3Model, who: Callable[[], str]) -> None:
     """One request's factors must fit the model: batch 1, A (1, R, in), B blocks (1, out_p, r_p).
     `who()` names the request in an error."""
+    if not isinstance(lora, LoraWeights):  # else an AttributeError from deep inside
+        raise UserError(f"{who()}: lora must be LoraWeights (build_lora(...), .row(i) for one request), got "
+                        f"{type(lora).__name__}")
     cfg = model.cfg
     shapes = projection_shapes(cfg)
     if lora.batch != 1 or len(lora.layers) != cfg.num_hidden_layers:

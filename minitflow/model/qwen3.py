@@ -12,6 +12,7 @@ requests or slots: `rows` just says which cache row each batch row writes to.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,16 @@ from minitflow.model.layers import DecoderLayer, RMSNorm, Rotary, add_rms_norm
 from minitflow.model.lora import LoraWeights
 from minitflow.model.lora_linear import expanded
 from minitflow.model.transfer import host_to_device
+
+
+def as_index(x: object) -> int:
+    """An integer the model takes (a token id, a capture's layer or span bound) as a plain int:
+    operator.index takes Python's, numpy's and one-element integer tensors', never a float (int()
+    cut 1.7 to 1), but a bool as 0 or 1, refused here as SamplingParams refuses it (a mask passed
+    as ids ran as tokens 0 and 1). A TypeError for anything else."""
+    if isinstance(x, bool) or getattr(x, "dtype", None) == torch.bool:  # torch's bool tensors index too
+        raise TypeError(f"{x!r} is not an integer")
+    return operator.index(x)
 
 
 @dataclass
@@ -50,6 +61,16 @@ class Capture:
     hidden: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
     out: list[torch.Tensor] | None = None
+
+    def __post_init__(self):
+        # plain ints, refused here when not integers: a float span passed every check and failed
+        # inside a step (a TypeError from the prefix cache, aborting the requests beside it), and
+        # a float layer was cut to an int without a word
+        for name in ("layers", "starts", "ends"):
+            try:
+                setattr(self, name, [as_index(x) for x in getattr(self, name)])
+            except TypeError:
+                raise UserError(f"capture {name} must be integers, got {getattr(self, name)!r}") from None
 
     def layers_fit(self, num_layers: int) -> bool:
         """Whether `layers` are distinct layers of a model of `num_layers` (0, the embeddings, to
