@@ -1403,3 +1403,25 @@ def test_fields_of_the_wrong_kind_are_refused_before_a_step_and_the_neighbour_ru
     while llm.has_unfinished():
         llm.step()
     assert other.output_ids == _alone(model, [prompt], [sp])[0]
+
+
+def test_generate_refuses_prompts_lora_and_capture_of_another_kind_in_one_line(model):
+    """generate(None) or generate(5) was a TypeError from len(), generate(lora=a dict) an
+    AttributeError ('dict' object has no attribute 'batch'), and capture of another kind (or
+    None in capture_hidden) one from capture.starts: a traceback where a researcher's script
+    wants the one line every other wrong argument gets."""
+    from minitflow import Capture
+    llm = _llm(model, num_slots=2)
+    for prompts, kind in ((None, "NoneType"), (5, "int")):
+        with pytest.raises(UserError, match=rf"^prompts must be a list of prompts \(text or token ids\), got {kind}$"):
+            llm.generate(prompts)
+    with pytest.raises(UserError, match=r"^lora must be LoraWeights \(build_lora\(\.\.\.\)\), got dict$"):
+        llm.generate([[4, 5, 6]], lora={"layers": []})
+    with pytest.raises(UserError, match=r"^capture must be a Capture, got str$"):
+        llm.generate([[4, 5, 6]], capture="layers 0")
+    with pytest.raises(UserError, match=r"^capture must be a Capture, got NoneType$"):
+        llm.capture_hidden([[4, 5, 6]], None)
+    with pytest.raises(UserError, match=r"^capture has 1 spans for 2 prompts$"):  # as before, for both
+        llm.capture_hidden([[4, 5, 6], [7, 8]], Capture([0], [0], [2]))
+    assert not llm.has_unfinished()
+    assert llm.generate([[4, 5, 6]], SamplingParams(max_new_tokens=3))[0].completion_tokens == 3

@@ -167,7 +167,9 @@ class LLM:
         list is refused: iterated, they ran one prompt per character or were a TypeError."""
         if isinstance(prompts, str):
             raise UserError("prompts is one string: pass a list of prompts, e.g. [text]")
-        if not hasattr(prompts, "__len__") and isinstance(prompts, Iterable):  # a generator of prompts: read once
+        if not isinstance(prompts, Iterable):  # None or a number: a TypeError from len()
+            raise UserError(f"prompts must be a list of prompts (text or token ids), got {type(prompts).__name__}")
+        if not hasattr(prompts, "__len__"):  # a generator of prompts: read once
             prompts = list(prompts)
         if len(prompts) == 0:  # len, not truth: a numpy array of ids has none
             raise UserError("no prompts given")
@@ -214,8 +216,8 @@ class LLM:
     def capture_hidden(self, prompts: Sequence[Sequence[int] | str], capture: Capture) -> Capture:
         """A prefill with no decode per prompt: fills `capture` (the senders' forward pass)."""
         ids = self._as_ids(prompts)
-        if len(capture.starts) != len(ids):
-            raise UserError(f"capture has {len(capture.starts)} spans for {len(ids)} prompts")
+        if capture is None:  # _run would run the prompts capturing nothing
+            raise UserError("capture must be a Capture, got NoneType")
         self._run(ids, [SamplingParams(max_new_tokens=1)] * len(ids), None, capture, generate=False)
         return capture
 
@@ -234,10 +236,6 @@ class LLM:
         ids = self._as_ids(prompts)
         b = len(ids)
         params = per_row(sampling, b, "prompt")
-        if lora is not None and lora.batch != b:
-            raise UserError(f"LoRA factors are for a batch of {lora.batch}, got {b} prompts")
-        if capture is not None and len(capture.starts) != b:
-            raise UserError(f"capture has {len(capture.starts)} spans for {b} prompts")
         reqs = self._run(ids, params, lora, capture, generate=True)
         return [Generation(token_ids=r.output_ids, text=r.text if r.text is not None else self._decode(r.output_ids),
                            prompt_tokens=len(r.prompt_ids), completion_tokens=len(r.output_ids),
@@ -246,6 +244,15 @@ class LLM:
 
     def _run(self, ids: list[list[int]], params: list[SamplingParams], lora: LoraWeights | None,
              capture: Capture | None, generate: bool) -> list[Request]:
+        b = len(ids)
+        if lora is not None and not isinstance(lora, LoraWeights):  # else an AttributeError from inside
+            raise UserError(f"lora must be LoraWeights (build_lora(...)), got {type(lora).__name__}")
+        if lora is not None and lora.batch != b:
+            raise UserError(f"LoRA factors are for a batch of {lora.batch}, got {b} prompts")
+        if capture is not None and not isinstance(capture, Capture):
+            raise UserError(f"capture must be a Capture, got {type(capture).__name__}")
+        if capture is not None and len(capture.starts) != b:
+            raise UserError(f"capture has {len(capture.starts)} spans for {b} prompts")
         if capture is not None and capture.out is not None:  # it would be dropped: the batch comes in capture.hidden
             raise UserError("capture.out is for engine requests (Request(capture=...)); generate and capture_hidden "
                             "return the batch in capture.hidden")
