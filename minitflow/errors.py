@@ -7,6 +7,7 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Callable
 
 
@@ -18,6 +19,18 @@ def is_int(x: object) -> bool:
     """An integer, numpy's included, that is not a bool (True is 1 to Python: max_new_tokens=True ran
     one token, batch_size=True one question)."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_ordered(items: object, name: str) -> None:
+    """Refuse `items` that iterate but are no list of them in order: a mapping ran its keys as the
+    items, without a word, and a set ran them in an order that changes from process to process
+    (str hashing is salted), so the results, and the default seeds taken in that order, did too."""
+    if isinstance(items, Mapping):
+        raise UserError(f"{name} is a {type(items).__name__}, whose keys would be the items: pass a list, e.g. "
+                        "list(d.values())")
+    if isinstance(items, (set, frozenset)):  # not a dict's keys: they keep the order they were put in
+        raise UserError(f"{name} is a {type(items).__name__}, whose order changes from run to run: pass a list, "
+                        "e.g. sorted(s)")
 
 
 def check_int(value: object, name: str, low: int = 1) -> int:

@@ -1425,3 +1425,31 @@ def test_generate_refuses_prompts_lora_and_capture_of_another_kind_in_one_line(m
         llm.capture_hidden([[4, 5, 6], [7, 8]], Capture([0], [0], [2]))
     assert not llm.has_unfinished()
     assert llm.generate([[4, 5, 6]], SamplingParams(max_new_tokens=3))[0].completion_tokens == 3
+
+
+def test_a_dict_or_a_set_of_prompts_or_questions_is_refused():
+    """generate({id: text}) and run_method(questions={id: text}) ran the keys as the prompts,
+    without a word; a set ran in an order that changes from process to process (str hashing
+    is salted), so run_method's default seeds (sampling.seed + position), and with them its
+    sampled answers, changed from run to run. Both are refused before any work; a dict's
+    values or keys view, in the order they were put in, still run."""
+    from minitflow import demo_dir
+    from minitflow.tflow.methods import run_method
+    llm = LLM.load(demo_dir(), device="cpu", dtype="float32")
+    sp = SamplingParams(max_new_tokens=2)
+    texts = {"q1": "What is 2+2?", "q2": "Hi"}
+    with pytest.raises(UserError, match=r"^prompts is a dict, whose keys would be the items: pass a list"):
+        llm.generate(texts, sp)
+    with pytest.raises(UserError, match=r"^prompts is a set, whose order changes from run to run: pass a list"):
+        llm.generate(set(texts.values()), sp)
+    for kw in ({"questions": texts}, {"questions": frozenset(texts.values())},
+               {"questions": list(texts.values()), "seeds": {0: 1, 1: 2}}):
+        name = next(k for k, v in kw.items() if not isinstance(v, list))
+        with pytest.raises(UserError, match=rf"^{name} is a (dict|frozenset), whose"):
+            run_method("baseline", llm, **{"questions": list(texts.values()), "sampling": sp, **kw})
+    with pytest.raises(UserError, match=r"^labels is one string: pass a list, e.g. \[label\]$"):  # ran as 'a', 'b'
+        run_method("baseline", llm, list(texts.values()), sampling=sp, labels="ab")
+    assert not llm.has_unfinished()
+    want = [g.token_ids for g in llm.generate(list(texts.values()), sp)]
+    assert [g.token_ids for g in llm.generate(texts.values(), sp)] == want
+    assert len(llm.generate(texts.keys(), sp)) == 2

@@ -21,7 +21,7 @@ from minitflow.engine.timer import sync
 from minitflow.engine.request import Request
 from minitflow.engine.runner import check_compiler
 from minitflow.engine.sampler import SamplingParams, per_row
-from minitflow.errors import UserError, check_int, is_int
+from minitflow.errors import UserError, check_int, check_ordered, is_int
 from minitflow.files import model_file, read_json_object
 from minitflow.model.config import Qwen3Config
 from minitflow.model.lora import LoraWeights
@@ -169,6 +169,7 @@ class LLM:
             raise UserError("prompts is one string: pass a list of prompts, e.g. [text]")
         if not isinstance(prompts, Iterable):  # None or a number: a TypeError from len()
             raise UserError(f"prompts must be a list of prompts (text or token ids), got {type(prompts).__name__}")
+        check_ordered(prompts, "prompts")
         if not hasattr(prompts, "__len__"):  # a generator of prompts: read once
             prompts = list(prompts)
         if len(prompts) == 0:  # len, not truth: a numpy array of ids has none

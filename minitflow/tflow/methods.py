@@ -28,7 +28,7 @@ from minitflow.engine.llm import LLM
 from minitflow.engine.timer import DeviceTimer
 from minitflow.engine.request import Request, new_context_key
 from minitflow.engine.sampler import SamplingParams, per_row
-from minitflow.errors import UserError, check_int, is_int
+from minitflow.errors import UserError, check_int, check_ordered, is_int
 from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow import prompts
@@ -423,9 +423,11 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         raise UserError(f"run_method: unknown option(s) {', '.join(unknown)}; the method options are "
                         f"{', '.join(sorted(OPTIONS))}")
     style = prompts.resolve_style(style)
-    for name, value in (("questions", questions), ("sender_questions", sender_questions)):
+    for name, value in (("questions", questions), ("sender_questions", sender_questions), ("seeds", seeds),
+                        ("labels", labels)):
         if isinstance(value, str):  # list() would make each character a question
-            raise UserError(f"{name} is one string: pass a list, e.g. [question]")
+            raise UserError(f"{name} is one string: pass a list, e.g. [{name[:-1]}]")
+        check_ordered(value, name)
     questions = list(questions)
     if sender_questions is not None:  # an iterable as questions takes (a generator was a TypeError from len())
         sender_questions = list(sender_questions)
