@@ -11,6 +11,7 @@ import torch
 
 from minitflow import LLM, SamplingParams, build_lora
 from minitflow.engine.request import Request, Status
+from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.weights import load_model
 from test_engine import _random_factors
@@ -59,6 +60,9 @@ def test_aborting_a_queued_request_removes_it_and_unknown_ones_are_false(model):
     assert queued.status is Status.WAITING and llm.abort(queued) is True
     assert queued not in list(llm.engine.scheduler.waiting) and queued.status is Status.ABORTED
     assert llm.abort(Request([1, 2], sp)) is False  # never added
+    for other in (None, 7, [8, 9]):  # a stream's None or its prompt: an AttributeError on .slot
+        with pytest.raises(UserError, match="abort takes a Request from add_request, got"):
+            llm.abort(other)
     while llm.has_unfinished():
         llm.step()
     assert first.status is Status.FINISHED and queued.output_ids == []
@@ -115,7 +119,6 @@ def test_engines_on_one_model_share_one_lock_and_take_turns(tiny_dir, monkeypatc
 
 def test_run_method_refuses_a_bool_batch_size(model):
     """batch_size=True ran as 1 (a bool is an int to Python); generator_batch: test_tflow.py."""
-    from minitflow.errors import UserError
     from minitflow.tflow.methods import run_method
     with pytest.raises(UserError, match=r"^batch_size must be an integer >= 1, got True$"):
         run_method("baseline", _llm(model), ["What is 1+1?"], batch_size=True)

@@ -300,3 +300,12 @@ def test_a_run_of_special_tokens_costs_linear_decode_work():
     assert (req.finish_reason, req.text) == ("stop", "The answer is 4")
     assert len(req.output_ids) == len(stream) - len(tok.encode(" more"))
     assert sum(decoded) < 10 * len(stream), sum(decoded)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, "False"])
+def test_enable_thinking_of_another_kind_is_one_line(value):
+    """The template turns thinking off only for `enable_thinking is False`: "no" or 0 rendered the
+    thinking prompt without a word, the opposite of what the caller asked."""
+    with pytest.raises(UserError, match=f"enable_thinking must be True, False or None, got {value!r}"):
+        render_chat([{"role": "user", "content": "hi"}], enable_thinking=value)
+    assert render_chat([{"role": "user", "content": "hi"}], enable_thinking=False).endswith("<think>\n\n</think>\n\n")

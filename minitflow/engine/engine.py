@@ -264,6 +264,8 @@ class Engine:
         request in the slot through the mask, and from its prefill the prefix cache. True when it
         was in flight here; False for one finished, already aborted or never added (a stream may
         race its last token: nothing to undo)."""
+        if not isinstance(req, Request):  # else an AttributeError on .slot
+            raise UserError(f"abort takes a Request from add_request, got {type(req).__name__}")
         with self.lock:
             running = req.slot is not None and self.scheduler.running.get(req.slot) is req
             if req.finished or not self.scheduler.abort(req):

@@ -75,6 +75,8 @@ def _token_text(cfg: dict, key: str, source: Path) -> str | None:
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True,
                 enable_thinking: bool | None = None) -> str:
     """Qwen3's chat template for plain system / user / assistant / tool messages."""
+    if not (enable_thinking is None or isinstance(enable_thinking, bool)):  # "no" or 0 read as thinking on
+        raise UserError(f"enable_thinking must be True, False or None, got {enable_thinking!r}")
     if not messages:  # transformers refuses it too; else a bare generation prompt
         raise UserError("the chat has no messages")
     for i, m in enumerate(messages):
