@@ -1453,3 +1453,17 @@ def test_a_dict_or_a_set_of_prompts_or_questions_is_refused():
     want = [g.token_ids for g in llm.generate(list(texts.values()), sp)]
     assert [g.token_ids for g in llm.generate(texts.values(), sp)] == want
     assert len(llm.generate(texts.keys(), sp)) == 2
+
+
+def test_a_hand_built_request_takes_integer_prompt_ids_only(model):
+    """LLM's paths turn ids into plain ints (as_index), but a Request built by hand went to the
+    engine as it was: 1.0 or a one-element tensor passed min/max and failed inside the step that
+    ran it, aborting every request beside it; True ran as token 1."""
+    llm = _llm(model, num_slots=2)
+    sp = SamplingParams(max_new_tokens=3)
+    want = llm.generate([[5, 6, 7]], sp)[0].token_ids
+    for bad, kind in (([5, 6.0, 7], "float 6.0"), ([5, torch.tensor(6), 7], "Tensor tensor(6)"), ([True, 6, 7], "bool True")):
+        with pytest.raises(UserError, match=rf"^request \d+: prompt_ids must be plain ints, got {re.escape(kind)}$"):
+            llm.engine.run([Request([5, 6, 7], sp), Request(bad, sp)])  # checked before either queues
+        assert not llm.has_unfinished()
+    assert [r.output_ids for r in llm.engine.run([Request([5, 6, 7], sp)])] == [want]

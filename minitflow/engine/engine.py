@@ -168,6 +168,9 @@ class Engine:
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
         if not req.prompt_ids:
             raise UserError(f"{_who(req)}: the prompt is empty")
+        if not all(type(t) is int for t in req.prompt_ids):  # LLM's paths convert them (as_index); a hand-built
+            bad = next(t for t in req.prompt_ids if type(t) is not int)  # Request's 3.0 failed inside a step
+            raise UserError(f"{_who(req)}: prompt_ids must be plain ints, got {type(bad).__name__} {bad!r:.40}")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
         if lo < 0 or hi >= vocab:
             raise UserError(f"{_who(req)}: token id {lo if lo < 0 else hi} outside the model's vocabulary of {vocab}")
