@@ -119,11 +119,19 @@ def _counted_qkv(mode: Count, update):
     return norm, write, uncounted_expand
 
 
+def _uncounted(mode: Count, fn):
+    """`fn` run without counting its ops: work the CUDA path does not launch."""
+    def call(*args):
+        with mode.uncounted():
+            return fn(*args)
+    return call
+
+
 @contextlib.contextmanager
 def counting(mode: Count):
     """`mode` active; with `mode.fused`, every fused function counted as one kernel (the model
     and the sampler look them up as module globals at each call)."""
-    update, look_past, expand = KVCache.update, sampler._look_past, layers.expand
+    update, look_past, expand, check = KVCache.update, sampler._look_past, layers.expand, qwen3.check_positions
     saved = [(m, n, f) for m in (attention, layers, qwen3, sampler, pg) for n, f in vars(m).items()
              if callable(f) and hasattr(f, "eager")]
     try:
@@ -133,6 +141,8 @@ def counting(mode: Count):
             sampler._look_past = lambda *_: True  # as on CUDA: the top-k path's tie pass always runs
             layers.project = _counted_lora(mode)
             layers.qk_norm_rope, KVCache.update, layers.expand = _counted_qkv(mode, update)
+            # host positions (this CPU run's) are checked with a sync; a GPU's are on the device, unchecked
+            qwen3.check_positions = _uncounted(mode, check)
         with torch.inference_mode(), mode:
             yield
     finally:
@@ -143,6 +153,7 @@ def counting(mode: Count):
         KVCache.update = update
         layers.expand = expand
         layers.qk_norm_rope = qk_norm_rope
+        qwen3.check_positions = check
 
 
 def _ops(mode: Count) -> collections.Counter:

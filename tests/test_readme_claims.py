@@ -391,3 +391,22 @@ def test_the_evaluation_blocks_report_line_reports_the_folders_it_wrote(tmp_path
     argv = [str(f) for a in argv for f in (sorted(Path().glob(a)) if "*" in a else [a])]  # as the shell expands it
     assert run_cli(report.main, argv) == 0, capsys.readouterr().err
     assert "| TFlow | 100.0 (–) | 3 | 3 | 0.50 |" in capsys.readouterr().out
+
+
+def test_the_kernel_counts_table_is_what_op_count_counts(monkeypatch):
+    """The Performance section's kernels table quotes `python bench/op_count.py`. Since 2e97a9b the
+    model checks host positions (aminmax and two reads), which its CUDA-path count took as 3 kernels
+    once per step (12, not the README's 9) although a GPU's positions are on the device, unchecked."""
+    import re
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "bench"))
+    import op_count
+    readme = (root / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| kernels per layer, without / with LoRA"))
+    without, with_lora = map(int, re.search(r"\*\*(\d+) / (\d+)\*\*", row).groups())
+    folded = int(re.search(r"\*\*(\d+)\*\* with LoRA folded", row).group(1))
+    once = int(re.search(r"\*\*(\d+)\*\*", next(line for line in readme.splitlines()
+                                                 if line.startswith("| kernels once per step"))).group(1))
+    counts = {lora: op_count.ops_per_layer(lora, fused=True) for lora in (False, True, "folded")}
+    assert [sum(counts[lora][0].values()) for lora in (False, True, "folded")] == [without, with_lora, folded]
+    assert {sum(c[1].values()) for c in counts.values()} == {once}, {k: c[1] for k, c in counts.items()}
