@@ -410,3 +410,37 @@ def test_the_kernel_counts_table_is_what_op_count_counts(monkeypatch):
     counts = {lora: op_count.ops_per_layer(lora, fused=True) for lora in (False, True, "folded")}
     assert [sum(counts[lora][0].values()) for lora in (False, True, "folded")] == [without, with_lora, folded]
     assert {sum(c[1].values()) for c in counts.values()} == {once}, {k: c[1] for k, c in counts.items()}
+
+
+def test_the_readme_numbers_of_the_engine_are_its_constants():
+    """Numbers the README states as the code's own (defaults, block and step sizes, limits), each
+    beside the constant or default it names: a change of either side shows here, not in a reader's run."""
+    import inspect
+    from minitflow.engine import engine, prefix_cache, runner
+    from minitflow.engine.llm import HF_DEFAULT_TOP_K, LLM
+    from minitflow.tflow import generator, prompts, stream
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text().split())
+    demo_bytes = sum(f.stat().st_size for f in (root / "minitflow" / "data" / "demo").iterdir())
+    llm = inspect.signature(LLM.__init__).parameters
+    claims = {
+        f"(`minitflow/data/demo/`, {demo_bytes / 1e6:.1f} MB)": True,  # the size is in the phrase
+        "`num_slots` slots (rows of one preallocated KV cache; default 16)": llm["num_slots"].default == 16,
+        "LRU within `prefix_cache_bytes`, default 1 GiB": llm["prefix_cache_bytes"].default == 1 << 30,
+        "keeps the KV of 16-token blocks": prefix_cache.BLOCK == 16,
+        "(in steps of 256 positions)": runner.cache_positions(257, 10_000) == 512 == 2 * runner.KV_BUCKET,
+        "the first 256·k cache slots (k ≤ 4, then powers of two)":
+            [runner.kv_bucket(n, 1 << 20) for n in (1, 700, 1024, 1025, 3000)] == [256, 768, 1024, 2048, 4096],
+        "read by the host 4 steps later (`engine.TokenRing`)": engine.RUN_AHEAD == 4,
+        "K above `stream.MAX_SAMPLES` (65,536": stream.MAX_SAMPLES == 65_536,
+        "pieces of 1,024 parameter tokens (`generator.PIECE_TOKENS`": generator.PIECE_TOKENS == 1024,
+        "generate up to the official 1,024 tokens": prompts.TEXTMAS_SENDER_MAX_NEW_TOKENS == 1024,
+        "per-dataset budget (gsm8k 2,048": prompts.default_max_new_tokens("gsm8k") == 2048,
+        "LatentMAS defaults to 0.5, the others to 0": stream.REFILL_SHARE == {
+            "baseline": 0.0, "textmas": 0.0, "tflow": 0.0, "latentmas": 0.5},
+        "a model without one gets HF's default, top-k 50": HF_DEFAULT_TOP_K == 50,
+    }
+    missing = [phrase for phrase in claims if phrase not in readme]
+    assert not missing, f"README no longer says: {missing}"
+    wrong = [phrase for phrase, holds in claims.items() if not holds]
+    assert not wrong, f"the code disagrees with the README: {wrong}"
