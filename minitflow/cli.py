@@ -111,6 +111,8 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UserError("--random_generator is only valid with --method tflow")
     if args.checkpoint and args.random_generator:
         raise UserError("pass either --checkpoint or --random_generator, not both")
+    if args.eager and args.compile:
+        raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     if args.method == "tflow" and not model_and_checkpoint(args)[1] and not args.random_generator:
         # here, not after the model is resolved: a hub id would be downloaded (8 GB at 4B) only to be refused
         raise UserError("--method tflow needs --checkpoint PATH (or --random_generator for a smoke test; "
@@ -212,8 +214,6 @@ def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | N
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
     device = resolve_device(args.device)
-    if args.eager and args.compile:
-        raise UserError("--eager and --compile exclude each other (--compile captures CUDA graphs of its own)")
     model_dir = model_dir_for(args)
     cfg, numel = read_weights(model_dir)
     dtype = resolve_dtype(args.dtype, device)

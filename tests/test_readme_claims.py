@@ -349,21 +349,25 @@ def test_every_code_name_the_readme_cites_exists():
     assert checked >= 10 and not missing, (checked, missing)
 
 
+@pytest.mark.parametrize("flags, message", [
+    ((), "error: --method tflow needs --checkpoint PATH"),
+    (("--method", "baseline", "--eager", "--compile"), "error: --eager and --compile exclude each other")])
 @pytest.mark.parametrize("main", [generate_main, evaluate_main])
-def test_tflow_without_checkpoint_is_refused_before_the_hub_is_asked(main, tmp_path, capsys, monkeypatch):
+def test_flag_errors_are_refused_before_the_hub_is_asked(main, flags, message, tmp_path, capsys, monkeypatch):
     """README: "`tflow` with `--model` and without `--checkpoint` is refused". With a hub id it was
     refused only after the model was resolved: online, `generate --model Qwen/Qwen3-4B --question q`
-    downloaded 8 GB, then said --checkpoint was missing; offline it named the cache, not the flag."""
+    downloaded 8 GB, then said --checkpoint was missing; offline it named the cache, not the flag.
+    --eager with --compile was refused as late."""
     import minitflow.model.weights as weights
 
     def no_hub(*args, **kwargs):
         raise AssertionError("the model was resolved before the flags were checked")
     monkeypatch.setattr(weights, "resolve_model_dir", no_hub)
-    argv = ["--model", "nobody/not-cached", "--device", "cpu"]
+    argv = ["--model", "nobody/not-cached", "--device", "cpu", *flags]
     argv += ["--question", "q"] if main is generate_main else ["--output_dir", str(tmp_path / "out")]
     assert run_cli(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --method tflow needs --checkpoint PATH"), err
+    assert len(err) == 1 and err[0].startswith(message), err
     assert not (tmp_path / "out").exists()
 
 
