@@ -268,13 +268,8 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     from minitflow.tflow.methods import SEEDS, run_method
 
     dataset = _check_flags(args, size, given)
-    # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
-    model_dir = model_dir_for(args) if args.method != "oracle" else None
-    sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
-    if sampling is not None:
-        check_n_samples(args.n_samples, sampling)
-    settings = run_settings(args, dataset, sampling)
-    # the samples before the folder: a bad data file leaves no empty folder behind
+    # the samples and the folder's path before the model (a hub id is downloaded: a mistyped --data_file
+    # must not cost that) and before the folder is made: a bad data file leaves no empty folder behind
     samples = load_samples(dataset, args.data_file, args.max_samples, mmlu_rows=args.mmlu_rows,
                            minerva_fewshot=not args.minerva_zero_shot)
     if not samples:
@@ -283,8 +278,14 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup} occurs twice in {args.data_file or dataset}")
-    # before the checkpoint is read and the memory checked, without making the folder: those may still refuse
+    # without making the folder: the model, checkpoint and memory checks below may still refuse
     check_output_dir(args.output_dir, "--output_dir", create=False)
+    # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
+    model_dir = model_dir_for(args) if args.method != "oracle" else None
+    sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
+    if sampling is not None:
+        check_n_samples(args.n_samples, sampling)
+    settings = run_settings(args, dataset, sampling)
     plan = None
     if model_dir is not None:  # every sample, done or another rank's: the same verdict on every rank and resume
         fits = check_questions_fit(model_dir, [s.question for s in samples], sampling.max_new_tokens, ids,

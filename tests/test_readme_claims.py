@@ -448,3 +448,25 @@ def test_the_readme_numbers_of_the_engine_are_its_constants():
     assert not missing, f"README no longer says: {missing}"
     wrong = [phrase for phrase, holds in claims.items() if not holds]
     assert not wrong, f"the code disagrees with the README: {wrong}"
+
+
+def test_evaluate_refuses_a_bad_data_file_or_output_dir_before_the_hub_is_asked(tmp_path, capsys, monkeypatch):
+    """A mistyped --data_file or an --output_dir that is a file was found only after the model was
+    resolved: online, a hub id's whole download first. Both are read before the model now (and still
+    before any folder is made)."""
+    import minitflow.model.weights as weights
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the model was resolved before the data file and the folder's path were checked")
+    monkeypatch.setattr(weights, "resolve_model_dir", no_hub)
+    rows, taken = _box_rows(tmp_path / "box.jsonl"), tmp_path / "a_file"
+    taken.write_text("")
+    base = ["--model", "nobody/not-cached", "--method", "baseline", "--device", "cpu"]
+    for flags, message in (
+            (["--data_file", str(tmp_path / "missing.jsonl"), "--output_dir", str(tmp_path / "out")],
+             "error: data file not found"),
+            (["--data_file", str(rows), "--output_dir", str(taken)], "error: --output_dir: ")):
+        assert run_cli(evaluate_main, [*base, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(message), err
+    assert not (tmp_path / "out").exists()
