@@ -90,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_model_args(args)
     check_n_samples(args.n_samples)
+    rows = read_inputs(args)  # before the model's files are named below: a hub id is resolved (downloaded) there
     if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
         # nor be a file the run reads: the model's weights or config, the checkpoint (the demo's are the package's)
         checkpoint = model_and_checkpoint(args)[1]
         check_output_file(args.output, "--output", inputs={"--input_file": args.input_file, "--checkpoint": checkpoint,
                                                            **model_files(model_dir_for(args))})
-    rows = read_inputs(args)
     sampling = sampling_from(args)
     check_n_samples(args.n_samples, sampling)
     k = args.n_samples

@@ -470,3 +470,18 @@ def test_evaluate_refuses_a_bad_data_file_or_output_dir_before_the_hub_is_asked(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(message), err
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_reads_its_input_file_before_the_hub_is_asked(tmp_path, capsys, monkeypatch):
+    """With --output, generate named the model's files (resolving a hub id: its download) before it
+    read --input_file, so a mistyped input path cost the download first."""
+    import minitflow.model.weights as weights
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the model was resolved before --input_file was read")
+    monkeypatch.setattr(weights, "resolve_model_dir", no_hub)
+    argv = ["--model", "nobody/not-cached", "--method", "baseline", "--input_file", str(tmp_path / "missing.jsonl"),
+            "--output", str(tmp_path / "out.json")]
+    assert run_cli(generate_main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: input file not found"), err
