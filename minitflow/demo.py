@@ -40,8 +40,8 @@ import torch
 
 from minitflow.files import _nearest_folder, check_output_dir, json_rows, read_text, replacing, write_text
 from minitflow.tflow.methods import textmas_context
-from minitflow.tflow.training import (Batch, TrainConfig, answer_loss, answers_match, make_batch, make_optimizer,
-                                       train)
+from minitflow.tflow.train_config import TrainConfig
+from minitflow.tflow.training import Batch, answer_loss, answers_match, make_batch, make_optimizer, train
 
 TASK = ("box lookup: the senders read three private facts (\"The red box holds 7. ...\") and the "
         "question; the receiver sees only the question (\"How many does the blue box hold?\") and "

@@ -69,8 +69,8 @@ from typing import Callable, Iterator
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
 
-from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
-                           method_options, model_and_checkpoint, model_dir_for, plan_load, sampling_from)
+from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
+                           model_and_checkpoint, model_dir_for, plan_load, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, start_heartbeat, wait_for_ranks,
@@ -78,13 +78,8 @@ from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, 
 from minitflow.eval.rows import (BackgroundScorer, rank_wall_times, read_finished, read_finished_before_claim,
                                  recorded_options, recorded_seed, remaining, sampled_summary, start_partial)
 from minitflow.files import check_output_dir, file_sha256, write_json
+from minitflow.flags import EVALUATE_METHODS, ORACLE_DEFAULTED, ORACLE_REFUSES, add_model_args
 
-METHODS = ("baseline", "textmas", "tflow", "latentmas", "oracle")
-# the flags that choose or run a model, which the oracle does not have
-ORACLE_REFUSES = ("model", "max_new_tokens", "temperature", "top_p", "top_k", "greedy", "compile", "eager",
-                  "refill_share")
-# those of them with a default that is not None: refused only where the command line gave them (main knows)
-ORACLE_DEFAULTED = ("device", "dtype", "batch_size", "seed")
 log = logging.getLogger("minitflow.evaluate")
 
 
@@ -364,7 +359,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minitflow.evaluate", description=__doc__.split("\n")[0])
-    add_model_args(p, METHODS)
+    add_model_args(p, EVALUATE_METHODS)
     p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
     p.add_argument("--max_samples", type=int, default=-1, help="the first N samples (default: -1, all)")
     p.add_argument("--output_dir", default="results", help="where results, settings and run.log go (default: %(default)s)")

@@ -17,9 +17,10 @@ from pathlib import Path
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
 
-from minitflow.cli import (add_model_args, check_model_args, check_n_samples, check_questions_fit, load_for,
-                           method_options, model_and_checkpoint, model_dir_for, sampling_from)
+from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
+                           model_and_checkpoint, model_dir_for, sampling_from)
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
+from minitflow.flags import add_model_args
 from minitflow.model.weights import model_files
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import run_method, with_context

@@ -35,10 +35,11 @@ from typing import Sequence
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
 
-from minitflow.engine.llm import DTYPES
+from minitflow.model.config import DTYPES
 from minitflow.tflow import prompts
 from minitflow.tflow.checkpoint import check_pg_arch
-from minitflow.tflow.training import RESUME_FIXED, Interrupted, TrainConfig, train
+from minitflow.tflow.train_config import RESUME_FIXED, TrainConfig
+from minitflow.tflow.training import Interrupted, train
 
 
 def _parse_arch(text: str) -> dict:

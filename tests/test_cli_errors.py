@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from minitflow import demo, demo_dir, evaluate, generate, report, train
-from minitflow.cli import (OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args, check_model_args, check_questions_fit,
-                           sampling_from)
+from minitflow.cli import check_model_args, check_questions_fit, sampling_from
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError, run_cli
 from minitflow.files import check_output_dir, check_output_file, replacing, write_text
+from minitflow.flags import OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
 
@@ -360,7 +360,6 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     """HF generate fills what its caller leaves out from generation_config.json, then from its own
     defaults (top_k 50); the official code passes only temperature and top_p, so on Qwen3-4B
     (top_k 20) it samples top-k 20, and on a model whose file has none (the demo's) top-k 50."""
-    from minitflow.cli import add_model_args, sampling_from
     d = model_copy(tmp_path)
     gc = json.loads((d / "generation_config.json").read_text())
     p = argparse.ArgumentParser()
@@ -382,7 +381,6 @@ def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys
     """HF generate also applies e.g. repetition_penalty or min_p from generation_config.json under
     the official code; minitflow's sampler has none of them, so a model that sets one is named in a
     warning rather than sampled otherwise without a word. Neutral values say nothing."""
-    from minitflow.cli import add_model_args, sampling_from
     d = model_copy(tmp_path)
     gc = json.loads((d / "generation_config.json").read_text())
     p = argparse.ArgumentParser()
@@ -403,7 +401,7 @@ def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys
 @pytest.mark.parametrize("method,slots", [("baseline", 3), ("tflow", 3), ("textmas", 6)])
 def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(method, slots, monkeypatch):
     """textmas' two senders of a question generate at once, as in the official batch."""
-    from minitflow.cli import add_model_args, load_for
+    from minitflow.cli import load_for
     seen = {}
 
     def fake_load(cls, model, **kw):
@@ -594,11 +592,14 @@ def test_generation_values_at_their_bounds_are_accepted(flag, value):
 
 def test_dtype_names_come_from_one_table(tmp_path, capsys, monkeypatch):
     """generate's and evaluate's --dtype choices, train's --dtype help and TrainConfig's check read
-    llm.DTYPES, the table LLM.load resolves by (they were three hand-kept copies of its names):
-    a name it lacks is refused by each before a model loads, and each lists what it has."""
+    model.config.DTYPES, the table LLM.load resolves by (they were three hand-kept copies of its names;
+    it is torch-free, for the parsers): a name it lacks is refused by each before a model loads, and
+    each lists what it has."""
     from minitflow.engine import llm as llm_module
+    from minitflow.model import config
     no_model_load(monkeypatch)
-    monkeypatch.delitem(llm_module.DTYPES, "float16")
+    assert llm_module.DTYPES is config.DTYPES  # the one table
+    monkeypatch.delitem(config.DTYPES, "float16")
     fails(capsys, train.main, train_args(tmp_path, "--dtype", "float16"),
           "--dtype must be auto or one of bfloat16, float32, got 'float16'")
     with pytest.raises(SystemExit):

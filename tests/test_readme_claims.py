@@ -80,7 +80,7 @@ def test_generate_and_evaluate_help_name_the_method_dataset_and_device_defaults(
     reader of `generate --help` could not tell which method ran without --method."""
     import argparse
     import re
-    from minitflow.cli import add_model_args
+    from minitflow.flags import add_model_args
     p = argparse.ArgumentParser()
     add_model_args(p)
     method, dataset = p.get_default("method"), p.get_default("dataset")

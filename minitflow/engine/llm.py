@@ -23,13 +23,12 @@ from minitflow.engine.runner import check_compiler
 from minitflow.engine.sampler import SamplingParams, per_row
 from minitflow.errors import UserError, check_int, check_ordered, is_int
 from minitflow.files import model_file, read_json_object
-from minitflow.model.config import Qwen3Config
+from minitflow.model.config import DTYPES, Qwen3Config
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model, as_index, stack_spans
 from minitflow.model.tokenizer import Tokenizer, render_chat
 
 __all__ = ["LLM", "Generation", "resolve_dtype", "resolve_device", "sync"]
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 HF_DEFAULT_TOP_K = 50  # what HF `generate` samples with when neither its caller nor the model sets top_k
 
 
@@ -54,7 +53,7 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device | None = None) -
         return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
     if name not in DTYPES:
         raise UserError(f"unknown dtype {name!r}: choose auto or one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return getattr(torch, DTYPES[name])
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

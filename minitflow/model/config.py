@@ -14,6 +14,9 @@ MAX_POSITIONS = 1 << 20  # 512 MiB of float32 cos/sin tables at head_dim 128
 # transformers' Qwen3Config default, for a config.json without max_position_embeddings: transformers
 # builds that model with 32,768 positions, not Qwen3's released 40,960
 DEFAULT_POSITIONS = 32768
+# the dtypes a model runs in: each --dtype name and torch's attribute for it (engine.llm.resolve_dtype
+# reads it); here, torch-free, so that the command lines' --dtype choices and help need no torch
+DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 
 def _is_int(x) -> bool:

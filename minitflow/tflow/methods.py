@@ -32,6 +32,7 @@ from minitflow.errors import UserError, check_int, check_ordered, is_int
 from minitflow.model.lora import LoraWeights, build_lora, projection_shapes
 from minitflow.model.tokenizer import render_chat
 from minitflow.tflow import prompts
+from minitflow.tflow.prompts import METHODS
 from minitflow.tflow.checkpoint import TFlowGenerator
 from minitflow.tflow.condition import generator_factors, sender_prompt, sender_request, stack_conditions
 from minitflow.tflow.generator import PIECE_TOKENS
@@ -40,7 +41,6 @@ from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDER
 from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, check_samples,
                                     sample_seed, stream_window)
 
-METHODS = ("baseline", "textmas", "tflow", "latentmas")
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
 SENDER_WEIGHTS = (0.5, 0.5)  # official fixed fusion weights of senders A and B

@@ -13,6 +13,7 @@ from importlib import resources
 
 from minitflow.errors import UserError
 
+METHODS = ("baseline", "textmas", "tflow", "latentmas")  # here, torch-free: the command lines' --method choices
 STYLES = ("gsm8k", "minerva_math", "mmlu", "humanevalplus", "mbppplus")
 ALIASES = {"humaneval": "humanevalplus", "humaneval_plus": "humanevalplus", "mbpp": "mbppplus",
            "mbpp_plus": "mbppplus", "math": "minerva_math", "mmlu_redux": "mmlu", "mmlu-redux": "mmlu"}

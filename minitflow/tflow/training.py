@@ -25,16 +25,17 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from minitflow.engine.llm import DTYPES, LLM, resolve_device, resolve_dtype
+from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError, check_int, is_int
+from minitflow.model.config import DTYPES
 from minitflow.model.lora import LoraWeights
 from minitflow.model.qwen3 import Capture, Qwen3Model
 from minitflow.model.weights import model_files
@@ -43,6 +44,7 @@ from minitflow.files import check_output_file, json_rows, read_text
 from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch, load_checkpoint, save_checkpoint,
                                         seeded, torch_load)
 from minitflow.tflow.condition import sender_states
+from minitflow.tflow.train_config import RESUME_BACKBONE, RESUME_FIXED, TrainConfig
 from minitflow.tflow.methods import generated_lora, positions_needed, run_method, with_context
 
 IGNORE = -100
@@ -281,37 +283,6 @@ def _autocast(llm: LLM):
 
 # ---- the loop ----------------------------------------------------------------------------
 
-@dataclass
-class TrainConfig:
-    model: str
-    train: str
-    out: str
-    eval: str | None = None
-    dataset: str = "gsm8k"
-    init: str = "random"  # "random" or a checkpoint to start from
-    pg_arch: dict = field(default_factory=dict)  # overrides of the generator's dimensions
-    condition: str = "sender"  # or "zero"
-    steps: int = 1000
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: int = 50
-    clip: float = 1.0
-    eval_every: int = 200
-    save_every: int | None = None  # steps between saves of checkpoint + state; None: every eval_every
-    eval_size: int = 200
-    eval_batch_size: int = 32
-    eval_max_new_tokens: int = 32
-    seed: int = 0
-    resume: str | None = None
-    device: str | None = None
-    dtype: str = "auto"  # backbone dtype: float32 on CPU, bfloat16 on CUDA
-    checkpoint_layers: bool = True
-    progress: bool = True
-    overwrite: bool = True  # False (the command line's default): an --out that holds a checkpoint is refused
-
-
 def lr_lambda(warmup: int, total: int):
     """Linear warm-up to 1, then cosine decay to 0 at `total`."""
     def f(step: int) -> float:
@@ -481,12 +452,6 @@ def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Se
                                 f"{limit} positions")
 
 
-# the model and dtype are the backbone the generator was trained against (compared as resolved:
-# backbone_identity); the optimiser's state brings back lr and weight_decay; the data stream replays
-# from seed, batch_size and grad_accum; the dataset is the prompt style the rows are trained in;
-# warmup shapes the schedule (its cosine too) and clip every step
-RESUME_BACKBONE = ("model", "dtype")
-RESUME_FIXED = (*RESUME_BACKBONE, "lr", "weight_decay", "seed", "batch_size", "grad_accum", "dataset", "warmup", "clip")
 
 
 def rows_digest(rows: Sequence[Example]) -> str:
