@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
-stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
-import torch
-
+# torch-free: `python -m minitflow.demo --help` and a mistyped flag answer at once; what builds the demo
+# imports torch and the trainer in its own functions (seconds), as it imports the engine and the model
 from minitflow.files import _nearest_folder, check_output_dir, json_rows, read_text, replacing, write_text
-from minitflow.tflow.methods import textmas_context
 from minitflow.tflow.train_config import TrainConfig
-from minitflow.tflow.training import Batch, answer_loss, answers_match, make_batch, make_optimizer, train
 
 TASK = ("box lookup: the senders read three private facts (\"The red box holds 7. ...\") and the "
         "question; the receiver sees only the question (\"How many does the blue box hold?\") and "
@@ -124,6 +122,7 @@ def corpus(rows: Sequence[dict]) -> list[str]:
     encodes compactly), the chat template's words and the task's sentences."""
     from minitflow.model.tokenizer import render_chat
     from minitflow.tflow import prompts
+    from minitflow.tflow.methods import textmas_context
     texts: list[str] = []
 
     def walk(x) -> None:
@@ -212,6 +211,7 @@ def write_model_config(out: Path, tok, shape: BackboneShape = BackboneShape()) -
 
 def init_weights(model, std: float = 0.02, seed: int = 0) -> None:
     """HF's Qwen3 initialisation: normal(0, 0.02) matrices and embeddings, unit norms."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -223,6 +223,7 @@ def init_weights(model, std: float = 0.02, seed: int = 0) -> None:
 
 def save_backbone(model, out: Path) -> None:
     """Our fused weights -> HF tensor names (q/k/v rows of qkv_proj, gate/up rows of gate_up_proj)."""
+    import torch
     from safetensors.torch import save_file
     from minitflow.model.weights import _expected_shape, _targets
     tensors = {}
@@ -253,6 +254,8 @@ def cloze_batch(llm, chunk: Sequence[dict], chat: bool, system: str | None = Non
     where TFlow's senders stop reading (their condition is the span of the question), so
     their hidden states there carry the answer to the generator.
     """
+    import torch
+    from minitflow.tflow.training import Batch
     head = ""
     if chat:
         head = (f"<|im_start|>system\n{system}<|im_end|>\n" if system is not None else "") + "<|im_start|>user\n"
@@ -284,6 +287,8 @@ def pretrain_batch(llm, rng: random.Random, rows: Sequence[dict], systems: dict[
     appears within ~100 steps and then carries over to the long prompts.
     """
     from minitflow.tflow import prompts
+    from minitflow.tflow.methods import textmas_context
+    from minitflow.tflow.training import make_batch
     chunk = [rows[rng.randrange(len(rows))] for _ in range(batch_size)]
     weights = [0.4, 0.4, 0.2, 0.0] if short else [0.25, 0.35, 0.15, 0.25]
     kind = rng.choices(["cloze", "context", "textmas", "alone"], weights=weights)[0]
@@ -306,6 +311,7 @@ def pretrain_backbone(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig
     with the engine's own cache-free forward, and save it as model.safetensors. The weights
     depend on `cfg.seed` alone: torch's global RNG is seeded inside a fork, so the caller's
     own draws go on as if this had not run."""
+    import torch
     cfg = cfg or PretrainConfig()
     with torch.random.fork_rng(devices=[]):  # the CPU's generator only: the demo is built on the CPU
         torch.default_generator.manual_seed(cfg.seed)  # torch.manual_seed would reseed every GPU's too
@@ -313,10 +319,12 @@ def pretrain_backbone(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig
 
 
 def _pretrain(model_dir: Path, rows: Sequence[dict], cfg: PretrainConfig, progress: bool):
+    import torch
     from minitflow.engine.llm import LLM
     from minitflow.model.config import Qwen3Config
     from minitflow.model.qwen3 import Qwen3Model
     from minitflow.model.tokenizer import Tokenizer
+    from minitflow.tflow.training import answer_loss, make_optimizer
     mcfg = Qwen3Config.from_dir(model_dir)
     model = Qwen3Model(mcfg, mcfg.max_position_embeddings)
     init_weights(model, seed=cfg.seed)
@@ -362,6 +370,7 @@ class Row:
 
 
 def _score(method: str, results, rows: Sequence[dict], note: str = "") -> Row:
+    from minitflow.tflow.training import answers_match
     hits = [answers_match(r.answer, e["answer"]) for r, e in zip(results, rows)]
     n = len(rows)
     return Row(method, sum(hits) / n, sum(r.processed_tokens for r in results) / n,
@@ -482,7 +491,9 @@ def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]
 
 def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
     import shutil
+    import torch
     from minitflow.engine.llm import LLM
+    from minitflow.tflow.training import train
     work = Path(cfg.work) if cfg.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -551,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              short_steps=max(0, min(PretrainConfig.short_steps, a.pretrain_steps))))
     check_demo_config(cfg, a.overwrite)
     if a.threads > 0:
+        import torch  # here, once the flags are checked: --help and a mistyped flag answer before torch loads
         torch.set_num_threads(a.threads)
     build_demo(cfg, overwrite=a.overwrite)
     return 0

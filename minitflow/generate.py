@@ -15,15 +15,11 @@ import sys
 from pathlib import Path
 
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
-stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
-from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
-                           model_and_checkpoint, model_dir_for, sampling_from)
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
 from minitflow.flags import add_model_args
-from minitflow.model.weights import model_files
 from minitflow.tflow import prompts
-from minitflow.tflow.methods import run_method, with_context
 
 
 def _rows_file(input_file: str | Path | None) -> bool:
@@ -89,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                    "above 0)")
     add_model_args(p)
     args = p.parse_args(argv)
+    # the model's modules (torch: seconds), now that the flags are parsed: --help and a mistyped flag have
+    # answered at once
+    from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
+                               model_and_checkpoint, model_dir_for, sampling_from)
+    from minitflow.model.weights import model_files
+    from minitflow.tflow.methods import run_method, with_context
     check_model_args(args)
     check_n_samples(args.n_samples)
     rows = read_inputs(args)  # before the model's files are named below: a hub id is resolved (downloaded) there

@@ -33,18 +33,17 @@ import sys
 from typing import Sequence
 
 from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
-stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below (torch) is one line too
+stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.model.config import DTYPES
 from minitflow.tflow import prompts
-from minitflow.tflow.checkpoint import check_pg_arch
 from minitflow.tflow.train_config import RESUME_FIXED, TrainConfig
-from minitflow.tflow.training import Interrupted, train
 
 
 def _parse_arch(text: str) -> dict:
     """'d_model=256,head_dim=64' or a JSON object -> {name: int}. A name given twice is refused:
-    one of the two values would be dropped without a word."""
+    one of the two values would be dropped without a word. The names and values are train's to check
+    (check_config: check_pg_arch), before any model loads."""
     text = text.strip()
     if not text:
         return {}
@@ -67,7 +66,7 @@ def _parse_arch(text: str) -> dict:
         if key in out:
             raise UserError(f"--pg_arch: {key} is given twice ({out[key]!r} and {value!r}); give it once")
         out[key] = value
-    return check_pg_arch(out)
+    return out
 
 
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
@@ -140,8 +139,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    # the trainer's modules (torch: seconds), now that the flags are parsed: --help and a mistyped flag have
+    # answered at once
+    from minitflow.tflow.training import Interrupted, train
     try:
-        result = train(parse_args(argv))
+        result = train(cfg)
     except Interrupted as e:  # saved (or, at a second signal, not): the message says which, and how to go on
         try:
             print(e, file=sys.stderr)

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitflow import demo, demo_dir, evaluate, generate, report, train
+from minitflow import cli, demo, demo_dir, evaluate, generate, report, train
 from minitflow.cli import check_model_args, check_questions_fit, sampling_from
 from minitflow.engine.llm import LLM, resolve_device, resolve_dtype
 from minitflow.errors import UserError, run_cli
+from minitflow.eval import evaluation
 from minitflow.files import check_output_dir, check_output_file, replacing, write_text
 from minitflow.flags import OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args
 from minitflow.tflow import training
@@ -374,7 +375,7 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "5"])).top_k == 5
     args = p.parse_args(["--model", str(d), "--method", "baseline"])
     args.data_file, args.include_all_mmlu, args.minerva_zero_shot = None, False, False
-    assert evaluate.run_settings(args, "gsm8k", sampling_from(args))["top_k"] == 20  # a resumed run compares it
+    assert evaluation.run_settings(args, "gsm8k", sampling_from(args))["top_k"] == 20  # a resumed run compares it
 
 
 def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys):
@@ -1398,7 +1399,7 @@ def test_question_too_long_for_the_model_is_refused_before_any_generation(tmp_pa
     rows.write_text(json.dumps({"question": "Hi"}) + "\n" + json.dumps({"question": long}) + "\n")
     def boom(*a, **k):
         raise AssertionError("the model loaded before the long question was refused")
-    for module in (generate, evaluate):
+    for module in (cli, evaluation):  # generate's import of it (in main, at the call) and evaluate's run
         monkeypatch.setattr(module, "load_for", boom)
     base = gen_args()[:2] + gen_args()[4:]
     fails(capsys, generate.main, [*base, "--input_file", rows], "question 2", "4096 positions")
@@ -1430,13 +1431,14 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     """Every generation flag of `python -m minitflow.generate`, set to a value that is not its
     default, reaches run_method as that value (a flag parsed and then replaced by a default
     would run another setting, recorded as the one asked for); the output file records it."""
+    from minitflow.tflow import methods
     seen = {}
-    real = generate.run_method
+    real = methods.run_method  # generate imports it once its flags are parsed: from the module, at that call
 
     def spy(method_, llm, questions, **kw):
         seen.update(kw, method=method_, questions=questions, dtype=llm.dtype)
         return real(method_, llm, questions, **kw)
-    monkeypatch.setattr(generate, "run_method", spy)
+    monkeypatch.setattr(methods, "run_method", spy)
     out = tmp_path / "out.json"
     extra = {"latentmas": ["--latent_steps", "2", "--mas_topology", "hierarchical", "--latent_realign", "--think"],
              "textmas": ["--sender_max_new_tokens", "2"], "tflow": ["--random_generator"]}[method]
@@ -1448,7 +1450,7 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     assert (sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, sp.seed) == (3, 0.7, 0.8, 5, 9)
     assert (seen["method"], seen["style"], seen["questions"], seen["batch_size"], seen["refill_share"]) == \
         (method, "minerva_math", ["Q?"], 3, 0.25)
-    assert seen["sender_questions"] == [generate.with_context("C.", "Q?")] and seen["dtype"] == torch.float32
+    assert seen["sender_questions"] == [methods.with_context("C.", "Q?")] and seen["dtype"] == torch.float32
     if method == "latentmas":
         assert {k: seen[k] for k in ("latent_steps", "topology", "realign", "think")} == \
             {"latent_steps": 2, "topology": "hierarchical", "realign": True, "think": True}
@@ -1480,7 +1482,7 @@ def test_a_question_whose_method_prompt_is_too_long_is_refused_before_any_genera
     check_questions_fit(demo_dir(), [long], 4, ["bare"])  # the bare question fits
     def boom(*a, **k):
         raise AssertionError("the model loaded before the long question was refused")
-    for module in (generate, evaluate):
+    for module in (cli, evaluation):  # generate's import of it (in main, at the call) and evaluate's run
         monkeypatch.setattr(module, "load_for", boom)
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in ["Hi", long, "Yo"]))

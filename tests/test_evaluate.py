@@ -719,7 +719,7 @@ def test_an_error_mid_run_names_the_sample_id(tmp_path, monkeypatch, capsys):
     evaluate now passes the sample ids, and the refusal names the sample."""
     import torch
 
-    import minitflow.evaluate as ev
+    import minitflow.eval.evaluation as ev
     need_shared(GOLDEN)
     load = ev.load_for
 
@@ -863,12 +863,14 @@ def test_a_finished_run_is_summarised_again_without_the_weights(tmp_path, capsys
 # the heartbeat's times in the tests' child processes (production has no knob for them): a beat every
 # 0.2 s, gone after 5 s unchanged, so a kill test takes seconds, not the real HEARTBEAT_STALE_S (30 s)
 FAST_BEATS = ("ranks.HEARTBEAT_S = 0.2", "ranks.HEARTBEAT_STALE_S = 5.0")
-STUCK = "ev.claim_folder = lambda *a, **k: time.sleep(600)"  # a rank checking for ever (a slow disk)
+STUCK = "run.claim_folder = lambda *a, **k: time.sleep(600)"  # a rank checking for ever (a slow disk)
 
 
 def _evaluate_child(*setup: str) -> list[str]:
-    """The command of `python -m minitflow.evaluate` in a child that first runs `setup` on the module (as `ev`)."""
-    return [sys.executable, "-c", "import sys, time; import minitflow.evaluate as ev; import minitflow.eval.ranks as ranks; " + "; ".join(setup)
+    """The command of `python -m minitflow.evaluate` in a child that first runs `setup` on the modules (the
+    command line as `ev`, the run it imports as `run`)."""
+    return [sys.executable, "-c", "import sys, time; import minitflow.evaluate as ev; import minitflow.eval.evaluation as run; "
+            "import minitflow.eval.ranks as ranks; " + "; ".join(setup)
             + "; sys.exit(ev.run_cli(ev.main, sys.argv[1:]))"]
 
 
@@ -1195,7 +1197,7 @@ def test_a_stop_signal_mid_run_exits_in_one_line_and_the_resume_is_the_straight_
     # written as one batch after the stop); SIGINT as a terminal gives it, even where the suite runs
     # with it ignored (nohup, `&`)
     setup = ("import signal", "signal.signal(signal.SIGINT, signal.default_int_handler)",
-             "put = ev.BackgroundScorer.put", "ev.BackgroundScorer.put = lambda *a: (put(*a), time.sleep(0.3))")
+             "put = run.BackgroundScorer.put", "run.BackgroundScorer.put = lambda *a: (put(*a), time.sleep(0.3))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([*_evaluate_child(*setup), *_demo_args(data, out, "--batch_size", "1")], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

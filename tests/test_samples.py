@@ -300,10 +300,11 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
     question with only some is redone whole; the resumed rows are the uninterrupted run's."""
     from minitflow import evaluate
     from minitflow.errors import run_cli
+    from minitflow.eval.rows import BackgroundScorer
     from test_evaluate import _box_rows, _last_plan, _partial_ids
     data = _box_rows(tmp_path / "box.jsonl", n=4)
     assert run_cli(evaluate.main, _sampled_args(data, tmp_path / "whole", "--n_samples", "3", "--batch_size", "1")) == 0
-    real, calls = evaluate.BackgroundScorer.put, []
+    real, calls = BackgroundScorer.put, []
 
     def put(self, *a):
         calls.append(a)
@@ -315,7 +316,7 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
     out = tmp_path / "cut"
     args = _sampled_args(data, out, "--n_samples", "3", "--batch_size", "1")
     with monkeypatch.context() as m:
-        m.setattr(evaluate.BackgroundScorer, "put", put)
+        m.setattr(BackgroundScorer, "put", put)
         assert run_cli(evaluate.main, args) == 130
     part = out / "baseline_partial.rank0.jsonl"
     assert _partial_ids(part) == ["gsm8k/0", "gsm8k/1"]

@@ -1,6 +1,7 @@
 """Start-up of the package and its command lines: `import minitflow` and the command lines that only
-read result files (score, report) do not import torch (seconds on a loaded machine), and a Ctrl-C
-or SIGTERM while a command line imports is its one line and exit code."""
+read result files (score, report) do not import torch (seconds on a loaded machine), those that load
+a model import it only once their flags are parsed (--help and a mistyped flag answer at once), and a
+Ctrl-C or SIGTERM while a command line imports is its one line and exit code."""
 
 from __future__ import annotations
 
@@ -114,6 +115,48 @@ def test_scoring_and_reporting_import_no_torch(tmp_path):
     assert "| Single |" in got.stdout and out[-1] == "False", got.stdout
 
 
+def _imported(argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """(the run, the modules it imported as -X importtime lists them on stderr) of `python -m ARGV...`."""
+    got = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return got, {line.rsplit("|", 1)[-1].strip() for line in got.stderr.splitlines() if line.startswith("import time:")}
+
+
+# each command line's required flags (train's), so that the flag under test is the error argparse reports
+MODEL_COMMANDS = {"generate": [], "evaluate": [], "train": ["--model", "m", "--train", "t.jsonl", "--out", "o.pt"],
+                  "demo": []}
+
+
+@pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
+def test_the_model_command_lines_answer_help_and_flag_errors_without_torch(command):
+    """generate, evaluate, train and demo imported torch (and the model's modules) at their top, before
+    argparse ran: --help and a mistyped flag took seconds. Their parsers are built from torch-free
+    modules (flags.py, model.config.DTYPES, prompts.METHODS, train_config.py); torch comes after parse_args."""
+    got = _child(f"import sys, minitflow.{command}\nprint('torch' in sys.modules)")
+    assert got.returncode == 0 and got.stdout.split() == ["False"], (got.stdout, got.stderr)
+    got, imported = _imported([f"minitflow.{command}", "--help"])
+    assert got.returncode == 0 and got.stdout.startswith(f"usage: python -m minitflow.{command} "), got.stderr[-2000:]
+    assert "--seed" in got.stdout and "minitflow.errors" in imported  # the help printed, the listing read
+    assert "torch" not in imported
+    got, imported = _imported([f"minitflow.{command}", *MODEL_COMMANDS[command], "--no_such_flag", "1"])
+    assert (got.returncode, got.stdout) == (2, ""), got.stderr[-2000:]
+    last = got.stderr.splitlines()[-1]
+    assert last == f"python -m minitflow.{command}: error: unrecognized arguments: --no_such_flag 1", last
+    assert "torch" not in imported
+
+
+@pytest.mark.parametrize("command, flag, value", [("generate", "--method", "tlfow"), ("evaluate", "--dtype", "fp8"),
+                                                  ("evaluate", "--method", "orcale"), ("train", "--condition", "none")])
+def test_a_bad_choice_is_argparses_line_without_torch(command, flag, value):
+    """The choices (evaluate's methods with the oracle, the dtypes, train's conditions) are in the parsers
+    without torch: a value outside them is argparse's line and exit 2 at once."""
+    got, imported = _imported([f"minitflow.{command}", *MODEL_COMMANDS[command], flag, value])
+    last = got.stderr.splitlines()[-1]
+    assert got.returncode == 2 and last.startswith(f"python -m minitflow.{command}: error: argument {flag}: "
+                                                   f"invalid choice: '{value}' (choose from "), got.stderr[-2000:]
+    assert "torch" not in imported
+
+
 # put first on PYTHONPATH, it makes a child's import of $PAUSE_AT print the handlers of SIGINT and
 # SIGTERM then, and wait there: a signal sent after that line lands inside the command's imports.
 # SIGINT is Python's own handler as a terminal starts it, even where the suite runs with it ignored
@@ -143,19 +186,24 @@ def _paused_child(tmp_path: Path, command: list[str], pause_at: str, sigint: str
 
 
 AT_START = ["_stopped_at_start", "_stopped_at_start"]
+IN_RUN_CLI = ["default_int_handler", "_terminate"]
+GENERATE = ["minitflow.generate", "--question", "Q?", "--method", "baseline", "--device", "cpu"]
 
 
-@pytest.mark.parametrize("command, pause_at, sig, handlers", [
-    ("minitflow.score", "minitflow.files", "SIGINT", AT_START),  # score's own imports (no torch now)
-    ("minitflow.generate", "torch", "SIGINT", AT_START),  # the seconds of a model command's start: torch
-    ("minitflow.generate", "torch", "SIGTERM", AT_START),
+@pytest.mark.parametrize("argv, pause_at, sig, handlers", [
+    (["minitflow.score", "--help"], "minitflow.files", "SIGINT", AT_START),  # score's own imports (no torch now)
+    (["minitflow.generate", "--help"], "minitflow.files", "SIGTERM", AT_START),  # a model command's own (no torch)
+    # the seconds of a model command's start: torch, imported once main has parsed the flags, inside run_cli
+    (GENERATE, "torch", "SIGINT", IN_RUN_CLI),
+    (GENERATE, "torch", "SIGTERM", IN_RUN_CLI),
     # score's main imports the scorers' defaults: inside run_cli, whose handling (clean-up) is back
-    ("minitflow.score", "minitflow.eval.code_exec", "SIGINT", ["default_int_handler", "_terminate"]),
+    (["minitflow.score", "--help"], "minitflow.eval.code_exec", "SIGINT", IN_RUN_CLI),
 ])
-def test_a_stop_signal_while_a_command_line_imports_is_one_line(command, pause_at, sig, handlers, tmp_path):
+def test_a_stop_signal_while_a_command_line_imports_is_one_line(argv, pause_at, sig, handlers, tmp_path):
     """Ctrl-C in a command's first seconds (its imports, before run_cli) was a KeyboardInterrupt
-    traceback and SIGTERM a silent -15; now run_cli's line and code: interrupted / 130, terminated / 143."""
-    child, line = _paused_child(tmp_path, [command, "--help"], pause_at)
+    traceback and SIGTERM a silent -15; now run_cli's line and code: interrupted / 130, terminated / 143.
+    The model commands import torch in main, where run_cli's own handling gives the same line and code."""
+    child, line = _paused_child(tmp_path, argv, pause_at)
     try:
         assert line.split()[:2] == ["importing", pause_at], (line, child.stderr.read() if not line else "")
         child.send_signal(getattr(signal, sig))
