@@ -265,9 +265,10 @@ def test_report_plot_without_matplotlib_names_the_plot_extra(tmp_path, capsys, m
     assert out.out == "" and not (tmp_path / "t.png").exists()
 
 
-# flags of other tools the README quotes (pytest's, torchrun's, hf download's): no parser of ours has them
+# flags of other tools the README quotes (pytest's, torchrun's, hf download's): no parser of ours has them;
+# and argparse's own --help, which every parser has without adding it
 _FOREIGN_FLAGS = {"--benchmark-only", "--benchmark-json", "--nnodes", "--node-rank", "--nproc-per-node",
-                  "--master-addr", "--master-port", "--revision"}
+                  "--master-addr", "--master-port", "--revision", "--help"}
 
 
 def _texts() -> tuple[Path, str, str]:
