@@ -17,7 +17,7 @@ from minitflow.engine.engine import COND_KEYS
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
 from minitflow.eval.data import Sample
-from minitflow.evaluate import BackgroundScorer
+from minitflow.eval.rows import BackgroundScorer
 from minitflow.model.lora import LoraWeights
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.methods import run_method
