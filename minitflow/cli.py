@@ -81,11 +81,10 @@ def check_model_args(args: argparse.Namespace) -> None:
     resolve_device(args.device)
 
 
-def sampling_from(args: argparse.Namespace) -> SamplingParams:
-    """The flags' sampling; an unset --top_k is the model's (generation_config.json), as HF's."""
+def sampling_from(args: argparse.Namespace, model_dir: Path) -> SamplingParams:
+    """The flags' sampling; an unset --top_k is the model's (`model_dir`'s generation_config.json), as HF's."""
     style = prompts.resolve_style(args.dataset)
     max_new = args.max_new_tokens if args.max_new_tokens is not None else prompts.default_max_new_tokens(style)
-    model_dir = model_dir_for(args)
     top_k = args.top_k
     if top_k is None:
         top_k = generation_top_k(model_dir)
@@ -138,7 +137,9 @@ def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def model_dir_for(args: argparse.Namespace) -> Path:
     """The model folder the flags select (a hub id: its snapshot), refused without tokenizer.json:
-    every command line reads text, and that must fail before outputs, checkpoint and weights."""
+    every command line reads text, and that must fail before outputs, checkpoint and weights.
+    Called once a run, which passes the folder on: a hub id online is a round trip to the hub each
+    time, and two calls could see two snapshots if the hub's main moved between them."""
     from minitflow.model.weights import resolve_model_dir
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 
@@ -162,9 +163,10 @@ def generator_bytes(gen, dtype: torch.dtype) -> int:
             + sum(p.numel() for p in gen.pg_layer_aggregator.parameters()) * 4)
 
 
-def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None) -> LoadPlan:
-    """Every check load_for makes before it allocates on the device: the flags, the model's
-    config and weight headers (read once), a --checkpoint (read and checked on the CPU: a file
+def plan_load(args: argparse.Namespace, model_dir: Path,
+              positions: Sequence[tuple[int, int]] | None = None) -> LoadPlan:
+    """Every check load_for makes before it allocates on the device: the flags, the config and
+    weight headers of `model_dir` (model_dir_for's, read once), a --checkpoint (read and checked on the CPU: a file
     that is no checkpoint, or is for other dimensions, must not cost a model load), and with
     `positions` the memory check. evaluate runs it before it claims its output folder."""
     from minitflow.model.weights import read_weights
@@ -172,7 +174,6 @@ def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | N
     check_model_args(args)
     model, checkpoint = model_and_checkpoint(args)
     device = resolve_device(args.device)
-    model_dir = model_dir_for(args)
     cfg, numel = read_weights(model_dir)
     dtype = resolve_dtype(args.dtype, device)
     weights = numel * dtype.itemsize
@@ -190,18 +191,14 @@ def plan_load(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | N
     return plan
 
 
-def load_for(args: argparse.Namespace, positions: Sequence[tuple[int, int]] | None = None,
-             plan: LoadPlan | None = None):
-    """(llm, generator or None, model label, checkpoint label) for the flags given. With
-    `positions` (check_questions_fit's, one per question of the run in the order they run): no
-    more slots than those questions fill (engine_slots), and a run whose weights and KV cache
-    cannot fit in the device's free memory is refused before anything is on the device
-    (check_memory). `plan`: plan_load's for these flags, read once (its memory check is made
-    again here, for these positions: it reads nothing)."""
+def load_for(args: argparse.Namespace, plan: LoadPlan, positions: Sequence[tuple[int, int]] | None = None):
+    """(llm, generator or None, model label, checkpoint label) for the flags given and `plan`,
+    plan_load's for them. With `positions` (check_questions_fit's, one per question of the run in
+    the order they run): no more slots than those questions fill (engine_slots), and a run whose
+    weights and KV cache cannot fit in the device's free memory is refused before anything is on
+    the device (check_memory: made again here, for these positions; it reads nothing)."""
     from minitflow.tflow.checkpoint import random_generator
-    if plan is None:
-        plan = plan_load(args, positions)
-    elif positions is not None:
+    if positions is not None:
         check_memory(args, plan, positions)
     device = plan.device
     if device.type == "cuda":

@@ -88,26 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     # the model's modules (torch: seconds), now that the flags are parsed: --help and a mistyped flag have
     # answered at once
     from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
-                               model_and_checkpoint, model_dir_for, sampling_from)
+                               model_and_checkpoint, model_dir_for, plan_load, sampling_from)
     from minitflow.model.weights import model_files
     from minitflow.tflow.methods import run_method, with_context
     check_model_args(args)
     check_n_samples(args.n_samples)
-    rows = read_inputs(args)  # before the model's files are named below: a hub id is resolved (downloaded) there
+    rows = read_inputs(args)  # before the model is resolved: a hub id is downloaded there
+    model_dir = model_dir_for(args)  # once: everything below reads this folder
     if args.output is not None:  # before loading anything: a bad path must not cost a whole generation
         # nor be a file the run reads: the model's weights or config, the checkpoint (the demo's are the package's)
         checkpoint = model_and_checkpoint(args)[1]
         check_output_file(args.output, "--output", inputs={"--input_file": args.input_file, "--checkpoint": checkpoint,
-                                                           **model_files(model_dir_for(args))})
-    sampling = sampling_from(args)
+                                                           **model_files(model_dir)})
+    sampling = sampling_from(args, model_dir)
     check_n_samples(args.n_samples, sampling)
     k = args.n_samples
     questions = [r["question"] for r in rows]
     senders = [with_context(r.get("context"), r["question"]) for r in rows]
-    fits = check_questions_fit(model_dir_for(args), questions, sampling.max_new_tokens,
+    fits = check_questions_fit(model_dir, questions, sampling.max_new_tokens,
                                [f"question {i + 1}" for i in range(len(questions))], method=args.method,
                                style=args.dataset, sender_questions=senders, options=method_options(args))
-    llm, generator, _, _ = load_for(args, positions=[f for f in fits for _ in range(k)])
+    llm, generator, _, _ = load_for(args, plan_load(args, model_dir), positions=[f for f in fits for _ in range(k)])
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,
                          sender_questions=senders if any(r.get("context") for r in rows) else None,

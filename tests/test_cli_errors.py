@@ -366,16 +366,16 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     p = argparse.ArgumentParser()
     add_model_args(p)
     assert "top_k" not in gc
-    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 50  # HF's default: the demo's file has none
+    assert sampling_from(p.parse_args(["--model", str(d)]), d).top_k == 50  # HF's default: the demo's file has none
     (d / "generation_config.json").write_text(json.dumps({**gc, "top_k": None}))
-    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 50
+    assert sampling_from(p.parse_args(["--model", str(d)]), d).top_k == 50
     (d / "generation_config.json").write_text(json.dumps({**gc, "top_k": 20}))
-    assert sampling_from(p.parse_args(["--model", str(d)])).top_k == 20
-    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "0"])).top_k == 0
-    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "5"])).top_k == 5
+    assert sampling_from(p.parse_args(["--model", str(d)]), d).top_k == 20
+    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "0"]), d).top_k == 0
+    assert sampling_from(p.parse_args(["--model", str(d), "--top_k", "5"]), d).top_k == 5
     args = p.parse_args(["--model", str(d), "--method", "baseline"])
     args.data_file, args.include_all_mmlu, args.minerva_zero_shot = None, False, False
-    assert evaluation.run_settings(args, "gsm8k", sampling_from(args))["top_k"] == 20  # a resumed run compares it
+    assert evaluation.run_settings(args, "gsm8k", sampling_from(args, d))["top_k"] == 20  # a resumed run compares it
 
 
 def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys):
@@ -388,11 +388,11 @@ def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys
     add_model_args(p)
     (d / "generation_config.json").write_text(json.dumps({**gc, "repetition_penalty": 1.0, "min_p": 0.0,
                                                           "num_beams": 1, "suppress_tokens": []}))
-    sampling_from(p.parse_args(["--model", str(d)]))
+    sampling_from(p.parse_args(["--model", str(d)]), d)
     assert capsys.readouterr().err == ""
     (d / "generation_config.json").write_text(json.dumps({**gc, "repetition_penalty": 1.05, "min_p": 0.0,
                                                           "no_repeat_ngram_size": 3}))
-    sampling_from(p.parse_args(["--model", str(d), "--greedy"]))
+    sampling_from(p.parse_args(["--model", str(d), "--greedy"]), d)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: ") and "generation_config.json sets " \
         "repetition_penalty=1.05, no_repeat_ngram_size=3, which HF generate applies under the official code and " \
@@ -411,15 +411,14 @@ def test_batch_size_is_questions_in_flight_and_textmas_gets_two_slots_each(metho
     monkeypatch.setattr(LLM, "load", classmethod(fake_load))
     p = argparse.ArgumentParser()
     add_model_args(p)
+    args = p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu"] +
+                        (["--random_generator"] if method == "tflow" else []))
     with pytest.raises(UserError, match="stop here"):
-        load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu"] +
-                              (["--random_generator"] if method == "tflow" else [])))
+        load_for(args, cli.plan_load(args, DEMO))
     assert seen["num_slots"] == slots
     for questions, want in ((2, slots // 3 * 2), (7, slots)):  # no more slots than the run's questions fill
         with pytest.raises(UserError, match="stop here"):
-            load_for(p.parse_args(["--method", method, "--batch_size", "3", "--device", "cpu"] +
-                                  (["--random_generator"] if method == "tflow" else [])),
-                     positions=[(16, 0)] * questions)
+            load_for(args, cli.plan_load(args, DEMO), positions=[(16, 0)] * questions)
         assert seen["num_slots"] == want
 
 
@@ -1280,10 +1279,10 @@ def test_greedy_with_a_temperature_top_p_or_top_k_is_refused(tmp_path, capsys, m
     assert not (tmp_path / "r").exists()
     parser = argparse.ArgumentParser()
     add_model_args(parser)
-    assert sampling_from(parser.parse_args([])).temperature == OFFICIAL_TEMPERATURE
-    assert sampling_from(parser.parse_args([])).top_p == OFFICIAL_TOP_P
-    assert sampling_from(parser.parse_args(["--temperature", "0.7", "--top_p", "0.5"])).top_p == 0.5
-    assert sampling_from(parser.parse_args(["--greedy"])).temperature == 0.0
+    assert sampling_from(parser.parse_args([]), DEMO).temperature == OFFICIAL_TEMPERATURE
+    assert sampling_from(parser.parse_args([]), DEMO).top_p == OFFICIAL_TOP_P
+    assert sampling_from(parser.parse_args(["--temperature", "0.7", "--top_p", "0.5"]), DEMO).top_p == 0.5
+    assert sampling_from(parser.parse_args(["--greedy"]), DEMO).temperature == 0.0
 
 
 def test_a_data_file_that_is_a_directory_says_so(tmp_path, capsys):
@@ -1710,7 +1709,7 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
                            (["--method", "tflow", "--random_generator"], backbone + gen_bytes)):
         args = p.parse_args([*flags, "--batch_size", "1", "--dtype", "float32", "--device", "cpu"])
         with pytest.raises(UserError) as e:
-            cli.plan_load(args, [(300, 0)])
+            cli.plan_load(args, DEMO, [(300, 0)])
         assert f"need at least {weights + kv:,} bytes, 1 are free" in str(e.value), (str(e.value), weights, kv)
 
 
@@ -1843,3 +1842,32 @@ def test_generate_writes_its_output_though_stdout_reader_has_gone(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141, err
     assert [r["question"] for r in json.loads(out.read_text())] == [f"What is {i}+1?" for i in range(3)]
+
+
+def test_a_run_resolves_its_model_once(tmp_path, capsys, monkeypatch):
+    """generate --output resolved --model four times (its output check, sampling_from, the question
+    check, plan_load) and evaluate three: a hub id online is a round trip to the hub each time, and
+    the hub's main could move between two of them. Each run resolves it once and passes the folder
+    on; LLM.load only checks that folder again (a local path: no hub). Here a hub id whose cached
+    snapshot is the demo model, resolved for real."""
+    import huggingface_hub
+
+    from minitflow.model import weights
+    real, calls, hub = weights.resolve_model_dir, [], []
+    monkeypatch.setattr(weights, "resolve_model_dir", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+
+    def cached(name, allow_patterns=None, local_files_only=False):
+        hub.append(name)
+        return str(DEMO)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    model = ["--model", "org/model", "--checkpoint", DEMO / "tflow.pt", "--device", "cpu", "--max_new_tokens", "2"]
+    assert run_cli(generate.main, [str(a) for a in [*model, "--question", "How many does the red box hold?",
+                                                    "--output", tmp_path / "o.json"]]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["method"] == "tflow"
+    assert calls == ["org/model", DEMO] and hub == ["org/model"]
+    calls.clear()
+    hub.clear()
+    assert run_cli(evaluate.main, [str(a) for a in [*model, "--data_file", gsm8k_file(tmp_path),
+                                                    "--output_dir", tmp_path / "r"]]) == 0
+    assert (tmp_path / "r" / "tflow_results.json").is_file()
+    assert calls == ["org/model", DEMO] and hub == ["org/model"]

@@ -723,8 +723,8 @@ def test_an_error_mid_run_names_the_sample_id(tmp_path, monkeypatch, capsys):
     need_shared(GOLDEN)
     load = ev.load_for
 
-    def poisoned(args, **kw):
-        llm, *rest = load(args, **kw)
+    def poisoned(*a, **kw):
+        llm, *rest = load(*a, **kw)
         with torch.no_grad():
             llm.model.norm.weight.fill_(float("nan"))
         return (llm, *rest)

@@ -221,7 +221,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     check_output_dir(args.output_dir, "--output_dir", create=False)
     # the model before the folder: a missing one, or one without tokenizer.json, leaves no folder behind
     model_dir = model_dir_for(args) if args.method != "oracle" else None
-    sampling = sampling_from(args) if model_dir is not None else None  # oracle: no model, not even its top_k
+    sampling = sampling_from(args, model_dir) if model_dir is not None else None  # oracle: no model, not even its top_k
     if sampling is not None:
         check_n_samples(args.n_samples, sampling)
     settings = run_settings(args, dataset, sampling)
@@ -236,7 +236,7 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
                           rank, size)
         if left:  # it checks the weight headers too: missing or bad weights leave no claimed folder behind
             # each sample a request of its own: --n_samples K fills K times the questions' slots
-            plan = plan_load(args, positions=[fits[i] for i, _ in left for _ in range(args.n_samples)])
+            plan = plan_load(args, model_dir, positions=[fits[i] for i, _ in left for _ in range(args.n_samples)])
         # nothing left (a finished run merged or summarised again): the weights are never read, so they
         # need not be there; the settings are still compared, from the model's config and tokenizer
     out_dir = check_output_dir(args.output_dir, "--output_dir")
@@ -255,8 +255,9 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     llm = generator = None
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
-        llm, generator, _, _ = load_for(args, positions=[fits[i] for i, _ in mine for _ in range(args.n_samples)],
-                                        plan=plan)
+        # no plan where nothing was left before the claim and the claimed folder left some: planned here
+        llm, generator, _, _ = load_for(args, plan or plan_load(args, model_dir),
+                                        positions=[fits[i] for i, _ in mine for _ in range(args.n_samples)])
     k = args.n_samples
     scorer = BackgroundScorer(dataset, part, correct=sum(done[i]["n_correct"] if k > 1 else bool(done[i]["correct"])
                                                          for i in ids if i in done),
