@@ -1571,3 +1571,23 @@ def test_training_condition_keeps_out_of_the_prefix_cache(tiny):
     assert llm.engine.prefix_cache.used > 0
     warm, _, _, _ = sender_states(llm, systems, questions)
     assert not any(seen[:4] + seen[-4:]) and torch.equal(cold, warm)
+
+
+def test_a_training_run_resolves_its_model_once(tiny, tmp_path, monkeypatch):
+    """train resolved cfg.model three times (the run's checks, the rows' fit, LLM.load): a hub id
+    online is a round trip to the hub each time, and the hub's main could move between them. Now
+    once; LLM.load only checks that folder again (a local path), and the --out check only reads
+    the cache (local_model_dir: config.json). Here a hub id whose cached snapshot is `tiny`."""
+    import huggingface_hub
+
+    import minitflow.model.weights as weights
+    real, calls, hub = weights.resolve_model_dir, [], []
+    monkeypatch.setattr(weights, "resolve_model_dir", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+
+    def cached(name, allow_patterns=None, local_files_only=False):
+        hub.append((name, allow_patterns))
+        return str(tiny)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    assert train(_cfg(tiny, tmp_path / "h.pt", eval=None, model="org/model", steps=1))["step"] == 1
+    assert calls == ["org/model", tiny]
+    assert hub == [("org/model", ["config.json"]), ("org/model", weights.HF_PATTERNS)]

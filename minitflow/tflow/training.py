@@ -426,18 +426,16 @@ def load_state(path: Path) -> dict:
     return state
 
 
-def check_rows_fit(cfg: TrainConfig, llm: LLM | None, style: str, train_rows: Sequence[Example],
-                   eval_rows: Sequence[Example]) -> None:
+def check_rows_fit(cfg: TrainConfig, llm: LLM | None, model_dir: Path | None, style: str,
+                   train_rows: Sequence[Example], eval_rows: Sequence[Example]) -> None:
     """Every row's prompts against the model's positions, with its tokenizer alone (`llm` when
-    given): make_batch or the engine refused a long row only when its batch, or the first
-    evaluation, came, steps into the run and before their save."""
+    given, else `model_dir`'s, the backbone's resolved folder): make_batch or the engine refused a
+    long row only when its batch, or the first evaluation, came, steps into the run and before their save."""
     if llm is not None:
         encode, limit = llm.encode, llm.max_seq_len
     else:
         from minitflow.model.config import Qwen3Config
         from minitflow.model.tokenizer import Tokenizer
-        from minitflow.model.weights import resolve_model_dir
-        model_dir = resolve_model_dir(cfg.model, need_tokenizer=True)
         encode, limit = Tokenizer(model_dir).encode, Qwen3Config.from_dir(model_dir).max_position_embeddings
     senders = cfg.condition == "sender"  # training with the zero condition runs no sender; evaluation does
     for path, rows, new_tokens, run_senders in ((cfg.train, train_rows, 0, senders),
@@ -662,6 +660,9 @@ class _RunInputs:
     digest: str  # rows_digest of the training rows
     identity: dict  # backbone_identity
     loaded: TFlowGenerator | None  # the generator read from --resume or --init
+    # the backbone's folder, resolved once (a hub id online is a round trip each time); None: a caller's
+    # llm whose folder is not here (local_model_dir)
+    model_dir: Path | None
     continues: bool  # --resume is --out: this run's saves replace the state it resumed from
 
 
@@ -709,9 +710,9 @@ def _check_run(cfg: TrainConfig, llm: LLM | None) -> _RunInputs:
             raise UserError(f"--resume {cfg.resume}: its generator has "
                             f"{', '.join(f'{k}={getattr(loaded.arch, k)}' for k in differ)}, not the --pg_arch "
                             f"{', '.join(f'{k}={v}' for k, v in differ.items())}; drop --pg_arch to resume")
-    check_rows_fit(cfg, llm, style, train_rows, eval_rows)
+    check_rows_fit(cfg, llm, model_dir, style, train_rows, eval_rows)
     continues = bool(cfg.resume) and Path(cfg.resume).resolve() == Path(cfg.out).resolve()
-    return _RunInputs(style, train_rows, eval_rows, state, digest, identity, loaded, continues)
+    return _RunInputs(style, train_rows, eval_rows, state, digest, identity, loaded, model_dir, continues)
 
 
 @dataclass
@@ -903,7 +904,7 @@ def train(cfg: TrainConfig, llm: LLM | None = None, log=None, stop_after: int | 
     # no torch.manual_seed: nothing after the seeded build (build_generator) draws from torch's
     # RNG, and reseeding it reset a library caller's random stream
     if llm is None:
-        llm = LLM.load(cfg.model, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
+        llm = LLM.load(inputs.model_dir, dtype=cfg.dtype, device=cfg.device, max_seq_len=None, need_tokenizer=True)
     llm.model.requires_grad_(False)
     run = _start_run(cfg, llm, inputs)
 
