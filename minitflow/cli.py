@@ -138,8 +138,8 @@ def model_and_checkpoint(args: argparse.Namespace) -> tuple[str, str | None]:
 def model_dir_for(args: argparse.Namespace) -> Path:
     """The model folder the flags select (a hub id: its snapshot), refused without tokenizer.json:
     every command line reads text, and that must fail before outputs, checkpoint and weights.
-    Called once a run, which passes the folder on: a hub id online is a round trip to the hub each
-    time, and two calls could see two snapshots if the hub's main moved between them."""
+    Called once a run, which passes the folder on: a hub id not in the cache is looked up on the hub
+    each time, and two calls could see two snapshots if the hub's main moved between them."""
     from minitflow.model.weights import resolve_model_dir
     return resolve_model_dir(model_and_checkpoint(args)[0], need_tokenizer=True)
 

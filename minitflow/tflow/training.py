@@ -660,7 +660,7 @@ class _RunInputs:
     digest: str  # rows_digest of the training rows
     identity: dict  # backbone_identity
     loaded: TFlowGenerator | None  # the generator read from --resume or --init
-    # the backbone's folder, resolved once (a hub id online is a round trip each time); None: a caller's
+    # the backbone's folder, resolved once (an uncached hub id is looked up on the hub each time); None: a caller's
     # llm whose folder is not here (local_model_dir)
     model_dir: Path | None
     continues: bool  # --resume is --out: this run's saves replace the state it resumed from
