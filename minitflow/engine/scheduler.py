@@ -6,7 +6,7 @@ engine, and runs until its slowest request is done."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from typing import Callable
 
 from minitflow.engine.request import Request, Status
@@ -15,12 +15,15 @@ from minitflow.engine.request import Request, Status
 class Scheduler:
     def __init__(self, num_slots: int, static: bool = False, max_prefill_tokens: int = 8192):
         self.num_slots, self.static, self.max_prefill_tokens = num_slots, static, max_prefill_tokens
-        self.waiting: deque[Request] = deque()
+        # id(request) -> request, in arrival order: abort takes one out in O(1) (a deque's removal
+        # scanned and rebuilt it: aborting N queued requests one by one was O(N^2)); the same
+        # Request queued twice holds one place, its first, and runs once
+        self.waiting: OrderedDict[int, Request] = OrderedDict()
         self.running: dict[int, Request] = {}  # slot -> request
         self.free = list(range(num_slots))
 
     def add(self, req: Request) -> None:
-        self.waiting.append(req)
+        self.waiting.setdefault(id(req), req)
 
     def admit(self, fits: Callable[[Request], bool], cost: Callable[[Request], int] | None = None,
               waits: Callable[[Request, list[Request]], bool] | None = None) -> list[Request]:
@@ -39,10 +42,7 @@ class Scheduler:
         tokens = 0
         budget = self.max_prefill_tokens
         while self.waiting and self.free:
-            req = self.waiting[0]
-            if req.status is not Status.WAITING:  # the same Request queued twice: it runs once
-                self.waiting.popleft()
-                continue
+            req = next(iter(self.waiting.values()))
             if (waits is not None and not self.static and waits(req, batch)) or not fits(req):
                 break
             n = len(req.prompt_ids)
@@ -50,7 +50,7 @@ class Scheduler:
                 n = cost(req)
             if batch and tokens + n > budget:
                 break
-            self.waiting.popleft()
+            self.waiting.popitem(last=False)
             req.slot, req.status = self.free.pop(0), Status.RUNNING
             self.running[req.slot] = req
             batch.append(req)
@@ -69,15 +69,15 @@ class Scheduler:
         added here). Identity, not ==: a Request's == compares its fields."""
         if self.running.get(req.slot) is req:
             self.release(req)
-        elif any(r is req for r in self.waiting):
-            self.waiting = deque(r for r in self.waiting if r is not req)
+        elif self.waiting.get(id(req)) is req:
+            del self.waiting[id(req)]
         else:
             return False
         req.status = Status.ABORTED
         return True
 
     def abort_all(self) -> list[Request]:
-        gone = list(self.running.values()) + list(self.waiting)
+        gone = list(self.running.values()) + list(self.waiting.values())
         for req in gone:
             req.status = Status.ABORTED
         self.running.clear()
