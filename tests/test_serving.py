@@ -620,10 +620,11 @@ def test_a_request_runs_once(model):
 
 
 def test_a_request_brings_no_run_state_and_its_flags_are_bools(model):
-    """LLM.add_request hands its fields to Request, run state included: cached_tokens=2 (as if the
-    prefix cache held them) skipped the first two prompt tokens' prefill and the row decoded other
-    tokens without a word; text= and finish_reason= came back as the run's; generate="no" (a
-    truthy string) generated. Each is refused, before the request queues."""
+    """A Request built with run state: cached_tokens=2 (as if the prefix cache held them) skipped
+    the first two prompt tokens' prefill and the row decoded other tokens without a word; text= and
+    finish_reason= came back as the run's; generate="no" (a truthy string) generated. Each is
+    refused, before the request queues. LLM.add_request, which forwarded any keyword to Request,
+    names the caller's fields: the engine's are Python's TypeError there."""
     llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
     sp = SamplingParams(max_new_tokens=4)
     for bad, match in ((dict(cached_tokens=2), "cached_tokens is what the engine sets"),
@@ -632,7 +633,16 @@ def test_a_request_brings_no_run_state_and_its_flags_are_bools(model):
                        (dict(generate="no"), "generate must be True or False, got 'no'"),
                        (dict(prefix_cache="off"), "prefix_cache must be True or False, got 'off'")):
         with pytest.raises(UserError, match=r"^request \d+: " + match):
-            llm.add_request([1, 2, 3, 4, 5], sp, **bad)
+            llm.engine.add_request(Request([1, 2, 3, 4, 5], sp, **bad))
+        if "engine sets" in match:
+            with pytest.raises(TypeError, match=r"add_request\(\) got an unexpected keyword argument"):
+                llm.add_request([1, 2, 3, 4, 5], sp, **bad)
+        else:
+            with pytest.raises(UserError, match=r"^request \d+: " + match):
+                llm.add_request([1, 2, 3, 4, 5], sp, **bad)
+    for name, value in (("id", 7), ("arrival_t", 0.0), ("status", Status.WAITING), ("slot", 0), ("output_ids", [1])):
+        with pytest.raises(TypeError, match=rf"add_request\(\) got an unexpected keyword argument '{name}'"):
+            llm.add_request([1, 2, 3, 4, 5], sp, **{name: value})  # went in without a word: id=7 twice, one id
     assert not llm.has_unfinished()
     llm.add_request([1, 2, 3, 4, 5], sp, generate=False, prefix_cache=False)  # bools pass
     llm.step()

@@ -178,12 +178,16 @@ class LLM:
         return [self.encode(p) if isinstance(p, str) else _token_ids(p, i) for i, p in enumerate(prompts)]
 
     # ---- the engine ----------------------------------------------------------------------
-    def add_request(self, prompt: Sequence[int] | str, sampling: SamplingParams = SamplingParams(),
-                    **fields) -> Request:
-        """Queue one request (token ids or text to tokenize as is); `fields` are Request's
-        (lora, capture, past, generate, tag). Drive it with `step()`."""
+    def add_request(self, prompt: Sequence[int] | str, sampling: SamplingParams = SamplingParams(), *,
+                    lora: LoraWeights | None = None, capture: Capture | None = None,
+                    past: tuple[torch.Tensor, torch.Tensor] | None = None, generate: bool = True,
+                    prefix_cache: bool = True, context_key: int | None = None, tag: object = None) -> Request:
+        """Queue one request (token ids or text to tokenize as is) with the Request fields a caller
+        sets; drive it with `step()`. Named here, not forwarded as **fields: the fields the engine
+        sets as it runs (id, status, cached_tokens, arrival_t, ...) went in without a word."""
         ids = self._as_ids([prompt])[0]
-        return self.engine.add_request(Request(ids, sampling, **fields))
+        return self.engine.add_request(Request(ids, sampling, lora=lora, capture=capture, past=past, generate=generate,
+                                               prefix_cache=prefix_cache, context_key=context_key, tag=tag))
 
     def step(self) -> list[Request]:
         """One engine step; the requests that finished in it."""
