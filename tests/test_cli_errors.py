@@ -1634,7 +1634,6 @@ def test_a_batch_size_that_cannot_fit_is_refused_before_the_weights_load(method,
     """An absurd --batch_size was an out-of-memory traceback, maybe hours into a run (at the first
     long request): now one line before the weights load, with the bytes needed and free and the
     largest --batch_size that fits; that one runs."""
-    import minitflow.cli as cli
     from minitflow.model import weights
     questions = [f"The red box holds {i}. How many does the red box hold?" for i in range(5)]
     free = _fits_two(method, questions, 2)
@@ -1670,7 +1669,6 @@ def test_the_memory_check_counts_latentmas_sender_rows_and_the_tflow_generator(m
     free memory is read (a checkpoint's generator was moved there before the check, so a refused
     run had paid for it; its bytes were not counted, the free memory being read after it). On
     the CPU a checkpoint's generator, read there, is in the free memory's reading already."""
-    import minitflow.cli as cli
     from minitflow.model.weights import read_weights
     backbone = read_weights(DEMO)[1] * 4  # float32
     seen = []
@@ -1735,7 +1733,6 @@ def test_a_run_refused_for_memory_leaves_its_output_folder_as_it_was(tmp_path, c
     run: a fresh run left a folder behind, a resume a lock and a log. The check runs first now,
     sized from the samples a resume has left (read without writing): finished ones, however
     long, do not count."""
-    import minitflow.cli as cli
     questions = ["The red box holds 7. How many does the red box hold?",
                  " ".join(["The red box holds 7."] * 60) + " How many does the red box hold?"]
     data = tmp_path / "rows.jsonl"
@@ -1792,7 +1789,6 @@ def test_the_memory_check_reads_the_output_dir_the_run_will_claim(tmp_path, caps
     """The check before the folder is claimed reads what a resume finds done; it must read the
     folder check_output_dir makes (a literal '~/out'), not another one (the home's out), or a
     finished run elsewhere would let the check pass and the refusal come after the claim."""
-    import minitflow.cli as cli
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)
