@@ -450,8 +450,6 @@ def check_rows_fit(cfg: TrainConfig, llm: LLM | None, model_dir: Path | None, st
                                 f"{limit} positions")
 
 
-
-
 def rows_digest(rows: Sequence[Example]) -> str:
     """sha256 of the training rows in order, as trained (question, answer, sender text): a run's
     identity of its data, whatever the file's path or JSON layout."""
