@@ -71,5 +71,6 @@ part generator 150 $bench bench/test_e2e.py -k "tflow_generator_options and all"
 part transformers 100 $bench bench/test_e2e.py -k "transformers and graphs" --benchmark-json="$out/hf.json"
 part latentmas-stream 120 $bench bench/test_serving.py -k latentmas_pipeline --benchmark-json="$out/latentmas_stream.json"  # REFILL_SHARE's verdict
 part methods-eager 120 $bench bench/test_e2e.py -k "test_method and eager and tflow" --benchmark-json="$out/eager.json"
+part prefill-lengths 60 $bench bench/test_serving.py -k prefill_by_length --benchmark-json="$out/prefill_lengths.json"  # runner.FORWARD_TOKENS' verdict
 part samples 240 $bench bench/test_serving.py -k "samples_vs_repeated or baseline_samples_wait" --benchmark-json="$out/samples.json"  # what samples=K shares
 exit 0

@@ -121,6 +121,34 @@ def test_prefix_cache_prefill(benchmark, setup: Setup, tokenized, style: str) ->
            cached_share=reused / prompt_tokens, speedup_vs_no_cache=plain_s / s)
 
 
+def test_prefill_by_length_vs_one_padded_forward(benchmark, setup: Setup, model) -> None:
+    """16 prefill-only requests admitted in one step, prompt lengths lognormal (median 128, cap
+    512), no prefix cache: the runner's forwards of similar lengths (runner.length_groups) vs one
+    forward right-padded to the longest prompt, the path before (FORWARD_TOKENS infinite)."""
+    from minitflow.engine import runner as runner_module
+    benchmark.group = "serving-prefill-lengths"
+    lens = long_tail(16, 512, seed=3)
+    prompts = [p[:n].tolist() for p, n in zip(random_ids(setup.cfg, 16, 512, "cpu", seed=2), lens)]
+    llm = LLM(model, eos_token_ids=[], num_slots=16, prefix_cache_bytes=0, cuda_graphs=ON_CUDA)
+    forwards: dict[bool, list[int]] = {}
+    real = llm.engine.runner._forward
+
+    def prefill(padded: bool) -> None:
+        cost = runner_module.FORWARD_TOKENS
+        runner_module.FORWARD_TOKENS = float("inf") if padded else cost
+        llm.engine.runner._forward = lambda reqs: (forwards[padded].append(len(reqs) * max(len(r.prompt_ids) for r in reqs)),
+                                                   real(reqs))[1]
+        try:
+            forwards[padded] = []
+            llm.engine.run([Request(p, generate=False) for p in prompts])
+        finally:
+            runner_module.FORWARD_TOKENS, llm.engine.runner._forward = cost, real
+
+    s, padded_s = pedantic_vs(benchmark, lambda: prefill(False), lambda: prefill(True), setup.device, ROUNDS + 1, WARMUP)
+    record(benchmark, setup, requests=16, prompt_tokens=sum(lens), longest=max(lens), forwards=len(forwards[False]),
+           token_rows=sum(forwards[False]), padded_token_rows=sum(forwards[True]), speedup_vs_padded=padded_s / s)
+
+
 # ---- the methods as pipelines vs chunked stage barriers ----------------------------------------
 PIPE_QUESTIONS = 64
 PIPE_MAX_NEW = 256 if ON_CUDA else 32
