@@ -401,7 +401,8 @@ def test_stop_strings_end_rows_as_whole_decodes_did(name):
                       for _ in range(rng.randint(1, 3)))
         stops = tuple(s for s in stops if s) or ("\n\n",)
         sp = SamplingParams(max_new_tokens=rng.randint(1, 80), stop=stops, ignore_eos=rng.random() < .5)
-        req = Request([1], sp, status=Status.RUNNING)
+        req = Request([1], sp)
+        req.status = Status.RUNNING
         for t in stream:
             if Engine._accept(engine, req, t):
                 break

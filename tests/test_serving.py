@@ -622,27 +622,29 @@ def test_a_request_runs_once(model):
 def test_a_request_brings_no_run_state_and_its_flags_are_bools(model):
     """A Request built with run state: cached_tokens=2 (as if the prefix cache held them) skipped
     the first two prompt tokens' prefill and the row decoded other tokens without a word; text= and
-    finish_reason= came back as the run's; generate="no" (a truthy string) generated. Each is
-    refused, before the request queues. LLM.add_request, which forwarded any keyword to Request,
-    names the caller's fields: the engine's are Python's TypeError there."""
+    finish_reason= came back as the run's; id=7 twice gave two requests one id; generate="no" (a
+    truthy string) generated. The engine's fields are not Request's (nor LLM.add_request's)
+    arguments: Python's TypeError; set on a built Request, or a flag that is not a bool, the engine
+    refuses it before the request queues."""
     llm = _llm(model, num_slots=1, prefix_cache_bytes=0)
     sp = SamplingParams(max_new_tokens=4)
-    for bad, match in ((dict(cached_tokens=2), "cached_tokens is what the engine sets"),
-                       (dict(text="x"), "text is what the engine sets"),
-                       (dict(finish_reason="stop"), "finish_reason is what the engine sets"),
-                       (dict(generate="no"), "generate must be True or False, got 'no'"),
+    for name, value in (("cached_tokens", 2), ("text", "x"), ("finish_reason", "stop"), ("id", 7), ("arrival_t", 0.0),
+                        ("status", Status.WAITING), ("slot", 0), ("output_ids", [1]), ("admitted_t", 1.0)):
+        with pytest.raises(TypeError, match=rf"__init__\(\) got an unexpected keyword argument '{name}'"):
+            Request([1, 2, 3, 4, 5], sp, **{name: value})
+        with pytest.raises(TypeError, match=rf"add_request\(\) got an unexpected keyword argument '{name}'"):
+            llm.add_request([1, 2, 3, 4, 5], sp, **{name: value})
+    for name, value in (("cached_tokens", 2), ("text", "x"), ("finish_reason", "stop")):
+        req = Request([1, 2, 3, 4, 5], sp)
+        setattr(req, name, value)
+        with pytest.raises(UserError, match=rf"^request \d+: {name} is what the engine sets"):
+            llm.engine.add_request(req)
+    for bad, match in ((dict(generate="no"), "generate must be True or False, got 'no'"),
                        (dict(prefix_cache="off"), "prefix_cache must be True or False, got 'off'")):
         with pytest.raises(UserError, match=r"^request \d+: " + match):
             llm.engine.add_request(Request([1, 2, 3, 4, 5], sp, **bad))
-        if "engine sets" in match:
-            with pytest.raises(TypeError, match=r"add_request\(\) got an unexpected keyword argument"):
-                llm.add_request([1, 2, 3, 4, 5], sp, **bad)
-        else:
-            with pytest.raises(UserError, match=r"^request \d+: " + match):
-                llm.add_request([1, 2, 3, 4, 5], sp, **bad)
-    for name, value in (("id", 7), ("arrival_t", 0.0), ("status", Status.WAITING), ("slot", 0), ("output_ids", [1])):
-        with pytest.raises(TypeError, match=rf"add_request\(\) got an unexpected keyword argument '{name}'"):
-            llm.add_request([1, 2, 3, 4, 5], sp, **{name: value})  # went in without a word: id=7 twice, one id
+        with pytest.raises(UserError, match=r"^request \d+: " + match):
+            llm.add_request([1, 2, 3, 4, 5], sp, **bad)
     assert not llm.has_unfinished()
     llm.add_request([1, 2, 3, 4, 5], sp, generate=False, prefix_cache=False)  # bools pass
     llm.step()

@@ -148,7 +148,7 @@ class Engine:
             # run again it appended to its old output_ids; running or finished, it held a slot for good
             raise UserError(f"{_who(req)}: it has already run or is running ({req.status.value}): "
                             "make a new Request for each run")
-        for name in ("finish_reason", "text", "cached_tokens"):  # a hand-built Request's
+        for name in ("finish_reason", "text", "cached_tokens"):  # set on a Request (not its arguments)
             if getattr(req, name) not in (None, 0):  # cached_tokens=2 skipped two prompt tokens' prefill
                 raise UserError(f"{_who(req)}: {name} is what the engine sets as it runs a request, got "
                                 f"{getattr(req, name)!r}: leave it out")

@@ -120,20 +120,22 @@ class Request:
     past: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     generate: bool = True
     tag: Any = None  # the caller's: which question, which agent
-    id: int = field(default_factory=lambda: next(_ids))
-
-    status: Status = Status.WAITING
-    slot: int | None = None
-    output_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop" (EOS or a stop string), "length", "prefill"
-    text: str | None = None  # set when a stop string cut the text
-    stop_scan: StopScan = field(default_factory=StopScan, repr=False)
-    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
-    arrival_t: float = field(default_factory=time.perf_counter)
-    admitted_t: float = 0.0
-    first_token_t: float = 0.0
-    finished_t: float = 0.0
-    prefill_timer: DeviceTimer | None = field(default=None, repr=False)  # the prefill batch it ran in
+    # what the engine sets as it runs the request: not constructor arguments (Request(id=7) twice
+    # was two requests with one id, which the prefill keys its prefix-cache lookups by; cached_tokens=2
+    # skipped two prompt tokens' prefill): a TypeError, as LLM.add_request's for the same names
+    id: int = field(default_factory=lambda: next(_ids), init=False)
+    status: Status = field(default=Status.WAITING, init=False)
+    slot: int | None = field(default=None, init=False)
+    output_ids: list[int] = field(default_factory=list, init=False)
+    finish_reason: str | None = field(default=None, init=False)  # "stop" (EOS or a stop string), "length", "prefill"
+    text: str | None = field(default=None, init=False)  # set when a stop string cut the text
+    stop_scan: StopScan = field(default_factory=StopScan, repr=False, init=False)
+    cached_tokens: int = field(default=0, init=False)  # prompt tokens whose KV came from the prefix cache
+    arrival_t: float = field(default_factory=time.perf_counter, init=False)
+    admitted_t: float = field(default=0.0, init=False)
+    first_token_t: float = field(default=0.0, init=False)
+    finished_t: float = field(default=0.0, init=False)
+    prefill_timer: DeviceTimer | None = field(default=None, repr=False, init=False)  # the prefill batch it ran in
 
     @property
     def past_len(self) -> int:
