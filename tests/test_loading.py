@@ -193,6 +193,29 @@ def test_a_missing_folder_that_looks_like_a_hub_id_says_so(offline_cache, capsys
           "models/Qwen3-4B is not in the Hugging Face cache (nor a folder here)")
 
 
+@pytest.mark.parametrize("offline", ["1", "0"])
+def test_a_hub_id_cached_in_other_letter_case_names_that_spelling(offline, offline_cache, capsys, monkeypatch):
+    """The hub reads Org/Name in any letter case, its cache folders keep the spelling of the
+    download: offline, `qwen/qwen3-4b` with Qwen/Qwen3-4B cached was "not in the Hugging Face
+    cache"; online it downloaded the same weights again into a second folder (8 GB at 4B)."""
+    import huggingface_hub
+    no_model_load(monkeypatch)
+    snap = hub_cache(offline_cache, "Org/Name", demo_files())
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    def no_download(*a, **k):
+        if not k.get("local_files_only"):
+            raise AssertionError("downloaded a repository the cache holds in other letter case")
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    fails(capsys, generate.main, gen_args("--model", "org/NAME"),
+          "org/NAME is not in the Hugging Face cache, but Org/Name is: the same hub repository", "pass Org/Name")
+    monkeypatch.undo()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(offline_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from minitflow.model.weights import resolve_model_dir
+    assert resolve_model_dir("Org/Name") == snap  # the spelling it names loads
+
+
 @pytest.mark.parametrize("refs", ["none", "another commit", "none, no network"])
 def test_a_hub_id_cached_only_at_another_revision_names_its_snapshot(refs, offline_cache, capsys, monkeypatch):
     """`hf download Org/Name --revision <commit>` (the pinned revision the README has users pass

@@ -81,6 +81,10 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     whole = [s for s in _cached_snapshots(name) if (local is None or s.name != local.name)
              and (not need_tokenizer or (s / "tokenizer.json").is_file())]
     other = f" such as {whole[0]}, a whole snapshot of another revision" if whole else ""
+    spelled = None if local is not None or whole else _cached_spelling(name)
+    if spelled is not None:  # offline "not in the cache"; online a second download of the same weights
+        raise UserError(f"{name} is not in the Hugging Face cache, but {spelled} is: the same hub repository (the hub "
+                        f"reads an id in any letter case, its cache folders do not): pass {spelled}")
     offline = hub_offline()
     if offline:
         if local is not None and lacks is not None:  # "not in the cache" sent users looking for another cause
@@ -250,6 +254,19 @@ def _cached_snapshots(name: str) -> list[Path]:
         return sorted(whole, key=lambda s: s.stat().st_mtime, reverse=True)
     except OSError:
         return []
+
+
+def _cached_spelling(name: str) -> str | None:
+    """The hub id, spelt otherwise than `name` in letter case only, of a repository with a whole
+    snapshot in huggingface-hub's cache (its folders keep the id as a download spelt it), or None."""
+    from huggingface_hub import constants
+    want = "models--" + name.replace("/", "--")
+    try:  # a hub id has no "--" (validate_repo_id), so the folder name gives the id back
+        spellings = [d.name[len("models--"):].replace("--", "/") for d in Path(constants.HF_HUB_CACHE).iterdir()
+                     if d.name != want and d.name.lower() == want.lower()]
+    except OSError:  # no cache yet, or one this user cannot list
+        return None
+    return next((s for s in sorted(spellings) if _cached_snapshots(s)), None)
 
 
 def _hub_lacks(error: BaseException) -> str:
