@@ -339,6 +339,18 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     """Every flag, the input files and the output paths, before any model is loaded: a bad
     value must not cost a model load or, worse, surface at the first save 200 steps in. Returns
     `cfg` with its numbers as plain int and float (a library caller's numpy ones)."""
+    plain = _plain_fields(cfg)
+    cfg = replace(cfg, **plain)
+    plain |= _numbers(cfg)
+    plain |= _combinations(cfg)
+    _inputs(cfg)
+    _outputs(cfg)
+    return replace(cfg, **plain)
+
+
+def _plain_fields(cfg: TrainConfig) -> dict[str, object]:
+    """The path, str and bool fields with the types argparse gives the CLI's (a library caller's may lack them):
+    returns the paths as str."""
     # a library caller's fields are not typed by argparse either: dataset=5 was an AttributeError, a Path
     # --resume too, and a Path elsewhere went into the state's config, which --resume (weights_only) could not
     # read back; overwrite="no" is true. Paths become str; the rest must have their type
@@ -355,9 +367,14 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     for name in ("checkpoint_layers", "progress", "overwrite"):
         if not isinstance(getattr(cfg, name), bool):
             raise UserError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
-    cfg = replace(cfg, **plain)
     if cfg.condition not in ("sender", "zero"):
         raise UserError(f"--condition must be sender or zero, got {cfg.condition!r}")
+    return plain
+
+
+def _numbers(cfg: TrainConfig) -> dict[str, object]:
+    """The ints and floats in range, before the load that their errors followed: returns them plain (numpy's too)."""
+    plain: dict[str, object] = {}
     # a library caller's TrainConfig is not typed by argparse: steps=2.5 ran 3 steps, eval_every=1.5
     # recorded at step 3 only, batch_size=2.5 and seed=1.5 were torch's or Python's TypeError once
     # the backbone had loaded; numpy numbers (seed np.int64 was torch's TypeError) are taken as
@@ -383,13 +400,23 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 and v <= torch.finfo(torch.float32).max and (v >= low if inclusive else v > low)):
             raise UserError(f"--{name} must be a finite float32 number {'>=' if inclusive else '>'} {low:g}, got {v!r}")
         plain[name] = float(v)
+    return plain
+
+
+def _combinations(cfg: TrainConfig) -> dict[str, object]:
+    """The dtype, pg_arch and the flags that exclude each other, before the load: returns pg_arch checked."""
     if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
         raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    plain["pg_arch"] = check_pg_arch(cfg.pg_arch)  # None: no overrides (it was an AttributeError after the load)
+    pg_arch = check_pg_arch(cfg.pg_arch)  # None: no overrides (it was an AttributeError after the load)
     if cfg.resume and cfg.init != "random":  # the resumed run's generator is what continues
         raise UserError("pass either --resume or --init, not both (a resume continues its own generator)")
     if cfg.pg_arch and cfg.init != "random":
         raise UserError("--pg_arch applies to --init random only (a checkpoint carries its own)")
+    return {"pg_arch": pg_arch}
+
+
+def _inputs(cfg: TrainConfig) -> None:
+    """What the run reads (--init's checkpoint, --resume's state, the dataset's style, the device), there now."""
     if cfg.init != "random" and Path(cfg.init).is_dir():  # "no such checkpoint" of a folder that is there
         raise UserError(f"--init {cfg.init} is a directory: pass the checkpoint file in it (or 'random')")
     if cfg.init != "random" and not Path(cfg.init).is_file():
@@ -401,6 +428,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--resume {cfg.resume}: no training state {_state_path(cfg.resume).name} beside it")
     prompts.resolve_style(cfg.dataset)
     resolve_device(cfg.device)
+
+
+def _outputs(cfg: TrainConfig) -> None:
+    """--out and its state sidecar writable and no earlier run's: the first save comes only steps into the run."""
     # --init too: with --overwrite, the first save replaced the checkpoint the run started from; and
     # the backbone's files (`model/model.safetensors --overwrite` wrote the checkpoint over its weights,
     # and without --overwrite it was refused as "an earlier run's", offering --overwrite)
@@ -414,7 +445,6 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         if held is not None:  # a rerun with other flags replaced a trained checkpoint at its first save
             raise UserError(f"--out {cfg.out}: {held.name} exists (an earlier run's): pass --overwrite to replace "
                             f"it, or --resume {cfg.out} to continue that run")
-    return replace(cfg, **plain)
 
 
 def load_state(path: Path) -> dict:
