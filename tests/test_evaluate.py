@@ -139,12 +139,20 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
         sandbox = [line for line in (tmp_path / "run.log").read_text().splitlines() if "code sandbox" in line]
         assert len(sandbox) == 1 and sandbox[0].count("code sandbox") == 1, sandbox
     # the log names the data as the results do (it said "on humaneval" for the HumanEval+ file)
-    label = {"humanevalplus": "humaneval+", "mbppplus": "mbpp"}.get(dataset, dataset)
+    label = {"humanevalplus": "humaneval+", "mbppplus": "mbpp+"}.get(dataset, dataset)
     assert summary["dataset_label"] == label
     assert f"oracle on {label}: " in (tmp_path / "run.log").read_text()
 
 
 # ---- on the demo model / oracle, no ../shared needed ------------------------------------
+
+def test_the_code_benchmarks_are_labelled_plus_where_their_rows_have_plus_tests():
+    from minitflow.eval.data import Sample
+    from minitflow.eval.evaluation import dataset_label
+    plus, base = Sample("Mbpp/2", "q", "", {"plus_input": [[1]]}), Sample("Mbpp/3", "q", "", {"plus_input": []})
+    assert [dataset_label(d, [base, plus]) for d in ("mbpp", "humaneval")] == ["mbpp+", "humaneval+"]
+    assert [dataset_label(d, [base]) for d in ("mbpp", "humaneval", "gsm8k")] == ["mbpp", "humaneval", "gsm8k"]
+
 
 def _box_rows(path: Path, n: int = 8, wrong: tuple[int, ...] = (1, 4, 6)) -> Path:
     """gsm8k-format rows the demo model answers right (the facts are in the question); the

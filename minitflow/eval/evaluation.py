@@ -69,9 +69,11 @@ def device_label(args: argparse.Namespace) -> str | None:
 
 
 def dataset_label(dataset: str, samples) -> str:
-    """The report's column: humaneval splits into HumanEval and HumanEval+ (the file with plus tests)."""
-    if dataset == "humaneval":
-        return "humaneval+" if any(s.meta.get("plus_input") for s in samples) else "humaneval"
+    """The report's column: humaneval+ and mbpp+ where the file has plus tests (evalplus'), which the
+    sandbox runs beside the base ones (MBPP+ was "mbpp" beside "humaneval+"); HumanEval's own file,
+    or MBPP rows without plus tests, keep the plain name."""
+    if dataset in ("humaneval", "mbpp"):
+        return dataset + "+" if any(s.meta.get("plus_input") for s in samples) else dataset
     return dataset
 
 
