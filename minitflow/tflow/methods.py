@@ -416,6 +416,73 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     and `generator_piece`, the parameter tokens each generator stage takes at once (default
     generator.PIECE_TOKENS; None: all, the most memory).
     """
+    run = _run_inputs(method, questions, style, sampling, generator, batch_size, sender_questions, seeds,
+                      refill_share, labels, samples, kwargs)
+    n, samples = len(run.questions), run.samples
+    # the whole run holds the engine: another thread's generate() waits for it (latentmas' senders run the
+    # model beside the engine, and a step() between this run's would take its requests)
+    with llm.engine.lock:
+        if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
+            raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
+                            "run_method whose on_result called this one): step() them to the end first")
+        sq = run.sender_questions if run.sender_questions is not None else run.questions
+        for name, texts in (("question", run.questions), ("sender question", sq)):
+            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+            if bad is not None:  # else an error (latentmas: a TypeError) when its turn came, mid-run
+                hint = ": pass [s.question for s in samples]" if hasattr(texts[bad], "question") else ""
+                raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
+        if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
+            kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], n)
+        items = [(i, j) for i in range(n) for j in range(samples)]  # item i * samples + j
+        item_labels = [run.labels[i] + (f" (sample {j})" if samples > 1 else "") for i, j in items]
+        # every method: latentmas' realign without a latent step too (run_latentmas takes it, as the official code)
+        validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
+                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")),
+                         handover_at_zero=bool(kwargs.get("handover_at_zero")))
+        if method == "latentmas":
+            options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
+            return _latentmas_samples(llm, run.questions, run.style, run.per_q, run.seeds, run.batch_size, on_result,
+                                      run.sender_questions, run.share, run.labels, samples, options)
+        _check_positions(method, llm, run.style, run.questions, sq, run.per_q, run.labels,
+                         kwargs.get("sender_max_new_tokens"))
+        pipeline = _PIPELINES[method](llm, run.style, run.batch_size, **_extra(method, generator, kwargs))
+        qs = [_Question(i, run.questions[i], sq[i], replace(run.per_q[i], seed=sample_seed(run.seeds[i], j)),
+                        label=label, sample=j) for (i, j), label in zip(items, item_labels)]
+        for q in qs:
+            if method == "tflow" and q.sample:
+                qs[q.index * samples].followers.append(q)
+
+        def start(group: list[int]) -> None:
+            for i in group:
+                for q in qs[i * samples:(i + 1) * samples]:  # sample 0 first: tflow's followers wait on it
+                    q.start_t = time.perf_counter()
+                    pipeline.start(q)
+
+        with torch.inference_mode(), _aborting(llm):
+            return stream_window(n, run.batch_size, start,
+                                 lambda: [(q.index * samples + q.sample, pipeline.result(q))
+                                          for q in pipeline.advance(pipeline.step())],
+                                 refill_share=run.share, on_result=on_result, samples=samples)
+
+
+@dataclass(frozen=True)
+class _RunInputs:
+    """run_method's arguments checked and normalised: one entry per question in each list."""
+    style: str
+    questions: list  # strings checked under the engine's lock: a run in flight is the first error
+    sender_questions: list | None
+    per_q: list[SamplingParams]
+    seeds: list[int]
+    labels: list[str]
+    batch_size: int
+    samples: int
+    share: float
+
+
+def _run_inputs(method: str, questions, style: str, sampling, generator, batch_size, sender_questions, seeds,
+                refill_share, labels, samples, kwargs: dict) -> _RunInputs:
+    """run_method's checks of its arguments that need no engine, apart so that the run reads on its own;
+    those that need the engine (requests in flight first, then the texts and options) follow under its lock."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     unknown = sorted(set(kwargs) - set(OPTIONS))
@@ -453,49 +520,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     labels = [str(x) for x in labels] if labels is not None else [f"question {i}" for i in range(len(questions))]
     if len(labels) != len(questions):
         raise UserError(f"{len(labels)} labels for {len(questions)} questions")
-    # the whole run holds the engine: another thread's generate() waits for it (latentmas' senders run the
-    # model beside the engine, and a step() between this run's would take its requests)
-    with llm.engine.lock:
-        if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
-            raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
-                            "run_method whose on_result called this one): step() them to the end first")
-        sq = list(sender_questions) if sender_questions is not None else questions
-        for name, texts in (("question", questions), ("sender question", sq)):
-            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-            if bad is not None:  # else an error (latentmas: a TypeError) when its turn came, mid-run
-                hint = ": pass [s.question for s in samples]" if hasattr(texts[bad], "question") else ""
-                raise UserError(f"{name} {bad} is not a string but a {type(texts[bad]).__name__}{hint}")
-        if method == "textmas" and kwargs.get("sender_max_new_tokens") is not None:
-            kwargs["sender_max_new_tokens"] = _sender_limits(kwargs["sender_max_new_tokens"], len(questions))
-        items = [(i, j) for i in range(len(questions)) for j in range(samples)]  # item i * samples + j
-        item_labels = [labels[i] + (f" (sample {j})" if samples > 1 else "") for i, j in items]
-        # every method: latentmas' realign without a latent step too (run_latentmas takes it, as the official code)
-        validate_options(method, **{k: kwargs.get(k) for k in ("latent_steps", "topology")},
-                         realign=bool(kwargs.get("realign")), think=bool(kwargs.get("think")),
-                         handover_at_zero=bool(kwargs.get("handover_at_zero")))
-        if method == "latentmas":
-            options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
-            return _latentmas_samples(llm, questions, style, per_q, seeds, batch_size, on_result, sender_questions,
-                                      share, labels, samples, options)
-        _check_positions(method, llm, style, questions, sq, per_q, labels, kwargs.get("sender_max_new_tokens"))
-        pipeline = _PIPELINES[method](llm, style, batch_size, **_extra(method, generator, kwargs))
-        qs = [_Question(i, questions[i], sq[i], replace(per_q[i], seed=sample_seed(seeds[i], j)), label=label,
-                        sample=j) for (i, j), label in zip(items, item_labels)]
-        for q in qs:
-            if method == "tflow" and q.sample:
-                qs[q.index * samples].followers.append(q)
-
-        def start(group: list[int]) -> None:
-            for i in group:
-                for q in qs[i * samples:(i + 1) * samples]:  # sample 0 first: tflow's followers wait on it
-                    q.start_t = time.perf_counter()
-                    pipeline.start(q)
-
-        with torch.inference_mode(), _aborting(llm):
-            return stream_window(len(questions), batch_size, start,
-                                 lambda: [(q.index * samples + q.sample, pipeline.result(q))
-                                          for q in pipeline.advance(pipeline.step())],
-                                 refill_share=share, on_result=on_result, samples=samples)
+    return _RunInputs(style, questions, sender_questions, per_q, seeds, labels, batch_size, samples, share)
 
 
 def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[SamplingParams], seeds: list[int],
