@@ -452,3 +452,42 @@ def test_latentmas_samples_at_zero_latent_steps(parts):  # noqa: F811
     for slots, batch, cache in ((1, 1, 0), (4, 2, 1 << 24)):
         res = run_method("latentmas", llm(slots, cache), qs, sampling=sp, samples=K, batch_size=batch)
         assert [_out(r) for r in res] == alone and [r.sample for r in res] == [0, 1, 2] * 2
+
+
+@pytest.mark.parametrize("method", ["baseline", "tflow", "textmas", "latentmas"])
+def test_keep_results_false_hands_each_output_to_on_result_and_holds_none(model, generator, parts, method):  # noqa: F811
+    """evaluate's run: thousands of outputs (~90 KiB each at 2,048 tokens) were all held until the
+    run returned. With keep_results=False each goes to on_result only: the same outputs, [] back,
+    and none alive past the engine step that finished it (at most the window's 2 x 2 outputs)."""
+    import gc
+    import weakref
+    rng = random.Random(11)
+    qs = [" ".join(rng.choice("apple seven train clips friends April".split()) for _ in range(rng.randint(1, 8)))
+          for _ in range(7)]
+    sps = [SamplingParams(max_new_tokens=rng.randint(2, 6), temperature=1.0, top_p=0.95, seed=i) for i in range(7)]
+    if method == "latentmas":
+        lm_model, tok = parts
+
+        def llm():
+            return LLM(lm_model, tok, eos_token_ids=EOS, num_slots=4)
+    else:
+        def llm():
+            return _llm(model, 4)
+    opts = {"latentmas": dict(latent_steps=2), "textmas": dict(sender_max_new_tokens=3)}.get(method, {})
+    want = run_method(method, llm(), qs, sampling=sps, generator=generator, samples=2, batch_size=2, **opts)
+    got, alive, refs = [], [], []
+
+    def on_result(i, r):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in refs))
+        refs.append(weakref.ref(r))
+        got.append((i, r.sample, _out(r)))
+
+    assert run_method(method, llm(), qs, sampling=sps, generator=generator, samples=2, batch_size=2,
+                      on_result=on_result, keep_results=False, **opts) == []
+    assert sorted(got) == sorted((i // 2, r.sample, _out(r)) for i, r in enumerate(want))
+    assert len(alive) == 14 and max(alive) < 4, alive
+    for bad, match in (("no", "keep_results must be True or False, got 'no'"),
+                       (False, "keep_results=False hands each result to on_result only, and none is given")):
+        with pytest.raises(UserError, match=match):
+            run_method(method, llm(), qs, sampling=sps, generator=generator, keep_results=bad, **opts)

@@ -70,7 +70,7 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_refill_share, check_samples,
+from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_keep, check_refill_share, check_samples,
                                     sample_seed, stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
@@ -477,7 +477,7 @@ def run_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampling
 @torch.inference_mode()
 def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
                      latent_steps: int, on_result=None, refill_share: float = REFILL_SHARE["latentmas"],
-                     samples: int = 1, **options) -> list[MethodResult]:
+                     samples: int = 1, keep_results: bool = True, **options) -> list[MethodResult]:
     """LatentMAS with up to `window` questions in flight and no batch barrier: each judger is
     an engine request that ends on its own, and a group of new questions runs its senders (in
     lockstep) once `refill_share` of the window is free (stream.stream_window). A question's
@@ -486,15 +486,18 @@ def stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Sampl
     question, `timings` hold its group's sender stages and `total_s` from its group's start.
     `samples` K: K judgers per question on copies of one run of its senders' KV (the latent stage
     does not sample), judger j seeded sample_seed(sps[i].seed, j); results question-major, K per
-    question (as stream_window's `samples`), `window` counting questions."""
+    question (as stream_window's `samples`), `window` counting questions. `keep_results=False`:
+    results go to on_result only, and the return is []."""
     window, refill_share, samples = check_int(window, "window"), check_refill_share(refill_share), check_samples(samples)
+    keep_results = check_keep(keep_results, on_result)
     with llm.engine.lock:  # the senders run the model beside the engine: another thread's calls wait for the run
         return _stream_latentmas(llm, questions, style, sps, window=window, latent_steps=latent_steps,
-                                 on_result=on_result, refill_share=refill_share, samples=samples, **options)
+                                 on_result=on_result, refill_share=refill_share, samples=samples,
+                                 keep_results=keep_results, **options)
 
 
 def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[SamplingParams], *, window: int,
-                      latent_steps: int, on_result, refill_share: float, samples: int,
+                      latent_steps: int, on_result, refill_share: float, samples: int, keep_results: bool,
                       **options) -> list[MethodResult]:
     if llm.engine.in_flight():  # step() would hand it another's request: a bare StopIteration, judgers left behind
         raise UserError("stream_latentmas needs the LLM to itself, and requests are in flight (add_request): "
@@ -526,7 +529,7 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
 
     try:
         return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result,
-                             samples=samples)
+                             samples=samples, keep=keep_results)
     except BaseException:  # an error in on_result, Ctrl-C: no judger of this run stays in the engine
         llm.engine.abort_all()
         raise

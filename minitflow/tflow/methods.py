@@ -38,8 +38,8 @@ from minitflow.tflow.condition import generator_factors, sender_prompt, sender_r
 from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
-from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_refill_share, check_samples,
-                                    sample_seed, stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_keep, check_refill_share,
+                                    check_samples, sample_seed, stream_window)
 
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
@@ -380,7 +380,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
                batch_size: int = 8, sender_questions: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, on_result: Callable[[int, MethodResult], None] | None = None,
                refill_share: float | None = None, labels: Sequence[str] | None = None, samples: int = 1,
-               **kwargs) -> list[MethodResult]:
+               keep_results: bool = True, **kwargs) -> list[MethodResult]:
     """Run `method` on every question with at most `batch_size` questions in flight (the
     engine's slots bound the requests running at once); results in input order.
 
@@ -405,7 +405,9 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     run holds the engine (Engine.lock): it may use this LLM, but must not wait for another
     thread's use of it (or of another LLM on the same model), which waits for the run.
     `labels[i]` names question i in an error raised mid-run (evaluate passes sample ids;
-    default "question i").
+    default "question i"). `keep_results=False` (needs on_result): results go to on_result only
+    and the return is [], so a run of thousands of outputs (evaluate's) holds what is in flight,
+    not what it has done (~90 KiB a 2,048-token output).
     `refill_share`: new questions start once this share of the `batch_size` window is free,
     together (their prefills and generator calls batched), instead of as each place frees (0);
     default REFILL_SHARE[method]. It changes the throughput only, never a question's output.
@@ -418,7 +420,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     """
     run = _run_inputs(method, questions, style, sampling, generator, batch_size, sender_questions, seeds,
                       refill_share, labels, samples, kwargs)
-    n, samples = len(run.questions), run.samples
+    n, samples, keep = len(run.questions), run.samples, check_keep(keep_results, on_result)
     # the whole run holds the engine: another thread's generate() waits for it (latentmas' senders run the
     # model beside the engine, and a step() between this run's would take its requests)
     with llm.engine.lock:
@@ -442,7 +444,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
         if method == "latentmas":
             options = {"latent_steps": 0, **{k: v for k, v in kwargs.items() if v is not None and k in LATENT_OPTIONS}}
             return _latentmas_samples(llm, run.questions, run.style, run.per_q, run.seeds, run.batch_size, on_result,
-                                      run.sender_questions, run.share, run.labels, samples, options)
+                                      run.sender_questions, run.share, run.labels, samples, keep, options)
         _check_positions(method, llm, run.style, run.questions, sq, run.per_q, run.labels,
                          kwargs.get("sender_max_new_tokens"))
         pipeline = _PIPELINES[method](llm, run.style, run.batch_size, **_extra(method, generator, kwargs))
@@ -462,7 +464,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
             return stream_window(n, run.batch_size, start,
                                  lambda: [(q.index * samples + q.sample, pipeline.result(q))
                                           for q in pipeline.advance(pipeline.step())],
-                                 refill_share=run.share, on_result=on_result, samples=samples)
+                                 refill_share=run.share, on_result=on_result, samples=samples, keep=keep)
 
 
 @dataclass(frozen=True)
@@ -525,13 +527,13 @@ def _run_inputs(method: str, questions, style: str, sampling, generator, batch_s
 
 def _latentmas_samples(llm: LLM, questions: list[str], style: str, per_q: list[SamplingParams], seeds: list[int],
                        batch_size: int, on_result, sender_questions: Sequence[str] | None, share: float,
-                       labels: list[str], samples: int, options: dict) -> list[MethodResult]:
+                       labels: list[str], samples: int, keep: bool, options: dict) -> list[MethodResult]:
     """latentmas through its stream: `samples` judgers per question on one run of its senders
     (their latent stage does not sample), batch_size questions in flight."""
     with _aborting(llm):
         return stream_latentmas(llm, questions, style, [replace(sp, seed=s) for sp, s in zip(per_q, seeds)],
                                 window=batch_size, on_result=on_result, refill_share=share, labels=labels,
-                                samples=samples, sender_questions=sender_questions, **options)
+                                samples=samples, keep_results=keep, sender_questions=sender_questions, **options)
 
 
 class _aborting:

@@ -119,10 +119,19 @@ class MethodResult:
         }
 
 
+def check_keep(keep_results: object, on_result: object) -> bool:
+    """keep_results is a bool, and False needs on_result: results would go nowhere."""
+    if keep_results not in (True, False):  # "no" is truthy: results kept
+        raise UserError(f"keep_results must be True or False, got {keep_results!r}")
+    if not keep_results and on_result is None:
+        raise UserError("keep_results=False hands each result to on_result only, and none is given: pass on_result")
+    return bool(keep_results)
+
+
 def stream_window(count: int, window: int, start: Callable[[list[int]], None],
                   step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
                   on_result: Callable[[int, MethodResult], None] | None = None,
-                  samples: int = 1) -> list[MethodResult]:
+                  samples: int = 1, keep: bool = True) -> list[MethodResult]:
     """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
     queues a group of new questions once `refill_share` of the window is free (at least one
     place; or nothing runs, or every remaining question fits); `step()` runs one engine step
@@ -130,7 +139,8 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
     with the run's wall time per question; `on_result(i, result)` as each finishes.
     With `samples` K a question has K outputs: step() names output j of question i as
     i * K + j, a question leaves the window once its K are in, on_result gets i, and the
-    results are question-major (K per question)."""
+    results are question-major (K per question). `keep=False`: results go to on_result only and
+    none is returned (a long evaluation holds what is in flight, not what it has done)."""
     refill = max(1, math.ceil(refill_share * window))
     todo = deque(range(count))
     results: dict[int, MethodResult] = {}
@@ -144,7 +154,8 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
             start(group)
             live += len(group)
         for item, result in step():
-            results[item] = result
+            if keep:
+                results[item] = result
             i = item // samples
             left[i] -= 1
             live -= not left[i]
@@ -153,4 +164,4 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
     wall = (time.perf_counter() - t0) / count
     for r in results.values():
         r.wall_s_per_question = wall
-    return [results[i] for i in range(count * samples)]
+    return [results[i] for i in range(count * samples)] if keep else []
