@@ -330,6 +330,26 @@ def test_second_process_on_one_folder_refuses(tmp_path, capsys):
     assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
 
 
+def test_the_folder_stays_held_until_the_results_are_written(tmp_path, monkeypatch):
+    """The rank's lock is held by being referenced (closed, it frees the folder): the run, in phases,
+    keeps it until its results are written, and lets it go when it returns."""
+    import gc
+    from minitflow.eval import evaluation
+    from minitflow.eval.ranks import lock_path
+    from minitflow.files import lock_held
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    written, held = evaluation.write_json, []
+
+    def write_json(path, obj):
+        gc.collect()  # a lock no longer referenced is closed here, even inside a cycle
+        held.append((path.name, lock_held(lock_path(out, "oracle", 0))))
+        written(path, obj)
+    monkeypatch.setattr(evaluation, "write_json", write_json)
+    assert run_cli(main, ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]) == 0
+    assert held == [("oracle_results.json", True)]
+    assert not lock_held(lock_path(out, "oracle", 0))
+
+
 def test_an_output_dir_without_flock_is_one_line(tmp_path, capsys, monkeypatch):
     """Lustre mounted without -o flock (and some NFS) fails flock() with ENOSYS / ENOLCK: evaluate
     ended in a traceback; now one line naming the lock and the fix, exit 2."""

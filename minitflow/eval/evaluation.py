@@ -9,11 +9,12 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
-from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
-                           model_and_checkpoint, model_dir_for, plan_load, sampling_from)
+from minitflow.cli import (LoadPlan, check_model_args, check_n_samples, check_questions_fit, load_for,
+                           method_options, model_and_checkpoint, model_dir_for, plan_load, sampling_from)
 from minitflow.engine.llm import resolve_device, resolve_dtype
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError
@@ -199,14 +200,34 @@ def _summary(args: argparse.Namespace, dataset: str, label: str, n_questions: in
     return summary
 
 
+@dataclass(frozen=True)
+class _RunPlan:
+    """What _plan_run checked and read before the folder is claimed, for the run that claims it."""
+    dataset: str
+    samples: list  # eval.data.Sample
+    ids: list[str]
+    model_dir: Path | None  # None: oracle, which runs no model
+    sampling: SamplingParams | None
+    settings: dict
+    plan: LoadPlan | None  # None: nothing left to run before the claim, or no model
+    fits: list[tuple[int, int]] | None  # check_questions_fit's, with a model
+
+
 def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...],
               settled: Callable[[], None]) -> dict | None:
     """One rank's run. `settled` is called once no rank of this launch will wait on this one (a rank
     r > 0 that wrote its rows, having joined; rank 0 once every rank joined a complete merge): a
     clean run leaves no heartbeat behind. Other ends keep it: a late rank may still read it."""
+    run = _plan_run(args, rank, size, given)
+    # the lock is held while it is referenced (closing it frees the folder): here, until the run has ended
+    lock, out_dir, mine, label, k = _run_share(args, rank, size, run)
+    return _finish(args, rank, size, settled, run, out_dir, mine, label, k)
+
+
+def _plan_run(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...]) -> _RunPlan:
+    """Every check and read that may refuse the run, before its folder is made or claimed: a refused
+    run leaves no folder, lock, settings or log behind."""
     from minitflow.eval.data import load_samples
-    from minitflow.eval.scoring import oracle_prediction
-    from minitflow.tflow.methods import SEEDS, run_method
 
     dataset = _check_flags(args, size, given)
     # the samples and the folder's path before the model (a hub id is downloaded: a mistyped --data_file
@@ -241,38 +262,49 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
             plan = plan_load(args, model_dir, positions=[fits[i] for i, _ in left for _ in range(args.n_samples)])
         # nothing left (a finished run merged or summarised again): the weights are never read, so they
         # need not be there; the settings are still compared, from the model's config and tokenizer
+    return _RunPlan(dataset, samples, ids, model_dir, sampling, settings, plan,
+                    fits if model_dir is not None else None)
+
+
+def _run_share(args: argparse.Namespace, rank: int, size: int,
+               run: _RunPlan) -> tuple[IO[str], Path, list[tuple[int, object]], str, int]:
+    """Claim the folder and run this rank's share into its partial file. Returns the lock with the rest:
+    the caller keeps it referenced, so the folder stays held until the results are written."""
+    from minitflow.eval.scoring import oracle_prediction
+    from minitflow.tflow.methods import SEEDS, run_method
+
     out_dir = check_output_dir(args.output_dir, "--output_dir")
-    lock = claim_folder(out_dir, args.method, settings, args.overwrite, rank, size)  # noqa: F841 (held)
+    lock = claim_folder(out_dir, args.method, run.settings, args.overwrite, rank, size)  # held while referenced: _evaluate keeps it
     _setup_logging(out_dir, rank)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
     start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
     done = read_finished(out_dir, args.method)
-    mine = remaining(samples, done, rank, size)
-    label = dataset_label(dataset, samples)  # humaneval+ where the file has the plus tests
-    log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, label, len(samples),
-             len(done.keys() & set(ids)), len(mine), rank, size)
-    if dataset in ("humaneval", "mbpp"):
+    mine = remaining(run.samples, done, rank, size)
+    label = dataset_label(run.dataset, run.samples)  # humaneval+ where the file has the plus tests
+    log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, label, len(run.samples),
+             len(done.keys() & set(run.ids)), len(mine), rank, size)
+    if run.dataset in ("humaneval", "mbpp"):
         from minitflow.eval.sandbox import isolation_summary
         log.info("%s", isolation_summary())  # it begins "code sandbox: "
     llm = generator = None
     if args.method != "oracle" and mine:
         # the memory check sizes the KV cache from this rank's remaining samples, in the order they run
         # no plan where nothing was left before the claim and the claimed folder left some: planned here
-        llm, generator, _, _ = load_for(args, plan or plan_load(args, model_dir),
-                                        positions=[fits[i] for i, _ in mine for _ in range(args.n_samples)])
+        llm, generator, _, _ = load_for(args, run.plan or plan_load(args, run.model_dir),
+                                        positions=[run.fits[i] for i, _ in mine for _ in range(args.n_samples)])
     k = args.n_samples
-    scorer = BackgroundScorer(dataset, part, correct=sum(done[i]["n_correct"] if k > 1 else bool(done[i]["correct"])
-                                                         for i in ids if i in done),
-                              seen=k * sum(i in done for i in ids), show=rank == 0 and bool(mine),
+    scorer = BackgroundScorer(run.dataset, part, correct=sum(done[i]["n_correct"] if k > 1 else bool(done[i]["correct"])
+                                                             for i in run.ids if i in done),
+                              seen=k * sum(i in done for i in run.ids), show=rank == 0 and bool(mine),
                               label=f"{args.method}/{label}", total=k * len(mine), n_samples=k)
     try:
         if args.method == "oracle":
             for _, s in mine:
-                scorer.put(s, oracle_prediction(dataset, s), {})
+                scorer.put(s, oracle_prediction(run.dataset, s), {})
         elif mine:
             index = [i for i, _ in mine]
             chunk = [s for _, s in mine]
-            run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=sampling,
+            run_method(args.method, llm, [s.question for s in chunk], style=args.dataset, sampling=run.sampling,
                        generator=generator, batch_size=args.batch_size, refill_share=args.refill_share,
                        seeds=[(args.seed + i) % SEEDS for i in index],  # same sample, same seed, any sharding
                        labels=[s.id for s in chunk],  # an error mid-run names the sample
@@ -283,15 +315,22 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
         raise
     finally:
         scorer.close()
+    return lock, out_dir, mine, label, k
+
+
+def _finish(args: argparse.Namespace, rank: int, size: int, settled: Callable[[], None], run: _RunPlan,
+            out_dir: Path, mine: list[tuple[int, object]], label: str, k: int) -> dict | None:
+    """Rank r > 0 is done once its rows are written; rank 0 merges every rank's rows and writes
+    the results, still holding the folder."""
     if rank != 0:  # rank 0 knows this rank is done from its lock (free, "joined"), not from its heartbeat
         log.info("rank %d done: %d samples", rank, len(mine))
         settled()
         return None
-    done = (wait_for_ranks(out_dir, args.method, ids, args.merge_timeout, size=size) if size > 1
+    done = (wait_for_ranks(out_dir, args.method, run.ids, args.merge_timeout, size=size) if size > 1
             else read_finished(out_dir, args.method))
-    rows = [done[i] for i in ids if i in done]
-    summary = _summary(args, dataset, label, len(samples), rows, rank_wall_times(out_dir, args.method, ids),
-                       settings, size)
+    rows = [done[i] for i in run.ids if i in done]
+    summary = _summary(args, run.dataset, label, len(run.samples), rows,
+                       rank_wall_times(out_dir, args.method, run.ids), run.settings, size)
     write_json(out_dir / f"{args.method}_results.json", {"summary": summary, "samples": rows})
     if size > 1 and summary["complete"] and wait_for_ranks_to_join(out_dir, args.method, size):  # (incomplete: a rank died)
         settled()
