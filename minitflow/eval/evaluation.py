@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 from minitflow.cli import (LoadPlan, check_model_args, check_n_samples, check_questions_fit, load_for,
                            method_options, model_and_checkpoint, model_dir_for, plan_load, sampling_from)
@@ -219,9 +219,11 @@ def _evaluate(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
     r > 0 that wrote its rows, having joined; rank 0 once every rank joined a complete merge): a
     clean run leaves no heartbeat behind. Other ends keep it: a late rank may still read it."""
     run = _plan_run(args, rank, size, given)
-    # the lock is held while it is referenced (closing it frees the folder): here, until the run has ended
-    lock, out_dir, mine, label, k = _run_share(args, rank, size, run)
-    return _finish(args, rank, size, settled, run, out_dir, mine, label, k)
+    out_dir = check_output_dir(args.output_dir, "--output_dir")
+    # held while referenced (closing it frees the folder): until this returns, the results written
+    lock = claim_folder(out_dir, args.method, run.settings, args.overwrite, rank, size)  # noqa: F841
+    mine, label = _run_share(args, rank, size, run, out_dir)
+    return _finish(args, rank, size, settled, run, out_dir, mine, label)
 
 
 def _plan_run(args: argparse.Namespace, rank: int, size: int, given: tuple[str, ...]) -> _RunPlan:
@@ -266,15 +268,13 @@ def _plan_run(args: argparse.Namespace, rank: int, size: int, given: tuple[str, 
                     fits if model_dir is not None else None)
 
 
-def _run_share(args: argparse.Namespace, rank: int, size: int,
-               run: _RunPlan) -> tuple[IO[str], Path, list[tuple[int, object]], str, int]:
-    """Claim the folder and run this rank's share into its partial file. Returns the lock with the rest:
-    the caller keeps it referenced, so the folder stays held until the results are written."""
+def _run_share(args: argparse.Namespace, rank: int, size: int, run: _RunPlan,
+               out_dir: Path) -> tuple[list[tuple[int, object]], str]:
+    """Run this rank's share of the claimed folder into its partial file: (the samples it ran, the
+    dataset's label)."""
     from minitflow.eval.scoring import oracle_prediction
     from minitflow.tflow.methods import SEEDS, run_method
 
-    out_dir = check_output_dir(args.output_dir, "--output_dir")
-    lock = claim_folder(out_dir, args.method, run.settings, args.overwrite, rank, size)  # held while referenced: _evaluate keeps it
     _setup_logging(out_dir, rank)
     part = out_dir / f"{args.method}_partial.rank{rank}.jsonl"
     start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
@@ -309,17 +309,18 @@ def _run_share(args: argparse.Namespace, rank: int, size: int,
                        seeds=[(args.seed + i) % SEEDS for i in index],  # same sample, same seed, any sharding
                        labels=[s.id for s in chunk],  # an error mid-run names the sample
                        on_result=lambda q, r: scorer.put(chunk[q], r.answer, r.metadata(), r.sample),
+                       keep_results=False,  # each output goes to the scorer: the run holds what is in flight
                        **({"samples": k} if k > 1 else {}), **method_options(args))
     except KeyboardInterrupt:
         scorer.cancel()
         raise
     finally:
         scorer.close()
-    return lock, out_dir, mine, label, k
+    return mine, label
 
 
 def _finish(args: argparse.Namespace, rank: int, size: int, settled: Callable[[], None], run: _RunPlan,
-            out_dir: Path, mine: list[tuple[int, object]], label: str, k: int) -> dict | None:
+            out_dir: Path, mine: list[tuple[int, object]], label: str) -> dict | None:
     """Rank r > 0 is done once its rows are written; rank 0 merges every rank's rows and writes
     the results, still holding the folder."""
     if rank != 0:  # rank 0 knows this rank is done from its lock (free, "joined"), not from its heartbeat
@@ -336,8 +337,8 @@ def _finish(args: argparse.Namespace, rank: int, size: int, settled: Callable[[]
         settled()
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], summary["n"], summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
-    if k > 1:
-        log.info("avg@%d %.4f; %s", k, summary["accuracy"],
+    if args.n_samples > 1:
+        log.info("avg@%d %.4f; %s", args.n_samples, summary["accuracy"],
                  ", ".join([f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()]
                            + [f"maj@{j} {v:.4f}" for j, v in summary.get("maj_at_k", {}).items()]))
     return summary
