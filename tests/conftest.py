@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random Qwen3 checkpoints written by transformers, and ../shared paths."""
+"""Shared fixtures: tiny random Qwen3 checkpoints (written by transformers, by helpers.write_tiny_qwen3 or
+by the demo's builders), the models and generator loaded from them, and ../shared paths."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import DEMO, EOS, write_tiny_qwen3
+from minitflow import demo
+from minitflow.engine.llm import LLM
+from minitflow.model.tokenizer import Tokenizer
+from minitflow.model.weights import load_model
+from minitflow.tflow.checkpoint import arch_for, random_generator
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "reference" / "golden-small"
@@ -84,3 +92,59 @@ def sharp_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("sharp")
     make_tiny_qwen3(d, scale=SHARP)
     return d
+
+
+# The sharp model and a random generator whose LoRA changes its tokens (the request-pipeline fuzzers).
+@pytest.fixture(scope="module")
+def model(sharp_dir):
+    return load_model(sharp_dir, torch.float32, "cpu")
+
+
+@pytest.fixture(scope="module")
+def generator(model):
+    """A random generator whose LoRA matters: the output projections 30x, without their bias (a
+    bias would give every question the same factors), and its cross-attention's queries and keys
+    3x (near-uniform attention over the condition barely saw a row moved by one position)."""
+    gen = random_generator(model.cfg, seed=3, arch=arch_for(model.cfg, dict(d_model=64, head_dim=16, output_dim=16,
+                                                                            token_dim=16))).eval()
+    with torch.no_grad():
+        for proj in (gen.parameter_generator.model.proj_out_A, gen.parameter_generator.model.proj_out_B):
+            proj.weight.mul_(30)
+            proj.bias.zero_()
+        for block in gen.parameter_generator.model.blocks:
+            block.self_attn_cross.W_q.weight.mul_(3)
+            block.self_attn_cross.W_k.weight.mul_(3)
+    return gen
+
+
+# LatentMAS' tiny untied model on the demo's 1,024-token tokenizer, and that tokenizer.
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> tuple:
+    d = write_tiny_qwen3(tmp_path_factory.mktemp("latentmas-fuzz"), DEMO, tie=False, seed=3, vocab=1024,
+                         bos=1019, eos=EOS)
+    return load_model(d, torch.float32, "cpu"), Tokenizer(d)
+
+
+# The trainer's tiny model (its own byte-level tokenizer and rows to train on), and an LLM on it.
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 with the demo's byte-level tokenizer, plus train/eval rows of the demo task."""
+    d = tmp_path_factory.mktemp("tiny_train")
+    rows = demo.make_examples(40, seed=3)
+    tok = demo.build_tokenizer(demo.corpus(rows[:8]), vocab_size=400)
+    demo.write_tokenizer(tok, d)
+    demo.write_model_config(d, tok, demo.BackboneShape(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                       num_attention_heads=4, num_key_value_heads=2, head_dim=8))
+    from minitflow.model.config import Qwen3Config
+    from minitflow.model.qwen3 import Qwen3Model
+    model = Qwen3Model(Qwen3Config.from_dir(d), 512)
+    demo.init_weights(model, std=0.1, seed=1)
+    demo.save_backbone(model, d)
+    demo.write_jsonl(rows[:32], d / "train.jsonl")
+    demo.write_jsonl(rows[32:], d / "eval.jsonl")
+    return d
+
+
+@pytest.fixture(scope="module")
+def llm(tiny) -> LLM:
+    return LLM.load(tiny, dtype="float32", device="cpu")

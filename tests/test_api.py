@@ -14,8 +14,7 @@ from minitflow.engine.request import Request, Status
 from minitflow.errors import UserError
 from minitflow.model.lora import LoraWeights
 from minitflow.model.weights import load_model
-from test_engine import _random_factors
-from test_serving import _llm, _prompts
+from helpers import _llm, _prompts, _random_factors
 
 
 @pytest.fixture(scope="module")

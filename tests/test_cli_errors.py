@@ -26,45 +26,10 @@ from minitflow.files import check_output_dir, check_output_file, replacing, writ
 from minitflow.flags import OFFICIAL_TEMPERATURE, OFFICIAL_TOP_P, add_model_args
 from minitflow.tflow import training
 from minitflow.tflow.checkpoint import load_checkpoint, save_checkpoint
+from helpers import DEMO, fails, gen_args, model_copy, no_model_load
 
-DEMO = demo_dir()
 GSM8K_ROWS = [{"question": "The red box holds 7. The blue box holds 3. The green box holds 9. "
                            "How many does the blue box hold?", "answer": "Look it up.\n#### 3"}]
-
-
-def fails(capsys, main, argv: list[str], *words: str) -> str:
-    """Run a CLI: exit 2 with exactly one `error:` line, the last on stderr, naming `words`."""
-    rc = run_cli(main, [str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
-
-
-def no_model_load(monkeypatch) -> None:
-    """Loading a model during a test that must fail first is a test failure."""
-    def boom(*a, **k):
-        raise AssertionError("a model was loaded before the bad input was refused")
-    monkeypatch.setattr(LLM, "load", classmethod(boom))
-
-
-def model_copy(tmp_path: Path) -> Path:
-    """The demo model's small files, to corrupt one at a time."""
-    d = tmp_path / "model"
-    d.mkdir()
-    for f in DEMO.iterdir():
-        if f.suffix == ".json" and f.name != "results.json":
-            shutil.copy(f, d / f.name)
-    return d
-
-
-def gen_args(*extra) -> list:
-    return ["--method", "baseline", "--question", "How many does the red box hold?", "--device", "cpu",
-            "--max_new_tokens", "2", *extra]
 
 
 def gsm8k_file(tmp_path: Path) -> Path:

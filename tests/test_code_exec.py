@@ -9,21 +9,7 @@ import pytest
 
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample
-
-
-def _add_sample(with_plus=True):
-    meta = {
-        "dataset": "humaneval", "task_id": "Toy/0", "entry_point": "add",
-        "prompt": 'from typing import List\n\n\ndef add(a: int, b: int) -> int:\n    """Add."""\n',
-        "canonical_solution": "    return a + b\n",
-        "base_input": [[1, 2], [0, 0], [-1, 5]],
-        "plus_input": [[10**6, 1], [-7, -8]] if with_plus else [],
-        "atol": 0,
-    }
-    return Sample(id="Toy/0", question=meta["prompt"], answer="", meta=meta)
-
-
-GOOD = "def add(a, b):\n    return a + b\n"
+from helpers import GOOD, _add_sample
 
 
 @pytest.mark.parametrize("code, base, plus, needle", [

@@ -13,7 +13,7 @@ import pytest
 from minitflow import demo_dir, generate
 from minitflow.errors import UserError
 from minitflow.model.config import Qwen3Config
-from test_cli_errors import fails, gen_args, model_copy, no_model_load
+from helpers import fails, gen_args, model_copy, no_model_load
 
 
 DEMO = demo_dir()

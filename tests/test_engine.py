@@ -12,8 +12,8 @@ import torch
 from conftest import GOLDEN, make_tiny_qwen3, need_shared
 from minitflow import LLM, Capture, SamplingParams, UserError, build_lora
 from minitflow.model.kv_cache import KVCache
-from minitflow.model.lora import PROJECTIONS, projection_shapes
 from minitflow.model.weights import load_model
+from helpers import _random_factors
 
 CONFIGS = {
     "tied-gqa2": dict(tie=True, heads=4, kv_heads=2),
@@ -110,14 +110,6 @@ def test_a_capture_of_all_layers_never_holds_them_twice(pair):
             alone = Capture([layer], [2, 1], [7, 5])
             model(ids, pos, None, 8, capture=alone, need_logits=False)
             assert torch.equal(cap.hidden[:, layer], alone.hidden[:, 0]), layer
-
-
-def _random_factors(cfg, batch, rank, seed):
-    g = torch.Generator().manual_seed(seed)
-    shapes = projection_shapes(cfg)
-    return {(layer, p): (torch.randn(batch, rank, shapes[p][0], generator=g) * 0.3,
-                         torch.randn(batch, shapes[p][1], rank, generator=g) * 0.3)
-            for layer in range(cfg.num_hidden_layers) for p in PROJECTIONS}
 
 
 def test_lora_equals_merged_weights_per_row_and_leaves_no_trace(pair):

@@ -17,7 +17,6 @@ The model's weights are 3x conftest's: at 1x greedy rows repeat one token, and a
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import pytest
@@ -25,12 +24,11 @@ import torch
 
 from minitflow import LLM, SamplingParams, build_lora
 from minitflow.engine import runner
-from minitflow.engine.engine import TokenRing
 from minitflow.engine.prefix_cache import BLOCK
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner
 from minitflow.model.weights import load_model
-from test_engine import _random_factors
+from helpers import LateRing, _kv_bucket, _random_factors
 from conftest import fuzz_seeds
 
 VOCAB = 150  # prompt ids below the tiny model's EOS (159) and BOS (158)
@@ -70,22 +68,6 @@ class Workload:
     blocking: list[bool]  # True: run to its end through Engine.run when it arrives
 
 
-class LateRing(TokenRing):
-    """TokenRing's CUDA behaviour on the CPU: each step's tokens are read `run_ahead` steps later
-    (at once when nothing runs), so a finished request's slot runs junk steps until the host hears."""
-
-    def __init__(self, run_ahead: int):
-        super().__init__(torch.device("cpu"), run_ahead)
-        self.run_ahead = run_ahead
-
-    def pop(self, drain: bool = False) -> list[tuple[list[Request | None], list[int]]]:
-        out = []
-        while self.pending and (drain or len(self.pending) > self.run_ahead):
-            owners, toks, _ = self.pending.popleft()
-            out.append((owners, toks))
-        return out
-
-
 def _engine(model, w: Workload, alone: bool = False) -> LLM:
     if alone:
         return LLM(model, PieceTokenizer(), eos_token_ids=w.eos, num_slots=1, prefix_cache_bytes=0,
@@ -97,15 +79,6 @@ def _engine(model, w: Workload, alone: bool = False) -> LLM:
     if w.run_ahead:
         llm.engine.ring = LateRing(w.run_ahead)
     return llm
-
-
-@contextmanager
-def _kv_bucket(size: int):
-    old, runner.KV_BUCKET = runner.KV_BUCKET, size
-    try:
-        yield
-    finally:
-        runner.KV_BUCKET = old
 
 
 def _alone(model, w: Workload) -> list[Request]:

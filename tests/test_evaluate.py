@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, SHARED, need_shared
+from helpers import _box_rows, _demo_args, _last_plan, _partial_ids
 from minitflow.errors import run_cli
 from minitflow.evaluate import main
 
@@ -56,17 +57,6 @@ def test_evaluate_writes_files_and_resumes(method, tmp_path):
     assert len(ids) == 5 and len(set(ids)) == 5  # the 3 missing computed once, the 2 done not again
     again = json.loads((tmp_path / f"{method}_results.json").read_text())["samples"]
     assert [r["prediction"] for r in again] == [r["prediction"] for r in rows]
-
-
-def _partial_ids(part: Path) -> list[str]:
-    """Ids of the complete rows of a partial file (a line cut by a crash is not one)."""
-    ids = []
-    for line in part.read_bytes().decode("utf-8").split("\n"):
-        try:
-            ids.append(json.loads(line)["id"])
-        except json.JSONDecodeError:
-            continue
-    return ids
 
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path):
@@ -154,24 +144,6 @@ def test_the_code_benchmarks_are_labelled_plus_where_their_rows_have_plus_tests(
     assert [dataset_label(d, [base]) for d in ("mbpp", "humaneval", "gsm8k")] == ["mbpp", "humaneval", "gsm8k"]
 
 
-def _box_rows(path: Path, n: int = 8, wrong: tuple[int, ...] = (1, 4, 6)) -> Path:
-    """gsm8k-format rows the demo model answers right (the facts are in the question); the
-    rows in `wrong` have a gold answer that is off by one, so they score wrong."""
-    from minitflow import demo
-    rows = []
-    for i, r in enumerate(demo.make_examples(n, seed=7)):
-        gold = int(demo.gold_value(r["answer"]))
-        gold = (gold + 1) % 10 if i in wrong else gold
-        rows.append({"question": r["sender_question"], "answer": f"Read it off.\n#### {gold}"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _demo_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--method", "baseline", "--dataset", "gsm8k", "--data_file", str(data), "--device", "cpu",
-            "--greedy", "--max_new_tokens", "8", "--batch_size", "3", "--output_dir", str(out), *extra]
-
-
 def test_two_ranks_merge_to_the_single_process_summary(tmp_path):
     """Two ranks (RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them, no process group):
     rank 0 merges by polling the rank files; the summary equals one process's."""
@@ -246,11 +218,6 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     # a longer prefix of the same rows is the same run: only the new samples are computed
     assert run_cli(main, [*args[:2], "--data_file", str(other), "--output_dir", str(out)]) == 0
     assert "6 samples, 3 already done, 3 for rank 0/1" in _last_plan(out)
-
-
-def _last_plan(out: Path) -> str:
-    """The last run's "N samples, K already done, M for rank r/w" log line."""
-    return [line for line in (out / "run.log").read_text().splitlines() if " already done, " in line][-1]
 
 
 def test_resume_with_other_sampling_is_refused(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 
 from minitflow import demo_dir, generate
 from minitflow.errors import UserError
-from test_cli_errors import fails, gen_args
+from helpers import fails, gen_args
 
 
 DEMO = demo_dir()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,60 +17,10 @@ from minitflow.errors import UserError
 from minitflow.model.tokenizer import Tokenizer
 from minitflow.model.weights import load_model
 from minitflow.tflow import latentmas as lm
+from helpers import write_tiny_qwen3
 
 FIXTURE = Path(__file__).parent / "data" / "golden-latentmas-small"
 DEMO = Path(lm.__file__).resolve().parents[1] / "data" / "demo"  # a 1,024-token tokenizer, for fast tests
-
-
-def write_tiny_qwen3(out_dir: Path, tokenizer_dir: Path, *, tie: bool, seed: int, hidden: int = 32,
-                     layers: int = 2, heads: int = 2, kv_heads: int = 1, head_dim: int = 16,
-                     intermediate: int = 80, vocab: int = 151936, bos: int = 151643,
-                     eos: tuple[int, ...] = (151645, 151643), embed: float = 1.0, head: float = 1.0,
-                     norm: float = 0.3, proj: float = 4.0) -> Path:
-    """A random Qwen3 as a HF directory (float32 safetensors), drawn from `seed` alone with
-    torch.Generator + randn in a fixed order, so the same weights come back on any machine and
-    need not be committed. Projections are scaled up (std `proj`/sqrt(fan_in)) so that the
-    prompt, the positions and the latent steps all change the greedy text."""
-    from safetensors.torch import save_file
-    out_dir.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape: int, std: float, mean: float = 0.0) -> torch.Tensor:
-        return (mean + std * torch.randn(*shape, generator=g)).float().contiguous()
-
-    q, kv = heads * head_dim, kv_heads * head_dim
-    sd = {"model.embed_tokens.weight": randn(vocab, hidden, std=embed)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        sd[p + "input_layernorm.weight"] = randn(hidden, std=norm, mean=1.0)
-        sd[p + "self_attn.q_proj.weight"] = randn(q, hidden, std=proj / hidden ** 0.5)
-        sd[p + "self_attn.k_proj.weight"] = randn(kv, hidden, std=proj / hidden ** 0.5)
-        sd[p + "self_attn.v_proj.weight"] = randn(kv, hidden, std=proj / hidden ** 0.5)
-        sd[p + "self_attn.o_proj.weight"] = randn(hidden, q, std=proj / q ** 0.5)
-        sd[p + "self_attn.q_norm.weight"] = randn(head_dim, std=norm, mean=1.0)
-        sd[p + "self_attn.k_norm.weight"] = randn(head_dim, std=norm, mean=1.0)
-        sd[p + "post_attention_layernorm.weight"] = randn(hidden, std=norm, mean=1.0)
-        sd[p + "mlp.gate_proj.weight"] = randn(intermediate, hidden, std=proj / hidden ** 0.5)
-        sd[p + "mlp.up_proj.weight"] = randn(intermediate, hidden, std=proj / hidden ** 0.5)
-        sd[p + "mlp.down_proj.weight"] = randn(hidden, intermediate, std=proj / intermediate ** 0.5)
-    sd["model.norm.weight"] = randn(hidden, std=norm, mean=1.0)
-    if not tie:
-        sd["lm_head.weight"] = randn(vocab, hidden, std=head)
-    save_file(sd, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": vocab,
-           "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
-           "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-           "hidden_act": "silu", "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-           "rope_theta": 1000000.0, "rope_scaling": None, "attention_bias": False, "attention_dropout": 0.0,
-           "tie_word_embeddings": tie, "use_sliding_window": False, "sliding_window": None,
-           "max_window_layers": layers, "use_cache": True, "bos_token_id": bos, "eos_token_id": eos[0],
-           "torch_dtype": "float32", "initializer_range": 0.02}
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
-    (out_dir / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": bos, "eos_token_id": list(eos)}, indent=1))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tokenizer_dir / name, out_dir / name)
-    return out_dir
 
 
 # The fixture: models (knobs of write_tiny_qwen3), questions and the settings run through the official code.

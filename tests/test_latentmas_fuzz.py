@@ -18,28 +18,16 @@ import random
 from dataclasses import replace
 
 import pytest
-import torch
 
 from minitflow.engine import runner
 from minitflow.engine.llm import LLM
 from minitflow.engine.sampler import SamplingParams
-from minitflow.model.tokenizer import Tokenizer
-from minitflow.model.weights import load_model
 from minitflow.tflow import latentmas as lm
 from minitflow.tflow.methods import run_method
-from test_engine_fuzz import LateRing, _kv_bucket
-from test_latentmas import DEMO, write_tiny_qwen3
+from helpers import EOS, LateRing, _kv_bucket
 from conftest import fuzz_seeds
 
-EOS = (1021, 1019)
 WORDS = "apple box seven red blue count sum three Tom has gives left how many 12 7".split()
-
-
-@pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> tuple:
-    d = write_tiny_qwen3(tmp_path_factory.mktemp("latentmas-fuzz"), DEMO, tie=False, seed=3, vocab=1024,
-                         bos=1019, eos=EOS)
-    return load_model(d, torch.float32, "cpu"), Tokenizer(d)
 
 
 def _alone(model, tok, question: str, sp: SamplingParams, sender_question: str, opts: dict):

@@ -21,6 +21,7 @@ from minitflow.eval.rows import BackgroundScorer
 from minitflow.model.lora import LoraWeights
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.methods import run_method
+from helpers import ADD
 
 DEMO = demo_dir()
 pytestmark = pytest.mark.skipif(not (DEMO / "tflow.pt").is_file(), reason="the demo artifacts are not built")
@@ -103,7 +104,6 @@ def test_ctrl_c_while_scoring_stops_the_programs_in_hand(tmp_path, dataset):
 
     from minitflow.eval import sandbox
     from minitflow.eval.code_exec import run_code_tests
-    from test_sandbox import ADD
     n = 12  # humaneval: about 25 s of programs, two at a time
     scorer = BackgroundScorer(dataset, tmp_path / "part.jsonl", 0, 0, False, dataset, n, timeout=60)
     hard = r"(f(1)+\sqrt{2}+\sqrt{3}+\sqrt{5}+\sqrt{7}+\sqrt{11})^{60}"  # sympy's simplify: minutes

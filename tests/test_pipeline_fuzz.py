@@ -22,78 +22,20 @@ wrong condition row would not show).
 from __future__ import annotations
 
 import random
-import re
-import zlib
 
 import pytest
 import torch
 
-from minitflow import LLM, SamplingParams
+from minitflow import SamplingParams
 from minitflow.engine.prefix_cache import BLOCK
 from minitflow.errors import UserError
-from minitflow.model.weights import load_model
 from minitflow.tflow import prompts
-from minitflow.tflow.checkpoint import arch_for, random_generator
 from minitflow.tflow.condition import sender_request
 from minitflow.tflow.methods import chat, positions_needed, run_method
-from test_engine_fuzz import LateRing
+from helpers import LateRing, WordTokenizer, _block_bytes, _clean, _word_llm
 from conftest import fuzz_seeds
 
 WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
-
-
-class WordTokenizer:
-    """One id below the tiny model's EOS (159) per word or punctuation mark; decode writes `w<id>`
-    words, which encode reads back as one id each (the textmas receiver reads its senders' texts).
-    No id is special (Tokenizer.special_ids)."""
-
-    special_ids: frozenset[int] = frozenset()
-
-    def encode(self, text: str) -> list[int]:
-        return [zlib.crc32(w.encode()) % 150 for w in re.findall(r"\w+|[^\w\s]", text)]
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(f"w{i}" for i in ids)
-
-
-@pytest.fixture(scope="module")
-def model(sharp_dir):
-    return load_model(sharp_dir, torch.float32, "cpu")
-
-
-@pytest.fixture(scope="module")
-def generator(model):
-    """A random generator whose LoRA matters: the output projections 30x, without their bias (a
-    bias would give every question the same factors), and its cross-attention's queries and keys
-    3x (near-uniform attention over the condition barely saw a row moved by one position)."""
-    gen = random_generator(model.cfg, seed=3, arch=arch_for(model.cfg, dict(d_model=64, head_dim=16, output_dim=16,
-                                                                            token_dim=16))).eval()
-    with torch.no_grad():
-        for proj in (gen.parameter_generator.model.proj_out_A, gen.parameter_generator.model.proj_out_B):
-            proj.weight.mul_(30)
-            proj.bias.zero_()
-        for block in gen.parameter_generator.model.blocks:
-            block.self_attn_cross.W_q.weight.mul_(3)
-            block.self_attn_cross.W_k.weight.mul_(3)
-    return gen
-
-
-def _llm(model, slots: int = 2, cache: int = 0, **kw) -> LLM:
-    return LLM(model, WordTokenizer(), eos_token_ids=[], num_slots=slots, prefix_cache_bytes=cache, **kw)
-
-
-def _block_bytes(model) -> int:
-    cfg = model.cfg
-    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * BLOCK * cfg.head_dim * 4  # float32 k and v
-
-
-def _clean(llm: LLM, slots: int, cache: int) -> None:
-    """Nothing in flight (a finished row's junk steps may stay unread: CUDA's run-ahead), every slot
-    free, the prefix cache's byte count its entries' and within its budget."""
-    e = llm.engine
-    assert not e.in_flight() and not e.scheduler.running and e.scheduler.free == list(range(slots))
-    pc = e.prefix_cache
-    assert pc.used == sum(x.nbytes for x in pc.entries.values()) <= max(cache, 0)
 
 
 def _workload(rng: random.Random, method: str):
@@ -123,11 +65,11 @@ def _run(llm, method, generator, qs, senders, sps, order, **kw):
 def test_each_question_gets_what_it_gets_alone(model, generator, method, seed):
     rng = random.Random(1000 * seed + len(method))
     qs, senders, sps, opts = _workload(rng, method)
-    alone = [_run(_llm(model), method, generator, qs, senders, sps, [i], **opts)[0] for i in range(len(qs))]
+    alone = [_run(_word_llm(model), method, generator, qs, senders, sps, [i], **opts)[0] for i in range(len(qs))]
     block = _block_bytes(model)
     for _ in range(3):
         slots, cache = rng.randint(1, 8), rng.choice([0, block, 3 * block, 6 * block, 1 << 30])
-        llm = _llm(model, slots, cache, static=rng.random() < 0.2)
+        llm = _word_llm(model, slots, cache, static=rng.random() < 0.2)
         llm.engine.scheduler.max_prefill_tokens = rng.choice([8192, 100])
         llm.engine.runner.static_shapes = rng.random() < 0.3  # the CUDA-graph step's bucketed rows and length
         run_ahead = rng.choice([0, 0, 1, 4])
@@ -148,7 +90,7 @@ def test_the_generated_lora_changes_the_receivers_tokens(model, generator):
     its generated LoRA differ from its tokens without it, and between questions."""
     qs = ["apple seven train", "clips friends April May half legs", "spiders prime above ten"]
     sp = SamplingParams(max_new_tokens=8)
-    llm = _llm(model)
+    llm = _word_llm(model)
     tflow = [r.token_ids for r in run_method("tflow", llm, qs, sampling=sp, generator=generator, batch_size=3)]
     bare = [g.token_ids for g in llm.generate([chat(llm, prompts.tflow_agents("gsm8k")[2], q) for q in qs], sp)]
     assert all(t != b for t, b in zip(tflow, bare)) and len({tuple(t) for t in tflow}) == len(qs)
@@ -171,7 +113,7 @@ def test_no_receivers_lora_stays_held_by_unread_junk_steps_after_run_method(mode
         add(self, q, agent, req)
 
     monkeypatch.setattr(methods._Pipeline, "add", watch)
-    llm = _llm(model, slots=4)
+    llm = _word_llm(model, slots=4)
     llm.engine.ring = LateRing(4)
     qs = ["apple seven train", "clips friends April May half legs"]
     run_method("tflow", llm, qs, sampling=SamplingParams(max_new_tokens=3), generator=generator, batch_size=2)
@@ -180,7 +122,7 @@ def test_no_receivers_lora_stays_held_by_unread_junk_steps_after_run_method(mode
     assert llm.engine.ring.pending  # the junk steps themselves are still there, read by the next step
     _clean(llm, 4, 0)
     assert llm.generate([[5, 6, 7]], SamplingParams(max_new_tokens=2))[0].token_ids == \
-        _llm(model, slots=1).generate([[5, 6, 7]], SamplingParams(max_new_tokens=2))[0].token_ids
+        _word_llm(model, slots=1).generate([[5, 6, 7]], SamplingParams(max_new_tokens=2))[0].token_ids
 
 
 @pytest.mark.parametrize("budget_blocks", [1, 2, 40])
@@ -197,9 +139,9 @@ def test_condition_rows_from_the_prefix_cache_are_the_computed_ones(model, gener
         llm.engine.run([req])
         return req.capture.hidden, req.cached_tokens, req.capture.starts[0]
 
-    cold, n, _ = condition(_llm(model), shared + " gamma delta")
+    cold, n, _ = condition(_word_llm(model), shared + " gamma delta")
     assert n == 0
-    llm = _llm(model, cache=budget_blocks * _block_bytes(model) + 4096)  # a block's KV, and rows beside it
+    llm = _word_llm(model, cache=budget_blocks * _block_bytes(model) + 4096)  # a block's KV, and rows beside it
     condition(llm, shared + " alpha beta")
     warm, n, start = condition(llm, shared + " gamma delta")
     assert torch.equal(warm, cold)
@@ -217,12 +159,12 @@ def test_tflow_senders_take_a_shared_blocks_condition_rows_from_the_prefix_cache
     shared = " ".join(random.Random(2).choice(WORDS) for _ in range(3 * BLOCK))
     qs = [shared + " alpha", shared + " beta gamma"]
     kw = dict(sampling=SamplingParams(max_new_tokens=3), generator=generator, batch_size=1)
-    llm = _llm(model, cache=1 << 30)
+    llm = _word_llm(model, cache=1 << 30)
     res = run_method("tflow", llm, qs, **kw)
     text = sender_prompt(prompts.tflow_agents("gsm8k")[0], qs[1])
     start, _ = question_span(llm, text, qs[1], len(llm.encode(text)))
     assert res[1].agents["sender_A"].cached_tokens >= start + 2 * BLOCK
-    assert [r.token_ids for r in res] == [run_method("tflow", _llm(model), [q], **kw)[0].token_ids for q in qs]
+    assert [r.token_ids for r in res] == [run_method("tflow", _word_llm(model), [q], **kw)[0].token_ids for q in qs]
 
 
 @pytest.mark.parametrize("method", ["baseline", "textmas", "tflow"])
@@ -234,7 +176,7 @@ def test_a_question_too_long_is_refused_before_any_request_runs(model, generator
     qs = ["apple seven", "train " * 250, "May half"]
     sp = SamplingParams(max_new_tokens=4)
     kw = dict(sampling=sp, generator=generator, sender_max_new_tokens=3)
-    llm = _llm(model, slots=2, cache=1 << 30, max_seq_len=256)
+    llm = _word_llm(model, slots=2, cache=1 << 30, max_seq_len=256)
     done = []
     limit = " and sender_max_new_tokens 3" if method == "textmas" else ""
     with pytest.raises(UserError, match=rf"^question 1: its {method} prompts need \d+ positions with max_new_tokens 4"
@@ -242,7 +184,7 @@ def test_a_question_too_long_is_refused_before_any_request_runs(model, generator
         run_method(method, llm, qs, batch_size=1, on_result=lambda i, r: done.append(i), **kw)
     assert done == [] and llm.engine.steps == 0 and not llm.engine.prefix_cache.entries
     _clean(llm, 2, 1 << 30)
-    alone = [run_method(method, _llm(model), [q], **kw)[0].token_ids for q in (qs[0], qs[2])]
+    alone = [run_method(method, _word_llm(model), [q], **kw)[0].token_ids for q in (qs[0], qs[2])]
     assert [r.token_ids for r in run_method(method, llm, [qs[0], qs[2]], batch_size=2, **kw)] == alone
 
 
@@ -254,11 +196,12 @@ def test_a_textmas_receiver_refused_mid_run_leaves_the_llm_clean(model):
     sp = SamplingParams(max_new_tokens=4, ignore_eos=True)
     need = max(positions_needed("textmas", WordTokenizer().encode, "gsm8k", q, q, 4, sender_max_new_tokens=8)
                for q in qs)
-    llm = _llm(model, slots=3, cache=4 * _block_bytes(model), max_seq_len=need + 4)  # the texts add 16 tokens
+    llm = _word_llm(model, slots=3, cache=4 * _block_bytes(model), max_seq_len=need + 4)  # the texts add 16 tokens
     with pytest.raises(UserError, match=r"\(question [01], Summarizer\): .*its prompt holds the senders' texts"):
         run_method("textmas", llm, qs, sampling=sp, batch_size=2, sender_max_new_tokens=8)
     _clean(llm, 3, 4 * _block_bytes(model))
-    alone = [run_method("textmas", _llm(model), [q], sampling=sp, sender_max_new_tokens=2)[0].token_ids for q in qs]
+    alone = [run_method("textmas", _word_llm(model), [q], sampling=sp, sender_max_new_tokens=2)[0].token_ids
+             for q in qs]
     assert [r.token_ids for r in run_method("textmas", llm, qs, sampling=sp, batch_size=2,
                                             sender_max_new_tokens=2)] == alone
 
@@ -270,7 +213,7 @@ def test_an_interrupt_mid_run_leaves_the_llm_clean(model, generator, method):
     and the next run gets what each question gets alone."""
     qs = ["apple seven", "train clips", "May half legs", "ten"]
     kw = dict(sampling=SamplingParams(max_new_tokens=6), generator=generator, sender_max_new_tokens=3)
-    llm = _llm(model, slots=3, cache=1 << 30)
+    llm = _word_llm(model, slots=3, cache=1 << 30)
     llm.engine.ring = LateRing(2)
 
     def interrupt(i, result):
@@ -280,5 +223,5 @@ def test_an_interrupt_mid_run_leaves_the_llm_clean(model, generator, method):
         run_method(method, llm, qs, batch_size=2, on_result=interrupt, **kw)
     _clean(llm, 3, 1 << 30)
     assert not llm.engine.ring.pending
-    alone = [run_method(method, _llm(model), [q], seeds=[i], **kw)[0].token_ids for i, q in enumerate(qs)]
+    alone = [run_method(method, _word_llm(model), [q], seeds=[i], **kw)[0].token_ids for i, q in enumerate(qs)]
     assert [r.token_ids for r in run_method(method, llm, qs, batch_size=2, **kw)] == alone

@@ -2,7 +2,8 @@
 gives alone with samples=1 and seed sample_seed(seeds[i], j), whatever runs beside it (baseline,
 tflow, textmas, latentmas; seeded sampling; several slot counts and windows); tflow runs its
 senders and generator once per question; bad `samples` are refused before any request.
-The pipelines and model are test_pipeline_fuzz.py's (word tokenizer, sharp tiny Qwen3)."""
+The pipelines and model are test_pipeline_fuzz.py's (helpers' word tokenizer, conftest's sharp tiny
+Qwen3 and generator)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from minitflow.errors import UserError
 from minitflow.tflow import methods
 from minitflow.tflow.methods import run_method
 from minitflow.tflow.stream import SAMPLE_STRIDE, SEEDS, sample_seed
-from test_latentmas_fuzz import EOS, parts  # noqa: F401  (a fixture)
-from test_pipeline_fuzz import _block_bytes, _clean, _llm, generator, model  # noqa: F401  (fixtures)
+from helpers import EOS, _block_bytes, _box_rows, _clean, _demo_args, _last_plan, _partial_ids, _word_llm
 from conftest import fuzz_seeds
 
 K = 3
@@ -48,17 +48,17 @@ def test_sample_seeds_keep_sample_0_and_never_take_a_neighbours_seed():
 
 @pytest.mark.parametrize("seed", fuzz_seeds(3))
 @pytest.mark.parametrize("method", ["baseline", "tflow", "textmas"])
-def test_each_sample_gets_what_its_seed_gets_alone(model, generator, method, seed):  # noqa: F811
+def test_each_sample_gets_what_its_seed_gets_alone(model, generator, method, seed):
     rng = random.Random(100 * seed + len(method))
     qs, sps, opts = _workload(rng, method)
     seeds = [sp.seed for sp in sps]
-    alone = [[_out(run_method(method, _llm(model), [q], sampling=[sp], seeds=[sample_seed(s, j)],
+    alone = [[_out(run_method(method, _word_llm(model), [q], sampling=[sp], seeds=[sample_seed(s, j)],
                               generator=generator, **opts)[0]) for j in range(K)]
              for q, sp, s in zip(qs, sps, seeds)]
     assert len({a for row in alone for a in map(str, row)}) > len(qs), "the samples all agree: seeds not tested"
     block = _block_bytes(model)
     for slots, batch, cache in ((1, 1, 0), (3, 2, block * 3), (8, 4, 1 << 30), (rng.randint(2, 6), rng.randint(1, 5), 0)):
-        llm = _llm(model, slots, cache)
+        llm = _word_llm(model, slots, cache)
         calls = []
         res = run_method(method, llm, qs, sampling=sps, seeds=seeds, generator=generator, samples=K, batch_size=batch,
                          on_result=lambda i, r: calls.append((i, r.sample)), **opts)
@@ -69,20 +69,21 @@ def test_each_sample_gets_what_its_seed_gets_alone(model, generator, method, see
         _clean(llm, slots, cache)
 
 
-def test_samples_1_is_the_run_without_it(model, generator):  # noqa: F811
+def test_samples_1_is_the_run_without_it(model, generator):
     qs, sps, opts = _workload(random.Random(7), "tflow")
-    one = run_method("tflow", _llm(model), qs, sampling=sps, generator=generator, **opts)
-    same = run_method("tflow", _llm(model), qs, sampling=sps, generator=generator, samples=1, **opts)
+    one = run_method("tflow", _word_llm(model), qs, sampling=sps, generator=generator, **opts)
+    same = run_method("tflow", _word_llm(model), qs, sampling=sps, generator=generator, samples=1, **opts)
     assert [_out(r) for r in one] == [_out(r) for r in same] and all(r.sample == 0 for r in same)
 
 
-def test_tflow_runs_senders_and_generator_once_per_question(model, generator, monkeypatch):  # noqa: F811
+def test_tflow_runs_senders_and_generator_once_per_question(model, generator, monkeypatch):
     qs, sps, _ = _workload(random.Random(3), "tflow")
     rows, senders = [], []
     real_lora, real_sender = methods.generated_lora, methods.sender_request
     monkeypatch.setattr(methods, "generated_lora", lambda *a, **kw: rows.append(a[4]) or real_lora(*a, **kw))
     monkeypatch.setattr(methods, "sender_request", lambda *a, **kw: senders.append(a[2]) or real_sender(*a, **kw))
-    res = run_method("tflow", _llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, samples=4, batch_size=2)
+    res = run_method("tflow", _word_llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, samples=4,
+                     batch_size=2)
     assert len(res) == 4 * len(qs)
     assert sum(rows) == len(qs), "the generator ran per sample, not per question"
     assert sorted(senders) == sorted(2 * qs)
@@ -97,11 +98,11 @@ def test_tflow_runs_senders_and_generator_once_per_question(model, generator, mo
         got = [r.agents["receiver"] for r in res[4 * i:4 * i + 4]]
         assert got[0].cached_tokens == 0 and all(a.cached_tokens == (a.prompt_tokens - 1) // BLOCK * BLOCK > 0
                                                  for a in got[1:])
-    one = run_method("tflow", _llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, batch_size=2)
+    one = run_method("tflow", _word_llm(model, 4, 1 << 24), qs, sampling=sps, generator=generator, batch_size=2)
     assert all(r.agents["receiver"].cached_tokens == 0 for r in one)  # one sample: its factors' KV is not cached
 
 
-def test_latentmas_samples_get_what_their_seed_gets_alone(parts):  # noqa: F811
+def test_latentmas_samples_get_what_their_seed_gets_alone(parts):
     lm_model, tok = parts
     qs = ["Tom has 7 apple", "how many red box sum three"]
     sps = [SamplingParams(max_new_tokens=6, temperature=1.0, seed=s) for s in (5, 9)]
@@ -124,7 +125,7 @@ def test_latentmas_samples_get_what_their_seed_gets_alone(parts):  # noqa: F811
         assert all(a.prompt_tokens > BLOCK for a in got)
 
 
-def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):  # noqa: F811
+def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):
     """The latent stage does not sample: a question's K judgers take copies of one run of its
     senders' KV. Its senders' usage and stage times are on sample 0 alone."""
     from minitflow.tflow import latentmas
@@ -144,20 +145,20 @@ def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):  # no
 
 @pytest.mark.parametrize("bad", [True, 0, -1, 1.5, "2", None])
 @pytest.mark.parametrize("method", ["baseline", "tflow", "latentmas"])
-def test_bad_samples_are_refused_before_any_request(model, generator, method, bad, monkeypatch):  # noqa: F811
-    llm = _llm(model)
+def test_bad_samples_are_refused_before_any_request(model, generator, method, bad, monkeypatch):
+    llm = _word_llm(model)
     monkeypatch.setattr(llm.engine, "add_request", lambda *a, **kw: pytest.fail("a request ran"))
     with pytest.raises(UserError, match=r"^samples must be an integer >= 1, got "):
         run_method(method, llm, ["apple seven"], generator=generator, samples=bad)
 
 
 @pytest.mark.parametrize("method", ["baseline", "tflow", "latentmas"])
-def test_samples_past_the_seed_bound_are_refused_before_any_request(model, generator, method, monkeypatch):  # noqa: F811
+def test_samples_past_the_seed_bound_are_refused_before_any_request(model, generator, method, monkeypatch):
     """Above MAX_SAMPLES a sample's seed (sample_seed) may come near another question's; 10**20 also hung
     building the per-request lists. Up to the bound the seeds of one question's samples stay 2**47 apart
     from every multiple of SEEDS, as the bound's comment says."""
     from minitflow.tflow.stream import MAX_SAMPLES, SAMPLE_STRIDE, SEEDS
-    llm = _llm(model)
+    llm = _word_llm(model)
     monkeypatch.setattr(llm.engine, "add_request", lambda *a, **kw: pytest.fail("a request ran"))
     for bad in (MAX_SAMPLES + 1, 10 ** 20):
         with pytest.raises(UserError, match=rf"^samples must be <= {MAX_SAMPLES} .*, got {bad}$"):
@@ -167,7 +168,7 @@ def test_samples_past_the_seed_bound_are_refused_before_any_request(model, gener
 
 
 @pytest.mark.parametrize("bad", [True, 0, 1.5])
-def test_stream_latentmas_refuses_bad_samples(parts, bad):  # noqa: F811
+def test_stream_latentmas_refuses_bad_samples(parts, bad):
     from minitflow.tflow.latentmas import stream_latentmas
     lm_model, tok = parts
     with pytest.raises(UserError, match=r"^samples must be an integer >= 1, got "):
@@ -176,11 +177,11 @@ def test_stream_latentmas_refuses_bad_samples(parts, bad):  # noqa: F811
 
 
 @pytest.mark.parametrize("slots", [1, 4])
-def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model, slots):  # noqa: F811
+def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model, slots):
     """Each sample after the first finds the prompt cached: with one slot they come one by one; with
     four, the three admitted beside the first wait a step for the blocks it stores (they each
     prefilled the prompt before)."""
-    llm = _llm(model, slots, 1 << 30)
+    llm = _word_llm(model, slots, 1 << 30)
     sp = SamplingParams(max_new_tokens=2, temperature=1.0, seed=1)
     res = run_method("baseline", llm, ["apple seven train " * 20], sampling=sp, samples=4, batch_size=1)
     cached = [r.agents["single"].cached_tokens for r in res]
@@ -190,7 +191,6 @@ def test_baseline_samples_take_the_prompt_from_the_prefix_cache(model, slots):  
 # ---- evaluate --n_samples --------------------------------------------------------------------
 
 def _sampled_args(data, out, *extra: str) -> list[str]:
-    from test_evaluate import _demo_args
     return [a for a in _demo_args(data, out, "--temperature", "3", *extra) if a != "--greedy"]
 
 
@@ -256,7 +256,6 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
     from minitflow.report import main as report
-    from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=4)
     assert run_cli(main, _sampled_args(data, tmp_path / "one")) == 0
     capsys.readouterr()
@@ -301,7 +300,6 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
     from minitflow import evaluate
     from minitflow.errors import run_cli
     from minitflow.eval.rows import BackgroundScorer
-    from test_evaluate import _box_rows, _last_plan, _partial_ids
     data = _box_rows(tmp_path / "box.jsonl", n=4)
     assert run_cli(evaluate.main, _sampled_args(data, tmp_path / "whole", "--n_samples", "3", "--batch_size", "1")) == 0
     real, calls = BackgroundScorer.put, []
@@ -332,7 +330,6 @@ def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monke
 def test_evaluate_resuming_with_another_n_samples_is_one_line(tmp_path, capsys):
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
-    from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
     for first, then in ((1, 3), (3, 2), (2, 1)):
         out = tmp_path / f"{first}-{then}"
@@ -349,7 +346,6 @@ def test_evaluate_bad_n_samples_is_one_line(tmp_path, capsys, extra):
     """10**20 hung building the memory check's per-request list before any work: refused at once."""
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
-    from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
     assert run_cli(main, _sampled_args(data, tmp_path / "out", *extra)) == 2
     assert "--n_samples must be " + ("<= 65536" if len(extra[1]) > 5 else "an integer >= 1") in capsys.readouterr().err
@@ -364,7 +360,6 @@ def test_evaluate_n_samples_with_greedy_decoding_is_one_line(tmp_path, capsys, g
     """--n_samples 3 --greedy ran 3 identical outputs per question (pass@k = pass@1, 3 times the work)."""
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
-    from test_evaluate import _box_rows, _demo_args
     data = _box_rows(tmp_path / "box.jsonl", n=2)
     args = [a for a in _demo_args(data, tmp_path / "out", "--n_samples", "3") if a != "--greedy"] + greedy
     assert run_cli(main, args) == 2
@@ -383,7 +378,6 @@ def test_two_ranks_split_questions_not_samples(tmp_path):
 
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
-    from test_evaluate import _box_rows, _partial_ids
     data = _box_rows(tmp_path / "box.jsonl", n=5)
     assert run_cli(main, _sampled_args(data, tmp_path / "single", "--n_samples", "2")) == 0
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
@@ -404,9 +398,9 @@ def test_two_ranks_split_questions_not_samples(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["baseline", "tflow", "textmas"])
-def test_a_question_too_long_is_named_by_its_own_label_with_samples(model, generator, method):  # noqa: F811
+def test_a_question_too_long_is_named_by_its_own_label_with_samples(model, generator, method):
     """The check before any request names the question (its label), not a sample of another one."""
-    llm = _llm(model)
+    llm = _word_llm(model)
     qs = ["apple seven", "apple " * 600]
     with pytest.raises(UserError, match=r"^q1: its "):
         run_method(method, llm, qs, generator=generator, samples=2, labels=["q0", "q1"],
@@ -414,7 +408,7 @@ def test_a_question_too_long_is_named_by_its_own_label_with_samples(model, gener
     assert not llm.engine.in_flight()
 
 
-def test_latentmas_names_a_question_too_long_by_its_own_label_with_samples(parts):  # noqa: F811
+def test_latentmas_names_a_question_too_long_by_its_own_label_with_samples(parts):
     """latentmas' plan counts each question once, whatever its samples, before any forward."""
     lm_model, tok = parts
     llm = LLM(lm_model, tok, eos_token_ids=EOS, num_slots=1, prefix_cache_bytes=0, max_seq_len=64)
@@ -428,7 +422,6 @@ def test_evaluate_n_samples_gives_the_samples_slots_of_their_own(tmp_path, monke
     2 questions fill alone (the slots were capped at the question count, the samples queued for them)."""
     from minitflow.errors import run_cli
     from minitflow.evaluate import main
-    from test_evaluate import _box_rows
     data = _box_rows(tmp_path / "box.jsonl", n=2)
     real, slots = methods.run_method, []
     monkeypatch.setattr(methods, "run_method", lambda m, llm, *a, **kw: slots.append(llm.engine.scheduler.num_slots)
@@ -438,7 +431,7 @@ def test_evaluate_n_samples_gives_the_samples_slots_of_their_own(tmp_path, monke
     assert slots == [6, 2]
 
 
-def test_latentmas_samples_at_zero_latent_steps(parts):  # noqa: F811
+def test_latentmas_samples_at_zero_latent_steps(parts):
     """With latent_steps 0 no sender runs and no KV is handed over: the K judgers are plain prompts
     (a context key without KV was refused by the engine at the first judger, a crash on valid input)."""
     lm_model, tok = parts

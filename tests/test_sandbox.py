@@ -30,6 +30,7 @@ from minitflow.eval import code_exec, sandbox
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample
 from minitflow.eval.sandbox_child import NotNoneFlag, Unencodable, decode, dumps, encode
+from helpers import ADD, _sample
 
 ISO = sandbox.isolation()
 NAMESPACES = ISO.mode == "namespaces"
@@ -39,18 +40,6 @@ ROOT = os.geteuid() == 0
 # that signal or fork would hit this user's real processes (docs/sandbox.md), so they do not run.
 contained = pytest.mark.skipif(not (NAMESPACES or ROOT), reason="floor isolation without root")
 MY_UIDS = sandbox._uid_range(os.getpid())
-
-
-def _sample(entry: str, canonical: str, base: list, plus: list = (), prompt: str | None = None,
-            dataset: str = "humaneval", sid: str = "Toy/0") -> Sample:
-    prompt = prompt if prompt is not None else f'def {entry}(*args):\n    """Toy task."""\n'
-    meta = {"dataset": dataset, "task_id": sid, "entry_point": entry, "prompt": prompt,
-            "canonical_solution": canonical, "base_input": base, "plus_input": list(plus), "atol": 0}
-    return Sample(id=sid, question=prompt, answer="", meta=meta)
-
-
-ADD = _sample("add", "    return a + b\n", [[1, 2], [0, 0], [-1, 5]], [[10**6, 1], [-7, -8]],
-              prompt='def add(a: int, b: int) -> int:\n    """Add."""\n')
 
 
 def _sandbox_procs(uids: range = MY_UIDS) -> list[int]:
@@ -699,7 +688,7 @@ def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_sandbox import ADD
+        from helpers import ADD
         from minitflow.eval.code_exec import run_code_tests
         run_code_tests(ADD, "import time\\ndef add(a, b):\\n    time.sleep(60)\\n", timeout=60)
     """))

@@ -14,6 +14,7 @@ from minitflow.engine.runner import FORWARD_TOKENS, length_groups
 from minitflow.engine.scheduler import Scheduler
 from minitflow.model.qwen3 import Capture
 from minitflow.model.weights import load_model
+from helpers import _random_factors
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,6 @@ def test_lora_requests_share_prompt_kv_only_under_one_key(model):
     without a key are never cached; a key without factors is refused."""
     from minitflow import UserError, build_lora
     from minitflow.engine.request import new_context_key
-    from test_engine import _random_factors
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()
     lora = build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 11)], [1.0])
@@ -199,7 +199,6 @@ def test_a_context_key_is_one_context(model):
     context's prompt KV without a word: refused, before it runs."""
     from minitflow import UserError, build_lora
     from minitflow.engine.request import new_context_key
-    from test_engine import _random_factors
     cfg, prompt = model.cfg, list(range(10, 10 + BLOCK + 2))
     lora = build_lora(cfg, [_random_factors(cfg, 2, 4, 11)], [1.0])
     past = tuple(torch.zeros(cfg.num_hidden_layers, cfg.num_key_value_heads, 3, cfg.head_dim) for _ in range(2))

@@ -8,7 +8,7 @@ import pytest
 from minitflow.errors import UserError
 from minitflow.eval.data import Sample, prompt_style, resolve_dataset
 from minitflow.eval.scoring import check_eval_dependencies, score_both, score_sample, score_samples
-from test_code_exec import GOOD, _add_sample
+from helpers import GOOD, _add_sample
 
 
 def test_score_sample_dispatch():

@@ -17,23 +17,12 @@ from minitflow.engine.sampler import Sampler
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.lora import LoraWeights
 from minitflow.model.weights import load_model
-from test_engine import _random_factors
+from helpers import LateRing, _llm, _prompts, _random_factors
 
 
 @pytest.fixture(scope="module")
 def model(sharp_dir):  # greedy rows that vary token to token: a wrong key, value or LoRA row shows in them
     return load_model(sharp_dir, torch.float32, "cpu")
-
-
-def _llm(model, **kw) -> LLM:
-    return LLM(model, eos_token_ids=[], **kw)
-
-
-def _prompts(n: int, seed: int = 0) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    shared = torch.randint(0, 150, (2 * BLOCK + 3,), generator=g).tolist()  # a common "role prompt"
-    return [shared + torch.randint(0, 150, (int(k),), generator=g).tolist()
-            for k in torch.randint(1, 20, (n,), generator=g)]
 
 
 def _params(n: int, sampled: bool) -> list[SamplingParams]:
@@ -1021,7 +1010,6 @@ def test_an_aborted_request_leaves_no_nan_in_its_slot_or_the_prefix_cache(model,
     keys through the mask, was refused for NaN logits and had stored its NaN prompt KV in the
     prefix cache, which abort_all keeps: every later prompt sharing it was refused too. The run-
     ahead is emulated on CPU as in test_engine_fuzz.py."""
-    from test_engine_fuzz import LateRing
     llm = _llm(model, num_slots=2)
     llm.engine.runner.static_shapes = static
     llm.engine.ring = LateRing(2)
@@ -1109,7 +1097,6 @@ def test_finished_requests_are_not_held_by_junk_steps_left_unread(model):
     import gc
     import weakref
 
-    from test_engine_fuzz import LateRing
     llm = _llm(model, num_slots=2)
     llm.engine.ring = LateRing(4)
     lora = build_lora(model.cfg, [_random_factors(model.cfg, 1, 2, seed) for seed in (1, 2)], [0.5, 0.5])

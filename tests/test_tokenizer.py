@@ -15,7 +15,7 @@ from minitflow import demo_dir, generate
 from minitflow.errors import UserError
 from minitflow.model.tokenizer import Tokenizer, render_chat
 from minitflow.tflow import prompts
-from test_cli_errors import fails, gen_args, model_copy, no_model_load
+from helpers import fails, gen_args, model_copy, no_model_load
 
 DEMO = demo_dir()
 TEMPLATE = (Path(__file__).parent / "data" / "qwen3_chat_template.jinja").read_text()

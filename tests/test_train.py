@@ -13,48 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitflow import demo
 from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.tflow.checkpoint import arch_for, load_checkpoint, random_generator, save_checkpoint
 from minitflow.tflow.training import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator,
                                       init_for_training, make_batch, read_examples, train)
+from helpers import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, rates_taken
 
-ROOT = Path(__file__).resolve().parents[1]
-ARCH = {"d_model": 64, "head_dim": 16, "token_dim": 64, "output_dim": 64}
 # Parameters no forward uses: the official state dict has cond_proj, but use_cond_proj=False.
 UNUSED = {"parameter_generator.model.cond_proj.weight", "parameter_generator.model.cond_proj.bias"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny random Qwen3 with the demo's byte-level tokenizer, plus train/eval rows of the demo task."""
-    d = tmp_path_factory.mktemp("tiny_train")
-    rows = demo.make_examples(40, seed=3)
-    tok = demo.build_tokenizer(demo.corpus(rows[:8]), vocab_size=400)
-    demo.write_tokenizer(tok, d)
-    demo.write_model_config(d, tok, demo.BackboneShape(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                       num_attention_heads=4, num_key_value_heads=2, head_dim=8))
-    from minitflow.model.config import Qwen3Config
-    from minitflow.model.qwen3 import Qwen3Model
-    model = Qwen3Model(Qwen3Config.from_dir(d), 512)
-    demo.init_weights(model, std=0.1, seed=1)
-    demo.save_backbone(model, d)
-    demo.write_jsonl(rows[:32], d / "train.jsonl")
-    demo.write_jsonl(rows[32:], d / "eval.jsonl")
-    return d
-
-
-@pytest.fixture(scope="module")
-def llm(tiny) -> LLM:
-    return LLM.load(tiny, dtype="float32", device="cpu")
-
-
-def _cfg(tiny: Path, out: Path, **kw) -> TrainConfig:
-    base = TrainConfig(model=str(tiny), train=str(tiny / "train.jsonl"), eval=str(tiny / "eval.jsonl"), out=str(out),
-                       pg_arch=dict(ARCH), steps=4, batch_size=4, lr=1e-2, warmup=1, eval_every=2, eval_size=4,
-                       eval_batch_size=4, eval_max_new_tokens=4, checkpoint_layers=False, progress=False, device="cpu")
-    return replace(base, **kw)
 
 
 def _rows(tiny: Path, n: int = 4) -> list[Example]:
@@ -742,21 +709,6 @@ def test_a_training_state_that_is_not_a_checkpoint_is_named_as_such(tiny, llm, t
         train(_cfg(tiny, tmp_path / "b.pt", eval=None, resume=str(tmp_path / "a.pt")), llm=llm)
 
 
-def _optimiser_grads(monkeypatch) -> list[list[torch.Tensor]]:
-    """Spy on the trainer's optimiser: per optimiser step, the gradients it is given (after
-    accumulation and clipping), in parameter order."""
-    from minitflow.tflow import training
-    seen, real = [], training.make_optimizer
-
-    def make(*args, **kwargs):
-        opt, sched = real(*args, **kwargs)
-        opt.register_step_pre_hook(lambda o, a, k: seen.append(
-            [torch.zeros_like(p) if p.grad is None else p.grad.clone() for g in o.param_groups for p in g["params"]]))
-        return opt, sched
-    monkeypatch.setattr(training, "make_optimizer", make)
-    return seen
-
-
 def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, llm, tmp_path, monkeypatch):
     """--grad_accum 2 x --batch_size 2 hands the optimiser the gradient of one batch of 4 (rows
     with answers of one length, so the token mean equals the mean of the two batch means),
@@ -777,19 +729,6 @@ def test_accumulated_gradient_is_the_mean_of_the_batches_and_is_clipped(tiny, ll
     clipped = torch.cat([g.flatten() for g in seen[2]])
     assert abs(clipped.norm().item() - clip) <= 1e-2 * clip  # torch divides by norm + 1e-6
     assert torch.allclose(clipped / clipped.norm(), torch.cat([g.flatten() for g in whole]) / norm, atol=1e-5)
-
-
-def rates_taken(monkeypatch) -> list[float]:
-    """The learning rate of each optimiser step train() takes from here on, appended as it steps."""
-    from minitflow.tflow import training
-    lrs, real = [], training.make_optimizer
-
-    def make(*args, **kwargs):
-        opt, sched = real(*args, **kwargs)
-        opt.register_step_pre_hook(lambda o, a, k: lrs.append(o.param_groups[0]["lr"]))
-        return opt, sched
-    monkeypatch.setattr(training, "make_optimizer", make)
-    return lrs
 
 
 def test_a_resume_with_a_longer_run_steps_at_the_new_schedules_rate(tiny, llm, tmp_path, monkeypatch):
@@ -941,20 +880,6 @@ def test_resume_refuses_other_training_rows_but_takes_the_same_rows_moved(tiny, 
     assert resumed["step"] == 4
     want = straight.state_dict()
     assert all(torch.equal(v, want[k]) for k, v in resumed["generator"].state_dict().items())
-
-
-KILL_AFTER_SAVE = """
-import os, signal, sys
-from minitflow.tflow import training
-from minitflow.train import parse_args
-real = training.save_checkpoint
-def save(gen, path, extra=None):
-    real(gen, path, extra)
-    if extra is not None and extra["step"] == int(sys.argv[1]):  # the state: the save is complete
-        os.kill(os.getpid(), signal.SIGKILL)
-training.save_checkpoint = save
-training.train(parse_args(sys.argv[2:]))
-"""
 
 
 def test_a_run_killed_after_a_periodic_save_resumes_to_the_straight_runs_weights(tiny, llm, tmp_path):

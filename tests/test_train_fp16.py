@@ -1,4 +1,5 @@
-"""float16 training's loss scaling (torch.amp.GradScaler) on the tiny random Qwen3 of test_train, on the CPU."""
+"""float16 training's loss scaling (torch.amp.GradScaler) on the tiny random Qwen3 of test_train (conftest's
+`tiny`), on the CPU."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.tflow import training
 from minitflow.tflow.training import lr_lambda, train
-from test_train import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, llm, rates_taken, tiny  # noqa: F401  (fixtures)
+from helpers import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, rates_taken
 
 
 @pytest.fixture(scope="module")
-def llm16(tiny) -> LLM:  # noqa: F811
+def llm16(tiny) -> LLM:
     return LLM.load(tiny, dtype="float16", device="cpu")
 
 
@@ -44,7 +45,7 @@ def _state(path) -> dict:
     return torch.load(str(path) + ".state.pt", weights_only=True)
 
 
-def test_a_small_float16_loss_still_reaches_the_generator(tiny, llm16, tmp_path, monkeypatch):  # noqa: F811
+def test_a_small_float16_loss_still_reaches_the_generator(tiny, llm16, tmp_path, monkeypatch):
     """Without loss scaling, the float16 gradient of a loss 1e4 times smaller underflowed to zero in
     the receiver's backward: the optimiser got zeros and proj_out_B (zero at the start) never moved.
     The scaler keeps it: the optimiser gets 1e-4 times the gradient of the loss as it is."""
@@ -58,7 +59,7 @@ def test_a_small_float16_loss_still_reaches_the_generator(tiny, llm16, tmp_path,
     assert gen.parameter_generator.model.proj_out_B.weight.abs().max() > 0
 
 
-def test_an_overflowed_float16_step_is_skipped_and_the_run_goes_on(tiny, llm, llm16, tmp_path, monkeypatch):  # noqa: F811
+def test_an_overflowed_float16_step_is_skipped_and_the_run_goes_on(tiny, llm, llm16, tmp_path, monkeypatch):
     """A float16 step whose scaled gradient overflows (the loss finite) raised "the training loss
     diverged" and ended the run. The scaler's way now: the step applies nothing, the scale halves,
     a line says so, and the run goes on; the step counts (the schedule moves past it, the data
@@ -81,7 +82,7 @@ def test_an_overflowed_float16_step_is_skipped_and_the_run_goes_on(tiny, llm, ll
     assert "scaler" not in _state(tmp_path / "f.pt")  # float32's state is as it was
 
 
-def test_a_float16_gradient_that_overflows_unscaled_is_a_divergence(tiny, llm16, tmp_path, monkeypatch):  # noqa: F811
+def test_a_float16_gradient_that_overflows_unscaled_is_a_divergence(tiny, llm16, tmp_path, monkeypatch):
     """Overflow after overflow halves the scale; once it falls below 1 the gradient overflowed at
     its true size or smaller, which no scale fixes: refused as a divergence, the last save kept
     (here from a scale of 2: skipped at 2, refused at 1)."""
@@ -110,7 +111,7 @@ training.answer_loss = answer_loss
 """
 
 
-def test_a_killed_float16_run_resumes_to_the_straight_runs_weights_and_loss_scale(tiny, llm16, tmp_path,  # noqa: F811
+def test_a_killed_float16_run_resumes_to_the_straight_runs_weights_and_loss_scale(tiny, llm16, tmp_path,
                                                                                    monkeypatch):
     """As test_train's test_a_run_killed_after_a_periodic_save_resumes_to_the_straight_runs_weights,
     on a float16 backbone whose step 1 overflowed: the state carries the scaler (its scale and the
@@ -137,7 +138,7 @@ def test_a_killed_float16_run_resumes_to_the_straight_runs_weights_and_loss_scal
     assert _state(out)["scaler"]["scale"] == 32768.0 and _state(out)["scaler"]["_growth_tracker"] == 5
 
 
-def test_a_float16_state_from_before_the_scaler_resumes_with_a_fresh_one(tiny, llm16, tmp_path):  # noqa: F811
+def test_a_float16_state_from_before_the_scaler_resumes_with_a_fresh_one(tiny, llm16, tmp_path):
     """A float16 run saved before the scaler has no "scaler" entry in its state: it resumes, with a
     scaler as a new run's (scale 65536, no steps counted towards its growth)."""
     out = tmp_path / "b.pt"
