@@ -1,4 +1,4 @@
-"""Dataset loading and oracle checks on the six local benchmark files.
+"""Dataset names, and loading and oracle checks on the six local benchmark files.
 
 The files live in `../shared/data` beside the repo root; tests skip when absent.
 Oracle = the gold answer / canonical solution written as a model response; it
@@ -27,6 +27,7 @@ from minitflow.eval.data import (
     mbpp_test_list,
     mmlu_corrected_letter,
     prompt_style,
+    resolve_dataset,
     samples_from_records,
 )
 from minitflow.eval.scoring import oracle_prediction, run_oracle, score_sample
@@ -58,6 +59,17 @@ def run_slow(request) -> bool:
 
 
 # ------------------------------------------------------------------ loading
+
+
+def test_dataset_names():
+    assert resolve_dataset("HumanEvalPlus") == "humaneval"
+    assert resolve_dataset("mbppplus") == "mbpp"
+    assert resolve_dataset("mmlu_redux") == "mmlu"
+    assert resolve_dataset("math") == "minerva_math"
+    assert [prompt_style(d) for d in ("gsm8k", "math", "mmlu", "humaneval", "mbpp")] == [
+        "gsm8k", "minerva_math", "mmlu", "humanevalplus", "mbppplus"]
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        resolve_dataset("nope")
 
 
 @pytest.mark.parametrize("key", list(FILES))

@@ -6,7 +6,7 @@ dependency as one line (no data files needed)."""
 import pytest
 
 from minitflow.errors import UserError
-from minitflow.eval.data import Sample, prompt_style, resolve_dataset
+from minitflow.eval.data import Sample
 from minitflow.eval.scoring import check_eval_dependencies, score_both, score_sample, score_samples
 from helpers import GOOD, _add_sample
 
@@ -20,17 +20,6 @@ def test_score_sample_dispatch():
     assert score_sample("mmlu_redux", "The answer is (C).", mmlu_s) == (True, "C")
     ok, code = score_sample("humanevalplus", f"```python\n{GOOD}```", _add_sample())
     assert ok and code == GOOD
-
-
-def test_dataset_names():
-    assert resolve_dataset("HumanEvalPlus") == "humaneval"
-    assert resolve_dataset("mbppplus") == "mbpp"
-    assert resolve_dataset("mmlu_redux") == "mmlu"
-    assert resolve_dataset("math") == "minerva_math"
-    assert [prompt_style(d) for d in ("gsm8k", "math", "mmlu", "humaneval", "mbpp")] == [
-        "gsm8k", "minerva_math", "mmlu", "humanevalplus", "mbppplus"]
-    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
-        resolve_dataset("nope")
 
 
 def test_score_samples_scorer_switch_and_both():
