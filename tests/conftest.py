@@ -97,6 +97,8 @@ def sharp_dir(tmp_path_factory) -> Path:
 # The sharp model and a random generator whose LoRA changes its tokens (the request-pipeline fuzzers).
 @pytest.fixture(scope="module")
 def model(sharp_dir):
+    """Greedy rows that vary token to token: a wrong key, value or LoRA row shows in them (at 1x a
+    wrong key or value rarely changes a token)."""
     return load_model(sharp_dir, torch.float32, "cpu")
 
 

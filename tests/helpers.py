@@ -1,6 +1,7 @@
 """Shared test helpers: what more than one test module uses (command-line checks, tiny models, engine
-emulations, sample rows). A helper lives here rather than in one test module so that no test module
-imports another; fixtures live in conftest.py. No tests here."""
+emulations, sample rows; the code samples, torch-free, are in code_samples.py). A helper lives here
+rather than in one test module so that no test module imports another; fixtures live in conftest.py.
+No tests here."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from minitflow.engine.llm import LLM
 from minitflow.engine.prefix_cache import BLOCK
 from minitflow.engine.request import Request
 from minitflow.errors import run_cli
-from minitflow.eval.data import Sample
 from minitflow.model.lora import PROJECTIONS, projection_shapes
 from minitflow.tflow.training import TrainConfig
 
@@ -288,32 +288,3 @@ def _demo_args(data: Path, out: Path, *extra: str) -> list[str]:
 def _last_plan(out: Path) -> str:
     """The last run's "N samples, K already done, M for rank r/w" log line."""
     return [line for line in (out / "run.log").read_text().splitlines() if " already done, " in line][-1]
-
-
-# ---- code samples ---------------------------------------------------------------------------
-
-def _add_sample(with_plus=True):
-    meta = {
-        "dataset": "humaneval", "task_id": "Toy/0", "entry_point": "add",
-        "prompt": 'from typing import List\n\n\ndef add(a: int, b: int) -> int:\n    """Add."""\n',
-        "canonical_solution": "    return a + b\n",
-        "base_input": [[1, 2], [0, 0], [-1, 5]],
-        "plus_input": [[10**6, 1], [-7, -8]] if with_plus else [],
-        "atol": 0,
-    }
-    return Sample(id="Toy/0", question=meta["prompt"], answer="", meta=meta)
-
-
-GOOD = "def add(a, b):\n    return a + b\n"
-
-
-def _sample(entry: str, canonical: str, base: list, plus: list = (), prompt: str | None = None,
-            dataset: str = "humaneval", sid: str = "Toy/0") -> Sample:
-    prompt = prompt if prompt is not None else f'def {entry}(*args):\n    """Toy task."""\n'
-    meta = {"dataset": dataset, "task_id": sid, "entry_point": entry, "prompt": prompt,
-            "canonical_solution": canonical, "base_input": base, "plus_input": list(plus), "atol": 0}
-    return Sample(id=sid, question=prompt, answer="", meta=meta)
-
-
-ADD = _sample("add", "    return a + b\n", [[1, 2], [0, 0], [-1, 5]], [[10**6, 1], [-7, -8]],
-              prompt='def add(a: int, b: int) -> int:\n    """Add."""\n')

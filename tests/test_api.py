@@ -17,11 +17,6 @@ from minitflow.model.weights import load_model
 from helpers import _llm, _prompts, _random_factors
 
 
-@pytest.fixture(scope="module")
-def model(sharp_dir):
-    return load_model(sharp_dir, torch.float32, "cpu")
-
-
 def _sps(sampled: bool) -> list[SamplingParams]:
     return [SamplingParams(max_new_tokens=12, temperature=0.8 if sampled else 0.0, top_p=0.9, seed=40 + i)
             for i in range(4)]

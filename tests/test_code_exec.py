@@ -9,7 +9,7 @@ import pytest
 
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample
-from helpers import GOOD, _add_sample
+from code_samples import GOOD, _add_sample
 
 
 @pytest.mark.parametrize("code, base, plus, needle", [

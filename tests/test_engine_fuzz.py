@@ -20,14 +20,12 @@ import random
 from dataclasses import dataclass, replace
 
 import pytest
-import torch
 
 from minitflow import LLM, SamplingParams, build_lora
 from minitflow.engine import runner
 from minitflow.engine.prefix_cache import BLOCK
 from minitflow.engine.request import Request, Status
 from minitflow.engine.runner import ModelRunner
-from minitflow.model.weights import load_model
 from helpers import LateRing, _kv_bucket, _random_factors
 from conftest import fuzz_seeds
 
@@ -42,11 +40,6 @@ class PieceTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return "".join("abcde"[i % 5] * (1 + i // 5 % 3) for i in ids)
-
-
-@pytest.fixture(scope="module")
-def model(sharp_dir):  # conftest's sharper weights: at 1x a wrong key or value rarely changes a token
-    return load_model(sharp_dir, torch.float32, "cpu")
 
 
 @dataclass

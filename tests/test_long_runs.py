@@ -21,7 +21,7 @@ from minitflow.eval.rows import BackgroundScorer
 from minitflow.model.lora import LoraWeights
 from minitflow.tflow.checkpoint import load_checkpoint
 from minitflow.tflow.methods import run_method
-from helpers import ADD
+from code_samples import ADD
 
 DEMO = demo_dir()
 pytestmark = pytest.mark.skipif(not (DEMO / "tflow.pt").is_file(), reason="the demo artifacts are not built")

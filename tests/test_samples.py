@@ -448,7 +448,7 @@ def test_latentmas_samples_at_zero_latent_steps(parts):
 
 
 @pytest.mark.parametrize("method", ["baseline", "tflow", "textmas", "latentmas"])
-def test_keep_results_false_hands_each_output_to_on_result_and_holds_none(model, generator, parts, method):  # noqa: F811
+def test_keep_results_false_hands_each_output_to_on_result_and_holds_none(model, generator, parts, method):
     """evaluate's run: thousands of outputs (~90 KiB each at 2,048 tokens) were all held until the
     run returned. With keep_results=False each goes to on_result only: the same outputs, [] back,
     and none alive past the engine step that finished it (at most the window's 2 x 2 outputs)."""
@@ -465,7 +465,7 @@ def test_keep_results_false_hands_each_output_to_on_result_and_holds_none(model,
             return LLM(lm_model, tok, eos_token_ids=EOS, num_slots=4)
     else:
         def llm():
-            return _llm(model, 4)
+            return _word_llm(model, 4)
     opts = {"latentmas": dict(latent_steps=2), "textmas": dict(sender_max_new_tokens=3)}.get(method, {})
     want = run_method(method, llm(), qs, sampling=sps, generator=generator, samples=2, batch_size=2, **opts)
     got, alive, refs = [], [], []

@@ -30,7 +30,7 @@ from minitflow.eval import code_exec, sandbox
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample
 from minitflow.eval.sandbox_child import NotNoneFlag, Unencodable, decode, dumps, encode
-from helpers import ADD, _sample
+from code_samples import ADD, _sample
 
 ISO = sandbox.isolation()
 NAMESPACES = ISO.mode == "namespaces"
@@ -688,7 +688,7 @@ def test_a_killed_evaluator_leaves_nothing_behind(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from helpers import ADD
+        from code_samples import ADD
         from minitflow.eval.code_exec import run_code_tests
         run_code_tests(ADD, "import time\\ndef add(a, b):\\n    time.sleep(60)\\n", timeout=60)
     """))

@@ -13,13 +13,7 @@ from minitflow.engine.request import Request
 from minitflow.engine.runner import FORWARD_TOKENS, length_groups
 from minitflow.engine.scheduler import Scheduler
 from minitflow.model.qwen3 import Capture
-from minitflow.model.weights import load_model
 from helpers import _random_factors
-
-
-@pytest.fixture(scope="module")
-def model(sharp_dir):
-    return load_model(sharp_dir, torch.float32, "cpu")
 
 
 def _forwards(llm: LLM) -> list[int]:

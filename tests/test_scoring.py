@@ -8,7 +8,7 @@ import pytest
 from minitflow.errors import UserError
 from minitflow.eval.data import Sample
 from minitflow.eval.scoring import check_eval_dependencies, score_both, score_sample, score_samples
-from helpers import GOOD, _add_sample
+from code_samples import GOOD, _add_sample
 
 
 def test_score_sample_dispatch():

@@ -20,11 +20,6 @@ from minitflow.model.weights import load_model
 from helpers import LateRing, _llm, _prompts, _random_factors
 
 
-@pytest.fixture(scope="module")
-def model(sharp_dir):  # greedy rows that vary token to token: a wrong key, value or LoRA row shows in them
-    return load_model(sharp_dir, torch.float32, "cpu")
-
-
 def _params(n: int, sampled: bool) -> list[SamplingParams]:
     lengths = [3, 17, 6, 25, 1, 11, 9, 30][:n]
     if not sampled:
