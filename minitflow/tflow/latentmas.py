@@ -70,8 +70,8 @@ from minitflow.model.qwen3 import Qwen3Model
 from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
-from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_keep, check_refill_share, check_samples,
-                                    sample_seed, stream_window)
+from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_keep, check_refill_share,
+                                    check_samples, sample_seed, stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
