@@ -292,8 +292,8 @@ def test_a_run_of_special_tokens_costs_linear_decode_work():
     n = 4000
     stream = tok.encode("The answer") + [tok.token_to_id("<|endoftext|>"), tok.eos_token_id] * (n // 2) \
         + tok.encode(" is 4</answer> more")
-    req = Request([1], SamplingParams(max_new_tokens=len(stream), stop=("</answer>",), ignore_eos=True),
-                  status=Status.RUNNING)
+    req = Request([1], SamplingParams(max_new_tokens=len(stream), stop=("</answer>",), ignore_eos=True))
+    req.status = Status.RUNNING
     for t in stream:
         if Engine._accept(engine, req, t):
             break
