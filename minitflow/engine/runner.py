@@ -59,8 +59,9 @@ def length_groups(lens: list[int], overhead: float) -> list[list[int]]:
     """Indices of `lens` (prompt tokens to compute per row) split into right-padded forwards, each in
     ascending index order: of the splits of the lengths sorted, the one that computes the fewest
     token-rows (rows x longest, per forward) plus `overhead` per forward. One padded forward of a
-    1,024-token prompt beside fifteen of 32 computes 16,384 token-rows for 1,504 real ones; split,
-    1,504 + one overhead. An O(n^2) dynamic programme over at most a step's admissions."""
+    1,024-token prompt beside fifteen of 32 computes 16,384 token-rows for 1,504 real ones; two
+    forwards compute the 1,504 for one more overhead. An O(n^2) dynamic programme over at most a
+    step's admissions."""
     order = sorted(range(len(lens)), key=lambda i: (lens[i], i))
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):  # best[j]: the cheapest split of the first j sorted rows
