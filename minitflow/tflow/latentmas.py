@@ -529,7 +529,7 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
 
     try:
         return stream_window(len(questions), window, start, step, refill_share=refill_share, on_result=on_result,
-                             samples=samples, keep=keep_results)
+                             samples=samples, keep_results=keep_results)
     except BaseException:  # an error in on_result, Ctrl-C: no judger of this run stays in the engine
         llm.engine.abort_all()
         raise

@@ -464,7 +464,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
             return stream_window(n, run.batch_size, start,
                                  lambda: [(q.index * samples + q.sample, pipeline.result(q))
                                           for q in pipeline.advance(pipeline.step())],
-                                 refill_share=run.share, on_result=on_result, samples=samples, keep=keep)
+                                 refill_share=run.share, on_result=on_result, samples=samples, keep_results=keep)
 
 
 @dataclass(frozen=True)

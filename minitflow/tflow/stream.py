@@ -131,7 +131,7 @@ def check_keep(keep_results: object, on_result: object) -> bool:
 def stream_window(count: int, window: int, start: Callable[[list[int]], None],
                   step: Callable[[], list[tuple[int, MethodResult]]], refill_share: float = 0.0,
                   on_result: Callable[[int, MethodResult], None] | None = None,
-                  samples: int = 1, keep: bool = True) -> list[MethodResult]:
+                  samples: int = 1, keep_results: bool = True) -> list[MethodResult]:
     """Questions 0..count-1 with at most `window` in flight and no batch barrier. `start(group)`
     queues a group of new questions once `refill_share` of the window is free (at least one
     place; or nothing runs, or every remaining question fits); `step()` runs one engine step
@@ -139,7 +139,7 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
     with the run's wall time per question; `on_result(i, result)` as each finishes.
     With `samples` K a question has K outputs: step() names output j of question i as
     i * K + j, a question leaves the window once its K are in, on_result gets i, and the
-    results are question-major (K per question). `keep=False`: results go to on_result only and
+    results are question-major (K per question). `keep_results=False`: results go to on_result only and
     none is returned (a long evaluation holds what is in flight, not what it has done)."""
     refill = max(1, math.ceil(refill_share * window))
     todo = deque(range(count))
@@ -154,7 +154,7 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
             start(group)
             live += len(group)
         for item, result in step():
-            if keep:
+            if keep_results:
                 results[item] = result
             i = item // samples
             left[i] -= 1
@@ -164,4 +164,4 @@ def stream_window(count: int, window: int, start: Callable[[list[int]], None],
     wall = (time.perf_counter() - t0) / count
     for r in results.values():
         r.wall_s_per_question = wall
-    return [results[i] for i in range(count * samples)] if keep else []
+    return [results[i] for i in range(count * samples)] if keep_results else []
