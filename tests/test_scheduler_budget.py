@@ -98,6 +98,23 @@ def test_samples_of_one_prompt_prefill_it_once_on_a_cold_cache(model):
     assert seen == [4 * (3 * BLOCK + 4)]
 
 
+def test_samples_do_not_wait_for_a_block_the_cache_cannot_hold(model):
+    """A prefix cache with room for one block of KV: the first sample stores the prompt's first block
+    and no more, so the other three take it and come together in the next step, computing the rest
+    themselves. Before, each waited for the second block, which no one stores: one sample a step."""
+    g = torch.Generator().manual_seed(7)
+    prompt = torch.randint(0, 150, (3 * BLOCK + 5,), generator=g).tolist()
+    sps = [SamplingParams(max_new_tokens=5, temperature=0.8, seed=s) for s in range(4)]
+    cfg = model.cfg  # one block's keys and values, float32
+    block = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * BLOCK * cfg.head_dim * 4
+    llm = LLM(model, eos_token_ids=[], num_slots=4, prefix_cache_bytes=block * 3 // 2)
+    seen = _forwards(llm)
+    reqs = llm.engine.run([Request(prompt, sp) for sp in sps])
+    assert seen == [3 * BLOCK + 4, 3 * (2 * BLOCK + 4)]
+    assert [r.cached_tokens for r in reqs] == [0] + [BLOCK] * 3
+    assert [r.output_ids for r in reqs] == _alone(model, [prompt] * 4, sps)
+
+
 def test_only_requests_that_would_take_new_blocks_wait(model):
     """Admitted beside the first prompt: one sharing no whole block with it, one sharing only its
     second block (a block is keyed by its whole prefix: another chain), one whose first block is

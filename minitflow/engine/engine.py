@@ -362,6 +362,8 @@ class Engine:
             return False
         limit, span, root = reuse
         cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span, root)
+        if (cached // BLOCK + 1) * self.runner.cache.nbytes(BLOCK) > self.prefix_cache.budget:
+            return False  # its next block and the prefix under it exceed the budget: nobody stores that block
         for other in batch:
             theirs = self._reusable(other)
             if theirs is None or theirs[2] != root:  # their blocks go under another root
