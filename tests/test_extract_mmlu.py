@@ -85,6 +85,21 @@ def test_mmlu_letter_in_a_math_font_box(text):
     assert extract_mmlu_letter(text) == "C"  # was None: only \text / \textbf were unwrapped
 
 
+@pytest.mark.parametrize("text", [r"\boxed{Option C}", r"The answer is $\boxed{\text{Option C}}$.",
+                                  "<think>\nB looks close.\n</think>\n\n" r"\boxed{\textbf{Option (C)}}",
+                                  r"\boxed{\text{Choice C: Berlin}}"])
+def test_mmlu_option_word_in_a_box(text):
+    # was None, so a right answer scored wrong: "Option" before the letter left no letter at the box's start
+    assert extract_mmlu_letter(text, ["Paris", "London", "Berlin", "Madrid"]) == "C"
+    assert score_mmlu(text, "C")
+
+
+@pytest.mark.parametrize("text", [r"\boxed{Option C or D}", r"\boxed{\text{Option C}} or \boxed{\text{Option D}}",
+                                  r"\boxed{Option E}"])
+def test_mmlu_option_word_in_a_box_no_answer(text):
+    assert extract_mmlu_letter(text, ["Paris", "London", "Berlin", "Madrid"]) is None  # a hedge; no option E
+
+
 TF = ["True, True", "False, False", "True, False", "False, True"]
 ARTICLE = ["An entity fixed effects model", "A time fixed effects model", "A random effects model",
            "A pure time series model"]

@@ -787,8 +787,16 @@ def _lower_letter(s: str, choices: Sequence[str] | None) -> str | None:
     return _in_range(s.strip("()").upper(), choices)
 
 
+# "\boxed{Option D}", "\boxed{\text{Choice (D)}}": the word before the letter names it (a model's box, and
+# no MMLU option's text is "Option" and a letter)
+_OPTION_WORD_RE = re.compile(r"^((?:\s|\\(?:text(?:bf|rm)?|math(?:rm|bf))\s*\{)*)(?:option|choice)\s+(?=\(?(?-i:[A-J])\b)",
+                             re.I)
+
+
 def _boxed_letter(content: str, choices: Sequence[str] | None) -> str | None:
-    """\\boxed{B}, \\boxed{(C)}, \\boxed{D. Paris}, \\boxed{c}; an option's text; \\boxed{B Paris}."""
+    """\\boxed{B}, \\boxed{(C)}, \\boxed{D. Paris}, \\boxed{Option D}, \\boxed{c}; an option's text;
+    \\boxed{B Paris}."""
+    content = _OPTION_WORD_RE.sub(r"\1", content, count=1)
     letter = _in_range(_letter_at_start(content, allow_space=False), choices)
     if not letter and re.fullmatch(r"\(?([a-j])\)?", content.strip()):  # \boxed{c}
         letter = _lower_letter(content.strip(), choices)
