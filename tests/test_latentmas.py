@@ -754,3 +754,26 @@ def test_equals_official_algorithm_on_transformers(tmp_path, setting):
             prompts = {r: lm.agent_prompt_ids(llm, r, q, "gsm8k", topology, think) for r in (*lm.SENDERS, lm.JUDGER)}
             want = _official_hf_reference(hf, prompts, k, realign, 1024, {1021, 1019}, 12)
             assert res.token_ids == want, (q, setting)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 renames past_key_values
+def test_rows_past_the_tokenizers_count_nowhere(tmp_path):
+    """The official code drops the rows past the tokenizer's ids (resize_token_embeddings; Qwen3's are
+    untrained) before it takes the latent target norm, W_a and the judger's logits. Here those rows are 8
+    times the others, so that counting them in the mean input-embedding norm (which the random rows of
+    test_equals_official_algorithm_on_transformers leave almost unchanged) changes the greedy ids."""
+    Qwen3ForCausalLM = pytest.importorskip("transformers").Qwen3ForCausalLM
+    from safetensors.torch import load_file, save_file
+    d = write_tiny_qwen3(tmp_path, DEMO, tie=False, seed=21, vocab=1088, bos=1019, eos=(1021, 1019))
+    weights = load_file(d / "model.safetensors")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        weights[name][1024:] *= 8
+    save_file(weights, str(d / "model.safetensors"), metadata={"format": "pt"})
+    llm = LLM.load(d, dtype="float32", device="cpu")
+    hf = Qwen3ForCausalLM.from_pretrained(d).float().eval()
+    got = lm.run_latentmas(llm, SMALL_QUESTIONS, "gsm8k", [SamplingParams(max_new_tokens=12)] * len(SMALL_QUESTIONS),
+                           latent_steps=3)
+    with torch.no_grad():
+        for q, res in zip(SMALL_QUESTIONS, got):
+            prompts = {r: lm.agent_prompt_ids(llm, r, q, "gsm8k", "sequential", False) for r in (*lm.SENDERS, lm.JUDGER)}
+            assert res.token_ids == _official_hf_reference(hf, prompts, 3, False, 1024, {1021, 1019}, 12), q
