@@ -299,14 +299,22 @@ def test_eos_ends_a_row_inside_a_batch(small_llm):
     assert cut[1].finish_reason == "stop" and len(cut[1].token_ids) <= 4
 
 
-def test_cache_handover_equals_one_long_prompt(small_llm):
+# greedy, and a draw (seed 34) that ends on an EOS token inside max_new_tokens
+@pytest.mark.parametrize("sp", [SamplingParams(max_new_tokens=8),
+                                SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, top_k=20, seed=34)])
+def test_cache_handover_equals_one_long_prompt(small_llm, sp):
     """With no latent step the hand-over is plain KV reuse: the judger continues the concatenation of the
-    agents' prompts. Official 0 steps: the judger alone. Both against the engine's own generate."""
-    q, sp = SMALL_QUESTIONS[1], SamplingParams(max_new_tokens=8)
+    agents' prompts. Official 0 steps: the judger alone. Both against the engine's own generate, so the
+    judger samples with the caller's temperature, top-p, top-k and seed; its answer is the official
+    decode(skip_special_tokens=True).strip() of its ids (the EOS token they end on dropped)."""
+    q = SMALL_QUESTIONS[1]
     ids = {r: lm.agent_prompt_ids(small_llm, r, q, "gsm8k", "sequential", False) for r in (*lm.SENDERS, lm.JUDGER)}
     kept = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], latent_steps=0, handover_at_zero=True)[0]
     chain = small_llm.generate([sum(ids.values(), [])], sp)[0]
     assert kept.token_ids == chain.token_ids
+    if sp.temperature:  # the draw ends on EOS, which the answer drops
+        assert kept.finish_reason == "stop" and kept.token_ids[-1] in small_llm.eos_token_ids
+    assert kept.answer == small_llm.tokenizer.decode(kept.token_ids, skip_special_tokens=True).strip()
     dropped = lm.run_latentmas(small_llm, [q], "gsm8k", [sp], latent_steps=0)[0]
     assert dropped.token_ids == small_llm.generate([ids[lm.JUDGER]], sp)[0].token_ids
     assert dropped.processed_tokens == len(ids[lm.JUDGER]) + len(dropped.token_ids)
