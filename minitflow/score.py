@@ -69,7 +69,7 @@ def _lookup(by_id: dict[str, Any], ids: list[str], where: str, dataset: str, dat
 
 
 def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
-    from minitflow.eval.data import resolve_dataset
+    from minitflow.eval.data import dataset_label, resolve_dataset
     from minitflow.eval.scoring import check_eval_dependencies, score_samples
 
     if not args.dataset:
@@ -92,7 +92,8 @@ def score_predictions(args: argparse.Namespace) -> dict[str, Any]:
         write_text(output, "".join(json.dumps({"id": i, "correct": bool(ok), "extracted": ext},
                                                  ensure_ascii=False) + "\n" for i, (ok, ext) in zip(ids, scores)))
     correct = sum(bool(ok) for ok, _ in scores)
-    print(f"accuracy {correct / len(scores):.4f} ({correct}/{len(scores)}, {args.scorer} scorer, {dataset})")
+    label = dataset_label(dataset, samples)  # humaneval+ where the file has plus tests, as evaluate and report say
+    print(f"accuracy {correct / len(scores):.4f} ({correct}/{len(scores)}, {args.scorer} scorer, {label})")
     return {"accuracy": correct / len(scores), "n": len(scores), "correct": correct}
 
 
@@ -220,7 +221,7 @@ def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
 
 
 def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from minitflow.eval.data import resolve_dataset, resolve_mmlu_rows
+    from minitflow.eval.data import dataset_label, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies
 
     summaries = []
@@ -269,8 +270,9 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
         method = path.name[:-len("_results.json")]
         writes += _rescore_partials(folder, method, dataset, by_id, args, data_file)
         writes.append((path, json_text(data, indent=1) + "\n"))
+        label = dataset_label(dataset, by_id.values())
         lines.append(f"{method}: accuracy {summary['accuracy']:.4f} strict, {summary['accuracy_official']:.4f} "
-                     f"official (the paper's metric) on {n} {dataset} samples; rescored {path}")
+                     f"official (the paper's metric) on {n} {label} samples; rescored {path}")
         summaries.append(summary)
     # every file checked and scored before any is written: a refusal in a later file leaves the folder as it was
     for target, text in writes:

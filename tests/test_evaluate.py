@@ -138,7 +138,7 @@ def test_oracle_method_scores_everything(dataset, path, limit, tmp_path):
 
 def test_the_code_benchmarks_are_labelled_plus_where_their_rows_have_plus_tests():
     from minitflow.eval.data import Sample
-    from minitflow.eval.evaluation import dataset_label
+    from minitflow.eval.data import dataset_label
     plus, base = Sample("Mbpp/2", "q", "", {"plus_input": [[1]]}), Sample("Mbpp/3", "q", "", {"plus_input": []})
     assert [dataset_label(d, [base, plus]) for d in ("mbpp", "humaneval")] == ["mbpp+", "humaneval+"]
     assert [dataset_label(d, [base]) for d in ("mbpp", "humaneval", "gsm8k")] == ["mbpp", "humaneval", "gsm8k"]

@@ -202,7 +202,7 @@ def test_rescore_on_a_file_system_without_flock(tmp_path, capsys, monkeypatch):
     assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
 
 
-def test_code_predictions_share_one_run(tmp_path):
+def test_code_predictions_share_one_run(tmp_path, capsys):
     data = _jsonl(tmp_path / "he.jsonl", [TOY])
     preds = _jsonl(tmp_path / "p.jsonl", [
         {"id": "Toy/0", "prediction": "```python\ndef add(a, b):\n    return a + b\n```"},
@@ -215,6 +215,15 @@ def test_code_predictions_share_one_run(tmp_path):
     main(["--dataset", "humaneval", "--data_file", str(data), "--predictions", str(preds), "--output", str(out),
           "--scorer", "official"])
     assert [r["correct"] for r in _read(out)] == [True, False, False]
+    # the file has plus tests: humaneval+, as evaluate and report label it
+    assert "(2/3, strict scorer, humaneval+)" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_code_predictions_without_plus_tests_say_humaneval(tmp_path, capsys):
+    data = _jsonl(tmp_path / "he.jsonl", [{**TOY, "plus_input": []}])
+    preds = _jsonl(tmp_path / "p.jsonl", [{"id": "Toy/0", "prediction": "```python\ndef add(a, b):\n    return a + b\n```"}])
+    main(["--dataset", "humaneval", "--data_file", str(data), "--predictions", str(preds)])
+    assert "(1/1, strict scorer, humaneval)" in capsys.readouterr().out
 
 
 def test_rescore_each_results_file_against_its_own_data_file(tmp_path, capsys):

@@ -126,6 +126,15 @@ def resolve_dataset(name: str) -> str:
     return key
 
 
+def dataset_label(dataset: str, samples) -> str:
+    """The report's column: humaneval+ and mbpp+ where the file has plus tests (evalplus'), which the
+    sandbox runs beside the base ones (MBPP+ was "mbpp" beside "humaneval+"); HumanEval's own file,
+    or MBPP rows without plus tests, keep the plain name."""
+    if dataset in ("humaneval", "mbpp"):
+        return dataset + "+" if any(s.meta.get("plus_input") for s in samples) else dataset
+    return dataset
+
+
 def prompt_style(dataset: str) -> str:
     """The official prompt-style key: gsm8k, minerva_math, mmlu, humanevalplus, mbppplus."""
     return DATASETS[resolve_dataset(dataset)].prompt_style

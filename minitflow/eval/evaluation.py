@@ -69,15 +69,6 @@ def device_label(args: argparse.Namespace) -> str | None:
     return f"cuda ({torch.cuda.get_device_name(device)})"
 
 
-def dataset_label(dataset: str, samples) -> str:
-    """The report's column: humaneval+ and mbpp+ where the file has plus tests (evalplus'), which the
-    sandbox runs beside the base ones (MBPP+ was "mbpp" beside "humaneval+"); HumanEval's own file,
-    or MBPP rows without plus tests, keep the plain name."""
-    if dataset in ("humaneval", "mbpp"):
-        return dataset + "+" if any(s.meta.get("plus_input") for s in samples) else dataset
-    return dataset
-
-
 # ---- the run -----------------------------------------------------------------------------
 
 def _setup_logging(out_dir: Path, rank: int) -> None:
@@ -272,6 +263,7 @@ def _run_share(args: argparse.Namespace, rank: int, size: int, run: _RunPlan,
                out_dir: Path) -> tuple[list[tuple[int, object]], str]:
     """Run this rank's share of the claimed folder into its partial file: (the samples it ran, the
     dataset's label)."""
+    from minitflow.eval.data import dataset_label
     from minitflow.eval.scoring import oracle_prediction
     from minitflow.tflow.methods import SEEDS, run_method
 
