@@ -524,6 +524,26 @@ def test_examples_with_context_and_bad_rows(tmp_path):
         read_examples(path)
 
 
+def test_rows_read_as_generate_reads_the_same_file(tmp_path):
+    """A question with whitespace around it ("...?\\n", as exported rows often end) was trained,
+    and the held-out exact match was run, with that whitespace in the receiver's and senders'
+    prompts, while generate and evaluate strip it: the trainer's accuracy was not what
+    `generate --checkpoint --input_file` gives on the same file. Both now read the same texts."""
+    import argparse
+    from minitflow import generate
+    from minitflow.tflow.methods import with_context
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"question": "What is 3 plus 4?\n", "answer": "7"},
+        {"question": "  How many does the red box hold? ", "answer": "\\boxed{2}", "context": "The red box holds 2."})))
+    rows = read_examples(path)
+    read = generate.read_inputs(argparse.Namespace(question=None, input_file=str(path), context=None))
+    assert [(e.question, e.sender_question) for e in rows] == \
+        [(r["question"], with_context(r.get("context"), r["question"])) for r in read]
+    assert [e.question for e in rows] == ["What is 3 plus 4?", "How many does the red box hold?"]
+    assert [e.answer for e in rows] == ["7", "\\boxed{2}"]
+
+
 @pytest.mark.parametrize("row", [{"answer": ""}, {"answer": " \n"}, {"answer": "A", "sender_question": ""},
                                  {"answer": "A", "sender_question": "  "}])
 def test_a_blank_answer_or_sender_question_is_refused(tmp_path, row):

@@ -65,14 +65,17 @@ def read_examples(path: str | Path) -> list[Example]:
     for n, row in json_rows(read_text(path, "examples file"), str(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
             raise UserError(f"{path}:{n}: a row needs string fields \"question\" and \"answer\"")
-        if not row["question"].strip():  # as generate and evaluate refuse one
+        # stripped, as generate and evaluate read a question: a trailing "\n" trained (and the
+        # held-out exact match ran) a receiver prompt that inference never builds
+        question = row["question"].strip()
+        if not question:  # as generate and evaluate refuse one
             raise UserError(f"{path}:{n}: the question is empty")
         sq = row.get("sender_question")
         if sq is None:  # `context` as in generate's --input_file: private to the senders
             context = row.get("context")
             if context is not None and not isinstance(context, str):
                 raise UserError(f"{path}:{n}: \"context\" must be a string")
-            sq = with_context(context, row["question"])
+            sq = with_context(context, question)
         if not isinstance(sq, str):
             raise UserError(f"{path}:{n}: \"sender_question\" must be a string")
         # a blank target trains the receiver to answer nothing (and as a held-out gold, a blank
@@ -82,13 +85,13 @@ def read_examples(path: str | Path) -> list[Example]:
                 raise UserError(f"{path}:{n}: the {name} is empty")
         # a "\ud800" escape reads as a lone surrogate, which is no Unicode: rows_digest's UTF-8 was a
         # traceback, and the tokenizer's refusal named a character of a prompt, not the row
-        for name, text in (("question", row["question"]), ("answer", row["answer"]), ("sender_question", sq)):
+        for name, text in (("question", question), ("answer", row["answer"]), ("sender_question", sq)):
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise UserError(f"{path}:{n}: the {name} holds a lone surrogate (U+{ord(text[e.start]):04X}), "
                                 "which is not valid Unicode") from None
-        rows.append(Example(row["question"], row["answer"], sq))
+        rows.append(Example(question, row["answer"], sq))
     if not rows:
         raise UserError(f"{path}: no examples")
     return rows
