@@ -74,7 +74,7 @@ def make_example(rng: random.Random) -> dict:
     facts = " ".join(f"The {c} box holds {v}." for c, v in zip(COLORS, values))
     question = f"How many does the {COLORS[asked]} box hold?"
     # `context` is what `generate --context` / `--input_file` take; `sender_question` is what the
-    # senders read (methods.with_context joins the two with a space)
+    # senders read (prompts.with_context joins the two with a space)
     return {"question": question, "answer": boxed(values[asked]), "context": facts,
             "sender_question": f"{facts} {question}"}
 

@@ -2,7 +2,8 @@
 
 A superset of the official `infer.py`: one question (--question, --input_file text, stdin)
 or many (--input_file a .jsonl, one {"question": ..., optional "context": ...} per line,
-batched with --batch_size). `context` is private to the senders (textmas, tflow, latentmas).
+batched with --batch_size). `context` is private to the senders (textmas, tflow, latentmas); a
+row's "sender_question" is what they read instead, as in train's rows.
 --n_samples K samples K answers per question (run_method's `samples`: what does not sample runs
 once): each printed, and each a result of its own with its `sample` index, question-major.
 """
@@ -50,9 +51,9 @@ def read_inputs(args: argparse.Namespace) -> list[dict]:
                     raise UserError(f"{path}:{n} needs a \"question\" string")
                 if not row["question"].strip():
                     raise UserError(f"{path}:{n}: the question is empty")
-                if row.get("context") is not None and not isinstance(row["context"], str):
-                    raise UserError(f"{path}:{n}: \"context\" must be a string")
-                rows.append(row)
+                # what its senders read, as train reads the row: a "sender_question" was ignored unsaid
+                sq = prompts.sender_text(row, row["question"].strip(), f"{path}:{n}")
+                rows.append({**row, "sender_question": sq})
         else:
             rows = [{"question": text, "context": args.context}]
     elif not sys.stdin.isatty():
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from minitflow.cli import (check_model_args, check_n_samples, check_questions_fit, load_for, method_options,
                                model_and_checkpoint, model_dir_for, plan_load, sampling_from)
     from minitflow.model.weights import model_files
-    from minitflow.tflow.methods import run_method, with_context
+    from minitflow.tflow.methods import run_method
     check_model_args(args)
     check_n_samples(args.n_samples)
     rows = read_inputs(args)  # before the model is resolved: a hub id is downloaded there
@@ -104,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     check_n_samples(args.n_samples, sampling)
     k = args.n_samples
     questions = [r["question"] for r in rows]
-    senders = [with_context(r.get("context"), r["question"]) for r in rows]
+    senders = [r.get("sender_question") or prompts.with_context(r.get("context"), r["question"]) for r in rows]
     fits = check_questions_fit(model_dir, questions, sampling.max_new_tokens,
                                [f"question {i + 1}" for i in range(len(questions))], method=args.method,
                                style=args.dataset, sender_questions=senders, options=method_options(args))
     llm, generator, _, _ = load_for(args, plan_load(args, model_dir), positions=[f for f in fits for _ in range(k)])
     results = run_method(args.method, llm, questions, style=args.dataset, sampling=sampling, generator=generator,
                          batch_size=args.batch_size, refill_share=args.refill_share,
-                         sender_questions=senders if any(r.get("context") for r in rows) else None,
+                         sender_questions=senders if senders != questions else None,
                          **({"samples": k} if k > 1 else {}), **method_options(args))
     payload = [{"method": args.method, "dataset_prompt": prompts.resolve_style(args.dataset), "question": r.question,
                 **({"sample": r.sample} if k > 1 else {}), "answer": r.answer, "metadata": r.metadata()}

@@ -1395,7 +1395,7 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     """Every generation flag of `python -m minitflow.generate`, set to a value that is not its
     default, reaches run_method as that value (a flag parsed and then replaced by a default
     would run another setting, recorded as the one asked for); the output file records it."""
-    from minitflow.tflow import methods
+    from minitflow.tflow import methods, prompts
     seen = {}
     real = methods.run_method  # generate imports it once its flags are parsed: from the module, at that call
 
@@ -1414,7 +1414,7 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
     assert (sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, sp.seed) == (3, 0.7, 0.8, 5, 9)
     assert (seen["method"], seen["style"], seen["questions"], seen["batch_size"], seen["refill_share"]) == \
         (method, "minerva_math", ["Q?"], 3, 0.25)
-    assert seen["sender_questions"] == [methods.with_context("C.", "Q?")] and seen["dtype"] == torch.float32
+    assert seen["sender_questions"] == [prompts.with_context("C.", "Q?")] and seen["dtype"] == torch.float32
     if method == "latentmas":
         assert {k: seen[k] for k in ("latent_steps", "topology", "realign", "think")} == \
             {"latent_steps": 2, "topology": "hierarchical", "realign": True, "think": True}
@@ -1428,6 +1428,31 @@ def test_generate_flags_reach_run_method(method, tmp_path, monkeypatch):
         assert [u["completion_tokens"] <= 2 for u in senders] == [True, True], meta["token_usage"]
     assert {k: meta["sampling"][k] for k in ("temperature", "top_p", "top_k", "seed", "max_new_tokens")} == \
         {"temperature": 0.7, "top_p": 0.8, "top_k": 5, "seed": 9, "max_new_tokens": 3}
+
+
+def test_generate_rows_senders_read_what_train_reads(tmp_path, capsys, monkeypatch):
+    """A .jsonl row's "sender_question" is what its senders read, as train reads the same row (the
+    demo's held-out rows carry one beside their "context"); generate ignored it, so its senders read
+    only the question, without a word. A row without one: its context, then the question."""
+    from minitflow.tflow import methods
+    seen = {}
+    real = methods.run_method
+
+    def spy(method_, llm, questions, **kw):
+        seen.update(kw, questions=questions)
+        return real(method_, llm, questions, **kw)
+    monkeypatch.setattr(methods, "run_method", spy)
+    rows = tmp_path / "q.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"question": "How many? ", "context": "Box 7.", "sender_question": "Facts: box 7. How many?"},
+        {"question": "Which?", "context": "Red."}, {"question": "Why?"})))
+    assert generate.main(["--method", "tflow", "--input_file", str(rows), "--device", "cpu", "--dtype", "float32",
+                          "--max_new_tokens", "2", "--greedy"]) == 0
+    assert seen["questions"] == ["How many?", "Which?", "Why?"]
+    assert seen["sender_questions"] == ["Facts: box 7. How many?", "Red. Which?", "Why?"]
+    rows.write_text(json.dumps({"question": "Q?", "sender_question": " "}) + "\n")
+    assert run_cli(generate.main, ["--input_file", str(rows), "--greedy"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{rows}:1: the sender_question is empty")
 
 
 @pytest.mark.parametrize("method", ["baseline", "textmas", "tflow", "latentmas"])

@@ -531,7 +531,7 @@ def test_rows_read_as_generate_reads_the_same_file(tmp_path):
     `generate --checkpoint --input_file` gives on the same file. Both now read the same texts."""
     import argparse
     from minitflow import generate
-    from minitflow.tflow.methods import with_context
+    from minitflow.tflow.prompts import with_context
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in (
         {"question": "What is 3 plus 4?\n", "answer": "7"},

@@ -68,11 +68,6 @@ def slots_per_question(method: str) -> int:
     return 2 if method == "textmas" else 1
 
 
-def with_context(context: str | None, question: str) -> str:
-    """What a sender reads when it also has a private context (the receiver reads only the question)."""
-    return f"{context.strip()} {question}" if context and context.strip() else question
-
-
 def chat_text(system: str, question: str, context: str = "") -> str:
     """An agent's prompt text (also counted before the model loads, positions_needed)."""
     msgs = [{"role": "system", "content": system}]

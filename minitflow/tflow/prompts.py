@@ -21,6 +21,27 @@ TEXTMAS_ASSISTANT_TURN = "I've reviewed the prior discussion. Let me continue."
 TEXTMAS_SENDER_MAX_NEW_TOKENS = 1024
 
 
+def with_context(context: str | None, question: str) -> str:
+    """What a sender reads when it also has a private context (the receiver reads only the question)."""
+    return f"{context.strip()} {question}" if context and context.strip() else question
+
+
+def sender_text(row: dict, question: str, where: str) -> str:
+    """What the senders read for a row of questions, in generate's --input_file as in train's rows:
+    its "sender_question" when it has one (its "context" then unread: the demo's rows carry both), else
+    its private "context" before `question` (with_context)."""
+    context, sq = row.get("context"), row.get("sender_question")
+    if context is not None and not isinstance(context, str):
+        raise UserError(f"{where}: \"context\" must be a string")
+    if sq is None:
+        return with_context(context, question)
+    if not isinstance(sq, str):
+        raise UserError(f"{where}: \"sender_question\" must be a string")
+    if not sq.strip():  # nothing for the senders to read
+        raise UserError(f"{where}: the sender_question is empty")
+    return sq
+
+
 @lru_cache(maxsize=1)
 def official() -> dict:
     return json.loads(resources.files("minitflow").joinpath("data/official_prompts.json").read_text())

@@ -45,7 +45,8 @@ from minitflow.tflow.checkpoint import (TFlowGenerator, arch_for, check_pg_arch,
                                         seeded, torch_load)
 from minitflow.tflow.condition import sender_states
 from minitflow.tflow.train_config import RESUME_BACKBONE, RESUME_FIXED, TrainConfig
-from minitflow.tflow.methods import generated_lora, positions_needed, run_method, with_context
+from minitflow.tflow.methods import generated_lora, positions_needed, run_method
+from minitflow.tflow.prompts import sender_text
 
 IGNORE = -100
 
@@ -70,19 +71,11 @@ def read_examples(path: str | Path) -> list[Example]:
         question = row["question"].strip()
         if not question:  # as generate and evaluate refuse one
             raise UserError(f"{path}:{n}: the question is empty")
-        sq = row.get("sender_question")
-        if sq is None:  # `context` as in generate's --input_file: private to the senders
-            context = row.get("context")
-            if context is not None and not isinstance(context, str):
-                raise UserError(f"{path}:{n}: \"context\" must be a string")
-            sq = with_context(context, question)
-        if not isinstance(sq, str):
-            raise UserError(f"{path}:{n}: \"sender_question\" must be a string")
+        sq = sender_text(row, question, f"{path}:{n}")  # as generate reads the row
         # a blank target trains the receiver to answer nothing (and as a held-out gold, a blank
-        # greedy answer matched it); blank sender text gives the senders nothing to read
-        for name, text in (("answer", row["answer"]), ("sender_question", sq)):
-            if not text.strip():
-                raise UserError(f"{path}:{n}: the {name} is empty")
+        # greedy answer matched it)
+        if not row["answer"].strip():
+            raise UserError(f"{path}:{n}: the answer is empty")
         # a "\ud800" escape reads as a lone surrogate, which is no Unicode: rows_digest's UTF-8 was a
         # traceback, and the tokenizer's refusal named a character of a prompt, not the row
         for name, text in (("question", question), ("answer", row["answer"]), ("sender_question", sq)):
