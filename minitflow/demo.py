@@ -23,7 +23,6 @@ folder); a non-empty DIR needs --overwrite.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 # torch-free: `python -m minitflow.demo --help` and a mistyped flag answer at once; what builds the demo
@@ -541,7 +540,7 @@ def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minitflow.demo", description=TASK)
+    ap = Parser(prog="python -m minitflow.demo", description=TASK)
     ap.add_argument("--out", default="minitflow-demo",
                     help="a new or empty directory for the demo model (HF-format) + tflow.pt + results "
                     "(default: %(default)s)")

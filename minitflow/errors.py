@@ -1,6 +1,7 @@
 """The one exception type for user mistakes, and run_cli, which makes it (and Ctrl-C, SIGTERM, a closed
 pipe) a command line's one line and exit code; torch-free, so that score and report start without torch."""
 
+import argparse
 import numbers
 import os
 import select
@@ -8,11 +9,20 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 class UserError(ValueError):
     """A bad path, flag, shape or file: the message says what is wrong and what to do."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, as every other user error of the command lines:
+    a mistyped flag or value printed the whole usage block (a dozen lines for generate) above the
+    line that says what is wrong (`--help` prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def is_int(x: object) -> bool:

@@ -61,14 +61,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minitflow.errors import run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.flags import EVALUATE_METHODS, ORACLE_DEFAULTED, add_model_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minitflow.evaluate", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minitflow.evaluate", description=__doc__.split("\n")[0])
     add_model_args(p, EVALUATE_METHODS)
     p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
     p.add_argument("--max_samples", type=int, default=-1, help="the first N samples (default: -1, all)")

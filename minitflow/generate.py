@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.files import check_output_file, decode_utf8, json_rows, read_text, write_json, write_text
@@ -74,7 +74,7 @@ def read_inputs(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minitflow.generate", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minitflow.generate", description=__doc__.split("\n")[0])
     p.add_argument("--question", default=None, help="one question (without it and --input_file: stdin)")
     p.add_argument("--input_file", default=None, help="a text file (one question) or .jsonl (many)")
     p.add_argument("--context", default=None, help="private context that only the senders read")

@@ -13,13 +13,12 @@ over every sample) as its Acc., and its pass@k and maj@K (strict) in a line unde
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
-from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.files import check_output_file, read_text, replacing, unfinished
@@ -202,7 +201,7 @@ def plot_format(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minitflow.report", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minitflow.report", description=__doc__.split("\n")[0])
     p.add_argument("dirs", nargs="+", help="output directories of minitflow.evaluate (their subfolders "
                    "searched too) or *_results.json files")
     p.add_argument("--plot", default=None, help="also draw accuracy and tokens as bar charts in this file, of the "

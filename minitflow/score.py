@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.files import (NO_FLOCK, RESCORING, check_output_file, file_sha256, json_reason, json_rows, json_text,
@@ -282,7 +282,7 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minitflow.score", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minitflow.score", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default=None, help="gsm8k, minerva_math, mmlu, humaneval, mbpp (or an alias)")
     p.add_argument("--data_file", default=None, help="local JSONL(.gz) copy of the test split (no network)")
     src = p.add_mutually_exclusive_group(required=True)

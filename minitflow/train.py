@@ -32,7 +32,7 @@ import json
 import sys
 from typing import Sequence
 
-from minitflow.errors import UserError, run_cli, stop_in_one_line_at_start
+from minitflow.errors import Parser, UserError, run_cli, stop_in_one_line_at_start
 stop_in_one_line_at_start(__name__)  # run as `python -m`: a Ctrl-C in the imports below is one line too
 
 from minitflow.model.config import DTYPES
@@ -81,7 +81,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     d = TrainConfig(model="", train="", out="")
-    p = argparse.ArgumentParser(prog="python -m minitflow.train", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m minitflow.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=_DefaultsHelp)
     p.add_argument("--model", required=True, help="HF-format Qwen3 directory or hub id (frozen backbone)")
     p.add_argument("--train", required=True,

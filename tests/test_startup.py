@@ -115,6 +115,22 @@ def test_scoring_and_reporting_import_no_torch(tmp_path):
     assert "| Single |" in got.stdout and out[-1] == "False", got.stdout
 
 
+def _said(got: subprocess.CompletedProcess) -> list[str]:
+    """The lines of a run's stderr that are not -X importtime's."""
+    return [line for line in got.stderr.splitlines() if not line.startswith("import time:")]
+
+
+@pytest.mark.parametrize("command", ["score", "report"])
+def test_a_flag_error_of_score_and_report_is_one_line(command):
+    """argparse printed its usage block above the line that says what is wrong; one line, exit 2."""
+    required = {"score": ["--results", "r"], "report": ["r"]}[command]
+    got = subprocess.run([sys.executable, "-m", f"minitflow.{command}", *required, "--no_such_flag"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (got.returncode, got.stdout, got.stderr) == \
+        (2, "", f"python -m minitflow.{command}: error: unrecognized arguments: --no_such_flag\n")
+
+
 def _imported(argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
     """(the run, the modules it imported as -X importtime lists them on stderr) of `python -m ARGV...`."""
     got = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], capture_output=True, text=True, timeout=300,
@@ -140,8 +156,8 @@ def test_the_model_command_lines_answer_help_and_flag_errors_without_torch(comma
     assert "torch" not in imported
     got, imported = _imported([f"minitflow.{command}", *MODEL_COMMANDS[command], "--no_such_flag", "1"])
     assert (got.returncode, got.stdout) == (2, ""), got.stderr[-2000:]
-    last = got.stderr.splitlines()[-1]
-    assert last == f"python -m minitflow.{command}: error: unrecognized arguments: --no_such_flag 1", last
+    assert _said(got) == [f"python -m minitflow.{command}: error: unrecognized arguments: --no_such_flag 1"], \
+        got.stderr[-2000:]  # one line: no usage block above it
     assert "torch" not in imported
 
 
@@ -149,9 +165,9 @@ def test_the_model_command_lines_answer_help_and_flag_errors_without_torch(comma
                                                   ("evaluate", "--method", "orcale"), ("train", "--condition", "none")])
 def test_a_bad_choice_is_argparses_line_without_torch(command, flag, value):
     """The choices (evaluate's methods with the oracle, the dtypes, train's conditions) are in the parsers
-    without torch: a value outside them is argparse's line and exit 2 at once."""
+    without torch: a value outside them is argparse's line, alone, and exit 2 at once."""
     got, imported = _imported([f"minitflow.{command}", *MODEL_COMMANDS[command], flag, value])
-    last = got.stderr.splitlines()[-1]
+    [last] = _said(got)
     assert got.returncode == 2 and last.startswith(f"python -m minitflow.{command}: error: argument {flag}: "
                                                    f"invalid choice: '{value}' (choose from "), got.stderr[-2000:]
     assert "torch" not in imported
