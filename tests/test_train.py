@@ -371,6 +371,14 @@ def test_resume_refuses_other_optimiser_and_data_flags(tiny, llm, tmp_path, kw):
                    resume=str(tmp_path / "b.pt"), **kw))
 
 
+def test_resume_takes_the_dataset_by_the_style_it_names(tiny, llm, tmp_path):
+    """--dataset math is --dataset minerva_math (an alias of the same prompts): a resume naming the
+    style the other way was refused as another dataset."""
+    train(_cfg(tiny, tmp_path / "b.pt", eval=None, dataset="minerva_math"), llm=llm, stop_after=1)
+    assert train(_cfg(tiny, tmp_path / "b.pt", eval=None, dataset="Math", resume=str(tmp_path / "b.pt"), steps=2),
+                 llm=llm)["step"] == 2
+
+
 @pytest.mark.parametrize("which", ["train", "eval"])
 def test_a_row_too_long_for_the_model_is_refused_before_the_backbone_loads(tiny, tmp_path, monkeypatch, which):
     """A question longer than the model's positions failed only when its batch came (train) or at

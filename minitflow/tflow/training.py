@@ -493,7 +493,15 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
     saved = state.get("config")
     if not isinstance(saved, dict):  # a state without its config: nothing to compare
         return
-    differ = [n for n in RESUME_FIXED if n not in RESUME_BACKBONE and n in saved and saved[n] != getattr(cfg, n)]
+    def same(n: str) -> bool:  # --dataset as the style it names: math is minerva_math (a resume was refused)
+        if n == "dataset":
+            try:
+                return prompts.resolve_style(saved[n]) == prompts.resolve_style(cfg.dataset)
+            except UserError:  # a name of no style (the saved one edited): compared as written
+                pass
+        return saved[n] == getattr(cfg, n)
+
+    differ = [n for n in RESUME_FIXED if n not in RESUME_BACKBONE and n in saved and not same(n)]
     if differ:
         raise UserError(f"--resume {cfg.resume}: it was trained with "
                         f"{', '.join(f'--{n} {saved[n]}' for n in differ)}, not "
