@@ -87,6 +87,18 @@ def test_code_float_outputs_compare_with_evalplus_tolerance():
     assert run_code_tests(sample, "def f(a):\n    return [a / 3, a / 3]\n", timeout=5)[:2] == (False, False)
 
 
+def test_code_float_tolerance_holds_for_later_inputs_after_an_exact_float_output():
+    # evalplus turns its tolerance on at the first float output (matched exactly or not) and keeps
+    # it for the later inputs: there 10**9 + 1 passes against 10**9 (allclose, rtol 1e-7)
+    sample = _float_sample("    return 0.5 if a == 0 else 10**9\n", [[0], [1]])
+    program = "def f(a):\n    return 0.5 if a == 0 else 10**9 + 1\n"
+    assert run_code_tests(sample, program, timeout=5) == (True, True, "pass")
+    # ... but not before that first float output
+    sample = _float_sample("    return 10**9 if a == 0 else 0.5\n", [[0], [1]])
+    program = "def f(a):\n    return 10**9 + 1 if a == 0 else 0.5\n"
+    assert run_code_tests(sample, program, timeout=5)[:2] == (False, False)
+
+
 def test_code_nan_outputs_fail_as_in_evalplus():
     # evalplus compares floats with np.allclose, where NaN never matches: the same NaN fails
     sample = _float_sample("    return float('nan') if a < 0 else a / 2\n", [[1], [-1]])
