@@ -105,9 +105,9 @@ def test_samples_do_not_wait_for_a_block_the_cache_cannot_hold(model):
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, 150, (3 * BLOCK + 5,), generator=g).tolist()
     sps = [SamplingParams(max_new_tokens=5, temperature=0.8, seed=s) for s in range(4)]
-    cfg = model.cfg  # one block's keys and values, float32
-    block = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * BLOCK * cfg.head_dim * 4
-    llm = LLM(model, eos_token_ids=[], num_slots=4, prefix_cache_bytes=block * 3 // 2)
+    llm = LLM(model, eos_token_ids=[], num_slots=4)
+    llm.generate([[1, 2]], SamplingParams(max_new_tokens=1))  # makes the KV cache; no whole block to store
+    llm.engine.prefix_cache.budget = llm.engine.runner.cache.nbytes(BLOCK) * 3 // 2
     seen = _forwards(llm)
     reqs = llm.engine.run([Request(prompt, sp) for sp in sps])
     assert seen == [3 * BLOCK + 4, 3 * (2 * BLOCK + 4)]

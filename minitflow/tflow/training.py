@@ -493,6 +493,7 @@ def check_resume_flags(cfg: TrainConfig, state: dict, train_digest: str | None =
     saved = state.get("config")
     if not isinstance(saved, dict):  # a state without its config: nothing to compare
         return
+
     def same(n: str) -> bool:  # --dataset as the style it names: math is minerva_math (a resume was refused)
         if n == "dataset":
             try:
