@@ -907,6 +907,16 @@ def test_legacy_format_checkpoint_loads_whatever_its_pickle_protocol(protocol, g
     assert all(torch.equal(v, want[k]) for k, v in gen.parameter_generator.state_dict().items())
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_checkpoint_of_a_newer_pickle_protocol_is_refused_for_what_it_is(protocol, good_state, tmp_path):
+    """weights_only cannot read protocols 4 and 5 (opcode FRAME, 149): the error said its pickle "needs objects
+    other than tensors" and to re-save it "as plain tensors", which it already was."""
+    from minitflow.model.config import Qwen3Config
+    path = tmp_path / "p.pt"
+    torch.save(good_state, path, pickle_protocol=protocol)
+    with pytest.raises(UserError, match="pickle protocol .4 or 5.; re-save it with torch.save's default"):
+        load_checkpoint(path, Qwen3Config.from_dir(DEMO))
+
 class _Payload:
     """Pickles as a call to open(marker, "w"): loading it with weights_only=False creates the file."""
 
