@@ -917,6 +917,20 @@ def test_checkpoint_of_a_newer_pickle_protocol_is_refused_for_what_it_is(protoco
     with pytest.raises(UserError, match="pickle protocol .4 or 5.; re-save it with torch.save's default"):
         load_checkpoint(path, Qwen3Config.from_dir(DEMO))
 
+def test_checkpoint_with_a_one_element_log_temperature_loads_as_the_official_loader_reads_it(good_state, tmp_path):
+    """torch's load_state_dict (the official loader) reads a (1,) tensor into the scalar; this one was refused,
+    blaming the backbone. Any other shape is still refused, as a scalar's."""
+    from minitflow.model.config import Qwen3Config
+    cfg = Qwen3Config.from_dir(DEMO)
+    agg = good_state["pg_layer_aggregator"]
+    one = {**good_state, "pg_layer_aggregator": {**agg, "log_temperature": agg["log_temperature"].reshape(1)}}
+    gen = load_checkpoint(_ckpt(tmp_path, one), cfg)
+    assert gen.pg_layer_aggregator.log_temperature.shape == ()
+    assert torch.equal(gen.pg_layer_aggregator.log_temperature, agg["log_temperature"])
+    two = {**good_state, "pg_layer_aggregator": {**agg, "log_temperature": agg["log_temperature"].repeat(2)}}
+    with pytest.raises(UserError, match=r"log_temperature has shape \(2,\), a scalar has \(\)"):
+        load_checkpoint(_ckpt(tmp_path, two, "two.pt"), cfg)
+
 class _Payload:
     """Pickles as a call to open(marker, "w"): loading it with weights_only=False creates the file."""
 

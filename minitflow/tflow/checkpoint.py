@@ -233,9 +233,12 @@ def load_checkpoint(path: str | Path, backbone: Qwen3Config, dtype: torch.dtype 
     for key, shape in want_agg.items():
         if key not in agg:
             raise UserError(f"{path}: pg_layer_aggregator.{key} is missing")
+        if key == "log_temperature" and tuple(agg[key].shape) == (1,):  # torch's load_state_dict, so the
+            agg[key] = agg[key].reshape(())                             # official loader, reads it as the scalar
         if tuple(agg[key].shape) != shape:
+            whose = "this backbone (its layers + 1) needs" if key == "layer_weights" else "a scalar has"
             raise UserError(f"{path}: pg_layer_aggregator.{key} has shape {tuple(agg[key].shape)}, "
-                            f"this backbone needs {shape}")
+                            f"{whose} {shape}")
     if set(agg) - set(want_agg) and flags is not None:
         raise UserError(f"{path}: unexpected pg_layer_aggregator tensor {sorted(set(agg) - set(want_agg))[0]}")
     gen.pg_layer_aggregator.load_state_dict({k: agg[k] for k in want_agg})
