@@ -99,6 +99,15 @@ def test_minerva_gold_is_last_box():
     assert s.answer == "1.6" and "\\boxed{1.6}" in s.meta["solution"]
 
 
+def test_minerva_gold_is_the_solutions_box_even_beside_an_answer_field():
+    """The official loader reads the solution's last box; a record's "answer" field was taken first, so a
+    file whose two disagree scored against another gold than the official's."""
+    rows = [{"problem": "P?", "solution": "so $\\boxed{\\frac{1}{2}}$", "answer": "0.5 m"}]
+    assert samples_from_records("minerva_math", rows, "m.jsonl")[0].answer == "\\frac{1}{2}"
+    with pytest.raises(UserError, match=r"m.jsonl: record 0 has no \\boxed\{\} answer in 'solution'"):
+        samples_from_records("minerva_math", [{"problem": "P?", "solution": "one half", "answer": "1/2"}], "m.jsonl")
+
+
 PREFACE = ("Please provide a self-contained Python script that solves the following problem "
            "in a markdown code block:\n```python\nYOUR_PYTHON_CODE\n```:\n")
 

@@ -320,7 +320,7 @@ def _minerva(rows: list[dict], where: str, fewshot: bool = True) -> list[Sample]
     out = []
     for i, r in enumerate(rows):
         _need(r, ("problem", "solution"), "minerva_math", where, text="problem")
-        gold = r.get("answer") or extract_boxed(r["solution"])
+        gold = extract_boxed(r["solution"])  # as the official loader, whatever an "answer" field says
         if gold is None:
             raise UserError(f"{where}: record {i} has no \\boxed{{}} answer in 'solution'")
         out.append(Sample(
