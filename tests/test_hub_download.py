@@ -6,6 +6,7 @@ left on no client."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,13 +108,13 @@ def fake_hub(tmp_path, monkeypatch):
     """A local hub serving the demo model as org/model, online, the cache in tmp_path/hub and
     HF_HUB_DOWNLOAD_TIMEOUT = HF_HUB_ETAG_TIMEOUT = 1 s. Yields its state: set state["stall"] to
     "file" (headers and a third of model.safetensors, then nothing) or "info" (the repo's info
-    answered once, the second ask never)."""
+    answered once, the second ask never); state["listed"]: more files its file list names."""
     import hashlib
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import huggingface_hub.constants as hub
     sha, release = "a" * 40, threading.Event()
-    state = {"stall": None, "infos": 0}
+    state = {"stall": None, "infos": 0, "listed": []}
 
     class Hub(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -149,6 +150,7 @@ def fake_hub(tmp_path, monkeypatch):
                 return self._file(head=False)
             if "/tree/" in path:
                 files = [{"type": "file", "path": f, "size": (DEMO / f).stat().st_size, "oid": "0" * 40} for f in HUB_FILES]
+                files += [{"type": "file", "path": f, "size": 10, "oid": "1" * 40} for f in state["listed"]]
                 return self._send(json.dumps(files).encode())
             if path.startswith("/api/models/org/model"):
                 state["infos"] += 1
@@ -194,6 +196,22 @@ def test_a_download_cut_short_offline_names_what_the_snapshot_lacks(cut, fake_hu
         resolve_model_dir("org/model", need_tokenizer=True)
     assert str(e.value).startswith(f"org/model is only partly in the Hugging Face cache: {snap} lacks {cut}, "
                                    "and HF_HUB_OFFLINE is set"), e.value
+
+
+@pytest.mark.parametrize("offline", ["1", ""])
+def test_a_cached_snapshot_without_files_minitflow_does_not_read_loads(offline, fake_hub, monkeypatch):
+    """`hf download org/model --include "*.json" "*.safetensors"` leaves out the repo's merges.txt,
+    which minitflow never reads (tokenizer.json holds the merges) and huggingface-hub's file list,
+    kept beside the download, names. Offline that whole model was "only partly in the Hugging Face
+    cache: ... lacks merges.txt", and online (or with the network down) it went to the hub for it.
+    The snapshot counts as whole when it holds every file minitflow reads."""
+    from huggingface_hub import snapshot_download
+    from minitflow.model.weights import resolve_model_dir
+    fake_hub["listed"] = ["merges.txt"]  # not served: a download of it fails
+    snap = Path(snapshot_download("org/model", allow_patterns=["*.json", "*.safetensors"]))
+    assert sorted(p.name for p in snap.iterdir()) == sorted(HUB_FILES)
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    assert resolve_model_dir("org/model", need_tokenizer=True) == snap
 
 
 def test_a_cached_weight_file_cut_short_names_the_command_that_fetches_it_again(fake_hub, tmp_path, capsys,

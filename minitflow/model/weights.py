@@ -21,6 +21,10 @@ from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
 
 HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt"]
+# the files of a model minitflow reads: a cached snapshot that holds them is whole, whatever else huggingface-hub's
+# file list names (`hf download --include "*.json" "*.safetensors"` leaves out merges.txt, which was "lacks merges.txt")
+READ_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "*.safetensors",
+                 "model.safetensors.index.json"]
 
 
 def model_files(model_dir: Path) -> dict[str, Path]:
@@ -66,7 +70,7 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
     local: Path | None = None
     lacks: str | None = None
     try:
-        local = Path(snapshot_download(name, allow_patterns=HF_PATTERNS, local_files_only=True))
+        local = Path(snapshot_download(name, allow_patterns=READ_PATTERNS, local_files_only=True))
         lacks = _lacks(local)  # a snapshot with only config.json (AutoConfig cached it) is not the model
     except Exception as e:
         # IncompleteSnapshotError: the hub's cached file list shows a download cut short. Offline that
