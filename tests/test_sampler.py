@@ -221,6 +221,26 @@ def test_topk_nucleus_and_unfiltered_paths_agree(row):
         assert torch.equal(tokens, first), name
 
 
+def test_an_exact_score_tie_draws_the_same_token_on_the_top_k_and_whole_vocabulary_paths():
+    """Two tokens whose logit + noise are equal in float32: the top-k path took the first in value order (the
+    higher logit), the whole vocabulary the lower id, so a row drew another token beside a row without top_k."""
+    vocab, seed = 20, 47
+    noise = (-torch.log(-torch.log(_uniform([seed], 0, vocab)[0]))).float()
+    logits = torch.full((vocab,), -5.0)
+    logits[1] = 10.0
+    target = logits[1] + noise[1]
+    low = target - noise[0]  # nudged until token 0's score equals token 1's exactly, below token 1's logit
+    while low + noise[0] != target:
+        low = torch.nextafter(low, target if low + noise[0] < target else -target)
+    logits[0] = low
+    assert logits[0] < logits[1] and (logits + noise)[0] == (logits + noise)[1] == (logits + noise).max()
+    me = SamplingParams(temperature=1.0, top_k=20, seed=seed)
+    alone = Sampler([me], CPU)
+    assert alone.kmax  # the top-k path
+    beside = Sampler([me, SamplingParams(temperature=1.0, seed=1)], CPU)
+    assert not beside.kmax  # the whole vocabulary, its top_k masked there
+    assert alone(logits[None], 0).item() == beside(torch.stack([logits, logits]), 0)[0].item() == 0
+
 @pytest.mark.parametrize("kw", [dict(), dict(temperature=0.6, top_p=0.95), dict(temperature=0.7, top_k=20),
                                 dict(temperature=1.0)])
 def test_vocab_rows_draws_as_if_the_logits_were_cut(kw):

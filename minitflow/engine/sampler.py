@@ -349,7 +349,12 @@ def _choose(logits: torch.Tensor, step: torch.Tensor, keys: torch.Tensor, id_has
     # any candidate order (topk or the whole vocabulary) sees the same noise per token.
     scores = gumbel_scores(vals, step, keys, id_hash if ids is None else id_hash[ids])
     best = scores.argmax(-1, keepdim=True)
-    sampled = (best if ids is None else ids.gather(1, best))[:, 0]
+    if ids is None:  # the first of equal scores: the lowest id
+        sampled = best[:, 0]
+    else:  # the lowest id of equal scores too (the candidates are in value order), so an exact float32 tie
+        # draws what the whole-vocabulary path draws; a NaN best (marked later) matches nothing and is kept
+        tied = ids.masked_fill(scores != scores.gather(1, best), v).amin(-1)
+        sampled = torch.minimum(tied, ids.gather(1, best)[:, 0])
     return torch.where(greedy, logits.argmax(-1), sampled)
 
 
