@@ -477,3 +477,18 @@ def test_math_value_of_a_function_at_a_number(pred, gold, ok):
 ])
 def test_math_ms_to_the_minus_one(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"x \leq 3", r"x \le 3", True),  # was wrong: \le and \leq were the letters l e (q) of a product
+    (r"x \geq -2", r"x \ge -2", True),
+    (r"-1 \leq x \leq 4", r"-1 \le x \le 4", True),
+    (r"3 \ge x", r"x \le 3", True),
+    (r"3 \le x", r"x \le 3", False),  # was correct: l*e*x*3 either way round
+    (r"2 \le x \le 3", r"1 \le x \le 6", False),  # was correct: the product of the ends, 6 l^2 e^2 x
+    (r"0 \le x \le 3", r"0 \le x \le 2", False),  # was correct: both products 0
+    (r"x \le 3", r"x \le 4", False),
+])
+def test_math_inequalities_are_relations(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert score_math(f"So the solution set is $\\boxed{{{pred}}}$.", gold) is ok

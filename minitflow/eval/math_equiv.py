@@ -790,8 +790,10 @@ def latex_to_sympy_str(s: str) -> str | None:
     Handles \\frac, \\sqrt, ^, \\pi, \\cdot/\\times, common functions, greek
     letters with or without subscripts (\\omega_{0} -> omega_0), and a letter
     applied to a simple argument (I(0), u(t) -> function calls, not products);
-    returns None for anything it does not know.
+    returns None for anything it does not know, a relation too (x \\le 3 is no product l e x 3).
     """
+    if _INEQUALITY_RE.search(s):
+        return None
     s = re.sub(r"^np\.", "", s)
     s = _exponent_denominators(s)
     s = re.sub(r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1", s)  # \sin^{-1} is arcsin, not 1/sin
