@@ -492,3 +492,17 @@ def test_math_ms_to_the_minus_one(pred, gold, ok):
 def test_math_inequalities_are_relations(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
     assert score_math(f"So the solution set is $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"\frac{-11}{5}", r"-\frac{11}{5}", True),  # each was wrong: the closed form's float, -2.2, came
+    (r"\frac{31}{-12}", r"-\frac{31}{12}", True),  # back as -2199999999999998/999999999999999, not -11/5
+    (r"\left(\frac{12}{7}\right)", r"\frac{12}{7}", True),
+    (r"\frac{-11}{5}", "-2.2", True),
+    (r"\frac{-11}{5}", r"\frac{11}{5}", False),
+    (r"\frac{-12}{5}", r"-\frac{11}{5}", False),
+    (r"\left(\frac{12}{7}\right)", "1.714", False),  # 1.7142857...: outside 1.714's rounding
+])
+def test_math_rational_closed_form_is_exact(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok

@@ -1132,13 +1132,15 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         q, other = (qa, nb) if qa is not None else (qb, na)
         import sympy  # noqa: F401 - first import is slow; keep it outside the timeout
 
-        value = deadline.call(lambda: _numeric_value(to_sympy(other)))
+        expr, value = deadline.call(lambda: (e := to_sympy(other), _numeric_value(e))) or (None, None)
         if value is None or abs(value.imag) > 1e-12 * max(abs(value), 1e-300):
             return False
         try:
-            # a simple fraction back from its float (1/3), but not below 1e-6: limit_denominator
-            # would round 2\pi \times 10^{-20} to 0
-            exact = Quantity(Fraction(value.real).limit_denominator(10**15) if 1e-6 <= abs(value.real) < 1e15
+            # a rational closed form is its exact value (\frac{-11}{5}: its float came back as
+            # -2199999999999998/999999999999999); else a simple fraction back from its float (1/3),
+            # but not below 1e-6: limit_denominator would round 2\pi \times 10^{-20} to 0
+            exact = Quantity(Fraction(int(expr.p), int(expr.q)) if expr.is_Rational and math.isfinite(value.real)
+                             else Fraction(value.real).limit_denominator(10**15) if 1e-6 <= abs(value.real) < 1e15
                              else Fraction(value.real), Fraction(0), False)
         except (OverflowError, ValueError):
             return False
