@@ -651,9 +651,14 @@ def test_a_nan_condition_names_its_question(golden_llm, monkeypatch, deferred):
     gen = load_checkpoint(GOLDEN / "tflow.pt", golden_llm.cfg)
     real = methods.stack_conditions
 
-    def poisoned(caps):  # rows: senders outermost; question 1's sender B
+    seen = []  # questions before each call: a cold prefix cache (the test alone) prefills them in two steps
+
+    def poisoned(caps):  # rows: senders outermost; question 1's sender B, in whichever call holds it
         cond, mask = real(caps)
-        cond[len(caps) // 2 + 1, 2] = float("nan")
+        before, n = sum(seen), len(caps) // 2
+        seen.append(n)
+        if before <= 1 < before + n:
+            cond[n + 1 - before, 2] = float("nan")
         return cond, mask
 
     class Late(TokenRing):
