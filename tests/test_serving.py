@@ -1421,6 +1421,21 @@ def test_generate_refuses_prompts_lora_and_capture_of_another_kind_in_one_line(m
     assert llm.generate([[4, 5, 6]], SamplingParams(max_new_tokens=3))[0].completion_tokens == 3
 
 
+def test_a_capture_with_fewer_or_more_ends_than_starts_is_refused_in_one_line(model):
+    """generate and capture_hidden checked the capture's starts against the prompts, not its ends:
+    one end fewer was an IndexError traceback, one more was dropped without a word (spans read
+    from another list of prompts). Now either is one line before any work."""
+    from minitflow import Capture
+    llm = _llm(model, num_slots=2)
+    prompts = [[4, 5, 6], [7, 8, 9]]
+    for ends in ([2], [2, 3, 3]):
+        with pytest.raises(UserError, match=rf"^capture has 2 starts but {len(ends)} ends: one span per prompt$"):
+            llm.capture_hidden(prompts, Capture([0], [0, 1], ends))
+        with pytest.raises(UserError, match=rf"^capture has 2 starts but {len(ends)} ends"):
+            llm.generate(prompts, SamplingParams(max_new_tokens=2), capture=Capture([0], [0, 1], ends))
+    assert not llm.has_unfinished()
+    assert llm.capture_hidden(prompts, Capture([0], [0, 1], [2, 3])).lengths == [2, 2]
+
 def test_a_dict_or_a_set_of_prompts_or_questions_is_refused():
     """generate({id: text}) and run_method(questions={id: text}) ran the keys as the prompts,
     without a word; a set ran in an order that changes from process to process (str hashing

@@ -255,6 +255,8 @@ class LLM:
             raise UserError(f"LoRA factors are for a batch of {lora.batch}, got {b} prompts")
         if capture is not None and not isinstance(capture, Capture):
             raise UserError(f"capture must be a Capture, got {type(capture).__name__}")
+        if capture is not None and len(capture.ends) != len(capture.starts):  # else an IndexError, or ends dropped
+            raise UserError(f"capture has {len(capture.starts)} starts but {len(capture.ends)} ends: one span per prompt")
         if capture is not None and len(capture.starts) != b:
             raise UserError(f"capture has {len(capture.starts)} spans for {b} prompts")
         if capture is not None and capture.out is not None:  # it would be dropped: the batch comes in capture.hidden
