@@ -26,13 +26,13 @@ import random
 import pytest
 import torch
 
-from minitflow import SamplingParams
+from minitflow import LLM, SamplingParams, build_lora
 from minitflow.engine.prefix_cache import BLOCK
 from minitflow.errors import UserError
 from minitflow.tflow import prompts
 from minitflow.tflow.condition import sender_request
 from minitflow.tflow.methods import chat, positions_needed, run_method
-from helpers import LateRing, WordTokenizer, _block_bytes, _clean, _word_llm
+from helpers import EOS, LateRing, WordTokenizer, _block_bytes, _clean, _random_factors, _word_llm
 from conftest import fuzz_seeds
 
 WORDS = "apple seven train clips friends April May half legs spiders prime above ten".split()
@@ -225,3 +225,42 @@ def test_an_interrupt_mid_run_leaves_the_llm_clean(model, generator, method):
     assert not llm.engine.ring.pending
     alone = [run_method(method, _word_llm(model), [q], seeds=[i], **kw)[0].token_ids for i, q in enumerate(qs)]
     assert [r.token_ids for r in run_method(method, llm, qs, batch_size=2, **kw)] == alone
+
+
+@pytest.mark.parametrize("method", ["baseline", "tflow", "textmas", "latentmas"])
+def test_a_generate_from_on_result_that_fails_ends_the_run_in_one_line(model, generator, parts, method, monkeypatch):
+    """A generate() from on_result that fails inside a step (NaN logits, here from NaN LoRA
+    factors) aborts every request in flight, the run's too. A caller that caught its error went
+    back to a run whose questions could never finish: run_method stepped an empty engine forever.
+    Now the run stops with one line, and the LLM runs on."""
+    if method == "latentmas":
+        llm = LLM(parts[0], parts[1], eos_token_ids=EOS, num_slots=3)
+    else:
+        llm = _word_llm(model, slots=3, cache=1 << 30)
+    row = build_lora(llm.cfg, [_random_factors(llm.cfg, 1, 4, 2)], [1.0])
+    a, bs = row.layers[0]["down"]
+    row.layers[0]["down"] = (a, tuple(torch.full_like(b, float("nan")) for b in bs))
+    real, steps, caught = llm.engine.step, [], []
+
+    def bounded():
+        steps.append(1)
+        assert len(steps) < 500, "run_method waits forever for its aborted questions"
+        return real()
+
+    def on_result(i, result):
+        if not caught and llm.engine.in_flight():  # other questions of the run are in flight
+            with pytest.raises(UserError, match="logits are NaN"):
+                llm.generate([[4, 5, 6]], SamplingParams(max_new_tokens=2), lora=row)
+            caught.append(i)
+
+    monkeypatch.setattr(llm.engine, "step", bounded)
+    qs = ["apple seven", "train clips", "May half legs", "ten"]
+    sps = [SamplingParams(max_new_tokens=m, ignore_eos=True) for m in (1, 6, 2, 6)]  # others in flight at the first
+    kw = dict(sampling=sps, generator=generator, batch_size=2,
+              **{"latentmas": dict(latent_steps=1), "textmas": dict(sender_max_new_tokens=3)}.get(method, {}))
+    with pytest.raises(UserError, match=r"^this run's requests were aborted under it \(by a call to this LLM from "):
+        run_method(method, llm, qs, on_result=on_result, **kw)
+    assert caught and not llm.has_unfinished()
+    fresh = LLM(parts[0], parts[1], eos_token_ids=EOS, num_slots=3) if method == "latentmas" else _word_llm(model, 3)
+    assert [r.token_ids for r in run_method(method, llm, qs, **kw)] == \
+        [r.token_ids for r in run_method(method, fresh, qs, **kw)]

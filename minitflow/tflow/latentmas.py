@@ -71,7 +71,7 @@ from minitflow.model.tokenizer import render_chat
 from minitflow.model.transfer import host_to_device
 from minitflow.tflow.prompts import resolve_style
 from minitflow.tflow.stream import (REFILL_SHARE, AgentUsage, MethodResult, check_keep, check_refill_share,
-                                    check_samples, sample_seed, stream_window)
+                                    check_samples, run_step, sample_seed, stream_window)
 
 TOPOLOGIES = ("sequential", "hierarchical")
 SENDERS = ("planner", "critic", "refiner")
@@ -515,7 +515,7 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
                 running[i * samples + j] = (llm.engine.add_request(_judger(plan, i, kv, j, key)), timers, t0)
 
     def step() -> list[tuple[int, MethodResult]]:
-        finished = llm.step()
+        finished = run_step(llm)
         for req, _, _ in running.values():
             if req.past is not None and req.status is not Status.WAITING:
                 req.past = None  # in its slot now: the group's rows go once all its judgers are in

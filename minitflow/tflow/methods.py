@@ -39,7 +39,7 @@ from minitflow.tflow.generator import PIECE_TOKENS
 from minitflow.tflow.latentmas import (JUDGER, OPTIONS as LATENT_OPTIONS, SENDERS, agent_prompt_text,
                                        stream_latentmas, validate_options)
 from minitflow.tflow.stream import (REFILL_SHARE, SEEDS, AgentUsage, MethodResult, check_keep, check_refill_share,
-                                    check_samples, sample_seed, stream_window)
+                                    check_samples, run_step, sample_seed, stream_window)
 
 # run_method's method-specific keyword options, each for one method: latentmas' refused on another, the rest ignored
 OPTIONS = ("sender_max_new_tokens", "generator_batch", "generator_piece", *LATENT_OPTIONS)
@@ -181,7 +181,7 @@ class _Pipeline:
         raise NotImplementedError
 
     def step(self) -> list[Request]:
-        return self.llm.step()
+        return run_step(self.llm)
 
     def advance(self, finished: list[Request]) -> list[_Question]:
         raise NotImplementedError
@@ -310,7 +310,7 @@ class _TFlow(_Pipeline):
 
     def step(self):
         try:
-            return self.llm.step()
+            return run_step(self.llm)
         except UserError:  # the receiver's NaN logits: a NaN condition, when it was one, is the cause
             self.check_conditions(wait=True)
             raise

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from minitflow.engine.llm import LLM
 from minitflow.engine.request import Request
 from minitflow.engine.sampler import SamplingParams
 from minitflow.errors import UserError, check_int
@@ -126,6 +127,17 @@ def check_keep(keep_results: object, on_result: object) -> bool:
     if not keep_results and on_result is None:
         raise UserError("keep_results=False hands each result to on_result only, and none is given: pass on_result")
     return bool(keep_results)
+
+
+def run_step(llm: LLM) -> list[Request]:
+    """One engine step of a run (run_method's pipelines, stream_latentmas). A live question always
+    has a request in the engine: none there means they were aborted under the run (a call to this
+    LLM from on_result that failed inside a step, which aborts every request in flight; abort()),
+    and stream_window waited forever for them."""
+    if not llm.engine.in_flight():
+        raise UserError("this run's requests were aborted under it (by a call to this LLM from on_result that failed, "
+                        "which aborts every request in flight, or by abort()): the run cannot finish")
+    return llm.step()
 
 
 def stream_window(count: int, window: int, start: Callable[[list[int]], None],
