@@ -46,6 +46,18 @@ def test_aborting_one_request_mid_decode_leaves_the_others_tokens(model, sampled
     assert llm.abort(victim) is False and llm.abort(reqs[0]) is False  # done: nothing to undo
 
 
+def test_abort_all_marks_each_request_as_abort_marks_one(model):
+    """abort_all() set the status ABORTED but left finish_reason None: a stream holding a request read no reason."""
+    llm = _llm(model, num_slots=1)
+    sp = SamplingParams(max_new_tokens=5)
+    running, queued = llm.add_request([5, 6, 7], sp), llm.add_request([8, 9], sp)
+    llm.step()
+    assert running.status is Status.RUNNING and queued.status is Status.WAITING
+    assert set(map(id, llm.engine.abort_all())) == {id(running), id(queued)}
+    for req in (running, queued):
+        assert req.status is Status.ABORTED and req.finished and req.finish_reason == "abort" and req.finished_t > 0
+    assert not llm.has_unfinished() and llm.abort(running) is False
+
 def test_aborting_a_queued_request_removes_it_and_unknown_ones_are_false(model):
     llm = _llm(model, num_slots=1)
     sp = SamplingParams(max_new_tokens=5)

@@ -257,7 +257,10 @@ class Engine:
             self.ring.clear()
             self.runner.clear_cache()
             self._held = []  # finished, but for a caller that is unwinding: not the next one's step()
-            return self.scheduler.abort_all()
+            gone, now = self.scheduler.abort_all(), time.perf_counter()
+            for req in gone:  # as abort() marks one: a stream holding it reads why it ended
+                req.finish_reason, req.finished_t = "abort", now
+            return gone
 
     def abort(self, req: Request) -> bool:
         """Abort one request, queued or running: its slot is free for the next step, and the
