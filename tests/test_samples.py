@@ -223,7 +223,7 @@ def test_sampled_summary_averages_samples_and_reads_pass_at_powers_of_two():
 
 
 def _votes(*answers, correct=None):
-    return [{"extracted": a, "correct": a == "18" if correct is None else c,
+    return [{"prediction": f"\\boxed{{{a}}}" if a else "", "extracted": a, "correct": a == "18" if correct is None else c,
              "extracted_official": a, "correct_official": False} for a, c in zip(answers, correct or answers)]
 
 
@@ -239,6 +239,31 @@ def test_majority_votes_by_the_answer_not_its_spelling():
     assert not majority_correct("gsm8k", _votes("18", "18"), scorer="official")
     assert vote_key("minerva_math", "\\frac12") == vote_key("minerva_math", "x = \\frac{1} {2}")
     assert vote_key("mmlu", "B") == "B" and vote_key("humaneval", "def f(): pass") is None
+
+
+def test_official_majority_leaves_out_samples_the_release_finds_no_answer_in():
+    """Where the release's extractor finds no answer it logs the text's first 100 characters (MATH:
+    "[invalidanswer]") as the sample's answer: those did vote, so two cut-off outputs outvoted the one
+    answer given (official maj@K wrong where the strict one, over the same samples, is right)."""
+    from minitflow.eval.data import Sample
+    from minitflow.eval.scoring import majority_correct, score_both
+
+    def scored(dataset, sample, predictions):
+        verdicts = score_both(dataset, predictions, [sample] * len(predictions))
+        return [{**v, "prediction": p} for p, v in zip(predictions, verdicts)]
+
+    cases = [("gsm8k", Sample("gsm8k/0", "How many?", "18"), ["No idea at all.", "No idea at all.", "So \\boxed{18}."]),
+             ("gsm8k", Sample("gsm8k/0", "How many?", "18"), ["I am not sure.", "So \\boxed{18}."]),  # a tie, no answer first
+             ("minerva_math", Sample("math/0", "x?", "\\frac{1}{2}", {"solution": "So $\\boxed{\\frac{1}{2}}$."}),
+              ["Let me think step by", "Let me think step by", "So $\\boxed{\\frac{1}{2}}$.", "So $\\boxed{3}$."]),
+             ("mmlu", Sample("mmlu/0", "Which?", "B"), ["Not sure.", "Not sure.", "So \\boxed{B}."])]
+    for dataset, sample, predictions in cases:
+        rows = scored(dataset, sample, predictions)
+        assert [r["correct_official"] for r in rows] == [r["correct"] for r in rows]  # the same verdicts
+        assert majority_correct(dataset, rows) and majority_correct(dataset, rows, "official"), (dataset, rows)
+    # a sample the official scorer does answer still votes: two "20" outvote one "18"
+    rows = scored("gsm8k", Sample("gsm8k/0", "How many?", "18"), ["So 20.", "So \\boxed{18}.", "It is 20"])
+    assert not majority_correct("gsm8k", rows, "official")
 
 
 def test_sampled_summary_reads_maj_at_k_for_answers_not_programs():

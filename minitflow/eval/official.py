@@ -335,6 +335,15 @@ def defines(code: str, entry_point: str | None) -> bool:
 # -------------------------------------------------------------------- dispatch
 
 
+def answered(dataset: str, text: str | None) -> bool:
+    """Whether the release's extractor finds an answer in `text` (gsm8k, minerva_math, mmlu): where it
+    finds none its logged answer is the text's start or "[invalidanswer]", no answer to vote on (maj@K)."""
+    text = text or ""
+    raw = gsm8k_extract(text) if dataset == "gsm8k" else minerva_extract(text) if dataset == "minerva_math" \
+        else mmlu_extract(text)
+    return bool(raw) and raw != INVALID
+
+
 def official_gold(dataset: str, sample: Any) -> str:
     """The gold string the release compares against, from our Sample."""
     solution = sample.meta.get("solution")

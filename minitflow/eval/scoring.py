@@ -120,12 +120,17 @@ def vote_key(dataset: str, extracted: str | None) -> object | None:
 def majority_correct(dataset: str, samples: Sequence[dict], scorer: str = "strict") -> bool:
     """maj@K of one question: whether the answer most of its scored samples (rows with `extracted` /
     `correct`, `_official` for the official scorer) give is correct. A tie goes to the answer the
-    earliest of them gave; no answer at all is wrong."""
+    earliest of them gave; no answer at all is wrong. The official scorer reads each row's `prediction`
+    too: where the release finds no answer it logs the text's start (MATH: "[invalidanswer]"), which
+    is no answer, and does not vote."""
     suffix = "" if scorer == "strict" else "_official"
+    if suffix and any("prediction" not in row for row in samples):
+        raise UserError("official maj@K reads each sample's prediction (whether the release found an answer in "
+                        "it): pass rows with `prediction`")
     votes: dict[object, list[dict]] = {}
     for row in samples:
         key = vote_key(dataset, row.get("extracted" + suffix))
-        if key is not None:
+        if key is not None and (not suffix or official.answered(dataset, row["prediction"])):
             votes.setdefault(key, []).append(row)
     # max keeps the first of equal counts: the groups are in the order their first vote came
     return bool(votes) and bool(max(votes.values(), key=len)[0]["correct" + suffix])
