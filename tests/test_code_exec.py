@@ -17,6 +17,9 @@ from code_samples import GOOD, _add_sample
     ("    return a + b\n", True, True, "pass"),  # body-only completion: prompt prepended
     ("\tx = a + b\n\treturn x\n", True, True, "pass"),  # ... indented with tabs: no TabError
     ("def add(a: List[int], b):\n    return a + b\n", True, True, "pass"),  # prompt imports added
+    # an annotation naming what nothing imports raises NameError, as in evalplus (the sandbox's
+    # own `from __future__ import annotations` had made it a string that nobody evaluates)
+    ("def add(a: Sequence[int], b):\n    return a + b\n", False, False, "NameError"),
     ("def add(a, b):\n    return a + b if a < 1000 else 0\n", True, False, "plus input #0"),
     ("def add(a, b):\n    return a - b\n", False, False, "base input"),
     ("def add(a, b):\n    raise ValueError('boom')\n", False, False, "ValueError"),

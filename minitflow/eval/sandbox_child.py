@@ -438,12 +438,19 @@ def _send_output(chan: _Channel, out: Any, not_none: bool, extra: list, typed: b
     chan.send(["ok", *extra], value)
 
 
+def _exec(source: str, env: dict[str, Any]) -> None:
+    """exec `source` as Python (and evalplus) runs it: without this module's `from __future__
+    import annotations`, which a plain exec() passes on (a `def f(x: List[int])` with no
+    `List` then passed instead of raising NameError)."""
+    exec(compile(source, "<string>", "exec", dont_inherit=True), env)  # noqa: S102 - this process is the sandbox
+
+
 def _load(job: dict, chan: _Channel, swallow_io: Any) -> Any:
     """exec the program; its entry point, or None after reporting why not."""
     env: dict[str, Any] = {}
     try:
         with swallow_io():
-            exec(job["program"], env)  # noqa: S102 - this process is the sandbox
+            _exec(job["program"], env)
     except BaseException as e:  # noqa: BLE001 - SystemExit included on purpose
         chan.send(["err", f"program raised {_describe(e)}"])
         return None
@@ -602,9 +609,9 @@ def _run_check(job: dict, chan: _Channel, replies: Any) -> None:
     env: dict[str, Any] = {}
     try:
         with swallow_io():  # the row's prompt (helpers the test may use) and test script
-            exec(job["prompt"], env)  # noqa: S102
+            _exec(job["prompt"], env)
             env[job["entry_point"]] = candidate
-            exec(job["test"], env)  # noqa: S102
+            _exec(job["test"], env)
             env["check"](candidate)
     except BaseException as e:  # noqa: BLE001
         chan.send(["verdict", False, _describe(e)])
