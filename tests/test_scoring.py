@@ -8,7 +8,7 @@ import pytest
 from minitflow.errors import UserError
 from minitflow.eval.data import Sample
 from minitflow.eval.scoring import check_eval_dependencies, score_both, score_sample, score_samples
-from code_samples import GOOD, _add_sample
+from code_samples import ADD, GOOD, _add_sample
 
 
 def test_score_sample_dispatch():
@@ -39,17 +39,27 @@ def test_code_both_scorers_share_one_run(monkeypatch):
     calls = []
     real = scoring.run_code_tests_many
 
-    def counting(items, workers=2, timeout=60):
+    def counting(items, **kwargs):
         calls.append(len(items))
-        return real(items, workers=workers, timeout=timeout)
+        return real(items, **kwargs)
 
     monkeypatch.setattr(scoring, "run_code_tests_many", counting)
     preds = [f"```python\n{GOOD}```", f"```Python\n{GOOD}```", f"```py\n{GOOD}```", "no code at all"]
-    both = score_both("humaneval", preds, [_add_sample()] * 4, timeout=10)
+    both = score_both("humaneval", preds, [ADD] * 4, timeout=10)  # a prompt with no imports to add
     assert calls == [2]  # GOOD once, and the raw text of the last reply (official: nothing to run)
     assert [b["correct"] for b in both] == [True, True, True, False]
     assert [b["correct_official"] for b in both] == [True, True, False, False]
     assert both[2]["extracted_official"] == ""
+
+
+def test_official_code_runs_the_block_as_written():
+    """The release execs the block alone before the test script: a HumanEval block using the
+    prompt's `List` without importing it is a NameError there. The strict scorer adds the
+    prompt's imports (evalplus runs prompt-completed programs); the official one must not."""
+    preds = ["```python\ndef add(a: List[int], b):\n    return a + b\n```",
+             "```python\nfrom typing import List\ndef add(a: List[int], b):\n    return a + b\n```"]
+    both = score_both("humaneval", preds, [_add_sample()] * 2, timeout=10)
+    assert [(b["correct"], b["correct_official"]) for b in both] == [(True, False), (True, True)]
 
 
 def test_code_runs_are_shared_only_by_identical_programs():

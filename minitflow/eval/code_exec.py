@@ -536,14 +536,16 @@ def run_code_tests(
     sample: Any,
     completion: str,
     timeout: float = DEFAULT_TIMEOUT,
+    as_written: bool = False,
 ) -> CodeResult:
     """(passed_base, passed_plus, detail) for a program (already extracted from
-    the response, see scoring.extract_code). Correct = passed_base and passed_plus."""
+    the response, see scoring.extract_code). Correct = passed_base and passed_plus.
+    `as_written`: run `completion` as it is, without build_program's prompt or imports."""
     meta = sample.meta
     dataset = meta.get("dataset")
     if dataset not in ("humaneval", "mbpp"):
         raise ValueError(f"sample {sample.id!r} is not a code task (meta['dataset']={dataset!r})")
-    program = build_program(sample, completion)
+    program = completion if as_written else build_program(sample, completion)
     if "base_input" not in meta:  # original HumanEval: run its check() script
         return _run_script(sample, program, float(timeout))
     task = _task(sample)
@@ -558,12 +560,13 @@ def run_code_tests_many(
     items: Sequence[tuple[Any, str]],
     workers: int = 2,
     timeout: float = DEFAULT_TIMEOUT,
+    as_written: bool = False,
 ) -> list[CodeResult]:
     """run_code_tests over (sample, program) pairs, `workers` sandboxes at a time; keeps order."""
     if not items:
         return []
     isolation()  # probe once, before the threads
     if workers <= 1:
-        return [run_code_tests(s, c, timeout) for s, c in items]
+        return [run_code_tests(s, c, timeout, as_written) for s, c in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout), items))
+        return list(pool.map(lambda it: run_code_tests(it[0], it[1], timeout, as_written), items))

@@ -27,7 +27,9 @@ What the release does, per dataset (and the quirks that follow):
           the last ```python block (case-insensitive fence, stripped; none ->
           wrong).  The release then runs it with the HF test script; here the
           block runs through the same sandboxed base + plus tests as the strict
-          scorer (see scoring.score_both), which the HF scripts encode.  Not
+          scorer (see scoring.score_both), which the HF scripts encode, but as
+          written: the release execs the block alone, so neither the prompt nor
+          its imports are added (`List` unimported is a NameError).  Not
           reproduced: the release's single 10 s wall limit for the whole script.
 
 Where the release has no timeout (sympy simplify) we add one

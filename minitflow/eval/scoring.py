@@ -28,7 +28,7 @@ from typing import IO, Any, Sequence
 from minitflow.errors import UserError
 
 from . import official
-from .code_exec import DEFAULT_TIMEOUT, run_code_tests_many
+from .code_exec import DEFAULT_TIMEOUT, build_program, run_code_tests_many
 from .data import gsm8k_gold, load_samples, resolve_dataset
 from .extract import (  # noqa: F401 - re-exported: the public names of this module
     boxed_spans,
@@ -298,18 +298,20 @@ def _score_code(
 ) -> list[dict[str, Any]]:
     """Run each distinct (problem id, program) once, whichever scorer or sample
     asks for it; the official program is the release's ```python block (none,
-    or no mention of the entry point: wrong without a run)."""
+    or no mention of the entry point: wrong without a run), run as written: the
+    release execs it alone before the test script, so a HumanEval block that
+    uses the prompt's `List` without importing it fails there, and here too."""
     jobs: dict[tuple[str, str], int] = {}
     items: list[tuple[Any, str]] = []
 
-    def job(i: int, code: str) -> int:
-        # blank lines around the code do not change the program; the first line's indentation
-        # does (a body-only completion), so it is not stripped; nor is what str.strip takes for
+    def job(i: int, program: str) -> int:
+        # blank lines around the program do not change it; the first line's indentation
+        # does (a body-only block), so it is not stripped; nor is what str.strip takes for
         # whitespace and Python refuses (\x1c, U+2028: a SyntaxError in one program, not the other)
-        key = (str(samples[i].id), re.sub(r"\A(?:[ \t]*\r?\n)+", "", code).rstrip(" \t\r\n"))
+        key = (str(samples[i].id), re.sub(r"\A(?:[ \t]*\r?\n)+", "", program).rstrip(" \t\r\n"))
         if key not in jobs:
             jobs[key] = len(items)
-            items.append((samples[i], code))
+            items.append((samples[i], program))
         return jobs[key]
 
     plan = []
@@ -317,12 +319,12 @@ def _score_code(
         entry = s.meta.get("entry_point")
         strict_code = extract_code(p, entry)
         off_code = official.code_extract(p or "")
-        strict_job = job(i, strict_code) if "strict" in scorers else None
+        strict_job = job(i, build_program(s, strict_code)) if "strict" in scorers else None
         off_job = None
         if "official" in scorers and off_code is not None and official.defines(off_code, entry):
             off_job = job(i, off_code)
         plan.append((strict_code, strict_job, off_code or "", off_job))
-    results = run_code_tests_many(items, workers=workers, timeout=timeout or DEFAULT_TIMEOUT)
+    results = run_code_tests_many(items, workers=workers, timeout=timeout or DEFAULT_TIMEOUT, as_written=True)
     passed = [bool(base and plus) for base, plus, _ in results]
     return [{"correct": passed[sj] if sj is not None else False, "extracted": sc,
              "correct_official": passed[oj] if oj is not None else False, "extracted_official": oc}
