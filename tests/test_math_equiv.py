@@ -506,3 +506,17 @@ def test_math_inequalities_are_relations(pred, gold, ok):
 def test_math_rational_closed_form_is_exact(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
     assert is_equiv(gold, pred) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"\binom{6}{2}", r"\binom{4}{3}", False),  # was correct: both the letters b i n o m times 12
+    (r"\binom{10}{3}", r"\binom{10}{4}", False),
+    (r"\binom{6}{2}", r"\binom{6}{4}", True),
+    (r"\dbinom{10}{3}", "120", True),  # were wrong: the letters are no number
+    (r"\binom{5}{2}", "10", True),
+    (r"\frac{1}{\binom{6}{3}}", r"\frac{1}{20}", True),
+    (r"\binom{5}{2}", "11", False),
+])
+def test_math_binomial_is_a_coefficient_not_letters(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert score_math(f"Counting the choices, $\\boxed{{{pred}}}$.", gold) is ok

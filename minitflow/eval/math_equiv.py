@@ -681,7 +681,7 @@ def _unordered_equal(a: list[str], b: list[str], eq: Callable[[str, str], bool])
 
 _FUNCS = {
     "sqrt", "exp", "log", "sin", "cos", "tan", "sec", "csc", "cot", "asin", "acos",
-    "atan", "sinh", "cosh", "tanh", "Abs",
+    "atan", "sinh", "cosh", "tanh", "Abs", "binomial",
 }
 _GREEK = {
     "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
@@ -698,13 +698,14 @@ _LATEX_FUNCS = {
 
 
 def _replace_frac_sqrt(s: str) -> str | None:
-    r"""Rewrite \frac{a}{b} -> ((a)/(b)) and \sqrt[n]{a} -> ((a)**(1/(n))), recursively."""
+    r"""Rewrite \frac{a}{b} -> ((a)/(b)), \binom{n}{k} -> binomial((n),(k)) (not the letters b i n o m,
+    which made \binom{6}{2} equal \binom{4}{3}) and \sqrt[n]{a} -> ((a)**(1/(n))), recursively."""
     while True:
-        m = re.search(r"\\frac|\\sqrt", s)
+        m = re.search(r"\\frac|\\[dt]?binom(?![A-Za-z])|\\sqrt", s)
         if not m:
             return s
         k = m.end()
-        if m.group(0) == "\\frac":
+        if m.group(0) != "\\sqrt":
             if k >= len(s) or s[k] != "{":
                 return None
             e1 = match_brace(s, k)
@@ -713,7 +714,8 @@ def _replace_frac_sqrt(s: str) -> str | None:
             e2 = match_brace(s, e1 + 1)
             if e2 is None:
                 return None
-            s = s[:m.start()] + f"(({s[k + 1:e1]})/({s[e1 + 2:e2]}))" + s[e2 + 1:]
+            a, b = s[k + 1:e1], s[e1 + 2:e2]
+            s = s[:m.start()] + (f"(({a})/({b}))" if m.group(0) == "\\frac" else f" binomial(({a}),({b})) ") + s[e2 + 1:]
         else:
             root = None
             if k < len(s) and s[k] == "[":
