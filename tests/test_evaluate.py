@@ -220,6 +220,31 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert "6 samples, 3 already done, 3 for rank 0/1" in _last_plan(out)
 
 
+def test_a_larger_run_cut_short_leaves_no_smaller_runs_results_behind(tmp_path, monkeypatch):
+    """A finished 3-sample folder resumed with more samples and stopped: its 3-sample results file, complete,
+    stayed, and report showed that run (n=3) as this folder's, not the unfinished one."""
+    from minitflow.eval import scoring
+    from minitflow.files import unfinished
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, [*args, "--max_samples", "3"]) == 0
+    results = out / "oracle_results.json"
+    assert json.loads(results.read_text())["summary"]["complete"] is True and not unfinished([out])
+    real, calls = scoring.oracle_prediction, []
+
+    def stopped(dataset, sample):  # Ctrl-C at the second new sample
+        calls.append(sample.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(dataset, sample)
+
+    monkeypatch.setattr(scoring, "oracle_prediction", stopped)
+    assert run_cli(main, args) == 130
+    assert not results.exists() and unfinished([out])
+    monkeypatch.setattr(scoring, "oracle_prediction", real)
+    assert run_cli(main, args) == 0
+    assert json.loads(results.read_text())["summary"]["n"] == 6 and not unfinished([out])
+
 def test_resume_with_other_sampling_is_refused(tmp_path, capsys):
     data, out = _box_rows(tmp_path / "box.jsonl", n=2), tmp_path / "out"
     assert run_cli(main, _demo_args(data, out)) == 0

@@ -272,6 +272,8 @@ def _run_share(args: argparse.Namespace, rank: int, size: int, run: _RunPlan,
     start_partial(part)  # before reading: a line a crash cut off is dropped, with a warning
     done = read_finished(out_dir, args.method)
     mine = remaining(run.samples, done, rank, size)
+    if rank == 0 and not done.keys() >= set(run.ids):  # a smaller run's results (a resume with a larger
+        (out_dir / f"{args.method}_results.json").unlink(missing_ok=True)  # --max_samples) read as this run's, done
     label = dataset_label(run.dataset, run.samples)  # humaneval+ where the file has the plus tests
     log.info("%s on %s: %d samples, %d already done, %d for rank %d/%d", args.method, label, len(run.samples),
              len(done.keys() & set(run.ids)), len(mine), rank, size)
