@@ -56,6 +56,25 @@ def test_demo_help_names_every_default(capsys):
     assert f"{PretrainConfig.steps} steps of 32 rows" in docs and f"{DemoConfig.steps} steps of 16 rows" in docs
 
 
+def test_demo_held_out_claim_is_what_the_build_keeps_out():
+    """The docs said no held-out fact set is in the training rows; the build keeps out only the
+    held-out rows themselves (facts + question), and most of their fact sets come back in training
+    with another question. The numbers the docs give are those of build_demo's seed 0."""
+    from minitflow.demo import DemoConfig
+    cfg = DemoConfig(out="unused")
+    held = demo.make_examples(cfg.heldout, cfg.seed + 1234)  # as _build makes them
+    train = demo.make_examples(cfg.train_rows, cfg.seed + 1, exclude=[r["sender_question"] for r in held])
+    assert not {r["sender_question"] for r in held} & {r["sender_question"] for r in train}
+    facts = {r["context"] for r in held}
+    assert (len(facts & {r["context"] for r in train}), len(facts)) == (268, 270)
+    root = Path(__file__).resolve().parents[1]
+    docs = " ".join((root / "docs" / "demo.md").read_text().split())
+    readme = " ".join((root / "README.md").read_text().split())
+    assert "no held-out fact set" not in docs + readme
+    assert "their fact sets do, with another question (268 of the 270 distinct ones)" in docs
+    assert "though 268 of their 270 fact sets are there with another question" in readme
+
+
 def test_generate_help_says_what_seed_and_a_missing_question_mean(capsys):
     """--seed and --question had no help: neither that question i samples with seed + i nor
     that with no --question and no --input_file the question is read from stdin."""
