@@ -520,3 +520,28 @@ def test_math_rational_closed_form_is_exact(pred, gold, ok):
 def test_math_binomial_is_a_coefficient_not_letters(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
     assert score_math(f"Counting the choices, $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    (r"x \in [-1,4]", r"-1 \le x \le 4", True),  # each was wrong: an interval against an inequality
+    (r"[-1, 4]", r"-1 \le x \le 4", True),
+    (r"(-\infty, 3)", r"x < 3", True),
+    (r"[2, \infty)", r"x \ge 2", True),
+    (r"(-\infty, 3]", r"3 \geq x", True),
+    (r"(-\infty, -1) \cup (2, \infty)", r"x < -1 \text{ or } x > 2", True),
+    (r"(-\infty,3)\cup(3,\infty)", r"x \neq 3", True),
+    (r"t \in [-1,4]", r"-1 \le x \le 4", True),  # the same set, whatever the variable's name
+    (r"(-1, 4]", r"-1 \le x \le 4", False),  # an open end for a closed one
+    (r"[-1, 5]", r"-1 \le x \le 4", False),
+    (r"(-\infty, 3]", r"x < 3", False),
+    (r"[3, \infty)", r"x > 3", False),
+    (r"(-\infty, -1) \cup (3, \infty)", r"x < -1 \text{ or } x > 2", False),
+    (r"(-\infty, -1)", r"x < -1 \text{ or } x > 2", False),
+    (r"(-\infty, 2)", r"2x + 1 < 5", False),  # the question, not its solution
+    (r"(-1, 2)", r"x > -1, x < 2", False),  # a comma may be "and" or "or": no reading
+])
+def test_math_interval_against_inequality(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"So the solution set is $\\boxed{{{pred}}}$.", gold) is ok
+

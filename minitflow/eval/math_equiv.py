@@ -17,11 +17,13 @@ Order of the checks (the first that decides wins):
 3. One side a number, the other a closed-form constant (2\\pi, \\frac{\\sqrt3}{2}):
    the constant's numeric value, same rule.
 4. Structures: matrices (cell by cell), sets and bare lists (unordered),
-   intervals and tuples (ordered, brackets must match), `a \\pm b` (a set of
-   two), equations (side by side, either orientation; else the same with terms
-   moved across, and a differential equation also times a factor free of its
-   unknowns, y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named
-   value (`MRS = ...`) for a gold that is only the value; a chain of
+   intervals and tuples (ordered, brackets must match), an inequality in one
+   variable against intervals as its solution set (`x \\in [-1,4]` for `-1 \\le x
+   \\le 4`, whatever the variable's name), `a \\pm b` (a set of two), equations
+   (side by side, either orientation; else the same with terms moved across,
+   and a differential equation also times a factor free of its unknowns,
+   y' / \\dot{y} / \\frac{dy}{dt} being one notation), and a named value
+   (`MRS = ...`) for a gold that is only the value; a chain of
    equalities (`s = \\alpha f = 1.6`), or a computation and its value
    (`2 \\times 0.8 = 1.6`), for such a gold states its last side.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
@@ -1077,6 +1079,59 @@ def _units_differ(a: str, b: str, na: str, nb: str) -> bool:
 
 _INEQUALITY_RE = re.compile(r"[<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|leqslant|geqslant)(?![A-Za-z])")
 
+# An inequality in one variable against an interval: compared as its solution set in interval
+# notation (`-1 \le x \le 4` is [-1,4]), whatever the variable's name, as `x \in [-1,4]` is.
+_RELATION_SPLIT_RE = re.compile(r"(<=|>=|<|>|\\(?:leqslant|geqslant|leq|geq|le|ge|lt|gt|neq|ne)(?![A-Za-z]))")
+_RELATION_KIND = {"<": "<", "\\lt": "<", "<=": "<=", "\\le": "<=", "\\leq": "<=", "\\leqslant": "<=",
+                  ">": ">", "\\gt": ">", ">=": ">=", "\\ge": ">=", "\\geq": ">=", "\\geqslant": ">=",
+                  "\\ne": "!=", "\\neq": "!="}
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "!=": "!="}
+# the variable bounded: one letter (not e, i) or a Greek one, optionally subscripted
+_BOUND_VAR_RE = re.compile(r"(?:[A-DF-HJ-Za-df-hj-z]|\\(?:" + "|".join(sorted(_GREEK)) + r"))(?:_(?:\{\w+\}|\w))?")
+_OR_RE = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{\s*or\s*\}|\\(?:lor|vee)(?![A-Za-z])|(?<![A-Za-z\\])or(?![A-Za-z])")
+
+
+def _inequality_intervals(s: str) -> str | None:
+    """The solution set of an inequality in one variable in interval notation: `-1 \\le x \\le 4` ->
+    `[-1,4]`, `x < -1 \\text{ or } x > 2` -> `(-\\infty,-1)\\cup(2,\\infty)`, `x \\ne 3` -> both sides of 3;
+    None for anything else: two variables, `2x + 1 < 5` (the question, not its solution), `x > 0, x < 1`
+    (a comma may be "and" or "or")."""
+    if not _INEQUALITY_RE.search(s):
+        return None
+    pieces, names = [], set()
+    for part in _OR_RE.split(clean_answer(s)):
+        n = normalize_latex(part)
+        tokens = [t.strip() for t in _RELATION_SPLIT_RE.split(n)]
+        if len(tokens) not in (3, 5) or len(split_top_level(n)) != 1:
+            return None
+        bounds: dict[str, tuple[str, bool]] = {}  # "lower" / "upper": (bound, closed)
+        for left, rel, right in zip(tokens[0::2], tokens[1::2], tokens[2::2]):
+            left_var, right_var = bool(_BOUND_VAR_RE.fullmatch(left)), bool(_BOUND_VAR_RE.fullmatch(right))
+            if left_var == right_var or not left or not right:
+                return None
+            var, bound = (left, right) if left_var else (right, left)
+            kind = _RELATION_KIND[rel] if left_var else _FLIPPED[_RELATION_KIND[rel]]
+            names.add(var)
+            side = "upper" if kind in ("<", "<=") else "lower" if kind in (">", ">=") else None
+            if side is None:  # x \ne 3: everything but 3, alone only
+                if len(tokens) != 3:
+                    return None
+                pieces += [f"(-\\infty,{bound})", f"({bound},\\infty)"]
+            elif side in bounds:
+                return None
+            else:
+                bounds[side] = (bound, kind.endswith("="))
+        if bounds:
+            lower, upper = bounds.get("lower", ("-\\infty", False)), bounds.get("upper", ("\\infty", False))
+            pieces.append(f"{'[' if lower[1] else '('}{lower[0]},{upper[0]}{']' if upper[1] else ')'}")
+    return "\\cup".join(pieces) if len(names) == 1 else None
+
+
+def _are_intervals(ns: str) -> bool:
+    """A normalised answer that is an interval, or a union of them (`(-\\infty,-1)\\cup(2,\\infty)`)?"""
+    return not _INEQUALITY_RE.search(ns) and all(
+        _shape(x)[0] == "ordered" and len(_shape(x)[1]) == 2 for x in ns.split("\\cup"))
+
 
 def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float, depth: int) -> bool:
     # "\Delta E = 2.88 \times 10^{-19} J": the number its normalisation kept
@@ -1103,6 +1158,11 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
         if ma is None or mb is None or [len(r) for r in ma] != [len(r) for r in mb]:
             return _mv_fallback(a, b, deadline) if (ma is None) != (mb is None) else False
         return all(sub(x, y) for ra, rb in zip(ma, mb) for x, y in zip(ra, rb))
+    ia, ib = _inequality_intervals(a), _inequality_intervals(b)
+    if ia is not None and ib is None and _are_intervals(nb):  # x > 3 against (3, \infty)
+        return sub(ia, b)
+    if ib is not None and ia is None and _are_intervals(na):  # [-1, 4] against -1 \le x \le 4
+        return sub(a, ib)
     pa, pb = _pm_expand(na), _pm_expand(nb)
     if pa or pb:
         la = pa or _shape(na)[1]
