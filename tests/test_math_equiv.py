@@ -545,3 +545,17 @@ def test_math_interval_against_inequality(pred, gold, ok):
     assert is_equiv(gold, pred) is ok
     assert score_math(f"So the solution set is $\\boxed{{{pred}}}$.", gold) is ok
 
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    ("Odd", r"\text{odd}", True),  # each was wrong: case counted in words under four letters
+    (r"\text{Odd}", r"\text{odd}", True),
+    ("Yes", r"\text{yes}", True),
+    ("No", r"\text{no}", True),
+    ("Yes", r"\text{no}", False),
+    ("a", r"\text{A}", False),  # one letter: a variable's case is its name
+    ("mA", r"\text{MA}", False),  # milliampere, megaampere
+    ("CO", r"\text{Co}", False),  # carbon monoxide, cobalt
+    ("Ab", "ab", False),  # products of letters, not a word the gold writes as text
+])
+def test_math_short_words_the_gold_writes_as_text(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok

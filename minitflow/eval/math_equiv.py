@@ -2,7 +2,8 @@
 
 Order of the checks (the first that decides wins):
 
-1. Equal after normalisation (`normalize_latex`).
+1. Equal after normalisation (`normalize_latex`); words up to case (\\text{Monday}, monday; words
+   under four letters only where the gold writes them as text: Odd for \\text{odd}, not A for a).
 2. Numbers (`parse_quantity`): both sides a number, optionally with units
    (words, \\AA, \\mu m, \\mathrm{~cm}, ...), `\\approx`, `$`, `%`, degrees,
    e-notation (4.5e33 is a number, not 4.5*e*33), `a \\times 10^{b}`, fractions.
@@ -1051,6 +1052,9 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
         return not _units_differ(a, b, na, nb)
     if _WORDS_RE.fullmatch(na) and _WORDS_RE.fullmatch(nb):  # \text{Monday} vs monday
         return na.lower() == nb.lower()
+    if _TEXT_ANSWER_RE.fullmatch(clean_answer(b)) and _SHORT_WORDS_RE.fullmatch(na) and _SHORT_WORDS_RE.fullmatch(nb) \
+            and na.lower() == nb.lower():  # Odd vs \text{odd}
+        return True
     return _equiv(a, b, na, nb, _Deadline(timeout), rel_tol, depth=0)
 
 
@@ -1059,6 +1063,10 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
 # (Units in a gold come wrapped, "5 \text{ m}", or upper-case: "300 K" keeps its unit.)
 _LETTER_TAIL_RE = re.compile(r"[\d}]\s*[a-z]\s*$")
 _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, not products like xy
+# Shorter words (yes, no, odd) only where the gold writes them as text, each word in lower case or
+# capitalised, of two letters or more: A is not a, nor mA MA, nor CO Co (carbon monoxide, cobalt).
+_TEXT_ANSWER_RE = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|mbox)\s*\{\s*[A-Za-z ]+\}")
+_SHORT_WORDS_RE = re.compile(r"[A-Za-z][a-z]+(?: [A-Za-z][a-z]+)*")
 
 
 def _stated_quantity(s: str, ns: str) -> Quantity | None:
