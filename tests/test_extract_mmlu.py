@@ -80,9 +80,20 @@ def test_mmlu_a_letter_then_a_remark_on_another_is_still_the_answer():
     assert extract_mmlu_letter("(A) and (B) are both wrong; the answer is D.") == "D"
 
 
-@pytest.mark.parametrize("text", [r"\boxed{\mathrm{C}}", r"\boxed{\mathbf{(C)}}", r"\boxed{\textrm{C}}"])
+@pytest.mark.parametrize("text", [r"\boxed{\mathrm{C}}", r"\boxed{\mathbf{(C)}}", r"\boxed{\textrm{C}}",
+                                  # these were None too: \textit, \mathsf, \texttt, \boldsymbol, \bf, {\bf }
+                                  r"\boxed{\textit{C}}", r"\boxed{\mathsf{C}}", r"\boxed{\texttt{(C)}}",
+                                  r"\boxed{\boldsymbol{C}}", r"\boxed{\bf C}", r"\boxed{{\bf C}}",
+                                  r"\boxed{\textit{Option C}}", r"So the answer is \textit{C}.",
+                                  r"The answer is \emph{C}."])
 def test_mmlu_letter_in_a_math_font_box(text):
     assert extract_mmlu_letter(text) == "C"  # was None: only \text / \textbf were unwrapped
+    assert score_mmlu(text, "C")
+
+
+def test_mmlu_letter_in_a_font_box_still_hedges():
+    assert extract_mmlu_letter(r"\boxed{\textit{C or D}}") is None
+    assert extract_mmlu_letter(r"\boxed{\textit{C}} or \boxed{\textit{D}}") is None
 
 
 @pytest.mark.parametrize("text", [r"\boxed{Option C}", r"The answer is $\boxed{\text{Option C}}$.",

@@ -679,9 +679,11 @@ _NOT_TWO = (r"(?![)*}]*\s*(?:(?:(?:,|\.{1,3}|\u2026|\?)\s*)?(?:\(\s*)?\bor\b|,|/
             r"(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
             r"|[)*}]*\s*(?:,\s*)?(?:but|(?:al)?though)\s+(?:option\s+|choice\s+)?[*$({\[]*(?-i:[A-J])\b(?!['-]\w)"
             + _ALSO_POSSIBLE_RE.pattern + ")")
+# the font commands a letter is written in: \text{C}, \textbf{C}, \mathbf{C}, \textit{C}, \mathsf{C}, \boldsymbol{C}
+_FONT = r"text(?:bf|rm|it|tt|sf|normal)?|math(?:rm|bf|sf|it|tt)|boldsymbol|bm|mbox|emph"
 # its callers end in whitespace, so it starts with none of its own (side by side, "answer is" and 250 spaces
 # took minutes)
-_L = r"(?:[*$({\[]+\s*)?(?:\\text(?:bf)?\{\s*)?\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
+_L = r"(?:[*$({\[]+\s*)?(?:\\(?:" + _FONT + r")\s*\{\s*)?\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
 _LETTER_PATTERNS = [
     # "the answer is (B)", "correct answer is: **B**", "answer is option C"
     re.compile(r"answer\s+(?:is|(?:would|should|must)\s+be)\s*(?:[:\-]\s*)?(?:\*+(?!\*)\s*)?" + rf"(?:{_LIKELY})?"
@@ -731,8 +733,9 @@ _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )(?<!could be )(?<!migh
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
     """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
     allow_space (inside a box, where a leading article "A ..." is rare)."""
-    s = re.sub(r"\\(?:text(?:bf|rm)?|math(?:rm|bf))\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")  # \mathrm{C}
-    s = re.sub(r"^\\(?:text(?:bf|rm)?|math(?:rm|bf))\{", "", s)  # \text{C. {AND, OR}}: braces inside it
+    s = re.sub(r"\\(?:" + _FONT + r")\s*\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")  # \mathrm{C}
+    s = re.sub(r"^\\(?:" + _FONT + r")\s*\{", "", s)  # \text{C. {AND, OR}}: braces inside it
+    s = re.sub(r"^\{\\(?:bf|it|rm|sf|tt)(?![A-Za-z])\s*([^{}]*)\}|^\\(?:bf|it|rm|sf|tt)(?![A-Za-z])\s*", r"\1", s)  # {\bf C}, \bf C
     m = re.match(r"^\(([A-J])\)" + _NOT_TWO + "|^([A-J])" + _NOT_TWO + "(?:$|[.:)]"
                  + (r"|[\s,]" if allow_space else "") + ")", s)
     return (m.group(1) or m.group(2)) if m else None
@@ -789,7 +792,7 @@ def _lower_letter(s: str, choices: Sequence[str] | None) -> str | None:
 
 # "\boxed{Option D}", "\boxed{\text{Choice (D)}}": the word before the letter names it (a model's box, and
 # no MMLU option's text is "Option" and a letter)
-_OPTION_WORD_RE = re.compile(r"^((?:\s|\\(?:text(?:bf|rm)?|math(?:rm|bf))\s*\{)*)(?:option|choice)\s+(?=\(?(?-i:[A-J])\b)",
+_OPTION_WORD_RE = re.compile(r"^((?:\s|\\(?:" + _FONT + r")\s*\{)*)(?:option|choice)\s+(?=\(?(?-i:[A-J])\b)",
                              re.I)
 
 
