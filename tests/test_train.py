@@ -1543,4 +1543,4 @@ def test_a_training_run_resolves_its_model_once(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
     assert train(_cfg(tiny, tmp_path / "h.pt", eval=None, model="org/model", steps=1))["step"] == 1
     assert calls == ["org/model", tiny]
-    assert hub == [("org/model", ["config.json"]), ("org/model", weights.HF_PATTERNS)]
+    assert hub == [("org/model", ["config.json"]), ("org/model", weights.READ_PATTERNS)]
