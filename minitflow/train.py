@@ -82,7 +82,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     d = TrainConfig(model="", train="", out="")
     p = Parser(prog="python -m minitflow.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=_DefaultsHelp)
+               formatter_class=_DefaultsHelp)
     p.add_argument("--model", required=True, help="HF-format Qwen3 directory or hub id (frozen backbone)")
     p.add_argument("--train", required=True,
                    help="training rows (JSONL: question, answer, optional context or sender_question)")

@@ -123,10 +123,10 @@ def torch_load(path: Path) -> object:
     except pickle.UnpicklingError as e:
         text = str(e)
         if "weights only" in text.lower() or "weights_only" in text:
-            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
             if re.search(r"Unsupported operand (1[4-9][0-9]|2[0-9][0-9])\b", text):  # opcodes of protocols 4 and 5
                 raise UserError(f"{path}: torch's weights_only loader cannot read its pickle protocol (4 or 5); "
                                 "re-save it with torch.save's default pickle_protocol") from None
+            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
             what = f"the global {glob.group(1)}" if glob else "objects other than tensors, numbers and strings"
             raise UserError(f"{path}: refusing to load it: its pickle needs {what}, which could run code; minitflow "
                             "loads checkpoints with weights_only=True (re-save it as plain tensors)") from None
