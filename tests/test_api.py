@@ -58,6 +58,28 @@ def test_abort_all_marks_each_request_as_abort_marks_one(model):
         assert req.status is Status.ABORTED and req.finished and req.finish_reason == "abort" and req.finished_t > 0
     assert not llm.has_unfinished() and llm.abort(running) is False
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_abort_all_after_an_interrupted_loop_leaves_the_llm_as_a_fresh_one(model, sampled):
+    """A loop over step() interrupted (a notebook cell stopped) with its Request objects gone left
+    them in the engine: the facade had abort(req) only, and run_method refused the LLM until they
+    were stepped out. llm.abort_all() stops them all; the next call gives a fresh LLM's tokens."""
+    from minitflow.tflow.methods import run_method
+    prompts, sps = _prompts(4, seed=12), _sps(sampled)
+    want = [g.token_ids for g in _llm(model, num_slots=2).generate(prompts[2:], sps[2:])]
+    llm = _llm(model, num_slots=2)
+    for p, sp in zip(prompts, sps):
+        llm.add_request(p, sp)
+    for _ in range(3):
+        llm.step()
+    with pytest.raises(UserError, match=r"requests are in flight .*abort_all\(\)"):
+        run_method("baseline", llm, ["What is 1+1?"])
+    gone = llm.abort_all()
+    assert len(gone) == 4 and {r.finish_reason for r in gone} == {"abort"}
+    assert sum(r.slot is not None for r in gone) == 2  # two were running, two queued
+    assert not llm.has_unfinished() and not llm.engine.in_flight() and llm.abort_all() == []
+    assert [g.token_ids for g in llm.generate(prompts[2:], sps[2:])] == want
+
+
 def test_aborting_a_queued_request_removes_it_and_unknown_ones_are_false(model):
     llm = _llm(model, num_slots=1)
     sp = SamplingParams(max_new_tokens=5)

@@ -201,6 +201,12 @@ class LLM:
         had already finished, so a stream racing its last token needs no check of its own."""
         return self.engine.abort(req)
 
+    def abort_all(self) -> list[Request]:
+        """Stop every request in the engine (Engine.abort_all), queued or running, each with
+        finish_reason "abort": what a notebook needs after a loop over step() was interrupted, or
+        when the Request objects are gone, before run_method or generate can have the LLM again."""
+        return self.engine.abort_all()
+
     def release_memory(self) -> None:
         """Drop the KV cache, LoRA buffers and prefix cache kept between calls (rebuilt on
         demand; compiled graphs re-record for the new addresses). Not while requests run: theirs

@@ -501,7 +501,7 @@ def _stream_latentmas(llm: LLM, questions: list[str], style: str, sps: list[Samp
                       **options) -> list[MethodResult]:
     if llm.engine.in_flight():  # step() would hand it another's request: a bare StopIteration, judgers left behind
         raise UserError("stream_latentmas needs the LLM to itself, and requests are in flight (add_request): "
-                        "step() them to the end first")
+                        "step() them to the end, or abort_all(), first")
     plan = replace(_plan(llm, questions, style, sps, latent_steps=latent_steps, **options), samples=samples)
     running: dict[int, tuple[Request, dict[str, DeviceTimer], float]] = {}  # item i * samples + j
 

@@ -421,7 +421,7 @@ def run_method(method: str, llm: LLM, questions: Sequence[str], *, style: str = 
     with llm.engine.lock:
         if llm.engine.in_flight():  # its pipeline takes every request step() returns for one of its own
             raise UserError("run_method needs the LLM to itself, and requests are in flight (add_request, or a "
-                            "run_method whose on_result called this one): step() them to the end first")
+                            "run_method whose on_result called this one): step() them to the end, or abort_all(), first")
         sq = run.sender_questions if run.sender_questions is not None else run.questions
         for name, texts in (("question", run.questions), ("sender question", sq)):
             bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
