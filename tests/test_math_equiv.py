@@ -523,6 +523,24 @@ def test_math_binomial_is_a_coefficient_not_letters(pred, gold, ok):
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
+    ("120", "5!", True),  # each was wrong: the factorial was no sympy, so a number never met its value
+    (r"\frac{1}{5!}", r"\frac{1}{120}", True),
+    ("12", r"3!\cdot 2!", True),
+    ("90", r"\frac{10!}{8!}", True),
+    ("1", "0!", True),
+    ("64", "2^{3!}", True),
+    ("121", "5!", False),
+    ("5", "5!", False),
+    ("120", "5!!", False),  # a double factorial (15) is left to math-verify, which does not take 120
+    ("8", "2^3!", False),  # (2^3)! or 2^(3!): no reading
+])
+def test_math_factorial_of_an_integer(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"Counting the orders, $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
     (r"x \in [-1,4]", r"-1 \le x \le 4", True),  # each was wrong: an interval against an inequality
     (r"[-1, 4]", r"-1 \le x \le 4", True),
     (r"(-\infty, 3)", r"x < 3", True),

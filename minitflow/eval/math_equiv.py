@@ -29,7 +29,7 @@ Order of the checks (the first that decides wins):
    (`2 \\times 0.8 = 1.6`), for such a gold states its last side.
 5. Expressions: our LaTeX -> sympy conversion (allow-listed parse; function
    application for `I(0)`, `u(t)`; subscripted Greek letters; in an exponent
-   a `/` divides by the whole product after it, e^{-t/RC}) checked by
+   a `/` divides by the whole product after it, e^{-t/RC}; 5! of a written integer) checked by
    random-point evaluation (20 of 30 digits) and `simplify`, a reply's arbitrary
    constants renamed to the gold's (A e^{t} for C_1 e^{t}); if either side cannot be parsed,
    math-verify (HF's library) decides, with e-notation rewritten first.
@@ -684,7 +684,7 @@ def _unordered_equal(a: list[str], b: list[str], eq: Callable[[str, str], bool])
 
 _FUNCS = {
     "sqrt", "exp", "log", "sin", "cos", "tan", "sec", "csc", "cot", "asin", "acos",
-    "atan", "sinh", "cosh", "tanh", "Abs", "binomial",
+    "atan", "sinh", "cosh", "tanh", "Abs", "binomial", "factorial",
 }
 _GREEK = {
     "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
@@ -818,6 +818,8 @@ def latex_to_sympy_str(s: str) -> str | None:
     for name, repl in _LATEX_FUNCS.items():
         s = re.sub(rf"\\{name}(?![A-Za-z])", f" {repl} ", s)
     s = re.sub(r"\\([A-Za-z]+)(_[A-Za-z0-9]+)?", r" \1\2 ", s)  # \omega_0 -> omega_0
+    # 5! is 120: the factorial of a written integer (not 5!!, nor 2^3!, whose reading is unclear)
+    s = re.sub(r"(?<![\w.^_])(\d{1,3})!(?![!=])", r" factorial(\1) ", s)
     s = s.replace("{", "(").replace("}", ")").replace("[", "(").replace("]", ")")
     s = s.replace("^", "**")
     # a lone letter applied to a simple argument is a function: I(0), x(t), u(t)
