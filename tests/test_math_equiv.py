@@ -278,6 +278,22 @@ def test_math_units_models_write(pred, gold, ok):
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
+    (r"4 \text{ square centimeters}", r"4 \text{ cm}^2", True),  # each was wrong: "square" read as a unit of its own
+    (r"4 \text{ centimeters squared}", r"4 \text{ cm}^2", True),
+    (r"4 \text{ cubic meters}", r"4 \text{ m}^{3}", True),
+    (r"4 \text{ kg per square meter}", r"4 \text{ kg/m}^2", True),
+    (r"4 \text{ square centimeters}", r"4 \text{ cm}", False),  # the power counts
+    (r"4 \text{ square meters}", r"4 \text{ cm}^2", False),  # compared, not converted
+    (r"4 \text{ cubic meters}", r"4 \text{ m}^2", False),
+    (r"4 \text{ square units}", "4", True),  # a unit on one side only is no verdict, as before
+])
+def test_math_a_power_spelled_in_words(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"The area is $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
     (r"3\frac{1}{2}", "3.5", True),
     (r"3\frac{1}{2}", "1.5", False),  # was read as 3 * 1/2
     (r"3\frac12", r"\frac{7}{2}", True),

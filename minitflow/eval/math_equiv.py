@@ -12,9 +12,9 @@ Order of the checks (the first that decides wins):
    the gap must be explainable by rounding the less precise of the two as
    written (so 4.03189 does not match 4.03188).  Units are compared, not
    converted: where both sides write one we can place (`unit_key`), they must
-   be the same (1.6 m is not 1.6 cm; cm, \\mathrm{~cm}, centimeters are one;
-   300 K is not 300^\\circ C, a bare degree sign names no scale); a unit on
-   one side only is no verdict.
+   be the same (1.6 m is not 1.6 cm; cm, \\mathrm{~cm}, centimeters are one,
+   cm^2 and square centimeters too; 300 K is not 300^\\circ C, a bare degree
+   sign names no scale); a unit on one side only is no verdict.
 3. One side a number, the other a closed-form constant (2\\pi, \\frac{\\sqrt3}{2}):
    the constant's numeric value, same rule.
 4. Structures: matrices (cell by cell), sets and bare lists (unordered),
@@ -343,9 +343,28 @@ def _unit_name(word: str) -> str | None:
     return low[:-1] if low.endswith("s") and not low.endswith("ss") else low  # photons, atoms
 
 
+_SPELLED_POWERS = {"square": "^2", "cubic": "^3", "squared": "^2", "cubed": "^3"}
+
+
+def _spelled_powers(tokens: list[str]) -> list[str]:
+    """A power in words as the power it spells: square centimeters and centimeters squared are cm^2."""
+    out: list[str] = []
+    k = 0
+    while k < len(tokens):
+        low = tokens[k].lower()
+        if low in ("square", "cubic") and k + 1 < len(tokens) and tokens[k + 1][0].isalpha():
+            out += [tokens[k + 1], _SPELLED_POWERS[low]]
+            k += 2
+            continue
+        out.append(_SPELLED_POWERS[low] if low in ("squared", "cubed") and out and out[-1][0].isalpha() else tokens[k])
+        k += 1
+    return out
+
+
 def unit_key(tokens: list[str]) -> tuple[tuple[str, int], ...]:
     """Canonical (name, power) pairs of a unit's tokens; () for no unit or one we cannot place.
     A `/` divides by the whole product after it (erg/s cm^2 is erg s^-1 cm^-2), as in a physicist's a/bc."""
+    tokens = _spelled_powers(tokens)
     powers: dict[str, int] = {}
     stack: list[int] = []
     base = sign = 1
