@@ -589,6 +589,10 @@ def test_math_interval_against_inequality(pred, gold, ok):
     ("a", r"\text{A}", False),  # one letter: a variable's case is its name
     ("mA", r"\text{MA}", False),  # milliampere, megaampere
     ("CO", r"\text{Co}", False),  # carbon monoxide, cobalt
+    ("YES", r"\text{yes}", True),  # were wrong: capitals counted as other letters
+    (r"\text{ODD}", r"\text{Odd}", True),
+    ("YES", r"\text{no}", False),
+    ("NO", r"\text{No}", False),  # two capitals are a symbol: nitric oxide, nobelium
     ("Ab", "ab", False),  # products of letters, not a word the gold writes as text
 ])
 def test_math_short_words_the_gold_writes_as_text(pred, gold, ok):

@@ -3,7 +3,8 @@
 Order of the checks (the first that decides wins):
 
 1. Equal after normalisation (`normalize_latex`); words up to case (\\text{Monday}, monday; words
-   under four letters only where the gold writes them as text: Odd for \\text{odd}, not A for a).
+   under four letters only where the gold writes them as text: Odd, YES for \\text{odd}, \\text{yes},
+   not A for a).
 2. Numbers (`parse_quantity`): both sides a number, optionally with units
    (words, \\AA, \\mu m, \\mathrm{~cm}, ...), `\\approx`, `$`, `%`, degrees,
    e-notation (4.5e33 is a number, not 4.5*e*33), `a \\times 10^{b}`, fractions.
@@ -1073,7 +1074,7 @@ def is_equiv(a: str | None, b: str | None, timeout: float = MATH_TIMEOUT, rel_to
         return not _units_differ(a, b, na, nb)
     if _WORDS_RE.fullmatch(na) and _WORDS_RE.fullmatch(nb):  # \text{Monday} vs monday
         return na.lower() == nb.lower()
-    if _TEXT_ANSWER_RE.fullmatch(clean_answer(b)) and _SHORT_WORDS_RE.fullmatch(na) and _SHORT_WORDS_RE.fullmatch(nb) \
+    if _TEXT_ANSWER_RE.fullmatch(clean_answer(b)) and _SHORT_REPLY_WORDS_RE.fullmatch(na) and _SHORT_WORDS_RE.fullmatch(nb) \
             and na.lower() == nb.lower():  # Odd vs \text{odd}
         return True
     return _equiv(a, b, na, nb, _Deadline(timeout), rel_tol, depth=0)
@@ -1088,6 +1089,10 @@ _WORDS_RE = re.compile(r"(?=.*[A-Za-z]{4})[A-Za-z]+(?: [A-Za-z]+)*")  # words, n
 # capitalised, of two letters or more: A is not a, nor mA MA, nor CO Co (carbon monoxide, cobalt).
 _TEXT_ANSWER_RE = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|mbox)\s*\{\s*[A-Za-z ]+\}")
 _SHORT_WORDS_RE = re.compile(r"[A-Za-z][a-z]+(?: [A-Za-z][a-z]+)*")
+# The reply's word may also be in capitals from three letters (YES for \text{yes}): two capitals may be a
+# symbol (CO, NO: carbon and nitric oxide, not cobalt, nobelium or the word no); an element's has at most
+# two letters, and a formula in capitals (HCN) is no word that a gold writes in lower case.
+_SHORT_REPLY_WORDS_RE = re.compile(r"(?:[A-Za-z][a-z]+|[A-Z]{3,})(?: (?:[A-Za-z][a-z]+|[A-Z]{3,}))*")
 
 
 def _stated_quantity(s: str, ns: str) -> Quantity | None:
