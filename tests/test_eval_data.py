@@ -27,6 +27,7 @@ from minitflow.eval.data import (
     mbpp_test_list,
     mmlu_corrected_letter,
     prompt_style,
+    read_records,
     resolve_dataset,
     samples_from_records,
 )
@@ -374,6 +375,154 @@ def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnin
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no local copy of gsm8k: pass --data_file")
     assert "[download failed: ConnectionError: Couldn't reach 'openai/gsm8k' on the Hub" in proc.stderr
+
+
+# ------------------------------------------------- offline, from the caches a download left
+
+HUB_REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_dataset_cache(root: Path, repo: str, files: dict[str, bytes | None]) -> Path:
+    """huggingface-hub's cache as a download of dataset `repo` leaves it: refs/main, blobs/<sha256>,
+    snapshots/<rev>/<path> a relative link to its blob (None: a link to a blob that is gone)."""
+    import hashlib
+
+    base = root / f"datasets--{repo.replace('/', '--')}"
+    (base / "blobs").mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(HUB_REV)
+    for name, data in files.items():
+        blob = base / "blobs" / hashlib.sha256(data or name.encode()).hexdigest()
+        if data is not None:
+            blob.write_bytes(data)
+        link = base / "snapshots" / HUB_REV / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return base / "snapshots" / HUB_REV
+
+
+def parquet_file(rows: list[dict], tmp_path: Path) -> bytes:
+    """The rows as the hub's parquet files hold them (datasets' own writer)."""
+    import datasets
+    path = tmp_path / "rows.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    return path.read_bytes()
+
+
+def arrow_file(rows: list[dict], tmp_path: Path) -> bytes:
+    """The rows as MMLU-Redux 2.0's `<subject>/data-00000-of-00001.arrow` (datasets' save_to_disk)."""
+    import datasets
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    data = (tmp_path / "saved" / "data-00000-of-00001.arrow").read_bytes()
+    return data
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """HF_HUB_OFFLINE=1 with huggingface-hub's cache in tmp_path; a download attempt fails the test."""
+    import huggingface_hub.constants
+
+    import minitflow.eval.data as data
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(data, "_download_records", lambda dataset: pytest.fail("went online"))
+    return tmp_path / "hub"
+
+
+def test_offline_gsm8k_loads_from_the_hub_cache(offline_hub, tmp_path):
+    """HF_HUB_OFFLINE=1 and no --data_file was "no local copy of gsm8k ... [offline mode]" at once,
+    with openai/gsm8k downloaded (load_dataset offline reads only its own processed cache, not
+    these files). Now the cached test split loads: the same Samples as the file's same rows."""
+    rows = read_records(data_file("gsm8k"))[:5]
+    hub_dataset_cache(offline_hub, "openai/gsm8k", {
+        "README.md": b"---\n---\n",
+        "main/test-00000-of-00001.parquet": parquet_file(rows, tmp_path),
+        "main/train-00000-of-00001.parquet": parquet_file(read_records(data_file("gsm8k"))[5:9], tmp_path)})
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples("gsm8k")
+    assert samples == load_samples("gsm8k", path) and len(samples) == 5
+    assert samples[0].question.startswith("Janet") and samples[0].answer == "18"
+
+
+def test_offline_mmlu_loads_every_subject_from_the_hub_cache(offline_hub, tmp_path):
+    """MMLU-Redux 2.0 on the hub is one save_to_disk Arrow file per subject config, rows without a
+    subject (it is the config's name) and with the normalised error_type: read as the file's rows."""
+    from minitflow.eval.data import MMLU_SUBJECTS
+    by_subject: dict[str, list[dict]] = {}
+    for r in read_records(data_file("mmlu_redux")):
+        by_subject.setdefault(r["subject"], []).append(r)
+    rows = [r for s in MMLU_SUBJECTS for r in by_subject[s][:2]]
+    hf = ("question", "choices", "answer", "source", "correct_answer", "potential_reason")
+    files = {f"{s}/data-00000-of-00001.arrow": arrow_file(
+        [{**{k: r[k] for k in hf}, "error_type": r["error_type_norm"]} for r in by_subject[s][:2]], tmp_path / s)
+        for s in MMLU_SUBJECTS}
+    hub_dataset_cache(offline_hub, "edinburgh-dawg/mmlu-redux-2.0", files)
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps({**r, "in_redux_v1": False}) + "\n" for r in rows))
+    for row_set in ("official", "all"):
+        samples = load_samples("mmlu", mmlu_rows=row_set)
+        assert samples == load_samples("mmlu", path, mmlu_rows=row_set)
+    assert len(samples) == 114 and samples[0].id == "mmlu/abstract_algebra/0"
+
+
+@pytest.mark.parametrize("case", ["not cached", "a subject missing", "a blob gone", "no pyarrow"])
+def test_offline_without_the_cached_files_is_one_line_naming_them(case, offline_hub, tmp_path, monkeypatch):
+    """Offline and not (wholly) cached, or without the eval extra to read it: one UserError line naming
+    what lacks and --data_file."""
+    from minitflow.eval.data import MMLU_SUBJECTS
+    rows = [{"question": "q", "choices": ["a", "b"], "answer": 0, "error_type": "ok"}]
+    if case == "not cached":
+        dataset, match = "gsm8k", r"openai/gsm8k is not in the Hugging Face cache: no snapshot of main in .*datasets--openai--gsm8k"
+    elif case == "a subject missing":
+        arrow = arrow_file(rows, tmp_path)
+        hub_dataset_cache(offline_hub, "edinburgh-dawg/mmlu-redux-2.0",
+                          {f"{s}/data-00000-of-00001.arrow": arrow for s in MMLU_SUBJECTS[2:]})
+        dataset, match = "mmlu", (r"the cached edinburgh-dawg/mmlu-redux-2.0 \(.*\) lacks abstract_algebra/data-\* "
+                                  r"and 1 more of its 57\]")
+    elif case == "no pyarrow":
+        hub_dataset_cache(offline_hub, "openai/gsm8k", {"main/test-00000-of-00001.parquet": parquet_file(
+            [{"question": "1+1?", "answer": "#### 2"}], tmp_path)})
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+        dataset, match = "gsm8k", r'reading the cached copy needs pyarrow: pip install "minitflow\[eval\]"\]'
+    else:
+        hub_dataset_cache(offline_hub, "openai/gsm8k", {"main/test-00000-of-00001.parquet": None})
+        dataset, match = "gsm8k", r"the cached .*main/test-00000-of-00001.parquet is a broken link \(to \.\./.*blobs/"
+    with pytest.raises(UserError, match=rf"^no local copy of {dataset}: pass --data_file .*\[offline mode: {match}") as e:
+        load_samples(dataset)
+    assert "\n" not in str(e.value)
+
+
+def test_offline_code_benchmarks_load_from_the_evalplus_cache(offline_hub, tmp_path, monkeypatch):
+    """HumanEval+ / MBPP+ come from evalplus' release file, where evalplus caches it: offline, that
+    file loads (the same Samples as --data_file on it); absent, the line names it."""
+    import shutil
+
+    from evalplus.data import humaneval, mbpp, utils
+    monkeypatch.setattr(utils, "CACHE_DIR", str(tmp_path / "evalplus"))
+    monkeypatch.setattr(mbpp, "MBPP_OVERRIDE_PATH", None)
+    monkeypatch.setattr(humaneval, "HUMANEVAL_OVERRIDE_PATH", None)
+    (tmp_path / "evalplus").mkdir()
+    shutil.copy(data_file("mbpp_plus"), tmp_path / "evalplus" / "MbppPlus-v0.2.0.jsonl")
+    samples = load_samples("mbpp", max_samples=20)
+    assert samples == load_samples("mbpp", data_file("mbpp_plus"), max_samples=20) and samples[0].id == "Mbpp/2"
+    with pytest.raises(UserError, match=r"\[offline mode: no evalplus release file at .*evalplus/HumanEvalPlus-v0.1.10.jsonl\]"):
+        load_samples("humaneval")
+    with pytest.raises(UserError, match=r"\[offline mode; minerva_math has no hub source\]"):
+        load_samples("minerva_math")
+
+
+def test_offline_and_not_cached_is_one_error_line_from_the_cli(tmp_path):
+    """What a researcher sees: HF_HUB_OFFLINE=1, the cache (HF_HOME) without gsm8k, no --data_file."""
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "gsm8k/0", "prediction": "1"}) + "\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")},
+           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "minitflow.score", "--dataset", "gsm8k", "--predictions", str(preds)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: no local copy of gsm8k: pass --data_file path/to/gsm8k/test.jsonl")
+    assert f"[offline mode: openai/gsm8k is not in the Hugging Face cache: no snapshot of main in {tmp_path}" in proc.stderr
 
 
 # ------------------------------------------------------------------- oracle

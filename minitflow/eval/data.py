@@ -2,9 +2,10 @@
 
 Local files (JSONL, JSONL.gz or a JSON list) are the primary source and never
 touch the network.  Without a file we try the HF `datasets` hub / evalplus
-release loaders, but only when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are unset,
-and any failure becomes one `UserError` line naming the file to pass
-with `--data_file`.
+release loaders; with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the copy an
+earlier download left in the Hugging Face cache / evalplus' cache instead
+(`_cached_records`).  Any failure becomes one `UserError` line naming the file
+to pass with `--data_file`.
 
 Gold answers (`Sample.answer`):
   gsm8k         the number after `####` in the `answer` field ("1234", "-5", "0.5")
@@ -653,6 +654,88 @@ def _download_records(dataset: str) -> list[dict]:
     raise RuntimeError(f"no online source for {dataset}")
 
 
+# The hub datasets `_download_records` reads, with the repo files of each config's test split (the
+# `configs` of the repos' dataset cards): gsm8k's are parquet, MMLU-Redux 2.0's one Arrow file
+# (`save_to_disk`'s IPC stream) per subject.
+HUB_TEST_FILES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "gsm8k": ("openai/gsm8k", ("main",), "{}/test-*"),
+    "mmlu": ("edinburgh-dawg/mmlu-redux-2.0", tuple(MMLU_SUBJECTS), "{}/data-*"),
+}
+
+
+def _cached_records(dataset: str, hint: str) -> list[dict]:
+    """Offline: the rows `_download_records` fetches, from the copy a download left on this machine.
+
+    `datasets.load_dataset` offline never opens huggingface-hub's cache: it goes straight to its own
+    processed cache (HF_DATASETS_CACHE), which only a load_dataset call fills. The files it
+    downloaded (datasets >= 3, as `hf download` does) sit in the hub cache, read here with pyarrow
+    (no network, no retries). HumanEval+ / MBPP+: evalplus' cached release file. Anything missing
+    is one UserError line that names it."""
+    if dataset in ("humaneval", "mbpp"):
+        path = _evalplus_release_path(dataset)
+        if not path.is_file():
+            raise UserError(f"{hint} [offline mode: no evalplus release file at {path}]")
+        return read_records(path)
+    if dataset not in HUB_TEST_FILES:
+        raise UserError(f"{hint} [offline mode; {dataset} has no hub source]")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo, configs, pattern = HUB_TEST_FILES[dataset]
+    patterns = [pattern.format(c) for c in configs]
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="dataset")
+    try:
+        snapshot = Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError as e:  # IncompleteSnapshotError (a known file list names what lacks) too
+        why = str(e).split(". ")[0] if getattr(e, "snapshot_path", None) else f"no snapshot of main in {folder}"
+        raise UserError(f"{hint} [offline mode: {repo} is not in the Hugging Face cache: {why}]") from None
+    files = {c: sorted(snapshot.glob(p)) for c, p in zip(configs, patterns)}
+    lacking = [p for c, p in zip(configs, patterns) if not files[c]]
+    if lacking:
+        more = f" and {len(lacking) - 1} more of its {len(patterns)}" if len(lacking) > 1 else ""
+        raise UserError(f"{hint} [offline mode: the cached {repo} ({snapshot}) lacks {lacking[0]}{more}]")
+    rows = []
+    for config, paths in files.items():
+        for path in paths:
+            rows += [{**r, "subject": config} if dataset == "mmlu" else r for r in _table_rows(path, hint)]
+    return rows
+
+
+def _table_rows(path: Path, hint: str) -> list[dict]:
+    """Rows of a cached parquet file, or of an Arrow one (an IPC stream, else an IPC file, as datasets reads them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():  # the snapshot links each file to a blob
+        raise UserError(f"{hint} [offline mode: the cached {path} is a broken link (to {os.readlink(path)}, which "
+                        "is missing: a download cut short or a cleaned cache?)]")
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path).to_pylist()
+        with open(path, "rb") as f:
+            try:
+                return pa.ipc.open_stream(f).read_all().to_pylist()
+            except pa.ArrowInvalid:
+                f.seek(0)
+                return pa.ipc.open_file(f).read_all().to_pylist()
+    except (OSError, pa.ArrowException) as e:  # unreadable, cut short
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise UserError(f"{hint} [offline mode: cannot read the cached {path}: {reason}]") from None
+
+
+def _evalplus_release_path(dataset: str) -> Path:
+    """Where evalplus keeps the release file `_download_records` reads (its *_OVERRIDE_PATH if set)."""
+    from evalplus.data import humaneval, mbpp
+    from evalplus.data.utils import get_dataset_metadata
+
+    if dataset == "humaneval":
+        override, name, version = humaneval.HUMANEVAL_OVERRIDE_PATH, "HumanEvalPlus", humaneval.HUMANEVAL_PLUS_VERSION
+    else:
+        override, name, version = mbpp.MBPP_OVERRIDE_PATH, "MbppPlus", mbpp.MBPP_PLUS_VERSION
+    return Path(override or get_dataset_metadata(name, version, False)[1])
+
+
 def load_samples(
     dataset: str,
     data_file: str | os.PathLike | None = None,
@@ -661,7 +744,8 @@ def load_samples(
     minerva_fewshot: bool = True,
     mmlu_rows: str = "official",
 ) -> list[Sample]:
-    """Samples of `dataset` from `data_file` (local, offline) or, failing that, online.
+    """Samples of `dataset` from `data_file` (local, offline) or, failing that, online (offline:
+    from the Hugging Face / evalplus cache, see `_cached_records`).
 
     max_samples < 0 keeps everything; otherwise the first `max_samples` (after the
     MMLU-Redux filter).  `mmlu_rows` picks the MMLU-Redux row set: "official"
@@ -680,13 +764,19 @@ def load_samples(
         hint = (f"no local copy of {dataset}: pass --data_file path/to/{info.default_file} "
                 f"(fields: {info.fields})")
         if _offline():
-            raise UserError(hint + " [offline mode]")
-        try:
-            rows = _download_records(dataset)
-        except Exception as e:  # noqa: BLE001 - any download problem means "use a file"
-            cause = str(e).strip().split("\n")[0][:200]  # the library's own warnings are held back
-            raise UserError(f"{hint} [download failed: {type(e).__name__}{f': {cause}' if cause else ''}]") from e
-        where = f"<online {dataset}>"
+            try:
+                rows = _cached_records(dataset, hint)
+            except ImportError as e:  # pyarrow (with datasets) or evalplus
+                raise UserError(f"{hint} [offline mode: reading the cached copy needs {e.name}: "
+                                'pip install "minitflow[eval]"]') from None
+            where = f"<cached {dataset}>"
+        else:
+            try:
+                rows = _download_records(dataset)
+            except Exception as e:  # noqa: BLE001 - any download problem means "use a file"
+                cause = str(e).strip().split("\n")[0][:200]  # the library's own warnings are held back
+                raise UserError(f"{hint} [download failed: {type(e).__name__}{f': {cause}' if cause else ''}]") from e
+            where = f"<online {dataset}>"
     samples = samples_from_records(dataset, rows, where, minerva_fewshot=minerva_fewshot, mmlu_rows=mmlu_rows)
     if max_samples is not None and max_samples >= 0:
         samples = samples[:max_samples]
