@@ -17,6 +17,20 @@ def test_extract_and_score_math():
     assert not score_math("no answer", "1")
 
 
+@pytest.mark.parametrize("reply, answer", [
+    ("The final answer is 120!", "120"),
+    ("So the answer is 120!  \nThanks for the puzzle.", "120"),
+    ("Final Answer: The final answer is 120! I hope it is correct.", "120"),
+    ("The answer is 5! = 120.", "5! = 120"),   # a factorial inside the sentence stays one
+    ("The answer is $5!$.", "5!"),             # and in math mode
+])
+def test_math_an_exclamation_mark_ends_the_prose_answer(reply, answer):
+    """A prose answer read up to a full stop only: "The final answer is 120!" gave `120!`, the
+    factorial, wrong against 120. A "!" that the line's end or a new sentence follows ends it."""
+    assert extract_math_answer(reply) == answer
+    assert score_math(reply, "120")
+
+
 def test_math_answer_is_with_escaped_dollar():
     text = r"So the answer is $\$18.90$."
     assert extract_math_answer(text) == r"\$18.90"

@@ -112,7 +112,8 @@ def _math_after(text: str, pos: int, end: int | None = None) -> tuple[str, int] 
                     continue
                 return rest[len(left):k].strip(), pos + k + len(right)
             break
-    m = re.match(r"(.+?)(?:\.(?:\s|$)|\n|$)", rest)
+    # "!" ends the sentence where the line or a new sentence follows ("The answer is 120!"), not in 5! = 120
+    m = re.match(r"(.+?)(?:\.(?:\s|$)|!(?=[^\S\n]*(?:\n|$)|\s+[A-Z])|\n|$)", rest)
     if not m:
         return None
     body = m.group(1).strip().strip("*").strip()
