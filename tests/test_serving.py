@@ -1303,6 +1303,77 @@ def test_the_gpu_session_refuses_at_once_without_a_tokenizer(tmp_path):
     assert "tests/test_gpu.py" in ran and "bench/test_micro.py" in ran and "test_e2e" not in ran
 
 
+_CUDA_COLLECTION = """
+import json, shlex, sys
+import pytest, torch
+torch.cuda.is_available = lambda: True  # before the bench modules parametrize on it at import
+out, got = sys.argv[1], {}
+
+class Names:
+    def pytest_collection_finish(self, session):
+        self.names = [item.name for item in session.items]
+
+for line in open("bench/gpu_session.sh").read().splitlines():
+    words = shlex.split(line, comments=True) if line.startswith("part ") else []
+    if words[3:4] == ["$bench"]:
+        names = Names()
+        args = [w.replace("$out", out) for w in words[4:]]
+        # no:unraisableexception: its gc.collect() calls, with torch loaded, took 1 s of each call
+        rc = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
+                          "--benchmark-only", *args], plugins=[names])
+        got[words[1]] = names.names if rc in (0, 5) else f"pytest exit {rc}"  # 5: none selected
+print(json.dumps(got))
+"""
+
+
+def test_the_gpu_session_selects_with_cuda_what_its_parts_and_the_table_need(tmp_path):
+    """Each benchmark part of bench/gpu_session.sh (`pytest --benchmark-only FILE -k EXPR`) selects,
+    with the benchmarks parametrized as on CUDA (decode batches 1 and 20, the graphs and compiled
+    modes, 20 questions), exactly the benchmarks it is there for: here the same -k meets the CPU's
+    parameters, so an expression that matched nothing on the GPU (a part's time limit gone), or
+    a DECODE_LORA path that `table.py --fastest-decode-lora` compares at each batch left out, or
+    a compiled variant (minutes of compiling) let in, would go unseen until a rare device session.
+    Collection only, in a process where torch.cuda.is_available() answers True."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    from minitflow.model.lora_linear import DECODE_LORA_PATHS
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _CUDA_COLLECTION, str(tmp_path)], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    got = {part: n if isinstance(n, str) else sorted(n) for part, n in json.loads(out.stdout.splitlines()[-1]).items()}
+
+    def names(test: str, *params: str) -> list[str]:
+        return [f"{test}[{p}]" for p in params] if params else [test]
+
+    decode_modes = ["eager", "graphs", "graphs-bmm+expand", "graphs-bmm", "graphs-folded"]  # graphs: "kernel"
+    assert {m.removeprefix("graphs-") for m in decode_modes[2:]} | {"kernel"} == set(DECODE_LORA_PATHS)
+    want = {
+        "decode": names("test_decode_step", *(f"{b}-{m}" for b in (1, 20) for m in decode_modes)) +
+        names("test_lora_projection", *(f"{v}-{b}" for v in ("fused_eager", "naive", "merged_per_row", "plain_linear",
+                                                             "decode_kernel") for b in (1, 8, 20))),
+        "methods": names("test_method", *(f"{m}-{q}-graphs" for m in ("baseline", "textmas", "tflow") for q in (1, 20))),
+        "sampling": names("test_sampling", "1-official", "1-qwen3", "20-official", "20-qwen3") +
+        names("test_nucleus_without_a_sort", "8", "20"),
+        "pipelines": names("test_pipeline_vs_chunked", "textmas-qwen3", "tflow-qwen3"),
+        "refill": names("test_tflow_refill_share", "0.25", "0.5"),
+        "long-tail": names("test_long_tail_continuous_vs_static"),
+        "generator": names("test_tflow_generator_options", "all-questions-pieces"),
+        "transformers": names("test_generate_vs_transformers", "1-graphs", "20-graphs"),
+        "latentmas-stream": names("test_latentmas_pipeline_vs_chunks"),
+        "methods-eager": names("test_method", "tflow-1-eager", "tflow-20-eager"),
+        "prefill-lengths": names("test_prefill_by_length_vs_one_padded_forward"),
+        "samples": names("test_baseline_samples_wait_for_the_shared_prompt", "cold", "warm") +
+        names("test_samples_vs_repeated", "tflow-questions", "tflow-receivers", "latentmas-questions"),
+    }
+    assert got == {part: sorted(n) for part, n in want.items()}
+    # the decode part writes the file whose captured steps pick the later parts' LoRA path
+    assert (tmp_path / "decode.json").exists()
+    assert 'bench/table.py --fastest-decode-lora "$out/decode.json"' in (root / "bench/gpu_session.sh").read_text()
+
+
 def test_the_table_joins_a_gpu_sessions_json_files(tmp_path):
     """`python bench/table.py OUT_DIR/*.json` (gpu_session.sh's last step) over a session's folder,
     which holds bench/lora_kernel_sweep.py's JSON list beside the pytest-benchmark files, and an
