@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from benchlib import Setup, make_setup, random_model
+from partial_json import pytest_runtest_teardown, pytest_sessionfinish  # noqa: F401 - hooks, registered by name
 from minitflow.model.config import Qwen3Config
 from minitflow.model.qwen3 import Qwen3Model
 
@@ -50,3 +51,4 @@ def cfg(setup: Setup) -> Qwen3Config:
 def model(setup: Setup) -> Qwen3Model:
     """One random model shared by every benchmark (4B in bf16 is 8 GB: build it once)."""
     return random_model(setup.cfg, setup.dtype, setup.device, max_positions=4096)
+

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks that fit one 10-minute command, most important first, each part
-# under its own time limit so that whatever finished comes back when a later part runs long.
+# under its own time limit so that whatever finished comes back when a later part runs long (and a
+# part cut short keeps the benchmarks it finished: bench/partial_json.py).
 #
 #   bash bench/gpu_session.sh OUT_DIR [SECONDS]      (default 560)
 #   PARTS="pipelines long-tail" bash bench/gpu_session.sh OUT_DIR 560   (only those parts: a second
@@ -46,6 +47,11 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND for at most LIMIT_S (less 
     local t0=$SECONDS
     timeout "$limit" "$@" >>"$log" 2>&1
     echo "== $name: exit $? after $((SECONDS - t0))s" >>"$log"
+    local f  # a part cut short wrote no JSON: the benchmarks it finished are in the partial one (bench/partial_json.py)
+    for f in "$out"/*.json.partial; do
+        [ -e "$f" ] || continue
+        if [ -s "${f%.partial}" ]; then rm -f "$f"; else mv -f "$f" "${f%.partial}"; echo "== $name: cut short, ${f%.partial} holds the benchmarks it finished" >>"$log"; fi
+    done
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -1278,7 +1278,10 @@ def test_the_gpu_session_refuses_at_once_without_a_tokenizer(tmp_path):
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
-                                     f'case "$*" in *bench/table.py*) exec {sys.executable} "$@";; esac\n')
+                                     f'case "$*" in *bench/table.py*) exec {sys.executable} "$@";; esac\n'
+                                     # a benchmark part cut short: an empty JSON, what it finished in the partial one
+                                     'for a in "$@"; do case "$a" in --benchmark-json=*) f="${a#*=}"; : > "$f"; '
+                                     'echo \'{"benchmarks": []}\' > "$f.partial";; esac; done\n')
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho stub GPU\n")
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
@@ -1301,7 +1304,47 @@ def test_the_gpu_session_refuses_at_once_without_a_tokenizer(tmp_path):
     assert got.returncode == 0, got.stderr
     ran = calls.read_text()
     assert "tests/test_gpu.py" in ran and "bench/test_micro.py" in ran and "test_e2e" not in ran
+    assert (tmp_path / "some" / "decode.json").read_text() == '{"benchmarks": []}\n'  # the partial one, kept
+    assert not list((tmp_path / "some").glob("*.partial"))
+    assert "== decode: cut short" in (tmp_path / "some" / "session.log").read_text()
 
+
+
+def test_a_benchmark_run_killed_midway_keeps_what_it_finished(tmp_path):
+    """pytest-benchmark writes --benchmark-json PATH only when the session ends: a gpu_session.sh
+    part that its time limit killed lost every benchmark it had finished. bench/partial_json.py
+    (hooks bench/conftest.py imports) keeps them in PATH.partial after each one; a run that ends
+    removes it. Here the second benchmark SIGKILLs its own process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    (tmp_path / "test_two.py").write_text(
+        "import os, signal\n"
+        "def test_first(benchmark):\n    benchmark.pedantic(sum, args=([1, 2],), rounds=3)\n"
+        "def test_second(benchmark):\n"
+        "    if os.environ.get('KILL'):\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    benchmark.pedantic(sum, args=([3],), rounds=3)\n")
+
+    def run(kill: bool) -> tuple[Path, int]:
+        out = tmp_path / f"run-{kill}.json"
+        env = {**os.environ, "PYTHONPATH": f"{bench_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env.pop("KILL", None)
+        got = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "partial_json",
+                              "--benchmark-only", f"--benchmark-json={out}", str(tmp_path / "test_two.py")],
+                             env={**env, **({"KILL": "1"} if kill else {})}, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        return out, got.returncode
+
+    out, rc = run(kill=True)
+    assert rc == -9 and out.read_bytes() == b""
+    kept = json.loads(Path(f"{out}.partial").read_text())["benchmarks"]
+    assert [b["name"] for b in kept] == ["test_first"] and kept[0]["stats"]["rounds"] == 3
+    out, rc = run(kill=False)
+    assert rc == 0 and not Path(f"{out}.partial").exists()
+    assert [b["name"] for b in json.loads(out.read_text())["benchmarks"]] == ["test_first", "test_second"]
 
 _CUDA_COLLECTION = """
 import json, shlex, sys
