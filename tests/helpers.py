@@ -288,3 +288,16 @@ def _demo_args(data: Path, out: Path, *extra: str) -> list[str]:
 def _last_plan(out: Path) -> str:
     """The last run's "N samples, K already done, M for rank r/w" log line."""
     return [line for line in (out / "run.log").read_text().splitlines() if " already done, " in line][-1]
+
+
+def golden_with_eos(folder: Path, model: Path, eos_ids: list[int]) -> LLM:
+    """The model in `model` (golden-small's) with `eos_ids` in its generation_config.json, its other
+    files linked into `folder`: the official fixtures made with extra EOS ids ran on it."""
+    for f in model.iterdir():
+        if f.name != "generation_config.json":
+            (folder / f.name).symlink_to(f)
+    gen = json.loads((model / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": eos_ids}))
+    llm = LLM.load(folder, dtype="float32", device="cpu")
+    assert llm.eos_token_ids == set(eos_ids)
+    return llm

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, SHARED, need_shared
+from helpers import golden_with_eos
 from minitflow import LLM, SamplingParams
 from minitflow.eval.data import load_samples
 from minitflow.tflow import prompts
@@ -59,15 +60,9 @@ def eos_llm(tmp_path_factory):
     """golden-small with the fixture's `eos_variant` in generation_config.json (a second EOS id,
     as Qwen3-4B lists <|endoftext|>): the rows marked model "eos" ran on it."""
     need_shared(GOLDEN)
-    d = tmp_path_factory.mktemp("golden-eos")
-    for f in (GOLDEN / "model").iterdir():
-        if f.name != "generation_config.json":
-            (d / f.name).symlink_to(f)
-    gen = json.loads((GOLDEN / "model" / "generation_config.json").read_text())
-    (d / "generation_config.json").write_text(json.dumps({**gen, **FIXTURE["eos_variant"]}))
-    llm = LLM.load(d, dtype="float32", device="cpu")
-    assert llm.eos_token_ids == set(FIXTURE["eos_variant"]["eos_token_id"])
-    return llm, None
+    assert set(FIXTURE["eos_variant"]) == {"eos_token_id"}
+    return golden_with_eos(tmp_path_factory.mktemp("golden-eos"), GOLDEN / "model",
+                           FIXTURE["eos_variant"]["eos_token_id"]), None
 
 
 @pytest.mark.parametrize("key", list(_groups()), ids=lambda k: "-".join(str(x) for x in k if x))

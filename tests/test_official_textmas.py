@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, need_shared
-from minitflow import LLM, SamplingParams
+from helpers import golden_with_eos
+from minitflow import SamplingParams
 from minitflow.tflow import prompts
 from minitflow.tflow.methods import chat, run_method, textmas_context
 
@@ -33,15 +34,7 @@ def _official(call: dict) -> tuple[int, str]:
 def eos_llm(tmp_path_factory):
     """golden-small with the fixture's EOS ids in generation_config.json."""
     need_shared(GOLDEN)
-    d = tmp_path_factory.mktemp("golden-eos")
-    for f in (GOLDEN / "model").iterdir():
-        if f.name != "generation_config.json":
-            (d / f.name).symlink_to(f)
-    gen = json.loads((GOLDEN / "model" / "generation_config.json").read_text())
-    (d / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": FIXTURE["eos_token_id"]}))
-    llm = LLM.load(d, dtype="float32", device="cpu")
-    assert llm.eos_token_ids == set(FIXTURE["eos_token_id"])
-    return llm
+    return golden_with_eos(tmp_path_factory.mktemp("golden-eos"), GOLDEN / "model", FIXTURE["eos_token_id"])
 
 
 def test_fixture_has_early_and_first_token_stops():
