@@ -5,7 +5,8 @@ the official release's protocol, the metric of the paper's Table 1), Token (mean
 generating agents only, as in the paper), Proc. (mean tokens processed by all agents,
 tflow senders' forward passes included) and Speed (mean seconds per question on one rank, i.e. one
 device, the one the results name (a CPU or a GPU): the same whatever the run's world size; its
-wall-clock is the summary's `total_wall_time`).
+wall-clock is the summary's `total_wall_time`). Under the table, each run's n and, where its file
+records them, its outputs cut at max_new_tokens as the official evaluator counts them (truncated T/N).
 A run with several samples per question (evaluate --n_samples K) shows avg@K (the mean accuracy
 over every sample) as its Acc., and its pass@k and maj@K (strict) in a line under the table.
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
@@ -117,7 +118,7 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
     devices = {k: device_of(k[0], s) for k, s in results.items()}
     shared = set(devices.values()) - {None}
     one = next(iter(shared)) if len(shared) == 1 else None  # the runs' one device, named once in the note
-    counts = ", ".join(f"{m}/{d}: n={s['n']}" + (" (incomplete run)" if s.get("complete") is False else "")
+    counts = ", ".join(f"{m}/{d}: n={s['n']}" + _truncated(s) + (" (incomplete run)" if s.get("complete") is False else "")
                        + (_on(devices[m, d]) if devices[m, d] and not one else "")
                        for (m, d), s in sorted(results.items()))
     where = f" ({one})" if one else " (the device each run used: under Samples)" if shared else ""
@@ -128,8 +129,27 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
                for (m, d), s in sorted(results.items()) if _sampled(s)]
     if sampled:
         note = ("\n\nSeveral samples per question (Acc. is avg@K, strict): " + "; ".join(sampled)) + note
+    cut = (" Truncated: outputs cut at max_new_tokens (an answering agent's, textmas' senders' too), as the official "
+           "evaluator counts them." if any(_truncated(s) for s in results.values()) else "")
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
-                               f"parentheses). Speed: seconds per question on one rank{where}. Samples: {counts}") + note
+                               f"parentheses). Speed: seconds per question on one rank{where}.{cut} "
+                               f"Samples: {counts}") + note
+
+
+def _truncated(summary: dict) -> str:
+    """", truncated T/N" of a run's outputs (N: those that record it, and how many do not); nothing for a file
+    from before evaluate counted them (unknown, not none)."""
+    stats = summary.get("truncation_stats")
+    if not isinstance(stats, dict) or not all(is_count(stats.get(k)) for k in ("total_truncated", "unknown")):
+        return ""
+    k = summary.get("n_samples") if _sampled(summary) else 1
+    known = summary["n"] * k - stats["unknown"]
+    return (f", truncated {stats['total_truncated']}/{known}"
+            + (f" ({stats['unknown']} not recorded)" if stats["unknown"] else ""))
+
+
+def is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _maj(summary: dict) -> dict:

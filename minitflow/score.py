@@ -223,6 +223,7 @@ def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
 def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from minitflow.eval.data import dataset_label, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies
+    from minitflow.eval.rows import truncation_stats
 
     summaries = []
     writes: list[tuple[Path, str]] = []
@@ -265,6 +266,8 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
                                     "data_file_sha256": sha}
         summary["accuracy"] = sum(bool(r["correct"]) for r in rows) / max(n, 1)
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
+        if "truncation_stats" in summary:  # split by the official verdicts, which may have changed
+            summary["truncation_stats"] = truncation_stats(rows)
         if dataset == "mmlu":  # the row set the verdicts used (--mmlu_rows may differ from the run's)
             summary["mmlu_rows"] = rows_set
         method = path.name[:-len("_results.json")]

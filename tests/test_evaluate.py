@@ -1247,3 +1247,76 @@ def test_a_stop_signal_mid_run_exits_in_one_line_and_the_resume_is_the_straight_
     assert rows(out) == rows(straight) and len(rows(out)) == 8
     summary = lambda folder: json.loads((folder / "baseline_results.json").read_text())["summary"]["accuracy"]
     assert summary(out) == summary(straight) == 5 / 8
+
+
+def _official_truncation(outputs: list[dict]) -> dict:
+    """The official evaluator's truncation_stats (src/evaluation/evaluator.py), recomputed from the outputs'
+    `truncated` and the official protocol's verdicts."""
+    right = [o for o in outputs if o["correct_official"]]
+    wrong = [o for o in outputs if not o["correct_official"]]
+    cut_right, cut_wrong = sum(o["truncated"] for o in right), sum(o["truncated"] for o in wrong)
+    return {"total_truncated": sum(o["truncated"] for o in outputs), "truncated_among_correct": cut_right,
+            "truncated_among_incorrect": cut_wrong,
+            "rate_truncated_in_correct": cut_right / len(right) if right else None,
+            "rate_truncated_in_incorrect": cut_wrong / len(wrong) if wrong else None, "unknown": 0}
+
+
+def test_outputs_cut_at_max_new_tokens_are_counted_as_the_official_evaluator_counts_them(tmp_path, capsys):
+    """The official evaluator records per question `truncated_by_max_new_tokens` (the full max_new_tokens
+    without EOS as the last token; textmas: sender A, B or the receiver) and `truncation_stats` in its
+    summary; the rows kept only the answering agent's finish_reason and the summary no count at all."""
+    from minitflow import report, score
+    data = _box_rows(tmp_path / "box.jsonl")
+    out = tmp_path / "sampled"
+    # the demo model at temperature 3 rambles on some questions: cut at 5 tokens there, not elsewhere
+    sampled = [a for a in _demo_args(data, out, "--temperature", "3", "--max_new_tokens", "5") if a != "--greedy"]
+    assert run_cli(main, sampled) == 0
+    result = json.loads((out / "baseline_results.json").read_text())
+    rows, stats = result["samples"], result["summary"]["truncation_stats"]
+    assert {r["truncated"] for r in rows} == {True, False}
+    for r in rows:
+        assert r["truncated"] == (r["finish_reason"] == "length")
+        assert not r["truncated"] or r["token_usage"]["completion_tokens"] == 5
+    assert stats == _official_truncation(rows)
+    assert f"truncated by max_new_tokens: {stats['total_truncated']}/8 outputs" in capsys.readouterr().err
+    # greedy, it answers in 5 tokens, EOS the fifth: at max_new_tokens 5 none is cut, at 4 every one
+    for limit, cut in (("5", False), ("4", True)):
+        run = tmp_path / f"greedy{limit}"
+        assert run_cli(main, _demo_args(data, run, "--max_new_tokens", limit)) == 0
+        result = json.loads((run / "baseline_results.json").read_text())
+        assert [(r["truncated"], r["token_usage"]["completion_tokens"]) for r in result["samples"]] == [(cut, 5 - (limit == "4"))] * 8
+        assert result["summary"]["truncation_stats"]["total_truncated"] == 8 * cut
+    # textmas: its senders cut at 3 tokens, its receiver answering in full: every question truncated
+    for sender_limit, cut in (("3", True), ("8", False)):
+        run = tmp_path / f"textmas{sender_limit}"
+        args = [*_demo_args(data, run, "--sender_max_new_tokens", sender_limit, "--max_samples", "3")]
+        assert run_cli(main, [a if a != "baseline" else "textmas" for a in args]) == 0
+        result = json.loads((run / "textmas_results.json").read_text())
+        for r in result["samples"]:
+            reasons = [a["finish_reason"] for a in r["token_usage"]["per_agent"].values()]
+            assert r["finish_reason"] == "stop" and reasons == ["length" if cut else "stop"] * 2 + ["stop"]
+            assert r["truncated"] is cut
+        assert result["summary"]["truncation_stats"] == _official_truncation(result["samples"])
+    # rows written before `truncated` was (a resume): unknown, counted in none, and said so in the report
+    part = out / "baseline_partial.rank0.jsonl"
+    old = [json.loads(line) for line in part.read_text().splitlines()]
+    for r in old[:3]:
+        del r["truncated"]
+    part.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert run_cli(main, sampled) == 0  # nothing left to run: the summary from the rows
+    stats = json.loads((out / "baseline_results.json").read_text())["summary"]["truncation_stats"]
+    assert stats == {**_official_truncation(old[3:]), "unknown": 3}
+    capsys.readouterr()
+    assert run_cli(report.main, [str(out)]) == 0
+    assert f"baseline/gsm8k: n=8, truncated {stats['total_truncated']}/5 (3 not recorded)" in capsys.readouterr().out
+    # rescored against other gold answers (each output's own, where it has a number): the split by the
+    # official verdicts follows the new verdicts
+    other = tmp_path / "other.jsonl"
+    golds = [r["extracted_official"] if r["extracted_official"].isdigit() else "0" for r in old]
+    other.write_text("".join(json.dumps({**json.loads(line), "answer": f"#### {gold}"}) + "\n"
+                             for line, gold in zip(data.read_text().splitlines(), golds)))
+    assert run_cli(score.main, ["--results", str(out), "--data_file", str(other)]) == 0
+    rescored = json.loads((out / "baseline_results.json").read_text())["samples"]
+    assert [r["correct_official"] for r in rescored] != [r["correct_official"] for r in old]
+    stats = json.loads((out / "baseline_results.json").read_text())["summary"]["truncation_stats"]
+    assert stats == {**_official_truncation(rescored[3:]), "unknown": 3}

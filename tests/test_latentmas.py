@@ -338,6 +338,8 @@ def test_accounting_and_metadata(small_llm):
         assert per[role]["latent_steps"] == 5 and per[role]["completion_tokens"] == 5
         assert per[role]["generates"] is False and per[role]["prompt_tokens"] > 0
     assert per["judger"]["generates"] is True and per["judger"]["latent_steps"] == 0
+    # cut at max_new_tokens: the judger's alone (4 tokens of a random model: no EOS)
+    assert per["judger"]["finish_reason"] == res.finish_reason == "length" and meta["truncated"] is True
     assert meta["token_usage"]["total_tokens"] == per["judger"]["total_tokens"]
     assert meta["token_usage"]["processed_tokens"] == sum(a["total_tokens"] for a in per.values())
     assert {"planner_prefill_s", "planner_latent_s", "critic_prefill_s", "refiner_latent_s", "judger_prefill_s",

@@ -295,6 +295,15 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
     assert s["n"] == 4 and s["complete"] and s["n_samples"] == 3 and list(s["pass_at_k"]) == ["1", "2"]
     assert [r["id"] for r in k["samples"]] == [r["id"] for r in one["samples"]]
     assert all(r["n_samples"] == 3 and len(r["samples"]) == 3 for r in k["samples"])
+    # cut at max_new_tokens counted per sample, as the official evaluator counts each of its outputs
+    outputs = [x for r in k["samples"] for x in r["samples"]]
+    assert all(x["truncated"] == (x["finish_reason"] == "length") for x in outputs)
+    right = [x["truncated"] for x in outputs if x["correct_official"]]
+    wrong = [x["truncated"] for x in outputs if not x["correct_official"]]
+    assert s["truncation_stats"] == {
+        "total_truncated": sum(right) + sum(wrong), "truncated_among_correct": sum(right),
+        "truncated_among_incorrect": sum(wrong), "rate_truncated_in_correct": sum(right) / len(right) if right else None,
+        "rate_truncated_in_incorrect": sum(wrong) / len(wrong) if wrong else None, "unknown": 0}
     # sample 0 seeds as the one-sample run does: the same prediction, the same verdict
     assert [r["samples"][0]["prediction"] for r in k["samples"]] == [r["prediction"] for r in one["samples"]]
     preds = [x["prediction"] for r in k["samples"] for x in r["samples"]]

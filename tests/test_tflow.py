@@ -530,6 +530,9 @@ def test_tflow_per_agent_accounting(golden_llm):
         usage = r.metadata()["token_usage"]
         assert usage["cached_tokens"] == sum(x.cached_tokens for x in a.values())
         assert usage["processed_tokens"] == sum(x.prompt_tokens + x.completion_tokens for x in a.values())
+        # the official `truncated_by_max_new_tokens`: the receiver's alone (the senders only prefill)
+        assert [a[s].finish_reason for s in a] == ["prefill", "prefill", r.finish_reason]
+        assert r.metadata()["truncated"] is (r.finish_reason == "length") is r.truncated
     assert [res[0].agents[s].cached_tokens for s in ("sender_A", "sender_B")] == [0, 0]
     assert all(0 < res[1].agents[s].cached_tokens < res[1].agents[s].prompt_tokens for s in ("sender_A", "sender_B"))
 

@@ -21,7 +21,8 @@ from minitflow.errors import UserError
 from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, start_heartbeat, wait_for_ranks,
                                   wait_for_ranks_to_join, world)
 from minitflow.eval.rows import (BackgroundScorer, rank_wall_times, read_finished, read_finished_before_claim,
-                                 recorded_options, recorded_seed, remaining, sampled_summary, start_partial)
+                                 recorded_options, recorded_seed, remaining, sampled_summary, start_partial,
+                                 truncation_stats)
 from minitflow.files import check_output_dir, file_sha256, write_json
 from minitflow.flags import ORACLE_DEFAULTED, ORACLE_REFUSES
 
@@ -176,6 +177,7 @@ def _summary(args: argparse.Namespace, dataset: str, label: str, n_questions: in
         # ranks run side by side: the run took as long as its slowest rank, not the sum of all rows
         "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
         "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
+        "truncation_stats": truncation_stats(rows, k),
         "device": device_label(args),
         "model": None if args.method == "oracle" else model_label,
         "checkpoint": checkpoint if args.method == "tflow" else None,
@@ -294,7 +296,7 @@ def _run_share(args: argparse.Namespace, rank: int, size: int, run: _RunPlan,
     try:
         if args.method == "oracle":
             for _, s in mine:
-                scorer.put(s, oracle_prediction(run.dataset, s), {})
+                scorer.put(s, oracle_prediction(run.dataset, s), {"truncated": False})  # nothing generated, nothing cut
         elif mine:
             index = [i for i, _ in mine]
             chunk = [s for _, s in mine]
@@ -331,6 +333,12 @@ def _finish(args: argparse.Namespace, rank: int, size: int, settled: Callable[[]
         settled()
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], summary["n"], summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
+    cut = summary["truncation_stats"]
+    log.info("truncated by max_new_tokens: %d/%d outputs%s | truncation rate among correct (official protocol): %s, "
+             "among incorrect: %s", cut["total_truncated"], summary["n"] * args.n_samples - cut["unknown"],
+             f" ({cut['unknown']} more do not record it)" if cut["unknown"] else "",
+             *("N/A" if v is None else f"{v:.2%}" for v in (cut["rate_truncated_in_correct"],
+                                                              cut["rate_truncated_in_incorrect"])))
     if args.n_samples > 1:
         log.info("avg@%d %.4f; %s", args.n_samples, summary["accuracy"],
                  ", ".join([f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()]

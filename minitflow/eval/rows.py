@@ -181,11 +181,11 @@ def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: st
     return {"id": sample.id, "question": sample.question, "gold": sample.answer, "prediction": prediction,
             "extracted": extracted, "correct": bool(correct), "processed_tokens": usage.get("processed_tokens", 0),
             "official_tokens": usage.get("total_tokens", 0), "token_usage": usage,
-            "finish_reason": meta.get("finish_reason"), "wall_time": wall}
+            "finish_reason": meta.get("finish_reason"), "truncated": meta.get("truncated"), "wall_time": wall}
 
 
 SAMPLE_KEYS = ("prediction", "extracted", "correct", "correct_official", "extracted_official", "processed_tokens",
-               "official_tokens", "token_usage", "finish_reason")
+               "official_tokens", "token_usage", "finish_reason", "truncated")
 
 
 def question_row(sample, rows: list[dict]) -> dict:
@@ -197,6 +197,23 @@ def question_row(sample, rows: list[dict]) -> dict:
             "n_correct": sum(r["correct"] for r in rows), "n_correct_official": sum(r["correct_official"] for r in rows),
             "processed_tokens": sum(r["processed_tokens"] for r in rows),
             "official_tokens": sum(r["official_tokens"] for r in rows), "wall_time": sum(r["wall_time"] for r in rows)}
+
+
+def truncation_stats(rows: list[dict], n_samples: int = 1) -> dict:
+    """The official evaluator's `truncation_stats` over every output (with --n_samples K each sample, as the
+    official counts each of its outputs): those cut at max_new_tokens (a row's `truncated`), split by the
+    official protocol's verdict (`correct_official`, the official evaluator's own), and the rates within
+    each. `unknown`: outputs that do not record it (rows written before it was), counted in none of these
+    (a missing value is not read as False)."""
+    outputs = [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
+    known = [o for o in outputs if isinstance(o.get("truncated"), bool)]
+    right = [o["truncated"] for o in known if o.get("correct_official")]
+    wrong = [o["truncated"] for o in known if not o.get("correct_official")]
+    return {"total_truncated": sum(right) + sum(wrong), "truncated_among_correct": sum(right),
+            "truncated_among_incorrect": sum(wrong),
+            "rate_truncated_in_correct": sum(right) / len(right) if right else None,
+            "rate_truncated_in_incorrect": sum(wrong) / len(wrong) if wrong else None,
+            "unknown": len(outputs) - len(known)}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -439,7 +439,8 @@ def _result(plan: _Plan, i: int, req: Request, timers: dict[str, DeviceTimer], t
                           cached_tokens=plan.cached[i] if ran(role) and role == plan.senders[0] else 0,
                           latent_steps=plan.k if ran(role) else 0) for role in SENDERS}
     agents[JUDGER] = LatentUsage(prompt_tokens=len(plan.prompts[JUDGER][i]), completion_tokens=len(req.output_ids),
-                                 generates=True, cached_tokens=req.cached_tokens, latent_steps=0)
+                                 generates=True, cached_tokens=req.cached_tokens, latent_steps=0,
+                                 finish_reason=req.finish_reason)
     return MethodResult(method="latentmas", style=plan.style, question=plan.questions[i], answer=text.strip(),
                         finish_reason=req.finish_reason or "length", agents=agents,
                         timings={**{k: t.seconds for k, t in (timers.items() if not sample else ())},

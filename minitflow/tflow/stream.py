@@ -67,15 +67,17 @@ class AgentUsage:
     completion_tokens: int
     generates: bool  # False: a forward pass only (tflow senders), left out of the official count
     cached_tokens: int = 0  # of prompt_tokens, those whose KV came from the prefix cache
+    finish_reason: str | None = None  # its request's ("stop", "length", "prefill"); None: not recorded
 
     def as_dict(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
                 "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "generates": self.generates}
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "generates": self.generates,
+                "finish_reason": self.finish_reason}
 
     @classmethod
     def of(cls, req: Request) -> "AgentUsage":
-        return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens)
+        return cls(len(req.prompt_ids), len(req.output_ids), req.generate, req.cached_tokens, req.finish_reason)
 
 
 @dataclass
@@ -99,6 +101,14 @@ class MethodResult:
         return sum(a.prompt_tokens + a.completion_tokens for a in self.agents.values())
 
     @property
+    def truncated(self) -> bool:
+        """Whether an agent that generates stopped at its max_new_tokens, not at EOS or a stop string: the
+        official `truncated_by_max_new_tokens` (baseline and tflow: the answering agent; textmas: senders A,
+        B or the receiver; tflow's senders only prefill)."""
+        return self.finish_reason == "length" or any(a.generates and a.finish_reason == "length"
+                                                     for a in self.agents.values())
+
+    @property
     def official_usage(self) -> dict:
         gen = [a for a in self.agents.values() if a.generates]
         p, c = sum(a.prompt_tokens for a in gen), sum(a.completion_tokens for a in gen)
@@ -107,7 +117,7 @@ class MethodResult:
     def metadata(self) -> dict:
         return {
             "method": self.method,
-            "finish_reason": self.finish_reason,
+            "finish_reason": self.finish_reason, "truncated": self.truncated,
             "token_usage": {**self.official_usage, "processed_tokens": self.processed_tokens,
                             "cached_tokens": sum(a.cached_tokens for a in self.agents.values()),
                             "per_agent": {k: v.as_dict() for k, v in self.agents.items()}},
