@@ -140,7 +140,7 @@ def _truncated(summary: dict) -> str:
     """", truncated T/N" of a run's outputs (N: those that record it, and how many do not); nothing for a file
     from before evaluate counted them (unknown, not none)."""
     stats = summary.get("truncation_stats")
-    if not isinstance(stats, dict) or not all(is_count(stats.get(k)) for k in ("total_truncated", "unknown")):
+    if not isinstance(stats, dict) or not all(_is_count(stats.get(k)) for k in ("total_truncated", "unknown")):
         return ""
     k = summary.get("n_samples") if _sampled(summary) else 1
     known = summary["n"] * k - stats["unknown"]
@@ -148,7 +148,7 @@ def _truncated(summary: dict) -> str:
             + (f" ({stats['unknown']} not recorded)" if stats["unknown"] else ""))
 
 
-def is_count(v: object) -> bool:
+def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
