@@ -488,6 +488,12 @@ def build_demo(cfg: DemoConfig, log=print, overwrite: bool = False) -> list[Row]
     return table
 
 
+def demo_rows(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
+    """The held-out rows and the training rows (none of them a held-out question) of a build."""
+    held = make_examples(cfg.heldout, cfg.seed + 1234)
+    return held, make_examples(cfg.train_rows, cfg.seed + 1, exclude=[r["sender_question"] for r in held])
+
+
 def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
     import shutil
     import torch
@@ -498,8 +504,7 @@ def _build(cfg: DemoConfig, out: Path, log) -> list[Row]:
     t0 = time.perf_counter()
     times: dict[str, float] = {}
 
-    held = make_examples(cfg.heldout, cfg.seed + 1234)
-    rows = make_examples(cfg.train_rows, cfg.seed + 1, exclude=[r["sender_question"] for r in held])
+    held, rows = demo_rows(cfg)
     write_jsonl(held, out / "heldout.jsonl")
     write_jsonl(rows, work / "train.jsonl")
     tok = build_tokenizer(corpus(rows))

@@ -79,6 +79,22 @@ def test_held_out_rows_are_the_documented_ones():
         assert r["sender_question"] == f"{r['context']} {r['question']}"
 
 
+def test_a_build_writes_the_shipped_data_tokenizer_and_config(tmp_path):
+    """What a rebuild makes before any training is the shipped files byte for byte (the rows, the
+    tokenizer learnt from the training rows, the configs): a change to the examples, the prompts or
+    the tokenizer build shows here in a second, not in a 20-minute build. The weights no longer
+    rebuild bit for bit (docs/demo.md, "Reproduce")."""
+    held, rows = demo.demo_rows(demo.DemoConfig(out=str(tmp_path)))
+    demo.write_jsonl(held, tmp_path / "heldout.jsonl")
+    tok = demo.build_tokenizer(demo.corpus(rows))
+    demo.write_tokenizer(tok, tmp_path)
+    demo.write_model_config(tmp_path, tok)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["config.json", "generation_config.json", "heldout.jsonl", "tokenizer.json", "tokenizer_config.json"]
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), name
+
+
 def test_artifacts_are_small_and_a_plain_hf_qwen3(llm):
     size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
     assert size <= 20 * 2 ** 20
