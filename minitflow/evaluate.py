@@ -38,7 +38,9 @@ for it. Every row stores both verdicts: `correct` (the strict scorer) and `corre
 (the official release's protocol, quirks included); the summary has `accuracy` and
 `accuracy_official`. A row's `truncated` says whether an output was cut at max_new_tokens as the official
 evaluator decides it (textmas: a sender or the receiver); the summary's `truncation_stats` counts them with
-the official keys (split by `correct_official`), plus `unknown` for rows written before it was recorded.
+the official keys (split by `correct_official`), plus `unknown` for rows written before it was recorded;
+its `token_usage_stats` is the official one (avg_/sum_ prompt, completion and total official tokens per
+output), and a textmas row keeps the official `conversation_log` (what its senders said, then its answer).
 `wall_time` of a row is its rank's run time since that rank's previous row finished (model loading
 excluded), so the rows of one rank file sum to that rank's run. The summary's `rank_wall_times` are
 those sums per rank file, `total_wall_time` the largest of them (ranks run side by side: the run's

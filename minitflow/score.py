@@ -223,7 +223,7 @@ def _hold_method(folder: Path, method: str) -> list[tuple[Path, IO[str], bool]]:
 def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from minitflow.eval.data import dataset_label, resolve_dataset, resolve_mmlu_rows
     from minitflow.eval.scoring import check_eval_dependencies
-    from minitflow.eval.rows import truncation_stats
+    from minitflow.eval.rows import token_usage_stats, truncation_stats
 
     summaries = []
     writes: list[tuple[Path, str]] = []
@@ -268,6 +268,8 @@ def _rescore_files(files: list[Path], folder: Path, args: argparse.Namespace) ->
         summary["accuracy_official"] = sum(bool(r["correct_official"]) for r in rows) / max(n, 1)
         if "truncation_stats" in summary:  # split by the official verdicts, which may have changed
             summary["truncation_stats"] = truncation_stats(rows)
+        if "token_usage_stats" in summary:  # the verdicts leave it as it was, but n is recounted from the rows
+            summary["token_usage_stats"] = token_usage_stats(rows)
         if dataset == "mmlu":  # the row set the verdicts used (--mmlu_rows may differ from the run's)
             summary["mmlu_rows"] = rows_set
         method = path.name[:-len("_results.json")]

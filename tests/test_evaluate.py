@@ -1320,3 +1320,60 @@ def test_outputs_cut_at_max_new_tokens_are_counted_as_the_official_evaluator_cou
     assert [r["correct_official"] for r in rescored] != [r["correct_official"] for r in old]
     stats = json.loads((out / "baseline_results.json").read_text())["summary"]["truncation_stats"]
     assert stats == {**_official_truncation(rescored[3:]), "unknown": 3}
+
+
+def _official_token_usage(outputs: list[dict]) -> dict:
+    """The official evaluator's token_usage_stats (src/evaluation/evaluator.py), recomputed from each output's
+    official token_usage."""
+    sums = {k: sum(o["token_usage"].get(k, 0) for o in outputs) for k in ("prompt_tokens", "completion_tokens",
+                                                                         "total_tokens")}
+    return {**{f"avg_{k}": v / len(outputs) for k, v in sums.items()}, **{f"sum_{k}": v for k, v in sums.items()}}
+
+
+def test_textmas_rows_keep_what_its_agents_said_and_the_summary_the_official_token_usage_stats(tmp_path, capsys):
+    """The official textmas output keeps metadata.conversation_log ({agent, round, text}: senders A and B,
+    then the receiver) and its evaluator's summary token_usage_stats; minitflow's rows dropped the senders'
+    texts and its summary had token means only."""
+    need_shared(GOLDEN)
+    from minitflow import report, score
+    from minitflow.model.tokenizer import Tokenizer
+    from minitflow.tflow import prompts
+    from minitflow.tflow.methods import chat_text, textmas_context
+    out = tmp_path / "textmas"
+    args = _args("textmas", out, "--greedy", "--max_samples", "3", "--sender_max_new_tokens", "4")
+    assert run_cli(main, args) == 0
+    path = out / "textmas_results.json"
+    result = json.loads(path.read_text())
+    rows, stats = result["samples"], result["summary"]["token_usage_stats"]
+    tok = Tokenizer(GOLDEN / "model")
+    (a, _), (b, _), (c, c_sys) = prompts.textmas_roles("gsm8k")
+    for r in rows:
+        log = r["conversation_log"]
+        assert [(e["agent"], e["round"]) for e in log] == [(a, 0), (b, 0), (c, 1)] and all(e["text"] for e in log)
+        assert log[2]["text"] == r["prediction"]
+        # the senders' texts are what the receiver read: its prompt rebuilt from them has its prompt tokens
+        receiver = chat_text(c_sys, r["question"], textmas_context("gsm8k", [e["text"] for e in log[:2]]))
+        assert len(tok.encode(receiver)) == r["token_usage"]["per_agent"][c]["prompt_tokens"]
+    assert stats == _official_token_usage(rows) and stats["sum_total_tokens"] == sum(r["official_tokens"] for r in rows)
+    assert stats["avg_total_tokens"] == result["summary"]["mean_official_tokens"]
+    # rows written before conversation_log was (a resume with nothing left to run): the summary as before
+    part = out / "textmas_partial.rank0.jsonl"
+    old = [json.loads(line) for line in part.read_text().splitlines()]
+    part.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "conversation_log"}) + "\n" for r in old))
+    assert run_cli(main, args) == 0
+    again = json.loads(path.read_text())
+    assert not any("conversation_log" in r for r in again["samples"]) and again["summary"]["token_usage_stats"] == stats
+    assert run_cli(report.main, [str(out)]) == 0
+    # score --results recounts it from the file's rows (two left, as a summary edited by hand may have)
+    again["samples"] = again["samples"][:2]
+    path.write_text(json.dumps(again))
+    assert run_cli(score.main, ["--results", str(out)]) == 0
+    rescored = json.loads(path.read_text())
+    assert rescored["summary"]["token_usage_stats"] == _official_token_usage(rescored["samples"]) != stats
+    # a results file written before token_usage_stats was: rescored, and left without it
+    del rescored["summary"]["token_usage_stats"]
+    path.write_text(json.dumps(rescored))
+    assert run_cli(score.main, ["--results", str(out)]) == 0
+    assert "token_usage_stats" not in json.loads(path.read_text())["summary"]
+    capsys.readouterr()
+    assert run_cli(report.main, [str(out)]) == 0 and "textmas/gsm8k: n=2" in capsys.readouterr().out

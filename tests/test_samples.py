@@ -35,7 +35,7 @@ def _workload(rng: random.Random, method: str):
 
 
 def _out(r):
-    return r.token_ids, r.answer, r.finish_reason
+    return r.token_ids, r.answer, r.finish_reason, r.conversation_log  # the log: textmas' (its senders' texts)
 
 
 def test_sample_seeds_keep_sample_0_and_never_take_a_neighbours_seed():
@@ -304,6 +304,10 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
         "total_truncated": sum(right) + sum(wrong), "truncated_among_correct": sum(right),
         "truncated_among_incorrect": sum(wrong), "rate_truncated_in_correct": sum(right) / len(right) if right else None,
         "rate_truncated_in_incorrect": sum(wrong) / len(wrong) if wrong else None, "unknown": 0}
+    # the official token_usage_stats per sample too: each output's official token_usage, summed and averaged
+    sums = {k: sum(x["token_usage"][k] for x in outputs) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    assert s["token_usage_stats"] == {**{f"avg_{k}": v / 12 for k, v in sums.items()},
+                                      **{f"sum_{k}": v for k, v in sums.items()}}
     # sample 0 seeds as the one-sample run does: the same prediction, the same verdict
     assert [r["samples"][0]["prediction"] for r in k["samples"]] == [r["prediction"] for r in one["samples"]]
     preds = [x["prediction"] for r in k["samples"] for x in r["samples"]]
@@ -326,6 +330,31 @@ def test_evaluate_n_samples_writes_k_samples_per_question_and_sample_0_is_the_on
     from minitflow.score import main as score
     assert run_cli(score, ["--results", str(tmp_path / "k")]) == 2
     assert "--n_samples 3" in capsys.readouterr().err
+
+
+def test_evaluate_n_samples_keeps_each_textmas_samples_conversation_log(tmp_path):
+    """--n_samples K with textmas: each sample runs the whole method, and each keeps the official
+    conversation_log of its own agents (its senders' texts as its receiver read them, then its answer)."""
+    from minitflow import demo_dir
+    from minitflow.errors import run_cli
+    from minitflow.evaluate import main
+    from minitflow.model.tokenizer import Tokenizer
+    from minitflow.tflow import prompts
+    from minitflow.tflow.methods import chat_text, textmas_context
+    data = _box_rows(tmp_path / "box.jsonl", n=2)
+    args = [a if a != "baseline" else "textmas"
+            for a in _sampled_args(data, tmp_path / "k", "--n_samples", "3", "--sender_max_new_tokens", "3")]
+    assert run_cli(main, args) == 0
+    rows = _results(tmp_path / "k", "textmas")["samples"]
+    tok, c_sys = Tokenizer(demo_dir()), prompts.textmas_roles("gsm8k")[2][1]
+    for r in rows:
+        for x in r["samples"]:
+            log = x["conversation_log"]
+            assert [e["round"] for e in log] == [0, 0, 1] and log[2]["text"] == x["prediction"]
+            receiver = chat_text(c_sys, r["question"], textmas_context("gsm8k", [e["text"] for e in log[:2]]))
+            assert len(tok.encode(receiver)) == x["token_usage"]["per_agent"][log[2]["agent"]]["prompt_tokens"]
+    senders = [tuple(e["text"] for e in x["conversation_log"][:2]) for r in rows for x in r["samples"]]
+    assert len(set(senders)) > 2, "every sample's senders said the same: the samples' own logs are not tested"
 
 
 def test_evaluate_n_samples_interrupted_resumes_to_the_same_rows(tmp_path, monkeypatch):

@@ -459,6 +459,11 @@ def test_textmas_sampled_senders_read_the_private_context_and_the_executor_the_q
     assert prompts_of == {a: chat(golden_llm, a_sys, private), b: chat(golden_llm, b_sys, private), c: receiver}
     assert [r.agents[x].prompt_tokens for x in (a, b, c)] == [len(prompts_of[x]) for x in (a, b, c)]
     assert r.token_ids == golden_llm.generate([receiver], sp)[0].token_ids
+    # the official metadata.conversation_log: each sender's text as the receiver read it, then its answer
+    log = r.metadata()["conversation_log"]
+    assert log == [{"agent": a, "round": 0, "text": texts[0]}, {"agent": b, "round": 0, "text": texts[1]},
+                   {"agent": c, "round": 1, "text": r.answer}] and all(texts)
+    assert chat(golden_llm, c_sys, question, textmas_context("gsm8k", [e["text"] for e in log[:2]])) == prompts_of[c]
 
 
 def test_textmas_sender_limits_per_question(golden_llm):
@@ -533,6 +538,7 @@ def test_tflow_per_agent_accounting(golden_llm):
         # the official `truncated_by_max_new_tokens`: the receiver's alone (the senders only prefill)
         assert [a[s].finish_reason for s in a] == ["prefill", "prefill", r.finish_reason]
         assert r.metadata()["truncated"] is (r.finish_reason == "length") is r.truncated
+        assert "conversation_log" not in r.metadata()  # textmas' alone: tflow's senders write no text
     assert [res[0].agents[s].cached_tokens for s in ("sender_A", "sender_B")] == [0, 0]
     assert all(0 < res[1].agents[s].cached_tokens < res[1].agents[s].prompt_tokens for s in ("sender_A", "sender_B"))
 

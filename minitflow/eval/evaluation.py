@@ -22,7 +22,7 @@ from minitflow.eval.ranks import (check_rank_device, claim_folder, mark_failed, 
                                   wait_for_ranks_to_join, world)
 from minitflow.eval.rows import (BackgroundScorer, rank_wall_times, read_finished, read_finished_before_claim,
                                  recorded_options, recorded_seed, remaining, sampled_summary, start_partial,
-                                 truncation_stats)
+                                 token_usage_stats, truncation_stats)
 from minitflow.files import check_output_dir, file_sha256, write_json
 from minitflow.flags import ORACLE_DEFAULTED, ORACLE_REFUSES
 
@@ -178,6 +178,7 @@ def _summary(args: argparse.Namespace, dataset: str, label: str, n_questions: in
         "total_wall_time": max(rank_times.values(), default=0.0), "rank_wall_times": rank_times,
         "mean_wall_time": sum(r["wall_time"] for r in rows) / max(n, 1),  # one rank's seconds per question
         "truncation_stats": truncation_stats(rows, k),
+        "token_usage_stats": token_usage_stats(rows, k),
         "device": device_label(args),
         "model": None if args.method == "oracle" else model_label,
         "checkpoint": checkpoint if args.method == "tflow" else None,

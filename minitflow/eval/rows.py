@@ -181,7 +181,9 @@ def sample_row(sample, prediction: str, meta: dict, correct: bool, extracted: st
     return {"id": sample.id, "question": sample.question, "gold": sample.answer, "prediction": prediction,
             "extracted": extracted, "correct": bool(correct), "processed_tokens": usage.get("processed_tokens", 0),
             "official_tokens": usage.get("total_tokens", 0), "token_usage": usage,
-            "finish_reason": meta.get("finish_reason"), "truncated": meta.get("truncated"), "wall_time": wall}
+            "finish_reason": meta.get("finish_reason"), "truncated": meta.get("truncated"), "wall_time": wall,
+            # textmas: what its agents said (the official metadata.conversation_log); the other methods have none
+            **({"conversation_log": meta["conversation_log"]} if "conversation_log" in meta else {})}
 
 
 SAMPLE_KEYS = ("prediction", "extracted", "correct", "correct_official", "extracted_official", "processed_tokens",
@@ -193,7 +195,8 @@ def question_row(sample, rows: list[dict]) -> dict:
     samples' own fields under `samples`, the counts the summary reads, and the question's wall time
     (the samples' added: each is its rank's time since the row before it)."""
     return {"id": sample.id, "question": sample.question, "gold": sample.answer, "n_samples": len(rows),
-            "samples": [{k: r[k] for k in SAMPLE_KEYS} for r in rows],
+            "samples": [{**{k: r[k] for k in SAMPLE_KEYS},
+                         **({"conversation_log": r["conversation_log"]} if "conversation_log" in r else {})} for r in rows],
             "n_correct": sum(r["correct"] for r in rows), "n_correct_official": sum(r["correct_official"] for r in rows),
             "processed_tokens": sum(r["processed_tokens"] for r in rows),
             "official_tokens": sum(r["official_tokens"] for r in rows), "wall_time": sum(r["wall_time"] for r in rows)}
@@ -214,6 +217,19 @@ def truncation_stats(rows: list[dict], n_samples: int = 1) -> dict:
             "rate_truncated_in_correct": sum(right) / len(right) if right else None,
             "rate_truncated_in_incorrect": sum(wrong) / len(wrong) if wrong else None,
             "unknown": len(outputs) - len(known)}
+
+
+def token_usage_stats(rows: list[dict], n_samples: int = 1) -> dict:
+    """The official evaluator's `token_usage_stats`: the official token_usage's prompt, completion and total
+    tokens (generating agents only) summed over every output and averaged per output (with --n_samples K
+    each sample, as the official counts each of its outputs; tflow's and latentmas' senders run once per
+    question, counted on its sample 0, so the sums are what ran). An output without them (the oracle's)
+    counts 0, as the official's `.get(..., 0)`."""
+    outputs = [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
+    sums = {k: sum(o.get("token_usage", {}).get(k, 0) for o in outputs)
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {**{f"avg_{k}": v / len(outputs) if outputs else 0.0 for k, v in sums.items()},
+            **{f"sum_{k}": v for k, v in sums.items()}}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -253,6 +253,15 @@ class _TextMAS(_Pipeline):
                                     "all: a smaller sender_max_new_tokens or max_new_tokens fits it)") from None
         return done
 
+    def result(self, q):
+        """With the official `conversation_log`: each sender's text as textmas_context gave it to the
+        receiver, then the receiver's answer (read before the base result lets the requests go)."""
+        (a, _), (b, _), (c, _) = self.roles
+        senders = [{"agent": x, "round": 0, "text": self.text(q.agents[x])} for x in (a, b)]
+        result = super().result(q)
+        result.conversation_log = [*senders, {"agent": c, "round": 1, "text": result.answer}]
+        return result
+
 
 def check_generator(generator: object, cfg) -> None:
     """Refuse a generator that is not one, or one made for another backbone, before any request

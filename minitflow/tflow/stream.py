@@ -95,6 +95,9 @@ class MethodResult:
     sampling: SamplingParams | None = None  # the answering agent's, as run (seed included)
     sample: int = 0  # which of its question's samples (run_method's `samples`) this output is
     compiled: bool = False  # its engine's decode steps through torch.compile (--compile): provenance, as batch_size
+    # textmas: the official `conversation_log`, {agent (role name), round, text} per agent: senders A and B
+    # (round 0, the texts the receiver read) then the receiver (round 1, the answer); None for the others
+    conversation_log: list[dict] | None = None
 
     @property
     def processed_tokens(self) -> int:
@@ -124,6 +127,7 @@ class MethodResult:
             "timings": dict(self.timings),
             "wall_time_per_question": self.wall_s_per_question,
             "batch_size": self.batch_size, "compiled": self.compiled,
+            **({"conversation_log": [dict(e) for e in self.conversation_log]} if self.conversation_log is not None else {}),
             **({"sampling": {k: getattr(self.sampling, k) for k in ("temperature", "top_p", "top_k", "seed",
                                                                    "max_new_tokens")}}
                if self.sampling is not None else {}),
