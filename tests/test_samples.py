@@ -89,6 +89,10 @@ def test_tflow_runs_senders_and_generator_once_per_question(model, generator, mo
     assert sorted(senders) == sorted(2 * qs)
     # the senders' usage and the shared stages' times are counted once: on sample 0 (as latentmas does)
     assert [sorted(r.agents) for r in res[:4]] == [["receiver", "sender_A", "sender_B"]] + [["receiver"]] * 3
+    # the official token usage (token_usage_stats) is the receiver's alone, sample 0's too: the senders only prefill
+    for r in res:
+        rec = r.agents["receiver"]
+        assert r.official_usage["total_tokens"] == rec.prompt_tokens + rec.completion_tokens > 0
     for r in res:
         assert ("sender_prefill_s" in r.timings, "generator_s" in r.timings) == (r.sample == 0,) * 2, r.timings
         assert "receiver_prefill_s" in r.timings and "decode_s" in r.timings
@@ -141,6 +145,9 @@ def test_latentmas_runs_its_senders_once_per_question(parts, monkeypatch):
         ran = r.sample == 0
         assert (r.agents["planner"].latent_steps, r.agents["planner"].prompt_tokens > 0) == (2 * ran, ran)
         assert ("planner_latent_s" in r.timings) == ran
+        # the official token usage (token_usage_stats) is the judger's alone, sample 0's too: no sender generates
+        judger = r.agents["judger"]
+        assert r.official_usage["total_tokens"] == judger.prompt_tokens + judger.completion_tokens > 0
 
 
 @pytest.mark.parametrize("bad", [True, 0, -1, 1.5, "2", None])

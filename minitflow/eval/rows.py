@@ -222,8 +222,8 @@ def truncation_stats(rows: list[dict], n_samples: int = 1) -> dict:
 def token_usage_stats(rows: list[dict], n_samples: int = 1) -> dict:
     """The official evaluator's `token_usage_stats`: the official token_usage's prompt, completion and total
     tokens (generating agents only) summed over every output and averaged per output (with --n_samples K
-    each sample, as the official counts each of its outputs; tflow's and latentmas' senders run once per
-    question, counted on its sample 0, so the sums are what ran). An output without them (the oracle's)
+    each sample, as the official counts each of its outputs; each textmas sample runs its own senders, and
+    tflow's and latentmas' senders generate nothing, so they are in none). An output without them (the oracle's)
     counts 0, as the official's `.get(..., 0)`."""
     outputs = [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
     sums = {k: sum(o.get("token_usage", {}).get(k, 0) for o in outputs)
