@@ -294,6 +294,23 @@ def test_math_a_power_spelled_in_words(pred, gold, ok):
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
+    (r"36\pi \text{ m}", r"36\pi \text{ cm}", False),  # each was right: normalisation dropped both units
+    (r"36\pi\text{ cm}^2", r"36\pi \text{ cm}^3", False),
+    (r"113.1 \text{ cm}^2", r"36\pi \text{ cm}^3", False),  # a number against the closed form
+    (r"36\pi \mathrm{~cm}^{3}", r"36\pi \text{ cubic centimeters}", True),
+    (r"113.1 \text{ cm}^3", r"36\pi \text{ cm}^3", True),
+    (r"\frac{\sqrt{3}}{2} \text{ m}", r"\frac{\sqrt3}{2}\text{ meters}", True),
+    (r"36\pi", r"36\pi \text{ cm}^3", True),  # a unit on one side only is no verdict
+    ("113.1", r"36\pi \text{ cm}^3", True),
+])
+def test_math_a_closed_form_keeps_its_unit(pred, gold, ok):
+    """Units are compared, not converted, also where an answer states no number but a closed form."""
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"The volume is $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
     (r"3\frac{1}{2}", "3.5", True),
     (r"3\frac{1}{2}", "1.5", False),  # was read as 3 * 1/2
     (r"3\frac12", r"\frac{7}{2}", True),

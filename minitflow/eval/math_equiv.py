@@ -1106,9 +1106,26 @@ def _stated_quantity(s: str, ns: str) -> Quantity | None:
 
 
 def _units_differ(a: str, b: str, na: str, nb: str) -> bool:
-    """Both sides a number with a unit we can place, and the units not the same?"""
-    qa, qb = _stated_quantity(a, na), _stated_quantity(b, nb)
-    return qa is not None and qb is not None and not _same_unit(qa, qb)
+    """Both sides write a unit we can place, and no reading of one is a reading of the other? A side
+    that states no number (36\\pi \\text{ cm}^3) has the unit it ends with: normalisation dropped it, and
+    36\\pi \\text{ m} was 36\\pi \\text{ cm}."""
+    ra, rb = _unit_readings(a, na), _unit_readings(b, nb)
+    return bool(ra and rb) and not ra & rb
+
+
+_TEXT_UNIT_START_RE = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{")
+
+
+def _unit_readings(s: str, ns: str) -> set[tuple[tuple[str, int], ...]]:
+    """The readings of the unit an answer writes (empty: none we can place): a stated number's, else
+    what follows the answer's first \\text{} / \\mathrm{}, where all of it is a unit."""
+    q = _stated_quantity(s, ns)
+    if q is not None:
+        return {u for u in (q.unit, q.other_unit) if u}
+    s = clean_answer(s)
+    m = _TEXT_UNIT_START_RE.search(s)
+    tokens = _unit_tokens(s[m.start():], _wrapped_words(s)) if m else None
+    return {unit_key(tokens)} - {()} if tokens else set()
 
 
 _INEQUALITY_RE = re.compile(r"[<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|leqslant|geqslant)(?![A-Za-z])")
@@ -1225,6 +1242,8 @@ def _equiv(a: str, b: str, na: str, nb: str, deadline: _Deadline, rel_tol: float
     if na.count("=") != nb.count("="):
         return False
     if qa is not None or qb is not None:  # a number against a closed form
+        if _units_differ(a, b, na, nb):  # 113.1 \text{ cm}^2 is not 36\pi \text{ cm}^3
+            return False
         q, other = (qa, nb) if qa is not None else (qb, na)
         import sympy  # noqa: F401 - first import is slow; keep it outside the timeout
 
