@@ -294,6 +294,23 @@ def test_math_a_power_spelled_in_words(pred, gold, ok):
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
+    (r"2 \text{ inch}", r"2 \text{ inches}", True),  # each was wrong: inches read as "inche"
+    (r"2 \text{ foot}", r"2 \text{ feet}", True),  # and feet as another unit than foot
+    (r"2 \text{ in}", r"2 \text{ inches}", True),
+    (r"6 \text{ sq ft}", r"6 \text{ ft}^2", True),
+    (r"3 \text{ pounds}", r"3 \text{ lb}", True),
+    (r"2 \text{ miles}", r"2 \text{ mi}", True),
+    (r"5 \text{ inches}", r"5 \text{ feet}", False),  # compared, not converted
+    (r"6 \text{ square inches}", r"6 \text{ square feet}", False),
+    (r"2 \text{ ft}", r"2 \text{ ft}^2", False),
+])
+def test_math_imperial_units(pred, gold, ok):
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"The answer is $\\boxed{{{pred}}}$.", gold) is ok
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
     (r"36\pi \text{ m}", r"36\pi \text{ cm}", False),  # each was right: normalisation dropped both units
     (r"36\pi\text{ cm}^2", r"36\pi \text{ cm}^3", False),
     (r"113.1 \text{ cm}^2", r"36\pi \text{ cm}^3", False),  # a number against the closed form

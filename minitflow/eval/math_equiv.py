@@ -327,6 +327,9 @@ _UNIT_ALIASES = {
     "parsec": "pc", "kiloparsec": "kpc", "megaparsec": "Mpc", "au": "AU", "amu": "amu", "u": "amu", "Da": "amu",
     "dalton": "amu",
     "calorie": "cal", "kilocalorie": "kcal", "ohm": "\u03a9", "dollar": "dollar",
+    # MATH's imperial units: inches was "inche" beside inch, feet another unit than foot
+    "inch": "in", "inches": "in", "in": "in", "foot": "ft", "feet": "ft", "ft": "ft", "yard": "yd", "yd": "yd",
+    "mile": "mi", "mi": "mi", "pound": "lb", "lb": "lb", "lbs": "lb", "ounce": "oz", "oz": "oz",
 }
 _UNKNOWN_WORDS = {"thousand", "million", "billion", "trillion", "solar", "light", "electron", "unit", "units"}
 
@@ -344,7 +347,7 @@ def _unit_name(word: str) -> str | None:
     return low[:-1] if low.endswith("s") and not low.endswith("ss") else low  # photons, atoms
 
 
-_SPELLED_POWERS = {"square": "^2", "cubic": "^3", "squared": "^2", "cubed": "^3"}
+_SPELLED_POWERS = {"square": "^2", "sq": "^2", "cubic": "^3", "squared": "^2", "cubed": "^3"}
 
 
 def _spelled_powers(tokens: list[str]) -> list[str]:
@@ -353,7 +356,7 @@ def _spelled_powers(tokens: list[str]) -> list[str]:
     k = 0
     while k < len(tokens):
         low = tokens[k].lower()
-        if low in ("square", "cubic") and k + 1 < len(tokens) and tokens[k + 1][0].isalpha():
+        if low in ("square", "sq", "cubic") and k + 1 < len(tokens) and tokens[k + 1][0].isalpha():
             out += [tokens[k + 1], _SPELLED_POWERS[low]]
             k += 2
             continue
