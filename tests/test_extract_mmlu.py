@@ -105,6 +105,16 @@ def test_mmlu_option_word_in_a_box(text):
     assert score_mmlu(text, "C")
 
 
+@pytest.mark.parametrize("text", [r"\boxed{\textit{Berlin}}", r"\boxed{\mathrm{Berlin}}", r"\boxed{\mathbf{Berlin}}",
+                                  r"The answer is \emph{Berlin}."])
+def test_mmlu_option_text_in_any_font(text):
+    # was None (only \text and \textbf were unwrapped), so a right answer scored wrong; the letter in
+    # these fonts was already read (_FONT)
+    assert extract_mmlu_letter(text, ["Paris", "London", "Berlin", "Madrid"]) == "C"
+    assert score_mmlu(text, "C", ["Paris", "London", "Berlin", "Madrid"])
+    assert extract_mmlu_letter(text.replace("Berlin", "Lyon"), ["Paris", "London", "Berlin", "Madrid"]) is None
+
+
 @pytest.mark.parametrize("text", [r"\boxed{Option C or D}", r"\boxed{\text{Option C}} or \boxed{\text{Option D}}",
                                   r"\boxed{Option E}"])
 def test_mmlu_option_word_in_a_box_no_answer(text):

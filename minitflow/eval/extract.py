@@ -755,9 +755,12 @@ _CONNECTIVE_RE = re.compile("|".join(f"(?P<c{k}>{pattern})" for k, (_, pattern) 
 _AROUND_CONNECTIVE_RE = re.compile(r"\s*([~\u2022\u2228\u2283\u2261\u2203\u2200])\s*")
 
 
+_FONT_WRAP_RE = re.compile(r"\\(?:" + _FONT + r")\s*\{([^{}]*)\}")
+
+
 @functools.lru_cache(maxsize=1024)  # each "answer is" of a reply compares against every option's text
 def _norm_choice(s: str, lower: bool = True) -> str:
-    s = re.sub(r"[\s.$*]+", " ", re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", s)).strip()
+    s = re.sub(r"[\s.$*]+", " ", _FONT_WRAP_RE.sub(r"\1", s)).strip()  # \textit{Paris} as \text{Paris}: Paris
     if re.search(r"[\\~\u00ac\u223c\u00b7\u2219\u2227\u2022\u2228\u2283\u2192\u2261\u2194\u2203\u2200]", s):
         s = _CONNECTIVE_RE.sub(lambda m: _CONNECTIVES[int(m.lastgroup[1:])][0], s)
         s = _AROUND_CONNECTIVE_RE.sub(r"\1", s)
