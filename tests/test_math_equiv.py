@@ -12,6 +12,13 @@ from minitflow.eval.math_equiv import call_with_timeout, is_equiv, normalize_lat
 from minitflow.eval.scoring import score_math
 
 
+def _judged_both_ways(pred: str, gold: str, ok: bool, lead: str) -> None:
+    """`pred` against `gold` and back gives `ok`, and so does scoring a reply that boxes it after `lead`."""
+    assert is_equiv(pred, gold) is ok
+    assert is_equiv(gold, pred) is ok
+    assert score_math(f"{lead} $\\boxed{{{pred}}}$.", gold) is ok
+
+
 @pytest.mark.parametrize("raw, norm", [
     (r"\left( 1, 2 \right)", "(1,2)"),
     (r"\dfrac{1}{2}", r"\frac{1}{2}"),
@@ -288,9 +295,7 @@ def test_math_units_models_write(pred, gold, ok):
     (r"4 \text{ square units}", "4", True),  # a unit on one side only is no verdict, as before
 ])
 def test_math_a_power_spelled_in_words(pred, gold, ok):
-    assert is_equiv(pred, gold) is ok
-    assert is_equiv(gold, pred) is ok
-    assert score_math(f"The area is $\\boxed{{{pred}}}$.", gold) is ok
+    _judged_both_ways(pred, gold, ok, "The area is")
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
@@ -305,9 +310,7 @@ def test_math_a_power_spelled_in_words(pred, gold, ok):
     (r"2 \text{ ft}", r"2 \text{ ft}^2", False),
 ])
 def test_math_imperial_units(pred, gold, ok):
-    assert is_equiv(pred, gold) is ok
-    assert is_equiv(gold, pred) is ok
-    assert score_math(f"The answer is $\\boxed{{{pred}}}$.", gold) is ok
+    _judged_both_ways(pred, gold, ok, "The answer is")
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
@@ -322,9 +325,7 @@ def test_math_imperial_units(pred, gold, ok):
 ])
 def test_math_a_closed_form_keeps_its_unit(pred, gold, ok):
     """Units are compared, not converted, also where an answer states no number but a closed form."""
-    assert is_equiv(pred, gold) is ok
-    assert is_equiv(gold, pred) is ok
-    assert score_math(f"The volume is $\\boxed{{{pred}}}$.", gold) is ok
+    _judged_both_ways(pred, gold, ok, "The volume is")
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
@@ -585,9 +586,7 @@ def test_math_binomial_is_a_coefficient_not_letters(pred, gold, ok):
     ("8", "2^3!", False),  # (2^3)! or 2^(3!): no reading
 ])
 def test_math_factorial_of_an_integer(pred, gold, ok):
-    assert is_equiv(pred, gold) is ok
-    assert is_equiv(gold, pred) is ok
-    assert score_math(f"Counting the orders, $\\boxed{{{pred}}}$.", gold) is ok
+    _judged_both_ways(pred, gold, ok, "Counting the orders,")
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
@@ -609,9 +608,7 @@ def test_math_factorial_of_an_integer(pred, gold, ok):
     (r"(-1, 2)", r"x > -1, x < 2", False),  # a comma may be "and" or "or": no reading
 ])
 def test_math_interval_against_inequality(pred, gold, ok):
-    assert is_equiv(pred, gold) is ok
-    assert is_equiv(gold, pred) is ok
-    assert score_math(f"So the solution set is $\\boxed{{{pred}}}$.", gold) is ok
+    _judged_both_ways(pred, gold, ok, "So the solution set is")
 
 
 @pytest.mark.parametrize("pred, gold, ok", [

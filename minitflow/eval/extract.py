@@ -682,6 +682,7 @@ _NOT_TWO = (r"(?![)*}]*\s*(?:(?:(?:,|\.{1,3}|\u2026|\?)\s*)?(?:\(\s*)?\bor\b|,|/
             + _ALSO_POSSIBLE_RE.pattern + ")")
 # the font commands a letter is written in: \text{C}, \textbf{C}, \mathbf{C}, \textit{C}, \mathsf{C}, \boldsymbol{C}
 _FONT = r"text(?:bf|rm|it|tt|sf|normal)?|math(?:rm|bf|sf|it|tt)|boldsymbol|bm|mbox|emph"
+_FONT_WRAP_RE = re.compile(r"\\(?:" + _FONT + r")\s*\{([^{}]*)\}")  # \textit{Paris}: its text
 # its callers end in whitespace, so it starts with none of its own (side by side, "answer is" and 250 spaces
 # took minutes)
 _L = r"(?:[*$({\[]+\s*)?(?:\\(?:" + _FONT + r")\s*\{\s*)?\(?([A-J])\b(?!['-]\w)(?![^\S\n]+(?-i:[a-z]{2,})\s+(?:is|are)\b)" + _NOT_TWO
@@ -734,7 +735,7 @@ _TRAILING_PAREN_RE = re.compile(r"(?<!or )(?<!and )(?<!, )(?<!could be )(?<!migh
 def _letter_at_start(s: str, allow_space: bool) -> str | None:
     """Letter opening `s`: "B", "(B)", "B.", "B)", "B: text"; "B text" only with
     allow_space (inside a box, where a leading article "A ..." is rare)."""
-    s = re.sub(r"\\(?:" + _FONT + r")\s*\{([^{}]*)\}", r"\1", s).strip().strip("*$ ")  # \mathrm{C}
+    s = _FONT_WRAP_RE.sub(r"\1", s).strip().strip("*$ ")  # \mathrm{C}
     s = re.sub(r"^\\(?:" + _FONT + r")\s*\{", "", s)  # \text{C. {AND, OR}}: braces inside it
     s = re.sub(r"^\{\\(?:bf|it|rm|sf|tt)(?![A-Za-z])\s*([^{}]*)\}|^\\(?:bf|it|rm|sf|tt)(?![A-Za-z])\s*", r"\1", s)  # {\bf C}, \bf C
     m = re.match(r"^\(([A-J])\)" + _NOT_TWO + "|^([A-J])" + _NOT_TWO + "(?:$|[.:)]"
@@ -753,9 +754,6 @@ _CONNECTIVES = [("~", r"\\(?:sim|neg|lnot)(?![A-Za-z])|[\u00ac\u223c]"),
                 ("\u2203", r"\\exists(?![A-Za-z])"), ("\u2200", r"\\forall(?![A-Za-z])")]
 _CONNECTIVE_RE = re.compile("|".join(f"(?P<c{k}>{pattern})" for k, (_, pattern) in enumerate(_CONNECTIVES)))
 _AROUND_CONNECTIVE_RE = re.compile(r"\s*([~\u2022\u2228\u2283\u2261\u2203\u2200])\s*")
-
-
-_FONT_WRAP_RE = re.compile(r"\\(?:" + _FONT + r")\s*\{([^{}]*)\}")
 
 
 @functools.lru_cache(maxsize=1024)  # each "answer is" of a reply compares against every option's text

@@ -347,7 +347,8 @@ def _unit_name(word: str) -> str | None:
     return low[:-1] if low.endswith("s") and not low.endswith("ss") else low  # photons, atoms
 
 
-_SPELLED_POWERS = {"square": "^2", "sq": "^2", "cubic": "^3", "squared": "^2", "cubed": "^3"}
+_POWER_BEFORE = {"square": "^2", "sq": "^2", "cubic": "^3"}  # square centimeters
+_POWER_AFTER = {"squared": "^2", "cubed": "^3"}  # centimeters squared
 
 
 def _spelled_powers(tokens: list[str]) -> list[str]:
@@ -356,11 +357,11 @@ def _spelled_powers(tokens: list[str]) -> list[str]:
     k = 0
     while k < len(tokens):
         low = tokens[k].lower()
-        if low in ("square", "sq", "cubic") and k + 1 < len(tokens) and tokens[k + 1][0].isalpha():
-            out += [tokens[k + 1], _SPELLED_POWERS[low]]
+        if low in _POWER_BEFORE and k + 1 < len(tokens) and tokens[k + 1][0].isalpha():
+            out += [tokens[k + 1], _POWER_BEFORE[low]]
             k += 2
             continue
-        out.append(_SPELLED_POWERS[low] if low in ("squared", "cubed") and out and out[-1][0].isalpha() else tokens[k])
+        out.append(_POWER_AFTER[low] if low in _POWER_AFTER and out and out[-1][0].isalpha() else tokens[k])
         k += 1
     return out
 

@@ -202,13 +202,18 @@ def question_row(sample, rows: list[dict]) -> dict:
             "official_tokens": sum(r["official_tokens"] for r in rows), "wall_time": sum(r["wall_time"] for r in rows)}
 
 
+def _outputs(rows: list[dict], n_samples: int) -> list[dict]:
+    """Every output's row: with --n_samples K a question's row holds its samples' under `samples`."""
+    return [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
+
+
 def truncation_stats(rows: list[dict], n_samples: int = 1) -> dict:
     """The official evaluator's `truncation_stats` over every output (with --n_samples K each sample, as the
     official counts each of its outputs): those cut at max_new_tokens (a row's `truncated`), split by the
     official protocol's verdict (`correct_official`, the official evaluator's own), and the rates within
     each. `unknown`: outputs that do not record it (rows written before it was), counted in none of these
     (a missing value is not read as False)."""
-    outputs = [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
+    outputs = _outputs(rows, n_samples)
     known = [o for o in outputs if isinstance(o.get("truncated"), bool)]
     right = [o["truncated"] for o in known if o.get("correct_official")]
     wrong = [o["truncated"] for o in known if not o.get("correct_official")]
@@ -225,7 +230,7 @@ def token_usage_stats(rows: list[dict], n_samples: int = 1) -> dict:
     each sample, as the official counts each of its outputs; each textmas sample runs its own senders, and
     tflow's and latentmas' senders generate nothing, so they are in none). An output without them (the oracle's)
     counts 0, as the official's `.get(..., 0)`."""
-    outputs = [o for r in rows for o in (r["samples"] if n_samples > 1 else [r])]
+    outputs = _outputs(rows, n_samples)
     sums = {k: sum(o.get("token_usage", {}).get(k, 0) for o in outputs)
             for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
     return {**{f"avg_{k}": v / len(outputs) if outputs else 0.0 for k, v in sums.items()},
