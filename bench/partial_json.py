@@ -5,10 +5,11 @@ for minutes) lost every number it had measured; gpu_session.sh keeps the partial
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from minitflow.files import write_bytes  # temp file + rename
 
 
 @pytest.hookimpl(wrapper=True)
@@ -31,10 +32,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     output = hook.pytest_benchmark_generate_json(config=item.config, benchmarks=bs.benchmarks, include_data=True,
                                                   machine_info=machine_info, commit_info=commit_info)
     hook.pytest_benchmark_update_json(config=item.config, benchmarks=bs.benchmarks, output_json=output)
-    path = Path(bs.json.name + ".partial")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(safe_dumps(output, ensure_ascii=True, indent=4).encode())
-    os.replace(tmp, path)
+    write_bytes(bs.json.name + ".partial", safe_dumps(output, ensure_ascii=True, indent=4).encode())
     return result
 
 
