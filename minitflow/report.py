@@ -6,7 +6,9 @@ generating agents only, as in the paper), Proc. (mean tokens processed by all ag
 tflow senders' forward passes included) and Speed (mean seconds per question on one rank, i.e. one
 device, the one the results name (a CPU or a GPU): the same whatever the run's world size; its
 wall-clock is the summary's `total_wall_time`). Under the table, each run's n and, where its file
-records them, its outputs cut at max_new_tokens as the official evaluator counts them (truncated T/N).
+records them, its outputs cut at max_new_tokens as the official evaluator counts them (truncated T/N), and
+in a line of their own its official token usage per output (avg prompt / completion / total tokens); neither
+for the oracle, which generates nothing.
 A run with several samples per question (evaluate --n_samples K) shows avg@K (the mean accuracy
 over every sample) as its Acc., and its pass@k and maj@K (strict) in a line under the table.
 `--plot FILE.png` also draws accuracy and tokens as bar charts (needs matplotlib).
@@ -129,6 +131,11 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
                for (m, d), s in sorted(results.items()) if _sampled(s)]
     if sampled:
         note = ("\n\nSeveral samples per question (Acc. is avg@K, strict): " + "; ".join(sampled)) + note
+    usage = [f"{LABELS.get(m, m)}/{d}: " + " / ".join(f"{v:.0f}" for v in _usage(s))
+             for (m, d), s in sorted(results.items()) if _usage(s)]
+    if usage:
+        note = ("\n\nOfficial token usage per output (avg prompt / completion / total tokens, generating agents): "
+                + "; ".join(usage)) + note
     cut = (" Truncated: outputs cut at max_new_tokens (an answering agent's, textmas' senders' too), as the official "
            "evaluator counts them." if any(_truncated(s) for s in results.values()) else "")
     return "\n".join(lines) + ("\n\nAcc.: strict scorer (official protocol, as in the paper's Table 1, in "
@@ -138,14 +145,26 @@ def markdown_table(results: dict[tuple[str, str], dict], missing: list[str] | No
 
 def _truncated(summary: dict) -> str:
     """", truncated T/N" of a run's outputs (N: those that record it, and how many do not); nothing for a file
-    from before evaluate counted them (unknown, not none)."""
+    from before evaluate counted them (unknown, not none), nor for the oracle (it generates nothing)."""
     stats = summary.get("truncation_stats")
-    if not isinstance(stats, dict) or not all(_is_count(stats.get(k)) for k in ("total_truncated", "unknown")):
+    if (summary["method"] == "oracle" or not isinstance(stats, dict)
+            or not all(_is_count(stats.get(k)) for k in ("total_truncated", "unknown"))):
         return ""
     k = summary.get("n_samples") if _sampled(summary) else 1
     known = summary["n"] * k - stats["unknown"]
     return (f", truncated {stats['total_truncated']}/{known}"
             + (f" ({stats['unknown']} not recorded)" if stats["unknown"] else ""))
+
+
+def _usage(summary: dict) -> tuple[float, ...]:
+    """The run's official avg prompt, completion and total tokens per output (`token_usage_stats`); none for a
+    file from before evaluate wrote them (unknown, not 0), nor for the oracle (it generates nothing)."""
+    stats = summary.get("token_usage_stats")
+    if summary["method"] == "oracle" or not isinstance(stats, dict):
+        return ()
+    values = tuple(stats.get(f"avg_{k}_tokens") for k in ("prompt", "completion", "total"))
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    return values if ok else ()
 
 
 def _is_count(v: object) -> bool:

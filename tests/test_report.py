@@ -157,3 +157,34 @@ def test_mmlu_runs_on_other_row_sets_get_their_own_column(tmp_path, capsys):
     assert sorted(results) == [("baseline", "mmlu"), ("textmas", "mmlu"), ("tflow", "mmlu"),
                                ("tflow", "mmlu (all rows)")]
     assert "| mmlu (all rows) Acc." in markdown_table(results).splitlines()[0]
+
+
+def _summary_keys(d, method, **keys):
+    path = d / f"{method}_results.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "summary": {**data["summary"], **keys}}))
+
+
+def test_token_usage_is_shown_where_recorded_and_the_oracle_claims_no_generation(tmp_path):
+    """The summary's official token_usage_stats was shown nowhere; the oracle, which generates nothing
+    (its outputs are the gold answers), read "truncated 0/N" as if its outputs had been measured."""
+    usage = {"avg_prompt_tokens": 120.4, "avg_completion_tokens": 339.6, "avg_total_tokens": 460.0,
+             "sum_prompt_tokens": 1204, "sum_completion_tokens": 3396, "sum_total_tokens": 4600}
+    cut = {"total_truncated": 2, "truncated_among_correct": 0, "truncated_among_incorrect": 2,
+           "rate_truncated_in_correct": 0.0, "rate_truncated_in_incorrect": 0.5, "unknown": 0}
+    zero = {k: 0 for k in usage}
+    _write(tmp_path, "tflow", "gsm8k", 0.9, 340, 700, 2.0)
+    _summary_keys(tmp_path, "tflow", token_usage_stats=usage, truncation_stats=cut)
+    _write(tmp_path, "oracle", "gsm8k", 1.0, 0, 0, 0.0)  # as evaluate writes it: every row truncated False
+    _summary_keys(tmp_path, "oracle", token_usage_stats=zero, truncation_stats={**cut, "total_truncated": 0,
+                                                                                  "truncated_among_incorrect": 0})
+    _write(tmp_path, "baseline", "gsm8k", 0.8, 300, 300, 1.5)  # an older file: neither recorded
+    table = markdown_table(collect([str(tmp_path)]))
+    assert ("Samples: baseline/gsm8k: n=10, oracle/gsm8k: n=10, tflow/gsm8k: n=10, truncated 2/10" in table
+            and "truncated 0/" not in table)
+    assert ("\n\nOfficial token usage per output (avg prompt / completion / total tokens, generating agents): "
+            "TFlow/gsm8k: 120 / 340 / 460") in table
+    assert "Single/" not in table and "Oracle/" not in table  # unknown is not 0, and the oracle generates nothing
+    (tmp_path / "tflow_results.json").unlink()
+    table = markdown_table(collect([str(tmp_path)]))
+    assert "token usage" not in table and "truncated" not in table.lower()
