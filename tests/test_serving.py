@@ -780,6 +780,27 @@ def test_generate_refuses_one_prompt_in_place_of_the_list(model):
     assert not llm.has_unfinished()
 
 
+def test_a_prompt_of_sequences_is_refused_not_read_as_their_ids(model):
+    """as_index took a one-element tensor's value, so a 2-D tensor of one column as one prompt ran as its rows'
+    ids ([[1], [2], [3]] as the prompt 1, 2, 3), as did a list of one-element tensors; a wider 2-D tensor and a
+    nested list were refused as "neither text nor integer token ids". Each is one line naming the prompt.
+    A 2-D tensor or array as the prompts (rows = prompts) still runs."""
+    import numpy as np
+    llm = _llm(model, num_slots=2)
+    sp = SamplingParams(max_new_tokens=3)
+    for bad in (torch.tensor([[5], [6], [7]]), torch.tensor([[5, 6], [7, 8]]), np.array([[5], [6]]), [[5], [6]],
+                [[5, 6], [7]], [torch.tensor([5]), torch.tensor([6])], [5, (6,)]):
+        with pytest.raises(UserError, match=r"^prompt 1 is not one sequence of token ids \(an element of it is "
+                                            r".*\): pass one list of ids per prompt$"):
+            llm.generate([[5, 6], bad], sp)
+        with pytest.raises(UserError, match=r"^prompt 0 is not one sequence of token ids"):
+            llm.add_request(bad, sp)
+    want = [g.token_ids for g in llm.generate([[5, 6], [7, 8]], sp)]
+    for prompts in (torch.tensor([[5, 6], [7, 8]]), np.array([[5, 6], [7, 8]]), [[torch.tensor(5), np.int64(6)], [7, 8]]):
+        assert [g.token_ids for g in llm.generate(prompts, sp)] == want
+    assert not llm.has_unfinished()
+
+
 def test_token_ids_that_are_not_integers_are_refused_not_cut(model):
     """int() made 5.9 token 5 and b"hi" the ids 104, 105 (its bytes), and the rows ran on; None
     was a TypeError. A bool (a mask passed as ids) ran as token 0 or 1 through operator.index.

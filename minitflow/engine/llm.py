@@ -292,10 +292,20 @@ def _token_ids(prompt: object, i: int) -> list[int]:
     try:
         if isinstance(prompt, (bytes, bytearray)):
             raise TypeError
-        return [t if type(t) is int else as_index(t) for t in prompt]  # a plain int: the common case, fast
+        return [t if type(t) is int else _token_id(t, i) for t in prompt]  # a plain int: the common case, fast
     except TypeError:
         raise UserError(f"prompt {i} is neither text nor integer token ids: {type(prompt).__name__} "
                         f"{str(prompt)[:40]}") from None
+
+
+def _token_id(t: object, i: int) -> int:
+    """One id of prompt i that is no plain int. A sequence, tensor or array in its place is refused: as_index
+    took a one-element tensor's value, so a 2-D tensor of one column ran as its rows' ids, one prompt."""
+    if getattr(t, "ndim", 0) >= 1 or (isinstance(t, Sequence) and not isinstance(t, (str, bytes, bytearray))):
+        shape = f" of shape {tuple(t.shape)}" if hasattr(t, "shape") else ""
+        raise UserError(f"prompt {i} is not one sequence of token ids (an element of it is {type(t).__name__}{shape}): "
+                        "pass one list of ids per prompt")
+    return as_index(t)
 
 
 def generation_config(model_dir: str | Path) -> dict:
