@@ -188,6 +188,8 @@ def test_line_separators_inside_predictions_resume_complete(tmp_path):
     assert len(_partial_ids(part)) == 6
     summary = json.loads((out / "oracle_results.json").read_text())
     assert summary["summary"]["n"] == 6 and summary["summary"]["complete"]
+    log = (out / "run.log").read_text()
+    assert "accuracy" in log and "truncated by max_new_tokens" not in log  # the oracle generates nothing to cut
     assert "\u0085" in summary["samples"][0]["prediction"] and "\r" in summary["samples"][0]["prediction"]
     assert run_cli(main, args) == 0  # nothing left to do: nothing recomputed
     assert "6 samples, 6 already done, 0 for rank 0/1" in _last_plan(out)

@@ -335,11 +335,12 @@ def _finish(args: argparse.Namespace, rank: int, size: int, settled: Callable[[]
     log.info("accuracy %.4f (official protocol %.4f) on %d samples; mean processed tokens %.1f; results in %s", summary["accuracy"],
              summary["accuracy_official"], summary["n"], summary["mean_processed_tokens"], out_dir / f"{args.method}_results.json")
     cut = summary["truncation_stats"]
-    log.info("truncated by max_new_tokens: %d/%d outputs%s | truncation rate among correct (official protocol): %s, "
-             "among incorrect: %s", cut["total_truncated"], summary["n"] * args.n_samples - cut["unknown"],
-             f" ({cut['unknown']} more do not record it)" if cut["unknown"] else "",
-             *("N/A" if v is None else f"{v:.2%}" for v in (cut["rate_truncated_in_correct"],
-                                                              cut["rate_truncated_in_incorrect"])))
+    if args.method != "oracle":  # it generates nothing: "0/N cut" would claim a measurement not made
+        log.info("truncated by max_new_tokens: %d/%d outputs%s | truncation rate among correct (official protocol): %s, "
+                 "among incorrect: %s", cut["total_truncated"], summary["n"] * args.n_samples - cut["unknown"],
+                 f" ({cut['unknown']} more do not record it)" if cut["unknown"] else "",
+                 *("N/A" if v is None else f"{v:.2%}" for v in (cut["rate_truncated_in_correct"],
+                                                                  cut["rate_truncated_in_incorrect"])))
     if args.n_samples > 1:
         log.info("avg@%d %.4f; %s", args.n_samples, summary["accuracy"],
                  ", ".join([f"pass@{j} {v:.4f}" for j, v in summary["pass_at_k"].items()]
