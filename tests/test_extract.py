@@ -160,8 +160,9 @@ def test_math_degenerate_replies_read_in_linear_time(text, expected):
     assert got == expected
 
 
-def test_code_a_line_of_fences_reads_in_linear_time():
-    got, took = _timed(lambda t: extract_code(t, "f"), _loop("```") + "\ndef f():\n    return 1\n")
+@pytest.mark.parametrize("fence", ["```", "~~~"])
+def test_code_a_line_of_fences_reads_in_linear_time(fence):
+    got, took = _timed(lambda t: extract_code(t, "f"), _loop(fence) + "\ndef f():\n    return 1\n")
     assert took < 2
     assert got == "def f():\n    return 1\n"
 

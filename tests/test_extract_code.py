@@ -41,3 +41,10 @@ F2 = "def f(x):\n    return x + 2\n"
 ])
 def test_extract_code_takes_the_final_program(text, program):
     assert extract_code(text, entry_point="f") == program
+
+
+def test_tilde_fences():
+    # CommonMark's other fence: closed only by ~~~ (the ``` inside is code), and ``` only by ```
+    assert extract_code("~~~python\ns = '''\n```\n'''\n~~~\n") == "s = '''\n```\n'''\n"
+    assert extract_code("```python\ns = '''\n~~~\n'''\n```\n") == "s = '''\n~~~\n'''\n"
+    assert extract_code(f"```python\n{F1}```\n~~~python\ndef f(n):\n    return", "f") == "def f(n):\n    return"

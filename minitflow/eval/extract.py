@@ -919,9 +919,11 @@ def _mmlu_plain(reply: str, choices: Sequence[str] | None = None) -> str | None:
 # ------------------------------------------------------------------- code
 
 # an opening fence's info string has no backtick (CommonMark): "```" over one line tried every fence to the
-# line's end, 40,000 characters in 1 s
-_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S)
-_OPEN_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n")
+# line's end, 40,000 characters in 1 s; a ~~~ fence (CommonMark's other one) closes only at ~~~, and its
+# info string has no tilde, for the same reason
+_FENCE_OPEN = r"(?:(```)|~~~)[ \t]*([\w+#.-]*)(?(1)[^\n`]*|[^\n~]*)\n"
+_FENCE_RE = re.compile(_FENCE_OPEN + r"(.*?)(?(1)```|~~~)", re.S)
+_OPEN_FENCE_RE = re.compile(_FENCE_OPEN)
 _PYTHON_TAGS = ("python", "py", "python3")
 
 
@@ -941,11 +943,11 @@ def _code_blocks(region: str) -> list[tuple[str, str, bool]]:
     end (a generation cut off inside it) is the last block, not closed."""
     blocks, end = [], 0
     for m in _FENCE_RE.finditer(region):
-        blocks.append((m.group(1).lower(), _fence_body(region, m.start(), m.group(2)), True))
+        blocks.append((m.group(2).lower(), _fence_body(region, m.start(), m.group(3)), True))
         end = m.end()
     m = _OPEN_FENCE_RE.search(region, end)
     if m:
-        blocks.append((m.group(1).lower(), _fence_body(region, m.start(), region[m.end():]), False))
+        blocks.append((m.group(2).lower(), _fence_body(region, m.start(), region[m.end():]), False))
     return blocks
 
 
@@ -955,8 +957,8 @@ def _defines(code: str, entry_point: str) -> bool:
 
 
 def extract_code(text: str | None, entry_point: str | None = None) -> str:
-    """The program a response commits to: of the reply's fenced blocks (the thoughts'
-    only when the reply has none), the last one defining `entry_point` (a usage example
+    """The program a response commits to: of the reply's fenced blocks (``` or ~~~; the
+    thoughts' only when the reply has none), the last one defining `entry_point` (a usage example
     after it does not count), else the last ```python / ```py block, else the last block;
     with no fence at all, the reply itself.
 
