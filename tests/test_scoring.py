@@ -62,6 +62,18 @@ def test_official_code_runs_the_block_as_written():
     assert [(b["correct"], b["correct_official"]) for b in both] == [(True, False), (True, True)]
 
 
+def test_strict_code_takes_a_helper_from_an_earlier_block():
+    """The program calls a helper the reply wrote in a block before it: the strict scorer runs the two
+    together (the helper's own failing check left behind), the release the last block alone."""
+    pred = ("First a helper:\n```python\nfrom typing import List\n\ndef plus(a: int, b: int) -> int:\n"
+            "    return a + b\n\nassert plus(1, 2) == 4\n```\nNow the function:\n```python\n"
+            "def add(a: List[int], b):\n    return plus(a, b)\n```\n")
+    both = score_both("humaneval", [pred], [_add_sample()], timeout=10)
+    assert both == [{"correct": True, "extracted": "def plus(a: int, b: int) -> int:\n    return a + b\n\n"
+                     "def add(a: List[int], b):\n    return plus(a, b)\n", "correct_official": False,
+                     "extracted_official": "def add(a: List[int], b):\n    return plus(a, b)"}]
+
+
 def test_code_runs_are_shared_only_by_identical_programs():
     # the official block of the first reply is the stripped body, which is not a program; the
     # strict program of the second reply is the same body indented, which is: no shared run

@@ -100,6 +100,13 @@ def _tabs_as_spaces(body: str) -> str:
 _FUTURE_RE = re.compile(r"^from[ \t]+__future__[ \t]+import[ \t]*(?:\([^)]*\)|[^\n]*)", re.M)
 
 
+def prompt_imports(sample: Any) -> str:
+    """The imports build_program gives a program defining its entry point (HumanEval's prompt's):
+    what they bind, the program need not define (extract_code's `prelude`)."""
+    meta = sample.meta
+    return _prompt_imports(meta["prompt"]) if meta.get("dataset") == "humaneval" else ""
+
+
 def build_program(sample: Any, code: str) -> str:
     """The program to test. HumanEval: a body-only completion gets the prompt
     prepended; a full function gets the prompt's imports (e.g. `List`) prepended,

@@ -16,6 +16,8 @@ Shared rules:
 
 from __future__ import annotations
 
+import ast
+import builtins
 import functools
 import re
 from bisect import bisect_left, bisect_right
@@ -956,11 +958,90 @@ def _defines(code: str, entry_point: str) -> bool:
     return re.search(rf"def\s+{name}\s*\(|^[ \t]*{name}\s*=(?!=)", code, re.M) is not None
 
 
-def extract_code(text: str | None, entry_point: str | None = None) -> str:
+def _names(node: ast.AST) -> tuple[set[str], set[str]]:
+    """(bound, read): the names `node` binds in any scope of it, and those it reads.  A name bound
+    anywhere in a program is its own (a local of one function too): never looked for elsewhere."""
+    bound: set[str] = set()
+    read: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            (read if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and n.name:
+            bound.add(n.name)
+    return bound, read
+
+
+# what ast.parse raises for a text it cannot read: a null byte is a ValueError before Python 3.12, and
+# nesting too deep for the parser a RecursionError ("1+1+...") or a MemoryError ("- - - ... 1")
+_UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
+
+def _with_definitions(program: str, earlier: Sequence[str], prelude: str) -> str:
+    """`program` with the definitions it reads but never makes taken from the reply's `earlier` blocks
+    and put before it: a model writes its helper, `import math` or a constant in a block of its own,
+    and the program alone is a NameError.  Only top-level definitions are taken (def, class, import,
+    assignment; the later of two, and in turn what it reads), never a block's tests or prints; a name
+    the program binds, a builtin or one `prelude` binds (what the scorer puts before the program) is
+    never looked for.  Parsed, never run: a block that does not parse gives nothing."""
+    try:
+        tree = ast.parse(program)
+    except _UNPARSABLE:
+        return program
+    have = _names(tree)[0] | _names(ast.parse(prelude))[0] | set(dir(builtins))
+    found: dict[str, tuple[tuple[int, int], str, ast.stmt]] = {}  # name -> (where, block, statement)
+    for k, code in enumerate(earlier):
+        try:
+            body = ast.parse(code).body
+        except _UNPARSABLE:
+            continue
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = {stmt.name}
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)) and getattr(stmt, "module", "") != "__future__":
+                names = _names(stmt)[0] - {"*"}
+            elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                names = set().union(*(_names(t)[0] for t in targets))
+            else:  # a test, a print, an `if __name__ == "__main__":` block
+                continue
+            for name in names:
+                found[name] = ((k, i), code, stmt)
+    taken: dict[tuple[int, int], str] = {}
+    need = _names(tree)[1] - have
+    while need:
+        name = need.pop()
+        if name in have or name not in found:
+            continue
+        have.add(name)
+        where, code, stmt = found[name]
+        if where not in taken:
+            decorators = getattr(stmt, "decorator_list", [])
+            taken[where] = "".join(f"@{ast.get_source_segment(code, d)}\n" for d in decorators) \
+                + ast.get_source_segment(code, stmt)
+            bound, read = _names(stmt)
+            need |= read - bound - have
+    if not taken:
+        return program
+    # after the program's `from __future__` imports, which must come first
+    line = max((s.end_lineno for s in tree.body if isinstance(s, ast.ImportFrom) and s.module == "__future__"),
+               default=0)
+    cut = sum(len(ln) + 1 for ln in program.split("\n")[:line])
+    return program[:cut] + "\n\n".join(taken[w] for w in sorted(taken)) + "\n\n" + program[cut:]
+
+
+def extract_code(text: str | None, entry_point: str | None = None, prelude: str = "") -> str:
     """The program a response commits to: of the reply's fenced blocks (``` or ~~~; the
-    thoughts' only when the reply has none), the last one defining `entry_point` (a usage example
-    after it does not count), else the last ```python / ```py block, else the last block;
-    with no fence at all, the reply itself.
+    thoughts' only when the reply has none), the last one defining `entry_point` (a usage
+    example after it does not count), else the last ```python / ```py block, else the last
+    block; with no fence at all, the reply itself.  What it reads but never defines and a
+    python (or bare) block before it defines, a helper or an import, comes with it
+    (_with_definitions; `prelude`: the code the scorer puts before it).
 
     A fence left open by a truncated generation is the last block, and a ```python one that
     does not mention `entry_point` yet is the program being written (cut off before its
@@ -975,15 +1056,17 @@ def extract_code(text: str | None, entry_point: str | None = None) -> str:
         blocks = _code_blocks(region)
         if not blocks:
             continue
+        python = [k for k, (lang, _, _) in enumerate(blocks) if lang in _PYTHON_TAGS]
+        chosen = python[-1] if python else len(blocks) - 1
         if entry_point:
-            lang, code, closed = blocks[-1]
-            if not closed and lang in _PYTHON_TAGS and not re.search(rf"\b{re.escape(entry_point)}\b", code):
-                return code
-            defining = [code for _, code, _ in blocks if _defines(code, entry_point)]
-            if defining:
-                return defining[-1]
-        python = [code for lang, code, _ in blocks if lang in _PYTHON_TAGS]
-        return python[-1] if python else blocks[-1][1]
+            lang, last, closed = blocks[-1]
+            defining = [k for k, (_, code, _) in enumerate(blocks) if _defines(code, entry_point)]
+            if not closed and lang in _PYTHON_TAGS and not re.search(rf"\b{re.escape(entry_point)}\b", last):
+                chosen = len(blocks) - 1
+            elif defining:
+                chosen = defining[-1]
+        earlier = [code for lang, code, _ in blocks[:chosen] if lang in _PYTHON_TAGS or not lang]
+        return _with_definitions(blocks[chosen][1], earlier, prelude)
     return regions[0]
 
 

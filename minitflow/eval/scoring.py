@@ -28,7 +28,7 @@ from typing import IO, Any, Sequence
 from minitflow.errors import UserError
 
 from . import official
-from .code_exec import DEFAULT_TIMEOUT, build_program, run_code_tests_many
+from .code_exec import DEFAULT_TIMEOUT, build_program, prompt_imports, run_code_tests_many
 from .data import gsm8k_gold, load_samples, resolve_dataset
 from .extract import (  # noqa: F401 - re-exported: the public names of this module
     boxed_spans,
@@ -317,7 +317,7 @@ def _score_code(
     plan = []
     for i, (p, s) in enumerate(zip(predictions, samples)):
         entry = s.meta.get("entry_point")
-        strict_code = extract_code(p, entry)
+        strict_code = extract_code(p, entry, prompt_imports(s))
         off_code = official.code_extract(p or "")
         strict_job = job(i, build_program(s, strict_code)) if "strict" in scorers else None
         off_job = None
