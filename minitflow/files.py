@@ -46,6 +46,19 @@ def hub_offline() -> str | None:
     return name if env_true(name) else None
 
 
+def connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP clients huggingface-hub has used: requests'
+    are OSErrors, httpx's (and httpx2's) TransportErrors; kind="TimeoutException": httpx's timeouts."""
+    import importlib
+    errors: list[type[Exception]] = [OSError] if kind == "TransportError" else []
+    for module in ("httpx", "httpx2"):
+        try:
+            errors.append(getattr(importlib.import_module(module), kind))
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
 # ---- reading -----------------------------------------------------------------------------
 
 def model_file(path: Path) -> bool:

@@ -350,8 +350,9 @@ def test_a_lone_surrogate_in_a_data_file_is_refused_when_read(tmp_path):
 
 
 def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnings(tmp_path):
-    """No --data_file and no network: datasets / huggingface-hub log every retry before they
-    raise; the user sees only the one error line, which names the library's cause."""
+    """No --data_file, and the hub answers the first ask (_hub_silent) but not load_dataset's:
+    datasets / huggingface-hub log every retry before they raise; the user sees only the one
+    error line, which names the library's cause."""
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"id": "gsm8k/0", "prediction": "1"}) + "\n")
     script = """if True:
@@ -367,6 +368,8 @@ def test_an_unreachable_hub_is_one_error_line_without_the_libraries_retry_warnin
             raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
 
         datasets.load_dataset = unreachable
+        import huggingface_hub
+        huggingface_hub.HfApi.dataset_info = lambda *args, **kwargs: None  # the first ask is answered
         sys.exit(run_cli(main, ["--dataset", "gsm8k", "--predictions", sys.argv[1]]))
     """
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
@@ -523,6 +526,53 @@ def test_offline_and_not_cached_is_one_error_line_from_the_cli(tmp_path):
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: no local copy of gsm8k: pass --data_file path/to/gsm8k/test.jsonl")
     assert f"[offline mode: openai/gsm8k is not in the Hugging Face cache: no snapshot of main in {tmp_path}" in proc.stderr
+
+
+SILENT_HUB = """
+import os, socket, sys, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(16)
+held = []
+threading.Thread(target=lambda: [held.append(srv.accept()) for _ in iter(int, 1)], daemon=True).start()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{srv.getsockname()[1]}"
+from minitflow.errors import UserError
+from minitflow.eval.data import load_samples
+try:
+    samples = load_samples("gsm8k")
+except UserError as e:
+    sys.exit(f"error: {e}")
+print(len(samples), samples[0].answer)
+"""
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_hub_that_does_not_answer_is_one_line_in_seconds_or_the_cached_copy(cached, tmp_path):
+    """No --data_file, HF_HUB_OFFLINE unset, and a hub that takes the connection and never answers
+    (a firewall, a proxy): load_dataset's first request, retried by huggingface-hub at 60 s each,
+    held evaluate and score for over 5 minutes before the one line (with no network at all, ~24 s).
+    Now a first ask with HF_HUB_ETAG_TIMEOUT (1 s here) says so at once, and the copy an earlier
+    download left in the Hugging Face cache is read as offline, as load_dataset's own fallback did."""
+    import time
+    if cached:
+        rows = read_records(data_file("gsm8k"))[:3]
+        hub_dataset_cache(tmp_path / "hf" / "hub", "openai/gsm8k",
+                          {"main/test-00000-of-00001.parquet": parquet_file(rows, tmp_path)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and k != "TRANSFORMERS_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_ETAG_TIMEOUT="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", SILENT_HUB], capture_output=True, text=True, env=env, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a hub that does not answer held the dataset's download for 60 s")
+    took = time.monotonic() - start
+    if cached:
+        assert proc.returncode == 0 and proc.stdout == f"3 {load_samples('gsm8k', data_file('gsm8k'))[0].answer}\n", proc
+    else:
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr  # sys.exit's one line
+        assert proc.stderr.startswith("error: no local copy of gsm8k: pass --data_file path/to/gsm8k/test.jsonl "), proc.stderr
+        assert "[the Hugging Face hub at http://127.0.0.1:" in proc.stderr
+        assert ("did not answer (ReadTimeout; HF_HUB_ETAG_TIMEOUT=1 s): openai/gsm8k is not in the Hugging Face cache: "
+                "no snapshot of main in") in proc.stderr, proc.stderr
+    assert took < 30, took  # the interpreter and imports included, on a busy machine
 
 
 # ------------------------------------------------------------------- oracle

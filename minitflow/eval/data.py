@@ -2,10 +2,10 @@
 
 Local files (JSONL, JSONL.gz or a JSON list) are the primary source and never
 touch the network.  Without a file we try the HF `datasets` hub / evalplus
-release loaders; with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the copy an
-earlier download left in the Hugging Face cache / evalplus' cache instead
-(`_cached_records`).  Any failure becomes one `UserError` line naming the file
-to pass with `--data_file`.
+release loaders; with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or a hub that
+does not answer (`_hub_silent`), the copy an earlier download left in the
+Hugging Face cache / evalplus' cache instead (`_cached_records`).  Any
+failure becomes one `UserError` line naming the file to pass with `--data_file`.
 
 Gold answers (`Sample.answer`):
   gsm8k         the number after `####` in the `answer` field ("1234", "-5", "0.5")
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
-from minitflow.files import decode_utf8, env_true, hub_offline, json_reason, json_rows
+from minitflow.files import connection_errors, decode_utf8, env_true, hub_offline, json_reason, json_rows
 
 from .extract import extract_boxed, parse_number
 
@@ -606,6 +606,27 @@ def _offline() -> bool:
     return hub_offline() is not None or env_true("HF_DATASETS_OFFLINE")
 
 
+def _hub_silent(dataset: str) -> str | None:
+    """Why the hub did not answer a first ask for `dataset`'s repo info (with HF_HUB_ETAG_TIMEOUT,
+    10 s), or None: it answered (an HTTP error too, which load_dataset words), or the dataset has
+    no hub source. load_dataset's first request, the dataset card's HEAD, is retried by
+    huggingface-hub: with no network that was ~24 s before the one line, and with a hub that
+    takes the connection and never answers (a firewall, a proxy) over 5 minutes, 60 s a retry.
+    The model loader asks the same way (model.weights._hub_answers)."""
+    if dataset not in HUB_TEST_FILES:
+        return None
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import HfHubHTTPError
+    try:
+        HfApi().dataset_info(HUB_TEST_FILES[dataset][0], timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (HfHubHTTPError, ValueError):  # an answer, not the info (a mirror's page that is no JSON): load_dataset's turn
+        return None
+    except connection_errors() as e:
+        return (f"the Hugging Face hub at {constants.ENDPOINT} did not answer ({type(e).__name__}; "
+                f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s)")
+    return None
+
+
 @contextmanager
 def _hub_warnings_held_back() -> Iterator[None]:
     """huggingface-hub and datasets log a warning per retry of an unreachable hub (a dozen lines over
@@ -663,21 +684,22 @@ HUB_TEST_FILES: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-def _cached_records(dataset: str, hint: str) -> list[dict]:
-    """Offline: the rows `_download_records` fetches, from the copy a download left on this machine.
+def _cached_records(dataset: str, hint: str, mode: str) -> list[dict]:
+    """Offline, or online with a hub that does not answer: the rows `_download_records` fetches,
+    from the copy a download left on this machine.
 
     `datasets.load_dataset` offline never opens huggingface-hub's cache: it goes straight to its own
     processed cache (HF_DATASETS_CACHE), which only a load_dataset call fills. The files it
     downloaded (datasets >= 3, as `hf download` does) sit in the hub cache, read here with pyarrow
     (no network, no retries). HumanEval+ / MBPP+: evalplus' cached release file. Anything missing
-    is one UserError line that names it."""
+    is one UserError line that names it, after `mode` (why the cache is read)."""
     if dataset in ("humaneval", "mbpp"):
         path = _evalplus_release_path(dataset)
         if not path.is_file():
-            raise UserError(f"{hint} [offline mode: no evalplus release file at {path}]")
+            raise UserError(f"{hint} [{mode}: no evalplus release file at {path}]")
         return read_records(path)
     if dataset not in HUB_TEST_FILES:
-        raise UserError(f"{hint} [offline mode; {dataset} has no hub source]")
+        raise UserError(f"{hint} [{mode}; {dataset} has no hub source]")
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
     from huggingface_hub.file_download import repo_folder_name
@@ -689,26 +711,26 @@ def _cached_records(dataset: str, hint: str) -> list[dict]:
         snapshot = Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns, local_files_only=True))
     except LocalEntryNotFoundError as e:  # IncompleteSnapshotError (a known file list names what lacks) too
         why = str(e).split(". ")[0] if getattr(e, "snapshot_path", None) else f"no snapshot of main in {folder}"
-        raise UserError(f"{hint} [offline mode: {repo} is not in the Hugging Face cache: {why}]") from None
+        raise UserError(f"{hint} [{mode}: {repo} is not in the Hugging Face cache: {why}]") from None
     files = {c: sorted(snapshot.glob(p)) for c, p in zip(configs, patterns)}
     lacking = [p for c, p in zip(configs, patterns) if not files[c]]
     if lacking:
         more = f" and {len(lacking) - 1} more of its {len(patterns)}" if len(lacking) > 1 else ""
-        raise UserError(f"{hint} [offline mode: the cached {repo} ({snapshot}) lacks {lacking[0]}{more}]")
+        raise UserError(f"{hint} [{mode}: the cached {repo} ({snapshot}) lacks {lacking[0]}{more}]")
     rows = []
     for config, paths in files.items():
         for path in paths:
-            rows += [{**r, "subject": config} if dataset == "mmlu" else r for r in _table_rows(path, hint)]
+            rows += [{**r, "subject": config} if dataset == "mmlu" else r for r in _table_rows(path, hint, mode)]
     return rows
 
 
-def _table_rows(path: Path, hint: str) -> list[dict]:
+def _table_rows(path: Path, hint: str, mode: str) -> list[dict]:
     """Rows of a cached parquet file, or of an Arrow one (an IPC stream, else an IPC file, as datasets reads them)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():  # the snapshot links each file to a blob
-        raise UserError(f"{hint} [offline mode: the cached {path} is a broken link (to {os.readlink(path)}, which "
+        raise UserError(f"{hint} [{mode}: the cached {path} is a broken link (to {os.readlink(path)}, which "
                         "is missing: a download cut short or a cleaned cache?)]")
     try:
         if path.suffix == ".parquet":
@@ -721,7 +743,7 @@ def _table_rows(path: Path, hint: str) -> list[dict]:
                 return pa.ipc.open_file(f).read_all().to_pylist()
     except (OSError, pa.ArrowException) as e:  # unreadable, cut short
         reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise UserError(f"{hint} [offline mode: cannot read the cached {path}: {reason}]") from None
+        raise UserError(f"{hint} [{mode}: cannot read the cached {path}: {reason}]") from None
 
 
 def _evalplus_release_path(dataset: str) -> Path:
@@ -763,11 +785,13 @@ def load_samples(
     else:
         hint = (f"no local copy of {dataset}: pass --data_file path/to/{info.default_file} "
                 f"(fields: {info.fields})")
-        if _offline():
+        silent = None if _offline() else _hub_silent(dataset)
+        if _offline() or silent:  # a hub that does not answer: the copy an earlier download left, as offline
+            mode = silent or "offline mode"
             try:
-                rows = _cached_records(dataset, hint)
+                rows = _cached_records(dataset, hint, mode)
             except ImportError as e:  # pyarrow (with datasets) or evalplus
-                raise UserError(f"{hint} [offline mode: reading the cached copy needs {e.name}: "
+                raise UserError(f"{hint} [{mode}: reading the cached copy needs {e.name}: "
                                 'pip install "minitflow[eval]"]') from None
             where = f"<cached {dataset}>"
         else:

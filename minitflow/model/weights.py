@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
-from minitflow.files import hub_offline, model_file, read_text
+from minitflow.files import connection_errors, hub_offline, model_file, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -147,24 +147,11 @@ def _hub_answers(name: str, other: str = "") -> None:
         HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except HfHubHTTPError:
         pass
-    except _connection_errors() as e:
+    except connection_errors() as e:
         raise UserError(f"could not get {name}: the Hugging Face hub at {constants.ENDPOINT} did not answer "
                         f"({type(e).__name__}; HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s), nor is it a "
                         f"folder here; run `hf download {name}` where there is network, or pass a local "
                         f"directory{other}") from None
-
-
-def _connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ...]:
-    """Connection errors and timeouts of the HTTP clients huggingface-hub has used: requests'
-    are OSErrors, httpx's (and httpx2's) TransportErrors; kind="TimeoutException": httpx's timeouts."""
-    import importlib
-    errors: list[type[Exception]] = [OSError] if kind == "TransportError" else []
-    for module in ("httpx", "httpx2"):
-        try:
-            errors.append(getattr(importlib.import_module(module), kind))
-        except ImportError:
-            pass
-    return tuple(errors)
 
 
 def _time_every_request() -> list | None:
@@ -197,7 +184,7 @@ def _stalled(error: BaseException) -> str | None:
     from urllib.parse import parse_qs, unquote
     from huggingface_hub import constants
     seen: BaseException | None = error
-    while seen is not None and not isinstance(seen, _connection_errors("TimeoutException")):
+    while seen is not None and not isinstance(seen, connection_errors("TimeoutException")):
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
