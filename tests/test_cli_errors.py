@@ -1215,11 +1215,24 @@ def test_bad_pg_arch_in_a_checkpoint_names_the_file(arch, word, good_state, tmp_
     fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", path, "--model", DEMO), str(path), word)
 
 
-@pytest.mark.parametrize("kind", ["text", "truncated", "other layers", "folder"])
+@pytest.mark.parametrize("kind", ["text", "truncated", "other layers", "folder", "hub id", "broken link"])
 def test_bad_checkpoint_is_refused_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
-    """A folder (the official release's checkpoint_dir, say) was "TFlow checkpoint not found" though it is there."""
+    """A folder (the official release's checkpoint_dir, say) was "TFlow checkpoint not found" though it is there;
+    a hub id, and a hub cache's link whose blob is gone, were "not found" without what to pass."""
     no_model_load(monkeypatch)
     path = tmp_path / "g.pt"
+    if kind == "hub id":
+        monkeypatch.chdir(tmp_path)
+        argv = ["--method", "tflow", "--checkpoint", "BWR-hhh/TFlow", "--question", "How many?", "--device", "cpu"]
+        fails(capsys, generate.main, argv, "TFlow checkpoint not found: BWR-hhh/TFlow (--checkpoint takes the "
+              "file, e.g. the official release's checkpoints/tflow/tflow_best.pt; a hub id is not looked up)")
+        return
+    if kind == "broken link":
+        path.symlink_to(tmp_path / "blobs" / "0123abcd")
+        argv = ["--method", "tflow", "--checkpoint", path, "--question", "How many?", "--device", "cpu"]
+        fails(capsys, generate.main, argv, f"TFlow checkpoint {path} is a broken link (to "
+              f"{tmp_path / 'blobs' / '0123abcd'}, which is missing)")
+        return
     if kind == "folder":
         path.mkdir()
     elif kind == "text":

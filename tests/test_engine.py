@@ -462,6 +462,8 @@ def test_compile_on_a_cpu_without_a_cpp_compiler_is_one_line_before_the_load(tin
 def test_user_errors(tiny_dir, tmp_path):
     with pytest.raises(UserError, match="model directory not found"):
         LLM.load(tmp_path / "nope")
+    with pytest.raises(UserError, match=r"or a hub id; the hub id is Qwen/Qwen3-4B, without the trailing '/'\)$"):
+        LLM.load("Qwen/Qwen3-4B/")  # a shell's completion of a folder named like it
     import shutil
     from safetensors.torch import load_file, save_file
     bad = tmp_path / "bad"

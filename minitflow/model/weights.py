@@ -59,7 +59,9 @@ def resolve_model_dir(name_or_path: str | Path, need_tokenizer: bool = False) ->
         raise UserError(f"{name} is a file, not a model directory: pass the folder that holds config.json and the "
                         f"weights ({path.parent})")
     if name.count("/") != 1 or name.startswith((".", "/")):
-        raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id)")
+        bare = name.rstrip("/")  # a shell's completion of a folder adds one; a hub id has none
+        hint = f"; the hub id is {bare}, without the trailing '/'" if bare != name and _is_hub_id(bare) else ""
+        raise UserError(f"model directory not found: {name} (pass a HF-format Qwen3 directory or a hub id{hint})")
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HFValidationError, validate_repo_id
     try:

@@ -176,8 +176,11 @@ def checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"TFlow checkpoint {path} is a directory: pass the checkpoint file in it (a torch.save .pt)")
-    if not path.is_file():
-        raise UserError(f"TFlow checkpoint not found: {path}")
+    if path.is_symlink() and not path.exists():  # a hub cache snapshot's link whose blob is gone
+        raise UserError(f"TFlow checkpoint {path} is a broken link (to {os.readlink(path)}, which is missing)")
+    if not path.is_file():  # a hub id too: the official checkpoint is a file its README places, not a repo
+        raise UserError(f"TFlow checkpoint not found: {path} (--checkpoint takes the file, e.g. the official "
+                        "release's checkpoints/tflow/tflow_best.pt; a hub id is not looked up)")
     return path
 
 
