@@ -415,6 +415,24 @@ def test_a_prompt_of_whole_blocks_stores_only_the_blocks_its_prefill_wrote(model
         assert (kv - kv_alone).abs().max() <= 1e-5  # the prompt's keys and values, as computed alone
 
 
+def test_a_cached_prefill_walks_each_prompt_once_to_admit_it_and_once_to_store_it(model, monkeypatch):
+    """Host work per request of a cached prefill: admission's questions (what its prefill costs,
+    whether it waits) and its lookup share one walk of its prefix-cache chain (each walked it
+    again), the insert walks it once, and `run` checks each request once (add_request checked it
+    again); what the requests get stays as it was."""
+    prompts = _prompts(4, seed=5)
+    llm = _llm(model, num_slots=4)
+    llm.engine.run([Request(p, generate=False) for p in prompts])  # the shared blocks are in the cache
+    walks, checks = [], []
+    chain, check = PrefixCache._chain, type(llm.engine).check
+    monkeypatch.setattr(PrefixCache, "_chain", lambda self, ids, *a, **kw: (walks.append(ids), chain(self, ids, *a, **kw))[1])
+    monkeypatch.setattr(type(llm.engine), "check", lambda self, r: (checks.append(r), check(self, r))[1])
+    reqs = llm.engine.run([Request(p, generate=False) for p in prompts])
+    assert [r.cached_tokens for r in reqs] == [(len(p) - 1) // BLOCK * BLOCK for p in prompts]  # every whole block
+    assert [r.finish_reason for r in reqs] == ["prefill"] * 4
+    assert sorted(map(tuple, walks)) == sorted(tuple(p) for p in prompts * 2) and checks == reqs
+
+
 def test_the_prefill_budget_fills_up_exactly_and_admits_a_longer_head_alone():
     """Admission stops before the prompt that would pass the prefill token budget (one that
     reaches it exactly still joins), and a head of the queue longer than the whole budget is

@@ -131,6 +131,7 @@ class Engine:
         self._context_keys: dict[int, tuple] = {}  # key -> weak references to its factors and handed-over KV
         self.steps = self.row_steps = self.useful_row_steps = 0  # decode steps, rows computed, rows used
         self._held: list[Request] = []  # others' requests that finished inside run(): the next step() returns them
+        self._chains: dict[int, list] = {}  # request id -> its prefix-cache chain, walked once per admission
         self.lock = model_lock(model)
 
     # ---- requests ------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class Engine:
                 raise UserError(f"{_who(req)}: handed-over KV of shape {tuple(k.shape)} does not fit the model")
         if not req.prompt_ids:
             raise UserError(f"{_who(req)}: the prompt is empty")
-        if not all(type(t) is int for t in req.prompt_ids):  # LLM's paths convert them (as_index); a hand-built
+        if not {*map(type, req.prompt_ids)} <= {int}:  # LLM's paths convert them (as_index); a hand-built
             bad = next(t for t in req.prompt_ids if type(t) is not int)  # Request's 3.0 failed inside a step
             raise UserError(f"{_who(req)}: prompt_ids must be plain ints, got {type(bad).__name__} {bad!r:.40}")
         lo, hi = min(req.prompt_ids), max(req.prompt_ids)
@@ -283,6 +284,7 @@ class Engine:
 
     def _step(self) -> list[Request]:
         finished: list[Request] = []
+        self._chains.clear()  # a chain walked in an earlier step may have lost blocks to inserts since
         admitted = self.scheduler.admit(lambda r: self.runner.fits(r, running=self.scheduler.running.values()),
                                         self._prefill_cost, self._waits)
         if admitted:
@@ -351,8 +353,16 @@ class Engine:
         computes, not those the prefix cache gives (its whole prompt was charged, so a step of cache
         hits prefilled a fraction of what it could)."""
         reuse = self._reusable(r)
-        cached = 0 if reuse is None else self.prefix_cache.cached_len(r.prompt_ids, *reuse)
+        cached = 0 if reuse is None else len(self._chain(r, reuse)) * BLOCK
         return max(self.runner.prefill_len(r) - cached, 0)
+
+    def _chain(self, r: Request, reuse: tuple[int, tuple | None, int]) -> list:
+        """`r`'s prefix-cache chain (PrefixCache.chain), walked once for admission's questions and
+        its lookup: nothing is inserted or evicted from admission until the lookups end."""
+        found = self._chains.get(r.id)
+        if found is None:
+            found = self._chains[r.id] = self.prefix_cache.chain(r.prompt_ids, *reuse)
+        return found
 
     def _waits(self, r: Request, batch: list[Request]) -> bool:
         """Whether `r` should wait a step for blocks of its prompt that a request of `batch` is
@@ -364,7 +374,7 @@ class Engine:
         if reuse is None or not batch or self.prefix_cache.budget <= 0:
             return False
         limit, span, root = reuse
-        cached = self.prefix_cache.cached_len(r.prompt_ids, limit, span, root)
+        cached = len(self._chain(r, reuse)) * BLOCK
         if (cached // BLOCK + 1) * self.runner.cache.nbytes(BLOCK) > self.prefix_cache.budget:
             return False  # its next block and the prefix under it exceed the budget: nobody stores that block
         for other in batch:
@@ -390,11 +400,13 @@ class Engine:
             prefix, cached_cond = None, None
             reuse = reuses[r.id]
             if reuse is not None:
-                n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1], root=reuse[2])
+                n, k, v, cached_cond = self.prefix_cache.lookup(r.prompt_ids, reuse[0], span=reuse[1], root=reuse[2],
+                                                                found=self._chains.get(r.id))
                 r.cached_tokens = n
                 prefix = (k, v) if n else None
             self.runner.load(r, prefix)
             r_cond[r.id] = cached_cond
+        self._chains.clear()  # the inserts below change the cache
         groups: dict[tuple | None, list[Request]] = {}
         for r in reqs:  # one forward per capture layout (usually one)
             key = None if r.capture is None else (tuple(r.capture.layers), self._cond_key(r.capture),
@@ -467,8 +479,9 @@ class Engine:
             for r in reqs:
                 self.check(r)
             try:
-                for r in reqs:
-                    self.add_request(r)
+                for r in reqs:  # checked above: add_request would check each again (a walk of its prompt)
+                    r.status = Status.WAITING
+                    self.scheduler.add(r)
                 mine = {id(r) for r in reqs}
                 done_upto = 0  # reqs[:done_upto] have finished (none unfinishes): no scan of them all per step
                 while True:

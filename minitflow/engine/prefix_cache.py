@@ -71,15 +71,19 @@ class PrefixCache:
             parent = entry.id
         return found
 
-    def lookup(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0
+    def lookup(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0,
+               found: list | None = None
                ) -> tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The longest cached prefix of ids[:limit] in whole blocks: (length, k, v, cond) with
         k/v (layers, kv_heads, length, head_dim), or (0, None, None, None). With span = (condition
         key, span start s), blocks reaching past s must hold that condition's rows from s on, and
-        `cond` holds the rows of positions [s, length) (None when length <= s)."""
+        `cond` holds the rows of positions [s, length) (None when length <= s). `found`: what
+        `chain` gave for the same arguments with no insert or eviction since (the engine's admission
+        walked it already)."""
         if self.budget <= 0:
             return 0, None, None, None
-        found = self._chain(ids, limit, _accept(span), root)
+        if found is None:
+            found = self._chain(ids, limit, _accept(span), root)
         if not found:
             return 0, None, None, None
         self._touch(found)
@@ -93,10 +97,15 @@ class PrefixCache:
                               if (i + 1) * BLOCK > s])
         return n, k, v, cond
 
+    def chain(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0) -> list:
+        """The blocks `lookup` would take now, without copying the KV or marking them used: valid
+        for `lookup(found=...)` until the next insert or eviction."""
+        return [] if self.budget <= 0 else self._chain(ids, limit, _accept(span), root)
+
     def cached_len(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0) -> int:
         """The length `lookup` would give now, without copying the KV or marking the blocks used:
         what admission counts as not computed."""
-        return 0 if self.budget <= 0 else len(self._chain(ids, limit, _accept(span), root)) * BLOCK
+        return len(self.chain(ids, limit, span, root)) * BLOCK
 
     def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None,
                block_bytes: int | None = None, root: int = 0) -> None:
