@@ -49,7 +49,7 @@ def read_summary(f: Path) -> dict:
             raise UserError(f"{f}: summary.{key} is missing or not a string")
     for key in ("n", *NUMBERS):
         v = summary.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not _is_number(v):
             raise UserError(f"{f}: summary.{key} is missing or not a number")
     return summary
 
@@ -163,12 +163,16 @@ def _usage(summary: dict) -> tuple[float, ...]:
     if summary["method"] == "oracle" or not isinstance(stats, dict):
         return ()
     values = tuple(stats.get(f"avg_{k}_tokens") for k in ("prompt", "completion", "total"))
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-    return values if ok else ()
+    return values if all(_is_number(v) for v in values) else ()
 
 
 def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: object) -> bool:
+    """A finite int or float as JSON gives them (a bool is no number)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _maj(summary: dict) -> dict:
@@ -198,7 +202,7 @@ def _on(device: str) -> str:
 
 def _official(summary: dict) -> str:
     v = summary.get("accuracy_official")
-    return f"{100 * v:.1f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "–"
+    return f"{100 * v:.1f}" if _is_number(v) else "–"
 
 
 def plot(results: dict[tuple[str, str], dict], out: Path) -> None:
