@@ -59,6 +59,24 @@ def connection_errors(kind: str = "TransportError") -> tuple[type[Exception], ..
     return tuple(errors)
 
 
+def hub_silence(repo: str, repo_type: str = "model") -> str | None:
+    """Why the hub did not answer a first ask for `repo`'s info within HF_HUB_ETAG_TIMEOUT (10 s), or
+    None: it answered, an HTTP error included (gated, private, no such repo), which the download that
+    follows words. huggingface-hub's own first requests wait without a timeout or retry for minutes:
+    a hub behind a firewall that drops packets, or a proxy that never answers, held a run that long."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import HfHubHTTPError
+    ask = HfApi().model_info if repo_type == "model" else HfApi().dataset_info
+    try:
+        ask(repo, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return None
+    except connection_errors() as e:
+        return (f"the Hugging Face hub at {constants.ENDPOINT} did not answer ({type(e).__name__}; "
+                f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s)")
+    return None
+
+
 # ---- reading -----------------------------------------------------------------------------
 
 def model_file(path: Path) -> bool:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from minitflow.errors import UserError
-from minitflow.files import connection_errors, decode_utf8, env_true, hub_offline, json_reason, json_rows
+from minitflow.files import decode_utf8, env_true, hub_offline, hub_silence, json_reason, json_rows
 
 from .extract import extract_boxed, parse_number
 
@@ -607,24 +607,16 @@ def _offline() -> bool:
 
 
 def _hub_silent(dataset: str) -> str | None:
-    """Why the hub did not answer a first ask for `dataset`'s repo info (with HF_HUB_ETAG_TIMEOUT,
-    10 s), or None: it answered (an HTTP error too, which load_dataset words), or the dataset has
-    no hub source. load_dataset's first request, the dataset card's HEAD, is retried by
-    huggingface-hub: with no network that was ~24 s before the one line, and with a hub that
-    takes the connection and never answers (a firewall, a proxy) over 5 minutes, 60 s a retry.
-    The model loader asks the same way (model.weights._hub_answers)."""
+    """Why the hub did not answer a first ask for `dataset`'s repo info (files.hub_silence, as the
+    model loader asks), or None: it answered, or the dataset has no hub source. load_dataset's first
+    request, the dataset card's HEAD, is retried by huggingface-hub: with no network that was ~24 s
+    before the one line, and with a hub that never answers over 5 minutes, 60 s a retry."""
     if dataset not in HUB_TEST_FILES:
         return None
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.utils import HfHubHTTPError
     try:
-        HfApi().dataset_info(HUB_TEST_FILES[dataset][0], timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except (HfHubHTTPError, ValueError):  # an answer, not the info (a mirror's page that is no JSON): load_dataset's turn
+        return hub_silence(HUB_TEST_FILES[dataset][0], "dataset")
+    except ValueError:  # an answer, not the info (a mirror's page that is no JSON): load_dataset's turn
         return None
-    except connection_errors() as e:
-        return (f"the Hugging Face hub at {constants.ENDPOINT} did not answer ({type(e).__name__}; "
-                f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s)")
-    return None
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minitflow.errors import UserError
-from minitflow.files import connection_errors, hub_offline, model_file, read_text
+from minitflow.files import connection_errors, hub_offline, hub_silence, model_file, read_text
 from minitflow.model.config import Qwen3Config
 from minitflow.model.layers import Rotary
 from minitflow.model.qwen3 import Qwen3Model
@@ -138,22 +138,15 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _hub_answers(name: str, other: str = "") -> None:
-    """Ask the hub for `name`'s info (snapshot_download's own first request) with a timeout, the
-    hub's HF_HUB_ETAG_TIMEOUT (10 s): snapshot_download asks without one, and a hub behind a
-    firewall that drops packets, or a proxy that never answers, held a run forever. An answer,
-    an HTTP error included (gated, private, no such repo), leaves the rest to snapshot_download.
+    """Ask the hub for `name`'s info (snapshot_download's own first request) with a timeout
+    (files.hub_silence): snapshot_download asks without one, and a hub behind a firewall that drops
+    packets, or a proxy that never answers, held a run forever. An answer, an HTTP error included
+    (gated, private, no such repo), leaves the rest to snapshot_download.
     `other`: the error's words for a whole snapshot of another revision in the cache."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.utils import HfHubHTTPError
-    try:
-        HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except HfHubHTTPError:
-        pass
-    except connection_errors() as e:
-        raise UserError(f"could not get {name}: the Hugging Face hub at {constants.ENDPOINT} did not answer "
-                        f"({type(e).__name__}; HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT:g} s), nor is it a "
-                        f"folder here; run `hf download {name}` where there is network, or pass a local "
-                        f"directory{other}") from None
+    silence = hub_silence(name)
+    if silence:
+        raise UserError(f"could not get {name}: {silence}, nor is it a folder here; run `hf download {name}` where "
+                        f"there is network, or pass a local directory{other}")
 
 
 def _time_every_request() -> list | None:
