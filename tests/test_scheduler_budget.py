@@ -238,8 +238,8 @@ def test_prefix_cache_chains_under_other_roots_never_meet():
     ids = list(range(2 * BLOCK + 1))
     kv = lambda a, b: (torch.zeros(1, 1, b - a, 2), torch.zeros(1, 1, b - a, 2))  # noqa: E731
     pc.insert(ids, kv, root=-3)
-    assert pc.cached_len(ids, len(ids), root=-3) == 2 * BLOCK
-    assert pc.cached_len(ids, len(ids)) == 0 and pc.cached_len(ids, len(ids), root=-4) == 0
+    assert len(pc.chain(ids, len(ids), root=-3)) == 2  # blocks
+    assert pc.chain(ids, len(ids)) == [] and pc.chain(ids, len(ids), root=-4) == []
     assert pc.lookup(ids, len(ids), root=-4)[0] == 0
 
 

@@ -102,11 +102,6 @@ class PrefixCache:
         for `lookup(found=...)` until the next insert or eviction."""
         return [] if self.budget <= 0 else self._chain(ids, limit, _accept(span), root)
 
-    def cached_len(self, ids: list[int], limit: int, span: tuple[object, int] | None = None, root: int = 0) -> int:
-        """The length `lookup` would give now, without copying the KV or marking the blocks used:
-        what admission counts as not computed."""
-        return len(self.chain(ids, limit, span, root)) * BLOCK
-
     def insert(self, ids: list[int], read, cond: tuple[object, int, torch.Tensor] | None = None,
                block_bytes: int | None = None, root: int = 0) -> None:
         """Store the whole blocks of `ids` not stored yet; `read(start, end)` returns their (k, v)
