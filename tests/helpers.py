@@ -29,6 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = demo_dir()
 
 
+def seed_keys(seeds: list[int]) -> torch.Tensor:
+    """(B,) int32 row keys by the tensor hash (sampler._hash32 on both halves of each seed): what
+    sampler._seed_key computes in Python, and keys for tests that call the sampler's kernels."""
+    from minitflow.engine.sampler import _GOLDEN, _M32, _bits, _hash32, _s32
+    lo = _bits(torch.tensor([s & _M32 for s in seeds], dtype=torch.int64))
+    hi = _bits(torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64))
+    return _hash32(lo ^ _hash32(hi ^ _s32(_GOLDEN)))
+
+
 # ---- command lines ------------------------------------------------------------------------
 
 def fails(capsys, main, argv: list[str], *words: str) -> str:

@@ -13,7 +13,7 @@ from conftest import GOLDEN, make_tiny_qwen3, need_shared
 from minitflow import LLM, Capture, SamplingParams, UserError, build_lora
 from minitflow.model.kv_cache import KVCache
 from minitflow.model.weights import load_model
-from helpers import _random_factors
+from helpers import _random_factors, seed_keys
 
 CONFIGS = {
     "tied-gqa2": dict(tie=True, heads=4, kv_heads=2),
@@ -778,9 +778,9 @@ def test_fused_gumbel_noise_traces_whole_and_matches_eager():
     """On CUDA the sampler's noise (hash of row key, step and token id, two float64 logs, added
     to the scaled logits) is one torch.compile(fullgraph, dynamic) kernel: traced whole, it gives
     the op-by-op scores on CPU, for the whole vocabulary and for top-k candidates."""
-    from minitflow.engine.sampler import _bits, _hash32, _seed_keys, gumbel_scores
+    from minitflow.engine.sampler import _bits, _hash32, gumbel_scores
     g = torch.Generator().manual_seed(0)
-    keys, step = _seed_keys([1, 2, 2**40 + 3]), torch.tensor([0, 7, 2**33])
+    keys, step = seed_keys([1, 2, 2**40 + 3]), torch.tensor([0, 7, 2**33])
     id_hash = _hash32(_bits(torch.arange(5000)))
     compiled = torch.compile(gumbel_scores.eager, dynamic=True, fullgraph=True)
     for bits in (id_hash, id_hash[torch.randint(0, 5000, (3, 20), generator=g)]):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitflow.engine.sampler import (SamplingParams, Sampler, _bits, _hash32, _seed_keys, _step_keys, _to_unit,
-                                      filter_logits)
+from minitflow.engine.sampler import SamplingParams, Sampler, _bits, _hash32, _step_keys, _to_unit, filter_logits
 from minitflow.errors import UserError
+
+from helpers import seed_keys
 
 CPU = torch.device("cpu")
 
@@ -15,7 +16,7 @@ CPU = torch.device("cpu")
 def _uniform(seeds: list[int], step: int, vocab: int) -> torch.Tensor:
     """(B, vocab) uniforms of rows `seeds` at `step`: the u of gumbel_scores, spelled out."""
     ids = _bits(torch.arange(vocab))
-    return _to_unit(_hash32(_step_keys(_seed_keys(seeds), step)[:, None] ^ _hash32(ids)))
+    return _to_unit(_hash32(_step_keys(seed_keys(seeds), step)[:, None] ^ _hash32(ids)))
 
 
 def _logits(rows: int, vocab: int, seed: int, scale: float = 2.0) -> torch.Tensor:
@@ -46,10 +47,10 @@ def test_a_rows_seed_key_is_the_tensor_hash_of_its_seed():
     rng = random.Random(0)
     seeds = [0, 1, 7, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32, (1 << 63), (1 << 64) - 1] + \
         [rng.getrandbits(64) for _ in range(500)] + [rng.getrandbits(32) for _ in range(500)]
-    assert [_seed_key(s) for s in seeds] == _seed_keys(seeds).tolist()
+    assert [_seed_key(s) for s in seeds] == seed_keys(seeds).tolist()
     sampler = Sampler(2, CPU)
     sampler.set_row(1, SamplingParams(temperature=0.7, seed=(1 << 64) - 5))
-    assert sampler.keys.tolist() == [0, _seed_keys([(1 << 64) - 5]).item()]
+    assert sampler.keys.tolist() == [0, seed_keys([(1 << 64) - 5]).item()]
 
 
 def test_sampling_params_validation():
@@ -454,13 +455,13 @@ def test_the_top_k_paths_fused_steps_compiled_equal_eager():
     """On CUDA the tied-past-the-candidates pass and the candidates' filter with its tail are
     torch.compile(dynamic, fullgraph) functions: compiled on CPU, the same count, winner and
     values."""
-    from minitflow.engine.sampler import _filter_candidates, _seed_keys, _tied_past_candidates
+    from minitflow.engine.sampler import _filter_candidates, _tied_past_candidates
     g = torch.Generator().manual_seed(3)
     logits = (torch.randn(3, 300, generator=g) * 2).round()
     vals, ids = torch.topk(logits, 5)
     temperature = torch.tensor([[0.6], [1.0], [1.3]])
     id_hash = _hash32(_bits(torch.arange(300)))
-    args = (logits, vals, ids, temperature, torch.tensor([0, 5, 9]), _seed_keys([1, 2, 3]), id_hash)
+    args = (logits, vals, ids, temperature, torch.tensor([0, 5, 9]), seed_keys([1, 2, 3]), id_hash)
     want = _tied_past_candidates(*args)
     got = torch.compile(_tied_past_candidates.eager, dynamic=True, fullgraph=True)(*args)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and (want[0] > 0).all()

@@ -280,16 +280,10 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
-def _seed_keys(seeds: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B,) 32-bit row keys (int32 words); both halves of a 64-bit seed count."""
-    lo = _bits(torch.tensor([s & _M32 for s in seeds], dtype=torch.int64, device=device))
-    hi = _bits(torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64, device=device))
-    return _hash32(lo ^ _hash32(hi ^ _s32(_GOLDEN)))
-
-
 def _seed_key(seed: int) -> int:
-    """`_seed_keys([seed])[0]` as a Python int, computed in Python: a request's admission hashed its
-    seed with ten tensor operations on one element (~70 us on CPU, ~5% of a cached prefill)."""
+    """A row's 32-bit key (an int32 word) from its seed, both halves of a 64-bit seed counted:
+    _hash32's lowbias32 in Python, as a request's admission hashed its seed with ten tensor
+    operations on one element (~70 us on CPU, ~5% of a cached prefill)."""
     def h(x: int) -> int:  # _hash32 on an unsigned 32-bit word
         x ^= x >> 16
         x = (x * 0x7FEB352D) & _M32
