@@ -139,9 +139,13 @@ class Engine:
         """Queue a request after checking it; one-line UserErrors name it."""
         with self.lock:
             self.check(req)
-            req.status = Status.WAITING
-            self.scheduler.add(req)
+            self._enqueue(req)
         return req
+
+    def _enqueue(self, req: Request) -> None:
+        """Queue a checked request."""
+        req.status = Status.WAITING
+        self.scheduler.add(req)
 
     def check(self, req: Request) -> None:
         vocab = self.cfg.vocab_size
@@ -480,8 +484,7 @@ class Engine:
                 self.check(r)
             try:
                 for r in reqs:  # checked above: add_request would check each again (a walk of its prompt)
-                    r.status = Status.WAITING
-                    self.scheduler.add(r)
+                    self._enqueue(r)
                 mine = {id(r) for r in reqs}
                 done_upto = 0  # reqs[:done_upto] have finished (none unfinishes): no scan of them all per step
                 while True:
