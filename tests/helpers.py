@@ -190,6 +190,9 @@ class WordTokenizer:
     def decode(self, ids: list[int]) -> str:
         return " ".join(f"w{i}" for i in ids)
 
+    def encode_counting_prefixes(self, text: str, cuts: list[int]) -> tuple[list[int], list[int]]:
+        return self.encode(text), [len(self.encode(text[:c])) for c in cuts]
+
 
 def _word_llm(model, slots: int = 2, cache: int = 0, **kw) -> LLM:
     return LLM(model, WordTokenizer(), eos_token_ids=[], num_slots=slots, prefix_cache_bytes=cache, **kw)

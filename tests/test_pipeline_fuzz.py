@@ -155,14 +155,14 @@ def test_tflow_senders_take_a_shared_blocks_condition_rows_from_the_prefix_cache
     rows only under weights whose version counter shows a change in place, which an inference
     tensor has not (a sweep's changed weights were served the old rows): tflow makes its weights
     under no_grad, so the 4-shot block inside the second question's span still comes from the cache."""
-    from minitflow.tflow.condition import question_span, sender_prompt
+    from minitflow.tflow.condition import encode_with_span, sender_prompt
     shared = " ".join(random.Random(2).choice(WORDS) for _ in range(3 * BLOCK))
     qs = [shared + " alpha", shared + " beta gamma"]
     kw = dict(sampling=SamplingParams(max_new_tokens=3), generator=generator, batch_size=1)
     llm = _word_llm(model, cache=1 << 30)
     res = run_method("tflow", llm, qs, **kw)
     text = sender_prompt(prompts.tflow_agents("gsm8k")[0], qs[1])
-    start, _ = question_span(llm, text, qs[1], len(llm.encode(text)))
+    _, start, _ = encode_with_span(llm, text, qs[1])
     assert res[1].agents["sender_A"].cached_tokens >= start + 2 * BLOCK
     assert [r.token_ids for r in res] == [run_method("tflow", _word_llm(model), [q], **kw)[0].token_ids for q in qs]
 

@@ -495,13 +495,13 @@ def test_tflow_waits_for_both_senders_when_they_prefill_in_different_steps(golde
 def test_question_span_is_the_user_turns_occurrence(golden_llm):
     """A question whose text also occurs in the sender's system prompt: the captured span is
     its occurrence in the user turn (the last one), the tokens of the question itself."""
-    from minitflow.tflow.condition import question_span, sender_prompt
+    from minitflow.tflow.condition import encode_with_span, sender_prompt
     system = prompts.tflow_agents("gsm8k")[0]
     for question in ("Strategist", "task"):
         text = sender_prompt(system, question)
         assert system.find(question) != -1  # the system prompt holds it too
-        ids = golden_llm.encode(text)
-        start, end = question_span(golden_llm, text, question, len(ids))
+        ids, start, end = encode_with_span(golden_llm, text, question)
+        assert ids == golden_llm.encode(text)
         assert start >= len(golden_llm.encode(text[:text.index("<|im_start|>user")]))
         assert golden_llm.tokenizer.decode(ids[start:end]) == question
 

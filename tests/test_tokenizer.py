@@ -309,3 +309,26 @@ def test_enable_thinking_of_another_kind_is_one_line(value):
     with pytest.raises(UserError, match=f"enable_thinking must be True, False or None, got {value!r}"):
         render_chat([{"role": "user", "content": "hi"}], enable_thinking=value)
     assert render_chat([{"role": "user", "content": "hi"}], enable_thinking=False).endswith("<think>\n\n</think>\n\n")
+
+
+def test_prefix_counts_are_each_prefix_encoded_alone(toks):
+    """`encode_counting_prefixes` reads a cut's count off the full encoding where an added token
+    starts there and encodes the prefix (memoized) elsewhere: every count equals the prefix's own
+    encoding, on texts of merging pieces (spaces, new lines, digits, accents that compose, CJK,
+    emoji) around special tokens, special-token look-alikes, and cuts anywhere, repeated."""
+    import random
+    tok = toks[0]
+    pieces = ["<|im_end|>", "<|im_start|>", "<think>", "</think>", "<|im_", "|>", " ", "  ", "\n", "\n\n", " \n",
+              "a", "ab", "The", " cat", "12", "3", "e\u0301", "\u0301", "中文", "😆", "'s", "...", "\t", "user\n"]
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        starts = [i for i in range(len(text)) if text.startswith("<|im_end|>", i) or text.startswith("<think>", i)]
+        cuts = starts + [rng.randint(0, len(text)) for _ in range(3)] + starts[:1]
+        ids, counts = tok.encode_counting_prefixes(text, cuts)
+        assert ids == tok.encode(text)
+        assert counts == [len(tok.encode(text[:c])) for c in cuts], (text, cuts)
+    # the sender prompt's own cuts: before the question (memoized) and before <|im_end|> (read off)
+    text = render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": " 12 apples\n"}])
+    cut = text.index(" 12 apples")
+    assert tok.encode_counting_prefixes(text, [cut, cut + 10])[1] == [len(tok.encode(text[:c])) for c in (cut, cut + 10)]

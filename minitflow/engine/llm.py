@@ -156,9 +156,17 @@ class LLM:
         return self.encode(render_chat(messages, add_generation_prompt=True, enable_thinking=enable_thinking))
 
     def encode(self, text: str) -> list[int]:
+        return self._tokenizer().encode(text)
+
+    def encode_counting_prefixes(self, text: str, cuts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """`text`'s ids and len(encode(text[:cut])) per cut, without encoding each prefix where
+        the tokenizer can tell (`Tokenizer.encode_counting_prefixes`)."""
+        return self._tokenizer().encode_counting_prefixes(text, cuts)
+
+    def _tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise UserError("this LLM has no tokenizer: pass token ids")
-        return self.tokenizer.encode(text)
+        return self.tokenizer
 
     def _as_ids(self, prompts: Sequence[Sequence[int] | str]) -> list[list[int]]:
         """Token ids per prompt; the engine checks them (empty, outside the vocabulary) before

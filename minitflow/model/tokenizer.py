@@ -10,6 +10,7 @@ generation prompt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -41,10 +42,38 @@ class Tokenizer:
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         # what decode() drops wherever they stand (skip_special_tokens): the stop scan leaves them out
         self.special_ids = frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
+        # added tokens matched in the raw text, before normalisation: the library splits the text there
+        self._split_ids = frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if not t.normalized)
+        self._prefix_counts: dict[str, int] = {}
 
     def encode(self, text: str) -> list[int]:
+        return self._encoding(text).ids
+
+    def encode_counting_prefixes(self, text: str, cuts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """`text`'s ids and, per cut, len(encode(text[:cut])): how the official code counts a
+        question span's bounds (BPE may merge across a cut, so a count need not be where the
+        ids' boundary falls). Where the encoding has an added token (<|im_end|>) starting at the
+        cut, the count is that token's index: the library splits the text at added tokens before
+        anything else, so the ids before it are text[:cut]'s. Other cuts encode their prefix,
+        the last few memoized: the text before a sender's question repeats for every question."""
+        enc = self._encoding(text)
+        at_added = {a: j for j, (i, (a, _)) in enumerate(zip(enc.ids, enc.offsets)) if i in self._split_ids}
+        counts = []
+        for cut in cuts:
+            if cut in at_added:
+                counts.append(at_added[cut])
+                continue
+            prefix = text[:cut]
+            if prefix not in self._prefix_counts:
+                if len(self._prefix_counts) >= 64:
+                    self._prefix_counts.clear()
+                self._prefix_counts[prefix] = len(self.encode(prefix))
+            counts.append(self._prefix_counts[prefix])
+        return enc.ids, counts
+
+    def _encoding(self, text: str):
         try:
-            return self._tok.encode(text, add_special_tokens=False).ids
+            return self._tok.encode(text, add_special_tokens=False)
         except TypeError:  # tokenizers' only word for a lone surrogate (e.g. "\ud800" in a JSON file)
             bad = next((i for i, ch in enumerate(text) if 0xD800 <= ord(ch) <= 0xDFFF), None) \
                 if isinstance(text, str) else None

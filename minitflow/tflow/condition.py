@@ -2,7 +2,8 @@
 
 The question span follows the official single-sample semantics: start = tokens of the
 prompt text before the question, end = tokens of the prompt text up to its end, each text
-tokenised on its own.
+tokenised on its own (counted without encoding them again where the tokenizer can tell:
+`Tokenizer.encode_counting_prefixes`).
 
 At inference a sender is a prefill-only request whose capture sums the L+1 hidden states
 with the layer aggregator's weights as the layers run (float32): the condition is (S, H) per
@@ -24,13 +25,16 @@ from minitflow.model.tokenizer import render_chat
 from minitflow.tflow.generator import PG_OUTPUT_SCALE, PIECE_TOKENS
 
 
-def question_span(llm: LLM, prompt: str, question: str, n_tokens: int) -> tuple[int, int]:
+def encode_with_span(llm: LLM, prompt: str, question: str) -> tuple[list[int], int, int]:
+    """The prompt's ids and the question's token span in them: its last occurrence (the user
+    turn's), the whole prompt when it has none or no tokens."""
     idx = prompt.rfind(question)
     if idx == -1:
-        return 0, n_tokens
-    start = len(llm.encode(prompt[:idx]))
-    end = min(len(llm.encode(prompt[: idx + len(question)])), n_tokens)
-    return (start, end) if end > start else (0, n_tokens)
+        ids = llm.encode(prompt)
+        return ids, 0, len(ids)
+    ids, (start, end) = llm.encode_counting_prefixes(prompt, [idx, idx + len(question)])
+    end = min(end, len(ids))
+    return (ids, start, end) if end > start else (ids, 0, len(ids))
 
 
 def sender_prompt(system: str, question: str) -> str:
@@ -41,8 +45,7 @@ def sender_request(llm: LLM, system: str, question: str, layer_weights: torch.Te
     """A sender's forward pass as a prefill-only request capturing all L+1 layers over the
     question (summed with `layer_weights` when given)."""
     text = sender_prompt(system, question)
-    ids = llm.encode(text)
-    start, end = question_span(llm, text, question, len(ids))
+    ids, start, end = encode_with_span(llm, text, question)
     capture = Capture(layers=list(range(llm.cfg.num_hidden_layers + 1)), starts=[start], ends=[end],
                       layer_weights=layer_weights)
     return Request(ids, capture=capture, generate=False)
