@@ -114,8 +114,6 @@ class Engine:
                  skip_ids: frozenset[int] = frozenset()):
         """`skip_ids`: ids `decode` drops wherever they stand (Tokenizer.special_ids), left out of
         the stop-string scan's decodes."""
-        if num_slots < 1:
-            raise UserError(f"num_slots must be >= 1, got {num_slots}")
         self.model, self.cfg = model, model.cfg
         self.device = model.embed_tokens.weight.device
         self.eos_token_ids = eos_token_ids
