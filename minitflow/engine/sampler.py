@@ -466,11 +466,8 @@ class Sampler:
     def filtering(self) -> bool:
         return _path(self.params)[3]
 
-    def advance(self, rows: torch.Tensor | None) -> None:
-        if rows is None:
-            self.step += 1
-        else:
-            self.step[rows] += 1
+    def advance(self, rows: torch.Tensor | slice) -> None:
+        self.step[rows] += 1
 
     def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """Every row at the same step (a one-off batch)."""
