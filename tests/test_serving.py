@@ -572,6 +572,7 @@ def test_greedy_ties_take_the_first_index():
 
 
 def test_bad_requests_are_one_line_errors_naming_the_request(model):
+    from minitflow import Capture
     llm = _llm(model, num_slots=2, max_seq_len=64)
     with pytest.raises(UserError, match=r"request \d+ \(q7\): the prompt is empty"):
         llm.engine.add_request(Request([], SamplingParams(), tag="q7"))
@@ -593,7 +594,22 @@ def test_bad_requests_are_one_line_errors_naming_the_request(model):
         llm.engine.add_request(Request([-1, 2], tag="neg"))
     with pytest.raises(UserError, match=r"57 prompt tokens \+ max_new_tokens 8 is more than the cache's 64"):
         llm.engine.add_request(Request(list(range(57)), SamplingParams(max_new_tokens=8)))
+    vocab = model.cfg.vocab_size  # the judger's vocab_rows past the model's rows: no row to draw from
+    with pytest.raises(UserError, match=rf"^request \d+ \(rows\): vocab_rows {vocab + 1} is more than the model's "
+                                        rf"vocabulary of {vocab}$"):
+        llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4, vocab_rows=vocab + 1), tag="rows"))
+    for starts, ends in (([0], [3]), ([2], [2]), ([0, 1], [1, 2])):  # past the prompt, empty, two spans
+        with pytest.raises(UserError, match=r"^request \d+ \(span\): capture span .* is not one span inside its 2 "
+                                            r"prompt tokens$"):
+            llm.add_request([1, 2], generate=False, capture=Capture([0], starts, ends), tag="span")
+    for group, blocks in (("qk", 2), ("qkv", 2)):  # a group the decoder has no weight for, or a block short
+        row = _one(build_lora(model.cfg, [_random_factors(model.cfg, 1, 4, 1)], [1.0]), 0)
+        row.layers[1][group] = (row.layers[1]["qkv"][0], row.layers[1]["qkv"][1][:blocks])
+        with pytest.raises(UserError, match=rf"^request \d+ \(group\): layer 1 has an unknown LoRA group '{group}'$"):
+            llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4), lora=row, tag="group"))
     assert not llm.has_unfinished()
+    assert llm.engine.add_request(Request([1, 2], SamplingParams(max_new_tokens=4, vocab_rows=vocab), tag="all"))
+    llm.abort_all()
     fits = Request(list(range(56)), SamplingParams(max_new_tokens=8))  # exactly the cache's positions
     llm.engine.run([fits])
     assert len(fits.output_ids) == 8 and fits.finish_reason == "length"
@@ -656,15 +672,18 @@ def test_engine_sizes_are_integers_in_range(model):
     """num_slots=2.5 and max_seq_len=20.5 were TypeErrors from torch, prefix_cache_bytes=None one at
     the first prefill (after the LLM was made), and max_seq_len=-3 refused every request by its length."""
     import numpy as np
+    positions = model.cfg.max_position_embeddings
     for kw, match in ((dict(num_slots=2.5), "num_slots must be an integer >= 1, got 2.5"),
                       (dict(num_slots=True), "num_slots must be an integer >= 1, got True"),
                       (dict(prefix_cache_bytes=None), "prefix_cache_bytes must be an integer >= 0, got None"),
                       (dict(prefix_cache_bytes=-1), "prefix_cache_bytes must be an integer >= 0, got -1"),
                       (dict(max_seq_len=-3), "max_seq_len must be an integer >= 1, got -3"),
                       (dict(max_seq_len=20.5), "max_seq_len must be an integer >= 1, got 20.5"),
-                      (dict(max_seq_len="64"), "max_seq_len must be an integer >= 1, got '64'")):
+                      (dict(max_seq_len="64"), "max_seq_len must be an integer >= 1, got '64'"),
+                      (dict(max_seq_len=positions + 1), f"max_seq_len {positions + 1} exceeds the model's {positions} positions")):
         with pytest.raises(UserError, match="^" + re.escape(match) + "$"):
             _llm(model, **kw)
+    assert _llm(model, max_seq_len=positions).max_seq_len == positions  # the rotary tables' last position: fits
     llm = _llm(model, num_slots=np.int64(2), max_seq_len=np.int64(32), prefix_cache_bytes=np.int64(0))
     assert llm.max_seq_len == 32 and llm.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))[0].completion_tokens == 2
 
@@ -1570,6 +1589,15 @@ def test_generate_refuses_prompts_lora_and_capture_of_another_kind_in_one_line(m
         llm.capture_hidden([[4, 5, 6]], None)
     with pytest.raises(UserError, match=r"^capture has 1 spans for 2 prompts$"):  # as before, for both
         llm.capture_hidden([[4, 5, 6], [7, 8]], Capture([0], [0], [2]))
+    with pytest.raises(UserError, match=r"^capture span \[1, 3\) of prompt 1 is outside its 2 tokens$"):
+        llm.capture_hidden([[4, 5, 6], [7, 8]], Capture([0], [0, 1], [3, 3]))
+    with pytest.raises(UserError, match=r"^no prompts given$"):
+        llm.generate([])
+    with pytest.raises(UserError, match=r"^LoRA factors are for a batch of 2, got 1 prompts$"):
+        llm.generate([[4, 5, 6]], lora=build_lora(model.cfg, [_random_factors(model.cfg, 2, 4, 1)], [1.0]))
+    for text in (lambda: llm.generate(["What is 2 + 2?"]), lambda: llm.encode("What is 2 + 2?")):  # no tokenizer
+        with pytest.raises(UserError, match=r"^this LLM has no tokenizer: pass token ids$"):
+            text()
     assert not llm.has_unfinished()
     assert llm.generate([[4, 5, 6]], SamplingParams(max_new_tokens=3))[0].completion_tokens == 3
 
