@@ -175,6 +175,38 @@ def test_fused_lora_blocks_equal_per_projection_factors():
                 y = y + coef * (x @ fa.transpose(1, 2) @ fb.transpose(1, 2))
         ref.append(y)
     assert torch.allclose(lora_linear_ref(x, w, lora.layers[0]["qkv"]), torch.cat(ref, -1), atol=1e-5)
+    for senders, coefs in (([full], [0.5, 2.0]), ([], [])):
+        with pytest.raises(UserError, match=rf"^build_lora: {len(senders)} senders but {len(coefs)} coefficients$"):
+            build_lora(cfg, senders, coefs)
+    a, b = partial[(0, "self_attn.k_proj")]
+    for bad in ((a[:2], b), (a, b[:, :, :2]), (a[:, :, :5], b)):  # another batch than the first factors', a rank, an input
+        with pytest.raises(UserError, match=r"^LoRA factors for layer 0 self_attn.k_proj: A .* do not fit "
+                                            r"\(batch 3, in 16, out 8\)$"):
+            build_lora(cfg, [full, {(0, "self_attn.k_proj"): bad}], [0.5, 2.0])
+
+
+@pytest.mark.parametrize("path", ["kernel", "folded"])
+def test_lora_that_leaves_out_whole_groups_runs_as_zero_factors_for_them(sharp_dir, monkeypatch, path):
+    """Factors for some projections only (attention's q and o here, none at all in layer 1): the
+    fused weights no sender adapts have no group in that layer (build_lora skips it), and the
+    engine runs them plain, as factors of zeros for those projections would."""
+    from minitflow.model import lora_linear
+    from minitflow.model.lora import PROJECTIONS
+    monkeypatch.setattr(lora_linear, "DECODE_LORA", path)
+    model = load_model(sharp_dir, torch.float32, "cpu")  # its own: folding re-stores the weights
+    full = _random_factors(model.cfg, 2, 4, 3)
+    kept = {(0, "self_attn.q_proj"), (0, "self_attn.o_proj")}
+    partial = {k: v for k, v in full.items() if k in kept}
+    zeros = {k: v if k in kept else (v[0], torch.zeros_like(v[1])) for k, v in full.items()}
+    lora = build_lora(model.cfg, [partial], [1.0])
+    assert [sorted(layer) for layer in lora.layers] == [["o", "qkv"], []]
+    assert [b.shape[2] for b in lora.layers[0]["qkv"][1]] == [4, 0, 0]
+    assert len(zeros) == len(PROJECTIONS) * model.cfg.num_hidden_layers
+    prompts, sp = [[1, 2, 3, 4, 5, 6], [7, 8, 9]], SamplingParams(max_new_tokens=10)
+    llm = LLM(model, eos_token_ids=[], num_slots=2)
+    got = [g.token_ids for g in llm.generate(prompts, sp, lora=lora)]
+    assert got == [g.token_ids for g in llm.generate(prompts, sp, lora=build_lora(model.cfg, [zeros], [1.0]))]
+    assert got != [g.token_ids for g in llm.generate(prompts, sp)]  # the factors kept do change the tokens
 
 
 def test_batch_invariance_six_prompts(sharp_dir):
