@@ -6,6 +6,7 @@ weights load, or run as transformers runs it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -79,6 +80,37 @@ def test_a_config_minitflow_would_run_as_another_model_is_refused(changes, words
         assert AutoConfig.from_pretrained(d).model_type == changes["model_type"]
     full = _config(tmp_path / "full", layer_types=["full_attention"] * 4, use_sliding_window=False, sliding_window=4)
     assert Qwen3Config.from_dir(full).num_hidden_layers == 4  # transformers' own layer_types (all full) still load
+
+
+@pytest.mark.parametrize("changes,line", [
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": "4"},
+     "max_window_layers must be an integer, got '4'"),
+    ({"rope_scaling": "default"}, "rope_scaling must be an object or null, got 'default'"),
+    ({"rope_parameters": []}, "rope_parameters must be an object or null, got []"),
+    ({"eos_token_id": -1}, "eos_token_id must be a token id or a list of them, got -1"),
+    ({"eos_token_id": [1021, "1019"]}, "eos_token_id must be a token id or a list of them, got [1021, '1019']"),
+    ({"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+    ({"rms_norm_eps": 0}, "rms_norm_eps must be a small positive number, got 0"),
+    ({"rms_norm_eps": "1e-6"}, "rms_norm_eps must be a small positive number, got '1e-6'"),
+    ({"rope_theta": float("inf")}, "rope_theta must be a positive number, got inf"),
+    ({"rope_theta": None, "rope_parameters": {"rope_type": "default", "rope_theta": -1.0}},
+     "rope_theta must be a positive number, got -1.0"),
+    ({"model_type": None, "architectures": "LlamaForCausalLM"}, "model_type=None architectures=['LlamaForCausalLM'] "
+                                                                "is not Qwen3")])
+def test_a_config_value_of_the_wrong_kind_is_one_line_naming_the_file(changes, line):
+    """Each a one-line error naming the file and the value, before anything is built from it."""
+    d = {**json.loads((DEMO / "config.json").read_text()), **changes}
+    with pytest.raises(UserError, match="^" + re.escape(f"cfg.json: {line}")):
+        Qwen3Config.from_dict(d, source="cfg.json")
+
+
+def test_a_config_naming_its_architecture_without_a_list_or_model_type_loads(tmp_path):
+    """"architectures": "Qwen3ForCausalLM" (a string, no model_type) is read as the one-item list,
+    not as its letters; a folder without config.json is one line."""
+    d = {k: v for k, v in json.loads((DEMO / "config.json").read_text()).items() if k != "model_type"}
+    assert Qwen3Config.from_dict({**d, "architectures": "Qwen3ForCausalLM"}) == Qwen3Config.from_dir(DEMO)
+    with pytest.raises(UserError, match=rf"^no config.json in {re.escape(str(tmp_path))}: not a HF model directory$"):
+        Qwen3Config.from_dir(tmp_path)
 
 
 @pytest.mark.parametrize("changes", [
