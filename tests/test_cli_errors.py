@@ -341,6 +341,10 @@ def test_top_k_defaults_to_the_models_generation_config(tmp_path, monkeypatch):
     args = p.parse_args(["--model", str(d), "--method", "baseline"])
     args.data_file, args.include_all_mmlu, args.minerva_zero_shot = None, False, False
     assert evaluation.run_settings(args, "gsm8k", sampling_from(args, d))["top_k"] == 20  # a resumed run compares it
+    (d / "generation_config.json").unlink()  # none (a folder saved without one): HF's defaults, config.json's EOS
+    assert sampling_from(p.parse_args(["--model", str(d)]), d).top_k == 50
+    (d / "model.safetensors").symlink_to(DEMO / "model.safetensors")
+    assert LLM.load(d, device="cpu").eos_token_ids == {json.loads((d / "config.json").read_text())["eos_token_id"]}
 
 
 def test_generation_settings_minitflow_does_not_apply_are_named(tmp_path, capsys):
@@ -473,6 +477,16 @@ def test_unsupported_device(device, tmp_path, capsys, monkeypatch):
     fails(capsys, evaluate.main, ["--method", "baseline", "--device", device, "--data_file", gsm8k_file(tmp_path),
                                   "--output_dir", tmp_path / "r"], "--device")
     fails(capsys, train.main, train_args(tmp_path, "--device", device), "--device")
+
+
+def test_cuda_asked_for_where_there_is_none_is_one_line(monkeypatch):
+    """auto falls back to the CPU; cuda or cuda:N, asked for by name, is refused rather than run on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device(None)
+    for name in ("cuda", "CUDA:1", torch.device("cuda", 0)):
+        want = str(name).lower()
+        with pytest.raises(UserError, match=rf"^device {want} requested \(--device / device=\) but CUDA is not available$"):
+            resolve_device(name)
 
 
 def test_local_rank_picks_its_own_gpu(monkeypatch):
@@ -749,6 +763,12 @@ def test_read_only_file_and_folder(tmp_path, capsys, monkeypatch):
     finally:
         locked.chmod(0o755)
     assert (locked / "a.json").read_text() == "old"
+
+
+def test_an_input_file_that_is_a_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    line = fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:], "--input_file", tmp_path])
+    assert line == f"error: input file {tmp_path} is a directory, not a file"
 
 
 def test_generate_checks_output_before_loading(tmp_path, capsys, monkeypatch):
@@ -1113,11 +1133,19 @@ def test_generate_blank_stdin_says_stdin_was_empty(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", Stdin(io.BytesIO(b" \n"), encoding="utf-8"))
     fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:]], "no question given: stdin is empty")
 
+    class Terminal(io.TextIOWrapper):  # no flag and no pipe: stdin is the terminal, which is not read
+        def isatty(self):
+            return True
+    monkeypatch.setattr("sys.stdin", Terminal(io.BytesIO(b"not read\n"), encoding="utf-8"))
+    line = fails(capsys, generate.main, [*gen_args()[:2], *gen_args()[4:]])
+    assert line == "error: no question given: use --question, --input_file or stdin"
+
 
 @pytest.mark.parametrize("row,words", [({"question": "Hi", "context": 5}, ('"context" must be a string',)),
                                        ({"question": "Hi", "context": ["a"]}, ('"context" must be a string',)),
                                        ({"question": 7}, ('"question" string',)), (["Hi"], ('"question" string',)),
-                                       ({"context": "c"}, ('"question" string',))])
+                                       ({"context": "c"}, ('"question" string',)),
+                                       ({"question": "Hi", "sender_question": 5}, ('"sender_question" must be a string',))])
 def test_generate_jsonl_row_of_the_wrong_shape_is_refused_naming_its_line(row, words, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     rows = tmp_path / "q.jsonl"
@@ -1157,6 +1185,8 @@ def test_generate_output_of_a_jsonl_input_is_a_list_however_many_rows(tmp_path):
 def test_random_generator_only_with_tflow(tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
     fails(capsys, generate.main, gen_args("--random_generator"), "--random_generator")
+    line = fails(capsys, generate.main, gen_args("--method", "tflow", "--checkpoint", DEMO / "tflow.pt", "--random_generator"))
+    assert line == "error: pass either --checkpoint or --random_generator, not both"
     fails(capsys, evaluate.main, ["--method", "baseline", "--random_generator", "--data_file", gsm8k_file(tmp_path),
                                   "--output_dir", tmp_path / "r"], "--random_generator")
 
