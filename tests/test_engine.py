@@ -510,6 +510,15 @@ def test_user_errors(tiny_dir, tmp_path):
     save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match=r"tensor model.layers.0.self_attn.o_proj.weight has shape \(64, 5\)"):
         LLM.load(bad, dtype="float32")
+    tensors = load_file(tiny_dir / "model.safetensors")
+    tensors["model.layers.1.self_attn.q_proj.bias"] = torch.zeros(64)  # Qwen2's biases: another model
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=rf"^{re.escape(str(bad))}: unexpected tensor model.layers.1.self_attn.q_proj.bias "
+                                        r"\(is this a Qwen3 checkpoint\?\)$"):
+        LLM.load(bad, dtype="float32")
+    with pytest.raises(UserError, match=r"^model directory not found: Qwen/Qwen 3/ \(pass a HF-format Qwen3 directory or "
+                                        r"a hub id\)$"):
+        LLM.load("Qwen/Qwen 3/")  # no hub id without the '/' either: no hint
     llm = LLM.load(tiny_dir, dtype="float32", max_seq_len=32)
     with pytest.raises(UserError, match="more than the cache's 32 positions"):
         llm.generate([list(range(30))], SamplingParams(max_new_tokens=8))

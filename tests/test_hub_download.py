@@ -158,6 +158,12 @@ def fake_hub(tmp_path, monkeypatch):
                     release.wait()
                     return
                 return self._send(json.dumps({"id": "org/model", "sha": sha, "siblings": []}).encode())
+            if path.startswith("/api/models/"):  # another repo: the hub's answer for one it does not hold (or hides)
+                self.send_response(401)
+                self.send_header("X-Error-Code", "RepoNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -178,7 +184,7 @@ def fake_hub(tmp_path, monkeypatch):
     server.shutdown()
 
 
-@pytest.mark.parametrize("cut", ["model.safetensors", "tokenizer.json"])
+@pytest.mark.parametrize("cut", ["model.safetensors", "tokenizer.json", "config.json"])
 def test_a_download_cut_short_offline_names_what_the_snapshot_lacks(cut, fake_hub, tmp_path, monkeypatch):
     """huggingface-hub (2.4, installed) keeps the repo's file list beside a download and, offline, refuses
     a snapshot missing one of those files as IncompleteSnapshotError: that was "org/model is not
@@ -258,6 +264,16 @@ def _stalls(resolve) -> UserError:
     assert not thread.is_alive(), "a stalled hub held the download for 60 s"
     assert isinstance(out[0], UserError), out
     return out[0]
+
+
+def test_a_hub_id_the_hub_does_not_hold_is_one_line_naming_its_error(fake_hub):
+    """The hub answers that it holds no such repo (a typo): snapshot_download's RepositoryNotFoundError
+    is one line naming it, not a timeout's words."""
+    from minitflow.model.weights import resolve_model_dir
+    with pytest.raises(UserError) as e:
+        resolve_model_dir("org/modle")
+    assert str(e.value) == ("could not get org/modle from the Hugging Face hub (RepositoryNotFoundError), nor is it a "
+                            "folder here; run `hf download org/modle` where there is network, or pass a local directory")
 
 
 def test_a_hub_that_stalls_mid_file_names_the_file_and_its_timeout(fake_hub, tmp_path, monkeypatch):
