@@ -417,6 +417,10 @@ def test_user_errors(small_llm):
                     "2 sender questions for 1 questions")
     _one_line_error(lambda: run(small_llm, q, "gsm8k", [SamplingParams(max_new_tokens=5000)], latent_steps=2),
                     "more than max_seq_len")
+    _one_line_error(lambda: run(small_llm, [], "gsm8k", [], latent_steps=2), "^no questions given$")
+    _one_line_error(lambda: run(small_llm, q, "gsm8k", sp, latent_steps=2, labels=["a", "b"]), "^2 labels for 1 questions$")
+    _one_line_error(lambda: run(LLM(small_llm.model), q, "gsm8k", sp, latent_steps=2),
+                    r"^latentmas needs a tokenizer \(the model directory has no tokenizer.json\)$")
     lm.validate_options("tflow")
     lm.validate_options("latentmas", latent_steps=1, topology="hierarchical", realign=True, think=True)
 
@@ -467,6 +471,10 @@ def test_realignment_impossible_is_a_user_error(tmp_path):
                                              realign=True), "input embeddings and lm_head of one shape")
     with pytest.raises(UserError, match="over 2000 vocabulary rows"):
         lm.embedding_norm(model, rows=2000)
+    model.lm_head = torch.nn.Linear(32, 1024, bias=False)
+    for rows in (0, 1025):
+        _one_line_error(lambda: lm.realignment_matrix(model, rows=rows),
+                        rf"^realignment over {rows} vocabulary rows: the model has 1024$")
 
 
 def test_vocabulary_cut_draws_as_masking():

@@ -260,6 +260,31 @@ def test_run_method_refuses_an_llm_with_requests_in_flight(golden_llm):
     assert len(run_method("baseline", golden_llm, ["What is 2 + 2?"], sampling=sp)) == 1
 
 
+def test_run_method_refuses_inputs_that_do_not_line_up(golden_llm):
+    """Each a one line before anything runs: a method that is none, no questions (an empty
+    generator too), sender questions or seeds of another count than the questions."""
+    import re
+    sp, qs = SamplingParams(max_new_tokens=2), ["What is 2 + 2?", "What is 3 + 3?"]
+    methods = ", ".join(prompts.METHODS)
+    for call, line in ((lambda: run_method("tflo", golden_llm, qs), f"unknown method 'tflo': choose one of {methods}"),
+                       (lambda: run_method("baseline", golden_llm, [], sampling=sp), "no questions given"),
+                       (lambda: run_method("baseline", golden_llm, iter([]), sampling=sp), "no questions given"),
+                       (lambda: run_method("textmas", golden_llm, qs, sampling=sp, sender_questions=["a"]),
+                        "1 sender questions for 2 questions"),
+                       (lambda: run_method("baseline", golden_llm, qs, sampling=sp, seeds=[1, 2, 3]), "3 seeds for 2 questions")):
+        with pytest.raises(UserError, match="^" + re.escape(line) + "$"):
+            call()
+    assert not golden_llm.has_unfinished()
+    assert len(run_method("baseline", golden_llm, qs, sampling=sp, seeds=[1, 2])) == 2
+
+
+def test_a_generator_rank_its_accumulation_cannot_split_is_refused():
+    from minitflow.tflow.checkpoint import check_pg_arch
+    with pytest.raises(UserError, match=r"^PG arch: rank 3 must divide by dim_accumulation 2$"):
+        check_pg_arch({"rank": 3})
+    assert check_pg_arch({"rank": 6}) == {"rank": 6}
+
+
 def test_run_method_refuses_sampling_that_is_not_sampling_params(golden_llm):
     """A list with None in it was an AttributeError reading its seed; a number a TypeError from
     list(), and a dict of settings read as its keys ("got str", or "2 sampling params for 3
