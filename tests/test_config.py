@@ -210,6 +210,27 @@ def test_a_tied_config_with_another_lm_head_in_the_weights_is_refused(tmp_path, 
     fails(capsys, generate.main, gen_args("--model", d), "ties the output layer to the embeddings")
 
 
+def test_a_tied_lm_head_stored_in_another_dtype_is_compared_by_its_values(tiny_dir, tmp_path):
+    """A tied config's lm_head.weight stored as float64 beside float32 embeddings: an exact copy
+    of their values loads (the embeddings are the output layer), one value off is refused."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from minitflow.model.weights import load_model
+    shutil.copytree(tiny_dir, tmp_path / "m")
+    tensors = load_file(tiny_dir / "model.safetensors")
+    emb = tensors["model.embed_tokens.weight"]
+    for off, loads in ((0.0, True), (1e-3, False)):
+        head = emb.double()
+        head[3, 1] += off
+        save_file({**tensors, "lm_head.weight": head}, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+        if loads:
+            assert torch.equal(load_model(tmp_path / "m", torch.float32).lm_head.weight, emb)
+        else:
+            with pytest.raises(UserError, match="yet the weights hold an lm_head.weight that differs from "
+                                                "model.embed_tokens.weight"):
+                load_model(tmp_path / "m", torch.float32)
+
+
 def test_a_tied_sharded_index_placing_lm_head_in_a_shard_without_it_is_one_line(tmp_path):
     """The tied lm_head.weight is read only to compare it with the embeddings: an index that places
     it in a shard that does not hold it is the index's one line, not a SafetensorError traceback."""

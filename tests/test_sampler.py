@@ -57,6 +57,8 @@ def test_sampling_params_validation():
     for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}):
         with pytest.raises(UserError):
             SamplingParams(**bad)
+    with pytest.raises(UserError, match=r"^vocab_rows must be >= 0, got -1$"):  # 0 is every row
+        SamplingParams(vocab_rows=-1)
     assert SamplingParams().greedy and not SamplingParams(temperature=0.5).greedy
 
 
