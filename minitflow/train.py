@@ -151,10 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:  # stderr gone (what stopped the run, or `| tee` that the Ctrl-C ended): the exit code says it
             pass
         return 128 + e.signum
-    last = result["history"][-1] if result["history"] else {}
-    if last.get("step") != result["step"]:  # a resume without --eval: that evaluation is of an earlier step
-        last = {}
-    print(json.dumps({"out": result["out"], **last, "step": result["step"]}))
+    # the last record is of the step reached: train records at --steps, and a --resume already there is refused
+    print(json.dumps({"out": result["out"], **result["history"][-1]}))
     return 0
 
 
