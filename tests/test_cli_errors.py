@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -663,6 +664,41 @@ def test_train_resume_with_init_or_an_empty_question_is_refused(tmp_path, capsys
     args = train_args(tmp_path, "--batch_size", "1")
     args[args.index("--train") + 1] = str(rows)
     fails(capsys, train.main, args, f"{rows}:2: the question is empty")
+
+
+@pytest.mark.parametrize("kind", ["no rows", "unknown pg_arch key", "pg_arch with init", "not a state",
+                                  "other condition"])
+def test_train_refuses_empty_rows_bad_flags_and_states_before_the_model_loads(kind, tmp_path, capsys, monkeypatch):
+    """Each is one line naming what to change, before the backbone loads (minutes at 4B)."""
+    no_model_load(monkeypatch)
+    path = tmp_path / "g.pt"
+    shutil.copy(DEMO / "tflow.pt", path)
+    state = {"optimizer": {}, "scheduler": {}, "step": 1, "condition": "zero"}
+    torch.save(state if kind == "other condition" else {"step": 1}, str(path) + ".state.pt")
+    if kind == "no rows":
+        (tmp_path / "train.jsonl").write_text("")
+    extra, words = {
+        "no rows": ([], [f"{tmp_path / 'train.jsonl'}: no examples"]),
+        "unknown pg_arch key": (["--pg_arch", "rank=4,colour=3"], ["pg_arch has unknown key 'colour' (known: alpha, "
+                                                                   "d_model, dim_accumulation, head_dim, "]),
+        "pg_arch with init": (["--init", path, "--pg_arch", "rank=4"],
+                              ["--pg_arch applies to --init random only (a checkpoint carries its own)"]),
+        "not a state": (["--resume", path], [f"{path}.state.pt is not a minitflow training state (needs optimizer, "
+                                             "scheduler, step, condition)"]),
+        "other condition": (["--resume", path], ["--resume: checkpoint was trained with --condition zero"]),
+    }[kind]
+    fails(capsys, train.main, train_args(tmp_path, "--batch_size", "1", *extra), *words)
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_a_library_train_config_of_the_wrong_kinds_is_refused():
+    """What the CLI cannot pass (argparse's choices and _parse_arch), a library caller can."""
+    from minitflow.tflow.training import TrainConfig, check_config
+    base = TrainConfig(model=str(DEMO), train="t.jsonl", out="o.pt")
+    with pytest.raises(UserError, match=r"^pg_arch must be a mapping of name -> integer, got str$"):
+        check_config(replace(base, pg_arch="d_model=64"))
+    with pytest.raises(UserError, match=r"^--condition must be sender or zero, got 'Zero'$"):
+        check_config(replace(base, condition="Zero"))
 
 
 def test_train_refuses_an_out_an_earlier_run_wrote_without_overwrite(tmp_path, capsys, monkeypatch):
