@@ -987,6 +987,60 @@ def test_checkpoint_with_a_one_element_log_temperature_loads_as_the_official_loa
     with pytest.raises(UserError, match=r"log_temperature has shape \(2,\), a scalar has \(\)"):
         load_checkpoint(_ckpt(tmp_path, two, "two.pt"), cfg)
 
+def _edited(state: dict, kind: str) -> dict:
+    """`state` with one thing wrong, as `kind` names it."""
+    pg, agg = dict(state["parameter_generator"]), dict(state["pg_layer_aggregator"])
+    two_d = next(k for k, v in sorted(pg.items()) if v.dim() == 2)
+    return {"unknown prefix": {**state, "parameter_generator": {**pg, "old.weight": torch.zeros(2)}},
+            "not a state dict": {**state, "parameter_generator": [pg[two_d]]},
+            "integer tensor": {**state, "parameter_generator": {**pg, two_d: pg[two_d].long()}},
+            "no aggregator": {k: v for k, v in state.items() if k != "pg_layer_aggregator"},
+            "flags a list": {**state, "pg_config_flags": ["use_cond_tokens"]},
+            "other shape": {**state, "parameter_generator": {**pg, two_d: pg[two_d][:1].clone()}},
+            "aggregator short": {**state, "pg_layer_aggregator": {"log_temperature": agg["log_temperature"]}},
+            "aggregator extra": {**state, "pg_layer_aggregator": {**agg, "bias": torch.zeros(1)}},
+            "samples_seen text": {**state, "samples_seen": "3"},
+            "samples_seen bool": {**state, "samples_seen": True}}[kind]
+
+
+@pytest.mark.parametrize("kind,word", [
+    ("unknown prefix", "unexpected generator tensor old.weight"),
+    ("not a state dict", "parameter_generator must be a state dict (name -> tensor)"),
+    ("integer tensor", "is torch.int64, expected floating point"),
+    ("no aggregator", "is not a TFlow checkpoint (needs parameter_generator and pg_layer_aggregator)"),
+    ("flags a list", "pg_config_flags must be a dict, got list"),
+    ("other shape", "this backbone needs"),
+    ("aggregator short", "pg_layer_aggregator.layer_weights is missing"),
+    ("aggregator extra", "unexpected pg_layer_aggregator tensor bias"),
+    ("samples_seen text", "samples_seen must be an integer, got str"),
+    ("samples_seen bool", "samples_seen must be an integer, got bool")])
+def test_checkpoint_with_a_bad_part_is_refused_naming_it(kind, word, good_state, tmp_path):
+    from minitflow.model.config import Qwen3Config
+    path = _ckpt(tmp_path, _edited(good_state, kind))
+    with pytest.raises(UserError) as e:
+        load_checkpoint(path, Qwen3Config.from_dir(DEMO))
+    assert str(e.value).startswith(f"{path}") and word in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_zip_that_is_not_a_torch_file_is_refused_and_one_saved_without_crcs_loads(good_state, tmp_path, monkeypatch):
+    """A zip archive of other files is refused in one line. torch can save without CRC-32s (every
+    record's is 0): there is nothing to check, and it loads."""
+    import zipfile
+    import torch.utils.serialization
+    from minitflow.model.config import Qwen3Config
+    cfg = Qwen3Config.from_dir(DEMO)
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("notes.txt", "not weights")
+    with pytest.raises(UserError, match=r"a\.zip is not a readable torch checkpoint \(RuntimeError\)$"):
+        load_checkpoint(tmp_path / "a.zip", cfg)
+    monkeypatch.setattr(torch.utils.serialization.config.save, "compute_crc32", False)
+    path = _ckpt(tmp_path, good_state)
+    assert not any(i.CRC for i in zipfile.ZipFile(path).infolist())
+    gen = load_checkpoint(path, cfg)
+    want = good_state["parameter_generator"]
+    assert all(torch.equal(v, want[k]) for k, v in gen.parameter_generator.state_dict().items())
+
+
 class _Payload:
     """Pickles as a call to open(marker, "w"): loading it with weights_only=False creates the file."""
 
