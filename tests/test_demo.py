@@ -161,3 +161,29 @@ def test_pretrain_backbone_leaves_the_callers_rng_alone(tmp_path):
         weights.append(LLM.load(out, dtype="float32", device="cpu").model.state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_toy_build_trains_both_generators_evaluates_and_writes_its_table(tmp_path):
+    """The whole pipeline that `python -m minitflow.demo` runs (minutes at its sizes), at a toy size in
+    seconds: each method's row, results.json holding that table, the logged markdown table, the
+    checkpoints generate loads, and nothing left of the hidden build folder or the work folder."""
+    out, logged = tmp_path / "built", []
+    cfg = demo.DemoConfig(out=str(out), heldout=2, train_rows=4, steps=1, batch_size=2,
+                          pg_arch=(("d_model", 32), ("head_dim", 8)),
+                          pretrain=demo.PretrainConfig(steps=1, short_steps=1, batch_size=2))
+    table = demo.build_demo(cfg, log=logged.append)
+    assert [r.method for r in table] == ["baseline", "receiver alone", "tflow", "tflow, zero condition", "textmas",
+                                         "one agent with the facts"]
+    assert all(0 <= r.accuracy <= 1 and r.processed_tokens >= r.official_tokens > 0 for r in table)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "heldout.jsonl",
+                                                     "model.safetensors", "results.json", "tflow.pt", "tflow_zero.pt",
+                                                     "tokenizer.json", "tokenizer_config.json"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["heldout"] == 2 and results["table"] == [vars(r) for r in table]
+    assert results["config"]["pg_arch"] == {"d_model": 32, "head_dim": 8}
+    assert demo.markdown_table(table, 2) in logged
+    assert demo.markdown_table(table, 2).splitlines()[2].startswith("| baseline | ")
+    llm = LLM.load(out, dtype="float32", device="cpu")
+    for name in ("tflow.pt", "tflow_zero.pt"):
+        assert load_checkpoint(out / name, llm.cfg).arch.d_model == 32
