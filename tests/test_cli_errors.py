@@ -1073,6 +1073,9 @@ def test_demo_validates_flags_before_touching_out(tmp_path, capsys):
     fails(capsys, demo.main, ["--out", out], "not empty", "--overwrite")
     # past torch's seed range: its traceback once the build had begun ("Overflow when unpacking long long")
     fails(capsys, demo.main, ["--out", out, "--seed", str(2**64), "--overwrite"], "--seed must be an integer in [0, 2^64)")
+    fails(capsys, demo.main, ["--out", out, "--threads", "-1", "--overwrite"], "--threads must be >= 0, got -1")
+    fails(capsys, demo.main, ["--out", out, "--work", out / "model.safetensors" / "w", "--overwrite"],
+          f"for --work: {out / 'model.safetensors'} is not a directory")
     assert [p.name for p in out.iterdir()] == ["model.safetensors"]
     assert (out / "model.safetensors").read_bytes() == b"trained weights"
 
@@ -1083,6 +1086,15 @@ def test_demo_default_out_is_not_the_package(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert run_cli(demo.main, []) == 0
     assert Path(seen["out"]).resolve() != DEMO.resolve() and Path(seen["out"]).resolve().parent == tmp_path.resolve()
+
+
+def test_demo_threads_and_work_reach_the_build(monkeypatch, tmp_path):
+    """--threads N sets torch's CPU threads before the build; --work is the build's work folder."""
+    seen, threads = {}, []
+    monkeypatch.setattr(demo, "build_demo", lambda cfg, **kw: seen.setdefault("work", cfg.work))
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert run_cli(demo.main, ["--out", str(tmp_path / "o"), "--threads", "3", "--work", str(tmp_path / "w")]) == 0
+    assert threads == [3] and seen["work"] == str(tmp_path / "w")
 
 
 def test_demo_builds_beside_out_and_replaces_files_only_at_the_end(tmp_path, monkeypatch):
