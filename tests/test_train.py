@@ -17,7 +17,7 @@ from minitflow.engine.llm import LLM
 from minitflow.errors import UserError
 from minitflow.tflow.checkpoint import arch_for, load_checkpoint, random_generator, save_checkpoint
 from minitflow.tflow.training import (IGNORE, Example, TrainConfig, answer_loss, batch_loss, build_generator,
-                                      init_for_training, make_batch, read_examples, train)
+                                      init_for_training, make_batch, read_examples, train, trainable)
 from helpers import ARCH, KILL_AFTER_SAVE, ROOT, _cfg, _optimiser_grads, rates_taken
 
 # Parameters no forward uses: the official state dict has cond_proj, but use_cond_proj=False.
@@ -727,6 +727,31 @@ def test_the_target_ends_with_im_end_whatever_the_eos_token(llm, monkeypatch):
     assert row[row != IGNORE].tolist() == llm.encode("\\boxed{7}") + [im_end]
 
 
+def test_make_batch_refuses_no_im_end_token_and_a_sequence_past_the_positions(llm, monkeypatch):
+    """make_batch's own refusals, for a library caller (train checks every row's length first)."""
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}]
+    t = len(llm.chat_ids(msgs)) + len(llm.encode("\\boxed{7}")) + 1
+    monkeypatch.setattr(llm, "max_seq_len", t - 1)
+    with pytest.raises(UserError, match=rf"^a training sequence has {t} tokens, more than the model's {t - 1} positions$"):
+        make_batch(llm, "s", ["Q?"], ["\\boxed{7}"])
+    monkeypatch.setattr(llm, "max_seq_len", t)
+    assert make_batch(llm, "s", ["Q?"], ["\\boxed{7}"]).input_ids.shape == (1, t)
+    monkeypatch.setattr(llm, "tokenizer", None)
+    with pytest.raises(UserError, match=r"^training needs the model's tokenizer.json with an <\|im_end\|> token$"):
+        make_batch(llm, "s", ["Q?"], ["\\boxed{7}"])
+
+
+def test_build_generator_reads_cfg_init_when_not_handed_it(tiny, llm, tmp_path):
+    """Without `loaded`, a checkpoint --init is read here: its weights, float32, trainable."""
+    path = tmp_path / "start.pt"
+    save_checkpoint(random_generator(llm.cfg, seed=1, arch=arch_for(llm.cfg, ARCH)), path)
+    gen = build_generator(_cfg(tiny, tmp_path / "o.pt", init=str(path), pg_arch={}), llm)
+    want = load_checkpoint(path, llm.cfg, dtype="float32").state_dict()
+    assert gen.state_dict().keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in gen.state_dict().items())
+    assert gen.training and all(p.requires_grad for _, p in trainable(gen))
+
+
 def test_a_training_state_that_is_not_a_checkpoint_is_named_as_such(tiny, llm, tmp_path):
     """The sidecar goes through the checkpoints' loader: a text file is "not a torch checkpoint",
     not an error that blames weights_only."""
@@ -1355,6 +1380,23 @@ def test_the_first_signals_note_to_a_gone_stderr_does_not_cut_the_step(monkeypat
     finally:
         signal.signal(signal.SIGINT, previous)
     assert got == [signal.SIGINT]
+
+
+def test_deferred_signals_off_the_main_thread_leave_the_handlers_alone():
+    """Python runs handlers in the main thread only, and signal.signal raises ValueError in any
+    other: train() called from a worker thread runs under the handlers as they are."""
+    import signal
+    import threading
+    from minitflow.tflow import training
+    before, seen = signal.getsignal(signal.SIGINT), []
+
+    def work():
+        with training.deferred_signals(lambda s: "note") as got:
+            seen.append((got, signal.getsignal(signal.SIGINT)))
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen == [([], before)]
 
 
 def test_autocast_follows_the_backbones_dtype():
