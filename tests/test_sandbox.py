@@ -145,6 +145,20 @@ def test_isolation_summary_names_the_mode():
     assert line.startswith("code sandbox: ") and ISO.mode in line and "\n" not in line
 
 
+def test_a_cancelled_evaluation_starts_no_new_sandbox(monkeypatch):
+    """After cancel_sandboxes() (a Ctrl-C'd evaluation) a new sandbox is refused before it takes a
+    uid or starts a process; cancel_sandboxes(False) lets sandboxes run again."""
+    sandbox.cancel_sandboxes()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(sandbox.Sandbox, "_start", lambda self, job: pytest.fail("a sandbox started after the cancel"))
+            with pytest.raises(sandbox.SandboxCancelled):
+                _probe("return 6 * 7")
+    finally:
+        sandbox.cancel_sandboxes(False)
+    assert _probe("return 6 * 7") == 42
+
+
 def test_the_runner_gets_nothing_it_does_not_need():
     got = _probe("""
         import os, resource
