@@ -521,9 +521,6 @@ class Sandbox:
         """One select round: write pending job bytes, read whatever arrived."""
         readers = {self._fds[k]: k for k in ("result", "status", "diag") if k not in self._eof}
         writers = [self._fds["job"]] if self._out and "job" not in self._eof else []
-        if not readers and not writers:
-            time.sleep(min(timeout, 0.05))
-            return
         r, w, _ = select.select(list(readers), writers, [], timeout)
         if w:
             try:
