@@ -479,6 +479,12 @@ FAKE_PASSES = {
             time.sleep(3)
             return a + b
     """,
+    "a record header that is not JSON": """
+        import os
+        def add(a, b):
+            os.write(3, b'["ok"\\t3\\n')
+            os._exit(0)
+    """,
 }
 
 
