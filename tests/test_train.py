@@ -1115,7 +1115,7 @@ def test_a_moved_model_of_a_state_from_before_the_weights_record_resumes_with_a_
 
 def test_the_weights_sample_reads_a_few_windows_of_each_file_the_backbone_loads(tiny, tmp_path, monkeypatch):
     """weights_sample stands for the weights without reading them: 8 windows of 4 KiB a file,
-    and a change in a byte a window covers changes it (the header's first bytes here)."""
+    and a change in a byte a window covers changes it (the header's first bytes here); None without weights."""
     import builtins
     import shutil
     from minitflow.tflow.training import weights_sample
@@ -1137,6 +1137,8 @@ def test_the_weights_sample_reads_a_few_windows_of_each_file_the_backbone_loads(
     data[-1] ^= 1  # the last window ends at the last byte
     (copy / "model.safetensors").write_bytes(bytes(data))
     assert weights_sample(copy) != weights_sample(tiny)
+    (copy / "model.safetensors").unlink()  # a hub cache that holds config.json only: no weights to sample
+    assert weights_sample(copy) is None
 
 
 def test_a_state_from_before_the_backbone_record_resumes_with_a_warning(tiny, llm, tmp_path, capsys):
