@@ -609,6 +609,15 @@ def test_train_bad_pg_arch(arch, tmp_path, capsys, monkeypatch):
     fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), "rch")
 
 
+@pytest.mark.parametrize("arch,word", [("d_model", "expected name=integer pairs, got 'd_model'"),
+                                       ("d_model=64,", "expected name=integer pairs, got ''"),
+                                       ("d_model=6.5", "expected name=integer pairs, got 'd_model=6.5'"),
+                                       ('{"d_model": 64', 'not a JSON object: {"d_model": 64')])
+def test_train_pg_arch_that_does_not_parse_names_what_it_got(arch, word, tmp_path, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    fails(capsys, train.main, train_args(tmp_path, "--pg_arch", arch), f"--pg_arch: {word}")
+
+
 @pytest.mark.parametrize("arch", ["d_model=64,head_dim=16,d_model=128", '{"d_model": 64, "d_model": 128}'])
 def test_train_pg_arch_naming_a_dimension_twice_is_refused(arch, tmp_path, capsys, monkeypatch):
     """--pg_arch d_model=64,...,d_model=128 (or the JSON form) trained with the last value: the other
