@@ -58,7 +58,7 @@ def _parse_arch(text: str) -> dict:
         pairs = []
         for part in text.split(","):
             key, sep, value = part.partition("=")
-            if not sep or not value.strip().lstrip("-").isdigit():
+            if not sep or not value.strip().lstrip("-").isdecimal():  # isdigit: "²" too, which int() refuses
                 raise UserError(f"--pg_arch: expected name=integer pairs, got {part!r}")
             pairs.append((key.strip(), int(value)))
     out: dict = {}

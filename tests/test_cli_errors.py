@@ -612,6 +612,7 @@ def test_train_bad_pg_arch(arch, tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("arch,word", [("d_model", "expected name=integer pairs, got 'd_model'"),
                                        ("d_model=64,", "expected name=integer pairs, got ''"),
                                        ("d_model=6.5", "expected name=integer pairs, got 'd_model=6.5'"),
+                                       ("d_model=\u00b2", "expected name=integer pairs, got 'd_model=\u00b2'"),
                                        ('{"d_model": 64', 'not a JSON object: {"d_model": 64')])
 def test_train_pg_arch_that_does_not_parse_names_what_it_got(arch, word, tmp_path, capsys, monkeypatch):
     no_model_load(monkeypatch)
