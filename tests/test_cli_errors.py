@@ -513,7 +513,7 @@ def test_llm_load_takes_the_command_lines_device_and_dtype_names():
     """LLM.load resolves device= and dtype= as --device and --dtype do: a bad name is one
     UserError before the weights are read, and dtype "auto" (the default of both) is float32
     on CPU, bfloat16 on CUDA."""
-    for bad in ("tpu", "cuda:x"):
+    for bad in ("tpu", "cuda:x", "cuda:\u00b2"):  # a superscript 2: isdigit, yet no int()
         with pytest.raises(UserError, match="not supported"):
             LLM.load(DEMO, device=bad)
     with pytest.raises(UserError, match="unknown dtype"):

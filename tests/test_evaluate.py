@@ -1024,10 +1024,11 @@ def test_ranks_by_hand_without_local_rank_on_a_gpu_node_are_refused(tmp_path, mo
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: WORLD_SIZE is 2 but LOCAL_RANK is not set, so every rank would run on the same GPU: set LOCAL_RANK to "
         "each rank's GPU on its node (torchrun sets it), or pass --device cuda:N"]
-    monkeypatch.setenv("LOCAL_RANK", "gpu1")
-    assert run_cli(main, args) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: LOCAL_RANK must be a GPU index (an integer >= 0), got 'gpu1'"]
+    for local in ("gpu1", "\u00b2"):  # a superscript 2 passed isdigit, then int() raised a traceback
+        monkeypatch.setenv("LOCAL_RANK", local)
+        assert run_cli(main, args) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: LOCAL_RANK must be a GPU index (an integer >= 0), got {local!r}"]
 
 
 def test_a_rank_leaves_its_last_heartbeat_whole_and_no_temporary_file(tmp_path, monkeypatch):

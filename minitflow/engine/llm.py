@@ -63,9 +63,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     CUDA, GPU 0 where it has not (asking would set it up: a CUDA context just to check a flag).
     The command lines' --device and LLM.load(device=) both come here."""
     name = (str(name) if name is not None else "auto").strip().lower()
-    if name == "cpu" or (name.startswith("cpu:") and name[4:].isdigit()):
+    if name == "cpu" or (name.startswith("cpu:") and name[4:].isdecimal()):
         return torch.device("cpu")
-    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+    if name not in ("auto", "cuda") and not (name.startswith("cuda:") and name[5:].isdecimal()):
         raise UserError(f"device {name!r} is not supported (--device / device=): use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         if name == "auto":

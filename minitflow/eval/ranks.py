@@ -45,7 +45,7 @@ def world() -> tuple[int, int]:
     if size < 1 or not 0 <= rank < size:
         raise UserError(f"RANK {rank} is not in [0, WORLD_SIZE {size})")
     local = os.environ.get("LOCAL_RANK")
-    if local and not local.strip().isdigit():  # resolve_device reads it: a traceback on a GPU node
+    if local and not local.strip().isdecimal():  # resolve_device reads it: a traceback on a GPU node
         raise UserError(f"LOCAL_RANK must be a GPU index (an integer >= 0), got {local!r}")
     return rank, size
 
