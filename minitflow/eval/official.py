@@ -200,8 +200,6 @@ def last_box_span(text: str) -> str | None:
 
 
 def unbox(span: str) -> str:
-    if not span:
-        return ""
     if span.startswith("\\boxed "):
         return span[len("\\boxed "):]
     if span.startswith("\\boxed{") and span.endswith("}"):
