@@ -129,3 +129,20 @@ def test_official_minerva_details_match_the_release():
     assert official.final_answer_line(cut) == "$5$"
     assert score_sample("minerva_math", cut, Sample("x", "q", "5", {"dataset": "minerva_math"}),
                         scorer="official") == (True, "5")
+
+
+def test_official_edges_match_the_release():
+    """Release behaviours of helpers.py the fixture does not reach: `normalize_answer` keeps a
+    non-finite number's text, `last_boxed_only_string` gives None for an unclosed box and falls back
+    to `\\fbox` (which `remove_boxed` leaves as it is), and `_try_parse_number` unwraps `\\(...\\)`."""
+    assert official.float_key("inf") == "inf" and official.float_key(" NaN") == "nan"
+    assert official.mmlu_verdict(r"\boxed{Infinity}", "A") == (False, "infinity")
+    assert official.last_box_span(r"So \boxed{\frac{1}{2}") is None
+    assert official.minerva_extract(r"So \boxed{\frac{1}{2}") == official.INVALID
+    assert official.last_box_span(r"x = \fbox{7} here") == r"\fbox{7}"
+    assert official.unbox(r"\fbox{7}") == r"\fbox{7}"
+    assert official.minerva_extract(r"x = \fbox{7}") == r"\fbox{7}"
+    assert official.minerva_equiv(r"\(2.5\)", "2.5") and not official.minerva_equiv(r"\(2.6\)", "2.5")
+    final = "Final Answer: The final answer is \\(2.5\\). I hope it is correct."
+    assert score_sample("minerva_math", final, Sample("x", "q", "2.5", {"dataset": "minerva_math"}),
+                        scorer="official") == (True, "\\(2.5\\)")
