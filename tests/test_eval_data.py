@@ -258,6 +258,28 @@ def test_mbpp_hf_style_rows_and_test_list_helper():
         "assert f(2) == 2", "assert f(5) == 5", "assert f(6) == 6"]
 
 
+def test_loader_fallbacks_for_rows_outside_the_releases():
+    """Rows the release files never hold: a HumanEval row with neither evalplus inputs nor a `test`
+    script is refused naming the fields; an MBPP+ prompt whose docstring ends in no assert takes its
+    tests from the `assertion` script, read line by line where it does not parse; an unknown MMLU
+    row set is one line (the command lines offer only the three)."""
+    he = {"task_id": "Toy/0", "prompt": "def f(x):\n", "entry_point": "f", "canonical_solution": "    return x\n"}
+    with pytest.raises(UserError, match=r"^he.jsonl: record lacks field\(s\) base_input, plus_input \(a humaneval file"):
+        samples_from_records("humaneval", [he], "he.jsonl")
+    assert samples_from_records("humaneval", [{**he, "test": "def check(c): pass"}])[0].meta["test"]
+    prompt = '"""\nDo X.\nSee the tests.\n"""\n'
+    assertion = "assert f(1) == 1\nassert f(2) == (2\n  assert f(3) == 3\nprint(1)\n"
+    assert mbpp_test_list(prompt, assertion) == ["assert f(1) == 1", "assert f(2) == (2", "assert f(3) == 3"]
+    row = {"task_id": "Mbpp/9", "prompt": prompt, "assertion": assertion, "entry_point": "f",
+           "canonical_solution": "def f(x): return x", "base_input": [[1]]}
+    s = samples_from_records("mbpp", [row])[0]
+    assert s.meta["task_text"] == "Do X.\nSee the tests."
+    assert s.question.endswith("See the tests.\nYour answer will be tested on test cases like:\n"
+                               "assert f(1) == 1\nassert f(2) == (2\nassert f(3) == 3")
+    with pytest.raises(UserError, match=r"^unknown MMLU row set 'clean'; expected one of: official, ok, all$"):
+        samples_from_records("mmlu", [], mmlu_rows="clean")
+
+
 def test_code_file_of_the_other_benchmark_is_refused():
     """HumanEval+ and MBPP+ files share their fields: the HumanEval+ file run as mbpp crashed in
     evalplus' MBPP input decoding (a traceback once the model had run), and the MBPP+ file run as
@@ -494,6 +516,26 @@ def test_offline_without_the_cached_files_is_one_line_naming_them(case, offline_
     with pytest.raises(UserError, match=rf"^no local copy of {dataset}: pass --data_file .*\[offline mode: {match}") as e:
         load_samples(dataset)
     assert "\n" not in str(e.value)
+
+
+def test_offline_cached_arrow_files_and_files_cut_short(offline_hub, tmp_path):
+    """A cached Arrow file in IPC file format (not save_to_disk's stream) is read as datasets reads it;
+    a cached file cut short (a download stopped) is one line naming it."""
+    import pyarrow as pa
+
+    rows = [{"question": "1+1?", "answer": "two\n#### 2"}, {"question": "2+3?", "answer": "#### 5"}]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, pa.Table.from_pylist(rows).schema) as writer:
+        writer.write_table(pa.Table.from_pylist(rows))
+    snapshot = hub_dataset_cache(offline_hub, "openai/gsm8k", {
+        "main/test-00000-of-00001.arrow": sink.getvalue().to_pybytes()})
+    assert [(s.question, s.answer) for s in load_samples("gsm8k")] == [("1+1?", "2"), ("2+3?", "5")]
+    (snapshot / "main" / "test-00000-of-00001.arrow").unlink()
+    parquet = parquet_file(rows, tmp_path)
+    (snapshot / "main" / "test-00000-of-00001.parquet").write_bytes(parquet[:len(parquet) // 2])
+    with pytest.raises(UserError, match=r"\[offline mode: cannot read the cached .*main/test-00000-of-00001.parquet: "
+                                        r"Could not open Parquet input source"):
+        load_samples("gsm8k")
 
 
 def test_offline_code_benchmarks_load_from_the_evalplus_cache(offline_hub, tmp_path, monkeypatch):
