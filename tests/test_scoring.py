@@ -8,7 +8,7 @@ import pytest
 from minitflow.errors import UserError
 from minitflow.eval.data import Sample
 from minitflow.eval.scoring import check_eval_dependencies, score_both, score_sample, score_samples
-from code_samples import ADD, GOOD, _add_sample
+from code_samples import ADD, GOOD, _add_sample, _sample
 
 
 def test_score_sample_dispatch():
@@ -149,3 +149,48 @@ def test_predictions_must_be_text_one_per_sample():
     with pytest.raises(UserError, match=r"^prediction 0 is not a string but a int$"):
         score_sample("gsm8k", 18, samples[0])
     assert score_samples("gsm8k", ["\\boxed{18}", None], samples) == [(True, "18"), (False, "")]
+
+
+def test_a_latex_parser_that_does_not_run_is_one_line(monkeypatch):
+    """sympy without its antlr runtime (or another antlr version) fails in parse_latex, not on import:
+    every official MATH comparison would then read "not equal", so it is refused up front."""
+    import sympy.parsing.latex
+
+    def no_antlr(text):
+        raise ImportError("LaTeX parsing requires the antlr4 Python package")
+
+    monkeypatch.setattr(sympy.parsing.latex, "parse_latex", no_antlr)
+    with pytest.raises(UserError, match=r"^scoring minerva_math needs sympy's LaTeX parser \(antlr4-python3-runtime "
+                                        r"4.11, ImportError\): pip install \"minitflow\[eval\]\"$"):
+        check_eval_dependencies("math")
+    check_eval_dependencies("gsm8k")  # no LaTeX there
+
+
+def test_official_majority_needs_the_predictions():
+    from minitflow.eval.scoring import majority_correct
+    rows = [{"extracted_official": "18", "correct_official": True}]
+    with pytest.raises(UserError, match=r"^official maj@K reads each sample's prediction .*pass rows with `prediction`$"):
+        majority_correct("gsm8k", rows, scorer="official")
+    assert majority_correct("gsm8k", [{**rows[0], "prediction": "\\boxed{18}"}], scorer="official")
+
+
+def test_the_scoring_process_raises_its_childs_error_and_goes_on():
+    """A job that fails in the child is raised in the caller as the child raised it; the child keeps serving."""
+    from minitflow.eval.scoring import ScoringProcess
+    samples = [Sample("gsm8k/0", "q", "18"), Sample("gsm8k/1", "q", "3")]
+    proc = ScoringProcess()
+    try:
+        with pytest.raises(UserError, match=r"^1 predictions for 2 samples$"):
+            proc("gsm8k", ["18"], samples)
+        assert proc("gsm8k", ["\\boxed{18}"], samples[:1]) == score_both("gsm8k", ["\\boxed{18}"], samples[:1])
+    finally:
+        proc.close()
+    assert proc.proc.returncode == 0
+
+
+def test_the_code_oracle_names_a_task_whose_canonical_solution_fails():
+    from minitflow.eval.scoring import run_oracle
+    broken = _sample("add", "    raise ValueError('no')\n", [[1, 2]], [[3, 4]], sid="Toy/1")
+    result = run_oracle("humaneval", "", samples=[ADD, broken], timeout=10)
+    assert result == {"accuracy": 0.5, "n": 2, "failures": [
+        ("Toy/1", "error: the canonical solution failed: err ['ValueError: no']")]}
