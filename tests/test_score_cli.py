@@ -168,6 +168,58 @@ def test_rescore_results_errors(tmp_path):
         main(["--results", str(folder), "--scorer", "official"])
 
 
+@pytest.mark.parametrize("case, message", [
+    ("no --dataset", r"^--predictions needs --dataset$"),
+    ("--workers 0", r"^--workers must be >= 1, got 0$"),
+    ("--output with --results", r"^--output goes with --predictions; --results rewrites the folder in place$"),
+    ("not JSON", r"baseline_results.json: not valid JSON \(Expecting property name enclosed in double quotes\)$"),
+    ("no samples list", r'baseline_results.json: expected \{"summary": \{...\}, "samples": \[...\]\}$'),
+    ("no dataset", r"baseline_results.json: the summary names no dataset; pass --dataset$"),
+    ("a row without prediction", r'baseline_results.json: sample 2 lacks "id" or "prediction"$'),
+])
+def test_score_command_line_and_results_file_refusals(case, message, tmp_path):
+    """Each is one line before anything is scored or written."""
+    data = _jsonl(tmp_path / "gsm8k.jsonl", GSM)
+    folder = _results_folder(tmp_path, data)
+    results = folder / "baseline_results.json"
+    preds = _jsonl(tmp_path / "p.jsonl", [{"id": "gsm8k/0", "prediction": "18"}])
+    argv = ["--results", str(folder)]
+    if case == "no --dataset":
+        argv = ["--data_file", str(data), "--predictions", str(preds)]
+    elif case == "--workers 0":
+        argv = ["--dataset", "gsm8k", "--data_file", str(data), "--predictions", str(preds), "--workers", "0"]
+    elif case == "--output with --results":
+        argv += ["--output", str(tmp_path / "o.jsonl")]
+    else:
+        doc = json.loads(results.read_text())
+        if case == "not JSON":
+            results.write_text("{summary")
+        elif case == "no samples list":
+            results.write_text(json.dumps({"summary": doc["summary"]}))
+        elif case == "no dataset":
+            summary = {k: v for k, v in doc["summary"].items() if k not in ("dataset", "config")}
+            results.write_text(json.dumps({**doc, "summary": summary}))
+        else:
+            del doc["samples"][1]["prediction"]
+            results.write_text(json.dumps(doc))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(UserError, match=message):
+        main(argv)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before and not (tmp_path / "o.jsonl").exists()
+
+
+def test_rescore_leaves_a_partial_file_without_a_whole_row_as_it_is(tmp_path, capsys):
+    """A partial file holding only a line cut by a crash (or rows of ids the data file lacks) has
+    nothing to rescore: it is not rewritten, and the results file is rescored."""
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    part = folder / "baseline_partial.rank0.jsonl"
+    part.write_text('{"id": "gsm8k/9", "prediction": "1", "correct": true}\n{"id": "gsm8k/0", "predic')
+    before, inode = part.read_text(), part.stat().st_ino
+    assert main(["--results", str(folder)]) == 0
+    assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
+    assert part.read_text() == before and part.stat().st_ino == inode  # a rewrite replaces the file
+
+
 def test_rescore_is_refused_while_an_evaluate_run_of_that_method_holds_the_folder(tmp_path, capsys):
     """A live evaluate appends rows to the partial files score rewrites: refused before any file
     is read; a lock no process holds (a finished run's) does not count."""
