@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -188,3 +189,21 @@ def test_token_usage_is_shown_where_recorded_and_the_oracle_claims_no_generation
     (tmp_path / "tflow_results.json").unlink()
     table = markdown_table(collect([str(tmp_path)]))
     assert "token usage" not in table and "truncated" not in table.lower()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("method"), r"summary.method is missing or not a string$"),
+    (lambda s: s.update(dataset=["gsm8k"]), r"summary.dataset is missing or not a string$"),
+    (lambda s: s.update(mean_wall_time="1.5"), r"summary.mean_wall_time is missing or not a number$"),
+])
+def test_a_results_file_whose_summary_lacks_a_field_is_one_line(edit, message, tmp_path, capsys):
+    """A results file edited by hand or written by another tool: one line naming the file and the
+    field (the table reads them all)."""
+    _write(tmp_path, "baseline", "gsm8k", 0.5, 100, 100, 1.0)
+    path = tmp_path / "baseline_results.json"
+    data = json.loads(path.read_text())
+    edit(data["summary"])
+    path.write_text(json.dumps(data))
+    assert run_cli(main, [str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(f"^error: {re.escape(str(path))}: {message}", err, re.M), err
