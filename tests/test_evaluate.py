@@ -724,6 +724,43 @@ def test_oracle_needs_no_model_and_refuses_the_flags_of_one(tmp_path, monkeypatc
         "device": "auto", "dtype": "auto", "batch_size": 20, "seed": 0}
 
 
+@pytest.mark.parametrize("case, message", [
+    ("RANK x", r"RANK and WORLD_SIZE must be integers"),
+    ("RANK 2 of 2", r"RANK 2 is not in \[0, WORLD_SIZE 2\)"),
+    ("--merge_timeout 0", r"--merge_timeout must be > 0 seconds, got 0.0"),
+    ("an id twice", r"sample id gsm8k/3 occurs twice in .*gsm8k.jsonl"),
+    ("rows without settings", r".*out holds oracle samples but no oracle_settings.json, so they may come from other "
+                              r"settings; pass --overwrite to start afresh or use another --output_dir"),
+    ("unreadable settings", r".*out/oracle_settings.json is unreadable; pass --overwrite to start afresh"),
+])
+def test_a_run_refused_before_it_runs_is_one_line(case, message, tmp_path, monkeypatch, capsys):
+    """Bad launch variables and flags, and a data file with a sample id twice, leave no folder; a folder
+    whose settings are missing or unreadable beside finished rows is refused, its rows kept."""
+    data, out = tmp_path / "gsm8k.jsonl", tmp_path / "out"
+    rows = [{"idx": 3, "question": "1+1?", "answer": "#### 2"}, {"idx": 4, "question": "2+2?", "answer": "#### 4"}]
+    if case == "an id twice":
+        rows[1]["idx"] = 3
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--method", "oracle", "--dataset", "gsm8k", "--data_file", str(data), "--output_dir", str(out)]
+    if case.startswith("RANK"):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", case.split()[1])
+    elif case == "--merge_timeout 0":
+        args += ["--merge_timeout", "0"]
+    elif case.endswith("settings"):
+        out.mkdir()
+        (out / "oracle_partial.rank0.jsonl").write_text(json.dumps({"id": "gsm8k/3", "correct": True}) + "\n")
+        if case == "unreadable settings":
+            (out / "oracle_settings.json").write_text("{cut sh")
+    before = {p.name: p.read_text() for p in out.iterdir()} if out.exists() else None
+    assert run_cli(main, args) == 2
+    assert re.fullmatch(f"error: {message}\n", capsys.readouterr().err)
+    if before is None:
+        assert not out.exists()
+    else:
+        assert {p.name: p.read_text() for p in out.iterdir() if p.suffix != ".lock"} == before
+
+
 def test_resume_with_another_mmlu_row_set_is_refused(tmp_path, capsys):
     """The row set decides which rows and which golds (a corrected one, or the original): a
     resume must not mix two."""
