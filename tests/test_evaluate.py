@@ -529,6 +529,24 @@ def test_rank0_with_nothing_left_to_do_waits_for_rank1_to_join(tmp_path, monkeyp
     assert codes == [0] and json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
 
 
+def test_rank0_gives_up_on_a_rank_that_never_joins_and_keeps_its_heartbeat(tmp_path, monkeypatch):
+    """The same resume with rank 1 never coming: after RANK0_WAIT_S rank 0 ends with the complete
+    results and a warning, and leaves its heartbeat, which a late rank 1 still reads."""
+    from minitflow.eval import ranks
+    data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
+    args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out)]
+    assert run_cli(main, args) == 0  # every sample done
+    monkeypatch.setattr(ranks, "RANK0_WAIT_S", 1.0)
+    monkeypatch.setattr(ranks, "HEARTBEAT_S", 0.05)
+    _rank0_of_two(monkeypatch)
+    t0 = time.monotonic()
+    assert run_cli(main, args) == 0
+    assert 1.0 <= time.monotonic() - t0 < 10
+    assert json.loads((out / "oracle_results.json").read_text())["summary"]["complete"]
+    assert "not every rank joined within 1 s (a rank failed?)" in (out / "run.log").read_text()
+    assert [p.name for p in out.glob("*.alive")] == ["oracle.rank0.alive"]
+
+
 def _evaluate_with_file_limit(args: list[str], limit: int) -> subprocess.CompletedProcess:
     """evaluate in a child whose writes fail past `limit` bytes a file (RLIMIT_FSIZE: EFBIG, as
     ENOSPC on a full disk)."""
