@@ -252,6 +252,26 @@ def test_rescore_on_a_file_system_without_flock(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fcntl, "flock", no_flock)
     assert main(["--results", str(folder)]) == 0
     assert "baseline: accuracy 1.0000 strict" in capsys.readouterr().out
+    (folder / "baseline.rank0.lock").unlink()  # copied without its lock files: score leaves none behind
+    assert main(["--results", str(folder)]) == 0
+    assert not list(folder.glob("*.lock"))
+
+
+def test_rescore_where_a_lock_cannot_be_taken_is_one_line_and_leaves_no_lock(tmp_path, monkeypatch):
+    """flock failing otherwise (an I/O error) is refused before any file is read; the lock file
+    score made for it goes."""
+    import errno
+    import fcntl
+
+    def broken_flock(fd, op):
+        raise OSError(errno.EIO, "Input/output error")
+
+    folder = _results_folder(tmp_path, _jsonl(tmp_path / "gsm8k.jsonl", GSM))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    monkeypatch.setattr(fcntl, "flock", broken_flock)
+    with pytest.raises(UserError, match=rf"^cannot lock {re.escape(str(folder / 'baseline.rank0.lock'))}: "):
+        main(["--results", str(folder)])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
 
 
 def test_code_predictions_share_one_run(tmp_path, capsys):
