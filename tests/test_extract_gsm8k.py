@@ -252,6 +252,9 @@ def test_gsm8k_a_correction_restates_the_answer(text, expected):
     (r"\boxed{2 \tfrac{1}{2}}", "2.5", True), (r"\boxed{-1\frac{1}{2}}", "-1.5", True), ("She drinks 2 1/2 liters.", "2.5", True),
     # not a mixed number: an improper fraction after a number, a product
     (r"\boxed{\frac{3}{4}}", "0.75", True), (r"\boxed{3 \times \frac{1}{2}}", "1/2", True), (r"\boxed{10/4}", "2.5", True),
+    # ... nor a number before an improper \frac, whose digits were run together (23/2, 12/2)
+    (r"\boxed{2\frac{3}{2}}", "11.5", False), (r"\boxed{1\frac{2}{2}}", "6", False),
+    (r"\boxed{2\frac{3}{2}}", "3/2", True),  # as \boxed{2 \frac{3}{2}} reads
 ])
 def test_gsm8k_a_mixed_number_is_one_value(text, gold, ok):
     assert score_gsm8k(text, gold) is ok

@@ -343,8 +343,8 @@ _MIXED_RE = re.compile(r"(?<![\w.,/])(-?)(\d+)(?:\s*\\[dt]?frac\s*\{\s*(\d+)\s*\
 def _improper(m: re.Match) -> str:
     """A mixed number as one improper fraction ("1 1/2" -> "3/2"), or as written when not proper."""
     whole, num, den = int(m.group(2)), int(m.group(3) or m.group(5)), int(m.group(4) or m.group(6))
-    if not 0 < num < den:
-        return m.group(0)
+    if not 0 < num < den:  # its whole number kept apart: 2\frac{3}{2} became 2(3)/(2), read as 23/2
+        return m.group(0) if m.group(5) else f"{m.group(1)}{m.group(2)} {m.string[m.end(2):m.end()]}"
     return f"{m.group(1)}{whole * den + num}/{den}"
 
 
