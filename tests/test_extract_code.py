@@ -77,6 +77,14 @@ def test_nothing_the_program_does_not_need_is_taken(earlier):
     assert extract_code(f"{earlier}\n```python\n{program}```", "f") == program
 
 
+def test_names_an_except_or_a_match_binds_are_the_programs_own():
+    program = ("def f(x):\n    try:\n        return int(x)\n    except ValueError as err:\n        return str(err)\n\n\n"
+               "def g(xs):\n    match xs:\n        case [first, *rest]:\n            return first, rest\n"
+               "        case _:\n            return None\n")
+    earlier = "```python\nerr = 'e'\nfirst = 0\nrest = []\n```"
+    assert extract_code(f"{earlier}\n```python\n{program}```", "f") == program
+
+
 def test_what_the_prompt_imports_and_builtins_need_nothing():
     program = "def f(xs: List[int]) -> int:\n    return helper(len(xs))\n"
     text = f"```python\nfrom typing import List\nlen = 3\ndef helper(n):\n    return n\n```\n```python\n{program}```"

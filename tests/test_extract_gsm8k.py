@@ -202,6 +202,7 @@ def test_gsm8k_math_mode_digit_groups_score():
     ("The answer is 18 or 20.", "18"), ("The answer is 18, or maybe 20.", "18"),
     (r"\boxed{18 \text{ or } 20}", "20"), (r"\boxed{18 \text{ or } 20}", "18"),
     ("So she has 18 or 20 left.", "20"),
+    ("The answer is 18 or 1/0.", "18"),  # 1/0 is no value, so not 18's
     # two boxes parted by "or" (the last box was the answer)
     (r"\boxed{18} or \boxed{20}", "20"), (r"$\boxed{18}$ or $\boxed{20}$", "20"),
     (r"\boxed{18} \text{ or } \boxed{20}", "20"),
@@ -427,6 +428,10 @@ def test_gsm8k_number_words(text, expected):
     # "eighteen twenty" is two numbers, "eighteen and a half" no whole one: not 18
     ("It costs $4.\nThe answer is eighteen twenty.", "4"),
     ("It costs $4.\nThe answer is eighteen and a half.", "4"),
+    # no one number either: a scale word twice, a smaller scale before a larger, an "and" that ends it
+    ("It costs $4.\nThe answer is one hundred hundred.", "4"),
+    ("It costs $4.\nThe answer is two thousand three million.", "4"),
+    ("It costs $4.\nThe answer is one hundred and.", "4"),
 ])
 def test_gsm8k_number_words_that_are_no_answer(text, expected):
     assert extract_gsm8k_answer(text) == expected

@@ -31,6 +31,15 @@ def test_math_an_exclamation_mark_ends_the_prose_answer(reply, answer):
     assert score_math(reply, "120")
 
 
+@pytest.mark.parametrize("reply, answer", [
+    ("Final Answer: The final answer is 12 I hope it is correct.", "12"),
+    ("Final Answer: The final answer is 5.I hope it is correct.", "5"),
+])
+def test_math_the_prompts_closing_phrase_is_cut_where_no_sentence_ends_before_it(reply, answer):
+    """The 4-shot prompt's "I hope it is correct." with no ". " before it is in the answer's sentence."""
+    assert extract_math_answer(reply) == answer
+
+
 def test_math_answer_is_with_escaped_dollar():
     text = r"So the answer is $\$18.90$."
     assert extract_math_answer(text) == r"\$18.90"

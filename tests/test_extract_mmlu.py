@@ -24,6 +24,7 @@ from minitflow.eval.scoring import extract_mmlu_letter, score_mmlu
     ("(D) 42", "D"),
     ("A train leaves at noon and nothing else is said.", None),
     ("I am not sure.", None),
+    (None, None), ("", None), (" \n\t\n", None),  # no reply, or only blank lines
 ])
 def test_extract_mmlu_letter(text, letter):
     assert extract_mmlu_letter(text) == letter
