@@ -232,7 +232,7 @@ def _words_value(phrase: str) -> int | None:
             last = "and"
         else:
             return None
-    if last in (None, "and") or (last == "scale" and group):
+    if last in (None, "and"):
         return None
     return sign * (total + group)
 
