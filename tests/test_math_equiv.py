@@ -3,6 +3,7 @@ call_with_timeout): numbers with a relative tolerance and a rounding check, unit
 matrices, mixed numbers, equations and functions, the guards against code and towers, and one
 timeout per comparison (no data files needed)."""
 
+import signal
 import threading
 import time
 
@@ -34,6 +35,8 @@ def _judged_both_ways(pred: str, gold: str, ok: bool, lead: str) -> None:
     (".5", "0.5"),
     ("1,000", "1000"),
     ("3/4", r"\frac{3}{4}"),
+    ("{{5}}", "5"),
+    (None, ""),  # no answer
 ])
 def test_normalize_latex(raw, norm):
     assert normalize_latex(raw) == norm
@@ -98,6 +101,22 @@ def test_call_with_timeout_main_and_worker_thread():
     worker.join()
     assert box == [None] and time.monotonic() - t0 < 2
     assert time.monotonic() - start < 5
+
+
+def test_call_with_timeout_rearms_a_timer_set_before_it():
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        assert call_with_timeout(lambda: 7, 1.0) == 7
+        assert 25 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30  # what was left of it, not off
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # due while the call runs: fires right after it
+        assert call_with_timeout(lambda: time.sleep(0.2) or 7, 1.0) == 7
+        time.sleep(0.1)
+        assert fired == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_one_math_comparison_takes_one_timeout(monkeypatch):
@@ -609,6 +628,37 @@ def test_math_factorial_of_an_integer(pred, gold, ok):
 ])
 def test_math_interval_against_inequality(pred, gold, ok):
     _judged_both_ways(pred, gold, ok, "So the solution set is")
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    # an n-th root is a power, not a square root
+    (r"\sqrt[3]{8}", "2", True), (r"2\sqrt[3]{2}", r"\sqrt[3]{16}", True), (r"\sqrt[4]{x}", "x^{1/4}", True),
+    (r"\sqrt[3]{2}", r"\sqrt{2}", False),
+    # a set of sets is unordered at each level
+    (r"\{1, \{2, 3\}\}", r"\{\{3, 2\}, 1\}", True), (r"\{1, \{2, 3\}\}", r"\{\{3, 1\}, 2\}", False),
+    # a whole number before an improper fraction multiplies it
+    (r"3\frac{5}{2}", "7.5", True), (r"3\frac{5}{2}", "5.5", False),
+    # a power of ten past the exact-number range is still compared
+    ("1e500", "10^{500}", True), ("1e500", "1e501", False),
+    # a column vector is no tuple
+    (r"\begin{pmatrix}1\\2\end{pmatrix}", "(1,2)", False),
+])
+def test_math_roots_nested_sets_and_huge_powers(pred, gold, ok):
+    _judged_both_ways(pred, gold, ok, "So")
+
+
+@pytest.mark.parametrize("pred", [r"\(0.33333\)", r"\[0.33333\]", "{0.33333}"])
+def test_math_a_number_in_delimiters_or_braces_keeps_its_tolerance(pred):
+    assert is_equiv(pred, r"\frac{1}{3}")  # the number 0.33333, with its rounding: not compared exactly
+
+
+@pytest.mark.parametrize("pred, gold", [
+    (r"\frac{1}{2", "0.5"), (r"\frac{1}", "1"), (r"\sqrt{8", r"2\sqrt{2}"), (r"\sqrt[3{8}", "2"),
+    (r"x\frac{1", "x"), (r"e^{-t/RC", r"e^{-t/(RC)}"), (r"\exp(-t/RC", r"\exp(-t/(RC))"),
+])
+def test_math_an_unclosed_group_is_no_answer(pred, gold):
+    """A reply cut off inside a brace or bracket states nothing: not equal, and no error."""
+    assert is_equiv(pred, gold) is False
 
 
 @pytest.mark.parametrize("pred, gold, ok", [
