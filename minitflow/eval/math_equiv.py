@@ -174,12 +174,10 @@ _DEGREE_RE = re.compile(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?
 EN_DASH_SIGN_RE = re.compile(r"(?<![\w.)\]}])\u2013(?=\s*[\d.])")
 
 
-def clean_answer(s: str | None) -> str:
+def clean_answer(s: str) -> str:
     """Presentation-only clean-up shared by every comparison: math delimiters,
     \\left/\\right, \\dfrac, \\approx, degrees, `\\$`, thin spaces in digit groups.
     Spacing is kept (units and words need it); see `normalize_latex` for the rest."""
-    if s is None:
-        return ""
     s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
     s = s.replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F")  # the one-character ℃ and ℉
     s = s.replace("\u00b7", "\\cdot ").replace("\u22c5", "\\cdot ").replace("\u00d7", "\\times ")  # 4.5·10^{33}
