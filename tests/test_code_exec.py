@@ -1,15 +1,18 @@
 """Running a program against its problem's tests (minitflow/eval/code_exec.py: run_code_tests): base
 and plus inputs as evalplus runs them, body-only completions, MBPP's entry point, HumanEval's
-original check() scripts, float tolerance and NaN; programs that exit, loop, flood stdout or
-allocate too much are each a verdict, in bounded time."""
+original check() scripts, float tolerance and NaN, evalplus' special oracles; programs that exit, loop,
+flood stdout or allocate too much are each a verdict, in bounded time; a canonical solution that fails
+is an error; the expected outputs' disk and memory caches."""
 
+import json
 import time
 
 import pytest
 
+from minitflow.eval import code_exec
 from minitflow.eval.code_exec import run_code_tests
 from minitflow.eval.data import Sample
-from code_samples import GOOD, _add_sample
+from code_samples import ADD, GOOD, _add_sample, _sample
 
 
 @pytest.mark.parametrize("code, base, plus, needle", [
@@ -107,3 +110,117 @@ def test_code_nan_outputs_fail_as_in_evalplus():
     sample = _float_sample("    return float('nan') if a < 0 else a / 2\n", [[1], [-1]])
     base, plus, detail = run_code_tests(sample, "def f(a):\n    return float('nan') if a < 0 else a / 2\n", timeout=5)
     assert (base, plus) == (False, False) and "base input #1" in detail
+
+
+def _mbpp(sid: str, entry: str, canonical: str, base: list) -> Sample:
+    return _sample(entry, canonical, base, prompt="", dataset="mbpp", sid=sid)
+
+
+_CHECK_STR = _mbpp("Mbpp/737", "check_str", "import re\ndef check_str(string):\n"
+                   "    return re.search('^[aeiouAEIOU][A-Za-z0-9_]*', string)\n", [["annie"], ["dawood"]])
+_SUM_DIV = _mbpp("Mbpp/295", "sum_div", "def sum_div(n):\n    return sum(i for i in range(1, n) if n % i == 0)\n",
+                 [[8], [12]])
+_ARE_EQUIVALENT = _mbpp("Mbpp/164", "are_equivalent", "def are_equivalent(a, b):\n    return a == b\n", [[1, 1], [1, 2]])
+_SURFACE = _mbpp("Mbpp/581", "surface_Area", "def surface_Area(b, s):\n    return 2 * b * s + pow(b, 2)\n",
+                 [[3, 4], [4, 5]])
+_DIGITS = _mbpp("Mbpp/558", "digit_distance_nums",
+                "def digit_distance_nums(n1, n2):\n    return sum(map(int, str(abs(n1 - n2))))\n", [[19, 21]])
+_FIND_ZERO = _sample("find_zero", "def find_zero(xs):\n    return 1.0\n", [[[-6, 11, -6, 1]]], prompt="",
+                     sid="HumanEval/32")
+_FIND_ZERO.meta["atol"] = 1e-4
+
+
+@pytest.mark.parametrize("sample, body, ok", [  # each verdict is evalplus 0.3.1's special oracle's
+    # "is not None" tasks: any value for a match, None for none; a bool is compared as it is
+    (_CHECK_STR, "return re.match('[aeiou]', s, re.I)", True),
+    (_CHECK_STR, "return s[0] in 'aeiouAEIOU'", True),
+    (_CHECK_STR, "return 'Valid' if s[0] in 'aeiou' else 'Invalid'", False),
+    (_CHECK_STR, "return True", False),
+    (_SUM_DIV, "return 0", True),  # Mbpp/295 also takes 0
+    (_SUM_DIV, "return 1", False),
+    (_ARE_EQUIVALENT, "return 'yes'", True),  # Mbpp/164 takes any return value, plain data or not
+    (_ARE_EQUIVALENT, "return object()", True),
+    (_ARE_EQUIVALENT, "raise ValueError", False),
+    # Mbpp/581 also takes the area with the height as the pyramid's own (35, 59 for 33, 56)
+    (_SURFACE, "return round(b * b + 2 * b * math.sqrt((b / 2) ** 2 + s * s))", True),
+    (_SURFACE, "return 34", False),
+    # Mbpp/558 also takes the digit by digit distance (9 for 2)
+    (_DIGITS, "return sum(abs(int(x) - int(y)) for x, y in zip(str(n1), str(n2)))", True),
+    (_DIGITS, "return 5", False),
+    # HumanEval/32: any zero of the polynomial within its atol, not the canonical one
+    (_FIND_ZERO, "return 2.00001", True),
+    (_FIND_ZERO, "return 0.0", False),
+])
+def test_special_oracles(sample, body, ok):
+    entry = sample.meta["entry_point"]
+    args = {"check_str": "s", "sum_div": "n", "are_equivalent": "a, b", "surface_Area": "b, s",
+            "digit_distance_nums": "n1, n2", "find_zero": "xs"}[entry]
+    program = f"import math, re\ndef {entry}({args}):\n    {body}\n"
+    base, plus, detail = run_code_tests(sample, program, timeout=5)
+    assert (base, plus) == (ok, ok), detail
+
+
+@pytest.mark.parametrize("canonical, why", [
+    ("def f(n):\n    raise ValueError('broken row')\n", "err ['ValueError: broken row']"),
+    ("import os\ndef f(n):\n    os._exit(3)\n", "sandbox exited with code=3 and no result"),
+    ("def f(n):\n    return [0] * 5000 + [object()]\n", "output #0 is not plain data"),  # streamed item by item
+])
+def test_a_canonical_solution_that_fails_is_an_error_not_a_verdict(canonical, why):
+    sample = _sample("f", canonical, [[1]], prompt="", sid="Toy/broken")
+    assert run_code_tests(sample, "def f(n):\n    return 1\n", timeout=5) == (
+        False, False, f"error: the canonical solution failed: {why}")
+
+
+def test_an_output_that_turns_out_not_plain_data_while_streamed_fails():
+    sample = _sample("f", "def f(n):\n    return [0] * n\n", [[5000]], prompt="", sid="Toy/stream")
+    program = "def f(n):\n    return [0] * (n - 1) + [object()]\n"
+    assert run_code_tests(sample, program, timeout=5) == (False, False, "fail: base input #0: output is not plain data")
+
+
+def test_script_mode_test_script_that_dies_and_a_program_that_loops():
+    sample = _add_sample()
+    for key in ("base_input", "plus_input", "atol"):
+        sample.meta.pop(key)
+    sample.meta["test"] = "import os\ndef check(candidate):\n    os._exit(0)\n"
+    assert run_code_tests(sample, GOOD, timeout=5) == (
+        False, False, "fail: test script: sandbox exited with code=0 and no result")
+    sample.meta["test"] = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+    looping = "def add(a, b):\n    while True:\n        pass\n"
+    assert run_code_tests(sample, looping, timeout=1) == (False, False, "timeout during exec after 0 passing input(s)")
+
+
+def test_only_code_samples_are_run():
+    sample = Sample(id="q1", question="1 + 1?", answer="2", meta={"dataset": "gsm8k"})
+    with pytest.raises(ValueError, match=r"^sample 'q1' is not a code task \(meta\['dataset'\]='gsm8k'\)$"):
+        run_code_tests(sample, GOOD)
+
+
+def test_a_cache_file_that_is_no_entry_of_ours_is_computed_again(monkeypatch, tmp_path):
+    """Not JSON, not a header, another key, another count of outputs: recomputed and overwritten."""
+    monkeypatch.setenv(code_exec.CACHE_ENV, str(tmp_path))
+    task = code_exec._task(ADD)
+    path = tmp_path / f"{task.key}.jsonl"
+    for junk in (b"\xff\n", b"[1, 2]\n", b'{"key": "other", "cpu": [0.1], "walls": [0, 0]}\n1\n',
+                 b'{"key": "%s", "cpu": [0.1], "walls": [0, 0]}\n1\n' % task.key.encode()):
+        path.write_bytes(junk)
+        code_exec.clear_expected_cache()
+        exp = code_exec.expected_outputs(task)
+        assert [json.loads(o) for o in exp.outputs] == [3, 0, 4, 1000001, -15]
+        assert code_exec._disk_load(task.key, len(task.inputs)) == exp
+    code_exec.clear_expected_cache()
+
+
+def test_expected_outputs_in_memory_drop_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(code_exec, "MEMORY_CACHE_BYTES", 10)
+    monkeypatch.delenv(code_exec.CACHE_ENV, raising=False)
+    monkeypatch.setattr(code_exec, "_run_reference", lambda task: code_exec.Expected([b"x" * int(task.key[1:])], [0.0],
+                                                                                    (0.0, 0.0)))
+    tasks = {key: code_exec.Task(key=key, id=key, dataset="humaneval", entry_point="f", reference="", base=[[1]],
+                                 plus=[], atol=0, not_none=False, inputs=[[1]]) for key in ("a4", "b4", "c4", "d11")}
+    code_exec.clear_expected_cache()
+    for key in ("a4", "b4", "a4", "c4"):  # 12 bytes: b4, the least recently used, goes
+        code_exec.expected_outputs(tasks[key])
+    assert list(code_exec._cache) == ["a4", "c4"] and code_exec._cache_bytes[0] == 8
+    code_exec.expected_outputs(tasks["d11"])  # more than the whole cache: not kept
+    assert list(code_exec._cache) == ["a4", "c4"] and code_exec._cache_bytes[0] == 8
+    code_exec.clear_expected_cache()
