@@ -241,7 +241,7 @@ def _disk_store(key: str, exp: Expected) -> None:
 def _remember(key: str, exp: Expected) -> None:
     size = exp.nbytes()
     with _cache_lock:
-        if size > MEMORY_CACHE_BYTES or key in _cache:
+        if size > MEMORY_CACHE_BYTES:
             return
         _cache[key] = exp
         _cache_bytes[0] += size
