@@ -490,9 +490,7 @@ def _assert_statements(script: str) -> list[str]:
     out = []
     for node in tree.body:
         if isinstance(node, ast.Assert):
-            seg = ast.get_source_segment(script, node)
-            if seg:
-                out.append(seg.strip())
+            out.append(ast.get_source_segment(script, node).strip())
     return out
 
 
