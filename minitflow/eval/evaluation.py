@@ -110,8 +110,7 @@ def evaluate(args: argparse.Namespace, given: tuple[str, ...] = ()) -> dict | No
     stop_beating = start_heartbeat(args.output_dir, args.method, rank, size) if size > 1 else None
 
     def settled() -> None:  # no rank of this launch will wait on this one: its heartbeat goes
-        if stop_beating is not None:
-            stop_beating(remove=True)
+        stop_beating(remove=True)
 
     try:
         return _evaluate(args, rank, size, given, settled)
