@@ -170,6 +170,10 @@ def test_two_ranks_merge_to_the_single_process_summary(tmp_path):
     assert [r["id"] for r in two["samples"]] == [r["id"] for r in one["samples"]]
     shares = [_partial_ids(tmp_path / "multi" / f"baseline_partial.rank{r}.jsonl") for r in (0, 1)]
     assert sorted(shares[0] + shares[1]) == sorted(r["id"] for r in one["samples"]) and len(shares[1]) == 4
+    # rank 1 logs to its own run.rank1.log, not to stderr (rank 0's run.log and stderr have the run's lines)
+    assert "rank 1 done: 4 samples" in (tmp_path / "multi" / "run.rank1.log").read_text()
+    assert "rank 1 done" not in outs[1][1] and "rank 1 done" not in (tmp_path / "multi" / "run.log").read_text()
+    assert "accuracy 0.6250" in outs[0][1]
 
 
 def _oracle_rows(path: Path) -> Path:
