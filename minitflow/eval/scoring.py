@@ -362,14 +362,12 @@ class ScoringProcess:
         self.proc.kill()
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except BrokenPipeError:  # killed with a job unread
-                pass
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:  # killed with a job unread
+            pass
         self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.proc.stdout.close()
 
 
 def _send(f: IO[bytes], obj: Any) -> None:
