@@ -59,10 +59,9 @@ class Scheduler:
 
     def release(self, req: Request) -> None:
         """A finished request leaves its slot (the next step may refill it)."""
-        if req.slot is not None and self.running.get(req.slot) is req:
-            del self.running[req.slot]
-            self.free.append(req.slot)
-            self.free.sort()
+        del self.running[req.slot]
+        self.free.append(req.slot)
+        self.free.sort()
 
     def abort(self, req: Request) -> bool:
         """Take `req` out of the queue or its slot; False when it is in neither (finished, or not
