@@ -29,6 +29,7 @@ from minitflow.eval.scoring import (
     (r"\fbox{7}", "7"),
     (r"$\boxed 5$", "5"),
     (r"\boxed{3} and a truncated \boxed{4", "3"),
+    (r"\boxed{3} and a cut-off \boxed ", "3"),  # "\boxed " and nothing after: no box
     ("no box here", None),
     ("", None),
 ])

@@ -62,6 +62,9 @@ def test_a_helper_written_in_an_earlier_block_comes_with_the_program():
             f"```\nfrom math import *\ndef g():\n    return 0\n```\n```python\n{COUNT}```")
     assert extract_code(text, "f") == ("import math\n\nLIMIT = 2\n\ndef is_prime(n):\n    return math.isqrt(n) < LIMIT"
                                        "\n\n" + COUNT)
+    # two names the program reads, bound by one statement: it comes once
+    program = "def f(n):\n    return LO <= n <= HI\n"
+    assert extract_code(f"```python\nLO, HI = 1, 9\n```\n```python\n{program}```", "f") == "LO, HI = 1, 9\n\n" + program
 
 
 @pytest.mark.parametrize("earlier", [

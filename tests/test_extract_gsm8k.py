@@ -21,6 +21,7 @@ from minitflow.eval.scoring import extract_gsm8k_answer, score_gsm8k, score_samp
     (r"\boxed{1 234 567.5}", "1234567.5"),
     (r"\boxed{3 5}", "5"),  # not digit groups: the last number, as before
     ("work...\n#### 1,000", "1000"),
+    ("The answer is 18.\n#### (see above)", "18"),  # a `####` stating no number states nothing
     ("It costs $18.00 in total.", "18.00"),
     ("The answer is 5 cm.", "5"),
     ("She lost -3 points, then 2-7 = -5", "-5"),
@@ -241,6 +242,7 @@ def test_gsm8k_math_spans_are_read_in_linear_time():
     # not a correction: a remark, a negation, or no stated answer before it (its first number is no answer)
     ("The answer is 18. Actually, it's 3 more than yesterday.", "18"), ("The answer is 18. No, it's not 17.", "18"),
     ("Wait, it's 18 per hour, so 126 in all.", "126"),
+    ("The answer is 18. Wait, it's ... let me recheck.", "18"),  # a correction that states no number
 ])
 def test_gsm8k_a_correction_restates_the_answer(text, expected):
     assert extract_gsm8k_answer(text) == expected

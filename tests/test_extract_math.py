@@ -52,6 +52,8 @@ def test_math_final_answer_prose_is_not_an_answer():
     assert extract_math_answer(text) == "5"
     assert score_math("Final answer: the diameter is 1.6 cm.", "1.6")
     assert not score_math("$\\boxed{1.6}$\n\nFinal answer: the diameter is 2.1 cm.", "1.6")
+    # a last "Final Answer:" cut off before its answer states none: the one before stands
+    assert extract_math_answer("The final answer is $5$.\n\nFinal Answer:") == "5"
     assert extract_math_answer("Final Answer: The final answer is $7$. I hope it is correct.") == "7"
 
 
