@@ -516,6 +516,9 @@ def test_math_a_named_answer_for_a_bare_gold(pred, gold, ok):
     # old-style {\rm red} subscript
     (r"\lambda_{\rm red}/\sqrt{2}", r"\lambda_{\text {red}} / \sqrt{2}", True),
     (r"\lambda_{\rm red}/2", r"\lambda_{\text {red}} / \sqrt{2}", False),
+    # a run of letters beside a non-ASCII one is left to sympy, which splits it as it is split here
+    ("xyé", "é y x", True),
+    ("xyé", "é y z", False),
 ])
 def test_math_letters_functions_and_subscripts(pred, gold, ok):
     assert is_equiv(pred, gold) is ok
