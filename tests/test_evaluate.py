@@ -209,6 +209,23 @@ def test_partial_rows_round_trip_any_text(tmp_path):
     assert sorted(done) == ["x/0", "x/1", "x/2"] and all(r["prediction"] == text for r in done.values())
 
 
+def test_partial_lines_that_parse_but_are_no_row_are_passed_over(tmp_path):
+    """A line that is JSON but no sample row (a list, a string, an object without "id": an edit by
+    hand) is passed over as a line a crash cut is: that sample is run again."""
+    from minitflow.eval.rows import read_finished
+    (tmp_path / "m_partial.rank0.jsonl").write_text('{"id": "x/0"}\n[1]\n"x/1"\n{"correct": true}\n{"id": "x/2"}\n')
+    assert sorted(read_finished(tmp_path, "m")) == ["x/0", "x/2"]
+
+
+def test_rank_locks_are_the_methods_numbered_lock_files(tmp_path):
+    """Files the pattern also matches that are no rank's lock (a copy, a typo) are no rank of the
+    method (--overwrite and the rescoring lock go over these ranks)."""
+    from minitflow.files import rank_locks
+    for name in ("m.rank0.lock", "m.rank12.lock", "m.rank.lock", "m.rankx.lock", "m.rank1.old.lock", "n.rank1.lock"):
+        (tmp_path / name).write_text("")
+    assert rank_locks(tmp_path, "m") == {0: tmp_path / "m.rank0.lock", 12: tmp_path / "m.rank12.lock"}
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     data, out = _oracle_rows(tmp_path / "sep.jsonl"), tmp_path / "out"
     args = ["--method", "oracle", "--data_file", str(data), "--output_dir", str(out), "--max_samples", "3"]
