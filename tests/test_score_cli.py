@@ -176,6 +176,8 @@ def test_rescore_results_errors(tmp_path):
     ("no samples list", r'baseline_results.json: expected \{"summary": \{...\}, "samples": \[...\]\}$'),
     ("no dataset", r"baseline_results.json: the summary names no dataset; pass --dataset$"),
     ("a row without prediction", r'baseline_results.json: sample 2 lacks "id" or "prediction"$'),
+    ("a row without id", r'baseline_results.json: sample 2 lacks "id" or "prediction"$'),
+    ("a row that is no object", r'baseline_results.json: sample 2 lacks "id" or "prediction"$'),
 ])
 def test_score_command_line_and_results_file_refusals(case, message, tmp_path):
     """Each is one line before anything is scored or written."""
@@ -199,8 +201,14 @@ def test_score_command_line_and_results_file_refusals(case, message, tmp_path):
         elif case == "no dataset":
             summary = {k: v for k, v in doc["summary"].items() if k not in ("dataset", "config")}
             results.write_text(json.dumps({**doc, "summary": summary}))
-        else:
+        elif case == "a row without prediction":
             del doc["samples"][1]["prediction"]
+            results.write_text(json.dumps(doc))
+        elif case == "a row without id":
+            del doc["samples"][1]["id"]
+            results.write_text(json.dumps(doc))
+        else:
+            doc["samples"][1] = [doc["samples"][1]["id"], doc["samples"][1]["prediction"]]
             results.write_text(json.dumps(doc))
     before = {p.name: p.read_text() for p in folder.iterdir()}
     with pytest.raises(UserError, match=message):
