@@ -215,6 +215,9 @@ TOOL_CHATS = [
     [{"role": "user", "content": "q"}, {"role": "tool", "content": "t"},
      {"role": "user", "content": "<tool_response>\nold style\n</tool_response>"},
      {"role": "assistant", "content": "<think>k</think>done", "reasoning_content": "kept"}],
+    # no query at all (every user turn a tool response): the template's last query is the last message
+    [{"role": "user", "content": "<tool_response>\nr\n</tool_response>"},
+     {"role": "assistant", "content": "<think>x</think>y"}, {"role": "tool", "content": "s"}],
 ]
 
 
