@@ -317,6 +317,18 @@ def test_the_timeout_hook_leaves_a_requests_session_alone(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
     _time_every_request()
     assert not hasattr(session, "event_hooks") and session.hooks == {"response": []}
+    # ... and a download through it: no hook to remove after it either
+    import minitflow.model.weights as weights
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_hub_answers", lambda name, other="": None)
+
+    def snapshot(name, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise FileNotFoundError(name)
+        return str(DEMO)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    assert weights.resolve_model_dir("org/model") == DEMO and session.hooks == {"response": []}
 
 
 def test_the_timeout_hook_is_removed_after_the_download(monkeypatch):
