@@ -384,6 +384,18 @@ def test_an_unreadable_small_file_is_one_line(name, what, tmp_path, capsys, monk
           "Permission denied")
 
 
+def test_a_damaged_weight_file_under_a_snapshots_folder_not_the_hubs_says_re_download(tmp_path, capsys, monkeypatch):
+    """A folder of the user's own that a "snapshots" folder holds is no hub cache snapshot: no
+    `hf download` command is made up from its path."""
+    no_model_load(monkeypatch)
+    (tmp_path / "snapshots").mkdir()
+    d = model_copy(tmp_path / "snapshots")
+    (d / "model.safetensors").write_bytes(b"not safetensors")
+    error = fails(capsys, generate.main, gen_args("--model", d), f"{d / 'model.safetensors'} is not a readable "
+                  "safetensors file", "re-download or re-save the model")
+    assert "hf download" not in error
+
+
 @pytest.mark.parametrize("where", ["../other", "absolute"])
 def test_an_index_naming_a_shard_outside_its_folder_is_refused(where, tmp_path, capsys, monkeypatch):
     """model.safetensors.index.json naming "../other/model.safetensors" (or an absolute path)
