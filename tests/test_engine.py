@@ -893,7 +893,7 @@ def test_positions_the_model_cannot_run_are_one_line(tiny_dir):
     end; positions past kv_len (an offset without a cache) silently attended later tokens: no
     longer causal, and not transformers' logits for those position_ids; a kv_len other than T
     without a cache was an SDPA shape error. 512 tokens, the last position in the table, still
-    run as transformers runs them."""
+    run as transformers runs them; a call of no tokens gives empty logits, not an error from the check."""
     from transformers import AutoModelForCausalLM
     model = load_model(tiny_dir, torch.float32, "cpu")
     hf = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
@@ -906,6 +906,7 @@ def test_positions_the_model_cannot_run_are_one_line(tiny_dir):
         with pytest.raises(UserError, match=re.escape(words)), torch.no_grad():
             model(ids[:, :n], positions, None, kv_len)
     with torch.no_grad():
+        assert model(ids[:, :0], torch.zeros(1, 0, dtype=torch.long), None, 0).shape == (1, 0, model.cfg.vocab_size)
         ours = model(ids[:, :512], torch.arange(512)[None], None, 512)
         ref = hf(ids[:, :512]).logits
     assert (ours - ref).abs().max() <= 1e-4
