@@ -439,6 +439,25 @@ def test_generator_in_pieces_equals_all_at_once(piece):
         gen.parameter_generator(cond, mask, piece)
 
 
+def test_the_generator_at_its_default_scale_gives_the_raw_factors():
+    """ParameterGenerator's default scale 1.0 gives its raw output; the scale use passes,
+    PG_OUTPUT_SCALE, multiplies every factor (in one kernel before the split: the same products)."""
+    from minitflow.model.config import Qwen3Config
+    from minitflow.tflow.checkpoint import arch_for, random_generator
+    from minitflow.tflow.generator import PG_OUTPUT_SCALE
+    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    pg = random_generator(cfg, seed=3, arch=arch_for(cfg, dict(d_model=64, head_dim=16, output_dim=16,
+                                                                   token_dim=16))).parameter_generator.eval()
+    cond = torch.randn(2, 5, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw, used = pg(cond), pg(cond, scale=PG_OUTPUT_SCALE)
+    assert raw.keys() == used.keys() and len(raw) == 2 * 7
+    for key, (a, b) in raw.items():
+        assert not torch.equal(a, used[key][0])
+        assert torch.equal(used[key][0], a * PG_OUTPUT_SCALE) and torch.equal(used[key][1], b * PG_OUTPUT_SCALE)
+
+
 def test_generator_rope_traces_whole_and_matches_eager():
     """On CUDA the generator's RoPE (every q and k of every attention piece) is one
     torch.compile(fullgraph, dynamic) kernel: the same compile traces it without a graph break
