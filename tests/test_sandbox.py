@@ -777,6 +777,22 @@ def test_a_dead_evaluators_folder_spares_the_sandboxes_of_the_live_one_with_its_
         assert _sandbox_procs() != []
 
 
+def test_a_second_close_leaves_the_uid_another_sandbox_took_since():
+    """close() twice (say an explicit close inside `with`): the second finds nothing left to
+    close, and the uid the first gave back, which another sandbox took meanwhile, stays taken."""
+    job = {"mode": "reference", "program": "def f():\n    return 1\n", "entry_point": "f", "inputs": [[]],
+           "sets": [1, 0], "limits": None, "not_none": False, "memory_bytes": 0,
+           "evalplus_utils": sandbox.evalplus_utils_path()}
+    box = sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40))
+    uid, folder = box.uid, box.dir
+    box.close()
+    assert (box.proc, box.dir, box.uid) == (None, None, None) and not os.path.exists(folder)
+    with sandbox.Sandbox(job, sandbox.Limits(1 << 30, 20, 40)) as other:
+        box.close()
+        assert other.uid == uid and (uid is None or uid in sandbox._uids_in_use)
+        assert [other.next_record(20)[0][0] for _ in range(2)] == [["ready"], ["loaded"]]
+
+
 def test_a_runner_that_dies_reports_how_even_when_its_pipe_closes_first():
     """The runner's death closes the result pipe before its launcher reaps it and writes the
     status line: reading stopped at the closed pipe, and the failure said "no status"."""
