@@ -187,3 +187,25 @@ def test_a_toy_build_trains_both_generators_evaluates_and_writes_its_table(tmp_p
     llm = LLM.load(out, dtype="float32", device="cpu")
     for name in ("tflow.pt", "tflow_zero.pt"):
         assert load_checkpoint(out / name, llm.cfg).arch.d_model == 32
+
+
+def test_a_toy_build_with_work_keeps_the_training_rows_and_states_there(tmp_path):
+    """--work: the training rows, both checkpoints and their optimiser states stay in that folder
+    (without it they go with the build's own work folder)."""
+    work = tmp_path / "work"
+    cfg = demo.DemoConfig(out=str(tmp_path / "built"), heldout=2, train_rows=4, steps=1, batch_size=2, work=str(work),
+                          pg_arch=(("d_model", 32), ("head_dim", 8)),
+                          pretrain=demo.PretrainConfig(steps=1, short_steps=1, batch_size=2))
+    demo.build_demo(cfg, log=[].append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built", "work"]
+    assert sorted(p.name for p in work.iterdir()) == ["tflow.pt", "tflow.pt.state.pt", "tflow_zero.pt",
+                                                      "tflow_zero.pt.state.pt", "train.jsonl"]
+    assert demo.read_jsonl(work / "train.jsonl") == demo.demo_rows(cfg)[1]
+    assert (work / "tflow.pt").read_bytes() == (tmp_path / "built" / "tflow.pt").read_bytes()
+
+
+def test_evaluate_without_checkpoints_scores_the_other_methods(llm, rows):
+    """demo.evaluate with no generator checkpoints: the table of the methods that need none."""
+    table = demo.evaluate(DEMO, rows[:2], llm=llm, max_new_tokens=8)
+    assert [r.method for r in table] == ["baseline", "receiver alone", "textmas", "one agent with the facts"]
+    assert all(0 <= r.accuracy <= 1 and r.processed_tokens >= r.official_tokens > 0 for r in table)
