@@ -270,7 +270,7 @@ def rank_locks(out_dir: Path, method: str) -> dict[int, Path]:
     found = {}
     for path in out_dir.glob(f"{method}.rank*.lock"):
         r = path.name[len(method) + len(".rank"):-len(".lock")]
-        if r.isdigit():
+        if r.isdecimal():  # isdigit: "²" too, which int() refuses
             found[int(r)] = path
     return found
 

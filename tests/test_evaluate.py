@@ -221,7 +221,8 @@ def test_rank_locks_are_the_methods_numbered_lock_files(tmp_path):
     """Files the pattern also matches that are no rank's lock (a copy, a typo) are no rank of the
     method (--overwrite and the rescoring lock go over these ranks)."""
     from minitflow.files import rank_locks
-    for name in ("m.rank0.lock", "m.rank12.lock", "m.rank.lock", "m.rankx.lock", "m.rank1.old.lock", "n.rank1.lock"):
+    for name in ("m.rank0.lock", "m.rank12.lock", "m.rank.lock", "m.rankx.lock", "m.rank\u00b2.lock", "m.rank1.old.lock",
+                 "n.rank1.lock"):
         (tmp_path / name).write_text("")
     assert rank_locks(tmp_path, "m") == {0: tmp_path / "m.rank0.lock", 12: tmp_path / "m.rank12.lock"}
 
