@@ -289,3 +289,27 @@ def test_a_constant_that_enters_nonlinearly_is_a_physical_one():
     gold = r"\frac{1}{L C s^{2}+R C s+1}"
     assert is_equiv(r"\frac{1}{L K s^{2}+R K s+1}", gold) is False
     assert is_equiv(r"\frac{1}{L C s^{2}+R C s+1}", gold) is True
+
+
+@pytest.mark.parametrize("pred, gold, ok", [
+    ("2\u03c0", r"2\pi", True),
+    ("\u03c0/2", r"\frac{\pi}{2}", True),
+    ("\u03c0r^2", r"\pi r^2", True),
+    ("\u03b8 = \u03c0/4", r"\theta = \frac{\pi}{4}", True),
+    ("(-\u221e, 3]", r"(-\infty, 3]", True),
+    ("2\u221a3", r"2\sqrt{3}", True),
+    ("\u221a(x+1)", r"\sqrt{x+1}", True),
+    ("3\u221a\u03c0", r"3\sqrt{\pi}", True),
+    ("\u221a3/2", r"\frac{\sqrt3}{2}", True),
+    ("\u0394E = 5", r"\Delta E = 5", True),
+    ("5 \u03bcm", r"5 \mu m", True),
+    # still compared: another value, another unit
+    ("2\u03c0", "2", False),
+    ("\u221a2", "2", False),
+    ("\u221a(x+1)", r"\sqrt{x}+1", False),
+    ("5 \u03bcm", r"5 \text{ cm}", False),
+])
+def test_unicode_maths_reads_as_its_latex(pred, gold, ok):
+    """A reply may write π, θ, Δ, ∞ and √ in Unicode where the golds write LaTeX: read as the
+    commands (√ over a number, a letter, a command or a bracketed group), then compared as usual."""
+    assert is_equiv(pred, gold) is ok

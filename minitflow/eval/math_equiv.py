@@ -174,11 +174,28 @@ _DEGREE_RE = re.compile(r"(?:(?<![A-Za-z])\{\s*\}\s*)?(?:\^\s*\{?\s*\\circ\s*\}?
 EN_DASH_SIGN_RE = re.compile(r"(?<![\w.)\]}])\u2013(?=\s*[\d.])")
 
 
+# The Unicode a reply may write for the golds' LaTeX: 2π, θ, (-∞, 1], √3, 2√(x+1)
+_GREEK = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi - pi rho - sigma tau upsilon "
+          "phi chi psi omega").split()
+_UNICODE_COMMANDS = {**{chr(0x3B1 + i): f"\\{name} " for i, name in enumerate(_GREEK) if name != "-"},
+                     **{chr(c): f"\\{name} " for c, name in ((0x393, "Gamma"), (0x394, "Delta"), (0x398, "Theta"),
+                                                              (0x39B, "Lambda"), (0x39E, "Xi"), (0x3A0, "Pi"),
+                                                              (0x3A3, "Sigma"), (0x3A6, "Phi"), (0x3A8, "Psi"),
+                                                              (0x3A9, "Omega"))},
+                     "\u00b5": "\\mu ", "\u221e": "\\infty "}
+_UNICODE_RE = re.compile("[" + "".join(_UNICODE_COMMANDS) + "]")
+# √ takes a number, a letter, a command, a {group} or a (group) whose brackets it drops
+_SQRT_RE = re.compile(r"\u221a\s*(?:\(([^()]*)\)|\{([^{}]*)\}|(\d+(?:\.\d+)?|[A-Za-z]|\\[A-Za-z]+))")
+
+
 def clean_answer(s: str) -> str:
     """Presentation-only clean-up shared by every comparison: math delimiters,
-    \\left/\\right, \\dfrac, \\approx, degrees, `\\$`, thin spaces in digit groups.
-    Spacing is kept (units and words need it); see `normalize_latex` for the rest."""
+    \\left/\\right, \\dfrac, \\approx, degrees, `\\$`, thin spaces in digit groups,
+    Greek letters, ∞ and √ written in Unicode. Spacing is kept (units and words need it);
+    see `normalize_latex` for the rest."""
     s = str(s).strip().replace("\u2212", "-").replace("\u2248", "\\approx ").replace("\u00b0", "^\\circ")
+    s = _UNICODE_RE.sub(lambda m: _UNICODE_COMMANDS[m.group(0)], s)
+    s = _SQRT_RE.sub(lambda m: "\\sqrt{" + next(g for g in m.groups() if g is not None).strip() + "}", s)
     s = s.replace("\u2103", "^\\circ C").replace("\u2109", "^\\circ F")  # the one-character ℃ and ℉
     s = s.replace("\u00b7", "\\cdot ").replace("\u22c5", "\\cdot ").replace("\u00d7", "\\times ")  # 4.5·10^{33}
     s = EN_DASH_SIGN_RE.sub("-", s)
