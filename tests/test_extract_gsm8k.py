@@ -411,6 +411,8 @@ def test_gsm8k_a_negated_last_number_is_not_the_answer(text, expected):
     (r"So the final answer is \boxed{\text{eighteen}}.", "18"),
     ("She has 4 left.\nThe answer is one hundred and five apples.", "105"),
     ("The answer is seventy-two thousand five hundred.", "72500"),
+    ("The answer is fifteen hundred dollars.", "1500"),  # hundreds past nine, as English says them
+    ("The answer is twenty-five hundred and fifty.", "2550"),
     ("The answer is **zero**.", "0"),
     ("The answer is minus five.", "-5"),
     ("The answer is twelve, since she had 3 bags of 4.", "12"),
@@ -434,6 +436,7 @@ def test_gsm8k_number_words(text, expected):
     ("It costs $4.\nThe answer is one hundred hundred.", "4"),
     ("It costs $4.\nThe answer is two thousand three million.", "4"),
     ("It costs $4.\nThe answer is one hundred and.", "4"),
+    ("It costs $4.\nThe answer is two thousand fifteen hundred.", "4"),  # hundreds past nine only first
 ])
 def test_gsm8k_number_words_that_are_no_answer(text, expected):
     assert extract_gsm8k_answer(text) == expected

@@ -208,7 +208,7 @@ _NOT_A_COUNT = {"of", "more", "less", "fewer", "times", "half", "halves", "third
 
 
 def _words_value(phrase: str) -> int | None:
-    """ "twenty-five" -> 25, "one hundred and five" -> 105, "minus three" -> -3; None for anything
+    """ "twenty-five" -> 25, "one hundred and five" -> 105, "fifteen hundred" -> 1500, "minus three" -> -3; None for anything
     that is not one number in words ("eighteen twenty" is two; "and" only after a hundred or a thousand)."""
     tokens = [t for t in re.split(r"[\s-]+", phrase.lower()) if t]
     sign = -1 if tokens and tokens[0] in ("minus", "negative") else 1
@@ -220,8 +220,8 @@ def _words_value(phrase: str) -> int | None:
             if last == "small" or last == "tens" and not 0 < v < 10 or group % 100 and last != "tens":
                 return None
             group, last = group + v, "tens" if t in _TENS_WORDS else "small"
-        elif t == "hundred":
-            if last not in ("small", "tens") or not 0 < group < 10:
+        elif t == "hundred":  # "five hundred", and "fifteen hundred" / "twenty-five hundred" before any thousand
+            if last not in ("small", "tens") or not (0 < group < 10 or 10 < group < 100 and not total):
                 return None
             group, last = group * 100, "hundred"
         elif t in _SCALE_WORDS:
