@@ -650,7 +650,7 @@ def test_math_roots_nested_sets_and_huge_powers(pred, gold, ok):
     _judged_both_ways(pred, gold, ok, "So")
 
 
-@pytest.mark.parametrize("pred", [r"\(0.33333\)", r"\[0.33333\]", "{0.33333}"])
+@pytest.mark.parametrize("pred", [r"\(0.33333\)", r"\[0.33333\]", "{0.33333}", "{{0.33333}}"])
 def test_math_a_number_in_delimiters_or_braces_keeps_its_tolerance(pred):
     assert is_equiv(pred, r"\frac{1}{3}")  # the number 0.33333, with its rounding: not compared exactly
 

@@ -456,7 +456,7 @@ def parse_quantity(s: str | None) -> Quantity | None:
     s = re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", s)  # "15 625"
     s = _REPEATING_RE.sub(_repeating_fraction, s)  # 0.1\overline{6} -> \frac{1}{6}
     s = s.strip()
-    if s.startswith("{") and match_brace(s, 0) == len(s) - 1:
+    while s.startswith("{") and match_brace(s, 0) == len(s) - 1:  # {{0.3333}} as {0.3333}
         s = s[1:-1].strip()
     percent = False
     for pattern in (_MIXED_RE, _FRAC_RE, _SLASH_RE, _POW10_RE, _NUMBER_RE):
