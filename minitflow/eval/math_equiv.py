@@ -277,7 +277,8 @@ def _same_unit(a: Quantity, b: Quantity) -> bool:
 def _is_unit_tail(tail: str) -> bool:
     """`cm`, `\\mathrm{~erg\\,s^{-1}}`, `\\mu m`, `\\AA`, `km/s`, `dollars`: yes; `x`, `\\pi`, `2`: no.
 
-    Solar units (`M_\\odot`) and the Unicode `Å`, `μm` a model writes are units too."""
+    Solar units (`M_\\odot`) and the Unicode `Å`, `μm` a model writes are units too (clean_answer,
+    which every caller's text has been through, wrote μ and Ω as \\mu and \\Omega)."""
     return _unit_tokens(tail) is not None
 
 
@@ -296,7 +297,6 @@ def _unit_tokens(tail: str, wrapped: frozenset[str] = frozenset()) -> list[str] 
     tail = re.sub(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/(\2)", tail)  # \frac{\text{km}}{\text{s}}: km/(s)
     tail = re.sub(r"(?<![A-Za-z\\])[MLR]\s*_\s*\{?\s*\\odot\s*\}?", r"\\odot ", tail)
     tail = re.sub(r"\\mathring\s*\{?\s*A\s*\}?|\u00c5|\u212b", r"\\AA ", tail)
-    tail = re.sub(r"[\u00b5\u03bc]", r"\\mu ", tail).replace("\u03a9", "\\Omega ")
     if not tail:
         return []
     pos, tokens, words, other = 0, [], [], 0
