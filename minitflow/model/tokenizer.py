@@ -40,10 +40,11 @@ class Tokenizer:
                             f"token of {path.name} (a tokenizer_config.json of another model?)")
         self.pad_token_id = self._tok.token_to_id(_token_text(cfg, "pad_token", cfg_path) or "<|endoftext|>")
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        added = self._tok.get_added_tokens_decoder()
         # what decode() drops wherever they stand (skip_special_tokens): the stop scan leaves them out
-        self.special_ids = frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
+        self.special_ids = frozenset(i for i, t in added.items() if t.special)
         # added tokens matched in the raw text, before normalisation: the library splits the text there
-        self._split_ids = frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if not t.normalized)
+        self._split_ids = frozenset(i for i, t in added.items() if not t.normalized)
         self._prefix_counts: dict[str, int] = {}
 
     def encode(self, text: str) -> list[int]:
